@@ -1,0 +1,80 @@
+//! The daemon: the monitor and the API over one state store, started and
+//! stopped together. `drctl serve`, `drctl lab up` and the integration tests
+//! all run this same code.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use drctl_config::Config;
+use drctl_monitor::Monitor;
+use drctl_store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::ApiState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] drctl_store::StoreError),
+    #[error("cannot listen on {addr}: {source} (is another drctl running? change [api] listen)")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running daemon; [`Daemon::stop`] shuts it down cleanly.
+pub struct Daemon {
+    pub monitor: Monitor,
+    /// Where the API listens (the configured address, with the real port).
+    pub api_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    monitor_task: JoinHandle<()>,
+    api_task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Daemon {
+    /// Opens the store (applying migrations), starts sampling and serves the API.
+    pub async fn start(config: Arc<Config>) -> Result<Daemon, DaemonError> {
+        let store = Store::open(config.store.url.expose()).await?;
+        let addr = config.api.listen;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Listen { addr, source })?;
+        let api_addr = listener.local_addr().map_err(|source| DaemonError::Listen { addr, source })?;
+        let monitor = Monitor::new(config, store);
+        let (shutdown, rx) = watch::channel(false);
+        let monitor_task = tokio::spawn(monitor.clone().run(rx.clone()));
+        let mut api_rx = rx;
+        let api_task = tokio::spawn(crate::serve(
+            listener,
+            ApiState { monitor: monitor.clone() },
+            async move {
+                let _ = api_rx.wait_for(|s| *s).await;
+            },
+        ));
+        tracing::info!(%api_addr, services = monitor.config().services.len(), "drctl daemon started");
+        Ok(Daemon {
+            monitor,
+            api_addr,
+            shutdown,
+            monitor_task,
+            api_task,
+        })
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// Stops sampling (flushing the last samples to the store) and the API.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.monitor_task.await;
+        let _ = self.api_task.await;
+        self.monitor.store().close().await;
+        tracing::info!("drctl daemon stopped");
+    }
+}

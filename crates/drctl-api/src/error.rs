@@ -1,0 +1,74 @@
+//! API errors: a stable machine-readable `code`, a message for people, the
+//! right HTTP status. Codes are part of the API contract; never rename one.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 404 `service_not_found`
+    #[error("no service named {name:?}{}", suggestion.as_ref().map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default())]
+    ServiceNotFound { name: String, suggestion: Option<String> },
+    /// 400 `invalid_parameter`
+    #[error("invalid {parameter}: {reason}")]
+    InvalidParameter { parameter: &'static str, reason: String },
+    /// 404 `not_found`
+    #[error("no such endpoint; the API lives under /api/v1 (see /api/v1/rpo-rto)")]
+    NotFound,
+    /// 503 `store_unavailable`: the state store failed; details are logged.
+    #[error("the state store is unavailable; see the drctl log")]
+    Store(#[source] drctl_store::StoreError),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::ServiceNotFound { .. } => "service_not_found",
+            ApiError::InvalidParameter { .. } => "invalid_parameter",
+            ApiError::NotFound => "not_found",
+            ApiError::Store(_) => "store_unavailable",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::ServiceNotFound { .. } | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Store(e) = &self {
+            tracing::error!(error = %e, "state store error while serving the API");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        };
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+impl From<drctl_store::StoreError> for ApiError {
+    fn from(e: drctl_store::StoreError) -> Self {
+        ApiError::Store(e)
+    }
+}

@@ -1,0 +1,118 @@
+//! Human durations: `"5s"`, `"30m"`, `"24h"`, `"30d"`.
+//!
+//! Owns reading them from config (through `humantime`, refusing zero, with a
+//! short lower-case reason) and writing them back compactly (`"1d"`,
+//! `"1m 30s"`, `"250ms"`) for the API and the CLI. Everything this crate
+//! serializes as a duration goes through [`format_duration`], so what the API
+//! shows can be pasted back into a config file.
+
+use std::time::Duration;
+
+/// Why a config duration was refused; the message part after the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DurationProblem {
+    Malformed(String),
+    Zero,
+}
+
+/// Parses a config duration. Zero is refused: every duration in the config is
+/// an interval, timeout, grace period, retention or target, and zero of any
+/// of them is a mistake (a zero interval would spin, a zero target can never
+/// be met).
+pub(crate) fn parse_config_duration(text: &str) -> Result<Duration, DurationProblem> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err(DurationProblem::Zero),
+        Ok(d) => Ok(d),
+        Err(e) => Err(DurationProblem::Malformed(reason(&e))),
+    }
+}
+
+/// humantime's own messages list byte positions and every unit alias; an
+/// operator needs the gist.
+fn reason(error: &humantime::DurationError) -> String {
+    use humantime::DurationError as E;
+    match error {
+        E::Empty => "it is empty".to_string(),
+        E::UnknownUnit { unit, .. } if unit.is_empty() => "the unit is missing".to_string(),
+        E::UnknownUnit { unit, .. } => format!("\"{unit}\" is not a unit"),
+        E::NumberExpected(_) => "a number is expected before each unit".to_string(),
+        E::InvalidCharacter(_) => "it has an unexpected character".to_string(),
+        E::NumberOverflow => "it is too large".to_string(),
+    }
+}
+
+/// Formats a duration compactly in the units humantime reads back:
+/// `1d`, `1h 30m`, `1m 30s`, `250ms`, `0s`.
+pub fn format_duration(duration: Duration) -> String {
+    const UNITS: [(u64, &str); 4] = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+    let mut parts = Vec::new();
+    let mut secs = duration.as_secs();
+    for (size, unit) in UNITS {
+        if secs >= size {
+            parts.push(format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    let nanos = duration.subsec_nanos();
+    if nanos > 0 {
+        let (ms, us, ns) = (nanos / 1_000_000, nanos / 1_000 % 1_000, nanos % 1_000);
+        if ms > 0 {
+            parts.push(format!("{ms}ms"));
+        }
+        if us > 0 {
+            parts.push(format!("{us}us"));
+        }
+        if ns > 0 {
+            parts.push(format!("{ns}ns"));
+        }
+    }
+    if parts.is_empty() {
+        return "0s".to_string();
+    }
+    parts.join(" ")
+}
+
+/// `#[serde(serialize_with = "…")]` helper writing a duration as a human string.
+pub(crate) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_compactly_and_round_trips() {
+        for (d, text) in [
+            (Duration::from_secs(5), "5s"),
+            (Duration::from_secs(60), "1m"),
+            (Duration::from_secs(90), "1m 30s"),
+            (Duration::from_secs(86_400), "1d"),
+            (Duration::from_secs(30 * 86_400), "30d"),
+            (Duration::from_millis(1_250), "1s 250ms"),
+            (Duration::from_nanos(1_001), "1us 1ns"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(humantime::parse_duration(text).unwrap(), d, "{text}");
+        }
+    }
+
+    #[test]
+    fn refuses_zero_and_garbage() {
+        assert_eq!(parse_config_duration("0s"), Err(DurationProblem::Zero));
+        assert_eq!(
+            parse_config_duration("5x"),
+            Err(DurationProblem::Malformed("\"x\" is not a unit".into()))
+        );
+        assert_eq!(
+            parse_config_duration("5"),
+            Err(DurationProblem::Malformed("the unit is missing".into()))
+        );
+        assert!(parse_config_duration("").is_err());
+        assert_eq!(
+            parse_config_duration("24h"),
+            Ok(Duration::from_secs(86_400))
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! The drctl configuration model: parsing TOML into validated types, with
+//! located errors.
+//!
+//! This crate owns the edge between the operator's config file and the rest
+//! of drctl. [`load`] / [`parse`] read the file once, check everything, and
+//! return either a [`Config`] whose invariants inner code can rely on, or
+//! [`ConfigErrors`] listing *every* problem with file, line, column, the path
+//! of the offending key and a hint. It does not connect to anything: DSNs in
+//! environment variables or files are read later, on demand
+//! ([`DsnSource::resolve`]), so `drctl config validate` works on a laptop
+//! without production secrets.
+//!
+//! Modules: `reader` (the document's shape and positions), `validate` (what
+//! it means), `model` (the validated types), `error` (located errors),
+//! `secret` (redaction), `duration` (human durations), `suggest`
+//! ("did you mean").
+
+mod duration;
+mod error;
+mod model;
+mod reader;
+mod secret;
+mod suggest;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use crate::duration::format_duration;
+pub use crate::error::{ConfigError, ConfigErrors};
+pub use crate::model::{
+    ApiConfig, Config, DsnError, DsnSource, HealthCheck, MonitorConfig, Region, Service,
+    StoreConfig, Targets, Tier, TierTargets, UnknownTier,
+};
+pub use crate::secret::Secret;
+
+/// Reads and validates the config file at `path`.
+///
+/// Errors name the file as given (`config/prod.toml`), the way the operator
+/// typed it; relative paths inside the file (a SQLite store, a DSN file) are
+/// resolved against the file's own directory.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let source_name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        errors: vec![ConfigError {
+            file: source_name.clone(),
+            line: 0,
+            column: 0,
+            path: String::new(),
+            message: format!(
+                "cannot read the config file: {}",
+                error::lower_first(&e.to_string())
+            ),
+            hint: (e.kind() == std::io::ErrorKind::NotFound)
+                .then(|| "check the path, or pass another with --config".to_string()),
+        }],
+    })?;
+    let base_dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut config = parse(&source_name, &text, base_dir)?;
+    config.source = absolute(path);
+    Ok(config)
+}
+
+/// Parses and validates config text. `source_name` is used in error
+/// locations and as [`Config::source`]; `base_dir` is what relative paths in
+/// the config are relative to (normally the file's directory).
+pub fn parse(source_name: &str, text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    let mut cx = reader::Cx::new(source_name, text);
+    let config = match toml_edit::ImDocument::parse(text) {
+        Ok(doc) => {
+            let root = reader::Table::root(&doc);
+            validate::config(
+                &mut cx,
+                &root,
+                PathBuf::from(source_name),
+                &absolute(base_dir),
+            )
+        }
+        Err(e) => {
+            cx.syntax(&e);
+            None
+        }
+    };
+    match config {
+        Some(config) if !cx.has_errors() => Ok(config),
+        _ => {
+            let mut errors = cx.finish();
+            if errors.is_empty() {
+                // Unreachable by construction (validate returns None only
+                // after reporting), but never return an empty error list.
+                errors.push(ConfigError {
+                    file: source_name.to_string(),
+                    line: 0,
+                    column: 0,
+                    path: String::new(),
+                    message: "invalid configuration".to_string(),
+                    hint: None,
+                });
+            }
+            Err(ConfigErrors { errors })
+        }
+    }
+}
+
+/// `path` made absolute against the current directory, without touching the
+/// file system (no symlink resolution); unchanged if that fails.
+fn absolute(path: &Path) -> PathBuf {
+    let path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}

@@ -1,0 +1,320 @@
+//! The validated configuration: what the rest of drctl reads.
+//!
+//! Owns the public types and their small conveniences. A value of these types
+//! has passed every check in `validate` — inner code never re-checks that a
+//! primary is among a service's regions or that a duration is positive. It
+//! does not parse anything; construct these through [`crate::load`] or
+//! [`crate::parse`] (tests elsewhere may build them by hand).
+//!
+//! Everything serializes (the API shows services and targets): durations as
+//! human strings (`"5s"`), secrets redacted.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::secret::Secret;
+
+/// The whole validated configuration of one drctl deployment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    /// The file it was read from (absolute when read by [`crate::load`]).
+    pub source: PathBuf,
+    pub store: StoreConfig,
+    pub api: ApiConfig,
+    pub monitor: MonitorConfig,
+    /// In file order; never empty, names unique.
+    pub regions: Vec<Region>,
+    pub tiers: TierTargets,
+    /// In file order; names unique. May be empty.
+    pub services: Vec<Service>,
+}
+
+impl Config {
+    /// The service with this name.
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// The region with this name.
+    pub fn region(&self, name: &str) -> Option<&Region> {
+        self.regions.iter().find(|r| r.name == name)
+    }
+
+    /// The services that fail over together as `cluster`, in file order.
+    pub fn cluster_members<'a>(&'a self, cluster: &'a str) -> impl Iterator<Item = &'a Service> {
+        self.services.iter().filter(move |s| s.cluster == cluster)
+    }
+}
+
+/// Where drctl keeps its state (samples, operations, journals).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreConfig {
+    /// `sqlite://…` (a relative path already resolved against the config
+    /// file's directory) or `postgres://…`.
+    pub url: Secret,
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+}
+
+/// How the lag monitor samples and keeps what it measured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MonitorConfig {
+    /// How often each service is sampled.
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub interval: Duration,
+    /// How long one probe may take before it counts as failed.
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub probe_timeout: Duration,
+    /// How long RPO exposure must stay above target before it is a breach,
+    /// so one slow sample does not page anyone.
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub breach_grace: Duration,
+    /// How long raw samples are kept.
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub raw_retention: Duration,
+    /// How long rolled-up samples are kept.
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub rollup_retention: Duration,
+}
+
+/// A failure domain: its own database instances and DNS target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Region {
+    /// `[a-z0-9-]+`, unique.
+    pub name: String,
+    pub description: Option<String>,
+}
+
+/// How much a service may lose and how long it may be down; decides the
+/// recovery action (see DESIGN.md).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Streaming replication, standby always running, automatic failover.
+    Hot,
+    /// Replicated with a running standby; an operator triggers failover.
+    Warm,
+    /// Verified backups in another region; recovery restores one.
+    Cold,
+}
+
+impl Tier {
+    pub fn all() -> [Tier; 3] {
+        [Tier::Hot, Tier::Warm, Tier::Cold]
+    }
+
+    /// Hot and warm keep a running standby; cold restores from backup.
+    pub fn is_replicated(&self) -> bool {
+        matches!(self, Tier::Hot | Tier::Warm)
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Tier::Hot => "hot",
+            Tier::Warm => "warm",
+            Tier::Cold => "cold",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A tier name that is not one of hot, warm, cold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("\"{0}\" is not one of hot, warm, cold")]
+pub struct UnknownTier(pub String);
+
+impl FromStr for Tier {
+    type Err = UnknownTier;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Tier::all()
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| UnknownTier(s.to_string()))
+    }
+}
+
+/// Recovery objectives: the most data (in time) a failover may lose, and the
+/// longest the service may be down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Targets {
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub rpo: Duration,
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub rto: Duration,
+}
+
+/// The default targets of each tier, after the config's overrides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TierTargets {
+    pub hot: Targets,
+    pub warm: Targets,
+    pub cold: Targets,
+}
+
+impl TierTargets {
+    pub fn get(&self, tier: Tier) -> Targets {
+        match tier {
+            Tier::Hot => self.hot,
+            Tier::Warm => self.warm,
+            Tier::Cold => self.cold,
+        }
+    }
+}
+
+impl Default for TierTargets {
+    /// hot 5s/1m, warm 5m/30m, cold 24h/8h: the "typical" column of DESIGN.md.
+    fn default() -> Self {
+        const fn t(rpo: u64, rto: u64) -> Targets {
+            Targets {
+                rpo: Duration::from_secs(rpo),
+                rto: Duration::from_secs(rto),
+            }
+        }
+        TierTargets {
+            hot: t(5, 60),
+            warm: t(5 * 60, 30 * 60),
+            cold: t(24 * 3600, 8 * 3600),
+        }
+    }
+}
+
+/// The unit of failover as operators declare it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Service {
+    /// `[a-z0-9-]+`, unique.
+    pub name: String,
+    pub tier: Tier,
+    /// Declared regions, no repeats, in the operator's order; at least two
+    /// for replicated tiers.
+    pub regions: Vec<String>,
+    /// One of `regions`.
+    pub primary: String,
+    /// The PostgreSQL cluster this service lives in (default: its own name).
+    /// Services naming the same cluster fail over together and have the same
+    /// regions and primary.
+    pub cluster: String,
+    /// The service's own targets if set, else its tier's.
+    pub targets: Targets,
+    pub health: HealthCheck,
+    /// Connection per region; empty for a stateless service. Keys are among
+    /// `regions`; replicated tiers have one for every region, cold ones at
+    /// least for the primary.
+    pub postgres: BTreeMap<String, DsnSource>,
+}
+
+impl Service {
+    /// The service's regions other than the primary, in declared order.
+    pub fn standby_regions(&self) -> impl Iterator<Item = &str> {
+        self.regions
+            .iter()
+            .map(String::as_str)
+            .filter(move |r| *r != self.primary)
+    }
+
+    /// Whether the service has a PostgreSQL datastore (otherwise it fails
+    /// over by health check and DNS only).
+    pub fn has_datastore(&self) -> bool {
+        !self.postgres.is_empty()
+    }
+}
+
+/// How a service's health is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HealthCheck {
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub interval: Duration,
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub timeout: Duration,
+    /// Consecutive failed checks before the service counts as down; >= 1.
+    pub failures: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            failures: 3,
+        }
+    }
+}
+
+/// Where a PostgreSQL connection string comes from. Env and file sources are
+/// read only when needed ([`DsnSource::resolve`]), so validating a config
+/// does not require the production secrets to be present.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DsnSource {
+    /// Written in the config (shown redacted).
+    Inline(Secret),
+    /// The name of an environment variable holding the DSN.
+    Env(String),
+    /// A file holding the DSN (resolved against the config's directory).
+    File(PathBuf),
+}
+
+/// Why a DSN could not be read. Names the variable or file, never the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DsnError {
+    #[error("environment variable {var} is not set (export it with the connection string)")]
+    EnvNotSet { var: String },
+    #[error("environment variable {var} is not valid unicode")]
+    EnvNotUnicode { var: String },
+    #[error("environment variable {var} is empty (set it to the connection string)")]
+    EnvEmpty { var: String },
+    #[error("cannot read DSN file {}: {reason}", path.display())]
+    FileUnreadable { path: PathBuf, reason: String },
+    #[error("DSN file {} is empty (write the connection string into it)", path.display())]
+    FileEmpty { path: PathBuf },
+}
+
+impl DsnSource {
+    /// The connection string, reading the environment variable or file now.
+    /// Surrounding whitespace (a trailing newline in a file) is trimmed.
+    pub fn resolve(&self) -> Result<Secret, DsnError> {
+        match self {
+            DsnSource::Inline(secret) => Ok(secret.clone()),
+            DsnSource::Env(var) => match std::env::var(var) {
+                Ok(value) if value.trim().is_empty() => {
+                    Err(DsnError::EnvEmpty { var: var.clone() })
+                }
+                Ok(value) => Ok(Secret::new(value.trim())),
+                Err(std::env::VarError::NotPresent) => {
+                    Err(DsnError::EnvNotSet { var: var.clone() })
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    Err(DsnError::EnvNotUnicode { var: var.clone() })
+                }
+            },
+            DsnSource::File(path) => match std::fs::read_to_string(path) {
+                Ok(value) if value.trim().is_empty() => {
+                    Err(DsnError::FileEmpty { path: path.clone() })
+                }
+                Ok(value) => Ok(Secret::new(value.trim())),
+                // io::Error's text names the cause ("No such file or
+                // directory"), never the content.
+                Err(e) => Err(DsnError::FileUnreadable {
+                    path: path.clone(),
+                    reason: crate::error::lower_first(&e.to_string()),
+                }),
+            },
+        }
+    }
+}

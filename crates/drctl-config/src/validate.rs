@@ -1,0 +1,911 @@
+//! What the configuration means, and every check on it.
+//!
+//! Owns the schema (which tables and keys exist, their defaults) and the
+//! rules that tie values together: names are unique and well-formed, services
+//! name declared regions, replicated tiers have a standby, datastores cover
+//! the regions that need them, services sharing a cluster agree on where it
+//! lives. It reads through `reader` (which owns shapes and positions) and
+//! builds the `model` types only when nothing is wrong.
+//!
+//! Every check runs even after an earlier one failed, so the operator sees
+//! the whole list; a check is skipped only when its input is itself wrong
+//! (no "primary not among regions" for a service whose regions did not
+//! parse), to avoid reporting one mistake several times.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::model::{
+    ApiConfig, Config, DsnSource, HealthCheck, MonitorConfig, Region, Service, StoreConfig,
+    Targets, Tier, TierTargets,
+};
+use crate::reader::{Cx, Field, Span, Spanned, Table};
+use crate::secret::{is_postgres_dsn, redact, Secret};
+use crate::suggest;
+
+const ROOT_KEYS: &[&str] = &["store", "api", "monitor", "regions", "tiers", "services"];
+const STORE_KEYS: &[&str] = &["url"];
+const API_KEYS: &[&str] = &["listen"];
+const MONITOR_KEYS: &[&str] = &[
+    "interval",
+    "probe_timeout",
+    "breach_grace",
+    "raw_retention",
+    "rollup_retention",
+];
+const REGION_KEYS: &[&str] = &["name", "description"];
+const TIER_NAMES: &[&str] = &["hot", "warm", "cold"];
+const TARGET_KEYS: &[&str] = &["rpo", "rto"];
+const SERVICE_KEYS: &[&str] = &[
+    "name", "tier", "regions", "primary", "cluster", "rpo", "rto", "health", "postgres",
+];
+const HEALTH_KEYS: &[&str] = &["interval", "timeout", "failures"];
+const DSN_KEYS: &[&str] = &["dsn", "dsn_env", "dsn_file"];
+
+const DEFAULT_STORE_URL: &str = "sqlite://drctl-state.db";
+const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+
+/// Reads and checks the whole document; `None` when anything was reported.
+pub(crate) fn config(
+    cx: &mut Cx,
+    root: &Table,
+    source: PathBuf,
+    base_dir: &Path,
+) -> Option<Config> {
+    cx.unknown_keys(root, ROOT_KEYS);
+    let store = store(cx, root, base_dir);
+    let api = api(cx, root);
+    let monitor = monitor(cx, root);
+    let regions = regions(cx, root);
+    let tiers = tiers(cx, root);
+    let services = services(cx, root, &regions, &tiers, base_dir);
+    clusters(cx, &services);
+
+    if cx.has_errors() {
+        return None;
+    }
+    Some(Config {
+        source,
+        store: store?,
+        api: api?,
+        monitor,
+        regions: regions.into_iter().map(|r| r.region).collect(),
+        tiers,
+        services: services.into_iter().map(|s| s.service).collect(),
+    })
+}
+
+/// An optional sub-table; `None` when absent or not a table (reported).
+fn section<'d>(cx: &mut Cx, parent: &Table<'d>, key: &str, known: &[&str]) -> Option<Table<'d>> {
+    let table = cx.table(&parent.get(key)?)?;
+    cx.unknown_keys(&table, known);
+    Some(table)
+}
+
+/// The duration under `key`, or `default` when absent. Invalid values are
+/// reported and replaced by the default so later checks can proceed.
+fn duration_or(cx: &mut Cx, table: Option<&Table>, key: &str, default: Duration) -> Duration {
+    optional_duration(cx, table, key).unwrap_or(default)
+}
+
+fn optional_duration(cx: &mut Cx, table: Option<&Table>, key: &str) -> Option<Duration> {
+    let field = table?.get(key)?;
+    cx.duration(&field).map(|d| d.value)
+}
+
+fn store(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<StoreConfig> {
+    let table = section(cx, root, "store", STORE_KEYS);
+    let Some(field) = table.as_ref().and_then(|t| t.get("url")) else {
+        return Some(StoreConfig {
+            url: Secret::new(resolve_sqlite("//drctl-state.db", base_dir)?),
+        });
+    };
+    let url = cx.string(&field)?;
+    let raw = url.value.as_str();
+    let lower = raw.to_ascii_lowercase();
+    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        return Some(StoreConfig {
+            url: Secret::new(raw),
+        });
+    }
+    if lower.starts_with("sqlite:") {
+        if let Some(resolved) = resolve_sqlite(&raw["sqlite:".len()..], base_dir) {
+            return Some(StoreConfig {
+                url: Secret::new(resolved),
+            });
+        }
+        cx.error(
+            &url.span,
+            &field.path,
+            format!("\"{}\" names no database file", redact(raw)),
+            Some(format!("e.g. \"{DEFAULT_STORE_URL}\"")),
+        );
+        return None;
+    }
+    // The URL may carry a password: show it redacted, like everywhere else.
+    cx.error(
+        &url.span,
+        &field.path,
+        format!("\"{}\" is not a supported store", redact(raw)),
+        Some("use \"sqlite://PATH\" or \"postgres://USER@HOST:PORT/DB\"".into()),
+    );
+    None
+}
+
+/// Makes the path of a `sqlite:` URL (the part after `sqlite:`) absolute
+/// against the config file's directory, so the daemon finds the same
+/// database whatever directory it was started from. `None` when no path.
+fn resolve_sqlite(after_scheme: &str, base_dir: &Path) -> Option<String> {
+    let rest = after_scheme.strip_prefix("//").unwrap_or(after_scheme);
+    let (path, query) = match rest.find('?') {
+        Some(q) => rest.split_at(q),
+        None => (rest, ""),
+    };
+    if path.is_empty() {
+        return None;
+    }
+    if path == ":memory:" || Path::new(path).is_absolute() {
+        return Some(format!("sqlite://{path}{query}"));
+    }
+    Some(format!("sqlite://{}{query}", base_dir.join(path).display()))
+}
+
+fn api(cx: &mut Cx, root: &Table) -> Option<ApiConfig> {
+    let default = || {
+        DEFAULT_LISTEN
+            .parse()
+            .ok()
+            .map(|listen| ApiConfig { listen })
+    };
+    let table = section(cx, root, "api", API_KEYS);
+    let Some(field) = table.as_ref().and_then(|t| t.get("listen")) else {
+        return default();
+    };
+    let text = cx.string(&field)?;
+    match text.value.parse::<SocketAddr>() {
+        Ok(listen) => Some(ApiConfig { listen }),
+        Err(_) => {
+            cx.error(
+                &text.span,
+                &field.path,
+                format!("{:?} is not an IP address and port", text.value),
+                Some(format!(
+                    "write IP:PORT, e.g. \"{DEFAULT_LISTEN}\" or \"[::]:7878\""
+                )),
+            );
+            None
+        }
+    }
+}
+
+fn monitor(cx: &mut Cx, root: &Table) -> MonitorConfig {
+    let table = section(cx, root, "monitor", MONITOR_KEYS);
+    let t = table.as_ref();
+    let secs = Duration::from_secs;
+    MonitorConfig {
+        interval: duration_or(cx, t, "interval", secs(1)),
+        probe_timeout: duration_or(cx, t, "probe_timeout", secs(2)),
+        breach_grace: duration_or(cx, t, "breach_grace", secs(10)),
+        raw_retention: duration_or(cx, t, "raw_retention", secs(24 * 3600)),
+        rollup_retention: duration_or(cx, t, "rollup_retention", secs(30 * 86_400)),
+    }
+}
+
+/// What kind of name is being checked, for messages and examples.
+#[derive(Clone, Copy)]
+enum NameKind {
+    Region,
+    Service,
+    Cluster,
+}
+
+impl NameKind {
+    fn noun(self) -> &'static str {
+        match self {
+            NameKind::Region => "region",
+            NameKind::Service => "service",
+            NameKind::Cluster => "cluster",
+        }
+    }
+    fn example(self) -> &'static str {
+        match self {
+            NameKind::Region => "eu-west",
+            NameKind::Service => "orders",
+            NameKind::Cluster => "shop-main",
+        }
+    }
+}
+
+/// Names become DNS labels, metric labels and file names: `[a-z0-9-]+`.
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The valid name an invalid one was probably meant to be: `US_East` →
+/// `us-east`. `None` when no valid name comes out.
+fn normalized_name(name: &str) -> Option<String> {
+    let normalized: String = name
+        .trim()
+        .chars()
+        .filter_map(|c| match c {
+            'a'..='z' | '0'..='9' | '-' => Some(c),
+            'A'..='Z' => Some(c.to_ascii_lowercase()),
+            '_' | ' ' | '.' => Some('-'),
+            _ => None,
+        })
+        .collect();
+    is_valid_name(&normalized).then_some(normalized)
+}
+
+/// Reports an invalid name, suggesting its normalized form when that helps.
+fn check_name(cx: &mut Cx, name: &Spanned<String>, path: &str, kind: NameKind) -> bool {
+    if is_valid_name(&name.value) {
+        return true;
+    }
+    let hint = match normalized_name(&name.value) {
+        Some(normalized) => format!("did you mean \"{normalized}\"?"),
+        None => format!("e.g. \"{}\"", kind.example()),
+    };
+    cx.error(
+        &name.span,
+        path,
+        format!(
+            "{:?} is not a valid {} name; names use only a-z, 0-9 and '-'",
+            name.value,
+            kind.noun()
+        ),
+        Some(hint),
+    );
+    false
+}
+
+/// A region as read, with the position of its name for later references.
+struct DeclaredRegion {
+    region: Region,
+    name_span: Span,
+    /// The name services must use: the name when valid, else the name its
+    /// error suggests (so fixing the region per the hint fixes references
+    /// too, and a service naming `us-east` is not reported a second time).
+    reference: Option<String>,
+}
+
+fn regions(cx: &mut Cx, root: &Table) -> Vec<DeclaredRegion> {
+    let missing_hint = "declare at least one region: [[regions]] with name = \"eu-west\"";
+    let Some(field) = root.get("regions") else {
+        cx.error(
+            &(0..0),
+            "regions",
+            "no region is declared",
+            Some(missing_hint.into()),
+        );
+        return Vec::new();
+    };
+    let Some(tables) = cx.tables(&field, "write each region as a [[regions]] table") else {
+        return Vec::new();
+    };
+    if tables.is_empty() {
+        cx.error(
+            &field.span,
+            &field.path,
+            "no region is declared",
+            Some(missing_hint.into()),
+        );
+    }
+    let mut declared: Vec<DeclaredRegion> = Vec::new();
+    for mut table in tables {
+        let index_path = table.path.clone();
+        let name = cx
+            .required(&table, "name", "add name = \"…\", e.g. name = \"eu-west\"")
+            .and_then(|f| cx.string(&f).map(|s| (s, f.path)));
+        if let Some((name, _)) = &name {
+            if is_valid_name(&name.value) {
+                table.relabel(format!("{index_path} ({})", name.value));
+            }
+        }
+        cx.unknown_keys(&table, REGION_KEYS);
+        let description = table
+            .get("description")
+            .and_then(|f| cx.string(&f))
+            .map(|s| s.value);
+        let Some((name, name_path)) = name else {
+            continue;
+        };
+        let reference = if check_name(cx, &name, &name_path, NameKind::Region) {
+            Some(name.value.clone())
+        } else {
+            normalized_name(&name.value)
+        };
+        if let Some(first) = declared.iter().find(|r| r.region.name == name.value) {
+            let line = cx.line(&first.name_span);
+            cx.error(
+                &name.span,
+                &name_path,
+                format!("region {:?} is already declared at line {line}", name.value),
+                Some("region names must be unique; rename or remove one".into()),
+            );
+            continue;
+        }
+        declared.push(DeclaredRegion {
+            region: Region {
+                name: name.value,
+                description,
+            },
+            name_span: name.span,
+            reference,
+        });
+    }
+    declared
+}
+
+fn tiers(cx: &mut Cx, root: &Table) -> TierTargets {
+    let mut targets = TierTargets::default();
+    let Some(table) = section(cx, root, "tiers", TIER_NAMES) else {
+        return targets;
+    };
+    for tier in Tier::all() {
+        let Some(field) = table.get(tier.as_str()) else {
+            continue;
+        };
+        let Some(tier_table) = cx.table(&field) else {
+            continue;
+        };
+        cx.unknown_keys(&tier_table, TARGET_KEYS);
+        let slot = match tier {
+            Tier::Hot => &mut targets.hot,
+            Tier::Warm => &mut targets.warm,
+            Tier::Cold => &mut targets.cold,
+        };
+        if let Some(rpo) = optional_duration(cx, Some(&tier_table), "rpo") {
+            slot.rpo = rpo;
+        }
+        if let Some(rto) = optional_duration(cx, Some(&tier_table), "rto") {
+            slot.rto = rto;
+        }
+    }
+    targets
+}
+
+/// A validated service with the positions the cluster check points at.
+struct CheckedService {
+    service: Service,
+    path: String,
+    regions_span: Span,
+    primary_span: Span,
+}
+
+fn services(
+    cx: &mut Cx,
+    root: &Table,
+    regions: &[DeclaredRegion],
+    tiers: &TierTargets,
+    base_dir: &Path,
+) -> Vec<CheckedService> {
+    let Some(field) = root.get("services") else {
+        return Vec::new();
+    };
+    let Some(tables) = cx.tables(&field, "write each service as a [[services]] table") else {
+        return Vec::new();
+    };
+    let mut names: HashMap<String, Span> = HashMap::new();
+    let mut checked = Vec::new();
+    for table in tables {
+        if let Some(service) = service(cx, table, regions, tiers, base_dir, &mut names) {
+            checked.push(service);
+        }
+    }
+    checked
+}
+
+fn service(
+    cx: &mut Cx,
+    mut table: Table,
+    declared: &[DeclaredRegion],
+    tiers: &TierTargets,
+    base_dir: &Path,
+    names: &mut HashMap<String, Span>,
+) -> Option<CheckedService> {
+    let index_path = table.path.clone();
+
+    // The name first: every other error of this service is labelled with it.
+    let name = cx
+        .required(&table, "name", "add name = \"…\", e.g. name = \"orders\"")
+        .and_then(|f| cx.string(&f).map(|s| (s, f.path)));
+    let mut name_ok = false;
+    if let Some((name, name_path)) = &name {
+        name_ok = check_name(cx, name, name_path, NameKind::Service);
+        if let Some(first_span) = names.get(&name.value) {
+            let line = cx.line(first_span);
+            cx.error(
+                &name.span,
+                name_path,
+                format!(
+                    "service {:?} is already declared at line {line}",
+                    name.value
+                ),
+                Some("service names must be unique; rename or remove one".into()),
+            );
+            name_ok = false;
+        } else {
+            names.insert(name.value.clone(), name.span.clone());
+        }
+        if is_valid_name(&name.value) {
+            table.relabel(format!("{index_path} ({})", name.value));
+        }
+    }
+    let path = table.path.clone();
+    cx.unknown_keys(&table, SERVICE_KEYS);
+
+    let tier = cx
+        .required(&table, "tier", "add tier = \"hot\", \"warm\" or \"cold\"")
+        .and_then(|f| tier(cx, &f));
+
+    let region_names: Vec<&str> = declared
+        .iter()
+        .filter_map(|r| r.reference.as_deref())
+        .collect();
+    let example_regions = region_names
+        .iter()
+        .take(2)
+        .map(|r| format!("{r:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let regions_field = cx.required(
+        &table,
+        "regions",
+        &format!("add regions = [{example_regions}]"),
+    );
+    let regions = regions_field
+        .as_ref()
+        .and_then(|f| service_regions(cx, f, &region_names, &example_regions));
+
+    let primary = cx
+        .required(
+            &table,
+            "primary",
+            &format!(
+                "add primary = {:?}",
+                regions
+                    .as_ref()
+                    .and_then(|r| r.first())
+                    .map_or("eu-west", |r| r.value.as_str())
+            ),
+        )
+        .and_then(|f| cx.string(&f).map(|s| (s, f.path)));
+    if let (Some((primary, primary_path)), Some(regions)) = (&primary, &regions) {
+        if !regions.iter().any(|r| r.value == primary.value) {
+            primary_not_among_regions(cx, primary, primary_path, regions, &region_names);
+        }
+    }
+
+    let cluster = match table.get("cluster") {
+        Some(f) => cx
+            .string(&f)
+            .filter(|c| check_name(cx, c, &f.path, NameKind::Cluster))
+            .map(|c| c.value),
+        None => name.as_ref().map(|(n, _)| n.value.clone()),
+    };
+
+    let rpo = optional_duration(cx, Some(&table), "rpo");
+    let rto = optional_duration(cx, Some(&table), "rto");
+    let health = health(cx, &table);
+
+    // A replicated tier fails over to a running standby, which must live in
+    // another region than the primary.
+    if let (Some(tier), Some(regions)) = (tier, &regions) {
+        if tier.is_replicated() && regions.len() == 1 {
+            cx.error(
+                &table.span,
+                &path,
+                format!(
+                    "a {tier} service needs a standby region; `regions` lists only {:?}",
+                    regions[0].value
+                ),
+                Some("add a second region".into()),
+            );
+        }
+    }
+
+    let postgres = match table.get("postgres") {
+        Some(f) => postgres(
+            cx,
+            &f,
+            tier,
+            regions.as_deref(),
+            primary.as_ref().map(|p| &p.0),
+            base_dir,
+        ),
+        None => Some(BTreeMap::new()),
+    };
+
+    let (name, _) = name?;
+    if !name_ok {
+        return None;
+    }
+    let tier = tier?;
+    let regions = regions?;
+    let regions_span = regions_field?.span;
+    let (primary, _) = primary?;
+    let tier_targets = tiers.get(tier);
+    Some(CheckedService {
+        service: Service {
+            name: name.value,
+            tier,
+            regions: regions.into_iter().map(|r| r.value).collect(),
+            primary: primary.value,
+            cluster: cluster?,
+            targets: Targets {
+                rpo: rpo.unwrap_or(tier_targets.rpo),
+                rto: rto.unwrap_or(tier_targets.rto),
+            },
+            health: health?,
+            postgres: postgres?,
+        },
+        path,
+        regions_span,
+        primary_span: primary.span,
+    })
+}
+
+fn tier(cx: &mut Cx, field: &Field) -> Option<Tier> {
+    let text = cx.string_or(
+        field,
+        Some("write tier = \"hot\", \"warm\" or \"cold\"".into()),
+    )?;
+    match text.value.parse::<Tier>() {
+        Ok(tier) => Some(tier),
+        Err(unknown) => {
+            cx.error(
+                &text.span,
+                &field.path,
+                unknown.to_string(),
+                suggest::hint(&text.value, TIER_NAMES.iter().copied()),
+            );
+            None
+        }
+    }
+}
+
+/// The service's `regions`: declared, no repeats, at least one. `None` when
+/// any element is wrong, so checks that depend on the list are skipped.
+fn service_regions(
+    cx: &mut Cx,
+    field: &Field,
+    declared: &[&str],
+    example: &str,
+) -> Option<Vec<Spanned<String>>> {
+    let elements = cx.array(field, &format!("e.g. regions = [{example}]"))?;
+    if elements.is_empty() {
+        cx.error(
+            &field.span,
+            &field.path,
+            "lists no region",
+            Some(format!(
+                "list the regions the service runs in, e.g. [{example}]"
+            )),
+        );
+        return None;
+    }
+    let mut ok = true;
+    let mut seen: Vec<Spanned<String>> = Vec::new();
+    for element in elements {
+        let Some(region) = cx.string(&element) else {
+            ok = false;
+            continue;
+        };
+        if !declared.contains(&region.value.as_str()) {
+            let hint = suggest::hint(&region.value, declared.iter().copied())
+                .unwrap_or_else(|| format!("declared regions are {}", declared.join(", ")));
+            cx.error(
+                &region.span,
+                &element.path,
+                format!("{:?} is not a declared region", region.value),
+                Some(hint),
+            );
+            ok = false;
+        } else if seen.iter().any(|r| r.value == region.value) {
+            cx.error(
+                &region.span,
+                &element.path,
+                format!("{:?} is listed twice", region.value),
+                Some("remove the repeat".into()),
+            );
+            ok = false;
+        } else {
+            seen.push(region);
+        }
+    }
+    ok.then_some(seen)
+}
+
+fn primary_not_among_regions(
+    cx: &mut Cx,
+    primary: &Spanned<String>,
+    path: &str,
+    regions: &[Spanned<String>],
+    declared: &[&str],
+) {
+    let listed: Vec<&str> = regions.iter().map(|r| r.value.as_str()).collect();
+    let hint = if declared.contains(&primary.value.as_str()) {
+        format!(
+            "add {:?} to `regions`, or choose one of them",
+            primary.value
+        )
+    } else {
+        suggest::hint(&primary.value, listed.iter().copied())
+            .unwrap_or_else(|| "choose one of the service's regions".into())
+    };
+    cx.error(
+        &primary.span,
+        path,
+        format!(
+            "{:?} is not one of the service's regions {}",
+            primary.value,
+            listed.join(", ")
+        ),
+        Some(hint),
+    );
+}
+
+fn health(cx: &mut Cx, service: &Table) -> Option<HealthCheck> {
+    let mut health = HealthCheck::default();
+    let Some(table) = section(cx, service, "health", HEALTH_KEYS) else {
+        // Absent, or not a table (reported): defaults either way.
+        return Some(health);
+    };
+    if let Some(d) = optional_duration(cx, Some(&table), "interval") {
+        health.interval = d;
+    }
+    if let Some(d) = optional_duration(cx, Some(&table), "timeout") {
+        health.timeout = d;
+    }
+    if let Some(field) = table.get("failures") {
+        let failures = cx.integer(&field)?;
+        if failures.value < 1 {
+            cx.error(
+                &failures.span,
+                &field.path,
+                format!("{} failed checks can never be reached", failures.value),
+                Some("use 1 or more".into()),
+            );
+            return None;
+        }
+        match u32::try_from(failures.value) {
+            Ok(n) => health.failures = n,
+            Err(_) => {
+                cx.error(
+                    &failures.span,
+                    &field.path,
+                    format!("{} is too large", failures.value),
+                    Some("a handful of consecutive failures is typical, e.g. 3".into()),
+                );
+                return None;
+            }
+        }
+    }
+    Some(health)
+}
+
+/// `[services.postgres.REGION]` tables. `None` when anything is wrong.
+fn postgres(
+    cx: &mut Cx,
+    field: &Field,
+    tier: Option<Tier>,
+    regions: Option<&[Spanned<String>]>,
+    primary: Option<&Spanned<String>>,
+    base_dir: &Path,
+) -> Option<BTreeMap<String, DsnSource>> {
+    let table = cx.table(field)?;
+    let listed: Option<Vec<&str>> = regions.map(|r| r.iter().map(|r| r.value.as_str()).collect());
+    let mut ok = true;
+    let mut connections = BTreeMap::new();
+    for entry in table.fields() {
+        if let Some(listed) = &listed {
+            if !listed.contains(&entry.key) {
+                let hint = suggest::hint(entry.key, listed.iter().copied()).unwrap_or_else(|| {
+                    "add the region to `regions`, or remove this connection".into()
+                });
+                cx.error(
+                    &entry.key_span,
+                    &entry.path,
+                    format!(
+                        "{:?} is not one of the service's regions {}",
+                        entry.key,
+                        listed.join(", ")
+                    ),
+                    Some(hint),
+                );
+                ok = false;
+                continue;
+            }
+        }
+        match dsn_source(cx, &entry, base_dir) {
+            Some(source) => {
+                connections.insert(entry.key.to_string(), source);
+            }
+            None => ok = false,
+        }
+    }
+
+    // Which regions need a connection depends on the recovery action:
+    // promotion needs every replica reachable; a restore starts from the
+    // primary's backups.
+    if let (Some(tier), Some(regions), Some(primary)) = (tier, regions, primary) {
+        let needed: Vec<&str> = if tier.is_replicated() {
+            regions.iter().map(|r| r.value.as_str()).collect()
+        } else {
+            vec![primary.value.as_str()]
+        };
+        for region in needed {
+            if table.get(region).is_some() {
+                continue;
+            }
+            let why = if tier.is_replicated() {
+                format!("a {tier} service needs one in every region")
+            } else {
+                format!("a {tier} service needs one in its primary region")
+            };
+            cx.error(
+                &table.span,
+                &table.path,
+                format!("no connection for region {region:?}; {why}"),
+                Some(format!(
+                    "add [services.postgres.{region}] with dsn_env = \"…\""
+                )),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(connections)
+}
+
+/// One `[services.postgres.REGION]` table: exactly one of dsn, dsn_env, dsn_file.
+fn dsn_source(cx: &mut Cx, entry: &Field, base_dir: &Path) -> Option<DsnSource> {
+    let table = cx.table(entry)?;
+    cx.unknown_keys(&table, DSN_KEYS);
+    let mut present: Vec<Field> = DSN_KEYS.iter().filter_map(|k| table.get(k)).collect();
+    present.sort_by_key(|f| f.key_span.start);
+    let field = match present.as_slice() {
+        [] => {
+            cx.error(
+                &table.span,
+                &table.path,
+                "no connection string",
+                Some("set one of dsn, dsn_env, dsn_file".into()),
+            );
+            return None;
+        }
+        [one] => one,
+        [first, second, ..] => {
+            let keys: Vec<&str> = present.iter().map(|f| f.key).collect();
+            let message = if keys.len() == 2 {
+                format!("{} and {} are both set", first.key, second.key)
+            } else {
+                format!("{} are all set", keys.join(", "))
+            };
+            cx.error(
+                &second.key_span,
+                &table.path,
+                message,
+                Some("keep exactly one of dsn, dsn_env, dsn_file".into()),
+            );
+            return None;
+        }
+    };
+    let value = cx.string(field)?;
+    match field.key {
+        "dsn" => {
+            // Never echo the value: it is the password's home.
+            if !is_postgres_dsn(&value.value) {
+                cx.error(
+                    &value.span,
+                    &field.path,
+                    "not a PostgreSQL connection string",
+                    Some(
+                        "write \"postgres://USER@HOST:5432/DB\" or \"host=HOST user=USER dbname=DB\""
+                            .into(),
+                    ),
+                );
+                return None;
+            }
+            Some(DsnSource::Inline(Secret::new(value.value)))
+        }
+        "dsn_env" => {
+            let valid = value
+                .value
+                .chars()
+                .next()
+                .is_some_and(|c| !c.is_ascii_digit())
+                && value
+                    .value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                // Someone may have pasted the DSN itself here: echo the value
+                // only when it cannot be one.
+                let harmless = value
+                    .value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                let message = if harmless {
+                    format!("{:?} is not an environment variable name", value.value)
+                } else {
+                    "the value is not an environment variable name".to_string()
+                };
+                let hint = if is_postgres_dsn(&value.value) {
+                    "this looks like a connection string; use dsn = \"…\", or put it in an environment variable and name that"
+                } else {
+                    "use letters, digits and '_', e.g. \"ORDERS_DSN\""
+                };
+                cx.error(&value.span, &field.path, message, Some(hint.into()));
+                return None;
+            }
+            Some(DsnSource::Env(value.value))
+        }
+        _ => {
+            if value.value.trim().is_empty() {
+                cx.error(
+                    &value.span,
+                    &field.path,
+                    "names no file",
+                    Some("give the path of a file holding the connection string".into()),
+                );
+                return None;
+            }
+            Some(DsnSource::File(base_dir.join(value.value)))
+        }
+    }
+}
+
+/// Services naming the same cluster share one PostgreSQL cluster and fail
+/// over together, so they must agree on where it lives: same regions (as a
+/// set) and same primary. Each disagreeing member is compared with the first
+/// member of its cluster.
+fn clusters(cx: &mut Cx, services: &[CheckedService]) {
+    let mut first_of: HashMap<&str, &CheckedService> = HashMap::new();
+    for member in services {
+        let cluster = member.service.cluster.as_str();
+        let Some(first) = first_of.get(cluster) else {
+            first_of.insert(cluster, member);
+            continue;
+        };
+        let (a, b) = (&first.service, &member.service);
+        let hint = |what: &str| {
+            Some(format!(
+                "services in one cluster fail over together; give them the same {what}"
+            ))
+        };
+        let mut regions_a = a.regions.clone();
+        let mut regions_b = b.regions.clone();
+        regions_a.sort();
+        regions_b.sort();
+        if regions_a != regions_b {
+            let line = cx.line(&first.regions_span);
+            cx.error(
+                &member.regions_span,
+                &format!("{}.regions", member.path),
+                format!(
+                    "{:?} differ from {:?} of {} at line {line}, which shares cluster {cluster:?}",
+                    b.regions, a.regions, first.path
+                ),
+                hint("regions"),
+            );
+        }
+        if a.primary != b.primary {
+            let line = cx.line(&first.primary_span);
+            cx.error(
+                &member.primary_span,
+                &format!("{}.primary", member.path),
+                format!(
+                    "{:?} differs from primary {:?} of {} at line {line}, which shares cluster {cluster:?}",
+                    b.primary, a.primary, first.path
+                ),
+                hint("primary"),
+            );
+        }
+    }
+}

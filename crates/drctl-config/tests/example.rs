@@ -1,0 +1,129 @@
+//! The reference example `config/shop.example.toml` parses, and means what
+//! its comments say.
+
+use std::path::Path;
+use std::time::Duration;
+
+use drctl_config::{DsnSource, Tier};
+
+const EXAMPLE: &str = "../../config/shop.example.toml";
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+#[test]
+fn shop_example_parses_cleanly() {
+    let config = match drctl_config::load(Path::new(EXAMPLE)) {
+        Ok(config) => config,
+        Err(errors) => panic!("the reference example must be valid:\n{errors}"),
+    };
+    assert!(config.source.is_absolute());
+    assert!(config.source.ends_with("config/shop.example.toml"));
+
+    let names: Vec<&str> = config.regions.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["eu-west", "us-east"]);
+
+    let tiers: Vec<(&str, Tier)> = config
+        .services
+        .iter()
+        .map(|s| (s.name.as_str(), s.tier))
+        .collect();
+    assert_eq!(
+        tiers,
+        [
+            ("orders", Tier::Hot),
+            ("payments", Tier::Hot),
+            ("inventory", Tier::Warm),
+            ("customer-identity", Tier::Warm),
+            ("catalog", Tier::Cold),
+            ("clickstream", Tier::Cold),
+        ]
+    );
+
+    // The SQLite store is resolved next to the config file, not the cwd.
+    let config_dir = config.source.parent().unwrap();
+    assert_eq!(
+        config.store.url.expose(),
+        format!("sqlite://{}", config_dir.join("drctl-state.db").display())
+    );
+
+    let orders = config.service("orders").unwrap();
+    assert_eq!(orders.cluster, "shop-main");
+    assert_eq!(
+        (orders.targets.rpo, orders.targets.rto),
+        (secs(2), secs(30))
+    );
+    assert_eq!(orders.standby_regions().collect::<Vec<_>>(), ["us-east"]);
+    assert_eq!(
+        orders.postgres["us-east"],
+        DsnSource::Env("SHOP_MAIN_US_EAST_DSN".into())
+    );
+    assert_eq!(
+        config
+            .cluster_members("shop-main")
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        ["orders", "payments"]
+    );
+
+    let payments = config.service("payments").unwrap();
+    assert_eq!(
+        payments.targets, config.tiers.hot,
+        "no override: the tier's targets"
+    );
+
+    let inventory = config.service("inventory").unwrap();
+    assert_eq!(
+        inventory.cluster, "inventory",
+        "cluster defaults to the service name"
+    );
+    match &inventory.postgres["us-east"] {
+        DsnSource::File(path) => {
+            assert_eq!(path, &config_dir.join("secrets/inventory-us-east.dsn"))
+        }
+        other => panic!("expected a file DSN, got {other:?}"),
+    }
+
+    let identity = config.service("customer-identity").unwrap();
+    assert_eq!(identity.primary, "us-east");
+    assert_eq!(identity.standby_regions().collect::<Vec<_>>(), ["eu-west"]);
+    assert_eq!(identity.health.failures, 5);
+    assert_eq!(identity.targets.rto, secs(15 * 60));
+    assert_eq!(identity.targets.rpo, secs(5 * 60));
+
+    let catalog = config.service("catalog").unwrap();
+    assert_eq!(catalog.targets.rpo, secs(12 * 3600));
+    assert_eq!(catalog.postgres.keys().collect::<Vec<_>>(), ["eu-west"]);
+    assert!(catalog.has_datastore());
+
+    let clickstream = config.service("clickstream").unwrap();
+    assert!(!clickstream.has_datastore());
+    assert!(config.service("nope").is_none());
+}
+
+#[test]
+fn shop_example_serializes_without_its_password() {
+    let config = drctl_config::load(Path::new(EXAMPLE)).unwrap();
+    let json = serde_json::to_value(&config).unwrap();
+    let text = json.to_string();
+    assert!(!text.contains("lab-only-password"), "{text}");
+    assert!(
+        text.contains("postgres://inventory:***@10.0.1.5:5432/inventory"),
+        "{text}"
+    );
+
+    // Durations are the human strings a config file would hold.
+    assert_eq!(json["monitor"]["rollup_retention"], "30d");
+    assert_eq!(json["monitor"]["raw_retention"], "1d");
+    assert_eq!(json["tiers"]["hot"]["rpo"], "5s");
+    let orders = &json["services"][0];
+    assert_eq!(orders["tier"], "hot");
+    assert_eq!(orders["targets"]["rto"], "30s");
+    assert_eq!(orders["health"]["failures"], 3);
+    assert_eq!(
+        orders["postgres"]["eu-west"]["env"],
+        "SHOP_MAIN_EU_WEST_DSN"
+    );
+    assert_eq!(json["api"]["listen"], "127.0.0.1:7878");
+}

@@ -1,0 +1,183 @@
+//! Secrets never print: not through Debug, Display, Serialize, nor DSN errors.
+
+use std::path::Path;
+
+use drctl_config::{DsnError, DsnSource, Secret};
+
+const PASSWORD: &str = "s3cr3t-pa55";
+
+fn every_rendering(secret: &Secret) -> [String; 3] {
+    [
+        format!("{secret:?}"),
+        format!("{secret}"),
+        serde_json::to_string(secret).unwrap(),
+    ]
+}
+
+#[test]
+fn url_dsn_keeps_where_it_points_and_hides_the_password() {
+    let secret = Secret::new(format!("postgres://app:{PASSWORD}@10.0.0.5:5432/orders"));
+    let [debug, display, json] = every_rendering(&secret);
+    assert_eq!(debug, "Secret(\"postgres://app:***@10.0.0.5:5432/orders\")");
+    assert_eq!(display, "postgres://app:***@10.0.0.5:5432/orders");
+    assert_eq!(json, "\"postgres://app:***@10.0.0.5:5432/orders\"");
+    assert!(
+        secret.expose().contains(PASSWORD),
+        "expose is the one way in"
+    );
+}
+
+#[test]
+fn password_in_url_query_is_hidden() {
+    let secret = Secret::new(format!(
+        "postgresql://app@db/orders?password={PASSWORD}&sslmode=require"
+    ));
+    for shown in every_rendering(&secret) {
+        assert!(!shown.contains(PASSWORD), "{shown}");
+        assert!(shown.contains("sslmode=require"), "{shown}");
+    }
+}
+
+#[test]
+fn key_value_dsn_hides_password() {
+    for raw in [
+        format!("host=10.0.0.5 port=5432 user=app password={PASSWORD} dbname=orders"),
+        format!("host=10.0.0.5 password='{PASSWORD} with spaces' dbname=orders"),
+        format!("password = {PASSWORD} host=db"),
+    ] {
+        let secret = Secret::new(raw.clone());
+        for shown in every_rendering(&secret) {
+            assert!(!shown.contains(PASSWORD), "{raw} shown as {shown}");
+            assert!(shown.contains("password=***"), "{raw} shown as {shown}");
+        }
+    }
+}
+
+#[test]
+fn unparseable_secret_is_masked_whole() {
+    for raw in [
+        PASSWORD.to_string(),
+        format!("app:{PASSWORD}"),
+        format!("{PASSWORD} {PASSWORD}"),
+    ] {
+        let secret = Secret::new(raw);
+        let [debug, display, json] = every_rendering(&secret);
+        assert_eq!(debug, "Secret(\"***\")");
+        assert_eq!(display, "***");
+        assert_eq!(json, "\"***\"");
+    }
+}
+
+#[test]
+fn a_parsed_config_never_shows_an_inline_password() {
+    let text = format!(
+        r#"
+[store]
+url = "postgres://drctl:{PASSWORD}@state-db:5432/drctl"
+
+[[regions]]
+name = "eu-west"
+
+[[services]]
+name = "catalog"
+tier = "cold"
+regions = ["eu-west"]
+primary = "eu-west"
+
+[services.postgres.eu-west]
+dsn = "postgres://catalog:{PASSWORD}@10.0.0.7:5432/catalog"
+"#
+    );
+    let config = drctl_config::parse("p.toml", &text, Path::new("/")).unwrap();
+    for shown in [
+        format!("{config:?}"),
+        serde_json::to_string(&config).unwrap(),
+    ] {
+        assert!(!shown.contains(PASSWORD), "{shown}");
+    }
+    let dsn = config.service("catalog").unwrap().postgres["eu-west"]
+        .resolve()
+        .unwrap();
+    assert!(dsn.expose().contains(PASSWORD));
+}
+
+#[test]
+fn a_broken_store_url_is_reported_redacted() {
+    let text = format!(
+        "[store]\nurl = \"mysql://drctl:{PASSWORD}@db/drctl\"\n[[regions]]\nname = \"a\"\n"
+    );
+    let errors = drctl_config::parse("p.toml", &text, Path::new("/")).unwrap_err();
+    assert!(!errors.to_string().contains(PASSWORD), "{errors}");
+    assert!(
+        errors.to_string().contains("mysql://drctl:***@db/drctl"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn dsn_from_env_and_file_are_trimmed_and_errors_name_the_source_not_the_value() {
+    // A variable name unique to this test: tests run in parallel threads.
+    let var = "DRCTL_CONFIG_TEST_DSN_7F3A";
+    std::env::set_var(var, format!("  postgres://app:{PASSWORD}@db/orders\n"));
+    let secret = DsnSource::Env(var.into()).resolve().unwrap();
+    assert_eq!(
+        secret.expose(),
+        format!("postgres://app:{PASSWORD}@db/orders")
+    );
+
+    std::env::set_var(var, "   ");
+    let err = DsnSource::Env(var.into()).resolve().unwrap_err();
+    assert_eq!(err, DsnError::EnvEmpty { var: var.into() });
+    std::env::remove_var(var);
+    let err = DsnSource::Env(var.into()).resolve().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("environment variable {var} is not set (export it with the connection string)")
+    );
+
+    let dir = std::env::temp_dir().join(format!("drctl-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("orders.dsn");
+    std::fs::write(&file, format!("postgres://app:{PASSWORD}@db/orders\n")).unwrap();
+    let secret = DsnSource::File(file.clone()).resolve().unwrap();
+    assert_eq!(
+        secret.expose(),
+        format!("postgres://app:{PASSWORD}@db/orders")
+    );
+    std::fs::remove_file(&file).unwrap();
+    let err = DsnSource::File(file.clone()).resolve().unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with(&format!(
+            "cannot read DSN file {}: no such file",
+            file.display()
+        )),
+        "{shown}"
+    );
+    assert!(!shown.contains(PASSWORD));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_dsn_pasted_into_dsn_env_is_not_echoed() {
+    let text = format!(
+        r#"
+[[regions]]
+name = "eu-west"
+
+[[services]]
+name = "catalog"
+tier = "cold"
+regions = ["eu-west"]
+primary = "eu-west"
+postgres.eu-west.dsn_env = "postgres://catalog:{PASSWORD}@db/catalog"
+"#
+    );
+    let errors = drctl_config::parse("p.toml", &text, Path::new("/")).unwrap_err();
+    assert_eq!(
+        errors.to_string(),
+        "p.toml:10:28: services[0] (catalog).postgres.eu-west.dsn_env: the value is not an \
+         environment variable name (this looks like a connection string; use dsn = \"…\", or put \
+         it in an environment variable and name that)"
+    );
+}

@@ -1,0 +1,236 @@
+//! One PostgreSQL cluster of the lab: initdb, configuration, start, stop,
+//! crash, and cloning a streaming standby with `pg_basebackup`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::os::{check_postgres_can_reach, ensure_dir, give_to_postgres, pg_command, run};
+use crate::{io_err, LabError, Result};
+
+/// Where the PostgreSQL server binaries are: `PG_BIN`, else `pg_config
+/// --bindir`, else the newest `/usr/lib/postgresql/*/bin`.
+pub fn find_pg_bin() -> Result<PathBuf> {
+    let has_tools = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
+    if let Ok(dir) = std::env::var("PG_BIN") {
+        let dir = PathBuf::from(dir);
+        return if has_tools(&dir) {
+            Ok(dir)
+        } else {
+            Err(LabError::PgBinMissing(format!("PG_BIN={} has no initdb/pg_ctl", dir.display())))
+        };
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && has_tools(&dir) {
+            return Ok(dir);
+        }
+    }
+    let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            has_tools(&bin).then_some((version, bin))
+        })
+        .collect();
+    candidates.sort();
+    candidates
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or_else(|| LabError::PgBinMissing("no initdb in PG_BIN, pg_config --bindir or /usr/lib/postgresql/*/bin".into()))
+}
+
+/// Whether a cluster was created as a primary or cloned as a standby.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Primary,
+    Standby,
+}
+
+/// A PostgreSQL cluster on 127.0.0.1, run as the `postgres` user.
+#[derive(Clone, Debug)]
+pub struct PgCluster {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub port: u16,
+    pub bin: PathBuf,
+}
+
+/// Settings every lab cluster gets. Replication reacts within a second or
+/// two (a lab is for watching things happen), and the socket lives in the
+/// data directory so clusters never collide in /var/run/postgresql.
+fn lab_settings(port: u16, data_dir: &Path) -> String {
+    format!(
+        "\n# --- drctl lab ---\n\
+         port = {port}\n\
+         listen_addresses = '127.0.0.1'\n\
+         unix_socket_directories = '{}'\n\
+         max_connections = 200\n\
+         shared_buffers = 32MB\n\
+         wal_level = replica\n\
+         max_wal_senders = 10\n\
+         max_replication_slots = 10\n\
+         wal_keep_size = 512MB\n\
+         hot_standby = on\n\
+         hot_standby_feedback = on\n\
+         wal_receiver_status_interval = 1s\n\
+         wal_retrieve_retry_interval = 1s\n\
+         wal_sender_timeout = 10s\n\
+         wal_receiver_timeout = 10s\n\
+         checkpoint_timeout = 5min\n\
+         # The lab's tables only grow; autovacuum's own commits would blur the\n\
+         # idle-primary demonstration (a replay timestamp aging while nothing is lost).\n\
+         autovacuum = off\n\
+         log_min_messages = warning\n\
+         log_connections = off\n",
+        data_dir.display()
+    )
+}
+
+const LAB_HBA: &str = "local all all trust\n\
+host all all 127.0.0.1/32 trust\n\
+host replication all 127.0.0.1/32 trust\n";
+
+impl PgCluster {
+    pub fn new(name: impl Into<String>, data_dir: PathBuf, port: u16, bin: PathBuf) -> Self {
+        PgCluster {
+            name: name.into(),
+            data_dir,
+            port,
+            bin,
+        }
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/DB` (trust authentication on loopback).
+    pub fn dsn(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.data_dir.with_extension("log")
+    }
+
+    /// Creates a fresh primary cluster with the lab settings.
+    pub fn init_primary(&self) -> Result<()> {
+        let parent = self.data_dir.parent().unwrap_or(Path::new("/"));
+        ensure_dir(parent)?;
+        give_to_postgres(parent)?;
+        check_postgres_can_reach(parent)?;
+        let mut c = pg_command(&self.bin.join("initdb"));
+        c.arg("-D")
+            .arg(&self.data_dir)
+            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"]);
+        run(c, &format!("initdb of {}", self.name))?;
+        self.write_settings()
+    }
+
+    fn write_settings(&self) -> Result<()> {
+        let conf = self.data_dir.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(io_err(format!("reading {}", conf.display())))?;
+        if let Some(at) = text.find("\n# --- drctl lab ---\n") {
+            text.truncate(at);
+        }
+        text.push_str(&lab_settings(self.port, &self.data_dir));
+        std::fs::write(&conf, text).map_err(io_err(format!("writing {}", conf.display())))?;
+        let hba = self.data_dir.join("pg_hba.conf");
+        std::fs::write(&hba, LAB_HBA).map_err(io_err(format!("writing {}", hba.display())))?;
+        give_to_postgres(&self.data_dir)
+    }
+
+    /// Clones a streaming standby of the primary reachable at `source_port`
+    /// (the link proxy's port, so replication crosses the region link).
+    pub fn clone_standby(&self, source_port: u16, application_name: &str) -> Result<()> {
+        let parent = self.data_dir.parent().unwrap_or(Path::new("/"));
+        ensure_dir(parent)?;
+        give_to_postgres(parent)?;
+        let mut c = pg_command(&self.bin.join("pg_basebackup"));
+        c.args(["-h", "127.0.0.1", "-p", &source_port.to_string(), "-U", "postgres"])
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args(["-X", "stream", "-R", "--no-sync", "-c", "fast"]);
+        run(c, &format!("pg_basebackup of {}", self.name))?;
+        // -R wrote primary_conninfo; name the standby so pg_stat_replication
+        // on the primary says which region is streaming.
+        let auto = self.data_dir.join("postgresql.auto.conf");
+        let text = std::fs::read_to_string(&auto).map_err(io_err("reading postgresql.auto.conf"))?;
+        let text = text.replace("primary_conninfo = '", &format!("primary_conninfo = 'application_name={application_name} "));
+        std::fs::write(&auto, text).map_err(io_err("writing postgresql.auto.conf"))?;
+        self.write_settings()
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn start(&self) -> Result<()> {
+        let log = self.log_file();
+        let _ = std::fs::File::create(&log);
+        give_to_postgres(&log)?;
+        let mut c = pg_command(&self.bin.join("pg_ctl"));
+        c.arg("-D").arg(&self.data_dir).arg("-l").arg(&log).args(["-w", "-t", "60", "start"]);
+        run(c, &format!("starting {}", self.name)).map_err(|e| {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+            LabError::Other(format!("{e}; server log: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | ")))
+        })?;
+        Ok(())
+    }
+
+    /// Stops the server: `fast` for a clean shutdown, `immediate` for what a
+    /// crash leaves behind (no shutdown checkpoint).
+    pub fn stop(&self, mode: &str) -> Result<()> {
+        if self.postmaster_pid().is_none() {
+            return Ok(());
+        }
+        let mut c = pg_command(&self.bin.join("pg_ctl"));
+        c.arg("-D").arg(&self.data_dir).args(["-m", mode, "-w", "-t", "30", "stop"]);
+        match run(c, &format!("stopping {}", self.name)) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // pg_ctl could not do it (e.g. the data dir is damaged):
+                // fall back on the recorded pid.
+                if let Some(pid) = self.postmaster_pid() {
+                    crate::os::signal(pid, nix::sys::signal::Signal::SIGKILL);
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Simulates the loss of this server: immediate shutdown, no checkpoint.
+    pub fn crash(&self) -> Result<()> {
+        self.stop("immediate")
+    }
+
+    /// The postmaster's pid, when one is recorded and alive.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+        crate::os::process_alive(pid, "postgres").then_some(pid)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.postmaster_pid().is_some()
+    }
+
+    /// Waits until the server accepts TCP connections.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut c = Command::new(self.bin.join("pg_isready"));
+            c.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"]);
+            if c.status().map(|s| s.success()).unwrap_or(false) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(LabError::Other(format!("{} not ready after {timeout:?}", self.name)));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! The whole lab: clusters per service, the region link, the workload, the
+//! control socket, and the record (`lab.json`) that lets a later `lab down`
+//! or `lab up` clean up after a crash.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sqlx::{Connection, PgConnection};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::cluster::{find_pg_bin, PgCluster, Role};
+use crate::control::serve_control;
+use crate::os::{ensure_dir, free_port, give_to_postgres, process_alive, signal};
+use crate::{io_err, LabError, LinkControl, LinkProxy, Result, ShopWorkload, WorkloadControl, WorkloadTarget};
+
+pub const REGION_A: &str = "region-a";
+pub const REGION_B: &str = "region-b";
+/// First PostgreSQL port of `drctl lab up` (the lab config in `config/lab.toml` uses these).
+pub const DEFAULT_BASE_PORT: u16 = 55432;
+pub const DEFAULT_API_PORT: u16 = 7878;
+/// The log of a detached `drctl lab up`, kept when the lab directory is cleared.
+const LAB_UP_LOG: &str = "lab-up.log";
+
+/// A service of the lab: its own database, table and tier.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabService {
+    pub name: String,
+    /// `hot`, `warm` or `cold`; hot and warm get a streaming standby in region B.
+    pub tier: String,
+    /// The table the workload writes (schema-qualified).
+    pub table: String,
+}
+
+impl LabService {
+    pub fn new(name: &str, tier: &str, table: &str) -> Self {
+        LabService {
+            name: name.into(),
+            tier: tier.into(),
+            table: table.into(),
+        }
+    }
+
+    pub fn replicated(&self) -> bool {
+        self.tier != "cold"
+    }
+}
+
+/// What to build.
+#[derive(Clone, Debug)]
+pub struct LabSpec {
+    pub dir: PathBuf,
+    pub services: Vec<LabService>,
+    /// Fixed ports from here on (`lab up`), or `None` for free ports (tests).
+    pub base_port: Option<u16>,
+    pub api_port: u16,
+    pub workload_interval: Duration,
+}
+
+impl LabSpec {
+    /// The lab of `drctl lab up`: orders (hot), inventory (warm), catalog (cold).
+    pub fn standard(dir: PathBuf) -> LabSpec {
+        LabSpec {
+            dir,
+            services: vec![
+                LabService::new("orders", "hot", "shop.orders"),
+                LabService::new("inventory", "warm", "shop.stock_movements"),
+                LabService::new("catalog", "cold", "shop.price_changes"),
+            ],
+            base_port: Some(DEFAULT_BASE_PORT),
+            api_port: DEFAULT_API_PORT,
+            workload_interval: Duration::from_millis(50),
+        }
+    }
+
+    /// A lab on free ports, for tests running side by side.
+    pub fn for_tests(dir: PathBuf, services: Vec<LabService>) -> LabSpec {
+        LabSpec {
+            dir,
+            services,
+            base_port: None,
+            api_port: free_port(),
+            workload_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+/// One cluster as recorded in `lab.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabClusterRecord {
+    pub service: String,
+    pub region: String,
+    pub role: Role,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    /// For a standby: the link port it replicates through.
+    pub via_link_port: Option<u16>,
+}
+
+/// `lab.json`: everything a later process needs to find and stop the lab.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabRecord {
+    pub dir: PathBuf,
+    /// The `drctl lab up` process that owns the link, workload and daemon.
+    pub owner_pid: u32,
+    pub control_port: u16,
+    pub api_url: String,
+    pub config_path: PathBuf,
+    pub pg_bin: PathBuf,
+    pub services: Vec<LabService>,
+    pub clusters: Vec<LabClusterRecord>,
+}
+
+impl LabRecord {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("lab.json")
+    }
+
+    pub fn read(dir: &Path) -> Result<LabRecord> {
+        let path = Self::path(dir);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            LabError::Other(format!("no lab at {} ({e}); start one with `drctl lab up`", dir.display()))
+        })?;
+        serde_json::from_str(&text).map_err(|e| LabError::Other(format!("{} is damaged: {e}", path.display())))
+    }
+
+    fn write(&self) -> Result<()> {
+        let path = Self::path(&self.dir);
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self).expect("lab record serializes");
+        std::fs::write(&tmp, text).map_err(io_err(format!("writing {}", tmp.display())))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(format!("writing {}", path.display())))
+    }
+
+    pub fn cluster(&self, service: &str, region: &str) -> Option<PgCluster> {
+        self.clusters
+            .iter()
+            .find(|c| c.service == service && c.region == region)
+            .map(|c| PgCluster::new(format!("{}-{}", c.service, c.region), c.data_dir.clone(), c.port, self.pg_bin.clone()))
+    }
+
+    pub fn all_clusters(&self) -> Vec<PgCluster> {
+        self.clusters
+            .iter()
+            .filter_map(|c| self.cluster(&c.service, &c.region))
+            .collect()
+    }
+}
+
+/// A running lab. Dropping it stops the clusters (immediately) and the tasks.
+pub struct Lab {
+    pub record: LabRecord,
+    link: LinkControl,
+    workload: ShopWorkload,
+    _proxies: Vec<LinkProxy>,
+    control: JoinHandle<()>,
+    torn_down: bool,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.control.abort();
+        if !self.torn_down {
+            for c in self.record.all_clusters() {
+                let _ = c.stop("immediate");
+            }
+            let _ = std::fs::remove_file(LabRecord::path(&self.record.dir));
+        }
+    }
+}
+
+impl Lab {
+    /// Builds and starts the lab described by `spec`, cleaning up any stale
+    /// lab recorded in the same directory first.
+    pub async fn up(spec: LabSpec, mut progress: impl FnMut(&str)) -> Result<Lab> {
+        if LabRecord::path(&spec.dir).exists() {
+            progress("stopping a stale lab recorded in this directory");
+            Lab::down(&spec.dir)?;
+        }
+        let bin = find_pg_bin()?;
+        ensure_dir(&spec.dir)?;
+        clear_lab_dir(&spec.dir)?;
+        give_to_postgres(&spec.dir)?;
+
+        let port = port_plan(spec.base_port);
+        let link = LinkControl::default();
+        let mut proxies = Vec::new();
+        let mut clusters = Vec::new();
+        let mut targets = Vec::new();
+        // Record the lab before anything starts, so that a crash half-way is
+        // cleaned up by the next `lab up` or `lab down`.
+        let mut record = LabRecord {
+            dir: spec.dir.clone(),
+            owner_pid: std::process::id(),
+            control_port: port(40),
+            api_url: format!("http://127.0.0.1:{}", spec.api_port),
+            config_path: spec.dir.join("drctl.toml"),
+            pg_bin: bin.clone(),
+            services: spec.services.clone(),
+            clusters: Vec::new(),
+        };
+        for (i, svc) in spec.services.iter().enumerate() {
+            let i = i as u16;
+            let primary_port = port(2 * i);
+            let primary = PgCluster::new(format!("{}-{REGION_A}", svc.name), spec.dir.join(format!("{}-{REGION_A}", svc.name)), primary_port, bin.clone());
+            record.clusters.push(LabClusterRecord {
+                service: svc.name.clone(),
+                region: REGION_A.into(),
+                role: Role::Primary,
+                port: primary_port,
+                data_dir: primary.data_dir.clone(),
+                via_link_port: None,
+            });
+            record.write()?;
+            progress(&format!("{}: creating the primary in {REGION_A} on port {primary_port}", svc.name));
+            primary.init_primary()?;
+            primary.start()?;
+            create_shop_schema(&primary, svc).await?;
+            targets.push(WorkloadTarget {
+                service: svc.name.clone(),
+                dsn: primary.dsn(&svc.name),
+                table: svc.table.clone(),
+            });
+            if svc.replicated() {
+                let link_port = port(20 + i);
+                let proxy = LinkProxy::spawn(
+                    SocketAddr::from(([127, 0, 0, 1], link_port)),
+                    SocketAddr::from(([127, 0, 0, 1], primary_port)),
+                    link.clone(),
+                )
+                .await
+                .map_err(io_err(format!("opening the region link on port {link_port}")))?;
+                let link_port = proxy.listen.port();
+                proxies.push(proxy);
+                let standby_port = port(2 * i + 1);
+                let standby = PgCluster::new(format!("{}-{REGION_B}", svc.name), spec.dir.join(format!("{}-{REGION_B}", svc.name)), standby_port, bin.clone());
+                record.clusters.push(LabClusterRecord {
+                    service: svc.name.clone(),
+                    region: REGION_B.into(),
+                    role: Role::Standby,
+                    port: standby_port,
+                    data_dir: standby.data_dir.clone(),
+                    via_link_port: Some(link_port),
+                });
+                record.write()?;
+                progress(&format!("{}: cloning the standby in {REGION_B} on port {standby_port} through the region link", svc.name));
+                standby.clone_standby(link_port, REGION_B)?;
+                standby.start()?;
+                wait_streaming(&primary, Duration::from_secs(60)).await?;
+            }
+            clusters.push(primary);
+        }
+        let config = lab_config_toml(&record);
+        std::fs::write(&record.config_path, config).map_err(io_err("writing the lab config"))?;
+
+        let workload = ShopWorkload::start(targets, spec.workload_interval);
+        let listener = TcpListener::bind(("127.0.0.1", record.control_port))
+            .await
+            .map_err(io_err(format!("opening the lab control socket on port {}", record.control_port)))?;
+        record.control_port = listener.local_addr().map_err(io_err("control socket"))?.port();
+        let control = tokio::spawn(serve_control(listener, link.clone(), workload.control.clone()));
+        record.write()?;
+        Ok(Lab {
+            record,
+            link,
+            workload,
+            _proxies: proxies,
+            control,
+            torn_down: false,
+        })
+    }
+
+    pub fn link(&self) -> &LinkControl {
+        &self.link
+    }
+
+    pub fn workload(&self) -> &WorkloadControl {
+        &self.workload.control
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.record.config_path
+    }
+
+    /// The cluster of `service` in `region`.
+    pub fn cluster(&self, service: &str, region: &str) -> PgCluster {
+        self.record
+            .cluster(service, region)
+            .unwrap_or_else(|| panic!("the lab has no cluster for {service} in {region}"))
+    }
+
+    /// Crashes the primary of `service` (immediate shutdown, as a lost region would).
+    pub fn kill_primary(&self, service: &str) -> Result<()> {
+        self.cluster(service, REGION_A).crash()
+    }
+
+    /// Stops everything and removes the record (data directories stay for
+    /// inspection until the next `lab up`).
+    pub fn teardown(mut self) -> Result<()> {
+        self.control.abort();
+        for c in self.record.all_clusters() {
+            c.stop("fast")?;
+        }
+        let _ = std::fs::remove_file(LabRecord::path(&self.record.dir));
+        self.torn_down = true;
+        Ok(())
+    }
+
+    /// Stops the lab recorded in `dir`, whoever started it: signals the
+    /// owner process if it still runs, stops every cluster, removes the
+    /// record. Safe to run twice and after a crash. Returns what it did.
+    pub fn down(dir: &Path) -> Result<Vec<String>> {
+        let record = LabRecord::read(dir)?;
+        let mut done = Vec::new();
+        if record.owner_pid != std::process::id() && process_alive(record.owner_pid, "drctl") {
+            signal(record.owner_pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while process_alive(record.owner_pid, "drctl") && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if process_alive(record.owner_pid, "drctl") {
+                signal(record.owner_pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            done.push(format!("stopped lab process {}", record.owner_pid));
+        }
+        for c in record.all_clusters() {
+            if c.is_running() {
+                c.stop("fast")?;
+                done.push(format!("stopped PostgreSQL {} (port {})", c.name, c.port));
+            }
+        }
+        let _ = std::fs::remove_file(LabRecord::path(dir));
+        Ok(done)
+    }
+}
+
+/// Ports from a fixed base (offsets: clusters 0.., link 20.., control 40), or
+/// free ones.
+fn port_plan(base: Option<u16>) -> impl Fn(u16) -> u16 {
+    move |offset| match base {
+        Some(b) => b + offset,
+        None => free_port(),
+    }
+}
+
+/// Empties a lab directory of an earlier lab's clusters, refusing to touch a
+/// directory that does not look like a lab (so a typo in `--dir` never wipes
+/// someone's files).
+fn clear_lab_dir(dir: &Path) -> Result<()> {
+    let entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io_err(format!("reading {}", dir.display())))?
+        .flatten()
+        .collect();
+    let looks_like_lab = entries.is_empty()
+        || entries.iter().any(|e| {
+            let n = e.file_name();
+            n == "drctl.toml" || n == "lab.json" || n == LAB_UP_LOG
+        });
+    if !looks_like_lab {
+        return Err(LabError::Other(format!(
+            "{} is not empty and holds no lab; choose another --dir",
+            dir.display()
+        )));
+    }
+    for e in entries {
+        if e.file_name() == LAB_UP_LOG {
+            continue; // the detached `lab up` is writing it right now
+        }
+        let p = e.path();
+        let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+    }
+    Ok(())
+}
+
+async fn connect(dsn: &str) -> Result<PgConnection> {
+    PgConnection::connect(dsn).await.map_err(|source| LabError::Sql {
+        what: format!("connecting to {dsn}"),
+        source,
+    })
+}
+
+async fn create_shop_schema(primary: &PgCluster, svc: &LabService) -> Result<()> {
+    let sql_err = |what: &str| {
+        let what = what.to_string();
+        move |source| LabError::Sql { what, source }
+    };
+    let mut admin = connect(&primary.dsn("postgres")).await?;
+    sqlx::query(&format!("CREATE DATABASE \"{}\"", svc.name))
+        .execute(&mut admin)
+        .await
+        .map_err(sql_err("creating the service database"))?;
+    let mut db = connect(&primary.dsn(&svc.name)).await?;
+    let schema = svc.table.split('.').next().unwrap_or("public");
+    sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .execute(&mut db)
+        .await
+        .map_err(sql_err("creating the shop schema"))?;
+    sqlx::query(&format!(
+        "CREATE TABLE {} (id bigserial PRIMARY KEY, \
+         created_at timestamptz NOT NULL DEFAULT clock_timestamp(), \
+         amount_cents bigint NOT NULL)",
+        svc.table
+    ))
+    .execute(&mut db)
+    .await
+    .map_err(sql_err("creating the workload table"))?;
+    Ok(())
+}
+
+async fn wait_streaming(primary: &PgCluster, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut conn = connect(&primary.dsn("postgres")).await?;
+    loop {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|source| LabError::Sql { what: "reading pg_stat_replication".into(), source })?;
+        if n > 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(LabError::Other(format!("the standby of {} did not start streaming within {timeout:?}", primary.name)));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The drctl config of a lab: two regions, one service per lab service, the
+/// state store beside the config, the API on the lab's port.
+pub fn lab_config_toml(record: &LabRecord) -> String {
+    let api = record.api_url.trim_start_matches("http://");
+    let mut out = format!(
+        "# drctl configuration of the two-region lab (`drctl lab up` writes it).\n\
+         # Each replicated service has its own PostgreSQL primary in {REGION_A} and a\n\
+         # streaming standby in {REGION_B}: the unit of failover is a cluster.\n\n\
+         [store]\nurl = \"sqlite://drctl-state.db\"\n\n\
+         [api]\nlisten = \"{api}\"\n\n\
+         [monitor]\ninterval = \"1s\"\nbreach_grace = \"10s\"\n\n\
+         [[regions]]\nname = \"{REGION_A}\"\ndescription = \"lab region A (primary)\"\n\n\
+         [[regions]]\nname = \"{REGION_B}\"\ndescription = \"lab region B (disaster recovery)\"\n"
+    );
+    for svc in &record.services {
+        out.push_str(&format!(
+            "\n[[services]]\nname = \"{}\"\ntier = \"{}\"\nregions = [\"{REGION_A}\", \"{REGION_B}\"]\nprimary = \"{REGION_A}\"\n",
+            svc.name, svc.tier
+        ));
+        for c in record.clusters.iter().filter(|c| c.service == svc.name) {
+            out.push_str(&format!(
+                "[services.postgres.{}]\ndsn = \"postgres://postgres@127.0.0.1:{}/{}\"\n",
+                c.region, c.port, svc.name
+            ));
+        }
+    }
+    out
+}
+
+impl LabRecord {
+    /// The record `drctl lab up` would write with its default ports, for the
+    /// shipped `config/lab.toml` (a test keeps the two identical).
+    pub fn standard_preview(dir: PathBuf) -> LabRecord {
+        let spec = LabSpec::standard(dir.clone());
+        let port = port_plan(spec.base_port);
+        let mut clusters = Vec::new();
+        for (i, svc) in spec.services.iter().enumerate() {
+            let i = i as u16;
+            clusters.push(LabClusterRecord {
+                service: svc.name.clone(),
+                region: REGION_A.into(),
+                role: Role::Primary,
+                port: port(2 * i),
+                data_dir: dir.join(format!("{}-{REGION_A}", svc.name)),
+                via_link_port: None,
+            });
+            if svc.replicated() {
+                clusters.push(LabClusterRecord {
+                    service: svc.name.clone(),
+                    region: REGION_B.into(),
+                    role: Role::Standby,
+                    port: port(2 * i + 1),
+                    data_dir: dir.join(format!("{}-{REGION_B}", svc.name)),
+                    via_link_port: Some(port(20 + i)),
+                });
+            }
+        }
+        LabRecord {
+            dir: dir.clone(),
+            owner_pid: 0,
+            control_port: port(40),
+            api_url: format!("http://127.0.0.1:{}", spec.api_port),
+            config_path: dir.join("drctl.toml"),
+            pg_bin: PathBuf::new(),
+            services: spec.services,
+            clusters,
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The two-region lab: real PostgreSQL clusters on loopback, a link proxy
+//! between the regions, and a small shop workload.
+//!
+//! `drctl lab up` and the integration tests use this same code, so every test
+//! talks to real servers. The lab owns processes and directories; it knows
+//! nothing of drctl's monitor or API (the binary runs those beside it).
+//!
+//! Layout under the lab directory:
+//! ```text
+//! lab.json                  what is running (pids, ports): `lab down` reads it
+//! drctl.toml                the generated drctl config for this lab
+//! <cluster>-<region>/       a PostgreSQL data directory (owned by `postgres`)
+//! <cluster>-<region>.log    its server log
+//! ```
+//!
+//! Unit of failover: a PostgreSQL cluster. Each replicated service of the lab
+//! has its own primary/standby pair, so failing one over moves nothing else.
+
+mod cluster;
+mod control;
+mod lab;
+mod link;
+mod os;
+mod workload;
+
+pub use cluster::{find_pg_bin, PgCluster, Role};
+pub use control::{send_control, ControlCommand};
+pub use lab::{
+    lab_config_toml, Lab, LabClusterRecord, LabRecord, LabService, LabSpec, DEFAULT_API_PORT,
+    DEFAULT_BASE_PORT, REGION_A, REGION_B,
+};
+pub use link::{LinkControl, LinkProxy, LinkState};
+pub use os::{free_port, process_alive};
+pub use workload::{ShopWorkload, WorkloadControl, WorkloadTarget};
+
+/// Errors of the lab. Each says what failed and, where a person can fix it, how.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("PostgreSQL server binaries not found ({0}); install them with `apt-get install postgresql` or set PG_BIN to the directory holding initdb and pg_ctl")]
+    PgBinMissing(String),
+    #[error("{what} failed: {detail}")]
+    Command { what: String, detail: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Sql {
+        what: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, LabError>;
+
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
+    let what = what.into();
+    move |source| LabError::Io { what, source }
+}

@@ -1,0 +1,107 @@
+//! Small operating-system helpers: running as the `postgres` user, free
+//! ports, and checking recorded pids before signalling them.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+
+use crate::{io_err, LabError, Result};
+
+/// True when running as root: PostgreSQL refuses root, so its commands run
+/// as the `postgres` user through `runuser`.
+pub(crate) fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A command that runs `program` as the user PostgreSQL runs as.
+pub(crate) fn pg_command(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Runs a command to completion; a non-zero exit becomes an error carrying
+/// the tail of its output.
+pub(crate) fn run(mut cmd: Command, what: &str) -> Result<String> {
+    let out = cmd.output().map_err(io_err(format!("starting {what}")))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        let tail: Vec<&str> = text.lines().rev().take(8).collect();
+        Err(LabError::Command {
+            what: what.to_string(),
+            detail: format!(
+                "{} ({})",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+                out.status
+            ),
+        })
+    }
+}
+
+/// Makes `dir` (and its parents up to the first existing one) owned by the
+/// PostgreSQL user when running as root.
+pub(crate) fn give_to_postgres(dir: &Path) -> Result<()> {
+    if !is_root() {
+        return Ok(());
+    }
+    let mut c = Command::new("chown");
+    c.arg("-R").arg("postgres:postgres").arg(dir);
+    run(c, &format!("chown of {}", dir.display()))?;
+    Ok(())
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Whether `pid` is alive and its command line mentions `needle` (so a pid
+/// recycled by an unrelated process is never signalled).
+pub fn process_alive(pid: u32, needle: &str) -> bool {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(needle)
+        }
+        Err(_) => false,
+    }
+}
+
+pub(crate) fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))
+}
+
+/// Fails early, with the fix, when the `postgres` user cannot reach `dir`
+/// (e.g. a lab directory under /root).
+pub(crate) fn check_postgres_can_reach(dir: &Path) -> Result<()> {
+    if !is_root() {
+        return Ok(());
+    }
+    let mut c = Command::new("runuser");
+    c.args(["-u", "postgres", "--", "test", "-x"]).arg(dir);
+    if c.status().map(|s| s.success()).unwrap_or(false) {
+        Ok(())
+    } else {
+        Err(LabError::Other(format!(
+            "the postgres user cannot enter {}; choose a lab directory it can reach (e.g. --dir /tmp/drctl-lab)",
+            dir.display()
+        )))
+    }
+}

@@ -1,0 +1,208 @@
+//! The heartbeat map and RPO exposure.
+//!
+//! The map is a series of `(primary time, primary flushed LSN)` points, all
+//! read on the primary, so time on it is the primary's clock alone. A
+//! standby's durable LSN is placed on the map: the moment the primary's
+//! flushed position passed it is when the oldest commit the standby lacks was
+//! made; exposure is the primary's "now" minus that moment. Nothing here
+//! reads a clock: an idle primary (no new WAL) has exposure zero however long
+//! it idles, and clock skew between hosts cannot leak in.
+
+use std::collections::VecDeque;
+
+use drctl_pg::{HeartbeatPoint, Lsn};
+
+/// Exposure of one standby: microseconds of commits it lacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exposure {
+    pub us: i64,
+    /// The standby is behind the oldest point of the map: the true figure is
+    /// at least `us` (the map does not reach back far enough to say more).
+    pub lower_bound: bool,
+}
+
+/// Map points, ordered by LSN and by time.
+#[derive(Clone, Debug, Default)]
+pub struct HeartbeatMap {
+    points: VecDeque<HeartbeatPoint>,
+}
+
+/// Bounded memory: a day of points at one per second, plus heartbeats.
+const MAX_POINTS: usize = 200_000;
+
+impl HeartbeatMap {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    pub fn oldest(&self) -> Option<HeartbeatPoint> {
+        self.points.front().copied()
+    }
+
+    /// Adds a point. A position behind the newest one means a different
+    /// server history (a restored or re-cloned primary): the old map no
+    /// longer describes it, so it starts over. A time behind the newest
+    /// (the primary's clock stepped back) is held at the newest time, which
+    /// keeps the map monotonic and errs towards larger exposure.
+    pub fn record(&mut self, mut point: HeartbeatPoint) {
+        if let Some(last) = self.points.back() {
+            if point.lsn < last.lsn {
+                self.points.clear();
+            } else {
+                point.primary_time_us = point.primary_time_us.max(last.primary_time_us);
+                if point == *last {
+                    return;
+                }
+            }
+        }
+        self.points.push_back(point);
+        if self.points.len() > MAX_POINTS {
+            self.points.pop_front();
+        }
+    }
+
+    /// Drops points no longer needed to place any position at or after
+    /// `durable` (positions only move forward).
+    pub fn forget_before(&mut self, durable: Lsn) {
+        while self.points.len() >= 2 && self.points[1].lsn <= durable {
+            self.points.pop_front();
+        }
+    }
+
+    /// Exposure of a standby holding WAL up to `durable`, as of the primary's
+    /// `now` (its clock and flushed position, read after the standby's).
+    pub fn exposure(&self, durable: Lsn, now: HeartbeatPoint) -> Exposure {
+        if durable >= now.lsn {
+            return Exposure { us: 0, lower_bound: false };
+        }
+        let Some(at) = self.time_at(durable, now) else {
+            // Behind everything the map knows: at least as old as its start.
+            let oldest = self.points.front().map_or(now.primary_time_us, |p| p.primary_time_us);
+            return Exposure {
+                us: (now.primary_time_us - oldest).max(0),
+                lower_bound: true,
+            };
+        };
+        Exposure {
+            us: (now.primary_time_us - at).max(0),
+            lower_bound: false,
+        }
+    }
+
+    /// When the primary's flushed position passed `lsn`, interpolating
+    /// linearly between the points around it; `None` before the map starts.
+    fn time_at(&self, lsn: Lsn, now: HeartbeatPoint) -> Option<i64> {
+        // The last point at or before `lsn`: with runs of equal positions (an
+        // idle primary) that is the latest time the primary was still there.
+        let idx = self.points.partition_point(|p| p.lsn <= lsn);
+        if idx == 0 {
+            return None;
+        }
+        let before = self.points[idx - 1];
+        let after = self.points.get(idx).copied().unwrap_or(now);
+        if after.lsn <= before.lsn {
+            return Some(before.primary_time_us);
+        }
+        let span_bytes = (after.lsn.0 - before.lsn.0) as f64;
+        let into = (lsn.0 - before.lsn.0) as f64;
+        let span_us = (after.primary_time_us - before.primary_time_us) as f64;
+        Some(before.primary_time_us + (span_us * into / span_bytes).round() as i64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(t_s: f64, lsn: u64) -> HeartbeatPoint {
+        HeartbeatPoint {
+            primary_time_us: (t_s * 1e6) as i64,
+            lsn: Lsn(lsn),
+        }
+    }
+
+    fn map(points: &[HeartbeatPoint]) -> HeartbeatMap {
+        let mut m = HeartbeatMap::new();
+        for &pt in points {
+            m.record(pt);
+        }
+        m
+    }
+
+    #[test]
+    fn caught_up_standby_has_zero_exposure() {
+        let m = map(&[p(0.0, 100), p(1.0, 200)]);
+        assert_eq!(m.exposure(Lsn(300), p(2.0, 300)).us, 0);
+    }
+
+    #[test]
+    fn idle_primary_stays_at_zero_however_long() {
+        // Nothing written for an hour: same position at every point.
+        let pts: Vec<_> = (0..3600).map(|s| p(s as f64, 500)).collect();
+        let m = map(&pts);
+        assert_eq!(m.exposure(Lsn(500), p(3600.0, 500)), Exposure { us: 0, lower_bound: false });
+    }
+
+    #[test]
+    fn standby_stuck_at_a_point_is_exposed_since_that_point() {
+        // Steady writes, 100 bytes a second; the standby stopped at t=3.
+        let pts: Vec<_> = (0..=10).map(|s| p(s as f64, 1000 + 100 * s)).collect();
+        let m = map(&pts);
+        let e = m.exposure(Lsn(1300), p(10.0, 2000));
+        assert_eq!(e, Exposure { us: 7_000_000, lower_bound: false });
+    }
+
+    #[test]
+    fn interpolates_between_points() {
+        let m = map(&[p(0.0, 0), p(1.0, 1000)]);
+        // 250 bytes into a second of 1000 bytes: the primary passed it at 0.25 s.
+        let e = m.exposure(Lsn(250), p(2.0, 2000));
+        assert_eq!(e.us, 1_750_000);
+    }
+
+    #[test]
+    fn burst_after_idle_is_placed_at_the_last_idle_point() {
+        // Idle at 500 from t=0 to t=5, then a burst: the standby at 500 lacks
+        // only what came after t=5, not since t=0.
+        let m = map(&[p(0.0, 500), p(5.0, 500), p(6.0, 900)]);
+        let e = m.exposure(Lsn(500), p(6.0, 900));
+        assert_eq!(e.us, 1_000_000);
+    }
+
+    #[test]
+    fn behind_the_map_is_a_lower_bound() {
+        let m = map(&[p(10.0, 1000), p(11.0, 1100)]);
+        let e = m.exposure(Lsn(10), p(12.0, 1200));
+        assert_eq!(e, Exposure { us: 2_000_000, lower_bound: true });
+    }
+
+    #[test]
+    fn new_history_resets_the_map() {
+        let mut m = map(&[p(0.0, 1000), p(1.0, 2000)]);
+        m.record(p(2.0, 10));
+        assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn clock_stepping_back_never_shrinks_time() {
+        let m = map(&[p(10.0, 100), p(9.0, 200)]);
+        assert_eq!(m.oldest().unwrap().primary_time_us, 10_000_000);
+        assert_eq!(m.exposure(Lsn(150), p(11.0, 300)).us, 1_000_000);
+    }
+
+    #[test]
+    fn forgetting_keeps_the_point_that_places_the_standby() {
+        let mut m = map(&[p(0.0, 0), p(1.0, 100), p(2.0, 200), p(3.0, 300)]);
+        m.forget_before(Lsn(250));
+        assert_eq!(m.oldest(), Some(p(2.0, 200)));
+        assert_eq!(m.exposure(Lsn(250), p(4.0, 400)).us, 1_500_000);
+    }
+}

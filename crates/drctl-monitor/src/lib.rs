@@ -1,0 +1,260 @@
+//! The replication-lag monitor.
+//!
+//! For every replicated (hot or warm) service with a datastore it samples, at
+//! each interval: each standby's durable and replayed positions, then the
+//! primary's clock and flushed position, writing a heartbeat row when the
+//! primary has written anything since the last one. From the heartbeat map it
+//! derives the RPO exposure of each standby (see [`exposure`]), keeps a live
+//! view per service for the API, and hands every sample to the state store.
+//!
+//! One task per service: a database that hangs or refuses costs its own
+//! service a timeout and an `unknown` status, never the others' samples.
+//! Cold services and services without a datastore are listed with the reason
+//! they have no lag figure; their evidence comes from backups.
+
+pub mod exposure;
+mod sampler;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use drctl_config::{Config, Tier};
+use drctl_store::{ExposureStats, LagSample, Store};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+pub use exposure::{Exposure, HeartbeatMap};
+pub use status::{BreachClock, Status};
+
+/// What the monitor knows of one service right now.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceView {
+    pub service: String,
+    pub tier: Tier,
+    #[serde(serialize_with = "ser_secs")]
+    pub rpo_target: Duration,
+    #[serde(serialize_with = "ser_secs")]
+    pub rto_target: Duration,
+    pub status: Status,
+    /// RPO exposure of the best standby, in microseconds.
+    pub rpo_exposure_us: Option<i64>,
+    pub exposure_lower_bound: bool,
+    /// The standby region with the least exposure (where a failover would go).
+    pub best_standby: Option<String>,
+    pub sampled_at: Option<DateTime<Utc>>,
+    pub primary_time: Option<DateTime<Utc>>,
+    /// Why the figure is missing or unknown.
+    pub error: Option<String>,
+    /// Since when exposure has been above target (breach after the grace).
+    pub above_target_since: Option<DateTime<Utc>>,
+    /// The newest sample of each standby region.
+    pub standbys: Vec<LagSample>,
+    pub stats_1h: ExposureStats,
+    pub stats_24h: ExposureStats,
+    pub stats_at: Option<DateTime<Utc>>,
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl ServiceView {
+    pub fn exposure(&self) -> Option<Duration> {
+        self.rpo_exposure_us.map(|us| Duration::from_micros(us.max(0) as u64))
+    }
+}
+
+/// Counters for `/metrics` and the benchmark.
+#[derive(Debug, Default)]
+pub struct MonitorCounters {
+    pub samples: AtomicU64,
+    pub probe_errors: AtomicU64,
+    pub heartbeats: AtomicU64,
+    pub store_errors: AtomicU64,
+}
+
+struct Inner {
+    config: Arc<Config>,
+    store: Store,
+    views: RwLock<BTreeMap<String, ServiceView>>,
+    counters: MonitorCounters,
+}
+
+/// The monitor: cheap to clone, shared with the API.
+#[derive(Clone)]
+pub struct Monitor {
+    inner: Arc<Inner>,
+}
+
+impl Monitor {
+    pub fn new(config: Arc<Config>, store: Store) -> Monitor {
+        let views = config
+            .services
+            .iter()
+            .map(|s| {
+                let error = if !s.has_datastore() {
+                    Some("no datastore: this service fails over by health check and DNS; no data to lose".to_string())
+                } else if !s.tier.is_replicated() {
+                    Some("cold tier: RPO exposure comes from the newest verified backup; no backup evidence yet".to_string())
+                } else {
+                    Some("not sampled yet".to_string())
+                };
+                let view = ServiceView {
+                    service: s.name.clone(),
+                    tier: s.tier,
+                    rpo_target: s.targets.rpo,
+                    rto_target: s.targets.rto,
+                    status: Status::Unknown,
+                    rpo_exposure_us: None,
+                    exposure_lower_bound: false,
+                    best_standby: None,
+                    sampled_at: None,
+                    primary_time: None,
+                    error,
+                    above_target_since: None,
+                    standbys: Vec::new(),
+                    stats_1h: ExposureStats::default(),
+                    stats_24h: ExposureStats::default(),
+                    stats_at: None,
+                };
+                (s.name.clone(), view)
+            })
+            .collect();
+        Monitor {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                views: RwLock::new(views),
+                counters: MonitorCounters::default(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn counters(&self) -> &MonitorCounters {
+        &self.inner.counters
+    }
+
+    /// Every service's view, in config order.
+    pub fn views(&self) -> Vec<ServiceView> {
+        let views = self.inner.views.read().expect("views lock");
+        self.inner
+            .config
+            .services
+            .iter()
+            .filter_map(|s| views.get(&s.name).cloned())
+            .collect()
+    }
+
+    pub fn view(&self, service: &str) -> Option<ServiceView> {
+        self.inner.views.read().expect("views lock").get(service).cloned()
+    }
+
+    pub(crate) fn update_view(&self, service: &str, f: impl FnOnce(&mut ServiceView)) {
+        if let Some(v) = self.inner.views.write().expect("views lock").get_mut(service) {
+            f(v);
+        }
+    }
+
+    /// Runs the monitor until `shutdown` turns true: one sampler per
+    /// replicated service, the store writer, the statistics refresher and
+    /// the downsampler.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let (tx, rx) = mpsc::channel::<LagSample>(16_384);
+        let mut tasks = JoinSet::new();
+        for service in self.inner.config.services.iter() {
+            if service.tier.is_replicated() && service.has_datastore() {
+                tasks.spawn(sampler::sample_service(self.clone(), service.clone(), tx.clone(), shutdown.clone()));
+            }
+        }
+        drop(tx);
+        tasks.spawn(self.clone().write_samples(rx));
+        tasks.spawn(self.clone().refresh_stats(shutdown.clone()));
+        tasks.spawn(self.clone().downsample(shutdown.clone()));
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        // Samplers and periodic tasks stop at the signal; the writer stops
+        // when the samplers have dropped their senders, after a last flush.
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Batches samples into one store transaction per interval.
+    async fn write_samples(self, mut rx: mpsc::Receiver<LagSample>) {
+        let mut batch = Vec::new();
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            // Gather what the other samplers send in the same tick.
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+            while let Ok(Some(s)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+                batch.push(s);
+                if batch.len() >= 5_000 {
+                    break;
+                }
+            }
+            if let Err(e) = self.inner.store.insert_lag_samples(&batch).await {
+                self.inner.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, samples = batch.len(), "could not store lag samples; the live view is unaffected");
+            }
+            batch.clear();
+        }
+    }
+
+    /// Recomputes the 1 h and 24 h exposure percentiles from the store.
+    async fn refresh_stats(self, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(Duration::from_secs(15));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            for view in self.views() {
+                let Some(region) = view.best_standby.clone() else { continue };
+                let now = Utc::now();
+                let store = &self.inner.store;
+                let h1 = store.exposure_stats(&view.service, Some(&region), now - chrono::TimeDelta::hours(1)).await;
+                let h24 = store.exposure_stats(&view.service, Some(&region), now - chrono::TimeDelta::hours(24)).await;
+                match (h1, h24) {
+                    (Ok(h1), Ok(h24)) => self.update_view(&view.service, |v| {
+                        v.stats_1h = h1;
+                        v.stats_24h = h24;
+                        v.stats_at = Some(now);
+                    }),
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::warn!(service = %view.service, error = %e, "could not compute exposure statistics")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Folds old samples into rollups every ten minutes.
+    async fn downsample(self, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            let m = &self.inner.config.monitor;
+            let now = Utc::now();
+            let raw = now - chrono::TimeDelta::from_std(m.raw_retention).unwrap_or(chrono::TimeDelta::hours(24));
+            let rollups = now - chrono::TimeDelta::from_std(m.rollup_retention).unwrap_or(chrono::TimeDelta::days(30));
+            match self.inner.store.downsample_lag(raw, rollups).await {
+                Ok(r) => tracing::debug!(?r, "downsampled lag history"),
+                Err(e) => tracing::warn!(error = %e, "could not downsample lag history"),
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The sampler of one replicated service.
+//!
+//! Order within a tick matters: standbys are read first, the primary last,
+//! so every standby position predates the primary reading it is compared
+//! with (a standby cannot be ahead of the primary's later flushed position);
+//! the error this leaves is a few milliseconds of *over*-statement, never
+//! under-statement.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use drctl_config::Service;
+use drctl_pg::{Lsn, PgEndpoint, PrimaryPosition, StandbyPosition};
+use drctl_store::LagSample;
+use tokio::sync::{mpsc, watch};
+
+use crate::{BreachClock, HeartbeatMap, Monitor, Status};
+
+/// How often heartbeats older than a day are deleted from the primary.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+const HEARTBEAT_KEEP: Duration = Duration::from_secs(24 * 3600);
+/// WAL a primary may write after our heartbeat and still count as idle: the
+/// records PostgreSQL writes by itself on an idle server (a running-xacts
+/// snapshot after our commit, a checkpoint) come to a few hundred bytes.
+/// Without this slack each heartbeat would provoke the next one forever.
+const IDLE_WAL_SLACK: u64 = 1024;
+
+struct Endpoints {
+    primary: PgEndpoint,
+    standbys: Vec<(String, PgEndpoint)>,
+}
+
+fn connect_endpoints(service: &Service, timeout: Duration) -> Result<Endpoints, String> {
+    let endpoint = |region: &str| -> Result<PgEndpoint, String> {
+        let source = service
+            .postgres
+            .get(region)
+            .ok_or_else(|| format!("no PostgreSQL connection configured for region {region}"))?;
+        let dsn = source.resolve().map_err(|e| e.to_string())?;
+        PgEndpoint::new(format!("{}@{region}", service.name), dsn.expose(), timeout).map_err(|e| e.to_string())
+    };
+    Ok(Endpoints {
+        primary: endpoint(&service.primary)?,
+        standbys: service
+            .standby_regions()
+            .map(|r| Ok((r.to_string(), endpoint(r)?)))
+            .collect::<Result<_, String>>()?,
+    })
+}
+
+fn time_of(us: i64) -> DateTime<Utc> {
+    Utc.timestamp_micros(us).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+pub(crate) async fn sample_service(
+    monitor: Monitor,
+    service: Service,
+    tx: mpsc::Sender<LagSample>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let cfg = monitor.config().monitor.clone();
+    let mut ticker = tokio::time::interval(cfg.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut endpoints: Option<Endpoints> = None;
+    let mut map = HeartbeatMap::new();
+    let mut map_loaded = false;
+    // Flushed position right after our last heartbeat: the primary is idle
+    // while its position stays there, and then no heartbeat is written (an
+    // idle primary is left idle, and its standbys' replay timestamps age as
+    // they would without drctl).
+    let mut after_last_heartbeat = Lsn(0);
+    let mut last_prune: Option<Instant> = None;
+    let mut breach = BreachClock::default();
+
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+        let started = Instant::now();
+        let sampled_at = Utc::now();
+        if endpoints.is_none() {
+            match connect_endpoints(&service, cfg.probe_timeout) {
+                Ok(e) => endpoints = Some(e),
+                Err(error) => {
+                    monitor.update_view(&service.name, |v| {
+                        v.status = Status::Unknown;
+                        v.error = Some(error);
+                        v.sampled_at = Some(sampled_at);
+                    });
+                    continue;
+                }
+            }
+        }
+        let ep = endpoints.as_ref().expect("set above");
+
+        let mut standby_reads: Vec<(String, Result<StandbyPosition, String>)> = Vec::new();
+        for (region, standby) in &ep.standbys {
+            standby_reads.push((region.clone(), standby.probe_standby_position().await.map_err(|e| e.to_string())));
+        }
+        let primary: Result<PrimaryPosition, String> = ep.primary.probe_primary_position().await.map_err(|e| e.to_string());
+
+        if let Ok(p) = &primary {
+            if !map_loaded {
+                // After a restart, the heartbeats on the primary give back the
+                // map for a standby that was already behind.
+                match ep.primary.load_heartbeats(Duration::from_secs(3600)).await {
+                    Ok(points) => points.into_iter().for_each(|pt| map.record(pt)),
+                    Err(e) => tracing::debug!(service = %service.name, error = %e, "no heartbeats to load"),
+                }
+                map_loaded = true;
+            }
+            map.record(p.point);
+        }
+
+        let mut samples = Vec::new();
+        for (region, read) in standby_reads {
+            let mut s = LagSample {
+                service: service.name.clone(),
+                standby_region: region,
+                sampled_at,
+                primary_time: None,
+                status: Status::Unknown.as_str().into(),
+                rpo_exposure_us: None,
+                exposure_lower_bound: false,
+                replay_lag_us: None,
+                byte_lag: None,
+                replay_byte_lag: None,
+                primary_lsn: None,
+                standby_durable_lsn: None,
+                standby_replay_lsn: None,
+                naive_replay_delay_us: None,
+                wal_receiver: None,
+                probe_us: None,
+                error: None,
+            };
+            match &read {
+                Ok(sb) => {
+                    s.standby_durable_lsn = Some(sb.durable_lsn.0 as i64);
+                    s.standby_replay_lsn = Some(sb.replay_lsn.0 as i64);
+                    s.naive_replay_delay_us = sb.naive_replay_delay_us;
+                    s.wal_receiver = sb.wal_receiver.clone();
+                }
+                Err(e) => s.error = Some(e.clone()),
+            }
+            match (&primary, &read) {
+                (Ok(p), Ok(sb)) => {
+                    let exposure = map.exposure(sb.durable_lsn, p.point);
+                    let replay = map.exposure(sb.replay_lsn, p.point);
+                    s.primary_time = Some(time_of(p.point.primary_time_us));
+                    s.primary_lsn = Some(p.point.lsn.0 as i64);
+                    s.rpo_exposure_us = Some(exposure.us);
+                    s.exposure_lower_bound = exposure.lower_bound;
+                    s.replay_lag_us = Some(replay.us);
+                    s.byte_lag = Some(p.point.lsn.bytes_after(sb.durable_lsn) as i64);
+                    s.replay_byte_lag = Some(p.point.lsn.bytes_after(sb.replay_lsn) as i64);
+                }
+                (Err(e), _) => {
+                    s.error = Some(match &s.error {
+                        Some(standby_err) => format!("{e}; {standby_err}"),
+                        None => e.clone(),
+                    })
+                }
+                _ => {}
+            }
+            samples.push(s);
+        }
+
+        // The map only needs to reach back to the least advanced standby.
+        if let Some(oldest) = samples.iter().filter_map(|s| s.standby_durable_lsn).min() {
+            map.forget_before(Lsn(oldest.max(0) as u64));
+        }
+
+        // Heartbeat when the primary wrote something since the last one.
+        if let Ok(p) = &primary {
+            if p.point.lsn.bytes_after(after_last_heartbeat) > IDLE_WAL_SLACK || after_last_heartbeat == Lsn(0) {
+                match ep.primary.write_heartbeat().await {
+                    Ok((point, end)) => {
+                        map.record(point);
+                        after_last_heartbeat = end;
+                        monitor.counters().heartbeats.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::warn!(service = %service.name, error = %e, "could not write a heartbeat"),
+                }
+            }
+            if last_prune.map_or(true, |t| t.elapsed() >= PRUNE_EVERY) {
+                last_prune = Some(Instant::now());
+                if let Err(e) = ep.primary.prune_heartbeats(HEARTBEAT_KEEP).await {
+                    tracing::debug!(service = %service.name, error = %e, "could not prune heartbeats");
+                }
+            }
+        }
+
+        let probe_us = started.elapsed().as_micros() as i64;
+        // The service stands by its best standby: that is where a failover goes.
+        let best = samples
+            .iter()
+            .filter(|s| s.rpo_exposure_us.is_some())
+            .min_by_key(|s| s.rpo_exposure_us)
+            .cloned();
+        let exposure = best.as_ref().and_then(|s| s.rpo_exposure_us).map(|us| Duration::from_micros(us.max(0) as u64));
+        let status = breach.judge(exposure, service.targets.rpo, cfg.breach_grace, sampled_at);
+        for s in samples.iter_mut() {
+            s.probe_us = Some(probe_us);
+            s.status = if best.as_ref().is_some_and(|b| b.standby_region == s.standby_region) {
+                status.as_str().into()
+            } else if s.rpo_exposure_us.is_some() {
+                // Another standby: judged without the grace clock of the service.
+                let mut clock = BreachClock::default();
+                clock
+                    .judge(s.rpo_exposure_us.map(|us| Duration::from_micros(us.max(0) as u64)), service.targets.rpo, Duration::MAX, sampled_at)
+                    .as_str()
+                    .into()
+            } else {
+                Status::Unknown.as_str().into()
+            };
+        }
+        let error = if best.is_some() {
+            None
+        } else {
+            samples.iter().find_map(|s| s.error.clone()).or_else(|| primary.as_ref().err().cloned())
+        };
+        if error.is_some() {
+            monitor.counters().probe_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        monitor.counters().samples.fetch_add(samples.len() as u64, Ordering::Relaxed);
+        monitor.update_view(&service.name, |v| {
+            v.status = status;
+            v.rpo_exposure_us = best.as_ref().and_then(|b| b.rpo_exposure_us);
+            v.exposure_lower_bound = best.as_ref().is_some_and(|b| b.exposure_lower_bound);
+            v.best_standby = best.as_ref().map(|b| b.standby_region.clone()).or(v.best_standby.take());
+            v.sampled_at = Some(sampled_at);
+            v.primary_time = best.as_ref().and_then(|b| b.primary_time);
+            v.error = error;
+            v.above_target_since = breach.above_since();
+            v.standbys = samples.clone();
+        });
+        for s in samples {
+            if tx.send(s).await.is_err() {
+                return;
+            }
+        }
+    }
+    if let Some(ep) = endpoints {
+        ep.primary.close().await;
+        for (_, s) in ep.standbys {
+            s.close().await;
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The drctl state store: the single source of truth for what drctl has
+//! measured and done.
+//!
+//! SQLite (a file) is the embedded default; PostgreSQL is selected by a
+//! `postgres://` URL for teams that run several drctl instances. Both go
+//! through sqlx's `Any` driver with one set of portable SQL, so the same test
+//! suite proves both. Migrations in the workspace's `migrations/` are
+//! embedded and applied on open.
+//!
+//! This crate stores and retrieves; it does not decide statuses or compute
+//! exposure (the monitor does) and it never talks to monitored databases.
+
+mod lag;
+mod stats;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+pub use lag::{DownsampleReport, LagRollup, LagSample};
+pub use stats::ExposureStats;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Errors of the state store. Callers show `Display` to operators; the
+/// source carries driver detail for the log.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store URL must start with sqlite:// or postgres:// (got scheme {scheme:?})")]
+    UnsupportedUrl { scheme: String },
+    #[error("cannot open the state store: {0}")]
+    Open(#[source] sqlx::Error),
+    #[error("cannot apply state store migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("state store query failed ({during}): {source}")]
+    Query {
+        during: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Which database holds the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A handle to the state store; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens (creating a SQLite file if missing) and migrates the store.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let scheme = url.split(':').next().unwrap_or_default().to_ascii_lowercase();
+        let (backend, url) = match scheme.as_str() {
+            "sqlite" => (Backend::Sqlite, sqlite_url_creating(url)),
+            "postgres" | "postgresql" => (Backend::Postgres, url.to_string()),
+            _ => return Err(StoreError::UnsupportedUrl { scheme }),
+        };
+        let options = AnyConnectOptions::from_str(&url).map_err(StoreError::Open)?;
+        let pool = AnyPoolOptions::new()
+            // SQLite allows one writer at a time; a few connections serve the
+            // readers (API) beside the monitor's batched writes.
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets the API read while the monitor writes;
+                        // busy_timeout queues writers instead of failing them.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(StoreError::Open)?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes every connection (waits for in-flight queries).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// sqlx opens SQLite files read-write but does not create them unless asked.
+fn sqlite_url_creating(url: &str) -> String {
+    if url.contains("mode=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+pub(crate) fn query_error(during: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { during, source }
+}

@@ -1,0 +1,154 @@
+//! Command-line syntax (clap). Handlers live in the `*_cmd` modules.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "drctl",
+    version,
+    about = "Multi-region disaster recovery: measured RPO exposure, backups, failover, reports",
+    long_about = "drctl measures what each service would lose if its primary region vanished now \
+(RPO exposure), and will fail services over between regions with a journaled, crash-safe state \
+machine.\n\nStart with the lab: `drctl lab up`, then `drctl status` in another terminal.",
+    after_help = "Exit codes: 0 success, 1 the command failed, 2 bad usage or invalid config."
+)]
+pub struct Cli {
+    /// Log level for drctl's own messages (error, warn, info, debug, trace);
+    /// DRCTL_LOG takes a full tracing filter instead.
+    #[arg(long, global = true, default_value = "info", env = "DRCTL_LOG_LEVEL")]
+    pub log_level: String,
+    /// Write logs as JSON lines (for log shippers).
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon: sample replication lag and serve the API.
+    Serve(ServeArgs),
+    /// Show each service's RPO exposure, status and standby figures.
+    Status(StatusArgs),
+    /// Work with configuration files.
+    Config(ConfigArgs),
+    /// The two-region lab: real PostgreSQL clusters on this machine.
+    Lab(LabArgs),
+}
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// One JSON document for scripts.
+    Json,
+}
+
+/// Where the config comes from: `--config`, `DRCTL_CONFIG`, `./drctl.toml`,
+/// or the running lab's.
+#[derive(Args, Debug, Clone)]
+pub struct ConfigPath {
+    /// The drctl config file [default: ./drctl.toml, else the running lab's].
+    #[arg(short, long, env = "DRCTL_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigPath,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub config: ConfigPath,
+    /// The daemon's API [default: the config's api.listen].
+    #[arg(long)]
+    pub api: Option<String>,
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Check a config file; print every error with file:line:column.
+    Validate {
+        file: PathBuf,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct LabArgs {
+    /// The lab's directory (must be reachable by the postgres user).
+    #[arg(long, global = true, env = "DRCTL_LAB_DIR", default_value = "/tmp/drctl-lab")]
+    pub dir: PathBuf,
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LabCommand {
+    /// Build and start the lab: clusters, region link, shop workload, daemon.
+    /// Runs until Ctrl-C (then tears everything down) unless --detach.
+    Up {
+        /// Start in the background and return once the API answers.
+        #[arg(long)]
+        detach: bool,
+        /// The API port of the lab's daemon.
+        #[arg(long, default_value_t = drctl_lab::DEFAULT_API_PORT)]
+        api_port: u16,
+        /// First PostgreSQL port; the lab uses about 45 ports from here.
+        #[arg(long, default_value_t = drctl_lab::DEFAULT_BASE_PORT)]
+        base_port: u16,
+    },
+    /// Stop everything the lab started (also after a crash of `lab up`).
+    Down,
+    /// Show the lab's clusters, link and workload.
+    Status {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Cut, restore or slow down the link between region A and region B.
+    Link {
+        #[command(subcommand)]
+        action: LinkAction,
+    },
+    /// Pause or resume the shop workload.
+    Workload {
+        #[command(subcommand)]
+        action: WorkloadAction,
+    },
+    /// Crash a service's primary (immediate shutdown, as a lost region).
+    KillPrimary {
+        /// The service [default: every replicated service's primary].
+        service: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LinkAction {
+    /// Partition the regions: replication connections drop and are refused.
+    Cut,
+    /// Heal the partition.
+    Restore,
+    /// Delay every packet across the link (e.g. `200ms`; `0s` to clear).
+    Latency { delay: humantime::Duration },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkloadAction {
+    Pause,
+    Resume,
+}

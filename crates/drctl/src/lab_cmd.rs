@@ -1,0 +1,239 @@
+//! `drctl lab …`: build, run, inspect, disturb and remove the two-region lab.
+//!
+//! `lab up` runs the lab's link, workload and the drctl daemon in its own
+//! process, so Ctrl-C (or SIGTERM from `lab down`) stops them together and
+//! then stops the PostgreSQL clusters. If `lab up` itself dies, the clusters
+//! it started are listed in `lab.json`, and the next `lab up` or `lab down`
+//! stops them.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use drctl_api::Daemon;
+use drctl_lab::{send_control, ControlCommand, Lab, LabRecord, LabSpec, REGION_A};
+use serde_json::json;
+
+use crate::cli::{LabArgs, LabCommand, LinkAction, OutputFormat, WorkloadAction};
+use crate::config_cmd;
+use crate::output::table;
+use crate::serve_cmd::wait_for_stop_signal;
+
+pub async fn run(args: LabArgs) -> anyhow::Result<()> {
+    let dir = absolute(&args.dir)?;
+    match args.command {
+        LabCommand::Up { detach: true, api_port, base_port } => up_detached(&dir, api_port, base_port).await,
+        LabCommand::Up { detach: false, api_port, base_port } => up(&dir, api_port, base_port).await,
+        LabCommand::Down => {
+            let done = tokio::task::spawn_blocking(move || Lab::down(&dir)).await??;
+            if done.is_empty() {
+                println!("nothing was running; lab record removed");
+            }
+            for line in done {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        LabCommand::Status { output } => status(&dir, output).await,
+        LabCommand::Link { action } => {
+            let record = LabRecord::read(&dir)?;
+            let command = match action {
+                LinkAction::Cut => ControlCommand::LinkCut,
+                LinkAction::Restore => ControlCommand::LinkRestore,
+                LinkAction::Latency { delay } => ControlCommand::LinkLatency(delay.into()),
+            };
+            send_control(record.control_port, &command).await?;
+            println!("region link: {}", describe_link(&command));
+            Ok(())
+        }
+        LabCommand::Workload { action } => {
+            let record = LabRecord::read(&dir)?;
+            let command = match action {
+                WorkloadAction::Pause => ControlCommand::WorkloadPause,
+                WorkloadAction::Resume => ControlCommand::WorkloadResume,
+            };
+            send_control(record.control_port, &command).await?;
+            println!("workload {}", if command == ControlCommand::WorkloadPause { "paused" } else { "resumed" });
+            Ok(())
+        }
+        LabCommand::KillPrimary { service } => {
+            let record = LabRecord::read(&dir)?;
+            let targets: Vec<String> = match service {
+                Some(s) => vec![s],
+                None => record.services.iter().filter(|s| s.replicated()).map(|s| s.name.clone()).collect(),
+            };
+            for name in targets {
+                let Some(cluster) = record.cluster(&name, REGION_A) else {
+                    let known: Vec<&str> = record.services.iter().map(|s| s.name.as_str()).collect();
+                    bail!("the lab has no service {name:?} (services: {})", known.join(", "));
+                };
+                cluster.crash()?;
+                println!("crashed the primary of {name} ({REGION_A}, port {})", cluster.port);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn absolute(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    Ok(if dir.is_absolute() { dir.to_path_buf() } else { std::env::current_dir()?.join(dir) })
+}
+
+fn describe_link(c: &ControlCommand) -> String {
+    match c {
+        ControlCommand::LinkCut => "cut (regions partitioned)".into(),
+        ControlCommand::LinkRestore => "restored".into(),
+        ControlCommand::LinkLatency(d) => format!("latency {}", humantime::format_duration(*d)),
+        _ => String::new(),
+    }
+}
+
+async fn up(dir: &Path, api_port: u16, base_port: u16) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut spec = LabSpec::standard(dir.to_path_buf());
+    spec.api_port = api_port;
+    spec.base_port = Some(base_port);
+    let progress = |msg: &str| eprintln!("[{:>5.1}s] {msg}", started.elapsed().as_secs_f64());
+    let lab = match Lab::up(spec, progress).await {
+        Ok(lab) => lab,
+        Err(e) => {
+            // Stop whatever got started before the failure.
+            let dir = dir.to_path_buf();
+            let _ = tokio::task::spawn_blocking(move || Lab::down(&dir)).await;
+            return Err(e).context("the lab did not start");
+        }
+    };
+    let config = config_cmd::load(lab.config_path())?;
+    let daemon = match Daemon::start(config).await {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = tokio::task::spawn_blocking(move || lab.teardown()).await;
+            return Err(e).context("the drctl daemon did not start");
+        }
+    };
+    let url = daemon.api_url();
+    let cfg = lab.config_path().display().to_string();
+    eprintln!("[{:>5.1}s] lab ready", started.elapsed().as_secs_f64());
+    println!(
+        "\nThe drctl lab is running in {dir}.\n\
+         \n  API          {url}/api/v1/rpo-rto\n  metrics      {url}/metrics\n  config       {cfg}\n\
+         \nTry, in another terminal:\n\
+         \n  drctl status                      RPO exposure per service, both regions\
+         \n  drctl lab link cut                partition the regions; watch exposure grow\
+         \n  drctl lab link restore            heal it; exposure falls back under a second\
+         \n  drctl lab link latency 200ms      a slow link\
+         \n  drctl lab workload pause          an idle primary: exposure stays at zero\
+         \n  drctl lab kill-primary orders     lose region A's orders database\
+         \n  drctl lab down                    stop everything\
+         \n\nCtrl-C here stops the lab.",
+        dir = dir.display()
+    );
+    wait_for_stop_signal().await;
+    eprintln!("stopping the lab…");
+    daemon.stop().await;
+    tokio::task::spawn_blocking(move || lab.teardown()).await??;
+    eprintln!("lab stopped");
+    Ok(())
+}
+
+/// Starts `lab up` in a new session with its output in `DIR/lab-up.log`, and
+/// returns once its API answers.
+async fn up_detached(dir: &Path, api_port: u16, base_port: u16) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let log_path = dir.join("lab-up.log");
+    let log = std::fs::File::create(&log_path)?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("lab").arg("--dir").arg(dir).arg("up");
+    cmd.arg("--api-port").arg(api_port.to_string()).arg("--base-port").arg(base_port.to_string());
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    // A new session: closing this terminal must not stop the lab.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the lab in the background")?;
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!("`drctl lab up` exited ({status}) before the lab was ready; its log:\n{log}");
+        }
+        if let Ok(record) = LabRecord::read(dir) {
+            if record.owner_pid == pid
+                && client.get(format!("{}/healthz", record.api_url)).send().await.is_ok_and(|r| r.status().is_success())
+            {
+                println!("lab running in the background (pid {pid}); API {}", record.api_url);
+                println!("log: {}; stop it with `drctl lab down`", log_path.display());
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the lab was not ready after 300s; see {}", log_path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn status(dir: &Path, output: OutputFormat) -> anyhow::Result<()> {
+    let record = LabRecord::read(dir)?;
+    let owner_alive = drctl_lab::process_alive(record.owner_pid, "drctl");
+    let control = if owner_alive {
+        send_control(record.control_port, &ControlCommand::Status)
+            .await
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+    } else {
+        None
+    };
+    let clusters: Vec<serde_json::Value> = record
+        .clusters
+        .iter()
+        .map(|c| {
+            let running = record.cluster(&c.service, &c.region).is_some_and(|pg| pg.is_running());
+            json!({"service": c.service, "region": c.region, "role": c.role, "port": c.port, "running": running,
+                   "data_dir": c.data_dir, "via_link_port": c.via_link_port})
+        })
+        .collect();
+    let report = json!({
+        "dir": record.dir, "owner_pid": record.owner_pid, "owner_running": owner_alive,
+        "api_url": record.api_url, "config": record.config_path, "clusters": clusters,
+        "link": control.as_ref().map(|c| c["link"].clone()),
+        "workload": control.as_ref().map(|c| c["workload"].clone()),
+    });
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Table => {
+            let rows: Vec<Vec<String>> = clusters
+                .iter()
+                .map(|c| {
+                    vec![
+                        c["service"].as_str().unwrap_or_default().into(),
+                        c["region"].as_str().unwrap_or_default().into(),
+                        c["role"].as_str().unwrap_or_default().into(),
+                        c["port"].to_string(),
+                        if c["running"].as_bool() == Some(true) { "running".into() } else { "stopped".into() },
+                        c["via_link_port"].as_u64().map(|p| format!("via link :{p}")).unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print!("{}", table(&["SERVICE", "REGION", "ROLE", "PORT", "STATE", "REPLICATION"], &rows));
+            println!(
+                "lab process {} ({}); API {}; config {}",
+                record.owner_pid,
+                if owner_alive { "running" } else { "not running: run `drctl lab down` to clean up" },
+                record.api_url,
+                record.config_path.display()
+            );
+            if let Some(c) = control {
+                println!("link: {}; workload: {}", c["link"], c["workload"]);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! `drctl`: the command-line interface and daemon of the drctl
+//! disaster-recovery orchestrator.
+//!
+//! Exit codes, for scripts:
+//! - 0: success;
+//! - 1: the command failed (a server unreachable, a step failed…);
+//! - 2: bad usage or an invalid configuration file (every error is printed).
+
+mod cli;
+mod config_cmd;
+mod lab_cmd;
+mod output;
+mod serve_cmd;
+mod status_cmd;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+/// A failure whose message was already printed in full (e.g. every config
+/// error), carrying only the exit code.
+#[derive(Debug)]
+pub struct Reported(pub i32);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.0)
+    }
+}
+
+impl std::error::Error for Reported {}
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let result = runtime.block_on(run(cli));
+    // Background tasks (sockets to dead servers) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(()) => {}
+        Err(e) => {
+            if let Some(Reported(code)) = e.downcast_ref::<Reported>() {
+                std::process::exit(*code);
+            }
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve_cmd::run(args).await,
+        Command::Status(args) => status_cmd::run(args).await,
+        Command::Config(args) => config_cmd::run(args),
+        Command::Lab(args) => lab_cmd::run(args).await,
+    }
+}
+
+fn init_tracing(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("DRCTL_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},sqlx=warn", cli.log_level)));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,146 @@
+//! `drctl status`: each service's RPO exposure and standby figures, from the
+//! daemon's API, or from the state store when the daemon is down.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+
+use crate::cli::{OutputFormat, StatusArgs};
+use crate::config_cmd;
+use crate::output::{bytes, seconds, table};
+
+pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
+    let config = match (&args.api, config_cmd::resolve_path(&args.config)) {
+        (_, Ok(path)) => Some(config_cmd::load(&path)?),
+        (Some(_), Err(_)) => None,
+        (None, Err(e)) => return Err(e),
+    };
+    let api = args
+        .api
+        .clone()
+        .or_else(|| config.as_ref().map(|c| format!("http://{}", c.api.listen)))
+        .expect("either --api or a config");
+    let (report, source) = match fetch(&api).await {
+        Ok(report) => (report, format!("daemon at {api}")),
+        Err(daemon_err) => {
+            let Some(config) = &config else {
+                return Err(daemon_err.context(format!("cannot reach the daemon at {api}")));
+            };
+            let report = from_store(config).await.with_context(|| {
+                format!("the daemon at {api} is unreachable ({daemon_err:#}) and the state store could not be read")
+            })?;
+            (report, format!("state store (daemon at {api} unreachable: last stored samples)"))
+        }
+    };
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&json!({"source": source, "report": report}))?),
+        OutputFormat::Table => print_table(&report, &source),
+    }
+    Ok(())
+}
+
+async fn fetch(api: &str) -> anyhow::Result<Value> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
+    let rpo: Value = client.get(format!("{api}/api/v1/rpo-rto")).send().await?.error_for_status()?.json().await?;
+    let services: Value = client.get(format!("{api}/api/v1/services")).send().await?.error_for_status()?.json().await?;
+    let primaries: HashMap<String, Value> = services["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["primary"].clone())))
+        .collect();
+    let mut rpo = rpo;
+    if let Some(list) = rpo["services"].as_array_mut() {
+        for s in list {
+            let name = s["service"].as_str().unwrap_or_default().to_string();
+            s["primary"] = primaries.get(&name).cloned().unwrap_or(Value::Null);
+        }
+    }
+    Ok(rpo)
+}
+
+/// The same shape as the API's report, from the newest stored samples.
+async fn from_store(config: &drctl_config::Config) -> anyhow::Result<Value> {
+    let store = drctl_store::Store::open(config.store.url.expose()).await?;
+    let latest = store.latest_lag_samples().await?;
+    store.close().await;
+    let services: Vec<Value> = config
+        .services
+        .iter()
+        .map(|svc| {
+            let standbys: Vec<Value> = latest
+                .iter()
+                .filter(|s| s.service == svc.name)
+                .map(|s| {
+                    json!({
+                        "region": s.standby_region, "status": s.status,
+                        "exposure_s": s.rpo_exposure_us.map(|u| u as f64 / 1e6),
+                        "replay_lag_s": s.replay_lag_us.map(|u| u as f64 / 1e6),
+                        "byte_lag": s.byte_lag, "wal_receiver": s.wal_receiver, "error": s.error,
+                        "sampled_at": s.sampled_at,
+                    })
+                })
+                .collect();
+            let best = standbys
+                .iter()
+                .filter(|s| s["exposure_s"].is_number())
+                .min_by(|a, b| a["exposure_s"].as_f64().unwrap_or(f64::MAX).total_cmp(&b["exposure_s"].as_f64().unwrap_or(f64::MAX)));
+            json!({
+                "service": svc.name, "tier": svc.tier, "primary": svc.primary,
+                "status": best.map(|b| b["status"].clone()).unwrap_or(json!("unknown")),
+                "rpo": {"target_s": svc.targets.rpo.as_secs_f64(), "exposure_s": best.map(|b| b["exposure_s"].clone()), "window_1h": {}},
+                "sampled_at": best.map(|b| b["sampled_at"].clone()),
+                "error": if standbys.is_empty() { json!("no samples stored") } else { Value::Null },
+                "standbys": standbys,
+            })
+        })
+        .collect();
+    Ok(json!({ "services": services }))
+}
+
+fn print_table(report: &Value, source: &str) {
+    let mut rows = Vec::new();
+    for s in report["services"].as_array().into_iter().flatten() {
+        let standbys = s["standbys"].as_array().cloned().unwrap_or_default();
+        let first = standbys.first().cloned().unwrap_or(Value::Null);
+        let note = s["error"].as_str().unwrap_or_default();
+        rows.push(vec![
+            s["service"].as_str().unwrap_or("?").to_string(),
+            s["tier"].as_str().unwrap_or("?").to_string(),
+            s["status"].as_str().unwrap_or("?").to_string(),
+            seconds(s["rpo"]["target_s"].as_f64()),
+            format!(
+                "{}{}",
+                if s["rpo"]["exposure_is_lower_bound"].as_bool() == Some(true) { ">=" } else { "" },
+                seconds(s["rpo"]["exposure_s"].as_f64())
+            ),
+            seconds(s["rpo"]["window_1h"]["p99_s"].as_f64()),
+            s["primary"].as_str().unwrap_or("-").to_string(),
+            first["region"].as_str().unwrap_or("-").to_string(),
+            bytes(first["byte_lag"].as_i64()),
+            seconds(first["replay_lag_s"].as_f64()),
+            first["wal_receiver"].as_str().unwrap_or("-").to_string(),
+            note.chars().take(100).collect(),
+        ]);
+        // Further standby regions on their own lines.
+        for sb in standbys.iter().skip(1) {
+            rows.push(vec![
+                String::new(), String::new(), sb["status"].as_str().unwrap_or("?").to_string(), String::new(),
+                seconds(sb["exposure_s"].as_f64()), String::new(), String::new(),
+                sb["region"].as_str().unwrap_or("-").to_string(), bytes(sb["byte_lag"].as_i64()),
+                seconds(sb["replay_lag_s"].as_f64()), sb["wal_receiver"].as_str().unwrap_or("-").to_string(),
+                sb["error"].as_str().unwrap_or_default().to_string(),
+            ]);
+        }
+    }
+    print!(
+        "{}",
+        table(
+            &["SERVICE", "TIER", "STATUS", "RPO TARGET", "EXPOSURE", "P99 1H", "PRIMARY", "STANDBY", "BYTE LAG", "REPLAY LAG", "RECEIVER", "NOTE"],
+            &rows
+        )
+    );
+    println!("(source: {source})");
+}

@@ -1,0 +1,159 @@
+//! Shared helpers of the integration tests: labs on free ports, an
+//! in-process daemon over a lab, ground truth read from the lab's own rows,
+//! the `drctl` binary, and `moto_server`.
+//!
+//! Every helper that needs a server starts the real one; when it cannot, it
+//! panics with the install hint (tests never pass by skipping).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use drctl_api::Daemon;
+use drctl_config::Config;
+use drctl_lab::{Lab, LabService, LabSpec, REGION_A, REGION_B};
+use sqlx::{Connection, PgConnection};
+
+/// A lab with the given services in a fresh temporary directory, on free
+/// ports. Keep the `TempDir` alive as long as the lab.
+pub async fn start_lab(services: Vec<LabService>) -> (Lab, tempfile::TempDir) {
+    let dir = tempfile::Builder::new().prefix("drctl-test-lab-").tempdir_in("/tmp").expect("a temp dir");
+    let spec = LabSpec::for_tests(dir.path().join("lab"), services);
+    let lab = Lab::up(spec, |m| eprintln!("lab: {m}"))
+        .await
+        .unwrap_or_else(|e| panic!("the lab did not start: {e}\n(the tests need PostgreSQL server binaries: run `bash tests/run.sh`, or `apt-get install postgresql`, or set PG_BIN)"));
+    (lab, dir)
+}
+
+pub fn orders() -> LabService {
+    LabService::new("orders", "hot", "shop.orders")
+}
+
+pub fn inventory() -> LabService {
+    LabService::new("inventory", "warm", "shop.stock_movements")
+}
+
+/// The lab's config, loaded and validated as the daemon would.
+pub fn lab_config(lab: &Lab) -> Arc<Config> {
+    Arc::new(drctl_config::load(lab.config_path()).unwrap_or_else(|e| panic!("the lab wrote an invalid config:\n{e}")))
+}
+
+/// Starts the daemon (monitor + API) over the lab, in this process.
+pub async fn start_daemon(lab: &Lab) -> Daemon {
+    Daemon::start(lab_config(lab)).await.expect("the daemon starts")
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or panics after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn connect(dsn: &str) -> PgConnection {
+    PgConnection::connect(dsn).await.unwrap_or_else(|e| panic!("connecting to {dsn}: {e}"))
+}
+
+/// Ground truth of RPO exposure from the workload's own rows: the age, on
+/// the primary's clock, of the oldest row committed on the primary and
+/// absent on the standby. Returns `(primary_now_us, age_us)`; age 0 when
+/// the standby has every row.
+pub async fn ground_truth_exposure(lab: &Lab, service: &str, table: &str) -> (i64, i64) {
+    let mut standby = connect(&lab.cluster(service, REGION_B).dsn(service)).await;
+    let (max_on_standby,): (Option<i64>,) = sqlx::query_as(&format!("SELECT max(id) FROM {table}"))
+        .fetch_one(&mut standby)
+        .await
+        .expect("reading the standby's newest row");
+    let mut primary = connect(&lab.cluster(service, REGION_A).dsn(service)).await;
+    let (now_us, oldest_missing_us): (i64, Option<i64>) = sqlx::query_as(&format!(
+        "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint, \
+                (extract(epoch FROM min(created_at)) * 1000000)::bigint \
+         FROM {table} WHERE id > $1"
+    ))
+    .bind(max_on_standby.unwrap_or(0))
+    .fetch_one(&mut primary)
+    .await
+    .expect("reading the primary's rows");
+    (now_us, oldest_missing_us.map_or(0, |t| now_us - t))
+}
+
+/// The `drctl` binary built by `cargo build` (the test command builds it
+/// before running the tests).
+pub fn drctl_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test> → target/<profile>/drctl
+    let bin = exe.parent().and_then(|d| d.parent()).map(|d| d.join("drctl")).expect("a target directory");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first with `cargo build -p drctl` (bash tests/run.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `drctl ARGS…`, returning (exit code, stdout, stderr).
+pub fn drctl(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(drctl_bin()).args(args).output().expect("running drctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A `moto_server` (S3, Route 53) on a free loopback port; killed on drop.
+pub struct MotoServer {
+    pub endpoint: String,
+    child: Child,
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `moto_server` from `MOTO_SERVER`, the test virtualenv or PATH.
+pub async fn moto_server() -> MotoServer {
+    let candidates = [
+        std::env::var("MOTO_SERVER").ok(),
+        Some(format!("{}/.venv-test/bin/moto_server", env!("CARGO_MANIFEST_DIR"))),
+    ];
+    let bin = candidates
+        .into_iter()
+        .flatten()
+        .find(|p| std::path::Path::new(p).is_file())
+        .unwrap_or_else(|| {
+            panic!("moto_server not found: run `bash tests/run.sh` (it installs moto[server] into .venv-test), or set MOTO_SERVER")
+        });
+    let port = drctl_lab::free_port();
+    let child = Command::new(&bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let server = MotoServer { endpoint: endpoint.clone(), child };
+    wait_for("moto_server to answer", Duration::from_secs(30), || {
+        let client = client.clone();
+        let endpoint = endpoint.clone();
+        async move { client.get(&endpoint).send().await.ok().map(|_| ()) }
+    })
+    .await;
+    server
+}
