@@ -123,6 +123,7 @@ pub(crate) fn service_figures(v: &ServiceView) -> Value {
         "sampled_at": v.sampled_at,
         "primary_time": v.primary_time,
         "error": v.error,
+        "note": v.note,
         "standbys": v.standbys.iter().map(StandbyFigures::from).collect::<Vec<_>>(),
     })
 }

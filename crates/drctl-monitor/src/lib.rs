@@ -50,6 +50,9 @@ pub struct ServiceView {
     pub primary_time: Option<DateTime<Utc>>,
     /// Why the figure is missing or unknown.
     pub error: Option<String>,
+    /// How to read the figure when it is not a lag measurement (e.g. a
+    /// service without a datastore has nothing to lose).
+    pub note: Option<String>,
     /// Since when exposure has been above target (breach after the grace).
     pub above_target_since: Option<DateTime<Utc>>,
     /// The newest sample of each standby region.
@@ -97,8 +100,9 @@ impl Monitor {
             .services
             .iter()
             .map(|s| {
-                let error = if !s.has_datastore() {
-                    Some("no datastore: this service fails over by health check and DNS; no data to lose".to_string())
+                let stateless = !s.has_datastore();
+                let error = if stateless {
+                    None
                 } else if !s.tier.is_replicated() {
                     Some("cold tier: RPO exposure comes from the newest verified backup; no backup evidence yet".to_string())
                 } else {
@@ -109,13 +113,16 @@ impl Monitor {
                     tier: s.tier,
                     rpo_target: s.targets.rpo,
                     rto_target: s.targets.rto,
-                    status: Status::Unknown,
-                    rpo_exposure_us: None,
+                    status: if stateless { Status::Ok } else { Status::Unknown },
+                    rpo_exposure_us: stateless.then_some(0),
                     exposure_lower_bound: false,
                     best_standby: None,
                     sampled_at: None,
                     primary_time: None,
                     error,
+                    note: stateless.then(|| {
+                        "no datastore: nothing to lose; fails over by health check and DNS".to_string()
+                    }),
                     above_target_since: None,
                     standbys: Vec::new(),
                     stats_1h: ExposureStats::default(),

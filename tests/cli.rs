@@ -1,0 +1,170 @@
+//! The `drctl` binary as users run it: config validation with located
+//! errors and exit codes, and the lab's whole life cycle through the CLI
+//! (`lab up --detach`, `status`, link controls, `lab down`, cleanup after a
+//! crash of `lab up`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use drctl_tests::{drctl, drctl_bin};
+use serde_json::Value;
+
+fn repo(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path).display().to_string()
+}
+
+#[test]
+fn config_validate_accepts_the_shipped_configs() {
+    for file in ["config/shop.example.toml", "config/lab.toml"] {
+        let (code, out, err) = drctl(&["config", "validate", &repo(file)]);
+        assert_eq!(code, 0, "{file}: {out}{err}");
+        assert!(out.contains("valid"), "{out}");
+    }
+}
+
+#[test]
+fn config_validate_reports_every_error_located_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prod.toml");
+    std::fs::write(
+        &path,
+        "[[regions]]\nname = \"eu-west\"\n\n[[services]]\nname = \"orders\"\ntier = \"hott\"\nregions = [\"eu-west\"]\nprimary = \"eu-east\"\n",
+    )
+    .unwrap();
+    let p = path.display().to_string();
+    let (code, out, err) = drctl(&["config", "validate", &p]);
+    assert_eq!(code, 2, "{out}{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines.len() >= 2, "every error, not only the first: {err}");
+    assert!(
+        err.contains(&format!("{p}:6:8: services[0] (orders).tier: \"hott\" is not one of hot, warm, cold (did you mean \"hot\"?)")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{p}:8:")), "the unknown primary is located: {err}");
+
+    let (code, out, _) = drctl(&["config", "validate", &p, "-o", "json"]);
+    assert_eq!(code, 2);
+    let json: Value = serde_json::from_str(&out).expect("JSON output");
+    assert_eq!(json["valid"], false);
+    assert_eq!(json["errors"][0]["line"], 6);
+    assert_eq!(json["errors"][0]["column"], 8);
+    assert_eq!(json["errors"][0]["path"], "services[0] (orders).tier");
+}
+
+#[test]
+fn config_validate_of_a_missing_file_says_so() {
+    let (code, _, err) = drctl(&["config", "validate", "/nonexistent/drctl.toml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/drctl.toml"), "{err}");
+}
+
+/// A base port for a CLI lab that does not collide with other tests' labs.
+fn base_port(slot: u16) -> u16 {
+    41000 + (std::process::id() % 100) as u16 * 100 + slot * 50
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<String>) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+fn lab_ports(dir: &str) -> Vec<u16> {
+    let record: Value = serde_json::from_str(&std::fs::read_to_string(format!("{dir}/lab.json")).unwrap()).unwrap();
+    record["clusters"].as_array().unwrap().iter().map(|c| c["port"].as_u64().unwrap() as u16).collect()
+}
+
+#[test]
+fn lab_up_status_link_and_down_through_the_cli() {
+    let tmp = tempfile::Builder::new().prefix("drctl-test-cli-").tempdir_in("/tmp").unwrap();
+    let dir = tmp.path().join("lab").display().to_string();
+    let base = base_port(0).to_string();
+    let api_port = drctl_lab::free_port().to_string();
+    let (code, out, err) = drctl(&["lab", "--dir", &dir, "up", "--detach", "--base-port", &base, "--api-port", &api_port]);
+    assert_eq!(code, 0, "lab up failed:\n{out}\n{err}");
+    let config = format!("{dir}/drctl.toml");
+
+    // `drctl status` shows both regions' figures once sampling has begun.
+    let table = wait_until("status to show orders' exposure", Duration::from_secs(60), || {
+        let (code, out, _) = drctl(&["status", "--config", &config]);
+        let orders = out.lines().find(|l| l.starts_with("orders"))?.to_string();
+        (code == 0 && orders.contains("region-a") && orders.contains("region-b") && !orders.contains(" - ")).then_some(out)
+    });
+    eprintln!("{table}");
+    assert!(table.contains("SERVICE"), "a header: {table}");
+    for service in ["orders", "inventory", "catalog"] {
+        assert!(table.lines().any(|l| l.starts_with(service)), "{service} missing:\n{table}");
+    }
+    let (code, out, _) = drctl(&["status", "--config", &config, "-o", "json"]);
+    assert_eq!(code, 0);
+    let json: Value = serde_json::from_str(&out).expect("status -o json");
+    let orders = &json["report"]["services"][0];
+    assert_eq!(orders["service"], "orders");
+    assert_eq!(orders["primary"], "region-a");
+    assert_eq!(orders["standbys"][0]["region"], "region-b");
+    assert!(orders["rpo"]["exposure_s"].is_number(), "{orders}");
+
+    // Link controls reach the running lab.
+    let (code, out, err) = drctl(&["lab", "--dir", &dir, "link", "latency", "100ms"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = drctl(&["lab", "--dir", &dir, "status", "-o", "json"]);
+    assert_eq!(code, 0);
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["link"]["latency_ms"], 100);
+    assert_eq!(status["owner_running"], true);
+    assert!(status["clusters"].as_array().unwrap().iter().all(|c| c["running"] == true), "{status}");
+    assert_eq!(drctl(&["lab", "--dir", &dir, "link", "cut"]).0, 0);
+    assert_eq!(drctl(&["lab", "--dir", &dir, "link", "restore"]).0, 0);
+    assert_eq!(drctl(&["lab", "--dir", &dir, "workload", "pause"]).0, 0);
+
+    // With the daemon gone, status falls back on the state store.
+    let ports = lab_ports(&dir);
+    let (code, out, err) = drctl(&["lab", "--dir", &dir, "down"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(ports.iter().all(|p| !port_open(*p)), "a PostgreSQL of the lab still listens after lab down");
+    assert!(!Path::new(&format!("{dir}/lab.json")).exists());
+    let (code, out, err) = drctl(&["status", "--config", &config]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("state store"), "status names its source: {out}");
+    assert!(out.lines().any(|l| l.starts_with("orders")), "{out}");
+}
+
+#[test]
+fn lab_down_cleans_up_after_lab_up_was_killed() {
+    let tmp = tempfile::Builder::new().prefix("drctl-test-cli-").tempdir_in("/tmp").unwrap();
+    let dir = tmp.path().join("lab").display().to_string();
+    let base = base_port(1).to_string();
+    let api_port = drctl_lab::free_port().to_string();
+    let (code, out, err) = drctl(&["lab", "--dir", &dir, "up", "--detach", "--base-port", &base, "--api-port", &api_port]);
+    assert_eq!(code, 0, "lab up failed:\n{out}\n{err}");
+    let record: Value = serde_json::from_str(&std::fs::read_to_string(format!("{dir}/lab.json")).unwrap()).unwrap();
+    let owner = record["owner_pid"].as_u64().unwrap() as i32;
+    let ports = lab_ports(&dir);
+    assert!(ports.iter().all(|p| port_open(*p)));
+
+    // A crash of `lab up`: no teardown runs, the clusters keep running.
+    std::process::Command::new("kill").args(["-9", &owner.to_string()]).status().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(ports.iter().any(|p| port_open(*p)), "clusters outlive a crashed lab up");
+    let (code, out, _) = drctl(&["lab", "--dir", &dir, "status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("not running"), "lab status notices the dead owner: {out}");
+
+    let (code, out, err) = drctl(&["lab", "--dir", &dir, "down"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("stopped PostgreSQL"), "{out}");
+    assert!(ports.iter().all(|p| !port_open(*p)), "lab down stopped every cluster of the crashed lab");
+    let (code, _, err) = drctl(&["lab", "--dir", &dir, "down"]);
+    assert_ne!(code, 0, "a second down has no lab to stop");
+    assert!(err.contains("no lab at"), "{err}");
+    let _ = drctl_bin();
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs what the drctl tests need, if missing, and runs every test.
+#
+#   bash tests/run.sh            # everything (what CI runs)
+#   bash tests/run.sh lag        # extra arguments go to `cargo test` (a filter)
+#
+# Idempotent: a second run installs nothing. It needs, and installs when
+# missing (as root, from Debian and PyPI):
+#   - PostgreSQL server binaries (initdb, pg_ctl, postgres, pg_basebackup);
+#   - moto_server (S3 and Route 53 on loopback) in the virtualenv .venv-test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+have_pg_bin() {
+  if [ -n "${PG_BIN:-}" ]; then [ -x "$PG_BIN/initdb" ] && return 0; return 1; fi
+  if command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ]; then return 0; fi
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
+
+apt_updated=
+apt_install() {
+  [ "$(id -u)" = 0 ] || die "missing $* and not root: install it (apt-get install $*) and run again"
+  if [ -z "$apt_updated" ]; then
+    say "apt-get update"
+    apt-get update -qq
+    apt_updated=1
+  fi
+  say "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# 1. PostgreSQL server binaries (the lab runs them as the postgres user).
+if ! have_pg_bin; then
+  apt_install postgresql
+  have_pg_bin || die "PostgreSQL server binaries still missing after apt-get install postgresql; set PG_BIN"
+fi
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+  die "running as root but there is no 'postgres' user to run PostgreSQL as (apt-get install postgresql creates it)"
+fi
+command -v runuser >/dev/null || [ "$(id -u)" != 0 ] || apt_install util-linux
+
+# 2. moto_server in a virtualenv this script owns.
+venv="$root/.venv-test"
+if ! "$venv/bin/moto_server" --help >/dev/null 2>&1; then
+  say "installing moto[server] into $venv"
+  python3 -m venv "$venv" || die "python3 -m venv failed: install python3-venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+fi
+export MOTO_SERVER="$venv/bin/moto_server"
+
+# 3. Build the binary the CLI tests run, then every test of the workspace.
+say "cargo build"
+cargo build --locked --workspace --bins
+say "cargo test"
+set +e
+cargo test --locked --workspace --no-fail-fast "$@" 2>&1 | tee "$root/target/test-output.log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run, summing cargo's per-binary results.
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$root/target/test-output.log"
+exit "$status"
