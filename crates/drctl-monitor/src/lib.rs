@@ -1,14 +1,14 @@
 //! The replication-lag monitor.
 //!
-//! For every replicated (hot or warm) service with a datastore it samples, at
+//! For every cluster of replicated (hot or warm) services it samples, at
 //! each interval: each standby's durable and replayed positions, then the
 //! primary's clock and flushed position, writing a heartbeat row when the
 //! primary has written anything since the last one. From the heartbeat map it
 //! derives the RPO exposure of each standby (see [`exposure`]), keeps a live
 //! view per service for the API, and hands every sample to the state store.
 //!
-//! One task per service: a database that hangs or refuses costs its own
-//! service a timeout and an `unknown` status, never the others' samples.
+//! One task per cluster: a database that hangs or refuses costs its own
+//! services a timeout and an `unknown` status, never the others' samples.
 //! Cold services and services without a datastore are listed with the reason
 //! they have no lag figure; their evidence comes from backups.
 
@@ -175,16 +175,27 @@ impl Monitor {
         }
     }
 
+    /// The replicated services with a datastore, grouped by cluster: WAL
+    /// positions belong to a cluster, so one sampler measures every service
+    /// that shares it (one connection per region, not one per service).
+    fn sampled_clusters(&self) -> Vec<Vec<drctl_config::Service>> {
+        let mut clusters: BTreeMap<&str, Vec<drctl_config::Service>> = BTreeMap::new();
+        for s in &self.inner.config.services {
+            if s.tier.is_replicated() && s.has_datastore() {
+                clusters.entry(s.cluster.as_str()).or_default().push(s.clone());
+            }
+        }
+        clusters.into_values().collect()
+    }
+
     /// Runs the monitor until `shutdown` turns true: one sampler per
-    /// replicated service, the store writer, the statistics refresher and
+    /// replicated cluster, the store writer, the statistics refresher and
     /// the downsampler.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let (tx, rx) = mpsc::channel::<LagSample>(16_384);
         let mut tasks = JoinSet::new();
-        for service in self.inner.config.services.iter() {
-            if service.tier.is_replicated() && service.has_datastore() {
-                tasks.spawn(sampler::sample_service(self.clone(), service.clone(), tx.clone(), shutdown.clone()));
-            }
+        for members in self.sampled_clusters() {
+            tasks.spawn(sampler::sample_cluster(self.clone(), members, tx.clone(), shutdown.clone()));
         }
         drop(tx);
         tasks.spawn(self.clone().write_samples(rx));

@@ -1,4 +1,8 @@
-//! The sampler of one replicated service.
+//! The sampler of one replicated cluster and the services that share it.
+//!
+//! The cluster is reached through the connections of its first service (in
+//! config order); the positions measured apply to every member, each judged
+//! against its own target with its own breach clock.
 //!
 //! Order within a tick matters: standbys are read first, the primary last,
 //! so every standby position predates the primary reading it is compared
@@ -38,7 +42,7 @@ fn connect_endpoints(service: &Service, timeout: Duration) -> Result<Endpoints, 
             .get(region)
             .ok_or_else(|| format!("no PostgreSQL connection configured for region {region}"))?;
         let dsn = source.resolve().map_err(|e| e.to_string())?;
-        PgEndpoint::new(format!("{}@{region}", service.name), dsn.expose(), timeout).map_err(|e| e.to_string())
+        PgEndpoint::new(format!("{}@{region}", service.cluster), dsn.expose(), timeout).map_err(|e| e.to_string())
     };
     Ok(Endpoints {
         primary: endpoint(&service.primary)?,
@@ -53,12 +57,13 @@ fn time_of(us: i64) -> DateTime<Utc> {
     Utc.timestamp_micros(us).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-pub(crate) async fn sample_service(
+pub(crate) async fn sample_cluster(
     monitor: Monitor,
-    service: Service,
+    members: Vec<Service>,
     tx: mpsc::Sender<LagSample>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Some(service) = members.first().cloned() else { return };
     let cfg = monitor.config().monitor.clone();
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -71,7 +76,7 @@ pub(crate) async fn sample_service(
     // they would without drctl).
     let mut after_last_heartbeat = Lsn(0);
     let mut last_prune: Option<Instant> = None;
-    let mut breach = BreachClock::default();
+    let mut breach: Vec<BreachClock> = vec![BreachClock::default(); members.len()];
 
     loop {
         tokio::select! {
@@ -84,11 +89,13 @@ pub(crate) async fn sample_service(
             match connect_endpoints(&service, cfg.probe_timeout) {
                 Ok(e) => endpoints = Some(e),
                 Err(error) => {
-                    monitor.update_view(&service.name, |v| {
-                        v.status = Status::Unknown;
-                        v.error = Some(error);
-                        v.sampled_at = Some(sampled_at);
-                    });
+                    for m in &members {
+                        monitor.update_view(&m.name, |v| {
+                            v.status = Status::Unknown;
+                            v.error = Some(error.clone());
+                            v.sampled_at = Some(sampled_at);
+                        });
+                    }
                     continue;
                 }
             }
@@ -193,52 +200,20 @@ pub(crate) async fn sample_service(
         }
 
         let probe_us = started.elapsed().as_micros() as i64;
-        // The service stands by its best standby: that is where a failover goes.
-        let best = samples
-            .iter()
-            .filter(|s| s.rpo_exposure_us.is_some())
-            .min_by_key(|s| s.rpo_exposure_us)
-            .cloned();
-        let exposure = best.as_ref().and_then(|s| s.rpo_exposure_us).map(|us| Duration::from_micros(us.max(0) as u64));
-        let status = breach.judge(exposure, service.targets.rpo, cfg.breach_grace, sampled_at);
         for s in samples.iter_mut() {
             s.probe_us = Some(probe_us);
-            s.status = if best.as_ref().is_some_and(|b| b.standby_region == s.standby_region) {
-                status.as_str().into()
-            } else if s.rpo_exposure_us.is_some() {
-                // Another standby: judged without the grace clock of the service.
-                let mut clock = BreachClock::default();
-                clock
-                    .judge(s.rpo_exposure_us.map(|us| Duration::from_micros(us.max(0) as u64)), service.targets.rpo, Duration::MAX, sampled_at)
-                    .as_str()
-                    .into()
-            } else {
-                Status::Unknown.as_str().into()
-            };
         }
-        let error = if best.is_some() {
-            None
-        } else {
-            samples.iter().find_map(|s| s.error.clone()).or_else(|| primary.as_ref().err().cloned())
-        };
-        if error.is_some() {
+        let failed = samples.iter().all(|s| s.rpo_exposure_us.is_none());
+        if failed {
             monitor.counters().probe_errors.fetch_add(1, Ordering::Relaxed);
         }
-        monitor.counters().samples.fetch_add(samples.len() as u64, Ordering::Relaxed);
-        monitor.update_view(&service.name, |v| {
-            v.status = status;
-            v.rpo_exposure_us = best.as_ref().and_then(|b| b.rpo_exposure_us);
-            v.exposure_lower_bound = best.as_ref().is_some_and(|b| b.exposure_lower_bound);
-            v.best_standby = best.as_ref().map(|b| b.standby_region.clone()).or(v.best_standby.take());
-            v.sampled_at = Some(sampled_at);
-            v.primary_time = best.as_ref().and_then(|b| b.primary_time);
-            v.error = error;
-            v.above_target_since = breach.above_since();
-            v.standbys = samples.clone();
-        });
-        for s in samples {
-            if tx.send(s).await.is_err() {
-                return;
+        for (member, clock) in members.iter().zip(breach.iter_mut()) {
+            let judged = judge_member(&monitor, member, &samples, clock, cfg.breach_grace, sampled_at, primary.as_ref().err());
+            monitor.counters().samples.fetch_add(judged.len() as u64, Ordering::Relaxed);
+            for s in judged {
+                if tx.send(s).await.is_err() {
+                    return;
+                }
             }
         }
     }
@@ -248,4 +223,64 @@ pub(crate) async fn sample_service(
             s.close().await;
         }
     }
+}
+
+/// One member's view of the cluster's samples: the service stands by its
+/// best standby (where a failover would go), judged on its own target.
+/// Updates the member's live view and returns its samples for the store.
+fn judge_member(
+    monitor: &Monitor,
+    member: &Service,
+    measured: &[LagSample],
+    clock: &mut BreachClock,
+    grace: Duration,
+    sampled_at: DateTime<Utc>,
+    primary_error: Option<&String>,
+) -> Vec<LagSample> {
+    let mut samples: Vec<LagSample> = measured
+        .iter()
+        .map(|s| LagSample {
+            service: member.name.clone(),
+            ..s.clone()
+        })
+        .collect();
+    let best = samples
+        .iter()
+        .filter(|s| s.rpo_exposure_us.is_some())
+        .min_by_key(|s| s.rpo_exposure_us)
+        .cloned();
+    let as_duration = |us: Option<i64>| us.map(|us| Duration::from_micros(us.max(0) as u64));
+    let status = clock.judge(
+        as_duration(best.as_ref().and_then(|b| b.rpo_exposure_us)),
+        member.targets.rpo,
+        grace,
+        sampled_at,
+    );
+    for s in samples.iter_mut() {
+        s.status = if best.as_ref().is_some_and(|b| b.standby_region == s.standby_region) {
+            status.as_str().into()
+        } else {
+            // Another standby: judged on the target alone, without the grace.
+            BreachClock::default()
+                .judge(as_duration(s.rpo_exposure_us), member.targets.rpo, Duration::MAX, sampled_at)
+                .as_str()
+                .into()
+        };
+    }
+    let error = match &best {
+        Some(_) => None,
+        None => samples.iter().find_map(|s| s.error.clone()).or_else(|| primary_error.cloned()),
+    };
+    monitor.update_view(&member.name, |v| {
+        v.status = status;
+        v.rpo_exposure_us = best.as_ref().and_then(|b| b.rpo_exposure_us);
+        v.exposure_lower_bound = best.as_ref().is_some_and(|b| b.exposure_lower_bound);
+        v.best_standby = best.as_ref().map(|b| b.standby_region.clone()).or(v.best_standby.take());
+        v.sampled_at = Some(sampled_at);
+        v.primary_time = best.as_ref().and_then(|b| b.primary_time);
+        v.error = error;
+        v.above_target_since = clock.above_since();
+        v.standbys = samples.clone();
+    });
+    samples
 }
