@@ -102,7 +102,7 @@ async fn store_suite_on_postgres() {
     let dir = tempfile::Builder::new().prefix("drctl-test-store-").tempdir_in("/tmp").unwrap();
     let bin = find_pg_bin().unwrap_or_else(|e| panic!("{e}"));
     let pg = PgCluster::new("store", dir.path().join("pg").join("store"), free_port(), bin);
-    pg.init_primary().expect("initdb");
+    pg.init_primary(100).expect("initdb");
     pg.start().expect("start PostgreSQL");
     let url = pg.dsn("postgres");
     let result = tokio::spawn(async move {

@@ -65,13 +65,13 @@ pub struct PgCluster {
 /// Settings every lab cluster gets. Replication reacts within a second or
 /// two (a lab is for watching things happen), and the socket lives in the
 /// data directory so clusters never collide in /var/run/postgresql.
-fn lab_settings(port: u16, data_dir: &Path) -> String {
+fn lab_settings(port: u16, data_dir: &Path, max_connections: u32) -> String {
     format!(
         "\n# --- drctl lab ---\n\
          port = {port}\n\
          listen_addresses = '127.0.0.1'\n\
          unix_socket_directories = '{}'\n\
-         max_connections = 200\n\
+         max_connections = {max_connections}\n\
          shared_buffers = 32MB\n\
          wal_level = replica\n\
          max_wal_senders = 10\n\
@@ -117,7 +117,7 @@ impl PgCluster {
     }
 
     /// Creates a fresh primary cluster with the lab settings.
-    pub fn init_primary(&self) -> Result<()> {
+    pub fn init_primary(&self, max_connections: u32) -> Result<()> {
         let parent = self.data_dir.parent().unwrap_or(Path::new("/"));
         ensure_dir(parent)?;
         give_to_postgres(parent)?;
@@ -127,16 +127,16 @@ impl PgCluster {
             .arg(&self.data_dir)
             .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"]);
         run(c, &format!("initdb of {}", self.name))?;
-        self.write_settings()
+        self.write_settings(max_connections)
     }
 
-    fn write_settings(&self) -> Result<()> {
+    fn write_settings(&self, max_connections: u32) -> Result<()> {
         let conf = self.data_dir.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf).map_err(io_err(format!("reading {}", conf.display())))?;
         if let Some(at) = text.find("\n# --- drctl lab ---\n") {
             text.truncate(at);
         }
-        text.push_str(&lab_settings(self.port, &self.data_dir));
+        text.push_str(&lab_settings(self.port, &self.data_dir, max_connections));
         std::fs::write(&conf, text).map_err(io_err(format!("writing {}", conf.display())))?;
         let hba = self.data_dir.join("pg_hba.conf");
         std::fs::write(&hba, LAB_HBA).map_err(io_err(format!("writing {}", hba.display())))?;
@@ -145,7 +145,7 @@ impl PgCluster {
 
     /// Clones a streaming standby of the primary reachable at `source_port`
     /// (the link proxy's port, so replication crosses the region link).
-    pub fn clone_standby(&self, source_port: u16, application_name: &str) -> Result<()> {
+    pub fn clone_standby(&self, source_port: u16, application_name: &str, max_connections: u32) -> Result<()> {
         let parent = self.data_dir.parent().unwrap_or(Path::new("/"));
         ensure_dir(parent)?;
         give_to_postgres(parent)?;
@@ -161,7 +161,7 @@ impl PgCluster {
         let text = std::fs::read_to_string(&auto).map_err(io_err("reading postgresql.auto.conf"))?;
         let text = text.replace("primary_conninfo = '", &format!("primary_conninfo = 'application_name={application_name} "));
         std::fs::write(&auto, text).map_err(io_err("writing postgresql.auto.conf"))?;
-        self.write_settings()
+        self.write_settings(max_connections)
     }
 
     /// Starts the server and waits until it accepts connections.

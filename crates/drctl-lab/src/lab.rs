@@ -57,6 +57,9 @@ pub struct LabSpec {
     pub base_port: Option<u16>,
     pub api_port: u16,
     pub workload_interval: Duration,
+    /// `max_connections` of every cluster (benchmarks with many services
+    /// need more than the default).
+    pub max_connections: u32,
 }
 
 impl LabSpec {
@@ -72,6 +75,7 @@ impl LabSpec {
             base_port: Some(DEFAULT_BASE_PORT),
             api_port: DEFAULT_API_PORT,
             workload_interval: Duration::from_millis(50),
+            max_connections: 200,
         }
     }
 
@@ -83,6 +87,7 @@ impl LabSpec {
             base_port: None,
             api_port: free_port(),
             workload_interval: Duration::from_millis(50),
+            max_connections: 200,
         }
     }
 }
@@ -215,7 +220,7 @@ impl Lab {
             });
             record.write()?;
             progress(&format!("{}: creating the primary in {REGION_A} on port {primary_port}", svc.name));
-            primary.init_primary()?;
+            primary.init_primary(spec.max_connections)?;
             primary.start()?;
             create_shop_schema(&primary, svc).await?;
             targets.push(WorkloadTarget {
@@ -246,7 +251,7 @@ impl Lab {
                 });
                 record.write()?;
                 progress(&format!("{}: cloning the standby in {REGION_B} on port {standby_port} through the region link", svc.name));
-                standby.clone_standby(link_port, REGION_B)?;
+                standby.clone_standby(link_port, REGION_B, spec.max_connections)?;
                 standby.start()?;
                 wait_streaming(&primary, Duration::from_secs(60)).await?;
             }

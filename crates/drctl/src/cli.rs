@@ -36,6 +36,20 @@ pub enum Command {
     Config(ConfigArgs),
     /// The two-region lab: real PostgreSQL clusters on this machine.
     Lab(LabArgs),
+    /// Measure what drctl costs (benchmarks on a real lab).
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// The lag monitor's CPU, probe latency and store growth for N services.
+    Monitor(crate::bench_cmd::BenchMonitorArgs),
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]
