@@ -163,3 +163,49 @@ async fn a_killed_primary_makes_its_service_unknown_and_spares_the_others() {
     daemon.stop().await;
     lab.teardown().expect("teardown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_sharing_a_cluster_are_sampled_together() {
+    let (lab, dir) = start_lab(vec![orders()]).await;
+    // A second service in the same PostgreSQL cluster (the unit of failover).
+    let mut text = std::fs::read_to_string(lab.config_path()).unwrap();
+    let primary = lab.cluster("orders", drctl_lab::REGION_A).dsn("orders");
+    let standby = lab.cluster("orders", drctl_lab::REGION_B).dsn("orders");
+    text = text.replace("name = \"orders\"\ntier = \"hot\"\n", "name = \"orders\"\ntier = \"hot\"\ncluster = \"shop-main\"\n");
+    text.push_str(&format!(
+        "\n[[services]]\nname = \"order-audit\"\ntier = \"warm\"\ncluster = \"shop-main\"\n\
+         regions = [\"region-a\", \"region-b\"]\nprimary = \"region-a\"\n\
+         [services.postgres.region-a]\ndsn = \"{primary}\"\n[services.postgres.region-b]\ndsn = \"{standby}\"\n"
+    ));
+    let path = dir.path().join("shared.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = std::sync::Arc::new(drctl_config::load(&path).unwrap_or_else(|e| panic!("{e}")));
+    let daemon = drctl_api::Daemon::start(config).await.expect("daemon");
+    let api = daemon.api_url();
+    wait_exposure_below(&api, "orders", 1.0, Duration::from_secs(30)).await;
+    let audit = wait_exposure_below(&api, "order-audit", 1.0, Duration::from_secs(30)).await;
+    assert_eq!(audit["rpo"]["target_s"], 300.0, "each member keeps its own target");
+
+    lab.link().cut();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report = rpo_rto(&api).await;
+    let figures: Vec<(f64, String)> = report["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["rpo"]["exposure_s"].as_f64().unwrap(), s["sampled_at"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(figures[0], figures[1], "one measurement of the cluster serves both services");
+    assert!(figures[0].0 > 2.0, "{figures:?}");
+
+    // One sampler: one monitoring connection to the primary, not one per service.
+    let mut conn = connect(&primary).await;
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'drctl'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "monitor connections to the shared primary");
+    lab.link().restore();
+    daemon.stop().await;
+    lab.teardown().expect("teardown");
+}

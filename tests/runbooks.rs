@@ -92,7 +92,10 @@ impl Checker {
                 args.push("--help");
                 let (code, stdout, stderr) = drctl(&args);
                 if code != 0 {
-                    return Err(format!("`drctl {}` exited {code}:\n{stdout}{stderr}", args.join(" ")));
+                    return Err(format!(
+                        "`drctl {}` exited {code}:\n{stdout}{stderr}",
+                        args.join(" ")
+                    ));
                 }
                 Ok(parse_help(&stdout))
             })
@@ -107,7 +110,11 @@ impl Checker {
         let mut i = 0;
         while i < words.len() {
             let word = &words[i];
-            let shown = if path.is_empty() { "drctl".to_string() } else { format!("drctl {}", path.join(" ")) };
+            let shown = if path.is_empty() {
+                "drctl".to_string()
+            } else {
+                format!("drctl {}", path.join(" "))
+            };
             let help = self.help(&path)?;
             let t = word.text.as_str();
             if word.quoted || word.is_placeholder() {
@@ -120,15 +127,24 @@ impl Checker {
                     None => (t.to_string(), false),
                 };
                 let Some(&takes_value) = help.options.get(&name) else {
-                    return Err(format!("`{shown}` has no option {name} (it has {})", keys(&help.options)));
+                    return Err(format!(
+                        "`{shown}` has no option {name} (it has {})",
+                        keys(&help.options)
+                    ));
                 };
                 if takes_value && !inline {
                     i += 1; // its value
                 }
-            } else if t.len() > 1 && t.starts_with('-') && !t[1..].starts_with(|c: char| c.is_ascii_digit()) {
+            } else if t.len() > 1
+                && t.starts_with('-')
+                && !t[1..].starts_with(|c: char| c.is_ascii_digit())
+            {
                 let name = &t[..2];
                 let Some(&takes_value) = help.options.get(name) else {
-                    return Err(format!("`{shown}` has no option {name} (it has {})", keys(&help.options)));
+                    return Err(format!(
+                        "`{shown}` has no option {name} (it has {})",
+                        keys(&help.options)
+                    ));
                 };
                 if takes_value && t.len() == 2 {
                     i += 1;
@@ -138,7 +154,10 @@ impl Checker {
             } else if help.positionals {
                 positional_seen = true;
             } else if !help.commands.is_empty() {
-                return Err(format!("`{t}` is not a subcommand of `{shown}` (its subcommands: {})", help.commands.join(", ")));
+                return Err(format!(
+                    "`{t}` is not a subcommand of `{shown}` (its subcommands: {})",
+                    help.commands.join(", ")
+                ));
             } else {
                 return Err(format!("`{shown}` takes no argument, but was given `{t}`"));
             }
@@ -178,7 +197,8 @@ impl Word {
             || t.contains("...")
             || (t.len() > 1
                 && t.chars().any(|c| c.is_ascii_uppercase())
-                && t.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' || c == '-'))
+                && t.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' || c == '-'))
     }
 }
 
@@ -200,13 +220,17 @@ fn tokenize(line: &str) -> Vec<Token> {
     let mut in_word = false;
     let mut quoted = false;
     let mut i = 0;
-    let flush = |tokens: &mut Vec<Token>, cur: &mut String, in_word: &mut bool, quoted: &mut bool| {
-        if *in_word {
-            tokens.push(Token::Word(Word { text: std::mem::take(cur), quoted: *quoted }));
-        }
-        *in_word = false;
-        *quoted = false;
-    };
+    let flush =
+        |tokens: &mut Vec<Token>, cur: &mut String, in_word: &mut bool, quoted: &mut bool| {
+            if *in_word {
+                tokens.push(Token::Word(Word {
+                    text: std::mem::take(cur),
+                    quoted: *quoted,
+                }));
+            }
+            *in_word = false;
+            *quoted = false;
+        };
     while i < chars.len() {
         let c = chars[i];
         match c {
@@ -259,7 +283,12 @@ fn tokenize(line: &str) -> Vec<Token> {
                     i += 1;
                 }
             }
-            '<' if !in_word && chars[i..].iter().take_while(|c| !c.is_whitespace()).any(|&c| c == '>') => {
+            '<' if !in_word
+                && chars[i..]
+                    .iter()
+                    .take_while(|c| !c.is_whitespace())
+                    .any(|&c| c == '>') =>
+            {
                 // A placeholder such as <service>.
                 in_word = true;
                 while i < chars.len() && !chars[i].is_whitespace() {
@@ -288,7 +317,9 @@ fn tokenize(line: &str) -> Vec<Token> {
                 if chars.get(i + 1) == Some(&'&') {
                     // >&2: the target is a descriptor, part of the operator.
                     i += 1;
-                    while i + 1 < chars.len() && (chars[i + 1].is_ascii_digit() || chars[i + 1] == '-') {
+                    while i + 1 < chars.len()
+                        && (chars[i + 1].is_ascii_digit() || chars[i + 1] == '-')
+                    {
                         i += 1;
                     }
                 } else {
@@ -320,7 +351,10 @@ fn drctl_commands(line: &str) -> Vec<Vec<Word>> {
             .iter()
             .position(|w| w.quoted || !is_assignment(&w.text))
             .unwrap_or(words.len());
-        if words.get(start).is_some_and(|w| !w.quoted && w.text == "drctl") {
+        if words
+            .get(start)
+            .is_some_and(|w| !w.quoted && w.text == "drctl")
+        {
             commands.push(words[start + 1..].to_vec());
         }
     };
@@ -358,13 +392,24 @@ fn shell_lines(markdown: &str) -> Vec<(usize, String)> {
         let fence_char = trimmed.chars().next().filter(|c| *c == '`' || *c == '~');
         let run = fence_char.map_or(0, |c| trimmed.chars().take_while(|&x| x == c).count());
         match fence {
-            None if run >= 3 => {
+            // A backtick fence's info string has no backtick (CommonMark):
+            // ```` ```sh ```` at the start of a line is inline code.
+            None if run >= 3 && !(fence_char == Some('`') && trimmed[run..].contains('`')) => {
                 let info = trimmed[run..].trim();
-                let lang = info.split(|c: char| c.is_whitespace() || c == ',' || c == '{').next().unwrap_or("");
-                fence = Some((fence_char.unwrap(), run, matches!(lang, "sh" | "bash" | "shell")));
+                let lang = info
+                    .split(|c: char| c.is_whitespace() || c == ',' || c == '{')
+                    .next()
+                    .unwrap_or("");
+                fence = Some((
+                    fence_char.unwrap(),
+                    run,
+                    matches!(lang, "sh" | "bash" | "shell"),
+                ));
             }
             None => {}
-            Some((c, len, _)) if fence_char == Some(c) && run >= len && trimmed[run..].trim().is_empty() => {
+            Some((c, len, _))
+                if fence_char == Some(c) && run >= len && trimmed[run..].trim().is_empty() =>
+            {
                 if let Some(p) = pending.take() {
                     out.push(p);
                 }
@@ -392,7 +437,8 @@ fn shell_lines(markdown: &str) -> Vec<(usize, String)> {
 }
 
 fn markdown_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
+    let entries =
+        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
     for entry in entries {
         let path = entry.expect("a directory entry").path();
         if path.is_dir() {
@@ -431,8 +477,13 @@ fn every_drctl_command_in_the_runbooks_exists() {
     let mut checked = 0;
     let mut failures = Vec::new();
     for path in &files {
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-        let name = path.strip_prefix(&root).unwrap_or(path).display().to_string();
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let name = path
+            .strip_prefix(&root)
+            .unwrap_or(path)
+            .display()
+            .to_string();
         let (n, f) = check_markdown(&mut checker, &name, &text);
         checked += n;
         failures.extend(f);
@@ -443,8 +494,15 @@ fn every_drctl_command_in_the_runbooks_exists() {
         failures.len(),
         failures.join("\n")
     );
-    assert!(checked > 0, "no `drctl …` line found in the ```sh blocks of {} runbook file(s)", files.len());
-    eprintln!("checked {checked} drctl command(s) in {} runbook file(s)", files.len());
+    assert!(
+        checked > 0,
+        "no `drctl …` line found in the ```sh blocks of {} runbook file(s)",
+        files.len()
+    );
+    eprintln!(
+        "checked {checked} drctl command(s) in {} runbook file(s)",
+        files.len()
+    );
 }
 
 /// The checker itself: it must accept what the CLI accepts and catch the
@@ -454,7 +512,7 @@ fn the_checker_tells_commands_from_values_and_catches_mistakes() {
     let mut checker = Checker::default();
     let doc = "\
 # title
-
+```` ```sh ```` blocks are checked (inline code, not a fence):
 ```sh
 drctl lab link latency 200ms
 $ drctl lab kill-primary orders
@@ -483,16 +541,25 @@ echo ok; drctl lab up --nope
     let (checked, failures) = check_markdown(&mut checker, "doc.md", doc);
     assert_eq!(checked, 15, "failures: {failures:#?}");
     let expected = [
-        ("doc.md:20: `drctl failover orders`", "not a subcommand of `drctl`"),
+        (
+            "doc.md:20: `drctl failover orders`",
+            "not a subcommand of `drctl`",
+        ),
         ("doc.md:21: `drctl status --bogus`", "has no option --bogus"),
         ("doc.md:22: `drctl lab link`", "needs a subcommand"),
-        ("doc.md:23: `drctl lab link sever`", "not a subcommand of `drctl lab link`"),
+        (
+            "doc.md:23: `drctl lab link sever`",
+            "not a subcommand of `drctl lab link`",
+        ),
         ("doc.md:24: `drctl status orders`", "takes no argument"),
         ("doc.md:25: `drctl lab up --nope`", "has no option --nope"),
     ];
     assert_eq!(failures.len(), expected.len(), "failures: {failures:#?}");
     for ((prefix, reason), got) in expected.iter().zip(&failures) {
-        assert!(got.starts_with(prefix) && got.contains(reason), "expected {prefix} … {reason}, got {got}");
+        assert!(
+            got.starts_with(prefix) && got.contains(reason),
+            "expected {prefix} … {reason}, got {got}"
+        );
     }
 
     // The subcommand paths found, for the lines that are fine.
@@ -500,7 +567,16 @@ echo ok; drctl lab up --nope
         let args = drctl_commands(line).remove(0);
         Checker::default().check(&args).expect("a valid command")
     };
-    assert_eq!(path("drctl lab link latency 200ms"), ["lab", "link", "latency"]);
-    assert_eq!(path("drctl lab kill-primary orders"), ["lab", "kill-primary"]);
-    assert_eq!(path("drctl lab --dir /tmp/x link cut"), ["lab", "link", "cut"]);
+    assert_eq!(
+        path("drctl lab link latency 200ms"),
+        ["lab", "link", "latency"]
+    );
+    assert_eq!(
+        path("drctl lab kill-primary orders"),
+        ["lab", "kill-primary"]
+    );
+    assert_eq!(
+        path("drctl lab --dir /tmp/x link cut"),
+        ["lab", "link", "cut"]
+    );
 }

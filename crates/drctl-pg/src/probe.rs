@@ -125,6 +125,12 @@ impl PgEndpoint {
                 },
             })?
             .application_name("drctl")
+            // The heartbeat is the only write drctl makes. It must never wait
+            // for a synchronous standby (when that standby is the one lost, a
+            // waiting heartbeat would hang the probe of a healthy primary) nor
+            // for its own fsync: the map point is read before the insert, and
+            // the WAL writer flushes the row within wal_writer_delay.
+            .options([("synchronous_commit", "off")])
             .disable_statement_logging()
             .statement_cache_capacity(16);
         Ok(Self {
