@@ -45,7 +45,8 @@ primary = "eu-west"
 
 async fn app() -> (axum::Router, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let config = drctl_config::parse("api-test.toml", CONFIG, dir.path()).expect("valid test config");
+    let config =
+        drctl_config::parse("api-test.toml", CONFIG, dir.path()).expect("valid test config");
     let store = Store::open(config.store.url.expose()).await.expect("store");
     let monitor = Monitor::new(Arc::new(config), store);
     (router(ApiState { monitor }), dir)
@@ -58,13 +59,18 @@ async fn get(app: &axum::Router, uri: &str) -> (StatusCode, String) {
         .await
         .expect("the router answers");
     let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
     (status, String::from_utf8(bytes.to_vec()).unwrap())
 }
 
 async fn get_json(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
     let (status, body) = get(app, uri).await;
-    (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{uri}: not JSON ({e}): {body}")))
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{uri}: not JSON ({e}): {body}")),
+    )
 }
 
 #[tokio::test]
@@ -92,11 +98,20 @@ async fn rpo_rto_reports_targets_and_why_figures_are_missing() {
     assert_eq!(orders["error"], "not sampled yet");
     let catalog = &json["services"][1];
     assert_eq!(catalog["rpo"]["target_s"], 86400.0);
-    assert!(catalog["error"].as_str().unwrap().contains("cold tier"), "{catalog}");
+    assert!(
+        catalog["error"].as_str().unwrap().contains("cold tier"),
+        "{catalog}"
+    );
     let storefront = &json["services"][2];
-    assert_eq!(storefront["status"], "ok", "a stateless service has nothing to lose: {storefront}");
+    assert_eq!(
+        storefront["status"], "ok",
+        "a stateless service has nothing to lose: {storefront}"
+    );
     assert_eq!(storefront["rpo"]["exposure_s"], 0.0);
-    assert!(storefront["note"].as_str().unwrap().contains("no datastore"));
+    assert!(storefront["note"]
+        .as_str()
+        .unwrap()
+        .contains("no datastore"));
 }
 
 #[tokio::test]
@@ -105,7 +120,10 @@ async fn lag_history_of_an_unknown_service_is_404_with_a_suggestion() {
     let (status, json) = get_json(&app, "/api/v1/services/ordrs/lag").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(json["error"]["code"], "service_not_found");
-    assert_eq!(json["error"]["message"], r#"no service named "ordrs" (did you mean "orders"?)"#);
+    assert_eq!(
+        json["error"]["message"],
+        r#"no service named "ordrs" (did you mean "orders"?)"#
+    );
 }
 
 #[tokio::test]
@@ -151,12 +169,24 @@ async fn unknown_paths_are_json_404s() {
 async fn healthz_and_metrics() {
     let (app, _dir) = app().await;
     let (status, json) = get_json(&app, "/healthz").await;
-    assert_eq!((status, json["status"].as_str()), (StatusCode::OK, Some("ok")));
+    assert_eq!(
+        (status, json["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
     let (status, text) = get(&app, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(text.contains(r#"drctl_rpo_target_seconds{service="orders",tier="hot"} 5.0"#), "{text}");
-    assert!(text.contains(r#"drctl_service_status{service="orders",tier="hot",status="unknown"} 1"#), "{text}");
-    assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics ends with # EOF");
+    assert!(
+        text.contains(r#"drctl_rpo_target_seconds{service="orders",tier="hot"} 5.0"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"drctl_service_status{service="orders",tier="hot",status="unknown"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.trim_end().ends_with("# EOF"),
+        "OpenMetrics ends with # EOF"
+    );
     assert!(!text.contains("hunter2"));
 }
 
@@ -164,8 +194,13 @@ async fn healthz_and_metrics() {
 fn shipped_lab_config_is_what_lab_up_writes() {
     let preview = drctl_lab::LabRecord::standard_preview("/tmp/drctl-lab".into());
     let generated = drctl_lab::lab_config_toml(&preview);
-    let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lab.toml"))
-        .expect("config/lab.toml");
-    assert_eq!(shipped, generated, "config/lab.toml drifted from what `drctl lab up` writes; regenerate it");
-    drctl_config::parse("config/lab.toml", &shipped, Path::new("/tmp")).unwrap_or_else(|e| panic!("{e}"));
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lab.toml"))
+            .expect("config/lab.toml");
+    assert_eq!(
+        shipped, generated,
+        "config/lab.toml drifted from what `drctl lab up` writes; regenerate it"
+    );
+    drctl_config::parse("config/lab.toml", &shipped, Path::new("/tmp"))
+        .unwrap_or_else(|e| panic!("{e}"));
 }

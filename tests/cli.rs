@@ -10,7 +10,10 @@ use drctl_tests::{drctl, drctl_bin};
 use serde_json::Value;
 
 fn repo(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path).display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(path)
+        .display()
+        .to_string()
 }
 
 #[test]
@@ -40,7 +43,10 @@ fn config_validate_reports_every_error_located_and_exits_2() {
         err.contains(&format!("{p}:6:8: services[0] (orders).tier: \"hott\" is not one of hot, warm, cold (did you mean \"hot\"?)")),
         "{err}"
     );
-    assert!(err.contains(&format!("{p}:8:")), "the unknown primary is located: {err}");
+    assert!(
+        err.contains(&format!("{p}:8:")),
+        "the unknown primary is located: {err}"
+    );
 
     let (code, out, _) = drctl(&["config", "validate", &p, "-o", "json"]);
     assert_eq!(code, 2);
@@ -79,30 +85,60 @@ fn port_open(port: u16) -> bool {
 }
 
 fn lab_ports(dir: &str) -> Vec<u16> {
-    let record: Value = serde_json::from_str(&std::fs::read_to_string(format!("{dir}/lab.json")).unwrap()).unwrap();
-    record["clusters"].as_array().unwrap().iter().map(|c| c["port"].as_u64().unwrap() as u16).collect()
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/lab.json")).unwrap()).unwrap();
+    record["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["port"].as_u64().unwrap() as u16)
+        .collect()
 }
 
 #[test]
 fn lab_up_status_link_and_down_through_the_cli() {
-    let tmp = tempfile::Builder::new().prefix("drctl-test-cli-").tempdir_in("/tmp").unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("drctl-test-cli-")
+        .tempdir_in("/tmp")
+        .unwrap();
     let dir = tmp.path().join("lab").display().to_string();
     let base = base_port(0).to_string();
     let api_port = drctl_lab::free_port().to_string();
-    let (code, out, err) = drctl(&["lab", "--dir", &dir, "up", "--detach", "--base-port", &base, "--api-port", &api_port]);
+    let (code, out, err) = drctl(&[
+        "lab",
+        "--dir",
+        &dir,
+        "up",
+        "--detach",
+        "--base-port",
+        &base,
+        "--api-port",
+        &api_port,
+    ]);
     assert_eq!(code, 0, "lab up failed:\n{out}\n{err}");
     let config = format!("{dir}/drctl.toml");
 
     // `drctl status` shows both regions' figures once sampling has begun.
-    let table = wait_until("status to show orders' exposure", Duration::from_secs(60), || {
-        let (code, out, _) = drctl(&["status", "--config", &config]);
-        let orders = out.lines().find(|l| l.starts_with("orders"))?.to_string();
-        (code == 0 && orders.contains("region-a") && orders.contains("region-b") && !orders.contains(" - ")).then_some(out)
-    });
+    let table = wait_until(
+        "status to show orders' exposure",
+        Duration::from_secs(60),
+        || {
+            let (code, out, _) = drctl(&["status", "--config", &config]);
+            let orders = out.lines().find(|l| l.starts_with("orders"))?.to_string();
+            (code == 0
+                && orders.contains("region-a")
+                && orders.contains("region-b")
+                && !orders.contains(" - "))
+            .then_some(out)
+        },
+    );
     eprintln!("{table}");
     assert!(table.contains("SERVICE"), "a header: {table}");
     for service in ["orders", "inventory", "catalog"] {
-        assert!(table.lines().any(|l| l.starts_with(service)), "{service} missing:\n{table}");
+        assert!(
+            table.lines().any(|l| l.starts_with(service)),
+            "{service} missing:\n{table}"
+        );
     }
     let (code, out, _) = drctl(&["status", "--config", &config, "-o", "json"]);
     assert_eq!(code, 0);
@@ -121,7 +157,14 @@ fn lab_up_status_link_and_down_through_the_cli() {
     let status: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["link"]["latency_ms"], 100);
     assert_eq!(status["owner_running"], true);
-    assert!(status["clusters"].as_array().unwrap().iter().all(|c| c["running"] == true), "{status}");
+    assert!(
+        status["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["running"] == true),
+        "{status}"
+    );
     assert_eq!(drctl(&["lab", "--dir", &dir, "link", "cut"]).0, 0);
     assert_eq!(drctl(&["lab", "--dir", &dir, "link", "restore"]).0, 0);
     assert_eq!(drctl(&["lab", "--dir", &dir, "workload", "pause"]).0, 0);
@@ -130,41 +173,136 @@ fn lab_up_status_link_and_down_through_the_cli() {
     let ports = lab_ports(&dir);
     let (code, out, err) = drctl(&["lab", "--dir", &dir, "down"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(ports.iter().all(|p| !port_open(*p)), "a PostgreSQL of the lab still listens after lab down");
+    assert!(
+        ports.iter().all(|p| !port_open(*p)),
+        "a PostgreSQL of the lab still listens after lab down"
+    );
     assert!(!Path::new(&format!("{dir}/lab.json")).exists());
     let (code, out, err) = drctl(&["status", "--config", &config]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("state store"), "status names its source: {out}");
+    assert!(
+        out.contains("state store"),
+        "status names its source: {out}"
+    );
     assert!(out.lines().any(|l| l.starts_with("orders")), "{out}");
 }
 
 #[test]
 fn lab_down_cleans_up_after_lab_up_was_killed() {
-    let tmp = tempfile::Builder::new().prefix("drctl-test-cli-").tempdir_in("/tmp").unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("drctl-test-cli-")
+        .tempdir_in("/tmp")
+        .unwrap();
     let dir = tmp.path().join("lab").display().to_string();
     let base = base_port(1).to_string();
     let api_port = drctl_lab::free_port().to_string();
-    let (code, out, err) = drctl(&["lab", "--dir", &dir, "up", "--detach", "--base-port", &base, "--api-port", &api_port]);
+    let (code, out, err) = drctl(&[
+        "lab",
+        "--dir",
+        &dir,
+        "up",
+        "--detach",
+        "--base-port",
+        &base,
+        "--api-port",
+        &api_port,
+    ]);
     assert_eq!(code, 0, "lab up failed:\n{out}\n{err}");
-    let record: Value = serde_json::from_str(&std::fs::read_to_string(format!("{dir}/lab.json")).unwrap()).unwrap();
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/lab.json")).unwrap()).unwrap();
     let owner = record["owner_pid"].as_u64().unwrap() as i32;
     let ports = lab_ports(&dir);
     assert!(ports.iter().all(|p| port_open(*p)));
 
     // A crash of `lab up`: no teardown runs, the clusters keep running.
-    std::process::Command::new("kill").args(["-9", &owner.to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &owner.to_string()])
+        .status()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    assert!(ports.iter().any(|p| port_open(*p)), "clusters outlive a crashed lab up");
+    assert!(
+        ports.iter().any(|p| port_open(*p)),
+        "clusters outlive a crashed lab up"
+    );
     let (code, out, _) = drctl(&["lab", "--dir", &dir, "status"]);
     assert_eq!(code, 0);
-    assert!(out.contains("not running"), "lab status notices the dead owner: {out}");
+    assert!(
+        out.contains("not running"),
+        "lab status notices the dead owner: {out}"
+    );
 
     let (code, out, err) = drctl(&["lab", "--dir", &dir, "down"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("stopped PostgreSQL"), "{out}");
-    assert!(ports.iter().all(|p| !port_open(*p)), "lab down stopped every cluster of the crashed lab");
+    assert!(
+        ports.iter().all(|p| !port_open(*p)),
+        "lab down stopped every cluster of the crashed lab"
+    );
     let (code, _, err) = drctl(&["lab", "--dir", &dir, "down"]);
     assert_ne!(code, 0, "a second down has no lab to stop");
     assert!(err.contains("no lab at"), "{err}");
     let _ = drctl_bin();
+}
+
+#[test]
+fn lab_up_in_the_foreground_tears_down_on_ctrl_c() {
+    let tmp = tempfile::Builder::new()
+        .prefix("drctl-test-cli-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = tmp.path().join("lab").display().to_string();
+    let base = base_port(2).to_string();
+    let api_port = drctl_lab::free_port().to_string();
+    let log = tmp.path().join("up.log");
+    let mut child = std::process::Command::new(drctl_bin())
+        .args([
+            "lab",
+            "--dir",
+            &dir,
+            "up",
+            "--base-port",
+            &base,
+            "--api-port",
+            &api_port,
+        ])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("drctl lab up");
+    let text = wait_until("the lab to be ready", Duration::from_secs(120), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("Ctrl-C here stops the lab").then_some(text)
+    });
+    assert!(
+        text.contains(&format!("http://127.0.0.1:{api_port}/api/v1/rpo-rto")),
+        "{text}"
+    );
+    assert!(
+        text.contains("drctl lab link cut"),
+        "next commands to try: {text}"
+    );
+    let ports = lab_ports(&dir);
+    assert!(ports.iter().all(|p| port_open(*p)));
+
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "lab up did not stop on Ctrl-C");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(status.success(), "lab up exits 0 after Ctrl-C: {status}");
+    assert!(
+        ports.iter().all(|p| !port_open(*p)),
+        "Ctrl-C left a PostgreSQL of the lab running"
+    );
+    assert!(
+        !Path::new(&format!("{dir}/lab.json")).exists(),
+        "the lab record is removed"
+    );
 }

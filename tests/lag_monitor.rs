@@ -51,7 +51,9 @@ async fn link_cut_exposure_matches_the_oldest_missing_order() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     for _ in 0..3 {
         let reported = service(&api, "orders").await;
-        let exposure = reported["rpo"]["exposure_s"].as_f64().expect("an exposure while cut");
+        let exposure = reported["rpo"]["exposure_s"]
+            .as_f64()
+            .expect("an exposure while cut");
         let sample_time = time_us(&reported["primary_time"]);
         let (truth_time, truth_us) = ground_truth_exposure(&lab, "orders", "shop.orders").await;
         // The link is cut: exposure grows one-for-one with the primary's clock
@@ -59,7 +61,10 @@ async fn link_cut_exposure_matches_the_oldest_missing_order() {
         let reported_at_truth_time = exposure + (truth_time - sample_time) as f64 / 1e6;
         let truth = truth_us as f64 / 1e6;
         eprintln!("reported {exposure:.3}s at sample, {reported_at_truth_time:.3}s at truth time; ground truth {truth:.3}s");
-        assert!(truth >= 4.0, "the cut lost no data? ground truth {truth:.3}s");
+        assert!(
+            truth >= 4.0,
+            "the cut lost no data? ground truth {truth:.3}s"
+        );
         assert!(
             (reported_at_truth_time - truth).abs() <= 0.5,
             "reported exposure {reported_at_truth_time:.3}s vs ground truth {truth:.3}s"
@@ -72,7 +77,10 @@ async fn link_cut_exposure_matches_the_oldest_missing_order() {
     let after = wait_exposure_below(&api, "orders", 1.0, Duration::from_secs(30)).await;
     eprintln!("after restore: {}", after["rpo"]["exposure_s"]);
     let (_, truth_us) = ground_truth_exposure(&lab, "orders", "shop.orders").await;
-    assert!(truth_us < 1_000_000, "standby still missing rows {truth_us}us old after restore");
+    assert!(
+        truth_us < 1_000_000,
+        "standby still missing rows {truth_us}us old after restore"
+    );
     daemon.stop().await;
     lab.teardown().expect("teardown");
 }
@@ -91,18 +99,28 @@ async fn idle_primary_exposure_stays_low_while_naive_replay_delay_grows() {
     while start.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let s = service(&api, "orders").await;
-        let exposure = s["rpo"]["exposure_s"].as_f64().expect("exposure on an idle primary");
-        let delay = s["standbys"][0]["naive_replay_delay_s"].as_f64().unwrap_or(0.0);
+        let exposure = s["rpo"]["exposure_s"]
+            .as_f64()
+            .expect("exposure on an idle primary");
+        let delay = s["standbys"][0]["naive_replay_delay_s"]
+            .as_f64()
+            .unwrap_or(0.0);
         eprintln!("t={:>4.1}s exposure {exposure:.3}s, now() - pg_last_xact_replay_timestamp() {delay:.1}s", start.elapsed().as_secs_f64());
         max_exposure = max_exposure.max(exposure);
         naive.push(delay);
         assert_eq!(s["status"], "ok", "an idle, caught-up service is ok: {s}");
     }
-    assert!(max_exposure < 2.0, "exposure reached {max_exposure:.3}s on an idle primary");
+    assert!(
+        max_exposure < 2.0,
+        "exposure reached {max_exposure:.3}s on an idle primary"
+    );
     let last = *naive.last().unwrap();
     assert!(last > 25.0, "the naive replay delay should have grown to ~30s on an idle primary, was {last:.1}s ({naive:?})");
     let (_, truth_us) = ground_truth_exposure(&lab, "orders", "shop.orders").await;
-    assert_eq!(truth_us, 0, "nothing is missing on the standby of an idle primary");
+    assert_eq!(
+        truth_us, 0,
+        "nothing is missing on the standby of an idle primary"
+    );
     daemon.stop().await;
     lab.teardown().expect("teardown");
 }
@@ -121,14 +139,23 @@ async fn link_latency_200ms_shows_as_stable_lag_within_a_5s_target() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let s = service(&api, "orders").await;
         assert_eq!(s["rpo"]["target_s"], 5.0);
-        assert_eq!(s["status"], "ok", "200 ms of lag is ok for a 5 s target: {s}");
+        assert_eq!(
+            s["status"], "ok",
+            "200 ms of lag is ok for a 5 s target: {s}"
+        );
         readings.push(s["rpo"]["exposure_s"].as_f64().expect("exposure"));
     }
     readings.sort_by(f64::total_cmp);
     let median = readings[readings.len() / 2];
     eprintln!("exposure with 200 ms link latency: {readings:?}");
-    assert!(median >= 0.15, "200 ms of latency is not visible: median {median:.3}s");
-    assert!(*readings.last().unwrap() < 1.5, "lag not stable: {readings:?}");
+    assert!(
+        median >= 0.15,
+        "200 ms of latency is not visible: median {median:.3}s"
+    );
+    assert!(
+        *readings.last().unwrap() < 1.5,
+        "lag not stable: {readings:?}"
+    );
     daemon.stop().await;
     lab.teardown().expect("teardown");
 }
@@ -141,25 +168,48 @@ async fn a_killed_primary_makes_its_service_unknown_and_spares_the_others() {
     wait_exposure_below(&api, "orders", 1.0, Duration::from_secs(30)).await;
     wait_exposure_below(&api, "inventory", 1.0, Duration::from_secs(30)).await;
 
-    lab.kill_primary("orders").expect("crash the orders primary");
-    let orders = wait_for("orders to turn unknown", Duration::from_secs(20), || async {
-        let s = service(&api, "orders").await;
-        (s["status"] == "unknown").then_some(s)
-    })
+    lab.kill_primary("orders")
+        .expect("crash the orders primary");
+    let orders = wait_for(
+        "orders to turn unknown",
+        Duration::from_secs(20),
+        || async {
+            let s = service(&api, "orders").await;
+            (s["status"] == "unknown").then_some(s)
+        },
+    )
     .await;
-    let error = orders["error"].as_str().expect("an error for an unknown service");
-    assert!(error.contains("orders@region-a"), "the error names the endpoint: {error}");
+    let error = orders["error"]
+        .as_str()
+        .expect("an error for an unknown service");
+    assert!(
+        error.contains("orders@region-a"),
+        "the error names the endpoint: {error}"
+    );
 
     let before = time_us(&service(&api, "inventory").await["sampled_at"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let inventory = service(&api, "inventory").await;
-    assert!(time_us(&inventory["sampled_at"]) > before + 1_000_000, "inventory is still sampled");
+    assert!(
+        time_us(&inventory["sampled_at"]) > before + 1_000_000,
+        "inventory is still sampled"
+    );
     assert_eq!(inventory["status"], "ok", "{inventory}");
 
-    let health = reqwest::get(format!("{api}/healthz")).await.expect("the daemon still serves");
+    let health = reqwest::get(format!("{api}/healthz"))
+        .await
+        .expect("the daemon still serves");
     assert!(health.status().is_success());
-    let metrics = reqwest::get(format!("{api}/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"drctl_service_status{service="orders",tier="hot",status="unknown"} 1"#), "{metrics}");
+    let metrics = reqwest::get(format!("{api}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"drctl_service_status{service="orders",tier="hot",status="unknown"} 1"#),
+        "{metrics}"
+    );
     daemon.stop().await;
     lab.teardown().expect("teardown");
 }
@@ -171,7 +221,10 @@ async fn services_sharing_a_cluster_are_sampled_together() {
     let mut text = std::fs::read_to_string(lab.config_path()).unwrap();
     let primary = lab.cluster("orders", drctl_lab::REGION_A).dsn("orders");
     let standby = lab.cluster("orders", drctl_lab::REGION_B).dsn("orders");
-    text = text.replace("name = \"orders\"\ntier = \"hot\"\n", "name = \"orders\"\ntier = \"hot\"\ncluster = \"shop-main\"\n");
+    text = text.replace(
+        "name = \"orders\"\ntier = \"hot\"\n",
+        "name = \"orders\"\ntier = \"hot\"\ncluster = \"shop-main\"\n",
+    );
     text.push_str(&format!(
         "\n[[services]]\nname = \"order-audit\"\ntier = \"warm\"\ncluster = \"shop-main\"\n\
          regions = [\"region-a\", \"region-b\"]\nprimary = \"region-a\"\n\
@@ -184,7 +237,10 @@ async fn services_sharing_a_cluster_are_sampled_together() {
     let api = daemon.api_url();
     wait_exposure_below(&api, "orders", 1.0, Duration::from_secs(30)).await;
     let audit = wait_exposure_below(&api, "order-audit", 1.0, Duration::from_secs(30)).await;
-    assert_eq!(audit["rpo"]["target_s"], 300.0, "each member keeps its own target");
+    assert_eq!(
+        audit["rpo"]["target_s"], 300.0,
+        "each member keeps its own target"
+    );
 
     lab.link().cut();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -193,17 +249,26 @@ async fn services_sharing_a_cluster_are_sampled_together() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["rpo"]["exposure_s"].as_f64().unwrap(), s["sampled_at"].as_str().unwrap().to_string()))
+        .map(|s| {
+            (
+                s["rpo"]["exposure_s"].as_f64().unwrap(),
+                s["sampled_at"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
-    assert_eq!(figures[0], figures[1], "one measurement of the cluster serves both services");
+    assert_eq!(
+        figures[0], figures[1],
+        "one measurement of the cluster serves both services"
+    );
     assert!(figures[0].0 > 2.0, "{figures:?}");
 
     // One sampler: one monitoring connection to the primary, not one per service.
     let mut conn = connect(&primary).await;
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'drctl'")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'drctl'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
     assert_eq!(n, 1, "monitor connections to the shared primary");
     lab.link().restore();
     daemon.stop().await;

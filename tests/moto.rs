@@ -17,7 +17,12 @@ async fn moto_serves_s3_and_route53_on_loopback() {
     let moto = moto_server().await;
     let client = reqwest::Client::new();
 
-    let created = client.put(format!("{}/drctl-harness", moto.endpoint)).header("authorization", aws_auth("s3")).send().await.expect("S3 CreateBucket");
+    let created = client
+        .put(format!("{}/drctl-harness", moto.endpoint))
+        .header("authorization", aws_auth("s3"))
+        .send()
+        .await
+        .expect("S3 CreateBucket");
     assert!(created.status().is_success(), "{}", created.status());
     let put = client
         .put(format!("{}/drctl-harness/hello.txt", moto.endpoint))
@@ -27,7 +32,12 @@ async fn moto_serves_s3_and_route53_on_loopback() {
         .await
         .expect("S3 PutObject");
     assert!(put.status().is_success());
-    let got = client.get(format!("{}/drctl-harness/hello.txt", moto.endpoint)).header("authorization", aws_auth("s3")).send().await.unwrap();
+    let got = client
+        .get(format!("{}/drctl-harness/hello.txt", moto.endpoint))
+        .header("authorization", aws_auth("s3"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(got.text().await.unwrap(), "hello");
 
     let zones = client
@@ -37,5 +47,9 @@ async fn moto_serves_s3_and_route53_on_loopback() {
         .await
         .expect("Route 53 ListHostedZones");
     assert!(zones.status().is_success(), "{}", zones.status());
-    assert!(zones.text().await.unwrap().contains("ListHostedZonesResponse"));
+    assert!(zones
+        .text()
+        .await
+        .unwrap()
+        .contains("ListHostedZonesResponse"));
 }

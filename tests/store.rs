@@ -11,7 +11,12 @@ fn sample(service: &str, at: DateTime<Utc>, exposure_us: Option<i64>) -> LagSamp
         standby_region: "region-b".into(),
         sampled_at: at,
         primary_time: Some(at),
-        status: if exposure_us.is_some() { "ok" } else { "unknown" }.into(),
+        status: if exposure_us.is_some() {
+            "ok"
+        } else {
+            "unknown"
+        }
+        .into(),
         rpo_exposure_us: exposure_us,
         exposure_lower_bound: false,
         replay_lag_us: exposure_us,
@@ -23,7 +28,9 @@ fn sample(service: &str, at: DateTime<Utc>, exposure_us: Option<i64>) -> LagSamp
         naive_replay_delay_us: Some(12_345),
         wal_receiver: Some("streaming".into()),
         probe_us: Some(900),
-        error: exposure_us.is_none().then(|| "orders@region-a: connection refused".into()),
+        error: exposure_us
+            .is_none()
+            .then(|| "orders@region-a: connection refused".into()),
     }
 }
 
@@ -34,7 +41,11 @@ async fn store_suite(store: Store) {
     let old = now - TimeDelta::hours(30);
     let mut batch = Vec::new();
     for i in 0..100 {
-        batch.push(sample("orders", now - TimeDelta::seconds(100 - i), Some((i + 1) * 1000)));
+        batch.push(sample(
+            "orders",
+            now - TimeDelta::seconds(100 - i),
+            Some((i + 1) * 1000),
+        ));
     }
     batch.push(sample("orders", now - TimeDelta::milliseconds(500), None));
     // Two whole minutes of samples older than the raw retention.
@@ -44,19 +55,38 @@ async fn store_suite(store: Store) {
     batch.push(sample("inventory", now, Some(42)));
     store.insert_lag_samples(&batch).await.expect("insert");
 
-    let history = store.lag_samples("orders", now - TimeDelta::hours(1), None, 1000).await.expect("history");
+    let history = store
+        .lag_samples("orders", now - TimeDelta::hours(1), None, 1000)
+        .await
+        .expect("history");
     assert_eq!(history.len(), 101);
     assert_eq!(history[0], batch[0], "a sample round-trips exactly");
-    assert!(history.windows(2).all(|w| w[0].sampled_at <= w[1].sampled_at), "oldest first");
-    let limited = store.lag_samples("orders", now - TimeDelta::hours(1), None, 10).await.unwrap();
+    assert!(
+        history
+            .windows(2)
+            .all(|w| w[0].sampled_at <= w[1].sampled_at),
+        "oldest first"
+    );
+    let limited = store
+        .lag_samples("orders", now - TimeDelta::hours(1), None, 10)
+        .await
+        .unwrap();
     assert_eq!(limited.len(), 10);
     let until = store
-        .lag_samples("orders", now - TimeDelta::hours(1), Some(now - TimeDelta::seconds(50)), 1000)
+        .lag_samples(
+            "orders",
+            now - TimeDelta::hours(1),
+            Some(now - TimeDelta::seconds(50)),
+            1000,
+        )
         .await
         .unwrap();
     assert_eq!(until.len(), 50);
 
-    let stats = store.exposure_stats("orders", Some("region-b"), now - TimeDelta::hours(1)).await.expect("stats");
+    let stats = store
+        .exposure_stats("orders", Some("region-b"), now - TimeDelta::hours(1))
+        .await
+        .expect("stats");
     assert_eq!(stats.samples, 101);
     assert_eq!(stats.unknown_samples, 1);
     assert_eq!(stats.p50_us, Some(50_000));
@@ -65,21 +95,42 @@ async fn store_suite(store: Store) {
 
     let latest = store.latest_lag_samples().await.expect("latest");
     assert_eq!(latest.len(), 2);
-    assert_eq!(latest.iter().find(|s| s.service == "inventory").unwrap().rpo_exposure_us, Some(42));
+    assert_eq!(
+        latest
+            .iter()
+            .find(|s| s.service == "inventory")
+            .unwrap()
+            .rpo_exposure_us,
+        Some(42)
+    );
 
     let report = store
         .downsample_lag(now - TimeDelta::hours(24), now - TimeDelta::days(30))
         .await
         .expect("downsample");
     assert_eq!(report.raw_deleted, 120);
-    assert!(report.rollups_written >= 2 && report.rollups_written <= 3, "{report:?}");
-    let again = store.downsample_lag(now - TimeDelta::hours(24), now - TimeDelta::days(30)).await.unwrap();
+    assert!(
+        report.rollups_written >= 2 && report.rollups_written <= 3,
+        "{report:?}"
+    );
+    let again = store
+        .downsample_lag(now - TimeDelta::hours(24), now - TimeDelta::days(30))
+        .await
+        .unwrap();
     assert_eq!(again.raw_deleted, 0, "downsampling twice changes nothing");
-    let rollups = store.lag_rollups("orders", old - TimeDelta::hours(1), None).await.expect("rollups");
+    let rollups = store
+        .lag_rollups("orders", old - TimeDelta::hours(1), None)
+        .await
+        .expect("rollups");
     assert_eq!(rollups.iter().map(|r| r.samples).sum::<i64>(), 120);
-    assert!(rollups.iter().all(|r| r.exposure_max_us == Some(7_000) && r.exposure_avg_us == Some(7_000)));
+    assert!(rollups
+        .iter()
+        .all(|r| r.exposure_max_us == Some(7_000) && r.exposure_avg_us == Some(7_000)));
 
-    let expired = store.downsample_lag(now - TimeDelta::hours(24), now).await.unwrap();
+    let expired = store
+        .downsample_lag(now - TimeDelta::hours(24), now)
+        .await
+        .unwrap();
     assert_eq!(expired.rollups_deleted, rollups.len() as u64);
     let (raw, rolled) = store.lag_row_counts().await.unwrap();
     assert_eq!((raw, rolled), (102, 0));
@@ -94,14 +145,26 @@ async fn store_suite_on_sqlite() {
     assert_eq!(store.backend(), Backend::Sqlite);
     store_suite(store).await;
     // Reopening applies no migration twice.
-    Store::open(&url).await.expect("reopen sqlite").close().await;
+    Store::open(&url)
+        .await
+        .expect("reopen sqlite")
+        .close()
+        .await;
 }
 
 #[tokio::test]
 async fn store_suite_on_postgres() {
-    let dir = tempfile::Builder::new().prefix("drctl-test-store-").tempdir_in("/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-test-store-")
+        .tempdir_in("/tmp")
+        .unwrap();
     let bin = find_pg_bin().unwrap_or_else(|e| panic!("{e}"));
-    let pg = PgCluster::new("store", dir.path().join("pg").join("store"), free_port(), bin);
+    let pg = PgCluster::new(
+        "store",
+        dir.path().join("pg").join("store"),
+        free_port(),
+        bin,
+    );
     pg.init_primary(100).expect("initdb");
     pg.start().expect("start PostgreSQL");
     let url = pg.dsn("postgres");
@@ -109,7 +172,11 @@ async fn store_suite_on_postgres() {
         let store = Store::open(&url).await.expect("open postgres");
         assert_eq!(store.backend(), Backend::Postgres);
         store_suite(store).await;
-        Store::open(&url).await.expect("reopen postgres").close().await;
+        Store::open(&url)
+            .await
+            .expect("reopen postgres")
+            .close()
+            .await;
     })
     .await;
     pg.stop("immediate").expect("stop PostgreSQL");
@@ -119,5 +186,8 @@ async fn store_suite_on_postgres() {
 #[tokio::test]
 async fn unsupported_store_url_is_a_clear_error() {
     let err = Store::open("mysql://localhost/x").await.unwrap_err();
-    assert_eq!(err.to_string(), "state store URL must start with sqlite:// or postgres:// (got scheme \"mysql\")");
+    assert_eq!(
+        err.to_string(),
+        "state store URL must start with sqlite:// or postgres:// (got scheme \"mysql\")"
+    );
 }

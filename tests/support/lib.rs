@@ -18,7 +18,10 @@ use sqlx::{Connection, PgConnection};
 /// A lab with the given services in a fresh temporary directory, on free
 /// ports. Keep the `TempDir` alive as long as the lab.
 pub async fn start_lab(services: Vec<LabService>) -> (Lab, tempfile::TempDir) {
-    let dir = tempfile::Builder::new().prefix("drctl-test-lab-").tempdir_in("/tmp").expect("a temp dir");
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-test-lab-")
+        .tempdir_in("/tmp")
+        .expect("a temp dir");
     let spec = LabSpec::for_tests(dir.path().join("lab"), services);
     let lab = Lab::up(spec, |m| eprintln!("lab: {m}"))
         .await
@@ -36,12 +39,17 @@ pub fn inventory() -> LabService {
 
 /// The lab's config, loaded and validated as the daemon would.
 pub fn lab_config(lab: &Lab) -> Arc<Config> {
-    Arc::new(drctl_config::load(lab.config_path()).unwrap_or_else(|e| panic!("the lab wrote an invalid config:\n{e}")))
+    Arc::new(
+        drctl_config::load(lab.config_path())
+            .unwrap_or_else(|e| panic!("the lab wrote an invalid config:\n{e}")),
+    )
 }
 
 /// Starts the daemon (monitor + API) over the lab, in this process.
 pub async fn start_daemon(lab: &Lab) -> Daemon {
-    Daemon::start(lab_config(lab)).await.expect("the daemon starts")
+    Daemon::start(lab_config(lab))
+        .await
+        .expect("the daemon starts")
 }
 
 /// Polls `check` every 200 ms until it returns `Some`, or panics after `timeout`.
@@ -63,7 +71,9 @@ where
 }
 
 pub async fn connect(dsn: &str) -> PgConnection {
-    PgConnection::connect(dsn).await.unwrap_or_else(|e| panic!("connecting to {dsn}: {e}"))
+    PgConnection::connect(dsn)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {dsn}: {e}"))
 }
 
 /// Ground truth of RPO exposure from the workload's own rows: the age, on
@@ -94,7 +104,11 @@ pub async fn ground_truth_exposure(lab: &Lab, service: &str, table: &str) -> (i6
 pub fn drctl_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
     // target/<profile>/deps/<test> → target/<profile>/drctl
-    let bin = exe.parent().and_then(|d| d.parent()).map(|d| d.join("drctl")).expect("a target directory");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("drctl"))
+        .expect("a target directory");
     assert!(
         bin.is_file(),
         "{} is missing: build it first with `cargo build -p drctl` (bash tests/run.sh does)",
@@ -105,7 +119,10 @@ pub fn drctl_bin() -> PathBuf {
 
 /// Runs `drctl ARGS…`, returning (exit code, stdout, stderr).
 pub fn drctl(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(drctl_bin()).args(args).output().expect("running drctl");
+    let out = Command::new(drctl_bin())
+        .args(args)
+        .output()
+        .expect("running drctl");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -130,7 +147,10 @@ impl Drop for MotoServer {
 pub async fn moto_server() -> MotoServer {
     let candidates = [
         std::env::var("MOTO_SERVER").ok(),
-        Some(format!("{}/.venv-test/bin/moto_server", env!("CARGO_MANIFEST_DIR"))),
+        Some(format!(
+            "{}/.venv-test/bin/moto_server",
+            env!("CARGO_MANIFEST_DIR")
+        )),
     ];
     let bin = candidates
         .into_iter()
@@ -148,7 +168,10 @@ pub async fn moto_server() -> MotoServer {
         .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
     let endpoint = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let server = MotoServer { endpoint: endpoint.clone(), child };
+    let server = MotoServer {
+        endpoint: endpoint.clone(),
+        child,
+    };
     wait_for("moto_server to answer", Duration::from_secs(30), || {
         let client = client.clone();
         let endpoint = endpoint.clone();

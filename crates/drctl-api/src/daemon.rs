@@ -43,14 +43,18 @@ impl Daemon {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| DaemonError::Listen { addr, source })?;
-        let api_addr = listener.local_addr().map_err(|source| DaemonError::Listen { addr, source })?;
+        let api_addr = listener
+            .local_addr()
+            .map_err(|source| DaemonError::Listen { addr, source })?;
         let monitor = Monitor::new(config, store);
         let (shutdown, rx) = watch::channel(false);
         let monitor_task = tokio::spawn(monitor.clone().run(rx.clone()));
         let mut api_rx = rx;
         let api_task = tokio::spawn(crate::serve(
             listener,
-            ApiState { monitor: monitor.clone() },
+            ApiState {
+                monitor: monitor.clone(),
+            },
             async move {
                 let _ = api_rx.wait_for(|s| *s).await;
             },

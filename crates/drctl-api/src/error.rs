@@ -10,10 +10,16 @@ use serde::Serialize;
 pub enum ApiError {
     /// 404 `service_not_found`
     #[error("no service named {name:?}{}", suggestion.as_ref().map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default())]
-    ServiceNotFound { name: String, suggestion: Option<String> },
+    ServiceNotFound {
+        name: String,
+        suggestion: Option<String>,
+    },
     /// 400 `invalid_parameter`
     #[error("invalid {parameter}: {reason}")]
-    InvalidParameter { parameter: &'static str, reason: String },
+    InvalidParameter {
+        parameter: &'static str,
+        reason: String,
+    },
     /// 404 `not_found`
     #[error("no such endpoint; the API lives under /api/v1 (see /api/v1/rpo-rto)")]
     NotFound,

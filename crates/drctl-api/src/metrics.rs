@@ -21,7 +21,10 @@ pub(crate) fn render(monitor: &Monitor) -> String {
     let byte_lag = FloatGauges::default();
     let replay_lag = FloatGauges::default();
     for v in monitor.views() {
-        let svc = vec![("service".to_string(), v.service.clone()), ("tier".to_string(), v.tier.to_string())];
+        let svc = vec![
+            ("service".to_string(), v.service.clone()),
+            ("tier".to_string(), v.tier.to_string()),
+        ];
         target.get_or_create(&svc).set(v.rpo_target.as_secs_f64());
         if let Some(us) = v.rpo_exposure_us {
             exposure.get_or_create(&svc).set(us as f64 / 1e6);
@@ -44,17 +47,45 @@ pub(crate) fn render(monitor: &Monitor) -> String {
             }
         }
     }
-    registry.register("rpo_exposure_seconds", "RPO exposure now: age of the oldest commit not durable on the best standby", exposure);
+    registry.register(
+        "rpo_exposure_seconds",
+        "RPO exposure now: age of the oldest commit not durable on the best standby",
+        exposure,
+    );
     registry.register("rpo_target_seconds", "RPO target of the service", target);
-    registry.register("service_status", "1 for the service's current status, 0 for the others", status);
-    registry.register("replication_byte_lag_bytes", "WAL bytes flushed on the primary and not yet durable on the standby", byte_lag);
-    registry.register("replication_replay_lag_seconds", "Age of the oldest commit not yet replayed on the standby", replay_lag);
+    registry.register(
+        "service_status",
+        "1 for the service's current status, 0 for the others",
+        status,
+    );
+    registry.register(
+        "replication_byte_lag_bytes",
+        "WAL bytes flushed on the primary and not yet durable on the standby",
+        byte_lag,
+    );
+    registry.register(
+        "replication_replay_lag_seconds",
+        "Age of the oldest commit not yet replayed on the standby",
+        replay_lag,
+    );
     let c = monitor.counters();
     for (name, help, value) in [
         ("monitor_samples", "Lag samples taken", &c.samples),
-        ("monitor_probe_errors", "Service samples that failed", &c.probe_errors),
-        ("monitor_heartbeats", "Heartbeat rows written on primaries", &c.heartbeats),
-        ("monitor_store_errors", "Batches of samples the store refused", &c.store_errors),
+        (
+            "monitor_probe_errors",
+            "Service samples that failed",
+            &c.probe_errors,
+        ),
+        (
+            "monitor_heartbeats",
+            "Heartbeat rows written on primaries",
+            &c.heartbeats,
+        ),
+        (
+            "monitor_store_errors",
+            "Batches of samples the store refused",
+            &c.store_errors,
+        ),
     ] {
         let counter = Counter::<u64>::default();
         counter.inc_by(value.load(Ordering::Relaxed));

@@ -31,7 +31,10 @@ async fn healthz() -> Json<Value> {
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         crate::metrics::render(&state.monitor),
     )
 }
@@ -141,7 +144,11 @@ struct LagQuery {
 }
 
 /// A point in time: RFC 3339, or a duration ago (`15m`, `24h`).
-fn parse_time(parameter: &'static str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+fn parse_time(
+    parameter: &'static str,
+    text: &str,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, ApiError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -181,15 +188,27 @@ async fn lag_history(
         Some(s) => parse_time("since", s, now)?,
         None => now - chrono::TimeDelta::hours(1),
     };
-    let until = q.until.as_deref().map(|u| parse_time("until", u, now)).transpose()?;
+    let until = q
+        .until
+        .as_deref()
+        .map(|u| parse_time("until", u, now))
+        .transpose()?;
     let limit = match &q.limit {
         None => 3600,
-        Some(l) => l.parse::<u32>().ok().filter(|l| (1..=MAX_LIMIT).contains(l)).ok_or(ApiError::InvalidParameter {
-            parameter: "limit",
-            reason: format!("{l:?} is not a whole number from 1 to {MAX_LIMIT}"),
-        })?,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=MAX_LIMIT).contains(l))
+            .ok_or(ApiError::InvalidParameter {
+                parameter: "limit",
+                reason: format!("{l:?} is not a whole number from 1 to {MAX_LIMIT}"),
+            })?,
     };
-    let samples = state.monitor.store().lag_samples(&name, since, until, limit).await?;
+    let samples = state
+        .monitor
+        .store()
+        .lag_samples(&name, since, until, limit)
+        .await?;
     let points: Vec<Value> = samples
         .iter()
         .map(|s| {

@@ -19,7 +19,10 @@ pub fn find_pg_bin() -> Result<PathBuf> {
         return if has_tools(&dir) {
             Ok(dir)
         } else {
-            Err(LabError::PgBinMissing(format!("PG_BIN={} has no initdb/pg_ctl", dir.display())))
+            Err(LabError::PgBinMissing(format!(
+                "PG_BIN={} has no initdb/pg_ctl",
+                dir.display()
+            )))
         };
     }
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
@@ -39,10 +42,11 @@ pub fn find_pg_bin() -> Result<PathBuf> {
         })
         .collect();
     candidates.sort();
-    candidates
-        .pop()
-        .map(|(_, bin)| bin)
-        .ok_or_else(|| LabError::PgBinMissing("no initdb in PG_BIN, pg_config --bindir or /usr/lib/postgresql/*/bin".into()))
+    candidates.pop().map(|(_, bin)| bin).ok_or_else(|| {
+        LabError::PgBinMissing(
+            "no initdb in PG_BIN, pg_config --bindir or /usr/lib/postgresql/*/bin".into(),
+        )
+    })
 }
 
 /// Whether a cluster was created as a primary or cloned as a standby.
@@ -123,16 +127,23 @@ impl PgCluster {
         give_to_postgres(parent)?;
         check_postgres_can_reach(parent)?;
         let mut c = pg_command(&self.bin.join("initdb"));
-        c.arg("-D")
-            .arg(&self.data_dir)
-            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"]);
+        c.arg("-D").arg(&self.data_dir).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]);
         run(c, &format!("initdb of {}", self.name))?;
         self.write_settings(max_connections)
     }
 
     fn write_settings(&self, max_connections: u32) -> Result<()> {
         let conf = self.data_dir.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf).map_err(io_err(format!("reading {}", conf.display())))?;
+        let mut text = std::fs::read_to_string(&conf)
+            .map_err(io_err(format!("reading {}", conf.display())))?;
         if let Some(at) = text.find("\n# --- drctl lab ---\n") {
             text.truncate(at);
         }
@@ -145,21 +156,37 @@ impl PgCluster {
 
     /// Clones a streaming standby of the primary reachable at `source_port`
     /// (the link proxy's port, so replication crosses the region link).
-    pub fn clone_standby(&self, source_port: u16, application_name: &str, max_connections: u32) -> Result<()> {
+    pub fn clone_standby(
+        &self,
+        source_port: u16,
+        application_name: &str,
+        max_connections: u32,
+    ) -> Result<()> {
         let parent = self.data_dir.parent().unwrap_or(Path::new("/"));
         ensure_dir(parent)?;
         give_to_postgres(parent)?;
         let mut c = pg_command(&self.bin.join("pg_basebackup"));
-        c.args(["-h", "127.0.0.1", "-p", &source_port.to_string(), "-U", "postgres"])
-            .arg("-D")
-            .arg(&self.data_dir)
-            .args(["-X", "stream", "-R", "--no-sync", "-c", "fast"]);
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &source_port.to_string(),
+            "-U",
+            "postgres",
+        ])
+        .arg("-D")
+        .arg(&self.data_dir)
+        .args(["-X", "stream", "-R", "--no-sync", "-c", "fast"]);
         run(c, &format!("pg_basebackup of {}", self.name))?;
         // -R wrote primary_conninfo; name the standby so pg_stat_replication
         // on the primary says which region is streaming.
         let auto = self.data_dir.join("postgresql.auto.conf");
-        let text = std::fs::read_to_string(&auto).map_err(io_err("reading postgresql.auto.conf"))?;
-        let text = text.replace("primary_conninfo = '", &format!("primary_conninfo = 'application_name={application_name} "));
+        let text =
+            std::fs::read_to_string(&auto).map_err(io_err("reading postgresql.auto.conf"))?;
+        let text = text.replace(
+            "primary_conninfo = '",
+            &format!("primary_conninfo = 'application_name={application_name} "),
+        );
         std::fs::write(&auto, text).map_err(io_err("writing postgresql.auto.conf"))?;
         self.write_settings(max_connections)
     }
@@ -170,11 +197,18 @@ impl PgCluster {
         let _ = std::fs::File::create(&log);
         give_to_postgres(&log)?;
         let mut c = pg_command(&self.bin.join("pg_ctl"));
-        c.arg("-D").arg(&self.data_dir).arg("-l").arg(&log).args(["-w", "-t", "60", "start"]);
+        c.arg("-D")
+            .arg(&self.data_dir)
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "60", "start"]);
         run(c, &format!("starting {}", self.name)).map_err(|e| {
             let tail = std::fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-            LabError::Other(format!("{e}; server log: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | ")))
+            LabError::Other(format!(
+                "{e}; server log: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ))
         })?;
         Ok(())
     }
@@ -186,7 +220,9 @@ impl PgCluster {
             return Ok(());
         }
         let mut c = pg_command(&self.bin.join("pg_ctl"));
-        c.arg("-D").arg(&self.data_dir).args(["-m", mode, "-w", "-t", "30", "stop"]);
+        c.arg("-D")
+            .arg(&self.data_dir)
+            .args(["-m", mode, "-w", "-t", "30", "stop"]);
         match run(c, &format!("stopping {}", self.name)) {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -228,7 +264,10 @@ impl PgCluster {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(LabError::Other(format!("{} not ready after {timeout:?}", self.name)));
+                return Err(LabError::Other(format!(
+                    "{} not ready after {timeout:?}",
+                    self.name
+                )));
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -37,7 +37,9 @@ impl ControlCommand {
         Some(match words.as_slice() {
             ["link", "cut"] => ControlCommand::LinkCut,
             ["link", "restore"] => ControlCommand::LinkRestore,
-            ["link", "latency", ms] => ControlCommand::LinkLatency(Duration::from_millis(ms.parse().ok()?)),
+            ["link", "latency", ms] => {
+                ControlCommand::LinkLatency(Duration::from_millis(ms.parse().ok()?))
+            }
             ["workload", "pause"] => ControlCommand::WorkloadPause,
             ["workload", "resume"] => ControlCommand::WorkloadResume,
             ["status"] => ControlCommand::Status,
@@ -47,20 +49,41 @@ impl ControlCommand {
 }
 
 /// Serves control requests until the task is dropped.
-pub(crate) async fn serve_control(listener: TcpListener, link: LinkControl, workload: WorkloadControl) {
+pub(crate) async fn serve_control(
+    listener: TcpListener,
+    link: LinkControl,
+    workload: WorkloadControl,
+) {
     loop {
-        let Ok((sock, _)) = listener.accept().await else { continue };
+        let Ok((sock, _)) = listener.accept().await else {
+            continue;
+        };
         let (link, workload) = (link.clone(), workload.clone());
         tokio::spawn(async move {
             let (r, mut w) = sock.into_split();
             let mut lines = BufReader::new(r).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let reply = match ControlCommand::from_line(&line) {
-                    Some(ControlCommand::LinkCut) => { link.cut(); "ok".to_string() }
-                    Some(ControlCommand::LinkRestore) => { link.restore(); "ok".to_string() }
-                    Some(ControlCommand::LinkLatency(d)) => { link.set_latency(d); "ok".to_string() }
-                    Some(ControlCommand::WorkloadPause) => { workload.pause(); "ok".to_string() }
-                    Some(ControlCommand::WorkloadResume) => { workload.resume(); "ok".to_string() }
+                    Some(ControlCommand::LinkCut) => {
+                        link.cut();
+                        "ok".to_string()
+                    }
+                    Some(ControlCommand::LinkRestore) => {
+                        link.restore();
+                        "ok".to_string()
+                    }
+                    Some(ControlCommand::LinkLatency(d)) => {
+                        link.set_latency(d);
+                        "ok".to_string()
+                    }
+                    Some(ControlCommand::WorkloadPause) => {
+                        workload.pause();
+                        "ok".to_string()
+                    }
+                    Some(ControlCommand::WorkloadResume) => {
+                        workload.resume();
+                        "ok".to_string()
+                    }
                     Some(ControlCommand::Status) => serde_json::json!({
                         "link": link.state(),
                         "workload": {"paused": workload.is_paused(), "written": workload.written()},
@@ -84,11 +107,19 @@ pub async fn send_control(port: u16, command: &ControlCommand) -> Result<String>
         ))
     };
     let exchange = async {
-        let sock = TcpStream::connect(("127.0.0.1", port)).await.map_err(not_running)?;
+        let sock = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(not_running)?;
         let (r, mut w) = sock.into_split();
-        w.write_all(format!("{}\n", command.to_line()).as_bytes()).await.map_err(not_running)?;
+        w.write_all(format!("{}\n", command.to_line()).as_bytes())
+            .await
+            .map_err(not_running)?;
         let mut lines = BufReader::new(r).lines();
-        let reply = lines.next_line().await.map_err(not_running)?.unwrap_or_default();
+        let reply = lines
+            .next_line()
+            .await
+            .map_err(not_running)?
+            .unwrap_or_default();
         if let Some(err) = reply.strip_prefix("error: ") {
             return Err(LabError::Other(err.to_string()));
         }
@@ -96,5 +127,9 @@ pub async fn send_control(port: u16, command: &ControlCommand) -> Result<String>
     };
     tokio::time::timeout(Duration::from_secs(5), exchange)
         .await
-        .map_err(|_| LabError::Other(format!("the lab on 127.0.0.1:{port} did not answer within 5s")))?
+        .map_err(|_| {
+            LabError::Other(format!(
+                "the lab on 127.0.0.1:{port} did not answer within 5s"
+            ))
+        })?
 }

@@ -14,7 +14,9 @@ use tokio::task::JoinHandle;
 use crate::cluster::{find_pg_bin, PgCluster, Role};
 use crate::control::serve_control;
 use crate::os::{ensure_dir, free_port, give_to_postgres, process_alive, signal};
-use crate::{io_err, LabError, LinkControl, LinkProxy, Result, ShopWorkload, WorkloadControl, WorkloadTarget};
+use crate::{
+    io_err, LabError, LinkControl, LinkProxy, Result, ShopWorkload, WorkloadControl, WorkloadTarget,
+};
 
 pub const REGION_A: &str = "region-a";
 pub const REGION_B: &str = "region-b";
@@ -126,9 +128,13 @@ impl LabRecord {
     pub fn read(dir: &Path) -> Result<LabRecord> {
         let path = Self::path(dir);
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            LabError::Other(format!("no lab at {} ({e}); start one with `drctl lab up`", dir.display()))
+            LabError::Other(format!(
+                "no lab at {} ({e}); start one with `drctl lab up`",
+                dir.display()
+            ))
         })?;
-        serde_json::from_str(&text).map_err(|e| LabError::Other(format!("{} is damaged: {e}", path.display())))
+        serde_json::from_str(&text)
+            .map_err(|e| LabError::Other(format!("{} is damaged: {e}", path.display())))
     }
 
     fn write(&self) -> Result<()> {
@@ -143,7 +149,14 @@ impl LabRecord {
         self.clusters
             .iter()
             .find(|c| c.service == service && c.region == region)
-            .map(|c| PgCluster::new(format!("{}-{}", c.service, c.region), c.data_dir.clone(), c.port, self.pg_bin.clone()))
+            .map(|c| {
+                PgCluster::new(
+                    format!("{}-{}", c.service, c.region),
+                    c.data_dir.clone(),
+                    c.port,
+                    self.pg_bin.clone(),
+                )
+            })
     }
 
     pub fn all_clusters(&self) -> Vec<PgCluster> {
@@ -209,7 +222,12 @@ impl Lab {
         for (i, svc) in spec.services.iter().enumerate() {
             let i = i as u16;
             let primary_port = port(2 * i);
-            let primary = PgCluster::new(format!("{}-{REGION_A}", svc.name), spec.dir.join(format!("{}-{REGION_A}", svc.name)), primary_port, bin.clone());
+            let primary = PgCluster::new(
+                format!("{}-{REGION_A}", svc.name),
+                spec.dir.join(format!("{}-{REGION_A}", svc.name)),
+                primary_port,
+                bin.clone(),
+            );
             record.clusters.push(LabClusterRecord {
                 service: svc.name.clone(),
                 region: REGION_A.into(),
@@ -219,7 +237,10 @@ impl Lab {
                 via_link_port: None,
             });
             record.write()?;
-            progress(&format!("{}: creating the primary in {REGION_A} on port {primary_port}", svc.name));
+            progress(&format!(
+                "{}: creating the primary in {REGION_A} on port {primary_port}",
+                svc.name
+            ));
             primary.init_primary(spec.max_connections)?;
             primary.start()?;
             create_shop_schema(&primary, svc).await?;
@@ -236,11 +257,18 @@ impl Lab {
                     link.clone(),
                 )
                 .await
-                .map_err(io_err(format!("opening the region link on port {link_port}")))?;
+                .map_err(io_err(format!(
+                    "opening the region link on port {link_port}"
+                )))?;
                 let link_port = proxy.listen.port();
                 proxies.push(proxy);
                 let standby_port = port(2 * i + 1);
-                let standby = PgCluster::new(format!("{}-{REGION_B}", svc.name), spec.dir.join(format!("{}-{REGION_B}", svc.name)), standby_port, bin.clone());
+                let standby = PgCluster::new(
+                    format!("{}-{REGION_B}", svc.name),
+                    spec.dir.join(format!("{}-{REGION_B}", svc.name)),
+                    standby_port,
+                    bin.clone(),
+                );
                 record.clusters.push(LabClusterRecord {
                     service: svc.name.clone(),
                     region: REGION_B.into(),
@@ -263,9 +291,19 @@ impl Lab {
         let workload = ShopWorkload::start(targets, spec.workload_interval);
         let listener = TcpListener::bind(("127.0.0.1", record.control_port))
             .await
-            .map_err(io_err(format!("opening the lab control socket on port {}", record.control_port)))?;
-        record.control_port = listener.local_addr().map_err(io_err("control socket"))?.port();
-        let control = tokio::spawn(serve_control(listener, link.clone(), workload.control.clone()));
+            .map_err(io_err(format!(
+                "opening the lab control socket on port {}",
+                record.control_port
+            )))?;
+        record.control_port = listener
+            .local_addr()
+            .map_err(io_err("control socket"))?
+            .port();
+        let control = tokio::spawn(serve_control(
+            listener,
+            link.clone(),
+            workload.control.clone(),
+        ));
         record.write()?;
         Ok(Lab {
             record,
@@ -374,16 +412,22 @@ fn clear_lab_dir(dir: &Path) -> Result<()> {
             continue; // the detached `lab up` is writing it right now
         }
         let p = e.path();
-        let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        let _ = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
     }
     Ok(())
 }
 
 async fn connect(dsn: &str) -> Result<PgConnection> {
-    PgConnection::connect(dsn).await.map_err(|source| LabError::Sql {
-        what: format!("connecting to {dsn}"),
-        source,
-    })
+    PgConnection::connect(dsn)
+        .await
+        .map_err(|source| LabError::Sql {
+            what: format!("connecting to {dsn}"),
+            source,
+        })
 }
 
 async fn create_shop_schema(primary: &PgCluster, svc: &LabService) -> Result<()> {
@@ -418,15 +462,22 @@ async fn wait_streaming(primary: &PgCluster, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut conn = connect(&primary.dsn("postgres")).await?;
     loop {
-        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
-            .fetch_one(&mut conn)
-            .await
-            .map_err(|source| LabError::Sql { what: "reading pg_stat_replication".into(), source })?;
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
+                .fetch_one(&mut conn)
+                .await
+                .map_err(|source| LabError::Sql {
+                    what: "reading pg_stat_replication".into(),
+                    source,
+                })?;
         if n > 0 {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(LabError::Other(format!("the standby of {} did not start streaming within {timeout:?}", primary.name)));
+            return Err(LabError::Other(format!(
+                "the standby of {} did not start streaming within {timeout:?}",
+                primary.name
+            )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

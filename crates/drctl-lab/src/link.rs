@@ -49,7 +49,8 @@ impl LinkControl {
     }
 
     pub fn set_latency(&self, latency: Duration) {
-        self.tx.send_modify(|s| s.latency_ms = latency.as_millis() as u64);
+        self.tx
+            .send_modify(|s| s.latency_ms = latency.as_millis() as u64);
     }
 
     pub fn state(&self) -> LinkState {
@@ -77,7 +78,11 @@ impl Drop for LinkProxy {
 impl LinkProxy {
     /// Listens on `listen` and forwards each connection to `upstream` under
     /// the link's state.
-    pub async fn spawn(listen: SocketAddr, upstream: SocketAddr, link: LinkControl) -> std::io::Result<LinkProxy> {
+    pub async fn spawn(
+        listen: SocketAddr,
+        upstream: SocketAddr,
+        link: LinkControl,
+    ) -> std::io::Result<LinkProxy> {
         let listener = TcpListener::bind(listen).await?;
         let listen = listener.local_addr()?;
         let task = tokio::spawn(async move {
@@ -92,7 +97,11 @@ impl LinkProxy {
                 tokio::spawn(carry(client, upstream, link.subscribe()));
             }
         });
-        Ok(LinkProxy { listen, upstream, task })
+        Ok(LinkProxy {
+            listen,
+            upstream,
+            task,
+        })
     }
 }
 
@@ -148,7 +157,10 @@ async fn pipe(
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     let latency = Duration::from_millis(state.borrow().latency_ms);
-                    if tx.send((Instant::now() + latency, buf[..n].to_vec())).is_err() {
+                    if tx
+                        .send((Instant::now() + latency, buf[..n].to_vec()))
+                        .is_err()
+                    {
                         break;
                     }
                 }

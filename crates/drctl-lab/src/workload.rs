@@ -89,7 +89,9 @@ async fn write_forever(target: WorkloadTarget, interval: Duration, control: Work
             continue;
         }
         if conn.is_none() {
-            match tokio::time::timeout(Duration::from_secs(2), PgConnection::connect(&target.dsn)).await {
+            match tokio::time::timeout(Duration::from_secs(2), PgConnection::connect(&target.dsn))
+                .await
+            {
                 Ok(Ok(c)) => conn = Some(c),
                 _ => {
                     control.failed.fetch_add(1, Ordering::Relaxed);
@@ -99,7 +101,12 @@ async fn write_forever(target: WorkloadTarget, interval: Duration, control: Work
             }
         }
         let c = conn.as_mut().expect("connected above");
-        match tokio::time::timeout(Duration::from_secs(5), sqlx::query(&insert).execute(&mut *c)).await {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            sqlx::query(&insert).execute(&mut *c),
+        )
+        .await
+        {
             Ok(Ok(_)) => {
                 control.written.fetch_add(1, Ordering::Relaxed);
             }

@@ -81,11 +81,17 @@ impl HeartbeatMap {
     /// `now` (its clock and flushed position, read after the standby's).
     pub fn exposure(&self, durable: Lsn, now: HeartbeatPoint) -> Exposure {
         if durable >= now.lsn {
-            return Exposure { us: 0, lower_bound: false };
+            return Exposure {
+                us: 0,
+                lower_bound: false,
+            };
         }
         let Some(at) = self.time_at(durable, now) else {
             // Behind everything the map knows: at least as old as its start.
-            let oldest = self.points.front().map_or(now.primary_time_us, |p| p.primary_time_us);
+            let oldest = self
+                .points
+                .front()
+                .map_or(now.primary_time_us, |p| p.primary_time_us);
             return Exposure {
                 us: (now.primary_time_us - oldest).max(0),
                 lower_bound: true,
@@ -148,7 +154,13 @@ mod tests {
         // Nothing written for an hour: same position at every point.
         let pts: Vec<_> = (0..3600).map(|s| p(s as f64, 500)).collect();
         let m = map(&pts);
-        assert_eq!(m.exposure(Lsn(500), p(3600.0, 500)), Exposure { us: 0, lower_bound: false });
+        assert_eq!(
+            m.exposure(Lsn(500), p(3600.0, 500)),
+            Exposure {
+                us: 0,
+                lower_bound: false
+            }
+        );
     }
 
     #[test]
@@ -157,7 +169,13 @@ mod tests {
         let pts: Vec<_> = (0..=10).map(|s| p(s as f64, 1000 + 100 * s)).collect();
         let m = map(&pts);
         let e = m.exposure(Lsn(1300), p(10.0, 2000));
-        assert_eq!(e, Exposure { us: 7_000_000, lower_bound: false });
+        assert_eq!(
+            e,
+            Exposure {
+                us: 7_000_000,
+                lower_bound: false
+            }
+        );
     }
 
     #[test]
@@ -181,7 +199,13 @@ mod tests {
     fn behind_the_map_is_a_lower_bound() {
         let m = map(&[p(10.0, 1000), p(11.0, 1100)]);
         let e = m.exposure(Lsn(10), p(12.0, 1200));
-        assert_eq!(e, Exposure { us: 2_000_000, lower_bound: true });
+        assert_eq!(
+            e,
+            Exposure {
+                us: 2_000_000,
+                lower_bound: true
+            }
+        );
     }
 
     #[test]

@@ -68,7 +68,8 @@ fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error>
 
 impl ServiceView {
     pub fn exposure(&self) -> Option<Duration> {
-        self.rpo_exposure_us.map(|us| Duration::from_micros(us.max(0) as u64))
+        self.rpo_exposure_us
+            .map(|us| Duration::from_micros(us.max(0) as u64))
     }
 }
 
@@ -166,11 +167,22 @@ impl Monitor {
     }
 
     pub fn view(&self, service: &str) -> Option<ServiceView> {
-        self.inner.views.read().expect("views lock").get(service).cloned()
+        self.inner
+            .views
+            .read()
+            .expect("views lock")
+            .get(service)
+            .cloned()
     }
 
     pub(crate) fn update_view(&self, service: &str, f: impl FnOnce(&mut ServiceView)) {
-        if let Some(v) = self.inner.views.write().expect("views lock").get_mut(service) {
+        if let Some(v) = self
+            .inner
+            .views
+            .write()
+            .expect("views lock")
+            .get_mut(service)
+        {
             f(v);
         }
     }
@@ -182,7 +194,10 @@ impl Monitor {
         let mut clusters: BTreeMap<&str, Vec<drctl_config::Service>> = BTreeMap::new();
         for s in &self.inner.config.services {
             if s.tier.is_replicated() && s.has_datastore() {
-                clusters.entry(s.cluster.as_str()).or_default().push(s.clone());
+                clusters
+                    .entry(s.cluster.as_str())
+                    .or_default()
+                    .push(s.clone());
             }
         }
         clusters.into_values().collect()
@@ -195,7 +210,12 @@ impl Monitor {
         let (tx, rx) = mpsc::channel::<LagSample>(16_384);
         let mut tasks = JoinSet::new();
         for members in self.sampled_clusters() {
-            tasks.spawn(sampler::sample_cluster(self.clone(), members, tx.clone(), shutdown.clone()));
+            tasks.spawn(sampler::sample_cluster(
+                self.clone(),
+                members,
+                tx.clone(),
+                shutdown.clone(),
+            ));
         }
         drop(tx);
         tasks.spawn(self.clone().write_samples(rx));
@@ -221,7 +241,10 @@ impl Monitor {
                 }
             }
             if let Err(e) = self.inner.store.insert_lag_samples(&batch).await {
-                self.inner.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .counters
+                    .store_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, samples = batch.len(), "could not store lag samples; the live view is unaffected");
             }
             batch.clear();
@@ -238,11 +261,25 @@ impl Monitor {
                 _ = shutdown.wait_for(|s| *s) => return,
             }
             for view in self.views() {
-                let Some(region) = view.best_standby.clone() else { continue };
+                let Some(region) = view.best_standby.clone() else {
+                    continue;
+                };
                 let now = Utc::now();
                 let store = &self.inner.store;
-                let h1 = store.exposure_stats(&view.service, Some(&region), now - chrono::TimeDelta::hours(1)).await;
-                let h24 = store.exposure_stats(&view.service, Some(&region), now - chrono::TimeDelta::hours(24)).await;
+                let h1 = store
+                    .exposure_stats(
+                        &view.service,
+                        Some(&region),
+                        now - chrono::TimeDelta::hours(1),
+                    )
+                    .await;
+                let h24 = store
+                    .exposure_stats(
+                        &view.service,
+                        Some(&region),
+                        now - chrono::TimeDelta::hours(24),
+                    )
+                    .await;
                 match (h1, h24) {
                     (Ok(h1), Ok(h24)) => self.update_view(&view.service, |v| {
                         v.stats_1h = h1;
@@ -267,8 +304,12 @@ impl Monitor {
             }
             let m = &self.inner.config.monitor;
             let now = Utc::now();
-            let raw = now - chrono::TimeDelta::from_std(m.raw_retention).unwrap_or(chrono::TimeDelta::hours(24));
-            let rollups = now - chrono::TimeDelta::from_std(m.rollup_retention).unwrap_or(chrono::TimeDelta::days(30));
+            let raw = now
+                - chrono::TimeDelta::from_std(m.raw_retention)
+                    .unwrap_or(chrono::TimeDelta::hours(24));
+            let rollups = now
+                - chrono::TimeDelta::from_std(m.rollup_retention)
+                    .unwrap_or(chrono::TimeDelta::days(30));
             match self.inner.store.downsample_lag(raw, rollups).await {
                 Ok(r) => tracing::debug!(?r, "downsampled lag history"),
                 Err(e) => tracing::warn!(error = %e, "could not downsample lag history"),

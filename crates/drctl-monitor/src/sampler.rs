@@ -42,7 +42,12 @@ fn connect_endpoints(service: &Service, timeout: Duration) -> Result<Endpoints, 
             .get(region)
             .ok_or_else(|| format!("no PostgreSQL connection configured for region {region}"))?;
         let dsn = source.resolve().map_err(|e| e.to_string())?;
-        PgEndpoint::new(format!("{}@{region}", service.cluster), dsn.expose(), timeout).map_err(|e| e.to_string())
+        PgEndpoint::new(
+            format!("{}@{region}", service.cluster),
+            dsn.expose(),
+            timeout,
+        )
+        .map_err(|e| e.to_string())
     };
     Ok(Endpoints {
         primary: endpoint(&service.primary)?,
@@ -54,7 +59,9 @@ fn connect_endpoints(service: &Service, timeout: Duration) -> Result<Endpoints, 
 }
 
 fn time_of(us: i64) -> DateTime<Utc> {
-    Utc.timestamp_micros(us).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+    Utc.timestamp_micros(us)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 pub(crate) async fn sample_cluster(
@@ -63,9 +70,15 @@ pub(crate) async fn sample_cluster(
     tx: mpsc::Sender<LagSample>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let Some(service) = members.first().cloned() else { return };
+    let Some(service) = members.first().cloned() else {
+        return;
+    };
     let cfg = monitor.config().monitor.clone();
-    let mut ticker = tokio::time::interval(cfg.interval);
+    // Clusters tick at different offsets within the interval, so a thousand
+    // samplers spread their probes (and the store its writes) over the
+    // second instead of firing together.
+    let offset = cfg.interval.mul_f64(spread(&service.cluster));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, cfg.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut endpoints: Option<Endpoints> = None;
     let mut map = HeartbeatMap::new();
@@ -104,9 +117,19 @@ pub(crate) async fn sample_cluster(
 
         let mut standby_reads: Vec<(String, Result<StandbyPosition, String>)> = Vec::new();
         for (region, standby) in &ep.standbys {
-            standby_reads.push((region.clone(), standby.probe_standby_position().await.map_err(|e| e.to_string())));
+            standby_reads.push((
+                region.clone(),
+                standby
+                    .probe_standby_position()
+                    .await
+                    .map_err(|e| e.to_string()),
+            ));
         }
-        let primary: Result<PrimaryPosition, String> = ep.primary.probe_primary_position().await.map_err(|e| e.to_string());
+        let primary: Result<PrimaryPosition, String> = ep
+            .primary
+            .probe_primary_position()
+            .await
+            .map_err(|e| e.to_string());
 
         if let Ok(p) = &primary {
             if !map_loaded {
@@ -114,7 +137,9 @@ pub(crate) async fn sample_cluster(
                 // map for a standby that was already behind.
                 match ep.primary.load_heartbeats(Duration::from_secs(3600)).await {
                     Ok(points) => points.into_iter().for_each(|pt| map.record(pt)),
-                    Err(e) => tracing::debug!(service = %service.name, error = %e, "no heartbeats to load"),
+                    Err(e) => {
+                        tracing::debug!(service = %service.name, error = %e, "no heartbeats to load")
+                    }
                 }
                 map_loaded = true;
             }
@@ -181,17 +206,24 @@ pub(crate) async fn sample_cluster(
 
         // Heartbeat when the primary wrote something since the last one.
         if let Ok(p) = &primary {
-            if p.point.lsn.bytes_after(after_last_heartbeat) > IDLE_WAL_SLACK || after_last_heartbeat == Lsn(0) {
+            if p.point.lsn.bytes_after(after_last_heartbeat) > IDLE_WAL_SLACK
+                || after_last_heartbeat == Lsn(0)
+            {
                 match ep.primary.write_heartbeat().await {
                     Ok((point, end)) => {
                         map.record(point);
                         after_last_heartbeat = end;
-                        monitor.counters().heartbeats.fetch_add(1, Ordering::Relaxed);
+                        monitor
+                            .counters()
+                            .heartbeats
+                            .fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => tracing::warn!(service = %service.name, error = %e, "could not write a heartbeat"),
+                    Err(e) => {
+                        tracing::warn!(service = %service.name, error = %e, "could not write a heartbeat")
+                    }
                 }
             }
-            if last_prune.map_or(true, |t| t.elapsed() >= PRUNE_EVERY) {
+            if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
                 last_prune = Some(Instant::now());
                 if let Err(e) = ep.primary.prune_heartbeats(HEARTBEAT_KEEP).await {
                     tracing::debug!(service = %service.name, error = %e, "could not prune heartbeats");
@@ -205,11 +237,25 @@ pub(crate) async fn sample_cluster(
         }
         let failed = samples.iter().all(|s| s.rpo_exposure_us.is_none());
         if failed {
-            monitor.counters().probe_errors.fetch_add(1, Ordering::Relaxed);
+            monitor
+                .counters()
+                .probe_errors
+                .fetch_add(1, Ordering::Relaxed);
         }
         for (member, clock) in members.iter().zip(breach.iter_mut()) {
-            let judged = judge_member(&monitor, member, &samples, clock, cfg.breach_grace, sampled_at, primary.as_ref().err());
-            monitor.counters().samples.fetch_add(judged.len() as u64, Ordering::Relaxed);
+            let judged = judge_member(
+                &monitor,
+                member,
+                &samples,
+                clock,
+                cfg.breach_grace,
+                sampled_at,
+                primary.as_ref().err(),
+            );
+            monitor
+                .counters()
+                .samples
+                .fetch_add(judged.len() as u64, Ordering::Relaxed);
             for s in judged {
                 if tx.send(s).await.is_err() {
                     return;
@@ -257,25 +303,39 @@ fn judge_member(
         sampled_at,
     );
     for s in samples.iter_mut() {
-        s.status = if best.as_ref().is_some_and(|b| b.standby_region == s.standby_region) {
+        s.status = if best
+            .as_ref()
+            .is_some_and(|b| b.standby_region == s.standby_region)
+        {
             status.as_str().into()
         } else {
             // Another standby: judged on the target alone, without the grace.
             BreachClock::default()
-                .judge(as_duration(s.rpo_exposure_us), member.targets.rpo, Duration::MAX, sampled_at)
+                .judge(
+                    as_duration(s.rpo_exposure_us),
+                    member.targets.rpo,
+                    Duration::MAX,
+                    sampled_at,
+                )
                 .as_str()
                 .into()
         };
     }
     let error = match &best {
         Some(_) => None,
-        None => samples.iter().find_map(|s| s.error.clone()).or_else(|| primary_error.cloned()),
+        None => samples
+            .iter()
+            .find_map(|s| s.error.clone())
+            .or_else(|| primary_error.cloned()),
     };
     monitor.update_view(&member.name, |v| {
         v.status = status;
         v.rpo_exposure_us = best.as_ref().and_then(|b| b.rpo_exposure_us);
         v.exposure_lower_bound = best.as_ref().is_some_and(|b| b.exposure_lower_bound);
-        v.best_standby = best.as_ref().map(|b| b.standby_region.clone()).or(v.best_standby.take());
+        v.best_standby = best
+            .as_ref()
+            .map(|b| b.standby_region.clone())
+            .or(v.best_standby.take());
         v.sampled_at = Some(sampled_at);
         v.primary_time = best.as_ref().and_then(|b| b.primary_time);
         v.error = error;
@@ -283,4 +343,12 @@ fn judge_member(
         v.standbys = samples.clone();
     });
     samples
+}
+
+/// A stable fraction in [0, 1) for a name.
+fn spread(name: &str) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    (h.finish() % 10_000) as f64 / 10_000.0
 }

@@ -49,7 +49,13 @@ impl BreachClock {
     }
 
     /// Decides the status of one sample taken at `at`.
-    pub fn judge(&mut self, exposure: Option<Duration>, target: Duration, grace: Duration, at: DateTime<Utc>) -> Status {
+    pub fn judge(
+        &mut self,
+        exposure: Option<Duration>,
+        target: Duration,
+        grace: Duration,
+        at: DateTime<Utc>,
+    ) -> Status {
         let Some(exposure) = exposure else {
             // Unknown does not end a breach in progress: we cannot tell.
             return Status::Unknown;
@@ -87,8 +93,14 @@ mod tests {
     #[test]
     fn thresholds() {
         let mut c = BreachClock::default();
-        assert_eq!(c.judge(Some(Duration::from_millis(2500)), T, G, at(0)), Status::Ok);
-        assert_eq!(c.judge(Some(Duration::from_millis(2501)), T, G, at(0)), Status::AtRisk);
+        assert_eq!(
+            c.judge(Some(Duration::from_millis(2500)), T, G, at(0)),
+            Status::Ok
+        );
+        assert_eq!(
+            c.judge(Some(Duration::from_millis(2501)), T, G, at(0)),
+            Status::AtRisk
+        );
         assert_eq!(c.judge(None, T, G, at(0)), Status::Unknown);
     }
 
@@ -100,8 +112,19 @@ mod tests {
         assert_eq!(c.judge(over, T, G, at(9)), Status::AtRisk);
         assert_eq!(c.judge(over, T, G, at(10)), Status::Breach);
         assert_eq!(c.judge(None, T, G, at(11)), Status::Unknown);
-        assert_eq!(c.judge(over, T, G, at(12)), Status::Breach, "unknown does not reset the clock");
-        assert_eq!(c.judge(Some(Duration::from_secs(1)), T, G, at(13)), Status::Ok);
-        assert_eq!(c.judge(over, T, G, at(14)), Status::AtRisk, "a new excursion starts a new grace");
+        assert_eq!(
+            c.judge(over, T, G, at(12)),
+            Status::Breach,
+            "unknown does not reset the clock"
+        );
+        assert_eq!(
+            c.judge(Some(Duration::from_secs(1)), T, G, at(13)),
+            Status::Ok
+        );
+        assert_eq!(
+            c.judge(over, T, G, at(14)),
+            Status::AtRisk,
+            "a new excursion starts a new grace"
+        );
     }
 }

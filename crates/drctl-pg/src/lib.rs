@@ -13,6 +13,4 @@ mod lsn;
 mod probe;
 
 pub use lsn::Lsn;
-pub use probe::{
-    HeartbeatPoint, PgEndpoint, PgError, PrimaryPosition, StandbyPosition,
-};
+pub use probe::{HeartbeatPoint, PgEndpoint, PgError, PrimaryPosition, StandbyPosition};

@@ -6,7 +6,9 @@ use std::fmt;
 ///
 /// Kept as a plain integer so byte lag is a subtraction; displayed in
 /// PostgreSQL's `X/X` form so operators can paste it into `pg_waldump`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct Lsn(pub u64);
 

@@ -83,7 +83,9 @@ pub struct PgEndpoint {
 
 impl std::fmt::Debug for PgEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgEndpoint").field("label", &self.label).finish()
+        f.debug_struct("PgEndpoint")
+            .field("label", &self.label)
+            .finish()
     }
 }
 
@@ -99,11 +101,13 @@ const STANDBY_POSITION: &str = "SELECT pg_is_in_recovery(), \
      (extract(epoch FROM (now() - pg_last_xact_replay_timestamp())) * 1000000)::bigint, \
      (SELECT status FROM pg_stat_wal_receiver LIMIT 1)";
 
-const HEARTBEAT_SCHEMA: [&str; 2] = ["CREATE SCHEMA IF NOT EXISTS drctl",
-     "CREATE TABLE IF NOT EXISTS drctl.heartbeat ( \
+const HEARTBEAT_SCHEMA: [&str; 2] = [
+    "CREATE SCHEMA IF NOT EXISTS drctl",
+    "CREATE TABLE IF NOT EXISTS drctl.heartbeat ( \
         id bigserial PRIMARY KEY, \
         primary_time timestamptz NOT NULL, \
-        flush_lsn pg_lsn NOT NULL)"];
+        flush_lsn pg_lsn NOT NULL)",
+];
 
 const HEARTBEAT_INSERT: &str = "INSERT INTO drctl.heartbeat (primary_time, flush_lsn) \
      VALUES (clock_timestamp(), pg_current_wal_flush_lsn()) \
@@ -120,7 +124,9 @@ impl PgEndpoint {
                 endpoint: label.clone(),
                 // sqlx's parse errors can echo the input; say only what kind.
                 reason: match e {
-                    sqlx::Error::Configuration(_) => "not a valid postgres:// URL or key=value string".into(),
+                    sqlx::Error::Configuration(_) => {
+                        "not a valid postgres:// URL or key=value string".into()
+                    }
                     _ => "unparseable".into(),
                 },
             })?

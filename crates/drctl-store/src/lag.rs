@@ -67,7 +67,9 @@ pub(crate) fn to_us(t: DateTime<Utc>) -> i64 {
 }
 
 pub(crate) fn from_us(us: i64) -> DateTime<Utc> {
-    Utc.timestamp_micros(us).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+    Utc.timestamp_micros(us)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 const SAMPLE_COLUMNS: &str = "service, standby_region, sampled_at_us, primary_time_us, status, \
@@ -113,7 +115,11 @@ impl Store {
             "INSERT INTO lag_samples ({SAMPLE_COLUMNS}) VALUES \
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         );
-        let mut tx = self.pool().begin().await.map_err(query_error("beginning a transaction"))?;
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(query_error("beginning a transaction"))?;
         for s in samples {
             sqlx::query(&sql)
                 .bind(&s.service)
@@ -137,7 +143,9 @@ impl Store {
                 .await
                 .map_err(query_error("inserting lag samples"))?;
         }
-        tx.commit().await.map_err(query_error("committing lag samples"))?;
+        tx.commit()
+            .await
+            .map_err(query_error("committing lag samples"))?;
         Ok(())
     }
 
@@ -201,7 +209,10 @@ impl Store {
         .await
         .map_err(query_error("reading exposure values"))?;
         let unknown = rows.iter().filter(|(v,)| v.is_none()).count() as u64;
-        Ok(ExposureStats::from_values(rows.into_iter().filter_map(|(v,)| v).collect(), unknown))
+        Ok(ExposureStats::from_values(
+            rows.into_iter().filter_map(|(v,)| v).collect(),
+            unknown,
+        ))
     }
 
     /// Folds raw samples older than `raw_before` into per-minute rollups and
@@ -214,7 +225,11 @@ impl Store {
     ) -> Result<DownsampleReport> {
         const MINUTE_US: i64 = 60_000_000;
         let cutoff = to_us(raw_before).div_euclid(MINUTE_US) * MINUTE_US;
-        let mut tx = self.pool().begin().await.map_err(query_error("beginning a transaction"))?;
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(query_error("beginning a transaction"))?;
         let written = sqlx::query(
             "INSERT INTO lag_rollups (service, standby_region, minute_us, samples, unknown_samples, \
                  exposure_min_us, exposure_avg_us, exposure_max_us, byte_lag_max) \
@@ -243,7 +258,9 @@ impl Store {
             .await
             .map_err(query_error("deleting expired rollups"))?
             .rows_affected();
-        tx.commit().await.map_err(query_error("committing a downsampling pass"))?;
+        tx.commit()
+            .await
+            .map_err(query_error("committing a downsampling pass"))?;
         Ok(DownsampleReport {
             raw_deleted,
             rollups_written: written,

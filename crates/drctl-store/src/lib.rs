@@ -62,7 +62,11 @@ impl Store {
     /// Opens (creating a SQLite file if missing) and migrates the store.
     pub async fn open(url: &str) -> Result<Store> {
         sqlx::any::install_default_drivers();
-        let scheme = url.split(':').next().unwrap_or_default().to_ascii_lowercase();
+        let scheme = url
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         let (backend, url) = match scheme.as_str() {
             "sqlite" => (Backend::Sqlite, sqlite_url_creating(url)),
             "postgres" | "postgresql" => (Backend::Postgres, url.to_string()),

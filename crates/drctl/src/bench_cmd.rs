@@ -55,7 +55,11 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -71,7 +75,10 @@ struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let _ = self.0.wait();
     }
 }
@@ -83,9 +90,14 @@ pub async fn run(args: BenchMonitorArgs) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let progress = |m: &str| eprintln!("[{:>5.1}s] {m}", started.elapsed().as_secs_f64());
-    let mut spec = LabSpec::for_tests(args.dir.join("lab"), vec![LabService::new("bench", "hot", "shop.orders")]);
+    let mut spec = LabSpec::for_tests(
+        args.dir.join("lab"),
+        vec![LabService::new("bench", "hot", "shop.orders")],
+    );
     spec.max_connections = (n as u32 + 100).max(200);
-    let lab = Lab::up(spec, progress).await.context("starting the bench lab")?;
+    let lab = Lab::up(spec, progress)
+        .await
+        .context("starting the bench lab")?;
     let result = measure(&args, &lab, started).await;
     progress("stopping the bench lab");
     tokio::task::spawn_blocking(move || lab.teardown()).await??;
@@ -95,7 +107,10 @@ pub async fn run(args: BenchMonitorArgs) -> anyhow::Result<()> {
 async fn measure(args: &BenchMonitorArgs, lab: &Lab, started: Instant) -> anyhow::Result<()> {
     let n = args.services;
     let progress = |m: &str| eprintln!("[{:>5.1}s] {m}", started.elapsed().as_secs_f64());
-    let (primary, standby) = (lab.cluster("bench", REGION_A), lab.cluster("bench", REGION_B));
+    let (primary, standby) = (
+        lab.cluster("bench", REGION_A),
+        lab.cluster("bench", REGION_B),
+    );
     let api_port = drctl_lab::free_port();
     let mut config = format!(
         "[store]\nurl = \"sqlite://bench-state.db\"\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n\
@@ -120,7 +135,10 @@ async fn measure(args: &BenchMonitorArgs, lab: &Lab, started: Instant) -> anyhow
     let config_path = run_dir.join("bench.toml");
     std::fs::write(&config_path, config)?;
 
-    progress(&format!("starting `drctl serve` with {n} services ({:?} layout)", args.layout));
+    progress(&format!(
+        "starting `drctl serve` with {n} services ({:?} layout)",
+        args.layout
+    ));
     let log = std::fs::File::create(run_dir.join("serve.log"))?;
     let child = Command::new(std::env::current_exe()?)
         .args(["--log-level", "warn", "serve", "--config"])
@@ -131,12 +149,22 @@ async fn measure(args: &BenchMonitorArgs, lab: &Lab, started: Instant) -> anyhow
         .spawn()?;
     let daemon = KillOnDrop(child);
     let pid = daemon.0.id();
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
     let api = format!("http://127.0.0.1:{api_port}");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !client.get(format!("{api}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+    while !client
+        .get(format!("{api}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
         if Instant::now() > deadline {
-            bail!("the daemon did not answer; see {}", run_dir.join("serve.log").display());
+            bail!(
+                "the daemon did not answer; see {}",
+                run_dir.join("serve.log").display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -144,25 +172,57 @@ async fn measure(args: &BenchMonitorArgs, lab: &Lab, started: Instant) -> anyhow
     tokio::time::sleep(Duration::from_secs(15)).await;
 
     let window: Duration = args.duration.into();
-    let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
+    let ticks_per_sec =
+        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
     let (cpu0, bytes0, t0) = (cpu_ticks(pid)?, store_bytes(&run_dir), Instant::now());
     let since = chrono::Utc::now();
-    progress(&format!("measuring for {}", humantime::format_duration(window)));
+    progress(&format!(
+        "measuring for {}",
+        humantime::format_duration(window)
+    ));
     tokio::time::sleep(window).await;
     let (cpu1, bytes1, elapsed) = (cpu_ticks(pid)?, store_bytes(&run_dir), t0.elapsed());
     let rss = rss_kib(pid);
 
-    let report: serde_json::Value = client.get(format!("{api}/api/v1/rpo-rto")).send().await?.json().await?;
+    let report: serde_json::Value = client
+        .get(format!("{api}/api/v1/rpo-rto"))
+        .send()
+        .await?
+        .json()
+        .await?;
     let services = report["services"].as_array().cloned().unwrap_or_default();
     let unknown = services.iter().filter(|s| s["status"] == "unknown").count();
+    // The most common reason, so a failed run says why.
+    let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
+    for s in services.iter().filter(|s| s["status"] == "unknown") {
+        let e = s["error"].as_str().unwrap_or("?");
+        // Drop the endpoint name so equal causes group together.
+        let cause = e
+            .split_once(": ")
+            .map_or(e, |(_, c)| c)
+            .chars()
+            .take(120)
+            .collect::<String>();
+        *reasons.entry(cause).or_default() += 1;
+    }
+    let top_reason = reasons
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(r, n)| format!("{n}x {r}"));
     drop(daemon);
 
     // Probe latency and sample counts, from the store the daemon wrote.
-    let store = drctl_store::Store::open(&format!("sqlite://{}", run_dir.join("bench-state.db").display())).await?;
+    let store = drctl_store::Store::open(&format!(
+        "sqlite://{}",
+        run_dir.join("bench-state.db").display()
+    ))
+    .await?;
     let mut probe: Vec<i64> = Vec::new();
     let mut samples = 0usize;
     for i in 0..n {
-        let rows = store.lag_samples(&format!("svc-{i:04}"), since, None, 100_000).await?;
+        let rows = store
+            .lag_samples(&format!("svc-{i:04}"), since, None, 100_000)
+            .await?;
         samples += rows.len();
         // In the shared layout every member repeats the cluster's probe time.
         if args.layout == Layout::Separate || i == 0 {
@@ -171,7 +231,11 @@ async fn measure(args: &BenchMonitorArgs, lab: &Lab, started: Instant) -> anyhow
     }
     store.close().await;
     probe.sort_unstable();
-    let pct = |p: f64| probe.get(((probe.len() as f64 * p).ceil() as usize).clamp(1, probe.len().max(1)) - 1).copied();
+    let pct = |p: f64| {
+        probe
+            .get(((probe.len() as f64 * p).ceil() as usize).clamp(1, probe.len().max(1)) - 1)
+            .copied()
+    };
 
     let secs = elapsed.as_secs_f64();
     let cpu_share = (cpu1 - cpu0) as f64 / ticks_per_sec / secs;
@@ -189,14 +253,21 @@ async fn measure(args: &BenchMonitorArgs, lab: &Lab, started: Instant) -> anyhow
         "samples_stored": samples,
         "samples_expected_at_1s": expected,
         "services_unknown_at_end": unknown,
+        "unknown_reason": top_reason,
         "store_growth_mib_per_hour": growth_per_hour / 1048576.0,
         "store_bytes_per_sample": if samples > 0 { (bytes1.saturating_sub(bytes0)) as f64 / samples as f64 } else { 0.0 },
     });
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&result)?),
         OutputFormat::Table => {
-            println!("monitor benchmark: {n} services, {:?} layout, {secs:.0}s window", args.layout);
-            println!("  daemon CPU            {:.1}% of one core", cpu_share * 100.0);
+            println!(
+                "monitor benchmark: {n} services, {:?} layout, {secs:.0}s window",
+                args.layout
+            );
+            println!(
+                "  daemon CPU            {:.1}% of one core",
+                cpu_share * 100.0
+            );
             println!("  daemon RSS            {:.0} MiB", rss as f64 / 1024.0);
             println!(
                 "  probe time per tick   p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -205,8 +276,18 @@ async fn measure(args: &BenchMonitorArgs, lab: &Lab, started: Instant) -> anyhow
                 result["probe_max_ms"].as_f64().unwrap_or(f64::NAN)
             );
             println!("  samples stored        {samples} of {expected} expected at 1/s");
-            println!("  unknown at the end    {unknown}");
-            println!("  store growth          {:.1} MiB/hour ({:.0} bytes/sample)", growth_per_hour / 1048576.0, result["store_bytes_per_sample"].as_f64().unwrap_or(0.0));
+            println!(
+                "  unknown at the end    {unknown}{}",
+                top_reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            );
+            println!(
+                "  store growth          {:.1} MiB/hour ({:.0} bytes/sample)",
+                growth_per_hour / 1048576.0,
+                result["store_bytes_per_sample"].as_f64().unwrap_or(0.0)
+            );
         }
     }
     Ok(())

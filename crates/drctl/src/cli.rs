@@ -106,7 +106,12 @@ pub enum ConfigCommand {
 #[derive(Args, Debug)]
 pub struct LabArgs {
     /// The lab's directory (must be reachable by the postgres user).
-    #[arg(long, global = true, env = "DRCTL_LAB_DIR", default_value = "/tmp/drctl-lab")]
+    #[arg(
+        long,
+        global = true,
+        env = "DRCTL_LAB_DIR",
+        default_value = "/tmp/drctl-lab"
+    )]
     pub dir: PathBuf,
     #[command(subcommand)]
     pub command: LabCommand,

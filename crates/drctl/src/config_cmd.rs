@@ -48,7 +48,10 @@ fn validate(file: &Path, output: OutputFormat) -> anyhow::Result<()> {
         }
         Err(errors) => {
             match output {
-                OutputFormat::Json => println!("{}", json!({"valid": false, "file": file, "errors": errors_json(&errors)})),
+                OutputFormat::Json => println!(
+                    "{}",
+                    json!({"valid": false, "file": file, "errors": errors_json(&errors)})
+                ),
                 OutputFormat::Table => eprintln!("{errors}"),
             }
             Err(Reported(2).into())
@@ -66,7 +69,9 @@ pub fn resolve_path(arg: &ConfigPath) -> anyhow::Result<PathBuf> {
     if local.is_file() {
         return Ok(local);
     }
-    let lab_dir = std::env::var_os("DRCTL_LAB_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/drctl-lab"));
+    let lab_dir = std::env::var_os("DRCTL_LAB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/drctl-lab"));
     if let Ok(record) = drctl_lab::LabRecord::read(&lab_dir) {
         return Ok(record.config_path);
     }

@@ -23,8 +23,16 @@ use crate::serve_cmd::wait_for_stop_signal;
 pub async fn run(args: LabArgs) -> anyhow::Result<()> {
     let dir = absolute(&args.dir)?;
     match args.command {
-        LabCommand::Up { detach: true, api_port, base_port } => up_detached(&dir, api_port, base_port).await,
-        LabCommand::Up { detach: false, api_port, base_port } => up(&dir, api_port, base_port).await,
+        LabCommand::Up {
+            detach: true,
+            api_port,
+            base_port,
+        } => up_detached(&dir, api_port, base_port).await,
+        LabCommand::Up {
+            detach: false,
+            api_port,
+            base_port,
+        } => up(&dir, api_port, base_port).await,
         LabCommand::Down => {
             let done = tokio::task::spawn_blocking(move || Lab::down(&dir)).await??;
             if done.is_empty() {
@@ -54,22 +62,41 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
                 WorkloadAction::Resume => ControlCommand::WorkloadResume,
             };
             send_control(record.control_port, &command).await?;
-            println!("workload {}", if command == ControlCommand::WorkloadPause { "paused" } else { "resumed" });
+            println!(
+                "workload {}",
+                if command == ControlCommand::WorkloadPause {
+                    "paused"
+                } else {
+                    "resumed"
+                }
+            );
             Ok(())
         }
         LabCommand::KillPrimary { service } => {
             let record = LabRecord::read(&dir)?;
             let targets: Vec<String> = match service {
                 Some(s) => vec![s],
-                None => record.services.iter().filter(|s| s.replicated()).map(|s| s.name.clone()).collect(),
+                None => record
+                    .services
+                    .iter()
+                    .filter(|s| s.replicated())
+                    .map(|s| s.name.clone())
+                    .collect(),
             };
             for name in targets {
                 let Some(cluster) = record.cluster(&name, REGION_A) else {
-                    let known: Vec<&str> = record.services.iter().map(|s| s.name.as_str()).collect();
-                    bail!("the lab has no service {name:?} (services: {})", known.join(", "));
+                    let known: Vec<&str> =
+                        record.services.iter().map(|s| s.name.as_str()).collect();
+                    bail!(
+                        "the lab has no service {name:?} (services: {})",
+                        known.join(", ")
+                    );
                 };
                 cluster.crash()?;
-                println!("crashed the primary of {name} ({REGION_A}, port {})", cluster.port);
+                println!(
+                    "crashed the primary of {name} ({REGION_A}, port {})",
+                    cluster.port
+                );
             }
             Ok(())
         }
@@ -77,7 +104,11 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
 }
 
 fn absolute(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
-    Ok(if dir.is_absolute() { dir.to_path_buf() } else { std::env::current_dir()?.join(dir) })
+    Ok(if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(dir)
+    })
 }
 
 fn describe_link(c: &ControlCommand) -> String {
@@ -145,8 +176,13 @@ async fn up_detached(dir: &Path, api_port: u16, base_port: u16) -> anyhow::Resul
     let log = std::fs::File::create(&log_path)?;
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     cmd.arg("lab").arg("--dir").arg(dir).arg("up");
-    cmd.arg("--api-port").arg(api_port.to_string()).arg("--base-port").arg(base_port.to_string());
-    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    cmd.arg("--api-port")
+        .arg(api_port.to_string())
+        .arg("--base-port")
+        .arg(base_port.to_string());
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
     // A new session: closing this terminal must not stop the lab.
     unsafe {
         use std::os::unix::process::CommandExt;
@@ -158,7 +194,9 @@ async fn up_detached(dir: &Path, api_port: u16, base_port: u16) -> anyhow::Resul
     let mut child = cmd.spawn().context("starting the lab in the background")?;
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(300);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
     loop {
         if let Some(status) = child.try_wait()? {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -166,15 +204,25 @@ async fn up_detached(dir: &Path, api_port: u16, base_port: u16) -> anyhow::Resul
         }
         if let Ok(record) = LabRecord::read(dir) {
             if record.owner_pid == pid
-                && client.get(format!("{}/healthz", record.api_url)).send().await.is_ok_and(|r| r.status().is_success())
+                && client
+                    .get(format!("{}/healthz", record.api_url))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
             {
-                println!("lab running in the background (pid {pid}); API {}", record.api_url);
+                println!(
+                    "lab running in the background (pid {pid}); API {}",
+                    record.api_url
+                );
                 println!("log: {}; stop it with `drctl lab down`", log_path.display());
                 return Ok(());
             }
         }
         if Instant::now() > deadline {
-            bail!("the lab was not ready after 300s; see {}", log_path.display());
+            bail!(
+                "the lab was not ready after 300s; see {}",
+                log_path.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -217,16 +265,33 @@ async fn status(dir: &Path, output: OutputFormat) -> anyhow::Result<()> {
                         c["region"].as_str().unwrap_or_default().into(),
                         c["role"].as_str().unwrap_or_default().into(),
                         c["port"].to_string(),
-                        if c["running"].as_bool() == Some(true) { "running".into() } else { "stopped".into() },
-                        c["via_link_port"].as_u64().map(|p| format!("via link :{p}")).unwrap_or_default(),
+                        if c["running"].as_bool() == Some(true) {
+                            "running".into()
+                        } else {
+                            "stopped".into()
+                        },
+                        c["via_link_port"]
+                            .as_u64()
+                            .map(|p| format!("via link :{p}"))
+                            .unwrap_or_default(),
                     ]
                 })
                 .collect();
-            print!("{}", table(&["SERVICE", "REGION", "ROLE", "PORT", "STATE", "REPLICATION"], &rows));
+            print!(
+                "{}",
+                table(
+                    &["SERVICE", "REGION", "ROLE", "PORT", "STATE", "REPLICATION"],
+                    &rows
+                )
+            );
             println!(
                 "lab process {} ({}); API {}; config {}",
                 record.owner_pid,
-                if owner_alive { "running" } else { "not running: run `drctl lab down` to clean up" },
+                if owner_alive {
+                    "running"
+                } else {
+                    "not running: run `drctl lab down` to clean up"
+                },
                 record.api_url,
                 record.config_path.display()
             );

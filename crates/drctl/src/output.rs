@@ -37,7 +37,11 @@ pub fn seconds(s: Option<f64>) -> String {
         Some(s) if s < 10.0 => format!("{s:.2}s"),
         Some(s) if s < 60.0 => format!("{s:.1}s"),
         Some(s) if s < 3600.0 => format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64),
-        Some(s) => format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64),
+        Some(s) => format!(
+            "{}h{:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        ),
     }
 }
 

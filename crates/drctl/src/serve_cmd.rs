@@ -9,7 +9,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let path = config_cmd::resolve_path(&args.config)?;
     let config = config_cmd::load(&path)?;
     let daemon = Daemon::start(config).await?;
-    eprintln!("drctl serving {} (config {})", daemon.api_url(), path.display());
+    eprintln!(
+        "drctl serving {} (config {})",
+        daemon.api_url(),
+        path.display()
+    );
     wait_for_stop_signal().await;
     daemon.stop().await;
     Ok(())

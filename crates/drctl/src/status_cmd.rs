@@ -31,20 +31,40 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             let report = from_store(config).await.with_context(|| {
                 format!("the daemon at {api} is unreachable ({daemon_err:#}) and the state store could not be read")
             })?;
-            (report, format!("state store (daemon at {api} unreachable: last stored samples)"))
+            (
+                report,
+                format!("state store (daemon at {api} unreachable: last stored samples)"),
+            )
         }
     };
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&json!({"source": source, "report": report}))?),
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"source": source, "report": report}))?
+        ),
         OutputFormat::Table => print_table(&report, &source),
     }
     Ok(())
 }
 
 async fn fetch(api: &str) -> anyhow::Result<Value> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
-    let rpo: Value = client.get(format!("{api}/api/v1/rpo-rto")).send().await?.error_for_status()?.json().await?;
-    let services: Value = client.get(format!("{api}/api/v1/services")).send().await?.error_for_status()?.json().await?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()?;
+    let rpo: Value = client
+        .get(format!("{api}/api/v1/rpo-rto"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let services: Value = client
+        .get(format!("{api}/api/v1/services"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
     let primaries: HashMap<String, Value> = services["services"]
         .as_array()
         .into_iter()
@@ -113,7 +133,11 @@ fn print_table(report: &Value, source: &str) {
             seconds(s["rpo"]["target_s"].as_f64()),
             format!(
                 "{}{}",
-                if s["rpo"]["exposure_is_lower_bound"].as_bool() == Some(true) { ">=" } else { "" },
+                if s["rpo"]["exposure_is_lower_bound"].as_bool() == Some(true) {
+                    ">="
+                } else {
+                    ""
+                },
                 seconds(s["rpo"]["exposure_s"].as_f64())
             ),
             seconds(s["rpo"]["window_1h"]["p99_s"].as_f64()),
@@ -127,10 +151,17 @@ fn print_table(report: &Value, source: &str) {
         // Further standby regions on their own lines.
         for sb in standbys.iter().skip(1) {
             rows.push(vec![
-                String::new(), String::new(), sb["status"].as_str().unwrap_or("?").to_string(), String::new(),
-                seconds(sb["exposure_s"].as_f64()), String::new(), String::new(),
-                sb["region"].as_str().unwrap_or("-").to_string(), bytes(sb["byte_lag"].as_i64()),
-                seconds(sb["replay_lag_s"].as_f64()), sb["wal_receiver"].as_str().unwrap_or("-").to_string(),
+                String::new(),
+                String::new(),
+                sb["status"].as_str().unwrap_or("?").to_string(),
+                String::new(),
+                seconds(sb["exposure_s"].as_f64()),
+                String::new(),
+                String::new(),
+                sb["region"].as_str().unwrap_or("-").to_string(),
+                bytes(sb["byte_lag"].as_i64()),
+                seconds(sb["replay_lag_s"].as_f64()),
+                sb["wal_receiver"].as_str().unwrap_or("-").to_string(),
                 sb["error"].as_str().unwrap_or_default().to_string(),
             ]);
         }
@@ -138,7 +169,20 @@ fn print_table(report: &Value, source: &str) {
     print!(
         "{}",
         table(
-            &["SERVICE", "TIER", "STATUS", "RPO TARGET", "EXPOSURE", "P99 1H", "PRIMARY", "STANDBY", "BYTE LAG", "REPLAY LAG", "RECEIVER", "NOTE"],
+            &[
+                "SERVICE",
+                "TIER",
+                "STATUS",
+                "RPO TARGET",
+                "EXPOSURE",
+                "P99 1H",
+                "PRIMARY",
+                "STANDBY",
+                "BYTE LAG",
+                "REPLAY LAG",
+                "RECEIVER",
+                "NOTE"
+            ],
             &rows
         )
     );
