@@ -191,6 +191,25 @@ impl PgCluster {
         self.write_settings(max_connections)
     }
 
+    /// Takes over a data directory restored from a base backup: owned by
+    /// the PostgreSQL user, mode 0700, the lab's settings (this cluster's
+    /// port), and no standby signal, so it recovers to the backup's
+    /// consistent point and opens read-write.
+    pub fn adopt_restored(&self, max_connections: u32) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(format!("chmod of {}", self.data_dir.display())))?;
+        for signal in ["standby.signal", "recovery.signal", "postmaster.pid"] {
+            let _ = std::fs::remove_file(self.data_dir.join(signal));
+        }
+        let auto = self.data_dir.join("postgresql.auto.conf");
+        if let Ok(text) = std::fs::read_to_string(&auto) {
+            let kept: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with("primary_conninfo")).collect();
+            std::fs::write(&auto, kept.join("\n") + "\n").map_err(io_err("writing postgresql.auto.conf"))?;
+        }
+        self.write_settings(max_connections)
+    }
+
     /// Starts the server and waits until it accepts connections.
     pub fn start(&self) -> Result<()> {
         let log = self.log_file();

@@ -1,0 +1,245 @@
+//! The backup job: `pg_basebackup` → zstd → SHA-256 → object store, as one
+//! stream with bounded memory, then the manifest, last.
+//!
+//! `pg_basebackup -D - -Ft -X fetch` writes a single tar to stdout with the
+//! WAL needed to make it consistent (fetched at the end of the backup), so
+//! the object restores on its own. A blocking thread reads, compresses and
+//! hashes; the async side uploads. Between them a channel of a few chunks is
+//! all the buffering there is (plus one S3 part).
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::{backup_prefix, BackupError, Manifest, ManifestObject, ObjectStore, MANIFEST_FORMAT};
+
+const CHUNK: usize = 1024 * 1024;
+const DATA_OBJECT: &str = "base.tar.zst";
+
+/// What to back up and where to.
+#[derive(Clone, Debug)]
+pub struct BackupRequest {
+    pub service: String,
+    pub region: String,
+    /// A libpq connection string with replication rights (for pg_basebackup).
+    /// Never logged: errors name the service and region only.
+    pub dsn: String,
+    /// Directory of `pg_basebackup`.
+    pub pg_bin: PathBuf,
+    pub compression_level: i32,
+    pub store: ObjectStore,
+}
+
+/// Bytes read from PostgreSQL and stored so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackupProgress {
+    pub read_bytes: u64,
+    pub stored_bytes: u64,
+}
+
+struct StreamResult {
+    raw_size: u64,
+    stored_size: u64,
+    sha256: String,
+    stderr: String,
+    success: bool,
+}
+
+/// A `Write` that hashes what it is given and hands it on in chunks.
+struct HashingSink {
+    tx: mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+    hash: Sha256,
+    size: u64,
+}
+
+impl Write for HashingSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.hash.update(data);
+        self.size += data.len() as u64;
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+            self.tx
+                .blocking_send(chunk)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs pg_basebackup and compresses/hashes its output into `tx`.
+fn stream_base_backup(req: &BackupRequest, tx: mpsc::Sender<Vec<u8>>, raw_progress: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Result<StreamResult, BackupError> {
+    let mut child = Command::new(req.pg_bin.join("pg_basebackup"))
+        .args(["-d", &req.dsn, "-D", "-", "-Ft", "-X", "fetch", "-c", "fast", "-v"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| BackupError::BaseBackup(format!("cannot start {}: {e}", req.pg_bin.join("pg_basebackup").display())))?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let stderr_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let sink = HashingSink { tx, buf: Vec::with_capacity(CHUNK), hash: Sha256::new(), size: 0 };
+    let mut encoder = zstd::stream::write::Encoder::new(sink, req.compression_level)
+        .map_err(|e| BackupError::Io { what: "starting zstd".into(), source: e })?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut raw_size = 0u64;
+    let copy = (|| -> std::io::Result<()> {
+        loop {
+            let n = stdout.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            raw_size += n as u64;
+            raw_progress.store(raw_size, std::sync::atomic::Ordering::Relaxed);
+            encoder.write_all(&buf[..n])?;
+        }
+    })();
+    if let Err(e) = copy {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(BackupError::Io { what: "streaming the base backup".into(), source: e });
+    }
+    let mut sink = encoder.finish().map_err(|e| BackupError::Io { what: "finishing zstd".into(), source: e })?;
+    sink.flush().map_err(|e| BackupError::Io { what: "handing on the last chunk".into(), source: e })?;
+    let status = child.wait().map_err(|e| BackupError::Io { what: "waiting for pg_basebackup".into(), source: e })?;
+    let stderr = stderr_reader.join().unwrap_or_default();
+    Ok(StreamResult {
+        raw_size,
+        stored_size: sink.size,
+        sha256: hex::encode(sink.hash.finalize()),
+        stderr,
+        success: status.success(),
+    })
+}
+
+/// Finds `label X/Y` in pg_basebackup's verbose output.
+fn lsn_after(stderr: &str, label: &str) -> Option<String> {
+    let at = stderr.find(label)? + label.len();
+    stderr[at..].split_whitespace().next().map(str::to_string)
+}
+
+fn timeline(stderr: &str) -> Option<u32> {
+    let at = stderr.find("on timeline ")? + "on timeline ".len();
+    stderr[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+fn pg_basebackup_version(req: &BackupRequest) -> Option<String> {
+    let out = Command::new(req.pg_bin.join("pg_basebackup")).arg("--version").output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Takes one backup into `req.store` under `backup_id`. On any failure the
+/// upload is aborted and no manifest is written, so the backup is never
+/// listed as complete.
+pub async fn run_backup(
+    req: &BackupRequest,
+    backup_id: &str,
+    started_at: DateTime<Utc>,
+    mut progress: impl FnMut(BackupProgress),
+) -> Result<Manifest, BackupError> {
+    let prefix = backup_prefix(&req.service, backup_id);
+    let mut upload = req.store.begin_upload(&format!("{prefix}{DATA_OBJECT}")).await?;
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
+    let raw = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let producer = {
+        let req = req.clone();
+        let raw = raw.clone();
+        tokio::task::spawn_blocking(move || stream_base_backup(&req, tx, raw))
+    };
+    let mut stored = 0u64;
+    let mut upload_error = None;
+    while let Some(chunk) = rx.recv().await {
+        if let Err(e) = upload.write(&chunk).await {
+            upload_error = Some(e);
+            break;
+        }
+        stored += chunk.len() as u64;
+        progress(BackupProgress { read_bytes: raw.load(std::sync::atomic::Ordering::Relaxed), stored_bytes: stored });
+    }
+    drop(rx); // a failed upload stops the producer (its sends fail)
+    let produced = producer.await.map_err(|e| BackupError::BaseBackup(format!("the backup thread failed: {e}")));
+    let result = match (upload_error, produced) {
+        (Some(e), _) => Err(e),
+        (None, Err(e)) | (None, Ok(Err(e))) => Err(e),
+        (None, Ok(Ok(r))) if !r.success => {
+            let tail: Vec<&str> = r.stderr.lines().rev().take(3).collect();
+            Err(BackupError::BaseBackup(format!(
+                "{}/{}: {}",
+                req.service,
+                req.region,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )))
+        }
+        (None, Ok(Ok(r))) => Ok(r),
+    };
+    let streamed = match result {
+        Ok(r) => r,
+        Err(e) => {
+            upload.abort().await;
+            return Err(e);
+        }
+    };
+    let size = upload.finish().await?;
+    debug_assert_eq!(size, streamed.stored_size);
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        backup_id: backup_id.to_string(),
+        service: req.service.clone(),
+        region: req.region.clone(),
+        timeline: timeline(&streamed.stderr),
+        start_lsn: lsn_after(&streamed.stderr, "write-ahead log start point: "),
+        stop_lsn: lsn_after(&streamed.stderr, "write-ahead log end point: "),
+        started_at,
+        ended_at: Utc::now(),
+        compression: "zstd".into(),
+        compression_level: req.compression_level,
+        encryption_key_id: None,
+        objects: vec![ManifestObject {
+            key: DATA_OBJECT.into(),
+            size,
+            sha256: streamed.sha256,
+            uncompressed_size: streamed.raw_size,
+        }],
+        drctl_version: env!("CARGO_PKG_VERSION").into(),
+        postgres_version: pg_basebackup_version(req),
+    };
+    let body = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
+    req.store.put(&format!("{prefix}manifest.json"), body).await?;
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STDERR: &str = "pg_basebackup: initiating base backup, waiting for checkpoint to complete\n\
+        pg_basebackup: checkpoint completed\n\
+        pg_basebackup: write-ahead log start point: 0/5000028 on timeline 1\n\
+        pg_basebackup: write-ahead log end point: 0/5000100\n\
+        pg_basebackup: base backup completed\n";
+
+    #[test]
+    fn reads_positions_from_pg_basebackup_output() {
+        assert_eq!(lsn_after(STDERR, "write-ahead log start point: ").as_deref(), Some("0/5000028"));
+        assert_eq!(lsn_after(STDERR, "write-ahead log end point: ").as_deref(), Some("0/5000100"));
+        assert_eq!(timeline(STDERR), Some(1));
+        assert_eq!(timeline("nothing"), None);
+    }
+}

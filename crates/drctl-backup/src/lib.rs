@@ -1,0 +1,55 @@
+//! Backups for drctl: streamed base backups into object storage, manifests
+//! written last, and verification that re-reads every byte.
+//!
+//! Object key layout (under the store's prefix):
+//! ```text
+//! <service>/<backup id>/base.tar.zst     pg_basebackup tar (with the WAL to make it consistent), zstd
+//! <service>/<backup id>/manifest.json    written last: a backup without it is not complete
+//! ```
+//! A backup id is its start time in UTC plus a random suffix
+//! (`20261123T202500Z-3f9a1c`), so ids sort by time and never collide.
+//!
+//! This crate reaches PostgreSQL only through `pg_basebackup` and object
+//! stores through [`ObjectStore`]; recording results is the caller's (the
+//! state store's) job.
+
+mod backup;
+mod manifest;
+mod restore;
+mod store;
+mod verify;
+
+pub use backup::{run_backup, BackupProgress, BackupRequest};
+pub use manifest::{Manifest, ManifestObject, MANIFEST_FORMAT};
+pub use restore::restore_backup;
+pub use store::{ObjectInfo, ObjectStore, S3Location, Upload, PART_SIZE};
+pub use verify::{verify_backup, VerifyReport};
+
+/// What went wrong with a backup or its verification.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {reason}")]
+    ObjectStore { what: String, reason: String },
+    #[error("object {0} is missing")]
+    MissingObject(String),
+    #[error("pg_basebackup failed: {0}")]
+    BaseBackup(String),
+    #[error("manifest {key}: {reason}")]
+    Manifest { key: String, reason: String },
+}
+
+/// `<service>/<id>/` — where a backup's objects live.
+pub fn backup_prefix(service: &str, backup_id: &str) -> String {
+    format!("{service}/{backup_id}/")
+}
+
+/// A new backup id: UTC start time and a random suffix.
+pub fn new_backup_id(at: chrono::DateTime<chrono::Utc>) -> String {
+    format!("{}-{}", at.format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::new_v4().simple().to_string()[..6])
+}

@@ -1,0 +1,488 @@
+//! Object stores: where backups live. S3 (AWS, MinIO, Ceph, R2, moto…)
+//! through aws-sdk-s3, and a local directory (the embedded default).
+//!
+//! Large objects are written as streams with bounded memory: S3 multipart
+//! uploads of [`PART_SIZE`] parts, or a temporary file renamed into place, so
+//! an interrupted upload never leaves an object under its final key. Small
+//! objects (manifests) are written whole and atomically.
+
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::config::{BehaviorVersion, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use tokio::io::AsyncWriteExt;
+
+use crate::BackupError;
+
+/// S3 parts are buffered to this size (S3's minimum is 5 MiB, except the last).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// An object as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+/// Where an S3 store is and how to reach it.
+#[derive(Clone, Debug)]
+pub struct S3Location {
+    pub bucket: String,
+    /// Prepended to every key (e.g. `drctl/`); may be empty.
+    pub prefix: String,
+    /// A custom endpoint (MinIO, moto…); `None` for AWS.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by most
+    /// S3-compatible servers.
+    pub path_style: bool,
+}
+
+/// An object store.
+#[derive(Clone, Debug)]
+pub enum ObjectStore {
+    Local(LocalStore),
+    S3(S3Store),
+}
+
+#[derive(Clone, Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    location: S3Location,
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> BackupError {
+    move |source| BackupError::Io { what, source }
+}
+
+fn s3_err<E: std::fmt::Display>(what: String) -> impl FnOnce(aws_sdk_s3::error::SdkError<E>) -> BackupError
+where
+    E: std::error::Error + 'static,
+{
+    move |e| BackupError::ObjectStore {
+        what,
+        // DisplayErrorContext gives the service's code and message; no secrets
+        // travel in S3 errors.
+        reason: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+    }
+}
+
+impl ObjectStore {
+    /// A directory on this machine; created if missing.
+    pub async fn local(root: impl Into<PathBuf>) -> Result<ObjectStore, BackupError> {
+        let root = root.into();
+        tokio::fs::create_dir_all(&root).await.map_err(io(format!("creating {}", root.display())))?;
+        Ok(ObjectStore::Local(LocalStore { root }))
+    }
+
+    /// An S3 bucket; credentials come from the standard AWS chain
+    /// (environment, profile, web identity, instance metadata).
+    pub async fn s3(location: S3Location) -> Result<ObjectStore, BackupError> {
+        let shared = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(location.region.clone()))
+            .load()
+            .await;
+        let mut conf = aws_sdk_s3::config::Builder::from(&shared).force_path_style(location.path_style);
+        if let Some(endpoint) = &location.endpoint {
+            conf = conf.endpoint_url(endpoint);
+        }
+        Ok(ObjectStore::S3(S3Store {
+            client: aws_sdk_s3::Client::from_conf(conf.build()),
+            location,
+        }))
+    }
+
+    /// Creates the S3 bucket if it does not exist (the lab and tests start
+    /// from an empty server); nothing to do for a directory.
+    pub async fn ensure_bucket(&self) -> Result<(), BackupError> {
+        let ObjectStore::S3(s) = self else { return Ok(()) };
+        if s.client.head_bucket().bucket(&s.location.bucket).send().await.is_ok() {
+            return Ok(());
+        }
+        s.client
+            .create_bucket()
+            .bucket(&s.location.bucket)
+            .send()
+            .await
+            .map_err(s3_err(format!("creating bucket {}", s.location.bucket)))?;
+        Ok(())
+    }
+
+    /// `file:///dir` or `s3://bucket/prefix`, for people and manifests.
+    pub fn describe(&self) -> String {
+        match self {
+            ObjectStore::Local(l) => format!("file://{}", l.root.display()),
+            ObjectStore::S3(s) => format!("s3://{}/{}", s.location.bucket, s.location.prefix),
+        }
+    }
+
+    fn local_path(root: &Path, key: &str) -> Result<PathBuf, BackupError> {
+        if key.split('/').any(|part| part == ".." || part.is_empty()) {
+            return Err(BackupError::ObjectStore {
+                what: format!("object key {key:?}"),
+                reason: "keys may not be empty or contain '..' segments".into(),
+            });
+        }
+        Ok(root.join(key))
+    }
+
+    /// Starts a streamed upload to `key`.
+    pub async fn begin_upload(&self, key: &str) -> Result<Upload, BackupError> {
+        match self {
+            ObjectStore::Local(l) => {
+                let path = Self::local_path(&l.root, key)?;
+                if let Some(dir) = path.parent() {
+                    tokio::fs::create_dir_all(dir).await.map_err(io(format!("creating {}", dir.display())))?;
+                }
+                let tmp = path.with_extension(format!("partial-{}", uuid::Uuid::new_v4().simple()));
+                let file = tokio::fs::File::create(&tmp).await.map_err(io(format!("creating {}", tmp.display())))?;
+                Ok(Upload::Local { tmp, path, file, size: 0 })
+            }
+            ObjectStore::S3(s) => {
+                let full_key = format!("{}{key}", s.location.prefix);
+                let created = s
+                    .client
+                    .create_multipart_upload()
+                    .bucket(&s.location.bucket)
+                    .key(&full_key)
+                    .send()
+                    .await
+                    .map_err(s3_err(format!("starting the upload of {full_key}")))?;
+                let upload_id = created.upload_id().unwrap_or_default().to_string();
+                Ok(Upload::S3 {
+                    store: s.clone(),
+                    key: full_key,
+                    upload_id,
+                    parts: Vec::new(),
+                    buffer: Vec::with_capacity(PART_SIZE),
+                    size: 0,
+                })
+            }
+        }
+    }
+
+    /// Writes a small object whole (atomically: readers see all or nothing).
+    pub async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), BackupError> {
+        match self {
+            ObjectStore::Local(_) => {
+                let mut up = self.begin_upload(key).await?;
+                up.write(&data).await?;
+                up.finish().await.map(|_| ())
+            }
+            ObjectStore::S3(s) => {
+                let full_key = format!("{}{key}", s.location.prefix);
+                s.client
+                    .put_object()
+                    .bucket(&s.location.bucket)
+                    .key(&full_key)
+                    .body(ByteStream::from(data))
+                    .send()
+                    .await
+                    .map_err(s3_err(format!("writing {full_key}")))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads an object in chunks, calling `each` on every chunk in order.
+    pub async fn read(&self, key: &str, mut each: impl FnMut(&[u8])) -> Result<u64, BackupError> {
+        let mut total = 0u64;
+        match self {
+            ObjectStore::Local(l) => {
+                use tokio::io::AsyncReadExt;
+                let path = Self::local_path(&l.root, key)?;
+                let mut f = tokio::fs::File::open(&path).await.map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => BackupError::MissingObject(key.to_string()),
+                    _ => BackupError::Io { what: format!("opening {}", path.display()), source: e },
+                })?;
+                let mut buf = vec![0u8; 1024 * 1024];
+                loop {
+                    let n = f.read(&mut buf).await.map_err(io(format!("reading {}", path.display())))?;
+                    if n == 0 {
+                        break;
+                    }
+                    total += n as u64;
+                    each(&buf[..n]);
+                }
+            }
+            ObjectStore::S3(s) => {
+                let full_key = format!("{}{key}", s.location.prefix);
+                let got = s.client.get_object().bucket(&s.location.bucket).key(&full_key).send().await;
+                let mut body = match got {
+                    Ok(o) => o.body,
+                    Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
+                        return Err(BackupError::MissingObject(key.to_string()))
+                    }
+                    Err(e) => return Err(s3_err(format!("reading {full_key}"))(e)),
+                };
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.map_err(|e| BackupError::ObjectStore {
+                        what: format!("reading {full_key}"),
+                        reason: e.to_string(),
+                    })?;
+                    total += chunk.len() as u64;
+                    each(&chunk);
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Reads a small object whole.
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>, BackupError> {
+        let mut out = Vec::new();
+        self.read(key, |c| out.extend_from_slice(c)).await?;
+        Ok(out)
+    }
+
+    /// Objects under `prefix` (keys relative to the store), sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackupError> {
+        let mut out = Vec::new();
+        match self {
+            ObjectStore::Local(l) => {
+                let mut stack = vec![l.root.clone()];
+                while let Some(dir) = stack.pop() {
+                    let Ok(mut rd) = tokio::fs::read_dir(&dir).await else { continue };
+                    while let Some(e) = rd.next_entry().await.map_err(io(format!("listing {}", dir.display())))? {
+                        let path = e.path();
+                        let meta = e.metadata().await.map_err(io(format!("reading {}", path.display())))?;
+                        if meta.is_dir() {
+                            stack.push(path);
+                            continue;
+                        }
+                        let key = path.strip_prefix(&l.root).unwrap_or(&path).to_string_lossy().into_owned();
+                        // Unfinished local uploads are not objects.
+                        if key.starts_with(prefix) && !key.contains(".partial-") {
+                            out.push(ObjectInfo { key, size: meta.len() });
+                        }
+                    }
+                }
+            }
+            ObjectStore::S3(s) => {
+                let mut pages = s
+                    .client
+                    .list_objects_v2()
+                    .bucket(&s.location.bucket)
+                    .prefix(format!("{}{prefix}", s.location.prefix))
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(s3_err(format!("listing s3://{}/{}", s.location.bucket, s.location.prefix)))?;
+                    for o in page.contents() {
+                        let key = o.key().unwrap_or_default();
+                        out.push(ObjectInfo {
+                            key: key.strip_prefix(&s.location.prefix).unwrap_or(key).to_string(),
+                            size: o.size().unwrap_or(0).max(0) as u64,
+                        });
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Deletes an object; deleting a missing one is success.
+    pub async fn delete(&self, key: &str) -> Result<(), BackupError> {
+        match self {
+            ObjectStore::Local(l) => {
+                let path = Self::local_path(&l.root, key)?;
+                match tokio::fs::remove_file(&path).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(BackupError::Io { what: format!("deleting {}", path.display()), source: e }),
+                }
+            }
+            ObjectStore::S3(s) => {
+                let full_key = format!("{}{key}", s.location.prefix);
+                s.client
+                    .delete_object()
+                    .bucket(&s.location.bucket)
+                    .key(&full_key)
+                    .send()
+                    .await
+                    .map_err(s3_err(format!("deleting {full_key}")))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Aborts unfinished uploads under `prefix` (left by a process that died
+    /// mid-backup); returns how many were swept.
+    pub async fn sweep_unfinished_uploads(&self, prefix: &str) -> Result<usize, BackupError> {
+        let mut swept = 0;
+        match self {
+            ObjectStore::Local(l) => {
+                let mut stack = vec![l.root.clone()];
+                while let Some(dir) = stack.pop() {
+                    let Ok(mut rd) = tokio::fs::read_dir(&dir).await else { continue };
+                    while let Ok(Some(e)) = rd.next_entry().await {
+                        let path = e.path();
+                        if path.is_dir() {
+                            stack.push(path);
+                        } else {
+                            let key = path.strip_prefix(&l.root).unwrap_or(&path).to_string_lossy().into_owned();
+                            if key.starts_with(prefix) && key.contains(".partial-") {
+                                let _ = tokio::fs::remove_file(&path).await;
+                                swept += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            ObjectStore::S3(s) => {
+                let listed = s
+                    .client
+                    .list_multipart_uploads()
+                    .bucket(&s.location.bucket)
+                    .prefix(format!("{}{prefix}", s.location.prefix))
+                    .send()
+                    .await
+                    .map_err(s3_err("listing unfinished uploads".to_string()))?;
+                for u in listed.uploads() {
+                    s.client
+                        .abort_multipart_upload()
+                        .bucket(&s.location.bucket)
+                        .key(u.key().unwrap_or_default())
+                        .upload_id(u.upload_id().unwrap_or_default())
+                        .send()
+                        .await
+                        .map_err(s3_err("aborting an unfinished upload".to_string()))?;
+                    swept += 1;
+                }
+            }
+        }
+        Ok(swept)
+    }
+}
+
+/// A streamed upload in progress. Dropping it without [`Upload::finish`]
+/// leaves no object under the final key; call [`Upload::abort`] to also
+/// release what was uploaded so far.
+pub enum Upload {
+    Local {
+        tmp: PathBuf,
+        path: PathBuf,
+        file: tokio::fs::File,
+        size: u64,
+    },
+    S3 {
+        store: S3Store,
+        key: String,
+        upload_id: String,
+        parts: Vec<CompletedPart>,
+        buffer: Vec<u8>,
+        size: u64,
+    },
+}
+
+impl Upload {
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), BackupError> {
+        match self {
+            Upload::Local { tmp, file, size, .. } => {
+                file.write_all(data).await.map_err(io(format!("writing {}", tmp.display())))?;
+                *size += data.len() as u64;
+            }
+            Upload::S3 { size, .. } => {
+                *size += data.len() as u64;
+                let mut rest = data;
+                while !rest.is_empty() {
+                    let full = {
+                        let Upload::S3 { buffer, .. } = &mut *self else { unreachable!() };
+                        let take = (PART_SIZE - buffer.len()).min(rest.len());
+                        buffer.extend_from_slice(&rest[..take]);
+                        rest = &rest[take..];
+                        buffer.len() == PART_SIZE
+                    };
+                    if full {
+                        self.flush_part().await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_part(&mut self) -> Result<(), BackupError> {
+        let Upload::S3 { store, key, upload_id, parts, buffer, .. } = self else {
+            return Ok(());
+        };
+        let number = parts.len() as i32 + 1;
+        let body = std::mem::replace(buffer, Vec::with_capacity(PART_SIZE));
+        let done = store
+            .client
+            .upload_part()
+            .bucket(&store.location.bucket)
+            .key(key.as_str())
+            .upload_id(upload_id.as_str())
+            .part_number(number)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(s3_err(format!("uploading part {number} of {key}")))?;
+        parts.push(CompletedPart::builder().part_number(number).set_e_tag(done.e_tag().map(String::from)).build());
+        Ok(())
+    }
+
+    /// Completes the object (durably) and returns its size.
+    pub async fn finish(mut self) -> Result<u64, BackupError> {
+        if matches!(&self, Upload::S3 { buffer, parts, .. } if !buffer.is_empty() || parts.is_empty()) {
+            self.flush_part().await?;
+        }
+        match self {
+            Upload::Local { tmp, path, file, size } => {
+                file.sync_all().await.map_err(io(format!("syncing {}", tmp.display())))?;
+                drop(file);
+                tokio::fs::rename(&tmp, &path).await.map_err(io(format!("renaming into {}", path.display())))?;
+                if let Some(dir) = path.parent() {
+                    if let Ok(d) = tokio::fs::File::open(dir).await {
+                        let _ = d.sync_all().await;
+                    }
+                }
+                Ok(size)
+            }
+            Upload::S3 { store, key, upload_id, parts, size, .. } => {
+                store
+                    .client
+                    .complete_multipart_upload()
+                    .bucket(&store.location.bucket)
+                    .key(&key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                    .send()
+                    .await
+                    .map_err(s3_err(format!("completing the upload of {key}")))?;
+                Ok(size)
+            }
+        }
+    }
+
+    /// Gives up: removes the partial object or aborts the multipart upload.
+    pub async fn abort(self) {
+        match self {
+            Upload::Local { tmp, file, .. } => {
+                drop(file);
+                let _ = tokio::fs::remove_file(&tmp).await;
+            }
+            Upload::S3 { store, key, upload_id, .. } => {
+                if let Err(e) = store
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&store.location.bucket)
+                    .key(&key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await
+                {
+                    tracing::warn!(%key, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "could not abort an upload; the next sweep will");
+                }
+            }
+        }
+    }
+}
