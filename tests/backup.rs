@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use drctl_backup::{new_backup_id, restore_backup, run_backup, verify_backup, BackupRequest, ObjectStore, S3Location};
+use drctl_backup::{
+    new_backup_id, restore_backup, run_backup, verify_backup, BackupRequest, ObjectStore,
+    S3Location,
+};
 use drctl_lab::{find_pg_bin, free_port, LabService, PgCluster, REGION_A};
 use drctl_tests::*;
 
@@ -44,16 +47,29 @@ fn request(lab: &drctl_lab::Lab, store: ObjectStore) -> BackupRequest {
 
 async fn max_id(dsn: &str) -> i64 {
     let mut c = connect(dsn).await;
-    let (n,): (Option<i64>,) = sqlx::query_as("SELECT max(id) FROM shop.price_changes").fetch_one(&mut c).await.unwrap();
+    let (n,): (Option<i64>,) = sqlx::query_as("SELECT max(id) FROM shop.price_changes")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
     n.unwrap_or(0)
 }
 
 /// Restores a backup into a scratch cluster, starts it, and returns the
 /// newest row id it holds.
 async fn restore_and_count(store: &ObjectStore, backup_id: &str) -> i64 {
-    let scratch = tempfile::Builder::new().prefix("drctl-test-restore-").tempdir_in("/tmp").unwrap();
-    let pg = PgCluster::new("restore-test", scratch.path().join("pg").join("data"), free_port(), find_pg_bin().unwrap());
-    restore_backup(store, "catalog", backup_id, &pg.data_dir).await.expect("restore");
+    let scratch = tempfile::Builder::new()
+        .prefix("drctl-test-restore-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let pg = PgCluster::new(
+        "restore-test",
+        scratch.path().join("pg").join("data"),
+        free_port(),
+        find_pg_bin().unwrap(),
+    );
+    restore_backup(store, "catalog", backup_id, &pg.data_dir)
+        .await
+        .expect("restore");
     pg.adopt_restored(50).expect("adopt the restored directory");
     pg.start().expect("the restored cluster starts");
     let n = max_id(&pg.dsn("catalog")).await;
@@ -69,19 +85,35 @@ async fn backup_to_s3_and_to_a_directory_verifies_and_restores_the_rows() {
     let moto = moto_server().await;
     let stores = [
         ("s3", s3_store(&moto, "drctl-backups").await),
-        ("local", ObjectStore::local(dir.path().join("objects")).await.unwrap()),
+        (
+            "local",
+            ObjectStore::local(dir.path().join("objects"))
+                .await
+                .unwrap(),
+        ),
     ];
     for (name, store) in stores {
         let before = max_id(&primary).await;
         assert!(before > 0, "the workload has written rows");
         let id = new_backup_id(Utc::now());
         let mut last = Default::default();
-        let manifest = run_backup(&request(&lab, store.clone()), &id, Utc::now(), |p| last = p).await.expect("backup");
+        let manifest = run_backup(&request(&lab, store.clone()), &id, Utc::now(), |p| last = p)
+            .await
+            .expect("backup");
         let after = max_id(&primary).await;
-        eprintln!("{name}: backup {id}: {} bytes read, {} stored; rows {before}..{after}", last.read_bytes, last.stored_bytes);
-        assert!(manifest.stop_lsn.is_some() && manifest.start_lsn.is_some(), "{manifest:?}");
+        eprintln!(
+            "{name}: backup {id}: {} bytes read, {} stored; rows {before}..{after}",
+            last.read_bytes, last.stored_bytes
+        );
+        assert!(
+            manifest.stop_lsn.is_some() && manifest.start_lsn.is_some(),
+            "{manifest:?}"
+        );
         assert_eq!(manifest.objects.len(), 1);
-        assert!(manifest.objects[0].uncompressed_size > manifest.objects[0].size, "compressed");
+        assert!(
+            manifest.objects[0].uncompressed_size > manifest.objects[0].size,
+            "compressed"
+        );
         let listed = store.list("catalog/").await.unwrap();
         assert_eq!(listed.len(), 2, "data and manifest: {listed:?}");
         let (_, report) = verify_backup(&store, "catalog", &id).await.expect("verify");
@@ -91,7 +123,10 @@ async fn backup_to_s3_and_to_a_directory_verifies_and_restores_the_rows() {
         // Every row committed before the backup started is in it; none
         // committed after it ended can be.
         assert!(restored >= before, "{name}: restored up to row {restored}, rows up to {before} were committed before the backup");
-        assert!(restored <= after, "{name}: restored row {restored} was written after the backup ({after})");
+        assert!(
+            restored <= after,
+            "{name}: restored row {restored} was written after the backup ({after})"
+        );
     }
     lab.teardown().unwrap();
 }
@@ -102,12 +137,20 @@ async fn verify_catches_a_flipped_byte_a_truncation_a_missing_object_and_a_lying
     let moto = moto_server().await;
     let store = s3_store(&moto, "drctl-corruption").await;
     let id = new_backup_id(Utc::now());
-    run_backup(&request(&lab, store.clone()), &id, Utc::now(), |_| {}).await.expect("backup");
+    run_backup(&request(&lab, store.clone()), &id, Utc::now(), |_| {})
+        .await
+        .expect("backup");
     let data = format!("catalog/{id}/base.tar.zst");
     let manifest_key = format!("catalog/{id}/manifest.json");
     let original = store.get(&data).await.unwrap();
     let original_manifest = store.get(&manifest_key).await.unwrap();
-    assert!(verify_backup(&store, "catalog", &id).await.unwrap().1.verified);
+    assert!(
+        verify_backup(&store, "catalog", &id)
+            .await
+            .unwrap()
+            .1
+            .verified
+    );
 
     let mut flipped = original.clone();
     let middle = flipped.len() / 2;
@@ -116,30 +159,70 @@ async fn verify_catches_a_flipped_byte_a_truncation_a_missing_object_and_a_lying
     let (_, r) = verify_backup(&store, "catalog", &id).await.unwrap();
     assert!(!r.verified);
     let reason = r.reason.unwrap();
-    assert!(reason.contains(&data) && reason.contains("sha256"), "{reason}");
+    assert!(
+        reason.contains(&data) && reason.contains("sha256"),
+        "{reason}"
+    );
 
-    store.put(&data, original[..original.len() - 100].to_vec()).await.unwrap();
-    let reason = verify_backup(&store, "catalog", &id).await.unwrap().1.reason.unwrap();
-    assert!(reason.contains(&data) && reason.contains("bytes"), "{reason}");
+    store
+        .put(&data, original[..original.len() - 100].to_vec())
+        .await
+        .unwrap();
+    let reason = verify_backup(&store, "catalog", &id)
+        .await
+        .unwrap()
+        .1
+        .reason
+        .unwrap();
+    assert!(
+        reason.contains(&data) && reason.contains("bytes"),
+        "{reason}"
+    );
 
     store.delete(&data).await.unwrap();
-    let reason = verify_backup(&store, "catalog", &id).await.unwrap().1.reason.unwrap();
+    let reason = verify_backup(&store, "catalog", &id)
+        .await
+        .unwrap()
+        .1
+        .reason
+        .unwrap();
     assert_eq!(reason, format!("{data}: missing"));
     let target = tempfile::tempdir().unwrap();
-    assert!(restore_backup(&store, "catalog", &id, target.path()).await.is_err(), "an unverified backup is never restored");
+    assert!(
+        restore_backup(&store, "catalog", &id, target.path())
+            .await
+            .is_err(),
+        "an unverified backup is never restored"
+    );
 
     // The data is back, but the manifest claims another size.
     store.put(&data, original.clone()).await.unwrap();
     let mut manifest: serde_json::Value = serde_json::from_slice(&original_manifest).unwrap();
     manifest["objects"][0]["size"] = serde_json::json!(original.len() + 1);
-    store.put(&manifest_key, serde_json::to_vec(&manifest).unwrap()).await.unwrap();
-    let reason = verify_backup(&store, "catalog", &id).await.unwrap().1.reason.unwrap();
+    store
+        .put(&manifest_key, serde_json::to_vec(&manifest).unwrap())
+        .await
+        .unwrap();
+    let reason = verify_backup(&store, "catalog", &id)
+        .await
+        .unwrap()
+        .1
+        .reason
+        .unwrap();
     assert!(reason.contains("the manifest says"), "{reason}");
     // And one whose stop LSN precedes its start.
     manifest["objects"][0]["size"] = serde_json::json!(original.len());
     manifest["stop_lsn"] = serde_json::json!("0/1");
-    store.put(&manifest_key, serde_json::to_vec(&manifest).unwrap()).await.unwrap();
-    let reason = verify_backup(&store, "catalog", &id).await.unwrap().1.reason.unwrap();
+    store
+        .put(&manifest_key, serde_json::to_vec(&manifest).unwrap())
+        .await
+        .unwrap();
+    let reason = verify_backup(&store, "catalog", &id)
+        .await
+        .unwrap()
+        .1
+        .reason
+        .unwrap();
     assert!(reason.contains("stop LSN"), "{reason}");
     lab.teardown().unwrap();
 }
@@ -166,14 +249,25 @@ async fn an_interrupted_backup_is_never_complete_and_its_upload_is_swept() {
     task.abort();
     let _ = task.await;
     let objects = store.list("catalog/").await.unwrap();
-    assert!(objects.iter().all(|o| !o.key.ends_with("manifest.json")), "no manifest: {objects:?}");
+    assert!(
+        objects.iter().all(|o| !o.key.ends_with("manifest.json")),
+        "no manifest: {objects:?}"
+    );
     assert!(objects.is_empty(), "nothing under a final key: {objects:?}");
     let swept = store.sweep_unfinished_uploads("catalog/").await.unwrap();
     assert_eq!(swept, 1, "the dead backup's multipart upload is swept");
     assert_eq!(store.sweep_unfinished_uploads("catalog/").await.unwrap(), 0);
 
     let id = new_backup_id(Utc::now());
-    run_backup(&request(&lab, store.clone()), &id, Utc::now(), |_| {}).await.expect("the next run succeeds");
-    assert!(verify_backup(&store, "catalog", &id).await.unwrap().1.verified);
+    run_backup(&request(&lab, store.clone()), &id, Utc::now(), |_| {})
+        .await
+        .expect("the next run succeeds");
+    assert!(
+        verify_backup(&store, "catalog", &id)
+            .await
+            .unwrap()
+            .1
+            .verified
+    );
     lab.teardown().unwrap();
 }

@@ -21,6 +21,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/services", get(services))
         .route("/api/v1/rpo-rto", get(rpo_rto))
         .route("/api/v1/services/{name}/lag", get(lag_history))
+        .route("/api/v1/backups", get(backups))
+        .route("/api/v1/restore-tests", get(restore_tests))
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
 }
@@ -119,10 +121,18 @@ pub(crate) fn service_figures(v: &ServiceView) -> Value {
         },
         "rto": {
             "target_s": v.rto_target.as_secs_f64(),
-            "measured_s": null,
-            "evidence": null,
-            "note": "no failover, drill or restore test has measured this service's RTO yet",
+            "measured_s": secs(v.rto_measured_us),
+            "source": v.rto_source,
+            "measured_at": v.rto_measured_at,
+            "evidence_age_s": v.rto_measured_at.map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0),
+            "note": if v.rto_measured_us.is_none() { Some("no failover, drill or restore test has measured this service's RTO yet") } else { None },
         },
+        "backup": v.backup_evidence.as_ref().map(|e| json!({
+            "newest_backup": e.newest_backup.as_ref().map(|b| json!({"id": b.id, "status": b.status, "ended_at": b.ended_at, "verification": b.verification})),
+            "newest_verified_backup": e.newest_verified_backup.as_ref().map(|b| json!({"id": b.id, "ended_at": b.ended_at, "stop_lsn": b.stop_lsn, "stored_bytes": b.stored_bytes})),
+            "newest_restore_tested_backup": e.newest_restore_tested_backup.as_ref().map(|b| json!({"id": b.id, "ended_at": b.ended_at})),
+            "latest_restore_test": e.latest_restore_test.as_ref().map(|t| json!({"id": t.id, "backup_id": t.backup_id, "status": t.status, "ended_at": t.ended_at, "time_to_ready_s": secs(t.time_to_ready_us), "error": t.error})),
+        })),
         "sampled_at": v.sampled_at,
         "primary_time": v.primary_time,
         "error": v.error,
@@ -163,6 +173,25 @@ fn parse_time(
 
 const MAX_LIMIT: u32 = 100_000;
 
+/// `Ok` for a configured service; a 404 with a did-you-mean otherwise.
+fn known_service(state: &ApiState, name: &str) -> Result<(), ApiError> {
+    let config = state.monitor.config();
+    if config.service(name).is_some() {
+        return Ok(());
+    }
+    let suggestion = config
+        .services
+        .iter()
+        .map(|s| (strsim::jaro_winkler(&s.name, name), &s.name))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, n)| n.clone());
+    Err(ApiError::ServiceNotFound {
+        name: name.to_string(),
+        suggestion,
+    })
+}
+
 async fn lag_history(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -172,17 +201,7 @@ async fn lag_history(
         parameter: "query string",
         reason: e.body_text(),
     })?;
-    let config = state.monitor.config();
-    if config.service(&name).is_none() {
-        let suggestion = config
-            .services
-            .iter()
-            .map(|s| (strsim::jaro_winkler(&s.name, &name), &s.name))
-            .filter(|(score, _)| *score > 0.8)
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, n)| n.clone());
-        return Err(ApiError::ServiceNotFound { name, suggestion });
-    }
+    known_service(&state, &name)?;
     let now = Utc::now();
     let since = match &q.since {
         Some(s) => parse_time("since", s, now)?,
@@ -232,4 +251,61 @@ async fn lag_history(
         "truncated": points.len() as u32 == limit,
         "samples": points,
     })))
+}
+
+#[derive(Deserialize)]
+struct EvidenceQuery {
+    service: Option<String>,
+    limit: Option<String>,
+}
+
+fn evidence_query(
+    state: &ApiState,
+    query: Result<Query<EvidenceQuery>, QueryRejection>,
+) -> Result<(Option<String>, u32), ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::InvalidParameter {
+        parameter: "query string",
+        reason: e.body_text(),
+    })?;
+    if let Some(name) = &q.service {
+        known_service(state, name)?;
+    }
+    let limit = match &q.limit {
+        None => 100,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=10_000).contains(l))
+            .ok_or(ApiError::InvalidParameter {
+                parameter: "limit",
+                reason: format!("{l:?} is not a whole number from 1 to 10000"),
+            })?,
+    };
+    Ok((q.service, limit))
+}
+
+async fn backups(
+    State(state): State<ApiState>,
+    query: Result<Query<EvidenceQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (service, limit) = evidence_query(&state, query)?;
+    let list = state
+        .monitor
+        .store()
+        .backups(service.as_deref(), limit)
+        .await?;
+    Ok(Json(json!({ "backups": list })))
+}
+
+async fn restore_tests(
+    State(state): State<ApiState>,
+    query: Result<Query<EvidenceQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (service, limit) = evidence_query(&state, query)?;
+    let list = state
+        .monitor
+        .store()
+        .restore_tests(service.as_deref(), limit)
+        .await?;
+    Ok(Json(json!({ "restore_tests": list })))
 }

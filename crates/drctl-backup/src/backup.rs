@@ -71,23 +71,34 @@ impl Write for HashingSink {
     fn flush(&mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() {
             let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-            self.tx
-                .blocking_send(chunk)
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped"))?;
+            self.tx.blocking_send(chunk).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped")
+            })?;
         }
         Ok(())
     }
 }
 
 /// Runs pg_basebackup and compresses/hashes its output into `tx`.
-fn stream_base_backup(req: &BackupRequest, tx: mpsc::Sender<Vec<u8>>, raw_progress: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Result<StreamResult, BackupError> {
+fn stream_base_backup(
+    req: &BackupRequest,
+    tx: mpsc::Sender<Vec<u8>>,
+    raw_progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Result<StreamResult, BackupError> {
     let mut child = Command::new(req.pg_bin.join("pg_basebackup"))
-        .args(["-d", &req.dsn, "-D", "-", "-Ft", "-X", "fetch", "-c", "fast", "-v"])
+        .args([
+            "-d", &req.dsn, "-D", "-", "-Ft", "-X", "fetch", "-c", "fast", "-v",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| BackupError::BaseBackup(format!("cannot start {}: {e}", req.pg_bin.join("pg_basebackup").display())))?;
+        .map_err(|e| {
+            BackupError::BaseBackup(format!(
+                "cannot start {}: {e}",
+                req.pg_bin.join("pg_basebackup").display()
+            ))
+        })?;
     let mut stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
     let stderr_reader = std::thread::spawn(move || {
@@ -95,9 +106,19 @@ fn stream_base_backup(req: &BackupRequest, tx: mpsc::Sender<Vec<u8>>, raw_progre
         let _ = stderr.read_to_string(&mut s);
         s
     });
-    let sink = HashingSink { tx, buf: Vec::with_capacity(CHUNK), hash: Sha256::new(), size: 0 };
-    let mut encoder = zstd::stream::write::Encoder::new(sink, req.compression_level)
-        .map_err(|e| BackupError::Io { what: "starting zstd".into(), source: e })?;
+    let sink = HashingSink {
+        tx,
+        buf: Vec::with_capacity(CHUNK),
+        hash: Sha256::new(),
+        size: 0,
+    };
+    let mut encoder =
+        zstd::stream::write::Encoder::new(sink, req.compression_level).map_err(|e| {
+            BackupError::Io {
+                what: "starting zstd".into(),
+                source: e,
+            }
+        })?;
     let mut buf = vec![0u8; CHUNK];
     let mut raw_size = 0u64;
     let copy = (|| -> std::io::Result<()> {
@@ -114,11 +135,23 @@ fn stream_base_backup(req: &BackupRequest, tx: mpsc::Sender<Vec<u8>>, raw_progre
     if let Err(e) = copy {
         let _ = child.kill();
         let _ = child.wait();
-        return Err(BackupError::Io { what: "streaming the base backup".into(), source: e });
+        return Err(BackupError::Io {
+            what: "streaming the base backup".into(),
+            source: e,
+        });
     }
-    let mut sink = encoder.finish().map_err(|e| BackupError::Io { what: "finishing zstd".into(), source: e })?;
-    sink.flush().map_err(|e| BackupError::Io { what: "handing on the last chunk".into(), source: e })?;
-    let status = child.wait().map_err(|e| BackupError::Io { what: "waiting for pg_basebackup".into(), source: e })?;
+    let mut sink = encoder.finish().map_err(|e| BackupError::Io {
+        what: "finishing zstd".into(),
+        source: e,
+    })?;
+    sink.flush().map_err(|e| BackupError::Io {
+        what: "handing on the last chunk".into(),
+        source: e,
+    })?;
+    let status = child.wait().map_err(|e| BackupError::Io {
+        what: "waiting for pg_basebackup".into(),
+        source: e,
+    })?;
     let stderr = stderr_reader.join().unwrap_or_default();
     Ok(StreamResult {
         raw_size,
@@ -137,11 +170,18 @@ fn lsn_after(stderr: &str, label: &str) -> Option<String> {
 
 fn timeline(stderr: &str) -> Option<u32> {
     let at = stderr.find("on timeline ")? + "on timeline ".len();
-    stderr[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    stderr[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn pg_basebackup_version(req: &BackupRequest) -> Option<String> {
-    let out = Command::new(req.pg_bin.join("pg_basebackup")).arg("--version").output().ok()?;
+    let out = Command::new(req.pg_bin.join("pg_basebackup"))
+        .arg("--version")
+        .output()
+        .ok()?;
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
@@ -155,7 +195,10 @@ pub async fn run_backup(
     mut progress: impl FnMut(BackupProgress),
 ) -> Result<Manifest, BackupError> {
     let prefix = backup_prefix(&req.service, backup_id);
-    let mut upload = req.store.begin_upload(&format!("{prefix}{DATA_OBJECT}")).await?;
+    let mut upload = req
+        .store
+        .begin_upload(&format!("{prefix}{DATA_OBJECT}"))
+        .await?;
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
     let raw = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let producer = {
@@ -171,10 +214,15 @@ pub async fn run_backup(
             break;
         }
         stored += chunk.len() as u64;
-        progress(BackupProgress { read_bytes: raw.load(std::sync::atomic::Ordering::Relaxed), stored_bytes: stored });
+        progress(BackupProgress {
+            read_bytes: raw.load(std::sync::atomic::Ordering::Relaxed),
+            stored_bytes: stored,
+        });
     }
     drop(rx); // a failed upload stops the producer (its sends fail)
-    let produced = producer.await.map_err(|e| BackupError::BaseBackup(format!("the backup thread failed: {e}")));
+    let produced = producer
+        .await
+        .map_err(|e| BackupError::BaseBackup(format!("the backup thread failed: {e}")));
     let result = match (upload_error, produced) {
         (Some(e), _) => Err(e),
         (None, Err(e)) | (None, Ok(Err(e))) => Err(e),
@@ -221,7 +269,9 @@ pub async fn run_backup(
         postgres_version: pg_basebackup_version(req),
     };
     let body = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
-    req.store.put(&format!("{prefix}manifest.json"), body).await?;
+    req.store
+        .put(&format!("{prefix}manifest.json"), body)
+        .await?;
     Ok(manifest)
 }
 
@@ -229,7 +279,8 @@ pub async fn run_backup(
 mod tests {
     use super::*;
 
-    const STDERR: &str = "pg_basebackup: initiating base backup, waiting for checkpoint to complete\n\
+    const STDERR: &str =
+        "pg_basebackup: initiating base backup, waiting for checkpoint to complete\n\
         pg_basebackup: checkpoint completed\n\
         pg_basebackup: write-ahead log start point: 0/5000028 on timeline 1\n\
         pg_basebackup: write-ahead log end point: 0/5000100\n\
@@ -237,8 +288,14 @@ mod tests {
 
     #[test]
     fn reads_positions_from_pg_basebackup_output() {
-        assert_eq!(lsn_after(STDERR, "write-ahead log start point: ").as_deref(), Some("0/5000028"));
-        assert_eq!(lsn_after(STDERR, "write-ahead log end point: ").as_deref(), Some("0/5000100"));
+        assert_eq!(
+            lsn_after(STDERR, "write-ahead log start point: ").as_deref(),
+            Some("0/5000028")
+        );
+        assert_eq!(
+            lsn_after(STDERR, "write-ahead log end point: ").as_deref(),
+            Some("0/5000100")
+        );
         assert_eq!(timeline(STDERR), Some(1));
         assert_eq!(timeline("nothing"), None);
     }

@@ -14,14 +14,19 @@
 //! state store's) job.
 
 mod backup;
+pub mod jobs;
 mod manifest;
 mod restore;
+mod restore_test;
 mod store;
 mod verify;
 
 pub use backup::{run_backup, BackupProgress, BackupRequest};
 pub use manifest::{Manifest, ManifestObject, MANIFEST_FORMAT};
 pub use restore::restore_backup;
+pub use restore_test::{
+    run_restore_test, QueryResult, RestorePhase, RestoreTestOutcome, RestoreTestRequest,
+};
 pub use store::{ObjectInfo, ObjectStore, S3Location, Upload, PART_SIZE};
 pub use verify::{verify_backup, VerifyReport};
 
@@ -51,5 +56,9 @@ pub fn backup_prefix(service: &str, backup_id: &str) -> String {
 
 /// A new backup id: UTC start time and a random suffix.
 pub fn new_backup_id(at: chrono::DateTime<chrono::Utc>) -> String {
-    format!("{}-{}", at.format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::new_v4().simple().to_string()[..6])
+    format!(
+        "{}-{}",
+        at.format("%Y%m%dT%H%M%SZ"),
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    )
 }

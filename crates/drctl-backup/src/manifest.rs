@@ -46,7 +46,10 @@ impl Manifest {
     /// them lies about the backup.
     pub fn check(&self) -> Result<(), String> {
         if self.format > MANIFEST_FORMAT {
-            return Err(format!("format {} is newer than this drctl understands ({MANIFEST_FORMAT})", self.format));
+            return Err(format!(
+                "format {} is newer than this drctl understands ({MANIFEST_FORMAT})",
+                self.format
+            ));
         }
         if self.objects.is_empty() {
             return Err("lists no objects".into());

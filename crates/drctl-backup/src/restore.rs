@@ -34,21 +34,35 @@ impl std::io::Read for PipeReader {
 /// Restores `backup_id` of `service` into `target` (which must not exist or
 /// be empty). The backup is verified first; an unverifiable backup is never
 /// restored. Returns its manifest.
-pub async fn restore_backup(store: &ObjectStore, service: &str, backup_id: &str, target: &Path) -> Result<Manifest, BackupError> {
+pub async fn restore_backup(
+    store: &ObjectStore,
+    service: &str,
+    backup_id: &str,
+    target: &Path,
+) -> Result<Manifest, BackupError> {
     let (manifest, report) = verify_backup(store, service, backup_id).await?;
     if !report.verified {
         return Err(BackupError::Manifest {
             key: format!("{}manifest.json", backup_prefix(service, backup_id)),
-            reason: format!("refusing to restore an unverified backup: {}", report.reason.unwrap_or_default()),
+            reason: format!(
+                "refusing to restore an unverified backup: {}",
+                report.reason.unwrap_or_default()
+            ),
         });
     }
-    std::fs::create_dir_all(target).map_err(|e| BackupError::Io { what: format!("creating {}", target.display()), source: e })?;
+    std::fs::create_dir_all(target).map_err(|e| BackupError::Io {
+        what: format!("creating {}", target.display()),
+        source: e,
+    })?;
     for object in &manifest.objects {
         let key = format!("{}{}", backup_prefix(service, backup_id), object.key);
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let dir = target.to_path_buf();
         let unpacker = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let reader = PipeReader { rx, current: std::io::Cursor::new(Vec::new()) };
+            let reader = PipeReader {
+                rx,
+                current: std::io::Cursor::new(Vec::new()),
+            };
             let decoder = zstd::stream::read::Decoder::new(reader)?;
             let mut archive = tar::Archive::new(decoder);
             archive.set_preserve_permissions(true);
@@ -68,13 +82,22 @@ pub async fn restore_backup(store: &ObjectStore, service: &str, backup_id: &str,
         drop(pipe);
         unpacker
             .await
-            .map_err(|e| BackupError::Io { what: format!("unpacking {key}"), source: std::io::Error::other(e.to_string()) })?
-            .map_err(|e| BackupError::Io { what: format!("unpacking {key}"), source: e })?;
+            .map_err(|e| BackupError::Io {
+                what: format!("unpacking {key}"),
+                source: std::io::Error::other(e.to_string()),
+            })?
+            .map_err(|e| BackupError::Io {
+                what: format!("unpacking {key}"),
+                source: e,
+            })?;
         // Verified a moment ago, but the bytes just restored are the ones
         // that count: they must be the same.
         let sha = hex::encode(hash.finalize());
         if sha != object.sha256 {
-            return Err(BackupError::Manifest { key, reason: format!("changed while restoring (sha256 {sha})") });
+            return Err(BackupError::Manifest {
+                key,
+                reason: format!("changed while restoring (sha256 {sha})"),
+            });
         }
     }
     Ok(manifest)

@@ -61,7 +61,9 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> BackupError {
     move |source| BackupError::Io { what, source }
 }
 
-fn s3_err<E: std::fmt::Display>(what: String) -> impl FnOnce(aws_sdk_s3::error::SdkError<E>) -> BackupError
+fn s3_err<E: std::fmt::Display>(
+    what: String,
+) -> impl FnOnce(aws_sdk_s3::error::SdkError<E>) -> BackupError
 where
     E: std::error::Error + 'static,
 {
@@ -77,7 +79,9 @@ impl ObjectStore {
     /// A directory on this machine; created if missing.
     pub async fn local(root: impl Into<PathBuf>) -> Result<ObjectStore, BackupError> {
         let root = root.into();
-        tokio::fs::create_dir_all(&root).await.map_err(io(format!("creating {}", root.display())))?;
+        tokio::fs::create_dir_all(&root)
+            .await
+            .map_err(io(format!("creating {}", root.display())))?;
         Ok(ObjectStore::Local(LocalStore { root }))
     }
 
@@ -88,7 +92,8 @@ impl ObjectStore {
             .region(Region::new(location.region.clone()))
             .load()
             .await;
-        let mut conf = aws_sdk_s3::config::Builder::from(&shared).force_path_style(location.path_style);
+        let mut conf =
+            aws_sdk_s3::config::Builder::from(&shared).force_path_style(location.path_style);
         if let Some(endpoint) = &location.endpoint {
             conf = conf.endpoint_url(endpoint);
         }
@@ -101,8 +106,16 @@ impl ObjectStore {
     /// Creates the S3 bucket if it does not exist (the lab and tests start
     /// from an empty server); nothing to do for a directory.
     pub async fn ensure_bucket(&self) -> Result<(), BackupError> {
-        let ObjectStore::S3(s) = self else { return Ok(()) };
-        if s.client.head_bucket().bucket(&s.location.bucket).send().await.is_ok() {
+        let ObjectStore::S3(s) = self else {
+            return Ok(());
+        };
+        if s.client
+            .head_bucket()
+            .bucket(&s.location.bucket)
+            .send()
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         s.client
@@ -138,11 +151,20 @@ impl ObjectStore {
             ObjectStore::Local(l) => {
                 let path = Self::local_path(&l.root, key)?;
                 if let Some(dir) = path.parent() {
-                    tokio::fs::create_dir_all(dir).await.map_err(io(format!("creating {}", dir.display())))?;
+                    tokio::fs::create_dir_all(dir)
+                        .await
+                        .map_err(io(format!("creating {}", dir.display())))?;
                 }
                 let tmp = path.with_extension(format!("partial-{}", uuid::Uuid::new_v4().simple()));
-                let file = tokio::fs::File::create(&tmp).await.map_err(io(format!("creating {}", tmp.display())))?;
-                Ok(Upload::Local { tmp, path, file, size: 0 })
+                let file = tokio::fs::File::create(&tmp)
+                    .await
+                    .map_err(io(format!("creating {}", tmp.display())))?;
+                Ok(Upload::Local {
+                    tmp,
+                    path,
+                    file,
+                    size: 0,
+                })
             }
             ObjectStore::S3(s) => {
                 let full_key = format!("{}{key}", s.location.prefix);
@@ -197,13 +219,21 @@ impl ObjectStore {
             ObjectStore::Local(l) => {
                 use tokio::io::AsyncReadExt;
                 let path = Self::local_path(&l.root, key)?;
-                let mut f = tokio::fs::File::open(&path).await.map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => BackupError::MissingObject(key.to_string()),
-                    _ => BackupError::Io { what: format!("opening {}", path.display()), source: e },
-                })?;
+                let mut f = tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::NotFound => BackupError::MissingObject(key.to_string()),
+                        _ => BackupError::Io {
+                            what: format!("opening {}", path.display()),
+                            source: e,
+                        },
+                    })?;
                 let mut buf = vec![0u8; 1024 * 1024];
                 loop {
-                    let n = f.read(&mut buf).await.map_err(io(format!("reading {}", path.display())))?;
+                    let n = f
+                        .read(&mut buf)
+                        .await
+                        .map_err(io(format!("reading {}", path.display())))?;
                     if n == 0 {
                         break;
                     }
@@ -213,7 +243,13 @@ impl ObjectStore {
             }
             ObjectStore::S3(s) => {
                 let full_key = format!("{}{key}", s.location.prefix);
-                let got = s.client.get_object().bucket(&s.location.bucket).key(&full_key).send().await;
+                let got = s
+                    .client
+                    .get_object()
+                    .bucket(&s.location.bucket)
+                    .key(&full_key)
+                    .send()
+                    .await;
                 let mut body = match got {
                     Ok(o) => o.body,
                     Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
@@ -248,18 +284,34 @@ impl ObjectStore {
             ObjectStore::Local(l) => {
                 let mut stack = vec![l.root.clone()];
                 while let Some(dir) = stack.pop() {
-                    let Ok(mut rd) = tokio::fs::read_dir(&dir).await else { continue };
-                    while let Some(e) = rd.next_entry().await.map_err(io(format!("listing {}", dir.display())))? {
+                    let Ok(mut rd) = tokio::fs::read_dir(&dir).await else {
+                        continue;
+                    };
+                    while let Some(e) = rd
+                        .next_entry()
+                        .await
+                        .map_err(io(format!("listing {}", dir.display())))?
+                    {
                         let path = e.path();
-                        let meta = e.metadata().await.map_err(io(format!("reading {}", path.display())))?;
+                        let meta = e
+                            .metadata()
+                            .await
+                            .map_err(io(format!("reading {}", path.display())))?;
                         if meta.is_dir() {
                             stack.push(path);
                             continue;
                         }
-                        let key = path.strip_prefix(&l.root).unwrap_or(&path).to_string_lossy().into_owned();
+                        let key = path
+                            .strip_prefix(&l.root)
+                            .unwrap_or(&path)
+                            .to_string_lossy()
+                            .into_owned();
                         // Unfinished local uploads are not objects.
                         if key.starts_with(prefix) && !key.contains(".partial-") {
-                            out.push(ObjectInfo { key, size: meta.len() });
+                            out.push(ObjectInfo {
+                                key,
+                                size: meta.len(),
+                            });
                         }
                     }
                 }
@@ -273,11 +325,17 @@ impl ObjectStore {
                     .into_paginator()
                     .send();
                 while let Some(page) = pages.next().await {
-                    let page = page.map_err(s3_err(format!("listing s3://{}/{}", s.location.bucket, s.location.prefix)))?;
+                    let page = page.map_err(s3_err(format!(
+                        "listing s3://{}/{}",
+                        s.location.bucket, s.location.prefix
+                    )))?;
                     for o in page.contents() {
                         let key = o.key().unwrap_or_default();
                         out.push(ObjectInfo {
-                            key: key.strip_prefix(&s.location.prefix).unwrap_or(key).to_string(),
+                            key: key
+                                .strip_prefix(&s.location.prefix)
+                                .unwrap_or(key)
+                                .to_string(),
                             size: o.size().unwrap_or(0).max(0) as u64,
                         });
                     }
@@ -296,7 +354,10 @@ impl ObjectStore {
                 match tokio::fs::remove_file(&path).await {
                     Ok(()) => Ok(()),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(BackupError::Io { what: format!("deleting {}", path.display()), source: e }),
+                    Err(e) => Err(BackupError::Io {
+                        what: format!("deleting {}", path.display()),
+                        source: e,
+                    }),
                 }
             }
             ObjectStore::S3(s) => {
@@ -321,13 +382,19 @@ impl ObjectStore {
             ObjectStore::Local(l) => {
                 let mut stack = vec![l.root.clone()];
                 while let Some(dir) = stack.pop() {
-                    let Ok(mut rd) = tokio::fs::read_dir(&dir).await else { continue };
+                    let Ok(mut rd) = tokio::fs::read_dir(&dir).await else {
+                        continue;
+                    };
                     while let Ok(Some(e)) = rd.next_entry().await {
                         let path = e.path();
                         if path.is_dir() {
                             stack.push(path);
                         } else {
-                            let key = path.strip_prefix(&l.root).unwrap_or(&path).to_string_lossy().into_owned();
+                            let key = path
+                                .strip_prefix(&l.root)
+                                .unwrap_or(&path)
+                                .to_string_lossy()
+                                .into_owned();
                             if key.starts_with(prefix) && key.contains(".partial-") {
                                 let _ = tokio::fs::remove_file(&path).await;
                                 swept += 1;
@@ -385,8 +452,12 @@ pub enum Upload {
 impl Upload {
     pub async fn write(&mut self, data: &[u8]) -> Result<(), BackupError> {
         match self {
-            Upload::Local { tmp, file, size, .. } => {
-                file.write_all(data).await.map_err(io(format!("writing {}", tmp.display())))?;
+            Upload::Local {
+                tmp, file, size, ..
+            } => {
+                file.write_all(data)
+                    .await
+                    .map_err(io(format!("writing {}", tmp.display())))?;
                 *size += data.len() as u64;
             }
             Upload::S3 { size, .. } => {
@@ -394,7 +465,9 @@ impl Upload {
                 let mut rest = data;
                 while !rest.is_empty() {
                     let full = {
-                        let Upload::S3 { buffer, .. } = &mut *self else { unreachable!() };
+                        let Upload::S3 { buffer, .. } = &mut *self else {
+                            unreachable!()
+                        };
                         let take = (PART_SIZE - buffer.len()).min(rest.len());
                         buffer.extend_from_slice(&rest[..take]);
                         rest = &rest[take..];
@@ -410,7 +483,15 @@ impl Upload {
     }
 
     async fn flush_part(&mut self) -> Result<(), BackupError> {
-        let Upload::S3 { store, key, upload_id, parts, buffer, .. } = self else {
+        let Upload::S3 {
+            store,
+            key,
+            upload_id,
+            parts,
+            buffer,
+            ..
+        } = self
+        else {
             return Ok(());
         };
         let number = parts.len() as i32 + 1;
@@ -426,20 +507,35 @@ impl Upload {
             .send()
             .await
             .map_err(s3_err(format!("uploading part {number} of {key}")))?;
-        parts.push(CompletedPart::builder().part_number(number).set_e_tag(done.e_tag().map(String::from)).build());
+        parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(done.e_tag().map(String::from))
+                .build(),
+        );
         Ok(())
     }
 
     /// Completes the object (durably) and returns its size.
     pub async fn finish(mut self) -> Result<u64, BackupError> {
-        if matches!(&self, Upload::S3 { buffer, parts, .. } if !buffer.is_empty() || parts.is_empty()) {
+        if matches!(&self, Upload::S3 { buffer, parts, .. } if !buffer.is_empty() || parts.is_empty())
+        {
             self.flush_part().await?;
         }
         match self {
-            Upload::Local { tmp, path, file, size } => {
-                file.sync_all().await.map_err(io(format!("syncing {}", tmp.display())))?;
+            Upload::Local {
+                tmp,
+                path,
+                file,
+                size,
+            } => {
+                file.sync_all()
+                    .await
+                    .map_err(io(format!("syncing {}", tmp.display())))?;
                 drop(file);
-                tokio::fs::rename(&tmp, &path).await.map_err(io(format!("renaming into {}", path.display())))?;
+                tokio::fs::rename(&tmp, &path)
+                    .await
+                    .map_err(io(format!("renaming into {}", path.display())))?;
                 if let Some(dir) = path.parent() {
                     if let Ok(d) = tokio::fs::File::open(dir).await {
                         let _ = d.sync_all().await;
@@ -447,14 +543,25 @@ impl Upload {
                 }
                 Ok(size)
             }
-            Upload::S3 { store, key, upload_id, parts, size, .. } => {
+            Upload::S3 {
+                store,
+                key,
+                upload_id,
+                parts,
+                size,
+                ..
+            } => {
                 store
                     .client
                     .complete_multipart_upload()
                     .bucket(&store.location.bucket)
                     .key(&key)
                     .upload_id(&upload_id)
-                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
                     .send()
                     .await
                     .map_err(s3_err(format!("completing the upload of {key}")))?;
@@ -470,7 +577,12 @@ impl Upload {
                 drop(file);
                 let _ = tokio::fs::remove_file(&tmp).await;
             }
-            Upload::S3 { store, key, upload_id, .. } => {
+            Upload::S3 {
+                store,
+                key,
+                upload_id,
+                ..
+            } => {
                 if let Err(e) = store
                     .client
                     .abort_multipart_upload()

@@ -18,7 +18,11 @@ pub struct VerifyReport {
 }
 
 /// Verifies the backup `backup_id` of `service` in `store`.
-pub async fn verify_backup(store: &ObjectStore, service: &str, backup_id: &str) -> Result<(Manifest, VerifyReport), BackupError> {
+pub async fn verify_backup(
+    store: &ObjectStore,
+    service: &str,
+    backup_id: &str,
+) -> Result<(Manifest, VerifyReport), BackupError> {
     let prefix = backup_prefix(service, backup_id);
     let manifest_key = format!("{prefix}manifest.json");
     let raw = store.get(&manifest_key).await?;
@@ -26,7 +30,12 @@ pub async fn verify_backup(store: &ObjectStore, service: &str, backup_id: &str) 
         key: manifest_key.clone(),
         reason: format!("unreadable: {e}"),
     })?;
-    let mut report = VerifyReport { backup_id: backup_id.to_string(), verified: false, reason: None, bytes_read: 0 };
+    let mut report = VerifyReport {
+        backup_id: backup_id.to_string(),
+        verified: false,
+        reason: None,
+        bytes_read: 0,
+    };
     let fail = |mut r: VerifyReport, reason: String| {
         r.reason = Some(reason);
         r
@@ -37,7 +46,13 @@ pub async fn verify_backup(store: &ObjectStore, service: &str, backup_id: &str) 
     if manifest.backup_id != backup_id || manifest.service != service {
         return Ok((
             manifest.clone(),
-            fail(report, format!("{manifest_key}: describes {}/{}, not {service}/{backup_id}", manifest.service, manifest.backup_id)),
+            fail(
+                report,
+                format!(
+                    "{manifest_key}: describes {}/{}, not {service}/{backup_id}",
+                    manifest.service, manifest.backup_id
+                ),
+            ),
         ));
     }
     for object in &manifest.objects {
@@ -45,16 +60,33 @@ pub async fn verify_backup(store: &ObjectStore, service: &str, backup_id: &str) 
         let mut hash = Sha256::new();
         let size = match store.read(&key, |chunk| hash.update(chunk)).await {
             Ok(size) => size,
-            Err(BackupError::MissingObject(_)) => return Ok((manifest.clone(), fail(report, format!("{key}: missing")))),
+            Err(BackupError::MissingObject(_)) => {
+                return Ok((manifest.clone(), fail(report, format!("{key}: missing"))))
+            }
             Err(e) => return Err(e),
         };
         report.bytes_read += size;
         if size != object.size {
-            return Ok((manifest.clone(), fail(report, format!("{key}: {size} bytes, the manifest says {}", object.size))));
+            return Ok((
+                manifest.clone(),
+                fail(
+                    report,
+                    format!("{key}: {size} bytes, the manifest says {}", object.size),
+                ),
+            ));
         }
         let sha = hex::encode(hash.finalize());
         if sha != object.sha256 {
-            return Ok((manifest.clone(), fail(report, format!("{key}: sha256 {sha} does not match the manifest's {}", object.sha256))));
+            return Ok((
+                manifest.clone(),
+                fail(
+                    report,
+                    format!(
+                        "{key}: sha256 {sha} does not match the manifest's {}",
+                        object.sha256
+                    ),
+                ),
+            ));
         }
     }
     report.verified = true;

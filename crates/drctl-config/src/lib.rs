@@ -28,16 +28,17 @@ use std::path::{Path, PathBuf};
 pub use crate::duration::format_duration;
 pub use crate::error::{ConfigError, ConfigErrors};
 pub use crate::model::{
-    ApiConfig, Config, DsnError, DsnSource, HealthCheck, MonitorConfig, Region, Service,
-    StoreConfig, Targets, Tier, TierTargets, UnknownTier,
+    ApiConfig, BackupPolicy, Config, DsnError, DsnSource, HealthCheck, MonitorConfig,
+    ObjectStoreConfig, ObjectStoreKind, Region, Service, StoreConfig, Targets, Tier, TierTargets,
+    UnknownTier,
 };
 pub use crate::secret::Secret;
 
 /// Reads and validates the config file at `path`.
 ///
 /// Errors name the file as given (`config/prod.toml`), the way the operator
-/// typed it; relative paths inside the file (a SQLite store, a DSN file) are
-/// resolved against the file's own directory.
+/// typed it; relative paths inside the file (a SQLite store, a DSN file, a
+/// local object store) are resolved against the file's own directory.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let source_name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {

@@ -33,6 +33,8 @@ pub struct Config {
     pub tiers: TierTargets,
     /// In file order; names unique. May be empty.
     pub services: Vec<Service>,
+    /// Where backups go, in file order; names unique. May be empty.
+    pub object_stores: Vec<ObjectStoreConfig>,
 }
 
 impl Config {
@@ -44,6 +46,11 @@ impl Config {
     /// The region with this name.
     pub fn region(&self, name: &str) -> Option<&Region> {
         self.regions.iter().find(|r| r.name == name)
+    }
+
+    /// The object store with this name.
+    pub fn object_store(&self, name: &str) -> Option<&ObjectStoreConfig> {
+        self.object_stores.iter().find(|s| s.name == name)
     }
 
     /// The services that fail over together as `cluster`, in file order.
@@ -217,6 +224,9 @@ pub struct Service {
     /// `regions`; replicated tiers have one for every region, cold ones at
     /// least for the primary.
     pub postgres: BTreeMap<String, DsnSource>,
+    /// How the service's datastore is backed up; only a service with a
+    /// datastore has one.
+    pub backup: Option<BackupPolicy>,
 }
 
 impl Service {
@@ -233,6 +243,64 @@ impl Service {
     pub fn has_datastore(&self) -> bool {
         !self.postgres.is_empty()
     }
+}
+
+/// A place backups are written to and restored from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectStoreConfig {
+    /// `[a-z0-9-]+`, unique; what `[services.backup] store` names.
+    pub name: String,
+    /// Flattened, so the API shows `{"name": …, "kind": "s3", "bucket": …}`
+    /// like the config file.
+    #[serde(flatten)]
+    pub kind: ObjectStoreKind,
+}
+
+/// The kind of an object store and where exactly it is.
+///
+/// There are no credentials here: S3 ones come from the standard AWS chain
+/// (environment, profile, instance role), never from the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ObjectStoreKind {
+    /// A directory on this machine (labs, tests, a mounted NFS share).
+    Local {
+        /// Absolute: a relative path in the config is resolved against the
+        /// config file's directory.
+        path: PathBuf,
+    },
+    /// An S3 bucket, on AWS or on a compatible server (MinIO, R2, moto).
+    S3 {
+        /// A valid S3 bucket name: 3-63 characters of a-z, 0-9, '.', '-'.
+        bucket: String,
+        /// Key prefix inside the bucket: empty, or ending with `/`.
+        prefix: String,
+        /// `http://…` or `https://…`; `None` for AWS itself.
+        endpoint: Option<String>,
+        /// The bucket's region (default `us-east-1`).
+        region: String,
+        /// Path-style addressing (`endpoint/bucket/key`), which most
+        /// S3-compatible servers need.
+        path_style: bool,
+    },
+}
+
+/// How a service's datastore is backed up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackupPolicy {
+    /// The name of one of [`Config::object_stores`].
+    pub store: String,
+    /// The region whose database is copied (default: the primary); one of
+    /// the service's regions, with a connection in [`Service::postgres`].
+    pub from_region: String,
+    /// zstd level, 1..=19 (default 3).
+    pub compression_level: i32,
+    /// SQL run against a restored copy; each must return true for the
+    /// backup to count as verified. Never empty strings. Default none.
+    pub validation_queries: Vec<String>,
+    /// When set, a cold service's RPO exposure counts only backups whose
+    /// restore was tested, not every backup that was written (default off).
+    pub strict: bool,
 }
 
 /// How a service's health is checked.

@@ -332,6 +332,19 @@ impl<'s> Cx<'s> {
         }
     }
 
+    pub(crate) fn boolean(&mut self, field: &Field) -> Option<Spanned<bool>> {
+        match field.node.value() {
+            Some(Value::Boolean(b)) => Some(Spanned {
+                value: *b.value(),
+                span: field.span.clone(),
+            }),
+            _ => {
+                self.wrong_type(field, "a boolean", Some("write true or false".into()));
+                None
+            }
+        }
+    }
+
     /// A positive human duration (`"5s"`).
     pub(crate) fn duration(&mut self, field: &Field) -> Option<Spanned<Duration>> {
         let text = self.string_or(

@@ -4,7 +4,8 @@
 //! rules that tie values together: names are unique and well-formed, services
 //! name declared regions, replicated tiers have a standby, datastores cover
 //! the regions that need them, services sharing a cluster agree on where it
-//! lives. It reads through `reader` (which owns shapes and positions) and
+//! lives, object stores are well-formed and hold no credentials, backups name
+//! a declared store and a region they can be taken from. It reads through `reader` (which owns shapes and positions) and
 //! builds the `model` types only when nothing is wrong.
 //!
 //! Every check runs even after an earlier one failed, so the operator sees
@@ -18,14 +19,22 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::model::{
-    ApiConfig, Config, DsnSource, HealthCheck, MonitorConfig, Region, Service, StoreConfig,
-    Targets, Tier, TierTargets,
+    ApiConfig, BackupPolicy, Config, DsnSource, HealthCheck, MonitorConfig, ObjectStoreConfig,
+    ObjectStoreKind, Region, Service, StoreConfig, Targets, Tier, TierTargets,
 };
 use crate::reader::{Cx, Field, Span, Spanned, Table};
 use crate::secret::{is_postgres_dsn, redact, Secret};
 use crate::suggest;
 
-const ROOT_KEYS: &[&str] = &["store", "api", "monitor", "regions", "tiers", "services"];
+const ROOT_KEYS: &[&str] = &[
+    "store",
+    "api",
+    "monitor",
+    "regions",
+    "tiers",
+    "object_stores",
+    "services",
+];
 const STORE_KEYS: &[&str] = &["url"];
 const API_KEYS: &[&str] = &["listen"];
 const MONITOR_KEYS: &[&str] = &[
@@ -39,13 +48,42 @@ const REGION_KEYS: &[&str] = &["name", "description"];
 const TIER_NAMES: &[&str] = &["hot", "warm", "cold"];
 const TARGET_KEYS: &[&str] = &["rpo", "rto"];
 const SERVICE_KEYS: &[&str] = &[
-    "name", "tier", "regions", "primary", "cluster", "rpo", "rto", "health", "postgres",
+    "name", "tier", "regions", "primary", "cluster", "rpo", "rto", "health", "postgres", "backup",
 ];
 const HEALTH_KEYS: &[&str] = &["interval", "timeout", "failures"];
 const DSN_KEYS: &[&str] = &["dsn", "dsn_env", "dsn_file"];
+const OBJECT_STORE_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "path",
+    "bucket",
+    "prefix",
+    "endpoint",
+    "region",
+    "path_style",
+];
+const OBJECT_STORE_KINDS: &[&str] = &["local", "s3"];
+/// Keys of one kind of object store, refused on the other.
+const LOCAL_STORE_KEYS: &[&str] = &["path"];
+const S3_STORE_KEYS: &[&str] = &["bucket", "prefix", "endpoint", "region", "path_style"];
+const BACKUP_KEYS: &[&str] = &[
+    "store",
+    "from_region",
+    "compression_level",
+    "validation_queries",
+    "strict",
+];
 
 const DEFAULT_STORE_URL: &str = "sqlite://drctl-state.db";
 const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+const DEFAULT_S3_REGION: &str = "us-east-1";
+const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
+/// zstd's regular levels; 20-22 ("ultra") need far more memory to restore.
+const COMPRESSION_LEVELS: std::ops::RangeInclusive<i64> = 1..=19;
+/// Where S3 credentials come from instead of the config file.
+const AWS_CHAIN_HINT: &str = "drctl takes S3 credentials from the standard AWS chain: \
+AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, a profile named by \
+AWS_PROFILE, or the instance role";
 
 /// Reads and checks the whole document; `None` when anything was reported.
 pub(crate) fn config(
@@ -60,7 +98,14 @@ pub(crate) fn config(
     let monitor = monitor(cx, root);
     let regions = regions(cx, root);
     let tiers = tiers(cx, root);
-    let services = services(cx, root, &regions, &tiers, base_dir);
+    let object_stores = object_stores(cx, root, base_dir);
+    let store_names: Option<Vec<&str>> = object_stores.as_ref().map(|stores| {
+        stores
+            .iter()
+            .filter_map(|s| s.reference.as_deref())
+            .collect()
+    });
+    let services = services(cx, root, &regions, &tiers, base_dir, store_names.as_deref());
     clusters(cx, &services);
 
     if cx.has_errors() {
@@ -74,6 +119,10 @@ pub(crate) fn config(
         regions: regions.into_iter().map(|r| r.region).collect(),
         tiers,
         services: services.into_iter().map(|s| s.service).collect(),
+        object_stores: object_stores?
+            .into_iter()
+            .map(|s| s.store)
+            .collect::<Option<Vec<_>>>()?,
     })
 }
 
@@ -199,6 +248,7 @@ enum NameKind {
     Region,
     Service,
     Cluster,
+    ObjectStore,
 }
 
 impl NameKind {
@@ -207,6 +257,7 @@ impl NameKind {
             NameKind::Region => "region",
             NameKind::Service => "service",
             NameKind::Cluster => "cluster",
+            NameKind::ObjectStore => "object store",
         }
     }
     fn example(self) -> &'static str {
@@ -214,6 +265,7 @@ impl NameKind {
             NameKind::Region => "eu-west",
             NameKind::Service => "orders",
             NameKind::Cluster => "shop-main",
+            NameKind::ObjectStore => "dr-bucket",
         }
     }
 }
@@ -370,6 +422,365 @@ fn tiers(cx: &mut Cx, root: &Table) -> TierTargets {
     targets
 }
 
+/// An object store as read, with the position of its name for duplicates.
+struct DeclaredStore {
+    name: String,
+    name_span: Span,
+    /// The name backups must use: as for regions, the suggested name when
+    /// the written one is invalid, so one mistake is reported once.
+    reference: Option<String>,
+    /// `None` when anything about the store is wrong (reported).
+    store: Option<ObjectStoreConfig>,
+}
+
+/// `[[object_stores]]`; `None` when the key holds something else than tables
+/// (reported), so backups naming a store are not all reported a second time.
+fn object_stores(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<Vec<DeclaredStore>> {
+    let Some(field) = root.get("object_stores") else {
+        return Some(Vec::new());
+    };
+    let tables = cx.tables(
+        &field,
+        "write each object store as an [[object_stores]] table",
+    )?;
+    let mut declared: Vec<DeclaredStore> = Vec::new();
+    for mut table in tables {
+        let index_path = table.path.clone();
+        let name = cx
+            .required(
+                &table,
+                "name",
+                "add name = \"…\", e.g. name = \"dr-bucket\"",
+            )
+            .and_then(|f| cx.string(&f).map(|s| (s, f.path)));
+        if let Some((name, _)) = &name {
+            if is_valid_name(&name.value) {
+                table.relabel(format!("{index_path} ({})", name.value));
+            }
+        }
+        object_store_keys(cx, &table);
+        let kind = object_store_kind(cx, &table, base_dir);
+        let Some((name, name_path)) = name else {
+            continue;
+        };
+        let valid = check_name(cx, &name, &name_path, NameKind::ObjectStore);
+        let reference = if valid {
+            Some(name.value.clone())
+        } else {
+            normalized_name(&name.value)
+        };
+        if let Some(first) = declared.iter().find(|s| s.name == name.value) {
+            let line = cx.line(&first.name_span);
+            cx.error(
+                &name.span,
+                &name_path,
+                format!(
+                    "object store {:?} is already declared at line {line}",
+                    name.value
+                ),
+                Some("object store names must be unique; rename or remove one".into()),
+            );
+            continue;
+        }
+        declared.push(DeclaredStore {
+            store: kind.filter(|_| valid).map(|kind| ObjectStoreConfig {
+                name: name.value.clone(),
+                kind,
+            }),
+            name: name.value,
+            name_span: name.span,
+            reference,
+        });
+    }
+    Some(declared)
+}
+
+/// Unknown keys of an object store, and credentials, which are refused
+/// whatever their name so that nobody keeps a key in a config file that gets
+/// committed, copied and shown. The value is never echoed.
+fn object_store_keys(cx: &mut Cx, table: &Table) {
+    for field in table.fields() {
+        if OBJECT_STORE_KEYS.contains(&field.key) {
+            continue;
+        }
+        if is_credential_key(field.key) {
+            cx.error(
+                &field.key_span,
+                &field.path,
+                "credentials do not belong in the config file",
+                Some(format!("{AWS_CHAIN_HINT}; remove this key")),
+            );
+            continue;
+        }
+        let hint = suggest::hint(field.key, OBJECT_STORE_KEYS.iter().copied())
+            .unwrap_or_else(|| format!("expected one of {}", OBJECT_STORE_KEYS.join(", ")));
+        cx.error(&field.key_span, &field.path, "unknown key", Some(hint));
+    }
+}
+
+/// `access_key`, `aws_secret_access_key`, `session-token`, `password`…
+fn is_credential_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase().replace('-', "_");
+    [
+        "access_key",
+        "accesskey",
+        "key_id",
+        "secret",
+        "token",
+        "password",
+        "credential",
+    ]
+    .iter()
+    .any(|k| key.contains(k))
+}
+
+/// The kind and the kind's own keys. `None` when anything is wrong; an
+/// unknown kind skips the per-kind checks, which could only guess.
+fn object_store_kind(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<ObjectStoreKind> {
+    let field = cx.required(table, "kind", "add kind = \"local\" or kind = \"s3\"")?;
+    let kind = cx.string_or(
+        &field,
+        Some("write kind = \"local\" or kind = \"s3\"".into()),
+    )?;
+    let (other_keys, other_kind, this_kind_hint) = match kind.value.as_str() {
+        "local" => (S3_STORE_KEYS, "s3", "remove it, or set kind = \"s3\""),
+        "s3" => (
+            LOCAL_STORE_KEYS,
+            "local",
+            "remove it; for a folder inside the bucket use prefix = \"…/\"",
+        ),
+        _ => {
+            let hint = suggest::hint(&kind.value, OBJECT_STORE_KINDS.iter().copied())
+                .unwrap_or_else(|| {
+                    "use \"local\" for a directory or \"s3\" for a bucket".to_string()
+                });
+            cx.error(
+                &kind.span,
+                &field.path,
+                format!("{:?} is not one of local, s3", kind.value),
+                Some(hint),
+            );
+            return None;
+        }
+    };
+    let mut ok = true;
+    for key in other_keys {
+        if let Some(f) = table.get(key) {
+            cx.error(
+                &f.key_span,
+                &f.path,
+                format!("only for kind = \"{other_kind}\""),
+                Some(format!(
+                    "this store is kind = \"{}\"; {this_kind_hint}",
+                    kind.value
+                )),
+            );
+            ok = false;
+        }
+    }
+    let store = if kind.value == "local" {
+        local_store(cx, table, base_dir)
+    } else {
+        s3_store(cx, table)
+    };
+    store.filter(|_| ok)
+}
+
+fn local_store(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<ObjectStoreKind> {
+    let field = cx.required(
+        table,
+        "path",
+        "a local store needs path = \"…\", e.g. path = \"backups\", relative to this file's directory",
+    )?;
+    let path = cx.string(&field)?;
+    if path.value.trim().is_empty() {
+        cx.error(
+            &path.span,
+            &field.path,
+            "names no directory",
+            Some("e.g. path = \"backups\", relative to this file's directory".into()),
+        );
+        return None;
+    }
+    // Resolved now, like the SQLite store, so the daemon writes to the same
+    // directory whatever its working directory; collecting the components
+    // drops `./` and doubled or trailing slashes.
+    Some(ObjectStoreKind::Local {
+        path: base_dir.join(&path.value).components().collect(),
+    })
+}
+
+fn s3_store(cx: &mut Cx, table: &Table) -> Option<ObjectStoreKind> {
+    let bucket = cx
+        .required(
+            table,
+            "bucket",
+            "an s3 store needs bucket = \"…\", e.g. bucket = \"shop-backups\"",
+        )
+        .and_then(|f| {
+            let bucket = cx.string(&f)?;
+            check_bucket(cx, &bucket, &f.path).then_some(bucket.value)
+        });
+    let prefix = match table.get("prefix") {
+        None => Some(String::new()),
+        Some(f) => cx.string(&f).and_then(|prefix| {
+            if prefix.value.is_empty() || prefix.value.ends_with('/') {
+                return Some(prefix.value);
+            }
+            cx.error(
+                &prefix.span,
+                &f.path,
+                format!("{:?} does not end with \"/\"", prefix.value),
+                Some(format!("add the slash: prefix = \"{}/\"", prefix.value)),
+            );
+            None
+        }),
+    };
+    let endpoint = match table.get("endpoint") {
+        None => Some(None),
+        Some(f) => cx
+            .string(&f)
+            .and_then(|e| check_endpoint(cx, &e, &f.path).then_some(Some(e.value))),
+    };
+    let region = match table.get("region") {
+        None => Some(DEFAULT_S3_REGION.to_string()),
+        Some(f) => cx.string(&f).and_then(|region| {
+            if is_valid_name(&region.value) {
+                return Some(region.value);
+            }
+            cx.error(
+                &region.span,
+                &f.path,
+                format!("{:?} is not an S3 region", region.value),
+                Some(format!(
+                    "e.g. \"eu-central-1\"; S3-compatible servers usually accept \"{DEFAULT_S3_REGION}\""
+                )),
+            );
+            None
+        }),
+    };
+    let path_style = match table.get("path_style") {
+        None => Some(false),
+        Some(f) => cx.boolean(&f).map(|b| b.value),
+    };
+    Some(ObjectStoreKind::S3 {
+        bucket: bucket?,
+        prefix: prefix?,
+        endpoint: endpoint?,
+        region: region?,
+        path_style: path_style?,
+    })
+}
+
+/// S3's bucket naming rules, so a typo fails here rather than at 3 a.m. on
+/// the first backup.
+fn check_bucket(cx: &mut Cx, bucket: &Spanned<String>, path: &str) -> bool {
+    let name = bucket.value.as_str();
+    let upper = name.chars().any(|c| c.is_ascii_uppercase());
+    let underscore = name.contains('_');
+    let why = if upper || underscore {
+        match (upper, underscore) {
+            (true, true) => "it has uppercase letters and '_'".to_string(),
+            (true, false) => "it has uppercase letters".to_string(),
+            _ => "it has '_'".to_string(),
+        }
+    } else if !(3..=63).contains(&name.len()) {
+        format!("it is {} characters long", name.len())
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+    {
+        "it has characters other than a-z, 0-9, '.' and '-'".to_string()
+    } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !name.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        "it does not begin and end with a letter or digit".to_string()
+    } else if name.contains("..") {
+        "it has two periods in a row".to_string()
+    } else {
+        return true;
+    };
+    let rules = "S3 bucket names are 3 to 63 characters of a-z, 0-9, '.' and '-', \
+beginning and ending with a letter or digit";
+    let suggestion: String = name
+        .to_ascii_lowercase()
+        .replace(['_', ' '], "-")
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string();
+    let hint = if suggestion != name && is_valid_bucket(&suggestion) {
+        format!("{rules}; did you mean \"{suggestion}\"?")
+    } else {
+        format!("{rules}, e.g. \"shop-backups\"")
+    };
+    cx.error(
+        &bucket.span,
+        path,
+        format!("{name:?} is not a valid S3 bucket name: {why}"),
+        Some(hint),
+    );
+    false
+}
+
+fn is_valid_bucket(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && !name.contains("..")
+}
+
+/// `http://` or `https://` and a host, without credentials in it.
+fn check_endpoint(cx: &mut Cx, endpoint: &Spanned<String>, path: &str) -> bool {
+    let raw = endpoint.value.as_str();
+    let lower = raw.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"));
+    let authority = rest
+        .unwrap_or_else(|| lower.split_once("://").map_or(lower.as_str(), |(_, r)| r))
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or("");
+    // `http://KEY:SECRET@host`: never echo it.
+    if authority.contains('@') {
+        cx.error(
+            &endpoint.span,
+            path,
+            "the endpoint carries credentials",
+            Some(format!(
+                "{AWS_CHAIN_HINT}; keep only the scheme, host and port"
+            )),
+        );
+        return false;
+    }
+    let Some(rest) = rest else {
+        let hint = if raw.contains("://") {
+            "e.g. endpoint = \"http://127.0.0.1:9000\"".to_string()
+        } else {
+            format!("add the scheme, e.g. \"http://{raw}\"")
+        };
+        cx.error(
+            &endpoint.span,
+            path,
+            format!("{raw:?} is not an http:// or https:// URL"),
+            Some(hint),
+        );
+        return false;
+    };
+    if authority.is_empty() || rest.chars().any(char::is_whitespace) {
+        cx.error(
+            &endpoint.span,
+            path,
+            format!("{raw:?} names no host"),
+            Some("e.g. endpoint = \"http://127.0.0.1:9000\"".into()),
+        );
+        return false;
+    }
+    true
+}
+
 /// A validated service with the positions the cluster check points at.
 struct CheckedService {
     service: Service,
@@ -384,6 +795,7 @@ fn services(
     regions: &[DeclaredRegion],
     tiers: &TierTargets,
     base_dir: &Path,
+    stores: Option<&[&str]>,
 ) -> Vec<CheckedService> {
     let Some(field) = root.get("services") else {
         return Vec::new();
@@ -394,7 +806,7 @@ fn services(
     let mut names: HashMap<String, Span> = HashMap::new();
     let mut checked = Vec::new();
     for table in tables {
-        if let Some(service) = service(cx, table, regions, tiers, base_dir, &mut names) {
+        if let Some(service) = service(cx, table, regions, tiers, base_dir, stores, &mut names) {
             checked.push(service);
         }
     }
@@ -407,6 +819,7 @@ fn service(
     declared: &[DeclaredRegion],
     tiers: &TierTargets,
     base_dir: &Path,
+    stores: Option<&[&str]>,
     names: &mut HashMap<String, Span>,
 ) -> Option<CheckedService> {
     let index_path = table.path.clone();
@@ -522,6 +935,19 @@ fn service(
         None => Some(BTreeMap::new()),
     };
 
+    let backup = match table.get("backup") {
+        Some(f) => backup(
+            cx,
+            &f,
+            stores,
+            regions.as_deref(),
+            primary.as_ref().map(|p| &p.0),
+            table.get("postgres").is_some().then_some(postgres.as_ref()),
+        )
+        .map(Some),
+        None => Some(None),
+    };
+
     let (name, _) = name?;
     if !name_ok {
         return None;
@@ -544,6 +970,7 @@ fn service(
             },
             health: health?,
             postgres: postgres?,
+            backup: backup?,
         },
         path,
         regions_span,
@@ -859,6 +1286,204 @@ fn dsn_source(cx: &mut Cx, entry: &Field, base_dir: &Path) -> Option<DsnSource> 
             Some(DsnSource::File(base_dir.join(value.value)))
         }
     }
+}
+
+/// `[services.backup]`. `datastore` is `None` when the service has no
+/// `postgres` table, `Some(None)` when it has one that is wrong (reported).
+/// `None` when anything is wrong.
+fn backup(
+    cx: &mut Cx,
+    field: &Field,
+    stores: Option<&[&str]>,
+    regions: Option<&[Spanned<String>]>,
+    primary: Option<&Spanned<String>>,
+    datastore: Option<Option<&BTreeMap<String, DsnSource>>>,
+) -> Option<BackupPolicy> {
+    let table = cx.table(field)?;
+    cx.unknown_keys(&table, BACKUP_KEYS);
+    let mut ok = true;
+
+    if datastore.is_none() {
+        let region = primary.map_or("REGION", |p| p.value.as_str());
+        cx.error(
+            &table.span,
+            &table.path,
+            "a backup needs a datastore, and this service has no `postgres` table",
+            Some(format!(
+                "add [services.postgres.{region}] with dsn_env = \"…\", or remove [services.backup]"
+            )),
+        );
+        ok = false;
+    }
+
+    let store_hint = match stores {
+        Some(names) if !names.is_empty() => {
+            format!("name one of the object stores: store = {:?}", names[0])
+        }
+        _ => "declare an [[object_stores]] table and name it here".to_string(),
+    };
+    let store = cx.required(&table, "store", &store_hint).and_then(|f| {
+        let store = cx.string(&f)?;
+        let Some(names) = stores else {
+            // The stores themselves did not parse (reported).
+            return Some(store.value);
+        };
+        if names.contains(&store.value.as_str()) {
+            return Some(store.value);
+        }
+        let hint = suggest::hint(&store.value, names.iter().copied()).unwrap_or_else(|| {
+            if names.is_empty() {
+                format!(
+                    "no object store is declared; add [[object_stores]] with name = {:?}",
+                    store.value
+                )
+            } else {
+                format!("declared object stores are {}", names.join(", "))
+            }
+        });
+        cx.error(
+            &store.span,
+            &f.path,
+            format!("{:?} is not a declared object store", store.value),
+            Some(hint),
+        );
+        None
+    });
+
+    let from_region = match table.get("from_region") {
+        None => primary.map(|p| p.value.clone()),
+        Some(f) => cx.string(&f).and_then(|region| {
+            check_from_region(cx, &region, &f.path, regions, datastore.flatten())
+                .then_some(region.value)
+        }),
+    };
+
+    let compression_level = match table.get("compression_level") {
+        None => Some(DEFAULT_COMPRESSION_LEVEL),
+        Some(f) => cx.integer(&f).and_then(|level| {
+            let in_range = COMPRESSION_LEVELS
+                .contains(&level.value)
+                .then(|| i32::try_from(level.value).ok())
+                .flatten();
+            if in_range.is_none() {
+                cx.error(
+                    &level.span,
+                    &f.path,
+                    format!("compression level {} is out of range", level.value),
+                    Some(format!(
+                        "use 1 to 19: zstd levels go from fastest to smallest; the default is {DEFAULT_COMPRESSION_LEVEL}"
+                    )),
+                );
+            }
+            in_range
+        }),
+    };
+
+    let validation_queries = match table.get("validation_queries") {
+        None => Some(Vec::new()),
+        Some(f) => validation_queries(cx, &f),
+    };
+
+    let strict = match table.get("strict") {
+        None => Some(false),
+        Some(f) => cx.boolean(&f).map(|b| b.value),
+    };
+
+    let policy = BackupPolicy {
+        store: store?,
+        from_region: from_region?,
+        compression_level: compression_level?,
+        validation_queries: validation_queries?,
+        strict: strict?,
+    };
+    ok.then_some(policy)
+}
+
+/// A backup is taken over a connection, so its region must be one of the
+/// service's and have one. Checks that depend on input already reported as
+/// wrong are skipped.
+fn check_from_region(
+    cx: &mut Cx,
+    region: &Spanned<String>,
+    path: &str,
+    regions: Option<&[Spanned<String>]>,
+    connections: Option<&BTreeMap<String, DsnSource>>,
+) -> bool {
+    if let Some(regions) = regions {
+        if !regions.iter().any(|r| r.value == region.value) {
+            let listed: Vec<&str> = regions.iter().map(|r| r.value.as_str()).collect();
+            let hint = suggest::hint(&region.value, listed.iter().copied())
+                .unwrap_or_else(|| "choose one of the service's regions".into());
+            cx.error(
+                &region.span,
+                path,
+                format!(
+                    "{:?} is not one of the service's regions {}",
+                    region.value,
+                    listed.join(", ")
+                ),
+                Some(hint),
+            );
+            return false;
+        }
+    }
+    let Some(connections) = connections else {
+        return true;
+    };
+    if connections.contains_key(&region.value) {
+        return true;
+    }
+    let add = format!(
+        "add [services.postgres.{}] with dsn_env = \"…\"",
+        region.value
+    );
+    let hint = if connections.is_empty() {
+        add
+    } else {
+        let others: Vec<String> = connections.keys().map(|r| format!("{r:?}")).collect();
+        format!("{add}, or back up from {}", others.join(" or "))
+    };
+    cx.error(
+        &region.span,
+        path,
+        format!(
+            "region {:?} has no postgres connection to back up from",
+            region.value
+        ),
+        Some(hint),
+    );
+    false
+}
+
+/// SQL run on a restored copy; an empty one would verify nothing.
+fn validation_queries(cx: &mut Cx, field: &Field) -> Option<Vec<String>> {
+    let elements = cx.array(
+        field,
+        "e.g. validation_queries = [\"SELECT count(*) > 0 FROM shop.orders\"]",
+    )?;
+    let mut ok = true;
+    let mut queries = Vec::new();
+    for element in elements {
+        let Some(query) = cx.string(&element) else {
+            ok = false;
+            continue;
+        };
+        if query.value.trim().is_empty() {
+            cx.error(
+                &query.span,
+                &element.path,
+                "the query is empty",
+                Some(
+                    "write SQL that returns true when the restored data looks right, or remove the empty string"
+                        .into(),
+                ),
+            );
+            ok = false;
+            continue;
+        }
+        queries.push(query.value);
+    }
+    ok.then_some(queries)
 }
 
 /// Services naming the same cluster share one PostgreSQL cluster and fail

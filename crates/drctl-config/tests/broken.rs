@@ -117,6 +117,49 @@ primary = "eu-west"
     assert_eq!(error.hint.as_deref(), Some("did you mean \"hot\"?"));
 }
 
+/// S3 keys belong to the AWS credential chain; one pasted into the config
+/// is refused by its key, and the report never shows the value, whatever
+/// the key is called or where it hides.
+#[test]
+fn s3_credentials_in_the_config_are_refused_without_echoing_them() {
+    let text = r#"
+[[regions]]
+name = "eu-west"
+
+[[object_stores]]
+name = "dr-bucket"
+kind = "s3"
+bucket = "shop-backups"
+endpoint = "https://AKIAENDPOINTKEY:endpoint-secret-value@s3.example.com"
+aws_access_key_id = "AKIAIOSFODNN7EXAMPLE"
+aws-secret-access-key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+session_token = "session-token-value"
+"#;
+    let errors =
+        drctl_config::parse("config/prod.toml", text, Path::new("/etc/drctl")).unwrap_err();
+    let report = errors.to_string();
+    for secret in [
+        "AKIAENDPOINTKEY",
+        "endpoint-secret-value",
+        "AKIAIOSFODNN7EXAMPLE",
+        "wJalrXUtnFEMI",
+        "session-token-value",
+    ] {
+        assert!(!report.contains(secret), "{secret} leaked:\n{report}");
+    }
+    assert_eq!(errors.len(), 4, "{report}");
+    for error in &errors {
+        assert!(
+            error
+                .hint
+                .as_deref()
+                .unwrap()
+                .contains("standard AWS chain"),
+            "{error}"
+        );
+    }
+}
+
 #[test]
 fn unreadable_file_is_one_error_without_position() {
     let errors = drctl_config::load(Path::new("tests/broken/does-not-exist.toml")).unwrap_err();

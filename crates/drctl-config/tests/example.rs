@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use drctl_config::{DsnSource, Tier};
+use drctl_config::{BackupPolicy, DsnSource, ObjectStoreKind, Tier};
 
 const EXAMPLE: &str = "../../config/shop.example.toml";
 
@@ -99,7 +99,73 @@ fn shop_example_parses_cleanly() {
 
     let clickstream = config.service("clickstream").unwrap();
     assert!(!clickstream.has_datastore());
+    assert!(clickstream.backup.is_none(), "nothing to back up");
     assert!(config.service("nope").is_none());
+}
+
+#[test]
+fn shop_example_backs_up_to_the_dr_bucket() {
+    let config = drctl_config::load(Path::new(EXAMPLE)).unwrap();
+    let config_dir = config.source.parent().unwrap();
+
+    let names: Vec<&str> = config
+        .object_stores
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["local-backups", "dr-bucket"]);
+    assert_eq!(
+        config.object_store("local-backups").unwrap().kind,
+        ObjectStoreKind::Local {
+            path: config_dir.join("backups")
+        },
+        "resolved next to the config file, not the cwd"
+    );
+    assert_eq!(
+        config.object_store("dr-bucket").unwrap().kind,
+        ObjectStoreKind::S3 {
+            bucket: "shop-backups".into(),
+            prefix: "drctl/".into(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            path_style: false,
+        }
+    );
+
+    let backup = |name: &str| config.service(name).unwrap().backup.clone();
+    assert_eq!(
+        backup("orders"),
+        Some(BackupPolicy {
+            store: "dr-bucket".into(),
+            from_region: "us-east".into(),
+            compression_level: 3,
+            validation_queries: Vec::new(),
+            strict: false,
+        })
+    );
+    assert_eq!(
+        backup("inventory"),
+        Some(BackupPolicy {
+            store: "dr-bucket".into(),
+            from_region: "eu-west".into(),
+            compression_level: 3,
+            validation_queries: Vec::new(),
+            strict: false,
+        })
+    );
+    assert_eq!(
+        backup("catalog"),
+        Some(BackupPolicy {
+            store: "dr-bucket".into(),
+            from_region: "eu-west".into(),
+            compression_level: 9,
+            validation_queries: vec!["SELECT count(*) > 0 FROM catalog.products".into()],
+            strict: true,
+        })
+    );
+    for name in ["payments", "customer-identity", "clickstream"] {
+        assert_eq!(backup(name), None, "{name}");
+    }
 }
 
 #[test]
@@ -126,4 +192,7 @@ fn shop_example_serializes_without_its_password() {
         "SHOP_MAIN_EU_WEST_DSN"
     );
     assert_eq!(json["api"]["listen"], "127.0.0.1:7878");
+    assert_eq!(json["object_stores"][1]["kind"], "s3");
+    assert_eq!(json["object_stores"][1]["bucket"], "shop-backups");
+    assert_eq!(orders["backup"]["store"], "dr-bucket");
 }

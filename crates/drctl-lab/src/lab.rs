@@ -11,12 +11,12 @@ use sqlx::{Connection, PgConnection};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::cluster::{find_pg_bin, PgCluster, Role};
 use crate::control::serve_control;
-use crate::os::{ensure_dir, free_port, give_to_postgres, process_alive, signal};
 use crate::{
     io_err, LabError, LinkControl, LinkProxy, Result, ShopWorkload, WorkloadControl, WorkloadTarget,
 };
+use drctl_pg::os::{ensure_dir, free_port, give_to_postgres, process_alive, signal};
+use drctl_pg::{find_pg_bin, PgCluster, Role};
 
 pub const REGION_A: &str = "region-a";
 pub const REGION_B: &str = "region-b";
@@ -336,7 +336,7 @@ impl Lab {
 
     /// Crashes the primary of `service` (immediate shutdown, as a lost region would).
     pub fn kill_primary(&self, service: &str) -> Result<()> {
-        self.cluster(service, REGION_A).crash()
+        Ok(self.cluster(service, REGION_A).crash()?)
     }
 
     /// Stops everything and removes the record (data directories stay for
@@ -495,7 +495,9 @@ pub fn lab_config_toml(record: &LabRecord) -> String {
          [api]\nlisten = \"{api}\"\n\n\
          [monitor]\ninterval = \"1s\"\nbreach_grace = \"10s\"\n\n\
          [[regions]]\nname = \"{REGION_A}\"\ndescription = \"lab region A (primary)\"\n\n\
-         [[regions]]\nname = \"{REGION_B}\"\ndescription = \"lab region B (disaster recovery)\"\n"
+         [[regions]]\nname = \"{REGION_B}\"\ndescription = \"lab region B (disaster recovery)\"\n\n\
+         # Backups go to a directory beside this file (an S3 bucket in production).\n\
+         [[object_stores]]\nname = \"lab-objects\"\nkind = \"local\"\npath = \"objects\"\n"
     );
     for svc in &record.services {
         out.push_str(&format!(
@@ -508,6 +510,11 @@ pub fn lab_config_toml(record: &LabRecord) -> String {
                 c.region, c.port, svc.name
             ));
         }
+        out.push_str(&format!(
+            "[services.backup]\nstore = \"lab-objects\"\n\
+             validation_queries = [\"SELECT count(*) > 0 FROM {}\"]\n",
+            svc.table
+        ));
     }
     out
 }

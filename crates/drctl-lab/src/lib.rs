@@ -16,30 +16,26 @@
 //! Unit of failover: a PostgreSQL cluster. Each replicated service of the lab
 //! has its own primary/standby pair, so failing one over moves nothing else.
 
-mod cluster;
 mod control;
 mod lab;
 mod link;
-mod os;
 mod workload;
 
-pub use cluster::{find_pg_bin, PgCluster, Role};
 pub use control::{send_control, ControlCommand};
+pub use drctl_pg::os::{free_port, process_alive};
+pub use drctl_pg::{find_pg_bin, PgCluster, Role};
 pub use lab::{
     lab_config_toml, Lab, LabClusterRecord, LabRecord, LabService, LabSpec, DEFAULT_API_PORT,
     DEFAULT_BASE_PORT, REGION_A, REGION_B,
 };
 pub use link::{LinkControl, LinkProxy, LinkState};
-pub use os::{free_port, process_alive};
 pub use workload::{ShopWorkload, WorkloadControl, WorkloadTarget};
 
 /// Errors of the lab. Each says what failed and, where a person can fix it, how.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
-    #[error("PostgreSQL server binaries not found ({0}); install them with `apt-get install postgresql` or set PG_BIN to the directory holding initdb and pg_ctl")]
-    PgBinMissing(String),
-    #[error("{what} failed: {detail}")]
-    Command { what: String, detail: String },
+    #[error(transparent)]
+    Cluster(#[from] drctl_pg::ClusterError),
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -60,6 +60,24 @@ pub struct ServiceView {
     pub stats_1h: ExposureStats,
     pub stats_24h: ExposureStats,
     pub stats_at: Option<DateTime<Utc>>,
+    /// Backups and restore tests behind the figures (all tiers with a
+    /// backup policy; the cold tier's RPO and RTO come from them).
+    pub backup_evidence: Option<BackupEvidence>,
+    /// Measured RTO: the newest evidence of how long recovery takes.
+    pub rto_measured_us: Option<i64>,
+    /// Where the measured RTO comes from (`restore_test …`).
+    pub rto_source: Option<String>,
+    pub rto_measured_at: Option<DateTime<Utc>>,
+}
+
+/// The newest backup evidence of a service.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BackupEvidence {
+    pub newest_backup: Option<drctl_store::BackupRecord>,
+    pub newest_verified_backup: Option<drctl_store::BackupRecord>,
+    /// Newest backup whose restore test passed.
+    pub newest_restore_tested_backup: Option<drctl_store::BackupRecord>,
+    pub latest_restore_test: Option<drctl_store::RestoreTestRecord>,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -129,6 +147,10 @@ impl Monitor {
                     stats_1h: ExposureStats::default(),
                     stats_24h: ExposureStats::default(),
                     stats_at: None,
+                    backup_evidence: None,
+                    rto_measured_us: None,
+                    rto_source: None,
+                    rto_measured_at: None,
                 };
                 (s.name.clone(), view)
             })
@@ -220,6 +242,7 @@ impl Monitor {
         drop(tx);
         tasks.spawn(self.clone().write_samples(rx));
         tasks.spawn(self.clone().refresh_stats(shutdown.clone()));
+        tasks.spawn(self.clone().refresh_backup_evidence(shutdown.clone()));
         tasks.spawn(self.clone().downsample(shutdown.clone()));
         let _ = shutdown.wait_for(|stop| *stop).await;
         // Samplers and periodic tasks stop at the signal; the writer stops
@@ -292,6 +315,90 @@ impl Monitor {
                 }
             }
         }
+    }
+
+    /// Reads backup and restore-test evidence from the store every few
+    /// seconds. For cold services it is the RPO and RTO: exposure = now −
+    /// end of the newest verified backup (strict: newest restore-tested
+    /// one), RTO = time to ready of the latest passed restore test.
+    async fn refresh_backup_evidence(self, mut shutdown: watch::Receiver<bool>) {
+        let mut clocks: BTreeMap<String, BreachClock> = BTreeMap::new();
+        let mut ticker = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            for svc in self.inner.config.services.iter() {
+                let Some(policy) = &svc.backup else { continue };
+                match self.backup_evidence(&svc.name).await {
+                    Ok(evidence) => {
+                        let now = Utc::now();
+                        let grace = self.inner.config.monitor.breach_grace;
+                        let clock = clocks.entry(svc.name.clone()).or_default();
+                        let passed_test = evidence
+                            .latest_restore_test
+                            .as_ref()
+                            .filter(|t| t.status == "passed")
+                            .cloned();
+                        self.update_view(&svc.name, |v| {
+                            if let Some(t) = &passed_test {
+                                v.rto_measured_us = t.time_to_ready_us;
+                                v.rto_source = Some(format!("restore_test {}", t.id));
+                                v.rto_measured_at = t.ended_at;
+                            }
+                            if !svc.tier.is_replicated() {
+                                let basis = if policy.strict {
+                                    evidence.newest_restore_tested_backup.as_ref()
+                                } else {
+                                    evidence.newest_verified_backup.as_ref()
+                                };
+                                match basis.and_then(|b| b.ended_at) {
+                                    Some(end) => {
+                                        let us = (now - end).num_microseconds().unwrap_or(i64::MAX).max(0);
+                                        v.rpo_exposure_us = Some(us);
+                                        v.status = clock.judge(Some(Duration::from_micros(us as u64)), svc.targets.rpo, grace, now);
+                                        v.above_target_since = clock.above_since();
+                                        v.error = None;
+                                    }
+                                    None => {
+                                        v.rpo_exposure_us = None;
+                                        v.status = Status::Unknown;
+                                        v.error = Some(if policy.strict {
+                                            "cold tier (strict): no restore-tested backup yet; run `drctl restore-test`".into()
+                                        } else {
+                                            "cold tier: no verified backup yet; run `drctl backup run` and `drctl backup verify`".into()
+                                        });
+                                    }
+                                }
+                                v.sampled_at = Some(now);
+                            }
+                            v.backup_evidence = Some(evidence.clone());
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(service = %svc.name, error = %e, "could not read backup evidence")
+                    }
+                }
+            }
+        }
+    }
+
+    async fn backup_evidence(
+        &self,
+        service: &str,
+    ) -> Result<BackupEvidence, drctl_store::StoreError> {
+        let store = &self.inner.store;
+        Ok(BackupEvidence {
+            newest_backup: store.backups(Some(service), 1).await?.into_iter().next(),
+            newest_verified_backup: store.newest_verified_backup(service).await?,
+            newest_restore_tested_backup: store.newest_restore_tested_backup(service).await?,
+            latest_restore_test: store
+                .restore_tests(Some(service), 1)
+                .await?
+                .into_iter()
+                .next(),
+        })
     }
 
     /// Folds old samples into rollups every ten minutes.

@@ -1,7 +1,8 @@
 //! PostgreSQL probes and administration for drctl.
 //!
-//! This crate owns every conversation drctl has with a monitored PostgreSQL
-//! cluster: connecting with a timeout, writing and reading the heartbeat map
+//! This crate owns every conversation drctl has with a PostgreSQL cluster,
+//! and the clusters drctl runs itself ([`PgCluster`]: the lab's, and the
+//! scratch clusters of restore tests). Probes: connecting with a timeout, writing and reading the heartbeat map
 //! (`drctl.heartbeat`), and reading replication positions on the primary and
 //! on a standby. It does not decide what the numbers mean; the monitor does.
 //!
@@ -9,8 +10,36 @@
 //! on the *primary's* clock: drctl never compares its own clock with a
 //! database's (DESIGN.md, "one clock").
 
+pub mod cluster;
 mod lsn;
+pub mod os;
 mod probe;
 
+pub use cluster::{find_pg_bin, PgCluster, Role};
 pub use lsn::Lsn;
 pub use probe::{HeartbeatPoint, PgEndpoint, PgError, PrimaryPosition, StandbyPosition};
+
+/// Errors of running PostgreSQL clusters ([`PgCluster`]). Each says what
+/// failed and, where a person can fix it, how.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("PostgreSQL server binaries not found ({0}); install them with `apt-get install postgresql` or set PG_BIN to the directory holding initdb and pg_ctl")]
+    PgBinMissing(String),
+    #[error("{what} failed: {detail}")]
+    Command { what: String, detail: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type ClusterResult<T> = std::result::Result<T, ClusterError>;
+
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
+    let what = what.into();
+    move |source| ClusterError::Io { what, source }
+}

@@ -10,6 +10,7 @@
 //! This crate stores and retrieves; it does not decide statuses or compute
 //! exposure (the monitor does) and it never talks to monitored databases.
 
+mod evidence;
 mod lag;
 mod stats;
 
@@ -19,6 +20,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use evidence::{BackupFinish, BackupRecord, RestoreTestRecord};
 pub use lag::{DownsampleReport, LagRollup, LagSample};
 pub use stats::ExposureStats;
 

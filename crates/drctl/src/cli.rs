@@ -36,8 +36,62 @@ pub enum Command {
     Config(ConfigArgs),
     /// The two-region lab: real PostgreSQL clusters on this machine.
     Lab(LabArgs),
+    /// Take, list and verify backups in object storage.
+    Backup(BackupArgs),
+    /// Restore the newest verified backup into a scratch cluster, run the
+    /// service's validation queries, and record how long it took (RTO evidence).
+    RestoreTest(RestoreTestArgs),
     /// Measure what drctl costs (benchmarks on a real lab).
     Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub config: ConfigPath,
+    #[command(subcommand)]
+    pub command: BackupCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupCommand {
+    /// Back up a service now (per its [services.backup] policy).
+    Run {
+        service: String,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// List recorded backups, newest first.
+    List {
+        service: Option<String>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Re-read a backup's objects and check them against its manifest.
+    /// Exit 1 when verification fails.
+    Verify {
+        /// The backup id (see `drctl backup list`).
+        #[arg(conflicts_with = "latest", required_unless_present = "latest")]
+        id: Option<String>,
+        /// Verify the newest complete backup of this service.
+        #[arg(long, value_name = "SERVICE")]
+        latest: Option<String>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreTestArgs {
+    #[command(flatten)]
+    pub config: ConfigPath,
+    pub service: String,
+    /// Scratch space for the restored copy (removed afterwards); must be
+    /// reachable by the postgres user.
+    #[arg(long, default_value = "/tmp/drctl-restore-tests")]
+    pub scratch: std::path::PathBuf,
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: OutputFormat,
 }
 
 #[derive(Args, Debug)]
@@ -66,7 +120,7 @@ pub enum OutputFormat {
 #[derive(Args, Debug, Clone)]
 pub struct ConfigPath {
     /// The drctl config file [default: ./drctl.toml, else the running lab's].
-    #[arg(short, long, env = "DRCTL_CONFIG")]
+    #[arg(short, long, env = "DRCTL_CONFIG", global = true)]
     pub config: Option<PathBuf>,
 }
 

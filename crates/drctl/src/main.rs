@@ -6,6 +6,7 @@
 //! - 1: the command failed (a server unreachable, a step failed…);
 //! - 2: bad usage or an invalid configuration file (every error is printed).
 
+mod backup_cmd;
 mod bench_cmd;
 mod cli;
 mod config_cmd;
@@ -59,6 +60,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status_cmd::run(args).await,
         Command::Config(args) => config_cmd::run(args),
         Command::Lab(args) => lab_cmd::run(args).await,
+        Command::Backup(args) => backup_cmd::run(args).await,
+        Command::RestoreTest(args) => backup_cmd::restore_test(args).await,
         Command::Bench(args) => match args.command {
             cli::BenchCommand::Monitor(a) => bench_cmd::run(a).await,
         },

@@ -1,5 +1,7 @@
-//! One PostgreSQL cluster of the lab: initdb, configuration, start, stop,
-//! crash, and cloning a streaming standby with `pg_basebackup`.
+//! A PostgreSQL cluster drctl runs itself — the lab's clusters and the
+//! scratch clusters of restore tests and drills: initdb, configuration,
+//! start, stop, crash, cloning a streaming standby with `pg_basebackup`, and
+//! adopting a directory restored from a backup.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::os::{check_postgres_can_reach, ensure_dir, give_to_postgres, pg_command, run};
-use crate::{io_err, LabError, Result};
+use crate::{io_err, ClusterError as LabError, ClusterResult as Result};
 
 /// Where the PostgreSQL server binaries are: `PG_BIN`, else `pg_config
 /// --bindir`, else the newest `/usr/lib/postgresql/*/bin`.
@@ -204,8 +206,12 @@ impl PgCluster {
         }
         let auto = self.data_dir.join("postgresql.auto.conf");
         if let Ok(text) = std::fs::read_to_string(&auto) {
-            let kept: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with("primary_conninfo")).collect();
-            std::fs::write(&auto, kept.join("\n") + "\n").map_err(io_err("writing postgresql.auto.conf"))?;
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("primary_conninfo"))
+                .collect();
+            std::fs::write(&auto, kept.join("\n") + "\n")
+                .map_err(io_err("writing postgresql.auto.conf"))?;
         }
         self.write_settings(max_connections)
     }

@@ -5,16 +5,16 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
-use crate::{io_err, LabError, Result};
+use crate::{io_err, ClusterError as LabError, ClusterResult as Result};
 
 /// True when running as root: PostgreSQL refuses root, so its commands run
 /// as the `postgres` user through `runuser`.
-pub(crate) fn is_root() -> bool {
+pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
 /// A command that runs `program` as the user PostgreSQL runs as.
-pub(crate) fn pg_command(program: &Path) -> Command {
+pub fn pg_command(program: &Path) -> Command {
     if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(program);
@@ -26,7 +26,7 @@ pub(crate) fn pg_command(program: &Path) -> Command {
 
 /// Runs a command to completion; a non-zero exit becomes an error carrying
 /// the tail of its output.
-pub(crate) fn run(mut cmd: Command, what: &str) -> Result<String> {
+pub fn run(mut cmd: Command, what: &str) -> Result<String> {
     let out = cmd.output().map_err(io_err(format!("starting {what}")))?;
     let text = format!(
         "{}{}",
@@ -50,7 +50,7 @@ pub(crate) fn run(mut cmd: Command, what: &str) -> Result<String> {
 
 /// Makes `dir` (and its parents up to the first existing one) owned by the
 /// PostgreSQL user when running as root.
-pub(crate) fn give_to_postgres(dir: &Path) -> Result<()> {
+pub fn give_to_postgres(dir: &Path) -> Result<()> {
     if !is_root() {
         return Ok(());
     }
@@ -80,17 +80,17 @@ pub fn process_alive(pid: u32, needle: &str) -> bool {
     }
 }
 
-pub(crate) fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
 }
 
-pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
+pub fn ensure_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))
 }
 
 /// Fails early, with the fix, when the `postgres` user cannot reach `dir`
 /// (e.g. a lab directory under /root).
-pub(crate) fn check_postgres_can_reach(dir: &Path) -> Result<()> {
+pub fn check_postgres_can_reach(dir: &Path) -> Result<()> {
     if !is_root() {
         return Ok(());
     }

@@ -1,0 +1,245 @@
+//! Backup jobs as drctl runs them for a configured service: resolve the
+//! service's backup policy and object store, record the job in the state
+//! store before and after, run it. The CLI and (later) the scheduler and the
+//! API call these same functions.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::Utc;
+use drctl_config::{Config, ObjectStoreKind, Service};
+use drctl_store::{BackupFinish, BackupRecord, RestoreTestRecord, Store};
+
+use crate::{
+    new_backup_id, run_backup, run_restore_test, verify_backup, BackupProgress, BackupRequest,
+    Manifest, ObjectStore, RestorePhase, RestoreTestOutcome, RestoreTestRequest, S3Location,
+    VerifyReport,
+};
+
+/// Why a job could not run or did not succeed. Messages name the service,
+/// store or backup, never a DSN.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("no service named {0:?} in the config")]
+    UnknownService(String),
+    #[error("service {0:?} has no backup policy; add [services.backup] with a store")]
+    NoBackupPolicy(String),
+    #[error("no backup {0:?} in the state store")]
+    UnknownBackup(String),
+    #[error("service {0:?} has no verified backup yet; run `drctl backup run {0}` and `drctl backup verify --latest {0}`")]
+    NoVerifiedBackup(String),
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Backup(#[from] crate::BackupError),
+    #[error(transparent)]
+    Store(#[from] drctl_store::StoreError),
+    #[error(transparent)]
+    Cluster(#[from] drctl_pg::ClusterError),
+}
+
+/// Opens a configured object store by name.
+pub async fn open_object_store(config: &Config, name: &str) -> Result<ObjectStore, JobError> {
+    let cfg = config
+        .object_store(name)
+        .ok_or_else(|| JobError::Config(format!("no object store named {name:?}")))?;
+    Ok(match &cfg.kind {
+        ObjectStoreKind::Local { path } => ObjectStore::local(path.clone()).await?,
+        ObjectStoreKind::S3 {
+            bucket,
+            prefix,
+            endpoint,
+            region,
+            path_style,
+        } => {
+            ObjectStore::s3(S3Location {
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+                endpoint: endpoint.clone(),
+                region: region.clone(),
+                path_style: *path_style,
+            })
+            .await?
+        }
+    })
+}
+
+fn service<'c>(config: &'c Config, name: &str) -> Result<&'c Service, JobError> {
+    config
+        .service(name)
+        .ok_or_else(|| JobError::UnknownService(name.to_string()))
+}
+
+/// Takes a backup of `service_name` per its policy; records it `running`
+/// first, then `complete` or `failed`.
+pub async fn backup_service(
+    config: &Config,
+    store: &Store,
+    service_name: &str,
+    progress: impl FnMut(BackupProgress),
+) -> Result<(BackupRecord, Manifest), JobError> {
+    let svc = service(config, service_name)?;
+    let policy = svc
+        .backup
+        .as_ref()
+        .ok_or_else(|| JobError::NoBackupPolicy(svc.name.clone()))?;
+    let objects = open_object_store(config, &policy.store).await?;
+    let dsn = svc
+        .postgres
+        .get(&policy.from_region)
+        .ok_or_else(|| {
+            JobError::Config(format!(
+                "service {:?} has no connection in {}",
+                svc.name, policy.from_region
+            ))
+        })?
+        .resolve()
+        .map_err(|e| JobError::Config(e.to_string()))?;
+    let req = BackupRequest {
+        service: svc.name.clone(),
+        region: policy.from_region.clone(),
+        dsn: dsn.expose().to_string(),
+        pg_bin: drctl_pg::find_pg_bin()?,
+        compression_level: policy.compression_level,
+        store: objects,
+    };
+    let started = Utc::now();
+    let id = new_backup_id(started);
+    store
+        .backup_started(&id, &svc.name, &policy.from_region, &policy.store, started)
+        .await?;
+    match run_backup(&req, &id, started, progress).await {
+        Ok(manifest) => {
+            let object = &manifest.objects[0];
+            let finish = BackupFinish {
+                ended_at: Some(manifest.ended_at),
+                timeline: manifest.timeline.map(i64::from),
+                start_lsn: manifest.start_lsn.clone(),
+                stop_lsn: manifest.stop_lsn.clone(),
+                stored_bytes: Some(manifest.objects.iter().map(|o| o.size as i64).sum()),
+                uncompressed_bytes: Some(object.uncompressed_size as i64),
+                manifest: Some(serde_json::to_string(&manifest).expect("a manifest serializes")),
+            };
+            store.backup_completed(&id, &finish).await?;
+            let record = store
+                .backup(&id)
+                .await?
+                .ok_or_else(|| JobError::UnknownBackup(id.clone()))?;
+            Ok((record, manifest))
+        }
+        Err(e) => {
+            store.backup_failed(&id, Utc::now(), &e.to_string()).await?;
+            Err(e.into())
+        }
+    }
+}
+
+/// Verifies a recorded backup and records the outcome.
+pub async fn verify_recorded_backup(
+    config: &Config,
+    store: &Store,
+    backup_id: &str,
+) -> Result<VerifyReport, JobError> {
+    let record = store
+        .backup(backup_id)
+        .await?
+        .ok_or_else(|| JobError::UnknownBackup(backup_id.to_string()))?;
+    let objects = open_object_store(config, &record.store).await?;
+    let report = match verify_backup(&objects, &record.service, &record.id).await {
+        Ok((_, report)) => report,
+        Err(crate::BackupError::MissingObject(key)) => VerifyReport {
+            backup_id: record.id.clone(),
+            verified: false,
+            reason: Some(format!("{key}: missing")),
+            bytes_read: 0,
+        },
+        Err(e) => return Err(e.into()),
+    };
+    store
+        .backup_verification(
+            &record.id,
+            Utc::now(),
+            report.verified,
+            report.reason.as_deref(),
+        )
+        .await?;
+    Ok(report)
+}
+
+/// The newest recorded backup of a service that completed (to verify).
+pub async fn latest_complete_backup(
+    store: &Store,
+    service: &str,
+) -> Result<BackupRecord, JobError> {
+    store
+        .backups(Some(service), 1000)
+        .await?
+        .into_iter()
+        .find(|b| b.status == "complete" && b.deleted_at.is_none())
+        .ok_or_else(|| JobError::NoVerifiedBackup(service.to_string()))
+}
+
+/// Restore-tests the newest verified backup of a service and records it.
+pub async fn restore_test_service(
+    config: &Config,
+    store: &Store,
+    service_name: &str,
+    scratch_root: PathBuf,
+    phase: impl FnMut(RestorePhase),
+) -> Result<(RestoreTestRecord, RestoreTestOutcome), JobError> {
+    let svc = service(config, service_name)?;
+    let policy = svc
+        .backup
+        .as_ref()
+        .ok_or_else(|| JobError::NoBackupPolicy(svc.name.clone()))?;
+    let backup = store
+        .newest_verified_backup(&svc.name)
+        .await?
+        .ok_or_else(|| JobError::NoVerifiedBackup(svc.name.clone()))?;
+    let objects = open_object_store(config, &backup.store).await?;
+    let database = svc
+        .postgres
+        .get(&policy.from_region)
+        .and_then(|d| d.resolve().ok())
+        .and_then(|dsn| {
+            dsn.expose()
+                .parse::<sqlx::postgres::PgConnectOptions>()
+                .ok()
+        })
+        .and_then(|o| o.get_database().map(str::to_string))
+        .unwrap_or_else(|| "postgres".to_string());
+    let req = RestoreTestRequest {
+        service: svc.name.clone(),
+        backup_id: backup.id.clone(),
+        store: objects,
+        pg_bin: drctl_pg::find_pg_bin()?,
+        scratch_root,
+        database,
+        validation_queries: policy.validation_queries.clone(),
+    };
+    let id = format!("rt-{}", new_backup_id(Utc::now()));
+    store
+        .restore_test_started(&id, &svc.name, &backup.id, Utc::now())
+        .await?;
+    let outcome = run_restore_test(&req, phase).await;
+    let results = serde_json::to_string(&outcome.queries).expect("results serialize");
+    store
+        .restore_test_finished(
+            &id,
+            Utc::now(),
+            outcome.passed,
+            outcome
+                .time_to_ready
+                .map(|d: Duration| d.as_micros() as i64),
+            Some(&results),
+            outcome.error.as_deref(),
+        )
+        .await?;
+    let record = store
+        .restore_tests(Some(&svc.name), 1)
+        .await?
+        .into_iter()
+        .next()
+        .expect("just recorded");
+    Ok((record, outcome))
+}

@@ -1,0 +1,326 @@
+//! Backups and restore tests as recorded evidence.
+//!
+//! A backup is recorded `running` before its first byte goes to the object
+//! store and finished after, so a crash leaves a `running` row the next run
+//! can see (and mark failed), never a backup that looks complete.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::lag::{from_us, to_us};
+use crate::{query_error, Result, Store};
+
+/// A backup as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackupRecord {
+    pub id: String,
+    pub service: String,
+    pub region: String,
+    /// The object store's name in the config.
+    pub store: String,
+    /// `running`, `complete` or `failed`.
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub timeline: Option<i64>,
+    pub start_lsn: Option<String>,
+    pub stop_lsn: Option<String>,
+    pub stored_bytes: Option<i64>,
+    pub uncompressed_bytes: Option<i64>,
+    /// The manifest as written to the object store (JSON).
+    pub manifest: Option<String>,
+    pub error: Option<String>,
+    /// `None` until verified; then `verified` or `failed`.
+    pub verification: Option<String>,
+    pub verified_at: Option<DateTime<Utc>>,
+    pub verification_error: Option<String>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// What a finished backup adds to its record.
+#[derive(Clone, Debug, Default)]
+pub struct BackupFinish {
+    pub ended_at: Option<DateTime<Utc>>,
+    pub timeline: Option<i64>,
+    pub start_lsn: Option<String>,
+    pub stop_lsn: Option<String>,
+    pub stored_bytes: Option<i64>,
+    pub uncompressed_bytes: Option<i64>,
+    pub manifest: Option<String>,
+}
+
+/// A restore test as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RestoreTestRecord {
+    pub id: String,
+    pub service: String,
+    pub backup_id: String,
+    /// `running`, `passed` or `failed`.
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// From the start of the restore until PostgreSQL answered: RTO evidence.
+    pub time_to_ready_us: Option<i64>,
+    /// Validation query results (JSON).
+    pub results: Option<String>,
+    pub error: Option<String>,
+}
+
+const BACKUP_COLUMNS: &str = "id, service, region, store, status, started_at_us, ended_at_us, timeline, \
+    start_lsn, stop_lsn, stored_bytes, uncompressed_bytes, manifest, error, verification, verified_at_us, \
+    verification_error, deleted_at_us";
+
+fn backup_from_row(r: &AnyRow) -> std::result::Result<BackupRecord, sqlx::Error> {
+    Ok(BackupRecord {
+        id: r.try_get(0)?,
+        service: r.try_get(1)?,
+        region: r.try_get(2)?,
+        store: r.try_get(3)?,
+        status: r.try_get(4)?,
+        started_at: from_us(r.try_get(5)?),
+        ended_at: r.try_get::<Option<i64>, _>(6)?.map(from_us),
+        timeline: r.try_get(7)?,
+        start_lsn: r.try_get(8)?,
+        stop_lsn: r.try_get(9)?,
+        stored_bytes: r.try_get(10)?,
+        uncompressed_bytes: r.try_get(11)?,
+        manifest: r.try_get(12)?,
+        error: r.try_get(13)?,
+        verification: r.try_get(14)?,
+        verified_at: r.try_get::<Option<i64>, _>(15)?.map(from_us),
+        verification_error: r.try_get(16)?,
+        deleted_at: r.try_get::<Option<i64>, _>(17)?.map(from_us),
+    })
+}
+
+const RESTORE_COLUMNS: &str =
+    "id, service, backup_id, status, started_at_us, ended_at_us, time_to_ready_us, results, error";
+
+fn restore_from_row(r: &AnyRow) -> std::result::Result<RestoreTestRecord, sqlx::Error> {
+    Ok(RestoreTestRecord {
+        id: r.try_get(0)?,
+        service: r.try_get(1)?,
+        backup_id: r.try_get(2)?,
+        status: r.try_get(3)?,
+        started_at: from_us(r.try_get(4)?),
+        ended_at: r.try_get::<Option<i64>, _>(5)?.map(from_us),
+        time_to_ready_us: r.try_get(6)?,
+        results: r.try_get(7)?,
+        error: r.try_get(8)?,
+    })
+}
+
+impl Store {
+    /// Records a backup about to start.
+    pub async fn backup_started(
+        &self,
+        id: &str,
+        service: &str,
+        region: &str,
+        store: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO backups (id, service, region, store, status, started_at_us) VALUES ($1, $2, $3, $4, 'running', $5)",
+        )
+        .bind(id)
+        .bind(service)
+        .bind(region)
+        .bind(store)
+        .bind(to_us(at))
+        .execute(self.pool())
+        .await
+        .map_err(query_error("recording a backup start"))?;
+        Ok(())
+    }
+
+    /// Records a backup complete, with what its manifest says.
+    pub async fn backup_completed(&self, id: &str, f: &BackupFinish) -> Result<()> {
+        sqlx::query(
+            "UPDATE backups SET status = 'complete', ended_at_us = $2, timeline = $3, start_lsn = $4, stop_lsn = $5, \
+             stored_bytes = $6, uncompressed_bytes = $7, manifest = $8 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(f.ended_at.map(to_us))
+        .bind(f.timeline)
+        .bind(&f.start_lsn)
+        .bind(&f.stop_lsn)
+        .bind(f.stored_bytes)
+        .bind(f.uncompressed_bytes)
+        .bind(&f.manifest)
+        .execute(self.pool())
+        .await
+        .map_err(query_error("recording a backup completion"))?;
+        Ok(())
+    }
+
+    /// Records a backup failed, with the reason.
+    pub async fn backup_failed(&self, id: &str, at: DateTime<Utc>, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE backups SET status = 'failed', ended_at_us = $2, error = $3 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(to_us(at))
+        .bind(error)
+        .execute(self.pool())
+        .await
+        .map_err(query_error("recording a backup failure"))?;
+        Ok(())
+    }
+
+    /// Records the outcome of a verification.
+    pub async fn backup_verification(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        verified: bool,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE backups SET verification = $2, verified_at_us = $3, verification_error = $4 WHERE id = $1")
+            .bind(id)
+            .bind(if verified { "verified" } else { "failed" })
+            .bind(to_us(at))
+            .bind(reason)
+            .execute(self.pool())
+            .await
+            .map_err(query_error("recording a verification"))?;
+        Ok(())
+    }
+
+    pub async fn backup(&self, id: &str) -> Result<Option<BackupRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {BACKUP_COLUMNS} FROM backups WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(query_error("reading a backup"))?;
+        row.as_ref()
+            .map(backup_from_row)
+            .transpose()
+            .map_err(query_error("decoding a backup"))
+    }
+
+    /// Backups, newest first, of one service or all.
+    pub async fn backups(&self, service: Option<&str>, limit: u32) -> Result<Vec<BackupRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {BACKUP_COLUMNS} FROM backups WHERE ($1 = '' OR service = $1) \
+             ORDER BY started_at_us DESC, id DESC LIMIT $2"
+        ))
+        .bind(service.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await
+        .map_err(query_error("listing backups"))?;
+        rows.iter()
+            .map(backup_from_row)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(query_error("decoding backups"))
+    }
+
+    /// The newest complete, verified, not deleted backup of a service.
+    pub async fn newest_verified_backup(&self, service: &str) -> Result<Option<BackupRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {BACKUP_COLUMNS} FROM backups WHERE service = $1 AND status = 'complete' \
+             AND verification = 'verified' AND deleted_at_us IS NULL ORDER BY ended_at_us DESC LIMIT 1"
+        ))
+        .bind(service)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(query_error("reading the newest verified backup"))?;
+        row.as_ref()
+            .map(backup_from_row)
+            .transpose()
+            .map_err(query_error("decoding a backup"))
+    }
+
+    /// The newest backup of a service whose restore test passed (strict mode).
+    pub async fn newest_restore_tested_backup(
+        &self,
+        service: &str,
+    ) -> Result<Option<BackupRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {BACKUP_COLUMNS} FROM backups b WHERE service = $1 AND status = 'complete' \
+             AND verification = 'verified' AND deleted_at_us IS NULL \
+             AND EXISTS (SELECT 1 FROM restore_tests t WHERE t.backup_id = b.id AND t.status = 'passed') \
+             ORDER BY ended_at_us DESC LIMIT 1"
+        ))
+        .bind(service)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(query_error("reading the newest restore-tested backup"))?;
+        row.as_ref()
+            .map(backup_from_row)
+            .transpose()
+            .map_err(query_error("decoding a backup"))
+    }
+
+    pub async fn restore_test_started(
+        &self,
+        id: &str,
+        service: &str,
+        backup_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO restore_tests (id, service, backup_id, status, started_at_us) VALUES ($1, $2, $3, 'running', $4)",
+        )
+        .bind(id)
+        .bind(service)
+        .bind(backup_id)
+        .bind(to_us(at))
+        .execute(self.pool())
+        .await
+        .map_err(query_error("recording a restore test start"))?;
+        Ok(())
+    }
+
+    /// Records a restore test's outcome.
+    pub async fn restore_test_finished(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        passed: bool,
+        time_to_ready_us: Option<i64>,
+        results: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE restore_tests SET status = $2, ended_at_us = $3, time_to_ready_us = $4, results = $5, error = $6 \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(if passed { "passed" } else { "failed" })
+        .bind(to_us(at))
+        .bind(time_to_ready_us)
+        .bind(results)
+        .bind(error)
+        .execute(self.pool())
+        .await
+        .map_err(query_error("recording a restore test outcome"))?;
+        Ok(())
+    }
+
+    /// Restore tests, newest first, of one service or all.
+    pub async fn restore_tests(
+        &self,
+        service: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RestoreTestRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RESTORE_COLUMNS} FROM restore_tests WHERE ($1 = '' OR service = $1) \
+             ORDER BY started_at_us DESC, id DESC LIMIT $2"
+        ))
+        .bind(service.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await
+        .map_err(query_error("listing restore tests"))?;
+        rows.iter()
+            .map(restore_from_row)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(query_error("decoding restore tests"))
+    }
+}

@@ -1,0 +1,213 @@
+//! `drctl backup run|list|verify` and `drctl restore-test`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use drctl_backup::jobs;
+use drctl_backup::RestorePhase;
+use drctl_store::Store;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::cli::{BackupArgs, BackupCommand, ConfigPath, OutputFormat, RestoreTestArgs};
+use crate::config_cmd;
+use crate::output::{bytes, seconds, table};
+use crate::Reported;
+
+async fn open(
+    config: &ConfigPath,
+) -> anyhow::Result<(std::sync::Arc<drctl_config::Config>, Store)> {
+    let path = config_cmd::resolve_path(config)?;
+    let config = config_cmd::load(&path)?;
+    let store = Store::open(config.store.url.expose())
+        .await
+        .context("opening the state store")?;
+    Ok((config, store))
+}
+
+fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
+    let (config, store) = open(&args.config).await?;
+    let result = match args.command {
+        BackupCommand::Run { service, output } => {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg}").expect("a valid template"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            let started = Instant::now();
+            let outcome = jobs::backup_service(&config, &store, &service, |p| {
+                let rate = p.read_bytes as f64 / started.elapsed().as_secs_f64().max(0.001);
+                bar.set_message(format!(
+                    "backing up {service}: {} read, {} stored, {}/s",
+                    bytes(Some(p.read_bytes as i64)),
+                    bytes(Some(p.stored_bytes as i64)),
+                    bytes(Some(rate as i64))
+                ));
+            })
+            .await;
+            bar.finish_and_clear();
+            let (record, manifest) = outcome?;
+            match output {
+                OutputFormat::Json => print_json(&json!({"backup": record, "manifest": manifest}))?,
+                OutputFormat::Table => println!(
+                    "backup {} of {}: {} stored ({} before compression) in {:.1}s, consistent at {}; next: drctl backup verify {}",
+                    record.id,
+                    record.service,
+                    bytes(record.stored_bytes),
+                    bytes(record.uncompressed_bytes),
+                    started.elapsed().as_secs_f64(),
+                    record.stop_lsn.as_deref().unwrap_or("?"),
+                    record.id
+                ),
+            }
+            Ok(())
+        }
+        BackupCommand::List { service, output } => {
+            let backups = store.backups(service.as_deref(), 1000).await?;
+            match output {
+                OutputFormat::Json => print_json(&json!({ "backups": backups }))?,
+                OutputFormat::Table => {
+                    let rows: Vec<Vec<String>> = backups
+                        .iter()
+                        .map(|b| {
+                            vec![
+                                b.id.clone(),
+                                b.service.clone(),
+                                b.status.clone(),
+                                b.verification
+                                    .clone()
+                                    .unwrap_or_else(|| "unverified".into()),
+                                b.ended_at
+                                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                                    .unwrap_or_else(|| "-".into()),
+                                bytes(b.stored_bytes),
+                                b.stop_lsn.clone().unwrap_or_else(|| "-".into()),
+                                b.store.clone(),
+                                b.error
+                                    .clone()
+                                    .or_else(|| b.verification_error.clone())
+                                    .unwrap_or_default(),
+                            ]
+                        })
+                        .collect();
+                    print!(
+                        "{}",
+                        table(
+                            &[
+                                "ID",
+                                "SERVICE",
+                                "STATUS",
+                                "VERIFIED",
+                                "ENDED (UTC)",
+                                "SIZE",
+                                "STOP LSN",
+                                "STORE",
+                                "ERROR"
+                            ],
+                            &rows
+                        )
+                    );
+                }
+            }
+            Ok(())
+        }
+        BackupCommand::Verify { id, latest, output } => {
+            let id = match (id, latest) {
+                (Some(id), None) => id,
+                (None, Some(service)) => jobs::latest_complete_backup(&store, &service).await?.id,
+                _ => anyhow::bail!("give a backup ID or --latest SERVICE"),
+            };
+            let bar = ProgressBar::new_spinner();
+            bar.set_message(format!("verifying {id}"));
+            bar.enable_steady_tick(Duration::from_millis(120));
+            let report = jobs::verify_recorded_backup(&config, &store, &id).await;
+            bar.finish_and_clear();
+            let report = report?;
+            match output {
+                OutputFormat::Json => print_json(&json!({ "verification": report }))?,
+                OutputFormat::Table if report.verified => {
+                    println!(
+                        "backup {id}: verified ({} re-read, every checksum matches)",
+                        bytes(Some(report.bytes_read as i64))
+                    )
+                }
+                OutputFormat::Table => eprintln!(
+                    "backup {id}: FAILED verification: {}",
+                    report.reason.clone().unwrap_or_default()
+                ),
+            }
+            if report.verified {
+                Ok(())
+            } else {
+                Err(Reported(1).into())
+            }
+        }
+    };
+    store.close().await;
+    result
+}
+
+pub async fn restore_test(args: RestoreTestArgs) -> anyhow::Result<()> {
+    let (config, store) = open(&args.config).await?;
+    let bar = ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let started = Instant::now();
+    let result = jobs::restore_test_service(
+        &config,
+        &store,
+        &args.service,
+        args.scratch.clone(),
+        |phase| {
+            let what = match phase {
+                RestorePhase::Restoring => "restoring the newest verified backup",
+                RestorePhase::Starting => "starting PostgreSQL on the restored copy",
+                RestorePhase::Validating => "running the validation queries",
+                RestorePhase::CleaningUp => "removing the scratch cluster",
+            };
+            bar.set_message(format!(
+                "[{:>5.1}s] {what}",
+                started.elapsed().as_secs_f64()
+            ));
+        },
+    )
+    .await;
+    bar.finish_and_clear();
+    store.close().await;
+    let (record, outcome) = result?;
+    match args.output {
+        OutputFormat::Json => print_json(&json!({ "restore_test": record, "outcome": outcome }))?,
+        OutputFormat::Table => {
+            println!(
+                "restore test of {} from backup {}: {}; ready after {}",
+                record.service,
+                record.backup_id,
+                if outcome.passed { "PASSED" } else { "FAILED" },
+                seconds(outcome.time_to_ready.map(|d| d.as_secs_f64()))
+            );
+            for q in &outcome.queries {
+                println!(
+                    "  {} {}  -> {}",
+                    if q.passed { "ok  " } else { "FAIL" },
+                    q.query,
+                    q.error
+                        .clone()
+                        .or_else(|| q.value.clone())
+                        .unwrap_or_default()
+                );
+            }
+            if let Some(e) = &outcome.error {
+                println!("  error: {e}");
+            }
+        }
+    }
+    if outcome.passed {
+        Ok(())
+    } else {
+        Err(Reported(1).into())
+    }
+}

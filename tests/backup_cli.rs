@@ -1,0 +1,176 @@
+//! Backups as an operator runs them, through the `drctl` binary on a lab:
+//! `backup run`, `backup list`, `backup verify`, `restore-test`, and the
+//! cold tier's RPO and RTO in the API matching those records.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use drctl_tests::*;
+use serde_json::Value;
+
+async fn catalog_figures(api: &str) -> Value {
+    let report: Value = reqwest::get(format!("{api}/api/v1/rpo-rto"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    report["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "catalog")
+        .cloned()
+        .unwrap()
+}
+
+fn json_of(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+fn time(v: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().unwrap())
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_tier_rpo_and_rto_come_from_verified_backups_and_restore_tests() {
+    let (lab, _dir) = start_lab(vec![drctl_lab::LabService::new(
+        "catalog",
+        "cold",
+        "shop.price_changes",
+    )])
+    .await;
+    let daemon = start_daemon(&lab).await;
+    let api = daemon.api_url();
+    let cfg = lab.config_path().display().to_string();
+
+    let before = wait_for("the evidence refresh", Duration::from_secs(10), || async {
+        let c = catalog_figures(&api).await;
+        c["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no verified backup"))
+            .then_some(c)
+    })
+    .await;
+    assert_eq!(before["status"], "unknown");
+
+    let (code, out, err) = drctl(&["backup", "run", "catalog", "--config", &cfg, "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let run = json_of(&out);
+    let id = run["backup"]["id"].as_str().unwrap().to_string();
+    assert_eq!(run["backup"]["status"], "complete");
+    assert!(run["manifest"]["stop_lsn"].is_string());
+
+    let (code, out, _) = drctl(&["backup", "list", "catalog", "--config", &cfg]);
+    assert_eq!(code, 0);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{id} not listed:\n{out}"));
+    assert!(
+        line.contains("complete") && line.contains("unverified"),
+        "{line}"
+    );
+    // Not verified yet: still no RPO figure for the cold tier.
+    assert_eq!(catalog_figures(&api).await["status"], "unknown");
+
+    let (code, out, err) = drctl(&["backup", "verify", "--latest", "catalog", "--config", &cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("verified"), "{out}");
+
+    let (_, out, _) = drctl(&["backup", "list", "--config", &cfg, "-o", "json"]);
+    let record = json_of(&out)["backups"][0].clone();
+    assert_eq!(record["verification"], "verified");
+    let ended_at = time(&record["ended_at"]);
+    let figures = wait_for(
+        "catalog's exposure from the verified backup",
+        Duration::from_secs(10),
+        || async {
+            let c = catalog_figures(&api).await;
+            c["rpo"]["exposure_s"].is_number().then_some(c)
+        },
+    )
+    .await;
+    let expected = (time(&figures["sampled_at"]) - ended_at)
+        .num_microseconds()
+        .unwrap() as f64
+        / 1e6;
+    let exposure = figures["rpo"]["exposure_s"].as_f64().unwrap();
+    assert!(
+        (exposure - expected).abs() < 0.001,
+        "exposure {exposure} vs now - end of backup {expected}"
+    );
+    assert_eq!(
+        figures["status"], "ok",
+        "a fresh backup is well inside a 24 h target: {figures}"
+    );
+    assert_eq!(
+        figures["backup"]["newest_verified_backup"]["id"],
+        id.as_str()
+    );
+
+    let (code, out, err) = drctl(&["restore-test", "catalog", "--config", &cfg, "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let test = json_of(&out);
+    assert_eq!(test["outcome"]["passed"], true, "{test}");
+    assert_eq!(test["outcome"]["queries"][0]["value"], "true");
+    let ttr_us = test["restore_test"]["time_to_ready_us"].as_i64().unwrap();
+    let rto = wait_for("the measured RTO", Duration::from_secs(10), || async {
+        let c = catalog_figures(&api).await;
+        c["rto"]["measured_s"].is_number().then_some(c)
+    })
+    .await;
+    assert_eq!(
+        rto["rto"]["measured_s"].as_f64().unwrap(),
+        ttr_us as f64 / 1e6
+    );
+    assert!(rto["rto"]["source"]
+        .as_str()
+        .unwrap()
+        .contains(test["restore_test"]["id"].as_str().unwrap()));
+    eprintln!("restore test ready after {:.2}s", ttr_us as f64 / 1e6);
+
+    // Corrupt the stored object: verification fails and names it, and the
+    // backup is no longer offered to a restore test.
+    let object = lab
+        .record
+        .dir
+        .join("objects")
+        .join("catalog")
+        .join(&id)
+        .join("base.tar.zst");
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&object, bytes).unwrap();
+    let (code, _, err) = drctl(&["backup", "verify", &id, "--config", &cfg]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("FAILED") && err.contains("base.tar.zst"),
+        "{err}"
+    );
+    let (code, _, err) = drctl(&["restore-test", "catalog", "--config", &cfg]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no verified backup"), "{err}");
+    let after = wait_for(
+        "catalog to lose its RPO figure",
+        Duration::from_secs(10),
+        || async {
+            let c = catalog_figures(&api).await;
+            (c["status"] == "unknown").then_some(c)
+        },
+    )
+    .await;
+    assert!(after["error"]
+        .as_str()
+        .unwrap()
+        .contains("no verified backup"));
+
+    let (code, _, err) = drctl(&["backup", "run", "nosuch", "--config", &cfg]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no service named \"nosuch\""), "{err}");
+    daemon.stop().await;
+    lab.teardown().unwrap();
+}
