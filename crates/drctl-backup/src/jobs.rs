@@ -28,6 +28,8 @@ pub enum JobError {
     UnknownBackup(String),
     #[error("service {0:?} has no verified backup yet; run `drctl backup run {0}` and `drctl backup verify --latest {0}`")]
     NoVerifiedBackup(String),
+    #[error("another backup of {service} is running (lease held by {holder}); wait for it, or let its lease expire if that process died")]
+    Busy { service: String, holder: String },
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
@@ -70,8 +72,22 @@ fn service<'c>(config: &'c Config, name: &str) -> Result<&'c Service, JobError> 
         .ok_or_else(|| JobError::UnknownService(name.to_string()))
 }
 
+/// Names this process in leases: host, pid and a random part.
+pub fn holder_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}:{}", host.trim(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+const BACKUP_LEASE_TTL: Duration = Duration::from_secs(120);
+
 /// Takes a backup of `service_name` per its policy; records it `running`
 /// first, then `complete` or `failed`.
+///
+/// At most one backup of a service runs at a time, across processes: the
+/// job holds the lease `backup:SERVICE` in the state store, renewed while it
+/// runs. Holding it, the job knows no other backup of the service is alive,
+/// so it marks earlier `running` records failed (their process died) and
+/// aborts the multipart uploads they left behind.
 pub async fn backup_service(
     config: &Config,
     store: &Store,
@@ -103,12 +119,50 @@ pub async fn backup_service(
         compression_level: policy.compression_level,
         store: objects,
     };
+    let lease_name = format!("backup:{}", svc.name);
+    let holder = holder_id();
+    let Some(lease) = store.acquire_lease(&lease_name, &holder, BACKUP_LEASE_TTL, Utc::now()).await? else {
+        let current = store.backups(Some(&svc.name), 1).await?.into_iter().next();
+        return Err(JobError::Busy {
+            service: svc.name.clone(),
+            holder: current.map(|b| format!("backup {}", b.id)).unwrap_or_else(|| "another drctl".into()),
+        });
+    };
+    let renewer = {
+        let store = store.clone();
+        let mut lease = lease.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(BACKUP_LEASE_TTL / 4).await;
+                if !store.renew_lease(&mut lease, BACKUP_LEASE_TTL, Utc::now()).await.unwrap_or(false) {
+                    tracing::warn!(lease = %lease.name, "lost the backup lease");
+                    return;
+                }
+            }
+        })
+    };
+    let result = backup_holding_lease(store, svc, policy, &req, progress).await;
+    renewer.abort();
+    let _ = store.release_lease(&lease).await;
+    result
+}
+
+async fn backup_holding_lease(
+    store: &Store,
+    svc: &Service,
+    policy: &drctl_config::BackupPolicy,
+    req: &BackupRequest,
+    progress: impl FnMut(BackupProgress),
+) -> Result<(BackupRecord, Manifest), JobError> {
+    let interrupted = store.fail_interrupted_backups(&svc.name, Utc::now()).await?;
+    let swept = req.store.sweep_unfinished_uploads(&format!("{}/", svc.name)).await?;
+    if interrupted + swept as u64 > 0 {
+        tracing::info!(service = %svc.name, interrupted, swept, "cleaned up after an interrupted backup");
+    }
     let started = Utc::now();
     let id = new_backup_id(started);
-    store
-        .backup_started(&id, &svc.name, &policy.from_region, &policy.store, started)
-        .await?;
-    match run_backup(&req, &id, started, progress).await {
+    store.backup_started(&id, &svc.name, &policy.from_region, &policy.store, started).await?;
+    match run_backup(req, &id, started, progress).await {
         Ok(manifest) => {
             let object = &manifest.objects[0];
             let finish = BackupFinish {

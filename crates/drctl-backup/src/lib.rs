@@ -17,6 +17,7 @@ mod backup;
 pub mod jobs;
 mod manifest;
 mod restore;
+mod retention;
 mod restore_test;
 mod store;
 mod verify;
@@ -24,6 +25,7 @@ mod verify;
 pub use backup::{run_backup, BackupProgress, BackupRequest};
 pub use manifest::{Manifest, ManifestObject, MANIFEST_FORMAT};
 pub use restore::restore_backup;
+pub use retention::{plan_retention, Candidate, RetentionPlan, RetentionRule};
 pub use restore_test::{
     run_restore_test, QueryResult, RestorePhase, RestoreTestOutcome, RestoreTestRequest,
 };

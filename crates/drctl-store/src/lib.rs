@@ -12,6 +12,8 @@
 
 mod evidence;
 mod lag;
+mod lease;
+mod schedule;
 mod stats;
 
 use std::str::FromStr;
@@ -21,6 +23,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use evidence::{BackupFinish, BackupRecord, RestoreTestRecord};
+pub use lease::Lease;
+pub use schedule::ScheduleRun;
 pub use lag::{DownsampleReport, LagRollup, LagSample};
 pub use stats::ExposureStats;
 
