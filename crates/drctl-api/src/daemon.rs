@@ -1,5 +1,5 @@
-//! The daemon: the monitor and the API over one state store, started and
-//! stopped together. `drctl serve`, `drctl lab up` and the integration tests
+//! The daemon: the monitor, the backup scheduler and the API over one state
+//! store, started and stopped together. `drctl serve`, `drctl lab up` and the integration tests
 //! all run this same code.
 
 use std::net::SocketAddr;
@@ -32,7 +32,16 @@ pub struct Daemon {
     pub api_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     monitor_task: JoinHandle<()>,
+    scheduler_task: JoinHandle<()>,
     api_task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Where scheduled restore tests restore to: `DRCTL_SCRATCH`, else
+/// `/tmp/drctl-restore-tests` (the postgres user must reach it).
+pub fn scratch_root() -> std::path::PathBuf {
+    std::env::var_os("DRCTL_SCRATCH")
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::PathBuf::from("/tmp/drctl-restore-tests"))
 }
 
 impl Daemon {
@@ -46,9 +55,10 @@ impl Daemon {
         let api_addr = listener
             .local_addr()
             .map_err(|source| DaemonError::Listen { addr, source })?;
-        let monitor = Monitor::new(config, store);
+        let monitor = Monitor::new(config.clone(), store.clone());
         let (shutdown, rx) = watch::channel(false);
         let monitor_task = tokio::spawn(monitor.clone().run(rx.clone()));
+        let scheduler_task = tokio::spawn(drctl_backup::scheduler::run_scheduler(config, store, scratch_root(), rx.clone()));
         let mut api_rx = rx;
         let api_task = tokio::spawn(crate::serve(
             listener,
@@ -65,6 +75,7 @@ impl Daemon {
             api_addr,
             shutdown,
             monitor_task,
+            scheduler_task,
             api_task,
         })
     }
@@ -77,6 +88,7 @@ impl Daemon {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.monitor_task.await;
+        let _ = self.scheduler_task.await;
         let _ = self.api_task.await;
         self.monitor.store().close().await;
         tracing::info!("drctl daemon stopped");

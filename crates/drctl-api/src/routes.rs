@@ -23,6 +23,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/services/{name}/lag", get(lag_history))
         .route("/api/v1/backups", get(backups))
         .route("/api/v1/restore-tests", get(restore_tests))
+        .route("/api/v1/schedule-runs", get(schedule_runs))
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
 }
@@ -121,6 +122,8 @@ pub(crate) fn service_figures(v: &ServiceView) -> Value {
         },
         "rto": {
             "target_s": v.rto_target.as_secs_f64(),
+            "status": v.rto_status,
+            "reason": v.rto_reason,
             "measured_s": secs(v.rto_measured_us),
             "source": v.rto_source,
             "measured_at": v.rto_measured_at,
@@ -308,4 +311,10 @@ async fn restore_tests(
         .restore_tests(service.as_deref(), limit)
         .await?;
     Ok(Json(json!({ "restore_tests": list })))
+}
+
+async fn schedule_runs(State(state): State<ApiState>, query: Result<Query<EvidenceQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+    let (service, limit) = evidence_query(&state, query)?;
+    let list = state.monitor.store().schedule_runs(service.as_deref(), limit).await?;
+    Ok(Json(json!({ "schedule_runs": list })))
 }

@@ -233,11 +233,25 @@ pub async fn latest_complete_backup(
         .ok_or_else(|| JobError::NoVerifiedBackup(service.to_string()))
 }
 
-/// Restore-tests the newest verified backup of a service and records it.
+/// Restores a recorded backup into `target` (a new directory) and leaves it
+/// there: the recovery path when every replica carries the damage. The
+/// backup is verified first; an unverifiable one is refused.
+pub async fn restore_recorded_backup(config: &Config, store: &Store, backup_id: &str, target: &std::path::Path) -> Result<Manifest, JobError> {
+    let record = store.backup(backup_id).await?.ok_or_else(|| JobError::UnknownBackup(backup_id.to_string()))?;
+    if record.deleted_at.is_some() {
+        return Err(JobError::Config(format!("backup {backup_id} was deleted by retention")));
+    }
+    let objects = open_object_store(config, &record.store).await?;
+    Ok(crate::restore_backup(&objects, &record.service, &record.id, target).await?)
+}
+
+/// Restore-tests a backup of a service (the newest verified one unless
+/// `backup_id` names another) and records it.
 pub async fn restore_test_service(
     config: &Config,
     store: &Store,
     service_name: &str,
+    backup_id: Option<&str>,
     scratch_root: PathBuf,
     phase: impl FnMut(RestorePhase),
 ) -> Result<(RestoreTestRecord, RestoreTestOutcome), JobError> {
@@ -246,10 +260,17 @@ pub async fn restore_test_service(
         .backup
         .as_ref()
         .ok_or_else(|| JobError::NoBackupPolicy(svc.name.clone()))?;
-    let backup = store
-        .newest_verified_backup(&svc.name)
-        .await?
-        .ok_or_else(|| JobError::NoVerifiedBackup(svc.name.clone()))?;
+    let backup = match backup_id {
+        Some(id) => store
+            .backup(id)
+            .await?
+            .filter(|b| b.service == svc.name)
+            .ok_or_else(|| JobError::UnknownBackup(id.to_string()))?,
+        None => store
+            .newest_verified_backup(&svc.name)
+            .await?
+            .ok_or_else(|| JobError::NoVerifiedBackup(svc.name.clone()))?,
+    };
     let objects = open_object_store(config, &backup.store).await?;
     let database = svc
         .postgres
@@ -296,4 +317,62 @@ pub async fn restore_test_service(
         .next()
         .expect("just recorded");
     Ok((record, outcome))
+}
+
+/// Applies the service's retention: decides with [`crate::plan_retention`],
+/// records each deletion in the store, then deletes the objects (manifest
+/// first, so a half-deleted backup is never listed as complete). Deletions
+/// recorded earlier whose objects remain (a crash in between) are finished
+/// too. With `dry_run`, only decides.
+pub async fn apply_retention(
+    config: &Config,
+    store: &Store,
+    service_name: &str,
+    dry_run: bool,
+) -> Result<crate::RetentionPlan, JobError> {
+    let svc = service(config, service_name)?;
+    let policy = svc.backup.as_ref().ok_or_else(|| JobError::NoBackupPolicy(svc.name.clone()))?;
+    let all = store.backups(Some(&svc.name), 100_000).await?;
+    let candidates: Vec<crate::Candidate> = all
+        .iter()
+        .filter(|b| b.status == "complete" && b.deleted_at.is_none())
+        .filter_map(|b| {
+            Some(crate::Candidate {
+                id: b.id.clone(),
+                ended_at: b.ended_at?,
+                verified: b.verification.as_deref() == Some("verified"),
+            })
+        })
+        .collect();
+    let in_use: std::collections::HashSet<String> = store.backups_in_use(&svc.name).await?.into_iter().collect();
+    let r = &policy.retention;
+    let rule = crate::RetentionRule {
+        keep_last: r.keep_last,
+        keep_daily: r.keep_daily,
+        keep_weekly: r.keep_weekly,
+        keep_monthly: r.keep_monthly,
+    };
+    let plan = crate::plan_retention(&candidates, rule, &in_use);
+    if dry_run {
+        return Ok(plan);
+    }
+    for id in &plan.delete {
+        store.mark_backup_deleted(id, Utc::now()).await?;
+    }
+    // Every backup recorded deleted (now or by an earlier, interrupted pass).
+    let deleted: Vec<BackupRecord> = store
+        .backups(Some(&svc.name), 100_000)
+        .await?
+        .into_iter()
+        .filter(|b| b.deleted_at.is_some())
+        .collect();
+    for b in deleted {
+        let objects = open_object_store(config, &b.store).await?;
+        let prefix = crate::backup_prefix(&b.service, &b.id);
+        objects.delete(&format!("{prefix}manifest.json")).await?;
+        for o in objects.list(&prefix).await? {
+            objects.delete(&o.key).await?;
+        }
+    }
+    Ok(plan)
 }

@@ -18,6 +18,7 @@ pub mod jobs;
 mod manifest;
 mod restore;
 mod retention;
+pub mod scheduler;
 mod restore_test;
 mod store;
 mod verify;

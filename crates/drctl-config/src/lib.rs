@@ -8,7 +8,8 @@
 //! of the offending key and a hint. It does not connect to anything: DSNs in
 //! environment variables or files are read later, on demand
 //! ([`DsnSource::resolve`]), so `drctl config validate` works on a laptop
-//! without production secrets.
+//! without production secrets. Backup encryption keys likewise
+//! ([`KeySource::resolve`]).
 //!
 //! Modules: `reader` (the document's shape and positions), `validate` (what
 //! it means), `model` (the validated types), `error` (located errors),
@@ -28,9 +29,9 @@ use std::path::{Path, PathBuf};
 pub use crate::duration::format_duration;
 pub use crate::error::{ConfigError, ConfigErrors};
 pub use crate::model::{
-    ApiConfig, BackupPolicy, Config, DsnError, DsnSource, HealthCheck, MonitorConfig,
-    ObjectStoreConfig, ObjectStoreKind, Region, Service, StoreConfig, Targets, Tier, TierTargets,
-    UnknownTier,
+    ApiConfig, BackupPolicy, Config, DsnError, DsnSource, HealthCheck, KeySource, MonitorConfig,
+    ObjectStoreConfig, ObjectStoreKind, Region, Retention, Service, StoreConfig, Targets, Tier,
+    TierTargets, UnknownTier,
 };
 pub use crate::secret::Secret;
 

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -301,6 +301,84 @@ pub struct BackupPolicy {
     /// When set, a cold service's RPO exposure counts only backups whose
     /// restore was tested, not every backup that was written (default off).
     pub strict: bool,
+    /// When to take a backup: a 5-field cron expression (minute hour
+    /// day-of-month month day-of-week), in UTC. `None`: only on demand.
+    pub schedule: Option<String>,
+    /// When to verify the newest unverified backup (5-field cron, UTC).
+    pub verify_schedule: Option<String>,
+    /// When to restore-test the newest verified backup (5-field cron, UTC).
+    pub restore_test_schedule: Option<String>,
+    /// A service whose newest passed restore test is older than this is in
+    /// breach: its evidence of being restorable is stale (default 7d).
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub restore_test_max_age: Duration,
+    /// Which backups are kept when older ones are pruned.
+    pub retention: Retention,
+    /// A second object store every backup is copied to: one of
+    /// [`Config::object_stores`], never [`BackupPolicy::store`] itself.
+    pub offsite_store: Option<String>,
+    /// Where the key that encrypts backups comes from; `None`: backups are
+    /// not encrypted by drctl.
+    pub encryption_key: Option<KeySource>,
+}
+
+/// Grandfather-father-son retention: a backup is kept while any rule wants
+/// it. `keep_last` is at least 1, so pruning never deletes the newest backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Retention {
+    /// The newest backups, whatever their age; >= 1.
+    pub keep_last: u32,
+    /// The newest backup of each of the last this many days (UTC).
+    pub keep_daily: u32,
+    /// The newest backup of each of the last this many ISO weeks.
+    pub keep_weekly: u32,
+    /// The newest backup of each of the last this many months.
+    pub keep_monthly: u32,
+}
+
+impl Default for Retention {
+    /// 7 last, 7 daily, 4 weekly, 6 monthly: half a year of monthly restore
+    /// points without keeping every hourly backup.
+    fn default() -> Self {
+        Retention {
+            keep_last: 7,
+            keep_daily: 7,
+            keep_weekly: 4,
+            keep_monthly: 6,
+        }
+    }
+}
+
+/// Where a backup encryption key comes from. Like [`DsnSource`], it is read
+/// only when needed ([`KeySource::resolve`]); unlike a DSN it can never be
+/// written in the config itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeySource {
+    /// The name of an environment variable holding the key.
+    Env(String),
+    /// A file holding the key (resolved against the config's directory).
+    File(PathBuf),
+}
+
+impl KeySource {
+    /// The key, reading the environment variable or file now. Surrounding
+    /// whitespace (a trailing newline in a file) is trimmed; the key is
+    /// text (e.g. base64), so a file that is not UTF-8 is unreadable.
+    pub fn resolve(&self) -> Result<Secret, DsnError> {
+        match self {
+            KeySource::Env(var) => read_env(
+                var,
+                |var| DsnError::KeyEnvNotSet { var },
+                |var| DsnError::KeyEnvEmpty { var },
+            ),
+            KeySource::File(path) => read_file(
+                path,
+                |path, reason| DsnError::KeyFileUnreadable { path, reason },
+                |path| DsnError::KeyFileEmpty { path },
+            ),
+        }
+    }
 }
 
 /// How a service's health is checked.
@@ -338,11 +416,14 @@ pub enum DsnSource {
     File(PathBuf),
 }
 
-/// Why a DSN could not be read. Names the variable or file, never the value.
+/// Why a DSN ([`DsnSource::resolve`]) or a backup encryption key
+/// ([`KeySource::resolve`]) could not be read. Names the variable or file,
+/// never the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DsnError {
     #[error("environment variable {var} is not set (export it with the connection string)")]
     EnvNotSet { var: String },
+    /// For a DSN or a key alike.
     #[error("environment variable {var} is not valid unicode")]
     EnvNotUnicode { var: String },
     #[error("environment variable {var} is empty (set it to the connection string)")]
@@ -351,6 +432,14 @@ pub enum DsnError {
     FileUnreadable { path: PathBuf, reason: String },
     #[error("DSN file {} is empty (write the connection string into it)", path.display())]
     FileEmpty { path: PathBuf },
+    #[error("environment variable {var} is not set (export it with the backup encryption key)")]
+    KeyEnvNotSet { var: String },
+    #[error("environment variable {var} is empty (set it to the backup encryption key)")]
+    KeyEnvEmpty { var: String },
+    #[error("cannot read key file {}: {reason}", path.display())]
+    KeyFileUnreadable { path: PathBuf, reason: String },
+    #[error("key file {} is empty (write the backup encryption key into it)", path.display())]
+    KeyFileEmpty { path: PathBuf },
 }
 
 impl DsnSource {
@@ -359,30 +448,52 @@ impl DsnSource {
     pub fn resolve(&self) -> Result<Secret, DsnError> {
         match self {
             DsnSource::Inline(secret) => Ok(secret.clone()),
-            DsnSource::Env(var) => match std::env::var(var) {
-                Ok(value) if value.trim().is_empty() => {
-                    Err(DsnError::EnvEmpty { var: var.clone() })
-                }
-                Ok(value) => Ok(Secret::new(value.trim())),
-                Err(std::env::VarError::NotPresent) => {
-                    Err(DsnError::EnvNotSet { var: var.clone() })
-                }
-                Err(std::env::VarError::NotUnicode(_)) => {
-                    Err(DsnError::EnvNotUnicode { var: var.clone() })
-                }
-            },
-            DsnSource::File(path) => match std::fs::read_to_string(path) {
-                Ok(value) if value.trim().is_empty() => {
-                    Err(DsnError::FileEmpty { path: path.clone() })
-                }
-                Ok(value) => Ok(Secret::new(value.trim())),
-                // io::Error's text names the cause ("No such file or
-                // directory"), never the content.
-                Err(e) => Err(DsnError::FileUnreadable {
-                    path: path.clone(),
-                    reason: crate::error::lower_first(&e.to_string()),
-                }),
-            },
+            DsnSource::Env(var) => read_env(
+                var,
+                |var| DsnError::EnvNotSet { var },
+                |var| DsnError::EnvEmpty { var },
+            ),
+            DsnSource::File(path) => read_file(
+                path,
+                |path, reason| DsnError::FileUnreadable { path, reason },
+                |path| DsnError::FileEmpty { path },
+            ),
         }
+    }
+}
+
+/// The trimmed value of environment variable `var`; the error constructors
+/// say what it should have held.
+fn read_env(
+    var: &str,
+    not_set: fn(String) -> DsnError,
+    empty: fn(String) -> DsnError,
+) -> Result<Secret, DsnError> {
+    match std::env::var(var) {
+        Ok(value) if value.trim().is_empty() => Err(empty(var.to_string())),
+        Ok(value) => Ok(Secret::new(value.trim())),
+        Err(std::env::VarError::NotPresent) => Err(not_set(var.to_string())),
+        Err(std::env::VarError::NotUnicode(_)) => Err(DsnError::EnvNotUnicode {
+            var: var.to_string(),
+        }),
+    }
+}
+
+/// The trimmed contents of the file at `path`; the error constructors say
+/// what it should have held.
+fn read_file(
+    path: &Path,
+    unreadable: fn(PathBuf, String) -> DsnError,
+    empty: fn(PathBuf) -> DsnError,
+) -> Result<Secret, DsnError> {
+    match std::fs::read_to_string(path) {
+        Ok(value) if value.trim().is_empty() => Err(empty(path.to_path_buf())),
+        Ok(value) => Ok(Secret::new(value.trim())),
+        // io::Error's text names the cause ("No such file or directory"),
+        // never the content.
+        Err(e) => Err(unreadable(
+            path.to_path_buf(),
+            crate::error::lower_first(&e.to_string()),
+        )),
     }
 }

@@ -5,8 +5,11 @@
 //! name declared regions, replicated tiers have a standby, datastores cover
 //! the regions that need them, services sharing a cluster agree on where it
 //! lives, object stores are well-formed and hold no credentials, backups name
-//! a declared store and a region they can be taken from. It reads through `reader` (which owns shapes and positions) and
-//! builds the `model` types only when nothing is wrong.
+//! a declared store and a region they can be taken from, run on 5-field cron
+//! schedules, keep at least their newest copy, copy offsite to another store
+//! and name their encryption key without holding it. It reads through
+//! `reader` (which owns shapes and positions) and builds the `model` types
+//! only when nothing is wrong.
 //!
 //! Every check runs even after an earlier one failed, so the operator sees
 //! the whole list; a check is skipped only when its input is itself wrong
@@ -19,8 +22,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::model::{
-    ApiConfig, BackupPolicy, Config, DsnSource, HealthCheck, MonitorConfig, ObjectStoreConfig,
-    ObjectStoreKind, Region, Service, StoreConfig, Targets, Tier, TierTargets,
+    ApiConfig, BackupPolicy, Config, DsnSource, HealthCheck, KeySource, MonitorConfig,
+    ObjectStoreConfig, ObjectStoreKind, Region, Retention, Service, StoreConfig, Targets, Tier,
+    TierTargets,
 };
 use crate::reader::{Cx, Field, Span, Spanned, Table};
 use crate::secret::{is_postgres_dsn, redact, Secret};
@@ -72,12 +76,36 @@ const BACKUP_KEYS: &[&str] = &[
     "compression_level",
     "validation_queries",
     "strict",
+    "schedule",
+    "verify_schedule",
+    "restore_test_schedule",
+    "restore_test_max_age",
+    "keep_last",
+    "keep_daily",
+    "keep_weekly",
+    "keep_monthly",
+    "offsite_store",
+    "encryption_key_env",
+    "encryption_key_file",
 ];
+/// At most one of these says where a backup encryption key comes from.
+const KEY_SOURCE_KEYS: &[&str] = &["encryption_key_env", "encryption_key_file"];
+/// The fields of a schedule in order, and what each takes, for saying which
+/// one is wrong.
+const CRON_FIELDS: [(&str, &str); 5] = [
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31"),
+    ("month", "1-12 or jan-dec"),
+    ("day-of-week", "0-7 or sun-sat, where 0 and 7 are Sunday"),
+];
+const CRON_EXAMPLES: &str = "e.g. \"0 * * * *\" = hourly, \"30 2 * * *\" = daily at 02:30 UTC";
 
 const DEFAULT_STORE_URL: &str = "sqlite://drctl-state.db";
 const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 const DEFAULT_S3_REGION: &str = "us-east-1";
 const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
+const DEFAULT_RESTORE_TEST_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
 /// zstd's regular levels; 20-22 ("ultra") need far more memory to restore.
 const COMPRESSION_LEVELS: std::ops::RangeInclusive<i64> = 1..=19;
 /// Where S3 credentials come from instead of the config file.
@@ -943,6 +971,7 @@ fn service(
             regions.as_deref(),
             primary.as_ref().map(|p| &p.0),
             table.get("postgres").is_some().then_some(postgres.as_ref()),
+            base_dir,
         )
         .map(Some),
         None => Some(None),
@@ -1242,16 +1271,7 @@ fn dsn_source(cx: &mut Cx, entry: &Field, base_dir: &Path) -> Option<DsnSource> 
             Some(DsnSource::Inline(Secret::new(value.value)))
         }
         "dsn_env" => {
-            let valid = value
-                .value
-                .chars()
-                .next()
-                .is_some_and(|c| !c.is_ascii_digit())
-                && value
-                    .value
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
+            if !is_env_var_name(&value.value) {
                 // Someone may have pasted the DSN itself here: echo the value
                 // only when it cannot be one.
                 let harmless = value
@@ -1288,6 +1308,13 @@ fn dsn_source(cx: &mut Cx, entry: &Field, base_dir: &Path) -> Option<DsnSource> 
     }
 }
 
+/// What a shell would take as a variable name: letters, digits and '_', not
+/// starting with a digit.
+fn is_env_var_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| !c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// `[services.backup]`. `datastore` is `None` when the service has no
 /// `postgres` table, `Some(None)` when it has one that is wrong (reported).
 /// `None` when anything is wrong.
@@ -1298,9 +1325,10 @@ fn backup(
     regions: Option<&[Spanned<String>]>,
     primary: Option<&Spanned<String>>,
     datastore: Option<Option<&BTreeMap<String, DsnSource>>>,
+    base_dir: &Path,
 ) -> Option<BackupPolicy> {
     let table = cx.table(field)?;
-    cx.unknown_keys(&table, BACKUP_KEYS);
+    backup_keys(cx, &table);
     let mut ok = true;
 
     if datastore.is_none() {
@@ -1324,30 +1352,7 @@ fn backup(
     };
     let store = cx.required(&table, "store", &store_hint).and_then(|f| {
         let store = cx.string(&f)?;
-        let Some(names) = stores else {
-            // The stores themselves did not parse (reported).
-            return Some(store.value);
-        };
-        if names.contains(&store.value.as_str()) {
-            return Some(store.value);
-        }
-        let hint = suggest::hint(&store.value, names.iter().copied()).unwrap_or_else(|| {
-            if names.is_empty() {
-                format!(
-                    "no object store is declared; add [[object_stores]] with name = {:?}",
-                    store.value
-                )
-            } else {
-                format!("declared object stores are {}", names.join(", "))
-            }
-        });
-        cx.error(
-            &store.span,
-            &f.path,
-            format!("{:?} is not a declared object store", store.value),
-            Some(hint),
-        );
-        None
+        check_store_name(cx, &store, &f.path, stores).then_some(store)
     });
 
     let from_region = match table.get("from_region") {
@@ -1389,14 +1394,385 @@ fn backup(
         Some(f) => cx.boolean(&f).map(|b| b.value),
     };
 
+    let schedule = optional_cron(cx, &table, "schedule");
+    let verify_schedule = optional_cron(cx, &table, "verify_schedule");
+    let restore_test_schedule = optional_cron(cx, &table, "restore_test_schedule");
+    let restore_test_max_age = match table.get("restore_test_max_age") {
+        None => Some(DEFAULT_RESTORE_TEST_MAX_AGE),
+        Some(f) => cx.duration(&f).map(|d| d.value),
+    };
+    let retention = retention(cx, &table);
+
+    let offsite_store = match table.get("offsite_store") {
+        None => Some(None),
+        Some(f) => cx.string(&f).and_then(|offsite| {
+            check_offsite_store(cx, &offsite, &f.path, store.as_ref(), stores)
+                .then_some(Some(offsite.value))
+        }),
+    };
+
+    let encryption_key = encryption_key(cx, &table, base_dir);
+
     let policy = BackupPolicy {
-        store: store?,
+        store: store?.value,
         from_region: from_region?,
         compression_level: compression_level?,
         validation_queries: validation_queries?,
         strict: strict?,
+        schedule: schedule?,
+        verify_schedule: verify_schedule?,
+        restore_test_schedule: restore_test_schedule?,
+        restore_test_max_age: restore_test_max_age?,
+        retention: retention?,
+        offsite_store: offsite_store?,
+        encryption_key: encryption_key?,
     };
     ok.then_some(policy)
+}
+
+/// Unknown keys of `[services.backup]`. The model's own names, which the API
+/// shows (`retention`, `encryption_key`), point at the keys that set them.
+fn backup_keys(cx: &mut Cx, table: &Table) {
+    for field in table.fields() {
+        if BACKUP_KEYS.contains(&field.key) {
+            continue;
+        }
+        let hint = match field.key {
+            "retention" => {
+                "set retention with keep_last, keep_daily, keep_weekly and keep_monthly in this table"
+                    .to_string()
+            }
+            // Its value may be the key itself: never shown.
+            "encryption_key" => "the key never goes in this file; name where it is with \
+encryption_key_env = \"…\" or encryption_key_file = \"…\""
+                .to_string(),
+            key => suggest::hint(key, BACKUP_KEYS.iter().copied())
+                .unwrap_or_else(|| format!("expected one of {}", BACKUP_KEYS.join(", "))),
+        };
+        cx.error(&field.key_span, &field.path, "unknown key", Some(hint));
+    }
+}
+
+/// Whether `name` is a declared object store, reporting it (with the closest
+/// one) if not. `stores` is `None` when the stores themselves did not parse
+/// (reported): then any name is taken, to report one mistake once.
+fn check_store_name(
+    cx: &mut Cx,
+    name: &Spanned<String>,
+    path: &str,
+    stores: Option<&[&str]>,
+) -> bool {
+    let Some(names) = stores else {
+        return true;
+    };
+    if names.contains(&name.value.as_str()) {
+        return true;
+    }
+    let hint = suggest::hint(&name.value, names.iter().copied()).unwrap_or_else(|| {
+        if names.is_empty() {
+            format!(
+                "no object store is declared; add [[object_stores]] with name = {:?}",
+                name.value
+            )
+        } else {
+            format!("declared object stores are {}", names.join(", "))
+        }
+    });
+    cx.error(
+        &name.span,
+        path,
+        format!("{:?} is not a declared object store", name.value),
+        Some(hint),
+    );
+    false
+}
+
+/// The offsite copy is the one that survives losing the first store, so it
+/// must be another declared store. `store` is the backup's own store when it
+/// is valid.
+fn check_offsite_store(
+    cx: &mut Cx,
+    offsite: &Spanned<String>,
+    path: &str,
+    store: Option<&Spanned<String>>,
+    stores: Option<&[&str]>,
+) -> bool {
+    if !check_store_name(cx, offsite, path, stores) {
+        return false;
+    }
+    let Some(store) = store.filter(|s| s.value == offsite.value) else {
+        return true;
+    };
+    let others: Vec<&str> = stores
+        .unwrap_or_default()
+        .iter()
+        .copied()
+        .filter(|s| *s != store.value)
+        .collect();
+    let hint = if others.is_empty() {
+        "declare a second [[object_stores]], in another region, and name it here".to_string()
+    } else {
+        format!("name another store, e.g. offsite_store = {:?}", others[0])
+    };
+    let line = cx.line(&store.span);
+    cx.error(
+        &offsite.span,
+        path,
+        format!(
+            "{:?} is already the backup's store (line {line}); an offsite copy must go elsewhere",
+            offsite.value
+        ),
+        Some(hint),
+    );
+    false
+}
+
+/// An optional schedule: `Some(None)` when absent, `None` when wrong
+/// (reported).
+fn optional_cron(cx: &mut Cx, table: &Table, key: &str) -> Option<Option<String>> {
+    let Some(field) = table.get(key) else {
+        return Some(None);
+    };
+    let text = cx.string_or(
+        &field,
+        Some(format!(
+            "write the schedule as a string, e.g. {key} = \"0 * * * *\" (hourly)"
+        )),
+    )?;
+    // Kept as written but for surrounding blanks, for whoever parses it next.
+    check_cron(cx, &text, &field.path).then(|| Some(text.value.trim().to_string()))
+}
+
+/// Standard 5-field cron, checked with `croner`. Forms with seconds (and a
+/// year) are refused rather than guessed at: "0 0 * * * *" means hourly to
+/// one cron and every midnight to another, and a backup schedule that is
+/// off by that much is found only when a restore is needed.
+fn check_cron(cx: &mut Cx, text: &Spanned<String>, path: &str) -> bool {
+    let fields: Vec<&str> = text.value.split_whitespace().collect();
+    let (message, hint) = match fields.len() {
+        5 => match cron_parser().parse(&text.value) {
+            Ok(_) => return true,
+            Err(e) => {
+                let (reason, hint) = match wrong_cron_field(&fields) {
+                    Some((i, e)) => {
+                        let (name, takes) = CRON_FIELDS[i];
+                        (
+                            format!("{name} field {:?}: {}", fields[i], cron_error_text(&e)),
+                            format!("the {name} field takes {takes}; {CRON_EXAMPLES}"),
+                        )
+                    }
+                    None => (cron_error_text(&e), cron_hint()),
+                };
+                (
+                    format!("{:?} is not a valid cron expression: {reason}", text.value),
+                    hint,
+                )
+            }
+        },
+        0 => (
+            "the schedule is empty".to_string(),
+            format!("{}; or remove the key to run only on demand", cron_hint()),
+        ),
+        n @ (6 | 7) => {
+            let (what, drop) = if n == 6 {
+                ("seconds", "drop the seconds field")
+            } else {
+                ("seconds and year", "drop the seconds and year fields")
+            };
+            // Seconds come first and the year last in these forms.
+            let five = fields[1..6].join(" ");
+            let hint = if cron_parser().parse(&five).is_ok() {
+                format!("{drop}: \"{five}\"")
+            } else {
+                format!("{drop}; {}", cron_hint())
+            };
+            (
+                format!(
+                    "{:?} has {n} fields; schedules are 5-field cron, without {what}",
+                    text.value
+                ),
+                hint,
+            )
+        }
+        n => {
+            let hint = match cron_nickname(&text.value) {
+                Some(five) => format!("write \"{five}\", its 5-field form"),
+                None => cron_hint(),
+            };
+            let fields = if n == 1 { "field" } else { "fields" };
+            (
+                format!(
+                    "{:?} has {n} {fields}; a cron expression has 5",
+                    text.value
+                ),
+                hint,
+            )
+        }
+    };
+    cx.error(&text.span, path, message, Some(hint));
+    false
+}
+
+/// How a schedule is written.
+fn cron_hint() -> String {
+    format!("5 fields: minute hour day-of-month month day-of-week; {CRON_EXAMPLES}")
+}
+
+/// The parser of schedules: exactly 5 fields.
+fn cron_parser() -> croner::parser::CronParser {
+    use croner::parser::{CronParser, Seconds, Year};
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+}
+
+/// The first field that is wrong on its own, and croner's error for it:
+/// croner's messages do not say which field they are about.
+fn wrong_cron_field(fields: &[&str]) -> Option<(usize, croner::errors::CronError)> {
+    let parser = cron_parser();
+    (0..CRON_FIELDS.len()).find_map(|i| {
+        let mut alone = ["*"; 5];
+        alone[i] = fields[i];
+        parser.parse(&alone.join(" ")).err().map(|e| (i, e))
+    })
+}
+
+/// croner's message, lower case, without its own type names and full stop.
+fn cron_error_text(error: &croner::errors::CronError) -> String {
+    use croner::errors::CronError as E;
+    let text = match error {
+        E::InvalidPattern(m) | E::ComponentError(m) => m.clone(),
+        E::IllegalCharacters(m) => m.strip_prefix("CronPattern ").unwrap_or(m).to_string(),
+        other => other.to_string(),
+    };
+    crate::error::lower_first(text.trim_end_matches('.'))
+}
+
+/// The 5-field form of cron's `@hourly`-style nicknames.
+fn cron_nickname(text: &str) -> Option<&'static str> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "@hourly" => Some("0 * * * *"),
+        "@daily" | "@midnight" => Some("0 0 * * *"),
+        "@weekly" => Some("0 0 * * 0"),
+        "@monthly" => Some("0 0 1 * *"),
+        "@yearly" | "@annually" => Some("0 0 1 1 *"),
+        _ => None,
+    }
+}
+
+/// `keep_last`, `keep_daily`, `keep_weekly`, `keep_monthly`. `None` when
+/// any is wrong (reported).
+fn retention(cx: &mut Cx, table: &Table) -> Option<Retention> {
+    let mut retention = Retention::default();
+    let defaults = Retention::default();
+    let mut ok = true;
+    for (key, slot, default, what) in [
+        ("keep_last", &mut retention.keep_last, defaults.keep_last, ""),
+        ("keep_daily", &mut retention.keep_daily, defaults.keep_daily, "daily"),
+        ("keep_weekly", &mut retention.keep_weekly, defaults.keep_weekly, "weekly"),
+        ("keep_monthly", &mut retention.keep_monthly, defaults.keep_monthly, "monthly"),
+    ] {
+        let Some(field) = table.get(key) else {
+            continue;
+        };
+        match keep_count(cx, &field, default, what) {
+            Some(n) => *slot = n,
+            None => ok = false,
+        }
+    }
+    ok.then_some(retention)
+}
+
+/// One retention count. `what` is "daily", "weekly", "monthly", or empty
+/// for `keep_last`, which must keep at least the newest backup.
+fn keep_count(cx: &mut Cx, field: &Field, default: u32, what: &str) -> Option<u32> {
+    let count = cx.integer(field)?;
+    let usage = if what.is_empty() {
+        format!("use 1 or more; the default is {default}")
+    } else {
+        format!("use 0 to keep no {what} backups, or a count; the default is {default}")
+    };
+    let message = if count.value < 0 {
+        format!("{} is negative", count.value)
+    } else if count.value == 0 && what.is_empty() {
+        "0 would let pruning delete every backup, the newest included".to_string()
+    } else {
+        match u32::try_from(count.value) {
+            Ok(n) => return Some(n),
+            Err(_) => format!("{} is too large", count.value),
+        }
+    };
+    cx.error(&count.span, &field.path, message, Some(usage));
+    None
+}
+
+/// `encryption_key_env` or `encryption_key_file`: `Some(None)` when neither
+/// is set, `None` when wrong (reported). A key is never written in the
+/// config, and a value that looks like one is never echoed.
+fn encryption_key(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<Option<KeySource>> {
+    let mut present: Vec<Field> = KEY_SOURCE_KEYS
+        .iter()
+        .filter_map(|k| table.get(k))
+        .collect();
+    present.sort_by_key(|f| f.key_span.start);
+    let field = match present.as_slice() {
+        [] => return Some(None),
+        [one] => one,
+        [first, second, ..] => {
+            cx.error(
+                &second.key_span,
+                &table.path,
+                format!("{} and {} are both set", first.key, second.key),
+                Some(
+                    "keep one: the name of an environment variable holding the key, or the path of a file holding it"
+                        .into(),
+                ),
+            );
+            return None;
+        }
+    };
+    let value = cx.string(field)?;
+    if field.key == "encryption_key_env" {
+        let message = if !is_env_var_name(&value.value) {
+            "the value is not an environment variable name"
+        } else if looks_like_key(&value.value) {
+            "the value looks like a key, not an environment variable name"
+        } else {
+            return Some(Some(KeySource::Env(value.value)));
+        };
+        cx.error(
+            &value.span,
+            &field.path,
+            message,
+            Some(
+                "name the variable that holds the key, e.g. \"DRCTL_BACKUP_KEY\"; if this is the key itself, move it out of this file and rotate it"
+                    .into(),
+            ),
+        );
+        return None;
+    }
+    if value.value.trim().is_empty() {
+        cx.error(
+            &value.span,
+            &field.path,
+            "names no file",
+            Some("give the path of a file holding the backup encryption key".into()),
+        );
+        return None;
+    }
+    Some(Some(KeySource::File(base_dir.join(value.value))))
+}
+
+/// A valid variable name that is more likely key material (hex, base64
+/// without padding): long, with letters and digits, and none of the '_'
+/// that separates the words of real names. It would be shown wherever the
+/// variable is named (errors, the API), so it is refused.
+fn looks_like_key(name: &str) -> bool {
+    name.len() >= 20
+        && !name.contains('_')
+        && name.chars().any(|c| c.is_ascii_digit())
+        && name.chars().any(|c| c.is_ascii_alphabetic())
 }
 
 /// A backup is taken over a connection, so its region must be one of the

@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use drctl_config::{BackupPolicy, HealthCheck, ObjectStoreKind, Targets, Tier, TierTargets};
+use drctl_config::{
+    BackupPolicy, HealthCheck, KeySource, ObjectStoreKind, Retention, Targets, Tier, TierTargets,
+};
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -244,6 +246,13 @@ strict = true
             compression_level: 3,
             validation_queries: Vec::new(),
             strict: false,
+            schedule: None,
+            verify_schedule: None,
+            restore_test_schedule: None,
+            restore_test_max_age: secs(7 * 86_400),
+            retention: Retention::default(),
+            offsite_store: None,
+            encryption_key: None,
         })
     );
     assert_eq!(
@@ -254,6 +263,13 @@ strict = true
             compression_level: 19,
             validation_queries: vec!["SELECT count(*) > 0 FROM shop.orders".into()],
             strict: true,
+            schedule: None,
+            verify_schedule: None,
+            restore_test_schedule: None,
+            restore_test_max_age: secs(7 * 86_400),
+            retention: Retention::default(),
+            offsite_store: None,
+            encryption_key: None,
         })
     );
 
@@ -287,4 +303,168 @@ postgres = { eu-west = { dsn_env = "REPORTS_DSN" } }
 "#;
     let config = drctl_config::parse("svc.toml", text, Path::new("/srv")).unwrap();
     assert_eq!(config.service("reports").unwrap().backup, None);
+}
+
+#[test]
+fn backup_schedules_retention_offsite_and_key_get_their_defaults() {
+    let text = r#"
+[[regions]]
+name = "eu-west"
+
+[[object_stores]]
+name = "dr-bucket"
+kind = "s3"
+bucket = "shop-backups"
+
+[[object_stores]]
+name = "dr-bucket-eu"
+kind = "s3"
+bucket = "shop-backups-eu"
+
+[[services]]
+name = "catalog"
+tier = "cold"
+regions = ["eu-west"]
+primary = "eu-west"
+postgres = { eu-west = { dsn_env = "CATALOG_DSN" } }
+backup = { store = "dr-bucket" }
+
+[[services]]
+name = "orders"
+tier = "cold"
+regions = ["eu-west"]
+primary = "eu-west"
+postgres = { eu-west = { dsn_env = "ORDERS_DSN" } }
+
+[services.backup]
+store = "dr-bucket"
+schedule = "0 * * * *"
+verify_schedule = "30 * * * *"
+restore_test_schedule = "0 3 * * mon-fri"
+restore_test_max_age = "36h"
+keep_last = 1
+keep_daily = 0
+keep_weekly = 0
+keep_monthly = 12
+offsite_store = "dr-bucket-eu"
+encryption_key_file = "keys/orders-backup.key"
+
+[[services]]
+name = "payments"
+tier = "cold"
+regions = ["eu-west"]
+primary = "eu-west"
+postgres = { eu-west = { dsn_env = "PAYMENTS_DSN" } }
+backup = { store = "dr-bucket", encryption_key_env = "PAYMENTS_BACKUP_KEY", keep_weekly = 8 }
+"#;
+    let config = drctl_config::parse("backups.toml", text, Path::new("/etc/drctl")).unwrap();
+    let backup = |name: &str| config.service(name).unwrap().backup.clone().unwrap();
+
+    // Nothing written: on demand only, 7d restore-test evidence, 7/7/4/6,
+    // no offsite copy, not encrypted by drctl.
+    let catalog = backup("catalog");
+    assert_eq!(catalog.schedule, None);
+    assert_eq!(catalog.verify_schedule, None);
+    assert_eq!(catalog.restore_test_schedule, None);
+    assert_eq!(catalog.restore_test_max_age, secs(7 * 86_400));
+    assert_eq!(
+        catalog.retention,
+        Retention {
+            keep_last: 7,
+            keep_daily: 7,
+            keep_weekly: 4,
+            keep_monthly: 6,
+        }
+    );
+    assert_eq!(catalog.retention, Retention::default());
+    assert_eq!(catalog.offsite_store, None);
+    assert_eq!(catalog.encryption_key, None);
+
+    // Everything written: schedules kept as written, 0 allowed but for
+    // keep_last, the key file resolved next to the config.
+    let orders = backup("orders");
+    assert_eq!(orders.schedule.as_deref(), Some("0 * * * *"));
+    assert_eq!(orders.verify_schedule.as_deref(), Some("30 * * * *"));
+    assert_eq!(orders.restore_test_schedule.as_deref(), Some("0 3 * * mon-fri"));
+    assert_eq!(orders.restore_test_max_age, secs(36 * 3600));
+    assert_eq!(
+        orders.retention,
+        Retention {
+            keep_last: 1,
+            keep_daily: 0,
+            keep_weekly: 0,
+            keep_monthly: 12,
+        }
+    );
+    assert_eq!(orders.offsite_store.as_deref(), Some("dr-bucket-eu"));
+    assert_eq!(
+        orders.encryption_key,
+        Some(KeySource::File("/etc/drctl/keys/orders-backup.key".into()))
+    );
+
+    // Unwritten counts keep their defaults when others are set.
+    let payments = backup("payments");
+    assert_eq!(
+        payments.retention,
+        Retention {
+            keep_weekly: 8,
+            ..Retention::default()
+        }
+    );
+    assert_eq!(
+        payments.encryption_key,
+        Some(KeySource::Env("PAYMENTS_BACKUP_KEY".into()))
+    );
+
+    // The API shows them the way the config writes them.
+    let json = serde_json::to_value(&orders).unwrap();
+    assert_eq!(json["schedule"], "0 * * * *");
+    assert_eq!(json["restore_test_max_age"], "1d 12h");
+    assert_eq!(
+        json["retention"],
+        serde_json::json!({ "keep_last": 1, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 12 })
+    );
+    assert_eq!(json["offsite_store"], "dr-bucket-eu");
+    assert_eq!(
+        json["encryption_key"],
+        serde_json::json!({ "file": "/etc/drctl/keys/orders-backup.key" })
+    );
+    let json = serde_json::to_value(&payments).unwrap();
+    assert_eq!(
+        json["encryption_key"],
+        serde_json::json!({ "env": "PAYMENTS_BACKUP_KEY" })
+    );
+    let json = serde_json::to_value(&catalog).unwrap();
+    assert_eq!(json["restore_test_max_age"], "7d");
+    assert_eq!(json["verify_schedule"], serde_json::Value::Null);
+    assert_eq!(json["encryption_key"], serde_json::Value::Null);
+}
+
+/// croner's extensions and names are accepted in 5 fields, as the cron
+/// users know them.
+#[test]
+fn common_cron_spellings_are_accepted() {
+    for schedule in [
+        "*/15 * * * *",
+        "0 */6 * * *",
+        "30 2 * * 1-5",
+        "0 0 1,15 * *",
+        "0 3 * * SUN",
+        "0 4 * jan,jul *",
+        "0 4 L * *",
+        "  5 4 * * *  ",
+    ] {
+        let text = format!(
+            "[[regions]]\nname = \"a\"\n[[object_stores]]\nname = \"s\"\nkind = \"local\"\npath = \"b\"\n\
+             [[services]]\nname = \"x\"\ntier = \"cold\"\nregions = [\"a\"]\nprimary = \"a\"\n\
+             postgres = {{ a = {{ dsn_env = \"X\" }} }}\nbackup = {{ store = \"s\", schedule = {schedule:?} }}\n"
+        );
+        match drctl_config::parse("c.toml", &text, Path::new("/")) {
+            Ok(config) => assert_eq!(
+                config.services[0].backup.as_ref().unwrap().schedule.as_deref(),
+                Some(schedule.trim())
+            ),
+            Err(errors) => panic!("{schedule:?} refused:\n{errors}"),
+        }
+    }
 }

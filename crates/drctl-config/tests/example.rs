@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use drctl_config::{BackupPolicy, DsnSource, ObjectStoreKind, Tier};
+use drctl_config::{BackupPolicy, DsnSource, KeySource, ObjectStoreKind, Retention, Tier};
 
 const EXAMPLE: &str = "../../config/shop.example.toml";
 
@@ -104,7 +104,7 @@ fn shop_example_parses_cleanly() {
 }
 
 #[test]
-fn shop_example_backs_up_to_the_dr_bucket() {
+fn shop_example_backs_up_to_the_dr_bucket_and_offsite() {
     let config = drctl_config::load(Path::new(EXAMPLE)).unwrap();
     let config_dir = config.source.parent().unwrap();
 
@@ -113,7 +113,7 @@ fn shop_example_backs_up_to_the_dr_bucket() {
         .iter()
         .map(|s| s.name.as_str())
         .collect();
-    assert_eq!(names, ["local-backups", "dr-bucket"]);
+    assert_eq!(names, ["local-backups", "dr-bucket", "dr-bucket-eu"]);
     assert_eq!(
         config.object_store("local-backups").unwrap().kind,
         ObjectStoreKind::Local {
@@ -131,6 +131,16 @@ fn shop_example_backs_up_to_the_dr_bucket() {
             path_style: false,
         }
     );
+    assert_eq!(
+        config.object_store("dr-bucket-eu").unwrap().kind,
+        ObjectStoreKind::S3 {
+            bucket: "shop-backups-eu".into(),
+            prefix: "drctl/".into(),
+            endpoint: None,
+            region: "eu-west-1".into(),
+            path_style: false,
+        }
+    );
 
     let backup = |name: &str| config.service(name).unwrap().backup.clone();
     assert_eq!(
@@ -141,6 +151,13 @@ fn shop_example_backs_up_to_the_dr_bucket() {
             compression_level: 3,
             validation_queries: Vec::new(),
             strict: false,
+            schedule: None,
+            verify_schedule: None,
+            restore_test_schedule: None,
+            restore_test_max_age: secs(7 * 86_400),
+            retention: Retention::default(),
+            offsite_store: None,
+            encryption_key: Some(KeySource::Env("SHOP_MAIN_BACKUP_KEY".into())),
         })
     );
     assert_eq!(
@@ -151,6 +168,13 @@ fn shop_example_backs_up_to_the_dr_bucket() {
             compression_level: 3,
             validation_queries: Vec::new(),
             strict: false,
+            schedule: None,
+            verify_schedule: None,
+            restore_test_schedule: None,
+            restore_test_max_age: secs(7 * 86_400),
+            retention: Retention::default(),
+            offsite_store: None,
+            encryption_key: None,
         })
     );
     assert_eq!(
@@ -161,6 +185,18 @@ fn shop_example_backs_up_to_the_dr_bucket() {
             compression_level: 9,
             validation_queries: vec!["SELECT count(*) > 0 FROM catalog.products".into()],
             strict: true,
+            schedule: Some("0 * * * *".into()),
+            verify_schedule: Some("30 * * * *".into()),
+            restore_test_schedule: Some("0 3 * * *".into()),
+            restore_test_max_age: secs(2 * 86_400),
+            retention: Retention {
+                keep_last: 24,
+                keep_daily: 14,
+                keep_weekly: 8,
+                keep_monthly: 12,
+            },
+            offsite_store: Some("dr-bucket-eu".into()),
+            encryption_key: None,
         })
     );
     for name in ["payments", "customer-identity", "clickstream"] {
@@ -195,4 +231,14 @@ fn shop_example_serializes_without_its_password() {
     assert_eq!(json["object_stores"][1]["kind"], "s3");
     assert_eq!(json["object_stores"][1]["bucket"], "shop-backups");
     assert_eq!(orders["backup"]["store"], "dr-bucket");
+    assert_eq!(
+        orders["backup"]["encryption_key"]["env"],
+        "SHOP_MAIN_BACKUP_KEY"
+    );
+    let catalog = &json["services"][4];
+    assert_eq!(catalog["name"], "catalog");
+    assert_eq!(catalog["backup"]["restore_test_schedule"], "0 3 * * *");
+    assert_eq!(catalog["backup"]["restore_test_max_age"], "2d");
+    assert_eq!(catalog["backup"]["retention"]["keep_last"], 24);
+    assert_eq!(catalog["backup"]["offsite_store"], "dr-bucket-eu");
 }

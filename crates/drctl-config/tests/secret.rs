@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use drctl_config::{DsnError, DsnSource, Secret};
+use drctl_config::{DsnError, DsnSource, KeySource, Secret};
 
 const PASSWORD: &str = "s3cr3t-pa55";
 
@@ -180,4 +180,105 @@ postgres.eu-west.dsn_env = "postgres://catalog:{PASSWORD}@db/catalog"
          environment variable name (this looks like a connection string; use dsn = \"…\", or put \
          it in an environment variable and name that)"
     );
+}
+
+#[test]
+fn backup_key_from_env_and_file_is_trimmed_and_errors_name_the_source_not_the_value() {
+    const KEY: &str = "k3y-m4t3r14l-base64==";
+    // A variable name unique to this test: tests run in parallel threads.
+    let var = "DRCTL_CONFIG_TEST_BACKUP_KEY_9C1E";
+    std::env::set_var(var, format!("  {KEY}\n"));
+    let source = KeySource::Env(var.into());
+    let key = source.resolve().unwrap();
+    assert_eq!(key.expose(), KEY);
+    for shown in [format!("{key:?}"), format!("{key}"), format!("{source:?}")] {
+        assert!(!shown.contains(KEY), "{shown}");
+    }
+
+    std::env::set_var(var, " \n ");
+    let err = source.resolve().unwrap_err();
+    assert_eq!(err, DsnError::KeyEnvEmpty { var: var.into() });
+    assert_eq!(
+        err.to_string(),
+        format!("environment variable {var} is empty (set it to the backup encryption key)")
+    );
+    std::env::remove_var(var);
+    let err = source.resolve().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("environment variable {var} is not set (export it with the backup encryption key)")
+    );
+
+    let dir = std::env::temp_dir().join(format!("drctl-config-key-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("backup.key");
+    std::fs::write(&file, format!("{KEY}\n")).unwrap();
+    let source = KeySource::File(file.clone());
+    assert_eq!(source.resolve().unwrap().expose(), KEY);
+
+    std::fs::write(&file, "\n").unwrap();
+    let err = source.resolve().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "key file {} is empty (write the backup encryption key into it)",
+            file.display()
+        )
+    );
+
+    std::fs::remove_file(&file).unwrap();
+    let shown = source.resolve().unwrap_err().to_string();
+    assert!(
+        shown.starts_with(&format!(
+            "cannot read key file {}: no such file",
+            file.display()
+        )),
+        "{shown}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A key pasted where its variable's name belongs, or under a key of its
+/// own, is refused without being shown.
+#[test]
+fn a_key_pasted_into_the_config_is_not_echoed() {
+    for (line, key) in [
+        // Not a variable name at all (base64 with '+', '/', '=').
+        ("encryption_key_env", "q8Jx+3vW/0aZ9kL2mN4pR6tY8uI0oP1s=="),
+        // A valid name, but hex key material.
+        ("encryption_key_env", "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"),
+        ("encryption_key_env", "a3f9c0d2e4b6a8c0d2e4f6a8b0c2d4e6"),
+        // The model's name for it, not a key of the file.
+        ("encryption_key", "a3f9c0d2e4b6a8c0d2e4f6a8b0c2d4e6"),
+    ] {
+        let text = format!(
+            r#"
+[[regions]]
+name = "eu-west"
+
+[[object_stores]]
+name = "dr-bucket"
+kind = "s3"
+bucket = "shop-backups"
+
+[[services]]
+name = "orders"
+tier = "cold"
+regions = ["eu-west"]
+primary = "eu-west"
+postgres.eu-west.dsn_env = "ORDERS_DSN"
+backup.store = "dr-bucket"
+backup.{line} = "{key}"
+"#
+        );
+        let errors = drctl_config::parse("p.toml", &text, Path::new("/")).unwrap_err();
+        let report = errors.to_string();
+        assert!(!report.contains(key), "{key} leaked:\n{report}");
+        assert_eq!(errors.len(), 1, "{report}");
+        assert!(
+            errors.errors[0].hint.as_deref().unwrap().contains("encryption_key_env") ||
+            errors.errors[0].hint.as_deref().unwrap().contains("DRCTL_BACKUP_KEY"),
+            "{report}"
+        );
+    }
 }

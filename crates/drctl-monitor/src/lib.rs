@@ -68,6 +68,49 @@ pub struct ServiceView {
     /// Where the measured RTO comes from (`restore_test …`).
     pub rto_source: Option<String>,
     pub rto_measured_at: Option<DateTime<Utc>>,
+    /// Measured RTO against target: `ok`, `breach` (too slow, the latest
+    /// restore test failed, or the evidence is older than allowed), or
+    /// `unknown` (no evidence yet).
+    pub rto_status: Status,
+    pub rto_reason: Option<String>,
+}
+
+/// RTO status from restore tests: the latest must have passed, within the
+/// allowed age, and been ready within the target.
+fn restore_test_judgement(
+    evidence: &BackupEvidence,
+    target: Duration,
+    max_age: Duration,
+    now: DateTime<Utc>,
+) -> (Status, Option<String>) {
+    let Some(latest) = evidence.latest_restore_test.as_ref().filter(|t| t.status != "running") else {
+        return (Status::Unknown, Some("no restore test yet".into()));
+    };
+    if latest.status != "passed" {
+        return (
+            Status::Breach,
+            Some(format!("the latest restore test ({}) failed: {}", latest.id, latest.error.clone().unwrap_or_default())),
+        );
+    }
+    let age = latest.ended_at.map(|t| (now - t).to_std().unwrap_or_default()).unwrap_or(Duration::MAX);
+    if age > max_age {
+        return (
+            Status::Breach,
+            Some(format!(
+                "the latest passed restore test is {}s old, older than the {}s allowed: the evidence is stale",
+                age.as_secs(),
+                max_age.as_secs()
+            )),
+        );
+    }
+    match latest.time_to_ready_us.map(|us| Duration::from_micros(us.max(0) as u64)) {
+        Some(ttr) if ttr > target => (
+            Status::Breach,
+            Some(format!("restore took {:.1}s, over the {}s target", ttr.as_secs_f64(), target.as_secs())),
+        ),
+        Some(_) => (Status::Ok, None),
+        None => (Status::Unknown, Some("the latest restore test recorded no time to ready".into())),
+    }
 }
 
 /// The newest backup evidence of a service.
@@ -151,6 +194,8 @@ impl Monitor {
                     rto_measured_us: None,
                     rto_source: None,
                     rto_measured_at: None,
+                    rto_status: Status::Unknown,
+                    rto_reason: None,
                 };
                 (s.name.clone(), view)
             })
@@ -341,11 +386,18 @@ impl Monitor {
                             .as_ref()
                             .filter(|t| t.status == "passed")
                             .cloned();
+                        let (rto_status, rto_reason) = restore_test_judgement(&evidence, svc.targets.rto, policy.restore_test_max_age, now);
                         self.update_view(&svc.name, |v| {
                             if let Some(t) = &passed_test {
                                 v.rto_measured_us = t.time_to_ready_us;
                                 v.rto_source = Some(format!("restore_test {}", t.id));
                                 v.rto_measured_at = t.ended_at;
+                            }
+                            // Until failovers and drills measure it, the cold
+                            // tier's RTO stands on its restore tests.
+                            if !svc.tier.is_replicated() {
+                                v.rto_status = rto_status;
+                                v.rto_reason = rto_reason.clone();
                             }
                             if !svc.tier.is_replicated() {
                                 let basis = if policy.strict {

@@ -116,6 +116,25 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        BackupCommand::Restore { id, target, output } => {
+            let bar = ProgressBar::new_spinner();
+            bar.set_message(format!("verifying and restoring {id} into {}", target.display()));
+            bar.enable_steady_tick(Duration::from_millis(120));
+            let restored = jobs::restore_recorded_backup(&config, &store, &id, &target).await;
+            bar.finish_and_clear();
+            let manifest = restored?;
+            match output {
+                OutputFormat::Json => print_json(&json!({ "restored": id, "target": target, "manifest": manifest }))?,
+                OutputFormat::Table => println!(
+                    "restored backup {id} of {} into {} (consistent at {}); start it with pg_ctl -D {} start, as the postgres user, after setting its port",
+                    manifest.service,
+                    target.display(),
+                    manifest.stop_lsn.as_deref().unwrap_or("?"),
+                    target.display()
+                ),
+            }
+            Ok(())
+        }
         BackupCommand::Verify { id, latest, output } => {
             let id = match (id, latest) {
                 (Some(id), None) => id,
@@ -161,6 +180,7 @@ pub async fn restore_test(args: RestoreTestArgs) -> anyhow::Result<()> {
         &config,
         &store,
         &args.service,
+        args.backup.as_deref(),
         args.scratch.clone(),
         |phase| {
             let what = match phase {

@@ -67,6 +67,17 @@ pub enum BackupCommand {
         #[arg(short, long, value_enum, default_value_t)]
         output: OutputFormat,
     },
+    /// Verify a backup and restore it into a new directory, and leave it
+    /// there (recovery when every replica carries the damage).
+    Restore {
+        /// The backup id (see `drctl backup list`).
+        id: String,
+        /// A directory that does not exist yet (or is empty).
+        #[arg(long)]
+        target: std::path::PathBuf,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
     /// Re-read a backup's objects and check them against its manifest.
     /// Exit 1 when verification fails.
     Verify {
@@ -86,6 +97,9 @@ pub struct RestoreTestArgs {
     #[command(flatten)]
     pub config: ConfigPath,
     pub service: String,
+    /// Test this backup instead of the newest verified one.
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
     /// Scratch space for the restored copy (removed afterwards); must be
     /// reachable by the postgres user.
     #[arg(long, default_value = "/tmp/drctl-restore-tests")]

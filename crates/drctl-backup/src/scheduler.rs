@@ -1,0 +1,199 @@
+//! The backup scheduler: cron schedules per service for backups (followed
+//! by retention), verification and restore tests.
+//!
+//! Every due time is recorded in the state store (`schedule_runs`): run,
+//! failed, or missed. After downtime the scheduler records every due time it
+//! slept through as `missed` and runs the latest one once, late, saying by
+//! how much — a missed schedule is visible, never silently skipped. A
+//! service's backup can only run in one process at a time (the backup
+//! lease), so two daemons never take the same backup twice.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use croner::Cron;
+use drctl_config::Config;
+use drctl_store::{ScheduleRun, Store};
+use tokio::sync::watch;
+
+use crate::jobs;
+
+/// How often schedules are checked.
+const TICK: Duration = Duration::from_secs(5);
+/// At most this many missed due times are recorded per catch-up.
+const MAX_MISSED: usize = 1000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Job {
+    Backup,
+    Verify,
+    RestoreTest,
+}
+
+impl Job {
+    fn name(self) -> &'static str {
+        match self {
+            Job::Backup => "backup",
+            Job::Verify => "verify",
+            Job::RestoreTest => "restore_test",
+        }
+    }
+}
+
+/// Due times of `cron` in `(after, now]`, oldest first.
+fn due_times(cron: &Cron, after: DateTime<Utc>, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    let mut out = Vec::new();
+    let mut t = after;
+    while let Ok(next) = cron.find_next_occurrence(&t, false) {
+        if next > now || out.len() > MAX_MISSED {
+            break;
+        }
+        out.push(next);
+        t = next;
+    }
+    out
+}
+
+/// Runs the scheduler until `shutdown` turns true.
+pub async fn run_scheduler(config: Arc<Config>, store: Store, scratch_root: PathBuf, mut shutdown: watch::Receiver<bool>) {
+    let started = Utc::now();
+    let running: Arc<Mutex<HashSet<(String, Job)>>> = Arc::default();
+    let mut ticker = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        for svc in &config.services {
+            let Some(policy) = &svc.backup else { continue };
+            for (job, expr) in [
+                (Job::Backup, &policy.schedule),
+                (Job::Verify, &policy.verify_schedule),
+                (Job::RestoreTest, &policy.restore_test_schedule),
+            ] {
+                let Some(expr) = expr else { continue };
+                // Validated with the config; an error here is a bug, logged.
+                let Ok(cron) = Cron::from_str(expr) else {
+                    tracing::error!(service = %svc.name, schedule = %expr, "unparseable schedule");
+                    continue;
+                };
+                if running.lock().expect("lock").contains(&(svc.name.clone(), job)) {
+                    continue;
+                }
+                let now = Utc::now();
+                // Never before the first run of this daemon for a schedule
+                // with no history: a new schedule starts now, not in 1970.
+                let last = match store.last_schedule_due(&svc.name, job.name()).await {
+                    Ok(last) => last.unwrap_or(started),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read schedule history");
+                        continue;
+                    }
+                };
+                let dues = due_times(&cron, last, now);
+                let Some((&latest, earlier)) = dues.split_last() else { continue };
+                for &due in earlier {
+                    let _ = store
+                        .record_schedule_run(&ScheduleRun {
+                            service: svc.name.clone(),
+                            job: job.name().into(),
+                            due_at: due,
+                            started_at: None,
+                            ended_at: None,
+                            status: "missed".into(),
+                            detail: Some("not run at its time (the daemon was down or busy); a later run was due".into()),
+                        })
+                        .await;
+                }
+                let run = ScheduleRun {
+                    service: svc.name.clone(),
+                    job: job.name().into(),
+                    due_at: latest,
+                    started_at: Some(now),
+                    ended_at: None,
+                    status: "running".into(),
+                    detail: ((now - latest).num_seconds() > 60)
+                        .then(|| format!("late by {}s", (now - latest).num_seconds())),
+                };
+                if store.record_schedule_run(&run).await.is_err() {
+                    continue;
+                }
+                running.lock().expect("lock").insert((svc.name.clone(), job));
+                let (config, store, running, scratch, service) =
+                    (config.clone(), store.clone(), running.clone(), scratch_root.clone(), svc.name.clone());
+                tokio::spawn(async move {
+                    let outcome = run_job(&config, &store, &service, job, scratch).await;
+                    let (status, detail) = match outcome {
+                        Ok(detail) => ("ok", detail),
+                        Err(e) => ("failed", e),
+                    };
+                    let detail = match &run.detail {
+                        Some(late) => format!("{late}; {detail}"),
+                        None => detail,
+                    };
+                    if status == "failed" {
+                        tracing::warn!(%service, job = job.name(), %detail, "scheduled job failed");
+                    }
+                    let _ = store
+                        .record_schedule_run(&ScheduleRun { ended_at: Some(Utc::now()), status: status.into(), detail: Some(detail), ..run })
+                        .await;
+                    running.lock().expect("lock").remove(&(service, job));
+                });
+            }
+        }
+    }
+}
+
+/// Runs one job; `Ok` carries a one-line summary, `Err` the reason.
+async fn run_job(config: &Config, store: &Store, service: &str, job: Job, scratch: PathBuf) -> Result<String, String> {
+    match job {
+        Job::Backup => {
+            let (record, _) = jobs::backup_service(config, store, service, |_| {}).await.map_err(|e| e.to_string())?;
+            let plan = jobs::apply_retention(config, store, service, false).await.map_err(|e| format!("backup {} taken; retention failed: {e}", record.id))?;
+            Ok(format!("backup {}; retention deleted {}", record.id, plan.delete.len()))
+        }
+        Job::Verify => {
+            let pending = store
+                .backups(Some(service), 1000)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .find(|b| b.status == "complete" && b.verification.is_none() && b.deleted_at.is_none());
+            let Some(backup) = pending else { return Ok("no unverified backup".into()) };
+            let report = jobs::verify_recorded_backup(config, store, &backup.id).await.map_err(|e| e.to_string())?;
+            if report.verified {
+                Ok(format!("backup {} verified", backup.id))
+            } else {
+                Err(format!("backup {} failed verification: {}", backup.id, report.reason.unwrap_or_default()))
+            }
+        }
+        Job::RestoreTest => {
+            let (record, outcome) = jobs::restore_test_service(config, store, service, None, scratch, |_| {}).await.map_err(|e| e.to_string())?;
+            if outcome.passed {
+                Ok(format!("restore test {} passed", record.id))
+            } else {
+                Err(format!("restore test {} failed: {}", record.id, outcome.error.unwrap_or_default()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn due_times_between_two_instants() {
+        let hourly = Cron::from_str("0 * * * *").unwrap();
+        let after = Utc.with_ymd_and_hms(2026, 11, 23, 9, 30, 0).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+        let dues = due_times(&hourly, after, now);
+        assert_eq!(dues.iter().map(|d| d.format("%H:%M").to_string()).collect::<Vec<_>>(), ["10:00", "11:00", "12:00"]);
+        assert!(due_times(&hourly, now, now).is_empty(), "nothing due again at the same instant");
+    }
+}
