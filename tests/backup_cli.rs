@@ -177,17 +177,25 @@ async fn cold_tier_rpo_and_rto_come_from_verified_backups_and_restore_tests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_missed_while_the_daemon_was_down_are_recorded_and_the_latest_runs() {
-    let (lab, dir) = start_lab(vec![drctl_lab::LabService::new("catalog", "cold", "shop.price_changes")]).await;
-    let text = std::fs::read_to_string(lab.config_path())
-        .unwrap()
-        .replace("[services.backup]\nstore = \"lab-objects\"\n", "[services.backup]\nstore = \"lab-objects\"\nschedule = \"* * * * *\"\n");
+    let (lab, dir) = start_lab(vec![drctl_lab::LabService::new(
+        "catalog",
+        "cold",
+        "shop.price_changes",
+    )])
+    .await;
+    let text = std::fs::read_to_string(lab.config_path()).unwrap().replace(
+        "[services.backup]\nstore = \"lab-objects\"\n",
+        "[services.backup]\nstore = \"lab-objects\"\nschedule = \"* * * * *\"\n",
+    );
     assert!(text.contains("schedule = "), "{text}");
     let path = lab.record.dir.join("scheduled.toml");
     std::fs::write(&path, text).unwrap();
     let config = std::sync::Arc::new(drctl_config::load(&path).unwrap_or_else(|e| panic!("{e}")));
 
     // The daemon last handled the backup due five minutes ago, then stopped.
-    let store = drctl_store::Store::open(config.store.url.expose()).await.unwrap();
+    let store = drctl_store::Store::open(config.store.url.expose())
+        .await
+        .unwrap();
     let now = Utc::now();
     let five_ago = now - chrono::TimeDelta::minutes(5);
     let last_due = five_ago - chrono::TimeDelta::seconds(five_ago.timestamp() % 60);
@@ -207,21 +215,57 @@ async fn schedules_missed_while_the_daemon_was_down_are_recorded_and_the_latest_
 
     let daemon = drctl_api::Daemon::start(config).await.expect("daemon");
     let api = daemon.api_url();
-    let runs = wait_for("the caught-up backup to finish", Duration::from_secs(60), || async {
-        let runs: Value = reqwest::get(format!("{api}/api/v1/schedule-runs?service=catalog")).await.ok()?.json().await.ok()?;
-        let list = runs["schedule_runs"].as_array()?.clone();
-        list.iter().any(|r| r["status"] == "ok" && r["due_at"] != Value::Null && time(&r["due_at"]) > last_due).then_some(list)
-    })
+    let runs = wait_for(
+        "the caught-up backup to finish",
+        Duration::from_secs(60),
+        || async {
+            let runs: Value = reqwest::get(format!("{api}/api/v1/schedule-runs?service=catalog"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let list = runs["schedule_runs"].as_array()?.clone();
+            list.iter()
+                .any(|r| {
+                    r["status"] == "ok"
+                        && r["due_at"] != Value::Null
+                        && time(&r["due_at"]) > last_due
+                })
+                .then_some(list)
+        },
+    )
     .await;
     let missed: Vec<&Value> = runs.iter().filter(|r| r["status"] == "missed").collect();
-    let ok: Vec<&Value> = runs.iter().filter(|r| r["status"] == "ok" && time(&r["due_at"]) > last_due).collect();
+    let ok: Vec<&Value> = runs
+        .iter()
+        .filter(|r| r["status"] == "ok" && time(&r["due_at"]) > last_due)
+        .collect();
     eprintln!("{}", serde_json::to_string_pretty(&runs).unwrap());
     assert_eq!(ok.len(), 1, "the latest due time ran once");
-    assert!(missed.len() >= 3, "every minute slept through is recorded missed: {missed:?}");
-    assert!(missed.iter().all(|r| time(&r["due_at"]) < time(&ok[0]["due_at"])));
-    assert!(ok[0]["detail"].as_str().unwrap().contains("backup "), "{:?}", ok[0]);
-    let backups: Value = reqwest::get(format!("{api}/api/v1/backups?service=catalog")).await.unwrap().json().await.unwrap();
-    assert_eq!(backups["backups"].as_array().unwrap().len(), 1, "one backup for the catch-up, not one per missed minute");
+    assert!(
+        missed.len() >= 3,
+        "every minute slept through is recorded missed: {missed:?}"
+    );
+    assert!(missed
+        .iter()
+        .all(|r| time(&r["due_at"]) < time(&ok[0]["due_at"])));
+    assert!(
+        ok[0]["detail"].as_str().unwrap().contains("backup "),
+        "{:?}",
+        ok[0]
+    );
+    let backups: Value = reqwest::get(format!("{api}/api/v1/backups?service=catalog"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        backups["backups"].as_array().unwrap().len(),
+        1,
+        "one backup for the catch-up, not one per missed minute"
+    );
     daemon.stop().await;
     lab.teardown().unwrap();
     drop(dir);

@@ -144,20 +144,56 @@ async fn store_suite(store: Store) {
 async fn lease_suite(store: &Store, now: DateTime<Utc>) {
     use std::time::Duration;
     let ttl = Duration::from_secs(60);
-    let a = store.acquire_lease("backup:orders", "a", ttl, now).await.unwrap().expect("a takes a free lease");
+    let a = store
+        .acquire_lease("backup:orders", "a", ttl, now)
+        .await
+        .unwrap()
+        .expect("a takes a free lease");
     assert_eq!(a.token, 1);
-    assert!(store.acquire_lease("backup:orders", "b", ttl, now).await.unwrap().is_none(), "b waits while a holds it");
-    assert!(store.acquire_lease("backup:catalog", "b", ttl, now).await.unwrap().is_some(), "leases are per name");
+    assert!(
+        store
+            .acquire_lease("backup:orders", "b", ttl, now)
+            .await
+            .unwrap()
+            .is_none(),
+        "b waits while a holds it"
+    );
+    assert!(
+        store
+            .acquire_lease("backup:catalog", "b", ttl, now)
+            .await
+            .unwrap()
+            .is_some(),
+        "leases are per name"
+    );
     let later = now + TimeDelta::seconds(61);
-    let mut b = store.acquire_lease("backup:orders", "b", ttl, later).await.unwrap().expect("b takes an expired lease");
+    let mut b = store
+        .acquire_lease("backup:orders", "b", ttl, later)
+        .await
+        .unwrap()
+        .expect("b takes an expired lease");
     assert_eq!(b.token, 2, "a new holder gets a new token");
     let mut stale = a.clone();
-    assert!(!store.renew_lease(&mut stale, ttl, later).await.unwrap(), "a lost its lease");
+    assert!(
+        !store.renew_lease(&mut stale, ttl, later).await.unwrap(),
+        "a lost its lease"
+    );
     store.release_lease(&a).await.unwrap();
-    assert!(store.acquire_lease("backup:orders", "c", ttl, later).await.unwrap().is_none(), "a's release did not free b's lease");
+    assert!(
+        store
+            .acquire_lease("backup:orders", "c", ttl, later)
+            .await
+            .unwrap()
+            .is_none(),
+        "a's release did not free b's lease"
+    );
     assert!(store.renew_lease(&mut b, ttl, later).await.unwrap());
     store.release_lease(&b).await.unwrap();
-    let c = store.acquire_lease("backup:orders", "c", ttl, later).await.unwrap().expect("released");
+    let c = store
+        .acquire_lease("backup:orders", "c", ttl, later)
+        .await
+        .unwrap()
+        .expect("released");
     assert_eq!(c.token, 3);
 
     let run = drctl_store::ScheduleRun {
@@ -170,12 +206,28 @@ async fn lease_suite(store: &Store, now: DateTime<Utc>) {
         detail: Some("the daemon was not running".into()),
     };
     store.record_schedule_run(&run).await.unwrap();
-    store.record_schedule_run(&drctl_store::ScheduleRun { status: "ok".into(), ..run.clone() }).await.unwrap();
+    store
+        .record_schedule_run(&drctl_store::ScheduleRun {
+            status: "ok".into(),
+            ..run.clone()
+        })
+        .await
+        .unwrap();
     let runs = store.schedule_runs(Some("catalog"), 10).await.unwrap();
-    assert_eq!(runs.len(), 1, "recording the same due time twice updates it");
+    assert_eq!(
+        runs.len(),
+        1,
+        "recording the same due time twice updates it"
+    );
     assert_eq!(runs[0].status, "ok");
-    assert_eq!(store.last_schedule_due("catalog", "backup").await.unwrap(), Some(now));
-    assert_eq!(store.last_schedule_due("catalog", "verify").await.unwrap(), None);
+    assert_eq!(
+        store.last_schedule_due("catalog", "backup").await.unwrap(),
+        Some(now)
+    );
+    assert_eq!(
+        store.last_schedule_due("catalog", "verify").await.unwrap(),
+        None
+    );
 }
 
 #[tokio::test]

@@ -58,7 +58,12 @@ impl Daemon {
         let monitor = Monitor::new(config.clone(), store.clone());
         let (shutdown, rx) = watch::channel(false);
         let monitor_task = tokio::spawn(monitor.clone().run(rx.clone()));
-        let scheduler_task = tokio::spawn(drctl_backup::scheduler::run_scheduler(config, store, scratch_root(), rx.clone()));
+        let scheduler_task = tokio::spawn(drctl_backup::scheduler::run_scheduler(
+            config,
+            store,
+            scratch_root(),
+            rx.clone(),
+        ));
         let mut api_rx = rx;
         let api_task = tokio::spawn(crate::serve(
             listener,

@@ -313,8 +313,15 @@ async fn restore_tests(
     Ok(Json(json!({ "restore_tests": list })))
 }
 
-async fn schedule_runs(State(state): State<ApiState>, query: Result<Query<EvidenceQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+async fn schedule_runs(
+    State(state): State<ApiState>,
+    query: Result<Query<EvidenceQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
     let (service, limit) = evidence_query(&state, query)?;
-    let list = state.monitor.store().schedule_runs(service.as_deref(), limit).await?;
+    let list = state
+        .monitor
+        .store()
+        .schedule_runs(service.as_deref(), limit)
+        .await?;
     Ok(Json(json!({ "schedule_runs": list })))
 }

@@ -75,7 +75,12 @@ fn service<'c>(config: &'c Config, name: &str) -> Result<&'c Service, JobError> 
 /// Names this process in leases: host, pid and a random part.
 pub fn holder_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{}:{}:{}", host.trim(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "{}:{}:{}",
+        host.trim(),
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 const BACKUP_LEASE_TTL: Duration = Duration::from_secs(120);
@@ -121,11 +126,16 @@ pub async fn backup_service(
     };
     let lease_name = format!("backup:{}", svc.name);
     let holder = holder_id();
-    let Some(lease) = store.acquire_lease(&lease_name, &holder, BACKUP_LEASE_TTL, Utc::now()).await? else {
+    let Some(lease) = store
+        .acquire_lease(&lease_name, &holder, BACKUP_LEASE_TTL, Utc::now())
+        .await?
+    else {
         let current = store.backups(Some(&svc.name), 1).await?.into_iter().next();
         return Err(JobError::Busy {
             service: svc.name.clone(),
-            holder: current.map(|b| format!("backup {}", b.id)).unwrap_or_else(|| "another drctl".into()),
+            holder: current
+                .map(|b| format!("backup {}", b.id))
+                .unwrap_or_else(|| "another drctl".into()),
         });
     };
     let renewer = {
@@ -134,7 +144,11 @@ pub async fn backup_service(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(BACKUP_LEASE_TTL / 4).await;
-                if !store.renew_lease(&mut lease, BACKUP_LEASE_TTL, Utc::now()).await.unwrap_or(false) {
+                if !store
+                    .renew_lease(&mut lease, BACKUP_LEASE_TTL, Utc::now())
+                    .await
+                    .unwrap_or(false)
+                {
                     tracing::warn!(lease = %lease.name, "lost the backup lease");
                     return;
                 }
@@ -154,14 +168,21 @@ async fn backup_holding_lease(
     req: &BackupRequest,
     progress: impl FnMut(BackupProgress),
 ) -> Result<(BackupRecord, Manifest), JobError> {
-    let interrupted = store.fail_interrupted_backups(&svc.name, Utc::now()).await?;
-    let swept = req.store.sweep_unfinished_uploads(&format!("{}/", svc.name)).await?;
+    let interrupted = store
+        .fail_interrupted_backups(&svc.name, Utc::now())
+        .await?;
+    let swept = req
+        .store
+        .sweep_unfinished_uploads(&format!("{}/", svc.name))
+        .await?;
     if interrupted + swept as u64 > 0 {
         tracing::info!(service = %svc.name, interrupted, swept, "cleaned up after an interrupted backup");
     }
     let started = Utc::now();
     let id = new_backup_id(started);
-    store.backup_started(&id, &svc.name, &policy.from_region, &policy.store, started).await?;
+    store
+        .backup_started(&id, &svc.name, &policy.from_region, &policy.store, started)
+        .await?;
     match run_backup(req, &id, started, progress).await {
         Ok(manifest) => {
             let object = &manifest.objects[0];
@@ -236,10 +257,20 @@ pub async fn latest_complete_backup(
 /// Restores a recorded backup into `target` (a new directory) and leaves it
 /// there: the recovery path when every replica carries the damage. The
 /// backup is verified first; an unverifiable one is refused.
-pub async fn restore_recorded_backup(config: &Config, store: &Store, backup_id: &str, target: &std::path::Path) -> Result<Manifest, JobError> {
-    let record = store.backup(backup_id).await?.ok_or_else(|| JobError::UnknownBackup(backup_id.to_string()))?;
+pub async fn restore_recorded_backup(
+    config: &Config,
+    store: &Store,
+    backup_id: &str,
+    target: &std::path::Path,
+) -> Result<Manifest, JobError> {
+    let record = store
+        .backup(backup_id)
+        .await?
+        .ok_or_else(|| JobError::UnknownBackup(backup_id.to_string()))?;
     if record.deleted_at.is_some() {
-        return Err(JobError::Config(format!("backup {backup_id} was deleted by retention")));
+        return Err(JobError::Config(format!(
+            "backup {backup_id} was deleted by retention"
+        )));
     }
     let objects = open_object_store(config, &record.store).await?;
     Ok(crate::restore_backup(&objects, &record.service, &record.id, target).await?)
@@ -331,7 +362,10 @@ pub async fn apply_retention(
     dry_run: bool,
 ) -> Result<crate::RetentionPlan, JobError> {
     let svc = service(config, service_name)?;
-    let policy = svc.backup.as_ref().ok_or_else(|| JobError::NoBackupPolicy(svc.name.clone()))?;
+    let policy = svc
+        .backup
+        .as_ref()
+        .ok_or_else(|| JobError::NoBackupPolicy(svc.name.clone()))?;
     let all = store.backups(Some(&svc.name), 100_000).await?;
     let candidates: Vec<crate::Candidate> = all
         .iter()
@@ -344,7 +378,8 @@ pub async fn apply_retention(
             })
         })
         .collect();
-    let in_use: std::collections::HashSet<String> = store.backups_in_use(&svc.name).await?.into_iter().collect();
+    let in_use: std::collections::HashSet<String> =
+        store.backups_in_use(&svc.name).await?.into_iter().collect();
     let r = &policy.retention;
     let rule = crate::RetentionRule {
         keep_last: r.keep_last,

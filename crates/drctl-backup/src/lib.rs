@@ -17,19 +17,19 @@ mod backup;
 pub mod jobs;
 mod manifest;
 mod restore;
+mod restore_test;
 mod retention;
 pub mod scheduler;
-mod restore_test;
 mod store;
 mod verify;
 
 pub use backup::{run_backup, BackupProgress, BackupRequest};
 pub use manifest::{Manifest, ManifestObject, MANIFEST_FORMAT};
 pub use restore::restore_backup;
-pub use retention::{plan_retention, Candidate, RetentionPlan, RetentionRule};
 pub use restore_test::{
     run_restore_test, QueryResult, RestorePhase, RestoreTestOutcome, RestoreTestRequest,
 };
+pub use retention::{plan_retention, Candidate, RetentionPlan, RetentionRule};
 pub use store::{ObjectInfo, ObjectStore, S3Location, Upload, PART_SIZE};
 pub use verify::{verify_backup, VerifyReport};
 

@@ -37,33 +37,41 @@ pub struct RetentionPlan {
 
 /// Decides what to keep. Pure: the caller supplies the backups, the rule
 /// and the ids in use.
-pub fn plan_retention(candidates: &[Candidate], rule: RetentionRule, in_use: &HashSet<String>) -> RetentionPlan {
+pub fn plan_retention(
+    candidates: &[Candidate],
+    rule: RetentionRule,
+    in_use: &HashSet<String>,
+) -> RetentionPlan {
     let mut sorted: Vec<&Candidate> = candidates.iter().collect();
     sorted.sort_by(|a, b| b.ended_at.cmp(&a.ended_at).then_with(|| b.id.cmp(&a.id)));
     let mut plan = RetentionPlan::default();
-    let mut keep = |id: &str, why: &'static str| plan.keep.entry(id.to_string()).or_default().push(why);
+    let mut keep =
+        |id: &str, why: &'static str| plan.keep.entry(id.to_string()).or_default().push(why);
 
     for c in sorted.iter().take(rule.keep_last as usize) {
         keep(&c.id, "last");
     }
     // The newest backup of each period, for the most recent periods that
     // have one (a period without backups does not use up a slot).
-    let mut by_period = |limit: u32, why: &'static str, period: &dyn Fn(&DateTime<Utc>) -> (i32, u32)| {
-        let mut seen = Vec::new();
-        for c in &sorted {
-            let p = period(&c.ended_at);
-            if seen.contains(&p) {
-                continue;
+    let mut by_period =
+        |limit: u32, why: &'static str, period: &dyn Fn(&DateTime<Utc>) -> (i32, u32)| {
+            let mut seen = Vec::new();
+            for c in &sorted {
+                let p = period(&c.ended_at);
+                if seen.contains(&p) {
+                    continue;
+                }
+                if seen.len() as u32 >= limit {
+                    break;
+                }
+                seen.push(p);
+                keep(&c.id, why);
             }
-            if seen.len() as u32 >= limit {
-                break;
-            }
-            seen.push(p);
-            keep(&c.id, why);
-        }
-    };
+        };
     by_period(rule.keep_daily, "daily", &|t| (t.year(), t.ordinal()));
-    by_period(rule.keep_weekly, "weekly", &|t| (t.iso_week().year(), t.iso_week().week()));
+    by_period(rule.keep_weekly, "weekly", &|t| {
+        (t.iso_week().year(), t.iso_week().week())
+    });
     by_period(rule.keep_monthly, "monthly", &|t| (t.year(), t.month()));
     if let Some(newest_verified) = sorted.iter().find(|c| c.verified) {
         keep(&newest_verified.id, "newest verified");
@@ -73,7 +81,11 @@ pub fn plan_retention(candidates: &[Candidate], rule: RetentionRule, in_use: &Ha
             keep(&c.id, "in use by a restore test");
         }
     }
-    plan.delete = sorted.iter().filter(|c| !plan.keep.contains_key(&c.id)).map(|c| c.id.clone()).collect();
+    plan.delete = sorted
+        .iter()
+        .filter(|c| !plan.keep.contains_key(&c.id))
+        .map(|c| c.id.clone())
+        .collect();
     plan
 }
 
@@ -83,7 +95,12 @@ mod tests {
     use chrono::{NaiveDate, TimeZone};
 
     fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
-        Utc.from_utc_datetime(&NaiveDate::from_ymd_opt(y, m, d).unwrap().and_hms_opt(h, 0, 0).unwrap())
+        Utc.from_utc_datetime(
+            &NaiveDate::from_ymd_opt(y, m, d)
+                .unwrap()
+                .and_hms_opt(h, 0, 0)
+                .unwrap(),
+        )
     }
 
     /// Two backups a day (03:00 and 15:00) from 2026-01-01 to 2026-06-30.
@@ -93,14 +110,23 @@ mod tests {
         while day <= NaiveDate::from_ymd_opt(2026, 6, 30).unwrap() {
             for h in [3, 15] {
                 let t = Utc.from_utc_datetime(&day.and_hms_opt(h, 0, 0).unwrap());
-                out.push(Candidate { id: t.format("%Y%m%dT%H").to_string(), ended_at: t, verified: true });
+                out.push(Candidate {
+                    id: t.format("%Y%m%dT%H").to_string(),
+                    ended_at: t,
+                    verified: true,
+                });
             }
             day = day.succ_opt().unwrap();
         }
         out
     }
 
-    const RULE: RetentionRule = RetentionRule { keep_last: 3, keep_daily: 7, keep_weekly: 4, keep_monthly: 6 };
+    const RULE: RetentionRule = RetentionRule {
+        keep_last: 3,
+        keep_daily: 7,
+        keep_weekly: 4,
+        keep_monthly: 6,
+    };
 
     fn kept(plan: &RetentionPlan) -> Vec<&str> {
         plan.keep.keys().map(String::as_str).collect()
@@ -111,20 +137,34 @@ mod tests {
         let plan = plan_retention(&calendar(), RULE, &HashSet::new());
         let expected = vec![
             // monthly: the newest of January … June (June's is also "last")
-            "20260131T15", "20260228T15", "20260331T15", "20260430T15", "20260531T15",
+            "20260131T15",
+            "20260228T15",
+            "20260331T15",
+            "20260430T15",
+            "20260531T15",
             // weekly: the newest of the ISO weeks of 30 June (Tuesday; the 30th itself),
             // of 22-28 June (the 28th, also daily), 15-21 and 8-14 June
-            "20260614T15", "20260621T15",
+            "20260614T15",
+            "20260621T15",
             // daily: 24 … 30 June
-            "20260624T15", "20260625T15", "20260626T15", "20260627T15", "20260628T15", "20260629T15",
+            "20260624T15",
+            "20260625T15",
+            "20260626T15",
+            "20260627T15",
+            "20260628T15",
+            "20260629T15",
             // last 3: the 30th's two and the 29th's 15:00 (already daily)
-            "20260630T03", "20260630T15",
+            "20260630T03",
+            "20260630T15",
         ];
         let mut expected: Vec<&str> = expected;
         expected.sort();
         assert_eq!(kept(&plan), expected);
         assert_eq!(plan.keep.len() + plan.delete.len(), calendar().len());
-        assert_eq!(plan.keep["20260630T15"], vec!["last", "daily", "weekly", "monthly", "newest verified"]);
+        assert_eq!(
+            plan.keep["20260630T15"],
+            vec!["last", "daily", "weekly", "monthly", "newest verified"]
+        );
     }
 
     #[test]
@@ -148,7 +188,12 @@ mod tests {
 
     #[test]
     fn zero_rules_keep_only_what_must_stay() {
-        let rule = RetentionRule { keep_last: 1, keep_daily: 0, keep_weekly: 0, keep_monthly: 0 };
+        let rule = RetentionRule {
+            keep_last: 1,
+            keep_daily: 0,
+            keep_weekly: 0,
+            keep_monthly: 0,
+        };
         let plan = plan_retention(&calendar(), rule, &HashSet::new());
         assert_eq!(kept(&plan), vec!["20260630T15"]);
         assert_eq!(plan.delete.len(), calendar().len() - 1);
@@ -157,11 +202,28 @@ mod tests {
     #[test]
     fn periods_without_backups_do_not_use_up_slots() {
         let backups = vec![
-            Candidate { id: "a".into(), ended_at: at(2026, 1, 10, 1), verified: false },
-            Candidate { id: "b".into(), ended_at: at(2026, 3, 10, 1), verified: false },
-            Candidate { id: "c".into(), ended_at: at(2026, 6, 10, 1), verified: false },
+            Candidate {
+                id: "a".into(),
+                ended_at: at(2026, 1, 10, 1),
+                verified: false,
+            },
+            Candidate {
+                id: "b".into(),
+                ended_at: at(2026, 3, 10, 1),
+                verified: false,
+            },
+            Candidate {
+                id: "c".into(),
+                ended_at: at(2026, 6, 10, 1),
+                verified: false,
+            },
         ];
-        let rule = RetentionRule { keep_last: 1, keep_daily: 0, keep_weekly: 0, keep_monthly: 3 };
+        let rule = RetentionRule {
+            keep_last: 1,
+            keep_daily: 0,
+            keep_weekly: 0,
+            keep_monthly: 3,
+        };
         let plan = plan_retention(&backups, rule, &HashSet::new());
         assert_eq!(kept(&plan), vec!["a", "b", "c"]);
     }

@@ -59,7 +59,12 @@ fn due_times(cron: &Cron, after: DateTime<Utc>, now: DateTime<Utc>) -> Vec<DateT
 }
 
 /// Runs the scheduler until `shutdown` turns true.
-pub async fn run_scheduler(config: Arc<Config>, store: Store, scratch_root: PathBuf, mut shutdown: watch::Receiver<bool>) {
+pub async fn run_scheduler(
+    config: Arc<Config>,
+    store: Store,
+    scratch_root: PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let started = Utc::now();
     let running: Arc<Mutex<HashSet<(String, Job)>>> = Arc::default();
     let mut ticker = tokio::time::interval(TICK);
@@ -81,7 +86,11 @@ pub async fn run_scheduler(config: Arc<Config>, store: Store, scratch_root: Path
                     tracing::error!(service = %svc.name, schedule = %expr, "unparseable schedule");
                     continue;
                 };
-                if running.lock().expect("lock").contains(&(svc.name.clone(), job)) {
+                if running
+                    .lock()
+                    .expect("lock")
+                    .contains(&(svc.name.clone(), job))
+                {
                     continue;
                 }
                 let now = Utc::now();
@@ -95,7 +104,9 @@ pub async fn run_scheduler(config: Arc<Config>, store: Store, scratch_root: Path
                     }
                 };
                 let dues = due_times(&cron, last, now);
-                let Some((&latest, earlier)) = dues.split_last() else { continue };
+                let Some((&latest, earlier)) = dues.split_last() else {
+                    continue;
+                };
                 for &due in earlier {
                     let _ = store
                         .record_schedule_run(&ScheduleRun {
@@ -122,9 +133,17 @@ pub async fn run_scheduler(config: Arc<Config>, store: Store, scratch_root: Path
                 if store.record_schedule_run(&run).await.is_err() {
                     continue;
                 }
-                running.lock().expect("lock").insert((svc.name.clone(), job));
-                let (config, store, running, scratch, service) =
-                    (config.clone(), store.clone(), running.clone(), scratch_root.clone(), svc.name.clone());
+                running
+                    .lock()
+                    .expect("lock")
+                    .insert((svc.name.clone(), job));
+                let (config, store, running, scratch, service) = (
+                    config.clone(),
+                    store.clone(),
+                    running.clone(),
+                    scratch_root.clone(),
+                    svc.name.clone(),
+                );
                 tokio::spawn(async move {
                     let outcome = run_job(&config, &store, &service, job, scratch).await;
                     let (status, detail) = match outcome {
@@ -139,7 +158,12 @@ pub async fn run_scheduler(config: Arc<Config>, store: Store, scratch_root: Path
                         tracing::warn!(%service, job = job.name(), %detail, "scheduled job failed");
                     }
                     let _ = store
-                        .record_schedule_run(&ScheduleRun { ended_at: Some(Utc::now()), status: status.into(), detail: Some(detail), ..run })
+                        .record_schedule_run(&ScheduleRun {
+                            ended_at: Some(Utc::now()),
+                            status: status.into(),
+                            detail: Some(detail),
+                            ..run
+                        })
                         .await;
                     running.lock().expect("lock").remove(&(service, job));
                 });
@@ -149,12 +173,26 @@ pub async fn run_scheduler(config: Arc<Config>, store: Store, scratch_root: Path
 }
 
 /// Runs one job; `Ok` carries a one-line summary, `Err` the reason.
-async fn run_job(config: &Config, store: &Store, service: &str, job: Job, scratch: PathBuf) -> Result<String, String> {
+async fn run_job(
+    config: &Config,
+    store: &Store,
+    service: &str,
+    job: Job,
+    scratch: PathBuf,
+) -> Result<String, String> {
     match job {
         Job::Backup => {
-            let (record, _) = jobs::backup_service(config, store, service, |_| {}).await.map_err(|e| e.to_string())?;
-            let plan = jobs::apply_retention(config, store, service, false).await.map_err(|e| format!("backup {} taken; retention failed: {e}", record.id))?;
-            Ok(format!("backup {}; retention deleted {}", record.id, plan.delete.len()))
+            let (record, _) = jobs::backup_service(config, store, service, |_| {})
+                .await
+                .map_err(|e| e.to_string())?;
+            let plan = jobs::apply_retention(config, store, service, false)
+                .await
+                .map_err(|e| format!("backup {} taken; retention failed: {e}", record.id))?;
+            Ok(format!(
+                "backup {}; retention deleted {}",
+                record.id,
+                plan.delete.len()
+            ))
         }
         Job::Verify => {
             let pending = store
@@ -162,21 +200,38 @@ async fn run_job(config: &Config, store: &Store, service: &str, job: Job, scratc
                 .await
                 .map_err(|e| e.to_string())?
                 .into_iter()
-                .find(|b| b.status == "complete" && b.verification.is_none() && b.deleted_at.is_none());
-            let Some(backup) = pending else { return Ok("no unverified backup".into()) };
-            let report = jobs::verify_recorded_backup(config, store, &backup.id).await.map_err(|e| e.to_string())?;
+                .find(|b| {
+                    b.status == "complete" && b.verification.is_none() && b.deleted_at.is_none()
+                });
+            let Some(backup) = pending else {
+                return Ok("no unverified backup".into());
+            };
+            let report = jobs::verify_recorded_backup(config, store, &backup.id)
+                .await
+                .map_err(|e| e.to_string())?;
             if report.verified {
                 Ok(format!("backup {} verified", backup.id))
             } else {
-                Err(format!("backup {} failed verification: {}", backup.id, report.reason.unwrap_or_default()))
+                Err(format!(
+                    "backup {} failed verification: {}",
+                    backup.id,
+                    report.reason.unwrap_or_default()
+                ))
             }
         }
         Job::RestoreTest => {
-            let (record, outcome) = jobs::restore_test_service(config, store, service, None, scratch, |_| {}).await.map_err(|e| e.to_string())?;
+            let (record, outcome) =
+                jobs::restore_test_service(config, store, service, None, scratch, |_| {})
+                    .await
+                    .map_err(|e| e.to_string())?;
             if outcome.passed {
                 Ok(format!("restore test {} passed", record.id))
             } else {
-                Err(format!("restore test {} failed: {}", record.id, outcome.error.unwrap_or_default()))
+                Err(format!(
+                    "restore test {} failed: {}",
+                    record.id,
+                    outcome.error.unwrap_or_default()
+                ))
             }
         }
     }
@@ -193,7 +248,15 @@ mod tests {
         let after = Utc.with_ymd_and_hms(2026, 11, 23, 9, 30, 0).unwrap();
         let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
         let dues = due_times(&hourly, after, now);
-        assert_eq!(dues.iter().map(|d| d.format("%H:%M").to_string()).collect::<Vec<_>>(), ["10:00", "11:00", "12:00"]);
-        assert!(due_times(&hourly, now, now).is_empty(), "nothing due again at the same instant");
+        assert_eq!(
+            dues.iter()
+                .map(|d| d.format("%H:%M").to_string())
+                .collect::<Vec<_>>(),
+            ["10:00", "11:00", "12:00"]
+        );
+        assert!(
+            due_times(&hourly, now, now).is_empty(),
+            "nothing due again at the same instant"
+        );
     }
 }

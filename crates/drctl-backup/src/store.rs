@@ -61,9 +61,7 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> BackupError {
     move |source| BackupError::Io { what, source }
 }
 
-fn s3_err<E: std::fmt::Display>(
-    what: String,
-) -> impl FnOnce(aws_sdk_s3::error::SdkError<E>) -> BackupError
+fn s3_err<E>(what: String) -> impl FnOnce(aws_sdk_s3::error::SdkError<E>) -> BackupError
 where
     E: std::error::Error + 'static,
 {

@@ -1601,10 +1601,7 @@ fn check_cron(cx: &mut Cx, text: &Spanned<String>, path: &str) -> bool {
             };
             let fields = if n == 1 { "field" } else { "fields" };
             (
-                format!(
-                    "{:?} has {n} {fields}; a cron expression has 5",
-                    text.value
-                ),
+                format!("{:?} has {n} {fields}; a cron expression has 5", text.value),
                 hint,
             )
         }
@@ -1664,30 +1661,27 @@ fn cron_nickname(text: &str) -> Option<&'static str> {
 /// `keep_last`, `keep_daily`, `keep_weekly`, `keep_monthly`. `None` when
 /// any is wrong (reported).
 fn retention(cx: &mut Cx, table: &Table) -> Option<Retention> {
-    let mut retention = Retention::default();
-    let defaults = Retention::default();
-    let mut ok = true;
-    for (key, slot, default, what) in [
-        ("keep_last", &mut retention.keep_last, defaults.keep_last, ""),
-        ("keep_daily", &mut retention.keep_daily, defaults.keep_daily, "daily"),
-        ("keep_weekly", &mut retention.keep_weekly, defaults.keep_weekly, "weekly"),
-        ("keep_monthly", &mut retention.keep_monthly, defaults.keep_monthly, "monthly"),
-    ] {
-        let Some(field) = table.get(key) else {
-            continue;
-        };
-        match keep_count(cx, &field, default, what) {
-            Some(n) => *slot = n,
-            None => ok = false,
-        }
-    }
-    ok.then_some(retention)
+    let d = Retention::default();
+    let keep_last = keep_count(cx, table, "keep_last", d.keep_last, "");
+    let keep_daily = keep_count(cx, table, "keep_daily", d.keep_daily, "daily");
+    let keep_weekly = keep_count(cx, table, "keep_weekly", d.keep_weekly, "weekly");
+    let keep_monthly = keep_count(cx, table, "keep_monthly", d.keep_monthly, "monthly");
+    Some(Retention {
+        keep_last: keep_last?,
+        keep_daily: keep_daily?,
+        keep_weekly: keep_weekly?,
+        keep_monthly: keep_monthly?,
+    })
 }
 
-/// One retention count. `what` is "daily", "weekly", "monthly", or empty
-/// for `keep_last`, which must keep at least the newest backup.
-fn keep_count(cx: &mut Cx, field: &Field, default: u32, what: &str) -> Option<u32> {
-    let count = cx.integer(field)?;
+/// One retention count, `default` when absent. `what` is "daily", "weekly",
+/// "monthly", or empty for `keep_last`, which must keep at least the newest
+/// backup.
+fn keep_count(cx: &mut Cx, table: &Table, key: &str, default: u32, what: &str) -> Option<u32> {
+    let Some(field) = table.get(key) else {
+        return Some(default);
+    };
+    let count = cx.integer(&field)?;
     let usage = if what.is_empty() {
         format!("use 1 or more; the default is {default}")
     } else {

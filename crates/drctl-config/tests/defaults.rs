@@ -385,7 +385,10 @@ backup = { store = "dr-bucket", encryption_key_env = "PAYMENTS_BACKUP_KEY", keep
     let orders = backup("orders");
     assert_eq!(orders.schedule.as_deref(), Some("0 * * * *"));
     assert_eq!(orders.verify_schedule.as_deref(), Some("30 * * * *"));
-    assert_eq!(orders.restore_test_schedule.as_deref(), Some("0 3 * * mon-fri"));
+    assert_eq!(
+        orders.restore_test_schedule.as_deref(),
+        Some("0 3 * * mon-fri")
+    );
     assert_eq!(orders.restore_test_max_age, secs(36 * 3600));
     assert_eq!(
         orders.retention,
@@ -461,7 +464,12 @@ fn common_cron_spellings_are_accepted() {
         );
         match drctl_config::parse("c.toml", &text, Path::new("/")) {
             Ok(config) => assert_eq!(
-                config.services[0].backup.as_ref().unwrap().schedule.as_deref(),
+                config.services[0]
+                    .backup
+                    .as_ref()
+                    .unwrap()
+                    .schedule
+                    .as_deref(),
                 Some(schedule.trim())
             ),
             Err(errors) => panic!("{schedule:?} refused:\n{errors}"),

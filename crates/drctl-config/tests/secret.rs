@@ -246,7 +246,10 @@ fn a_key_pasted_into_the_config_is_not_echoed() {
         // Not a variable name at all (base64 with '+', '/', '=').
         ("encryption_key_env", "q8Jx+3vW/0aZ9kL2mN4pR6tY8uI0oP1s=="),
         // A valid name, but hex key material.
-        ("encryption_key_env", "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"),
+        (
+            "encryption_key_env",
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b",
+        ),
         ("encryption_key_env", "a3f9c0d2e4b6a8c0d2e4f6a8b0c2d4e6"),
         // The model's name for it, not a key of the file.
         ("encryption_key", "a3f9c0d2e4b6a8c0d2e4f6a8b0c2d4e6"),
@@ -276,8 +279,16 @@ backup.{line} = "{key}"
         assert!(!report.contains(key), "{key} leaked:\n{report}");
         assert_eq!(errors.len(), 1, "{report}");
         assert!(
-            errors.errors[0].hint.as_deref().unwrap().contains("encryption_key_env") ||
-            errors.errors[0].hint.as_deref().unwrap().contains("DRCTL_BACKUP_KEY"),
+            errors.errors[0]
+                .hint
+                .as_deref()
+                .unwrap()
+                .contains("encryption_key_env")
+                || errors.errors[0]
+                    .hint
+                    .as_deref()
+                    .unwrap()
+                    .contains("DRCTL_BACKUP_KEY"),
             "{report}"
         );
     }

@@ -83,16 +83,27 @@ fn restore_test_judgement(
     max_age: Duration,
     now: DateTime<Utc>,
 ) -> (Status, Option<String>) {
-    let Some(latest) = evidence.latest_restore_test.as_ref().filter(|t| t.status != "running") else {
+    let Some(latest) = evidence
+        .latest_restore_test
+        .as_ref()
+        .filter(|t| t.status != "running")
+    else {
         return (Status::Unknown, Some("no restore test yet".into()));
     };
     if latest.status != "passed" {
         return (
             Status::Breach,
-            Some(format!("the latest restore test ({}) failed: {}", latest.id, latest.error.clone().unwrap_or_default())),
+            Some(format!(
+                "the latest restore test ({}) failed: {}",
+                latest.id,
+                latest.error.clone().unwrap_or_default()
+            )),
         );
     }
-    let age = latest.ended_at.map(|t| (now - t).to_std().unwrap_or_default()).unwrap_or(Duration::MAX);
+    let age = latest
+        .ended_at
+        .map(|t| (now - t).to_std().unwrap_or_default())
+        .unwrap_or(Duration::MAX);
     if age > max_age {
         return (
             Status::Breach,
@@ -103,13 +114,23 @@ fn restore_test_judgement(
             )),
         );
     }
-    match latest.time_to_ready_us.map(|us| Duration::from_micros(us.max(0) as u64)) {
+    match latest
+        .time_to_ready_us
+        .map(|us| Duration::from_micros(us.max(0) as u64))
+    {
         Some(ttr) if ttr > target => (
             Status::Breach,
-            Some(format!("restore took {:.1}s, over the {}s target", ttr.as_secs_f64(), target.as_secs())),
+            Some(format!(
+                "restore took {:.1}s, over the {}s target",
+                ttr.as_secs_f64(),
+                target.as_secs()
+            )),
         ),
         Some(_) => (Status::Ok, None),
-        None => (Status::Unknown, Some("the latest restore test recorded no time to ready".into())),
+        None => (
+            Status::Unknown,
+            Some("the latest restore test recorded no time to ready".into()),
+        ),
     }
 }
 
@@ -386,7 +407,12 @@ impl Monitor {
                             .as_ref()
                             .filter(|t| t.status == "passed")
                             .cloned();
-                        let (rto_status, rto_reason) = restore_test_judgement(&evidence, svc.targets.rto, policy.restore_test_max_age, now);
+                        let (rto_status, rto_reason) = restore_test_judgement(
+                            &evidence,
+                            svc.targets.rto,
+                            policy.restore_test_max_age,
+                            now,
+                        );
                         self.update_view(&svc.name, |v| {
                             if let Some(t) = &passed_test {
                                 v.rto_measured_us = t.time_to_ready_us;

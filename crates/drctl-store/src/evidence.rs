@@ -261,23 +261,26 @@ impl Store {
     /// between the two leaves a record that says deleted and objects a later
     /// pass removes, never a listed backup without its objects.
     pub async fn mark_backup_deleted(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
-        sqlx::query("UPDATE backups SET deleted_at_us = $2 WHERE id = $1 AND deleted_at_us IS NULL")
-            .bind(id)
-            .bind(to_us(at))
-            .execute(self.pool())
-            .await
-            .map_err(query_error("recording a backup deletion"))?;
+        sqlx::query(
+            "UPDATE backups SET deleted_at_us = $2 WHERE id = $1 AND deleted_at_us IS NULL",
+        )
+        .bind(id)
+        .bind(to_us(at))
+        .execute(self.pool())
+        .await
+        .map_err(query_error("recording a backup deletion"))?;
         Ok(())
     }
 
     /// Backups restore tests are reading right now.
     pub async fn backups_in_use(&self, service: &str) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT backup_id FROM restore_tests WHERE service = $1 AND status = 'running'")
-                .bind(service)
-                .fetch_all(self.pool())
-                .await
-                .map_err(query_error("reading running restore tests"))?;
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT backup_id FROM restore_tests WHERE service = $1 AND status = 'running'",
+        )
+        .bind(service)
+        .fetch_all(self.pool())
+        .await
+        .map_err(query_error("reading running restore tests"))?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 

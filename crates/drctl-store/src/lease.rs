@@ -27,7 +27,13 @@ fn until(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
 impl Store {
     /// Takes the lease `name` for `holder` if it is free or expired.
     /// `None`: someone else holds it.
-    pub async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration, now: DateTime<Utc>) -> Result<Option<Lease>> {
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Lease>> {
         let expires = until(now, ttl);
         sqlx::query(
             "INSERT INTO leases (name, holder, token, expires_at_us) VALUES ($1, $2, 1, $3) \
@@ -62,16 +68,23 @@ impl Store {
 
     /// Extends a lease still held (same holder and token); `false` when it
     /// was lost (expired and taken by another).
-    pub async fn renew_lease(&self, lease: &mut Lease, ttl: Duration, now: DateTime<Utc>) -> Result<bool> {
+    pub async fn renew_lease(
+        &self,
+        lease: &mut Lease,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let expires = until(now, ttl);
-        let done = sqlx::query("UPDATE leases SET expires_at_us = $4 WHERE name = $1 AND holder = $2 AND token = $3")
-            .bind(&lease.name)
-            .bind(&lease.holder)
-            .bind(lease.token)
-            .bind(to_us(expires))
-            .execute(self.pool())
-            .await
-            .map_err(query_error("renewing a lease"))?;
+        let done = sqlx::query(
+            "UPDATE leases SET expires_at_us = $4 WHERE name = $1 AND holder = $2 AND token = $3",
+        )
+        .bind(&lease.name)
+        .bind(&lease.holder)
+        .bind(lease.token)
+        .bind(to_us(expires))
+        .execute(self.pool())
+        .await
+        .map_err(query_error("renewing a lease"))?;
         if done.rows_affected() == 1 {
             lease.expires_at = expires;
         }
@@ -80,13 +93,15 @@ impl Store {
 
     /// Gives a lease back (expires it now) if still held.
     pub async fn release_lease(&self, lease: &Lease) -> Result<()> {
-        sqlx::query("UPDATE leases SET expires_at_us = 0 WHERE name = $1 AND holder = $2 AND token = $3")
-            .bind(&lease.name)
-            .bind(&lease.holder)
-            .bind(lease.token)
-            .execute(self.pool())
-            .await
-            .map_err(query_error("releasing a lease"))?;
+        sqlx::query(
+            "UPDATE leases SET expires_at_us = 0 WHERE name = $1 AND holder = $2 AND token = $3",
+        )
+        .bind(&lease.name)
+        .bind(&lease.holder)
+        .bind(lease.token)
+        .execute(self.pool())
+        .await
+        .map_err(query_error("releasing a lease"))?;
         Ok(())
     }
 

@@ -23,9 +23,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use evidence::{BackupFinish, BackupRecord, RestoreTestRecord};
+pub use lag::{DownsampleReport, LagRollup, LagSample};
 pub use lease::Lease;
 pub use schedule::ScheduleRun;
-pub use lag::{DownsampleReport, LagRollup, LagSample};
 pub use stats::ExposureStats;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

@@ -44,19 +44,30 @@ impl Store {
     }
 
     /// The latest due time handled for a service's job.
-    pub async fn last_schedule_due(&self, service: &str, job: &str) -> Result<Option<DateTime<Utc>>> {
-        let row = sqlx::query("SELECT max(due_at_us) FROM schedule_runs WHERE service = $1 AND job = $2")
-            .bind(service)
-            .bind(job)
-            .fetch_one(self.pool())
-            .await
-            .map_err(query_error("reading scheduled runs"))?;
-        let v: Option<i64> = row.try_get(0).map_err(query_error("decoding scheduled runs"))?;
+    pub async fn last_schedule_due(
+        &self,
+        service: &str,
+        job: &str,
+    ) -> Result<Option<DateTime<Utc>>> {
+        let row =
+            sqlx::query("SELECT max(due_at_us) FROM schedule_runs WHERE service = $1 AND job = $2")
+                .bind(service)
+                .bind(job)
+                .fetch_one(self.pool())
+                .await
+                .map_err(query_error("reading scheduled runs"))?;
+        let v: Option<i64> = row
+            .try_get(0)
+            .map_err(query_error("decoding scheduled runs"))?;
         Ok(v.map(from_us))
     }
 
     /// Scheduled runs, newest first.
-    pub async fn schedule_runs(&self, service: Option<&str>, limit: u32) -> Result<Vec<ScheduleRun>> {
+    pub async fn schedule_runs(
+        &self,
+        service: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ScheduleRun>> {
         let rows = sqlx::query(
             "SELECT service, job, due_at_us, started_at_us, ended_at_us, status, detail FROM schedule_runs \
              WHERE ($1 = '' OR service = $1) ORDER BY due_at_us DESC LIMIT $2",

@@ -118,7 +118,10 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
         }
         BackupCommand::Restore { id, target, output } => {
             let bar = ProgressBar::new_spinner();
-            bar.set_message(format!("verifying and restoring {id} into {}", target.display()));
+            bar.set_message(format!(
+                "verifying and restoring {id} into {}",
+                target.display()
+            ));
             bar.enable_steady_tick(Duration::from_millis(120));
             let restored = jobs::restore_recorded_backup(&config, &store, &id, &target).await;
             bar.finish_and_clear();

@@ -141,6 +141,16 @@ fn print_table(report: &Value, source: &str) {
                 seconds(s["rpo"]["exposure_s"].as_f64())
             ),
             seconds(s["rpo"]["window_1h"]["p99_s"].as_f64()),
+            format!(
+                "{} / {}",
+                seconds(s["rto"]["measured_s"].as_f64()),
+                seconds(s["rto"]["target_s"].as_f64())
+            ),
+            format!(
+                "{} / {}",
+                seconds(s["rto"]["measured_s"].as_f64()),
+                seconds(s["rto"]["target_s"].as_f64())
+            ),
             s["primary"].as_str().unwrap_or("-").to_string(),
             first["region"].as_str().unwrap_or("-").to_string(),
             bytes(first["byte_lag"].as_i64()),
@@ -156,6 +166,7 @@ fn print_table(report: &Value, source: &str) {
                 sb["status"].as_str().unwrap_or("?").to_string(),
                 String::new(),
                 seconds(sb["exposure_s"].as_f64()),
+                String::new(),
                 String::new(),
                 String::new(),
                 sb["region"].as_str().unwrap_or("-").to_string(),
@@ -176,6 +187,7 @@ fn print_table(report: &Value, source: &str) {
                 "RPO TARGET",
                 "EXPOSURE",
                 "P99 1H",
+                "RTO / TARGET",
                 "PRIMARY",
                 "STANDBY",
                 "BYTE LAG",
