@@ -125,11 +125,13 @@ fn lab_up_status_link_and_down_through_the_cli() {
         || {
             let (code, out, _) = drctl(&["status", "--config", &config]);
             let orders = out.lines().find(|l| l.starts_with("orders"))?.to_string();
+            // SERVICE TIER STATUS RPO-TARGET EXPOSURE …: the exposure column has a figure.
+            let exposure = orders.split_whitespace().nth(4).unwrap_or("-");
             (code == 0
                 && orders.contains("region-a")
                 && orders.contains("region-b")
-                && !orders.contains(" - "))
-            .then_some(out)
+                && exposure != "-")
+                .then_some(out)
         },
     );
     eprintln!("{table}");
