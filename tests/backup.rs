@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use drctl_backup::{
-    new_backup_id, restore_backup, run_backup, verify_backup, BackupRequest, ObjectStore,
-    S3Location,
+    new_backup_id, restore_backup, run_backup, verify_backup, BackupKey, BackupRequest,
+    ObjectStore, S3Location,
 };
 use drctl_lab::{find_pg_bin, free_port, LabService, PgCluster, REGION_A};
 use drctl_tests::*;
@@ -42,6 +42,7 @@ fn request(lab: &drctl_lab::Lab, store: ObjectStore) -> BackupRequest {
         pg_bin: find_pg_bin().expect("PostgreSQL binaries"),
         compression_level: 3,
         store,
+        encryption: None,
     }
 }
 
@@ -57,6 +58,14 @@ async fn max_id(dsn: &str) -> i64 {
 /// Restores a backup into a scratch cluster, starts it, and returns the
 /// newest row id it holds.
 async fn restore_and_count(store: &ObjectStore, backup_id: &str) -> i64 {
+    restore_and_count_with(store, backup_id, None).await
+}
+
+async fn restore_and_count_with(
+    store: &ObjectStore,
+    backup_id: &str,
+    key: Option<&BackupKey>,
+) -> i64 {
     let scratch = tempfile::Builder::new()
         .prefix("drctl-test-restore-")
         .tempdir_in("/tmp")
@@ -67,7 +76,7 @@ async fn restore_and_count(store: &ObjectStore, backup_id: &str) -> i64 {
         free_port(),
         find_pg_bin().unwrap(),
     );
-    restore_backup(store, "catalog", backup_id, &pg.data_dir)
+    restore_backup(store, "catalog", backup_id, &pg.data_dir, key)
         .await
         .expect("restore");
     pg.adopt_restored(50).expect("adopt the restored directory");
@@ -189,7 +198,7 @@ async fn verify_catches_a_flipped_byte_a_truncation_a_missing_object_and_a_lying
     assert_eq!(reason, format!("{data}: missing"));
     let target = tempfile::tempdir().unwrap();
     assert!(
-        restore_backup(&store, "catalog", &id, target.path())
+        restore_backup(&store, "catalog", &id, target.path(), None)
             .await
             .is_err(),
         "an unverified backup is never restored"
@@ -268,6 +277,81 @@ async fn an_interrupted_backup_is_never_complete_and_its_upload_is_swept() {
             .unwrap()
             .1
             .verified
+    );
+    lab.teardown().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_backups_are_unreadable_without_their_key() {
+    let (lab, _dir) = start_lab(vec![catalog()]).await;
+    let moto = moto_server().await;
+    let store = s3_store(&moto, "drctl-encrypted").await;
+    let key = BackupKey::from_hex(&"3c".repeat(32)).unwrap();
+    let other = BackupKey::from_hex(&"a7".repeat(32)).unwrap();
+    let primary = lab.cluster("catalog", REGION_A).dsn("catalog");
+    let before = max_id(&primary).await;
+    let id = new_backup_id(Utc::now());
+    let mut req = request(&lab, store.clone());
+    req.encryption = Some(key.clone());
+    let manifest = run_backup(&req, &id, Utc::now(), |_| {})
+        .await
+        .expect("encrypted backup");
+    assert_eq!(manifest.encryption_key_id.as_deref(), Some(key.id.as_str()));
+    assert_eq!(
+        manifest.encryption.as_deref(),
+        Some(drctl_backup::ENCRYPTION_SCHEME)
+    );
+    // Verification needs no key: checksums cover the stored (sealed) bytes.
+    assert!(
+        verify_backup(&store, "catalog", &id)
+            .await
+            .unwrap()
+            .1
+            .verified
+    );
+
+    // What the store holds is neither a zstd stream nor a tar.
+    let stored = store
+        .get(&format!("catalog/{id}/base.tar.zst"))
+        .await
+        .unwrap();
+    assert!(
+        zstd::stream::decode_all(&stored[..]).is_err(),
+        "the object decompresses without the key"
+    );
+    assert!(
+        !stored.windows(5).any(|w| w == b"ustar"),
+        "tar headers visible in the object"
+    );
+
+    let target = tempfile::tempdir().unwrap();
+    let no_key = restore_backup(&store, "catalog", &id, &target.path().join("a"), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        no_key.contains("is encrypted with key") && no_key.contains(&key.id),
+        "{no_key}"
+    );
+    let wrong = restore_backup(
+        &store,
+        "catalog",
+        &id,
+        &target.path().join("b"),
+        Some(&other),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        wrong.contains("not with the key given") && wrong.contains(&other.id),
+        "{wrong}"
+    );
+
+    let restored = restore_and_count_with(&store, &id, Some(&key)).await;
+    assert!(
+        restored >= before,
+        "the right key restores the rows: {restored} < {before}"
     );
     lab.teardown().unwrap();
 }

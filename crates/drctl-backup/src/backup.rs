@@ -32,6 +32,8 @@ pub struct BackupRequest {
     pub pg_bin: PathBuf,
     pub compression_level: i32,
     pub store: ObjectStore,
+    /// Client-side encryption; `None` stores the compressed stream as is.
+    pub encryption: Option<crate::BackupKey>,
 }
 
 /// Bytes read from PostgreSQL and stored so far.
@@ -112,8 +114,13 @@ fn stream_base_backup(
         hash: Sha256::new(),
         size: 0,
     };
+    let sealer =
+        crate::crypto::Sealer::new(sink, req.encryption.as_ref()).map_err(|e| BackupError::Io {
+            what: "starting encryption".into(),
+            source: e,
+        })?;
     let mut encoder =
-        zstd::stream::write::Encoder::new(sink, req.compression_level).map_err(|e| {
+        zstd::stream::write::Encoder::new(sealer, req.compression_level).map_err(|e| {
             BackupError::Io {
                 what: "starting zstd".into(),
                 source: e,
@@ -140,8 +147,12 @@ fn stream_base_backup(
             source: e,
         });
     }
-    let mut sink = encoder.finish().map_err(|e| BackupError::Io {
+    let sealer = encoder.finish().map_err(|e| BackupError::Io {
         what: "finishing zstd".into(),
+        source: e,
+    })?;
+    let mut sink = sealer.finish().map_err(|e| BackupError::Io {
+        what: "finishing encryption".into(),
         source: e,
     })?;
     sink.flush().map_err(|e| BackupError::Io {
@@ -258,7 +269,11 @@ pub async fn run_backup(
         ended_at: Utc::now(),
         compression: "zstd".into(),
         compression_level: req.compression_level,
-        encryption_key_id: None,
+        encryption: req
+            .encryption
+            .as_ref()
+            .map(|_| crate::ENCRYPTION_SCHEME.to_string()),
+        encryption_key_id: req.encryption.as_ref().map(|k| k.id.clone()),
         objects: vec![ManifestObject {
             key: DATA_OBJECT.into(),
             size,

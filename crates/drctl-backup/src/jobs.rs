@@ -66,6 +66,17 @@ pub async fn open_object_store(config: &Config, name: &str) -> Result<ObjectStor
     })
 }
 
+/// The service's backup encryption key, when its policy names one.
+pub fn backup_key(svc: &Service) -> Result<Option<crate::BackupKey>, JobError> {
+    let Some(source) = svc.backup.as_ref().and_then(|p| p.encryption_key.as_ref()) else {
+        return Ok(None);
+    };
+    let material = source
+        .resolve()
+        .map_err(|e| JobError::Config(e.to_string()))?;
+    Ok(Some(crate::BackupKey::from_hex(material.expose())?))
+}
+
 fn service<'c>(config: &'c Config, name: &str) -> Result<&'c Service, JobError> {
     config
         .service(name)
@@ -123,6 +134,7 @@ pub async fn backup_service(
         pg_bin: drctl_pg::find_pg_bin()?,
         compression_level: policy.compression_level,
         store: objects,
+        encryption: backup_key(svc)?,
     };
     let lease_name = format!("backup:{}", svc.name);
     let holder = holder_id();
@@ -273,7 +285,12 @@ pub async fn restore_recorded_backup(
         )));
     }
     let objects = open_object_store(config, &record.store).await?;
-    Ok(crate::restore_backup(&objects, &record.service, &record.id, target).await?)
+    let key = config
+        .service(&record.service)
+        .map(backup_key)
+        .transpose()?
+        .flatten();
+    Ok(crate::restore_backup(&objects, &record.service, &record.id, target, key.as_ref()).await?)
 }
 
 /// Restore-tests a backup of a service (the newest verified one unless
@@ -322,6 +339,7 @@ pub async fn restore_test_service(
         scratch_root,
         database,
         validation_queries: policy.validation_queries.clone(),
+        key: backup_key(svc)?,
     };
     let id = format!("rt-{}", new_backup_id(Utc::now()));
     store

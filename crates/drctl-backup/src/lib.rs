@@ -14,6 +14,7 @@
 //! state store's) job.
 
 mod backup;
+mod crypto;
 pub mod jobs;
 mod manifest;
 mod restore;
@@ -24,6 +25,7 @@ mod store;
 mod verify;
 
 pub use backup::{run_backup, BackupProgress, BackupRequest};
+pub use crypto::{BackupKey, SCHEME as ENCRYPTION_SCHEME};
 pub use manifest::{Manifest, ManifestObject, MANIFEST_FORMAT};
 pub use restore::restore_backup;
 pub use restore_test::{
@@ -48,6 +50,8 @@ pub enum BackupError {
     MissingObject(String),
     #[error("pg_basebackup failed: {0}")]
     BaseBackup(String),
+    #[error("{0}")]
+    Key(String),
     #[error("manifest {key}: {reason}")]
     Manifest { key: String, reason: String },
 }

@@ -34,6 +34,9 @@ pub struct Manifest {
     pub ended_at: DateTime<Utc>,
     pub compression: String,
     pub compression_level: i32,
+    /// Client-side encryption scheme; `None`: not encrypted.
+    #[serde(default)]
+    pub encryption: Option<String>,
     /// Key id of client-side encryption; `None`: not encrypted.
     pub encryption_key_id: Option<String>,
     pub objects: Vec<ManifestObject>,

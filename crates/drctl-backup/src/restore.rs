@@ -6,7 +6,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::{backup_prefix, verify_backup, BackupError, Manifest, ObjectStore};
+use crate::{backup_prefix, verify_backup, BackupError, BackupKey, Manifest, ObjectStore};
 
 /// A `Write` end of a pipe into a blocking thread that unpacks a tar.zst.
 struct Pipe(std::sync::mpsc::SyncSender<Vec<u8>>);
@@ -39,6 +39,7 @@ pub async fn restore_backup(
     service: &str,
     backup_id: &str,
     target: &Path,
+    key: Option<&BackupKey>,
 ) -> Result<Manifest, BackupError> {
     let (manifest, report) = verify_backup(store, service, backup_id).await?;
     if !report.verified {
@@ -50,6 +51,22 @@ pub async fn restore_backup(
             ),
         });
     }
+    // Tell a missing or wrong key apart from damaged data, before any work.
+    let backup_key: Option<BackupKey> = match (&manifest.encryption_key_id, key) {
+        (None, _) => None,
+        (Some(id), None) => {
+            return Err(BackupError::Key(format!(
+                "backup {backup_id} is encrypted with key {id}; configure that key (encryption_key_env or encryption_key_file)"
+            )))
+        }
+        (Some(id), Some(k)) if *id != k.id => {
+            return Err(BackupError::Key(format!(
+                "backup {backup_id} was encrypted with key {id}, not with the key given ({}); use the key it was taken with",
+                k.id
+            )))
+        }
+        (Some(_), Some(k)) => Some(k.clone()),
+    };
     std::fs::create_dir_all(target).map_err(|e| BackupError::Io {
         what: format!("creating {}", target.display()),
         source: e,
@@ -58,12 +75,14 @@ pub async fn restore_backup(
         let key = format!("{}{}", backup_prefix(service, backup_id), object.key);
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let dir = target.to_path_buf();
+        let backup_key = backup_key.clone();
         let unpacker = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let reader = PipeReader {
                 rx,
                 current: std::io::Cursor::new(Vec::new()),
             };
-            let decoder = zstd::stream::read::Decoder::new(reader)?;
+            let opened = crate::crypto::Opener::new(reader, backup_key.as_ref())?;
+            let decoder = zstd::stream::read::Decoder::new(opened)?;
             let mut archive = tar::Archive::new(decoder);
             archive.set_preserve_permissions(true);
             archive.unpack(&dir)

@@ -29,6 +29,8 @@ pub struct RestoreTestRequest {
     pub database: String,
     /// Each must return one boolean: `true` passes.
     pub validation_queries: Vec<String>,
+    /// The key of an encrypted backup.
+    pub key: Option<crate::BackupKey>,
 }
 
 /// The phases a restore test goes through, for progress display.
@@ -94,9 +96,15 @@ pub async fn run_restore_test(
 
     let result: Result<(), String> = async {
         phase(RestorePhase::Restoring);
-        restore_backup(&req.store, &req.service, &req.backup_id, &cluster.data_dir)
-            .await
-            .map_err(|e| e.to_string())?;
+        restore_backup(
+            &req.store,
+            &req.service,
+            &req.backup_id,
+            &cluster.data_dir,
+            req.key.as_ref(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         phase(RestorePhase::Starting);
         let c = cluster.clone();
         tokio::task::spawn_blocking(move || {
