@@ -270,3 +270,66 @@ async fn schedules_missed_while_the_daemon_was_down_are_recorded_and_the_latest_
     lab.teardown().unwrap();
     drop(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offsite_copy_lands_in_the_second_store_verified() {
+    let (lab, _dir) = start_lab(vec![drctl_lab::LabService::new(
+        "catalog",
+        "cold",
+        "shop.price_changes",
+    )])
+    .await;
+    let moto = moto_server().await;
+    // The S3 SDK in the drctl process takes credentials from the standard chain.
+    std::env::set_var("AWS_ACCESS_KEY_ID", "drctl-test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "drctl-test-secret");
+    let mut text = std::fs::read_to_string(lab.config_path()).unwrap().replace(
+        "[services.backup]\nstore = \"lab-objects\"\n",
+        "[services.backup]\nstore = \"lab-objects\"\noffsite_store = \"dr-bucket\"\n",
+    );
+    text.push_str(&format!(
+        "\n[[object_stores]]\nname = \"dr-bucket\"\nkind = \"s3\"\nbucket = \"drctl-offsite\"\nprefix = \"dr/\"\n\
+         endpoint = \"{}\"\nregion = \"us-east-1\"\npath_style = true\n",
+        moto.endpoint
+    ));
+    let cfg = lab.record.dir.join("offsite.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let cfg = cfg.display().to_string();
+
+    let (code, out, err) = drctl(&["backup", "run", "catalog", "--config", &cfg, "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let run = json_of(&out);
+    let id = run["backup"]["id"].as_str().unwrap().to_string();
+    assert_eq!(run["backup"]["offsite_store"], "dr-bucket");
+    assert_eq!(run["backup"]["offsite_status"], "verified", "{run}");
+
+    // The copy is really there, complete, and checks out on its own.
+    let offsite = drctl_backup::ObjectStore::s3(drctl_backup::S3Location {
+        bucket: "drctl-offsite".into(),
+        prefix: "dr/".into(),
+        endpoint: Some(moto.endpoint.clone()),
+        region: "us-east-1".into(),
+        path_style: true,
+    })
+    .await
+    .unwrap();
+    let keys: Vec<String> = offsite
+        .list("catalog/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            format!("catalog/{id}/base.tar.zst"),
+            format!("catalog/{id}/manifest.json")
+        ]
+    );
+    let (_, report) = drctl_backup::verify_backup(&offsite, "catalog", &id)
+        .await
+        .unwrap();
+    assert!(report.verified, "{report:?}");
+    lab.teardown().unwrap();
+}

@@ -136,6 +136,10 @@ pub async fn backup_service(
         store: objects,
         encryption: backup_key(svc)?,
     };
+    let offsite = match &policy.offsite_store {
+        Some(name) => Some((name.clone(), open_object_store(config, name).await?)),
+        None => None,
+    };
     let lease_name = format!("backup:{}", svc.name);
     let holder = holder_id();
     let Some(lease) = store
@@ -167,10 +171,58 @@ pub async fn backup_service(
             }
         })
     };
-    let result = backup_holding_lease(store, svc, policy, &req, progress).await;
+    let result = backup_holding_lease(store, svc, policy, &req, offsite.as_ref(), progress).await;
     renewer.abort();
     let _ = store.release_lease(&lease).await;
     result
+}
+
+/// Copies a complete backup to the off-site store (objects first, manifest
+/// last, as the original), verifies the copy there, and records the result.
+/// A failed copy does not undo the backup: it is recorded and visible.
+async fn copy_offsite(
+    store: &Store,
+    from: &ObjectStore,
+    to: &ObjectStore,
+    to_name: &str,
+    service: &str,
+    id: &str,
+) -> Result<(), JobError> {
+    store
+        .backup_offsite(id, to_name, "copying", None, Utc::now())
+        .await?;
+    let prefix = crate::backup_prefix(service, id);
+    let copied: Result<(), crate::BackupError> =
+        async {
+            to.ensure_bucket().await?;
+            let manifest_key = format!("{prefix}manifest.json");
+            let manifest: Manifest = serde_json::from_slice(&from.get(&manifest_key).await?)
+                .map_err(|e| crate::BackupError::Manifest {
+                    key: manifest_key.clone(),
+                    reason: e.to_string(),
+                })?;
+            for o in &manifest.objects {
+                from.copy_to(&format!("{prefix}{}", o.key), to).await?;
+            }
+            from.copy_to(&manifest_key, to).await?;
+            Ok(())
+        }
+        .await;
+    let (status, error) = match copied {
+        Err(e) => ("failed", Some(format!("copy failed: {e}"))),
+        Ok(()) => match verify_backup(to, service, id).await {
+            Ok((_, r)) if r.verified => ("verified", None),
+            Ok((_, r)) => ("failed", r.reason),
+            Err(e) => ("failed", Some(e.to_string())),
+        },
+    };
+    if let Some(e) = &error {
+        tracing::warn!(%service, backup = %id, store = %to_name, error = %e, "off-site copy failed");
+    }
+    store
+        .backup_offsite(id, to_name, status, error.as_deref(), Utc::now())
+        .await?;
+    Ok(())
 }
 
 async fn backup_holding_lease(
@@ -178,6 +230,7 @@ async fn backup_holding_lease(
     svc: &Service,
     policy: &drctl_config::BackupPolicy,
     req: &BackupRequest,
+    offsite: Option<&(String, ObjectStore)>,
     progress: impl FnMut(BackupProgress),
 ) -> Result<(BackupRecord, Manifest), JobError> {
     let interrupted = store
@@ -208,6 +261,9 @@ async fn backup_holding_lease(
                 manifest: Some(serde_json::to_string(&manifest).expect("a manifest serializes")),
             };
             store.backup_completed(&id, &finish).await?;
+            if let Some((name, to)) = offsite {
+                copy_offsite(store, &req.store, to, name, &svc.name, &id).await?;
+            }
             let record = store
                 .backup(&id)
                 .await?

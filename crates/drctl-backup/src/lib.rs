@@ -32,7 +32,7 @@ pub use restore_test::{
     run_restore_test, QueryResult, RestorePhase, RestoreTestOutcome, RestoreTestRequest,
 };
 pub use retention::{plan_retention, Candidate, RetentionPlan, RetentionRule};
-pub use store::{ObjectInfo, ObjectStore, S3Location, Upload, PART_SIZE};
+pub use store::{ObjectInfo, ObjectReader, ObjectStore, S3Location, Upload, PART_SIZE};
 pub use verify::{verify_backup, VerifyReport};
 
 /// What went wrong with a backup or its verification.

@@ -210,14 +210,12 @@ impl ObjectStore {
         }
     }
 
-    /// Reads an object in chunks, calling `each` on every chunk in order.
-    pub async fn read(&self, key: &str, mut each: impl FnMut(&[u8])) -> Result<u64, BackupError> {
-        let mut total = 0u64;
+    /// Opens an object for reading in chunks.
+    pub async fn open_reader(&self, key: &str) -> Result<ObjectReader, BackupError> {
         match self {
             ObjectStore::Local(l) => {
-                use tokio::io::AsyncReadExt;
                 let path = Self::local_path(&l.root, key)?;
-                let mut f = tokio::fs::File::open(&path)
+                let file = tokio::fs::File::open(&path)
                     .await
                     .map_err(|e| match e.kind() {
                         std::io::ErrorKind::NotFound => BackupError::MissingObject(key.to_string()),
@@ -226,18 +224,11 @@ impl ObjectStore {
                             source: e,
                         },
                     })?;
-                let mut buf = vec![0u8; 1024 * 1024];
-                loop {
-                    let n = f
-                        .read(&mut buf)
-                        .await
-                        .map_err(io(format!("reading {}", path.display())))?;
-                    if n == 0 {
-                        break;
-                    }
-                    total += n as u64;
-                    each(&buf[..n]);
-                }
+                Ok(ObjectReader::Local {
+                    file,
+                    path,
+                    buf: vec![0u8; 1024 * 1024],
+                })
             }
             ObjectStore::S3(s) => {
                 let full_key = format!("{}{key}", s.location.prefix);
@@ -248,24 +239,51 @@ impl ObjectStore {
                     .key(&full_key)
                     .send()
                     .await;
-                let mut body = match got {
-                    Ok(o) => o.body,
+                match got {
+                    Ok(o) => Ok(ObjectReader::S3 {
+                        body: o.body,
+                        key: full_key,
+                    }),
                     Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
-                        return Err(BackupError::MissingObject(key.to_string()))
+                        Err(BackupError::MissingObject(key.to_string()))
                     }
-                    Err(e) => return Err(s3_err(format!("reading {full_key}"))(e)),
-                };
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk.map_err(|e| BackupError::ObjectStore {
-                        what: format!("reading {full_key}"),
-                        reason: e.to_string(),
-                    })?;
-                    total += chunk.len() as u64;
-                    each(&chunk);
+                    Err(e) => Err(s3_err(format!("reading {full_key}"))(e)),
                 }
             }
         }
+    }
+
+    /// Reads an object in chunks, calling `each` on every chunk in order.
+    pub async fn read(&self, key: &str, mut each: impl FnMut(&[u8])) -> Result<u64, BackupError> {
+        let mut reader = self.open_reader(key).await?;
+        let mut total = 0u64;
+        while let Some(chunk) = reader.next_chunk().await? {
+            total += chunk.len() as u64;
+            each(&chunk);
+        }
         Ok(total)
+    }
+
+    /// Copies an object from this store to `to` as a stream (bounded memory).
+    pub async fn copy_to(&self, key: &str, to: &ObjectStore) -> Result<u64, BackupError> {
+        let mut reader = self.open_reader(key).await?;
+        let mut upload = to.begin_upload(key).await?;
+        loop {
+            match reader.next_chunk().await {
+                Ok(Some(chunk)) => {
+                    if let Err(e) = upload.write(&chunk).await {
+                        upload.abort().await;
+                        return Err(e);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    upload.abort().await;
+                    return Err(e);
+                }
+            }
+        }
+        upload.finish().await
     }
 
     /// Reads a small object whole.
@@ -424,6 +442,43 @@ impl ObjectStore {
             }
         }
         Ok(swept)
+    }
+}
+
+/// An object being read, chunk by chunk.
+pub enum ObjectReader {
+    Local {
+        file: tokio::fs::File,
+        path: PathBuf,
+        buf: Vec<u8>,
+    },
+    S3 {
+        body: ByteStream,
+        key: String,
+    },
+}
+
+impl ObjectReader {
+    /// The next chunk, `None` at the end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, BackupError> {
+        match self {
+            ObjectReader::Local { file, path, buf } => {
+                use tokio::io::AsyncReadExt;
+                let n = file
+                    .read(buf)
+                    .await
+                    .map_err(io(format!("reading {}", path.display())))?;
+                Ok((n > 0).then(|| buf[..n].to_vec()))
+            }
+            ObjectReader::S3 { body, key } => match body.next().await {
+                None => Ok(None),
+                Some(Ok(chunk)) => Ok(Some(chunk.to_vec())),
+                Some(Err(e)) => Err(BackupError::ObjectStore {
+                    what: format!("reading {key}"),
+                    reason: e.to_string(),
+                }),
+            },
+        }
     }
 }
 

@@ -37,6 +37,12 @@ pub struct BackupRecord {
     pub verified_at: Option<DateTime<Utc>>,
     pub verification_error: Option<String>,
     pub deleted_at: Option<DateTime<Utc>>,
+    /// The second store the backup is copied to, if any.
+    pub offsite_store: Option<String>,
+    /// `copying`, `verified` or `failed`.
+    pub offsite_status: Option<String>,
+    pub offsite_error: Option<String>,
+    pub offsite_at: Option<DateTime<Utc>>,
 }
 
 /// What a finished backup adds to its record.
@@ -70,7 +76,7 @@ pub struct RestoreTestRecord {
 
 const BACKUP_COLUMNS: &str = "id, service, region, store, status, started_at_us, ended_at_us, timeline, \
     start_lsn, stop_lsn, stored_bytes, uncompressed_bytes, manifest, error, verification, verified_at_us, \
-    verification_error, deleted_at_us";
+    verification_error, deleted_at_us, offsite_store, offsite_status, offsite_error, offsite_at_us";
 
 fn backup_from_row(r: &AnyRow) -> std::result::Result<BackupRecord, sqlx::Error> {
     Ok(BackupRecord {
@@ -92,6 +98,10 @@ fn backup_from_row(r: &AnyRow) -> std::result::Result<BackupRecord, sqlx::Error>
         verified_at: r.try_get::<Option<i64>, _>(15)?.map(from_us),
         verification_error: r.try_get(16)?,
         deleted_at: r.try_get::<Option<i64>, _>(17)?.map(from_us),
+        offsite_store: r.try_get(18)?,
+        offsite_status: r.try_get(19)?,
+        offsite_error: r.try_get(20)?,
+        offsite_at: r.try_get::<Option<i64>, _>(21)?.map(from_us),
     })
 }
 
@@ -255,6 +265,29 @@ impl Store {
             .map(backup_from_row)
             .transpose()
             .map_err(query_error("decoding a backup"))
+    }
+
+    /// Records the state of a backup's off-site copy.
+    pub async fn backup_offsite(
+        &self,
+        id: &str,
+        store: &str,
+        status: &str,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE backups SET offsite_store = $2, offsite_status = $3, offsite_error = $4, offsite_at_us = $5 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(store)
+        .bind(status)
+        .bind(error)
+        .bind(to_us(at))
+        .execute(self.pool())
+        .await
+        .map_err(query_error("recording an off-site copy"))?;
+        Ok(())
     }
 
     /// Records a backup deleted by retention, before its objects go: a crash

@@ -88,9 +88,14 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
                                 bytes(b.stored_bytes),
                                 b.stop_lsn.clone().unwrap_or_else(|| "-".into()),
                                 b.store.clone(),
+                                match (&b.offsite_store, &b.offsite_status) {
+                                    (Some(store), Some(status)) => format!("{store}: {status}"),
+                                    _ => "-".into(),
+                                },
                                 b.error
                                     .clone()
                                     .or_else(|| b.verification_error.clone())
+                                    .or_else(|| b.offsite_error.clone())
                                     .unwrap_or_default(),
                             ]
                         })
@@ -107,6 +112,7 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
                                 "SIZE",
                                 "STOP LSN",
                                 "STORE",
+                                "OFFSITE",
                                 "ERROR"
                             ],
                             &rows
