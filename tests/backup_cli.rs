@@ -213,7 +213,7 @@ async fn schedules_missed_while_the_daemon_was_down_are_recorded_and_the_latest_
         .unwrap();
     store.close().await;
 
-    let daemon = drctl_api::Daemon::start(config).await.expect("daemon");
+    let daemon = start_daemon_with(config).await;
     let api = daemon.api_url();
     let runs = wait_for(
         "the caught-up backup to finish",

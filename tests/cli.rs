@@ -66,7 +66,8 @@ fn config_validate_of_a_missing_file_says_so() {
 
 /// A base port for a CLI lab that does not collide with other tests' labs.
 fn base_port(slot: u16) -> u16 {
-    41000 + (std::process::id() % 100) as u16 * 100 + slot * 50
+    // Below the kernel's ephemeral range (32768-60999), where bind(0) never lands.
+    20000 + (std::process::id() % 100) as u16 * 100 + slot * 50
 }
 
 fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<String>) -> String {

@@ -233,7 +233,7 @@ async fn services_sharing_a_cluster_are_sampled_together() {
     let path = dir.path().join("shared.toml");
     std::fs::write(&path, text).unwrap();
     let config = std::sync::Arc::new(drctl_config::load(&path).unwrap_or_else(|e| panic!("{e}")));
-    let daemon = drctl_api::Daemon::start(config).await.expect("daemon");
+    let daemon = start_daemon_with(config).await;
     let api = daemon.api_url();
     wait_exposure_below(&api, "orders", 1.0, Duration::from_secs(30)).await;
     let audit = wait_exposure_below(&api, "order-audit", 1.0, Duration::from_secs(30)).await;

@@ -45,9 +45,18 @@ pub fn lab_config(lab: &Lab) -> Arc<Config> {
     )
 }
 
-/// Starts the daemon (monitor + API) over the lab, in this process.
+/// Starts the daemon (monitor + API) over the lab, in this process. The API
+/// binds an ephemeral port (`Daemon::api_url` says which): a port picked
+/// earlier could be taken meanwhile by another test's lab.
 pub async fn start_daemon(lab: &Lab) -> Daemon {
-    Daemon::start(lab_config(lab))
+    start_daemon_with(lab_config(lab)).await
+}
+
+/// Starts the daemon over `config` with the API on an ephemeral port.
+pub async fn start_daemon_with(config: Arc<Config>) -> Daemon {
+    let mut config = Arc::unwrap_or_clone(config);
+    config.api.listen.set_port(0);
+    Daemon::start(Arc::new(config))
         .await
         .expect("the daemon starts")
 }
