@@ -204,3 +204,23 @@ fn shipped_lab_config_is_what_lab_up_writes() {
     drctl_config::parse("config/lab.toml", &shipped, Path::new("/tmp"))
         .unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[tokio::test]
+async fn starting_a_backup_of_a_service_without_a_policy_is_a_409() {
+    let (app, _dir) = app().await;
+    let response = app
+        .clone()
+        .oneshot(
+            Request::post("/api/v1/services/orders/backups")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let json: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(json["error"]["code"], "no_backup_policy");
+}

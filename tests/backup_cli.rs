@@ -333,3 +333,92 @@ async fn the_offsite_copy_lands_in_the_second_store_verified() {
     assert!(report.verified, "{report:?}");
     lab.teardown().unwrap();
 }
+
+async fn post(url: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .send()
+        .await
+        .expect("the API answers");
+    (r.status().as_u16(), r.json().await.expect("JSON"))
+}
+
+/// Polls an operation until it is no longer running.
+async fn finished(api: &str, id: &str) -> Value {
+    wait_for(
+        &format!("operation {id}"),
+        Duration::from_secs(60),
+        || async {
+            let v: Value = reqwest::get(format!("{api}/api/v1/operations/{id}"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (v["operation"]["status"] != "running").then(|| v["operation"].clone())
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_verifications_and_restore_tests_start_through_the_api() {
+    let (lab, _dir) = start_lab(vec![drctl_lab::LabService::new(
+        "catalog",
+        "cold",
+        "shop.price_changes",
+    )])
+    .await;
+    let daemon = start_daemon(&lab).await;
+    let api = daemon.api_url();
+
+    let (status, body) = post(&format!("{api}/api/v1/services/catalog/backups")).await;
+    assert_eq!(status, 202, "{body}");
+    let op = body["operation"]["id"].as_str().unwrap().to_string();
+    assert_eq!(body["operation"]["url"], format!("/api/v1/operations/{op}"));
+    let done = finished(&api, &op).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let backup = done["result"]["backup_id"].as_str().unwrap().to_string();
+
+    let (status, body) = post(&format!("{api}/api/v1/backups/{backup}/verify")).await;
+    assert_eq!(status, 202, "{body}");
+    let done = finished(&api, body["operation"]["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"]["verified"], true);
+
+    let (status, body) = post(&format!("{api}/api/v1/services/catalog/restore-tests")).await;
+    assert_eq!(status, 202, "{body}");
+    let done = finished(&api, body["operation"]["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(done["result"]["time_to_ready_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(done["result"]["backup_id"], backup.as_str());
+
+    let ops: Value = reqwest::get(format!("{api}/api/v1/operations"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ops["operations"].as_array().unwrap().len(), 3);
+
+    let (status, body) = post(&format!("{api}/api/v1/services/catalogue/backups")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("service_not_found")),
+        "{body}"
+    );
+    let (status, body) = post(&format!("{api}/api/v1/backups/nosuch/verify")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("backup_not_found")),
+        "{body}"
+    );
+    let r = reqwest::get(format!("{api}/api/v1/operations/op-nosuch"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "operation_not_found");
+    daemon.stop().await;
+    lab.teardown().unwrap();
+}

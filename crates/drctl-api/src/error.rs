@@ -20,6 +20,15 @@ pub enum ApiError {
         parameter: &'static str,
         reason: String,
     },
+    /// 404 `backup_not_found`
+    #[error("no backup {0:?} (see GET /api/v1/backups)")]
+    BackupNotFound(String),
+    /// 404 `operation_not_found`
+    #[error("no operation {0:?}")]
+    OperationNotFound(String),
+    /// 409 `no_backup_policy`
+    #[error("service {0:?} has no backup policy; add [services.backup] to the config")]
+    NoBackupPolicy(String),
     /// 404 `not_found`
     #[error("no such endpoint; the API lives under /api/v1 (see /api/v1/rpo-rto)")]
     NotFound,
@@ -34,13 +43,20 @@ impl ApiError {
             ApiError::ServiceNotFound { .. } => "service_not_found",
             ApiError::InvalidParameter { .. } => "invalid_parameter",
             ApiError::NotFound => "not_found",
+            ApiError::BackupNotFound(_) => "backup_not_found",
+            ApiError::OperationNotFound(_) => "operation_not_found",
+            ApiError::NoBackupPolicy(_) => "no_backup_policy",
             ApiError::Store(_) => "store_unavailable",
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::ServiceNotFound { .. } | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::ServiceNotFound { .. }
+            | ApiError::NotFound
+            | ApiError::BackupNotFound(_)
+            | ApiError::OperationNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NoBackupPolicy(_) => StatusCode::CONFLICT,
             ApiError::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }

@@ -6,9 +6,10 @@
 //! never to the client. The API reads the monitor's live view and the state
 //! store; it never talks to monitored databases itself.
 
-mod daemon;
+pub(crate) mod daemon;
 pub mod error;
 mod metrics;
+mod operations;
 mod routes;
 
 use drctl_monitor::Monitor;

@@ -24,6 +24,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/backups", get(backups))
         .route("/api/v1/restore-tests", get(restore_tests))
         .route("/api/v1/schedule-runs", get(schedule_runs))
+        .merge(crate::operations::routes())
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
 }
@@ -177,7 +178,7 @@ fn parse_time(
 const MAX_LIMIT: u32 = 100_000;
 
 /// `Ok` for a configured service; a 404 with a did-you-mean otherwise.
-fn known_service(state: &ApiState, name: &str) -> Result<(), ApiError> {
+pub(crate) fn known_service(state: &ApiState, name: &str) -> Result<(), ApiError> {
     let config = state.monitor.config();
     if config.service(name).is_some() {
         return Ok(());

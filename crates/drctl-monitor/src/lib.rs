@@ -235,6 +235,11 @@ impl Monitor {
         &self.inner.config
     }
 
+    /// The config, shared (for work that outlives a request).
+    pub fn config_arc(&self) -> Arc<Config> {
+        self.inner.config.clone()
+    }
+
     pub fn store(&self) -> &Store {
         &self.inner.store
     }

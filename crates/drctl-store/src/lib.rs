@@ -13,6 +13,7 @@
 mod evidence;
 mod lag;
 mod lease;
+mod operation;
 mod schedule;
 mod stats;
 
@@ -25,6 +26,7 @@ use sqlx::{AnyPool, Executor};
 pub use evidence::{BackupFinish, BackupRecord, RestoreTestRecord};
 pub use lag::{DownsampleReport, LagRollup, LagSample};
 pub use lease::Lease;
+pub use operation::OperationRecord;
 pub use schedule::ScheduleRun;
 pub use stats::ExposureStats;
 

@@ -1,0 +1,210 @@
+//! Operations started through the API: take a backup, verify one, run a
+//! restore test. Each returns `202 Accepted` with an operation id at once;
+//! the work runs in the daemon and records its progress and outcome in the
+//! state store, where `GET /api/v1/operations/{id}` reads it.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use drctl_backup::jobs;
+use serde_json::{json, Value};
+
+use crate::routes::known_service;
+use crate::{ApiError, ApiState};
+
+pub(crate) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/services/{name}/backups", post(start_backup))
+        .route(
+            "/api/v1/services/{name}/restore-tests",
+            post(start_restore_test),
+        )
+        .route("/api/v1/backups/{id}/verify", post(start_verify))
+        .route("/api/v1/operations", get(list_operations))
+        .route("/api/v1/operations/{id}", get(operation))
+}
+
+fn accepted(id: &str, kind: &str) -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::ACCEPTED,
+        Json(
+            json!({ "operation": { "id": id, "kind": kind, "status": "running", "url": format!("/api/v1/operations/{id}") } }),
+        ),
+    )
+}
+
+fn has_policy(state: &ApiState, name: &str) -> Result<(), ApiError> {
+    known_service(state, name)?;
+    match state
+        .monitor
+        .config()
+        .service(name)
+        .and_then(|s| s.backup.as_ref())
+    {
+        Some(_) => Ok(()),
+        None => Err(ApiError::NoBackupPolicy(name.to_string())),
+    }
+}
+
+fn new_operation_id() -> String {
+    format!("op-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Records the operation, runs `work` in the background, records its end.
+async fn launch<F>(
+    state: &ApiState,
+    id: &str,
+    kind: &'static str,
+    service: Option<&str>,
+    target: Option<&str>,
+    work: F,
+) -> Result<(), ApiError>
+where
+    F: std::future::Future<Output = Result<Value, String>> + Send + 'static,
+{
+    let store = state.monitor.store().clone();
+    store
+        .operation_started(id, kind, service, target, Utc::now())
+        .await?;
+    let op = id.to_string();
+    tokio::spawn(async move {
+        let outcome = work.await;
+        let recorded = match &outcome {
+            Ok(v) => {
+                store
+                    .operation_finished(&op, Utc::now(), Ok(&v.to_string()))
+                    .await
+            }
+            Err(e) => store.operation_finished(&op, Utc::now(), Err(e)).await,
+        };
+        if let Err(e) = recorded {
+            tracing::error!(operation = %op, error = %e, "could not record an operation's outcome");
+        }
+    });
+    Ok(())
+}
+
+/// Writes progress to the store at most once a second.
+fn progress_writer(store: drctl_store::Store, id: String) -> impl FnMut(Value) {
+    let mut last: Option<Instant> = None;
+    move |progress: Value| {
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        last = Some(Instant::now());
+        let (store, id) = (store.clone(), id.clone());
+        tokio::spawn(async move {
+            let _ = store.operation_progress(&id, &progress.to_string()).await;
+        });
+    }
+}
+
+async fn start_backup(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    has_policy(&state, &name)?;
+    let config = state.monitor.config_arc();
+    let store = state.monitor.store().clone();
+    let id = new_operation_id();
+    let mut report = progress_writer(store.clone(), id.clone());
+    let service = name.clone();
+    launch(&state, &id, "backup", Some(&name), None, async move {
+        let outcome = jobs::backup_service(&config, &store, &service, |p| {
+            report(json!({ "read_bytes": p.read_bytes, "stored_bytes": p.stored_bytes }))
+        })
+        .await;
+        outcome
+            .map(|(record, _)| json!({ "backup_id": record.id, "stored_bytes": record.stored_bytes, "stop_lsn": record.stop_lsn }))
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    Ok(accepted(&id, "backup"))
+}
+
+async fn start_verify(
+    State(state): State<ApiState>,
+    Path(backup): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if state.monitor.store().backup(&backup).await?.is_none() {
+        return Err(ApiError::BackupNotFound(backup));
+    }
+    let config = state.monitor.config_arc();
+    let store = state.monitor.store().clone();
+    let b = backup.clone();
+    let id = new_operation_id();
+    launch(&state, &id, "verify", None, Some(&backup), async move {
+        let report = jobs::verify_recorded_backup(&config, &store, &b)
+            .await
+            .map_err(|e| e.to_string())?;
+        if report.verified {
+            Ok(json!({ "backup_id": b, "verified": true, "bytes_read": report.bytes_read }))
+        } else {
+            Err(format!(
+                "backup {b} failed verification: {}",
+                report.reason.unwrap_or_default()
+            ))
+        }
+    })
+    .await?;
+    Ok(accepted(&id, "verify"))
+}
+
+async fn start_restore_test(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    has_policy(&state, &name)?;
+    let config = state.monitor.config_arc();
+    let store = state.monitor.store().clone();
+    let service = name.clone();
+    let id = new_operation_id();
+    launch(&state, &id, "restore_test", Some(&name), None, async move {
+        let (record, outcome) = jobs::restore_test_service(&config, &store, &service, None, crate::daemon::scratch_root(), |_| {})
+            .await
+            .map_err(|e| e.to_string())?;
+        if outcome.passed {
+            Ok(json!({ "restore_test_id": record.id, "backup_id": record.backup_id, "time_to_ready_s": outcome.time_to_ready.map(|d| d.as_secs_f64()) }))
+        } else {
+            Err(format!("restore test {} failed: {}", record.id, outcome.error.unwrap_or_default()))
+        }
+    })
+    .await?;
+    Ok(accepted(&id, "restore_test"))
+}
+
+fn operation_json(o: &drctl_store::OperationRecord) -> Value {
+    let parse = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+    };
+    json!({
+        "id": o.id, "kind": o.kind, "service": o.service, "target": o.target, "status": o.status,
+        "started_at": o.started_at, "ended_at": o.ended_at,
+        "progress": parse(&o.progress), "result": parse(&o.result), "error": o.error,
+    })
+}
+
+async fn operation(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let op = state
+        .monitor
+        .store()
+        .operation(&id)
+        .await?
+        .ok_or(ApiError::OperationNotFound(id))?;
+    Ok(Json(json!({ "operation": operation_json(&op) })))
+}
+
+async fn list_operations(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let ops = state.monitor.store().operations(100).await?;
+    Ok(Json(
+        json!({ "operations": ops.iter().map(operation_json).collect::<Vec<_>>() }),
+    ))
+}

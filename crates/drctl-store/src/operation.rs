@@ -1,0 +1,127 @@
+//! Operations: work started on request (through the API), with its state
+//! and progress, so any client can follow it by id.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::lag::{from_us, to_us};
+use crate::{query_error, Result, Store};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OperationRecord {
+    pub id: String,
+    /// `backup`, `verify`, `restore_test`.
+    pub kind: String,
+    pub service: Option<String>,
+    /// What it acts on besides the service (e.g. a backup id).
+    pub target: Option<String>,
+    /// `running`, `succeeded` or `failed`.
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// The latest progress report (JSON).
+    pub progress: Option<String>,
+    /// What it produced (JSON).
+    pub result: Option<String>,
+    pub error: Option<String>,
+}
+
+const COLUMNS: &str =
+    "id, kind, service, target, status, started_at_us, ended_at_us, progress, result, error";
+
+fn from_row(r: &AnyRow) -> std::result::Result<OperationRecord, sqlx::Error> {
+    Ok(OperationRecord {
+        id: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        service: r.try_get(2)?,
+        target: r.try_get(3)?,
+        status: r.try_get(4)?,
+        started_at: from_us(r.try_get(5)?),
+        ended_at: r.try_get::<Option<i64>, _>(6)?.map(from_us),
+        progress: r.try_get(7)?,
+        result: r.try_get(8)?,
+        error: r.try_get(9)?,
+    })
+}
+
+impl Store {
+    pub async fn operation_started(
+        &self,
+        id: &str,
+        kind: &str,
+        service: Option<&str>,
+        target: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO operations (id, kind, service, target, status, started_at_us) VALUES ($1, $2, $3, $4, 'running', $5)")
+            .bind(id)
+            .bind(kind)
+            .bind(service)
+            .bind(target)
+            .bind(to_us(at))
+            .execute(self.pool())
+            .await
+            .map_err(query_error("recording an operation start"))?;
+        Ok(())
+    }
+
+    pub async fn operation_progress(&self, id: &str, progress: &str) -> Result<()> {
+        sqlx::query("UPDATE operations SET progress = $2 WHERE id = $1 AND status = 'running'")
+            .bind(id)
+            .bind(progress)
+            .execute(self.pool())
+            .await
+            .map_err(query_error("recording operation progress"))?;
+        Ok(())
+    }
+
+    pub async fn operation_finished(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        result: std::result::Result<&str, &str>,
+    ) -> Result<()> {
+        let (status, result, error) = match result {
+            Ok(r) => ("succeeded", Some(r), None),
+            Err(e) => ("failed", None, Some(e)),
+        };
+        sqlx::query("UPDATE operations SET status = $2, ended_at_us = $3, result = $4, error = $5 WHERE id = $1")
+            .bind(id)
+            .bind(status)
+            .bind(to_us(at))
+            .bind(result)
+            .bind(error)
+            .execute(self.pool())
+            .await
+            .map_err(query_error("recording an operation outcome"))?;
+        Ok(())
+    }
+
+    pub async fn operation(&self, id: &str) -> Result<Option<OperationRecord>> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM operations WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(query_error("reading an operation"))?;
+        row.as_ref()
+            .map(from_row)
+            .transpose()
+            .map_err(query_error("decoding an operation"))
+    }
+
+    pub async fn operations(&self, limit: u32) -> Result<Vec<OperationRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM operations ORDER BY started_at_us DESC LIMIT $1"
+        ))
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await
+        .map_err(query_error("listing operations"))?;
+        rows.iter()
+            .map(from_row)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(query_error("decoding operations"))
+    }
+}
