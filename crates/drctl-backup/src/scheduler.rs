@@ -24,6 +24,8 @@ use crate::jobs;
 
 /// How often schedules are checked.
 const TICK: Duration = Duration::from_secs(5);
+/// How long shutdown waits for scheduled jobs in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(120);
 /// At most this many missed due times are recorded per catch-up.
 const MAX_MISSED: usize = 1000;
 
@@ -67,12 +69,16 @@ pub async fn run_scheduler(
 ) {
     let started = Utc::now();
     let running: Arc<Mutex<HashSet<(String, Job)>>> = Arc::default();
+    // Jobs in flight, awaited at shutdown: a restore test stopped half-way
+    // would leave its scratch cluster running.
+    let mut jobs = tokio::task::JoinSet::new();
     let mut ticker = tokio::time::interval(TICK);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = shutdown.wait_for(|s| *s) => break,
         }
+        while jobs.try_join_next().is_some() {}
         for svc in &config.services {
             let Some(policy) = &svc.backup else { continue };
             for (job, expr) in [
@@ -144,7 +150,7 @@ pub async fn run_scheduler(
                     scratch_root.clone(),
                     svc.name.clone(),
                 );
-                tokio::spawn(async move {
+                jobs.spawn(async move {
                     let outcome = run_job(&config, &store, &service, job, scratch).await;
                     let (status, detail) = match outcome {
                         Ok(detail) => ("ok", detail),
@@ -169,6 +175,23 @@ pub async fn run_scheduler(
                 });
             }
         }
+    }
+    if !jobs.is_empty() {
+        tracing::info!(
+            jobs = jobs.len(),
+            "waiting for scheduled jobs to finish (at most {}s)",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while jobs.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            jobs = jobs.len(),
+            "scheduled jobs still running at shutdown were stopped"
+        );
     }
 }
 
