@@ -207,10 +207,7 @@ impl Store {
         .fetch_optional(self.pool())
         .await
         .map_err(query_error("reading a backup"))?;
-        row.as_ref()
-            .map(backup_from_row)
-            .transpose()
-            .map_err(query_error("decoding a backup"))
+        crate::decode_row(row, backup_from_row, "decoding a backup")
     }
 
     /// Backups, newest first, of one service or all.
@@ -224,10 +221,7 @@ impl Store {
         .fetch_all(self.pool())
         .await
         .map_err(query_error("listing backups"))?;
-        rows.iter()
-            .map(backup_from_row)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(query_error("decoding backups"))
+        crate::decode_rows(&rows, backup_from_row, "decoding backups")
     }
 
     /// The newest complete, verified, not deleted backup of a service.
@@ -240,10 +234,7 @@ impl Store {
         .fetch_optional(self.pool())
         .await
         .map_err(query_error("reading the newest verified backup"))?;
-        row.as_ref()
-            .map(backup_from_row)
-            .transpose()
-            .map_err(query_error("decoding a backup"))
+        crate::decode_row(row, backup_from_row, "decoding a backup")
     }
 
     /// The newest backup of a service whose restore test passed (strict mode).
@@ -261,10 +252,7 @@ impl Store {
         .fetch_optional(self.pool())
         .await
         .map_err(query_error("reading the newest restore-tested backup"))?;
-        row.as_ref()
-            .map(backup_from_row)
-            .transpose()
-            .map_err(query_error("decoding a backup"))
+        crate::decode_row(row, backup_from_row, "decoding a backup")
     }
 
     /// Records the state of a backup's off-site copy.
@@ -378,9 +366,6 @@ impl Store {
         .fetch_all(self.pool())
         .await
         .map_err(query_error("listing restore tests"))?;
-        rows.iter()
-            .map(restore_from_row)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(query_error("decoding restore tests"))
+        crate::decode_rows(&rows, restore_from_row, "decoding restore tests")
     }
 }

@@ -99,10 +99,7 @@ fn sample_from_row(row: &AnyRow) -> std::result::Result<LagSample, sqlx::Error> 
 }
 
 fn rows_to_samples(rows: Vec<AnyRow>) -> Result<Vec<LagSample>> {
-    rows.iter()
-        .map(sample_from_row)
-        .collect::<std::result::Result<_, _>>()
-        .map_err(query_error("decoding lag samples"))
+    crate::decode_rows(&rows, sample_from_row, "decoding lag samples")
 }
 
 impl Store {

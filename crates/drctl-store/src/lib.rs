@@ -132,6 +132,30 @@ fn sqlite_url_creating(url: &str) -> String {
     }
 }
 
+/// Decodes every row with `decode`, naming what was being read on failure.
+pub(crate) fn decode_rows<T>(
+    rows: &[sqlx::any::AnyRow],
+    decode: fn(&sqlx::any::AnyRow) -> std::result::Result<T, sqlx::Error>,
+    during: &'static str,
+) -> Result<Vec<T>> {
+    rows.iter()
+        .map(decode)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(query_error(during))
+}
+
+/// Decodes an optional row with `decode`.
+pub(crate) fn decode_row<T>(
+    row: Option<sqlx::any::AnyRow>,
+    decode: fn(&sqlx::any::AnyRow) -> std::result::Result<T, sqlx::Error>,
+    during: &'static str,
+) -> Result<Option<T>> {
+    row.as_ref()
+        .map(decode)
+        .transpose()
+        .map_err(query_error(during))
+}
+
 pub(crate) fn query_error(during: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Query { during, source }
 }

@@ -105,10 +105,7 @@ impl Store {
             .fetch_optional(self.pool())
             .await
             .map_err(query_error("reading an operation"))?;
-        row.as_ref()
-            .map(from_row)
-            .transpose()
-            .map_err(query_error("decoding an operation"))
+        crate::decode_row(row, from_row, "decoding an operation")
     }
 
     pub async fn operations(&self, limit: u32) -> Result<Vec<OperationRecord>> {
@@ -119,9 +116,6 @@ impl Store {
         .fetch_all(self.pool())
         .await
         .map_err(query_error("listing operations"))?;
-        rows.iter()
-            .map(from_row)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(query_error("decoding operations"))
+        crate::decode_rows(&rows, from_row, "decoding operations")
     }
 }
