@@ -219,6 +219,27 @@ impl PgEndpoint {
         })
     }
 
+    /// Reads only the primary's clock and flushed position: a map point,
+    /// as cheap as a query gets. Errors are the caller's to ignore (the
+    /// next full sample reports them).
+    pub async fn probe_primary_point(&self) -> Result<HeartbeatPoint, PgError> {
+        let (now_us, lsn): (i64, i64) = self
+            .with_conn("reading the primary's position", |c| {
+                Box::pin(
+                    sqlx::query_as(
+                        "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint, \
+                         pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint",
+                    )
+                    .fetch_one(c),
+                )
+            })
+            .await?;
+        Ok(HeartbeatPoint {
+            primary_time_us: now_us,
+            lsn: Lsn::from_db(lsn),
+        })
+    }
+
     /// Reads what a standby has received, flushed and replayed.
     pub async fn probe_standby_position(&self) -> Result<StandbyPosition, PgError> {
         type Row = (bool, Option<i64>, Option<i64>, Option<i64>, Option<String>);
