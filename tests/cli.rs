@@ -81,6 +81,18 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<S
     }
 }
 
+/// Runs `drctl lab down` on drop, so a test that fails half-way never
+/// leaves a detached lab running (its directory is removed with the test's).
+struct LabDownOnDrop(String);
+
+impl Drop for LabDownOnDrop {
+    fn drop(&mut self) {
+        if Path::new(&format!("{}/lab.json", self.0)).exists() {
+            let _ = drctl(&["lab", "--dir", &self.0, "down"]);
+        }
+    }
+}
+
 fn port_open(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
@@ -117,6 +129,7 @@ fn lab_up_status_link_and_down_through_the_cli() {
         &api_port,
     ]);
     assert_eq!(code, 0, "lab up failed:\n{out}\n{err}");
+    let _down = LabDownOnDrop(dir.clone());
     let config = format!("{dir}/drctl.toml");
 
     // `drctl status` shows both regions' figures once sampling has begun.
@@ -211,6 +224,7 @@ fn lab_down_cleans_up_after_lab_up_was_killed() {
         &api_port,
     ]);
     assert_eq!(code, 0, "lab up failed:\n{out}\n{err}");
+    let _down = LabDownOnDrop(dir.clone());
     let record: Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{dir}/lab.json")).unwrap()).unwrap();
     let owner = record["owner_pid"].as_u64().unwrap() as i32;
@@ -272,6 +286,7 @@ fn lab_up_in_the_foreground_tears_down_on_ctrl_c() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("drctl lab up");
+    let _down = LabDownOnDrop(dir.clone());
     let text = wait_until("the lab to be ready", Duration::from_secs(120), || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         text.contains("Ctrl-C here stops the lab").then_some(text)
