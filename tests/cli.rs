@@ -93,6 +93,32 @@ impl Drop for LabDownOnDrop {
     }
 }
 
+/// `drctl lab up --detach` in a fresh directory on the port slot given;
+/// the guard stops it when the test ends, passed or failed.
+fn detached_lab(slot: u16) -> (tempfile::TempDir, String, LabDownOnDrop) {
+    let tmp = tempfile::Builder::new()
+        .prefix("drctl-test-cli-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = tmp.path().join("lab").display().to_string();
+    let base = base_port(slot).to_string();
+    let api_port = drctl_lab::free_port().to_string();
+    let (code, out, err) = drctl(&[
+        "lab",
+        "--dir",
+        &dir,
+        "up",
+        "--detach",
+        "--base-port",
+        &base,
+        "--api-port",
+        &api_port,
+    ]);
+    assert_eq!(code, 0, "lab up failed:\n{out}\n{err}");
+    let down = LabDownOnDrop(dir.clone());
+    (tmp, dir, down)
+}
+
 fn port_open(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
@@ -110,26 +136,7 @@ fn lab_ports(dir: &str) -> Vec<u16> {
 
 #[test]
 fn lab_up_status_link_and_down_through_the_cli() {
-    let tmp = tempfile::Builder::new()
-        .prefix("drctl-test-cli-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let dir = tmp.path().join("lab").display().to_string();
-    let base = base_port(0).to_string();
-    let api_port = drctl_lab::free_port().to_string();
-    let (code, out, err) = drctl(&[
-        "lab",
-        "--dir",
-        &dir,
-        "up",
-        "--detach",
-        "--base-port",
-        &base,
-        "--api-port",
-        &api_port,
-    ]);
-    assert_eq!(code, 0, "lab up failed:\n{out}\n{err}");
-    let _down = LabDownOnDrop(dir.clone());
+    let (_tmp, dir, _down) = detached_lab(0);
     let config = format!("{dir}/drctl.toml");
 
     // `drctl status` shows both regions' figures once sampling has begun.
@@ -205,26 +212,7 @@ fn lab_up_status_link_and_down_through_the_cli() {
 
 #[test]
 fn lab_down_cleans_up_after_lab_up_was_killed() {
-    let tmp = tempfile::Builder::new()
-        .prefix("drctl-test-cli-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let dir = tmp.path().join("lab").display().to_string();
-    let base = base_port(1).to_string();
-    let api_port = drctl_lab::free_port().to_string();
-    let (code, out, err) = drctl(&[
-        "lab",
-        "--dir",
-        &dir,
-        "up",
-        "--detach",
-        "--base-port",
-        &base,
-        "--api-port",
-        &api_port,
-    ]);
-    assert_eq!(code, 0, "lab up failed:\n{out}\n{err}");
-    let _down = LabDownOnDrop(dir.clone());
+    let (_tmp, dir, _down) = detached_lab(1);
     let record: Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{dir}/lab.json")).unwrap()).unwrap();
     let owner = record["owner_pid"].as_u64().unwrap() as i32;
