@@ -10,11 +10,13 @@
 //! on the *primary's* clock: drctl never compares its own clock with a
 //! database's (DESIGN.md, "one clock").
 
+mod admin;
 pub mod cluster;
 mod lsn;
 pub mod os;
 mod probe;
 
+pub use admin::{FenceReport, NodeState, PromoteReport};
 pub use cluster::{find_pg_bin, PgCluster, Role};
 pub use lsn::Lsn;
 pub use probe::{HeartbeatPoint, PgEndpoint, PgError, PrimaryPosition, StandbyPosition};

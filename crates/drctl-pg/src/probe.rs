@@ -158,7 +158,7 @@ impl PgEndpoint {
     /// Runs `work` on this endpoint's connection (opening it if needed) under
     /// the timeout; drops the connection after any failure so the next call
     /// starts clean.
-    async fn with_conn<T, F>(&self, during: &'static str, work: F) -> Result<T, PgError>
+    pub(crate) async fn with_conn<T, F>(&self, during: &'static str, work: F) -> Result<T, PgError>
     where
         F: for<'c> FnOnce(
             &'c mut PgConnection,

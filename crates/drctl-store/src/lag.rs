@@ -170,6 +170,29 @@ impl Store {
         rows_to_samples(rows)
     }
 
+    /// The primary's `(clock µs, flushed LSN)` read by samples of `service`
+    /// since `since`, oldest first: points of the heartbeat map that outlive
+    /// the primary (a failover measures its data loss on them after the
+    /// primary is gone).
+    pub async fn primary_points(
+        &self,
+        service: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(i64, i64)>> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT DISTINCT primary_time_us, primary_lsn FROM lag_samples \
+             WHERE service = $1 AND sampled_at_us >= $2 \
+               AND primary_time_us IS NOT NULL AND primary_lsn IS NOT NULL \
+             ORDER BY primary_time_us",
+        )
+        .bind(service)
+        .bind(to_us(since))
+        .fetch_all(self.pool())
+        .await
+        .map_err(query_error("reading the primary's sampled positions"))?;
+        Ok(rows)
+    }
+
     /// The newest sample of every (service, standby region): what `drctl
     /// status` shows when the daemon is not running.
     pub async fn latest_lag_samples(&self) -> Result<Vec<LagSample>> {

@@ -11,6 +11,7 @@
 //! exposure (the monitor does) and it never talks to monitored databases.
 
 mod evidence;
+mod journal;
 mod lag;
 mod lease;
 mod operation;
@@ -24,6 +25,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use evidence::{BackupFinish, BackupRecord, RestoreTestRecord};
+pub use journal::{ClusterRole, StepRecord};
 pub use lag::{DownsampleReport, LagRollup, LagSample};
 pub use lease::Lease;
 pub use operation::OperationRecord;
@@ -42,6 +44,10 @@ pub enum StoreError {
     Open(#[source] sqlx::Error),
     #[error("cannot apply state store migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A fenced write found the lease held by someone else: the caller lost
+    /// it and must stop writing.
+    #[error("lease {name} is no longer held with token {token}: another driver took over")]
+    LeaseLost { name: String, token: i64 },
     #[error("state store query failed ({during}): {source}")]
     Query {
         during: &'static str,

@@ -12,12 +12,14 @@ use crate::{query_error, Result, Store};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct OperationRecord {
     pub id: String,
-    /// `backup`, `verify`, `restore_test`.
+    /// `backup`, `verify`, `restore_test`; `failover`, `switchover`, `drill`
+    /// (journaled, see [`crate::StepRecord`]).
     pub kind: String,
     pub service: Option<String>,
     /// What it acts on besides the service (e.g. a backup id).
     pub target: Option<String>,
-    /// `running`, `succeeded` or `failed`.
+    /// `running`, `succeeded` or `failed`; journaled operations can also be
+    /// `stopped` (a step failed; resumable).
     pub status: String,
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
@@ -28,10 +30,10 @@ pub struct OperationRecord {
     pub error: Option<String>,
 }
 
-const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "id, kind, service, target, status, started_at_us, ended_at_us, progress, result, error";
 
-fn from_row(r: &AnyRow) -> std::result::Result<OperationRecord, sqlx::Error> {
+pub(crate) fn from_row(r: &AnyRow) -> std::result::Result<OperationRecord, sqlx::Error> {
     Ok(OperationRecord {
         id: r.try_get(0)?,
         kind: r.try_get(1)?,
