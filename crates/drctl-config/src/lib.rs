@@ -8,8 +8,8 @@
 //! of the offending key and a hint. It does not connect to anything: DSNs in
 //! environment variables or files are read later, on demand
 //! ([`DsnSource::resolve`]), so `drctl config validate` works on a laptop
-//! without production secrets. Backup encryption keys likewise
-//! ([`KeySource::resolve`]).
+//! without production secrets. Backup encryption keys and TSIG secrets
+//! likewise ([`KeySource::resolve`], [`TsigSecret::resolve_base64`]).
 //!
 //! Modules: `reader` (the document's shape and positions), `validate` (what
 //! it means), `model` (the validated types), `error` (located errors),
@@ -29,9 +29,10 @@ use std::path::{Path, PathBuf};
 pub use crate::duration::format_duration;
 pub use crate::error::{ConfigError, ConfigErrors};
 pub use crate::model::{
-    ApiConfig, BackupPolicy, Config, DsnError, DsnSource, HealthCheck, KeySource, MonitorConfig,
-    ObjectStoreConfig, ObjectStoreKind, Region, Retention, Service, StoreConfig, Targets, Tier,
-    TierTargets, UnknownTier,
+    ApiConfig, BackupPolicy, Config, DnsProviderConfig, DnsProviderKind, DsnError, DsnSource,
+    FailoverPolicy, FailoverSettings, HealthCheck, KeySource, MonitorConfig, ObjectStoreConfig,
+    ObjectStoreKind, RecordType, Region, Retention, Service, ServiceDns, StoreConfig, Targets,
+    Tier, TierTargets, TsigAlgorithm, TsigKey, TsigSecret, UnknownTier,
 };
 pub use crate::secret::Secret;
 

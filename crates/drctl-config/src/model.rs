@@ -35,6 +35,12 @@ pub struct Config {
     pub services: Vec<Service>,
     /// Where backups go, in file order; names unique. May be empty.
     pub object_stores: Vec<ObjectStoreConfig>,
+    /// How operations are driven, and the global brake on automatic
+    /// failover (`[failover]`).
+    pub failover: FailoverSettings,
+    /// Where service records are published, in file order; names unique.
+    /// May be empty.
+    pub dns_providers: Vec<DnsProviderConfig>,
 }
 
 impl Config {
@@ -51,6 +57,11 @@ impl Config {
     /// The object store with this name.
     pub fn object_store(&self, name: &str) -> Option<&ObjectStoreConfig> {
         self.object_stores.iter().find(|s| s.name == name)
+    }
+
+    /// The DNS provider with this name.
+    pub fn dns_provider(&self, name: &str) -> Option<&DnsProviderConfig> {
+        self.dns_providers.iter().find(|p| p.name == name)
     }
 
     /// The services that fail over together as `cluster`, in file order.
@@ -227,6 +238,11 @@ pub struct Service {
     /// How the service's datastore is backed up; only a service with a
     /// datastore has one.
     pub backup: Option<BackupPolicy>,
+    /// The record clients resolve to reach the service, flipped by a
+    /// failover; `None`: drctl does not publish the service.
+    pub dns: Option<ServiceDns>,
+    /// When and how the service fails over (defaults by tier).
+    pub failover: FailoverPolicy,
 }
 
 impl Service {
@@ -416,8 +432,9 @@ pub enum DsnSource {
     File(PathBuf),
 }
 
-/// Why a DSN ([`DsnSource::resolve`]) or a backup encryption key
-/// ([`KeySource::resolve`]) could not be read. Names the variable or file,
+/// Why a DSN ([`DsnSource::resolve`]), a backup encryption key
+/// ([`KeySource::resolve`]) or a TSIG secret ([`TsigSecret::resolve_base64`])
+/// could not be read. Names the variable or file,
 /// never the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DsnError {
@@ -440,6 +457,17 @@ pub enum DsnError {
     KeyFileUnreadable { path: PathBuf, reason: String },
     #[error("key file {} is empty (write the backup encryption key into it)", path.display())]
     KeyFileEmpty { path: PathBuf },
+    #[error("environment variable {var} is not set (export it with the base64 TSIG secret)")]
+    TsigEnvNotSet { var: String },
+    #[error("environment variable {var} is empty (set it to the base64 TSIG secret)")]
+    TsigEnvEmpty { var: String },
+    #[error("cannot read TSIG secret file {}: {reason}", path.display())]
+    TsigFileUnreadable { path: PathBuf, reason: String },
+    #[error("TSIG secret file {} is empty (write the base64 secret into it)", path.display())]
+    TsigFileEmpty { path: PathBuf },
+    /// `origin` is "environment variable X", "file Y" or "the config".
+    #[error("the TSIG secret in {origin} is not base64 (copy the secret of the server's key, e.g. from `keymgr -t NAME hmac-sha256`)")]
+    TsigNotBase64 { origin: String },
 }
 
 impl DsnSource {
@@ -495,5 +523,289 @@ fn read_file(
             path.to_path_buf(),
             crate::error::lower_first(&e.to_string()),
         )),
+    }
+}
+
+/// How operations (failovers, switchovers, drills) are driven, and the
+/// global brake on automatic failover: `[failover]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FailoverSettings {
+    /// How long an operation driver's lease in the state store lasts without
+    /// renewal (renewed every step); 1s..=10m, default 15s. A driver that
+    /// dies is replaced after at most this long.
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub lease: Duration,
+    /// At most this many automatic failovers, across all services, within
+    /// [`FailoverSettings::automatic_window`] (default 3); 0 turns automatic
+    /// failover off everywhere. A flapping network must not ping-pong a
+    /// whole shop between regions.
+    pub automatic_limit: u32,
+    /// The sliding window of `automatic_limit` (default 24h).
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub automatic_window: Duration,
+}
+
+impl Default for FailoverSettings {
+    fn default() -> Self {
+        FailoverSettings {
+            lease: Duration::from_secs(15),
+            automatic_limit: 3,
+            automatic_window: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// When and how one service fails over: `[services.failover]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailoverPolicy {
+    /// Whether drctl fails over by itself when the primary is lost (default:
+    /// true for hot, false for warm and cold, as DESIGN.md's table says).
+    pub automatic: bool,
+    /// A command run to fence an unreachable primary (power it off, cut its
+    /// security group): argv, no shell, never empty. `{service}`, `{region}`
+    /// (the region being fenced) and `{operation}` (the operation id) are
+    /// replaced in every argument.
+    pub fence_hook: Option<Vec<String>>,
+    /// How long the fence hook may run before it counts as failed (default 30s).
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub fence_hook_timeout: Duration,
+    /// Failed health probes ([`HealthCheck::failures`] in a row) must also
+    /// span at least this long before the primary counts as lost (default
+    /// 3s), so a burst of fast failures is not a disaster.
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub min_down: Duration,
+    /// No second automatic failover of this service within this long after
+    /// one (default 15m).
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub cooldown: Duration,
+}
+
+impl FailoverPolicy {
+    /// What a service of `tier` gets when it writes nothing.
+    pub fn for_tier(tier: Tier) -> Self {
+        FailoverPolicy {
+            automatic: tier == Tier::Hot,
+            fence_hook: None,
+            fence_hook_timeout: Duration::from_secs(30),
+            min_down: Duration::from_secs(3),
+            cooldown: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// Where service records are published and flipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsProviderConfig {
+    /// `[a-z0-9-]+`, unique; what `[services.dns] provider` names.
+    pub name: String,
+    /// Flattened, like object stores: `{"name": …, "kind": "rfc2136", …}`.
+    #[serde(flatten)]
+    pub kind: DnsProviderKind,
+}
+
+impl DnsProviderConfig {
+    /// The zone records must be inside, when the config says (always for
+    /// RFC 2136; optional for Route 53, whose hosted zone id decides).
+    pub fn zone(&self) -> Option<&str> {
+        match &self.kind {
+            DnsProviderKind::Route53 { zone, .. } => zone.as_deref(),
+            DnsProviderKind::Rfc2136 { zone, .. } => Some(zone),
+        }
+    }
+}
+
+/// The kind of a DNS provider and how to reach it. Domain names here are
+/// lower case and absolute (`shop.example.com.`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum DnsProviderKind {
+    /// Amazon Route 53 (or a compatible API: moto, LocalStack). Credentials
+    /// come from the standard AWS chain, never from the config.
+    Route53 {
+        /// `Z…`, without any `/hostedzone/` prefix.
+        hosted_zone_id: String,
+        /// `http://…` or `https://…`; `None` for AWS itself.
+        endpoint: Option<String>,
+        /// The API's signing region; `None`: the AWS chain's, else us-east-1.
+        region: Option<String>,
+        /// The hosted zone's name, when written: records are then checked to
+        /// be inside it at load time.
+        zone: Option<String>,
+    },
+    /// RFC 2136 dynamic update to an authoritative server (BIND, Knot,
+    /// PowerDNS, the lab's own).
+    Rfc2136 {
+        /// The primary authoritative server, which takes updates.
+        server: SocketAddr,
+        zone: String,
+        /// How updates are signed; `None`: unsigned (the server must allow
+        /// updates by address, which is only sane in a lab).
+        tsig: Option<TsigKey>,
+    },
+}
+
+/// A TSIG key (RFC 8945) signing dynamic updates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TsigKey {
+    /// The key's name as the server knows it, absolute (`drctl-lab.`).
+    pub name: String,
+    pub algorithm: TsigAlgorithm,
+    /// Where the base64 secret comes from; read only when needed.
+    pub secret: TsigSecret,
+}
+
+/// The HMAC a TSIG key uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TsigAlgorithm {
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
+}
+
+impl TsigAlgorithm {
+    pub fn all() -> [TsigAlgorithm; 3] {
+        [
+            TsigAlgorithm::HmacSha256,
+            TsigAlgorithm::HmacSha384,
+            TsigAlgorithm::HmacSha512,
+        ]
+    }
+
+    /// As BIND and Knot write it: `hmac-sha256`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TsigAlgorithm::HmacSha256 => "hmac-sha256",
+            TsigAlgorithm::HmacSha384 => "hmac-sha384",
+            TsigAlgorithm::HmacSha512 => "hmac-sha512",
+        }
+    }
+}
+
+impl fmt::Display for TsigAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a TSIG secret comes from: the base64 text of BIND's and Knot's key
+/// files (`secret "…"`). Unlike [`KeySource`] it may be written inline (a
+/// lab's throwaway key), and it is base64, checked when read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TsigSecret {
+    /// Written in the config; always shown as `***`.
+    Inline(Secret),
+    /// The name of an environment variable holding the base64 secret.
+    Env(String),
+    /// A file holding the base64 secret (resolved against the config's
+    /// directory); surrounding whitespace is trimmed.
+    File(PathBuf),
+}
+
+impl TsigSecret {
+    /// The key bytes, reading the environment variable or file now and
+    /// decoding the base64. Errors name the variable or file, never the value.
+    pub fn resolve_base64(&self) -> Result<Vec<u8>, DsnError> {
+        let (text, origin) = match self {
+            TsigSecret::Inline(secret) => (secret.clone(), "the config".to_string()),
+            TsigSecret::Env(var) => (
+                read_env(
+                    var,
+                    |var| DsnError::TsigEnvNotSet { var },
+                    |var| DsnError::TsigEnvEmpty { var },
+                )?,
+                format!("environment variable {var}"),
+            ),
+            TsigSecret::File(path) => (
+                read_file(
+                    path,
+                    |path, reason| DsnError::TsigFileUnreadable { path, reason },
+                    |path| DsnError::TsigFileEmpty { path },
+                )?,
+                format!("file {}", path.display()),
+            ),
+        };
+        decode_base64(text.expose()).ok_or(DsnError::TsigNotBase64 { origin })
+    }
+}
+
+/// Standard base64 (padding optional), as `tsig-keygen`, `keymgr` and
+/// `dnssec-keygen` write it. `None` when it is not, or decodes to nothing.
+pub(crate) fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    engine.decode(text.trim()).ok().filter(|b| !b.is_empty())
+}
+
+/// How a service is published in DNS: `[services.dns]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceDns {
+    /// The name of one of [`Config::dns_providers`].
+    pub provider: String,
+    /// Absolute, lower case, inside the provider's zone when that is known.
+    pub record: String,
+    #[serde(rename = "type")]
+    pub rtype: RecordType,
+    /// Whole seconds, 1s..=1d (default 30s): the longest a resolver keeps
+    /// the old answer after a flip, so it bounds the measured RTO.
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub ttl: Duration,
+    /// What drills flip instead of `record` (default: the first label with
+    /// `-drill`, `orders-drill.shop.example.com.`); never `record` itself.
+    pub drill_record: String,
+    /// The record's value per region: one for every region of the service.
+    /// A → IPv4 address, AAAA → IPv6 address, CNAME → an absolute host name.
+    pub targets: BTreeMap<String, String>,
+}
+
+impl ServiceDns {
+    /// What the record holds while `region` is primary.
+    pub fn target(&self, region: &str) -> Option<&str> {
+        self.targets.get(region).map(String::as_str)
+    }
+}
+
+/// The record types a service can be published as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RecordType {
+    A,
+    Aaaa,
+    Cname,
+}
+
+impl RecordType {
+    pub fn all() -> [RecordType; 3] {
+        [RecordType::A, RecordType::Aaaa, RecordType::Cname]
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RecordType::A => "A",
+            RecordType::Aaaa => "AAAA",
+            RecordType::Cname => "CNAME",
+        }
+    }
+}
+
+impl fmt::Display for RecordType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RecordType {
+    type Err = String;
+    /// Case-insensitive, as DNS tools accept it (`a`, `Aaaa`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RecordType::all()
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("{s:?} is not one of A, AAAA, CNAME"))
     }
 }

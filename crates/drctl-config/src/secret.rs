@@ -20,33 +20,52 @@ const MASK: &str = "***";
 /// A value that must not be printed: shown redacted by `Debug`, `Display`
 /// and `Serialize`; [`Secret::expose`] returns the raw value.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Secret(String);
+pub struct Secret {
+    raw: String,
+    /// Key material (a TSIG secret): nothing of it is worth showing, and
+    /// base64 padding (`c2VjcmV0==`) would pass for a `key=value` pair.
+    opaque: bool,
+}
 
 impl Secret {
     pub fn new(raw: impl Into<String>) -> Self {
-        Secret(raw.into())
+        Secret {
+            raw: raw.into(),
+            opaque: false,
+        }
+    }
+
+    /// A secret that is always shown as `***` (keys, not connection strings).
+    pub fn opaque(raw: impl Into<String>) -> Self {
+        Secret {
+            raw: raw.into(),
+            opaque: true,
+        }
     }
 
     /// The raw value, password included. Only for handing to a client library.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.raw
     }
 
     /// The printable form: `postgres://app:***@10.0.0.5:5432/orders`.
     pub fn redacted(&self) -> String {
-        redact(&self.0)
+        if self.opaque {
+            return MASK.to_string();
+        }
+        redact(&self.raw)
     }
 }
 
 impl From<String> for Secret {
     fn from(raw: String) -> Self {
-        Secret(raw)
+        Secret::new(raw)
     }
 }
 
 impl From<&str> for Secret {
     fn from(raw: &str) -> Self {
-        Secret(raw.to_string())
+        Secret::new(raw)
     }
 }
 

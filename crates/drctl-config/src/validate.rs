@@ -7,7 +7,11 @@
 //! lives, object stores are well-formed and hold no credentials, backups name
 //! a declared store and a region they can be taken from, run on 5-field cron
 //! schedules, keep at least their newest copy, copy offsite to another store
-//! and name their encryption key without holding it. It reads through
+//! and name their encryption key without holding it; DNS providers are
+//! reachable without DNS and sign with a key they only name (or a lab's
+//! inline one); service records sit inside their provider's zone, have a
+//! target of their type in every region and a drill record of their own;
+//! fence hooks are argv arrays with known placeholders. It reads through
 //! `reader` (which owns shapes and positions) and builds the `model` types
 //! only when nothing is wrong.
 //!
@@ -18,13 +22,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::duration::format_duration;
 use crate::model::{
-    ApiConfig, BackupPolicy, Config, DsnSource, HealthCheck, KeySource, MonitorConfig,
-    ObjectStoreConfig, ObjectStoreKind, Region, Retention, Service, StoreConfig, Targets, Tier,
-    TierTargets,
+    decode_base64, ApiConfig, BackupPolicy, Config, DnsProviderConfig, DnsProviderKind, DsnSource,
+    FailoverPolicy, FailoverSettings, HealthCheck, KeySource, MonitorConfig, ObjectStoreConfig,
+    ObjectStoreKind, RecordType, Region, Retention, Service, ServiceDns, StoreConfig, Targets,
+    Tier, TierTargets, TsigAlgorithm, TsigKey, TsigSecret,
 };
 use crate::reader::{Cx, Field, Span, Spanned, Table};
 use crate::secret::{is_postgres_dsn, redact, Secret};
@@ -37,6 +44,8 @@ const ROOT_KEYS: &[&str] = &[
     "regions",
     "tiers",
     "object_stores",
+    "failover",
+    "dns_providers",
     "services",
 ];
 const STORE_KEYS: &[&str] = &["url"];
@@ -53,6 +62,7 @@ const TIER_NAMES: &[&str] = &["hot", "warm", "cold"];
 const TARGET_KEYS: &[&str] = &["rpo", "rto"];
 const SERVICE_KEYS: &[&str] = &[
     "name", "tier", "regions", "primary", "cluster", "rpo", "rto", "health", "postgres", "backup",
+    "dns", "failover",
 ];
 const HEALTH_KEYS: &[&str] = &["interval", "timeout", "failures"];
 const DSN_KEYS: &[&str] = &["dsn", "dsn_env", "dsn_file"];
@@ -88,6 +98,54 @@ const BACKUP_KEYS: &[&str] = &[
     "encryption_key_env",
     "encryption_key_file",
 ];
+const FAILOVER_KEYS: &[&str] = &["lease", "automatic_limit", "automatic_window"];
+const SERVICE_FAILOVER_KEYS: &[&str] = &[
+    "automatic",
+    "fence_hook",
+    "fence_hook_timeout",
+    "min_down",
+    "cooldown",
+];
+/// What drctl replaces in each argument of a fence hook.
+const FENCE_HOOK_PLACEHOLDERS: &[&str] = &["{service}", "{region}", "{operation}"];
+const DNS_PROVIDER_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "zone",
+    "server",
+    "tsig_key",
+    "tsig_algorithm",
+    "tsig_secret",
+    "tsig_secret_env",
+    "tsig_secret_file",
+    "hosted_zone_id",
+    "endpoint",
+    "region",
+];
+const DNS_PROVIDER_KINDS: &[&str] = &["rfc2136", "route53"];
+/// Keys of one kind of DNS provider, refused on the other.
+const RFC2136_KEYS: &[&str] = &[
+    "server",
+    "tsig_key",
+    "tsig_algorithm",
+    "tsig_secret",
+    "tsig_secret_env",
+    "tsig_secret_file",
+];
+const ROUTE53_KEYS: &[&str] = &["hosted_zone_id", "endpoint", "region"];
+/// Where an RFC 2136 provider's credentials go instead of a key of their own.
+const TSIG_INSTEAD_HINT: &str = "sign updates with tsig_key and the key's secret in \
+tsig_secret_file or tsig_secret_env; remove this key";
+/// Exactly one of these holds the secret of a TSIG key.
+const TSIG_SECRET_KEYS: &[&str] = &["tsig_secret", "tsig_secret_env", "tsig_secret_file"];
+const SERVICE_DNS_KEYS: &[&str] = &[
+    "provider",
+    "record",
+    "type",
+    "ttl",
+    "drill_record",
+    "targets",
+];
 /// At most one of these says where a backup encryption key comes from.
 const KEY_SOURCE_KEYS: &[&str] = &["encryption_key_env", "encryption_key_file"];
 /// The fields of a schedule in order, and what each takes, for saying which
@@ -106,10 +164,18 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 const DEFAULT_S3_REGION: &str = "us-east-1";
 const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 const DEFAULT_RESTORE_TEST_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
+/// Short enough that a dead driver is replaced quickly, long enough that a
+/// slow step (a fence hook, a promotion) renews it in time.
+const LEASE_RANGE: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(600);
+const DEFAULT_DNS_TTL: Duration = Duration::from_secs(30);
+/// A record's TTL bounds how long clients keep the old region after a
+/// flip; past a day, no RTO target is meaningful.
+const TTL_RANGE: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(86_400);
 /// zstd's regular levels; 20-22 ("ultra") need far more memory to restore.
 const COMPRESSION_LEVELS: std::ops::RangeInclusive<i64> = 1..=19;
 /// Where S3 credentials come from instead of the config file.
-const AWS_CHAIN_HINT: &str = "drctl takes S3 credentials from the standard AWS chain: \
+const AWS_CHAIN_HINT: &str =
+    "drctl takes S3 and Route 53 credentials from the standard AWS chain: \
 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, a profile named by \
 AWS_PROFILE, or the instance role";
 
@@ -133,8 +199,26 @@ pub(crate) fn config(
             .filter_map(|s| s.reference.as_deref())
             .collect()
     });
-    let services = services(cx, root, &regions, &tiers, base_dir, store_names.as_deref());
+    let failover = failover_settings(cx, root);
+    let dns_providers = dns_providers(cx, root, base_dir);
+    let provider_refs: Option<Vec<ProviderRef>> = dns_providers.as_ref().map(|providers| {
+        providers
+            .iter()
+            .filter_map(|p| {
+                Some(ProviderRef {
+                    name: p.reference.as_deref()?,
+                    zone: p.provider.as_ref().and_then(DnsProviderConfig::zone),
+                })
+            })
+            .collect()
+    });
+    let refs = References {
+        stores: store_names.as_deref(),
+        dns_providers: provider_refs.as_deref(),
+    };
+    let services = services(cx, root, &regions, &tiers, base_dir, &refs);
     clusters(cx, &services);
+    published_records(cx, &services);
 
     if cx.has_errors() {
         return None;
@@ -151,7 +235,20 @@ pub(crate) fn config(
             .into_iter()
             .map(|s| s.store)
             .collect::<Option<Vec<_>>>()?,
+        failover: failover?,
+        dns_providers: dns_providers?
+            .into_iter()
+            .map(|p| p.provider)
+            .collect::<Option<Vec<_>>>()?,
     })
+}
+
+/// What services may name that is declared elsewhere in the file; `None`
+/// when the declarations themselves did not parse (reported), so that any
+/// name is taken rather than reporting one mistake many times.
+struct References<'a> {
+    stores: Option<&'a [&'a str]>,
+    dns_providers: Option<&'a [ProviderRef<'a>]>,
 }
 
 /// An optional sub-table; `None` when absent or not a table (reported).
@@ -277,6 +374,7 @@ enum NameKind {
     Service,
     Cluster,
     ObjectStore,
+    DnsProvider,
 }
 
 impl NameKind {
@@ -286,6 +384,7 @@ impl NameKind {
             NameKind::Service => "service",
             NameKind::Cluster => "cluster",
             NameKind::ObjectStore => "object store",
+            NameKind::DnsProvider => "DNS provider",
         }
     }
     fn example(self) -> &'static str {
@@ -294,6 +393,17 @@ impl NameKind {
             NameKind::Service => "orders",
             NameKind::Cluster => "shop-main",
             NameKind::ObjectStore => "dr-bucket",
+            NameKind::DnsProvider => "public-dns",
+        }
+    }
+    /// The array of tables that declares names of this kind.
+    fn table(self) -> &'static str {
+        match self {
+            NameKind::Region => "[[regions]]",
+            NameKind::Service => "[[services]]",
+            NameKind::Cluster => "cluster",
+            NameKind::ObjectStore => "[[object_stores]]",
+            NameKind::DnsProvider => "[[dns_providers]]",
         }
     }
 }
@@ -344,6 +454,98 @@ fn check_name(cx: &mut Cx, name: &Spanned<String>, path: &str, kind: NameKind) -
     false
 }
 
+/// The `name` of one element of `[[regions]]`, `[[object_stores]]` or
+/// `[[dns_providers]]`, put in the table's path (`object_stores[1]
+/// (dr-bucket)`) when valid, so every later error of the table says which
+/// one it is. `None` when absent or not a string (reported).
+fn element_name(
+    cx: &mut Cx,
+    table: &mut Table,
+    kind: NameKind,
+) -> Option<(Spanned<String>, String)> {
+    let index_path = table.path.clone();
+    let hint = format!("add name = \"…\", e.g. name = \"{}\"", kind.example());
+    let field = cx.required(table, "name", &hint)?;
+    let name = cx.string(&field)?;
+    if is_valid_name(&name.value) {
+        table.relabel(format!("{index_path} ({})", name.value));
+    }
+    Some((name, field.path))
+}
+
+/// Checks a declared name; returns whether it is valid and the name
+/// references must use: the name when valid, else the name its error
+/// suggests (so fixing the declaration per the hint fixes references too,
+/// and a reference to the suggested name is not reported a second time).
+fn declared_name(
+    cx: &mut Cx,
+    name: &Spanned<String>,
+    path: &str,
+    kind: NameKind,
+) -> (bool, Option<String>) {
+    if check_name(cx, name, path, kind) {
+        (true, Some(name.value.clone()))
+    } else {
+        (false, normalized_name(&name.value))
+    }
+}
+
+/// Reports a second declaration of a name first declared at `first`.
+fn already_declared(cx: &mut Cx, name: &Spanned<String>, path: &str, first: &Span, kind: NameKind) {
+    let line = cx.line(first);
+    cx.error(
+        &name.span,
+        path,
+        format!(
+            "{} {:?} is already declared at line {line}",
+            kind.noun(),
+            name.value
+        ),
+        Some(format!(
+            "{} names must be unique; rename or remove one",
+            kind.noun()
+        )),
+    );
+}
+
+/// Whether `name` is one of the `declared` names of `kind`, reporting it
+/// (with the closest one) if not. `declared` is `None` when the declarations
+/// themselves did not parse (reported): then any name is taken, to report
+/// one mistake once.
+fn check_reference(
+    cx: &mut Cx,
+    name: &Spanned<String>,
+    path: &str,
+    declared: Option<&[&str]>,
+    kind: NameKind,
+) -> bool {
+    let Some(names) = declared else {
+        return true;
+    };
+    if names.contains(&name.value.as_str()) {
+        return true;
+    }
+    let noun = kind.noun();
+    let hint = suggest::hint(&name.value, names.iter().copied()).unwrap_or_else(|| {
+        if names.is_empty() {
+            format!(
+                "no {noun} is declared; add {} with name = {:?}",
+                kind.table(),
+                name.value
+            )
+        } else {
+            format!("declared {noun}s are {}", names.join(", "))
+        }
+    });
+    cx.error(
+        &name.span,
+        path,
+        format!("{:?} is not a declared {noun}", name.value),
+        Some(hint),
+    );
+    false
+}
+
 /// A region as read, with the position of its name for later references.
 struct DeclaredRegion {
     region: Region,
@@ -378,15 +580,7 @@ fn regions(cx: &mut Cx, root: &Table) -> Vec<DeclaredRegion> {
     }
     let mut declared: Vec<DeclaredRegion> = Vec::new();
     for mut table in tables {
-        let index_path = table.path.clone();
-        let name = cx
-            .required(&table, "name", "add name = \"…\", e.g. name = \"eu-west\"")
-            .and_then(|f| cx.string(&f).map(|s| (s, f.path)));
-        if let Some((name, _)) = &name {
-            if is_valid_name(&name.value) {
-                table.relabel(format!("{index_path} ({})", name.value));
-            }
-        }
+        let name = element_name(cx, &mut table, NameKind::Region);
         cx.unknown_keys(&table, REGION_KEYS);
         let description = table
             .get("description")
@@ -395,19 +589,9 @@ fn regions(cx: &mut Cx, root: &Table) -> Vec<DeclaredRegion> {
         let Some((name, name_path)) = name else {
             continue;
         };
-        let reference = if check_name(cx, &name, &name_path, NameKind::Region) {
-            Some(name.value.clone())
-        } else {
-            normalized_name(&name.value)
-        };
+        let (_, reference) = declared_name(cx, &name, &name_path, NameKind::Region);
         if let Some(first) = declared.iter().find(|r| r.region.name == name.value) {
-            let line = cx.line(&first.name_span);
-            cx.error(
-                &name.span,
-                &name_path,
-                format!("region {:?} is already declared at line {line}", name.value),
-                Some("region names must be unique; rename or remove one".into()),
-            );
+            already_declared(cx, &name, &name_path, &first.name_span, NameKind::Region);
             continue;
         }
         declared.push(DeclaredRegion {
@@ -473,40 +657,20 @@ fn object_stores(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<Vec<Decla
     )?;
     let mut declared: Vec<DeclaredStore> = Vec::new();
     for mut table in tables {
-        let index_path = table.path.clone();
-        let name = cx
-            .required(
-                &table,
-                "name",
-                "add name = \"…\", e.g. name = \"dr-bucket\"",
-            )
-            .and_then(|f| cx.string(&f).map(|s| (s, f.path)));
-        if let Some((name, _)) = &name {
-            if is_valid_name(&name.value) {
-                table.relabel(format!("{index_path} ({})", name.value));
-            }
-        }
+        let name = element_name(cx, &mut table, NameKind::ObjectStore);
         object_store_keys(cx, &table);
         let kind = object_store_kind(cx, &table, base_dir);
         let Some((name, name_path)) = name else {
             continue;
         };
-        let valid = check_name(cx, &name, &name_path, NameKind::ObjectStore);
-        let reference = if valid {
-            Some(name.value.clone())
-        } else {
-            normalized_name(&name.value)
-        };
+        let (valid, reference) = declared_name(cx, &name, &name_path, NameKind::ObjectStore);
         if let Some(first) = declared.iter().find(|s| s.name == name.value) {
-            let line = cx.line(&first.name_span);
-            cx.error(
-                &name.span,
+            already_declared(
+                cx,
+                &name,
                 &name_path,
-                format!(
-                    "object store {:?} is already declared at line {line}",
-                    name.value
-                ),
-                Some("object store names must be unique; rename or remove one".into()),
+                &first.name_span,
+                NameKind::ObjectStore,
             );
             continue;
         }
@@ -565,53 +729,85 @@ fn is_credential_key(key: &str) -> bool {
 /// The kind and the kind's own keys. `None` when anything is wrong; an
 /// unknown kind skips the per-kind checks, which could only guess.
 fn object_store_kind(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<ObjectStoreKind> {
-    let field = cx.required(table, "kind", "add kind = \"local\" or kind = \"s3\"")?;
-    let kind = cx.string_or(
-        &field,
-        Some("write kind = \"local\" or kind = \"s3\"".into()),
+    let kind = kind_of(
+        cx,
+        table,
+        OBJECT_STORE_KINDS,
+        "use \"local\" for a directory or \"s3\" for a bucket",
     )?;
-    let (other_keys, other_kind, this_kind_hint) = match kind.value.as_str() {
-        "local" => (S3_STORE_KEYS, "s3", "remove it, or set kind = \"s3\""),
-        "s3" => (
+    let ok = if kind == "local" {
+        no_keys_of_other_kind(
+            cx,
+            table,
+            S3_STORE_KEYS,
+            "s3",
+            "this store is kind = \"local\"; remove it, or set kind = \"s3\"",
+        )
+    } else {
+        no_keys_of_other_kind(
+            cx,
+            table,
             LOCAL_STORE_KEYS,
             "local",
-            "remove it; for a folder inside the bucket use prefix = \"…/\"",
-        ),
-        _ => {
-            let hint = suggest::hint(&kind.value, OBJECT_STORE_KINDS.iter().copied())
-                .unwrap_or_else(|| {
-                    "use \"local\" for a directory or \"s3\" for a bucket".to_string()
-                });
-            cx.error(
-                &kind.span,
-                &field.path,
-                format!("{:?} is not one of local, s3", kind.value),
-                Some(hint),
-            );
-            return None;
-        }
+            "this store is kind = \"s3\"; remove it; for a folder inside the bucket use prefix = \"…/\"",
+        )
     };
-    let mut ok = true;
-    for key in other_keys {
-        if let Some(f) = table.get(key) {
-            cx.error(
-                &f.key_span,
-                &f.path,
-                format!("only for kind = \"{other_kind}\""),
-                Some(format!(
-                    "this store is kind = \"{}\"; {this_kind_hint}",
-                    kind.value
-                )),
-            );
-            ok = false;
-        }
-    }
-    let store = if kind.value == "local" {
+    let store = if kind == "local" {
         local_store(cx, table, base_dir)
     } else {
         s3_store(cx, table)
     };
     store.filter(|_| ok)
+}
+
+/// The `kind` of an object store or DNS provider: one of `kinds` (two of
+/// them), with `fallback` as the hint when no kind is close to what was
+/// written. `None` when missing or wrong (reported); per-kind checks are
+/// then skipped, since they could only guess.
+fn kind_of(cx: &mut Cx, table: &Table, kinds: &[&str], fallback: &str) -> Option<String> {
+    let choice = kinds
+        .iter()
+        .map(|k| format!("kind = {k:?}"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let field = cx.required(table, "kind", &format!("add {choice}"))?;
+    let kind = cx.string_or(&field, Some(format!("write {choice}")))?;
+    if kinds.contains(&kind.value.as_str()) {
+        return Some(kind.value);
+    }
+    let hint =
+        suggest::hint(&kind.value, kinds.iter().copied()).unwrap_or_else(|| fallback.to_string());
+    cx.error(
+        &kind.span,
+        &field.path,
+        format!("{:?} is not one of {}", kind.value, kinds.join(", ")),
+        Some(hint),
+    );
+    None
+}
+
+/// Reports each of `keys` (which belong to `other_kind`) present in `table`;
+/// true when there is none.
+fn no_keys_of_other_kind(
+    cx: &mut Cx,
+    table: &Table,
+    keys: &[&str],
+    other_kind: &str,
+    hint: &str,
+) -> bool {
+    let mut ok = true;
+    for key in keys {
+        if let Some(f) = table.get(key) {
+            cx.error(
+                &f.key_span,
+                &f.path,
+                format!("only for kind = \"{other_kind}\""),
+                Some(hint.to_string()),
+            );
+            ok = false;
+        }
+    }
+    ok
 }
 
 fn local_store(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<ObjectStoreKind> {
@@ -815,6 +1011,7 @@ struct CheckedService {
     path: String,
     regions_span: Span,
     primary_span: Span,
+    published: Option<PublishedRecords>,
 }
 
 fn services(
@@ -823,7 +1020,7 @@ fn services(
     regions: &[DeclaredRegion],
     tiers: &TierTargets,
     base_dir: &Path,
-    stores: Option<&[&str]>,
+    refs: &References,
 ) -> Vec<CheckedService> {
     let Some(field) = root.get("services") else {
         return Vec::new();
@@ -834,7 +1031,7 @@ fn services(
     let mut names: HashMap<String, Span> = HashMap::new();
     let mut checked = Vec::new();
     for table in tables {
-        if let Some(service) = service(cx, table, regions, tiers, base_dir, stores, &mut names) {
+        if let Some(service) = service(cx, table, regions, tiers, base_dir, refs, &mut names) {
             checked.push(service);
         }
     }
@@ -847,7 +1044,7 @@ fn service(
     declared: &[DeclaredRegion],
     tiers: &TierTargets,
     base_dir: &Path,
-    stores: Option<&[&str]>,
+    refs: &References,
     names: &mut HashMap<String, Span>,
 ) -> Option<CheckedService> {
     let index_path = table.path.clone();
@@ -860,16 +1057,7 @@ fn service(
     if let Some((name, name_path)) = &name {
         name_ok = check_name(cx, name, name_path, NameKind::Service);
         if let Some(first_span) = names.get(&name.value) {
-            let line = cx.line(first_span);
-            cx.error(
-                &name.span,
-                name_path,
-                format!(
-                    "service {:?} is already declared at line {line}",
-                    name.value
-                ),
-                Some("service names must be unique; rename or remove one".into()),
-            );
+            already_declared(cx, name, name_path, first_span, NameKind::Service);
             name_ok = false;
         } else {
             names.insert(name.value.clone(), name.span.clone());
@@ -967,7 +1155,7 @@ fn service(
         Some(f) => backup(
             cx,
             &f,
-            stores,
+            refs.stores,
             regions.as_deref(),
             primary.as_ref().map(|p| &p.0),
             table.get("postgres").is_some().then_some(postgres.as_ref()),
@@ -977,10 +1165,24 @@ fn service(
         None => Some(None),
     };
 
+    let dns = match table.get("dns") {
+        Some(f) => service_dns(
+            cx,
+            &f,
+            refs.dns_providers,
+            name.as_ref().map(|(n, _)| n.value.as_str()),
+            regions.as_deref(),
+        )
+        .map(|(dns, published)| (Some(dns), Some(published))),
+        None => Some((None, None)),
+    };
+    let failover = service_failover(cx, &table, tier);
+
     let (name, _) = name?;
     if !name_ok {
         return None;
     }
+    let (dns, published) = dns?;
     let tier = tier?;
     let regions = regions?;
     let regions_span = regions_field?.span;
@@ -1000,10 +1202,13 @@ fn service(
             health: health?,
             postgres: postgres?,
             backup: backup?,
+            dns,
+            failover: failover?,
         },
         path,
         regions_span,
         primary_span: primary.span,
+        published,
     })
 }
 
@@ -1223,35 +1428,22 @@ fn postgres(
 fn dsn_source(cx: &mut Cx, entry: &Field, base_dir: &Path) -> Option<DsnSource> {
     let table = cx.table(entry)?;
     cx.unknown_keys(&table, DSN_KEYS);
-    let mut present: Vec<Field> = DSN_KEYS.iter().filter_map(|k| table.get(k)).collect();
-    present.sort_by_key(|f| f.key_span.start);
-    let field = match present.as_slice() {
-        [] => {
-            cx.error(
-                &table.span,
-                &table.path,
-                "no connection string",
-                Some("set one of dsn, dsn_env, dsn_file".into()),
-            );
-            return None;
-        }
-        [one] => one,
-        [first, second, ..] => {
-            let keys: Vec<&str> = present.iter().map(|f| f.key).collect();
-            let message = if keys.len() == 2 {
-                format!("{} and {} are both set", first.key, second.key)
-            } else {
-                format!("{} are all set", keys.join(", "))
-            };
-            cx.error(
-                &second.key_span,
-                &table.path,
-                message,
-                Some("keep exactly one of dsn, dsn_env, dsn_file".into()),
-            );
-            return None;
-        }
+    let Some(field) = at_most_one(
+        cx,
+        &table,
+        DSN_KEYS,
+        "keep exactly one of dsn, dsn_env, dsn_file",
+    )?
+    else {
+        cx.error(
+            &table.span,
+            &table.path,
+            "no connection string",
+            Some("set one of dsn, dsn_env, dsn_file".into()),
+        );
+        return None;
     };
+    let field = &field;
     let value = cx.string(field)?;
     match field.key {
         "dsn" => {
@@ -1308,6 +1500,39 @@ fn dsn_source(cx: &mut Cx, entry: &Field, base_dir: &Path) -> Option<DsnSource> 
     }
 }
 
+/// The one of `keys` set in `table`, for settings that have several
+/// spellings of which only one may be used (`dsn`, `dsn_env`, `dsn_file`):
+/// `Some(None)` when none is set; `None` when several are (reported at the
+/// second, in file order, with `hint`).
+fn at_most_one<'d>(
+    cx: &mut Cx,
+    table: &Table<'d>,
+    keys: &[&str],
+    hint: &str,
+) -> Option<Option<Field<'d>>> {
+    let mut present: Vec<Field> = keys.iter().filter_map(|k| table.get(k)).collect();
+    present.sort_by_key(|f| f.key_span.start);
+    match present.as_slice() {
+        [] => Some(None),
+        [_] => Some(present.pop()),
+        [first, second, ..] => {
+            let message = if present.len() == 2 {
+                format!("{} and {} are both set", first.key, second.key)
+            } else {
+                let keys: Vec<&str> = present.iter().map(|f| f.key).collect();
+                format!("{} are all set", keys.join(", "))
+            };
+            cx.error(
+                &second.key_span,
+                &table.path,
+                message,
+                Some(hint.to_string()),
+            );
+            None
+        }
+    }
+}
+
 /// What a shell would take as a variable name: letters, digits and '_', not
 /// starting with a digit.
 fn is_env_var_name(name: &str) -> bool {
@@ -1352,7 +1577,7 @@ fn backup(
     };
     let store = cx.required(&table, "store", &store_hint).and_then(|f| {
         let store = cx.string(&f)?;
-        check_store_name(cx, &store, &f.path, stores).then_some(store)
+        check_reference(cx, &store, &f.path, stores, NameKind::ObjectStore).then_some(store)
     });
 
     let from_region = match table.get("from_region") {
@@ -1453,40 +1678,6 @@ encryption_key_env = \"…\" or encryption_key_file = \"…\""
     }
 }
 
-/// Whether `name` is a declared object store, reporting it (with the closest
-/// one) if not. `stores` is `None` when the stores themselves did not parse
-/// (reported): then any name is taken, to report one mistake once.
-fn check_store_name(
-    cx: &mut Cx,
-    name: &Spanned<String>,
-    path: &str,
-    stores: Option<&[&str]>,
-) -> bool {
-    let Some(names) = stores else {
-        return true;
-    };
-    if names.contains(&name.value.as_str()) {
-        return true;
-    }
-    let hint = suggest::hint(&name.value, names.iter().copied()).unwrap_or_else(|| {
-        if names.is_empty() {
-            format!(
-                "no object store is declared; add [[object_stores]] with name = {:?}",
-                name.value
-            )
-        } else {
-            format!("declared object stores are {}", names.join(", "))
-        }
-    });
-    cx.error(
-        &name.span,
-        path,
-        format!("{:?} is not a declared object store", name.value),
-        Some(hint),
-    );
-    false
-}
-
 /// The offsite copy is the one that survives losing the first store, so it
 /// must be another declared store. `store` is the backup's own store when it
 /// is valid.
@@ -1497,7 +1688,7 @@ fn check_offsite_store(
     store: Option<&Spanned<String>>,
     stores: Option<&[&str]>,
 ) -> bool {
-    if !check_store_name(cx, offsite, path, stores) {
+    if !check_reference(cx, offsite, path, stores, NameKind::ObjectStore) {
         return false;
     }
     let Some(store) = store.filter(|s| s.value == offsite.value) else {
@@ -1705,57 +1896,71 @@ fn keep_count(cx: &mut Cx, table: &Table, key: &str, default: u32, what: &str) -
 /// is set, `None` when wrong (reported). A key is never written in the
 /// config, and a value that looks like one is never echoed.
 fn encryption_key(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<Option<KeySource>> {
-    let mut present: Vec<Field> = KEY_SOURCE_KEYS
-        .iter()
-        .filter_map(|k| table.get(k))
-        .collect();
-    present.sort_by_key(|f| f.key_span.start);
-    let field = match present.as_slice() {
-        [] => return Some(None),
-        [one] => one,
-        [first, second, ..] => {
-            cx.error(
-                &second.key_span,
-                &table.path,
-                format!("{} and {} are both set", first.key, second.key),
-                Some(
-                    "keep one: the name of an environment variable holding the key, or the path of a file holding it"
-                        .into(),
-                ),
-            );
-            return None;
-        }
+    let Some(field) = at_most_one(
+        cx,
+        table,
+        KEY_SOURCE_KEYS,
+        "keep one: the name of an environment variable holding the key, or the path of a file holding it",
+    )?
+    else {
+        return Some(None);
     };
+    let field = &field;
     let value = cx.string(field)?;
     if field.key == "encryption_key_env" {
-        let message = if !is_env_var_name(&value.value) {
-            "the value is not an environment variable name"
-        } else if looks_like_key(&value.value) {
-            "the value looks like a key, not an environment variable name"
-        } else {
-            return Some(Some(KeySource::Env(value.value)));
-        };
-        cx.error(
-            &value.span,
-            &field.path,
-            message,
-            Some(
-                "name the variable that holds the key, e.g. \"DRCTL_BACKUP_KEY\"; if this is the key itself, move it out of this file and rotate it"
-                    .into(),
-            ),
-        );
-        return None;
+        return key_env_name(cx, value, &field.path, "DRCTL_BACKUP_KEY")
+            .map(|var| Some(KeySource::Env(var)));
     }
+    key_file(
+        cx,
+        value,
+        &field.path,
+        base_dir,
+        "the backup encryption key",
+    )
+    .map(|path| Some(KeySource::File(path)))
+}
+
+/// The name of an environment variable holding key material. A value that
+/// is no variable name, or looks like the key itself, is refused and never
+/// echoed. `example` is a good name for the variable.
+fn key_env_name(cx: &mut Cx, value: Spanned<String>, path: &str, example: &str) -> Option<String> {
+    let message = if !is_env_var_name(&value.value) {
+        "the value is not an environment variable name"
+    } else if looks_like_key(&value.value) {
+        "the value looks like a key, not an environment variable name"
+    } else {
+        return Some(value.value);
+    };
+    cx.error(
+        &value.span,
+        path,
+        message,
+        Some(format!(
+            "name the variable that holds the key, e.g. \"{example}\"; if this is the key itself, move it out of this file and rotate it"
+        )),
+    );
+    None
+}
+
+/// The path of a file holding key material (`what`), against `base_dir`.
+fn key_file(
+    cx: &mut Cx,
+    value: Spanned<String>,
+    path: &str,
+    base_dir: &Path,
+    what: &str,
+) -> Option<PathBuf> {
     if value.value.trim().is_empty() {
         cx.error(
             &value.span,
-            &field.path,
+            path,
             "names no file",
-            Some("give the path of a file holding the backup encryption key".into()),
+            Some(format!("give the path of a file holding {what}")),
         );
         return None;
     }
-    Some(Some(KeySource::File(base_dir.join(value.value))))
+    Some(base_dir.join(value.value))
 }
 
 /// A valid variable name that is more likely key material (hex, base64
@@ -1901,6 +2106,980 @@ fn clusters(cx: &mut Cx, services: &[CheckedService]) {
                 ),
                 hint("primary"),
             );
+        }
+    }
+}
+
+/// `[failover]`: the lease of operation drivers and the global brake on
+/// automatic failover. `None` when anything is wrong (reported).
+fn failover_settings(cx: &mut Cx, root: &Table) -> Option<FailoverSettings> {
+    let defaults = FailoverSettings::default();
+    let Some(field) = root.get("failover") else {
+        return Some(defaults);
+    };
+    let table = cx.table(&field)?;
+    keys_here_or_elsewhere(
+        cx,
+        &table,
+        FAILOVER_KEYS,
+        SERVICE_FAILOVER_KEYS,
+        "this is set per service, in [services.failover]",
+    );
+    let lease = bounded_duration(cx, &table, "lease", defaults.lease, LEASE_RANGE);
+    let automatic_limit = match table.get("automatic_limit") {
+        None => Some(defaults.automatic_limit),
+        Some(f) => cx.integer(&f).and_then(|limit| {
+            let n = u32::try_from(limit.value).ok();
+            if n.is_none() {
+                cx.error(
+                    &limit.span,
+                    &f.path,
+                    format!("{} is not a count of failovers", limit.value),
+                    Some(format!(
+                        "use 0 to turn automatic failover off everywhere, or a small count; the default is {}",
+                        defaults.automatic_limit
+                    )),
+                );
+            }
+            n
+        }),
+    };
+    let automatic_window = table
+        .get("automatic_window")
+        .map_or(Some(defaults.automatic_window), |f| {
+            cx.duration(&f).map(|d| d.value)
+        });
+    Some(FailoverSettings {
+        lease: lease?,
+        automatic_limit: automatic_limit?,
+        automatic_window: automatic_window?,
+    })
+}
+
+/// Unknown keys of a table, with a better hint for the keys that belong in
+/// another table (`elsewhere`, explained by `hint`) than "did you mean".
+fn keys_here_or_elsewhere(
+    cx: &mut Cx,
+    table: &Table,
+    known: &[&str],
+    elsewhere: &[&str],
+    hint: &str,
+) {
+    for field in table.fields() {
+        if known.contains(&field.key) {
+            continue;
+        }
+        let hint = if elsewhere.contains(&field.key) {
+            hint.to_string()
+        } else {
+            suggest::hint(field.key, known.iter().copied())
+                .unwrap_or_else(|| format!("expected one of {}", known.join(", ")))
+        };
+        cx.error(&field.key_span, &field.path, "unknown key", Some(hint));
+    }
+}
+
+/// The duration under `key`, `default` when absent, within `range`.
+fn bounded_duration(
+    cx: &mut Cx,
+    table: &Table,
+    key: &str,
+    default: Duration,
+    range: RangeInclusive<Duration>,
+) -> Option<Duration> {
+    let Some(field) = table.get(key) else {
+        return Some(default);
+    };
+    let d = cx.duration(&field)?;
+    if range.contains(&d.value) {
+        return Some(d.value);
+    }
+    let (min, max) = (
+        format_duration(*range.start()),
+        format_duration(*range.end()),
+    );
+    let side = if d.value < *range.start() {
+        "shorter"
+    } else {
+        "longer"
+    };
+    cx.error(
+        &d.span,
+        &field.path,
+        format!(
+            "{} is {side} than {}",
+            format_duration(d.value),
+            if side == "shorter" { &min } else { &max }
+        ),
+        Some(format!(
+            "use {min} to {max}; the default is {}",
+            format_duration(default)
+        )),
+    );
+    None
+}
+
+/// A DNS provider as read: its name for references and duplicates, and the
+/// zone services' records are checked against.
+struct DeclaredDnsProvider {
+    name: String,
+    name_span: Span,
+    /// As for regions, the suggested name when the written one is invalid.
+    reference: Option<String>,
+    /// `None` when anything about the provider is wrong (reported).
+    provider: Option<DnsProviderConfig>,
+}
+
+/// What services see of a declared DNS provider.
+struct ProviderRef<'a> {
+    name: &'a str,
+    /// The zone records must be inside, when known and valid.
+    zone: Option<&'a str>,
+}
+
+/// `[[dns_providers]]`; `None` when the key holds something else than
+/// tables (reported), so services naming a provider are not all reported a
+/// second time.
+fn dns_providers(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<Vec<DeclaredDnsProvider>> {
+    let Some(field) = root.get("dns_providers") else {
+        return Some(Vec::new());
+    };
+    let tables = cx.tables(
+        &field,
+        "write each DNS provider as a [[dns_providers]] table",
+    )?;
+    let mut declared: Vec<DeclaredDnsProvider> = Vec::new();
+    for mut table in tables {
+        let name = element_name(cx, &mut table, NameKind::DnsProvider);
+        let kind = dns_provider_kind(cx, &table, base_dir);
+        let Some((name, name_path)) = name else {
+            continue;
+        };
+        let (valid, reference) = declared_name(cx, &name, &name_path, NameKind::DnsProvider);
+        if let Some(first) = declared.iter().find(|p| p.name == name.value) {
+            already_declared(
+                cx,
+                &name,
+                &name_path,
+                &first.name_span,
+                NameKind::DnsProvider,
+            );
+            continue;
+        }
+        declared.push(DeclaredDnsProvider {
+            provider: kind.filter(|_| valid).map(|kind| DnsProviderConfig {
+                name: name.value.clone(),
+                kind,
+            }),
+            name: name.value,
+            name_span: name.span,
+            reference,
+        });
+    }
+    Some(declared)
+}
+
+/// The kind, its keys and their values. `None` when anything is wrong.
+fn dns_provider_kind(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<DnsProviderKind> {
+    let kind = kind_of(
+        cx,
+        table,
+        DNS_PROVIDER_KINDS,
+        "use \"rfc2136\" for a server taking dynamic updates (BIND, Knot, PowerDNS) or \"route53\"",
+    );
+    dns_provider_keys(cx, table, kind.as_deref());
+    let kind = kind?;
+    let ok = if kind == "rfc2136" {
+        no_keys_of_other_kind(
+            cx,
+            table,
+            ROUTE53_KEYS,
+            "route53",
+            "this provider is kind = \"rfc2136\"; remove it, or set kind = \"route53\"",
+        )
+    } else {
+        no_keys_of_other_kind(
+            cx,
+            table,
+            RFC2136_KEYS,
+            "rfc2136",
+            "this provider is kind = \"route53\", which signs with AWS credentials; remove it",
+        )
+    };
+    let provider = if kind == "rfc2136" {
+        rfc2136_provider(cx, table, base_dir)
+    } else {
+        route53_provider(cx, table)
+    };
+    provider.filter(|_| ok)
+}
+
+/// Unknown keys of a DNS provider, and credentials under any other name,
+/// which are refused without echoing the value.
+fn dns_provider_keys(cx: &mut Cx, table: &Table, kind: Option<&str>) {
+    for field in table.fields() {
+        if DNS_PROVIDER_KEYS.contains(&field.key) {
+            continue;
+        }
+        if is_credential_key(field.key) {
+            let hint = match kind {
+                Some("route53") => format!("{AWS_CHAIN_HINT}; remove this key"),
+                _ => TSIG_INSTEAD_HINT.to_string(),
+            };
+            cx.error(
+                &field.key_span,
+                &field.path,
+                "credentials do not belong in the config file",
+                Some(hint),
+            );
+            continue;
+        }
+        let hint = suggest::hint(field.key, DNS_PROVIDER_KEYS.iter().copied())
+            .unwrap_or_else(|| format!("expected one of {}", DNS_PROVIDER_KEYS.join(", ")));
+        cx.error(&field.key_span, &field.path, "unknown key", Some(hint));
+    }
+}
+
+fn rfc2136_provider(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<DnsProviderKind> {
+    let server = cx
+        .required(
+            table,
+            "server",
+            "add server = \"IP:PORT\" of the primary authoritative server, e.g. \"192.0.2.53:53\"",
+        )
+        .and_then(|f| {
+            let text = cx.string(&f)?;
+            dns_server(cx, &text, &f.path)
+        });
+    let zone = cx
+        .required(
+            table,
+            "zone",
+            "add zone = \"…\", the zone the server is authoritative for, e.g. \"shop.example.com.\"",
+        )
+        .and_then(|f| {
+            let text = cx.string(&f)?;
+            dns_name_at(cx, &text, &f.path, "shop.example.com.")
+        });
+    let tsig = tsig(cx, table, base_dir);
+    Some(DnsProviderKind::Rfc2136 {
+        server: server?,
+        zone: zone?,
+        tsig: tsig?,
+    })
+}
+
+/// The server's address. A host name is refused: resolving the DNS server
+/// through DNS fails exactly when a failover needs it.
+fn dns_server(cx: &mut Cx, text: &Spanned<String>, path: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = text.value.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    let hint = if let Ok(ip) = text.value.parse::<std::net::IpAddr>() {
+        format!("add the port: \"{}\"", SocketAddr::new(ip, 53))
+    } else if text.value.chars().any(|c| c.is_ascii_alphabetic()) && !text.value.contains("::") {
+        "use the server's IP address: drctl must reach DNS without DNS; e.g. \"192.0.2.53:53\""
+            .to_string()
+    } else {
+        "write IP:PORT, e.g. \"192.0.2.53:53\" or \"[2001:db8::53]:53\"".to_string()
+    };
+    cx.error(
+        &text.span,
+        path,
+        format!("{:?} is not an IP address and port", text.value),
+        Some(hint),
+    );
+    None
+}
+
+/// `tsig_key` with its algorithm and exactly one secret source;
+/// `Some(None)` when the provider signs nothing. `None` when wrong.
+fn tsig(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<Option<TsigKey>> {
+    let secret = at_most_one(
+        cx,
+        table,
+        TSIG_SECRET_KEYS,
+        "keep exactly one of tsig_secret, tsig_secret_env, tsig_secret_file",
+    );
+    let algorithm_field = table.get("tsig_algorithm");
+    let Some(key_field) = table.get("tsig_key") else {
+        // A secret or algorithm without a key name signs nothing: say so
+        // rather than silently sending unsigned updates.
+        let stray = secret.flatten().or(algorithm_field);
+        if let Some(f) = stray {
+            cx.error(
+                &f.key_span,
+                &f.path,
+                format!("{} without tsig_key", f.key),
+                Some("name the key as the server knows it, e.g. tsig_key = \"drctl.\"".into()),
+            );
+            return None;
+        }
+        return Some(None);
+    };
+    let name = cx
+        .string(&key_field)
+        .and_then(|name| dns_name_at(cx, &name, &key_field.path, "drctl."));
+    let algorithm = match &algorithm_field {
+        None => Some(TsigAlgorithm::HmacSha256),
+        Some(f) => cx
+            .string(f)
+            .and_then(|text| tsig_algorithm(cx, &text, &f.path)),
+    };
+    let secret = match secret? {
+        None => {
+            cx.error(
+                &key_field.key_span,
+                &key_field.path,
+                "the key has no secret",
+                Some(
+                    "add tsig_secret_file = \"…\" (a file holding the base64 secret) \
+                     or tsig_secret_env = \"…\""
+                        .into(),
+                ),
+            );
+            None
+        }
+        Some(f) => tsig_secret(cx, &f, base_dir),
+    };
+    Some(Some(TsigKey {
+        name: name?,
+        algorithm: algorithm?,
+        secret: secret?,
+    }))
+}
+
+fn tsig_algorithm(cx: &mut Cx, text: &Spanned<String>, path: &str) -> Option<TsigAlgorithm> {
+    let lower = text.value.to_ascii_lowercase();
+    if let Some(algorithm) = TsigAlgorithm::all()
+        .into_iter()
+        .find(|a| a.as_str() == lower)
+    {
+        return Some(algorithm);
+    }
+    let names: Vec<&str> = TsigAlgorithm::all().iter().map(|a| a.as_str()).collect();
+    let hint = if lower.starts_with("hmac-md5") || lower == "hmac-sha1" || lower == "hmac-sha224" {
+        "drctl signs with SHA-2 of 256 bits or more; make a new key, e.g. `keymgr -t drctl. hmac-sha256`"
+            .to_string()
+    } else {
+        suggest::hint(&lower, names.iter().copied())
+            .unwrap_or_else(|| "the default is hmac-sha256".to_string())
+    };
+    cx.error(
+        &text.span,
+        path,
+        format!("{:?} is not one of {}", text.value, names.join(", ")),
+        Some(hint),
+    );
+    None
+}
+
+/// One of tsig_secret (inline base64, checked now), tsig_secret_env,
+/// tsig_secret_file. The value is never echoed.
+fn tsig_secret(cx: &mut Cx, field: &Field, base_dir: &Path) -> Option<TsigSecret> {
+    let value = cx.string(field)?;
+    match field.key {
+        "tsig_secret" => {
+            if decode_base64(&value.value).is_some() {
+                return Some(TsigSecret::Inline(Secret::opaque(value.value.trim())));
+            }
+            cx.error(
+                &value.span,
+                &field.path,
+                "the secret is not base64",
+                Some(
+                    "copy the secret exactly as the server's key file has it; better, move it to a file and name it with tsig_secret_file"
+                        .into(),
+                ),
+            );
+            None
+        }
+        "tsig_secret_env" => {
+            key_env_name(cx, value, &field.path, "DRCTL_TSIG_SECRET").map(TsigSecret::Env)
+        }
+        _ => key_file(cx, value, &field.path, base_dir, "the base64 TSIG secret")
+            .map(TsigSecret::File),
+    }
+}
+
+fn route53_provider(cx: &mut Cx, table: &Table) -> Option<DnsProviderKind> {
+    let hosted_zone_id = cx
+        .required(
+            table,
+            "hosted_zone_id",
+            "add hosted_zone_id = \"Z…\" (`aws route53 list-hosted-zones` shows it)",
+        )
+        .and_then(|f| {
+            let id = cx.string(&f)?;
+            hosted_zone_id(cx, &id, &f.path)
+        });
+    let endpoint = match table.get("endpoint") {
+        None => Some(None),
+        Some(f) => cx
+            .string(&f)
+            .and_then(|e| check_endpoint(cx, &e, &f.path).then_some(Some(e.value))),
+    };
+    let region = match table.get("region") {
+        None => Some(None),
+        Some(f) => cx
+            .string(&f)
+            .and_then(|r| aws_region(cx, &r, &f.path).then_some(Some(r.value))),
+    };
+    let zone = match table.get("zone") {
+        None => Some(None),
+        Some(f) => cx
+            .string(&f)
+            .and_then(|z| dns_name_at(cx, &z, &f.path, "shop.example.com."))
+            .map(Some),
+    };
+    Some(DnsProviderKind::Route53 {
+        hosted_zone_id: hosted_zone_id?,
+        endpoint: endpoint?,
+        region: region?,
+        zone: zone?,
+    })
+}
+
+/// `Z0123456789ABC`, also accepted as the API writes it
+/// (`/hostedzone/Z0123456789ABC`) and kept without the prefix.
+fn hosted_zone_id(cx: &mut Cx, id: &Spanned<String>, path: &str) -> Option<String> {
+    let bare = id.value.strip_prefix("/hostedzone/").unwrap_or(&id.value);
+    if !bare.is_empty()
+        && bare.len() <= 32
+        && bare
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    {
+        return Some(bare.to_string());
+    }
+    cx.error(
+        &id.span,
+        path,
+        format!("{:?} is not a Route 53 hosted zone id", id.value),
+        Some(
+            "hosted zone ids are upper-case letters and digits, e.g. \"Z0123456789ABCDEFGHIJ\""
+                .into(),
+        ),
+    );
+    None
+}
+
+/// An AWS region name such as `eu-central-1` (shape only).
+fn aws_region(cx: &mut Cx, region: &Spanned<String>, path: &str) -> bool {
+    if is_valid_name(&region.value) {
+        return true;
+    }
+    cx.error(
+        &region.span,
+        path,
+        format!("{:?} is not an AWS region", region.value),
+        Some(format!(
+            "e.g. \"eu-central-1\"; compatible servers usually accept \"{DEFAULT_S3_REGION}\""
+        )),
+    );
+    false
+}
+
+/// `name` lower case and absolute (`Orders.Shop.Example.COM` →
+/// `orders.shop.example.com.`), or why it is no domain name. Labels are
+/// letters, digits, '-' and '_' (for `_service` names), 1-63 characters,
+/// not beginning or ending with '-'; 253 characters at most.
+fn normalize_dns_name(name: &str) -> Result<String, String> {
+    let lower = name.to_ascii_lowercase();
+    let relative = lower.strip_suffix('.').unwrap_or(&lower);
+    if relative.is_empty() {
+        return Err(if name.is_empty() {
+            "it is empty"
+        } else {
+            "it is the root"
+        }
+        .to_string());
+    }
+    if relative.len() > 253 {
+        return Err(format!(
+            "it is {} characters long; 253 at most",
+            relative.len()
+        ));
+    }
+    for label in relative.split('.') {
+        if label.is_empty() {
+            return Err("it has an empty label (\"..\")".to_string());
+        }
+        if label.len() > 63 {
+            return Err(format!("label {label:?} is longer than 63 characters"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(format!(
+                "label {label:?} has {c:?}; labels use a-z, 0-9, '-' and '_'"
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label {label:?} begins or ends with '-'"));
+        }
+    }
+    Ok(format!("{relative}."))
+}
+
+/// A domain name at a config position, normalized; reported when invalid.
+fn dns_name_at(cx: &mut Cx, text: &Spanned<String>, path: &str, example: &str) -> Option<String> {
+    match normalize_dns_name(&text.value) {
+        Ok(name) => Some(name),
+        Err(why) => {
+            cx.error(
+                &text.span,
+                path,
+                format!("{:?} is not a domain name: {why}", text.value),
+                Some(format!("e.g. \"{example}\"")),
+            );
+            None
+        }
+    }
+}
+
+/// Whether absolute `name` is `zone` or below it.
+fn in_zone(name: &str, zone: &str) -> bool {
+    name == zone || name.ends_with(&format!(".{zone}"))
+}
+
+/// Where a service's records sit, for the check that no two services (or a
+/// service and a drill) publish the same name.
+struct PublishedRecords {
+    provider: String,
+    record: (String, Span),
+    drill: (String, Span),
+}
+
+/// `[services.dns]`. `None` when anything is wrong (reported).
+fn service_dns(
+    cx: &mut Cx,
+    field: &Field,
+    providers: Option<&[ProviderRef]>,
+    service_name: Option<&str>,
+    regions: Option<&[Spanned<String>]>,
+) -> Option<(ServiceDns, PublishedRecords)> {
+    let table = cx.table(field)?;
+    cx.unknown_keys(&table, SERVICE_DNS_KEYS);
+    let names: Option<Vec<&str>> = providers.map(|p| p.iter().map(|p| p.name).collect());
+    let provider_hint = match names.as_deref() {
+        Some([first, ..]) => format!("name one of the DNS providers: provider = {first:?}"),
+        _ => "declare a [[dns_providers]] table and name it here".to_string(),
+    };
+    let provider = cx
+        .required(&table, "provider", &provider_hint)
+        .and_then(|f| {
+            let name = cx.string(&f)?;
+            check_reference(cx, &name, &f.path, names.as_deref(), NameKind::DnsProvider)
+                .then_some(name.value)
+        });
+    // Records are checked against the zone only when the provider is known
+    // and its zone valid: otherwise that is the one mistake to report.
+    let zone = provider
+        .as_deref()
+        .and_then(|p| providers?.iter().find(|r| r.name == p)?.zone);
+
+    let rtype = match table.get("type") {
+        None => Some(RecordType::A),
+        Some(f) => cx
+            .string(&f)
+            .and_then(|text| match text.value.parse::<RecordType>() {
+                Ok(t) => Some(t),
+                Err(message) => {
+                    let hint = match text.value.to_ascii_uppercase().as_str() {
+                        "ALIAS" | "ANAME" => {
+                            "use CNAME to a load balancer's name, or A/AAAA with its addresses"
+                                .to_string()
+                        }
+                        _ => "use A for IPv4 targets, AAAA for IPv6, CNAME for host names"
+                            .to_string(),
+                    };
+                    cx.error(&text.span, &f.path, message, Some(hint));
+                    None
+                }
+            }),
+    };
+
+    let example = format!("{}.shop.example.com.", service_name.unwrap_or("orders"));
+    let record = cx
+        .required(
+            &table,
+            "record",
+            &format!("add record = {example:?}, the name clients resolve"),
+        )
+        .and_then(|f| {
+            let text = cx.string(&f)?;
+            let name = dns_name_at(cx, &text, &f.path, &example)?;
+            check_record_placement(cx, &name, &text.span, &f.path, zone, rtype)
+                .then_some((name, text.span))
+        });
+
+    let ttl = bounded_duration(cx, &table, "ttl", DEFAULT_DNS_TTL, TTL_RANGE).and_then(|ttl| {
+        if ttl.subsec_nanos() == 0 {
+            return Some(ttl);
+        }
+        let f = table.get("ttl")?;
+        cx.error(
+            &f.span,
+            &f.path,
+            format!("{} is not whole seconds", format_duration(ttl)),
+            Some("DNS counts TTLs in seconds, e.g. \"30s\"".into()),
+        );
+        None
+    });
+
+    let drill = match table.get("drill_record") {
+        Some(f) => cx.string(&f).and_then(|text| {
+            let name = dns_name_at(cx, &text, &f.path, "orders-drill.shop.example.com.")?;
+            if record.as_ref().is_some_and(|(r, _)| *r == name) {
+                cx.error(
+                    &text.span,
+                    &f.path,
+                    format!("{name:?} is the service's own record"),
+                    Some(
+                        "drills must never touch the production record; \
+                         name another, e.g. with a \"-drill\" label"
+                            .into(),
+                    ),
+                );
+                return None;
+            }
+            check_record_placement(cx, &name, &text.span, &f.path, zone, rtype)
+                .then_some((name, text.span))
+        }),
+        None => record.as_ref().and_then(|(record, span)| {
+            let drill = default_drill_record(record)
+                .filter(|d| zone.is_none() || zone.is_some_and(|z| in_zone(d, z)));
+            if let Some(drill) = drill {
+                return Some((drill, span.clone()));
+            }
+            cx.error(
+                span,
+                &format!("{}.drill_record", table.path),
+                format!(
+                    "no default drill record for {record:?}: its first label with \"-drill\" \
+                     would leave the zone or the length limits"
+                ),
+                Some("set drill_record = \"…\" in this table".into()),
+            );
+            None
+        }),
+    };
+
+    let targets = cx
+        .required(
+            &table,
+            "targets",
+            "add [services.dns.targets] with the record's value in each region, \
+             e.g. eu-west = \"192.0.2.10\"",
+        )
+        .and_then(|f| dns_targets(cx, &f, rtype, regions));
+
+    let (record, record_span) = record?;
+    let provider = provider?;
+    let drill = drill?;
+    Some((
+        ServiceDns {
+            provider: provider.clone(),
+            record: record.clone(),
+            rtype: rtype?,
+            ttl: ttl?,
+            drill_record: drill.0.clone(),
+            targets: targets?,
+        },
+        PublishedRecords {
+            provider,
+            record: (record, record_span),
+            drill,
+        },
+    ))
+}
+
+/// `orders.shop.example.com.` → `orders-drill.shop.example.com.`; `None`
+/// when the label would grow too long.
+fn default_drill_record(record: &str) -> Option<String> {
+    let (first, rest) = record.split_once('.')?;
+    normalize_dns_name(&format!("{first}-drill.{rest}")).ok()
+}
+
+/// A record must be inside its provider's zone (when known), and a CNAME
+/// cannot sit at the zone's apex, beside its SOA and NS records.
+fn check_record_placement(
+    cx: &mut Cx,
+    name: &str,
+    span: &Span,
+    path: &str,
+    zone: Option<&str>,
+    rtype: Option<RecordType>,
+) -> bool {
+    let Some(zone) = zone else {
+        return true;
+    };
+    if !in_zone(name, zone) {
+        let first = name.split('.').next().unwrap_or("orders");
+        cx.error(
+            span,
+            path,
+            format!("{name:?} is not inside the provider's zone {zone:?}"),
+            Some(format!(
+                "e.g. \"{first}.{zone}\"; or name a provider for its zone"
+            )),
+        );
+        return false;
+    }
+    if name == zone && rtype == Some(RecordType::Cname) {
+        cx.error(
+            span,
+            path,
+            format!("a CNAME cannot be the zone's apex {zone:?}"),
+            Some("publish the service under a name inside the zone, or use type = \"A\"".into()),
+        );
+        return false;
+    }
+    true
+}
+
+/// `[services.dns.targets]`: exactly one value per region of the service,
+/// each of the record's type. `None` when wrong (reported).
+fn dns_targets(
+    cx: &mut Cx,
+    field: &Field,
+    rtype: Option<RecordType>,
+    regions: Option<&[Spanned<String>]>,
+) -> Option<BTreeMap<String, String>> {
+    let table = cx.table(field)?;
+    let listed: Option<Vec<&str>> = regions.map(|r| r.iter().map(|r| r.value.as_str()).collect());
+    let mut ok = true;
+    let mut targets = BTreeMap::new();
+    for entry in table.fields() {
+        if let Some(listed) = &listed {
+            if !listed.contains(&entry.key) {
+                let hint = suggest::hint(entry.key, listed.iter().copied())
+                    .unwrap_or_else(|| "add the region to `regions`, or remove this target".into());
+                cx.error(
+                    &entry.key_span,
+                    &entry.path,
+                    format!(
+                        "{:?} is not one of the service's regions {}",
+                        entry.key,
+                        listed.join(", ")
+                    ),
+                    Some(hint),
+                );
+                ok = false;
+                continue;
+            }
+        }
+        let Some(value) = cx.string(&entry) else {
+            ok = false;
+            continue;
+        };
+        match rtype.map(|t| dns_target(&value.value, t)) {
+            Some(Ok(target)) => {
+                targets.insert(entry.key.to_string(), target);
+            }
+            Some(Err((why, hint))) => {
+                cx.error(&value.span, &entry.path, why, Some(hint));
+                ok = false;
+            }
+            // The type itself is wrong (reported): nothing to check against.
+            None => ok = false,
+        }
+    }
+    for region in listed.unwrap_or_default() {
+        if table.get(region).is_none() {
+            cx.error(
+                &table.span,
+                &table.path,
+                format!(
+                    "no target for region {region:?}; a failover there would have nothing to publish"
+                ),
+                Some(format!("add {region} = \"…\" to this table")),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(targets)
+}
+
+/// One target, normalized (IPv6 in its canonical form, host names
+/// absolute), or why not and a hint.
+fn dns_target(value: &str, rtype: RecordType) -> Result<String, (String, String)> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    match rtype {
+        RecordType::A => value.parse::<Ipv4Addr>().map(|ip| ip.to_string()).map_err(|_| {
+            let hint = if value.parse::<Ipv6Addr>().is_ok() {
+                "this is an IPv6 address: set type = \"AAAA\""
+            } else if value.parse::<SocketAddr>().is_ok() {
+                "a record holds no port: drop it"
+            } else {
+                "an A record holds an IPv4 address, e.g. \"192.0.2.10\"; for a host name set type = \"CNAME\""
+            };
+            (format!("{value:?} is not an IPv4 address"), hint.to_string())
+        }),
+        RecordType::Aaaa => value.parse::<Ipv6Addr>().map(|ip| ip.to_string()).map_err(|_| {
+            let hint = if value.parse::<Ipv4Addr>().is_ok() {
+                "this is an IPv4 address: set type = \"A\""
+            } else {
+                "an AAAA record holds an IPv6 address, e.g. \"2001:db8::10\""
+            };
+            (format!("{value:?} is not an IPv6 address"), hint.to_string())
+        }),
+        RecordType::Cname => {
+            if value.parse::<std::net::IpAddr>().is_ok() {
+                return Err((
+                    format!("{value:?} is an address, not a host name"),
+                    "a CNAME points at a name; for addresses set type = \"A\" or \"AAAA\"".to_string(),
+                ));
+            }
+            normalize_dns_name(value).map_err(|why| {
+                (
+                    format!("{value:?} is not a host name: {why}"),
+                    "e.g. \"shop-lb.eu-west.example.com.\"".to_string(),
+                )
+            })
+        }
+    }
+}
+
+/// `[services.failover]`, with the tier's defaults. `None` when wrong.
+fn service_failover(cx: &mut Cx, service: &Table, tier: Option<Tier>) -> Option<FailoverPolicy> {
+    let defaults = FailoverPolicy::for_tier(tier.unwrap_or(Tier::Warm));
+    let Some(field) = service.get("failover") else {
+        return Some(defaults);
+    };
+    let table = cx.table(&field)?;
+    keys_here_or_elsewhere(
+        cx,
+        &table,
+        SERVICE_FAILOVER_KEYS,
+        FAILOVER_KEYS,
+        "this is global: set it in the top-level [failover] table",
+    );
+    let automatic = table
+        .get("automatic")
+        .map_or(Some(defaults.automatic), |f| {
+            cx.boolean(&f).map(|b| b.value)
+        });
+    let fence_hook = match table.get("fence_hook") {
+        None => Some(None),
+        Some(f) => fence_hook(cx, &f).map(Some),
+    };
+    let durations = [
+        ("fence_hook_timeout", defaults.fence_hook_timeout),
+        ("min_down", defaults.min_down),
+        ("cooldown", defaults.cooldown),
+    ]
+    .map(|(key, default)| {
+        table
+            .get(key)
+            .map_or(Some(default), |f| cx.duration(&f).map(|d| d.value))
+    });
+    let [fence_hook_timeout, min_down, cooldown] = durations;
+    Some(FailoverPolicy {
+        automatic: automatic?,
+        fence_hook: fence_hook?,
+        fence_hook_timeout: fence_hook_timeout?,
+        min_down: min_down?,
+        cooldown: cooldown?,
+    })
+}
+
+/// The fence hook's argv: not empty, a program first, and only the
+/// placeholders drctl fills in.
+fn fence_hook(cx: &mut Cx, field: &Field) -> Option<Vec<String>> {
+    let example = "e.g. fence_hook = [\"/usr/local/bin/fence-db\", \"{service}\", \"{region}\"]";
+    let elements = cx.array(
+        field,
+        &format!("write the command as an argv array, run without a shell: {example}"),
+    )?;
+    if elements.is_empty() {
+        cx.error(
+            &field.span,
+            &field.path,
+            "the command is empty",
+            Some(format!(
+                "name a program and its arguments, {example}; or remove the key"
+            )),
+        );
+        return None;
+    }
+    let mut ok = true;
+    let mut argv = Vec::new();
+    for (i, element) in elements.iter().enumerate() {
+        let Some(arg) = cx.string(element) else {
+            ok = false;
+            continue;
+        };
+        if i == 0 && arg.value.trim().is_empty() {
+            cx.error(
+                &arg.span,
+                &element.path,
+                "names no program",
+                Some(example.to_string()),
+            );
+            ok = false;
+            continue;
+        }
+        if let Some(unknown) = unknown_placeholder(&arg.value) {
+            let known = FENCE_HOOK_PLACEHOLDERS.join(", ");
+            let hint = suggest::hint(&unknown, FENCE_HOOK_PLACEHOLDERS.iter().copied())
+                .unwrap_or_else(|| format!("drctl fills in {known}"));
+            cx.error(
+                &arg.span,
+                &element.path,
+                format!("{unknown} is not a placeholder drctl fills in ({known})"),
+                Some(hint),
+            );
+            ok = false;
+            continue;
+        }
+        argv.push(arg.value);
+    }
+    ok.then_some(argv)
+}
+
+/// The first `{…}` in `arg` that is not one of [`FENCE_HOOK_PLACEHOLDERS`].
+fn unknown_placeholder(arg: &str) -> Option<String> {
+    let mut rest = arg;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open..];
+        let close = after.find('}')?;
+        let placeholder = &after[..=close];
+        if !FENCE_HOOK_PLACEHOLDERS.contains(&placeholder) {
+            return Some(placeholder.to_string());
+        }
+        rest = &after[close + 1..];
+    }
+    None
+}
+
+/// No two services publish the same name through the same provider, and no
+/// drill record is another service's production record: a drill or a
+/// failover of one would overwrite the other.
+fn published_records(cx: &mut Cx, services: &[CheckedService]) {
+    let mut first_of: HashMap<(&str, &str), (&str, &Span)> = HashMap::new();
+    for service in services {
+        let Some(published) = &service.published else {
+            continue;
+        };
+        for (name, span) in [&published.record, &published.drill] {
+            let key = (published.provider.as_str(), name.as_str());
+            match first_of.get(&key) {
+                None => {
+                    first_of.insert(key, (service.path.as_str(), span));
+                }
+                Some((path, first_span)) => {
+                    let line = cx.line(first_span);
+                    cx.error(
+                        span,
+                        &format!("{}.dns", service.path),
+                        format!("{name:?} is already published by {path} at line {line}"),
+                        Some("each service needs its own record and drill record".into()),
+                    );
+                }
+            }
         }
     }
 }

@@ -4,7 +4,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use drctl_config::{
-    BackupPolicy, HealthCheck, KeySource, ObjectStoreKind, Retention, Targets, Tier, TierTargets,
+    BackupPolicy, DnsProviderKind, FailoverPolicy, FailoverSettings, HealthCheck, KeySource,
+    ObjectStoreKind, RecordType, Retention, ServiceDns, Targets, Tier, TierTargets, TsigAlgorithm,
+    TsigKey, TsigSecret,
 };
 
 fn secs(s: u64) -> Duration {
@@ -475,4 +477,281 @@ fn common_cron_spellings_are_accepted() {
             Err(errors) => panic!("{schedule:?} refused:\n{errors}"),
         }
     }
+}
+
+#[test]
+fn failover_settings_and_policies_get_their_defaults_by_tier() {
+    let text = r#"
+[[regions]]
+name = "eu-west"
+
+[[regions]]
+name = "us-east"
+
+[[services]]
+name = "orders"
+tier = "hot"
+regions = ["eu-west", "us-east"]
+primary = "eu-west"
+postgres = { eu-west = { dsn_env = "A" }, us-east = { dsn_env = "B" } }
+
+[[services]]
+name = "inventory"
+tier = "warm"
+regions = ["eu-west", "us-east"]
+primary = "eu-west"
+postgres = { eu-west = { dsn_env = "A" }, us-east = { dsn_env = "B" } }
+
+[services.failover]
+automatic = true
+fence_hook = ["/usr/local/bin/fence-db", "--service={service}", "{region}", "{operation}"]
+fence_hook_timeout = "10s"
+min_down = "5s"
+cooldown = "1h"
+
+[[services]]
+name = "catalog"
+tier = "cold"
+regions = ["eu-west"]
+primary = "eu-west"
+"#;
+    let config = drctl_config::parse("f.toml", text, Path::new("/etc/drctl")).unwrap();
+    assert_eq!(
+        config.failover,
+        FailoverSettings {
+            lease: secs(15),
+            automatic_limit: 3,
+            automatic_window: secs(24 * 3600),
+        }
+    );
+    assert_eq!(config.failover, FailoverSettings::default());
+    assert!(config.dns_providers.is_empty(), "DNS is optional");
+
+    let orders = config.service("orders").unwrap();
+    assert_eq!(orders.failover, FailoverPolicy::for_tier(Tier::Hot));
+    assert_eq!(
+        orders.failover,
+        FailoverPolicy {
+            automatic: true,
+            fence_hook: None,
+            fence_hook_timeout: secs(30),
+            min_down: secs(3),
+            cooldown: secs(15 * 60),
+        }
+    );
+    assert_eq!(orders.dns, None);
+    assert!(!config.service("catalog").unwrap().failover.automatic);
+
+    // Written: kept as written, placeholders and all.
+    let inventory = config.service("inventory").unwrap();
+    assert_eq!(
+        inventory.failover,
+        FailoverPolicy {
+            automatic: true,
+            fence_hook: Some(vec![
+                "/usr/local/bin/fence-db".into(),
+                "--service={service}".into(),
+                "{region}".into(),
+                "{operation}".into(),
+            ]),
+            fence_hook_timeout: secs(10),
+            min_down: secs(5),
+            cooldown: secs(3600),
+        }
+    );
+
+    let text = r#"
+[failover]
+lease = "5s"
+automatic_limit = 0
+automatic_window = "7d"
+
+[[regions]]
+name = "eu-west"
+"#;
+    let config = drctl_config::parse("f.toml", text, Path::new("/")).unwrap();
+    assert_eq!(
+        config.failover,
+        FailoverSettings {
+            lease: secs(5),
+            automatic_limit: 0,
+            automatic_window: secs(7 * 86_400),
+        }
+    );
+}
+
+#[test]
+fn dns_providers_and_service_records_are_normalized_with_defaults() {
+    let text = r#"
+[[regions]]
+name = "region-a"
+
+[[regions]]
+name = "region-b"
+
+[[dns_providers]]
+name = "lab-dns"
+kind = "rfc2136"
+server = "127.0.0.1:55353"
+zone = "Shop.Lab"
+tsig_key = "drctl-lab"
+tsig_secret_file = "lab-dns.key"
+
+[[dns_providers]]
+name = "bind"
+kind = "rfc2136"
+server = "[2001:db8::53]:53"
+zone = "shop.example.com."
+tsig_key = "drctl."
+tsig_algorithm = "HMAC-SHA512"
+tsig_secret_env = "BIND_TSIG_SECRET"
+
+[[dns_providers]]
+name = "unsigned"
+kind = "rfc2136"
+server = "127.0.0.1:53"
+zone = "lab."
+
+[[dns_providers]]
+name = "aws"
+kind = "route53"
+hosted_zone_id = "/hostedzone/Z0123456789"
+
+[[dns_providers]]
+name = "moto"
+kind = "route53"
+hosted_zone_id = "Z0123456789"
+endpoint = "http://127.0.0.1:5000"
+region = "us-east-1"
+zone = "shop.example.com"
+
+[[services]]
+name = "orders"
+tier = "hot"
+regions = ["region-a", "region-b"]
+primary = "region-a"
+postgres = { region-a = { dsn_env = "A" }, region-b = { dsn_env = "B" } }
+
+[services.dns]
+provider = "lab-dns"
+record = "Orders.shop.lab"
+
+[services.dns.targets]
+region-a = "127.0.1.1"
+region-b = "127.0.2.1"
+
+[[services]]
+name = "payments"
+tier = "hot"
+regions = ["region-a", "region-b"]
+primary = "region-a"
+postgres = { region-a = { dsn_env = "A" }, region-b = { dsn_env = "B" } }
+dns = { provider = "moto", record = "payments.shop.example.com.", type = "aaaa", ttl = "1m", drill_record = "drill.payments.shop.example.com.", targets = { region-a = "2001:DB8:0::1", region-b = "2001:db8::2" } }
+
+[[services]]
+name = "catalog"
+tier = "cold"
+regions = ["region-a", "region-b"]
+primary = "region-a"
+dns = { provider = "aws", record = "catalog.anywhere.example.", type = "CNAME", targets = { region-a = "lb-a.example.com", region-b = "lb-b.example.com." } }
+"#;
+    let config = drctl_config::parse("dns.toml", text, Path::new("/etc/drctl")).unwrap();
+    let kind = |name: &str| config.dns_provider(name).unwrap().kind.clone();
+    assert_eq!(
+        kind("lab-dns"),
+        DnsProviderKind::Rfc2136 {
+            server: "127.0.0.1:55353".parse().unwrap(),
+            zone: "shop.lab.".into(),
+            tsig: Some(TsigKey {
+                name: "drctl-lab.".into(),
+                algorithm: TsigAlgorithm::HmacSha256,
+                secret: TsigSecret::File("/etc/drctl/lab-dns.key".into()),
+            }),
+        }
+    );
+    assert_eq!(
+        kind("bind"),
+        DnsProviderKind::Rfc2136 {
+            server: "[2001:db8::53]:53".parse().unwrap(),
+            zone: "shop.example.com.".into(),
+            tsig: Some(TsigKey {
+                name: "drctl.".into(),
+                algorithm: TsigAlgorithm::HmacSha512,
+                secret: TsigSecret::Env("BIND_TSIG_SECRET".into()),
+            }),
+        }
+    );
+    assert!(matches!(
+        kind("unsigned"),
+        DnsProviderKind::Rfc2136 { tsig: None, .. }
+    ));
+    assert_eq!(
+        kind("aws"),
+        DnsProviderKind::Route53 {
+            hosted_zone_id: "Z0123456789".into(),
+            endpoint: None,
+            region: None,
+            zone: None,
+        }
+    );
+    assert_eq!(
+        kind("moto"),
+        DnsProviderKind::Route53 {
+            hosted_zone_id: "Z0123456789".into(),
+            endpoint: Some("http://127.0.0.1:5000".into()),
+            region: Some("us-east-1".into()),
+            zone: Some("shop.example.com.".into()),
+        }
+    );
+    assert_eq!(config.dns_provider("aws").unwrap().zone(), None);
+    assert_eq!(
+        config.dns_provider("lab-dns").unwrap().zone(),
+        Some("shop.lab.")
+    );
+    assert!(config.dns_provider("nope").is_none());
+
+    let dns = |name: &str| config.service(name).unwrap().dns.clone().unwrap();
+    let orders = dns("orders");
+    assert_eq!(
+        orders,
+        ServiceDns {
+            provider: "lab-dns".into(),
+            record: "orders.shop.lab.".into(),
+            rtype: RecordType::A,
+            ttl: secs(30),
+            drill_record: "orders-drill.shop.lab.".into(),
+            targets: [("region-a", "127.0.1.1"), ("region-b", "127.0.2.1")]
+                .map(|(r, t)| (r.to_string(), t.to_string()))
+                .into(),
+        }
+    );
+    assert_eq!(orders.target("region-b"), Some("127.0.2.1"));
+    assert_eq!(orders.target("region-c"), None);
+
+    let payments = dns("payments");
+    assert_eq!(payments.rtype, RecordType::Aaaa);
+    assert_eq!(payments.ttl, secs(60));
+    assert_eq!(payments.drill_record, "drill.payments.shop.example.com.");
+    assert_eq!(
+        payments.target("region-a"),
+        Some("2001:db8::1"),
+        "canonical form"
+    );
+
+    let catalog = dns("catalog");
+    assert_eq!(catalog.rtype.as_str(), "CNAME");
+    assert_eq!(catalog.target("region-a"), Some("lb-a.example.com."));
+
+    // Serialized the way it is written, with the secret's source only.
+    let json = serde_json::to_value(&config.dns_providers[0]).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "name": "lab-dns", "kind": "rfc2136", "server": "127.0.0.1:55353", "zone": "shop.lab.",
+            "tsig": { "name": "drctl-lab.", "algorithm": "hmac-sha256", "secret": { "file": "/etc/drctl/lab-dns.key" } },
+        })
+    );
+    let json = serde_json::to_value(&orders).unwrap();
+    assert_eq!(json["type"], "A");
+    assert_eq!(json["ttl"], "30s");
 }

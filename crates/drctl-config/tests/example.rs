@@ -242,3 +242,61 @@ fn shop_example_serializes_without_its_password() {
     assert_eq!(catalog["backup"]["retention"]["keep_last"], 24);
     assert_eq!(catalog["backup"]["offsite_store"], "dr-bucket-eu");
 }
+
+#[test]
+fn shop_example_publishes_through_both_dns_provider_kinds_and_fails_over_by_policy() {
+    use drctl_config::{
+        DnsProviderKind, FailoverSettings, RecordType, TsigAlgorithm, TsigKey, TsigSecret,
+    };
+    let config = drctl_config::load(Path::new(EXAMPLE)).unwrap();
+    let config_dir = config.source.parent().unwrap();
+    assert_eq!(config.failover, FailoverSettings::default());
+
+    assert_eq!(
+        config.dns_provider("public-dns").unwrap().kind,
+        DnsProviderKind::Route53 {
+            hosted_zone_id: "Z0123456789ABCDEFGHIJ".into(),
+            endpoint: None,
+            region: None,
+            zone: Some("shop.example.com.".into()),
+        }
+    );
+    assert_eq!(
+        config.dns_provider("internal-dns").unwrap().kind,
+        DnsProviderKind::Rfc2136 {
+            server: "10.0.53.10:53".parse().unwrap(),
+            zone: "shop.internal.".into(),
+            tsig: Some(TsigKey {
+                name: "drctl.".into(),
+                algorithm: TsigAlgorithm::HmacSha256,
+                secret: TsigSecret::File(config_dir.join("secrets/drctl-tsig.key")),
+            }),
+        }
+    );
+
+    let orders = config.service("orders").unwrap();
+    let dns = orders.dns.as_ref().unwrap();
+    assert_eq!(dns.record, "orders.shop.example.com.");
+    assert_eq!(dns.drill_record, "orders-drill.shop.example.com.");
+    assert_eq!(dns.rtype, RecordType::A);
+    assert_eq!(dns.ttl, secs(30));
+    assert_eq!(dns.target("us-east"), Some("198.51.100.10"));
+    assert!(orders.failover.automatic, "hot: automatic by default");
+    assert_eq!(orders.failover.cooldown, secs(30 * 60));
+    assert_eq!(orders.failover.fence_hook_timeout, secs(20));
+    assert_eq!(
+        orders.failover.fence_hook.as_deref().unwrap()[2],
+        "{region}",
+        "placeholders are kept for the engine to fill in"
+    );
+
+    let inventory = config.service("inventory").unwrap();
+    let dns = inventory.dns.as_ref().unwrap();
+    assert_eq!(dns.rtype, RecordType::Cname);
+    assert_eq!(
+        dns.target("eu-west"),
+        Some("pgproxy.eu-west.shop.internal.")
+    );
+    assert!(!inventory.failover.automatic, "warm: an operator decides");
+    assert!(config.service("payments").unwrap().dns.is_none());
+}

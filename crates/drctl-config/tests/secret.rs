@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use drctl_config::{DsnError, DsnSource, KeySource, Secret};
+use drctl_config::{DsnError, DsnSource, KeySource, Secret, TsigSecret};
 
 const PASSWORD: &str = "s3cr3t-pa55";
 
@@ -292,4 +292,65 @@ backup.{line} = "{key}"
             "{report}"
         );
     }
+}
+
+/// Base64 key material (`…==`) would pass for a libpq `key=value` pair:
+/// an inline TSIG secret is masked whole, and reading one that is not
+/// base64 names where it came from, never the value.
+#[test]
+fn tsig_secrets_never_print_and_errors_name_their_source() {
+    let key = "c2VjcmV0LXRzaWcta2V5LTAxMjM0NTY3ODk=";
+    let text = format!(
+        "[[regions]]\nname = \"a\"\n[[dns_providers]]\nname = \"lab\"\nkind = \"rfc2136\"\n\
+         server = \"127.0.0.1:53\"\nzone = \"lab.\"\ntsig_key = \"k.\"\ntsig_secret = \"{key}\"\n"
+    );
+    let config = drctl_config::parse("t.toml", &text, Path::new("/etc")).unwrap();
+    let rendered = [
+        format!("{config:?}"),
+        serde_json::to_string(&config).unwrap(),
+    ];
+    for shown in &rendered {
+        assert!(!shown.contains("c2VjcmV0"), "{shown}");
+    }
+    let drctl_config::DnsProviderKind::Rfc2136 {
+        tsig: Some(tsig), ..
+    } = &config.dns_providers[0].kind
+    else {
+        panic!("a signed rfc2136 provider");
+    };
+    assert_eq!(
+        tsig.secret.resolve_base64().unwrap(),
+        b"secret-tsig-key-0123456789"
+    );
+
+    let dir = tempfile_dir();
+    let file = dir.join("bad.key");
+    std::fs::write(&file, "not base64 !!! hunter2\n").unwrap();
+    let error = TsigSecret::File(file.clone()).resolve_base64().unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains(&file.display().to_string()), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+    let good = dir.join("good.key");
+    std::fs::write(&good, format!("  {key}\n")).unwrap();
+    assert_eq!(
+        TsigSecret::File(good).resolve_base64().unwrap(),
+        b"secret-tsig-key-0123456789",
+        "surrounding whitespace is trimmed"
+    );
+    assert_eq!(
+        TsigSecret::Env("DRCTL_TEST_TSIG_UNSET_VAR".into())
+            .resolve_base64()
+            .unwrap_err(),
+        DsnError::TsigEnvNotSet {
+            var: "DRCTL_TEST_TSIG_UNSET_VAR".into()
+        }
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A fresh directory under the system's temp dir.
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("drctl-config-tsig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

@@ -1,0 +1,1 @@
+//! DNS providers (work in progress).
