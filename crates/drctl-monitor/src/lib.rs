@@ -169,6 +169,10 @@ struct Inner {
     store: Store,
     views: RwLock<BTreeMap<String, ServiceView>>,
     counters: MonitorCounters,
+    /// Clusters whose primary moved (failover, switchover): cluster →
+    /// region, from the store's `cluster_roles`; others are where the
+    /// config says.
+    moved_primaries: RwLock<BTreeMap<String, String>>,
 }
 
 /// The monitor: cheap to clone, shared with the API.
@@ -227,12 +231,46 @@ impl Monitor {
                 store,
                 views: RwLock::new(views),
                 counters: MonitorCounters::default(),
+                moved_primaries: RwLock::new(BTreeMap::new()),
             }),
         }
     }
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The region holding `service`'s primary now: where the last failover
+    /// or switchover put it, else the config's `primary`.
+    pub fn primary_region(&self, service: &drctl_config::Service) -> String {
+        self.inner
+            .moved_primaries
+            .read()
+            .expect("roles lock")
+            .get(&service.cluster)
+            .cloned()
+            .unwrap_or_else(|| service.primary.clone())
+    }
+
+    /// Reads the store's cluster roles (once an interval): samplers pick up
+    /// a new primary at their next tick.
+    async fn refresh_roles(self, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(self.inner.config.monitor.interval);
+        loop {
+            match self.inner.store.cluster_roles().await {
+                Ok(roles) => {
+                    *self.inner.moved_primaries.write().expect("roles lock") = roles
+                        .into_iter()
+                        .map(|r| (r.cluster, r.primary_region))
+                        .collect();
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read cluster roles"),
+            }
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
     }
 
     /// The config, shared (for work that outlives a request).
@@ -312,6 +350,7 @@ impl Monitor {
         }
         drop(tx);
         tasks.spawn(self.clone().write_samples(rx));
+        tasks.spawn(self.clone().refresh_roles(shutdown.clone()));
         tasks.spawn(self.clone().refresh_stats(shutdown.clone()));
         tasks.spawn(self.clone().refresh_backup_evidence(shutdown.clone()));
         tasks.spawn(self.clone().downsample(shutdown.clone()));

@@ -39,7 +39,11 @@ struct Endpoints {
     standbys: Vec<(String, PgEndpoint)>,
 }
 
-fn connect_endpoints(service: &Service, timeout: Duration) -> Result<Endpoints, String> {
+fn connect_endpoints(
+    service: &Service,
+    primary: &str,
+    timeout: Duration,
+) -> Result<Endpoints, String> {
     let endpoint = |region: &str| -> Result<PgEndpoint, String> {
         let source = service
             .postgres
@@ -54,10 +58,12 @@ fn connect_endpoints(service: &Service, timeout: Duration) -> Result<Endpoints, 
         .map_err(|e| e.to_string())
     };
     Ok(Endpoints {
-        primary: endpoint(&service.primary)?,
+        primary: endpoint(primary)?,
         standbys: service
-            .standby_regions()
-            .map(|r| Ok((r.to_string(), endpoint(r)?)))
+            .regions
+            .iter()
+            .filter(|r| *r != primary)
+            .map(|r| Ok((r.clone(), endpoint(r)?)))
             .collect::<Result<_, String>>()?,
     })
 }
@@ -95,6 +101,10 @@ pub(crate) async fn sample_cluster(
     );
     map_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut endpoints: Option<Endpoints> = None;
+    // The region sampled as primary; a failover moves it (the monitor reads
+    // the store's cluster roles), and then the map starts over from the new
+    // primary's heartbeats.
+    let mut primary_region = monitor.primary_region(&service);
     let mut map = HeartbeatMap::new();
     let mut map_loaded = false;
     // Flushed position right after our last heartbeat: the primary is idle
@@ -122,8 +132,22 @@ pub(crate) async fn sample_cluster(
         }
         let started = Instant::now();
         let sampled_at = Utc::now();
+        let now_primary = monitor.primary_region(&service);
+        if now_primary != primary_region {
+            tracing::info!(cluster = %service.cluster, from = %primary_region, to = %now_primary, "primary moved; sampling the new one");
+            primary_region = now_primary;
+            if let Some(ep) = endpoints.take() {
+                ep.primary.close().await;
+                for (_, s) in &ep.standbys {
+                    s.close().await;
+                }
+            }
+            map = HeartbeatMap::new();
+            map_loaded = false;
+            after_last_heartbeat = Lsn(0);
+        }
         if endpoints.is_none() {
-            match connect_endpoints(&service, cfg.probe_timeout) {
+            match connect_endpoints(&service, &primary_region, cfg.probe_timeout) {
                 Ok(e) => endpoints = Some(e),
                 Err(error) => {
                     for m in &members {

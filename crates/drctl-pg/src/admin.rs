@@ -198,7 +198,8 @@ impl PgEndpoint {
         })
     }
 
-    /// Commits one row in `drctl.write_probe` (synchronous commit, local):
+    /// Commits the operation's row in `drctl.write_probe` (synchronous
+    /// commit, local):
     /// the proof that the server takes writes. Returns the server's commit
     /// time (µs) and the row's LSN.
     pub async fn write_probe(&self, operation_id: &str) -> Result<(i64, Lsn), PgError> {
@@ -208,15 +209,20 @@ impl PgEndpoint {
                 sqlx::query("CREATE SCHEMA IF NOT EXISTS drctl").execute(&mut *c).await?;
                 sqlx::query(
                     "CREATE TABLE IF NOT EXISTS drctl.write_probe ( \
-                        id bigserial PRIMARY KEY, operation_id text NOT NULL, \
-                        written_at timestamptz NOT NULL DEFAULT clock_timestamp())",
+                        operation_id text PRIMARY KEY, \
+                        written_at timestamptz NOT NULL DEFAULT clock_timestamp(), \
+                        writes integer NOT NULL DEFAULT 1)",
                 )
                 .execute(&mut *c)
                 .await?;
                 let mut tx = sqlx::Connection::begin(&mut *c).await?;
                 sqlx::query("SET LOCAL synchronous_commit = local").execute(&mut *tx).await?;
+                // One row per operation: a re-run after a crash rewrites it
+                // (still a write, so still a proof) instead of adding one.
                 let (at, lsn): (i64, i64) = sqlx::query_as(
                     "INSERT INTO drctl.write_probe (operation_id) VALUES ($1) \
+                     ON CONFLICT (operation_id) DO UPDATE \
+                         SET written_at = clock_timestamp(), writes = drctl.write_probe.writes + 1 \
                      RETURNING (extract(epoch FROM written_at) * 1000000)::bigint, \
                                pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint",
                 )

@@ -2,28 +2,15 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use drctl_backup::jobs;
 use drctl_backup::RestorePhase;
-use drctl_store::Store;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::cli::{BackupArgs, BackupCommand, ConfigPath, OutputFormat, RestoreTestArgs};
-use crate::config_cmd;
+use crate::cli::{BackupArgs, BackupCommand, OutputFormat, RestoreTestArgs};
+use crate::config_cmd::open;
 use crate::output::{bytes, seconds, table};
 use crate::Reported;
-
-async fn open(
-    config: &ConfigPath,
-) -> anyhow::Result<(std::sync::Arc<drctl_config::Config>, Store)> {
-    let path = config_cmd::resolve_path(config)?;
-    let config = config_cmd::load(&path)?;
-    let store = Store::open(config.store.url.expose())
-        .await
-        .context("opening the state store")?;
-    Ok((config, store))
-}
 
 fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);

@@ -41,8 +41,76 @@ pub enum Command {
     /// Restore the newest verified backup into a scratch cluster, run the
     /// service's validation queries, and record how long it took (RTO evidence).
     RestoreTest(RestoreTestArgs),
+    /// Fail a service's cluster over to another region (unplanned: the
+    /// primary region is lost). Journaled and resumable; `--dry-run` shows
+    /// the plan, the expected data loss and every blocker.
+    Failover(FailoverArgs),
+    /// Planned switchover with zero data loss: fence the primary, let the
+    /// target catch up to its last position, promote it, flip DNS.
+    Switchover(FailoverArgs),
+    /// Failovers and switchovers: list them, or show one's step timeline.
+    Operations(OperationsArgs),
     /// Measure what drctl costs (benchmarks on a real lab).
     Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  drctl failover orders --dry-run          what would happen, and what it would lose, now
+  drctl failover orders --to region-b      fail over (refused if the loss exceeds the RPO target)
+  drctl failover orders --accept-data-loss fail over even so
+  drctl failover --resume op-1234          take over an operation whose driver died or stopped
+  drctl switchover orders --to region-b    planned, zero loss")]
+pub struct FailoverArgs {
+    #[command(flatten)]
+    pub config: ConfigPath,
+    /// The service (its whole cluster moves).
+    #[arg(required_unless_present = "resume")]
+    pub service: Option<String>,
+    /// Target region [default: the first region that is not primary].
+    #[arg(long, value_name = "REGION")]
+    pub to: Option<String>,
+    /// Print the plan (expected data loss, expected RTO, blockers) and stop.
+    #[arg(long, conflicts_with = "resume")]
+    pub dry_run: bool,
+    /// Go ahead although the expected data loss exceeds the RPO target (or
+    /// is unknown because the primary is gone).
+    #[arg(long)]
+    pub accept_data_loss: bool,
+    /// Why (recorded with the operation).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Resume this operation instead of starting one.
+    #[arg(long, value_name = "ID", conflicts_with = "service")]
+    pub resume: Option<String>,
+    /// How long `--resume` waits for a dead driver's lease to expire.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub wait: std::time::Duration,
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct OperationsArgs {
+    #[command(flatten)]
+    pub config: ConfigPath,
+    #[command(subcommand)]
+    pub command: OperationsCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OperationsCommand {
+    /// Recent operations, newest first.
+    List {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// One operation with its step timeline.
+    Show {
+        id: String,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use anyhow::Context;
 use drctl_config::{Config, ConfigErrors};
 use serde_json::json;
 
@@ -87,4 +88,17 @@ pub fn load(path: &Path) -> anyhow::Result<Arc<Config>> {
             Err(Reported(2).into())
         }
     }
+}
+
+/// Loads the config and opens its state store: what every command that
+/// works on recorded state starts with.
+pub async fn open(
+    config: &ConfigPath,
+) -> anyhow::Result<(Arc<Config>, drctl_store::Store)> {
+    let path = resolve_path(config)?;
+    let config = load(&path)?;
+    let store = drctl_store::Store::open(config.store.url.expose())
+        .await
+        .context("opening the state store")?;
+    Ok((config, store))
 }

@@ -1,0 +1,504 @@
+//! The driver: takes the cluster's lease, runs the first step not done,
+//! journals it, and goes on until the operation succeeds, stops (resumable)
+//! or is abandoned. `run` starts an operation; `resume` takes over one whose
+//! driver died or stopped.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use drctl_config::Config;
+use drctl_store::{Lease, StepRecord, Store, StoreError};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::journal::{self, Event, JournalState, OpStatus};
+use crate::plan::{self, OperationParams, PlanReport};
+use crate::steps::{self, Ctx, StepError};
+use crate::{lease_name, FailoverError, Measured, OperationKind, Step};
+
+/// Retries of a retryable step error in place, before the operation stops.
+const STEP_RETRIES: u32 = 5;
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// A request for an operation.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub kind: OperationKind,
+    pub service: String,
+    /// The target region; default: the first region that is not primary.
+    pub to: Option<String>,
+    pub accept_data_loss: bool,
+    /// `cli`, `api`, `automatic`.
+    pub requested_by: String,
+    pub reason: Option<String>,
+    pub detected_at: Option<DateTime<Utc>>,
+}
+
+/// What the driver reports while it works (the CLI draws it).
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Progress {
+    Operation { id: String, resumed: bool },
+    StepStarted { step: Step, attempt: u32 },
+    StepDone { step: Step, took_ms: u64 },
+    StepRetrying { step: Step, error: String, in_ms: u64 },
+    StepFailed { step: Step, error: String },
+}
+
+/// How an operation ended (this time).
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub id: String,
+    pub status: OpStatus,
+    pub measured: Option<Measured>,
+    pub steps: Vec<StepRecord>,
+}
+
+/// Test-only fault injection: `DRCTL_FAULT_CRASH_AT=STEP:PHASE` aborts the
+/// process (no clean-up, like kill -9) when `STEP` reaches `PHASE`:
+/// `started` (journaled as started, nothing done), `applied` (its effect
+/// done, not journaled) or `done` (journaled done, next not started).
+fn crash_point(step: Step, phase: &str) {
+    if let Ok(spec) = std::env::var("DRCTL_FAULT_CRASH_AT") {
+        if spec == format!("{}:{phase}", step.as_str()) {
+            eprintln!("DRCTL_FAULT_CRASH_AT: aborting at {spec}");
+            std::process::abort();
+        }
+    }
+}
+
+/// The failover engine bound to a config and a store.
+#[derive(Clone)]
+pub struct Engine {
+    config: Arc<Config>,
+    store: Store,
+    driver: String,
+}
+
+impl Engine {
+    pub fn new(config: Arc<Config>, store: Store) -> Engine {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        let driver = format!(
+            "{host}/{}/{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Engine {
+            config,
+            store,
+            driver,
+        }
+    }
+
+    pub fn driver(&self) -> &str {
+        &self.driver
+    }
+
+    fn lease_ttl(&self) -> Duration {
+        self.config.failover.lease
+    }
+
+    /// Resolves a request into the parameters stored with the operation.
+    pub async fn params(&self, req: &Request) -> Result<OperationParams, FailoverError> {
+        let service = self
+            .config
+            .service(&req.service)
+            .ok_or_else(|| FailoverError::UnknownService(req.service.clone()))?;
+        let primary = self
+            .store
+            .cluster_role(&service.cluster)
+            .await?
+            .map(|r| r.primary_region)
+            .unwrap_or_else(|| service.primary.clone());
+        let (source, target) = plan::regions(service, &primary, req.to.as_deref())?;
+        Ok(OperationParams {
+            kind: req.kind,
+            service: service.name.clone(),
+            cluster: service.cluster.clone(),
+            members: self
+                .config
+                .cluster_members(&service.cluster)
+                .map(|s| s.name.clone())
+                .collect(),
+            source,
+            target,
+            accept_data_loss: req.accept_data_loss,
+            requested_by: req.requested_by.clone(),
+            reason: req.reason.clone(),
+            detected_at_us: req.detected_at.map(|t| t.timestamp_micros()),
+        })
+    }
+
+    /// The plan right now, without taking anything (`--dry-run`).
+    pub async fn plan(&self, req: &Request) -> Result<PlanReport, FailoverError> {
+        let params = self.params(req).await?;
+        Ok(steps::make_plan(&self.config, &self.store, &params).await)
+    }
+
+    /// Starts an operation and drives it to its end.
+    pub async fn run(
+        &self,
+        req: &Request,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Outcome, FailoverError> {
+        let params = self.params(req).await?;
+        let lease = match self.take_lease(&params.cluster).await {
+            Ok(l) => l,
+            Err(busy @ FailoverError::LeaseBusy { .. }) => {
+                return Err(match self.store.unfinished_operation(&params.cluster).await? {
+                    Some(op) => FailoverError::InProgress {
+                        detail: format!(
+                            "{} of {}, {}",
+                            op.kind,
+                            op.service.unwrap_or_default(),
+                            busy
+                        ),
+                        id: op.id,
+                        cluster: params.cluster,
+                    },
+                    None => busy,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(op) = self.store.unfinished_operation(&params.cluster).await? {
+            self.store.release_lease(&lease).await?;
+            return Err(FailoverError::InProgress {
+                detail: format!("{} {}, {}", op.kind, op.status, op.service.unwrap_or_default()),
+                id: op.id,
+                cluster: params.cluster,
+            });
+        }
+        let id = format!("op-{}", uuid::Uuid::new_v4().simple());
+        let encoded = serde_json::to_string(&params).expect("params encode");
+        let started = Utc::now();
+        self.store
+            .journal_operation_created(
+                &lease,
+                &id,
+                params.kind.as_str(),
+                &params.service,
+                &params.cluster,
+                &encoded,
+                started,
+            )
+            .await?;
+        progress(Progress::Operation {
+            id: id.clone(),
+            resumed: false,
+        });
+        self.drive(&id, params, lease, started, progress).await
+    }
+
+    /// Takes over an operation whose driver died (its lease expires: this
+    /// waits up to `wait` for that) or that stopped, and drives it on.
+    pub async fn resume(
+        &self,
+        id: &str,
+        wait: Duration,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Outcome, FailoverError> {
+        let op = self
+            .store
+            .operation(id)
+            .await?
+            .ok_or_else(|| FailoverError::NotFound(id.to_string()))?;
+        let status = OpStatus::parse(&op.status).ok_or_else(|| FailoverError::NotResumable {
+            id: id.to_string(),
+            status: op.status.clone(),
+        })?;
+        if status.is_final() {
+            return Err(FailoverError::NotResumable {
+                id: id.to_string(),
+                status: op.status,
+            });
+        }
+        let params: OperationParams = self
+            .store
+            .operation_params(id)
+            .await?
+            .and_then(|p| serde_json::from_str(&p).ok())
+            .ok_or_else(|| FailoverError::Journal {
+                id: id.to_string(),
+                detail: "its parameters are missing or unreadable".into(),
+            })?;
+        let deadline = Instant::now() + wait;
+        let lease = loop {
+            match self.take_lease(&params.cluster).await {
+                Ok(l) => break l,
+                Err(FailoverError::LeaseBusy { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        progress(Progress::Operation {
+            id: id.to_string(),
+            resumed: true,
+        });
+        self.drive(id, params, lease, op.started_at, progress).await
+    }
+
+    async fn take_lease(&self, cluster: &str) -> Result<Lease, FailoverError> {
+        let name = lease_name(cluster);
+        match self
+            .store
+            .acquire_lease(&name, &self.driver, self.lease_ttl(), Utc::now())
+            .await?
+        {
+            Some(l) => Ok(l),
+            None => {
+                let held = self.store.lease(&name).await?;
+                Err(FailoverError::LeaseBusy {
+                    cluster: cluster.to_string(),
+                    holder: held.as_ref().map_or("?".into(), |l| l.holder.clone()),
+                    until: held.map_or("?".into(), |l| l.expires_at.to_rfc3339()),
+                })
+            }
+        }
+    }
+
+    async fn drive(
+        &self,
+        id: &str,
+        params: OperationParams,
+        lease: Lease,
+        op_started: DateTime<Utc>,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Outcome, FailoverError> {
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = self.spawn_renewal(lease.clone(), lost.clone());
+        let result = self.drive_steps(id, &params, &lease, op_started, &lost, progress).await;
+        renewer.abort();
+        if !matches!(result, Err(FailoverError::LeaseLost { .. })) {
+            let _ = self.store.release_lease(&lease).await;
+        }
+        result
+    }
+
+    fn spawn_renewal(&self, lease: Lease, lost: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let ttl = self.lease_ttl();
+        tokio::spawn(async move {
+            let mut lease = lease;
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match store.renew_lease(&mut lease, ttl, Utc::now()).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        lost.store(true, Ordering::SeqCst);
+                        tracing::error!(lease = %lease.name, "lease lost: another driver took over");
+                        return;
+                    }
+                    // The store is unreachable: keep trying; the fenced
+                    // journal writes protect the operation meanwhile.
+                    Err(e) => tracing::warn!(error = %e, "cannot renew the operation lease"),
+                }
+            }
+        })
+    }
+
+    async fn drive_steps(
+        &self,
+        id: &str,
+        params: &OperationParams,
+        lease: &Lease,
+        op_started: DateTime<Utc>,
+        lost: &AtomicBool,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Outcome, FailoverError> {
+        let plan = params.kind.steps();
+        let op = self
+            .store
+            .operation(id)
+            .await?
+            .ok_or_else(|| FailoverError::NotFound(id.to_string()))?;
+        let records = self.store.journal(id).await?;
+        let status = OpStatus::parse(&op.status).unwrap_or(OpStatus::Running);
+        let mut state = JournalState::from_records(
+            plan,
+            status,
+            &records
+                .iter()
+                .map(|r| (r.step.clone(), r.status.clone()))
+                .collect::<Vec<_>>(),
+        );
+        let mut outputs: BTreeMap<Step, Value> = BTreeMap::new();
+        let mut timings = BTreeMap::new();
+        for r in &records {
+            if let Some(step) = plan.iter().find(|s| s.as_str() == r.step) {
+                if r.status == "done" {
+                    let v = r
+                        .output
+                        .as_deref()
+                        .map(serde_json::from_str)
+                        .transpose()
+                        .map_err(|e| FailoverError::Journal {
+                            id: id.to_string(),
+                            detail: format!("output of {}: {e}", r.step),
+                        })?
+                        .unwrap_or(Value::Null);
+                    outputs.insert(*step, v);
+                }
+                timings.insert(*step, (r.started_at, r.ended_at));
+            }
+        }
+        if state.status != OpStatus::Running {
+            state = self.transition(id, &state, Event::Resume)?;
+            self.store
+                .journal_operation_status(lease, id, "running", Utc::now(), None, None)
+                .await
+                .map_err(|e| self.store_error(id, e))?;
+        }
+        let fenced = |e| self.store_error(id, e);
+        while let Some(step) = state.next_step() {
+            if lost.load(Ordering::SeqCst) {
+                return Err(FailoverError::LeaseLost { id: id.to_string() });
+            }
+            state = self.transition(id, &state, Event::Start(step))?;
+            let began = Utc::now();
+            self.store
+                .journal_step_started(lease, id, step.as_str(), seq(plan, step), began)
+                .await
+                .map_err(fenced)?;
+            timings.insert(step, (began, None));
+            crash_point(step, "started");
+            let ctx = Ctx {
+                config: &self.config,
+                store: &self.store,
+                params,
+                op_id: id,
+                op_started,
+                lease,
+                outputs: &outputs,
+                timings: &timings,
+            };
+            let result = run_with_retries(step, &ctx, progress).await;
+            crash_point(step, "applied");
+            let ended = Utc::now();
+            match result {
+                Ok(output) => {
+                    let text = serde_json::to_string(&output).expect("json encodes");
+                    state = self.transition(id, &state, Event::Done(step))?;
+                    self.store
+                        .journal_step_ended(lease, id, step.as_str(), ended, Ok(&text))
+                        .await
+                        .map_err(fenced)?;
+                    outputs.insert(step, output);
+                    timings.insert(step, (began, Some(ended)));
+                    progress(Progress::StepDone {
+                        step,
+                        took_ms: (ended - began).num_milliseconds().max(0) as u64,
+                    });
+                    crash_point(step, "done");
+                }
+                Err(e) => {
+                    progress(Progress::StepFailed {
+                        step,
+                        error: e.message.clone(),
+                    });
+                    state = self.transition(id, &state, Event::Fail(step))?;
+                    self.store
+                        .journal_step_ended(lease, id, step.as_str(), ended, Err(&e.message))
+                        .await
+                        .map_err(fenced)?;
+                    let (event, status) = if e.abandon {
+                        (Event::Abandon, "failed")
+                    } else {
+                        (Event::Stop, "stopped")
+                    };
+                    self.transition(id, &state, event)?;
+                    self.store
+                        .journal_operation_status(lease, id, status, ended, None, Some(&e.message))
+                        .await
+                        .map_err(fenced)?;
+                    let error = FailoverError::Stopped {
+                        id: id.to_string(),
+                        step: step.to_string(),
+                        error: e.message.clone(),
+                    };
+                    return Err(if e.abandon {
+                        match step {
+                            Step::Plan => FailoverError::Refused {
+                                overridable: e.message.contains("--accept-data-loss"),
+                                blockers: vec![e.message.trim_start_matches("refused: ").to_string()],
+                            },
+                            _ => FailoverError::Failed {
+                                id: id.to_string(),
+                                step: step.to_string(),
+                                error: e.message,
+                            },
+                        }
+                    } else {
+                        error
+                    });
+                }
+            }
+        }
+        let measured: Option<Measured> = outputs
+            .get(&Step::Record)
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        self.transition(id, &state, Event::Succeed)?;
+        let result = measured
+            .as_ref()
+            .map(|m| serde_json::to_string(m).expect("json encodes"));
+        self.store
+            .journal_operation_status(lease, id, "succeeded", Utc::now(), result.as_deref(), None)
+            .await
+            .map_err(fenced)?;
+        Ok(Outcome {
+            id: id.to_string(),
+            status: OpStatus::Succeeded,
+            measured,
+            steps: self.store.journal(id).await?,
+        })
+    }
+
+    fn transition(&self, id: &str, state: &JournalState, event: Event) -> Result<JournalState, FailoverError> {
+        journal::apply(state, event).map_err(|e| FailoverError::Journal {
+            id: id.to_string(),
+            detail: e.to_string(),
+        })
+    }
+
+    fn store_error(&self, id: &str, e: StoreError) -> FailoverError {
+        match e {
+            StoreError::LeaseLost { .. } => FailoverError::LeaseLost { id: id.to_string() },
+            e => FailoverError::Store(e),
+        }
+    }
+}
+
+fn seq(plan: &[Step], step: Step) -> i64 {
+    plan.iter().position(|s| *s == step).unwrap_or(0) as i64
+}
+
+async fn run_with_retries(
+    step: Step,
+    ctx: &Ctx<'_>,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<Value, StepError> {
+    let mut backoff = FIRST_BACKOFF;
+    for attempt in 1..=STEP_RETRIES {
+        progress(Progress::StepStarted { step, attempt });
+        match steps::run(step, ctx).await {
+            Err(e) if e.retryable && attempt < STEP_RETRIES => {
+                progress(Progress::StepRetrying {
+                    step,
+                    error: e.message.clone(),
+                    in_ms: backoff.as_millis() as u64,
+                });
+                tracing::warn!(%step, attempt, error = %e.message, "step failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            other => return other,
+        }
+    }
+    unreachable!("the last attempt returns")
+}

@@ -1,0 +1,266 @@
+//! The operation state machine, as a pure function.
+//!
+//! The driver never writes the journal without asking [`apply`] first, so an
+//! illegal sequence (a step started before the previous one is done, a step
+//! ended twice, anything after the end) is refused before it reaches the
+//! store. Rebuilding the state from stored records ([`JournalState::from_records`])
+//! is what a resuming driver does.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Step;
+
+/// Where an operation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpStatus {
+    /// A driver holds (or held, and died holding) the lease and works on it.
+    Running,
+    /// A step failed; nothing is half-applied and a resume continues it.
+    Stopped,
+    /// Ended without reaching its goal (refused, or undone).
+    Failed,
+    Succeeded,
+}
+
+impl OpStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpStatus::Running => "running",
+            OpStatus::Stopped => "stopped",
+            OpStatus::Failed => "failed",
+            OpStatus::Succeeded => "succeeded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OpStatus> {
+        Some(match s {
+            "running" => OpStatus::Running,
+            "stopped" => OpStatus::Stopped,
+            "failed" => OpStatus::Failed,
+            "succeeded" => OpStatus::Succeeded,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, OpStatus::Failed | OpStatus::Succeeded)
+    }
+}
+
+/// Where a step stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    Pending,
+    Started,
+    Done,
+    Failed,
+}
+
+/// What happens to an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Start(Step),
+    Done(Step),
+    Fail(Step),
+    /// A step failed and the operation waits for a resume.
+    Stop,
+    /// A driver takes the operation over (after a crash or a stop).
+    Resume,
+    /// Every step is done.
+    Succeed,
+    /// The operation ends without its goal (refused plan, undone switchover,
+    /// abandoned by an operator).
+    Abandon,
+}
+
+/// An operation's status and the state of each of its planned steps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalState {
+    pub status: OpStatus,
+    pub steps: Vec<(Step, StepState)>,
+}
+
+/// An event that the state does not allow, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("illegal journal event {event:?} while the operation is {status:?}: {reason}")]
+pub struct IllegalTransition {
+    pub event: String,
+    pub status: OpStatus,
+    pub reason: &'static str,
+}
+
+impl JournalState {
+    /// A new operation with `plan` all pending.
+    pub fn new(plan: &[Step]) -> JournalState {
+        JournalState {
+            status: OpStatus::Running,
+            steps: plan.iter().map(|s| (*s, StepState::Pending)).collect(),
+        }
+    }
+
+    /// The state as stored: the operation's status and its step rows
+    /// (`(step name, status)`); steps not journaled yet are pending.
+    pub fn from_records(
+        plan: &[Step],
+        status: OpStatus,
+        records: &[(String, String)],
+    ) -> JournalState {
+        let mut state = JournalState::new(plan);
+        state.status = status;
+        for (step, st) in &mut state.steps {
+            if let Some((_, s)) = records.iter().find(|(name, _)| name == step.as_str()) {
+                *st = match s.as_str() {
+                    "started" => StepState::Started,
+                    "done" => StepState::Done,
+                    "failed" => StepState::Failed,
+                    _ => StepState::Pending,
+                };
+            }
+        }
+        state
+    }
+
+    /// The step to run next: the first one not done.
+    pub fn next_step(&self) -> Option<Step> {
+        self.steps
+            .iter()
+            .find(|(_, s)| *s != StepState::Done)
+            .map(|(step, _)| *step)
+    }
+
+    pub fn state_of(&self, step: Step) -> Option<StepState> {
+        self.steps.iter().find(|(s, _)| *s == step).map(|(_, st)| *st)
+    }
+}
+
+/// The transition function: the new state after `event`, or why not.
+pub fn apply(state: &JournalState, event: Event) -> Result<JournalState, IllegalTransition> {
+    let illegal = |reason| IllegalTransition {
+        event: format!("{event:?}"),
+        status: state.status,
+        reason,
+    };
+    if state.status.is_final() {
+        return Err(illegal("the operation has ended"));
+    }
+    let mut next = state.clone();
+    match event {
+        Event::Start(step) => {
+            if state.status != OpStatus::Running {
+                return Err(illegal("steps start only while the operation runs"));
+            }
+            if state.next_step() != Some(step) {
+                return Err(illegal("only the first step not done may start"));
+            }
+            set(&mut next, step, StepState::Started);
+        }
+        Event::Done(step) | Event::Fail(step) => {
+            if state.state_of(step) != Some(StepState::Started) {
+                return Err(illegal("only a started step can end"));
+            }
+            let to = if matches!(event, Event::Done(_)) {
+                StepState::Done
+            } else {
+                StepState::Failed
+            };
+            set(&mut next, step, to);
+        }
+        Event::Stop => {
+            if state.status != OpStatus::Running {
+                return Err(illegal("only a running operation stops"));
+            }
+            if !state.steps.iter().any(|(_, s)| *s == StepState::Failed) {
+                return Err(illegal("an operation stops only on a failed step"));
+            }
+            next.status = OpStatus::Stopped;
+        }
+        Event::Resume => next.status = OpStatus::Running,
+        Event::Succeed => {
+            if state.steps.iter().any(|(_, s)| *s != StepState::Done) {
+                return Err(illegal("an operation succeeds only when every step is done"));
+            }
+            next.status = OpStatus::Succeeded;
+        }
+        Event::Abandon => next.status = OpStatus::Failed,
+    }
+    Ok(next)
+}
+
+fn set(state: &mut JournalState, step: Step, to: StepState) {
+    if let Some((_, st)) = state.steps.iter_mut().find(|(s, _)| *s == step) {
+        *st = to;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::OperationKind;
+
+    fn plan() -> Vec<Step> {
+        OperationKind::Failover.steps().to_vec()
+    }
+
+    fn run_all(mut state: JournalState) -> JournalState {
+        while let Some(step) = state.next_step() {
+            state = apply(&state, Event::Start(step)).unwrap();
+            state = apply(&state, Event::Done(step)).unwrap();
+        }
+        state
+    }
+
+    #[test]
+    fn a_full_run_succeeds_and_then_nothing_more_happens() {
+        let state = run_all(JournalState::new(&plan()));
+        let done = apply(&state, Event::Succeed).unwrap();
+        assert_eq!(done.status, OpStatus::Succeeded);
+        for event in [
+            Event::Start(Step::Plan),
+            Event::Resume,
+            Event::Abandon,
+            Event::Succeed,
+        ] {
+            assert!(apply(&done, event).is_err(), "{event:?} after the end");
+        }
+    }
+
+    #[test]
+    fn steps_run_in_order_only() {
+        let s = JournalState::new(&plan());
+        assert!(apply(&s, Event::Start(Step::PromoteTarget)).is_err());
+        assert!(apply(&s, Event::Done(Step::Plan)).is_err(), "done before start");
+        let s = apply(&s, Event::Start(Step::Plan)).unwrap();
+        assert!(apply(&s, Event::Start(Step::Lease)).is_err(), "next before done");
+        let s = apply(&s, Event::Done(Step::Plan)).unwrap();
+        assert!(apply(&s, Event::Done(Step::Plan)).is_err(), "done twice");
+        assert!(apply(&s, Event::Succeed).is_err(), "success with steps left");
+    }
+
+    #[test]
+    fn a_failed_step_stops_and_a_resume_reruns_it() {
+        let s = JournalState::new(&plan());
+        let s = apply(&s, Event::Start(Step::Plan)).unwrap();
+        assert!(apply(&s, Event::Stop).is_err(), "stop without a failed step");
+        let s = apply(&s, Event::Fail(Step::Plan)).unwrap();
+        let s = apply(&s, Event::Stop).unwrap();
+        assert!(apply(&s, Event::Start(Step::Plan)).is_err(), "no step while stopped");
+        let s = apply(&s, Event::Resume).unwrap();
+        let s = apply(&s, Event::Start(Step::Plan)).unwrap();
+        assert_eq!(s.state_of(Step::Plan), Some(StepState::Started));
+    }
+
+    #[test]
+    fn a_crashed_step_is_rerun_after_rebuilding_from_records() {
+        let records = vec![
+            ("plan".to_string(), "done".to_string()),
+            ("lease".to_string(), "done".to_string()),
+            ("fence_source".to_string(), "started".to_string()),
+        ];
+        let s = JournalState::from_records(&plan(), OpStatus::Running, &records);
+        assert_eq!(s.next_step(), Some(Step::FenceSource));
+        let s = apply(&s, Event::Resume).unwrap();
+        apply(&s, Event::Start(Step::FenceSource)).unwrap();
+    }
+}

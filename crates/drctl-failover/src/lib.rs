@@ -1,0 +1,141 @@
+//! The failover engine: failover, switchover (and, later, drill and
+//! recover) as journaled operations.
+//!
+//! An operation is a fixed list of [`Step`]s per [`OperationKind`]. The
+//! driver ([`Engine`]) takes the cluster's lease in the state store, then runs
+//! the first step not done, journaling its start, its output and its end
+//! before the next one starts (the saga pattern of oxidecomputer/steno).
+//! Steps get their inputs only from the journal, and each is idempotent
+//! (fence an already fenced server, promote a primary, upsert the same DNS
+//! value: all no-ops), so any drctl process can resume an operation whose
+//! driver died at any point, and nothing is applied twice.
+//!
+//! This crate owns the decisions (plan, blockers, measured RPO/RTO of an
+//! event); PostgreSQL actions live in `drctl-pg`, DNS in `drctl-dns`, the
+//! journal's storage in `drctl-store`.
+
+mod dnsshim;
+use dnsshim as drctl_dns;
+mod engine;
+mod error;
+mod hook;
+pub mod journal;
+mod measure;
+mod plan;
+mod steps;
+
+use serde::{Deserialize, Serialize};
+
+pub use engine::{Engine, Outcome, Progress, Request};
+pub use error::FailoverError;
+pub use journal::{OpStatus, StepState};
+pub use measure::Measured;
+pub use plan::{OperationParams, PlanReport};
+
+/// What an operation does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationKind {
+    /// Unplanned: the source region is lost (or must be left now).
+    Failover,
+    /// Planned, zero data loss: the source is fenced, the target catches up
+    /// to its last position, then takes over.
+    Switchover,
+}
+
+impl OperationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::Failover => "failover",
+            OperationKind::Switchover => "switchover",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OperationKind> {
+        match s {
+            "failover" => Some(OperationKind::Failover),
+            "switchover" => Some(OperationKind::Switchover),
+            _ => None,
+        }
+    }
+
+    /// The steps, in order. Both kinds share one list; the steps behave by
+    /// kind (a switchover's catch-up waits for zero loss, a failover's only
+    /// briefly and only when the source was reachable).
+    pub fn steps(self) -> &'static [Step] {
+        &[
+            Step::Plan,
+            Step::Lease,
+            Step::FenceSource,
+            Step::SourcePosition,
+            Step::CatchUp,
+            Step::PromoteTarget,
+            Step::WriteProbe,
+            Step::DnsFlip,
+            Step::DnsConfirm,
+            Step::ServiceHealth,
+            Step::Record,
+        ]
+    }
+}
+
+/// One journaled step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Source, target, expected loss and RTO, blockers.
+    Plan,
+    /// Which driver holds the cluster's lease, with its fencing token.
+    Lease,
+    /// The old primary refuses writes (or is recorded unreachable and the
+    /// fence hook ran) before anything is announced.
+    FenceSource,
+    /// The source's last position: read from the fenced server, or the last
+    /// one the monitor saw when it is gone.
+    SourcePosition,
+    /// The target receives everything the source had (switchover: required;
+    /// failover: a short wait when the source is still reachable).
+    CatchUp,
+    /// `pg_promote(wait => true)` on the target; the cluster's primary region
+    /// is recorded.
+    PromoteTarget,
+    /// A committed row on the new primary.
+    WriteProbe,
+    /// The service's DNS record names the target region (upsert, applied).
+    DnsFlip,
+    /// The authoritative answer for the record is the target's.
+    DnsConfirm,
+    /// Exactly one writable primary, and it is the target.
+    ServiceHealth,
+    /// Measured RPO and RTO of the event.
+    Record,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Plan => "plan",
+            Step::Lease => "lease",
+            Step::FenceSource => "fence_source",
+            Step::SourcePosition => "source_position",
+            Step::CatchUp => "catch_up",
+            Step::PromoteTarget => "promote_target",
+            Step::WriteProbe => "write_probe",
+            Step::DnsFlip => "dns_flip",
+            Step::DnsConfirm => "dns_confirm",
+            Step::ServiceHealth => "service_health",
+            Step::Record => "record",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The lease that serialises operations on one cluster.
+pub fn lease_name(cluster: &str) -> String {
+    format!("operation:{cluster}")
+}

@@ -1,0 +1,168 @@
+//! Planning: what an operation would do and cost right now, and what blocks
+//! it. `--dry-run` prints this; a real run journals it as its first step and
+//! refuses when a blocker stands (data-loss blockers can be accepted).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use drctl_config::{Config, Service};
+use drctl_pg::NodeState;
+use serde::{Deserialize, Serialize};
+
+use crate::{measure::Measured, OperationKind, Step};
+
+/// What a driver needs to run (or resume) an operation: stored with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationParams {
+    pub kind: OperationKind,
+    /// The service named in the request; the operation acts on its cluster.
+    pub service: String,
+    pub cluster: String,
+    /// Every service of the cluster (each gets its DNS flipped).
+    pub members: Vec<String>,
+    pub source: String,
+    pub target: String,
+    pub accept_data_loss: bool,
+    /// `cli`, `api`, `automatic`.
+    pub requested_by: String,
+    pub reason: Option<String>,
+    /// Automatic failover: when the primary was first seen failing. RTO
+    /// counts from there, not from the decision.
+    pub detected_at_us: Option<i64>,
+}
+
+/// A reason not to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blocker {
+    /// Stable: `target_unreachable`, `target_not_standby`, `data_loss`,
+    /// `data_loss_unknown`, `source_unreachable`, `target_not_streaming`,
+    /// `same_region`.
+    pub code: String,
+    pub message: String,
+    /// `--accept-data-loss` overrides it.
+    pub overridable: bool,
+}
+
+/// The plan: what would happen and what it would cost, now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanReport {
+    pub kind: OperationKind,
+    pub service: String,
+    pub cluster: String,
+    pub members: Vec<String>,
+    pub source: String,
+    pub target: String,
+    pub steps: Vec<Step>,
+    pub source_state: Option<NodeState>,
+    pub source_error: Option<String>,
+    pub target_state: Option<NodeState>,
+    pub target_error: Option<String>,
+    /// Expected data loss in time (µs) and WAL bytes, if the primary region
+    /// were lost now.
+    pub expected_loss_us: Option<i64>,
+    pub expected_loss_bytes: Option<u64>,
+    /// Where the expected loss comes from.
+    pub expected_loss_basis: String,
+    pub rpo_target_us: i64,
+    pub rto_target_ms: u64,
+    /// Median RTO of past operations of this kind on this service.
+    pub expected_rto_ms: Option<u64>,
+    pub expected_rto_basis: String,
+    /// `record → value` flips, one per member with DNS.
+    pub dns: Vec<String>,
+    /// How the source will be fenced.
+    pub fence: String,
+    pub blockers: Vec<Blocker>,
+    pub planned_at: DateTime<Utc>,
+}
+
+impl PlanReport {
+    /// The blockers that stand given `accept_data_loss`.
+    pub fn standing(&self, accept_data_loss: bool) -> Vec<&Blocker> {
+        self.blockers
+            .iter()
+            .filter(|b| !(accept_data_loss && b.overridable))
+            .collect()
+    }
+}
+
+pub(crate) fn us(d: Duration) -> i64 {
+    d.as_micros().min(i64::MAX as u128) as i64
+}
+
+/// Picks source and target: the source is the cluster's primary now (store,
+/// else config); the target is `to`, else the first other region.
+pub(crate) fn regions(
+    service: &Service,
+    current_primary: &str,
+    to: Option<&str>,
+) -> Result<(String, String), crate::FailoverError> {
+    let target = match to {
+        Some(t) => {
+            if !service.regions.iter().any(|r| r == t) {
+                return Err(crate::FailoverError::UnknownRegion {
+                    service: service.name.clone(),
+                    region: t.to_string(),
+                    known: service.regions.join(", "),
+                });
+            }
+            t.to_string()
+        }
+        None => service
+            .regions
+            .iter()
+            .find(|r| *r != current_primary)
+            .cloned()
+            .ok_or_else(|| crate::FailoverError::UnknownRegion {
+                service: service.name.clone(),
+                region: "(another region)".into(),
+                known: service.regions.join(", "),
+            })?,
+    };
+    Ok((current_primary.to_string(), target))
+}
+
+/// The DNS flips an operation makes, as text.
+pub(crate) fn dns_flips(config: &Config, members: &[String], target: &str) -> Vec<String> {
+    members
+        .iter()
+        .filter_map(|m| config.service(m))
+        .filter_map(|s| s.dns.as_ref())
+        .map(|d| {
+            format!(
+                "{} {} → {} ({target})",
+                d.record,
+                d.rtype.as_str(),
+                d.target(target).unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+/// The median RTO of past succeeded operations of `kind` on `service`.
+pub(crate) fn expected_rto(
+    past: &[drctl_store::OperationRecord],
+    kind: OperationKind,
+    service: &str,
+) -> (Option<u64>, String) {
+    let mut rtos: Vec<u64> = past
+        .iter()
+        .filter(|o| {
+            o.kind == kind.as_str()
+                && o.service.as_deref() == Some(service)
+                && o.status == "succeeded"
+        })
+        .filter_map(|o| o.result.as_deref())
+        .filter_map(|r| serde_json::from_str::<Measured>(r).ok())
+        .map(|m| m.rto_ms)
+        .collect();
+    if rtos.is_empty() {
+        return (None, format!("no past {} of {service} on record", kind.as_str()));
+    }
+    rtos.sort_unstable();
+    let n = rtos.len();
+    (
+        Some(rtos[n / 2]),
+        format!("median of {n} past {}(s) of {service}", kind.as_str()),
+    )
+}

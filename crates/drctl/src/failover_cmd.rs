@@ -1,0 +1,286 @@
+//! `drctl failover`, `drctl switchover` and `drctl operations`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drctl_failover::{Engine, FailoverError, OperationKind, PlanReport, Progress, Request};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::cli::{FailoverArgs, OperationsArgs, OperationsCommand, OutputFormat};
+use crate::config_cmd::open;
+use crate::output::{bytes, seconds, table};
+use crate::Reported;
+
+fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn secs_us(us: Option<i64>) -> String {
+    seconds(us.map(|u| u as f64 / 1e6))
+}
+
+fn secs_ms(ms: Option<u64>) -> String {
+    seconds(ms.map(|m| m as f64 / 1e3))
+}
+
+pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> {
+    let (config, store) = open(&args.config).await?;
+    let engine = Engine::new(config, store);
+    let output = args.output;
+
+    if args.dry_run {
+        let service = args.service.clone().expect("clap requires it");
+        let plan = engine.plan(&request(kind, &args, service)).await?;
+        let blocked = !plan.standing(args.accept_data_loss).is_empty();
+        match output {
+            OutputFormat::Json => print_json(&json!({ "plan": plan, "blocked": blocked }))?,
+            OutputFormat::Table => print!("{}", render_plan(&plan, args.accept_data_loss)),
+        }
+        return if blocked { Err(Reported(1).into()) } else { Ok(()) };
+    }
+
+    let bar = ProgressBar::new(kind.steps().len() as u64);
+    if output == OutputFormat::Table {
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg}").expect("a valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (b, l) = (bar.clone(), lines.clone());
+    let progress = move |p: Progress| match p {
+        Progress::Operation { id, resumed } => {
+            b.set_message(format!("{} {id}", if resumed { "resuming" } else { "operation" }));
+        }
+        Progress::StepStarted { step, attempt } => {
+            b.set_message(if attempt > 1 {
+                format!("{step} (attempt {attempt})")
+            } else {
+                step.to_string()
+            });
+        }
+        Progress::StepDone { step, took_ms } => {
+            b.inc(1);
+            l.lock().unwrap().push(format!("  ✓ {step:<15} {}", secs_ms(Some(took_ms))));
+        }
+        Progress::StepRetrying { step, error, in_ms } => {
+            b.println(format!("  ! {step}: {error} (retrying in {in_ms} ms)"));
+        }
+        Progress::StepFailed { step, error } => {
+            l.lock().unwrap().push(format!("  ✗ {step:<15} {error}"));
+        }
+    };
+    let result = match &args.resume {
+        Some(id) => engine.resume(id, args.wait, &progress).await,
+        None => {
+            let service = args.service.clone().expect("clap requires it");
+            engine.run(&request(kind, &args, service), &progress).await
+        }
+    };
+    bar.finish_and_clear();
+    if output == OutputFormat::Table {
+        for line in lines.lock().unwrap().iter() {
+            eprintln!("{line}");
+        }
+    }
+    match result {
+        Ok(outcome) => {
+            match output {
+                OutputFormat::Json => print_json(&json!({ "operation": outcome }))?,
+                OutputFormat::Table => {
+                    let m = outcome.measured.as_ref();
+                    println!(
+                        "{} {} succeeded: measured RPO {} ({}, {}), RTO {} (target {}){}",
+                        kind.as_str(),
+                        outcome.id,
+                        secs_us(m.map(|m| m.rpo_us)),
+                        bytes(m.map(|m| m.rpo_bytes as i64)),
+                        m.map_or("-", |m| m.rpo_basis.as_str()),
+                        secs_ms(m.map(|m| m.rto_ms)),
+                        secs_ms(m.map(|m| m.rto_target_ms)),
+                        m.and_then(|m| m.write_outage_ms)
+                            .map_or(String::new(), |w| format!(", write outage {}", secs_ms(Some(w)))),
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if output == OutputFormat::Json {
+                print_json(&json!({ "error": { "code": error_code(&e), "message": e.to_string() } }))?;
+                return Err(Reported(1).into());
+            }
+            Err(e.into())
+        }
+    }
+}
+
+fn request(kind: OperationKind, args: &FailoverArgs, service: String) -> Request {
+    Request {
+        kind,
+        service,
+        to: args.to.clone(),
+        accept_data_loss: args.accept_data_loss,
+        requested_by: "cli".into(),
+        reason: args.reason.clone(),
+        detected_at: None,
+    }
+}
+
+/// Stable codes for scripts (`-o json`).
+pub fn error_code(e: &FailoverError) -> &'static str {
+    match e {
+        FailoverError::UnknownService(_) => "service_not_found",
+        FailoverError::UnknownRegion { .. } => "region_not_found",
+        FailoverError::InProgress { .. } => "operation_in_progress",
+        FailoverError::LeaseBusy { .. } => "lease_busy",
+        FailoverError::Refused { .. } => "refused",
+        FailoverError::NotFound(_) => "operation_not_found",
+        FailoverError::NotResumable { .. } => "not_resumable",
+        FailoverError::Stopped { .. } => "operation_stopped",
+        FailoverError::Failed { .. } => "operation_failed",
+        FailoverError::LeaseLost { .. } => "lease_lost",
+        FailoverError::Journal { .. } => "journal_unreadable",
+        FailoverError::Store(_) => "store_unavailable",
+    }
+}
+
+fn render_plan(p: &PlanReport, accept: bool) -> String {
+    let mut out = format!(
+        "{} of {} (cluster {}: {}): {} → {}\n",
+        p.kind.as_str(),
+        p.service,
+        p.cluster,
+        p.members.join(", "),
+        p.source,
+        p.target
+    );
+    let node = |state: &Option<drctl_pg::NodeState>, err: &Option<String>| match (state, err) {
+        (Some(s), _) => format!(
+            "{}{}, timeline {}, LSN {}",
+            if s.in_recovery { "standby" } else { "primary" },
+            if s.read_only { " (read-only)" } else { "" },
+            s.timeline,
+            s.lsn
+        ),
+        (None, Some(e)) => format!("unreachable: {e}"),
+        (None, None) => "no datastore".into(),
+    };
+    out += &format!("  source         {}@{}: {}\n", p.cluster, p.source, node(&p.source_state, &p.source_error));
+    out += &format!("  target         {}@{}: {}\n", p.cluster, p.target, node(&p.target_state, &p.target_error));
+    out += &format!(
+        "  expected loss  {} ({}) — {}; RPO target {}\n",
+        secs_us(p.expected_loss_us),
+        bytes(p.expected_loss_bytes.map(|b| b as i64)),
+        p.expected_loss_basis,
+        secs_us(Some(p.rpo_target_us))
+    );
+    out += &format!(
+        "  expected RTO   {} — {}; RTO target {}\n",
+        secs_ms(p.expected_rto_ms),
+        p.expected_rto_basis,
+        secs_ms(Some(p.rto_target_ms))
+    );
+    out += &format!("  fence          {}\n", p.fence);
+    if p.dns.is_empty() {
+        out += "  DNS            no record to flip\n";
+    }
+    for d in &p.dns {
+        out += &format!("  DNS            {d}\n");
+    }
+    out += &format!(
+        "  steps          {}\n",
+        p.steps.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" → ")
+    );
+    let standing = p.standing(accept);
+    if standing.is_empty() {
+        out += "  blockers       none: the operation would run\n";
+    } else {
+        for b in &p.blockers {
+            let state = if accept && b.overridable { "accepted" } else { "BLOCKS" };
+            out += &format!("  {state:<14} {} [{}]\n", b.message, b.code);
+        }
+    }
+    out
+}
+
+pub async fn operations(args: OperationsArgs) -> anyhow::Result<()> {
+    let (_config, store) = open(&args.config).await?;
+    match args.command {
+        OperationsCommand::List { output } => {
+            let ops = store.operations(200).await?;
+            match output {
+                OutputFormat::Json => print_json(&json!({ "operations": ops }))?,
+                OutputFormat::Table => {
+                    let rows: Vec<Vec<String>> = ops
+                        .iter()
+                        .map(|o| {
+                            vec![
+                                o.id.clone(),
+                                o.kind.clone(),
+                                o.service.clone().unwrap_or_default(),
+                                o.status.clone(),
+                                o.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                                o.ended_at.map_or("-".into(), |e| {
+                                    secs_ms(Some((e - o.started_at).num_milliseconds().max(0) as u64))
+                                }),
+                                o.error.clone().unwrap_or_default(),
+                            ]
+                        })
+                        .collect();
+                    print!(
+                        "{}",
+                        table(&["ID", "KIND", "SERVICE", "STATUS", "STARTED", "TOOK", "ERROR"], &rows)
+                    );
+                }
+            }
+        }
+        OperationsCommand::Show { id, output } => {
+            let op = store
+                .operation(&id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no operation {id} (see `drctl operations list`)"))?;
+            let steps = store.journal(&id).await?;
+            match output {
+                OutputFormat::Json => print_json(&json!({ "operation": op, "steps": steps }))?,
+                OutputFormat::Table => {
+                    println!(
+                        "{} {} of {}: {}{}",
+                        op.kind,
+                        op.id,
+                        op.service.clone().unwrap_or_default(),
+                        op.status,
+                        op.error.as_deref().map_or(String::new(), |e| format!(" ({e})"))
+                    );
+                    let rows: Vec<Vec<String>> = steps
+                        .iter()
+                        .map(|s| {
+                            vec![
+                                s.step.clone(),
+                                s.status.clone(),
+                                s.attempts.to_string(),
+                                format!("+{}", secs_ms(Some((s.started_at - op.started_at).num_milliseconds().max(0) as u64))),
+                                s.ended_at.map_or("-".into(), |e| {
+                                    secs_ms(Some((e - s.started_at).num_milliseconds().max(0) as u64))
+                                }),
+                                s.error.clone().unwrap_or_default(),
+                            ]
+                        })
+                        .collect();
+                    print!(
+                        "{}",
+                        table(&["STEP", "STATUS", "ATTEMPTS", "AT", "TOOK", "ERROR"], &rows)
+                    );
+                    if let Some(r) = &op.result {
+                        println!("result: {r}");
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

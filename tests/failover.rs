@@ -1,0 +1,361 @@
+//! The failover engine against a real lab: switchover under writes loses no
+//! acknowledged row, an unplanned failover reports the data it really lost,
+//! two requests never run at once, and a driver killed at any step boundary
+//! is resumed by another process to exactly one writable primary.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use drctl_failover::{Engine, FailoverError, OpStatus, OperationKind, Request, Step};
+use drctl_lab::{Lab, REGION_A, REGION_B};
+use drctl_store::Store;
+use drctl_tests::*;
+use sqlx::{Connection, PgConnection};
+
+fn request(kind: OperationKind, to: &str, accept_data_loss: bool) -> Request {
+    Request {
+        kind,
+        service: "orders".into(),
+        to: Some(to.into()),
+        accept_data_loss,
+        requested_by: "test".into(),
+        reason: None,
+        detected_at: None,
+    }
+}
+
+async fn engine(lab: &Lab) -> (Engine, Store) {
+    let config = lab_config(lab);
+    let store = Store::open(config.store.url.expose())
+        .await
+        .expect("the lab's state store opens");
+    (Engine::new(config, store.clone()), store)
+}
+
+fn quiet(_: drctl_failover::Progress) {}
+
+/// `(in recovery, read-only)` of a lab cluster, `None` when it is down.
+async fn role(lab: &Lab, region: &str) -> Option<(bool, bool)> {
+    let mut c = PgConnection::connect(&lab.cluster("orders", region).dsn("orders"))
+        .await
+        .ok()?;
+    sqlx::query_as("SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'")
+        .fetch_one(&mut c)
+        .await
+        .ok()
+}
+
+async fn writable(lab: &Lab, region: &str) -> bool {
+    role(lab, region).await == Some((false, false))
+}
+
+/// A client that commits one numbered row every 50 ms to whichever region
+/// takes writes (trying the one that worked last first), as an application
+/// behind a DNS name would. Remembers every row it saw committed and the
+/// longest gap between two commits.
+struct Writer {
+    acked: Arc<Mutex<Vec<(i64, Instant)>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    async fn start(lab: &Lab) -> Writer {
+        let dsns = [
+            lab.cluster("orders", REGION_A).dsn("orders"),
+            lab.cluster("orders", REGION_B).dsn("orders"),
+        ];
+        let mut c = connect(&dsns[0]).await;
+        sqlx::query("CREATE TABLE IF NOT EXISTS shop.acked (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let log = acked.clone();
+        let task = tokio::spawn(async move {
+            let mut next = 1i64;
+            let mut current = 0usize;
+            let mut conn: Option<PgConnection> = None;
+            while !*stopped.borrow() {
+                if conn.is_none() {
+                    for i in [current, 1 - current] {
+                        let attempt = tokio::time::timeout(
+                            Duration::from_millis(500),
+                            PgConnection::connect(&dsns[i]),
+                        )
+                        .await;
+                        if let Ok(Ok(mut c)) = attempt {
+                            let ro: Result<(bool, bool), _> = sqlx::query_as(
+                                "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'",
+                            )
+                            .fetch_one(&mut c)
+                            .await;
+                            if matches!(ro, Ok((false, false))) {
+                                conn = Some(c);
+                                current = i;
+                                break;
+                            }
+                        }
+                    }
+                }
+                if let Some(c) = conn.as_mut() {
+                    let r = tokio::time::timeout(
+                        Duration::from_millis(500),
+                        sqlx::query("INSERT INTO shop.acked (id) VALUES ($1)").bind(next).execute(&mut *c),
+                    )
+                    .await;
+                    match r {
+                        Ok(Ok(_)) => {
+                            log.lock().unwrap().push((next, Instant::now()));
+                            next += 1;
+                        }
+                        // Unknown outcome (the commit may or may not have
+                        // happened): never counted as acknowledged; the id
+                        // is not reused.
+                        _ => {
+                            next += 1;
+                            conn = None;
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = stopped.changed() => {}
+                }
+            }
+        });
+        Writer { acked, stop, task }
+    }
+
+    async fn finish(self) -> Vec<(i64, Instant)> {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        Arc::try_unwrap(self.acked).unwrap().into_inner().unwrap()
+    }
+}
+
+/// The longest time between two consecutive acknowledged writes.
+fn longest_gap(acked: &[(i64, Instant)]) -> Duration {
+    acked
+        .windows(2)
+        .map(|w| w[1].1 - w[0].1)
+        .max()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn switchover_under_writes_loses_no_acknowledged_row_and_refuses_a_second_request() {
+    let (lab, _dir) = start_lab(vec![orders()]).await;
+    lab.workload().pause();
+    let (engine, store) = engine(&lab).await;
+    let (second, _) = self::engine(&lab).await;
+
+    let plan = engine
+        .plan(&request(OperationKind::Switchover, REGION_B, false))
+        .await
+        .unwrap();
+    assert!(plan.standing(false).is_empty(), "{:?}", plan.blockers);
+    assert_eq!(plan.expected_loss_us, Some(0));
+
+    let writer = Writer::start(&lab).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Two requests for the same service: exactly one runs.
+    let req = request(OperationKind::Switchover, REGION_B, false);
+    let (first, other) = tokio::join!(engine.run(&req, &quiet), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        second.run(&req, &quiet).await
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let acked = writer.finish().await;
+
+    let outcome = first.expect("the switchover succeeds");
+    match other {
+        Err(FailoverError::InProgress { id, .. }) => assert_eq!(id, outcome.id),
+        Err(FailoverError::LeaseBusy { .. }) => {}
+        other => panic!("the concurrent request must be refused, got {other:?}"),
+    }
+    assert_eq!(outcome.status, OpStatus::Succeeded);
+    let measured = outcome.measured.expect("measured figures");
+    assert_eq!(measured.rpo_bytes, 0, "{measured:?}");
+    assert_eq!(measured.rpo_us, 0);
+    assert_eq!(measured.rpo_basis, "fenced_source");
+
+    // Every acknowledged row is on the new primary.
+    assert!(writable(&lab, REGION_B).await, "region-b is the writable primary");
+    assert!(!writable(&lab, REGION_A).await, "region-a no longer takes writes");
+    let mut c = connect(&lab.cluster("orders", REGION_B).dsn("orders")).await;
+    let present: Vec<(i64,)> = sqlx::query_as("SELECT id FROM shop.acked").fetch_all(&mut c).await.unwrap();
+    let present: std::collections::HashSet<i64> = present.into_iter().map(|(i,)| i).collect();
+    let lost: Vec<i64> = acked.iter().map(|(i, _)| *i).filter(|i| !present.contains(i)).collect();
+    assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
+    assert!(acked.len() > 40, "the client kept writing ({} rows)", acked.len());
+
+    // The outage the client saw, against the one reported.
+    let seen = longest_gap(&acked);
+    let reported = Duration::from_millis(measured.write_outage_ms.expect("a write outage"));
+    eprintln!("switchover: client saw a {seen:?} write gap; drctl reported a {reported:?} write outage, RTO {} ms; steps {:?}", measured.rto_ms, measured.steps_ms);
+    let slack = (seen.as_secs_f64() * 0.10).max(0.15);
+    assert!(
+        (seen.as_secs_f64() - reported.as_secs_f64()).abs() <= slack,
+        "reported outage {reported:?} vs seen {seen:?}"
+    );
+
+    // The store says where the primary is now.
+    let role = store.cluster_role("orders").await.unwrap().expect("a recorded role");
+    assert_eq!(role.primary_region, REGION_B);
+    // The journal has every step done once.
+    let steps = store.journal(&outcome.id).await.unwrap();
+    assert_eq!(steps.len(), OperationKind::Switchover.steps().len());
+    assert!(steps.iter().all(|s| s.status == "done" && s.attempts == 1), "{steps:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failover_after_a_link_cut_and_a_lost_primary_reports_the_rows_really_lost() {
+    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let daemon = start_daemon(&lab).await;
+    let (engine, store) = engine(&lab).await;
+    // The monitor has a map of the primary's history.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    lab.link().cut();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+
+    // 7 s of writes the standby lacks exceed the hot tier's 5 s RPO target.
+    let req = request(OperationKind::Failover, REGION_B, false);
+    let plan = engine.plan(&req).await.unwrap();
+    assert!(
+        plan.blockers.iter().any(|b| b.code == "data_loss" && b.overridable),
+        "{plan:#?}"
+    );
+    lab.kill_primary("orders").unwrap();
+    match engine.run(&req, &quiet).await {
+        Err(FailoverError::Refused { .. }) => {}
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let outcome = engine
+        .run(&request(OperationKind::Failover, REGION_B, true), &quiet)
+        .await
+        .expect("the failover runs when the loss is accepted");
+    daemon.stop().await;
+    let measured = outcome.measured.expect("measured figures");
+    assert_eq!(measured.rpo_basis, "last_sample");
+    assert!(writable(&lab, REGION_B).await);
+
+    // Ground truth: start the old primary's data alone and read what only it has.
+    let old = lab.cluster("orders", REGION_A);
+    old.start().unwrap();
+    let mut a = connect(&old.dsn("orders")).await;
+    let mut b = connect(&lab.cluster("orders", REGION_B).dsn("orders")).await;
+    let (kept,): (Option<i64>,) = sqlx::query_as("SELECT max(id) FROM shop.orders").fetch_one(&mut b).await.unwrap();
+    let (first_lost, last_lost, lost_rows): (Option<i64>, Option<i64>, i64) = sqlx::query_as(
+        "SELECT (extract(epoch FROM min(created_at)) * 1e6)::bigint, \
+                (extract(epoch FROM max(created_at)) * 1e6)::bigint, count(*) \
+         FROM shop.orders WHERE id > $1",
+    )
+    .bind(kept.unwrap_or(0))
+    .fetch_one(&mut a)
+    .await
+    .unwrap();
+    old.stop("fast").unwrap();
+    let truth_us = last_lost.unwrap() - first_lost.unwrap();
+    eprintln!(
+        "failover: {lost_rows} rows lost spanning {:.2} s; drctl measured {:.2} s ({} bytes); RTO {} ms",
+        truth_us as f64 / 1e6,
+        measured.rpo_us as f64 / 1e6,
+        measured.rpo_bytes,
+        measured.rto_ms
+    );
+    assert!(lost_rows > 50, "the cut lost rows");
+    let interval = lab_config(&lab).monitor.interval.as_micros() as i64;
+    assert!(
+        (measured.rpo_us - truth_us).abs() <= interval,
+        "measured {} µs vs truth {} µs (allowed: one interval, {} µs)",
+        measured.rpo_us,
+        truth_us,
+        interval
+    );
+    assert_eq!(
+        store.cluster_role("orders").await.unwrap().unwrap().primary_region,
+        REGION_B
+    );
+}
+
+/// Makes `region` a fresh streaming standby of `primary` (what a rejoin by
+/// re-clone does), so the next failover can go back.
+fn reclone(lab: &Lab, region: &str, primary: &str) {
+    let standby = lab.cluster("orders", region);
+    standby.stop("fast").unwrap();
+    std::fs::remove_dir_all(&standby.data_dir).unwrap();
+    let source = lab.cluster("orders", primary);
+    standby.clone_standby(source.port, region, 200).unwrap();
+    standby.start().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_driver_killed_at_any_step_boundary_is_resumed_to_one_writable_primary() {
+    let (lab, dir) = start_lab(vec![orders()]).await;
+    lab.workload().pause();
+    // A short lease, so a resume need not wait long for a dead driver's.
+    let config_path = dir.path().join("lab").join("failover-test.toml");
+    let text = std::fs::read_to_string(lab.config_path()).unwrap();
+    std::fs::write(&config_path, format!("{text}\n[failover]\nlease = \"1s\"\n")).unwrap();
+    let config = config_path.to_str().unwrap();
+    let store = Store::open(&lab_config(&lab).store.url.expose().to_string()).await.unwrap();
+
+    let mut source = REGION_A;
+    let mut target = REGION_B;
+    for step in OperationKind::Failover.steps() {
+        for phase in ["applied", "done"] {
+            let crash = format!("{}:{phase}", step.as_str());
+            let out = std::process::Command::new(drctl_bin())
+                .args(["failover", "orders", "--to", target, "--config", config])
+                .env("DRCTL_FAULT_CRASH_AT", &crash)
+                .output()
+                .unwrap();
+            assert!(
+                !out.status.success() && out.status.code().is_none(),
+                "{crash}: the driver must die, got {:?}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let op = store
+                .unfinished_operation("orders")
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("{crash}: an unfinished operation"));
+            let (code, stdout, stderr) =
+                drctl(&["failover", "--resume", &op.id, "--wait", "20s", "-o", "json", "--config", config]);
+            assert_eq!(code, 0, "{crash}: resume failed: {stdout}{stderr}");
+
+            assert!(writable(&lab, target).await, "{crash}: {target} is writable");
+            assert!(!writable(&lab, source).await, "{crash}: {source} is not");
+            let steps = store.journal(&op.id).await.unwrap();
+            for s in &steps {
+                assert_eq!(s.status, "done", "{crash}: {s:?}");
+                let expected = if s.step == step.as_str() && phase == "applied" { 2 } else { 1 };
+                assert_eq!(s.attempts, expected, "{crash}: step {} ran {} times", s.step, s.attempts);
+            }
+            if *step == Step::PromoteTarget && phase == "applied" {
+                let out = steps.iter().find(|s| s.step == "promote_target").unwrap();
+                assert!(out.output.as_deref().unwrap().contains("\"already_primary\":true"), "{crash}: {out:?}");
+            }
+            let mut c = connect(&lab.cluster("orders", target).dsn("orders")).await;
+            let (probes,): (i64,) = sqlx::query_as("SELECT count(*) FROM drctl.write_probe WHERE operation_id = $1")
+                .bind(&op.id)
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+            assert_eq!(probes, 1, "{crash}: one probe row");
+            assert_eq!(
+                store.cluster_role("orders").await.unwrap().unwrap().primary_region,
+                target,
+                "{crash}"
+            );
+
+            reclone(&lab, source, target);
+            std::mem::swap(&mut source, &mut target);
+        }
+    }
+}
