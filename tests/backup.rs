@@ -1,11 +1,12 @@
 //! Backups against real servers: a lab PostgreSQL streamed into moto's S3
 //! and into a local directory, verified, corrupted, interrupted and
 //! restored into a scratch cluster that must hold the rows written before
-//! the backup.
+//! the backup; off-site copies re-verified by the verify schedule's job.
 
 use std::time::Duration;
 
 use chrono::Utc;
+use drctl_backup::jobs::{self, OffsiteCheck};
 use drctl_backup::{
     new_backup_id, restore_backup, run_backup, verify_backup, BackupKey, BackupRequest,
     ObjectStore, S3Location,
@@ -353,5 +354,186 @@ async fn encrypted_backups_are_unreadable_without_their_key() {
         restored >= before,
         "the right key restores the rows: {restored} < {before}"
     );
+    lab.teardown().unwrap();
+}
+
+/// The lab's config with moto's `dr-bucket` beside the lab's directory
+/// store: backups written to `original`, copied to `offsite`, keeping only
+/// the newest one, recorded in a state store of their own.
+fn offsite_config(
+    lab: &drctl_lab::Lab,
+    moto: &MotoServer,
+    original: &str,
+    offsite: &str,
+) -> std::sync::Arc<drctl_config::Config> {
+    let lab_text = std::fs::read_to_string(lab.config_path()).unwrap();
+    let state = format!("state-{original}.db");
+    let mut text = lab_text
+        .replace(
+            "[services.backup]\nstore = \"lab-objects\"\n",
+            &format!("[services.backup]\nstore = \"{original}\"\noffsite_store = \"{offsite}\"\nkeep_last = 1\n"),
+        )
+        .replace("sqlite://drctl-state.db", &format!("sqlite://{state}"));
+    assert!(
+        text.contains("offsite_store") && text.contains(&state),
+        "the lab's config changed shape:\n{lab_text}"
+    );
+    text.push_str(&format!(
+        "\n[[object_stores]]\nname = \"dr-bucket\"\nkind = \"s3\"\nbucket = \"drctl-offsite\"\nprefix = \"backups/\"\n\
+         endpoint = \"{}\"\nregion = \"us-east-1\"\npath_style = true\n",
+        moto.endpoint
+    ));
+    let path = lab.record.dir.join(format!("offsite-{original}.toml"));
+    std::fs::write(&path, text).unwrap();
+    std::sync::Arc::new(drctl_config::load(&path).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// `GET /api/v1/backups?service=catalog` through the API's router.
+async fn api_backups(
+    config: &std::sync::Arc<drctl_config::Config>,
+    store: &drctl_store::Store,
+) -> serde_json::Value {
+    use tower::ServiceExt;
+    let router = drctl_api::router(drctl_api::ApiState {
+        monitor: drctl_monitor::Monitor::new(config.clone(), store.clone()),
+    });
+    let response = router
+        .oneshot(
+            axum::http::Request::get("/api/v1/backups?service=catalog")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verify_schedule_rereads_offsite_copies_and_records_a_corrupt_one_failed() {
+    let (lab, _dir) = start_lab(vec![catalog()]).await;
+    let moto = moto_server().await;
+    // Credentials for the S3 SDK (moto takes any), and the bucket.
+    s3_store(&moto, "drctl-offsite").await;
+    // Both ways round: copy in S3 (a byte flipped through the S3 API), and
+    // copy in the directory (the file truncated on disk).
+    for (original, offsite) in [("lab-objects", "dr-bucket"), ("dr-bucket", "lab-objects")] {
+        let config = offsite_config(&lab, &moto, original, offsite);
+        let store = drctl_store::Store::open(config.store.url.expose())
+            .await
+            .unwrap();
+        let (backup, _) = jobs::backup_service(&config, &store, "catalog", |_| {})
+            .await
+            .expect("backup");
+        assert_eq!(backup.offsite_status.as_deref(), Some("verified"));
+        let data = format!("catalog/{}/base.tar.zst", backup.id);
+
+        // The first scheduled run gives the new backup its proof, both copies.
+        let runs = jobs::scheduled_verification(&config, &store, "catalog")
+            .await
+            .unwrap();
+        assert_eq!(runs.len(), 1);
+        assert!(runs[0].passed(), "{}", runs[0].summary());
+
+        let copy = jobs::open_object_store(&config, offsite).await.unwrap();
+        match &config.object_store(offsite).unwrap().kind {
+            drctl_config::ObjectStoreKind::Local { path } => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path.join(&data))
+                    .unwrap();
+                let len = file.metadata().unwrap().len();
+                file.set_len(len - 100).unwrap();
+            }
+            drctl_config::ObjectStoreKind::S3 { .. } => {
+                let mut bytes = copy.get(&data).await.unwrap();
+                let middle = bytes.len() / 2;
+                bytes[middle] ^= 0x01;
+                copy.put(&data, bytes).await.unwrap();
+            }
+        }
+
+        // The next run re-reads the backup (the one checked longest ago).
+        let runs = jobs::scheduled_verification(&config, &store, "catalog")
+            .await
+            .unwrap();
+        assert_eq!(runs.len(), 1);
+        let run = &runs[0];
+        assert!(!run.passed(), "{}", run.summary());
+        assert!(run.original.verified, "{}", run.summary());
+        let Some(OffsiteCheck::Checked {
+            store: name,
+            report,
+        }) = &run.offsite
+        else {
+            panic!("the copy was not checked: {}", run.summary());
+        };
+        assert_eq!(name, offsite);
+        let reason = report.reason.clone().unwrap_or_default();
+        assert!(!report.verified && reason.contains(&data), "{reason}");
+
+        let record = store.backup(&backup.id).await.unwrap().unwrap();
+        assert_eq!(record.verification.as_deref(), Some("verified"));
+        assert_eq!(record.offsite_status.as_deref(), Some("failed"));
+        assert_eq!(record.offsite_error.as_deref(), Some(reason.as_str()));
+        // The original still proves the backup: the cold tier counts it.
+        let counted = store.newest_verified_backup("catalog").await.unwrap();
+        assert_eq!(counted.map(|b| b.id), Some(backup.id.clone()));
+        let listed = api_backups(&config, &store).await;
+        let listed = &listed["backups"][0];
+        assert_eq!(listed["id"], backup.id.as_str());
+        assert_eq!(listed["verification"], "verified");
+        assert_eq!(listed["offsite_status"], "failed", "{listed}");
+        assert_eq!(listed["offsite_error"], reason.as_str());
+
+        // Then the original goes too: a failed copy is all that is left,
+        // and it is no proof.
+        jobs::open_object_store(&config, original)
+            .await
+            .unwrap()
+            .delete(&data)
+            .await
+            .unwrap();
+        let runs = jobs::scheduled_verification(&config, &store, "catalog")
+            .await
+            .unwrap();
+        assert!(!runs[0].original.verified, "{}", runs[0].summary());
+        let record = store.backup(&backup.id).await.unwrap().unwrap();
+        assert_eq!(record.verification.as_deref(), Some("failed"));
+        assert_eq!(record.offsite_status.as_deref(), Some("failed"));
+        assert_eq!(store.newest_verified_backup("catalog").await.unwrap(), None);
+
+        // Retention (keep_last = 1) removes the rotten backup from both
+        // stores: an off-site copy has no retention of its own.
+        let (next, _) = jobs::backup_service(&config, &store, "catalog", |_| {})
+            .await
+            .expect("the next backup");
+        let plan = jobs::apply_retention(&config, &store, "catalog", false)
+            .await
+            .unwrap();
+        assert_eq!(plan.delete, vec![backup.id.clone()]);
+        for name in [original, offsite] {
+            let objects = jobs::open_object_store(&config, name).await.unwrap();
+            let left: Vec<String> = objects
+                .list("catalog/")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|o| o.key)
+                .collect();
+            assert!(
+                !left.iter().any(|k| k.contains(&backup.id)),
+                "{name} still holds the deleted backup: {left:?}"
+            );
+            assert!(
+                left.contains(&format!("catalog/{}/manifest.json", next.id)),
+                "{name} lost the kept backup: {left:?}"
+            );
+        }
+        store.close().await;
+    }
     lab.teardown().unwrap();
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use drctl_config::{Config, ObjectStoreKind, Service};
 use drctl_store::{BackupFinish, BackupRecord, RestoreTestRecord, Store};
+use serde::Serialize;
 
 use crate::{
     new_backup_id, run_backup, run_restore_test, verify_backup, BackupProgress, BackupRequest,
@@ -96,6 +97,11 @@ pub fn holder_id() -> String {
 
 const BACKUP_LEASE_TTL: Duration = Duration::from_secs(120);
 
+/// The lease a service's backup job holds while it runs.
+fn backup_lease_name(service: &str) -> String {
+    format!("backup:{service}")
+}
+
 /// Takes a backup of `service_name` per its policy; records it `running`
 /// first, then `complete` or `failed`.
 ///
@@ -140,10 +146,14 @@ pub async fn backup_service(
         Some(name) => Some((name.clone(), open_object_store(config, name).await?)),
         None => None,
     };
-    let lease_name = format!("backup:{}", svc.name);
     let holder = holder_id();
     let Some(lease) = store
-        .acquire_lease(&lease_name, &holder, BACKUP_LEASE_TTL, Utc::now())
+        .acquire_lease(
+            &backup_lease_name(&svc.name),
+            &holder,
+            BACKUP_LEASE_TTL,
+            Utc::now(),
+        )
         .await?
     else {
         let current = store.backups(Some(&svc.name), 1).await?.into_iter().next();
@@ -277,27 +287,47 @@ async fn backup_holding_lease(
     }
 }
 
-/// Verifies a recorded backup and records the outcome.
+/// Verifies a recorded backup (its original, in the backup's own store) and
+/// records the outcome. The off-site copy is left alone: see
+/// [`verify_backup_and_offsite_copy`].
 pub async fn verify_recorded_backup(
     config: &Config,
     store: &Store,
     backup_id: &str,
 ) -> Result<VerifyReport, JobError> {
+    let record = recorded_backup(store, backup_id).await?;
+    verify_original(config, store, &record).await
+}
+
+/// A recorded backup that has objects to verify: complete and not deleted.
+/// Verifying anything else would only overwrite its record with a failure
+/// (a deleted backup's last verification is history worth keeping).
+async fn recorded_backup(store: &Store, backup_id: &str) -> Result<BackupRecord, JobError> {
     let record = store
         .backup(backup_id)
         .await?
         .ok_or_else(|| JobError::UnknownBackup(backup_id.to_string()))?;
+    if record.deleted_at.is_some() {
+        return Err(JobError::Config(format!(
+            "backup {backup_id} was deleted by retention; nothing to verify"
+        )));
+    }
+    if record.status != "complete" {
+        return Err(JobError::Config(format!(
+            "backup {backup_id} is {}, not complete; nothing to verify",
+            record.status
+        )));
+    }
+    Ok(record)
+}
+
+async fn verify_original(
+    config: &Config,
+    store: &Store,
+    record: &BackupRecord,
+) -> Result<VerifyReport, JobError> {
     let objects = open_object_store(config, &record.store).await?;
-    let report = match verify_backup(&objects, &record.service, &record.id).await {
-        Ok((_, report)) => report,
-        Err(crate::BackupError::MissingObject(key)) => VerifyReport {
-            backup_id: record.id.clone(),
-            verified: false,
-            reason: Some(format!("{key}: missing")),
-            bytes_read: 0,
-        },
-        Err(e) => return Err(e.into()),
-    };
+    let report = verify_stored_copy(&objects, &record.service, &record.id).await?;
     store
         .backup_verification(
             &record.id,
@@ -307,6 +337,232 @@ pub async fn verify_recorded_backup(
         )
         .await?;
     Ok(report)
+}
+
+/// Verifies one stored copy of a backup. A fault in what is stored — a
+/// missing object, a manifest that does not parse — is a failed report; a
+/// store that cannot be read is an error (the copy may be fine).
+async fn verify_stored_copy(
+    objects: &ObjectStore,
+    service: &str,
+    backup_id: &str,
+) -> Result<VerifyReport, crate::BackupError> {
+    let failed = |reason: String| VerifyReport {
+        backup_id: backup_id.to_string(),
+        verified: false,
+        reason: Some(reason),
+        bytes_read: 0,
+    };
+    match verify_backup(objects, service, backup_id).await {
+        Ok((_, report)) => Ok(report),
+        Err(crate::BackupError::MissingObject(key)) => Ok(failed(format!("{key}: missing"))),
+        Err(e @ crate::BackupError::Manifest { .. }) => Ok(failed(e.to_string())),
+        Err(e) => Err(e),
+    }
+}
+
+/// What became of a backup's off-site copy in a verification.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum OffsiteCheck {
+    /// Re-read in `store`; the outcome is recorded on the backup.
+    Checked { store: String, report: VerifyReport },
+    /// The backup job is still writing the copy: checked on a later run.
+    Copying { store: String },
+    /// The copy could not be read (store unreachable or no longer
+    /// configured); nothing recorded, since the copy itself may be fine.
+    Unreadable { store: String, error: String },
+}
+
+/// A verification of a recorded backup: its original, then its off-site copy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackupVerification {
+    pub backup_id: String,
+    pub original: VerifyReport,
+    /// `None`: the backup has no off-site copy.
+    pub offsite: Option<OffsiteCheck>,
+}
+
+impl BackupVerification {
+    /// The original verified, and the off-site copy too unless it is still
+    /// being written.
+    pub fn passed(&self) -> bool {
+        self.original.verified
+            && match &self.offsite {
+                None | Some(OffsiteCheck::Copying { .. }) => true,
+                Some(OffsiteCheck::Checked { report, .. }) => report.verified,
+                Some(OffsiteCheck::Unreadable { .. }) => false,
+            }
+    }
+
+    /// One line for logs and schedule runs.
+    pub fn summary(&self) -> String {
+        let outcome = |r: &VerifyReport| match &r.reason {
+            None if r.verified => format!("verified ({} bytes re-read)", r.bytes_read),
+            reason => format!("failed: {}", reason.as_deref().unwrap_or("unknown reason")),
+        };
+        let mut line = format!("backup {} {}", self.backup_id, outcome(&self.original));
+        match &self.offsite {
+            None => {}
+            Some(OffsiteCheck::Checked { store, report }) => {
+                line += &format!("; off-site copy in {store} {}", outcome(report))
+            }
+            Some(OffsiteCheck::Copying { store }) => {
+                line += &format!("; off-site copy in {store} not checked: still being copied")
+            }
+            Some(OffsiteCheck::Unreadable { store, error }) => {
+                line += &format!("; off-site copy in {store} not checked: {error}")
+            }
+        }
+        line
+    }
+}
+
+/// Verifies a recorded backup where it was written and, when it has one,
+/// its off-site copy, recording each outcome on the backup: `verification`
+/// for the original, `offsite_status`/`offsite_error` for the copy. Only
+/// the original's verification counts as proof for the cold tier's figures
+/// and restore tests (it is the copy they restore from); a failed copy is
+/// recorded and visible, never proof.
+///
+/// The copy is checked even when the original's store cannot be read — that
+/// is when it matters — and the original's error is returned after.
+pub async fn verify_backup_and_offsite_copy(
+    config: &Config,
+    store: &Store,
+    backup_id: &str,
+) -> Result<BackupVerification, JobError> {
+    let record = recorded_backup(store, backup_id).await?;
+    let original = verify_original(config, store, &record).await;
+    let offsite = match &record.offsite_store {
+        Some(name) => Some(verify_offsite_copy(config, store, &record, name).await?),
+        None => None,
+    };
+    if let Some(OffsiteCheck::Unreadable { store, error }) = &offsite {
+        tracing::warn!(backup = %record.id, %store, %error, "could not re-read the off-site copy");
+    }
+    Ok(BackupVerification {
+        backup_id: record.id,
+        original: original?,
+        offsite,
+    })
+}
+
+async fn verify_offsite_copy(
+    config: &Config,
+    store: &Store,
+    record: &BackupRecord,
+    name: &str,
+) -> Result<OffsiteCheck, JobError> {
+    let unreadable = |error: String| OffsiteCheck::Unreadable {
+        store: name.to_string(),
+        error,
+    };
+    // `copying` is either a copy in progress (its backup job holds the
+    // service's backup lease) or one whose process died: only the latter
+    // is checked, and found as incomplete as it is.
+    if record.offsite_status.as_deref() == Some("copying")
+        && backup_job_running(store, &record.service).await?
+    {
+        return Ok(OffsiteCheck::Copying {
+            store: name.to_string(),
+        });
+    }
+    let objects = match open_object_store(config, name).await {
+        Ok(objects) => objects,
+        Err(e) => return Ok(unreadable(e.to_string())),
+    };
+    let report = match verify_stored_copy(&objects, &record.service, &record.id).await {
+        Ok(report) => report,
+        Err(e) => return Ok(unreadable(e.to_string())),
+    };
+    let status = if report.verified {
+        "verified"
+    } else {
+        "failed"
+    };
+    if !report.verified {
+        tracing::warn!(backup = %record.id, store = %name, reason = ?report.reason, "off-site copy failed verification");
+    }
+    store
+        .backup_offsite(
+            &record.id,
+            name,
+            status,
+            report.reason.as_deref(),
+            Utc::now(),
+        )
+        .await?;
+    Ok(OffsiteCheck::Checked {
+        store: name.to_string(),
+        report,
+    })
+}
+
+/// Whether a backup job of `service` is alive: it holds the service's
+/// backup lease for as long as it runs, off-site copy included. Probing
+/// takes the lease when it is free and gives it back at once.
+async fn backup_job_running(store: &Store, service: &str) -> Result<bool, JobError> {
+    let probe = Duration::from_secs(10);
+    match store
+        .acquire_lease(&backup_lease_name(service), &holder_id(), probe, Utc::now())
+        .await?
+    {
+        Some(lease) => {
+            store.release_lease(&lease).await?;
+            Ok(false)
+        }
+        None => Ok(true),
+    }
+}
+
+/// The backups a scheduled verification checks, in order: the newest one
+/// never verified (new backups get their proof first), then the one whose
+/// original or off-site copy was checked longest ago (so every kept backup,
+/// and its copy, is re-read in turn — stored bytes rot where nobody reads
+/// them). At most two, never the same twice; none deleted or incomplete.
+pub fn backups_to_verify(backups: &[BackupRecord]) -> Vec<&BackupRecord> {
+    let live = || {
+        backups
+            .iter()
+            .filter(|b| b.status == "complete" && b.deleted_at.is_none())
+    };
+    // Newest first; in `min_by_key`, never checked (`None`) sorts first
+    // and ties go to the newer backup.
+    let mut newest = live().collect::<Vec<_>>();
+    newest.sort_by_key(|b| std::cmp::Reverse(b.started_at));
+    let last_checked = |b: &BackupRecord| match &b.offsite_store {
+        Some(_) => b.verified_at.min(b.offsite_at),
+        None => b.verified_at,
+    };
+    let mut out = Vec::new();
+    if let Some(fresh) = newest.iter().find(|b| b.verification.is_none()) {
+        out.push(*fresh);
+    }
+    if let Some(stalest) = newest
+        .iter()
+        .filter(|b| !out.iter().any(|o| o.id == b.id))
+        .min_by_key(|b| last_checked(b))
+    {
+        out.push(*stalest);
+    }
+    out
+}
+
+/// The verify schedule's job for one service: verifies the backups
+/// [`backups_to_verify`] picks, each with its off-site copy.
+pub async fn scheduled_verification(
+    config: &Config,
+    store: &Store,
+    service_name: &str,
+) -> Result<Vec<BackupVerification>, JobError> {
+    let svc = service(config, service_name)?;
+    let backups = store.backups(Some(&svc.name), 100_000).await?;
+    let mut out = Vec::new();
+    for backup in backups_to_verify(&backups) {
+        out.push(verify_backup_and_offsite_copy(config, store, &backup.id).await?);
+    }
+    Ok(out)
 }
 
 /// The newest recorded backup of a service that completed (to verify).
@@ -476,12 +732,129 @@ pub async fn apply_retention(
         .filter(|b| b.deleted_at.is_some())
         .collect();
     for b in deleted {
-        let objects = open_object_store(config, &b.store).await?;
         let prefix = crate::backup_prefix(&b.service, &b.id);
-        objects.delete(&format!("{prefix}manifest.json")).await?;
-        for o in objects.list(&prefix).await? {
-            objects.delete(&o.key).await?;
+        // The off-site copy has no retention of its own: it goes with the
+        // original, or it would pile up for ever.
+        for name in std::iter::once(&b.store).chain(b.offsite_store.as_ref()) {
+            let objects = open_object_store(config, name).await?;
+            objects.delete(&format!("{prefix}manifest.json")).await?;
+            for o in objects.list(&prefix).await? {
+                objects.delete(&o.key).await?;
+            }
         }
     }
     Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, TimeZone};
+
+    fn at(hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, hour, 0, 0).unwrap()
+    }
+
+    /// A complete backup started at `hour`, verified at `verified` (if
+    /// ever), with an off-site copy last checked at `offsite` (if any).
+    fn backup(hour: u32, verified: Option<u32>, offsite: Option<u32>) -> BackupRecord {
+        BackupRecord {
+            id: format!("b{hour:02}"),
+            service: "catalog".into(),
+            region: "region-a".into(),
+            store: "dr-bucket".into(),
+            status: "complete".into(),
+            started_at: at(hour),
+            ended_at: Some(at(hour)),
+            timeline: Some(1),
+            start_lsn: None,
+            stop_lsn: None,
+            stored_bytes: None,
+            uncompressed_bytes: None,
+            manifest: None,
+            error: None,
+            verification: verified.map(|_| "verified".into()),
+            verified_at: verified.map(at),
+            verification_error: None,
+            deleted_at: None,
+            offsite_store: offsite.map(|_| "dr-bucket-eu".into()),
+            offsite_status: offsite.map(|_| "verified".into()),
+            offsite_error: None,
+            offsite_at: offsite.map(at),
+        }
+    }
+
+    fn ids(list: Vec<&BackupRecord>) -> Vec<&str> {
+        list.into_iter().map(|b| b.id.as_str()).collect()
+    }
+
+    #[test]
+    fn the_newest_unverified_backup_comes_first_then_the_stalest_check() {
+        let backups = [
+            backup(12, None, Some(12)),
+            backup(11, None, Some(11)),
+            backup(10, Some(13), Some(10)),
+            backup(9, Some(14), Some(14)),
+        ];
+        // b11 was never verified either, but b12 is newer; b11 is then the
+        // stalest (never checked) of the rest.
+        assert_eq!(ids(backups_to_verify(&backups)), ["b12", "b11"]);
+    }
+
+    #[test]
+    fn an_offsite_copy_checked_long_ago_brings_its_backup_back_for_reverification() {
+        // Hourly backups, each verified when it came: without re-verification
+        // the copies of older backups would never be read again.
+        let backups = [
+            backup(12, Some(12), Some(12)),
+            backup(11, Some(11), Some(11)),
+            backup(10, Some(15), Some(10)),
+        ];
+        assert_eq!(ids(backups_to_verify(&backups)), ["b10"]);
+        let without_copies = [backup(12, Some(12), None), backup(10, Some(15), None)];
+        assert_eq!(ids(backups_to_verify(&without_copies)), ["b12"]);
+    }
+
+    #[test]
+    fn a_lone_unverified_backup_is_verified_once_and_deleted_or_failed_ones_never() {
+        let mut deleted = backup(9, Some(9), Some(9));
+        deleted.deleted_at = Some(at(10));
+        let mut failed = backup(8, None, None);
+        failed.status = "failed".into();
+        let backups = [backup(12, None, Some(12)), deleted, failed];
+        assert_eq!(ids(backups_to_verify(&backups)), ["b12"]);
+        assert!(backups_to_verify(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_failed_offsite_copy_fails_the_verification_but_one_being_copied_does_not() {
+        let ok = |verified| VerifyReport {
+            backup_id: "b12".into(),
+            verified,
+            reason: (!verified).then(|| "catalog/b12/base.tar.zst: missing".into()),
+            bytes_read: 42,
+        };
+        let v = |offsite| BackupVerification {
+            backup_id: "b12".into(),
+            original: ok(true),
+            offsite,
+        };
+        let store = || "dr-bucket-eu".to_string();
+        assert!(v(None).passed());
+        assert!(v(Some(OffsiteCheck::Copying { store: store() })).passed());
+        let failed = v(Some(OffsiteCheck::Checked {
+            store: store(),
+            report: ok(false),
+        }));
+        assert!(!failed.passed());
+        assert_eq!(
+            failed.summary(),
+            "backup b12 verified (42 bytes re-read); off-site copy in dr-bucket-eu failed: catalog/b12/base.tar.zst: missing"
+        );
+        assert!(!v(Some(OffsiteCheck::Unreadable {
+            store: store(),
+            error: "connection refused".into()
+        }))
+        .passed());
+    }
 }

@@ -1,5 +1,8 @@
 //! The backup scheduler: cron schedules per service for backups (followed
-//! by retention), verification and restore tests.
+//! by retention), verification and restore tests. A verification run checks
+//! the newest unverified backup and re-reads the one checked longest ago,
+//! each where it was written and in its off-site copy
+//! ([`jobs::scheduled_verification`]).
 //!
 //! Every due time is recorded in the state store (`schedule_runs`): run,
 //! failed, or missed. After downtime the scheduler records every due time it
@@ -218,28 +221,21 @@ async fn run_job(
             ))
         }
         Job::Verify => {
-            let pending = store
-                .backups(Some(service), 1000)
-                .await
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .find(|b| {
-                    b.status == "complete" && b.verification.is_none() && b.deleted_at.is_none()
-                });
-            let Some(backup) = pending else {
-                return Ok("no unverified backup".into());
-            };
-            let report = jobs::verify_recorded_backup(config, store, &backup.id)
+            let checked = jobs::scheduled_verification(config, store, service)
                 .await
                 .map_err(|e| e.to_string())?;
-            if report.verified {
-                Ok(format!("backup {} verified", backup.id))
+            if checked.is_empty() {
+                return Ok("no complete backup to verify".into());
+            }
+            let summary = checked
+                .iter()
+                .map(jobs::BackupVerification::summary)
+                .collect::<Vec<_>>()
+                .join("; ");
+            if checked.iter().all(jobs::BackupVerification::passed) {
+                Ok(summary)
             } else {
-                Err(format!(
-                    "backup {} failed verification: {}",
-                    backup.id,
-                    report.reason.unwrap_or_default()
-                ))
+                Err(summary)
             }
         }
         Job::RestoreTest => {
