@@ -7,6 +7,8 @@
 # Idempotent: a second run installs nothing. It needs, and installs when
 # missing (as root, from Debian and PyPI):
 #   - PostgreSQL server binaries (initdb, pg_ctl, postgres, pg_basebackup);
+#   - Knot DNS (knotd; kdig and knsupdate from knot-dnsutils) for the RFC 2136
+#     interop tests;
 #   - moto_server (S3 and Route 53 on loopback) in the virtualenv .venv-test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +45,16 @@ if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
 fi
 command -v runuser >/dev/null || [ "$(id -u)" != 0 ] || apt_install util-linux
 
-# 2. moto_server in a virtualenv this script owns.
+# 2. Knot DNS: the real authoritative server the RFC 2136 provider is tested
+#    against (tests/dns.rs starts its own knotd on a loopback port).
+if ! command -v knotd >/dev/null && [ ! -x /usr/sbin/knotd ]; then
+  apt_install knot
+fi
+if ! command -v kdig >/dev/null || ! command -v knsupdate >/dev/null; then
+  apt_install knot-dnsutils
+fi
+
+# 3. moto_server in a virtualenv this script owns.
 venv="$root/.venv-test"
 if ! "$venv/bin/moto_server" --help >/dev/null 2>&1; then
   say "installing moto[server] into $venv"
@@ -52,7 +63,7 @@ if ! "$venv/bin/moto_server" --help >/dev/null 2>&1; then
 fi
 export MOTO_SERVER="$venv/bin/moto_server"
 
-# 3. Build the binary the CLI tests run, then every test of the workspace.
+# 4. Build the binary the CLI tests run, then every test of the workspace.
 say "cargo build"
 cargo build --locked --workspace --bins
 say "cargo test"

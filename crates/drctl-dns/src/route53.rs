@@ -1,0 +1,346 @@
+//! Amazon Route 53 (and compatible APIs: moto, LocalStack) through
+//! `aws-sdk-route53`.
+//!
+//! Owns [`Route53Provider`]. An upsert is one `ChangeResourceRecordSets`
+//! UPSERT followed by `GetChange` until Route 53 reports the change
+//! `INSYNC` on all its authoritative servers; a lookup reads the record set
+//! back with `ListResourceRecordSets`. Credentials come from the standard
+//! AWS chain; the client is built on first use, since loading that chain
+//! is asynchronous and [`crate::provider`] is not.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_route53::config::http::HttpResponse;
+use aws_sdk_route53::config::{BehaviorVersion, Region};
+use aws_sdk_route53::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_route53::types::{
+    Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
+};
+use aws_sdk_route53::Client;
+use tokio::sync::OnceCell;
+
+use crate::wire::{self, record_label};
+use crate::{Applied, DnsError, DnsProvider, DnsRecord, RecordType};
+
+/// Route 53 is global; its API signs in us-east-1 whatever the zone.
+const DEFAULT_REGION: &str = "us-east-1";
+/// How long a change may stay PENDING. AWS documents "within 60 seconds"
+/// for propagation to all its servers; twice that before giving up.
+const INSYNC_TIMEOUT: Duration = Duration::from_secs(120);
+/// One API call's budget, connection and retries included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A hosted zone in Route 53.
+pub struct Route53Provider {
+    name: String,
+    hosted_zone_id: String,
+    zone: Option<String>,
+    endpoint: Option<String>,
+    region: String,
+    client: OnceCell<Client>,
+}
+
+impl Route53Provider {
+    /// `zone`, when known, is checked to contain every record before any
+    /// call (Route 53 would refuse it, later and less clearly).
+    pub fn new(
+        name: impl Into<String>,
+        hosted_zone_id: &str,
+        zone: Option<&str>,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+    ) -> Self {
+        Route53Provider {
+            name: name.into(),
+            hosted_zone_id: hosted_zone_id
+                .strip_prefix("/hostedzone/")
+                .unwrap_or(hosted_zone_id)
+                .to_string(),
+            zone: zone.map(str::to_string),
+            endpoint: endpoint.map(str::to_string),
+            region: region.unwrap_or(DEFAULT_REGION).to_string(),
+            client: OnceCell::new(),
+        }
+    }
+
+    async fn client(&self) -> &Client {
+        self.client
+            .get_or_init(|| async {
+                let shared = aws_config::defaults(BehaviorVersion::latest())
+                    .region(Region::new(self.region.clone()))
+                    .timeout_config(
+                        aws_config::timeout::TimeoutConfig::builder()
+                            .operation_timeout(CALL_TIMEOUT)
+                            .build(),
+                    )
+                    .load()
+                    .await;
+                let mut conf = aws_sdk_route53::config::Builder::from(&shared);
+                if let Some(endpoint) = &self.endpoint {
+                    conf = conf.endpoint_url(endpoint);
+                }
+                Client::from_conf(conf.build())
+            })
+            .await
+    }
+
+    /// The record's name, absolute and lower case, checked against the zone.
+    fn record_name(&self, name: &str, rtype: RecordType) -> Result<String, DnsError> {
+        let invalid = |reason: String| DnsError::InvalidRecord {
+            provider: self.name.clone(),
+            record: record_label(name, rtype),
+            reason,
+        };
+        let parsed = wire::name_text(&wire::parse_name(name).map_err(invalid)?);
+        if let Some(zone) = &self.zone {
+            let zone = wire::name_text(&wire::parse_name(zone).map_err(invalid)?);
+            if parsed != zone && !parsed.ends_with(&format!(".{zone}")) {
+                return Err(invalid(format!("not inside the zone {zone}")));
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// The record set as Route 53 holds it now, `None` when absent.
+    async fn current(
+        &self,
+        name: &str,
+        rtype: RecordType,
+    ) -> Result<Option<ResourceRecordSet>, DnsError> {
+        let label = record_label(name, rtype);
+        let listed = self
+            .client()
+            .await
+            .list_resource_record_sets()
+            .hosted_zone_id(&self.hosted_zone_id)
+            .start_record_name(name)
+            .start_record_type(rr_type(rtype))
+            .max_items(1)
+            .send()
+            .await
+            .map_err(|e| self.api_error(e, &label))?;
+        // The listing starts at the name and type asked, or at the next set
+        // in Route 53's order when they do not exist.
+        Ok(listed
+            .resource_record_sets()
+            .iter()
+            .find(|set| same_name(set.name(), name) && *set.r#type() == rr_type(rtype))
+            .cloned())
+    }
+
+    /// Submits one change and waits until Route 53 reports it INSYNC.
+    async fn change(
+        &self,
+        action: ChangeAction,
+        set: ResourceRecordSet,
+        label: &str,
+    ) -> Result<Option<String>, DnsError> {
+        let build = |e: aws_sdk_route53::error::BuildError| DnsError::InvalidRecord {
+            provider: self.name.clone(),
+            record: label.to_string(),
+            reason: e.to_string(),
+        };
+        let batch = ChangeBatch::builder()
+            .comment("drctl")
+            .changes(
+                Change::builder()
+                    .action(action)
+                    .resource_record_set(set)
+                    .build()
+                    .map_err(build)?,
+            )
+            .build()
+            .map_err(build)?;
+        let client = self.client().await;
+        let submitted = client
+            .change_resource_record_sets()
+            .hosted_zone_id(&self.hosted_zone_id)
+            .change_batch(batch)
+            .send()
+            .await
+            .map_err(|e| self.api_error(e, label))?;
+        let Some(info) = submitted.change_info() else {
+            return Ok(None);
+        };
+        let id = info.id().to_string();
+        let mut status = info.status().clone();
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(250);
+        while status != ChangeStatus::Insync {
+            if started.elapsed() > INSYNC_TIMEOUT {
+                return Err(DnsError::NotConfirmed {
+                    provider: self.name.clone(),
+                    record: label.to_string(),
+                    expected: "INSYNC".into(),
+                    found: format!("change {id} {}", status.as_str()),
+                    after: started.elapsed(),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+            let change = client
+                .get_change()
+                .id(&id)
+                .send()
+                .await
+                .map_err(|e| self.api_error(e, label))?;
+            if let Some(info) = change.change_info() {
+                status = info.status().clone();
+            }
+        }
+        Ok(Some(id))
+    }
+
+    /// The [`DnsError`] of a failed call: retryable for timeouts, network
+    /// failures, throttling and 5xx; final for what Route 53 refused.
+    fn api_error<E>(&self, error: SdkError<E, HttpResponse>, label: &str) -> DnsError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let api = |code: &str, message: String, retryable: bool| DnsError::Api {
+            provider: self.name.clone(),
+            record: label.to_string(),
+            code: code.to_string(),
+            message,
+            retryable,
+        };
+        let server = self
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| "route53.amazonaws.com".into());
+        match &error {
+            SdkError::TimeoutError(_) => DnsError::Timeout {
+                provider: self.name.clone(),
+                record: label.to_string(),
+                server,
+                after: CALL_TIMEOUT,
+            },
+            SdkError::DispatchFailure(failure) if failure.is_timeout() => DnsError::Timeout {
+                provider: self.name.clone(),
+                record: label.to_string(),
+                server,
+                after: CALL_TIMEOUT,
+            },
+            SdkError::DispatchFailure(failure) => DnsError::Unreachable {
+                provider: self.name.clone(),
+                record: label.to_string(),
+                server,
+                reason: format!("{:?}", failure.as_connector_error().map(|e| e.to_string())),
+            },
+            SdkError::ServiceError(context) => {
+                let code = context.err().code().unwrap_or("error");
+                let message = context.err().message().unwrap_or("no message").to_string();
+                let status = context.raw().status().as_u16();
+                let retryable = status >= 500
+                    || matches!(
+                        code,
+                        "Throttling" | "ThrottlingException" | "PriorRequestNotComplete"
+                    );
+                api(code, message, retryable)
+            }
+            other => {
+                let message = aws_sdk_route53::error::DisplayErrorContext(other).to_string();
+                api("error", message, true)
+            }
+        }
+    }
+}
+
+fn rr_type(rtype: RecordType) -> RrType {
+    match rtype {
+        RecordType::A => RrType::A,
+        RecordType::Aaaa => RrType::Aaaa,
+        RecordType::Cname => RrType::Cname,
+    }
+}
+
+/// Route 53 writes names absolute, lower case, with `\052` for `*`.
+fn same_name(listed: &str, asked: &str) -> bool {
+    let normalize = |n: &str| {
+        let n = n.replace("\\052", "*").to_ascii_lowercase();
+        if n.ends_with('.') {
+            n
+        } else {
+            format!("{n}.")
+        }
+    };
+    normalize(listed) == normalize(asked)
+}
+
+#[async_trait::async_trait]
+impl DnsProvider for Route53Provider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn upsert(&self, record: &DnsRecord) -> Result<Applied, DnsError> {
+        let started = Instant::now();
+        let label = record_label(&record.name, record.rtype);
+        let name = self.record_name(&record.name, record.rtype)?;
+        let invalid = |reason: String| DnsError::InvalidRecord {
+            provider: self.name.clone(),
+            record: label.clone(),
+            reason,
+        };
+        let values = wire::normalize_values(record.rtype, &record.values).map_err(invalid)?;
+        if values.is_empty() {
+            return Err(invalid(
+                "no values to publish (delete the record instead)".into(),
+            ));
+        }
+        let records = values
+            .iter()
+            .map(|v| ResourceRecord::builder().value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(e.to_string()))?;
+        let set = ResourceRecordSet::builder()
+            .name(&name)
+            .r#type(rr_type(record.rtype))
+            .ttl(i64::from(record.ttl))
+            .set_resource_records(Some(records))
+            .build()
+            .map_err(|e| invalid(e.to_string()))?;
+        let change_id = self.change(ChangeAction::Upsert, set, &label).await?;
+        Ok(Applied {
+            change_id,
+            took: started.elapsed(),
+        })
+    }
+
+    async fn delete(&self, name: &str, rtype: RecordType) -> Result<(), DnsError> {
+        let label = record_label(name, rtype);
+        let name = self.record_name(name, rtype)?;
+        // Route 53 deletes only the exact set it holds (values and TTL), so
+        // read it first; absent is done.
+        let Some(current) = self.current(&name, rtype).await? else {
+            return Ok(());
+        };
+        match self.change(ChangeAction::Delete, current, &label).await {
+            Ok(_) => Ok(()),
+            // Deleted meanwhile (a concurrent cleanup): what was wanted.
+            Err(DnsError::Api { code, message, .. })
+                if code == "InvalidChangeBatch" && message.contains("not found") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn lookup(&self, name: &str, rtype: RecordType) -> Result<Option<Vec<String>>, DnsError> {
+        let name = self.record_name(name, rtype)?;
+        let Some(set) = self.current(&name, rtype).await? else {
+            return Ok(None);
+        };
+        let values: Vec<String> = set
+            .resource_records()
+            .iter()
+            .map(|r| r.value().to_string())
+            .collect();
+        // Compared with what was written in one canonical form; a value
+        // Route 53 holds that drctl cannot read is shown as written.
+        Ok(Some(
+            wire::normalize_values(rtype, &values).unwrap_or(values),
+        ))
+    }
+}
