@@ -76,10 +76,12 @@ pub async fn run_restore_test(
     mut phase: impl FnMut(RestorePhase),
 ) -> RestoreTestOutcome {
     let started = Instant::now();
+    // Short: the cluster's Unix socket lives in its data directory, and a
+    // socket path may not exceed 107 bytes.
     let work = req.scratch_root.join(format!(
-        "restore-{}-{}",
+        "rt-{}-{}",
         req.service,
-        uuid::Uuid::new_v4().simple()
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
     ));
     let cluster = PgCluster::new(
         format!("restore-test-{}", req.service),

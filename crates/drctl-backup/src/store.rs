@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::config::{BehaviorVersion, Region};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use tokio::io::AsyncWriteExt;
@@ -420,14 +421,31 @@ impl ObjectStore {
                 }
             }
             ObjectStore::S3(s) => {
-                let listed = s
+                let listed = match s
                     .client
                     .list_multipart_uploads()
                     .bucket(&s.location.bucket)
                     .prefix(format!("{}{prefix}", s.location.prefix))
                     .send()
                     .await
-                    .map_err(s3_err("listing unfinished uploads".to_string()))?;
+                {
+                    Ok(listed) => listed,
+                    // Some S3-compatible servers (s3s-fs) cannot list
+                    // uploads. Sweeping is housekeeping, no reason to
+                    // refuse a backup: such a bucket wants a lifecycle rule
+                    // that aborts incomplete multipart uploads instead.
+                    Err(e)
+                        if e.as_service_error().and_then(|e| e.code())
+                            == Some("NotImplemented") =>
+                    {
+                        tracing::warn!(
+                            bucket = %s.location.bucket,
+                            "this S3 server cannot list unfinished uploads; not sweeping them (set a lifecycle rule that aborts incomplete multipart uploads)"
+                        );
+                        return Ok(0);
+                    }
+                    Err(e) => return Err(s3_err("listing unfinished uploads".to_string())(e)),
+                };
                 for u in listed.uploads() {
                     s.client
                         .abort_multipart_upload()
