@@ -670,3 +670,103 @@ async fn route53_upserts_flips_and_deletes_on_moto() {
         .expect_err("nothing listens");
     assert!(error.is_retryable(), "{error}");
 }
+
+// ------------------------------------------------------------------- lab
+
+/// The lab publishes each replicated service through its DNS: a client
+/// resolves `orders.shop.lab.`, connects to the front port at that address
+/// and writes; after a flip (done as the failover engine does it, through
+/// the lab config's provider) the same steps reach region B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resolves_orders_through_the_lab_dns_and_writes_through_the_front() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (lab, _dir) = drctl_tests::start_lab(vec![drctl_tests::orders()]).await;
+    let record = &lab.record;
+    assert_eq!(record.dns_zone, "shop.lab.");
+    let mode = std::fs::metadata(&record.dns_key_file)
+        .expect("the key file beside the config")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the TSIG secret is the owner's alone");
+    let front_port = record
+        .fronts
+        .iter()
+        .find(|f| f.service == "orders")
+        .expect("orders has a front")
+        .front_port;
+
+    let resolve = || async {
+        query(record.dns_server, "orders.shop.lab.", RecordType::A)
+            .await
+            .expect("the lab DNS answers")
+            .expect("orders is published")
+    };
+    let at = resolve().await;
+    assert_eq!(at, ["127.0.1.1"], "the zone starts at the primary region");
+    let mut primary = drctl_tests::connect(&format!(
+        "postgres://postgres@{}:{front_port}/orders",
+        at[0]
+    ))
+    .await;
+    let (id,): (i64,) =
+        sqlx::query_as("INSERT INTO shop.orders (amount_cents) VALUES (4242) RETURNING id")
+            .fetch_one(&mut primary)
+            .await
+            .expect("a write through the region-a front");
+    let (in_recovery,): (bool,) = sqlx::query_as("SELECT pg_is_in_recovery()")
+        .fetch_one(&mut primary)
+        .await
+        .unwrap();
+    assert!(!in_recovery, "region A's front reaches the primary");
+
+    let config = drctl_tests::lab_config(&lab);
+    let dns = config
+        .service("orders")
+        .unwrap()
+        .dns
+        .clone()
+        .expect("orders has [services.dns]");
+    let lab_dns = provider(config.dns_provider(&dns.provider).unwrap()).unwrap();
+    let flip = DnsRecord {
+        name: dns.record.clone(),
+        rtype: dns.rtype,
+        ttl: dns.ttl.as_secs() as u32,
+        values: vec![dns.target("region-b").unwrap().to_string()],
+    };
+    lab_dns
+        .upsert(&flip)
+        .await
+        .expect("flip signed with the lab's key");
+    let at = resolve().await;
+    assert_eq!(at, ["127.0.2.1"]);
+    let mut standby = drctl_tests::connect(&format!(
+        "postgres://postgres@{}:{front_port}/orders",
+        at[0]
+    ))
+    .await;
+    let (in_recovery,): (bool,) = sqlx::query_as("SELECT pg_is_in_recovery()")
+        .fetch_one(&mut standby)
+        .await
+        .unwrap();
+    assert!(
+        in_recovery,
+        "region B's front reaches region B's cluster (the standby until promoted)"
+    );
+    // The row written through region A's front arrives in region B.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM shop.orders WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut standby)
+            .await
+            .unwrap();
+        if n == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "row {id} never reached region B"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

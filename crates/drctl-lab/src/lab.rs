@@ -1,8 +1,16 @@
 //! The whole lab: clusters per service, the region link, the workload, the
-//! control socket, and the record (`lab.json`) that lets a later `lab down`
-//! or `lab up` clean up after a crash.
+//! lab's DNS zone and the regional fronts it points at, the control socket,
+//! and the record (`lab.json`) that lets a later `lab down` or `lab up`
+//! clean up after a crash.
+//!
+//! Clients reach a replicated service the way they would in production: they
+//! resolve `<service>.shop.lab.` through the lab's DNS server and connect to
+//! the service's front port at the address it names — `127.0.1.1` in region
+//! A, `127.0.2.1` in region B (a regional load balancer, played by the same
+//! TCP proxy as the region link). A failover flips the record; a client that
+//! resolves again lands on the new primary.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,6 +23,9 @@ use crate::control::serve_control;
 use crate::{
     io_err, LabError, LinkControl, LinkProxy, Result, ShopWorkload, WorkloadControl, WorkloadTarget,
 };
+use drctl_config::RecordType;
+use drctl_dns::server::ZoneServer;
+use drctl_dns::TsigKeyMaterial;
 use drctl_pg::os::{ensure_dir, free_port, give_to_postgres, process_alive, signal};
 use drctl_pg::{find_pg_bin, PgCluster, Role};
 
@@ -23,6 +34,18 @@ pub const REGION_B: &str = "region-b";
 /// First PostgreSQL port of `drctl lab up` (the lab config in `config/lab.toml` uses these).
 pub const DEFAULT_BASE_PORT: u16 = 55432;
 pub const DEFAULT_API_PORT: u16 = 7878;
+/// The lab's DNS server (UDP and TCP) of `drctl lab up`: below the cluster
+/// ports, away from the port plan's offsets.
+pub const DEFAULT_DNS_PORT: u16 = 55353;
+/// The zone the lab's DNS server is authoritative for.
+pub const LAB_ZONE: &str = "shop.lab.";
+/// The name of the TSIG key that signs updates of the lab's zone.
+pub const LAB_DNS_KEY_NAME: &str = "drctl-lab.";
+/// The key's base64 secret, beside the lab config (mode 0600).
+pub const LAB_DNS_KEY_FILE: &str = "lab-dns.key";
+/// TTL of the lab's service records: short, so that clients re-resolve
+/// soon after a failover.
+const LAB_RECORD_TTL: u32 = 5;
 /// The log of a detached `drctl lab up`, kept when the lab directory is cleared.
 const LAB_UP_LOG: &str = "lab-up.log";
 
@@ -106,6 +129,30 @@ pub struct LabClusterRecord {
     pub via_link_port: Option<u16>,
 }
 
+/// The address clients in `region` connect to: each region has its own
+/// loopback address (127.0.0.0/8 needs no setup on Linux), so one front
+/// port serves both regions.
+pub fn front_ip(region: &str) -> IpAddr {
+    match region {
+        REGION_B => IpAddr::V4(Ipv4Addr::new(127, 0, 2, 1)),
+        _ => IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1)),
+    }
+}
+
+/// A replicated service's front: the same port in both regions, forwarding
+/// to that region's PostgreSQL.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabFrontRecord {
+    pub service: String,
+    /// The record clients resolve (`orders.shop.lab.`).
+    pub record: String,
+    pub front_port: u16,
+}
+
+fn unset_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
 /// `lab.json`: everything a later process needs to find and stop the lab.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LabRecord {
@@ -118,9 +165,31 @@ pub struct LabRecord {
     pub pg_bin: PathBuf,
     pub services: Vec<LabService>,
     pub clusters: Vec<LabClusterRecord>,
+    /// The lab's authoritative DNS server (UDP and TCP). Absent from the
+    /// records of older labs, hence the defaults.
+    #[serde(default = "unset_addr")]
+    pub dns_server: SocketAddr,
+    /// Its zone, absolute (`shop.lab.`).
+    #[serde(default)]
+    pub dns_zone: String,
+    /// The file holding the zone's TSIG secret (base64).
+    #[serde(default)]
+    pub dns_key_file: PathBuf,
+    /// One per replicated service.
+    #[serde(default)]
+    pub fronts: Vec<LabFrontRecord>,
 }
 
 impl LabRecord {
+    /// Where a client in `region` connects to reach `service`, if the
+    /// service has a front.
+    pub fn front(&self, service: &str, region: &str) -> Option<SocketAddr> {
+        self.fronts
+            .iter()
+            .find(|f| f.service == service)
+            .map(|f| SocketAddr::new(front_ip(region), f.front_port))
+    }
+
     pub fn path(dir: &Path) -> PathBuf {
         dir.join("lab.json")
     }
@@ -173,6 +242,7 @@ pub struct Lab {
     link: LinkControl,
     workload: ShopWorkload,
     _proxies: Vec<LinkProxy>,
+    dns: ZoneServer,
     control: JoinHandle<()>,
     torn_down: bool,
 }
@@ -218,6 +288,10 @@ impl Lab {
             pg_bin: bin.clone(),
             services: spec.services.clone(),
             clusters: Vec::new(),
+            dns_server: unset_addr(),
+            dns_zone: LAB_ZONE.to_string(),
+            dns_key_file: spec.dir.join(LAB_DNS_KEY_FILE),
+            fronts: Vec::new(),
         };
         for (i, svc) in spec.services.iter().enumerate() {
             let i = i as u16;
@@ -285,6 +359,13 @@ impl Lab {
             }
             clusters.push(primary);
         }
+        let (dns, fronts) = start_dns_and_fronts(&spec, &mut record, &port).await?;
+        proxies.extend(fronts);
+        progress(&format!(
+            "DNS: zone {LAB_ZONE} on {} (key {})",
+            record.dns_server,
+            record.dns_key_file.display()
+        ));
         let config = lab_config_toml(&record);
         std::fs::write(&record.config_path, config).map_err(io_err("writing the lab config"))?;
 
@@ -310,6 +391,7 @@ impl Lab {
             link,
             workload,
             _proxies: proxies,
+            dns,
             control,
             torn_down: false,
         })
@@ -317,6 +399,11 @@ impl Lab {
 
     pub fn link(&self) -> &LinkControl {
         &self.link
+    }
+
+    /// The lab's DNS server, to read or seed its zone directly.
+    pub fn dns(&self) -> &ZoneServer {
+        &self.dns
     }
 
     pub fn workload(&self) -> &WorkloadControl {
@@ -379,8 +466,122 @@ impl Lab {
     }
 }
 
-/// Ports from a fixed base (offsets: clusters 0.., link 20.., control 40), or
-/// free ones.
+/// Starts each replicated service's fronts (one port, both regions' addresses,
+/// forwarding to that region's cluster) and the lab's DNS server with a
+/// fresh key, the zone pointing each service at its primary region. Records
+/// what it started in `record` and writes the key file.
+async fn start_dns_and_fronts(
+    spec: &LabSpec,
+    record: &mut LabRecord,
+    port: &impl Fn(u16) -> u16,
+) -> Result<(ZoneServer, Vec<LinkProxy>)> {
+    // Fronts are inside a region: the region link's cuts and latency do not
+    // apply to them, so they get a link of their own that is never cut.
+    let local = LinkControl::default();
+    let mut proxies = Vec::new();
+    for (i, svc) in spec.services.iter().enumerate() {
+        if !svc.replicated() {
+            continue;
+        }
+        let wanted = spec.base_port.map(|_| port(30 + i as u16));
+        let (front_port, pair) = front_pair(svc, record, wanted, &local).await?;
+        proxies.extend(pair);
+        record.fronts.push(LabFrontRecord {
+            service: svc.name.clone(),
+            record: format!("{}.{LAB_ZONE}", svc.name),
+            front_port,
+        });
+    }
+
+    let key = TsigKeyMaterial::generate(LAB_DNS_KEY_NAME)
+        .map_err(io_err("generating the lab's DNS key"))?;
+    write_secret_file(&record.dns_key_file, &key.secret_base64())?;
+    let dns_port = spec.base_port.map_or(0, |_| DEFAULT_DNS_PORT);
+    let dns = ZoneServer::start(
+        SocketAddr::from(([127, 0, 0, 1], dns_port)),
+        LAB_ZONE,
+        Some(&key),
+    )
+    .await
+    .map_err(io_err(format!(
+        "starting the lab's DNS server on port {dns_port}"
+    )))?;
+    record.dns_server = dns.addr();
+    for front in &record.fronts {
+        dns.set(
+            &front.record,
+            RecordType::A,
+            LAB_RECORD_TTL,
+            &[front_ip(REGION_A).to_string()],
+        )
+        .map_err(LabError::Other)?;
+    }
+    Ok((dns, proxies))
+}
+
+/// The two proxies of one front: `127.0.1.1:PORT` → the region-a cluster,
+/// `127.0.2.1:PORT` → the region-b cluster. With no `wanted` port, a port
+/// free on both addresses is found by trying.
+async fn front_pair(
+    svc: &LabService,
+    record: &LabRecord,
+    wanted: Option<u16>,
+    link: &LinkControl,
+) -> Result<(u16, Vec<LinkProxy>)> {
+    let upstream = |region: &str| {
+        record
+            .clusters
+            .iter()
+            .find(|c| c.service == svc.name && c.region == region)
+            .map(|c| SocketAddr::from(([127, 0, 0, 1], c.port)))
+            .ok_or_else(|| LabError::Other(format!("{} has no cluster in {region}", svc.name)))
+    };
+    let (a, b) = (upstream(REGION_A)?, upstream(REGION_B)?);
+    let mut attempts = if wanted.is_some() { 1 } else { 10 };
+    loop {
+        let first = LinkProxy::spawn(
+            SocketAddr::new(front_ip(REGION_A), wanted.unwrap_or(0)),
+            a,
+            link.clone(),
+        )
+        .await;
+        let pair = match first {
+            Ok(first) => {
+                let port = first.listen.port();
+                LinkProxy::spawn(SocketAddr::new(front_ip(REGION_B), port), b, link.clone())
+                    .await
+                    .map(|second| (port, vec![first, second]))
+            }
+            Err(e) => Err(e),
+        };
+        match pair {
+            Ok(pair) => return Ok(pair),
+            Err(e) if attempts <= 1 => {
+                return Err(io_err(format!("opening the front of {}", svc.name))(e));
+            }
+            Err(_) => attempts -= 1,
+        }
+    }
+}
+
+/// Writes a secret readable by its owner only (created 0600, never wider).
+fn write_secret_file(path: &Path, secret: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let what = format!("writing {}", path.display());
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(what.clone()))?;
+    file.write_all(format!("{secret}\n").as_bytes())
+        .map_err(io_err(what))
+}
+
+/// Ports from a fixed base (offsets: clusters 0.., link 20.., fronts 30..,
+/// control 40), or free ones.
 fn port_plan(base: Option<u16>) -> impl Fn(u16) -> u16 {
     move |offset| match base {
         Some(b) => b + offset,
@@ -497,7 +698,13 @@ pub fn lab_config_toml(record: &LabRecord) -> String {
          [[regions]]\nname = \"{REGION_A}\"\ndescription = \"lab region A (primary)\"\n\n\
          [[regions]]\nname = \"{REGION_B}\"\ndescription = \"lab region B (disaster recovery)\"\n\n\
          # Backups go to a directory beside this file (an S3 bucket in production).\n\
-         [[object_stores]]\nname = \"lab-objects\"\nkind = \"local\"\npath = \"objects\"\n"
+         [[object_stores]]\nname = \"lab-objects\"\nkind = \"local\"\npath = \"objects\"\n\n\
+         # The lab's own DNS server, authoritative for {zone}; updates are signed with\n\
+         # the key `lab up` generates into {LAB_DNS_KEY_FILE} beside this file.\n\
+         [[dns_providers]]\nname = \"lab-dns\"\nkind = \"rfc2136\"\nserver = \"{dns}\"\n\
+         zone = \"{zone}\"\ntsig_key = \"{LAB_DNS_KEY_NAME}\"\ntsig_secret_file = \"{LAB_DNS_KEY_FILE}\"\n",
+        dns = record.dns_server,
+        zone = record.dns_zone,
     );
     for svc in &record.services {
         out.push_str(&format!(
@@ -515,6 +722,17 @@ pub fn lab_config_toml(record: &LabRecord) -> String {
              validation_queries = [\"SELECT count(*) > 0 FROM {}\"]\n",
             svc.table
         ));
+        if let Some(front) = record.fronts.iter().find(|f| f.service == svc.name) {
+            out.push_str(&format!(
+                "# Clients resolve {record} and connect to port {port} of the address it names.\n\
+                 [services.dns]\nprovider = \"lab-dns\"\nrecord = \"{record}\"\nttl = \"{LAB_RECORD_TTL}s\"\n\
+                 [services.dns.targets]\n{REGION_A} = \"{a}\"\n{REGION_B} = \"{b}\"\n",
+                record = front.record,
+                port = front.front_port,
+                a = front_ip(REGION_A),
+                b = front_ip(REGION_B),
+            ));
+        }
     }
     out
 }
@@ -526,8 +744,16 @@ impl LabRecord {
         let spec = LabSpec::standard(dir.clone());
         let port = port_plan(spec.base_port);
         let mut clusters = Vec::new();
+        let mut fronts = Vec::new();
         for (i, svc) in spec.services.iter().enumerate() {
             let i = i as u16;
+            if svc.replicated() {
+                fronts.push(LabFrontRecord {
+                    service: svc.name.clone(),
+                    record: format!("{}.{LAB_ZONE}", svc.name),
+                    front_port: port(30 + i),
+                });
+            }
             clusters.push(LabClusterRecord {
                 service: svc.name.clone(),
                 region: REGION_A.into(),
@@ -556,6 +782,10 @@ impl LabRecord {
             pg_bin: PathBuf::new(),
             services: spec.services,
             clusters,
+            dns_server: SocketAddr::from(([127, 0, 0, 1], DEFAULT_DNS_PORT)),
+            dns_zone: LAB_ZONE.to_string(),
+            dns_key_file: dir.join(LAB_DNS_KEY_FILE),
+            fronts,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The two-region lab: real PostgreSQL clusters on loopback, a link proxy
-//! between the regions, and a small shop workload.
+//! between the regions, a DNS zone with per-region fronts, and a small shop
+//! workload.
 //!
 //! `drctl lab up` and the integration tests use this same code, so every test
 //! talks to real servers. The lab owns processes and directories; it knows
@@ -9,6 +10,7 @@
 //! ```text
 //! lab.json                  what is running (pids, ports): `lab down` reads it
 //! drctl.toml                the generated drctl config for this lab
+//! lab-dns.key               the TSIG secret of the lab's DNS zone (0600)
 //! <cluster>-<region>/       a PostgreSQL data directory (owned by `postgres`)
 //! <cluster>-<region>.log    its server log
 //! ```
@@ -25,8 +27,9 @@ pub use control::{send_control, ControlCommand};
 pub use drctl_pg::os::{free_port, process_alive};
 pub use drctl_pg::{find_pg_bin, PgCluster, Role};
 pub use lab::{
-    lab_config_toml, Lab, LabClusterRecord, LabRecord, LabService, LabSpec, DEFAULT_API_PORT,
-    DEFAULT_BASE_PORT, REGION_A, REGION_B,
+    front_ip, lab_config_toml, Lab, LabClusterRecord, LabFrontRecord, LabRecord, LabService,
+    LabSpec, DEFAULT_API_PORT, DEFAULT_BASE_PORT, DEFAULT_DNS_PORT, LAB_DNS_KEY_FILE,
+    LAB_DNS_KEY_NAME, LAB_ZONE, REGION_A, REGION_B,
 };
 pub use link::{LinkControl, LinkProxy, LinkState};
 pub use workload::{ShopWorkload, WorkloadControl, WorkloadTarget};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use drctl_api::Daemon;
-use drctl_lab::{send_control, ControlCommand, Lab, LabRecord, LabSpec, REGION_A};
+use drctl_lab::{send_control, ControlCommand, Lab, LabRecord, LabSpec, REGION_A, REGION_B};
 use serde_json::json;
 
 use crate::cli::{LabArgs, LabCommand, LinkAction, OutputFormat, WorkloadAction};
@@ -248,9 +248,23 @@ async fn status(dir: &Path, output: OutputFormat) -> anyhow::Result<()> {
                    "data_dir": c.data_dir, "via_link_port": c.via_link_port})
         })
         .collect();
+    let fronts: Vec<serde_json::Value> = record
+        .fronts
+        .iter()
+        .map(|f| {
+            let addresses: Vec<serde_json::Value> = [REGION_A, REGION_B]
+                .iter()
+                .map(|r| json!({"region": r, "address": record.front(&f.service, r)}))
+                .collect();
+            json!({"service": f.service, "record": f.record, "front_port": f.front_port,
+                   "addresses": addresses})
+        })
+        .collect();
     let report = json!({
         "dir": record.dir, "owner_pid": record.owner_pid, "owner_running": owner_alive,
         "api_url": record.api_url, "config": record.config_path, "clusters": clusters,
+        "dns": {"server": record.dns_server, "zone": record.dns_zone, "key_file": record.dns_key_file},
+        "fronts": fronts,
         "link": control.as_ref().map(|c| c["link"].clone()),
         "workload": control.as_ref().map(|c| c["workload"].clone()),
     });
@@ -297,6 +311,24 @@ async fn status(dir: &Path, output: OutputFormat) -> anyhow::Result<()> {
             );
             if let Some(c) = control {
                 println!("link: {}; workload: {}", c["link"], c["workload"]);
+            }
+            if !record.dns_zone.is_empty() {
+                println!(
+                    "DNS: zone {} on {} (key {})",
+                    record.dns_zone,
+                    record.dns_server,
+                    record.dns_key_file.display()
+                );
+            }
+            for f in &record.fronts {
+                let at = |r| record.front(&f.service, r).map(|a| a.to_string()).unwrap_or_default();
+                println!(
+                    "front of {}: resolve {}, then connect to {} ({REGION_A}) or {} ({REGION_B})",
+                    f.service,
+                    f.record,
+                    at(REGION_A),
+                    at(REGION_B)
+                );
             }
         }
     }
