@@ -34,8 +34,10 @@ pub const REGION_B: &str = "region-b";
 /// First PostgreSQL port of `drctl lab up` (the lab config in `config/lab.toml` uses these).
 pub const DEFAULT_BASE_PORT: u16 = 55432;
 pub const DEFAULT_API_PORT: u16 = 7878;
-/// The lab's DNS server (UDP and TCP) of `drctl lab up`: below the cluster
-/// ports, away from the port plan's offsets.
+/// The lab's DNS server (UDP and TCP) of `drctl lab up` with the default
+/// base port: below the cluster ports, away from the port plan's offsets
+/// (a lab on another base port uses offset 41 of its own plan, so that labs
+/// side by side never share it).
 pub const DEFAULT_DNS_PORT: u16 = 55353;
 /// The zone the lab's DNS server is authoritative for.
 pub const LAB_ZONE: &str = "shop.lab.";
@@ -496,7 +498,7 @@ async fn start_dns_and_fronts(
     let key = TsigKeyMaterial::generate(LAB_DNS_KEY_NAME)
         .map_err(io_err("generating the lab's DNS key"))?;
     write_secret_file(&record.dns_key_file, &key.secret_base64())?;
-    let dns_port = spec.base_port.map_or(0, |_| DEFAULT_DNS_PORT);
+    let dns_port = dns_port(spec.base_port);
     let dns = ZoneServer::start(
         SocketAddr::from(([127, 0, 0, 1], dns_port)),
         LAB_ZONE,
@@ -564,6 +566,16 @@ async fn front_pair(
     }
 }
 
+/// The DNS server's port: [`DEFAULT_DNS_PORT`] for the standard base, offset
+/// 41 of any other, 0 (any free one) for a lab on free ports.
+fn dns_port(base: Option<u16>) -> u16 {
+    match base {
+        Some(DEFAULT_BASE_PORT) => DEFAULT_DNS_PORT,
+        Some(base) => base + 41,
+        None => 0,
+    }
+}
+
 /// Writes a secret readable by its owner only (created 0600, never wider).
 fn write_secret_file(path: &Path, secret: &str) -> Result<()> {
     use std::io::Write as _;
@@ -581,7 +593,7 @@ fn write_secret_file(path: &Path, secret: &str) -> Result<()> {
 }
 
 /// Ports from a fixed base (offsets: clusters 0.., link 20.., fronts 30..,
-/// control 40), or free ones.
+/// control 40, DNS 41 unless the base is the default), or free ones.
 fn port_plan(base: Option<u16>) -> impl Fn(u16) -> u16 {
     move |offset| match base {
         Some(b) => b + offset,
@@ -782,7 +794,7 @@ impl LabRecord {
             pg_bin: PathBuf::new(),
             services: spec.services,
             clusters,
-            dns_server: SocketAddr::from(([127, 0, 0, 1], DEFAULT_DNS_PORT)),
+            dns_server: SocketAddr::from(([127, 0, 0, 1], dns_port(spec.base_port))),
             dns_zone: LAB_ZONE.to_string(),
             dns_key_file: dir.join(LAB_DNS_KEY_FILE),
             fronts,

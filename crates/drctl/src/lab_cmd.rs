@@ -321,7 +321,12 @@ async fn status(dir: &Path, output: OutputFormat) -> anyhow::Result<()> {
                 );
             }
             for f in &record.fronts {
-                let at = |r| record.front(&f.service, r).map(|a| a.to_string()).unwrap_or_default();
+                let at = |r| {
+                    record
+                        .front(&f.service, r)
+                        .map(|a| a.to_string())
+                        .unwrap_or_default()
+                };
                 println!(
                     "front of {}: resolve {}, then connect to {} ({REGION_A}) or {} ({REGION_B})",
                     f.service,
