@@ -2,8 +2,8 @@
 # drctl's backups side by side with pgBackRest on one database, in one run
 # (the "Measure" section of issue 3).
 #
-#   bash bench/backup-peers.sh                           # the full run (≈1.3 GB, 3 repetitions)
-#   SCALE=5 NOISE_MB=40 REPS=1 bash bench/backup-peers.sh  # a smoke run, about two minutes
+#   bash bench/backup-peers.sh                           # the full run: ≈1.3 GB, 3 repetitions, ≈15 min
+#   SCALE=5 NOISE_MB=40 REPS=1 bash bench/backup-peers.sh  # a smoke run, under a minute
 #
 # Run it on a quiet machine: it measures wall time on shared cores. Prints
 # one markdown table on stdout (progress on stderr) and keeps the raw timings
