@@ -207,7 +207,7 @@ pub(crate) fn config(
             .filter_map(|p| {
                 Some(ProviderRef {
                     name: p.reference.as_deref()?,
-                    zone: p.provider.as_ref().and_then(DnsProviderConfig::zone),
+                    zone: p.value.as_ref().and_then(DnsProviderConfig::zone),
                 })
             })
             .collect()
@@ -233,12 +233,12 @@ pub(crate) fn config(
         services: services.into_iter().map(|s| s.service).collect(),
         object_stores: object_stores?
             .into_iter()
-            .map(|s| s.store)
+            .map(|s| s.value)
             .collect::<Option<Vec<_>>>()?,
         failover: failover?,
         dns_providers: dns_providers?
             .into_iter()
-            .map(|p| p.provider)
+            .map(|p| p.value)
             .collect::<Option<Vec<_>>>()?,
     })
 }
@@ -634,57 +634,78 @@ fn tiers(cx: &mut Cx, root: &Table) -> TierTargets {
     targets
 }
 
-/// An object store as read, with the position of its name for duplicates.
-struct DeclaredStore {
+/// One element of `[[object_stores]]` or `[[dns_providers]]` as read, with
+/// the position of its name for duplicates.
+struct Declared<T> {
     name: String,
     name_span: Span,
-    /// The name backups must use: as for regions, the suggested name when
-    /// the written one is invalid, so one mistake is reported once.
+    /// The name references must use: as for regions, the suggested name
+    /// when the written one is invalid, so one mistake is reported once.
     reference: Option<String>,
-    /// `None` when anything about the store is wrong (reported).
-    store: Option<ObjectStoreConfig>,
+    /// `None` when anything about the element is wrong (reported).
+    value: Option<T>,
 }
 
-/// `[[object_stores]]`; `None` when the key holds something else than tables
-/// (reported), so backups naming a store are not all reported a second time.
-fn object_stores(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<Vec<DeclaredStore>> {
-    let Some(field) = root.get("object_stores") else {
+/// The named tables under `key` (`[[object_stores]]`, `[[dns_providers]]`):
+/// each one's name checked and unique, the rest read by `read` and made
+/// into a `T` by `make` when all is right. `None` when the key holds
+/// something else than tables (reported), so references to them are not
+/// all reported a second time.
+fn declared_tables<K, T>(
+    cx: &mut Cx,
+    root: &Table,
+    key: &str,
+    kind: NameKind,
+    hint: &str,
+    mut read: impl FnMut(&mut Cx, &Table) -> Option<K>,
+    make: impl Fn(String, K) -> T,
+) -> Option<Vec<Declared<T>>> {
+    let Some(field) = root.get(key) else {
         return Some(Vec::new());
     };
-    let tables = cx.tables(
-        &field,
-        "write each object store as an [[object_stores]] table",
-    )?;
-    let mut declared: Vec<DeclaredStore> = Vec::new();
+    let tables = cx.tables(&field, hint)?;
+    let mut declared: Vec<Declared<T>> = Vec::new();
     for mut table in tables {
-        let name = element_name(cx, &mut table, NameKind::ObjectStore);
-        object_store_keys(cx, &table);
-        let kind = object_store_kind(cx, &table, base_dir);
+        let name = element_name(cx, &mut table, kind);
+        let value = read(cx, &table);
         let Some((name, name_path)) = name else {
             continue;
         };
-        let (valid, reference) = declared_name(cx, &name, &name_path, NameKind::ObjectStore);
+        let (valid, reference) = declared_name(cx, &name, &name_path, kind);
         if let Some(first) = declared.iter().find(|s| s.name == name.value) {
-            already_declared(
-                cx,
-                &name,
-                &name_path,
-                &first.name_span,
-                NameKind::ObjectStore,
-            );
+            already_declared(cx, &name, &name_path, &first.name_span, kind);
             continue;
         }
-        declared.push(DeclaredStore {
-            store: kind.filter(|_| valid).map(|kind| ObjectStoreConfig {
-                name: name.value.clone(),
-                kind,
-            }),
+        declared.push(Declared {
+            value: value
+                .filter(|_| valid)
+                .map(|value| make(name.value.clone(), value)),
             name: name.value,
             name_span: name.span,
             reference,
         });
     }
     Some(declared)
+}
+
+/// `[[object_stores]]`.
+fn object_stores(
+    cx: &mut Cx,
+    root: &Table,
+    base_dir: &Path,
+) -> Option<Vec<Declared<ObjectStoreConfig>>> {
+    declared_tables(
+        cx,
+        root,
+        "object_stores",
+        NameKind::ObjectStore,
+        "write each object store as an [[object_stores]] table",
+        |cx, table| {
+            object_store_keys(cx, table);
+            object_store_kind(cx, table, base_dir)
+        },
+        |name, kind| ObjectStoreConfig { name, kind },
+    )
 }
 
 /// Unknown keys of an object store, and credentials, which are refused
@@ -1365,24 +1386,9 @@ fn postgres(
     let mut ok = true;
     let mut connections = BTreeMap::new();
     for entry in table.fields() {
-        if let Some(listed) = &listed {
-            if !listed.contains(&entry.key) {
-                let hint = suggest::hint(entry.key, listed.iter().copied()).unwrap_or_else(|| {
-                    "add the region to `regions`, or remove this connection".into()
-                });
-                cx.error(
-                    &entry.key_span,
-                    &entry.path,
-                    format!(
-                        "{:?} is not one of the service's regions {}",
-                        entry.key,
-                        listed.join(", ")
-                    ),
-                    Some(hint),
-                );
-                ok = false;
-                continue;
-            }
+        if !is_service_region(cx, &entry, listed.as_deref(), "connection") {
+            ok = false;
+            continue;
         }
         match dsn_source(cx, &entry, base_dir) {
             Some(source) => {
@@ -1422,6 +1428,31 @@ fn postgres(
         }
     }
     ok.then_some(connections)
+}
+
+/// Whether the key of a per-region entry (a connection, a DNS target) is
+/// one of the service's regions `listed`, reporting it if not. `listed` is
+/// `None` when the regions did not parse (reported): any key is taken then.
+fn is_service_region(cx: &mut Cx, entry: &Field, listed: Option<&[&str]>, what: &str) -> bool {
+    let Some(listed) = listed else {
+        return true;
+    };
+    if listed.contains(&entry.key) {
+        return true;
+    }
+    let hint = suggest::hint(entry.key, listed.iter().copied())
+        .unwrap_or_else(|| format!("add the region to `regions`, or remove this {what}"));
+    cx.error(
+        &entry.key_span,
+        &entry.path,
+        format!(
+            "{:?} is not one of the service's regions {}",
+            entry.key,
+            listed.join(", ")
+        ),
+        Some(hint),
+    );
+    false
 }
 
 /// One `[services.postgres.REGION]` table: exactly one of dsn, dsn_env, dsn_file.
@@ -2219,17 +2250,6 @@ fn bounded_duration(
     None
 }
 
-/// A DNS provider as read: its name for references and duplicates, and the
-/// zone services' records are checked against.
-struct DeclaredDnsProvider {
-    name: String,
-    name_span: Span,
-    /// As for regions, the suggested name when the written one is invalid.
-    reference: Option<String>,
-    /// `None` when anything about the provider is wrong (reported).
-    provider: Option<DnsProviderConfig>,
-}
-
 /// What services see of a declared DNS provider.
 struct ProviderRef<'a> {
     name: &'a str,
@@ -2237,46 +2257,21 @@ struct ProviderRef<'a> {
     zone: Option<&'a str>,
 }
 
-/// `[[dns_providers]]`; `None` when the key holds something else than
-/// tables (reported), so services naming a provider are not all reported a
-/// second time.
-fn dns_providers(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<Vec<DeclaredDnsProvider>> {
-    let Some(field) = root.get("dns_providers") else {
-        return Some(Vec::new());
-    };
-    let tables = cx.tables(
-        &field,
+/// `[[dns_providers]]`.
+fn dns_providers(
+    cx: &mut Cx,
+    root: &Table,
+    base_dir: &Path,
+) -> Option<Vec<Declared<DnsProviderConfig>>> {
+    declared_tables(
+        cx,
+        root,
+        "dns_providers",
+        NameKind::DnsProvider,
         "write each DNS provider as a [[dns_providers]] table",
-    )?;
-    let mut declared: Vec<DeclaredDnsProvider> = Vec::new();
-    for mut table in tables {
-        let name = element_name(cx, &mut table, NameKind::DnsProvider);
-        let kind = dns_provider_kind(cx, &table, base_dir);
-        let Some((name, name_path)) = name else {
-            continue;
-        };
-        let (valid, reference) = declared_name(cx, &name, &name_path, NameKind::DnsProvider);
-        if let Some(first) = declared.iter().find(|p| p.name == name.value) {
-            already_declared(
-                cx,
-                &name,
-                &name_path,
-                &first.name_span,
-                NameKind::DnsProvider,
-            );
-            continue;
-        }
-        declared.push(DeclaredDnsProvider {
-            provider: kind.filter(|_| valid).map(|kind| DnsProviderConfig {
-                name: name.value.clone(),
-                kind,
-            }),
-            name: name.value,
-            name_span: name.span,
-            reference,
-        });
-    }
-    Some(declared)
+        |cx, table| dns_provider_kind(cx, table, base_dir),
+        |name, kind| DnsProviderConfig { name, kind },
+    )
 }
 
 /// The kind, its keys and their values. `None` when anything is wrong.
@@ -2853,23 +2848,9 @@ fn dns_targets(
     let mut ok = true;
     let mut targets = BTreeMap::new();
     for entry in table.fields() {
-        if let Some(listed) = &listed {
-            if !listed.contains(&entry.key) {
-                let hint = suggest::hint(entry.key, listed.iter().copied())
-                    .unwrap_or_else(|| "add the region to `regions`, or remove this target".into());
-                cx.error(
-                    &entry.key_span,
-                    &entry.path,
-                    format!(
-                        "{:?} is not one of the service's regions {}",
-                        entry.key,
-                        listed.join(", ")
-                    ),
-                    Some(hint),
-                );
-                ok = false;
-                continue;
-            }
+        if !is_service_region(cx, &entry, listed.as_deref(), "target") {
+            ok = false;
+            continue;
         }
         let Some(value) = cx.string(&entry) else {
             ok = false;

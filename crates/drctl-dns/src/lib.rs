@@ -161,6 +161,26 @@ pub async fn confirm(
     }
 }
 
+/// The record's values in canonical form, refusing an empty set or a value
+/// not of the record's type before any request is sent.
+pub(crate) fn publishable_values(
+    provider: &str,
+    record: &DnsRecord,
+) -> Result<Vec<String>, DnsError> {
+    let invalid = |reason: String| DnsError::InvalidRecord {
+        provider: provider.to_string(),
+        record: wire::record_label(&record.name, record.rtype),
+        reason,
+    };
+    let values = wire::normalize_values(record.rtype, &record.values).map_err(invalid)?;
+    if values.is_empty() {
+        return Err(invalid(
+            "no values to publish (delete the record instead)".into(),
+        ));
+    }
+    Ok(values)
+}
+
 /// How long [`query`] waits for an answer.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 

@@ -311,19 +311,14 @@ impl DnsProvider for Rfc2136Provider {
         let started = Instant::now();
         let label = record_label(&record.name, record.rtype);
         let name = self.name_in_zone(&record.name, record.rtype)?;
-        let invalid = |reason: String| DnsError::InvalidRecord {
-            provider: self.name.clone(),
-            record: label.clone(),
-            reason,
-        };
-        if record.values.is_empty() {
-            return Err(invalid(
-                "no values to publish (delete the record instead)".into(),
-            ));
-        }
+        let values = crate::publishable_values(&self.name, record)?;
         let mut rrset = RecordSet::with_ttl(name.clone(), wire_type(record.rtype), record.ttl);
-        for value in &record.values {
-            rrset.add_rdata(wire::rdata(record.rtype, value).map_err(invalid)?);
+        // Canonical values always parse back: nothing is dropped here.
+        for rdata in values
+            .iter()
+            .filter_map(|v| wire::rdata(record.rtype, v).ok())
+        {
+            rrset.add_rdata(rdata);
         }
         let mut message = self.delete_message(&name, record.rtype);
         message.add_updates(rrset);

@@ -282,12 +282,7 @@ impl DnsProvider for Route53Provider {
             record: label.clone(),
             reason,
         };
-        let values = wire::normalize_values(record.rtype, &record.values).map_err(invalid)?;
-        if values.is_empty() {
-            return Err(invalid(
-                "no values to publish (delete the record instead)".into(),
-            ));
-        }
+        let values = crate::publishable_values(&self.name, record)?;
         let records = values
             .iter()
             .map(|v| ResourceRecord::builder().value(v).build())
