@@ -49,53 +49,53 @@ async fn writable(lab: &Lab, region: &str) -> bool {
     role(lab, region).await == Some((false, false))
 }
 
-/// A client that commits one numbered row every 50 ms to whichever region
-/// takes writes (trying the one that worked last first), as an application
-/// behind a DNS name would. Remembers every row it saw committed and the
-/// longest gap between two commits.
+/// A client that commits one numbered row every 50 ms to the service the
+/// way an application does: it resolves `orders.shop.lab.` through the lab's
+/// DNS at every (re)connect and connects to that region's front. Remembers
+/// every row it saw committed.
 struct Writer {
     acked: Arc<Mutex<Vec<(i64, Instant)>>>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Where the lab's DNS sends clients of orders now.
+async fn resolve(lab: &Lab) -> Option<String> {
+    drctl_dns::query(lab.dns().addr(), "orders.shop.lab.", drctl_config::RecordType::A)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|v| v.into_iter().next())
+}
+
 impl Writer {
     async fn start(lab: &Lab) -> Writer {
-        let dsns = [
-            lab.cluster("orders", REGION_A).dsn("orders"),
-            lab.cluster("orders", REGION_B).dsn("orders"),
-        ];
-        let mut c = connect(&dsns[0]).await;
+        let mut c = connect(&lab.cluster("orders", REGION_A).dsn("orders")).await;
         sqlx::query("CREATE TABLE IF NOT EXISTS shop.acked (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
             .execute(&mut c)
             .await
             .unwrap();
+        let port = lab.record.fronts.iter().find(|f| f.service == "orders").expect("a front").front_port;
+        let dns = lab.dns().addr();
         let acked = Arc::new(Mutex::new(Vec::new()));
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let log = acked.clone();
         let task = tokio::spawn(async move {
             let mut next = 1i64;
-            let mut current = 0usize;
             let mut conn: Option<PgConnection> = None;
             while !*stopped.borrow() {
                 if conn.is_none() {
-                    for i in [current, 1 - current] {
-                        let attempt = tokio::time::timeout(
-                            Duration::from_millis(500),
-                            PgConnection::connect(&dsns[i]),
-                        )
-                        .await;
-                        if let Ok(Ok(mut c)) = attempt {
-                            let ro: Result<(bool, bool), _> = sqlx::query_as(
-                                "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'",
-                            )
-                            .fetch_one(&mut c)
-                            .await;
-                            if matches!(ro, Ok((false, false))) {
-                                conn = Some(c);
-                                current = i;
-                                break;
-                            }
+                    let ip = drctl_dns::query(dns, "orders.shop.lab.", drctl_config::RecordType::A)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|v| v.into_iter().next());
+                    if let Some(ip) = ip {
+                        let dsn = format!("postgres://postgres@{ip}:{port}/orders");
+                        if let Ok(Ok(c)) =
+                            tokio::time::timeout(Duration::from_millis(500), PgConnection::connect(&dsn)).await
+                        {
+                            conn = Some(c);
                         }
                     }
                 }
@@ -202,6 +202,8 @@ async fn switchover_under_writes_loses_no_acknowledged_row_and_refuses_a_second_
         "reported outage {reported:?} vs seen {seen:?}"
     );
 
+    // DNS names the new primary's region.
+    assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.2.1"));
     // The store says where the primary is now.
     let role = store.cluster_role("orders").await.unwrap().expect("a recorded role");
     assert_eq!(role.primary_region, REGION_B);
@@ -242,6 +244,7 @@ async fn failover_after_a_link_cut_and_a_lost_primary_reports_the_rows_really_lo
     let measured = outcome.measured.expect("measured figures");
     assert_eq!(measured.rpo_basis, "last_sample");
     assert!(writable(&lab, REGION_B).await);
+    assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.2.1"));
 
     // Ground truth: start the old primary's data alone and read what only it has.
     let old = lab.cluster("orders", REGION_A);
@@ -348,6 +351,8 @@ async fn a_driver_killed_at_any_step_boundary_is_resumed_to_one_writable_primary
                 .await
                 .unwrap();
             assert_eq!(probes, 1, "{crash}: one probe row");
+            let expected_ip = if target == REGION_B { "127.0.2.1" } else { "127.0.1.1" };
+            assert_eq!(resolve(&lab).await.as_deref(), Some(expected_ip), "{crash}: DNS names {target}");
             assert_eq!(
                 store.cluster_role("orders").await.unwrap().unwrap().primary_region,
                 target,

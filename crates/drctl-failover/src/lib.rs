@@ -14,8 +14,6 @@
 //! event); PostgreSQL actions live in `drctl-pg`, DNS in `drctl-dns`, the
 //! journal's storage in `drctl-store`.
 
-mod dnsshim;
-use dnsshim as drctl_dns;
 mod engine;
 mod error;
 mod hook;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use drctl_config::{Config, Service};
-use crate::drctl_dns::{self, DnsProvider, DnsRecord};
+use drctl_dns::{DnsProvider, DnsRecord};
 use drctl_pg::{FenceReport, HeartbeatPoint, Lsn, NodeState, PgEndpoint, PromoteReport};
 use drctl_store::Store;
 use serde::de::DeserializeOwned;

@@ -180,6 +180,17 @@ impl PgCluster {
         .arg(&self.data_dir)
         .args(["-X", "stream", "-R", "--no-sync", "-c", "fast"]);
         run(c, &format!("pg_basebackup of {}", self.name))?;
+        // The source keeps its Unix sockets in its data directory, and
+        // pg_basebackup copies their lock files (plain files): a clone would
+        // refuse to start on the port its source had (a rejoin swaps them).
+        if let Ok(entries) = std::fs::read_dir(&self.data_dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(".s.PGSQL.") && name.ends_with(".lock") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         // -R wrote primary_conninfo; name the standby so pg_stat_replication
         // on the primary says which region is streaming.
         let auto = self.data_dir.join("postgresql.auto.conf");
