@@ -39,10 +39,12 @@ async fn role(lab: &Lab, region: &str) -> Option<(bool, bool)> {
     let mut c = PgConnection::connect(&lab.cluster("orders", region).dsn("orders"))
         .await
         .ok()?;
-    sqlx::query_as("SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'")
-        .fetch_one(&mut c)
-        .await
-        .ok()
+    sqlx::query_as(
+        "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'",
+    )
+    .fetch_one(&mut c)
+    .await
+    .ok()
 }
 
 async fn writable(lab: &Lab, region: &str) -> bool {
@@ -61,11 +63,15 @@ struct Writer {
 
 /// Where the lab's DNS sends clients of orders now.
 async fn resolve(lab: &Lab) -> Option<String> {
-    drctl_dns::query(lab.dns().addr(), "orders.shop.lab.", drctl_config::RecordType::A)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|v| v.into_iter().next())
+    drctl_dns::query(
+        lab.dns().addr(),
+        "orders.shop.lab.",
+        drctl_config::RecordType::A,
+    )
+    .await
+    .ok()
+    .flatten()
+    .and_then(|v| v.into_iter().next())
 }
 
 impl Writer {
@@ -75,7 +81,13 @@ impl Writer {
             .execute(&mut c)
             .await
             .unwrap();
-        let port = lab.record.fronts.iter().find(|f| f.service == "orders").expect("a front").front_port;
+        let port = lab
+            .record
+            .fronts
+            .iter()
+            .find(|f| f.service == "orders")
+            .expect("a front")
+            .front_port;
         let dns = lab.dns().addr();
         let acked = Arc::new(Mutex::new(Vec::new()));
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
@@ -92,8 +104,11 @@ impl Writer {
                         .and_then(|v| v.into_iter().next());
                     if let Some(ip) = ip {
                         let dsn = format!("postgres://postgres@{ip}:{port}/orders");
-                        if let Ok(Ok(c)) =
-                            tokio::time::timeout(Duration::from_millis(500), PgConnection::connect(&dsn)).await
+                        if let Ok(Ok(c)) = tokio::time::timeout(
+                            Duration::from_millis(500),
+                            PgConnection::connect(&dsn),
+                        )
+                        .await
                         {
                             conn = Some(c);
                         }
@@ -102,7 +117,9 @@ impl Writer {
                 if let Some(c) = conn.as_mut() {
                     let r = tokio::time::timeout(
                         Duration::from_millis(500),
-                        sqlx::query("INSERT INTO shop.acked (id) VALUES ($1)").bind(next).execute(&mut *c),
+                        sqlx::query("INSERT INTO shop.acked (id) VALUES ($1)")
+                            .bind(next)
+                            .execute(&mut *c),
                     )
                     .await;
                     match r {
@@ -183,14 +200,31 @@ async fn switchover_under_writes_loses_no_acknowledged_row_and_refuses_a_second_
     assert_eq!(measured.rpo_basis, "fenced_source");
 
     // Every acknowledged row is on the new primary.
-    assert!(writable(&lab, REGION_B).await, "region-b is the writable primary");
-    assert!(!writable(&lab, REGION_A).await, "region-a no longer takes writes");
+    assert!(
+        writable(&lab, REGION_B).await,
+        "region-b is the writable primary"
+    );
+    assert!(
+        !writable(&lab, REGION_A).await,
+        "region-a no longer takes writes"
+    );
     let mut c = connect(&lab.cluster("orders", REGION_B).dsn("orders")).await;
-    let present: Vec<(i64,)> = sqlx::query_as("SELECT id FROM shop.acked").fetch_all(&mut c).await.unwrap();
+    let present: Vec<(i64,)> = sqlx::query_as("SELECT id FROM shop.acked")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
     let present: std::collections::HashSet<i64> = present.into_iter().map(|(i,)| i).collect();
-    let lost: Vec<i64> = acked.iter().map(|(i, _)| *i).filter(|i| !present.contains(i)).collect();
+    let lost: Vec<i64> = acked
+        .iter()
+        .map(|(i, _)| *i)
+        .filter(|i| !present.contains(i))
+        .collect();
     assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
-    assert!(acked.len() > 40, "the client kept writing ({} rows)", acked.len());
+    assert!(
+        acked.len() > 40,
+        "the client kept writing ({} rows)",
+        acked.len()
+    );
 
     // The outage the client saw, against the one reported.
     let seen = longest_gap(&acked);
@@ -205,12 +239,19 @@ async fn switchover_under_writes_loses_no_acknowledged_row_and_refuses_a_second_
     // DNS names the new primary's region.
     assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.2.1"));
     // The store says where the primary is now.
-    let role = store.cluster_role("orders").await.unwrap().expect("a recorded role");
+    let role = store
+        .cluster_role("orders")
+        .await
+        .unwrap()
+        .expect("a recorded role");
     assert_eq!(role.primary_region, REGION_B);
     // The journal has every step done once.
     let steps = store.journal(&outcome.id).await.unwrap();
     assert_eq!(steps.len(), OperationKind::Switchover.steps().len());
-    assert!(steps.iter().all(|s| s.status == "done" && s.attempts == 1), "{steps:?}");
+    assert!(
+        steps.iter().all(|s| s.status == "done" && s.attempts == 1),
+        "{steps:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -228,7 +269,9 @@ async fn failover_after_a_link_cut_and_a_lost_primary_reports_the_rows_really_lo
     let req = request(OperationKind::Failover, REGION_B, false);
     let plan = engine.plan(&req).await.unwrap();
     assert!(
-        plan.blockers.iter().any(|b| b.code == "data_loss" && b.overridable),
+        plan.blockers
+            .iter()
+            .any(|b| b.code == "data_loss" && b.overridable),
         "{plan:#?}"
     );
     lab.kill_primary("orders").unwrap();
@@ -251,7 +294,10 @@ async fn failover_after_a_link_cut_and_a_lost_primary_reports_the_rows_really_lo
     old.start().unwrap();
     let mut a = connect(&old.dsn("orders")).await;
     let mut b = connect(&lab.cluster("orders", REGION_B).dsn("orders")).await;
-    let (kept,): (Option<i64>,) = sqlx::query_as("SELECT max(id) FROM shop.orders").fetch_one(&mut b).await.unwrap();
+    let (kept,): (Option<i64>,) = sqlx::query_as("SELECT max(id) FROM shop.orders")
+        .fetch_one(&mut b)
+        .await
+        .unwrap();
     let (first_lost, last_lost, lost_rows): (Option<i64>, Option<i64>, i64) = sqlx::query_as(
         "SELECT (extract(epoch FROM min(created_at)) * 1e6)::bigint, \
                 (extract(epoch FROM max(created_at)) * 1e6)::bigint, count(*) \
@@ -280,7 +326,12 @@ async fn failover_after_a_link_cut_and_a_lost_primary_reports_the_rows_really_lo
         interval
     );
     assert_eq!(
-        store.cluster_role("orders").await.unwrap().unwrap().primary_region,
+        store
+            .cluster_role("orders")
+            .await
+            .unwrap()
+            .unwrap()
+            .primary_region,
         REGION_B
     );
 }
@@ -303,9 +354,15 @@ async fn a_driver_killed_at_any_step_boundary_is_resumed_to_one_writable_primary
     // A short lease, so a resume need not wait long for a dead driver's.
     let config_path = dir.path().join("lab").join("failover-test.toml");
     let text = std::fs::read_to_string(lab.config_path()).unwrap();
-    std::fs::write(&config_path, format!("{text}\n[failover]\nlease = \"1s\"\n")).unwrap();
+    std::fs::write(
+        &config_path,
+        format!("{text}\n[failover]\nlease = \"1s\"\n"),
+    )
+    .unwrap();
     let config = config_path.to_str().unwrap();
-    let store = Store::open(&lab_config(&lab).store.url.expose().to_string()).await.unwrap();
+    let store = Store::open(&lab_config(&lab).store.url.expose().to_string())
+        .await
+        .unwrap();
 
     let mut source = REGION_A;
     let mut target = REGION_B;
@@ -328,33 +385,65 @@ async fn a_driver_killed_at_any_step_boundary_is_resumed_to_one_writable_primary
                 .await
                 .unwrap()
                 .unwrap_or_else(|| panic!("{crash}: an unfinished operation"));
-            let (code, stdout, stderr) =
-                drctl(&["failover", "--resume", &op.id, "--wait", "20s", "-o", "json", "--config", config]);
+            let (code, stdout, stderr) = drctl(&[
+                "failover", "--resume", &op.id, "--wait", "20s", "-o", "json", "--config", config,
+            ]);
             assert_eq!(code, 0, "{crash}: resume failed: {stdout}{stderr}");
 
-            assert!(writable(&lab, target).await, "{crash}: {target} is writable");
+            assert!(
+                writable(&lab, target).await,
+                "{crash}: {target} is writable"
+            );
             assert!(!writable(&lab, source).await, "{crash}: {source} is not");
             let steps = store.journal(&op.id).await.unwrap();
             for s in &steps {
                 assert_eq!(s.status, "done", "{crash}: {s:?}");
-                let expected = if s.step == step.as_str() && phase == "applied" { 2 } else { 1 };
-                assert_eq!(s.attempts, expected, "{crash}: step {} ran {} times", s.step, s.attempts);
+                let expected = if s.step == step.as_str() && phase == "applied" {
+                    2
+                } else {
+                    1
+                };
+                assert_eq!(
+                    s.attempts, expected,
+                    "{crash}: step {} ran {} times",
+                    s.step, s.attempts
+                );
             }
             if *step == Step::PromoteTarget && phase == "applied" {
                 let out = steps.iter().find(|s| s.step == "promote_target").unwrap();
-                assert!(out.output.as_deref().unwrap().contains("\"already_primary\":true"), "{crash}: {out:?}");
+                assert!(
+                    out.output
+                        .as_deref()
+                        .unwrap()
+                        .contains("\"already_primary\":true"),
+                    "{crash}: {out:?}"
+                );
             }
             let mut c = connect(&lab.cluster("orders", target).dsn("orders")).await;
-            let (probes,): (i64,) = sqlx::query_as("SELECT count(*) FROM drctl.write_probe WHERE operation_id = $1")
-                .bind(&op.id)
-                .fetch_one(&mut c)
-                .await
-                .unwrap();
+            let (probes,): (i64,) =
+                sqlx::query_as("SELECT count(*) FROM drctl.write_probe WHERE operation_id = $1")
+                    .bind(&op.id)
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap();
             assert_eq!(probes, 1, "{crash}: one probe row");
-            let expected_ip = if target == REGION_B { "127.0.2.1" } else { "127.0.1.1" };
-            assert_eq!(resolve(&lab).await.as_deref(), Some(expected_ip), "{crash}: DNS names {target}");
+            let expected_ip = if target == REGION_B {
+                "127.0.2.1"
+            } else {
+                "127.0.1.1"
+            };
             assert_eq!(
-                store.cluster_role("orders").await.unwrap().unwrap().primary_region,
+                resolve(&lab).await.as_deref(),
+                Some(expected_ip),
+                "{crash}: DNS names {target}"
+            );
+            assert_eq!(
+                store
+                    .cluster_role("orders")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .primary_region,
                 target,
                 "{crash}"
             );
@@ -363,4 +452,56 @@ async fn a_driver_killed_at_any_step_boundary_is_resumed_to_one_writable_primary
             std::mem::swap(&mut source, &mut target);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_daemon_resumes_an_operation_whose_driver_died() {
+    let (lab, dir) = start_lab(vec![orders()]).await;
+    lab.workload().pause();
+    let config_path = dir.path().join("lab").join("failover-test.toml");
+    let text = std::fs::read_to_string(lab.config_path()).unwrap();
+    std::fs::write(
+        &config_path,
+        format!("{text}\n[failover]\nlease = \"1s\"\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(drctl_bin())
+        .args([
+            "switchover",
+            "orders",
+            "--to",
+            REGION_B,
+            "--config",
+            config_path.to_str().unwrap(),
+        ])
+        .env("DRCTL_FAULT_CRASH_AT", "promote_target:applied")
+        .output()
+        .unwrap();
+    assert!(out.status.code().is_none(), "the driver dies: {out:?}");
+
+    let config = std::sync::Arc::new(drctl_config::load(&config_path).unwrap());
+    let daemon = start_daemon_with(config.clone()).await;
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let op = wait_for(
+        "the daemon to finish the operation",
+        Duration::from_secs(60),
+        || async {
+            let ops = store.operations(10).await.ok()?;
+            ops.into_iter()
+                .find(|o| o.kind == "switchover" && o.status == "succeeded")
+        },
+    )
+    .await;
+    daemon.stop().await;
+    assert!(writable(&lab, REGION_B).await);
+    assert!(!writable(&lab, REGION_A).await);
+    assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.2.1"));
+    let steps = store.journal(&op.id).await.unwrap();
+    let promote = steps.iter().find(|s| s.step == "promote_target").unwrap();
+    assert_eq!(promote.attempts, 2, "{promote:?}");
+    assert_ne!(
+        steps.iter().find(|s| s.step == "plan").unwrap().driver,
+        promote.driver,
+        "another process finished it"
+    );
 }

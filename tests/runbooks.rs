@@ -5,7 +5,7 @@
 //! accepts. Values (`200ms`, `orders`, `<SERVICE>`) are told from
 //! subcommands by the help of the command they follow: a word that is not
 //! one of its subcommands is a positional argument if it takes any, and a
-//! mistake otherwise (`drctl failover orders` fails until `failover` exists).
+//! mistake otherwise (`drctl drill orders` fails until `drill` exists).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -530,7 +530,7 @@ drctl this-is-not-checked
 ```
 
 ```bash
-drctl failover orders
+drctl drill orders
 drctl status --bogus
 drctl lab link
 drctl lab link sever
@@ -542,7 +542,7 @@ echo ok; drctl lab up --nope
     assert_eq!(checked, 15, "failures: {failures:#?}");
     let expected = [
         (
-            "doc.md:20: `drctl failover orders`",
+            "doc.md:20: `drctl drill orders`",
             "not a subcommand of `drctl`",
         ),
         ("doc.md:21: `drctl status --bogus`", "has no option --bogus"),

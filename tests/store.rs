@@ -136,7 +136,100 @@ async fn store_suite(store: Store) {
     assert_eq!((raw, rolled), (102, 0));
 
     lease_suite(&store, now).await;
+    journal_suite(&store, now).await;
     store.close().await;
+}
+
+/// The failover journal's writes are fenced by the lease token: a driver
+/// whose lease expired and was taken over (a paused or partitioned one)
+/// cannot add a step, end one, or move a cluster's primary; the new holder
+/// can.
+async fn journal_suite(store: &Store, now: DateTime<Utc>) {
+    use std::time::Duration;
+    let ttl = Duration::from_secs(10);
+    let old = store
+        .acquire_lease("operation:orders", "old", ttl, now)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .journal_operation_created(&old, "op-1", "failover", "orders", "orders", "{}", now)
+        .await
+        .unwrap();
+    store
+        .journal_step_started(&old, "op-1", "plan", 0, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .unfinished_operation("orders")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "op-1"
+    );
+    // The old driver pauses past its lease; another takes over.
+    let later = now + chrono::TimeDelta::seconds(11);
+    let new = store
+        .acquire_lease("operation:orders", "new", ttl, later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(new.token > old.token);
+    let late = store
+        .journal_step_ended(&old, "op-1", "plan", later, Ok("{}"))
+        .await;
+    assert!(
+        matches!(late, Err(drctl_store::StoreError::LeaseLost { .. })),
+        "{late:?}"
+    );
+    let late = store
+        .set_cluster_primary(&old, "orders", "region-b", "op-1", later)
+        .await;
+    assert!(
+        matches!(late, Err(drctl_store::StoreError::LeaseLost { .. })),
+        "{late:?}"
+    );
+    assert!(store.cluster_role("orders").await.unwrap().is_none());
+    // The new holder re-runs the step: a second attempt, its own token.
+    store
+        .journal_step_started(&new, "op-1", "plan", 0, later)
+        .await
+        .unwrap();
+    store
+        .journal_step_ended(&new, "op-1", "plan", later, Ok("{\"x\":1}"))
+        .await
+        .unwrap();
+    let steps = store.journal("op-1").await.unwrap();
+    assert_eq!(steps.len(), 1);
+    assert_eq!((steps[0].attempts, steps[0].status.as_str()), (2, "done"));
+    assert_eq!(
+        (steps[0].driver.as_str(), steps[0].lease_token),
+        ("new", new.token)
+    );
+    store
+        .set_cluster_primary(&new, "orders", "region-b", "op-1", later)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .cluster_role("orders")
+            .await
+            .unwrap()
+            .unwrap()
+            .primary_region,
+        "region-b"
+    );
+    store
+        .journal_operation_status(&new, "op-1", "succeeded", later, Some("{}"), None)
+        .await
+        .unwrap();
+    assert!(store
+        .unfinished_operation("orders")
+        .await
+        .unwrap()
+        .is_none());
 }
 
 /// One holder at a time; expiry hands the lease on with a bigger token; a

@@ -58,6 +58,11 @@ impl Daemon {
         let monitor = Monitor::new(config.clone(), store.clone());
         let (shutdown, rx) = watch::channel(false);
         let monitor_task = tokio::spawn(monitor.clone().run(rx.clone()));
+        tokio::spawn(resume_abandoned_operations(
+            drctl_failover::Engine::new(config.clone(), store.clone()),
+            store.clone(),
+            config.failover.lease,
+        ));
         let scheduler_task = tokio::spawn(drctl_backup::scheduler::run_scheduler(
             config,
             store,
@@ -97,5 +102,35 @@ impl Daemon {
         let _ = self.api_task.await;
         self.monitor.store().close().await;
         tracing::info!("drctl daemon stopped");
+    }
+}
+
+/// Resumes the failovers and switchovers whose driver died (`running` in the
+/// store with nobody renewing the lease): the daemon is one of the "any
+/// drctl process" that can take them over. A `stopped` operation waits for
+/// a person (its step failed for a reason someone has to fix).
+async fn resume_abandoned_operations(
+    engine: drctl_failover::Engine,
+    store: Store,
+    lease: std::time::Duration,
+) {
+    let ops = match store.unfinished_operations().await {
+        Ok(ops) => ops,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read unfinished operations");
+            return;
+        }
+    };
+    for op in ops.into_iter().filter(|o| o.status == "running") {
+        tracing::warn!(id = %op.id, kind = %op.kind, service = ?op.service, "resuming an operation whose driver stopped");
+        // Twice the lease: a live driver renews it, a dead one's expires.
+        match engine.resume(&op.id, lease * 2, &|_| {}).await {
+            Ok(outcome) => {
+                tracing::info!(id = %outcome.id, status = ?outcome.status, "resumed operation finished")
+            }
+            Err(e) => {
+                tracing::error!(id = %op.id, error = %e, "resuming the operation did not complete it")
+            }
+        }
     }
 }

@@ -32,6 +32,9 @@ pub enum ApiError {
     /// 404 `not_found`
     #[error("no such endpoint; the API lives under /api/v1 (see /api/v1/rpo-rto)")]
     NotFound,
+    /// 405 `method_not_allowed`
+    #[error("this endpoint does not take that method (GET reads, POST starts work)")]
+    MethodNotAllowed,
     /// 503 `store_unavailable`: the state store failed; details are logged.
     #[error("the state store is unavailable; see the drctl log")]
     Store(#[source] drctl_store::StoreError),
@@ -46,6 +49,7 @@ impl ApiError {
             ApiError::BackupNotFound(_) => "backup_not_found",
             ApiError::OperationNotFound(_) => "operation_not_found",
             ApiError::NoBackupPolicy(_) => "no_backup_policy",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Store(_) => "store_unavailable",
         }
     }
@@ -58,6 +62,7 @@ impl ApiError {
             | ApiError::OperationNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::NoBackupPolicy(_) => StatusCode::CONFLICT,
             ApiError::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

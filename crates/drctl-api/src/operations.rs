@@ -198,8 +198,29 @@ async fn operation(
         .store()
         .operation(&id)
         .await?
-        .ok_or(ApiError::OperationNotFound(id))?;
-    Ok(Json(json!({ "operation": operation_json(&op) })))
+        .ok_or(ApiError::OperationNotFound(id.clone()))?;
+    // Journaled operations (failover, switchover) carry their step timeline.
+    let steps: Vec<Value> = state
+        .monitor
+        .store()
+        .journal(&id)
+        .await?
+        .iter()
+        .map(|s| {
+            json!({
+                "step": s.step, "status": s.status, "attempts": s.attempts,
+                "started_at": s.started_at, "ended_at": s.ended_at,
+                "output": s.output.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()),
+                "error": s.error, "driver": s.driver,
+            })
+        })
+        .collect();
+    if steps.is_empty() && !matches!(op.kind.as_str(), "failover" | "switchover") {
+        return Ok(Json(json!({ "operation": operation_json(&op) })));
+    }
+    Ok(Json(
+        json!({ "operation": operation_json(&op), "steps": steps }),
+    ))
 }
 
 async fn list_operations(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {

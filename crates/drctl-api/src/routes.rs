@@ -26,6 +26,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/schedule-runs", get(schedule_runs))
         .merge(crate::operations::routes())
         .fallback(|| async { ApiError::NotFound })
+        // Without this a wrong method gets axum's empty 405, not JSON.
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
 }
 

@@ -489,3 +489,21 @@ async fn every_error_is_json_with_its_stable_code() {
     assert_eq!(body, json!({ "operations": [] }));
     assert!(api.store.backups(None, 10).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_wrong_method_is_a_json_405() {
+    let api = api().await;
+    for (method, uri) in [
+        (Method::GET, "/api/v1/services/catalog/backups"),
+        (Method::DELETE, "/api/v1/backups"),
+    ] {
+        api.expect_error(
+            method,
+            uri,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method",
+        )
+        .await;
+    }
+}

@@ -41,11 +41,27 @@ pub struct Request {
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Progress {
-    Operation { id: String, resumed: bool },
-    StepStarted { step: Step, attempt: u32 },
-    StepDone { step: Step, took_ms: u64 },
-    StepRetrying { step: Step, error: String, in_ms: u64 },
-    StepFailed { step: Step, error: String },
+    Operation {
+        id: String,
+        resumed: bool,
+    },
+    StepStarted {
+        step: Step,
+        attempt: u32,
+    },
+    StepDone {
+        step: Step,
+        took_ms: u64,
+    },
+    StepRetrying {
+        step: Step,
+        error: String,
+        in_ms: u64,
+    },
+    StepFailed {
+        step: Step,
+        error: String,
+    },
 }
 
 /// How an operation ended (this time).
@@ -150,26 +166,33 @@ impl Engine {
         let lease = match self.take_lease(&params.cluster).await {
             Ok(l) => l,
             Err(busy @ FailoverError::LeaseBusy { .. }) => {
-                return Err(match self.store.unfinished_operation(&params.cluster).await? {
-                    Some(op) => FailoverError::InProgress {
-                        detail: format!(
-                            "{} of {}, {}",
-                            op.kind,
-                            op.service.unwrap_or_default(),
-                            busy
-                        ),
-                        id: op.id,
-                        cluster: params.cluster,
+                return Err(
+                    match self.store.unfinished_operation(&params.cluster).await? {
+                        Some(op) => FailoverError::InProgress {
+                            detail: format!(
+                                "{} of {}, {}",
+                                op.kind,
+                                op.service.unwrap_or_default(),
+                                busy
+                            ),
+                            id: op.id,
+                            cluster: params.cluster,
+                        },
+                        None => busy,
                     },
-                    None => busy,
-                })
+                )
             }
             Err(e) => return Err(e),
         };
         if let Some(op) = self.store.unfinished_operation(&params.cluster).await? {
             self.store.release_lease(&lease).await?;
             return Err(FailoverError::InProgress {
-                detail: format!("{} {}, {}", op.kind, op.status, op.service.unwrap_or_default()),
+                detail: format!(
+                    "{} {}, {}",
+                    op.kind,
+                    op.status,
+                    op.service.unwrap_or_default()
+                ),
                 id: op.id,
                 cluster: params.cluster,
             });
@@ -273,7 +296,9 @@ impl Engine {
     ) -> Result<Outcome, FailoverError> {
         let lost = Arc::new(AtomicBool::new(false));
         let renewer = self.spawn_renewal(lease.clone(), lost.clone());
-        let result = self.drive_steps(id, &params, &lease, op_started, &lost, progress).await;
+        let result = self
+            .drive_steps(id, &params, &lease, op_started, &lost, progress)
+            .await;
         renewer.abort();
         if !matches!(result, Err(FailoverError::LeaseLost { .. })) {
             let _ = self.store.release_lease(&lease).await;
@@ -426,7 +451,10 @@ impl Engine {
                         match step {
                             Step::Plan => FailoverError::Refused {
                                 overridable: e.message.contains("--accept-data-loss"),
-                                blockers: vec![e.message.trim_start_matches("refused: ").to_string()],
+                                blockers: vec![e
+                                    .message
+                                    .trim_start_matches("refused: ")
+                                    .to_string()],
                             },
                             _ => FailoverError::Failed {
                                 id: id.to_string(),
@@ -459,7 +487,12 @@ impl Engine {
         })
     }
 
-    fn transition(&self, id: &str, state: &JournalState, event: Event) -> Result<JournalState, FailoverError> {
+    fn transition(
+        &self,
+        id: &str,
+        state: &JournalState,
+        event: Event,
+    ) -> Result<JournalState, FailoverError> {
         journal::apply(state, event).map_err(|e| FailoverError::Journal {
             id: id.to_string(),
             detail: e.to_string(),

@@ -67,7 +67,9 @@ pub async fn run(
     output.push_str(&String::from_utf8_lossy(&err));
     if output.len() > 2048 {
         let cut = output.len() - 2048;
-        let cut = (cut..output.len()).find(|i| output.is_char_boundary(*i)).unwrap_or(0);
+        let cut = (cut..output.len())
+            .find(|i| output.is_char_boundary(*i))
+            .unwrap_or(0);
         output = output[cut..].to_string();
     }
     let run = HookRun {

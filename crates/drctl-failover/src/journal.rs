@@ -131,7 +131,10 @@ impl JournalState {
     }
 
     pub fn state_of(&self, step: Step) -> Option<StepState> {
-        self.steps.iter().find(|(s, _)| *s == step).map(|(_, st)| *st)
+        self.steps
+            .iter()
+            .find(|(s, _)| *s == step)
+            .map(|(_, st)| *st)
     }
 }
 
@@ -179,7 +182,9 @@ pub fn apply(state: &JournalState, event: Event) -> Result<JournalState, Illegal
         Event::Resume => next.status = OpStatus::Running,
         Event::Succeed => {
             if state.steps.iter().any(|(_, s)| *s != StepState::Done) {
-                return Err(illegal("an operation succeeds only when every step is done"));
+                return Err(illegal(
+                    "an operation succeeds only when every step is done",
+                ));
             }
             next.status = OpStatus::Succeeded;
         }
@@ -230,22 +235,37 @@ mod tests {
     fn steps_run_in_order_only() {
         let s = JournalState::new(&plan());
         assert!(apply(&s, Event::Start(Step::PromoteTarget)).is_err());
-        assert!(apply(&s, Event::Done(Step::Plan)).is_err(), "done before start");
+        assert!(
+            apply(&s, Event::Done(Step::Plan)).is_err(),
+            "done before start"
+        );
         let s = apply(&s, Event::Start(Step::Plan)).unwrap();
-        assert!(apply(&s, Event::Start(Step::Lease)).is_err(), "next before done");
+        assert!(
+            apply(&s, Event::Start(Step::Lease)).is_err(),
+            "next before done"
+        );
         let s = apply(&s, Event::Done(Step::Plan)).unwrap();
         assert!(apply(&s, Event::Done(Step::Plan)).is_err(), "done twice");
-        assert!(apply(&s, Event::Succeed).is_err(), "success with steps left");
+        assert!(
+            apply(&s, Event::Succeed).is_err(),
+            "success with steps left"
+        );
     }
 
     #[test]
     fn a_failed_step_stops_and_a_resume_reruns_it() {
         let s = JournalState::new(&plan());
         let s = apply(&s, Event::Start(Step::Plan)).unwrap();
-        assert!(apply(&s, Event::Stop).is_err(), "stop without a failed step");
+        assert!(
+            apply(&s, Event::Stop).is_err(),
+            "stop without a failed step"
+        );
         let s = apply(&s, Event::Fail(Step::Plan)).unwrap();
         let s = apply(&s, Event::Stop).unwrap();
-        assert!(apply(&s, Event::Start(Step::Plan)).is_err(), "no step while stopped");
+        assert!(
+            apply(&s, Event::Start(Step::Plan)).is_err(),
+            "no step while stopped"
+        );
         let s = apply(&s, Event::Resume).unwrap();
         let s = apply(&s, Event::Start(Step::Plan)).unwrap();
         assert_eq!(s.state_of(Step::Plan), Some(StepState::Started));

@@ -157,7 +157,10 @@ pub(crate) fn expected_rto(
         .map(|m| m.rto_ms)
         .collect();
     if rtos.is_empty() {
-        return (None, format!("no past {} of {service} on record", kind.as_str()));
+        return (
+            None,
+            format!("no past {} of {service} on record", kind.as_str()),
+        );
     }
     rtos.sort_unstable();
     let n = rtos.len();

@@ -87,8 +87,11 @@ impl Ctx<'_> {
             .outputs
             .get(&step)
             .ok_or_else(|| StepError::stop(format!("the journal has no output of step {step}")))?;
-        serde_json::from_value(v.clone())
-            .map_err(|e| StepError::stop(format!("the journal's output of step {step} is unreadable: {e}")))
+        serde_json::from_value(v.clone()).map_err(|e| {
+            StepError::stop(format!(
+                "the journal's output of step {step} is unreadable: {e}"
+            ))
+        })
     }
 
     fn service(&self) -> Result<&Service, StepError> {
@@ -105,18 +108,29 @@ impl Ctx<'_> {
     }
 }
 
-pub(crate) fn endpoint(service: &Service, region: &str, timeout: Duration) -> Result<PgEndpoint, String> {
-    let source = service
-        .postgres
-        .get(region)
-        .ok_or_else(|| format!("service {} has no PostgreSQL connection for region {region}", service.name))?;
+pub(crate) fn endpoint(
+    service: &Service,
+    region: &str,
+    timeout: Duration,
+) -> Result<PgEndpoint, String> {
+    let source = service.postgres.get(region).ok_or_else(|| {
+        format!(
+            "service {} has no PostgreSQL connection for region {region}",
+            service.name
+        )
+    })?;
     let dsn = source.resolve().map_err(|e| e.to_string())?;
-    PgEndpoint::new(format!("{}@{region}", service.cluster), dsn.expose(), timeout)
-        .map_err(|e| e.to_string())
+    PgEndpoint::new(
+        format!("{}@{region}", service.cluster),
+        dsn.expose(),
+        timeout,
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn to_value<T: Serialize>(v: &T) -> StepResult {
-    serde_json::to_value(v).map_err(|e| StepError::stop(format!("cannot encode a step output: {e}")))
+    serde_json::to_value(v)
+        .map_err(|e| StepError::stop(format!("cannot encode a step output: {e}")))
 }
 
 fn skipped(reason: &str) -> StepResult {
@@ -173,7 +187,9 @@ async fn plan_step(ctx: &Ctx<'_>) -> StepResult {
 /// read becomes a blocker or an unknown).
 pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParams) -> PlanReport {
     let service = config.service(&p.service);
-    let targets = service.map(|s| s.targets).unwrap_or_else(|| config.tiers.get(drctl_config::Tier::Hot));
+    let targets = service
+        .map(|s| s.targets)
+        .unwrap_or_else(|| config.tiers.get(drctl_config::Tier::Hot));
     let mut blockers = Vec::new();
     let mut block = |code: &str, message: String, overridable: bool| {
         blockers.push(Blocker {
@@ -183,7 +199,11 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         })
     };
     if p.source == p.target {
-        block("same_region", format!("source and target are both {}", p.source), false);
+        block(
+            "same_region",
+            format!("source and target are both {}", p.source),
+            false,
+        );
     }
     let has_datastore = service.is_some_and(Service::has_datastore);
     let read = |region: String| async move {
@@ -222,7 +242,14 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         }
         if p.kind == OperationKind::Switchover {
             if let Err(e) = &source_state {
-                block("source_unreachable", format!("a switchover needs the source {}@{} reachable ({e}); use failover", p.cluster, p.source), false);
+                block(
+                    "source_unreachable",
+                    format!(
+                        "a switchover needs the source {}@{} reachable ({e}); use failover",
+                        p.cluster, p.source
+                    ),
+                    false,
+                );
             }
             basis = "switchover: the target catches up to the fenced source, zero loss".into();
             expected_loss_us = Some(0);
@@ -230,21 +257,27 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         } else {
             // The monitor's latest reading for the target is the expected loss;
             // live positions give the bytes when both sides answer.
-            let sample = store
-                .latest_lag_samples()
-                .await
-                .ok()
-                .and_then(|v| v.into_iter().find(|s| s.service == p.service && s.standby_region == p.target));
+            let sample = store.latest_lag_samples().await.ok().and_then(|v| {
+                v.into_iter()
+                    .find(|s| s.service == p.service && s.standby_region == p.target)
+            });
             if let (Ok(s), Ok(t)) = (&source_state, &target_state) {
                 expected_loss_bytes = Some(s.lsn.bytes_after(t.lsn));
             } else if let Some(s) = &sample {
                 expected_loss_bytes = s.byte_lag.map(|b| b.max(0) as u64);
             }
-            match sample.as_ref().and_then(|s| s.rpo_exposure_us.map(|e| (e, s))) {
+            match sample
+                .as_ref()
+                .and_then(|s| s.rpo_exposure_us.map(|e| (e, s)))
+            {
                 Some((e, s)) => {
                     expected_loss_us = Some(e);
                     let age = (Utc::now() - s.sampled_at).num_milliseconds().max(0);
-                    basis = format!("the monitor's exposure for {} {:.1} s ago", p.target, age as f64 / 1000.0);
+                    basis = format!(
+                        "the monitor's exposure for {} {:.1} s ago",
+                        p.target,
+                        age as f64 / 1000.0
+                    );
                     if expected_loss_bytes == Some(0) {
                         expected_loss_us = Some(0);
                         basis = "live positions: the target has every byte the source wrote".into();
@@ -264,7 +297,12 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
                 None => {
                     basis = "unknown: the monitor has no exposure figure for the target".into();
                     if source_state.is_err() {
-                        block("data_loss_unknown", "the source is unreachable and the expected data loss is unknown".into(), true);
+                        block(
+                            "data_loss_unknown",
+                            "the source is unreachable and the expected data loss is unknown"
+                                .into(),
+                            true,
+                        );
                     }
                 }
             }
@@ -272,10 +310,19 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
     }
     let past = store.operations(500).await.unwrap_or_default();
     let (expected_rto_ms, expected_rto_basis) = plan::expected_rto(&past, p.kind, &p.service);
-    let fence = match (&source_state, service.and_then(|s| s.failover.fence_hook.as_ref())) {
-        (Ok(_), _) if has_datastore => "read-only (ALTER SYSTEM default_transaction_read_only) and terminate client sessions".to_string(),
+    let fence = match (
+        &source_state,
+        service.and_then(|s| s.failover.fence_hook.as_ref()),
+    ) {
+        (Ok(_), _) if has_datastore => {
+            "read-only (ALTER SYSTEM default_transaction_read_only) and terminate client sessions"
+                .to_string()
+        }
         (_, Some(h)) => format!("source unreachable: run the fence hook {}", h.join(" ")),
-        _ => "source unreachable and no fence hook: DNS removal only (drctl fences it if it returns)".to_string(),
+        _ => {
+            "source unreachable and no fence hook: DNS removal only (drctl fences it if it returns)"
+                .to_string()
+        }
     };
     PlanReport {
         kind: p.kind,
@@ -338,7 +385,12 @@ async fn fence_source(ctx: &Ctx<'_>) -> StepResult {
     };
     match reached {
         Ok(report) => {
-            out.method = if report.was_standby { "standby" } else { "read_only" }.into();
+            out.method = if report.was_standby {
+                "standby"
+            } else {
+                "read_only"
+            }
+            .into();
             out.report = Some(report);
         }
         Err(e) => {
@@ -350,9 +402,15 @@ async fn fence_source(ctx: &Ctx<'_>) -> StepResult {
             out.unreachable = Some(e);
             match &service.failover.fence_hook {
                 Some(argv) => {
-                    let run = hook::run(argv, &service.name, &p.source, ctx.op_id, service.failover.fence_hook_timeout)
-                        .await
-                        .map_err(StepError::stop)?;
+                    let run = hook::run(
+                        argv,
+                        &service.name,
+                        &p.source,
+                        ctx.op_id,
+                        service.failover.fence_hook_timeout,
+                    )
+                    .await
+                    .map_err(StepError::stop)?;
                     out.method = "hook".into();
                     out.hook = Some(run);
                 }
@@ -512,7 +570,10 @@ async fn promote_target(ctx: &Ctx<'_>) -> StepResult {
         return skipped("no datastore");
     }
     let target = ctx.endpoint(&p.target, PROMOTE_WAIT + Duration::from_secs(5))?;
-    let before = target.node_state().await.map_err(|e| StepError::retry(e.to_string()))?;
+    let before = target
+        .node_state()
+        .await
+        .map_err(|e| StepError::retry(e.to_string()))?;
     let report = target.promote(PROMOTE_WAIT).await;
     target.close().await;
     let report = report.map_err(|e| StepError::retry(e.to_string()))?;
@@ -572,15 +633,24 @@ pub(crate) struct Flip {
 fn dns_records(ctx: &Ctx<'_>) -> Result<Vec<(String, Arc<dyn DnsProvider>, DnsRecord)>, StepError> {
     let mut out = Vec::new();
     for member in &ctx.params.members {
-        let Some(service) = ctx.config.service(member) else { continue };
+        let Some(service) = ctx.config.service(member) else {
+            continue;
+        };
         let Some(dns) = &service.dns else { continue };
         let value = dns.target(&ctx.params.target).ok_or_else(|| {
-            StepError::abandon(format!("service {member} has no DNS target for region {}", ctx.params.target))
+            StepError::abandon(format!(
+                "service {member} has no DNS target for region {}",
+                ctx.params.target
+            ))
         })?;
         let provider_config = ctx.config.dns_provider(&dns.provider).ok_or_else(|| {
-            StepError::abandon(format!("DNS provider {} is no longer in the config", dns.provider))
+            StepError::abandon(format!(
+                "DNS provider {} is no longer in the config",
+                dns.provider
+            ))
         })?;
-        let provider = drctl_dns::provider(provider_config).map_err(|e| StepError::stop(e.to_string()))?;
+        let provider =
+            drctl_dns::provider(provider_config).map_err(|e| StepError::stop(e.to_string()))?;
         out.push((
             member.clone(),
             provider,
@@ -681,10 +751,11 @@ async fn service_health(ctx: &Ctx<'_>) -> StepResult {
     };
     match source.node_state().await {
         Ok(s) if s.writable() => {
-            source
-                .fence_read_only()
-                .await
-                .map_err(|e| StepError::retry(format!("the old primary is writable and fencing it failed: {e}")))?;
+            source.fence_read_only().await.map_err(|e| {
+                StepError::retry(format!(
+                    "the old primary is writable and fencing it failed: {e}"
+                ))
+            })?;
             out.refenced_source = true;
             out.source = source.node_state().await.ok();
         }
@@ -706,7 +777,9 @@ async fn record(ctx: &Ctx<'_>) -> StepResult {
         let pos: SourcePosition = ctx.output(Step::SourcePosition)?;
         let promoted: Promoted = ctx.output(Step::PromoteTarget)?;
         basis = pos.basis.clone();
-        if let (Some(src), Some(t), Some(fin)) = (pos.source_lsn, pos.source_time_us, promoted.final_lsn) {
+        if let (Some(src), Some(t), Some(fin)) =
+            (pos.source_lsn, pos.source_time_us, promoted.final_lsn)
+        {
             rpo_bytes = src.bytes_after(fin);
             if rpo_bytes > 0 {
                 let mut points: Vec<HeartbeatPoint> = ctx
@@ -759,7 +832,14 @@ async fn record(ctx: &Ctx<'_>) -> StepResult {
     let steps_ms = ctx
         .timings
         .iter()
-        .filter_map(|(s, (b, e))| e.map(|e| (s.as_str().to_string(), (e - *b).num_milliseconds().max(0) as u64)))
+        .filter_map(|(s, (b, e))| {
+            e.map(|e| {
+                (
+                    s.as_str().to_string(),
+                    (e - *b).num_milliseconds().max(0) as u64,
+                )
+            })
+        })
         .collect();
     let rpo_target_us = plan::us(targets.rpo);
     let rto_target_ms = targets.rto.as_millis() as u64;
@@ -769,7 +849,12 @@ async fn record(ctx: &Ctx<'_>) -> StepResult {
         rpo_lower_bound: lower,
         rpo_basis: basis,
         rto_ms,
-        rto_from: if p.detected_at_us.is_some() { "detection" } else { "request" }.into(),
+        rto_from: if p.detected_at_us.is_some() {
+            "detection"
+        } else {
+            "request"
+        }
+        .into(),
         write_outage_ms,
         rpo_target_us,
         rto_target_ms,

@@ -75,8 +75,15 @@ const TERMINATE_CLIENTS: &str = "SELECT count(pg_terminate_backend(pid))::bigint
 impl PgEndpoint {
     /// Reads role, fence and positions.
     pub async fn node_state(&self) -> Result<NodeState, PgError> {
-        let (in_recovery, read_only, timeline, lsn, replay, now_us): (bool, bool, i64, i64, i64, i64) =
-            self.with_conn("reading the server's role", |c| {
+        let (in_recovery, read_only, timeline, lsn, replay, now_us): (
+            bool,
+            bool,
+            i64,
+            i64,
+            i64,
+            i64,
+        ) = self
+            .with_conn("reading the server's role", |c| {
                 Box::pin(sqlx::query_as(NODE_STATE).fetch_one(c))
             })
             .await?;
@@ -111,7 +118,9 @@ impl PgEndpoint {
                     sqlx::query("ALTER SYSTEM SET default_transaction_read_only = on")
                         .execute(&mut *c)
                         .await?;
-                    sqlx::query("SELECT pg_reload_conf()").execute(&mut *c).await?;
+                    sqlx::query("SELECT pg_reload_conf()")
+                        .execute(&mut *c)
+                        .await?;
                     Ok(())
                 })
             })
@@ -156,7 +165,9 @@ impl PgEndpoint {
                 sqlx::query("ALTER SYSTEM RESET default_transaction_read_only")
                     .execute(&mut *c)
                     .await?;
-                sqlx::query("SELECT pg_reload_conf()").execute(&mut *c).await?;
+                sqlx::query("SELECT pg_reload_conf()")
+                    .execute(&mut *c)
+                    .await?;
                 Ok(())
             })
         })
@@ -178,7 +189,11 @@ impl PgEndpoint {
         let secs = wait.as_secs().clamp(1, i32::MAX as u64) as i32;
         let (promoted,): (bool,) = self
             .with_conn("promoting", move |c| {
-                Box::pin(sqlx::query_as("SELECT pg_promote(true, $1)").bind(secs).fetch_one(c))
+                Box::pin(
+                    sqlx::query_as("SELECT pg_promote(true, $1)")
+                        .bind(secs)
+                        .fetch_one(c),
+                )
             })
             .await?;
         if !promoted {
@@ -206,7 +221,9 @@ impl PgEndpoint {
         let id = operation_id.to_string();
         self.with_conn("writing the probe row", move |c| {
             Box::pin(async move {
-                sqlx::query("CREATE SCHEMA IF NOT EXISTS drctl").execute(&mut *c).await?;
+                sqlx::query("CREATE SCHEMA IF NOT EXISTS drctl")
+                    .execute(&mut *c)
+                    .await?;
                 sqlx::query(
                     "CREATE TABLE IF NOT EXISTS drctl.write_probe ( \
                         operation_id text PRIMARY KEY, \
@@ -216,7 +233,9 @@ impl PgEndpoint {
                 .execute(&mut *c)
                 .await?;
                 let mut tx = sqlx::Connection::begin(&mut *c).await?;
-                sqlx::query("SET LOCAL synchronous_commit = local").execute(&mut *tx).await?;
+                sqlx::query("SET LOCAL synchronous_commit = local")
+                    .execute(&mut *tx)
+                    .await?;
                 // One row per operation: a re-run after a crash rewrites it
                 // (still a write, so still a proof) instead of adding one.
                 let (at, lsn): (i64, i64) = sqlx::query_as(

@@ -96,7 +96,22 @@ impl Store {
         }
     }
 
-    fn fenced(lease: &Lease, done: sqlx::any::AnyQueryResult) -> Result<()> {
+    /// Binds the lease (name, holder, token: the last three parameters of
+    /// every fenced statement) and runs it; no row written means the lease
+    /// is held by someone else now.
+    async fn fenced<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        lease: &'q Lease,
+        during: &'static str,
+    ) -> Result<()> {
+        let done = query
+            .bind(&lease.name)
+            .bind(&lease.holder)
+            .bind(lease.token)
+            .execute(self.pool())
+            .await
+            .map_err(query_error(during))?;
         if done.rows_affected() == 0 {
             Err(Self::lease_lost(lease))
         } else {
@@ -116,24 +131,19 @@ impl Store {
         params: &str,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        let done = sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO operations (id, kind, service, target, status, started_at_us, params) \
              SELECT $1, $2, $3, $4, 'running', $5, $6 WHERE {}",
             held(7, 8, 9)
-        ))
-        .bind(id)
-        .bind(kind)
-        .bind(service)
-        .bind(cluster)
-        .bind(to_us(at))
-        .bind(params)
-        .bind(&lease.name)
-        .bind(&lease.holder)
-        .bind(lease.token)
-        .execute(self.pool())
-        .await
-        .map_err(query_error("recording an operation"))?;
-        Self::fenced(lease, done)
+        );
+        let query = sqlx::query(&sql)
+            .bind(id)
+            .bind(kind)
+            .bind(service)
+            .bind(cluster)
+            .bind(to_us(at))
+            .bind(params);
+        self.fenced(query, lease, "recording an operation").await
     }
 
     /// The operation on `cluster` that is not finished (`running` or
@@ -174,7 +184,9 @@ impl Store {
             .map_err(query_error("reading operation parameters"))?;
         match row {
             None => Ok(None),
-            Some(r) => r.try_get(0).map_err(query_error("decoding operation parameters")),
+            Some(r) => r
+                .try_get(0)
+                .map_err(query_error("decoding operation parameters")),
         }
     }
 
@@ -191,23 +203,19 @@ impl Store {
         error: Option<&str>,
     ) -> Result<()> {
         let ended = matches!(status, "failed" | "succeeded").then(|| to_us(at));
-        let done = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE operations SET status = $2, ended_at_us = $3, result = $4, error = $5 \
              WHERE id = $1 AND {}",
             held(6, 7, 8)
-        ))
-        .bind(id)
-        .bind(status)
-        .bind(ended)
-        .bind(result)
-        .bind(error)
-        .bind(&lease.name)
-        .bind(&lease.holder)
-        .bind(lease.token)
-        .execute(self.pool())
-        .await
-        .map_err(query_error("recording an operation status"))?;
-        Self::fenced(lease, done)
+        );
+        let query = sqlx::query(&sql)
+            .bind(id)
+            .bind(status)
+            .bind(ended)
+            .bind(result)
+            .bind(error);
+        self.fenced(query, lease, "recording an operation status")
+            .await
     }
 
     /// Records that a step starts (again, after a resume: attempts grow).
@@ -219,7 +227,7 @@ impl Store {
         seq: i64,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        let done = sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO operation_steps (operation_id, step, seq, status, attempts, \
                  started_at_us, driver, lease_token) \
              SELECT $1, $2, $3, 'started', 1, $4, $5, $6 WHERE {} \
@@ -227,19 +235,16 @@ impl Store {
                  attempts = operation_steps.attempts + 1, started_at_us = excluded.started_at_us, \
                  ended_at_us = NULL, output = NULL, error = NULL, driver = excluded.driver, \
                  lease_token = excluded.lease_token",
-            held(7, 5, 6)
-        ))
-        .bind(operation_id)
-        .bind(step)
-        .bind(seq)
-        .bind(to_us(at))
-        .bind(&lease.holder)
-        .bind(lease.token)
-        .bind(&lease.name)
-        .execute(self.pool())
-        .await
-        .map_err(query_error("journaling a step start"))?;
-        Self::fenced(lease, done)
+            held(7, 8, 9)
+        );
+        let query = sqlx::query(&sql)
+            .bind(operation_id)
+            .bind(step)
+            .bind(seq)
+            .bind(to_us(at))
+            .bind(&lease.holder)
+            .bind(lease.token);
+        self.fenced(query, lease, "journaling a step start").await
     }
 
     /// Records a step's end: its output (`Ok`) or its error (`Err`).
@@ -255,24 +260,19 @@ impl Store {
             Ok(o) => ("done", Some(o), None),
             Err(e) => ("failed", None, Some(e)),
         };
-        let done = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE operation_steps SET status = $3, ended_at_us = $4, output = $5, error = $6 \
              WHERE operation_id = $1 AND step = $2 AND status = 'started' AND {}",
             held(7, 8, 9)
-        ))
-        .bind(operation_id)
-        .bind(step)
-        .bind(status)
-        .bind(to_us(at))
-        .bind(output)
-        .bind(error)
-        .bind(&lease.name)
-        .bind(&lease.holder)
-        .bind(lease.token)
-        .execute(self.pool())
-        .await
-        .map_err(query_error("journaling a step end"))?;
-        Self::fenced(lease, done)
+        );
+        let query = sqlx::query(&sql)
+            .bind(operation_id)
+            .bind(step)
+            .bind(status)
+            .bind(to_us(at))
+            .bind(output)
+            .bind(error);
+        self.fenced(query, lease, "journaling a step end").await
     }
 
     /// An operation's steps in plan order.
@@ -296,24 +296,20 @@ impl Store {
         operation_id: &str,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        let done = sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO cluster_roles (cluster, primary_region, since_us, operation_id) \
              SELECT $1, $2, $3, $4 WHERE {} \
              ON CONFLICT (cluster) DO UPDATE SET primary_region = excluded.primary_region, \
                  since_us = excluded.since_us, operation_id = excluded.operation_id",
             held(5, 6, 7)
-        ))
-        .bind(cluster)
-        .bind(region)
-        .bind(to_us(at))
-        .bind(operation_id)
-        .bind(&lease.name)
-        .bind(&lease.holder)
-        .bind(lease.token)
-        .execute(self.pool())
-        .await
-        .map_err(query_error("recording a cluster's primary"))?;
-        Self::fenced(lease, done)
+        );
+        let query = sqlx::query(&sql)
+            .bind(cluster)
+            .bind(region)
+            .bind(to_us(at))
+            .bind(operation_id);
+        self.fenced(query, lease, "recording a cluster's primary")
+            .await
     }
 
     /// Every cluster whose primary moved since the config was written.
@@ -342,11 +338,12 @@ impl Store {
     /// The lease row as stored (who holds it until when), for error
     /// messages that name the holder.
     pub async fn lease(&self, name: &str) -> Result<Option<Lease>> {
-        let row = sqlx::query("SELECT name, holder, token, expires_at_us FROM leases WHERE name = $1")
-            .bind(name)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(query_error("reading a lease"))?;
+        let row =
+            sqlx::query("SELECT name, holder, token, expires_at_us FROM leases WHERE name = $1")
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await
+                .map_err(query_error("reading a lease"))?;
         crate::decode_row(
             row,
             |r| {

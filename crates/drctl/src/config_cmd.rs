@@ -92,9 +92,7 @@ pub fn load(path: &Path) -> anyhow::Result<Arc<Config>> {
 
 /// Loads the config and opens its state store: what every command that
 /// works on recorded state starts with.
-pub async fn open(
-    config: &ConfigPath,
-) -> anyhow::Result<(Arc<Config>, drctl_store::Store)> {
+pub async fn open(config: &ConfigPath) -> anyhow::Result<(Arc<Config>, drctl_store::Store)> {
     let path = resolve_path(config)?;
     let config = load(&path)?;
     let store = drctl_store::Store::open(config.store.url.expose())

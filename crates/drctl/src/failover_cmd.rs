@@ -38,13 +38,18 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
             OutputFormat::Json => print_json(&json!({ "plan": plan, "blocked": blocked }))?,
             OutputFormat::Table => print!("{}", render_plan(&plan, args.accept_data_loss)),
         }
-        return if blocked { Err(Reported(1).into()) } else { Ok(()) };
+        return if blocked {
+            Err(Reported(1).into())
+        } else {
+            Ok(())
+        };
     }
 
     let bar = ProgressBar::new(kind.steps().len() as u64);
     if output == OutputFormat::Table {
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg}").expect("a valid template"),
+            ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg}")
+                .expect("a valid template"),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
     } else {
@@ -54,7 +59,10 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
     let (b, l) = (bar.clone(), lines.clone());
     let progress = move |p: Progress| match p {
         Progress::Operation { id, resumed } => {
-            b.set_message(format!("{} {id}", if resumed { "resuming" } else { "operation" }));
+            b.set_message(format!(
+                "{} {id}",
+                if resumed { "resuming" } else { "operation" }
+            ));
         }
         Progress::StepStarted { step, attempt } => {
             b.set_message(if attempt > 1 {
@@ -65,7 +73,9 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
         }
         Progress::StepDone { step, took_ms } => {
             b.inc(1);
-            l.lock().unwrap().push(format!("  ✓ {step:<15} {}", secs_ms(Some(took_ms))));
+            l.lock()
+                .unwrap()
+                .push(format!("  ✓ {step:<15} {}", secs_ms(Some(took_ms))));
         }
         Progress::StepRetrying { step, error, in_ms } => {
             b.println(format!("  ! {step}: {error} (retrying in {in_ms} ms)"));
@@ -103,7 +113,10 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
                         secs_ms(m.map(|m| m.rto_ms)),
                         secs_ms(m.map(|m| m.rto_target_ms)),
                         m.and_then(|m| m.write_outage_ms)
-                            .map_or(String::new(), |w| format!(", write outage {}", secs_ms(Some(w)))),
+                            .map_or(String::new(), |w| format!(
+                                ", write outage {}",
+                                secs_ms(Some(w))
+                            )),
                     );
                 }
             }
@@ -111,7 +124,9 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
         }
         Err(e) => {
             if output == OutputFormat::Json {
-                print_json(&json!({ "error": { "code": error_code(&e), "message": e.to_string() } }))?;
+                print_json(
+                    &json!({ "error": { "code": error_code(&e), "message": e.to_string() } }),
+                )?;
                 return Err(Reported(1).into());
             }
             Err(e.into())
@@ -170,8 +185,18 @@ fn render_plan(p: &PlanReport, accept: bool) -> String {
         (None, Some(e)) => format!("unreachable: {e}"),
         (None, None) => "no datastore".into(),
     };
-    out += &format!("  source         {}@{}: {}\n", p.cluster, p.source, node(&p.source_state, &p.source_error));
-    out += &format!("  target         {}@{}: {}\n", p.cluster, p.target, node(&p.target_state, &p.target_error));
+    out += &format!(
+        "  source         {}@{}: {}\n",
+        p.cluster,
+        p.source,
+        node(&p.source_state, &p.source_error)
+    );
+    out += &format!(
+        "  target         {}@{}: {}\n",
+        p.cluster,
+        p.target,
+        node(&p.target_state, &p.target_error)
+    );
     out += &format!(
         "  expected loss  {} ({}) — {}; RPO target {}\n",
         secs_us(p.expected_loss_us),
@@ -194,14 +219,22 @@ fn render_plan(p: &PlanReport, accept: bool) -> String {
     }
     out += &format!(
         "  steps          {}\n",
-        p.steps.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" → ")
+        p.steps
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(" → ")
     );
     let standing = p.standing(accept);
     if standing.is_empty() {
         out += "  blockers       none: the operation would run\n";
     } else {
         for b in &p.blockers {
-            let state = if accept && b.overridable { "accepted" } else { "BLOCKS" };
+            let state = if accept && b.overridable {
+                "accepted"
+            } else {
+                "BLOCKS"
+            };
             out += &format!("  {state:<14} {} [{}]\n", b.message, b.code);
         }
     }
@@ -226,7 +259,9 @@ pub async fn operations(args: OperationsArgs) -> anyhow::Result<()> {
                                 o.status.clone(),
                                 o.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                                 o.ended_at.map_or("-".into(), |e| {
-                                    secs_ms(Some((e - o.started_at).num_milliseconds().max(0) as u64))
+                                    secs_ms(Some(
+                                        (e - o.started_at).num_milliseconds().max(0) as u64
+                                    ))
                                 }),
                                 o.error.clone().unwrap_or_default(),
                             ]
@@ -234,16 +269,18 @@ pub async fn operations(args: OperationsArgs) -> anyhow::Result<()> {
                         .collect();
                     print!(
                         "{}",
-                        table(&["ID", "KIND", "SERVICE", "STATUS", "STARTED", "TOOK", "ERROR"], &rows)
+                        table(
+                            &["ID", "KIND", "SERVICE", "STATUS", "STARTED", "TOOK", "ERROR"],
+                            &rows
+                        )
                     );
                 }
             }
         }
         OperationsCommand::Show { id, output } => {
-            let op = store
-                .operation(&id)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no operation {id} (see `drctl operations list`)"))?;
+            let op = store.operation(&id).await?.ok_or_else(|| {
+                anyhow::anyhow!("no operation {id} (see `drctl operations list`)")
+            })?;
             let steps = store.journal(&id).await?;
             match output {
                 OutputFormat::Json => print_json(&json!({ "operation": op, "steps": steps }))?,
@@ -254,7 +291,9 @@ pub async fn operations(args: OperationsArgs) -> anyhow::Result<()> {
                         op.id,
                         op.service.clone().unwrap_or_default(),
                         op.status,
-                        op.error.as_deref().map_or(String::new(), |e| format!(" ({e})"))
+                        op.error
+                            .as_deref()
+                            .map_or(String::new(), |e| format!(" ({e})"))
                     );
                     let rows: Vec<Vec<String>> = steps
                         .iter()
@@ -263,9 +302,17 @@ pub async fn operations(args: OperationsArgs) -> anyhow::Result<()> {
                                 s.step.clone(),
                                 s.status.clone(),
                                 s.attempts.to_string(),
-                                format!("+{}", secs_ms(Some((s.started_at - op.started_at).num_milliseconds().max(0) as u64))),
+                                format!(
+                                    "+{}",
+                                    secs_ms(Some(
+                                        (s.started_at - op.started_at).num_milliseconds().max(0)
+                                            as u64
+                                    ))
+                                ),
                                 s.ended_at.map_or("-".into(), |e| {
-                                    secs_ms(Some((e - s.started_at).num_milliseconds().max(0) as u64))
+                                    secs_ms(Some(
+                                        (e - s.started_at).num_milliseconds().max(0) as u64
+                                    ))
                                 }),
                                 s.error.clone().unwrap_or_default(),
                             ]
@@ -273,7 +320,10 @@ pub async fn operations(args: OperationsArgs) -> anyhow::Result<()> {
                         .collect();
                     print!(
                         "{}",
-                        table(&["STEP", "STATUS", "ATTEMPTS", "AT", "TOOK", "ERROR"], &rows)
+                        table(
+                            &["STEP", "STATUS", "ATTEMPTS", "AT", "TOOK", "ERROR"],
+                            &rows
+                        )
                     );
                     if let Some(r) = &op.result {
                         println!("result: {r}");

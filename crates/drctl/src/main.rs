@@ -63,8 +63,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lab(args) => lab_cmd::run(args).await,
         Command::Backup(args) => backup_cmd::run(args).await,
         Command::RestoreTest(args) => backup_cmd::restore_test(args).await,
-        Command::Failover(args) => failover_cmd::run(drctl_failover::OperationKind::Failover, args).await,
-        Command::Switchover(args) => failover_cmd::run(drctl_failover::OperationKind::Switchover, args).await,
+        Command::Failover(args) => {
+            failover_cmd::run(drctl_failover::OperationKind::Failover, args).await
+        }
+        Command::Switchover(args) => {
+            failover_cmd::run(drctl_failover::OperationKind::Switchover, args).await
+        }
         Command::Operations(args) => failover_cmd::operations(args).await,
         Command::Bench(args) => match args.command {
             cli::BenchCommand::Monitor(a) => bench_cmd::run(a).await,
