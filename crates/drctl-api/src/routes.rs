@@ -45,8 +45,23 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     )
 }
 
+/// The configured services, with `primary` where the primary is now (a
+/// failover or switchover moves it away from the config's `primary`, which
+/// stays as `configured_primary`).
 async fn services(State(state): State<ApiState>) -> Json<Value> {
-    Json(json!({ "services": state.monitor.config().services }))
+    let services: Vec<Value> = state
+        .monitor
+        .config()
+        .services
+        .iter()
+        .map(|s| {
+            let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+            v["configured_primary"] = json!(s.primary);
+            v["primary"] = json!(state.monitor.primary_region(s));
+            v
+        })
+        .collect();
+    Json(json!({ "services": services }))
 }
 
 fn secs(us: Option<i64>) -> Option<f64> {

@@ -442,28 +442,21 @@ impl Engine {
                         .journal_operation_status(lease, id, status, ended, None, Some(&e.message))
                         .await
                         .map_err(fenced)?;
-                    let error = FailoverError::Stopped {
-                        id: id.to_string(),
-                        step: step.to_string(),
-                        error: e.message.clone(),
-                    };
-                    return Err(if e.abandon {
-                        match step {
-                            Step::Plan => FailoverError::Refused {
-                                overridable: e.message.contains("--accept-data-loss"),
-                                blockers: vec![e
-                                    .message
-                                    .trim_start_matches("refused: ")
-                                    .to_string()],
-                            },
-                            _ => FailoverError::Failed {
-                                id: id.to_string(),
-                                step: step.to_string(),
-                                error: e.message,
-                            },
-                        }
-                    } else {
-                        error
+                    return Err(match e.refused {
+                        Some((blockers, overridable)) => FailoverError::Refused {
+                            blockers,
+                            overridable,
+                        },
+                        None if e.abandon => FailoverError::Failed {
+                            id: id.to_string(),
+                            step: step.to_string(),
+                            error: e.message,
+                        },
+                        None => FailoverError::Stopped {
+                            id: id.to_string(),
+                            step: step.to_string(),
+                            error: e.message,
+                        },
                     });
                 }
             }

@@ -59,3 +59,23 @@ impl From<StoreError> for FailoverError {
         FailoverError::Store(e)
     }
 }
+
+impl FailoverError {
+    /// A stable code for scripts and the API (`-o json`); never renamed.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FailoverError::UnknownService(_) => "service_not_found",
+            FailoverError::UnknownRegion { .. } => "region_not_found",
+            FailoverError::InProgress { .. } => "operation_in_progress",
+            FailoverError::LeaseBusy { .. } => "lease_busy",
+            FailoverError::Refused { .. } => "refused",
+            FailoverError::NotFound(_) => "operation_not_found",
+            FailoverError::NotResumable { .. } => "not_resumable",
+            FailoverError::Stopped { .. } => "operation_stopped",
+            FailoverError::Failed { .. } => "operation_failed",
+            FailoverError::LeaseLost { .. } => "lease_lost",
+            FailoverError::Journal { .. } => "journal_unreadable",
+            FailoverError::Store(_) => "store_unavailable",
+        }
+    }
+}

@@ -39,6 +39,9 @@ pub(crate) struct StepError {
     /// The operation ends here without its goal (nothing was changed, or
     /// the step undid what it had done); otherwise it stops, resumable.
     pub abandon: bool,
+    /// The plan's standing blockers (and whether `--accept-data-loss`
+    /// overrides them all): the operation was refused, not attempted.
+    pub refused: Option<(Vec<String>, bool)>,
 }
 
 impl StepError {
@@ -47,6 +50,7 @@ impl StepError {
             message: message.into(),
             retryable: false,
             abandon: false,
+            refused: None,
         }
     }
     pub fn retry(message: impl Into<String>) -> Self {
@@ -54,6 +58,7 @@ impl StepError {
             message: message.into(),
             retryable: true,
             abandon: false,
+            refused: None,
         }
     }
     pub fn abandon(message: impl Into<String>) -> Self {
@@ -61,6 +66,21 @@ impl StepError {
             message: message.into(),
             retryable: false,
             abandon: true,
+            refused: None,
+        }
+    }
+    pub fn refused(blockers: Vec<String>, overridable: bool) -> Self {
+        StepError {
+            refused: Some((blockers.clone(), overridable)),
+            ..StepError::abandon(format!(
+                "refused: {}{}",
+                blockers.join("; "),
+                if overridable {
+                    " (--accept-data-loss overrides)"
+                } else {
+                    ""
+                }
+            ))
         }
     }
 }
@@ -170,15 +190,7 @@ async fn plan_step(ctx: &Ctx<'_>) -> StepResult {
     if !standing.is_empty() {
         let overridable = standing.iter().all(|b| b.overridable);
         let text: Vec<String> = standing.iter().map(|b| b.message.clone()).collect();
-        return Err(StepError::abandon(format!(
-            "refused: {}{}",
-            text.join("; "),
-            if overridable {
-                " (--accept-data-loss overrides)"
-            } else {
-                ""
-            }
-        )));
+        return Err(StepError::refused(text, overridable));
     }
     to_value(&report)
 }
@@ -630,7 +642,10 @@ pub(crate) struct Flip {
 }
 
 /// The DNS records an operation flips: one per member with `[services.dns]`.
-fn dns_records(ctx: &Ctx<'_>) -> Result<Vec<(String, Arc<dyn DnsProvider>, DnsRecord)>, StepError> {
+/// A member service, its DNS provider and the record as the target wants it.
+type Flipped = (String, Arc<dyn DnsProvider>, DnsRecord);
+
+fn dns_records(ctx: &Ctx<'_>) -> Result<Vec<Flipped>, StepError> {
     let mut out = Vec::new();
     for member in &ctx.params.members {
         let Some(service) = ctx.config.service(member) else {

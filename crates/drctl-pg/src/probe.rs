@@ -99,7 +99,8 @@ const STANDBY_POSITION: &str = "SELECT pg_is_in_recovery(), \
      pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::bigint, \
      pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint, \
      (extract(epoch FROM (now() - pg_last_xact_replay_timestamp())) * 1000000)::bigint, \
-     (SELECT status FROM pg_stat_wal_receiver LIMIT 1)";
+     (SELECT status FROM pg_stat_wal_receiver LIMIT 1), \
+     current_setting('default_transaction_read_only') = 'on'";
 
 const HEARTBEAT_SCHEMA: [&str; 2] = [
     "CREATE SCHEMA IF NOT EXISTS drctl",
@@ -242,8 +243,15 @@ impl PgEndpoint {
 
     /// Reads what a standby has received, flushed and replayed.
     pub async fn probe_standby_position(&self) -> Result<StandbyPosition, PgError> {
-        type Row = (bool, Option<i64>, Option<i64>, Option<i64>, Option<String>);
-        let (in_recovery, receive, replay, naive, receiver): Row = self
+        type Row = (
+            bool,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<String>,
+            bool,
+        );
+        let (in_recovery, receive, replay, naive, receiver, read_only): Row = self
             .with_conn("reading the standby's position", |c| {
                 Box::pin(sqlx::query_as(STANDBY_POSITION).fetch_one(c))
             })
@@ -252,7 +260,13 @@ impl PgEndpoint {
             return Err(PgError::WrongRole {
                 endpoint: self.label.clone(),
                 expected: "standby",
-                found: "is not in recovery (a writable primary)",
+                // A failed-over old primary stays fenced read-only until it
+                // is rejoined as a standby: say so rather than "writable".
+                found: if read_only {
+                    "is a primary fenced read-only (rejoin it as a standby of the new primary)"
+                } else {
+                    "is not in recovery (a writable primary)"
+                },
             });
         }
         let replay_lsn = Lsn::from_db(replay.unwrap_or(0));

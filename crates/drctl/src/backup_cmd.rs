@@ -9,13 +9,8 @@ use serde_json::json;
 
 use crate::cli::{BackupArgs, BackupCommand, OutputFormat, RestoreTestArgs};
 use crate::config_cmd::open;
-use crate::output::{bytes, seconds, table};
+use crate::output::{bytes, print_json, seconds, table};
 use crate::Reported;
-
-fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
 
 pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
     let (config, store) = open(&args.config).await?;

@@ -3,19 +3,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use drctl_failover::{Engine, FailoverError, OperationKind, PlanReport, Progress, Request};
+use drctl_failover::{Engine, OperationKind, PlanReport, Progress, Request};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::cli::{FailoverArgs, OperationsArgs, OperationsCommand, OutputFormat};
 use crate::config_cmd::open;
-use crate::output::{bytes, seconds, table};
+use crate::output::{bytes, print_json, seconds, table};
 use crate::Reported;
-
-fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
 
 fn secs_us(us: Option<i64>) -> String {
     seconds(us.map(|u| u as f64 / 1e6))
@@ -124,9 +119,7 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
         }
         Err(e) => {
             if output == OutputFormat::Json {
-                print_json(
-                    &json!({ "error": { "code": error_code(&e), "message": e.to_string() } }),
-                )?;
+                print_json(&json!({ "error": { "code": e.code(), "message": e.to_string() } }))?;
                 return Err(Reported(1).into());
             }
             Err(e.into())
@@ -143,24 +136,6 @@ fn request(kind: OperationKind, args: &FailoverArgs, service: String) -> Request
         requested_by: "cli".into(),
         reason: args.reason.clone(),
         detected_at: None,
-    }
-}
-
-/// Stable codes for scripts (`-o json`).
-pub fn error_code(e: &FailoverError) -> &'static str {
-    match e {
-        FailoverError::UnknownService(_) => "service_not_found",
-        FailoverError::UnknownRegion { .. } => "region_not_found",
-        FailoverError::InProgress { .. } => "operation_in_progress",
-        FailoverError::LeaseBusy { .. } => "lease_busy",
-        FailoverError::Refused { .. } => "refused",
-        FailoverError::NotFound(_) => "operation_not_found",
-        FailoverError::NotResumable { .. } => "not_resumable",
-        FailoverError::Stopped { .. } => "operation_stopped",
-        FailoverError::Failed { .. } => "operation_failed",
-        FailoverError::LeaseLost { .. } => "lease_lost",
-        FailoverError::Journal { .. } => "journal_unreadable",
-        FailoverError::Store(_) => "store_unavailable",
     }
 }
 

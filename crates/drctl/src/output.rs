@@ -54,3 +54,9 @@ pub fn bytes(b: Option<i64>) -> String {
         Some(b) => format!("{:.1}MiB", b as f64 / 1048576.0),
     }
 }
+
+/// One JSON document on stdout (`-o json`).
+pub fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}

@@ -85,6 +85,12 @@ async fn fetch(api: &str) -> anyhow::Result<Value> {
 async fn from_store(config: &drctl_config::Config) -> anyhow::Result<Value> {
     let store = drctl_store::Store::open(config.store.url.expose()).await?;
     let latest = store.latest_lag_samples().await?;
+    let moved: HashMap<String, String> = store
+        .cluster_roles()
+        .await?
+        .into_iter()
+        .map(|r| (r.cluster, r.primary_region))
+        .collect();
     store.close().await;
     let services: Vec<Value> = config
         .services
@@ -108,7 +114,8 @@ async fn from_store(config: &drctl_config::Config) -> anyhow::Result<Value> {
                 .filter(|s| s["exposure_s"].is_number())
                 .min_by(|a, b| a["exposure_s"].as_f64().unwrap_or(f64::MAX).total_cmp(&b["exposure_s"].as_f64().unwrap_or(f64::MAX)));
             json!({
-                "service": svc.name, "tier": svc.tier, "primary": svc.primary,
+                "service": svc.name, "tier": svc.tier,
+                "primary": moved.get(&svc.cluster).unwrap_or(&svc.primary),
                 "status": best.map(|b| b["status"].clone()).unwrap_or(json!("unknown")),
                 "rpo": {"target_s": svc.targets.rpo.as_secs_f64(), "exposure_s": best.map(|b| b["exposure_s"].clone()), "window_1h": {}},
                 "sampled_at": best.map(|b| b["sampled_at"].clone()),
