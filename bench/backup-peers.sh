@@ -21,6 +21,7 @@
 # Measured, each REPS times (median and min reported):
 #   raw floor      pg_basebackup -Ft -X fetch -c fast to local disk; and
 #                  the same piped through `zstd -ZSTD_LEVEL -T1` (one core)
+#                  and `-T0` (one worker per core, as drctl by default)
 #   drctl          `drctl backup run` to a local directory store, and to S3
 #                  (s3s-fs, plain HTTP on loopback); `drctl backup verify`
 #                  of each; `drctl restore-test` from each (restore, start,
@@ -286,6 +287,9 @@ for rep in $(seq "$reps"); do
   timed "pg_basebackup -Ft | zstd -$level -T1 to local disk" "$size" \
     bash -o pipefail -c "'$pg_bin/pg_basebackup' -d '$dsn' -D - -Ft -X fetch -c fast | zstd -$level -q -T1 -o '$raw/base.tar.zst'"
   stored "pg_basebackup -Ft | zstd -$level -T1 to local disk" "$(stat -c %s "$raw/base.tar.zst")"
+  timed "pg_basebackup -Ft | zstd -$level -T0 to local disk" "$size" \
+    bash -o pipefail -c "'$pg_bin/pg_basebackup' -d '$dsn' -D - -Ft -X fetch -c fast | zstd -$level -q -f -T0 -o '$raw/base.tar.zst'"
+  stored "pg_basebackup -Ft | zstd -$level -T0 to local disk" "$(stat -c %s "$raw/base.tar.zst")"
   rm -rf "$raw"
 
   for store in local s3; do

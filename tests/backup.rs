@@ -42,6 +42,7 @@ fn request(lab: &drctl_lab::Lab, store: ObjectStore) -> BackupRequest {
         dsn: lab.cluster("catalog", REGION_A).dsn("postgres"),
         pg_bin: find_pg_bin().expect("PostgreSQL binaries"),
         compression_level: 3,
+        compression_threads: 2,
         store,
         encryption: None,
     }

@@ -139,6 +139,7 @@ pub async fn backup_service(
         dsn: dsn.expose().to_string(),
         pg_bin: drctl_pg::find_pg_bin()?,
         compression_level: policy.compression_level,
+        compression_threads: policy.compression_threads,
         store: objects,
         encryption: backup_key(svc)?,
     };

@@ -311,6 +311,10 @@ pub struct BackupPolicy {
     pub from_region: String,
     /// zstd level, 1..=19 (default 3).
     pub compression_level: i32,
+    /// zstd worker threads; 0 (the default) means one per core of the host
+    /// drctl runs on. Compression is a backup's bottleneck, so it uses every
+    /// core unless told otherwise.
+    pub compression_threads: u32,
     /// SQL run against a restored copy; each must return true for the
     /// backup to count as verified. Never empty strings. Default none.
     pub validation_queries: Vec<String>,

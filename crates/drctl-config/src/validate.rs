@@ -84,6 +84,7 @@ const BACKUP_KEYS: &[&str] = &[
     "store",
     "from_region",
     "compression_level",
+    "compression_threads",
     "validation_queries",
     "strict",
     "schedule",
@@ -173,6 +174,8 @@ const DEFAULT_DNS_TTL: Duration = Duration::from_secs(30);
 const TTL_RANGE: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(86_400);
 /// zstd's regular levels; 20-22 ("ultra") need far more memory to restore.
 const COMPRESSION_LEVELS: std::ops::RangeInclusive<i64> = 1..=19;
+/// More zstd workers than this is a typo, not a machine.
+const MAX_COMPRESSION_THREADS: u32 = 256;
 /// Where S3 credentials come from instead of the config file.
 const AWS_CHAIN_HINT: &str =
     "drctl takes S3 and Route 53 credentials from the standard AWS chain: \
@@ -1640,6 +1643,24 @@ fn backup(
         }),
     };
 
+    let compression_threads = match table.get("compression_threads") {
+        None => Some(0),
+        Some(f) => cx.integer(&f).and_then(|threads| {
+            let in_range = u32::try_from(threads.value).ok().filter(|t| *t <= MAX_COMPRESSION_THREADS);
+            if in_range.is_none() {
+                cx.error(
+                    &threads.span,
+                    &f.path,
+                    format!("{} compression threads is out of range", threads.value),
+                    Some(format!(
+                        "use 1 to {MAX_COMPRESSION_THREADS}, or 0 (the default) for one per core"
+                    )),
+                );
+            }
+            in_range
+        }),
+    };
+
     let validation_queries = match table.get("validation_queries") {
         None => Some(Vec::new()),
         Some(f) => validation_queries(cx, &f),
@@ -1673,6 +1694,7 @@ fn backup(
         store: store?.value,
         from_region: from_region?,
         compression_level: compression_level?,
+        compression_threads: compression_threads?,
         validation_queries: validation_queries?,
         strict: strict?,
         schedule: schedule?,

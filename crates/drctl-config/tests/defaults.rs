@@ -198,6 +198,7 @@ dsn_env = "ORDERS_US_EAST_DSN"
 store = "minio"
 from_region = "us-east"
 compression_level = 19
+compression_threads = 2
 validation_queries = ["SELECT count(*) > 0 FROM shop.orders"]
 strict = true
 "#;
@@ -246,6 +247,7 @@ strict = true
             store: "dr-bucket".into(),
             from_region: "eu-west".into(),
             compression_level: 3,
+            compression_threads: 0,
             validation_queries: Vec::new(),
             strict: false,
             schedule: None,
@@ -263,6 +265,7 @@ strict = true
             store: "minio".into(),
             from_region: "us-east".into(),
             compression_level: 19,
+            compression_threads: 2,
             validation_queries: vec!["SELECT count(*) > 0 FROM shop.orders".into()],
             strict: true,
             schedule: None,
