@@ -3,14 +3,12 @@
 //! two requests never run at once, and a driver killed at any step boundary
 //! is resumed by another process to exactly one writable primary.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use drctl_failover::{Engine, FailoverError, OpStatus, OperationKind, Request, Step};
 use drctl_lab::{Lab, REGION_A, REGION_B};
 use drctl_store::Store;
 use drctl_tests::*;
-use sqlx::{Connection, PgConnection};
 
 fn request(kind: OperationKind, to: &str, accept_data_loss: bool) -> Request {
     Request {
@@ -33,133 +31,6 @@ async fn engine(lab: &Lab) -> (Engine, Store) {
 }
 
 fn quiet(_: drctl_failover::Progress) {}
-
-/// `(in recovery, read-only)` of a lab cluster, `None` when it is down.
-async fn role(lab: &Lab, region: &str) -> Option<(bool, bool)> {
-    let mut c = PgConnection::connect(&lab.cluster("orders", region).dsn("orders"))
-        .await
-        .ok()?;
-    sqlx::query_as(
-        "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'",
-    )
-    .fetch_one(&mut c)
-    .await
-    .ok()
-}
-
-async fn writable(lab: &Lab, region: &str) -> bool {
-    role(lab, region).await == Some((false, false))
-}
-
-/// A client that commits one numbered row every 50 ms to the service the
-/// way an application does: it resolves `orders.shop.lab.` through the lab's
-/// DNS at every (re)connect and connects to that region's front. Remembers
-/// every row it saw committed.
-struct Writer {
-    acked: Arc<Mutex<Vec<(i64, Instant)>>>,
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// Where the lab's DNS sends clients of orders now.
-async fn resolve(lab: &Lab) -> Option<String> {
-    drctl_dns::query(
-        lab.dns().addr(),
-        "orders.shop.lab.",
-        drctl_config::RecordType::A,
-    )
-    .await
-    .ok()
-    .flatten()
-    .and_then(|v| v.into_iter().next())
-}
-
-impl Writer {
-    async fn start(lab: &Lab) -> Writer {
-        let mut c = connect(&lab.cluster("orders", REGION_A).dsn("orders")).await;
-        sqlx::query("CREATE TABLE IF NOT EXISTS shop.acked (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
-            .execute(&mut c)
-            .await
-            .unwrap();
-        let port = lab
-            .record
-            .fronts
-            .iter()
-            .find(|f| f.service == "orders")
-            .expect("a front")
-            .front_port;
-        let dns = lab.dns().addr();
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let log = acked.clone();
-        let task = tokio::spawn(async move {
-            let mut next = 1i64;
-            let mut conn: Option<PgConnection> = None;
-            while !*stopped.borrow() {
-                if conn.is_none() {
-                    let ip = drctl_dns::query(dns, "orders.shop.lab.", drctl_config::RecordType::A)
-                        .await
-                        .ok()
-                        .flatten()
-                        .and_then(|v| v.into_iter().next());
-                    if let Some(ip) = ip {
-                        let dsn = format!("postgres://postgres@{ip}:{port}/orders");
-                        if let Ok(Ok(c)) = tokio::time::timeout(
-                            Duration::from_millis(500),
-                            PgConnection::connect(&dsn),
-                        )
-                        .await
-                        {
-                            conn = Some(c);
-                        }
-                    }
-                }
-                if let Some(c) = conn.as_mut() {
-                    let r = tokio::time::timeout(
-                        Duration::from_millis(500),
-                        sqlx::query("INSERT INTO shop.acked (id) VALUES ($1)")
-                            .bind(next)
-                            .execute(&mut *c),
-                    )
-                    .await;
-                    match r {
-                        Ok(Ok(_)) => {
-                            log.lock().unwrap().push((next, Instant::now()));
-                            next += 1;
-                        }
-                        // Unknown outcome (the commit may or may not have
-                        // happened): never counted as acknowledged; the id
-                        // is not reused.
-                        _ => {
-                            next += 1;
-                            conn = None;
-                        }
-                    }
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                    _ = stopped.changed() => {}
-                }
-            }
-        });
-        Writer { acked, stop, task }
-    }
-
-    async fn finish(self) -> Vec<(i64, Instant)> {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-        Arc::try_unwrap(self.acked).unwrap().into_inner().unwrap()
-    }
-}
-
-/// The longest time between two consecutive acknowledged writes.
-fn longest_gap(acked: &[(i64, Instant)]) -> Duration {
-    acked
-        .windows(2)
-        .map(|w| w[1].1 - w[0].1)
-        .max()
-        .unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn switchover_under_writes_loses_no_acknowledged_row_and_refuses_a_second_request() {
@@ -370,7 +241,7 @@ async fn a_driver_killed_at_any_step_boundary_is_resumed_to_one_writable_primary
         for phase in ["applied", "done"] {
             let crash = format!("{}:{phase}", step.as_str());
             let out = std::process::Command::new(drctl_bin())
-                .args(["failover", "orders", "--to", target, "--config", config])
+                .args(["failover", "orders", "--to", target, "--yes", "--config", config])
                 .env("DRCTL_FAULT_CRASH_AT", &crash)
                 .output()
                 .unwrap();
@@ -381,7 +252,7 @@ async fn a_driver_killed_at_any_step_boundary_is_resumed_to_one_writable_primary
                 String::from_utf8_lossy(&out.stderr)
             );
             let op = store
-                .unfinished_operation("orders")
+                .unfinished_operation("orders", &["failover", "switchover"])
                 .await
                 .unwrap()
                 .unwrap_or_else(|| panic!("{crash}: an unfinished operation"));
@@ -471,6 +342,7 @@ async fn the_daemon_resumes_an_operation_whose_driver_died() {
             "orders",
             "--to",
             REGION_B,
+            "--yes",
             "--config",
             config_path.to_str().unwrap(),
         ])

@@ -5,7 +5,7 @@
 //! accepts. Values (`200ms`, `orders`, `<SERVICE>`) are told from
 //! subcommands by the help of the command they follow: a word that is not
 //! one of its subcommands is a positional argument if it takes any, and a
-//! mistake otherwise (`drctl drill orders` fails until `drill` exists).
+//! mistake otherwise (`drctl rehearse orders` fails until `rehearse` exists).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -530,7 +530,7 @@ drctl this-is-not-checked
 ```
 
 ```bash
-drctl drill orders
+drctl rehearse orders
 drctl status --bogus
 drctl lab link
 drctl lab link sever
@@ -542,7 +542,7 @@ echo ok; drctl lab up --nope
     assert_eq!(checked, 15, "failures: {failures:#?}");
     let expected = [
         (
-            "doc.md:20: `drctl drill orders`",
+            "doc.md:20: `drctl rehearse orders`",
             "not a subcommand of `drctl`",
         ),
         ("doc.md:21: `drctl status --bogus`", "has no option --bogus"),

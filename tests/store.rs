@@ -162,7 +162,7 @@ async fn journal_suite(store: &Store, now: DateTime<Utc>) {
         .unwrap();
     assert_eq!(
         store
-            .unfinished_operation("orders")
+            .unfinished_operation("orders", &["failover", "switchover"])
             .await
             .unwrap()
             .unwrap()
@@ -226,7 +226,7 @@ async fn journal_suite(store: &Store, now: DateTime<Utc>) {
         .await
         .unwrap();
     assert!(store
-        .unfinished_operation("orders")
+        .unfinished_operation("orders", &["failover", "switchover"])
         .await
         .unwrap()
         .is_none());

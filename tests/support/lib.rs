@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use drctl_api::Daemon;
@@ -188,4 +188,133 @@ pub async fn moto_server() -> MotoServer {
     })
     .await;
     server
+}
+
+// ------------------------------------------------- clients of the lab's orders
+
+/// `(in recovery, read-only)` of the lab's orders cluster, `None` when it is down.
+pub async fn role(lab: &Lab, region: &str) -> Option<(bool, bool)> {
+    let mut c = PgConnection::connect(&lab.cluster("orders", region).dsn("orders"))
+        .await
+        .ok()?;
+    sqlx::query_as(
+        "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'",
+    )
+    .fetch_one(&mut c)
+    .await
+    .ok()
+}
+
+pub async fn writable(lab: &Lab, region: &str) -> bool {
+    role(lab, region).await == Some((false, false))
+}
+
+/// A client that commits one numbered row every 50 ms to the service the
+/// way an application does: it resolves `orders.shop.lab.` through the lab's
+/// DNS at every (re)connect and connects to that region's front. Remembers
+/// every row it saw committed.
+pub struct Writer {
+    acked: Arc<Mutex<Vec<(i64, Instant)>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Where the lab's DNS sends clients of orders now (`None`: no record).
+pub async fn resolve(lab: &Lab) -> Option<String> {
+    drctl_dns::query(
+        lab.dns().addr(),
+        "orders.shop.lab.",
+        drctl_config::RecordType::A,
+    )
+    .await
+    .ok()
+    .flatten()
+    .and_then(|v| v.into_iter().next())
+}
+
+impl Writer {
+    pub async fn start(lab: &Lab) -> Writer {
+        let mut c = connect(&lab.cluster("orders", REGION_A).dsn("orders")).await;
+        sqlx::query("CREATE TABLE IF NOT EXISTS shop.acked (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let port = lab
+            .record
+            .fronts
+            .iter()
+            .find(|f| f.service == "orders")
+            .expect("a front")
+            .front_port;
+        let dns = lab.dns().addr();
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let log = acked.clone();
+        let task = tokio::spawn(async move {
+            let mut next = 1i64;
+            let mut conn: Option<PgConnection> = None;
+            while !*stopped.borrow() {
+                if conn.is_none() {
+                    let ip = drctl_dns::query(dns, "orders.shop.lab.", drctl_config::RecordType::A)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|v| v.into_iter().next());
+                    if let Some(ip) = ip {
+                        let dsn = format!("postgres://postgres@{ip}:{port}/orders");
+                        if let Ok(Ok(c)) = tokio::time::timeout(
+                            Duration::from_millis(500),
+                            PgConnection::connect(&dsn),
+                        )
+                        .await
+                        {
+                            conn = Some(c);
+                        }
+                    }
+                }
+                if let Some(c) = conn.as_mut() {
+                    let r = tokio::time::timeout(
+                        Duration::from_millis(500),
+                        sqlx::query("INSERT INTO shop.acked (id) VALUES ($1)")
+                            .bind(next)
+                            .execute(&mut *c),
+                    )
+                    .await;
+                    match r {
+                        Ok(Ok(_)) => {
+                            log.lock().unwrap().push((next, Instant::now()));
+                            next += 1;
+                        }
+                        // Unknown outcome (the commit may or may not have
+                        // happened): never counted as acknowledged; the id
+                        // is not reused.
+                        _ => {
+                            next += 1;
+                            conn = None;
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = stopped.changed() => {}
+                }
+            }
+        });
+        Writer { acked, stop, task }
+    }
+
+    pub async fn finish(self) -> Vec<(i64, Instant)> {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        Arc::try_unwrap(self.acked).unwrap().into_inner().unwrap()
+    }
+}
+
+/// The longest time between two consecutive acknowledged writes.
+pub fn longest_gap(acked: &[(i64, Instant)]) -> Duration {
+    acked
+        .windows(2)
+        .map(|w| w[1].1 - w[0].1)
+        .max()
+        .unwrap_or_default()
 }

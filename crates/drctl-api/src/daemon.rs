@@ -36,12 +36,9 @@ pub struct Daemon {
     api_task: JoinHandle<std::io::Result<()>>,
 }
 
-/// Where scheduled restore tests restore to: `DRCTL_SCRATCH`, else
-/// `/tmp/drctl-restore-tests` (the postgres user must reach it).
+/// Where restore tests and drills put their scratch clusters.
 pub fn scratch_root() -> std::path::PathBuf {
-    std::env::var_os("DRCTL_SCRATCH")
-        .map(Into::into)
-        .unwrap_or_else(|| std::path::PathBuf::from("/tmp/drctl-restore-tests"))
+    drctl_pg::os::scratch_root()
 }
 
 impl Daemon {

@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::journal::{self, Event, JournalState, OpStatus};
 use crate::plan::{self, OperationParams, PlanReport};
 use crate::steps::{self, Ctx, StepError};
-use crate::{lease_name, FailoverError, Measured, OperationKind, Step};
+use crate::{FailoverError, Measured, OperationKind, Step};
 
 /// Retries of a retryable step error in place, before the operation stops.
 const STEP_RETRIES: u32 = 5;
@@ -84,6 +84,13 @@ fn crash_point(step: Step, phase: &str) {
             std::process::abort();
         }
     }
+}
+
+/// Test-only fault injection: `DRCTL_FAULT_FAIL_AT=STEP` makes `STEP` fail
+/// (not retryable), as a lost server or a refused change would.
+fn injected_failure(step: Step) -> Option<StepError> {
+    let spec = std::env::var("DRCTL_FAULT_FAIL_AT").ok()?;
+    (spec == step.as_str()).then(|| StepError::stop(format!("DRCTL_FAULT_FAIL_AT: {spec} made to fail")))
 }
 
 /// The failover engine bound to a config and a store.
@@ -163,11 +170,16 @@ impl Engine {
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Outcome, FailoverError> {
         let params = self.params(req).await?;
-        let lease = match self.take_lease(&params.cluster).await {
+        let exclusive = params.kind.exclusive_with();
+        let lease = match self.take_lease(params.kind, &params.cluster).await {
             Ok(l) => l,
             Err(busy @ FailoverError::LeaseBusy { .. }) => {
                 return Err(
-                    match self.store.unfinished_operation(&params.cluster).await? {
+                    match self
+                        .store
+                        .unfinished_operation(&params.cluster, exclusive)
+                        .await?
+                    {
                         Some(op) => FailoverError::InProgress {
                             detail: format!(
                                 "{} of {}, {}",
@@ -184,7 +196,11 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
-        if let Some(op) = self.store.unfinished_operation(&params.cluster).await? {
+        if let Some(op) = self
+            .store
+            .unfinished_operation(&params.cluster, exclusive)
+            .await?
+        {
             self.store.release_lease(&lease).await?;
             return Err(FailoverError::InProgress {
                 detail: format!(
@@ -252,7 +268,7 @@ impl Engine {
             })?;
         let deadline = Instant::now() + wait;
         let lease = loop {
-            match self.take_lease(&params.cluster).await {
+            match self.take_lease(params.kind, &params.cluster).await {
                 Ok(l) => break l,
                 Err(FailoverError::LeaseBusy { .. }) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(200)).await
@@ -267,8 +283,8 @@ impl Engine {
         self.drive(id, params, lease, op.started_at, progress).await
     }
 
-    async fn take_lease(&self, cluster: &str) -> Result<Lease, FailoverError> {
-        let name = lease_name(cluster);
+    async fn take_lease(&self, kind: OperationKind, cluster: &str) -> Result<Lease, FailoverError> {
+        let name = kind.lease_name(cluster);
         match self
             .store
             .acquire_lease(&name, &self.driver, self.lease_ttl(), Utc::now())
@@ -381,6 +397,22 @@ impl Engine {
                 .map_err(|e| self.store_error(id, e))?;
         }
         let fenced = |e| self.store_error(id, e);
+        // Why an unwinding operation failed (the step it failed at, the
+        // error, and the plan's blockers when it was refused).
+        let mut unwound: Option<(Step, StepError)> = records
+            .iter()
+            .filter(|r| r.status == "failed")
+            .filter_map(|r| plan.iter().find(|s| s.as_str() == r.step && !s.is_finally()))
+            .next()
+            .map(|step| {
+                let error = records
+                    .iter()
+                    .find(|r| r.step == step.as_str())
+                    .and_then(|r| r.error.clone())
+                    .unwrap_or_default();
+                (*step, StepError::abandon(error))
+            })
+            .filter(|_| state.unwinding());
         while let Some(step) = state.next_step() {
             if lost.load(Ordering::SeqCst) {
                 return Err(FailoverError::LeaseLost { id: id.to_string() });
@@ -432,6 +464,13 @@ impl Engine {
                         .journal_step_ended(lease, id, step.as_str(), ended, Err(&e.message))
                         .await
                         .map_err(fenced)?;
+                    if !step.is_finally() && plan.iter().any(|s| s.is_finally()) {
+                        // Run the finally step (a drill's teardown) before
+                        // the operation ends failed.
+                        state = self.transition(id, &state, Event::Unwind)?;
+                        unwound = Some((step, e));
+                        continue;
+                    }
                     let (event, status) = if e.abandon {
                         (Event::Abandon, "failed")
                     } else {
@@ -460,6 +499,25 @@ impl Engine {
                     });
                 }
             }
+        }
+        if let Some((step, e)) = unwound {
+            let message = format!("{step} failed: {}; torn down", e.message);
+            self.transition(id, &state, Event::Abandon)?;
+            self.store
+                .journal_operation_status(lease, id, "failed", Utc::now(), None, Some(&message))
+                .await
+                .map_err(fenced)?;
+            return Err(match e.refused {
+                Some((blockers, overridable)) => FailoverError::Refused {
+                    blockers,
+                    overridable,
+                },
+                None => FailoverError::Failed {
+                    id: id.to_string(),
+                    step: step.to_string(),
+                    error: message,
+                },
+            });
         }
         let measured: Option<Measured> = outputs
             .get(&Step::Record)
@@ -512,6 +570,9 @@ async fn run_with_retries(
     let mut backoff = FIRST_BACKOFF;
     for attempt in 1..=STEP_RETRIES {
         progress(Progress::StepStarted { step, attempt });
+        if let Some(e) = injected_failure(step) {
+            return Err(e);
+        }
         match steps::run(step, ctx).await {
             Err(e) if e.retryable && attempt < STEP_RETRIES => {
                 progress(Progress::StepRetrying {

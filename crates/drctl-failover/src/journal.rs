@@ -56,6 +56,9 @@ pub enum StepState {
     Started,
     Done,
     Failed,
+    /// Not run: an earlier step failed and the operation unwound to its
+    /// finally step (a drill's teardown).
+    Skipped,
 }
 
 /// What happens to an operation.
@@ -66,6 +69,9 @@ pub enum Event {
     Fail(Step),
     /// A step failed and the operation waits for a resume.
     Stop,
+    /// A step failed in a plan with a finally step: every step before it
+    /// that is not done is skipped, and the finally step runs next.
+    Unwind,
     /// A driver takes the operation over (after a crash or a stop).
     Resume,
     /// Every step is done.
@@ -119,14 +125,41 @@ impl JournalState {
                 };
             }
         }
+        // A failed step before a finally step means the operation was
+        // unwinding (it never stops there for a resume): skipped steps are
+        // not journaled, so they are inferred.
+        if state
+            .steps
+            .iter()
+            .any(|(step, st)| *st == StepState::Failed && !step.is_finally())
+        {
+            state.skip_to_finally();
+        }
         state
     }
 
-    /// The step to run next: the first one not done.
+    fn skip_to_finally(&mut self) -> bool {
+        let Some(at) = self.steps.iter().position(|(s, _)| s.is_finally()) else {
+            return false;
+        };
+        for (_, st) in &mut self.steps[..at] {
+            if *st != StepState::Done {
+                *st = StepState::Skipped;
+            }
+        }
+        true
+    }
+
+    /// Whether the operation unwinds to its finally step after a failure.
+    pub fn unwinding(&self) -> bool {
+        self.steps.iter().any(|(_, s)| *s == StepState::Skipped)
+    }
+
+    /// The step to run next: the first one neither done nor skipped.
     pub fn next_step(&self) -> Option<Step> {
         self.steps
             .iter()
-            .find(|(_, s)| *s != StepState::Done)
+            .find(|(_, s)| !matches!(s, StepState::Done | StepState::Skipped))
             .map(|(step, _)| *step)
     }
 
@@ -178,6 +211,21 @@ pub fn apply(state: &JournalState, event: Event) -> Result<JournalState, Illegal
                 return Err(illegal("an operation stops only on a failed step"));
             }
             next.status = OpStatus::Stopped;
+        }
+        Event::Unwind => {
+            if state.status != OpStatus::Running {
+                return Err(illegal("only a running operation unwinds"));
+            }
+            if !state
+                .steps
+                .iter()
+                .any(|(step, s)| *s == StepState::Failed && !step.is_finally())
+            {
+                return Err(illegal("an operation unwinds only on a failed step"));
+            }
+            if !next.skip_to_finally() {
+                return Err(illegal("the plan has no finally step to unwind to"));
+            }
         }
         Event::Resume => next.status = OpStatus::Running,
         Event::Succeed => {
@@ -269,6 +317,48 @@ mod tests {
         let s = apply(&s, Event::Resume).unwrap();
         let s = apply(&s, Event::Start(Step::Plan)).unwrap();
         assert_eq!(s.state_of(Step::Plan), Some(StepState::Started));
+    }
+
+    #[test]
+    fn a_drill_that_fails_unwinds_to_its_teardown_and_can_only_fail() {
+        let drill = OperationKind::Drill.steps();
+        let s = JournalState::new(drill);
+        assert!(apply(&s, Event::Unwind).is_err(), "unwind without a failure");
+        let mut s = s;
+        for step in [Step::Plan, Step::Lease, Step::CloneStandby] {
+            s = apply(&s, Event::Start(step)).unwrap();
+            s = apply(&s, Event::Done(step)).unwrap();
+        }
+        let s = apply(&s, Event::Start(Step::StartClone)).unwrap();
+        let s = apply(&s, Event::Fail(Step::StartClone)).unwrap();
+        let s = apply(&s, Event::Unwind).unwrap();
+        assert!(s.unwinding());
+        assert_eq!(s.next_step(), Some(Step::Teardown));
+        assert_eq!(s.state_of(Step::DnsFlip), Some(StepState::Skipped));
+        assert!(apply(&s, Event::Start(Step::PromoteTarget)).is_err());
+        let s = apply(&s, Event::Start(Step::Teardown)).unwrap();
+        let s = apply(&s, Event::Done(Step::Teardown)).unwrap();
+        assert_eq!(s.next_step(), None);
+        assert!(apply(&s, Event::Succeed).is_err(), "skipped steps never succeed");
+        assert_eq!(apply(&s, Event::Abandon).unwrap().status, OpStatus::Failed);
+        // A failover has no finally step to unwind to.
+        let f = JournalState::new(&plan());
+        let f = apply(&f, Event::Start(Step::Plan)).unwrap();
+        let f = apply(&f, Event::Fail(Step::Plan)).unwrap();
+        assert!(apply(&f, Event::Unwind).is_err());
+    }
+
+    #[test]
+    fn a_drill_driver_dying_in_its_teardown_resumes_the_teardown() {
+        let records = vec![
+            ("plan".to_string(), "done".to_string()),
+            ("lease".to_string(), "done".to_string()),
+            ("clone_standby".to_string(), "failed".to_string()),
+            ("teardown".to_string(), "started".to_string()),
+        ];
+        let s = JournalState::from_records(OperationKind::Drill.steps(), OpStatus::Running, &records);
+        assert!(s.unwinding());
+        assert_eq!(s.next_step(), Some(Step::Teardown));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The failover engine: failover, switchover (and, later, drill and
+//! The failover engine: failover, switchover and drill (and, later,
 //! recover) as journaled operations.
 //!
 //! An operation is a fixed list of [`Step`]s per [`OperationKind`]. The
@@ -14,6 +14,8 @@
 //! event); PostgreSQL actions live in `drctl-pg`, DNS in `drctl-dns`, the
 //! journal's storage in `drctl-store`.
 
+pub mod auto;
+mod drill;
 mod engine;
 mod error;
 mod hook;
@@ -39,6 +41,11 @@ pub enum OperationKind {
     /// Planned, zero data loss: the source is fenced, the target catches up
     /// to its last position, then takes over.
     Switchover,
+    /// A rehearsal with no production impact: the standby is cloned into a
+    /// scratch instance that is promoted, written to and announced under
+    /// the drill DNS record, then everything is torn down, also when a step
+    /// fails.
+    Drill,
 }
 
 impl OperationKind {
@@ -46,6 +53,7 @@ impl OperationKind {
         match self {
             OperationKind::Failover => "failover",
             OperationKind::Switchover => "switchover",
+            OperationKind::Drill => "drill",
         }
     }
 
@@ -53,14 +61,30 @@ impl OperationKind {
         match s {
             "failover" => Some(OperationKind::Failover),
             "switchover" => Some(OperationKind::Switchover),
+            "drill" => Some(OperationKind::Drill),
             _ => None,
         }
     }
 
-    /// The steps, in order. Both kinds share one list; the steps behave by
-    /// kind (a switchover's catch-up waits for zero loss, a failover's only
-    /// briefly and only when the source was reachable).
+    /// The steps, in order. Failover and switchover share one list; the
+    /// steps behave by kind (a switchover's catch-up waits for zero loss, a
+    /// failover's only briefly and only when the source was reachable). A
+    /// drill promotes, probes and announces its clone, never production.
     pub fn steps(self) -> &'static [Step] {
+        if self == OperationKind::Drill {
+            return &[
+                Step::Plan,
+                Step::Lease,
+                Step::CloneStandby,
+                Step::StartClone,
+                Step::PromoteTarget,
+                Step::WriteProbe,
+                Step::DnsFlip,
+                Step::DnsConfirm,
+                Step::Record,
+                Step::Teardown,
+            ];
+        }
         &[
             Step::Plan,
             Step::Lease,
@@ -75,6 +99,24 @@ impl OperationKind {
             Step::Record,
         ]
     }
+
+    /// The lease an operation of this kind takes on `cluster`. Drills have
+    /// their own, so a rehearsal never delays a real failover.
+    pub fn lease_name(self, cluster: &str) -> String {
+        match self {
+            OperationKind::Drill => format!("drill:{cluster}"),
+            _ => lease_name(cluster),
+        }
+    }
+
+    /// Kinds that exclude each other on one cluster: production changes
+    /// (failover, switchover) or drills.
+    pub fn exclusive_with(self) -> &'static [&'static str] {
+        match self {
+            OperationKind::Drill => &["drill"],
+            _ => &["failover", "switchover", "recover"],
+        }
+    }
 }
 
 /// One journaled step.
@@ -85,6 +127,11 @@ pub enum Step {
     Plan,
     /// Which driver holds the cluster's lease, with its fencing token.
     Lease,
+    /// Drill: a base backup of the standby into a scratch directory.
+    CloneStandby,
+    /// Drill: the clone runs as a standby of nothing, on a free port, until
+    /// it is consistent.
+    StartClone,
     /// The old primary refuses writes (or is recorded unreachable and the
     /// fence hook ran) before anything is announced.
     FenceSource,
@@ -107,6 +154,9 @@ pub enum Step {
     ServiceHealth,
     /// Measured RPO and RTO of the event.
     Record,
+    /// Drill: the clone and the drill record are removed. Runs even when an
+    /// earlier step failed (the only step that does).
+    Teardown,
 }
 
 impl Step {
@@ -123,7 +173,16 @@ impl Step {
             Step::DnsConfirm => "dns_confirm",
             Step::ServiceHealth => "service_health",
             Step::Record => "record",
+            Step::CloneStandby => "clone_standby",
+            Step::StartClone => "start_clone",
+            Step::Teardown => "teardown",
         }
+    }
+
+    /// A step that runs when an earlier one failed: the operation unwinds
+    /// to it, skipping the rest.
+    pub fn is_finally(self) -> bool {
+        self == Step::Teardown
     }
 }
 

@@ -122,8 +122,14 @@ pub(crate) fn regions(
     Ok((current_primary.to_string(), target))
 }
 
-/// The DNS flips an operation makes, as text.
-pub(crate) fn dns_flips(config: &Config, members: &[String], target: &str) -> Vec<String> {
+/// The DNS flips an operation makes, as text (a drill's go to the drill
+/// records, never the production ones).
+pub(crate) fn dns_flips(
+    config: &Config,
+    members: &[String],
+    target: &str,
+    kind: OperationKind,
+) -> Vec<String> {
     members
         .iter()
         .filter_map(|m| config.service(m))
@@ -131,7 +137,11 @@ pub(crate) fn dns_flips(config: &Config, members: &[String], target: &str) -> Ve
         .map(|d| {
             format!(
                 "{} {} → {} ({target})",
-                d.record,
+                if kind == OperationKind::Drill {
+                    &d.drill_record
+                } else {
+                    &d.record
+                },
                 d.rtype.as_str(),
                 d.target(target).unwrap_or("?")
             )

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::drill;
 use crate::hook::{self, HookRun};
 use crate::measure::{loss_window, Measured};
 use crate::plan::{self, Blocker, OperationParams, PlanReport};
@@ -85,7 +86,7 @@ impl StepError {
     }
 }
 
-type StepResult = Result<Value, StepError>;
+pub(crate) type StepResult = Result<Value, StepError>;
 
 /// Everything a step may read.
 pub(crate) struct Ctx<'a> {
@@ -102,7 +103,7 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn output<T: DeserializeOwned>(&self, step: Step) -> Result<T, StepError> {
+    pub(crate) fn output<T: DeserializeOwned>(&self, step: Step) -> Result<T, StepError> {
         let v = self
             .outputs
             .get(&step)
@@ -114,7 +115,7 @@ impl Ctx<'_> {
         })
     }
 
-    fn service(&self) -> Result<&Service, StepError> {
+    pub(crate) fn service(&self) -> Result<&Service, StepError> {
         self.config.service(&self.params.service).ok_or_else(|| {
             StepError::abandon(format!(
                 "service {} is no longer in the config",
@@ -123,7 +124,7 @@ impl Ctx<'_> {
         })
     }
 
-    fn endpoint(&self, region: &str, timeout: Duration) -> Result<PgEndpoint, StepError> {
+    pub(crate) fn endpoint(&self, region: &str, timeout: Duration) -> Result<PgEndpoint, StepError> {
         endpoint(self.service()?, region, timeout).map_err(StepError::stop)
     }
 }
@@ -148,16 +149,16 @@ pub(crate) fn endpoint(
     .map_err(|e| e.to_string())
 }
 
-fn to_value<T: Serialize>(v: &T) -> StepResult {
+pub(crate) fn to_value<T: Serialize>(v: &T) -> StepResult {
     serde_json::to_value(v)
         .map_err(|e| StepError::stop(format!("cannot encode a step output: {e}")))
 }
 
-fn skipped(reason: &str) -> StepResult {
+pub(crate) fn skipped(reason: &str) -> StepResult {
     Ok(serde_json::json!({ "skipped": reason }))
 }
 
-fn is_skipped(v: Option<&Value>) -> bool {
+pub(crate) fn is_skipped(v: Option<&Value>) -> bool {
     v.and_then(|v| v.get("skipped")).is_some()
 }
 
@@ -179,6 +180,18 @@ pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> StepResult {
         Step::DnsConfirm => dns_confirm(ctx).await,
         Step::ServiceHealth => service_health(ctx).await,
         Step::Record => record(ctx).await,
+        Step::CloneStandby => drill::clone_standby(ctx).await,
+        Step::StartClone => drill::start_clone(ctx).await,
+        Step::Teardown => drill::teardown(ctx).await,
+    }
+}
+
+/// The server a step promotes and probes: the target, or a drill's clone.
+fn promoted_endpoint(ctx: &Ctx<'_>, timeout: Duration) -> Result<PgEndpoint, StepError> {
+    if ctx.params.kind == OperationKind::Drill {
+        drill::clone_endpoint(ctx, timeout)
+    } else {
+        ctx.endpoint(&ctx.params.target, timeout)
     }
 }
 
@@ -294,7 +307,10 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
                         expected_loss_us = Some(0);
                         basis = "live positions: the target has every byte the source wrote".into();
                     }
-                    if let Some(loss) = expected_loss_us.filter(|l| *l > plan::us(targets.rpo)) {
+                    if let Some(loss) = expected_loss_us
+                        .filter(|l| *l > plan::us(targets.rpo))
+                        .filter(|_| p.kind == OperationKind::Failover)
+                    {
                         block(
                             "data_loss",
                             format!(
@@ -308,7 +324,7 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
                 }
                 None => {
                     basis = "unknown: the monitor has no exposure figure for the target".into();
-                    if source_state.is_err() {
+                    if source_state.is_err() && p.kind == OperationKind::Failover {
                         block(
                             "data_loss_unknown",
                             "the source is unreachable and the expected data loss is unknown"
@@ -326,6 +342,10 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         &source_state,
         service.and_then(|s| s.failover.fence_hook.as_ref()),
     ) {
+        _ if p.kind == OperationKind::Drill => {
+            "none: a drill leaves production alone (a scratch clone of the target is promoted)"
+                .to_string()
+        }
         (Ok(_), _) if has_datastore => {
             "read-only (ALTER SYSTEM default_transaction_read_only) and terminate client sessions"
                 .to_string()
@@ -355,7 +375,7 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         rto_target_ms: targets.rto.as_millis() as u64,
         expected_rto_ms,
         expected_rto_basis,
-        dns: plan::dns_flips(config, &p.members, &p.target),
+        dns: plan::dns_flips(config, &p.members, &p.target, p.kind),
         fence,
         blockers,
         planned_at: Utc::now(),
@@ -581,7 +601,7 @@ async fn promote_target(ctx: &Ctx<'_>) -> StepResult {
     if !service.has_datastore() {
         return skipped("no datastore");
     }
-    let target = ctx.endpoint(&p.target, PROMOTE_WAIT + Duration::from_secs(5))?;
+    let target = promoted_endpoint(ctx, PROMOTE_WAIT + Duration::from_secs(5))?;
     let before = target
         .node_state()
         .await
@@ -589,6 +609,12 @@ async fn promote_target(ctx: &Ctx<'_>) -> StepResult {
     let report = target.promote(PROMOTE_WAIT).await;
     target.close().await;
     let report = report.map_err(|e| StepError::retry(e.to_string()))?;
+    if p.kind == OperationKind::Drill {
+        return to_value(&Promoted {
+            report,
+            final_lsn: Some(before.lsn),
+        });
+    }
     ctx.store
         .set_cluster_primary(ctx.lease, &p.cluster, &p.target, ctx.op_id, Utc::now())
         .await
@@ -618,7 +644,7 @@ async fn write_probe(ctx: &Ctx<'_>) -> StepResult {
     if !service.has_datastore() {
         return skipped("no datastore");
     }
-    let target = ctx.endpoint(&ctx.params.target, REACH_TIMEOUT)?;
+    let target = promoted_endpoint(ctx, REACH_TIMEOUT)?;
     let r = target.write_probe(ctx.op_id).await;
     target.close().await;
     let (at, lsn) = r.map_err(|e| StepError::retry(e.to_string()))?;
@@ -645,7 +671,7 @@ pub(crate) struct Flip {
 /// A member service, its DNS provider and the record as the target wants it.
 type Flipped = (String, Arc<dyn DnsProvider>, DnsRecord);
 
-fn dns_records(ctx: &Ctx<'_>) -> Result<Vec<Flipped>, StepError> {
+pub(crate) fn dns_records(ctx: &Ctx<'_>) -> Result<Vec<Flipped>, StepError> {
     let mut out = Vec::new();
     for member in &ctx.params.members {
         let Some(service) = ctx.config.service(member) else {
@@ -670,7 +696,11 @@ fn dns_records(ctx: &Ctx<'_>) -> Result<Vec<Flipped>, StepError> {
             member.clone(),
             provider,
             DnsRecord {
-                name: dns.record.clone(),
+                name: if ctx.params.kind == OperationKind::Drill {
+                    dns.drill_record.clone()
+                } else {
+                    dns.record.clone()
+                },
                 rtype: dns.rtype,
                 ttl: dns.ttl.as_secs().max(1) as u32,
                 values: vec![value.to_string()],
@@ -680,7 +710,7 @@ fn dns_records(ctx: &Ctx<'_>) -> Result<Vec<Flipped>, StepError> {
     Ok(out)
 }
 
-fn dns_error(e: drctl_dns::DnsError) -> StepError {
+pub(crate) fn dns_error(e: drctl_dns::DnsError) -> StepError {
     if e.is_retryable() {
         StepError::retry(e.to_string())
     } else {
@@ -788,7 +818,15 @@ async fn record(ctx: &Ctx<'_>) -> StepResult {
     let p = ctx.params;
     let targets = service.targets;
     let (mut rpo_bytes, mut rpo_us, mut lower, mut basis) = (0u64, 0i64, false, "none".to_string());
-    if service.has_datastore() {
+    if p.kind == OperationKind::Drill {
+        // Nothing was lost; what a real failover would have lost at that
+        // moment is the monitor's exposure the plan read.
+        let plan: PlanReport = ctx.output(Step::Plan)?;
+        rpo_us = plan.expected_loss_us.unwrap_or(0);
+        rpo_bytes = plan.expected_loss_bytes.unwrap_or(0);
+        lower = plan.expected_loss_us.is_none();
+        basis = format!("drill: {}", plan.expected_loss_basis);
+    } else if service.has_datastore() {
         let pos: SourcePosition = ctx.output(Step::SourcePosition)?;
         let promoted: Promoted = ctx.output(Step::PromoteTarget)?;
         basis = pos.basis.clone();

@@ -72,7 +72,30 @@ const NODE_STATE: &str = "SELECT pg_is_in_recovery(), \
 const TERMINATE_CLIENTS: &str = "SELECT count(pg_terminate_backend(pid))::bigint \
      FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()";
 
+/// Settings a hot standby must have at least as high as its primary's, or
+/// it refuses to start: a clone copies them from the server it clones.
+pub const STANDBY_PARITY_SETTINGS: &[&str] = &[
+    "max_connections",
+    "max_worker_processes",
+    "max_wal_senders",
+    "max_prepared_transactions",
+    "max_locks_per_transaction",
+];
+
 impl PgEndpoint {
+    /// The current values of the named settings (`SHOW`, as text).
+    pub async fn settings(&self, names: &[&str]) -> Result<Vec<(String, String)>, PgError> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        self.with_conn("reading settings", move |c| {
+            Box::pin(
+                sqlx::query_as("SELECT name, setting FROM pg_settings WHERE name = ANY($1) ORDER BY name")
+                    .bind(names.clone())
+                    .fetch_all(c),
+            )
+        })
+        .await
+    }
+
     /// Reads role, fence and positions.
     pub async fn node_state(&self) -> Result<NodeState, PgError> {
         let (in_recovery, read_only, timeline, lsn, replay, now_us): (

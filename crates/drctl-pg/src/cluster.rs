@@ -180,17 +180,7 @@ impl PgCluster {
         .arg(&self.data_dir)
         .args(["-X", "stream", "-R", "--no-sync", "-c", "fast"]);
         run(c, &format!("pg_basebackup of {}", self.name))?;
-        // The source keeps its Unix sockets in its data directory, and
-        // pg_basebackup copies their lock files (plain files): a clone would
-        // refuse to start on the port its source had (a rejoin swaps them).
-        if let Ok(entries) = std::fs::read_dir(&self.data_dir) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with(".s.PGSQL.") && name.ends_with(".lock") {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
+        self.drop_socket_locks();
         // -R wrote primary_conninfo; name the standby so pg_stat_replication
         // on the primary says which region is streaming.
         let auto = self.data_dir.join("postgresql.auto.conf");
@@ -202,6 +192,78 @@ impl PgCluster {
         );
         std::fs::write(&auto, text).map_err(io_err("writing postgresql.auto.conf"))?;
         self.write_settings(max_connections)
+    }
+
+    /// Clones the server at `dsn` (a standby, for a drill) into an isolated
+    /// standby: a base backup with the WAL to make it consistent, then
+    /// `standby.signal` with nothing to stream from. Its configuration is
+    /// replaced whole, not edited: production's own (an `include` of a path
+    /// in /etc, `data_directory`, a `shared_buffers` sized for the database
+    /// host, `primary_conninfo`, `restore_command`, archiving, a fence's
+    /// `default_transaction_read_only`) must not reach a scratch copy. Only
+    /// `parity` (what a hot standby needs at least as high as its primary,
+    /// read from the source) is carried over.
+    pub fn clone_isolated(&self, dsn: &str, parity: &[(String, String)]) -> Result<()> {
+        let parent = self.data_dir.parent().unwrap_or(Path::new("/"));
+        ensure_dir(parent)?;
+        give_to_postgres(parent)?;
+        check_postgres_can_reach(parent)?;
+        let mut c = pg_command(&self.bin.join("pg_basebackup"));
+        c.arg("-d")
+            .arg(dsn)
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args(["-X", "stream", "--no-sync", "-c", "fast"]);
+        run(c, &format!("pg_basebackup of {}", self.name))?;
+        self.drop_socket_locks();
+        let mut conf = format!(
+            "# A drctl drill clone: isolated, on loopback, torn down after the drill.\n\
+             port = {}\n\
+             listen_addresses = '127.0.0.1'\n\
+             unix_socket_directories = '{}'\n\
+             hba_file = '{}'\n\
+             ident_file = '{}'\n\
+             shared_buffers = 128MB\n\
+             hot_standby = on\n\
+             archive_mode = off\n\
+             primary_conninfo = ''\n\
+             primary_slot_name = ''\n\
+             restore_command = ''\n\
+             logging_collector = off\n\
+             log_min_messages = warning\n",
+            self.port,
+            self.data_dir.display(),
+            self.data_dir.join("pg_hba.conf").display(),
+            self.data_dir.join("pg_ident.conf").display(),
+        );
+        for (name, value) in parity {
+            conf.push_str(&format!("{name} = '{}'\n", value.replace('\'', "")));
+        }
+        for (file, text) in [
+            ("postgresql.conf", conf.as_str()),
+            ("postgresql.auto.conf", ""),
+            ("pg_hba.conf", LAB_HBA),
+            ("pg_ident.conf", ""),
+            ("standby.signal", ""),
+        ] {
+            std::fs::write(self.data_dir.join(file), text)
+                .map_err(io_err(format!("writing {file} of {}", self.name)))?;
+        }
+        give_to_postgres(&self.data_dir)
+    }
+
+    /// The source keeps its Unix sockets in its data directory, and
+    /// pg_basebackup copies their lock files (plain files): a clone would
+    /// refuse to start on the port its source had (a rejoin swaps them).
+    fn drop_socket_locks(&self) {
+        if let Ok(entries) = std::fs::read_dir(&self.data_dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(".s.PGSQL.") && name.ends_with(".lock") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
     }
 
     /// Takes over a data directory restored from a base backup: owned by

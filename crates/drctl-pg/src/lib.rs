@@ -16,7 +16,7 @@ mod lsn;
 pub mod os;
 mod probe;
 
-pub use admin::{FenceReport, NodeState, PromoteReport};
+pub use admin::{FenceReport, NodeState, PromoteReport, STANDBY_PARITY_SETTINGS};
 pub use cluster::{find_pg_bin, PgCluster, Role};
 pub use lsn::Lsn;
 pub use probe::{HeartbeatPoint, PgEndpoint, PgError, PrimaryPosition, StandbyPosition};

@@ -2,7 +2,7 @@
 //! ports, and checking recorded pids before signalling them.
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::{io_err, ClusterError as LabError, ClusterResult as Result};
@@ -104,4 +104,13 @@ pub fn check_postgres_can_reach(dir: &Path) -> Result<()> {
             dir.display()
         )))
     }
+}
+
+/// Where restore tests and drills put their scratch clusters:
+/// `DRCTL_SCRATCH`, else `/tmp/drctl-restore-tests` (the postgres user must
+/// reach it).
+pub fn scratch_root() -> PathBuf {
+    std::env::var_os("DRCTL_SCRATCH")
+        .map(Into::into)
+        .unwrap_or_else(|| PathBuf::from("/tmp/drctl-restore-tests"))
 }

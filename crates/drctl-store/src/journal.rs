@@ -146,18 +146,28 @@ impl Store {
         self.fenced(query, lease, "recording an operation").await
     }
 
-    /// The operation on `cluster` that is not finished (`running` or
-    /// `stopped`), if any: the one a new request must not race.
-    pub async fn unfinished_operation(&self, cluster: &str) -> Result<Option<OperationRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {} FROM operations WHERE target = $1 AND kind IN {JOURNALED_KINDS} \
+    /// The operation on `cluster` of one of `kinds` that is not finished
+    /// (`running` or `stopped`), if any: the one a new request must not race.
+    pub async fn unfinished_operation(
+        &self,
+        cluster: &str,
+        kinds: &[&str],
+    ) -> Result<Option<OperationRecord>> {
+        let placeholders: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT {} FROM operations WHERE target = $1 AND kind IN ({}) \
              AND status IN ('running', 'stopped') ORDER BY started_at_us DESC LIMIT 1",
-            crate::operation::COLUMNS
-        ))
-        .bind(cluster)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(query_error("reading unfinished operations"))?;
+            crate::operation::COLUMNS,
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(cluster);
+        for kind in kinds {
+            query = query.bind(*kind);
+        }
+        let row = query
+            .fetch_optional(self.pool())
+            .await
+            .map_err(query_error("reading unfinished operations"))?;
         crate::decode_row(row, crate::operation::from_row, "decoding an operation")
     }
 

@@ -10,6 +10,7 @@
 //! This crate stores and retrieves; it does not decide statuses or compute
 //! exposure (the monitor does) and it never talks to monitored databases.
 
+mod decision;
 mod evidence;
 mod journal;
 mod lag;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use decision::DecisionRecord;
 pub use evidence::{BackupFinish, BackupRecord, RestoreTestRecord};
 pub use journal::{ClusterRole, StepRecord};
 pub use lag::{DownsampleReport, LagRollup, LagSample};

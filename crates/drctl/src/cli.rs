@@ -48,7 +48,13 @@ pub enum Command {
     /// Planned switchover with zero data loss: fence the primary, let the
     /// target catch up to its last position, promote it, flip DNS.
     Switchover(FailoverArgs),
-    /// Failovers and switchovers: list them, or show one's step timeline.
+    /// Rehearse a failover with no production impact: clone the standby into
+    /// a scratch instance, promote it, write to it, announce it under the
+    /// drill DNS record, measure, tear it all down (same as `failover
+    /// --rehearse`).
+    Drill(FailoverArgs),
+    /// Failovers, switchovers and drills: list them, or show one's step
+    /// timeline.
     Operations(OperationsArgs),
     /// Measure what drctl costs (benchmarks on a real lab).
     Bench(BenchArgs),
@@ -60,7 +66,12 @@ pub enum Command {
   drctl failover orders --to region-b      fail over (refused if the loss exceeds the RPO target)
   drctl failover orders --accept-data-loss fail over even so
   drctl failover --resume op-1234          take over an operation whose driver died or stopped
-  drctl switchover orders --to region-b    planned, zero loss")]
+  drctl failover orders --rehearse         a drill: a scratch clone is promoted, production untouched
+  drctl switchover orders --to region-b    planned, zero loss
+
+A real failover or switchover asks for confirmation on a terminal; scripts
+pass --yes. Exit status: 0 done, 1 refused, failed or stopped (resumable:
+the message names the operation).")]
 pub struct FailoverArgs {
     #[command(flatten)]
     pub config: ConfigPath,
@@ -77,6 +88,12 @@ pub struct FailoverArgs {
     /// is unknown because the primary is gone).
     #[arg(long)]
     pub accept_data_loss: bool,
+    /// Rehearse instead (a drill): production is not touched.
+    #[arg(long, conflicts_with_all = ["resume", "accept_data_loss"])]
+    pub rehearse: bool,
+    /// Do not ask for confirmation (needed when not on a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
     /// Why (recorded with the operation).
     #[arg(long)]
     pub reason: Option<String>,

@@ -21,6 +21,11 @@ fn secs_ms(ms: Option<u64>) -> String {
 }
 
 pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> {
+    let kind = if args.rehearse {
+        OperationKind::Drill
+    } else {
+        kind
+    };
     let (config, store) = open(&args.config).await?;
     let engine = Engine::new(config, store);
     let output = args.output;
@@ -38,6 +43,11 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
         } else {
             Ok(())
         };
+    }
+
+    if kind != OperationKind::Drill && args.resume.is_none() && !args.yes {
+        let service = args.service.clone().expect("clap requires it");
+        confirm(&engine, &request(kind, &args, service), args.accept_data_loss).await?;
     }
 
     let bar = ProgressBar::new(kind.steps().len() as u64);
@@ -124,6 +134,35 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
             }
             Err(e.into())
         }
+    }
+}
+
+/// A failover or switchover changes production: on a terminal, show the
+/// plan and ask; elsewhere, insist on `--yes` (a script that forgot it must
+/// not fail a shop over).
+async fn confirm(engine: &Engine, req: &Request, accept: bool) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let what = format!("{} of {}", req.kind.as_str(), req.service);
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "a {what} changes production: pass --yes to confirm when not on a terminal (--dry-run shows the plan)"
+        );
+    }
+    let plan = engine.plan(req).await?;
+    eprint!("{}", render_plan(&plan, accept));
+    if !plan.standing(accept).is_empty() {
+        // The run refuses anyway, and records why.
+        return Ok(());
+    }
+    eprint!("Start the {what} now? [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
+        Ok(())
+    } else {
+        eprintln!("nothing done");
+        Err(Reported(1).into())
     }
 }
 

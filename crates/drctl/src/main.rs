@@ -69,6 +69,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Switchover(args) => {
             failover_cmd::run(drctl_failover::OperationKind::Switchover, args).await
         }
+        Command::Drill(args) => failover_cmd::run(drctl_failover::OperationKind::Drill, args).await,
         Command::Operations(args) => failover_cmd::operations(args).await,
         Command::Bench(args) => match args.command {
             cli::BenchCommand::Monitor(a) => bench_cmd::run(a).await,
