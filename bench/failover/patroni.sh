@@ -74,7 +74,7 @@ wait_gone() { # TIMEOUT PID...
   local end=$((SECONDS + t))
   for pid in "$@"; do
     # a zombie (not reaped by whoever inherited it) has an empty cmdline: gone
-    while [[ -s /proc/$pid/cmdline ]] && (( SECONDS < end )); do sleep 0.2; done
+    while [[ -n $(tr -d '\0' </proc/"$pid"/cmdline 2>/dev/null) ]] && (( SECONDS < end )); do sleep 0.2; done
   done
 }
 stop_pid() { # PID PATTERN [TIMEOUT]: TERM, wait, then KILL
@@ -99,6 +99,7 @@ start_bg() { # NAME COMMAND... : run as postgres in its own session, pid in $BAS
       setpriv --reuid=postgres --regid=postgres --init-groups setsid "$@"
   ) >>"$BASE/$name.log" 2>&1 </dev/null &
   echo $! >"$BASE/$name.pid"
+  disown $!   # still reaped by bash, but no "Killed" job notices
 }
 
 teardown() {

@@ -52,8 +52,19 @@ pub async fn start_daemon(lab: &Lab) -> Daemon {
     start_daemon_with(lab_config(lab)).await
 }
 
-/// Starts the daemon over `config` with the API on an ephemeral port.
+/// Starts the daemon over `config` with the API on an ephemeral port and
+/// automatic failover off: tests that lose a primary on purpose decide
+/// themselves what fails over ([`start_daemon_automatic`] keeps it on).
 pub async fn start_daemon_with(config: Arc<Config>) -> Daemon {
+    let mut config = Arc::unwrap_or_clone(config);
+    for service in &mut config.services {
+        service.failover.automatic = false;
+    }
+    start_daemon_automatic(Arc::new(config)).await
+}
+
+/// [`start_daemon_with`], automatic failover as the config says.
+pub async fn start_daemon_automatic(config: Arc<Config>) -> Daemon {
     let mut config = Arc::unwrap_or_clone(config);
     config.api.listen.set_port(0);
     Daemon::start(Arc::new(config))

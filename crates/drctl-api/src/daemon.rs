@@ -1,5 +1,6 @@
-//! The daemon: the monitor, the backup scheduler and the API over one state
-//! store, started and stopped together. `drctl serve`, `drctl lab up` and the integration tests
+//! The daemon: the monitor, the backup scheduler, the guard (automatic
+//! failover and the watchdog) and the API over one state store, started and
+//! stopped together. `drctl serve`, `drctl lab up` and the integration tests
 //! all run this same code.
 
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ pub struct Daemon {
     shutdown: watch::Sender<bool>,
     monitor_task: JoinHandle<()>,
     scheduler_task: JoinHandle<()>,
+    guard_task: JoinHandle<()>,
     api_task: JoinHandle<std::io::Result<()>>,
 }
 
@@ -60,6 +62,11 @@ impl Daemon {
             store.clone(),
             config.failover.lease,
         ));
+        let guard_task = tokio::spawn(crate::guard::run(
+            config.clone(),
+            store.clone(),
+            rx.clone(),
+        ));
         let scheduler_task = tokio::spawn(drctl_backup::scheduler::run_scheduler(
             config,
             store,
@@ -83,6 +90,7 @@ impl Daemon {
             shutdown,
             monitor_task,
             scheduler_task,
+            guard_task,
             api_task,
         })
     }
@@ -96,6 +104,7 @@ impl Daemon {
         let _ = self.shutdown.send(true);
         let _ = self.monitor_task.await;
         let _ = self.scheduler_task.await;
+        let _ = self.guard_task.await;
         let _ = self.api_task.await;
         self.monitor.store().close().await;
         tracing::info!("drctl daemon stopped");

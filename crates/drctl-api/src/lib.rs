@@ -8,6 +8,7 @@
 
 pub(crate) mod daemon;
 pub mod error;
+mod guard;
 mod metrics;
 mod operations;
 mod routes;

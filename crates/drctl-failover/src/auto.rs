@@ -2,10 +2,10 @@
 //! daemon observes each probe interval.
 //!
 //! A primary is declared lost only when drctl's own probes have failed
-//! `min_probes` times in a row spanning at least `min_down`, **and** the
-//! standby reports that its WAL receiver has not heard from the primary for
-//! at least `min_down` (a second vantage point: trouble on drctl's own
-//! network path must not fail a shop over). Then a cooldown per cluster and a
+//! [`MIN_PROBES`] times in a row spanning at least `min_down`, **and** the
+//! standby reports its WAL receiver disconnected from the primary (a second
+//! vantage point: trouble on drctl's own network path must not fail a shop
+//! over). Then a cooldown per cluster and a
 //! limit per window across all services stop a flapping network from
 //! ping-ponging regions. Every verdict carries its evidence, and the daemon
 //! records each change of verdict.
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 /// Consecutive failed probes needed, whatever `min_down` says: one lost
 /// packet is not a lost region.
 pub const MIN_PROBES: u32 = 3;
+const TICK_JITTER: Duration = Duration::from_millis(50);
 
 /// What the daemon saw in one probe round.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,13 +43,14 @@ pub enum ReceiverView {
 }
 
 impl ReceiverView {
-    /// The standby has not heard from the primary for `min_down`.
-    fn confirms_loss(&self, min_down: Duration) -> bool {
-        match self {
-            ReceiverView::Streaming { silent_ms } => *silent_ms >= min_down.as_millis() as u64,
-            ReceiverView::Disconnected { .. } => true,
-            ReceiverView::Unknown { .. } => false,
-        }
+    /// The standby lost its connection to the primary. Silence on a
+    /// streaming connection is no proof: an idle primary sends nothing
+    /// (keepalives only every `wal_sender_timeout`/2 without replies), so a
+    /// primary cut off without a reset is confirmed when the standby's
+    /// `wal_receiver_timeout` ends the connection — that setting bounds how
+    /// fast a silent partition is acted on.
+    fn confirms_loss(&self) -> bool {
+        matches!(self, ReceiverView::Disconnected { .. })
     }
 }
 
@@ -125,7 +127,9 @@ impl Detector {
         let since = *self.first_failure.get_or_insert(o.at);
         self.failed += 1;
         let down_for = (o.at - since).to_std().unwrap_or_default();
-        if self.failed < MIN_PROBES || down_for < s.min_down {
+        // Probe rounds are a timer's ticks apart: a tick a hair early must
+        // not cost a whole interval.
+        if self.failed < MIN_PROBES || down_for + TICK_JITTER < s.min_down {
             return Verdict::Suspect {
                 since,
                 failed_probes: self.failed,
@@ -137,7 +141,7 @@ impl Detector {
             code: code.into(),
             reason,
         };
-        if !o.receiver.confirms_loss(s.min_down) {
+        if !o.receiver.confirms_loss() {
             return hold(
                 "standby_sees_primary",
                 match &o.receiver {
@@ -277,8 +281,11 @@ mod tests {
         // No second opinion at all: hold too.
         let v = d.observe(&s, &obs(11, false, ReceiverView::Unknown { error: "timeout".into() }), &on());
         assert_eq!(v.key(), "hold:standby_sees_primary");
-        // The receiver silent for min_down confirms.
-        let v = d.observe(&s, &obs(12, false, ReceiverView::Streaming { silent_ms: 3_500 }), &on());
+        // Silence alone is no proof (an idle primary is silent too) ...
+        let v = d.observe(&s, &obs(12, false, ReceiverView::Streaming { silent_ms: 30_000 }), &on());
+        assert_eq!(v.key(), "hold:standby_sees_primary");
+        // ... the receiver's connection ending is.
+        let v = d.observe(&s, &obs(13, false, GONE), &on());
         assert_eq!(v.key(), "failover");
     }
 

@@ -291,18 +291,26 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
             } else if let Some(s) = &sample {
                 expected_loss_bytes = s.byte_lag.map(|b| b.max(0) as u64);
             }
-            match sample
-                .as_ref()
-                .and_then(|s| s.rpo_exposure_us.map(|e| (e, s)))
-            {
-                Some((e, s)) => {
-                    expected_loss_us = Some(e);
+            let known = match (&source_state, &sample) {
+                // The primary is gone: its last sighting bounds the loss.
+                (Err(_), _) => lost_primary_bound(store, p, target_state.as_ref().ok()).await,
+                (Ok(_), Some(s)) => s.rpo_exposure_us.map(|e| {
                     let age = (Utc::now() - s.sampled_at).num_milliseconds().max(0);
-                    basis = format!(
-                        "the monitor's exposure for {} {:.1} s ago",
-                        p.target,
-                        age as f64 / 1000.0
-                    );
+                    (
+                        e,
+                        format!(
+                            "the monitor's exposure for {} {:.1} s ago",
+                            p.target,
+                            age as f64 / 1000.0
+                        ),
+                    )
+                }),
+                (Ok(_), None) => None,
+            };
+            match known {
+                Some((e, why)) => {
+                    expected_loss_us = Some(e);
+                    basis = why;
                     if expected_loss_bytes == Some(0) {
                         expected_loss_us = Some(0);
                         basis = "live positions: the target has every byte the source wrote".into();
@@ -380,6 +388,50 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         blockers,
         planned_at: Utc::now(),
     }
+}
+
+/// How long the monitor may have been blind before a lost primary's last
+/// sighting no longer bounds anything useful.
+const LAST_SIGHTING_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
+/// The expected loss when the primary is gone, as an upper bound: it was
+/// last seen by the monitor's newest sample with a figure; whatever it wrote
+/// after that, until it failed (the detection time, else now), may be lost,
+/// plus what the target still lacked then — unless the target has since
+/// received everything the primary had at that sample.
+async fn lost_primary_bound(
+    store: &Store,
+    p: &OperationParams,
+    target: Option<&NodeState>,
+) -> Option<(i64, String)> {
+    let s = store.last_known_exposure(&p.service, &p.target).await.ok()??;
+    let end = p
+        .detected_at_us
+        .and_then(DateTime::from_timestamp_micros)
+        .unwrap_or_else(Utc::now);
+    if end - s.sampled_at > LAST_SIGHTING_MAX_AGE {
+        return None;
+    }
+    let blind_us = (end - s.sampled_at).num_microseconds().unwrap_or(i64::MAX).max(0);
+    let caught_up = match (target, s.primary_lsn) {
+        (Some(t), Some(l)) => t.lsn.0 >= l.max(0) as u64,
+        _ => false,
+    };
+    let exposure = s.rpo_exposure_us.unwrap_or(0);
+    let bound = if caught_up { blind_us } else { exposure + blind_us };
+    Some((
+        bound,
+        format!(
+            "at most: the primary was last seen {:.1} s before {} with {}; what it wrote after that is unknown",
+            blind_us as f64 / 1e6,
+            if p.detected_at_us.is_some() { "it was detected lost" } else { "now" },
+            if caught_up {
+                "everything up to then now on the target".to_string()
+            } else {
+                format!("{:.1} s not yet on the target", exposure as f64 / 1e6)
+            }
+        ),
+    ))
 }
 
 // ---------------------------------------------------------------- fence

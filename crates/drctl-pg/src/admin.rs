@@ -96,6 +96,22 @@ impl PgEndpoint {
         .await
     }
 
+    /// The WAL receiver as this standby sees it: its status and how long
+    /// ago (by this server's clock) it last heard from the primary; `None`
+    /// when no receiver runs (not connected, or not a standby).
+    pub async fn wal_receiver(&self) -> Result<Option<(String, Option<i64>)>, PgError> {
+        self.with_conn("reading the WAL receiver", |c| {
+            Box::pin(
+                sqlx::query_as(
+                    "SELECT status, (EXTRACT(EPOCH FROM (clock_timestamp() - last_msg_receipt_time)) * 1000)::bigint \
+                     FROM pg_stat_wal_receiver WHERE pid IS NOT NULL",
+                )
+                .fetch_optional(c),
+            )
+        })
+        .await
+    }
+
     /// Reads role, fence and positions.
     pub async fn node_state(&self) -> Result<NodeState, PgError> {
         let (in_recovery, read_only, timeline, lsn, replay, now_us): (

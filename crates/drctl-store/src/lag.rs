@@ -193,6 +193,28 @@ impl Store {
         Ok(rows)
     }
 
+    /// The newest sample of `service`'s standby in `region` that has an
+    /// exposure figure: the last moment the monitor saw both sides (a
+    /// failover plans on it once the primary is gone).
+    pub async fn last_known_exposure(
+        &self,
+        service: &str,
+        region: &str,
+    ) -> Result<Option<LagSample>> {
+        let sql = format!(
+            "SELECT {SAMPLE_COLUMNS} FROM lag_samples \
+             WHERE service = $1 AND standby_region = $2 AND rpo_exposure_us IS NOT NULL \
+             ORDER BY sampled_at_us DESC LIMIT 1"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(service)
+            .bind(region)
+            .fetch_all(self.pool())
+            .await
+            .map_err(query_error("reading the last known exposure"))?;
+        Ok(rows_to_samples(rows)?.into_iter().next())
+    }
+
     /// The newest sample of every (service, standby region): what `drctl
     /// status` shows when the daemon is not running.
     pub async fn latest_lag_samples(&self) -> Result<Vec<LagSample>> {

@@ -1,0 +1,319 @@
+//! The daemon's guard over each replicated cluster, once per monitor
+//! interval: it probes the primary and, when drctl loses it, asks the
+//! standby for a second opinion, then feeds the automatic-failover detector
+//! (`drctl_failover::auto`) and starts the failover it decides. It is also
+//! the watchdog: a server other than the recorded primary that answers
+//! writable (an old primary restarted, or unfenced by hand) is fenced at
+//! once. Every change of verdict and every fence is recorded with its
+//! evidence (`failover_decisions`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use drctl_config::{Config, Service};
+use drctl_failover::auto::{Brakes, Detector, DetectorSettings, Observation, ReceiverView, Verdict};
+use drctl_failover::{Engine, OperationKind, Request};
+use drctl_pg::PgEndpoint;
+use drctl_store::{DecisionRecord, Store};
+use tokio::sync::watch;
+
+/// Operations that change which server is primary.
+const PRODUCTION_KINDS: &[&str] = &["failover", "switchover", "recover"];
+
+/// Starts one guard per cluster that has a standby; returns when shut down.
+pub(crate) async fn run(config: Arc<Config>, store: Store, shutdown: watch::Receiver<bool>) {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut tasks = Vec::new();
+    for service in &config.services {
+        let replicated = service.has_datastore()
+            && service.regions.iter().filter(|r| service.postgres.contains_key(*r)).count() >= 2;
+        if replicated && seen.insert(service.cluster.clone()) {
+            tasks.push(tokio::spawn(guard_cluster(
+                config.clone(),
+                store.clone(),
+                service.name.clone(),
+                shutdown.clone(),
+            )));
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+struct Guard {
+    config: Arc<Config>,
+    store: Store,
+    engine: Engine,
+    service: String,
+    cluster: String,
+    /// One endpoint per region, kept open between rounds.
+    endpoints: std::collections::BTreeMap<String, PgEndpoint>,
+    detector: Detector,
+    last_key: String,
+    /// An automatic failover was refused (its plan's blockers): wait for the
+    /// primary to come back or a person to act, do not retry every round.
+    refused: bool,
+}
+
+async fn guard_cluster(
+    config: Arc<Config>,
+    store: Store,
+    service: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(svc) = config.service(&service) else { return };
+    let probe_timeout = config.monitor.interval.clamp(Duration::from_millis(300), Duration::from_secs(2));
+    let mut endpoints = std::collections::BTreeMap::new();
+    for (region, conn) in &svc.postgres {
+        let Ok(dsn) = conn.resolve() else { continue };
+        match PgEndpoint::new(format!("{}@{region}", svc.cluster), dsn.expose(), probe_timeout) {
+            Ok(ep) => {
+                endpoints.insert(region.clone(), ep);
+            }
+            Err(e) => tracing::warn!(service, region, error = %e, "guard: bad connection string"),
+        }
+    }
+    let mut guard = Guard {
+        engine: Engine::new(config.clone(), store.clone()),
+        cluster: svc.cluster.clone(),
+        config: config.clone(),
+        store,
+        service,
+        endpoints,
+        detector: Detector::default(),
+        last_key: "healthy".into(),
+        refused: false,
+    };
+    let mut tick = tokio::time::interval(config.monitor.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+        guard.round().await;
+    }
+    for ep in guard.endpoints.values() {
+        ep.close().await;
+    }
+}
+
+impl Guard {
+    fn members(&self) -> Vec<&Service> {
+        self.config.cluster_members(&self.cluster).collect()
+    }
+
+    async fn primary_region(&self) -> Option<String> {
+        match self.store.cluster_role(&self.cluster).await {
+            Ok(Some(r)) => Some(r.primary_region),
+            Ok(None) => self.config.service(&self.service).map(|s| s.primary.clone()),
+            // Without the store we know nothing for sure: do nothing.
+            Err(_) => None,
+        }
+    }
+
+    async fn operation_in_progress(&self) -> bool {
+        // Unknown counts as in progress: never act on a guess.
+        self.store
+            .unfinished_operation(&self.cluster, PRODUCTION_KINDS)
+            .await
+            .map_or(true, |o| o.is_some())
+    }
+
+    async fn round(&mut self) {
+        let at = Utc::now();
+        let Some(primary) = self.primary_region().await else { return };
+        let Some(ep) = self.endpoints.get(&primary) else { return };
+        let primary_error = match ep.node_state().await {
+            Ok(_) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        self.watchdog(&primary).await;
+        if primary_error.is_none() {
+            self.refused = false;
+        }
+        let receiver = match &primary_error {
+            None => ReceiverView::Streaming { silent_ms: 0 },
+            Some(_) => self.receiver_view(&primary).await,
+        };
+        let observation = Observation {
+            at,
+            primary_error,
+            receiver,
+        };
+        let brakes = if observation.primary_error.is_some() {
+            self.brakes().await
+        } else {
+            Brakes::default()
+        };
+        let settings = self.settings();
+        let verdict = self.detector.observe(&settings, &observation, &brakes);
+        if let Verdict::FailOver { detected_at, evidence, .. } = &verdict {
+            if self.refused {
+                return;
+            }
+            self.record(&verdict, &observation, None).await;
+            self.fail_over(*detected_at, evidence.clone(), &observation).await;
+            return;
+        }
+        if verdict.key() != self.last_key {
+            self.record(&verdict, &observation, None).await;
+        }
+    }
+
+    fn settings(&self) -> DetectorSettings {
+        let members = self.members();
+        DetectorSettings {
+            min_down: members.iter().map(|s| s.failover.min_down).max().unwrap_or(Duration::from_secs(3)),
+            cooldown: members.iter().map(|s| s.failover.cooldown).max().unwrap_or_default(),
+            limit: self.config.failover.automatic_limit,
+            window: self.config.failover.automatic_window,
+        }
+    }
+
+    async fn brakes(&self) -> Brakes {
+        let now = Utc::now();
+        let settings = self.settings();
+        let since = |d: Duration| now - chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::days(1));
+        let last_automatic = self
+            .store
+            .automatic_failovers_since(Some(&self.cluster), since(settings.cooldown))
+            .await
+            .ok()
+            .and_then(|v| v.last().copied());
+        let automatic_in_window = self
+            .store
+            .automatic_failovers_since(None, since(settings.window))
+            .await
+            .map_or(u32::MAX, |v| v.len() as u32);
+        Brakes {
+            enabled: self.config.failover.automatic_limit > 0
+                && self.members().iter().all(|s| s.failover.automatic),
+            last_automatic,
+            automatic_in_window,
+            operation_in_progress: self.operation_in_progress().await,
+        }
+    }
+
+    /// The standby that would take over, asked whether it still streams.
+    async fn receiver_view(&self, primary: &str) -> ReceiverView {
+        let Some((_, ep)) = self.endpoints.iter().find(|(r, _)| *r != primary) else {
+            return ReceiverView::Unknown { error: "no standby".into() };
+        };
+        match ep.wal_receiver().await {
+            Ok(Some((status, silent))) if status == "streaming" => ReceiverView::Streaming {
+                silent_ms: silent.unwrap_or(0).max(0) as u64,
+            },
+            Ok(Some((status, _))) => ReceiverView::Disconnected { status: Some(status) },
+            Ok(None) => ReceiverView::Disconnected { status: None },
+            Err(e) => ReceiverView::Unknown { error: e.to_string() },
+        }
+    }
+
+    async fn fail_over(&mut self, detected_at: chrono::DateTime<Utc>, evidence: String, o: &Observation) {
+        tracing::warn!(cluster = %self.cluster, %evidence, "primary lost: automatic failover");
+        let request = Request {
+            kind: OperationKind::Failover,
+            service: self.service.clone(),
+            to: None,
+            accept_data_loss: false,
+            requested_by: "automatic".into(),
+            reason: Some(evidence),
+            detected_at: Some(detected_at),
+        };
+        match self.engine.run(&request, &|_| {}).await {
+            Ok(outcome) => {
+                tracing::info!(cluster = %self.cluster, id = %outcome.id, measured = ?outcome.measured, "automatic failover done");
+                self.detector = Detector::default();
+                self.last_key = "healthy".into();
+            }
+            Err(e) => {
+                tracing::error!(cluster = %self.cluster, error = %e, "automatic failover did not complete");
+                let verdict = Verdict::Hold {
+                    since: detected_at,
+                    failed_probes: 0,
+                    code: "refused".into(),
+                    reason: format!("the automatic failover did not complete: {e} ({})", e.code()),
+                };
+                self.record(&verdict, o, None).await;
+                self.refused = true;
+            }
+        }
+    }
+
+    /// Fences any server other than the primary that takes writes.
+    async fn watchdog(&self, primary: &str) {
+        for (region, ep) in &self.endpoints {
+            if region == primary {
+                continue;
+            }
+            let Ok(state) = ep.node_state().await else { continue };
+            if !state.writable() {
+                continue;
+            }
+            // Look again before acting: an operation may have just promoted
+            // it (and then the role or the journal says so).
+            if self.operation_in_progress().await
+                || self.primary_region().await.as_deref() != Some(primary)
+            {
+                continue;
+            }
+            tracing::error!(cluster = %self.cluster, %region, %primary, "a second writable primary: fencing it");
+            let (action_reason, code) = match ep.fence_read_only().await {
+                Ok(report) => (
+                    format!("{region} answered writable while {primary} is the primary: fenced ({report:?})"),
+                    region.clone(),
+                ),
+                Err(e) => (
+                    format!("{region} answered writable while {primary} is the primary; fencing it FAILED: {e}"),
+                    region.clone(),
+                ),
+            };
+            let _ = self
+                .store
+                .record_decision(&DecisionRecord {
+                    id: format!("dec-{}", uuid::Uuid::new_v4().simple()),
+                    cluster: self.cluster.clone(),
+                    service: self.service.clone(),
+                    decided_at: Utc::now(),
+                    action: "fenced".into(),
+                    code: Some(code),
+                    reason: action_reason,
+                    evidence: serde_json::json!({ "state": state, "primary": primary }).to_string(),
+                    operation_id: None,
+                })
+                .await;
+        }
+    }
+
+    async fn record(&mut self, verdict: &Verdict, o: &Observation, operation_id: Option<String>) {
+        self.last_key = verdict.key();
+        let (action, code, reason) = match verdict {
+            Verdict::Healthy => ("healthy", None, "the primary answers again".to_string()),
+            Verdict::Suspect { failed_probes, .. } => (
+                "suspect",
+                None,
+                format!("{failed_probes} probe(s) of the primary failed"),
+            ),
+            Verdict::Hold { code, reason, .. } => ("hold", Some(code.clone()), reason.clone()),
+            Verdict::FailOver { evidence, .. } => ("failover", None, evidence.clone()),
+        };
+        tracing::info!(cluster = %self.cluster, action, ?code, %reason, "automatic failover decision");
+        let record = DecisionRecord {
+            id: format!("dec-{}", uuid::Uuid::new_v4().simple()),
+            cluster: self.cluster.clone(),
+            service: self.service.clone(),
+            decided_at: o.at,
+            action: action.into(),
+            code,
+            reason,
+            evidence: serde_json::json!({ "observation": o, "verdict": verdict }).to_string(),
+            operation_id,
+        };
+        if let Err(e) = self.store.record_decision(&record).await {
+            tracing::error!(error = %e, "cannot record an automatic failover decision");
+        }
+    }
+}

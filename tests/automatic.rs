@@ -1,0 +1,143 @@
+//! Automatic failover and the watchdog, in the daemon, against a real lab:
+//! a lost primary is failed over on its own (RTO counted from detection),
+//! the old primary is fenced the moment it comes back writable, and drctl
+//! losing only its own path to the primary (the standby still streaming)
+//! fails nothing over.
+
+use std::time::{Duration, Instant};
+
+use drctl_lab::{LinkControl, LinkProxy};
+use drctl_lab::{REGION_A, REGION_B};
+use drctl_store::Store;
+use drctl_tests::*;
+
+async fn decisions(store: &Store) -> Vec<drctl_store::DecisionRecord> {
+    let mut d = store.decisions(Some("orders"), 100).await.unwrap();
+    d.reverse();
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_primary_fails_over_automatically_and_comes_back_fenced() {
+    let (lab, _dir) = start_lab(vec![orders()]).await;
+    lab.workload().pause();
+    let config = lab_config(&lab);
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let daemon = start_daemon_automatic(config).await;
+    let writer = Writer::start(&lab).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(decisions(&store).await.is_empty(), "a healthy lab decides nothing");
+
+    let lost_at = Instant::now();
+    lab.kill_primary("orders").unwrap();
+    let op = loop {
+        let ops = store.operations(10).await.unwrap();
+        if let Some(op) = ops.iter().find(|o| o.kind == "failover" && o.status == "succeeded") {
+            break op.clone();
+        }
+        assert!(
+            lost_at.elapsed() < Duration::from_secs(40),
+            "no automatic failover within 40 s; operations {ops:#?}; decisions {:#?}",
+            decisions(&store).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let done_after = lost_at.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let acked = writer.finish().await;
+
+    let measured: drctl_failover::Measured =
+        serde_json::from_str(op.result.as_deref().unwrap()).unwrap();
+    assert_eq!(measured.rto_from, "detection");
+    let params: drctl_failover::OperationParams =
+        serde_json::from_str(&store.operation_params(&op.id).await.unwrap().unwrap()).unwrap();
+    assert_eq!(params.requested_by, "automatic");
+    assert!(params.detected_at_us.is_some());
+    eprintln!(
+        "automatic failover: primary lost → failover done {done_after:?} (poll 200 ms); RTO from detection {} ms; client write gap {:?}; steps {:?}",
+        measured.rto_ms,
+        longest_gap(&acked),
+        measured.steps_ms
+    );
+    assert!(writable(&lab, REGION_B).await);
+    assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.2.1"));
+    let d = decisions(&store).await;
+    let actions: Vec<&str> = d.iter().map(|d| d.action.as_str()).collect();
+    assert!(actions.contains(&"suspect") && actions.contains(&"failover"), "{actions:?}");
+    let failover = d.iter().find(|d| d.action == "failover").unwrap();
+    assert!(failover.evidence.contains("disconnected"), "the standby's view is evidence: {}", failover.evidence);
+
+    // The old primary comes back, writable (nothing could fence it while it
+    // was down): the watchdog fences it at once.
+    lab.cluster("orders", REGION_A).start().unwrap();
+    let back = Instant::now();
+    wait_for("the returning old primary fenced", Duration::from_secs(10), || async {
+        (role(&lab, REGION_A).await == Some((false, true))).then_some(())
+    })
+    .await;
+    eprintln!("returning old primary fenced within {:?} of its start", back.elapsed());
+    let fenced = wait_for("the fence recorded", Duration::from_secs(5), || async {
+        decisions(&store).await.into_iter().find(|d| d.action == "fenced")
+    })
+    .await;
+    assert_eq!(fenced.code.as_deref(), Some(REGION_A));
+    // No second failover came of it.
+    let failovers = store
+        .operations(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.kind == "failover")
+        .count();
+    assert_eq!(failovers, 1);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drctl_losing_only_its_own_path_to_the_primary_fails_nothing_over() {
+    let (lab, dir) = start_lab(vec![orders()]).await;
+    // drctl reaches the primary through a link of its own, which the test
+    // cuts; replication and clients keep theirs.
+    let primary = lab.cluster("orders", REGION_A);
+    let control = LinkControl::default();
+    let proxy = LinkProxy::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        format!("127.0.0.1:{}", primary.port).parse().unwrap(),
+        control.clone(),
+    )
+    .await
+    .unwrap();
+    let text = std::fs::read_to_string(lab.config_path()).unwrap().replace(
+        &format!("127.0.0.1:{}/orders", primary.port),
+        &format!("127.0.0.1:{}/orders", proxy.listen.port()),
+    );
+    let path = dir.path().join("lab").join("control-path.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = std::sync::Arc::new(drctl_config::load(&path).unwrap());
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let daemon = start_daemon_automatic(config).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    control.cut();
+    let hold = wait_for("the guard holding", Duration::from_secs(20), || async {
+        decisions(&store).await.into_iter().find(|d| d.action == "hold")
+    })
+    .await;
+    assert_eq!(hold.code.as_deref(), Some("standby_sees_primary"), "{hold:?}");
+    // Long past min_down: still nothing failed over.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        store.operations(10).await.unwrap().iter().all(|o| o.kind != "failover"),
+        "no failover while the standby still streams from the primary"
+    );
+    assert!(writable(&lab, REGION_A).await);
+    assert_eq!(role(&lab, REGION_B).await, Some((true, false)));
+
+    control.restore();
+    wait_for("the guard seeing the primary again", Duration::from_secs(10), || async {
+        decisions(&store).await.into_iter().find(|d| d.action == "healthy")
+    })
+    .await;
+    daemon.stop().await;
+    drop(proxy);
+}
