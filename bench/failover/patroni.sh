@@ -2,6 +2,7 @@
 # Patroni side of the side-by-side failover benchmark (see README.md).
 #
 #   bash bench/failover/patroni.sh [--runs N] [--out FILE] [--keep]
+#   bash bench/failover/patroni.sh --setup-only    # only set up the cluster, keep it
 #   bash bench/failover/patroni.sh --teardown      # only clean up a kept/crashed run
 #
 # As root on Debian 12. Sets up, in a scratch directory, one etcd and a
@@ -25,6 +26,7 @@ RUNS=10
 OUT=$HERE/results/patroni.json
 KEEP=0
 TEARDOWN_ONLY=0
+SETUP_ONLY=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --runs) RUNS=$2; shift 2 ;;
@@ -33,6 +35,7 @@ while [[ $# -gt 0 ]]; do
     --out=*) OUT=${1#*=}; shift ;;
     --keep) KEEP=1; shift ;;
     --teardown) TEARDOWN_ONLY=1; shift ;;
+    --setup-only) SETUP_ONLY=1; KEEP=1; shift ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -274,6 +277,10 @@ start_patroni pg2
 wait_healthy "$HEAL_TIMEOUT" >/dev/null || die "cluster not healthy"
 log "cluster healthy: leader $(current_leader)"
 patronictl -c "$BASE/pg1.yml" list >&2
+if (( SETUP_ONLY )); then
+  log "DSN: $DSN"
+  exit 0
+fi
 
 # ------------------------------------------------------------------ writer --
 progress() { # -> "ACKED MAX_GAP SINCE_LAST SERVER"
@@ -439,7 +446,7 @@ for i in $(seq 1 "$RUNS"); do
   start_patroni "$from"
   rejoin_s=$(wait_healthy "$HEAL_TIMEOUT") || die "old leader $from did not rejoin after kill run $i"
   rewound=false
-  tail -n +$((loglines + 1)) "$BASE/patroni-$from.log" | grep -qi 'rewind' && rewound=true
+  tail -n +$((loglines + 1)) "$BASE/patroni-$from.log" | grep -q 'running pg_rewind from' && rewound=true
   record kill9 "$i" "$from" "$to" "$wj" "$lost" \
     "{\"new_leader_seen_s\": $leader_s, \"rejoin_s\": $(since "$t1"), \"pg_rewind_in_log\": $rewound}"
   log "kill -9 run $i/$RUNS $from -> $to: write outage $(tail -1 "$RUNS_FILE" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["outage_s"])') s, lost acked $lost, old leader rejoined in ${rejoin_s}s"

@@ -73,6 +73,7 @@ def parse_args(argv):
                    help="server statement_timeout, and client-side watchdog (ms)")
     p.add_argument("--acked-file", help="write acknowledged ids here, one per line")
     p.add_argument("--progress-file", help="rewrite 'ACKED MAX_GAP SINCE_LAST SERVER' here ~5x/s")
+    p.add_argument("--trace-file", help="log every attempt here: START_S DURATION_S ack|error ...")
     p.add_argument("--label", default="", help="free text copied into the JSON result")
     a = p.parse_args(argv)
     if bool(a.dsn) == bool(a.dns_record):
@@ -144,6 +145,7 @@ class Writer:
         self.per_server = {}
         self.server_changes = []  # [t, server] when the acking server changes
         self.table_ready = False
+        self.trace_f = open(a.trace_file, "w", buffering=1) if a.trace_file else None
         self.watchdog = Watchdog()
         self.watchdog.start()
         self.resolver = None
@@ -215,8 +217,13 @@ class Writer:
             self.watchdog.disarm()
 
     # -- one tick ---------------------------------------------------------
+    def trace(self, t_start, what):
+        if self.trace_f:
+            self.trace_f.write(f"{t_start:.3f} {self.now() - t_start:.3f} {what}\n")
+
     def tick(self):
         self.attempts += 1
+        t_start = self.now()
         try:
             if self.conn is None or self.conn.closed:
                 self.connect()
@@ -224,9 +231,11 @@ class Writer:
         except Exception as e:
             self.errors += 1
             self.last_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            self.trace(t_start, "error " + self.last_error.replace("\n", " "))
             self.drop()
             return
         t = self.now()
+        self.trace(t_start, f"ack id={row[0]} server={self.server}")
         self.acked_ids.append(row[0])
         self.per_server[self.server] = self.per_server.get(self.server, 0) + 1
         if not self.server_changes or self.server_changes[-1][1] != self.server:

@@ -19,7 +19,7 @@ use drctl_store::{DecisionRecord, Store};
 use tokio::sync::watch;
 
 /// Operations that change which server is primary.
-const PRODUCTION_KINDS: &[&str] = &["failover", "switchover", "recover"];
+const PRODUCTION_KINDS: &[&str] = &["failover", "switchover", "recover", "rejoin"];
 
 /// Starts one guard per cluster that has a standby; returns when shut down.
 pub(crate) async fn run(config: Arc<Config>, store: Store, shutdown: watch::Receiver<bool>) {

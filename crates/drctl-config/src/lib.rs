@@ -30,7 +30,7 @@ pub use crate::duration::format_duration;
 pub use crate::error::{ConfigError, ConfigErrors};
 pub use crate::model::{
     ApiConfig, BackupPolicy, Config, DnsProviderConfig, DnsProviderKind, DsnError, DsnSource,
-    FailoverPolicy, FailoverSettings, HealthCheck, KeySource, MonitorConfig, ObjectStoreConfig,
+    FailoverPolicy, FailoverSettings, PgNode, HealthCheck, KeySource, MonitorConfig, ObjectStoreConfig,
     ObjectStoreKind, RecordType, Region, Retention, Service, ServiceDns, StoreConfig, Targets,
     Tier, TierTargets, TsigAlgorithm, TsigKey, TsigSecret, UnknownTier,
 };

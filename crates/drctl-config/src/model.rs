@@ -235,6 +235,10 @@ pub struct Service {
     /// `regions`; replicated tiers have one for every region, cold ones at
     /// least for the primary.
     pub postgres: BTreeMap<String, DsnSource>,
+    /// What drctl knows of each region's server beyond its connection
+    /// (`data_dir`, `replication_dsn` in `[services.postgres.REGION]`);
+    /// `drctl rejoin` needs them. Same keys as `postgres`.
+    pub nodes: BTreeMap<String, PgNode>,
     /// How the service's datastore is backed up; only a service with a
     /// datastore has one.
     pub backup: Option<BackupPolicy>,
@@ -420,6 +424,17 @@ impl Default for HealthCheck {
             failures: 3,
         }
     }
+}
+
+/// A region's PostgreSQL server as `drctl rejoin` sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PgNode {
+    /// Its data directory, on the host where `drctl rejoin` runs for this
+    /// region (rejoin stops it, rewinds or re-clones it, starts it).
+    pub data_dir: Option<PathBuf>,
+    /// How a standby in another region connects to this server for
+    /// replication (`primary_conninfo`); default: the connection string.
+    pub replication_dsn: Option<Secret>,
 }
 
 /// Where a PostgreSQL connection string comes from. Env and file sources are

@@ -29,7 +29,7 @@ use std::time::Duration;
 use crate::duration::format_duration;
 use crate::model::{
     decode_base64, ApiConfig, BackupPolicy, Config, DnsProviderConfig, DnsProviderKind, DsnSource,
-    FailoverPolicy, FailoverSettings, HealthCheck, KeySource, MonitorConfig, ObjectStoreConfig,
+    FailoverPolicy, FailoverSettings, PgNode, HealthCheck, KeySource, MonitorConfig, ObjectStoreConfig,
     ObjectStoreKind, RecordType, Region, Retention, Service, ServiceDns, StoreConfig, Targets,
     Tier, TierTargets, TsigAlgorithm, TsigKey, TsigSecret,
 };
@@ -66,6 +66,8 @@ const SERVICE_KEYS: &[&str] = &[
 ];
 const HEALTH_KEYS: &[&str] = &["interval", "timeout", "failures"];
 const DSN_KEYS: &[&str] = &["dsn", "dsn_env", "dsn_file"];
+/// Keys of `[services.postgres.REGION]`: one of [`DSN_KEYS`], plus these.
+const NODE_KEYS: &[&str] = &["dsn", "dsn_env", "dsn_file", "data_dir", "replication_dsn"];
 const OBJECT_STORE_KEYS: &[&str] = &[
     "name",
     "kind",
@@ -1172,7 +1174,7 @@ fn service(
             primary.as_ref().map(|p| &p.0),
             base_dir,
         ),
-        None => Some(BTreeMap::new()),
+        None => Some((BTreeMap::new(), BTreeMap::new())),
     };
 
     let backup = match table.get("backup") {
@@ -1182,7 +1184,10 @@ fn service(
             refs.stores,
             regions.as_deref(),
             primary.as_ref().map(|p| &p.0),
-            table.get("postgres").is_some().then_some(postgres.as_ref()),
+            table
+                .get("postgres")
+                .is_some()
+                .then_some(postgres.as_ref().map(|(c, _)| c)),
             base_dir,
         )
         .map(Some),
@@ -1211,6 +1216,7 @@ fn service(
     let regions = regions?;
     let regions_span = regions_field?.span;
     let (primary, _) = primary?;
+    let postgres = postgres?;
     let tier_targets = tiers.get(tier);
     Some(CheckedService {
         service: Service {
@@ -1224,7 +1230,8 @@ fn service(
                 rto: rto.unwrap_or(tier_targets.rto),
             },
             health: health?,
-            postgres: postgres?,
+            postgres: postgres.0,
+            nodes: postgres.1,
             backup: backup?,
             dns,
             failover: failover?,
@@ -1383,21 +1390,24 @@ fn postgres(
     regions: Option<&[Spanned<String>]>,
     primary: Option<&Spanned<String>>,
     base_dir: &Path,
-) -> Option<BTreeMap<String, DsnSource>> {
+) -> Option<(BTreeMap<String, DsnSource>, BTreeMap<String, PgNode>)> {
     let table = cx.table(field)?;
     let listed: Option<Vec<&str>> = regions.map(|r| r.iter().map(|r| r.value.as_str()).collect());
     let mut ok = true;
     let mut connections = BTreeMap::new();
+    let mut nodes = BTreeMap::new();
     for entry in table.fields() {
         if !is_service_region(cx, &entry, listed.as_deref(), "connection") {
             ok = false;
             continue;
         }
-        match dsn_source(cx, &entry, base_dir) {
-            Some(source) => {
+        let node = pg_node(cx, &entry, base_dir);
+        match (dsn_source(cx, &entry, base_dir), node) {
+            (Some(source), Some(node)) => {
                 connections.insert(entry.key.to_string(), source);
+                nodes.insert(entry.key.to_string(), node);
             }
-            None => ok = false,
+            _ => ok = false,
         }
     }
 
@@ -1430,7 +1440,7 @@ fn postgres(
             ok = false;
         }
     }
-    ok.then_some(connections)
+    ok.then_some((connections, nodes))
 }
 
 /// Whether the key of a per-region entry (a connection, a DNS target) is
@@ -1458,10 +1468,56 @@ fn is_service_region(cx: &mut Cx, entry: &Field, listed: Option<&[&str]>, what: 
     false
 }
 
+/// The optional `data_dir` and `replication_dsn` of a
+/// `[services.postgres.REGION]` table.
+fn pg_node(cx: &mut Cx, entry: &Field, base_dir: &Path) -> Option<PgNode> {
+    let table = cx.table(entry)?;
+    let mut ok = true;
+    let data_dir = match table.get("data_dir") {
+        None => None,
+        Some(f) => match cx.string(&f) {
+            Some(v) if !v.value.trim().is_empty() => Some(base_dir.join(v.value)),
+            Some(v) => {
+                cx.error(&v.span, &f.path, "names no directory", Some("give the server's data directory, e.g. \"/var/lib/postgresql/15/main\"".into()));
+                ok = false;
+                None
+            }
+            None => {
+                ok = false;
+                None
+            }
+        },
+    };
+    let replication_dsn = match table.get("replication_dsn") {
+        None => None,
+        Some(f) => match cx.string(&f) {
+            Some(v) if is_postgres_dsn(&v.value) => Some(Secret::new(v.value)),
+            Some(v) => {
+                cx.error(
+                    &v.span,
+                    &f.path,
+                    "not a PostgreSQL connection string",
+                    Some("write how a standby reaches this server, e.g. \"postgres://replicator@HOST:5432/postgres\"".into()),
+                );
+                ok = false;
+                None
+            }
+            None => {
+                ok = false;
+                None
+            }
+        },
+    };
+    ok.then_some(PgNode {
+        data_dir,
+        replication_dsn,
+    })
+}
+
 /// One `[services.postgres.REGION]` table: exactly one of dsn, dsn_env, dsn_file.
 fn dsn_source(cx: &mut Cx, entry: &Field, base_dir: &Path) -> Option<DsnSource> {
     let table = cx.table(entry)?;
-    cx.unknown_keys(&table, DSN_KEYS);
+    cx.unknown_keys(&table, NODE_KEYS);
     let Some(field) = at_most_one(
         cx,
         &table,

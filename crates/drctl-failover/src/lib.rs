@@ -17,6 +17,7 @@
 pub mod auto;
 mod drill;
 mod engine;
+mod rejoin;
 mod error;
 mod hook;
 pub mod journal;
@@ -46,6 +47,10 @@ pub enum OperationKind {
     /// the drill DNS record, then everything is torn down, also when a step
     /// fails.
     Drill,
+    /// An old primary (fenced or lost) becomes a standby of the new one:
+    /// pg_rewind, or a fresh clone when rewinding cannot work, so the pair
+    /// is protected again and can switch back.
+    Rejoin,
 }
 
 impl OperationKind {
@@ -54,6 +59,7 @@ impl OperationKind {
             OperationKind::Failover => "failover",
             OperationKind::Switchover => "switchover",
             OperationKind::Drill => "drill",
+            OperationKind::Rejoin => "rejoin",
         }
     }
 
@@ -62,6 +68,7 @@ impl OperationKind {
             "failover" => Some(OperationKind::Failover),
             "switchover" => Some(OperationKind::Switchover),
             "drill" => Some(OperationKind::Drill),
+            "rejoin" => Some(OperationKind::Rejoin),
             _ => None,
         }
     }
@@ -71,6 +78,18 @@ impl OperationKind {
     /// failover's only briefly and only when the source was reachable). A
     /// drill promotes, probes and announces its clone, never production.
     pub fn steps(self) -> &'static [Step] {
+        if self == OperationKind::Rejoin {
+            return &[
+                Step::Plan,
+                Step::Lease,
+                Step::StopNode,
+                Step::Rewind,
+                Step::ConfigureStandby,
+                Step::StartNode,
+                Step::CatchUp,
+                Step::Record,
+            ];
+        }
         if self == OperationKind::Drill {
             return &[
                 Step::Plan,
@@ -114,7 +133,7 @@ impl OperationKind {
     pub fn exclusive_with(self) -> &'static [&'static str] {
         match self {
             OperationKind::Drill => &["drill"],
-            _ => &["failover", "switchover", "recover"],
+            _ => &["failover", "switchover", "recover", "rejoin"],
         }
     }
 }
@@ -157,6 +176,14 @@ pub enum Step {
     /// Drill: the clone and the drill record are removed. Runs even when an
     /// earlier step failed (the only step that does).
     Teardown,
+    /// Rejoin: the old primary's server is stopped.
+    StopNode,
+    /// Rejoin: pg_rewind onto the new primary's timeline, else a fresh clone.
+    Rewind,
+    /// Rejoin: standby.signal and the new primary's connection; no fence.
+    ConfigureStandby,
+    /// Rejoin: the server starts as a standby.
+    StartNode,
 }
 
 impl Step {
@@ -176,6 +203,10 @@ impl Step {
             Step::CloneStandby => "clone_standby",
             Step::StartClone => "start_clone",
             Step::Teardown => "teardown",
+            Step::StopNode => "stop_node",
+            Step::Rewind => "rewind",
+            Step::ConfigureStandby => "configure_standby",
+            Step::StartNode => "start_node",
         }
     }
 

@@ -164,6 +164,9 @@ pub(crate) fn is_skipped(v: Option<&Value>) -> bool {
 
 /// Runs one step.
 pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> StepResult {
+    if ctx.params.kind == OperationKind::Rejoin {
+        return crate::rejoin::run(step, ctx).await;
+    }
     match step {
         Step::Plan => plan_step(ctx).await,
         Step::Lease => to_value(&serde_json::json!({
@@ -183,6 +186,9 @@ pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> StepResult {
         Step::CloneStandby => drill::clone_standby(ctx).await,
         Step::StartClone => drill::start_clone(ctx).await,
         Step::Teardown => drill::teardown(ctx).await,
+        Step::StopNode | Step::Rewind | Step::ConfigureStandby | Step::StartNode => {
+            Err(StepError::abandon(format!("step {step} belongs to a rejoin")))
+        }
     }
 }
 
@@ -211,6 +217,9 @@ async fn plan_step(ctx: &Ctx<'_>) -> StepResult {
 /// Reads both sides and the monitor's evidence; never fails (what cannot be
 /// read becomes a blocker or an unknown).
 pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParams) -> PlanReport {
+    if p.kind == OperationKind::Rejoin {
+        return crate::rejoin::make_plan(config, store, p).await;
+    }
     let service = config.service(&p.service);
     let targets = service
         .map(|s| s.targets)

@@ -129,6 +129,11 @@ pub struct LabClusterRecord {
     pub data_dir: PathBuf,
     /// For a standby: the link port it replicates through.
     pub via_link_port: Option<u16>,
+    /// The link port through which the other region reaches this cluster
+    /// for replication (both directions cross the link, so a rejoined old
+    /// primary streams from the new one through it too).
+    #[serde(default)]
+    pub link_port: Option<u16>,
 }
 
 /// The address clients in `region` connect to: each region has its own
@@ -311,6 +316,7 @@ impl Lab {
                 port: primary_port,
                 data_dir: primary.data_dir.clone(),
                 via_link_port: None,
+                link_port: None,
             });
             record.write()?;
             progress(&format!(
@@ -338,7 +344,24 @@ impl Lab {
                 )))?;
                 let link_port = proxy.listen.port();
                 proxies.push(proxy);
+                if let Some(c) = record.clusters.last_mut() {
+                    c.link_port = Some(link_port);
+                }
                 let standby_port = port(2 * i + 1);
+                // The link's other direction, to the standby's server: what
+                // region-a streams through once region-b is the primary.
+                let back = LinkProxy::spawn(
+                    SocketAddr::from(([127, 0, 0, 1], port(25 + i))),
+                    SocketAddr::from(([127, 0, 0, 1], standby_port)),
+                    link.clone(),
+                )
+                .await
+                .map_err(io_err(format!(
+                    "opening the region link's other direction on port {}",
+                    port(25 + i)
+                )))?;
+                let back_port = back.listen.port();
+                proxies.push(back);
                 let standby = PgCluster::new(
                     format!("{}-{REGION_B}", svc.name),
                     spec.dir.join(format!("{}-{REGION_B}", svc.name)),
@@ -352,6 +375,7 @@ impl Lab {
                     port: standby_port,
                     data_dir: standby.data_dir.clone(),
                     via_link_port: Some(link_port),
+                    link_port: Some(back_port),
                 });
                 record.write()?;
                 progress(&format!("{}: cloning the standby in {REGION_B} on port {standby_port} through the region link", svc.name));
@@ -592,7 +616,8 @@ fn write_secret_file(path: &Path, secret: &str) -> Result<()> {
         .map_err(io_err(what))
 }
 
-/// Ports from a fixed base (offsets: clusters 0.., link 20.., fronts 30..,
+/// Ports from a fixed base (offsets: clusters 0.., link 20.. (to region-a)
+/// and 25.. (to region-b), fronts 30..,
 /// control 40, DNS 41 unless the base is the default), or free ones.
 fn port_plan(base: Option<u16>) -> impl Fn(u16) -> u16 {
     move |offset| match base {
@@ -728,6 +753,18 @@ pub fn lab_config_toml(record: &LabRecord) -> String {
                 "[services.postgres.{}]\ndsn = \"postgres://postgres@127.0.0.1:{}/{}\"\n",
                 c.region, c.port, svc.name
             ));
+            if let Some(link) = c.link_port {
+                // What `drctl rejoin` needs: the directory (beside this
+                // file), and how the other region streams from this server
+                // (across the link).
+                out.push_str(&format!(
+                    "data_dir = \"{}\"\nreplication_dsn = \"postgres://postgres@127.0.0.1:{link}/{}\"\n",
+                    c.data_dir
+                        .file_name()
+                        .map_or_else(|| c.data_dir.display().to_string(), |n| n.to_string_lossy().into_owned()),
+                    svc.name
+                ));
+            }
         }
         out.push_str(&format!(
             "[services.backup]\nstore = \"lab-objects\"\n\
@@ -773,6 +810,7 @@ impl LabRecord {
                 port: port(2 * i),
                 data_dir: dir.join(format!("{}-{REGION_A}", svc.name)),
                 via_link_port: None,
+                link_port: svc.replicated().then(|| port(20 + i)),
             });
             if svc.replicated() {
                 clusters.push(LabClusterRecord {
@@ -782,6 +820,7 @@ impl LabRecord {
                     port: port(2 * i + 1),
                     data_dir: dir.join(format!("{}-{REGION_B}", svc.name)),
                     via_link_port: Some(port(20 + i)),
+                    link_port: Some(port(25 + i)),
                 });
             }
         }

@@ -112,6 +112,15 @@ impl PgEndpoint {
         .await
     }
 
+    /// `CHECKPOINT`: after a promotion, pg_rewind reads the new timeline
+    /// from the control file, which only a checkpoint updates.
+    pub async fn checkpoint(&self) -> Result<(), PgError> {
+        self.with_conn("running a checkpoint", |c| {
+            Box::pin(async move { sqlx::query("CHECKPOINT").execute(c).await.map(|_| ()) })
+        })
+        .await
+    }
+
     /// Reads role, fence and positions.
     pub async fn node_state(&self) -> Result<NodeState, PgError> {
         let (in_recovery, read_only, timeline, lsn, replay, now_us): (

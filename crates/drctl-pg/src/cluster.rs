@@ -69,8 +69,9 @@ pub struct PgCluster {
 }
 
 /// Settings every lab cluster gets. Replication reacts within a second or
-/// two (a lab is for watching things happen), and the socket lives in the
-/// data directory so clusters never collide in /var/run/postgresql.
+/// two (a lab is for watching things happen), and the socket lives beside
+/// the data directory (never in /var/run/postgresql, where labs would
+/// collide; never inside it, where pg_rewind would try to copy it).
 fn lab_settings(port: u16, data_dir: &Path, max_connections: u32) -> String {
     format!(
         "\n# --- drctl lab ---\n\
@@ -85,6 +86,8 @@ fn lab_settings(port: u16, data_dir: &Path, max_connections: u32) -> String {
          wal_keep_size = 512MB\n\
          hot_standby = on\n\
          hot_standby_feedback = on\n\
+         # pg_rewind needs it to rejoin an old primary as a standby.\n\
+         wal_log_hints = on\n\
          wal_receiver_status_interval = 1s\n\
          wal_retrieve_retry_interval = 1s\n\
          wal_sender_timeout = 10s\n\
@@ -95,7 +98,7 @@ fn lab_settings(port: u16, data_dir: &Path, max_connections: u32) -> String {
          autovacuum = off\n\
          log_min_messages = warning\n\
          log_connections = off\n",
-        data_dir.display()
+        data_dir.parent().unwrap_or(data_dir).display()
     )
 }
 
@@ -232,7 +235,7 @@ impl PgCluster {
              logging_collector = off\n\
              log_min_messages = warning\n",
             self.port,
-            self.data_dir.display(),
+            self.data_dir.parent().unwrap_or(&self.data_dir).display(),
             self.data_dir.join("pg_hba.conf").display(),
             self.data_dir.join("pg_ident.conf").display(),
         );
@@ -252,9 +255,127 @@ impl PgCluster {
         give_to_postgres(&self.data_dir)
     }
 
-    /// The source keeps its Unix sockets in its data directory, and
-    /// pg_basebackup copies their lock files (plain files): a clone would
-    /// refuse to start on the port its source had (a rejoin swaps them).
+    /// The files a server's own configuration lives in when it is kept in
+    /// the data directory: pg_rewind and pg_basebackup replace them with the
+    /// source's, so a rejoin saves and restores them.
+    pub const CONFIG_FILES: &'static [&'static str] = &[
+        "postgresql.conf",
+        "postgresql.auto.conf",
+        "pg_hba.conf",
+        "pg_ident.conf",
+    ];
+
+    /// Where a rejoin keeps this server's own configuration while its data
+    /// directory is rewound or re-cloned.
+    pub fn saved_config_dir(&self) -> PathBuf {
+        let mut name = self.data_dir.file_name().unwrap_or_default().to_os_string();
+        name.push(".drctl-config");
+        self.data_dir.with_file_name(name)
+    }
+
+    /// Saves the configuration files once (a rerun after a crash keeps the
+    /// first, true copy).
+    pub fn save_config(&self) -> Result<()> {
+        let saved = self.saved_config_dir();
+        if saved.join("saved").exists() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&saved).map_err(io_err(format!("creating {}", saved.display())))?;
+        for f in Self::CONFIG_FILES {
+            let from = self.data_dir.join(f);
+            if from.exists() {
+                std::fs::copy(&from, saved.join(f)).map_err(io_err(format!("saving {f}")))?;
+            }
+        }
+        std::fs::write(saved.join("saved"), "").map_err(io_err("marking the saved configuration"))?;
+        Ok(())
+    }
+
+    /// Puts the saved configuration back (and keeps the copy until
+    /// [`PgCluster::forget_saved_config`]).
+    pub fn restore_config(&self) -> Result<()> {
+        let saved = self.saved_config_dir();
+        for f in Self::CONFIG_FILES {
+            let from = saved.join(f);
+            if from.exists() {
+                std::fs::copy(&from, self.data_dir.join(f))
+                    .map_err(io_err(format!("restoring {f}")))?;
+            }
+        }
+        give_to_postgres(&self.data_dir)
+    }
+
+    pub fn forget_saved_config(&self) {
+        let _ = std::fs::remove_dir_all(self.saved_config_dir());
+    }
+
+    /// `pg_rewind` of this (stopped) server onto the timeline of the server
+    /// at `source_dsn`; it finishes crash recovery first if the server was
+    /// not shut down cleanly.
+    pub fn rewind(&self, source_dsn: &str) -> Result<String> {
+        let mut c = pg_command(&self.bin.join("pg_rewind"));
+        c.arg("--target-pgdata")
+            .arg(&self.data_dir)
+            .arg("--source-server")
+            .arg(source_dsn);
+        run(c, &format!("pg_rewind of {}", self.name))
+    }
+
+    /// Replaces the data directory with a fresh base backup of the server
+    /// at `source_dsn` (what a rejoin falls back on when pg_rewind cannot
+    /// do it).
+    pub fn reclone(&self, source_dsn: &str) -> Result<()> {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        let parent = self.data_dir.parent().unwrap_or(Path::new("/"));
+        ensure_dir(parent)?;
+        give_to_postgres(parent)?;
+        let mut c = pg_command(&self.bin.join("pg_basebackup"));
+        c.arg("-d")
+            .arg(source_dsn)
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args(["-X", "stream", "-c", "fast"]);
+        run(c, &format!("pg_basebackup of {}", self.name))?;
+        Ok(())
+    }
+
+    /// Makes the (stopped) server a standby streaming from `primary_conninfo`:
+    /// `standby.signal`, the connection in postgresql.auto.conf, and no
+    /// leftover fence (`default_transaction_read_only`, which a later
+    /// promotion would otherwise inherit) or slot of another server.
+    pub fn configure_standby(&self, primary_conninfo: &str) -> Result<()> {
+        self.drop_socket_locks();
+        let auto = self.data_dir.join("postgresql.auto.conf");
+        let text = std::fs::read_to_string(&auto).unwrap_or_default();
+        let mut kept: Vec<String> = text
+            .lines()
+            .filter(|l| {
+                let key = l.trim_start();
+                !["primary_conninfo", "primary_slot_name", "default_transaction_read_only"]
+                    .iter()
+                    .any(|k| key.starts_with(k))
+            })
+            .map(str::to_string)
+            .collect();
+        kept.push(format!(
+            "primary_conninfo = '{}'",
+            primary_conninfo.replace('\'', "''")
+        ));
+        std::fs::write(&auto, kept.join("\n") + "\n")
+            .map_err(io_err("writing postgresql.auto.conf"))?;
+        std::fs::write(self.data_dir.join("standby.signal"), "")
+            .map_err(io_err("writing standby.signal"))?;
+        let _ = std::fs::remove_file(self.data_dir.join("recovery.signal"));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(format!("chmod of {}", self.data_dir.display())))?;
+        give_to_postgres(&self.data_dir)
+    }
+
+    /// A source that keeps its Unix sockets in its data directory (labs made
+    /// by older drctl versions) has their lock files copied by
+    /// pg_basebackup (plain files): a clone would refuse to start on the
+    /// port its source had.
     fn drop_socket_locks(&self) {
         if let Ok(entries) = std::fs::read_dir(&self.data_dir) {
             for e in entries.flatten() {

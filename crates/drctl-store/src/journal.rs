@@ -86,7 +86,7 @@ fn held(name: usize, holder: usize, token: usize) -> String {
 }
 
 /// Kinds of operation the journal drives (as stored in `operations.kind`).
-pub const JOURNALED_KINDS: &str = "('failover', 'switchover', 'drill', 'recover')";
+pub const JOURNALED_KINDS: &str = "('failover', 'switchover', 'drill', 'recover', 'rejoin')";
 
 impl Store {
     fn lease_lost(lease: &Lease) -> StoreError {

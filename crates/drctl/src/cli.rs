@@ -53,6 +53,11 @@ pub enum Command {
     /// drill DNS record, measure, tear it all down (same as `failover
     /// --rehearse`).
     Drill(FailoverArgs),
+    /// Make an old primary a standby of the new one (pg_rewind, else a
+    /// fresh clone), so the pair is protected again and can switch back.
+    /// Run it on the host of that region's server: it needs the data
+    /// directory (`[services.postgres.REGION] data_dir`).
+    Rejoin(RejoinArgs),
     /// Failovers, switchovers and drills: list them, or show one's step
     /// timeline.
     Operations(OperationsArgs),
@@ -105,6 +110,49 @@ pub struct FailoverArgs {
     pub wait: std::time::Duration,
     #[arg(short, long, value_enum, default_value_t)]
     pub output: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  drctl rejoin orders --region region-a --dry-run   what would happen
+  drctl rejoin orders --region region-a --yes       region-a becomes a standby of the primary")]
+pub struct RejoinArgs {
+    #[command(flatten)]
+    pub config: ConfigPath,
+    /// The service (its whole cluster's server in REGION rejoins).
+    pub service: String,
+    /// The region whose server rejoins (the old primary).
+    #[arg(long, value_name = "REGION")]
+    pub region: String,
+    /// Print the plan and blockers and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Why (recorded with the operation).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Do not ask for confirmation (needed when not on a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+impl From<RejoinArgs> for FailoverArgs {
+    fn from(a: RejoinArgs) -> FailoverArgs {
+        FailoverArgs {
+            config: a.config,
+            service: Some(a.service),
+            to: Some(a.region),
+            dry_run: a.dry_run,
+            accept_data_loss: false,
+            rehearse: false,
+            yes: a.yes,
+            reason: a.reason,
+            resume: None,
+            wait: std::time::Duration::from_secs(60),
+            output: a.output,
+        }
+    }
 }
 
 #[derive(Args, Debug)]

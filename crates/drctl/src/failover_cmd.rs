@@ -106,6 +106,21 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
         Ok(outcome) => {
             match output {
                 OutputFormat::Json => print_json(&json!({ "operation": outcome }))?,
+                OutputFormat::Table if kind == OperationKind::Rejoin => {
+                    let how = outcome
+                        .steps
+                        .iter()
+                        .find(|s| s.step == "rewind")
+                        .and_then(|s| s.output.as_deref())
+                        .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok())
+                        .and_then(|v| v.get("method").and_then(|m| m.as_str()).map(str::to_string))
+                        .unwrap_or_else(|| "nothing to do".into());
+                    println!(
+                        "rejoin {} succeeded: {} is a streaming standby again ({how})",
+                        outcome.id,
+                        args.to.as_deref().unwrap_or("?")
+                    );
+                }
                 OutputFormat::Table => {
                     let m = outcome.measured.as_ref();
                     println!(

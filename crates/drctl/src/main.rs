@@ -70,6 +70,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             failover_cmd::run(drctl_failover::OperationKind::Switchover, args).await
         }
         Command::Drill(args) => failover_cmd::run(drctl_failover::OperationKind::Drill, args).await,
+        Command::Rejoin(args) => {
+            failover_cmd::run(drctl_failover::OperationKind::Rejoin, args.into()).await
+        }
         Command::Operations(args) => failover_cmd::operations(args).await,
         Command::Bench(args) => match args.command {
             cli::BenchCommand::Monitor(a) => bench_cmd::run(a).await,
