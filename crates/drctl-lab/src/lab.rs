@@ -732,6 +732,9 @@ pub fn lab_config_toml(record: &LabRecord) -> String {
          [store]\nurl = \"sqlite://drctl-state.db\"\n\n\
          [api]\nlisten = \"{api}\"\n\n\
          [monitor]\ninterval = \"1s\"\nbreach_grace = \"10s\"\n\n\
+         # A lab is for watching failovers happen, again and again: no daily\n\
+         # brake on automatic failover (production keeps the default 3 a day).\n\
+         [failover]\nautomatic_limit = 1000\nautomatic_window = \"1h\"\n\n\
          [[regions]]\nname = \"{REGION_A}\"\ndescription = \"lab region A (primary)\"\n\n\
          [[regions]]\nname = \"{REGION_B}\"\ndescription = \"lab region B (disaster recovery)\"\n\n\
          # Backups go to a directory beside this file (an S3 bucket in production).\n\
@@ -765,6 +768,13 @@ pub fn lab_config_toml(record: &LabRecord) -> String {
                     svc.name
                 ));
             }
+        }
+        if svc.replicated() {
+            out.push_str(
+                "# Automatic failover (on by default for hot services) acts after 3 s of\n\
+                 # lost probes with the standby disconnected; the lab shortens the cooldown.\n\
+                 [services.failover]\ncooldown = \"10s\"\n",
+            );
         }
         out.push_str(&format!(
             "[services.backup]\nstore = \"lab-objects\"\n\
