@@ -377,3 +377,62 @@ async fn the_daemon_resumes_an_operation_whose_driver_died() {
         "another process finished it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dns_provider_down_stops_the_failover_resumably_and_a_resume_completes_it() {
+    let (lab, dir) = start_lab(vec![orders()]).await;
+    lab.workload().pause();
+    // The service's DNS lives on a server of the test's own, down at first.
+    let key = drctl_dns::TsigKeyMaterial::generate("drctl-lab.").unwrap();
+    let key_file = dir.path().join("lab").join("down-dns.key");
+    std::fs::write(&key_file, format!("{}\n", key.secret_base64())).unwrap();
+    let port = drctl_pg::os::free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let text = std::fs::read_to_string(lab.config_path())
+        .unwrap()
+        .replace(&format!("server = \"{}\"", lab.dns().addr()), &format!("server = \"{addr}\""))
+        .replace("tsig_secret_file = \"lab-dns.key\"", "tsig_secret_file = \"down-dns.key\"");
+    assert!(text.contains(&addr.to_string()), "the provider now points at the test's server");
+    let path = dir.path().join("lab").join("dns-down.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = path.to_str().unwrap();
+
+    let (code, stdout, stderr) =
+        drctl(&["failover", "orders", "--to", REGION_B, "--yes", "-o", "json", "--config", config]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["error"]["code"], "operation_stopped", "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("dns_flip") && message.contains("--resume"), "{message}");
+    let store = Store::open(lab_config(&lab).store.url.expose()).await.unwrap();
+    let op = store
+        .unfinished_operation("orders", &["failover"])
+        .await
+        .unwrap()
+        .expect("the stopped failover");
+    assert_eq!(op.status, "stopped");
+    let steps = store.journal(&op.id).await.unwrap();
+    let flip = steps.iter().find(|s| s.step == "dns_flip").unwrap();
+    assert_eq!(flip.status, "failed");
+    assert!(flip.attempts >= 1, "{flip:?}");
+    // What is done stays done: region-b took over, region-a is fenced.
+    assert!(writable(&lab, REGION_B).await);
+    assert!(!writable(&lab, REGION_A).await);
+
+    // The provider comes back; the resume finishes from the DNS flip.
+    let server = drctl_dns::server::ZoneServer::start(addr, "shop.lab.", Some(&key)).await.unwrap();
+    let (code, stdout, stderr) =
+        drctl(&["failover", "--resume", &op.id, "--wait", "20s", "-o", "json", "--config", config]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        drctl_dns::query(addr, "orders.shop.lab.", drctl_config::RecordType::A)
+            .await
+            .unwrap(),
+        Some(vec!["127.0.2.1".to_string()])
+    );
+    let steps = store.journal(&op.id).await.unwrap();
+    let promote = steps.iter().find(|s| s.step == "promote_target").unwrap();
+    assert_eq!(promote.attempts, 1, "promoted once: {promote:?}");
+    assert!(steps.iter().all(|s| s.status == "done"), "{steps:?}");
+    drop(server);
+}
