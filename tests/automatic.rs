@@ -67,6 +67,22 @@ async fn a_lost_primary_fails_over_automatically_and_comes_back_fenced() {
     let failover = d.iter().find(|d| d.action == "failover").unwrap();
     assert!(failover.evidence.contains("disconnected"), "the standby's view is evidence: {}", failover.evidence);
 
+    // The failover is the service's RTO evidence now.
+    let api = daemon.api_url();
+    let rto = wait_for("the failover as RTO evidence", Duration::from_secs(10), || async {
+        let v: serde_json::Value = reqwest::get(format!("{api}/api/v1/rpo-rto"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let rto = v["services"].as_array()?.iter().find(|s| s["service"] == "orders")?["rto"].clone();
+        (rto["source"] == format!("failover {}", op.id)).then_some(rto)
+    })
+    .await;
+    assert_eq!(rto["measured_s"].as_f64(), Some(measured.rto_ms as f64 / 1000.0), "{rto}");
+    assert_eq!(rto["status"], "ok", "{rto}");
+
     // The old primary comes back, writable (nothing could fence it while it
     // was down): the watchdog fences it at once.
     lab.cluster("orders", REGION_A).start().unwrap();

@@ -353,6 +353,7 @@ impl Monitor {
         tasks.spawn(self.clone().refresh_roles(shutdown.clone()));
         tasks.spawn(self.clone().refresh_stats(shutdown.clone()));
         tasks.spawn(self.clone().refresh_backup_evidence(shutdown.clone()));
+        tasks.spawn(self.clone().refresh_operation_evidence(shutdown.clone()));
         tasks.spawn(self.clone().downsample(shutdown.clone()));
         let _ = shutdown.wait_for(|stop| *stop).await;
         // Samplers and periodic tasks stop at the signal; the writer stops
@@ -427,6 +428,56 @@ impl Monitor {
         }
     }
 
+    /// Reads the measured RTO of the newest succeeded failover, switchover or
+    /// drill of each replicated service's cluster every few seconds: the
+    /// replicated tiers' RTO evidence (a drill's includes its clone, so it
+    /// errs long).
+    async fn refresh_operation_evidence(self, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            let Ok(ops) = self.inner.store.operations(500).await else { continue };
+            for svc in self.inner.config.services.iter().filter(|s| s.tier.is_replicated()) {
+                let newest = ops
+                    .iter()
+                    .filter(|o| {
+                        o.status == "succeeded"
+                            && o.target.as_deref() == Some(svc.cluster.as_str())
+                            && matches!(o.kind.as_str(), "failover" | "switchover" | "drill")
+                    })
+                    .filter_map(|o| {
+                        let rto_ms = serde_json::from_str::<serde_json::Value>(o.result.as_deref()?)
+                            .ok()?
+                            .get("rto_ms")?
+                            .as_u64()?;
+                        Some((o, rto_ms))
+                    })
+                    .max_by_key(|(o, _)| o.ended_at);
+                let Some((op, rto_ms)) = newest else { continue };
+                let target = svc.targets.rto;
+                self.update_view(&svc.name, |v| {
+                    if op.ended_at < v.rto_measured_at {
+                        return;
+                    }
+                    v.rto_measured_us = Some(rto_ms as i64 * 1000);
+                    v.rto_source = Some(format!("{} {}", op.kind, op.id));
+                    v.rto_measured_at = op.ended_at;
+                    let met = Duration::from_millis(rto_ms) <= target;
+                    v.rto_status = if met { Status::Ok } else { Status::Breach };
+                    v.rto_reason = Some(format!(
+                        "{} measured {:.1} s against the target {:?}",
+                        op.kind,
+                        rto_ms as f64 / 1000.0,
+                        target
+                    ));
+                });
+            }
+        }
+    }
+
     /// Reads backup and restore-test evidence from the store every few
     /// seconds. For cold services it is the RPO and RTO: exposure = now −
     /// end of the newest verified backup (strict: newest restore-tested
@@ -458,7 +509,12 @@ impl Monitor {
                             now,
                         );
                         self.update_view(&svc.name, |v| {
-                            if let Some(t) = &passed_test {
+                            // The newest evidence wins: a failover, drill or
+                            // switchover newer than the restore test stays.
+                            if let Some(t) = passed_test
+                                .as_ref()
+                                .filter(|t| t.ended_at >= v.rto_measured_at || v.rto_source.as_deref().is_some_and(|s| s.starts_with("restore_test")))
+                            {
                                 v.rto_measured_us = t.time_to_ready_us;
                                 v.rto_source = Some(format!("restore_test {}", t.id));
                                 v.rto_measured_at = t.ended_at;
