@@ -145,17 +145,48 @@ async fn a_drill_promotes_a_clone_and_leaves_production_alone() {
     assert_eq!(drill_record(&lab).await, None);
     let dir = clone_dir(&store, &outcome.id).await.expect("the journal names the clone");
     assert!(!dir.exists(), "the clone {} is gone", dir.display());
+
+    // The same through the API: a dry run answers the plan, a drill starts
+    // and is read back from the operations endpoint, a bad kind is a 400.
+    let api = daemon.api_url();
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        let (http, url) = (http.clone(), format!("{api}/api/v1/services/orders/operations"));
+        async move {
+            let r = http.post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (code, v) = post(serde_json::json!({ "kind": "switchover", "dry_run": true })).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["blocked"], false, "{v}");
+    assert_eq!(v["plan"]["target"], REGION_B);
+    let (code, v) = post(serde_json::json!({ "kind": "promote-everything" })).await;
+    assert_eq!((code, v["error"]["code"].as_str()), (400, Some("invalid_parameter")), "{v}");
+    let (code, v) = post(serde_json::json!({ "kind": "drill", "reason": "api drill" })).await;
+    assert_eq!(code, 202, "{v}");
+    let id = v["operation"]["id"].as_str().unwrap().to_string();
+    let done = wait_for("the API drill to finish", Duration::from_secs(60), || async {
+        let v: serde_json::Value = reqwest::get(format!("{api}/api/v1/operations/{id}"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v["operation"]["status"] != "running").then_some(v)
+    })
+    .await;
+    assert_eq!(done["operation"]["status"], "succeeded", "{done}");
+    assert_eq!(drill_record(&lab).await, None);
     daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_or_dying_drill_still_tears_everything_down() {
-    let (lab, dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_lab(vec![orders()]).await;
     lab.workload().pause();
     // A short lease, so the resume need not wait long for the dead driver's.
-    let config_path = dir.path().join("lab").join("drill-test.toml");
-    let text = std::fs::read_to_string(lab.config_path()).unwrap();
-    std::fs::write(&config_path, format!("{text}\n[failover]\nlease = \"1s\"\n")).unwrap();
+    let config_path = short_lease_config(&lab);
     let config = config_path.to_str().unwrap();
     let store = Store::open(lab_config(&lab).store.url.expose()).await.unwrap();
 

@@ -220,16 +220,10 @@ fn reclone(lab: &Lab, region: &str, primary: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_driver_killed_at_any_step_boundary_is_resumed_to_one_writable_primary() {
-    let (lab, dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_lab(vec![orders()]).await;
     lab.workload().pause();
     // A short lease, so a resume need not wait long for a dead driver's.
-    let config_path = dir.path().join("lab").join("failover-test.toml");
-    let text = std::fs::read_to_string(lab.config_path()).unwrap();
-    std::fs::write(
-        &config_path,
-        format!("{text}\n[failover]\nlease = \"1s\"\n"),
-    )
-    .unwrap();
+    let config_path = short_lease_config(&lab);
     let config = config_path.to_str().unwrap();
     let store = Store::open(&lab_config(&lab).store.url.expose().to_string())
         .await
@@ -327,15 +321,9 @@ async fn a_driver_killed_at_any_step_boundary_is_resumed_to_one_writable_primary
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_daemon_resumes_an_operation_whose_driver_died() {
-    let (lab, dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_lab(vec![orders()]).await;
     lab.workload().pause();
-    let config_path = dir.path().join("lab").join("failover-test.toml");
-    let text = std::fs::read_to_string(lab.config_path()).unwrap();
-    std::fs::write(
-        &config_path,
-        format!("{text}\n[failover]\nlease = \"1s\"\n"),
-    )
-    .unwrap();
+    let config_path = short_lease_config(&lab);
     let out = std::process::Command::new(drctl_bin())
         .args([
             "switchover",

@@ -45,6 +45,16 @@ pub fn lab_config(lab: &Lab) -> Arc<Config> {
     )
 }
 
+/// A copy of the lab's config beside it with a 1 s operation lease, so a
+/// resume need not wait long for a dead driver's lease.
+pub fn short_lease_config(lab: &Lab) -> PathBuf {
+    let text = std::fs::read_to_string(lab.config_path()).unwrap();
+    assert!(text.contains("\n[failover]\n"), "the lab's config has a [failover] table");
+    let path = lab.config_path().with_file_name("short-lease.toml");
+    std::fs::write(&path, text.replace("\n[failover]\n", "\n[failover]\nlease = \"1s\"\n")).unwrap();
+    path
+}
+
 /// Starts the daemon (monitor + API) over the lab, in this process. The API
 /// binds an ephemeral port (`Daemon::api_url` says which): a port picked
 /// earlier could be taken meanwhile by another test's lab.

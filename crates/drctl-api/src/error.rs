@@ -35,6 +35,10 @@ pub enum ApiError {
     /// 405 `method_not_allowed`
     #[error("this endpoint does not take that method (GET reads, POST starts work)")]
     MethodNotAllowed,
+    /// A failover, switchover or drill could not start: its own stable code
+    /// (`operation_in_progress`, `refused`, `region_not_found`, …).
+    #[error("{0}")]
+    Operation(#[from] drctl_failover::FailoverError),
     /// 503 `store_unavailable`: the state store failed; details are logged.
     #[error("the state store is unavailable; see the drctl log")]
     Store(#[source] drctl_store::StoreError),
@@ -51,6 +55,7 @@ impl ApiError {
             ApiError::NoBackupPolicy(_) => "no_backup_policy",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Store(_) => "store_unavailable",
+            ApiError::Operation(e) => e.code(),
         }
     }
 
@@ -64,6 +69,18 @@ impl ApiError {
             ApiError::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Operation(e) => {
+                use drctl_failover::FailoverError as F;
+                match e {
+                    F::UnknownService(_) | F::NotFound(_) => StatusCode::NOT_FOUND,
+                    F::UnknownRegion { .. } => StatusCode::BAD_REQUEST,
+                    F::InProgress { .. } | F::LeaseBusy { .. } | F::Refused { .. } | F::NotResumable { .. } => {
+                        StatusCode::CONFLICT
+                    }
+                    F::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                }
+            }
         }
     }
 }

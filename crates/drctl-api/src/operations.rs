@@ -1,5 +1,7 @@
 //! Operations started through the API: take a backup, verify one, run a
-//! restore test. Each returns `202 Accepted` with an operation id at once;
+//! restore test; fail over, switch over or drill a service (the failover
+//! engine's journaled operations). Each returns `202 Accepted` with an
+//! operation id at once;
 //! the work runs in the daemon and records its progress and outcome in the
 //! state store, where `GET /api/v1/operations/{id}` reads it.
 
@@ -24,6 +26,7 @@ pub(crate) fn routes() -> Router<ApiState> {
             post(start_restore_test),
         )
         .route("/api/v1/backups/{id}/verify", post(start_verify))
+        .route("/api/v1/services/{name}/operations", post(start_operation))
         .route("/api/v1/operations", get(list_operations))
         .route("/api/v1/operations/{id}", get(operation))
 }
@@ -35,6 +38,86 @@ fn accepted(id: &str, kind: &str) -> (StatusCode, Json<Value>) {
             json!({ "operation": { "id": id, "kind": kind, "status": "running", "url": format!("/api/v1/operations/{id}") } }),
         ),
     )
+}
+
+/// The body of `POST /api/v1/services/{name}/operations`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OperationRequest {
+    /// `failover`, `switchover` or `drill` (a rejoin needs the server's
+    /// data directory: `drctl rejoin` on its host).
+    kind: String,
+    to: Option<String>,
+    #[serde(default)]
+    accept_data_loss: bool,
+    reason: Option<String>,
+    /// Answer the plan (expected loss, expected RTO, blockers) and start
+    /// nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn start_operation(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Result<Json<OperationRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    use drctl_failover::{Engine, OperationKind, Progress, Request};
+    known_service(&state, &name)?;
+    let Json(body) = body.map_err(|e| ApiError::InvalidParameter {
+        parameter: "body",
+        reason: e.body_text(),
+    })?;
+    let kind = OperationKind::parse(&body.kind)
+        .filter(|k| *k != OperationKind::Rejoin)
+        .ok_or_else(|| ApiError::InvalidParameter {
+            parameter: "kind",
+            reason: format!("{:?} is not failover, switchover or drill", body.kind),
+        })?;
+    let request = Request {
+        kind,
+        service: name,
+        to: body.to,
+        accept_data_loss: body.accept_data_loss,
+        requested_by: "api".into(),
+        reason: body.reason,
+        detected_at: None,
+    };
+    let engine = Engine::new(state.monitor.config_arc(), state.monitor.store().clone());
+    if body.dry_run {
+        let plan = engine.plan(&request).await?;
+        let blocked = !plan.standing(request.accept_data_loss).is_empty();
+        return Ok((StatusCode::OK, Json(json!({ "plan": plan, "blocked": blocked }))));
+    }
+    // The id exists once the engine has taken the lease and recorded the
+    // operation; a request refused before that gets its error here.
+    let (tx, rx) = tokio::sync::oneshot::channel::<Result<String, drctl_failover::FailoverError>>();
+    let tx = std::sync::Arc::new(std::sync::Mutex::new(Some(tx)));
+    let started = tx.clone();
+    tokio::spawn(async move {
+        let report = move |p: Progress| {
+            if let Progress::Operation { id, .. } = p {
+                if let Some(tx) = started.lock().unwrap().take() {
+                    let _ = tx.send(Ok(id));
+                }
+            }
+        };
+        let outcome = engine.run(&request, &report).await;
+        match outcome {
+            Ok(o) => tracing::info!(id = %o.id, status = ?o.status, "operation started through the API ended"),
+            Err(e) => {
+                tracing::warn!(error = %e, "operation started through the API did not succeed");
+                if let Some(tx) = tx.lock().unwrap().take() {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        }
+    });
+    match rx.await {
+        Ok(Ok(id)) => Ok(accepted(&id, kind.as_str())),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(ApiError::OperationNotFound("the operation ended before it was recorded".into())),
+    }
 }
 
 fn has_policy(state: &ApiState, name: &str) -> Result<(), ApiError> {
