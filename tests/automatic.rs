@@ -157,3 +157,82 @@ async fn drctl_losing_only_its_own_path_to_the_primary_fails_nothing_over() {
     daemon.stop().await;
     drop(proxy);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_primary_cut_off_from_everyone_is_failed_over_and_never_writes_again() {
+    let (lab, _dir) = start_lab(vec![orders()]).await;
+    lab.workload().pause();
+    // The fence hook is the lab's STONITH of the old primary.
+    let lab_dir = lab.config_path().parent().unwrap().to_str().unwrap().to_string();
+    let hook = format!(
+        "fence_hook = [\"{}\", \"lab\", \"stonith\", \"{{service}}\", \"--region\", \"{{region}}\", \"--dir\", \"{lab_dir}\"]\n",
+        drctl_bin().display()
+    );
+    let text = std::fs::read_to_string(lab.config_path()).unwrap();
+    let marker = "[services.failover]\ncooldown = \"10s\"\n";
+    assert!(text.contains(marker));
+    let path = lab.config_path().with_file_name("stonith.toml");
+    std::fs::write(&path, text.replacen(marker, &format!("{marker}{hook}"), 1)).unwrap();
+    let config = std::sync::Arc::new(drctl_config::load(&path).unwrap());
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let daemon = start_daemon_automatic(config).await;
+    let writer = Writer::start(&lab).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Nobody hears the primary any more; no connection is reset either.
+    let old = lab.cluster("orders", REGION_A);
+    let cut_at = chrono::Utc::now();
+    assert!(old.signal_all(nix::sys::signal::Signal::SIGSTOP) > 1);
+    let op = wait_for("an automatic failover", Duration::from_secs(90), || async {
+        store
+            .operations(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|o| o.kind == "failover" && o.status == "succeeded")
+    })
+    .await;
+    let steps = store.journal(&op.id).await.unwrap();
+    let fence: serde_json::Value =
+        serde_json::from_str(steps.iter().find(|s| s.step == "fence_source").unwrap().output.as_deref().unwrap()).unwrap();
+    assert_eq!(fence["method"], "hook", "{fence}");
+    assert_eq!(fence["reachable"], false);
+    let announced = steps.iter().find(|s| s.step == "dns_flip").unwrap().ended_at.unwrap();
+    let detected = store
+        .decisions(Some("orders"), 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.action == "failover")
+        .unwrap();
+    eprintln!(
+        "isolated primary: decided {:.1} s after the cut, announced {:.1} s after it ({})",
+        (detected.decided_at - cut_at).num_milliseconds() as f64 / 1000.0,
+        (announced - cut_at).num_milliseconds() as f64 / 1000.0,
+        detected.reason
+    );
+
+    // The partition heals: the hook killed the old primary, so nothing of it
+    // wakes up to take a write.
+    assert_eq!(old.signal_all(nix::sys::signal::Signal::SIGCONT), 0, "the old primary is dead");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let acked = writer.finish().await;
+    assert!(writable(&lab, REGION_B).await);
+    assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.2.1"));
+    // Brought back by hand (or by its init system), it is fenced on sight and
+    // holds no row committed after the cut.
+    old.start().unwrap();
+    wait_for("the returning old primary fenced", Duration::from_secs(10), || async {
+        (role(&lab, REGION_A).await == Some((false, true))).then_some(())
+    })
+    .await;
+    let mut c = connect(&old.dsn("orders")).await;
+    let late: i64 = sqlx::query_scalar("SELECT count(*) FROM shop.acked WHERE at > to_timestamp($1::float8 / 1e6)")
+        .bind(cut_at.timestamp_micros())
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(late, 0, "the old primary committed writes after it was cut off");
+    assert!(acked.len() > 20, "the client wrote before and after ({} rows)", acked.len());
+    daemon.stop().await;
+}

@@ -23,6 +23,19 @@ use crate::{OperationKind, Step};
 
 /// How long to try reaching a server before calling it unreachable.
 const REACH_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long to try a source the daemon has already seen lost (an automatic
+/// failover's detection is the evidence; waiting longer only adds to the
+/// outage).
+const LOST_SOURCE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long to try reaching the source.
+fn source_timeout(p: &OperationParams, normal: Duration) -> Duration {
+    if p.detected_at_us.is_some() {
+        LOST_SOURCE_TIMEOUT
+    } else {
+        normal
+    }
+}
 /// A switchover waits this long for the target to catch up before it
 /// gives the source back.
 const SWITCHOVER_CATCH_UP: Duration = Duration::from_secs(60);
@@ -241,7 +254,12 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
     }
     let has_datastore = service.is_some_and(Service::has_datastore);
     let read = |region: String| async move {
-        match service.map(|s| endpoint(s, &region, REACH_TIMEOUT)) {
+        let timeout = if region == p.source {
+            source_timeout(p, REACH_TIMEOUT)
+        } else {
+            REACH_TIMEOUT
+        };
+        match service.map(|s| endpoint(s, &region, timeout)) {
             Some(Ok(ep)) => {
                 let r = ep.node_state().await.map_err(|e| e.to_string());
                 ep.close().await;
@@ -461,7 +479,7 @@ async fn fence_source(ctx: &Ctx<'_>) -> StepResult {
     let service = ctx.service()?;
     let p = ctx.params;
     let reached = if service.has_datastore() {
-        let ep = ctx.endpoint(&p.source, REACH_TIMEOUT.max(Duration::from_secs(5)))?;
+        let ep = ctx.endpoint(&p.source, source_timeout(p, Duration::from_secs(5)))?;
         let r = ep.fence_read_only().await;
         ep.close().await;
         r.map_err(|e| e.to_string())

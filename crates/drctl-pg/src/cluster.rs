@@ -469,6 +469,22 @@ impl PgCluster {
         crate::os::process_alive(pid, "postgres").then_some(pid)
     }
 
+    /// Sends `sig` to the postmaster and every process it started: SIGSTOP
+    /// cuts the server off from everyone at once (a partition no TCP reset
+    /// announces), SIGCONT heals it, SIGKILL is what a STONITH fence does.
+    /// Returns how many processes were signalled.
+    pub fn signal_all(&self, sig: nix::sys::signal::Signal) -> usize {
+        let Some(pid) = self.postmaster_pid() else {
+            return 0;
+        };
+        let mut all = crate::os::children(pid);
+        all.push(pid);
+        for p in &all {
+            crate::os::signal(*p, sig);
+        }
+        all.len()
+    }
+
     pub fn is_running(&self) -> bool {
         self.postmaster_pid().is_some()
     }

@@ -355,6 +355,26 @@ pub enum LabCommand {
         /// The service [default: every replicated service's primary].
         service: Option<String>,
     },
+    /// Cut one server off from everyone (SIGSTOP of all its processes: no
+    /// connection is reset, clients and replication just stop hearing it).
+    Isolate {
+        service: String,
+        #[arg(long)]
+        region: String,
+    },
+    /// End an isolation (SIGCONT).
+    Heal {
+        service: String,
+        #[arg(long)]
+        region: String,
+    },
+    /// Kill one server outright, isolated or not (SIGKILL of all its
+    /// processes): the lab's fence hook, as STONITH would be in production.
+    Stonith {
+        service: String,
+        #[arg(long)]
+        region: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -72,6 +72,15 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        LabCommand::Isolate { service, region } => {
+            signal_server(&dir, &service, &region, nix::sys::signal::Signal::SIGSTOP, "isolated")
+        }
+        LabCommand::Heal { service, region } => {
+            signal_server(&dir, &service, &region, nix::sys::signal::Signal::SIGCONT, "healed")
+        }
+        LabCommand::Stonith { service, region } => {
+            signal_server(&dir, &service, &region, nix::sys::signal::Signal::SIGKILL, "killed")
+        }
         LabCommand::KillPrimary { service } => {
             let record = LabRecord::read(&dir)?;
             let targets: Vec<String> = match service {
@@ -101,6 +110,25 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn signal_server(
+    dir: &Path,
+    service: &str,
+    region: &str,
+    sig: nix::sys::signal::Signal,
+    what: &str,
+) -> anyhow::Result<()> {
+    let record = LabRecord::read(dir)?;
+    let Some(cluster) = record.cluster(service, region) else {
+        bail!("the lab has no server of {service:?} in {region:?}");
+    };
+    let n = cluster.signal_all(sig);
+    if n == 0 {
+        bail!("{service} in {region} is not running");
+    }
+    println!("{what} {service} in {region} ({n} processes, port {})", cluster.port);
+    Ok(())
 }
 
 fn absolute(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
