@@ -17,6 +17,7 @@
 pub mod auto;
 mod drill;
 mod engine;
+mod recover;
 mod rejoin;
 mod error;
 mod hook;
@@ -51,6 +52,9 @@ pub enum OperationKind {
     /// pg_rewind, or a fresh clone when rewinding cannot work, so the pair
     /// is protected again and can switch back.
     Rejoin,
+    /// Cold tier: the newest verified backup is restored in the DR region,
+    /// started, probed and announced in DNS.
+    Recover,
 }
 
 impl OperationKind {
@@ -60,6 +64,7 @@ impl OperationKind {
             OperationKind::Switchover => "switchover",
             OperationKind::Drill => "drill",
             OperationKind::Rejoin => "rejoin",
+            OperationKind::Recover => "recover",
         }
     }
 
@@ -69,6 +74,7 @@ impl OperationKind {
             "switchover" => Some(OperationKind::Switchover),
             "drill" => Some(OperationKind::Drill),
             "rejoin" => Some(OperationKind::Rejoin),
+            "recover" => Some(OperationKind::Recover),
             _ => None,
         }
     }
@@ -78,6 +84,20 @@ impl OperationKind {
     /// failover's only briefly and only when the source was reachable). A
     /// drill promotes, probes and announces its clone, never production.
     pub fn steps(self) -> &'static [Step] {
+        if self == OperationKind::Recover {
+            return &[
+                Step::Plan,
+                Step::Lease,
+                Step::FenceSource,
+                Step::Restore,
+                Step::StartNode,
+                Step::WriteProbe,
+                Step::DnsFlip,
+                Step::DnsConfirm,
+                Step::ServiceHealth,
+                Step::Record,
+            ];
+        }
         if self == OperationKind::Rejoin {
             return &[
                 Step::Plan,
@@ -182,8 +202,12 @@ pub enum Step {
     Rewind,
     /// Rejoin: standby.signal and the new primary's connection; no fence.
     ConfigureStandby,
-    /// Rejoin: the server starts as a standby.
+    /// Rejoin: the server starts as a standby; recover: the restored
+    /// server starts as the primary.
     StartNode,
+    /// Recover: the newest verified backup is restored into the target's
+    /// data directory.
+    Restore,
 }
 
 impl Step {
@@ -207,6 +231,7 @@ impl Step {
             Step::Rewind => "rewind",
             Step::ConfigureStandby => "configure_standby",
             Step::StartNode => "start_node",
+            Step::Restore => "restore",
         }
     }
 

@@ -180,6 +180,14 @@ pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> StepResult {
     if ctx.params.kind == OperationKind::Rejoin {
         return crate::rejoin::run(step, ctx).await;
     }
+    if ctx.params.kind == OperationKind::Recover {
+        match step {
+            Step::Restore => return crate::recover::restore(ctx).await,
+            Step::StartNode => return crate::recover::start(ctx).await,
+            Step::Record => return crate::recover::record(ctx).await,
+            _ => {}
+        }
+    }
     match step {
         Step::Plan => plan_step(ctx).await,
         Step::Lease => to_value(&serde_json::json!({
@@ -199,8 +207,8 @@ pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> StepResult {
         Step::CloneStandby => drill::clone_standby(ctx).await,
         Step::StartClone => drill::start_clone(ctx).await,
         Step::Teardown => drill::teardown(ctx).await,
-        Step::StopNode | Step::Rewind | Step::ConfigureStandby | Step::StartNode => {
-            Err(StepError::abandon(format!("step {step} belongs to a rejoin")))
+        Step::StopNode | Step::Rewind | Step::ConfigureStandby | Step::StartNode | Step::Restore => {
+            Err(StepError::abandon(format!("step {step} belongs to another kind of operation")))
         }
     }
 }
@@ -216,7 +224,7 @@ fn promoted_endpoint(ctx: &Ctx<'_>, timeout: Duration) -> Result<PgEndpoint, Ste
 
 // ---------------------------------------------------------------- plan
 
-async fn plan_step(ctx: &Ctx<'_>) -> StepResult {
+pub(crate) async fn plan_step(ctx: &Ctx<'_>) -> StepResult {
     let report = make_plan(ctx.config, ctx.store, ctx.params).await;
     let standing = report.standing(ctx.params.accept_data_loss);
     if !standing.is_empty() {
@@ -232,6 +240,9 @@ async fn plan_step(ctx: &Ctx<'_>) -> StepResult {
 pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParams) -> PlanReport {
     if p.kind == OperationKind::Rejoin {
         return crate::rejoin::make_plan(config, store, p).await;
+    }
+    if p.kind == OperationKind::Recover {
+        return crate::recover::make_plan(config, store, p).await;
     }
     let service = config.service(&p.service);
     let targets = service

@@ -387,6 +387,37 @@ impl PgCluster {
         }
     }
 
+    /// Takes over a data directory restored from a base backup as a
+    /// production server (a cold-tier recovery): owned by the PostgreSQL
+    /// user, mode 0700, no standby or recovery signal (it recovers to the
+    /// backup's consistent point and opens read-write), no replication
+    /// connection or fence of the server it was copied from, and this
+    /// server's port; the rest of the backed-up configuration stays.
+    pub fn adopt_recovered(&self) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(format!("chmod of {}", self.data_dir.display())))?;
+        for signal in ["standby.signal", "recovery.signal", "postmaster.pid"] {
+            let _ = std::fs::remove_file(self.data_dir.join(signal));
+        }
+        self.drop_socket_locks();
+        let auto = self.data_dir.join("postgresql.auto.conf");
+        let text = std::fs::read_to_string(&auto).unwrap_or_default();
+        let mut kept: Vec<String> = text
+            .lines()
+            .filter(|l| {
+                let key = l.trim_start();
+                !["primary_conninfo", "primary_slot_name", "default_transaction_read_only", "port"]
+                    .iter()
+                    .any(|k| key.starts_with(k))
+            })
+            .map(str::to_string)
+            .collect();
+        kept.push(format!("port = {}", self.port));
+        std::fs::write(&auto, kept.join("\n") + "\n").map_err(io_err("writing postgresql.auto.conf"))?;
+        give_to_postgres(&self.data_dir)
+    }
+
     /// Takes over a data directory restored from a base backup: owned by
     /// the PostgreSQL user, mode 0700, the lab's settings (this cluster's
     /// port), and no standby signal, so it recovers to the backup's

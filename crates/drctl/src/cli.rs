@@ -53,6 +53,11 @@ pub enum Command {
     /// drill DNS record, measure, tear it all down (same as `failover
     /// --rehearse`).
     Drill(FailoverArgs),
+    /// Cold tier: restore the newest verified backup in another region
+    /// (into its `data_dir`, on this host), start it, write to it and flip
+    /// DNS. Loses everything written after the backup ended (the plan says
+    /// how much).
+    Recover(FailoverArgs),
     /// Make an old primary a standby of the new one (pg_rewind, else a
     /// fresh clone), so the pair is protected again and can switch back.
     /// Run it on the host of that region's server: it needs the data

@@ -70,6 +70,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             failover_cmd::run(drctl_failover::OperationKind::Switchover, args).await
         }
         Command::Drill(args) => failover_cmd::run(drctl_failover::OperationKind::Drill, args).await,
+        Command::Recover(args) => {
+            failover_cmd::run(drctl_failover::OperationKind::Recover, args).await
+        }
         Command::Rejoin(args) => {
             failover_cmd::run(drctl_failover::OperationKind::Rejoin, args.into()).await
         }
