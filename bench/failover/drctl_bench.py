@@ -13,7 +13,9 @@ Subcommands (all small; drctl.sh calls them with the virtualenv's python):
                                operation not in IDS_FILE (of KIND if given)
   last_auto_end                reads the list, prints the epoch (s) at which the newest
                                failover operation ended, or 0
-  lost ACKED_FILE PORT DBNAME  acknowledged ids missing on 127.0.0.1:PORT
+  lost ACKED_FILE PORT DBNAME [IDS_OUT]
+                               acknowledged ids missing on 127.0.0.1:PORT: prints
+                               the count, writes the ids (JSON list) to IDS_OUT
   record ...                   one run as a JSON line (see cmd_record)
   summarize RUNS OUT N META    results JSON to OUT, markdown tables on stdout
   field A.B.C                  reads JSON on stdin, prints that field ("" if missing)
@@ -162,14 +164,17 @@ def cmd_last_auto_end():
 
 
 # --------------------------------------------------------------------- lost --
-def cmd_lost(acked_file, port, dbname):
+def cmd_lost(acked_file, port, dbname, ids_out=None):
     import psycopg
     ids = [int(x) for x in open(acked_file) if x.strip()]
     with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname=dbname,
                          connect_timeout=3) as c:
-        n = c.execute("SELECT count(*) FROM unnest(%s::bigint[]) a(id) "
-                      "WHERE NOT EXISTS (SELECT 1 FROM bench_writes b WHERE b.id = a.id)", [ids]).fetchone()[0]
-    print(n)
+        missing = [r[0] for r in c.execute(
+            "SELECT a.id FROM unnest(%s::bigint[]) a(id) "
+            "WHERE NOT EXISTS (SELECT 1 FROM bench_writes b WHERE b.id = a.id) ORDER BY a.id", [ids])]
+    if ids_out:
+        json.dump(missing, open(ids_out, "w"))
+    print(len(missing))
 
 
 # ------------------------------------------------------------------- record --
@@ -187,6 +192,7 @@ def op_summary(show_file):
         "rto_ms": m.get("rto_ms"), "rto_from": m.get("rto_from"),
         "write_outage_ms": m.get("write_outage_ms"),
         "rpo_bytes": m.get("rpo_bytes"), "rpo_us": m.get("rpo_us"), "rpo_basis": m.get("rpo_basis"),
+        "rpo_lower_bound": m.get("rpo_lower_bound"),
         "steps_ms": m.get("steps_ms") or {},
         "steps_sum_ms": sum((m.get("steps_ms") or {}).values()) if m.get("steps_ms") else None,
     }
@@ -237,6 +243,19 @@ def cmd_record(kind, run, frm, to, writer_out, show_file, rejoin_file, lost, to_
          "errors": w["errors"], "connects": w["connects"], "dns_failures": w["dns_failures"],
          "writes_moved_to_new_primary": bool(w["server_changes"]) and w["server_changes"][-1][1] == to_front,
          "operation": op, "rejoin": rejoin_summary(rejoin_file)}
+    lost_file = writer_out.replace(".writer.json", ".lost")
+    try:
+        r["lost_ids"] = json.load(open(lost_file))
+    except Exception:
+        pass
+    if r.get("lost_ids"):
+        # Which of the acks before the event were lost: 1 = the last one acknowledged
+        # by the old primary (acks are in order; the old primary's come first).
+        acked = [int(x) for x in open(writer_out.replace(".writer.json", ".acked")) if x.strip()]
+        first_server = w["server_changes"][0][1] if w["server_changes"] else None
+        pre = acked[:w["per_server"].get(first_server, 0)] if first_server else []
+        r["lost_rank_from_last_ack_before_event"] = [len(pre) - pre.index(i) if i in pre else None
+                                                     for i in r["lost_ids"]]
     t_kill = extra.pop("t_kill", None)
     if t_kill is not None and ended:
         t_kill = float(t_kill)

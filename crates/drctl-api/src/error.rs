@@ -26,6 +26,9 @@ pub enum ApiError {
     /// 404 `operation_not_found`
     #[error("no operation {0:?}")]
     OperationNotFound(String),
+    /// 409 `backup_not_verifiable`: deleted, running or failed.
+    #[error("backup {id:?} cannot be verified: {reason}")]
+    BackupNotVerifiable { id: String, reason: String },
     /// 409 `no_backup_policy`
     #[error("service {0:?} has no backup policy; add [services.backup] to the config")]
     NoBackupPolicy(String),
@@ -53,6 +56,7 @@ impl ApiError {
             ApiError::BackupNotFound(_) => "backup_not_found",
             ApiError::OperationNotFound(_) => "operation_not_found",
             ApiError::NoBackupPolicy(_) => "no_backup_policy",
+            ApiError::BackupNotVerifiable { .. } => "backup_not_verifiable",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Store(_) => "store_unavailable",
             ApiError::Operation(e) => e.code(),
@@ -65,7 +69,9 @@ impl ApiError {
             | ApiError::NotFound
             | ApiError::BackupNotFound(_)
             | ApiError::OperationNotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::NoBackupPolicy(_) => StatusCode::CONFLICT,
+            ApiError::NoBackupPolicy(_) | ApiError::BackupNotVerifiable { .. } => {
+                StatusCode::CONFLICT
+            }
             ApiError::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -114,5 +120,31 @@ impl IntoResponse for ApiError {
 impl From<drctl_store::StoreError> for ApiError {
     fn from(e: drctl_store::StoreError) -> Self {
         ApiError::Store(e)
+    }
+}
+
+/// `axum::extract::Path` whose rejection (a segment that is not UTF-8, say
+/// `%FF`) is a JSON `invalid_parameter` like every other error, not axum's
+/// plain text.
+pub(crate) struct ApiPath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(e) => Err(ApiError::InvalidParameter {
+                parameter: "path",
+                reason: e.body_text(),
+            }),
+        }
     }
 }

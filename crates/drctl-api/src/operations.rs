@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -16,6 +16,7 @@ use drctl_backup::jobs;
 use serde_json::{json, Value};
 
 use crate::routes::known_service;
+use crate::error::ApiPath;
 use crate::{ApiError, ApiState};
 
 pub(crate) fn routes() -> Router<ApiState> {
@@ -59,7 +60,7 @@ struct OperationRequest {
 
 async fn start_operation(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     body: Result<Json<OperationRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     use drctl_failover::{Engine, OperationKind, Progress, Request};
@@ -188,7 +189,7 @@ fn progress_writer(store: drctl_store::Store, id: String) -> impl FnMut(Value) {
 
 async fn start_backup(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     has_policy(&state, &name)?;
     let config = state.monitor.config_arc();
@@ -211,10 +212,23 @@ async fn start_backup(
 
 async fn start_verify(
     State(state): State<ApiState>,
-    Path(backup): Path<String>,
+    ApiPath(backup): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    if state.monitor.store().backup(&backup).await?.is_none() {
+    let Some(record) = state.monitor.store().backup(&backup).await? else {
         return Err(ApiError::BackupNotFound(backup));
+    };
+    // Nothing to verify: say so now, not in an operation that fails later.
+    if record.deleted_at.is_some() {
+        return Err(ApiError::BackupNotVerifiable {
+            id: backup,
+            reason: "it was deleted by retention".into(),
+        });
+    }
+    if record.status != "complete" {
+        return Err(ApiError::BackupNotVerifiable {
+            id: backup,
+            reason: format!("it is {} (only a complete backup can be verified)", record.status),
+        });
     }
     let config = state.monitor.config_arc();
     let store = state.monitor.store().clone();
@@ -239,7 +253,7 @@ async fn start_verify(
 
 async fn start_restore_test(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     has_policy(&state, &name)?;
     let config = state.monitor.config_arc();
@@ -274,7 +288,7 @@ fn operation_json(o: &drctl_store::OperationRecord) -> Value {
 
 async fn operation(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let op = state
         .monitor

@@ -1,7 +1,7 @@
 //! Routes and handlers under `/api/v1`, plus `/healthz` and `/metrics`.
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -12,6 +12,7 @@ use drctl_store::{ExposureStats, LagSample};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::error::ApiPath;
 use crate::{ApiError, ApiState};
 
 pub fn router(state: ApiState) -> Router {
@@ -215,7 +216,7 @@ pub(crate) fn known_service(state: &ApiState, name: &str) -> Result<(), ApiError
 
 async fn lag_history(
     State(state): State<ApiState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     query: Result<Query<LagQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::InvalidParameter {

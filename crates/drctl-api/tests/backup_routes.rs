@@ -507,3 +507,35 @@ async fn a_wrong_method_is_a_json_405() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn verifying_a_deleted_or_unfinished_backup_is_a_409_and_a_bad_path_is_json() {
+    let api = api().await;
+    record_backup(&api.store, "b-deleted", 1).await;
+    api.store.mark_backup_deleted("b-deleted", at(50)).await.unwrap();
+    api.store
+        .backup_started("b-running", "catalog", "eu-west", "local-backups", at(2))
+        .await
+        .unwrap();
+    for (id, needle) in [("b-deleted", "deleted"), ("b-running", "running")] {
+        api.expect_error(
+            Method::POST,
+            &format!("/api/v1/backups/{id}/verify"),
+            StatusCode::CONFLICT,
+            "backup_not_verifiable",
+            needle,
+        )
+        .await;
+    }
+    // A path segment that is not UTF-8.
+    api.expect_error(
+        Method::GET,
+        "/api/v1/operations/%FF",
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+        "path",
+    )
+    .await;
+    let (_, body) = api.get("/api/v1/operations").await;
+    assert_eq!(body, json!({ "operations": [] }), "nothing was started");
+}
