@@ -21,7 +21,8 @@
 #
 # The drctl binary: $DRCTL, else target/release/drctl, else target/debug/drctl
 # (nothing is built). Knobs (environment): LAB_DIR (scratch lab dir,
-# /tmp/drctl-bench-failover), HEAL_TIMEOUT, FAILOVER_TIMEOUT.
+# /tmp/drctl-bench-failover), HEAL_TIMEOUT, FAILOVER_TIMEOUT. The lab's logs
+# and the per-run files are copied to LAB_DIR.last at the end (kept or not).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -128,12 +129,13 @@ teardown() {
   rm -rf "$DIR"
 }
 
-save_logs() { # on failure: keep the logs next to the lab dir
-  local keep=$DIR.failed
-  rm -rf "$keep"; mkdir -p "$keep"
-  cp -a "$DIR"/*.log "$DIR"/lab.json "$DIR"/drctl.toml "$keep"/ 2>/dev/null || true
-  [[ -d $W ]] && cp -a "$W" "$keep"/ 2>/dev/null || true
-  log "logs and run files kept in $keep"
+SAVED=$DIR.last
+save_files() { # before teardown: keep the lab's logs and the run files next to the lab dir
+  [[ -d $DIR ]] || return 0
+  rm -rf "$SAVED"; mkdir -p "$SAVED"
+  cp -a "$DIR"/*.log "$DIR"/lab.json "$DIR"/drctl.toml "$SAVED"/ 2>/dev/null || true
+  [[ -d $W ]] && cp -a "$W" "$SAVED"/ 2>/dev/null || true
+  log "logs (lab-up.log: the daemon's; orders-region-*.log: PostgreSQL's) and run files kept in $SAVED"
 }
 
 on_exit() {
@@ -144,8 +146,8 @@ on_exit() {
     for f in "$DIR/lab-up.log" "$DIR"/orders-region-*.log "$W/writer.err"; do
       [[ -f $f ]] && { echo "--- $f" >&2; tail -n 25 "$f" >&2; }
     done
-    save_logs
   fi
+  save_files
   if (( KEEP )); then
     log "kept: lab in $DIR (tear down with: bash $0 --teardown --dir $DIR)"
   else
@@ -235,7 +237,7 @@ stop_writer() { # LABEL; not in $(...): wait needs the writer to be our child
   [[ -s $W/writer.out ]] || die "writer printed no result"
   cp "$W/writer.out" "$R/$1.writer.json"; cp "$W/acked.txt" "$R/$1.acked"
 }
-lost_acked() { "$PY" "$HELPER" lost "$W/acked.txt" "${PG_PORT[$1]}" "$DBNAME"; }
+lost_acked() { "$PY" "$HELPER" lost "$W/acked.txt" "${PG_PORT[$1]}" "$DBNAME" "$R/$2.lost"; }
 show_op() { # ID FILE
   "$DRCTL" operations show "$1" -o json "${CFG[@]}" >"$2" 2>>"$W/drctl.err" || die "drctl operations show $1 failed"
 }
@@ -308,7 +310,7 @@ for i in $(seq 1 "$RUNS"); do
   wait_acks $((base + ACKS_AFTER)) "$EVENT_TIMEOUT" "${FRONT[$to]}" \
     || die "writes did not resume on $to after $label ($(progress))"
   stop_writer "$label"
-  lost=$(lost_acked "$to")
+  lost=$(lost_acked "$to" "$label")
   show_op "$opid" "$R/$label.op.json"
   rejoin "$from" "$label"
   LAST_CHANGE=$EPOCHREALTIME
@@ -356,7 +358,7 @@ for i in $(seq 1 "$RUNS"); do
   wait_acks $((base + ACKS_AFTER)) "$EVENT_TIMEOUT" "${FRONT[$to]}" \
     || die "writes did not resume on $to after $label ($(progress))"
   stop_writer "$label"
-  lost=$(lost_acked "$to")
+  lost=$(lost_acked "$to" "$label")
   show_op "$opid" "$R/$label.op.json"
   pm_gone=true; pid_ours "$pmpid" "${DATA_DIR[$from]}" && pm_gone=false
   rejoin "$from" "$label"

@@ -6,9 +6,6 @@
 //! never to the client. The API reads the monitor's live view and the state
 //! store; it never talks to monitored databases itself.
 
-// The failover engine's step futures nest deeply (a drill, a rejoin and a
-// recover each add a level); the default limit of 128 is too low for them.
-#![recursion_limit = "256"]
 
 pub(crate) mod daemon;
 pub mod error;

@@ -573,7 +573,9 @@ async fn run_with_retries(
         if let Some(e) = injected_failure(step) {
             return Err(e);
         }
-        match steps::run(step, ctx).await {
+        // Boxed: the steps' futures nest deeply, and every caller of the
+        // engine would otherwise carry their whole layout.
+        match Box::pin(steps::run(step, ctx)).await {
             Err(e) if e.retryable && attempt < STEP_RETRIES => {
                 progress(Progress::StepRetrying {
                     step,
