@@ -70,7 +70,7 @@ async fn guard_cluster(
         let Ok(dsn) = conn.resolve() else { continue };
         match PgEndpoint::new(format!("{}@{region}", svc.cluster), dsn.expose(), probe_timeout) {
             Ok(ep) => {
-                endpoints.insert(region.clone(), ep);
+                endpoints.insert(region.clone(), ep.with_application_name("drctl-guard"));
             }
             Err(e) => tracing::warn!(service, region, error = %e, "guard: bad connection string"),
         }

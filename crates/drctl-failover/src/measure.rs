@@ -8,7 +8,8 @@
 //! known position; the window's length is the measured RPO. With the source
 //! gone, its last known position is the monitor's last sample, so the
 //! figure can be short by up to one monitor interval (the writes after that
-//! sample are unknowable).
+//! sample are unknowable): it is then flagged as a minimum and comes with an
+//! upper bound (the plan's: the last sighting until detection).
 
 use std::collections::BTreeMap;
 
@@ -23,8 +24,15 @@ pub struct Measured {
     pub rpo_bytes: u64,
     /// The time span of commits lost (primary's clock).
     pub rpo_us: i64,
-    /// The map did not reach back far enough: at least `rpo_us`.
+    /// `rpo_us` is a minimum: the map did not reach back far enough, or
+    /// the source was lost and what it wrote after the monitor's last
+    /// sample is unknowable.
     pub rpo_lower_bound: bool,
+    /// With the source lost, the most that can have been lost: from the
+    /// last sighting (the monitor's last sample) until the primary was
+    /// detected lost (or the request), plus what the target lacked then.
+    #[serde(default)]
+    pub rpo_upper_us: Option<i64>,
     /// What the source's last position is: `fenced_source` (read from the
     /// server after fencing: exact), `last_sample` (the monitor's last
     /// reading: short by up to one interval), `none` (no datastore).

@@ -266,6 +266,7 @@ pub(crate) async fn record(ctx: &Ctx<'_>) -> StepResult {
         rpo_bytes: 0,
         rpo_us,
         rpo_lower_bound: false,
+        rpo_upper_us: Some(rpo_us),
         rpo_basis: format!(
             "backup {}: at most the writes after its end (until the source was {})",
             restored.get("backup").and_then(|b| b.as_str()).unwrap_or("?"),

@@ -986,10 +986,27 @@ async fn record(ctx: &Ctx<'_>) -> StepResult {
         .collect();
     let rpo_target_us = plan::us(targets.rpo);
     let rto_target_ms = targets.rto.as_millis() as u64;
+    // The source was lost: its writes after the monitor's last sample are
+    // unknowable, so the figure is a minimum; the plan's bound (last
+    // sighting until detection) is the maximum.
+    let mut rpo_upper_us = None;
+    if basis == "last_sample" {
+        lower = true;
+        rpo_upper_us = ctx
+            .output::<PlanReport>(Step::Plan)
+            .ok()
+            .and_then(|p| p.expected_loss_us)
+            .map(|u| u.max(rpo_us));
+    }
+    let rpo_met = match rpo_upper_us {
+        Some(upper) => upper <= rpo_target_us,
+        None => rpo_us <= rpo_target_us && !lower,
+    };
     to_value(&Measured {
         rpo_bytes,
         rpo_us,
         rpo_lower_bound: lower,
+        rpo_upper_us,
         rpo_basis: basis,
         rto_ms,
         rto_from: if p.detected_at_us.is_some() {
@@ -1001,7 +1018,7 @@ async fn record(ctx: &Ctx<'_>) -> StepResult {
         write_outage_ms,
         rpo_target_us,
         rto_target_ms,
-        rpo_met: rpo_us <= rpo_target_us && !lower,
+        rpo_met,
         rto_met: rto_ms <= rto_target_ms,
         steps_ms,
     })

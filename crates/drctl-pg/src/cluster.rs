@@ -98,8 +98,22 @@ fn lab_settings(port: u16, data_dir: &Path, max_connections: u32) -> String {
          autovacuum = off\n\
          log_min_messages = warning\n\
          log_connections = off\n",
-        data_dir.parent().unwrap_or(data_dir).display()
+        socket_dir(data_dir).display()
     )
+}
+
+/// Where a cluster drctl runs keeps its Unix socket: `sockets/` beside its
+/// data directory (shared by a lab's clusters: the ports differ), owned by
+/// the postgres user — never inside the data directory, where pg_rewind
+/// would try to copy it.
+pub fn socket_dir(data_dir: &Path) -> PathBuf {
+    data_dir.parent().unwrap_or(data_dir).join("sockets")
+}
+
+fn ensure_socket_dir(data_dir: &Path) -> Result<()> {
+    let dir = socket_dir(data_dir);
+    ensure_dir(&dir)?;
+    give_to_postgres(&dir)
 }
 
 const LAB_HBA: &str = "local all all trust\n\
@@ -156,6 +170,7 @@ impl PgCluster {
         std::fs::write(&conf, text).map_err(io_err(format!("writing {}", conf.display())))?;
         let hba = self.data_dir.join("pg_hba.conf");
         std::fs::write(&hba, LAB_HBA).map_err(io_err(format!("writing {}", hba.display())))?;
+        ensure_socket_dir(&self.data_dir)?;
         give_to_postgres(&self.data_dir)
     }
 
@@ -235,7 +250,7 @@ impl PgCluster {
              logging_collector = off\n\
              log_min_messages = warning\n",
             self.port,
-            self.data_dir.parent().unwrap_or(&self.data_dir).display(),
+            socket_dir(&self.data_dir).display(),
             self.data_dir.join("pg_hba.conf").display(),
             self.data_dir.join("pg_ident.conf").display(),
         );
@@ -252,6 +267,7 @@ impl PgCluster {
             std::fs::write(self.data_dir.join(file), text)
                 .map_err(io_err(format!("writing {file} of {}", self.name)))?;
         }
+        ensure_socket_dir(&self.data_dir)?;
         give_to_postgres(&self.data_dir)
     }
 

@@ -116,6 +116,13 @@ const HEARTBEAT_INSERT: &str = "INSERT INTO drctl.heartbeat (primary_time, flush
                pg_wal_lsn_diff(flush_lsn, '0/0')::bigint";
 
 impl PgEndpoint {
+    /// The same endpoint under another `application_name`, so each of
+    /// drctl's roles (monitor, guard) shows apart in `pg_stat_activity`.
+    pub fn with_application_name(mut self, name: &str) -> Self {
+        self.options = self.options.application_name(name);
+        self
+    }
+
     /// Parses `dsn` without connecting. `label` names the endpoint in errors
     /// and logs (pass a redacted form: it is shown to people).
     pub fn new(label: impl Into<String>, dsn: &str, timeout: Duration) -> Result<Self, PgError> {

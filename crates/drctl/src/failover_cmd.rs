@@ -123,11 +123,20 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
                 }
                 OutputFormat::Table => {
                     let m = outcome.measured.as_ref();
+                    let rpo = match m {
+                        Some(m) if m.rpo_lower_bound => format!(
+                            "at least {}{}",
+                            secs_us(Some(m.rpo_us)),
+                            m.rpo_upper_us
+                                .map_or(String::new(), |u| format!(", at most {}", secs_us(Some(u))))
+                        ),
+                        _ => secs_us(m.map(|m| m.rpo_us)),
+                    };
                     println!(
                         "{} {} succeeded: measured RPO {} ({}, {}), RTO {} (target {}){}",
                         kind.as_str(),
                         outcome.id,
-                        secs_us(m.map(|m| m.rpo_us)),
+                        rpo,
                         bytes(m.map(|m| m.rpo_bytes as i64)),
                         m.map_or("-", |m| m.rpo_basis.as_str()),
                         secs_ms(m.map(|m| m.rto_ms)),
