@@ -19,7 +19,7 @@ use drctl_store::{BackupRecord, Store};
 
 use crate::measure::Measured;
 use crate::plan::{self, Blocker, OperationParams, PlanReport};
-use crate::steps::{self, endpoint, Ctx, StepError, StepResult};
+use crate::steps::{self, Ctx, StepError, StepResult};
 use crate::Step;
 
 const REACH: Duration = Duration::from_secs(3);
@@ -81,17 +81,7 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         ),
         Some(_) => {}
     }
-    let read = |region: String| async move {
-        match service.map(|s| endpoint(s, &region, REACH)) {
-            Some(Ok(ep)) => {
-                let r = ep.node_state().await.map_err(|e| e.to_string());
-                ep.close().await;
-                r
-            }
-            Some(Err(e)) => Err(e),
-            None => Err("unknown service".into()),
-        }
-    };
+    let read = |region: String| async move { steps::read_state(service, &region, REACH).await };
     let (source, target) = tokio::join!(read(p.source.clone()), read(p.target.clone()));
     if target.as_ref().is_ok_and(|t| t.writable()) {
         block(

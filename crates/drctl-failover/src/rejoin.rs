@@ -19,7 +19,7 @@ use drctl_store::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::plan::{self, Blocker, OperationParams, PlanReport};
-use crate::steps::{self, endpoint, Ctx, StepError, StepResult};
+use crate::steps::{self, Ctx, StepError, StepResult};
 use crate::Step;
 
 const REACH: Duration = Duration::from_secs(5);
@@ -128,17 +128,7 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
     if p.source == p.target {
         block("same_region", format!("{} is the primary: there is nothing to rejoin", p.target));
     }
-    let read = |region: String| async move {
-        match service.map(|s| endpoint(s, &region, REACH)) {
-            Some(Ok(ep)) => {
-                let r = ep.node_state().await.map_err(|e| e.to_string());
-                ep.close().await;
-                r
-            }
-            Some(Err(e)) => Err(e),
-            None => Err("unknown service".into()),
-        }
-    };
+    let read = |region: String| async move { steps::read_state(service, &region, REACH).await };
     let (primary, old) = tokio::join!(read(p.source.clone()), read(p.target.clone()));
     match &primary {
         Err(e) => block("primary_unreachable", format!("the primary {}@{} is unreachable: {e}", p.cluster, p.source)),

@@ -142,6 +142,19 @@ impl Ctx<'_> {
     }
 }
 
+/// A region's server's role and positions, or why it could not be read
+/// (one connection, closed after).
+pub(crate) async fn read_state(
+    service: Option<&Service>,
+    region: &str,
+    timeout: Duration,
+) -> Result<NodeState, String> {
+    let ep = endpoint(service.ok_or("unknown service")?, region, timeout)?;
+    let r = ep.node_state().await.map_err(|e| e.to_string());
+    ep.close().await;
+    r
+}
+
 pub(crate) fn endpoint(
     service: &Service,
     region: &str,
@@ -270,15 +283,7 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         } else {
             REACH_TIMEOUT
         };
-        match service.map(|s| endpoint(s, &region, timeout)) {
-            Some(Ok(ep)) => {
-                let r = ep.node_state().await.map_err(|e| e.to_string());
-                ep.close().await;
-                r
-            }
-            Some(Err(e)) => Err(e),
-            None => Err("unknown service".into()),
-        }
+        read_state(service, &region, timeout).await
     };
     let (source_state, target_state) = if has_datastore {
         tokio::join!(read(p.source.clone()), read(p.target.clone()))

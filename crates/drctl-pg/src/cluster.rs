@@ -361,24 +361,10 @@ impl PgCluster {
     /// promotion would otherwise inherit) or slot of another server.
     pub fn configure_standby(&self, primary_conninfo: &str) -> Result<()> {
         self.drop_socket_locks();
-        let auto = self.data_dir.join("postgresql.auto.conf");
-        let text = std::fs::read_to_string(&auto).unwrap_or_default();
-        let mut kept: Vec<String> = text
-            .lines()
-            .filter(|l| {
-                let key = l.trim_start();
-                !["primary_conninfo", "primary_slot_name", "default_transaction_read_only"]
-                    .iter()
-                    .any(|k| key.starts_with(k))
-            })
-            .map(str::to_string)
-            .collect();
-        kept.push(format!(
-            "primary_conninfo = '{}'",
-            primary_conninfo.replace('\'', "''")
-        ));
-        std::fs::write(&auto, kept.join("\n") + "\n")
-            .map_err(io_err("writing postgresql.auto.conf"))?;
+        self.rewrite_auto_conf(
+            &["primary_conninfo", "primary_slot_name", "default_transaction_read_only"],
+            &[format!("primary_conninfo = '{}'", primary_conninfo.replace('\'', "''"))],
+        )?;
         std::fs::write(self.data_dir.join("standby.signal"), "")
             .map_err(io_err("writing standby.signal"))?;
         let _ = std::fs::remove_file(self.data_dir.join("recovery.signal"));
@@ -386,6 +372,26 @@ impl PgCluster {
         std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io_err(format!("chmod of {}", self.data_dir.display())))?;
         give_to_postgres(&self.data_dir)
+    }
+
+    /// Rewrites postgresql.auto.conf without the settings named in `drop`
+    /// (whatever their value), then with the lines `add`.
+    fn rewrite_auto_conf(&self, drop: &[&str], add: &[String]) -> Result<()> {
+        let auto = self.data_dir.join("postgresql.auto.conf");
+        let text = std::fs::read_to_string(&auto).unwrap_or_default();
+        let mut kept: Vec<String> = text
+            .lines()
+            .filter(|l| {
+                let key = l.trim_start();
+                !drop.iter().any(|k| {
+                    key.strip_prefix(k)
+                        .is_some_and(|rest| rest.trim_start().starts_with('='))
+                })
+            })
+            .map(str::to_string)
+            .collect();
+        kept.extend(add.iter().cloned());
+        std::fs::write(&auto, kept.join("\n") + "\n").map_err(io_err("writing postgresql.auto.conf"))
     }
 
     /// A source that keeps its Unix sockets in its data directory (labs made
@@ -417,20 +423,10 @@ impl PgCluster {
             let _ = std::fs::remove_file(self.data_dir.join(signal));
         }
         self.drop_socket_locks();
-        let auto = self.data_dir.join("postgresql.auto.conf");
-        let text = std::fs::read_to_string(&auto).unwrap_or_default();
-        let mut kept: Vec<String> = text
-            .lines()
-            .filter(|l| {
-                let key = l.trim_start();
-                !["primary_conninfo", "primary_slot_name", "default_transaction_read_only", "port"]
-                    .iter()
-                    .any(|k| key.starts_with(k))
-            })
-            .map(str::to_string)
-            .collect();
-        kept.push(format!("port = {}", self.port));
-        std::fs::write(&auto, kept.join("\n") + "\n").map_err(io_err("writing postgresql.auto.conf"))?;
+        self.rewrite_auto_conf(
+            &["primary_conninfo", "primary_slot_name", "default_transaction_read_only", "port"],
+            &[format!("port = {}", self.port)],
+        )?;
         give_to_postgres(&self.data_dir)
     }
 
