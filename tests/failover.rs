@@ -191,6 +191,8 @@ async fn failover_after_a_link_cut_and_a_lost_primary_reports_the_rows_really_lo
     // The source was lost: the figure is a minimum, with a maximum that
     // holds the truth.
     assert!(measured.rpo_lower_bound, "{measured:?}");
+    // About one heartbeat per second of the cut was lost.
+    assert!(measured.rpo_heartbeats >= 5, "{measured:?}");
     let upper = measured.rpo_upper_us.expect("an upper bound");
     assert!(upper >= truth_us, "upper bound {upper} µs below the truth {truth_us} µs");
     let interval = lab_config(&lab).monitor.interval.as_micros() as i64;

@@ -313,7 +313,8 @@ pub struct BackupPolicy {
     /// The region whose database is copied (default: the primary); one of
     /// the service's regions, with a connection in [`Service::postgres`].
     pub from_region: String,
-    /// zstd level, 1..=19 (default 3).
+    /// zstd level, 1..=19 (default 1: fastest; a backup keeps pace with
+    /// pg_basebackup alone).
     pub compression_level: i32,
     /// zstd worker threads; 0 (the default) means one per core of the host
     /// drctl runs on. Compression is a backup's bottleneck, so it uses every

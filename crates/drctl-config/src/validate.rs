@@ -165,7 +165,10 @@ const CRON_EXAMPLES: &str = "e.g. \"0 * * * *\" = hourly, \"30 2 * * *\" = daily
 const DEFAULT_STORE_URL: &str = "sqlite://drctl-state.db";
 const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 const DEFAULT_S3_REGION: &str = "us-east-1";
-const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
+/// zstd -1: on two cores it keeps a backup at the speed of pg_basebackup
+/// alone (bench/results/backup-peers-zstd1.md: 0.98× against 0.65× at -3),
+/// at about the same ratio on typical table data.
+const DEFAULT_COMPRESSION_LEVEL: i32 = 1;
 const DEFAULT_RESTORE_TEST_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
 /// Short enough that a dead driver is replaced quickly, long enough that a
 /// slow step (a fence hook, a promotion) renews it in time.

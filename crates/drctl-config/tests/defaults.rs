@@ -246,7 +246,7 @@ strict = true
         Some(BackupPolicy {
             store: "dr-bucket".into(),
             from_region: "eu-west".into(),
-            compression_level: 3,
+            compression_level: 1,
             compression_threads: 0,
             validation_queries: Vec::new(),
             strict: false,

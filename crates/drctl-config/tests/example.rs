@@ -148,7 +148,7 @@ fn shop_example_backs_up_to_the_dr_bucket_and_offsite() {
         Some(BackupPolicy {
             store: "dr-bucket".into(),
             from_region: "us-east".into(),
-            compression_level: 3,
+            compression_level: 1,
             compression_threads: 0,
             validation_queries: Vec::new(),
             strict: false,
@@ -166,7 +166,7 @@ fn shop_example_backs_up_to_the_dr_bucket_and_offsite() {
         Some(BackupPolicy {
             store: "dr-bucket".into(),
             from_region: "eu-west".into(),
-            compression_level: 3,
+            compression_level: 1,
             compression_threads: 0,
             validation_queries: Vec::new(),
             strict: false,

@@ -24,6 +24,11 @@ pub struct Measured {
     pub rpo_bytes: u64,
     /// The time span of commits lost (primary's clock).
     pub rpo_us: i64,
+    /// drctl heartbeat rows the primary wrote that the target never got
+    /// (one per monitor interval while the primary was seen: a count of
+    /// lost intervals with writes on record).
+    #[serde(default)]
+    pub rpo_heartbeats: u64,
     /// `rpo_us` is a minimum: the map did not reach back far enough, or
     /// the source was lost and what it wrote after the monitor's last
     /// sample is unknowable.

@@ -255,6 +255,7 @@ pub(crate) async fn record(ctx: &Ctx<'_>) -> StepResult {
     steps::to_value(&Measured {
         rpo_bytes: 0,
         rpo_us,
+        rpo_heartbeats: 0,
         rpo_lower_bound: false,
         rpo_upper_us: Some(rpo_us),
         rpo_basis: format!(

@@ -913,6 +913,7 @@ async fn record(ctx: &Ctx<'_>) -> StepResult {
     let p = ctx.params;
     let targets = service.targets;
     let (mut rpo_bytes, mut rpo_us, mut lower, mut basis) = (0u64, 0i64, false, "none".to_string());
+    let mut rpo_heartbeats = 0u64;
     if p.kind == OperationKind::Drill {
         // Nothing was lost; what a real failover would have lost at that
         // moment is the monitor's exposure the plan read.
@@ -941,6 +942,12 @@ async fn record(ctx: &Ctx<'_>) -> StepResult {
                         lsn: Lsn(l.max(0) as u64),
                     })
                     .collect();
+                // The primary's sampled positions past the target's final
+                // one: each was a heartbeat row the target never received.
+                rpo_heartbeats = points
+                    .iter()
+                    .filter(|pt| pt.lsn > fin && pt.lsn <= src)
+                    .count() as u64;
                 // The replicated heartbeat rows the new primary carries.
                 let target = ctx.endpoint(&p.target, REACH_TIMEOUT)?;
                 if let Ok(hb) = target.load_heartbeats(Duration::from_secs(3600)).await {
@@ -1010,6 +1017,7 @@ async fn record(ctx: &Ctx<'_>) -> StepResult {
     to_value(&Measured {
         rpo_bytes,
         rpo_us,
+        rpo_heartbeats,
         rpo_lower_bound: lower,
         rpo_upper_us,
         rpo_basis: basis,

@@ -161,11 +161,21 @@ impl From<RejoinArgs> for FailoverArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:
+  drctl operations                      recent operations (= drctl operations list)
+  drctl operations op-0123456789abcdef  one with its step timeline (= drctl operations show ID)"
+)]
 pub struct OperationsArgs {
     #[command(flatten)]
     pub config: ConfigPath,
     #[command(subcommand)]
-    pub command: OperationsCommand,
+    pub command: Option<OperationsCommand>,
+    /// An operation to show (without a subcommand).
+    pub id: Option<String>,
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: OutputFormat,
 }
 
 #[derive(Subcommand, Debug)]

@@ -281,7 +281,16 @@ fn render_plan(p: &PlanReport, accept: bool) -> String {
 
 pub async fn operations(args: OperationsArgs) -> anyhow::Result<()> {
     let (_config, store) = open(&args.config).await?;
-    match args.command {
+    let command = args.command.unwrap_or(match args.id {
+        Some(id) => OperationsCommand::Show {
+            id,
+            output: args.output,
+        },
+        None => OperationsCommand::List {
+            output: args.output,
+        },
+    });
+    match command {
         OperationsCommand::List { output } => {
             let ops = store.operations(200).await?;
             match output {
