@@ -68,6 +68,10 @@ pub enum Progress {
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
     pub id: String,
+    /// What the operation was (a resume learns it from the journal).
+    pub kind: OperationKind,
+    /// The region it moved to (or rejoined, or restored in).
+    pub target: String,
     pub status: OpStatus,
     pub measured: Option<Measured>,
     pub steps: Vec<StepRecord>,
@@ -532,6 +536,8 @@ impl Engine {
             .map_err(fenced)?;
         Ok(Outcome {
             id: id.to_string(),
+            kind: params.kind,
+            target: params.target.clone(),
             status: OpStatus::Succeeded,
             measured,
             steps: self.store.journal(id).await?,

@@ -106,7 +106,7 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
         Ok(outcome) => {
             match output {
                 OutputFormat::Json => print_json(&json!({ "operation": outcome }))?,
-                OutputFormat::Table if kind == OperationKind::Rejoin => {
+                OutputFormat::Table if outcome.kind == OperationKind::Rejoin => {
                     let how = outcome
                         .steps
                         .iter()
@@ -118,7 +118,7 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
                     println!(
                         "rejoin {} succeeded: {} is a streaming standby again ({how})",
                         outcome.id,
-                        args.to.as_deref().unwrap_or("?")
+                        outcome.target
                     );
                 }
                 OutputFormat::Table => {
@@ -134,7 +134,7 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
                     };
                     println!(
                         "{} {} succeeded: measured RPO {} ({}, {}), RTO {} (target {}){}",
-                        kind.as_str(),
+                        outcome.kind.as_str(),
                         outcome.id,
                         rpo,
                         bytes(m.map(|m| m.rpo_bytes as i64)),
