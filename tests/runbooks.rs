@@ -1,5 +1,5 @@
 //! Keeps the runbooks true: every `drctl …` command in a ```sh / ```bash
-//! block of `runbooks/**/*.md` is checked against the real binary. Its
+//! block of `runbooks/**/*.md` and of `README.md` is checked against the real binary. Its
 //! subcommands must exist (each level's `--help` lists the next word under
 //! "Commands:"), and every flag must be one the command at that point
 //! accepts. Values (`200ms`, `orders`, `<SERVICE>`) are told from
@@ -473,6 +473,8 @@ fn every_drctl_command_in_the_runbooks_exists() {
     markdown_files(&root.join("runbooks"), &mut files);
     files.sort();
     assert!(!files.is_empty(), "no markdown files under runbooks/");
+    // The README's commands are held to the same standard.
+    files.push(root.join("README.md"));
     let mut checker = Checker::default();
     let mut checked = 0;
     let mut failures = Vec::new();

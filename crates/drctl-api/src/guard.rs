@@ -154,12 +154,12 @@ impl Guard {
             if self.refused {
                 return;
             }
-            self.record(&verdict, &observation, None).await;
+            self.record(&verdict, &observation).await;
             self.fail_over(*detected_at, evidence.clone(), &observation).await;
             return;
         }
         if verdict.key() != self.last_key {
-            self.record(&verdict, &observation, None).await;
+            self.record(&verdict, &observation).await;
         }
     }
 
@@ -237,7 +237,7 @@ impl Guard {
                     code: "refused".into(),
                     reason: format!("the automatic failover did not complete: {e} ({})", e.code()),
                 };
-                self.record(&verdict, o, None).await;
+                self.record(&verdict, o).await;
                 self.refused = true;
             }
         }
@@ -288,7 +288,7 @@ impl Guard {
         }
     }
 
-    async fn record(&mut self, verdict: &Verdict, o: &Observation, operation_id: Option<String>) {
+    async fn record(&mut self, verdict: &Verdict, o: &Observation) {
         self.last_key = verdict.key();
         let (action, code, reason) = match verdict {
             Verdict::Healthy => ("healthy", None, "the primary answers again".to_string()),
@@ -310,7 +310,9 @@ impl Guard {
             code,
             reason,
             evidence: serde_json::json!({ "observation": o, "verdict": verdict }).to_string(),
-            operation_id,
+            // The failover's operation id is in its journal; the decision
+            // is recorded before the operation exists.
+            operation_id: None,
         };
         if let Err(e) = self.store.record_decision(&record).await {
             tracing::error!(error = %e, "cannot record an automatic failover decision");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use drctl_pg::PgCluster;
 use serde::{Deserialize, Serialize};
 
-use crate::steps::{self, Ctx, StepError, StepResult};
+use crate::steps::{self, blocking, pg_bin, Ctx, StepError, StepResult};
 use crate::Step;
 
 const CLONE_READY: Duration = Duration::from_secs(120);
@@ -49,19 +49,6 @@ impl CloneOutput {
 fn clone_dir(op_id: &str) -> PathBuf {
     let short: String = op_id.trim_start_matches("op-").chars().take(12).collect();
     drctl_pg::os::scratch_root().join(format!("drill-{short}"))
-}
-
-fn pg_bin() -> Result<PathBuf, StepError> {
-    drctl_pg::find_pg_bin().map_err(|e| StepError::stop(e.to_string()))
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, StepError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StepError::stop(e.to_string()))?
-        .map_err(StepError::stop)
 }
 
 pub(crate) async fn clone_standby(ctx: &Ctx<'_>) -> StepResult {

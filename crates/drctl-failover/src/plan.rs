@@ -77,6 +77,41 @@ pub struct PlanReport {
 }
 
 impl PlanReport {
+    /// A plan for `p` with nothing read yet (no server state, no expected
+    /// loss, no DNS flip, no blocker): what every kind shares, including
+    /// the expected RTO from `past` operations. Each kind fills in the rest.
+    pub(crate) fn skeleton(
+        p: &OperationParams,
+        targets: drctl_config::Targets,
+        past: &[drctl_store::OperationRecord],
+    ) -> PlanReport {
+        let (expected_rto_ms, expected_rto_basis) = expected_rto(past, p.kind, &p.service);
+        PlanReport {
+            kind: p.kind,
+            service: p.service.clone(),
+            cluster: p.cluster.clone(),
+            members: p.members.clone(),
+            source: p.source.clone(),
+            target: p.target.clone(),
+            steps: p.kind.steps().to_vec(),
+            source_state: None,
+            source_error: None,
+            target_state: None,
+            target_error: None,
+            expected_loss_us: None,
+            expected_loss_bytes: None,
+            expected_loss_basis: String::new(),
+            rpo_target_us: us(targets.rpo),
+            rto_target_ms: targets.rto.as_millis() as u64,
+            expected_rto_ms,
+            expected_rto_basis,
+            dns: Vec::new(),
+            fence: String::new(),
+            blockers: Vec::new(),
+            planned_at: Utc::now(),
+        }
+    }
+
     /// The blockers that stand given `accept_data_loss`.
     pub fn standing(&self, accept_data_loss: bool) -> Vec<&Blocker> {
         self.blockers

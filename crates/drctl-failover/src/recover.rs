@@ -104,15 +104,7 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         );
     }
     let past = store.operations(500).await.unwrap_or_default();
-    let (expected_rto_ms, expected_rto_basis) = plan::expected_rto(&past, p.kind, &p.service);
     PlanReport {
-        kind: p.kind,
-        service: p.service.clone(),
-        cluster: p.cluster.clone(),
-        members: p.members.clone(),
-        source: p.source.clone(),
-        target: p.target.clone(),
-        steps: p.kind.steps().to_vec(),
         source_state: source.as_ref().ok().copied(),
         source_error: source.as_ref().err().cloned(),
         target_state: target.as_ref().ok().copied(),
@@ -123,10 +115,6 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
             Some(b) => format!("at most: everything written after backup {} ended", b.id),
             None => "unknown: no verified backup".into(),
         },
-        rpo_target_us: plan::us(targets.rpo),
-        rto_target_ms: targets.rto.as_millis() as u64,
-        expected_rto_ms,
-        expected_rto_basis,
         dns: plan::dns_flips(config, &p.members, &p.target, p.kind),
         fence: match (&source, service.and_then(|s| s.failover.fence_hook.as_ref())) {
             (Ok(_), _) => "read-only (ALTER SYSTEM default_transaction_read_only) and terminate client sessions".into(),
@@ -134,28 +122,25 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
             _ => "source unreachable and no fence hook: DNS removal only".into(),
         },
         blockers,
-        planned_at: Utc::now(),
+        ..PlanReport::skeleton(p, targets, &past)
     }
 }
 
-async fn chosen(ctx: &Ctx<'_>) -> Result<(BackupRecord, PathBuf), StepError> {
-    // The plan's choice is read back from the store, not re-made: a newer
-    // backup appearing meanwhile must not change a half-done recovery.
-    let plan: PlanReport = ctx.output(Step::Plan)?;
+fn target_dir(ctx: &Ctx<'_>) -> Result<PathBuf, StepError> {
+    data_dir(ctx.config, ctx.params)
+        .ok_or_else(|| StepError::abandon(format!("{} has no data_dir", ctx.params.target)))
+}
+
+/// Restores the newest verified backup as of now (a newer one than the
+/// plan saw only loses less); its id is journaled with the output.
+pub(crate) async fn restore(ctx: &Ctx<'_>) -> StepResult {
+    let dir = target_dir(ctx)?;
     let backup = ctx
         .store
         .newest_verified_backup(&ctx.params.service)
         .await
         .map_err(|e| StepError::retry(e.to_string()))?
-        .filter(|b| plan.expected_loss_basis.contains(&b.id))
-        .ok_or_else(|| StepError::stop("the backup the plan chose is no longer the newest verified one; start a new recovery"))?;
-    let dir = data_dir(ctx.config, ctx.params)
-        .ok_or_else(|| StepError::abandon(format!("{} has no data_dir", ctx.params.target)))?;
-    Ok((backup, dir))
-}
-
-pub(crate) async fn restore(ctx: &Ctx<'_>) -> StepResult {
-    let (backup, dir) = chosen(ctx).await?;
+        .ok_or_else(|| StepError::abandon(format!("{} has no verified backup", ctx.params.service)))?;
     let mark = marker(&dir);
     let started = Instant::now();
     // A rerun: this operation's own partial restore is wiped and redone.
@@ -180,7 +165,7 @@ pub(crate) async fn restore(ctx: &Ctx<'_>) -> StepResult {
 
 pub(crate) async fn start(ctx: &Ctx<'_>) -> StepResult {
     let service = ctx.service()?;
-    let (_, dir) = chosen(ctx).await?;
+    let dir = target_dir(ctx)?;
     let dsn = service
         .postgres
         .get(&ctx.params.target)
@@ -193,10 +178,10 @@ pub(crate) async fn start(ctx: &Ctx<'_>) -> StepResult {
             ctx.params.target
         ))
     })?;
-    let bin = drctl_pg::find_pg_bin().map_err(|e| StepError::stop(e.to_string()))?;
+    let bin = steps::pg_bin()?;
     let cluster = PgCluster::new(format!("{}@{}", ctx.params.cluster, ctx.params.target), dir.clone(), port, bin);
     let started = Instant::now();
-    tokio::task::spawn_blocking(move || -> Result<(), String> {
+    steps::blocking(move || {
         if !cluster.is_running() {
             cluster.adopt_recovered().map_err(|e| e.to_string())?;
             cluster.start().map_err(|e| e.to_string())?;
@@ -204,9 +189,7 @@ pub(crate) async fn start(ctx: &Ctx<'_>) -> StepResult {
         let _ = std::fs::remove_file(marker(&cluster.data_dir));
         Ok(())
     })
-    .await
-    .map_err(|e| StepError::stop(e.to_string()))?
-    .map_err(StepError::stop)?;
+    .await?;
     steps::to_value(&serde_json::json!({ "port": port, "took_ms": started.elapsed().as_millis() as u64 }))
 }
 

@@ -12,14 +12,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use drctl_config::{Config, Service};
 use drctl_pg::{Lsn, PgCluster};
 use drctl_store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{self, Blocker, OperationParams, PlanReport};
-use crate::steps::{self, Ctx, StepError, StepResult};
+use crate::plan::{Blocker, OperationParams, PlanReport};
+use crate::steps::{self, blocking, Ctx, StepError, StepResult};
 use crate::Step;
 
 const REACH: Duration = Duration::from_secs(5);
@@ -74,7 +73,7 @@ fn local_cluster(ctx: &Ctx<'_>) -> Result<PgCluster, StepError> {
     let dir = node(service, &ctx.params.target)
         .and_then(|n| n.data_dir.clone())
         .ok_or_else(|| StepError::abandon(format!("{} has no data_dir", ctx.params.target)))?;
-    let bin = drctl_pg::find_pg_bin().map_err(|e| StepError::stop(e.to_string()))?;
+    let bin = steps::pg_bin()?;
     Ok(PgCluster::new(
         format!("{}@{}", ctx.params.cluster, ctx.params.target),
         dir,
@@ -104,15 +103,6 @@ fn primary_conninfo(service: &Service, primary: &str, standby: &str) -> Result<S
     } else {
         format!("{dsn} application_name={standby}")
     })
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, StepError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StepError::stop(e.to_string()))?
-        .map_err(StepError::stop)
 }
 
 pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParams) -> PlanReport {
@@ -160,16 +150,8 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
     }
     let standby_already = old.as_ref().is_ok_and(|o| o.in_recovery);
     let past = store.operations(500).await.unwrap_or_default();
-    let (expected_rto_ms, expected_rto_basis) = plan::expected_rto(&past, p.kind, &p.service);
     let targets = service.map(|s| s.targets).unwrap_or_else(|| config.tiers.get(drctl_config::Tier::Hot));
     PlanReport {
-        kind: p.kind,
-        service: p.service.clone(),
-        cluster: p.cluster.clone(),
-        members: p.members.clone(),
-        source: p.source.clone(),
-        target: p.target.clone(),
-        steps: p.kind.steps().to_vec(),
         source_state: primary.as_ref().ok().copied(),
         source_error: primary.err(),
         target_state: old.as_ref().ok().copied(),
@@ -177,10 +159,6 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         expected_loss_us: None,
         expected_loss_bytes: None,
         expected_loss_basis: "a rejoin discards only what the old primary wrote after the new one took over (already lost to the service)".into(),
-        rpo_target_us: plan::us(targets.rpo),
-        rto_target_ms: targets.rto.as_millis() as u64,
-        expected_rto_ms,
-        expected_rto_basis,
         dns: Vec::new(),
         fence: if standby_already {
             format!("already a standby: {} needs nothing", p.target)
@@ -193,7 +171,7 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
             )
         },
         blockers,
-        planned_at: Utc::now(),
+        ..PlanReport::skeleton(p, targets, &past)
     }
 }
 

@@ -175,6 +175,23 @@ pub(crate) fn endpoint(
     .map_err(|e| e.to_string())
 }
 
+/// The PostgreSQL binaries, for the steps that run them (drill, rejoin,
+/// recover).
+pub(crate) fn pg_bin() -> Result<std::path::PathBuf, StepError> {
+    drctl_pg::find_pg_bin().map_err(|e| StepError::stop(e.to_string()))
+}
+
+/// Runs file and process work (pg_basebackup, pg_ctl, pg_rewind) off the
+/// async runtime; its error stops the operation, resumable.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, StepError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StepError::stop(e.to_string()))?
+        .map_err(StepError::stop)
+}
+
 pub(crate) fn to_value<T: Serialize>(v: &T) -> StepResult {
     serde_json::to_value(v)
         .map_err(|e| StepError::stop(format!("cannot encode a step output: {e}")))
@@ -388,7 +405,6 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         }
     }
     let past = store.operations(500).await.unwrap_or_default();
-    let (expected_rto_ms, expected_rto_basis) = plan::expected_rto(&past, p.kind, &p.service);
     let fence = match (
         &source_state,
         service.and_then(|s| s.failover.fence_hook.as_ref()),
@@ -408,13 +424,6 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         }
     };
     PlanReport {
-        kind: p.kind,
-        service: p.service.clone(),
-        cluster: p.cluster.clone(),
-        members: p.members.clone(),
-        source: p.source.clone(),
-        target: p.target.clone(),
-        steps: p.kind.steps().to_vec(),
         source_state: source_state.as_ref().ok().copied(),
         source_error: source_state.err().filter(|_| has_datastore),
         target_state: target_state.as_ref().ok().copied(),
@@ -422,14 +431,10 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         expected_loss_us,
         expected_loss_bytes,
         expected_loss_basis: basis,
-        rpo_target_us: plan::us(targets.rpo),
-        rto_target_ms: targets.rto.as_millis() as u64,
-        expected_rto_ms,
-        expected_rto_basis,
         dns: plan::dns_flips(config, &p.members, &p.target, p.kind),
         fence,
         blockers,
-        planned_at: Utc::now(),
+        ..PlanReport::skeleton(p, targets, &past)
     }
 }
 
