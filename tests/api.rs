@@ -49,7 +49,7 @@ async fn app() -> (axum::Router, tempfile::TempDir) {
         drctl_config::parse("api-test.toml", CONFIG, dir.path()).expect("valid test config");
     let store = Store::open(config.store.url.expose()).await.expect("store");
     let monitor = Monitor::new(Arc::new(config), store);
-    (router(ApiState { monitor }), dir)
+    (router(ApiState::new(monitor).unwrap()), dir)
 }
 
 async fn get(app: &axum::Router, uri: &str) -> (StatusCode, String) {

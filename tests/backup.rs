@@ -395,9 +395,10 @@ async fn api_backups(
     store: &drctl_store::Store,
 ) -> serde_json::Value {
     use tower::ServiceExt;
-    let router = drctl_api::router(drctl_api::ApiState {
-        monitor: drctl_monitor::Monitor::new(config.clone(), store.clone()),
-    });
+    let router = drctl_api::router(
+        drctl_api::ApiState::new(drctl_monitor::Monitor::new(config.clone(), store.clone()))
+            .unwrap(),
+    );
     let response = router
         .oneshot(
             axum::http::Request::get("/api/v1/backups?service=catalog")

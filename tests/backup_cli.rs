@@ -334,9 +334,10 @@ async fn the_offsite_copy_lands_in_the_second_store_verified() {
     lab.teardown().unwrap();
 }
 
-async fn post(url: &str) -> (u16, Value) {
+async fn post(url: &str, token: &str) -> (u16, Value) {
     let r = reqwest::Client::new()
         .post(url)
+        .bearer_auth(token)
         .send()
         .await
         .expect("the API answers");
@@ -371,8 +372,9 @@ async fn backups_verifications_and_restore_tests_start_through_the_api() {
     .await;
     let daemon = start_daemon(&lab).await;
     let api = daemon.api_url();
+    let operator = lab_token(&lab, "operator");
 
-    let (status, body) = post(&format!("{api}/api/v1/services/catalog/backups")).await;
+    let (status, body) = post(&format!("{api}/api/v1/services/catalog/backups"), &operator).await;
     assert_eq!(status, 202, "{body}");
     let op = body["operation"]["id"].as_str().unwrap().to_string();
     assert_eq!(body["operation"]["url"], format!("/api/v1/operations/{op}"));
@@ -380,13 +382,13 @@ async fn backups_verifications_and_restore_tests_start_through_the_api() {
     assert_eq!(done["status"], "succeeded", "{done}");
     let backup = done["result"]["backup_id"].as_str().unwrap().to_string();
 
-    let (status, body) = post(&format!("{api}/api/v1/backups/{backup}/verify")).await;
+    let (status, body) = post(&format!("{api}/api/v1/backups/{backup}/verify"), &operator).await;
     assert_eq!(status, 202, "{body}");
     let done = finished(&api, body["operation"]["id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["result"]["verified"], true);
 
-    let (status, body) = post(&format!("{api}/api/v1/services/catalog/restore-tests")).await;
+    let (status, body) = post(&format!("{api}/api/v1/services/catalog/restore-tests"), &operator).await;
     assert_eq!(status, 202, "{body}");
     let done = finished(&api, body["operation"]["id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "succeeded", "{done}");
@@ -401,13 +403,13 @@ async fn backups_verifications_and_restore_tests_start_through_the_api() {
         .unwrap();
     assert_eq!(ops["operations"].as_array().unwrap().len(), 3);
 
-    let (status, body) = post(&format!("{api}/api/v1/services/catalogue/backups")).await;
+    let (status, body) = post(&format!("{api}/api/v1/services/catalogue/backups"), &operator).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (404, Some("service_not_found")),
         "{body}"
     );
-    let (status, body) = post(&format!("{api}/api/v1/backups/nosuch/verify")).await;
+    let (status, body) = post(&format!("{api}/api/v1/backups/nosuch/verify"), &operator).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (404, Some("backup_not_found")),

@@ -150,10 +150,12 @@ async fn a_drill_promotes_a_clone_and_leaves_production_alone() {
     // and is read back from the operations endpoint, a bad kind is a 400.
     let api = daemon.api_url();
     let http = reqwest::Client::new();
+    let operator = lab_token(&lab, "operator");
     let post = |body: serde_json::Value| {
         let (http, url) = (http.clone(), format!("{api}/api/v1/services/orders/operations"));
+        let token = operator.clone();
         async move {
-            let r = http.post(url).json(&body).send().await.unwrap();
+            let r = http.post(url).bearer_auth(&token).json(&body).send().await.unwrap();
             (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
         }
     };

@@ -45,6 +45,18 @@ pub fn lab_config(lab: &Lab) -> Arc<Config> {
     )
 }
 
+/// The lab's API token for `role` (`admin`, `operator`, `viewer`).
+pub fn lab_token(lab: &Lab, role: &str) -> String {
+    let path = lab
+        .config_path()
+        .with_file_name(drctl_lab::LAB_TOKENS_DIR)
+        .join(role);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("the lab's {role} token {}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
 /// A copy of the lab's config beside it with a 1 s operation lease, so a
 /// resume need not wait long for a dead driver's lease.
 pub fn short_lease_config(lab: &Lab) -> PathBuf {

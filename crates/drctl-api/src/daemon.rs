@@ -18,6 +18,8 @@ use crate::ApiState;
 pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] drctl_store::StoreError),
+    #[error(transparent)]
+    Token(#[from] crate::auth::TokenError),
     #[error("cannot listen on {addr}: {source} (is another drctl running? change [api] listen)")]
     Listen {
         addr: SocketAddr,
@@ -46,6 +48,8 @@ pub fn scratch_root() -> std::path::PathBuf {
 impl Daemon {
     /// Opens the store (applying migrations), starts sampling and serves the API.
     pub async fn start(config: Arc<Config>) -> Result<Daemon, DaemonError> {
+        // Tokens first: a missing secret stops the start before anything runs.
+        crate::auth::Authenticator::from_config(&config.api)?;
         let store = Store::open(config.store.url.expose()).await?;
         let addr = config.api.listen;
         let listener = tokio::net::TcpListener::bind(addr)
@@ -55,6 +59,8 @@ impl Daemon {
             .local_addr()
             .map_err(|source| DaemonError::Listen { addr, source })?;
         let monitor = Monitor::new(config.clone(), store.clone());
+        let api_state = ApiState::new(monitor.clone())?;
+        note_configuration(&config, &store, &monitor).await?;
         let (shutdown, rx) = watch::channel(false);
         let monitor_task = tokio::spawn(monitor.clone().run(rx.clone()));
         tokio::spawn(resume_abandoned_operations(
@@ -76,9 +82,7 @@ impl Daemon {
         let mut api_rx = rx;
         let api_task = tokio::spawn(crate::serve(
             listener,
-            ApiState {
-                monitor: monitor.clone(),
-            },
+            api_state,
             async move {
                 let _ = api_rx.wait_for(|s| *s).await;
             },
@@ -109,6 +113,55 @@ impl Daemon {
         self.monitor.store().close().await;
         tracing::info!("drctl daemon stopped");
     }
+}
+
+/// Compares each service's configuration with what the store last saw: a
+/// change is audited and makes the service's evidence "unverified" until
+/// its next drill or restore test. The start itself is audited too.
+async fn note_configuration(
+    config: &Config,
+    store: &Store,
+    monitor: &Monitor,
+) -> Result<(), DaemonError> {
+    use sha2::{Digest, Sha256};
+    let now = chrono::Utc::now();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let daemon = |action: &str, target: Option<String>, detail| drctl_store::NewAudit {
+        actor: "daemon".into(),
+        role: None,
+        source: host.clone(),
+        action: action.into(),
+        target,
+        detail,
+    };
+    let mut changed = Vec::new();
+    for service in &config.services {
+        // The serialized form redacts secrets: a rotated password is not a
+        // change of the service, a new host or target is.
+        let text = serde_json::to_string(service).unwrap_or_default();
+        let fingerprint = format!("{:x}", Sha256::digest(text.as_bytes()));
+        let (changed_at, just_now) = store
+            .note_service_config(&service.name, &fingerprint, now)
+            .await?;
+        monitor.note_config_changed(&service.name, changed_at);
+        if just_now {
+            changed.push(service.name.clone());
+            let detail = serde_json::json!({ "fingerprint": fingerprint });
+            store
+                .append_audit(&daemon("service_config_changed", Some(service.name.clone()), detail))
+                .await?;
+        }
+    }
+    let detail = serde_json::json!({
+        "config": config.source.display().to_string(),
+        "services": config.services.len(),
+        "changed_services": changed,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    store.append_audit(&daemon("daemon_started", None, detail)).await?;
+    Ok(())
 }
 
 /// Resumes the failovers and switchovers whose driver died (`running` in the

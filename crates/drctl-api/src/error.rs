@@ -42,6 +42,16 @@ pub enum ApiError {
     /// (`operation_in_progress`, `refused`, `region_not_found`, …).
     #[error("{0}")]
     Operation(#[from] drctl_failover::FailoverError),
+    /// 401 `unauthorized`: no token where one is needed, or a wrong one.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403 `forbidden`: the token's role is below what the endpoint needs.
+    #[error("{caller:?} has the {role} role; this needs {needed} or above")]
+    Forbidden {
+        caller: String,
+        role: drctl_config::Role,
+        needed: drctl_config::Role,
+    },
     /// 503 `store_unavailable`: the state store failed; details are logged.
     #[error("the state store is unavailable; see the drctl log")]
     Store(#[source] drctl_store::StoreError),
@@ -58,6 +68,8 @@ impl ApiError {
             ApiError::NoBackupPolicy(_) => "no_backup_policy",
             ApiError::BackupNotVerifiable { .. } => "backup_not_verifiable",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden { .. } => "forbidden",
             ApiError::Store(_) => "store_unavailable",
             ApiError::Operation(e) => e.code(),
         }
@@ -74,6 +86,8 @@ impl ApiError {
             }
             ApiError::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Operation(e) => {
                 use drctl_failover::FailoverError as F;
@@ -113,7 +127,14 @@ impl IntoResponse for ApiError {
                 message: self.to_string(),
             },
         };
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let ApiError::Unauthorized(_) = self {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"drctl\""),
+            );
+        }
+        response
     }
 }
 

@@ -1,13 +1,17 @@
 //! The drctl HTTP API (axum).
 //!
-//! Read-only for now: the configured services, measured RPO/RTO against
-//! targets, lag history, `/healthz` and Prometheus `/metrics`. Every error is
-//! JSON with a stable `code` (see [`error`]); internal details go to the log,
-//! never to the client. The API reads the monitor's live view and the state
-//! store; it never talks to monitored databases itself.
+//! The configured services, measured RPO/RTO against targets, lag history,
+//! backups, restore tests and operations (read, and started), the audit
+//! log, `/healthz`, Prometheus `/metrics` and the dashboard page. Every
+//! request passes [`auth`] (bearer tokens and roles); every mutation is
+//! written to the audit log before it starts. Every error is JSON with a
+//! stable `code` (see [`error`]); internal details go to the log, never to
+//! the client.
 
 
+pub mod auth;
 pub(crate) mod daemon;
+mod dashboard;
 pub mod error;
 mod guard;
 mod metrics;
@@ -18,12 +22,24 @@ use drctl_monitor::Monitor;
 
 pub use daemon::{Daemon, DaemonError};
 pub use error::ApiError;
-pub use routes::router;
+pub use routes::{parse_instant, router};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct ApiState {
     pub monitor: Monitor,
+    pub auth: std::sync::Arc<auth::Authenticator>,
+}
+
+impl ApiState {
+    /// The monitor's config decides the tokens; their secrets are read now.
+    pub fn new(monitor: Monitor) -> Result<ApiState, auth::TokenError> {
+        let auth = auth::Authenticator::from_config(&monitor.config().api)?;
+        Ok(ApiState {
+            monitor,
+            auth: std::sync::Arc::new(auth),
+        })
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
@@ -32,7 +48,11 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+    // The client's address is what the audit log records as "from where".
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
         .await
 }

@@ -15,6 +15,15 @@ type FloatGauges = Family<Labels, Gauge<f64, AtomicU64>>;
 
 pub(crate) fn render(monitor: &Monitor) -> String {
     let mut registry = Registry::with_prefix("drctl");
+    let now = chrono::Utc::now();
+    let config = monitor.config();
+    let p99 = FloatGauges::default();
+    let rto_target = FloatGauges::default();
+    let rto_measured = FloatGauges::default();
+    let evidence_age = FloatGauges::default();
+    let evidence_every = FloatGauges::default();
+    let compliance = Family::<Labels, Gauge>::default();
+    let verified_age = FloatGauges::default();
     let exposure = FloatGauges::default();
     let target = FloatGauges::default();
     let status = Family::<Labels, Gauge>::default();
@@ -26,6 +35,37 @@ pub(crate) fn render(monitor: &Monitor) -> String {
             ("tier".to_string(), v.tier.to_string()),
         ];
         target.get_or_create(&svc).set(v.rpo_target.as_secs_f64());
+        let every = config
+            .service(&v.service)
+            .map(|s| s.targets.evidence_every)
+            .unwrap_or_else(|| config.tiers.get(v.tier).evidence_every);
+        let judged = drctl_monitor::compliance::assess(&v, every, now);
+        if let Some(s) = judged.rpo.p99_s {
+            p99.get_or_create(&svc).set(s);
+        }
+        rto_target.get_or_create(&svc).set(v.rto_target.as_secs_f64());
+        if let Some(s) = judged.rto.measured_s {
+            rto_measured.get_or_create(&svc).set(s);
+        }
+        if let Some(s) = judged.evidence.age_s {
+            evidence_age.get_or_create(&svc).set(s);
+        }
+        evidence_every.get_or_create(&svc).set(every.as_secs_f64());
+        for s in drctl_monitor::compliance::STATUSES {
+            let mut l = svc.clone();
+            l.push(("status".into(), s.into()));
+            compliance.get_or_create(&l).set((judged.status == s) as i64);
+        }
+        if let Some(end) = v
+            .backup_evidence
+            .as_ref()
+            .and_then(|e| e.newest_verified_backup.as_ref())
+            .and_then(|b| b.ended_at)
+        {
+            verified_age
+                .get_or_create(&svc)
+                .set((now - end).num_milliseconds() as f64 / 1e3);
+        }
         if let Some(us) = v.rpo_exposure_us {
             exposure.get_or_create(&svc).set(us as f64 / 1e6);
         }
@@ -68,6 +108,47 @@ pub(crate) fn render(monitor: &Monitor) -> String {
         "Age of the oldest commit not yet replayed on the standby",
         replay_lag,
     );
+    registry.register(
+        "rpo_exposure_p99_seconds",
+        "p99 of RPO exposure over the last hour",
+        p99,
+    );
+    registry.register("rto_target_seconds", "RTO target of the service", rto_target);
+    registry.register(
+        "rto_measured_seconds",
+        "The newest measured RTO (failover, switchover, drill or restore test)",
+        rto_measured,
+    );
+    registry.register(
+        "evidence_age_seconds",
+        "Age of the newest proof of the tier's kind (drill for hot and warm, restore test for cold)",
+        evidence_age,
+    );
+    registry.register(
+        "evidence_required_every_seconds",
+        "How often the tier's proof is required (evidence_every)",
+        evidence_every,
+    );
+    registry.register(
+        "compliance_status",
+        "1 for the service's current compliance status, 0 for the others",
+        compliance,
+    );
+    registry.register(
+        "backup_newest_verified_age_seconds",
+        "Age of the end of the newest verified backup",
+        verified_age,
+    );
+    let operations = Family::<Vec<(String, String)>, Counter>::default();
+    for (kind, status, n) in monitor.operation_counts() {
+        operations
+            .get_or_create(&vec![("kind".into(), kind), ("status".into(), status)])
+            .inc_by(n.max(0) as u64);
+    }
+    registry.register("operations", "Operations that ended, by kind and status", operations);
+    let up = Gauge::<i64>::default();
+    up.set(1);
+    registry.register("up", "1 while the daemon answers", up);
     let c = monitor.counters();
     for (name, help, value) in [
         ("monitor_samples", "Lag samples taken", &c.samples),

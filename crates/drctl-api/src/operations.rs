@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
+use axum::Extension;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,6 +16,7 @@ use chrono::Utc;
 use drctl_backup::jobs;
 use serde_json::{json, Value};
 
+use crate::auth::{audit, Caller};
 use crate::routes::known_service;
 use crate::error::ApiPath;
 use crate::{ApiError, ApiState};
@@ -60,6 +62,7 @@ struct OperationRequest {
 
 async fn start_operation(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(name): ApiPath<String>,
     body: Result<Json<OperationRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -80,7 +83,7 @@ async fn start_operation(
         service: name,
         to: body.to,
         accept_data_loss: body.accept_data_loss,
-        requested_by: "api".into(),
+        requested_by: caller.requested_by(),
         reason: body.reason,
         detected_at: None,
     };
@@ -90,6 +93,12 @@ async fn start_operation(
         let blocked = !plan.standing(request.accept_data_loss).is_empty();
         return Ok((StatusCode::OK, Json(json!({ "plan": plan, "blocked": blocked }))));
     }
+    let asked = json!({
+        "kind": kind.as_str(), "to": request.to, "accept_data_loss": request.accept_data_loss,
+        "reason": request.reason,
+    });
+    let service = request.service.clone();
+    audit(&state, &caller, "operation_requested", Some(service.clone()), asked).await?;
     // The id exists once the engine has taken the lease and recorded the
     // operation; a request refused before that gets its error here.
     let (tx, rx) = tokio::sync::oneshot::channel::<Result<String, drctl_failover::FailoverError>>();
@@ -115,7 +124,11 @@ async fn start_operation(
         }
     });
     match rx.await {
-        Ok(Ok(id)) => Ok(accepted(&id, kind.as_str())),
+        Ok(Ok(id)) => {
+            let detail = json!({ "kind": kind.as_str(), "operation_id": id });
+            audit(&state, &caller, "operation_started", Some(service), detail).await?;
+            Ok(accepted(&id, kind.as_str()))
+        }
         Ok(Err(e)) => Err(e.into()),
         Err(_) => Err(ApiError::OperationNotFound("the operation ended before it was recorded".into())),
     }
@@ -138,9 +151,11 @@ fn new_operation_id() -> String {
     format!("op-{}", uuid::Uuid::new_v4().simple())
 }
 
-/// Records the operation, runs `work` in the background, records its end.
+/// Audits the request, records the operation, runs `work` in the
+/// background, records its end.
 async fn launch<F>(
     state: &ApiState,
+    caller: &Caller,
     id: &str,
     kind: &'static str,
     service: Option<&str>,
@@ -150,6 +165,14 @@ async fn launch<F>(
 where
     F: std::future::Future<Output = Result<Value, String>> + Send + 'static,
 {
+    audit(
+        state,
+        caller,
+        &format!("{kind}_started"),
+        service.or(target).map(str::to_string),
+        json!({ "operation_id": id }),
+    )
+    .await?;
     let store = state.monitor.store().clone();
     store
         .operation_started(id, kind, service, target, Utc::now())
@@ -189,6 +212,7 @@ fn progress_writer(store: drctl_store::Store, id: String) -> impl FnMut(Value) {
 
 async fn start_backup(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     has_policy(&state, &name)?;
@@ -197,7 +221,7 @@ async fn start_backup(
     let id = new_operation_id();
     let mut report = progress_writer(store.clone(), id.clone());
     let service = name.clone();
-    launch(&state, &id, "backup", Some(&name), None, async move {
+    launch(&state, &caller, &id, "backup", Some(&name), None, async move {
         let outcome = jobs::backup_service(&config, &store, &service, |p| {
             report(json!({ "read_bytes": p.read_bytes, "stored_bytes": p.stored_bytes }))
         })
@@ -212,6 +236,7 @@ async fn start_backup(
 
 async fn start_verify(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(backup): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Some(record) = state.monitor.store().backup(&backup).await? else {
@@ -234,7 +259,7 @@ async fn start_verify(
     let store = state.monitor.store().clone();
     let b = backup.clone();
     let id = new_operation_id();
-    launch(&state, &id, "verify", None, Some(&backup), async move {
+    launch(&state, &caller, &id, "verify", None, Some(&backup), async move {
         let report = jobs::verify_recorded_backup(&config, &store, &b)
             .await
             .map_err(|e| e.to_string())?;
@@ -253,6 +278,7 @@ async fn start_verify(
 
 async fn start_restore_test(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     has_policy(&state, &name)?;
@@ -260,7 +286,7 @@ async fn start_restore_test(
     let store = state.monitor.store().clone();
     let service = name.clone();
     let id = new_operation_id();
-    launch(&state, &id, "restore_test", Some(&name), None, async move {
+    launch(&state, &caller, &id, "restore_test", Some(&name), None, async move {
         let (record, outcome) = jobs::restore_test_service(&config, &store, &service, None, crate::daemon::scratch_root(), |_| {})
             .await
             .map_err(|e| e.to_string())?;

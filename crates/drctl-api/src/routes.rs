@@ -25,10 +25,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/backups", get(backups))
         .route("/api/v1/restore-tests", get(restore_tests))
         .route("/api/v1/schedule-runs", get(schedule_runs))
+        .route("/api/v1/audit", get(audit_log))
+        .route("/api/v1/audit/verify", get(audit_verify))
         .merge(crate::operations::routes())
+        .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::NotFound })
         // Without this a wrong method gets axum's empty 405, not JSON.
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authorize,
+        ))
         .with_state(state)
 }
 
@@ -123,9 +130,11 @@ impl From<&LagSample> for StandbyFigures {
     }
 }
 
-/// The RPO/RTO figures of one service, as the API and `drctl status` show them.
-pub(crate) fn service_figures(v: &ServiceView) -> Value {
+/// The RPO/RTO figures of one service, as the API and `drctl status` show
+/// them, with their compliance judged at `now`.
+pub(crate) fn service_figures(v: &ServiceView, every: std::time::Duration, now: DateTime<Utc>) -> Value {
     json!({
+        "compliance": drctl_monitor::compliance::assess(v, every, now),
         "service": v.service,
         "tier": v.tier,
         "status": v.status,
@@ -164,8 +173,37 @@ pub(crate) fn service_figures(v: &ServiceView) -> Value {
 }
 
 async fn rpo_rto(State(state): State<ApiState>) -> Json<Value> {
-    let services: Vec<Value> = state.monitor.views().iter().map(service_figures).collect();
-    Json(json!({ "generated_at": Utc::now(), "services": services }))
+    let now = Utc::now();
+    let config = state.monitor.config();
+    let services: Vec<Value> = state
+        .monitor
+        .views()
+        .iter()
+        .map(|v| {
+            let every = config
+                .service(&v.service)
+                .map(|s| s.targets.evidence_every)
+                .unwrap_or_else(|| config.tiers.get(v.tier).evidence_every);
+            service_figures(v, every, now)
+        })
+        .collect();
+    let mut by_status = serde_json::Map::new();
+    let mut fresh = 0;
+    for s in &services {
+        let status = s["compliance"]["status"].as_str().unwrap_or("unknown").to_string();
+        let n = by_status.get(&status).and_then(Value::as_u64).unwrap_or(0);
+        by_status.insert(status, json!(n + 1));
+        fresh += (s["compliance"]["evidence"]["status"] == "fresh") as u64;
+    }
+    Json(json!({
+        "generated_at": now,
+        "summary": {
+            "services": services.len(),
+            "by_status": by_status,
+            "covered_by_fresh_evidence": fresh,
+        },
+        "services": services,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -173,24 +211,30 @@ struct LagQuery {
     since: Option<String>,
     until: Option<String>,
     limit: Option<String>,
+    /// Fold samples into buckets of this length (`1m`, `5m`): the worst of
+    /// each, for charts over a day.
+    bucket: Option<String>,
 }
 
 /// A point in time: RFC 3339, or a duration ago (`15m`, `24h`).
-fn parse_time(
-    parameter: &'static str,
-    text: &str,
-    now: DateTime<Utc>,
-) -> Result<DateTime<Utc>, ApiError> {
+pub fn parse_instant(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
     match humantime::parse_duration(text) {
         Ok(ago) => Ok(now - chrono::TimeDelta::from_std(ago).unwrap_or(chrono::TimeDelta::MAX)),
-        Err(_) => Err(ApiError::InvalidParameter {
-            parameter,
-            reason: format!("{text:?} is neither an RFC 3339 time (2026-01-31T12:00:00Z) nor a duration ago (15m, 24h)"),
-        }),
+        Err(_) => Err(format!(
+            "{text:?} is neither an RFC 3339 time (2026-01-31T12:00:00Z) nor a duration ago (15m, 24h)"
+        )),
     }
+}
+
+pub(crate) fn parse_time(
+    parameter: &'static str,
+    text: &str,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, ApiError> {
+    parse_instant(text, now).map_err(|reason| ApiError::InvalidParameter { parameter, reason })
 }
 
 const MAX_LIMIT: u32 = 100_000;
@@ -245,11 +289,28 @@ async fn lag_history(
                 reason: format!("{l:?} is not a whole number from 1 to {MAX_LIMIT}"),
             })?,
     };
-    let samples = state
-        .monitor
-        .store()
-        .lag_samples(&name, since, until, limit)
-        .await?;
+    let bucket = q
+        .bucket
+        .as_deref()
+        .map(|b| {
+            humantime::parse_duration(b)
+                .ok()
+                .filter(|d| *d >= std::time::Duration::from_secs(1) && *d <= std::time::Duration::from_secs(86_400))
+                .ok_or_else(|| ApiError::InvalidParameter {
+                    parameter: "bucket",
+                    reason: format!("{b:?} is not a duration from 1s to 24h (e.g. 1m, 5m)"),
+                })
+        })
+        .transpose()?;
+    let store = state.monitor.store();
+    let samples = match bucket {
+        Some(b) => {
+            store
+                .lag_buckets(&name, since, until, b.as_micros() as i64, limit)
+                .await?
+        }
+        None => store.lag_samples(&name, since, until, limit).await?,
+    };
     let points: Vec<Value> = samples
         .iter()
         .map(|s| {
@@ -343,4 +404,87 @@ async fn schedule_runs(
         .schedule_runs(service.as_deref(), limit)
         .await?;
     Ok(Json(json!({ "schedule_runs": list })))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<String>,
+    /// The page before this sequence number (the `next` link carries it).
+    before: Option<String>,
+}
+
+/// The audit log, newest first, a page at a time (admin only).
+async fn audit_log(
+    State(state): State<ApiState>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::InvalidParameter {
+        parameter: "query string",
+        reason: e.body_text(),
+    })?;
+    let now = Utc::now();
+    let since = q.since.as_deref().map(|t| parse_time("since", t, now)).transpose()?;
+    let until = q.until.as_deref().map(|t| parse_time("until", t, now)).transpose()?;
+    let limit = page_limit(q.limit.as_deref(), 100, 1000)?;
+    let before = q
+        .before
+        .as_deref()
+        .map(|b| {
+            b.parse::<i64>().map_err(|_| ApiError::InvalidParameter {
+                parameter: "before",
+                reason: format!("{b:?} is not an audit row number"),
+            })
+        })
+        .transpose()?;
+    let entries = state
+        .monitor
+        .store()
+        .audit_entries(since, until, before, limit as i64)
+        .await?;
+    let next = (entries.len() as u32 == limit)
+        .then(|| entries.last().map(|e| e.seq))
+        .flatten()
+        .map(|seq| {
+            let mut link = format!("/api/v1/audit?limit={limit}&before={seq}");
+            for (k, v) in [("since", &q.since), ("until", &q.until)] {
+                if let Some(v) = v {
+                    link.push_str(&format!("&{k}={}", urlencode(v)));
+                }
+            }
+            link
+        });
+    Ok(Json(json!({ "entries": entries, "next": next })))
+}
+
+/// Recomputes the audit log's hash chain (admin only).
+async fn audit_verify(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let report = state.monitor.store().verify_audit(None).await?;
+    Ok(Json(json!({ "verification": report })))
+}
+
+/// `limit` of a list endpoint: 1..=max, `default` when absent.
+pub(crate) fn page_limit(text: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match text {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=max).contains(l))
+            .ok_or(ApiError::InvalidParameter {
+                parameter: "limit",
+                reason: format!("{l:?} is not a whole number from 1 to {max}"),
+            }),
+    }
+}
+
+/// Percent-encodes a query value for a `next` link.
+fn urlencode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -32,6 +32,11 @@ url = "sqlite://state.db"
 [api]
 listen = "127.0.0.1:31080"
 
+[[api.tokens]]
+name = "ops"
+role = "operator"
+secret_file = "ops.token"
+
 [[regions]]
 name = "eu-west"
 
@@ -60,6 +65,9 @@ regions = ["eu-west", "us-east"]
 primary = "eu-west"
 "#;
 
+/// The operator token every request of these tests carries.
+const OPS_TOKEN: &str = "backup-routes-operator-token";
+
 /// The router over a fresh store; keep the directory alive with it.
 struct Api {
     router: Router,
@@ -69,6 +77,7 @@ struct Api {
 
 async fn api() -> Api {
     let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(dir.path().join("ops.token"), format!("{OPS_TOKEN}\n")).unwrap();
     let config = drctl_config::parse("backup-routes.toml", CONFIG, dir.path())
         .unwrap_or_else(|e| panic!("the test config is invalid:\n{e}"));
     let store = Store::open(config.store.url.expose())
@@ -76,7 +85,7 @@ async fn api() -> Api {
         .expect("the state store opens");
     let monitor = Monitor::new(Arc::new(config), store.clone());
     Api {
-        router: router(ApiState { monitor }),
+        router: router(ApiState::new(monitor).unwrap()),
         store,
         _dir: dir,
     }
@@ -92,6 +101,7 @@ impl Api {
                 Request::builder()
                     .method(method)
                     .uri(uri)
+                    .header(header::AUTHORIZATION, format!("Bearer {OPS_TOKEN}"))
                     .body(Body::empty())
                     .unwrap(),
             )

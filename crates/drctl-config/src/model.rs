@@ -78,10 +78,79 @@ pub struct StoreConfig {
     pub url: Secret,
 }
 
-/// The HTTP API.
+/// The HTTP API: where it listens and who may do what (`[api]`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ApiConfig {
     pub listen: SocketAddr,
+    /// The role of a request without a token (`anonymous = "viewer"`);
+    /// `None` asks every request but `/healthz` for a token. Default: viewer
+    /// while no token is configured (reads only), `None` once one is.
+    pub anonymous: Option<Role>,
+    /// Bearer tokens (`[[api.tokens]]`), in file order.
+    pub tokens: Vec<ApiToken>,
+}
+
+/// What an API caller may do; each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads: services, RPO/RTO, lag, backups, operations, reports.
+    Viewer,
+    /// Starts work: failovers, switchovers, drills, backups, verifications.
+    Operator,
+    /// Everything, including the audit log.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One API bearer token: a name (shown in the audit log as who acted), a
+/// role, and where its secret lives. The secret is never written in the
+/// config; it is read when the daemon starts ([`ApiToken::resolve`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiToken {
+    pub name: String,
+    pub role: Role,
+    pub secret: KeySource,
+}
+
+impl ApiToken {
+    /// The token's secret, reading its environment variable or file now.
+    pub fn resolve(&self) -> Result<Secret, DsnError> {
+        let secret = match &self.secret {
+            KeySource::Env(var) => read_env(
+                var,
+                |var| DsnError::TokenEnvNotSet { var },
+                |var| DsnError::TokenEnvEmpty { var },
+            ),
+            KeySource::File(path) => read_file(
+                path,
+                |path, reason| DsnError::TokenFileUnreadable { path, reason },
+                |path| DsnError::TokenFileEmpty { path },
+            ),
+        }?;
+        Ok(Secret::opaque(secret.expose()))
+    }
 }
 
 /// How the lag monitor samples and keeps what it measured.
@@ -176,6 +245,10 @@ pub struct Targets {
     pub rpo: Duration,
     #[serde(serialize_with = "crate::duration::serialize")]
     pub rto: Duration,
+    /// How often the RTO must be proven again: a drill (hot, warm) or a
+    /// restore test (cold) older than this is stale evidence.
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub evidence_every: Duration,
 }
 
 /// The default targets of each tier, after the config's overrides.
@@ -197,18 +270,22 @@ impl TierTargets {
 }
 
 impl Default for TierTargets {
-    /// hot 5s/1m, warm 5m/30m, cold 24h/8h: the "typical" column of DESIGN.md.
+    /// hot 5s/1m, warm 5m/30m, cold 24h/8h: the "typical" column of
+    /// DESIGN.md; evidence every 7 days (hot: a drill, cold: a restore
+    /// test), every 30 days for warm.
     fn default() -> Self {
-        const fn t(rpo: u64, rto: u64) -> Targets {
+        const DAY: u64 = 24 * 3600;
+        const fn t(rpo: u64, rto: u64, every: u64) -> Targets {
             Targets {
                 rpo: Duration::from_secs(rpo),
                 rto: Duration::from_secs(rto),
+                evidence_every: Duration::from_secs(every),
             }
         }
         TierTargets {
-            hot: t(5, 60),
-            warm: t(5 * 60, 30 * 60),
-            cold: t(24 * 3600, 8 * 3600),
+            hot: t(5, 60, 7 * DAY),
+            warm: t(5 * 60, 30 * 60, 30 * DAY),
+            cold: t(24 * 3600, 8 * 3600, 7 * DAY),
         }
     }
 }
@@ -477,6 +554,14 @@ pub enum DsnError {
     KeyFileUnreadable { path: PathBuf, reason: String },
     #[error("key file {} is empty (write the backup encryption key into it)", path.display())]
     KeyFileEmpty { path: PathBuf },
+    #[error("environment variable {var} is not set (export it with the API token)")]
+    TokenEnvNotSet { var: String },
+    #[error("environment variable {var} is empty (set it to the API token)")]
+    TokenEnvEmpty { var: String },
+    #[error("cannot read API token file {}: {reason}", path.display())]
+    TokenFileUnreadable { path: PathBuf, reason: String },
+    #[error("API token file {} is empty (write the token into it)", path.display())]
+    TokenFileEmpty { path: PathBuf },
     #[error("environment variable {var} is not set (export it with the base64 TSIG secret)")]
     TsigEnvNotSet { var: String },
     #[error("environment variable {var} is empty (set it to the base64 TSIG secret)")]

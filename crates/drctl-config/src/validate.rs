@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use crate::duration::format_duration;
 use crate::model::{
-    decode_base64, ApiConfig, BackupPolicy, Config, DnsProviderConfig, DnsProviderKind, DsnSource,
+    decode_base64, ApiConfig, ApiToken, Role, BackupPolicy, Config, DnsProviderConfig, DnsProviderKind, DsnSource,
     FailoverPolicy, FailoverSettings, PgNode, HealthCheck, KeySource, MonitorConfig, ObjectStoreConfig,
     ObjectStoreKind, RecordType, Region, Retention, Service, ServiceDns, StoreConfig, Targets,
     Tier, TierTargets, TsigAlgorithm, TsigKey, TsigSecret,
@@ -49,7 +49,9 @@ const ROOT_KEYS: &[&str] = &[
     "services",
 ];
 const STORE_KEYS: &[&str] = &["url"];
-const API_KEYS: &[&str] = &["listen"];
+const API_KEYS: &[&str] = &["listen", "anonymous", "tokens"];
+const TOKEN_KEYS: &[&str] = &["name", "role", "secret_env", "secret_file"];
+const ROLE_NAMES: &[&str] = &["viewer", "operator", "admin"];
 const MONITOR_KEYS: &[&str] = &[
     "interval",
     "probe_timeout",
@@ -59,9 +61,9 @@ const MONITOR_KEYS: &[&str] = &[
 ];
 const REGION_KEYS: &[&str] = &["name", "description"];
 const TIER_NAMES: &[&str] = &["hot", "warm", "cold"];
-const TARGET_KEYS: &[&str] = &["rpo", "rto"];
+const TARGET_KEYS: &[&str] = &["rpo", "rto", "evidence_every"];
 const SERVICE_KEYS: &[&str] = &[
-    "name", "tier", "regions", "primary", "cluster", "rpo", "rto", "health", "postgres", "backup",
+    "name", "tier", "regions", "primary", "cluster", "rpo", "rto", "evidence_every", "health", "postgres", "backup",
     "dns", "failover",
 ];
 const HEALTH_KEYS: &[&str] = &["interval", "timeout", "failures"];
@@ -196,7 +198,7 @@ pub(crate) fn config(
 ) -> Option<Config> {
     cx.unknown_keys(root, ROOT_KEYS);
     let store = store(cx, root, base_dir);
-    let api = api(cx, root);
+    let api = api(cx, root, base_dir);
     let monitor = monitor(cx, root);
     let regions = regions(cx, root);
     let tiers = tiers(cx, root);
@@ -334,20 +336,34 @@ fn resolve_sqlite(after_scheme: &str, base_dir: &Path) -> Option<String> {
     Some(format!("sqlite://{}{query}", base_dir.join(path).display()))
 }
 
-fn api(cx: &mut Cx, root: &Table) -> Option<ApiConfig> {
-    let default = || {
-        DEFAULT_LISTEN
-            .parse()
-            .ok()
-            .map(|listen| ApiConfig { listen })
-    };
+fn api(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<ApiConfig> {
     let table = section(cx, root, "api", API_KEYS);
-    let Some(field) = table.as_ref().and_then(|t| t.get("listen")) else {
-        return default();
+    let listen = match table.as_ref().and_then(|t| t.get("listen")) {
+        None => DEFAULT_LISTEN.parse().ok(),
+        Some(field) => listen(cx, &field),
     };
-    let text = cx.string(&field)?;
+    let tokens = match &table {
+        None => Some(Vec::new()),
+        Some(t) => api_tokens(cx, t, base_dir),
+    };
+    // Without tokens nobody could do anything, so reads stay open (and
+    // mutations impossible) until the first token is configured; with
+    // tokens, every request needs one unless `anonymous` says otherwise.
+    let anonymous = match table.as_ref().and_then(|t| t.get("anonymous")) {
+        None => Some(tokens.as_ref().is_some_and(Vec::is_empty).then_some(Role::Viewer)),
+        Some(field) => anonymous_role(cx, &field),
+    };
+    Some(ApiConfig {
+        listen: listen?,
+        anonymous: anonymous?,
+        tokens: tokens?,
+    })
+}
+
+fn listen(cx: &mut Cx, field: &Field) -> Option<SocketAddr> {
+    let text = cx.string(field)?;
     match text.value.parse::<SocketAddr>() {
-        Ok(listen) => Some(ApiConfig { listen }),
+        Ok(listen) => Some(listen),
         Err(_) => {
             cx.error(
                 &text.span,
@@ -360,6 +376,112 @@ fn api(cx: &mut Cx, root: &Table) -> Option<ApiConfig> {
             None
         }
     }
+}
+
+/// `anonymous = "viewer"` (or `"none"`): what a request without a token may
+/// do. Anything above viewer is refused: an anonymous caller that can fail a
+/// region over is a hole, not a convenience.
+fn anonymous_role(cx: &mut Cx, field: &Field) -> Option<Option<Role>> {
+    let text = cx.string(field)?;
+    match text.value.as_str() {
+        "none" => return Some(None),
+        "viewer" => return Some(Some(Role::Viewer)),
+        _ => {}
+    }
+    let hint = if Role::parse(&text.value).is_some() {
+        "anonymous callers may only read; give operators a token ([[api.tokens]] with role = \"operator\")".to_string()
+    } else {
+        "write \"viewer\" (anyone who reaches the API may read it) or \"none\" (every request needs a token)".to_string()
+    };
+    cx.error(
+        &text.span,
+        &field.path,
+        format!("{:?} is not \"none\" or \"viewer\"", text.value),
+        Some(hint),
+    );
+    None
+}
+
+/// `[[api.tokens]]`: name, role and where the secret lives. A secret
+/// written in the file itself is refused and never echoed.
+fn api_tokens(cx: &mut Cx, api: &Table, base_dir: &Path) -> Option<Vec<ApiToken>> {
+    let declared = declared_tables(
+        cx,
+        api,
+        "tokens",
+        NameKind::Token,
+        "write each token as an [[api.tokens]] table",
+        |cx, table| api_token(cx, table, base_dir),
+        |name, (role, secret)| ApiToken { name, role, secret },
+    )?;
+    declared.into_iter().map(|d| d.value).collect()
+}
+
+fn api_token(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<(Role, KeySource)> {
+    let mut inline_secret = false;
+    for field in table.fields() {
+        if TOKEN_KEYS.contains(&field.key) {
+            continue;
+        }
+        if is_credential_key(field.key) {
+            inline_secret = true;
+            cx.error(
+                &field.key_span,
+                &field.path,
+                "a token's secret does not belong in the config file",
+                Some("put it in a file (secret_file = \"tokens/NAME\") or an environment variable (secret_env = \"DRCTL_TOKEN_NAME\"); remove this key and rotate the token".into()),
+            );
+            continue;
+        }
+        let hint = suggest::hint(field.key, TOKEN_KEYS.iter().copied())
+            .unwrap_or_else(|| format!("expected one of {}", TOKEN_KEYS.join(", ")));
+        cx.error(&field.key_span, &field.path, "unknown key", Some(hint));
+    }
+    let role = cx
+        .required(table, "role", "add role = \"viewer\", \"operator\" or \"admin\"")
+        .and_then(|field| {
+            let text = cx.string(&field)?;
+            if let Some(role) = Role::parse(&text.value) {
+                return Some(role);
+            }
+            let hint = suggest::hint(&text.value, ROLE_NAMES.iter().copied()).unwrap_or_else(|| {
+                "viewer reads, operator also starts failovers and backups, admin also reads the audit log".into()
+            });
+            cx.error(
+                &text.span,
+                &field.path,
+                format!("{:?} is not one of {}", text.value, ROLE_NAMES.join(", ")),
+                Some(hint),
+            );
+            None
+        });
+    let secret = match at_most_one(
+        cx,
+        table,
+        &["secret_env", "secret_file"],
+        "keep one: the name of an environment variable holding the token, or the path of a file holding it",
+    ) {
+        None => None,
+        Some(None) if inline_secret => None,
+        Some(None) => {
+            cx.error(
+                &table.span,
+                &table.path,
+                "the token has no secret",
+                Some("add secret_file = \"tokens/NAME\" (a file holding the token) or secret_env = \"DRCTL_TOKEN_NAME\"".into()),
+            );
+            None
+        }
+        Some(Some(field)) => {
+            let value = cx.string(&field)?;
+            if field.key == "secret_env" {
+                key_env_name(cx, value, &field.path, "DRCTL_TOKEN_ONCALL").map(KeySource::Env)
+            } else {
+                key_file(cx, value, &field.path, base_dir, "the token").map(KeySource::File)
+            }
+        }
+    };
+    Some((role?, secret?))
 }
 
 fn monitor(cx: &mut Cx, root: &Table) -> MonitorConfig {
@@ -383,6 +505,7 @@ enum NameKind {
     Cluster,
     ObjectStore,
     DnsProvider,
+    Token,
 }
 
 impl NameKind {
@@ -393,6 +516,7 @@ impl NameKind {
             NameKind::Cluster => "cluster",
             NameKind::ObjectStore => "object store",
             NameKind::DnsProvider => "DNS provider",
+            NameKind::Token => "API token",
         }
     }
     fn example(self) -> &'static str {
@@ -402,6 +526,7 @@ impl NameKind {
             NameKind::Cluster => "shop-main",
             NameKind::ObjectStore => "dr-bucket",
             NameKind::DnsProvider => "public-dns",
+            NameKind::Token => "oncall",
         }
     }
     /// The array of tables that declares names of this kind.
@@ -412,6 +537,7 @@ impl NameKind {
             NameKind::Cluster => "cluster",
             NameKind::ObjectStore => "[[object_stores]]",
             NameKind::DnsProvider => "[[dns_providers]]",
+            NameKind::Token => "[[api.tokens]]",
         }
     }
 }
@@ -637,6 +763,9 @@ fn tiers(cx: &mut Cx, root: &Table) -> TierTargets {
         }
         if let Some(rto) = optional_duration(cx, Some(&tier_table), "rto") {
             slot.rto = rto;
+        }
+        if let Some(every) = optional_duration(cx, Some(&tier_table), "evidence_every") {
+            slot.evidence_every = every;
         }
     }
     targets
@@ -1149,6 +1278,7 @@ fn service(
     };
 
     let rpo = optional_duration(cx, Some(&table), "rpo");
+    let evidence_every = optional_duration(cx, Some(&table), "evidence_every");
     let rto = optional_duration(cx, Some(&table), "rto");
     let health = health(cx, &table);
 
@@ -1231,6 +1361,7 @@ fn service(
             targets: Targets {
                 rpo: rpo.unwrap_or(tier_targets.rpo),
                 rto: rto.unwrap_or(tier_targets.rto),
+                evidence_every: evidence_every.unwrap_or(tier_targets.evidence_every),
             },
             health: health?,
             postgres: postgres.0,

@@ -35,13 +35,16 @@ name = "eu-west"
     assert!(config.services.is_empty(), "zero services is allowed");
     assert!(config.object_stores.is_empty(), "backups are optional");
 
-    let t = |rpo, rto| Targets {
+    let t = |rpo, rto, days: u64| Targets {
         rpo: secs(rpo),
         rto: secs(rto),
+        evidence_every: secs(days * 86_400),
     };
-    assert_eq!(config.tiers.get(Tier::Hot), t(5, 60));
-    assert_eq!(config.tiers.get(Tier::Warm), t(300, 1800));
-    assert_eq!(config.tiers.get(Tier::Cold), t(24 * 3600, 8 * 3600));
+    assert_eq!(config.tiers.get(Tier::Hot), t(5, 60, 7));
+    assert_eq!(config.tiers.get(Tier::Warm), t(300, 1800, 30));
+    assert_eq!(config.tiers.get(Tier::Cold), t(24 * 3600, 8 * 3600, 7));
+    assert_eq!(config.api.anonymous, Some(drctl_config::Role::Viewer), "no tokens: reads stay open");
+    assert!(config.api.tokens.is_empty());
     assert_eq!(config.tiers, TierTargets::default());
     assert_eq!(config.source, Path::new("min.toml"));
 }
@@ -68,7 +71,8 @@ primary = "eu-west"
         reports.targets,
         Targets {
             rpo: secs(24 * 3600),
-            rto: secs(4 * 3600)
+            rto: secs(4 * 3600),
+            evidence_every: secs(7 * 86_400),
         }
     );
     assert_eq!(

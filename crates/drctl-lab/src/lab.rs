@@ -45,6 +45,15 @@ pub const LAB_ZONE: &str = "shop.lab.";
 pub const LAB_DNS_KEY_NAME: &str = "drctl-lab.";
 /// The key's base64 secret, beside the lab config (mode 0600).
 pub const LAB_DNS_KEY_FILE: &str = "lab-dns.key";
+/// The lab's API tokens, one file per role (`tokens/operator`…), beside
+/// the config: `curl -H "Authorization: Bearer $(cat DIR/tokens/operator)"`.
+pub const LAB_TOKENS_DIR: &str = "tokens";
+/// The roles the lab makes a token for, and the token's name.
+pub const LAB_TOKEN_ROLES: [(&str, &str); 3] = [
+    ("admin", "lab-admin"),
+    ("operator", "lab-operator"),
+    ("viewer", "lab-viewer"),
+];
 /// TTL of the lab's service records: short, so that clients re-resolve
 /// soon after a failover.
 const LAB_RECORD_TTL: u32 = 5;
@@ -392,6 +401,7 @@ impl Lab {
             record.dns_server,
             record.dns_key_file.display()
         ));
+        write_lab_tokens(&spec.dir)?;
         let config = lab_config_toml(&record);
         std::fs::write(&record.config_path, config).map_err(io_err("writing the lab config"))?;
 
@@ -601,6 +611,22 @@ fn dns_port(base: Option<u16>) -> u16 {
 }
 
 /// Writes a secret readable by its owner only (created 0600, never wider).
+/// A fresh random token per role in `DIR/tokens/ROLE` (mode 0600).
+fn write_lab_tokens(dir: &Path) -> Result<()> {
+    use std::io::Read as _;
+    let tokens = dir.join(LAB_TOKENS_DIR);
+    std::fs::create_dir_all(&tokens).map_err(io_err(format!("creating {}", tokens.display())))?;
+    for (role, _) in LAB_TOKEN_ROLES {
+        let mut bytes = [0u8; 24];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .map_err(io_err("reading /dev/urandom for the lab's API tokens"))?;
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        write_secret_file(&tokens.join(role), &format!("drctl_{token}"))?;
+    }
+    Ok(())
+}
+
 fn write_secret_file(path: &Path, secret: &str) -> Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
@@ -730,7 +756,10 @@ pub fn lab_config_toml(record: &LabRecord) -> String {
          # Each replicated service has its own PostgreSQL primary in {REGION_A} and a\n\
          # streaming standby in {REGION_B}: the unit of failover is a cluster.\n\n\
          [store]\nurl = \"sqlite://drctl-state.db\"\n\n\
-         [api]\nlisten = \"{api}\"\n\n\
+         [api]\nlisten = \"{api}\"\n\
+         # Anyone on this machine may read the API and the dashboard; starting\n\
+         # work takes a token: `lab up` writes one per role into {LAB_TOKENS_DIR}/.\n\
+         anonymous = \"viewer\"\n\n\
          [monitor]\ninterval = \"1s\"\nbreach_grace = \"10s\"\n\n\
          # A lab is for watching failovers happen, again and again: no daily\n\
          # brake on automatic failover (production keeps the default 3 a day).\n\
@@ -746,6 +775,11 @@ pub fn lab_config_toml(record: &LabRecord) -> String {
         dns = record.dns_server,
         zone = record.dns_zone,
     );
+    for (role, name) in LAB_TOKEN_ROLES {
+        out.push_str(&format!(
+            "\n[[api.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsecret_file = \"{LAB_TOKENS_DIR}/{role}\"\n"
+        ));
+    }
     for svc in &record.services {
         out.push_str(&format!(
             "\n[[services]]\nname = \"{}\"\ntier = \"{}\"\nregions = [\"{REGION_A}\", \"{REGION_B}\"]\nprimary = \"{REGION_A}\"\n",

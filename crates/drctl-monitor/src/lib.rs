@@ -12,6 +12,7 @@
 //! Cold services and services without a datastore are listed with the reason
 //! they have no lag figure; their evidence comes from backups.
 
+pub mod compliance;
 pub mod exposure;
 mod sampler;
 pub mod status;
@@ -73,6 +74,65 @@ pub struct ServiceView {
     /// `unknown` (no evidence yet).
     pub rto_status: Status,
     pub rto_reason: Option<String>,
+    /// The newest proof of the tier's kind (drill, failover or switchover
+    /// for replicated tiers; passed restore test for cold): what evidence
+    /// freshness is judged on ([`compliance`]).
+    pub proof: Option<compliance::Proof>,
+    /// When the service's configuration last changed, as the daemon found
+    /// at start (`None`: never, since drctl first saw it).
+    pub config_changed_at: Option<DateTime<Utc>>,
+}
+
+impl ServiceView {
+    /// A service nothing is known about yet.
+    pub fn empty(service: &str, tier: Tier, rpo_target: Duration, rto_target: Duration) -> ServiceView {
+        ServiceView {
+            service: service.to_string(),
+            tier,
+            rpo_target,
+            rto_target,
+            status: Status::Unknown,
+            rpo_exposure_us: None,
+            exposure_lower_bound: false,
+            best_standby: None,
+            sampled_at: None,
+            primary_time: None,
+            error: None,
+            note: None,
+            above_target_since: None,
+            standbys: Vec::new(),
+            stats_1h: ExposureStats::default(),
+            stats_24h: ExposureStats::default(),
+            stats_at: None,
+            backup_evidence: None,
+            rto_measured_us: None,
+            rto_source: None,
+            rto_measured_at: None,
+            rto_status: Status::Unknown,
+            rto_reason: None,
+            proof: None,
+            config_changed_at: None,
+        }
+    }
+}
+
+/// Seconds for people: `0 s`, `1.2 s`, `4 min 10 s`, `3 h 5 min`, `8 d 2 h`.
+pub fn format_secs(s: f64) -> String {
+    let s = s.max(0.0);
+    if s < 60.0 {
+        let t = format!("{s:.1}");
+        return format!("{} s", t.trim_end_matches('0').trim_end_matches('.'));
+    }
+    let whole = s.round() as u64;
+    let (d, h, m, sec) = (whole / 86_400, whole / 3600 % 24, whole / 60 % 60, whole % 60);
+    match (d, h) {
+        (0, 0) if sec == 0 => format!("{m} min"),
+        (0, 0) => format!("{m} min {sec} s"),
+        (0, _) if m == 0 => format!("{h} h"),
+        (0, _) => format!("{h} h {m} min"),
+        _ if h == 0 => format!("{d} d"),
+        _ => format!("{d} d {h} h"),
+    }
 }
 
 /// RTO status from restore tests: the latest must have passed, within the
@@ -173,6 +233,8 @@ struct Inner {
     /// region, from the store's `cluster_roles`; others are where the
     /// config says.
     moved_primaries: RwLock<BTreeMap<String, String>>,
+    /// Ended operations per (kind, status), from the store.
+    operation_counts: RwLock<Vec<(String, String, i64)>>,
 }
 
 /// The monitor: cheap to clone, shared with the API.
@@ -195,33 +257,13 @@ impl Monitor {
                 } else {
                     Some("not sampled yet".to_string())
                 };
-                let view = ServiceView {
-                    service: s.name.clone(),
-                    tier: s.tier,
-                    rpo_target: s.targets.rpo,
-                    rto_target: s.targets.rto,
-                    status: if stateless { Status::Ok } else { Status::Unknown },
-                    rpo_exposure_us: stateless.then_some(0),
-                    exposure_lower_bound: false,
-                    best_standby: None,
-                    sampled_at: None,
-                    primary_time: None,
-                    error,
-                    note: stateless.then(|| {
-                        "no datastore: nothing to lose; fails over by health check and DNS".to_string()
-                    }),
-                    above_target_since: None,
-                    standbys: Vec::new(),
-                    stats_1h: ExposureStats::default(),
-                    stats_24h: ExposureStats::default(),
-                    stats_at: None,
-                    backup_evidence: None,
-                    rto_measured_us: None,
-                    rto_source: None,
-                    rto_measured_at: None,
-                    rto_status: Status::Unknown,
-                    rto_reason: None,
-                };
+                let mut view = ServiceView::empty(&s.name, s.tier, s.targets.rpo, s.targets.rto);
+                view.status = if stateless { Status::Ok } else { Status::Unknown };
+                view.rpo_exposure_us = stateless.then_some(0);
+                view.error = error;
+                view.note = stateless.then(|| {
+                    "no datastore: nothing to lose; fails over by health check and DNS".to_string()
+                });
                 (s.name.clone(), view)
             })
             .collect();
@@ -232,6 +274,7 @@ impl Monitor {
                 views: RwLock::new(views),
                 counters: MonitorCounters::default(),
                 moved_primaries: RwLock::new(BTreeMap::new()),
+                operation_counts: RwLock::new(Vec::new()),
             }),
         }
     }
@@ -282,6 +325,11 @@ impl Monitor {
         &self.inner.store
     }
 
+    /// Ended operations per (kind, status), as of the last refresh.
+    pub fn operation_counts(&self) -> Vec<(String, String, i64)> {
+        self.inner.operation_counts.read().expect("counts lock").clone()
+    }
+
     pub fn counters(&self) -> &MonitorCounters {
         &self.inner.counters
     }
@@ -304,6 +352,12 @@ impl Monitor {
             .expect("views lock")
             .get(service)
             .cloned()
+    }
+
+    /// Records when `service`'s configuration last changed (the daemon
+    /// compares fingerprints in the store at start).
+    pub fn note_config_changed(&self, service: &str, at: Option<DateTime<Utc>>) {
+        self.update_view(service, |v| v.config_changed_at = at);
     }
 
     pub(crate) fn update_view(&self, service: &str, f: impl FnOnce(&mut ServiceView)) {
@@ -439,8 +493,24 @@ impl Monitor {
                 _ = ticker.tick() => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
+            if let Ok(counts) = self.inner.store.operation_counts().await {
+                *self.inner.operation_counts.write().expect("counts lock") = counts;
+            }
             let Ok(ops) = self.inner.store.operations(500).await else { continue };
             for svc in self.inner.config.services.iter().filter(|s| s.tier.is_replicated()) {
+                let proof = ops
+                    .iter()
+                    .filter(|o| {
+                        o.status == "succeeded"
+                            && o.target.as_deref() == Some(svc.cluster.as_str())
+                            && matches!(o.kind.as_str(), "failover" | "switchover" | "drill")
+                    })
+                    .filter_map(|o| Some((o, o.ended_at?)))
+                    .max_by_key(|(_, at)| *at)
+                    .map(|(o, at)| compliance::Proof { kind: o.kind.clone(), id: o.id.clone(), at });
+                if proof.is_some() {
+                    self.update_view(&svc.name, |v| v.proof = proof);
+                }
                 let newest = ops
                     .iter()
                     .filter(|o| {
@@ -522,6 +592,13 @@ impl Monitor {
                             // Until failovers and drills measure it, the cold
                             // tier's RTO stands on its restore tests.
                             if !svc.tier.is_replicated() {
+                                if let Some(t) = &passed_test {
+                                    v.proof = t.ended_at.map(|at| compliance::Proof {
+                                        kind: "restore_test".into(),
+                                        id: t.id.clone(),
+                                        at,
+                                    });
+                                }
                                 v.rto_status = rto_status;
                                 v.rto_reason = rto_reason.clone();
                             }

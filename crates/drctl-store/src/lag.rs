@@ -170,6 +170,63 @@ impl Store {
         rows_to_samples(rows)
     }
 
+    /// Samples of `service` folded into buckets of `bucket_us` per standby,
+    /// oldest first: the worst of each (highest exposure, lags and byte lag,
+    /// worst status) at the bucket's start, so a chart of a day shows every
+    /// spike the raw samples had.
+    pub async fn lag_buckets(
+        &self,
+        service: &str,
+        since: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+        bucket_us: i64,
+        limit: u32,
+    ) -> Result<Vec<LagSample>> {
+        let rows = sqlx::query(
+            "SELECT standby_region, (sampled_at_us / $4) * $4 AS bucket, \
+                    max(CASE status WHEN 'breach' THEN 3 WHEN 'at_risk' THEN 2 WHEN 'unknown' THEN 1 ELSE 0 END), \
+                    max(rpo_exposure_us), max(exposure_lower_bound), \
+                    max(replay_lag_us), max(byte_lag), max(naive_replay_delay_us) \
+             FROM lag_samples WHERE service = $1 AND sampled_at_us >= $2 AND sampled_at_us < $3 \
+             GROUP BY standby_region, bucket ORDER BY bucket, standby_region LIMIT $5",
+        )
+        .bind(service)
+        .bind(to_us(since))
+        .bind(until.map(to_us).unwrap_or(i64::MAX))
+        .bind(bucket_us.max(1))
+        .bind(limit as i64)
+        .fetch_all(self.pool())
+        .await
+        .map_err(query_error("reading lag buckets"))?;
+        let decode = |r: &AnyRow| -> std::result::Result<LagSample, sqlx::Error> {
+            let worst: i32 = r.try_get::<i64, _>(2).map(|v| v as i32).or_else(|_| r.try_get::<i32, _>(2))?;
+            let lower: i32 = r.try_get::<i64, _>(4).map(|v| v as i32).or_else(|_| r.try_get::<i32, _>(4))?;
+            Ok(LagSample {
+                service: service.to_string(),
+                standby_region: r.try_get(0)?,
+                sampled_at: from_us(r.try_get(1)?),
+                primary_time: None,
+                status: ["ok", "unknown", "at_risk", "breach"][worst.clamp(0, 3) as usize].into(),
+                rpo_exposure_us: r.try_get(3)?,
+                exposure_lower_bound: lower > 0,
+                replay_lag_us: r.try_get(5)?,
+                byte_lag: r.try_get(6)?,
+                replay_byte_lag: None,
+                primary_lsn: None,
+                standby_durable_lsn: None,
+                standby_replay_lsn: None,
+                naive_replay_delay_us: r.try_get(7)?,
+                wal_receiver: None,
+                probe_us: None,
+                error: None,
+            })
+        };
+        rows.iter()
+            .map(decode)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(query_error("decoding lag buckets"))
+    }
+
     /// The primary's `(clock µs, flushed LSN)` read by samples of `service`
     /// since `since`, oldest first: points of the heartbeat map that outlive
     /// the primary (a failover measures its data loss on them after the

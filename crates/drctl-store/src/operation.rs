@@ -120,4 +120,21 @@ impl Store {
         .map_err(query_error("listing operations"))?;
         crate::decode_rows(&rows, from_row, "decoding operations")
     }
+
+    /// How many operations ended, per kind and status (a counter: operations
+    /// are never deleted). Running ones are not counted.
+    pub async fn operation_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT kind, status, count(*) FROM operations WHERE status <> 'running' \
+             GROUP BY kind, status ORDER BY kind, status",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(query_error("counting operations"))?;
+        crate::decode_rows(
+            &rows,
+            |r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
+            "decoding operation counts",
+        )
+    }
 }

@@ -16,6 +16,7 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
     let (config, store) = open(&args.config).await?;
     let result = match args.command {
         BackupCommand::Run { service, output } => {
+            crate::audit_cmd::record(&store, "backup_started", Some(&service), json!({})).await?;
             let bar = ProgressBar::new_spinner();
             bar.set_style(
                 ProgressStyle::with_template("{spinner} {msg}").expect("a valid template"),
@@ -105,6 +106,8 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
             Ok(())
         }
         BackupCommand::Restore { id, target, output } => {
+            let detail = json!({ "target": target });
+            crate::audit_cmd::record(&store, "backup_restored", Some(&id), detail).await?;
             let bar = ProgressBar::new_spinner();
             bar.set_message(format!(
                 "verifying and restoring {id} into {}",
@@ -132,6 +135,7 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
                 (None, Some(service)) => jobs::latest_complete_backup(&store, &service).await?.id,
                 _ => anyhow::bail!("give a backup ID or --latest SERVICE"),
             };
+            crate::audit_cmd::record(&store, "verify_started", Some(&id), json!({})).await?;
             let bar = ProgressBar::new_spinner();
             bar.set_message(format!("verifying {id}"));
             bar.enable_steady_tick(Duration::from_millis(120));
@@ -164,6 +168,8 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
 
 pub async fn restore_test(args: RestoreTestArgs) -> anyhow::Result<()> {
     let (config, store) = open(&args.config).await?;
+    let detail = json!({ "backup_id": args.backup });
+    crate::audit_cmd::record(&store, "restore_test_started", Some(&args.service), detail).await?;
     let bar = ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));
     let started = Instant::now();

@@ -66,6 +66,9 @@ pub enum Command {
     /// Failovers, switchovers and drills: list them, or show one's step
     /// timeline.
     Operations(OperationsArgs),
+    /// The audit log: who started what, when, from where. Hash-chained:
+    /// `verify` proves no stored row was edited or deleted.
+    Audit(AuditArgs),
     /// Measure what drctl costs (benchmarks on a real lab).
     Bench(BenchArgs),
 }
@@ -284,6 +287,47 @@ pub struct ConfigPath {
     /// The drctl config file [default: ./drctl.toml, else the running lab's].
     #[arg(short, long, env = "DRCTL_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  drctl audit list --since 24h              the last day's mutations
+  drctl audit verify                        recompute the hash chain; exit 1 names the first bad row
+  drctl audit verify --expect-head 42:9f3c… also prove row 42 (recorded earlier) is still the same
+
+Exit status of verify: 0 intact, 1 broken (the message names the row).")]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub config: ConfigPath,
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// The newest audit rows first.
+    List {
+        /// Only rows at or after this time: RFC 3339 or a duration ago (24h).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only rows before this time: RFC 3339 or a duration ago.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Recompute the hash chain from the first row; print the head to
+    /// record elsewhere (cutting rows off the end is only detectable
+    /// against a head recorded earlier).
+    Verify {
+        /// A head recorded earlier, as SEQ:HASH.
+        #[arg(long, value_name = "SEQ:HASH")]
+        expect_head: Option<String>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -27,7 +27,7 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
         kind
     };
     let (config, store) = open(&args.config).await?;
-    let engine = Engine::new(config, store);
+    let engine = Engine::new(config, store.clone());
     let output = args.output;
 
     if args.dry_run {
@@ -48,6 +48,21 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
     if kind != OperationKind::Drill && args.resume.is_none() && !args.yes {
         let service = args.service.clone().expect("clap requires it");
         confirm(&engine, &request(kind, &args, service), args.accept_data_loss).await?;
+    }
+
+    match (&args.resume, &args.service) {
+        (Some(id), _) => {
+            let detail = json!({ "operation_id": id });
+            crate::audit_cmd::record(&store, "operation_resumed", None, detail).await?
+        }
+        (None, Some(service)) => {
+            let detail = json!({
+                "kind": kind.as_str(), "to": args.to, "accept_data_loss": args.accept_data_loss,
+                "reason": args.reason,
+            });
+            crate::audit_cmd::record(&store, "operation_requested", Some(service), detail).await?
+        }
+        (None, None) => {}
     }
 
     let bar = ProgressBar::new(kind.steps().len() as u64);

@@ -6,6 +6,7 @@
 //! - 1: the command failed (a server unreachable, a step failed…);
 //! - 2: bad usage or an invalid configuration file (every error is printed).
 
+mod audit_cmd;
 mod backup_cmd;
 mod bench_cmd;
 mod cli;
@@ -77,6 +78,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             failover_cmd::run(drctl_failover::OperationKind::Rejoin, args.into()).await
         }
         Command::Operations(args) => failover_cmd::operations(args).await,
+        Command::Audit(args) => audit_cmd::run(args).await,
         Command::Bench(args) => match args.command {
             cli::BenchCommand::Monitor(a) => bench_cmd::run(a).await,
         },

@@ -1,0 +1,342 @@
+//! Who is calling, and may they: bearer tokens from the config, roles, and
+//! the audit trail of their use.
+//!
+//! Tokens are kept only as SHA-256 digests, and a presented token is
+//! compared against every configured digest in constant time
+//! (`subtle`), so neither the comparison's timing nor a memory dump of the
+//! daemon gives a token away. The rule for what each request needs is one
+//! function, [`required_role`]: reads need `viewer`, anything that starts
+//! work needs `operator`, the audit log needs `admin`; the dashboard page
+//! itself, `/healthz` and the OpenAPI document need nothing (they hold no
+//! data). A request without a token gets the configured anonymous role; a
+//! request with a wrong token is refused, never downgraded to anonymous.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use drctl_config::{ApiConfig, DsnError, Role};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::{ApiError, ApiState};
+
+/// A token's use is written to the audit log at most this often (per token),
+/// and a refused token at most this often per client address: the record of
+/// who used the API, without one row per request.
+const TOKEN_USE_AUDIT_EVERY: Duration = Duration::from_secs(3600);
+const REFUSAL_AUDIT_EVERY: Duration = Duration::from_secs(60);
+
+/// The configured tokens, as digests.
+pub struct Authenticator {
+    tokens: Vec<TokenDigest>,
+    anonymous: Option<Role>,
+    last_audited: Mutex<HashMap<String, Instant>>,
+}
+
+struct TokenDigest {
+    name: String,
+    role: Role,
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for Authenticator {
+    /// Names and roles only: not even the digests are worth printing.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field(
+                "tokens",
+                &self
+                    .tokens
+                    .iter()
+                    .map(|t| format!("{} ({})", t.name, t.role))
+                    .collect::<Vec<_>>(),
+            )
+            .field("anonymous", &self.anonymous)
+            .finish()
+    }
+}
+
+/// Why the tokens could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("API token {name:?}: {source}")]
+pub struct TokenError {
+    pub name: String,
+    #[source]
+    pub source: DsnError,
+}
+
+/// The caller of one request, as the handlers and the audit log see it.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The token's name, or `anonymous`.
+    pub name: String,
+    pub role: Option<Role>,
+    /// The client's address (`unknown` when the server was not told).
+    pub source: String,
+    /// Whether a valid token identified the caller (else anonymous).
+    pub authenticated: bool,
+}
+
+impl Caller {
+    /// How operations record who asked: `api:oncall`.
+    pub fn requested_by(&self) -> String {
+        format!("api:{}", self.name)
+    }
+}
+
+fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+impl Authenticator {
+    /// Reads every token's secret (environment variable or file) now, so a
+    /// daemon with a missing token fails at start, not at the first call.
+    pub fn from_config(api: &ApiConfig) -> Result<Authenticator, TokenError> {
+        let tokens = api
+            .tokens
+            .iter()
+            .map(|t| {
+                let secret = t.resolve().map_err(|source| TokenError {
+                    name: t.name.clone(),
+                    source,
+                })?;
+                Ok(TokenDigest {
+                    name: t.name.clone(),
+                    role: t.role,
+                    digest: digest(secret.expose()),
+                })
+            })
+            .collect::<Result<_, TokenError>>()?;
+        Ok(Authenticator {
+            tokens,
+            anonymous: api.anonymous,
+            last_audited: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The token's name and role; `None` when it matches no configured
+    /// token. Every digest is compared, matched or not, so the time taken
+    /// says nothing about which token came close.
+    fn lookup(&self, presented: &str) -> Option<(&str, Role)> {
+        let presented = digest(presented);
+        let mut found = None;
+        for t in &self.tokens {
+            if bool::from(t.digest.ct_eq(&presented)) {
+                found = Some((t.name.as_str(), t.role));
+            }
+        }
+        found
+    }
+
+    /// True when `key` was not audited within `every` (and marks it now).
+    fn due(&self, key: String, every: Duration) -> bool {
+        let mut seen = self.last_audited.lock().expect("audit throttle lock");
+        let now = Instant::now();
+        match seen.get(&key) {
+            Some(at) if now.duration_since(*at) < every => false,
+            _ => {
+                seen.insert(key, now);
+                true
+            }
+        }
+    }
+}
+
+/// What a request needs: `None` for the pages and documents that hold no
+/// data, else the least role allowed.
+pub fn required_role(method: &Method, path: &str) -> Option<Role> {
+    if path == "/"
+        || path == "/healthz"
+        || path == "/api/v1/openapi.json"
+        || path.starts_with("/assets/")
+    {
+        return None;
+    }
+    if path == "/api/v1/audit" || path.starts_with("/api/v1/audit/") {
+        return Some(Role::Admin);
+    }
+    if method == Method::GET || method == Method::HEAD {
+        Some(Role::Viewer)
+    } else {
+        Some(Role::Operator)
+    }
+}
+
+/// The middleware: finds the caller, checks the role, and puts the
+/// [`Caller`] in the request's extensions for the handlers.
+pub async fn authorize(State(state): State<ApiState>, mut req: Request, next: Next) -> Response {
+    let source = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let needed = required_role(req.method(), req.uri().path());
+    let caller = match identify(&state, &req, &source) {
+        Ok(caller) => caller,
+        Err(e) if needed.is_none() => {
+            // A wrong token on an open page is still no reason to refuse
+            // the page; it is anonymous there.
+            drop(e);
+            Caller {
+                name: "anonymous".into(),
+                role: state.auth.anonymous,
+                source,
+                authenticated: false,
+            }
+        }
+        Err(e) => {
+            audit_refusal(&state, &source, req.uri().path(), "invalid_token");
+            return axum::response::IntoResponse::into_response(e);
+        }
+    };
+    if let Some(needed) = needed {
+        match caller.role {
+            // No token sent: the answer is "send one" (401), whatever the
+            // anonymous role; 403 is for a valid token that is not enough.
+            Some(role) if role < needed && !caller.authenticated => {
+                return axum::response::IntoResponse::into_response(ApiError::Unauthorized(format!(
+                    "this endpoint needs a token with the {needed} role: send Authorization: Bearer TOKEN (tokens are configured in [[api.tokens]])"
+                )))
+            }
+            None => {
+                return axum::response::IntoResponse::into_response(ApiError::Unauthorized(format!(
+                    "this endpoint needs a token with the {needed} role or above: send Authorization: Bearer TOKEN (tokens are configured in [[api.tokens]])"
+                )))
+            }
+            Some(role) if role < needed => {
+                audit_refusal(&state, &caller.source, req.uri().path(), "forbidden");
+                return axum::response::IntoResponse::into_response(ApiError::Forbidden {
+                    caller: caller.name.clone(),
+                    role,
+                    needed,
+                });
+            }
+            Some(_) => {}
+        }
+        if caller.authenticated
+            && state
+                .auth
+                .due(format!("use:{}", caller.name), TOKEN_USE_AUDIT_EVERY)
+        {
+            spawn_audit(
+                &state,
+                &caller,
+                "token_used",
+                None,
+                serde_json::json!({ "first_request": req.uri().path(), "method": req.method().as_str() }),
+            );
+        }
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+fn identify(state: &ApiState, req: &Request, source: &str) -> Result<Caller, ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(Caller {
+            name: "anonymous".into(),
+            role: state.auth.anonymous,
+            source: source.to_string(),
+            authenticated: false,
+        });
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .ok_or_else(|| {
+            ApiError::Unauthorized("the Authorization header must be \"Bearer TOKEN\"".into())
+        })?;
+    let (name, role) = state
+        .auth
+        .lookup(token)
+        .ok_or_else(|| ApiError::Unauthorized("the token is not valid".into()))?;
+    Ok(Caller {
+        name: name.to_string(),
+        role: Some(role),
+        source: source.to_string(),
+        authenticated: true,
+    })
+}
+
+/// A refused request, audited at most once a minute per client and reason
+/// (a client hammering with a wrong token must not flood the log).
+fn audit_refusal(state: &ApiState, source: &str, path: &str, reason: &str) {
+    if !state
+        .auth
+        .due(format!("refused:{source}:{reason}"), REFUSAL_AUDIT_EVERY)
+    {
+        return;
+    }
+    let caller = Caller {
+        name: "anonymous".into(),
+        role: None,
+        source: source.to_string(),
+        authenticated: false,
+    };
+    spawn_audit(
+        state,
+        &caller,
+        "request_refused",
+        None,
+        serde_json::json!({ "reason": reason, "path": path }),
+    );
+}
+
+fn spawn_audit(
+    state: &ApiState,
+    caller: &Caller,
+    action: &'static str,
+    target: Option<String>,
+    detail: serde_json::Value,
+) {
+    let store = state.monitor.store().clone();
+    let entry = audit_entry(caller, action, target, detail);
+    tokio::spawn(async move {
+        if let Err(e) = store.append_audit(&entry).await {
+            tracing::error!(error = %e, action, "cannot write the audit log");
+        }
+    });
+}
+
+pub(crate) fn audit_entry(
+    caller: &Caller,
+    action: &str,
+    target: Option<String>,
+    detail: serde_json::Value,
+) -> drctl_store::NewAudit {
+    drctl_store::NewAudit {
+        actor: caller.name.clone(),
+        role: caller.role.map(|r| r.as_str().to_string()),
+        source: caller.source.clone(),
+        action: action.to_string(),
+        target,
+        detail,
+    }
+}
+
+/// Records a mutation before it starts; a mutation that cannot be audited
+/// does not happen (503 `store_unavailable`).
+pub(crate) async fn audit(
+    state: &ApiState,
+    caller: &Caller,
+    action: &str,
+    target: Option<String>,
+    detail: serde_json::Value,
+) -> Result<(), ApiError> {
+    state
+        .monitor
+        .store()
+        .append_audit(&audit_entry(caller, action, target, detail))
+        .await?;
+    Ok(())
+}
