@@ -341,8 +341,12 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub config: ConfigPath,
     /// The daemon's API [default: the config's api.listen].
-    #[arg(long)]
+    #[arg(long, env = "DRCTL_API")]
     pub api: Option<String>,
+    /// A viewer (or higher) API token, when the API does not allow
+    /// anonymous reads.
+    #[arg(long, env = "DRCTL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[arg(short, long, value_enum, default_value_t)]
     pub output: OutputFormat,
 }

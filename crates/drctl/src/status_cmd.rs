@@ -22,7 +22,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| config.as_ref().map(|c| format!("http://{}", c.api.listen)))
         .expect("either --api or a config");
-    let (report, source) = match fetch(&api).await {
+    let (report, source) = match fetch(&api, args.token.as_deref()).await {
         Ok(report) => (report, format!("daemon at {api}")),
         Err(daemon_err) => {
             let Some(config) = &config else {
@@ -47,19 +47,24 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn fetch(api: &str) -> anyhow::Result<Value> {
+async fn fetch(api: &str, token: Option<&str>) -> anyhow::Result<Value> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()?;
-    let rpo: Value = client
-        .get(format!("{api}/api/v1/rpo-rto"))
+    let get = |path: &str| {
+        let req = client.get(format!("{api}{path}"));
+        match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    };
+    let rpo: Value = get("/api/v1/rpo-rto")
         .send()
         .await?
         .error_for_status()?
         .json()
         .await?;
-    let services: Value = client
-        .get(format!("{api}/api/v1/services"))
+    let services: Value = get("/api/v1/services")
         .send()
         .await?
         .error_for_status()?

@@ -1,0 +1,364 @@
+//! Access control and the audit log, through the real router (in-process)
+//! and the real `drctl` binary, over a real SQLite state store:
+//!
+//! - every endpoint against every role: no token → 401, a role too low →
+//!   403, enough → neither; a wrong or malformed token → 401 even where
+//!   anonymous reads are allowed;
+//! - a mutation is audited with who, what and from where before it starts;
+//! - editing one stored audit row makes `drctl audit verify` fail and name
+//!   that row; deleting one names the gap; cutting rows off the end is
+//!   caught against a head recorded earlier.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use drctl_api::{router, ApiState};
+use drctl_monitor::Monitor;
+use drctl_store::Store;
+use drctl_tests::drctl;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const CONFIG: &str = r#"
+[store]
+url = "sqlite://state.db"
+
+[api]
+anonymous = "none"
+
+[[api.tokens]]
+name = "grafana"
+role = "viewer"
+secret_file = "tokens/viewer"
+
+[[api.tokens]]
+name = "oncall"
+role = "operator"
+secret_file = "tokens/operator"
+
+[[api.tokens]]
+name = "sre-lead"
+role = "admin"
+secret_env = "DRCTL_ACCESS_TEST_ADMIN_TOKEN"
+
+[[regions]]
+name = "eu-west"
+[[regions]]
+name = "us-east"
+
+[[object_stores]]
+name = "local-backups"
+kind = "local"
+path = "objects"
+
+[[services]]
+name = "orders"
+tier = "hot"
+regions = ["eu-west", "us-east"]
+primary = "eu-west"
+[services.postgres.eu-west]
+dsn = "postgres://app@127.0.0.1:31997/orders?connect_timeout=1"
+[services.postgres.us-east]
+dsn = "postgres://app@127.0.0.1:31998/orders?connect_timeout=1"
+
+[[services]]
+name = "catalog"
+tier = "cold"
+regions = ["eu-west", "us-east"]
+primary = "eu-west"
+[services.postgres.eu-west]
+dsn = "postgres://app@127.0.0.1:31999/catalog?connect_timeout=1"
+[services.backup]
+store = "local-backups"
+"#;
+
+const VIEWER: &str = "viewer-token-for-the-access-test";
+const OPERATOR: &str = "operator-token-for-the-access-test";
+const ADMIN: &str = "admin-token-for-the-access-test";
+
+/// The config's directory with its token files; the admin token comes from
+/// the environment (both ways a secret can be given).
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tokens")).unwrap();
+    std::fs::write(dir.path().join("tokens/viewer"), format!("{VIEWER}\n")).unwrap();
+    std::fs::write(dir.path().join("tokens/operator"), OPERATOR).unwrap();
+    std::fs::write(dir.path().join("drctl.toml"), CONFIG).unwrap();
+    // Every test sets the same value: no race between tests of this file.
+    std::env::set_var("DRCTL_ACCESS_TEST_ADMIN_TOKEN", ADMIN);
+    dir
+}
+
+async fn app(dir: &Path) -> (axum::Router, Store) {
+    let config = drctl_config::load(&dir.join("drctl.toml")).expect("valid test config");
+    let store = Store::open(config.store.url.expose()).await.expect("store");
+    let monitor = Monitor::new(Arc::new(config), store.clone());
+    (router(ApiState::new(monitor).expect("tokens load")), store)
+}
+
+async fn call(
+    app: &axum::Router,
+    method: Method,
+    uri: &str,
+    authorization: Option<String>,
+    body: Option<Value>,
+) -> (StatusCode, Value, Option<String>) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(a) = authorization {
+        req = req.header(header::AUTHORIZATION, a);
+    }
+    let req = match body {
+        Some(b) => req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let response = app.clone().oneshot(req).await.unwrap();
+    let status = response.status();
+    let challenge = response
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22).await.unwrap();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, value, challenge)
+}
+
+fn bearer(token: &str) -> Option<String> {
+    Some(format!("Bearer {token}"))
+}
+
+/// Every endpoint, with the least role it needs (`None`: open).
+fn endpoints() -> Vec<(Method, &'static str, Option<&'static str>, Option<Value>)> {
+    let get = |p, r| (Method::GET, p, r, None);
+    vec![
+        get("/healthz", None),
+        get("/", None),
+        get("/assets/dashboard.js", None),
+        get("/assets/dashboard.css", None),
+        get("/metrics", Some("viewer")),
+        get("/api/v1/services", Some("viewer")),
+        get("/api/v1/rpo-rto", Some("viewer")),
+        get("/api/v1/services/orders/lag", Some("viewer")),
+        get("/api/v1/backups", Some("viewer")),
+        get("/api/v1/restore-tests", Some("viewer")),
+        get("/api/v1/schedule-runs", Some("viewer")),
+        get("/api/v1/operations", Some("viewer")),
+        get("/api/v1/operations/op-none", Some("viewer")),
+        get("/api/v1/audit", Some("admin")),
+        get("/api/v1/audit/verify", Some("admin")),
+        (
+            Method::POST,
+            "/api/v1/services/orders/operations",
+            Some("operator"),
+            Some(json!({ "kind": "failover", "dry_run": true })),
+        ),
+        (Method::POST, "/api/v1/services/catalog/backups", Some("operator"), None),
+        (Method::POST, "/api/v1/services/catalog/restore-tests", Some("operator"), None),
+        (Method::POST, "/api/v1/backups/b-none/verify", Some("operator"), None),
+    ]
+}
+
+#[tokio::test]
+async fn every_endpoint_answers_each_role_as_its_rule_says() {
+    let dir = setup();
+    let (app, _store) = app(dir.path()).await;
+    let rank = |r: &str| ["viewer", "operator", "admin"].iter().position(|x| *x == r).unwrap();
+    for (method, path, needed, body) in endpoints() {
+        // No token.
+        let (status, v, challenge) = call(&app, method.clone(), path, None, body.clone()).await;
+        match needed {
+            None => assert!(status.is_success(), "{method} {path} is open: {status}"),
+            Some(_) => {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} without a token: {v}");
+                assert_eq!(v["error"]["code"], "unauthorized", "{method} {path}: {v}");
+                assert_eq!(challenge.as_deref(), Some("Bearer realm=\"drctl\""));
+            }
+        }
+        for (role, token) in [("viewer", VIEWER), ("operator", OPERATOR), ("admin", ADMIN)] {
+            let (status, v, _) =
+                call(&app, method.clone(), path, bearer(token), body.clone()).await;
+            let allowed = needed.map_or(true, |n| rank(role) >= rank(n));
+            if allowed {
+                assert!(
+                    status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                    "{method} {path} as {role}: {status} {v}"
+                );
+                assert!(!status.is_server_error(), "{method} {path} as {role}: {status} {v}");
+            } else {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path} as {role}: {v}");
+                assert_eq!(v["error"]["code"], "forbidden");
+                let message = v["error"]["message"].as_str().unwrap();
+                assert!(message.contains(role) && message.contains(needed.unwrap()), "{message}");
+            }
+        }
+        // A wrong token and a malformed header are refused even on reads.
+        if needed.is_some() {
+            for auth in [bearer("not-a-token"), Some(format!("Basic {VIEWER}")), Some(VIEWER.into())] {
+                let (status, v, _) = call(&app, method.clone(), path, auth.clone(), body.clone()).await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} with {auth:?}: {v}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn anonymous_viewer_reads_but_a_wrong_token_is_still_refused() {
+    let dir = setup();
+    let text = CONFIG.replace("anonymous = \"none\"", "anonymous = \"viewer\"");
+    std::fs::write(dir.path().join("drctl.toml"), text).unwrap();
+    let (app, _store) = app(dir.path()).await;
+    let (status, _, _) = call(&app, Method::GET, "/api/v1/rpo-rto", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = call(&app, Method::GET, "/api/v1/rpo-rto", bearer("wrong"), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a wrong token is not read as anonymous");
+    // Without a token, a mutation asks for one (401), it is not "forbidden".
+    let (status, v, _) =
+        call(&app, Method::POST, "/api/v1/services/catalog/backups", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("operator"), "{v}");
+    let (status, _, _) = call(&app, Method::GET, "/api/v1/audit", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_daemon_with_a_missing_token_secret_names_it_and_does_not_start() {
+    let dir = setup();
+    std::fs::remove_file(dir.path().join("tokens/operator")).unwrap();
+    let config = drctl_config::load(&dir.path().join("drctl.toml")).unwrap();
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let err = ApiState::new(Monitor::new(Arc::new(config), store))
+        .err()
+        .expect("a missing token file is an error");
+    let message = err.to_string();
+    assert!(message.contains("oncall") && message.contains("tokens/operator"), "{message}");
+}
+
+#[tokio::test]
+async fn mutations_are_audited_and_an_edited_row_is_named_by_verify() {
+    let dir = setup();
+    let (app, store) = app(dir.path()).await;
+    let (status, v, _) = call(
+        &app,
+        Method::POST,
+        "/api/v1/services/catalog/backups",
+        bearer(OPERATOR),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let op = v["operation"]["id"].as_str().unwrap().to_string();
+    // A refused attempt is audited too (once a minute per client).
+    let (status, _, _) = call(
+        &app,
+        Method::POST,
+        "/api/v1/services/catalog/backups",
+        bearer(VIEWER),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let entries = drctl_tests::wait_for("the audit rows", std::time::Duration::from_secs(10), || {
+        let app = app.clone();
+        async move {
+            let (_, v, _) = call(&app, Method::GET, "/api/v1/audit", bearer(ADMIN), None).await;
+            let entries = v["entries"].as_array()?.clone();
+            let actions: Vec<&str> = entries.iter().filter_map(|e| e["action"].as_str()).collect();
+            (actions.contains(&"backup_started") && actions.contains(&"request_refused"))
+                .then_some(entries)
+        }
+    })
+    .await;
+    let started = entries.iter().find(|e| e["action"] == "backup_started").unwrap();
+    assert_eq!(started["actor"], "oncall");
+    assert_eq!(started["role"], "operator");
+    assert_eq!(started["target"], "catalog");
+    assert_eq!(started["detail"]["operation_id"], op.as_str());
+    assert!(started["source"].is_string());
+    let refused = entries.iter().find(|e| e["action"] == "request_refused").unwrap();
+    assert_eq!(refused["detail"]["reason"], "forbidden");
+    // Token secrets never reach the log.
+    let all = serde_json::to_string(&entries).unwrap();
+    for secret in [VIEWER, OPERATOR, ADMIN] {
+        assert!(!all.contains(secret), "a token's secret is in the audit log");
+    }
+
+    // The CLI audits too, and verifies the chain.
+    let config = dir.path().join("drctl.toml");
+    let config = config.to_str().unwrap();
+    let (code, out, err) = drctl(&["audit", "verify", "--config", config]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("intact"), "{out}");
+    let (_, json_out, _) = drctl(&["audit", "verify", "--config", config, "--output", "json"]);
+    let report: Value = serde_json::from_str(&json_out).unwrap();
+    let head = format!(
+        "{}:{}",
+        report["verification"]["head_seq"],
+        report["verification"]["head_hash"].as_str().unwrap()
+    );
+    let rows = report["verification"]["rows"].as_i64().unwrap();
+    assert!(rows >= 3, "{report}");
+
+    // Someone edits who started the backup.
+    let seq = started["seq"].as_i64().unwrap();
+    drop(store);
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("state.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("UPDATE audit_log SET actor = 'intern' WHERE seq = $1")
+        .bind(seq)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (code, _, err) = drctl(&["audit", "verify", "--config", config]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("row {seq}")) && err.contains("edited"), "{err}");
+    sqlx::query("UPDATE audit_log SET actor = 'oncall' WHERE seq = $1")
+        .bind(seq)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (code, _, err) = drctl(&["audit", "verify", "--config", config]);
+    assert_eq!(code, 0, "restored row verifies again: {err}");
+
+    // Someone deletes the row instead.
+    let saved: Vec<(i64, i64, String, Option<String>, String, String, Option<String>, String, String, String)> =
+        sqlx::query_as("SELECT seq, at_us, actor, role, source, action, target, detail, prev_hash, hash FROM audit_log WHERE seq = $1")
+            .bind(seq)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    sqlx::query("DELETE FROM audit_log WHERE seq = $1")
+        .bind(seq)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (code, _, err) = drctl(&["audit", "verify", "--config", config]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("row {seq}")) && err.contains("missing"), "{err}");
+    let r = &saved[0];
+    sqlx::query("INSERT INTO audit_log (seq, at_us, actor, role, source, action, target, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+        .bind(r.0).bind(r.1).bind(&r.2).bind(&r.3).bind(&r.4).bind(&r.5).bind(&r.6).bind(&r.7).bind(&r.8).bind(&r.9)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    // Someone cuts the newest rows off: only a recorded head tells.
+    sqlx::query("DELETE FROM audit_log WHERE seq > $1")
+        .bind(rows - 1)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (code, _, _) = drctl(&["audit", "verify", "--config", config]);
+    assert_eq!(code, 0, "a shorter chain is still a valid chain");
+    let (code, _, err) = drctl(&["audit", "verify", "--config", config, "--expect-head", &head]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("head_mismatch"), "{err}");
+}

@@ -1,0 +1,287 @@
+//! Planted secrets never leave the process: a config whose every secret is
+//! a known string (DSN passwords inline and from the environment, API
+//! tokens from a file and the environment, the backup encryption key, a
+//! TSIG key, AWS credentials), a real `drctl serve` logging at debug level,
+//! every endpoint read with the admin token, jobs that fail against
+//! servers that are not there (where connection strings like to leak into
+//! error messages), the CLI's commands — and then every log line, every
+//! response, every CLI output and the state store's files are searched for
+//! each secret.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use drctl_tests::{drctl_bin, wait_for};
+use serde_json::{json, Value};
+
+const DSN_PASSWORD: &str = "planted-dsn-password-7f3a";
+const ENV_DSN_PASSWORD: &str = "planted-env-dsn-password-91c2";
+const OPERATOR_TOKEN: &str = "planted-operator-token-5d0e";
+const ADMIN_TOKEN: &str = "planted-admin-token-c4b8";
+const BACKUP_KEY: &str = "deadbeefcafef00ddeadbeefcafef00ddeadbeefcafef00ddeadbeefcafef00d";
+/// base64 of "PLANTEDTSIGSECRET!"
+const TSIG_SECRET: &str = "UExBTlRFRFRTSUdTRUNSRVQh";
+const AWS_SECRET: &str = "planted/aws+secret/access/key/0b1e";
+
+fn config(api_port: u16, dead_port: u16) -> String {
+    format!(
+        r#"
+[store]
+url = "sqlite://state.db"
+
+[api]
+listen = "127.0.0.1:{api_port}"
+
+[[api.tokens]]
+name = "oncall"
+role = "operator"
+secret_file = "tokens/operator"
+
+[[api.tokens]]
+name = "lead"
+role = "admin"
+secret_env = "DRCTL_SECRETS_TEST_ADMIN"
+
+[monitor]
+interval = "500ms"
+probe_timeout = "1s"
+
+[[regions]]
+name = "eu-west"
+[[regions]]
+name = "us-east"
+
+[[object_stores]]
+name = "dr-bucket"
+kind = "s3"
+bucket = "shop-backups"
+endpoint = "http://127.0.0.1:{dead_port}"
+path_style = true
+
+[[dns_providers]]
+name = "internal-dns"
+kind = "rfc2136"
+server = "127.0.0.1:{dead_port}"
+zone = "shop.internal."
+tsig_key = "drctl."
+tsig_secret_file = "tsig.key"
+
+[[services]]
+name = "orders"
+tier = "hot"
+regions = ["eu-west", "us-east"]
+primary = "eu-west"
+[services.postgres.eu-west]
+dsn = "postgres://app:{DSN_PASSWORD}@127.0.0.1:{dead_port}/orders?connect_timeout=1"
+[services.postgres.us-east]
+dsn = "postgres://app:{DSN_PASSWORD}@127.0.0.2:{dead_port}/orders?connect_timeout=1"
+[services.dns]
+provider = "internal-dns"
+record = "orders.shop.internal."
+[services.dns.targets]
+eu-west = "10.0.0.1"
+us-east = "10.1.0.1"
+
+[[services]]
+name = "catalog"
+tier = "cold"
+regions = ["eu-west", "us-east"]
+primary = "eu-west"
+[services.postgres.eu-west]
+dsn_env = "DRCTL_SECRETS_TEST_CATALOG_DSN"
+[services.backup]
+store = "dr-bucket"
+encryption_key_file = "backup.key"
+"#
+    )
+}
+
+/// Everything the secrets could have leaked into.
+#[derive(Default)]
+struct Evidence {
+    texts: Vec<(String, String)>,
+}
+
+impl Evidence {
+    fn add(&mut self, what: impl Into<String>, text: impl Into<String>) {
+        self.texts.push((what.into(), text.into()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_secrets_appear_in_no_log_line_response_or_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let api_port = drctl_lab::free_port();
+    let dead_port = drctl_lab::free_port();
+    std::fs::create_dir(dir.path().join("tokens")).unwrap();
+    std::fs::write(dir.path().join("tokens/operator"), OPERATOR_TOKEN).unwrap();
+    std::fs::write(dir.path().join("tsig.key"), TSIG_SECRET).unwrap();
+    std::fs::write(dir.path().join("backup.key"), BACKUP_KEY).unwrap();
+    let config_path = dir.path().join("drctl.toml");
+    std::fs::write(&config_path, config(api_port, dead_port)).unwrap();
+    let config = config_path.to_str().unwrap().to_string();
+    let envs = [
+        ("DRCTL_SECRETS_TEST_ADMIN", ADMIN_TOKEN.to_string()),
+        (
+            "DRCTL_SECRETS_TEST_CATALOG_DSN",
+            format!("postgres://app:{ENV_DSN_PASSWORD}@127.0.0.1:{dead_port}/catalog?connect_timeout=1"),
+        ),
+        ("AWS_ACCESS_KEY_ID", "AKIAPLANTEDKEYID".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", AWS_SECRET.to_string()),
+        ("DRCTL_CONFIG", config.clone()),
+    ];
+    let mut evidence = Evidence::default();
+
+    let mut serve = Command::new(drctl_bin())
+        .args(["--log-level", "debug", "serve"])
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("drctl serve starts");
+    let api = format!("http://127.0.0.1:{api_port}");
+    let http = reqwest::Client::new();
+    wait_for("the API", Duration::from_secs(30), || {
+        let (http, url) = (http.clone(), format!("{api}/healthz"));
+        async move { http.get(url).send().await.ok().filter(|r| r.status().is_success()) }
+    })
+    .await;
+
+    // Every read, as admin (the most any caller can see).
+    for path in [
+        "/",
+        "/metrics",
+        "/api/v1/services",
+        "/api/v1/rpo-rto",
+        "/api/v1/services/orders/lag?since=1h",
+        "/api/v1/services/orders/lag?since=1h&bucket=1m",
+        "/api/v1/backups",
+        "/api/v1/restore-tests",
+        "/api/v1/schedule-runs",
+        "/api/v1/operations",
+        "/api/v1/audit",
+        "/api/v1/audit/verify",
+    ] {
+        let r = http
+            .get(format!("{api}{path}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        evidence.add(path, r.text().await.unwrap());
+    }
+    // Jobs that fail on servers that are not there: the errors they record.
+    let mut started = Vec::new();
+    for (path, body) in [
+        ("/api/v1/services/catalog/backups", None),
+        ("/api/v1/services/catalog/restore-tests", None),
+        ("/api/v1/services/orders/operations", Some(json!({ "kind": "failover", "dry_run": true }))),
+        ("/api/v1/services/orders/operations", Some(json!({ "kind": "drill" }))),
+    ] {
+        let mut req = http.post(format!("{api}{path}")).bearer_auth(OPERATOR_TOKEN);
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert!(!status.is_server_error(), "{path}: {status} {text}");
+        if let Ok(v) = serde_json::from_str::<Value>(&text) {
+            if let Some(id) = v["operation"]["id"].as_str() {
+                started.push(id.to_string());
+            }
+        }
+        evidence.add(format!("POST {path}"), text);
+    }
+    for id in &started {
+        let done = wait_for("the job to end", Duration::from_secs(60), || {
+            let (http, url) = (http.clone(), format!("{api}/api/v1/operations/{id}"));
+            async move {
+                let v: Value = http.get(url).bearer_auth(ADMIN_TOKEN).send().await.ok()?.json().await.ok()?;
+                (v["operation"]["status"] != "running").then_some(v)
+            }
+        })
+        .await;
+        evidence.add(format!("operation {id}"), done.to_string());
+    }
+    // Refused requests: their errors, too.
+    for token in ["wrong", OPERATOR_TOKEN] {
+        let r = http
+            .get(format!("{api}/api/v1/audit"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error());
+        evidence.add("refused", r.text().await.unwrap());
+    }
+    // Let the monitor fail a few more probes, then stop the daemon.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(serve.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = serve.wait().unwrap();
+    let (mut out, mut err) = (String::new(), String::new());
+    serve.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    serve.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "drctl serve exits cleanly on SIGTERM: {err}");
+    assert!(
+        err.contains("127.0.0.1") && err.lines().count() > 10,
+        "the daemon logged its failures (the search below must have something to search):\n{err}"
+    );
+    evidence.add("drctl serve stdout", out);
+    evidence.add("drctl serve stderr", err);
+
+    // The CLI, on the same config and environment.
+    for args in [
+        vec!["config", "validate", config.as_str()],
+        vec!["status", "--output", "json"],
+        vec!["failover", "orders", "--dry-run"],
+        vec!["backup", "run", "catalog"],
+        vec!["backup", "list", "--output", "json"],
+        vec!["audit", "list", "--output", "json"],
+        vec!["operations", "--output", "json"],
+    ] {
+        let o = Command::new(drctl_bin())
+            .args(["--log-level", "debug"])
+            .args(&args)
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("DRCTL_API", &api)
+            .env("DRCTL_TOKEN", ADMIN_TOKEN)
+            .output()
+            .unwrap();
+        evidence.add(format!("drctl {}", args.join(" ")), String::from_utf8_lossy(&o.stdout));
+        evidence.add(format!("drctl {} (stderr)", args.join(" ")), String::from_utf8_lossy(&o.stderr));
+    }
+    // The state store's files: samples, operations, journals, audit rows.
+    for name in ["state.db", "state.db-wal"] {
+        if let Ok(bytes) = std::fs::read(dir.path().join(name)) {
+            evidence.add(name, String::from_utf8_lossy(&bytes));
+        }
+    }
+
+    let secrets = [
+        DSN_PASSWORD,
+        ENV_DSN_PASSWORD,
+        OPERATOR_TOKEN,
+        ADMIN_TOKEN,
+        BACKUP_KEY,
+        TSIG_SECRET,
+        AWS_SECRET,
+    ];
+    let mut leaks = Vec::new();
+    for (what, text) in &evidence.texts {
+        for secret in secrets {
+            if text.contains(secret) {
+                let line = text.lines().find(|l| l.contains(secret)).unwrap_or_default();
+                leaks.push(format!("{what}: {line}"));
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
+    assert!(evidence.texts.len() > 30, "everything was searched");
+}
