@@ -179,12 +179,25 @@
   function shortId(id) {
     if (!isString(id)) return '—';
     const m = id.match(/^([a-z]+-)([0-9a-f]{16,})$/i);
-    return m ? m[1] + m[2].slice(0, 8) : id;
+    if (m) return m[1] + m[2].slice(0, 8);
+    const rt = id.match(/^(rt-)\d{8}T\d{6}Z-([0-9a-z]+)$/i);
+    return rt ? rt[1] + '…' + rt[2] : id;
   }
   // "drill op-bb1e38aa…" : shortens an id inside an evidence source.
   function shortSource(text) {
     if (!isString(text)) return '—';
-    return text.replace(/\b([a-z]+-)([0-9a-f]{16,})\b/gi, (all, p, hex) => p + hex.slice(0, 8) + '…');
+    return text
+      .replace(/\b([a-z]+-)([0-9a-f]{16,})\b/gi, (all, p, hex) => p + hex.slice(0, 8) + '…')
+      .replace(/\b(rt-)\d{8}T\d{6}Z-([0-9a-z]+)\b/gi, (all, p, tail) => p + '…' + tail)
+      .replace(/^([a-z]+)_([a-z]+) /, '$1 $2 ');
+  }
+  // A time ahead: "Dec 1" when days away, "14:05" when within a day.
+  function fmtAhead(iso) {
+    const t = parseTime(iso);
+    if (t === null) return '—';
+    if (t - serverNow() < 86400000) return fmtClock(t, false);
+    const d = new Date(t);
+    return MONTHS[d.getMonth()] + ' ' + d.getDate();
   }
 
   // Status words to the five tones of the page.
@@ -343,19 +356,47 @@
   function replicated(svc) {
     return arrayOf(svc.standbys).length > 0 || (str(svc.tier) !== null && svc.tier !== 'cold');
   }
+  // The 1 h chart holds one sample a second per standby: after a full read
+  // it asks only for what is new (since the newest sample it has), and reads
+  // the whole hour again every few minutes so late or rewritten samples show.
+  const FULL_REFETCH_MS = 5 * 60 * 1000;
+  function sampleKey(smp) { return String(smp.sampled_at) + '|' + String(smp.standby_region); }
   function refreshLag(name) {
     const win = lagWindowOf(name);
     const entry = state.lag.get(name) || {};
     entry.loading = true;
     state.lag.set(name, entry);
-    const path = '/api/v1/services/' + encodeURIComponent(name) + '/lag?' + LAG_WINDOWS[win].query;
-    return load('lag', path, (body) => {
+    const have = entry.data && entry.window === win ? arrayOf(entry.data.samples).filter(isObj) : null;
+    let newest = null, newestT = -Infinity;
+    if (win === '1h' && have && have.length && entry.fullAt && Date.now() - entry.fullAt < FULL_REFETCH_MS && entry.data.truncated !== true) {
+      for (const smp of have) {
+        const t = parseTime(smp.sampled_at);
+        if (t !== null && t > newestT) { newestT = t; newest = smp.sampled_at; }
+      }
+    }
+    const base = '/api/v1/services/' + encodeURIComponent(name) + '/lag?';
+    const path = base + (newest ? 'since=' + encodeURIComponent(newest) + '&limit=20000' : LAG_WINDOWS[win].query);
+    return load('lag:' + name, path, (body) => {
       if (lagWindowOf(name) !== win) return; // the person switched while this was in flight
-      state.lag.set(name, { window: win, data: body, fetchedAt: Date.now(), loading: false });
+      let data = body, fullAt = Date.now();
+      if (newest) {
+        const seen = new Set(have.map(sampleKey));
+        const added = arrayOf(body.samples).filter((smp) => isObj(smp) && !seen.has(sampleKey(smp)));
+        const cutoff = serverNow() - LAG_WINDOWS[win].seconds * 1000;
+        const kept = have.filter((smp) => { const t = parseTime(smp.sampled_at); return t === null || t >= cutoff; });
+        data = Object.assign({}, entry.data, { samples: kept.concat(added), truncated: body.truncated === true });
+        fullAt = entry.fullAt;
+      }
+      state.lag.set(name, { window: win, data, fetchedAt: Date.now(), fullAt, loading: false, failed: null });
       renderLag(name);
     }).then((ok) => {
       const e = state.lag.get(name);
-      if (e) e.loading = false;
+      if (e) {
+        e.loading = false;
+        const failure = state.health.get('lag:' + name);
+        const failed = ok ? null : (failure ? failure.message : 'request failed');
+        if (failed !== (e.failed || null)) { e.failed = failed; renderLag(name); }
+      }
       return ok;
     });
   }
@@ -427,14 +468,24 @@
       replaceChildren(banner);
     }
     const form = document.getElementById('token-form');
-    form.hidden = !auth;
+    if (auth) form.hidden = false;
+    else if (!forbidden) form.hidden = true;
     const ae = document.getElementById('auth-error');
     if (forbidden) {
       ae.hidden = false;
-      replaceChildren(ae, h('strong', { text: 'Forbidden: ' }), forbidden.message);
+      const other = h('button', { type: 'button', class: 'link-button', text: 'use another token' });
+      other.addEventListener('click', () => {
+        form.hidden = false;
+        document.getElementById('token-input').focus();
+      });
+      replaceChildren(ae, h('strong', { text: 'Forbidden: ' }), forbidden.message, ' · ', other);
     } else {
       ae.hidden = true;
       replaceChildren(ae);
+    }
+    if (!state.report) {
+      const ph = document.querySelector('#services .placeholder');
+      if (ph) ph.textContent = auth ? 'waiting for a token…' : forbidden ? 'this token may not read the API' : (net || http) ? 'no data yet — the API did not answer' : 'loading services…';
     }
     const refreshed = document.getElementById('refreshed');
     if (state.lastOkAt && Date.now() - state.lastOkAt > 3 * FAST_MS) refreshed.classList.add('late');
@@ -476,7 +527,8 @@
     const summary = obj(report.summary);
     const total = first(num(summary.services), services.length);
     let covered = num(summary.covered_by_fresh_evidence);
-    if (covered === null) covered = services.filter((s) => obj(obj(s.compliance).evidence).status === 'fresh').length;
+    const judged = services.some((s) => isObj(s.compliance));
+    if (covered === null && judged) covered = services.filter((s) => obj(obj(s.compliance).evidence).status === 'fresh').length;
     let byStatus = obj(summary.by_status);
     if (!Object.keys(byStatus).length) {
       byStatus = {};
@@ -491,11 +543,13 @@
     function rank(k) { const i = order.indexOf(k); return i < 0 ? order.length - 1 : i; }
 
     const el = document.getElementById('summary');
-    const allCovered = total > 0 && covered >= total;
+    const allCovered = covered !== null && total > 0 && covered >= total;
     replaceChildren(el,
-      h('div', { class: ['summary-line', allCovered ? 'covered' : 'not-covered'] },
-        h('strong', { text: covered + ' of ' + total }),
-        ' service' + (total === 1 ? '' : 's') + ' covered by fresh evidence'),
+      covered === null
+        ? h('div', { class: 'summary-line' }, h('strong', { text: String(total) }), ' service' + (total === 1 ? '' : 's') + ' · evidence coverage not reported by this API')
+        : h('div', { class: ['summary-line', allCovered ? 'covered' : 'not-covered'] },
+          h('strong', { text: covered + ' of ' + total }),
+          ' service' + (total === 1 ? '' : 's') + ' covered by fresh evidence'),
       h('div', { class: 'summary-counts' },
         keys.map((k) => h('span', { class: ['count', 'tone-' + tone(k), 'count-' + k] },
           h('strong', { text: String(byStatus[k]) }), ' ' + label(k)))));
@@ -680,7 +734,7 @@
     const rtoRows = [
       ['target', fmtSeconds(rtoTarget)],
       ['source', source ? h('span', { class: 'mono', title: source, text: shortSource(source) }) : 'no measurement yet'],
-      ['measured', measuredAt ? h('span', {}, fmtAge(age), ' ', h('span', { class: 'muted' }, '(', timeEl(measuredAt), ')')) : '—'],
+      ['measured', measuredAt ? h('time', { datetime: measuredAt, title: fmtWhen(measuredAt) + ' · ' + measuredAt, text: fmtAge(age) }) : '—'],
       str(rto.note) ? ['note', rto.note] : null,
     ];
     const rtoBlock = metricBlock('rto', 'RTO', rtoStatus, fmtSeconds(measured), tone(rtoStatus),
@@ -698,17 +752,17 @@
     let due = '—', dueCls = null;
     if (dueT !== null) {
       const inS = (dueT - serverNow()) / 1000;
-      if (inS >= 0) due = h('span', {}, 'in ' + fmtSeconds(inS).replace(/ \d+ s$/, ''), ' ', h('span', { class: 'muted' }, '(', timeEl(ev.due_at), ')'));
-      else { due = h('span', {}, 'overdue by ' + fmtSeconds(-inS).replace(/ \d+ s$/, '')); dueCls = 'row-warn'; }
+      if (inS >= 0) due = h('span', { title: ev.due_at }, 'in ' + fmtSeconds(inS).replace(/ \d+ s$/, ''), ' ', h('span', { class: 'muted', text: '(' + fmtAhead(ev.due_at) + ')' }));
+      else { due = h('span', { title: ev.due_at }, 'overdue by ' + fmtSeconds(-inS).replace(/ \d+ s$/, '')); dueCls = 'row-warn'; }
     }
     const lastText = str(ev.last_kind) || str(ev.last_id)
-      ? [str(ev.last_kind) || '', str(ev.last_id) ? ' ' + shortId(ev.last_id) : ''].join('').trim()
+      ? [str(ev.last_kind) ? label(ev.last_kind) : '', str(ev.last_id) ? ' ' + shortId(ev.last_id) : ''].join('').trim()
       : null;
     const evRows = [
       ['required', required ? h('span', {}, label(required), every !== null ? ' every ' + fmtSeconds(every) : '') : '—'],
-      ['last', lastText ? h('span', {}, h('span', { class: 'mono', title: str(ev.last_id), text: lastText }), evAge !== null ? ' · ' + fmtAge(evAge) : '') : '—'],
+      ['last', lastText ? h('span', { class: 'mono', title: [str(ev.last_id), str(ev.last_at)].filter(Boolean).join(' · ') || null, text: lastText }) : '—'],
       ['due', due, dueCls],
-      str(ev.config_changed_at) ? ['config', h('span', {}, 'changed ', timeEl(ev.config_changed_at), ' (' + fmtAge(ageOf(ev.config_changed_at)) + ')'), evStatus === 'unverified' ? 'row-warn' : null] : null,
+      str(ev.config_changed_at) ? ['config', h('time', { datetime: ev.config_changed_at, title: fmtWhen(ev.config_changed_at) + ' · ' + ev.config_changed_at, text: 'changed ' + fmtAge(ageOf(ev.config_changed_at)) }), evStatus === 'unverified' ? 'row-warn' : null] : null,
     ];
     const evValue = evAge !== null ? fmtAge(evAge).replace(' ago', '') : (c.present ? 'none' : '—');
     const evBlock = metricBlock('evidence', 'Evidence', c.present ? evStatus : null, evValue, tone(evStatus),
@@ -786,12 +840,14 @@
     const target = first(num(obj(obj(svc.compliance).rpo).target_s), num(obj(svc.rpo).target_s));
     const width = Math.max(280, Math.round(card.chartWrap.clientWidth || 520));
     const ready = entry && entry.data && entry.window === win;
-    const key = [win, ready ? entry.fetchedAt : 'none', target, width].join('|');
+    const failed = entry && entry.failed ? entry.failed : null;
+    const key = [win, ready ? entry.fetchedAt : 'none', target, width, failed].join('|');
     if (card.chartKey === key) return;
     card.chartKey = key;
     const data = ready ? entry.data : null;
-    const chart = buildLagChart(name, data, win, target, width, !ready);
-    replaceChildren(card.chartWrap, chart.svg, chart.note);
+    const chart = buildLagChart(name, data, win, target, width, !ready && !failed);
+    const failNote = failed ? h('p', { class: 'chart-note text-warn', text: (ready ? 'could not refresh the history (' : 'could not load the history (') + failed + ') — retrying' }) : null;
+    replaceChildren(card.chartWrap, chart.svg, chart.note, failNote);
     replaceChildren(card.legend, chart.legend);
   }
 
@@ -936,7 +992,7 @@
     }
     if (!samples.length) {
       chart.appendChild(svg('text', { class: 'empty-label', x: ml + pw / 2, y: mt + ph / 2, 'text-anchor': 'middle',
-        text: loading ? 'loading…' : 'no samples in the last ' + LAG_WINDOWS[win].label }));
+        text: loading ? 'loading…' : data ? 'no samples in the last ' + LAG_WINDOWS[win].label : 'no history' }));
     }
     attachHover(chart, series, { x, start, end, ml, mt, pw, ph, W });
 
