@@ -9,7 +9,9 @@
 #   - PostgreSQL server binaries (initdb, pg_ctl, postgres, pg_basebackup);
 #   - Knot DNS (knotd; kdig and knsupdate from knot-dnsutils) for the RFC 2136
 #     interop tests;
-#   - moto_server (S3 and Route 53 on loopback) in the virtualenv .venv-test.
+#   - moto_server (S3 and Route 53 on loopback) and schemathesis (the API
+#     checked against its own OpenAPI document) in the virtualenv .venv-test;
+#   - Chromium, the headless browser the dashboard test drives.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -61,9 +63,20 @@ if ! "$venv/bin/moto_server" --help >/dev/null 2>&1; then
   python3 -m venv "$venv" || die "python3 -m venv failed: install python3-venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
 fi
+if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1; then
+  say "installing schemathesis into $venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'schemathesis>=4,<5'
+fi
 export MOTO_SERVER="$venv/bin/moto_server"
+export SCHEMATHESIS="$venv/bin/schemathesis"
 
-# 4. Build the binary the CLI tests run, then every test of the workspace.
+# 4. Chromium for the dashboard's browser test (tests/dashboard.rs).
+if ! command -v chromium >/dev/null; then
+  apt_install chromium
+fi
+export CHROMIUM="$(command -v chromium)"
+
+# 5. Build the binary the CLI tests run, then every test of the workspace.
 say "cargo build"
 cargo build --locked --workspace --bins
 say "cargo test"

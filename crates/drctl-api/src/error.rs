@@ -105,14 +105,18 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
+/// Every error's body: `{"error": {"code": "…", "message": "…"}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    #[schema(inline)]
+    error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Stable and machine-readable: `service_not_found`, `forbidden`, …
+    code: String,
+    /// For people; may change between versions.
     message: String,
 }
 
@@ -123,7 +127,7 @@ impl IntoResponse for ApiError {
         }
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code(),
+                code: self.code().to_string(),
                 message: self.to_string(),
             },
         };

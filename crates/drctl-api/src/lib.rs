@@ -12,6 +12,8 @@
 pub mod auth;
 pub(crate) mod daemon;
 mod dashboard;
+mod docs;
+pub mod report;
 pub mod error;
 mod guard;
 mod metrics;

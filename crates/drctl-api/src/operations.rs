@@ -10,45 +10,66 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::Extension;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use chrono::Utc;
 use drctl_backup::jobs;
 use serde_json::{json, Value};
 
 use crate::auth::{audit, Caller};
+use crate::docs::{NotFoundErrors, WriteErrors};
 use crate::routes::known_service;
 use crate::error::ApiPath;
 use crate::{ApiError, ApiState};
 
-pub(crate) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/api/v1/services/{name}/backups", post(start_backup))
-        .route(
-            "/api/v1/services/{name}/restore-tests",
-            post(start_restore_test),
-        )
-        .route("/api/v1/backups/{id}/verify", post(start_verify))
-        .route("/api/v1/services/{name}/operations", post(start_operation))
-        .route("/api/v1/operations", get(list_operations))
-        .route("/api/v1/operations/{id}", get(operation))
+pub(crate) fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(start_backup))
+        .routes(routes!(start_restore_test))
+        .routes(routes!(start_verify))
+        .routes(routes!(start_operation))
+        .routes(routes!(list_operations))
+        .routes(routes!(operation))
 }
 
-fn accepted(id: &str, kind: &str) -> (StatusCode, Json<Value>) {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct StartedOperation {
+    id: String,
+    kind: String,
+    /// Always `running` here; follow `url` for the rest.
+    status: String,
+    url: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Accepted {
+    operation: StartedOperation,
+}
+
+fn accepted(id: &str, kind: &str) -> (StatusCode, Json<Accepted>) {
     (
         StatusCode::ACCEPTED,
-        Json(
-            json!({ "operation": { "id": id, "kind": kind, "status": "running", "url": format!("/api/v1/operations/{id}") } }),
-        ),
+        Json(Accepted {
+            operation: StartedOperation {
+                id: id.to_string(),
+                kind: kind.to_string(),
+                status: "running".into(),
+                url: format!("/api/v1/operations/{id}"),
+            },
+        }),
     )
 }
 
 /// The body of `POST /api/v1/services/{name}/operations`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct OperationRequest {
+pub(crate) struct OperationRequest {
     /// `failover`, `switchover` or `drill` (a rejoin needs the server's
     /// data directory: `drctl rejoin` on its host).
+    #[schema(value_type = String, pattern = "^(failover|switchover|drill)$", example = "drill")]
     kind: String,
     to: Option<String>,
     #[serde(default)]
@@ -60,12 +81,29 @@ struct OperationRequest {
     dry_run: bool,
 }
 
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PlanAnswer {
+    /// Expected data loss and RTO, the steps, every blocker.
+    #[schema(value_type = Object)]
+    plan: Value,
+    /// A blocker stands: the operation would be refused.
+    blocked: bool,
+}
+
+/// Starts a failover, switchover or drill of the service's cluster (202),
+/// or with `dry_run` answers its plan (200).
+#[utoipa::path(post, path = "/api/v1/services/{name}/operations", tag = "operations",
+    params(("name" = String, Path, description = "The service (its whole cluster moves)")),
+    request_body = OperationRequest,
+    responses((status = 202, description = "Started", body = Accepted),
+              (status = 200, description = "The plan (dry run)", body = PlanAnswer), WriteErrors))]
 async fn start_operation(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     ApiPath(name): ApiPath<String>,
     body: Result<Json<OperationRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     use drctl_failover::{Engine, OperationKind, Progress, Request};
     known_service(&state, &name)?;
     let Json(body) = body.map_err(|e| ApiError::InvalidParameter {
@@ -91,7 +129,8 @@ async fn start_operation(
     if body.dry_run {
         let plan = engine.plan(&request).await?;
         let blocked = !plan.standing(request.accept_data_loss).is_empty();
-        return Ok((StatusCode::OK, Json(json!({ "plan": plan, "blocked": blocked }))));
+        let plan = serde_json::to_value(&plan).unwrap_or(Value::Null);
+        return Ok((StatusCode::OK, Json(PlanAnswer { plan, blocked })).into_response());
     }
     let asked = json!({
         "kind": kind.as_str(), "to": request.to, "accept_data_loss": request.accept_data_loss,
@@ -127,7 +166,7 @@ async fn start_operation(
         Ok(Ok(id)) => {
             let detail = json!({ "kind": kind.as_str(), "operation_id": id });
             audit(&state, &caller, "operation_started", Some(service), detail).await?;
-            Ok(accepted(&id, kind.as_str()))
+            Ok(accepted(&id, kind.as_str()).into_response())
         }
         Ok(Err(e)) => Err(e.into()),
         Err(_) => Err(ApiError::OperationNotFound("the operation ended before it was recorded".into())),
@@ -210,11 +249,15 @@ fn progress_writer(store: drctl_store::Store, id: String) -> impl FnMut(Value) {
     }
 }
 
+/// Takes a backup of the service now.
+#[utoipa::path(post, path = "/api/v1/services/{name}/backups", tag = "operations",
+    params(("name" = String, Path, description = "The service")),
+    responses((status = 202, description = "Started", body = Accepted), WriteErrors))]
 async fn start_backup(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     ApiPath(name): ApiPath<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     has_policy(&state, &name)?;
     let config = state.monitor.config_arc();
     let store = state.monitor.store().clone();
@@ -234,11 +277,15 @@ async fn start_backup(
     Ok(accepted(&id, "backup"))
 }
 
+/// Re-reads a backup from the object store and checks every checksum.
+#[utoipa::path(post, path = "/api/v1/backups/{id}/verify", tag = "operations",
+    params(("id" = String, Path, description = "The backup")),
+    responses((status = 202, description = "Started", body = Accepted), WriteErrors))]
 async fn start_verify(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     ApiPath(backup): ApiPath<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let Some(record) = state.monitor.store().backup(&backup).await? else {
         return Err(ApiError::BackupNotFound(backup));
     };
@@ -276,11 +323,16 @@ async fn start_verify(
     Ok(accepted(&id, "verify"))
 }
 
+/// Restores the newest verified backup into a scratch cluster, runs the
+/// validation queries and records how long it took (RTO evidence).
+#[utoipa::path(post, path = "/api/v1/services/{name}/restore-tests", tag = "operations",
+    params(("name" = String, Path, description = "The service")),
+    responses((status = 202, description = "Started", body = Accepted), WriteErrors))]
 async fn start_restore_test(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     ApiPath(name): ApiPath<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     has_policy(&state, &name)?;
     let config = state.monitor.config_arc();
     let store = state.monitor.store().clone();
@@ -300,22 +352,83 @@ async fn start_restore_test(
     Ok(accepted(&id, "restore_test"))
 }
 
-fn operation_json(o: &drctl_store::OperationRecord) -> Value {
+/// An operation as the API shows it (its JSON fields parsed).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct OperationView {
+    id: String,
+    /// `failover`, `switchover`, `drill`, `rejoin`, `recover`, `backup`,
+    /// `verify`, `restore_test`.
+    kind: String,
+    service: Option<String>,
+    target: Option<String>,
+    /// `running`, `succeeded`, `failed` or `stopped` (resumable).
+    status: String,
+    started_at: chrono::DateTime<Utc>,
+    ended_at: Option<chrono::DateTime<Utc>>,
+    #[schema(value_type = Option<Object>)]
+    progress: Option<Value>,
+    /// What it measured: RPO/RTO against targets, per-step times, …
+    #[schema(value_type = Option<Object>)]
+    result: Option<Value>,
+    error: Option<String>,
+}
+
+pub(crate) fn operation_json(o: &drctl_store::OperationRecord) -> OperationView {
     let parse = |s: &Option<String>| {
         s.as_deref()
             .and_then(|t| serde_json::from_str::<Value>(t).ok())
     };
-    json!({
-        "id": o.id, "kind": o.kind, "service": o.service, "target": o.target, "status": o.status,
-        "started_at": o.started_at, "ended_at": o.ended_at,
-        "progress": parse(&o.progress), "result": parse(&o.result), "error": o.error,
-    })
+    OperationView {
+        id: o.id.clone(),
+        kind: o.kind.clone(),
+        service: o.service.clone(),
+        target: o.target.clone(),
+        status: o.status.clone(),
+        started_at: o.started_at,
+        ended_at: o.ended_at,
+        progress: parse(&o.progress),
+        result: parse(&o.result),
+        error: o.error.clone(),
+    }
 }
 
+/// One step of a journaled operation.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct StepView {
+    step: String,
+    /// `started`, `done`, `failed`, `skipped`.
+    status: String,
+    attempts: i64,
+    started_at: chrono::DateTime<Utc>,
+    ended_at: Option<chrono::DateTime<Utc>>,
+    #[schema(value_type = Option<Object>)]
+    output: Option<Value>,
+    error: Option<String>,
+    /// Which process drove it.
+    driver: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct OperationDetail {
+    operation: OperationView,
+    /// The step timeline (journaled operations only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steps: Option<Vec<StepView>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct OperationList {
+    operations: Vec<OperationView>,
+}
+
+/// One operation, with its step timeline.
+#[utoipa::path(get, path = "/api/v1/operations/{id}", tag = "operations",
+    params(("id" = String, Path, description = "The operation")),
+    responses((status = 200, body = OperationDetail), NotFoundErrors))]
 async fn operation(
     State(state): State<ApiState>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OperationDetail>, ApiError> {
     let op = state
         .monitor
         .store()
@@ -323,32 +436,55 @@ async fn operation(
         .await?
         .ok_or(ApiError::OperationNotFound(id.clone()))?;
     // Journaled operations (failover, switchover) carry their step timeline.
-    let steps: Vec<Value> = state
+    let steps: Vec<StepView> = state
         .monitor
         .store()
         .journal(&id)
         .await?
         .iter()
-        .map(|s| {
-            json!({
-                "step": s.step, "status": s.status, "attempts": s.attempts,
-                "started_at": s.started_at, "ended_at": s.ended_at,
-                "output": s.output.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()),
-                "error": s.error, "driver": s.driver,
-            })
+        .map(|s| StepView {
+            step: s.step.clone(),
+            status: s.status.clone(),
+            attempts: s.attempts as i64,
+            started_at: s.started_at,
+            ended_at: s.ended_at,
+            output: s
+                .output
+                .as_deref()
+                .and_then(|t| serde_json::from_str::<Value>(t).ok()),
+            error: s.error.clone(),
+            driver: s.driver.clone(),
         })
         .collect();
-    if steps.is_empty() && !matches!(op.kind.as_str(), "failover" | "switchover") {
-        return Ok(Json(json!({ "operation": operation_json(&op) })));
-    }
-    Ok(Json(
-        json!({ "operation": operation_json(&op), "steps": steps }),
-    ))
+    let journaled = !steps.is_empty() || matches!(op.kind.as_str(), "failover" | "switchover");
+    Ok(Json(OperationDetail {
+        operation: operation_json(&op),
+        steps: journaled.then_some(steps),
+    }))
 }
 
-async fn list_operations(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let ops = state.monitor.store().operations(100).await?;
-    Ok(Json(
-        json!({ "operations": ops.iter().map(operation_json).collect::<Vec<_>>() }),
-    ))
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct OperationsQuery {
+    /// At most this many, newest first (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
+}
+
+/// Operations, newest first.
+#[utoipa::path(get, path = "/api/v1/operations", tag = "operations", params(OperationsQuery),
+    responses((status = 200, body = OperationList), NotFoundErrors))]
+async fn list_operations(
+    State(state): State<ApiState>,
+    query: Result<axum::extract::Query<OperationsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<OperationList>, ApiError> {
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::InvalidParameter {
+        parameter: "query string",
+        reason: e.body_text(),
+    })?;
+    let limit = crate::routes::page_limit(q.limit.as_deref(), 100, 1000)?;
+    let ops = state.monitor.store().operations(limit).await?;
+    Ok(Json(OperationList {
+        operations: ops.iter().map(operation_json).collect(),
+    }))
 }

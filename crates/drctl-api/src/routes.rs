@@ -1,4 +1,10 @@
 //! Routes and handlers under `/api/v1`, plus `/healthz` and `/metrics`.
+//!
+//! Every documented route is registered through `utoipa_axum::routes!` from
+//! its handler's `#[utoipa::path]`, and every response body is a type that
+//! derives its schema: the OpenAPI document served at
+//! `/api/v1/openapi.json` is built from the same code that serves the
+//! routes, so the two cannot drift.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -7,27 +13,51 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use drctl_monitor::compliance::Compliance;
 use drctl_monitor::ServiceView;
-use drctl_store::{ExposureStats, LagSample};
+use drctl_store::{AuditEntry, AuditVerification, BackupRecord, ExposureStats, LagSample, RestoreTestRecord, ScheduleRun};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::docs::{AdminErrors, NotFoundErrors, ReadErrors};
 use crate::error::ApiPath;
 use crate::{ApiError, ApiState};
 
-pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/services", get(services))
-        .route("/api/v1/rpo-rto", get(rpo_rto))
-        .route("/api/v1/services/{name}/lag", get(lag_history))
-        .route("/api/v1/backups", get(backups))
-        .route("/api/v1/restore-tests", get(restore_tests))
-        .route("/api/v1/schedule-runs", get(schedule_runs))
-        .route("/api/v1/audit", get(audit_log))
-        .route("/api/v1/audit/verify", get(audit_verify))
+/// The documented routes, and the OpenAPI document they make.
+pub(crate) fn documented() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(crate::docs::base())
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(services))
+        .routes(routes!(rpo_rto))
+        .routes(routes!(lag_history))
+        .routes(routes!(backups))
+        .routes(routes!(restore_tests))
+        .routes(routes!(schedule_runs))
+        .routes(routes!(audit_log))
+        .routes(routes!(audit_verify))
         .merge(crate::operations::routes())
+        .merge(crate::report::routes())
+        .split_for_parts()
+}
+
+pub fn router(state: ApiState) -> Router {
+    let (routes, mut doc) = documented();
+    let config = state.monitor.config();
+    let services: Vec<String> = config.services.iter().map(|s| s.name.clone()).collect();
+    crate::docs::adapt_to_config(&mut doc, &services, config.api.anonymous.is_some());
+    let doc = std::sync::Arc::new(doc);
+    routes
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json((*doc).clone()) }
+            }),
+        )
         .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::NotFound })
         // Without this a wrong method gets axum's empty 405, not JSON.
@@ -39,10 +69,24 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// Always `ok`: the daemon answers.
+    status: String,
 }
 
+/// Liveness: the daemon answers (no token needed).
+#[utoipa::path(get, path = "/healthz", tag = "daemon", security(()),
+    responses((status = 200, description = "The daemon answers", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".into() })
+}
+
+/// Prometheus metrics (OpenMetrics text): RPO exposure and targets,
+/// compliance, evidence age, replication lag, operations, the monitor's own
+/// counters.
+#[utoipa::path(get, path = "/metrics", tag = "daemon",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String), ReadErrors))]
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     (
         [(
@@ -53,10 +97,20 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     )
 }
 
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ServicesResponse {
+    /// Each service's configuration (secrets redacted) with `primary`
+    /// (where the primary is now) and `configured_primary`.
+    #[schema(value_type = Vec<Object>)]
+    services: Vec<Value>,
+}
+
 /// The configured services, with `primary` where the primary is now (a
 /// failover or switchover moves it away from the config's `primary`, which
 /// stays as `configured_primary`).
-async fn services(State(state): State<ApiState>) -> Json<Value> {
+#[utoipa::path(get, path = "/api/v1/services", tag = "services",
+    responses((status = 200, body = ServicesResponse), ReadErrors))]
+async fn services(State(state): State<ApiState>) -> Json<ServicesResponse> {
     let services: Vec<Value> = state
         .monitor
         .config()
@@ -69,15 +123,15 @@ async fn services(State(state): State<ApiState>) -> Json<Value> {
             v
         })
         .collect();
-    Json(json!({ "services": services }))
+    Json(ServicesResponse { services })
 }
 
 fn secs(us: Option<i64>) -> Option<f64> {
     us.map(|us| us as f64 / 1e6)
 }
 
-#[derive(Serialize)]
-struct Window {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Window {
     samples: u64,
     unknown_samples: u64,
     p50_s: Option<f64>,
@@ -97,8 +151,8 @@ impl From<ExposureStats> for Window {
     }
 }
 
-#[derive(Serialize)]
-struct StandbyFigures {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct StandbyFigures {
     region: String,
     status: String,
     exposure_s: Option<f64>,
@@ -130,52 +184,165 @@ impl From<&LagSample> for StandbyFigures {
     }
 }
 
-/// The RPO/RTO figures of one service, as the API and `drctl status` show
-/// them, with their compliance judged at `now`.
-pub(crate) fn service_figures(v: &ServiceView, every: std::time::Duration, now: DateTime<Utc>) -> Value {
-    json!({
-        "compliance": drctl_monitor::compliance::assess(v, every, now),
-        "service": v.service,
-        "tier": v.tier,
-        "status": v.status,
-        "rpo": {
-            "target_s": v.rpo_target.as_secs_f64(),
-            "exposure_s": secs(v.rpo_exposure_us),
-            "exposure_is_lower_bound": v.exposure_lower_bound,
-            "best_standby": v.best_standby,
-            "above_target_since": v.above_target_since,
-            "window_1h": Window::from(v.stats_1h),
-            "window_24h": Window::from(v.stats_24h),
-            "windows_computed_at": v.stats_at,
-        },
-        "rto": {
-            "target_s": v.rto_target.as_secs_f64(),
-            "status": v.rto_status,
-            "reason": v.rto_reason,
-            "measured_s": secs(v.rto_measured_us),
-            "source": v.rto_source,
-            "measured_at": v.rto_measured_at,
-            "evidence_age_s": v.rto_measured_at.map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0),
-            "note": if v.rto_measured_us.is_none() { Some("no failover, drill or restore test has measured this service's RTO yet") } else { None },
-        },
-        "backup": v.backup_evidence.as_ref().map(|e| json!({
-            "newest_backup": e.newest_backup.as_ref().map(|b| json!({"id": b.id, "status": b.status, "ended_at": b.ended_at, "verification": b.verification})),
-            "newest_verified_backup": e.newest_verified_backup.as_ref().map(|b| json!({"id": b.id, "ended_at": b.ended_at, "stop_lsn": b.stop_lsn, "stored_bytes": b.stored_bytes})),
-            "newest_restore_tested_backup": e.newest_restore_tested_backup.as_ref().map(|b| json!({"id": b.id, "ended_at": b.ended_at})),
-            "latest_restore_test": e.latest_restore_test.as_ref().map(|t| json!({"id": t.id, "backup_id": t.backup_id, "status": t.status, "ended_at": t.ended_at, "time_to_ready_s": secs(t.time_to_ready_us), "error": t.error})),
-        })),
-        "sampled_at": v.sampled_at,
-        "primary_time": v.primary_time,
-        "error": v.error,
-        "note": v.note,
-        "standbys": v.standbys.iter().map(StandbyFigures::from).collect::<Vec<_>>(),
-    })
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RpoFigures {
+    target_s: f64,
+    /// Exposure now on the best standby (cold tier: since the newest
+    /// verified backup); `null` when it cannot be measured.
+    exposure_s: Option<f64>,
+    /// The figure is a minimum (the standby is older than every heartbeat known).
+    exposure_is_lower_bound: bool,
+    best_standby: Option<String>,
+    above_target_since: Option<DateTime<Utc>>,
+    window_1h: Window,
+    window_24h: Window,
+    windows_computed_at: Option<DateTime<Utc>>,
 }
 
-async fn rpo_rto(State(state): State<ApiState>) -> Json<Value> {
-    let now = Utc::now();
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RtoFigures {
+    target_s: f64,
+    /// `ok`, `at_risk`, `breach` or `unknown`.
+    status: String,
+    reason: Option<String>,
+    measured_s: Option<f64>,
+    /// What measured it: `drill op-…`, `failover op-…`, `restore_test rt-…`.
+    source: Option<String>,
+    measured_at: Option<DateTime<Utc>>,
+    evidence_age_s: Option<f64>,
+    note: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BackupRef {
+    id: String,
+    status: Option<String>,
+    ended_at: Option<DateTime<Utc>>,
+    verification: Option<String>,
+    stop_lsn: Option<String>,
+    stored_bytes: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RestoreTestRef {
+    id: String,
+    backup_id: String,
+    status: String,
+    ended_at: Option<DateTime<Utc>>,
+    time_to_ready_s: Option<f64>,
+    error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BackupFigures {
+    newest_backup: Option<BackupRef>,
+    newest_verified_backup: Option<BackupRef>,
+    newest_restore_tested_backup: Option<BackupRef>,
+    latest_restore_test: Option<RestoreTestRef>,
+}
+
+fn backup_ref(b: &BackupRecord) -> BackupRef {
+    BackupRef {
+        id: b.id.clone(),
+        status: Some(b.status.clone()),
+        ended_at: b.ended_at,
+        verification: b.verification.clone(),
+        stop_lsn: b.stop_lsn.clone(),
+        stored_bytes: b.stored_bytes,
+    }
+}
+
+/// One service's figures against its targets, and its compliance.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ServiceFigures {
+    service: String,
+    /// `hot`, `warm` or `cold`.
+    tier: String,
+    /// RPO status now: `ok`, `at_risk`, `breach`, `unknown`.
+    status: String,
+    compliance: Compliance,
+    rpo: RpoFigures,
+    rto: RtoFigures,
+    backup: Option<BackupFigures>,
+    sampled_at: Option<DateTime<Utc>>,
+    primary_time: Option<DateTime<Utc>>,
+    error: Option<String>,
+    note: Option<String>,
+    standbys: Vec<StandbyFigures>,
+}
+
+/// The RPO/RTO figures of one service, with their compliance judged at `now`.
+pub(crate) fn service_figures(v: &ServiceView, every: std::time::Duration, now: DateTime<Utc>) -> ServiceFigures {
+    ServiceFigures {
+        service: v.service.clone(),
+        tier: v.tier.to_string(),
+        status: v.status.as_str().to_string(),
+        compliance: drctl_monitor::compliance::assess(v, every, now),
+        rpo: RpoFigures {
+            target_s: v.rpo_target.as_secs_f64(),
+            exposure_s: secs(v.rpo_exposure_us),
+            exposure_is_lower_bound: v.exposure_lower_bound,
+            best_standby: v.best_standby.clone(),
+            above_target_since: v.above_target_since,
+            window_1h: Window::from(v.stats_1h),
+            window_24h: Window::from(v.stats_24h),
+            windows_computed_at: v.stats_at,
+        },
+        rto: RtoFigures {
+            target_s: v.rto_target.as_secs_f64(),
+            status: v.rto_status.as_str().to_string(),
+            reason: v.rto_reason.clone(),
+            measured_s: secs(v.rto_measured_us),
+            source: v.rto_source.clone(),
+            measured_at: v.rto_measured_at,
+            evidence_age_s: v.rto_measured_at.map(|t| (now - t).num_milliseconds() as f64 / 1000.0),
+            note: v.rto_measured_us.is_none().then(|| {
+                "no failover, drill or restore test has measured this service's RTO yet".to_string()
+            }),
+        },
+        backup: v.backup_evidence.as_ref().map(|e| BackupFigures {
+            newest_backup: e.newest_backup.as_ref().map(backup_ref),
+            newest_verified_backup: e.newest_verified_backup.as_ref().map(backup_ref),
+            newest_restore_tested_backup: e.newest_restore_tested_backup.as_ref().map(backup_ref),
+            latest_restore_test: e.latest_restore_test.as_ref().map(|t| RestoreTestRef {
+                id: t.id.clone(),
+                backup_id: t.backup_id.clone(),
+                status: t.status.clone(),
+                ended_at: t.ended_at,
+                time_to_ready_s: secs(t.time_to_ready_us),
+                error: t.error.clone(),
+            }),
+        }),
+        sampled_at: v.sampled_at,
+        primary_time: v.primary_time,
+        error: v.error.clone(),
+        note: v.note.clone(),
+        standbys: v.standbys.iter().map(StandbyFigures::from).collect(),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Summary {
+    services: usize,
+    /// How many services have each compliance status.
+    #[schema(value_type = Object)]
+    by_status: std::collections::BTreeMap<String, usize>,
+    /// Services whose drill or restore test is fresh.
+    covered_by_fresh_evidence: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RpoRtoResponse {
+    generated_at: DateTime<Utc>,
+    summary: Summary,
+    services: Vec<ServiceFigures>,
+}
+
+/// Every service's compliance at `now`, in config order (the report and
+/// the metrics judge the same way).
+pub(crate) fn all_figures(state: &ApiState, now: DateTime<Utc>) -> Vec<ServiceFigures> {
     let config = state.monitor.config();
-    let services: Vec<Value> = state
+    state
         .monitor
         .views()
         .iter()
@@ -186,45 +353,78 @@ async fn rpo_rto(State(state): State<ApiState>) -> Json<Value> {
                 .unwrap_or_else(|| config.tiers.get(v.tier).evidence_every);
             service_figures(v, every, now)
         })
-        .collect();
-    let mut by_status = serde_json::Map::new();
-    let mut fresh = 0;
-    for s in &services {
-        let status = s["compliance"]["status"].as_str().unwrap_or("unknown").to_string();
-        let n = by_status.get(&status).and_then(Value::as_u64).unwrap_or(0);
-        by_status.insert(status, json!(n + 1));
-        fresh += (s["compliance"]["evidence"]["status"] == "fresh") as u64;
-    }
-    Json(json!({
-        "generated_at": now,
-        "summary": {
-            "services": services.len(),
-            "by_status": by_status,
-            "covered_by_fresh_evidence": fresh,
-        },
-        "services": services,
-    }))
+        .collect()
 }
 
-#[derive(Deserialize)]
-struct LagQuery {
+/// Measured RPO and RTO of every service against its targets, with the
+/// evidence behind each figure and a compliance verdict.
+#[utoipa::path(get, path = "/api/v1/rpo-rto", tag = "services",
+    responses((status = 200, body = RpoRtoResponse), ReadErrors))]
+async fn rpo_rto(State(state): State<ApiState>) -> Json<RpoRtoResponse> {
+    let now = Utc::now();
+    let services = all_figures(&state, now);
+    let mut by_status = std::collections::BTreeMap::new();
+    for s in &services {
+        *by_status.entry(s.compliance.status.to_string()).or_default() += 1;
+    }
+    let covered_by_fresh_evidence = services
+        .iter()
+        .filter(|s| s.compliance.evidence.status == "fresh")
+        .count();
+    Json(RpoRtoResponse {
+        generated_at: now,
+        summary: Summary {
+            services: services.len(),
+            by_status,
+            covered_by_fresh_evidence,
+        },
+        services,
+    })
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LagQuery {
+    /// From (inclusive); default 1h ago.
+    #[param(value_type = Option<crate::docs::TimeParam>, inline)]
     since: Option<String>,
+    /// Until (exclusive).
+    #[param(value_type = Option<crate::docs::TimeParam>, inline)]
     until: Option<String>,
+    /// At most this many samples, oldest first (default 3600).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100000)]
     limit: Option<String>,
-    /// Fold samples into buckets of this length (`1m`, `5m`): the worst of
-    /// each, for charts over a day.
+    /// Fold samples into buckets of this length: the worst of each, for
+    /// charts over a day.
+    #[param(value_type = Option<String>, pattern = "^(10s|30s|1m|5m|15m|1h)$")]
     bucket: Option<String>,
 }
 
-/// A point in time: RFC 3339, or a duration ago (`15m`, `24h`).
+/// The bucket lengths `?bucket=` takes.
+const BUCKETS: [(&str, u64); 6] = [("10s", 10), ("30s", 30), ("1m", 60), ("5m", 300), ("15m", 900), ("1h", 3600)];
+
+/// A point in time: RFC 3339, or a duration ago (a whole number and one
+/// of `s`, `m`, `h`, `d`: `15m`, `24h`, `7d`). Exactly what the OpenAPI
+/// document declares ([`crate::docs::TimeParam`]), no more.
 pub fn parse_instant(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
-    match humantime::parse_duration(text) {
-        Ok(ago) => Ok(now - chrono::TimeDelta::from_std(ago).unwrap_or(chrono::TimeDelta::MAX)),
-        Err(_) => Err(format!(
-            "{text:?} is neither an RFC 3339 time (2026-01-31T12:00:00Z) nor a duration ago (15m, 24h)"
+    let unit = text.chars().last().unwrap_or(' ');
+    let number = &text[..text.len().saturating_sub(1)];
+    let secs = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => 0,
+    };
+    match number.parse::<i64>() {
+        Ok(n) if secs > 0 && (1..=6).contains(&number.len()) && number.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(now - chrono::TimeDelta::seconds(n * secs))
+        }
+        _ => Err(format!(
+            "{text:?} is neither an RFC 3339 time (2026-01-31T12:00:00Z) nor a duration ago (90s, 15m, 24h, 7d)"
         )),
     }
 }
@@ -258,11 +458,38 @@ pub(crate) fn known_service(state: &ApiState, name: &str) -> Result<(), ApiError
     })
 }
 
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LagPoint {
+    sampled_at: DateTime<Utc>,
+    standby_region: String,
+    status: String,
+    exposure_s: Option<f64>,
+    exposure_is_lower_bound: bool,
+    replay_lag_s: Option<f64>,
+    byte_lag: Option<i64>,
+    naive_replay_delay_s: Option<f64>,
+    error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LagHistory {
+    service: String,
+    since: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
+    /// `limit` samples came back: there may be more (ask again from the last).
+    truncated: bool,
+    samples: Vec<LagPoint>,
+}
+
+/// A service's lag samples (per standby), raw or folded into buckets.
+#[utoipa::path(get, path = "/api/v1/services/{name}/lag", tag = "services",
+    params(("name" = String, Path, description = "The service"), LagQuery),
+    responses((status = 200, body = LagHistory), NotFoundErrors))]
 async fn lag_history(
     State(state): State<ApiState>,
     ApiPath(name): ApiPath<String>,
     query: Result<Query<LagQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LagHistory>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::InvalidParameter {
         parameter: "query string",
         reason: e.body_text(),
@@ -293,12 +520,13 @@ async fn lag_history(
         .bucket
         .as_deref()
         .map(|b| {
-            humantime::parse_duration(b)
-                .ok()
-                .filter(|d| *d >= std::time::Duration::from_secs(1) && *d <= std::time::Duration::from_secs(86_400))
+            BUCKETS
+                .iter()
+                .find(|(name, _)| *name == b)
+                .map(|(_, secs)| std::time::Duration::from_secs(*secs))
                 .ok_or_else(|| ApiError::InvalidParameter {
                     parameter: "bucket",
-                    reason: format!("{b:?} is not a duration from 1s to 24h (e.g. 1m, 5m)"),
+                    reason: format!("{b:?} is not one of 10s, 30s, 1m, 5m, 15m, 1h"),
                 })
         })
         .transpose()?;
@@ -311,34 +539,36 @@ async fn lag_history(
         }
         None => store.lag_samples(&name, since, until, limit).await?,
     };
-    let points: Vec<Value> = samples
+    let points: Vec<LagPoint> = samples
         .iter()
-        .map(|s| {
-            json!({
-                "sampled_at": s.sampled_at,
-                "standby_region": s.standby_region,
-                "status": s.status,
-                "exposure_s": secs(s.rpo_exposure_us),
-                "exposure_is_lower_bound": s.exposure_lower_bound,
-                "replay_lag_s": secs(s.replay_lag_us),
-                "byte_lag": s.byte_lag,
-                "naive_replay_delay_s": secs(s.naive_replay_delay_us),
-                "error": s.error,
-            })
+        .map(|s| LagPoint {
+            sampled_at: s.sampled_at,
+            standby_region: s.standby_region.clone(),
+            status: s.status.clone(),
+            exposure_s: secs(s.rpo_exposure_us),
+            exposure_is_lower_bound: s.exposure_lower_bound,
+            replay_lag_s: secs(s.replay_lag_us),
+            byte_lag: s.byte_lag,
+            naive_replay_delay_s: secs(s.naive_replay_delay_us),
+            error: s.error.clone(),
         })
         .collect();
-    Ok(Json(json!({
-        "service": name,
-        "since": since,
-        "until": until,
-        "truncated": points.len() as u32 == limit,
-        "samples": points,
-    })))
+    Ok(Json(LagHistory {
+        service: name,
+        since,
+        until,
+        truncated: points.len() as u32 == limit,
+        samples: points,
+    }))
 }
 
-#[derive(Deserialize)]
-struct EvidenceQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EvidenceQuery {
+    /// Only this service's.
     service: Option<String>,
+    /// At most this many, newest first (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     limit: Option<String>,
 }
 
@@ -367,59 +597,101 @@ fn evidence_query(
     Ok((q.service, limit))
 }
 
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BackupList {
+    backups: Vec<BackupRecord>,
+}
+
+/// Backups, newest first.
+#[utoipa::path(get, path = "/api/v1/backups", tag = "evidence", params(EvidenceQuery),
+    responses((status = 200, body = BackupList), NotFoundErrors))]
 async fn backups(
     State(state): State<ApiState>,
     query: Result<Query<EvidenceQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BackupList>, ApiError> {
     let (service, limit) = evidence_query(&state, query)?;
     let list = state
         .monitor
         .store()
         .backups(service.as_deref(), limit)
         .await?;
-    Ok(Json(json!({ "backups": list })))
+    Ok(Json(BackupList { backups: list }))
 }
 
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RestoreTestList {
+    restore_tests: Vec<RestoreTestRecord>,
+}
+
+/// Restore tests, newest first.
+#[utoipa::path(get, path = "/api/v1/restore-tests", tag = "evidence", params(EvidenceQuery),
+    responses((status = 200, body = RestoreTestList), NotFoundErrors))]
 async fn restore_tests(
     State(state): State<ApiState>,
     query: Result<Query<EvidenceQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RestoreTestList>, ApiError> {
     let (service, limit) = evidence_query(&state, query)?;
     let list = state
         .monitor
         .store()
         .restore_tests(service.as_deref(), limit)
         .await?;
-    Ok(Json(json!({ "restore_tests": list })))
+    Ok(Json(RestoreTestList { restore_tests: list }))
 }
 
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ScheduleRunList {
+    schedule_runs: Vec<ScheduleRun>,
+}
+
+/// Scheduled backup, verify and restore-test runs: due, ran, missed.
+#[utoipa::path(get, path = "/api/v1/schedule-runs", tag = "evidence", params(EvidenceQuery),
+    responses((status = 200, body = ScheduleRunList), NotFoundErrors))]
 async fn schedule_runs(
     State(state): State<ApiState>,
     query: Result<Query<EvidenceQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ScheduleRunList>, ApiError> {
     let (service, limit) = evidence_query(&state, query)?;
     let list = state
         .monitor
         .store()
         .schedule_runs(service.as_deref(), limit)
         .await?;
-    Ok(Json(json!({ "schedule_runs": list })))
+    Ok(Json(ScheduleRunList { schedule_runs: list }))
 }
 
-#[derive(Deserialize)]
-struct AuditQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// From (inclusive).
+    #[param(value_type = Option<crate::docs::TimeParam>, inline)]
     since: Option<String>,
+    /// Until (exclusive).
+    #[param(value_type = Option<crate::docs::TimeParam>, inline)]
     until: Option<String>,
+    /// Rows per page (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
-    /// The page before this sequence number (the `next` link carries it).
+    /// The page before this row number (the `next` link carries it).
+    #[param(value_type = Option<i64>)]
     before: Option<String>,
 }
 
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuditPage {
+    /// Newest first.
+    entries: Vec<AuditEntry>,
+    /// The next (older) page, when this one was full.
+    next: Option<String>,
+}
+
 /// The audit log, newest first, a page at a time (admin only).
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = AuditPage), AdminErrors))]
 async fn audit_log(
     State(state): State<ApiState>,
     query: Result<Query<AuditQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditPage>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::InvalidParameter {
         parameter: "query string",
         reason: e.body_text(),
@@ -455,13 +727,20 @@ async fn audit_log(
             }
             link
         });
-    Ok(Json(json!({ "entries": entries, "next": next })))
+    Ok(Json(AuditPage { entries, next }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuditCheck {
+    verification: AuditVerification,
 }
 
 /// Recomputes the audit log's hash chain (admin only).
-async fn audit_verify(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let report = state.monitor.store().verify_audit(None).await?;
-    Ok(Json(json!({ "verification": report })))
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
+    responses((status = 200, body = AuditCheck), AdminErrors))]
+async fn audit_verify(State(state): State<ApiState>) -> Result<Json<AuditCheck>, ApiError> {
+    let verification = state.monitor.store().verify_audit(None).await?;
+    Ok(Json(AuditCheck { verification }))
 }
 
 /// `limit` of a list endpoint: 1..=max, `default` when absent.

@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::{ServiceView, Status};
 
 /// The newest proof that a service recovers within its RTO.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Proof {
     /// `drill`, `failover`, `switchover` or `restore_test`.
     pub kind: String,
@@ -33,7 +33,7 @@ pub struct Proof {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Compliance {
     /// `compliant`, `at_risk`, `breach`, `stale`, `unverified`, `unknown`.
     pub status: &'static str,
@@ -44,7 +44,7 @@ pub struct Compliance {
     pub evidence: EvidenceCompliance,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct RpoCompliance {
     /// `met`, `at_risk`, `breach`, `unknown`.
     pub status: &'static str,
@@ -55,7 +55,7 @@ pub struct RpoCompliance {
     pub window: &'static str,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct RtoCompliance {
     /// `met`, `breach`, `unknown`.
     pub status: &'static str,
@@ -65,7 +65,7 @@ pub struct RtoCompliance {
     pub measured_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct EvidenceCompliance {
     /// `fresh`, `stale`, `unverified`, `missing`.
     pub status: &'static str,

@@ -28,7 +28,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 const APPEND_ATTEMPTS: usize = 20;
 
 /// One stored audit row.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub seq: i64,
     pub at: DateTime<Utc>,
@@ -38,6 +38,7 @@ pub struct AuditEntry {
     pub action: String,
     pub target: Option<String>,
     /// A JSON object, secrets already redacted by the caller.
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
     pub prev_hash: String,
     pub hash: String,
@@ -55,7 +56,7 @@ pub struct NewAudit {
 }
 
 /// The result of [`Store::verify_audit`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditVerification {
     /// Rows checked.
     pub rows: i64,
@@ -67,7 +68,7 @@ pub struct AuditVerification {
 }
 
 /// Where and how the chain breaks.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditBreak {
     pub seq: i64,
     /// `edited` (the row's hash does not match its fields), `relinked`

@@ -13,7 +13,7 @@ use crate::lag::{from_us, to_us};
 use crate::{query_error, Result, Store};
 
 /// A backup as recorded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BackupRecord {
     pub id: String,
     pub service: String,
@@ -58,7 +58,7 @@ pub struct BackupFinish {
 }
 
 /// A restore test as recorded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RestoreTestRecord {
     pub id: String,
     pub service: String,

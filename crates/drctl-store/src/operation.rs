@@ -9,7 +9,7 @@ use sqlx::Row;
 use crate::lag::{from_us, to_us};
 use crate::{query_error, Result, Store};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OperationRecord {
     pub id: String,
     /// `backup`, `verify`, `restore_test`; `failover`, `switchover`, `drill`

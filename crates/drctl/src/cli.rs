@@ -66,6 +66,10 @@ pub enum Command {
     /// Failovers, switchovers and drills: list them, or show one's step
     /// timeline.
     Operations(OperationsArgs),
+    /// Compliance over a period, per service, for an auditor: time inside
+    /// the RPO target, breaches, operations with measured RPO/RTO, backups,
+    /// verifications, restore tests and evidence gaps.
+    Report(ReportArgs),
     /// The audit log: who started what, when, from where. Hash-chained:
     /// `verify` proves no stored row was edited or deleted.
     Audit(AuditArgs),
@@ -287,6 +291,37 @@ pub struct ConfigPath {
     /// The drctl config file [default: ./drctl.toml, else the running lab's].
     #[arg(short, long, env = "DRCTL_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  drctl report                                   the last 30 days, as Markdown
+  drctl report --from 90d --format html --out q3.html
+  drctl report --from 2026-07-01T00:00:00Z --to 2026-10-01T00:00:00Z --format csv
+
+Read from the state store: works while the daemon is down.")]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub config: ConfigPath,
+    /// Start: RFC 3339 or a duration ago (90d) [default: 30 days before --to].
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End: RFC 3339 or a duration ago [default: now].
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
+    pub format: ReportFormat,
+    /// Write the report to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    Md,
+    Html,
+    Json,
+    Csv,
 }
 
 #[derive(Args, Debug)]

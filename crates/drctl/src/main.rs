@@ -14,6 +14,7 @@ mod config_cmd;
 mod failover_cmd;
 mod lab_cmd;
 mod output;
+mod report_cmd;
 mod serve_cmd;
 mod status_cmd;
 
@@ -79,6 +80,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Operations(args) => failover_cmd::operations(args).await,
         Command::Audit(args) => audit_cmd::run(args).await,
+        Command::Report(args) => report_cmd::run(args).await,
         Command::Bench(args) => match args.command {
             cli::BenchCommand::Monitor(a) => bench_cmd::run(a).await,
         },
