@@ -7,10 +7,14 @@
 //!   the word "breach") once the API reports it; a second screenshot;
 //! - the report over the period names exactly one breach, starting when
 //!   exposure really passed the target (cut + target) and ending after the
-//!   link came back, and says the same in Markdown, HTML and CSV.
+//!   link came back, and says the same in Markdown, HTML and CSV;
+//! - a webhook receiver on loopback gets exactly one "breach started" and
+//!   one "breach ended" for that breach, in drctl's JSON and in Slack's
+//!   form; a webhook that is down gets retries, not a flood.
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -125,10 +129,49 @@ fn time(v: &Value) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// A webhook receiver on loopback: every POST body, with the path it came to.
+async fn receiver() -> (String, Arc<Mutex<Vec<(String, Value)>>>) {
+    let got: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let seen = got.clone();
+    let app = axum::Router::new().route(
+        "/{hook}",
+        axum::routing::post(
+            move |axum::extract::Path(hook): axum::extract::Path<String>, axum::Json(v): axum::Json<Value>| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push((hook, v));
+                    "ok"
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+fn webhook(name: &str, url: String, format: drctl_config::WebhookFormat) -> drctl_config::WebhookConfig {
+    drctl_config::WebhookConfig {
+        name: name.into(),
+        url: drctl_config::WebhookUrl::Inline(drctl_config::Secret::opaque(url)),
+        format,
+        events: vec![drctl_config::AlertKind::Breach],
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_a_breach_and_the_report_times_it_against_ground_truth() {
     let (lab, _dir) = start_lab(vec![orders()]).await;
-    let daemon = start_daemon(&lab).await;
+    let (hooks, received) = receiver().await;
+    let mut config = Arc::unwrap_or_clone(lab_config(&lab));
+    config.webhooks = vec![
+        webhook("generic", format!("{hooks}/generic"), drctl_config::WebhookFormat::Json),
+        webhook("chat", format!("{hooks}/chat"), drctl_config::WebhookFormat::Slack),
+        // Nothing listens there: retried with backoff, never flooding.
+        webhook("down", format!("http://127.0.0.1:{}/x", drctl_lab::free_port()), drctl_config::WebhookFormat::Json),
+    ];
+    let daemon = start_daemon_with(Arc::new(config)).await;
     let api = daemon.api_url();
     let started = Utc::now();
     wait_for("orders measured inside its target", Duration::from_secs(30), || async {
@@ -233,6 +276,39 @@ async fn the_dashboard_shows_a_breach_and_the_report_times_it_against_ground_tru
         let body = r.text().await.unwrap();
         assert!(body.contains(needle), "{format}: {body}");
     }
+    // The webhooks: one start and one end, each once per receiver.
+    let events = wait_for("breach_ended at the receiver", Duration::from_secs(15), || {
+        let received = received.clone();
+        async move {
+            let got = received.lock().unwrap().clone();
+            got.iter()
+                .any(|(hook, v)| hook == "generic" && v["event"] == "breach_ended")
+                .then_some(got)
+        }
+    })
+    .await;
+    let generic: Vec<&Value> = events.iter().filter(|(h, _)| h == "generic").map(|(_, v)| v).collect();
+    let names: Vec<&str> = generic.iter().map(|v| v["event"].as_str().unwrap()).collect();
+    assert_eq!(names, ["breach_started", "breach_ended"], "{generic:#?}");
+    assert!(generic.iter().all(|v| v["service"] == "orders" && v["source"] == "drctl"));
+    assert_eq!(generic[0]["severity"], "critical");
+    assert!(generic[0]["detail"]["exposure_s"].as_f64().unwrap() > 5.0, "{}", generic[0]);
+    let lasted = generic[1]["detail"]["lasted_s"].as_f64().unwrap();
+    assert!(lasted > 1.0, "the end says how long it lasted: {}", generic[1]);
+    let chat: Vec<&Value> = events.iter().filter(|(h, _)| h == "chat").map(|(_, v)| v).collect();
+    assert_eq!(chat.len(), 2, "{chat:#?}");
+    assert!(chat[0]["text"].as_str().unwrap().contains("breach started"), "{}", chat[0]);
+    // The dead webhook: retried with backoff (1 s, 2 s, 4 s …): a handful
+    // of attempts in this run, counted in the metrics.
+    let metrics = reqwest::get(format!("{api}/metrics")).await.unwrap().text().await.unwrap();
+    let retried: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("drctl_alert_deliveries_total{") && l.contains("webhook=\"down\"") && l.contains("outcome=\"retried\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!((1.0..=16.0).contains(&retried), "retries of the dead webhook: {retried}\n{metrics}");
+    assert!(metrics.contains("drctl_alert_deliveries_total{webhook=\"generic\",outcome=\"delivered\"} 2"), "{metrics}");
+
     // And from the CLI, reading the store directly.
     let config = lab.config_path().to_str().unwrap().to_string();
     let (code, out, err) = drctl(&["report", "--config", &config, "--from", &from, "--format", "csv"]);

@@ -20,6 +20,8 @@ pub enum DaemonError {
     Store(#[from] drctl_store::StoreError),
     #[error(transparent)]
     Token(#[from] crate::auth::TokenError),
+    #[error(transparent)]
+    Webhook(#[from] crate::alerts::WebhookError),
     #[error("cannot listen on {addr}: {source} (is another drctl running? change [api] listen)")]
     Listen {
         addr: SocketAddr,
@@ -37,6 +39,7 @@ pub struct Daemon {
     monitor_task: JoinHandle<()>,
     scheduler_task: JoinHandle<()>,
     guard_task: JoinHandle<()>,
+    alerts_task: JoinHandle<()>,
     api_task: JoinHandle<std::io::Result<()>>,
 }
 
@@ -50,6 +53,7 @@ impl Daemon {
     pub async fn start(config: Arc<Config>) -> Result<Daemon, DaemonError> {
         // Tokens first: a missing secret stops the start before anything runs.
         crate::auth::Authenticator::from_config(&config.api)?;
+        crate::alerts::check_webhooks(&config)?;
         let store = Store::open(config.store.url.expose()).await?;
         let addr = config.api.listen;
         let listener = tokio::net::TcpListener::bind(addr)
@@ -67,6 +71,12 @@ impl Daemon {
             drctl_failover::Engine::new(config.clone(), store.clone()),
             store.clone(),
             config.failover.lease,
+        ));
+        let alerts_task = tokio::spawn(crate::alerts::run(
+            config.clone(),
+            monitor.clone(),
+            api_state.alerts.clone(),
+            rx.clone(),
         ));
         let guard_task = tokio::spawn(crate::guard::run(
             config.clone(),
@@ -95,6 +105,7 @@ impl Daemon {
             monitor_task,
             scheduler_task,
             guard_task,
+            alerts_task,
             api_task,
         })
     }
@@ -109,6 +120,7 @@ impl Daemon {
         let _ = self.monitor_task.await;
         let _ = self.scheduler_task.await;
         let _ = self.guard_task.await;
+        let _ = self.alerts_task.await;
         let _ = self.api_task.await;
         self.monitor.store().close().await;
         tracing::info!("drctl daemon stopped");

@@ -9,6 +9,7 @@
 //! the client.
 
 
+pub mod alerts;
 pub mod auth;
 pub(crate) mod daemon;
 mod dashboard;
@@ -31,6 +32,8 @@ pub use routes::{parse_instant, router};
 pub struct ApiState {
     pub monitor: Monitor,
     pub auth: std::sync::Arc<auth::Authenticator>,
+    /// Alert deliveries, for `/metrics`.
+    pub alerts: std::sync::Arc<alerts::AlertCounters>,
 }
 
 impl ApiState {
@@ -40,6 +43,7 @@ impl ApiState {
         Ok(ApiState {
             monitor,
             auth: std::sync::Arc::new(auth),
+            alerts: Default::default(),
         })
     }
 }

@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 type Labels = Vec<(String, String)>;
 type FloatGauges = Family<Labels, Gauge<f64, AtomicU64>>;
 
-pub(crate) fn render(monitor: &Monitor) -> String {
+pub(crate) fn render(monitor: &Monitor, alerts: &crate::alerts::AlertCounters) -> String {
     let mut registry = Registry::with_prefix("drctl");
     let now = chrono::Utc::now();
     let config = monitor.config();
@@ -146,6 +146,17 @@ pub(crate) fn render(monitor: &Monitor) -> String {
             .inc_by(n.max(0) as u64);
     }
     registry.register("operations", "Operations that ended, by kind and status", operations);
+    let deliveries = Family::<Vec<(String, String)>, Counter>::default();
+    for ((webhook, outcome), n) in alerts.snapshot() {
+        deliveries
+            .get_or_create(&vec![("webhook".into(), webhook), ("outcome".into(), outcome)])
+            .inc_by(n);
+    }
+    registry.register(
+        "alert_deliveries",
+        "Alert posts to webhooks since the daemon started, by outcome (delivered, retried, failed, deferred)",
+        deliveries,
+    );
     let up = Gauge::<i64>::default();
     up.set(1);
     registry.register("up", "1 while the daemon answers", up);

@@ -93,7 +93,7 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::metrics::render(&state.monitor),
+        crate::metrics::render(&state.monitor, &state.alerts),
     )
 }
 

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use crate::duration::format_duration;
 use crate::model::{
-    decode_base64, ApiConfig, ApiToken, Role, BackupPolicy, Config, DnsProviderConfig, DnsProviderKind, DsnSource,
+    decode_base64, AlertKind, ApiConfig, ApiToken, Role, BackupPolicy, WebhookConfig, WebhookFormat, WebhookUrl, Config, DnsProviderConfig, DnsProviderKind, DsnSource,
     FailoverPolicy, FailoverSettings, PgNode, HealthCheck, KeySource, MonitorConfig, ObjectStoreConfig,
     ObjectStoreKind, RecordType, Region, Retention, Service, ServiceDns, StoreConfig, Targets,
     Tier, TierTargets, TsigAlgorithm, TsigKey, TsigSecret,
@@ -46,8 +46,10 @@ const ROOT_KEYS: &[&str] = &[
     "object_stores",
     "failover",
     "dns_providers",
+    "webhooks",
     "services",
 ];
+const WEBHOOK_KEYS: &[&str] = &["name", "url", "url_env", "url_file", "format", "events"];
 const STORE_KEYS: &[&str] = &["url"];
 const API_KEYS: &[&str] = &["listen", "anonymous", "tokens"];
 const TOKEN_KEYS: &[&str] = &["name", "role", "secret_env", "secret_file"];
@@ -226,6 +228,7 @@ pub(crate) fn config(
         stores: store_names.as_deref(),
         dns_providers: provider_refs.as_deref(),
     };
+    let webhooks = webhooks(cx, root, base_dir);
     let services = services(cx, root, &regions, &tiers, base_dir, &refs);
     clusters(cx, &services);
     published_records(cx, &services);
@@ -250,7 +253,114 @@ pub(crate) fn config(
             .into_iter()
             .map(|p| p.value)
             .collect::<Option<Vec<_>>>()?,
+        webhooks: webhooks?
+            .into_iter()
+            .map(|w| w.value)
+            .collect::<Option<Vec<_>>>()?,
     })
+}
+
+/// `[[webhooks]]`: where alerts go.
+fn webhooks(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<Vec<Declared<WebhookConfig>>> {
+    declared_tables(
+        cx,
+        root,
+        "webhooks",
+        NameKind::Webhook,
+        "write each webhook as a [[webhooks]] table",
+        |cx, table| webhook(cx, table, base_dir),
+        |name, (url, format, events)| WebhookConfig { name, url, format, events },
+    )
+}
+
+fn webhook(
+    cx: &mut Cx,
+    table: &Table,
+    base_dir: &Path,
+) -> Option<(WebhookUrl, WebhookFormat, Vec<AlertKind>)> {
+    cx.unknown_keys(table, WEBHOOK_KEYS);
+    let url = match at_most_one(
+        cx,
+        table,
+        &["url", "url_env", "url_file"],
+        "keep one: the URL, the name of an environment variable holding it, or a file holding it",
+    ) {
+        None => None,
+        Some(None) => {
+            cx.error(
+                &table.span,
+                &table.path,
+                "the webhook has no URL",
+                Some("add url_file = \"secrets/slack-webhook\" (a Slack URL is a secret), url_env = \"DRCTL_WEBHOOK_URL\" or url = \"https://…\"".into()),
+            );
+            None
+        }
+        Some(Some(field)) => {
+            let value = cx.string(&field)?;
+            match field.key {
+                "url" => {
+                    let ok = value.value.starts_with("https://") || value.value.starts_with("http://");
+                    if ok {
+                        Some(WebhookUrl::Inline(Secret::opaque(value.value)))
+                    } else {
+                        cx.error(
+                            &value.span,
+                            &field.path,
+                            "the URL does not start with https:// or http://",
+                            Some("write the whole URL, e.g. \"https://hooks.example.com/drctl\"".into()),
+                        );
+                        None
+                    }
+                }
+                "url_env" => key_env_name(cx, value, &field.path, "DRCTL_WEBHOOK_URL")
+                    .map(|v| WebhookUrl::Source(KeySource::Env(v))),
+                _ => key_file(cx, value, &field.path, base_dir, "the webhook URL")
+                    .map(|p| WebhookUrl::Source(KeySource::File(p))),
+            }
+        }
+    };
+    let format = match table.get("format") {
+        None => Some(WebhookFormat::Json),
+        Some(field) => {
+            let text = cx.string(&field)?;
+            match text.value.as_str() {
+                "json" => Some(WebhookFormat::Json),
+                "slack" => Some(WebhookFormat::Slack),
+                other => {
+                    let hint = suggest::hint(other, ["json", "slack"].into_iter())
+                        .unwrap_or_else(|| "json sends drctl's event as JSON; slack sends {\"text\": …} (Slack, Mattermost, Rocket.Chat)".into());
+                    cx.error(&text.span, &field.path, format!("{other:?} is not json or slack"), Some(hint));
+                    None
+                }
+            }
+        }
+    };
+    let events = match table.get("events") {
+        None => Some(Vec::new()),
+        Some(field) => {
+            let names = AlertKind::ALL.map(AlertKind::as_str);
+            let list = cx.array(&field, "e.g. events = [\"breach\", \"operation\"]")?;
+            let mut kinds = Vec::new();
+            let mut ok = true;
+            for element in list {
+                let Some(item) = cx.string(&element) else {
+                    ok = false;
+                    continue;
+                };
+                match AlertKind::ALL.into_iter().find(|k| k.as_str() == item.value) {
+                    Some(k) => kinds.push(k),
+                    None => {
+                        ok = false;
+                        let hint = suggest::hint(&item.value, names.into_iter())
+                            .unwrap_or_else(|| format!("the kinds are {}", names.join(", ")));
+                        cx.error(&item.span, &element.path, format!("{:?} is not a kind of alert", item.value), Some(hint));
+                    }
+                }
+            }
+            ok.then_some(kinds)
+        }
+    };
+    Some((url?, format?, events?))
 }
 
 /// What services may name that is declared elsewhere in the file; `None`
@@ -506,6 +616,7 @@ enum NameKind {
     ObjectStore,
     DnsProvider,
     Token,
+    Webhook,
 }
 
 impl NameKind {
@@ -517,6 +628,7 @@ impl NameKind {
             NameKind::ObjectStore => "object store",
             NameKind::DnsProvider => "DNS provider",
             NameKind::Token => "API token",
+            NameKind::Webhook => "webhook",
         }
     }
     fn example(self) -> &'static str {
@@ -527,6 +639,7 @@ impl NameKind {
             NameKind::ObjectStore => "dr-bucket",
             NameKind::DnsProvider => "public-dns",
             NameKind::Token => "oncall",
+            NameKind::Webhook => "oncall-slack",
         }
     }
     /// The array of tables that declares names of this kind.
@@ -538,6 +651,7 @@ impl NameKind {
             NameKind::ObjectStore => "[[object_stores]]",
             NameKind::DnsProvider => "[[dns_providers]]",
             NameKind::Token => "[[api.tokens]]",
+            NameKind::Webhook => "[[webhooks]]",
         }
     }
 }

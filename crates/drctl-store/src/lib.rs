@@ -10,6 +10,7 @@
 //! This crate stores and retrieves; it does not decide statuses or compute
 //! exposure (the monitor does) and it never talks to monitored databases.
 
+mod alert;
 mod audit;
 mod decision;
 mod evidence;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use alert::{AlertEvent, DueDelivery};
 pub use audit::{AuditBreak, AuditEntry, AuditVerification, NewAudit};
 pub use decision::DecisionRecord;
 pub use evidence::{BackupFinish, BackupRecord, RestoreTestRecord};
