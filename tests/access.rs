@@ -148,6 +148,8 @@ fn endpoints() -> Vec<(Method, &'static str, Option<&'static str>, Option<Value>
         get("/api/v1/schedule-runs", Some("viewer")),
         get("/api/v1/operations", Some("viewer")),
         get("/api/v1/operations/op-none", Some("viewer")),
+        get("/api/v1/openapi.json", None),
+        get("/api/v1/report", Some("viewer")),
         get("/api/v1/audit", Some("admin")),
         get("/api/v1/audit/verify", Some("admin")),
         (
@@ -361,4 +363,49 @@ async fn mutations_are_audited_and_an_edited_row_is_named_by_verify() {
     let (code, _, err) = drctl(&["audit", "verify", "--config", config, "--expect-head", &head]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("head_mismatch"), "{err}");
+}
+
+/// The route template an endpoint of the table is served under.
+fn template(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').collect();
+    let mut out = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let prev = if i > 0 { parts[i - 1] } else { "" };
+        out.push(match prev {
+            "services" if i == 4 => "{name}",
+            "operations" | "backups" if i == 4 => "{id}",
+            _ => p,
+        });
+    }
+    out.join("/")
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_exactly_the_endpoints_served() {
+    let dir = setup();
+    let (app, _store) = app(dir.path()).await;
+    let (status, doc, _) = call(&app, Method::GET, "/api/v1/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut documented: Vec<String> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    documented.sort();
+    let mut served: Vec<String> = endpoints()
+        .into_iter()
+        .map(|(m, p, _, _)| (m, p))
+        .filter(|(_, p)| *p != "/" && !p.starts_with("/assets/") && *p != "/api/v1/openapi.json")
+        .map(|(m, p)| format!("{m} {}", template(p)))
+        .collect();
+    served.sort();
+    assert_eq!(documented, served, "every served endpoint is documented and tested for access");
+    // Each operation says which token it needs, and every error is JSON.
+    let ops = doc["paths"]["/api/v1/services/{name}/operations"]["post"].clone();
+    assert!(ops["responses"]["403"]["content"]["application/json"].is_object(), "{ops}");
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    // The document knows this config's services.
+    let name = &doc["paths"]["/api/v1/services/{name}/lag"]["get"]["parameters"][0]["schema"]["enum"];
+    assert_eq!(name, &json!(["orders", "catalog"]));
 }

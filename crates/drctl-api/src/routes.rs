@@ -69,6 +69,22 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::parse_instant;
+
+    #[test]
+    fn instants_take_rfc3339_and_durations_and_refuse_the_rest_without_panicking() {
+        let now = chrono::Utc::now();
+        assert_eq!(parse_instant("15m", now).unwrap(), now - chrono::TimeDelta::minutes(15));
+        assert_eq!(parse_instant("7d", now).unwrap(), now - chrono::TimeDelta::days(7));
+        assert!(parse_instant("2026-01-31T12:00:00Z", now).is_ok());
+        for bad in ["", "m", "LÐ", "Ð", "1.5h", "-1h", "1234567d", "1 h", "15min", "+5m", "1hm"] {
+            assert!(parse_instant(bad, now).is_err(), "{bad:?}");
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Health {
     /// Always `ok`: the daemon answers.
@@ -410,8 +426,11 @@ pub fn parse_instant(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, St
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
-    let unit = text.chars().last().unwrap_or(' ');
-    let number = &text[..text.len().saturating_sub(1)];
+    // Split off the last character (which may be any Unicode character:
+    // slice on its boundary, never on a byte count).
+    let mut chars = text.chars();
+    let unit = chars.next_back().unwrap_or(' ');
+    let number = chars.as_str();
     let secs = match unit {
         's' => 1,
         'm' => 60,
