@@ -52,6 +52,9 @@ pub enum ApiError {
         role: drctl_config::Role,
         needed: drctl_config::Role,
     },
+    /// 500 `internal_error`: a bug; details are logged.
+    #[error("drctl failed to answer this request; the details are in its log")]
+    Internal,
     /// 503 `store_unavailable`: the state store failed; details are logged.
     #[error("the state store is unavailable; see the drctl log")]
     Store(#[source] drctl_store::StoreError),
@@ -70,6 +73,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden { .. } => "forbidden",
+            ApiError::Internal => "internal_error",
             ApiError::Store(_) => "store_unavailable",
             ApiError::Operation(e) => e.code(),
         }
@@ -88,6 +92,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Operation(e) => {
                 use drctl_failover::FailoverError as F;

@@ -66,7 +66,20 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             crate::auth::authorize,
         ))
+        // Outermost: a bug that panics in any handler is a logged 500 with
+        // the usual JSON body, never a dropped connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .with_state(state)
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic");
+    tracing::error!(panic = %what, "a request handler panicked");
+    ApiError::Internal.into_response()
 }
 
 #[cfg(test)]
