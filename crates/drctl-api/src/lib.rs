@@ -34,6 +34,8 @@ pub struct ApiState {
     pub auth: std::sync::Arc<auth::Authenticator>,
     /// Alert deliveries, for `/metrics`.
     pub alerts: std::sync::Arc<alerts::AlertCounters>,
+    /// The last rendering of `/api/v1/rpo-rto`, and when it was made.
+    rpo_rto_cache: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, axum::body::Bytes)>>>,
 }
 
 impl ApiState {
@@ -44,6 +46,7 @@ impl ApiState {
             monitor,
             auth: std::sync::Arc::new(auth),
             alerts: Default::default(),
+            rpo_rto_cache: Default::default(),
         })
     }
 }
