@@ -13,6 +13,14 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 const CONFIG: &str = r#"
+[api]
+anonymous = "viewer"
+
+[[api.tokens]]
+name = "ops"
+role = "operator"
+secret_env = "DRCTL_API_TEST_OPERATOR_TOKEN"
+
 [[regions]]
 name = "eu-west"
 [[regions]]
@@ -43,7 +51,11 @@ regions = ["eu-west", "us-east"]
 primary = "eu-west"
 "#;
 
+/// The operator token of [`CONFIG`] (every test sets the same value).
+const OPERATOR: &str = "api-test-operator-token";
+
 async fn app() -> (axum::Router, tempfile::TempDir) {
+    std::env::set_var("DRCTL_API_TEST_OPERATOR_TOKEN", OPERATOR);
     let dir = tempfile::tempdir().unwrap();
     let config =
         drctl_config::parse("api-test.toml", CONFIG, dir.path()).expect("valid test config");
@@ -216,6 +228,7 @@ async fn starting_a_backup_of_a_service_without_a_policy_is_a_409() {
         .clone()
         .oneshot(
             Request::post("/api/v1/services/orders/backups")
+                .header("authorization", format!("Bearer {OPERATOR}"))
                 .body(Body::empty())
                 .unwrap(),
         )

@@ -216,7 +216,7 @@ async fn a_killed_primary_makes_its_service_unknown_and_spares_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_sharing_a_cluster_are_sampled_together() {
-    let (lab, dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_lab(vec![orders()]).await;
     // A second service in the same PostgreSQL cluster (the unit of failover).
     let mut text = std::fs::read_to_string(lab.config_path()).unwrap();
     let primary = lab.cluster("orders", drctl_lab::REGION_A).dsn("orders");
@@ -230,7 +230,8 @@ async fn services_sharing_a_cluster_are_sampled_together() {
          regions = [\"region-a\", \"region-b\"]\nprimary = \"region-a\"\n\
          [services.postgres.region-a]\ndsn = \"{primary}\"\n[services.postgres.region-b]\ndsn = \"{standby}\"\n"
     ));
-    let path = dir.path().join("shared.toml");
+    // Beside the lab's config: its relative paths (tokens, DNS key) hold.
+    let path = lab.config_path().with_file_name("shared.toml");
     std::fs::write(&path, text).unwrap();
     let config = std::sync::Arc::new(drctl_config::load(&path).unwrap_or_else(|e| panic!("{e}")));
     let daemon = start_daemon_with(config).await;

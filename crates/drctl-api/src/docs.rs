@@ -61,10 +61,14 @@ pub(crate) fn base() -> OpenApi {
     doc
 }
 
-/// The errors of a read without a path parameter.
+/// The errors of a read that names nothing (the audit log's too: its
+/// 403 is for tokens below admin).
 #[derive(IntoResponses)]
 #[allow(dead_code)]
 pub(crate) enum ReadErrors {
+    /// `invalid_parameter`: a query parameter is malformed.
+    #[response(status = 400)]
+    BadRequest(#[to_schema] ErrorBody),
     /// `unauthorized`: no token where one is needed, or a wrong one.
     #[response(status = 401)]
     Unauthorized(#[to_schema] ErrorBody),
@@ -92,24 +96,6 @@ pub(crate) enum NotFoundErrors {
     /// `service_not_found`, `operation_not_found`, `backup_not_found`.
     #[response(status = 404)]
     NotFound(#[to_schema] ErrorBody),
-    /// `store_unavailable`: the state store failed.
-    #[response(status = 503)]
-    Unavailable(#[to_schema] ErrorBody),
-}
-
-/// The errors of the admin endpoints.
-#[derive(IntoResponses)]
-#[allow(dead_code)]
-pub(crate) enum AdminErrors {
-    /// `invalid_parameter`: a query parameter is malformed.
-    #[response(status = 400)]
-    BadRequest(#[to_schema] ErrorBody),
-    /// `unauthorized`: no token, or a wrong one.
-    #[response(status = 401)]
-    Unauthorized(#[to_schema] ErrorBody),
-    /// `forbidden`: only admin tokens read the audit log.
-    #[response(status = 403)]
-    Forbidden(#[to_schema] ErrorBody),
     /// `store_unavailable`: the state store failed.
     #[response(status = 503)]
     Unavailable(#[to_schema] ErrorBody),

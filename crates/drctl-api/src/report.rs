@@ -491,24 +491,10 @@ async fn service_report(
             let rollups = store.lag_rollups(&svc.name, from, Some(raw_from)).await?;
             let as_samples: Vec<LagSample> = rollups
                 .iter()
-                .map(|r| LagSample {
-                    service: r.service.clone(),
-                    standby_region: r.standby_region.clone(),
-                    sampled_at: r.minute,
-                    primary_time: None,
-                    status: String::new(),
-                    rpo_exposure_us: r.exposure_max_us,
-                    exposure_lower_bound: false,
-                    replay_lag_us: None,
-                    byte_lag: r.byte_lag_max,
-                    replay_byte_lag: None,
-                    primary_lsn: None,
-                    standby_durable_lsn: None,
-                    standby_replay_lsn: None,
-                    naive_replay_delay_us: None,
-                    wal_receiver: None,
-                    probe_us: None,
-                    error: None,
+                .map(|r| {
+                    let mut s = LagSample::bare(&r.service, &r.standby_region, r.minute, r.exposure_max_us);
+                    s.byte_lag = r.byte_lag_max;
+                    s
                 })
                 .collect();
             slots.extend(replicated_slots(&as_samples, from, raw_from, Duration::from_secs(60), target_s));
@@ -821,45 +807,44 @@ fn csv_field(s: &str) -> String {
 
 /// CSV: one row per finding and record, for a spreadsheet.
 pub fn to_csv(r: &Report) -> String {
-    let mut out = String::from("service,tier,record,id,start,end,duration_s,value_s,target_s,met,detail\n");
-    let mut row = |cells: [String; 11]| {
-        out.push_str(&cells.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
-        out.push('\n');
-    };
+    const HEADER: &str = "service,tier,record,id,start,end,duration_s,value_s,target_s,met,detail";
+    let mut out = format!("{HEADER}\n");
     let o = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
     let b = |v: Option<bool>| v.map(|v| v.to_string()).unwrap_or_default();
+    let at = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
     for s in &r.services {
-        let base = |record: &str| [s.service.clone(), s.tier.clone(), record.to_string()];
-        let [a, c, d] = base("rpo_compliance");
-        row([a, c, d, String::new(), r.from.to_rfc3339(), r.to.to_rfc3339(), o(Some(s.rpo.measured_s)),
-             o(s.rpo.compliance_pct), String::new(), String::new(), s.rpo.basis.clone()]);
-        for x in &s.breaches {
-            let [a, c, d] = base("breach");
-            row([a, c, d, String::new(), x.start.to_rfc3339(), x.end.map(|e| e.to_rfc3339()).unwrap_or_default(),
-                 o(Some(x.duration_s)), o(x.worst_exposure_s), o(Some(s.rpo_target_s)), "false".into(), String::new()]);
-        }
-        for x in &s.operations {
-            let [a, c, d] = base("operation");
-            row([a, c, d, x.id.clone(), x.started_at.to_rfc3339(), x.ended_at.map(|e| e.to_rfc3339()).unwrap_or_default(),
-                 String::new(), o(x.rto_s), o(Some(s.rto_target_s)), b(x.rto_met),
-                 format!("{} {}; RPO {} ({})", x.kind, x.status, o(x.rpo_s), b(x.rpo_met))]);
-        }
-        for x in &s.backups {
-            let [a, c, d] = base("backup");
-            row([a, c, d, x.id.clone(), x.started_at.to_rfc3339(), x.ended_at.map(|e| e.to_rfc3339()).unwrap_or_default(),
-                 String::new(), String::new(), String::new(), String::new(),
-                 format!("{}; {}", x.status, x.verification.as_deref().unwrap_or("not verified"))]);
-        }
-        for x in &s.restore_tests {
-            let [a, c, d] = base("restore_test");
-            row([a, c, d, x.id.clone(), String::new(), x.ended_at.map(|e| e.to_rfc3339()).unwrap_or_default(),
-                 String::new(), o(x.time_to_ready_s), o(Some(s.rto_target_s)), b(x.rto_met),
-                 format!("{} (backup {})", x.status, x.backup_id)]);
-        }
-        for x in &s.evidence_gaps {
-            let [a, c, d] = base("evidence_gap");
-            row([a, c, d, x.kind.clone(), x.start.to_rfc3339(), x.end.map(|e| e.to_rfc3339()).unwrap_or_default(),
-                 o(Some(x.duration_s)), String::new(), String::new(), String::new(), x.detail.clone()]);
+        // record, id, start, end, duration, value, target, met, detail
+        let mut rows: Vec<[String; 9]> = vec![[
+            "rpo_compliance".into(), String::new(), at(Some(r.from)), at(Some(r.to)),
+            o(Some(s.rpo.measured_s)), o(s.rpo.compliance_pct), String::new(), String::new(), s.rpo.basis.clone(),
+        ]];
+        rows.extend(s.breaches.iter().map(|x| [
+            "breach".into(), String::new(), at(Some(x.start)), at(x.end), o(Some(x.duration_s)),
+            o(x.worst_exposure_s), o(Some(s.rpo_target_s)), "false".into(), String::new(),
+        ]));
+        rows.extend(s.operations.iter().map(|x| [
+            "operation".into(), x.id.clone(), at(Some(x.started_at)), at(x.ended_at), String::new(),
+            o(x.rto_s), o(Some(s.rto_target_s)), b(x.rto_met),
+            format!("{} {}; RPO {} ({})", x.kind, x.status, o(x.rpo_s), b(x.rpo_met)),
+        ]));
+        rows.extend(s.backups.iter().map(|x| [
+            "backup".into(), x.id.clone(), at(Some(x.started_at)), at(x.ended_at), String::new(),
+            String::new(), String::new(), String::new(),
+            format!("{}; {}", x.status, x.verification.as_deref().unwrap_or("not verified")),
+        ]));
+        rows.extend(s.restore_tests.iter().map(|x| [
+            "restore_test".into(), x.id.clone(), String::new(), at(x.ended_at), String::new(),
+            o(x.time_to_ready_s), o(Some(s.rto_target_s)), b(x.rto_met),
+            format!("{} (backup {})", x.status, x.backup_id),
+        ]));
+        rows.extend(s.evidence_gaps.iter().map(|x| [
+            "evidence_gap".into(), x.kind.clone(), at(Some(x.start)), at(x.end), o(Some(x.duration_s)),
+            String::new(), String::new(), String::new(), x.detail.clone(),
+        ]));
+        for row in rows {
+            let cells = [s.service.clone(), s.tier.clone()].into_iter().chain(row);
+            out.push_str(&cells.map(|c| csv_field(&c)).collect::<Vec<_>>().join(","));
+            out.push('\n');
         }
     }
     out
@@ -957,25 +942,7 @@ mod tests {
     }
 
     fn sample(t: DateTime<Utc>, e: f64) -> LagSample {
-        LagSample {
-            service: "orders".into(),
-            standby_region: "b".into(),
-            sampled_at: t,
-            primary_time: None,
-            status: String::new(),
-            rpo_exposure_us: Some((e * 1e6) as i64),
-            exposure_lower_bound: false,
-            replay_lag_us: None,
-            byte_lag: None,
-            replay_byte_lag: None,
-            primary_lsn: None,
-            standby_durable_lsn: None,
-            standby_replay_lsn: None,
-            naive_replay_delay_us: None,
-            wal_receiver: None,
-            probe_us: None,
-            error: None,
-        }
+        LagSample::bare("orders", "b", t, Some((e * 1e6) as i64))
     }
 
     #[test]

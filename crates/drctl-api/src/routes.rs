@@ -22,7 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::docs::{AdminErrors, NotFoundErrors, ReadErrors};
+use crate::docs::{NotFoundErrors, ReadErrors};
 use crate::error::ApiPath;
 use crate::{ApiError, ApiState};
 
@@ -746,7 +746,7 @@ pub(crate) struct AuditPage {
 
 /// The audit log, newest first, a page at a time (admin only).
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = AuditPage), AdminErrors))]
+    responses((status = 200, body = AuditPage), ReadErrors))]
 async fn audit_log(
     State(state): State<ApiState>,
     query: Result<Query<AuditQuery>, QueryRejection>,
@@ -796,7 +796,7 @@ pub(crate) struct AuditCheck {
 
 /// Recomputes the audit log's hash chain (admin only).
 #[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
-    responses((status = 200, body = AuditCheck), AdminErrors))]
+    responses((status = 200, body = AuditCheck), ReadErrors))]
 async fn audit_verify(State(state): State<ApiState>) -> Result<Json<AuditCheck>, ApiError> {
     let verification = state.monitor.store().verify_audit(None).await?;
     Ok(Json(AuditCheck { verification }))

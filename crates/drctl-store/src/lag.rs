@@ -41,6 +41,32 @@ pub struct LagSample {
 }
 
 /// A minute of samples folded into one row.
+impl LagSample {
+    /// A sample with only its place, time and exposure: what a rollup or a
+    /// bucket of samples keeps of them.
+    pub fn bare(service: &str, standby_region: &str, sampled_at: DateTime<Utc>, rpo_exposure_us: Option<i64>) -> LagSample {
+        LagSample {
+            service: service.to_string(),
+            standby_region: standby_region.to_string(),
+            sampled_at,
+            primary_time: None,
+            status: String::new(),
+            rpo_exposure_us,
+            exposure_lower_bound: false,
+            replay_lag_us: None,
+            byte_lag: None,
+            replay_byte_lag: None,
+            primary_lsn: None,
+            standby_durable_lsn: None,
+            standby_replay_lsn: None,
+            naive_replay_delay_us: None,
+            wal_receiver: None,
+            probe_us: None,
+            error: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LagRollup {
     pub service: String,
@@ -201,25 +227,13 @@ impl Store {
         let decode = |r: &AnyRow| -> std::result::Result<LagSample, sqlx::Error> {
             let worst: i32 = r.try_get::<i64, _>(2).map(|v| v as i32).or_else(|_| r.try_get::<i32, _>(2))?;
             let lower: i32 = r.try_get::<i64, _>(4).map(|v| v as i32).or_else(|_| r.try_get::<i32, _>(4))?;
-            Ok(LagSample {
-                service: service.to_string(),
-                standby_region: r.try_get(0)?,
-                sampled_at: from_us(r.try_get(1)?),
-                primary_time: None,
-                status: ["ok", "unknown", "at_risk", "breach"][worst.clamp(0, 3) as usize].into(),
-                rpo_exposure_us: r.try_get(3)?,
-                exposure_lower_bound: lower > 0,
-                replay_lag_us: r.try_get(5)?,
-                byte_lag: r.try_get(6)?,
-                replay_byte_lag: None,
-                primary_lsn: None,
-                standby_durable_lsn: None,
-                standby_replay_lsn: None,
-                naive_replay_delay_us: r.try_get(7)?,
-                wal_receiver: None,
-                probe_us: None,
-                error: None,
-            })
+            let mut s = LagSample::bare(service, &r.try_get::<String, _>(0)?, from_us(r.try_get(1)?), r.try_get(3)?);
+            s.status = ["ok", "unknown", "at_risk", "breach"][worst.clamp(0, 3) as usize].into();
+            s.exposure_lower_bound = lower > 0;
+            s.replay_lag_us = r.try_get(5)?;
+            s.byte_lag = r.try_get(6)?;
+            s.naive_replay_delay_us = r.try_get(7)?;
+            Ok(s)
         };
         rows.iter()
             .map(decode)
