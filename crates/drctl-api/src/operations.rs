@@ -419,6 +419,8 @@ pub(crate) struct OperationDetail {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct OperationList {
     operations: Vec<OperationView>,
+    /// The next (older) page, when this one was full.
+    next: Option<String>,
 }
 
 /// One operation, with its step timeline.
@@ -466,12 +468,27 @@ async fn operation(
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct OperationsQuery {
+    /// Only this kind (`drill` lists the drills).
+    #[param(value_type = Option<String>, pattern = "^(failover|switchover|drill|rejoin|recover|backup|verify|restore_test)$")]
+    kind: Option<String>,
+    /// Only this service's.
+    service: Option<String>,
+    /// Started at or after this.
+    #[param(value_type = Option<crate::docs::TimeParam>, inline)]
+    since: Option<String>,
+    /// Started before this (the `next` link of a full page sets it).
+    #[param(value_type = Option<crate::docs::TimeParam>, inline)]
+    until: Option<String>,
     /// At most this many, newest first (default 100).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
-/// Operations, newest first.
+const OPERATION_KINDS: [&str; 8] = [
+    "failover", "switchover", "drill", "rejoin", "recover", "backup", "verify", "restore_test",
+];
+
+/// Operations (drills included), newest first.
 #[utoipa::path(get, path = "/api/v1/operations", tag = "operations", params(OperationsQuery),
     responses((status = 200, body = OperationList), NotFoundErrors))]
 async fn list_operations(
@@ -482,9 +499,21 @@ async fn list_operations(
         parameter: "query string",
         reason: e.body_text(),
     })?;
-    let limit = crate::routes::page_limit(q.limit.as_deref(), 100, 1000)?;
-    let ops = state.monitor.store().operations(limit).await?;
+    if let Some(kind) = q.kind.as_deref().filter(|k| !OPERATION_KINDS.contains(k)) {
+        return Err(ApiError::InvalidParameter {
+            parameter: "kind",
+            reason: format!("{kind:?} is not one of {}", OPERATION_KINDS.join(", ")),
+        });
+    }
+    let w = crate::routes::list_window(&state, q.service, q.since.as_deref(), q.until.as_deref(), q.limit.as_deref(), 1000)?;
+    let ops = state
+        .monitor
+        .store()
+        .operations_in(q.kind.as_deref(), w.service.as_deref(), w.since, w.until, w.limit)
+        .await?;
+    let next = w.next("/api/v1/operations", ops.len(), ops.last().map(|o| o.started_at), &[("kind", &q.kind)]);
     Ok(Json(OperationList {
         operations: ops.iter().map(operation_json).collect(),
+        next,
     }))
 }

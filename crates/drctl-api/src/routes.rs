@@ -626,39 +626,89 @@ async fn lag_history(
 pub(crate) struct EvidenceQuery {
     /// Only this service's.
     service: Option<String>,
+    /// Started (due, for schedule runs) at or after this.
+    #[param(value_type = Option<crate::docs::TimeParam>, inline)]
+    since: Option<String>,
+    /// Started before this (the `next` link of a full page sets it).
+    #[param(value_type = Option<crate::docs::TimeParam>, inline)]
+    until: Option<String>,
     /// At most this many, newest first (default 100).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     limit: Option<String>,
 }
 
+/// A list query, checked: service, period, page size.
+pub(crate) struct ListWindow {
+    pub service: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: u32,
+}
+
+impl ListWindow {
+    /// The link to the next (older) page when this one came back full:
+    /// the same query, `until` the oldest item's time.
+    pub fn next(&self, path: &str, returned: usize, oldest: Option<DateTime<Utc>>, extra: &[(&str, &Option<String>)]) -> Option<String> {
+        if returned < self.limit as usize {
+            return None;
+        }
+        let oldest = oldest?;
+        let mut link = format!(
+            "{path}?limit={}&until={}",
+            self.limit,
+            urlencode(&oldest.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        );
+        if let Some(s) = &self.service {
+            link.push_str(&format!("&service={}", urlencode(s)));
+        }
+        if let Some(s) = self.since {
+            link.push_str(&format!("&since={}", urlencode(&s.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))));
+        }
+        for (k, v) in extra {
+            if let Some(v) = v {
+                link.push_str(&format!("&{k}={}", urlencode(v)));
+            }
+        }
+        Some(link)
+    }
+}
+
+pub(crate) fn list_window(
+    state: &ApiState,
+    service: Option<String>,
+    since: Option<&str>,
+    until: Option<&str>,
+    limit: Option<&str>,
+    max: u32,
+) -> Result<ListWindow, ApiError> {
+    if let Some(name) = &service {
+        known_service(state, name)?;
+    }
+    let now = Utc::now();
+    Ok(ListWindow {
+        service,
+        since: since.map(|t| parse_time("since", t, now)).transpose()?,
+        until: until.map(|t| parse_time("until", t, now)).transpose()?,
+        limit: page_limit(limit, 100, max)?,
+    })
+}
+
 fn evidence_query(
     state: &ApiState,
     query: Result<Query<EvidenceQuery>, QueryRejection>,
-) -> Result<(Option<String>, u32), ApiError> {
+) -> Result<ListWindow, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::InvalidParameter {
         parameter: "query string",
         reason: e.body_text(),
     })?;
-    if let Some(name) = &q.service {
-        known_service(state, name)?;
-    }
-    let limit = match &q.limit {
-        None => 100,
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|l| (1..=10_000).contains(l))
-            .ok_or(ApiError::InvalidParameter {
-                parameter: "limit",
-                reason: format!("{l:?} is not a whole number from 1 to 10000"),
-            })?,
-    };
-    Ok((q.service, limit))
+    list_window(state, q.service, q.since.as_deref(), q.until.as_deref(), q.limit.as_deref(), 10_000)
 }
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct BackupList {
     backups: Vec<BackupRecord>,
+    /// The next (older) page, when this one was full.
+    next: Option<String>,
 }
 
 /// Backups, newest first.
@@ -668,18 +718,21 @@ async fn backups(
     State(state): State<ApiState>,
     query: Result<Query<EvidenceQuery>, QueryRejection>,
 ) -> Result<Json<BackupList>, ApiError> {
-    let (service, limit) = evidence_query(&state, query)?;
+    let w = evidence_query(&state, query)?;
     let list = state
         .monitor
         .store()
-        .backups(service.as_deref(), limit)
+        .backups_in(w.service.as_deref(), w.since, w.until, w.limit)
         .await?;
-    Ok(Json(BackupList { backups: list }))
+    let next = w.next("/api/v1/backups", list.len(), list.last().map(|b| b.started_at), &[]);
+    Ok(Json(BackupList { backups: list, next }))
 }
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct RestoreTestList {
     restore_tests: Vec<RestoreTestRecord>,
+    /// The next (older) page, when this one was full.
+    next: Option<String>,
 }
 
 /// Restore tests, newest first.
@@ -689,18 +742,21 @@ async fn restore_tests(
     State(state): State<ApiState>,
     query: Result<Query<EvidenceQuery>, QueryRejection>,
 ) -> Result<Json<RestoreTestList>, ApiError> {
-    let (service, limit) = evidence_query(&state, query)?;
+    let w = evidence_query(&state, query)?;
     let list = state
         .monitor
         .store()
-        .restore_tests(service.as_deref(), limit)
+        .restore_tests_in(w.service.as_deref(), w.since, w.until, w.limit)
         .await?;
-    Ok(Json(RestoreTestList { restore_tests: list }))
+    let next = w.next("/api/v1/restore-tests", list.len(), list.last().map(|t| t.started_at), &[]);
+    Ok(Json(RestoreTestList { restore_tests: list, next }))
 }
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ScheduleRunList {
     schedule_runs: Vec<ScheduleRun>,
+    /// The next (older) page, when this one was full.
+    next: Option<String>,
 }
 
 /// Scheduled backup, verify and restore-test runs: due, ran, missed.
@@ -710,13 +766,14 @@ async fn schedule_runs(
     State(state): State<ApiState>,
     query: Result<Query<EvidenceQuery>, QueryRejection>,
 ) -> Result<Json<ScheduleRunList>, ApiError> {
-    let (service, limit) = evidence_query(&state, query)?;
+    let w = evidence_query(&state, query)?;
     let list = state
         .monitor
         .store()
-        .schedule_runs(service.as_deref(), limit)
+        .schedule_runs_in(w.service.as_deref(), w.since, w.until, w.limit)
         .await?;
-    Ok(Json(ScheduleRunList { schedule_runs: list }))
+    let next = w.next("/api/v1/schedule-runs", list.len(), list.last().map(|r| r.due_at), &[]);
+    Ok(Json(ScheduleRunList { schedule_runs: list, next }))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -818,7 +875,7 @@ pub(crate) fn page_limit(text: Option<&str>, default: u32, max: u32) -> Result<u
 }
 
 /// Percent-encodes a query value for a `next` link.
-fn urlencode(v: &str) -> String {
+pub(crate) fn urlencode(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),

@@ -208,7 +208,7 @@ async fn record_backup(store: &Store, id: &str, minute: u32) {
 async fn backups_list_newest_first_with_verification_and_offsite_state() {
     let api = api().await;
     let (status, body) = api.get("/api/v1/backups").await;
-    assert_eq!((status, body), (StatusCode::OK, json!({ "backups": [] })));
+    assert_eq!((status, body), (StatusCode::OK, json!({ "backups": [], "next": null })));
 
     record_backup(&api.store, "b-old", 1).await;
     record_backup(&api.store, "b-new", 2).await;
@@ -254,7 +254,7 @@ async fn backups_list_newest_first_with_verification_and_offsite_state() {
     let (_, body) = api.get("/api/v1/backups?limit=1").await;
     assert_eq!(body["backups"].as_array().unwrap().len(), 1);
     let (_, body) = api.get("/api/v1/backups?service=ledger").await;
-    assert_eq!(body, json!({ "backups": [] }));
+    assert_eq!(body, json!({ "backups": [], "next": null }));
 }
 
 #[tokio::test]
@@ -496,7 +496,7 @@ async fn every_error_is_json_with_its_stable_code() {
 
     // Nothing was started by a refused request.
     let (_, body) = api.get("/api/v1/operations").await;
-    assert_eq!(body, json!({ "operations": [] }));
+    assert_eq!(body, json!({ "operations": [], "next": null }));
     assert!(api.store.backups(None, 10).await.unwrap().is_empty());
 }
 
@@ -547,5 +547,48 @@ async fn verifying_a_deleted_or_unfinished_backup_is_a_409_and_a_bad_path_is_jso
     )
     .await;
     let (_, body) = api.get("/api/v1/operations").await;
-    assert_eq!(body, json!({ "operations": [] }), "nothing was started");
+    assert_eq!(body, json!({ "operations": [], "next": null }), "nothing was started");
+}
+
+#[tokio::test]
+async fn lists_page_through_next_links_and_filter_by_period() {
+    let api = api().await;
+    for minute in 1..=5 {
+        record_backup(&api.store, &format!("b-{minute}"), minute).await;
+    }
+    // Two a page, newest first, following `next` to the end.
+    let mut seen = Vec::new();
+    let mut uri = Some("/api/v1/backups?limit=2".to_string());
+    while let Some(u) = uri {
+        let (status, body) = api.get(&u).await;
+        assert_eq!(status, StatusCode::OK, "{u}: {body}");
+        seen.extend(
+            body["backups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["id"].as_str().unwrap().to_string()),
+        );
+        uri = body["next"].as_str().map(str::to_string);
+    }
+    assert_eq!(seen, ["b-5", "b-4", "b-3", "b-2", "b-1"]);
+    // A period: started at minute 2 up to (not including) minute 4.
+    let (since, until) = (at(2).to_rfc3339(), at(4).to_rfc3339());
+    let uri = format!(
+        "/api/v1/backups?since={}&until={}",
+        since.replace('+', "%2B"),
+        until.replace('+', "%2B")
+    );
+    let (status, body) = api.get(&uri).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ids: Vec<&str> = body["backups"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["b-3", "b-2"]);
+    assert_eq!(body["next"], Value::Null);
+    // Operations filter by kind (the drills), and refuse a kind that is not one.
+    let (status, body) = api.get("/api/v1/operations?kind=drill").await;
+    assert_eq!((status, body["operations"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
+    api.expect_error(Method::GET, "/api/v1/operations?kind=dril", StatusCode::BAD_REQUEST, "invalid_parameter", "drill")
+        .await;
+    api.expect_error(Method::GET, "/api/v1/backups?since=yesterday", StatusCode::BAD_REQUEST, "invalid_parameter", "since")
+        .await;
 }

@@ -212,12 +212,26 @@ impl Store {
 
     /// Backups, newest first, of one service or all.
     pub async fn backups(&self, service: Option<&str>, limit: u32) -> Result<Vec<BackupRecord>> {
+        self.backups_in(service, None, None, limit).await
+    }
+
+    /// Backups started in `[since, until)`, newest first.
+    pub async fn backups_in(
+        &self,
+        service: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<BackupRecord>> {
         let rows = sqlx::query(&format!(
             "SELECT {BACKUP_COLUMNS} FROM backups WHERE ($1 = '' OR service = $1) \
+             AND started_at_us >= $3 AND started_at_us < $4 \
              ORDER BY started_at_us DESC, id DESC LIMIT $2"
         ))
         .bind(service.unwrap_or(""))
         .bind(limit as i64)
+        .bind(since.map(to_us).unwrap_or(i64::MIN))
+        .bind(until.map(to_us).unwrap_or(i64::MAX))
         .fetch_all(self.pool())
         .await
         .map_err(query_error("listing backups"))?;
@@ -357,12 +371,26 @@ impl Store {
         service: Option<&str>,
         limit: u32,
     ) -> Result<Vec<RestoreTestRecord>> {
+        self.restore_tests_in(service, None, None, limit).await
+    }
+
+    /// Restore tests started in `[since, until)`, newest first.
+    pub async fn restore_tests_in(
+        &self,
+        service: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<RestoreTestRecord>> {
         let rows = sqlx::query(&format!(
             "SELECT {RESTORE_COLUMNS} FROM restore_tests WHERE ($1 = '' OR service = $1) \
+             AND started_at_us >= $3 AND started_at_us < $4 \
              ORDER BY started_at_us DESC, id DESC LIMIT $2"
         ))
         .bind(service.unwrap_or(""))
         .bind(limit as i64)
+        .bind(since.map(to_us).unwrap_or(i64::MIN))
+        .bind(until.map(to_us).unwrap_or(i64::MAX))
         .fetch_all(self.pool())
         .await
         .map_err(query_error("listing restore tests"))?;

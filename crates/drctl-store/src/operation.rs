@@ -111,10 +111,29 @@ impl Store {
     }
 
     pub async fn operations(&self, limit: u32) -> Result<Vec<OperationRecord>> {
+        self.operations_in(None, None, None, None, limit).await
+    }
+
+    /// Operations started in `[since, until)`, newest first; `kind` and
+    /// `service` narrow them.
+    pub async fn operations_in(
+        &self,
+        kind: Option<&str>,
+        service: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<OperationRecord>> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM operations ORDER BY started_at_us DESC LIMIT $1"
+            "SELECT {COLUMNS} FROM operations WHERE ($2 = '' OR kind = $2) \
+             AND ($3 = '' OR service = $3) AND started_at_us >= $4 AND started_at_us < $5 \
+             ORDER BY started_at_us DESC LIMIT $1"
         ))
         .bind(limit as i64)
+        .bind(kind.unwrap_or(""))
+        .bind(service.unwrap_or(""))
+        .bind(since.map(to_us).unwrap_or(i64::MIN))
+        .bind(until.map(to_us).unwrap_or(i64::MAX))
         .fetch_all(self.pool())
         .await
         .map_err(query_error("listing operations"))?;

@@ -68,12 +68,26 @@ impl Store {
         service: Option<&str>,
         limit: u32,
     ) -> Result<Vec<ScheduleRun>> {
+        self.schedule_runs_in(service, None, None, limit).await
+    }
+
+    /// Runs due in `[since, until)`, newest first.
+    pub async fn schedule_runs_in(
+        &self,
+        service: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<ScheduleRun>> {
         let rows = sqlx::query(
             "SELECT service, job, due_at_us, started_at_us, ended_at_us, status, detail FROM schedule_runs \
-             WHERE ($1 = '' OR service = $1) ORDER BY due_at_us DESC LIMIT $2",
+             WHERE ($1 = '' OR service = $1) AND due_at_us >= $3 AND due_at_us < $4 \
+             ORDER BY due_at_us DESC LIMIT $2",
         )
         .bind(service.unwrap_or(""))
         .bind(limit as i64)
+        .bind(since.map(to_us).unwrap_or(i64::MIN))
+        .bind(until.map(to_us).unwrap_or(i64::MAX))
         .fetch_all(self.pool())
         .await
         .map_err(query_error("listing scheduled runs"))?;
