@@ -11,7 +11,9 @@
 #     interop tests;
 #   - moto_server (S3 and Route 53 on loopback) and schemathesis (the API
 #     checked against its own OpenAPI document) in the virtualenv .venv-test;
-#   - Chromium, the headless browser the dashboard test drives.
+#   - Chromium, the headless browser the dashboard test drives;
+#   - libfaketime (package faketime), which gives a primary its own clock in
+#     the clock-skew test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -76,7 +78,12 @@ if ! command -v chromium >/dev/null; then
 fi
 export CHROMIUM="$(command -v chromium)"
 
-# 5. Build the binary the CLI tests run, then every test of the workspace.
+# 5. libfaketime for tests/clock_skew.rs.
+if ! compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null; then
+  apt_install faketime
+fi
+
+# 6. Build the binary the CLI tests run, then every test of the workspace.
 say "cargo build"
 cargo build --locked --workspace --bins
 say "cargo test"

@@ -4,9 +4,17 @@
 //! read on the primary, so time on it is the primary's clock alone. A
 //! standby's durable LSN is placed on the map: the moment the primary's
 //! flushed position passed it is when the oldest commit the standby lacks was
-//! made; exposure is the primary's "now" minus that moment. Nothing here
-//! reads a clock: an idle primary (no new WAL) has exposure zero however long
-//! it idles, and clock skew between hosts cannot leak in.
+//! made; exposure is the primary's "now" minus that moment. No wall clock
+//! but the primary's is read: an idle primary (no new WAL) has exposure zero
+//! however long it idles, and clock skew between hosts cannot leak in.
+//!
+//! When the primary's clock is *stepped* (an NTP step, a restart with
+//! another time), points before the step are in a different frame. Live
+//! points carry the monotonic instants drctl sent and received the probe;
+//! a step is what the primary's clock moved beyond the real time that
+//! passed, and the older points are re-expressed in the new frame by the
+//! smallest step consistent with those instants, so their times err early
+//! and the exposure errs large, never small.
 
 use std::collections::VecDeque;
 
@@ -25,7 +33,13 @@ pub struct Exposure {
 #[derive(Clone, Debug, Default)]
 pub struct HeartbeatMap {
     points: VecDeque<HeartbeatPoint>,
+    /// The newest live point and the monotonic instants around its probe.
+    last_observed: Option<(HeartbeatPoint, std::time::Instant, std::time::Instant)>,
 }
+
+/// A clock step smaller than this (beyond the probes' own uncertainty) is
+/// left alone: it moves exposure by at most this much.
+const CLOCK_STEP_TOLERANCE_US: i64 = 100_000;
 
 /// Bounded memory: a day of points at one per second, plus heartbeats.
 const MAX_POINTS: usize = 200_000;
@@ -47,7 +61,8 @@ impl HeartbeatMap {
         self.points.front().copied()
     }
 
-    /// Adds a point. A position behind the newest one means a different
+    /// Adds a point (from history: [`Self::record_observed`] for live ones).
+    /// A position behind the newest one means a different
     /// server history (a restored or re-cloned primary): the old map no
     /// longer describes it, so it starts over. A time behind the newest
     /// (the primary's clock stepped back) is held at the newest time, which
@@ -56,6 +71,7 @@ impl HeartbeatMap {
         if let Some(last) = self.points.back() {
             if point.lsn < last.lsn {
                 self.points.clear();
+                self.last_observed = None;
             } else {
                 point.primary_time_us = point.primary_time_us.max(last.primary_time_us);
                 if point == *last {
@@ -67,6 +83,40 @@ impl HeartbeatMap {
         if self.points.len() > MAX_POINTS {
             self.points.pop_front();
         }
+    }
+
+    /// Adds a point read live on the primary by a probe sent at `sent` and
+    /// answered at `received` (drctl's monotonic clock). A primary clock
+    /// that moved more or less than the real time since the last live point
+    /// was stepped: the map's older points are shifted into the new frame
+    /// first (see the module comment).
+    pub fn record_observed(
+        &mut self,
+        point: HeartbeatPoint,
+        sent: std::time::Instant,
+        received: std::time::Instant,
+    ) {
+        if let Some((last, last_sent, last_received)) = self.last_observed {
+            let us = |d: std::time::Duration| d.as_micros().min(i64::MAX as u128) as i64;
+            // Real time between the two readings on the primary, bounded by
+            // the probes' round trips.
+            let elapsed_min = us(sent.saturating_duration_since(last_received));
+            let elapsed_max = us(received.saturating_duration_since(last_sent));
+            let moved = point.primary_time_us - last.primary_time_us;
+            let (step_min, step_max) = (moved - elapsed_max, moved - elapsed_min);
+            let stepped = step_max < -CLOCK_STEP_TOLERANCE_US || step_min > CLOCK_STEP_TOLERANCE_US;
+            if stepped && point.lsn >= last.lsn {
+                // The smallest step consistent with the instants: history
+                // lands at or before where it truly belongs.
+                let shift = step_min;
+                for p in self.points.iter_mut() {
+                    p.primary_time_us += shift;
+                }
+                tracing::warn!(step_ms = shift / 1000, "the primary's clock was stepped; the heartbeat map follows it");
+            }
+        }
+        self.last_observed = Some((point, sent, received));
+        self.record(point);
     }
 
     /// Drops points no longer needed to place any position at or after
@@ -133,6 +183,32 @@ mod tests {
             primary_time_us: (t_s * 1e6) as i64,
             lsn: Lsn(lsn),
         }
+    }
+
+    #[test]
+    fn a_clock_stepped_back_moves_history_so_exposure_stays_true() {
+        use std::time::{Duration, Instant};
+        let t0 = Instant::now();
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let mut m = HeartbeatMap::new();
+        // One point a second, 1 MB of WAL a second, clock right.
+        for i in 0..5 {
+            m.record_observed(p(100.0 + i as f64, i * 1_000_000), at(i as f64), at(i as f64 + 0.001));
+        }
+        // The primary restarts with its clock 5 s behind: the next reading,
+        // 1 s later, says 100.0 + 5 - 5 = 100.0 for position 5 MB.
+        m.record_observed(p(100.0, 5_000_000), at(5.0), at(5.001));
+        m.record_observed(p(101.0, 6_000_000), at(6.0), at(6.001));
+        // A standby at 3 MB lacks what was written since 3 s before the
+        // step, i.e. 4 s before "now" at 6 MB (clock now 101.0 = real 106).
+        let e = m.exposure(Lsn(3_000_000), p(101.0, 6_000_000));
+        assert!(!e.lower_bound);
+        assert!((3_000_000..=3_010_000).contains(&e.us), "exposure {} us", e.us);
+        // Jitter of a few milliseconds is not a step.
+        let mut m = HeartbeatMap::new();
+        m.record_observed(p(10.0, 0), at(0.0), at(0.002));
+        m.record_observed(p(11.05, 1_000_000), at(1.0), at(1.002));
+        assert_eq!(m.oldest().unwrap().primary_time_us, 10_000_000);
     }
 
     fn map(points: &[HeartbeatPoint]) -> HeartbeatMap {

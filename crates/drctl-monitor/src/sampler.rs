@@ -124,8 +124,9 @@ pub(crate) async fn sample_cluster(
         };
         if !full_sample {
             if let Some(ep) = endpoints.as_ref() {
+                let sent = Instant::now();
                 if let Ok(point) = ep.primary.probe_primary_point().await {
-                    map.record(point);
+                    map.record_observed(point, sent, Instant::now());
                 }
             }
             continue;
@@ -173,11 +174,13 @@ pub(crate) async fn sample_cluster(
                     .map_err(|e| e.to_string()),
             ));
         }
+        let primary_sent = Instant::now();
         let primary: Result<PrimaryPosition, String> = ep
             .primary
             .probe_primary_position()
             .await
             .map_err(|e| e.to_string());
+        let primary_received = Instant::now();
 
         if let Ok(p) = &primary {
             if !map_loaded {
@@ -191,7 +194,7 @@ pub(crate) async fn sample_cluster(
                 }
                 map_loaded = true;
             }
-            map.record(p.point);
+            map.record_observed(p.point, primary_sent, primary_received);
         }
 
         let mut samples = Vec::new();
@@ -257,9 +260,10 @@ pub(crate) async fn sample_cluster(
             if p.point.lsn.bytes_after(after_last_heartbeat) > IDLE_WAL_SLACK
                 || after_last_heartbeat == Lsn(0)
             {
+                let sent = Instant::now();
                 match ep.primary.write_heartbeat().await {
                     Ok((point, end)) => {
-                        map.record(point);
+                        map.record_observed(point, sent, Instant::now());
                         after_last_heartbeat = end;
                         monitor
                             .counters()

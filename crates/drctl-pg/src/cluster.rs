@@ -455,10 +455,17 @@ impl PgCluster {
 
     /// Starts the server and waits until it accepts connections.
     pub fn start(&self) -> Result<()> {
+        self.start_with_env(&[])
+    }
+
+    /// Starts the server with extra environment variables for postgres
+    /// (a test runs a primary under libfaketime to give it its own clock).
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Result<()> {
         let log = self.log_file();
         let _ = std::fs::File::create(&log);
         give_to_postgres(&log)?;
         let mut c = pg_command(&self.bin.join("pg_ctl"));
+        c.envs(env.iter().copied());
         c.arg("-D")
             .arg(&self.data_dir)
             .arg("-l")
