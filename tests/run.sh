@@ -13,7 +13,9 @@
 #     checked against its own OpenAPI document) in the virtualenv .venv-test;
 #   - Chromium, the headless browser the dashboard test drives;
 #   - libfaketime (package faketime), which gives a primary its own clock in
-#     the clock-skew test.
+#     the clock-skew test;
+#   - cargo-fuzz (crates.io), for the bounded fuzzing run at the end
+#     (tests/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -93,4 +95,14 @@ status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole run, summing cargo's per-binary results.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$root/target/test-output.log"
+
+# 7. The fuzz targets, for a bounded time (not when a filter narrows the run).
+if [ "$#" -eq 0 ]; then
+  if bash "$root/tests/fuzz.sh"; then
+    echo "fuzz: no crash (config, manifest, api; ${FUZZ_SECONDS:-30}s each)"
+  else
+    echo "fuzz: CRASH (see above)"
+    status=1
+  fi
+fi
 exit "$status"
