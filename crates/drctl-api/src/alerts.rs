@@ -203,14 +203,25 @@ async fn record_conditions(store: &Store, now: DateTime<Utc>) -> drctl_store::Re
     Ok(out)
 }
 
+/// What is firing, as recorded: loaded from the store once, then kept in
+/// step with every state this daemon records (a thousand services are two
+/// thousand conditions a second; they are compared in memory, and only a
+/// change touches the store).
+type States = HashMap<String, (bool, DateTime<Utc>)>;
+
 /// Raises an event for each condition whose state changed.
-async fn watch_once(config: &Config, monitor: &Monitor, store: &Store) -> drctl_store::Result<usize> {
+async fn watch_once(
+    config: &Config,
+    monitor: &Monitor,
+    store: &Store,
+    states: &mut States,
+) -> drctl_store::Result<usize> {
     let now = Utc::now();
     let mut conditions = service_conditions(monitor, now);
     conditions.extend(record_conditions(store, now).await?);
     let mut raised = 0;
     for c in conditions {
-        let recorded = store.alert_state(&c.key).await?;
+        let recorded = states.get(&c.key).copied();
         let was_active = recorded.is_some_and(|(a, _)| a);
         let event = match (was_active, c.active) {
             (false, true) => c.start,
@@ -250,6 +261,7 @@ async fn watch_once(config: &Config, monitor: &Monitor, store: &Store) -> drctl_
             .map(|w| w.name.clone())
             .collect();
         store.raise_alert(&c.key, c.active, &alert, &webhooks).await?;
+        states.insert(c.key.clone(), (c.active, now));
         tracing::info!(event = %alert.event, service = ?alert.service, summary = %alert.summary, "alert raised");
         raised += 1;
     }
@@ -436,6 +448,7 @@ pub async fn run(
     }
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut errors: HashMap<&'static str, Instant> = HashMap::new();
+    let mut states: Option<States> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -443,14 +456,26 @@ pub async fn run(
         }
         // Samples need time to show a breach; looking every second keeps the
         // alert within a second of the monitor's verdict.
-        if let Err(e) = watch_once(&config, &monitor, &store).await {
-            if errors.get("watch").is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+        if states.is_none() {
+            match store.alert_states().await {
+                Ok(s) => states = Some(s),
+                Err(e) => tracing::error!(error = %e, "cannot read alert states"),
+            }
+        }
+        let watched = match states.as_mut() {
+            Some(states) => watch_once(&config, &monitor, &store, states).await,
+            None => Ok(0),
+        };
+        if let Err(e) = watched {
+            // The store may hold changes this daemon did not see: re-read.
+            states = None;
+            if errors.get("watch").map_or(true, |t| t.elapsed() > Duration::from_secs(60)) {
                 tracing::error!(error = %e, "cannot evaluate alerts");
                 errors.insert("watch", Instant::now());
             }
         }
         if let Err(e) = send_once(&client, &mut sinks, &store, &counters).await {
-            if errors.get("send").is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            if errors.get("send").map_or(true, |t| t.elapsed() > Duration::from_secs(60)) {
                 tracing::error!(error = %e, "cannot send alerts");
                 errors.insert("send", Instant::now());
             }

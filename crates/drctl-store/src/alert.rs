@@ -48,21 +48,22 @@ fn event_from_row(r: &AnyRow) -> std::result::Result<AlertEvent, sqlx::Error> {
 }
 
 impl Store {
-    /// Whether `key` is recorded as firing, and since when.
-    pub async fn alert_state(&self, key: &str) -> Result<Option<(bool, DateTime<Utc>)>> {
-        let row = sqlx::query("SELECT active, since_us FROM alert_state WHERE key = $1")
-            .bind(key)
-            .fetch_optional(self.pool())
+    /// Every recorded alert state: key → (firing, since). Read once by the
+    /// watcher, which then keeps it in step with what it records.
+    pub async fn alert_states(&self) -> Result<std::collections::HashMap<String, (bool, DateTime<Utc>)>> {
+        let rows = sqlx::query("SELECT key, active, since_us FROM alert_state")
+            .fetch_all(self.pool())
             .await
-            .map_err(query_error("reading an alert's state"))?;
-        row.map(|r| {
-            Ok((
-                r.try_get::<i64, _>(0)? != 0,
-                from_us(r.try_get::<i64, _>(1)?),
-            ))
-        })
-        .transpose()
-        .map_err(query_error("decoding an alert's state"))
+            .map_err(query_error("reading alert states"))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>(0)?,
+                    (r.try_get::<i64, _>(1)? != 0, from_us(r.try_get::<i64, _>(2)?)),
+                ))
+            })
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(query_error("decoding alert states"))
     }
 
     /// Records a change of `key`'s state and the event it raises (with a
