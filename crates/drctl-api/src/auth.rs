@@ -90,6 +90,14 @@ impl Caller {
     }
 }
 
+/// This host's name: where the CLI and the daemon say their own audit rows
+/// come from.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
 fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }

@@ -137,9 +137,7 @@ async fn note_configuration(
 ) -> Result<(), DaemonError> {
     use sha2::{Digest, Sha256};
     let now = chrono::Utc::now();
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
+    let host = crate::auth::host_name();
     let daemon = |action: &str, target: Option<String>, detail| drctl_store::NewAudit {
         actor: "daemon".into(),
         role: None,

@@ -61,70 +61,43 @@ pub(crate) fn base() -> OpenApi {
     doc
 }
 
-/// The errors of a read that names nothing (the audit log's too: its
-/// 403 is for tokens below admin).
+/// The errors every endpoint may answer (the audit log's 403 is for tokens
+/// below admin; starting work needs an operator).
 #[derive(IntoResponses)]
 #[allow(dead_code)]
 pub(crate) enum ReadErrors {
-    /// `invalid_parameter`: a query parameter is malformed.
-    #[response(status = 400)]
-    BadRequest(#[to_schema] ErrorBody),
-    /// `unauthorized`: no token where one is needed, or a wrong one.
-    #[response(status = 401)]
-    Unauthorized(#[to_schema] ErrorBody),
-    /// `forbidden`: the token's role is too low.
-    #[response(status = 403)]
-    Forbidden(#[to_schema] ErrorBody),
-    /// `store_unavailable`: the state store failed.
-    #[response(status = 503)]
-    Unavailable(#[to_schema] ErrorBody),
-}
-
-/// The errors of a read with parameters that name something.
-#[derive(IntoResponses)]
-#[allow(dead_code)]
-pub(crate) enum NotFoundErrors {
-    /// `invalid_parameter`: a query or path parameter is malformed.
-    #[response(status = 400)]
-    BadRequest(#[to_schema] ErrorBody),
-    /// `unauthorized`: no token where one is needed, or a wrong one.
-    #[response(status = 401)]
-    Unauthorized(#[to_schema] ErrorBody),
-    /// `forbidden`: the token's role is too low.
-    #[response(status = 403)]
-    Forbidden(#[to_schema] ErrorBody),
-    /// `service_not_found`, `operation_not_found`, `backup_not_found`.
-    #[response(status = 404)]
-    NotFound(#[to_schema] ErrorBody),
-    /// `store_unavailable`: the state store failed.
-    #[response(status = 503)]
-    Unavailable(#[to_schema] ErrorBody),
-}
-
-/// The errors of an endpoint that starts work.
-#[derive(IntoResponses)]
-#[allow(dead_code)]
-pub(crate) enum WriteErrors {
-    /// `invalid_parameter`: the body or a parameter is malformed;
+    /// `invalid_parameter`: a parameter or the body is malformed;
     /// `region_not_found`: no such region.
     #[response(status = 400)]
     BadRequest(#[to_schema] ErrorBody),
-    /// `unauthorized`: no token, or a wrong one.
+    /// `unauthorized`: no token where one is needed, or a wrong one.
     #[response(status = 401)]
     Unauthorized(#[to_schema] ErrorBody),
-    /// `forbidden`: starting work needs an operator token.
+    /// `forbidden`: the token's role is too low.
     #[response(status = 403)]
     Forbidden(#[to_schema] ErrorBody),
-    /// `service_not_found`, `backup_not_found`, `operation_not_found`.
+    /// `store_unavailable`: the state store failed.
+    #[response(status = 503)]
+    Unavailable(#[to_schema] ErrorBody),
+}
+
+/// `404`, added to [`ReadErrors`] where a parameter names something.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub(crate) enum NotFound {
+    /// `service_not_found`, `operation_not_found`, `backup_not_found`.
     #[response(status = 404)]
     NotFound(#[to_schema] ErrorBody),
+}
+
+/// `409`, added where starting work can conflict with the state.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub(crate) enum Conflict {
     /// `operation_in_progress`, `refused`, `no_backup_policy`,
     /// `backup_not_verifiable`, …: the request conflicts with the state.
     #[response(status = 409)]
     Conflict(#[to_schema] ErrorBody),
-    /// `store_unavailable`: the state store failed.
-    #[response(status = 503)]
-    Unavailable(#[to_schema] ErrorBody),
 }
 
 /// A duration ago, as the API takes it: a whole number and a unit

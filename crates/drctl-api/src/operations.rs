@@ -20,7 +20,7 @@ use drctl_backup::jobs;
 use serde_json::{json, Value};
 
 use crate::auth::{audit, Caller};
-use crate::docs::{NotFoundErrors, WriteErrors};
+use crate::docs::{Conflict, NotFound, ReadErrors};
 use crate::routes::known_service;
 use crate::error::ApiPath;
 use crate::{ApiError, ApiState};
@@ -96,7 +96,7 @@ pub(crate) struct PlanAnswer {
     params(("name" = String, Path, description = "The service (its whole cluster moves)")),
     request_body = OperationRequest,
     responses((status = 202, description = "Started", body = Accepted),
-              (status = 200, description = "The plan (dry run)", body = PlanAnswer), WriteErrors))]
+              (status = 200, description = "The plan (dry run)", body = PlanAnswer), ReadErrors, NotFound, Conflict))]
 async fn start_operation(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -252,7 +252,7 @@ fn progress_writer(store: drctl_store::Store, id: String) -> impl FnMut(Value) {
 /// Takes a backup of the service now.
 #[utoipa::path(post, path = "/api/v1/services/{name}/backups", tag = "operations",
     params(("name" = String, Path, description = "The service")),
-    responses((status = 202, description = "Started", body = Accepted), WriteErrors))]
+    responses((status = 202, description = "Started", body = Accepted), ReadErrors, NotFound, Conflict))]
 async fn start_backup(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -280,7 +280,7 @@ async fn start_backup(
 /// Re-reads a backup from the object store and checks every checksum.
 #[utoipa::path(post, path = "/api/v1/backups/{id}/verify", tag = "operations",
     params(("id" = String, Path, description = "The backup")),
-    responses((status = 202, description = "Started", body = Accepted), WriteErrors))]
+    responses((status = 202, description = "Started", body = Accepted), ReadErrors, NotFound, Conflict))]
 async fn start_verify(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -327,7 +327,7 @@ async fn start_verify(
 /// validation queries and records how long it took (RTO evidence).
 #[utoipa::path(post, path = "/api/v1/services/{name}/restore-tests", tag = "operations",
     params(("name" = String, Path, description = "The service")),
-    responses((status = 202, description = "Started", body = Accepted), WriteErrors))]
+    responses((status = 202, description = "Started", body = Accepted), ReadErrors, NotFound, Conflict))]
 async fn start_restore_test(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -426,7 +426,7 @@ pub(crate) struct OperationList {
 /// One operation, with its step timeline.
 #[utoipa::path(get, path = "/api/v1/operations/{id}", tag = "operations",
     params(("id" = String, Path, description = "The operation")),
-    responses((status = 200, body = OperationDetail), NotFoundErrors))]
+    responses((status = 200, body = OperationDetail), ReadErrors, NotFound))]
 async fn operation(
     State(state): State<ApiState>,
     ApiPath(id): ApiPath<String>,
@@ -490,7 +490,7 @@ const OPERATION_KINDS: [&str; 8] = [
 
 /// Operations (drills included), newest first.
 #[utoipa::path(get, path = "/api/v1/operations", tag = "operations", params(OperationsQuery),
-    responses((status = 200, body = OperationList), NotFoundErrors))]
+    responses((status = 200, body = OperationList), ReadErrors, NotFound))]
 async fn list_operations(
     State(state): State<ApiState>,
     query: Result<axum::extract::Query<OperationsQuery>, axum::extract::rejection::QueryRejection>,

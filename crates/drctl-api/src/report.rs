@@ -32,7 +32,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::docs::NotFoundErrors;
+use crate::docs::{NotFound, ReadErrors};
 use crate::routes::parse_time;
 use crate::{ApiError, ApiState};
 
@@ -870,7 +870,7 @@ pub(crate) struct ReportQuery {
 #[utoipa::path(get, path = "/api/v1/report", tag = "reports", params(ReportQuery),
     responses((status = 200, description = "The report (JSON; or Markdown, HTML, CSV by `format`)",
                content((Report = "application/json"), (String = "text/markdown"), (String = "text/html"), (String = "text/csv"))),
-              NotFoundErrors))]
+              ReadErrors, NotFound))]
 async fn report(
     State(state): State<ApiState>,
     query: Result<Query<ReportQuery>, QueryRejection>,

@@ -22,7 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::docs::{NotFoundErrors, ReadErrors};
+use crate::docs::{NotFound, ReadErrors};
 use crate::error::ApiPath;
 use crate::{ApiError, ApiState};
 
@@ -543,7 +543,7 @@ pub(crate) struct LagHistory {
 /// A service's lag samples (per standby), raw or folded into buckets.
 #[utoipa::path(get, path = "/api/v1/services/{name}/lag", tag = "services",
     params(("name" = String, Path, description = "The service"), LagQuery),
-    responses((status = 200, body = LagHistory), NotFoundErrors))]
+    responses((status = 200, body = LagHistory), ReadErrors, NotFound))]
 async fn lag_history(
     State(state): State<ApiState>,
     ApiPath(name): ApiPath<String>,
@@ -564,17 +564,7 @@ async fn lag_history(
         .as_deref()
         .map(|u| parse_time("until", u, now))
         .transpose()?;
-    let limit = match &q.limit {
-        None => 3600,
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|l| (1..=MAX_LIMIT).contains(l))
-            .ok_or(ApiError::InvalidParameter {
-                parameter: "limit",
-                reason: format!("{l:?} is not a whole number from 1 to {MAX_LIMIT}"),
-            })?,
-    };
+    let limit = page_limit(q.limit.as_deref(), 3600, MAX_LIMIT)?;
     let bucket = q
         .bucket
         .as_deref()
@@ -713,7 +703,7 @@ pub(crate) struct BackupList {
 
 /// Backups, newest first.
 #[utoipa::path(get, path = "/api/v1/backups", tag = "evidence", params(EvidenceQuery),
-    responses((status = 200, body = BackupList), NotFoundErrors))]
+    responses((status = 200, body = BackupList), ReadErrors, NotFound))]
 async fn backups(
     State(state): State<ApiState>,
     query: Result<Query<EvidenceQuery>, QueryRejection>,
@@ -737,7 +727,7 @@ pub(crate) struct RestoreTestList {
 
 /// Restore tests, newest first.
 #[utoipa::path(get, path = "/api/v1/restore-tests", tag = "evidence", params(EvidenceQuery),
-    responses((status = 200, body = RestoreTestList), NotFoundErrors))]
+    responses((status = 200, body = RestoreTestList), ReadErrors, NotFound))]
 async fn restore_tests(
     State(state): State<ApiState>,
     query: Result<Query<EvidenceQuery>, QueryRejection>,
@@ -761,7 +751,7 @@ pub(crate) struct ScheduleRunList {
 
 /// Scheduled backup, verify and restore-test runs: due, ran, missed.
 #[utoipa::path(get, path = "/api/v1/schedule-runs", tag = "evidence", params(EvidenceQuery),
-    responses((status = 200, body = ScheduleRunList), NotFoundErrors))]
+    responses((status = 200, body = ScheduleRunList), ReadErrors, NotFound))]
 async fn schedule_runs(
     State(state): State<ApiState>,
     query: Result<Query<EvidenceQuery>, QueryRejection>,

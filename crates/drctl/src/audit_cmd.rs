@@ -18,9 +18,7 @@ fn actor() -> (String, String) {
         .or_else(|_| std::env::var("USER"))
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| format!("uid {}", nix::unistd::Uid::current()));
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
+    let host = drctl_api::auth::host_name();
     (format!("cli:{user}@{host}"), host)
 }
 
