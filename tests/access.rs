@@ -140,6 +140,7 @@ fn endpoints() -> Vec<(Method, &'static str, Option<&'static str>, Option<Value>
         get("/assets/dashboard.js", None),
         get("/assets/dashboard.css", None),
         get("/metrics", Some("viewer")),
+        get("/api/v1/cluster", Some("viewer")),
         get("/api/v1/services", Some("viewer")),
         get("/api/v1/rpo-rto", Some("viewer")),
         get("/api/v1/services/orders/lag", Some("viewer")),

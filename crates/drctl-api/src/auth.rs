@@ -241,6 +241,33 @@ pub async fn authorize(State(state): State<ApiState>, mut req: Request, next: Ne
             );
         }
     }
+    // Work starts on the leader only: it alone runs the scheduler and the
+    // guard, and resumes what a dead driver left. A follower says where the
+    // leader is instead of forwarding (a forwarded request would carry this
+    // caller's token to a URL read from the store).
+    if needed.is_some_and(|r| r >= Role::Operator)
+        && req.method() != Method::GET
+        && req.method() != Method::HEAD
+        && !state.leadership.is_leader()
+    {
+        let standing = state.leadership.standing();
+        let leader = match standing.leader {
+            Some(l) => format!(
+                "the leader is {} at {}",
+                l.id,
+                l.api_url.as_deref().unwrap_or("an unknown address")
+            ),
+            None => "no daemon leads right now (an election is under way); retry in a few seconds".into(),
+        };
+        let mut response = axum::response::IntoResponse::into_response(ApiError::NotLeader(format!(
+            "this drctl daemon ({}) is a follower and does not start work; {leader} (GET /api/v1/cluster)",
+            state.leadership.id()
+        )));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
+    }
     req.extensions_mut().insert(caller);
     next.run(req).await
 }

@@ -35,11 +35,12 @@ pub struct Daemon {
     pub monitor: Monitor,
     /// Where the API listens (the configured address, with the real port).
     pub api_addr: SocketAddr,
+    /// This daemon's part in the leader election.
+    pub leadership: crate::leader::Leadership,
     shutdown: watch::Sender<bool>,
     monitor_task: JoinHandle<()>,
-    scheduler_task: JoinHandle<()>,
-    guard_task: JoinHandle<()>,
-    alerts_task: JoinHandle<()>,
+    election_task: JoinHandle<()>,
+    duties_task: JoinHandle<()>,
     api_task: JoinHandle<std::io::Result<()>>,
 }
 
@@ -63,30 +64,30 @@ impl Daemon {
             .local_addr()
             .map_err(|source| DaemonError::Listen { addr, source })?;
         let monitor = Monitor::new(config.clone(), store.clone());
-        let api_state = ApiState::new(monitor.clone())?;
+        // Followers record nothing until they lead.
+        monitor.set_recording(false);
+        let leadership = crate::leader::Leadership::new(
+            daemon_id(),
+            advertised_url(&config, api_addr),
+            config.failover.lease,
+        );
+        let api_state = ApiState::new(monitor.clone())?.with_leadership(leadership.clone());
         note_configuration(&config, &store, &monitor).await?;
         let (shutdown, rx) = watch::channel(false);
-        let monitor_task = tokio::spawn(monitor.clone().run(rx.clone()));
-        tokio::spawn(resume_abandoned_operations(
-            drctl_failover::Engine::new(config.clone(), store.clone()),
+        let election_task = tokio::spawn(crate::leader::run(
+            leadership.clone(),
             store.clone(),
-            config.failover.lease,
+            rx.clone(),
         ));
-        let alerts_task = tokio::spawn(crate::alerts::run(
+        // The first attempt decides before the API answers: a lone daemon
+        // leads from its first request on.
+        leadership.decided().await;
+        let monitor_task = tokio::spawn(monitor.clone().run(rx.clone()));
+        let duties_task = tokio::spawn(lead_while_elected(
+            leadership.clone(),
             config.clone(),
             monitor.clone(),
             api_state.alerts.clone(),
-            rx.clone(),
-        ));
-        let guard_task = tokio::spawn(crate::guard::run(
-            config.clone(),
-            store.clone(),
-            rx.clone(),
-        ));
-        let scheduler_task = tokio::spawn(drctl_backup::scheduler::run_scheduler(
-            config,
-            store,
-            scratch_root(),
             rx.clone(),
         ));
         let mut api_rx = rx;
@@ -97,15 +98,21 @@ impl Daemon {
                 let _ = api_rx.wait_for(|s| *s).await;
             },
         ));
-        tracing::info!(%api_addr, services = monitor.config().services.len(), "drctl daemon started");
+        tracing::info!(
+            %api_addr,
+            daemon = %leadership.id(),
+            leading = leadership.is_leader(),
+            services = monitor.config().services.len(),
+            "drctl daemon started"
+        );
         Ok(Daemon {
             monitor,
             api_addr,
+            leadership,
             shutdown,
             monitor_task,
-            scheduler_task,
-            guard_task,
-            alerts_task,
+            election_task,
+            duties_task,
             api_task,
         })
     }
@@ -117,10 +124,11 @@ impl Daemon {
     /// Stops sampling (flushing the last samples to the store) and the API.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
+        // Duties first (the leader's backups and operations end, or stop
+        // resumably), then the lease is given back for a follower to take.
+        let _ = self.duties_task.await;
+        let _ = self.election_task.await;
         let _ = self.monitor_task.await;
-        let _ = self.scheduler_task.await;
-        let _ = self.guard_task.await;
-        let _ = self.alerts_task.await;
         let _ = self.api_task.await;
         self.monitor.store().close().await;
         tracing::info!("drctl daemon stopped");
@@ -174,32 +182,132 @@ async fn note_configuration(
     Ok(())
 }
 
-/// Resumes the failovers and switchovers whose driver died (`running` in the
-/// store with nobody renewing the lease): the daemon is one of the "any
-/// drctl process" that can take them over. A `stopped` operation waits for
-/// a person (its step failed for a reason someone has to fix).
+/// This daemon's name in the store: host, pid and a random part (a pid is
+/// reused; the random part is not).
+fn daemon_id() -> String {
+    format!(
+        "{}/{}/{}",
+        crate::auth::host_name(),
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// `[api] advertise`, else `http://` and the listen address (with the host
+/// name for a wildcard address, which no client can dial).
+fn advertised_url(config: &Config, api_addr: SocketAddr) -> String {
+    if let Some(url) = &config.api.advertise {
+        return url.clone();
+    }
+    if api_addr.ip().is_unspecified() {
+        format!("http://{}:{}", crate::auth::host_name(), api_addr.port())
+    } else {
+        format!("http://{api_addr}")
+    }
+}
+
+/// The leader's duties, run while this daemon leads and stopped when it
+/// stops leading: the guard (automatic failover), the backup scheduler, the
+/// alerts, recording samples, and resuming operations whose driver died.
+async fn lead_while_elected(
+    leadership: crate::leader::Leadership,
+    config: Arc<Config>,
+    monitor: Monitor,
+    alerts: Arc<crate::alerts::AlertCounters>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut standing = leadership.subscribe();
+    let store = monitor.store().clone();
+    loop {
+        tokio::select! {
+            _ = standing.wait_for(|s| s.leading) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        let term = standing.borrow().term;
+        tracing::info!(?term, "taking up the leader's duties");
+        let (term_end, term_rx) = watch::channel(false);
+        monitor.set_recording(true);
+        let mut duties = tokio::task::JoinSet::new();
+        duties.spawn(crate::guard::run(config.clone(), store.clone(), term_rx.clone()));
+        duties.spawn(drctl_backup::scheduler::run_scheduler(
+            config.clone(),
+            store.clone(),
+            scratch_root(),
+            term_rx.clone(),
+        ));
+        duties.spawn(crate::alerts::run(config.clone(), monitor.clone(), alerts.clone(), term_rx.clone()));
+        duties.spawn(resume_abandoned_operations(
+            drctl_failover::Engine::new(config.clone(), store.clone()),
+            store.clone(),
+            crate::leader::tick(config.failover.lease),
+            term_rx,
+        ));
+        tokio::select! {
+            _ = standing.wait_for(|s| !s.leading) => {
+                tracing::warn!(?term, "no longer the leader: stopping the leader's duties");
+            }
+            _ = shutdown.wait_for(|s| *s) => {}
+        }
+        monitor.set_recording(false);
+        let _ = term_end.send(true);
+        while duties.join_next().await.is_some() {}
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+/// Resumes the failovers and switchovers whose driver died (`running` in
+/// the store with nobody renewing the operation's lease), looking every
+/// `every` while this daemon leads. A live driver (this daemon's own API
+/// requests, a `drctl failover` in a terminal) holds its lease, so trying
+/// costs one refused lease. A `stopped` operation waits for a person (its
+/// step failed for a reason someone has to fix).
 async fn resume_abandoned_operations(
     engine: drctl_failover::Engine,
     store: Store,
-    lease: std::time::Duration,
+    every: std::time::Duration,
+    mut term_end: watch::Receiver<bool>,
 ) {
-    let ops = match store.unfinished_operations().await {
-        Ok(ops) => ops,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read unfinished operations");
-            return;
+    let mut driving = tokio::task::JoinSet::new();
+    let in_hand: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
+    loop {
+        match store.unfinished_operations().await {
+            Ok(ops) => {
+                for op in ops.into_iter().filter(|o| o.status == "running") {
+                    if !in_hand.lock().expect("resume set").insert(op.id.clone()) {
+                        continue;
+                    }
+                    let (engine, in_hand) = (engine.clone(), in_hand.clone());
+                    driving.spawn(async move {
+                        match engine.resume(&op.id, std::time::Duration::ZERO, &|_| {}).await {
+                            Ok(outcome) => tracing::info!(
+                                id = %outcome.id, kind = %op.kind, status = ?outcome.status,
+                                "resumed an operation whose driver stopped"
+                            ),
+                            Err(drctl_failover::FailoverError::LeaseBusy { holder, .. }) => {
+                                tracing::debug!(id = %op.id, %holder, "operation has a live driver")
+                            }
+                            Err(e) => tracing::error!(
+                                id = %op.id, error = %e,
+                                "resuming the operation did not complete it"
+                            ),
+                        }
+                        in_hand.lock().expect("resume set").remove(&op.id);
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read unfinished operations"),
         }
-    };
-    for op in ops.into_iter().filter(|o| o.status == "running") {
-        tracing::warn!(id = %op.id, kind = %op.kind, service = ?op.service, "resuming an operation whose driver stopped");
-        // Twice the lease: a live driver renews it, a dead one's expires.
-        match engine.resume(&op.id, lease * 2, &|_| {}).await {
-            Ok(outcome) => {
-                tracing::info!(id = %outcome.id, status = ?outcome.status, "resumed operation finished")
-            }
-            Err(e) => {
-                tracing::error!(id = %op.id, error = %e, "resuming the operation did not complete it")
-            }
+        while driving.try_join_next().is_some() {}
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            // Dropping `driving` stops a resumed operation where it is, as a
+            // crash would: the next leader resumes it from the journal.
+            _ = term_end.wait_for(|s| *s) => return,
         }
     }
 }

@@ -76,7 +76,8 @@ pub(crate) enum ReadErrors {
     /// `forbidden`: the token's role is too low.
     #[response(status = 403)]
     Forbidden(#[to_schema] ErrorBody),
-    /// `store_unavailable`: the state store failed.
+    /// `store_unavailable`: the state store failed; `not_leader`: this
+    /// daemon follows and starts no work (the message names the leader).
     #[response(status = 503)]
     Unavailable(#[to_schema] ErrorBody),
 }

@@ -52,6 +52,9 @@ pub enum ApiError {
         role: drctl_config::Role,
         needed: drctl_config::Role,
     },
+    /// 503 `not_leader`: this daemon follows; work starts on the leader.
+    #[error("{0}")]
+    NotLeader(String),
     /// 500 `internal_error`: a bug; details are logged.
     #[error("drctl failed to answer this request; the details are in its log")]
     Internal,
@@ -74,6 +77,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::Internal => "internal_error",
+            ApiError::NotLeader(_) => "not_leader",
             ApiError::Store(_) => "store_unavailable",
             ApiError::Operation(e) => e.code(),
         }
@@ -93,7 +97,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(_) | ApiError::NotLeader(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Operation(e) => {
                 use drctl_failover::FailoverError as F;
                 match e {

@@ -17,6 +17,7 @@ mod docs;
 pub mod report;
 pub mod error;
 mod guard;
+pub mod leader;
 mod metrics;
 mod operations;
 mod routes;
@@ -34,6 +35,8 @@ pub struct ApiState {
     pub auth: std::sync::Arc<auth::Authenticator>,
     /// Alert deliveries, for `/metrics`.
     pub alerts: std::sync::Arc<alerts::AlertCounters>,
+    /// This daemon's part in the leader election: followers refuse work.
+    pub leadership: leader::Leadership,
     /// The last rendering of `/api/v1/rpo-rto`, and when it was made.
     rpo_rto_cache: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, axum::body::Bytes)>>>,
 }
@@ -46,8 +49,15 @@ impl ApiState {
             monitor,
             auth: std::sync::Arc::new(auth),
             alerts: Default::default(),
+            leadership: leader::Leadership::standalone(),
             rpo_rto_cache: Default::default(),
         })
+    }
+
+    /// The daemon's election instead of the standalone default.
+    pub fn with_leadership(mut self, leadership: leader::Leadership) -> ApiState {
+        self.leadership = leadership;
+        self
     }
 }
 

@@ -13,7 +13,11 @@ use prometheus_client::registry::Registry;
 type Labels = Vec<(String, String)>;
 type FloatGauges = Family<Labels, Gauge<f64, AtomicU64>>;
 
-pub(crate) fn render(monitor: &Monitor, alerts: &crate::alerts::AlertCounters) -> String {
+pub(crate) fn render(
+    monitor: &Monitor,
+    alerts: &crate::alerts::AlertCounters,
+    leadership: &crate::leader::Leadership,
+) -> String {
     let mut registry = Registry::with_prefix("drctl");
     let now = chrono::Utc::now();
     let config = monitor.config();
@@ -160,6 +164,21 @@ pub(crate) fn render(monitor: &Monitor, alerts: &crate::alerts::AlertCounters) -
     let up = Gauge::<i64>::default();
     up.set(1);
     registry.register("up", "1 while the daemon answers", up);
+    let standing = leadership.standing();
+    let leader = Gauge::<i64>::default();
+    leader.set(standing.leading as i64);
+    registry.register(
+        "leader",
+        "1 while this daemon leads (runs the guard, the scheduler, alerts and resumes), 0 while it follows",
+        leader,
+    );
+    let term = Gauge::<i64>::default();
+    term.set(standing.leader.as_ref().map_or(0, |l| l.token));
+    registry.register(
+        "leader_term",
+        "The leader lease's token as this daemon last read it: a change is a new leader",
+        term,
+    );
     let c = monitor.counters();
     for (name, help, value) in [
         ("monitor_samples", "Lag samples taken", &c.samples),

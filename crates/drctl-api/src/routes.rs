@@ -31,6 +31,7 @@ pub(crate) fn documented() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(crate::docs::base())
         .routes(routes!(healthz))
         .routes(routes!(metrics))
+        .routes(routes!(cluster))
         .routes(routes!(services))
         .routes(routes!(rpo_rto))
         .routes(routes!(lag_history))
@@ -111,6 +112,50 @@ async fn healthz() -> Json<Health> {
     Json(Health { status: "ok".into() })
 }
 
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ThisDaemon {
+    id: String,
+    api_url: String,
+    leading: bool,
+    /// Its term (the leader lease's token) while it leads.
+    term: Option<i64>,
+    leading_since: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ClusterAnswer {
+    /// The daemon that answers.
+    this: ThisDaemon,
+    /// The leader as the store names it; `null` during an election.
+    leader: Option<crate::leader::LeaderView>,
+    /// Every daemon seen within three lease times.
+    daemons: Vec<drctl_store::DaemonRecord>,
+    /// The leader lease (`[failover] lease`): how long a dead leader is
+    /// waited for.
+    lease_s: f64,
+}
+
+/// The daemons sharing this store: which one leads (and its API, where
+/// work is started), and which are there.
+#[utoipa::path(get, path = "/api/v1/cluster", tag = "daemon",
+    responses((status = 200, description = "The leader and the daemons", body = ClusterAnswer), ReadErrors))]
+async fn cluster(State(state): State<ApiState>) -> Json<ClusterAnswer> {
+    let l = &state.leadership;
+    let s = l.standing();
+    Json(ClusterAnswer {
+        this: ThisDaemon {
+            id: l.id().to_string(),
+            api_url: l.api_url().to_string(),
+            leading: s.leading,
+            term: s.term.filter(|_| s.leading),
+            leading_since: s.leading_since.filter(|_| s.leading),
+        },
+        leader: s.leader,
+        daemons: s.daemons,
+        lease_s: l.lease_time().as_secs_f64(),
+    })
+}
+
 /// Prometheus metrics (OpenMetrics text): RPO exposure and targets,
 /// compliance, evidence age, replication lag, operations, the monitor's own
 /// counters.
@@ -122,7 +167,7 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::metrics::render(&state.monitor, &state.alerts),
+        crate::metrics::render(&state.monitor, &state.alerts, &state.leadership),
     )
 }
 

@@ -153,7 +153,7 @@ pub async fn backup_service(
             &backup_lease_name(&svc.name),
             &holder,
             BACKUP_LEASE_TTL,
-            Utc::now(),
+            store.clock().await?,
         )
         .await?
     else {
@@ -171,8 +171,9 @@ pub async fn backup_service(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(BACKUP_LEASE_TTL / 4).await;
+                let now = store.clock().await.unwrap_or_else(|_| Utc::now());
                 if !store
-                    .renew_lease(&mut lease, BACKUP_LEASE_TTL, Utc::now())
+                    .renew_lease(&mut lease, BACKUP_LEASE_TTL, now)
                     .await
                     .unwrap_or(false)
                 {
@@ -506,7 +507,7 @@ async fn verify_offsite_copy(
 async fn backup_job_running(store: &Store, service: &str) -> Result<bool, JobError> {
     let probe = Duration::from_secs(10);
     match store
-        .acquire_lease(&backup_lease_name(service), &holder_id(), probe, Utc::now())
+        .acquire_lease(&backup_lease_name(service), &holder_id(), probe, store.clock().await?)
         .await?
     {
         Some(lease) => {

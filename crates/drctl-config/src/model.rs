@@ -163,6 +163,10 @@ pub struct StoreConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ApiConfig {
     pub listen: SocketAddr,
+    /// The URL other daemons give clients for this one's API
+    /// (`advertise = "http://drctl-b.internal:7878"`); default: `http://` and
+    /// the listen address. A follower names the leader's in its refusals.
+    pub advertise: Option<String>,
     /// The role of a request without a token (`anonymous = "viewer"`);
     /// `None` asks every request but `/healthz` for a token. Default: viewer
     /// while no token is configured (reads only), `None` once one is.

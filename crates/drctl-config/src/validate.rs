@@ -51,7 +51,7 @@ const ROOT_KEYS: &[&str] = &[
 ];
 const WEBHOOK_KEYS: &[&str] = &["name", "url", "url_env", "url_file", "format", "events"];
 const STORE_KEYS: &[&str] = &["url"];
-const API_KEYS: &[&str] = &["listen", "anonymous", "tokens"];
+const API_KEYS: &[&str] = &["listen", "advertise", "anonymous", "tokens"];
 const TOKEN_KEYS: &[&str] = &["name", "role", "secret_env", "secret_file"];
 const ROLE_NAMES: &[&str] = &["viewer", "operator", "admin"];
 const MONITOR_KEYS: &[&str] = &[
@@ -463,8 +463,13 @@ fn api(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<ApiConfig> {
         None => Some(tokens.as_ref().is_some_and(Vec::is_empty).then_some(Role::Viewer)),
         Some(field) => anonymous_role(cx, &field),
     };
+    let advertise = match table.as_ref().and_then(|t| t.get("advertise")) {
+        None => Some(None),
+        Some(field) => advertise(cx, &field).map(Some),
+    };
     Some(ApiConfig {
         listen: listen?,
+        advertise: advertise?,
         anonymous: anonymous?,
         tokens: tokens?,
     })
@@ -486,6 +491,24 @@ fn listen(cx: &mut Cx, field: &Field) -> Option<SocketAddr> {
             None
         }
     }
+}
+
+/// `advertise = "http://host:port"`: the API's URL as clients reach it.
+fn advertise(cx: &mut Cx, field: &Field) -> Option<String> {
+    let text = cx.string(field)?;
+    let v = text.value.trim_end_matches('/');
+    let scheme_ok = v.starts_with("http://") || v.starts_with("https://");
+    let host = v.split_once("://").map_or("", |(_, rest)| rest);
+    if scheme_ok && !host.is_empty() && !v.chars().any(char::is_whitespace) {
+        return Some(v.to_string());
+    }
+    cx.error(
+        &text.span,
+        &field.path,
+        format!("{:?} is not an http:// or https:// URL", text.value),
+        Some("write the URL clients use for this daemon's API, e.g. \"http://drctl-b.internal:7878\"".into()),
+    );
+    None
 }
 
 /// `anonymous = "viewer"` (or `"none"`): what a request without a token may

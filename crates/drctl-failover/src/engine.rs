@@ -81,12 +81,22 @@ pub struct Outcome {
 /// process (no clean-up, like kill -9) when `STEP` reaches `PHASE`:
 /// `started` (journaled as started, nothing done), `applied` (its effect
 /// done, not journaled) or `done` (journaled done, next not started).
+///
+/// `DRCTL_FAULT_PAUSE_AT=STEP:PHASE` stops the process there instead
+/// (SIGSTOP to itself, as a long GC pause or a frozen VM would): it goes on
+/// where it was once sent SIGCONT, possibly after its leases expired.
 fn crash_point(step: Step, phase: &str) {
-    if let Ok(spec) = std::env::var("DRCTL_FAULT_CRASH_AT") {
-        if spec == format!("{}:{phase}", step.as_str()) {
-            eprintln!("DRCTL_FAULT_CRASH_AT: aborting at {spec}");
-            std::process::abort();
-        }
+    let here = format!("{}:{phase}", step.as_str());
+    if std::env::var("DRCTL_FAULT_CRASH_AT").is_ok_and(|spec| spec == here) {
+        eprintln!("DRCTL_FAULT_CRASH_AT: aborting at {here}");
+        std::process::abort();
+    }
+    if std::env::var("DRCTL_FAULT_PAUSE_AT").is_ok_and(|spec| spec == here) {
+        eprintln!("DRCTL_FAULT_PAUSE_AT: pausing at {here}");
+        let _ = std::process::Command::new("kill")
+            .args(["-STOP", &std::process::id().to_string()])
+            .status();
+        eprintln!("DRCTL_FAULT_PAUSE_AT: continued after {here}");
     }
 }
 
@@ -95,6 +105,15 @@ fn crash_point(step: Step, phase: &str) {
 fn injected_failure(step: Step) -> Option<StepError> {
     let spec = std::env::var("DRCTL_FAULT_FAIL_AT").ok()?;
     (spec == step.as_str()).then(|| StepError::stop(format!("DRCTL_FAULT_FAIL_AT: {spec} made to fail")))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The failover engine bound to a config and a store.
@@ -291,7 +310,7 @@ impl Engine {
         let name = kind.lease_name(cluster);
         match self
             .store
-            .acquire_lease(&name, &self.driver, self.lease_ttl(), Utc::now())
+            .acquire_lease(&name, &self.driver, self.lease_ttl(), self.store.clock().await?)
             .await?
         {
             Some(l) => Ok(l),
@@ -315,11 +334,13 @@ impl Engine {
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Outcome, FailoverError> {
         let lost = Arc::new(AtomicBool::new(false));
-        let renewer = self.spawn_renewal(lease.clone(), lost.clone());
+        // Aborted on drop too: a drive dropped half-way (its daemon stopped
+        // leading) must let the lease expire for the next driver.
+        let renewer = AbortOnDrop(self.spawn_renewal(lease.clone(), lost.clone()));
         let result = self
             .drive_steps(id, &params, &lease, op_started, &lost, progress)
             .await;
-        renewer.abort();
+        drop(renewer);
         if !matches!(result, Err(FailoverError::LeaseLost { .. })) {
             let _ = self.store.release_lease(&lease).await;
         }
@@ -333,7 +354,12 @@ impl Engine {
             let mut lease = lease;
             loop {
                 tokio::time::sleep(ttl / 3).await;
-                match store.renew_lease(&mut lease, ttl, Utc::now()).await {
+                // Lease times are on the store's clock, like every holder's.
+                let renewed = match store.clock().await {
+                    Ok(now) => store.renew_lease(&mut lease, ttl, now).await,
+                    Err(e) => Err(e),
+                };
+                match renewed {
                     Ok(true) => {}
                     Ok(false) => {
                         lost.store(true, Ordering::SeqCst);

@@ -235,6 +235,10 @@ struct Inner {
     moved_primaries: RwLock<BTreeMap<String, String>>,
     /// Ended operations per (kind, status), from the store.
     operation_counts: RwLock<Vec<(String, String, i64)>>,
+    /// Whether samples go to the store and old ones are folded: only the
+    /// leader's, when several daemons share a store (followers sample for
+    /// their own live view and would otherwise write every sample twice).
+    recording: std::sync::atomic::AtomicBool,
 }
 
 /// The monitor: cheap to clone, shared with the API.
@@ -275,12 +279,24 @@ impl Monitor {
                 counters: MonitorCounters::default(),
                 moved_primaries: RwLock::new(BTreeMap::new()),
                 operation_counts: RwLock::new(Vec::new()),
+                recording: std::sync::atomic::AtomicBool::new(true),
             }),
         }
     }
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Turns writing samples to the store (and folding old ones) on or off;
+    /// on by default. The daemon's leader election turns it off on
+    /// followers; the live view is the same either way.
+    pub fn set_recording(&self, on: bool) {
+        self.inner.recording.store(on, Ordering::SeqCst);
+    }
+
+    pub fn recording(&self) -> bool {
+        self.inner.recording.load(Ordering::SeqCst)
     }
 
     /// The region holding `service`'s primary now: where the last failover
@@ -427,6 +443,10 @@ impl Monitor {
                 if batch.len() >= 5_000 {
                     break;
                 }
+            }
+            if !self.recording() {
+                batch.clear();
+                continue;
             }
             if let Err(e) = self.inner.store.insert_lag_samples(&batch).await {
                 self.inner
@@ -663,6 +683,9 @@ impl Monitor {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = shutdown.wait_for(|s| *s) => return,
+            }
+            if !self.recording() {
+                continue;
             }
             let m = &self.inner.config.monitor;
             let now = Utc::now();

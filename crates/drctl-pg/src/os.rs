@@ -61,7 +61,30 @@ pub fn give_to_postgres(dir: &Path) -> Result<()> {
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
+///
+/// Ports come from 20000–32767, below Linux's ephemeral range (32768–60999),
+/// so the source port of some outgoing connection cannot take the port
+/// between this check and the caller's bind; the kernel's port-0 choice can,
+/// and did (tests start many labs and clients side by side). Within one
+/// process a counter hands out each port once; processes start at different
+/// offsets.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_768;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    let _ = NEXT.compare_exchange(u32::MAX, seed % SPAN, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
