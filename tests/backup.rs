@@ -28,6 +28,7 @@ async fn s3_store(moto: &MotoServer, bucket: &str) -> ObjectStore {
         endpoint: Some(moto.endpoint.clone()),
         region: "us-east-1".into(),
         path_style: true,
+        attempt_timeout: std::time::Duration::from_secs(120),
     })
     .await
     .expect("an S3 store");

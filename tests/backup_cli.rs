@@ -310,6 +310,7 @@ async fn the_offsite_copy_lands_in_the_second_store_verified() {
         endpoint: Some(moto.endpoint.clone()),
         region: "us-east-1".into(),
         path_style: true,
+        attempt_timeout: std::time::Duration::from_secs(120),
     })
     .await
     .unwrap();

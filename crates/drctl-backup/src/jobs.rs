@@ -54,6 +54,7 @@ pub async fn open_object_store(config: &Config, name: &str) -> Result<ObjectStor
             endpoint,
             region,
             path_style,
+            timeout,
         } => {
             ObjectStore::s3(S3Location {
                 bucket: bucket.clone(),
@@ -61,6 +62,7 @@ pub async fn open_object_store(config: &Config, name: &str) -> Result<ObjectStor
                 endpoint: endpoint.clone(),
                 region: region.clone(),
                 path_style: *path_style,
+                attempt_timeout: *timeout,
             })
             .await?
         }

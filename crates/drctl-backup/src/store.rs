@@ -38,6 +38,8 @@ pub struct S3Location {
     /// Path-style addressing (`endpoint/bucket/key`), needed by most
     /// S3-compatible servers.
     pub path_style: bool,
+    /// One attempt of one call; a slower one is abandoned and retried.
+    pub attempt_timeout: std::time::Duration,
 }
 
 /// An object store.
@@ -74,6 +76,9 @@ where
     }
 }
 
+/// Attempts of one S3 call (the SDK's default is 3).
+pub const S3_ATTEMPTS: u32 = 5;
+
 impl ObjectStore {
     /// A directory on this machine; created if missing.
     pub async fn local(root: impl Into<PathBuf>) -> Result<ObjectStore, BackupError> {
@@ -91,8 +96,19 @@ impl ObjectStore {
             .region(Region::new(location.region.clone()))
             .load()
             .await;
-        let mut conf =
-            aws_sdk_s3::config::Builder::from(&shared).force_path_style(location.path_style);
+        // Without timeouts a server that accepts and never answers hangs a
+        // backup for ever. Each attempt is bounded; errors the SDK deems
+        // transient (5xx, throttling, resets, timeouts) are retried with
+        // backoff, up to five attempts, before the backup fails cleanly.
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(std::time::Duration::from_secs(10).min(location.attempt_timeout))
+            .read_timeout(location.attempt_timeout)
+            .operation_attempt_timeout(location.attempt_timeout)
+            .build();
+        let mut conf = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(location.path_style)
+            .timeout_config(timeouts)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(S3_ATTEMPTS));
         if let Some(endpoint) = &location.endpoint {
             conf = conf.endpoint_url(endpoint);
         }

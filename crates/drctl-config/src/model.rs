@@ -464,6 +464,11 @@ pub enum ObjectStoreKind {
         /// Path-style addressing (`endpoint/bucket/key`), which most
         /// S3-compatible servers need.
         path_style: bool,
+        /// How long one attempt of one call may take (default 2m) before
+        /// it is abandoned and retried: a server that stops answering must
+        /// fail a backup, not hang it.
+        #[serde(serialize_with = "crate::duration::serialize")]
+        timeout: Duration,
     },
 }
 

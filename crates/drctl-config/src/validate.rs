@@ -81,11 +81,16 @@ const OBJECT_STORE_KEYS: &[&str] = &[
     "endpoint",
     "region",
     "path_style",
+    "timeout",
 ];
 const OBJECT_STORE_KINDS: &[&str] = &["local", "s3"];
 /// Keys of one kind of object store, refused on the other.
 const LOCAL_STORE_KEYS: &[&str] = &["path"];
-const S3_STORE_KEYS: &[&str] = &["bucket", "prefix", "endpoint", "region", "path_style"];
+const S3_STORE_KEYS: &[&str] = &["bucket", "prefix", "endpoint", "region", "path_style", "timeout"];
+/// One attempt of one S3 call: long enough for a large part on a slow
+/// link, short enough that a server that stopped answering is retried.
+const S3_TIMEOUT_RANGE: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(3600);
+const DEFAULT_S3_TIMEOUT: Duration = Duration::from_secs(120);
 const BACKUP_KEYS: &[&str] = &[
     "store",
     "from_region",
@@ -1182,12 +1187,14 @@ fn s3_store(cx: &mut Cx, table: &Table) -> Option<ObjectStoreKind> {
         None => Some(false),
         Some(f) => cx.boolean(&f).map(|b| b.value),
     };
+    let timeout = bounded_duration(cx, table, "timeout", DEFAULT_S3_TIMEOUT, S3_TIMEOUT_RANGE);
     Some(ObjectStoreKind::S3 {
         bucket: bucket?,
         prefix: prefix?,
         endpoint: endpoint?,
         region: region?,
         path_style: path_style?,
+        timeout: timeout?,
     })
 }
 

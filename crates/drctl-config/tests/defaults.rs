@@ -230,6 +230,7 @@ strict = true
             endpoint: None,
             region: "us-east-1".into(),
             path_style: false,
+            timeout: std::time::Duration::from_secs(120),
         }
     );
     assert_eq!(
@@ -240,6 +241,7 @@ strict = true
             endpoint: Some("http://127.0.0.1:9000".into()),
             region: "eu-central-1".into(),
             path_style: true,
+            timeout: std::time::Duration::from_secs(120),
         }
     );
     assert!(config.object_store("nope").is_none());
@@ -292,7 +294,7 @@ strict = true
         json[2],
         serde_json::json!({
             "name": "dr-bucket", "kind": "s3", "bucket": "shop-backups", "prefix": "",
-            "endpoint": null, "region": "us-east-1", "path_style": false,
+            "endpoint": null, "region": "us-east-1", "path_style": false, "timeout": "2m",
         })
     );
 }

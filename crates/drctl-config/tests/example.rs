@@ -129,6 +129,7 @@ fn shop_example_backs_up_to_the_dr_bucket_and_offsite() {
             endpoint: None,
             region: "us-east-1".into(),
             path_style: false,
+            timeout: std::time::Duration::from_secs(120),
         }
     );
     assert_eq!(
@@ -139,6 +140,7 @@ fn shop_example_backs_up_to_the_dr_bucket_and_offsite() {
             endpoint: None,
             region: "eu-west-1".into(),
             path_style: false,
+            timeout: std::time::Duration::from_secs(120),
         }
     );
 
