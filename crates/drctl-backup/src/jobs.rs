@@ -250,10 +250,15 @@ async fn backup_holding_lease(
     let interrupted = store
         .fail_interrupted_backups(&svc.name, Utc::now())
         .await?;
-    let swept = req
-        .store
-        .sweep_unfinished_uploads(&format!("{}/", svc.name))
-        .await?;
+    // Sweeping is housekeeping: a store that cannot list uploads now fails
+    // the backup below, where the failure is recorded against a backup id.
+    let swept = match req.store.sweep_unfinished_uploads(&format!("{}/", svc.name)).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(service = %svc.name, error = %e, "could not sweep unfinished uploads; the next backup tries again");
+            0
+        }
+    };
     if interrupted + swept as u64 > 0 {
         tracing::info!(service = %svc.name, interrupted, swept, "cleaned up after an interrupted backup");
     }

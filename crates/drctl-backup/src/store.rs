@@ -66,13 +66,44 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> BackupError {
 
 fn s3_err<E>(what: String) -> impl FnOnce(aws_sdk_s3::error::SdkError<E>) -> BackupError
 where
-    E: std::error::Error + 'static,
+    E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + 'static,
 {
     move |e| BackupError::ObjectStore {
         what,
-        // DisplayErrorContext gives the service's code and message; no secrets
-        // travel in S3 errors.
-        reason: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+        reason: s3_reason(&e),
+    }
+}
+
+/// What went wrong with an S3 call, in one line: the HTTP status and S3's
+/// error code and message when it answered, else how the call failed (no
+/// secrets travel in either). The SDK's own rendering carries the raw
+/// response, headers and body included.
+fn s3_reason<E>(e: &aws_sdk_s3::error::SdkError<E>) -> String
+where
+    E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + 'static,
+{
+    use aws_sdk_s3::error::SdkError;
+    let attempts = format!("(after up to {S3_ATTEMPTS} attempts)");
+    match e {
+        SdkError::ServiceError(service) => {
+            let err = service.err();
+            format!(
+                "S3 answered HTTP {} {}: {} {attempts}",
+                service.raw().status().as_u16(),
+                err.code().unwrap_or("(no error code)"),
+                err.message().unwrap_or("(no message)"),
+            )
+        }
+        SdkError::TimeoutError(_) => format!("no answer within the store's timeout {attempts}"),
+        SdkError::DispatchFailure(f) if f.is_timeout() => {
+            format!("no answer within the store's timeout {attempts}")
+        }
+        SdkError::DispatchFailure(f) if f.is_io() => format!(
+            "the connection failed: {} {attempts}",
+            aws_sdk_s3::error::DisplayErrorContext(e)
+        ),
+        SdkError::ResponseError(_) => format!("S3's answer could not be read {attempts}"),
+        _ => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
     }
 }
 

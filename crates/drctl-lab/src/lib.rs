@@ -19,6 +19,7 @@
 //! has its own primary/standby pair, so failing one over moves nothing else.
 
 mod control;
+mod fault;
 mod lab;
 mod link;
 mod workload;
@@ -31,6 +32,7 @@ pub use lab::{
     LabSpec, DEFAULT_API_PORT, DEFAULT_BASE_PORT, DEFAULT_DNS_PORT, LAB_DNS_KEY_FILE,
     LAB_DNS_KEY_NAME, LAB_TOKENS_DIR, LAB_TOKEN_ROLES, LAB_ZONE, REGION_A, REGION_B,
 };
+pub use fault::{Fault, FaultProxy};
 pub use link::{LinkControl, LinkProxy, LinkState};
 pub use workload::{ShopWorkload, WorkloadControl, WorkloadTarget};
 

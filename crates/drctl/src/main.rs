@@ -91,8 +91,12 @@ fn init_tracing(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("DRCTL_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("{},sqlx=warn", cli.log_level)));
+    // Colours only for a person at a terminal: a log file, journald or a
+    // pipe gets plain text.
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if cli.log_json {
         builder.json().init();
