@@ -394,8 +394,11 @@ async fn postgres_connections_dropped_during_each_failover_step_never_half_apply
     let store = Store::open(lab_config(&lab).store.url.expose()).await.unwrap();
 
     let (mut source, mut target) = (REGION_A, REGION_B);
-    for step in OperationKind::Failover.steps() {
+    for (i, step) in OperationKind::Failover.steps().iter().enumerate() {
         let at = format!("{}:started", step.as_str());
+        // A short outage (retries in place absorb it) and a long one (the
+        // step runs out of retries) in turn.
+        let outage = if i % 2 == 0 { Duration::from_millis(1500) } else { Duration::from_secs(6) };
         let child = Command::new(drctl_bin())
             .args(["failover", "orders", "--to", target, "--yes", "-o", "json", "--config", &config])
             .env("DRCTL_FAULT_PAUSE_AT", &at)
@@ -409,11 +412,11 @@ async fn postgres_connections_dropped_during_each_failover_step_never_half_apply
         })
         .await;
         // Every connection to both regions drops, and new ones are refused,
-        // for 1.5 s of the step.
+        // for the outage.
         a.set(Fault::Reset);
         b.set(Fault::Reset);
         Command::new("kill").args(["-CONT", &pid.to_string()]).status().unwrap();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(outage).await;
         a.set(Fault::Pass);
         b.set(Fault::Pass);
         let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
@@ -451,7 +454,7 @@ async fn postgres_connections_dropped_during_each_failover_step_never_half_apply
             }
             other => panic!("{at}: the driver ended with {other:?}: {stdout}{stderr}"),
         };
-        eprintln!("pg fault: connections dropped during {at}: {outcome}");
+        eprintln!("pg fault: connections dropped for {outage:?} from {at}: {outcome}");
         let op = store
             .operations(20)
             .await
