@@ -44,7 +44,7 @@ pub struct BenchMonitorArgs {
     output: OutputFormat,
 }
 
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the parenthesised command name; utime and stime are 14 and 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
@@ -52,7 +52,7 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -71,7 +71,83 @@ fn store_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-struct KillOnDrop(Child);
+/// A config of `n` hot services on the lab's primary/standby pair, state
+/// in `store_file` (relative to the config), the API on `api_port`.
+pub(crate) fn services_config(
+    n: usize,
+    layout: Layout,
+    primary: &drctl_lab::PgCluster,
+    standby: &drctl_lab::PgCluster,
+    store_file: &str,
+    api_port: u16,
+) -> String {
+    let mut config = format!(
+        "[store]\nurl = \"sqlite://{store_file}\"\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n\
+         [[regions]]\nname = \"{REGION_A}\"\n[[regions]]\nname = \"{REGION_B}\"\n"
+    );
+    for i in 0..n {
+        let cluster = match layout {
+            Layout::Shared => "bench".to_string(),
+            Layout::Separate => format!("bench-{i:04}"),
+        };
+        config.push_str(&format!(
+            "\n[[services]]\nname = \"svc-{i:04}\"\ntier = \"hot\"\ncluster = \"{cluster}\"\n\
+             regions = [\"{REGION_A}\", \"{REGION_B}\"]\nprimary = \"{REGION_A}\"\n\
+             [services.postgres.{REGION_A}]\ndsn = \"{}\"\n[services.postgres.{REGION_B}]\ndsn = \"{}\"\n",
+            primary.dsn("bench"),
+            standby.dsn("bench")
+        ));
+    }
+    config
+}
+
+/// Writes `config` into a fresh `run_dir` and runs `drctl serve` on it (its
+/// log in `run_dir/serve.log`), waiting until its API answers.
+pub(crate) async fn start_serve(
+    run_dir: &Path,
+    config: &str,
+    api_port: u16,
+    extra_args: &[&str],
+) -> anyhow::Result<(KillOnDrop, String, reqwest::Client)> {
+    let _ = std::fs::remove_dir_all(run_dir);
+    std::fs::create_dir_all(run_dir)?;
+    let config_path = run_dir.join("bench.toml");
+    std::fs::write(&config_path, config)?;
+    let log = std::fs::File::create(run_dir.join("serve.log"))?;
+    let child = Command::new(std::env::current_exe()?)
+        .args(["--log-level", "warn"])
+        .args(extra_args)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let daemon = KillOnDrop(child);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let api = format!("http://127.0.0.1:{api_port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !client
+        .get(format!("{api}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        if Instant::now() > deadline {
+            bail!(
+                "the daemon did not answer; see {}",
+                run_dir.join("serve.log").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok((daemon, api, client))
+}
+
+/// A `drctl serve` child, sent SIGTERM (a clean stop) when dropped.
+pub(crate) struct KillOnDrop(pub(crate) Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -112,62 +188,14 @@ async fn measure(args: &BenchMonitorArgs, lab: &Lab, started: Instant) -> anyhow
         lab.cluster("bench", REGION_B),
     );
     let api_port = drctl_lab::free_port();
-    let mut config = format!(
-        "[store]\nurl = \"sqlite://bench-state.db\"\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n\
-         [[regions]]\nname = \"{REGION_A}\"\n[[regions]]\nname = \"{REGION_B}\"\n"
-    );
-    for i in 0..n {
-        let cluster = match args.layout {
-            Layout::Shared => "bench".to_string(),
-            Layout::Separate => format!("bench-{i:04}"),
-        };
-        config.push_str(&format!(
-            "\n[[services]]\nname = \"svc-{i:04}\"\ntier = \"hot\"\ncluster = \"{cluster}\"\n\
-             regions = [\"{REGION_A}\", \"{REGION_B}\"]\nprimary = \"{REGION_A}\"\n\
-             [services.postgres.{REGION_A}]\ndsn = \"{}\"\n[services.postgres.{REGION_B}]\ndsn = \"{}\"\n",
-            primary.dsn("bench"),
-            standby.dsn("bench")
-        ));
-    }
+    let config = services_config(n, args.layout, &primary, &standby, "bench-state.db", api_port);
     let run_dir = args.dir.join("run");
-    let _ = std::fs::remove_dir_all(&run_dir);
-    std::fs::create_dir_all(&run_dir)?;
-    let config_path = run_dir.join("bench.toml");
-    std::fs::write(&config_path, config)?;
-
     progress(&format!(
         "starting `drctl serve` with {n} services ({:?} layout)",
         args.layout
     ));
-    let log = std::fs::File::create(run_dir.join("serve.log"))?;
-    let child = Command::new(std::env::current_exe()?)
-        .args(["--log-level", "warn", "serve", "--config"])
-        .arg(&config_path)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
-    let daemon = KillOnDrop(child);
+    let (daemon, api, client) = start_serve(&run_dir, &config, api_port, &[]).await?;
     let pid = daemon.0.id();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
-    let api = format!("http://127.0.0.1:{api_port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !client
-        .get(format!("{api}/healthz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        if Instant::now() > deadline {
-            bail!(
-                "the daemon did not answer; see {}",
-                run_dir.join("serve.log").display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     progress("warming up for 15s");
     tokio::time::sleep(Duration::from_secs(15)).await;
 

@@ -273,6 +273,9 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// The lag monitor's CPU, probe latency and store growth for N services.
     Monitor(crate::bench_cmd::BenchMonitorArgs),
+    /// The daemon over N services for a long while with the region link
+    /// flapping: memory flat, no missed samples, no unexplained warnings.
+    Soak(crate::soak_cmd::SoakArgs),
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]

@@ -9,6 +9,7 @@
 mod audit_cmd;
 mod backup_cmd;
 mod bench_cmd;
+mod soak_cmd;
 mod cli;
 mod config_cmd;
 mod failover_cmd;
@@ -83,6 +84,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report_cmd::run(args).await,
         Command::Bench(args) => match args.command {
             cli::BenchCommand::Monitor(a) => bench_cmd::run(a).await,
+            cli::BenchCommand::Soak(a) => soak_cmd::run(a).await,
         },
     }
 }
