@@ -391,3 +391,75 @@ async fn a_paused_leader_is_fenced_and_writes_nothing_when_it_wakes() {
     assert!(daemons.as_array().unwrap().iter().any(|d| d["id"] == follower_id), "{daemons}");
     pg.stop("immediate").unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_the_store_steps_down_before_a_follower_takes_over() {
+    let (lab, dir) = start_lab(vec![orders()]).await;
+    let pg = store_cluster(dir.path());
+    let url = pg.dsn("postgres");
+    // The first daemon reaches the store through a fault proxy; the second
+    // directly.
+    let proxy = drctl_lab::FaultProxy::start(format!("127.0.0.1:{}", pg.port).parse().unwrap())
+        .await
+        .unwrap();
+    let proxied_url = url.replace(&format!("127.0.0.1:{}", pg.port), &proxy.addr().to_string());
+    assert_ne!(proxied_url, url);
+    let leader_config = ha_config(&lab, &proxied_url);
+    let leader_config = {
+        let path = leader_config.with_file_name("ha-proxied.toml");
+        std::fs::rename(&leader_config, &path).unwrap();
+        path
+    };
+    let follower_config = ha_config(&lab, &url);
+    let leader = Serve::start(&leader_config, "cut-off", &[]).await;
+    wait_for("the first daemon to lead", Duration::from_secs(30), || async {
+        leader.leading().await.then_some(())
+    })
+    .await;
+    let follower = Serve::start(&follower_config, "follower", &[]).await;
+    // A follower serves reads: the live view of orders.
+    let figures: Value = reqwest::get(format!("{}/api/v1/rpo-rto", follower.api))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(figures["services"].as_array().is_some_and(|s| !s.is_empty()), "{figures}");
+
+    // The store stops answering the leader (connections hang, as in a
+    // partition): it must stop leading before the follower starts.
+    let cut = Instant::now();
+    proxy.set(drctl_lab::Fault::BlackHole);
+    let (mut stepped_down, mut took_over) = (None, None);
+    while took_over.is_none() || stepped_down.is_none() {
+        assert!(cut.elapsed() < Duration::from_secs(30), "no takeover after the cut");
+        let (a, b) = (leader.leading().await, follower.leading().await);
+        assert!(!(a && b), "two daemons led at once, {:?} after the cut", cut.elapsed());
+        if !a && stepped_down.is_none() {
+            stepped_down = Some(cut.elapsed());
+        }
+        if b && took_over.is_none() {
+            took_over = Some(cut.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (stepped_down, took_over) = (stepped_down.unwrap(), took_over.unwrap());
+    eprintln!(
+        "takeover: store cut off from the leader: it stepped down after {:.2} s, the follower led after {:.2} s (lease {} s)",
+        stepped_down.as_secs_f64(),
+        took_over.as_secs_f64(),
+        LEASE.as_secs()
+    );
+    assert!(stepped_down < took_over, "{stepped_down:?} then {took_over:?}");
+    assert!(stepped_down <= LEASE, "the cut-off leader steps down within its lease: {stepped_down:?}");
+
+    // The store answers again: the ex-leader follows the new leader.
+    proxy.set(drctl_lab::Fault::Pass);
+    let follower_id = follower.cluster().await.unwrap()["this"]["id"].clone();
+    let seen = wait_for("the ex-leader to see the new leader", Duration::from_secs(30), || async {
+        leader.cluster().await.filter(|c| c["leader"]["id"] == follower_id)
+    })
+    .await;
+    assert_eq!(seen["this"]["leading"], json!(false), "{seen}");
+    pg.stop("immediate").unwrap();
+}

@@ -38,6 +38,7 @@ pub struct Daemon {
     /// This daemon's part in the leader election.
     pub leadership: crate::leader::Leadership,
     shutdown: watch::Sender<bool>,
+    end_election: watch::Sender<bool>,
     monitor_task: JoinHandle<()>,
     election_task: JoinHandle<()>,
     duties_task: JoinHandle<()>,
@@ -74,10 +75,13 @@ impl Daemon {
         let api_state = ApiState::new(monitor.clone())?.with_leadership(leadership.clone());
         note_configuration(&config, &store, &monitor).await?;
         let (shutdown, rx) = watch::channel(false);
+        // The election stops last, once the duties have: the lease is given
+        // back only when nothing of this leader's is still running.
+        let (end_election, election_rx) = watch::channel(false);
         let election_task = tokio::spawn(crate::leader::run(
             leadership.clone(),
             store.clone(),
-            rx.clone(),
+            election_rx,
         ));
         // The first attempt decides before the API answers: a lone daemon
         // leads from its first request on.
@@ -110,6 +114,7 @@ impl Daemon {
             api_addr,
             leadership,
             shutdown,
+            end_election,
             monitor_task,
             election_task,
             duties_task,
@@ -127,6 +132,7 @@ impl Daemon {
         // Duties first (the leader's backups and operations end, or stop
         // resumably), then the lease is given back for a follower to take.
         let _ = self.duties_task.await;
+        let _ = self.end_election.send(true);
         let _ = self.election_task.await;
         let _ = self.monitor_task.await;
         let _ = self.api_task.await;

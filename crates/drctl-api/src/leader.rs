@@ -163,7 +163,13 @@ pub(crate) async fn run(leadership: Leadership, store: Store, mut shutdown: watc
     let mut last_error_logged: Option<Instant> = None;
     loop {
         let attempt = Instant::now();
-        let outcome = tokio::time::timeout(tick.max(Duration::from_millis(500)), async {
+        // A store that hangs must not hold the step-down back: a leader's
+        // attempt ends by the time it has to step down.
+        let mut give_up = attempt + tick.max(Duration::from_millis(500));
+        if let (Some(_), Some(until)) = (&lease, *inner.valid_until.lock().expect("leadership lock")) {
+            give_up = give_up.min(until.checked_sub(tick).unwrap_or(attempt).max(attempt));
+        }
+        let outcome = tokio::time::timeout_at(give_up, async {
             let now = store.clock().await?;
             let held = match lease.clone() {
                 Some(mut l) => store.renew_lease(&mut l, ttl, now).await?.then_some(l),

@@ -11,7 +11,8 @@
 //! hold for the next N connections and then pass again ("fails twice, then
 //! works": what retries are for), or until changed. Turning a fault on cuts
 //! the connections already open, so a pooled keep-alive connection cannot
-//! slip past it.
+//! slip past it; changing the fault ends the black-holed connections (with a
+//! reset), as TCP would once a healed partition let its timeouts through.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,9 +109,10 @@ impl FaultProxy {
 
     fn plan(&self, fault: Fault, remaining: Option<u32>) {
         *self.shared.plan.lock().expect("fault plan") = Plan { fault, remaining };
-        if fault != Fault::Pass {
-            self.shared.generation.send_modify(|g| *g += 1);
-        }
+        // Open connections hear of every change: passing ones end when a
+        // fault starts, black-holed ones when it ends (a healed partition
+        // leaves the stuck connections to time out; here they reset).
+        self.shared.generation.send_modify(|g| *g += 1);
     }
 
     /// Connections accepted so far.
@@ -151,8 +153,9 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Sh
             shared.faulted.fetch_add(1, Ordering::SeqCst);
         }
         let cut = shared.generation.subscribe();
+        let shared = shared.clone();
         tokio::spawn(async move {
-            let _ = serve(client, upstream, fault, cut).await;
+            let _ = serve(client, upstream, fault, cut, &shared).await;
         });
     }
 }
@@ -162,6 +165,7 @@ async fn serve(
     upstream: SocketAddr,
     fault: Fault,
     mut cut: watch::Receiver<u64>,
+    shared: &Shared,
 ) -> std::io::Result<()> {
     cut.borrow_and_update();
     match fault {
@@ -212,11 +216,21 @@ async fn serve(
                     cw.write_all(&buf[..n]).await?;
                 }
             };
+            // A fault turned on ends this connection under the client,
+            // mid-request if it was in one.
+            let fault_on = async {
+                loop {
+                    if cut.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    if shared.plan.lock().expect("fault plan").fault != Fault::Pass {
+                        return;
+                    }
+                }
+            };
             tokio::select! {
                 r = async { tokio::try_join!(up, down) } => r.map(|_| ()),
-                // A fault was turned on: this connection ends under the
-                // client, mid-request if it was in one.
-                _ = cut.changed() => Ok(()),
+                _ = fault_on => Ok(()),
             }
         }
     }

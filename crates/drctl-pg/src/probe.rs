@@ -367,10 +367,18 @@ impl PgEndpoint {
 }
 
 async fn create_heartbeat_schema(c: &mut PgConnection) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    // Several samplers may create it at once (services sharing a database,
+    // several daemons on one primary): `IF NOT EXISTS` alone races in the
+    // catalog ("relation already exists"), so creators take turns.
+    let mut tx = c.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('drctl.heartbeat'))")
+        .execute(&mut *tx)
+        .await?;
     for statement in HEARTBEAT_SCHEMA {
-        sqlx::query(statement).execute(&mut *c).await?;
+        sqlx::query(statement).execute(&mut *tx).await?;
     }
-    Ok(())
+    tx.commit().await
 }
 
 async fn insert_heartbeat(c: &mut PgConnection) -> Result<(HeartbeatPoint, Lsn), sqlx::Error> {
