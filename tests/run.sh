@@ -94,7 +94,12 @@ cargo test --locked --workspace --no-fail-fast "$@" 2>&1 | tee "$root/target/tes
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole run, summing cargo's per-binary results.
-awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$root/target/test-output.log"
+# A binary killed mid-run (a signal, a timeout) has no result line: count
+# those apart, so "0 failed" never hides one.
+awk '/^test result:/ { p += $4; f += $6; i += $8 }
+     /process didn.t exit successfully/ { b += 1 }
+     END { printf "\ntests: %d passed, %d failed", p, f;
+           if (b) printf " (%d test binaries did not pass)", b; printf "\n" }' "$root/target/test-output.log"
 
 # 7. The fuzz targets, for a bounded time (not when a filter narrows the run).
 if [ "$#" -eq 0 ]; then

@@ -8,8 +8,7 @@
 //! response, every CLI output and the state store's files are searched for
 //! each secret.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use drctl_tests::{drctl_bin, wait_for};
@@ -133,11 +132,14 @@ async fn planted_secrets_appear_in_no_log_line_response_or_output() {
     ];
     let mut evidence = Evidence::default();
 
+    // Output to files, not pipes: a daemon logging at debug level fills a
+    // pipe nobody reads until it exits, and then blocks on its next line.
+    let (out_path, err_path) = (dir.path().join("serve.out"), dir.path().join("serve.err"));
     let mut serve = Command::new(drctl_bin())
         .args(["--log-level", "debug", "serve"])
         .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .expect("drctl serve starts");
     let api = format!("http://127.0.0.1:{api_port}");
@@ -225,9 +227,8 @@ async fn planted_secrets_appear_in_no_log_line_response_or_output() {
     )
     .unwrap();
     let status = serve.wait().unwrap();
-    let (mut out, mut err) = (String::new(), String::new());
-    serve.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    serve.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let out = std::fs::read_to_string(&out_path).unwrap();
+    let err = std::fs::read_to_string(&err_path).unwrap();
     assert!(status.success(), "drctl serve exits cleanly on SIGTERM: {err}");
     assert!(
         err.contains("127.0.0.1") && err.lines().count() > 10,
