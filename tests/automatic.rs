@@ -181,8 +181,10 @@ async fn a_primary_cut_off_from_everyone_is_failed_over_and_never_writes_again()
 
     // Nobody hears the primary any more; no connection is reset either.
     let old = lab.cluster("orders", REGION_A);
-    let cut_at = chrono::Utc::now();
     assert!(old.signal_all(nix::sys::signal::Signal::SIGSTOP) > 1);
+    // Taken once every process of the old primary is stopped: a commit in
+    // flight while the signals went out is before the cut, not after it.
+    let cut_at = chrono::Utc::now();
     let op = wait_for("an automatic failover", Duration::from_secs(90), || async {
         store
             .operations(10)
