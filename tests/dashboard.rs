@@ -197,6 +197,16 @@ async fn the_dashboard_shows_a_breach_and_the_report_times_it_against_ground_tru
         .and_then(|n| n.parse().ok())
         .expect("body[data-refreshes]");
     assert!(refreshes >= 2, "the page refreshed itself ({refreshes} refreshes in 12 s)");
+    // The one daemon leads, and the header says so.
+    let standing = dom
+        .split("id=\"daemon\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</span>").next())
+        .expect("the header's daemon row");
+    assert!(
+        standing.contains("data-leading=\"true\"") && standing.ends_with(">the leader"),
+        "the header names the answering daemon's standing: {standing}"
+    );
     let chart = dom
         .split("<svg")
         .find(|s| s.contains("lag-chart") && s.contains("data-service=\"orders\""))

@@ -371,6 +371,10 @@ async fn a_paused_leader_is_fenced_and_writes_nothing_when_it_wakes() {
     assert_eq!(seen["leader"]["id"], follower.cluster().await.unwrap()["this"]["id"], "{seen}");
     let (code, body) = start_failover(&leader.api, &token, REGION_A).await;
     assert_eq!((code, body["error"]["code"].as_str()), (503, Some("not_leader")), "{body}");
+    let (code, out, err) = drctl(&["status", "--api", &leader.api, "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let source = serde_json::from_str::<Value>(&out).unwrap()["source"].as_str().unwrap().to_string();
+    assert!(source.contains(&format!("a follower of {}", seen["leader"]["id"].as_str().unwrap())), "{source}");
     one_primary_named_by_dns(&lab, &store, &op.id, REGION_A, REGION_B, "after the wake-up").await;
     let log = leader.log_text();
     assert!(log.contains("continued after promote_target:applied"), "{log}");

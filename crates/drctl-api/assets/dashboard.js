@@ -335,6 +335,23 @@
       state.configs = m;
     });
   }
+  // Which daemon answers, and whether it leads (several daemons may share
+  // the store; only the leader starts work).
+  function refreshCluster() {
+    return load('cluster', '/api/v1/cluster', (body) => {
+      const me = obj(body.this);
+      const leader = obj(body.leader);
+      const el = document.getElementById('daemon');
+      el.setAttribute('data-leading', me.leading === true ? 'true' : 'false');
+      if (me.leading === true) {
+        el.textContent = 'the leader';
+        el.title = str(me.id) || '';
+      } else {
+        el.textContent = str(leader.id) ? 'a follower' : 'a follower (election under way)';
+        el.title = str(leader.id) ? 'leader: ' + leader.id + (str(leader.api_url) ? ' at ' + leader.api_url : '') : '';
+      }
+    });
+  }
   function refreshOperations() {
     return load('operations', '/api/v1/operations?limit=20', (body) => {
       state.operations = arrayOf(body.operations).filter(isObj).slice(0, 20);
@@ -436,7 +453,7 @@
     state.tick += 1;
     try {
       const jobs = [refreshReport()];
-      if (slow) jobs.push(refreshConfigs(), refreshOperations(), refreshBackups(), refreshRestoreTests());
+      if (slow) jobs.push(refreshConfigs(), refreshCluster(), refreshOperations(), refreshBackups(), refreshRestoreTests());
       await Promise.all(jobs);
       if (slow) {
         if (state.report) await refreshLags();

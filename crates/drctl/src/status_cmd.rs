@@ -23,7 +23,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         .or_else(|| config.as_ref().map(|c| format!("http://{}", c.api.listen)))
         .expect("either --api or a config");
     let (report, source) = match fetch(&api, args.token.as_deref()).await {
-        Ok(report) => (report, format!("daemon at {api}")),
+        Ok((report, leader)) => (report, format!("daemon at {api}{leader}")),
         Err(daemon_err) => {
             let Some(config) = &config else {
                 return Err(daemon_err.context(format!("cannot reach the daemon at {api}")));
@@ -47,7 +47,9 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn fetch(api: &str, token: Option<&str>) -> anyhow::Result<Value> {
+/// The report, and where the answering daemon stands among several
+/// (", the leader" or ", a follower of ID at URL"; empty when unknown).
+async fn fetch(api: &str, token: Option<&str>) -> anyhow::Result<(Value, String)> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()?;
@@ -83,7 +85,22 @@ async fn fetch(api: &str, token: Option<&str>) -> anyhow::Result<Value> {
             s["primary"] = primaries.get(&name).cloned().unwrap_or(Value::Null);
         }
     }
-    Ok(rpo)
+    // Best effort: the figures stand without it.
+    let cluster: Option<Value> = match get("/api/v1/cluster").send().await {
+        Ok(r) if r.status().is_success() => r.json().await.ok(),
+        _ => None,
+    };
+    let standing = match cluster {
+        Some(c) if c["this"]["leading"] == json!(true) => ", the leader".to_string(),
+        Some(c) if c["leader"].is_object() => format!(
+            ", a follower of {} at {}",
+            c["leader"]["id"].as_str().unwrap_or("?"),
+            c["leader"]["api_url"].as_str().unwrap_or("?")
+        ),
+        Some(_) => ", a follower (no daemon leads right now)".to_string(),
+        None => String::new(),
+    };
+    Ok((rpo, standing))
 }
 
 /// The same shape as the API's report, from the newest stored samples.
