@@ -19,7 +19,7 @@ use drctl_dns::{
     confirm, provider, query, DnsError, DnsProvider, DnsRecord, RecordType, Rfc2136Provider,
     TsigKeyMaterial,
 };
-use drctl_tests::{moto_server, wait_for};
+use drctl_tests::{create_hosted_zone, moto_server, wait_for};
 
 fn record(name: &str, rtype: RecordType, values: &[&str]) -> DnsRecord {
     DnsRecord {
@@ -557,32 +557,6 @@ async fn knsupdate_updates_the_zone_server() {
 
 // -------------------------------------------------------------- Route 53
 
-/// Creates a hosted zone in moto with a raw API call (moto routes by the
-/// credential scope and does not check signatures); returns its id.
-async fn create_hosted_zone(endpoint: &str, zone: &str) -> String {
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
-         <CreateHostedZoneRequest xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\">\
-         <Name>{zone}</Name><CallerReference>drctl-test-{zone}</CallerReference>\
-         </CreateHostedZoneRequest>"
-    );
-    let response = reqwest::Client::new()
-        .post(format!("{endpoint}/2013-04-01/hostedzone"))
-        .header(
-            "authorization",
-            "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/route53/aws4_request, SignedHeaders=host, Signature=0",
-        )
-        .body(body)
-        .send()
-        .await
-        .expect("CreateHostedZone");
-    let text = response.text().await.unwrap();
-    let start = text.find("<Id>").expect("a hosted zone id") + "<Id>".len();
-    let end = start + text[start..].find("</Id>").unwrap();
-    text[start..end]
-        .trim_start_matches("/hostedzone/")
-        .to_string()
-}
 
 #[tokio::test]
 async fn route53_upserts_flips_and_deletes_on_moto() {

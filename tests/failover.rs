@@ -214,16 +214,6 @@ async fn failover_after_a_link_cut_and_a_lost_primary_reports_the_rows_really_lo
     );
 }
 
-/// Makes `region` a fresh streaming standby of `primary` (what a rejoin by
-/// re-clone does), so the next failover can go back.
-fn reclone(lab: &Lab, region: &str, primary: &str) {
-    let standby = lab.cluster("orders", region);
-    standby.stop("fast").unwrap();
-    std::fs::remove_dir_all(&standby.data_dir).unwrap();
-    let source = lab.cluster("orders", primary);
-    standby.clone_standby(source.port, region, 200).unwrap();
-    standby.start().unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_driver_killed_at_any_step_boundary_is_resumed_to_one_writable_primary() {

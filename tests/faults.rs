@@ -221,31 +221,6 @@ async fn s3_faults_during_backup_and_verify_end_in_a_clean_success_or_a_clean_fa
 
 // -------------------------------------------------------------- Route 53
 
-/// Creates a hosted zone in moto with a raw API call; returns its id.
-async fn create_hosted_zone(endpoint: &str, zone: &str) -> String {
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
-         <CreateHostedZoneRequest xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\">\
-         <Name>{zone}</Name><CallerReference>drctl-faults-{zone}</CallerReference>\
-         </CreateHostedZoneRequest>"
-    );
-    let text = reqwest::Client::new()
-        .post(format!("{endpoint}/2013-04-01/hostedzone"))
-        .header(
-            "authorization",
-            "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/route53/aws4_request, SignedHeaders=host, Signature=0",
-        )
-        .body(body)
-        .send()
-        .await
-        .expect("CreateHostedZone")
-        .text()
-        .await
-        .unwrap();
-    let start = text.find("<Id>").expect("a hosted zone id") + "<Id>".len();
-    let end = start + text[start..].find("</Id>").unwrap();
-    text[start..end].trim_start_matches("/hostedzone/").to_string()
-}
 
 /// The lab's config with its DNS provider swapped for Route 53 at `endpoint`.
 fn route53_config(lab: &Lab, zone_id: &str, endpoint: &str) -> String {
@@ -277,10 +252,7 @@ fn route53_config(lab: &Lab, zone_id: &str, endpoint: &str) -> String {
 async fn route53_target(moto: &MotoServer, zone_id: &str) -> Option<String> {
     let text = reqwest::Client::new()
         .get(format!("{}/2013-04-01/hostedzone/{zone_id}/rrset", moto.endpoint))
-        .header(
-            "authorization",
-            "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/route53/aws4_request, SignedHeaders=host, Signature=0",
-        )
+        .header("authorization", moto_auth("route53"))
         .send()
         .await
         .ok()?
@@ -293,14 +265,6 @@ async fn route53_target(moto: &MotoServer, zone_id: &str) -> Option<String> {
     Some(rest[v..v + rest[v..].find("</Value>")?].to_string())
 }
 
-fn reclone(lab: &Lab, region: &str, primary: &str) {
-    let standby = lab.cluster("orders", region);
-    standby.stop("fast").unwrap();
-    std::fs::remove_dir_all(&standby.data_dir).unwrap();
-    let source = lab.cluster("orders", primary);
-    standby.clone_standby(source.port, region, 200).unwrap();
-    standby.start().unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn route53_faults_during_a_failover_are_retried_or_stop_it_resumably_until_the_api_answers() {
@@ -370,12 +334,6 @@ fn proxied_pg_config(lab: &Lab, proxies: &[(&str, &FaultProxy)]) -> String {
     write_config(lab, "proxied-pg.toml", text)
 }
 
-fn stopped(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
-        .unwrap_or(false)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_connections_dropped_during_each_failover_step_never_half_apply_it() {
@@ -408,7 +366,7 @@ async fn postgres_connections_dropped_during_each_failover_step_never_half_apply
             .unwrap();
         let pid = child.id();
         wait_for(&format!("the driver to pause at {at}"), Duration::from_secs(60), || async move {
-            stopped(pid).then_some(())
+            process_stopped(pid).then_some(())
         })
         .await;
         // Every connection to both regions drops, and new ones are refused,

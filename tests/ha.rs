@@ -21,13 +21,33 @@ use serde_json::{json, Value};
 /// The leader lease of these tests (`[failover] lease`).
 const LEASE: Duration = Duration::from_secs(2);
 
-/// A PostgreSQL cluster for the state store, apart from the lab's clusters.
-fn store_cluster(dir: &Path) -> PgCluster {
+/// The lab (orders, workload paused) beside a PostgreSQL cluster for the
+/// state store, which is stopped however the test ends.
+struct HaLab {
+    lab: Lab,
+    pg: PgCluster,
+    /// The store's URL.
+    url: String,
+    /// The operator token of the lab's API.
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for HaLab {
+    fn drop(&mut self) {
+        let _ = self.pg.stop("immediate");
+    }
+}
+
+async fn ha_lab() -> HaLab {
+    let (lab, dir) = start_lab(vec![orders()]).await;
+    lab.workload().pause();
     let bin = find_pg_bin().unwrap_or_else(|e| panic!("{e}"));
-    let pg = PgCluster::new("store", dir.join("store"), free_port(), bin);
+    let pg = PgCluster::new("store", dir.path().join("store"), free_port(), bin);
     pg.init_primary(100).expect("initdb of the store cluster");
     pg.start().expect("starting the store cluster");
-    pg
+    let (url, token) = (pg.dsn("postgres"), lab_token(&lab, "operator"));
+    HaLab { lab, pg, url, token, _dir: dir }
 }
 
 /// The lab's config on the shared store: a 2 s lease, the API on a port the
@@ -131,10 +151,7 @@ impl Serve {
 
     /// Whether the kernel has the process stopped (state `T`).
     fn stopped(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-            .ok()
-            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
-            .unwrap_or(false)
+        process_stopped(self.pid())
     }
 
     /// SIGTERM and wait: a clean stop gives the lease back.
@@ -175,15 +192,6 @@ async fn finished(store: &Store, id: &str) -> drctl_store::OperationRecord {
     .await
 }
 
-/// Rebuilds `region` as a streaming standby of `primary`.
-fn reclone(lab: &Lab, region: &str, primary: &str) {
-    let standby = lab.cluster("orders", region);
-    standby.stop("fast").unwrap();
-    std::fs::remove_dir_all(&standby.data_dir).unwrap();
-    let source = lab.cluster("orders", primary);
-    standby.clone_standby(source.port, region, 200).unwrap();
-    standby.start().unwrap();
-}
 
 /// One writable primary (`target`), DNS naming it, the store agreeing, and
 /// one write probe row for the operation.
@@ -227,13 +235,10 @@ fn median(mut xs: Vec<Duration>) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_killed_at_each_step_boundary_is_replaced_and_the_follower_finishes_the_failover() {
-    let (lab, dir) = start_lab(vec![orders()]).await;
-    lab.workload().pause();
-    let pg = store_cluster(dir.path());
-    let url = pg.dsn("postgres");
-    let config = ha_config(&lab, &url);
-    let store = Store::open(&url).await.unwrap();
-    let token = lab_token(&lab, "operator");
+    let h = ha_lab().await;
+    let (lab, token) = (&h.lab, &h.token);
+    let config = ha_config(lab, &h.url);
+    let store = Store::open(&h.url).await.unwrap();
 
     let (mut source, mut target) = (REGION_A, REGION_B);
     let mut takeovers = Vec::new();
@@ -309,18 +314,14 @@ async fn a_leader_killed_at_each_step_boundary_is_replaced_and_the_follower_fini
         median(completions.clone()).as_secs_f64(),
         completions.iter().max().unwrap().as_secs_f64(),
     );
-    pg.stop("immediate").unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_leader_is_fenced_and_writes_nothing_when_it_wakes() {
-    let (lab, dir) = start_lab(vec![orders()]).await;
-    lab.workload().pause();
-    let pg = store_cluster(dir.path());
-    let url = pg.dsn("postgres");
-    let config = ha_config(&lab, &url);
-    let store = Store::open(&url).await.unwrap();
-    let token = lab_token(&lab, "operator");
+    let h = ha_lab().await;
+    let (lab, token) = (&h.lab, &h.token);
+    let config = ha_config(lab, &h.url);
+    let store = Store::open(&h.url).await.unwrap();
 
     let pause = "promote_target:applied";
     let leader = Serve::start(&config, "paused", &[("DRCTL_FAULT_PAUSE_AT", pause)]).await;
@@ -393,21 +394,19 @@ async fn a_paused_leader_is_fenced_and_writes_nothing_when_it_wakes() {
     );
     let daemons = leader.cluster().await.unwrap()["daemons"].clone();
     assert!(daemons.as_array().unwrap().iter().any(|d| d["id"] == follower_id), "{daemons}");
-    pg.stop("immediate").unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_cut_off_from_the_store_steps_down_before_a_follower_takes_over() {
-    let (lab, dir) = start_lab(vec![orders()]).await;
-    let pg = store_cluster(dir.path());
-    let url = pg.dsn("postgres");
+    let h = ha_lab().await;
+    let (lab, pg, url) = (&h.lab, &h.pg, &h.url);
     // The first daemon reaches the store through a fault proxy; the second
     // directly.
     let proxy = drctl_lab::FaultProxy::start(format!("127.0.0.1:{}", pg.port).parse().unwrap())
         .await
         .unwrap();
     let proxied_url = url.replace(&format!("127.0.0.1:{}", pg.port), &proxy.addr().to_string());
-    assert_ne!(proxied_url, url);
+    assert_ne!(&proxied_url, url);
     let leader_config = ha_config(&lab, &proxied_url);
     let leader_config = {
         let path = leader_config.with_file_name("ha-proxied.toml");
@@ -465,5 +464,4 @@ async fn a_leader_cut_off_from_the_store_steps_down_before_a_follower_takes_over
     })
     .await;
     assert_eq!(seen["this"]["leading"], json!(false), "{seen}");
-    pg.stop("immediate").unwrap();
 }

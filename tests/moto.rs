@@ -3,14 +3,7 @@
 //! harness itself (installed by `tests/run.sh`, started per test, answering
 //! both APIs) so that later tests can rely on it.
 
-use drctl_tests::moto_server;
-
-/// moto routes a request to S3 or Route 53 by the service named in the
-/// SigV4 credential scope (it does not check signatures); the AWS SDK sends
-/// real ones, these raw requests a minimal one.
-fn aws_auth(service: &str) -> String {
-    format!("AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0")
-}
+use drctl_tests::{moto_auth, moto_server};
 
 #[tokio::test]
 async fn moto_serves_s3_and_route53_on_loopback() {
@@ -19,7 +12,7 @@ async fn moto_serves_s3_and_route53_on_loopback() {
 
     let created = client
         .put(format!("{}/drctl-harness", moto.endpoint))
-        .header("authorization", aws_auth("s3"))
+        .header("authorization", moto_auth("s3"))
         .send()
         .await
         .expect("S3 CreateBucket");
@@ -27,14 +20,14 @@ async fn moto_serves_s3_and_route53_on_loopback() {
     let put = client
         .put(format!("{}/drctl-harness/hello.txt", moto.endpoint))
         .body("hello")
-        .header("authorization", aws_auth("s3"))
+        .header("authorization", moto_auth("s3"))
         .send()
         .await
         .expect("S3 PutObject");
     assert!(put.status().is_success());
     let got = client
         .get(format!("{}/drctl-harness/hello.txt", moto.endpoint))
-        .header("authorization", aws_auth("s3"))
+        .header("authorization", moto_auth("s3"))
         .send()
         .await
         .unwrap();
@@ -42,7 +35,7 @@ async fn moto_serves_s3_and_route53_on_loopback() {
 
     let zones = client
         .get(format!("{}/2013-04-01/hostedzone", moto.endpoint))
-        .header("authorization", aws_auth("route53"))
+        .header("authorization", moto_auth("route53"))
         .send()
         .await
         .expect("Route 53 ListHostedZones");

@@ -223,7 +223,57 @@ pub async fn moto_server() -> MotoServer {
     server
 }
 
+/// moto routes a request to S3 or Route 53 by the service named in the
+/// SigV4 credential scope (it does not check signatures); the AWS SDK sends
+/// real ones, raw test requests this minimal one.
+pub fn moto_auth(service: &str) -> String {
+    format!("AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0")
+}
+
+/// Creates a hosted zone in moto with a raw API call; returns its id.
+pub async fn create_hosted_zone(endpoint: &str, zone: &str) -> String {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+         <CreateHostedZoneRequest xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\">\
+         <Name>{zone}</Name><CallerReference>drctl-test-{zone}</CallerReference>\
+         </CreateHostedZoneRequest>"
+    );
+    let text = reqwest::Client::new()
+        .post(format!("{endpoint}/2013-04-01/hostedzone"))
+        .header("authorization", moto_auth("route53"))
+        .body(body)
+        .send()
+        .await
+        .expect("CreateHostedZone")
+        .text()
+        .await
+        .unwrap();
+    let start = text.find("<Id>").expect("a hosted zone id") + "<Id>".len();
+    let end = start + text[start..].find("</Id>").unwrap();
+    text[start..end].trim_start_matches("/hostedzone/").to_string()
+}
+
+/// Whether the kernel has process `pid` stopped (state `T`: SIGSTOP).
+pub fn process_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+        .unwrap_or(false)
+}
+
 // ------------------------------------------------- clients of the lab's orders
+
+/// Rebuilds orders' server in `region` as a streaming standby of the one in
+/// `primary` (what a rejoin or a re-clone does), so the next failover can go
+/// back.
+pub fn reclone(lab: &Lab, region: &str, primary: &str) {
+    let standby = lab.cluster("orders", region);
+    standby.stop("fast").unwrap();
+    std::fs::remove_dir_all(&standby.data_dir).unwrap();
+    let source = lab.cluster("orders", primary);
+    standby.clone_standby(source.port, region, 200).unwrap();
+    standby.start().unwrap();
+}
 
 /// `(in recovery, read-only)` of the lab's orders cluster, `None` when it is down.
 pub async fn role(lab: &Lab, region: &str) -> Option<(bool, bool)> {
