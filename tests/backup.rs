@@ -82,9 +82,9 @@ async fn restore_and_count_with(
     restore_backup(store, "catalog", backup_id, &pg.data_dir, key)
         .await
         .expect("restore");
-    pg.adopt_restored(50).expect("adopt the restored directory");
+    pg.adopt_restored().expect("adopt the restored directory");
     pg.start().expect("the restored cluster starts");
-    let n = max_id(&pg.dsn("catalog")).await;
+    let n = max_id(&pg.scratch_dsn("postgres", "catalog")).await;
     pg.stop("immediate").unwrap();
     n
 }

@@ -77,9 +77,9 @@ async fn restored_rows(store: &ObjectStore, id: &str) -> i64 {
     let scratch = tempfile::Builder::new().prefix("drctl-test-restore-").tempdir_in("/tmp").unwrap();
     let pg = PgCluster::new("restore", scratch.path().join("data"), free_port(), find_pg_bin().unwrap());
     restore_backup(store, "catalog", id, &pg.data_dir, None).await.expect("restore");
-    pg.adopt_restored(50).unwrap();
+    pg.adopt_restored().unwrap();
     pg.start().unwrap();
-    let mut c = connect(&pg.dsn("catalog")).await;
+    let mut c = connect(&pg.scratch_dsn("postgres", "catalog")).await;
     let (n,): (Option<i64>,) = sqlx::query_as("SELECT max(id) FROM shop.price_changes")
         .fetch_one(&mut c)
         .await

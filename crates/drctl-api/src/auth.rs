@@ -88,6 +88,35 @@ impl Caller {
     pub fn requested_by(&self) -> String {
         format!("api:{}", self.name)
     }
+
+    /// Whether the caller may see what only operators see: a fence hook's
+    /// argv (which may carry a cloud credential or an internal address)
+    /// and what it printed.
+    pub fn sees_fence_hooks(&self) -> bool {
+        self.role.is_some_and(|r| r >= Role::Operator)
+    }
+}
+
+/// Removes fence-hook details from an API body for a caller below
+/// operator: a `fence_hook` argv and a fence step's `hook` run become
+/// `"redacted"`, and a plan's "run the fence hook …" names no argv. Walks
+/// the whole value, so it covers service views and step outputs alike.
+pub fn redact_fence_hooks(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    const PLAN_HOOK: &str = "source unreachable: run the fence hook";
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match key.as_str() {
+                    "fence_hook" | "hook" if !v.is_null() => *v = Value::String("redacted".into()),
+                    _ => redact_fence_hooks(v),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_fence_hooks),
+        Value::String(s) if s.starts_with(PLAN_HOOK) => *s = format!("{PLAN_HOOK} (redacted)"),
+        _ => {}
+    }
 }
 
 /// This host's name: where the CLI and the daemon say their own audit rows

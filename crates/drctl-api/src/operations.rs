@@ -373,6 +373,13 @@ pub(crate) struct OperationView {
     error: Option<String>,
 }
 
+/// A fence hook's argv and output are for operators (see
+/// [`crate::auth::redact_fence_hooks`]).
+fn redact_view(v: &mut OperationView) {
+    v.progress.iter_mut().for_each(crate::auth::redact_fence_hooks);
+    v.result.iter_mut().for_each(crate::auth::redact_fence_hooks);
+}
+
 pub(crate) fn operation_json(o: &drctl_store::OperationRecord) -> OperationView {
     let parse = |s: &Option<String>| {
         s.as_deref()
@@ -429,6 +436,7 @@ pub(crate) struct OperationList {
     responses((status = 200, body = OperationDetail), ReadErrors, NotFound))]
 async fn operation(
     State(state): State<ApiState>,
+    caller: Option<Extension<Caller>>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OperationDetail>, ApiError> {
     let op = state
@@ -459,8 +467,16 @@ async fn operation(
         })
         .collect();
     let journaled = !steps.is_empty() || matches!(op.kind.as_str(), "failover" | "switchover");
+    let mut operation = operation_json(&op);
+    let mut steps = steps;
+    if !caller.is_some_and(|Extension(c)| c.sees_fence_hooks()) {
+        redact_view(&mut operation);
+        for s in &mut steps {
+            s.output.iter_mut().for_each(crate::auth::redact_fence_hooks);
+        }
+    }
     Ok(Json(OperationDetail {
-        operation: operation_json(&op),
+        operation,
         steps: journaled.then_some(steps),
     }))
 }
@@ -493,6 +509,7 @@ const OPERATION_KINDS: [&str; 8] = [
     responses((status = 200, body = OperationList), ReadErrors, NotFound))]
 async fn list_operations(
     State(state): State<ApiState>,
+    caller: Option<Extension<Caller>>,
     query: Result<axum::extract::Query<OperationsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<OperationList>, ApiError> {
     let axum::extract::Query(q) = query.map_err(|e| ApiError::InvalidParameter {
@@ -512,8 +529,9 @@ async fn list_operations(
         .operations_in(q.kind.as_deref(), w.service.as_deref(), w.since, w.until, w.limit)
         .await?;
     let next = w.next("/api/v1/operations", ops.len(), ops.last().map(|o| o.started_at), &[("kind", &q.kind)]);
-    Ok(Json(OperationList {
-        operations: ops.iter().map(operation_json).collect(),
-        next,
-    }))
+    let mut operations: Vec<OperationView> = ops.iter().map(operation_json).collect();
+    if !caller.is_some_and(|Extension(c)| c.sees_fence_hooks()) {
+        operations.iter_mut().for_each(redact_view);
+    }
+    Ok(Json(OperationList { operations, next }))
 }

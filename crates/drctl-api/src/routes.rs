@@ -184,7 +184,12 @@ pub(crate) struct ServicesResponse {
 /// stays as `configured_primary`).
 #[utoipa::path(get, path = "/api/v1/services", tag = "services",
     responses((status = 200, body = ServicesResponse), ReadErrors))]
-async fn services(State(state): State<ApiState>) -> Json<ServicesResponse> {
+async fn services(
+    State(state): State<ApiState>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
+) -> Json<ServicesResponse> {
+    // A fence hook's argv is for operators: it may carry a credential.
+    let sees_hooks = caller.is_some_and(|axum::Extension(c)| c.sees_fence_hooks());
     let services: Vec<Value> = state
         .monitor
         .config()
@@ -194,6 +199,9 @@ async fn services(State(state): State<ApiState>) -> Json<ServicesResponse> {
             let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
             v["configured_primary"] = json!(s.primary);
             v["primary"] = json!(state.monitor.primary_region(s));
+            if !sees_hooks {
+                crate::auth::redact_fence_hooks(&mut v);
+            }
             v
         })
         .collect();

@@ -9,7 +9,7 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -89,10 +89,18 @@ fn stream_base_backup(
     tx: mpsc::Sender<Vec<u8>>,
     raw_progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<StreamResult, BackupError> {
-    let mut child = Command::new(req.pg_bin.join("pg_basebackup"))
-        .args([
-            "-d", &req.dsn, "-D", "-", "-Ft", "-X", "fetch", "-c", "fast", "-v",
-        ])
+    // The password goes to a passfile, not the command line (every local
+    // user reads /proc/PID/cmdline), and the child's environment is empty
+    // but for what it needs: drctl's own holds other secrets.
+    let conn = drctl_pg::ChildConnection::from_dsn(&req.dsn, false).map_err(|e| {
+        BackupError::BaseBackup(format!("{}/{}: {e}", req.service, req.region))
+    })?;
+    let mut cmd = drctl_pg::os::clean_command(req.pg_bin.join("pg_basebackup"));
+    conn.apply(&mut cmd);
+    let mut child = cmd
+        .arg("-d")
+        .arg(conn.conninfo())
+        .args(["-D", "-", "-Ft", "-X", "fetch", "-c", "fast", "-v"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -202,7 +210,7 @@ fn timeline(stderr: &str) -> Option<u32> {
 }
 
 fn pg_basebackup_version(req: &BackupRequest) -> Option<String> {
-    let out = Command::new(req.pg_bin.join("pg_basebackup"))
+    let out = drctl_pg::os::clean_command(req.pg_bin.join("pg_basebackup"))
         .arg("--version")
         .output()
         .ok()?;

@@ -1,7 +1,9 @@
 //! Restore tests: prove that a backup restores, and how long that takes.
 //!
-//! Restore the backup into a scratch directory, start PostgreSQL on a free
-//! port, wait until it answers (recovery to the backup's consistent point is
+//! Restore the backup into a private scratch directory, start PostgreSQL
+//! with drctl's own configuration only (never the backup's: see
+//! [`PgCluster::isolate_scratch`]), reachable only by drctl over a private
+//! socket, wait until it answers (recovery to the backup's consistent point is
 //! done by then), run the service's validation queries, stop and remove
 //! everything — also when a step fails. Time to ready is the RTO evidence of
 //! a cold-tier service.
@@ -23,7 +25,9 @@ pub struct RestoreTestRequest {
     pub backup_id: String,
     pub store: ObjectStore,
     pub pg_bin: PathBuf,
-    /// Scratch space; the test works in a fresh directory below it.
+    /// Scratch space; the test works in a fresh private directory below
+    /// it. Its owner and mode are checked first
+    /// ([`drctl_pg::os::prepare_scratch_root`]).
     pub scratch_root: PathBuf,
     /// The database the validation queries run in.
     pub database: String,
@@ -76,7 +80,7 @@ pub async fn run_restore_test(
     mut phase: impl FnMut(RestorePhase),
 ) -> RestoreTestOutcome {
     let started = Instant::now();
-    // Short: the cluster's Unix socket lives in its data directory, and a
+    // Short: the cluster's Unix socket lives below this directory, and a
     // socket path may not exceed 107 bytes.
     let work = req.scratch_root.join(format!(
         "rt-{}-{}",
@@ -98,6 +102,14 @@ pub async fn run_restore_test(
 
     let result: Result<(), String> = async {
         phase(RestorePhase::Restoring);
+        let (root, w) = (req.scratch_root.clone(), work.clone());
+        tokio::task::spawn_blocking(move || {
+            drctl_pg::os::prepare_scratch_root(&root)?;
+            drctl_pg::os::private_run_dir(&w)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
         restore_backup(
             &req.store,
             &req.service,
@@ -110,13 +122,13 @@ pub async fn run_restore_test(
         phase(RestorePhase::Starting);
         let c = cluster.clone();
         tokio::task::spawn_blocking(move || {
-            c.adopt_restored(20)?;
+            c.adopt_restored()?;
             c.start()
         })
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-        let dsn = cluster.dsn(&req.database);
+        let dsn = cluster.scratch_dsn("postgres", &req.database);
         let mut conn = sqlx::PgConnection::connect(&dsn)
             .await
             .map_err(|e| format!("connecting to the restored cluster: {e}"))?;

@@ -34,13 +34,12 @@ impl CloneOutput {
         PgCluster::new("drill clone", self.data_dir.clone(), self.port, bin)
     }
 
-    /// The clone's DSN: the production one's database and user, the clone's
-    /// address (trust on loopback, as every scratch cluster).
+    /// The clone's DSN: the production one's database and user, over the
+    /// clone's private socket (a scratch cluster has no TCP listener and
+    /// admits only drctl's own OS user).
     pub fn dsn(&self) -> String {
-        format!(
-            "postgres://{}@127.0.0.1:{}/{}",
-            self.user, self.port, self.database
-        )
+        PgCluster::new("drill clone", self.data_dir.clone(), self.port, PathBuf::new())
+            .scratch_dsn(&self.user, &self.database)
     }
 }
 
@@ -78,16 +77,19 @@ pub(crate) async fn clone_standby(ctx: &Ctx<'_>) -> StepResult {
     let parity = parity.map_err(|e| StepError::retry(e.to_string()))?;
     let started = Instant::now();
     let (data_dir, port) = (dir.join("data"), drctl_pg::os::free_port());
-    let (d, dd) = (dir.clone(), data_dir.clone());
+    let (d, dd, u) = (dir.clone(), data_dir.clone(), user.clone());
     let bytes = blocking(move || {
         // An earlier attempt that died half-way leaves a partial copy:
         // start over (a rerun of this step is a fresh clone).
         let old = PgCluster::new("drill clone", dd.clone(), port, bin.clone());
         let _ = old.stop("immediate");
         let _ = std::fs::remove_dir_all(&d);
+        let root = d.parent().unwrap_or(std::path::Path::new("/"));
+        drctl_pg::os::prepare_scratch_root(root).map_err(|e| e.to_string())?;
+        drctl_pg::os::private_run_dir(&d).map_err(|e| e.to_string())?;
         let cluster = PgCluster::new("drill clone", dd.clone(), port, bin);
         cluster
-            .clone_isolated(&dsn, &parity)
+            .clone_isolated(&dsn, &parity, &[u.as_str(), "postgres"])
             .map_err(|e| e.to_string())?;
         Ok(dir_size(&dd))
     })

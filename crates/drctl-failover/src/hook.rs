@@ -1,12 +1,53 @@
 //! The fence hook: an operator's command that cuts an unreachable old
 //! primary off (stop its VM, revoke its security group, pull its network)
 //! before DNS announces the new one.
+//!
+//! The hook runs with an empty environment but for `PATH`, `HOME`, `LANG`
+//! and the `DRCTL_FENCE_*` variables naming what to fence: drctl's own
+//! environment holds API token secrets, DSN passwords and AWS keys the hook
+//! has no business with (it reads its own credentials, e.g. `~/.aws`). What
+//! it prints is kept only as a bounded tail ([`OUTPUT_KEPT`]), however much
+//! it writes; its argv and output are shown to operators and admins only
+//! (the API redacts them for viewers).
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// How much of the hook's stdout and of its stderr is kept (each; the
+/// journaled output is the last [`OUTPUT_KEPT`] bytes of both together).
+pub const OUTPUT_KEPT: usize = 2048;
+
+/// Reads `reader` to its end keeping only the last `cap` bytes: a hook that
+/// prints without end costs drctl no more memory than that.
+async fn read_tail(mut reader: impl AsyncRead + Unpin, cap: usize) -> std::io::Result<Vec<u8>> {
+    let mut kept = Vec::with_capacity(cap * 2);
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(kept);
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > cap * 2 {
+            kept.drain(..kept.len() - cap);
+        }
+    }
+}
+
+/// The last `cap` bytes of `text`, cut at a character boundary.
+fn tail(text: String, cap: usize) -> String {
+    if text.len() <= cap {
+        return text;
+    }
+    let cut = text.len() - cap;
+    let cut = (cut..text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(text.len());
+    text[cut..].to_string()
+}
 
 /// What the hook did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +80,17 @@ pub async fn run(
         return Err("the fence hook is empty".into());
     };
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(program)
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.env_clear();
+    for name in ["PATH", "HOME", "LANG"] {
+        if let Some(v) = std::env::var_os(name) {
+            cmd.env(name, v);
+        }
+    }
+    let mut child = cmd
+        .env("DRCTL_FENCE_SERVICE", service)
+        .env("DRCTL_FENCE_REGION", region)
+        .env("DRCTL_FENCE_OPERATION", operation)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -50,13 +101,12 @@ pub async fn run(
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
     let work = async {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let (a, b, status) = tokio::join!(
-            stdout.read_to_end(&mut out),
-            stderr.read_to_end(&mut err),
+        let (out, err, status) = tokio::join!(
+            read_tail(&mut stdout, OUTPUT_KEPT),
+            read_tail(&mut stderr, OUTPUT_KEPT),
             child.wait()
         );
-        a.and(b).and(status.map(|s| (s, out, err)))
+        status.and_then(|s| Ok((s, out?, err?)))
     };
     let (status, out, err) = match tokio::time::timeout(timeout, work).await {
         Ok(Ok(done)) => done,
@@ -65,13 +115,7 @@ pub async fn run(
     };
     let mut output = String::from_utf8_lossy(&out).into_owned();
     output.push_str(&String::from_utf8_lossy(&err));
-    if output.len() > 2048 {
-        let cut = output.len() - 2048;
-        let cut = (cut..output.len())
-            .find(|i| output.is_char_boundary(*i))
-            .unwrap_or(0);
-        output = output[cut..].to_string();
-    }
+    let output = tail(output, OUTPUT_KEPT);
     let run = HookRun {
         argv: argv.clone(),
         exit_code: status.code(),
@@ -81,9 +125,12 @@ pub async fn run(
     if status.success() {
         Ok(run)
     } else {
+        // The error is journaled and shown to every viewer of the
+        // operation: it names the program and its status, not its output
+        // (which goes to drctl's log, for whoever runs it).
+        tracing::warn!(program = %program, %status, output = %run.output.trim(), "the fence hook failed");
         Err(format!(
-            "fence hook {program} exited with {status}: {}",
-            run.output.trim()
+            "fence hook {program} exited with {status}; its output is in drctl's log"
         ))
     }
 }

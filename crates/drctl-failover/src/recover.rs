@@ -181,9 +181,10 @@ pub(crate) async fn start(ctx: &Ctx<'_>) -> StepResult {
     let bin = steps::pg_bin()?;
     let cluster = PgCluster::new(format!("{}@{}", ctx.params.cluster, ctx.params.target), dir.clone(), port, bin);
     let started = Instant::now();
+    let dsn = dsn.expose().to_string();
     steps::blocking(move || {
         if !cluster.is_running() {
-            cluster.adopt_recovered().map_err(|e| e.to_string())?;
+            cluster.adopt_recovered(&dsn).map_err(|e| e.to_string())?;
             cluster.start().map_err(|e| e.to_string())?;
         }
         let _ = std::fs::remove_file(marker(&cluster.data_dir));

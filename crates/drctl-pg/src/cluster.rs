@@ -4,11 +4,11 @@
 //! adopting a directory restored from a backup.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::conn::ChildConnection;
 use crate::os::{check_postgres_can_reach, ensure_dir, give_to_postgres, pg_command, run};
 use crate::{io_err, ClusterError as LabError, ClusterResult as Result};
 
@@ -27,7 +27,11 @@ pub fn find_pg_bin() -> Result<PathBuf> {
             )))
         };
     }
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+    let mut pg_config = crate::os::clean_command("pg_config");
+    if let Some(path) = std::env::var_os("PATH") {
+        pg_config.env("PATH", path);
+    }
+    if let Ok(out) = pg_config.arg("--bindir").output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         if out.status.success() && has_tools(&dir) {
             return Ok(dir);
@@ -115,6 +119,27 @@ fn ensure_socket_dir(data_dir: &Path) -> Result<()> {
     ensure_dir(&dir)?;
     give_to_postgres(&dir)
 }
+
+/// A scratch cluster's only door: its Unix socket (in a 0700 directory),
+/// for drctl's own OS user mapped to the roles it uses (`pg_ident.conf`).
+const SCRATCH_HBA: &str = "local all all peer map=drctl\n";
+
+/// The name of the OS user drctl runs as (what `peer` authentication sees).
+fn drctl_os_user() -> Result<String> {
+    let uid = nix::unistd::geteuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .ok_or_else(|| LabError::Other(format!("uid {uid} has no user name; run drctl as a named user")))
+}
+
+/// Who may connect to a recovered server whose backup had no pg_hba.conf:
+/// local peers, and password (SCRAM) authentication over TCP.
+const RECOVERED_DEFAULT_HBA: &str = "local all all peer\n\
+host all all 0.0.0.0/0 scram-sha-256\n\
+host all all ::/0 scram-sha-256\n\
+host replication all 0.0.0.0/0 scram-sha-256\n";
 
 const LAB_HBA: &str = "local all all trust\n\
 host all all 127.0.0.1/32 trust\n\
@@ -214,39 +239,89 @@ impl PgCluster {
 
     /// Clones the server at `dsn` (a standby, for a drill) into an isolated
     /// standby: a base backup with the WAL to make it consistent, then
-    /// `standby.signal` with nothing to stream from. Its configuration is
-    /// replaced whole, not edited: production's own (an `include` of a path
-    /// in /etc, `data_directory`, a `shared_buffers` sized for the database
-    /// host, `primary_conninfo`, `restore_command`, archiving, a fence's
-    /// `default_transaction_read_only`) must not reach a scratch copy. Only
-    /// `parity` (what a hot standby needs at least as high as its primary,
-    /// read from the source) is carried over.
-    pub fn clone_isolated(&self, dsn: &str, parity: &[(String, String)]) -> Result<()> {
+    /// [`PgCluster::isolate_scratch`] with `standby.signal` and nothing to
+    /// stream from. Only `parity` (what a hot standby needs at least as high
+    /// as its primary, read from the source) is carried over. `roles`: the
+    /// roles drctl will connect to the clone as.
+    pub fn clone_isolated(
+        &self,
+        dsn: &str,
+        parity: &[(String, String)],
+        roles: &[&str],
+    ) -> Result<()> {
         let parent = self.data_dir.parent().unwrap_or(Path::new("/"));
         ensure_dir(parent)?;
         give_to_postgres(parent)?;
         check_postgres_can_reach(parent)?;
+        let conn = ChildConnection::from_dsn(dsn, crate::os::is_root())?;
         let mut c = pg_command(&self.bin.join("pg_basebackup"));
+        conn.apply(&mut c);
         c.arg("-d")
-            .arg(dsn)
+            .arg(conn.conninfo())
             .arg("-D")
             .arg(&self.data_dir)
             .args(["-X", "stream", "--no-sync", "-c", "fast"]);
         run(c, &format!("pg_basebackup of {}", self.name))?;
+        self.isolate_scratch(parity, roles, true)
+    }
+
+    /// The one isolation routine of every cluster drctl starts that is not
+    /// production (restore tests, drill clones): drctl writes the whole
+    /// configuration itself and keeps nothing of the copied server's. A
+    /// backup is only as trustworthy as the bucket it came from: a planted
+    /// `postgresql.auto.conf` could set `archive_command` (a shell command
+    /// the server runs), `shared_preload_libraries`, `restore_command`, or
+    /// production's `port` and archive, and a copied `include` could pull in
+    /// anything. So: postgresql.conf from scratch (no TCP listener; a Unix
+    /// socket in a directory only the postgres user can enter; archiving,
+    /// recovery commands, replication and preloading off), an empty
+    /// postgresql.auto.conf, and a pg_hba.conf that admits only drctl's own
+    /// OS user (`peer`, mapped to `roles`) on that socket — no `trust`
+    /// anywhere. `standby`: start as a standby of nothing (a drill clone);
+    /// else recover to the copy's consistent point and open read-write.
+    pub fn isolate_scratch(
+        &self,
+        parity: &[(String, String)],
+        roles: &[&str],
+        standby: bool,
+    ) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(format!("chmod of {}", self.data_dir.display())))?;
+        for signal in ["standby.signal", "recovery.signal", "postmaster.pid"] {
+            let _ = std::fs::remove_file(self.data_dir.join(signal));
+        }
         self.drop_socket_locks();
+        // Settings left out take PostgreSQL's built-in defaults; the ones
+        // below are spelled out where the default is not safe or not
+        // obviously so.
         let mut conf = format!(
-            "# A drctl drill clone: isolated, on loopback, torn down after the drill.\n\
+            "# Written by drctl for an isolated scratch cluster (restore test or drill\n\
+             # clone); nothing of the copied server's configuration is used.\n\
              port = {}\n\
-             listen_addresses = '127.0.0.1'\n\
+             listen_addresses = ''\n\
              unix_socket_directories = '{}'\n\
+             unix_socket_permissions = 0700\n\
              hba_file = '{}'\n\
              ident_file = '{}'\n\
-             shared_buffers = 128MB\n\
+             max_connections = 20\n\
+             shared_buffers = 32MB\n\
              hot_standby = on\n\
              archive_mode = off\n\
+             archive_command = ''\n\
+             archive_library = ''\n\
+             restore_command = ''\n\
+             archive_cleanup_command = ''\n\
+             recovery_end_command = ''\n\
              primary_conninfo = ''\n\
              primary_slot_name = ''\n\
-             restore_command = ''\n\
+             shared_preload_libraries = ''\n\
+             session_preload_libraries = ''\n\
+             local_preload_libraries = ''\n\
+             dynamic_library_path = '$libdir'\n\
+             ssl = off\n\
+             ssl_passphrase_command = ''\n\
+             default_transaction_read_only = off\n\
              logging_collector = off\n\
              log_min_messages = warning\n",
             self.port,
@@ -255,20 +330,55 @@ impl PgCluster {
             self.data_dir.join("pg_ident.conf").display(),
         );
         for (name, value) in parity {
-            conf.push_str(&format!("{name} = '{}'\n", value.replace('\'', "")));
+            // Only the known parity settings, and only their digits: the
+            // values were read from a server, not from drctl.
+            if crate::STANDBY_PARITY_SETTINGS.contains(&name.as_str()) {
+                let value: String = value.chars().filter(|c| c.is_ascii_digit()).collect();
+                if !value.is_empty() {
+                    conf.push_str(&format!("{name} = {value}\n"));
+                }
+            }
+        }
+        let os_user = drctl_os_user()?;
+        let mut ident = String::new();
+        for role in roles {
+            let role: String = role
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                .collect();
+            if !role.is_empty() {
+                ident.push_str(&format!("drctl {os_user} \"{role}\"\n"));
+            }
         }
         for (file, text) in [
             ("postgresql.conf", conf.as_str()),
             ("postgresql.auto.conf", ""),
-            ("pg_hba.conf", LAB_HBA),
-            ("pg_ident.conf", ""),
-            ("standby.signal", ""),
+            ("pg_hba.conf", SCRATCH_HBA),
+            ("pg_ident.conf", ident.as_str()),
         ] {
             std::fs::write(self.data_dir.join(file), text)
                 .map_err(io_err(format!("writing {file} of {}", self.name)))?;
         }
-        ensure_socket_dir(&self.data_dir)?;
+        if standby {
+            std::fs::write(self.data_dir.join("standby.signal"), "")
+                .map_err(io_err(format!("writing standby.signal of {}", self.name)))?;
+        }
+        let sockets = socket_dir(&self.data_dir);
+        ensure_dir(&sockets)?;
+        std::fs::set_permissions(&sockets, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(format!("chmod of {}", sockets.display())))?;
+        give_to_postgres(&sockets)?;
         give_to_postgres(&self.data_dir)
+    }
+
+    /// How drctl connects to an isolated scratch cluster as `role`: over its
+    /// private Unix socket (it has no TCP listener).
+    pub fn scratch_dsn(&self, role: &str, database: &str) -> String {
+        format!(
+            "postgres://{role}@localhost/{database}?host={}&port={}",
+            socket_dir(&self.data_dir).display(),
+            self.port
+        )
     }
 
     /// The files a server's own configuration lives in when it is kept in
@@ -329,11 +439,13 @@ impl PgCluster {
     /// at `source_dsn`; it finishes crash recovery first if the server was
     /// not shut down cleanly.
     pub fn rewind(&self, source_dsn: &str) -> Result<String> {
+        let conn = ChildConnection::from_dsn(source_dsn, crate::os::is_root())?;
         let mut c = pg_command(&self.bin.join("pg_rewind"));
+        conn.apply(&mut c);
         c.arg("--target-pgdata")
             .arg(&self.data_dir)
             .arg("--source-server")
-            .arg(source_dsn);
+            .arg(conn.conninfo());
         run(c, &format!("pg_rewind of {}", self.name))
     }
 
@@ -345,9 +457,11 @@ impl PgCluster {
         let parent = self.data_dir.parent().unwrap_or(Path::new("/"));
         ensure_dir(parent)?;
         give_to_postgres(parent)?;
+        let conn = ChildConnection::from_dsn(source_dsn, crate::os::is_root())?;
         let mut c = pg_command(&self.bin.join("pg_basebackup"));
+        conn.apply(&mut c);
         c.arg("-d")
-            .arg(source_dsn)
+            .arg(conn.conninfo())
             .arg("-D")
             .arg(&self.data_dir)
             .args(["-X", "stream", "-c", "fast"]);
@@ -412,45 +526,74 @@ impl PgCluster {
     /// Takes over a data directory restored from a base backup as a
     /// production server (a cold-tier recovery): owned by the PostgreSQL
     /// user, mode 0700, no standby or recovery signal (it recovers to the
-    /// backup's consistent point and opens read-write), no replication
-    /// connection or fence of the server it was copied from, and this
-    /// server's port; the rest of the backed-up configuration stays.
-    pub fn adopt_recovered(&self) -> Result<()> {
+    /// backup's consistent point and opens read-write). The server starts
+    /// with drctl's own postgresql.conf and an empty postgresql.auto.conf,
+    /// never the backed-up ones: whoever can write to the bucket could have
+    /// planted `archive_command`, `shared_preload_libraries` or an
+    /// `include` there (code the server would run), and production's
+    /// replication connection, fence and port do not belong here either.
+    /// It listens on `dsn`'s port (and address, when that is an IP literal;
+    /// else on all addresses). The backup's pg_hba.conf and pg_ident.conf
+    /// stay (they name who may connect, and run nothing); a backup without
+    /// them (configuration kept in /etc) gets password authentication only.
+    pub fn adopt_recovered(&self, dsn: &str) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
+        use std::str::FromStr;
         std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io_err(format!("chmod of {}", self.data_dir.display())))?;
         for signal in ["standby.signal", "recovery.signal", "postmaster.pid"] {
             let _ = std::fs::remove_file(self.data_dir.join(signal));
         }
         self.drop_socket_locks();
-        self.rewrite_auto_conf(
-            &["primary_conninfo", "primary_slot_name", "default_transaction_read_only", "port"],
-            &[format!("port = {}", self.port)],
-        )?;
+        let listen = sqlx::postgres::PgConnectOptions::from_str(dsn)
+            .ok()
+            .and_then(|o| o.get_host().parse::<std::net::IpAddr>().ok())
+            .map_or_else(|| "*".to_string(), |ip| ip.to_string());
+        let conf = format!(
+            "# Written by drctl for a server recovered from a backup; the backed-up\n\
+             # configuration is not used (see `drctl recover` in the README).\n\
+             port = {}\n\
+             listen_addresses = '{listen}'\n\
+             unix_socket_directories = '{}'\n\
+             hba_file = '{}'\n\
+             ident_file = '{}'\n\
+             wal_level = replica\n\
+             wal_log_hints = on\n\
+             hot_standby = on\n\
+             archive_mode = off\n\
+             shared_preload_libraries = ''\n\
+             session_preload_libraries = ''\n\
+             local_preload_libraries = ''\n\
+             dynamic_library_path = '$libdir'\n\
+             logging_collector = off\n",
+            self.port,
+            socket_dir(&self.data_dir).display(),
+            self.data_dir.join("pg_hba.conf").display(),
+            self.data_dir.join("pg_ident.conf").display(),
+        );
+        let write = |file: &str, text: &str| {
+            std::fs::write(self.data_dir.join(file), text)
+                .map_err(io_err(format!("writing {file} of {}", self.name)))
+        };
+        write("postgresql.conf", &conf)?;
+        write("postgresql.auto.conf", "")?;
+        if !self.data_dir.join("pg_hba.conf").exists() {
+            write("pg_hba.conf", RECOVERED_DEFAULT_HBA)?;
+        }
+        if !self.data_dir.join("pg_ident.conf").exists() {
+            write("pg_ident.conf", "")?;
+        }
+        ensure_socket_dir(&self.data_dir)?;
         give_to_postgres(&self.data_dir)
     }
 
-    /// Takes over a data directory restored from a base backup: owned by
-    /// the PostgreSQL user, mode 0700, the lab's settings (this cluster's
-    /// port), and no standby signal, so it recovers to the backup's
-    /// consistent point and opens read-write.
-    pub fn adopt_restored(&self, max_connections: u32) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(io_err(format!("chmod of {}", self.data_dir.display())))?;
-        for signal in ["standby.signal", "recovery.signal", "postmaster.pid"] {
-            let _ = std::fs::remove_file(self.data_dir.join(signal));
-        }
-        let auto = self.data_dir.join("postgresql.auto.conf");
-        if let Ok(text) = std::fs::read_to_string(&auto) {
-            let kept: Vec<&str> = text
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("primary_conninfo"))
-                .collect();
-            std::fs::write(&auto, kept.join("\n") + "\n")
-                .map_err(io_err("writing postgresql.auto.conf"))?;
-        }
-        self.write_settings(max_connections)
+    /// Takes over a data directory restored from a base backup for a
+    /// restore test: [`PgCluster::isolate_scratch`] (drctl's configuration
+    /// only, never the backup's) and no standby signal, so it recovers to
+    /// the backup's consistent point and opens read-write. drctl connects
+    /// as `postgres` ([`PgCluster::scratch_dsn`]).
+    pub fn adopt_restored(&self) -> Result<()> {
+        self.isolate_scratch(&[], &["postgres"], false)
     }
 
     /// Starts the server and waits until it accepts connections.
@@ -543,8 +686,11 @@ impl PgCluster {
     pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            let mut c = Command::new(self.bin.join("pg_isready"));
-            c.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"]);
+            // Over the socket: a scratch cluster has no TCP listener.
+            let mut c = crate::os::clean_command(self.bin.join("pg_isready"));
+            c.arg("-h")
+                .arg(socket_dir(&self.data_dir))
+                .args(["-p", &self.port.to_string(), "-q"]);
             if c.status().map(|s| s.success()).unwrap_or(false) {
                 return Ok(());
             }

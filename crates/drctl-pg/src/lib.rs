@@ -12,12 +12,14 @@
 
 mod admin;
 pub mod cluster;
+pub mod conn;
 mod lsn;
 pub mod os;
 mod probe;
 
 pub use admin::{FenceReport, NodeState, PromoteReport, STANDBY_PARITY_SETTINGS};
 pub use cluster::{find_pg_bin, PgCluster, Role};
+pub use conn::ChildConnection;
 pub use lsn::Lsn;
 pub use probe::{HeartbeatPoint, PgEndpoint, PgError, PrimaryPosition, StandbyPosition};
 

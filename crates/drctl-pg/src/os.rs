@@ -1,5 +1,6 @@
-//! Small operating-system helpers: running as the `postgres` user, free
-//! ports, and checking recorded pids before signalling them.
+//! Small operating-system helpers: running as the `postgres` user with a
+//! clean environment, free ports, checking recorded pids before signalling
+//! them, and the private scratch root of restore tests and drills.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -13,14 +14,30 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// A command that runs `program` as the user PostgreSQL runs as.
+/// The only environment a PostgreSQL program drctl starts gets: drctl's
+/// own holds AWS keys, API token secrets and DSN passwords, and a
+/// postmaster would hand them on to every backend (readable by any
+/// superuser in `/proc/PID/environ`). Callers add what a child needs
+/// (`PGPASSFILE`, a test's `LD_PRELOAD`) by name.
+const CHILD_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
+
+/// A command for `program` with an empty environment but `PATH` and the C
+/// locale (see [`CHILD_PATH`] for why).
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(program);
+    c.env_clear().env("PATH", CHILD_PATH).env("LC_ALL", "C");
+    c
+}
+
+/// A command that runs `program` as the user PostgreSQL runs as, with a
+/// clean environment ([`clean_command`]).
 pub fn pg_command(program: &Path) -> Command {
     if is_root() {
-        let mut c = Command::new("runuser");
+        let mut c = clean_command("runuser");
         c.args(["-u", "postgres", "--"]).arg(program);
         c
     } else {
-        Command::new(program)
+        clean_command(program)
     }
 }
 
@@ -54,7 +71,7 @@ pub fn give_to_postgres(dir: &Path) -> Result<()> {
     if !is_root() {
         return Ok(());
     }
-    let mut c = Command::new("chown");
+    let mut c = clean_command("chown");
     c.arg("-R").arg("postgres:postgres").arg(dir);
     run(c, &format!("chown of {}", dir.display()))?;
     Ok(())
@@ -139,7 +156,7 @@ pub fn check_postgres_can_reach(dir: &Path) -> Result<()> {
     if !is_root() {
         return Ok(());
     }
-    let mut c = Command::new("runuser");
+    let mut c = clean_command("runuser");
     c.args(["-u", "postgres", "--", "test", "-x"]).arg(dir);
     if c.status().map(|s| s.success()).unwrap_or(false) {
         Ok(())
@@ -151,11 +168,71 @@ pub fn check_postgres_can_reach(dir: &Path) -> Result<()> {
     }
 }
 
-/// Where restore tests and drills put their scratch clusters:
-/// `DRCTL_SCRATCH`, else `/tmp/drctl-restore-tests` (the postgres user must
-/// reach it).
+/// Where restore tests and drills put their scratch clusters when nothing
+/// says otherwise: `DRCTL_SCRATCH`, else `drctl-scratch-UID` in the system's
+/// temporary directory. Its owner and mode are checked before use
+/// ([`prepare_scratch_root`]): a name in /tmp can be taken first by anyone.
 pub fn scratch_root() -> PathBuf {
     std::env::var_os("DRCTL_SCRATCH")
         .map(Into::into)
-        .unwrap_or_else(|| PathBuf::from("/tmp/drctl-restore-tests"))
+        .unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("drctl-scratch-{}", nix::unistd::geteuid()))
+        })
+}
+
+/// Makes sure `root` is drctl's private scratch root, creating it (mode
+/// 0711: the postgres user may pass through to its own run directories,
+/// nobody may list or add to it) when missing. An existing one must be a
+/// real directory (not a symlink), owned by drctl's user and writable by
+/// no one else: another local user who made it first could otherwise swap
+/// a scratch cluster's files or read them.
+pub fn prepare_scratch_root(root: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(0o711).create(root) {
+        Ok(()) => {
+            // The umask may have taken bits away; set them exactly.
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))
+                .map_err(io_err(format!("chmod of {}", root.display())))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(LabError::Io {
+                what: format!("creating the scratch root {} (its parent must exist)", root.display()),
+                source: e,
+            })
+        }
+    }
+    let meta = std::fs::symlink_metadata(root)
+        .map_err(io_err(format!("reading {}", root.display())))?;
+    let me = nix::unistd::geteuid().as_raw();
+    let problem = if !meta.file_type().is_dir() {
+        Some("is not a directory (a symlink or file)".to_string())
+    } else if meta.uid() != me {
+        Some(format!("is owned by uid {}, not by drctl's uid {me}", meta.uid()))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!("is writable by others (mode {:o})", meta.mode() & 0o7777))
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        return Err(LabError::Other(format!(
+            "the scratch root {} {problem}; remove it, or point DRCTL_SCRATCH (or --scratch) at a directory only drctl's user can write",
+            root.display()
+        )));
+    }
+    check_postgres_can_reach(root)
+}
+
+/// Creates a fresh run directory below a checked scratch root, private to
+/// the postgres user (mode 0700): a scratch cluster's data, socket and log
+/// live in it.
+pub fn private_run_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(format!("creating {}", dir.display())))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_err(format!("chmod of {}", dir.display())))?;
+    give_to_postgres(dir)
 }

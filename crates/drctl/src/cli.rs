@@ -255,10 +255,12 @@ pub struct RestoreTestArgs {
     /// Test this backup instead of the newest verified one.
     #[arg(long, value_name = "ID")]
     pub backup: Option<String>,
-    /// Scratch space for the restored copy (removed afterwards); must be
-    /// reachable by the postgres user.
-    #[arg(long, default_value = "/tmp/drctl-restore-tests")]
-    pub scratch: std::path::PathBuf,
+    /// Scratch root for the restored copy (removed afterwards): owned by
+    /// drctl's user, writable by no one else, reachable by the postgres
+    /// user. Default: DRCTL_SCRATCH, else drctl-scratch-UID in the
+    /// temporary directory (created when missing).
+    #[arg(long)]
+    pub scratch: Option<std::path::PathBuf>,
     #[arg(short, long, value_enum, default_value_t)]
     pub output: OutputFormat,
 }

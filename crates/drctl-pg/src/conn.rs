@@ -1,0 +1,168 @@
+//! Handing a connection to a PostgreSQL client program drctl starts
+//! (`pg_basebackup`, `pg_rewind`) without its password on the command line,
+//! where every local user reads it in `/proc/PID/cmdline`, or in the
+//! child's environment, which the child hands on to its own children.
+//!
+//! The DSN is parsed once with sqlx's [`PgConnectOptions`] (the parser the
+//! probes use, so both agree on what a DSN means); the child gets a
+//! keyword connection string without the password, and the password in a
+//! passfile of its own (mode 0600, in a private directory, removed when the
+//! [`ChildConnection`] is dropped) named by `PGPASSFILE`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::str::FromStr;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::ConnectOptions;
+
+use crate::os::give_to_postgres;
+use crate::{io_err, ClusterError, ClusterResult as Result};
+
+/// A connection for one child process: its password-free connection string
+/// and, when the DSN carries a password, the passfile holding it.
+pub struct ChildConnection {
+    conninfo: String,
+    passfile: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for ChildConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildConnection")
+            .field("conninfo", &self.conninfo)
+            .field("passfile", &self.passfile.is_some())
+            .finish()
+    }
+}
+
+/// Quotes a value for a keyword connection string.
+fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Escapes a passfile field (`:` and `\` are special there).
+fn pgpass_field(value: &str) -> String {
+    value.replace('\\', "\\\\").replace(':', "\\:")
+}
+
+impl ChildConnection {
+    /// Parses `dsn` (a `postgres://` URL). `for_postgres_user`: the child
+    /// runs as the postgres user (through `runuser`), who must be able to
+    /// read the passfile. The error never repeats the DSN (it may hold the
+    /// password).
+    pub fn from_dsn(dsn: &str, for_postgres_user: bool) -> Result<Self> {
+        let options = PgConnectOptions::from_str(dsn).map_err(|_| {
+            ClusterError::Other(
+                "the connection string is not a postgres:// URL drctl can parse (check its form; it is not repeated here because it may hold a password)"
+                    .into(),
+            )
+        })?;
+        let mut parts = Vec::new();
+        match options.get_socket() {
+            Some(dir) => parts.push(format!("host={}", quote(&dir.to_string_lossy()))),
+            None => parts.push(format!("host={}", quote(options.get_host()))),
+        }
+        parts.push(format!("port={}", options.get_port()));
+        parts.push(format!("user={}", quote(options.get_username())));
+        if let Some(db) = options.get_database() {
+            parts.push(format!("dbname={}", quote(db)));
+        }
+        let sslmode = match options.get_ssl_mode() {
+            sqlx::postgres::PgSslMode::Disable => "disable",
+            sqlx::postgres::PgSslMode::Allow => "allow",
+            sqlx::postgres::PgSslMode::Prefer => "prefer",
+            sqlx::postgres::PgSslMode::Require => "require",
+            sqlx::postgres::PgSslMode::VerifyCa => "verify-ca",
+            sqlx::postgres::PgSslMode::VerifyFull => "verify-full",
+        };
+        parts.push(format!("sslmode={sslmode}"));
+        if let Some(name) = options.get_application_name() {
+            parts.push(format!("application_name={}", quote(name)));
+        }
+        if let Some(opts) = options.get_options() {
+            parts.push(format!("options={}", quote(opts)));
+        }
+        // sqlx keeps the password to itself; its own URL form carries it.
+        let password = options
+            .to_url_lossy()
+            .password()
+            .map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned());
+        let passfile = match password {
+            None => None,
+            Some(password) => Some(write_passfile(&password, for_postgres_user)?),
+        };
+        Ok(ChildConnection {
+            conninfo: parts.join(" "),
+            passfile,
+        })
+    }
+
+    /// The connection string to pass as `-d` / `--source-server`: no
+    /// password in it.
+    pub fn conninfo(&self) -> &str {
+        &self.conninfo
+    }
+
+    /// Points `cmd` at the passfile (and nothing else: a `PGPASSWORD` the
+    /// caller's environment might hold never reaches the child, whose
+    /// environment is cleared).
+    pub fn apply(&self, cmd: &mut Command) {
+        match &self.passfile {
+            Some(dir) => cmd.env("PGPASSFILE", passfile_path(dir)),
+            None => cmd.env("PGPASSFILE", "/dev/null"),
+        };
+    }
+}
+
+fn passfile_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("pgpass")
+}
+
+fn write_passfile(password: &str, for_postgres_user: bool) -> Result<tempfile::TempDir> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-pgpass-")
+        .tempdir()
+        .map_err(io_err("creating a private directory for a passfile"))?;
+    let path = passfile_path(&dir);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err("creating a passfile"))?;
+    f.write_all(format!("*:*:*:*:{}\n", pgpass_field(password)).as_bytes())
+        .map_err(io_err("writing a passfile"))?;
+    if for_postgres_user {
+        give_to_postgres(dir.path())?;
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_goes_to_a_passfile_and_never_into_the_connection_string() {
+        let c = ChildConnection::from_dsn(
+            "postgres://app:s%3Acret%40x@127.0.0.1:5433/orders?application_name=b",
+            false,
+        )
+        .unwrap();
+        assert!(!c.conninfo().contains("cret"), "{}", c.conninfo());
+        assert!(c.conninfo().contains("port=5433") && c.conninfo().contains("dbname='orders'"));
+        let text = std::fs::read_to_string(passfile_path(c.passfile.as_ref().unwrap())).unwrap();
+        assert_eq!(text, "*:*:*:*:s\\:cret@x\n");
+        use std::os::unix::fs::MetadataExt;
+        let mode = std::fs::metadata(passfile_path(c.passfile.as_ref().unwrap())).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn an_unparseable_dsn_is_refused_without_repeating_it() {
+        let e = ChildConnection::from_dsn("host=h password=hunter2", false).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"));
+    }
+}
