@@ -286,3 +286,158 @@ async fn planted_secrets_appear_in_no_log_line_response_or_output() {
     assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
     assert!(evidence.texts.len() > 30, "everything was searched");
 }
+
+const CHILD_DSN_PASSWORD: &str = "planted-child-dsn-password-2b9e";
+const CHILD_AWS_SECRET: &str = "planted/child/aws/secret/6c0d";
+const CHILD_TOKEN: &str = "planted-child-token-secret-8a47";
+
+/// A directory of PostgreSQL programs that record their argv and their
+/// environment (what every local user, or the postgres user, could read in
+/// /proc) and then exec the real one: drctl runs the real servers and
+/// tools, and the test sees exactly what each child was given.
+fn recording_pg_bin(dir: &std::path::Path, log: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let real = drctl_pg::find_pg_bin().expect("PostgreSQL binaries (apt-get install postgresql, or set PG_BIN)");
+    let bin = dir.join("recording-bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(log, "").unwrap();
+    std::fs::set_permissions(log, std::fs::Permissions::from_mode(0o666)).unwrap();
+    for entry in std::fs::read_dir(&real).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let script = format!(
+            "#!/bin/sh\n{{\n  printf 'ARGV %s' \"$0\"; for a in \"$@\"; do printf ' %s' \"$a\"; done; printf '\\n'\n  \
+             tr '\\000' '\\n' < /proc/$$/environ | sed 's/^/ENV /'\n}} >> '{}' 2>/dev/null\nexec '{}' \"$@\"\n",
+            log.display(),
+            entry.path().display()
+        );
+        let path = bin.join(&name);
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// `drctl ARGS…` with the planted secrets in its environment and the
+/// recording PostgreSQL programs.
+fn drctl_with_secrets(config: &str, pg_bin: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(drctl_bin())
+        .args(args)
+        .args(["--config", config])
+        .env("PG_BIN", pg_bin)
+        .env("AWS_ACCESS_KEY_ID", "AKIAPLANTEDCHILDKEY")
+        .env("AWS_SECRET_ACCESS_KEY", CHILD_AWS_SECRET)
+        .env("DRCTL_TOKEN", CHILD_TOKEN)
+        .output()
+        .expect("running drctl");
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+/// DSN passwords went to `pg_basebackup -d` and `pg_rewind --source-server`
+/// on the command line, and every program drctl started (pg_ctl, and so the
+/// postmaster and its backends) inherited drctl's whole environment. Here
+/// a real lab whose DSNs need a password (SCRAM) is backed up, drilled,
+/// switched over and rejoined through the CLI, and no child's argv or
+/// environment, nor any live server process's, holds a planted secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn planted_secrets_reach_no_child_argv_or_environment_in_a_backup_drill_or_rejoin() {
+    use drctl_lab::{REGION_A, REGION_B};
+    use std::os::unix::fs::PermissionsExt;
+    let (lab, dir) = drctl_tests::start_lab(vec![drctl_tests::orders()]).await;
+    lab.workload().pause();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    // A role that must authenticate with its password, on both servers.
+    let mut c = drctl_tests::connect(&lab.cluster("orders", REGION_A).dsn("postgres")).await;
+    sqlx::query(&format!(
+        "CREATE ROLE drctl_app LOGIN SUPERUSER REPLICATION PASSWORD '{CHILD_DSN_PASSWORD}'"
+    ))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    drop(c);
+    for region in [REGION_A, REGION_B] {
+        let cluster = lab.cluster("orders", region);
+        let hba = cluster.data_dir.join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(
+            &hba,
+            format!(
+                "host all drctl_app 127.0.0.1/32 scram-sha-256\n\
+                 host replication drctl_app 127.0.0.1/32 scram-sha-256\n{text}"
+            ),
+        )
+        .unwrap();
+        let mut c = drctl_tests::connect(&cluster.dsn("postgres")).await;
+        sqlx::query("SELECT pg_reload_conf()").execute(&mut c).await.unwrap();
+    }
+    // The password is really needed: without it the role is refused.
+    let a = lab.cluster("orders", REGION_A);
+    let refused = <sqlx::PgConnection as sqlx::Connection>::connect(&format!(
+        "postgres://drctl_app@127.0.0.1:{}/orders",
+        a.port
+    ))
+    .await;
+    assert!(refused.is_err(), "drctl_app connects without its password");
+    let text = std::fs::read_to_string(lab.config_path()).unwrap();
+    let text = text.replace(
+        "postgres://postgres@127.0.0.1:",
+        &format!("postgres://drctl_app:{CHILD_DSN_PASSWORD}@127.0.0.1:"),
+    );
+    let config_path = lab.config_path().with_file_name("secrets.toml");
+    std::fs::write(&config_path, text).unwrap();
+    let config = config_path.to_str().unwrap();
+    let log = dir.path().join("children.log");
+    let bin = recording_pg_bin(dir.path(), &log);
+
+    let mut outputs = Vec::new();
+    for args in [
+        vec!["backup", "run", "orders", "-o", "json"],
+        vec!["drill", "orders", "--yes", "-o", "json"],
+        vec!["switchover", "orders", "--to", REGION_B, "--yes", "-o", "json"],
+        vec!["rejoin", "orders", "--region", REGION_A, "--yes", "-o", "json"],
+    ] {
+        let (code, out) = drctl_with_secrets(config, &bin, &args);
+        assert_eq!(code, 0, "drctl {}: {out}", args.join(" "));
+        outputs.push((args.join(" "), out));
+    }
+    assert_eq!(drctl_tests::role(&lab, REGION_A).await, Some((true, false)), "region-a rejoined as a standby");
+
+    // What the children were given.
+    let children = std::fs::read_to_string(&log).unwrap();
+    for program in ["pg_basebackup", "pg_ctl", "pg_rewind"] {
+        assert!(
+            children.lines().any(|l| l.starts_with("ARGV") && l.contains(&format!("/{program} "))),
+            "{program} ran through the recording bin:\n{children}"
+        );
+    }
+    // And what every live server process holds now (the rejoined server was
+    // started by drctl).
+    let mut live = String::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let p = e.path();
+        let cmdline = std::fs::read(p.join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&*lab.config_path().parent().unwrap().to_string_lossy())
+            || cmdline.contains(&*dir.path().to_string_lossy())
+        {
+            let environ = std::fs::read(p.join("environ")).unwrap_or_default();
+            live.push_str(&format!("{cmdline}\n{}\n", String::from_utf8_lossy(&environ).replace('\0', "\n")));
+        }
+    }
+    let mut leaks = Vec::new();
+    for secret in [CHILD_DSN_PASSWORD, CHILD_AWS_SECRET, CHILD_TOKEN] {
+        for (what, text) in [("children", children.as_str()), ("live processes", live.as_str())]
+            .into_iter()
+            .chain(outputs.iter().map(|(a, o)| (a.as_str(), o.as_str())))
+        {
+            if let Some(line) = text.lines().find(|l| l.contains(secret)) {
+                leaks.push(format!("{what}: {line}"));
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "secrets reached child processes:\n{}", leaks.join("\n"));
+    lab.teardown().unwrap();
+}
