@@ -410,3 +410,62 @@ async fn the_openapi_document_lists_exactly_the_endpoints_served() {
     let name = &doc["paths"]["/api/v1/services/{name}/lag"]["get"]["parameters"][0]["schema"]["enum"];
     assert_eq!(name, &json!(["orders", "catalog"]));
 }
+
+/// A fence hook's argv (here a cloud token) and what it printed were in
+/// `/api/v1/services` and in the fence step's output for every viewer;
+/// operators and admins still see them.
+#[tokio::test]
+async fn a_fence_hooks_argv_and_output_are_hidden_from_viewers() {
+    const IN_ARGV: &str = "planted-hook-argv-token-13f0";
+    const IN_OUTPUT: &str = "planted-hook-output-5aa2";
+    let dir = setup();
+    let config = CONFIG.replace(
+        "[services.postgres.us-east]\ndsn = \"postgres://app@127.0.0.1:31998/orders?connect_timeout=1\"\n",
+        &format!(
+            "[services.postgres.us-east]\ndsn = \"postgres://app@127.0.0.1:31998/orders?connect_timeout=1\"\n\
+             [services.failover]\nfence_hook = [\"/usr/local/bin/fence\", \"--token\", \"{IN_ARGV}\", \"{{region}}\"]\n"
+        ),
+    );
+    assert!(config.contains(IN_ARGV));
+    std::fs::write(dir.path().join("drctl.toml"), config).unwrap();
+    let (app, store) = app(dir.path()).await;
+    // A failover whose fence step ran the hook, journaled as the engine does.
+    let now = chrono::Utc::now();
+    let lease = store
+        .acquire_lease("cluster:orders", "test", std::time::Duration::from_secs(60), now)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .journal_operation_created(&lease, "op-hooked", "failover", "orders", "orders", "{}", now)
+        .await
+        .unwrap();
+    store.journal_step_started(&lease, "op-hooked", "fence_source", 1, now).await.unwrap();
+    let output = json!({
+        "method": "hook",
+        "hook": {
+            "argv": ["/usr/local/bin/fence", "--token", IN_ARGV, "eu-west"],
+            "exit_code": 0,
+            "output": format!("fenced eu-west ({IN_OUTPUT})"),
+            "took_ms": 12,
+        },
+    });
+    store
+        .journal_step_ended(&lease, "op-hooked", "fence_source", now, Ok(&output.to_string()))
+        .await
+        .unwrap();
+
+    for (role, token, sees) in [("viewer", VIEWER, false), ("operator", OPERATOR, true), ("admin", ADMIN, true)] {
+        for path in ["/api/v1/services", "/api/v1/operations/op-hooked", "/api/v1/operations"] {
+            let (status, body, _) = call(&app, Method::GET, path, bearer(token), None).await;
+            assert_eq!(status, StatusCode::OK, "{role} {path}: {body}");
+            let text = body.to_string();
+            let shown = text.contains(IN_ARGV) || text.contains(IN_OUTPUT);
+            if path != "/api/v1/operations" {
+                assert_eq!(shown, sees, "{role} {path} shows the hook: {shown}\n{text}");
+            } else {
+                assert!(!shown || sees, "{role} {path}: {text}");
+            }
+        }
+    }
+}

@@ -134,3 +134,62 @@ pub async fn run(
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The process's peak resident memory so far (`VmHWM`), in KiB.
+    fn peak_rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/self/status")
+    }
+
+    fn argv(script: &str) -> Vec<String> {
+        vec!["/bin/sh".into(), "-c".into(), script.into()]
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_prints_without_end_costs_only_the_tail_that_is_kept() {
+        let before = peak_rss_kib();
+        let run = run(
+            &argv("head -c 536870912 /dev/zero; echo the-end"),
+            "orders",
+            "eu-west",
+            "op-1",
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+        let grown = peak_rss_kib().saturating_sub(before);
+        assert!(run.output.len() <= OUTPUT_KEPT && run.output.ends_with("the-end\n"));
+        assert!(
+            grown < 128 * 1024,
+            "peak memory grew by {grown} KiB while the hook printed 512 MiB"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hook_gets_what_to_fence_but_not_drctls_environment() {
+        std::env::set_var("DRCTL_HOOK_TEST_PLANTED", "planted-hook-env-secret-77c1");
+        let run = run(&argv("env"), "orders", "eu-west", "op-2", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(!run.output.contains("planted-hook-env-secret-77c1"), "{}", run.output);
+        assert!(run.output.contains("DRCTL_FENCE_SERVICE=orders"), "{}", run.output);
+        assert!(run.output.contains("DRCTL_FENCE_REGION=eu-west"), "{}", run.output);
+    }
+
+    #[tokio::test]
+    async fn a_failing_hooks_error_does_not_repeat_its_output() {
+        let e = run(&argv("echo planted-hook-error-output; exit 3"), "s", "r", "op", Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(!e.contains("planted-hook-error-output"), "{e}");
+        assert!(e.contains("/bin/sh") && e.contains('3'), "{e}");
+    }
+}
