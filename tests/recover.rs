@@ -89,3 +89,63 @@ async fn a_cold_service_is_recovered_from_its_newest_verified_backup_in_the_othe
     assert_eq!(code, 1);
     assert!(out.contains("\"refused\"") && out.contains("already answers"), "{out}");
 }
+
+/// A backup's postgresql.auto.conf is whatever was in the bucket: someone
+/// who can write there could set `archive_command` (a shell command the
+/// server runs) or preload a library. The recovered server starts with
+/// drctl's configuration, not the backup's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recovered_server_never_starts_with_the_backups_own_configuration() {
+    let (lab, dir) = start_lab(vec![LabService::new("catalog", "cold", "shop.price_changes")]).await;
+    lab.workload().pause();
+    let primary = lab.cluster("catalog", REGION_A);
+    let marker = dir.path().join("archive-command-ran");
+    let mut c = connect(&primary.dsn("postgres")).await;
+    for sql in [
+        "ALTER SYSTEM SET archive_mode = 'on'".to_string(),
+        format!("ALTER SYSTEM SET archive_command = 'touch {}'", marker.display()),
+        "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'".to_string(),
+    ] {
+        sqlx::query(&sql).execute(&mut c).await.unwrap();
+    }
+    drop(c);
+
+    let port = drctl_pg::os::free_port();
+    let text = std::fs::read_to_string(lab.config_path()).unwrap();
+    let extra = format!(
+        "[services.postgres.region-b]\ndsn = \"postgres://postgres@127.0.0.1:{port}/catalog\"\ndata_dir = \"catalog-region-b\"\n"
+    );
+    let path = lab.config_path().with_file_name("recover.toml");
+    std::fs::write(&path, format!("{text}{extra}")).unwrap();
+    let cfg = path.to_str().unwrap();
+    let recovered = Recovered(PgCluster::new(
+        "catalog-region-b",
+        lab.config_path().with_file_name("catalog-region-b"),
+        port,
+        drctl_pg::find_pg_bin().unwrap(),
+    ));
+    let (code, out, err) = drctl(&["backup", "run", "catalog", "--config", cfg, "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = drctl(&["backup", "verify", "--latest", "catalog", "--config", cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    primary.crash().unwrap();
+    let (code, out, err) = drctl(&["recover", "catalog", "--to", REGION_B, "--yes", "-o", "json", "--config", cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let mut b = connect(&recovered.0.dsn("catalog")).await;
+    let (archive_mode, preload, port_now): (String, String, String) = sqlx::query_as(
+        "SELECT current_setting('archive_mode'), current_setting('shared_preload_libraries'), current_setting('port')",
+    )
+    .fetch_one(&mut b)
+    .await
+    .unwrap();
+    assert_eq!(
+        (archive_mode.as_str(), preload.as_str(), port_now),
+        ("off", "", port.to_string()),
+        "the recovered server runs drctl's settings"
+    );
+    // A finished WAL segment would have run the planted archive_command.
+    sqlx::query("SELECT pg_switch_wal()").execute(&mut b).await.unwrap();
+    sqlx::query("CHECKPOINT").execute(&mut b).await.unwrap();
+    assert!(!marker.exists(), "the planted archive_command ran");
+}
