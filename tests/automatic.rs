@@ -17,11 +17,27 @@ async fn decisions(store: &Store) -> Vec<drctl_store::DecisionRecord> {
     d
 }
 
+/// The lab's config with its STONITH as orders' fence hook: automatic
+/// failover never goes ahead without a way to fence a lost primary.
+fn stonith_config(lab: &drctl_lab::Lab) -> std::sync::Arc<drctl_config::Config> {
+    let lab_dir = lab.config_path().parent().unwrap().to_str().unwrap().to_string();
+    let hook = format!(
+        "fence_hook = [\"{}\", \"lab\", \"stonith\", \"{{service}}\", \"--region\", \"{{region}}\", \"--dir\", \"{lab_dir}\"]\n",
+        drctl_bin().display()
+    );
+    let text = std::fs::read_to_string(lab.config_path()).unwrap();
+    let marker = "[services.failover]\ncooldown = \"10s\"\n";
+    assert!(text.contains(marker));
+    let path = lab.config_path().with_file_name("stonith.toml");
+    std::fs::write(&path, text.replacen(marker, &format!("{marker}{hook}"), 1)).unwrap();
+    std::sync::Arc::new(drctl_config::load(&path).unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_primary_fails_over_automatically_and_comes_back_fenced() {
     let (lab, _dir) = start_lab(vec![orders()]).await;
     lab.workload().pause();
-    let config = lab_config(&lab);
+    let config = stonith_config(&lab);
     let store = Store::open(config.store.url.expose()).await.unwrap();
     let daemon = start_daemon_automatic(config).await;
     let writer = Writer::start(&lab).await;
@@ -163,17 +179,7 @@ async fn a_primary_cut_off_from_everyone_is_failed_over_and_never_writes_again()
     let (lab, _dir) = start_lab(vec![orders()]).await;
     lab.workload().pause();
     // The fence hook is the lab's STONITH of the old primary.
-    let lab_dir = lab.config_path().parent().unwrap().to_str().unwrap().to_string();
-    let hook = format!(
-        "fence_hook = [\"{}\", \"lab\", \"stonith\", \"{{service}}\", \"--region\", \"{{region}}\", \"--dir\", \"{lab_dir}\"]\n",
-        drctl_bin().display()
-    );
-    let text = std::fs::read_to_string(lab.config_path()).unwrap();
-    let marker = "[services.failover]\ncooldown = \"10s\"\n";
-    assert!(text.contains(marker));
-    let path = lab.config_path().with_file_name("stonith.toml");
-    std::fs::write(&path, text.replacen(marker, &format!("{marker}{hook}"), 1)).unwrap();
-    let config = std::sync::Arc::new(drctl_config::load(&path).unwrap());
+    let config = stonith_config(&lab);
     let store = Store::open(config.store.url.expose()).await.unwrap();
     let daemon = start_daemon_automatic(config).await;
     let writer = Writer::start(&lab).await;

@@ -744,3 +744,130 @@ async fn a_client_resolves_orders_through_the_lab_dns_and_writes_through_the_fro
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The compare-and-set a failover's DNS flip uses, against any provider:
+/// it changes the record only from the expected value (or from nothing),
+/// is a no-op when the record already holds the new value (a resumed
+/// flip), and refuses — changing nothing — when someone else changed the
+/// record meanwhile (a driver that woke up after a takeover and a
+/// switchback must not write its stale target).
+async fn exercise_conditional_flips(provider: &dyn DnsProvider, name: &str) {
+    let a = ["127.0.1.1".to_string()];
+    let region_a = record(name, RecordType::A, &["127.0.1.1"]);
+    let region_b = record(name, RecordType::A, &["127.0.2.1"]);
+    let read = || async { provider.lookup(name, RecordType::A).await.expect("lookup") };
+    provider.delete(name, RecordType::A).await.unwrap();
+
+    provider
+        .upsert_if(&region_a, None)
+        .await
+        .expect("created from nothing");
+    assert_eq!(read().await, values(&["127.0.1.1"]));
+    provider
+        .upsert_if(&region_a, None)
+        .await
+        .expect("already there: a no-op");
+
+    provider
+        .upsert_if(&region_b, Some(&a))
+        .await
+        .expect("flipped from the expected value");
+    assert_eq!(read().await, values(&["127.0.2.1"]));
+    let again = provider
+        .upsert_if(&region_b, Some(&a))
+        .await
+        .expect("a resumed flip");
+    assert_eq!(again.change_id, None, "nothing to change the second time");
+    assert_eq!(read().await, values(&["127.0.2.1"]));
+
+    // Someone else moved the record on: a flip from region-a is stale.
+    provider
+        .upsert(&record(name, RecordType::A, &["127.0.3.1"]))
+        .await
+        .unwrap();
+    let stale = provider
+        .upsert_if(&region_b, Some(&a))
+        .await
+        .expect_err("a flip from a value the record no longer holds");
+    assert!(matches!(stale, DnsError::Conflict { .. }), "{stale:?}");
+    assert!(!stale.is_retryable(), "{stale}");
+    assert!(stale.to_string().contains("127.0.3.1"), "{stale}");
+    assert_eq!(
+        read().await,
+        values(&["127.0.3.1"]),
+        "a refused flip changes nothing"
+    );
+    let not_absent = provider
+        .upsert_if(&region_a, None)
+        .await
+        .expect_err("the record exists");
+    assert!(
+        matches!(not_absent, DnsError::Conflict { .. }),
+        "{not_absent:?}"
+    );
+    assert_eq!(read().await, values(&["127.0.3.1"]));
+
+    // Several values on either side.
+    let pair = record(name, RecordType::A, &["127.0.4.1", "127.0.4.2"]);
+    provider
+        .upsert_if(&pair, Some(&["127.0.3.1".to_string()]))
+        .await
+        .expect("flipped to two values");
+    assert_eq!(read().await, values(&["127.0.4.1", "127.0.4.2"]));
+    let two = ["127.0.4.2".to_string(), "127.0.4.1".to_string()];
+    provider
+        .upsert_if(&region_a, Some(&two))
+        .await
+        .expect("flipped from two values");
+    assert_eq!(read().await, values(&["127.0.1.1"]));
+    let one_of_two = provider
+        .upsert_if(&region_b, Some(&two[..1]))
+        .await
+        .expect_err("one expected value of two is not the set");
+    assert!(
+        matches!(one_of_two, DnsError::Conflict { .. }),
+        "{one_of_two:?}"
+    );
+    provider.delete(name, RecordType::A).await.unwrap();
+}
+
+#[tokio::test]
+async fn knot_changes_a_record_conditionally_only_from_the_expected_value() {
+    let key = key("drctl-test.");
+    let knot = start_knot(&key).await;
+    let provider = Rfc2136Provider::new("knot", knot.addr, "shop.test.", Some(&key)).unwrap();
+    exercise_conditional_flips(&provider, "orders.shop.test.").await;
+    // What Knot itself answers agrees.
+    provider
+        .upsert_if(
+            &record("orders.shop.test.", RecordType::A, &["127.0.2.1"]),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(kdig(knot.addr, "orders.shop.test.", "A"), ["127.0.2.1"]);
+    let stale = provider
+        .upsert_if(
+            &record("orders.shop.test.", RecordType::A, &["127.0.9.9"]),
+            Some(&["127.0.1.1".to_string()]),
+        )
+        .await;
+    assert!(matches!(stale, Err(DnsError::Conflict { .. })), "{stale:?}");
+    assert_eq!(kdig(knot.addr, "orders.shop.test.", "A"), ["127.0.2.1"]);
+}
+
+#[tokio::test]
+async fn route53_changes_a_record_conditionally_only_from_the_expected_value_on_moto() {
+    std::env::set_var("AWS_ACCESS_KEY_ID", "drctl-test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "drctl-test");
+    let moto = moto_server().await;
+    let zone_id = create_hosted_zone(&moto.endpoint, "shop.example.com.").await;
+    let aws = drctl_dns::Route53Provider::new(
+        "aws",
+        &zone_id,
+        Some("shop.example.com."),
+        Some(&moto.endpoint),
+        Some("us-east-1"),
+    );
+    exercise_conditional_flips(&aws, "orders.shop.example.com.").await;
+}

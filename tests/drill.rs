@@ -92,6 +92,7 @@ async fn a_drill_promotes_a_clone_and_leaves_production_alone() {
                 service: "orders".into(),
                 to: None,
                 accept_data_loss: false,
+                accept_unfenced: false,
                 requested_by: "test".into(),
                 reason: Some("quarterly drill".into()),
                 detected_at: None,

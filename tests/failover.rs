@@ -16,6 +16,7 @@ fn request(kind: OperationKind, to: &str, accept_data_loss: bool) -> Request {
         service: "orders".into(),
         to: Some(to.into()),
         accept_data_loss,
+        accept_unfenced: false,
         requested_by: "test".into(),
         reason: None,
         detected_at: None,
@@ -150,10 +151,16 @@ async fn failover_after_a_link_cut_and_a_lost_primary_reports_the_rows_really_lo
         Err(FailoverError::Refused { .. }) => {}
         other => panic!("expected a refusal, got {other:?}"),
     }
+    // The killed primary cannot be fenced and has no fence hook: the
+    // operator accepts that too.
+    let accepted = Request {
+        accept_unfenced: true,
+        ..request(OperationKind::Failover, REGION_B, true)
+    };
     let outcome = engine
-        .run(&request(OperationKind::Failover, REGION_B, true), &quiet)
+        .run(&accepted, &quiet)
         .await
-        .expect("the failover runs when the loss is accepted");
+        .expect("the failover runs when the loss and the missing fence are accepted");
     daemon.stop().await;
     let measured = outcome.measured.expect("measured figures");
     assert_eq!(measured.rpo_basis, "last_sample");
@@ -420,4 +427,249 @@ async fn a_dns_provider_down_stops_the_failover_resumably_and_a_resume_completes
     assert_eq!(promote.attempts, 1, "promoted once: {promote:?}");
     assert!(steps.iter().all(|s| s.status == "done"), "{steps:?}");
     drop(server);
+}
+
+/// A source that answers but refuses the fence (here: a role that may not
+/// `ALTER SYSTEM`) is not "unreachable": the failover stops at the fence,
+/// resumably, and nothing is promoted or announced beside a primary that
+/// may still take writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fence_the_source_refuses_stops_the_failover_before_anything_is_promoted() {
+    let (lab, _dir) = start_lab(vec![orders()]).await;
+    lab.workload().pause();
+    let a = lab.cluster("orders", REGION_A);
+    let mut c = connect(&a.dsn("orders")).await;
+    sqlx::query("CREATE ROLE drctl_weak LOGIN PASSWORD 'weak'")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    drop(c);
+    // drctl reaches region-a as that role; everything else as before.
+    let text = std::fs::read_to_string(lab.config_path()).unwrap();
+    let strong = format!("dsn = \"postgres://postgres@127.0.0.1:{}/orders\"", a.port);
+    assert!(
+        text.contains(&strong),
+        "the lab's config names region-a's server"
+    );
+    let weak = format!(
+        "dsn = \"postgres://drctl_weak:weak@127.0.0.1:{}/orders\"",
+        a.port
+    );
+    let path = lab.config_path().with_file_name("weak-source.toml");
+    std::fs::write(&path, text.replacen(&strong, &weak, 1)).unwrap();
+    let config = std::sync::Arc::new(drctl_config::load(&path).unwrap());
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let engine = Engine::new(config, store.clone());
+
+    let err = engine
+        .run(&request(OperationKind::Failover, REGION_B, true), &quiet)
+        .await
+        .expect_err("a fence the source refuses stops the failover");
+    match &err {
+        FailoverError::Stopped { step, error, .. } => {
+            assert_eq!(step, "fence_source", "{err}");
+            assert!(error.contains("permission denied"), "{err}");
+        }
+        other => panic!("expected the failover stopped at the fence, got {other:?}"),
+    }
+    assert_eq!(
+        role(&lab, REGION_B).await,
+        Some((true, false)),
+        "region-b is still a standby"
+    );
+    assert!(writable(&lab, REGION_A).await, "region-a was never fenced");
+    assert_eq!(
+        resolve(&lab).await.as_deref(),
+        Some("127.0.1.1"),
+        "DNS still names region-a"
+    );
+    let op = store
+        .unfinished_operation("orders", &["failover"])
+        .await
+        .unwrap()
+        .expect("the failover waits, resumable");
+    assert_eq!(op.status, "stopped");
+}
+
+/// A source that cannot be reached and has no fence hook is a named
+/// blocker: the dry run shows it, `--accept-data-loss` does not pass it,
+/// an automatic request cannot pass it, and only `--accept-unfenced` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_source_without_a_fence_hook_is_a_blocker_only_an_operator_passes() {
+    let (lab, _dir) = start_lab(vec![orders()]).await;
+    lab.workload().pause();
+    let (engine, store) = engine(&lab).await;
+    lab.kill_primary("orders").unwrap();
+
+    let unfenced = |plan: &drctl_failover::PlanReport| {
+        plan.blockers
+            .iter()
+            .any(|b| b.code == "unfenced_source" && !b.overridable)
+    };
+    let plan = engine
+        .plan(&request(OperationKind::Failover, REGION_B, true))
+        .await
+        .unwrap();
+    assert!(unfenced(&plan), "{plan:#?}");
+    let config = lab.config_path().to_str().unwrap().to_string();
+    let (code, out, err) = drctl(&[
+        "failover",
+        "orders",
+        "--to",
+        REGION_B,
+        "--dry-run",
+        "--accept-data-loss",
+        "--config",
+        &config,
+    ]);
+    assert_eq!(code, 1, "the dry run reports the blocker: {out}{err}");
+    assert!(
+        out.contains("[unfenced_source]") && out.contains("BLOCKS"),
+        "{out}"
+    );
+
+    match engine
+        .run(&request(OperationKind::Failover, REGION_B, true), &quiet)
+        .await
+    {
+        Err(FailoverError::Refused { blockers, .. }) => {
+            assert!(
+                blockers.iter().any(|b| b.contains("no fence hook")),
+                "{blockers:?}"
+            )
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Automatic failover never fails over unfenced, whatever it asks.
+    let automatic = Request {
+        accept_unfenced: true,
+        requested_by: "automatic".into(),
+        ..request(OperationKind::Failover, REGION_B, true)
+    };
+    assert!(unfenced(&engine.plan(&automatic).await.unwrap()));
+    assert!(matches!(
+        engine.run(&automatic, &quiet).await,
+        Err(FailoverError::Refused { .. })
+    ));
+    assert_eq!(
+        role(&lab, REGION_B).await,
+        Some((true, false)),
+        "nothing was promoted"
+    );
+
+    let accepted = Request {
+        accept_unfenced: true,
+        ..request(OperationKind::Failover, REGION_B, true)
+    };
+    let plan = engine.plan(&accepted).await.unwrap();
+    assert!(!unfenced(&plan), "{plan:#?}");
+    assert!(plan.fence.contains("--accept-unfenced"), "{}", plan.fence);
+    let outcome = engine.run(&accepted, &quiet).await.unwrap();
+    assert_eq!(outcome.status, OpStatus::Succeeded);
+    let steps = store.journal(&outcome.id).await.unwrap();
+    let fence = steps.iter().find(|s| s.step == "fence_source").unwrap();
+    assert!(
+        fence
+            .output
+            .as_deref()
+            .unwrap()
+            .contains("\"method\":\"none\""),
+        "{fence:?}"
+    );
+    assert!(writable(&lab, REGION_B).await);
+}
+
+/// A driver paused (SIGSTOP, as a GC pause or a frozen VM would) right
+/// before its DNS flip, while another driver takes the failover over and a
+/// switchover brings the primary back: when it wakes, it writes nothing —
+/// DNS keeps naming the primary there is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_driver_paused_before_the_dns_flip_writes_no_stale_target_after_a_takeover_and_a_switchback(
+) {
+    let (lab, _dir) = start_lab(vec![orders()]).await;
+    lab.workload().pause();
+    let config_path = short_lease_config(&lab);
+    let config_text = config_path.to_str().unwrap();
+    let config = std::sync::Arc::new(drctl_config::load(&config_path).unwrap());
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let engine = Engine::new(config, store.clone());
+
+    let paused = std::process::Command::new(drctl_bin())
+        .args([
+            "failover",
+            "orders",
+            "--to",
+            REGION_B,
+            "--yes",
+            "--config",
+            config_text,
+        ])
+        .env("DRCTL_FAULT_PAUSE_AT", "dns_flip:started")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = paused.id();
+    wait_for(
+        "the driver to pause before its DNS flip",
+        Duration::from_secs(60),
+        || async move { process_stopped(pid).then_some(()) },
+    )
+    .await;
+    let op = store
+        .unfinished_operation("orders", &["failover"])
+        .await
+        .unwrap()
+        .expect("the paused failover");
+
+    // Another driver takes the failover over once the lease expires…
+    let outcome = engine
+        .resume(&op.id, Duration::from_secs(30), &quiet)
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, OpStatus::Succeeded);
+    assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.2.1"));
+    // …and the pair switches back.
+    reclone(&lab, REGION_A, REGION_B);
+    let back = engine
+        .run(&request(OperationKind::Switchover, REGION_A, false), &quiet)
+        .await
+        .unwrap();
+    assert_eq!(back.status, OpStatus::Succeeded);
+    assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.1.1"));
+    let journal = store.journal(&op.id).await.unwrap();
+
+    // The paused driver wakes up where it stopped: right before dns_flip.
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || paused.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        stderr.contains("continued after dns_flip:started"),
+        "{stderr}"
+    );
+    assert!(
+        !status.status.success(),
+        "the woken driver must not succeed: {stderr}"
+    );
+    assert_eq!(
+        resolve(&lab).await.as_deref(),
+        Some("127.0.1.1"),
+        "the woken driver flipped DNS back to region-b: {stderr}"
+    );
+    assert!(writable(&lab, REGION_A).await);
+    assert!(
+        !writable(&lab, REGION_B).await,
+        "region-b stays fenced by the switchover"
+    );
+    assert_eq!(
+        store.journal(&op.id).await.unwrap(),
+        journal,
+        "the woken driver changed the journal"
+    );
 }

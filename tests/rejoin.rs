@@ -16,6 +16,7 @@ fn request(kind: OperationKind, to: &str) -> Request {
         service: "orders".into(),
         to: Some(to.into()),
         accept_data_loss: true,
+        accept_unfenced: false,
         requested_by: "test".into(),
         reason: None,
         detected_at: None,
@@ -124,7 +125,9 @@ async fn a_diverged_old_primary_is_rewound_onto_the_new_timeline() {
     drop(a);
     lab.kill_primary("orders").unwrap();
     lab.link().restore();
-    let out = engine.run(&request(OperationKind::Failover, REGION_B), &|_| {}).await.unwrap();
+    // The killed primary cannot be fenced (no fence hook): accepted.
+    let req = Request { accept_unfenced: true, ..request(OperationKind::Failover, REGION_B) };
+    let out = engine.run(&req, &|_| {}).await.unwrap();
     assert_eq!(out.status, OpStatus::Succeeded);
     assert_eq!(count(&lab, REGION_B, "SELECT count(*) FROM shop.lost").await, 0, "the rows were lost");
 

@@ -266,6 +266,35 @@ async fn lead_while_elected(
     }
 }
 
+/// Whether this daemon may take over `op`: any failover or switchover, but
+/// a host-local kind (rejoin, recover, drill: they act on files of the host
+/// that started them) only on that host. Elsewhere it would act on another
+/// server's data directory at the same path; it waits for a person there.
+async fn resumable_here(store: &Store, op: &drctl_store::OperationRecord) -> bool {
+    let Some(kind) = drctl_failover::OperationKind::parse(&op.kind) else {
+        return false;
+    };
+    if !kind.is_host_local() {
+        return true;
+    }
+    let host = store
+        .operation_params(&op.id)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|p| serde_json::from_str::<drctl_failover::OperationParams>(&p).ok())
+        .and_then(|p| p.host);
+    let here = drctl_failover::this_host();
+    if host.as_deref() == Some(here.as_str()) {
+        return true;
+    }
+    tracing::debug!(
+        id = %op.id, kind = %op.kind, host = host.as_deref().unwrap_or("unknown"), %here,
+        "not resuming a host-local operation of another host"
+    );
+    false
+}
+
 /// Resumes the failovers and switchovers whose driver died (`running` in
 /// the store with nobody renewing the operation's lease), looking every
 /// `every` while this daemon leads. A live driver (this daemon's own API
@@ -284,6 +313,9 @@ async fn resume_abandoned_operations(
         match store.unfinished_operations().await {
             Ok(ops) => {
                 for op in ops.into_iter().filter(|o| o.status == "running") {
+                    if !resumable_here(&store, &op).await {
+                        continue;
+                    }
                     if !in_hand.lock().expect("resume set").insert(op.id.clone()) {
                         continue;
                     }

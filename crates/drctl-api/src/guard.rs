@@ -126,11 +126,17 @@ impl Guard {
         let at = Utc::now();
         let Some(primary) = self.primary_region().await else { return };
         let Some(ep) = self.endpoints.get(&primary) else { return };
-        let primary_error = match ep.node_state().await {
-            Ok(_) => None,
-            Err(e) => Some(e.to_string()),
+        let (primary_error, primary_writable) = match ep.node_state().await {
+            Ok(s) => (None, s.writable()),
+            Err(e) => (Some(e.to_string()), false),
         };
-        self.watchdog(&primary).await;
+        // Fence others only when the primary we believe in answered
+        // writable in this very round: the belief may be the config's
+        // default (no role recorded) or stale, and fencing on it could
+        // fence the only writable primary there is.
+        if primary_writable {
+            self.watchdog(&primary).await;
+        }
         if primary_error.is_none() {
             self.refused = false;
         }
@@ -219,6 +225,7 @@ impl Guard {
             service: self.service.clone(),
             to: None,
             accept_data_loss: false,
+            accept_unfenced: false,
             requested_by: "automatic".into(),
             reason: Some(evidence),
             detected_at: Some(detected_at),
@@ -253,15 +260,22 @@ impl Guard {
             if !state.writable() {
                 continue;
             }
+            // Under the cluster's operation lease, so no failover or
+            // switchover can start (or be half-way) while we fence; busy
+            // means one is: leave it to the operation.
+            let Some(lease) = self.watchdog_lease().await else { continue };
             // Look again before acting: an operation may have just promoted
             // it (and then the role or the journal says so).
             if self.operation_in_progress().await
                 || self.primary_region().await.as_deref() != Some(primary)
             {
+                let _ = self.store.release_lease(&lease).await;
                 continue;
             }
             tracing::error!(cluster = %self.cluster, %region, %primary, "a second writable primary: fencing it");
-            let (action_reason, code) = match ep.fence_read_only().await {
+            let fenced = ep.fence_read_only().await;
+            let _ = self.store.release_lease(&lease).await;
+            let (action_reason, code) = match fenced {
                 Ok(report) => (
                     format!("{region} answered writable while {primary} is the primary: fenced ({report:?})"),
                     region.clone(),
@@ -286,6 +300,16 @@ impl Guard {
                 })
                 .await;
         }
+    }
+
+    /// The cluster's operation lease for one fence, `None` when an
+    /// operation holds it or the store cannot say.
+    async fn watchdog_lease(&self) -> Option<drctl_store::Lease> {
+        let name = drctl_failover::lease_name(&self.cluster);
+        let holder = format!("{}/watchdog", self.engine.driver());
+        let now = self.store.clock().await.ok()?;
+        let ttl = self.config.failover.lease;
+        self.store.acquire_lease(&name, &holder, ttl, now).await.ok().flatten()
     }
 
     async fn record(&mut self, verdict: &Verdict, o: &Observation) {

@@ -121,6 +121,9 @@ async fn start_operation(
         service: name,
         to: body.to,
         accept_data_loss: body.accept_data_loss,
+        // An unfenced failover is a terminal decision (`drctl failover
+        // --accept-unfenced`), not an API one.
+        accept_unfenced: false,
         requested_by: caller.requested_by(),
         reason: body.reason,
         detected_at: None,

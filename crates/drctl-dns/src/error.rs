@@ -71,6 +71,17 @@ pub enum DnsError {
         message: String,
         retryable: bool,
     },
+    /// A conditional change found the record holding neither the values it
+    /// expected nor the ones it was to write (another operation or a person
+    /// changed it since): nothing was changed. Not retryable: a driver
+    /// acting on a stale view must not overwrite a newer flip.
+    #[error("dns provider {provider}: {record}: holds {found}, not the expected {expected}: left unchanged (another operation or a person changed it; check `drctl operations` before flipping it by hand)")]
+    Conflict {
+        provider: String,
+        record: String,
+        expected: String,
+        found: String,
+    },
     /// The provider did not show the expected values within the time
     /// [`crate::confirm`] was given. Retryable (it may still converge).
     #[error("dns provider {provider}: {record}: still {found} after {}, expected {expected}", humanize(*after))]
@@ -99,7 +110,8 @@ impl DnsError {
             DnsError::Api { retryable, .. } => *retryable,
             DnsError::Config { .. }
             | DnsError::InvalidRecord { .. }
-            | DnsError::BadResponse { .. } => false,
+            | DnsError::BadResponse { .. }
+            | DnsError::Conflict { .. } => false,
         }
     }
 }

@@ -46,6 +46,21 @@ pub trait DnsProvider: Send + Sync {
     /// INSYNC; RFC 2136: the server answered NOERROR to the signed update).
     async fn upsert(&self, record: &DnsRecord) -> Result<Applied, DnsError>;
 
+    /// Sets the record to these values only if it holds exactly `expected`
+    /// now (`None`: only if it is absent): the compare-and-set a failover's
+    /// DNS flip needs, so a driver that woke up late can never overwrite a
+    /// newer flip. Already holding the new values is Ok (a resumed flip is
+    /// a no-op, `change_id: None`); anything else is
+    /// [`DnsError::Conflict`] and nothing changes. RFC 2136: one update
+    /// with the prerequisite that the RRset is `expected` (RFC 2136 2.4.2,
+    /// 2.4.3); Route 53: one change batch that deletes the expected set and
+    /// creates the new one, which Route 53 applies whole or not at all.
+    async fn upsert_if(
+        &self,
+        record: &DnsRecord,
+        expected: Option<&[String]>,
+    ) -> Result<Applied, DnsError>;
+
     /// Removes the record set (drill cleanup); absent is Ok.
     async fn delete(&self, name: &str, rtype: RecordType) -> Result<(), DnsError>;
 
@@ -179,6 +194,41 @@ pub(crate) fn publishable_values(
         ));
     }
     Ok(values)
+}
+
+/// `expected` in canonical form (`None` stays `None`: absent), refusing a
+/// value not of the record's type before any request is sent.
+pub(crate) fn expected_values(
+    provider: &str,
+    record: &DnsRecord,
+    expected: Option<&[String]>,
+) -> Result<Option<Vec<String>>, DnsError> {
+    expected
+        .map(|e| {
+            wire::normalize_values(record.rtype, e).map_err(|reason| DnsError::InvalidRecord {
+                provider: provider.to_string(),
+                record: wire::record_label(&record.name, record.rtype),
+                reason: format!("expected value: {reason}"),
+            })
+        })
+        .transpose()
+        .map(|e| e.filter(|v| !v.is_empty()))
+}
+
+/// The [`DnsError::Conflict`] of a conditional change that found `found`.
+pub(crate) fn conflict(
+    provider: &str,
+    record: &DnsRecord,
+    expected: Option<&[String]>,
+    found: Option<&[String]>,
+) -> DnsError {
+    let text = |v: Option<&[String]>| v.map_or("nothing (absent)".to_string(), |v| v.join(", "));
+    DnsError::Conflict {
+        provider: provider.to_string(),
+        record: wire::record_label(&record.name, record.rtype),
+        expected: text(expected),
+        found: text(found),
+    }
 }
 
 /// How long [`query`] waits for an answer.

@@ -17,7 +17,7 @@ use drctl_config::TsigAlgorithm;
 use hickory_proto::op::update_message::{self, UpdateMessage};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::tsig::{TsigAlgorithm as WireAlgorithm, TsigError};
-use hickory_proto::rr::{Name, Record, RecordSet, TSigner};
+use hickory_proto::rr::{DNSClass, Name, Record, RecordSet, TSigner};
 
 use crate::wire::{self, record_label, wire_type, ExchangeError};
 use crate::{Applied, DnsError, DnsProvider, DnsRecord, RecordType};
@@ -183,6 +183,19 @@ impl Rfc2136Provider {
         )
     }
 
+    /// The RRset as it should be after an upsert of `record`.
+    fn new_rrset(&self, name: &Name, record: &DnsRecord, values: &[String]) -> RecordSet {
+        let mut rrset = RecordSet::with_ttl(name.clone(), wire_type(record.rtype), record.ttl);
+        // Canonical values always parse back: nothing is dropped here.
+        for rdata in values
+            .iter()
+            .filter_map(|v| wire::rdata(record.rtype, v).ok())
+        {
+            rrset.add_rdata(rdata);
+        }
+        rrset
+    }
+
     /// Signs and sends an update; `Ok` once the server answered NOERROR
     /// (with a valid signature when signed).
     async fn send_update(&self, mut message: Message, label: &str) -> Result<(), DnsError> {
@@ -312,21 +325,69 @@ impl DnsProvider for Rfc2136Provider {
         let label = record_label(&record.name, record.rtype);
         let name = self.name_in_zone(&record.name, record.rtype)?;
         let values = crate::publishable_values(&self.name, record)?;
-        let mut rrset = RecordSet::with_ttl(name.clone(), wire_type(record.rtype), record.ttl);
-        // Canonical values always parse back: nothing is dropped here.
-        for rdata in values
-            .iter()
-            .filter_map(|v| wire::rdata(record.rtype, v).ok())
-        {
-            rrset.add_rdata(rdata);
-        }
         let mut message = self.delete_message(&name, record.rtype);
-        message.add_updates(rrset);
+        message.add_updates(self.new_rrset(&name, record, &values));
         self.send_update(message, &label).await?;
         Ok(Applied {
             change_id: None,
             took: started.elapsed(),
         })
+    }
+
+    async fn upsert_if(
+        &self,
+        record: &DnsRecord,
+        expected: Option<&[String]>,
+    ) -> Result<Applied, DnsError> {
+        let started = Instant::now();
+        let label = record_label(&record.name, record.rtype);
+        let name = self.name_in_zone(&record.name, record.rtype)?;
+        let values = crate::publishable_values(&self.name, record)?;
+        let expected = crate::expected_values(&self.name, record, expected)?;
+        let mut message = self.delete_message(&name, record.rtype);
+        match &expected {
+            // RRset exists (value dependent), RFC 2136 2.4.2: the server
+            // compares the whole set, so one RR per expected value.
+            Some(old) => {
+                for rdata in old.iter().filter_map(|v| wire::rdata(record.rtype, v).ok()) {
+                    message.add_pre_requisite(Record::from_rdata(name.clone(), 0, rdata));
+                }
+            }
+            // RRset does not exist, RFC 2136 2.4.3.
+            None => {
+                let mut absent = Record::update0(name.clone(), 0, wire_type(record.rtype));
+                absent.dns_class = DNSClass::NONE;
+                message.add_pre_requisite(absent);
+            }
+        }
+        message.add_updates(self.new_rrset(&name, record, &values));
+        match self.send_update(message, &label).await {
+            Ok(()) => Ok(Applied {
+                change_id: None,
+                took: started.elapsed(),
+            }),
+            // The prerequisite failed: already flipped (a resumed step), or
+            // someone else's change, which must stand.
+            Err(DnsError::Rejected {
+                rcode, tsig_error, ..
+            }) if tsig_error.is_none() && matches!(rcode.as_str(), "NXRRSET" | "YXRRSET") => {
+                let found = self.lookup(&record.name, record.rtype).await?;
+                if found.as_deref() == Some(values.as_slice()) {
+                    Ok(Applied {
+                        change_id: None,
+                        took: started.elapsed(),
+                    })
+                } else {
+                    Err(crate::conflict(
+                        &self.name,
+                        record,
+                        expected.as_deref(),
+                        found.as_deref(),
+                    ))
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn delete(&self, name: &str, rtype: RecordType) -> Result<(), DnsError> {

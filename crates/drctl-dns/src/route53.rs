@@ -101,6 +101,34 @@ impl Route53Provider {
         Ok(parsed)
     }
 
+    /// The record set `name` should hold: `values` (canonical) with the
+    /// record's type and TTL.
+    fn record_set(
+        &self,
+        name: &str,
+        record: &DnsRecord,
+        values: &[String],
+        label: &str,
+    ) -> Result<ResourceRecordSet, DnsError> {
+        let invalid = |reason: String| DnsError::InvalidRecord {
+            provider: self.name.clone(),
+            record: label.to_string(),
+            reason,
+        };
+        let records = values
+            .iter()
+            .map(|v| ResourceRecord::builder().value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(e.to_string()))?;
+        ResourceRecordSet::builder()
+            .name(name)
+            .r#type(rr_type(record.rtype))
+            .ttl(i64::from(record.ttl))
+            .set_resource_records(Some(records))
+            .build()
+            .map_err(|e| invalid(e.to_string()))
+    }
+
     /// The record set as Route 53 holds it now, `None` when absent.
     async fn current(
         &self,
@@ -135,20 +163,34 @@ impl Route53Provider {
         set: ResourceRecordSet,
         label: &str,
     ) -> Result<Option<String>, DnsError> {
+        self.change_batch(vec![(action, set)], label).await
+    }
+
+    /// Submits changes as one batch (Route 53 applies a batch whole or not
+    /// at all) and waits until Route 53 reports it INSYNC.
+    async fn change_batch(
+        &self,
+        changes: Vec<(ChangeAction, ResourceRecordSet)>,
+        label: &str,
+    ) -> Result<Option<String>, DnsError> {
         let build = |e: aws_sdk_route53::error::BuildError| DnsError::InvalidRecord {
             provider: self.name.clone(),
             record: label.to_string(),
             reason: e.to_string(),
         };
-        let batch = ChangeBatch::builder()
-            .comment("drctl")
-            .changes(
+        let changes = changes
+            .into_iter()
+            .map(|(action, set)| {
                 Change::builder()
                     .action(action)
                     .resource_record_set(set)
                     .build()
-                    .map_err(build)?,
-            )
+                    .map_err(build)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = ChangeBatch::builder()
+            .comment("drctl")
+            .set_changes(Some(changes))
             .build()
             .map_err(build)?;
         let client = self.client().await;
@@ -277,29 +319,104 @@ impl DnsProvider for Route53Provider {
         let started = Instant::now();
         let label = record_label(&record.name, record.rtype);
         let name = self.record_name(&record.name, record.rtype)?;
-        let invalid = |reason: String| DnsError::InvalidRecord {
-            provider: self.name.clone(),
-            record: label.clone(),
-            reason,
-        };
         let values = crate::publishable_values(&self.name, record)?;
-        let records = values
-            .iter()
-            .map(|v| ResourceRecord::builder().value(v).build())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid(e.to_string()))?;
-        let set = ResourceRecordSet::builder()
-            .name(&name)
-            .r#type(rr_type(record.rtype))
-            .ttl(i64::from(record.ttl))
-            .set_resource_records(Some(records))
-            .build()
-            .map_err(|e| invalid(e.to_string()))?;
+        let set = self.record_set(&name, record, &values, &label)?;
         let change_id = self.change(ChangeAction::Upsert, set, &label).await?;
         Ok(Applied {
             change_id,
             took: started.elapsed(),
         })
+    }
+
+    async fn upsert_if(
+        &self,
+        record: &DnsRecord,
+        expected: Option<&[String]>,
+    ) -> Result<Applied, DnsError> {
+        let started = Instant::now();
+        let label = record_label(&record.name, record.rtype);
+        let name = self.record_name(&record.name, record.rtype)?;
+        let values = crate::publishable_values(&self.name, record)?;
+        let expected = crate::expected_values(&self.name, record, expected)?;
+        let new_set = self.record_set(&name, record, &values, &label)?;
+        let values_of = |set: &ResourceRecordSet| {
+            let v: Vec<String> = set
+                .resource_records()
+                .iter()
+                .map(|r| r.value().to_string())
+                .collect();
+            wire::normalize_values(record.rtype, &v).unwrap_or(v)
+        };
+        // Route 53 has no prerequisites; a DELETE must name the exact set
+        // it holds (values and TTL), so the batch "delete what was read,
+        // write the new one" fails whole if the set changed after the read.
+        let current = self.current(&name, record.rtype).await?;
+        let found = current.as_ref().map(values_of);
+        if found.as_deref() == Some(values.as_slice()) {
+            return Ok(Applied {
+                change_id: None,
+                took: started.elapsed(),
+            });
+        }
+        if found != expected {
+            return Err(crate::conflict(
+                &self.name,
+                record,
+                expected.as_deref(),
+                found.as_deref(),
+            ));
+        }
+        // The delete is the condition; after it, an UPSERT is a create
+        // (a CREATE here trips moto, which checks it against the zone's
+        // history before applying the delete).
+        let mut batch = Vec::new();
+        let mut then = ChangeAction::Create;
+        if let (Some(current), Some(found)) = (current, found) {
+            then = ChangeAction::Upsert;
+            // The set as read, its values in the canonical order drctl
+            // writes them in (Route 53 compares them as a set; moto compares
+            // them with what was written, in order).
+            let ttl = current.ttl().unwrap_or(i64::from(record.ttl));
+            let as_read = DnsRecord {
+                ttl: u32::try_from(ttl).unwrap_or(record.ttl),
+                ..record.clone()
+            };
+            batch.push((
+                ChangeAction::Delete,
+                self.record_set(&name, &as_read, &found, &label)?,
+            ));
+        }
+        batch.push((then, new_set));
+        match self.change_batch(batch, &label).await {
+            Ok(change_id) => Ok(Applied {
+                change_id,
+                took: started.elapsed(),
+            }),
+            // Changed between the read and the batch: read again to tell a
+            // concurrent identical flip from someone else's change.
+            Err(DnsError::Api { code, .. })
+                if matches!(code.as_str(), "InvalidChangeBatch" | "InvalidInput") =>
+            {
+                let found = self
+                    .current(&name, record.rtype)
+                    .await?
+                    .map(|s| values_of(&s));
+                if found.as_deref() == Some(values.as_slice()) {
+                    Ok(Applied {
+                        change_id: None,
+                        took: started.elapsed(),
+                    })
+                } else {
+                    Err(crate::conflict(
+                        &self.name,
+                        record,
+                        expected.as_deref(),
+                        found.as_deref(),
+                    ))
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn delete(&self, name: &str, rtype: RecordType) -> Result<(), DnsError> {

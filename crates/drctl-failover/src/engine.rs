@@ -31,6 +31,10 @@ pub struct Request {
     /// The target region; default: the first region that is not primary.
     pub to: Option<String>,
     pub accept_data_loss: bool,
+    /// Fail over although the source cannot be fenced (unreachable, no
+    /// fence hook): an operator's explicit decision; automatic failover
+    /// never sets it.
+    pub accept_unfenced: bool,
     /// `cli`, `api`, `automatic`.
     pub requested_by: String,
     pub reason: Option<String>,
@@ -126,9 +130,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: Arc<Config>, store: Store) -> Engine {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "localhost".into());
+        let host = crate::this_host();
         let driver = format!(
             "{host}/{}/{}",
             std::process::id(),
@@ -174,9 +176,12 @@ impl Engine {
             source,
             target,
             accept_data_loss: req.accept_data_loss,
+            // Automatic failover never fails over unfenced, whatever asked.
+            accept_unfenced: req.accept_unfenced && req.requested_by != "automatic",
             requested_by: req.requested_by.clone(),
             reason: req.reason.clone(),
             detected_at_us: req.detected_at.map(|t| t.timestamp_micros()),
+            host: req.kind.is_host_local().then(crate::this_host),
         })
     }
 
@@ -594,6 +599,20 @@ fn seq(plan: &[Step], step: Step) -> i64 {
     plan.iter().position(|s| *s == step).unwrap_or(0) as i64
 }
 
+/// A host-local operation driven from another host than the one it was
+/// started on: it would act on this host's files (another server's data
+/// directory at the same path). Refused at every step, resumably there.
+fn wrong_host(p: &OperationParams) -> Option<StepError> {
+    let here = crate::this_host();
+    match &p.host {
+        Some(host) if *host != here => Some(StepError::stop(format!(
+            "this {} acts on files of host {host}, and this is {here}: resume it on {host}",
+            p.kind.as_str()
+        ))),
+        _ => None,
+    }
+}
+
 async fn run_with_retries(
     step: Step,
     ctx: &Ctx<'_>,
@@ -605,9 +624,20 @@ async fn run_with_retries(
         if let Some(e) = injected_failure(step) {
             return Err(e);
         }
-        // Boxed: the steps' futures nest deeply, and every caller of the
-        // engine would otherwise carry their whole layout.
-        match Box::pin(steps::run(step, ctx)).await {
+        // Every attempt starts from a fenced check: a driver that woke up
+        // after a takeover acts on nothing (the steps check again right
+        // before each external action).
+        let result = match wrong_host(ctx.params) {
+            Some(e) => Err(e),
+            None => ctx.check_lease("starting the step").await,
+        };
+        let result = match result {
+            // Boxed: the steps' futures nest deeply, and every caller of the
+            // engine would otherwise carry their whole layout.
+            Ok(()) => Box::pin(steps::run(step, ctx)).await,
+            Err(e) => Err(e),
+        };
+        match result {
             Err(e) if e.retryable && attempt < STEP_RETRIES => {
                 progress(Progress::StepRetrying {
                     step,

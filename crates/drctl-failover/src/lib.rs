@@ -139,6 +139,16 @@ impl OperationKind {
         ]
     }
 
+    /// Kinds that act on files of the host that runs them (a rejoin's data
+    /// directory, a recovery's restore, a drill's scratch clone): only a
+    /// driver on that host may run or resume them.
+    pub fn is_host_local(self) -> bool {
+        matches!(
+            self,
+            OperationKind::Rejoin | OperationKind::Recover | OperationKind::Drill
+        )
+    }
+
     /// The lease an operation of this kind takes on `cluster`. Drills have
     /// their own, so a rehearsal never delays a real failover.
     pub fn lease_name(self, cluster: &str) -> String {
@@ -246,6 +256,13 @@ impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// This host's name, as host-local operations record it.
+pub fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 /// The lease that serialises operations on one cluster.

@@ -23,12 +23,20 @@ pub struct OperationParams {
     pub source: String,
     pub target: String,
     pub accept_data_loss: bool,
+    /// An operator accepted a failover that cannot fence the source (it is
+    /// unreachable and has no fence hook). Never set by automatic failover.
+    #[serde(default)]
+    pub accept_unfenced: bool,
     /// `cli`, `api`, `automatic`.
     pub requested_by: String,
     pub reason: Option<String>,
     /// Automatic failover: when the primary was first seen failing. RTO
     /// counts from there, not from the decision.
     pub detected_at_us: Option<i64>,
+    /// The host a host-local operation (rejoin, recover, drill) was started
+    /// on: only a driver there may run or resume it.
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 /// A reason not to run.
@@ -36,7 +44,7 @@ pub struct OperationParams {
 pub struct Blocker {
     /// Stable: `target_unreachable`, `target_not_standby`, `data_loss`,
     /// `data_loss_unknown`, `source_unreachable`, `target_not_streaming`,
-    /// `same_region`.
+    /// `same_region`, `unfenced_source` (only `--accept-unfenced` passes it).
     pub code: String,
     pub message: String,
     /// `--accept-data-loss` overrides it.
@@ -74,6 +82,21 @@ pub struct PlanReport {
     pub fence: String,
     pub blockers: Vec<Blocker>,
     pub planned_at: DateTime<Utc>,
+    /// A rejoin's server: the host and data directory it acts on and the
+    /// database found there, checked again before every step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalNode>,
+}
+
+/// The server a host-local operation acts on, as its plan found it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalNode {
+    pub host: String,
+    pub data_dir: String,
+    /// The database system identifier in the data directory's
+    /// `global/pg_control` (text: it is an unsigned 64-bit number), `None`
+    /// when there was none.
+    pub system_identifier: Option<String>,
 }
 
 impl PlanReport {
@@ -109,6 +132,7 @@ impl PlanReport {
             fence: String::new(),
             blockers: Vec::new(),
             planned_at: Utc::now(),
+            local: None,
         }
     }
 

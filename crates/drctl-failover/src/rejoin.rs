@@ -8,6 +8,13 @@
 //! configuration files kept, the fence lifted: a standby refuses writes
 //! anyway, and a later promotion must not inherit it); start it; wait until
 //! it streams and has caught up.
+//!
+//! A rejoin acts on files, so it is bound to the server it planned for: the
+//! plan records the host and the database system identifier found in the
+//! data directory, and every step refuses another host or another database
+//! at that path (a leader elsewhere with the same `data_dir` must not wipe
+//! its own server). A fresh clone happens only when pg_rewind reports a
+//! divergence it cannot mend, and moves the old directory aside.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -17,7 +24,7 @@ use drctl_pg::{Lsn, PgCluster};
 use drctl_store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{Blocker, OperationParams, PlanReport};
+use crate::plan::{Blocker, LocalNode, OperationParams, PlanReport};
 use crate::steps::{self, blocking, Ctx, StepError, StepResult};
 use crate::Step;
 
@@ -43,6 +50,9 @@ pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> StepResult {
     if already_standby(&plan) && step != Step::Record {
         return steps::skipped("already a standby of the primary");
     }
+    if step != Step::Record && step != Step::CatchUp {
+        same_server(&plan, step)?;
+    }
     match step {
         Step::StopNode => stop_node(ctx).await,
         Step::Rewind => rewind(ctx).await,
@@ -60,6 +70,44 @@ pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> StepResult {
 
 fn already_standby(plan: &PlanReport) -> bool {
     plan.target_state.is_some_and(|t| t.in_recovery) && plan.fence.starts_with("already")
+}
+
+/// The database system identifier in `data_dir`'s `global/pg_control`:
+/// its first field, a 64-bit number in the host's byte order. `None` when
+/// there is no control file.
+fn local_system_identifier(data_dir: &std::path::Path) -> Option<u64> {
+    let bytes = std::fs::read(data_dir.join("global/pg_control")).ok()?;
+    Some(u64::from_ne_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+/// The step runs on the host the plan was made on, against the database
+/// the plan found there. A rewind may find no control file (a fresh clone
+/// that stopped half-way: it clones again); every other step needs the
+/// same database.
+fn same_server(plan: &PlanReport, step: Step) -> Result<(), StepError> {
+    let Some(local) = &plan.local else {
+        return Err(StepError::stop(
+            "the plan of this rejoin does not record its server's host and database (made by an older drctl): start a new rejoin",
+        ));
+    };
+    let here = crate::this_host();
+    if local.host != here {
+        return Err(StepError::stop(format!(
+            "this rejoin acts on {} of host {}, and this is {here}: resume it on {}",
+            local.data_dir, local.host, local.host
+        )));
+    }
+    let found =
+        local_system_identifier(std::path::Path::new(&local.data_dir)).map(|i| i.to_string());
+    if found == local.system_identifier || (found.is_none() && step == Step::Rewind) {
+        return Ok(());
+    }
+    Err(StepError::stop(format!(
+        "{} now holds database {} but the plan found {}: another server is at this path; refusing to touch it",
+        local.data_dir,
+        found.as_deref().unwrap_or("none"),
+        local.system_identifier.as_deref().unwrap_or("none")
+    )))
 }
 
 fn node<'a>(service: &'a Service, region: &str) -> Option<&'a drctl_config::PgNode> {
@@ -148,6 +196,44 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         ),
         Some(_) => {}
     }
+    // The database in the data directory must be a copy of the primary's
+    // (physical copies share the system identifier): anything else is
+    // another cluster's server at the same path.
+    let local_id = data_dir.as_deref().and_then(local_system_identifier);
+    let primary_id = match (service, primary.is_ok()) {
+        (Some(s), true) => match steps::endpoint(s, &p.source, REACH) {
+            Ok(ep) => {
+                let id = ep.system_identifier().await.ok();
+                ep.close().await;
+                id
+            }
+            Err(_) => None,
+        },
+        _ => None,
+    };
+    match (local_id, primary_id) {
+        (Some(l), Some(pid)) if l != pid => block(
+            "other_database",
+            format!(
+                "{} holds database {l}, not a copy of the primary {}@{} (database {pid}): it is another server's data; refusing to touch it",
+                data_dir.as_deref().map_or("?".into(), |d| d.display().to_string()),
+                p.cluster,
+                p.source
+            ),
+        ),
+        (None, _) if data_dir.as_deref().is_some_and(|d| d.join("PG_VERSION").exists()) => block(
+            "no_control_file",
+            format!(
+                "{} has no readable global/pg_control: cannot tell which database it holds",
+                data_dir.as_deref().map_or("?".into(), |d| d.display().to_string())
+            ),
+        ),
+        (Some(_), None) if primary.is_ok() => block(
+            "primary_identity_unknown",
+            format!("cannot read the system identifier of the primary {}@{}", p.cluster, p.source),
+        ),
+        _ => {}
+    }
     let standby_already = old.as_ref().is_ok_and(|o| o.in_recovery);
     let past = store.operations(500).await.unwrap_or_default();
     let targets = service.map(|s| s.targets).unwrap_or_else(|| config.tiers.get(drctl_config::Tier::Hot));
@@ -164,13 +250,18 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
             format!("already a standby: {} needs nothing", p.target)
         } else {
             format!(
-                "stop {} ({}), pg_rewind onto {} (a fresh clone if that fails), start it as its standby",
+                "stop {} ({}), pg_rewind onto {} (a fresh clone, the old directory moved aside, only if pg_rewind reports a divergence it cannot mend), start it as its standby",
                 p.target,
-                data_dir.map_or("?".into(), |d| d.display().to_string()),
+                data_dir.as_ref().map_or("?".into(), |d| d.display().to_string()),
                 p.source
             )
         },
         blockers,
+        local: data_dir.as_ref().map(|d| LocalNode {
+            host: crate::this_host(),
+            data_dir: d.display().to_string(),
+            system_identifier: local_id.map(|i| i.to_string()),
+        }),
         ..PlanReport::skeleton(p, targets, &past)
     }
 }
@@ -178,6 +269,7 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
 async fn stop_node(ctx: &Ctx<'_>) -> StepResult {
     let cluster = local_cluster(ctx)?;
     let was_running = cluster.is_running();
+    ctx.check_lease("stopping the server").await?;
     let c = cluster.clone();
     blocking(move || c.stop("fast").map_err(|e| e.to_string())).await?;
     steps::to_value(&serde_json::json!({ "was_running": was_running }))
@@ -204,18 +296,36 @@ async fn rewind(ctx: &Ctx<'_>) -> StepResult {
     let checkpoint = primary.checkpoint().await;
     primary.close().await;
     checkpoint.map_err(|e| StepError::retry(e.to_string()))?;
+    ctx.check_lease("rewinding the data directory").await?;
     let c = cluster.clone();
     let out = blocking(move || {
-        c.save_config().map_err(|e| e.to_string())?;
-        let rewound = c.rewind(&source_dsn);
+        // A clone that stopped half-way left no control file: clone again.
+        let half_cloned = !c.data_dir.join("global/pg_control").exists();
+        if !half_cloned {
+            c.save_config().map_err(|e| e.to_string())?;
+        }
+        let rewound = if half_cloned {
+            Err(
+                "the data directory has no control file (a fresh clone stopped half-way)"
+                    .to_string(),
+            )
+        } else {
+            c.rewind(&source_dsn).map(|_| ()).map_err(|e| e.to_string())
+        };
         let (method, rewind_error) = match rewound {
-            Ok(_) => ("rewind", None),
-            Err(e) => {
+            Ok(()) => ("rewind", None),
+            Err(e) if half_cloned || rewind_diverged(&e) => {
                 // Diverged beyond what pg_rewind can mend (no wal_log_hints
-                // or checksums, missing WAL): start over from a copy.
+                // or checksums, missing WAL): start over from a copy; the
+                // old directory is moved aside, not deleted.
                 c.reclone(&clone_dsn).map_err(|e2| format!("pg_rewind failed ({e}) and so did a fresh clone: {e2}"))?;
-                ("clone", Some(e.to_string()))
+                ("clone", Some(e))
             }
+            // Anything else (the primary unreachable, a permission, a full
+            // disk) may pass: the data directory stays as it is.
+            Err(e) => return Err(format!(
+                "pg_rewind failed ({e}); the data directory is untouched: fix the cause and resume"
+            )),
         };
         c.restore_config().map_err(|e| e.to_string())?;
         Ok(Rewound {
@@ -229,6 +339,19 @@ async fn rewind(ctx: &Ctx<'_>) -> StepResult {
         took_ms: started.elapsed().as_millis() as u64,
         ..out
     })
+}
+
+/// pg_rewind's own words for a divergence it cannot mend, the only case a
+/// fresh clone (which replaces the data directory) is the answer for.
+fn rewind_diverged(error: &str) -> bool {
+    const DIVERGED: &[&str] = &[
+        "wal_log_hints",
+        "could not find previous WAL record",
+        "could not find common ancestor",
+        "could not find WAL file",
+    ];
+    DIVERGED.iter().any(|d| error.contains(d))
+        || (error.contains("could not open file") && error.contains("pg_wal"))
 }
 
 fn endpoint_dsn(service: &Service, region: &str) -> Result<String, StepError> {

@@ -140,6 +140,36 @@ impl Ctx<'_> {
     pub(crate) fn endpoint(&self, region: &str, timeout: Duration) -> Result<PgEndpoint, StepError> {
         endpoint(self.service()?, region, timeout).map_err(StepError::stop)
     }
+
+    /// The fenced check before an external action (`action` says which):
+    /// this driver still holds the operation's lease with its token, and
+    /// holds it for a whole lease term from now (a conditional renewal on
+    /// the store's clock). Journal writes are fenced by the store; this
+    /// fences the side effects, which the store cannot see. A driver that
+    /// was paused past its lease (GC, frozen VM, SIGSTOP) fails here,
+    /// before it touches a server or DNS: whoever took over owns the
+    /// cluster now.
+    pub(crate) async fn check_lease(&self, action: &str) -> Result<(), StepError> {
+        let unreachable = |e: drctl_store::StoreError| {
+            StepError::retry(format!(
+                "cannot check the operation's lease before {action}: {e}"
+            ))
+        };
+        let now = self.store.clock().await.map_err(unreachable)?;
+        let mut lease = self.lease.clone();
+        match self
+            .store
+            .renew_lease(&mut lease, self.config.failover.lease, now)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StepError::stop(format!(
+                "this driver no longer holds the lease {} (token {}): another driver took over; not {action}",
+                lease.name, lease.token
+            ))),
+            Err(e) => Err(unreachable(e)),
+        }
+    }
 }
 
 /// A region's server's role and positions, or why it could not be read
@@ -404,11 +434,14 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
             }
         }
     }
+    let hook = service.and_then(|s| s.failover.fence_hook.as_ref());
+    if let (Err(e), None, true) = (&source_state, hook, has_datastore) {
+        if p.kind == OperationKind::Failover && !p.accept_unfenced {
+            block("unfenced_source", unfenced_message(p, e), false);
+        }
+    }
     let past = store.operations(500).await.unwrap_or_default();
-    let fence = match (
-        &source_state,
-        service.and_then(|s| s.failover.fence_hook.as_ref()),
-    ) {
+    let fence = match (&source_state, hook) {
         _ if p.kind == OperationKind::Drill => {
             "none: a drill leaves production alone (a scratch clone of the target is promoted)"
                 .to_string()
@@ -418,10 +451,11 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
                 .to_string()
         }
         (_, Some(h)) => format!("source unreachable: run the fence hook {}", h.join(" ")),
-        _ => {
-            "source unreachable and no fence hook: DNS removal only (drctl fences it if it returns)"
-                .to_string()
-        }
+        _ if has_datastore && p.accept_unfenced => "none: the source is unreachable and has no fence hook; accepted by the operator (--accept-unfenced); drctl fences it if it returns"
+            .to_string(),
+        _ if has_datastore => "none: the source is unreachable and has no fence hook (only --accept-unfenced goes ahead)"
+            .to_string(),
+        _ => "none: no datastore to fence (DNS is the service's failover)".to_string(),
     };
     PlanReport {
         source_state: source_state.as_ref().ok().copied(),
@@ -484,6 +518,15 @@ async fn lost_primary_bound(
 
 // ---------------------------------------------------------------- fence
 
+/// The `unfenced_source` blocker: the source cannot be fenced, so it may
+/// still take writes when a new primary is announced.
+fn unfenced_message(p: &OperationParams, error: &str) -> String {
+    format!(
+        "the source {}@{} is unreachable ({error}) and has no fence hook: nothing would stop it taking writes beside the new primary; set [services.failover] fence_hook, or pass --accept-unfenced once you know it is down",
+        p.cluster, p.source
+    )
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct FenceOutput {
     pub reachable: bool,
@@ -501,9 +544,23 @@ async fn fence_source(ctx: &Ctx<'_>) -> StepResult {
     let p = ctx.params;
     let reached = if service.has_datastore() {
         let ep = ctx.endpoint(&p.source, source_timeout(p, Duration::from_secs(5)))?;
+        ctx.check_lease("fencing the source").await?;
         let r = ep.fence_read_only().await;
         ep.close().await;
-        r.map_err(|e| e.to_string())
+        match r {
+            Ok(report) => Ok(report),
+            // Only a server that cannot be connected to at all is
+            // "unreachable". One that answered and refused or failed the
+            // fence (permission denied, a statement timeout) is up and may
+            // still take writes: never announce another primary beside it.
+            Err(e) if e.is_connection_failure() => Err(e.to_string()),
+            Err(e) => {
+                return Err(StepError::stop(format!(
+                    "cannot fence the source {}@{}: {e}; it answers, so it may still take writes: fix the cause (its role's privileges, its load) and resume",
+                    p.cluster, p.source
+                )))
+            }
+        }
     } else {
         Err("a service without a datastore has nothing to fence".to_string())
     };
@@ -531,9 +588,10 @@ async fn fence_source(ctx: &Ctx<'_>) -> StepResult {
                     "cannot fence the source for a switchover ({e}); nothing was changed. Use `drctl failover` if the source region is lost"
                 )));
             }
-            out.unreachable = Some(e);
+            out.unreachable = Some(e.clone());
             match &service.failover.fence_hook {
                 Some(argv) => {
+                    ctx.check_lease("running the fence hook").await?;
                     let run = hook::run(
                         argv,
                         &service.name,
@@ -545,6 +603,15 @@ async fn fence_source(ctx: &Ctx<'_>) -> StepResult {
                     .map_err(StepError::stop)?;
                     out.method = "hook".into();
                     out.hook = Some(run);
+                }
+                // Nothing fences a server drctl cannot reach: only an
+                // operator's explicit override goes on without a fence.
+                // (A cold-tier recovery keeps its own plan for now.)
+                None if service.has_datastore()
+                    && p.kind == OperationKind::Failover
+                    && !p.accept_unfenced =>
+                {
+                    return Err(StepError::refused(vec![unfenced_message(p, &e)], false));
                 }
                 None => out.method = "none".into(),
             }
@@ -665,6 +732,7 @@ async fn catch_up(ctx: &Ctx<'_>) -> StepResult {
         // Give the source back rather than leave the service without a
         // writable primary: the switchover is abandoned, nothing changed.
         let source = ctx.endpoint(&p.source, REACH_TIMEOUT)?;
+        ctx.check_lease("lifting the source's fence").await?;
         let undo = source.unfence().await;
         source.close().await;
         return Err(StepError::abandon(format!(
@@ -706,6 +774,7 @@ async fn promote_target(ctx: &Ctx<'_>) -> StepResult {
         .node_state()
         .await
         .map_err(|e| StepError::retry(e.to_string()))?;
+    ctx.check_lease("promoting the target").await?;
     let report = target.promote(PROMOTE_WAIT).await;
     target.close().await;
     let report = report.map_err(|e| StepError::retry(e.to_string()))?;
@@ -745,6 +814,7 @@ async fn write_probe(ctx: &Ctx<'_>) -> StepResult {
         return skipped("no datastore");
     }
     let target = promoted_endpoint(ctx, REACH_TIMEOUT)?;
+    ctx.check_lease("writing the probe").await?;
     let r = target.write_probe(ctx.op_id).await;
     target.close().await;
     let (at, lsn) = r.map_err(|e| StepError::retry(e.to_string()))?;
@@ -825,7 +895,16 @@ async fn dns_flip(ctx: &Ctx<'_>) -> StepResult {
     }
     let mut flips = Vec::new();
     for (service, provider, record) in records {
-        let applied = provider.upsert(&record).await.map_err(dns_error)?;
+        let expected = expected_dns_value(ctx, &service)?;
+        ctx.check_lease("flipping DNS").await?;
+        let applied = match &expected {
+            // Conditional: only from the source's value (or already the
+            // target's). A driver that slept through a takeover and a
+            // switchback finds the record changed and writes nothing.
+            Some(old) => provider.upsert_if(&record, Some(old)).await,
+            None => provider.upsert(&record).await,
+        }
+        .map_err(dns_error)?;
         flips.push(Flip {
             service,
             provider: provider.name().to_string(),
@@ -837,6 +916,26 @@ async fn dns_flip(ctx: &Ctx<'_>) -> StepResult {
         });
     }
     to_value(&flips)
+}
+
+/// The value a flip expects the record to hold now: the source region's
+/// target. A drill's record is its own (no condition); so is a recovery's,
+/// whose record may hold anything after a long outage.
+fn expected_dns_value(ctx: &Ctx<'_>, member: &str) -> Result<Option<Vec<String>>, StepError> {
+    if !matches!(
+        ctx.params.kind,
+        OperationKind::Failover | OperationKind::Switchover
+    ) {
+        return Ok(None);
+    }
+    let dns = ctx.config.service(member).and_then(|s| s.dns.as_ref());
+    let value = dns.and_then(|d| d.target(&ctx.params.source)).ok_or_else(|| {
+        StepError::abandon(format!(
+            "service {member} has no DNS target for the source region {}",
+            ctx.params.source
+        ))
+    })?;
+    Ok(Some(vec![value.to_string()]))
 }
 
 async fn dns_confirm(ctx: &Ctx<'_>) -> StepResult {
@@ -896,6 +995,7 @@ async fn service_health(ctx: &Ctx<'_>) -> StepResult {
     };
     match source.node_state().await {
         Ok(s) if s.writable() => {
+            ctx.check_lease("fencing the old primary again").await?;
             source.fence_read_only().await.map_err(|e| {
                 StepError::retry(format!(
                     "the old primary is writable and fencing it failed: {e}"

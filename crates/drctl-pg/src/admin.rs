@@ -121,6 +121,22 @@ impl PgEndpoint {
         .await
     }
 
+    /// The database system identifier (`pg_control_system()`): the same on
+    /// a primary and every physical copy of it, different for any other
+    /// cluster.
+    pub async fn system_identifier(&self) -> Result<u64, PgError> {
+        let (id,): (i64,) = self
+            .with_conn("reading the system identifier", |c| {
+                Box::pin(
+                    sqlx::query_as("SELECT system_identifier FROM pg_control_system()")
+                        .fetch_one(c),
+                )
+            })
+            .await?;
+        // A bigint on the wire, an unsigned 64-bit number in pg_control.
+        Ok(id as u64)
+    }
+
     /// Reads role, fence and positions.
     pub async fn node_state(&self) -> Result<NodeState, PgError> {
         let (in_recovery, read_only, timeline, lsn, replay, now_us): (

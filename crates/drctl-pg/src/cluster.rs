@@ -451,9 +451,21 @@ impl PgCluster {
 
     /// Replaces the data directory with a fresh base backup of the server
     /// at `source_dsn` (what a rejoin falls back on when pg_rewind cannot
-    /// do it).
+    /// do it). The old directory is moved aside (`DIR.drctl-replaced-SECS`),
+    /// never deleted: should this be the wrong server, or the clone fail,
+    /// its data is still there for a person to look at or remove.
     pub fn reclone(&self, source_dsn: &str) -> Result<()> {
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if self.data_dir.exists() {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let mut aside = self.data_dir.clone().into_os_string();
+            aside.push(format!(".drctl-replaced-{secs}"));
+            std::fs::rename(&self.data_dir, &aside).map_err(io_err(format!(
+                "moving {} aside before a fresh clone",
+                self.data_dir.display()
+            )))?;
+        }
         let parent = self.data_dir.parent().unwrap_or(Path::new("/"));
         ensure_dir(parent)?;
         give_to_postgres(parent)?;

@@ -42,6 +42,24 @@ pub enum PgError {
     },
 }
 
+impl PgError {
+    /// No connection to the server could be made at all (refused, reset,
+    /// no route, no answer to the connection attempt in time): it may be
+    /// down or cut off. A server that answered and then refused or failed
+    /// the work (bad password, permission denied, a statement that timed
+    /// out) is not a connection failure: it is up, and may still take
+    /// writes.
+    pub fn is_connection_failure(&self) -> bool {
+        match self {
+            PgError::Timeout { during, .. } => *during == "connect",
+            PgError::Database { during, source, .. } => {
+                *during == "connect" && matches!(source, sqlx::Error::Io(_))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A point of the heartbeat map: at `primary_time_us` (primary's clock) the
 /// primary had flushed WAL up to `lsn`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -194,6 +212,10 @@ impl PgEndpoint {
                 })
             }
             Err(_) => {
+                // No connection yet: the server never answered the
+                // connection attempt (down, or cut off), which callers must
+                // tell from a server that answered and then stalled.
+                let during = if guard.is_none() { "connect" } else { during };
                 *guard = None;
                 Err(PgError::Timeout {
                     endpoint: self.label.clone(),

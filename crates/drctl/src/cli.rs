@@ -82,6 +82,7 @@ pub enum Command {
   drctl failover orders --dry-run          what would happen, and what it would lose, now
   drctl failover orders --to region-b      fail over (refused if the loss exceeds the RPO target)
   drctl failover orders --accept-data-loss fail over even so
+  drctl failover orders --accept-unfenced  fail over from a source that is down and has no fence hook
   drctl failover --resume op-1234          take over an operation whose driver died or stopped
   drctl failover orders --rehearse         a drill: a scratch clone is promoted, production untouched
   drctl switchover orders --to region-b    planned, zero loss
@@ -105,8 +106,13 @@ pub struct FailoverArgs {
     /// is unknown because the primary is gone).
     #[arg(long)]
     pub accept_data_loss: bool,
+    /// Go ahead although the source cannot be fenced: it is unreachable and
+    /// has no `fence_hook`, so nothing stops it taking writes if it comes
+    /// back. Only when you know it is down (automatic failover never does).
+    #[arg(long, conflicts_with = "resume")]
+    pub accept_unfenced: bool,
     /// Rehearse instead (a drill): production is not touched.
-    #[arg(long, conflicts_with_all = ["resume", "accept_data_loss"])]
+    #[arg(long, conflicts_with_all = ["resume", "accept_data_loss", "accept_unfenced"])]
     pub rehearse: bool,
     /// Do not ask for confirmation (needed when not on a terminal).
     #[arg(short, long)]
@@ -157,6 +163,7 @@ impl From<RejoinArgs> for FailoverArgs {
             to: Some(a.region),
             dry_run: a.dry_run,
             accept_data_loss: false,
+            accept_unfenced: false,
             rehearse: false,
             yes: a.yes,
             reason: a.reason,

@@ -58,7 +58,7 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
         (None, Some(service)) => {
             let detail = json!({
                 "kind": kind.as_str(), "to": args.to, "accept_data_loss": args.accept_data_loss,
-                "reason": args.reason,
+                "accept_unfenced": args.accept_unfenced, "reason": args.reason,
             });
             crate::audit_cmd::record(&store, "operation_requested", Some(service), detail).await?
         }
@@ -211,6 +211,7 @@ fn request(kind: OperationKind, args: &FailoverArgs, service: String) -> Request
         service,
         to: args.to.clone(),
         accept_data_loss: args.accept_data_loss,
+        accept_unfenced: args.accept_unfenced,
         requested_by: "cli".into(),
         reason: args.reason.clone(),
         detected_at: None,
