@@ -469,3 +469,106 @@ async fn a_fence_hooks_argv_and_output_are_hidden_from_viewers() {
         }
     }
 }
+
+/// One request with a wrong token from `source` (a loopback address of
+/// its own); the status line's code.
+async fn refused_from(source: std::net::Ipv4Addr, api: std::net::SocketAddr) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((source, 0).into()).unwrap_or_else(|e| panic!("binding {source}: {e}"));
+    let mut stream = socket.connect(api).await.expect("connecting to the API");
+    stream
+        .write_all(
+            b"GET /api/v1/services HTTP/1.1\r\nHost: drctl\r\nAuthorization: Bearer wrong-token\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Issue 15 item 17: a flood of wrong tokens from thousands of rotating
+/// addresses (127.1.x.y) used to grow the throttle map without bound and
+/// spawn an audit append per address, racing an operator's own audit row
+/// until it gave up after 20 collisions: the operator's backup (or
+/// failover) answered 503. The operator's writes must go through, and the
+/// flood must leave a bounded number of audit rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wrong_token_flood_from_rotating_addresses_does_not_refuse_an_operator_write() {
+    let dir = setup();
+    let config = drctl_config::load(&dir.path().join("drctl.toml")).expect("valid test config");
+    let store = Store::open(config.store.url.expose()).await.expect("store");
+    let state = ApiState::new(Monitor::new(Arc::new(config), store.clone())).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(drctl_api::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+
+    const ADDRESSES: u32 = 3000;
+    let next = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..48 {
+        let next = next.clone();
+        flood.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= ADDRESSES {
+                    return;
+                }
+                let source = std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8);
+                assert_eq!(refused_from(source, api).await, 401, "a wrong token from {source}");
+            }
+        });
+    }
+    drctl_tests::wait_for("the flood to be under way", std::time::Duration::from_secs(60), || {
+        let next = next.clone();
+        async move { (next.load(std::sync::atomic::Ordering::Relaxed) > 300).then_some(()) }
+    })
+    .await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let response = client
+            .post(format!("http://{api}/api/v1/services/catalog/backups"))
+            .bearer_auth(OPERATOR)
+            .send()
+            .await
+            .expect("the API answers");
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert_eq!(status, StatusCode::ACCEPTED, "the operator's backup during the flood: {body}");
+    }
+    while let Some(done) = flood.join_next().await {
+        done.expect("a flood client");
+    }
+
+    // Every refusal that was due is written; the flood's share is bounded.
+    let rows = drctl_tests::wait_for("the audit rows to settle", std::time::Duration::from_secs(60), || {
+        let store = store.clone();
+        async move {
+            let a = store.audit_entries(None, None, None, 100_000).await.ok()?;
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let b = store.audit_entries(None, None, None, 100_000).await.ok()?;
+            (a.len() == b.len()).then_some(b)
+        }
+    })
+    .await;
+    let refused: Vec<_> = rows.iter().filter(|e| e.action == "request_refused").collect();
+    assert!(
+        refused.len() <= 1024 + 1,
+        "{} refusal rows for {ADDRESSES} addresses: the throttle is not bounded",
+        refused.len()
+    );
+    assert!(
+        refused.iter().any(|e| e.source == "other addresses"),
+        "the addresses beyond the bound are audited as one client"
+    );
+    assert_eq!(rows.iter().filter(|e| e.action == "backup_started").count(), 3);
+    let verification = store.verify_audit(None).await.unwrap();
+    assert!(verification.broken.is_none(), "{verification:?}");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

@@ -289,6 +289,61 @@ async fn lease_suite(store: &Store, now: DateTime<Utc>) {
         .expect("released");
     assert_eq!(c.token, 3);
 
+    // A contender's watch reads no wall clock: a lease is taken when free,
+    // or after its version stood still for a lease time.
+    let t0 = tokio::time::Instant::now();
+    let mut held = store
+        .take_lease_seen("daemon/leader", "a", None, ttl, now)
+        .await
+        .unwrap()
+        .expect("a lease nobody ever held is taken at once");
+    assert!(
+        store
+            .take_lease_seen("daemon/leader", "b", None, ttl, now)
+            .await
+            .unwrap()
+            .is_none(),
+        "only one contender creates it"
+    );
+    let mut watch = drctl_store::LeaseWatch::default();
+    let first = store.lease_sighting("daemon/leader").await.unwrap();
+    assert!(!watch.may_take(first.as_ref(), ttl, t0));
+    assert!(store.renew_lease(&mut held, ttl, now).await.unwrap());
+    let renewed = store.lease_sighting("daemon/leader").await.unwrap();
+    assert_ne!(first, renewed, "a renewal is a new version");
+    assert!(
+        !watch.may_take(renewed.as_ref(), ttl, t0 + ttl),
+        "a renewal restarts the count"
+    );
+    assert!(
+        store
+            .take_lease_seen("daemon/leader", "b", first.as_ref(), ttl, now)
+            .await
+            .unwrap()
+            .is_none(),
+        "a version that is gone takes nothing"
+    );
+    assert!(watch.may_take(renewed.as_ref(), ttl, t0 + ttl * 2));
+    let b = store
+        .take_lease_seen("daemon/leader", "b", renewed.as_ref(), ttl, now)
+        .await
+        .unwrap()
+        .expect("a version unchanged for a lease time is taken");
+    assert_eq!(b.token, held.token + 1);
+    assert!(
+        !store.renew_lease(&mut held, ttl, now).await.unwrap(),
+        "a lost it"
+    );
+    store.release_lease(&b).await.unwrap();
+    let given_back = store.lease_sighting("daemon/leader").await.unwrap();
+    assert!(given_back.as_ref().is_some_and(|s| s.released));
+    assert!(drctl_store::LeaseWatch::default().may_take(given_back.as_ref(), ttl, t0));
+    store
+        .take_lease_seen("daemon/leader", "c", given_back.as_ref(), ttl, now)
+        .await
+        .unwrap()
+        .expect("a lease given back is taken at once");
+
     let run = drctl_store::ScheduleRun {
         service: "catalog".into(),
         job: "backup".into(),
@@ -376,4 +431,261 @@ async fn unsupported_store_url_is_a_clear_error() {
         err.to_string(),
         "state store URL must start with sqlite:// or postgres:// (got scheme \"mysql\")"
     );
+}
+
+/// A PostgreSQL cluster for a store test, started with `env` for its
+/// processes; stop it with `stop("immediate")` however the test ends.
+fn store_cluster(dir: &std::path::Path, env: &[(&str, &str)]) -> PgCluster {
+    let bin = find_pg_bin().unwrap_or_else(|e| panic!("{e}"));
+    let pg = PgCluster::new("store", dir.join("pg").join("store"), free_port(), bin);
+    pg.init_primary(100).expect("initdb");
+    pg.start_with_env(env).expect("start PostgreSQL");
+    pg
+}
+
+/// Sessions of `pg` waiting on a lock while running a statement like `sql`.
+async fn waiting_on_a_lock(url: &str, sql: &str) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
+    )
+    .bind(sql)
+    .fetch_one(&mut conn)
+    .await
+    .expect("reading pg_stat_activity");
+    n
+}
+
+/// The race of issue 15 item 13, made deterministic: the old driver's
+/// fenced journal write has checked its lease and waits on a row lock when
+/// a new driver takes the lease over. Either the takeover waits for the
+/// write, or the write must fail: an old holder's write never lands after
+/// the takeover it did not see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_journal_write_never_lands_after_a_takeover_it_raced() {
+    use sqlx::Connection;
+    use std::time::Duration;
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-test-store-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let pg = store_cluster(dir.path(), &[]);
+    let url = pg.dsn("postgres");
+    let result = tokio::spawn(async move {
+        let store = Store::open(&url).await.expect("open postgres");
+        let now = Utc::now();
+        let ttl = Duration::from_secs(10);
+        let old = store
+            .acquire_lease("operation:orders", "old", ttl, now)
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .journal_operation_created(&old, "op-1", "failover", "orders", "orders", "{}", now)
+            .await
+            .unwrap();
+        store
+            .journal_step_started(&old, "op-1", "plan", 0, now)
+            .await
+            .unwrap();
+
+        // Another session holds the step's row: the old driver's write
+        // passes its lease check, then waits.
+        let mut blocker = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+        sqlx::query("SELECT 1 FROM operation_steps WHERE operation_id = 'op-1' FOR UPDATE")
+            .execute(&mut blocker)
+            .await
+            .unwrap();
+        let write = tokio::spawn({
+            let (store, old) = (store.clone(), old.clone());
+            async move {
+                store
+                    .journal_step_ended(&old, "op-1", "plan", now, Ok("{}"))
+                    .await
+            }
+        });
+        drctl_tests::wait_for(
+            "the old driver's write to wait on the step's row",
+            Duration::from_secs(30),
+            || async {
+                (waiting_on_a_lock(&url, "UPDATE operation_steps%").await > 0).then_some(())
+            },
+        )
+        .await;
+
+        // The lease expired meanwhile (the old driver was paused); a new
+        // driver takes it.
+        let later = now + TimeDelta::seconds(11);
+        let takeover = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .acquire_lease("operation:orders", "new", ttl, later)
+                    .await
+            }
+        });
+        let took_over_first = drctl_tests::wait_for(
+            "the takeover to finish or to wait for the write",
+            Duration::from_secs(30),
+            || async {
+                if takeover.is_finished() {
+                    Some(true)
+                } else {
+                    (waiting_on_a_lock(&url, "INSERT INTO leases%").await > 0).then_some(false)
+                }
+            },
+        )
+        .await;
+        sqlx::query("COMMIT").execute(&mut blocker).await.unwrap();
+        let write = write.await.unwrap();
+        let new = takeover
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("the new driver takes the expired lease");
+        assert!(new.token > old.token);
+        if took_over_first {
+            assert!(
+                matches!(write, Err(drctl_store::StoreError::LeaseLost { .. })),
+                "the old driver's write landed after the takeover had committed: {write:?}"
+            );
+            let steps = store.journal("op-1").await.unwrap();
+            assert_eq!(steps[0].status, "started", "{steps:?}");
+        } else {
+            write.expect("the write the takeover waited for lands");
+        }
+        store.close().await;
+    })
+    .await;
+    pg.stop("immediate").expect("stop PostgreSQL");
+    result.expect("the race is fenced");
+}
+
+/// The leader lease's (token, renewals), read directly.
+async fn leader_lease_version(conn: &mut sqlx::PgConnection) -> (i64, i64) {
+    sqlx::query_as("SELECT token, renewals FROM leases WHERE name = 'daemon/leader'")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+/// Debian's libfaketime (package `faketime`; tests/run.sh installs it).
+fn libfaketime() -> String {
+    let path = std::env::var("LIBFAKETIME")
+        .unwrap_or_else(|_| "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1".into());
+    assert!(
+        std::path::Path::new(&path).is_file(),
+        "{path} is missing: this test runs the store under libfaketime; install it with \
+         `apt-get install faketime` (bash tests/run.sh does) or set LIBFAKETIME"
+    );
+    path
+}
+
+/// Issue 15 item 13: two daemons share a PostgreSQL store whose host clock
+/// steps an hour forward. The leader keeps renewing; the follower must not
+/// take the lease (it used to, at once: the stored expiry was suddenly in
+/// the past), so two daemons never lead at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_step_on_the_store_host_does_not_make_a_second_leader() {
+    use drctl_api::leader::{run, Leadership};
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+    let lib = libfaketime();
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-test-store-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let offset_file = dir.path().join("faketime");
+    std::fs::write(&offset_file, "+0\n").unwrap();
+    std::fs::set_permissions(&offset_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let offset_path = offset_file.to_str().unwrap().to_string();
+    let pg = store_cluster(
+        dir.path(),
+        &[
+            ("LD_PRELOAD", lib.as_str()),
+            ("FAKETIME_TIMESTAMP_FILE", offset_path.as_str()),
+            ("FAKETIME_NO_CACHE", "1"),
+            // Timeouts and sleeps keep real time; only the wall clock moves.
+            ("DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    let url = pg.dsn("postgres");
+    let result = tokio::spawn(async move {
+        let store = Store::open(&url).await.expect("open postgres");
+        let ttl = Duration::from_secs(4);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let a = Leadership::new("daemon-a".into(), String::new(), ttl);
+        let a_task = tokio::spawn(run(a.clone(), store.clone(), stopped.clone()));
+        drctl_tests::wait_for("daemon-a to lead", Duration::from_secs(30), || async {
+            a.is_leader().then_some(())
+        })
+        .await;
+        let b = Leadership::new("daemon-b".into(), String::new(), ttl);
+        let b_task = tokio::spawn(run(b.clone(), store.clone(), stopped.clone()));
+        b.decided().await;
+        let term = a.standing().term;
+
+        // The step comes right after one of daemon-a's renewals, so
+        // daemon-b looks at the lease (it does every tick) before daemon-a
+        // renews again: the moment a wall-clock expiry is in the past.
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap();
+        let mut b_led = false;
+        for hours in 1..=3 {
+            let seen = leader_lease_version(&mut conn).await;
+            let renewed = Instant::now() + Duration::from_secs(30);
+            while leader_lease_version(&mut conn).await == seen {
+                assert!(
+                    Instant::now() < renewed,
+                    "daemon-a stopped renewing its lease"
+                );
+                b_led |= b.is_leader();
+            }
+            let before = store.clock().await.unwrap();
+            std::fs::write(&offset_file, format!("+{}\n", 3600 * hours)).unwrap();
+            assert!(
+                store.clock().await.unwrap() - before > TimeDelta::minutes(50),
+                "libfaketime did not step the store's clock"
+            );
+            // Two ticks: daemon-b looks at the lease at least once.
+            let until = Instant::now() + ttl * 2 / 5;
+            while Instant::now() < until {
+                let (a_leads, b_leads) = (a.is_leader(), b.is_leader());
+                assert!(
+                    !(a_leads && b_leads),
+                    "two daemons led at once after the store's clock stepped"
+                );
+                b_led |= b_leads;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        // And a lease time more, the steps long past any stored expiry.
+        let until = Instant::now() + ttl;
+        while Instant::now() < until {
+            let (a_leads, b_leads) = (a.is_leader(), b.is_leader());
+            assert!(
+                !(a_leads && b_leads),
+                "two daemons led at once after the store's clock stepped"
+            );
+            b_led |= b_leads;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !b_led,
+            "daemon-b took the lease from a leader that kept renewing it"
+        );
+        assert!(a.is_leader(), "daemon-a still leads");
+        assert_eq!(a.standing().term, term, "in the same term");
+        stop.send(true).unwrap();
+        a_task.await.unwrap();
+        b_task.await.unwrap();
+        store.close().await;
+    })
+    .await;
+    pg.stop("immediate").expect("stop PostgreSQL");
+    result.expect("one leader through the clock step");
 }

@@ -31,12 +31,22 @@ use crate::{ApiError, ApiState};
 /// who used the API, without one row per request.
 const TOKEN_USE_AUDIT_EVERY: Duration = Duration::from_secs(3600);
 const REFUSAL_AUDIT_EVERY: Duration = Duration::from_secs(60);
+/// At most this many client addresses are throttled one by one. A flood
+/// from more addresses than that (rotating sources) is audited as one
+/// client, `other addresses`: the map stays bounded, and so does the number
+/// of audit rows the flood can make operators' writes wait behind.
+const THROTTLED_CLIENTS: usize = 1024;
 
 /// The configured tokens, as digests.
 pub struct Authenticator {
     tokens: Vec<TokenDigest>,
     anonymous: Option<Role>,
-    last_audited: Mutex<HashMap<String, Instant>>,
+    /// When each token's use was last audited: one key per configured
+    /// token, so bounded by the config.
+    last_used: Mutex<HashMap<String, Instant>>,
+    /// When each client's refusal was last audited, at most
+    /// [`THROTTLED_CLIENTS`] keys.
+    last_refused: Mutex<RefusalThrottle>,
 }
 
 struct TokenDigest {
@@ -153,7 +163,8 @@ impl Authenticator {
         Ok(Authenticator {
             tokens,
             anonymous: api.anonymous,
-            last_audited: Mutex::new(HashMap::new()),
+            last_used: Mutex::new(HashMap::new()),
+            last_refused: Mutex::default(),
         })
     }
 
@@ -171,19 +182,67 @@ impl Authenticator {
         found
     }
 
-    /// True when `key` was not audited within `every` (and marks it now).
-    fn due(&self, key: String, every: Duration) -> bool {
-        let mut seen = self.last_audited.lock().expect("audit throttle lock");
+    /// True when token `name`'s use was not audited within the hour (and
+    /// marks it now).
+    fn token_use_due(&self, name: &str) -> bool {
+        let mut seen = self.last_used.lock().expect("audit throttle lock");
         let now = Instant::now();
-        match seen.get(&key) {
-            Some(at) if now.duration_since(*at) < every => false,
+        match seen.get(name) {
+            Some(at) if now.duration_since(*at) < TOKEN_USE_AUDIT_EVERY => false,
             _ => {
-                seen.insert(key, now);
+                seen.insert(name.to_string(), now);
                 true
             }
         }
     }
+
+    /// Whether a refusal from `source` is due for the audit log, and as
+    /// which client (`None`: one was audited within the minute).
+    fn refusal_due(&self, source: &str, reason: &'static str) -> Option<String> {
+        self.last_refused
+            .lock()
+            .expect("audit throttle lock")
+            .due(source, reason, Instant::now())
+    }
 }
+
+/// When refusals were last audited, per client address and reason, for at
+/// most [`THROTTLED_CLIENTS`] addresses; past that bound, every other
+/// address shares one entry per reason.
+#[derive(Default)]
+struct RefusalThrottle {
+    clients: HashMap<(String, &'static str), Instant>,
+    others: HashMap<&'static str, Instant>,
+}
+
+impl RefusalThrottle {
+    fn due(&mut self, source: &str, reason: &'static str, now: Instant) -> Option<String> {
+        let key = (source.to_string(), reason);
+        if self.clients.len() >= THROTTLED_CLIENTS && !self.clients.contains_key(&key) {
+            // Forget the clients whose minute is over before refusing room.
+            self.clients
+                .retain(|_, at| now.duration_since(*at) < REFUSAL_AUDIT_EVERY);
+        }
+        let fresh = |at: &Instant| now.duration_since(*at) < REFUSAL_AUDIT_EVERY;
+        if self.clients.len() < THROTTLED_CLIENTS || self.clients.contains_key(&key) {
+            if self.clients.get(&key).is_some_and(fresh) {
+                return None;
+            }
+            self.clients.insert(key, now);
+            return Some(source.to_string());
+        }
+        // Full of clients refused within the minute: a flood from rotating
+        // addresses, audited as one client.
+        if self.others.get(reason).is_some_and(fresh) {
+            return None;
+        }
+        self.others.insert(reason, now);
+        Some(OTHER_ADDRESSES.to_string())
+    }
+}
+
+/// The source recorded for refusals beyond [`THROTTLED_CLIENTS`] addresses.
+const OTHER_ADDRESSES: &str = "other addresses";
 
 /// What a request needs: `None` for the pages and documents that hold no
 /// data, else the least role allowed.
@@ -256,11 +315,7 @@ pub async fn authorize(State(state): State<ApiState>, mut req: Request, next: Ne
             }
             Some(_) => {}
         }
-        if caller.authenticated
-            && state
-                .auth
-                .due(format!("use:{}", caller.name), TOKEN_USE_AUDIT_EVERY)
-        {
+        if caller.authenticated && state.auth.token_use_due(&caller.name) {
             spawn_audit(
                 &state,
                 &caller,
@@ -286,7 +341,8 @@ pub async fn authorize(State(state): State<ApiState>, mut req: Request, next: Ne
                 l.id,
                 l.api_url.as_deref().unwrap_or("an unknown address")
             ),
-            None => "no daemon leads right now (an election is under way); retry in a few seconds".into(),
+            None => "no daemon leads right now (an election is under way); retry in a few seconds"
+                .into(),
         };
         let mut response = axum::response::IntoResponse::into_response(ApiError::NotLeader(format!(
             "this drctl daemon ({}) is a follower and does not start work; {leader} (GET /api/v1/cluster)",
@@ -334,17 +390,14 @@ fn identify(state: &ApiState, req: &Request, source: &str) -> Result<Caller, Api
 
 /// A refused request, audited at most once a minute per client and reason
 /// (a client hammering with a wrong token must not flood the log).
-fn audit_refusal(state: &ApiState, source: &str, path: &str, reason: &str) {
-    if !state
-        .auth
-        .due(format!("refused:{source}:{reason}"), REFUSAL_AUDIT_EVERY)
-    {
+fn audit_refusal(state: &ApiState, source: &str, path: &str, reason: &'static str) {
+    let Some(source) = state.auth.refusal_due(source, reason) else {
         return;
-    }
+    };
     let caller = Caller {
         name: "anonymous".into(),
         role: None,
-        source: source.to_string(),
+        source,
         authenticated: false,
     };
     spawn_audit(

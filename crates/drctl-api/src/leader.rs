@@ -4,9 +4,11 @@
 //! work that must not run twice: automatic failover (the guard), the backup
 //! scheduler, alerts, recording samples, and resuming operations whose
 //! driver died. Leadership is the `daemon/leader` row of the store's leases:
-//! taken when expired, renewed every tick, its token growing with every new
-//! holder. Lease times are on the store's clock, so a daemon whose own clock
-//! runs ahead cannot take the lease early.
+//! renewed every tick, its token growing with every new holder. No wall
+//! clock decides when it is free: a follower takes it only after seeing the
+//! same renewal count for a whole lease time on its own monotonic clock
+//! ([`drctl_store::LeaseWatch`]), so neither a daemon whose clock runs ahead
+//! nor a clock step on the store host can take it from a live leader.
 //!
 //! A leader that cannot renew steps down on its own monotonic clock before
 //! anybody else could take the lease (paused, partitioned from the store,
@@ -19,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use drctl_store::{DaemonRecord, Lease, Store};
+use drctl_store::{DaemonRecord, Lease, LeaseWatch, Store};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -82,7 +84,12 @@ impl Leadership {
     /// Always leading, never elected: a router without a daemon (tests, the
     /// fuzzer), where nobody else can share the store.
     pub fn standalone() -> Leadership {
-        let l = Leadership::build("standalone".into(), String::new(), Duration::from_secs(15), true);
+        let l = Leadership::build(
+            "standalone".into(),
+            String::new(),
+            Duration::from_secs(15),
+            true,
+        );
         l.inner.standing.send_modify(|s| {
             s.decided = true;
             s.leading = true;
@@ -154,26 +161,43 @@ pub fn tick(ttl: Duration) -> Duration {
 
 /// Runs the election until `shutdown`; a leader that stops cleanly gives the
 /// lease back, so a follower takes over at once instead of after the lease.
-pub(crate) async fn run(leadership: Leadership, store: Store, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(leadership: Leadership, store: Store, mut shutdown: watch::Receiver<bool>) {
     let inner = &leadership.inner;
     let ttl = inner.ttl;
     let tick = tick(ttl);
     let host = crate::auth::host_name();
     let mut lease: Option<Lease> = None;
+    let mut sightings = LeaseWatch::default();
     let mut last_error_logged: Option<Instant> = None;
     loop {
         let attempt = Instant::now();
         // A store that hangs must not hold the step-down back: a leader's
         // attempt ends by the time it has to step down.
         let mut give_up = attempt + tick.max(Duration::from_millis(500));
-        if let (Some(_), Some(until)) = (&lease, *inner.valid_until.lock().expect("leadership lock")) {
+        if let (Some(_), Some(until)) =
+            (&lease, *inner.valid_until.lock().expect("leadership lock"))
+        {
             give_up = give_up.min(until.checked_sub(tick).unwrap_or(attempt).max(attempt));
         }
         let outcome = tokio::time::timeout_at(give_up, async {
             let now = store.clock().await?;
             let held = match lease.clone() {
                 Some(mut l) => store.renew_lease(&mut l, ttl, now).await?.then_some(l),
-                None => store.acquire_lease(LEADER_LEASE, &inner.id, ttl, now).await?,
+                None => {
+                    let seen = store.lease_sighting(LEADER_LEASE).await?;
+                    // Counted from after the read: the holder's renewal that
+                    // wrote this version began before it, and so did the
+                    // holder's own countdown to stepping down.
+                    if sightings.may_take(seen.as_ref(), ttl, Instant::now()) {
+                        let taken = store
+                            .take_lease_seen(LEADER_LEASE, &inner.id, seen.as_ref(), ttl, now)
+                            .await?;
+                        sightings.reset();
+                        taken
+                    } else {
+                        None
+                    }
+                }
             };
             Ok::<_, drctl_store::StoreError>((held, now))
         })
@@ -203,7 +227,9 @@ pub(crate) async fn run(leadership: Leadership, store: Store, mut shutdown: watc
                     last_error_logged = Some(Instant::now());
                 }
             }
-            Err(_) => tracing::warn!(after = ?tick, "the store did not answer the leader lease in time"),
+            Err(_) => {
+                tracing::warn!(after = ?tick, "the store did not answer the leader lease in time")
+            }
         }
         // Step down before anybody else could take the lease: one tick of
         // margin for the duties to hear it.
@@ -241,8 +267,12 @@ pub(crate) async fn run(leadership: Leadership, store: Store, mut shutdown: watc
         *inner.valid_until.lock().expect("leadership lock") = None;
         inner.standing.send_modify(|s| s.leading = false);
         match store.release_lease(&l).await {
-            Ok(()) => tracing::info!(daemon = %inner.id, term = l.token, "gave the leader lease back"),
-            Err(e) => tracing::warn!(error = %e, "could not give the leader lease back; it expires by itself"),
+            Ok(()) => {
+                tracing::info!(daemon = %inner.id, term = l.token, "gave the leader lease back")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not give the leader lease back; it expires by itself")
+            }
         }
     }
 }
@@ -273,7 +303,10 @@ async fn observe(
         .unwrap_or_default();
     let leader = match store.lease(LEADER_LEASE).await {
         Ok(Some(l)) if l.expires_at > now => Some(LeaderView {
-            api_url: daemons.iter().find(|d| d.id == l.holder).map(|d| d.api_url.clone()),
+            api_url: daemons
+                .iter()
+                .find(|d| d.id == l.holder)
+                .map(|d| d.api_url.clone()),
             id: l.holder,
             token: l.token,
             lease_expires_at: l.expires_at,

@@ -9,8 +9,14 @@
 //! hash) for operators to record elsewhere and pass back as
 //! `expect_head` later.
 //!
-//! Writers never lock: `seq` is the primary key, so two writers that read
-//! the same head collide on insert and the loser re-reads and retries.
+//! Appends are serialized: one at a time per process (a lock in the
+//! [`Store`] handle), and across processes on PostgreSQL by a table lock
+//! held for the read-head-and-insert transaction. Without that, a burst of
+//! appends (a flood of refused requests) made writers collide on `seq`
+//! until an operator's own audit row gave up, and the failover it recorded
+//! with it. SQLite runs one writer at a time; two processes sharing the
+//! file can still read the same head, so a collision on `seq` (the primary
+//! key) re-reads it and retries, for a while rather than a number of times.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -19,13 +25,14 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::lag::{from_us, to_us};
-use crate::{decode_row, decode_rows, query_error, Result, Store};
+use crate::{decode_row, decode_rows, query_error, Backend, Result, Store};
 
 /// The `prev_hash` of the first row.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// How many times an append re-reads the head after losing a race.
-const APPEND_ATTEMPTS: usize = 20;
+/// How long an append keeps re-reading the head after losing a race to
+/// another process (SQLite; PostgreSQL appends queue on a lock instead).
+const APPEND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One stored audit row.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -122,72 +129,96 @@ pub fn chain_hash(
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 
+/// Reads the head and inserts the row after it on `conn`.
+async fn append_on(
+    conn: &mut sqlx::AnyConnection,
+    e: &NewAudit,
+    detail_text: &str,
+) -> std::result::Result<AuditEntry, sqlx::Error> {
+    let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (seq, prev_hash) = match head {
+        Some(row) => (row.try_get::<i64, _>(0)? + 1, row.try_get::<String, _>(1)?),
+        None => (1, GENESIS.to_string()),
+    };
+    let at_us = to_us(Utc::now());
+    let hash = chain_hash(seq, at_us, e, detail_text, &prev_hash);
+    sqlx::query(&format!(
+        "INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    ))
+    .bind(seq)
+    .bind(at_us)
+    .bind(&e.actor)
+    .bind(&e.role)
+    .bind(&e.source)
+    .bind(&e.action)
+    .bind(&e.target)
+    .bind(detail_text)
+    .bind(&prev_hash)
+    .bind(&hash)
+    .execute(&mut *conn)
+    .await?;
+    Ok(AuditEntry {
+        seq,
+        at: from_us(at_us),
+        actor: e.actor.clone(),
+        role: e.role.clone(),
+        source: e.source.clone(),
+        action: e.action.clone(),
+        target: e.target.clone(),
+        detail: e.detail.clone(),
+        prev_hash,
+        hash,
+    })
+}
+
 impl Store {
     /// Appends one row to the chain.
     pub async fn append_audit(&self, e: &NewAudit) -> Result<AuditEntry> {
         let detail_text = e.detail.to_string();
-        let mut last_error = None;
-        for _ in 0..APPEND_ATTEMPTS {
-            let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(self.pool())
-                .await
-                .map_err(query_error("reading the audit log's head"))?;
-            let (seq, prev_hash) = match head {
-                Some(row) => (
-                    row.try_get::<i64, _>(0)
-                        .map_err(query_error("reading the audit log's head"))?
-                        + 1,
-                    row.try_get::<String, _>(1)
-                        .map_err(query_error("reading the audit log's head"))?,
-                ),
-                None => (1, GENESIS.to_string()),
-            };
-            let at = Utc::now();
-            let at_us = to_us(at);
-            let hash = chain_hash(seq, at_us, e, &detail_text, &prev_hash);
-            let inserted = sqlx::query(&format!(
-                "INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-            ))
-            .bind(seq)
-            .bind(at_us)
-            .bind(&e.actor)
-            .bind(&e.role)
-            .bind(&e.source)
-            .bind(&e.action)
-            .bind(&e.target)
-            .bind(&detail_text)
-            .bind(&prev_hash)
-            .bind(&hash)
-            .execute(self.pool())
-            .await;
-            match inserted {
-                Ok(_) => {
-                    return Ok(AuditEntry {
-                        seq,
-                        at: from_us(at_us),
-                        actor: e.actor.clone(),
-                        role: e.role.clone(),
-                        source: e.source.clone(),
-                        action: e.action.clone(),
-                        target: e.target.clone(),
-                        detail: e.detail.clone(),
-                        prev_hash,
-                        hash,
-                    })
-                }
-                // Another writer took this sequence number: re-read the head.
-                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                    last_error = Some(sqlx::Error::Database(db));
+        // Queued behind this process's other appends: they cannot collide.
+        let _turn = self.audit_writer.lock().await;
+        let give_up = tokio::time::Instant::now() + APPEND_PATIENCE;
+        let mut attempt = 0u64;
+        loop {
+            attempt += 1;
+            match self.append_audit_once(e, &detail_text).await {
+                Ok(entry) => return Ok(entry),
+                // Another process took this sequence number: re-read the head.
+                Err(sqlx::Error::Database(db))
+                    if db.is_unique_violation() && tokio::time::Instant::now() < give_up =>
+                {
                     // Staggered so racing writers do not collide again.
-                    let ms = 1 + seq.unsigned_abs() % 7;
+                    let ms = 1 + (attempt * 7 + std::process::id() as u64) % 13;
                     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                 }
-                Err(e) => return Err(query_error("appending to the audit log")(e)),
+                Err(err) => return Err(query_error("appending to the audit log")(err)),
             }
         }
-        Err(query_error("appending to the audit log (lost every race for the head)")(
-            last_error.unwrap_or(sqlx::Error::PoolTimedOut),
-        ))
+    }
+
+    /// One attempt: reads the head and inserts the next row, under the
+    /// table lock on PostgreSQL.
+    async fn append_audit_once(
+        &self,
+        e: &NewAudit,
+        detail_text: &str,
+    ) -> std::result::Result<AuditEntry, sqlx::Error> {
+        let mut conn = self.pool().acquire().await?;
+        if self.backend() == Backend::Postgres {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            // Conflicts with itself, not with readers: appends from every
+            // process queue here, `verify` and the API read on.
+            sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+            let entry = append_on(&mut tx, e, detail_text).await?;
+            tx.commit().await?;
+            Ok(entry)
+        } else {
+            append_on(&mut conn, e, detail_text).await
+        }
     }
 
     /// Audit rows in `[since, until)`, newest first, at most `limit`, with
@@ -227,7 +258,10 @@ impl Store {
     /// `expect_head` (a sequence and hash recorded earlier), also checks
     /// that row is still there unchanged: rows cut off the end or a chain
     /// rebuilt from scratch fail that check.
-    pub async fn verify_audit(&self, expect_head: Option<(i64, &str)>) -> Result<AuditVerification> {
+    pub async fn verify_audit(
+        &self,
+        expect_head: Option<(i64, &str)>,
+    ) -> Result<AuditVerification> {
         const PAGE: i64 = 1000;
         let mut prev_hash = GENESIS.to_string();
         let mut expected_seq = 1i64;
@@ -332,11 +366,12 @@ impl Store {
         fingerprint: &str,
         now: DateTime<Utc>,
     ) -> Result<(Option<DateTime<Utc>>, bool)> {
-        let row = sqlx::query("SELECT fingerprint, changed_us FROM service_configs WHERE service = $1")
-            .bind(service)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(query_error("reading a service's configuration fingerprint"))?;
+        let row =
+            sqlx::query("SELECT fingerprint, changed_us FROM service_configs WHERE service = $1")
+                .bind(service)
+                .fetch_optional(self.pool())
+                .await
+                .map_err(query_error("reading a service's configuration fingerprint"))?;
         let Some(row) = row else {
             sqlx::query(
                 "INSERT INTO service_configs (service, fingerprint, first_seen_us, changed_us) \
@@ -347,7 +382,9 @@ impl Store {
             .bind(to_us(now))
             .execute(self.pool())
             .await
-            .map_err(query_error("recording a service's configuration fingerprint"))?;
+            .map_err(query_error(
+                "recording a service's configuration fingerprint",
+            ))?;
             return Ok((None, false));
         };
         let stored: String = row
@@ -359,13 +396,15 @@ impl Store {
         if stored == fingerprint {
             return Ok((changed.map(from_us), false));
         }
-        sqlx::query("UPDATE service_configs SET fingerprint = $2, changed_us = $3 WHERE service = $1")
-            .bind(service)
-            .bind(fingerprint)
-            .bind(to_us(now))
-            .execute(self.pool())
-            .await
-            .map_err(query_error("recording a service's configuration change"))?;
+        sqlx::query(
+            "UPDATE service_configs SET fingerprint = $2, changed_us = $3 WHERE service = $1",
+        )
+        .bind(service)
+        .bind(fingerprint)
+        .bind(to_us(now))
+        .execute(self.pool())
+        .await
+        .map_err(query_error("recording a service's configuration change"))?;
         Ok((Some(from_us(to_us(now))), true))
     }
 }

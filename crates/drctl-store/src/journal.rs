@@ -16,7 +16,7 @@ use sqlx::Row;
 
 use crate::lag::{from_us, to_us};
 use crate::operation::OperationRecord;
-use crate::{query_error, Lease, Result, Store, StoreError};
+use crate::{query_error, Backend, Lease, Result, Store, StoreError};
 
 /// One step of an operation as journaled.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -79,9 +79,21 @@ fn role_from_row(r: &AnyRow) -> std::result::Result<ClusterRole, sqlx::Error> {
 
 /// The condition every fenced write carries: `$L1` lease name, `$L2`
 /// holder, `$L3` token, numbered by the caller.
-fn held(name: usize, holder: usize, token: usize) -> String {
+///
+/// On PostgreSQL the lease row is locked (`FOR SHARE`) by the check: under
+/// READ COMMITTED a plain `EXISTS` reads the statement's snapshot, so a
+/// takeover committed while the write waited (on a row lock, say) would not
+/// stop it, and the old holder's write would land after the new holder
+/// took over. Locked, a takeover waits for the write to commit, or the
+/// write re-reads the taken lease and does nothing. SQLite runs one writer
+/// at a time, so its check and write cannot interleave with a takeover.
+fn held(backend: Backend, name: usize, holder: usize, token: usize) -> String {
+    let lock = match backend {
+        Backend::Postgres => " FOR SHARE",
+        Backend::Sqlite => "",
+    };
     format!(
-        "EXISTS (SELECT 1 FROM leases WHERE name = ${name} AND holder = ${holder} AND token = ${token})"
+        "EXISTS (SELECT 1 FROM leases WHERE name = ${name} AND holder = ${holder} AND token = ${token}{lock})"
     )
 }
 
@@ -134,7 +146,7 @@ impl Store {
         let sql = format!(
             "INSERT INTO operations (id, kind, service, target, status, started_at_us, params) \
              SELECT $1, $2, $3, $4, 'running', $5, $6 WHERE {}",
-            held(7, 8, 9)
+            held(self.backend(), 7, 8, 9)
         );
         let query = sqlx::query(&sql)
             .bind(id)
@@ -216,7 +228,7 @@ impl Store {
         let sql = format!(
             "UPDATE operations SET status = $2, ended_at_us = $3, result = $4, error = $5 \
              WHERE id = $1 AND {}",
-            held(6, 7, 8)
+            held(self.backend(), 6, 7, 8)
         );
         let query = sqlx::query(&sql)
             .bind(id)
@@ -245,7 +257,7 @@ impl Store {
                  attempts = operation_steps.attempts + 1, started_at_us = excluded.started_at_us, \
                  ended_at_us = NULL, output = NULL, error = NULL, driver = excluded.driver, \
                  lease_token = excluded.lease_token",
-            held(7, 8, 9)
+            held(self.backend(), 7, 8, 9)
         );
         let query = sqlx::query(&sql)
             .bind(operation_id)
@@ -273,7 +285,7 @@ impl Store {
         let sql = format!(
             "UPDATE operation_steps SET status = $3, ended_at_us = $4, output = $5, error = $6 \
              WHERE operation_id = $1 AND step = $2 AND status = 'started' AND {}",
-            held(7, 8, 9)
+            held(self.backend(), 7, 8, 9)
         );
         let query = sqlx::query(&sql)
             .bind(operation_id)
@@ -311,7 +323,7 @@ impl Store {
              SELECT $1, $2, $3, $4 WHERE {} \
              ON CONFLICT (cluster) DO UPDATE SET primary_region = excluded.primary_region, \
                  since_us = excluded.since_us, operation_id = excluded.operation_id",
-            held(5, 6, 7)
+            held(self.backend(), 5, 6, 7)
         );
         let query = sqlx::query(&sql)
             .bind(cluster)

@@ -34,7 +34,7 @@ pub use decision::DecisionRecord;
 pub use evidence::{BackupFinish, BackupRecord, RestoreTestRecord};
 pub use journal::{ClusterRole, StepRecord};
 pub use lag::{DownsampleReport, LagRollup, LagSample};
-pub use lease::Lease;
+pub use lease::{Lease, LeaseSighting, LeaseWatch};
 pub use member::DaemonRecord;
 pub use operation::OperationRecord;
 pub use schedule::ScheduleRun;
@@ -78,6 +78,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// One audit append at a time from this process (see `audit`).
+    audit_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -118,7 +120,11 @@ impl Store {
             .await
             .map_err(StoreError::Open)?;
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            audit_writer: Default::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
