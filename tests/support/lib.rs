@@ -153,7 +153,8 @@ pub fn drctl_bin() -> PathBuf {
         .expect("a target directory");
     assert!(
         bin.is_file(),
-        "{} is missing: build it first with `cargo build -p drctl` (bash tests/run.sh does)",
+        "{} is missing: build it first with `cargo build --workspace --bins` (bash tests/run.sh does; \
+         `-p drctl` alone leaves out the DRCTL_FAULT_* hooks the fault tests use)",
         bin.display()
     );
     bin

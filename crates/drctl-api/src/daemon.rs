@@ -22,6 +22,8 @@ pub enum DaemonError {
     Token(#[from] crate::auth::TokenError),
     #[error(transparent)]
     Webhook(#[from] crate::alerts::WebhookError),
+    #[error(transparent)]
+    Tls(#[from] crate::http::TlsError),
     #[error("cannot listen on {addr}: {source} (is another drctl running? change [api] listen)")]
     Listen {
         addr: SocketAddr,
@@ -56,6 +58,7 @@ impl Daemon {
         // Tokens first: a missing secret stops the start before anything runs.
         crate::auth::Authenticator::from_config(&config.api)?;
         crate::alerts::check_webhooks(&config)?;
+        let tls = config.api.tls.as_ref().map(crate::http::tls_acceptor).transpose()?;
         let store = Store::open(config.store.url.expose()).await?;
         let addr = config.api.listen;
         let listener = tokio::net::TcpListener::bind(addr)
@@ -98,6 +101,7 @@ impl Daemon {
         let api_task = tokio::spawn(crate::serve(
             listener,
             api_state,
+            tls,
             async move {
                 let _ = api_rx.wait_for(|s| *s).await;
             },
@@ -123,7 +127,7 @@ impl Daemon {
     }
 
     pub fn api_url(&self) -> String {
-        format!("http://{}", self.api_addr)
+        format!("{}://{}", scheme(&self.monitor.config().api), self.api_addr)
     }
 
     /// Stops sampling (flushing the last samples to the store) and the API.
@@ -199,16 +203,25 @@ fn daemon_id() -> String {
     )
 }
 
-/// `[api] advertise`, else `http://` and the listen address (with the host
-/// name for a wildcard address, which no client can dial).
+/// `[api] advertise`, else `http://` (`https://` with TLS) and the listen
+/// address (with the host name for a wildcard address, which no client can dial).
 fn advertised_url(config: &Config, api_addr: SocketAddr) -> String {
     if let Some(url) = &config.api.advertise {
         return url.clone();
     }
+    let scheme = scheme(&config.api);
     if api_addr.ip().is_unspecified() {
-        format!("http://{}:{}", crate::auth::host_name(), api_addr.port())
+        format!("{scheme}://{}:{}", crate::auth::host_name(), api_addr.port())
     } else {
-        format!("http://{api_addr}")
+        format!("{scheme}://{api_addr}")
+    }
+}
+
+fn scheme(api: &drctl_config::ApiConfig) -> &'static str {
+    if api.tls.is_some() {
+        "https"
+    } else {
+        "http"
     }
 }
 

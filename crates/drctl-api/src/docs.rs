@@ -91,6 +91,16 @@ pub(crate) enum NotFound {
     NotFound(#[to_schema] ErrorBody),
 }
 
+/// `429`, added where the daemon limits how many requests it serves at once.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub(crate) enum Busy {
+    /// `report_busy`: as many reports as the daemon builds at once are under
+    /// way; try again after `Retry-After` seconds.
+    #[response(status = 429)]
+    Busy(#[to_schema] ErrorBody),
+}
+
 /// `409`, added where starting work can conflict with the state.
 #[derive(IntoResponses)]
 #[allow(dead_code)]

@@ -182,7 +182,13 @@ impl Guard {
     async fn brakes(&self) -> Brakes {
         let now = Utc::now();
         let settings = self.settings();
-        let since = |d: Duration| now - chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::days(1));
+        // Checked: a cooldown or window longer than history means "since ever", never a panic.
+        let since = |d: Duration| {
+            chrono::TimeDelta::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_sub_signed(d))
+                .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC)
+        };
         let last_automatic = self
             .store
             .automatic_failovers_since(Some(&self.cluster), since(settings.cooldown))

@@ -6,14 +6,15 @@
 //! request passes [`auth`] (bearer tokens and roles); every mutation is
 //! written to the audit log before it starts. Every error is JSON with a
 //! stable `code` (see [`error`]); internal details go to the log, never to
-//! the client.
-
+//! the client. [`http`] is the server under it: connection limits,
+//! timeouts and TLS.
 
 pub mod alerts;
 pub mod auth;
 pub(crate) mod daemon;
 mod dashboard;
 mod docs;
+pub mod http;
 pub mod report;
 pub mod error;
 mod guard;
@@ -39,6 +40,9 @@ pub struct ApiState {
     pub leadership: leader::Leadership,
     /// The last rendering of `/api/v1/rpo-rto`, and when it was made.
     rpo_rto_cache: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, axum::body::Bytes)>>>,
+    /// Reports being built ([`report::CONCURRENT_REPORTS`] at most): a
+    /// report reads much of the store, which also carries lease renewals.
+    pub report_slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl ApiState {
@@ -51,6 +55,7 @@ impl ApiState {
             alerts: Default::default(),
             leadership: leader::Leadership::standalone(),
             rpo_rto_cache: Default::default(),
+            report_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(report::CONCURRENT_REPORTS)),
         })
     }
 
@@ -61,17 +66,13 @@ impl ApiState {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` (over TLS when `tls` is given) with the
+/// default [`http::Limits`] until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // The client's address is what the audit log records as "from where".
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-        .await
+    http::serve(listener, router(state), tls, http::Limits::default(), shutdown).await
 }

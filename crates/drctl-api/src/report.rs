@@ -7,11 +7,20 @@
 //! or CSV.
 //!
 //! How the figures are made (and the report says so in each `basis`):
-//! - Replicated tiers: the lag samples, one time slot per monitor interval,
-//!   the best standby's exposure in each; a slot is breaching when that
-//!   exposure is above the target (no grace: the report is stricter than
-//!   the live status). Past the raw retention, the per-minute rollups with
-//!   their worst exposure. Slots with no sample are an evidence gap.
+//! - Replicated tiers: the lag samples of the last hour, one time slot per
+//!   monitor interval, the best standby's exposure in each; a slot is
+//!   breaching when that exposure is above the target (no grace: the
+//!   report is stricter than the live status). Before that hour, per-minute
+//!   worst exposure: the rollups past the raw retention, and the raw
+//!   samples folded per minute by the store where not rolled up yet. Slots
+//!   with no sample are an evidence gap.
+//!
+//! What a report may cost (it is viewer-level, and anonymous when no token
+//! is configured, while the same store carries lease renewals): a report
+//! reads at most [`RAW_WINDOW`] of raw rows per service, the API serves
+//! periods up to [`MAX_API_PERIOD`], and at most [`CONCURRENT_REPORTS`] are
+//! built at once — a request beyond that gets a 429 `report_busy` with
+//! `Retry-After` instead of queueing on the store.
 //! - Cold tier: exposure at any moment is the age of the newest backup
 //!   verified by then; a breach starts when that age passes the target and
 //!   ends when a newer backup is verified.
@@ -39,6 +48,23 @@ use crate::{ApiError, ApiState};
 pub(crate) fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new().routes(routes!(report))
 }
+
+/// The newest stretch of a report read from raw samples (one slot per
+/// monitor interval); before it, per-minute worst values.
+pub const RAW_WINDOW: Duration = Duration::from_secs(3600);
+/// The longest period `GET /api/v1/report` serves (a quarter, with room);
+/// `drctl report`, on the operator's own machine, has no cap.
+pub const MAX_API_PERIOD: Duration = Duration::from_secs(93 * 86_400);
+/// Reports built at once by the API; more are refused, not queued.
+pub const CONCURRENT_REPORTS: usize = 2;
+/// What `Retry-After` says to a refused report request, in seconds.
+pub const REPORT_RETRY_AFTER_S: u64 = 5;
+/// Raw rows read per service at most: an hour at the shortest interval
+/// (100 ms) for three standbys, so a store flooded with samples cannot
+/// blow a report up.
+const RAW_ROW_LIMIT: u32 = 36_000 * 3;
+/// Per-minute rows read per service at most: the longest period, three standbys.
+const MINUTE_ROW_LIMIT: u32 = 93 * 1440 * 3;
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Report {
@@ -294,7 +320,7 @@ fn replicated_slots(
     for s in sorted {
         let e = s.rpo_exposure_us.map(|us| us as f64 / 1e6);
         match ticks.last_mut() {
-            Some((t, best)) if s.sampled_at - *t < step / 2 => {
+            Some((t, best)) if s.sampled_at.signed_duration_since(*t) < step / 2 => {
                 if let Some(e) = e {
                     *best = Some(best.map_or(e, |b: f64| b.min(e)));
                 }
@@ -309,7 +335,10 @@ fn replicated_slots(
         let mut start = *t;
         if let (Some(e), Some(prev)) = (e, previous) {
             if *e > target_s && prev <= target_s {
-                let began = *t - TimeDelta::milliseconds(((e - target_s) * 1000.0) as i64);
+                // Checked: an absurd exposure read from the store must not panic the API.
+                let began = t
+                    .checked_sub_signed(TimeDelta::milliseconds(((e - target_s) * 1000.0) as i64))
+                    .unwrap_or(from);
                 // The compliant tick before was already breaching from `began`.
                 if let Some(last) = slots.last_mut().filter(|l: &&mut Slot| l.start < began && began < l.end) {
                     last.end = began;
@@ -348,7 +377,7 @@ fn cold_slots(
     let mut cuts: Vec<DateTime<Utc>> = vec![from, to];
     for (ended, verified_at) in verified {
         cuts.push(*verified_at);
-        cuts.push(*ended + target);
+        cuts.push(ended.checked_add_signed(target).unwrap_or(DateTime::<Utc>::MAX_UTC));
     }
     cuts.retain(|t| *t >= from && *t <= to);
     cuts.sort();
@@ -384,11 +413,13 @@ fn proof_gaps(
     let mut gaps = Vec::new();
     let mut sorted: Vec<DateTime<Utc>> = proofs.to_vec();
     sorted.sort();
+    // Checked: a proof covers "for ever" rather than panicking at the end of time.
+    let covered = |p: DateTime<Utc>| p.checked_add_signed(every).unwrap_or(DateTime::<Utc>::MAX_UTC);
     let mut covered_until = sorted
         .iter()
         .filter(|p| **p <= from)
         .max()
-        .map(|p| *p + every)
+        .map(|p| covered(*p))
         .unwrap_or(from);
     let mut push = |start: DateTime<Utc>, end: Option<DateTime<Utc>>| {
         let until = end.unwrap_or(to);
@@ -406,7 +437,7 @@ fn proof_gaps(
         if *p > covered_until {
             push(covered_until, Some(*p));
         }
-        covered_until = covered_until.max(*p + every);
+        covered_until = covered_until.max(covered(*p));
     }
     if covered_until < to {
         push(covered_until, None);
@@ -483,13 +514,17 @@ async fn service_report(
         };
         (rpo, Vec::new(), Vec::new())
     } else if svc.tier.is_replicated() {
-        // Raw samples where they are kept; per-minute rollups before that.
-        let raw = store.lag_samples(&svc.name, from, Some(to), u32::MAX).await?;
-        let raw_from = raw.first().map(|s| s.sampled_at).unwrap_or(to);
+        // Raw samples for the newest hour only; per-minute worst values
+        // before it: rollups, then the raw samples not rolled up yet,
+        // folded per minute by the store (one row a minute, not one a
+        // sample, crosses to the API).
+        let raw_window = TimeDelta::from_std(RAW_WINDOW).unwrap_or(TimeDelta::hours(1));
+        let raw_from = to.checked_sub_signed(raw_window).unwrap_or(from).max(from);
+        let raw = store.lag_samples(&svc.name, raw_from, Some(to), RAW_ROW_LIMIT).await?;
         let mut slots = Vec::new();
         if raw_from > from {
             let rollups = store.lag_rollups(&svc.name, from, Some(raw_from)).await?;
-            let as_samples: Vec<LagSample> = rollups
+            let mut minutes: Vec<LagSample> = rollups
                 .iter()
                 .map(|r| {
                     let mut s = LagSample::bare(&r.service, &r.standby_region, r.minute, r.exposure_max_us);
@@ -497,9 +532,27 @@ async fn service_report(
                     s
                 })
                 .collect();
-            slots.extend(replicated_slots(&as_samples, from, raw_from, Duration::from_secs(60), target_s));
+            let folded_until = rollups
+                .last()
+                .map(|r| r.minute + TimeDelta::minutes(1))
+                .unwrap_or(from)
+                .max(from);
+            if folded_until < raw_from {
+                minutes.extend(
+                    store
+                        .lag_buckets(&svc.name, folded_until, Some(raw_from), 60_000_000, MINUTE_ROW_LIMIT)
+                        .await?
+                        .into_iter()
+                        // A bucket starts on the minute, maybe before the stretch.
+                        .map(|mut s| {
+                            s.sampled_at = s.sampled_at.max(folded_until);
+                            s
+                        }),
+                );
+            }
+            slots.extend(replicated_slots(&minutes, from, raw_from, Duration::from_secs(60), target_s));
         }
-        slots.extend(replicated_slots(&raw, raw_from.max(from), to, interval, target_s));
+        slots.extend(replicated_slots(&raw, raw_from, to, interval, target_s));
         let basis = format!(
             "lag samples every {} (per-minute worst before {}), best standby; breaching while exposure is above the target, from the moment it provably passed it until a sample is back inside",
             drctl_monitor::format_secs(interval.as_secs_f64()),
@@ -870,7 +923,7 @@ pub(crate) struct ReportQuery {
 #[utoipa::path(get, path = "/api/v1/report", tag = "reports", params(ReportQuery),
     responses((status = 200, description = "The report (JSON; or Markdown, HTML, CSV by `format`)",
                content((Report = "application/json"), (String = "text/markdown"), (String = "text/html"), (String = "text/csv"))),
-              ReadErrors, NotFound))]
+              ReadErrors, NotFound, crate::docs::Busy))]
 async fn report(
     State(state): State<ApiState>,
     query: Result<Query<ReportQuery>, QueryRejection>,
@@ -887,6 +940,22 @@ async fn report(
         });
     }
     let (from, to) = period(q.from.as_deref(), q.to.as_deref(), Utc::now())?;
+    if (to - from).to_std().unwrap_or_default() > MAX_API_PERIOD {
+        return Err(ApiError::InvalidParameter {
+            parameter: "from",
+            reason: format!(
+                "the period is longer than the {} the API serves; ask for it in parts, or run `drctl report` beside the store",
+                drctl_config::format_duration(MAX_API_PERIOD)
+            ),
+        });
+    }
+    // Refused, not queued: a queue of reports would still hold the store.
+    let Ok(_slot) = state.report_slots.clone().try_acquire_owned() else {
+        return Err(ApiError::Busy {
+            what: "reports",
+            retry_after_s: REPORT_RETRY_AFTER_S,
+        });
+    };
     let report = build(state.monitor.config(), state.monitor.store(), from, to).await?;
     let (content_type, body) = match format {
         "md" => ("text/markdown; charset=utf-8", to_markdown(&report)),

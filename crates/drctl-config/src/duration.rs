@@ -1,28 +1,42 @@
 //! Human durations: `"5s"`, `"30m"`, `"24h"`, `"30d"`.
 //!
-//! Owns reading them from config (through `humantime`, refusing zero, with a
-//! short lower-case reason) and writing them back compactly (`"1d"`,
+//! Owns reading them from config (through `humantime`, refusing zero and
+//! anything above [`MAX_CONFIG_DURATION`], with a short lower-case reason) and writing them back compactly (`"1d"`,
 //! `"1m 30s"`, `"250ms"`) for the API and the CLI. Everything this crate
 //! serializes as a duration goes through [`format_duration`], so what the API
 //! shows can be pasted back into a config file.
 
 use std::time::Duration;
 
+/// The longest duration a config may hold: 100 years (of 365.25 days).
+///
+/// Longer than any retention or interval anyone means, and far inside what
+/// `chrono` can add to or subtract from "now" (about ±262,000 years):
+/// `cooldown = "300000y"` once overflowed the guard's date arithmetic and
+/// panicked it exactly when a failover was needed. Inner code may therefore
+/// add any config duration to a current timestamp; it still uses checked
+/// arithmetic, so a duration from elsewhere cannot panic it either.
+pub const MAX_CONFIG_DURATION: Duration = Duration::from_secs(36_525 * 86_400);
+
 /// Why a config duration was refused; the message part after the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DurationProblem {
     Malformed(String),
     Zero,
+    TooLarge,
 }
 
 /// Parses a config duration. Zero is refused: every duration in the config is
 /// an interval, timeout, grace period, retention or target, and zero of any
 /// of them is a mistake (a zero interval would spin, a zero target can never
-/// be met).
+/// be met). So is anything above [`MAX_CONFIG_DURATION`].
 pub(crate) fn parse_config_duration(text: &str) -> Result<Duration, DurationProblem> {
     match humantime::parse_duration(text) {
         Ok(d) if d.is_zero() => Err(DurationProblem::Zero),
+        Ok(d) if d > MAX_CONFIG_DURATION => Err(DurationProblem::TooLarge),
         Ok(d) => Ok(d),
+        // humantime's own overflow (beyond u64 seconds) is the same mistake.
+        Err(humantime::DurationError::NumberOverflow) => Err(DurationProblem::TooLarge),
         Err(e) => Err(DurationProblem::Malformed(reason(&e))),
     }
 }
@@ -110,6 +124,15 @@ mod tests {
             Err(DurationProblem::Malformed("the unit is missing".into()))
         );
         assert!(parse_config_duration("").is_err());
+        assert_eq!(
+            parse_config_duration("300000y"),
+            Err(DurationProblem::TooLarge)
+        );
+        assert_eq!(
+            parse_config_duration("99999999999999999999999s"),
+            Err(DurationProblem::TooLarge)
+        );
+        assert_eq!(parse_config_duration("36525d"), Ok(MAX_CONFIG_DURATION));
         assert_eq!(
             parse_config_duration("24h"),
             Ok(Duration::from_secs(86_400))

@@ -173,6 +173,18 @@ pub struct ApiConfig {
     pub anonymous: Option<Role>,
     /// Bearer tokens (`[[api.tokens]]`), in file order.
     pub tokens: Vec<ApiToken>,
+    /// HTTPS instead of plain HTTP (`tls_cert` and `tls_key`, both or
+    /// neither); `None` serves plain HTTP.
+    pub tls: Option<ApiTls>,
+}
+
+/// The API's certificate and key, PEM files read when the daemon starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiTls {
+    /// The certificate chain, leaf first (`tls_cert`, against the config's directory).
+    pub cert: std::path::PathBuf,
+    /// Its private key (`tls_key`): PKCS#8, PKCS#1 or SEC1. Only its path is ever shown.
+    pub key: std::path::PathBuf,
 }
 
 /// What an API caller may do; each role includes the ones before it.

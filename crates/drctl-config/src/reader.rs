@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use toml_edit::{Item, TableLike, Value};
 
-use crate::duration::{parse_config_duration, DurationProblem};
+use crate::duration::{
+    format_duration, parse_config_duration, DurationProblem, MAX_CONFIG_DURATION,
+};
 use crate::error::{ConfigError, LineIndex};
 use crate::suggest;
 
@@ -365,6 +367,19 @@ impl<'s> Cx<'s> {
                         text.value
                     ),
                     Some("use a positive duration such as \"1s\"".into()),
+                );
+                None
+            }
+            Err(DurationProblem::TooLarge) => {
+                self.error(
+                    &text.span,
+                    &field.path,
+                    format!(
+                        "{:?} is too long; durations are at most {} (100 years)",
+                        text.value,
+                        format_duration(MAX_CONFIG_DURATION)
+                    ),
+                    Some("use a shorter duration, e.g. \"30d\" or \"1y\"".into()),
                 );
                 None
             }

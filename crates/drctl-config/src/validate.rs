@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use crate::duration::format_duration;
 use crate::model::{
-    decode_base64, AlertKind, ApiConfig, ApiToken, Role, BackupPolicy, WebhookConfig, WebhookFormat, WebhookUrl, Config, DnsProviderConfig, DnsProviderKind, DsnSource,
+    decode_base64, AlertKind, ApiConfig, ApiTls, ApiToken, Role, BackupPolicy, WebhookConfig, WebhookFormat, WebhookUrl, Config, DnsProviderConfig, DnsProviderKind, DsnSource,
     FailoverPolicy, FailoverSettings, PgNode, HealthCheck, KeySource, MonitorConfig, ObjectStoreConfig,
     ObjectStoreKind, RecordType, Region, Retention, Service, ServiceDns, StoreConfig, Targets,
     Tier, TierTargets, TsigAlgorithm, TsigKey, TsigSecret,
@@ -51,7 +51,7 @@ const ROOT_KEYS: &[&str] = &[
 ];
 const WEBHOOK_KEYS: &[&str] = &["name", "url", "url_env", "url_file", "format", "events"];
 const STORE_KEYS: &[&str] = &["url"];
-const API_KEYS: &[&str] = &["listen", "advertise", "anonymous", "tokens"];
+const API_KEYS: &[&str] = &["listen", "advertise", "anonymous", "tokens", "tls_cert", "tls_key"];
 const TOKEN_KEYS: &[&str] = &["name", "role", "secret_env", "secret_file"];
 const ROLE_NAMES: &[&str] = &["viewer", "operator", "admin"];
 const MONITOR_KEYS: &[&str] = &[
@@ -472,12 +472,44 @@ fn api(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<ApiConfig> {
         None => Some(None),
         Some(field) => advertise(cx, &field).map(Some),
     };
+    let tls = match &table {
+        None => Some(None),
+        Some(t) => api_tls(cx, t, base_dir),
+    };
     Some(ApiConfig {
         listen: listen?,
         advertise: advertise?,
         anonymous: anonymous?,
         tokens: tokens?,
+        tls: tls?,
     })
+}
+
+/// `tls_cert` and `tls_key`: both (HTTPS) or neither (plain HTTP). The
+/// files are read when the daemon starts, where a bad one stops it.
+fn api_tls(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<Option<ApiTls>> {
+    let mut file = |key: &str, what: &str| -> Option<Option<PathBuf>> {
+        let Some(field) = table.get(key) else { return Some(None) };
+        let value = cx.string(&field)?;
+        key_file(cx, value, &field.path, base_dir, what).map(Some)
+    };
+    let cert = file("tls_cert", "the API's PEM certificate chain");
+    let key = file("tls_key", "the API's PEM private key");
+    match (cert?, key?) {
+        (None, None) => Some(None),
+        (Some(cert), Some(key)) => Some(Some(ApiTls { cert, key })),
+        (cert, _) => {
+            let (present, missing) = if cert.is_some() { ("tls_cert", "tls_key") } else { ("tls_key", "tls_cert") };
+            let field = table.get(present)?;
+            cx.error(
+                &field.span,
+                &field.path,
+                format!("{present} is set without {missing}"),
+                Some("set both tls_cert and tls_key for HTTPS, or neither for plain HTTP".into()),
+            );
+            None
+        }
+    }
 }
 
 fn listen(cx: &mut Cx, field: &Field) -> Option<SocketAddr> {

@@ -117,6 +117,48 @@ primary = "eu-west"
     assert_eq!(error.hint.as_deref(), Some("did you mean \"hot\"?"));
 }
 
+/// `cooldown = "300000y"` once passed validation and overflowed the guard's
+/// date arithmetic (a panic exactly when a failover was needed). Every
+/// config duration is capped, and the error names the place and the cap.
+#[test]
+fn a_cooldown_of_300000_years_is_refused_where_it_is_written_with_the_maximum() {
+    let text = r#"
+[[regions]]
+name = "eu-west"
+
+[[regions]]
+name = "us-east"
+
+[[services]]
+name = "orders"
+tier = "hot"
+regions = ["eu-west", "us-east"]
+primary = "eu-west"
+postgres = { eu-west = { dsn = "postgres://a@127.0.0.1/x" }, us-east = { dsn = "postgres://a@127.0.0.1/x" } }
+
+[services.failover]
+cooldown = "300000y"
+
+[monitor]
+rollup_retention = "99999999999999999999999s"
+"#;
+    let errors =
+        drctl_config::parse("config/prod.toml", text, Path::new("/etc/drctl")).unwrap_err();
+    assert_eq!(
+        errors.to_string(),
+        "config/prod.toml:16:12: services[0] (orders).failover.cooldown: \"300000y\" is too long; \
+         durations are at most 36525d (100 years) (use a shorter duration, e.g. \"30d\" or \"1y\")\n\
+         config/prod.toml:19:20: monitor.rollup_retention: \"99999999999999999999999s\" is too long; \
+         durations are at most 36525d (100 years) (use a shorter duration, e.g. \"30d\" or \"1y\")"
+    );
+    assert_eq!(drctl_config::MAX_CONFIG_DURATION.as_secs(), 36_525 * 86_400);
+    // The cap itself is accepted.
+    let at_cap = text
+        .replace("300000y", "36525d")
+        .replace("99999999999999999999999s", "30d");
+    drctl_config::parse("config/prod.toml", &at_cap, Path::new("/etc/drctl")).unwrap();
+}
+
 /// S3 keys belong to the AWS credential chain; one pasted into the config
 /// is refused by its key, and the report never shows the value, whatever
 /// the key is called or where it hides.

@@ -89,6 +89,10 @@ pub struct Outcome {
 /// `DRCTL_FAULT_PAUSE_AT=STEP:PHASE` stops the process there instead
 /// (SIGSTOP to itself, as a long GC pause or a frozen VM would): it goes on
 /// where it was once sent SIGCONT, possibly after its leases expired.
+///
+/// Compiled only with the `fault-injection` feature (the test build turns
+/// it on): a release binary must not abort because of its environment.
+#[cfg(feature = "fault-injection")]
 fn crash_point(step: Step, phase: &str) {
     let here = format!("{}:{phase}", step.as_str());
     if std::env::var("DRCTL_FAULT_CRASH_AT").is_ok_and(|spec| spec == here) {
@@ -106,9 +110,19 @@ fn crash_point(step: Step, phase: &str) {
 
 /// Test-only fault injection: `DRCTL_FAULT_FAIL_AT=STEP` makes `STEP` fail
 /// (not retryable), as a lost server or a refused change would.
+#[cfg(feature = "fault-injection")]
 fn injected_failure(step: Step) -> Option<StepError> {
     let spec = std::env::var("DRCTL_FAULT_FAIL_AT").ok()?;
     (spec == step.as_str()).then(|| StepError::stop(format!("DRCTL_FAULT_FAIL_AT: {spec} made to fail")))
+}
+
+/// Without `fault-injection`, `DRCTL_FAULT_*` mean nothing.
+#[cfg(not(feature = "fault-injection"))]
+fn crash_point(_step: Step, _phase: &str) {}
+
+#[cfg(not(feature = "fault-injection"))]
+fn injected_failure(_step: Step) -> Option<StepError> {
+    None
 }
 
 /// Aborts a task when dropped.

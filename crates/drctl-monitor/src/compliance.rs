@@ -156,7 +156,13 @@ pub fn assess(v: &ServiceView, every: Duration, now: DateTime<Utc>) -> Complianc
     };
     let proof = v.proof.as_ref();
     let age = proof.map(|p| (now - p.at).to_std().unwrap_or_default());
-    let due_at = proof.map(|p| p.at + chrono::TimeDelta::from_std(every).unwrap_or(chrono::TimeDelta::MAX));
+    // Checked: `at + TimeDelta::MAX` panics, and no duration may panic the monitor.
+    let due_at = proof.map(|p| {
+        chrono::TimeDelta::from_std(every)
+            .ok()
+            .and_then(|every| p.at.checked_add_signed(every))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    });
     let changed_after = match (proof, v.config_changed_at) {
         (Some(p), Some(changed)) => changed > p.at,
         _ => false,

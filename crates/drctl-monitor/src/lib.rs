@@ -689,12 +689,15 @@ impl Monitor {
             }
             let m = &self.inner.config.monitor;
             let now = Utc::now();
-            let raw = now
-                - chrono::TimeDelta::from_std(m.raw_retention)
-                    .unwrap_or(chrono::TimeDelta::hours(24));
-            let rollups = now
-                - chrono::TimeDelta::from_std(m.rollup_retention)
-                    .unwrap_or(chrono::TimeDelta::days(30));
+            // Checked: a retention longer than history keeps everything
+            // rather than panicking the monitor.
+            let before = |d: Duration| {
+                chrono::TimeDelta::from_std(d)
+                    .ok()
+                    .and_then(|d| now.checked_sub_signed(d))
+                    .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC)
+            };
+            let (raw, rollups) = (before(m.raw_retention), before(m.rollup_retention));
             match self.inner.store.downsample_lag(raw, rollups).await {
                 Ok(r) => tracing::debug!(?r, "downsampled lag history"),
                 Err(e) => tracing::warn!(error = %e, "could not downsample lag history"),
