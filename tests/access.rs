@@ -504,7 +504,7 @@ async fn a_wrong_token_flood_from_rotating_addresses_does_not_refuse_an_operator
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(drctl_api::serve(listener, state, async {
+    let server = tokio::spawn(drctl_api::serve(listener, state, None, async {
         let _ = stopped.await;
     }));
 
