@@ -83,10 +83,11 @@ impl ChildConnection {
             parts.push(format!("options={}", quote(opts)));
         }
         // sqlx keeps the password to itself; its own URL form carries it.
-        let password = options
-            .to_url_lossy()
-            .password()
-            .map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned());
+        let password = options.to_url_lossy().password().map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        });
         let passfile = match password {
             None => None,
             Some(password) => Some(write_passfile(&password, for_postgres_user)?),
@@ -156,7 +157,9 @@ mod tests {
         let text = std::fs::read_to_string(passfile_path(c.passfile.as_ref().unwrap())).unwrap();
         assert_eq!(text, "*:*:*:*:s\\:cret@x\n");
         use std::os::unix::fs::MetadataExt;
-        let mode = std::fs::metadata(passfile_path(c.passfile.as_ref().unwrap())).unwrap().mode();
+        let mode = std::fs::metadata(passfile_path(c.passfile.as_ref().unwrap()))
+            .unwrap()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
