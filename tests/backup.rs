@@ -548,7 +548,8 @@ async fn the_verify_schedule_rereads_offsite_copies_and_records_a_corrupt_one_fa
 /// port), reachable only by drctl over a private socket, and with none of
 /// drctl's environment (where AWS keys and DSN passwords live).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restore_test_never_starts_postgres_with_the_backups_configuration_or_drctls_environment() {
+async fn a_restore_test_never_starts_postgres_with_the_backups_configuration_or_drctls_environment()
+{
     use std::os::unix::fs::PermissionsExt;
     const PLANTED: &str = "planted-restore-test-environment-4e1d";
     // In this process's environment, as drctl's secrets are in drctl's.
@@ -559,19 +560,27 @@ async fn a_restore_test_never_starts_postgres_with_the_backups_configuration_or_
     let mut c = connect(&primary.dsn("postgres")).await;
     for sql in [
         "ALTER SYSTEM SET archive_mode = 'on'".to_string(),
-        format!("ALTER SYSTEM SET archive_command = 'touch {}'", marker.display()),
+        format!(
+            "ALTER SYSTEM SET archive_command = 'touch {}'",
+            marker.display()
+        ),
         // Production's own port: a copy started on it would collide with,
         // or stand in for, production.
         format!("ALTER SYSTEM SET port = {}", primary.port),
     ] {
         sqlx::query(&sql).execute(&mut c).await.unwrap();
     }
-    let store = ObjectStore::local(dir.path().join("objects")).await.unwrap();
+    let store = ObjectStore::local(dir.path().join("objects"))
+        .await
+        .unwrap();
     let id = new_backup_id(Utc::now());
     run_backup(&request(&lab, store.clone()), &id, Utc::now(), |_| {})
         .await
         .expect("backup");
-    sqlx::query("ALTER SYSTEM RESET ALL").execute(&mut c).await.unwrap();
+    sqlx::query("ALTER SYSTEM RESET ALL")
+        .execute(&mut c)
+        .await
+        .unwrap();
     drop(c);
 
     // The postgres user must pass through the test's directory to the root.
@@ -605,12 +614,24 @@ async fn a_restore_test_never_starts_postgres_with_the_backups_configuration_or_
             if phase != drctl_backup::RestorePhase::Validating {
                 return;
             }
-            let run = std::fs::read_dir(&root).unwrap().flatten().next().unwrap().path();
-            let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            let run = std::fs::read_dir(&root)
+                .unwrap()
+                .flatten()
+                .next()
+                .unwrap()
+                .path();
+            let mode =
+                |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
             let port: u16 = std::fs::read_dir(run.join("sockets"))
                 .unwrap()
                 .flatten()
-                .find_map(|e| e.file_name().to_str()?.strip_prefix(".s.PGSQL.")?.parse().ok())
+                .find_map(|e| {
+                    e.file_name()
+                        .to_str()?
+                        .strip_prefix(".s.PGSQL.")?
+                        .parse()
+                        .ok()
+                })
                 .expect("the copy's socket");
             let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
             seen = Some((mode(&root), mode(&run), mode(&run.join("sockets")), tcp));
@@ -618,9 +639,17 @@ async fn a_restore_test_never_starts_postgres_with_the_backups_configuration_or_
     )
     .await;
     assert!(outcome.passed, "{outcome:#?}");
-    assert_eq!(seen, Some((0o711, 0o700, 0o700, false)), "(root, run dir, sockets) modes, TCP listener");
+    assert_eq!(
+        seen,
+        Some((0o711, 0o700, 0o700, false)),
+        "(root, run dir, sockets) modes, TCP listener"
+    );
     assert!(!marker.exists(), "the planted archive_command ran");
-    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0, "the copy was removed");
+    assert_eq!(
+        std::fs::read_dir(&root).unwrap().count(),
+        0,
+        "the copy was removed"
+    );
     lab.teardown().unwrap();
 }
 
@@ -629,13 +658,20 @@ async fn a_restore_test_never_starts_postgres_with_the_backups_configuration_or_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scratch_root_someone_else_made_first_is_refused() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::Builder::new().prefix("drctl-test-squat-").tempdir_in("/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-test-squat-")
+        .tempdir_in("/tmp")
+        .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let store = ObjectStore::local(dir.path().join("objects")).await.unwrap();
+    let store = ObjectStore::local(dir.path().join("objects"))
+        .await
+        .unwrap();
     let squatted = dir.path().join("scratch");
     std::fs::create_dir(&squatted).unwrap();
     std::fs::set_permissions(&squatted, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("the nobody user");
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("the nobody user");
     std::os::unix::fs::chown(&squatted, Some(nobody.uid.as_raw()), None).unwrap();
     let outcome = drctl_backup::run_restore_test(
         &drctl_backup::RestoreTestRequest {
@@ -656,5 +692,9 @@ async fn a_scratch_root_someone_else_made_first_is_refused() {
         error.contains("scratch root") && error.contains("owned by uid"),
         "refused for its owner: {error}"
     );
-    assert_eq!(std::fs::read_dir(&squatted).unwrap().count(), 0, "nothing went into it");
+    assert_eq!(
+        std::fs::read_dir(&squatted).unwrap().count(),
+        0,
+        "nothing went into it"
+    );
 }

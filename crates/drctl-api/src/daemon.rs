@@ -47,9 +47,10 @@ pub struct Daemon {
     api_task: JoinHandle<std::io::Result<()>>,
 }
 
-/// Where restore tests and drills put their scratch clusters.
-pub fn scratch_root() -> std::path::PathBuf {
-    drctl_pg::os::scratch_root()
+/// Where restore tests and drills put their scratch clusters: `[scratch]
+/// root`, else drctl-pg's default (checked before use either way).
+pub fn scratch_root(config: &drctl_config::Config) -> std::path::PathBuf {
+    config.scratch.root.clone().unwrap_or_else(drctl_pg::os::scratch_root)
 }
 
 impl Daemon {
@@ -254,7 +255,7 @@ async fn lead_while_elected(
         duties.spawn(drctl_backup::scheduler::run_scheduler(
             config.clone(),
             store.clone(),
-            scratch_root(),
+            scratch_root(&config),
             term_rx.clone(),
         ));
         duties.spawn(crate::alerts::run(config.clone(), monitor.clone(), alerts.clone(), term_rx.clone()));

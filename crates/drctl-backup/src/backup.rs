@@ -92,9 +92,8 @@ fn stream_base_backup(
     // The password goes to a passfile, not the command line (every local
     // user reads /proc/PID/cmdline), and the child's environment is empty
     // but for what it needs: drctl's own holds other secrets.
-    let conn = drctl_pg::ChildConnection::from_dsn(&req.dsn, false).map_err(|e| {
-        BackupError::BaseBackup(format!("{}/{}: {e}", req.service, req.region))
-    })?;
+    let conn = drctl_pg::ChildConnection::from_dsn(&req.dsn, false)
+        .map_err(|e| BackupError::BaseBackup(format!("{}/{}: {e}", req.service, req.region)))?;
     let mut cmd = drctl_pg::os::clean_command(req.pg_bin.join("pg_basebackup"));
     conn.apply(&mut cmd);
     let mut child = cmd

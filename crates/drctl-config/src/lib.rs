@@ -31,7 +31,7 @@ pub use crate::error::{ConfigError, ConfigErrors};
 pub use crate::model::{
     AlertKind, ApiConfig, ApiTls, ApiToken, Role, BackupPolicy, WebhookConfig, WebhookFormat, WebhookUrl, Config, DnsProviderConfig, DnsProviderKind, DsnError, DsnSource,
     FailoverPolicy, FailoverSettings, PgNode, HealthCheck, KeySource, MonitorConfig, ObjectStoreConfig,
-    ObjectStoreKind, RecordType, Region, Retention, Service, ServiceDns, StoreConfig, Targets,
+    ObjectStoreKind, RecordType, Region, Retention, ScratchConfig, Service, ServiceDns, StoreConfig, Targets,
     Tier, TierTargets, TsigAlgorithm, TsigKey, TsigSecret, UnknownTier,
 };
 pub use crate::secret::Secret;

@@ -43,6 +43,20 @@ pub struct Config {
     pub dns_providers: Vec<DnsProviderConfig>,
     /// Where alerts are sent (`[[webhooks]]`), in file order. May be empty.
     pub webhooks: Vec<WebhookConfig>,
+    /// Where restore tests and drills put their scratch clusters
+    /// (`[scratch]`).
+    pub scratch: ScratchConfig,
+}
+
+/// Where the clusters drctl starts that are not production (restore tests,
+/// drill clones) live: `[scratch]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ScratchConfig {
+    /// The scratch root (a relative path resolves against the config
+    /// file's directory). `None`: `DRCTL_SCRATCH`, else `drctl-scratch-UID`
+    /// in the temporary directory. drctl creates it when missing and
+    /// refuses one owned by another user or writable by others.
+    pub root: Option<PathBuf>,
 }
 
 /// One alert destination: a URL that takes a POST per event.

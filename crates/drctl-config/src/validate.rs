@@ -29,7 +29,7 @@ use std::time::Duration;
 use crate::duration::format_duration;
 use crate::model::{
     decode_base64, AlertKind, ApiConfig, ApiTls, ApiToken, Role, BackupPolicy, WebhookConfig, WebhookFormat, WebhookUrl, Config, DnsProviderConfig, DnsProviderKind, DsnSource,
-    FailoverPolicy, FailoverSettings, PgNode, HealthCheck, KeySource, MonitorConfig, ObjectStoreConfig,
+    FailoverPolicy, FailoverSettings, PgNode, HealthCheck, KeySource, MonitorConfig, ObjectStoreConfig, ScratchConfig,
     ObjectStoreKind, RecordType, Region, Retention, Service, ServiceDns, StoreConfig, Targets,
     Tier, TierTargets, TsigAlgorithm, TsigKey, TsigSecret,
 };
@@ -48,7 +48,9 @@ const ROOT_KEYS: &[&str] = &[
     "dns_providers",
     "webhooks",
     "services",
+    "scratch",
 ];
+const SCRATCH_KEYS: &[&str] = &["root"];
 const WEBHOOK_KEYS: &[&str] = &["name", "url", "url_env", "url_file", "format", "events"];
 const STORE_KEYS: &[&str] = &["url"];
 const API_KEYS: &[&str] = &["listen", "advertise", "anonymous", "tokens", "tls_cert", "tls_key"];
@@ -234,6 +236,7 @@ pub(crate) fn config(
         dns_providers: provider_refs.as_deref(),
     };
     let webhooks = webhooks(cx, root, base_dir);
+    let scratch = scratch(cx, root, base_dir);
     let services = services(cx, root, &regions, &tiers, base_dir, &refs);
     clusters(cx, &services);
     published_records(cx, &services);
@@ -262,6 +265,7 @@ pub(crate) fn config(
             .into_iter()
             .map(|w| w.value)
             .collect::<Option<Vec<_>>>()?,
+        scratch,
     })
 }
 
@@ -652,6 +656,29 @@ fn api_token(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<(Role, KeySo
         }
     };
     Some((role?, secret?))
+}
+
+/// `[scratch] root`: a directory, resolved against the config's directory.
+fn scratch(cx: &mut Cx, root: &Table, base_dir: &Path) -> ScratchConfig {
+    let table = section(cx, root, "scratch", SCRATCH_KEYS);
+    let Some(field) = table.as_ref().and_then(|t| t.get("root")) else {
+        return ScratchConfig::default();
+    };
+    match cx.string(&field) {
+        Some(v) if !v.value.trim().is_empty() => ScratchConfig {
+            root: Some(base_dir.join(v.value)),
+        },
+        Some(v) => {
+            cx.error(
+                &v.span,
+                &field.path,
+                "names no directory",
+                Some("give a directory only drctl's user can write, e.g. \"/var/lib/drctl/scratch\", or leave the key out".into()),
+            );
+            ScratchConfig::default()
+        }
+        None => ScratchConfig::default(),
+    }
 }
 
 fn monitor(cx: &mut Cx, root: &Table) -> MonitorConfig {

@@ -34,6 +34,7 @@ name = "eu-west"
     assert_eq!(config.regions[0].description, None);
     assert!(config.services.is_empty(), "zero services is allowed");
     assert!(config.object_stores.is_empty(), "backups are optional");
+    assert_eq!(config.scratch.root, None, "the scratch root defaults in drctl-pg");
 
     let t = |rpo, rto, days: u64| Targets {
         rpo: secs(rpo),
@@ -47,6 +48,16 @@ name = "eu-west"
     assert!(config.api.tokens.is_empty());
     assert_eq!(config.tiers, TierTargets::default());
     assert_eq!(config.source, Path::new("min.toml"));
+}
+
+#[test]
+fn a_relative_scratch_root_resolves_against_the_config_and_an_empty_one_is_refused() {
+    let text = "[scratch]\nroot = \"scratch\"\n[[regions]]\nname = \"eu-west\"\n";
+    let config = drctl_config::parse("s.toml", text, Path::new("/etc/drctl")).unwrap();
+    assert_eq!(config.scratch.root.as_deref(), Some(Path::new("/etc/drctl/scratch")));
+    let text = "[scratch]\nroot = \"\"\n[[regions]]\nname = \"eu-west\"\n";
+    let e = drctl_config::parse("s.toml", text, Path::new("/etc/drctl")).unwrap_err();
+    assert!(e.to_string().contains("names no directory"), "{e}");
 }
 
 #[test]

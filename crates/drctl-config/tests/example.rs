@@ -20,6 +20,10 @@ fn shop_example_parses_cleanly() {
     };
     assert!(config.source.is_absolute());
     assert!(config.source.ends_with("config/shop.example.toml"));
+    assert_eq!(
+        config.scratch.root.as_deref(),
+        Some(Path::new("/var/lib/drctl/scratch"))
+    );
 
     let names: Vec<&str> = config.regions.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["eu-west", "us-east"]);

@@ -45,9 +45,10 @@ impl CloneOutput {
 
 /// The scratch directory of an operation (short: a Unix socket path may not
 /// exceed 107 bytes).
-fn clone_dir(op_id: &str) -> PathBuf {
+fn clone_dir(config: &drctl_config::Config, op_id: &str) -> PathBuf {
     let short: String = op_id.trim_start_matches("op-").chars().take(12).collect();
-    drctl_pg::os::scratch_root().join(format!("drill-{short}"))
+    let root = config.scratch.root.clone().unwrap_or_else(drctl_pg::os::scratch_root);
+    root.join(format!("drill-{short}"))
 }
 
 pub(crate) async fn clone_standby(ctx: &Ctx<'_>) -> StepResult {
@@ -68,7 +69,7 @@ pub(crate) async fn clone_standby(ctx: &Ctx<'_>) -> StepResult {
     // PostgreSQL's defaults.
     let database = url_part(&dsn, UrlPart::Database).unwrap_or_else(|| "postgres".into());
     let user = url_part(&dsn, UrlPart::User).unwrap_or_else(|| "postgres".into());
-    let dir = clone_dir(ctx.op_id);
+    let dir = clone_dir(ctx.config, ctx.op_id);
     let bin = pg_bin()?;
     // What a hot standby needs at least as high as its primary.
     let source = ctx.endpoint(region, Duration::from_secs(5))?;
@@ -151,7 +152,7 @@ pub(crate) fn clone_endpoint(ctx: &Ctx<'_>, timeout: Duration) -> Result<drctl_p
 /// from the operation id (a clone that died before journaling).
 pub(crate) async fn teardown(ctx: &Ctx<'_>) -> StepResult {
     let clone: Option<CloneOutput> = ctx.output(Step::CloneStandby).ok();
-    let dir = clone.as_ref().map_or_else(|| clone_dir(ctx.op_id), |c| c.dir.clone());
+    let dir = clone.as_ref().map_or_else(|| clone_dir(ctx.config, ctx.op_id), |c| c.dir.clone());
     let mut removed = Vec::new();
     if dir.exists() {
         let bin = pg_bin()?;

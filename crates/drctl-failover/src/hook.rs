@@ -176,19 +176,43 @@ mod tests {
     #[tokio::test]
     async fn a_hook_gets_what_to_fence_but_not_drctls_environment() {
         std::env::set_var("DRCTL_HOOK_TEST_PLANTED", "planted-hook-env-secret-77c1");
-        let run = run(&argv("env"), "orders", "eu-west", "op-2", Duration::from_secs(60))
-            .await
-            .unwrap();
-        assert!(!run.output.contains("planted-hook-env-secret-77c1"), "{}", run.output);
-        assert!(run.output.contains("DRCTL_FENCE_SERVICE=orders"), "{}", run.output);
-        assert!(run.output.contains("DRCTL_FENCE_REGION=eu-west"), "{}", run.output);
+        let run = run(
+            &argv("env"),
+            "orders",
+            "eu-west",
+            "op-2",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        assert!(
+            !run.output.contains("planted-hook-env-secret-77c1"),
+            "{}",
+            run.output
+        );
+        assert!(
+            run.output.contains("DRCTL_FENCE_SERVICE=orders"),
+            "{}",
+            run.output
+        );
+        assert!(
+            run.output.contains("DRCTL_FENCE_REGION=eu-west"),
+            "{}",
+            run.output
+        );
     }
 
     #[tokio::test]
     async fn a_failing_hooks_error_does_not_repeat_its_output() {
-        let e = run(&argv("echo planted-hook-error-output; exit 3"), "s", "r", "op", Duration::from_secs(60))
-            .await
-            .unwrap_err();
+        let e = run(
+            &argv("echo planted-hook-error-output; exit 3"),
+            "s",
+            "r",
+            "op",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_err();
         assert!(!e.contains("planted-hook-error-output"), "{e}");
         assert!(e.contains("/bin/sh") && e.contains('3'), "{e}");
     }

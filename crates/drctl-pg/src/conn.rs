@@ -79,14 +79,20 @@ impl ChildConnection {
         if let Some(name) = options.get_application_name() {
             parts.push(format!("application_name={}", quote(name)));
         }
+        // libpq settings sqlx keeps no getter for (or ignores) but the
+        // child needs as given: certificates, timeouts, keepalives.
+        for (key, value) in passthrough_parameters(dsn) {
+            parts.push(format!("{key}={}", quote(&value)));
+        }
         if let Some(opts) = options.get_options() {
             parts.push(format!("options={}", quote(opts)));
         }
         // sqlx keeps the password to itself; its own URL form carries it.
-        let password = options
-            .to_url_lossy()
-            .password()
-            .map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned());
+        let password = options.to_url_lossy().password().map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        });
         let passfile = match password {
             None => None,
             Some(password) => Some(write_passfile(&password, for_postgres_user)?),
@@ -112,6 +118,43 @@ impl ChildConnection {
             None => cmd.env("PGPASSFILE", "/dev/null"),
         };
     }
+}
+
+/// The query parameters of a DSN URL that pass to the child unchanged
+/// (sqlx's aliases such as `ssl-root-cert` under libpq's names).
+fn passthrough_parameters(dsn: &str) -> Vec<(&'static str, String)> {
+    const NAMES: &[(&str, &str)] = &[
+        ("sslrootcert", "sslrootcert"),
+        ("ssl-root-cert", "sslrootcert"),
+        ("ssl-ca", "sslrootcert"),
+        ("sslcert", "sslcert"),
+        ("ssl-cert", "sslcert"),
+        ("sslkey", "sslkey"),
+        ("ssl-key", "sslkey"),
+        ("sslcrl", "sslcrl"),
+        ("connect_timeout", "connect_timeout"),
+        ("target_session_attrs", "target_session_attrs"),
+        ("keepalives", "keepalives"),
+        ("keepalives_idle", "keepalives_idle"),
+        ("keepalives_interval", "keepalives_interval"),
+        ("keepalives_count", "keepalives_count"),
+        ("tcp_user_timeout", "tcp_user_timeout"),
+    ];
+    let Some((_, query)) = dsn.split_once('?') else {
+        return Vec::new();
+    };
+    let query = query.split('#').next().unwrap_or_default();
+    query
+        .split('&')
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            let name = NAMES.iter().find(|(k, _)| *k == key)?.1;
+            let value = percent_encoding::percent_decode_str(value)
+                .decode_utf8_lossy()
+                .into_owned();
+            Some((name, value))
+        })
+        .collect()
 }
 
 fn passfile_path(dir: &tempfile::TempDir) -> PathBuf {
@@ -147,16 +190,24 @@ mod tests {
     #[test]
     fn the_password_goes_to_a_passfile_and_never_into_the_connection_string() {
         let c = ChildConnection::from_dsn(
-            "postgres://app:s%3Acret%40x@127.0.0.1:5433/orders?application_name=b",
+            "postgres://app:s%3Acret%40x@127.0.0.1:5433/orders?application_name=b&connect_timeout=3&sslrootcert=%2Fetc%2Fca.pem",
             false,
         )
         .unwrap();
         assert!(!c.conninfo().contains("cret"), "{}", c.conninfo());
         assert!(c.conninfo().contains("port=5433") && c.conninfo().contains("dbname='orders'"));
+        assert!(
+            c.conninfo().contains("connect_timeout='3'")
+                && c.conninfo().contains("sslrootcert='/etc/ca.pem'"),
+            "{}",
+            c.conninfo()
+        );
         let text = std::fs::read_to_string(passfile_path(c.passfile.as_ref().unwrap())).unwrap();
         assert_eq!(text, "*:*:*:*:s\\:cret@x\n");
         use std::os::unix::fs::MetadataExt;
-        let mode = std::fs::metadata(passfile_path(c.passfile.as_ref().unwrap())).unwrap().mode();
+        let mode = std::fs::metadata(passfile_path(c.passfile.as_ref().unwrap()))
+            .unwrap()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

@@ -197,20 +197,29 @@ pub fn prepare_scratch_root(root: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => {
             return Err(LabError::Io {
-                what: format!("creating the scratch root {} (its parent must exist)", root.display()),
+                what: format!(
+                    "creating the scratch root {} (its parent must exist)",
+                    root.display()
+                ),
                 source: e,
             })
         }
     }
-    let meta = std::fs::symlink_metadata(root)
-        .map_err(io_err(format!("reading {}", root.display())))?;
+    let meta =
+        std::fs::symlink_metadata(root).map_err(io_err(format!("reading {}", root.display())))?;
     let me = nix::unistd::geteuid().as_raw();
     let problem = if !meta.file_type().is_dir() {
         Some("is not a directory (a symlink or file)".to_string())
     } else if meta.uid() != me {
-        Some(format!("is owned by uid {}, not by drctl's uid {me}", meta.uid()))
+        Some(format!(
+            "is owned by uid {}, not by drctl's uid {me}",
+            meta.uid()
+        ))
     } else if meta.mode() & 0o022 != 0 {
-        Some(format!("is writable by others (mode {:o})", meta.mode() & 0o7777))
+        Some(format!(
+            "is writable by others (mode {:o})",
+            meta.mode() & 0o7777
+        ))
     } else {
         None
     };

@@ -178,7 +178,10 @@ pub async fn restore_test(args: RestoreTestArgs) -> anyhow::Result<()> {
         &store,
         &args.service,
         args.backup.as_deref(),
-        args.scratch.clone().unwrap_or_else(drctl_pg::os::scratch_root),
+        args.scratch
+            .clone()
+            .or_else(|| config.scratch.root.clone())
+            .unwrap_or_else(drctl_pg::os::scratch_root),
         |phase| {
             let what = match phase {
                 RestorePhase::Restoring => "restoring the newest verified backup",
