@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use drctl_backup::jobs::{self, OffsiteCheck};
 use drctl_backup::{
-    new_backup_id, restore_backup, run_backup, verify_backup, BackupKey, BackupRequest,
+    new_backup_id, restore_backup, run_backup, verify_backup, BackupKey, BackupRequest, Expected,
     ObjectStore, S3Location,
 };
 use drctl_lab::{find_pg_bin, free_port, LabService, PgCluster, REGION_A};
@@ -79,7 +79,11 @@ async fn restore_and_count_with(
         free_port(),
         find_pg_bin().unwrap(),
     );
-    restore_backup(store, "catalog", backup_id, &pg.data_dir, key)
+    let expected = Expected {
+        manifest: None,
+        key: key.cloned(),
+    };
+    restore_backup(store, "catalog", backup_id, &pg.data_dir, &expected)
         .await
         .expect("restore");
     pg.adopt_restored().expect("adopt the restored directory");
@@ -128,7 +132,9 @@ async fn backup_to_s3_and_to_a_directory_verifies_and_restores_the_rows() {
         );
         let listed = store.list("catalog/").await.unwrap();
         assert_eq!(listed.len(), 2, "data and manifest: {listed:?}");
-        let (_, report) = verify_backup(&store, "catalog", &id).await.expect("verify");
+        let (_, report) = verify_backup(&store, "catalog", &id, &Expected::default())
+            .await
+            .expect("verify");
         assert!(report.verified, "{report:?}");
 
         let restored = restore_and_count(&store, &id).await;
@@ -157,7 +163,7 @@ async fn verify_catches_a_flipped_byte_a_truncation_a_missing_object_and_a_lying
     let original = store.get(&data).await.unwrap();
     let original_manifest = store.get(&manifest_key).await.unwrap();
     assert!(
-        verify_backup(&store, "catalog", &id)
+        verify_backup(&store, "catalog", &id, &Expected::default())
             .await
             .unwrap()
             .1
@@ -168,7 +174,9 @@ async fn verify_catches_a_flipped_byte_a_truncation_a_missing_object_and_a_lying
     let middle = flipped.len() / 2;
     flipped[middle] ^= 0x01;
     store.put(&data, flipped).await.unwrap();
-    let (_, r) = verify_backup(&store, "catalog", &id).await.unwrap();
+    let (_, r) = verify_backup(&store, "catalog", &id, &Expected::default())
+        .await
+        .unwrap();
     assert!(!r.verified);
     let reason = r.reason.unwrap();
     assert!(
@@ -180,7 +188,7 @@ async fn verify_catches_a_flipped_byte_a_truncation_a_missing_object_and_a_lying
         .put(&data, original[..original.len() - 100].to_vec())
         .await
         .unwrap();
-    let reason = verify_backup(&store, "catalog", &id)
+    let reason = verify_backup(&store, "catalog", &id, &Expected::default())
         .await
         .unwrap()
         .1
@@ -192,7 +200,7 @@ async fn verify_catches_a_flipped_byte_a_truncation_a_missing_object_and_a_lying
     );
 
     store.delete(&data).await.unwrap();
-    let reason = verify_backup(&store, "catalog", &id)
+    let reason = verify_backup(&store, "catalog", &id, &Expected::default())
         .await
         .unwrap()
         .1
@@ -201,7 +209,7 @@ async fn verify_catches_a_flipped_byte_a_truncation_a_missing_object_and_a_lying
     assert_eq!(reason, format!("{data}: missing"));
     let target = tempfile::tempdir().unwrap();
     assert!(
-        restore_backup(&store, "catalog", &id, target.path(), None)
+        restore_backup(&store, "catalog", &id, target.path(), &Expected::default())
             .await
             .is_err(),
         "an unverified backup is never restored"
@@ -215,7 +223,7 @@ async fn verify_catches_a_flipped_byte_a_truncation_a_missing_object_and_a_lying
         .put(&manifest_key, serde_json::to_vec(&manifest).unwrap())
         .await
         .unwrap();
-    let reason = verify_backup(&store, "catalog", &id)
+    let reason = verify_backup(&store, "catalog", &id, &Expected::default())
         .await
         .unwrap()
         .1
@@ -229,7 +237,7 @@ async fn verify_catches_a_flipped_byte_a_truncation_a_missing_object_and_a_lying
         .put(&manifest_key, serde_json::to_vec(&manifest).unwrap())
         .await
         .unwrap();
-    let reason = verify_backup(&store, "catalog", &id)
+    let reason = verify_backup(&store, "catalog", &id, &Expected::default())
         .await
         .unwrap()
         .1
@@ -275,7 +283,7 @@ async fn an_interrupted_backup_is_never_complete_and_its_upload_is_swept() {
         .await
         .expect("the next run succeeds");
     assert!(
-        verify_backup(&store, "catalog", &id)
+        verify_backup(&store, "catalog", &id, &Expected::default())
             .await
             .unwrap()
             .1
@@ -304,14 +312,15 @@ async fn encrypted_backups_are_unreadable_without_their_key() {
         manifest.encryption.as_deref(),
         Some(drctl_backup::ENCRYPTION_SCHEME)
     );
-    // Verification needs no key: checksums cover the stored (sealed) bytes.
-    assert!(
-        verify_backup(&store, "catalog", &id)
-            .await
-            .unwrap()
-            .1
-            .verified
-    );
+    // Verification opens every segment: it needs the key.
+    let with_key = Expected {
+        manifest: Some(manifest.clone()),
+        key: Some(key.clone()),
+    };
+    let (_, report) = verify_backup(&store, "catalog", &id, &with_key)
+        .await
+        .unwrap();
+    assert!(report.verified, "{report:?}");
 
     // What the store holds is neither a zstd stream nor a tar.
     let stored = store
@@ -328,10 +337,16 @@ async fn encrypted_backups_are_unreadable_without_their_key() {
     );
 
     let target = tempfile::tempdir().unwrap();
-    let no_key = restore_backup(&store, "catalog", &id, &target.path().join("a"), None)
-        .await
-        .unwrap_err()
-        .to_string();
+    let no_key = restore_backup(
+        &store,
+        "catalog",
+        &id,
+        &target.path().join("a"),
+        &Expected::default(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(
         no_key.contains("is encrypted with key") && no_key.contains(&key.id),
         "{no_key}"
@@ -341,7 +356,10 @@ async fn encrypted_backups_are_unreadable_without_their_key() {
         "catalog",
         &id,
         &target.path().join("b"),
-        Some(&other),
+        &Expected {
+            manifest: None,
+            key: Some(other.clone()),
+        },
     )
     .await
     .unwrap_err()
@@ -697,4 +715,295 @@ async fn a_scratch_root_someone_else_made_first_is_refused() {
         0,
         "nothing went into it"
     );
+}
+
+/// The lab's config with the catalog's backups encrypted under the key in
+/// `key_file` (or, with `None`, with no key configured at all), recorded in
+/// the state store `state-{name}.db`.
+fn keyed_config(
+    lab: &drctl_lab::Lab,
+    name: &str,
+    key_file: Option<&std::path::Path>,
+) -> std::sync::Arc<drctl_config::Config> {
+    let lab_text = std::fs::read_to_string(lab.config_path()).unwrap();
+    let state = format!("state-{name}.db");
+    let key = key_file
+        .map(|k| format!("encryption_key_file = \"{}\"\n", k.display()))
+        .unwrap_or_default();
+    let text = lab_text
+        .replace(
+            "[services.backup]\nstore = \"lab-objects\"\n",
+            &format!("[services.backup]\nstore = \"lab-objects\"\n{key}"),
+        )
+        .replace("sqlite://drctl-state.db", &format!("sqlite://{state}"));
+    assert!(
+        text.contains(&key) && text.contains(&state),
+        "the lab's config changed shape:\n{lab_text}"
+    );
+    let path = lab
+        .record
+        .dir
+        .join(format!("keyed-{name}-{}.toml", key_file.is_some()));
+    std::fs::write(&path, text).unwrap();
+    std::sync::Arc::new(drctl_config::load(&path).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// The scenario of issue 15: someone who can write to the bucket swaps an
+/// encrypted backup for a plaintext one of their own, with a manifest that
+/// matches it. Restoring it would start PostgreSQL on their files (their
+/// `postgresql.auto.conf`, their `archive_command`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_backup_swapped_into_the_bucket_is_refused_when_the_service_has_a_key() {
+    let (lab, _dir) = start_lab(vec![catalog()]).await;
+    let key_hex = "5e".repeat(32);
+    let key = BackupKey::from_hex(&key_hex).unwrap();
+    let key_file = lab.record.dir.join("catalog-swap.key");
+    std::fs::write(&key_file, &key_hex).unwrap();
+    let config = keyed_config(&lab, "swap", Some(&key_file));
+    let store = drctl_store::Store::open(config.store.url.expose())
+        .await
+        .unwrap();
+    let (backup, manifest) = jobs::backup_service(&config, &store, "catalog", |_| {})
+        .await
+        .expect("backup");
+    assert_eq!(manifest.encryption_key_id.as_deref(), Some(key.id.as_str()));
+    let report = jobs::verify_recorded_backup(&config, &store, &backup.id)
+        .await
+        .unwrap();
+    assert!(report.verified, "{report:?}");
+
+    // The forgery: a plaintext backup under the same id, manifest and all.
+    let objects = jobs::open_object_store(&config, "lab-objects")
+        .await
+        .unwrap();
+    let forged = run_backup(
+        &request(&lab, objects.clone()),
+        &backup.id,
+        Utc::now(),
+        |_| {},
+    )
+    .await
+    .expect("the forged backup");
+    assert_eq!(forged.encryption_key_id, None);
+
+    // The manifest recorded when the backup was taken gives it away…
+    let report = jobs::verify_recorded_backup(&config, &store, &backup.id)
+        .await
+        .unwrap();
+    let reason = report.reason.clone().unwrap_or_default();
+    assert!(!report.verified, "the forgery verified");
+    assert!(
+        reason.contains("differs from the manifest recorded"),
+        "{reason}"
+    );
+    let record = store.backup(&backup.id).await.unwrap().unwrap();
+    assert_eq!(record.verification.as_deref(), Some("failed"));
+    // …and so does the configured key alone, without a record.
+    let key_only = Expected {
+        manifest: None,
+        key: Some(key.clone()),
+    };
+    let (_, report) = verify_backup(&objects, "catalog", &backup.id, &key_only)
+        .await
+        .unwrap();
+    let reason = report.reason.unwrap_or_default();
+    assert!(
+        !report.verified && reason.contains("plaintext backup is refused"),
+        "{reason}"
+    );
+
+    // Nothing restores it: not a restore, not a restore test.
+    let target = tempfile::tempdir().unwrap();
+    let data = target.path().join("data");
+    let err = jobs::restore_recorded_backup(&config, &store, &backup.id, &data)
+        .await
+        .unwrap_err()
+        .to_string();
+    // (Refused at the listing already: the forged object's size is not the
+    // recorded one.)
+    assert!(
+        err.contains("refusing to restore") || err.contains("no readable copy"),
+        "{err}"
+    );
+    assert!(!data.exists(), "files of the forged backup were unpacked");
+    let (_, outcome) = jobs::restore_test_service(
+        &config,
+        &store,
+        "catalog",
+        Some(&backup.id),
+        drctl_pg::os::scratch_root(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(!outcome.passed, "{outcome:?}");
+    store.close().await;
+    lab.teardown().unwrap();
+}
+
+/// A backup whose key is gone cannot be restored, so it is no longer
+/// verified: verification opens every segment, and says which key it
+/// needs and where to configure it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_whose_key_is_gone_fails_verification_naming_the_key() {
+    let (lab, _dir) = start_lab(vec![catalog()]).await;
+    let key_hex = "6f".repeat(32);
+    let key = BackupKey::from_hex(&key_hex).unwrap();
+    let key_file = lab.record.dir.join("catalog-lost.key");
+    std::fs::write(&key_file, &key_hex).unwrap();
+    let config = keyed_config(&lab, "lost", Some(&key_file));
+    let store = drctl_store::Store::open(config.store.url.expose())
+        .await
+        .unwrap();
+    let (backup, _) = jobs::backup_service(&config, &store, "catalog", |_| {})
+        .await
+        .expect("backup");
+    let report = jobs::verify_recorded_backup(&config, &store, &backup.id)
+        .await
+        .unwrap();
+    assert!(report.verified, "{report:?}");
+
+    // The key file is lost.
+    std::fs::remove_file(&key_file).unwrap();
+    let report = jobs::verify_recorded_backup(&config, &store, &backup.id)
+        .await
+        .unwrap();
+    let reason = report.reason.clone().unwrap_or_default();
+    assert!(!report.verified, "verified without its key");
+    assert!(
+        reason.contains(&key.id) && reason.contains(&key_file.display().to_string()),
+        "{reason}"
+    );
+    let record = store.backup(&backup.id).await.unwrap().unwrap();
+    assert_eq!(record.verification.as_deref(), Some("failed"));
+    assert_eq!(store.newest_verified_backup("catalog").await.unwrap(), None);
+
+    // The key is dropped from the config.
+    let without_key = keyed_config(&lab, "lost", None);
+    let report = jobs::verify_recorded_backup(&without_key, &store, &backup.id)
+        .await
+        .unwrap();
+    let reason = report.reason.unwrap_or_default();
+    assert!(!report.verified);
+    assert!(
+        reason.contains(&key.id) && reason.contains("encryption_key_env or encryption_key_file"),
+        "{reason}"
+    );
+    assert!(!reason.contains(&key_hex), "the key leaked: {reason}");
+    store.close().await;
+    lab.teardown().unwrap();
+}
+
+/// Each sealed object is bound to its backup id and object key: one
+/// backup's object moved under another's id, with a manifest rewritten to
+/// match, does not open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_object_moved_from_another_backup_does_not_verify() {
+    let (lab, dir) = start_lab(vec![catalog()]).await;
+    let store = ObjectStore::local(dir.path().join("moved")).await.unwrap();
+    let key = BackupKey::from_hex(&"71".repeat(32)).unwrap();
+    let mut req = request(&lab, store.clone());
+    req.encryption = Some(key.clone());
+    let a = new_backup_id(Utc::now());
+    run_backup(&req, &a, Utc::now(), |_| {})
+        .await
+        .expect("backup a");
+    let b = new_backup_id(Utc::now());
+    let manifest_b = run_backup(&req, &b, Utc::now(), |_| {})
+        .await
+        .expect("backup b");
+
+    let sealed_b = store
+        .get(&format!("catalog/{b}/base.tar.zst"))
+        .await
+        .unwrap();
+    store
+        .put(&format!("catalog/{a}/base.tar.zst"), sealed_b)
+        .await
+        .unwrap();
+    let mut as_a = manifest_b.clone();
+    as_a.backup_id = a.clone();
+    store
+        .put(
+            &format!("catalog/{a}/manifest.json"),
+            serde_json::to_vec(&as_a).unwrap(),
+        )
+        .await
+        .unwrap();
+    let expected = Expected {
+        manifest: None,
+        key: Some(key.clone()),
+    };
+    let (_, report) = verify_backup(&store, "catalog", &a, &expected)
+        .await
+        .unwrap();
+    let reason = report.reason.unwrap_or_default();
+    assert!(!report.verified, "another backup's object verified");
+    assert!(reason.contains("decryption failed"), "{reason}");
+    // In its own place it still opens.
+    let (_, report) = verify_backup(&store, "catalog", &b, &expected)
+        .await
+        .unwrap();
+    assert!(report.verified, "{report:?}");
+    lab.teardown().unwrap();
+}
+
+/// The original's store is lost with its region: the off-site copy, once
+/// verified, is proof of the backup, and what restores and restore tests
+/// read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_and_restore_tests_read_the_offsite_copy_when_the_original_store_is_gone() {
+    let (lab, _dir) = start_lab(vec![catalog()]).await;
+    let moto = moto_server().await;
+    s3_store(&moto, "drctl-offsite").await;
+    let config = offsite_config(&lab, &moto, "lab-objects", "dr-bucket");
+    let store = drctl_store::Store::open(config.store.url.expose())
+        .await
+        .unwrap();
+    let (backup, _) = jobs::backup_service(&config, &store, "catalog", |_| {})
+        .await
+        .expect("backup");
+    assert_eq!(backup.offsite_status.as_deref(), Some("verified"));
+
+    let drctl_config::ObjectStoreKind::Local { path } =
+        &config.object_store("lab-objects").unwrap().kind
+    else {
+        panic!("lab-objects is not a directory store");
+    };
+    std::fs::remove_dir_all(path.join("catalog")).unwrap();
+    let runs = jobs::scheduled_verification(&config, &store, "catalog")
+        .await
+        .unwrap();
+    assert!(!runs[0].original.verified, "{}", runs[0].summary());
+    assert!(
+        matches!(&runs[0].offsite, Some(OffsiteCheck::Checked { report, .. }) if report.verified),
+        "{}",
+        runs[0].summary()
+    );
+    let counted = store.newest_verified_backup("catalog").await.unwrap();
+    assert_eq!(counted.map(|b| b.id), Some(backup.id.clone()));
+
+    let record = store.backup(&backup.id).await.unwrap().unwrap();
+    let (name, _) = jobs::readable_copy(&config, &record).await.unwrap();
+    assert_eq!(name, "dr-bucket");
+    let (test, outcome) = jobs::restore_test_service(
+        &config,
+        &store,
+        "catalog",
+        None,
+        drctl_pg::os::scratch_root(),
+        |_| {},
+    )
+    .await
+    .expect("a restore test");
+    assert!(outcome.passed, "{outcome:?}");
+    assert_eq!(test.backup_id, backup.id);
+    let target = tempfile::tempdir().unwrap();
+    let data = target.path().join("data");
+    jobs::restore_recorded_backup(&config, &store, &backup.id, &data)
+        .await
+        .expect("a restore from the off-site copy");
+    assert!(data.join("PG_VERSION").is_file());
+    store.close().await;
+    lab.teardown().unwrap();
 }

@@ -328,7 +328,7 @@ async fn the_offsite_copy_lands_in_the_second_store_verified() {
             format!("catalog/{id}/manifest.json")
         ]
     );
-    let (_, report) = drctl_backup::verify_backup(&offsite, "catalog", &id)
+    let (_, report) = drctl_backup::verify_backup(&offsite, "catalog", &id, &Default::default())
         .await
         .unwrap();
     assert!(report.verified, "{report:?}");

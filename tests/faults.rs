@@ -76,7 +76,7 @@ async fn bucket(moto: &MotoServer) -> ObjectStore {
 async fn restored_rows(store: &ObjectStore, id: &str) -> i64 {
     let scratch = tempfile::Builder::new().prefix("drctl-test-restore-").tempdir_in("/tmp").unwrap();
     let pg = PgCluster::new("restore", scratch.path().join("data"), free_port(), find_pg_bin().unwrap());
-    restore_backup(store, "catalog", id, &pg.data_dir, None).await.expect("restore");
+    restore_backup(store, "catalog", id, &pg.data_dir, &Default::default()).await.expect("restore");
     pg.adopt_restored().unwrap();
     pg.start().unwrap();
     let mut c = connect(&pg.scratch_dsn("postgres", "catalog")).await;

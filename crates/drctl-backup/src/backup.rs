@@ -86,6 +86,7 @@ impl Write for HashingSink {
 /// Runs pg_basebackup and compresses/hashes its output into `tx`.
 fn stream_base_backup(
     req: &BackupRequest,
+    object: &crate::SealedObject,
     tx: mpsc::Sender<Vec<u8>>,
     raw_progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<StreamResult, BackupError> {
@@ -124,9 +125,11 @@ fn stream_base_backup(
         size: 0,
     };
     let sealer =
-        crate::crypto::Sealer::new(sink, req.encryption.as_ref()).map_err(|e| BackupError::Io {
-            what: "starting encryption".into(),
-            source: e,
+        crate::crypto::Sealer::new(sink, req.encryption.as_ref(), object).map_err(|e| {
+            BackupError::Io {
+                what: "starting encryption".into(),
+                source: e,
+            }
         })?;
     let mut encoder =
         zstd::stream::write::Encoder::new(sealer, req.compression_level).map_err(|e| {
@@ -235,7 +238,8 @@ pub async fn run_backup(
     let producer = {
         let req = req.clone();
         let raw = raw.clone();
-        tokio::task::spawn_blocking(move || stream_base_backup(&req, tx, raw))
+        let object = crate::SealedObject::new(backup_id, DATA_OBJECT);
+        tokio::task::spawn_blocking(move || stream_base_backup(&req, &object, tx, raw))
     };
     let mut stored = 0u64;
     let mut upload_error = None;

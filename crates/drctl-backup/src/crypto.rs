@@ -2,27 +2,45 @@
 //!
 //! ChaCha20-Poly1305 in the STREAM construction (32-bit big-endian segment
 //! counter and a last-segment flag): segments cannot be altered, reordered,
-//! dropped or cut off without decryption failing. The object is
+//! dropped or cut off without decryption failing. An object written now
+//! (format version 2) is
 //!
 //! ```text
-//! "DRCTLENC" | version (1 byte) | nonce prefix (7 bytes) | sealed segments…
+//! "DRCTLENC" | 2 | salt (32 bytes) | nonce prefix (7 bytes) | sealed segments…
 //! ```
 //!
-//! each segment [`SEGMENT`] bytes of compressed data plus a 16-byte tag. The
-//! key never travels with the backup: the manifest names it by its id, a
-//! hash of the key, so a restore can tell "wrong key" from "damaged data".
+//! each segment [`SEGMENT`] bytes of compressed data plus a 16-byte tag.
+//! Every object is sealed with a key of its own, derived by HKDF-SHA-256
+//! from the backup key, the object's random salt, the backup id and the
+//! object's key, and every segment carries the backup id and object key as
+//! associated data: an object cannot be passed off as another backup's (or
+//! another object's), and a nonce is never reused under one key, whatever
+//! the number of objects a key seals. Salt and nonce prefix come from the
+//! operating system's CSPRNG.
+//!
+//! Version 1 objects (`"DRCTLENC" | 1 | nonce prefix | segments…`, sealed
+//! with the backup key itself, no associated data) still open: buckets hold
+//! them.
+//!
+//! The key never travels with the backup: the manifest names it by its id,
+//! a hash of the key, so a restore can tell "wrong key" from "damaged data".
 
 use std::io::{Read, Write};
 
 use chacha20poly1305::aead::stream::{DecryptorBE32, EncryptorBE32};
-use chacha20poly1305::aead::KeyInit;
+use chacha20poly1305::aead::{KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key};
+use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
 
 use crate::BackupError;
 
 const MAGIC: &[u8; 8] = b"DRCTLENC";
-const VERSION: u8 = 1;
+/// Sealed with the backup key itself; no associated data. Read only.
+const VERSION_1: u8 = 1;
+/// Sealed with a per-object derived key; backup id and object key bound in.
+const VERSION_2: u8 = 2;
+const SALT: usize = 32;
 const PREFIX: usize = 7;
 const TAG: usize = 16;
 /// Plaintext bytes per sealed segment.
@@ -62,6 +80,53 @@ impl BackupKey {
             id,
         })
     }
+
+    /// The key that seals one object (version 2).
+    fn object_key(&self, salt: &[u8; SALT], object: &SealedObject) -> Key {
+        let hk = Hkdf::<Sha256>::new(Some(salt), self.key.as_slice());
+        let mut info = b"drctl backup object key v2\0".to_vec();
+        info.extend_from_slice(&object.associated_data());
+        let mut okm = Key::default();
+        hk.expand(&info, okm.as_mut_slice())
+            .expect("32 bytes is a valid HKDF-SHA-256 output length");
+        okm
+    }
+}
+
+/// Which object of which backup a sealed stream is: bound into its key and
+/// every segment (version 2), so it opens under no other name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedObject {
+    pub backup_id: String,
+    /// Relative to the backup's prefix (`base.tar.zst`), as in the manifest.
+    pub object_key: String,
+}
+
+impl SealedObject {
+    pub fn new(backup_id: &str, object_key: &str) -> SealedObject {
+        SealedObject {
+            backup_id: backup_id.to_string(),
+            object_key: object_key.to_string(),
+        }
+    }
+
+    /// Length-prefixed, so no two (backup, object) pairs encode alike.
+    fn associated_data(&self) -> Vec<u8> {
+        let mut out = b"drctl backup object\0".to_vec();
+        for part in [&self.backup_id, &self.object_key] {
+            out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            out.extend_from_slice(part.as_bytes());
+        }
+        out
+    }
+}
+
+fn random<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut out = [0u8; N];
+    getrandom::getrandom(&mut out).map_err(|e| {
+        std::io::Error::other(format!("no randomness from the operating system: {e}"))
+    })?;
+    Ok(out)
 }
 
 /// A `Write` that seals what passes through it, or passes it on unchanged
@@ -69,6 +134,7 @@ impl BackupKey {
 pub(crate) struct Sealer<W: Write> {
     inner: W,
     stream: Option<EncryptorBE32<ChaCha20Poly1305>>,
+    aad: Vec<u8>,
     buf: Vec<u8>,
 }
 
@@ -77,18 +143,22 @@ fn seal_err(_: chacha20poly1305::aead::Error) -> std::io::Error {
 }
 
 impl<W: Write> Sealer<W> {
-    pub(crate) fn new(mut inner: W, key: Option<&BackupKey>) -> std::io::Result<Self> {
+    pub(crate) fn new(
+        mut inner: W,
+        key: Option<&BackupKey>,
+        object: &SealedObject,
+    ) -> std::io::Result<Self> {
         let stream = match key {
             None => None,
             Some(k) => {
-                let prefix: [u8; PREFIX] = uuid::Uuid::new_v4().as_bytes()[..PREFIX]
-                    .try_into()
-                    .expect("7 bytes");
+                let salt: [u8; SALT] = random()?;
+                let prefix: [u8; PREFIX] = random()?;
                 inner.write_all(MAGIC)?;
-                inner.write_all(&[VERSION])?;
+                inner.write_all(&[VERSION_2])?;
+                inner.write_all(&salt)?;
                 inner.write_all(&prefix)?;
                 Some(EncryptorBE32::from_aead(
-                    ChaCha20Poly1305::new(&k.key),
+                    ChaCha20Poly1305::new(&k.object_key(&salt, object)),
                     prefix.as_ref().into(),
                 ))
             }
@@ -96,6 +166,7 @@ impl<W: Write> Sealer<W> {
         Ok(Sealer {
             inner,
             stream,
+            aad: object.associated_data(),
             buf: Vec::with_capacity(SEGMENT + 1),
         })
     }
@@ -103,7 +174,12 @@ impl<W: Write> Sealer<W> {
     /// Seals the last segment and returns the inner writer.
     pub(crate) fn finish(mut self) -> std::io::Result<W> {
         if let Some(stream) = self.stream.take() {
-            let sealed = stream.encrypt_last(self.buf.as_slice()).map_err(seal_err)?;
+            let sealed = stream
+                .encrypt_last(Payload {
+                    msg: self.buf.as_slice(),
+                    aad: &self.aad,
+                })
+                .map_err(seal_err)?;
             self.inner.write_all(&sealed)?;
         }
         Ok(self.inner)
@@ -120,7 +196,10 @@ impl<W: Write> Write for Sealer<W> {
         // must be sealed as the last one.
         while self.buf.len() > SEGMENT {
             let sealed = stream
-                .encrypt_next(&self.buf[..SEGMENT])
+                .encrypt_next(Payload {
+                    msg: &self.buf[..SEGMENT],
+                    aad: &self.aad,
+                })
                 .map_err(seal_err)?;
             self.inner.write_all(&sealed)?;
             self.buf.drain(..SEGMENT);
@@ -134,9 +213,11 @@ impl<W: Write> Write for Sealer<W> {
 }
 
 /// A `Read` that opens a sealed object (or passes a plain one through).
-pub(crate) struct Opener<R: Read> {
+pub struct Opener<R: Read> {
     inner: R,
     stream: Option<DecryptorBE32<ChaCha20Poly1305>>,
+    /// Empty for version 1 objects.
+    aad: Vec<u8>,
     plain: Vec<u8>,
     pos: usize,
     pending: Option<u8>,
@@ -147,7 +228,14 @@ pub(crate) struct Opener<R: Read> {
 fn open_err(_: chacha20poly1305::aead::Error) -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::InvalidData,
-        "decryption failed: the backup was altered, or this is not the key it was encrypted with",
+        "decryption failed: the backup was altered, belongs to another backup, or this is not the key it was encrypted with",
+    )
+}
+
+fn not_sealed() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "not a drctl-encrypted object (or one of a newer format than this drctl reads)",
     )
 }
 
@@ -163,11 +251,19 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 impl<R: Read> Opener<R> {
-    pub(crate) fn new(mut inner: R, key: Option<&BackupKey>) -> std::io::Result<Self> {
+    /// Opens `object` read from `inner` with `key`; without a key, passes
+    /// the bytes through unchanged (the caller decides whether plaintext is
+    /// acceptable).
+    pub fn new(
+        mut inner: R,
+        key: Option<&BackupKey>,
+        object: &SealedObject,
+    ) -> std::io::Result<Self> {
         let Some(k) = key else {
             return Ok(Opener {
                 inner,
                 stream: None,
+                aad: Vec::new(),
                 plain: Vec::new(),
                 pos: 0,
                 pending: None,
@@ -175,20 +271,37 @@ impl<R: Read> Opener<R> {
                 encrypted: false,
             });
         };
-        let mut header = [0u8; 16];
-        if read_full(&mut inner, &mut header)? != 16
-            || &header[..8] != MAGIC
-            || header[8] != VERSION
-        {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "not a drctl-encrypted object",
-            ));
+        let mut magic = [0u8; 9];
+        if read_full(&mut inner, &mut magic)? != magic.len() || &magic[..8] != MAGIC {
+            return Err(not_sealed());
         }
-        let stream = DecryptorBE32::from_aead(ChaCha20Poly1305::new(&k.key), header[9..16].into());
+        let (cipher, prefix, aad) = match magic[8] {
+            VERSION_1 => {
+                let mut prefix = [0u8; PREFIX];
+                if read_full(&mut inner, &mut prefix)? != PREFIX {
+                    return Err(not_sealed());
+                }
+                (ChaCha20Poly1305::new(&k.key), prefix, Vec::new())
+            }
+            VERSION_2 => {
+                let mut header = [0u8; SALT + PREFIX];
+                if read_full(&mut inner, &mut header)? != header.len() {
+                    return Err(not_sealed());
+                }
+                let salt: [u8; SALT] = header[..SALT].try_into().expect("32 bytes");
+                let prefix: [u8; PREFIX] = header[SALT..].try_into().expect("7 bytes");
+                (
+                    ChaCha20Poly1305::new(&k.object_key(&salt, object)),
+                    prefix,
+                    object.associated_data(),
+                )
+            }
+            _ => return Err(not_sealed()),
+        };
         Ok(Opener {
             inner,
-            stream: Some(stream),
+            stream: Some(DecryptorBE32::from_aead(cipher, prefix.as_ref().into())),
+            aad,
             plain: Vec::new(),
             pos: 0,
             pending: None,
@@ -213,18 +326,22 @@ impl<R: Read> Opener<R> {
         // One byte of look-ahead tells whether this segment is the last.
         let mut peek = [0u8; 1];
         let last = read_full(&mut self.inner, &mut peek)? == 0;
+        let payload = Payload {
+            msg: seg.as_slice(),
+            aad: &self.aad,
+        };
         if last {
             self.done = true;
-            let stream = self.stream.take().expect("open until the last segment");
-            self.plain = stream.decrypt_last(seg.as_slice()).map_err(open_err)?;
+            let Some(stream) = self.stream.take() else {
+                return Ok(false);
+            };
+            self.plain = stream.decrypt_last(payload).map_err(open_err)?;
         } else {
             self.pending = Some(peek[0]);
-            self.plain = self
-                .stream
-                .as_mut()
-                .expect("open")
-                .decrypt_next(seg.as_slice())
-                .map_err(open_err)?;
+            let Some(stream) = self.stream.as_mut() else {
+                return Ok(false);
+            };
+            self.plain = stream.decrypt_next(payload).map_err(open_err)?;
         }
         self.pos = 0;
         Ok(true)
@@ -256,18 +373,30 @@ mod tests {
         BackupKey::from_hex(&hex::encode([byte; 32])).unwrap()
     }
 
-    fn seal(data: &[u8], k: &BackupKey) -> Vec<u8> {
-        let mut s = Sealer::new(Vec::new(), Some(k)).unwrap();
+    fn object() -> SealedObject {
+        SealedObject::new("20261206T190000Z-abcdef", "base.tar.zst")
+    }
+
+    fn seal_as(data: &[u8], k: &BackupKey, object: &SealedObject) -> Vec<u8> {
+        let mut s = Sealer::new(Vec::new(), Some(k), object).unwrap();
         for chunk in data.chunks(1000) {
             s.write_all(chunk).unwrap();
         }
         s.finish().unwrap()
     }
 
-    fn open(sealed: &[u8], k: &BackupKey) -> std::io::Result<Vec<u8>> {
+    fn seal(data: &[u8], k: &BackupKey) -> Vec<u8> {
+        seal_as(data, k, &object())
+    }
+
+    fn open_as(sealed: &[u8], k: &BackupKey, object: &SealedObject) -> std::io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        Opener::new(sealed, Some(k))?.read_to_end(&mut out)?;
+        Opener::new(sealed, Some(k), object)?.read_to_end(&mut out)?;
         Ok(out)
+    }
+
+    fn open(sealed: &[u8], k: &BackupKey) -> std::io::Result<Vec<u8>> {
+        open_as(sealed, k, &object())
     }
 
     #[test]
@@ -284,7 +413,7 @@ mod tests {
         ] {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let sealed = seal(&data, &k);
-            assert_ne!(&sealed[16..], &data[..], "sealed");
+            assert_ne!(&sealed[9 + SALT + PREFIX..], &data[..], "sealed");
             assert_eq!(open(&sealed, &k).unwrap(), data, "length {len}");
         }
     }
@@ -313,5 +442,66 @@ mod tests {
             "Debug shows no key material"
         );
         assert!(BackupKey::from_hex("abcd").is_err());
+    }
+
+    #[test]
+    fn every_bit_of_the_nonce_prefix_and_salt_is_random() {
+        // The prefix used to be cut from a UUIDv4, whose version bits are
+        // fixed: 52 random bits instead of 56. Over 64 objects every bit of
+        // a random field takes both values (a false alarm has odds of 2^-57).
+        let k = key(3);
+        let headers: Vec<Vec<u8>> = (0..64)
+            .map(|_| seal(b"x", &k)[9..9 + SALT + PREFIX].to_vec())
+            .collect();
+        for bit in 0..(SALT + PREFIX) * 8 {
+            let ones = headers
+                .iter()
+                .filter(|h| h[bit / 8] & (1 << (bit % 8)) != 0)
+                .count();
+            assert!(
+                0 < ones && ones < headers.len(),
+                "bit {bit} of the salt and nonce prefix never changes"
+            );
+        }
+    }
+
+    #[test]
+    fn an_object_sealed_for_one_backup_does_not_open_as_another() {
+        let k = key(4);
+        let data = vec![5u8; SEGMENT + 10];
+        let sealed = seal(&data, &k);
+        assert_eq!(open(&sealed, &k).unwrap(), data);
+        let other_backup = SealedObject::new("20261206T190001Z-123456", "base.tar.zst");
+        assert!(
+            open_as(&sealed, &k, &other_backup).is_err(),
+            "another backup id"
+        );
+        let other_object = SealedObject::new(&object().backup_id, "other.tar.zst");
+        assert!(
+            open_as(&sealed, &k, &other_object).is_err(),
+            "another object key"
+        );
+    }
+
+    #[test]
+    fn version_1_objects_still_open() {
+        // As drctl wrote them before version 2: the backup key itself, a
+        // 7-byte prefix, no associated data.
+        let k = key(6);
+        let data: Vec<u8> = (0..2 * SEGMENT + 3).map(|i| (i % 13) as u8).collect();
+        let prefix = [1u8, 2, 3, 4, 5, 6, 7];
+        let mut v1 = MAGIC.to_vec();
+        v1.push(VERSION_1);
+        v1.extend_from_slice(&prefix);
+        let mut enc =
+            EncryptorBE32::from_aead(ChaCha20Poly1305::new(&k.key), prefix.as_ref().into());
+        let chunks: Vec<&[u8]> = data.chunks(SEGMENT).collect();
+        let (last, rest) = chunks.split_last().unwrap();
+        for chunk in rest {
+            v1.extend(enc.encrypt_next(*chunk).unwrap());
+        }
+        v1.extend(enc.encrypt_last(*last).unwrap());
+        assert_eq!(open(&v1, &k).unwrap(), data);
+        assert!(open(&v1, &key(7)).is_err(), "wrong key");
     }
 }

@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use crate::{
     new_backup_id, run_backup, run_restore_test, verify_backup, BackupProgress, BackupRequest,
-    Manifest, ObjectStore, RestorePhase, RestoreTestOutcome, RestoreTestRequest, S3Location,
-    VerifyReport,
+    Expected, Manifest, ObjectStore, RestorePhase, RestoreTestOutcome, RestoreTestRequest,
+    S3Location, VerifyReport,
 };
 
 /// Why a job could not run or did not succeed. Messages name the service,
@@ -29,6 +29,8 @@ pub enum JobError {
     UnknownBackup(String),
     #[error("service {0:?} has no verified backup yet; run `drctl backup run {0}` and `drctl backup verify --latest {0}`")]
     NoVerifiedBackup(String),
+    #[error("backup {backup}: no readable copy: {reason}")]
+    NoReadableCopy { backup: String, reason: String },
     #[error("another backup of {service} is running (lease held by {holder}); wait for it, or let its lease expire if that process died")]
     Busy { service: String, holder: String },
     #[error("{0}")]
@@ -201,6 +203,7 @@ async fn copy_offsite(
     to_name: &str,
     service: &str,
     id: &str,
+    expected: &Expected,
 ) -> Result<(), JobError> {
     store
         .backup_offsite(id, to_name, "copying", None, Utc::now())
@@ -224,7 +227,7 @@ async fn copy_offsite(
         .await;
     let (status, error) = match copied {
         Err(e) => ("failed", Some(format!("copy failed: {e}"))),
-        Ok(()) => match verify_backup(to, service, id).await {
+        Ok(()) => match verify_backup(to, service, id, expected).await {
             Ok((_, r)) if r.verified => ("verified", None),
             Ok((_, r)) => ("failed", r.reason),
             Err(e) => ("failed", Some(e.to_string())),
@@ -252,7 +255,11 @@ async fn backup_holding_lease(
         .await?;
     // Sweeping is housekeeping: a store that cannot list uploads now fails
     // the backup below, where the failure is recorded against a backup id.
-    let swept = match req.store.sweep_unfinished_uploads(&format!("{}/", svc.name)).await {
+    let swept = match req
+        .store
+        .sweep_unfinished_uploads(&format!("{}/", svc.name))
+        .await
+    {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(service = %svc.name, error = %e, "could not sweep unfinished uploads; the next backup tries again");
@@ -281,7 +288,11 @@ async fn backup_holding_lease(
             };
             store.backup_completed(&id, &finish).await?;
             if let Some((name, to)) = offsite {
-                copy_offsite(store, &req.store, to, name, &svc.name, &id).await?;
+                let expected = Expected {
+                    manifest: Some(manifest.clone()),
+                    key: req.encryption.clone(),
+                };
+                copy_offsite(store, &req.store, to, name, &svc.name, &id, &expected).await?;
             }
             let record = store
                 .backup(&id)
@@ -336,7 +347,7 @@ async fn verify_original(
     record: &BackupRecord,
 ) -> Result<VerifyReport, JobError> {
     let objects = open_object_store(config, &record.store).await?;
-    let report = verify_stored_copy(&objects, &record.service, &record.id).await?;
+    let report = verify_stored_copy(config, &objects, record).await?;
     store
         .backup_verification(
             &record.id,
@@ -348,21 +359,63 @@ async fn verify_original(
     Ok(report)
 }
 
-/// Verifies one stored copy of a backup. A fault in what is stored — a
-/// missing object, a manifest that does not parse — is a failed report; a
-/// store that cannot be read is an error (the copy may be fine).
+/// What a recorded backup must be: the manifest recorded when it
+/// completed, and its service's key as configured now (a backup whose key
+/// is gone fails verification: it could not be restored). `Err`: why it
+/// cannot be checked at all.
+fn expected_for(config: &Config, record: &BackupRecord) -> Result<Expected, String> {
+    let manifest = record.manifest.as_deref().ok_or_else(|| {
+        format!(
+            "backup {} has no manifest recorded in the state store to check the bucket's against",
+            record.id
+        )
+    })?;
+    let manifest: Manifest = serde_json::from_str(manifest).map_err(|e| {
+        format!(
+            "the manifest recorded for backup {} is unreadable: {e}",
+            record.id
+        )
+    })?;
+    let key = match config.service(&record.service) {
+        Some(svc) => backup_key(svc).map_err(|e| {
+            let encrypted = manifest
+                .encryption_key_id
+                .as_ref()
+                .map(|id| format!("backup {} is encrypted with key {id}, and ", record.id))
+                .unwrap_or_default();
+            format!(
+                "{encrypted}the backup key of service {} cannot be read: {e}",
+                svc.name
+            )
+        })?,
+        None => None,
+    };
+    Ok(Expected {
+        manifest: Some(manifest),
+        key,
+    })
+}
+
+/// Verifies one stored copy of a recorded backup. A fault in what is
+/// stored — a missing object, a manifest that does not parse or does not
+/// match the recorded one — is a failed report, and so is a key that is not
+/// available; a store that cannot be read is an error (the copy may be fine).
 async fn verify_stored_copy(
+    config: &Config,
     objects: &ObjectStore,
-    service: &str,
-    backup_id: &str,
+    record: &BackupRecord,
 ) -> Result<VerifyReport, crate::BackupError> {
     let failed = |reason: String| VerifyReport {
-        backup_id: backup_id.to_string(),
+        backup_id: record.id.clone(),
         verified: false,
         reason: Some(reason),
         bytes_read: 0,
     };
-    match verify_backup(objects, service, backup_id).await {
+    let expected = match expected_for(config, record) {
+        Ok(expected) => expected,
+        Err(reason) => return Ok(failed(reason)),
+    };
+    match verify_backup(objects, &record.service, &record.id, &expected).await {
         Ok((_, report)) => Ok(report),
         Err(crate::BackupError::MissingObject(key)) => Ok(failed(format!("{key}: missing"))),
         Err(e @ crate::BackupError::Manifest { .. }) => Ok(failed(e.to_string())),
@@ -429,10 +482,11 @@ impl BackupVerification {
 
 /// Verifies a recorded backup where it was written and, when it has one,
 /// its off-site copy, recording each outcome on the backup: `verification`
-/// for the original, `offsite_status`/`offsite_error` for the copy. Only
-/// the original's verification counts as proof for the cold tier's figures
-/// and restore tests (it is the copy they restore from); a failed copy is
-/// recorded and visible, never proof.
+/// for the original, `offsite_status`/`offsite_error` for the copy. Either
+/// verified copy counts as proof for the cold tier's figures, restore
+/// tests and `recover` (they read the off-site copy when the original's
+/// store cannot give them the backup, see [`readable_copy`]); a failed copy
+/// is recorded and visible, never proof.
 ///
 /// The copy is checked even when the original's store cannot be read — that
 /// is when it matters — and the original's error is returned after.
@@ -481,7 +535,7 @@ async fn verify_offsite_copy(
         Ok(objects) => objects,
         Err(e) => return Ok(unreadable(e.to_string())),
     };
-    let report = match verify_stored_copy(&objects, &record.service, &record.id).await {
+    let report = match verify_stored_copy(config, &objects, record).await {
         Ok(report) => report,
         Err(e) => return Ok(unreadable(e.to_string())),
     };
@@ -514,7 +568,12 @@ async fn verify_offsite_copy(
 async fn backup_job_running(store: &Store, service: &str) -> Result<bool, JobError> {
     let probe = Duration::from_secs(10);
     match store
-        .acquire_lease(&backup_lease_name(service), &holder_id(), probe, store.clock().await?)
+        .acquire_lease(
+            &backup_lease_name(service),
+            &holder_id(),
+            probe,
+            store.clock().await?,
+        )
         .await?
     {
         Some(lease) => {
@@ -587,9 +646,85 @@ pub async fn latest_complete_backup(
         .ok_or_else(|| JobError::NoVerifiedBackup(service.to_string()))
 }
 
+/// Whether `objects` holds the whole of a backup as listed: its manifest
+/// and every object at its recorded size. A listing, not a re-read: cheap
+/// enough to ask before every restore (which then verifies every byte).
+async fn holds_backup(
+    objects: &ObjectStore,
+    record: &BackupRecord,
+    manifest: Option<&Manifest>,
+) -> Result<Result<(), String>, crate::BackupError> {
+    let prefix = crate::backup_prefix(&record.service, &record.id);
+    let listed = objects.list(&prefix).await?;
+    let size_of = |key: &str| listed.iter().find(|o| o.key == key).map(|o| o.size);
+    if size_of(&format!("{prefix}manifest.json")).is_none() {
+        return Ok(Err(format!("{prefix}manifest.json is missing")));
+    }
+    for o in manifest.map(|m| m.objects.as_slice()).unwrap_or_default() {
+        let key = format!("{prefix}{}", o.key);
+        match size_of(&key) {
+            None => return Ok(Err(format!("{key} is missing"))),
+            Some(size) if size != o.size => {
+                return Ok(Err(format!("{key} has {size} bytes, not {}", o.size)))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The copy of a recorded backup to restore from, and its store's name:
+/// the original while its store holds it whole, else the off-site copy
+/// (the original's store lost with its region, or the backup damaged or
+/// deleted there). Restores, restore tests and `recover` all read through
+/// this. Whichever copy it picks is verified before it is restored.
+pub async fn readable_copy(
+    config: &Config,
+    record: &BackupRecord,
+) -> Result<(String, ObjectStore), JobError> {
+    let manifest: Option<Manifest> = record
+        .manifest
+        .as_deref()
+        .and_then(|m| serde_json::from_str(m).ok());
+    let probe = |name: String| {
+        let manifest = manifest.as_ref();
+        async move {
+            let objects = open_object_store(config, &name)
+                .await
+                .map_err(|e| e.to_string())?;
+            match holds_backup(&objects, record, manifest).await {
+                Ok(Ok(())) => Ok((name, objects)),
+                Ok(Err(fault)) => Err(format!("store {name}: {fault}")),
+                Err(e) => Err(format!("store {name} cannot be read: {e}")),
+            }
+        }
+    };
+    let original = match probe(record.store.clone()).await {
+        Ok(found) => return Ok(found),
+        Err(why) => why,
+    };
+    let Some(offsite) = &record.offsite_store else {
+        return Err(JobError::NoReadableCopy {
+            backup: record.id.clone(),
+            reason: format!("{original}, and the backup has no off-site copy"),
+        });
+    };
+    match probe(offsite.clone()).await {
+        Ok(found) => {
+            tracing::warn!(backup = %record.id, store = %record.store, offsite = %offsite, reason = %original, "reading the off-site copy: the original cannot be read");
+            Ok(found)
+        }
+        Err(copy) => Err(JobError::NoReadableCopy {
+            backup: record.id.clone(),
+            reason: format!("{original}; off-site copy: {copy}"),
+        }),
+    }
+}
+
 /// Restores a recorded backup into `target` (a new directory) and leaves it
 /// there: the recovery path when every replica carries the damage. The
-/// backup is verified first; an unverifiable one is refused.
+/// backup is read from [`readable_copy`] and verified first, against the
+/// manifest recorded when it was taken; an unverifiable one is refused.
 pub async fn restore_recorded_backup(
     config: &Config,
     store: &Store,
@@ -605,13 +740,9 @@ pub async fn restore_recorded_backup(
             "backup {backup_id} was deleted by retention"
         )));
     }
-    let objects = open_object_store(config, &record.store).await?;
-    let key = config
-        .service(&record.service)
-        .map(backup_key)
-        .transpose()?
-        .flatten();
-    Ok(crate::restore_backup(&objects, &record.service, &record.id, target, key.as_ref()).await?)
+    let expected = expected_for(config, &record).map_err(JobError::Config)?;
+    let (_, objects) = readable_copy(config, &record).await?;
+    Ok(crate::restore_backup(&objects, &record.service, &record.id, target, &expected).await?)
 }
 
 /// Restore-tests a backup of a service (the newest verified one unless
@@ -640,7 +771,16 @@ pub async fn restore_test_service(
             .await?
             .ok_or_else(|| JobError::NoVerifiedBackup(svc.name.clone()))?,
     };
-    let objects = open_object_store(config, &backup.store).await?;
+    let expected = expected_for(config, &backup).map_err(JobError::Config)?;
+    // With no readable copy the test still runs on the original, to fail
+    // there and be recorded: a backup that cannot be restored is evidence.
+    let objects = match readable_copy(config, &backup).await {
+        Ok((_, objects)) => objects,
+        Err(e) => {
+            tracing::warn!(backup = %backup.id, error = %e, "restore test of a backup with no readable copy");
+            open_object_store(config, &backup.store).await?
+        }
+    };
     let database = svc
         .postgres
         .get(&policy.from_region)
@@ -660,7 +800,8 @@ pub async fn restore_test_service(
         scratch_root,
         database,
         validation_queries: policy.validation_queries.clone(),
-        key: backup_key(svc)?,
+        key: expected.key,
+        manifest: expected.manifest,
     };
     let id = format!("rt-{}", new_backup_id(Utc::now()));
     store
@@ -714,6 +855,7 @@ pub async fn apply_retention(
                 id: b.id.clone(),
                 ended_at: b.ended_at?,
                 verified: b.verification.as_deref() == Some("verified"),
+                offsite_verified: b.offsite_status.as_deref() == Some("verified"),
             })
         })
         .collect();

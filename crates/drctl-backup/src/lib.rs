@@ -25,15 +25,17 @@ mod store;
 mod verify;
 
 pub use backup::{run_backup, BackupProgress, BackupRequest};
-pub use crypto::{BackupKey, SCHEME as ENCRYPTION_SCHEME};
+pub use crypto::{BackupKey, Opener, SealedObject, SCHEME as ENCRYPTION_SCHEME};
 pub use manifest::{Manifest, ManifestObject, MANIFEST_FORMAT};
 pub use restore::restore_backup;
 pub use restore_test::{
     run_restore_test, QueryResult, RestorePhase, RestoreTestOutcome, RestoreTestRequest,
 };
 pub use retention::{plan_retention, Candidate, RetentionPlan, RetentionRule};
-pub use store::{ObjectInfo, ObjectReader, ObjectStore, S3Location, Upload, PART_SIZE};
-pub use verify::{verify_backup, VerifyReport};
+pub use store::{
+    part_size, ObjectInfo, ObjectReader, ObjectStore, S3Location, Upload, MAX_PARTS, PART_SIZE,
+};
+pub use verify::{check_object_contents, verify_backup, Expected, VerifyReport};
 
 /// What went wrong with a backup or its verification.
 #[derive(Debug, thiserror::Error)]

@@ -1,35 +1,14 @@
-//! Restoring a backup into a directory: stream the object, check its
-//! SHA-256 as it arrives, decompress and unpack. The caller starts
-//! PostgreSQL on the result (a restore test) and removes it afterwards.
+//! Restoring a backup into a directory: verify it first (against what it
+//! is expected to be, see [`Expected`]), then stream each object, checking
+//! its SHA-256 as it arrives, opening, decompressing and unpacking it. The
+//! caller starts PostgreSQL on the result (a restore test) and removes it
+//! afterwards.
 
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
-
-use crate::{backup_prefix, verify_backup, BackupError, BackupKey, Manifest, ObjectStore};
-
-/// A `Write` end of a pipe into a blocking thread that unpacks a tar.zst.
-struct Pipe(std::sync::mpsc::SyncSender<Vec<u8>>);
-
-struct PipeReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    current: std::io::Cursor<Vec<u8>>,
-}
-
-impl std::io::Read for PipeReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            let n = std::io::Read::read(&mut self.current, buf)?;
-            if n > 0 {
-                return Ok(n);
-            }
-            match self.rx.recv() {
-                Ok(chunk) => self.current = std::io::Cursor::new(chunk),
-                Err(_) => return Ok(0),
-            }
-        }
-    }
-}
+use crate::crypto::{Opener, SealedObject};
+use crate::verify::stream_object;
+use crate::{backup_prefix, verify_backup, BackupError, Expected, Manifest, ObjectStore};
 
 /// Restores `backup_id` of `service` into `target` (which must not exist or
 /// be empty). The backup is verified first; an unverifiable backup is never
@@ -39,9 +18,9 @@ pub async fn restore_backup(
     service: &str,
     backup_id: &str,
     target: &Path,
-    key: Option<&BackupKey>,
+    expected: &Expected,
 ) -> Result<Manifest, BackupError> {
-    let (manifest, report) = verify_backup(store, service, backup_id).await?;
+    let (manifest, report) = verify_backup(store, service, backup_id, expected).await?;
     if !report.verified {
         return Err(BackupError::Manifest {
             key: format!("{}manifest.json", backup_prefix(service, backup_id)),
@@ -51,71 +30,39 @@ pub async fn restore_backup(
             ),
         });
     }
-    // Tell a missing or wrong key apart from damaged data, before any work.
-    let backup_key: Option<BackupKey> = match (&manifest.encryption_key_id, key) {
-        (None, _) => None,
-        (Some(id), None) => {
-            return Err(BackupError::Key(format!(
-                "backup {backup_id} is encrypted with key {id}; configure that key (encryption_key_env or encryption_key_file)"
-            )))
-        }
-        (Some(id), Some(k)) if *id != k.id => {
-            return Err(BackupError::Key(format!(
-                "backup {backup_id} was encrypted with key {id}, not with the key given ({}); use the key it was taken with",
-                k.id
-            )))
-        }
-        (Some(_), Some(k)) => Some(k.clone()),
-    };
+    // Verification made sure the key fits: the configured one when the
+    // backup is encrypted, none when it is not.
+    let backup_key = manifest
+        .encryption_key_id
+        .as_ref()
+        .and(expected.key.clone());
     std::fs::create_dir_all(target).map_err(|e| BackupError::Io {
         what: format!("creating {}", target.display()),
         source: e,
     })?;
     for object in &manifest.objects {
         let key = format!("{}{}", backup_prefix(service, backup_id), object.key);
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let dir = target.to_path_buf();
         let backup_key = backup_key.clone();
-        let unpacker = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let reader = PipeReader {
-                rx,
-                current: std::io::Cursor::new(Vec::new()),
-            };
-            let opened = crate::crypto::Opener::new(reader, backup_key.as_ref())?;
+        let sealed = SealedObject::new(backup_id, &object.key);
+        let streamed = stream_object(store, &key, move |reader| {
+            let opened = Opener::new(reader, backup_key.as_ref(), &sealed)?;
             let decoder = zstd::stream::read::Decoder::new(opened)?;
             let mut archive = tar::Archive::new(decoder);
             archive.set_preserve_permissions(true);
             archive.unpack(&dir)
-        });
-        let mut hash = Sha256::new();
-        let pipe = Pipe(tx);
-        let mut send_failed = false;
-        store
-            .read(&key, |chunk| {
-                hash.update(chunk);
-                if !send_failed && pipe.0.send(chunk.to_vec()).is_err() {
-                    send_failed = true;
-                }
-            })
-            .await?;
-        drop(pipe);
-        unpacker
-            .await
-            .map_err(|e| BackupError::Io {
-                what: format!("unpacking {key}"),
-                source: std::io::Error::other(e.to_string()),
-            })?
-            .map_err(|e| BackupError::Io {
-                what: format!("unpacking {key}"),
-                source: e,
-            })?;
+        })
+        .await?;
+        streamed.consumed.map_err(|e| BackupError::Io {
+            what: format!("unpacking {key}"),
+            source: e,
+        })?;
         // Verified a moment ago, but the bytes just restored are the ones
         // that count: they must be the same.
-        let sha = hex::encode(hash.finalize());
-        if sha != object.sha256 {
+        if streamed.sha256 != object.sha256 {
             return Err(BackupError::Manifest {
                 key,
-                reason: format!("changed while restoring (sha256 {sha})"),
+                reason: format!("changed while restoring (sha256 {})", streamed.sha256),
             });
         }
     }

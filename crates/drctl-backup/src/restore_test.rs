@@ -35,6 +35,9 @@ pub struct RestoreTestRequest {
     pub validation_queries: Vec<String>,
     /// The key of an encrypted backup.
     pub key: Option<crate::BackupKey>,
+    /// The manifest the state store recorded for the backup: the bucket's
+    /// must match it.
+    pub manifest: Option<crate::Manifest>,
 }
 
 /// The phases a restore test goes through, for progress display.
@@ -115,7 +118,10 @@ pub async fn run_restore_test(
             &req.service,
             &req.backup_id,
             &cluster.data_dir,
-            req.key.as_ref(),
+            &crate::Expected {
+                manifest: req.manifest.clone(),
+                key: req.key.clone(),
+            },
         )
         .await
         .map_err(|e| e.to_string())?;

@@ -2,9 +2,11 @@
 //! of the last D days, W ISO weeks and M months (grandfather-father-son) —
 //! and deleting the rest crash-safely.
 //!
-//! Two backups are never deleted, whatever the rules say: the newest
-//! verified one (it may be all that stands between a disaster and nothing)
-//! and any a running restore test is reading.
+//! Three backups are never deleted, whatever the rules say: the newest
+//! verified one (it may be all that stands between a disaster and nothing),
+//! the newest one whose off-site copy is verified (all that stands between
+//! the loss of the original's region and nothing: the off-site copy goes
+//! with its original) and any a running restore test is reading.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -25,7 +27,10 @@ pub struct RetentionRule {
 pub struct Candidate {
     pub id: String,
     pub ended_at: DateTime<Utc>,
+    /// The original verified.
     pub verified: bool,
+    /// The off-site copy verified.
+    pub offsite_verified: bool,
 }
 
 /// The decision, with the reasons each kept backup is kept.
@@ -76,6 +81,9 @@ pub fn plan_retention(
     if let Some(newest_verified) = sorted.iter().find(|c| c.verified) {
         keep(&newest_verified.id, "newest verified");
     }
+    if let Some(newest_offsite) = sorted.iter().find(|c| c.offsite_verified) {
+        keep(&newest_offsite.id, "newest verified off-site");
+    }
     for c in &sorted {
         if in_use.contains(&c.id) {
             keep(&c.id, "in use by a restore test");
@@ -114,6 +122,7 @@ mod tests {
                     id: t.format("%Y%m%dT%H").to_string(),
                     ended_at: t,
                     verified: true,
+                    offsite_verified: false,
                 });
             }
             day = day.succ_opt().unwrap();
@@ -206,16 +215,19 @@ mod tests {
                 id: "a".into(),
                 ended_at: at(2026, 1, 10, 1),
                 verified: false,
+                offsite_verified: false,
             },
             Candidate {
                 id: "b".into(),
                 ended_at: at(2026, 3, 10, 1),
                 verified: false,
+                offsite_verified: false,
             },
             Candidate {
                 id: "c".into(),
                 ended_at: at(2026, 6, 10, 1),
                 verified: false,
+                offsite_verified: false,
             },
         ];
         let rule = RetentionRule {
@@ -226,5 +238,18 @@ mod tests {
         };
         let plan = plan_retention(&backups, rule, &HashSet::new());
         assert_eq!(kept(&plan), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn never_deletes_the_newest_backup_whose_offsite_copy_is_verified() {
+        // Every original verified, but only an old backup's off-site copy:
+        // were the original's region lost, that copy is all there is.
+        let mut backups = calendar();
+        for b in backups.iter_mut() {
+            b.offsite_verified = b.id == "20260105T15";
+        }
+        let plan = plan_retention(&backups, RULE, &HashSet::new());
+        assert_eq!(plan.keep["20260105T15"], vec!["newest verified off-site"]);
+        assert!(!plan.delete.contains(&"20260105T15".to_string()));
     }
 }

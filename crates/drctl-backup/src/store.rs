@@ -2,9 +2,10 @@
 //! through aws-sdk-s3, and a local directory (the embedded default).
 //!
 //! Large objects are written as streams with bounded memory: S3 multipart
-//! uploads of [`PART_SIZE`] parts, or a temporary file renamed into place, so
-//! an interrupted upload never leaves an object under its final key. Small
-//! objects (manifests) are written whole and atomically.
+//! uploads whose parts start at [`PART_SIZE`] and grow (see [`part_size`]),
+//! or a temporary file renamed into place, so an interrupted upload never
+//! leaves an object under its final key. Small objects (manifests) are
+//! written whole and atomically.
 
 use std::path::{Path, PathBuf};
 
@@ -16,8 +17,29 @@ use tokio::io::AsyncWriteExt;
 
 use crate::BackupError;
 
-/// S3 parts are buffered to this size (S3's minimum is 5 MiB, except the last).
+/// The first S3 parts are buffered to this size (S3's minimum is 5 MiB,
+/// except the last); later parts grow, see [`part_size`].
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// S3 refuses part numbers above this.
+pub const MAX_PARTS: usize = 10_000;
+/// S3's largest part.
+const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
+/// Parts of one size before the size doubles.
+const PARTS_PER_SIZE: usize = 1_000;
+
+/// The size of part `number` (1-based) of an upload whose first part is
+/// `initial` bytes: doubled every [`PARTS_PER_SIZE`] parts, at most 5 GiB.
+///
+/// A streamed upload does not know its size up front, and S3 takes at most
+/// [`MAX_PARTS`] parts: fixed 8 MiB parts would cap an object at 78 GiB.
+/// Doubling every thousand parts keeps small backups in small parts (and
+/// little memory) while 10,000 parts from [`PART_SIZE`] hold 7.8 TiB, more
+/// than S3's 5 TiB object limit.
+pub fn part_size(initial: usize, number: usize) -> usize {
+    let doublings = (number.saturating_sub(1) / PARTS_PER_SIZE).min(20) as u32;
+    initial.saturating_mul(1 << doublings).min(MAX_PART_SIZE)
+}
 
 /// An object as listed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +80,8 @@ pub struct LocalStore {
 pub struct S3Store {
     client: aws_sdk_s3::Client,
     location: S3Location,
+    /// The size of an upload's first parts ([`PART_SIZE`] but in tests).
+    initial_part_size: usize,
 }
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> BackupError {
@@ -139,14 +163,28 @@ impl ObjectStore {
         let mut conf = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(location.path_style)
             .timeout_config(timeouts)
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(S3_ATTEMPTS));
+            .retry_config(
+                aws_config::retry::RetryConfig::standard().with_max_attempts(S3_ATTEMPTS),
+            );
         if let Some(endpoint) = &location.endpoint {
             conf = conf.endpoint_url(endpoint);
         }
         Ok(ObjectStore::S3(S3Store {
             client: aws_sdk_s3::Client::from_conf(conf.build()),
             location,
+            initial_part_size: PART_SIZE,
         }))
+    }
+
+    /// Starts S3 uploads with parts of `bytes` instead of [`PART_SIZE`].
+    /// For tests only: they cross S3's part-count limit with megabytes
+    /// instead of 78 GiB (against a server that allows parts this small).
+    #[doc(hidden)]
+    pub fn with_initial_part_size(mut self, bytes: usize) -> ObjectStore {
+        if let ObjectStore::S3(s) = &mut self {
+            s.initial_part_size = bytes.max(1);
+        }
+        self
     }
 
     /// Creates the S3 bucket if it does not exist (the lab and tests start
@@ -228,7 +266,7 @@ impl ObjectStore {
                     key: full_key,
                     upload_id,
                     parts: Vec::new(),
-                    buffer: Vec::with_capacity(PART_SIZE),
+                    buffer: Vec::with_capacity(s.initial_part_size),
                     size: 0,
                 })
             }
@@ -583,13 +621,20 @@ impl Upload {
                 let mut rest = data;
                 while !rest.is_empty() {
                     let full = {
-                        let Upload::S3 { buffer, .. } = &mut *self else {
+                        let Upload::S3 {
+                            buffer,
+                            parts,
+                            store,
+                            ..
+                        } = &mut *self
+                        else {
                             unreachable!()
                         };
-                        let take = (PART_SIZE - buffer.len()).min(rest.len());
+                        let target = part_size(store.initial_part_size, parts.len() + 1);
+                        let take = (target - buffer.len()).min(rest.len());
                         buffer.extend_from_slice(&rest[..take]);
                         rest = &rest[take..];
-                        buffer.len() == PART_SIZE
+                        buffer.len() == target
                     };
                     if full {
                         self.flush_part().await?;
@@ -612,8 +657,17 @@ impl Upload {
         else {
             return Ok(());
         };
+        if parts.len() >= MAX_PARTS {
+            return Err(BackupError::ObjectStore {
+                what: format!("uploading {key}"),
+                reason: format!(
+                    "more than S3's {MAX_PARTS} parts; the object exceeds S3's 5 TiB limit"
+                ),
+            });
+        }
         let number = parts.len() as i32 + 1;
-        let body = std::mem::replace(buffer, Vec::with_capacity(PART_SIZE));
+        let next = part_size(store.initial_part_size, parts.len() + 2);
+        let body = std::mem::replace(buffer, Vec::with_capacity(next));
         let done = store
             .client
             .upload_part()
@@ -714,5 +768,22 @@ impl Upload {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ten_thousand_growing_parts_hold_s3s_largest_object() {
+        let held: u64 = (1..=MAX_PARTS)
+            .map(|n| part_size(PART_SIZE, n) as u64)
+            .sum();
+        assert!(held >= 5 << 40, "10,000 parts hold only {held} bytes");
+        assert_eq!(part_size(PART_SIZE, 1), PART_SIZE);
+        assert_eq!(part_size(PART_SIZE, 1000), PART_SIZE);
+        assert_eq!(part_size(PART_SIZE, 1001), 2 * PART_SIZE);
+        assert!((1..=MAX_PARTS).all(|n| part_size(PART_SIZE, n) <= MAX_PART_SIZE));
     }
 }

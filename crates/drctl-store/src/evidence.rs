@@ -238,11 +238,14 @@ impl Store {
         crate::decode_rows(&rows, backup_from_row, "decoding backups")
     }
 
-    /// The newest complete, verified, not deleted backup of a service.
+    /// The newest complete, not deleted backup of a service with a verified
+    /// copy: the original or the off-site one (restores read the off-site
+    /// copy when the original's store cannot give them the backup).
     pub async fn newest_verified_backup(&self, service: &str) -> Result<Option<BackupRecord>> {
         let row = sqlx::query(&format!(
             "SELECT {BACKUP_COLUMNS} FROM backups WHERE service = $1 AND status = 'complete' \
-             AND verification = 'verified' AND deleted_at_us IS NULL ORDER BY ended_at_us DESC LIMIT 1"
+             AND (verification = 'verified' OR offsite_status = 'verified') AND deleted_at_us IS NULL \
+             ORDER BY ended_at_us DESC LIMIT 1"
         ))
         .bind(service)
         .fetch_optional(self.pool())
@@ -258,7 +261,7 @@ impl Store {
     ) -> Result<Option<BackupRecord>> {
         let row = sqlx::query(&format!(
             "SELECT {BACKUP_COLUMNS} FROM backups b WHERE service = $1 AND status = 'complete' \
-             AND verification = 'verified' AND deleted_at_us IS NULL \
+             AND (verification = 'verified' OR offsite_status = 'verified') AND deleted_at_us IS NULL \
              AND EXISTS (SELECT 1 FROM restore_tests t WHERE t.backup_id = b.id AND t.status = 'passed') \
              ORDER BY ended_at_us DESC LIMIT 1"
         ))
