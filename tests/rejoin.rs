@@ -140,3 +140,45 @@ async fn a_diverged_old_primary_is_rewound_onto_the_new_timeline() {
         "region-a follows the new timeline: its lost rows are gone"
     );
 }
+
+/// Another server's data at the rejoining region's `data_dir` path (as on
+/// a host where the same path holds another database): the rejoin refuses
+/// in its plan and leaves every file of it in place; before, pg_rewind
+/// failed ("different systems") and the fallback clone deleted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rejoin_refuses_a_data_directory_holding_another_database_and_leaves_it_untouched() {
+    let (lab, _dir) = start_lab(vec![orders()]).await;
+    lab.workload().pause();
+    let config = lab_config(&lab);
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let engine = Engine::new(config, store);
+    let out = engine
+        .run(&request(OperationKind::Switchover, REGION_B), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(out.status, OpStatus::Succeeded);
+
+    // region-a's path now holds a database of its own.
+    let old = lab.cluster("orders", REGION_A);
+    old.stop("fast").unwrap();
+    let mut moved = old.data_dir.clone().into_os_string();
+    moved.push(".orig");
+    std::fs::rename(&old.data_dir, &moved).unwrap();
+    let other = drctl_pg::PgCluster::new("other", old.data_dir.clone(), old.port, old.bin.clone());
+    other.init_primary(20).unwrap();
+    let marker = old.data_dir.join("other-database-marker");
+    std::fs::write(&marker, "not orders").unwrap();
+
+    let config = lab.config_path().to_str().unwrap().to_string();
+    let (code, stdout, stderr) = drctl(&[
+        "rejoin", "orders", "--region", REGION_A, "--yes", "--config", &config,
+    ]);
+    assert_ne!(code, 0, "the rejoin must refuse: {stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains("another server's data"),
+        "{stdout}{stderr}"
+    );
+    assert!(marker.exists(), "the other database's files were deleted: {stdout}{stderr}");
+    assert!(old.data_dir.join("PG_VERSION").exists());
+    assert!(writable(&lab, REGION_B).await, "the primary is untouched");
+}
