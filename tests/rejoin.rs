@@ -182,3 +182,63 @@ async fn a_rejoin_refuses_a_data_directory_holding_another_database_and_leaves_i
     assert!(old.data_dir.join("PG_VERSION").exists());
     assert!(writable(&lab, REGION_B).await, "the primary is untouched");
 }
+
+/// A rejoin started on another host acts on that host's data directory:
+/// the daemon here never takes it over (its driver "died", its lease
+/// expired), or it would stop and rewind whatever server this host has at
+/// the same path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_daemon_never_resumes_a_rejoin_started_on_another_host() {
+    let (lab, _dir) = start_lab(vec![orders()]).await;
+    lab.workload().pause();
+    let config_path = short_lease_config(&lab);
+    let config = std::sync::Arc::new(drctl_config::load(&config_path).unwrap());
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let params = drctl_failover::OperationParams {
+        kind: OperationKind::Rejoin,
+        service: "orders".into(),
+        cluster: "orders".into(),
+        members: vec!["orders".into()],
+        source: REGION_B.into(),
+        target: REGION_A.into(),
+        accept_data_loss: false,
+        accept_unfenced: false,
+        requested_by: "cli".into(),
+        reason: None,
+        detected_at_us: None,
+        host: Some("another-host".into()),
+    };
+    // Its driver took the lease for 1 s and died.
+    let lease = store
+        .acquire_lease(
+            &drctl_failover::lease_name("orders"),
+            "another-host/4242/dead",
+            Duration::from_secs(1),
+            store.clock().await.unwrap(),
+        )
+        .await
+        .unwrap()
+        .expect("the lease is free");
+    let id = "op-rejoin-of-another-host";
+    store
+        .journal_operation_created(
+            &lease,
+            id,
+            "rejoin",
+            "orders",
+            "orders",
+            &serde_json::to_string(&params).unwrap(),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+
+    let daemon = start_daemon_with(config.clone()).await;
+    // Many resume rounds (one per lease tick) past the lease's expiry.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    daemon.stop().await;
+    let op = store.operation(id).await.unwrap().unwrap();
+    assert_eq!(op.status, "running", "{op:?}");
+    assert!(store.journal(id).await.unwrap().is_empty(), "no step of it ran here");
+    assert!(writable(&lab, REGION_A).await);
+}
