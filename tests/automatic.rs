@@ -265,25 +265,45 @@ async fn the_watchdog_never_fences_the_only_writable_primary_on_a_guess() {
         .execute(&mut a)
         .await
         .unwrap();
-    sqlx::query("SELECT pg_reload_conf()").execute(&mut a).await.unwrap();
+    sqlx::query("SELECT pg_reload_conf()")
+        .execute(&mut a)
+        .await
+        .unwrap();
     drop(a);
     let mut b = connect(&lab.cluster("orders", REGION_B).dsn("orders")).await;
-    sqlx::query("SELECT pg_promote(true, 60)").execute(&mut b).await.unwrap();
+    sqlx::query("SELECT pg_promote(true, 60)")
+        .execute(&mut b)
+        .await
+        .unwrap();
     drop(b);
-    wait_for("region-a fenced, region-b writable", Duration::from_secs(10), || async {
-        (role(&lab, REGION_A).await == Some((false, true)) && writable(&lab, REGION_B).await)
-            .then_some(())
-    })
+    wait_for(
+        "region-a fenced, region-b writable",
+        Duration::from_secs(10),
+        || async {
+            (role(&lab, REGION_A).await == Some((false, true)) && writable(&lab, REGION_B).await)
+                .then_some(())
+        },
+    )
     .await;
 
     let config = lab_config(&lab);
     let store = Store::open(config.store.url.expose()).await.unwrap();
-    assert!(store.cluster_role("orders").await.unwrap().is_none(), "no role recorded");
+    assert!(
+        store.cluster_role("orders").await.unwrap().is_none(),
+        "no role recorded"
+    );
     let daemon = start_daemon_automatic(config.clone()).await;
     // Many guard rounds.
     tokio::time::sleep(config.monitor.interval * 8 + Duration::from_secs(2)).await;
     daemon.stop().await;
-    assert!(writable(&lab, REGION_B).await, "the only writable primary was fenced");
-    let fenced: Vec<_> = decisions(&store).await.into_iter().filter(|d| d.action == "fenced").collect();
+    assert!(
+        writable(&lab, REGION_B).await,
+        "the only writable primary was fenced"
+    );
+    let fenced: Vec<_> = decisions(&store)
+        .await
+        .into_iter()
+        .filter(|d| d.action == "fenced")
+        .collect();
     assert!(fenced.is_empty(), "{fenced:#?}");
 }

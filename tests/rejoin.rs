@@ -178,7 +178,10 @@ async fn a_rejoin_refuses_a_data_directory_holding_another_database_and_leaves_i
         format!("{stdout}{stderr}").contains("another server's data"),
         "{stdout}{stderr}"
     );
-    assert!(marker.exists(), "the other database's files were deleted: {stdout}{stderr}");
+    assert!(
+        marker.exists(),
+        "the other database's files were deleted: {stdout}{stderr}"
+    );
     assert!(old.data_dir.join("PG_VERSION").exists());
     assert!(writable(&lab, REGION_B).await, "the primary is untouched");
 }
@@ -239,6 +242,9 @@ async fn the_daemon_never_resumes_a_rejoin_started_on_another_host() {
     daemon.stop().await;
     let op = store.operation(id).await.unwrap().unwrap();
     assert_eq!(op.status, "running", "{op:?}");
-    assert!(store.journal(id).await.unwrap().is_empty(), "no step of it ran here");
+    assert!(
+        store.journal(id).await.unwrap().is_empty(),
+        "no step of it ran here"
+    );
     assert!(writable(&lab, REGION_A).await);
 }
