@@ -234,6 +234,12 @@ async fn a_primary_cut_off_from_everyone_is_failed_over_and_never_writes_again()
         (role(&lab, REGION_A).await == Some((false, true))).then_some(())
     })
     .await;
+    // The fence ends by terminating client sessions: connect once it is
+    // recorded as done, or this session may be one of them.
+    wait_for("the fence recorded", Duration::from_secs(10), || async {
+        decisions(&store).await.into_iter().find(|d| d.action == "fenced")
+    })
+    .await;
     let mut c = connect(&old.dsn("orders")).await;
     let late: i64 = sqlx::query_scalar("SELECT count(*) FROM shop.acked WHERE at > to_timestamp($1::float8 / 1e6)")
         .bind(cut_at.timestamp_micros())
@@ -243,4 +249,61 @@ async fn a_primary_cut_off_from_everyone_is_failed_over_and_never_writes_again()
     assert_eq!(late, 0, "the old primary committed writes after it was cut off");
     assert!(acked.len() > 20, "the client wrote before and after ({} rows)", acked.len());
     daemon.stop().await;
+}
+
+/// No role recorded yet (the config's primary, region-a, is the guess), but
+/// region-a is fenced and region-b is the only writable primary: the
+/// watchdog must not fence region-b on the strength of that guess. It
+/// fences others only when the primary it believes in answered writable in
+/// the same round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_watchdog_never_fences_the_only_writable_primary_on_a_guess() {
+    let (lab, _dir) = start_lab(vec![orders()]).await;
+    lab.workload().pause();
+    let mut a = connect(&lab.cluster("orders", REGION_A).dsn("orders")).await;
+    sqlx::query("ALTER SYSTEM SET default_transaction_read_only = on")
+        .execute(&mut a)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_reload_conf()")
+        .execute(&mut a)
+        .await
+        .unwrap();
+    drop(a);
+    let mut b = connect(&lab.cluster("orders", REGION_B).dsn("orders")).await;
+    sqlx::query("SELECT pg_promote(true, 60)")
+        .execute(&mut b)
+        .await
+        .unwrap();
+    drop(b);
+    wait_for(
+        "region-a fenced, region-b writable",
+        Duration::from_secs(10),
+        || async {
+            (role(&lab, REGION_A).await == Some((false, true)) && writable(&lab, REGION_B).await)
+                .then_some(())
+        },
+    )
+    .await;
+
+    let config = lab_config(&lab);
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    assert!(
+        store.cluster_role("orders").await.unwrap().is_none(),
+        "no role recorded"
+    );
+    let daemon = start_daemon_automatic(config.clone()).await;
+    // Many guard rounds.
+    tokio::time::sleep(config.monitor.interval * 8 + Duration::from_secs(2)).await;
+    daemon.stop().await;
+    assert!(
+        writable(&lab, REGION_B).await,
+        "the only writable primary was fenced"
+    );
+    let fenced: Vec<_> = decisions(&store)
+        .await
+        .into_iter()
+        .filter(|d| d.action == "fenced")
+        .collect();
+    assert!(fenced.is_empty(), "{fenced:#?}");
 }

@@ -140,3 +140,111 @@ async fn a_diverged_old_primary_is_rewound_onto_the_new_timeline() {
         "region-a follows the new timeline: its lost rows are gone"
     );
 }
+
+/// Another server's data at the rejoining region's `data_dir` path (as on
+/// a host where the same path holds another database): the rejoin refuses
+/// in its plan and leaves every file of it in place; before, pg_rewind
+/// failed ("different systems") and the fallback clone deleted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rejoin_refuses_a_data_directory_holding_another_database_and_leaves_it_untouched() {
+    let (lab, _dir) = start_lab(vec![orders()]).await;
+    lab.workload().pause();
+    let config = lab_config(&lab);
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let engine = Engine::new(config, store);
+    let out = engine
+        .run(&request(OperationKind::Switchover, REGION_B), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(out.status, OpStatus::Succeeded);
+
+    // region-a's path now holds a database of its own.
+    let old = lab.cluster("orders", REGION_A);
+    old.stop("fast").unwrap();
+    let mut moved = old.data_dir.clone().into_os_string();
+    moved.push(".orig");
+    std::fs::rename(&old.data_dir, &moved).unwrap();
+    let other = drctl_pg::PgCluster::new("other", old.data_dir.clone(), old.port, old.bin.clone());
+    other.init_primary(20).unwrap();
+    let marker = old.data_dir.join("other-database-marker");
+    std::fs::write(&marker, "not orders").unwrap();
+
+    let config = lab.config_path().to_str().unwrap().to_string();
+    let (code, stdout, stderr) = drctl(&[
+        "rejoin", "orders", "--region", REGION_A, "--yes", "--config", &config,
+    ]);
+    assert_ne!(code, 0, "the rejoin must refuse: {stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains("another server's data"),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        marker.exists(),
+        "the other database's files were deleted: {stdout}{stderr}"
+    );
+    assert!(old.data_dir.join("PG_VERSION").exists());
+    assert!(writable(&lab, REGION_B).await, "the primary is untouched");
+}
+
+/// A rejoin started on another host acts on that host's data directory:
+/// the daemon here never takes it over (its driver "died", its lease
+/// expired), or it would stop and rewind whatever server this host has at
+/// the same path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_daemon_never_resumes_a_rejoin_started_on_another_host() {
+    let (lab, _dir) = start_lab(vec![orders()]).await;
+    lab.workload().pause();
+    let config_path = short_lease_config(&lab);
+    let config = std::sync::Arc::new(drctl_config::load(&config_path).unwrap());
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let params = drctl_failover::OperationParams {
+        kind: OperationKind::Rejoin,
+        service: "orders".into(),
+        cluster: "orders".into(),
+        members: vec!["orders".into()],
+        source: REGION_B.into(),
+        target: REGION_A.into(),
+        accept_data_loss: false,
+        accept_unfenced: false,
+        requested_by: "cli".into(),
+        reason: None,
+        detected_at_us: None,
+        host: Some("another-host".into()),
+    };
+    // Its driver took the lease for 1 s and died.
+    let lease = store
+        .acquire_lease(
+            &drctl_failover::lease_name("orders"),
+            "another-host/4242/dead",
+            Duration::from_secs(1),
+            store.clock().await.unwrap(),
+        )
+        .await
+        .unwrap()
+        .expect("the lease is free");
+    let id = "op-rejoin-of-another-host";
+    store
+        .journal_operation_created(
+            &lease,
+            id,
+            "rejoin",
+            "orders",
+            "orders",
+            &serde_json::to_string(&params).unwrap(),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+
+    let daemon = start_daemon_with(config.clone()).await;
+    // Many resume rounds (one per lease tick) past the lease's expiry.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    daemon.stop().await;
+    let op = store.operation(id).await.unwrap().unwrap();
+    assert_eq!(op.status, "running", "{op:?}");
+    assert!(
+        store.journal(id).await.unwrap().is_empty(),
+        "no step of it ran here"
+    );
+    assert!(writable(&lab, REGION_A).await);
+}

@@ -901,7 +901,19 @@ async fn dns_flip(ctx: &Ctx<'_>) -> StepResult {
             // Conditional: only from the source's value (or already the
             // target's). A driver that slept through a takeover and a
             // switchback finds the record changed and writes nothing.
-            Some(old) => provider.upsert_if(&record, Some(old)).await,
+            Some(old) => match provider.upsert_if(&record, Some(old)).await {
+                // A record that does not exist yet (a new zone, a provider
+                // rebuilt empty) names no newer primary: create it, again
+                // only if it is still absent.
+                Err(conflict @ drctl_dns::DnsError::Conflict { .. }) => provider
+                    .upsert_if(&record, None)
+                    .await
+                    .map_err(|e| match e {
+                        drctl_dns::DnsError::Conflict { .. } => conflict,
+                        other => other,
+                    }),
+                other => other,
+            },
             None => provider.upsert(&record).await,
         }
         .map_err(dns_error)?;
