@@ -689,3 +689,250 @@ async fn a_clock_step_on_the_store_host_does_not_make_a_second_leader() {
     pg.stop("immediate").expect("stop PostgreSQL");
     result.expect("one leader through the clock step");
 }
+
+/// A TCP relay in front of the store that can partition it: once cut,
+/// every connection, open or new, stays open and carries nothing either
+/// way (packets lost, no reset), as behind a blackhole route. Ends when
+/// dropped.
+struct Partition {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Partition {
+    async fn start(upstream: std::net::SocketAddr) -> Partition {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    let is_cut = *rx.borrow_and_update();
+                    if is_cut {
+                        // Held open, never answered.
+                        std::future::pending::<()>().await;
+                    }
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    tokio::select! {
+                        _ = async {
+                            tokio::try_join!(
+                                tokio::io::copy(&mut cr, &mut sw),
+                                tokio::io::copy(&mut sr, &mut cw)
+                            )
+                        } => {}
+                        _ = async { rx.wait_for(|c| *c).await.map(|_| ()) } => {
+                            // Both sockets stay open and silent.
+                            let _held = (cr, cw, sr, sw);
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                });
+            }
+        });
+        Partition { addr, cut, task }
+    }
+
+    fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// New connections pass again; the ones cut stay silent.
+    fn heal(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+/// Issue 15 item 19: the store partitioned away while a statement is in
+/// flight (no reset, packets lost) used to hold that statement, and its
+/// pooled connection, until TCP gave up after about fifteen minutes. Now
+/// the statement fails within the store's bound, and once the partition
+/// heals the store answers again on fresh connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_cut_off_by_a_partition_fails_instead_of_hanging() {
+    use sqlx::Connection;
+    use std::time::Duration;
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-test-store-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let pg = store_cluster(dir.path(), &[]);
+    let url = pg.dsn("postgres");
+    let upstream: std::net::SocketAddr = format!("127.0.0.1:{}", pg.port).parse().unwrap();
+    let result = tokio::spawn(async move {
+        let partition = Partition::start(upstream).await;
+        let through = url.replace(&upstream.to_string(), &partition.addr.to_string());
+        assert_ne!(through, url);
+        let store = Store::open(&through)
+            .await
+            .expect("open postgres through the relay");
+        let ttl = Duration::from_secs(60);
+        let mut lease = store
+            .acquire_lease("backup:orders", "a", ttl, Utc::now())
+            .await
+            .unwrap()
+            .unwrap();
+
+        // A statement in flight: the renewal waits on a row lock held by
+        // another session (direct, not through the relay).
+        let mut direct = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut direct).await.unwrap();
+        sqlx::query("SELECT 1 FROM leases WHERE name = 'backup:orders' FOR UPDATE")
+            .execute(&mut direct)
+            .await
+            .unwrap();
+        let renewal = tokio::spawn({
+            let store = store.clone();
+            async move { store.renew_lease(&mut lease, ttl, Utc::now()).await }
+        });
+        drctl_tests::wait_for(
+            "the renewal to be in flight",
+            Duration::from_secs(30),
+            || async { (waiting_on_a_lock(&url, "UPDATE leases%").await > 0).then_some(()) },
+        )
+        .await;
+        // The partition: the renewal's answer will never arrive.
+        partition.cut();
+        sqlx::query("COMMIT").execute(&mut direct).await.unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(120), renewal)
+            .await
+            .expect("the statement cut off by the partition still hangs after two minutes")
+            .unwrap();
+        let err = outcome.expect_err("no answer came back: the renewal cannot have succeeded");
+        eprintln!("cut off: {err}");
+
+        // New statements fail too, rather than hang, while it lasts.
+        tokio::time::timeout(Duration::from_secs(120), store.lease("backup:orders"))
+            .await
+            .expect("a statement during the partition hangs")
+            .expect_err("the store is cut off");
+        partition.heal();
+        drctl_tests::wait_for(
+            "the store to answer again",
+            Duration::from_secs(120),
+            || async { store.lease("backup:orders").await.ok() },
+        )
+        .await;
+        drop(partition);
+        store.close().await;
+    })
+    .await;
+    pg.stop("immediate").expect("stop PostgreSQL");
+    result.expect("the partitioned store's statements fail in time");
+}
+
+/// Issue 15 item 20: a daemon back after a week down, on a minutely backup
+/// schedule (10,080 due times), used to catch up 1,001 due times per
+/// five-second tick, each chunk with its own backup and retention run.
+/// It must run once, and record the due times it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_week_long_outage_is_caught_up_by_one_scheduled_run() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    // The backup itself fails at once (nothing listens on its port): what
+    // is counted here is how often the scheduler starts one.
+    std::fs::write(
+        dir.path().join("drctl.toml"),
+        r#"
+[store]
+url = "sqlite://state.db"
+
+[[regions]]
+name = "eu-west"
+[[regions]]
+name = "us-east"
+
+[[object_stores]]
+name = "local-backups"
+kind = "local"
+path = "objects"
+
+[[services]]
+name = "catalog"
+tier = "cold"
+regions = ["eu-west", "us-east"]
+primary = "eu-west"
+[services.postgres.eu-west]
+dsn = "postgres://app@127.0.0.1:9/catalog?connect_timeout=1"
+[services.backup]
+store = "local-backups"
+schedule = "* * * * *"
+"#,
+    )
+    .unwrap();
+    let config = drctl_config::load(&dir.path().join("drctl.toml")).expect("valid test config");
+    let store = Store::open(config.store.url.expose()).await.expect("store");
+    // Not at the turn of a minute, so no new due time comes up meanwhile.
+    while Utc::now().timestamp() % 60 > 30 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let start = Utc::now();
+    let minute = DateTime::from_timestamp(start.timestamp() / 60 * 60, 0).unwrap();
+    let week_ago = minute - TimeDelta::days(7);
+    store
+        .record_schedule_run(&drctl_store::ScheduleRun {
+            service: "catalog".into(),
+            job: "backup".into(),
+            due_at: week_ago,
+            started_at: Some(week_ago),
+            ended_at: Some(week_ago),
+            status: "ok".into(),
+            detail: None,
+        })
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let scheduler = tokio::spawn(drctl_backup::scheduler::run_scheduler(
+        std::sync::Arc::new(config),
+        store.clone(),
+        dir.path().join("scratch"),
+        stopped,
+    ));
+    // Three ticks of the scheduler (every 5 s).
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    stop.send(true).unwrap();
+    scheduler.await.unwrap();
+
+    let runs = store
+        .schedule_runs_in(Some("catalog"), Some(week_ago), None, 100_000)
+        .await
+        .unwrap();
+    let started: Vec<_> = runs
+        .iter()
+        .filter(|r| r.started_at.is_some() && r.due_at > week_ago && r.due_at <= minute)
+        .collect();
+    assert_eq!(
+        started.len(),
+        1,
+        "one run catches a week up, not one per tick: {started:#?}"
+    );
+    assert_eq!(
+        started[0].due_at, minute,
+        "the latest due time is the one run"
+    );
+    let missed = runs.iter().filter(|r| r.status == "missed").count();
+    assert!(
+        missed >= 1000,
+        "the missed due times are recorded ({missed})"
+    );
+    assert!(
+        runs.iter()
+            .any(|r| r.status == "missed" && r.due_at == week_ago + TimeDelta::minutes(1)),
+        "the oldest missed due time is on record too"
+    );
+    store.close().await;
+}

@@ -5,9 +5,12 @@
 //! ([`jobs::scheduled_verification`]).
 //!
 //! Every due time is recorded in the state store (`schedule_runs`): run,
-//! failed, or missed. After downtime the scheduler records every due time it
-//! slept through as `missed` and runs the latest one once, late, saying by
-//! how much — a missed schedule is visible, never silently skipped. A
+//! failed, or missed. After downtime the scheduler records the due times it
+//! slept through as `missed` (the newest [`MAX_MISSED`] one by one, and one
+//! row standing for any older ones) and runs the latest one once, late,
+//! saying by how much and how many it missed — a missed schedule is visible,
+//! never silently skipped, and a long outage costs one run, not one per
+//! tick until caught up. A
 //! service's backup can only run in one process at a time (the backup
 //! lease), so two daemons never take the same backup twice.
 
@@ -29,7 +32,8 @@ use crate::jobs;
 const TICK: Duration = Duration::from_secs(5);
 /// How long shutdown waits for scheduled jobs in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(120);
-/// At most this many missed due times are recorded per catch-up.
+/// At most this many missed due times are recorded one by one per
+/// catch-up (the newest); older ones share one row.
 const MAX_MISSED: usize = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,18 +53,42 @@ impl Job {
     }
 }
 
-/// Due times of `cron` in `(after, now]`, oldest first.
-fn due_times(cron: &Cron, after: DateTime<Utc>, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
-    let mut out = Vec::new();
-    let mut t = after;
-    while let Ok(next) = cron.find_next_occurrence(&t, false) {
-        if next > now || out.len() > MAX_MISSED {
-            break;
-        }
-        out.push(next);
-        t = next;
+/// What a schedule owes after `after` (the last due time handled) at `now`.
+#[derive(Debug, PartialEq, Eq)]
+struct Catchup {
+    /// The latest due time in `(after, now]`: the one run.
+    latest: DateTime<Utc>,
+    /// Due times before it that were missed, newest [`MAX_MISSED`] only,
+    /// oldest first.
+    missed: Vec<DateTime<Utc>>,
+    /// The oldest missed due time when there were more than
+    /// [`MAX_MISSED`]: recorded as one row for all the unlisted ones.
+    unlisted_since: Option<DateTime<Utc>>,
+}
+
+/// The catch-up due in `(after, now]`, `None` when nothing is. Found from
+/// `now` backwards, so a long outage costs [`MAX_MISSED`] steps at most,
+/// whatever the schedule's frequency.
+fn catchup(cron: &Cron, after: DateTime<Utc>, now: DateTime<Utc>) -> Option<Catchup> {
+    let latest = cron.find_previous_occurrence(&now, true).ok()?;
+    if latest <= after {
+        return None;
     }
-    out
+    let mut missed: Vec<DateTime<Utc>> = cron
+        .iter_before(latest)
+        .take_while(|t| *t > after)
+        .take(MAX_MISSED + 1)
+        .collect();
+    let unlisted_since = (missed.len() > MAX_MISSED).then(|| {
+        missed.truncate(MAX_MISSED);
+        cron.find_next_occurrence(&after, false).unwrap_or(after)
+    });
+    missed.reverse();
+    Some(Catchup {
+        latest,
+        missed,
+        unlisted_since,
+    })
 }
 
 /// Runs the scheduler until `shutdown` turns true.
@@ -112,23 +140,51 @@ pub async fn run_scheduler(
                         continue;
                     }
                 };
-                let dues = due_times(&cron, last, now);
-                let Some((&latest, earlier)) = dues.split_last() else {
+                let Some(Catchup {
+                    latest,
+                    missed,
+                    unlisted_since,
+                }) = catchup(&cron, last, now)
+                else {
                     continue;
                 };
-                for &due in earlier {
+                let missed_row = |due_at, detail: String| ScheduleRun {
+                    service: svc.name.clone(),
+                    job: job.name().into(),
+                    due_at,
+                    started_at: None,
+                    ended_at: None,
+                    status: "missed".into(),
+                    detail: Some(detail),
+                };
+                if let Some(since) = unlisted_since {
+                    let until = missed.first().copied().unwrap_or(latest);
                     let _ = store
-                        .record_schedule_run(&ScheduleRun {
-                            service: svc.name.clone(),
-                            job: job.name().into(),
-                            due_at: due,
-                            started_at: None,
-                            ended_at: None,
-                            status: "missed".into(),
-                            detail: Some("not run at its time (the daemon was down or busy); a later run was due".into()),
-                        })
+                        .record_schedule_run(&missed_row(since, format!(
+                            "not run at its time (the daemon was down or busy), nor was any due time after it until {until} (more than {MAX_MISSED} missed; not listed one by one)"
+                        )))
                         .await;
                 }
+                for &due in &missed {
+                    let _ = store
+                        .record_schedule_run(&missed_row(due,
+                            "not run at its time (the daemon was down or busy); a later run was due".into()
+                        ))
+                        .await;
+                }
+                let late = (now - latest).num_seconds();
+                let skipped = match (missed.len(), unlisted_since) {
+                    (0, None) => None,
+                    (n, None) => Some(format!("{n} earlier due times missed")),
+                    (n, Some(since)) => Some(format!(
+                        "more than {n} earlier due times missed since {since}"
+                    )),
+                };
+                let detail = [(late > 60).then(|| format!("late by {late}s")), skipped]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 let run = ScheduleRun {
                     service: svc.name.clone(),
                     job: job.name().into(),
@@ -136,8 +192,7 @@ pub async fn run_scheduler(
                     started_at: Some(now),
                     ended_at: None,
                     status: "running".into(),
-                    detail: ((now - latest).num_seconds() > 60)
-                        .then(|| format!("late by {}s", (now - latest).num_seconds())),
+                    detail: (!detail.is_empty()).then_some(detail),
                 };
                 if store.record_schedule_run(&run).await.is_err() {
                     continue;
@@ -266,16 +321,47 @@ mod tests {
         let hourly = Cron::from_str("0 * * * *").unwrap();
         let after = Utc.with_ymd_and_hms(2026, 11, 23, 9, 30, 0).unwrap();
         let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
-        let dues = due_times(&hourly, after, now);
+        let due = catchup(&hourly, after, now).unwrap();
+        let hm = |t: &DateTime<Utc>| t.format("%H:%M").to_string();
+        assert_eq!(hm(&due.latest), "12:00");
         assert_eq!(
-            dues.iter()
-                .map(|d| d.format("%H:%M").to_string())
-                .collect::<Vec<_>>(),
-            ["10:00", "11:00", "12:00"]
+            due.missed.iter().map(hm).collect::<Vec<_>>(),
+            ["10:00", "11:00"]
+        );
+        assert_eq!(due.unlisted_since, None);
+        assert!(
+            catchup(&hourly, now, now).is_none(),
+            "nothing due again at the same instant"
+        );
+    }
+
+    /// Issue 15 item 20: a week down on a minutely schedule (10,080 due
+    /// times) used to be caught up 1,001 due times a tick, each chunk with
+    /// its own backup and retention run. One catch-up owes one run: the
+    /// latest due time, the newest missed listed, the rest in one row.
+    #[test]
+    fn a_week_long_outage_is_caught_up_by_one_run() {
+        let minutely = Cron::from_str("* * * * *").unwrap();
+        let after = Utc.with_ymd_and_hms(2026, 11, 16, 12, 0, 0).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 30).unwrap();
+        let due = catchup(&minutely, after, now).unwrap();
+        assert_eq!(
+            due.latest,
+            Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()
+        );
+        assert_eq!(due.missed.len(), MAX_MISSED);
+        assert_eq!(
+            due.missed.last().copied(),
+            Some(due.latest - chrono::TimeDelta::minutes(1))
+        );
+        assert!(due.missed.windows(2).all(|w| w[0] < w[1]), "oldest first");
+        assert_eq!(
+            due.unlisted_since,
+            Some(Utc.with_ymd_and_hms(2026, 11, 16, 12, 1, 0).unwrap())
         );
         assert!(
-            due_times(&hourly, now, now).is_empty(),
-            "nothing due again at the same instant"
+            catchup(&minutely, due.latest, now).is_none(),
+            "once the latest due time is handled, nothing more is owed until the next"
         );
     }
 }

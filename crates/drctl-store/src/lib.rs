@@ -76,7 +76,7 @@ pub enum Backend {
 /// A handle to the state store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: AnyPool,
+    pool: BoundedPool,
     backend: Backend,
     /// One audit append at a time from this process (see `audit`).
     audit_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
@@ -95,6 +95,10 @@ impl Store {
             "sqlite" => (Backend::Sqlite, sqlite_url_creating(url)),
             "postgres" | "postgresql" => (Backend::Postgres, url.to_string()),
             _ => return Err(StoreError::UnsupportedUrl { scheme }),
+        };
+        let url = match backend {
+            Backend::Postgres => postgres_url_bounded(&url),
+            Backend::Sqlite => url,
         };
         let options = AnyConnectOptions::from_str(&url).map_err(StoreError::Open)?;
         let pool = AnyPoolOptions::new()
@@ -121,7 +125,10 @@ impl Store {
             .map_err(StoreError::Open)?;
         MIGRATOR.run(&pool).await?;
         Ok(Store {
-            pool,
+            pool: BoundedPool {
+                pool,
+                limit: STATEMENT_LIMIT,
+            },
             backend,
             audit_writer: Default::default(),
         })
@@ -131,13 +138,179 @@ impl Store {
         self.backend
     }
 
-    pub(crate) fn pool(&self) -> &AnyPool {
+    pub(crate) fn pool(&self) -> &BoundedPool {
         &self.pool
     }
 
     /// Closes every connection (waits for in-flight queries).
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.pool.pool.close().await;
+    }
+}
+
+/// How long a statement may take, client side, before the store gives up
+/// on it and drops its connection. A store behind a partition (packets
+/// lost, no reset) otherwise holds every query, and the pool's
+/// connections, until TCP gives up after about fifteen minutes: sqlx has
+/// no TCP keepalive or user-timeout setting to shorten that.
+const STATEMENT_LIMIT: Duration = Duration::from_secs(30);
+
+/// Server-side bounds set on every PostgreSQL connection, a little inside
+/// [`STATEMENT_LIMIT`] so that on a working network the server cancels a
+/// slow statement (and the connection stays usable) before the client
+/// drops it; and a transaction left idle by a client that vanished does
+/// not hold its locks (a lease row, the audit table) for long.
+const PG_SESSION_OPTIONS: &str =
+    "-c statement_timeout=25s -c lock_timeout=20s -c idle_in_transaction_session_timeout=60s";
+
+/// Adds [`PG_SESSION_OPTIONS`] to a PostgreSQL URL that sets no `options`
+/// of its own (an operator's own choice is left alone).
+fn postgres_url_bounded(url: &str) -> String {
+    if url.contains("options=") {
+        return url.to_string();
+    }
+    let options: String = PG_SESSION_OPTIONS
+        .bytes()
+        .map(|b| match b {
+            b' ' => "%20".to_string(),
+            b'=' => "%3D".to_string(),
+            b => (b as char).to_string(),
+        })
+        .collect();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options={options}")
+}
+
+/// The store's pool, as an executor whose every statement is bounded by
+/// `limit`: a statement that does not finish in time fails with a timeout,
+/// and its connection is thrown away rather than returned to the pool
+/// (where the release ping would hang on it). Acquiring a connection is
+/// bounded by the pool's acquire timeout. Statements inside a transaction
+/// (`begin`) run on the transaction's connection and are bounded server
+/// side only.
+#[derive(Clone, Debug)]
+pub(crate) struct BoundedPool {
+    pool: AnyPool,
+    limit: Duration,
+}
+
+impl BoundedPool {
+    pub(crate) async fn begin(
+        &self,
+    ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        self.pool.begin().await
+    }
+
+    pub(crate) async fn acquire(
+        &self,
+    ) -> std::result::Result<sqlx::pool::PoolConnection<sqlx::Any>, sqlx::Error> {
+        self.pool.acquire().await
+    }
+}
+
+fn statement_timed_out(limit: Duration) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "the state store did not answer within {}s (a partition or an overloaded store?)",
+            limit.as_secs()
+        ),
+    ))
+}
+
+impl<'p> sqlx::Executor<'p> for &'p BoundedPool {
+    type Database = sqlx::Any;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> futures_util::stream::BoxStream<
+        'e,
+        std::result::Result<
+            sqlx::Either<sqlx::any::AnyQueryResult, sqlx::any::AnyRow>,
+            sqlx::Error,
+        >,
+    >
+    where
+        'p: 'e,
+        E: 'q + sqlx::Execute<'q, sqlx::Any>,
+    {
+        use futures_util::StreamExt;
+        let (pool, limit) = (self.pool.clone(), self.limit);
+        // Collected whole: the store's reads are bounded pages, and a
+        // stream handed out half-read could not be timed as one statement.
+        let items = async move {
+            let mut conn = pool.acquire().await?;
+            let read =
+                tokio::time::timeout(limit, (&mut *conn).fetch_many(query).collect::<Vec<_>>())
+                    .await;
+            match read {
+                Ok(items) => Ok(items),
+                Err(_) => {
+                    // Closed here, not pinged on its way back to the pool.
+                    drop(conn.detach());
+                    Err(statement_timed_out(limit))
+                }
+            }
+        };
+        futures_util::stream::once(items)
+            .flat_map(|read| match read {
+                Ok(items) => futures_util::stream::iter(items).boxed(),
+                Err(e) => futures_util::stream::iter(vec![Err(e)]).boxed(),
+            })
+            .boxed()
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> futures_util::future::BoxFuture<
+        'e,
+        std::result::Result<Option<sqlx::any::AnyRow>, sqlx::Error>,
+    >
+    where
+        'p: 'e,
+        E: 'q + sqlx::Execute<'q, sqlx::Any>,
+    {
+        let (pool, limit) = (self.pool.clone(), self.limit);
+        Box::pin(async move {
+            let mut conn = pool.acquire().await?;
+            let read = tokio::time::timeout(limit, (&mut *conn).fetch_optional(query)).await;
+            match read {
+                Ok(row) => row,
+                Err(_) => {
+                    drop(conn.detach());
+                    Err(statement_timed_out(limit))
+                }
+            }
+        })
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [sqlx::any::AnyTypeInfo],
+    ) -> futures_util::future::BoxFuture<
+        'e,
+        std::result::Result<sqlx::any::AnyStatement<'q>, sqlx::Error>,
+    >
+    where
+        'p: 'e,
+    {
+        (&self.pool).prepare_with(sql, parameters)
+    }
+
+    fn describe<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+    ) -> futures_util::future::BoxFuture<
+        'e,
+        std::result::Result<sqlx::Describe<sqlx::Any>, sqlx::Error>,
+    >
+    where
+        'p: 'e,
+    {
+        (&self.pool).describe(sql)
     }
 }
 
