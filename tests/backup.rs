@@ -627,6 +627,7 @@ async fn a_restore_test_never_starts_postgres_with_the_backups_configuration_or_
             database: "catalog".into(),
             validation_queries: queries,
             key: None,
+            manifest: None,
         },
         |phase| {
             if phase != drctl_backup::RestorePhase::Validating {
@@ -701,6 +702,7 @@ async fn a_scratch_root_someone_else_made_first_is_refused() {
             database: "catalog".into(),
             validation_queries: Vec::new(),
             key: None,
+            manifest: None,
         },
         |_| {},
     )
