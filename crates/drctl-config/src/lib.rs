@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 pub use crate::duration::format_duration;
 pub use crate::error::{ConfigError, ConfigErrors};
 pub use crate::model::{
-    AlertKind, ApiConfig, ApiToken, Role, BackupPolicy, WebhookConfig, WebhookFormat, WebhookUrl, Config, DnsProviderConfig, DnsProviderKind, DsnError, DsnSource,
+    AlertKind, ApiConfig, ApiToken, AuditConfig, Role, BackupPolicy, WebhookConfig, WebhookFormat, WebhookUrl, Config, DnsProviderConfig, DnsProviderKind, DsnError, DsnSource,
     FailoverPolicy, FailoverSettings, PgNode, HealthCheck, KeySource, MonitorConfig, ObjectStoreConfig,
     ObjectStoreKind, RecordType, Region, Retention, Service, ServiceDns, StoreConfig, Targets,
     Tier, TierTargets, TsigAlgorithm, TsigKey, TsigSecret, UnknownTier,
