@@ -572,3 +572,101 @@ async fn a_wrong_token_flood_from_rotating_addresses_does_not_refuse_an_operator
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// Issue 15 item 18: the chain was plain SHA-256, so whoever could write to
+/// the store could edit a row and recompute the chain after it, and
+/// `drctl audit verify` called the log intact. With `[audit] key_file` the
+/// rows are HMAC-chained under a key the store does not hold: a chain
+/// recomputed without it is caught. Rows written before the key was
+/// configured still verify, reported as legacy.
+#[tokio::test]
+async fn a_chain_recomputed_without_the_audit_key_is_caught_by_verify() {
+    let dir = setup();
+    std::fs::write(dir.path().join("audit.key"), "audit-key-for-the-access-test\n").unwrap();
+    let config_path = dir.path().join("drctl.toml");
+    std::fs::write(&config_path, format!("{CONFIG}\n[audit]\nkey_file = \"audit.key\"\n")).unwrap();
+    let config = drctl_config::load(&config_path).expect("valid test config");
+    let url = config.store.url.expose().to_string();
+    let key = config.audit.resolve_key().unwrap().expect("the key is configured");
+    let row = |action: &str| drctl_store::NewAudit {
+        actor: "oncall".into(),
+        role: Some("operator".into()),
+        source: "127.0.0.1".into(),
+        action: action.into(),
+        target: Some("orders".into()),
+        detail: json!({ "n": 1 }),
+    };
+    // Two rows from before the key was configured.
+    let plain = Store::open(&url).await.unwrap();
+    for action in ["backup_started", "backup_started"] {
+        plain.append_audit(&row(action)).await.unwrap();
+    }
+    let keyed = Store::open(&url).await.unwrap().with_audit_key(Some(key.expose().as_bytes()));
+    for action in ["failover_started", "backup_started", "backup_started"] {
+        keyed.append_audit(&row(action)).await.unwrap();
+    }
+    let config_arg = config_path.to_str().unwrap();
+    let (code, out, err) = drctl(&["audit", "verify", "--config", config_arg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("intact") && out.contains("legacy"), "{out}");
+    let report = keyed.verify_audit(None).await.unwrap();
+    assert_eq!((report.rows, report.legacy_rows), (5, 2), "{report:?}");
+    let unkeyed = plain.verify_audit(None).await.unwrap();
+    assert_eq!(
+        unkeyed.broken.map(|b| (b.seq, b.kind)),
+        Some((3, "key_missing".to_string())),
+        "HMAC rows cannot be vouched for without the key"
+    );
+
+    // Someone with write access to the store edits row 4 and recomputes
+    // the chain from there on, as drctl does without a key.
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    forge_from(&mut conn, 4).await;
+    let (code, _, err) = drctl(&["audit", "verify", "--config", config_arg]);
+    assert_eq!(code, 1, "a chain recomputed without the key verified: {err}");
+    assert!(err.contains("row 4") && err.contains("downgraded"), "{err}");
+    // Or from the first HMAC row on, so that every row looks legacy.
+    forge_from(&mut conn, 3).await;
+    let (code, _, err) = drctl(&["audit", "verify", "--config", config_arg]);
+    assert_eq!(code, 1, "a chain recomputed without the key verified: {err}");
+    assert!(err.contains("unkeyed"), "{err}");
+    // What the key is for: a plain chain cannot tell the forgery.
+    assert!(plain.verify_audit(None).await.unwrap().broken.is_none());
+}
+
+/// Rewrites row `from` (its actor) and re-chains every row from it on
+/// with plain SHA-256: what a forger without the audit key can do.
+async fn forge_from(conn: &mut sqlx::SqliteConnection, from: i64) {
+    let rows: Vec<(i64, i64, String, Option<String>, String, String, Option<String>, String, String)> =
+        sqlx::query_as(
+            "SELECT seq, at_us, actor, role, source, action, target, detail, prev_hash \
+             FROM audit_log WHERE seq >= $1 ORDER BY seq",
+        )
+        .bind(from)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let mut prev: Option<String> = None;
+    for (seq, at_us, actor, role, source, action, target, detail, prev_hash) in rows {
+        let prev_hash = prev.clone().unwrap_or(prev_hash);
+        let actor = if seq == from { "intern".to_string() } else { actor };
+        let entry = drctl_store::NewAudit {
+            actor: actor.clone(),
+            role,
+            source,
+            action,
+            target,
+            detail: Value::Null,
+        };
+        let hash = drctl_store::chain_hash(seq, at_us, &entry, &detail, &prev_hash);
+        sqlx::query("UPDATE audit_log SET actor = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
+            .bind(&actor)
+            .bind(&prev_hash)
+            .bind(&hash)
+            .bind(seq)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        prev = Some(hash);
+    }
+}

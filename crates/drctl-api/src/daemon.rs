@@ -24,6 +24,8 @@ pub enum DaemonError {
     Webhook(#[from] crate::alerts::WebhookError),
     #[error(transparent)]
     Tls(#[from] crate::http::TlsError),
+    #[error("the audit key ([audit]): {0}")]
+    AuditKey(#[source] drctl_config::DsnError),
     #[error("cannot listen on {addr}: {source} (is another drctl running? change [api] listen)")]
     Listen {
         addr: SocketAddr,
@@ -60,7 +62,10 @@ impl Daemon {
         crate::auth::Authenticator::from_config(&config.api)?;
         crate::alerts::check_webhooks(&config)?;
         let tls = config.api.tls.as_ref().map(crate::http::tls_acceptor).transpose()?;
-        let store = Store::open(config.store.url.expose()).await?;
+        let audit_key = config.audit.resolve_key().map_err(DaemonError::AuditKey)?;
+        let store = Store::open(config.store.url.expose())
+            .await?
+            .with_audit_key(audit_key.as_ref().map(|k| k.expose().as_bytes()));
         let addr = config.api.listen;
         let listener = tokio::net::TcpListener::bind(addr)
             .await

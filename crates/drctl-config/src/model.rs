@@ -46,6 +46,8 @@ pub struct Config {
     /// Where restore tests and drills put their scratch clusters
     /// (`[scratch]`).
     pub scratch: ScratchConfig,
+    /// The audit chain's key (`[audit]`).
+    pub audit: AuditConfig,
 }
 
 /// Where the clusters drctl starts that are not production (restore tests,
@@ -57,6 +59,24 @@ pub struct ScratchConfig {
     /// in the temporary directory. drctl creates it when missing and
     /// refuses one owned by another user or writable by others.
     pub root: Option<PathBuf>,
+}
+
+/// The audit log's chain (`[audit]`): with a key, every row is chained with
+/// HMAC-SHA256, so someone who can write to the store cannot edit a row and
+/// recompute the chain; without one, plain SHA-256 (edits by someone who
+/// does not know to recompute it are still caught).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AuditConfig {
+    /// `key_env` or `key_file`: kept outside the store it protects.
+    pub key: Option<KeySource>,
+}
+
+impl AuditConfig {
+    /// The key's bytes, read from its environment variable or file now;
+    /// `None` when no key is configured.
+    pub fn resolve_key(&self) -> Result<Option<Secret>, DsnError> {
+        self.key.as_ref().map(KeySource::resolve).transpose()
+    }
 }
 
 /// One alert destination: a URL that takes a POST per event.

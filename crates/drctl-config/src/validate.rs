@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use crate::duration::format_duration;
 use crate::model::{
-    decode_base64, AlertKind, ApiConfig, ApiTls, ApiToken, Role, BackupPolicy, WebhookConfig, WebhookFormat, WebhookUrl, Config, DnsProviderConfig, DnsProviderKind, DsnSource,
+    decode_base64, AlertKind, ApiConfig, ApiTls, ApiToken, AuditConfig, Role, BackupPolicy, WebhookConfig, WebhookFormat, WebhookUrl, Config, DnsProviderConfig, DnsProviderKind, DsnSource,
     FailoverPolicy, FailoverSettings, PgNode, HealthCheck, KeySource, MonitorConfig, ObjectStoreConfig, ScratchConfig,
     ObjectStoreKind, RecordType, Region, Retention, Service, ServiceDns, StoreConfig, Targets,
     Tier, TierTargets, TsigAlgorithm, TsigKey, TsigSecret,
@@ -49,8 +49,10 @@ const ROOT_KEYS: &[&str] = &[
     "webhooks",
     "services",
     "scratch",
+    "audit",
 ];
 const SCRATCH_KEYS: &[&str] = &["root"];
+const AUDIT_KEYS: &[&str] = &["key_env", "key_file"];
 const WEBHOOK_KEYS: &[&str] = &["name", "url", "url_env", "url_file", "format", "events"];
 const STORE_KEYS: &[&str] = &["url"];
 const API_KEYS: &[&str] = &["listen", "advertise", "anonymous", "tokens", "tls_cert", "tls_key"];
@@ -237,6 +239,7 @@ pub(crate) fn config(
     };
     let webhooks = webhooks(cx, root, base_dir);
     let scratch = scratch(cx, root, base_dir);
+    let audit = audit(cx, root, base_dir);
     let services = services(cx, root, &regions, &tiers, base_dir, &refs);
     clusters(cx, &services);
     published_records(cx, &services);
@@ -266,7 +269,33 @@ pub(crate) fn config(
             .map(|w| w.value)
             .collect::<Option<Vec<_>>>()?,
         scratch,
+        audit: audit?,
     })
+}
+
+/// `[audit]`: where the audit chain's HMAC key lives (never in the file,
+/// and never in the store it protects).
+fn audit(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<AuditConfig> {
+    let Some(table) = section(cx, root, "audit", AUDIT_KEYS) else {
+        return Some(AuditConfig::default());
+    };
+    let key = match at_most_one(
+        cx,
+        &table,
+        AUDIT_KEYS,
+        "keep one: the name of an environment variable holding the key, or the path of a file holding it",
+    )? {
+        None => None,
+        Some(field) => {
+            let value = cx.string(&field)?;
+            Some(if field.key == "key_env" {
+                KeySource::Env(key_env_name(cx, value, &field.path, "DRCTL_AUDIT_KEY")?)
+            } else {
+                KeySource::File(key_file(cx, value, &field.path, base_dir, "the audit key")?)
+            })
+        }
+    };
+    Some(AuditConfig { key })
 }
 
 /// `[[webhooks]]`: where alerts go.

@@ -1,8 +1,15 @@
 //! The audit log: who changed what, when and from where, hash-chained so
 //! that editing or deleting a stored row is detectable.
 //!
-//! Each row's `hash` is the SHA-256 of its own fields and the previous row's
-//! hash (the first row chains from [`GENESIS`]). [`Store::verify_audit`]
+//! Each row's `hash` covers its own fields and the previous row's hash (the
+//! first row chains from [`GENESIS`]). With an audit key (`[audit]
+//! key_file`/`key_env`, kept outside the store) it is an HMAC-SHA256,
+//! stored as `hmac-sha256:HEX`: someone who can write to the store but
+//! does not hold the key cannot edit a row and recompute the chain. Without
+//! a key it is a plain SHA-256 (`HEX`), which only catches edits by someone
+//! who does not recompute it. Chains written before a key was configured
+//! stay valid: their plain rows verify as *legacy* up to the first HMAC
+//! row; a plain row after it is a break (`downgraded`). [`Store::verify_audit`]
 //! recomputes the chain and names the first row that does not match. The
 //! chain proves the history was not edited in place; it cannot prove the
 //! newest rows were not cut off, so `verify` reports the head (sequence and
@@ -19,6 +26,7 @@
 //! key) re-reads it and retries, for a while rather than a number of times.
 
 use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
@@ -29,6 +37,25 @@ use crate::{decode_row, decode_rows, query_error, Backend, Result, Store};
 
 /// The `prev_hash` of the first row.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What an HMAC chain hash starts with.
+const MAC_PREFIX: &str = "hmac-sha256:";
+
+/// The audit chain's key; never printed.
+#[derive(Clone)]
+pub(crate) struct AuditKey(std::sync::Arc<Vec<u8>>);
+
+impl AuditKey {
+    pub(crate) fn new(key: &[u8]) -> AuditKey {
+        AuditKey(std::sync::Arc::new(key.to_vec()))
+    }
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(***)")
+    }
+}
 
 /// How long an append keeps re-reading the head after losing a race to
 /// another process (SQLite; PostgreSQL appends queue on a lock instead).
@@ -67,6 +94,10 @@ pub struct NewAudit {
 pub struct AuditVerification {
     /// Rows checked.
     pub rows: i64,
+    /// Rows chained with plain SHA-256 before HMAC-chained rows begin
+    /// (written before an audit key was configured); all of them when no
+    /// row is HMAC-chained.
+    pub legacy_rows: i64,
     /// The newest row's sequence and hash (record them to detect truncation).
     pub head_seq: i64,
     pub head_hash: String,
@@ -80,8 +111,11 @@ pub struct AuditBreak {
     pub seq: i64,
     /// `edited` (the row's hash does not match its fields), `relinked`
     /// (its prev_hash is not the previous row's hash), `missing` (a gap in
-    /// the sequence: rows deleted) or `head_mismatch` (the expected head
-    /// is not there: rows cut off or replaced).
+    /// the sequence: rows deleted), `downgraded` (a plain SHA-256 row after
+    /// HMAC rows began: rewritten without the key), `unkeyed` (a key is
+    /// configured and no row is HMAC-chained), `key_missing` (an HMAC row,
+    /// and no key configured to check it) or `head_mismatch` (the expected
+    /// head is not there: rows cut off or replaced).
     pub kind: String,
     pub message: String,
 }
@@ -115,7 +149,31 @@ pub fn chain_hash(
     detail_text: &str,
     prev_hash: &str,
 ) -> String {
-    let canonical = serde_json::json!([
+    hex::encode(Sha256::digest(
+        canonical_row(seq, at_us, e, detail_text, prev_hash).as_bytes(),
+    ))
+}
+
+/// The HMAC chain hash of a row under `key`: HMAC-SHA256 over the same
+/// encoding as [`chain_hash`], as `hmac-sha256:` and lowercase hex.
+fn chain_mac(
+    key: &AuditKey,
+    seq: i64,
+    at_us: i64,
+    e: &NewAudit,
+    detail_text: &str,
+    prev_hash: &str,
+) -> String {
+    // HMAC takes a key of any length.
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key.0).expect("HMAC accepts any key length");
+    mac.update(canonical_row(seq, at_us, e, detail_text, prev_hash).as_bytes());
+    format!("{MAC_PREFIX}{}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// An unambiguous encoding (a JSON array) of a row's fields and the
+/// previous hash.
+fn canonical_row(seq: i64, at_us: i64, e: &NewAudit, detail_text: &str, prev_hash: &str) -> String {
+    serde_json::json!([
         seq,
         at_us,
         e.actor,
@@ -125,13 +183,15 @@ pub fn chain_hash(
         e.target,
         detail_text,
         prev_hash
-    ]);
-    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+    ])
+    .to_string()
 }
 
-/// Reads the head and inserts the row after it on `conn`.
+/// Reads the head and inserts the row after it on `conn`, chained under
+/// `key` when there is one.
 async fn append_on(
     conn: &mut sqlx::AnyConnection,
+    key: Option<&AuditKey>,
     e: &NewAudit,
     detail_text: &str,
 ) -> std::result::Result<AuditEntry, sqlx::Error> {
@@ -143,7 +203,10 @@ async fn append_on(
         None => (1, GENESIS.to_string()),
     };
     let at_us = to_us(Utc::now());
-    let hash = chain_hash(seq, at_us, e, detail_text, &prev_hash);
+    let hash = match key {
+        Some(key) => chain_mac(key, seq, at_us, e, detail_text, &prev_hash),
+        None => chain_hash(seq, at_us, e, detail_text, &prev_hash),
+    };
     sqlx::query(&format!(
         "INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
     ))
@@ -213,11 +276,11 @@ impl Store {
             sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
                 .execute(&mut *tx)
                 .await?;
-            let entry = append_on(&mut tx, e, detail_text).await?;
+            let entry = append_on(&mut tx, self.audit_key.as_ref(), e, detail_text).await?;
             tx.commit().await?;
             Ok(entry)
         } else {
-            append_on(&mut conn, e, detail_text).await
+            append_on(&mut conn, self.audit_key.as_ref(), e, detail_text).await
         }
     }
 
@@ -266,6 +329,9 @@ impl Store {
         let mut prev_hash = GENESIS.to_string();
         let mut expected_seq = 1i64;
         let mut rows_checked = 0i64;
+        let mut legacy_rows = 0i64;
+        // The first HMAC-chained row: plain rows after it are forgeries.
+        let mut hmac_from: Option<i64> = None;
         let mut broken = None;
         let mut head_seen = expect_head.is_none();
         'pages: loop {
@@ -319,7 +385,38 @@ impl Store {
                     });
                     break 'pages;
                 }
-                if chain_hash(seq, at_us, &entry, &detail, &prev_hash) != stored_hash {
+                let keyed = stored_hash.starts_with(MAC_PREFIX);
+                if keyed && hmac_from.is_none() {
+                    hmac_from = Some(seq);
+                }
+                if !keyed {
+                    if let Some(from) = hmac_from {
+                        broken = Some(AuditBreak {
+                            seq,
+                            kind: "downgraded".into(),
+                            message: format!(
+                                "row {seq} is chained with plain SHA-256 although rows are HMAC-chained from row {from} on: it was rewritten by someone without the audit key"
+                            ),
+                        });
+                        break 'pages;
+                    }
+                    legacy_rows += 1;
+                }
+                let expected = match (&self.audit_key, keyed) {
+                    (_, false) => chain_hash(seq, at_us, &entry, &detail, &prev_hash),
+                    (Some(key), true) => chain_mac(key, seq, at_us, &entry, &detail, &prev_hash),
+                    (None, true) => {
+                        broken = Some(AuditBreak {
+                            seq,
+                            kind: "key_missing".into(),
+                            message: format!(
+                                "row {seq} is HMAC-chained and no audit key is configured to check it: set [audit] key_file or key_env as the daemon has it"
+                            ),
+                        });
+                        break 'pages;
+                    }
+                };
+                if expected != stored_hash {
                     broken = Some(AuditBreak {
                         seq,
                         kind: "edited".into(),
@@ -339,6 +436,16 @@ impl Store {
                 expected_seq = seq + 1;
             }
         }
+        if broken.is_none() && self.audit_key.is_some() && rows_checked > 0 && hmac_from.is_none() {
+            // Every row plain under a configured key: the HMAC rows were
+            // rewritten or cut off by someone without the key (a keyed
+            // writer, such as a daemon starting, ends the honest case).
+            broken = Some(AuditBreak {
+                seq: expected_seq - 1,
+                kind: "unkeyed".into(),
+                message: "no row is HMAC-chained although an audit key is configured: the chain was rewritten without the key, unless nothing was written since the key was configured (a daemon start writes a keyed row)".into(),
+            });
+        }
         if broken.is_none() && !head_seen {
             let (head_seq, _) = expect_head.unwrap_or_default();
             broken = Some(AuditBreak {
@@ -351,6 +458,7 @@ impl Store {
         }
         Ok(AuditVerification {
             rows: rows_checked,
+            legacy_rows,
             head_seq: expected_seq - 1,
             head_hash: prev_hash,
             broken,

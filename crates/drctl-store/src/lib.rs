@@ -29,7 +29,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use alert::{AlertEvent, DueDelivery};
-pub use audit::{AuditBreak, AuditEntry, AuditVerification, NewAudit};
+pub use audit::{chain_hash, AuditBreak, AuditEntry, AuditVerification, NewAudit};
 pub use decision::DecisionRecord;
 pub use evidence::{BackupFinish, BackupRecord, RestoreTestRecord};
 pub use journal::{ClusterRole, StepRecord};
@@ -80,6 +80,8 @@ pub struct Store {
     backend: Backend,
     /// One audit append at a time from this process (see `audit`).
     audit_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The audit chain's HMAC key, kept outside the store (see `audit`).
+    audit_key: Option<audit::AuditKey>,
 }
 
 impl Store {
@@ -131,7 +133,15 @@ impl Store {
             },
             backend,
             audit_writer: Default::default(),
+            audit_key: None,
         })
+    }
+
+    /// Chains new audit rows with HMAC-SHA256 under `key` (from `[audit]`),
+    /// and verifies them with it; `None` keeps plain SHA-256.
+    pub fn with_audit_key(mut self, key: Option<&[u8]>) -> Store {
+        self.audit_key = key.map(audit::AuditKey::new);
+        self
     }
 
     pub fn backend(&self) -> Backend {

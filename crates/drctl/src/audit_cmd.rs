@@ -80,7 +80,10 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
                         .collect();
                     print!(
                         "{}",
-                        table(&["SEQ", "AT (UTC)", "WHO", "FROM", "ACTION", "TARGET", "DETAIL"], &rows)
+                        table(
+                            &["SEQ", "AT (UTC)", "WHO", "FROM", "ACTION", "TARGET", "DETAIL"],
+                            &rows
+                        )
                     );
                 }
             }
@@ -108,11 +111,30 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
             match output {
                 OutputFormat::Json => print_json(&json!({ "verification": report }))?,
                 OutputFormat::Table => match &report.broken {
-                    None => println!(
-                        "audit log intact: {} rows; head {}:{} (record it to detect rows cut off later)",
-                        report.rows, report.head_seq, report.head_hash
+                    None => {
+                        println!(
+                            "audit log intact: {} rows; head {}:{} (record it to detect rows cut off later)",
+                            report.rows, report.head_seq, report.head_hash
+                        );
+                        // Plain SHA-256 rows prove less: anyone who can
+                        // write to the store can recompute them.
+                        if report.legacy_rows == report.rows && report.rows > 0 {
+                            println!(
+                                "all {} rows are legacy (plain SHA-256): set [audit] key_file or key_env to chain new rows with HMAC",
+                                report.rows
+                            );
+                        } else if report.legacy_rows > 0 {
+                            println!(
+                                "rows 1..{} are legacy (plain SHA-256, written before the audit key was configured); HMAC-chained from row {} on",
+                                report.legacy_rows,
+                                report.legacy_rows + 1
+                            );
+                        }
+                    }
+                    Some(b) => eprintln!(
+                        "audit log BROKEN at row {} ({}): {}",
+                        b.seq, b.kind, b.message
                     ),
-                    Some(b) => eprintln!("audit log BROKEN at row {} ({}): {}", b.seq, b.kind, b.message),
                 },
             }
             if report.broken.is_some() {

@@ -95,8 +95,13 @@ pub fn load(path: &Path) -> anyhow::Result<Arc<Config>> {
 pub async fn open(config: &ConfigPath) -> anyhow::Result<(Arc<Config>, drctl_store::Store)> {
     let path = resolve_path(config)?;
     let config = load(&path)?;
+    let audit_key = config
+        .audit
+        .resolve_key()
+        .context("reading the audit key ([audit])")?;
     let store = drctl_store::Store::open(config.store.url.expose())
         .await
-        .context("opening the state store")?;
+        .context("opening the state store")?
+        .with_audit_key(audit_key.as_ref().map(|k| k.expose().as_bytes()));
     Ok((config, store))
 }
