@@ -351,7 +351,9 @@ fn rewind_diverged(error: &str) -> bool {
         "could not find WAL file",
     ];
     DIVERGED.iter().any(|d| error.contains(d))
-        || (error.contains("could not open file") && error.contains("pg_wal"))
+        || (error.contains("could not open file")
+            && error.contains("pg_wal")
+            && error.contains("No such file"))
 }
 
 fn endpoint_dsn(service: &Service, region: &str) -> Result<String, StepError> {
@@ -432,4 +434,31 @@ async fn streaming(ctx: &Ctx<'_>) -> StepResult {
         "replayed": last.map(|l| l.1),
         "waited_ms": started.elapsed().as_millis() as u64,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rewind_diverged;
+
+    #[test]
+    fn only_a_divergence_pg_rewind_cannot_mend_leads_to_a_fresh_clone() {
+        // pg_rewind 15's own words.
+        for diverged in [
+            "pg_rewind: error: target server needs to use either data checksums or \"wal_log_hints = on\"",
+            "pg_rewind: error: could not find previous WAL record at 0/3000028",
+            "pg_rewind: error: could not find common ancestor of the source and target cluster's timelines",
+            "pg_rewind: error: could not open file \"/d/pg_wal/000000010000000000000002\": No such file or directory",
+        ] {
+            assert!(rewind_diverged(diverged), "{diverged}");
+        }
+        for transient in [
+            "pg_rewind: error: could not connect to server: connection refused",
+            "pg_rewind: error: source and target clusters are from different systems",
+            "pg_rewind: error: could not write file \"/d/base/1/1259\": No space left on device",
+            "pg_rewind: error: target server must be shut down cleanly",
+            "pg_rewind: error: could not open file \"/d/pg_wal/000000010000000000000002\": Permission denied",
+        ] {
+            assert!(!rewind_diverged(transient), "{transient}");
+        }
+    }
 }
