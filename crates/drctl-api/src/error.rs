@@ -58,10 +58,10 @@ pub enum ApiError {
     /// 500 `internal_error`: a bug; details are logged.
     #[error("drctl failed to answer this request; the details are in its log")]
     Internal,
-    /// 429 `report_busy` (for `what` = reports): as many as the daemon
-    /// builds at once are under way; `Retry-After` says when to try again.
-    #[error("too many {what} are being built at once; try again in {retry_after_s}s")]
-    Busy { what: &'static str, retry_after_s: u64 },
+    /// 429 `report_busy`: as many reports as the daemon builds at once are
+    /// under way; `Retry-After` says when to try again.
+    #[error("as many reports as this daemon builds at once are under way; try again in {retry_after_s}s")]
+    ReportBusy { retry_after_s: u64 },
     /// 503 `store_unavailable`: the state store failed; details are logged.
     #[error("the state store is unavailable; see the drctl log")]
     Store(#[source] drctl_store::StoreError),
@@ -83,7 +83,7 @@ impl ApiError {
             ApiError::Internal => "internal_error",
             ApiError::NotLeader(_) => "not_leader",
             ApiError::Store(_) => "store_unavailable",
-            ApiError::Busy { .. } => "report_busy",
+            ApiError::ReportBusy { .. } => "report_busy",
             ApiError::Operation(e) => e.code(),
         }
     }
@@ -103,7 +103,7 @@ impl ApiError {
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Store(_) | ApiError::NotLeader(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::ReportBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Operation(e) => {
                 use drctl_failover::FailoverError as F;
                 match e {
@@ -153,7 +153,7 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("Bearer realm=\"drctl\""),
             );
         }
-        if let ApiError::Busy { retry_after_s, .. } = self {
+        if let ApiError::ReportBusy { retry_after_s } = self {
             response
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(retry_after_s));

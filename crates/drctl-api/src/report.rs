@@ -534,7 +534,7 @@ async fn service_report(
                 .collect();
             let folded_until = rollups
                 .last()
-                .map(|r| r.minute + TimeDelta::minutes(1))
+                .map(|r| r.minute.checked_add_signed(TimeDelta::minutes(1)).unwrap_or(r.minute))
                 .unwrap_or(from)
                 .max(from);
             if folded_until < raw_from {
@@ -951,8 +951,7 @@ async fn report(
     }
     // Refused, not queued: a queue of reports would still hold the store.
     let Ok(_slot) = state.report_slots.clone().try_acquire_owned() else {
-        return Err(ApiError::Busy {
-            what: "reports",
+        return Err(ApiError::ReportBusy {
             retry_after_s: REPORT_RETRY_AFTER_S,
         });
     };
