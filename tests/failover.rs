@@ -229,7 +229,7 @@ async fn a_driver_killed_at_any_step_boundary_is_resumed_to_one_writable_primary
     // A short lease, so a resume need not wait long for a dead driver's.
     let config_path = short_lease_config(&lab);
     let config = config_path.to_str().unwrap();
-    let store = Store::open(&lab_config(&lab).store.url.expose().to_string())
+    let store = Store::open(lab_config(&lab).store.url.expose())
         .await
         .unwrap();
 

@@ -469,13 +469,13 @@ pub async fn run(
         if let Err(e) = watched {
             // The store may hold changes this daemon did not see: re-read.
             states = None;
-            if errors.get("watch").map_or(true, |t| t.elapsed() > Duration::from_secs(60)) {
+            if errors.get("watch").is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
                 tracing::error!(error = %e, "cannot evaluate alerts");
                 errors.insert("watch", Instant::now());
             }
         }
         if let Err(e) = send_once(&client, &mut sinks, &store, &counters).await {
-            if errors.get("send").map_or(true, |t| t.elapsed() > Duration::from_secs(60)) {
+            if errors.get("send").is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
                 tracing::error!(error = %e, "cannot send alerts");
                 errors.insert("send", Instant::now());
             }

@@ -458,7 +458,7 @@ async fn operation(
         .map(|s| StepView {
             step: s.step.clone(),
             status: s.status.clone(),
-            attempts: s.attempts as i64,
+            attempts: s.attempts,
             started_at: s.started_at,
             ended_at: s.ended_at,
             output: s

@@ -365,7 +365,7 @@ fn webhook(
                 "json" => Some(WebhookFormat::Json),
                 "slack" => Some(WebhookFormat::Slack),
                 other => {
-                    let hint = suggest::hint(other, ["json", "slack"].into_iter())
+                    let hint = suggest::hint(other, ["json", "slack"])
                         .unwrap_or_else(|| "json sends drctl's event as JSON; slack sends {\"text\": …} (Slack, Mattermost, Rocket.Chat)".into());
                     cx.error(&text.span, &field.path, format!("{other:?} is not json or slack"), Some(hint));
                     None
@@ -389,7 +389,7 @@ fn webhook(
                     Some(k) => kinds.push(k),
                     None => {
                         ok = false;
-                        let hint = suggest::hint(&item.value, names.into_iter())
+                        let hint = suggest::hint(&item.value, names)
                             .unwrap_or_else(|| format!("the kinds are {}", names.join(", ")));
                         cx.error(&item.span, &element.path, format!("{:?} is not a kind of alert", item.value), Some(hint));
                     }
