@@ -184,7 +184,7 @@ async fn every_endpoint_answers_each_role_as_its_rule_says() {
         for (role, token) in [("viewer", VIEWER), ("operator", OPERATOR), ("admin", ADMIN)] {
             let (status, v, _) =
                 call(&app, method.clone(), path, bearer(token), body.clone()).await;
-            let allowed = needed.map_or(true, |n| rank(role) >= rank(n));
+            let allowed = needed.is_none_or(|n| rank(role) >= rank(n));
             if allowed {
                 assert!(
                     status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
@@ -332,7 +332,7 @@ async fn mutations_are_audited_and_an_edited_row_is_named_by_verify() {
     assert_eq!(code, 0, "restored row verifies again: {err}");
 
     // Someone deletes the row instead.
-    let saved: Vec<(i64, i64, String, Option<String>, String, String, Option<String>, String, String, String)> =
+    let saved: Vec<AuditRowWithHash> =
         sqlx::query_as("SELECT seq, at_us, actor, role, source, action, target, detail, prev_hash, hash FROM audit_log WHERE seq = $1")
             .bind(seq)
             .fetch_all(&mut conn)
@@ -637,7 +637,7 @@ async fn a_chain_recomputed_without_the_audit_key_is_caught_by_verify() {
 /// Rewrites row `from` (its actor) and re-chains every row from it on
 /// with plain SHA-256: what a forger without the audit key can do.
 async fn forge_from(conn: &mut sqlx::SqliteConnection, from: i64) {
-    let rows: Vec<(i64, i64, String, Option<String>, String, String, Option<String>, String, String)> =
+    let rows: Vec<AuditRow> =
         sqlx::query_as(
             "SELECT seq, at_us, actor, role, source, action, target, detail, prev_hash \
              FROM audit_log WHERE seq >= $1 ORDER BY seq",
@@ -670,3 +670,9 @@ async fn forge_from(conn: &mut sqlx::SqliteConnection, from: i64) {
         prev = Some(hash);
     }
 }
+
+/// An `audit_log` row as read back raw: seq, at_us, actor, role, source,
+/// action, target, detail, prev_hash.
+type AuditRow = (i64, i64, String, Option<String>, String, String, Option<String>, String, String);
+/// [`AuditRow`] and its hash.
+type AuditRowWithHash = (i64, i64, String, Option<String>, String, String, Option<String>, String, String, String);

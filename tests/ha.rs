@@ -255,13 +255,13 @@ async fn a_leader_killed_at_each_step_boundary_is_replaced_and_the_follower_fini
         assert_eq!(seen["this"]["leading"], json!(false), "{crash}: {seen}");
 
         // A follower refuses work and names the leader.
-        let (code, body) = start_failover(&follower.api, &token, target).await;
+        let (code, body) = start_failover(&follower.api, token, target).await;
         assert_eq!(code, 503, "{crash}: {body}");
         assert_eq!(body["error"]["code"], "not_leader", "{body}");
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(&leader.api), "{crash}: the refusal names the leader's API: {message}");
 
-        let (code, body) = start_failover(&leader.api, &token, target).await;
+        let (code, body) = start_failover(&leader.api, token, target).await;
         assert_eq!(code, 202, "{crash}: {body}");
         let id = body["operation"]["id"].as_str().unwrap().to_string();
 
@@ -286,7 +286,7 @@ async fn a_leader_killed_at_each_step_boundary_is_replaced_and_the_follower_fini
         takeovers.push(took_over);
         completions.push(completed);
 
-        one_primary_named_by_dns(&lab, &store, &op.id, source, target, &crash).await;
+        one_primary_named_by_dns(lab, &store, &op.id, source, target, &crash).await;
         let steps = store.journal(&op.id).await.unwrap();
         assert_eq!(steps.len(), OperationKind::Failover.steps().len(), "{crash}: {steps:?}");
         for s in &steps {
@@ -302,7 +302,7 @@ async fn a_leader_killed_at_each_step_boundary_is_replaced_and_the_follower_fini
         assert!(resumed_by_follower, "{crash}: the steps after the crash were the follower's: {steps:?}");
 
         follower.stop();
-        reclone(&lab, source, target);
+        reclone(lab, source, target);
         std::mem::swap(&mut source, &mut target);
     }
     eprintln!(
@@ -331,7 +331,7 @@ async fn a_paused_leader_is_fenced_and_writes_nothing_when_it_wakes() {
     .await;
     let term = leader.cluster().await.unwrap()["this"]["term"].as_i64().unwrap();
     let follower = Serve::start(&config, "follower", &[]).await;
-    let (code, body) = start_failover(&leader.api, &token, REGION_B).await;
+    let (code, body) = start_failover(&leader.api, token, REGION_B).await;
     assert_eq!(code, 202, "{body}");
     let id = body["operation"]["id"].as_str().unwrap().to_string();
     wait_for("the leader to stop itself mid-promote", Duration::from_secs(60), || {
@@ -345,7 +345,7 @@ async fn a_paused_leader_is_fenced_and_writes_nothing_when_it_wakes() {
     let seen = follower.cluster().await.unwrap();
     assert_eq!(seen["this"]["leading"], json!(true), "{seen}");
     assert!(seen["this"]["term"].as_i64().unwrap() > term, "a new term: {seen}");
-    one_primary_named_by_dns(&lab, &store, &op.id, REGION_A, REGION_B, pause).await;
+    one_primary_named_by_dns(lab, &store, &op.id, REGION_A, REGION_B, pause).await;
     let before = store.journal(&id).await.unwrap();
     let promote = before.iter().find(|s| s.step == "promote_target").unwrap();
     assert_eq!(promote.attempts, 2, "the follower re-ran the half-done step: {promote:?}");
@@ -370,13 +370,13 @@ async fn a_paused_leader_is_fenced_and_writes_nothing_when_it_wakes() {
     let seen = leader.cluster().await.expect("the ex-leader answers again");
     assert_eq!(seen["this"]["leading"], json!(false), "the ex-leader follows: {seen}");
     assert_eq!(seen["leader"]["id"], follower.cluster().await.unwrap()["this"]["id"], "{seen}");
-    let (code, body) = start_failover(&leader.api, &token, REGION_A).await;
+    let (code, body) = start_failover(&leader.api, token, REGION_A).await;
     assert_eq!((code, body["error"]["code"].as_str()), (503, Some("not_leader")), "{body}");
     let (code, out, err) = drctl(&["status", "--api", &leader.api, "-o", "json"]);
     assert_eq!(code, 0, "{out}{err}");
     let source = serde_json::from_str::<Value>(&out).unwrap()["source"].as_str().unwrap().to_string();
     assert!(source.contains(&format!("a follower of {}", seen["leader"]["id"].as_str().unwrap())), "{source}");
-    one_primary_named_by_dns(&lab, &store, &op.id, REGION_A, REGION_B, "after the wake-up").await;
+    one_primary_named_by_dns(lab, &store, &op.id, REGION_A, REGION_B, "after the wake-up").await;
     let log = leader.log_text();
     assert!(log.contains("continued after promote_target:applied"), "{log}");
 
@@ -407,13 +407,13 @@ async fn a_leader_cut_off_from_the_store_steps_down_before_a_follower_takes_over
         .unwrap();
     let proxied_url = url.replace(&format!("127.0.0.1:{}", pg.port), &proxy.addr().to_string());
     assert_ne!(&proxied_url, url);
-    let leader_config = ha_config(&lab, &proxied_url);
+    let leader_config = ha_config(lab, &proxied_url);
     let leader_config = {
         let path = leader_config.with_file_name("ha-proxied.toml");
         std::fs::rename(&leader_config, &path).unwrap();
         path
     };
-    let follower_config = ha_config(&lab, &url);
+    let follower_config = ha_config(lab, url);
     let leader = Serve::start(&leader_config, "cut-off", &[]).await;
     wait_for("the first daemon to lead", Duration::from_secs(30), || async {
         leader.leading().await.then_some(())

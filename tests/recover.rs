@@ -79,7 +79,7 @@ async fn a_cold_service_is_recovered_from_its_newest_verified_backup_in_the_othe
     // The reported loss covers what was really lost: the rows after the
     // backup were written within it.
     let rpo_s = m["rpo_us"].as_i64().unwrap() as f64 / 1e6;
-    assert!(rpo_s >= 1.0 && rpo_s < 60.0, "{m}");
+    assert!((1.0..60.0).contains(&rpo_s), "{m}");
     assert_eq!(
         drctl_dns::query(dns, "catalog.shop.lab.", drctl_config::RecordType::A).await.unwrap(),
         Some(vec!["127.0.2.1".to_string()])
