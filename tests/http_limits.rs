@@ -78,20 +78,29 @@ async fn get(app: &axum::Router, uri: &str) -> (StatusCode, axum::http::HeaderMa
 }
 
 #[tokio::test]
-async fn a_report_over_more_than_93_days_is_refused_with_a_stable_code() {
+async fn a_report_over_more_than_93_days_is_cut_to_its_last_93_days_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let app = router(state(dir.path()).await);
     let (status, _, json) = get(&app, "/api/v1/report?from=400d").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
-    assert_eq!(json["error"]["code"], "invalid_parameter");
-    let message = json["error"]["message"].as_str().unwrap();
-    assert!(
-        message.contains("93d") && message.contains("drctl report"),
-        "{message}"
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let from: chrono::DateTime<Utc> = json["from"].as_str().unwrap().parse().unwrap();
+    let to: chrono::DateTime<Utc> = json["to"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        to - from,
+        TimeDelta::days(93),
+        "the period served: {from} to {to}"
     );
-    // The longest period served still is.
+    let note = json["note"]
+        .as_str()
+        .expect("a note says the period was cut");
+    assert!(
+        note.contains("93d") && note.contains("drctl report"),
+        "{note}"
+    );
+    // A period within the cap is served as asked, without a note.
     let (status, _, json) = get(&app, "/api/v1/report?from=93d").await;
     assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["note"], Value::Null);
 }
 
 #[tokio::test]

@@ -18,7 +18,8 @@
 //! What a report may cost (it is viewer-level, and anonymous when no token
 //! is configured, while the same store carries lease renewals): a report
 //! reads at most [`RAW_WINDOW`] of raw rows per service, the API serves
-//! periods up to [`MAX_API_PERIOD`], and at most [`CONCURRENT_REPORTS`] are
+//! periods up to [`MAX_API_PERIOD`] (a longer one is cut to its last
+//! [`MAX_API_PERIOD`], and the report's `note` says so), and at most [`CONCURRENT_REPORTS`] are
 //! built at once — a request beyond that gets a 429 `report_busy` with
 //! `Retry-After` instead of queueing on the store.
 //! - Cold tier: exposure at any moment is the age of the newest backup
@@ -52,8 +53,9 @@ pub(crate) fn routes() -> OpenApiRouter<ApiState> {
 /// The newest stretch of a report read from raw samples (one slot per
 /// monitor interval); before it, per-minute worst values.
 pub const RAW_WINDOW: Duration = Duration::from_secs(3600);
-/// The longest period `GET /api/v1/report` serves (a quarter, with room);
-/// `drctl report`, on the operator's own machine, has no cap.
+/// The longest period `GET /api/v1/report` serves (a quarter, with room):
+/// a longer one is cut to its end, not refused (a schema-valid request is
+/// answered). `drctl report`, on the operator's own machine, has no cap.
 pub const MAX_API_PERIOD: Duration = Duration::from_secs(93 * 86_400);
 /// Reports built at once by the API; more are refused, not queued.
 pub const CONCURRENT_REPORTS: usize = 2;
@@ -73,6 +75,8 @@ pub struct Report {
     pub to: DateTime<Utc>,
     pub summary: ReportSummary,
     pub services: Vec<ServiceReport>,
+    /// Why the period is not the one asked for (the API's cap), if it is not.
+    pub note: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -484,6 +488,7 @@ pub async fn build(
         to,
         summary,
         services,
+        note: None,
     })
 }
 
@@ -939,23 +944,25 @@ async fn report(
             reason: format!("{format:?} is not json, md, html or csv"),
         });
     }
-    let (from, to) = period(q.from.as_deref(), q.to.as_deref(), Utc::now())?;
-    if (to - from).to_std().unwrap_or_default() > MAX_API_PERIOD {
-        return Err(ApiError::InvalidParameter {
-            parameter: "from",
-            reason: format!(
-                "the period is longer than the {} the API serves; ask for it in parts, or run `drctl report` beside the store",
-                drctl_config::format_duration(MAX_API_PERIOD)
-            ),
-        });
-    }
+    let (asked_from, to) = period(q.from.as_deref(), q.to.as_deref(), Utc::now())?;
+    let longest = TimeDelta::from_std(MAX_API_PERIOD).unwrap_or(TimeDelta::days(93));
+    let from = asked_from.max(to.checked_sub_signed(longest).unwrap_or(asked_from));
+    let note = (from > asked_from).then(|| {
+        format!(
+            "the API serves at most {}: this report starts at {} instead of {}; ask for the rest in parts, or run `drctl report` beside the store",
+            drctl_config::format_duration(MAX_API_PERIOD),
+            t(&from),
+            t(&asked_from)
+        )
+    });
     // Refused, not queued: a queue of reports would still hold the store.
     let Ok(_slot) = state.report_slots.clone().try_acquire_owned() else {
         return Err(ApiError::ReportBusy {
             retry_after_s: REPORT_RETRY_AFTER_S,
         });
     };
-    let report = build(state.monitor.config(), state.monitor.store(), from, to).await?;
+    let mut report = build(state.monitor.config(), state.monitor.store(), from, to).await?;
+    report.note = note;
     let (content_type, body) = match format {
         "md" => ("text/markdown; charset=utf-8", to_markdown(&report)),
         "html" => ("text/html; charset=utf-8", to_html(&report)),
