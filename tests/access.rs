@@ -122,7 +122,9 @@ async fn call(
         .headers()
         .get(header::WWW_AUTHENTICATE)
         .map(|v| v.to_str().unwrap().to_string());
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22).await.unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
+        .await
+        .unwrap();
     let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     (status, value, challenge)
 }
@@ -159,9 +161,24 @@ fn endpoints() -> Vec<(Method, &'static str, Option<&'static str>, Option<Value>
             Some("operator"),
             Some(json!({ "kind": "failover", "dry_run": true })),
         ),
-        (Method::POST, "/api/v1/services/catalog/backups", Some("operator"), None),
-        (Method::POST, "/api/v1/services/catalog/restore-tests", Some("operator"), None),
-        (Method::POST, "/api/v1/backups/b-none/verify", Some("operator"), None),
+        (
+            Method::POST,
+            "/api/v1/services/catalog/backups",
+            Some("operator"),
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/v1/services/catalog/restore-tests",
+            Some("operator"),
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/v1/backups/b-none/verify",
+            Some("operator"),
+            None,
+        ),
     ]
 }
 
@@ -169,14 +186,23 @@ fn endpoints() -> Vec<(Method, &'static str, Option<&'static str>, Option<Value>
 async fn every_endpoint_answers_each_role_as_its_rule_says() {
     let dir = setup();
     let (app, _store) = app(dir.path()).await;
-    let rank = |r: &str| ["viewer", "operator", "admin"].iter().position(|x| *x == r).unwrap();
+    let rank = |r: &str| {
+        ["viewer", "operator", "admin"]
+            .iter()
+            .position(|x| *x == r)
+            .unwrap()
+    };
     for (method, path, needed, body) in endpoints() {
         // No token.
         let (status, v, challenge) = call(&app, method.clone(), path, None, body.clone()).await;
         match needed {
             None => assert!(status.is_success(), "{method} {path} is open: {status}"),
             Some(_) => {
-                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} without a token: {v}");
+                assert_eq!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "{method} {path} without a token: {v}"
+                );
                 assert_eq!(v["error"]["code"], "unauthorized", "{method} {path}: {v}");
                 assert_eq!(challenge.as_deref(), Some("Bearer realm=\"drctl\""));
             }
@@ -190,19 +216,38 @@ async fn every_endpoint_answers_each_role_as_its_rule_says() {
                     status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
                     "{method} {path} as {role}: {status} {v}"
                 );
-                assert!(!status.is_server_error(), "{method} {path} as {role}: {status} {v}");
+                assert!(
+                    !status.is_server_error(),
+                    "{method} {path} as {role}: {status} {v}"
+                );
             } else {
-                assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path} as {role}: {v}");
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{method} {path} as {role}: {v}"
+                );
                 assert_eq!(v["error"]["code"], "forbidden");
                 let message = v["error"]["message"].as_str().unwrap();
-                assert!(message.contains(role) && message.contains(needed.unwrap()), "{message}");
+                assert!(
+                    message.contains(role) && message.contains(needed.unwrap()),
+                    "{message}"
+                );
             }
         }
         // A wrong token and a malformed header are refused even on reads.
         if needed.is_some() {
-            for auth in [bearer("not-a-token"), Some(format!("Basic {VIEWER}")), Some(VIEWER.into())] {
-                let (status, v, _) = call(&app, method.clone(), path, auth.clone(), body.clone()).await;
-                assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} with {auth:?}: {v}");
+            for auth in [
+                bearer("not-a-token"),
+                Some(format!("Basic {VIEWER}")),
+                Some(VIEWER.into()),
+            ] {
+                let (status, v, _) =
+                    call(&app, method.clone(), path, auth.clone(), body.clone()).await;
+                assert_eq!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "{method} {path} with {auth:?}: {v}"
+                );
             }
         }
     }
@@ -217,12 +262,25 @@ async fn anonymous_viewer_reads_but_a_wrong_token_is_still_refused() {
     let (status, _, _) = call(&app, Method::GET, "/api/v1/rpo-rto", None, None).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _, _) = call(&app, Method::GET, "/api/v1/rpo-rto", bearer("wrong"), None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "a wrong token is not read as anonymous");
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a wrong token is not read as anonymous"
+    );
     // Without a token, a mutation asks for one (401), it is not "forbidden".
-    let (status, v, _) =
-        call(&app, Method::POST, "/api/v1/services/catalog/backups", None, None).await;
+    let (status, v, _) = call(
+        &app,
+        Method::POST,
+        "/api/v1/services/catalog/backups",
+        None,
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("operator"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("operator"),
+        "{v}"
+    );
     let (status, _, _) = call(&app, Method::GET, "/api/v1/audit", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
@@ -237,7 +295,10 @@ async fn a_daemon_with_a_missing_token_secret_names_it_and_does_not_start() {
         .err()
         .expect("a missing token file is an error");
     let message = err.to_string();
-    assert!(message.contains("oncall") && message.contains("tokens/operator"), "{message}");
+    assert!(
+        message.contains("oncall") && message.contains("tokens/operator"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -265,29 +326,42 @@ async fn mutations_are_audited_and_an_edited_row_is_named_by_verify() {
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
-    let entries = drctl_tests::wait_for("the audit rows", std::time::Duration::from_secs(10), || {
-        let app = app.clone();
-        async move {
-            let (_, v, _) = call(&app, Method::GET, "/api/v1/audit", bearer(ADMIN), None).await;
-            let entries = v["entries"].as_array()?.clone();
-            let actions: Vec<&str> = entries.iter().filter_map(|e| e["action"].as_str()).collect();
-            (actions.contains(&"backup_started") && actions.contains(&"request_refused"))
-                .then_some(entries)
-        }
-    })
-    .await;
-    let started = entries.iter().find(|e| e["action"] == "backup_started").unwrap();
+    let entries =
+        drctl_tests::wait_for("the audit rows", std::time::Duration::from_secs(10), || {
+            let app = app.clone();
+            async move {
+                let (_, v, _) = call(&app, Method::GET, "/api/v1/audit", bearer(ADMIN), None).await;
+                let entries = v["entries"].as_array()?.clone();
+                let actions: Vec<&str> = entries
+                    .iter()
+                    .filter_map(|e| e["action"].as_str())
+                    .collect();
+                (actions.contains(&"backup_started") && actions.contains(&"request_refused"))
+                    .then_some(entries)
+            }
+        })
+        .await;
+    let started = entries
+        .iter()
+        .find(|e| e["action"] == "backup_started")
+        .unwrap();
     assert_eq!(started["actor"], "oncall");
     assert_eq!(started["role"], "operator");
     assert_eq!(started["target"], "catalog");
     assert_eq!(started["detail"]["operation_id"], op.as_str());
     assert!(started["source"].is_string());
-    let refused = entries.iter().find(|e| e["action"] == "request_refused").unwrap();
+    let refused = entries
+        .iter()
+        .find(|e| e["action"] == "request_refused")
+        .unwrap();
     assert_eq!(refused["detail"]["reason"], "forbidden");
     // Token secrets never reach the log.
     let all = serde_json::to_string(&entries).unwrap();
     for secret in [VIEWER, OPERATOR, ADMIN] {
-        assert!(!all.contains(secret), "a token's secret is in the audit log");
+        assert!(
+            !all.contains(secret),
+            "a token's secret is in the audit log"
+        );
     }
 
     // The CLI audits too, and verifies the chain.
@@ -322,7 +396,10 @@ async fn mutations_are_audited_and_an_edited_row_is_named_by_verify() {
         .unwrap();
     let (code, _, err) = drctl(&["audit", "verify", "--config", config]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains(&format!("row {seq}")) && err.contains("edited"), "{err}");
+    assert!(
+        err.contains(&format!("row {seq}")) && err.contains("edited"),
+        "{err}"
+    );
     sqlx::query("UPDATE audit_log SET actor = 'oncall' WHERE seq = $1")
         .bind(seq)
         .execute(&mut conn)
@@ -345,7 +422,10 @@ async fn mutations_are_audited_and_an_edited_row_is_named_by_verify() {
         .unwrap();
     let (code, _, err) = drctl(&["audit", "verify", "--config", config]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains(&format!("row {seq}")) && err.contains("missing"), "{err}");
+    assert!(
+        err.contains(&format!("row {seq}")) && err.contains("missing"),
+        "{err}"
+    );
     let r = &saved[0];
     sqlx::query("INSERT INTO audit_log (seq, at_us, actor, role, source, action, target, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
         .bind(r.0).bind(r.1).bind(&r.2).bind(&r.3).bind(&r.4).bind(&r.5).bind(&r.6).bind(&r.7).bind(&r.8).bind(&r.9)
@@ -361,7 +441,14 @@ async fn mutations_are_audited_and_an_edited_row_is_named_by_verify() {
         .unwrap();
     let (code, _, _) = drctl(&["audit", "verify", "--config", config]);
     assert_eq!(code, 0, "a shorter chain is still a valid chain");
-    let (code, _, err) = drctl(&["audit", "verify", "--config", config, "--expect-head", &head]);
+    let (code, _, err) = drctl(&[
+        "audit",
+        "verify",
+        "--config",
+        config,
+        "--expect-head",
+        &head,
+    ]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("head_mismatch"), "{err}");
 }
@@ -401,13 +488,23 @@ async fn the_openapi_document_lists_exactly_the_endpoints_served() {
         .map(|(m, p)| format!("{m} {}", template(p)))
         .collect();
     served.sort();
-    assert_eq!(documented, served, "every served endpoint is documented and tested for access");
+    assert_eq!(
+        documented, served,
+        "every served endpoint is documented and tested for access"
+    );
     // Each operation says which token it needs, and every error is JSON.
     let ops = doc["paths"]["/api/v1/services/{name}/operations"]["post"].clone();
-    assert!(ops["responses"]["403"]["content"]["application/json"].is_object(), "{ops}");
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert!(
+        ops["responses"]["403"]["content"]["application/json"].is_object(),
+        "{ops}"
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     // The document knows this config's services.
-    let name = &doc["paths"]["/api/v1/services/{name}/lag"]["get"]["parameters"][0]["schema"]["enum"];
+    let name =
+        &doc["paths"]["/api/v1/services/{name}/lag"]["get"]["parameters"][0]["schema"]["enum"];
     assert_eq!(name, &json!(["orders", "catalog"]));
 }
 
@@ -432,15 +529,31 @@ async fn a_fence_hooks_argv_and_output_are_hidden_from_viewers() {
     // A failover whose fence step ran the hook, journaled as the engine does.
     let now = chrono::Utc::now();
     let lease = store
-        .acquire_lease("cluster:orders", "test", std::time::Duration::from_secs(60), now)
+        .acquire_lease(
+            "cluster:orders",
+            "test",
+            std::time::Duration::from_secs(60),
+            now,
+        )
         .await
         .unwrap()
         .unwrap();
     store
-        .journal_operation_created(&lease, "op-hooked", "failover", "orders", "orders", "{}", now)
+        .journal_operation_created(
+            &lease,
+            "op-hooked",
+            "failover",
+            "orders",
+            "orders",
+            "{}",
+            now,
+        )
         .await
         .unwrap();
-    store.journal_step_started(&lease, "op-hooked", "fence_source", 1, now).await.unwrap();
+    store
+        .journal_step_started(&lease, "op-hooked", "fence_source", 1, now)
+        .await
+        .unwrap();
     let output = json!({
         "method": "hook",
         "hook": {
@@ -451,12 +564,26 @@ async fn a_fence_hooks_argv_and_output_are_hidden_from_viewers() {
         },
     });
     store
-        .journal_step_ended(&lease, "op-hooked", "fence_source", now, Ok(&output.to_string()))
+        .journal_step_ended(
+            &lease,
+            "op-hooked",
+            "fence_source",
+            now,
+            Ok(&output.to_string()),
+        )
         .await
         .unwrap();
 
-    for (role, token, sees) in [("viewer", VIEWER, false), ("operator", OPERATOR, true), ("admin", ADMIN, true)] {
-        for path in ["/api/v1/services", "/api/v1/operations/op-hooked", "/api/v1/operations"] {
+    for (role, token, sees) in [
+        ("viewer", VIEWER, false),
+        ("operator", OPERATOR, true),
+        ("admin", ADMIN, true),
+    ] {
+        for path in [
+            "/api/v1/services",
+            "/api/v1/operations/op-hooked",
+            "/api/v1/operations",
+        ] {
             let (status, body, _) = call(&app, Method::GET, path, bearer(token), None).await;
             assert_eq!(status, StatusCode::OK, "{role} {path}: {body}");
             let text = body.to_string();
@@ -475,7 +602,9 @@ async fn a_fence_hooks_argv_and_output_are_hidden_from_viewers() {
 async fn refused_from(source: std::net::Ipv4Addr, api: std::net::SocketAddr) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind((source, 0).into()).unwrap_or_else(|e| panic!("binding {source}: {e}"));
+    socket
+        .bind((source, 0).into())
+        .unwrap_or_else(|e| panic!("binding {source}: {e}"));
     let mut stream = socket.connect(api).await.expect("connecting to the API");
     stream
         .write_all(
@@ -486,7 +615,10 @@ async fn refused_from(source: std::net::Ipv4Addr, api: std::net::SocketAddr) -> 
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
     let text = String::from_utf8_lossy(&response);
-    text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Issue 15 item 17: a flood of wrong tokens from thousands of rotating
@@ -520,14 +652,22 @@ async fn a_wrong_token_flood_from_rotating_addresses_does_not_refuse_an_operator
                     return;
                 }
                 let source = std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8);
-                assert_eq!(refused_from(source, api).await, 401, "a wrong token from {source}");
+                assert_eq!(
+                    refused_from(source, api).await,
+                    401,
+                    "a wrong token from {source}"
+                );
             }
         });
     }
-    drctl_tests::wait_for("the flood to be under way", std::time::Duration::from_secs(60), || {
-        let next = next.clone();
-        async move { (next.load(std::sync::atomic::Ordering::Relaxed) > 300).then_some(()) }
-    })
+    drctl_tests::wait_for(
+        "the flood to be under way",
+        std::time::Duration::from_secs(60),
+        || {
+            let next = next.clone();
+            async move { (next.load(std::sync::atomic::Ordering::Relaxed) > 300).then_some(()) }
+        },
+    )
     .await;
     let client = reqwest::Client::new();
     for _ in 0..3 {
@@ -539,24 +679,35 @@ async fn a_wrong_token_flood_from_rotating_addresses_does_not_refuse_an_operator
             .expect("the API answers");
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
-        assert_eq!(status, StatusCode::ACCEPTED, "the operator's backup during the flood: {body}");
+        assert_eq!(
+            status,
+            StatusCode::ACCEPTED,
+            "the operator's backup during the flood: {body}"
+        );
     }
     while let Some(done) = flood.join_next().await {
         done.expect("a flood client");
     }
 
     // Every refusal that was due is written; the flood's share is bounded.
-    let rows = drctl_tests::wait_for("the audit rows to settle", std::time::Duration::from_secs(60), || {
-        let store = store.clone();
-        async move {
-            let a = store.audit_entries(None, None, None, 100_000).await.ok()?;
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            let b = store.audit_entries(None, None, None, 100_000).await.ok()?;
-            (a.len() == b.len()).then_some(b)
-        }
-    })
+    let rows = drctl_tests::wait_for(
+        "the audit rows to settle",
+        std::time::Duration::from_secs(60),
+        || {
+            let store = store.clone();
+            async move {
+                let a = store.audit_entries(None, None, None, 100_000).await.ok()?;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let b = store.audit_entries(None, None, None, 100_000).await.ok()?;
+                (a.len() == b.len()).then_some(b)
+            }
+        },
+    )
     .await;
-    let refused: Vec<_> = rows.iter().filter(|e| e.action == "request_refused").collect();
+    let refused: Vec<_> = rows
+        .iter()
+        .filter(|e| e.action == "request_refused")
+        .collect();
     assert!(
         refused.len() <= 1024 + 1,
         "{} refusal rows for {ADDRESSES} addresses: the throttle is not bounded",
@@ -566,7 +717,10 @@ async fn a_wrong_token_flood_from_rotating_addresses_does_not_refuse_an_operator
         refused.iter().any(|e| e.source == "other addresses"),
         "the addresses beyond the bound are audited as one client"
     );
-    assert_eq!(rows.iter().filter(|e| e.action == "backup_started").count(), 3);
+    assert_eq!(
+        rows.iter().filter(|e| e.action == "backup_started").count(),
+        3
+    );
     let verification = store.verify_audit(None).await.unwrap();
     assert!(verification.broken.is_none(), "{verification:?}");
     let _ = stop.send(());
@@ -582,12 +736,24 @@ async fn a_wrong_token_flood_from_rotating_addresses_does_not_refuse_an_operator
 #[tokio::test]
 async fn a_chain_recomputed_without_the_audit_key_is_caught_by_verify() {
     let dir = setup();
-    std::fs::write(dir.path().join("audit.key"), "audit-key-for-the-access-test\n").unwrap();
+    std::fs::write(
+        dir.path().join("audit.key"),
+        "audit-key-for-the-access-test\n",
+    )
+    .unwrap();
     let config_path = dir.path().join("drctl.toml");
-    std::fs::write(&config_path, format!("{CONFIG}\n[audit]\nkey_file = \"audit.key\"\n")).unwrap();
+    std::fs::write(
+        &config_path,
+        format!("{CONFIG}\n[audit]\nkey_file = \"audit.key\"\n"),
+    )
+    .unwrap();
     let config = drctl_config::load(&config_path).expect("valid test config");
     let url = config.store.url.expose().to_string();
-    let key = config.audit.resolve_key().unwrap().expect("the key is configured");
+    let key = config
+        .audit
+        .resolve_key()
+        .unwrap()
+        .expect("the key is configured");
     let row = |action: &str| drctl_store::NewAudit {
         actor: "oncall".into(),
         role: Some("operator".into()),
@@ -601,7 +767,10 @@ async fn a_chain_recomputed_without_the_audit_key_is_caught_by_verify() {
     for action in ["backup_started", "backup_started"] {
         plain.append_audit(&row(action)).await.unwrap();
     }
-    let keyed = Store::open(&url).await.unwrap().with_audit_key(Some(key.expose().as_bytes()));
+    let keyed = Store::open(&url)
+        .await
+        .unwrap()
+        .with_audit_key(Some(key.expose().as_bytes()));
     for action in ["failover_started", "backup_started", "backup_started"] {
         keyed.append_audit(&row(action)).await.unwrap();
     }
@@ -620,15 +789,23 @@ async fn a_chain_recomputed_without_the_audit_key_is_caught_by_verify() {
 
     // Someone with write access to the store edits row 4 and recomputes
     // the chain from there on, as drctl does without a key.
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
     forge_from(&mut conn, 4).await;
     let (code, _, err) = drctl(&["audit", "verify", "--config", config_arg]);
-    assert_eq!(code, 1, "a chain recomputed without the key verified: {err}");
+    assert_eq!(
+        code, 1,
+        "a chain recomputed without the key verified: {err}"
+    );
     assert!(err.contains("row 4") && err.contains("downgraded"), "{err}");
     // Or from the first HMAC row on, so that every row looks legacy.
     forge_from(&mut conn, 3).await;
     let (code, _, err) = drctl(&["audit", "verify", "--config", config_arg]);
-    assert_eq!(code, 1, "a chain recomputed without the key verified: {err}");
+    assert_eq!(
+        code, 1,
+        "a chain recomputed without the key verified: {err}"
+    );
     assert!(err.contains("unkeyed"), "{err}");
     // What the key is for: a plain chain cannot tell the forgery.
     assert!(plain.verify_audit(None).await.unwrap().broken.is_none());
@@ -637,19 +814,22 @@ async fn a_chain_recomputed_without_the_audit_key_is_caught_by_verify() {
 /// Rewrites row `from` (its actor) and re-chains every row from it on
 /// with plain SHA-256: what a forger without the audit key can do.
 async fn forge_from(conn: &mut sqlx::SqliteConnection, from: i64) {
-    let rows: Vec<AuditRow> =
-        sqlx::query_as(
-            "SELECT seq, at_us, actor, role, source, action, target, detail, prev_hash \
+    let rows: Vec<AuditRow> = sqlx::query_as(
+        "SELECT seq, at_us, actor, role, source, action, target, detail, prev_hash \
              FROM audit_log WHERE seq >= $1 ORDER BY seq",
-        )
-        .bind(from)
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
+    )
+    .bind(from)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
     let mut prev: Option<String> = None;
     for (seq, at_us, actor, role, source, action, target, detail, prev_hash) in rows {
         let prev_hash = prev.clone().unwrap_or(prev_hash);
-        let actor = if seq == from { "intern".to_string() } else { actor };
+        let actor = if seq == from {
+            "intern".to_string()
+        } else {
+            actor
+        };
         let entry = drctl_store::NewAudit {
             actor: actor.clone(),
             role,
@@ -673,6 +853,27 @@ async fn forge_from(conn: &mut sqlx::SqliteConnection, from: i64) {
 
 /// An `audit_log` row as read back raw: seq, at_us, actor, role, source,
 /// action, target, detail, prev_hash.
-type AuditRow = (i64, i64, String, Option<String>, String, String, Option<String>, String, String);
+type AuditRow = (
+    i64,
+    i64,
+    String,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+);
 /// [`AuditRow`] and its hash.
-type AuditRowWithHash = (i64, i64, String, Option<String>, String, String, Option<String>, String, String, String);
+type AuditRowWithHash = (
+    i64,
+    i64,
+    String,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+);

@@ -207,8 +207,11 @@ fn shipped_lab_config_is_what_lab_up_writes() {
     let preview = drctl_lab::LabRecord::standard_preview("/tmp/drctl-lab".into());
     let generated = drctl_lab::lab_config_toml(&preview);
     if std::env::var_os("DRCTL_BLESS").is_some() {
-        std::fs::write(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lab.toml"), &generated)
-            .unwrap();
+        std::fs::write(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lab.toml"),
+            &generated,
+        )
+        .unwrap();
     }
     let shipped =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lab.toml"))

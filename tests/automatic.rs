@@ -20,7 +20,13 @@ async fn decisions(store: &Store) -> Vec<drctl_store::DecisionRecord> {
 /// The lab's config with its STONITH as orders' fence hook: automatic
 /// failover never goes ahead without a way to fence a lost primary.
 fn stonith_config(lab: &drctl_lab::Lab) -> std::sync::Arc<drctl_config::Config> {
-    let lab_dir = lab.config_path().parent().unwrap().to_str().unwrap().to_string();
+    let lab_dir = lab
+        .config_path()
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     let hook = format!(
         "fence_hook = [\"{}\", \"lab\", \"stonith\", \"{{service}}\", \"--region\", \"{{region}}\", \"--dir\", \"{lab_dir}\"]\n",
         drctl_bin().display()
@@ -42,13 +48,19 @@ async fn a_lost_primary_fails_over_automatically_and_comes_back_fenced() {
     let daemon = start_daemon_automatic(config).await;
     let writer = Writer::start(&lab).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(decisions(&store).await.is_empty(), "a healthy lab decides nothing");
+    assert!(
+        decisions(&store).await.is_empty(),
+        "a healthy lab decides nothing"
+    );
 
     let lost_at = Instant::now();
     lab.kill_primary("orders").unwrap();
     let op = loop {
         let ops = store.operations(10).await.unwrap();
-        if let Some(op) = ops.iter().find(|o| o.kind == "failover" && o.status == "succeeded") {
+        if let Some(op) = ops
+            .iter()
+            .find(|o| o.kind == "failover" && o.status == "succeeded")
+        {
             break op.clone();
         }
         assert!(
@@ -79,37 +91,64 @@ async fn a_lost_primary_fails_over_automatically_and_comes_back_fenced() {
     assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.2.1"));
     let d = decisions(&store).await;
     let actions: Vec<&str> = d.iter().map(|d| d.action.as_str()).collect();
-    assert!(actions.contains(&"suspect") && actions.contains(&"failover"), "{actions:?}");
+    assert!(
+        actions.contains(&"suspect") && actions.contains(&"failover"),
+        "{actions:?}"
+    );
     let failover = d.iter().find(|d| d.action == "failover").unwrap();
-    assert!(failover.evidence.contains("disconnected"), "the standby's view is evidence: {}", failover.evidence);
+    assert!(
+        failover.evidence.contains("disconnected"),
+        "the standby's view is evidence: {}",
+        failover.evidence
+    );
 
     // The failover is the service's RTO evidence now.
     let api = daemon.api_url();
-    let rto = wait_for("the failover as RTO evidence", Duration::from_secs(10), || async {
-        let v: serde_json::Value = reqwest::get(format!("{api}/api/v1/rpo-rto"))
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let rto = v["services"].as_array()?.iter().find(|s| s["service"] == "orders")?["rto"].clone();
-        (rto["source"] == format!("failover {}", op.id)).then_some(rto)
-    })
+    let rto = wait_for(
+        "the failover as RTO evidence",
+        Duration::from_secs(10),
+        || async {
+            let v: serde_json::Value = reqwest::get(format!("{api}/api/v1/rpo-rto"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let rto = v["services"]
+                .as_array()?
+                .iter()
+                .find(|s| s["service"] == "orders")?["rto"]
+                .clone();
+            (rto["source"] == format!("failover {}", op.id)).then_some(rto)
+        },
+    )
     .await;
-    assert_eq!(rto["measured_s"].as_f64(), Some(measured.rto_ms as f64 / 1000.0), "{rto}");
+    assert_eq!(
+        rto["measured_s"].as_f64(),
+        Some(measured.rto_ms as f64 / 1000.0),
+        "{rto}"
+    );
     assert_eq!(rto["status"], "ok", "{rto}");
 
     // The old primary comes back, writable (nothing could fence it while it
     // was down): the watchdog fences it at once.
     lab.cluster("orders", REGION_A).start().unwrap();
     let back = Instant::now();
-    wait_for("the returning old primary fenced", Duration::from_secs(10), || async {
-        (role(&lab, REGION_A).await == Some((false, true))).then_some(())
-    })
+    wait_for(
+        "the returning old primary fenced",
+        Duration::from_secs(10),
+        || async { (role(&lab, REGION_A).await == Some((false, true))).then_some(()) },
+    )
     .await;
-    eprintln!("returning old primary fenced within {:?} of its start", back.elapsed());
+    eprintln!(
+        "returning old primary fenced within {:?} of its start",
+        back.elapsed()
+    );
     let fenced = wait_for("the fence recorded", Duration::from_secs(5), || async {
-        decisions(&store).await.into_iter().find(|d| d.action == "fenced")
+        decisions(&store)
+            .await
+            .into_iter()
+            .find(|d| d.action == "fenced")
     })
     .await;
     assert_eq!(fenced.code.as_deref(), Some(REGION_A));
@@ -152,23 +191,42 @@ async fn drctl_losing_only_its_own_path_to_the_primary_fails_nothing_over() {
 
     control.cut();
     let hold = wait_for("the guard holding", Duration::from_secs(20), || async {
-        decisions(&store).await.into_iter().find(|d| d.action == "hold")
+        decisions(&store)
+            .await
+            .into_iter()
+            .find(|d| d.action == "hold")
     })
     .await;
-    assert_eq!(hold.code.as_deref(), Some("standby_sees_primary"), "{hold:?}");
+    assert_eq!(
+        hold.code.as_deref(),
+        Some("standby_sees_primary"),
+        "{hold:?}"
+    );
     // Long past min_down: still nothing failed over.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
-        store.operations(10).await.unwrap().iter().all(|o| o.kind != "failover"),
+        store
+            .operations(10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|o| o.kind != "failover"),
         "no failover while the standby still streams from the primary"
     );
     assert!(writable(&lab, REGION_A).await);
     assert_eq!(role(&lab, REGION_B).await, Some((true, false)));
 
     control.restore();
-    wait_for("the guard seeing the primary again", Duration::from_secs(10), || async {
-        decisions(&store).await.into_iter().find(|d| d.action == "healthy")
-    })
+    wait_for(
+        "the guard seeing the primary again",
+        Duration::from_secs(10),
+        || async {
+            decisions(&store)
+                .await
+                .into_iter()
+                .find(|d| d.action == "healthy")
+        },
+    )
     .await;
     daemon.stop().await;
     drop(proxy);
@@ -201,11 +259,24 @@ async fn a_primary_cut_off_from_everyone_is_failed_over_and_never_writes_again()
     })
     .await;
     let steps = store.journal(&op.id).await.unwrap();
-    let fence: serde_json::Value =
-        serde_json::from_str(steps.iter().find(|s| s.step == "fence_source").unwrap().output.as_deref().unwrap()).unwrap();
+    let fence: serde_json::Value = serde_json::from_str(
+        steps
+            .iter()
+            .find(|s| s.step == "fence_source")
+            .unwrap()
+            .output
+            .as_deref()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(fence["method"], "hook", "{fence}");
     assert_eq!(fence["reachable"], false);
-    let announced = steps.iter().find(|s| s.step == "dns_flip").unwrap().ended_at.unwrap();
+    let announced = steps
+        .iter()
+        .find(|s| s.step == "dns_flip")
+        .unwrap()
+        .ended_at
+        .unwrap();
     let detected = store
         .decisions(Some("orders"), 50)
         .await
@@ -222,7 +293,11 @@ async fn a_primary_cut_off_from_everyone_is_failed_over_and_never_writes_again()
 
     // The partition heals: the hook killed the old primary, so nothing of it
     // wakes up to take a write.
-    assert_eq!(old.signal_all(nix::sys::signal::Signal::SIGCONT), 0, "the old primary is dead");
+    assert_eq!(
+        old.signal_all(nix::sys::signal::Signal::SIGCONT),
+        0,
+        "the old primary is dead"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let acked = writer.finish().await;
     assert!(writable(&lab, REGION_B).await);
@@ -230,24 +305,38 @@ async fn a_primary_cut_off_from_everyone_is_failed_over_and_never_writes_again()
     // Brought back by hand (or by its init system), it is fenced on sight and
     // holds no row committed after the cut.
     old.start().unwrap();
-    wait_for("the returning old primary fenced", Duration::from_secs(10), || async {
-        (role(&lab, REGION_A).await == Some((false, true))).then_some(())
-    })
+    wait_for(
+        "the returning old primary fenced",
+        Duration::from_secs(10),
+        || async { (role(&lab, REGION_A).await == Some((false, true))).then_some(()) },
+    )
     .await;
     // The fence ends by terminating client sessions: connect once it is
     // recorded as done, or this session may be one of them.
     wait_for("the fence recorded", Duration::from_secs(10), || async {
-        decisions(&store).await.into_iter().find(|d| d.action == "fenced")
+        decisions(&store)
+            .await
+            .into_iter()
+            .find(|d| d.action == "fenced")
     })
     .await;
     let mut c = connect(&old.dsn("orders")).await;
-    let late: i64 = sqlx::query_scalar("SELECT count(*) FROM shop.acked WHERE at > to_timestamp($1::float8 / 1e6)")
-        .bind(cut_at.timestamp_micros())
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
-    assert_eq!(late, 0, "the old primary committed writes after it was cut off");
-    assert!(acked.len() > 20, "the client wrote before and after ({} rows)", acked.len());
+    let late: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM shop.acked WHERE at > to_timestamp($1::float8 / 1e6)",
+    )
+    .bind(cut_at.timestamp_micros())
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(
+        late, 0,
+        "the old primary committed writes after it was cut off"
+    );
+    assert!(
+        acked.len() > 20,
+        "the client wrote before and after ({} rows)",
+        acked.len()
+    );
     daemon.stop().await;
 }
 

@@ -389,7 +389,11 @@ async fn backups_verifications_and_restore_tests_start_through_the_api() {
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["result"]["verified"], true);
 
-    let (status, body) = post(&format!("{api}/api/v1/services/catalog/restore-tests"), &operator).await;
+    let (status, body) = post(
+        &format!("{api}/api/v1/services/catalog/restore-tests"),
+        &operator,
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
     let done = finished(&api, body["operation"]["id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "succeeded", "{done}");
@@ -404,7 +408,11 @@ async fn backups_verifications_and_restore_tests_start_through_the_api() {
         .unwrap();
     assert_eq!(ops["operations"].as_array().unwrap().len(), 3);
 
-    let (status, body) = post(&format!("{api}/api/v1/services/catalogue/backups"), &operator).await;
+    let (status, body) = post(
+        &format!("{api}/api/v1/services/catalogue/backups"),
+        &operator,
+    )
+    .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (404, Some("service_not_found")),

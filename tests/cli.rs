@@ -172,7 +172,11 @@ fn lab_up_status_link_and_down_through_the_cli() {
     assert_eq!(orders["standbys"][0]["region"], "region-b");
     assert!(orders["rpo"]["exposure_s"].is_number(), "{orders}");
     // The lab's one daemon leads, and status says which daemon answered.
-    assert!(json["source"].as_str().unwrap().ends_with(", the leader"), "{}", json["source"]);
+    assert!(
+        json["source"].as_str().unwrap().ends_with(", the leader"),
+        "{}",
+        json["source"]
+    );
 
     // Link controls reach the running lab.
     let (code, out, err) = drctl(&["lab", "--dir", &dir, "link", "latency", "100ms"]);

@@ -48,7 +48,10 @@ fn time_us(v: &Value) -> i64 {
 async fn wait_caught_up(api: &str) {
     wait_for("orders caught up", Duration::from_secs(60), || async {
         let s = orders(api).await;
-        s["rpo"]["exposure_s"].as_f64().is_some_and(|e| e < 1.0).then_some(())
+        s["rpo"]["exposure_s"]
+            .as_f64()
+            .is_some_and(|e| e < 1.0)
+            .then_some(())
     })
     .await;
 }
@@ -62,13 +65,18 @@ async fn exposure_error(lab: &drctl_lab::Lab, api: &str) -> f64 {
     let mut errors = Vec::new();
     for _ in 0..3 {
         let reported = orders(api).await;
-        let exposure = reported["rpo"]["exposure_s"].as_f64().expect("an exposure while cut");
+        let exposure = reported["rpo"]["exposure_s"]
+            .as_f64()
+            .expect("an exposure while cut");
         let sample_time = time_us(&reported["primary_time"]);
         let (truth_time, truth_us) = ground_truth_exposure(lab, "orders", "shop.orders").await;
         // Both times are the primary's clock: the skew cancels here too.
         let at_truth_time = exposure + (truth_time - sample_time) as f64 / 1e6;
         let truth = truth_us as f64 / 1e6;
-        assert!(truth >= 3.5, "the cut lost no data? ground truth {truth:.3}s");
+        assert!(
+            truth >= 3.5,
+            "the cut lost no data? ground truth {truth:.3}s"
+        );
         eprintln!("reported {at_truth_time:.3}s, ground truth {truth:.3}s");
         errors.push(at_truth_time - truth);
         tokio::time::sleep(Duration::from_millis(700)).await;

@@ -76,13 +76,26 @@ fn render(url: &str, budget_ms: u32, screenshot: Option<&str>) -> String {
                 .arg(url)
                 .output()
                 .expect("chromium runs");
-            assert!(path.is_file(), "no screenshot at {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                path.is_file(),
+                "no screenshot at {}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
             // The DOM is read in a second run (one run does one or the other).
             return render(url, budget_ms, None);
         }
-        None => cmd.arg("--dump-dom").arg(url).output().expect("chromium runs"),
+        None => cmd
+            .arg("--dump-dom")
+            .arg(url)
+            .output()
+            .expect("chromium runs"),
     };
-    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -92,8 +105,17 @@ fn service_tag(dom: &str, service: &str) -> String {
     let at = dom
         .match_indices(&needle)
         .map(|(i, _)| i)
-        .find(|i| dom[..*i].rfind('<').is_some_and(|open| dom[open..*i].contains("class=\"service")))
-        .unwrap_or_else(|| panic!("no .service element for {service} in the page:\n{}", &dom[..dom.len().min(4000)]));
+        .find(|i| {
+            dom[..*i]
+                .rfind('<')
+                .is_some_and(|open| dom[open..*i].contains("class=\"service"))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no .service element for {service} in the page:\n{}",
+                &dom[..dom.len().min(4000)]
+            )
+        });
     let open = dom[..at].rfind('<').unwrap();
     let close = at + dom[at..].find('>').unwrap();
     dom[open..=close].to_string()
@@ -136,7 +158,8 @@ async fn receiver() -> (String, Arc<Mutex<Vec<(String, Value)>>>) {
     let app = axum::Router::new().route(
         "/{hook}",
         axum::routing::post(
-            move |axum::extract::Path(hook): axum::extract::Path<String>, axum::Json(v): axum::Json<Value>| {
+            move |axum::extract::Path(hook): axum::extract::Path<String>,
+                  axum::Json(v): axum::Json<Value>| {
                 let seen = seen.clone();
                 async move {
                     seen.lock().unwrap().push((hook, v));
@@ -151,7 +174,11 @@ async fn receiver() -> (String, Arc<Mutex<Vec<(String, Value)>>>) {
     (url, got)
 }
 
-fn webhook(name: &str, url: String, format: drctl_config::WebhookFormat) -> drctl_config::WebhookConfig {
+fn webhook(
+    name: &str,
+    url: String,
+    format: drctl_config::WebhookFormat,
+) -> drctl_config::WebhookConfig {
     drctl_config::WebhookConfig {
         name: name.into(),
         url: drctl_config::WebhookUrl::Inline(drctl_config::Secret::opaque(url)),
@@ -166,18 +193,34 @@ async fn the_dashboard_shows_a_breach_and_the_report_times_it_against_ground_tru
     let (hooks, received) = receiver().await;
     let mut config = Arc::unwrap_or_clone(lab_config(&lab));
     config.webhooks = vec![
-        webhook("generic", format!("{hooks}/generic"), drctl_config::WebhookFormat::Json),
-        webhook("chat", format!("{hooks}/chat"), drctl_config::WebhookFormat::Slack),
+        webhook(
+            "generic",
+            format!("{hooks}/generic"),
+            drctl_config::WebhookFormat::Json,
+        ),
+        webhook(
+            "chat",
+            format!("{hooks}/chat"),
+            drctl_config::WebhookFormat::Slack,
+        ),
         // Nothing listens there: retried with backoff, never flooding.
-        webhook("down", format!("http://127.0.0.1:{}/x", drctl_lab::free_port()), drctl_config::WebhookFormat::Json),
+        webhook(
+            "down",
+            format!("http://127.0.0.1:{}/x", drctl_lab::free_port()),
+            drctl_config::WebhookFormat::Json,
+        ),
     ];
     let daemon = start_daemon_with(Arc::new(config)).await;
     let api = daemon.api_url();
     let started = Utc::now();
-    wait_for("orders measured inside its target", Duration::from_secs(30), || async {
-        let c = orders_compliance(&api).await;
-        (c["rpo"]["status"] == "met").then_some(())
-    })
+    wait_for(
+        "orders measured inside its target",
+        Duration::from_secs(30),
+        || async {
+            let c = orders_compliance(&api).await;
+            (c["rpo"]["status"] == "met").then_some(())
+        },
+    )
     .await;
     // A few seconds of history for the chart.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -186,9 +229,20 @@ async fn the_dashboard_shows_a_breach_and_the_report_times_it_against_ground_tru
     let page = format!("{api}/");
     let dom = render(&page, 12_000, Some("dashboard-ok.png"));
     let tag = service_tag(&dom, "orders");
-    assert_eq!(attr(&tag, "data-rpo-status").as_deref(), Some("met"), "{tag}");
-    let api_status = orders_compliance(&api).await["status"].as_str().unwrap().to_string();
-    assert_eq!(attr(&tag, "data-status"), Some(api_status), "the page shows the API's verdict: {tag}");
+    assert_eq!(
+        attr(&tag, "data-rpo-status").as_deref(),
+        Some("met"),
+        "{tag}"
+    );
+    let api_status = orders_compliance(&api).await["status"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        attr(&tag, "data-status"),
+        Some(api_status),
+        "the page shows the API's verdict: {tag}"
+    );
     assert_ne!(attr(&tag, "data-status").as_deref(), Some("breach"));
     let refreshes: u32 = dom
         .split("data-refreshes=\"")
@@ -196,7 +250,10 @@ async fn the_dashboard_shows_a_breach_and_the_report_times_it_against_ground_tru
         .and_then(|r| r.split('"').next())
         .and_then(|n| n.parse().ok())
         .expect("body[data-refreshes]");
-    assert!(refreshes >= 2, "the page refreshed itself ({refreshes} refreshes in 12 s)");
+    assert!(
+        refreshes >= 2,
+        "the page refreshed itself ({refreshes} refreshes in 12 s)"
+    );
     // The one daemon leads, and the header says so.
     let standing = dom
         .split("id=\"daemon\"")
@@ -211,35 +268,64 @@ async fn the_dashboard_shows_a_breach_and_the_report_times_it_against_ground_tru
         .split("<svg")
         .find(|s| s.contains("lag-chart") && s.contains("data-service=\"orders\""))
         .expect("a lag chart for orders");
-    let points: u32 = attr(&format!(" {chart}"), "data-points").and_then(|p| p.parse().ok()).unwrap_or(0);
-    assert!(points > 0, "the chart has the lab's samples: {}", &chart[..chart.len().min(300)]);
+    let points: u32 = attr(&format!(" {chart}"), "data-points")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        points > 0,
+        "the chart has the lab's samples: {}",
+        &chart[..chart.len().min(300)]
+    );
 
     // A partition longer than the 5 s target (plus the 10 s breach grace).
     let cut = Utc::now();
     lab.link().cut();
-    let reported = wait_for("the API to report the breach", Duration::from_secs(40), || async {
-        let c = orders_compliance(&api).await;
-        (c["status"] == "breach").then_some(Utc::now())
-    })
+    let reported = wait_for(
+        "the API to report the breach",
+        Duration::from_secs(40),
+        || async {
+            let c = orders_compliance(&api).await;
+            (c["status"] == "breach").then_some(Utc::now())
+        },
+    )
     .await;
-    assert!(reported - cut >= TimeDelta::seconds(5), "a breach before the target passed");
+    assert!(
+        reported - cut >= TimeDelta::seconds(5),
+        "a breach before the target passed"
+    );
     // The page shows it at its next load and refresh.
     let dom = render(&page, 6_000, Some("dashboard-breach.png"));
     let tag = service_tag(&dom, "orders");
-    assert_eq!(attr(&tag, "data-status").as_deref(), Some("breach"), "{tag}");
-    assert_eq!(attr(&tag, "data-rpo-status").as_deref(), Some("breach"), "{tag}");
+    assert_eq!(
+        attr(&tag, "data-status").as_deref(),
+        Some("breach"),
+        "{tag}"
+    );
+    assert_eq!(
+        attr(&tag, "data-rpo-status").as_deref(),
+        Some("breach"),
+        "{tag}"
+    );
     assert!(dom.contains("badge status-breach"), "a red breach badge");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let healed = Utc::now();
     lab.link().restore();
     // Back inside (the hour's p99 keeps it `at_risk` for a while: the
     // breach is in the window).
-    wait_for("orders back inside its target", Duration::from_secs(30), || async {
-        let c = orders_compliance(&api).await;
-        (c["rpo"]["exposure_s"].as_f64().is_some_and(|e| e < 1.0)).then_some(c)
-    })
+    wait_for(
+        "orders back inside its target",
+        Duration::from_secs(30),
+        || async {
+            let c = orders_compliance(&api).await;
+            (c["rpo"]["exposure_s"].as_f64().is_some_and(|e| e < 1.0)).then_some(c)
+        },
+    )
     .await;
-    assert_eq!(orders_compliance(&api).await["rpo"]["status"], "at_risk", "the hour's p99 remembers the breach");
+    assert_eq!(
+        orders_compliance(&api).await["rpo"]["status"],
+        "at_risk",
+        "the hour's p99 remembers the breach"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The report over the whole run: one breach, where ground truth puts it.
@@ -262,11 +348,20 @@ async fn the_dashboard_shows_a_breach_and_the_report_times_it_against_ground_tru
     );
     // It ends once the standby caught up after the heal: the report errs
     // long by at most a sample interval and the catch-up.
-    assert!(end >= healed, "breach end {end} before the heal at {healed}");
-    assert!(end - healed <= TimeDelta::seconds(3), "breach end {end} long after the heal at {healed}");
+    assert!(
+        end >= healed,
+        "breach end {end} before the heal at {healed}"
+    );
+    assert!(
+        end - healed <= TimeDelta::seconds(3),
+        "breach end {end} long after the heal at {healed}"
+    );
     let worst = breaches[0]["worst_exposure_s"].as_f64().unwrap();
     let cut_len = (healed - cut).num_milliseconds() as f64 / 1000.0;
-    assert!(worst >= cut_len - 1.5 && worst <= cut_len + 2.0, "worst exposure {worst} s for a {cut_len} s cut");
+    assert!(
+        worst >= cut_len - 1.5 && worst <= cut_len + 2.0,
+        "worst exposure {worst} s for a {cut_len} s cut"
+    );
     let pct = orders["rpo"]["compliance_pct"].as_f64().unwrap();
     assert!(pct < 100.0 && pct > 0.0, "{pct}");
     assert!(report["summary"]["breaches"].as_u64() >= Some(1));
@@ -281,47 +376,97 @@ async fn the_dashboard_shows_a_breach_and_the_report_times_it_against_ground_tru
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 200);
-        let ct = r.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().to_string();
+        let ct = r.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_string();
         assert!(ct.starts_with(content_type), "{format}: {ct}");
         let body = r.text().await.unwrap();
         assert!(body.contains(needle), "{format}: {body}");
     }
     // The webhooks: one start and one end, each once per receiver.
-    let events = wait_for("breach_ended at the receiver", Duration::from_secs(15), || {
-        let received = received.clone();
-        async move {
-            let got = received.lock().unwrap().clone();
-            got.iter()
-                .any(|(hook, v)| hook == "generic" && v["event"] == "breach_ended")
-                .then_some(got)
-        }
-    })
+    let events = wait_for(
+        "breach_ended at the receiver",
+        Duration::from_secs(15),
+        || {
+            let received = received.clone();
+            async move {
+                let got = received.lock().unwrap().clone();
+                got.iter()
+                    .any(|(hook, v)| hook == "generic" && v["event"] == "breach_ended")
+                    .then_some(got)
+            }
+        },
+    )
     .await;
-    let generic: Vec<&Value> = events.iter().filter(|(h, _)| h == "generic").map(|(_, v)| v).collect();
-    let names: Vec<&str> = generic.iter().map(|v| v["event"].as_str().unwrap()).collect();
+    let generic: Vec<&Value> = events
+        .iter()
+        .filter(|(h, _)| h == "generic")
+        .map(|(_, v)| v)
+        .collect();
+    let names: Vec<&str> = generic
+        .iter()
+        .map(|v| v["event"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["breach_started", "breach_ended"], "{generic:#?}");
-    assert!(generic.iter().all(|v| v["service"] == "orders" && v["source"] == "drctl"));
+    assert!(generic
+        .iter()
+        .all(|v| v["service"] == "orders" && v["source"] == "drctl"));
     assert_eq!(generic[0]["severity"], "critical");
-    assert!(generic[0]["detail"]["exposure_s"].as_f64().unwrap() > 5.0, "{}", generic[0]);
+    assert!(
+        generic[0]["detail"]["exposure_s"].as_f64().unwrap() > 5.0,
+        "{}",
+        generic[0]
+    );
     let lasted = generic[1]["detail"]["lasted_s"].as_f64().unwrap();
-    assert!(lasted > 1.0, "the end says how long it lasted: {}", generic[1]);
-    let chat: Vec<&Value> = events.iter().filter(|(h, _)| h == "chat").map(|(_, v)| v).collect();
+    assert!(
+        lasted > 1.0,
+        "the end says how long it lasted: {}",
+        generic[1]
+    );
+    let chat: Vec<&Value> = events
+        .iter()
+        .filter(|(h, _)| h == "chat")
+        .map(|(_, v)| v)
+        .collect();
     assert_eq!(chat.len(), 2, "{chat:#?}");
-    assert!(chat[0]["text"].as_str().unwrap().contains("breach started"), "{}", chat[0]);
+    assert!(
+        chat[0]["text"].as_str().unwrap().contains("breach started"),
+        "{}",
+        chat[0]
+    );
     // The dead webhook: retried with backoff (1 s, 2 s, 4 s …): a handful
     // of attempts in this run, counted in the metrics.
-    let metrics = reqwest::get(format!("{api}/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{api}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let retried: f64 = metrics
         .lines()
-        .filter(|l| l.starts_with("drctl_alert_deliveries_total{") && l.contains("webhook=\"down\"") && l.contains("outcome=\"retried\""))
+        .filter(|l| {
+            l.starts_with("drctl_alert_deliveries_total{")
+                && l.contains("webhook=\"down\"")
+                && l.contains("outcome=\"retried\"")
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert!((1.0..=16.0).contains(&retried), "retries of the dead webhook: {retried}\n{metrics}");
-    assert!(metrics.contains("drctl_alert_deliveries_total{webhook=\"generic\",outcome=\"delivered\"} 2"), "{metrics}");
+    assert!(
+        (1.0..=16.0).contains(&retried),
+        "retries of the dead webhook: {retried}\n{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("drctl_alert_deliveries_total{webhook=\"generic\",outcome=\"delivered\"} 2"),
+        "{metrics}"
+    );
 
     // And from the CLI, reading the store directly.
     let config = lab.config_path().to_str().unwrap().to_string();
-    let (code, out, err) = drctl(&["report", "--config", &config, "--from", &from, "--format", "csv"]);
+    let (code, out, err) = drctl(&[
+        "report", "--config", &config, "--from", &from, "--format", "csv",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.matches("orders,hot,breach").count(), 1, "{out}");
     daemon.stop().await;

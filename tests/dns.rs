@@ -557,7 +557,6 @@ async fn knsupdate_updates_the_zone_server() {
 
 // -------------------------------------------------------------- Route 53
 
-
 #[tokio::test]
 async fn route53_upserts_flips_and_deletes_on_moto() {
     std::env::set_var("AWS_ACCESS_KEY_ID", "drctl-test");

@@ -201,7 +201,10 @@ async fn failover_after_a_link_cut_and_a_lost_primary_reports_the_rows_really_lo
     // About one heartbeat per second of the cut was lost.
     assert!(measured.rpo_heartbeats >= 5, "{measured:?}");
     let upper = measured.rpo_upper_us.expect("an upper bound");
-    assert!(upper >= truth_us, "upper bound {upper} µs below the truth {truth_us} µs");
+    assert!(
+        upper >= truth_us,
+        "upper bound {upper} µs below the truth {truth_us} µs"
+    );
     let interval = lab_config(&lab).monitor.interval.as_micros() as i64;
     assert!(
         (measured.rpo_us - truth_us).abs() <= interval,
@@ -221,7 +224,6 @@ async fn failover_after_a_link_cut_and_a_lost_primary_reports_the_rows_really_lo
     );
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_driver_killed_at_any_step_boundary_is_resumed_to_one_writable_primary() {
     let (lab, _dir) = start_lab(vec![orders()]).await;
@@ -239,7 +241,9 @@ async fn a_driver_killed_at_any_step_boundary_is_resumed_to_one_writable_primary
         for phase in ["applied", "done"] {
             let crash = format!("{}:{phase}", step.as_str());
             let out = std::process::Command::new(drctl_bin())
-                .args(["failover", "orders", "--to", target, "--yes", "--config", config])
+                .args([
+                    "failover", "orders", "--to", target, "--yes", "--config", config,
+                ])
                 .env("DRCTL_FAULT_CRASH_AT", &crash)
                 .output()
                 .unwrap();
@@ -382,21 +386,36 @@ async fn a_dns_provider_down_stops_the_failover_resumably_and_a_resume_completes
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let text = std::fs::read_to_string(lab.config_path())
         .unwrap()
-        .replace(&format!("server = \"{}\"", lab.dns().addr()), &format!("server = \"{addr}\""))
-        .replace("tsig_secret_file = \"lab-dns.key\"", "tsig_secret_file = \"down-dns.key\"");
-    assert!(text.contains(&addr.to_string()), "the provider now points at the test's server");
+        .replace(
+            &format!("server = \"{}\"", lab.dns().addr()),
+            &format!("server = \"{addr}\""),
+        )
+        .replace(
+            "tsig_secret_file = \"lab-dns.key\"",
+            "tsig_secret_file = \"down-dns.key\"",
+        );
+    assert!(
+        text.contains(&addr.to_string()),
+        "the provider now points at the test's server"
+    );
     let path = dir.path().join("lab").join("dns-down.toml");
     std::fs::write(&path, text).unwrap();
     let config = path.to_str().unwrap();
 
-    let (code, stdout, stderr) =
-        drctl(&["failover", "orders", "--to", REGION_B, "--yes", "-o", "json", "--config", config]);
+    let (code, stdout, stderr) = drctl(&[
+        "failover", "orders", "--to", REGION_B, "--yes", "-o", "json", "--config", config,
+    ]);
     assert_eq!(code, 1, "{stdout}{stderr}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["error"]["code"], "operation_stopped", "{v}");
     let message = v["error"]["message"].as_str().unwrap();
-    assert!(message.contains("dns_flip") && message.contains("--resume"), "{message}");
-    let store = Store::open(lab_config(&lab).store.url.expose()).await.unwrap();
+    assert!(
+        message.contains("dns_flip") && message.contains("--resume"),
+        "{message}"
+    );
+    let store = Store::open(lab_config(&lab).store.url.expose())
+        .await
+        .unwrap();
     let op = store
         .unfinished_operation("orders", &["failover"])
         .await
@@ -412,9 +431,12 @@ async fn a_dns_provider_down_stops_the_failover_resumably_and_a_resume_completes
     assert!(!writable(&lab, REGION_A).await);
 
     // The provider comes back; the resume finishes from the DNS flip.
-    let server = drctl_dns::server::ZoneServer::start(addr, "shop.lab.", Some(&key)).await.unwrap();
-    let (code, stdout, stderr) =
-        drctl(&["failover", "--resume", &op.id, "--wait", "20s", "-o", "json", "--config", config]);
+    let server = drctl_dns::server::ZoneServer::start(addr, "shop.lab.", Some(&key))
+        .await
+        .unwrap();
+    let (code, stdout, stderr) = drctl(&[
+        "failover", "--resume", &op.id, "--wait", "20s", "-o", "json", "--config", config,
+    ]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(
         drctl_dns::query(addr, "orders.shop.lab.", drctl_config::RecordType::A)

@@ -47,7 +47,13 @@ async fn ha_lab() -> HaLab {
     pg.init_primary(100).expect("initdb of the store cluster");
     pg.start().expect("starting the store cluster");
     let (url, token) = (pg.dsn("postgres"), lab_token(&lab, "operator"));
-    HaLab { lab, pg, url, token, _dir: dir }
+    HaLab {
+        lab,
+        pg,
+        url,
+        token,
+        _dir: dir,
+    }
 }
 
 /// The lab's config on the shared store: a 2 s lease, the API on a port the
@@ -61,13 +67,22 @@ fn ha_config(lab: &Lab, store_url: &str) -> PathBuf {
         .expect("the lab's config has [api] listen")
         .to_string();
     let replaced = text
-        .replace("url = \"sqlite://drctl-state.db\"", &format!("url = \"{store_url}\""))
+        .replace(
+            "url = \"sqlite://drctl-state.db\"",
+            &format!("url = \"{store_url}\""),
+        )
         .replace(&api, "listen = \"127.0.0.1:0\"")
         .replace(
             "\n[failover]\nautomatic_limit = 1000\n",
-            &format!("\n[failover]\nlease = \"{}s\"\nautomatic_limit = 0\n", LEASE.as_secs()),
+            &format!(
+                "\n[failover]\nlease = \"{}s\"\nautomatic_limit = 0\n",
+                LEASE.as_secs()
+            ),
         );
-    assert!(replaced.contains(store_url) && replaced.contains("automatic_limit = 0"), "{replaced}");
+    assert!(
+        replaced.contains(store_url) && replaced.contains("automatic_limit = 0"),
+        "{replaced}"
+    );
     let path = lab.config_path().with_file_name("ha.toml");
     std::fs::write(&path, replaced).unwrap();
     path
@@ -192,14 +207,28 @@ async fn finished(store: &Store, id: &str) -> drctl_store::OperationRecord {
     .await
 }
 
-
 /// One writable primary (`target`), DNS naming it, the store agreeing, and
 /// one write probe row for the operation.
-async fn one_primary_named_by_dns(lab: &Lab, store: &Store, op: &str, source: &str, target: &str, what: &str) {
+async fn one_primary_named_by_dns(
+    lab: &Lab,
+    store: &Store,
+    op: &str,
+    source: &str,
+    target: &str,
+    what: &str,
+) {
     assert!(writable(lab, target).await, "{what}: {target} is writable");
     assert!(!writable(lab, source).await, "{what}: {source} is not");
-    let expected_ip = if target == REGION_B { "127.0.2.1" } else { "127.0.1.1" };
-    assert_eq!(resolve(lab).await.as_deref(), Some(expected_ip), "{what}: DNS names {target}");
+    let expected_ip = if target == REGION_B {
+        "127.0.2.1"
+    } else {
+        "127.0.1.1"
+    };
+    assert_eq!(
+        resolve(lab).await.as_deref(),
+        Some(expected_ip),
+        "{what}: DNS names {target}"
+    );
     let role = store.cluster_role("orders").await.unwrap().unwrap();
     assert_eq!(role.primary_region, target, "{what}");
     let mut c = connect(&lab.cluster("orders", target).dsn("orders")).await;
@@ -223,7 +252,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -234,7 +266,8 @@ fn median(mut xs: Vec<Duration>) -> Duration {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_leader_killed_at_each_step_boundary_is_replaced_and_the_follower_finishes_the_failover() {
+async fn a_leader_killed_at_each_step_boundary_is_replaced_and_the_follower_finishes_the_failover()
+{
     let h = ha_lab().await;
     let (lab, token) = (&h.lab, &h.token);
     let config = ha_config(lab, &h.url);
@@ -246,9 +279,11 @@ async fn a_leader_killed_at_each_step_boundary_is_replaced_and_the_follower_fini
     for step in OperationKind::Failover.steps() {
         let crash = format!("{}:done", step.as_str());
         let mut leader = Serve::start(&config, "leader", &[("DRCTL_FAULT_CRASH_AT", &crash)]).await;
-        wait_for("the first daemon to lead", Duration::from_secs(30), || async {
-            leader.leading().await.then_some(())
-        })
+        wait_for(
+            "the first daemon to lead",
+            Duration::from_secs(30),
+            || async { leader.leading().await.then_some(()) },
+        )
         .await;
         let follower = Serve::start(&config, "follower", &[]).await;
         let seen = follower.cluster().await.expect("the follower answers");
@@ -259,21 +294,34 @@ async fn a_leader_killed_at_each_step_boundary_is_replaced_and_the_follower_fini
         assert_eq!(code, 503, "{crash}: {body}");
         assert_eq!(body["error"]["code"], "not_leader", "{body}");
         let message = body["error"]["message"].as_str().unwrap();
-        assert!(message.contains(&leader.api), "{crash}: the refusal names the leader's API: {message}");
+        assert!(
+            message.contains(&leader.api),
+            "{crash}: the refusal names the leader's API: {message}"
+        );
 
         let (code, body) = start_failover(&leader.api, token, target).await;
         assert_eq!(code, 202, "{crash}: {body}");
         let id = body["operation"]["id"].as_str().unwrap().to_string();
 
-        let died = poll(&format!("the leader to die at {crash}"), Duration::from_secs(60), || {
-            let exited = leader.exited();
-            async move { exited.then(Instant::now) }
-        })
+        let died = poll(
+            &format!("the leader to die at {crash}"),
+            Duration::from_secs(60),
+            || {
+                let exited = leader.exited();
+                async move { exited.then(Instant::now) }
+            },
+        )
         .await;
-        assert!(leader.log_text().contains(&format!("aborting at {crash}")), "{crash}: {}", leader.log_text());
-        poll(&format!("the follower to lead after {crash}"), Duration::from_secs(30), || async {
-            follower.leading().await.then_some(())
-        })
+        assert!(
+            leader.log_text().contains(&format!("aborting at {crash}")),
+            "{crash}: {}",
+            leader.log_text()
+        );
+        poll(
+            &format!("the follower to lead after {crash}"),
+            Duration::from_secs(30),
+            || async { follower.leading().await.then_some(()) },
+        )
         .await;
         let took_over = died.elapsed();
         let op = finished(&store, &id).await;
@@ -288,18 +336,29 @@ async fn a_leader_killed_at_each_step_boundary_is_replaced_and_the_follower_fini
 
         one_primary_named_by_dns(lab, &store, &op.id, source, target, &crash).await;
         let steps = store.journal(&op.id).await.unwrap();
-        assert_eq!(steps.len(), OperationKind::Failover.steps().len(), "{crash}: {steps:?}");
+        assert_eq!(
+            steps.len(),
+            OperationKind::Failover.steps().len(),
+            "{crash}: {steps:?}"
+        );
         for s in &steps {
             assert_eq!(s.status, "done", "{crash}: {s:?}");
             // A boundary crash leaves nothing half-done: every step once.
-            assert_eq!(s.attempts, 1, "{crash}: step {} ran {} times", s.step, s.attempts);
+            assert_eq!(
+                s.attempts, 1,
+                "{crash}: step {} ran {} times",
+                s.step, s.attempts
+            );
         }
         let resumed_by_follower = steps
             .iter()
             .skip_while(|s| s.step != step.as_str())
             .skip(1)
             .all(|s| s.driver != steps[0].driver);
-        assert!(resumed_by_follower, "{crash}: the steps after the crash were the follower's: {steps:?}");
+        assert!(
+            resumed_by_follower,
+            "{crash}: the steps after the crash were the follower's: {steps:?}"
+        );
 
         follower.stop();
         reclone(lab, source, target);
@@ -325,30 +384,44 @@ async fn a_paused_leader_is_fenced_and_writes_nothing_when_it_wakes() {
 
     let pause = "promote_target:applied";
     let leader = Serve::start(&config, "paused", &[("DRCTL_FAULT_PAUSE_AT", pause)]).await;
-    wait_for("the first daemon to lead", Duration::from_secs(30), || async {
-        leader.leading().await.then_some(())
-    })
+    wait_for(
+        "the first daemon to lead",
+        Duration::from_secs(30),
+        || async { leader.leading().await.then_some(()) },
+    )
     .await;
-    let term = leader.cluster().await.unwrap()["this"]["term"].as_i64().unwrap();
+    let term = leader.cluster().await.unwrap()["this"]["term"]
+        .as_i64()
+        .unwrap();
     let follower = Serve::start(&config, "follower", &[]).await;
     let (code, body) = start_failover(&leader.api, token, REGION_B).await;
     assert_eq!(code, 202, "{body}");
     let id = body["operation"]["id"].as_str().unwrap().to_string();
-    wait_for("the leader to stop itself mid-promote", Duration::from_secs(60), || {
-        let stopped = leader.stopped();
-        async move { stopped.then_some(()) }
-    })
+    wait_for(
+        "the leader to stop itself mid-promote",
+        Duration::from_secs(60),
+        || {
+            let stopped = leader.stopped();
+            async move { stopped.then_some(()) }
+        },
+    )
     .await;
 
     // The follower takes over the lease and the operation, which it finishes.
     let op = finished(&store, &id).await;
     let seen = follower.cluster().await.unwrap();
     assert_eq!(seen["this"]["leading"], json!(true), "{seen}");
-    assert!(seen["this"]["term"].as_i64().unwrap() > term, "a new term: {seen}");
+    assert!(
+        seen["this"]["term"].as_i64().unwrap() > term,
+        "a new term: {seen}"
+    );
     one_primary_named_by_dns(lab, &store, &op.id, REGION_A, REGION_B, pause).await;
     let before = store.journal(&id).await.unwrap();
     let promote = before.iter().find(|s| s.step == "promote_target").unwrap();
-    assert_eq!(promote.attempts, 2, "the follower re-ran the half-done step: {promote:?}");
+    assert_eq!(
+        promote.attempts, 2,
+        "the follower re-ran the half-done step: {promote:?}"
+    );
     let paused_driver = before[0].driver.clone();
     assert_ne!(promote.driver, paused_driver, "{before:?}");
 
@@ -358,42 +431,82 @@ async fn a_paused_leader_is_fenced_and_writes_nothing_when_it_wakes() {
         .args(["-CONT", &leader.pid().to_string()])
         .status()
         .unwrap();
-    wait_for("the ex-leader to notice it lost its lease", Duration::from_secs(20), || {
-        let log = leader.log_text();
-        async move { log.contains("lost the lease").then_some(()) }
-    })
+    wait_for(
+        "the ex-leader to notice it lost its lease",
+        Duration::from_secs(20),
+        || {
+            let log = leader.log_text();
+            async move { log.contains("lost the lease").then_some(()) }
+        },
+    )
     .await;
     tokio::time::sleep(LEASE * 2).await;
     let after = store.journal(&id).await.unwrap();
     assert_eq!(before, after, "the woken ex-leader changed the journal");
-    assert_eq!(store.operation(&id).await.unwrap().unwrap().status, "succeeded");
+    assert_eq!(
+        store.operation(&id).await.unwrap().unwrap().status,
+        "succeeded"
+    );
     let seen = leader.cluster().await.expect("the ex-leader answers again");
-    assert_eq!(seen["this"]["leading"], json!(false), "the ex-leader follows: {seen}");
-    assert_eq!(seen["leader"]["id"], follower.cluster().await.unwrap()["this"]["id"], "{seen}");
+    assert_eq!(
+        seen["this"]["leading"],
+        json!(false),
+        "the ex-leader follows: {seen}"
+    );
+    assert_eq!(
+        seen["leader"]["id"],
+        follower.cluster().await.unwrap()["this"]["id"],
+        "{seen}"
+    );
     let (code, body) = start_failover(&leader.api, token, REGION_A).await;
-    assert_eq!((code, body["error"]["code"].as_str()), (503, Some("not_leader")), "{body}");
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (503, Some("not_leader")),
+        "{body}"
+    );
     let (code, out, err) = drctl(&["status", "--api", &leader.api, "-o", "json"]);
     assert_eq!(code, 0, "{out}{err}");
-    let source = serde_json::from_str::<Value>(&out).unwrap()["source"].as_str().unwrap().to_string();
-    assert!(source.contains(&format!("a follower of {}", seen["leader"]["id"].as_str().unwrap())), "{source}");
+    let source = serde_json::from_str::<Value>(&out).unwrap()["source"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        source.contains(&format!(
+            "a follower of {}",
+            seen["leader"]["id"].as_str().unwrap()
+        )),
+        "{source}"
+    );
     one_primary_named_by_dns(lab, &store, &op.id, REGION_A, REGION_B, "after the wake-up").await;
     let log = leader.log_text();
-    assert!(log.contains("continued after promote_target:applied"), "{log}");
+    assert!(
+        log.contains("continued after promote_target:applied"),
+        "{log}"
+    );
 
     // A clean stop hands the lease over at once.
     let follower_id = follower.cluster().await.unwrap()["this"]["id"].clone();
     let stopped_at = Instant::now();
     follower.stop();
-    wait_for("the ex-leader to lead after the clean stop", Duration::from_secs(10), || async {
-        leader.leading().await.then_some(())
-    })
+    wait_for(
+        "the ex-leader to lead after the clean stop",
+        Duration::from_secs(10),
+        || async { leader.leading().await.then_some(()) },
+    )
     .await;
     eprintln!(
         "takeover: after a clean stop (lease given back): {:.2} s",
         stopped_at.elapsed().as_secs_f64()
     );
     let daemons = leader.cluster().await.unwrap()["daemons"].clone();
-    assert!(daemons.as_array().unwrap().iter().any(|d| d["id"] == follower_id), "{daemons}");
+    assert!(
+        daemons
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == follower_id),
+        "{daemons}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -415,9 +528,11 @@ async fn a_leader_cut_off_from_the_store_steps_down_before_a_follower_takes_over
     };
     let follower_config = ha_config(lab, url);
     let leader = Serve::start(&leader_config, "cut-off", &[]).await;
-    wait_for("the first daemon to lead", Duration::from_secs(30), || async {
-        leader.leading().await.then_some(())
-    })
+    wait_for(
+        "the first daemon to lead",
+        Duration::from_secs(30),
+        || async { leader.leading().await.then_some(()) },
+    )
     .await;
     let follower = Serve::start(&follower_config, "follower", &[]).await;
     // A follower serves reads: the live view of orders.
@@ -427,7 +542,12 @@ async fn a_leader_cut_off_from_the_store_steps_down_before_a_follower_takes_over
         .json()
         .await
         .unwrap();
-    assert!(figures["services"].as_array().is_some_and(|s| !s.is_empty()), "{figures}");
+    assert!(
+        figures["services"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty()),
+        "{figures}"
+    );
 
     // The store stops answering the leader (connections hang, as in a
     // partition): it must stop leading before the follower starts.
@@ -435,9 +555,16 @@ async fn a_leader_cut_off_from_the_store_steps_down_before_a_follower_takes_over
     proxy.set(drctl_lab::Fault::BlackHole);
     let (mut stepped_down, mut took_over) = (None, None);
     while took_over.is_none() || stepped_down.is_none() {
-        assert!(cut.elapsed() < Duration::from_secs(30), "no takeover after the cut");
+        assert!(
+            cut.elapsed() < Duration::from_secs(30),
+            "no takeover after the cut"
+        );
         let (a, b) = (leader.leading().await, follower.leading().await);
-        assert!(!(a && b), "two daemons led at once, {:?} after the cut", cut.elapsed());
+        assert!(
+            !(a && b),
+            "two daemons led at once, {:?} after the cut",
+            cut.elapsed()
+        );
         if !a && stepped_down.is_none() {
             stepped_down = Some(cut.elapsed());
         }
@@ -453,15 +580,28 @@ async fn a_leader_cut_off_from_the_store_steps_down_before_a_follower_takes_over
         took_over.as_secs_f64(),
         LEASE.as_secs()
     );
-    assert!(stepped_down < took_over, "{stepped_down:?} then {took_over:?}");
-    assert!(stepped_down <= LEASE, "the cut-off leader steps down within its lease: {stepped_down:?}");
+    assert!(
+        stepped_down < took_over,
+        "{stepped_down:?} then {took_over:?}"
+    );
+    assert!(
+        stepped_down <= LEASE,
+        "the cut-off leader steps down within its lease: {stepped_down:?}"
+    );
 
     // The store answers again: the ex-leader follows the new leader.
     proxy.set(drctl_lab::Fault::Pass);
     let follower_id = follower.cluster().await.unwrap()["this"]["id"].clone();
-    let seen = wait_for("the ex-leader to see the new leader", Duration::from_secs(30), || async {
-        leader.cluster().await.filter(|c| c["leader"]["id"] == follower_id)
-    })
+    let seen = wait_for(
+        "the ex-leader to see the new leader",
+        Duration::from_secs(30),
+        || async {
+            leader
+                .cluster()
+                .await
+                .filter(|c| c["leader"]["id"] == follower_id)
+        },
+    )
     .await;
     assert_eq!(seen["this"]["leading"], json!(false), "{seen}");
 }

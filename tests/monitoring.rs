@@ -44,7 +44,9 @@ async fn served_metrics() -> BTreeSet<String> {
         .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
         .await
         .unwrap();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
     let text = String::from_utf8(body.to_vec()).unwrap();
     let mut names = BTreeSet::new();
     for line in text.lines() {
@@ -69,7 +71,8 @@ fn metric_names(expr: &str) -> Vec<String> {
     let mut i = 0;
     while let Some(at) = expr[i..].find("drctl_") {
         let start = i + at;
-        let before_ok = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let before_ok =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
         let mut end = start;
         while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
             end += 1;
@@ -96,14 +99,28 @@ async fn the_alert_rules_are_complete_and_name_only_served_metrics() {
         for rule in group["rules"].as_sequence().expect("rules:") {
             let name = rule["alert"].as_str().expect("every rule is an alert");
             let expr = rule["expr"].as_str().expect("expr");
-            assert!(rule["for"].as_str().is_some(), "{name}: no `for`: one bad sample must not page");
+            assert!(
+                rule["for"].as_str().is_some(),
+                "{name}: no `for`: one bad sample must not page"
+            );
             let severity = rule["labels"]["severity"].as_str().unwrap_or_default();
-            assert!(["page", "ticket"].contains(&severity), "{name}: severity {severity:?}");
+            assert!(
+                ["page", "ticket"].contains(&severity),
+                "{name}: severity {severity:?}"
+            );
             for key in ["summary", "description", "runbook_url"] {
-                assert!(rule["annotations"][key].as_str().is_some_and(|s| !s.is_empty()), "{name}: no {key}");
+                assert!(
+                    rule["annotations"][key]
+                        .as_str()
+                        .is_some_and(|s| !s.is_empty()),
+                    "{name}: no {key}"
+                );
             }
             let runbook = rule["annotations"]["runbook_url"].as_str().unwrap();
-            assert!(repo().join(runbook.split('#').next().unwrap()).is_file(), "{name}: {runbook} does not exist");
+            assert!(
+                repo().join(runbook.split('#').next().unwrap()).is_file(),
+                "{name}: {runbook} does not exist"
+            );
             let names = metric_names(expr);
             assert!(!names.is_empty(), "{name}: no drctl metric in {expr}");
             for m in names {
@@ -141,7 +158,10 @@ async fn the_grafana_dashboard_parses_and_names_only_served_metrics() {
     assert!(exprs.len() >= 10, "{} queries", exprs.len());
     for expr in &exprs {
         for m in metric_names(expr) {
-            assert!(served.contains(&m), "the dashboard queries {m}, which /metrics does not serve ({expr})");
+            assert!(
+                served.contains(&m),
+                "the dashboard queries {m}, which /metrics does not serve ({expr})"
+            );
         }
     }
 }

@@ -15,7 +15,9 @@ use drctl_tests::*;
 fn schemathesis() -> PathBuf {
     let path = std::env::var_os("SCHEMATHESIS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin/schemathesis"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin/schemathesis")
+        });
     assert!(
         path.is_file(),
         "{} is missing: install it with `python3 -m venv .venv-test && .venv-test/bin/pip install \
@@ -29,7 +31,14 @@ fn run(api: &str, token: &str, extra: &[&str]) -> String {
     let out = Command::new(schemathesis())
         .args(["run", &format!("{api}/api/v1/openapi.json")])
         .args(["--header", &format!("Authorization: Bearer {token}")])
-        .args(["--checks", "all", "--max-examples", "40", "--seed", "20261124"])
+        .args([
+            "--checks",
+            "all",
+            "--max-examples",
+            "40",
+            "--seed",
+            "20261124",
+        ])
         .args(["--no-color"])
         .args(extra)
         .env("SCHEMATHESIS_HOOKS", "")
@@ -41,7 +50,10 @@ fn run(api: &str, token: &str, extra: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "schemathesis found problems:\n{text}");
-    assert!(!text.contains("Unresolvable references"), "the document has dangling references:\n{text}");
+    assert!(
+        !text.contains("Unresolvable references"),
+        "the document has dangling references:\n{text}"
+    );
     text
 }
 
@@ -59,7 +71,12 @@ async fn the_served_openapi_document_holds_for_every_generated_request() {
     let (code, _, err) = drctl(&["backup", "run", "catalog", "--config", &config]);
     assert_eq!(code, 0, "{err}");
     wait_for("samples", std::time::Duration::from_secs(20), || async {
-        let v: serde_json::Value = reqwest::get(format!("{api}/api/v1/rpo-rto")).await.ok()?.json().await.ok()?;
+        let v: serde_json::Value = reqwest::get(format!("{api}/api/v1/rpo-rto"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
         (v["services"][0]["rpo"]["exposure_s"].is_number()).then_some(())
     })
     .await;

@@ -31,13 +31,18 @@ fn rejoin(lab: &Lab, region: &str) -> String {
     ]);
     if code != 0 {
         if let Some(id) = stdout.split_whitespace().find(|w| w.starts_with("op-")) {
-            let (_, show, _) = drctl(&["operations", "show", id, "-o", "json", "--config", &config]);
+            let (_, show, _) =
+                drctl(&["operations", "show", id, "-o", "json", "--config", &config]);
             eprintln!("--- journal: {show}");
         }
         for r in [REGION_A, REGION_B] {
-            let log = std::fs::read_to_string(lab.cluster("orders", r).log_file()).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(lab.cluster("orders", r).log_file()).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            eprintln!("--- {r} log:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            eprintln!(
+                "--- {r} log:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
     }
     assert_eq!(code, 0, "rejoin of {region}: {stdout}{stderr}");
@@ -57,24 +62,39 @@ async fn count(lab: &Lab, region: &str, sql: &str) -> i64 {
 /// `region` streams from `primary`: named in its `pg_stat_replication`, and a
 /// row written there shows up.
 async fn streams_from(lab: &Lab, region: &str, primary: &str, marker: i64) {
-    assert_eq!(role(lab, region).await, Some((true, false)), "{region} is a standby");
+    assert_eq!(
+        role(lab, region).await,
+        Some((true, false)),
+        "{region} is a standby"
+    );
     let mut p = connect(&lab.cluster("orders", primary).dsn("orders")).await;
     let names: Vec<String> = sqlx::query_scalar("SELECT application_name FROM pg_stat_replication")
         .fetch_all(&mut p)
         .await
         .unwrap();
-    assert!(names.iter().any(|n| n == region), "{primary} streams to {region}: {names:?}");
+    assert!(
+        names.iter().any(|n| n == region),
+        "{primary} streams to {region}: {names:?}"
+    );
     sqlx::query("CREATE TABLE IF NOT EXISTS shop.markers (id bigint PRIMARY KEY)")
         .execute(&mut p)
         .await
         .unwrap();
-    sqlx::query("INSERT INTO shop.markers VALUES ($1)").bind(marker).execute(&mut p).await.unwrap();
+    sqlx::query("INSERT INTO shop.markers VALUES ($1)")
+        .bind(marker)
+        .execute(&mut p)
+        .await
+        .unwrap();
     let sql = format!("SELECT count(*) FROM shop.markers WHERE id = {marker}");
-    wait_for("the marker to replicate", Duration::from_secs(20), || async {
-        let mut c = connect(&lab.cluster("orders", region).dsn("orders")).await;
-        let n: Option<i64> = sqlx::query_scalar(&sql).fetch_one(&mut c).await.ok();
-        (n == Some(1)).then_some(())
-    })
+    wait_for(
+        "the marker to replicate",
+        Duration::from_secs(20),
+        || async {
+            let mut c = connect(&lab.cluster("orders", region).dsn("orders")).await;
+            let n: Option<i64> = sqlx::query_scalar(&sql).fetch_one(&mut c).await.ok();
+            (n == Some(1)).then_some(())
+        },
+    )
     .await;
 }
 
@@ -86,7 +106,10 @@ async fn after_a_switchover_the_old_primary_rejoins_and_the_pair_switches_back()
     let store = Store::open(config.store.url.expose()).await.unwrap();
     let engine = Engine::new(config, store);
 
-    let there = engine.run(&request(OperationKind::Switchover, REGION_B), &|_| {}).await.unwrap();
+    let there = engine
+        .run(&request(OperationKind::Switchover, REGION_B), &|_| {})
+        .await
+        .unwrap();
     assert_eq!(there.status, OpStatus::Succeeded);
     let method = rejoin(&lab, REGION_A);
     eprintln!("rejoin after a switchover: {method}");
@@ -95,7 +118,10 @@ async fn after_a_switchover_the_old_primary_rejoins_and_the_pair_switches_back()
     assert_eq!(rejoin(&lab, REGION_A), "skipped");
 
     // Protected again: back to region-a with zero loss.
-    let back = engine.run(&request(OperationKind::Switchover, REGION_A), &|_| {}).await.unwrap();
+    let back = engine
+        .run(&request(OperationKind::Switchover, REGION_A), &|_| {})
+        .await
+        .unwrap();
     let m = back.measured.unwrap();
     assert_eq!((m.rpo_bytes, m.rpo_us), (0, 0), "{m:?}");
     assert!(writable(&lab, REGION_A).await);
@@ -103,7 +129,10 @@ async fn after_a_switchover_the_old_primary_rejoins_and_the_pair_switches_back()
     rejoin(&lab, REGION_B);
     streams_from(&lab, REGION_B, REGION_A, 2).await;
     // The rejoined standby was not left fenced: promoting it works.
-    let third = engine.run(&request(OperationKind::Switchover, REGION_B), &|_| {}).await.unwrap();
+    let third = engine
+        .run(&request(OperationKind::Switchover, REGION_B), &|_| {})
+        .await
+        .unwrap();
     assert_eq!(third.status, OpStatus::Succeeded);
     assert!(writable(&lab, REGION_B).await);
 }
@@ -118,18 +147,31 @@ async fn a_diverged_old_primary_is_rewound_onto_the_new_timeline() {
 
     // Rows only region-a gets: the link is cut while they are written.
     let mut a = connect(&lab.cluster("orders", REGION_A).dsn("orders")).await;
-    sqlx::query("CREATE TABLE shop.lost (id bigint PRIMARY KEY)").execute(&mut a).await.unwrap();
+    sqlx::query("CREATE TABLE shop.lost (id bigint PRIMARY KEY)")
+        .execute(&mut a)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     lab.link().cut();
-    sqlx::query("INSERT INTO shop.lost SELECT generate_series(1, 100)").execute(&mut a).await.unwrap();
+    sqlx::query("INSERT INTO shop.lost SELECT generate_series(1, 100)")
+        .execute(&mut a)
+        .await
+        .unwrap();
     drop(a);
     lab.kill_primary("orders").unwrap();
     lab.link().restore();
     // The killed primary cannot be fenced (no fence hook): accepted.
-    let req = Request { accept_unfenced: true, ..request(OperationKind::Failover, REGION_B) };
+    let req = Request {
+        accept_unfenced: true,
+        ..request(OperationKind::Failover, REGION_B)
+    };
     let out = engine.run(&req, &|_| {}).await.unwrap();
     assert_eq!(out.status, OpStatus::Succeeded);
-    assert_eq!(count(&lab, REGION_B, "SELECT count(*) FROM shop.lost").await, 0, "the rows were lost");
+    assert_eq!(
+        count(&lab, REGION_B, "SELECT count(*) FROM shop.lost").await,
+        0,
+        "the rows were lost"
+    );
 
     let method = rejoin(&lab, REGION_A);
     assert_eq!(method, "rewind", "a diverged old primary is rewound");

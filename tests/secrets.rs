@@ -124,7 +124,9 @@ async fn planted_secrets_appear_in_no_log_line_response_or_output() {
         ("DRCTL_SECRETS_TEST_ADMIN", ADMIN_TOKEN.to_string()),
         (
             "DRCTL_SECRETS_TEST_CATALOG_DSN",
-            format!("postgres://app:{ENV_DSN_PASSWORD}@127.0.0.1:{dead_port}/catalog?connect_timeout=1"),
+            format!(
+                "postgres://app:{ENV_DSN_PASSWORD}@127.0.0.1:{dead_port}/catalog?connect_timeout=1"
+            ),
         ),
         ("AWS_ACCESS_KEY_ID", "AKIAPLANTEDKEYID".to_string()),
         ("AWS_SECRET_ACCESS_KEY", AWS_SECRET.to_string()),
@@ -146,7 +148,13 @@ async fn planted_secrets_appear_in_no_log_line_response_or_output() {
     let http = reqwest::Client::new();
     wait_for("the API", Duration::from_secs(30), || {
         let (http, url) = (http.clone(), format!("{api}/healthz"));
-        async move { http.get(url).send().await.ok().filter(|r| r.status().is_success()) }
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        }
     })
     .await;
 
@@ -179,10 +187,18 @@ async fn planted_secrets_appear_in_no_log_line_response_or_output() {
     for (path, body) in [
         ("/api/v1/services/catalog/backups", None),
         ("/api/v1/services/catalog/restore-tests", None),
-        ("/api/v1/services/orders/operations", Some(json!({ "kind": "failover", "dry_run": true }))),
-        ("/api/v1/services/orders/operations", Some(json!({ "kind": "drill" }))),
+        (
+            "/api/v1/services/orders/operations",
+            Some(json!({ "kind": "failover", "dry_run": true })),
+        ),
+        (
+            "/api/v1/services/orders/operations",
+            Some(json!({ "kind": "drill" })),
+        ),
     ] {
-        let mut req = http.post(format!("{api}{path}")).bearer_auth(OPERATOR_TOKEN);
+        let mut req = http
+            .post(format!("{api}{path}"))
+            .bearer_auth(OPERATOR_TOKEN);
         if let Some(b) = &body {
             req = req.json(b);
         }
@@ -201,7 +217,15 @@ async fn planted_secrets_appear_in_no_log_line_response_or_output() {
         let done = wait_for("the job to end", Duration::from_secs(60), || {
             let (http, url) = (http.clone(), format!("{api}/api/v1/operations/{id}"));
             async move {
-                let v: Value = http.get(url).bearer_auth(ADMIN_TOKEN).send().await.ok()?.json().await.ok()?;
+                let v: Value = http
+                    .get(url)
+                    .bearer_auth(ADMIN_TOKEN)
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
                 (v["operation"]["status"] != "running").then_some(v)
             }
         })
@@ -229,7 +253,10 @@ async fn planted_secrets_appear_in_no_log_line_response_or_output() {
     let status = serve.wait().unwrap();
     let out = std::fs::read_to_string(&out_path).unwrap();
     let err = std::fs::read_to_string(&err_path).unwrap();
-    assert!(status.success(), "drctl serve exits cleanly on SIGTERM: {err}");
+    assert!(
+        status.success(),
+        "drctl serve exits cleanly on SIGTERM: {err}"
+    );
     assert!(
         err.contains("127.0.0.1") && err.lines().count() > 10,
         "the daemon logged its failures (the search below must have something to search):\n{err}"
@@ -255,8 +282,14 @@ async fn planted_secrets_appear_in_no_log_line_response_or_output() {
             .env("DRCTL_TOKEN", ADMIN_TOKEN)
             .output()
             .unwrap();
-        evidence.add(format!("drctl {}", args.join(" ")), String::from_utf8_lossy(&o.stdout));
-        evidence.add(format!("drctl {} (stderr)", args.join(" ")), String::from_utf8_lossy(&o.stderr));
+        evidence.add(
+            format!("drctl {}", args.join(" ")),
+            String::from_utf8_lossy(&o.stdout),
+        );
+        evidence.add(
+            format!("drctl {} (stderr)", args.join(" ")),
+            String::from_utf8_lossy(&o.stderr),
+        );
     }
     // The state store's files: samples, operations, journals, audit rows.
     for name in ["state.db", "state.db-wal"] {
@@ -278,7 +311,10 @@ async fn planted_secrets_appear_in_no_log_line_response_or_output() {
     for (what, text) in &evidence.texts {
         for secret in secrets {
             if text.contains(secret) {
-                let line = text.lines().find(|l| l.contains(secret)).unwrap_or_default();
+                let line = text
+                    .lines()
+                    .find(|l| l.contains(secret))
+                    .unwrap_or_default();
                 leaks.push(format!("{what}: {line}"));
             }
         }
@@ -297,7 +333,8 @@ const CHILD_TOKEN: &str = "planted-child-token-secret-8a47";
 /// tools, and the test sees exactly what each child was given.
 fn recording_pg_bin(dir: &std::path::Path, log: &std::path::Path) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let real = drctl_pg::find_pg_bin().expect("PostgreSQL binaries (apt-get install postgresql, or set PG_BIN)");
+    let real = drctl_pg::find_pg_bin()
+        .expect("PostgreSQL binaries (apt-get install postgresql, or set PG_BIN)");
     let bin = dir.join("recording-bin");
     std::fs::create_dir(&bin).unwrap();
     std::fs::write(log, "").unwrap();
@@ -332,7 +369,11 @@ fn drctl_with_secrets(config: &str, pg_bin: &std::path::Path, args: &[&str]) -> 
         .expect("running drctl");
     (
         out.status.code().unwrap_or(-1),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 
@@ -371,7 +412,10 @@ async fn planted_secrets_reach_no_child_argv_or_environment_in_a_backup_drill_or
         )
         .unwrap();
         let mut c = drctl_tests::connect(&cluster.dsn("postgres")).await;
-        sqlx::query("SELECT pg_reload_conf()").execute(&mut c).await.unwrap();
+        sqlx::query("SELECT pg_reload_conf()")
+            .execute(&mut c)
+            .await
+            .unwrap();
     }
     // The password is really needed: without it the role is refused.
     let a = lab.cluster("orders", REGION_A);
@@ -396,20 +440,36 @@ async fn planted_secrets_reach_no_child_argv_or_environment_in_a_backup_drill_or
     for args in [
         vec!["backup", "run", "orders", "-o", "json"],
         vec!["drill", "orders", "--yes", "-o", "json"],
-        vec!["switchover", "orders", "--to", REGION_B, "--yes", "-o", "json"],
-        vec!["rejoin", "orders", "--region", REGION_A, "--yes", "-o", "json"],
+        vec![
+            "switchover",
+            "orders",
+            "--to",
+            REGION_B,
+            "--yes",
+            "-o",
+            "json",
+        ],
+        vec![
+            "rejoin", "orders", "--region", REGION_A, "--yes", "-o", "json",
+        ],
     ] {
         let (code, out) = drctl_with_secrets(config, &bin, &args);
         assert_eq!(code, 0, "drctl {}: {out}", args.join(" "));
         outputs.push((args.join(" "), out));
     }
-    assert_eq!(drctl_tests::role(&lab, REGION_A).await, Some((true, false)), "region-a rejoined as a standby");
+    assert_eq!(
+        drctl_tests::role(&lab, REGION_A).await,
+        Some((true, false)),
+        "region-a rejoined as a standby"
+    );
 
     // What the children were given.
     let children = std::fs::read_to_string(&log).unwrap();
     for program in ["pg_basebackup", "pg_ctl", "pg_rewind"] {
         assert!(
-            children.lines().any(|l| l.starts_with("ARGV") && l.contains(&format!("/{program} "))),
+            children
+                .lines()
+                .any(|l| l.starts_with("ARGV") && l.contains(&format!("/{program} "))),
             "{program} ran through the recording bin:\n{children}"
         );
     }
@@ -424,20 +484,30 @@ async fn planted_secrets_reach_no_child_argv_or_environment_in_a_backup_drill_or
             || cmdline.contains(&*dir.path().to_string_lossy())
         {
             let environ = std::fs::read(p.join("environ")).unwrap_or_default();
-            live.push_str(&format!("{cmdline}\n{}\n", String::from_utf8_lossy(&environ).replace('\0', "\n")));
+            live.push_str(&format!(
+                "{cmdline}\n{}\n",
+                String::from_utf8_lossy(&environ).replace('\0', "\n")
+            ));
         }
     }
     let mut leaks = Vec::new();
     for secret in [CHILD_DSN_PASSWORD, CHILD_AWS_SECRET, CHILD_TOKEN] {
-        for (what, text) in [("children", children.as_str()), ("live processes", live.as_str())]
-            .into_iter()
-            .chain(outputs.iter().map(|(a, o)| (a.as_str(), o.as_str())))
+        for (what, text) in [
+            ("children", children.as_str()),
+            ("live processes", live.as_str()),
+        ]
+        .into_iter()
+        .chain(outputs.iter().map(|(a, o)| (a.as_str(), o.as_str())))
         {
             if let Some(line) = text.lines().find(|l| l.contains(secret)) {
                 leaks.push(format!("{what}: {line}"));
             }
         }
     }
-    assert!(leaks.is_empty(), "secrets reached child processes:\n{}", leaks.join("\n"));
+    assert!(
+        leaks.is_empty(),
+        "secrets reached child processes:\n{}",
+        leaks.join("\n")
+    );
     lab.teardown().unwrap();
 }

@@ -82,8 +82,11 @@ fn harness() -> &'static Harness {
             .replace("STORE", &dir.join("state.db").display().to_string())
             .replace("BACKUPS", &dir.join("backups").display().to_string());
         let router = rt.block_on(async {
-            let config = drctl_config::parse("fuzz.toml", &text, std::path::Path::new("/")).unwrap();
-            let store = drctl_store::Store::open(config.store.url.expose()).await.unwrap();
+            let config =
+                drctl_config::parse("fuzz.toml", &text, std::path::Path::new("/")).unwrap();
+            let store = drctl_store::Store::open(config.store.url.expose())
+                .await
+                .unwrap();
             populate(&store).await;
             let monitor = drctl_monitor::Monitor::new(Arc::new(config), store);
             drctl_api::router(drctl_api::ApiState::new(monitor).unwrap())
@@ -111,14 +114,38 @@ async fn populate(store: &drctl_store::Store) {
         .await
         .unwrap();
     let ago = |m: i64| now - TimeDelta::minutes(m);
-    store.operation_started("op-1", "drill", Some("orders"), Some("us-east"), ago(90)).await.unwrap();
-    store.operation_finished("op-1", ago(88), Ok(r#"{"rpo_s":0.5,"rto_s":12.0}"#)).await.unwrap();
-    store.operation_started("op-2", "failover", Some("orders"), Some("us-east"), ago(60)).await.unwrap();
-    store.operation_finished("op-2", ago(59), Err("refused")).await.unwrap();
-    store.backup_started("b-running", "catalog", "eu-west", "local", ago(30)).await.unwrap();
-    store.backup_started("b-failed", "catalog", "eu-west", "local", ago(120)).await.unwrap();
-    store.backup_failed("b-failed", ago(119), "connection refused").await.unwrap();
-    store.restore_test_started("rt-1", "catalog", "b-failed", ago(100)).await.unwrap();
+    store
+        .operation_started("op-1", "drill", Some("orders"), Some("us-east"), ago(90))
+        .await
+        .unwrap();
+    store
+        .operation_finished("op-1", ago(88), Ok(r#"{"rpo_s":0.5,"rto_s":12.0}"#))
+        .await
+        .unwrap();
+    store
+        .operation_started("op-2", "failover", Some("orders"), Some("us-east"), ago(60))
+        .await
+        .unwrap();
+    store
+        .operation_finished("op-2", ago(59), Err("refused"))
+        .await
+        .unwrap();
+    store
+        .backup_started("b-running", "catalog", "eu-west", "local", ago(30))
+        .await
+        .unwrap();
+    store
+        .backup_started("b-failed", "catalog", "eu-west", "local", ago(120))
+        .await
+        .unwrap();
+    store
+        .backup_failed("b-failed", ago(119), "connection refused")
+        .await
+        .unwrap();
+    store
+        .restore_test_started("rt-1", "catalog", "b-failed", ago(100))
+        .await
+        .unwrap();
     store
         .restore_test_finished("rt-1", ago(99), false, None, None, Some("no such backup"))
         .await
@@ -183,7 +210,9 @@ fuzz_target!(|data: &[u8]| {
         let end = body.iter().position(|b| *b == b'\n').unwrap_or(body.len());
         body[..end].to_vec()
     };
-    let Ok(uri) = format!("{base}{suffix}").parse::<axum::http::Uri>() else { return };
+    let Ok(uri) = format!("{base}{suffix}").parse::<axum::http::Uri>() else {
+        return;
+    };
     // With a token the fuzzer reaches the handlers behind authorization;
     // work is never started: operations are forced to dry runs, and other
     // POSTs carry a token only where the handler refuses to start work.
@@ -193,10 +222,17 @@ fuzz_target!(|data: &[u8]| {
         3 => Some(raw_authorization),
         _ => None,
     };
-    let is_token = |t: &Option<Vec<u8>>| matches!(t.as_deref(), Some(b"Bearer fuzz-operator" | b"Bearer fuzz-admin"));
+    let is_token = |t: &Option<Vec<u8>>| {
+        matches!(
+            t.as_deref(),
+            Some(b"Bearer fuzz-operator" | b"Bearer fuzz-admin")
+        )
+    };
     if method == Method::POST && (is_token(&token) || data[2] % 4 == 3) {
         if base.ends_with("/operations") {
-            if let Ok(serde_json::Value::Object(mut o)) = serde_json::from_slice::<serde_json::Value>(&body) {
+            if let Ok(serde_json::Value::Object(mut o)) =
+                serde_json::from_slice::<serde_json::Value>(&body)
+            {
                 o.insert("dry_run".into(), serde_json::Value::Bool(true));
                 body = serde_json::to_vec(&o).unwrap();
             }
@@ -211,11 +247,17 @@ fuzz_target!(|data: &[u8]| {
         // A dry run is forced only on JSON objects; anything else at an
         // operations endpoint is refused before any work.
     }
-    let mut req = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
     if let Some(value) = token.and_then(|t| axum::http::HeaderValue::from_bytes(&t).ok()) {
         req = req.header("authorization", value);
     }
-    let Ok(req) = req.body(Body::from(body)) else { return };
-    let status = h.rt.block_on(async { h.router.clone().oneshot(req).await.unwrap().status() });
+    let Ok(req) = req.body(Body::from(body)) else {
+        return;
+    };
+    let status =
+        h.rt.block_on(async { h.router.clone().oneshot(req).await.unwrap().status() });
     assert!(status.as_u16() != 500, "a request made the API fail");
 });

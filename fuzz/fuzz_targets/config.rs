@@ -42,7 +42,12 @@ fn harness() -> &'static Harness {
                 for i in 0..2 * 144 {
                     let at = now - TimeDelta::minutes(10 * i);
                     let exposure = (i % 7) * 1_000_000;
-                    batch.push(drctl_store::LagSample::bare(service, "us-east", at, Some(exposure)));
+                    batch.push(drctl_store::LagSample::bare(
+                        service,
+                        "us-east",
+                        at,
+                        Some(exposure),
+                    ));
                 }
             }
             store.insert_lag_samples(&batch).await.unwrap();
@@ -57,7 +62,9 @@ fn harness() -> &'static Harness {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     match drctl_config::parse("fuzz.toml", text, std::path::Path::new("/nonexistent")) {
         Ok(config) => {
             // What the CLI and the API print of a valid config.
@@ -117,7 +124,12 @@ fn plan(config: &drctl_config::Config) {
                 at,
             );
         }
-        let mut view = drctl_monitor::ServiceView::empty(&svc.name, svc.tier, svc.targets.rpo, svc.targets.rto);
+        let mut view = drctl_monitor::ServiceView::empty(
+            &svc.name,
+            svc.tier,
+            svc.targets.rpo,
+            svc.targets.rto,
+        );
         for at in [now, long_ago, DateTime::<Utc>::MAX_UTC] {
             view.proof = Some(drctl_monitor::compliance::Proof {
                 kind: "drill".into(),
@@ -131,10 +143,9 @@ fn plan(config: &drctl_config::Config) {
     // API serves, on the store's history.
     for days in [30, 93] {
         let from = now - TimeDelta::days(days);
-        let report = h
-            .rt
-            .block_on(drctl_api::report::build(config, &h.store, from, now))
-            .expect("the report reads the store");
+        let report =
+            h.rt.block_on(drctl_api::report::build(config, &h.store, from, now))
+                .expect("the report reads the store");
         let _ = drctl_api::report::to_markdown(&report);
         let _ = drctl_api::report::to_csv(&report);
     }

@@ -61,9 +61,16 @@ pub fn lab_token(lab: &Lab, role: &str) -> String {
 /// resume need not wait long for a dead driver's lease.
 pub fn short_lease_config(lab: &Lab) -> PathBuf {
     let text = std::fs::read_to_string(lab.config_path()).unwrap();
-    assert!(text.contains("\n[failover]\n"), "the lab's config has a [failover] table");
+    assert!(
+        text.contains("\n[failover]\n"),
+        "the lab's config has a [failover] table"
+    );
     let path = lab.config_path().with_file_name("short-lease.toml");
-    std::fs::write(&path, text.replace("\n[failover]\n", "\n[failover]\nlease = \"1s\"\n")).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("\n[failover]\n", "\n[failover]\nlease = \"1s\"\n"),
+    )
+    .unwrap();
     path
 }
 
@@ -251,7 +258,9 @@ pub async fn create_hosted_zone(endpoint: &str, zone: &str) -> String {
         .unwrap();
     let start = text.find("<Id>").expect("a hosted zone id") + "<Id>".len();
     let end = start + text[start..].find("</Id>").unwrap();
-    text[start..end].trim_start_matches("/hostedzone/").to_string()
+    text[start..end]
+        .trim_start_matches("/hostedzone/")
+        .to_string()
 }
 
 /// Whether the kernel has process `pid` stopped (state `T`: SIGSTOP).

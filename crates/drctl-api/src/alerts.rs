@@ -62,7 +62,9 @@ fn service_conditions(monitor: &Monitor, now: DateTime<Utc>) -> Vec<Condition> {
             .map(|s| s.targets.evidence_every)
             .unwrap_or_else(|| config.tiers.get(v.tier).evidence_every);
         let c = drctl_monitor::compliance::assess(&v, every, now);
-        let exposure = v.exposure().map(|d| drctl_monitor::format_secs(d.as_secs_f64()));
+        let exposure = v
+            .exposure()
+            .map(|d| drctl_monitor::format_secs(d.as_secs_f64()));
         out.push(Condition {
             key: format!("breach:{}", v.service),
             active: v.status == Status::Breach,
@@ -98,7 +100,10 @@ fn service_conditions(monitor: &Monitor, now: DateTime<Utc>) -> Vec<Condition> {
                     .iter()
                     .find(|r| r.contains("old"))
                     .cloned()
-                    .unwrap_or_else(|| format!("the last {} is recent again", c.evidence.required.replace('_', " ")))
+                    .unwrap_or_else(|| format!(
+                        "the last {} is recent again",
+                        c.evidence.required.replace('_', " ")
+                    ))
             ),
             detail: serde_json::to_value(&c.evidence).unwrap_or(Value::Null),
         });
@@ -108,7 +113,10 @@ fn service_conditions(monitor: &Monitor, now: DateTime<Utc>) -> Vec<Condition> {
 
 /// Failed backups, verifications and restore tests, and operations that
 /// started or ended, as one-shot conditions keyed by their id.
-async fn record_conditions(store: &Store, now: DateTime<Utc>) -> drctl_store::Result<Vec<Condition>> {
+async fn record_conditions(
+    store: &Store,
+    now: DateTime<Utc>,
+) -> drctl_store::Result<Vec<Condition>> {
     let recent = |t: Option<DateTime<Utc>>| t.is_some_and(|t| now - t <= NEWS_WINDOW);
     let mut out = Vec::new();
     for b in store.backups(None, 200).await? {
@@ -121,7 +129,12 @@ async fn record_conditions(store: &Store, now: DateTime<Utc>) -> drctl_store::Re
                 start: "backup_failed",
                 end: None,
                 severity: "critical",
-                summary: format!("{}: backup {} failed: {}", b.service, b.id, b.error.clone().unwrap_or_default()),
+                summary: format!(
+                    "{}: backup {} failed: {}",
+                    b.service,
+                    b.id,
+                    b.error.clone().unwrap_or_default()
+                ),
                 detail: json!({ "backup_id": b.id, "error": b.error }),
             });
         }
@@ -160,12 +173,19 @@ async fn record_conditions(store: &Store, now: DateTime<Utc>) -> drctl_store::Re
         }
     }
     for o in store.operations(200).await? {
-        if !matches!(o.kind.as_str(), "failover" | "switchover" | "drill" | "rejoin" | "recover")
-            || !recent(Some(o.started_at))
+        if !matches!(
+            o.kind.as_str(),
+            "failover" | "switchover" | "drill" | "rejoin" | "recover"
+        ) || !recent(Some(o.started_at))
         {
             continue;
         }
-        let what = format!("{} {} of {}", o.kind, o.id, o.service.clone().unwrap_or_default());
+        let what = format!(
+            "{} {} of {}",
+            o.kind,
+            o.id,
+            o.service.clone().unwrap_or_default()
+        );
         out.push(Condition {
             key: format!("operation_started:{}", o.id),
             active: true,
@@ -173,7 +193,11 @@ async fn record_conditions(store: &Store, now: DateTime<Utc>) -> drctl_store::Re
             service: o.service.clone(),
             start: "operation_started",
             end: None,
-            severity: if o.kind == "failover" { "critical" } else { "info" },
+            severity: if o.kind == "failover" {
+                "critical"
+            } else {
+                "info"
+            },
             summary: format!("{what} started"),
             detail: json!({ "operation_id": o.id, "kind": o.kind, "target": o.target }),
         });
@@ -260,7 +284,9 @@ async fn watch_once(
             .filter(|w| w.wants(c.kind))
             .map(|w| w.name.clone())
             .collect();
-        store.raise_alert(&c.key, c.active, &alert, &webhooks).await?;
+        store
+            .raise_alert(&c.key, c.active, &alert, &webhooks)
+            .await?;
         states.insert(c.key.clone(), (c.active, now));
         tracing::info!(event = %alert.event, service = ?alert.service, summary = %alert.summary, "alert raised");
         raised += 1;
@@ -327,10 +353,16 @@ async fn send_once(
         let Some(sink) = sinks.get_mut(&due.webhook) else {
             // The webhook left the config: nothing will ever take it.
             let e = "the webhook is no longer configured".to_string();
-            store.delivery_attempted(&due.event.id, &due.webhook, Err((e, None))).await?;
+            store
+                .delivery_attempted(&due.event.id, &due.webhook, Err((e, None)))
+                .await?;
             continue;
         };
-        while sink.sent.front().is_some_and(|t| t.elapsed() > Duration::from_secs(60)) {
+        while sink
+            .sent
+            .front()
+            .is_some_and(|t| t.elapsed() > Duration::from_secs(60))
+        {
             sink.sent.pop_front();
         }
         if sink.sent.len() >= MAX_PER_MINUTE {
@@ -352,16 +384,25 @@ async fn send_once(
             Err(e) => Err(format!(
                 "{} unreachable ({})",
                 sink.host,
-                if e.is_timeout() { "timeout" } else if e.is_connect() { "connection refused or reset" } else { "request failed" }
+                if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connection refused or reset"
+                } else {
+                    "request failed"
+                }
             )),
         };
         match outcome {
             Ok(at) => {
                 counters.bump(&due.webhook, "delivered");
-                store.delivery_attempted(&due.event.id, &due.webhook, Ok(at)).await?;
+                store
+                    .delivery_attempted(&due.event.id, &due.webhook, Ok(at))
+                    .await?;
             }
             Err(e) => {
-                let next = (due.attempts + 1 < MAX_ATTEMPTS).then(|| Utc::now() + backoff(due.attempts));
+                let next =
+                    (due.attempts + 1 < MAX_ATTEMPTS).then(|| Utc::now() + backoff(due.attempts));
                 if next.is_none() {
                     tracing::error!(webhook = %due.webhook, event = %due.event.id, error = %e, "giving up on an alert delivery");
                     counters.bump(&due.webhook, "failed");
@@ -369,7 +410,9 @@ async fn send_once(
                     tracing::warn!(webhook = %due.webhook, event = %due.event.id, error = %e, "alert delivery failed; retrying");
                     counters.bump(&due.webhook, "retried");
                 }
-                store.delivery_attempted(&due.event.id, &due.webhook, Err((e, next))).await?;
+                store
+                    .delivery_attempted(&due.event.id, &due.webhook, Err((e, next)))
+                    .await?;
             }
         }
     }
@@ -431,9 +474,19 @@ pub async fn run(
         match w.resolve_url() {
             Ok(url) => {
                 let host = host_of(url.expose());
-                sinks.insert(w.name.clone(), Sink { url, host, format: w.format, sent: VecDeque::new() });
+                sinks.insert(
+                    w.name.clone(),
+                    Sink {
+                        url,
+                        host,
+                        format: w.format,
+                        sent: VecDeque::new(),
+                    },
+                );
             }
-            Err(e) => tracing::error!(webhook = %w.name, error = %e, "webhook URL unreadable; its alerts stay queued"),
+            Err(e) => {
+                tracing::error!(webhook = %w.name, error = %e, "webhook URL unreadable; its alerts stay queued")
+            }
         }
     }
     let client = reqwest::Client::builder()
@@ -469,13 +522,19 @@ pub async fn run(
         if let Err(e) = watched {
             // The store may hold changes this daemon did not see: re-read.
             states = None;
-            if errors.get("watch").is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            if errors
+                .get("watch")
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+            {
                 tracing::error!(error = %e, "cannot evaluate alerts");
                 errors.insert("watch", Instant::now());
             }
         }
         if let Err(e) = send_once(&client, &mut sinks, &store, &counters).await {
-            if errors.get("send").is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            if errors
+                .get("send")
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+            {
                 tracing::error!(error = %e, "cannot send alerts");
                 errors.insert("send", Instant::now());
             }
@@ -490,12 +549,18 @@ mod tests {
     #[test]
     fn backoff_doubles_and_stops_at_five_minutes() {
         let secs: Vec<i64> = (0..12).map(|a| backoff(a).num_seconds()).collect();
-        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 128, 256, 256, 256, 256].map(|s: i64| s.min(300)));
+        assert_eq!(
+            secs,
+            [1, 2, 4, 8, 16, 32, 64, 128, 256, 256, 256, 256].map(|s: i64| s.min(300))
+        );
     }
 
     #[test]
     fn a_slack_url_shows_only_its_host() {
-        assert_eq!(host_of("https://hooks.slack.com/services/T000/B000/XXXX"), "hooks.slack.com");
+        assert_eq!(
+            host_of("https://hooks.slack.com/services/T000/B000/XXXX"),
+            "hooks.slack.com"
+        );
         assert_eq!(host_of("http://user:pw@127.0.0.1:9/x"), "127.0.0.1:9");
     }
 

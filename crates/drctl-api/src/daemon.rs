@@ -52,7 +52,11 @@ pub struct Daemon {
 /// Where restore tests and drills put their scratch clusters: `[scratch]
 /// root`, else drctl-pg's default (checked before use either way).
 pub fn scratch_root(config: &drctl_config::Config) -> std::path::PathBuf {
-    config.scratch.root.clone().unwrap_or_else(drctl_pg::os::scratch_root)
+    config
+        .scratch
+        .root
+        .clone()
+        .unwrap_or_else(drctl_pg::os::scratch_root)
 }
 
 impl Daemon {
@@ -61,7 +65,12 @@ impl Daemon {
         // Tokens first: a missing secret stops the start before anything runs.
         crate::auth::Authenticator::from_config(&config.api)?;
         crate::alerts::check_webhooks(&config)?;
-        let tls = config.api.tls.as_ref().map(crate::http::tls_acceptor).transpose()?;
+        let tls = config
+            .api
+            .tls
+            .as_ref()
+            .map(crate::http::tls_acceptor)
+            .transpose()?;
         let audit_key = config.audit.resolve_key().map_err(DaemonError::AuditKey)?;
         let store = Store::open(config.store.url.expose())
             .await?
@@ -104,14 +113,9 @@ impl Daemon {
             rx.clone(),
         ));
         let mut api_rx = rx;
-        let api_task = tokio::spawn(crate::serve(
-            listener,
-            api_state,
-            tls,
-            async move {
-                let _ = api_rx.wait_for(|s| *s).await;
-            },
-        ));
+        let api_task = tokio::spawn(crate::serve(listener, api_state, tls, async move {
+            let _ = api_rx.wait_for(|s| *s).await;
+        }));
         tracing::info!(
             %api_addr,
             daemon = %leadership.id(),
@@ -184,7 +188,11 @@ async fn note_configuration(
             changed.push(service.name.clone());
             let detail = serde_json::json!({ "fingerprint": fingerprint });
             store
-                .append_audit(&daemon("service_config_changed", Some(service.name.clone()), detail))
+                .append_audit(&daemon(
+                    "service_config_changed",
+                    Some(service.name.clone()),
+                    detail,
+                ))
                 .await?;
         }
     }
@@ -194,7 +202,9 @@ async fn note_configuration(
         "changed_services": changed,
         "version": env!("CARGO_PKG_VERSION"),
     });
-    store.append_audit(&daemon("daemon_started", None, detail)).await?;
+    store
+        .append_audit(&daemon("daemon_started", None, detail))
+        .await?;
     Ok(())
 }
 
@@ -217,7 +227,11 @@ fn advertised_url(config: &Config, api_addr: SocketAddr) -> String {
     }
     let scheme = scheme(&config.api);
     if api_addr.ip().is_unspecified() {
-        format!("{scheme}://{}:{}", crate::auth::host_name(), api_addr.port())
+        format!(
+            "{scheme}://{}:{}",
+            crate::auth::host_name(),
+            api_addr.port()
+        )
     } else {
         format!("{scheme}://{api_addr}")
     }
@@ -256,14 +270,23 @@ async fn lead_while_elected(
         let (term_end, term_rx) = watch::channel(false);
         monitor.set_recording(true);
         let mut duties = tokio::task::JoinSet::new();
-        duties.spawn(crate::guard::run(config.clone(), store.clone(), term_rx.clone()));
+        duties.spawn(crate::guard::run(
+            config.clone(),
+            store.clone(),
+            term_rx.clone(),
+        ));
         duties.spawn(drctl_backup::scheduler::run_scheduler(
             config.clone(),
             store.clone(),
             scratch_root(&config),
             term_rx.clone(),
         ));
-        duties.spawn(crate::alerts::run(config.clone(), monitor.clone(), alerts.clone(), term_rx.clone()));
+        duties.spawn(crate::alerts::run(
+            config.clone(),
+            monitor.clone(),
+            alerts.clone(),
+            term_rx.clone(),
+        ));
         duties.spawn(resume_abandoned_operations(
             drctl_failover::Engine::new(config.clone(), store.clone()),
             store.clone(),
@@ -340,7 +363,10 @@ async fn resume_abandoned_operations(
                     }
                     let (engine, in_hand) = (engine.clone(), in_hand.clone());
                     driving.spawn(async move {
-                        match engine.resume(&op.id, std::time::Duration::ZERO, &|_| {}).await {
+                        match engine
+                            .resume(&op.id, std::time::Duration::ZERO, &|_| {})
+                            .await
+                        {
                             Ok(outcome) => tracing::info!(
                                 id = %outcome.id, kind = %op.kind, status = ?outcome.status,
                                 "resumed an operation whose driver stopped"

@@ -24,7 +24,10 @@ const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; \
 
 pub(crate) fn routes() -> Router<ApiState> {
     Router::new()
-        .route("/", get(|| async { asset(HTML, "text/html; charset=utf-8") }))
+        .route(
+            "/",
+            get(|| async { asset(HTML, "text/html; charset=utf-8") }),
+        )
         .route(
             "/assets/dashboard.js",
             get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }),

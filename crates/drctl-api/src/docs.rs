@@ -4,8 +4,8 @@
 
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{RefOr, Schema};
 use utoipa::openapi::{InfoBuilder, OpenApi, OpenApiBuilder, Tag};
+use utoipa::openapi::{RefOr, Schema};
 use utoipa::IntoResponses;
 
 use crate::error::ErrorBody;
@@ -45,7 +45,10 @@ pub(crate) fn base() -> OpenApi {
         [
             ("services", "Services and their measured RPO/RTO"),
             ("evidence", "Backups, restore tests and their schedule"),
-            ("operations", "Failovers, switchovers, drills, backups started and followed"),
+            (
+                "operations",
+                "Failovers, switchovers, drills, backups started and followed",
+            ),
             ("reports", "Compliance over a period, for auditors"),
             ("audit", "Who changed what (admin)"),
             ("daemon", "Health and metrics"),
@@ -131,7 +134,9 @@ impl utoipa::PartialSchema for TimeParam {
                     .schema_type(Type::String)
                     .pattern(Some(DURATION_AGO)),
             )
-            .description(Some("RFC 3339 (2026-01-31T12:00:00Z) or a duration ago (15m, 24h, 7d)"))
+            .description(Some(
+                "RFC 3339 (2026-01-31T12:00:00Z) or a duration ago (15m, 24h, 7d)",
+            ))
             .into()
     }
 }

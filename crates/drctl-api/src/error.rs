@@ -109,9 +109,10 @@ impl ApiError {
                 match e {
                     F::UnknownService(_) | F::NotFound(_) => StatusCode::NOT_FOUND,
                     F::UnknownRegion { .. } => StatusCode::BAD_REQUEST,
-                    F::InProgress { .. } | F::LeaseBusy { .. } | F::Refused { .. } | F::NotResumable { .. } => {
-                        StatusCode::CONFLICT
-                    }
+                    F::InProgress { .. }
+                    | F::LeaseBusy { .. }
+                    | F::Refused { .. }
+                    | F::NotResumable { .. } => StatusCode::CONFLICT,
                     F::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 }
@@ -154,9 +155,10 @@ impl IntoResponse for ApiError {
             );
         }
         if let ApiError::ReportBusy { retry_after_s } = self {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(retry_after_s));
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_s),
+            );
         }
         response
     }

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use drctl_config::{Config, Service};
-use drctl_failover::auto::{Brakes, Detector, DetectorSettings, Observation, ReceiverView, Verdict};
+use drctl_failover::auto::{
+    Brakes, Detector, DetectorSettings, Observation, ReceiverView, Verdict,
+};
 use drctl_failover::{Engine, OperationKind, Request};
 use drctl_pg::PgEndpoint;
 use drctl_store::{DecisionRecord, Store};
@@ -27,7 +29,12 @@ pub(crate) async fn run(config: Arc<Config>, store: Store, shutdown: watch::Rece
     let mut tasks = Vec::new();
     for service in &config.services {
         let replicated = service.has_datastore()
-            && service.regions.iter().filter(|r| service.postgres.contains_key(*r)).count() >= 2;
+            && service
+                .regions
+                .iter()
+                .filter(|r| service.postgres.contains_key(*r))
+                .count()
+                >= 2;
         if replicated && seen.insert(service.cluster.clone()) {
             tasks.push(tokio::spawn(guard_cluster(
                 config.clone(),
@@ -63,12 +70,21 @@ async fn guard_cluster(
     service: String,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let Some(svc) = config.service(&service) else { return };
-    let probe_timeout = config.monitor.interval.clamp(Duration::from_millis(300), Duration::from_secs(2));
+    let Some(svc) = config.service(&service) else {
+        return;
+    };
+    let probe_timeout = config
+        .monitor
+        .interval
+        .clamp(Duration::from_millis(300), Duration::from_secs(2));
     let mut endpoints = std::collections::BTreeMap::new();
     for (region, conn) in &svc.postgres {
         let Ok(dsn) = conn.resolve() else { continue };
-        match PgEndpoint::new(format!("{}@{region}", svc.cluster), dsn.expose(), probe_timeout) {
+        match PgEndpoint::new(
+            format!("{}@{region}", svc.cluster),
+            dsn.expose(),
+            probe_timeout,
+        ) {
             Ok(ep) => {
                 endpoints.insert(region.clone(), ep.with_application_name("drctl-guard"));
             }
@@ -108,7 +124,10 @@ impl Guard {
     async fn primary_region(&self) -> Option<String> {
         match self.store.cluster_role(&self.cluster).await {
             Ok(Some(r)) => Some(r.primary_region),
-            Ok(None) => self.config.service(&self.service).map(|s| s.primary.clone()),
+            Ok(None) => self
+                .config
+                .service(&self.service)
+                .map(|s| s.primary.clone()),
             // Without the store we know nothing for sure: do nothing.
             Err(_) => None,
         }
@@ -124,8 +143,12 @@ impl Guard {
 
     async fn round(&mut self) {
         let at = Utc::now();
-        let Some(primary) = self.primary_region().await else { return };
-        let Some(ep) = self.endpoints.get(&primary) else { return };
+        let Some(primary) = self.primary_region().await else {
+            return;
+        };
+        let Some(ep) = self.endpoints.get(&primary) else {
+            return;
+        };
         let (primary_error, primary_writable) = match ep.node_state().await {
             Ok(s) => (None, s.writable()),
             Err(e) => (Some(e.to_string()), false),
@@ -156,12 +179,18 @@ impl Guard {
         };
         let settings = self.settings();
         let verdict = self.detector.observe(&settings, &observation, &brakes);
-        if let Verdict::FailOver { detected_at, evidence, .. } = &verdict {
+        if let Verdict::FailOver {
+            detected_at,
+            evidence,
+            ..
+        } = &verdict
+        {
             if self.refused {
                 return;
             }
             self.record(&verdict, &observation).await;
-            self.fail_over(*detected_at, evidence.clone(), &observation).await;
+            self.fail_over(*detected_at, evidence.clone(), &observation)
+                .await;
             return;
         }
         if verdict.key() != self.last_key {
@@ -172,8 +201,16 @@ impl Guard {
     fn settings(&self) -> DetectorSettings {
         let members = self.members();
         DetectorSettings {
-            min_down: members.iter().map(|s| s.failover.min_down).max().unwrap_or(Duration::from_secs(3)),
-            cooldown: members.iter().map(|s| s.failover.cooldown).max().unwrap_or_default(),
+            min_down: members
+                .iter()
+                .map(|s| s.failover.min_down)
+                .max()
+                .unwrap_or(Duration::from_secs(3)),
+            cooldown: members
+                .iter()
+                .map(|s| s.failover.cooldown)
+                .max()
+                .unwrap_or_default(),
             limit: self.config.failover.automatic_limit,
             window: self.config.failover.automatic_window,
         }
@@ -212,19 +249,30 @@ impl Guard {
     /// The standby that would take over, asked whether it still streams.
     async fn receiver_view(&self, primary: &str) -> ReceiverView {
         let Some((_, ep)) = self.endpoints.iter().find(|(r, _)| *r != primary) else {
-            return ReceiverView::Unknown { error: "no standby".into() };
+            return ReceiverView::Unknown {
+                error: "no standby".into(),
+            };
         };
         match ep.wal_receiver().await {
             Ok(Some((status, silent))) if status == "streaming" => ReceiverView::Streaming {
                 silent_ms: silent.unwrap_or(0).max(0) as u64,
             },
-            Ok(Some((status, _))) => ReceiverView::Disconnected { status: Some(status) },
+            Ok(Some((status, _))) => ReceiverView::Disconnected {
+                status: Some(status),
+            },
             Ok(None) => ReceiverView::Disconnected { status: None },
-            Err(e) => ReceiverView::Unknown { error: e.to_string() },
+            Err(e) => ReceiverView::Unknown {
+                error: e.to_string(),
+            },
         }
     }
 
-    async fn fail_over(&mut self, detected_at: chrono::DateTime<Utc>, evidence: String, o: &Observation) {
+    async fn fail_over(
+        &mut self,
+        detected_at: chrono::DateTime<Utc>,
+        evidence: String,
+        o: &Observation,
+    ) {
         tracing::warn!(cluster = %self.cluster, %evidence, "primary lost: automatic failover");
         let request = Request {
             kind: OperationKind::Failover,
@@ -248,7 +296,10 @@ impl Guard {
                     since: detected_at,
                     failed_probes: 0,
                     code: "refused".into(),
-                    reason: format!("the automatic failover did not complete: {e} ({})", e.code()),
+                    reason: format!(
+                        "the automatic failover did not complete: {e} ({})",
+                        e.code()
+                    ),
                 };
                 self.record(&verdict, o).await;
                 self.refused = true;
@@ -262,14 +313,18 @@ impl Guard {
             if region == primary {
                 continue;
             }
-            let Ok(state) = ep.node_state().await else { continue };
+            let Ok(state) = ep.node_state().await else {
+                continue;
+            };
             if !state.writable() {
                 continue;
             }
             // Under the cluster's operation lease, so no failover or
             // switchover can start (or be half-way) while we fence; busy
             // means one is: leave it to the operation.
-            let Some(lease) = self.watchdog_lease().await else { continue };
+            let Some(lease) = self.watchdog_lease().await else {
+                continue;
+            };
             // Look again before acting: an operation may have just promoted
             // it (and then the role or the journal says so).
             if self.operation_in_progress().await
@@ -315,7 +370,11 @@ impl Guard {
         let holder = format!("{}/watchdog", self.engine.driver());
         let now = self.store.clock().await.ok()?;
         let ttl = self.config.failover.lease;
-        self.store.acquire_lease(&name, &holder, ttl, now).await.ok().flatten()
+        self.store
+            .acquire_lease(&name, &holder, ttl, now)
+            .await
+            .ok()
+            .flatten()
     }
 
     async fn record(&mut self, verdict: &Verdict, o: &Observation) {

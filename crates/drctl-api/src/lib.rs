@@ -14,13 +14,13 @@ pub mod auth;
 pub(crate) mod daemon;
 mod dashboard;
 mod docs;
-pub mod http;
-pub mod report;
 pub mod error;
 mod guard;
+pub mod http;
 pub mod leader;
 mod metrics;
 mod operations;
+pub mod report;
 mod routes;
 
 use drctl_monitor::Monitor;
@@ -39,7 +39,8 @@ pub struct ApiState {
     /// This daemon's part in the leader election: followers refuse work.
     pub leadership: leader::Leadership,
     /// The last rendering of `/api/v1/rpo-rto`, and when it was made.
-    rpo_rto_cache: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, axum::body::Bytes)>>>,
+    rpo_rto_cache:
+        std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, axum::body::Bytes)>>>,
     /// Reports being built ([`report::CONCURRENT_REPORTS`] at most): a
     /// report reads much of the store, which also carries lease renewals.
     pub report_slots: std::sync::Arc<tokio::sync::Semaphore>,
@@ -55,7 +56,9 @@ impl ApiState {
             alerts: Default::default(),
             leadership: leader::Leadership::standalone(),
             rpo_rto_cache: Default::default(),
-            report_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(report::CONCURRENT_REPORTS)),
+            report_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                report::CONCURRENT_REPORTS,
+            )),
         })
     }
 
@@ -74,5 +77,12 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    http::serve(listener, router(state), tls, http::Limits::default(), shutdown).await
+    http::serve(
+        listener,
+        router(state),
+        tls,
+        http::Limits::default(),
+        shutdown,
+    )
+    .await
 }

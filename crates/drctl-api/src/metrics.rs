@@ -47,7 +47,9 @@ pub(crate) fn render(
         if let Some(s) = judged.rpo.p99_s {
             p99.get_or_create(&svc).set(s);
         }
-        rto_target.get_or_create(&svc).set(v.rto_target.as_secs_f64());
+        rto_target
+            .get_or_create(&svc)
+            .set(v.rto_target.as_secs_f64());
         if let Some(s) = judged.rto.measured_s {
             rto_measured.get_or_create(&svc).set(s);
         }
@@ -58,7 +60,9 @@ pub(crate) fn render(
         for s in drctl_monitor::compliance::STATUSES {
             let mut l = svc.clone();
             l.push(("status".into(), s.into()));
-            compliance.get_or_create(&l).set((judged.status == s) as i64);
+            compliance
+                .get_or_create(&l)
+                .set((judged.status == s) as i64);
         }
         if let Some(end) = v
             .backup_evidence
@@ -117,7 +121,11 @@ pub(crate) fn render(
         "p99 of RPO exposure over the last hour",
         p99,
     );
-    registry.register("rto_target_seconds", "RTO target of the service", rto_target);
+    registry.register(
+        "rto_target_seconds",
+        "RTO target of the service",
+        rto_target,
+    );
     registry.register(
         "rto_measured_seconds",
         "The newest measured RTO (failover, switchover, drill or restore test)",
@@ -149,11 +157,18 @@ pub(crate) fn render(
             .get_or_create(&vec![("kind".into(), kind), ("status".into(), status)])
             .inc_by(n.max(0) as u64);
     }
-    registry.register("operations", "Operations that ended, by kind and status", operations);
+    registry.register(
+        "operations",
+        "Operations that ended, by kind and status",
+        operations,
+    );
     let deliveries = Family::<Vec<(String, String)>, Counter>::default();
     for ((webhook, outcome), n) in alerts.snapshot() {
         deliveries
-            .get_or_create(&vec![("webhook".into(), webhook), ("outcome".into(), outcome)])
+            .get_or_create(&vec![
+                ("webhook".into(), webhook),
+                ("outcome".into(), outcome),
+            ])
             .inc_by(n);
     }
     registry.register(

@@ -8,21 +8,21 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::Extension;
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
+use chrono::Utc;
+use drctl_backup::jobs;
 use serde::Serialize;
+use serde_json::{json, Value};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use chrono::Utc;
-use drctl_backup::jobs;
-use serde_json::{json, Value};
 
 use crate::auth::{audit, Caller};
 use crate::docs::{Conflict, NotFound, ReadErrors};
-use crate::routes::known_service;
 use crate::error::ApiPath;
+use crate::routes::known_service;
 use crate::{ApiError, ApiState};
 
 pub(crate) fn routes() -> OpenApiRouter<ApiState> {
@@ -140,7 +140,14 @@ async fn start_operation(
         "reason": request.reason,
     });
     let service = request.service.clone();
-    audit(&state, &caller, "operation_requested", Some(service.clone()), asked).await?;
+    audit(
+        &state,
+        &caller,
+        "operation_requested",
+        Some(service.clone()),
+        asked,
+    )
+    .await?;
     // The id exists once the engine has taken the lease and recorded the
     // operation; a request refused before that gets its error here.
     let (tx, rx) = tokio::sync::oneshot::channel::<Result<String, drctl_failover::FailoverError>>();
@@ -156,7 +163,9 @@ async fn start_operation(
         };
         let outcome = engine.run(&request, &report).await;
         match outcome {
-            Ok(o) => tracing::info!(id = %o.id, status = ?o.status, "operation started through the API ended"),
+            Ok(o) => {
+                tracing::info!(id = %o.id, status = ?o.status, "operation started through the API ended")
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "operation started through the API did not succeed");
                 if let Some(tx) = tx.lock().unwrap().take() {
@@ -172,7 +181,9 @@ async fn start_operation(
             Ok(accepted(&id, kind.as_str()).into_response())
         }
         Ok(Err(e)) => Err(e.into()),
-        Err(_) => Err(ApiError::OperationNotFound("the operation ended before it was recorded".into())),
+        Err(_) => Err(ApiError::OperationNotFound(
+            "the operation ended before it was recorded".into(),
+        )),
     }
 }
 
@@ -302,26 +313,37 @@ async fn start_verify(
     if record.status != "complete" {
         return Err(ApiError::BackupNotVerifiable {
             id: backup,
-            reason: format!("it is {} (only a complete backup can be verified)", record.status),
+            reason: format!(
+                "it is {} (only a complete backup can be verified)",
+                record.status
+            ),
         });
     }
     let config = state.monitor.config_arc();
     let store = state.monitor.store().clone();
     let b = backup.clone();
     let id = new_operation_id();
-    launch(&state, &caller, &id, "verify", None, Some(&backup), async move {
-        let report = jobs::verify_recorded_backup(&config, &store, &b)
-            .await
-            .map_err(|e| e.to_string())?;
-        if report.verified {
-            Ok(json!({ "backup_id": b, "verified": true, "bytes_read": report.bytes_read }))
-        } else {
-            Err(format!(
-                "backup {b} failed verification: {}",
-                report.reason.unwrap_or_default()
-            ))
-        }
-    })
+    launch(
+        &state,
+        &caller,
+        &id,
+        "verify",
+        None,
+        Some(&backup),
+        async move {
+            let report = jobs::verify_recorded_backup(&config, &store, &b)
+                .await
+                .map_err(|e| e.to_string())?;
+            if report.verified {
+                Ok(json!({ "backup_id": b, "verified": true, "bytes_read": report.bytes_read }))
+            } else {
+                Err(format!(
+                    "backup {b} failed verification: {}",
+                    report.reason.unwrap_or_default()
+                ))
+            }
+        },
+    )
     .await?;
     Ok(accepted(&id, "verify"))
 }
@@ -379,8 +401,12 @@ pub(crate) struct OperationView {
 /// A fence hook's argv and output are for operators (see
 /// [`crate::auth::redact_fence_hooks`]).
 fn redact_view(v: &mut OperationView) {
-    v.progress.iter_mut().for_each(crate::auth::redact_fence_hooks);
-    v.result.iter_mut().for_each(crate::auth::redact_fence_hooks);
+    v.progress
+        .iter_mut()
+        .for_each(crate::auth::redact_fence_hooks);
+    v.result
+        .iter_mut()
+        .for_each(crate::auth::redact_fence_hooks);
 }
 
 pub(crate) fn operation_json(o: &drctl_store::OperationRecord) -> OperationView {
@@ -475,7 +501,9 @@ async fn operation(
     if !caller.is_some_and(|Extension(c)| c.sees_fence_hooks()) {
         redact_view(&mut operation);
         for s in &mut steps {
-            s.output.iter_mut().for_each(crate::auth::redact_fence_hooks);
+            s.output
+                .iter_mut()
+                .for_each(crate::auth::redact_fence_hooks);
         }
     }
     Ok(Json(OperationDetail {
@@ -504,7 +532,14 @@ pub(crate) struct OperationsQuery {
 }
 
 const OPERATION_KINDS: [&str; 8] = [
-    "failover", "switchover", "drill", "rejoin", "recover", "backup", "verify", "restore_test",
+    "failover",
+    "switchover",
+    "drill",
+    "rejoin",
+    "recover",
+    "backup",
+    "verify",
+    "restore_test",
 ];
 
 /// Operations (drills included), newest first.
@@ -525,13 +560,31 @@ async fn list_operations(
             reason: format!("{kind:?} is not one of {}", OPERATION_KINDS.join(", ")),
         });
     }
-    let w = crate::routes::list_window(&state, q.service, q.since.as_deref(), q.until.as_deref(), q.limit.as_deref(), 1000)?;
+    let w = crate::routes::list_window(
+        &state,
+        q.service,
+        q.since.as_deref(),
+        q.until.as_deref(),
+        q.limit.as_deref(),
+        1000,
+    )?;
     let ops = state
         .monitor
         .store()
-        .operations_in(q.kind.as_deref(), w.service.as_deref(), w.since, w.until, w.limit)
+        .operations_in(
+            q.kind.as_deref(),
+            w.service.as_deref(),
+            w.since,
+            w.until,
+            w.limit,
+        )
         .await?;
-    let next = w.next("/api/v1/operations", ops.len(), ops.last().map(|o| o.started_at), &[("kind", &q.kind)]);
+    let next = w.next(
+        "/api/v1/operations",
+        ops.len(),
+        ops.last().map(|o| o.started_at),
+        &[("kind", &q.kind)],
+    );
     let mut operations: Vec<OperationView> = ops.iter().map(operation_json).collect();
     if !caller.is_some_and(|Extension(c)| c.sees_fence_hooks()) {
         operations.iter_mut().for_each(redact_view);

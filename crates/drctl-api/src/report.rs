@@ -257,7 +257,11 @@ fn judge_slots(
         // Rounded to a millionth of a percent, and 100 only when no
         // microsecond was out of target.
         let pct = (compliant as f64 * 1e8 / measured as f64).floor() / 1e6;
-        if compliant == measured { 100.0 } else { pct.min(99.999999) }
+        if compliant == measured {
+            100.0
+        } else {
+            pct.min(99.999999)
+        }
     });
     (rpo, breaches)
 }
@@ -344,7 +348,10 @@ fn replicated_slots(
                     .checked_sub_signed(TimeDelta::milliseconds(((e - target_s) * 1000.0) as i64))
                     .unwrap_or(from);
                 // The compliant tick before was already breaching from `began`.
-                if let Some(last) = slots.last_mut().filter(|l: &&mut Slot| l.start < began && began < l.end) {
+                if let Some(last) = slots
+                    .last_mut()
+                    .filter(|l: &&mut Slot| l.start < began && began < l.end)
+                {
                     last.end = began;
                     cursor = began;
                 }
@@ -352,18 +359,35 @@ fn replicated_slots(
             }
         }
         if start > cursor {
-            slots.push(Slot { start: cursor, end: start, exposure_s: None });
+            slots.push(Slot {
+                start: cursor,
+                end: start,
+                exposure_s: None,
+            });
         }
         let next = ticks.get(i + 1).map(|(n, _)| *n).unwrap_or(to);
-        let end = if next - *t > step * 3 { *t + step } else { next }.min(to);
+        let end = if next - *t > step * 3 {
+            *t + step
+        } else {
+            next
+        }
+        .min(to);
         if end > start {
-            slots.push(Slot { start, end, exposure_s: *e });
+            slots.push(Slot {
+                start,
+                end,
+                exposure_s: *e,
+            });
         }
         cursor = end.max(cursor);
         previous = *e;
     }
     if cursor < to {
-        slots.push(Slot { start: cursor, end: to, exposure_s: None });
+        slots.push(Slot {
+            start: cursor,
+            end: to,
+            exposure_s: None,
+        });
     }
     slots
 }
@@ -381,7 +405,11 @@ fn cold_slots(
     let mut cuts: Vec<DateTime<Utc>> = vec![from, to];
     for (ended, verified_at) in verified {
         cuts.push(*verified_at);
-        cuts.push(ended.checked_add_signed(target).unwrap_or(DateTime::<Utc>::MAX_UTC));
+        cuts.push(
+            ended
+                .checked_add_signed(target)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        );
     }
     cuts.retain(|t| *t >= from && *t <= to);
     cuts.sort();
@@ -400,7 +428,11 @@ fn cold_slots(
             // a new backup is verified, which starts a new slot).
             let probe = end - TimeDelta::microseconds(1);
             let exposure_s = newest_end_by(start).map(|e| secs(probe.max(start) - e).max(0.0));
-            Slot { start, end, exposure_s }
+            Slot {
+                start,
+                end,
+                exposure_s,
+            }
         })
         .collect()
 }
@@ -418,7 +450,10 @@ fn proof_gaps(
     let mut sorted: Vec<DateTime<Utc>> = proofs.to_vec();
     sorted.sort();
     // Checked: a proof covers "for ever" rather than panicking at the end of time.
-    let covered = |p: DateTime<Utc>| p.checked_add_signed(every).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let covered = |p: DateTime<Utc>| {
+        p.checked_add_signed(every)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    };
     let mut covered_until = sorted
         .iter()
         .filter(|p| **p <= from)
@@ -433,7 +468,10 @@ fn proof_gaps(
                 start,
                 end,
                 duration_s: secs(until - start),
-                detail: format!("no {what} within the required {}", drctl_monitor::format_secs(secs(every))),
+                detail: format!(
+                    "no {what} within the required {}",
+                    drctl_monitor::format_secs(secs(every))
+                ),
             });
         }
     };
@@ -525,27 +563,40 @@ async fn service_report(
         // sample, crosses to the API).
         let raw_window = TimeDelta::from_std(RAW_WINDOW).unwrap_or(TimeDelta::hours(1));
         let raw_from = to.checked_sub_signed(raw_window).unwrap_or(from).max(from);
-        let raw = store.lag_samples(&svc.name, raw_from, Some(to), RAW_ROW_LIMIT).await?;
+        let raw = store
+            .lag_samples(&svc.name, raw_from, Some(to), RAW_ROW_LIMIT)
+            .await?;
         let mut slots = Vec::new();
         if raw_from > from {
             let rollups = store.lag_rollups(&svc.name, from, Some(raw_from)).await?;
             let mut minutes: Vec<LagSample> = rollups
                 .iter()
                 .map(|r| {
-                    let mut s = LagSample::bare(&r.service, &r.standby_region, r.minute, r.exposure_max_us);
+                    let mut s =
+                        LagSample::bare(&r.service, &r.standby_region, r.minute, r.exposure_max_us);
                     s.byte_lag = r.byte_lag_max;
                     s
                 })
                 .collect();
             let folded_until = rollups
                 .last()
-                .map(|r| r.minute.checked_add_signed(TimeDelta::minutes(1)).unwrap_or(r.minute))
+                .map(|r| {
+                    r.minute
+                        .checked_add_signed(TimeDelta::minutes(1))
+                        .unwrap_or(r.minute)
+                })
                 .unwrap_or(from)
                 .max(from);
             if folded_until < raw_from {
                 minutes.extend(
                     store
-                        .lag_buckets(&svc.name, folded_until, Some(raw_from), 60_000_000, MINUTE_ROW_LIMIT)
+                        .lag_buckets(
+                            &svc.name,
+                            folded_until,
+                            Some(raw_from),
+                            60_000_000,
+                            MINUTE_ROW_LIMIT,
+                        )
                         .await?
                         .into_iter()
                         // A bucket starts on the minute, maybe before the stretch.
@@ -555,7 +606,13 @@ async fn service_report(
                         }),
                 );
             }
-            slots.extend(replicated_slots(&minutes, from, raw_from, Duration::from_secs(60), target_s));
+            slots.extend(replicated_slots(
+                &minutes,
+                from,
+                raw_from,
+                Duration::from_secs(60),
+                target_s,
+            ));
         }
         slots.extend(replicated_slots(&raw, raw_from, to, interval, target_s));
         let basis = format!(
@@ -572,7 +629,12 @@ async fn service_report(
             .filter(|b| b.verification.as_deref() == Some("verified"))
             .filter_map(|b| Some((b.ended_at?, b.verified_at?)))
             .collect();
-        let slots = cold_slots(&verified, from, to, TimeDelta::from_std(svc.targets.rpo).unwrap_or(TimeDelta::MAX));
+        let slots = cold_slots(
+            &verified,
+            from,
+            to,
+            TimeDelta::from_std(svc.targets.rpo).unwrap_or(TimeDelta::MAX),
+        );
         let basis = "age of the newest verified backup at each moment".to_string();
         let (rpo, breaches) = judge_slots(&slots, target_s, to, basis);
         (rpo, breaches, Vec::new())
@@ -584,7 +646,10 @@ async fn service_report(
             in_period(o.started_at)
                 && (o.service.as_deref() == Some(svc.name.as_str())
                     || (o.target.as_deref() == Some(svc.cluster.as_str())
-                        && matches!(o.kind.as_str(), "failover" | "switchover" | "drill" | "rejoin" | "recover")))
+                        && matches!(
+                            o.kind.as_str(),
+                            "failover" | "switchover" | "drill" | "rejoin" | "recover"
+                        )))
         })
         .map(|o| OperationEntry {
             id: o.id.clone(),
@@ -618,7 +683,11 @@ async fn service_report(
             .collect()
     };
     if svc.has_datastore() {
-        let what = if svc.tier.is_replicated() { "drill" } else { "passed restore test" };
+        let what = if svc.tier.is_replicated() {
+            "drill"
+        } else {
+            "passed restore test"
+        };
         gaps.extend(proof_gaps(&proofs, from, to, every, what));
     }
     gaps.sort_by_key(|g| g.start);
@@ -671,7 +740,10 @@ pub fn period(
     to: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
-    let to = to.map(|t| parse_time("to", t, now)).transpose()?.unwrap_or(now);
+    let to = to
+        .map(|t| parse_time("to", t, now))
+        .transpose()?
+        .unwrap_or(now);
     let from = from
         .map(|f| parse_time("from", f, now))
         .transpose()?
@@ -688,7 +760,8 @@ fn opt_t(d: &Option<DateTime<Utc>>) -> String {
 }
 
 fn f(s: Option<f64>) -> String {
-    s.map(drctl_monitor::format_secs).unwrap_or_else(|| "—".into())
+    s.map(drctl_monitor::format_secs)
+        .unwrap_or_else(|| "—".into())
 }
 
 fn met(m: Option<bool>) -> &'static str {
@@ -731,7 +804,9 @@ pub fn to_markdown(r: &Report) -> String {
             s.rpo.basis,
         ));
         if !s.breaches.is_empty() {
-            out.push_str("\n| breach start | end | duration | worst exposure |\n|---|---|---|---|\n");
+            out.push_str(
+                "\n| breach start | end | duration | worst exposure |\n|---|---|---|---|\n",
+            );
             for b in &s.breaches {
                 out.push_str(&format!(
                     "| {} | {} | {} | {} |\n",
@@ -771,7 +846,9 @@ pub fn to_markdown(r: &Report) -> String {
             }
         }
         if !s.restore_tests.is_empty() {
-            out.push_str("\n| restore test | backup | status | ready after | RTO |\n|---|---|---|---|---|\n");
+            out.push_str(
+                "\n| restore test | backup | status | ready after | RTO |\n|---|---|---|---|---|\n",
+            );
             for x in &s.restore_tests {
                 out.push_str(&format!(
                     "| {} | {} | {} | {} | {} |\n",
@@ -818,14 +895,22 @@ pub fn to_html(r: &Report) -> String {
             if line.starts_with("|---") {
                 continue;
             }
-            let cells: Vec<String> = line.trim_matches('|').split('|').map(|c| esc(c.trim())).collect();
+            let cells: Vec<String> = line
+                .trim_matches('|')
+                .split('|')
+                .map(|c| esc(c.trim()))
+                .collect();
             if !in_table {
                 body.push_str("<table><tr>");
                 body.extend(cells.iter().map(|c| format!("<th>{c}</th>")));
                 body.push_str("</tr>\n");
                 in_table = true;
             } else {
-                let class = if line.contains("MISSED") { " class=\"missed\"" } else { "" };
+                let class = if line.contains("MISSED") {
+                    " class=\"missed\""
+                } else {
+                    ""
+                };
                 body.push_str(&format!("<tr{class}>"));
                 body.extend(cells.iter().map(|c| format!("<td>{c}</td>")));
                 body.push_str("</tr>\n");
@@ -873,32 +958,91 @@ pub fn to_csv(r: &Report) -> String {
     for s in &r.services {
         // record, id, start, end, duration, value, target, met, detail
         let mut rows: Vec<[String; 9]> = vec![[
-            "rpo_compliance".into(), String::new(), at(Some(r.from)), at(Some(r.to)),
-            o(Some(s.rpo.measured_s)), o(s.rpo.compliance_pct), String::new(), String::new(), s.rpo.basis.clone(),
+            "rpo_compliance".into(),
+            String::new(),
+            at(Some(r.from)),
+            at(Some(r.to)),
+            o(Some(s.rpo.measured_s)),
+            o(s.rpo.compliance_pct),
+            String::new(),
+            String::new(),
+            s.rpo.basis.clone(),
         ]];
-        rows.extend(s.breaches.iter().map(|x| [
-            "breach".into(), String::new(), at(Some(x.start)), at(x.end), o(Some(x.duration_s)),
-            o(x.worst_exposure_s), o(Some(s.rpo_target_s)), "false".into(), String::new(),
-        ]));
-        rows.extend(s.operations.iter().map(|x| [
-            "operation".into(), x.id.clone(), at(Some(x.started_at)), at(x.ended_at), String::new(),
-            o(x.rto_s), o(Some(s.rto_target_s)), b(x.rto_met),
-            format!("{} {}; RPO {} ({})", x.kind, x.status, o(x.rpo_s), b(x.rpo_met)),
-        ]));
-        rows.extend(s.backups.iter().map(|x| [
-            "backup".into(), x.id.clone(), at(Some(x.started_at)), at(x.ended_at), String::new(),
-            String::new(), String::new(), String::new(),
-            format!("{}; {}", x.status, x.verification.as_deref().unwrap_or("not verified")),
-        ]));
-        rows.extend(s.restore_tests.iter().map(|x| [
-            "restore_test".into(), x.id.clone(), String::new(), at(x.ended_at), String::new(),
-            o(x.time_to_ready_s), o(Some(s.rto_target_s)), b(x.rto_met),
-            format!("{} (backup {})", x.status, x.backup_id),
-        ]));
-        rows.extend(s.evidence_gaps.iter().map(|x| [
-            "evidence_gap".into(), x.kind.clone(), at(Some(x.start)), at(x.end), o(Some(x.duration_s)),
-            String::new(), String::new(), String::new(), x.detail.clone(),
-        ]));
+        rows.extend(s.breaches.iter().map(|x| {
+            [
+                "breach".into(),
+                String::new(),
+                at(Some(x.start)),
+                at(x.end),
+                o(Some(x.duration_s)),
+                o(x.worst_exposure_s),
+                o(Some(s.rpo_target_s)),
+                "false".into(),
+                String::new(),
+            ]
+        }));
+        rows.extend(s.operations.iter().map(|x| {
+            [
+                "operation".into(),
+                x.id.clone(),
+                at(Some(x.started_at)),
+                at(x.ended_at),
+                String::new(),
+                o(x.rto_s),
+                o(Some(s.rto_target_s)),
+                b(x.rto_met),
+                format!(
+                    "{} {}; RPO {} ({})",
+                    x.kind,
+                    x.status,
+                    o(x.rpo_s),
+                    b(x.rpo_met)
+                ),
+            ]
+        }));
+        rows.extend(s.backups.iter().map(|x| {
+            [
+                "backup".into(),
+                x.id.clone(),
+                at(Some(x.started_at)),
+                at(x.ended_at),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                format!(
+                    "{}; {}",
+                    x.status,
+                    x.verification.as_deref().unwrap_or("not verified")
+                ),
+            ]
+        }));
+        rows.extend(s.restore_tests.iter().map(|x| {
+            [
+                "restore_test".into(),
+                x.id.clone(),
+                String::new(),
+                at(x.ended_at),
+                String::new(),
+                o(x.time_to_ready_s),
+                o(Some(s.rto_target_s)),
+                b(x.rto_met),
+                format!("{} (backup {})", x.status, x.backup_id),
+            ]
+        }));
+        rows.extend(s.evidence_gaps.iter().map(|x| {
+            [
+                "evidence_gap".into(),
+                x.kind.clone(),
+                at(Some(x.start)),
+                at(x.end),
+                o(Some(x.duration_s)),
+                String::new(),
+                String::new(),
+                String::new(),
+                x.detail.clone(),
+            ]
+        }));
         for row in rows {
             let cells = [s.service.clone(), s.tier.clone()].into_iter().chain(row);
             out.push_str(&cells.map(|c| csv_field(&c)).collect::<Vec<_>>().join(","));
@@ -985,7 +1129,11 @@ mod tests {
         let slots: Vec<Slot> = [0.1, 0.2, 7.0, 9.0, 3.0, 0.1]
             .iter()
             .enumerate()
-            .map(|(i, e)| Slot { start: at(i as i64), end: at(i as i64 + 1), exposure_s: Some(*e) })
+            .map(|(i, e)| Slot {
+                start: at(i as i64),
+                end: at(i as i64 + 1),
+                exposure_s: Some(*e),
+            })
             .collect();
         let (rpo, breaches) = judge_slots(&slots, 5.0, at(6), String::new());
         assert_eq!(breaches.len(), 1);
@@ -1004,14 +1152,26 @@ mod tests {
         let (rpo, breaches) = judge_slots(&slots, 50.0, at(200), String::new());
         assert_eq!(rpo.unmeasured_s, 10.0, "nothing verified before 10 s");
         assert_eq!(breaches.len(), 2, "{breaches:?}");
-        assert_eq!((breaches[0].start, breaches[0].end), (at(50), Some(at(110))));
+        assert_eq!(
+            (breaches[0].start, breaches[0].end),
+            (at(50), Some(at(110)))
+        );
         assert_eq!(breaches[1].start, at(150));
-        assert_eq!(breaches[1].end, None, "still breaching at the end of the period");
+        assert_eq!(
+            breaches[1].end, None,
+            "still breaching at the end of the period"
+        );
     }
 
     #[test]
     fn proof_gaps_are_the_stretches_without_a_fresh_drill() {
-        let gaps = proof_gaps(&[at(10), at(20)], at(0), at(100), TimeDelta::seconds(30), "drill");
+        let gaps = proof_gaps(
+            &[at(10), at(20)],
+            at(0),
+            at(100),
+            TimeDelta::seconds(30),
+            "drill",
+        );
         let spans: Vec<_> = gaps.iter().map(|g| (g.start, g.end)).collect();
         assert_eq!(spans, vec![(at(0), Some(at(10))), (at(50), None)]);
     }
@@ -1048,7 +1208,11 @@ mod tests {
         let slots: Vec<Slot> = [Some(0.1), None, None, None, Some(0.2)]
             .iter()
             .enumerate()
-            .map(|(i, e)| Slot { start: at(i as i64), end: at(i as i64 + 1), exposure_s: *e })
+            .map(|(i, e)| Slot {
+                start: at(i as i64),
+                end: at(i as i64 + 1),
+                exposure_s: *e,
+            })
             .collect();
         let gaps = sample_gaps(&slots, Duration::from_secs(3));
         assert_eq!(gaps.len(), 1);

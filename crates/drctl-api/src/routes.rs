@@ -15,7 +15,10 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use drctl_monitor::compliance::Compliance;
 use drctl_monitor::ServiceView;
-use drctl_store::{AuditEntry, AuditVerification, BackupRecord, ExposureStats, LagSample, RestoreTestRecord, ScheduleRun};
+use drctl_store::{
+    AuditEntry, AuditVerification, BackupRecord, ExposureStats, LagSample, RestoreTestRecord,
+    ScheduleRun,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -69,7 +72,9 @@ pub fn router(state: ApiState) -> Router {
         ))
         // Outermost: a bug that panics in any handler is a logged 500 with
         // the usual JSON body, never a dropped connection.
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .with_state(state)
 }
 
@@ -90,10 +95,18 @@ mod tests {
     #[test]
     fn instants_take_rfc3339_and_durations_and_refuse_the_rest_without_panicking() {
         let now = chrono::Utc::now();
-        assert_eq!(parse_instant("15m", now).unwrap(), now - chrono::TimeDelta::minutes(15));
-        assert_eq!(parse_instant("7d", now).unwrap(), now - chrono::TimeDelta::days(7));
+        assert_eq!(
+            parse_instant("15m", now).unwrap(),
+            now - chrono::TimeDelta::minutes(15)
+        );
+        assert_eq!(
+            parse_instant("7d", now).unwrap(),
+            now - chrono::TimeDelta::days(7)
+        );
         assert!(parse_instant("2026-01-31T12:00:00Z", now).is_ok());
-        for bad in ["", "m", "LÐ", "Ð", "1.5h", "-1h", "1234567d", "1 h", "15min", "+5m", "1hm"] {
+        for bad in [
+            "", "m", "LÐ", "Ð", "1.5h", "-1h", "1234567d", "1 h", "15min", "+5m", "1hm",
+        ] {
             assert!(parse_instant(bad, now).is_err(), "{bad:?}");
         }
     }
@@ -109,7 +122,9 @@ pub(crate) struct Health {
 #[utoipa::path(get, path = "/healthz", tag = "daemon", security(()),
     responses((status = 200, description = "The daemon answers", body = Health)))]
 async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into() })
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 #[derive(Serialize, ToSchema)]
@@ -354,7 +369,11 @@ pub(crate) struct ServiceFigures {
 }
 
 /// The RPO/RTO figures of one service, with their compliance judged at `now`.
-pub(crate) fn service_figures(v: &ServiceView, every: std::time::Duration, now: DateTime<Utc>) -> ServiceFigures {
+pub(crate) fn service_figures(
+    v: &ServiceView,
+    every: std::time::Duration,
+    now: DateTime<Utc>,
+) -> ServiceFigures {
     ServiceFigures {
         service: v.service.clone(),
         tier: v.tier.to_string(),
@@ -377,7 +396,9 @@ pub(crate) fn service_figures(v: &ServiceView, every: std::time::Duration, now: 
             measured_s: secs(v.rto_measured_us),
             source: v.rto_source.clone(),
             measured_at: v.rto_measured_at,
-            evidence_age_s: v.rto_measured_at.map(|t| (now - t).num_milliseconds() as f64 / 1000.0),
+            evidence_age_s: v
+                .rto_measured_at
+                .map(|t| (now - t).num_milliseconds() as f64 / 1000.0),
             note: v.rto_measured_us.is_none().then(|| {
                 "no failover, drill or restore test has measured this service's RTO yet".to_string()
             }),
@@ -462,7 +483,8 @@ async fn rpo_rto(State(state): State<ApiState>) -> axum::response::Response {
             let body = axum::body::Bytes::from(
                 serde_json::to_vec(&rpo_rto_now(&state)).expect("figures serialize"),
             );
-            *state.rpo_rto_cache.lock().expect("cache lock") = Some((std::time::Instant::now(), body.clone()));
+            *state.rpo_rto_cache.lock().expect("cache lock") =
+                Some((std::time::Instant::now(), body.clone()));
             body
         }
     };
@@ -474,7 +496,9 @@ fn rpo_rto_now(state: &ApiState) -> RpoRtoResponse {
     let services = all_figures(state, now);
     let mut by_status = std::collections::BTreeMap::new();
     for s in &services {
-        *by_status.entry(s.compliance.status.to_string()).or_default() += 1;
+        *by_status
+            .entry(s.compliance.status.to_string())
+            .or_default() += 1;
     }
     let covered_by_fresh_evidence = services
         .iter()
@@ -510,7 +534,14 @@ pub(crate) struct LagQuery {
 }
 
 /// The bucket lengths `?bucket=` takes.
-const BUCKETS: [(&str, u64); 6] = [("10s", 10), ("30s", 30), ("1m", 60), ("5m", 300), ("15m", 900), ("1h", 3600)];
+const BUCKETS: [(&str, u64); 6] = [
+    ("10s", 10),
+    ("30s", 30),
+    ("1m", 60),
+    ("5m", 300),
+    ("15m", 900),
+    ("1h", 3600),
+];
 
 /// A point in time: RFC 3339, or a duration ago (a whole number and one
 /// of `s`, `m`, `h`, `d`: `15m`, `24h`, `7d`). Exactly what the OpenAPI
@@ -691,7 +722,13 @@ pub(crate) struct ListWindow {
 impl ListWindow {
     /// The link to the next (older) page when this one came back full:
     /// the same query, `until` the oldest item's time.
-    pub fn next(&self, path: &str, returned: usize, oldest: Option<DateTime<Utc>>, extra: &[(&str, &Option<String>)]) -> Option<String> {
+    pub fn next(
+        &self,
+        path: &str,
+        returned: usize,
+        oldest: Option<DateTime<Utc>>,
+        extra: &[(&str, &Option<String>)],
+    ) -> Option<String> {
         if returned < self.limit as usize {
             return None;
         }
@@ -705,7 +742,10 @@ impl ListWindow {
             link.push_str(&format!("&service={}", urlencode(s)));
         }
         if let Some(s) = self.since {
-            link.push_str(&format!("&since={}", urlencode(&s.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))));
+            link.push_str(&format!(
+                "&since={}",
+                urlencode(&s.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            ));
         }
         for (k, v) in extra {
             if let Some(v) = v {
@@ -744,7 +784,14 @@ fn evidence_query(
         parameter: "query string",
         reason: e.body_text(),
     })?;
-    list_window(state, q.service, q.since.as_deref(), q.until.as_deref(), q.limit.as_deref(), 10_000)
+    list_window(
+        state,
+        q.service,
+        q.since.as_deref(),
+        q.until.as_deref(),
+        q.limit.as_deref(),
+        10_000,
+    )
 }
 
 #[derive(Serialize, ToSchema)]
@@ -767,8 +814,16 @@ async fn backups(
         .store()
         .backups_in(w.service.as_deref(), w.since, w.until, w.limit)
         .await?;
-    let next = w.next("/api/v1/backups", list.len(), list.last().map(|b| b.started_at), &[]);
-    Ok(Json(BackupList { backups: list, next }))
+    let next = w.next(
+        "/api/v1/backups",
+        list.len(),
+        list.last().map(|b| b.started_at),
+        &[],
+    );
+    Ok(Json(BackupList {
+        backups: list,
+        next,
+    }))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -791,8 +846,16 @@ async fn restore_tests(
         .store()
         .restore_tests_in(w.service.as_deref(), w.since, w.until, w.limit)
         .await?;
-    let next = w.next("/api/v1/restore-tests", list.len(), list.last().map(|t| t.started_at), &[]);
-    Ok(Json(RestoreTestList { restore_tests: list, next }))
+    let next = w.next(
+        "/api/v1/restore-tests",
+        list.len(),
+        list.last().map(|t| t.started_at),
+        &[],
+    );
+    Ok(Json(RestoreTestList {
+        restore_tests: list,
+        next,
+    }))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -815,8 +878,16 @@ async fn schedule_runs(
         .store()
         .schedule_runs_in(w.service.as_deref(), w.since, w.until, w.limit)
         .await?;
-    let next = w.next("/api/v1/schedule-runs", list.len(), list.last().map(|r| r.due_at), &[]);
-    Ok(Json(ScheduleRunList { schedule_runs: list, next }))
+    let next = w.next(
+        "/api/v1/schedule-runs",
+        list.len(),
+        list.last().map(|r| r.due_at),
+        &[],
+    );
+    Ok(Json(ScheduleRunList {
+        schedule_runs: list,
+        next,
+    }))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -856,8 +927,16 @@ async fn audit_log(
         reason: e.body_text(),
     })?;
     let now = Utc::now();
-    let since = q.since.as_deref().map(|t| parse_time("since", t, now)).transpose()?;
-    let until = q.until.as_deref().map(|t| parse_time("until", t, now)).transpose()?;
+    let since = q
+        .since
+        .as_deref()
+        .map(|t| parse_time("since", t, now))
+        .transpose()?;
+    let until = q
+        .until
+        .as_deref()
+        .map(|t| parse_time("until", t, now))
+        .transpose()?;
     let limit = page_limit(q.limit.as_deref(), 100, 1000)?;
     let before = q
         .before
@@ -921,7 +1000,9 @@ pub(crate) fn page_limit(text: Option<&str>, default: u32, max: u32) -> Result<u
 pub(crate) fn urlencode(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -208,7 +208,10 @@ async fn record_backup(store: &Store, id: &str, minute: u32) {
 async fn backups_list_newest_first_with_verification_and_offsite_state() {
     let api = api().await;
     let (status, body) = api.get("/api/v1/backups").await;
-    assert_eq!((status, body), (StatusCode::OK, json!({ "backups": [], "next": null })));
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({ "backups": [], "next": null }))
+    );
 
     record_backup(&api.store, "b-old", 1).await;
     record_backup(&api.store, "b-new", 2).await;
@@ -522,7 +525,10 @@ async fn a_wrong_method_is_a_json_405() {
 async fn verifying_a_deleted_or_unfinished_backup_is_a_409_and_a_bad_path_is_json() {
     let api = api().await;
     record_backup(&api.store, "b-deleted", 1).await;
-    api.store.mark_backup_deleted("b-deleted", at(50)).await.unwrap();
+    api.store
+        .mark_backup_deleted("b-deleted", at(50))
+        .await
+        .unwrap();
     api.store
         .backup_started("b-running", "catalog", "eu-west", "local-backups", at(2))
         .await
@@ -547,7 +553,11 @@ async fn verifying_a_deleted_or_unfinished_backup_is_a_409_and_a_bad_path_is_jso
     )
     .await;
     let (_, body) = api.get("/api/v1/operations").await;
-    assert_eq!(body, json!({ "operations": [], "next": null }), "nothing was started");
+    assert_eq!(
+        body,
+        json!({ "operations": [], "next": null }),
+        "nothing was started"
+    );
 }
 
 #[tokio::test]
@@ -581,14 +591,34 @@ async fn lists_page_through_next_links_and_filter_by_period() {
     );
     let (status, body) = api.get(&uri).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let ids: Vec<&str> = body["backups"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = body["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["b-3", "b-2"]);
     assert_eq!(body["next"], Value::Null);
     // Operations filter by kind (the drills), and refuse a kind that is not one.
     let (status, body) = api.get("/api/v1/operations?kind=drill").await;
-    assert_eq!((status, body["operations"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
-    api.expect_error(Method::GET, "/api/v1/operations?kind=dril", StatusCode::BAD_REQUEST, "invalid_parameter", "drill")
-        .await;
-    api.expect_error(Method::GET, "/api/v1/backups?since=yesterday", StatusCode::BAD_REQUEST, "invalid_parameter", "since")
-        .await;
+    assert_eq!(
+        (status, body["operations"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0))
+    );
+    api.expect_error(
+        Method::GET,
+        "/api/v1/operations?kind=dril",
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+        "drill",
+    )
+    .await;
+    api.expect_error(
+        Method::GET,
+        "/api/v1/backups?since=yesterday",
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+        "since",
+    )
+    .await;
 }

@@ -29,10 +29,11 @@ use std::path::{Path, PathBuf};
 pub use crate::duration::{format_duration, MAX_CONFIG_DURATION};
 pub use crate::error::{ConfigError, ConfigErrors};
 pub use crate::model::{
-    AlertKind, ApiConfig, ApiTls, ApiToken, AuditConfig, Role, BackupPolicy, WebhookConfig, WebhookFormat, WebhookUrl, Config, DnsProviderConfig, DnsProviderKind, DsnError, DsnSource,
-    FailoverPolicy, FailoverSettings, PgNode, HealthCheck, KeySource, MonitorConfig, ObjectStoreConfig,
-    ObjectStoreKind, RecordType, Region, Retention, ScratchConfig, Service, ServiceDns, StoreConfig, Targets,
-    Tier, TierTargets, TsigAlgorithm, TsigKey, TsigSecret, UnknownTier,
+    AlertKind, ApiConfig, ApiTls, ApiToken, AuditConfig, BackupPolicy, Config, DnsProviderConfig,
+    DnsProviderKind, DsnError, DsnSource, FailoverPolicy, FailoverSettings, HealthCheck, KeySource,
+    MonitorConfig, ObjectStoreConfig, ObjectStoreKind, PgNode, RecordType, Region, Retention, Role,
+    ScratchConfig, Service, ServiceDns, StoreConfig, Targets, Tier, TierTargets, TsigAlgorithm,
+    TsigKey, TsigSecret, UnknownTier, WebhookConfig, WebhookFormat, WebhookUrl,
 };
 pub use crate::secret::Secret;
 

@@ -146,7 +146,12 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 4] = [AlertKind::Breach, AlertKind::Evidence, AlertKind::Backup, AlertKind::Operation];
+    pub const ALL: [AlertKind; 4] = [
+        AlertKind::Breach,
+        AlertKind::Evidence,
+        AlertKind::Backup,
+        AlertKind::Operation,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -28,10 +28,11 @@ use std::time::Duration;
 
 use crate::duration::format_duration;
 use crate::model::{
-    decode_base64, AlertKind, ApiConfig, ApiTls, ApiToken, AuditConfig, Role, BackupPolicy, WebhookConfig, WebhookFormat, WebhookUrl, Config, DnsProviderConfig, DnsProviderKind, DsnSource,
-    FailoverPolicy, FailoverSettings, PgNode, HealthCheck, KeySource, MonitorConfig, ObjectStoreConfig, ScratchConfig,
-    ObjectStoreKind, RecordType, Region, Retention, Service, ServiceDns, StoreConfig, Targets,
-    Tier, TierTargets, TsigAlgorithm, TsigKey, TsigSecret,
+    decode_base64, AlertKind, ApiConfig, ApiTls, ApiToken, AuditConfig, BackupPolicy, Config,
+    DnsProviderConfig, DnsProviderKind, DsnSource, FailoverPolicy, FailoverSettings, HealthCheck,
+    KeySource, MonitorConfig, ObjectStoreConfig, ObjectStoreKind, PgNode, RecordType, Region,
+    Retention, Role, ScratchConfig, Service, ServiceDns, StoreConfig, Targets, Tier, TierTargets,
+    TsigAlgorithm, TsigKey, TsigSecret, WebhookConfig, WebhookFormat, WebhookUrl,
 };
 use crate::reader::{Cx, Field, Span, Spanned, Table};
 use crate::secret::{is_postgres_dsn, redact, Secret};
@@ -55,7 +56,14 @@ const SCRATCH_KEYS: &[&str] = &["root"];
 const AUDIT_KEYS: &[&str] = &["key_env", "key_file"];
 const WEBHOOK_KEYS: &[&str] = &["name", "url", "url_env", "url_file", "format", "events"];
 const STORE_KEYS: &[&str] = &["url"];
-const API_KEYS: &[&str] = &["listen", "advertise", "anonymous", "tokens", "tls_cert", "tls_key"];
+const API_KEYS: &[&str] = &[
+    "listen",
+    "advertise",
+    "anonymous",
+    "tokens",
+    "tls_cert",
+    "tls_key",
+];
 const TOKEN_KEYS: &[&str] = &["name", "role", "secret_env", "secret_file"];
 const ROLE_NAMES: &[&str] = &["viewer", "operator", "admin"];
 const MONITOR_KEYS: &[&str] = &[
@@ -69,8 +77,19 @@ const REGION_KEYS: &[&str] = &["name", "description"];
 const TIER_NAMES: &[&str] = &["hot", "warm", "cold"];
 const TARGET_KEYS: &[&str] = &["rpo", "rto", "evidence_every"];
 const SERVICE_KEYS: &[&str] = &[
-    "name", "tier", "regions", "primary", "cluster", "rpo", "rto", "evidence_every", "health", "postgres", "backup",
-    "dns", "failover",
+    "name",
+    "tier",
+    "regions",
+    "primary",
+    "cluster",
+    "rpo",
+    "rto",
+    "evidence_every",
+    "health",
+    "postgres",
+    "backup",
+    "dns",
+    "failover",
 ];
 const HEALTH_KEYS: &[&str] = &["interval", "timeout", "failures"];
 const DSN_KEYS: &[&str] = &["dsn", "dsn_env", "dsn_file"];
@@ -90,10 +109,18 @@ const OBJECT_STORE_KEYS: &[&str] = &[
 const OBJECT_STORE_KINDS: &[&str] = &["local", "s3"];
 /// Keys of one kind of object store, refused on the other.
 const LOCAL_STORE_KEYS: &[&str] = &["path"];
-const S3_STORE_KEYS: &[&str] = &["bucket", "prefix", "endpoint", "region", "path_style", "timeout"];
+const S3_STORE_KEYS: &[&str] = &[
+    "bucket",
+    "prefix",
+    "endpoint",
+    "region",
+    "path_style",
+    "timeout",
+];
 /// One attempt of one S3 call: long enough for a large part on a slow
 /// link, short enough that a server that stopped answering is retried.
-const S3_TIMEOUT_RANGE: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(3600);
+const S3_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
 const DEFAULT_S3_TIMEOUT: Duration = Duration::from_secs(120);
 const BACKUP_KEYS: &[&str] = &[
     "store",
@@ -307,7 +334,12 @@ fn webhooks(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<Vec<Declared<W
         NameKind::Webhook,
         "write each webhook as a [[webhooks]] table",
         |cx, table| webhook(cx, table, base_dir),
-        |name, (url, format, events)| WebhookConfig { name, url, format, events },
+        |name, (url, format, events)| WebhookConfig {
+            name,
+            url,
+            format,
+            events,
+        },
     )
 }
 
@@ -337,7 +369,8 @@ fn webhook(
             let value = cx.string(&field)?;
             match field.key {
                 "url" => {
-                    let ok = value.value.starts_with("https://") || value.value.starts_with("http://");
+                    let ok =
+                        value.value.starts_with("https://") || value.value.starts_with("http://");
                     if ok {
                         Some(WebhookUrl::Inline(Secret::opaque(value.value)))
                     } else {
@@ -345,7 +378,10 @@ fn webhook(
                             &value.span,
                             &field.path,
                             "the URL does not start with https:// or http://",
-                            Some("write the whole URL, e.g. \"https://hooks.example.com/drctl\"".into()),
+                            Some(
+                                "write the whole URL, e.g. \"https://hooks.example.com/drctl\""
+                                    .into(),
+                            ),
                         );
                         None
                     }
@@ -367,7 +403,12 @@ fn webhook(
                 other => {
                     let hint = suggest::hint(other, ["json", "slack"])
                         .unwrap_or_else(|| "json sends drctl's event as JSON; slack sends {\"text\": …} (Slack, Mattermost, Rocket.Chat)".into());
-                    cx.error(&text.span, &field.path, format!("{other:?} is not json or slack"), Some(hint));
+                    cx.error(
+                        &text.span,
+                        &field.path,
+                        format!("{other:?} is not json or slack"),
+                        Some(hint),
+                    );
                     None
                 }
             }
@@ -385,13 +426,21 @@ fn webhook(
                     ok = false;
                     continue;
                 };
-                match AlertKind::ALL.into_iter().find(|k| k.as_str() == item.value) {
+                match AlertKind::ALL
+                    .into_iter()
+                    .find(|k| k.as_str() == item.value)
+                {
                     Some(k) => kinds.push(k),
                     None => {
                         ok = false;
                         let hint = suggest::hint(&item.value, names)
                             .unwrap_or_else(|| format!("the kinds are {}", names.join(", ")));
-                        cx.error(&item.span, &element.path, format!("{:?} is not a kind of alert", item.value), Some(hint));
+                        cx.error(
+                            &item.span,
+                            &element.path,
+                            format!("{:?} is not a kind of alert", item.value),
+                            Some(hint),
+                        );
                     }
                 }
             }
@@ -498,7 +547,12 @@ fn api(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<ApiConfig> {
     // mutations impossible) until the first token is configured; with
     // tokens, every request needs one unless `anonymous` says otherwise.
     let anonymous = match table.as_ref().and_then(|t| t.get("anonymous")) {
-        None => Some(tokens.as_ref().is_some_and(Vec::is_empty).then_some(Role::Viewer)),
+        None => Some(
+            tokens
+                .as_ref()
+                .is_some_and(Vec::is_empty)
+                .then_some(Role::Viewer),
+        ),
         Some(field) => anonymous_role(cx, &field),
     };
     let advertise = match table.as_ref().and_then(|t| t.get("advertise")) {
@@ -522,7 +576,9 @@ fn api(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<ApiConfig> {
 /// files are read when the daemon starts, where a bad one stops it.
 fn api_tls(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<Option<ApiTls>> {
     let mut file = |key: &str, what: &str| -> Option<Option<PathBuf>> {
-        let Some(field) = table.get(key) else { return Some(None) };
+        let Some(field) = table.get(key) else {
+            return Some(None);
+        };
         let value = cx.string(&field)?;
         key_file(cx, value, &field.path, base_dir, what).map(Some)
     };
@@ -532,7 +588,11 @@ fn api_tls(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<Option<ApiTls>
         (None, None) => Some(None),
         (Some(cert), Some(key)) => Some(Some(ApiTls { cert, key })),
         (cert, _) => {
-            let (present, missing) = if cert.is_some() { ("tls_cert", "tls_key") } else { ("tls_key", "tls_cert") };
+            let (present, missing) = if cert.is_some() {
+                ("tls_cert", "tls_key")
+            } else {
+                ("tls_key", "tls_cert")
+            };
             let field = table.get(present)?;
             cx.error(
                 &field.span,
@@ -1841,18 +1901,20 @@ fn pg_node(cx: &mut Cx, entry: &Field, base_dir: &Path) -> Option<PgNode> {
     let mut ok = true;
     let data_dir = match table.get("data_dir") {
         None => None,
-        Some(f) => match cx.string(&f) {
-            Some(v) if !v.value.trim().is_empty() => Some(base_dir.join(v.value)),
-            Some(v) => {
-                cx.error(&v.span, &f.path, "names no directory", Some("give the server's data directory, e.g. \"/var/lib/postgresql/15/main\"".into()));
-                ok = false;
-                None
+        Some(f) => {
+            match cx.string(&f) {
+                Some(v) if !v.value.trim().is_empty() => Some(base_dir.join(v.value)),
+                Some(v) => {
+                    cx.error(&v.span, &f.path, "names no directory", Some("give the server's data directory, e.g. \"/var/lib/postgresql/15/main\"".into()));
+                    ok = false;
+                    None
+                }
+                None => {
+                    ok = false;
+                    None
+                }
             }
-            None => {
-                ok = false;
-                None
-            }
-        },
+        }
     };
     let replication_dsn = match table.get("replication_dsn") {
         None => None,
@@ -2068,7 +2130,9 @@ fn backup(
     let compression_threads = match table.get("compression_threads") {
         None => Some(0),
         Some(f) => cx.integer(&f).and_then(|threads| {
-            let in_range = u32::try_from(threads.value).ok().filter(|t| *t <= MAX_COMPRESSION_THREADS);
+            let in_range = u32::try_from(threads.value)
+                .ok()
+                .filter(|t| *t <= MAX_COMPRESSION_THREADS);
             if in_range.is_none() {
                 cx.error(
                     &threads.span,

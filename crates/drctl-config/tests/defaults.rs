@@ -34,7 +34,10 @@ name = "eu-west"
     assert_eq!(config.regions[0].description, None);
     assert!(config.services.is_empty(), "zero services is allowed");
     assert!(config.object_stores.is_empty(), "backups are optional");
-    assert_eq!(config.scratch.root, None, "the scratch root defaults in drctl-pg");
+    assert_eq!(
+        config.scratch.root, None,
+        "the scratch root defaults in drctl-pg"
+    );
 
     let t = |rpo, rto, days: u64| Targets {
         rpo: secs(rpo),
@@ -44,7 +47,11 @@ name = "eu-west"
     assert_eq!(config.tiers.get(Tier::Hot), t(5, 60, 7));
     assert_eq!(config.tiers.get(Tier::Warm), t(300, 1800, 30));
     assert_eq!(config.tiers.get(Tier::Cold), t(24 * 3600, 8 * 3600, 7));
-    assert_eq!(config.api.anonymous, Some(drctl_config::Role::Viewer), "no tokens: reads stay open");
+    assert_eq!(
+        config.api.anonymous,
+        Some(drctl_config::Role::Viewer),
+        "no tokens: reads stay open"
+    );
     assert!(config.api.tokens.is_empty());
     assert_eq!(config.tiers, TierTargets::default());
     assert_eq!(config.source, Path::new("min.toml"));
@@ -54,7 +61,10 @@ name = "eu-west"
 fn a_relative_scratch_root_resolves_against_the_config_and_an_empty_one_is_refused() {
     let text = "[scratch]\nroot = \"scratch\"\n[[regions]]\nname = \"eu-west\"\n";
     let config = drctl_config::parse("s.toml", text, Path::new("/etc/drctl")).unwrap();
-    assert_eq!(config.scratch.root.as_deref(), Some(Path::new("/etc/drctl/scratch")));
+    assert_eq!(
+        config.scratch.root.as_deref(),
+        Some(Path::new("/etc/drctl/scratch"))
+    );
     let text = "[scratch]\nroot = \"\"\n[[regions]]\nname = \"eu-west\"\n";
     let e = drctl_config::parse("s.toml", text, Path::new("/etc/drctl")).unwrap_err();
     assert!(e.to_string().contains("names no directory"), "{e}");

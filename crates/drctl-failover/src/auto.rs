@@ -74,7 +74,10 @@ pub struct Brakes {
 pub enum Verdict {
     Healthy,
     /// Probes fail, not long enough yet.
-    Suspect { since: DateTime<Utc>, failed_probes: u32 },
+    Suspect {
+        since: DateTime<Utc>,
+        failed_probes: u32,
+    },
     /// Lost by drctl's probes, but no failover: `reason` says why.
     Hold {
         since: DateTime<Utc>,
@@ -244,10 +247,20 @@ mod tests {
         let s = settings();
         assert_eq!(d.observe(&s, &obs(0, true, GONE), &on()), Verdict::Healthy);
         for t in 1..=3 {
-            assert!(matches!(d.observe(&s, &obs(t, false, GONE), &on()), Verdict::Suspect { .. }), "t={t}");
+            assert!(
+                matches!(
+                    d.observe(&s, &obs(t, false, GONE), &on()),
+                    Verdict::Suspect { .. }
+                ),
+                "t={t}"
+            );
         }
         match d.observe(&s, &obs(4, false, GONE), &on()) {
-            Verdict::FailOver { detected_at, failed_probes, .. } => {
+            Verdict::FailOver {
+                detected_at,
+                failed_probes,
+                ..
+            } => {
                 assert_eq!(detected_at, at(1), "RTO counts from the first failed probe");
                 assert_eq!(failed_probes, 4);
             }
@@ -261,11 +274,20 @@ mod tests {
         let mut s = settings();
         s.min_down = Duration::from_secs(10);
         for t in 0..5 {
-            assert!(matches!(d.observe(&s, &obs(t, false, GONE), &on()), Verdict::Suspect { .. }));
+            assert!(matches!(
+                d.observe(&s, &obs(t, false, GONE), &on()),
+                Verdict::Suspect { .. }
+            ));
         }
         // A successful probe starts the count over.
         assert_eq!(d.observe(&s, &obs(6, true, GONE), &on()), Verdict::Healthy);
-        assert!(matches!(d.observe(&s, &obs(20, false, GONE), &on()), Verdict::Suspect { failed_probes: 1, .. }));
+        assert!(matches!(
+            d.observe(&s, &obs(20, false, GONE), &on()),
+            Verdict::Suspect {
+                failed_probes: 1,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -279,10 +301,24 @@ mod tests {
         }
         assert_eq!(last.key(), "hold:standby_sees_primary");
         // No second opinion at all: hold too.
-        let v = d.observe(&s, &obs(11, false, ReceiverView::Unknown { error: "timeout".into() }), &on());
+        let v = d.observe(
+            &s,
+            &obs(
+                11,
+                false,
+                ReceiverView::Unknown {
+                    error: "timeout".into(),
+                },
+            ),
+            &on(),
+        );
         assert_eq!(v.key(), "hold:standby_sees_primary");
         // Silence alone is no proof (an idle primary is silent too) ...
-        let v = d.observe(&s, &obs(12, false, ReceiverView::Streaming { silent_ms: 30_000 }), &on());
+        let v = d.observe(
+            &s,
+            &obs(12, false, ReceiverView::Streaming { silent_ms: 30_000 }),
+            &on(),
+        );
         assert_eq!(v.key(), "hold:standby_sees_primary");
         // ... the receiver's connection ending is.
         let v = d.observe(&s, &obs(13, false, GONE), &on());
@@ -294,20 +330,42 @@ mod tests {
         let s = settings();
         let lost = |brakes: Brakes| {
             let mut d = Detector::default();
-            (0..5).map(|t| d.observe(&s, &obs(t, false, GONE), &brakes)).last().unwrap()
+            (0..5)
+                .map(|t| d.observe(&s, &obs(t, false, GONE), &brakes))
+                .last()
+                .unwrap()
         };
         assert_eq!(lost(Brakes::default()).key(), "hold:automatic_off");
         assert_eq!(
-            lost(Brakes { last_automatic: Some(at(-60)), ..on() }).key(),
+            lost(Brakes {
+                last_automatic: Some(at(-60)),
+                ..on()
+            })
+            .key(),
             "hold:cooldown"
         );
         assert_eq!(
-            lost(Brakes { last_automatic: Some(at(-1000)), ..on() }).key(),
+            lost(Brakes {
+                last_automatic: Some(at(-1000)),
+                ..on()
+            })
+            .key(),
             "failover"
         );
-        assert_eq!(lost(Brakes { automatic_in_window: 3, ..on() }).key(), "hold:limit");
         assert_eq!(
-            lost(Brakes { operation_in_progress: true, ..on() }).key(),
+            lost(Brakes {
+                automatic_in_window: 3,
+                ..on()
+            })
+            .key(),
+            "hold:limit"
+        );
+        assert_eq!(
+            lost(Brakes {
+                operation_in_progress: true,
+                ..on()
+            })
+            .key(),
             "hold:operation_in_progress"
         );
     }

@@ -38,8 +38,13 @@ impl CloneOutput {
     /// clone's private socket (a scratch cluster has no TCP listener and
     /// admits only drctl's own OS user).
     pub fn dsn(&self) -> String {
-        PgCluster::new("drill clone", self.data_dir.clone(), self.port, PathBuf::new())
-            .scratch_dsn(&self.user, &self.database)
+        PgCluster::new(
+            "drill clone",
+            self.data_dir.clone(),
+            self.port,
+            PathBuf::new(),
+        )
+        .scratch_dsn(&self.user, &self.database)
     }
 }
 
@@ -47,7 +52,11 @@ impl CloneOutput {
 /// exceed 107 bytes).
 fn clone_dir(config: &drctl_config::Config, op_id: &str) -> PathBuf {
     let short: String = op_id.trim_start_matches("op-").chars().take(12).collect();
-    let root = config.scratch.root.clone().unwrap_or_else(drctl_pg::os::scratch_root);
+    let root = config
+        .scratch
+        .root
+        .clone()
+        .unwrap_or_else(drctl_pg::os::scratch_root);
     root.join(format!("drill-{short}"))
 }
 
@@ -58,7 +67,10 @@ pub(crate) async fn clone_standby(ctx: &Ctx<'_>) -> StepResult {
     }
     let region = &ctx.params.target;
     let conn = service.postgres.get(region).ok_or_else(|| {
-        StepError::stop(format!("service {} has no connection in {region}", service.name))
+        StepError::stop(format!(
+            "service {} has no connection in {region}",
+            service.name
+        ))
     })?;
     let dsn = conn
         .resolve()
@@ -137,7 +149,10 @@ pub(crate) async fn start_clone(ctx: &Ctx<'_>) -> StepResult {
 }
 
 /// The endpoint the shared promote and probe steps use in a drill.
-pub(crate) fn clone_endpoint(ctx: &Ctx<'_>, timeout: Duration) -> Result<drctl_pg::PgEndpoint, StepError> {
+pub(crate) fn clone_endpoint(
+    ctx: &Ctx<'_>,
+    timeout: Duration,
+) -> Result<drctl_pg::PgEndpoint, StepError> {
     let clone: CloneOutput = ctx.output(Step::CloneStandby)?;
     drctl_pg::PgEndpoint::new(
         format!("{}@drill-clone", ctx.params.cluster),
@@ -152,7 +167,9 @@ pub(crate) fn clone_endpoint(ctx: &Ctx<'_>, timeout: Duration) -> Result<drctl_p
 /// from the operation id (a clone that died before journaling).
 pub(crate) async fn teardown(ctx: &Ctx<'_>) -> StepResult {
     let clone: Option<CloneOutput> = ctx.output(Step::CloneStandby).ok();
-    let dir = clone.as_ref().map_or_else(|| clone_dir(ctx.config, ctx.op_id), |c| c.dir.clone());
+    let dir = clone
+        .as_ref()
+        .map_or_else(|| clone_dir(ctx.config, ctx.op_id), |c| c.dir.clone());
     let mut removed = Vec::new();
     if dir.exists() {
         let bin = pg_bin()?;
@@ -202,7 +219,9 @@ fn dir_size(dir: &std::path::Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             match e.metadata() {
                 Ok(m) if m.is_dir() => stack.push(e.path()),

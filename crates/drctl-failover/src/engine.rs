@@ -113,7 +113,8 @@ fn crash_point(step: Step, phase: &str) {
 #[cfg(feature = "fault-injection")]
 fn injected_failure(step: Step) -> Option<StepError> {
     let spec = std::env::var("DRCTL_FAULT_FAIL_AT").ok()?;
-    (spec == step.as_str()).then(|| StepError::stop(format!("DRCTL_FAULT_FAIL_AT: {spec} made to fail")))
+    (spec == step.as_str())
+        .then(|| StepError::stop(format!("DRCTL_FAULT_FAIL_AT: {spec} made to fail")))
 }
 
 /// Without `fault-injection`, `DRCTL_FAULT_*` mean nothing.
@@ -329,7 +330,12 @@ impl Engine {
         let name = kind.lease_name(cluster);
         match self
             .store
-            .acquire_lease(&name, &self.driver, self.lease_ttl(), self.store.clock().await?)
+            .acquire_lease(
+                &name,
+                &self.driver,
+                self.lease_ttl(),
+                self.store.clock().await?,
+            )
             .await?
         {
             Some(l) => Ok(l),
@@ -451,7 +457,10 @@ impl Engine {
         let mut unwound: Option<(Step, StepError)> = records
             .iter()
             .filter(|r| r.status == "failed")
-            .filter_map(|r| plan.iter().find(|s| s.as_str() == r.step && !s.is_finally()))
+            .filter_map(|r| {
+                plan.iter()
+                    .find(|s| s.as_str() == r.step && !s.is_finally())
+            })
             .next()
             .map(|step| {
                 let error = records

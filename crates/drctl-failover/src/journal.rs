@@ -323,7 +323,10 @@ mod tests {
     fn a_drill_that_fails_unwinds_to_its_teardown_and_can_only_fail() {
         let drill = OperationKind::Drill.steps();
         let s = JournalState::new(drill);
-        assert!(apply(&s, Event::Unwind).is_err(), "unwind without a failure");
+        assert!(
+            apply(&s, Event::Unwind).is_err(),
+            "unwind without a failure"
+        );
         let mut s = s;
         for step in [Step::Plan, Step::Lease, Step::CloneStandby] {
             s = apply(&s, Event::Start(step)).unwrap();
@@ -339,7 +342,10 @@ mod tests {
         let s = apply(&s, Event::Start(Step::Teardown)).unwrap();
         let s = apply(&s, Event::Done(Step::Teardown)).unwrap();
         assert_eq!(s.next_step(), None);
-        assert!(apply(&s, Event::Succeed).is_err(), "skipped steps never succeed");
+        assert!(
+            apply(&s, Event::Succeed).is_err(),
+            "skipped steps never succeed"
+        );
         assert_eq!(apply(&s, Event::Abandon).unwrap().status, OpStatus::Failed);
         // A failover has no finally step to unwind to.
         let f = JournalState::new(&plan());
@@ -356,7 +362,8 @@ mod tests {
             ("clone_standby".to_string(), "failed".to_string()),
             ("teardown".to_string(), "started".to_string()),
         ];
-        let s = JournalState::from_records(OperationKind::Drill.steps(), OpStatus::Running, &records);
+        let s =
+            JournalState::from_records(OperationKind::Drill.steps(), OpStatus::Running, &records);
         assert!(s.unwinding());
         assert_eq!(s.next_step(), Some(Step::Teardown));
     }

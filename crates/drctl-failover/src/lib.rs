@@ -17,13 +17,13 @@
 pub mod auto;
 mod drill;
 mod engine;
-mod recover;
-mod rejoin;
 mod error;
 mod hook;
 pub mod journal;
 mod measure;
 mod plan;
+mod recover;
+mod rejoin;
 mod steps;
 
 use serde::{Deserialize, Serialize};

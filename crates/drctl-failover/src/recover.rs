@@ -16,7 +16,6 @@ use drctl_config::Config;
 use drctl_pg::PgCluster;
 use drctl_store::{BackupRecord, Store};
 
-
 use crate::measure::Measured;
 use crate::plan::{self, Blocker, OperationParams, PlanReport};
 use crate::steps::{self, Ctx, StepError, StepResult};
@@ -57,13 +56,24 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         })
     };
     if p.source == p.target {
-        block("same_region", format!("source and target are both {}", p.source), false);
+        block(
+            "same_region",
+            format!("source and target are both {}", p.source),
+            false,
+        );
     }
-    let backup: Option<BackupRecord> = store.newest_verified_backup(&p.service).await.ok().flatten();
+    let backup: Option<BackupRecord> = store
+        .newest_verified_backup(&p.service)
+        .await
+        .ok()
+        .flatten();
     if backup.is_none() {
         block(
             "no_verified_backup",
-            format!("{} has no verified backup to recover from (drctl backup run, drctl backup verify)", p.service),
+            format!(
+                "{} has no verified backup to recover from (drctl backup run, drctl backup verify)",
+                p.service
+            ),
             false,
         );
     }
@@ -90,8 +100,13 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
             false,
         );
     }
-    let targets = service.map(|s| s.targets).unwrap_or_else(|| config.tiers.get(drctl_config::Tier::Cold));
-    let end = p.detected_at_us.and_then(DateTime::from_timestamp_micros).unwrap_or_else(Utc::now);
+    let targets = service
+        .map(|s| s.targets)
+        .unwrap_or_else(|| config.tiers.get(drctl_config::Tier::Cold));
+    let end = p
+        .detected_at_us
+        .and_then(DateTime::from_timestamp_micros)
+        .unwrap_or_else(Utc::now);
     let expected_loss_us = backup
         .as_ref()
         .and_then(|b| b.ended_at)
@@ -99,7 +114,11 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
     if let Some(loss) = expected_loss_us.filter(|l| *l > plan::us(targets.rpo)) {
         block(
             "data_loss",
-            format!("the newest verified backup ended {:.0} s ago, beyond the RPO target {:?}", loss as f64 / 1e6, targets.rpo),
+            format!(
+                "the newest verified backup ended {:.0} s ago, beyond the RPO target {:?}",
+                loss as f64 / 1e6,
+                targets.rpo
+            ),
             true,
         );
     }
@@ -140,20 +159,27 @@ pub(crate) async fn restore(ctx: &Ctx<'_>) -> StepResult {
         .newest_verified_backup(&ctx.params.service)
         .await
         .map_err(|e| StepError::retry(e.to_string()))?
-        .ok_or_else(|| StepError::abandon(format!("{} has no verified backup", ctx.params.service)))?;
+        .ok_or_else(|| {
+            StepError::abandon(format!("{} has no verified backup", ctx.params.service))
+        })?;
     let mark = marker(&dir);
     let started = Instant::now();
     // A rerun: this operation's own partial restore is wiped and redone.
     if std::fs::read_to_string(&mark).is_ok_and(|m| m.trim() == ctx.op_id) {
         let _ = std::fs::remove_dir_all(&dir);
     } else if !is_empty_dir(&dir) {
-        return Err(StepError::abandon(format!("{} is not empty", dir.display())));
+        return Err(StepError::abandon(format!(
+            "{} is not empty",
+            dir.display()
+        )));
     }
-    std::fs::write(&mark, ctx.op_id).map_err(|e| StepError::stop(format!("writing {}: {e}", mark.display())))?;
+    std::fs::write(&mark, ctx.op_id)
+        .map_err(|e| StepError::stop(format!("writing {}: {e}", mark.display())))?;
     let _ = std::fs::remove_dir(&dir);
-    let manifest = drctl_backup::jobs::restore_recorded_backup(ctx.config, ctx.store, &backup.id, &dir)
-        .await
-        .map_err(|e| StepError::stop(e.to_string()))?;
+    let manifest =
+        drctl_backup::jobs::restore_recorded_backup(ctx.config, ctx.store, &backup.id, &dir)
+            .await
+            .map_err(|e| StepError::stop(e.to_string()))?;
     steps::to_value(&serde_json::json!({
         "backup": backup.id,
         "backup_ended_at": backup.ended_at,
@@ -179,7 +205,12 @@ pub(crate) async fn start(ctx: &Ctx<'_>) -> StepResult {
         ))
     })?;
     let bin = steps::pg_bin()?;
-    let cluster = PgCluster::new(format!("{}@{}", ctx.params.cluster, ctx.params.target), dir.clone(), port, bin);
+    let cluster = PgCluster::new(
+        format!("{}@{}", ctx.params.cluster, ctx.params.target),
+        dir.clone(),
+        port,
+        bin,
+    );
     let started = Instant::now();
     let dsn = dsn.expose().to_string();
     steps::blocking(move || {
@@ -191,7 +222,9 @@ pub(crate) async fn start(ctx: &Ctx<'_>) -> StepResult {
         Ok(())
     })
     .await?;
-    steps::to_value(&serde_json::json!({ "port": port, "took_ms": started.elapsed().as_millis() as u64 }))
+    steps::to_value(
+        &serde_json::json!({ "port": port, "took_ms": started.elapsed().as_millis() as u64 }),
+    )
 }
 
 /// The port of a URL or keyword connection string.
@@ -219,21 +252,42 @@ pub(crate) async fn record(ctx: &Ctx<'_>) -> StepResult {
         .get("fenced_at")
         .filter(|_| fence.get("reachable") == Some(&serde_json::Value::Bool(true)))
         .and_then(|v| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok())
-        .or_else(|| ctx.params.detected_at_us.and_then(DateTime::from_timestamp_micros))
+        .or_else(|| {
+            ctx.params
+                .detected_at_us
+                .and_then(DateTime::from_timestamp_micros)
+        })
         .unwrap_or(ctx.op_started);
-    let rpo_us = backup_end.map_or(0, |e| (lost_at - e).num_microseconds().unwrap_or(i64::MAX).max(0));
+    let rpo_us = backup_end.map_or(0, |e| {
+        (lost_at - e).num_microseconds().unwrap_or(i64::MAX).max(0)
+    });
     let end = |s: Step| ctx.timings.get(&s).and_then(|(_, e)| *e);
-    let available = [end(Step::WriteProbe), end(Step::DnsConfirm), end(Step::ServiceHealth)]
-        .into_iter()
-        .flatten()
-        .max()
-        .unwrap_or_else(Utc::now);
-    let trigger = ctx.params.detected_at_us.and_then(DateTime::from_timestamp_micros).unwrap_or(ctx.op_started);
+    let available = [
+        end(Step::WriteProbe),
+        end(Step::DnsConfirm),
+        end(Step::ServiceHealth),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or_else(Utc::now);
+    let trigger = ctx
+        .params
+        .detected_at_us
+        .and_then(DateTime::from_timestamp_micros)
+        .unwrap_or(ctx.op_started);
     let rto_ms = (available - trigger).num_milliseconds().max(0) as u64;
     let steps_ms = ctx
         .timings
         .iter()
-        .filter_map(|(s, (b, e))| e.map(|e| (s.as_str().to_string(), (e - *b).num_milliseconds().max(0) as u64)))
+        .filter_map(|(s, (b, e))| {
+            e.map(|e| {
+                (
+                    s.as_str().to_string(),
+                    (e - *b).num_milliseconds().max(0) as u64,
+                )
+            })
+        })
         .collect();
     let targets = service.targets;
     steps::to_value(&Measured {
@@ -244,11 +298,23 @@ pub(crate) async fn record(ctx: &Ctx<'_>) -> StepResult {
         rpo_upper_us: Some(rpo_us),
         rpo_basis: format!(
             "backup {}: at most the writes after its end (until the source was {})",
-            restored.get("backup").and_then(|b| b.as_str()).unwrap_or("?"),
-            if fence.get("reachable") == Some(&serde_json::Value::Bool(true)) { "fenced" } else { "lost" }
+            restored
+                .get("backup")
+                .and_then(|b| b.as_str())
+                .unwrap_or("?"),
+            if fence.get("reachable") == Some(&serde_json::Value::Bool(true)) {
+                "fenced"
+            } else {
+                "lost"
+            }
         ),
         rto_ms,
-        rto_from: if ctx.params.detected_at_us.is_some() { "detection" } else { "request" }.into(),
+        rto_from: if ctx.params.detected_at_us.is_some() {
+            "detection"
+        } else {
+            "request"
+        }
+        .into(),
         write_outage_ms: None,
         rpo_target_us: plan::us(targets.rpo),
         rto_target_ms: targets.rto.as_millis() as u64,

@@ -164,15 +164,24 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         })
     };
     if p.source == p.target {
-        block("same_region", format!("{} is the primary: there is nothing to rejoin", p.target));
+        block(
+            "same_region",
+            format!("{} is the primary: there is nothing to rejoin", p.target),
+        );
     }
     let read = |region: String| async move { steps::read_state(service, &region, REACH).await };
     let (primary, old) = tokio::join!(read(p.source.clone()), read(p.target.clone()));
     match &primary {
-        Err(e) => block("primary_unreachable", format!("the primary {}@{} is unreachable: {e}", p.cluster, p.source)),
+        Err(e) => block(
+            "primary_unreachable",
+            format!("the primary {}@{} is unreachable: {e}", p.cluster, p.source),
+        ),
         Ok(s) if !s.writable() => block(
             "primary_not_writable",
-            format!("{}@{} is not a writable primary (in recovery: {}, read-only: {})", p.cluster, p.source, s.in_recovery, s.read_only),
+            format!(
+                "{}@{} is not a writable primary (in recovery: {}, read-only: {})",
+                p.cluster, p.source, s.in_recovery, s.read_only
+            ),
         ),
         Ok(_) => {}
     }
@@ -184,7 +193,9 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
             );
         }
     }
-    let data_dir: Option<PathBuf> = service.and_then(|s| node(s, &p.target)).and_then(|n| n.data_dir.clone());
+    let data_dir: Option<PathBuf> = service
+        .and_then(|s| node(s, &p.target))
+        .and_then(|n| n.data_dir.clone());
     match &data_dir {
         None => block(
             "no_data_dir",
@@ -236,7 +247,9 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
     }
     let standby_already = old.as_ref().is_ok_and(|o| o.in_recovery);
     let past = store.operations(500).await.unwrap_or_default();
-    let targets = service.map(|s| s.targets).unwrap_or_else(|| config.tiers.get(drctl_config::Tier::Hot));
+    let targets = service
+        .map(|s| s.targets)
+        .unwrap_or_else(|| config.tiers.get(drctl_config::Tier::Hot));
     PlanReport {
         source_state: primary.as_ref().ok().copied(),
         source_error: primary.err(),
@@ -318,14 +331,18 @@ async fn rewind(ctx: &Ctx<'_>) -> StepResult {
                 // Diverged beyond what pg_rewind can mend (no wal_log_hints
                 // or checksums, missing WAL): start over from a copy; the
                 // old directory is moved aside, not deleted.
-                c.reclone(&clone_dsn).map_err(|e2| format!("pg_rewind failed ({e}) and so did a fresh clone: {e2}"))?;
+                c.reclone(&clone_dsn).map_err(|e2| {
+                    format!("pg_rewind failed ({e}) and so did a fresh clone: {e2}")
+                })?;
                 ("clone", Some(e))
             }
             // Anything else (the primary unreachable, a permission, a full
             // disk) may pass: the data directory stays as it is.
-            Err(e) => return Err(format!(
+            Err(e) => {
+                return Err(format!(
                 "pg_rewind failed ({e}); the data directory is untouched: fix the cause and resume"
-            )),
+            ))
+            }
         };
         c.restore_config().map_err(|e| e.to_string())?;
         Ok(Rewound {
@@ -402,7 +419,10 @@ async fn streaming(ctx: &Ctx<'_>) -> StepResult {
     let primary = ctx.endpoint(&p.source, REACH)?;
     // The flushed position (the insert position may run ahead of what any
     // standby can receive).
-    let goal = primary.probe_primary_position().await.map_err(|e| StepError::retry(e.to_string()));
+    let goal = primary
+        .probe_primary_position()
+        .await
+        .map_err(|e| StepError::retry(e.to_string()));
     primary.close().await;
     let goal = goal?.point.lsn;
     let node = ctx.endpoint(&p.target, REACH)?;

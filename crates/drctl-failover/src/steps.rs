@@ -137,7 +137,11 @@ impl Ctx<'_> {
         })
     }
 
-    pub(crate) fn endpoint(&self, region: &str, timeout: Duration) -> Result<PgEndpoint, StepError> {
+    pub(crate) fn endpoint(
+        &self,
+        region: &str,
+        timeout: Duration,
+    ) -> Result<PgEndpoint, StepError> {
         endpoint(self.service()?, region, timeout).map_err(StepError::stop)
     }
 
@@ -267,9 +271,13 @@ pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> StepResult {
         Step::CloneStandby => drill::clone_standby(ctx).await,
         Step::StartClone => drill::start_clone(ctx).await,
         Step::Teardown => drill::teardown(ctx).await,
-        Step::StopNode | Step::Rewind | Step::ConfigureStandby | Step::StartNode | Step::Restore => {
-            Err(StepError::abandon(format!("step {step} belongs to another kind of operation")))
-        }
+        Step::StopNode
+        | Step::Rewind
+        | Step::ConfigureStandby
+        | Step::StartNode
+        | Step::Restore => Err(StepError::abandon(format!(
+            "step {step} belongs to another kind of operation"
+        ))),
     }
 }
 
@@ -486,7 +494,10 @@ async fn lost_primary_bound(
     p: &OperationParams,
     target: Option<&NodeState>,
 ) -> Option<(i64, String)> {
-    let s = store.last_known_exposure(&p.service, &p.target).await.ok()??;
+    let s = store
+        .last_known_exposure(&p.service, &p.target)
+        .await
+        .ok()??;
     let end = p
         .detected_at_us
         .and_then(DateTime::from_timestamp_micros)
@@ -494,13 +505,20 @@ async fn lost_primary_bound(
     if end - s.sampled_at > LAST_SIGHTING_MAX_AGE {
         return None;
     }
-    let blind_us = (end - s.sampled_at).num_microseconds().unwrap_or(i64::MAX).max(0);
+    let blind_us = (end - s.sampled_at)
+        .num_microseconds()
+        .unwrap_or(i64::MAX)
+        .max(0);
     let caught_up = match (target, s.primary_lsn) {
         (Some(t), Some(l)) => t.lsn.0 >= l.max(0) as u64,
         _ => false,
     };
     let exposure = s.rpo_exposure_us.unwrap_or(0);
-    let bound = if caught_up { blind_us } else { exposure + blind_us };
+    let bound = if caught_up {
+        blind_us
+    } else {
+        exposure + blind_us
+    };
     Some((
         bound,
         format!(
@@ -941,12 +959,14 @@ fn expected_dns_value(ctx: &Ctx<'_>, member: &str) -> Result<Option<Vec<String>>
         return Ok(None);
     }
     let dns = ctx.config.service(member).and_then(|s| s.dns.as_ref());
-    let value = dns.and_then(|d| d.target(&ctx.params.source)).ok_or_else(|| {
-        StepError::abandon(format!(
-            "service {member} has no DNS target for the source region {}",
-            ctx.params.source
-        ))
-    })?;
+    let value = dns
+        .and_then(|d| d.target(&ctx.params.source))
+        .ok_or_else(|| {
+            StepError::abandon(format!(
+                "service {member} has no DNS target for the source region {}",
+                ctx.params.source
+            ))
+        })?;
     Ok(Some(vec![value.to_string()]))
 }
 

@@ -327,7 +327,11 @@ mod tests {
         proxy.set_for(Fault::HttpStatus(503), 2);
         for _ in 0..2 {
             let answer = roundtrip(proxy.addr()).await.unwrap();
-            assert!(answer.starts_with(b"HTTP/1.1 503 "), "{}", String::from_utf8_lossy(&answer));
+            assert!(
+                answer.starts_with(b"HTTP/1.1 503 "),
+                "{}",
+                String::from_utf8_lossy(&answer)
+            );
         }
         assert!(roundtrip(proxy.addr()).await.unwrap().starts_with(b"GET /"));
         proxy.set(Fault::Reset);
@@ -351,7 +355,9 @@ mod tests {
         proxy.set(Fault::Reset);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let _ = s.write_all(b"ping").await;
-        let r = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .unwrap();
         assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
     }
 }

@@ -101,7 +101,11 @@ pub fn assess(v: &ServiceView, every: Duration, now: DateTime<Utc>) -> Complianc
         Status::Breach => {
             reasons.push(format!(
                 "RPO exposure {}{} is above the {} target",
-                if v.exposure_lower_bound { "at least " } else { "" },
+                if v.exposure_lower_bound {
+                    "at least "
+                } else {
+                    ""
+                },
                 exposure_s.map(human).unwrap_or_else(|| "?".into()),
                 human(target_s)
             ));
@@ -139,11 +143,9 @@ pub fn assess(v: &ServiceView, every: Duration, now: DateTime<Utc>) -> Complianc
     let rto_status = match v.rto_status {
         Status::Ok | Status::AtRisk => "met",
         Status::Breach => {
-            reasons.push(
-                v.rto_reason
-                    .clone()
-                    .unwrap_or_else(|| format!("measured RTO is above the {} target", human(rto_target_s))),
-            );
+            reasons.push(v.rto_reason.clone().unwrap_or_else(|| {
+                format!("measured RTO is above the {} target", human(rto_target_s))
+            }));
             "breach"
         }
         Status::Unknown => "unknown",
@@ -242,7 +244,14 @@ pub fn assess(v: &ServiceView, every: Duration, now: DateTime<Utc>) -> Complianc
 }
 
 /// Every status a service can have, for summaries and metrics.
-pub const STATUSES: [&str; 6] = ["compliant", "at_risk", "breach", "stale", "unverified", "unknown"];
+pub const STATUSES: [&str; 6] = [
+    "compliant",
+    "at_risk",
+    "breach",
+    "stale",
+    "unverified",
+    "unknown",
+];
 
 #[cfg(test)]
 mod tests {
@@ -250,7 +259,12 @@ mod tests {
     use drctl_config::Tier;
 
     fn view(tier: Tier) -> ServiceView {
-        let mut v = ServiceView::empty("orders", tier, Duration::from_secs(5), Duration::from_secs(60));
+        let mut v = ServiceView::empty(
+            "orders",
+            tier,
+            Duration::from_secs(5),
+            Duration::from_secs(60),
+        );
         v.status = Status::Ok;
         v.rpo_exposure_us = Some(0);
         v.rto_status = Status::Ok;
@@ -265,7 +279,11 @@ mod tests {
     const WEEK: Duration = Duration::from_secs(7 * 86_400);
 
     fn proof(s: i64) -> Option<Proof> {
-        Some(Proof { kind: "drill".into(), id: "op-1".into(), at: at(s) })
+        Some(Proof {
+            kind: "drill".into(),
+            id: "op-1".into(),
+            at: at(s),
+        })
     }
 
     #[test]
@@ -273,7 +291,12 @@ mod tests {
         let mut v = view(Tier::Hot);
         v.proof = proof(0);
         let c = assess(&v, WEEK, at(3600));
-        assert_eq!((c.status, c.evidence.status), ("compliant", "fresh"), "{:?}", c.reasons);
+        assert_eq!(
+            (c.status, c.evidence.status),
+            ("compliant", "fresh"),
+            "{:?}",
+            c.reasons
+        );
         assert_eq!(c.evidence.due_at, Some(at(7 * 86_400)));
     }
 
@@ -303,7 +326,11 @@ mod tests {
         v.proof = None;
         let c = assess(&v, WEEK, at(60));
         assert_eq!(c.status, "breach");
-        assert!(c.reasons[0].contains("above the 5 s target"), "{:?}", c.reasons);
+        assert!(
+            c.reasons[0].contains("above the 5 s target"),
+            "{:?}",
+            c.reasons
+        );
         assert_eq!(c.evidence.status, "missing");
     }
 
@@ -311,6 +338,9 @@ mod tests {
     fn cold_tier_needs_a_restore_test() {
         let v = view(Tier::Cold);
         let c = assess(&v, WEEK, at(60));
-        assert_eq!((c.evidence.required, c.status), ("restore_test", "unverified"));
+        assert_eq!(
+            (c.evidence.required, c.status),
+            ("restore_test", "unverified")
+        );
     }
 }

@@ -112,7 +112,10 @@ impl HeartbeatMap {
                 for p in self.points.iter_mut() {
                     p.primary_time_us += shift;
                 }
-                tracing::warn!(step_ms = shift / 1000, "the primary's clock was stepped; the heartbeat map follows it");
+                tracing::warn!(
+                    step_ms = shift / 1000,
+                    "the primary's clock was stepped; the heartbeat map follows it"
+                );
             }
         }
         self.last_observed = Some((point, sent, received));
@@ -193,7 +196,11 @@ mod tests {
         let mut m = HeartbeatMap::new();
         // One point a second, 1 MB of WAL a second, clock right.
         for i in 0..5 {
-            m.record_observed(p(100.0 + i as f64, i * 1_000_000), at(i as f64), at(i as f64 + 0.001));
+            m.record_observed(
+                p(100.0 + i as f64, i * 1_000_000),
+                at(i as f64),
+                at(i as f64 + 0.001),
+            );
         }
         // The primary restarts with its clock 5 s behind: the next reading,
         // 1 s later, says 100.0 + 5 - 5 = 100.0 for position 5 MB.
@@ -203,7 +210,11 @@ mod tests {
         // step, i.e. 4 s before "now" at 6 MB (clock now 101.0 = real 106).
         let e = m.exposure(Lsn(3_000_000), p(101.0, 6_000_000));
         assert!(!e.lower_bound);
-        assert!((3_000_000..=3_010_000).contains(&e.us), "exposure {} us", e.us);
+        assert!(
+            (3_000_000..=3_010_000).contains(&e.us),
+            "exposure {} us",
+            e.us
+        );
         // Jitter of a few milliseconds is not a step.
         let mut m = HeartbeatMap::new();
         m.record_observed(p(10.0, 0), at(0.0), at(0.002));

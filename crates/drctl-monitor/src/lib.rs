@@ -85,7 +85,12 @@ pub struct ServiceView {
 
 impl ServiceView {
     /// A service nothing is known about yet.
-    pub fn empty(service: &str, tier: Tier, rpo_target: Duration, rto_target: Duration) -> ServiceView {
+    pub fn empty(
+        service: &str,
+        tier: Tier,
+        rpo_target: Duration,
+        rto_target: Duration,
+    ) -> ServiceView {
         ServiceView {
             service: service.to_string(),
             tier,
@@ -124,7 +129,12 @@ pub fn format_secs(s: f64) -> String {
         return format!("{} s", t.trim_end_matches('0').trim_end_matches('.'));
     }
     let whole = s.round() as u64;
-    let (d, h, m, sec) = (whole / 86_400, whole / 3600 % 24, whole / 60 % 60, whole % 60);
+    let (d, h, m, sec) = (
+        whole / 86_400,
+        whole / 3600 % 24,
+        whole / 60 % 60,
+        whole % 60,
+    );
     match (d, h) {
         (0, 0) if sec == 0 => format!("{m} min"),
         (0, 0) => format!("{m} min {sec} s"),
@@ -343,7 +353,11 @@ impl Monitor {
 
     /// Ended operations per (kind, status), as of the last refresh.
     pub fn operation_counts(&self) -> Vec<(String, String, i64)> {
-        self.inner.operation_counts.read().expect("counts lock").clone()
+        self.inner
+            .operation_counts
+            .read()
+            .expect("counts lock")
+            .clone()
     }
 
     pub fn counters(&self) -> &MonitorCounters {
@@ -516,8 +530,16 @@ impl Monitor {
             if let Ok(counts) = self.inner.store.operation_counts().await {
                 *self.inner.operation_counts.write().expect("counts lock") = counts;
             }
-            let Ok(ops) = self.inner.store.operations(500).await else { continue };
-            for svc in self.inner.config.services.iter().filter(|s| s.tier.is_replicated()) {
+            let Ok(ops) = self.inner.store.operations(500).await else {
+                continue;
+            };
+            for svc in self
+                .inner
+                .config
+                .services
+                .iter()
+                .filter(|s| s.tier.is_replicated())
+            {
                 let proof = ops
                     .iter()
                     .filter(|o| {
@@ -527,7 +549,11 @@ impl Monitor {
                     })
                     .filter_map(|o| Some((o, o.ended_at?)))
                     .max_by_key(|(_, at)| *at)
-                    .map(|(o, at)| compliance::Proof { kind: o.kind.clone(), id: o.id.clone(), at });
+                    .map(|(o, at)| compliance::Proof {
+                        kind: o.kind.clone(),
+                        id: o.id.clone(),
+                        at,
+                    });
                 if proof.is_some() {
                     self.update_view(&svc.name, |v| v.proof = proof);
                 }
@@ -539,10 +565,11 @@ impl Monitor {
                             && matches!(o.kind.as_str(), "failover" | "switchover" | "drill")
                     })
                     .filter_map(|o| {
-                        let rto_ms = serde_json::from_str::<serde_json::Value>(o.result.as_deref()?)
-                            .ok()?
-                            .get("rto_ms")?
-                            .as_u64()?;
+                        let rto_ms =
+                            serde_json::from_str::<serde_json::Value>(o.result.as_deref()?)
+                                .ok()?
+                                .get("rto_ms")?
+                                .as_u64()?;
                         Some((o, rto_ms))
                     })
                     .max_by_key(|(o, _)| o.ended_at);

@@ -88,9 +88,11 @@ impl PgEndpoint {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         self.with_conn("reading settings", move |c| {
             Box::pin(
-                sqlx::query_as("SELECT name, setting FROM pg_settings WHERE name = ANY($1) ORDER BY name")
-                    .bind(names.clone())
-                    .fetch_all(c),
+                sqlx::query_as(
+                    "SELECT name, setting FROM pg_settings WHERE name = ANY($1) ORDER BY name",
+                )
+                .bind(names.clone())
+                .fetch_all(c),
             )
         })
         .await

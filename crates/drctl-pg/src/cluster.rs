@@ -131,7 +131,11 @@ fn drctl_os_user() -> Result<String> {
         .ok()
         .flatten()
         .map(|u| u.name)
-        .ok_or_else(|| LabError::Other(format!("uid {uid} has no user name; run drctl as a named user")))
+        .ok_or_else(|| {
+            LabError::Other(format!(
+                "uid {uid} has no user name; run drctl as a named user"
+            ))
+        })
 }
 
 /// Who may connect to a recovered server whose backup had no pg_hba.conf:
@@ -413,7 +417,8 @@ impl PgCluster {
                 std::fs::copy(&from, saved.join(f)).map_err(io_err(format!("saving {f}")))?;
             }
         }
-        std::fs::write(saved.join("saved"), "").map_err(io_err("marking the saved configuration"))?;
+        std::fs::write(saved.join("saved"), "")
+            .map_err(io_err("marking the saved configuration"))?;
         Ok(())
     }
 
@@ -488,8 +493,15 @@ impl PgCluster {
     pub fn configure_standby(&self, primary_conninfo: &str) -> Result<()> {
         self.drop_socket_locks();
         self.rewrite_auto_conf(
-            &["primary_conninfo", "primary_slot_name", "default_transaction_read_only"],
-            &[format!("primary_conninfo = '{}'", primary_conninfo.replace('\'', "''"))],
+            &[
+                "primary_conninfo",
+                "primary_slot_name",
+                "default_transaction_read_only",
+            ],
+            &[format!(
+                "primary_conninfo = '{}'",
+                primary_conninfo.replace('\'', "''")
+            )],
         )?;
         std::fs::write(self.data_dir.join("standby.signal"), "")
             .map_err(io_err("writing standby.signal"))?;
@@ -517,7 +529,8 @@ impl PgCluster {
             .map(str::to_string)
             .collect();
         kept.extend(add.iter().cloned());
-        std::fs::write(&auto, kept.join("\n") + "\n").map_err(io_err("writing postgresql.auto.conf"))
+        std::fs::write(&auto, kept.join("\n") + "\n")
+            .map_err(io_err("writing postgresql.auto.conf"))
     }
 
     /// A source that keeps its Unix sockets in its data directory (labs made

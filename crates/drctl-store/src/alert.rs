@@ -32,7 +32,8 @@ pub struct DueDelivery {
     pub attempts: i64,
 }
 
-const EVENT_COLUMNS: &str = "e.id, e.at_us, e.kind, e.event, e.service, e.severity, e.summary, e.detail";
+const EVENT_COLUMNS: &str =
+    "e.id, e.at_us, e.kind, e.event, e.service, e.severity, e.summary, e.detail";
 
 fn event_from_row(r: &AnyRow) -> std::result::Result<AlertEvent, sqlx::Error> {
     Ok(AlertEvent {
@@ -50,7 +51,9 @@ fn event_from_row(r: &AnyRow) -> std::result::Result<AlertEvent, sqlx::Error> {
 impl Store {
     /// Every recorded alert state: key → (firing, since). Read once by the
     /// watcher, which then keeps it in step with what it records.
-    pub async fn alert_states(&self) -> Result<std::collections::HashMap<String, (bool, DateTime<Utc>)>> {
+    pub async fn alert_states(
+        &self,
+    ) -> Result<std::collections::HashMap<String, (bool, DateTime<Utc>)>> {
         let rows = sqlx::query("SELECT key, active, since_us FROM alert_state")
             .fetch_all(self.pool())
             .await
@@ -59,7 +62,10 @@ impl Store {
             .map(|r| {
                 Ok((
                     r.try_get::<String, _>(0)?,
-                    (r.try_get::<i64, _>(1)? != 0, from_us(r.try_get::<i64, _>(2)?)),
+                    (
+                        r.try_get::<i64, _>(1)? != 0,
+                        from_us(r.try_get::<i64, _>(2)?),
+                    ),
                 ))
             })
             .collect::<std::result::Result<_, sqlx::Error>>()

@@ -63,7 +63,11 @@ impl Store {
     }
 
     /// Decisions, newest first; `cluster` narrows to one.
-    pub async fn decisions(&self, cluster: Option<&str>, limit: i64) -> Result<Vec<DecisionRecord>> {
+    pub async fn decisions(
+        &self,
+        cluster: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DecisionRecord>> {
         // No `$1 IS NULL`: PostgreSQL cannot type an untyped NULL parameter.
         let sql = match cluster {
             Some(_) => format!(
@@ -80,8 +84,8 @@ impl Store {
         }
         let rows = query
             .fetch_all(self.pool())
-        .await
-        .map_err(query_error("reading failover decisions"))?;
+            .await
+            .map_err(query_error("reading failover decisions"))?;
         crate::decode_rows(&rows, from_row, "decoding failover decisions")
     }
 
@@ -94,7 +98,11 @@ impl Store {
         let sql = format!(
             "SELECT decided_at_us FROM failover_decisions WHERE action = 'failover' \
              AND decided_at_us >= $1{} ORDER BY decided_at_us",
-            if cluster.is_some() { " AND cluster = $2" } else { "" }
+            if cluster.is_some() {
+                " AND cluster = $2"
+            } else {
+                ""
+            }
         );
         let mut query = sqlx::query(&sql).bind(to_us(since));
         if let Some(c) = cluster {
@@ -102,8 +110,8 @@ impl Store {
         }
         let rows = query
             .fetch_all(self.pool())
-        .await
-        .map_err(query_error("reading automatic failovers"))?;
+            .await
+            .map_err(query_error("reading automatic failovers"))?;
         rows.iter()
             .map(|r| r.try_get::<i64, _>(0).map(from_us))
             .collect::<std::result::Result<_, _>>()

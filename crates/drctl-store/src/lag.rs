@@ -44,7 +44,12 @@ pub struct LagSample {
 impl LagSample {
     /// A sample with only its place, time and exposure: what a rollup or a
     /// bucket of samples keeps of them.
-    pub fn bare(service: &str, standby_region: &str, sampled_at: DateTime<Utc>, rpo_exposure_us: Option<i64>) -> LagSample {
+    pub fn bare(
+        service: &str,
+        standby_region: &str,
+        sampled_at: DateTime<Utc>,
+        rpo_exposure_us: Option<i64>,
+    ) -> LagSample {
         LagSample {
             service: service.to_string(),
             standby_region: standby_region.to_string(),
@@ -225,9 +230,20 @@ impl Store {
         .await
         .map_err(query_error("reading lag buckets"))?;
         let decode = |r: &AnyRow| -> std::result::Result<LagSample, sqlx::Error> {
-            let worst: i32 = r.try_get::<i64, _>(2).map(|v| v as i32).or_else(|_| r.try_get::<i32, _>(2))?;
-            let lower: i32 = r.try_get::<i64, _>(4).map(|v| v as i32).or_else(|_| r.try_get::<i32, _>(4))?;
-            let mut s = LagSample::bare(service, &r.try_get::<String, _>(0)?, from_us(r.try_get(1)?), r.try_get(3)?);
+            let worst: i32 = r
+                .try_get::<i64, _>(2)
+                .map(|v| v as i32)
+                .or_else(|_| r.try_get::<i32, _>(2))?;
+            let lower: i32 = r
+                .try_get::<i64, _>(4)
+                .map(|v| v as i32)
+                .or_else(|_| r.try_get::<i32, _>(4))?;
+            let mut s = LagSample::bare(
+                service,
+                &r.try_get::<String, _>(0)?,
+                from_us(r.try_get(1)?),
+                r.try_get(3)?,
+            );
             s.status = ["ok", "unknown", "at_risk", "breach"][worst.clamp(0, 3) as usize].into();
             s.exposure_lower_bound = lower > 0;
             s.replay_lag_us = r.try_get(5)?;

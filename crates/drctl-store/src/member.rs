@@ -29,11 +29,15 @@ impl Store {
         if self.backend() == Backend::Sqlite {
             return Ok(Utc::now());
         }
-        let row = sqlx::query("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)")
-            .fetch_one(self.pool())
-            .await
-            .map_err(query_error("reading the store's clock"))?;
-        Ok(from_us(row.try_get(0).map_err(query_error("reading the store's clock"))?))
+        let row =
+            sqlx::query("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)")
+                .fetch_one(self.pool())
+                .await
+                .map_err(query_error("reading the store's clock"))?;
+        Ok(from_us(
+            row.try_get(0)
+                .map_err(query_error("reading the store's clock"))?,
+        ))
     }
 
     /// Records (or refreshes) a daemon's row.
@@ -57,7 +61,11 @@ impl Store {
 
     /// Daemons seen since `since`, newest start first; older rows (daemons
     /// long gone) are deleted on the way.
-    pub async fn daemons(&self, since: DateTime<Utc>, forget_before: DateTime<Utc>) -> Result<Vec<DaemonRecord>> {
+    pub async fn daemons(
+        &self,
+        since: DateTime<Utc>,
+        forget_before: DateTime<Utc>,
+    ) -> Result<Vec<DaemonRecord>> {
         sqlx::query("DELETE FROM daemons WHERE seen_at_us < $1")
             .bind(to_us(forget_before))
             .execute(self.pool())
@@ -73,16 +81,17 @@ impl Store {
         .map_err(query_error("reading daemons"))?;
         rows.iter()
             .map(|r| {
-                let decode = |r: &sqlx::any::AnyRow| -> std::result::Result<DaemonRecord, sqlx::Error> {
-                    Ok(DaemonRecord {
-                        id: r.try_get(0)?,
-                        host: r.try_get(1)?,
-                        api_url: r.try_get(2)?,
-                        version: r.try_get(3)?,
-                        started_at: from_us(r.try_get(4)?),
-                        seen_at: from_us(r.try_get(5)?),
-                    })
-                };
+                let decode =
+                    |r: &sqlx::any::AnyRow| -> std::result::Result<DaemonRecord, sqlx::Error> {
+                        Ok(DaemonRecord {
+                            id: r.try_get(0)?,
+                            host: r.try_get(1)?,
+                            api_url: r.try_get(2)?,
+                            version: r.try_get(3)?,
+                            started_at: from_us(r.try_get(4)?),
+                            seen_at: from_us(r.try_get(5)?),
+                        })
+                    };
                 decode(r).map_err(query_error("decoding a daemon"))
             })
             .collect()

@@ -188,7 +188,14 @@ async fn measure(args: &BenchMonitorArgs, lab: &Lab, started: Instant) -> anyhow
         lab.cluster("bench", REGION_B),
     );
     let api_port = drctl_lab::free_port();
-    let config = services_config(n, args.layout, &primary, &standby, "bench-state.db", api_port);
+    let config = services_config(
+        n,
+        args.layout,
+        &primary,
+        &standby,
+        "bench-state.db",
+        api_port,
+    );
     let run_dir = args.dir.join("run");
     progress(&format!(
         "starting `drctl serve` with {n} services ({:?} layout)",

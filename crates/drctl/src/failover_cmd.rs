@@ -47,7 +47,12 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
 
     if kind != OperationKind::Drill && args.resume.is_none() && !args.yes {
         let service = args.service.clone().expect("clap requires it");
-        confirm(&engine, &request(kind, &args, service), args.accept_data_loss).await?;
+        confirm(
+            &engine,
+            &request(kind, &args, service),
+            args.accept_data_loss,
+        )
+        .await?;
     }
 
     match (&args.resume, &args.service) {
@@ -132,8 +137,7 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
                         .unwrap_or_else(|| "nothing to do".into());
                     println!(
                         "rejoin {} succeeded: {} is a streaming standby again ({how})",
-                        outcome.id,
-                        outcome.target
+                        outcome.id, outcome.target
                     );
                 }
                 OutputFormat::Table => {
@@ -142,8 +146,10 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
                         Some(m) if m.rpo_lower_bound => format!(
                             "at least {}{}",
                             secs_us(Some(m.rpo_us)),
-                            m.rpo_upper_us
-                                .map_or(String::new(), |u| format!(", at most {}", secs_us(Some(u))))
+                            m.rpo_upper_us.map_or(String::new(), |u| format!(
+                                ", at most {}",
+                                secs_us(Some(u))
+                            ))
                         ),
                         _ => secs_us(m.map(|m| m.rpo_us)),
                     };

@@ -72,15 +72,27 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        LabCommand::Isolate { service, region } => {
-            signal_server(&dir, &service, &region, nix::sys::signal::Signal::SIGSTOP, "isolated")
-        }
-        LabCommand::Heal { service, region } => {
-            signal_server(&dir, &service, &region, nix::sys::signal::Signal::SIGCONT, "healed")
-        }
-        LabCommand::Stonith { service, region } => {
-            signal_server(&dir, &service, &region, nix::sys::signal::Signal::SIGKILL, "killed")
-        }
+        LabCommand::Isolate { service, region } => signal_server(
+            &dir,
+            &service,
+            &region,
+            nix::sys::signal::Signal::SIGSTOP,
+            "isolated",
+        ),
+        LabCommand::Heal { service, region } => signal_server(
+            &dir,
+            &service,
+            &region,
+            nix::sys::signal::Signal::SIGCONT,
+            "healed",
+        ),
+        LabCommand::Stonith { service, region } => signal_server(
+            &dir,
+            &service,
+            &region,
+            nix::sys::signal::Signal::SIGKILL,
+            "killed",
+        ),
         LabCommand::KillPrimary { service } => {
             let record = LabRecord::read(&dir)?;
             let targets: Vec<String> = match service {
@@ -133,7 +145,10 @@ fn signal_server(
     if n == 0 {
         bail!("{service} in {region} is not running");
     }
-    println!("{what} {service} in {region} ({n} processes, port {})", cluster.port);
+    println!(
+        "{what} {service} in {region} ({n} processes, port {})",
+        cluster.port
+    );
     Ok(())
 }
 

@@ -9,7 +9,6 @@
 mod audit_cmd;
 mod backup_cmd;
 mod bench_cmd;
-mod soak_cmd;
 mod cli;
 mod config_cmd;
 mod failover_cmd;
@@ -17,6 +16,7 @@ mod lab_cmd;
 mod output;
 mod report_cmd;
 mod serve_cmd;
+mod soak_cmd;
 mod status_cmd;
 
 use clap::Parser;

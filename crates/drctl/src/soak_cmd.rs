@@ -67,7 +67,9 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         vec![LabService::new("bench", "hot", "shop.orders")],
     );
     spec.max_connections = (4 * args.services as u32 + 100).max(200);
-    let lab = Lab::up(spec, progress).await.context("starting the soak lab")?;
+    let lab = Lab::up(spec, progress)
+        .await
+        .context("starting the soak lab")?;
     let result = soak(&args, &lab, started).await;
     lab.link().restore();
     progress("stopping the soak lab");
@@ -82,19 +84,33 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
 async fn soak(args: &SoakArgs, lab: &Lab, started: Instant) -> anyhow::Result<bool> {
     let n = args.services;
     let progress = |m: &str| eprintln!("[{:>6.1}s] {m}", started.elapsed().as_secs_f64());
-    let (primary, standby) = (lab.cluster("bench", REGION_A), lab.cluster("bench", REGION_B));
+    let (primary, standby) = (
+        lab.cluster("bench", REGION_A),
+        lab.cluster("bench", REGION_B),
+    );
     let api_port = drctl_lab::free_port();
-    let config = services_config(n, Layout::Separate, &primary, &standby, "soak-state.db", api_port);
+    let config = services_config(
+        n,
+        Layout::Separate,
+        &primary,
+        &standby,
+        "soak-state.db",
+        api_port,
+    );
     let run_dir = args.dir.join("run");
     progress(&format!("starting `drctl serve` with {n} services"));
     let (daemon, api, client) = start_serve(&run_dir, &config, api_port, &["--log-json"]).await?;
     let pid = daemon.0.id();
-    progress(&format!("warming up for {}", humantime::format_duration(WARM_UP)));
+    progress(&format!(
+        "warming up for {}",
+        humantime::format_duration(WARM_UP)
+    ));
     tokio::time::sleep(WARM_UP).await;
 
     let window: Duration = args.duration.into();
     let (every, cut_for): (Duration, Duration) = (args.flap_every.into(), args.flap_for.into());
-    let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
+    let ticks_per_sec =
+        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
     let (t0, from, cpu0) = (Instant::now(), Utc::now(), cpu_ticks(pid)?);
     let mut rss: Vec<(f64, f64)> = Vec::new();
     let mut flaps: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
@@ -130,26 +146,43 @@ async fn soak(args: &SoakArgs, lab: &Lab, started: Instant) -> anyhow::Result<bo
     let secs = t0.elapsed().as_secs_f64();
     let cpu_share = (cpu_ticks(pid)? - cpu0) as f64 / ticks_per_sec / secs;
     rss.push((secs, rss_kib(pid) as f64 / 1024.0));
-    let statuses: Value = client.get(format!("{api}/api/v1/rpo-rto")).send().await?.json().await?;
+    let statuses: Value = client
+        .get(format!("{api}/api/v1/rpo-rto"))
+        .send()
+        .await?
+        .json()
+        .await?;
     let ok_at_end = statuses["services"]
         .as_array()
         .map_or(0, |s| s.iter().filter(|s| s["status"] == "ok").count());
     progress("stopping the daemon (it flushes its last samples)");
     drop(daemon);
 
-    let in_flap = |t: DateTime<Utc>| flaps.iter().any(|(a, b)| t >= *a - TimeDelta::seconds(1) && t <= *b + FLAP_TAIL);
-    let store = drctl_store::Store::open(&format!("sqlite://{}", run_dir.join("soak-state.db").display())).await?;
+    let in_flap = |t: DateTime<Utc>| {
+        flaps
+            .iter()
+            .any(|(a, b)| t >= *a - TimeDelta::seconds(1) && t <= *b + FLAP_TAIL)
+    };
+    let store = drctl_store::Store::open(&format!(
+        "sqlite://{}",
+        run_dir.join("soak-state.db").display()
+    ))
+    .await?;
     let interval = TimeDelta::seconds(1);
     let (mut samples, mut missed_in_flaps, mut missed_outside) = (0usize, 0i64, 0i64);
     let mut gaps_outside: Vec<String> = Vec::new();
     for i in 0..n {
         let service = format!("svc-{i:04}");
-        let rows = store.lag_samples(&service, from, Some(until), 1_000_000).await?;
+        let rows = store
+            .lag_samples(&service, from, Some(until), 1_000_000)
+            .await?;
         samples += rows.len();
         let mut times: Vec<DateTime<Utc>> = rows.iter().map(|r| r.sampled_at).collect();
         times.sort();
         times.dedup();
-        let edges = std::iter::once(from).chain(times.iter().copied()).chain(std::iter::once(until));
+        let edges = std::iter::once(from)
+            .chain(times.iter().copied())
+            .chain(std::iter::once(until));
         let edges: Vec<_> = edges.collect();
         for w in edges.windows(2) {
             let gap = w[1] - w[0];
@@ -162,7 +195,11 @@ async fn soak(args: &SoakArgs, lab: &Lab, started: Instant) -> anyhow::Result<bo
             } else {
                 missed_outside += missed;
                 if gaps_outside.len() < 10 {
-                    gaps_outside.push(format!("{service}: {:.1} s from {}", gap.num_milliseconds() as f64 / 1e3, w[0].to_rfc3339()));
+                    gaps_outside.push(format!(
+                        "{service}: {:.1} s from {}",
+                        gap.num_milliseconds() as f64 / 1e3,
+                        w[0].to_rfc3339()
+                    ));
                 }
             }
         }
@@ -177,22 +214,32 @@ async fn soak(args: &SoakArgs, lab: &Lab, started: Instant) -> anyhow::Result<bo
 
     // Warnings and errors: each within a flap is explained by it.
     let log = std::fs::read_to_string(run_dir.join("serve.log")).unwrap_or_default();
-    let (mut explained, mut unexplained) = (0usize, std::collections::BTreeMap::<String, usize>::new());
+    let (mut explained, mut unexplained) =
+        (0usize, std::collections::BTreeMap::<String, usize>::new());
     for line in log.lines() {
-        let Ok(entry) = serde_json::from_str::<Value>(line) else { continue };
+        let Ok(entry) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
         let level = entry["level"].as_str().unwrap_or_default();
         if level != "WARN" && level != "ERROR" {
             continue;
         }
-        let at = entry["timestamp"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok());
-        let Some(at) = at.map(|t| t.with_timezone(&Utc)) else { continue };
+        let at = entry["timestamp"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        let Some(at) = at.map(|t| t.with_timezone(&Utc)) else {
+            continue;
+        };
         if at < from {
             continue;
         }
         if in_flap(at) {
             explained += 1;
         } else {
-            let message = entry["fields"]["message"].as_str().unwrap_or("?").to_string();
+            let message = entry["fields"]["message"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string();
             *unexplained.entry(format!("{level} {message}")).or_default() += 1;
         }
     }
@@ -203,7 +250,10 @@ async fn soak(args: &SoakArgs, lab: &Lab, started: Instant) -> anyhow::Result<bo
     let growth = at_end - after_warm_up;
     let memory_flat = growth <= (after_warm_up * RSS_SLACK_SHARE).max(RSS_SLACK_MIB);
     let expected = (n as f64 * secs).round() as i64;
-    let passed = memory_flat && missed_outside == 0 && unexplained.is_empty() && operations_in_window.is_empty();
+    let passed = memory_flat
+        && missed_outside == 0
+        && unexplained.is_empty()
+        && operations_in_window.is_empty();
     let result = json!({
         "passed": passed,
         "services": n,
@@ -231,7 +281,11 @@ async fn soak(args: &SoakArgs, lab: &Lab, started: Instant) -> anyhow::Result<bo
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&result)?),
         OutputFormat::Table => {
             let verdict = if passed { "PASSED" } else { "FAILED" };
-            println!("soak {verdict}: {n} services, {secs:.0} s, {} link cuts of {:.0} s", flaps.len(), cut_for.as_secs_f64());
+            println!(
+                "soak {verdict}: {n} services, {secs:.0} s, {} link cuts of {:.0} s",
+                flaps.len(),
+                cut_for.as_secs_f64()
+            );
             println!("  daemon CPU         {:.1}% of one core", cpu_share * 100.0);
             println!(
                 "  daemon memory      {after_warm_up:.1} MiB after warm-up, {at_end:.1} MiB at the end (peak {peak:.1}): {}",
@@ -243,11 +297,21 @@ async fn soak(args: &SoakArgs, lab: &Lab, started: Instant) -> anyhow::Result<bo
             for g in &gaps_outside {
                 println!("    gap  {g}");
             }
-            println!("  warnings/errors    {explained} during flaps, {} unexplained", unexplained.values().sum::<usize>());
+            println!(
+                "  warnings/errors    {explained} during flaps, {} unexplained",
+                unexplained.values().sum::<usize>()
+            );
             for (m, c) in &unexplained {
                 println!("    {c}x {m}");
             }
-            println!("  operations         {}", if operations_in_window.is_empty() { "none (nothing failed over)".into() } else { operations_in_window.join(", ") });
+            println!(
+                "  operations         {}",
+                if operations_in_window.is_empty() {
+                    "none (nothing failed over)".into()
+                } else {
+                    operations_in_window.join(", ")
+                }
+            );
             println!("  services ok at end {ok_at_end} of {n}");
         }
     }
