@@ -231,6 +231,27 @@ pub(crate) fn conflict(
     }
 }
 
+/// The end of a conditional change whose condition failed: the record
+/// already holds `values` (a resumed or concurrent identical flip, done),
+/// or someone else's change, which must stand ([`DnsError::Conflict`]).
+pub(crate) fn already_applied_or_conflict(
+    provider: &str,
+    record: &DnsRecord,
+    expected: Option<&[String]>,
+    found: Option<&[String]>,
+    values: &[String],
+    started: std::time::Instant,
+) -> Result<Applied, DnsError> {
+    if found == Some(values) {
+        Ok(Applied {
+            change_id: None,
+            took: started.elapsed(),
+        })
+    } else {
+        Err(conflict(provider, record, expected, found))
+    }
+}
+
 /// How long [`query`] waits for an answer.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 

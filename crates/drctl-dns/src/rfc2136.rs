@@ -372,19 +372,14 @@ impl DnsProvider for Rfc2136Provider {
                 rcode, tsig_error, ..
             }) if tsig_error.is_none() && matches!(rcode.as_str(), "NXRRSET" | "YXRRSET") => {
                 let found = self.lookup(&record.name, record.rtype).await?;
-                if found.as_deref() == Some(values.as_slice()) {
-                    Ok(Applied {
-                        change_id: None,
-                        took: started.elapsed(),
-                    })
-                } else {
-                    Err(crate::conflict(
-                        &self.name,
-                        record,
-                        expected.as_deref(),
-                        found.as_deref(),
-                    ))
-                }
+                crate::already_applied_or_conflict(
+                    &self.name,
+                    record,
+                    expected.as_deref(),
+                    found.as_deref(),
+                    &values,
+                    started,
+                )
             }
             Err(e) => Err(e),
         }

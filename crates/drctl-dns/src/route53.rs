@@ -401,19 +401,14 @@ impl DnsProvider for Route53Provider {
                     .current(&name, record.rtype)
                     .await?
                     .map(|s| values_of(&s));
-                if found.as_deref() == Some(values.as_slice()) {
-                    Ok(Applied {
-                        change_id: None,
-                        took: started.elapsed(),
-                    })
-                } else {
-                    Err(crate::conflict(
-                        &self.name,
-                        record,
-                        expected.as_deref(),
-                        found.as_deref(),
-                    ))
-                }
+                crate::already_applied_or_conflict(
+                    &self.name,
+                    record,
+                    expected.as_deref(),
+                    found.as_deref(),
+                    &values,
+                    started,
+                )
             }
             Err(e) => Err(e),
         }
