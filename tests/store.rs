@@ -799,13 +799,32 @@ async fn a_statement_cut_off_by_a_partition_fails_instead_of_hanging() {
             let store = store.clone();
             async move { store.renew_lease(&mut lease, ttl, Utc::now()).await }
         });
+        // And a transaction in flight (its statements run on a connection
+        // of their own, not through the pool's bounded executor): a batch
+        // of lag samples waits on a table lock.
+        sqlx::query("LOCK TABLE lag_samples IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut direct)
+            .await
+            .unwrap();
+        let batch = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .insert_lag_samples(&[sample("orders", Utc::now(), Some(0))])
+                    .await
+            }
+        });
         drctl_tests::wait_for(
-            "the renewal to be in flight",
+            "the renewal and the batch to be in flight",
             Duration::from_secs(30),
-            || async { (waiting_on_a_lock(&url, "UPDATE leases%").await > 0).then_some(()) },
+            || async {
+                (waiting_on_a_lock(&url, "UPDATE leases%").await > 0
+                    && waiting_on_a_lock(&url, "INSERT INTO lag_samples%").await > 0)
+                    .then_some(())
+            },
         )
         .await;
-        // The partition: the renewal's answer will never arrive.
+        // The partition: their answers will never arrive.
         partition.cut();
         sqlx::query("COMMIT").execute(&mut direct).await.unwrap();
         let outcome = tokio::time::timeout(Duration::from_secs(120), renewal)
@@ -814,6 +833,12 @@ async fn a_statement_cut_off_by_a_partition_fails_instead_of_hanging() {
             .unwrap();
         let err = outcome.expect_err("no answer came back: the renewal cannot have succeeded");
         eprintln!("cut off: {err}");
+        let outcome = tokio::time::timeout(Duration::from_secs(120), batch)
+            .await
+            .expect("the transaction cut off by the partition still hangs after two minutes")
+            .unwrap();
+        let err = outcome.expect_err("no answer came back: the batch cannot have committed");
+        eprintln!("transaction cut off: {err}");
 
         // New statements fail too, rather than hang, while it lasts.
         tokio::time::timeout(Duration::from_secs(120), store.lease("backup:orders"))

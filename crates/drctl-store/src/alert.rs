@@ -82,9 +82,13 @@ impl Store {
         event: &AlertEvent,
         webhooks: &[String],
     ) -> Result<()> {
-        let mut tx = self
+        let mut conn = self
             .pool()
-            .begin()
+            .acquire()
+            .await
+            .map_err(query_error("beginning a transaction"))?;
+        let outcome = self.pool().within_limit(async {
+        let mut tx = sqlx::Connection::begin(&mut *conn)
             .await
             .map_err(query_error("beginning a transaction"))?;
         sqlx::query(
@@ -128,6 +132,9 @@ impl Store {
             .await
             .map_err(query_error("committing an alert"))?;
         Ok(())
+        }).await;
+        self.pool()
+            .settle(conn, outcome, query_error("recording an alert"))
     }
 
     /// Pending deliveries due by `now`, oldest event first.

@@ -269,19 +269,25 @@ impl Store {
         detail_text: &str,
     ) -> std::result::Result<AuditEntry, sqlx::Error> {
         let mut conn = self.pool().acquire().await?;
-        if self.backend() == Backend::Postgres {
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            // Conflicts with itself, not with readers: appends from every
-            // process queue here, `verify` and the API read on.
-            sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
-                .execute(&mut *tx)
-                .await?;
-            let entry = append_on(&mut tx, self.audit_key.as_ref(), e, detail_text).await?;
-            tx.commit().await?;
-            Ok(entry)
-        } else {
-            append_on(&mut conn, self.audit_key.as_ref(), e, detail_text).await
-        }
+        let outcome = self
+            .pool()
+            .within_limit(async {
+                if self.backend() == Backend::Postgres {
+                    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                    // Conflicts with itself, not with readers: appends from
+                    // every process queue here, `verify` and the API read on.
+                    sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
+                        .execute(&mut *tx)
+                        .await?;
+                    let entry = append_on(&mut tx, self.audit_key.as_ref(), e, detail_text).await?;
+                    tx.commit().await?;
+                    Ok(entry)
+                } else {
+                    append_on(&mut conn, self.audit_key.as_ref(), e, detail_text).await
+                }
+            })
+            .await;
+        self.pool().settle(conn, outcome, |timed_out| timed_out)
     }
 
     /// Audit rows in `[since, until)`, newest first, at most `limit`, with

@@ -143,38 +143,48 @@ impl Store {
             "INSERT INTO lag_samples ({SAMPLE_COLUMNS}) VALUES \
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         );
-        let mut tx = self
+        let mut conn = self
             .pool()
-            .begin()
+            .acquire()
             .await
             .map_err(query_error("beginning a transaction"))?;
-        for s in samples {
-            sqlx::query(&sql)
-                .bind(&s.service)
-                .bind(&s.standby_region)
-                .bind(to_us(s.sampled_at))
-                .bind(s.primary_time.map(to_us))
-                .bind(&s.status)
-                .bind(s.rpo_exposure_us)
-                .bind(s.exposure_lower_bound as i64)
-                .bind(s.replay_lag_us)
-                .bind(s.byte_lag)
-                .bind(s.replay_byte_lag)
-                .bind(s.primary_lsn)
-                .bind(s.standby_durable_lsn)
-                .bind(s.standby_replay_lsn)
-                .bind(s.naive_replay_delay_us)
-                .bind(&s.wal_receiver)
-                .bind(s.probe_us)
-                .bind(&s.error)
-                .execute(&mut *tx)
-                .await
-                .map_err(query_error("inserting lag samples"))?;
-        }
-        tx.commit()
-            .await
-            .map_err(query_error("committing lag samples"))?;
-        Ok(())
+        let outcome = self
+            .pool()
+            .within_limit(async {
+                let mut tx = sqlx::Connection::begin(&mut *conn)
+                    .await
+                    .map_err(query_error("beginning a transaction"))?;
+                for s in samples {
+                    sqlx::query(&sql)
+                        .bind(&s.service)
+                        .bind(&s.standby_region)
+                        .bind(to_us(s.sampled_at))
+                        .bind(s.primary_time.map(to_us))
+                        .bind(&s.status)
+                        .bind(s.rpo_exposure_us)
+                        .bind(s.exposure_lower_bound as i64)
+                        .bind(s.replay_lag_us)
+                        .bind(s.byte_lag)
+                        .bind(s.replay_byte_lag)
+                        .bind(s.primary_lsn)
+                        .bind(s.standby_durable_lsn)
+                        .bind(s.standby_replay_lsn)
+                        .bind(s.naive_replay_delay_us)
+                        .bind(&s.wal_receiver)
+                        .bind(s.probe_us)
+                        .bind(&s.error)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_error("inserting lag samples"))?;
+                }
+                tx.commit()
+                    .await
+                    .map_err(query_error("committing lag samples"))?;
+                Ok(())
+            })
+            .await;
+        self.pool()
+            .settle(conn, outcome, query_error("inserting lag samples"))
     }
 
     /// Raw samples of one service in `[since, until)`, oldest first, at most `limit`.
@@ -354,9 +364,13 @@ impl Store {
     ) -> Result<DownsampleReport> {
         const MINUTE_US: i64 = 60_000_000;
         let cutoff = to_us(raw_before).div_euclid(MINUTE_US) * MINUTE_US;
-        let mut tx = self
+        let mut conn = self
             .pool()
-            .begin()
+            .acquire()
+            .await
+            .map_err(query_error("beginning a transaction"))?;
+        let outcome = self.pool().within_limit(async {
+        let mut tx = sqlx::Connection::begin(&mut *conn)
             .await
             .map_err(query_error("beginning a transaction"))?;
         let written = sqlx::query(
@@ -395,6 +409,9 @@ impl Store {
             rollups_written: written,
             rollups_deleted,
         })
+        }).await;
+        self.pool()
+            .settle(conn, outcome, query_error("downsampling lag samples"))
     }
 
     /// Rollups of one service in `[since, until)`, oldest first.

@@ -205,16 +205,43 @@ pub(crate) struct BoundedPool {
 }
 
 impl BoundedPool {
-    pub(crate) async fn begin(
-        &self,
-    ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        self.pool.begin().await
-    }
-
     pub(crate) async fn acquire(
         &self,
     ) -> std::result::Result<sqlx::pool::PoolConnection<sqlx::Any>, sqlx::Error> {
         self.pool.acquire().await
+    }
+
+    /// Runs `work` — a whole transaction, begin to commit, on a connection
+    /// from [`acquire`](Self::acquire) — within the statement limit; `None`
+    /// when it ran out of time. A transaction's statements go to its own
+    /// connection, not through this pool's bounded executor, so without this
+    /// a partition that loses a reply mid-transaction would hold it (and its
+    /// connection) for as long as TCP waits. Hand the outcome and the
+    /// connection to [`settle`](Self::settle).
+    pub(crate) async fn within_limit<R>(
+        &self,
+        work: impl std::future::Future<Output = R>,
+    ) -> Option<R> {
+        tokio::time::timeout(self.limit, work).await.ok()
+    }
+
+    /// The end of [`within_limit`](Self::within_limit): a connection whose
+    /// work ran out of time is closed, not returned to the pool (the server
+    /// rolls its transaction back when it sees it go, or after
+    /// `idle_in_transaction_session_timeout`), and the error says so.
+    pub(crate) fn settle<T, E>(
+        &self,
+        conn: sqlx::pool::PoolConnection<sqlx::Any>,
+        outcome: Option<std::result::Result<T, E>>,
+        timed_out: impl FnOnce(sqlx::Error) -> E,
+    ) -> std::result::Result<T, E> {
+        match outcome {
+            Some(done) => done,
+            None => {
+                drop(conn.detach());
+                Err(timed_out(statement_timed_out(self.limit)))
+            }
+        }
     }
 }
 
