@@ -86,6 +86,30 @@ pub fn format_duration(duration: Duration) -> String {
     parts.join(" ")
 }
 
+/// Formats a duration for messages and reports: rounded to what a reader
+/// needs, then written as [`format_duration`] writes it. Below a second it
+/// keeps milliseconds (`250ms`); below a minute, seconds and milliseconds
+/// to a tenth of a second (`1s 500ms`); above, whole seconds and only the
+/// two largest units (`1m 30s`, `2h 5m`, `3d 4h`). The text still parses
+/// back with humantime, so a figure in an alert can be pasted into a config.
+///
+/// This is drctl's one duration formatter for people: the DNS errors and
+/// the monitor's compliance reasons use it, and a new message should too.
+pub fn format_duration_short(duration: Duration) -> String {
+    const SECOND_MS: u128 = 1_000;
+    let ms = duration.as_millis() + u128::from(duration.subsec_nanos() % 1_000_000 >= 500_000);
+    if ms < SECOND_MS {
+        return format_duration(Duration::from_millis(ms as u64));
+    }
+    if ms < 60 * SECOND_MS {
+        let tenths = (ms + 50) / 100;
+        return format_duration(Duration::from_millis((tenths * 100) as u64));
+    }
+    let secs = duration.as_secs() + u64::from(duration.subsec_nanos() >= 500_000_000);
+    let exact = format_duration(Duration::from_secs(secs));
+    exact.split(' ').take(2).collect::<Vec<_>>().join(" ")
+}
+
 /// `#[serde(serialize_with = "…")]` helper writing a duration as a human string.
 pub(crate) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_duration(*d))
@@ -109,6 +133,25 @@ mod tests {
         ] {
             assert_eq!(format_duration(d), text);
             assert_eq!(humantime::parse_duration(text).unwrap(), d, "{text}");
+        }
+    }
+
+    #[test]
+    fn short_form_rounds_to_what_a_reader_needs() {
+        for (d, text) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_micros(250_400), "250ms"),
+            (Duration::from_millis(1_500), "1s 500ms"),
+            (Duration::from_millis(1_549), "1s 500ms"),
+            (Duration::from_secs(5), "5s"),
+            (Duration::from_millis(59_960), "1m"),
+            (Duration::from_secs(90), "1m 30s"),
+            (Duration::from_secs(3_600 + 5 * 60 + 7), "1h 5m"),
+            (Duration::from_secs(3 * 86_400 + 4 * 3_600 + 59), "3d 4h"),
+            (Duration::from_secs(7 * 86_400), "7d"),
+        ] {
+            assert_eq!(format_duration_short(d), text, "{d:?}");
+            assert!(humantime::parse_duration(text).is_ok(), "{text}");
         }
     }
 

@@ -26,7 +26,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
-pub use crate::duration::{format_duration, MAX_CONFIG_DURATION};
+pub use crate::duration::{format_duration, format_duration_short, MAX_CONFIG_DURATION};
 pub use crate::error::{ConfigError, ConfigErrors};
 pub use crate::model::{
     AlertKind, ApiConfig, ApiTls, ApiToken, AuditConfig, BackupPolicy, Config, DnsProviderConfig,

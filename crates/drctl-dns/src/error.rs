@@ -129,13 +129,10 @@ fn hint_for(rcode: &str, tsig_error: Option<&str>) -> &'static str {
     }
 }
 
-/// `1.5s`, `250ms`: short, for messages.
+/// `1s 500ms`, `250ms`: short, for messages; drctl's one formatter for
+/// durations shown to people.
 fn humanize(d: Duration) -> String {
-    if d.as_millis() < 1000 {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
+    drctl_config::format_duration_short(d)
 }
 
 #[cfg(test)]
@@ -165,7 +162,7 @@ mod tests {
         assert!(timeout.is_retryable());
         assert_eq!(
             timeout.to_string(),
-            "dns provider lab-dns: orders.shop.lab. A: no answer from 127.0.0.1:55353 within 1.5s"
+            "dns provider lab-dns: orders.shop.lab. A: no answer from 127.0.0.1:55353 within 1s 500ms"
         );
         assert_eq!(
             rejected("NOTAUTH", Some("BADSIG")).to_string(),

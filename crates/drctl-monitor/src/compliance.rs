@@ -87,8 +87,12 @@ fn secs(us: Option<i64>) -> Option<f64> {
     us.map(|us| us as f64 / 1e6)
 }
 
+/// Seconds as drctl writes durations for people (`5s`, `1m 30s`, `7d`),
+/// through drctl-config's one formatter.
 fn human(s: f64) -> String {
-    crate::format_secs(s)
+    drctl_config::format_duration_short(
+        Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX),
+    )
 }
 
 /// Judges one service at `now`; `every` is its `evidence_every`.
@@ -327,7 +331,7 @@ mod tests {
         let c = assess(&v, WEEK, at(60));
         assert_eq!(c.status, "breach");
         assert!(
-            c.reasons[0].contains("above the 5 s target"),
+            c.reasons[0].contains("above the 5s target"),
             "{:?}",
             c.reasons
         );
