@@ -11,7 +11,7 @@
 //! without production secrets. Backup encryption keys and TSIG secrets
 //! likewise ([`KeySource::resolve`], [`TsigSecret::resolve_base64`]).
 //!
-//! Modules: `reader` (the document's shape and positions), `validate` (what
+//! Modules: `reader` (the document's shape and positions), `section` (what
 //! it means), `model` (the validated types), `error` (located errors),
 //! `secret` (redaction), `duration` (human durations), `suggest`
 //! ("did you mean").
@@ -21,8 +21,8 @@ mod error;
 mod model;
 mod reader;
 mod secret;
+mod section;
 mod suggest;
-mod validate;
 
 use std::path::{Path, PathBuf};
 
@@ -75,7 +75,7 @@ pub fn parse(source_name: &str, text: &str, base_dir: &Path) -> Result<Config, C
     let config = match toml_edit::ImDocument::parse(text) {
         Ok(doc) => {
             let root = reader::Table::root(&doc);
-            validate::config(
+            section::root::config(
                 &mut cx,
                 &root,
                 PathBuf::from(source_name),

@@ -1,0 +1,34 @@
+//! `[audit]`: the audit chain's HMAC key, named, never written in the file.
+
+use std::path::Path;
+
+use super::common::{at_most_one, key_env_name, key_file, section};
+use crate::model::*;
+use crate::reader::{Cx, Table};
+
+pub(crate) const AUDIT_KEYS: &[&str] = &["key_env", "key_file"];
+
+/// `[audit]`: where the audit chain's HMAC key lives (never in the file,
+/// and never in the store it protects).
+pub(crate) fn audit(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<AuditConfig> {
+    let Some(table) = section(cx, root, "audit", AUDIT_KEYS) else {
+        return Some(AuditConfig::default());
+    };
+    let key = match at_most_one(
+        cx,
+        &table,
+        AUDIT_KEYS,
+        "keep one: the name of an environment variable holding the key, or the path of a file holding it",
+    )? {
+        None => None,
+        Some(field) => {
+            let value = cx.string(&field)?;
+            Some(if field.key == "key_env" {
+                KeySource::Env(key_env_name(cx, value, &field.path, "DRCTL_AUDIT_KEY")?)
+            } else {
+                KeySource::File(key_file(cx, value, &field.path, base_dir, "the audit key")?)
+            })
+        }
+    };
+    Some(AuditConfig { key })
+}

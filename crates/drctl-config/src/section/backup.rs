@@ -1,0 +1,429 @@
+//! `[services.backup]`: store, source region, compression, verification,
+//! retention, offsite copy and encryption key.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::common::{at_most_one, check_reference, key_env_name, key_file, NameKind};
+use super::schedule::optional_cron;
+use crate::model::*;
+use crate::reader::{Cx, Field, Spanned, Table};
+use crate::suggest;
+
+pub(crate) const BACKUP_KEYS: &[&str] = &[
+    "store",
+    "from_region",
+    "compression_level",
+    "compression_threads",
+    "validation_queries",
+    "strict",
+    "schedule",
+    "verify_schedule",
+    "restore_test_schedule",
+    "restore_test_max_age",
+    "keep_last",
+    "keep_daily",
+    "keep_weekly",
+    "keep_monthly",
+    "offsite_store",
+    "encryption_key_env",
+    "encryption_key_file",
+];
+
+/// At most one of these says where a backup encryption key comes from.
+pub(crate) const KEY_SOURCE_KEYS: &[&str] = &["encryption_key_env", "encryption_key_file"];
+
+/// zstd -1: on two cores it keeps a backup at the speed of pg_basebackup
+/// alone (bench/results/backup-peers-zstd1.md: 0.98× against 0.65× at -3),
+/// at about the same ratio on typical table data.
+pub(crate) const DEFAULT_COMPRESSION_LEVEL: i32 = 1;
+
+pub(crate) const DEFAULT_RESTORE_TEST_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
+
+/// zstd's regular levels; 20-22 ("ultra") need far more memory to restore.
+pub(crate) const COMPRESSION_LEVELS: std::ops::RangeInclusive<i64> = 1..=19;
+
+/// More zstd workers than this is a typo, not a machine.
+pub(crate) const MAX_COMPRESSION_THREADS: u32 = 256;
+
+/// `[services.backup]`. `datastore` is `None` when the service has no
+/// `postgres` table, `Some(None)` when it has one that is wrong (reported).
+/// `None` when anything is wrong.
+pub(crate) fn backup(
+    cx: &mut Cx,
+    field: &Field,
+    stores: Option<&[&str]>,
+    regions: Option<&[Spanned<String>]>,
+    primary: Option<&Spanned<String>>,
+    datastore: Option<Option<&BTreeMap<String, DsnSource>>>,
+    base_dir: &Path,
+) -> Option<BackupPolicy> {
+    let table = cx.table(field)?;
+    backup_keys(cx, &table);
+    let mut ok = true;
+
+    if datastore.is_none() {
+        let region = primary.map_or("REGION", |p| p.value.as_str());
+        cx.error(
+            &table.span,
+            &table.path,
+            "a backup needs a datastore, and this service has no `postgres` table",
+            Some(format!(
+                "add [services.postgres.{region}] with dsn_env = \"…\", or remove [services.backup]"
+            )),
+        );
+        ok = false;
+    }
+
+    let store_hint = match stores {
+        Some(names) if !names.is_empty() => {
+            format!("name one of the object stores: store = {:?}", names[0])
+        }
+        _ => "declare an [[object_stores]] table and name it here".to_string(),
+    };
+    let store = cx.required(&table, "store", &store_hint).and_then(|f| {
+        let store = cx.string(&f)?;
+        check_reference(cx, &store, &f.path, stores, NameKind::ObjectStore).then_some(store)
+    });
+
+    let from_region = match table.get("from_region") {
+        None => primary.map(|p| p.value.clone()),
+        Some(f) => cx.string(&f).and_then(|region| {
+            check_from_region(cx, &region, &f.path, regions, datastore.flatten())
+                .then_some(region.value)
+        }),
+    };
+
+    let compression_level = match table.get("compression_level") {
+        None => Some(DEFAULT_COMPRESSION_LEVEL),
+        Some(f) => cx.integer(&f).and_then(|level| {
+            let in_range = COMPRESSION_LEVELS
+                .contains(&level.value)
+                .then(|| i32::try_from(level.value).ok())
+                .flatten();
+            if in_range.is_none() {
+                cx.error(
+                    &level.span,
+                    &f.path,
+                    format!("compression level {} is out of range", level.value),
+                    Some(format!(
+                        "use 1 to 19: zstd levels go from fastest to smallest; the default is {DEFAULT_COMPRESSION_LEVEL}"
+                    )),
+                );
+            }
+            in_range
+        }),
+    };
+
+    let compression_threads = match table.get("compression_threads") {
+        None => Some(0),
+        Some(f) => cx.integer(&f).and_then(|threads| {
+            let in_range = u32::try_from(threads.value)
+                .ok()
+                .filter(|t| *t <= MAX_COMPRESSION_THREADS);
+            if in_range.is_none() {
+                cx.error(
+                    &threads.span,
+                    &f.path,
+                    format!("{} compression threads is out of range", threads.value),
+                    Some(format!(
+                        "use 1 to {MAX_COMPRESSION_THREADS}, or 0 (the default) for one per core"
+                    )),
+                );
+            }
+            in_range
+        }),
+    };
+
+    let validation_queries = match table.get("validation_queries") {
+        None => Some(Vec::new()),
+        Some(f) => validation_queries(cx, &f),
+    };
+
+    let strict = match table.get("strict") {
+        None => Some(false),
+        Some(f) => cx.boolean(&f).map(|b| b.value),
+    };
+
+    let schedule = optional_cron(cx, &table, "schedule");
+    let verify_schedule = optional_cron(cx, &table, "verify_schedule");
+    let restore_test_schedule = optional_cron(cx, &table, "restore_test_schedule");
+    let restore_test_max_age = match table.get("restore_test_max_age") {
+        None => Some(DEFAULT_RESTORE_TEST_MAX_AGE),
+        Some(f) => cx.duration(&f).map(|d| d.value),
+    };
+    let retention = retention(cx, &table);
+
+    let offsite_store = match table.get("offsite_store") {
+        None => Some(None),
+        Some(f) => cx.string(&f).and_then(|offsite| {
+            check_offsite_store(cx, &offsite, &f.path, store.as_ref(), stores)
+                .then_some(Some(offsite.value))
+        }),
+    };
+
+    let encryption_key = encryption_key(cx, &table, base_dir);
+
+    let policy = BackupPolicy {
+        store: store?.value,
+        from_region: from_region?,
+        compression_level: compression_level?,
+        compression_threads: compression_threads?,
+        validation_queries: validation_queries?,
+        strict: strict?,
+        schedule: schedule?,
+        verify_schedule: verify_schedule?,
+        restore_test_schedule: restore_test_schedule?,
+        restore_test_max_age: restore_test_max_age?,
+        retention: retention?,
+        offsite_store: offsite_store?,
+        encryption_key: encryption_key?,
+    };
+    ok.then_some(policy)
+}
+
+/// Unknown keys of `[services.backup]`. The model's own names, which the API
+/// shows (`retention`, `encryption_key`), point at the keys that set them.
+pub(crate) fn backup_keys(cx: &mut Cx, table: &Table) {
+    for field in table.fields() {
+        if BACKUP_KEYS.contains(&field.key) {
+            continue;
+        }
+        let hint = match field.key {
+            "retention" => {
+                "set retention with keep_last, keep_daily, keep_weekly and keep_monthly in this table"
+                    .to_string()
+            }
+            // Its value may be the key itself: never shown.
+            "encryption_key" => "the key never goes in this file; name where it is with \
+encryption_key_env = \"…\" or encryption_key_file = \"…\""
+                .to_string(),
+            key => suggest::hint(key, BACKUP_KEYS.iter().copied())
+                .unwrap_or_else(|| format!("expected one of {}", BACKUP_KEYS.join(", "))),
+        };
+        cx.error(&field.key_span, &field.path, "unknown key", Some(hint));
+    }
+}
+
+/// The offsite copy is the one that survives losing the first store, so it
+/// must be another declared store. `store` is the backup's own store when it
+/// is valid.
+pub(crate) fn check_offsite_store(
+    cx: &mut Cx,
+    offsite: &Spanned<String>,
+    path: &str,
+    store: Option<&Spanned<String>>,
+    stores: Option<&[&str]>,
+) -> bool {
+    if !check_reference(cx, offsite, path, stores, NameKind::ObjectStore) {
+        return false;
+    }
+    let Some(store) = store.filter(|s| s.value == offsite.value) else {
+        return true;
+    };
+    let others: Vec<&str> = stores
+        .unwrap_or_default()
+        .iter()
+        .copied()
+        .filter(|s| *s != store.value)
+        .collect();
+    let hint = if others.is_empty() {
+        "declare a second [[object_stores]], in another region, and name it here".to_string()
+    } else {
+        format!("name another store, e.g. offsite_store = {:?}", others[0])
+    };
+    let line = cx.line(&store.span);
+    cx.error(
+        &offsite.span,
+        path,
+        format!(
+            "{:?} is already the backup's store (line {line}); an offsite copy must go elsewhere",
+            offsite.value
+        ),
+        Some(hint),
+    );
+    false
+}
+
+/// `keep_last`, `keep_daily`, `keep_weekly`, `keep_monthly`. `None` when
+/// any is wrong (reported).
+pub(crate) fn retention(cx: &mut Cx, table: &Table) -> Option<Retention> {
+    let d = Retention::default();
+    let keep_last = keep_count(cx, table, "keep_last", d.keep_last, "");
+    let keep_daily = keep_count(cx, table, "keep_daily", d.keep_daily, "daily");
+    let keep_weekly = keep_count(cx, table, "keep_weekly", d.keep_weekly, "weekly");
+    let keep_monthly = keep_count(cx, table, "keep_monthly", d.keep_monthly, "monthly");
+    Some(Retention {
+        keep_last: keep_last?,
+        keep_daily: keep_daily?,
+        keep_weekly: keep_weekly?,
+        keep_monthly: keep_monthly?,
+    })
+}
+
+/// One retention count, `default` when absent. `what` is "daily", "weekly",
+/// "monthly", or empty for `keep_last`, which must keep at least the newest
+/// backup.
+pub(crate) fn keep_count(
+    cx: &mut Cx,
+    table: &Table,
+    key: &str,
+    default: u32,
+    what: &str,
+) -> Option<u32> {
+    let Some(field) = table.get(key) else {
+        return Some(default);
+    };
+    let count = cx.integer(&field)?;
+    let usage = if what.is_empty() {
+        format!("use 1 or more; the default is {default}")
+    } else {
+        format!("use 0 to keep no {what} backups, or a count; the default is {default}")
+    };
+    let message = if count.value < 0 {
+        format!("{} is negative", count.value)
+    } else if count.value == 0 && what.is_empty() {
+        "0 would let pruning delete every backup, the newest included".to_string()
+    } else {
+        match u32::try_from(count.value) {
+            Ok(n) => return Some(n),
+            Err(_) => format!("{} is too large", count.value),
+        }
+    };
+    cx.error(&count.span, &field.path, message, Some(usage));
+    None
+}
+
+/// `encryption_key_env` or `encryption_key_file`: `Some(None)` when neither
+/// is set, `None` when wrong (reported). A key is never written in the
+/// config, and a value that looks like one is never echoed.
+pub(crate) fn encryption_key(
+    cx: &mut Cx,
+    table: &Table,
+    base_dir: &Path,
+) -> Option<Option<KeySource>> {
+    let Some(field) = at_most_one(
+        cx,
+        table,
+        KEY_SOURCE_KEYS,
+        "keep one: the name of an environment variable holding the key, or the path of a file holding it",
+    )?
+    else {
+        return Some(None);
+    };
+    let field = &field;
+    let value = cx.string(field)?;
+    if field.key == "encryption_key_env" {
+        return key_env_name(cx, value, &field.path, "DRCTL_BACKUP_KEY")
+            .map(|var| Some(KeySource::Env(var)));
+    }
+    key_file(
+        cx,
+        value,
+        &field.path,
+        base_dir,
+        "the backup encryption key",
+    )
+    .map(|path| Some(KeySource::File(path)))
+}
+
+/// A backup is taken over a connection, so its region must be one of the
+/// service's and have one. Checks that depend on input already reported as
+/// wrong are skipped.
+pub(crate) fn check_from_region(
+    cx: &mut Cx,
+    region: &Spanned<String>,
+    path: &str,
+    regions: Option<&[Spanned<String>]>,
+    connections: Option<&BTreeMap<String, DsnSource>>,
+) -> bool {
+    if let Some(regions) = regions {
+        if !regions.iter().any(|r| r.value == region.value) {
+            let listed: Vec<&str> = regions.iter().map(|r| r.value.as_str()).collect();
+            let hint = suggest::hint(&region.value, listed.iter().copied())
+                .unwrap_or_else(|| "choose one of the service's regions".into());
+            cx.error(
+                &region.span,
+                path,
+                format!(
+                    "{:?} is not one of the service's regions {}",
+                    region.value,
+                    listed.join(", ")
+                ),
+                Some(hint),
+            );
+            return false;
+        }
+    }
+    let Some(connections) = connections else {
+        return true;
+    };
+    if connections.contains_key(&region.value) {
+        return true;
+    }
+    let add = format!(
+        "add [services.postgres.{}] with dsn_env = \"…\"",
+        region.value
+    );
+    let hint = if connections.is_empty() {
+        add
+    } else {
+        let others: Vec<String> = connections.keys().map(|r| format!("{r:?}")).collect();
+        format!("{add}, or back up from {}", others.join(" or "))
+    };
+    cx.error(
+        &region.span,
+        path,
+        format!(
+            "region {:?} has no postgres connection to back up from",
+            region.value
+        ),
+        Some(hint),
+    );
+    false
+}
+
+/// SQL run on a restored copy; an empty one would verify nothing.
+pub(crate) fn validation_queries(cx: &mut Cx, field: &Field) -> Option<Vec<String>> {
+    let elements = cx.array(
+        field,
+        "e.g. validation_queries = [\"SELECT count(*) > 0 FROM shop.orders\"]",
+    )?;
+    let mut ok = true;
+    let mut queries = Vec::new();
+    for element in elements {
+        let Some(query) = cx.string(&element) else {
+            ok = false;
+            continue;
+        };
+        if query.value.trim().is_empty() {
+            cx.error(
+                &query.span,
+                &element.path,
+                "the query is empty",
+                Some(
+                    "write SQL that returns true when the restored data looks right, or remove the empty string"
+                        .into(),
+                ),
+            );
+            ok = false;
+            continue;
+        }
+        queries.push(query.value);
+    }
+    ok.then_some(queries)
+}
+
+impl Default for Retention {
+    /// 7 last, 7 daily, 4 weekly, 6 monthly: half a year of monthly restore
+    /// points without keeping every hourly backup.
+    fn default() -> Self {
+        Retention {
+            keep_last: 7,
+            keep_daily: 7,
+            keep_weekly: 4,
+            keep_monthly: 6,
+        }
+    }
+}

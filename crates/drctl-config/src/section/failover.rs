@@ -1,0 +1,215 @@
+//! `[failover]` and `[services.failover]`: the operation driver's lease and
+//! the global brake on automatic failover, and per service whether it fails
+//! over by itself, its fence hook and the guard's timing. One module because
+//! each table refuses the other's keys with a hint pointing there.
+
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use super::common::{bounded_duration, keys_here_or_elsewhere};
+use crate::model::*;
+use crate::reader::{Cx, Field, Table};
+use crate::suggest;
+
+pub(crate) const FAILOVER_KEYS: &[&str] = &["lease", "automatic_limit", "automatic_window"];
+
+/// Short enough that a dead driver is replaced quickly, long enough that a
+/// slow step (a fence hook, a promotion) renews it in time.
+pub(crate) const LEASE_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(600);
+
+/// `[failover]`: the lease of operation drivers and the global brake on
+/// automatic failover. `None` when anything is wrong (reported).
+pub(crate) fn failover_settings(cx: &mut Cx, root: &Table) -> Option<FailoverSettings> {
+    let defaults = FailoverSettings::default();
+    let Some(field) = root.get("failover") else {
+        return Some(defaults);
+    };
+    let table = cx.table(&field)?;
+    keys_here_or_elsewhere(
+        cx,
+        &table,
+        FAILOVER_KEYS,
+        SERVICE_FAILOVER_KEYS,
+        "this is set per service, in [services.failover]",
+    );
+    let lease = bounded_duration(cx, &table, "lease", defaults.lease, LEASE_RANGE);
+    let automatic_limit = match table.get("automatic_limit") {
+        None => Some(defaults.automatic_limit),
+        Some(f) => cx.integer(&f).and_then(|limit| {
+            let n = u32::try_from(limit.value).ok();
+            if n.is_none() {
+                cx.error(
+                    &limit.span,
+                    &f.path,
+                    format!("{} is not a count of failovers", limit.value),
+                    Some(format!(
+                        "use 0 to turn automatic failover off everywhere, or a small count; the default is {}",
+                        defaults.automatic_limit
+                    )),
+                );
+            }
+            n
+        }),
+    };
+    let automatic_window = table
+        .get("automatic_window")
+        .map_or(Some(defaults.automatic_window), |f| {
+            cx.duration(&f).map(|d| d.value)
+        });
+    Some(FailoverSettings {
+        lease: lease?,
+        automatic_limit: automatic_limit?,
+        automatic_window: automatic_window?,
+    })
+}
+
+impl Default for FailoverSettings {
+    fn default() -> Self {
+        FailoverSettings {
+            lease: Duration::from_secs(15),
+            automatic_limit: 3,
+            automatic_window: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+pub(crate) const SERVICE_FAILOVER_KEYS: &[&str] = &[
+    "automatic",
+    "fence_hook",
+    "fence_hook_timeout",
+    "min_down",
+    "cooldown",
+];
+
+/// What drctl replaces in each argument of a fence hook.
+pub(crate) const FENCE_HOOK_PLACEHOLDERS: &[&str] = &["{service}", "{region}", "{operation}"];
+
+/// `[services.failover]`, with the tier's defaults. `None` when wrong.
+pub(crate) fn service_failover(
+    cx: &mut Cx,
+    service: &Table,
+    tier: Option<Tier>,
+) -> Option<FailoverPolicy> {
+    let defaults = FailoverPolicy::for_tier(tier.unwrap_or(Tier::Warm));
+    let Some(field) = service.get("failover") else {
+        return Some(defaults);
+    };
+    let table = cx.table(&field)?;
+    keys_here_or_elsewhere(
+        cx,
+        &table,
+        SERVICE_FAILOVER_KEYS,
+        FAILOVER_KEYS,
+        "this is global: set it in the top-level [failover] table",
+    );
+    let automatic = table
+        .get("automatic")
+        .map_or(Some(defaults.automatic), |f| {
+            cx.boolean(&f).map(|b| b.value)
+        });
+    let fence_hook = match table.get("fence_hook") {
+        None => Some(None),
+        Some(f) => fence_hook(cx, &f).map(Some),
+    };
+    let durations = [
+        ("fence_hook_timeout", defaults.fence_hook_timeout),
+        ("min_down", defaults.min_down),
+        ("cooldown", defaults.cooldown),
+    ]
+    .map(|(key, default)| {
+        table
+            .get(key)
+            .map_or(Some(default), |f| cx.duration(&f).map(|d| d.value))
+    });
+    let [fence_hook_timeout, min_down, cooldown] = durations;
+    Some(FailoverPolicy {
+        automatic: automatic?,
+        fence_hook: fence_hook?,
+        fence_hook_timeout: fence_hook_timeout?,
+        min_down: min_down?,
+        cooldown: cooldown?,
+    })
+}
+
+/// The fence hook's argv: not empty, a program first, and only the
+/// placeholders drctl fills in.
+pub(crate) fn fence_hook(cx: &mut Cx, field: &Field) -> Option<Vec<String>> {
+    let example = "e.g. fence_hook = [\"/usr/local/bin/fence-db\", \"{service}\", \"{region}\"]";
+    let elements = cx.array(
+        field,
+        &format!("write the command as an argv array, run without a shell: {example}"),
+    )?;
+    if elements.is_empty() {
+        cx.error(
+            &field.span,
+            &field.path,
+            "the command is empty",
+            Some(format!(
+                "name a program and its arguments, {example}; or remove the key"
+            )),
+        );
+        return None;
+    }
+    let mut ok = true;
+    let mut argv = Vec::new();
+    for (i, element) in elements.iter().enumerate() {
+        let Some(arg) = cx.string(element) else {
+            ok = false;
+            continue;
+        };
+        if i == 0 && arg.value.trim().is_empty() {
+            cx.error(
+                &arg.span,
+                &element.path,
+                "names no program",
+                Some(example.to_string()),
+            );
+            ok = false;
+            continue;
+        }
+        if let Some(unknown) = unknown_placeholder(&arg.value) {
+            let known = FENCE_HOOK_PLACEHOLDERS.join(", ");
+            let hint = suggest::hint(&unknown, FENCE_HOOK_PLACEHOLDERS.iter().copied())
+                .unwrap_or_else(|| format!("drctl fills in {known}"));
+            cx.error(
+                &arg.span,
+                &element.path,
+                format!("{unknown} is not a placeholder drctl fills in ({known})"),
+                Some(hint),
+            );
+            ok = false;
+            continue;
+        }
+        argv.push(arg.value);
+    }
+    ok.then_some(argv)
+}
+
+/// The first `{…}` in `arg` that is not one of [`FENCE_HOOK_PLACEHOLDERS`].
+pub(crate) fn unknown_placeholder(arg: &str) -> Option<String> {
+    let mut rest = arg;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open..];
+        let close = after.find('}')?;
+        let placeholder = &after[..=close];
+        if !FENCE_HOOK_PLACEHOLDERS.contains(&placeholder) {
+            return Some(placeholder.to_string());
+        }
+        rest = &after[close + 1..];
+    }
+    None
+}
+
+impl FailoverPolicy {
+    /// What a service of `tier` gets when it writes nothing.
+    pub fn for_tier(tier: Tier) -> Self {
+        FailoverPolicy {
+            automatic: tier == Tier::Hot,
+            fence_hook: None,
+            fence_hook_timeout: Duration::from_secs(30),
+            min_down: Duration::from_secs(3),
+            cooldown: Duration::from_secs(15 * 60),
+        }
+    }
+}

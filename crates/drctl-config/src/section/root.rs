@@ -1,0 +1,188 @@
+//! The document's root: which top-level sections exist, reading them all, and
+//! the checks that span sections (clusters agree on their regions and
+//! primary; no two services publish the same record).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::alerts::webhooks;
+use super::api::api;
+use super::audit::audit;
+use super::common::{ProviderRef, References};
+use super::dns_providers::dns_providers;
+use super::failover::failover_settings;
+use super::monitor::monitor;
+use super::object_stores::object_stores;
+use super::regions::regions;
+use super::scratch::scratch;
+use super::services::{services, CheckedService};
+use super::store::store;
+use super::tiers::tiers;
+use crate::model::*;
+use crate::reader::{Cx, Span, Table};
+
+pub(crate) const ROOT_KEYS: &[&str] = &[
+    "store",
+    "api",
+    "monitor",
+    "regions",
+    "tiers",
+    "object_stores",
+    "failover",
+    "dns_providers",
+    "webhooks",
+    "services",
+    "scratch",
+    "audit",
+];
+
+/// Reads and checks the whole document; `None` when anything was reported.
+pub(crate) fn config(
+    cx: &mut Cx,
+    root: &Table,
+    source: PathBuf,
+    base_dir: &Path,
+) -> Option<Config> {
+    cx.unknown_keys(root, ROOT_KEYS);
+    let store = store(cx, root, base_dir);
+    let api = api(cx, root, base_dir);
+    let monitor = monitor(cx, root);
+    let regions = regions(cx, root);
+    let tiers = tiers(cx, root);
+    let object_stores = object_stores(cx, root, base_dir);
+    let store_names: Option<Vec<&str>> = object_stores.as_ref().map(|stores| {
+        stores
+            .iter()
+            .filter_map(|s| s.reference.as_deref())
+            .collect()
+    });
+    let failover = failover_settings(cx, root);
+    let dns_providers = dns_providers(cx, root, base_dir);
+    let provider_refs: Option<Vec<ProviderRef>> = dns_providers.as_ref().map(|providers| {
+        providers
+            .iter()
+            .filter_map(|p| {
+                Some(ProviderRef {
+                    name: p.reference.as_deref()?,
+                    zone: p.value.as_ref().and_then(DnsProviderConfig::zone),
+                })
+            })
+            .collect()
+    });
+    let refs = References {
+        stores: store_names.as_deref(),
+        dns_providers: provider_refs.as_deref(),
+    };
+    let webhooks = webhooks(cx, root, base_dir);
+    let scratch = scratch(cx, root, base_dir);
+    let audit = audit(cx, root, base_dir);
+    let services = services(cx, root, &regions, &tiers, base_dir, &refs);
+    clusters(cx, &services);
+    published_records(cx, &services);
+
+    if cx.has_errors() {
+        return None;
+    }
+    Some(Config {
+        source,
+        store: store?,
+        api: api?,
+        monitor,
+        regions: regions.into_iter().map(|r| r.region).collect(),
+        tiers,
+        services: services.into_iter().map(|s| s.service).collect(),
+        object_stores: object_stores?
+            .into_iter()
+            .map(|s| s.value)
+            .collect::<Option<Vec<_>>>()?,
+        failover: failover?,
+        dns_providers: dns_providers?
+            .into_iter()
+            .map(|p| p.value)
+            .collect::<Option<Vec<_>>>()?,
+        webhooks: webhooks?
+            .into_iter()
+            .map(|w| w.value)
+            .collect::<Option<Vec<_>>>()?,
+        scratch,
+        audit: audit?,
+    })
+}
+
+/// Services naming the same cluster share one PostgreSQL cluster and fail
+/// over together, so they must agree on where it lives: same regions (as a
+/// set) and same primary. Each disagreeing member is compared with the first
+/// member of its cluster.
+pub(crate) fn clusters(cx: &mut Cx, services: &[CheckedService]) {
+    let mut first_of: HashMap<&str, &CheckedService> = HashMap::new();
+    for member in services {
+        let cluster = member.service.cluster.as_str();
+        let Some(first) = first_of.get(cluster) else {
+            first_of.insert(cluster, member);
+            continue;
+        };
+        let (a, b) = (&first.service, &member.service);
+        let hint = |what: &str| {
+            Some(format!(
+                "services in one cluster fail over together; give them the same {what}"
+            ))
+        };
+        let mut regions_a = a.regions.clone();
+        let mut regions_b = b.regions.clone();
+        regions_a.sort();
+        regions_b.sort();
+        if regions_a != regions_b {
+            let line = cx.line(&first.regions_span);
+            cx.error(
+                &member.regions_span,
+                &format!("{}.regions", member.path),
+                format!(
+                    "{:?} differ from {:?} of {} at line {line}, which shares cluster {cluster:?}",
+                    b.regions, a.regions, first.path
+                ),
+                hint("regions"),
+            );
+        }
+        if a.primary != b.primary {
+            let line = cx.line(&first.primary_span);
+            cx.error(
+                &member.primary_span,
+                &format!("{}.primary", member.path),
+                format!(
+                    "{:?} differs from primary {:?} of {} at line {line}, which shares cluster {cluster:?}",
+                    b.primary, a.primary, first.path
+                ),
+                hint("primary"),
+            );
+        }
+    }
+}
+
+/// No two services publish the same name through the same provider, and no
+/// drill record is another service's production record: a drill or a
+/// failover of one would overwrite the other.
+pub(crate) fn published_records(cx: &mut Cx, services: &[CheckedService]) {
+    let mut first_of: HashMap<(&str, &str), (&str, &Span)> = HashMap::new();
+    for service in services {
+        let Some(published) = &service.published else {
+            continue;
+        };
+        for (name, span) in [&published.record, &published.drill] {
+            let key = (published.provider.as_str(), name.as_str());
+            match first_of.get(&key) {
+                None => {
+                    first_of.insert(key, (service.path.as_str(), span));
+                }
+                Some((path, first_span)) => {
+                    let line = cx.line(first_span);
+                    cx.error(
+                        span,
+                        &format!("{}.dns", service.path),
+                        format!("{name:?} is already published by {path} at line {line}"),
+                        Some("each service needs its own record and drill record".into()),
+                    );
+                }
+            }
+        }
+    }
+}
