@@ -11,15 +11,19 @@
 //! without production secrets. Backup encryption keys and TSIG secrets
 //! likewise ([`KeySource::resolve`], [`TsigSecret::resolve_base64`]).
 //!
-//! Modules: `reader` (the document's shape and positions), `section` (what
-//! it means), `model` (the validated types), `error` (located errors),
-//! `secret` (redaction), `duration` (human durations), `suggest`
-//! ("did you mean").
+//! Modules: `reader` (the document's shape and positions), `section` (one
+//! module per table: its keys, defaults, docs and checks), `schema` (the key
+//! descriptors sections declare), `reference` (`docs/config.md`, rendered
+//! from them: [`config_reference`]), `model` (the validated types), `error`
+//! (located errors), `secret` (redaction), `duration` (human durations),
+//! `suggest` ("did you mean").
 
 mod duration;
 mod error;
 mod model;
 mod reader;
+mod reference;
+mod schema;
 mod secret;
 mod section;
 mod suggest;
@@ -35,6 +39,7 @@ pub use crate::model::{
     ScratchConfig, Service, ServiceDns, StoreConfig, Targets, Tier, TierTargets, TsigAlgorithm,
     TsigKey, TsigSecret, UnknownTier, WebhookConfig, WebhookFormat, WebhookUrl,
 };
+pub use crate::reference::config_reference;
 pub use crate::secret::Secret;
 
 /// Reads and validates the config file at `path`.

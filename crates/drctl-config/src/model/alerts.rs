@@ -1,6 +1,5 @@
 //! The validated `[[webhooks]]`: where alerts go and which kinds.
 
-
 use serde::Serialize;
 
 use super::sources::{read_env, read_file, DsnError, KeySource};

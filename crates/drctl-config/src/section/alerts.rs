@@ -5,11 +5,22 @@ use std::path::Path;
 use super::common::{at_most_one, declared_tables, key_env_name, key_file, Declared, NameKind};
 use crate::model::*;
 use crate::reader::{Cx, Table};
+use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::secret::Secret;
 use crate::suggest;
 
-pub(crate) const WEBHOOK_KEYS: &[&str] =
-    &["name", "url", "url_env", "url_file", "format", "events"];
+pub(crate) const WEBHOOKS: Section = Section {
+    header: "[[webhooks]]",
+    doc: "One alert destination: a URL that takes a POST per event. Set exactly one of `url`, `url_env` and `url_file` (a Slack URL is itself a secret: prefer a file).",
+    keys: &[
+        key("name", K::String, D::Required, "`[a-z0-9-]+`, unique."),
+        key("url", K::String, D::Unset, "The `https://` or `http://` URL, written in the file (shown as `***`)."),
+        key("url_env", K::EnvVar, D::Unset, "An environment variable holding the URL."),
+        key("url_file", K::Path, D::Unset, "A file holding the URL."),
+        key("format", K::Choice(&["json", "slack"]), D::Text("json"), "`json` posts drctl's event as JSON; `slack` posts `{\"text\": …}` (Slack, Mattermost, Rocket.Chat)."),
+        key("events", K::Strings, D::Derived("every kind"), "The kinds of event sent: `breach`, `evidence`, `backup`, `operation`."),
+    ],
+};
 
 /// `[[webhooks]]`: where alerts go.
 pub(crate) fn webhooks(
@@ -38,7 +49,7 @@ pub(crate) fn webhook(
     table: &Table,
     base_dir: &Path,
 ) -> Option<(WebhookUrl, WebhookFormat, Vec<AlertKind>)> {
-    cx.unknown_keys(table, WEBHOOK_KEYS);
+    cx.unknown_keys(table, &WEBHOOKS.names());
     let url = match at_most_one(
         cx,
         table,

@@ -9,25 +9,39 @@ use super::common::{
 };
 use crate::model::*;
 use crate::reader::{Cx, Field, Table};
+use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::suggest;
 
-pub(crate) const API_KEYS: &[&str] = &[
-    "listen",
-    "advertise",
-    "anonymous",
-    "tokens",
-    "tls_cert",
-    "tls_key",
-];
+pub(crate) const API: Section = Section {
+    header: "[api]",
+    doc: "The HTTP API (JSON, dashboard, `/metrics`): where it listens and who may do what.",
+    keys: &[
+        key("listen", K::String, D::Text(DEFAULT_LISTEN), "`IP:PORT` to listen on, e.g. `\"[::]:7878\"`."),
+        key("advertise", K::String, D::Derived("`http://` and the listen address"), "The `http://` or `https://` URL clients use for this daemon's API; a follower names the leader's in its refusals."),
+        key("anonymous", K::Choice(&["viewer", "none"]), D::Derived("`viewer` while no token is configured, `none` once one is"), "What a request without a token may do: `viewer` reads, `none` asks every request but `/healthz` for a token."),
+        key("tokens", K::Tables, D::Unset, "Bearer tokens: see `[[api.tokens]]`."),
+        key("tls_cert", K::Path, D::Unset, "PEM certificate chain, leaf first; with `tls_key`, the API serves HTTPS."),
+        key("tls_key", K::Path, D::Unset, "PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`; both or neither."),
+    ],
+};
 
-pub(crate) const TOKEN_KEYS: &[&str] = &["name", "role", "secret_env", "secret_file"];
+pub(crate) const TOKENS: Section = Section {
+    header: "[[api.tokens]]",
+    doc: "One API bearer token. Its secret is never written in the file: set exactly one of `secret_env` and `secret_file`.",
+    keys: &[
+        key("name", K::String, D::Required, "`[a-z0-9-]+`, unique; shown in the audit log as who acted."),
+        key("role", K::Choice(ROLE_NAMES), D::Required, "`viewer` reads; `operator` also starts failovers, drills and backups; `admin` also reads the audit log."),
+        key("secret_env", K::EnvVar, D::Unset, "An environment variable holding the token."),
+        key("secret_file", K::Path, D::Unset, "A file holding the token."),
+    ],
+};
 
 pub(crate) const ROLE_NAMES: &[&str] = &["viewer", "operator", "admin"];
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 
 pub(crate) fn api(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<ApiConfig> {
-    let table = section(cx, root, "api", API_KEYS);
+    let table = section(cx, root, "api", &API.names());
     let listen = match table.as_ref().and_then(|t| t.get("listen")) {
         None => DEFAULT_LISTEN.parse().ok(),
         Some(field) => listen(cx, &field),
@@ -176,7 +190,7 @@ pub(crate) fn api_tokens(cx: &mut Cx, api: &Table, base_dir: &Path) -> Option<Ve
 pub(crate) fn api_token(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<(Role, KeySource)> {
     let mut inline_secret = false;
     for field in table.fields() {
-        if TOKEN_KEYS.contains(&field.key) {
+        if TOKENS.names().contains(&field.key) {
             continue;
         }
         if is_credential_key(field.key) {
@@ -189,8 +203,8 @@ pub(crate) fn api_token(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<(
             );
             continue;
         }
-        let hint = suggest::hint(field.key, TOKEN_KEYS.iter().copied())
-            .unwrap_or_else(|| format!("expected one of {}", TOKEN_KEYS.join(", ")));
+        let hint = suggest::hint(field.key, TOKENS.names())
+            .unwrap_or_else(|| format!("expected one of {}", TOKENS.names().join(", ")));
         cx.error(&field.key_span, &field.path, "unknown key", Some(hint));
     }
     let role = cx

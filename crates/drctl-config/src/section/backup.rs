@@ -9,27 +9,41 @@ use super::common::{at_most_one, check_reference, key_env_name, key_file, NameKi
 use super::schedule::optional_cron;
 use crate::model::*;
 use crate::reader::{Cx, Field, Spanned, Table};
+use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::suggest;
 
-pub(crate) const BACKUP_KEYS: &[&str] = &[
-    "store",
-    "from_region",
-    "compression_level",
-    "compression_threads",
-    "validation_queries",
-    "strict",
-    "schedule",
-    "verify_schedule",
-    "restore_test_schedule",
-    "restore_test_max_age",
-    "keep_last",
-    "keep_daily",
-    "keep_weekly",
-    "keep_monthly",
-    "offsite_store",
-    "encryption_key_env",
-    "encryption_key_file",
-];
+pub(crate) const DEFAULT_COMPRESSION_THREADS: u32 = 0;
+pub(crate) const DEFAULT_STRICT: bool = false;
+/// Half a year of monthly restore points without keeping every hourly
+/// backup.
+pub(crate) const DEFAULT_KEEP_LAST: u32 = 7;
+pub(crate) const DEFAULT_KEEP_DAILY: u32 = 7;
+pub(crate) const DEFAULT_KEEP_WEEKLY: u32 = 4;
+pub(crate) const DEFAULT_KEEP_MONTHLY: u32 = 6;
+
+pub(crate) const BACKUP: Section = Section {
+    header: "[services.backup]",
+    doc: "How a service's datastore is backed up, verified, restore-tested and pruned; only a service with `postgres` has one. Retention is grandfather-father-son: a backup is kept while any `keep_*` rule wants it.",
+    keys: &[
+        key("store", K::String, D::Required, "The name of one of `[[object_stores]]`."),
+        key("from_region", K::String, D::Derived("the primary"), "The region whose database is copied; one of the service's regions with a connection."),
+        key("compression_level", K::Integer, D::Integer(DEFAULT_COMPRESSION_LEVEL as i64), "zstd level, 1..=19 (1 keeps pace with pg_basebackup alone)."),
+        key("compression_threads", K::Integer, D::Integer(DEFAULT_COMPRESSION_THREADS as i64), "zstd worker threads, up to 256; 0 means one per core."),
+        key("validation_queries", K::Strings, D::Unset, "SQL run against a restored copy; each must return true for the backup to count as verified."),
+        key("strict", K::Boolean, D::Boolean(DEFAULT_STRICT), "A cold service's RPO exposure counts only backups whose restore was tested."),
+        key("schedule", K::Cron, D::Derived("on demand only"), "When to take a backup."),
+        key("verify_schedule", K::Cron, D::Derived("on demand only"), "When to verify the newest unverified backup."),
+        key("restore_test_schedule", K::Cron, D::Derived("on demand only"), "When to restore-test the newest verified backup."),
+        key("restore_test_max_age", K::Duration, D::Duration(DEFAULT_RESTORE_TEST_MAX_AGE), "A service whose newest passed restore test is older than this is in breach."),
+        key("keep_last", K::Integer, D::Integer(DEFAULT_KEEP_LAST as i64), "The newest backups, whatever their age; 1 or more."),
+        key("keep_daily", K::Integer, D::Integer(DEFAULT_KEEP_DAILY as i64), "The newest backup of each of the last this many days (UTC)."),
+        key("keep_weekly", K::Integer, D::Integer(DEFAULT_KEEP_WEEKLY as i64), "The newest backup of each of the last this many ISO weeks."),
+        key("keep_monthly", K::Integer, D::Integer(DEFAULT_KEEP_MONTHLY as i64), "The newest backup of each of the last this many months."),
+        key("offsite_store", K::String, D::Unset, "A second object store every backup is copied to; never `store` itself."),
+        key("encryption_key_env", K::EnvVar, D::Unset, "An environment variable holding the key that encrypts backups; at most one of the two."),
+        key("encryption_key_file", K::Path, D::Unset, "A file holding the key that encrypts backups."),
+    ],
+};
 
 /// At most one of these says where a backup encryption key comes from.
 pub(crate) const KEY_SOURCE_KEYS: &[&str] = &["encryption_key_env", "encryption_key_file"];
@@ -187,7 +201,7 @@ pub(crate) fn backup(
 /// shows (`retention`, `encryption_key`), point at the keys that set them.
 pub(crate) fn backup_keys(cx: &mut Cx, table: &Table) {
     for field in table.fields() {
-        if BACKUP_KEYS.contains(&field.key) {
+        if BACKUP.names().contains(&field.key) {
             continue;
         }
         let hint = match field.key {
@@ -199,8 +213,8 @@ pub(crate) fn backup_keys(cx: &mut Cx, table: &Table) {
             "encryption_key" => "the key never goes in this file; name where it is with \
 encryption_key_env = \"…\" or encryption_key_file = \"…\""
                 .to_string(),
-            key => suggest::hint(key, BACKUP_KEYS.iter().copied())
-                .unwrap_or_else(|| format!("expected one of {}", BACKUP_KEYS.join(", "))),
+            key => suggest::hint(key, BACKUP.names())
+                .unwrap_or_else(|| format!("expected one of {}", BACKUP.names().join(", "))),
         };
         cx.error(&field.key_span, &field.path, "unknown key", Some(hint));
     }
@@ -416,14 +430,12 @@ pub(crate) fn validation_queries(cx: &mut Cx, field: &Field) -> Option<Vec<Strin
 }
 
 impl Default for Retention {
-    /// 7 last, 7 daily, 4 weekly, 6 monthly: half a year of monthly restore
-    /// points without keeping every hourly backup.
     fn default() -> Self {
         Retention {
-            keep_last: 7,
-            keep_daily: 7,
-            keep_weekly: 4,
-            keep_monthly: 6,
+            keep_last: DEFAULT_KEEP_LAST,
+            keep_daily: DEFAULT_KEEP_DAILY,
+            keep_weekly: DEFAULT_KEEP_WEEKLY,
+            keep_monthly: DEFAULT_KEEP_MONTHLY,
         }
     }
 }

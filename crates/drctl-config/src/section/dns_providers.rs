@@ -11,23 +11,31 @@ use super::common::{
 use super::object_stores::{check_endpoint, DEFAULT_S3_REGION};
 use crate::model::*;
 use crate::reader::{Cx, Field, Spanned, Table};
+use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::secret::Secret;
 use crate::suggest;
 
-pub(crate) const DNS_PROVIDER_KEYS: &[&str] = &[
-    "name",
-    "kind",
-    "zone",
-    "server",
-    "tsig_key",
-    "tsig_algorithm",
-    "tsig_secret",
-    "tsig_secret_env",
-    "tsig_secret_file",
-    "hosted_zone_id",
-    "endpoint",
-    "region",
-];
+pub(crate) const DNS_PROVIDERS: Section = Section {
+    header: "[[dns_providers]]",
+    doc: "Where service records are published and flipped: an authoritative server taking RFC 2136 dynamic updates (BIND, Knot, PowerDNS) or Route 53. Route 53 credentials come from the standard AWS chain, never from the file. Domain names may be written with or without the final dot.",
+    keys: &[
+        key("name", K::String, D::Required, "`[a-z0-9-]+`, unique; what `[services.dns] provider` names."),
+        key("kind", K::Choice(DNS_PROVIDER_KINDS), D::Required, "`rfc2136` or `route53`."),
+        key("zone", K::String, D::Unset, "The zone records must be inside; required for `rfc2136`, optional for `route53` (then checked at load time)."),
+        key("server", K::String, D::Unset, "`rfc2136` only, required: the primary server's `IP:PORT` (drctl must reach DNS without DNS)."),
+        key("tsig_key", K::String, D::Unset, "`rfc2136` only: the TSIG key's name as the server knows it; unset sends unsigned updates (only sane in a lab)."),
+        key("tsig_algorithm", K::Choice(&["hmac-sha256", "hmac-sha384", "hmac-sha512"]), D::Text(DEFAULT_TSIG_ALGORITHM), "`rfc2136` only: the key's HMAC."),
+        key("tsig_secret", K::String, D::Unset, "`rfc2136` only: the key's base64 secret written in the file (a lab's throwaway key; shown as `***`). With `tsig_key`, exactly one of the three `tsig_secret*` keys."),
+        key("tsig_secret_env", K::EnvVar, D::Unset, "`rfc2136` only: an environment variable holding the base64 secret."),
+        key("tsig_secret_file", K::Path, D::Unset, "`rfc2136` only: a file holding the base64 secret."),
+        key("hosted_zone_id", K::String, D::Unset, "`route53` only, required: `Z…`, with or without `/hostedzone/`."),
+        key("endpoint", K::String, D::Derived("AWS itself"), "`route53` only: `http://…` or `https://…` of a compatible API (moto, LocalStack)."),
+        key("region", K::String, D::Derived("the AWS chain's, else `us-east-1`"), "`route53` only: the API's signing region."),
+    ],
+};
+
+/// As BIND and Knot write it; [`TsigAlgorithm::as_str`] of the default.
+pub(crate) const DEFAULT_TSIG_ALGORITHM: &str = "hmac-sha256";
 
 pub(crate) const DNS_PROVIDER_KINDS: &[&str] = &["rfc2136", "route53"];
 
@@ -111,7 +119,7 @@ pub(crate) fn dns_provider_kind(
 /// which are refused without echoing the value.
 pub(crate) fn dns_provider_keys(cx: &mut Cx, table: &Table, kind: Option<&str>) {
     for field in table.fields() {
-        if DNS_PROVIDER_KEYS.contains(&field.key) {
+        if DNS_PROVIDERS.names().contains(&field.key) {
             continue;
         }
         if is_credential_key(field.key) {
@@ -127,8 +135,8 @@ pub(crate) fn dns_provider_keys(cx: &mut Cx, table: &Table, kind: Option<&str>) 
             );
             continue;
         }
-        let hint = suggest::hint(field.key, DNS_PROVIDER_KEYS.iter().copied())
-            .unwrap_or_else(|| format!("expected one of {}", DNS_PROVIDER_KEYS.join(", ")));
+        let hint = suggest::hint(field.key, DNS_PROVIDERS.names())
+            .unwrap_or_else(|| format!("expected one of {}", DNS_PROVIDERS.names().join(", ")));
         cx.error(&field.key_span, &field.path, "unknown key", Some(hint));
     }
 }
@@ -218,7 +226,9 @@ pub(crate) fn tsig(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<Option
         .string(&key_field)
         .and_then(|name| dns_name_at(cx, &name, &key_field.path, "drctl."));
     let algorithm = match &algorithm_field {
-        None => Some(TsigAlgorithm::HmacSha256),
+        None => TsigAlgorithm::all()
+            .into_iter()
+            .find(|a| a.as_str() == DEFAULT_TSIG_ALGORITHM),
         Some(f) => cx
             .string(f)
             .and_then(|text| tsig_algorithm(cx, &text, &f.path)),

@@ -9,9 +9,22 @@ use std::time::Duration;
 use super::common::{bounded_duration, keys_here_or_elsewhere};
 use crate::model::*;
 use crate::reader::{Cx, Field, Table};
+use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::suggest;
 
-pub(crate) const FAILOVER_KEYS: &[&str] = &["lease", "automatic_limit", "automatic_window"];
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+pub(crate) const DEFAULT_AUTOMATIC_LIMIT: u32 = 3;
+pub(crate) const DEFAULT_AUTOMATIC_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+pub(crate) const FAILOVER: Section = Section {
+    header: "[failover]",
+    doc: "How operations (failovers, switchovers, drills) are driven, and the global brake on automatic failover.",
+    keys: &[
+        key("lease", K::Duration, D::Duration(DEFAULT_LEASE), "How long an operation driver's lease lasts without renewal, 1s..=10m; a driver that dies is replaced after at most this long."),
+        key("automatic_limit", K::Integer, D::Integer(DEFAULT_AUTOMATIC_LIMIT as i64), "At most this many automatic failovers, across all services, within `automatic_window`; 0 turns automatic failover off everywhere."),
+        key("automatic_window", K::Duration, D::Duration(DEFAULT_AUTOMATIC_WINDOW), "The sliding window of `automatic_limit`."),
+    ],
+};
 
 /// Short enough that a dead driver is replaced quickly, long enough that a
 /// slow step (a fence hook, a promotion) renews it in time.
@@ -29,8 +42,8 @@ pub(crate) fn failover_settings(cx: &mut Cx, root: &Table) -> Option<FailoverSet
     keys_here_or_elsewhere(
         cx,
         &table,
-        FAILOVER_KEYS,
-        SERVICE_FAILOVER_KEYS,
+        &FAILOVER.names(),
+        &SERVICE_FAILOVER.names(),
         "this is set per service, in [services.failover]",
     );
     let lease = bounded_duration(cx, &table, "lease", defaults.lease, LEASE_RANGE);
@@ -67,20 +80,28 @@ pub(crate) fn failover_settings(cx: &mut Cx, root: &Table) -> Option<FailoverSet
 impl Default for FailoverSettings {
     fn default() -> Self {
         FailoverSettings {
-            lease: Duration::from_secs(15),
-            automatic_limit: 3,
-            automatic_window: Duration::from_secs(24 * 3600),
+            lease: DEFAULT_LEASE,
+            automatic_limit: DEFAULT_AUTOMATIC_LIMIT,
+            automatic_window: DEFAULT_AUTOMATIC_WINDOW,
         }
     }
 }
 
-pub(crate) const SERVICE_FAILOVER_KEYS: &[&str] = &[
-    "automatic",
-    "fence_hook",
-    "fence_hook_timeout",
-    "min_down",
-    "cooldown",
-];
+pub(crate) const DEFAULT_FENCE_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_MIN_DOWN: Duration = Duration::from_secs(3);
+pub(crate) const DEFAULT_COOLDOWN: Duration = Duration::from_secs(15 * 60);
+
+pub(crate) const SERVICE_FAILOVER: Section = Section {
+    header: "[services.failover]",
+    doc: "When and how one service fails over.",
+    keys: &[
+        key("automatic", K::Boolean, D::Derived("`true` for hot, `false` for warm and cold"), "Whether drctl fails over by itself when the primary is lost."),
+        key("fence_hook", K::Strings, D::Unset, "A command run to fence an unreachable primary: argv, no shell; `{service}`, `{region}` (the region fenced) and `{operation}` are replaced in every argument."),
+        key("fence_hook_timeout", K::Duration, D::Duration(DEFAULT_FENCE_HOOK_TIMEOUT), "How long the fence hook may run before it counts as failed."),
+        key("min_down", K::Duration, D::Duration(DEFAULT_MIN_DOWN), "Failed probes (`[services.health] failures` in a row) must also span at least this long before the primary counts as lost."),
+        key("cooldown", K::Duration, D::Duration(DEFAULT_COOLDOWN), "No second automatic failover of this service within this long after one."),
+    ],
+};
 
 /// What drctl replaces in each argument of a fence hook.
 pub(crate) const FENCE_HOOK_PLACEHOLDERS: &[&str] = &["{service}", "{region}", "{operation}"];
@@ -99,8 +120,8 @@ pub(crate) fn service_failover(
     keys_here_or_elsewhere(
         cx,
         &table,
-        SERVICE_FAILOVER_KEYS,
-        FAILOVER_KEYS,
+        &SERVICE_FAILOVER.names(),
+        &FAILOVER.names(),
         "this is global: set it in the top-level [failover] table",
     );
     let automatic = table
@@ -207,9 +228,9 @@ impl FailoverPolicy {
         FailoverPolicy {
             automatic: tier == Tier::Hot,
             fence_hook: None,
-            fence_hook_timeout: Duration::from_secs(30),
-            min_down: Duration::from_secs(3),
-            cooldown: Duration::from_secs(15 * 60),
+            fence_hook_timeout: DEFAULT_FENCE_HOOK_TIMEOUT,
+            min_down: DEFAULT_MIN_DOWN,
+            cooldown: DEFAULT_COOLDOWN,
         }
     }
 }

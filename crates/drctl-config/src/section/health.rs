@@ -6,12 +6,25 @@ use std::time::Duration;
 use super::common::{optional_duration, section};
 use crate::model::*;
 use crate::reader::{Cx, Table};
+use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 
-pub(crate) const HEALTH_KEYS: &[&str] = &["interval", "timeout", "failures"];
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_FAILURES: u32 = 3;
+
+pub(crate) const HEALTH: Section = Section {
+    header: "[services.health]",
+    doc: "How a service's primary is probed, and when it counts as down (which, for an automatic service, starts a failover once `[services.failover] min_down` has also passed).",
+    keys: &[
+        key("interval", K::Duration, D::Duration(DEFAULT_INTERVAL), "How often the primary is probed."),
+        key("timeout", K::Duration, D::Duration(DEFAULT_TIMEOUT), "How long one probe may take before it counts as failed."),
+        key("failures", K::Integer, D::Integer(DEFAULT_FAILURES as i64), "Consecutive failed probes before the primary counts as down; 1 or more."),
+    ],
+};
 
 pub(crate) fn health(cx: &mut Cx, service: &Table) -> Option<HealthCheck> {
     let mut health = HealthCheck::default();
-    let Some(table) = section(cx, service, "health", HEALTH_KEYS) else {
+    let Some(table) = section(cx, service, "health", &HEALTH.names()) else {
         // Absent, or not a table (reported): defaults either way.
         return Some(health);
     };
@@ -51,9 +64,9 @@ pub(crate) fn health(cx: &mut Cx, service: &Table) -> Option<HealthCheck> {
 impl Default for HealthCheck {
     fn default() -> Self {
         HealthCheck {
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(2),
-            failures: 3,
+            interval: DEFAULT_INTERVAL,
+            timeout: DEFAULT_TIMEOUT,
+            failures: DEFAULT_FAILURES,
         }
     }
 }

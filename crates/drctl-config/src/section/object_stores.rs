@@ -11,19 +11,24 @@ use super::common::{
 };
 use crate::model::*;
 use crate::reader::{Cx, Spanned, Table};
+use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::suggest;
 
-pub(crate) const OBJECT_STORE_KEYS: &[&str] = &[
-    "name",
-    "kind",
-    "path",
-    "bucket",
-    "prefix",
-    "endpoint",
-    "region",
-    "path_style",
-    "timeout",
-];
+pub(crate) const OBJECT_STORES: Section = Section {
+    header: "[[object_stores]]",
+    doc: "A place backups are written to and restored from: a local directory or an S3 bucket. No credentials here: S3 ones come from the standard AWS chain (environment, profile, instance role).",
+    keys: &[
+        key("name", K::String, D::Required, "`[a-z0-9-]+`, unique; what `[services.backup] store` names."),
+        key("kind", K::Choice(OBJECT_STORE_KINDS), D::Required, "`local` (a directory on this machine) or `s3` (AWS, MinIO, Ceph, R2, moto)."),
+        key("path", K::Path, D::Unset, "`local` only, required: the directory."),
+        key("bucket", K::String, D::Unset, "`s3` only, required: 3-63 characters of a-z, 0-9, '.', '-'."),
+        key("prefix", K::String, D::Text(DEFAULT_S3_PREFIX), "`s3` only: key prefix inside the bucket, ending with `/`."),
+        key("endpoint", K::String, D::Derived("AWS itself"), "`s3` only: `http://…` or `https://…` of an S3-compatible server."),
+        key("region", K::String, D::Text(DEFAULT_S3_REGION), "`s3` only: the bucket's region."),
+        key("path_style", K::Boolean, D::Boolean(DEFAULT_PATH_STYLE), "`s3` only: path-style addressing (`endpoint/bucket/key`), which most S3-compatible servers need."),
+        key("timeout", K::Duration, D::Duration(DEFAULT_S3_TIMEOUT), "`s3` only: how long one attempt of one call may take before it is retried, 1s..=1h."),
+    ],
+};
 
 pub(crate) const OBJECT_STORE_KINDS: &[&str] = &["local", "s3"];
 
@@ -47,6 +52,8 @@ pub(crate) const S3_TIMEOUT_RANGE: RangeInclusive<Duration> =
 pub(crate) const DEFAULT_S3_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub(crate) const DEFAULT_S3_REGION: &str = "us-east-1";
+pub(crate) const DEFAULT_S3_PREFIX: &str = "";
+pub(crate) const DEFAULT_PATH_STYLE: bool = false;
 
 /// `[[object_stores]]`.
 pub(crate) fn object_stores(
@@ -73,7 +80,7 @@ pub(crate) fn object_stores(
 /// committed, copied and shown. The value is never echoed.
 pub(crate) fn object_store_keys(cx: &mut Cx, table: &Table) {
     for field in table.fields() {
-        if OBJECT_STORE_KEYS.contains(&field.key) {
+        if OBJECT_STORES.names().contains(&field.key) {
             continue;
         }
         if is_credential_key(field.key) {
@@ -85,8 +92,8 @@ pub(crate) fn object_store_keys(cx: &mut Cx, table: &Table) {
             );
             continue;
         }
-        let hint = suggest::hint(field.key, OBJECT_STORE_KEYS.iter().copied())
-            .unwrap_or_else(|| format!("expected one of {}", OBJECT_STORE_KEYS.join(", ")));
+        let hint = suggest::hint(field.key, OBJECT_STORES.names())
+            .unwrap_or_else(|| format!("expected one of {}", OBJECT_STORES.names().join(", ")));
         cx.error(&field.key_span, &field.path, "unknown key", Some(hint));
     }
 }
@@ -165,7 +172,7 @@ pub(crate) fn s3_store(cx: &mut Cx, table: &Table) -> Option<ObjectStoreKind> {
             check_bucket(cx, &bucket, &f.path).then_some(bucket.value)
         });
     let prefix = match table.get("prefix") {
-        None => Some(String::new()),
+        None => Some(DEFAULT_S3_PREFIX.to_string()),
         Some(f) => cx.string(&f).and_then(|prefix| {
             if prefix.value.is_empty() || prefix.value.ends_with('/') {
                 return Some(prefix.value);
@@ -203,7 +210,7 @@ pub(crate) fn s3_store(cx: &mut Cx, table: &Table) -> Option<ObjectStoreKind> {
         }),
     };
     let path_style = match table.get("path_style") {
-        None => Some(false),
+        None => Some(DEFAULT_PATH_STYLE),
         Some(f) => cx.boolean(&f).map(|b| b.value),
     };
     let timeout = bounded_duration(cx, table, "timeout", DEFAULT_S3_TIMEOUT, S3_TIMEOUT_RANGE);

@@ -7,14 +7,24 @@ use std::path::Path;
 use super::common::{at_most_one, is_env_var_name};
 use crate::model::*;
 use crate::reader::{Cx, Field, Spanned};
+use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::secret::{is_postgres_dsn, Secret};
 use crate::suggest;
 
+/// Exactly one of these says where a region's connection string comes from.
 pub(crate) const DSN_KEYS: &[&str] = &["dsn", "dsn_env", "dsn_file"];
 
-/// Keys of `[services.postgres.REGION]`: one of [`DSN_KEYS`], plus these.
-pub(crate) const NODE_KEYS: &[&str] =
-    &["dsn", "dsn_env", "dsn_file", "data_dir", "replication_dsn"];
+pub(crate) const NODE: Section = Section {
+    header: "[services.postgres.REGION]",
+    doc: "A region's PostgreSQL server, one table per region of the service (`[services.postgres.eu-west]`). Hot and warm services need one for every region, cold ones at least for the primary. Set exactly one of `dsn`, `dsn_env` and `dsn_file`; env and file are read only when needed, so `drctl config validate` works without production secrets.",
+    keys: &[
+        key("dsn", K::String, D::Unset, "The connection string, written in the file (shown redacted)."),
+        key("dsn_env", K::EnvVar, D::Unset, "An environment variable holding the connection string."),
+        key("dsn_file", K::Path, D::Unset, "A file holding the connection string."),
+        key("data_dir", K::Path, D::Unset, "The server's data directory on the host where `drctl rejoin` runs for this region."),
+        key("replication_dsn", K::String, D::Derived("the connection string"), "How a standby in another region connects to this server for replication (`primary_conninfo`)."),
+    ],
+};
 
 /// `[services.postgres.REGION]` tables. `None` when anything is wrong.
 pub(crate) fn postgres(
@@ -158,7 +168,7 @@ pub(crate) fn pg_node(cx: &mut Cx, entry: &Field, base_dir: &Path) -> Option<PgN
 /// One `[services.postgres.REGION]` table: exactly one of dsn, dsn_env, dsn_file.
 pub(crate) fn dsn_source(cx: &mut Cx, entry: &Field, base_dir: &Path) -> Option<DsnSource> {
     let table = cx.table(entry)?;
-    cx.unknown_keys(&table, NODE_KEYS);
+    cx.unknown_keys(&table, &NODE.names());
     let Some(field) = at_most_one(
         cx,
         &table,

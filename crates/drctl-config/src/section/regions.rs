@@ -3,8 +3,21 @@
 use super::common::{already_declared, declared_name, element_name, NameKind};
 use crate::model::*;
 use crate::reader::{Cx, Span, Table};
+use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 
-pub(crate) const REGION_KEYS: &[&str] = &["name", "description"];
+pub(crate) const REGIONS: Section = Section {
+    header: "[[regions]]",
+    doc: "A failure domain with its own database instances and DNS target. At least one.",
+    keys: &[
+        key(
+            "name",
+            K::String,
+            D::Required,
+            "`[a-z0-9-]+`, unique; what services' `regions` and `primary` name.",
+        ),
+        key("description", K::String, D::Unset, "Free text for people."),
+    ],
+};
 
 /// A region as read, with the position of its name for later references.
 pub(crate) struct DeclaredRegion {
@@ -41,7 +54,7 @@ pub(crate) fn regions(cx: &mut Cx, root: &Table) -> Vec<DeclaredRegion> {
     let mut declared: Vec<DeclaredRegion> = Vec::new();
     for mut table in tables {
         let name = element_name(cx, &mut table, NameKind::Region);
-        cx.unknown_keys(&table, REGION_KEYS);
+        cx.unknown_keys(&table, &REGIONS.names());
         let description = table
             .get("description")
             .and_then(|f| cx.string(&f))

@@ -20,21 +20,27 @@ use super::store::store;
 use super::tiers::tiers;
 use crate::model::*;
 use crate::reader::{Cx, Span, Table};
+use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 
-pub(crate) const ROOT_KEYS: &[&str] = &[
-    "store",
-    "api",
-    "monitor",
-    "regions",
-    "tiers",
-    "object_stores",
-    "failover",
-    "dns_providers",
-    "webhooks",
-    "services",
-    "scratch",
-    "audit",
-];
+/// The top-level tables; each has a section of its own below it.
+pub(crate) const ROOT: Section = Section {
+    header: "Top level",
+    doc: "The tables a config file may hold. Only `[[regions]]` is required; every other table has defaults or may be left out.",
+    keys: &[
+        key("store", K::Table, D::Unset, "Where drctl keeps its state: see `[store]`."),
+        key("api", K::Table, D::Unset, "The HTTP API: see `[api]`."),
+        key("monitor", K::Table, D::Unset, "The lag monitor: see `[monitor]`."),
+        key("regions", K::Tables, D::Required, "The failure domains: see `[[regions]]`; at least one."),
+        key("tiers", K::Table, D::Unset, "Each tier's default targets: see `[tiers.hot]`, `[tiers.warm]`, `[tiers.cold]`."),
+        key("object_stores", K::Tables, D::Unset, "Where backups go: see `[[object_stores]]`."),
+        key("failover", K::Table, D::Unset, "How operations are driven: see `[failover]`."),
+        key("dns_providers", K::Tables, D::Unset, "Where service records are published: see `[[dns_providers]]`."),
+        key("webhooks", K::Tables, D::Unset, "Where alerts go: see `[[webhooks]]`."),
+        key("services", K::Tables, D::Unset, "The units of failover: see `[[services]]`."),
+        key("scratch", K::Table, D::Unset, "Where scratch clusters live: see `[scratch]`."),
+        key("audit", K::Table, D::Unset, "The audit chain's key: see `[audit]`."),
+    ],
+};
 
 /// Reads and checks the whole document; `None` when anything was reported.
 pub(crate) fn config(
@@ -43,7 +49,7 @@ pub(crate) fn config(
     source: PathBuf,
     base_dir: &Path,
 ) -> Option<Config> {
-    cx.unknown_keys(root, ROOT_KEYS);
+    cx.unknown_keys(root, &ROOT.names());
     let store = store(cx, root, base_dir);
     let api = api(cx, root, base_dir);
     let monitor = monitor(cx, root);

@@ -14,15 +14,22 @@ use super::postgres::is_service_region;
 use crate::duration::format_duration;
 use crate::model::*;
 use crate::reader::{Cx, Field, Span, Spanned};
+use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 
-pub(crate) const SERVICE_DNS_KEYS: &[&str] = &[
-    "provider",
-    "record",
-    "type",
-    "ttl",
-    "drill_record",
-    "targets",
-];
+pub(crate) const SERVICE_DNS: Section = Section {
+    header: "[services.dns]",
+    doc: "The record clients resolve to reach the service, flipped by a failover. Without it drctl does not publish the service.",
+    keys: &[
+        key("provider", K::String, D::Required, "The name of one of `[[dns_providers]]`."),
+        key("record", K::String, D::Required, "The record's name, inside the provider's zone when that is known."),
+        key("type", K::Choice(&["A", "AAAA", "CNAME"]), D::Text(DEFAULT_RECORD_TYPE), "The record type (any case)."),
+        key("ttl", K::Duration, D::Duration(DEFAULT_DNS_TTL), "Whole seconds, 1s..=1d: the longest a resolver keeps the old answer after a flip, so it bounds the measured RTO."),
+        key("drill_record", K::String, D::Derived("the first label with `-drill` (`orders-drill.shop.example.com.`)"), "What drills flip instead of `record`; never `record` itself."),
+        key("targets", K::Table, D::Required, "The record's value per region, one for every region of the service: an IPv4 address (A), an IPv6 address (AAAA) or a host name (CNAME)."),
+    ],
+};
+
+pub(crate) const DEFAULT_RECORD_TYPE: &str = "A";
 
 pub(crate) const DEFAULT_DNS_TTL: Duration = Duration::from_secs(30);
 
@@ -48,7 +55,7 @@ pub(crate) fn service_dns(
     regions: Option<&[Spanned<String>]>,
 ) -> Option<(ServiceDns, PublishedRecords)> {
     let table = cx.table(field)?;
-    cx.unknown_keys(&table, SERVICE_DNS_KEYS);
+    cx.unknown_keys(&table, &SERVICE_DNS.names());
     let names: Option<Vec<&str>> = providers.map(|p| p.iter().map(|p| p.name).collect());
     let provider_hint = match names.as_deref() {
         Some([first, ..]) => format!("name one of the DNS providers: provider = {first:?}"),
@@ -68,7 +75,7 @@ pub(crate) fn service_dns(
         .and_then(|p| providers?.iter().find(|r| r.name == p)?.zone);
 
     let rtype = match table.get("type") {
-        None => Some(RecordType::A),
+        None => DEFAULT_RECORD_TYPE.parse().ok(),
         Some(f) => cx
             .string(&f)
             .and_then(|text| match text.value.parse::<RecordType>() {

@@ -16,23 +16,28 @@ use super::service_dns::{service_dns, PublishedRecords};
 use super::tiers::TIER_NAMES;
 use crate::model::*;
 use crate::reader::{Cx, Field, Span, Spanned, Table};
+use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::suggest;
 
-pub(crate) const SERVICE_KEYS: &[&str] = &[
-    "name",
-    "tier",
-    "regions",
-    "primary",
-    "cluster",
-    "rpo",
-    "rto",
-    "evidence_every",
-    "health",
-    "postgres",
-    "backup",
-    "dns",
-    "failover",
-];
+pub(crate) const SERVICES: Section = Section {
+    header: "[[services]]",
+    doc: "The unit of failover: a tier, its regions and primary, targets, health checks, and optionally a PostgreSQL datastore, backups, a DNS record and a failover policy. A service without `postgres` fails over by health check and DNS only.",
+    keys: &[
+        key("name", K::String, D::Required, "`[a-z0-9-]+`, unique."),
+        key("tier", K::Choice(TIER_NAMES), D::Required, "How much the service may lose and how long it may be down; decides the recovery action."),
+        key("regions", K::Strings, D::Required, "Declared regions the service runs in, no repeats; hot and warm need at least two."),
+        key("primary", K::String, D::Required, "The region that takes writes now; one of `regions`."),
+        key("cluster", K::String, D::Derived("the service's name"), "The PostgreSQL cluster it lives in; services naming the same cluster fail over together and must have the same regions and primary."),
+        key("rpo", K::Duration, D::Derived("its tier's"), "The most data, in time, a failover may lose."),
+        key("rto", K::Duration, D::Derived("its tier's"), "The longest the service may be down."),
+        key("evidence_every", K::Duration, D::Derived("its tier's"), "How often the RTO must be proven again."),
+        key("health", K::Table, D::Unset, "See `[services.health]`."),
+        key("postgres", K::Table, D::Unset, "One table per region: see `[services.postgres.REGION]`."),
+        key("backup", K::Table, D::Unset, "See `[services.backup]`."),
+        key("dns", K::Table, D::Unset, "See `[services.dns]`."),
+        key("failover", K::Table, D::Unset, "See `[services.failover]`."),
+    ],
+};
 
 /// A validated service with the positions the cluster check points at.
 pub(crate) struct CheckedService {
@@ -96,7 +101,7 @@ pub(crate) fn service(
         }
     }
     let path = table.path.clone();
-    cx.unknown_keys(&table, SERVICE_KEYS);
+    cx.unknown_keys(&table, &SERVICES.names());
 
     let tier = cx
         .required(&table, "tier", "add tier = \"hot\", \"warm\" or \"cold\"")

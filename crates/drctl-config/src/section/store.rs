@@ -5,17 +5,30 @@ use std::path::Path;
 use super::common::section;
 use crate::model::*;
 use crate::reader::{Cx, Table};
+use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::secret::{redact, Secret};
 
-pub(crate) const STORE_KEYS: &[&str] = &["url"];
+pub(crate) const STORE: Section = Section {
+    header: "[store]",
+    doc: "Where drctl keeps its state: samples, backups, operations and their journals, the audit log.",
+    keys: &[key(
+        "url",
+        K::String,
+        D::Text(DEFAULT_STORE_URL),
+        "`sqlite://PATH` (relative to the config file's directory; created when missing) or `postgres://USER@HOST:PORT/DB`.",
+    )],
+};
 
 pub(crate) const DEFAULT_STORE_URL: &str = "sqlite://drctl-state.db";
 
 pub(crate) fn store(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<StoreConfig> {
-    let table = section(cx, root, "store", STORE_KEYS);
+    let table = section(cx, root, "store", &STORE.names());
     let Some(field) = table.as_ref().and_then(|t| t.get("url")) else {
         return Some(StoreConfig {
-            url: Secret::new(resolve_sqlite("//drctl-state.db", base_dir)?),
+            url: Secret::new(resolve_sqlite(
+                &DEFAULT_STORE_URL["sqlite:".len()..],
+                base_dir,
+            )?),
         });
     };
     let url = cx.string(&field)?;
