@@ -39,12 +39,12 @@ pub enum ObjectStoreKind {
         prefix: String,
         /// `http://…` or `https://…`; `None` for AWS itself.
         endpoint: Option<String>,
-        /// The bucket's region (default `us-east-1`).
+        /// The bucket's region.
         region: String,
         /// Path-style addressing (`endpoint/bucket/key`), which most
         /// S3-compatible servers need.
         path_style: bool,
-        /// How long one attempt of one call may take (default 2m) before
+        /// How long one attempt of one call may take before
         /// it is abandoned and retried: a server that stops answering must
         /// fail a backup, not hang it.
         #[serde(serialize_with = "crate::duration::serialize")]
@@ -60,10 +60,10 @@ pub struct BackupPolicy {
     /// The region whose database is copied (default: the primary); one of
     /// the service's regions, with a connection in [`Service::postgres`].
     pub from_region: String,
-    /// zstd level, 1..=19 (default 1: fastest; a backup keeps pace with
+    /// zstd level, 1..=19 (1 is fastest: a backup keeps pace with
     /// pg_basebackup alone).
     pub compression_level: i32,
-    /// zstd worker threads; 0 (the default) means one per core of the host
+    /// zstd worker threads; 0 means one per core of the host
     /// drctl runs on. Compression is a backup's bottleneck, so it uses every
     /// core unless told otherwise.
     pub compression_threads: u32,
@@ -71,7 +71,7 @@ pub struct BackupPolicy {
     /// backup to count as verified. Never empty strings. Default none.
     pub validation_queries: Vec<String>,
     /// When set, a cold service's RPO exposure counts only backups whose
-    /// restore was tested, not every backup that was written (default off).
+    /// restore was tested, not every backup that was written.
     pub strict: bool,
     /// When to take a backup: a 5-field cron expression (minute hour
     /// day-of-month month day-of-week), in UTC. `None`: only on demand.
@@ -81,7 +81,7 @@ pub struct BackupPolicy {
     /// When to restore-test the newest verified backup (5-field cron, UTC).
     pub restore_test_schedule: Option<String>,
     /// A service whose newest passed restore test is older than this is in
-    /// breach: its evidence of being restorable is stale (default 7d).
+    /// breach: its evidence of being restorable is stale.
     #[serde(serialize_with = "crate::duration::serialize")]
     pub restore_test_max_age: Duration,
     /// Which backups are kept when older ones are pruned.

@@ -170,7 +170,7 @@ pub struct ServiceDns {
     pub record: String,
     #[serde(rename = "type")]
     pub rtype: RecordType,
-    /// Whole seconds, 1s..=1d (default 30s): the longest a resolver keeps
+    /// Whole seconds, 1s..=1d: the longest a resolver keeps
     /// the old answer after a flip, so it bounds the measured RTO.
     #[serde(serialize_with = "crate::duration::serialize")]
     pub ttl: Duration,

@@ -9,8 +9,10 @@
 //! Everything serializes (the API shows services and targets): durations as
 //! human strings (`"5s"`), secrets redacted.
 //!
-//! One module per group of sections; the keys, defaults and checks that
-//! produce these types live in `crate::section`.
+//! One module per group of sections. Defaults are not repeated here: the
+//! keys, their defaults and the checks that produce these types live in
+//! `crate::section`, and `docs/config.md` (generated from them) lists every
+//! default.
 
 mod alerts;
 mod api;

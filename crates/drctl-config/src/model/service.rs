@@ -186,16 +186,16 @@ pub struct FailoverPolicy {
     /// (the region being fenced) and `{operation}` (the operation id) are
     /// replaced in every argument.
     pub fence_hook: Option<Vec<String>>,
-    /// How long the fence hook may run before it counts as failed (default 30s).
+    /// How long the fence hook may run before it counts as failed .
     #[serde(serialize_with = "crate::duration::serialize")]
     pub fence_hook_timeout: Duration,
     /// Failed health probes ([`HealthCheck::failures`] in a row) must also
-    /// span at least this long before the primary counts as lost (default
-    /// 3s), so a burst of fast failures is not a disaster.
+    /// span at least this long before the primary counts as lost, so a
+    /// burst of fast failures is not a disaster.
     #[serde(serialize_with = "crate::duration::serialize")]
     pub min_down: Duration,
     /// No second automatic failover of this service within this long after
-    /// one (default 15m).
+    /// one.
     #[serde(serialize_with = "crate::duration::serialize")]
     pub cooldown: Duration,
 }

@@ -80,16 +80,16 @@ pub struct Region {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct FailoverSettings {
     /// How long an operation driver's lease in the state store lasts without
-    /// renewal (renewed every step); 1s..=10m, default 15s. A driver that
+    /// renewal (renewed every step); 1s..=10m. A driver that
     /// dies is replaced after at most this long.
     #[serde(serialize_with = "crate::duration::serialize")]
     pub lease: Duration,
     /// At most this many automatic failovers, across all services, within
-    /// [`FailoverSettings::automatic_window`] (default 3); 0 turns automatic
+    /// [`FailoverSettings::automatic_window`]; 0 turns automatic
     /// failover off everywhere. A flapping network must not ping-pong a
     /// whole shop between regions.
     pub automatic_limit: u32,
-    /// The sliding window of `automatic_limit` (default 24h).
+    /// The sliding window of `automatic_limit`.
     #[serde(serialize_with = "crate::duration::serialize")]
     pub automatic_window: Duration,
 }
