@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::common::{at_most_one, declared_tables, key_env_name, key_file, Declared, NameKind};
-use crate::model::*;
+use crate::model::{AlertKind, KeySource, WebhookConfig, WebhookFormat, WebhookUrl};
 use crate::reader::{Cx, Table};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::secret::Secret;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::common::{
     at_most_one, declared_tables, is_credential_key, key_env_name, key_file, section, NameKind,
 };
-use crate::model::*;
+use crate::model::{ApiConfig, ApiTls, ApiToken, KeySource, Role};
 use crate::reader::{Cx, Field, Table};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::suggest;
@@ -36,7 +36,7 @@ pub(crate) const TOKENS: Section = Section {
     ],
 };
 
-pub(crate) const ROLE_NAMES: &[&str] = &["viewer", "operator", "admin"];
+const ROLE_NAMES: &[&str] = &["viewer", "operator", "admin"];
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 
@@ -81,7 +81,7 @@ pub(crate) fn api(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<ApiConfi
 
 /// `tls_cert` and `tls_key`: both (HTTPS) or neither (plain HTTP). The
 /// files are read when the daemon starts, where a bad one stops it.
-pub(crate) fn api_tls(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<Option<ApiTls>> {
+fn api_tls(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<Option<ApiTls>> {
     let mut file = |key: &str, what: &str| -> Option<Option<PathBuf>> {
         let Some(field) = table.get(key) else {
             return Some(None);
@@ -151,7 +151,7 @@ pub(crate) fn advertise(cx: &mut Cx, field: &Field) -> Option<String> {
 /// `anonymous = "viewer"` (or `"none"`): what a request without a token may
 /// do. Anything above viewer is refused: an anonymous caller that can fail a
 /// region over is a hole, not a convenience.
-pub(crate) fn anonymous_role(cx: &mut Cx, field: &Field) -> Option<Option<Role>> {
+fn anonymous_role(cx: &mut Cx, field: &Field) -> Option<Option<Role>> {
     let text = cx.string(field)?;
     match text.value.as_str() {
         "none" => return Some(None),
@@ -174,7 +174,7 @@ pub(crate) fn anonymous_role(cx: &mut Cx, field: &Field) -> Option<Option<Role>>
 
 /// `[[api.tokens]]`: name, role and where the secret lives. A secret
 /// written in the file itself is refused and never echoed.
-pub(crate) fn api_tokens(cx: &mut Cx, api: &Table, base_dir: &Path) -> Option<Vec<ApiToken>> {
+fn api_tokens(cx: &mut Cx, api: &Table, base_dir: &Path) -> Option<Vec<ApiToken>> {
     let declared = declared_tables(
         cx,
         api,

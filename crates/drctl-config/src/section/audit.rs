@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::common::{at_most_one, key_env_name, key_file, section};
-use crate::model::*;
+use crate::model::{AuditConfig, KeySource};
 use crate::reader::{Cx, Table};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 

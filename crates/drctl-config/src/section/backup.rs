@@ -7,19 +7,19 @@ use std::time::Duration;
 
 use super::common::{at_most_one, check_reference, key_env_name, key_file, NameKind};
 use super::schedule::optional_cron;
-use crate::model::*;
+use crate::model::{BackupPolicy, DsnSource, KeySource, Retention};
 use crate::reader::{Cx, Field, Spanned, Table};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::suggest;
 
-pub(crate) const DEFAULT_COMPRESSION_THREADS: u32 = 0;
-pub(crate) const DEFAULT_STRICT: bool = false;
+const DEFAULT_COMPRESSION_THREADS: u32 = 0;
+const DEFAULT_STRICT: bool = false;
 /// Half a year of monthly restore points without keeping every hourly
 /// backup.
-pub(crate) const DEFAULT_KEEP_LAST: u32 = 7;
-pub(crate) const DEFAULT_KEEP_DAILY: u32 = 7;
-pub(crate) const DEFAULT_KEEP_WEEKLY: u32 = 4;
-pub(crate) const DEFAULT_KEEP_MONTHLY: u32 = 6;
+const DEFAULT_KEEP_LAST: u32 = 7;
+const DEFAULT_KEEP_DAILY: u32 = 7;
+const DEFAULT_KEEP_WEEKLY: u32 = 4;
+const DEFAULT_KEEP_MONTHLY: u32 = 6;
 
 pub(crate) const BACKUP: Section = Section {
     header: "[services.backup]",
@@ -51,15 +51,15 @@ pub(crate) const KEY_SOURCE_KEYS: &[&str] = &["encryption_key_env", "encryption_
 /// zstd -1: on two cores it keeps a backup at the speed of pg_basebackup
 /// alone (bench/results/backup-peers-zstd1.md: 0.98× against 0.65× at -3),
 /// at about the same ratio on typical table data.
-pub(crate) const DEFAULT_COMPRESSION_LEVEL: i32 = 1;
+const DEFAULT_COMPRESSION_LEVEL: i32 = 1;
 
-pub(crate) const DEFAULT_RESTORE_TEST_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
+const DEFAULT_RESTORE_TEST_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
 
 /// zstd's regular levels; 20-22 ("ultra") need far more memory to restore.
-pub(crate) const COMPRESSION_LEVELS: std::ops::RangeInclusive<i64> = 1..=19;
+const COMPRESSION_LEVELS: std::ops::RangeInclusive<i64> = 1..=19;
 
 /// More zstd workers than this is a typo, not a machine.
-pub(crate) const MAX_COMPRESSION_THREADS: u32 = 256;
+const MAX_COMPRESSION_THREADS: u32 = 256;
 
 /// `[services.backup]`. `datastore` is `None` when the service has no
 /// `postgres` table, `Some(None)` when it has one that is wrong (reported).
@@ -199,7 +199,7 @@ pub(crate) fn backup(
 
 /// Unknown keys of `[services.backup]`. The model's own names, which the API
 /// shows (`retention`, `encryption_key`), point at the keys that set them.
-pub(crate) fn backup_keys(cx: &mut Cx, table: &Table) {
+fn backup_keys(cx: &mut Cx, table: &Table) {
     for field in table.fields() {
         if BACKUP.names().contains(&field.key) {
             continue;
@@ -223,7 +223,7 @@ encryption_key_env = \"…\" or encryption_key_file = \"…\""
 /// The offsite copy is the one that survives losing the first store, so it
 /// must be another declared store. `store` is the backup's own store when it
 /// is valid.
-pub(crate) fn check_offsite_store(
+fn check_offsite_store(
     cx: &mut Cx,
     offsite: &Spanned<String>,
     path: &str,
@@ -279,13 +279,7 @@ pub(crate) fn retention(cx: &mut Cx, table: &Table) -> Option<Retention> {
 /// One retention count, `default` when absent. `what` is "daily", "weekly",
 /// "monthly", or empty for `keep_last`, which must keep at least the newest
 /// backup.
-pub(crate) fn keep_count(
-    cx: &mut Cx,
-    table: &Table,
-    key: &str,
-    default: u32,
-    what: &str,
-) -> Option<u32> {
+fn keep_count(cx: &mut Cx, table: &Table, key: &str, default: u32, what: &str) -> Option<u32> {
     let Some(field) = table.get(key) else {
         return Some(default);
     };
@@ -345,7 +339,7 @@ pub(crate) fn encryption_key(
 /// A backup is taken over a connection, so its region must be one of the
 /// service's and have one. Checks that depend on input already reported as
 /// wrong are skipped.
-pub(crate) fn check_from_region(
+fn check_from_region(
     cx: &mut Cx,
     region: &Spanned<String>,
     path: &str,

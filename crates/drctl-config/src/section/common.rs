@@ -111,7 +111,7 @@ pub(crate) fn is_valid_name(name: &str) -> bool {
 
 /// The valid name an invalid one was probably meant to be: `US_East` →
 /// `us-east`. `None` when no valid name comes out.
-pub(crate) fn normalized_name(name: &str) -> Option<String> {
+fn normalized_name(name: &str) -> Option<String> {
     let normalized: String = name
         .trim()
         .chars()
@@ -461,7 +461,7 @@ pub(crate) fn key_file(
 /// without padding): long, with letters and digits, and none of the '_'
 /// that separates the words of real names. It would be shown wherever the
 /// variable is named (errors, the API), so it is refused.
-pub(crate) fn looks_like_key(name: &str) -> bool {
+fn looks_like_key(name: &str) -> bool {
     name.len() >= 20
         && !name.contains('_')
         && name.chars().any(|c| c.is_ascii_digit())

@@ -9,7 +9,9 @@ use super::common::{
     key_file, kind_of, no_keys_of_other_kind, Declared, NameKind, AWS_CHAIN_HINT,
 };
 use super::object_stores::{check_endpoint, DEFAULT_S3_REGION};
-use crate::model::*;
+use crate::model::{
+    decode_base64, DnsProviderConfig, DnsProviderKind, TsigAlgorithm, TsigKey, TsigSecret,
+};
 use crate::reader::{Cx, Field, Spanned, Table};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::secret::Secret;
@@ -37,7 +39,7 @@ pub(crate) const DNS_PROVIDERS: Section = Section {
 /// As BIND and Knot write it; [`TsigAlgorithm::as_str`] of the default.
 pub(crate) const DEFAULT_TSIG_ALGORITHM: &str = "hmac-sha256";
 
-pub(crate) const DNS_PROVIDER_KINDS: &[&str] = &["rfc2136", "route53"];
+const DNS_PROVIDER_KINDS: &[&str] = &["rfc2136", "route53"];
 
 /// Keys of one kind of DNS provider, refused on the other.
 pub(crate) const RFC2136_KEYS: &[&str] = &[
@@ -52,7 +54,7 @@ pub(crate) const RFC2136_KEYS: &[&str] = &[
 pub(crate) const ROUTE53_KEYS: &[&str] = &["hosted_zone_id", "endpoint", "region"];
 
 /// Where an RFC 2136 provider's credentials go instead of a key of their own.
-pub(crate) const TSIG_INSTEAD_HINT: &str = "sign updates with tsig_key and the key's secret in \
+const TSIG_INSTEAD_HINT: &str = "sign updates with tsig_key and the key's secret in \
 tsig_secret_file or tsig_secret_env; remove this key";
 
 /// Exactly one of these holds the secret of a TSIG key.
@@ -77,11 +79,7 @@ pub(crate) fn dns_providers(
 }
 
 /// The kind, its keys and their values. `None` when anything is wrong.
-pub(crate) fn dns_provider_kind(
-    cx: &mut Cx,
-    table: &Table,
-    base_dir: &Path,
-) -> Option<DnsProviderKind> {
+fn dns_provider_kind(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<DnsProviderKind> {
     let kind = kind_of(
         cx,
         table,
@@ -117,7 +115,7 @@ pub(crate) fn dns_provider_kind(
 
 /// Unknown keys of a DNS provider, and credentials under any other name,
 /// which are refused without echoing the value.
-pub(crate) fn dns_provider_keys(cx: &mut Cx, table: &Table, kind: Option<&str>) {
+fn dns_provider_keys(cx: &mut Cx, table: &Table, kind: Option<&str>) {
     for field in table.fields() {
         if DNS_PROVIDERS.names().contains(&field.key) {
             continue;
@@ -141,11 +139,7 @@ pub(crate) fn dns_provider_keys(cx: &mut Cx, table: &Table, kind: Option<&str>) 
     }
 }
 
-pub(crate) fn rfc2136_provider(
-    cx: &mut Cx,
-    table: &Table,
-    base_dir: &Path,
-) -> Option<DnsProviderKind> {
+fn rfc2136_provider(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<DnsProviderKind> {
     let server = cx
         .required(
             table,
@@ -176,7 +170,7 @@ pub(crate) fn rfc2136_provider(
 
 /// The server's address. A host name is refused: resolving the DNS server
 /// through DNS fails exactly when a failover needs it.
-pub(crate) fn dns_server(cx: &mut Cx, text: &Spanned<String>, path: &str) -> Option<SocketAddr> {
+fn dns_server(cx: &mut Cx, text: &Spanned<String>, path: &str) -> Option<SocketAddr> {
     if let Ok(addr) = text.value.parse::<SocketAddr>() {
         return Some(addr);
     }
@@ -256,11 +250,7 @@ pub(crate) fn tsig(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<Option
     }))
 }
 
-pub(crate) fn tsig_algorithm(
-    cx: &mut Cx,
-    text: &Spanned<String>,
-    path: &str,
-) -> Option<TsigAlgorithm> {
+fn tsig_algorithm(cx: &mut Cx, text: &Spanned<String>, path: &str) -> Option<TsigAlgorithm> {
     let lower = text.value.to_ascii_lowercase();
     if let Some(algorithm) = TsigAlgorithm::all()
         .into_iter()
@@ -287,7 +277,7 @@ pub(crate) fn tsig_algorithm(
 
 /// One of tsig_secret (inline base64, checked now), tsig_secret_env,
 /// tsig_secret_file. The value is never echoed.
-pub(crate) fn tsig_secret(cx: &mut Cx, field: &Field, base_dir: &Path) -> Option<TsigSecret> {
+fn tsig_secret(cx: &mut Cx, field: &Field, base_dir: &Path) -> Option<TsigSecret> {
     let value = cx.string(field)?;
     match field.key {
         "tsig_secret" => {
@@ -313,7 +303,7 @@ pub(crate) fn tsig_secret(cx: &mut Cx, field: &Field, base_dir: &Path) -> Option
     }
 }
 
-pub(crate) fn route53_provider(cx: &mut Cx, table: &Table) -> Option<DnsProviderKind> {
+fn route53_provider(cx: &mut Cx, table: &Table) -> Option<DnsProviderKind> {
     let hosted_zone_id = cx
         .required(
             table,
@@ -376,7 +366,7 @@ pub(crate) fn hosted_zone_id(cx: &mut Cx, id: &Spanned<String>, path: &str) -> O
 }
 
 /// An AWS region name such as `eu-central-1` (shape only).
-pub(crate) fn aws_region(cx: &mut Cx, region: &Spanned<String>, path: &str) -> bool {
+fn aws_region(cx: &mut Cx, region: &Spanned<String>, path: &str) -> bool {
     if is_valid_name(&region.value) {
         return true;
     }

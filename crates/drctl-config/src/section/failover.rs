@@ -7,14 +7,14 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::common::{bounded_duration, keys_here_or_elsewhere};
-use crate::model::*;
+use crate::model::{FailoverPolicy, FailoverSettings, Tier};
 use crate::reader::{Cx, Field, Table};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::suggest;
 
-pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(15);
-pub(crate) const DEFAULT_AUTOMATIC_LIMIT: u32 = 3;
-pub(crate) const DEFAULT_AUTOMATIC_WINDOW: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+const DEFAULT_AUTOMATIC_LIMIT: u32 = 3;
+const DEFAULT_AUTOMATIC_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 pub(crate) const FAILOVER: Section = Section {
     header: "[failover]",
@@ -28,8 +28,7 @@ pub(crate) const FAILOVER: Section = Section {
 
 /// Short enough that a dead driver is replaced quickly, long enough that a
 /// slow step (a fence hook, a promotion) renews it in time.
-pub(crate) const LEASE_RANGE: RangeInclusive<Duration> =
-    Duration::from_secs(1)..=Duration::from_secs(600);
+const LEASE_RANGE: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(600);
 
 /// `[failover]`: the lease of operation drivers and the global brake on
 /// automatic failover. `None` when anything is wrong (reported).
@@ -87,9 +86,9 @@ impl Default for FailoverSettings {
     }
 }
 
-pub(crate) const DEFAULT_FENCE_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
-pub(crate) const DEFAULT_MIN_DOWN: Duration = Duration::from_secs(3);
-pub(crate) const DEFAULT_COOLDOWN: Duration = Duration::from_secs(15 * 60);
+const DEFAULT_FENCE_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MIN_DOWN: Duration = Duration::from_secs(3);
+const DEFAULT_COOLDOWN: Duration = Duration::from_secs(15 * 60);
 
 pub(crate) const SERVICE_FAILOVER: Section = Section {
     header: "[services.failover]",
@@ -104,7 +103,7 @@ pub(crate) const SERVICE_FAILOVER: Section = Section {
 };
 
 /// What drctl replaces in each argument of a fence hook.
-pub(crate) const FENCE_HOOK_PLACEHOLDERS: &[&str] = &["{service}", "{region}", "{operation}"];
+const FENCE_HOOK_PLACEHOLDERS: &[&str] = &["{service}", "{region}", "{operation}"];
 
 /// `[services.failover]`, with the tier's defaults. `None` when wrong.
 pub(crate) fn service_failover(
@@ -208,7 +207,7 @@ pub(crate) fn fence_hook(cx: &mut Cx, field: &Field) -> Option<Vec<String>> {
 }
 
 /// The first `{…}` in `arg` that is not one of [`FENCE_HOOK_PLACEHOLDERS`].
-pub(crate) fn unknown_placeholder(arg: &str) -> Option<String> {
+fn unknown_placeholder(arg: &str) -> Option<String> {
     let mut rest = arg;
     while let Some(open) = rest.find('{') {
         let after = &rest[open..];

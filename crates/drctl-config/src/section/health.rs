@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use super::common::{optional_duration, section};
-use crate::model::*;
+use crate::model::HealthCheck;
 use crate::reader::{Cx, Table};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 
 pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
-pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
-pub(crate) const DEFAULT_FAILURES: u32 = 3;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_FAILURES: u32 = 3;
 
 pub(crate) const HEALTH: Section = Section {
     header: "[services.health]",

@@ -3,15 +3,15 @@
 use std::time::Duration;
 
 use super::common::{duration_or, section};
-use crate::model::*;
+use crate::model::MonitorConfig;
 use crate::reader::{Cx, Table};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 
 pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
-pub(crate) const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-pub(crate) const DEFAULT_BREACH_GRACE: Duration = Duration::from_secs(10);
-pub(crate) const DEFAULT_RAW_RETENTION: Duration = Duration::from_secs(24 * 3600);
-pub(crate) const DEFAULT_ROLLUP_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_BREACH_GRACE: Duration = Duration::from_secs(10);
+const DEFAULT_RAW_RETENTION: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_ROLLUP_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 
 pub(crate) const MONITOR: Section = Section {
     header: "[monitor]",

@@ -9,7 +9,7 @@ use super::common::{
     bounded_duration, declared_tables, is_credential_key, is_valid_name, kind_of,
     no_keys_of_other_kind, Declared, NameKind, AWS_CHAIN_HINT,
 };
-use crate::model::*;
+use crate::model::{ObjectStoreConfig, ObjectStoreKind};
 use crate::reader::{Cx, Spanned, Table};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::suggest;
@@ -30,7 +30,7 @@ pub(crate) const OBJECT_STORES: Section = Section {
     ],
 };
 
-pub(crate) const OBJECT_STORE_KINDS: &[&str] = &["local", "s3"];
+const OBJECT_STORE_KINDS: &[&str] = &["local", "s3"];
 
 /// Keys of one kind of object store, refused on the other.
 pub(crate) const LOCAL_STORE_KEYS: &[&str] = &["path"];
@@ -46,14 +46,14 @@ pub(crate) const S3_STORE_KEYS: &[&str] = &[
 
 /// One attempt of one S3 call: long enough for a large part on a slow
 /// link, short enough that a server that stopped answering is retried.
-pub(crate) const S3_TIMEOUT_RANGE: RangeInclusive<Duration> =
+const S3_TIMEOUT_RANGE: RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(3600);
 
-pub(crate) const DEFAULT_S3_TIMEOUT: Duration = Duration::from_secs(120);
+const DEFAULT_S3_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub(crate) const DEFAULT_S3_REGION: &str = "us-east-1";
-pub(crate) const DEFAULT_S3_PREFIX: &str = "";
-pub(crate) const DEFAULT_PATH_STYLE: bool = false;
+const DEFAULT_S3_PREFIX: &str = "";
+const DEFAULT_PATH_STYLE: bool = false;
 
 /// `[[object_stores]]`.
 pub(crate) fn object_stores(
@@ -78,7 +78,7 @@ pub(crate) fn object_stores(
 /// Unknown keys of an object store, and credentials, which are refused
 /// whatever their name so that nobody keeps a key in a config file that gets
 /// committed, copied and shown. The value is never echoed.
-pub(crate) fn object_store_keys(cx: &mut Cx, table: &Table) {
+fn object_store_keys(cx: &mut Cx, table: &Table) {
     for field in table.fields() {
         if OBJECT_STORES.names().contains(&field.key) {
             continue;
@@ -100,11 +100,7 @@ pub(crate) fn object_store_keys(cx: &mut Cx, table: &Table) {
 
 /// The kind and the kind's own keys. `None` when anything is wrong; an
 /// unknown kind skips the per-kind checks, which could only guess.
-pub(crate) fn object_store_kind(
-    cx: &mut Cx,
-    table: &Table,
-    base_dir: &Path,
-) -> Option<ObjectStoreKind> {
+fn object_store_kind(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<ObjectStoreKind> {
     let kind = kind_of(
         cx,
         table,
@@ -136,7 +132,7 @@ pub(crate) fn object_store_kind(
     store.filter(|_| ok)
 }
 
-pub(crate) fn local_store(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<ObjectStoreKind> {
+fn local_store(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<ObjectStoreKind> {
     let field = cx.required(
         table,
         "path",
@@ -160,7 +156,7 @@ pub(crate) fn local_store(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option
     })
 }
 
-pub(crate) fn s3_store(cx: &mut Cx, table: &Table) -> Option<ObjectStoreKind> {
+fn s3_store(cx: &mut Cx, table: &Table) -> Option<ObjectStoreKind> {
     let bucket = cx
         .required(
             table,
@@ -226,7 +222,7 @@ pub(crate) fn s3_store(cx: &mut Cx, table: &Table) -> Option<ObjectStoreKind> {
 
 /// S3's bucket naming rules, so a typo fails here rather than at 3 a.m. on
 /// the first backup.
-pub(crate) fn check_bucket(cx: &mut Cx, bucket: &Spanned<String>, path: &str) -> bool {
+fn check_bucket(cx: &mut Cx, bucket: &Spanned<String>, path: &str) -> bool {
     let name = bucket.value.as_str();
     let upper = name.chars().any(|c| c.is_ascii_uppercase());
     let underscore = name.contains('_');
@@ -273,7 +269,7 @@ beginning and ending with a letter or digit";
     false
 }
 
-pub(crate) fn is_valid_bucket(name: &str) -> bool {
+fn is_valid_bucket(name: &str) -> bool {
     (3..=63).contains(&name.len())
         && name
             .bytes()

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::common::{at_most_one, is_env_var_name};
-use crate::model::*;
+use crate::model::{DsnSource, PgNode, Tier};
 use crate::reader::{Cx, Field, Spanned};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::secret::{is_postgres_dsn, Secret};
@@ -119,7 +119,7 @@ pub(crate) fn is_service_region(
 
 /// The optional `data_dir` and `replication_dsn` of a
 /// `[services.postgres.REGION]` table.
-pub(crate) fn pg_node(cx: &mut Cx, entry: &Field, base_dir: &Path) -> Option<PgNode> {
+fn pg_node(cx: &mut Cx, entry: &Field, base_dir: &Path) -> Option<PgNode> {
     let table = cx.table(entry)?;
     let mut ok = true;
     let data_dir = match table.get("data_dir") {
@@ -166,7 +166,7 @@ pub(crate) fn pg_node(cx: &mut Cx, entry: &Field, base_dir: &Path) -> Option<PgN
 }
 
 /// One `[services.postgres.REGION]` table: exactly one of dsn, dsn_env, dsn_file.
-pub(crate) fn dsn_source(cx: &mut Cx, entry: &Field, base_dir: &Path) -> Option<DsnSource> {
+fn dsn_source(cx: &mut Cx, entry: &Field, base_dir: &Path) -> Option<DsnSource> {
     let table = cx.table(entry)?;
     cx.unknown_keys(&table, &NODE.names());
     let Some(field) = at_most_one(

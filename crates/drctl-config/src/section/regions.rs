@@ -1,7 +1,7 @@
 //! `[[regions]]`: the failure domains services name.
 
 use super::common::{already_declared, declared_name, element_name, NameKind};
-use crate::model::*;
+use crate::model::Region;
 use crate::reader::{Cx, Span, Table};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 

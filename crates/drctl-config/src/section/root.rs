@@ -18,7 +18,7 @@ use super::scratch::scratch;
 use super::services::{services, CheckedService};
 use super::store::store;
 use super::tiers::tiers;
-use crate::model::*;
+use crate::model::{Config, DnsProviderConfig};
 use crate::reader::{Cx, Span, Table};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 
@@ -167,7 +167,7 @@ pub(crate) fn clusters(cx: &mut Cx, services: &[CheckedService]) {
 /// No two services publish the same name through the same provider, and no
 /// drill record is another service's production record: a drill or a
 /// failover of one would overwrite the other.
-pub(crate) fn published_records(cx: &mut Cx, services: &[CheckedService]) {
+fn published_records(cx: &mut Cx, services: &[CheckedService]) {
     let mut first_of: HashMap<(&str, &str), (&str, &Span)> = HashMap::new();
     for service in services {
         let Some(published) = &service.published else {

@@ -5,7 +5,7 @@ use crate::reader::{Cx, Spanned, Table};
 
 /// The fields of a schedule in order, and what each takes, for saying which
 /// one is wrong.
-pub(crate) const CRON_FIELDS: [(&str, &str); 5] = [
+const CRON_FIELDS: [(&str, &str); 5] = [
     ("minute", "0-59"),
     ("hour", "0-23"),
     ("day-of-month", "1-31"),
@@ -13,8 +13,7 @@ pub(crate) const CRON_FIELDS: [(&str, &str); 5] = [
     ("day-of-week", "0-7 or sun-sat, where 0 and 7 are Sunday"),
 ];
 
-pub(crate) const CRON_EXAMPLES: &str =
-    "e.g. \"0 * * * *\" = hourly, \"30 2 * * *\" = daily at 02:30 UTC";
+const CRON_EXAMPLES: &str = "e.g. \"0 * * * *\" = hourly, \"30 2 * * *\" = daily at 02:30 UTC";
 
 /// An optional schedule: `Some(None)` when absent, `None` when wrong
 /// (reported).
@@ -36,7 +35,7 @@ pub(crate) fn optional_cron(cx: &mut Cx, table: &Table, key: &str) -> Option<Opt
 /// year) are refused rather than guessed at: "0 0 * * * *" means hourly to
 /// one cron and every midnight to another, and a backup schedule that is
 /// off by that much is found only when a restore is needed.
-pub(crate) fn check_cron(cx: &mut Cx, text: &Spanned<String>, path: &str) -> bool {
+fn check_cron(cx: &mut Cx, text: &Spanned<String>, path: &str) -> bool {
     let fields: Vec<&str> = text.value.split_whitespace().collect();
     let (message, hint) = match fields.len() {
         5 => match cron_parser().parse(&text.value) {
@@ -100,12 +99,12 @@ pub(crate) fn check_cron(cx: &mut Cx, text: &Spanned<String>, path: &str) -> boo
 }
 
 /// How a schedule is written.
-pub(crate) fn cron_hint() -> String {
+fn cron_hint() -> String {
     format!("5 fields: minute hour day-of-month month day-of-week; {CRON_EXAMPLES}")
 }
 
 /// The parser of schedules: exactly 5 fields.
-pub(crate) fn cron_parser() -> croner::parser::CronParser {
+fn cron_parser() -> croner::parser::CronParser {
     use croner::parser::{CronParser, Seconds, Year};
     CronParser::builder()
         .seconds(Seconds::Disallowed)
@@ -115,7 +114,7 @@ pub(crate) fn cron_parser() -> croner::parser::CronParser {
 
 /// The first field that is wrong on its own, and croner's error for it:
 /// croner's messages do not say which field they are about.
-pub(crate) fn wrong_cron_field(fields: &[&str]) -> Option<(usize, croner::errors::CronError)> {
+fn wrong_cron_field(fields: &[&str]) -> Option<(usize, croner::errors::CronError)> {
     let parser = cron_parser();
     (0..CRON_FIELDS.len()).find_map(|i| {
         let mut alone = ["*"; 5];
@@ -125,7 +124,7 @@ pub(crate) fn wrong_cron_field(fields: &[&str]) -> Option<(usize, croner::errors
 }
 
 /// croner's message, lower case, without its own type names and full stop.
-pub(crate) fn cron_error_text(error: &croner::errors::CronError) -> String {
+fn cron_error_text(error: &croner::errors::CronError) -> String {
     use croner::errors::CronError as E;
     let text = match error {
         E::InvalidPattern(m) | E::ComponentError(m) => m.clone(),
@@ -136,7 +135,7 @@ pub(crate) fn cron_error_text(error: &croner::errors::CronError) -> String {
 }
 
 /// The 5-field form of cron's `@hourly`-style nicknames.
-pub(crate) fn cron_nickname(text: &str) -> Option<&'static str> {
+fn cron_nickname(text: &str) -> Option<&'static str> {
     match text.trim().to_ascii_lowercase().as_str() {
         "@hourly" => Some("0 * * * *"),
         "@daily" | "@midnight" => Some("0 0 * * *"),

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::common::section;
-use crate::model::*;
+use crate::model::ScratchConfig;
 use crate::reader::{Cx, Table};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 

@@ -12,7 +12,7 @@ use super::common::{
 };
 use super::postgres::is_service_region;
 use crate::duration::format_duration;
-use crate::model::*;
+use crate::model::{RecordType, ServiceDns};
 use crate::reader::{Cx, Field, Span, Spanned};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 
@@ -31,12 +31,11 @@ pub(crate) const SERVICE_DNS: Section = Section {
 
 pub(crate) const DEFAULT_RECORD_TYPE: &str = "A";
 
-pub(crate) const DEFAULT_DNS_TTL: Duration = Duration::from_secs(30);
+const DEFAULT_DNS_TTL: Duration = Duration::from_secs(30);
 
 /// A record's TTL bounds how long clients keep the old region after a
 /// flip; past a day, no RTO target is meaningful.
-pub(crate) const TTL_RANGE: RangeInclusive<Duration> =
-    Duration::from_secs(1)..=Duration::from_secs(86_400);
+const TTL_RANGE: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(86_400);
 
 /// Where a service's records sit, for the check that no two services (or a
 /// service and a drill) publish the same name.
@@ -192,14 +191,14 @@ pub(crate) fn service_dns(
 
 /// `orders.shop.example.com.` → `orders-drill.shop.example.com.`; `None`
 /// when the label would grow too long.
-pub(crate) fn default_drill_record(record: &str) -> Option<String> {
+fn default_drill_record(record: &str) -> Option<String> {
     let (first, rest) = record.split_once('.')?;
     normalize_dns_name(&format!("{first}-drill.{rest}")).ok()
 }
 
 /// A record must be inside its provider's zone (when known), and a CNAME
 /// cannot sit at the zone's apex, beside its SOA and NS records.
-pub(crate) fn check_record_placement(
+fn check_record_placement(
     cx: &mut Cx,
     name: &str,
     span: &Span,
@@ -236,7 +235,7 @@ pub(crate) fn check_record_placement(
 
 /// `[services.dns.targets]`: exactly one value per region of the service,
 /// each of the record's type. `None` when wrong (reported).
-pub(crate) fn dns_targets(
+fn dns_targets(
     cx: &mut Cx,
     field: &Field,
     rtype: Option<RecordType>,
@@ -285,7 +284,7 @@ pub(crate) fn dns_targets(
 
 /// One target, normalized (IPv6 in its canonical form, host names
 /// absolute), or why not and a hint.
-pub(crate) fn dns_target(value: &str, rtype: RecordType) -> Result<String, (String, String)> {
+fn dns_target(value: &str, rtype: RecordType) -> Result<String, (String, String)> {
     use std::net::{Ipv4Addr, Ipv6Addr};
     match rtype {
         RecordType::A => value.parse::<Ipv4Addr>().map(|ip| ip.to_string()).map_err(|_| {

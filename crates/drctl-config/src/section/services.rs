@@ -14,7 +14,7 @@ use super::postgres::postgres;
 use super::regions::DeclaredRegion;
 use super::service_dns::{service_dns, PublishedRecords};
 use super::tiers::TIER_NAMES;
-use crate::model::*;
+use crate::model::{Service, Targets, Tier, TierTargets};
 use crate::reader::{Cx, Field, Span, Spanned, Table};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::suggest;
@@ -274,7 +274,7 @@ pub(crate) fn tier(cx: &mut Cx, field: &Field) -> Option<Tier> {
 
 /// The service's `regions`: declared, no repeats, at least one. `None` when
 /// any element is wrong, so checks that depend on the list are skipped.
-pub(crate) fn service_regions(
+fn service_regions(
     cx: &mut Cx,
     field: &Field,
     declared: &[&str],
@@ -324,7 +324,7 @@ pub(crate) fn service_regions(
     ok.then_some(seen)
 }
 
-pub(crate) fn primary_not_among_regions(
+fn primary_not_among_regions(
     cx: &mut Cx,
     primary: &Spanned<String>,
     path: &str,

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::common::section;
-use crate::model::*;
+use crate::model::StoreConfig;
 use crate::reader::{Cx, Table};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::secret::{redact, Secret};
@@ -19,7 +19,7 @@ pub(crate) const STORE: Section = Section {
     )],
 };
 
-pub(crate) const DEFAULT_STORE_URL: &str = "sqlite://drctl-state.db";
+const DEFAULT_STORE_URL: &str = "sqlite://drctl-state.db";
 
 pub(crate) fn store(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<StoreConfig> {
     let table = section(cx, root, "store", &STORE.names());
@@ -66,7 +66,7 @@ pub(crate) fn store(cx: &mut Cx, root: &Table, base_dir: &Path) -> Option<StoreC
 /// Makes the path of a `sqlite:` URL (the part after `sqlite:`) absolute
 /// against the config file's directory, so the daemon finds the same
 /// database whatever directory it was started from. `None` when no path.
-pub(crate) fn resolve_sqlite(after_scheme: &str, base_dir: &Path) -> Option<String> {
+fn resolve_sqlite(after_scheme: &str, base_dir: &Path) -> Option<String> {
     let rest = after_scheme.strip_prefix("//").unwrap_or(after_scheme);
     let (path, query) = match rest.find('?') {
         Some(q) => rest.split_at(q),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::common::{optional_duration, section};
-use crate::model::*;
+use crate::model::{Targets, Tier, TierTargets};
 use crate::reader::{Cx, Table};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 
@@ -23,9 +23,9 @@ const fn targets(rpo: u64, rto: u64, evidence_every: u64) -> Targets {
 /// hot 5s/1m, warm 5m/30m, cold 24h/8h: the "typical" column of DESIGN.md;
 /// evidence every 7 days (hot: a drill, cold: a restore test), every 30
 /// days for warm.
-pub(crate) const DEFAULT_HOT: Targets = targets(5, 60, 7 * DAY);
-pub(crate) const DEFAULT_WARM: Targets = targets(5 * 60, 30 * 60, 30 * DAY);
-pub(crate) const DEFAULT_COLD: Targets = targets(DAY, 8 * 3600, 7 * DAY);
+const DEFAULT_HOT: Targets = targets(5, 60, 7 * DAY);
+const DEFAULT_WARM: Targets = targets(5 * 60, 30 * 60, 30 * DAY);
+const DEFAULT_COLD: Targets = targets(DAY, 8 * 3600, 7 * DAY);
 
 pub(crate) const TIERS: Section = Section {
     header: "[tiers]",
