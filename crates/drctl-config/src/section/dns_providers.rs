@@ -264,7 +264,7 @@ fn tsig_algorithm(cx: &mut Cx, text: &Spanned<String>, path: &str) -> Option<Tsi
             .to_string()
     } else {
         suggest::hint(&lower, names.iter().copied())
-            .unwrap_or_else(|| "the default is hmac-sha256".to_string())
+            .unwrap_or_else(|| format!("the default is {DEFAULT_TSIG_ALGORITHM}"))
     };
     cx.error(
         &text.span,
