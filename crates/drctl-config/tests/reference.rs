@@ -24,24 +24,55 @@ fn docs_config_md_is_the_generated_reference() {
     );
 }
 
-/// Every key the reference lists is one the checks accept: a config that
-/// writes each documented key of `[services.health]` parses, and one that
-/// misspells it is refused with the documented name suggested.
+/// The reference and the checks agree on `[services.health]` (the keys the
+/// guard reads): each documented key parses, its documented default is the
+/// one applied, and a misspelt key is refused naming the documented one.
 #[test]
-fn documented_health_keys_are_the_accepted_ones() {
+fn health_keys_as_documented_are_the_ones_accepted_and_applied() {
     let reference = drctl_config::config_reference();
     let health = reference
         .split("## `[services.health]`")
         .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
         .expect("the reference has [services.health]");
-    for key in ["interval", "timeout", "failures"] {
-        assert!(
-            health.contains(&format!("| `{key}` |")),
-            "{key} undocumented"
-        );
-    }
+    assert!(
+        health.contains("| `interval` | duration | `\"1s\"` |"),
+        "{health}"
+    );
+    assert!(
+        health.contains("| `timeout` | duration | `\"2s\"` |"),
+        "{health}"
+    );
     assert!(
         health.contains("| `failures` | integer | `3` |"),
         "{health}"
+    );
+
+    let base = "[[regions]]\nname = \"a\"\n[[regions]]\nname = \"b\"\n\
+                [[services]]\nname = \"web\"\ntier = \"warm\"\nregions = [\"a\", \"b\"]\nprimary = \"a\"\n";
+    let dir = std::path::Path::new(".");
+    let config = drctl_config::parse("t.toml", base, dir).expect("minimal config");
+    let applied = config.services[0].health;
+    assert_eq!(
+        (
+            applied.interval.as_secs(),
+            applied.timeout.as_secs(),
+            applied.failures
+        ),
+        (1, 2, 3)
+    );
+
+    let written =
+        format!("{base}[services.health]\ninterval = \"5s\"\ntimeout = \"4s\"\nfailures = 5\n");
+    let config = drctl_config::parse("t.toml", &written, dir).expect("every documented key");
+    assert_eq!(config.services[0].health.failures, 5);
+
+    let misspelt = format!("{base}[services.health]\nfailure = 5\n");
+    let errors = drctl_config::parse("t.toml", &misspelt, dir)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("unknown key") && errors.contains("failures"),
+        "{errors}"
     );
 }
