@@ -39,6 +39,31 @@ impl Engine {
             Engine::Postgres => "bytes",
         }
     }
+
+    /// How far a primary moves by itself after a heartbeat, in the
+    /// engine's unit: while it moved no further it is idle, and the
+    /// monitor writes no new heartbeat (else each would provoke the next
+    /// forever). PostgreSQL: a running-xacts record after the commit, a
+    /// checkpoint; a few hundred bytes.
+    pub fn idle_slack(self) -> u64 {
+        match self {
+            Engine::Postgres => 1024,
+        }
+    }
+
+    /// Connects (lazily) to a server of this engine by its connection
+    /// string: a server no service names (a drill's scratch clone).
+    /// `label` names it in errors: pass a redacted form.
+    pub fn connect(
+        self,
+        label: impl Into<String>,
+        dsn: &crate::Dsn,
+        timeout: Duration,
+    ) -> Result<Box<dyn Datastore>, DatastoreError> {
+        match self {
+            Engine::Postgres => Ok(Box::new(crate::Postgres::new(label, dsn.clone(), timeout)?)),
+        }
+    }
 }
 
 /// What kind of failure a datastore call met. The engine's decisions hang
