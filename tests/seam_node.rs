@@ -253,11 +253,8 @@ async fn an_old_primary_is_rewound_and_rejoined_as_a_standby_of_the_promoted_one
     assert!(!a.soft_fence().await.unwrap().already_fenced);
     b.prepare_as_copy_source().await.unwrap();
 
-    let old = NodeRef::new(
-        format!("orders@{REGION_A}"),
-        lab.cluster("orders", REGION_A).data_dir,
-        0,
-    );
+    let old = NodeRef::for_service(&service(&lab), REGION_A).expect("the lab names data_dir");
+    assert_eq!(old.data_dir, lab.cluster("orders", REGION_A).data_dir);
     let status = node.status(&old).await.unwrap();
     assert!(status.running && status.initialized, "{status:?}");
     assert_eq!(status.dataset_id.as_deref(), Some(id.as_str()));
@@ -274,7 +271,7 @@ async fn an_old_primary_is_rewound_and_rejoined_as_a_standby_of_the_promoted_one
         .await
         .unwrap();
     assert_eq!(resynced.method, ResyncMethod::Rewind, "{resynced:?}");
-    let primary = Dsn::new(format!("{}?application_name={REGION_A}", to_b.expose()));
+    let primary = Engine::Postgres.standby_conninfo(&to_b, REGION_A);
     let configured = node
         .configure_standby(&StandbyRequest {
             node: old.clone(),

@@ -51,6 +51,24 @@ impl Engine {
         }
     }
 
+    /// How a standby named `standby` connects to the primary at `primary`
+    /// (PostgreSQL `primary_conninfo`: the connection string with
+    /// `application_name`, so `pg_stat_replication` on the primary says
+    /// who streams).
+    pub fn standby_conninfo(self, primary: &crate::Dsn, standby: &str) -> crate::Dsn {
+        match self {
+            Engine::Postgres => {
+                let dsn = primary.expose();
+                crate::Dsn::new(if dsn.contains("://") {
+                    let sep = if dsn.contains('?') { '&' } else { '?' };
+                    format!("{dsn}{sep}application_name={standby}")
+                } else {
+                    format!("{dsn} application_name={standby}")
+                })
+            }
+        }
+    }
+
     /// Connects (lazily) to a server of this engine by its connection
     /// string: a server no service names (a drill's scratch clone).
     /// `label` names it in errors: pass a redacted form.
@@ -443,6 +461,20 @@ pub trait Datastore: Send + Sync + std::fmt::Debug {
     async fn close(&self);
 }
 
+/// [`connect`] under its own `application_name`, so each of drctl's roles
+/// (monitor, guard) shows apart on the server (`pg_stat_activity`).
+pub fn connect_as(
+    service: &drctl_config::Service,
+    region: &str,
+    timeout: Duration,
+    application_name: &str,
+) -> Result<Box<dyn Datastore>, DatastoreError> {
+    Ok(Box::new(
+        crate::Postgres::for_service(service, region, timeout)?
+            .with_application_name(application_name),
+    ))
+}
+
 /// Connects (lazily: nothing is dialled until the first call) to the
 /// server of `service` in `region`, with the engine the service's
 /// configuration names. `timeout` bounds every call. The one place a new
@@ -455,4 +487,30 @@ pub fn connect(
     Ok(Box::new(crate::Postgres::for_service(
         service, region, timeout,
     )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Dsn;
+
+    #[test]
+    fn a_standby_names_itself_in_either_form_of_connection_string() {
+        let pg = Engine::Postgres;
+        assert_eq!(
+            pg.standby_conninfo(&Dsn::new("postgres://h:1/db"), "eu")
+                .expose(),
+            "postgres://h:1/db?application_name=eu"
+        );
+        assert_eq!(
+            pg.standby_conninfo(&Dsn::new("postgres://h:1/db?sslmode=require"), "eu")
+                .expose(),
+            "postgres://h:1/db?sslmode=require&application_name=eu"
+        );
+        assert_eq!(
+            pg.standby_conninfo(&Dsn::new("host=h port=1"), "eu")
+                .expose(),
+            "host=h port=1 application_name=eu"
+        );
+    }
 }

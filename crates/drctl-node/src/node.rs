@@ -64,6 +64,18 @@ impl NodeRef {
             port,
         }
     }
+
+    /// The server of `service` in `region` as its configuration places it
+    /// (`[services.postgres.REGION] data_dir`), named `cluster@region`,
+    /// its port left to its own configuration. `None` without a data_dir.
+    pub fn for_service(service: &drctl_config::Service, region: &str) -> Option<Self> {
+        let dir = service.nodes.get(region)?.data_dir.clone()?;
+        Some(NodeRef::new(
+            format!("{}@{region}", service.cluster),
+            dir,
+            0,
+        ))
+    }
 }
 
 /// Why a node action failed.
