@@ -447,4 +447,43 @@ async fn a_backup_is_restored_only_into_a_directory_its_operation_claimed_then_s
     assert_eq!(hooked.method, HardFenceMethod::Hook);
     assert!(hooked.hook.unwrap().output.contains("fenced recovered"));
     let _ = std::fs::remove_dir_all(&target.data_dir);
+
+    // A restore test's scratch copy: isolated, answers only drctl, and
+    // goes away with the teardown.
+    let root = fresh_scratch_root("restore");
+    let scratch = node
+        .restore_scratch(&ScratchRestoreRequest {
+            dir: root.join("rt-orders"),
+            backup_id: backup_id.clone(),
+        })
+        .await
+        .unwrap();
+    let start = StartRequest {
+        node: scratch.node(),
+        wait_ready_ms: Some(60_000),
+        recovered: None,
+    };
+    assert!(!node.start(&start).await.unwrap().already_running);
+    let db = Engine::Postgres
+        .connect("restore test", &scratch.dsn("postgres", "orders"), TIMEOUT)
+        .unwrap();
+    let state = wait_for(
+        "the restored copy to open",
+        Duration::from_secs(60),
+        || async { db.probe().await.ok().filter(|s| s.writable()) },
+    )
+    .await;
+    assert!(!state.standby);
+    db.close().await;
+    let conf = std::fs::read_to_string(scratch.data_dir.join("postgresql.conf")).unwrap();
+    assert!(
+        conf.contains("listen_addresses = ''"),
+        "no TCP listener: {conf}"
+    );
+    let teardown = TeardownRequest {
+        dir: scratch.dir.clone(),
+        port: scratch.port,
+    };
+    assert!(node.teardown_scratch(&teardown).await.unwrap().removed);
+    let _ = std::fs::remove_dir_all(&root);
 }

@@ -5,8 +5,8 @@
 //! everything that touches a database host's processes or files — node
 //! status, stop, start, rewind or re-clone as a standby of a given primary,
 //! configure as a standby, restore a verified backup into a data
-//! directory, a scratch clone for a drill and its teardown, the hard
-//! fence. Every action is idempotent and safe to repeat after a crash.
+//! directory, a scratch copy for a drill (a clone) or a restore test (a
+//! restored backup) and its teardown, the hard fence. Every action is idempotent and safe to repeat after a crash.
 //! Inputs and outputs are serde types: the agent (`drctl agent`, issue 17)
 //! implements the same trait beside each database and the orchestrator
 //! reaches it over HTTP, so the orchestrator's host needs no database
@@ -50,8 +50,8 @@ pub use local::{
 pub use node::{
     CloneRequest, Dsn, HardFenceMethod, HardFenceRequest, HardFenced, HookRun, NodeActions,
     NodeError, NodeErrorKind, NodeRef, NodeStatus, RecoveredServer, RestoreRequest, Restored,
-    ResyncMethod, ResyncRequest, Resynced, ScratchClone, StandbyConfigured, StandbyRequest,
-    StartRequest, Started, StopMode, Stopped, TeardownRequest, TornDown,
+    ResyncMethod, ResyncRequest, Resynced, ScratchClone, ScratchRestoreRequest, StandbyConfigured,
+    StandbyRequest, StartRequest, Started, StopMode, Stopped, TeardownRequest, TornDown,
 };
 pub use position::{HeartbeatPoint, Position};
 pub use postgres::{pg_basebackup_positions, Postgres};

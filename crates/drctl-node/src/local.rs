@@ -356,6 +356,47 @@ impl NodeActions for LocalNode {
         .await
     }
 
+    async fn restore_scratch(
+        &self,
+        req: &ScratchRestoreRequest,
+    ) -> Result<ScratchClone, NodeError> {
+        let backups = self.backups.clone().ok_or_else(|| {
+            NodeError::new(
+                NodeErrorKind::Missing,
+                "this node has no backup source to restore from",
+            )
+        })?;
+        let bin = self.bin()?;
+        let started = Instant::now();
+        let (dir, port) = (req.dir.clone(), drctl_pg::os::free_port());
+        let data_dir = dir.join("data");
+        let cluster = PgCluster::new("restore test", data_dir.clone(), port, bin);
+        let (c, d) = (cluster.clone(), dir.clone());
+        blocking(move || {
+            // A rerun starts over from a fresh private directory.
+            let _ = c.stop("immediate");
+            let _ = std::fs::remove_dir_all(&d);
+            let root = d.parent().unwrap_or(Path::new("/"));
+            drctl_pg::os::prepare_scratch_root(root)?;
+            drctl_pg::os::private_run_dir(&d)?;
+            Ok(())
+        })
+        .await?;
+        backups
+            .restore_verified(&req.backup_id, &data_dir)
+            .await
+            .map_err(NodeError::failed)?;
+        let c = cluster.clone();
+        blocking(move || Ok(c.adopt_restored()?)).await?;
+        Ok(ScratchClone {
+            bytes: dir_size(&data_dir),
+            dir,
+            data_dir,
+            port,
+            took_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
     async fn teardown_scratch(&self, req: &TeardownRequest) -> Result<TornDown, NodeError> {
         let dir = req.dir.clone();
         if !dir.exists() {

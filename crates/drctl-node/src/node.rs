@@ -306,6 +306,16 @@ impl ScratchClone {
     }
 }
 
+/// Restore a verified backup into an isolated scratch copy (a restore
+/// test): drctl's own configuration only, reachable only by drctl over a
+/// private socket, opening read-write at the backup's consistent point.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScratchRestoreRequest {
+    /// As [`CloneRequest::dir`]: whatever an earlier attempt left is replaced.
+    pub dir: PathBuf,
+    pub backup_id: String,
+}
+
 /// Tear a scratch copy down: stop it, remove its directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TeardownRequest {
@@ -410,6 +420,11 @@ pub trait NodeActions: Send + Sync {
     /// Makes an isolated scratch copy of a server (a drill's clone; stopped:
     /// [`NodeActions::start`] it).
     async fn clone_scratch(&self, req: &CloneRequest) -> Result<ScratchClone, NodeError>;
+
+    /// Restores a verified backup into an isolated scratch copy (a restore
+    /// test; stopped: [`NodeActions::start`] it, connect as `postgres`).
+    async fn restore_scratch(&self, req: &ScratchRestoreRequest)
+        -> Result<ScratchClone, NodeError>;
 
     /// Stops a scratch copy and removes its directory; gone already is
     /// success.
