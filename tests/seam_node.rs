@@ -255,6 +255,13 @@ async fn an_old_primary_is_rewound_and_rejoined_as_a_standby_of_the_promoted_one
 
     let old = NodeRef::for_service(&service(&lab), REGION_A).expect("the lab names data_dir");
     assert_eq!(old.data_dir, lab.cluster("orders", REGION_A).data_dir);
+    // The policy's hard fence: the local server when asked, the hook (none here).
+    let fence = HardFenceRequest::for_service(&service(&lab), REGION_A, "op-seam", true);
+    assert_eq!(fence.node.as_ref(), Some(&old));
+    assert!(
+        fence.hook.is_none() && fence.hook_timeout_ms > 0,
+        "{fence:?}"
+    );
     let status = node.status(&old).await.unwrap();
     assert!(status.running && status.initialized, "{status:?}");
     assert_eq!(status.dataset_id.as_deref(), Some(id.as_str()));

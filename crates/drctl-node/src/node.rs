@@ -346,6 +346,28 @@ pub struct HardFenceRequest {
     pub hook_timeout_ms: u64,
 }
 
+impl HardFenceRequest {
+    /// The hard fence of `service`'s server in `region` as its policy
+    /// says (`[services.failover] fence_hook` and `fence_hook_timeout`),
+    /// stopping it directly when its data directory is configured
+    /// ([`NodeRef::for_service`]) and on this node.
+    pub fn for_service(
+        service: &drctl_config::Service,
+        region: &str,
+        operation_id: &str,
+        stop_local_server: bool,
+    ) -> Self {
+        HardFenceRequest {
+            service: service.name.clone(),
+            region: region.to_string(),
+            operation_id: operation_id.to_string(),
+            node: NodeRef::for_service(service, region).filter(|_| stop_local_server),
+            hook: service.failover.fence_hook.clone(),
+            hook_timeout_ms: service.failover.fence_hook_timeout.as_millis() as u64,
+        }
+    }
+}
+
 /// How a hard fence was done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
