@@ -1,11 +1,13 @@
 //! The heartbeat map and RPO exposure.
 //!
-//! The map is a series of `(primary time, primary flushed LSN)` points, all
-//! read on the primary, so time on it is the primary's clock alone. A
-//! standby's durable LSN is placed on the map: the moment the primary's
+//! The map is a series of `(primary time, primary durable position)`
+//! points, all read on the primary, so time on it is the primary's clock
+//! alone. Positions are engine-neutral ([`Position`]: a PostgreSQL LSN, a
+//! MariaDB GTID sequence number), so the map serves every datastore. A
+//! standby's durable position is placed on the map: the moment the primary's
 //! flushed position passed it is when the oldest commit the standby lacks was
 //! made; exposure is the primary's "now" minus that moment. No wall clock
-//! but the primary's is read: an idle primary (no new WAL) has exposure zero
+//! but the primary's is read: an idle primary (no new changes) has exposure zero
 //! however long it idles, and clock skew between hosts cannot leak in.
 //!
 //! When the primary's clock is *stepped* (an NTP step, a restart with
@@ -18,7 +20,7 @@
 
 use std::collections::VecDeque;
 
-use drctl_pg::{HeartbeatPoint, Lsn};
+use drctl_node::{HeartbeatPoint, Position};
 
 /// Exposure of one standby: microseconds of commits it lacks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,14 +64,18 @@ impl HeartbeatMap {
     }
 
     /// Adds a point (from history: [`Self::record_observed`] for live ones).
+    /// Points and positions are taken as anything that converts into the
+    /// neutral types, so drctl-pg's own (`HeartbeatPoint`, `Lsn`) still
+    /// serve callers that read PostgreSQL directly.
     /// A position behind the newest one means a different
     /// server history (a restored or re-cloned primary): the old map no
     /// longer describes it, so it starts over. A time behind the newest
     /// (the primary's clock stepped back) is held at the newest time, which
     /// keeps the map monotonic and errs towards larger exposure.
-    pub fn record(&mut self, mut point: HeartbeatPoint) {
+    pub fn record(&mut self, point: impl Into<HeartbeatPoint>) {
+        let mut point = point.into();
         if let Some(last) = self.points.back() {
-            if point.lsn < last.lsn {
+            if point.position < last.position {
                 self.points.clear();
                 self.last_observed = None;
             } else {
@@ -92,10 +98,11 @@ impl HeartbeatMap {
     /// first (see the module comment).
     pub fn record_observed(
         &mut self,
-        point: HeartbeatPoint,
+        point: impl Into<HeartbeatPoint>,
         sent: std::time::Instant,
         received: std::time::Instant,
     ) {
+        let point = point.into();
         if let Some((last, last_sent, last_received)) = self.last_observed {
             let us = |d: std::time::Duration| d.as_micros().min(i64::MAX as u128) as i64;
             // Real time between the two readings on the primary, bounded by
@@ -105,7 +112,7 @@ impl HeartbeatMap {
             let moved = point.primary_time_us - last.primary_time_us;
             let (step_min, step_max) = (moved - elapsed_max, moved - elapsed_min);
             let stepped = step_max < -CLOCK_STEP_TOLERANCE_US || step_min > CLOCK_STEP_TOLERANCE_US;
-            if stepped && point.lsn >= last.lsn {
+            if stepped && point.position >= last.position {
                 // The smallest step consistent with the instants: history
                 // lands at or before where it truly belongs.
                 let shift = step_min;
@@ -124,16 +131,22 @@ impl HeartbeatMap {
 
     /// Drops points no longer needed to place any position at or after
     /// `durable` (positions only move forward).
-    pub fn forget_before(&mut self, durable: Lsn) {
-        while self.points.len() >= 2 && self.points[1].lsn <= durable {
+    pub fn forget_before(&mut self, durable: impl Into<Position>) {
+        let durable = durable.into();
+        while self.points.len() >= 2 && self.points[1].position <= durable {
             self.points.pop_front();
         }
     }
 
     /// Exposure of a standby holding WAL up to `durable`, as of the primary's
     /// `now` (its clock and flushed position, read after the standby's).
-    pub fn exposure(&self, durable: Lsn, now: HeartbeatPoint) -> Exposure {
-        if durable >= now.lsn {
+    pub fn exposure(
+        &self,
+        durable: impl Into<Position>,
+        now: impl Into<HeartbeatPoint>,
+    ) -> Exposure {
+        let (durable, now) = (durable.into(), now.into());
+        if durable >= now.position {
             return Exposure {
                 us: 0,
                 lower_bound: false,
@@ -156,22 +169,22 @@ impl HeartbeatMap {
         }
     }
 
-    /// When the primary's flushed position passed `lsn`, interpolating
+    /// When the primary's durable position passed `position`, interpolating
     /// linearly between the points around it; `None` before the map starts.
-    fn time_at(&self, lsn: Lsn, now: HeartbeatPoint) -> Option<i64> {
-        // The last point at or before `lsn`: with runs of equal positions (an
+    fn time_at(&self, position: Position, now: HeartbeatPoint) -> Option<i64> {
+        // The last point at or before `position`: with runs of equal positions (an
         // idle primary) that is the latest time the primary was still there.
-        let idx = self.points.partition_point(|p| p.lsn <= lsn);
+        let idx = self.points.partition_point(|p| p.position <= position);
         if idx == 0 {
             return None;
         }
         let before = self.points[idx - 1];
         let after = self.points.get(idx).copied().unwrap_or(now);
-        if after.lsn <= before.lsn {
+        if after.position <= before.position {
             return Some(before.primary_time_us);
         }
-        let span_bytes = (after.lsn.0 - before.lsn.0) as f64;
-        let into = (lsn.0 - before.lsn.0) as f64;
+        let span_bytes = (after.position.ordinal() - before.position.ordinal()) as f64;
+        let into = (position.ordinal() - before.position.ordinal()) as f64;
         let span_us = (after.primary_time_us - before.primary_time_us) as f64;
         Some(before.primary_time_us + (span_us * into / span_bytes).round() as i64)
     }
@@ -184,7 +197,7 @@ mod tests {
     fn p(t_s: f64, lsn: u64) -> HeartbeatPoint {
         HeartbeatPoint {
             primary_time_us: (t_s * 1e6) as i64,
-            lsn: Lsn(lsn),
+            position: Position::from_ordinal(lsn),
         }
     }
 
@@ -208,7 +221,7 @@ mod tests {
         m.record_observed(p(101.0, 6_000_000), at(6.0), at(6.001));
         // A standby at 3 MB lacks what was written since 3 s before the
         // step, i.e. 4 s before "now" at 6 MB (clock now 101.0 = real 106).
-        let e = m.exposure(Lsn(3_000_000), p(101.0, 6_000_000));
+        let e = m.exposure(Position::from_ordinal(3_000_000), p(101.0, 6_000_000));
         assert!(!e.lower_bound);
         assert!(
             (3_000_000..=3_010_000).contains(&e.us),
@@ -233,7 +246,7 @@ mod tests {
     #[test]
     fn caught_up_standby_has_zero_exposure() {
         let m = map(&[p(0.0, 100), p(1.0, 200)]);
-        assert_eq!(m.exposure(Lsn(300), p(2.0, 300)).us, 0);
+        assert_eq!(m.exposure(Position::from_ordinal(300), p(2.0, 300)).us, 0);
     }
 
     #[test]
@@ -242,7 +255,7 @@ mod tests {
         let pts: Vec<_> = (0..3600).map(|s| p(s as f64, 500)).collect();
         let m = map(&pts);
         assert_eq!(
-            m.exposure(Lsn(500), p(3600.0, 500)),
+            m.exposure(Position::from_ordinal(500), p(3600.0, 500)),
             Exposure {
                 us: 0,
                 lower_bound: false
@@ -255,7 +268,7 @@ mod tests {
         // Steady writes, 100 bytes a second; the standby stopped at t=3.
         let pts: Vec<_> = (0..=10).map(|s| p(s as f64, 1000 + 100 * s)).collect();
         let m = map(&pts);
-        let e = m.exposure(Lsn(1300), p(10.0, 2000));
+        let e = m.exposure(Position::from_ordinal(1300), p(10.0, 2000));
         assert_eq!(
             e,
             Exposure {
@@ -269,7 +282,7 @@ mod tests {
     fn interpolates_between_points() {
         let m = map(&[p(0.0, 0), p(1.0, 1000)]);
         // 250 bytes into a second of 1000 bytes: the primary passed it at 0.25 s.
-        let e = m.exposure(Lsn(250), p(2.0, 2000));
+        let e = m.exposure(Position::from_ordinal(250), p(2.0, 2000));
         assert_eq!(e.us, 1_750_000);
     }
 
@@ -278,14 +291,14 @@ mod tests {
         // Idle at 500 from t=0 to t=5, then a burst: the standby at 500 lacks
         // only what came after t=5, not since t=0.
         let m = map(&[p(0.0, 500), p(5.0, 500), p(6.0, 900)]);
-        let e = m.exposure(Lsn(500), p(6.0, 900));
+        let e = m.exposure(Position::from_ordinal(500), p(6.0, 900));
         assert_eq!(e.us, 1_000_000);
     }
 
     #[test]
     fn behind_the_map_is_a_lower_bound() {
         let m = map(&[p(10.0, 1000), p(11.0, 1100)]);
-        let e = m.exposure(Lsn(10), p(12.0, 1200));
+        let e = m.exposure(Position::from_ordinal(10), p(12.0, 1200));
         assert_eq!(
             e,
             Exposure {
@@ -306,14 +319,20 @@ mod tests {
     fn clock_stepping_back_never_shrinks_time() {
         let m = map(&[p(10.0, 100), p(9.0, 200)]);
         assert_eq!(m.oldest().unwrap().primary_time_us, 10_000_000);
-        assert_eq!(m.exposure(Lsn(150), p(11.0, 300)).us, 1_000_000);
+        assert_eq!(
+            m.exposure(Position::from_ordinal(150), p(11.0, 300)).us,
+            1_000_000
+        );
     }
 
     #[test]
     fn forgetting_keeps_the_point_that_places_the_standby() {
         let mut m = map(&[p(0.0, 0), p(1.0, 100), p(2.0, 200), p(3.0, 300)]);
-        m.forget_before(Lsn(250));
+        m.forget_before(Position::from_ordinal(250));
         assert_eq!(m.oldest(), Some(p(2.0, 200)));
-        assert_eq!(m.exposure(Lsn(250), p(4.0, 400)).us, 1_500_000);
+        assert_eq!(
+            m.exposure(Position::from_ordinal(250), p(4.0, 400)).us,
+            1_500_000
+        );
     }
 }

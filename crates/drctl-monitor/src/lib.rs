@@ -7,6 +7,10 @@
 //! derives the RPO exposure of each standby (see [`exposure`]), keeps a live
 //! view per service for the API, and hands every sample to the state store.
 //!
+//! It reads every server through the datastore seam ([`drctl_node::Datastore`],
+//! opened by [`drctl_node::connect`]) and keeps engine-neutral positions, so
+//! a second engine plugs in below without a change here.
+//!
 //! One task per cluster: a database that hangs or refuses costs its own
 //! services a timeout and an `unknown` status, never the others' samples.
 //! Cold services and services without a datastore are listed with the reason

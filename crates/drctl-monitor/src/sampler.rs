@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use drctl_config::Service;
-use drctl_pg::{Lsn, PgEndpoint, PrimaryPosition, StandbyPosition};
+use drctl_node::{Datastore, Position, PrimaryPosition, StandbyPosition};
 use drctl_store::LagSample;
 use tokio::sync::{mpsc, watch};
 
@@ -28,15 +28,12 @@ const MAP_POINTS_PER_INTERVAL: u32 = 4;
 /// How often heartbeats older than a day are deleted from the primary.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const HEARTBEAT_KEEP: Duration = Duration::from_secs(24 * 3600);
-/// WAL a primary may write after our heartbeat and still count as idle: the
-/// records PostgreSQL writes by itself on an idle server (a running-xacts
-/// snapshot after our commit, a checkpoint) come to a few hundred bytes.
-/// Without this slack each heartbeat would provoke the next one forever.
-const IDLE_WAL_SLACK: u64 = 1024;
 
+/// The cluster's servers, each through the datastore seam: the sampler
+/// knows no engine, [`drctl_node::connect`] picks it from the service.
 struct Endpoints {
-    primary: PgEndpoint,
-    standbys: Vec<(String, PgEndpoint)>,
+    primary: Box<dyn Datastore>,
+    standbys: Vec<(String, Box<dyn Datastore>)>,
 }
 
 fn connect_endpoints(
@@ -44,18 +41,8 @@ fn connect_endpoints(
     primary: &str,
     timeout: Duration,
 ) -> Result<Endpoints, String> {
-    let endpoint = |region: &str| -> Result<PgEndpoint, String> {
-        let source = service
-            .postgres
-            .get(region)
-            .ok_or_else(|| format!("no PostgreSQL connection configured for region {region}"))?;
-        let dsn = source.resolve().map_err(|e| e.to_string())?;
-        PgEndpoint::new(
-            format!("{}@{region}", service.cluster),
-            dsn.expose(),
-            timeout,
-        )
-        .map_err(|e| e.to_string())
+    let endpoint = |region: &str| -> Result<Box<dyn Datastore>, String> {
+        drctl_node::connect(service, region, timeout).map_err(|e| e.to_string())
     };
     Ok(Endpoints {
         primary: endpoint(primary)?,
@@ -111,7 +98,7 @@ pub(crate) async fn sample_cluster(
     // while its position stays there, and then no heartbeat is written (an
     // idle primary is left idle, and its standbys' replay timestamps age as
     // they would without drctl).
-    let mut after_last_heartbeat = Lsn(0);
+    let mut after_last_heartbeat = Position::ZERO;
     let mut last_prune: Option<Instant> = None;
     let mut breach: Vec<BreachClock> = vec![BreachClock::default(); members.len()];
 
@@ -145,7 +132,7 @@ pub(crate) async fn sample_cluster(
             }
             map = HeartbeatMap::new();
             map_loaded = false;
-            after_last_heartbeat = Lsn(0);
+            after_last_heartbeat = Position::ZERO;
         }
         if endpoints.is_none() {
             match connect_endpoints(&service, &primary_region, cfg.probe_timeout) {
@@ -220,24 +207,24 @@ pub(crate) async fn sample_cluster(
             };
             match &read {
                 Ok(sb) => {
-                    s.standby_durable_lsn = Some(sb.durable_lsn.0 as i64);
-                    s.standby_replay_lsn = Some(sb.replay_lsn.0 as i64);
+                    s.standby_durable_lsn = Some(sb.durable.ordinal() as i64);
+                    s.standby_replay_lsn = Some(sb.applied.ordinal() as i64);
                     s.naive_replay_delay_us = sb.naive_replay_delay_us;
-                    s.wal_receiver = sb.wal_receiver.clone();
+                    s.wal_receiver = sb.receiver.clone();
                 }
                 Err(e) => s.error = Some(e.clone()),
             }
             match (&primary, &read) {
                 (Ok(p), Ok(sb)) => {
-                    let exposure = map.exposure(sb.durable_lsn, p.point);
-                    let replay = map.exposure(sb.replay_lsn, p.point);
+                    let exposure = map.exposure(sb.durable, p.point);
+                    let replay = map.exposure(sb.applied, p.point);
                     s.primary_time = Some(time_of(p.point.primary_time_us));
-                    s.primary_lsn = Some(p.point.lsn.0 as i64);
+                    s.primary_lsn = Some(p.point.position.ordinal() as i64);
                     s.rpo_exposure_us = Some(exposure.us);
                     s.exposure_lower_bound = exposure.lower_bound;
                     s.replay_lag_us = Some(replay.us);
-                    s.byte_lag = Some(p.point.lsn.bytes_after(sb.durable_lsn) as i64);
-                    s.replay_byte_lag = Some(p.point.lsn.bytes_after(sb.replay_lsn) as i64);
+                    s.byte_lag = Some(p.point.position.distance_after(sb.durable) as i64);
+                    s.replay_byte_lag = Some(p.point.position.distance_after(sb.applied) as i64);
                 }
                 (Err(e), _) => {
                     s.error = Some(match &s.error {
@@ -252,13 +239,16 @@ pub(crate) async fn sample_cluster(
 
         // The map only needs to reach back to the least advanced standby.
         if let Some(oldest) = samples.iter().filter_map(|s| s.standby_durable_lsn).min() {
-            map.forget_before(Lsn(oldest.max(0) as u64));
+            map.forget_before(Position::from_ordinal(oldest.max(0) as u64));
         }
 
         // Heartbeat when the primary wrote something since the last one.
         if let Ok(p) = &primary {
-            if p.point.lsn.bytes_after(after_last_heartbeat) > IDLE_WAL_SLACK
-                || after_last_heartbeat == Lsn(0)
+            // What a primary writes by itself after our heartbeat still
+            // counts as idle (the engine says how much that is).
+            let idle_slack = ep.primary.engine().idle_slack();
+            if p.point.position.distance_after(after_last_heartbeat) > idle_slack
+                || after_last_heartbeat == Position::ZERO
             {
                 let sent = Instant::now();
                 match ep.primary.write_heartbeat().await {

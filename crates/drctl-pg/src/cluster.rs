@@ -55,6 +55,16 @@ pub fn find_pg_bin() -> Result<PathBuf> {
     })
 }
 
+/// Where a server recovered for the connection `dsn` listens: the DSN's
+/// host when it is an IP literal, else every address (`*`).
+pub fn listen_address_of(dsn: &str) -> String {
+    use std::str::FromStr;
+    sqlx::postgres::PgConnectOptions::from_str(dsn)
+        .ok()
+        .and_then(|o| o.get_host().parse::<std::net::IpAddr>().ok())
+        .map_or_else(|| "*".to_string(), |ip| ip.to_string())
+}
+
 /// Whether a cluster was created as a primary or cloned as a standby.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -562,18 +572,31 @@ impl PgCluster {
     /// stay (they name who may connect, and run nothing); a backup without
     /// them (configuration kept in /etc) gets password authentication only.
     pub fn adopt_recovered(&self, dsn: &str) -> Result<()> {
+        self.adopt_recovered_listening(&listen_address_of(dsn))
+    }
+
+    /// [`PgCluster::adopt_recovered`] listening on `listen`
+    /// (`listen_addresses`: an address, or `*`), for a caller that has no
+    /// DSN to hand (a node action carries only the address).
+    pub fn adopt_recovered_listening(&self, listen: &str) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        use std::str::FromStr;
+        // Written into postgresql.conf: addresses only, never a quote that
+        // could end the value and add a setting.
+        if listen.is_empty()
+            || !listen
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '*' | ',' | ' '))
+        {
+            return Err(LabError::Other(format!(
+                "{listen:?} is not a list of addresses to listen on (IP literals or *)"
+            )));
+        }
         std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io_err(format!("chmod of {}", self.data_dir.display())))?;
         for signal in ["standby.signal", "recovery.signal", "postmaster.pid"] {
             let _ = std::fs::remove_file(self.data_dir.join(signal));
         }
         self.drop_socket_locks();
-        let listen = sqlx::postgres::PgConnectOptions::from_str(dsn)
-            .ok()
-            .and_then(|o| o.get_host().parse::<std::net::IpAddr>().ok())
-            .map_or_else(|| "*".to_string(), |ip| ip.to_string());
         let conf = format!(
             "# Written by drctl for a server recovered from a backup; the backed-up\n\
              # configuration is not used (see `drctl recover` in the README).\n\
