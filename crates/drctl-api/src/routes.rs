@@ -15,10 +15,10 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use drctl_monitor::compliance::Compliance;
 use drctl_monitor::ServiceView;
-use drctl_store::{
-    AuditEntry, AuditVerification, BackupRecord, ExposureStats, LagSample, RestoreTestRecord,
-    ScheduleRun,
+use drctl_store::states::{
+    BackupStatus, EvidenceStatus, MonitorStatus, RestoreTestStatus, VerificationStatus,
 };
+use drctl_store::{AuditVerification, BackupRecord, ExposureStats, LagSample};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -27,6 +27,7 @@ use utoipa_axum::routes;
 
 use crate::docs::{NotFound, ReadErrors};
 use crate::error::ApiPath;
+use crate::views::{AuditEntryView, BackupView, DaemonView, RestoreTestView, ScheduleRunView};
 use crate::{ApiError, ApiState};
 
 /// The documented routes, and the OpenAPI document they make.
@@ -144,7 +145,7 @@ pub(crate) struct ClusterAnswer {
     /// The leader as the store names it; `null` during an election.
     leader: Option<crate::leader::LeaderView>,
     /// Every daemon seen within three lease times.
-    daemons: Vec<drctl_store::DaemonRecord>,
+    daemons: Vec<DaemonView>,
     /// The leader lease (`[failover] lease`): how long a dead leader is
     /// waited for.
     lease_s: f64,
@@ -166,7 +167,7 @@ async fn cluster(State(state): State<ApiState>) -> Json<ClusterAnswer> {
             leading_since: s.leading_since.filter(|_| s.leading),
         },
         leader: s.leader,
-        daemons: s.daemons,
+        daemons: s.daemons.iter().map(DaemonView::from).collect(),
         lease_s: l.lease_time().as_secs_f64(),
     })
 }
@@ -251,7 +252,7 @@ impl From<ExposureStats> for Window {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct StandbyFigures {
     region: String,
-    status: String,
+    status: MonitorStatus,
     exposure_s: Option<f64>,
     exposure_is_lower_bound: bool,
     replay_lag_s: Option<f64>,
@@ -268,7 +269,7 @@ impl From<&LagSample> for StandbyFigures {
     fn from(s: &LagSample) -> Self {
         StandbyFigures {
             region: s.standby_region.clone(),
-            status: s.status.clone(),
+            status: s.status,
             exposure_s: secs(s.rpo_exposure_us),
             exposure_is_lower_bound: s.exposure_lower_bound,
             replay_lag_s: secs(s.replay_lag_us),
@@ -299,8 +300,7 @@ pub(crate) struct RpoFigures {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct RtoFigures {
     target_s: f64,
-    /// `ok`, `at_risk`, `breach` or `unknown`.
-    status: String,
+    status: MonitorStatus,
     reason: Option<String>,
     measured_s: Option<f64>,
     /// What measured it: `drill op-…`, `failover op-…`, `restore_test rt-…`.
@@ -313,9 +313,9 @@ pub(crate) struct RtoFigures {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct BackupRef {
     id: String,
-    status: Option<String>,
+    status: Option<BackupStatus>,
     ended_at: Option<DateTime<Utc>>,
-    verification: Option<String>,
+    verification: Option<VerificationStatus>,
     stop_lsn: Option<String>,
     stored_bytes: Option<i64>,
 }
@@ -324,7 +324,7 @@ pub(crate) struct BackupRef {
 pub(crate) struct RestoreTestRef {
     id: String,
     backup_id: String,
-    status: String,
+    status: RestoreTestStatus,
     ended_at: Option<DateTime<Utc>>,
     time_to_ready_s: Option<f64>,
     error: Option<String>,
@@ -341,9 +341,9 @@ pub(crate) struct BackupFigures {
 fn backup_ref(b: &BackupRecord) -> BackupRef {
     BackupRef {
         id: b.id.clone(),
-        status: Some(b.status.clone()),
+        status: Some(b.status),
         ended_at: b.ended_at,
-        verification: b.verification.clone(),
+        verification: b.verification,
         stop_lsn: b.stop_lsn.clone(),
         stored_bytes: b.stored_bytes,
     }
@@ -355,8 +355,8 @@ pub(crate) struct ServiceFigures {
     service: String,
     /// `hot`, `warm` or `cold`.
     tier: String,
-    /// RPO status now: `ok`, `at_risk`, `breach`, `unknown`.
-    status: String,
+    /// RPO status now.
+    status: MonitorStatus,
     compliance: Compliance,
     rpo: RpoFigures,
     rto: RtoFigures,
@@ -377,7 +377,7 @@ pub(crate) fn service_figures(
     ServiceFigures {
         service: v.service.clone(),
         tier: v.tier.to_string(),
-        status: v.status.as_str().to_string(),
+        status: v.status,
         compliance: drctl_monitor::compliance::assess(v, every, now),
         rpo: RpoFigures {
             target_s: v.rpo_target.as_secs_f64(),
@@ -391,7 +391,7 @@ pub(crate) fn service_figures(
         },
         rto: RtoFigures {
             target_s: v.rto_target.as_secs_f64(),
-            status: v.rto_status.as_str().to_string(),
+            status: v.rto_status,
             reason: v.rto_reason.clone(),
             measured_s: secs(v.rto_measured_us),
             source: v.rto_source.clone(),
@@ -410,7 +410,7 @@ pub(crate) fn service_figures(
             latest_restore_test: e.latest_restore_test.as_ref().map(|t| RestoreTestRef {
                 id: t.id.clone(),
                 backup_id: t.backup_id.clone(),
-                status: t.status.clone(),
+                status: t.status,
                 ended_at: t.ended_at,
                 time_to_ready_s: secs(t.time_to_ready_us),
                 error: t.error.clone(),
@@ -429,7 +429,7 @@ pub(crate) struct Summary {
     services: usize,
     /// How many services have each compliance status.
     #[schema(value_type = Object)]
-    by_status: std::collections::BTreeMap<String, usize>,
+    by_status: std::collections::BTreeMap<&'static str, usize>,
     /// Services whose drill or restore test is fresh.
     covered_by_fresh_evidence: usize,
 }
@@ -497,12 +497,12 @@ fn rpo_rto_now(state: &ApiState) -> RpoRtoResponse {
     let mut by_status = std::collections::BTreeMap::new();
     for s in &services {
         *by_status
-            .entry(s.compliance.status.to_string())
+            .entry(<&'static str>::from(s.compliance.status))
             .or_default() += 1;
     }
     let covered_by_fresh_evidence = services
         .iter()
-        .filter(|s| s.compliance.evidence.status == "fresh")
+        .filter(|s| s.compliance.evidence.status == EvidenceStatus::Fresh)
         .count();
     RpoRtoResponse {
         generated_at: now,
@@ -605,7 +605,7 @@ pub(crate) fn known_service(state: &ApiState, name: &str) -> Result<(), ApiError
 pub(crate) struct LagPoint {
     sampled_at: DateTime<Utc>,
     standby_region: String,
-    status: String,
+    status: MonitorStatus,
     exposure_s: Option<f64>,
     exposure_is_lower_bound: bool,
     replay_lag_s: Option<f64>,
@@ -677,7 +677,7 @@ async fn lag_history(
         .map(|s| LagPoint {
             sampled_at: s.sampled_at,
             standby_region: s.standby_region.clone(),
-            status: s.status.clone(),
+            status: s.status,
             exposure_s: secs(s.rpo_exposure_us),
             exposure_is_lower_bound: s.exposure_lower_bound,
             replay_lag_s: secs(s.replay_lag_us),
@@ -796,7 +796,7 @@ fn evidence_query(
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct BackupList {
-    backups: Vec<BackupRecord>,
+    backups: Vec<BackupView>,
     /// The next (older) page, when this one was full.
     next: Option<String>,
 }
@@ -821,14 +821,14 @@ async fn backups(
         &[],
     );
     Ok(Json(BackupList {
-        backups: list,
+        backups: list.iter().map(BackupView::from).collect(),
         next,
     }))
 }
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct RestoreTestList {
-    restore_tests: Vec<RestoreTestRecord>,
+    restore_tests: Vec<RestoreTestView>,
     /// The next (older) page, when this one was full.
     next: Option<String>,
 }
@@ -853,14 +853,14 @@ async fn restore_tests(
         &[],
     );
     Ok(Json(RestoreTestList {
-        restore_tests: list,
+        restore_tests: list.iter().map(RestoreTestView::from).collect(),
         next,
     }))
 }
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ScheduleRunList {
-    schedule_runs: Vec<ScheduleRun>,
+    schedule_runs: Vec<ScheduleRunView>,
     /// The next (older) page, when this one was full.
     next: Option<String>,
 }
@@ -885,7 +885,7 @@ async fn schedule_runs(
         &[],
     );
     Ok(Json(ScheduleRunList {
-        schedule_runs: list,
+        schedule_runs: list.iter().map(ScheduleRunView::from).collect(),
         next,
     }))
 }
@@ -910,7 +910,7 @@ pub(crate) struct AuditQuery {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AuditPage {
     /// Newest first.
-    entries: Vec<AuditEntry>,
+    entries: Vec<AuditEntryView>,
     /// The next (older) page, when this one was full.
     next: Option<String>,
 }
@@ -965,6 +965,7 @@ async fn audit_log(
             }
             link
         });
+    let entries = entries.iter().map(AuditEntryView::from).collect();
     Ok(Json(AuditPage { entries, next }))
 }
 
