@@ -948,14 +948,19 @@ schedule = "* * * * *"
         started[0].due_at, minute,
         "the latest due time is the one run"
     );
-    let missed = runs.iter().filter(|r| r.status == drctl_store::states::ScheduleRunStatus::Missed).count();
+    let missed = runs
+        .iter()
+        .filter(|r| r.status == drctl_store::states::ScheduleRunStatus::Missed)
+        .count();
     assert!(
         missed >= 1000,
         "the missed due times are recorded ({missed})"
     );
     assert!(
-        runs.iter()
-            .any(|r| r.status == drctl_store::states::ScheduleRunStatus::Missed && r.due_at == week_ago + TimeDelta::minutes(1)),
+        runs.iter().any(
+            |r| r.status == drctl_store::states::ScheduleRunStatus::Missed
+                && r.due_at == week_ago + TimeDelta::minutes(1)
+        ),
         "the oldest missed due time is on record too"
     );
     store.close().await;
