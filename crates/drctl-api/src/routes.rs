@@ -15,10 +15,8 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use drctl_monitor::compliance::Compliance;
 use drctl_monitor::ServiceView;
-use drctl_store::states::{
-    BackupStatus, EvidenceStatus, MonitorStatus, RestoreTestStatus, VerificationStatus,
-};
-use drctl_store::{AuditVerification, BackupRecord, ExposureStats, LagSample};
+use drctl_store::states::{EvidenceStatus, MonitorStatus};
+use drctl_store::{AuditVerification, ExposureStats};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -27,7 +25,10 @@ use utoipa_axum::routes;
 
 use crate::docs::{NotFound, ReadErrors};
 use crate::error::ApiPath;
-use crate::views::{AuditEntryView, BackupView, DaemonView, RestoreTestView, ScheduleRunView};
+use crate::views::{
+    secs, AuditEntryView, BackupRef, BackupView, DaemonView, LagPoint, RestoreTestRef,
+    RestoreTestView, ScheduleRunView, StandbyFigures,
+};
 use crate::{ApiError, ApiState};
 
 /// The documented routes, and the OpenAPI document they make.
@@ -224,10 +225,6 @@ async fn services(
     Json(ServicesResponse { services })
 }
 
-fn secs(us: Option<i64>) -> Option<f64> {
-    us.map(|us| us as f64 / 1e6)
-}
-
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Window {
     samples: u64,
@@ -245,39 +242,6 @@ impl From<ExposureStats> for Window {
             p50_s: secs(s.p50_us),
             p99_s: secs(s.p99_us),
             max_s: secs(s.max_us),
-        }
-    }
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct StandbyFigures {
-    region: String,
-    status: MonitorStatus,
-    exposure_s: Option<f64>,
-    exposure_is_lower_bound: bool,
-    replay_lag_s: Option<f64>,
-    byte_lag: Option<i64>,
-    replay_byte_lag: Option<i64>,
-    wal_receiver: Option<String>,
-    /// `now() - pg_last_xact_replay_timestamp()` on the standby, for
-    /// comparison only: it grows on an idle primary although nothing is lost.
-    naive_replay_delay_s: Option<f64>,
-    error: Option<String>,
-}
-
-impl From<&LagSample> for StandbyFigures {
-    fn from(s: &LagSample) -> Self {
-        StandbyFigures {
-            region: s.standby_region.clone(),
-            status: s.status,
-            exposure_s: secs(s.rpo_exposure_us),
-            exposure_is_lower_bound: s.exposure_lower_bound,
-            replay_lag_s: secs(s.replay_lag_us),
-            byte_lag: s.byte_lag,
-            replay_byte_lag: s.replay_byte_lag,
-            wal_receiver: s.wal_receiver.clone(),
-            naive_replay_delay_s: secs(s.naive_replay_delay_us),
-            error: s.error.clone(),
         }
     }
 }
@@ -311,42 +275,11 @@ pub(crate) struct RtoFigures {
 }
 
 #[derive(Serialize, ToSchema)]
-pub(crate) struct BackupRef {
-    id: String,
-    status: Option<BackupStatus>,
-    ended_at: Option<DateTime<Utc>>,
-    verification: Option<VerificationStatus>,
-    stop_lsn: Option<String>,
-    stored_bytes: Option<i64>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct RestoreTestRef {
-    id: String,
-    backup_id: String,
-    status: RestoreTestStatus,
-    ended_at: Option<DateTime<Utc>>,
-    time_to_ready_s: Option<f64>,
-    error: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
 pub(crate) struct BackupFigures {
     newest_backup: Option<BackupRef>,
     newest_verified_backup: Option<BackupRef>,
     newest_restore_tested_backup: Option<BackupRef>,
     latest_restore_test: Option<RestoreTestRef>,
-}
-
-fn backup_ref(b: &BackupRecord) -> BackupRef {
-    BackupRef {
-        id: b.id.clone(),
-        status: Some(b.status),
-        ended_at: b.ended_at,
-        verification: b.verification,
-        stop_lsn: b.stop_lsn.clone(),
-        stored_bytes: b.stored_bytes,
-    }
 }
 
 /// One service's figures against its targets, and its compliance.
@@ -404,17 +337,13 @@ pub(crate) fn service_figures(
             }),
         },
         backup: v.backup_evidence.as_ref().map(|e| BackupFigures {
-            newest_backup: e.newest_backup.as_ref().map(backup_ref),
-            newest_verified_backup: e.newest_verified_backup.as_ref().map(backup_ref),
-            newest_restore_tested_backup: e.newest_restore_tested_backup.as_ref().map(backup_ref),
-            latest_restore_test: e.latest_restore_test.as_ref().map(|t| RestoreTestRef {
-                id: t.id.clone(),
-                backup_id: t.backup_id.clone(),
-                status: t.status,
-                ended_at: t.ended_at,
-                time_to_ready_s: secs(t.time_to_ready_us),
-                error: t.error.clone(),
-            }),
+            newest_backup: e.newest_backup.as_ref().map(BackupRef::from),
+            newest_verified_backup: e.newest_verified_backup.as_ref().map(BackupRef::from),
+            newest_restore_tested_backup: e
+                .newest_restore_tested_backup
+                .as_ref()
+                .map(BackupRef::from),
+            latest_restore_test: e.latest_restore_test.as_ref().map(RestoreTestRef::from),
         }),
         sampled_at: v.sampled_at,
         primary_time: v.primary_time,
@@ -602,19 +531,6 @@ pub(crate) fn known_service(state: &ApiState, name: &str) -> Result<(), ApiError
 }
 
 #[derive(Serialize, ToSchema)]
-pub(crate) struct LagPoint {
-    sampled_at: DateTime<Utc>,
-    standby_region: String,
-    status: MonitorStatus,
-    exposure_s: Option<f64>,
-    exposure_is_lower_bound: bool,
-    replay_lag_s: Option<f64>,
-    byte_lag: Option<i64>,
-    naive_replay_delay_s: Option<f64>,
-    error: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
 pub(crate) struct LagHistory {
     service: String,
     since: DateTime<Utc>,
@@ -672,20 +588,7 @@ async fn lag_history(
         }
         None => store.lag_samples(&name, since, until, limit).await?,
     };
-    let points: Vec<LagPoint> = samples
-        .iter()
-        .map(|s| LagPoint {
-            sampled_at: s.sampled_at,
-            standby_region: s.standby_region.clone(),
-            status: s.status,
-            exposure_s: secs(s.rpo_exposure_us),
-            exposure_is_lower_bound: s.exposure_lower_bound,
-            replay_lag_s: secs(s.replay_lag_us),
-            byte_lag: s.byte_lag,
-            naive_replay_delay_s: secs(s.naive_replay_delay_us),
-            error: s.error.clone(),
-        })
-        .collect();
+    let points: Vec<LagPoint> = samples.iter().map(LagPoint::from).collect();
     Ok(Json(LagHistory {
         service: name,
         since,

@@ -4,13 +4,18 @@
 //!
 //! Field names, their order and the spelling of every state are the ones
 //! the API has always served (tests/api.rs and the crate's tests pin them);
-//! each type converts from its row with `From<&Row>`.
+//! each type converts from its row with `From<&Row>`. The answers that are
+//! computed rather than read (RPO/RTO figures, compliance, reports) stay
+//! with their handlers and use these for the records they cite.
 
 use chrono::{DateTime, Utc};
 use drctl_store::states::{
-    BackupStatus, OffsiteStatus, RestoreTestStatus, ScheduleRunStatus, VerificationStatus,
+    BackupStatus, MonitorStatus, OffsiteStatus, RestoreTestStatus, ScheduleRunStatus,
+    VerificationStatus,
 };
-use drctl_store::{AuditEntry, BackupRecord, DaemonRecord, RestoreTestRecord, ScheduleRun};
+use drctl_store::{
+    AuditEntry, BackupRecord, DaemonRecord, LagSample, RestoreTestRecord, ScheduleRun,
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -189,6 +194,123 @@ impl From<&AuditEntry> for AuditEntryView {
             detail: e.detail.clone(),
             prev_hash: e.prev_hash.clone(),
             hash: e.hash.clone(),
+        }
+    }
+}
+
+/// Microseconds as seconds, the unit the API serves durations in.
+pub(crate) fn secs(us: Option<i64>) -> Option<f64> {
+    us.map(|us| us as f64 / 1e6)
+}
+
+/// One standby's figures in a service's RPO/RTO answer.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct StandbyFigures {
+    region: String,
+    status: MonitorStatus,
+    exposure_s: Option<f64>,
+    exposure_is_lower_bound: bool,
+    replay_lag_s: Option<f64>,
+    byte_lag: Option<i64>,
+    replay_byte_lag: Option<i64>,
+    wal_receiver: Option<String>,
+    /// `now() - pg_last_xact_replay_timestamp()` on the standby, for
+    /// comparison only: it grows on an idle primary although nothing is lost.
+    naive_replay_delay_s: Option<f64>,
+    error: Option<String>,
+}
+
+impl From<&LagSample> for StandbyFigures {
+    fn from(s: &LagSample) -> Self {
+        StandbyFigures {
+            region: s.standby_region.clone(),
+            status: s.status,
+            exposure_s: secs(s.rpo_exposure_us),
+            exposure_is_lower_bound: s.exposure_lower_bound,
+            replay_lag_s: secs(s.replay_lag_us),
+            byte_lag: s.byte_lag,
+            replay_byte_lag: s.replay_byte_lag,
+            wal_receiver: s.wal_receiver.clone(),
+            naive_replay_delay_s: secs(s.naive_replay_delay_us),
+            error: s.error.clone(),
+        }
+    }
+}
+
+/// One point of a service's lag history (a sample, or a bucket's worst).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct LagPoint {
+    sampled_at: DateTime<Utc>,
+    standby_region: String,
+    status: MonitorStatus,
+    exposure_s: Option<f64>,
+    exposure_is_lower_bound: bool,
+    replay_lag_s: Option<f64>,
+    byte_lag: Option<i64>,
+    naive_replay_delay_s: Option<f64>,
+    error: Option<String>,
+}
+
+impl From<&LagSample> for LagPoint {
+    fn from(s: &LagSample) -> Self {
+        LagPoint {
+            sampled_at: s.sampled_at,
+            standby_region: s.standby_region.clone(),
+            status: s.status,
+            exposure_s: secs(s.rpo_exposure_us),
+            exposure_is_lower_bound: s.exposure_lower_bound,
+            replay_lag_s: secs(s.replay_lag_us),
+            byte_lag: s.byte_lag,
+            naive_replay_delay_s: secs(s.naive_replay_delay_us),
+            error: s.error.clone(),
+        }
+    }
+}
+
+/// A backup named as evidence in a service's RPO/RTO answer.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct BackupRef {
+    id: String,
+    status: Option<BackupStatus>,
+    ended_at: Option<DateTime<Utc>>,
+    verification: Option<VerificationStatus>,
+    stop_lsn: Option<String>,
+    stored_bytes: Option<i64>,
+}
+
+impl From<&BackupRecord> for BackupRef {
+    fn from(b: &BackupRecord) -> Self {
+        BackupRef {
+            id: b.id.clone(),
+            status: Some(b.status),
+            ended_at: b.ended_at,
+            verification: b.verification,
+            stop_lsn: b.stop_lsn.clone(),
+            stored_bytes: b.stored_bytes,
+        }
+    }
+}
+
+/// A restore test named as evidence in a service's RPO/RTO answer.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct RestoreTestRef {
+    id: String,
+    backup_id: String,
+    status: RestoreTestStatus,
+    ended_at: Option<DateTime<Utc>>,
+    time_to_ready_s: Option<f64>,
+    error: Option<String>,
+}
+
+impl From<&RestoreTestRecord> for RestoreTestRef {
+    fn from(t: &RestoreTestRecord) -> Self {
+        RestoreTestRef {
+            id: t.id.clone(),
+            backup_id: t.backup_id.clone(),
+            status: t.status,
+            ended_at: t.ended_at,
+            time_to_ready_s: secs(t.time_to_ready_us),
+            error: t.error.clone(),
         }
     }
 }
