@@ -9,6 +9,9 @@
 //!
 //! This crate stores and retrieves; it does not decide statuses or compute
 //! exposure (the monitor does) and it never talks to monitored databases.
+//! It does own the vocabulary of states: every status drctl stores or
+//! serves is an enum in [`states`], spelled there once for the database,
+//! the API's JSON and the logs.
 
 /// Stores each given state enum as its text spelling through sqlx's `Any`
 /// driver (the derive of `sqlx::Type` covers only the concrete drivers):
