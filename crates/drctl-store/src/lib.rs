@@ -59,9 +59,8 @@ mod lease;
 mod member;
 mod operation;
 mod schedule;
-mod stats;
-
 pub mod states;
+mod stats;
 
 use std::str::FromStr;
 use std::time::Duration;
