@@ -386,4 +386,39 @@ mod tests {
         assert_eq!(json, serde_json::to_string(&run).unwrap());
         assert!(json.contains(r#""status":"missed""#), "{json}");
     }
+
+    /// The states are schemas of their own now (enums with their
+    /// spellings): every reference to one in the document resolves.
+    #[test]
+    fn every_schema_reference_of_the_document_resolves() {
+        let (_, doc) = crate::routes::documented();
+        let doc = serde_json::to_value(&doc).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        fn refs(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if let Some(serde_json::Value::String(r)) = m.get("$ref") {
+                        out.push(r.clone());
+                    }
+                    m.values().for_each(|v| refs(v, out));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        for r in &found {
+            let name = r.trim_start_matches("#/components/schemas/");
+            assert!(schemas.get(name).is_some(), "{r} does not resolve");
+        }
+        assert_eq!(
+            schemas["MonitorStatus"]["enum"],
+            serde_json::json!(["ok", "at_risk", "breach", "unknown"])
+        );
+        assert!(
+            found.iter().any(|r| r.ends_with("/BackupView")),
+            "{found:?}"
+        );
+    }
 }
