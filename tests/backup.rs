@@ -449,7 +449,10 @@ async fn the_verify_schedule_rereads_offsite_copies_and_records_a_corrupt_one_fa
         let (backup, _) = jobs::backup_service(&config, &store, "catalog", |_| {})
             .await
             .expect("backup");
-        assert_eq!(backup.offsite_status.as_deref(), Some("verified"));
+        assert_eq!(
+            backup.offsite_status,
+            Some(drctl_store::states::OffsiteStatus::Verified)
+        );
         let data = format!("catalog/{}/base.tar.zst", backup.id);
 
         // The first scheduled run gives the new backup its proof, both copies.
@@ -497,8 +500,14 @@ async fn the_verify_schedule_rereads_offsite_copies_and_records_a_corrupt_one_fa
         assert!(!report.verified && reason.contains(&data), "{reason}");
 
         let record = store.backup(&backup.id).await.unwrap().unwrap();
-        assert_eq!(record.verification.as_deref(), Some("verified"));
-        assert_eq!(record.offsite_status.as_deref(), Some("failed"));
+        assert_eq!(
+            record.verification,
+            Some(drctl_store::states::VerificationStatus::Verified)
+        );
+        assert_eq!(
+            record.offsite_status,
+            Some(drctl_store::states::OffsiteStatus::Failed)
+        );
         assert_eq!(record.offsite_error.as_deref(), Some(reason.as_str()));
         // The original still proves the backup: the cold tier counts it.
         let counted = store.newest_verified_backup("catalog").await.unwrap();
@@ -523,8 +532,14 @@ async fn the_verify_schedule_rereads_offsite_copies_and_records_a_corrupt_one_fa
             .unwrap();
         assert!(!runs[0].original.verified, "{}", runs[0].summary());
         let record = store.backup(&backup.id).await.unwrap().unwrap();
-        assert_eq!(record.verification.as_deref(), Some("failed"));
-        assert_eq!(record.offsite_status.as_deref(), Some("failed"));
+        assert_eq!(
+            record.verification,
+            Some(drctl_store::states::VerificationStatus::Failed)
+        );
+        assert_eq!(
+            record.offsite_status,
+            Some(drctl_store::states::OffsiteStatus::Failed)
+        );
         assert_eq!(store.newest_verified_backup("catalog").await.unwrap(), None);
 
         // Retention (keep_last = 1) removes the rotten backup from both
@@ -799,7 +814,10 @@ async fn a_plaintext_backup_swapped_into_the_bucket_is_refused_when_the_service_
         "{reason}"
     );
     let record = store.backup(&backup.id).await.unwrap().unwrap();
-    assert_eq!(record.verification.as_deref(), Some("failed"));
+    assert_eq!(
+        record.verification,
+        Some(drctl_store::states::VerificationStatus::Failed)
+    );
     // …and so does the configured key alone, without a record.
     let key_only = Expected {
         manifest: None,
@@ -877,7 +895,10 @@ async fn a_backup_whose_key_is_gone_fails_verification_naming_the_key() {
         "{reason}"
     );
     let record = store.backup(&backup.id).await.unwrap().unwrap();
-    assert_eq!(record.verification.as_deref(), Some("failed"));
+    assert_eq!(
+        record.verification,
+        Some(drctl_store::states::VerificationStatus::Failed)
+    );
     assert_eq!(store.newest_verified_backup("catalog").await.unwrap(), None);
 
     // The key is dropped from the config.
@@ -965,7 +986,10 @@ async fn restores_and_restore_tests_read_the_offsite_copy_when_the_original_stor
     let (backup, _) = jobs::backup_service(&config, &store, "catalog", |_| {})
         .await
         .expect("backup");
-    assert_eq!(backup.offsite_status.as_deref(), Some("verified"));
+    assert_eq!(
+        backup.offsite_status,
+        Some(drctl_store::states::OffsiteStatus::Verified)
+    );
 
     let drctl_config::ObjectStoreKind::Local { path } =
         &config.object_store("lab-objects").unwrap().kind

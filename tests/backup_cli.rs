@@ -206,7 +206,7 @@ async fn schedules_missed_while_the_daemon_was_down_are_recorded_and_the_latest_
             due_at: last_due,
             started_at: Some(last_due),
             ended_at: Some(last_due),
-            status: "ok".into(),
+            status: drctl_store::states::ScheduleRunStatus::Ok,
             detail: None,
         })
         .await

@@ -12,11 +12,10 @@ fn sample(service: &str, at: DateTime<Utc>, exposure_us: Option<i64>) -> LagSamp
         sampled_at: at,
         primary_time: Some(at),
         status: if exposure_us.is_some() {
-            "ok"
+            drctl_store::states::MonitorStatus::Ok
         } else {
-            "unknown"
-        }
-        .into(),
+            drctl_store::states::MonitorStatus::Unknown
+        },
         rpo_exposure_us: exposure_us,
         exposure_lower_bound: false,
         replay_lag_us: exposure_us,
@@ -350,13 +349,13 @@ async fn lease_suite(store: &Store, now: DateTime<Utc>) {
         due_at: now,
         started_at: None,
         ended_at: None,
-        status: "missed".into(),
+        status: drctl_store::states::ScheduleRunStatus::Missed,
         detail: Some("the daemon was not running".into()),
     };
     store.record_schedule_run(&run).await.unwrap();
     store
         .record_schedule_run(&drctl_store::ScheduleRun {
-            status: "ok".into(),
+            status: drctl_store::states::ScheduleRunStatus::Ok,
             ..run.clone()
         })
         .await
@@ -367,7 +366,7 @@ async fn lease_suite(store: &Store, now: DateTime<Utc>) {
         1,
         "recording the same due time twice updates it"
     );
-    assert_eq!(runs[0].status, "ok");
+    assert_eq!(runs[0].status, drctl_store::states::ScheduleRunStatus::Ok);
     assert_eq!(
         store.last_schedule_due("catalog", "backup").await.unwrap(),
         Some(now)
@@ -915,7 +914,7 @@ schedule = "* * * * *"
             due_at: week_ago,
             started_at: Some(week_ago),
             ended_at: Some(week_ago),
-            status: "ok".into(),
+            status: drctl_store::states::ScheduleRunStatus::Ok,
             detail: None,
         })
         .await
@@ -949,14 +948,19 @@ schedule = "* * * * *"
         started[0].due_at, minute,
         "the latest due time is the one run"
     );
-    let missed = runs.iter().filter(|r| r.status == "missed").count();
+    let missed = runs
+        .iter()
+        .filter(|r| r.status == drctl_store::states::ScheduleRunStatus::Missed)
+        .count();
     assert!(
         missed >= 1000,
         "the missed due times are recorded ({missed})"
     );
     assert!(
-        runs.iter()
-            .any(|r| r.status == "missed" && r.due_at == week_ago + TimeDelta::minutes(1)),
+        runs.iter().any(
+            |r| r.status == drctl_store::states::ScheduleRunStatus::Missed
+                && r.due_at == week_ago + TimeDelta::minutes(1)
+        ),
         "the oldest missed due time is on record too"
     );
     store.close().await;

@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use drctl_config::{AlertKind, Config, Secret, WebhookFormat};
 use drctl_monitor::{Monitor, Status};
+use drctl_store::states::{
+    AlertSeverity, BackupStatus, EvidenceStatus, RestoreTestStatus, VerificationStatus,
+};
 use drctl_store::{AlertEvent, Store};
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -43,7 +46,7 @@ struct Condition {
     /// such as a failed backup have no end).
     start: &'static str,
     end: Option<&'static str>,
-    severity: &'static str,
+    severity: AlertSeverity,
     summary: String,
     detail: Value,
 }
@@ -72,7 +75,7 @@ fn service_conditions(monitor: &Monitor, now: DateTime<Utc>) -> Vec<Condition> {
             service: Some(v.service.clone()),
             start: "breach_started",
             end: Some("breach_ended"),
-            severity: "critical",
+            severity: AlertSeverity::Critical,
             summary: format!(
                 "{}: RPO exposure {} against a {} target",
                 v.service,
@@ -87,12 +90,12 @@ fn service_conditions(monitor: &Monitor, now: DateTime<Utc>) -> Vec<Condition> {
         });
         out.push(Condition {
             key: format!("evidence:{}", v.service),
-            active: c.evidence.status == "stale",
+            active: c.evidence.status == EvidenceStatus::Stale,
             kind: AlertKind::Evidence,
             service: Some(v.service.clone()),
             start: "evidence_stale",
             end: Some("evidence_fresh"),
-            severity: "warning",
+            severity: AlertSeverity::Warning,
             summary: format!(
                 "{}: {}",
                 v.service,
@@ -102,7 +105,7 @@ fn service_conditions(monitor: &Monitor, now: DateTime<Utc>) -> Vec<Condition> {
                     .cloned()
                     .unwrap_or_else(|| format!(
                         "the last {} is recent again",
-                        c.evidence.required.replace('_', " ")
+                        c.evidence.required.to_string().replace('_', " ")
                     ))
             ),
             detail: serde_json::to_value(&c.evidence).unwrap_or(Value::Null),
@@ -120,7 +123,7 @@ async fn record_conditions(
     let recent = |t: Option<DateTime<Utc>>| t.is_some_and(|t| now - t <= NEWS_WINDOW);
     let mut out = Vec::new();
     for b in store.backups(None, 200).await? {
-        if b.status == "failed" && recent(b.ended_at.or(Some(b.started_at))) {
+        if b.status == BackupStatus::Failed && recent(b.ended_at.or(Some(b.started_at))) {
             out.push(Condition {
                 key: format!("backup_failed:{}", b.id),
                 active: true,
@@ -128,7 +131,7 @@ async fn record_conditions(
                 service: Some(b.service.clone()),
                 start: "backup_failed",
                 end: None,
-                severity: "critical",
+                severity: AlertSeverity::Critical,
                 summary: format!(
                     "{}: backup {} failed: {}",
                     b.service,
@@ -138,7 +141,7 @@ async fn record_conditions(
                 detail: json!({ "backup_id": b.id, "error": b.error }),
             });
         }
-        if b.verification.as_deref() == Some("failed") && recent(b.verified_at) {
+        if b.verification == Some(VerificationStatus::Failed) && recent(b.verified_at) {
             out.push(Condition {
                 key: format!("verify_failed:{}", b.id),
                 active: true,
@@ -146,7 +149,7 @@ async fn record_conditions(
                 service: Some(b.service.clone()),
                 start: "verify_failed",
                 end: None,
-                severity: "critical",
+                severity: AlertSeverity::Critical,
                 summary: format!(
                     "{}: backup {} failed verification: {}",
                     b.service,
@@ -158,7 +161,7 @@ async fn record_conditions(
         }
     }
     for t in store.restore_tests(None, 200).await? {
-        if t.status == "failed" && recent(t.ended_at) {
+        if t.status == RestoreTestStatus::Failed && recent(t.ended_at) {
             out.push(Condition {
                 key: format!("restore_test_failed:{}", t.id),
                 active: true,
@@ -166,7 +169,7 @@ async fn record_conditions(
                 service: Some(t.service.clone()),
                 start: "restore_test_failed",
                 end: None,
-                severity: "critical",
+                severity: AlertSeverity::Critical,
                 summary: format!("{}: restore test {} failed: {}", t.service, t.id, t.error.clone().unwrap_or_default()),
                 detail: json!({ "restore_test_id": t.id, "backup_id": t.backup_id, "error": t.error }),
             });
@@ -194,9 +197,9 @@ async fn record_conditions(
             start: "operation_started",
             end: None,
             severity: if o.kind == "failover" {
-                "critical"
+                AlertSeverity::Critical
             } else {
-                "info"
+                AlertSeverity::Info
             },
             summary: format!("{what} started"),
             detail: json!({ "operation_id": o.id, "kind": o.kind, "target": o.target }),
@@ -214,7 +217,7 @@ async fn record_conditions(
                 service: o.service.clone(),
                 start: "operation_ended",
                 end: None,
-                severity: if o.status == "succeeded" { "info" } else { "critical" },
+                severity: if o.status == "succeeded" { AlertSeverity::Info } else { AlertSeverity::Critical },
                 summary: format!("{what} {}{}", o.status, o.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()),
                 detail: json!({
                     "operation_id": o.id, "kind": o.kind, "status": o.status,
@@ -274,7 +277,11 @@ async fn watch_once(
             kind: c.kind.as_str().to_string(),
             event: event.to_string(),
             service: c.service.clone(),
-            severity: if c.active { c.severity } else { "info" }.to_string(),
+            severity: if c.active {
+                c.severity
+            } else {
+                AlertSeverity::Info
+            },
             summary,
             detail: detail.to_string(),
         };
@@ -310,10 +317,10 @@ pub fn payload(event: &AlertEvent, format: WebhookFormat) -> Value {
             "detail": detail,
         }),
         WebhookFormat::Slack => {
-            let icon = match (event.severity.as_str(), event.event.as_str()) {
+            let icon = match (event.severity, event.event.as_str()) {
                 (_, e) if e.ends_with("_ended") || e.ends_with("_fresh") => ":white_check_mark:",
-                ("critical", _) => ":rotating_light:",
-                ("warning", _) => ":warning:",
+                (AlertSeverity::Critical, _) => ":rotating_light:",
+                (AlertSeverity::Warning, _) => ":warning:",
                 _ => ":information_source:",
             };
             json!({ "text": format!("{icon} *drctl* {}: {}", event.event.replace('_', " "), event.summary) })
@@ -572,7 +579,7 @@ mod tests {
             kind: "breach".into(),
             event: "breach_started".into(),
             service: Some("orders".into()),
-            severity: "critical".into(),
+            severity: AlertSeverity::Critical,
             summary: "orders: RPO exposure 12 s against a 5 s target".into(),
             detail: "{\"exposure_s\":12.0}".into(),
         };

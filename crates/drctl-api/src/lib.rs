@@ -22,6 +22,7 @@ mod metrics;
 mod operations;
 pub mod report;
 mod routes;
+pub mod views;
 
 use drctl_monitor::Monitor;
 

@@ -59,10 +59,10 @@ pub(crate) fn render(
         evidence_every.get_or_create(&svc).set(every.as_secs_f64());
         for s in drctl_monitor::compliance::STATUSES {
             let mut l = svc.clone();
-            l.push(("status".into(), s.into()));
+            l.push(("status".into(), s.to_string()));
             compliance
                 .get_or_create(&l)
-                .set((judged.status == s) as i64);
+                .set((judged.status == *s) as i64);
         }
         if let Some(end) = v
             .backup_evidence
@@ -77,9 +77,9 @@ pub(crate) fn render(
         if let Some(us) = v.rpo_exposure_us {
             exposure.get_or_create(&svc).set(us as f64 / 1e6);
         }
-        for s in [Status::Ok, Status::AtRisk, Status::Breach, Status::Unknown] {
+        for &s in <Status as strum::VariantArray>::VARIANTS {
             let mut l = svc.clone();
-            l.push(("status".into(), s.as_str().into()));
+            l.push(("status".into(), s.to_string()));
             status.get_or_create(&l).set((v.status == s) as i64);
         }
         for sb in &v.standbys {

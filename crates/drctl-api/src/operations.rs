@@ -310,7 +310,7 @@ async fn start_verify(
             reason: "it was deleted by retention".into(),
         });
     }
-    if record.status != "complete" {
+    if record.status != drctl_store::states::BackupStatus::Complete {
         return Err(ApiError::BackupNotVerifiable {
             id: backup,
             reason: format!(

@@ -36,6 +36,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeDelta, Utc};
 use drctl_config::{Config, Service};
+use drctl_store::states::{RestoreTestStatus, VerificationStatus};
 use drctl_store::{LagSample, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -626,7 +627,7 @@ async fn service_report(
     } else {
         let verified: Vec<(DateTime<Utc>, DateTime<Utc>)> = backups
             .iter()
-            .filter(|b| b.verification.as_deref() == Some("verified"))
+            .filter(|b| b.verification == Some(VerificationStatus::Verified))
             .filter_map(|b| Some((b.ended_at?, b.verified_at?)))
             .collect();
         let slots = cold_slots(
@@ -678,7 +679,7 @@ async fn service_report(
     } else {
         restore_tests
             .iter()
-            .filter(|t| t.status == "passed")
+            .filter(|t| t.status == RestoreTestStatus::Passed)
             .filter_map(|t| t.ended_at)
             .collect()
     };
@@ -706,11 +707,11 @@ async fn service_report(
             .filter(|b| in_period(b.started_at))
             .map(|b| BackupEntry {
                 id: b.id.clone(),
-                status: b.status.clone(),
+                status: b.status.to_string(),
                 started_at: b.started_at,
                 ended_at: b.ended_at,
                 stored_bytes: b.stored_bytes,
-                verification: b.verification.clone(),
+                verification: b.verification.map(|v| v.to_string()),
                 verified_at: b.verified_at,
             })
             .collect(),
@@ -720,7 +721,7 @@ async fn service_report(
             .map(|t| RestoreTestEntry {
                 id: t.id.clone(),
                 backup_id: t.backup_id.clone(),
-                status: t.status.clone(),
+                status: t.status.to_string(),
                 ended_at: t.ended_at,
                 time_to_ready_s: us_secs(t.time_to_ready_us),
                 rto_met: t

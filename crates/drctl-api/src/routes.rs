@@ -15,10 +15,8 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use drctl_monitor::compliance::Compliance;
 use drctl_monitor::ServiceView;
-use drctl_store::{
-    AuditEntry, AuditVerification, BackupRecord, ExposureStats, LagSample, RestoreTestRecord,
-    ScheduleRun,
-};
+use drctl_store::states::{EvidenceStatus, MonitorStatus};
+use drctl_store::{AuditVerification, ExposureStats};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -27,6 +25,10 @@ use utoipa_axum::routes;
 
 use crate::docs::{NotFound, ReadErrors};
 use crate::error::ApiPath;
+use crate::views::{
+    secs, AuditEntryView, BackupRef, BackupView, DaemonView, LagPoint, RestoreTestRef,
+    RestoreTestView, ScheduleRunView, StandbyFigures,
+};
 use crate::{ApiError, ApiState};
 
 /// The documented routes, and the OpenAPI document they make.
@@ -144,7 +146,7 @@ pub(crate) struct ClusterAnswer {
     /// The leader as the store names it; `null` during an election.
     leader: Option<crate::leader::LeaderView>,
     /// Every daemon seen within three lease times.
-    daemons: Vec<drctl_store::DaemonRecord>,
+    daemons: Vec<DaemonView>,
     /// The leader lease (`[failover] lease`): how long a dead leader is
     /// waited for.
     lease_s: f64,
@@ -166,7 +168,7 @@ async fn cluster(State(state): State<ApiState>) -> Json<ClusterAnswer> {
             leading_since: s.leading_since.filter(|_| s.leading),
         },
         leader: s.leader,
-        daemons: s.daemons,
+        daemons: s.daemons.iter().map(DaemonView::from).collect(),
         lease_s: l.lease_time().as_secs_f64(),
     })
 }
@@ -223,10 +225,6 @@ async fn services(
     Json(ServicesResponse { services })
 }
 
-fn secs(us: Option<i64>) -> Option<f64> {
-    us.map(|us| us as f64 / 1e6)
-}
-
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Window {
     samples: u64,
@@ -249,39 +247,6 @@ impl From<ExposureStats> for Window {
 }
 
 #[derive(Serialize, ToSchema)]
-pub(crate) struct StandbyFigures {
-    region: String,
-    status: String,
-    exposure_s: Option<f64>,
-    exposure_is_lower_bound: bool,
-    replay_lag_s: Option<f64>,
-    byte_lag: Option<i64>,
-    replay_byte_lag: Option<i64>,
-    wal_receiver: Option<String>,
-    /// `now() - pg_last_xact_replay_timestamp()` on the standby, for
-    /// comparison only: it grows on an idle primary although nothing is lost.
-    naive_replay_delay_s: Option<f64>,
-    error: Option<String>,
-}
-
-impl From<&LagSample> for StandbyFigures {
-    fn from(s: &LagSample) -> Self {
-        StandbyFigures {
-            region: s.standby_region.clone(),
-            status: s.status.clone(),
-            exposure_s: secs(s.rpo_exposure_us),
-            exposure_is_lower_bound: s.exposure_lower_bound,
-            replay_lag_s: secs(s.replay_lag_us),
-            byte_lag: s.byte_lag,
-            replay_byte_lag: s.replay_byte_lag,
-            wal_receiver: s.wal_receiver.clone(),
-            naive_replay_delay_s: secs(s.naive_replay_delay_us),
-            error: s.error.clone(),
-        }
-    }
-}
-
-#[derive(Serialize, ToSchema)]
 pub(crate) struct RpoFigures {
     target_s: f64,
     /// Exposure now on the best standby (cold tier: since the newest
@@ -299,8 +264,7 @@ pub(crate) struct RpoFigures {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct RtoFigures {
     target_s: f64,
-    /// `ok`, `at_risk`, `breach` or `unknown`.
-    status: String,
+    status: MonitorStatus,
     reason: Option<String>,
     measured_s: Option<f64>,
     /// What measured it: `drill op-…`, `failover op-…`, `restore_test rt-…`.
@@ -311,42 +275,11 @@ pub(crate) struct RtoFigures {
 }
 
 #[derive(Serialize, ToSchema)]
-pub(crate) struct BackupRef {
-    id: String,
-    status: Option<String>,
-    ended_at: Option<DateTime<Utc>>,
-    verification: Option<String>,
-    stop_lsn: Option<String>,
-    stored_bytes: Option<i64>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct RestoreTestRef {
-    id: String,
-    backup_id: String,
-    status: String,
-    ended_at: Option<DateTime<Utc>>,
-    time_to_ready_s: Option<f64>,
-    error: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
 pub(crate) struct BackupFigures {
     newest_backup: Option<BackupRef>,
     newest_verified_backup: Option<BackupRef>,
     newest_restore_tested_backup: Option<BackupRef>,
     latest_restore_test: Option<RestoreTestRef>,
-}
-
-fn backup_ref(b: &BackupRecord) -> BackupRef {
-    BackupRef {
-        id: b.id.clone(),
-        status: Some(b.status.clone()),
-        ended_at: b.ended_at,
-        verification: b.verification.clone(),
-        stop_lsn: b.stop_lsn.clone(),
-        stored_bytes: b.stored_bytes,
-    }
 }
 
 /// One service's figures against its targets, and its compliance.
@@ -355,8 +288,8 @@ pub(crate) struct ServiceFigures {
     service: String,
     /// `hot`, `warm` or `cold`.
     tier: String,
-    /// RPO status now: `ok`, `at_risk`, `breach`, `unknown`.
-    status: String,
+    /// RPO status now.
+    status: MonitorStatus,
     compliance: Compliance,
     rpo: RpoFigures,
     rto: RtoFigures,
@@ -377,7 +310,7 @@ pub(crate) fn service_figures(
     ServiceFigures {
         service: v.service.clone(),
         tier: v.tier.to_string(),
-        status: v.status.as_str().to_string(),
+        status: v.status,
         compliance: drctl_monitor::compliance::assess(v, every, now),
         rpo: RpoFigures {
             target_s: v.rpo_target.as_secs_f64(),
@@ -391,7 +324,7 @@ pub(crate) fn service_figures(
         },
         rto: RtoFigures {
             target_s: v.rto_target.as_secs_f64(),
-            status: v.rto_status.as_str().to_string(),
+            status: v.rto_status,
             reason: v.rto_reason.clone(),
             measured_s: secs(v.rto_measured_us),
             source: v.rto_source.clone(),
@@ -404,17 +337,13 @@ pub(crate) fn service_figures(
             }),
         },
         backup: v.backup_evidence.as_ref().map(|e| BackupFigures {
-            newest_backup: e.newest_backup.as_ref().map(backup_ref),
-            newest_verified_backup: e.newest_verified_backup.as_ref().map(backup_ref),
-            newest_restore_tested_backup: e.newest_restore_tested_backup.as_ref().map(backup_ref),
-            latest_restore_test: e.latest_restore_test.as_ref().map(|t| RestoreTestRef {
-                id: t.id.clone(),
-                backup_id: t.backup_id.clone(),
-                status: t.status.clone(),
-                ended_at: t.ended_at,
-                time_to_ready_s: secs(t.time_to_ready_us),
-                error: t.error.clone(),
-            }),
+            newest_backup: e.newest_backup.as_ref().map(BackupRef::from),
+            newest_verified_backup: e.newest_verified_backup.as_ref().map(BackupRef::from),
+            newest_restore_tested_backup: e
+                .newest_restore_tested_backup
+                .as_ref()
+                .map(BackupRef::from),
+            latest_restore_test: e.latest_restore_test.as_ref().map(RestoreTestRef::from),
         }),
         sampled_at: v.sampled_at,
         primary_time: v.primary_time,
@@ -429,7 +358,7 @@ pub(crate) struct Summary {
     services: usize,
     /// How many services have each compliance status.
     #[schema(value_type = Object)]
-    by_status: std::collections::BTreeMap<String, usize>,
+    by_status: std::collections::BTreeMap<&'static str, usize>,
     /// Services whose drill or restore test is fresh.
     covered_by_fresh_evidence: usize,
 }
@@ -497,12 +426,12 @@ fn rpo_rto_now(state: &ApiState) -> RpoRtoResponse {
     let mut by_status = std::collections::BTreeMap::new();
     for s in &services {
         *by_status
-            .entry(s.compliance.status.to_string())
+            .entry(<&'static str>::from(s.compliance.status))
             .or_default() += 1;
     }
     let covered_by_fresh_evidence = services
         .iter()
-        .filter(|s| s.compliance.evidence.status == "fresh")
+        .filter(|s| s.compliance.evidence.status == EvidenceStatus::Fresh)
         .count();
     RpoRtoResponse {
         generated_at: now,
@@ -602,19 +531,6 @@ pub(crate) fn known_service(state: &ApiState, name: &str) -> Result<(), ApiError
 }
 
 #[derive(Serialize, ToSchema)]
-pub(crate) struct LagPoint {
-    sampled_at: DateTime<Utc>,
-    standby_region: String,
-    status: String,
-    exposure_s: Option<f64>,
-    exposure_is_lower_bound: bool,
-    replay_lag_s: Option<f64>,
-    byte_lag: Option<i64>,
-    naive_replay_delay_s: Option<f64>,
-    error: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
 pub(crate) struct LagHistory {
     service: String,
     since: DateTime<Utc>,
@@ -672,20 +588,7 @@ async fn lag_history(
         }
         None => store.lag_samples(&name, since, until, limit).await?,
     };
-    let points: Vec<LagPoint> = samples
-        .iter()
-        .map(|s| LagPoint {
-            sampled_at: s.sampled_at,
-            standby_region: s.standby_region.clone(),
-            status: s.status.clone(),
-            exposure_s: secs(s.rpo_exposure_us),
-            exposure_is_lower_bound: s.exposure_lower_bound,
-            replay_lag_s: secs(s.replay_lag_us),
-            byte_lag: s.byte_lag,
-            naive_replay_delay_s: secs(s.naive_replay_delay_us),
-            error: s.error.clone(),
-        })
-        .collect();
+    let points: Vec<LagPoint> = samples.iter().map(LagPoint::from).collect();
     Ok(Json(LagHistory {
         service: name,
         since,
@@ -796,7 +699,7 @@ fn evidence_query(
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct BackupList {
-    backups: Vec<BackupRecord>,
+    backups: Vec<BackupView>,
     /// The next (older) page, when this one was full.
     next: Option<String>,
 }
@@ -821,14 +724,14 @@ async fn backups(
         &[],
     );
     Ok(Json(BackupList {
-        backups: list,
+        backups: list.iter().map(BackupView::from).collect(),
         next,
     }))
 }
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct RestoreTestList {
-    restore_tests: Vec<RestoreTestRecord>,
+    restore_tests: Vec<RestoreTestView>,
     /// The next (older) page, when this one was full.
     next: Option<String>,
 }
@@ -853,14 +756,14 @@ async fn restore_tests(
         &[],
     );
     Ok(Json(RestoreTestList {
-        restore_tests: list,
+        restore_tests: list.iter().map(RestoreTestView::from).collect(),
         next,
     }))
 }
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ScheduleRunList {
-    schedule_runs: Vec<ScheduleRun>,
+    schedule_runs: Vec<ScheduleRunView>,
     /// The next (older) page, when this one was full.
     next: Option<String>,
 }
@@ -885,7 +788,7 @@ async fn schedule_runs(
         &[],
     );
     Ok(Json(ScheduleRunList {
-        schedule_runs: list,
+        schedule_runs: list.iter().map(ScheduleRunView::from).collect(),
         next,
     }))
 }
@@ -910,7 +813,7 @@ pub(crate) struct AuditQuery {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AuditPage {
     /// Newest first.
-    entries: Vec<AuditEntry>,
+    entries: Vec<AuditEntryView>,
     /// The next (older) page, when this one was full.
     next: Option<String>,
 }
@@ -965,6 +868,7 @@ async fn audit_log(
             }
             link
         });
+    let entries = entries.iter().map(AuditEntryView::from).collect();
     Ok(Json(AuditPage { entries, next }))
 }
 

@@ -18,6 +18,7 @@ use axum::Router;
 use chrono::{TimeDelta, TimeZone, Utc};
 use drctl_api::{router, ApiState};
 use drctl_monitor::Monitor;
+use drctl_store::states::{OffsiteStatus, ScheduleRunStatus, VerificationStatus};
 use drctl_store::{BackupFinish, ScheduleRun, Store};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -223,7 +224,7 @@ async fn backups_list_newest_first_with_verification_and_offsite_state() {
         .backup_offsite(
             "b-new",
             "dr-bucket",
-            "failed",
+            OffsiteStatus::Failed,
             Some("catalog/b-new/base.tar.zst: missing"),
             at(4),
         )
@@ -293,15 +294,15 @@ async fn restore_tests_and_schedule_runs_list_newest_first() {
     assert_eq!(list[1]["status"], "failed");
     assert_eq!(list[1]["error"], "validation query failed");
 
-    for (minute, status) in [(0, "missed"), (30, "ok")] {
+    for (minute, status) in [(0, ScheduleRunStatus::Missed), (30, ScheduleRunStatus::Ok)] {
         api.store
             .record_schedule_run(&ScheduleRun {
                 service: "catalog".into(),
                 job: "verify".into(),
                 due_at: at(minute),
-                started_at: (status == "ok").then(|| at(minute)),
-                ended_at: (status == "ok").then(|| at(minute + 1)),
-                status: status.into(),
+                started_at: (status == ScheduleRunStatus::Ok).then(|| at(minute)),
+                ended_at: (status == ScheduleRunStatus::Ok).then(|| at(minute + 1)),
+                status,
                 detail: Some(format!("{status} run")),
             })
             .await
@@ -367,7 +368,7 @@ async fn post_endpoints_answer_202_with_an_operation_the_operations_endpoint_rea
         "{error}"
     );
     let backup = api.store.backup("b-gone").await.unwrap().unwrap();
-    assert_eq!(backup.verification.as_deref(), Some("failed"));
+    assert_eq!(backup.verification, Some(VerificationStatus::Failed));
 
     // A restore test with no verified backup to restore.
     let (status, body) = api.post("/api/v1/services/catalog/restore-tests").await;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use drctl_config::{Config, ObjectStoreKind, Service};
+use drctl_store::states::{BackupStatus, OffsiteStatus, VerificationStatus};
 use drctl_store::{BackupFinish, BackupRecord, RestoreTestRecord, Store};
 use serde::Serialize;
 
@@ -206,7 +207,7 @@ async fn copy_offsite(
     expected: &Expected,
 ) -> Result<(), JobError> {
     store
-        .backup_offsite(id, to_name, "copying", None, Utc::now())
+        .backup_offsite(id, to_name, OffsiteStatus::Copying, None, Utc::now())
         .await?;
     let prefix = crate::backup_prefix(service, id);
     let copied: Result<(), crate::BackupError> =
@@ -226,11 +227,11 @@ async fn copy_offsite(
         }
         .await;
     let (status, error) = match copied {
-        Err(e) => ("failed", Some(format!("copy failed: {e}"))),
+        Err(e) => (OffsiteStatus::Failed, Some(format!("copy failed: {e}"))),
         Ok(()) => match verify_backup(to, service, id, expected).await {
-            Ok((_, r)) if r.verified => ("verified", None),
-            Ok((_, r)) => ("failed", r.reason),
-            Err(e) => ("failed", Some(e.to_string())),
+            Ok((_, r)) if r.verified => (OffsiteStatus::Verified, None),
+            Ok((_, r)) => (OffsiteStatus::Failed, r.reason),
+            Err(e) => (OffsiteStatus::Failed, Some(e.to_string())),
         },
     };
     if let Some(e) = &error {
@@ -332,7 +333,7 @@ async fn recorded_backup(store: &Store, backup_id: &str) -> Result<BackupRecord,
             "backup {backup_id} was deleted by retention; nothing to verify"
         )));
     }
-    if record.status != "complete" {
+    if record.status != BackupStatus::Complete {
         return Err(JobError::Config(format!(
             "backup {backup_id} is {}, not complete; nothing to verify",
             record.status
@@ -524,7 +525,7 @@ async fn verify_offsite_copy(
     // `copying` is either a copy in progress (its backup job holds the
     // service's backup lease) or one whose process died: only the latter
     // is checked, and found as incomplete as it is.
-    if record.offsite_status.as_deref() == Some("copying")
+    if record.offsite_status == Some(OffsiteStatus::Copying)
         && backup_job_running(store, &record.service).await?
     {
         return Ok(OffsiteCheck::Copying {
@@ -540,9 +541,9 @@ async fn verify_offsite_copy(
         Err(e) => return Ok(unreadable(e.to_string())),
     };
     let status = if report.verified {
-        "verified"
+        OffsiteStatus::Verified
     } else {
-        "failed"
+        OffsiteStatus::Failed
     };
     if !report.verified {
         tracing::warn!(backup = %record.id, store = %name, reason = ?report.reason, "off-site copy failed verification");
@@ -593,7 +594,7 @@ pub fn backups_to_verify(backups: &[BackupRecord]) -> Vec<&BackupRecord> {
     let live = || {
         backups
             .iter()
-            .filter(|b| b.status == "complete" && b.deleted_at.is_none())
+            .filter(|b| b.status == BackupStatus::Complete && b.deleted_at.is_none())
     };
     // Newest first; in `min_by_key`, never checked (`None`) sorts first
     // and ties go to the newer backup.
@@ -642,7 +643,7 @@ pub async fn latest_complete_backup(
         .backups(Some(service), 1000)
         .await?
         .into_iter()
-        .find(|b| b.status == "complete" && b.deleted_at.is_none())
+        .find(|b| b.status == BackupStatus::Complete && b.deleted_at.is_none())
         .ok_or_else(|| JobError::NoVerifiedBackup(service.to_string()))
 }
 
@@ -849,13 +850,13 @@ pub async fn apply_retention(
     let all = store.backups(Some(&svc.name), 100_000).await?;
     let candidates: Vec<crate::Candidate> = all
         .iter()
-        .filter(|b| b.status == "complete" && b.deleted_at.is_none())
+        .filter(|b| b.status == BackupStatus::Complete && b.deleted_at.is_none())
         .filter_map(|b| {
             Some(crate::Candidate {
                 id: b.id.clone(),
                 ended_at: b.ended_at?,
-                verified: b.verification.as_deref() == Some("verified"),
-                offsite_verified: b.offsite_status.as_deref() == Some("verified"),
+                verified: b.verification == Some(VerificationStatus::Verified),
+                offsite_verified: b.offsite_status == Some(OffsiteStatus::Verified),
             })
         })
         .collect();
@@ -914,7 +915,7 @@ mod tests {
             service: "catalog".into(),
             region: "region-a".into(),
             store: "dr-bucket".into(),
-            status: "complete".into(),
+            status: BackupStatus::Complete,
             started_at: at(hour),
             ended_at: Some(at(hour)),
             timeline: Some(1),
@@ -924,12 +925,12 @@ mod tests {
             uncompressed_bytes: None,
             manifest: None,
             error: None,
-            verification: verified.map(|_| "verified".into()),
+            verification: verified.map(|_| VerificationStatus::Verified),
             verified_at: verified.map(at),
             verification_error: None,
             deleted_at: None,
             offsite_store: offsite.map(|_| "dr-bucket-eu".into()),
-            offsite_status: offsite.map(|_| "verified".into()),
+            offsite_status: offsite.map(|_| OffsiteStatus::Verified),
             offsite_error: None,
             offsite_at: offsite.map(at),
         }
@@ -971,7 +972,7 @@ mod tests {
         let mut deleted = backup(9, Some(9), Some(9));
         deleted.deleted_at = Some(at(10));
         let mut failed = backup(8, None, None);
-        failed.status = "failed".into();
+        failed.status = BackupStatus::Failed;
         let backups = [backup(12, None, Some(12)), deleted, failed];
         assert_eq!(ids(backups_to_verify(&backups)), ["b12"]);
         assert!(backups_to_verify(&[]).is_empty());

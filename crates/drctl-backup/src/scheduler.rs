@@ -23,6 +23,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use croner::Cron;
 use drctl_config::Config;
+use drctl_store::states::ScheduleRunStatus;
 use drctl_store::{ScheduleRun, Store};
 use tokio::sync::watch;
 
@@ -154,7 +155,7 @@ pub async fn run_scheduler(
                     due_at,
                     started_at: None,
                     ended_at: None,
-                    status: "missed".into(),
+                    status: ScheduleRunStatus::Missed,
                     detail: Some(detail),
                 };
                 if let Some(since) = unlisted_since {
@@ -191,7 +192,7 @@ pub async fn run_scheduler(
                     due_at: latest,
                     started_at: Some(now),
                     ended_at: None,
-                    status: "running".into(),
+                    status: ScheduleRunStatus::Running,
                     detail: (!detail.is_empty()).then_some(detail),
                 };
                 if store.record_schedule_run(&run).await.is_err() {
@@ -211,20 +212,20 @@ pub async fn run_scheduler(
                 jobs.spawn(async move {
                     let outcome = run_job(&config, &store, &service, job, scratch).await;
                     let (status, detail) = match outcome {
-                        Ok(detail) => ("ok", detail),
-                        Err(e) => ("failed", e),
+                        Ok(detail) => (ScheduleRunStatus::Ok, detail),
+                        Err(e) => (ScheduleRunStatus::Failed, e),
                     };
                     let detail = match &run.detail {
                         Some(late) => format!("{late}; {detail}"),
                         None => detail,
                     };
-                    if status == "failed" {
+                    if status == ScheduleRunStatus::Failed {
                         tracing::warn!(%service, job = job.name(), %detail, "scheduled job failed");
                     }
                     let _ = store
                         .record_schedule_run(&ScheduleRun {
                             ended_at: Some(Utc::now()),
-                            status: status.into(),
+                            status,
                             detail: Some(detail),
                             ..run
                         })

@@ -22,6 +22,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use drctl_store::states::{
+    ComplianceStatus, EvidenceStatus, ProofRequired, RpoJudgement, RtoJudgement,
+};
+
 use crate::{ServiceView, Status};
 
 /// The newest proof that a service recovers within its RTO.
@@ -35,8 +39,7 @@ pub struct Proof {
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Compliance {
-    /// `compliant`, `at_risk`, `breach`, `stale`, `unverified`, `unknown`.
-    pub status: &'static str,
+    pub status: ComplianceStatus,
     /// Why it is not `compliant`, one sentence per finding.
     pub reasons: Vec<String>,
     pub rpo: RpoCompliance,
@@ -46,8 +49,7 @@ pub struct Compliance {
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct RpoCompliance {
-    /// `met`, `at_risk`, `breach`, `unknown`.
-    pub status: &'static str,
+    pub status: RpoJudgement,
     pub exposure_s: Option<f64>,
     pub exposure_is_lower_bound: bool,
     pub p99_s: Option<f64>,
@@ -57,8 +59,7 @@ pub struct RpoCompliance {
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct RtoCompliance {
-    /// `met`, `breach`, `unknown`.
-    pub status: &'static str,
+    pub status: RtoJudgement,
     pub measured_s: Option<f64>,
     pub target_s: f64,
     pub source: Option<String>,
@@ -67,10 +68,9 @@ pub struct RtoCompliance {
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct EvidenceCompliance {
-    /// `fresh`, `stale`, `unverified`, `missing`.
-    pub status: &'static str,
-    /// What counts as proof for this tier: `drill` or `restore_test`.
-    pub required: &'static str,
+    pub status: EvidenceStatus,
+    /// What counts as proof for this tier.
+    pub required: ProofRequired,
     pub required_every_s: f64,
     pub last_kind: Option<String>,
     pub last_id: Option<String>,
@@ -113,7 +113,7 @@ pub fn assess(v: &ServiceView, every: Duration, now: DateTime<Utc>) -> Complianc
                 exposure_s.map(human).unwrap_or_else(|| "?".into()),
                 human(target_s)
             ));
-            "breach"
+            RpoJudgement::Breach
         }
         Status::AtRisk => {
             reasons.push(format!(
@@ -121,14 +121,14 @@ pub fn assess(v: &ServiceView, every: Duration, now: DateTime<Utc>) -> Complianc
                 exposure_s.map(human).unwrap_or_else(|| "?".into()),
                 human(target_s)
             ));
-            "at_risk"
+            RpoJudgement::AtRisk
         }
         Status::Unknown => {
             reasons.push(format!(
                 "RPO exposure cannot be measured: {}",
                 v.error.clone().unwrap_or_else(|| "no sample yet".into())
             ));
-            "unknown"
+            RpoJudgement::Unknown
         }
         Status::Ok => match p99_s {
             Some(p99) if p99 > target_s => {
@@ -137,28 +137,28 @@ pub fn assess(v: &ServiceView, every: Duration, now: DateTime<Utc>) -> Complianc
                     human(p99),
                     human(target_s)
                 ));
-                "at_risk"
+                RpoJudgement::AtRisk
             }
-            _ => "met",
+            _ => RpoJudgement::Met,
         },
     };
 
     let rto_target_s = v.rto_target.as_secs_f64();
     let rto_status = match v.rto_status {
-        Status::Ok | Status::AtRisk => "met",
+        Status::Ok | Status::AtRisk => RtoJudgement::Met,
         Status::Breach => {
             reasons.push(v.rto_reason.clone().unwrap_or_else(|| {
                 format!("measured RTO is above the {} target", human(rto_target_s))
             }));
-            "breach"
+            RtoJudgement::Breach
         }
-        Status::Unknown => "unknown",
+        Status::Unknown => RtoJudgement::Unknown,
     };
 
     let required = if v.tier.is_replicated() {
-        "drill"
+        ProofRequired::Drill
     } else {
-        "restore_test"
+        ProofRequired::RestoreTest
     };
     let proof = v.proof.as_ref();
     let age = proof.map(|p| (now - p.at).to_std().unwrap_or_default());
@@ -177,16 +177,16 @@ pub fn assess(v: &ServiceView, every: Duration, now: DateTime<Utc>) -> Complianc
         (None, _) | (_, None) => {
             reasons.push(format!(
                 "no {} has proven the RTO yet",
-                required.replace('_', " ")
+                required.to_string().replace('_', " ")
             ));
-            "missing"
+            EvidenceStatus::Missing
         }
         _ if changed_after => {
             reasons.push(format!(
                 "the configuration changed after the last {}: run one to prove the service as it is now",
-                required.replace('_', " ")
+                required.to_string().replace('_', " ")
             ));
-            "unverified"
+            EvidenceStatus::Unverified
         }
         (Some(p), Some(age)) if age > every => {
             reasons.push(format!(
@@ -196,23 +196,20 @@ pub fn assess(v: &ServiceView, every: Duration, now: DateTime<Utc>) -> Complianc
                 human(age.as_secs_f64()),
                 human(every.as_secs_f64())
             ));
-            "stale"
+            EvidenceStatus::Stale
         }
-        _ => "fresh",
+        _ => EvidenceStatus::Fresh,
     };
 
-    let status = if rpo_status == "breach" || rto_status == "breach" {
-        "breach"
-    } else if rpo_status == "at_risk" {
-        "at_risk"
-    } else if rpo_status == "unknown" {
-        "unknown"
-    } else if evidence_status == "stale" {
-        "stale"
-    } else if evidence_status != "fresh" {
-        "unverified"
-    } else {
-        "compliant"
+    let status = match (rpo_status, rto_status, evidence_status) {
+        (RpoJudgement::Breach, _, _) | (_, RtoJudgement::Breach, _) => ComplianceStatus::Breach,
+        (RpoJudgement::AtRisk, _, _) => ComplianceStatus::AtRisk,
+        (RpoJudgement::Unknown, _, _) => ComplianceStatus::Unknown,
+        (_, _, EvidenceStatus::Stale) => ComplianceStatus::Stale,
+        (_, _, EvidenceStatus::Unverified | EvidenceStatus::Missing) => {
+            ComplianceStatus::Unverified
+        }
+        (RpoJudgement::Met, _, EvidenceStatus::Fresh) => ComplianceStatus::Compliant,
     };
 
     Compliance {
@@ -248,14 +245,7 @@ pub fn assess(v: &ServiceView, every: Duration, now: DateTime<Utc>) -> Complianc
 }
 
 /// Every status a service can have, for summaries and metrics.
-pub const STATUSES: [&str; 6] = [
-    "compliant",
-    "at_risk",
-    "breach",
-    "stale",
-    "unverified",
-    "unknown",
-];
+pub const STATUSES: &[ComplianceStatus] = <ComplianceStatus as strum::VariantArray>::VARIANTS;
 
 #[cfg(test)]
 mod tests {
@@ -297,7 +287,7 @@ mod tests {
         let c = assess(&v, WEEK, at(3600));
         assert_eq!(
             (c.status, c.evidence.status),
-            ("compliant", "fresh"),
+            (ComplianceStatus::Compliant, EvidenceStatus::Fresh),
             "{:?}",
             c.reasons
         );
@@ -309,13 +299,22 @@ mod tests {
         let mut v = view(Tier::Hot);
         v.proof = proof(0);
         let c = assess(&v, WEEK, at(8 * 86_400));
-        assert_eq!((c.status, c.evidence.status), ("stale", "stale"));
+        assert_eq!(
+            (c.status, c.evidence.status),
+            (ComplianceStatus::Stale, EvidenceStatus::Stale)
+        );
         v.config_changed_at = Some(at(10));
         let c = assess(&v, WEEK, at(3600));
-        assert_eq!((c.status, c.evidence.status), ("unverified", "unverified"));
+        assert_eq!(
+            (c.status, c.evidence.status),
+            (ComplianceStatus::Unverified, EvidenceStatus::Unverified)
+        );
         // A drill after the change proves it again.
         v.proof = proof(20);
-        assert_eq!(assess(&v, WEEK, at(3600)).status, "compliant");
+        assert_eq!(
+            assess(&v, WEEK, at(3600)).status,
+            ComplianceStatus::Compliant
+        );
     }
 
     #[test]
@@ -324,18 +323,21 @@ mod tests {
         v.proof = proof(0);
         v.stats_1h.p99_us = Some(9_000_000);
         let c = assess(&v, WEEK, at(60));
-        assert_eq!((c.status, c.rpo.status), ("at_risk", "at_risk"));
+        assert_eq!(
+            (c.status, c.rpo.status),
+            (ComplianceStatus::AtRisk, RpoJudgement::AtRisk)
+        );
         v.status = Status::Breach;
         v.rpo_exposure_us = Some(12_000_000);
         v.proof = None;
         let c = assess(&v, WEEK, at(60));
-        assert_eq!(c.status, "breach");
+        assert_eq!(c.status, ComplianceStatus::Breach);
         assert!(
             c.reasons[0].contains("above the 5s target"),
             "{:?}",
             c.reasons
         );
-        assert_eq!(c.evidence.status, "missing");
+        assert_eq!(c.evidence.status, EvidenceStatus::Missing);
     }
 
     #[test]
@@ -344,7 +346,7 @@ mod tests {
         let c = assess(&v, WEEK, at(60));
         assert_eq!(
             (c.evidence.required, c.status),
-            ("restore_test", "unverified")
+            (ProofRequired::RestoreTest, ComplianceStatus::Unverified)
         );
     }
 }

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use drctl_config::{Config, Tier};
+use drctl_store::states::RestoreTestStatus;
 use drctl_store::{ExposureStats, LagSample, Store};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -160,11 +161,11 @@ fn restore_test_judgement(
     let Some(latest) = evidence
         .latest_restore_test
         .as_ref()
-        .filter(|t| t.status != "running")
+        .filter(|t| t.status != RestoreTestStatus::Running)
     else {
         return (Status::Unknown, Some("no restore test yet".into()));
     };
-    if latest.status != "passed" {
+    if latest.status != RestoreTestStatus::Passed {
         return (
             Status::Breach,
             Some(format!(
@@ -621,7 +622,7 @@ impl Monitor {
                         let passed_test = evidence
                             .latest_restore_test
                             .as_ref()
-                            .filter(|t| t.status == "passed")
+                            .filter(|t| t.status == RestoreTestStatus::Passed)
                             .cloned();
                         let (rto_status, rto_reason) = restore_test_judgement(
                             &evidence,

@@ -191,7 +191,7 @@ pub(crate) async fn sample_cluster(
                 standby_region: region,
                 sampled_at,
                 primary_time: None,
-                status: Status::Unknown.as_str().into(),
+                status: Status::Unknown,
                 rpo_exposure_us: None,
                 exposure_lower_bound: false,
                 replay_lag_us: None,
@@ -349,18 +349,15 @@ fn judge_member(
             .as_ref()
             .is_some_and(|b| b.standby_region == s.standby_region)
         {
-            status.as_str().into()
+            status
         } else {
             // Another standby: judged on the target alone, without the grace.
-            BreachClock::default()
-                .judge(
-                    as_duration(s.rpo_exposure_us),
-                    member.targets.rpo,
-                    Duration::MAX,
-                    sampled_at,
-                )
-                .as_str()
-                .into()
+            BreachClock::default().judge(
+                as_duration(s.rpo_exposure_us),
+                member.targets.rpo,
+                Duration::MAX,
+                sampled_at,
+            )
         };
     }
     let error = match &best {

@@ -3,39 +3,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
-/// How a service stands against its RPO target right now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Exposure at most half the target.
-    Ok,
-    /// Exposure above half the target, or above it for less than the grace.
-    AtRisk,
-    /// Exposure above the target for longer than the grace period.
-    Breach,
-    /// Not measurable (a database unreachable, a DSN unresolved…); the
-    /// service view carries the error.
-    Unknown,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::AtRisk => "at_risk",
-            Status::Breach => "breach",
-            Status::Unknown => "unknown",
-        }
-    }
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// How a service stands against its RPO target right now: the one
+/// definition is the store's, since every lag sample stores it.
+pub use drctl_store::states::MonitorStatus as Status;
 
 /// Remembers since when exposure has been above target, to apply the grace.
 #[derive(Clone, Copy, Debug, Default)]

@@ -8,6 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::lag::{from_us, to_us};
+use crate::states::{AlertSeverity, DeliveryStatus};
 use crate::{decode_rows, query_error, Result, Store};
 
 /// One raised event.
@@ -18,7 +19,7 @@ pub struct AlertEvent {
     pub kind: String,
     pub event: String,
     pub service: Option<String>,
-    pub severity: String,
+    pub severity: AlertSeverity,
     pub summary: String,
     /// JSON object.
     pub detail: String,
@@ -110,7 +111,7 @@ impl Store {
         .bind(&event.kind)
         .bind(&event.event)
         .bind(&event.service)
-        .bind(&event.severity)
+        .bind(event.severity)
         .bind(&event.summary)
         .bind(&event.detail)
         .execute(&mut *tx)
@@ -171,9 +172,9 @@ impl Store {
         outcome: std::result::Result<DateTime<Utc>, (String, Option<DateTime<Utc>>)>,
     ) -> Result<()> {
         let (status, next, error, delivered) = match outcome {
-            Ok(at) => ("delivered", at, None, Some(to_us(at))),
-            Err((e, Some(next))) => ("pending", next, Some(e), None),
-            Err((e, None)) => ("failed", Utc::now(), Some(e), None),
+            Ok(at) => (DeliveryStatus::Delivered, at, None, Some(to_us(at))),
+            Err((e, Some(next))) => (DeliveryStatus::Pending, next, Some(e), None),
+            Err((e, None)) => (DeliveryStatus::Failed, Utc::now(), Some(e), None),
         };
         sqlx::query(
             "UPDATE alert_deliveries SET status = $3, attempts = attempts + 1, next_at_us = $4, \
@@ -205,7 +206,7 @@ impl Store {
     }
 
     /// Deliveries per (webhook, status), for the metrics.
-    pub async fn delivery_counts(&self) -> Result<Vec<(String, String, i64)>> {
+    pub async fn delivery_counts(&self) -> Result<Vec<(String, DeliveryStatus, i64)>> {
         let rows = sqlx::query(
             "SELECT webhook, status, count(*) FROM alert_deliveries GROUP BY webhook, status ORDER BY webhook, status",
         )

@@ -10,6 +10,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::lag::{from_us, to_us};
+use crate::states::{BackupStatus, OffsiteStatus, RestoreTestStatus, VerificationStatus};
 use crate::{query_error, Result, Store};
 
 /// A backup as recorded.
@@ -20,8 +21,7 @@ pub struct BackupRecord {
     pub region: String,
     /// The object store's name in the config.
     pub store: String,
-    /// `running`, `complete` or `failed`.
-    pub status: String,
+    pub status: BackupStatus,
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
     pub timeline: Option<i64>,
@@ -32,15 +32,14 @@ pub struct BackupRecord {
     /// The manifest as written to the object store (JSON).
     pub manifest: Option<String>,
     pub error: Option<String>,
-    /// `None` until verified; then `verified` or `failed`.
-    pub verification: Option<String>,
+    /// `None` until verified.
+    pub verification: Option<VerificationStatus>,
     pub verified_at: Option<DateTime<Utc>>,
     pub verification_error: Option<String>,
     pub deleted_at: Option<DateTime<Utc>>,
     /// The second store the backup is copied to, if any.
     pub offsite_store: Option<String>,
-    /// `copying`, `verified` or `failed`.
-    pub offsite_status: Option<String>,
+    pub offsite_status: Option<OffsiteStatus>,
     pub offsite_error: Option<String>,
     pub offsite_at: Option<DateTime<Utc>>,
 }
@@ -63,8 +62,7 @@ pub struct RestoreTestRecord {
     pub id: String,
     pub service: String,
     pub backup_id: String,
-    /// `running`, `passed` or `failed`.
-    pub status: String,
+    pub status: RestoreTestStatus,
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
     /// From the start of the restore until PostgreSQL answered: RTO evidence.
@@ -190,7 +188,11 @@ impl Store {
     ) -> Result<()> {
         sqlx::query("UPDATE backups SET verification = $2, verified_at_us = $3, verification_error = $4 WHERE id = $1")
             .bind(id)
-            .bind(if verified { "verified" } else { "failed" })
+            .bind(if verified {
+                VerificationStatus::Verified
+            } else {
+                VerificationStatus::Failed
+            })
             .bind(to_us(at))
             .bind(reason)
             .execute(self.pool())
@@ -277,7 +279,7 @@ impl Store {
         &self,
         id: &str,
         store: &str,
-        status: &str,
+        status: OffsiteStatus,
         error: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<()> {
@@ -357,7 +359,11 @@ impl Store {
              WHERE id = $1",
         )
         .bind(id)
-        .bind(if passed { "passed" } else { "failed" })
+        .bind(if passed {
+            RestoreTestStatus::Passed
+        } else {
+            RestoreTestStatus::Failed
+        })
         .bind(to_us(at))
         .bind(time_to_ready_us)
         .bind(results)

@@ -10,6 +10,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use crate::states::MonitorStatus;
 use crate::{query_error, ExposureStats, Result, Store};
 
 /// One measurement of one service against one standby region.
@@ -21,8 +22,8 @@ pub struct LagSample {
     pub sampled_at: DateTime<Utc>,
     /// The primary's clock at the sample: the clock exposure is measured on.
     pub primary_time: Option<DateTime<Utc>>,
-    /// `ok`, `at_risk`, `breach` or `unknown` as decided by the monitor.
-    pub status: String,
+    /// As decided by the monitor.
+    pub status: MonitorStatus,
     pub rpo_exposure_us: Option<i64>,
     /// The standby is older than the oldest heartbeat known: exposure is at
     /// least the figure given.
@@ -43,7 +44,8 @@ pub struct LagSample {
 /// A minute of samples folded into one row.
 impl LagSample {
     /// A sample with only its place, time and exposure: what a rollup or a
-    /// bucket of samples keeps of them.
+    /// bucket of samples keeps of them (its status `unknown` until the
+    /// caller knows better).
     pub fn bare(
         service: &str,
         standby_region: &str,
@@ -55,7 +57,7 @@ impl LagSample {
             standby_region: standby_region.to_string(),
             sampled_at,
             primary_time: None,
-            status: String::new(),
+            status: MonitorStatus::Unknown,
             rpo_exposure_us,
             exposure_lower_bound: false,
             replay_lag_us: None,
@@ -160,7 +162,7 @@ impl Store {
                         .bind(&s.standby_region)
                         .bind(to_us(s.sampled_at))
                         .bind(s.primary_time.map(to_us))
-                        .bind(&s.status)
+                        .bind(s.status)
                         .bind(s.rpo_exposure_us)
                         .bind(s.exposure_lower_bound as i64)
                         .bind(s.replay_lag_us)
@@ -254,7 +256,7 @@ impl Store {
                 from_us(r.try_get(1)?),
                 r.try_get(3)?,
             );
-            s.status = ["ok", "unknown", "at_risk", "breach"][worst.clamp(0, 3) as usize].into();
+            s.status = MonitorStatus::of_gravity(worst.clamp(0, 3) as u8);
             s.exposure_lower_bound = lower > 0;
             s.replay_lag_us = r.try_get(5)?;
             s.byte_lag = r.try_get(6)?;

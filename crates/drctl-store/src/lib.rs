@@ -9,6 +9,45 @@
 //!
 //! This crate stores and retrieves; it does not decide statuses or compute
 //! exposure (the monitor does) and it never talks to monitored databases.
+//! It does own the vocabulary of states: every status drctl stores or
+//! serves is an enum in [`states`], spelled there once for the database,
+//! the API's JSON and the logs.
+
+/// Stores each given state enum as its text spelling through sqlx's `Any`
+/// driver (the derive of `sqlx::Type` covers only the concrete drivers):
+/// encoded from `IntoStaticStr`, decoded with `FromStr`, and a spelling
+/// the enum does not know is a decode error naming the type.
+macro_rules! stored_as_text {
+    ($($state:ty),+ $(,)?) => {$(
+        impl sqlx::Type<sqlx::Any> for $state {
+            fn type_info() -> sqlx::any::AnyTypeInfo {
+                <str as sqlx::Type<sqlx::Any>>::type_info()
+            }
+        }
+
+        impl<'q> sqlx::Encode<'q, sqlx::Any> for $state {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <sqlx::Any as sqlx::Database>::ArgumentBuffer<'q>,
+            ) -> std::result::Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                let text: &'static str = self.into();
+                <&str as sqlx::Encode<'q, sqlx::Any>>::encode(text, buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Any> for $state {
+            fn decode(
+                value: <sqlx::Any as sqlx::Database>::ValueRef<'r>,
+            ) -> std::result::Result<Self, sqlx::error::BoxDynError> {
+                let text = <String as sqlx::Decode<'r, sqlx::Any>>::decode(value)?;
+                text.parse().map_err(|_| {
+                    format!("{text:?} is not a stored {}", stringify!($state)).into()
+                })
+            }
+        }
+    )+};
+}
+pub(crate) use stored_as_text;
 
 mod alert;
 mod audit;
@@ -20,6 +59,7 @@ mod lease;
 mod member;
 mod operation;
 mod schedule;
+pub mod states;
 mod stats;
 
 use std::str::FromStr;

@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::lag::{from_us, to_us};
+use crate::states::ScheduleRunStatus;
 use crate::{query_error, Result, Store};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -15,8 +16,7 @@ pub struct ScheduleRun {
     pub due_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
-    /// `running`, `ok`, `failed`, `missed` or `skipped` (another holder ran it).
-    pub status: String,
+    pub status: ScheduleRunStatus,
     pub detail: Option<String>,
 }
 
@@ -35,7 +35,7 @@ impl Store {
         .bind(to_us(r.due_at))
         .bind(r.started_at.map(to_us))
         .bind(r.ended_at.map(to_us))
-        .bind(&r.status)
+        .bind(r.status)
         .bind(&r.detail)
         .execute(self.pool())
         .await

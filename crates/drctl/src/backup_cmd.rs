@@ -61,9 +61,9 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
                             vec![
                                 b.id.clone(),
                                 b.service.clone(),
-                                b.status.clone(),
+                                b.status.to_string(),
                                 b.verification
-                                    .clone()
+                                    .map(|v| v.to_string())
                                     .unwrap_or_else(|| "unverified".into()),
                                 b.ended_at
                                     .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
