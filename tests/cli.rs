@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use drctl_tests::{drctl, drctl_bin};
+use drctl_tests::{drctl, drctl_bin, drctl_into_closed_pipe};
 use serde_json::Value;
 
 fn repo(path: &str) -> String {
@@ -62,6 +62,162 @@ fn config_validate_of_a_missing_file_says_so() {
     let (code, _, err) = drctl(&["config", "validate", "/nonexistent/drctl.toml"]);
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent/drctl.toml"), "{err}");
+}
+
+/// `drctl status | head -1` once panicked ("failed printing to stdout:
+/// Broken pipe") with a backtrace. Every command ends quietly when its
+/// reader goes away, whether before the first line or after it.
+#[test]
+fn commands_exit_quietly_into_a_closed_pipe() {
+    let shop = repo("config/shop.example.toml");
+    for args in [
+        &["--help"][..],
+        &["status", "--help"],
+        &["config", "validate", &shop],
+        &["config", "validate", &shop, "-o", "json"],
+    ] {
+        for lines in [0, 1] {
+            let (code, err) = drctl_into_closed_pipe(args, lines);
+            assert_eq!(
+                code,
+                Some(0),
+                "`drctl {}` after {lines} line(s): {err}",
+                args.join(" ")
+            );
+            assert!(
+                err.is_empty(),
+                "`drctl {}` after {lines} line(s) wrote to stderr: {err}",
+                args.join(" ")
+            );
+        }
+    }
+}
+
+/// Runs a command into a pipe closed before and after its first line: no
+/// panic, no backtrace, an exit status of 0 or 141 (cut short by the pipe).
+fn assert_quiet_into_a_closed_pipe(args: &[&str]) {
+    for lines in [0, 1] {
+        let (code, err) = drctl_into_closed_pipe(args, lines);
+        let shown = format!("`drctl {}` after {lines} line(s)", args.join(" "));
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace") && !err.contains("Broken pipe"),
+            "{shown}: {err}"
+        );
+        assert!(
+            matches!(code, Some(0 | 141)),
+            "{shown} exited {code:?}: {err}"
+        );
+    }
+}
+
+/// The columns of `drctl status`, in order.
+const STATUS_COLUMNS: [&str; 13] = [
+    "SERVICE",
+    "TIER",
+    "STATUS",
+    "RPO TARGET",
+    "EXPOSURE",
+    "P99 1H",
+    "RTO / TARGET",
+    "PRIMARY",
+    "STANDBY",
+    "BYTE LAG",
+    "REPLAY LAG",
+    "RECEIVER",
+    "NOTE",
+];
+
+/// `drctl status` once printed the RTO cell twice: rows had 14 cells under
+/// 13 headers, so PRIMARY showed an RTO and STANDBY the primary. Cuts every
+/// row at the header's column starts and checks each value is whole and of
+/// its column's kind.
+fn assert_status_values_sit_under_their_headers(table: &str) {
+    let lines: Vec<&str> = table.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("SERVICE"))
+        .expect("a header line");
+    let mut starts = Vec::new();
+    let mut from = 0;
+    for name in STATUS_COLUMNS {
+        let at = from
+            + lines[header][from..]
+                .find(name)
+                .unwrap_or_else(|| panic!("header {name} missing or out of order:\n{table}"));
+        starts.push(at);
+        from = at + name.len();
+    }
+    let rows: Vec<&str> = lines[header + 1..]
+        .iter()
+        .copied()
+        .take_while(|l| !l.starts_with("(source:"))
+        .collect();
+    assert!(!rows.is_empty(), "no rows:\n{table}");
+    for row in &rows {
+        let chars: Vec<char> = row.chars().collect();
+        let cell = |i: usize| -> String {
+            let end = starts.get(i + 1).copied().unwrap_or(chars.len());
+            if i > 0 && starts[i] < chars.len() {
+                assert_eq!(
+                    chars[starts[i] - 1],
+                    ' ',
+                    "a value runs into {} from the column before:\n{table}",
+                    STATUS_COLUMNS[i]
+                );
+            }
+            chars[starts[i].min(chars.len())..end.min(chars.len())]
+                .iter()
+                .collect::<String>()
+                .trim()
+                .to_string()
+        };
+        let cells: Vec<String> = (0..STATUS_COLUMNS.len()).map(cell).collect();
+        for (name, value) in STATUS_COLUMNS
+            .iter()
+            .zip(&cells)
+            .take(STATUS_COLUMNS.len() - 1)
+        {
+            assert!(
+                !value.contains("  "),
+                "two values under {name} ({value:?}):\n{table}"
+            );
+        }
+        if cells[0].is_empty() {
+            continue; // a further standby region's line
+        }
+        assert!(
+            ["hot", "warm", "cold"].contains(&cells[1].as_str()),
+            "TIER {:?}:\n{table}",
+            cells[1]
+        );
+        assert!(
+            cells[6].contains(" / "),
+            "RTO / TARGET {:?}:\n{table}",
+            cells[6]
+        );
+        assert!(
+            cells[7].starts_with("region-"),
+            "PRIMARY {:?}:\n{table}",
+            cells[7]
+        );
+        assert!(
+            cells[8].starts_with("region-") || cells[8] == "-",
+            "STANDBY {:?}:\n{table}",
+            cells[8]
+        );
+        assert!(
+            cells[9] == "-" || cells[9].ends_with('B'),
+            "BYTE LAG {:?}:\n{table}",
+            cells[9]
+        );
+        if cells[0] == "orders" {
+            assert_eq!(
+                (cells[7].as_str(), cells[8].as_str()),
+                ("region-a", "region-b"),
+                "{table}"
+            );
+        }
+    }
 }
 
 /// A base port for a CLI lab that does not collide with other tests' labs.
@@ -157,6 +313,9 @@ fn lab_up_status_link_and_down_through_the_cli() {
     );
     eprintln!("{table}");
     assert!(table.contains("SERVICE"), "a header: {table}");
+    assert_status_values_sit_under_their_headers(&table);
+    assert_quiet_into_a_closed_pipe(&["status", "--config", &config]);
+    assert_quiet_into_a_closed_pipe(&["lab", "--dir", &dir, "status"]);
     for service in ["orders", "inventory", "catalog"] {
         assert!(
             table.lines().any(|l| l.starts_with(service)),

@@ -180,6 +180,41 @@ pub fn drctl(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs `drctl ARGS…` with its stdout a pipe that is closed after
+/// `lines` lines were read (0: before the command writes anything), as
+/// `drctl … | head -n LINES` does; returns (exit code, `None` when a
+/// signal ended it, and stderr). `RUST_BACKTRACE=1` is set, so a panic
+/// would show with its backtrace.
+pub fn drctl_into_closed_pipe(args: &[&str], lines: usize) -> (Option<i32>, String) {
+    use std::io::{BufRead, Read};
+    let mut child = Command::new(drctl_bin())
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running drctl");
+    let stdout = child.stdout.take().expect("a stdout pipe");
+    let mut reader = std::io::BufReader::new(stdout);
+    for _ in 0..lines {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+    }
+    drop(reader);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("a stderr pipe")
+        .read_to_string(&mut stderr)
+        .expect("reading drctl's stderr");
+    let status = child.wait().expect("waiting for drctl");
+    (status.code(), stderr)
+}
+
 /// A `moto_server` (S3, Route 53) on a free loopback port; killed on drop.
 pub struct MotoServer {
     pub endpoint: String,
