@@ -1,9 +1,16 @@
 //! Shared helpers of the integration tests: labs on free ports, an
 //! in-process daemon over a lab, ground truth read from the lab's own rows,
-//! the `drctl` binary, and `moto_server`.
+//! the `drctl` binary, and `moto_server`; test configs built from named
+//! pieces ([`config`]) and a client of the API ([`api`]).
 //!
 //! Every helper that needs a server starts the real one; when it cannot, it
 //! panics with the install hint (tests never pass by skipping).
+
+pub mod api;
+pub mod config;
+
+pub use api::{in_process_router, in_process_state, ApiClient, Reply};
+pub use config::{Service, TestConfig, TokenSecret};
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -167,10 +174,21 @@ pub fn drctl_bin() -> PathBuf {
     bin
 }
 
+/// The AWS credentials the tests' S3 and Route 53 clients present to
+/// `moto_server`, which takes any. Given to every `drctl` child through its
+/// environment (never by changing this process's: tests run in parallel),
+/// so no child of a test signs with an operator's real keys either.
+pub const MOTO_CREDENTIALS: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "drctl-test"),
+    ("AWS_SECRET_ACCESS_KEY", "drctl-test-secret"),
+    ("AWS_REGION", "us-east-1"),
+];
+
 /// Runs `drctl ARGS…`, returning (exit code, stdout, stderr).
 pub fn drctl(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(drctl_bin())
         .args(args)
+        .envs(MOTO_CREDENTIALS)
         .output()
         .expect("running drctl");
     (
