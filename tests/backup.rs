@@ -413,24 +413,9 @@ async fn api_backups(
     config: &std::sync::Arc<drctl_config::Config>,
     store: &drctl_store::Store,
 ) -> serde_json::Value {
-    use tower::ServiceExt;
-    let router = drctl_api::router(
-        drctl_api::ApiState::new(drctl_monitor::Monitor::new(config.clone(), store.clone()))
-            .unwrap(),
-    );
-    let response = router
-        .oneshot(
-            axum::http::Request::get("/api/v1/backups?service=catalog")
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
+    ApiClient::router(router_over(config.clone(), store.clone()))
+        .get_ok("/api/v1/backups?service=catalog")
         .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    serde_json::from_slice(&body).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

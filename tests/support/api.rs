@@ -20,6 +20,11 @@ pub async fn in_process_router(config: Config) -> (axum::Router, Store) {
     (router(state), store)
 }
 
+/// The real router over `config` and a store the test already holds.
+pub fn router_over(config: Arc<Config>, store: Store) -> axum::Router {
+    router(ApiState::new(Monitor::new(config, store)).expect("the API's tokens load"))
+}
+
 /// The API's state over `config`, and its state store, for tests that keep
 /// the state (reports in flight, limits) beside the router.
 pub async fn in_process_state(config: Config) -> (ApiState, Store) {

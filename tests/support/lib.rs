@@ -9,7 +9,7 @@
 pub mod api;
 pub mod config;
 
-pub use api::{in_process_router, in_process_state, ApiClient, Reply};
+pub use api::{in_process_router, in_process_state, router_over, ApiClient, Reply};
 pub use config::{Service, TestConfig, TokenSecret};
 
 use std::path::PathBuf;
