@@ -9,7 +9,7 @@ use chrono::Utc;
 use drctl_backup::jobs::{self, OffsiteCheck};
 use drctl_backup::{
     new_backup_id, restore_backup, run_backup, verify_backup, BackupKey, BackupRequest, Expected,
-    ObjectStore, S3Location,
+    ObjectStore,
 };
 use drctl_lab::{find_pg_bin, free_port, LabService, PgCluster, REGION_A};
 use drctl_tests::*;
@@ -22,16 +22,9 @@ async fn s3_store(moto: &MotoServer, bucket: &str) -> ObjectStore {
     // moto accepts any credentials; the SDK takes them from the standard chain.
     std::env::set_var("AWS_ACCESS_KEY_ID", "drctl-test");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "drctl-test-secret");
-    let store = ObjectStore::s3(S3Location {
-        bucket: bucket.into(),
-        prefix: "backups/".into(),
-        endpoint: Some(moto.endpoint.clone()),
-        region: "us-east-1".into(),
-        path_style: true,
-        attempt_timeout: std::time::Duration::from_secs(120),
-    })
-    .await
-    .expect("an S3 store");
+    let store = ObjectStore::s3(moto.s3_location(bucket, "backups/"))
+        .await
+        .expect("an S3 store");
     store.ensure_bucket().await.expect("create the bucket");
     store
 }

@@ -304,16 +304,9 @@ async fn the_offsite_copy_lands_in_the_second_store_verified() {
     assert_eq!(run["backup"]["offsite_status"], "verified", "{run}");
 
     // The copy is really there, complete, and checks out on its own.
-    let offsite = drctl_backup::ObjectStore::s3(drctl_backup::S3Location {
-        bucket: "drctl-offsite".into(),
-        prefix: "dr/".into(),
-        endpoint: Some(moto.endpoint.clone()),
-        region: "us-east-1".into(),
-        path_style: true,
-        attempt_timeout: std::time::Duration::from_secs(120),
-    })
-    .await
-    .unwrap();
+    let offsite = drctl_backup::ObjectStore::s3(moto.s3_location("drctl-offsite", "dr/"))
+        .await
+        .unwrap();
     let keys: Vec<String> = offsite
         .list("catalog/")
         .await

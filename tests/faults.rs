@@ -63,12 +63,8 @@ fn catalog() -> LabService {
 /// The bucket straight on moto, for looking behind drctl's back.
 async fn bucket(moto: &MotoServer) -> ObjectStore {
     let store = ObjectStore::s3(S3Location {
-        bucket: "drctl-faults".into(),
-        prefix: "backups/".into(),
-        endpoint: Some(moto.endpoint.clone()),
-        region: "us-east-1".into(),
-        path_style: true,
         attempt_timeout: Duration::from_secs(30),
+        ..moto.s3_location("drctl-faults", "backups/")
     })
     .await
     .unwrap();

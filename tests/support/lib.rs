@@ -246,8 +246,29 @@ impl Drop for MotoServer {
     }
 }
 
+impl MotoServer {
+    /// A bucket of this server as drctl's S3 store addresses it (path
+    /// style, moto's region, 120 s per attempt).
+    pub fn s3_location(&self, bucket: &str, prefix: &str) -> drctl_backup::S3Location {
+        drctl_backup::S3Location {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            endpoint: Some(self.endpoint.clone()),
+            region: "us-east-1".into(),
+            path_style: true,
+            attempt_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
 /// Starts `moto_server` from `MOTO_SERVER`, the test virtualenv or PATH.
 pub async fn moto_server() -> MotoServer {
+    moto_server_with(&[]).await
+}
+
+/// [`moto_server`] with settings of moto's own in its environment (e.g.
+/// `S3_UPLOAD_PART_MIN_SIZE`), given to the child only.
+pub async fn moto_server_with(env: &[(&str, &str)]) -> MotoServer {
     let candidates = [
         std::env::var("MOTO_SERVER").ok(),
         Some(format!(
@@ -265,6 +286,7 @@ pub async fn moto_server() -> MotoServer {
     let port = drctl_lab::free_port();
     let child = Command::new(&bin)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
