@@ -11,12 +11,8 @@ use drctl_backup::{
     new_backup_id, restore_backup, run_backup, verify_backup, BackupKey, BackupRequest, Expected,
     ObjectStore,
 };
-use drctl_lab::{find_pg_bin, free_port, LabService, PgCluster, REGION_A};
+use drctl_lab::{find_pg_bin, free_port, PgCluster, REGION_A};
 use drctl_tests::*;
-
-fn catalog() -> LabService {
-    LabService::new("catalog", "cold", "shop.price_changes")
-}
 
 async fn s3_store(moto: &MotoServer, bucket: &str) -> ObjectStore {
     // moto accepts any credentials; the SDK takes them from the standard chain.

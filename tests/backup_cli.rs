@@ -36,12 +36,7 @@ fn time(v: &Value) -> DateTime<Utc> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_tier_rpo_and_rto_come_from_verified_backups_and_restore_tests() {
-    let (lab, _dir) = start_lab(vec![drctl_lab::LabService::new(
-        "catalog",
-        "cold",
-        "shop.price_changes",
-    )])
-    .await;
+    let (lab, _dir) = start_lab(vec![catalog()]).await;
     let daemon = start_daemon(&lab).await;
     let api = daemon.api_url();
     let cfg = lab.config_path().display().to_string();
@@ -177,12 +172,7 @@ async fn cold_tier_rpo_and_rto_come_from_verified_backups_and_restore_tests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_missed_while_the_daemon_was_down_are_recorded_and_the_latest_runs() {
-    let (lab, dir) = start_lab(vec![drctl_lab::LabService::new(
-        "catalog",
-        "cold",
-        "shop.price_changes",
-    )])
-    .await;
+    let (lab, dir) = start_lab(vec![catalog()]).await;
     let text = std::fs::read_to_string(lab.config_path()).unwrap().replace(
         "[services.backup]\nstore = \"lab-objects\"\n",
         "[services.backup]\nstore = \"lab-objects\"\nschedule = \"* * * * *\"\n",
@@ -273,12 +263,7 @@ async fn schedules_missed_while_the_daemon_was_down_are_recorded_and_the_latest_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_offsite_copy_lands_in_the_second_store_verified() {
-    let (lab, _dir) = start_lab(vec![drctl_lab::LabService::new(
-        "catalog",
-        "cold",
-        "shop.price_changes",
-    )])
-    .await;
+    let (lab, _dir) = start_lab(vec![catalog()]).await;
     let moto = moto_server().await;
     // The S3 SDK in the drctl process takes credentials from the standard chain.
     std::env::set_var("AWS_ACCESS_KEY_ID", "drctl-test");
@@ -358,12 +343,7 @@ async fn finished(api: &str, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_verifications_and_restore_tests_start_through_the_api() {
-    let (lab, _dir) = start_lab(vec![drctl_lab::LabService::new(
-        "catalog",
-        "cold",
-        "shop.price_changes",
-    )])
-    .await;
+    let (lab, _dir) = start_lab(vec![catalog()]).await;
     let daemon = start_daemon(&lab).await;
     let api = daemon.api_url();
     let operator = lab_token(&lab, "operator");

@@ -21,9 +21,7 @@ use std::time::{Duration, Instant};
 
 use drctl_backup::{restore_backup, ObjectStore, S3Location};
 use drctl_failover::OperationKind;
-use drctl_lab::{
-    find_pg_bin, free_port, Fault, FaultProxy, Lab, LabService, PgCluster, REGION_A, REGION_B,
-};
+use drctl_lab::{find_pg_bin, free_port, Fault, FaultProxy, Lab, PgCluster, REGION_A, REGION_B};
 use drctl_store::Store;
 use drctl_tests::*;
 use serde_json::Value;
@@ -55,10 +53,6 @@ fn write_config(lab: &Lab, name: &str, text: String) -> String {
 }
 
 // ------------------------------------------------------------------- S3
-
-fn catalog() -> LabService {
-    LabService::new("catalog", "cold", "shop.price_changes")
-}
 
 /// The bucket straight on moto, for looking behind drctl's back.
 async fn bucket(moto: &MotoServer) -> ObjectStore {

@@ -40,6 +40,10 @@ pub fn orders() -> LabService {
     LabService::new("orders", "hot", "shop.orders")
 }
 
+pub fn catalog() -> LabService {
+    LabService::new("catalog", "cold", "shop.price_changes")
+}
+
 pub fn inventory() -> LabService {
     LabService::new("inventory", "warm", "shop.stock_movements")
 }
