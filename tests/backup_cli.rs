@@ -314,13 +314,8 @@ async fn the_offsite_copy_lands_in_the_second_store_verified() {
 }
 
 async fn post(url: &str, token: &str) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("the API answers");
-    (r.status().as_u16(), r.json().await.expect("JSON"))
+    let reply = ApiClient::http(url).with_token(token).post("", None).await;
+    (reply.status.as_u16(), reply.json())
 }
 
 /// Polls an operation until it is no longer running.
