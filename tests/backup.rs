@@ -15,9 +15,7 @@ use drctl_lab::{find_pg_bin, free_port, PgCluster, REGION_A};
 use drctl_tests::*;
 
 async fn s3_store(moto: &MotoServer, bucket: &str) -> ObjectStore {
-    // moto accepts any credentials; the SDK takes them from the standard chain.
-    std::env::set_var("AWS_ACCESS_KEY_ID", "drctl-test");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "drctl-test-secret");
+    aws_sdk_credentials_for_moto();
     let store = ObjectStore::s3(moto.s3_location(bucket, "backups/"))
         .await
         .expect("an S3 store");

@@ -27,11 +27,8 @@ use drctl_tests::*;
 use serde_json::Value;
 
 fn aws_env() {
-    // moto takes any credentials; the SDK reads them from the standard chain
-    // (and `drctl` children inherit them).
-    std::env::set_var("AWS_ACCESS_KEY_ID", "drctl-test");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "drctl-test-secret");
-    std::env::set_var("AWS_REGION", "us-east-1");
+    // The in-process bucket checks; `drctl` children get theirs from drctl().
+    aws_sdk_credentials_for_moto();
 }
 
 fn addr_of(url: &str) -> SocketAddr {

@@ -188,6 +188,20 @@ pub const MOTO_CREDENTIALS: [(&str, &str); 3] = [
     ("AWS_REGION", "us-east-1"),
 ];
 
+/// Puts [`MOTO_CREDENTIALS`] into this process's environment, for the AWS
+/// SDK clients a test builds in-process (`ObjectStore::s3`,
+/// `Route53Provider`): they read only the standard credential chain, so
+/// there is no parameter to pass them through yet. The one place left that
+/// changes the environment of a running test binary; every caller sets the
+/// same values. It goes away once `S3Location` and `Route53Provider` take
+/// credentials explicitly. `drctl` children get them through
+/// [`drctl`]'s `Command::envs` instead.
+pub fn aws_sdk_credentials_for_moto() {
+    for (name, value) in MOTO_CREDENTIALS {
+        std::env::set_var(name, value);
+    }
+}
+
 /// Runs `drctl ARGS…`, returning (exit code, stdout, stderr).
 pub fn drctl(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(drctl_bin())
