@@ -12,90 +12,53 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
-use drctl_api::{router, ApiState};
+use axum::http::{header, Method, StatusCode};
+use drctl_api::ApiState;
 use drctl_monitor::Monitor;
 use drctl_store::Store;
-use drctl_tests::drctl;
+use drctl_tests::{drctl, in_process_router, ApiClient, Service, TestConfig, TokenSecret};
 use serde_json::{json, Value};
-use tower::ServiceExt;
-
-const CONFIG: &str = r#"
-[store]
-url = "sqlite://state.db"
-
-[api]
-anonymous = "none"
-
-[[api.tokens]]
-name = "grafana"
-role = "viewer"
-secret_file = "tokens/viewer"
-
-[[api.tokens]]
-name = "oncall"
-role = "operator"
-secret_file = "tokens/operator"
-
-[[api.tokens]]
-name = "sre-lead"
-role = "admin"
-secret_env = "DRCTL_ACCESS_TEST_ADMIN_TOKEN"
-
-[[regions]]
-name = "eu-west"
-[[regions]]
-name = "us-east"
-
-[[object_stores]]
-name = "local-backups"
-kind = "local"
-path = "objects"
-
-[[services]]
-name = "orders"
-tier = "hot"
-regions = ["eu-west", "us-east"]
-primary = "eu-west"
-[services.postgres.eu-west]
-dsn = "postgres://app@127.0.0.1:31997/orders?connect_timeout=1"
-[services.postgres.us-east]
-dsn = "postgres://app@127.0.0.1:31998/orders?connect_timeout=1"
-
-[[services]]
-name = "catalog"
-tier = "cold"
-regions = ["eu-west", "us-east"]
-primary = "eu-west"
-[services.postgres.eu-west]
-dsn = "postgres://app@127.0.0.1:31999/catalog?connect_timeout=1"
-[services.backup]
-store = "local-backups"
-"#;
 
 const VIEWER: &str = "viewer-token-for-the-access-test";
 const OPERATOR: &str = "operator-token-for-the-access-test";
 const ADMIN: &str = "admin-token-for-the-access-test";
 
-/// The config's directory with its token files; the admin token comes from
-/// the environment (both ways a secret can be given).
+/// Three tokens, one per role, from files (a token from the environment is
+/// proven by tests/secrets.rs, which gives it to a real `drctl serve`
+/// through the child's environment); nothing anonymous.
+fn config() -> TestConfig {
+    TestConfig::new()
+        .store_url("sqlite://state.db")
+        .api("anonymous = \"none\"")
+        .token("grafana", "viewer", TokenSecret::File("tokens/viewer"))
+        .token("oncall", "operator", TokenSecret::File("tokens/operator"))
+        .token("sre-lead", "admin", TokenSecret::File("tokens/admin"))
+        .local_object_store("local-backups", "objects")
+        .service(Service::hot("orders").unreachable_postgres(31997, 31998))
+        .service(
+            Service::cold("catalog")
+                .postgres(
+                    "eu-west",
+                    r#"dsn = "postgres://app@127.0.0.1:31999/catalog?connect_timeout=1""#,
+                )
+                .table("[services.backup]\nstore = \"local-backups\""),
+        )
+}
+
+/// The config's directory with its token files.
 fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("tokens")).unwrap();
     std::fs::write(dir.path().join("tokens/viewer"), format!("{VIEWER}\n")).unwrap();
     std::fs::write(dir.path().join("tokens/operator"), OPERATOR).unwrap();
-    std::fs::write(dir.path().join("drctl.toml"), CONFIG).unwrap();
-    // Every test sets the same value: no race between tests of this file.
-    std::env::set_var("DRCTL_ACCESS_TEST_ADMIN_TOKEN", ADMIN);
+    std::fs::write(dir.path().join("tokens/admin"), ADMIN).unwrap();
+    config().write(dir.path());
     dir
 }
 
 async fn app(dir: &Path) -> (axum::Router, Store) {
     let config = drctl_config::load(&dir.join("drctl.toml")).expect("valid test config");
-    let store = Store::open(config.store.url.expose()).await.expect("store");
-    let monitor = Monitor::new(Arc::new(config), store.clone());
-    (router(ApiState::new(monitor).expect("tokens load")), store)
+    in_process_router(config).await
 }
 
 async fn call(
@@ -105,28 +68,12 @@ async fn call(
     authorization: Option<String>,
     body: Option<Value>,
 ) -> (StatusCode, Value, Option<String>) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(a) = authorization {
-        req = req.header(header::AUTHORIZATION, a);
-    }
-    let req = match body {
-        Some(b) => req
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
-    let response = app.clone().oneshot(req).await.unwrap();
-    let status = response.status();
-    let challenge = response
-        .headers()
-        .get(header::WWW_AUTHENTICATE)
-        .map(|v| v.to_str().unwrap().to_string());
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
-        .await
-        .unwrap();
-    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (status, value, challenge)
+    let reply = ApiClient::router(app.clone())
+        .with_authorization(authorization)
+        .request(method, uri, body)
+        .await;
+    let challenge = reply.header(header::WWW_AUTHENTICATE);
+    (reply.status, reply.json_or_null(), challenge)
 }
 
 fn bearer(token: &str) -> Option<String> {
@@ -256,7 +203,9 @@ async fn every_endpoint_answers_each_role_as_its_rule_says() {
 #[tokio::test]
 async fn anonymous_viewer_reads_but_a_wrong_token_is_still_refused() {
     let dir = setup();
-    let text = CONFIG.replace("anonymous = \"none\"", "anonymous = \"viewer\"");
+    let text = config()
+        .toml()
+        .replace("anonymous = \"none\"", "anonymous = \"viewer\"");
     std::fs::write(dir.path().join("drctl.toml"), text).unwrap();
     let (app, _store) = app(dir.path()).await;
     let (status, _, _) = call(&app, Method::GET, "/api/v1/rpo-rto", None, None).await;
@@ -516,7 +465,7 @@ async fn a_fence_hooks_argv_and_output_are_hidden_from_viewers() {
     const IN_ARGV: &str = "planted-hook-argv-token-13f0";
     const IN_OUTPUT: &str = "planted-hook-output-5aa2";
     let dir = setup();
-    let config = CONFIG.replace(
+    let config = config().toml().replace(
         "[services.postgres.us-east]\ndsn = \"postgres://app@127.0.0.1:31998/orders?connect_timeout=1\"\n",
         &format!(
             "[services.postgres.us-east]\ndsn = \"postgres://app@127.0.0.1:31998/orders?connect_timeout=1\"\n\
@@ -744,7 +693,7 @@ async fn a_chain_recomputed_without_the_audit_key_is_caught_by_verify() {
     let config_path = dir.path().join("drctl.toml");
     std::fs::write(
         &config_path,
-        format!("{CONFIG}\n[audit]\nkey_file = \"audit.key\"\n"),
+        config().raw("[audit]\nkey_file = \"audit.key\"").toml(),
     )
     .unwrap();
     let config = drctl_config::load(&config_path).expect("valid test config");

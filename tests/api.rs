@@ -2,87 +2,53 @@
 //! stable codes, driven in-process (no sampling; the store is a real SQLite).
 
 use std::path::Path;
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use drctl_api::{router, ApiState};
-use drctl_monitor::Monitor;
-use drctl_store::Store;
+use drctl_tests::{in_process_router, ApiClient, Service, TestConfig, TokenSecret};
 use serde_json::Value;
 use tower::ServiceExt;
 
-const CONFIG: &str = r#"
-[api]
-anonymous = "viewer"
-
-[[api.tokens]]
-name = "ops"
-role = "operator"
-secret_env = "DRCTL_API_TEST_OPERATOR_TOKEN"
-
-[[regions]]
-name = "eu-west"
-[[regions]]
-name = "us-east"
-
-[[services]]
-name = "orders"
-tier = "hot"
-regions = ["eu-west", "us-east"]
-primary = "eu-west"
-[services.postgres.eu-west]
-dsn = "postgres://app:hunter2-secret@127.0.0.1:1/orders"
-[services.postgres.us-east]
-dsn = "postgres://app:hunter2-secret@127.0.0.1:2/orders"
-
-[[services]]
-name = "catalog"
-tier = "cold"
-regions = ["eu-west", "us-east"]
-primary = "eu-west"
-[services.postgres.eu-west]
-dsn_env = "CATALOG_DSN"
-
-[[services]]
-name = "storefront"
-tier = "hot"
-regions = ["eu-west", "us-east"]
-primary = "eu-west"
-"#;
-
-/// The operator token of [`CONFIG`] (every test sets the same value).
+/// The operator token of the test config, from a token file.
 const OPERATOR: &str = "api-test-operator-token";
 
+/// Two replicated services (DSN passwords planted), a cold one whose DSN
+/// comes from an unset variable, and a stateless one.
+fn config() -> TestConfig {
+    TestConfig::new()
+        .api("anonymous = \"viewer\"")
+        .token("ops", "operator", TokenSecret::File("tokens/operator"))
+        .service(
+            Service::hot("orders")
+                .postgres(
+                    "eu-west",
+                    r#"dsn = "postgres://app:hunter2-secret@127.0.0.1:1/orders""#,
+                )
+                .postgres(
+                    "us-east",
+                    r#"dsn = "postgres://app:hunter2-secret@127.0.0.1:2/orders""#,
+                ),
+        )
+        .service(Service::cold("catalog").postgres("eu-west", r#"dsn_env = "CATALOG_DSN""#))
+        .service(Service::hot("storefront"))
+}
+
 async fn app() -> (axum::Router, tempfile::TempDir) {
-    std::env::set_var("DRCTL_API_TEST_OPERATOR_TOKEN", OPERATOR);
     let dir = tempfile::tempdir().unwrap();
-    let config =
-        drctl_config::parse("api-test.toml", CONFIG, dir.path()).expect("valid test config");
-    let store = Store::open(config.store.url.expose()).await.expect("store");
-    let monitor = Monitor::new(Arc::new(config), store);
-    (router(ApiState::new(monitor).unwrap()), dir)
+    std::fs::create_dir(dir.path().join("tokens")).unwrap();
+    std::fs::write(dir.path().join("tokens/operator"), OPERATOR).unwrap();
+    let (router, _store) = in_process_router(config().parse(dir.path())).await;
+    (router, dir)
 }
 
 async fn get(app: &axum::Router, uri: &str) -> (StatusCode, String) {
-    let response = app
-        .clone()
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .expect("the router answers");
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (status, String::from_utf8(bytes.to_vec()).unwrap())
+    let reply = ApiClient::router(app.clone()).get(uri).await;
+    (reply.status, reply.body)
 }
 
 async fn get_json(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
-    let (status, body) = get(app, uri).await;
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{uri}: not JSON ({e}): {body}")),
-    )
+    let reply = ApiClient::router(app.clone()).get(uri).await;
+    (reply.status, reply.json())
 }
 
 #[tokio::test]

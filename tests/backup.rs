@@ -9,29 +9,16 @@ use chrono::Utc;
 use drctl_backup::jobs::{self, OffsiteCheck};
 use drctl_backup::{
     new_backup_id, restore_backup, run_backup, verify_backup, BackupKey, BackupRequest, Expected,
-    ObjectStore, S3Location,
+    ObjectStore,
 };
-use drctl_lab::{find_pg_bin, free_port, LabService, PgCluster, REGION_A};
+use drctl_lab::{find_pg_bin, free_port, PgCluster, REGION_A};
 use drctl_tests::*;
 
-fn catalog() -> LabService {
-    LabService::new("catalog", "cold", "shop.price_changes")
-}
-
 async fn s3_store(moto: &MotoServer, bucket: &str) -> ObjectStore {
-    // moto accepts any credentials; the SDK takes them from the standard chain.
-    std::env::set_var("AWS_ACCESS_KEY_ID", "drctl-test");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "drctl-test-secret");
-    let store = ObjectStore::s3(S3Location {
-        bucket: bucket.into(),
-        prefix: "backups/".into(),
-        endpoint: Some(moto.endpoint.clone()),
-        region: "us-east-1".into(),
-        path_style: true,
-        attempt_timeout: std::time::Duration::from_secs(120),
-    })
-    .await
-    .expect("an S3 store");
+    aws_sdk_credentials_for_moto();
+    let store = ObjectStore::s3(moto.s3_location(bucket, "backups/"))
+        .await
+        .expect("an S3 store");
     store.ensure_bucket().await.expect("create the bucket");
     store
 }
@@ -413,24 +400,9 @@ async fn api_backups(
     config: &std::sync::Arc<drctl_config::Config>,
     store: &drctl_store::Store,
 ) -> serde_json::Value {
-    use tower::ServiceExt;
-    let router = drctl_api::router(
-        drctl_api::ApiState::new(drctl_monitor::Monitor::new(config.clone(), store.clone()))
-            .unwrap(),
-    );
-    let response = router
-        .oneshot(
-            axum::http::Request::get("/api/v1/backups?service=catalog")
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
+    ApiClient::router(router_over(config.clone(), store.clone()))
+        .get_ok("/api/v1/backups?service=catalog")
         .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    serde_json::from_slice(&body).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

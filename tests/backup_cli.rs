@@ -36,12 +36,7 @@ fn time(v: &Value) -> DateTime<Utc> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_tier_rpo_and_rto_come_from_verified_backups_and_restore_tests() {
-    let (lab, _dir) = start_lab(vec![drctl_lab::LabService::new(
-        "catalog",
-        "cold",
-        "shop.price_changes",
-    )])
-    .await;
+    let (lab, _dir) = start_lab(vec![catalog()]).await;
     let daemon = start_daemon(&lab).await;
     let api = daemon.api_url();
     let cfg = lab.config_path().display().to_string();
@@ -177,12 +172,7 @@ async fn cold_tier_rpo_and_rto_come_from_verified_backups_and_restore_tests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_missed_while_the_daemon_was_down_are_recorded_and_the_latest_runs() {
-    let (lab, dir) = start_lab(vec![drctl_lab::LabService::new(
-        "catalog",
-        "cold",
-        "shop.price_changes",
-    )])
-    .await;
+    let (lab, dir) = start_lab(vec![catalog()]).await;
     let text = std::fs::read_to_string(lab.config_path()).unwrap().replace(
         "[services.backup]\nstore = \"lab-objects\"\n",
         "[services.backup]\nstore = \"lab-objects\"\nschedule = \"* * * * *\"\n",
@@ -273,16 +263,10 @@ async fn schedules_missed_while_the_daemon_was_down_are_recorded_and_the_latest_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_offsite_copy_lands_in_the_second_store_verified() {
-    let (lab, _dir) = start_lab(vec![drctl_lab::LabService::new(
-        "catalog",
-        "cold",
-        "shop.price_changes",
-    )])
-    .await;
+    let (lab, _dir) = start_lab(vec![catalog()]).await;
     let moto = moto_server().await;
-    // The S3 SDK in the drctl process takes credentials from the standard chain.
-    std::env::set_var("AWS_ACCESS_KEY_ID", "drctl-test");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "drctl-test-secret");
+    // For the in-process check of the offsite bucket below.
+    aws_sdk_credentials_for_moto();
     let mut text = std::fs::read_to_string(lab.config_path()).unwrap().replace(
         "[services.backup]\nstore = \"lab-objects\"\n",
         "[services.backup]\nstore = \"lab-objects\"\noffsite_store = \"dr-bucket\"\n",
@@ -304,16 +288,9 @@ async fn the_offsite_copy_lands_in_the_second_store_verified() {
     assert_eq!(run["backup"]["offsite_status"], "verified", "{run}");
 
     // The copy is really there, complete, and checks out on its own.
-    let offsite = drctl_backup::ObjectStore::s3(drctl_backup::S3Location {
-        bucket: "drctl-offsite".into(),
-        prefix: "dr/".into(),
-        endpoint: Some(moto.endpoint.clone()),
-        region: "us-east-1".into(),
-        path_style: true,
-        attempt_timeout: std::time::Duration::from_secs(120),
-    })
-    .await
-    .unwrap();
+    let offsite = drctl_backup::ObjectStore::s3(moto.s3_location("drctl-offsite", "dr/"))
+        .await
+        .unwrap();
     let keys: Vec<String> = offsite
         .list("catalog/")
         .await
@@ -336,13 +313,8 @@ async fn the_offsite_copy_lands_in_the_second_store_verified() {
 }
 
 async fn post(url: &str, token: &str) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("the API answers");
-    (r.status().as_u16(), r.json().await.expect("JSON"))
+    let reply = ApiClient::http(url).with_token(token).post("", None).await;
+    (reply.status.as_u16(), reply.json())
 }
 
 /// Polls an operation until it is no longer running.
@@ -365,12 +337,7 @@ async fn finished(api: &str, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_verifications_and_restore_tests_start_through_the_api() {
-    let (lab, _dir) = start_lab(vec![drctl_lab::LabService::new(
-        "catalog",
-        "cold",
-        "shop.price_changes",
-    )])
-    .await;
+    let (lab, _dir) = start_lab(vec![catalog()]).await;
     let daemon = start_daemon(&lab).await;
     let api = daemon.api_url();
     let operator = lab_token(&lab, "operator");

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use drctl_tests::{drctl, drctl_bin};
+use drctl_tests::{drctl, drctl_bin, drctl_into_closed_pipe};
 use serde_json::Value;
 
 fn repo(path: &str) -> String {
@@ -62,6 +62,161 @@ fn config_validate_of_a_missing_file_says_so() {
     let (code, _, err) = drctl(&["config", "validate", "/nonexistent/drctl.toml"]);
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent/drctl.toml"), "{err}");
+}
+
+/// `drctl status | head -1` once panicked ("failed printing to stdout:
+/// Broken pipe") with a backtrace. Every command ends quietly when its
+/// reader goes away, whether before the first line or after it.
+#[test]
+fn commands_exit_quietly_into_a_closed_pipe() {
+    let shop = repo("config/shop.example.toml");
+    for args in [
+        &["--help"][..],
+        &["status", "--help"],
+        &["config", "validate", &shop],
+        &["config", "validate", &shop, "-o", "json"],
+    ] {
+        for lines in [0, 1] {
+            let (code, err) = drctl_into_closed_pipe(args, lines);
+            assert_eq!(
+                code,
+                Some(0),
+                "`drctl {}` after {lines} line(s): {err}",
+                args.join(" ")
+            );
+            assert!(
+                err.is_empty(),
+                "`drctl {}` after {lines} line(s) wrote to stderr: {err}",
+                args.join(" ")
+            );
+        }
+    }
+}
+
+/// Runs a command into a pipe closed before and after its first line: no
+/// panic, no backtrace, an exit status of 0 or 141 (cut short by the pipe).
+fn assert_quiet_into_a_closed_pipe(args: &[&str]) {
+    for lines in [0, 1] {
+        let (code, err) = drctl_into_closed_pipe(args, lines);
+        let shown = format!("`drctl {}` after {lines} line(s)", args.join(" "));
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace") && !err.contains("Broken pipe"),
+            "{shown}: {err}"
+        );
+        assert!(
+            matches!(code, Some(0 | 141)),
+            "{shown} exited {code:?}: {err}"
+        );
+    }
+}
+
+/// `drctl status` once printed the RTO cell twice: rows had 14 cells under
+/// 13 headers, so PRIMARY showed an RTO and STANDBY the primary. Cuts every
+/// row at the header's column starts and checks each value is whole and of
+/// its column's kind.
+fn assert_status_values_sit_under_their_headers(table: &str) {
+    let lines: Vec<&str> = table.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("SERVICE"))
+        .expect("a header line");
+    // Headers are words joined by single spaces ("RPO TARGET"), columns
+    // two or more spaces apart: a header starts after such a gap.
+    let head: Vec<char> = lines[header].chars().collect();
+    let starts: Vec<usize> = (0..head.len())
+        .filter(|&i| {
+            head[i] != ' ' && (i == 0 || (i >= 2 && head[i - 1] == ' ' && head[i - 2] == ' '))
+        })
+        .collect();
+    let names: Vec<String> = starts
+        .iter()
+        .enumerate()
+        .map(|(n, &at)| {
+            let end = starts.get(n + 1).copied().unwrap_or(head.len());
+            head[at..end].iter().collect::<String>().trim().to_string()
+        })
+        .collect();
+    let column = |name: &str| {
+        names
+            .iter()
+            .position(|n| n == name)
+            .unwrap_or_else(|| panic!("no {name} header in {names:?}:\n{table}"))
+    };
+    assert_eq!(names.len(), 13, "{names:?}");
+    let (tier, rto, primary, standby, byte_lag) = (
+        column("TIER"),
+        column("RTO / TARGET"),
+        column("PRIMARY"),
+        column("STANDBY"),
+        column("BYTE LAG"),
+    );
+    let rows: Vec<&str> = lines[header + 1..]
+        .iter()
+        .copied()
+        .take_while(|l| !l.starts_with("(source:"))
+        .collect();
+    assert!(!rows.is_empty(), "no rows:\n{table}");
+    for row in &rows {
+        let chars: Vec<char> = row.chars().collect();
+        let cell = |i: usize| -> String {
+            let end = starts.get(i + 1).copied().unwrap_or(chars.len());
+            if i > 0 && starts[i] < chars.len() {
+                assert_eq!(
+                    chars[starts[i] - 1],
+                    ' ',
+                    "a value runs into {} from the column before:\n{table}",
+                    names[i]
+                );
+            }
+            chars[starts[i].min(chars.len())..end.min(chars.len())]
+                .iter()
+                .collect::<String>()
+                .trim()
+                .to_string()
+        };
+        let cells: Vec<String> = (0..names.len()).map(cell).collect();
+        for (name, value) in names.iter().zip(&cells).take(names.len() - 1) {
+            assert!(
+                !value.contains("  "),
+                "two values under {name} ({value:?}):\n{table}"
+            );
+        }
+        if cells[0].is_empty() {
+            continue; // a further standby region's line
+        }
+        assert!(
+            ["hot", "warm", "cold"].contains(&cells[tier].as_str()),
+            "TIER {:?}:\n{table}",
+            cells[tier]
+        );
+        assert!(
+            cells[rto].contains(" / "),
+            "RTO / TARGET {:?}:\n{table}",
+            cells[rto]
+        );
+        assert!(
+            cells[primary].starts_with("region-"),
+            "PRIMARY {:?}:\n{table}",
+            cells[primary]
+        );
+        assert!(
+            cells[standby].starts_with("region-") || cells[standby] == "-",
+            "STANDBY {:?}:\n{table}",
+            cells[standby]
+        );
+        assert!(
+            cells[byte_lag] == "-" || cells[byte_lag].ends_with('B'),
+            "BYTE LAG {:?}:\n{table}",
+            cells[byte_lag]
+        );
+        if cells[0] == "orders" {
+            assert_eq!(
+                (cells[primary].as_str(), cells[standby].as_str()),
+                ("region-a", "region-b"),
+                "{table}"
+            );
+        }
+    }
 }
 
 /// A base port for a CLI lab that does not collide with other tests' labs.
@@ -157,6 +312,9 @@ fn lab_up_status_link_and_down_through_the_cli() {
     );
     eprintln!("{table}");
     assert!(table.contains("SERVICE"), "a header: {table}");
+    assert_status_values_sit_under_their_headers(&table);
+    assert_quiet_into_a_closed_pipe(&["status", "--config", &config]);
+    assert_quiet_into_a_closed_pipe(&["lab", "--dir", &dir, "status"]);
     for service in ["orders", "inventory", "catalog"] {
         assert!(
             table.lines().any(|l| l.starts_with(service)),

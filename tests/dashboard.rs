@@ -128,12 +128,7 @@ fn attr(tag: &str, name: &str) -> Option<String> {
 }
 
 async fn get(api: &str, path: &str) -> Value {
-    reqwest::get(format!("{api}{path}"))
-        .await
-        .expect("the API answers")
-        .json()
-        .await
-        .expect("JSON")
+    ApiClient::http(api).get(path).await.json()
 }
 
 async fn orders_compliance(api: &str) -> Value {

@@ -19,7 +19,7 @@ use drctl_dns::{
     confirm, provider, query, DnsError, DnsProvider, DnsRecord, RecordType, Rfc2136Provider,
     TsigKeyMaterial,
 };
-use drctl_tests::{create_hosted_zone, moto_server, wait_for};
+use drctl_tests::{aws_sdk_credentials_for_moto, create_hosted_zone, moto_server, wait_for};
 
 fn record(name: &str, rtype: RecordType, values: &[&str]) -> DnsRecord {
     DnsRecord {
@@ -559,8 +559,7 @@ async fn knsupdate_updates_the_zone_server() {
 
 #[tokio::test]
 async fn route53_upserts_flips_and_deletes_on_moto() {
-    std::env::set_var("AWS_ACCESS_KEY_ID", "drctl-test");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "drctl-test");
+    aws_sdk_credentials_for_moto();
     let moto = moto_server().await;
     let zone_id = create_hosted_zone(&moto.endpoint, "shop.example.com.").await;
     let dir = tempfile::tempdir().unwrap();
@@ -857,8 +856,7 @@ async fn knot_changes_a_record_conditionally_only_from_the_expected_value() {
 
 #[tokio::test]
 async fn route53_changes_a_record_conditionally_only_from_the_expected_value_on_moto() {
-    std::env::set_var("AWS_ACCESS_KEY_ID", "drctl-test");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "drctl-test");
+    aws_sdk_credentials_for_moto();
     let moto = moto_server().await;
     let zone_id = create_hosted_zone(&moto.endpoint, "shop.example.com.").await;
     let aws = drctl_dns::Route53Provider::new(

@@ -21,19 +21,14 @@ use std::time::{Duration, Instant};
 
 use drctl_backup::{restore_backup, ObjectStore, S3Location};
 use drctl_failover::OperationKind;
-use drctl_lab::{
-    find_pg_bin, free_port, Fault, FaultProxy, Lab, LabService, PgCluster, REGION_A, REGION_B,
-};
+use drctl_lab::{find_pg_bin, free_port, Fault, FaultProxy, Lab, PgCluster, REGION_A, REGION_B};
 use drctl_store::Store;
 use drctl_tests::*;
 use serde_json::Value;
 
 fn aws_env() {
-    // moto takes any credentials; the SDK reads them from the standard chain
-    // (and `drctl` children inherit them).
-    std::env::set_var("AWS_ACCESS_KEY_ID", "drctl-test");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "drctl-test-secret");
-    std::env::set_var("AWS_REGION", "us-east-1");
+    // The in-process bucket checks; `drctl` children get theirs from drctl().
+    aws_sdk_credentials_for_moto();
 }
 
 fn addr_of(url: &str) -> SocketAddr {
@@ -56,19 +51,11 @@ fn write_config(lab: &Lab, name: &str, text: String) -> String {
 
 // ------------------------------------------------------------------- S3
 
-fn catalog() -> LabService {
-    LabService::new("catalog", "cold", "shop.price_changes")
-}
-
 /// The bucket straight on moto, for looking behind drctl's back.
 async fn bucket(moto: &MotoServer) -> ObjectStore {
     let store = ObjectStore::s3(S3Location {
-        bucket: "drctl-faults".into(),
-        prefix: "backups/".into(),
-        endpoint: Some(moto.endpoint.clone()),
-        region: "us-east-1".into(),
-        path_style: true,
         attempt_timeout: Duration::from_secs(30),
+        ..moto.s3_location("drctl-faults", "backups/")
     })
     .await
     .unwrap();

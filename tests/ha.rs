@@ -180,15 +180,14 @@ impl Serve {
 
 /// `POST /api/v1/services/orders/operations` on `api`: (status, body).
 async fn start_failover(api: &str, token: &str, to: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{api}/api/v1/services/orders/operations"))
-        .bearer_auth(token)
-        .json(&json!({ "kind": "failover", "to": to, "reason": "ha test" }))
-        .send()
-        .await
-        .expect("the API answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let reply = ApiClient::http(api)
+        .with_token(token)
+        .post(
+            "/api/v1/services/orders/operations",
+            Some(json!({ "kind": "failover", "to": to, "reason": "ha test" })),
+        )
+        .await;
+    (reply.status.as_u16(), reply.json_or_null())
 }
 
 async fn finished(store: &Store, id: &str) -> drctl_store::OperationRecord {

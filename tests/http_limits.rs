@@ -9,72 +9,39 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use chrono::{TimeDelta, Utc};
 use drctl_api::{router, ApiState, Daemon};
-use drctl_monitor::Monitor;
-use drctl_store::{LagSample, Store};
+use drctl_store::LagSample;
+use drctl_tests::{in_process_state, ApiClient, Service, TestConfig};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower::ServiceExt;
-
-const CONFIG: &str = r#"
-[store]
-url = "sqlite://STORE"
-
-[api]
-listen = "127.0.0.1:0"
-TLS
-
-[[regions]]
-name = "eu-west"
-[[regions]]
-name = "us-east"
-
-[[services]]
-name = "orders"
-tier = "hot"
-regions = ["eu-west", "us-east"]
-primary = "eu-west"
-rpo = "5s"
-[services.postgres.eu-west]
-dsn = "postgres://app@127.0.0.1:1/orders?connect_timeout=1"
-[services.postgres.us-east]
-dsn = "postgres://app@127.0.0.1:2/orders?connect_timeout=1"
-
-[[services]]
-name = "storefront"
-tier = "hot"
-regions = ["eu-west", "us-east"]
-primary = "eu-west"
-"#;
 
 /// The test config over a store in `dir`, with `tls` lines in `[api]`.
 fn config(dir: &Path, tls: &str) -> drctl_config::Config {
-    let text = CONFIG
-        .replace("STORE", &dir.join("state.db").display().to_string())
-        .replace("TLS", tls);
-    drctl_config::parse("http-limits.toml", &text, dir).expect("valid test config")
+    let mut config = TestConfig::new()
+        .store_url(&format!("sqlite://{}", dir.join("state.db").display()))
+        .api("listen = \"127.0.0.1:0\"")
+        .service(
+            Service::hot("orders")
+                .key("rpo = \"5s\"")
+                .unreachable_postgres(1, 2),
+        )
+        .service(Service::hot("storefront"));
+    if !tls.is_empty() {
+        config = config.api(tls);
+    }
+    config.parse(dir)
 }
 
 async fn state(dir: &Path) -> ApiState {
-    let config = config(dir, "");
-    let store = Store::open(config.store.url.expose()).await.expect("store");
-    ApiState::new(Monitor::new(Arc::new(config), store)).unwrap()
+    in_process_state(config(dir, "")).await.0
 }
 
 async fn get(app: &axum::Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, Value) {
-    let response = app
-        .clone()
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .expect("the router answers");
-    let (parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, 16 << 20).await.unwrap();
-    let json = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("{uri}: not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
-    (parts.status, parts.headers, json)
+    let reply = ApiClient::router(app.clone()).get(uri).await;
+    let json = reply.json();
+    (reply.status, reply.headers, json)
 }
 
 #[tokio::test]

@@ -4,50 +4,20 @@
 //! a description and a runbook that exists), and name only metrics the
 //! daemon serves: a renamed metric breaks this test, not someone's pager.
 
+use drctl_tests::{in_process_router, ApiClient, Service, TestConfig};
+use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
-
-use axum::body::Body;
-use axum::http::Request;
-use drctl_api::{router, ApiState};
-use drctl_monitor::Monitor;
-use drctl_store::Store;
-use serde_json::Value;
-use tower::ServiceExt;
-
-const CONFIG: &str = r#"
-[[regions]]
-name = "eu-west"
-[[regions]]
-name = "us-east"
-
-[[services]]
-name = "orders"
-tier = "hot"
-regions = ["eu-west", "us-east"]
-primary = "eu-west"
-[services.postgres.eu-west]
-dsn = "postgres://app@127.0.0.1:1/orders"
-[services.postgres.us-east]
-dsn = "postgres://app@127.0.0.1:2/orders"
-"#;
 
 /// Every metric name the daemon's `/metrics` declares (counters with and
 /// without `_total`, as PromQL may name either the family or the sample).
 async fn served_metrics() -> BTreeSet<String> {
     let dir = tempfile::tempdir().unwrap();
-    let config = drctl_config::parse("monitoring.toml", CONFIG, dir.path()).unwrap();
-    let store = Store::open(config.store.url.expose()).await.unwrap();
-    let app = router(ApiState::new(Monitor::new(Arc::new(config), store)).unwrap());
-    let response = app
-        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let text = String::from_utf8(body.to_vec()).unwrap();
+    let config = TestConfig::new()
+        .service(Service::hot("orders").unreachable_postgres(1, 2))
+        .parse(dir.path());
+    let (app, _store) = in_process_router(config).await;
+    let text = ApiClient::router(app).get("/metrics").await.body;
     let mut names = BTreeSet::new();
     for line in text.lines() {
         let mut words = line.split_whitespace();

@@ -4,8 +4,8 @@
 //! both APIs) so that later tests can rely on it; and streamed multipart
 //! uploads against S3's limit of 10,000 parts.
 
-use drctl_backup::{ObjectStore, S3Location, MAX_PARTS};
-use drctl_tests::{moto_auth, moto_server};
+use drctl_backup::{ObjectStore, MAX_PARTS};
+use drctl_tests::{aws_sdk_credentials_for_moto, moto_auth, moto_server, moto_server_with};
 
 #[tokio::test]
 async fn moto_serves_s3_and_route53_on_loopback() {
@@ -57,21 +57,12 @@ async fn moto_serves_s3_and_route53_on_loopback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_larger_than_ten_thousand_initial_parts_completes() {
     const INITIAL: usize = 1024;
-    std::env::set_var("S3_UPLOAD_PART_MIN_SIZE", INITIAL.to_string());
-    std::env::set_var("AWS_ACCESS_KEY_ID", "drctl-test");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "drctl-test-secret");
-    let moto = moto_server().await;
-    let store = ObjectStore::s3(S3Location {
-        bucket: "drctl-parts".into(),
-        prefix: "backups/".into(),
-        endpoint: Some(moto.endpoint.clone()),
-        region: "us-east-1".into(),
-        path_style: true,
-        attempt_timeout: std::time::Duration::from_secs(120),
-    })
-    .await
-    .expect("an S3 store")
-    .with_initial_part_size(INITIAL);
+    aws_sdk_credentials_for_moto();
+    let moto = moto_server_with(&[("S3_UPLOAD_PART_MIN_SIZE", &INITIAL.to_string())]).await;
+    let store = ObjectStore::s3(moto.s3_location("drctl-parts", "backups/"))
+        .await
+        .expect("an S3 store")
+        .with_initial_part_size(INITIAL);
     store.ensure_bucket().await.expect("create the bucket");
 
     let len = (MAX_PARTS + 1) * INITIAL + 17;

@@ -59,11 +59,7 @@ fn run(api: &str, token: &str, extra: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_served_openapi_document_holds_for_every_generated_request() {
-    let (lab, _dir) = start_lab(vec![
-        orders(),
-        drctl_lab::LabService::new("catalog", "cold", "shop.price_changes"),
-    ])
-    .await;
+    let (lab, _dir) = start_lab(vec![orders(), catalog()]).await;
     let daemon = start_daemon(&lab).await;
     let api = daemon.api_url();
     // Some evidence for the lists to hold.

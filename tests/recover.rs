@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use drctl_lab::{LabService, REGION_A, REGION_B};
+use drctl_lab::{REGION_A, REGION_B};
 use drctl_pg::PgCluster;
 use drctl_tests::*;
 
@@ -20,12 +20,7 @@ impl Drop for Recovered {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cold_service_is_recovered_from_its_newest_verified_backup_in_the_other_region() {
-    let (lab, _dir) = start_lab(vec![LabService::new(
-        "catalog",
-        "cold",
-        "shop.price_changes",
-    )])
-    .await;
+    let (lab, _dir) = start_lab(vec![catalog()]).await;
     lab.workload().pause();
     let primary = lab.cluster("catalog", REGION_A);
     let mut c = connect(&primary.dsn("catalog")).await;
@@ -141,12 +136,7 @@ async fn a_cold_service_is_recovered_from_its_newest_verified_backup_in_the_othe
 /// drctl's configuration, not the backup's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_recovered_server_never_starts_with_the_backups_own_configuration() {
-    let (lab, dir) = start_lab(vec![LabService::new(
-        "catalog",
-        "cold",
-        "shop.price_changes",
-    )])
-    .await;
+    let (lab, dir) = start_lab(vec![catalog()]).await;
     lab.workload().pause();
     let primary = lab.cluster("catalog", REGION_A);
     let marker = dir.path().join("archive-command-ran");

@@ -16,6 +16,9 @@
 #     the clock-skew test;
 #   - cargo-fuzz (crates.io), for the bounded fuzzing run at the end
 #     (tests/fuzz.sh).
+# Before the suite it runs the gates: `cargo fmt --check` (workspace and
+# fuzz/) and `cargo clippy --workspace --all-targets -- -D warnings`; it
+# exits non-zero, saying which, when either fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -85,7 +88,25 @@ if ! compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null; then
   apt_install faketime
 fi
 
-# 6. Build the binary the CLI tests run, then every test of the workspace.
+# 6. Gates before the suite: formatting and lints, of the workspace and of
+#    the fuzz crate (its own workspace, so `--all` does not reach it). Either
+#    failing stops the run here, naming which, before the long suite runs.
+for tool in rustfmt clippy; do
+  if ! cargo "${tool/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null || die "cargo $tool is missing and there is no rustup to add it"
+    say "rustup component add $tool"
+    rustup component add "$tool"
+  fi
+done
+say "cargo fmt --check"
+cargo fmt --all --check || die "cargo fmt --check failed: run 'cargo fmt --all' (and in fuzz/) and commit"
+(cd "$root/fuzz" && cargo fmt --all --check) \
+  || die "cargo fmt --check failed in fuzz/: run 'cargo fmt --all' in fuzz/ and commit"
+say "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings \
+  || die "cargo clippy failed (warnings are errors): fix the lints above"
+
+# 7. Build the binary the CLI tests run, then every test of the workspace.
 say "cargo build"
 cargo build --locked --workspace --bins
 say "cargo test"
@@ -101,7 +122,7 @@ awk '/^test result:/ { p += $4; f += $6; i += $8 }
      END { printf "\ntests: %d passed, %d failed", p, f;
            if (b) printf " (%d test binaries did not pass)", b; printf "\n" }' "$root/target/test-output.log"
 
-# 7. The fuzz targets, for a bounded time (not when a filter narrows the run).
+# 8. The fuzz targets, for a bounded time (not when a filter narrows the run).
 if [ "$#" -eq 0 ]; then
   if bash "$root/tests/fuzz.sh"; then
     echo "fuzz: no crash (config, manifest, api; ${FUZZ_SECONDS:-30}s each)"

@@ -11,7 +11,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use drctl_tests::{drctl_bin, wait_for};
+use drctl_tests::{drctl_bin, wait_for, Service, TestConfig, TokenSecret};
 use serde_json::{json, Value};
 
 const DSN_PASSWORD: &str = "planted-dsn-password-7f3a";
@@ -24,76 +24,41 @@ const TSIG_SECRET: &str = "UExBTlRFRFRTSUdTRUNSRVQh";
 const AWS_SECRET: &str = "planted/aws+secret/access/key/0b1e";
 
 fn config(api_port: u16, dead_port: u16) -> String {
-    format!(
-        r#"
-[store]
-url = "sqlite://state.db"
-
-[api]
-listen = "127.0.0.1:{api_port}"
-
-[[api.tokens]]
-name = "oncall"
-role = "operator"
-secret_file = "tokens/operator"
-
-[[api.tokens]]
-name = "lead"
-role = "admin"
-secret_env = "DRCTL_SECRETS_TEST_ADMIN"
-
-[monitor]
-interval = "500ms"
-probe_timeout = "1s"
-
-[[regions]]
-name = "eu-west"
-[[regions]]
-name = "us-east"
-
-[[object_stores]]
-name = "dr-bucket"
-kind = "s3"
-bucket = "shop-backups"
-endpoint = "http://127.0.0.1:{dead_port}"
-path_style = true
-
-[[dns_providers]]
-name = "internal-dns"
-kind = "rfc2136"
-server = "127.0.0.1:{dead_port}"
-zone = "shop.internal."
-tsig_key = "drctl."
-tsig_secret_file = "tsig.key"
-
-[[services]]
-name = "orders"
-tier = "hot"
-regions = ["eu-west", "us-east"]
-primary = "eu-west"
-[services.postgres.eu-west]
-dsn = "postgres://app:{DSN_PASSWORD}@127.0.0.1:{dead_port}/orders?connect_timeout=1"
-[services.postgres.us-east]
-dsn = "postgres://app:{DSN_PASSWORD}@127.0.0.2:{dead_port}/orders?connect_timeout=1"
-[services.dns]
-provider = "internal-dns"
-record = "orders.shop.internal."
-[services.dns.targets]
-eu-west = "10.0.0.1"
-us-east = "10.1.0.1"
-
-[[services]]
-name = "catalog"
-tier = "cold"
-regions = ["eu-west", "us-east"]
-primary = "eu-west"
-[services.postgres.eu-west]
-dsn_env = "DRCTL_SECRETS_TEST_CATALOG_DSN"
-[services.backup]
-store = "dr-bucket"
-encryption_key_file = "backup.key"
-"#
-    )
+    let dsn = |host: &str| {
+        format!(
+            "dsn = \"postgres://app:{DSN_PASSWORD}@{host}:{dead_port}/orders?connect_timeout=1\""
+        )
+    };
+    TestConfig::new()
+        .store_url("sqlite://state.db")
+        .api(&format!("listen = \"127.0.0.1:{api_port}\""))
+        .token("oncall", "operator", TokenSecret::File("tokens/operator"))
+        .token("lead", "admin", TokenSecret::Env("DRCTL_SECRETS_TEST_ADMIN"))
+        .section("[monitor]\ninterval = \"500ms\"\nprobe_timeout = \"1s\"")
+        .section(&format!(
+            "[[object_stores]]\nname = \"dr-bucket\"\nkind = \"s3\"\nbucket = \"shop-backups\"\n\
+             endpoint = \"http://127.0.0.1:{dead_port}\"\npath_style = true"
+        ))
+        .section(&format!(
+            "[[dns_providers]]\nname = \"internal-dns\"\nkind = \"rfc2136\"\n\
+             server = \"127.0.0.1:{dead_port}\"\nzone = \"shop.internal.\"\n\
+             tsig_key = \"drctl.\"\ntsig_secret_file = \"tsig.key\""
+        ))
+        .service(
+            Service::hot("orders")
+                .postgres("eu-west", &dsn("127.0.0.1"))
+                .postgres("us-east", &dsn("127.0.0.2"))
+                .table(
+                    "[services.dns]\nprovider = \"internal-dns\"\nrecord = \"orders.shop.internal.\"\n\
+                     [services.dns.targets]\neu-west = \"10.0.0.1\"\nus-east = \"10.1.0.1\"",
+                ),
+        )
+        .service(
+            Service::cold("catalog")
+                .postgres("eu-west", r#"dsn_env = "DRCTL_SECRETS_TEST_CATALOG_DSN""#)
+                .table("[services.backup]\nstore = \"dr-bucket\"\nencryption_key_file = \"backup.key\""),
+        )
+        .toml()
 }
 
 /// Everything the secrets could have leaked into.

@@ -4,6 +4,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use drctl_lab::{find_pg_bin, free_port, PgCluster};
 use drctl_store::{Backend, LagSample, Store};
+use drctl_tests::{Service, TestConfig};
 
 fn sample(service: &str, at: DateTime<Utc>, exposure_us: Option<i64>) -> LagSample {
     LagSample {
@@ -869,35 +870,18 @@ async fn a_week_long_outage_is_caught_up_by_one_scheduled_run() {
     let dir = tempfile::tempdir().unwrap();
     // The backup itself fails at once (nothing listens on its port): what
     // is counted here is how often the scheduler starts one.
-    std::fs::write(
-        dir.path().join("drctl.toml"),
-        r#"
-[store]
-url = "sqlite://state.db"
-
-[[regions]]
-name = "eu-west"
-[[regions]]
-name = "us-east"
-
-[[object_stores]]
-name = "local-backups"
-kind = "local"
-path = "objects"
-
-[[services]]
-name = "catalog"
-tier = "cold"
-regions = ["eu-west", "us-east"]
-primary = "eu-west"
-[services.postgres.eu-west]
-dsn = "postgres://app@127.0.0.1:9/catalog?connect_timeout=1"
-[services.backup]
-store = "local-backups"
-schedule = "* * * * *"
-"#,
-    )
-    .unwrap();
+    TestConfig::new()
+        .store_url("sqlite://state.db")
+        .local_object_store("local-backups", "objects")
+        .service(
+            Service::cold("catalog")
+                .postgres(
+                    "eu-west",
+                    r#"dsn = "postgres://app@127.0.0.1:9/catalog?connect_timeout=1""#,
+                )
+                .table("[services.backup]\nstore = \"local-backups\"\nschedule = \"* * * * *\""),
+        )
+        .write(dir.path());
     let config = drctl_config::load(&dir.path().join("drctl.toml")).expect("valid test config");
     let store = Store::open(config.store.url.expose()).await.expect("store");
     // Not at the turn of a minute, so no new due time comes up meanwhile.

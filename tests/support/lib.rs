@@ -1,9 +1,16 @@
 //! Shared helpers of the integration tests: labs on free ports, an
 //! in-process daemon over a lab, ground truth read from the lab's own rows,
-//! the `drctl` binary, and `moto_server`.
+//! the `drctl` binary, and `moto_server`; test configs built from named
+//! pieces ([`config`]) and a client of the API ([`api`]).
 //!
 //! Every helper that needs a server starts the real one; when it cannot, it
 //! panics with the install hint (tests never pass by skipping).
+
+pub mod api;
+pub mod config;
+
+pub use api::{in_process_router, in_process_state, router_over, ApiClient, Reply};
+pub use config::{Service, TestConfig, TokenSecret};
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -31,6 +38,10 @@ pub async fn start_lab(services: Vec<LabService>) -> (Lab, tempfile::TempDir) {
 
 pub fn orders() -> LabService {
     LabService::new("orders", "hot", "shop.orders")
+}
+
+pub fn catalog() -> LabService {
+    LabService::new("catalog", "cold", "shop.price_changes")
 }
 
 pub fn inventory() -> LabService {
@@ -167,10 +178,35 @@ pub fn drctl_bin() -> PathBuf {
     bin
 }
 
+/// The AWS credentials the tests' S3 and Route 53 clients present to
+/// `moto_server`, which takes any. Given to every `drctl` child through its
+/// environment (never by changing this process's: tests run in parallel),
+/// so no child of a test signs with an operator's real keys either.
+pub const MOTO_CREDENTIALS: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "drctl-test"),
+    ("AWS_SECRET_ACCESS_KEY", "drctl-test-secret"),
+    ("AWS_REGION", "us-east-1"),
+];
+
+/// Puts [`MOTO_CREDENTIALS`] into this process's environment, for the AWS
+/// SDK clients a test builds in-process (`ObjectStore::s3`,
+/// `Route53Provider`): they read only the standard credential chain, so
+/// there is no parameter to pass them through yet. The one place left that
+/// changes the environment of a running test binary; every caller sets the
+/// same values. It goes away once `S3Location` and `Route53Provider` take
+/// credentials explicitly. `drctl` children get them through
+/// [`drctl`]'s `Command::envs` instead.
+pub fn aws_sdk_credentials_for_moto() {
+    for (name, value) in MOTO_CREDENTIALS {
+        std::env::set_var(name, value);
+    }
+}
+
 /// Runs `drctl ARGS…`, returning (exit code, stdout, stderr).
 pub fn drctl(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(drctl_bin())
         .args(args)
+        .envs(MOTO_CREDENTIALS)
         .output()
         .expect("running drctl");
     (
@@ -178,6 +214,41 @@ pub fn drctl(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs `drctl ARGS…` with its stdout a pipe that is closed after
+/// `lines` lines were read (0: before the command writes anything), as
+/// `drctl … | head -n LINES` does; returns (exit code, `None` when a
+/// signal ended it, and stderr). `RUST_BACKTRACE=1` is set, so a panic
+/// would show with its backtrace.
+pub fn drctl_into_closed_pipe(args: &[&str], lines: usize) -> (Option<i32>, String) {
+    use std::io::{BufRead, Read};
+    let mut child = Command::new(drctl_bin())
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running drctl");
+    let stdout = child.stdout.take().expect("a stdout pipe");
+    let mut reader = std::io::BufReader::new(stdout);
+    for _ in 0..lines {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+    }
+    drop(reader);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("a stderr pipe")
+        .read_to_string(&mut stderr)
+        .expect("reading drctl's stderr");
+    let status = child.wait().expect("waiting for drctl");
+    (status.code(), stderr)
 }
 
 /// A `moto_server` (S3, Route 53) on a free loopback port; killed on drop.
@@ -193,8 +264,29 @@ impl Drop for MotoServer {
     }
 }
 
+impl MotoServer {
+    /// A bucket of this server as drctl's S3 store addresses it (path
+    /// style, moto's region, 120 s per attempt).
+    pub fn s3_location(&self, bucket: &str, prefix: &str) -> drctl_backup::S3Location {
+        drctl_backup::S3Location {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            endpoint: Some(self.endpoint.clone()),
+            region: "us-east-1".into(),
+            path_style: true,
+            attempt_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
 /// Starts `moto_server` from `MOTO_SERVER`, the test virtualenv or PATH.
 pub async fn moto_server() -> MotoServer {
+    moto_server_with(&[]).await
+}
+
+/// [`moto_server`] with settings of moto's own in its environment (e.g.
+/// `S3_UPLOAD_PART_MIN_SIZE`), given to the child only.
+pub async fn moto_server_with(env: &[(&str, &str)]) -> MotoServer {
     let candidates = [
         std::env::var("MOTO_SERVER").ok(),
         Some(format!(
@@ -212,6 +304,7 @@ pub async fn moto_server() -> MotoServer {
     let port = drctl_lab::free_port();
     let child = Command::new(&bin)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

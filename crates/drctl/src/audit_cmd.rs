@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::cli::{AuditArgs, AuditCommand, OutputFormat};
 use crate::config_cmd::open;
-use crate::output::{print_json, table};
+use crate::output::{out, outln, print_json, table};
 use crate::Reported;
 
 /// Who runs this CLI: `cli:USER@HOST` (the sudo caller when there is one,
@@ -78,13 +78,13 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
                             ]
                         })
                         .collect();
-                    print!(
+                    out!(
                         "{}",
                         table(
                             &["SEQ", "AT (UTC)", "WHO", "FROM", "ACTION", "TARGET", "DETAIL"],
                             &rows
                         )
-                    );
+                    )?;
                 }
             }
             Ok(())
@@ -112,23 +112,23 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
                 OutputFormat::Json => print_json(&json!({ "verification": report }))?,
                 OutputFormat::Table => match &report.broken {
                     None => {
-                        println!(
+                        outln!(
                             "audit log intact: {} rows; head {}:{} (record it to detect rows cut off later)",
                             report.rows, report.head_seq, report.head_hash
-                        );
+                        )?;
                         // Plain SHA-256 rows prove less: anyone who can
                         // write to the store can recompute them.
                         if report.legacy_rows == report.rows && report.rows > 0 {
-                            println!(
+                            outln!(
                                 "all {} rows are legacy (plain SHA-256): set [audit] key_file or key_env to chain new rows with HMAC",
                                 report.rows
-                            );
+                            )?;
                         } else if report.legacy_rows > 0 {
-                            println!(
+                            outln!(
                                 "rows 1..{} are legacy (plain SHA-256, written before the audit key was configured); HMAC-chained from row {} on",
                                 report.legacy_rows,
                                 report.legacy_rows + 1
-                            );
+                            )?;
                         }
                     }
                     Some(b) => eprintln!(

@@ -13,36 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::{Args, ValueEnum};
 use drctl_lab::{Lab, LabService, LabSpec, REGION_A, REGION_B};
 use serde_json::json;
 
-use crate::cli::OutputFormat;
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum Layout {
-    /// Every service in one shared cluster (one sampler).
-    Shared,
-    /// Every service its own cluster (one sampler and connection pair each).
-    Separate,
-}
-
-#[derive(Args, Debug)]
-pub struct BenchMonitorArgs {
-    /// How many services to declare.
-    #[arg(long, default_value_t = 1000)]
-    services: usize,
-    #[arg(long, value_enum, default_value_t = Layout::Separate)]
-    layout: Layout,
-    /// The measured window (after a 15 s warm-up).
-    #[arg(long, default_value = "60s")]
-    duration: humantime::Duration,
-    /// Where the bench lab lives.
-    #[arg(long, default_value = "/tmp/drctl-bench")]
-    dir: std::path::PathBuf,
-    #[arg(short, long, value_enum, default_value_t)]
-    output: OutputFormat,
-}
+use crate::cli::{BenchMonitorArgs, Layout, OutputFormat};
+use crate::output::outln;
 
 pub(crate) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -293,36 +268,36 @@ async fn measure(args: &BenchMonitorArgs, lab: &Lab, started: Instant) -> anyhow
         "store_bytes_per_sample": if samples > 0 { (bytes1.saturating_sub(bytes0)) as f64 / samples as f64 } else { 0.0 },
     });
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&result)?),
+        OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&result)?)?,
         OutputFormat::Table => {
-            println!(
+            outln!(
                 "monitor benchmark: {n} services, {:?} layout, {secs:.0}s window",
                 args.layout
-            );
-            println!(
+            )?;
+            outln!(
                 "  daemon CPU            {:.1}% of one core",
                 cpu_share * 100.0
-            );
-            println!("  daemon RSS            {:.0} MiB", rss as f64 / 1024.0);
-            println!(
+            )?;
+            outln!("  daemon RSS            {:.0} MiB", rss as f64 / 1024.0)?;
+            outln!(
                 "  probe time per tick   p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
                 result["probe_p50_ms"].as_f64().unwrap_or(f64::NAN),
                 result["probe_p99_ms"].as_f64().unwrap_or(f64::NAN),
                 result["probe_max_ms"].as_f64().unwrap_or(f64::NAN)
-            );
-            println!("  samples stored        {samples} of {expected} expected at 1/s");
-            println!(
+            )?;
+            outln!("  samples stored        {samples} of {expected} expected at 1/s")?;
+            outln!(
                 "  unknown at the end    {unknown}{}",
                 top_reason
                     .as_deref()
                     .map(|r| format!(" ({r})"))
                     .unwrap_or_default()
-            );
-            println!(
+            )?;
+            outln!(
                 "  store growth          {:.1} MiB/hour ({:.0} bytes/sample)",
                 growth_per_hour / 1048576.0,
                 result["store_bytes_per_sample"].as_f64().unwrap_or(0.0)
-            );
+            )?;
         }
     }
     Ok(())

@@ -281,10 +281,10 @@ pub struct BenchArgs {
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// The lag monitor's CPU, probe latency and store growth for N services.
-    Monitor(crate::bench_cmd::BenchMonitorArgs),
+    Monitor(BenchMonitorArgs),
     /// The daemon over N services for a long while with the region link
     /// flapping: memory flat, no missed samples, no unexplained warnings.
-    Soak(crate::soak_cmd::SoakArgs),
+    Soak(SoakArgs),
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]
@@ -501,4 +501,51 @@ pub enum LinkAction {
 pub enum WorkloadAction {
     Pause,
     Resume,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Layout {
+    /// Every service in one shared cluster (one sampler).
+    Shared,
+    /// Every service its own cluster (one sampler and connection pair each).
+    Separate,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchMonitorArgs {
+    /// How many services to declare.
+    #[arg(long, default_value_t = 1000)]
+    pub services: usize,
+    #[arg(long, value_enum, default_value_t = Layout::Separate)]
+    pub layout: Layout,
+    /// The measured window (after a 15 s warm-up).
+    #[arg(long, default_value = "60s")]
+    pub duration: humantime::Duration,
+    /// Where the bench lab lives.
+    #[arg(long, default_value = "/tmp/drctl-bench")]
+    pub dir: std::path::PathBuf,
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct SoakArgs {
+    /// How many services to declare (each its own cluster: a sampler and a
+    /// guard apiece, all on the lab's one primary/standby pair).
+    #[arg(long, default_value_t = 200)]
+    pub services: usize,
+    /// The measured window (after a 30 s warm-up).
+    #[arg(long, default_value = "10m")]
+    pub duration: humantime::Duration,
+    /// How often the region link is cut.
+    #[arg(long, default_value = "60s")]
+    pub flap_every: humantime::Duration,
+    /// How long each cut lasts.
+    #[arg(long, default_value = "10s")]
+    pub flap_for: humantime::Duration,
+    /// Where the soak lab lives.
+    #[arg(long, default_value = "/tmp/drctl-soak")]
+    pub dir: std::path::PathBuf,
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: OutputFormat,
 }

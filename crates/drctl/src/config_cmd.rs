@@ -8,6 +8,7 @@ use drctl_config::{Config, ConfigErrors};
 use serde_json::json;
 
 use crate::cli::{ConfigArgs, ConfigCommand, ConfigPath, OutputFormat};
+use crate::output::outln;
 use crate::Reported;
 
 pub fn run(args: ConfigArgs) -> anyhow::Result<()> {
@@ -34,25 +35,25 @@ fn validate(file: &Path, output: OutputFormat) -> anyhow::Result<()> {
     match drctl_config::load(file) {
         Ok(config) => {
             match output {
-                OutputFormat::Json => println!(
+                OutputFormat::Json => outln!(
                     "{}",
                     json!({"valid": true, "file": file, "regions": config.regions.len(), "services": config.services.len()})
-                ),
-                OutputFormat::Table => println!(
+                )?,
+                OutputFormat::Table => outln!(
                     "{}: valid ({} regions, {} services)",
                     file.display(),
                     config.regions.len(),
                     config.services.len()
-                ),
+                )?,
             }
             Ok(())
         }
         Err(errors) => {
             match output {
-                OutputFormat::Json => println!(
+                OutputFormat::Json => outln!(
                     "{}",
                     json!({"valid": false, "file": file, "errors": errors_json(&errors)})
-                ),
+                )?,
                 OutputFormat::Table => eprintln!("{errors}"),
             }
             Err(Reported(2).into())

@@ -4,12 +4,16 @@
 //! Exit codes, for scripts:
 //! - 0: success;
 //! - 1: the command failed (a server unreachable, a step failed…);
-//! - 2: bad usage or an invalid configuration file (every error is printed).
+//! - 2: bad usage or an invalid configuration file (every error is printed);
+//! - 0 too when stdout is closed by its reader (`drctl status | head -1`):
+//!   the reader has what it wanted, as with ripgrep; nothing is printed;
+//! - 141 (128 + SIGPIPE, as a shell reports a command a closed pipe ended)
+//!   when a command that was still working is cut short by a closed stdout
+//!   or stderr: quietly, with no panic and no backtrace.
 
 mod audit_cmd;
 mod backup_cmd;
 mod bench_cmd;
-mod cli;
 mod config_cmd;
 mod failover_cmd;
 mod lab_cmd;
@@ -20,6 +24,9 @@ mod soak_cmd;
 mod status_cmd;
 
 use clap::Parser;
+// The syntax lives in the library target (tests parse against it); the
+// handlers name it `crate::cli`.
+use drctl::cli;
 
 use crate::cli::{Cli, Command};
 
@@ -36,7 +43,11 @@ impl std::fmt::Display for Reported {
 
 impl std::error::Error for Reported {}
 
+/// The exit status of a command cut short by a closed stdout or stderr.
+const EXIT_OUTPUT_CLOSED: i32 = 141;
+
 fn main() {
+    exit_quietly_on_closed_output();
     let cli = Cli::parse();
     init_tracing(&cli);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -51,6 +62,9 @@ fn main() {
         Err(e) => {
             if let Some(Reported(code)) = e.downcast_ref::<Reported>() {
                 std::process::exit(*code);
+            }
+            if e.downcast_ref::<output::StdoutClosed>().is_some() {
+                return;
             }
             eprintln!("error: {e:#}");
             std::process::exit(1);
@@ -87,6 +101,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli::BenchCommand::Soak(a) => soak_cmd::run(a).await,
         },
     }
+}
+
+/// `println!`/`eprintln!` panic when their stream is a closed pipe (Rust
+/// ignores SIGPIPE, so the write fails with EPIPE). The CLI's own output goes
+/// through `output::write_stdout`, which returns an error instead; this hook
+/// is the net for any `print!` left: it ends the process quietly instead of
+/// printing a panic and a backtrace to a terminal. SIGPIPE is not reset to
+/// its default instead, because a write to a database's Unix socket that
+/// closed under a failover would then kill the process without a word.
+fn exit_quietly_on_closed_output() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        // std's wording: "failed printing to stdout: Broken pipe (os error 32)".
+        let closed_output = (message.starts_with("failed printing to stdout")
+            || message.starts_with("failed printing to stderr"))
+            && message.contains("Broken pipe");
+        if closed_output {
+            std::process::exit(EXIT_OUTPUT_CLOSED);
+        }
+        default_hook(info)
+    }));
 }
 
 fn init_tracing(cli: &Cli) {

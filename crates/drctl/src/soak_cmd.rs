@@ -19,34 +19,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
-use clap::Args;
 use drctl_lab::{Lab, LabService, LabSpec, REGION_A, REGION_B};
 use serde_json::{json, Value};
 
-use crate::bench_cmd::{cpu_ticks, rss_kib, services_config, start_serve, Layout};
-use crate::cli::OutputFormat;
-
-#[derive(Args, Debug)]
-pub struct SoakArgs {
-    /// How many services to declare (each its own cluster: a sampler and a
-    /// guard apiece, all on the lab's one primary/standby pair).
-    #[arg(long, default_value_t = 200)]
-    services: usize,
-    /// The measured window (after a 30 s warm-up).
-    #[arg(long, default_value = "10m")]
-    duration: humantime::Duration,
-    /// How often the region link is cut.
-    #[arg(long, default_value = "60s")]
-    flap_every: humantime::Duration,
-    /// How long each cut lasts.
-    #[arg(long, default_value = "10s")]
-    flap_for: humantime::Duration,
-    /// Where the soak lab lives.
-    #[arg(long, default_value = "/tmp/drctl-soak")]
-    dir: std::path::PathBuf,
-    #[arg(short, long, value_enum, default_value_t)]
-    output: OutputFormat,
-}
+use crate::bench_cmd::{cpu_ticks, rss_kib, services_config, start_serve};
+use crate::cli::{Layout, OutputFormat, SoakArgs};
+use crate::output::outln;
 
 /// After a link comes back, warnings are still the flap's for this long
 /// (the standby reconnects and catches up; breaches end).
@@ -278,41 +256,41 @@ async fn soak(args: &SoakArgs, lab: &Lab, started: Instant) -> anyhow::Result<bo
         "rss_series_mib": rss.iter().map(|(t, m)| json!([t.round(), (m * 10.0).round() / 10.0])).collect::<Vec<_>>(),
     });
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&result)?),
+        OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&result)?)?,
         OutputFormat::Table => {
             let verdict = if passed { "PASSED" } else { "FAILED" };
-            println!(
+            outln!(
                 "soak {verdict}: {n} services, {secs:.0} s, {} link cuts of {:.0} s",
                 flaps.len(),
                 cut_for.as_secs_f64()
-            );
-            println!("  daemon CPU         {:.1}% of one core", cpu_share * 100.0);
-            println!(
+            )?;
+            outln!("  daemon CPU         {:.1}% of one core", cpu_share * 100.0)?;
+            outln!(
                 "  daemon memory      {after_warm_up:.1} MiB after warm-up, {at_end:.1} MiB at the end (peak {peak:.1}): {}",
                 if memory_flat { "flat" } else { "GROWING" }
-            );
-            println!(
+            )?;
+            outln!(
                 "  samples            {samples} stored of {expected} expected; missed {missed_in_flaps} during flaps, {missed_outside} outside"
-            );
+            )?;
             for g in &gaps_outside {
-                println!("    gap  {g}");
+                outln!("    gap  {g}")?;
             }
-            println!(
+            outln!(
                 "  warnings/errors    {explained} during flaps, {} unexplained",
                 unexplained.values().sum::<usize>()
-            );
+            )?;
             for (m, c) in &unexplained {
-                println!("    {c}x {m}");
+                outln!("    {c}x {m}")?;
             }
-            println!(
+            outln!(
                 "  operations         {}",
                 if operations_in_window.is_empty() {
                     "none (nothing failed over)".into()
                 } else {
                     operations_in_window.join(", ")
                 }
-            );
-            println!("  services ok at end {ok_at_end} of {n}");
+            )?;
+            outln!("  services ok at end {ok_at_end} of {n}")?;
         }
     }
     Ok(passed)

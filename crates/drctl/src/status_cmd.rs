@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::cli::{OutputFormat, StatusArgs};
 use crate::config_cmd;
-use crate::output::{bytes, seconds, table};
+use crate::output::{bytes, out, outln, seconds, table};
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let config = match (&args.api, config_cmd::resolve_path(&args.config)) {
@@ -38,11 +38,11 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         }
     };
     match args.output {
-        OutputFormat::Json => println!(
+        OutputFormat::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&json!({"source": source, "report": report}))?
-        ),
-        OutputFormat::Table => print_table(&report, &source),
+        )?,
+        OutputFormat::Table => print_table(&report, &source)?,
     }
     Ok(())
 }
@@ -149,32 +149,52 @@ async fn from_store(config: &drctl_config::Config) -> anyhow::Result<Value> {
     Ok(json!({ "services": services }))
 }
 
-fn print_table(report: &Value, source: &str) {
+/// The status table's columns. Rows are `[String; N]` of the same `N`, so a
+/// row with a cell too many or too few does not compile (a repeated RTO
+/// cell once pushed PRIMARY, STANDBY and the lags out from under their
+/// headers).
+const COLUMNS: [&str; 13] = [
+    "SERVICE",
+    "TIER",
+    "STATUS",
+    "RPO TARGET",
+    "EXPOSURE",
+    "P99 1H",
+    "RTO / TARGET",
+    "PRIMARY",
+    "STANDBY",
+    "BYTE LAG",
+    "REPLAY LAG",
+    "RECEIVER",
+    "NOTE",
+];
+
+fn print_table(report: &Value, source: &str) -> anyhow::Result<()> {
+    let rows: Vec<Vec<String>> = status_rows(report).into_iter().map(Vec::from).collect();
+    out!("{}", table(&COLUMNS, &rows))?;
+    outln!("(source: {source})")
+}
+
+/// One row per service (its first standby region), then one row per
+/// further standby region with only the standby's cells filled.
+fn status_rows(report: &Value) -> Vec<[String; COLUMNS.len()]> {
     let mut rows = Vec::new();
     for s in report["services"].as_array().into_iter().flatten() {
         let standbys = s["standbys"].as_array().cloned().unwrap_or_default();
         let first = standbys.first().cloned().unwrap_or(Value::Null);
         let note = s["error"].as_str().unwrap_or_default();
-        rows.push(vec![
+        let lower_bound = s["rpo"]["exposure_is_lower_bound"].as_bool() == Some(true);
+        rows.push([
             s["service"].as_str().unwrap_or("?").to_string(),
             s["tier"].as_str().unwrap_or("?").to_string(),
             s["status"].as_str().unwrap_or("?").to_string(),
             seconds(s["rpo"]["target_s"].as_f64()),
             format!(
                 "{}{}",
-                if s["rpo"]["exposure_is_lower_bound"].as_bool() == Some(true) {
-                    ">="
-                } else {
-                    ""
-                },
+                if lower_bound { ">=" } else { "" },
                 seconds(s["rpo"]["exposure_s"].as_f64())
             ),
             seconds(s["rpo"]["window_1h"]["p99_s"].as_f64()),
-            format!(
-                "{} / {}",
-                seconds(s["rto"]["measured_s"].as_f64()),
-                seconds(s["rto"]["target_s"].as_f64())
-            ),
             format!(
                 "{} / {}",
                 seconds(s["rto"]["measured_s"].as_f64()),
@@ -189,7 +209,7 @@ fn print_table(report: &Value, source: &str) {
         ]);
         // Further standby regions on their own lines.
         for sb in standbys.iter().skip(1) {
-            rows.push(vec![
+            rows.push([
                 String::new(),
                 String::new(),
                 sb["status"].as_str().unwrap_or("?").to_string(),
@@ -206,26 +226,45 @@ fn print_table(report: &Value, source: &str) {
             ]);
         }
     }
-    print!(
-        "{}",
-        table(
-            &[
-                "SERVICE",
-                "TIER",
-                "STATUS",
-                "RPO TARGET",
-                "EXPOSURE",
-                "P99 1H",
-                "RTO / TARGET",
-                "PRIMARY",
-                "STANDBY",
-                "BYTE LAG",
-                "REPLAY LAG",
-                "RECEIVER",
-                "NOTE"
-            ],
-            &rows
-        )
-    );
-    println!("(source: {source})");
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The regression of the repeated RTO cell: each value sits under its
+    /// own header, PRIMARY and STANDBY included.
+    #[test]
+    fn status_table_puts_primary_and_standby_under_their_headers() {
+        let report = json!({"services": [{
+            "service": "orders", "tier": "hot", "status": "ok",
+            "rpo": {"target_s": 5.0, "exposure_s": 0.25, "window_1h": {"p99_s": 1.5}},
+            "rto": {"target_s": 60.0, "measured_s": 3.5},
+            "primary": "region-a", "error": null,
+            "standbys": [
+                {"region": "region-b", "status": "ok", "byte_lag": 2048, "replay_lag_s": 0.5, "wal_receiver": "streaming"},
+                {"region": "region-c", "status": "lagging", "exposure_s": 9.0, "byte_lag": 10, "wal_receiver": "streaming", "error": "slow"}
+            ]
+        }]});
+        let text = table(
+            &COLUMNS,
+            &status_rows(&report)
+                .into_iter()
+                .map(Vec::from)
+                .collect::<Vec<_>>(),
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        let at = |h: &str| lines[0].find(h).unwrap();
+        assert_eq!(lines[1].find("region-a"), Some(at("PRIMARY")), "{text}");
+        assert_eq!(lines[1].find("region-b"), Some(at("STANDBY")), "{text}");
+        assert_eq!(lines[1].find("2.0KiB"), Some(at("BYTE LAG")), "{text}");
+        assert_eq!(
+            lines[1].find("3.50s / 1m00s"),
+            Some(at("RTO / TARGET")),
+            "{text}"
+        );
+        assert_eq!(lines[2].find("region-c"), Some(at("STANDBY")), "{text}");
+        assert_eq!(lines[2].find("slow"), Some(at("NOTE")), "{text}");
+    }
 }
