@@ -83,7 +83,7 @@ fuzz_target!(|data: &[u8]| {
 fn plan(config: &drctl_config::Config) {
     let h = harness();
     let now = h.now;
-    let _ = drctl_api::leader::tick(config.failover.lease);
+    let _ = drctl_daemon::leader::tick(config.failover.lease);
     let long_ago = DateTime::<Utc>::MIN_UTC;
     for svc in &config.services {
         // The guard: min_down, cooldown and the global window and limit
@@ -144,9 +144,9 @@ fn plan(config: &drctl_config::Config) {
     for days in [30, 93] {
         let from = now - TimeDelta::days(days);
         let report =
-            h.rt.block_on(drctl_api::report::build(config, &h.store, from, now))
+            h.rt.block_on(drctl_report::build(config, &h.store, from, now))
                 .expect("the report reads the store");
-        let _ = drctl_api::report::to_markdown(&report);
-        let _ = drctl_api::report::to_csv(&report);
+        let _ = drctl_report::to_markdown(&report);
+        let _ = drctl_report::to_csv(&report);
     }
 }

@@ -364,7 +364,7 @@ async fn start_restore_test(
     let service = name.clone();
     let id = new_operation_id();
     launch(&state, &caller, &id, "restore_test", Some(&name), None, async move {
-        let (record, outcome) = jobs::restore_test_service(&config, &store, &service, None, crate::daemon::scratch_root(&config), |_| {})
+        let (record, outcome) = jobs::restore_test_service(&config, &store, &service, None, crate::scratch_root(&config), |_| {})
             .await
             .map_err(|e| e.to_string())?;
         if outcome.passed {

@@ -27,7 +27,7 @@ use utoipa_axum::routes;
 
 use crate::docs::{NotFound, ReadErrors};
 use crate::error::ApiPath;
-use crate::{ApiError, ApiState};
+use crate::{parse_instant, ApiError, ApiState};
 
 /// The documented routes, and the OpenAPI document they make.
 pub(crate) fn documented() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
@@ -50,7 +50,7 @@ pub(crate) fn documented() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
 
 pub fn router(state: ApiState) -> Router {
     let (routes, mut doc) = documented();
-    let config = state.monitor.config();
+    let config = &*state.config;
     let services: Vec<String> = config.services.iter().map(|s| s.name.clone()).collect();
     crate::docs::adapt_to_config(&mut doc, &services, config.api.anonymous.is_some());
     let doc = std::sync::Arc::new(doc);
@@ -90,25 +90,15 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::respo
 
 #[cfg(test)]
 mod tests {
-    use super::parse_instant;
+    use super::urlencode;
 
     #[test]
-    fn instants_take_rfc3339_and_durations_and_refuse_the_rest_without_panicking() {
-        let now = chrono::Utc::now();
+    fn a_next_link_value_keeps_only_unreserved_characters() {
         assert_eq!(
-            parse_instant("15m", now).unwrap(),
-            now - chrono::TimeDelta::minutes(15)
+            urlencode("2026-01-31T12:00:00.000001+00:00"),
+            "2026-01-31T12%3A00%3A00.000001%2B00%3A00"
         );
-        assert_eq!(
-            parse_instant("7d", now).unwrap(),
-            now - chrono::TimeDelta::days(7)
-        );
-        assert!(parse_instant("2026-01-31T12:00:00Z", now).is_ok());
-        for bad in [
-            "", "m", "LÐ", "Ð", "1.5h", "-1h", "1234567d", "1 h", "15min", "+5m", "1hm",
-        ] {
-            assert!(parse_instant(bad, now).is_err(), "{bad:?}");
-        }
+        assert_eq!(urlencode("a b&c=d/é~_"), "a%20b%26c%3Dd%2F%C3%A9~_");
     }
 }
 
@@ -142,7 +132,7 @@ pub(crate) struct ClusterAnswer {
     /// The daemon that answers.
     this: ThisDaemon,
     /// The leader as the store names it; `null` during an election.
-    leader: Option<crate::leader::LeaderView>,
+    leader: Option<crate::leadership::LeaderView>,
     /// Every daemon seen within three lease times.
     daemons: Vec<drctl_store::DaemonRecord>,
     /// The leader lease (`[failover] lease`): how long a dead leader is
@@ -206,8 +196,7 @@ async fn services(
     // A fence hook's argv is for operators: it may carry a credential.
     let sees_hooks = caller.is_some_and(|axum::Extension(c)| c.sees_fence_hooks());
     let services: Vec<Value> = state
-        .monitor
-        .config()
+        .config
         .services
         .iter()
         .map(|s| {
@@ -444,7 +433,7 @@ pub(crate) struct RpoRtoResponse {
 /// Every service's compliance at `now`, in config order (the report and
 /// the metrics judge the same way).
 pub(crate) fn all_figures(state: &ApiState, now: DateTime<Utc>) -> Vec<ServiceFigures> {
-    let config = state.monitor.config();
+    let config = &*state.config;
     state
         .monitor
         .views()
@@ -543,35 +532,6 @@ const BUCKETS: [(&str, u64); 6] = [
     ("1h", 3600),
 ];
 
-/// A point in time: RFC 3339, or a duration ago (a whole number and one
-/// of `s`, `m`, `h`, `d`: `15m`, `24h`, `7d`). Exactly what the OpenAPI
-/// document declares ([`crate::docs::TimeParam`]), no more.
-pub fn parse_instant(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    // Split off the last character (which may be any Unicode character:
-    // slice on its boundary, never on a byte count).
-    let mut chars = text.chars();
-    let unit = chars.next_back().unwrap_or(' ');
-    let number = chars.as_str();
-    let secs = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => 0,
-    };
-    match number.parse::<i64>() {
-        Ok(n) if secs > 0 && (1..=6).contains(&number.len()) && number.bytes().all(|b| b.is_ascii_digit()) => {
-            Ok(now - chrono::TimeDelta::seconds(n * secs))
-        }
-        _ => Err(format!(
-            "{text:?} is neither an RFC 3339 time (2026-01-31T12:00:00Z) nor a duration ago (90s, 15m, 24h, 7d)"
-        )),
-    }
-}
-
 pub(crate) fn parse_time(
     parameter: &'static str,
     text: &str,
@@ -584,7 +544,7 @@ const MAX_LIMIT: u32 = 100_000;
 
 /// `Ok` for a configured service; a 404 with a did-you-mean otherwise.
 pub(crate) fn known_service(state: &ApiState, name: &str) -> Result<(), ApiError> {
-    let config = state.monitor.config();
+    let config = &*state.config;
     if config.service(name).is_some() {
         return Ok(());
     }
@@ -663,7 +623,7 @@ async fn lag_history(
                 })
         })
         .transpose()?;
-    let store = state.monitor.store();
+    let store = &state.store;
     let samples = match bucket {
         Some(b) => {
             store
@@ -810,8 +770,7 @@ async fn backups(
 ) -> Result<Json<BackupList>, ApiError> {
     let w = evidence_query(&state, query)?;
     let list = state
-        .monitor
-        .store()
+        .store
         .backups_in(w.service.as_deref(), w.since, w.until, w.limit)
         .await?;
     let next = w.next(
@@ -842,8 +801,7 @@ async fn restore_tests(
 ) -> Result<Json<RestoreTestList>, ApiError> {
     let w = evidence_query(&state, query)?;
     let list = state
-        .monitor
-        .store()
+        .store
         .restore_tests_in(w.service.as_deref(), w.since, w.until, w.limit)
         .await?;
     let next = w.next(
@@ -874,8 +832,7 @@ async fn schedule_runs(
 ) -> Result<Json<ScheduleRunList>, ApiError> {
     let w = evidence_query(&state, query)?;
     let list = state
-        .monitor
-        .store()
+        .store
         .schedule_runs_in(w.service.as_deref(), w.since, w.until, w.limit)
         .await?;
     let next = w.next(
@@ -949,8 +906,7 @@ async fn audit_log(
         })
         .transpose()?;
     let entries = state
-        .monitor
-        .store()
+        .store
         .audit_entries(since, until, before, limit as i64)
         .await?;
     let next = (entries.len() as u32 == limit)
@@ -977,7 +933,7 @@ pub(crate) struct AuditCheck {
 #[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
     responses((status = 200, body = AuditCheck), ReadErrors))]
 async fn audit_verify(State(state): State<ApiState>) -> Result<Json<AuditCheck>, ApiError> {
-    let verification = state.monitor.store().verify_audit(None).await?;
+    let verification = state.store.verify_audit(None).await?;
     Ok(Json(AuditCheck { verification }))
 }
 
@@ -996,14 +952,14 @@ pub(crate) fn page_limit(text: Option<&str>, default: u32, max: u32) -> Result<u
     }
 }
 
+/// Every byte but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`).
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Percent-encodes a query value for a `next` link.
 pub(crate) fn urlencode(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(v, QUERY_VALUE).to_string()
 }
