@@ -86,9 +86,10 @@ fn plan(config: &drctl_config::Config) {
     let _ = drctl_daemon::leader::tick(config.failover.lease);
     let long_ago = DateTime::<Utc>::MIN_UTC;
     for svc in &config.services {
-        // The guard: min_down, cooldown and the global window and limit
-        // decide over a run of failed probes, one monitor interval apart.
+        // The guard: failures, min_down, cooldown and the global window and
+        // limit decide over a run of failed probes, one health interval apart.
         let settings = DetectorSettings {
+            failures: svc.health.failures,
             min_down: svc.failover.min_down,
             cooldown: svc.failover.cooldown,
             limit: config.failover.automatic_limit,

@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use drctl_daemon::Daemon;
 use drctl_config::Config;
+use drctl_daemon::Daemon;
 use drctl_lab::{Lab, LabService, LabSpec, REGION_A, REGION_B};
 use sqlx::{Connection, PgConnection};
 
