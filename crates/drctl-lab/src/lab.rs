@@ -20,11 +20,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::control::serve_control;
+use crate::dns_server::ZoneServer;
 use crate::{
     io_err, LabError, LinkControl, LinkProxy, Result, ShopWorkload, WorkloadControl, WorkloadTarget,
 };
 use drctl_config::RecordType;
-use drctl_dns::server::ZoneServer;
 use drctl_dns::TsigKeyMaterial;
 use drctl_pg::os::{ensure_dir, free_port, give_to_postgres, process_alive, signal};
 use drctl_pg::{find_pg_bin, PgCluster, Role};

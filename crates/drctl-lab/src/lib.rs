@@ -2,6 +2,10 @@
 //! between the regions, a DNS zone with per-region fronts, and a small shop
 //! workload.
 //!
+//! The DNS zone is served by the lab's own authoritative server
+//! ([`dns_server::ZoneServer`]), which the production providers of
+//! `drctl-dns` flip like any RFC 2136 server.
+//!
 //! `drctl lab up` and the integration tests use this same code, so every test
 //! talks to real servers. The lab owns processes and directories; it knows
 //! nothing of drctl's monitor or API (the binary runs those beside it).
@@ -19,6 +23,7 @@
 //! has its own primary/standby pair, so failing one over moves nothing else.
 
 mod control;
+pub mod dns_server;
 mod fault;
 mod lab;
 mod link;
