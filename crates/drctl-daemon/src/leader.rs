@@ -16,6 +16,10 @@
 //! journal writes check that operation's own lease token (see
 //! `drctl_failover::Engine`), so an ex-leader that wakes up mid-step cannot
 //! journal it.
+//!
+//! The handle the daemon's parts and the API read, [`Leadership`], is
+//! defined in `drctl-api` (which reads it without depending on the daemon);
+//! [`run`] here is its only writer.
 
 use std::time::Duration;
 
