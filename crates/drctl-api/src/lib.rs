@@ -23,6 +23,8 @@ pub mod http;
 pub mod leadership;
 mod metrics;
 mod operations;
+mod params;
+mod records;
 pub mod report;
 mod routes;
 

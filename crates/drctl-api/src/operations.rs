@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 use crate::auth::{audit, Caller};
 use crate::docs::{Conflict, NotFound, ReadErrors};
 use crate::error::ApiPath;
-use crate::routes::known_service;
+use crate::params::known_service;
 use crate::{ApiError, ApiState};
 
 pub(crate) fn routes() -> OpenApiRouter<ApiState> {
@@ -560,7 +560,7 @@ async fn list_operations(
             reason: format!("{kind:?} is not one of {}", OPERATION_KINDS.join(", ")),
         });
     }
-    let w = crate::routes::list_window(
+    let w = crate::params::list_window(
         &state,
         q.service,
         q.since.as_deref(),

@@ -15,10 +15,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use drctl_monitor::compliance::Compliance;
 use drctl_monitor::ServiceView;
-use drctl_store::{
-    AuditEntry, AuditVerification, BackupRecord, ExposureStats, LagSample, RestoreTestRecord,
-    ScheduleRun,
-};
+use drctl_store::{BackupRecord, ExposureStats, LagSample};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -27,7 +24,8 @@ use utoipa_axum::routes;
 
 use crate::docs::{NotFound, ReadErrors};
 use crate::error::ApiPath;
-use crate::{parse_instant, ApiError, ApiState};
+use crate::params::{known_service, page_limit, parse_time, MAX_LIMIT};
+use crate::{ApiError, ApiState};
 
 /// The documented routes, and the OpenAPI document they make.
 pub(crate) fn documented() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
@@ -38,11 +36,7 @@ pub(crate) fn documented() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(services))
         .routes(routes!(rpo_rto))
         .routes(routes!(lag_history))
-        .routes(routes!(backups))
-        .routes(routes!(restore_tests))
-        .routes(routes!(schedule_runs))
-        .routes(routes!(audit_log))
-        .routes(routes!(audit_verify))
+        .merge(crate::records::routes())
         .merge(crate::operations::routes())
         .merge(crate::report::routes())
         .split_for_parts()
@@ -86,20 +80,6 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::respo
         .unwrap_or("a panic");
     tracing::error!(panic = %what, "a request handler panicked");
     ApiError::Internal.into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::urlencode;
-
-    #[test]
-    fn a_next_link_value_keeps_only_unreserved_characters() {
-        assert_eq!(
-            urlencode("2026-01-31T12:00:00.000001+00:00"),
-            "2026-01-31T12%3A00%3A00.000001%2B00%3A00"
-        );
-        assert_eq!(urlencode("a b&c=d/é~_"), "a%20b%26c%3Dd%2F%C3%A9~_");
-    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -532,35 +512,6 @@ const BUCKETS: [(&str, u64); 6] = [
     ("1h", 3600),
 ];
 
-pub(crate) fn parse_time(
-    parameter: &'static str,
-    text: &str,
-    now: DateTime<Utc>,
-) -> Result<DateTime<Utc>, ApiError> {
-    parse_instant(text, now).map_err(|reason| ApiError::InvalidParameter { parameter, reason })
-}
-
-const MAX_LIMIT: u32 = 100_000;
-
-/// `Ok` for a configured service; a 404 with a did-you-mean otherwise.
-pub(crate) fn known_service(state: &ApiState, name: &str) -> Result<(), ApiError> {
-    let config = &*state.config;
-    if config.service(name).is_some() {
-        return Ok(());
-    }
-    let suggestion = config
-        .services
-        .iter()
-        .map(|s| (strsim::jaro_winkler(&s.name, name), &s.name))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, n)| n.clone());
-    Err(ApiError::ServiceNotFound {
-        name: name.to_string(),
-        suggestion,
-    })
-}
-
 #[derive(Serialize, ToSchema)]
 pub(crate) struct LagPoint {
     sampled_at: DateTime<Utc>,
@@ -653,313 +604,4 @@ async fn lag_history(
         truncated: points.len() as u32 == limit,
         samples: points,
     }))
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct EvidenceQuery {
-    /// Only this service's.
-    service: Option<String>,
-    /// Started (due, for schedule runs) at or after this.
-    #[param(value_type = Option<crate::docs::TimeParam>, inline)]
-    since: Option<String>,
-    /// Started before this (the `next` link of a full page sets it).
-    #[param(value_type = Option<crate::docs::TimeParam>, inline)]
-    until: Option<String>,
-    /// At most this many, newest first (default 100).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
-    limit: Option<String>,
-}
-
-/// A list query, checked: service, period, page size.
-pub(crate) struct ListWindow {
-    pub service: Option<String>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    pub limit: u32,
-}
-
-impl ListWindow {
-    /// The link to the next (older) page when this one came back full:
-    /// the same query, `until` the oldest item's time.
-    pub fn next(
-        &self,
-        path: &str,
-        returned: usize,
-        oldest: Option<DateTime<Utc>>,
-        extra: &[(&str, &Option<String>)],
-    ) -> Option<String> {
-        if returned < self.limit as usize {
-            return None;
-        }
-        let oldest = oldest?;
-        let mut link = format!(
-            "{path}?limit={}&until={}",
-            self.limit,
-            urlencode(&oldest.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        );
-        if let Some(s) = &self.service {
-            link.push_str(&format!("&service={}", urlencode(s)));
-        }
-        if let Some(s) = self.since {
-            link.push_str(&format!(
-                "&since={}",
-                urlencode(&s.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-            ));
-        }
-        for (k, v) in extra {
-            if let Some(v) = v {
-                link.push_str(&format!("&{k}={}", urlencode(v)));
-            }
-        }
-        Some(link)
-    }
-}
-
-pub(crate) fn list_window(
-    state: &ApiState,
-    service: Option<String>,
-    since: Option<&str>,
-    until: Option<&str>,
-    limit: Option<&str>,
-    max: u32,
-) -> Result<ListWindow, ApiError> {
-    if let Some(name) = &service {
-        known_service(state, name)?;
-    }
-    let now = Utc::now();
-    Ok(ListWindow {
-        service,
-        since: since.map(|t| parse_time("since", t, now)).transpose()?,
-        until: until.map(|t| parse_time("until", t, now)).transpose()?,
-        limit: page_limit(limit, 100, max)?,
-    })
-}
-
-fn evidence_query(
-    state: &ApiState,
-    query: Result<Query<EvidenceQuery>, QueryRejection>,
-) -> Result<ListWindow, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::InvalidParameter {
-        parameter: "query string",
-        reason: e.body_text(),
-    })?;
-    list_window(
-        state,
-        q.service,
-        q.since.as_deref(),
-        q.until.as_deref(),
-        q.limit.as_deref(),
-        10_000,
-    )
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct BackupList {
-    backups: Vec<BackupRecord>,
-    /// The next (older) page, when this one was full.
-    next: Option<String>,
-}
-
-/// Backups, newest first.
-#[utoipa::path(get, path = "/api/v1/backups", tag = "evidence", params(EvidenceQuery),
-    responses((status = 200, body = BackupList), ReadErrors, NotFound))]
-async fn backups(
-    State(state): State<ApiState>,
-    query: Result<Query<EvidenceQuery>, QueryRejection>,
-) -> Result<Json<BackupList>, ApiError> {
-    let w = evidence_query(&state, query)?;
-    let list = state
-        .store
-        .backups_in(w.service.as_deref(), w.since, w.until, w.limit)
-        .await?;
-    let next = w.next(
-        "/api/v1/backups",
-        list.len(),
-        list.last().map(|b| b.started_at),
-        &[],
-    );
-    Ok(Json(BackupList {
-        backups: list,
-        next,
-    }))
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct RestoreTestList {
-    restore_tests: Vec<RestoreTestRecord>,
-    /// The next (older) page, when this one was full.
-    next: Option<String>,
-}
-
-/// Restore tests, newest first.
-#[utoipa::path(get, path = "/api/v1/restore-tests", tag = "evidence", params(EvidenceQuery),
-    responses((status = 200, body = RestoreTestList), ReadErrors, NotFound))]
-async fn restore_tests(
-    State(state): State<ApiState>,
-    query: Result<Query<EvidenceQuery>, QueryRejection>,
-) -> Result<Json<RestoreTestList>, ApiError> {
-    let w = evidence_query(&state, query)?;
-    let list = state
-        .store
-        .restore_tests_in(w.service.as_deref(), w.since, w.until, w.limit)
-        .await?;
-    let next = w.next(
-        "/api/v1/restore-tests",
-        list.len(),
-        list.last().map(|t| t.started_at),
-        &[],
-    );
-    Ok(Json(RestoreTestList {
-        restore_tests: list,
-        next,
-    }))
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct ScheduleRunList {
-    schedule_runs: Vec<ScheduleRun>,
-    /// The next (older) page, when this one was full.
-    next: Option<String>,
-}
-
-/// Scheduled backup, verify and restore-test runs: due, ran, missed.
-#[utoipa::path(get, path = "/api/v1/schedule-runs", tag = "evidence", params(EvidenceQuery),
-    responses((status = 200, body = ScheduleRunList), ReadErrors, NotFound))]
-async fn schedule_runs(
-    State(state): State<ApiState>,
-    query: Result<Query<EvidenceQuery>, QueryRejection>,
-) -> Result<Json<ScheduleRunList>, ApiError> {
-    let w = evidence_query(&state, query)?;
-    let list = state
-        .store
-        .schedule_runs_in(w.service.as_deref(), w.since, w.until, w.limit)
-        .await?;
-    let next = w.next(
-        "/api/v1/schedule-runs",
-        list.len(),
-        list.last().map(|r| r.due_at),
-        &[],
-    );
-    Ok(Json(ScheduleRunList {
-        schedule_runs: list,
-        next,
-    }))
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct AuditQuery {
-    /// From (inclusive).
-    #[param(value_type = Option<crate::docs::TimeParam>, inline)]
-    since: Option<String>,
-    /// Until (exclusive).
-    #[param(value_type = Option<crate::docs::TimeParam>, inline)]
-    until: Option<String>,
-    /// Rows per page (default 100).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
-    limit: Option<String>,
-    /// The page before this row number (the `next` link carries it).
-    #[param(value_type = Option<i64>)]
-    before: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct AuditPage {
-    /// Newest first.
-    entries: Vec<AuditEntry>,
-    /// The next (older) page, when this one was full.
-    next: Option<String>,
-}
-
-/// The audit log, newest first, a page at a time (admin only).
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = AuditPage), ReadErrors))]
-async fn audit_log(
-    State(state): State<ApiState>,
-    query: Result<Query<AuditQuery>, QueryRejection>,
-) -> Result<Json<AuditPage>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::InvalidParameter {
-        parameter: "query string",
-        reason: e.body_text(),
-    })?;
-    let now = Utc::now();
-    let since = q
-        .since
-        .as_deref()
-        .map(|t| parse_time("since", t, now))
-        .transpose()?;
-    let until = q
-        .until
-        .as_deref()
-        .map(|t| parse_time("until", t, now))
-        .transpose()?;
-    let limit = page_limit(q.limit.as_deref(), 100, 1000)?;
-    let before = q
-        .before
-        .as_deref()
-        .map(|b| {
-            b.parse::<i64>().map_err(|_| ApiError::InvalidParameter {
-                parameter: "before",
-                reason: format!("{b:?} is not an audit row number"),
-            })
-        })
-        .transpose()?;
-    let entries = state
-        .store
-        .audit_entries(since, until, before, limit as i64)
-        .await?;
-    let next = (entries.len() as u32 == limit)
-        .then(|| entries.last().map(|e| e.seq))
-        .flatten()
-        .map(|seq| {
-            let mut link = format!("/api/v1/audit?limit={limit}&before={seq}");
-            for (k, v) in [("since", &q.since), ("until", &q.until)] {
-                if let Some(v) = v {
-                    link.push_str(&format!("&{k}={}", urlencode(v)));
-                }
-            }
-            link
-        });
-    Ok(Json(AuditPage { entries, next }))
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct AuditCheck {
-    verification: AuditVerification,
-}
-
-/// Recomputes the audit log's hash chain (admin only).
-#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
-    responses((status = 200, body = AuditCheck), ReadErrors))]
-async fn audit_verify(State(state): State<ApiState>) -> Result<Json<AuditCheck>, ApiError> {
-    let verification = state.store.verify_audit(None).await?;
-    Ok(Json(AuditCheck { verification }))
-}
-
-/// `limit` of a list endpoint: 1..=max, `default` when absent.
-pub(crate) fn page_limit(text: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
-    match text {
-        None => Ok(default),
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|l| (1..=max).contains(l))
-            .ok_or(ApiError::InvalidParameter {
-                parameter: "limit",
-                reason: format!("{l:?} is not a whole number from 1 to {max}"),
-            }),
-    }
-}
-
-/// Every byte but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`).
-const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-/// Percent-encodes a query value for a `next` link.
-pub(crate) fn urlencode(v: &str) -> String {
-    percent_encoding::utf8_percent_encode(v, QUERY_VALUE).to_string()
 }
