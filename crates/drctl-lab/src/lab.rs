@@ -20,7 +20,11 @@ use tokio::task::JoinHandle;
 
 use crate::control::serve_control;
 use crate::dns_server::ZoneServer;
-use crate::record::*;
+use crate::record::{
+    dns_port, front_ip, lab_config_toml, port_plan, unset_addr, LabClusterRecord, LabFrontRecord,
+    LabRecord, LabService, LabSpec, LAB_DNS_KEY_FILE, LAB_DNS_KEY_NAME, LAB_RECORD_TTL,
+    LAB_TOKENS_DIR, LAB_TOKEN_ROLES, LAB_UP_LOG, LAB_ZONE, REGION_A, REGION_B,
+};
 use crate::{
     io_err, LabError, LinkControl, LinkProxy, Result, ShopWorkload, WorkloadControl, WorkloadTarget,
 };
