@@ -14,11 +14,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use drctl_config::{Config, TsigAlgorithm};
-use drctl_dns::server::ZoneServer;
 use drctl_dns::{
     confirm, provider, query, DnsError, DnsProvider, DnsRecord, RecordType, Rfc2136Provider,
     TsigKeyMaterial,
 };
+use drctl_lab::dns_server::ZoneServer;
 use drctl_tests::{aws_sdk_credentials_for_moto, create_hosted_zone, moto_server, wait_for};
 
 fn record(name: &str, rtype: RecordType, values: &[&str]) -> DnsRecord {

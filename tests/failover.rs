@@ -431,7 +431,7 @@ async fn a_dns_provider_down_stops_the_failover_resumably_and_a_resume_completes
     assert!(!writable(&lab, REGION_A).await);
 
     // The provider comes back; the resume finishes from the DNS flip.
-    let server = drctl_dns::server::ZoneServer::start(addr, "shop.lab.", Some(&key))
+    let server = drctl_lab::dns_server::ZoneServer::start(addr, "shop.lab.", Some(&key))
         .await
         .unwrap();
     let (code, stdout, stderr) = drctl(&[

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use chrono::{TimeDelta, Utc};
-use drctl_api::{router, ApiState, Daemon};
+use drctl_api::{router, ApiState};
+use drctl_daemon::Daemon;
 use drctl_store::LagSample;
 use drctl_tests::{in_process_state, ApiClient, Service, TestConfig};
 use serde_json::Value;

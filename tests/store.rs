@@ -589,7 +589,7 @@ fn libfaketime() -> String {
 /// the past), so two daemons never lead at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_step_on_the_store_host_does_not_make_a_second_leader() {
-    use drctl_api::leader::{run, Leadership};
+    use drctl_daemon::leader::{run, Leadership};
     use std::os::unix::fs::PermissionsExt;
     use std::time::{Duration, Instant};
     let lib = libfaketime();

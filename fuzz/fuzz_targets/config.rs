@@ -83,12 +83,13 @@ fuzz_target!(|data: &[u8]| {
 fn plan(config: &drctl_config::Config) {
     let h = harness();
     let now = h.now;
-    let _ = drctl_api::leader::tick(config.failover.lease);
+    let _ = drctl_daemon::leader::tick(config.failover.lease);
     let long_ago = DateTime::<Utc>::MIN_UTC;
     for svc in &config.services {
-        // The guard: min_down, cooldown and the global window and limit
-        // decide over a run of failed probes, one monitor interval apart.
+        // The guard: failures, min_down, cooldown and the global window and
+        // limit decide over a run of failed probes, one health interval apart.
         let settings = DetectorSettings {
+            failures: svc.health.failures,
             min_down: svc.failover.min_down,
             cooldown: svc.failover.cooldown,
             limit: config.failover.automatic_limit,
@@ -144,9 +145,9 @@ fn plan(config: &drctl_config::Config) {
     for days in [30, 93] {
         let from = now - TimeDelta::days(days);
         let report =
-            h.rt.block_on(drctl_api::report::build(config, &h.store, from, now))
+            h.rt.block_on(drctl_report::build(config, &h.store, from, now))
                 .expect("the report reads the store");
-        let _ = drctl_api::report::to_markdown(&report);
-        let _ = drctl_api::report::to_csv(&report);
+        let _ = drctl_report::to_markdown(&report);
+        let _ = drctl_report::to_csv(&report);
     }
 }

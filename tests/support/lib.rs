@@ -17,8 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use drctl_api::Daemon;
 use drctl_config::Config;
+use drctl_daemon::Daemon;
 use drctl_lab::{Lab, LabService, LabSpec, REGION_A, REGION_B};
 use sqlx::{Connection, PgConnection};
 

@@ -416,7 +416,7 @@ fn spawn_audit(
     target: Option<String>,
     detail: serde_json::Value,
 ) {
-    let store = state.monitor.store().clone();
+    let store = state.store.clone();
     let entry = audit_entry(caller, action, target, detail);
     tokio::spawn(async move {
         if let Err(e) = store.append_audit(&entry).await {
@@ -451,8 +451,7 @@ pub(crate) async fn audit(
     detail: serde_json::Value,
 ) -> Result<(), ApiError> {
     state
-        .monitor
-        .store()
+        .store
         .append_audit(&audit_entry(caller, action, target, detail))
         .await?;
     Ok(())

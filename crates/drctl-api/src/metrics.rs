@@ -15,8 +15,8 @@ type FloatGauges = Family<Labels, Gauge<f64, AtomicU64>>;
 
 pub(crate) fn render(
     monitor: &Monitor,
-    alerts: &crate::alerts::AlertCounters,
-    leadership: &crate::leader::Leadership,
+    alerts: &AlertCounters,
+    leadership: &crate::leadership::Leadership,
 ) -> String {
     let mut registry = Registry::with_prefix("drctl");
     let now = chrono::Utc::now();
@@ -220,4 +220,26 @@ pub(crate) fn render(
     let mut out = String::new();
     encode(&mut out, &registry).expect("writing to a String cannot fail");
     out
+}
+
+/// Deliveries per webhook and outcome since the daemon started.
+#[derive(Default, Debug)]
+pub struct AlertCounters {
+    inner: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
+}
+
+impl AlertCounters {
+    /// One more delivery to `webhook` ended with `outcome`.
+    pub fn bump(&self, webhook: &str, outcome: &str) {
+        *self
+            .inner
+            .lock()
+            .expect("alert counters lock")
+            .entry((webhook.to_string(), outcome.to_string()))
+            .or_default() += 1;
+    }
+
+    pub fn snapshot(&self) -> std::collections::BTreeMap<(String, String), u64> {
+        self.inner.lock().expect("alert counters lock").clone()
+    }
 }

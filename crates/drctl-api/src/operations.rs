@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 use crate::auth::{audit, Caller};
 use crate::docs::{Conflict, NotFound, ReadErrors};
 use crate::error::ApiPath;
-use crate::routes::known_service;
+use crate::params::known_service;
 use crate::{ApiError, ApiState};
 
 pub(crate) fn routes() -> OpenApiRouter<ApiState> {
@@ -364,7 +364,7 @@ async fn start_restore_test(
     let service = name.clone();
     let id = new_operation_id();
     launch(&state, &caller, &id, "restore_test", Some(&name), None, async move {
-        let (record, outcome) = jobs::restore_test_service(&config, &store, &service, None, crate::daemon::scratch_root(&config), |_| {})
+        let (record, outcome) = jobs::restore_test_service(&config, &store, &service, None, crate::scratch_root(&config), |_| {})
             .await
             .map_err(|e| e.to_string())?;
         if outcome.passed {
@@ -560,7 +560,7 @@ async fn list_operations(
             reason: format!("{kind:?} is not one of {}", OPERATION_KINDS.join(", ")),
         });
     }
-    let w = crate::routes::list_window(
+    let w = crate::params::list_window(
         &state,
         q.service,
         q.since.as_deref(),

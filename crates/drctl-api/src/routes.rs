@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use drctl_monitor::compliance::Compliance;
 use drctl_monitor::ServiceView;
 use drctl_store::states::{EvidenceStatus, MonitorStatus};
-use drctl_store::{AuditVerification, ExposureStats};
+use drctl_store::ExposureStats;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -25,10 +25,8 @@ use utoipa_axum::routes;
 
 use crate::docs::{NotFound, ReadErrors};
 use crate::error::ApiPath;
-use crate::views::{
-    secs, AuditEntryView, BackupRef, BackupView, DaemonView, LagPoint, RestoreTestRef,
-    RestoreTestView, ScheduleRunView, StandbyFigures,
-};
+use crate::params::{known_service, page_limit, parse_time, MAX_LIMIT};
+use crate::views::{secs, BackupRef, DaemonView, LagPoint, RestoreTestRef, StandbyFigures};
 use crate::{ApiError, ApiState};
 
 /// The documented routes, and the OpenAPI document they make.
@@ -40,11 +38,7 @@ pub(crate) fn documented() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(services))
         .routes(routes!(rpo_rto))
         .routes(routes!(lag_history))
-        .routes(routes!(backups))
-        .routes(routes!(restore_tests))
-        .routes(routes!(schedule_runs))
-        .routes(routes!(audit_log))
-        .routes(routes!(audit_verify))
+        .merge(crate::records::routes())
         .merge(crate::operations::routes())
         .merge(crate::report::routes())
         .split_for_parts()
@@ -52,7 +46,7 @@ pub(crate) fn documented() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
 
 pub fn router(state: ApiState) -> Router {
     let (routes, mut doc) = documented();
-    let config = state.monitor.config();
+    let config = &*state.config;
     let services: Vec<String> = config.services.iter().map(|s| s.name.clone()).collect();
     crate::docs::adapt_to_config(&mut doc, &services, config.api.anonymous.is_some());
     let doc = std::sync::Arc::new(doc);
@@ -90,30 +84,6 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::respo
     ApiError::Internal.into_response()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_instant;
-
-    #[test]
-    fn instants_take_rfc3339_and_durations_and_refuse_the_rest_without_panicking() {
-        let now = chrono::Utc::now();
-        assert_eq!(
-            parse_instant("15m", now).unwrap(),
-            now - chrono::TimeDelta::minutes(15)
-        );
-        assert_eq!(
-            parse_instant("7d", now).unwrap(),
-            now - chrono::TimeDelta::days(7)
-        );
-        assert!(parse_instant("2026-01-31T12:00:00Z", now).is_ok());
-        for bad in [
-            "", "m", "LÐ", "Ð", "1.5h", "-1h", "1234567d", "1 h", "15min", "+5m", "1hm",
-        ] {
-            assert!(parse_instant(bad, now).is_err(), "{bad:?}");
-        }
-    }
-}
-
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Health {
     /// Always `ok`: the daemon answers.
@@ -144,7 +114,7 @@ pub(crate) struct ClusterAnswer {
     /// The daemon that answers.
     this: ThisDaemon,
     /// The leader as the store names it; `null` during an election.
-    leader: Option<crate::leader::LeaderView>,
+    leader: Option<crate::leadership::LeaderView>,
     /// Every daemon seen within three lease times.
     daemons: Vec<DaemonView>,
     /// The leader lease (`[failover] lease`): how long a dead leader is
@@ -208,8 +178,7 @@ async fn services(
     // A fence hook's argv is for operators: it may carry a credential.
     let sees_hooks = caller.is_some_and(|axum::Extension(c)| c.sees_fence_hooks());
     let services: Vec<Value> = state
-        .monitor
-        .config()
+        .config
         .services
         .iter()
         .map(|s| {
@@ -373,7 +342,7 @@ pub(crate) struct RpoRtoResponse {
 /// Every service's compliance at `now`, in config order (the report and
 /// the metrics judge the same way).
 pub(crate) fn all_figures(state: &ApiState, now: DateTime<Utc>) -> Vec<ServiceFigures> {
-    let config = state.monitor.config();
+    let config = &*state.config;
     state
         .monitor
         .views()
@@ -472,64 +441,6 @@ const BUCKETS: [(&str, u64); 6] = [
     ("1h", 3600),
 ];
 
-/// A point in time: RFC 3339, or a duration ago (a whole number and one
-/// of `s`, `m`, `h`, `d`: `15m`, `24h`, `7d`). Exactly what the OpenAPI
-/// document declares ([`crate::docs::TimeParam`]), no more.
-pub fn parse_instant(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    // Split off the last character (which may be any Unicode character:
-    // slice on its boundary, never on a byte count).
-    let mut chars = text.chars();
-    let unit = chars.next_back().unwrap_or(' ');
-    let number = chars.as_str();
-    let secs = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => 0,
-    };
-    match number.parse::<i64>() {
-        Ok(n) if secs > 0 && (1..=6).contains(&number.len()) && number.bytes().all(|b| b.is_ascii_digit()) => {
-            Ok(now - chrono::TimeDelta::seconds(n * secs))
-        }
-        _ => Err(format!(
-            "{text:?} is neither an RFC 3339 time (2026-01-31T12:00:00Z) nor a duration ago (90s, 15m, 24h, 7d)"
-        )),
-    }
-}
-
-pub(crate) fn parse_time(
-    parameter: &'static str,
-    text: &str,
-    now: DateTime<Utc>,
-) -> Result<DateTime<Utc>, ApiError> {
-    parse_instant(text, now).map_err(|reason| ApiError::InvalidParameter { parameter, reason })
-}
-
-const MAX_LIMIT: u32 = 100_000;
-
-/// `Ok` for a configured service; a 404 with a did-you-mean otherwise.
-pub(crate) fn known_service(state: &ApiState, name: &str) -> Result<(), ApiError> {
-    let config = state.monitor.config();
-    if config.service(name).is_some() {
-        return Ok(());
-    }
-    let suggestion = config
-        .services
-        .iter()
-        .map(|s| (strsim::jaro_winkler(&s.name, name), &s.name))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, n)| n.clone());
-    Err(ApiError::ServiceNotFound {
-        name: name.to_string(),
-        suggestion,
-    })
-}
-
 #[derive(Serialize, ToSchema)]
 pub(crate) struct LagHistory {
     service: String,
@@ -579,7 +490,7 @@ async fn lag_history(
                 })
         })
         .transpose()?;
-    let store = state.monitor.store();
+    let store = &state.store;
     let samples = match bucket {
         Some(b) => {
             store
@@ -596,318 +507,4 @@ async fn lag_history(
         truncated: points.len() as u32 == limit,
         samples: points,
     }))
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct EvidenceQuery {
-    /// Only this service's.
-    service: Option<String>,
-    /// Started (due, for schedule runs) at or after this.
-    #[param(value_type = Option<crate::docs::TimeParam>, inline)]
-    since: Option<String>,
-    /// Started before this (the `next` link of a full page sets it).
-    #[param(value_type = Option<crate::docs::TimeParam>, inline)]
-    until: Option<String>,
-    /// At most this many, newest first (default 100).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
-    limit: Option<String>,
-}
-
-/// A list query, checked: service, period, page size.
-pub(crate) struct ListWindow {
-    pub service: Option<String>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    pub limit: u32,
-}
-
-impl ListWindow {
-    /// The link to the next (older) page when this one came back full:
-    /// the same query, `until` the oldest item's time.
-    pub fn next(
-        &self,
-        path: &str,
-        returned: usize,
-        oldest: Option<DateTime<Utc>>,
-        extra: &[(&str, &Option<String>)],
-    ) -> Option<String> {
-        if returned < self.limit as usize {
-            return None;
-        }
-        let oldest = oldest?;
-        let mut link = format!(
-            "{path}?limit={}&until={}",
-            self.limit,
-            urlencode(&oldest.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        );
-        if let Some(s) = &self.service {
-            link.push_str(&format!("&service={}", urlencode(s)));
-        }
-        if let Some(s) = self.since {
-            link.push_str(&format!(
-                "&since={}",
-                urlencode(&s.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-            ));
-        }
-        for (k, v) in extra {
-            if let Some(v) = v {
-                link.push_str(&format!("&{k}={}", urlencode(v)));
-            }
-        }
-        Some(link)
-    }
-}
-
-pub(crate) fn list_window(
-    state: &ApiState,
-    service: Option<String>,
-    since: Option<&str>,
-    until: Option<&str>,
-    limit: Option<&str>,
-    max: u32,
-) -> Result<ListWindow, ApiError> {
-    if let Some(name) = &service {
-        known_service(state, name)?;
-    }
-    let now = Utc::now();
-    Ok(ListWindow {
-        service,
-        since: since.map(|t| parse_time("since", t, now)).transpose()?,
-        until: until.map(|t| parse_time("until", t, now)).transpose()?,
-        limit: page_limit(limit, 100, max)?,
-    })
-}
-
-fn evidence_query(
-    state: &ApiState,
-    query: Result<Query<EvidenceQuery>, QueryRejection>,
-) -> Result<ListWindow, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::InvalidParameter {
-        parameter: "query string",
-        reason: e.body_text(),
-    })?;
-    list_window(
-        state,
-        q.service,
-        q.since.as_deref(),
-        q.until.as_deref(),
-        q.limit.as_deref(),
-        10_000,
-    )
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct BackupList {
-    backups: Vec<BackupView>,
-    /// The next (older) page, when this one was full.
-    next: Option<String>,
-}
-
-/// Backups, newest first.
-#[utoipa::path(get, path = "/api/v1/backups", tag = "evidence", params(EvidenceQuery),
-    responses((status = 200, body = BackupList), ReadErrors, NotFound))]
-async fn backups(
-    State(state): State<ApiState>,
-    query: Result<Query<EvidenceQuery>, QueryRejection>,
-) -> Result<Json<BackupList>, ApiError> {
-    let w = evidence_query(&state, query)?;
-    let list = state
-        .monitor
-        .store()
-        .backups_in(w.service.as_deref(), w.since, w.until, w.limit)
-        .await?;
-    let next = w.next(
-        "/api/v1/backups",
-        list.len(),
-        list.last().map(|b| b.started_at),
-        &[],
-    );
-    Ok(Json(BackupList {
-        backups: list.iter().map(BackupView::from).collect(),
-        next,
-    }))
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct RestoreTestList {
-    restore_tests: Vec<RestoreTestView>,
-    /// The next (older) page, when this one was full.
-    next: Option<String>,
-}
-
-/// Restore tests, newest first.
-#[utoipa::path(get, path = "/api/v1/restore-tests", tag = "evidence", params(EvidenceQuery),
-    responses((status = 200, body = RestoreTestList), ReadErrors, NotFound))]
-async fn restore_tests(
-    State(state): State<ApiState>,
-    query: Result<Query<EvidenceQuery>, QueryRejection>,
-) -> Result<Json<RestoreTestList>, ApiError> {
-    let w = evidence_query(&state, query)?;
-    let list = state
-        .monitor
-        .store()
-        .restore_tests_in(w.service.as_deref(), w.since, w.until, w.limit)
-        .await?;
-    let next = w.next(
-        "/api/v1/restore-tests",
-        list.len(),
-        list.last().map(|t| t.started_at),
-        &[],
-    );
-    Ok(Json(RestoreTestList {
-        restore_tests: list.iter().map(RestoreTestView::from).collect(),
-        next,
-    }))
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct ScheduleRunList {
-    schedule_runs: Vec<ScheduleRunView>,
-    /// The next (older) page, when this one was full.
-    next: Option<String>,
-}
-
-/// Scheduled backup, verify and restore-test runs: due, ran, missed.
-#[utoipa::path(get, path = "/api/v1/schedule-runs", tag = "evidence", params(EvidenceQuery),
-    responses((status = 200, body = ScheduleRunList), ReadErrors, NotFound))]
-async fn schedule_runs(
-    State(state): State<ApiState>,
-    query: Result<Query<EvidenceQuery>, QueryRejection>,
-) -> Result<Json<ScheduleRunList>, ApiError> {
-    let w = evidence_query(&state, query)?;
-    let list = state
-        .monitor
-        .store()
-        .schedule_runs_in(w.service.as_deref(), w.since, w.until, w.limit)
-        .await?;
-    let next = w.next(
-        "/api/v1/schedule-runs",
-        list.len(),
-        list.last().map(|r| r.due_at),
-        &[],
-    );
-    Ok(Json(ScheduleRunList {
-        schedule_runs: list.iter().map(ScheduleRunView::from).collect(),
-        next,
-    }))
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct AuditQuery {
-    /// From (inclusive).
-    #[param(value_type = Option<crate::docs::TimeParam>, inline)]
-    since: Option<String>,
-    /// Until (exclusive).
-    #[param(value_type = Option<crate::docs::TimeParam>, inline)]
-    until: Option<String>,
-    /// Rows per page (default 100).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
-    limit: Option<String>,
-    /// The page before this row number (the `next` link carries it).
-    #[param(value_type = Option<i64>)]
-    before: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct AuditPage {
-    /// Newest first.
-    entries: Vec<AuditEntryView>,
-    /// The next (older) page, when this one was full.
-    next: Option<String>,
-}
-
-/// The audit log, newest first, a page at a time (admin only).
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = AuditPage), ReadErrors))]
-async fn audit_log(
-    State(state): State<ApiState>,
-    query: Result<Query<AuditQuery>, QueryRejection>,
-) -> Result<Json<AuditPage>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::InvalidParameter {
-        parameter: "query string",
-        reason: e.body_text(),
-    })?;
-    let now = Utc::now();
-    let since = q
-        .since
-        .as_deref()
-        .map(|t| parse_time("since", t, now))
-        .transpose()?;
-    let until = q
-        .until
-        .as_deref()
-        .map(|t| parse_time("until", t, now))
-        .transpose()?;
-    let limit = page_limit(q.limit.as_deref(), 100, 1000)?;
-    let before = q
-        .before
-        .as_deref()
-        .map(|b| {
-            b.parse::<i64>().map_err(|_| ApiError::InvalidParameter {
-                parameter: "before",
-                reason: format!("{b:?} is not an audit row number"),
-            })
-        })
-        .transpose()?;
-    let entries = state
-        .monitor
-        .store()
-        .audit_entries(since, until, before, limit as i64)
-        .await?;
-    let next = (entries.len() as u32 == limit)
-        .then(|| entries.last().map(|e| e.seq))
-        .flatten()
-        .map(|seq| {
-            let mut link = format!("/api/v1/audit?limit={limit}&before={seq}");
-            for (k, v) in [("since", &q.since), ("until", &q.until)] {
-                if let Some(v) = v {
-                    link.push_str(&format!("&{k}={}", urlencode(v)));
-                }
-            }
-            link
-        });
-    let entries = entries.iter().map(AuditEntryView::from).collect();
-    Ok(Json(AuditPage { entries, next }))
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct AuditCheck {
-    verification: AuditVerification,
-}
-
-/// Recomputes the audit log's hash chain (admin only).
-#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
-    responses((status = 200, body = AuditCheck), ReadErrors))]
-async fn audit_verify(State(state): State<ApiState>) -> Result<Json<AuditCheck>, ApiError> {
-    let verification = state.monitor.store().verify_audit(None).await?;
-    Ok(Json(AuditCheck { verification }))
-}
-
-/// `limit` of a list endpoint: 1..=max, `default` when absent.
-pub(crate) fn page_limit(text: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
-    match text {
-        None => Ok(default),
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|l| (1..=max).contains(l))
-            .ok_or(ApiError::InvalidParameter {
-                parameter: "limit",
-                reason: format!("{l:?} is not a whole number from 1 to {max}"),
-            }),
-    }
-}
-
-/// Percent-encodes a query value for a `next` link.
-pub(crate) fn urlencode(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

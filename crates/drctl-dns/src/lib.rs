@@ -1,7 +1,7 @@
 //! DNS providers of drctl behind one trait, each tested against a real
 //! server: Route 53 (`aws-sdk-route53`; moto in tests) and RFC 2136 dynamic
-//! update with TSIG (BIND, Knot, PowerDNS; Knot in tests), plus the lab's
-//! own authoritative server ([`server::ZoneServer`]).
+//! update with TSIG (BIND, Knot, PowerDNS; Knot in tests). Production
+//! providers only: the lab's authoritative server lives in `drctl-lab`.
 //!
 //! Owns the [`DnsProvider`] trait the failover engine flips records with,
 //! [`provider`] (a config entry to a provider), [`confirm`] (poll until the
@@ -9,8 +9,8 @@
 //! one server). It does not decide *when* to flip or what a record should
 //! hold: the engine does, from the config's `[services.dns]`.
 //!
-//! Modules: `rfc2136` (dynamic update and TSIG keys), `route53`, `server`
-//! (the zone server), `wire` (names, values, UDP/TCP exchange), `error`.
+//! Modules: `rfc2136` (dynamic update and TSIG keys), `route53`, [`wire`]
+//! (names, values, UDP/TCP exchange), `error`.
 //!
 //! Every provider call takes bounded time (its own timeouts), and every
 //! error says whether trying again may help ([`DnsError::is_retryable`]).
@@ -18,8 +18,7 @@
 mod error;
 mod rfc2136;
 mod route53;
-pub mod server;
-mod wire;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

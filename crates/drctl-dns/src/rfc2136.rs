@@ -1,5 +1,5 @@
 //! RFC 2136 dynamic update, signed with TSIG (RFC 8945): BIND, Knot,
-//! PowerDNS, and the lab's own [`crate::server::ZoneServer`].
+//! PowerDNS, and the lab's own zone server (`drctl-lab`).
 //!
 //! Owns [`Rfc2136Provider`] and the TSIG key material both sides use
 //! ([`TsigKeyMaterial`]). An upsert is one update message that deletes the
@@ -57,7 +57,7 @@ impl TsigKeyMaterial {
     }
 
     /// The hickory signer of this key; `provider` names who asks, for errors.
-    pub(crate) fn signer(&self, provider: &str) -> Result<TSigner, DnsError> {
+    pub fn signer(&self, provider: &str) -> Result<TSigner, DnsError> {
         let config = |reason: String| DnsError::Config {
             provider: provider.to_string(),
             reason,

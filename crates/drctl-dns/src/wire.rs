@@ -2,7 +2,9 @@
 //! over UDP or TCP.
 //!
 //! Owns the translation between drctl's text values (`"127.0.1.1"`,
-//! `"lb.example.com."`) and hickory-proto's types, and the transport. It
+//! `"lb.example.com."`) and hickory-proto's types, and the transport. The
+//! translation is public for the lab's zone server (`drctl-lab`), which
+//! must name and hold records exactly as the providers write them. It
 //! does not decide what to send (the RFC 2136 provider and [`crate::query`]
 //! do) nor what an answer means for a provider.
 
@@ -20,9 +22,9 @@ use crate::RecordType;
 /// What a UDP answer may be at most; 1232 is the DNS flag day 2020 value
 /// that avoids IP fragmentation. Bigger answers come back truncated and are
 /// asked again over TCP.
-pub(crate) const EDNS_PAYLOAD: u16 = 1232;
+pub const EDNS_PAYLOAD: u16 = 1232;
 
-pub(crate) fn wire_type(rtype: RecordType) -> WireType {
+pub fn wire_type(rtype: RecordType) -> WireType {
     match rtype {
         RecordType::A => WireType::A,
         RecordType::Aaaa => WireType::AAAA,
@@ -31,7 +33,7 @@ pub(crate) fn wire_type(rtype: RecordType) -> WireType {
 }
 
 /// `"Orders.Shop.Lab"` → the absolute, lower-case name `orders.shop.lab.`.
-pub(crate) fn parse_name(text: &str) -> Result<Name, String> {
+pub fn parse_name(text: &str) -> Result<Name, String> {
     let mut name = Name::from_ascii(text)
         .map_err(|e| format!("{text:?} is not a domain name: {e}"))?
         .to_lowercase();
@@ -40,14 +42,14 @@ pub(crate) fn parse_name(text: &str) -> Result<Name, String> {
 }
 
 /// A name as drctl writes it: lower case, absolute.
-pub(crate) fn name_text(name: &Name) -> String {
+pub fn name_text(name: &Name) -> String {
     let mut name = name.to_lowercase();
     name.set_fqdn(true);
     name.to_ascii()
 }
 
 /// The record data of one value of `rtype`.
-pub(crate) fn rdata(rtype: RecordType, value: &str) -> Result<RData, String> {
+pub fn rdata(rtype: RecordType, value: &str) -> Result<RData, String> {
     match rtype {
         RecordType::A => value
             .parse::<Ipv4Addr>()
@@ -63,7 +65,7 @@ pub(crate) fn rdata(rtype: RecordType, value: &str) -> Result<RData, String> {
 
 /// The text of a value, in the form [`normalize_values`] produces; `None`
 /// for record data drctl does not publish.
-pub(crate) fn value_text(rdata: &RData) -> Option<String> {
+pub fn value_text(rdata: &RData) -> Option<String> {
     match rdata {
         RData::A(a) => Some(a.0.to_string()),
         RData::AAAA(aaaa) => Some(aaaa.0.to_string()),

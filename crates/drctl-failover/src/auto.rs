@@ -2,7 +2,8 @@
 //! daemon observes each probe interval.
 //!
 //! A primary is declared lost only when drctl's own probes have failed
-//! [`MIN_PROBES`] times in a row spanning at least `min_down`, **and** the
+//! `failures` times in a row (`[services.health]`, default [`MIN_PROBES`])
+//! spanning at least `min_down`, **and** the
 //! standby reports its WAL receiver disconnected from the primary (a second
 //! vantage point: trouble on drctl's own network path must not fail a shop
 //! over). Then a cooldown per cluster and a
@@ -15,8 +16,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Consecutive failed probes needed, whatever `min_down` says: one lost
-/// packet is not a lost region.
+/// Consecutive failed probes needed by default (`[services.health]
+/// failures`), whatever `min_down` says: one lost packet is not a lost region.
 pub const MIN_PROBES: u32 = 3;
 const TICK_JITTER: Duration = Duration::from_millis(50);
 
@@ -108,6 +109,9 @@ impl Verdict {
 /// Detector settings of one cluster.
 #[derive(Clone, Debug)]
 pub struct DetectorSettings {
+    /// Consecutive failed probes before the primary counts as lost
+    /// (`[services.health] failures`; at least one).
+    pub failures: u32,
     pub min_down: Duration,
     pub cooldown: Duration,
     pub limit: u32,
@@ -132,7 +136,7 @@ impl Detector {
         let down_for = (o.at - since).to_std().unwrap_or_default();
         // Probe rounds are a timer's ticks apart: a tick a hair early must
         // not cost a whole interval.
-        if self.failed < MIN_PROBES || down_for + TICK_JITTER < s.min_down {
+        if self.failed < s.failures.max(1) || down_for + TICK_JITTER < s.min_down {
             return Verdict::Suspect {
                 since,
                 failed_probes: self.failed,
@@ -213,6 +217,7 @@ mod tests {
 
     fn settings() -> DetectorSettings {
         DetectorSettings {
+            failures: MIN_PROBES,
             min_down: Duration::from_secs(3),
             cooldown: Duration::from_secs(900),
             limit: 3,

@@ -2,6 +2,10 @@
 //! between the regions, a DNS zone with per-region fronts, and a small shop
 //! workload.
 //!
+//! The DNS zone is served by the lab's own authoritative server
+//! ([`dns_server::ZoneServer`]), which the production providers of
+//! `drctl-dns` flip like any RFC 2136 server.
+//!
 //! `drctl lab up` and the integration tests use this same code, so every test
 //! talks to real servers. The lab owns processes and directories; it knows
 //! nothing of drctl's monitor or API (the binary runs those beside it).
@@ -19,21 +23,24 @@
 //! has its own primary/standby pair, so failing one over moves nothing else.
 
 mod control;
+pub mod dns_server;
 mod fault;
 mod lab;
 mod link;
+mod record;
 mod workload;
 
 pub use control::{send_control, ControlCommand};
 pub use drctl_pg::os::{free_port, process_alive};
 pub use drctl_pg::{find_pg_bin, PgCluster, Role};
 pub use fault::{Fault, FaultProxy};
-pub use lab::{
-    front_ip, lab_config_toml, Lab, LabClusterRecord, LabFrontRecord, LabRecord, LabService,
-    LabSpec, DEFAULT_API_PORT, DEFAULT_BASE_PORT, DEFAULT_DNS_PORT, LAB_DNS_KEY_FILE,
-    LAB_DNS_KEY_NAME, LAB_TOKENS_DIR, LAB_TOKEN_ROLES, LAB_ZONE, REGION_A, REGION_B,
-};
+pub use lab::Lab;
 pub use link::{LinkControl, LinkProxy, LinkState};
+pub use record::{
+    front_ip, lab_config_toml, LabClusterRecord, LabFrontRecord, LabRecord, LabService, LabSpec,
+    DEFAULT_API_PORT, DEFAULT_BASE_PORT, DEFAULT_DNS_PORT, LAB_DNS_KEY_FILE, LAB_DNS_KEY_NAME,
+    LAB_TOKENS_DIR, LAB_TOKEN_ROLES, LAB_ZONE, REGION_A, REGION_B,
+};
 pub use workload::{ShopWorkload, WorkloadControl, WorkloadTarget};
 
 /// Errors of the lab. Each says what failed and, where a person can fix it, how.

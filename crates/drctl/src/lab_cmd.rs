@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use drctl_api::Daemon;
+use drctl_daemon::Daemon;
 use drctl_lab::{send_control, ControlCommand, Lab, LabRecord, LabSpec, REGION_A, REGION_B};
 use serde_json::json;
 

@@ -1,9 +1,9 @@
 //! `drctl report`: the compliance report of `GET /api/v1/report`, built
-//! from the state store by the same code, so it works while the daemon is
-//! down.
+//! from the state store by the same crate (`drctl-report`), so it works
+//! while the daemon is down.
 
 use chrono::Utc;
-use drctl_api::report;
+use drctl_report as report;
 
 use crate::cli::{ReportArgs, ReportFormat};
 use crate::config_cmd::open;

@@ -1,6 +1,8 @@
-//! `drctl serve`: the daemon in the foreground until SIGINT or SIGTERM.
+//! `drctl serve`: the daemon (`drctl-daemon`: monitor, election, the
+//! leader's duties) and its HTTP API (`drctl-api`) in the foreground until
+//! SIGINT or SIGTERM.
 
-use drctl_api::Daemon;
+use drctl_daemon::Daemon;
 
 use crate::cli::ServeArgs;
 use crate::config_cmd;

@@ -11,7 +11,9 @@
 //!
 //! Being authoritative and TSIG-checking for real is the point: the lab and
 //! the tests exercise the same RFC 2136 provider code that flips BIND or
-//! Knot in production, signatures included.
+//! Knot in production, signatures included. It lives in the lab, not in
+//! `drctl-dns` (the production providers), which lends it only its wire
+//! helpers and the TSIG key type.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,9 +30,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::rfc2136::{unix_now, TsigKeyMaterial};
-use crate::wire::{self, EDNS_PAYLOAD};
-use crate::RecordType;
+use drctl_dns::wire::{self, EDNS_PAYLOAD};
+use drctl_dns::{RecordType, TsigKeyMaterial};
 
 /// TTL of the synthesized SOA and NS records, and the SOA's minimum (how
 /// long resolvers cache "no such name"): short, because the lab's names
@@ -589,4 +590,11 @@ fn fit(answer: Message, limit: usize) -> Option<Vec<u8>> {
     let mut truncated = answer.truncate();
     truncated.metadata.truncation = true;
     truncated.to_vec().ok()
+}
+
+/// Seconds since the epoch, for TSIG's time signed.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

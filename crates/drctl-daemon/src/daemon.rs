@@ -1,4 +1,4 @@
-//! The daemon: the monitor, the backup scheduler, the guard (automatic
+//! The daemon process: the monitor, the backup scheduler, the guard (automatic
 //! failover and the watchdog) and the API over one state store, started and
 //! stopped together. `drctl serve`, `drctl lab up` and the integration tests
 //! all run this same code.
@@ -12,18 +12,18 @@ use drctl_store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::ApiState;
+use drctl_api::ApiState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] drctl_store::StoreError),
     #[error(transparent)]
-    Token(#[from] crate::auth::TokenError),
+    Token(#[from] drctl_api::auth::TokenError),
     #[error(transparent)]
     Webhook(#[from] crate::alerts::WebhookError),
     #[error(transparent)]
-    Tls(#[from] crate::http::TlsError),
+    Tls(#[from] drctl_api::http::TlsError),
     #[error("the audit key ([audit]): {0}")]
     AuditKey(#[source] drctl_config::DsnError),
     #[error("cannot listen on {addr}: {source} (is another drctl running? change [api] listen)")]
@@ -49,27 +49,17 @@ pub struct Daemon {
     api_task: JoinHandle<std::io::Result<()>>,
 }
 
-/// Where restore tests and drills put their scratch clusters: `[scratch]
-/// root`, else drctl-pg's default (checked before use either way).
-pub fn scratch_root(config: &drctl_config::Config) -> std::path::PathBuf {
-    config
-        .scratch
-        .root
-        .clone()
-        .unwrap_or_else(drctl_pg::os::scratch_root)
-}
-
 impl Daemon {
     /// Opens the store (applying migrations), starts sampling and serves the API.
     pub async fn start(config: Arc<Config>) -> Result<Daemon, DaemonError> {
         // Tokens first: a missing secret stops the start before anything runs.
-        crate::auth::Authenticator::from_config(&config.api)?;
+        drctl_api::auth::Authenticator::from_config(&config.api)?;
         crate::alerts::check_webhooks(&config)?;
         let tls = config
             .api
             .tls
             .as_ref()
-            .map(crate::http::tls_acceptor)
+            .map(drctl_api::http::tls_acceptor)
             .transpose()?;
         let audit_key = config.audit.resolve_key().map_err(DaemonError::AuditKey)?;
         let store = Store::open(config.store.url.expose())
@@ -113,7 +103,7 @@ impl Daemon {
             rx.clone(),
         ));
         let mut api_rx = rx;
-        let api_task = tokio::spawn(crate::serve(listener, api_state, tls, async move {
+        let api_task = tokio::spawn(drctl_api::serve(listener, api_state, tls, async move {
             let _ = api_rx.wait_for(|s| *s).await;
         }));
         tracing::info!(
@@ -165,7 +155,7 @@ async fn note_configuration(
 ) -> Result<(), DaemonError> {
     use sha2::{Digest, Sha256};
     let now = chrono::Utc::now();
-    let host = crate::auth::host_name();
+    let host = drctl_api::auth::host_name();
     let daemon = |action: &str, target: Option<String>, detail| drctl_store::NewAudit {
         actor: "daemon".into(),
         role: None,
@@ -213,7 +203,7 @@ async fn note_configuration(
 fn daemon_id() -> String {
     format!(
         "{}/{}/{}",
-        crate::auth::host_name(),
+        drctl_api::auth::host_name(),
         std::process::id(),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     )
@@ -229,7 +219,7 @@ fn advertised_url(config: &Config, api_addr: SocketAddr) -> String {
     if api_addr.ip().is_unspecified() {
         format!(
             "{scheme}://{}:{}",
-            crate::auth::host_name(),
+            drctl_api::auth::host_name(),
             api_addr.port()
         )
     } else {
@@ -252,7 +242,7 @@ async fn lead_while_elected(
     leadership: crate::leader::Leadership,
     config: Arc<Config>,
     monitor: Monitor,
-    alerts: Arc<crate::alerts::AlertCounters>,
+    alerts: Arc<drctl_api::AlertCounters>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut standing = leadership.subscribe();
@@ -278,7 +268,7 @@ async fn lead_while_elected(
         duties.spawn(drctl_backup::scheduler::run_scheduler(
             config.clone(),
             store.clone(),
-            scratch_root(&config),
+            drctl_api::scratch_root(&config),
             term_rx.clone(),
         ));
         duties.spawn(crate::alerts::run(

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
+use drctl_api::AlertCounters;
 use drctl_config::{AlertKind, Config, Secret, WebhookFormat};
 use drctl_monitor::{Monitor, Status};
 use drctl_store::states::{
@@ -337,11 +338,16 @@ struct Sink {
 }
 
 fn host_of(url: &str) -> String {
-    url.split("://")
-        .nth(1)
-        .and_then(|r| r.split(['/', '?', '#']).next())
-        .map(|h| h.rsplit('@').next().unwrap_or(h).to_string())
-        .unwrap_or_else(|| "?".into())
+    // Parsed by the `url` crate (through reqwest): user info, path, query
+    // and fragment never reach a log line or a metric label.
+    match reqwest::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => "?".into(),
+        },
+        Err(_) => "?".into(),
+    }
 }
 
 /// Delay before attempt `attempts + 1`.
@@ -424,27 +430,6 @@ async fn send_once(
         }
     }
     Ok(())
-}
-
-/// Deliveries per webhook and outcome since the daemon started.
-#[derive(Default, Debug)]
-pub struct AlertCounters {
-    inner: std::sync::Mutex<BTreeMap<(String, String), u64>>,
-}
-
-impl AlertCounters {
-    fn bump(&self, webhook: &str, outcome: &str) {
-        *self
-            .inner
-            .lock()
-            .expect("alert counters lock")
-            .entry((webhook.to_string(), outcome.to_string()))
-            .or_default() += 1;
-    }
-
-    pub fn snapshot(&self) -> BTreeMap<(String, String), u64> {
-        self.inner.lock().expect("alert counters lock").clone()
-    }
 }
 
 /// Why the webhooks could not be loaded.

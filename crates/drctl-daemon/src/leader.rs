@@ -16,141 +16,22 @@
 //! journal writes check that operation's own lease token (see
 //! `drctl_failover::Engine`), so an ex-leader that wakes up mid-step cannot
 //! journal it.
+//!
+//! The handle the daemon's parts and the API read, [`Leadership`], is
+//! defined in `drctl-api` (which reads it without depending on the daemon);
+//! [`run`] here is its only writer.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use drctl_store::{DaemonRecord, Lease, LeaseWatch, Store};
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use utoipa::ToSchema;
+
+pub use drctl_api::leadership::{LeaderView, Leadership, Standing};
 
 /// The lease every daemon competes for.
 pub const LEADER_LEASE: &str = "daemon/leader";
-
-/// The leader as the store names it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
-pub struct LeaderView {
-    pub id: String,
-    /// Its API, where a follower sends clients that want to start work.
-    pub api_url: Option<String>,
-    /// The lease's fencing token: grows with every new leader.
-    pub token: i64,
-    pub lease_expires_at: DateTime<Utc>,
-}
-
-/// Where this daemon stands.
-#[derive(Clone, Debug, Default)]
-pub struct Standing {
-    /// The first election attempt has been made.
-    pub decided: bool,
-    pub leading: bool,
-    /// This daemon's term (its lease token) while it leads.
-    pub term: Option<i64>,
-    pub leading_since: Option<DateTime<Utc>>,
-    pub leader: Option<LeaderView>,
-    /// The daemons seen lately (three lease times).
-    pub daemons: Vec<DaemonRecord>,
-}
-
-/// This daemon's part in the election; cheap to clone.
-#[derive(Clone)]
-pub struct Leadership {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    id: String,
-    api_url: String,
-    started_at: DateTime<Utc>,
-    ttl: Duration,
-    /// `None`: a daemon alone with no election (tests of the router).
-    standalone: bool,
-    standing: watch::Sender<Standing>,
-    /// Until when, on this process's monotonic clock, the lease is surely
-    /// still ours: set from the instant *before* the renewal that succeeded.
-    valid_until: Mutex<Option<Instant>>,
-}
-
-impl Leadership {
-    /// A daemon that competes for the lease: `id` names it in the store,
-    /// `api_url` is where clients reach its API.
-    pub fn new(id: String, api_url: String, ttl: Duration) -> Leadership {
-        Leadership::build(id, api_url, ttl, false)
-    }
-
-    /// Always leading, never elected: a router without a daemon (tests, the
-    /// fuzzer), where nobody else can share the store.
-    pub fn standalone() -> Leadership {
-        let l = Leadership::build(
-            "standalone".into(),
-            String::new(),
-            Duration::from_secs(15),
-            true,
-        );
-        l.inner.standing.send_modify(|s| {
-            s.decided = true;
-            s.leading = true;
-        });
-        l
-    }
-
-    fn build(id: String, api_url: String, ttl: Duration, standalone: bool) -> Leadership {
-        Leadership {
-            inner: Arc::new(Inner {
-                id,
-                api_url,
-                started_at: Utc::now(),
-                ttl,
-                standalone,
-                standing: watch::channel(Standing::default()).0,
-                valid_until: Mutex::new(None),
-            }),
-        }
-    }
-
-    pub fn id(&self) -> &str {
-        &self.inner.id
-    }
-
-    pub fn api_url(&self) -> &str {
-        &self.inner.api_url
-    }
-
-    pub fn lease_time(&self) -> Duration {
-        self.inner.ttl
-    }
-
-    /// Whether this daemon leads right now. Checked against the monotonic
-    /// deadline, not only the last published standing, so a process that
-    /// was paused past its lease knows it lost it before its election task
-    /// has even run again.
-    pub fn is_leader(&self) -> bool {
-        if self.inner.standalone {
-            return true;
-        }
-        let until = *self.inner.valid_until.lock().expect("leadership lock");
-        self.inner.standing.borrow().leading && until.is_some_and(|u| Instant::now() < u)
-    }
-
-    pub fn standing(&self) -> Standing {
-        let mut s = self.inner.standing.borrow().clone();
-        s.leading = s.leading && self.is_leader();
-        s
-    }
-
-    pub fn subscribe(&self) -> watch::Receiver<Standing> {
-        self.inner.standing.subscribe()
-    }
-
-    /// Resolves once the first election attempt is made.
-    pub async fn decided(&self) {
-        let mut rx = self.subscribe();
-        let _ = rx.wait_for(|s| s.decided).await;
-    }
-}
 
 /// How often the lease is renewed (or, by a follower, tried): five times a
 /// lease time, between 100 ms and 1 s, so takeover comes at most a tick
@@ -162,10 +43,9 @@ pub fn tick(ttl: Duration) -> Duration {
 /// Runs the election until `shutdown`; a leader that stops cleanly gives the
 /// lease back, so a follower takes over at once instead of after the lease.
 pub async fn run(leadership: Leadership, store: Store, mut shutdown: watch::Receiver<bool>) {
-    let inner = &leadership.inner;
-    let ttl = inner.ttl;
+    let ttl = leadership.lease_time();
     let tick = tick(ttl);
-    let host = crate::auth::host_name();
+    let host = drctl_api::auth::host_name();
     let mut lease: Option<Lease> = None;
     let mut sightings = LeaseWatch::default();
     let mut last_error_logged: Option<Instant> = None;
@@ -174,9 +54,7 @@ pub async fn run(leadership: Leadership, store: Store, mut shutdown: watch::Rece
         // A store that hangs must not hold the step-down back: a leader's
         // attempt ends by the time it has to step down.
         let mut give_up = attempt + tick.max(Duration::from_millis(500));
-        if let (Some(_), Some(until)) =
-            (&lease, *inner.valid_until.lock().expect("leadership lock"))
-        {
+        if let (Some(_), Some(until)) = (&lease, leadership.valid_until()) {
             give_up = give_up.min(until.checked_sub(tick).unwrap_or(attempt).max(attempt));
         }
         let outcome = tokio::time::timeout_at(give_up, async {
@@ -190,7 +68,7 @@ pub async fn run(leadership: Leadership, store: Store, mut shutdown: watch::Rece
                     // holder's own countdown to stepping down.
                     if sightings.may_take(seen.as_ref(), ttl, Instant::now()) {
                         let taken = store
-                            .take_lease_seen(LEADER_LEASE, &inner.id, seen.as_ref(), ttl, now)
+                            .take_lease_seen(LEADER_LEASE, leadership.id(), seen.as_ref(), ttl, now)
                             .await?;
                         sightings.reset();
                         taken
@@ -206,18 +84,18 @@ pub async fn run(leadership: Leadership, store: Store, mut shutdown: watch::Rece
         match outcome {
             Ok(Ok((Some(l), now))) => {
                 if lease.is_none() {
-                    tracing::info!(daemon = %inner.id, term = l.token, "this daemon leads now");
-                    inner.standing.send_modify(|s| s.leading_since = Some(now));
+                    tracing::info!(daemon = %leadership.id(), term = l.token, "this daemon leads now");
+                    leadership.publish(|s| s.leading_since = Some(now));
                 }
                 lease = Some(l);
                 // The store wrote `expires = (its now) + ttl` after `attempt`:
                 // counted from `attempt`, this deadline comes first.
-                *inner.valid_until.lock().expect("leadership lock") = Some(attempt + ttl);
+                leadership.set_valid_until(Some(attempt + ttl));
                 seen_at = Some(now);
             }
             Ok(Ok((None, now))) => {
                 if let Some(l) = lease.take() {
-                    tracing::warn!(daemon = %inner.id, term = l.token, "the leader lease was lost (another daemon took it); following now");
+                    tracing::warn!(daemon = %leadership.id(), term = l.token, "the leader lease was lost (another daemon took it); following now");
                 }
                 seen_at = Some(now);
             }
@@ -233,22 +111,22 @@ pub async fn run(leadership: Leadership, store: Store, mut shutdown: watch::Rece
         }
         // Step down before anybody else could take the lease: one tick of
         // margin for the duties to hear it.
-        let deadline = *inner.valid_until.lock().expect("leadership lock");
+        let deadline = leadership.valid_until();
         if lease.is_some() && deadline.is_none_or(|d| Instant::now() + tick >= d) {
             let l = lease.take().expect("checked");
-            tracing::warn!(daemon = %inner.id, term = l.token, "could not renew the leader lease in time; stepping down");
+            tracing::warn!(daemon = %leadership.id(), term = l.token, "could not renew the leader lease in time; stepping down");
         }
         if lease.is_none() {
-            *inner.valid_until.lock().expect("leadership lock") = None;
+            leadership.set_valid_until(None);
         }
         let (leader, daemons) = match seen_at {
             Some(now) => observe(&leadership, &store, &host, now).await,
             None => {
-                let s = inner.standing.borrow();
-                (s.leader.clone(), s.daemons.clone())
+                let s = leadership.published();
+                (s.leader, s.daemons)
             }
         };
-        inner.standing.send_modify(|s| {
+        leadership.publish(|s| {
             s.decided = true;
             s.leading = lease.is_some();
             s.term = lease.as_ref().map(|l| l.token);
@@ -264,11 +142,11 @@ pub async fn run(leadership: Leadership, store: Store, mut shutdown: watch::Rece
         }
     }
     if let Some(l) = lease {
-        *inner.valid_until.lock().expect("leadership lock") = None;
-        inner.standing.send_modify(|s| s.leading = false);
+        leadership.set_valid_until(None);
+        leadership.publish(|s| s.leading = false);
         match store.release_lease(&l).await {
             Ok(()) => {
-                tracing::info!(daemon = %inner.id, term = l.token, "gave the leader lease back")
+                tracing::info!(daemon = %leadership.id(), term = l.token, "gave the leader lease back")
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not give the leader lease back; it expires by itself")
@@ -284,19 +162,18 @@ async fn observe(
     host: &str,
     now: DateTime<Utc>,
 ) -> (Option<LeaderView>, Vec<DaemonRecord>) {
-    let inner = &leadership.inner;
     let me = DaemonRecord {
-        id: inner.id.clone(),
+        id: leadership.id().to_string(),
         host: host.to_string(),
-        api_url: inner.api_url.clone(),
+        api_url: leadership.api_url().to_string(),
         version: env!("CARGO_PKG_VERSION").into(),
-        started_at: inner.started_at,
+        started_at: leadership.started_at(),
         seen_at: now,
     };
     if let Err(e) = store.note_daemon(&me).await {
         tracing::debug!(error = %e, "could not refresh this daemon's row");
     }
-    let recent = TimeDelta::from_std(inner.ttl * 3).unwrap_or(TimeDelta::seconds(45));
+    let recent = TimeDelta::from_std(leadership.lease_time() * 3).unwrap_or(TimeDelta::seconds(45));
     let daemons = store
         .daemons(now - recent, now - TimeDelta::days(7))
         .await

@@ -1,6 +1,7 @@
-//! The daemon's guard over each replicated cluster, once per monitor
-//! interval: it probes the primary and, when drctl loses it, asks the
-//! standby for a second opinion, then feeds the automatic-failover detector
+//! The daemon's guard over each replicated cluster, once per health
+//! interval (`[services.health]`): it probes the primary (each probe
+//! bounded by the health timeout) and, when drctl loses it — `failures`
+//! probes in a row — asks the standby for a second opinion, then feeds the automatic-failover detector
 //! (`drctl_failover::auto`) and starts the failover it decides. It is also
 //! the watchdog: a server other than the recorded primary that answers
 //! writable (an old primary restarted, or unfenced by hand) is fenced at
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use drctl_config::{Config, Service};
+use drctl_config::{Config, HealthCheck, Service};
 use drctl_failover::auto::{
     Brakes, Detector, DetectorSettings, Observation, ReceiverView, Verdict,
 };
@@ -49,6 +50,26 @@ pub(crate) async fn run(config: Arc<Config>, store: Store, shutdown: watch::Rece
     }
 }
 
+/// The health check of a cluster whose services may say different things:
+/// the most patient one decides (most failures, longest timeout, longest
+/// interval), as `min_down` and `cooldown` do, so no service of the
+/// cluster is failed over sooner than it asked for.
+fn cluster_health<'a>(checks: impl IntoIterator<Item = &'a HealthCheck>) -> HealthCheck {
+    checks
+        .into_iter()
+        .fold(None, |acc: Option<HealthCheck>, h| {
+            Some(match acc {
+                None => *h,
+                Some(a) => HealthCheck {
+                    interval: a.interval.max(h.interval),
+                    timeout: a.timeout.max(h.timeout),
+                    failures: a.failures.max(h.failures),
+                },
+            })
+        })
+        .unwrap_or_default()
+}
+
 struct Guard {
     config: Arc<Config>,
     store: Store,
@@ -73,17 +94,14 @@ async fn guard_cluster(
     let Some(svc) = config.service(&service) else {
         return;
     };
-    let probe_timeout = config
-        .monitor
-        .interval
-        .clamp(Duration::from_millis(300), Duration::from_secs(2));
+    let health = cluster_health(config.cluster_members(&svc.cluster).map(|s| &s.health));
     let mut endpoints = std::collections::BTreeMap::new();
     for (region, conn) in &svc.postgres {
         let Ok(dsn) = conn.resolve() else { continue };
         match PgEndpoint::new(
             format!("{}@{region}", svc.cluster),
             dsn.expose(),
-            probe_timeout,
+            health.timeout,
         ) {
             Ok(ep) => {
                 endpoints.insert(region.clone(), ep.with_application_name("drctl-guard"));
@@ -102,7 +120,14 @@ async fn guard_cluster(
         last_key: "healthy".into(),
         refused: false,
     };
-    let mut tick = tokio::time::interval(config.monitor.interval);
+    tracing::debug!(
+        cluster = %svc.cluster,
+        interval = ?health.interval,
+        timeout = ?health.timeout,
+        failures = health.failures,
+        "guarding the cluster"
+    );
+    let mut tick = tokio::time::interval(health.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -201,6 +226,7 @@ impl Guard {
     fn settings(&self) -> DetectorSettings {
         let members = self.members();
         DetectorSettings {
+            failures: cluster_health(members.iter().map(|s| &s.health)).failures,
             min_down: members
                 .iter()
                 .map(|s| s.failover.min_down)
@@ -406,5 +432,26 @@ impl Guard {
         if let Err(e) = self.store.record_decision(&record).await {
             tracing::error!(error = %e, "cannot record an automatic failover decision");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(interval_ms: u64, timeout_ms: u64, failures: u32) -> HealthCheck {
+        HealthCheck {
+            interval: Duration::from_millis(interval_ms),
+            timeout: Duration::from_millis(timeout_ms),
+            failures,
+        }
+    }
+
+    #[test]
+    fn the_most_patient_service_of_a_cluster_sets_its_health_check() {
+        let (a, b) = (check(200, 2000, 2), check(1000, 500, 5));
+        assert_eq!(cluster_health([&a, &b]), check(1000, 2000, 5));
+        assert_eq!(cluster_health([&a]), a);
+        assert_eq!(cluster_health([]), HealthCheck::default());
     }
 }
