@@ -259,7 +259,7 @@ async fn a_primary_cut_off_from_everyone_is_failed_over_and_never_writes_again()
     })
     .await;
     let steps = store.journal(&op.id).await.unwrap();
-    let fence: serde_json::Value = serde_json::from_str(
+    let fence = drctl_failover::view_output(
         steps
             .iter()
             .find(|s| s.step == "fence_source")
@@ -267,8 +267,7 @@ async fn a_primary_cut_off_from_everyone_is_failed_over_and_never_writes_again()
             .output
             .as_deref()
             .unwrap(),
-    )
-    .unwrap();
+    );
     assert_eq!(fence["method"], "hook", "{fence}");
     assert_eq!(fence["reachable"], false);
     let announced = steps

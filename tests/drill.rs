@@ -41,7 +41,7 @@ async fn clone_dir(store: &Store, op: &str) -> Option<PathBuf> {
         .find(|s| s.step == "clone_standby")?
         .output
         .clone()?;
-    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+    let v = drctl_failover::view_output(&out);
     v.get("dir").and_then(|d| d.as_str()).map(PathBuf::from)
 }
 

@@ -487,10 +487,8 @@ async fn operation(
             attempts: s.attempts,
             started_at: s.started_at,
             ended_at: s.ended_at,
-            output: s
-                .output
-                .as_deref()
-                .and_then(|t| serde_json::from_str::<Value>(t).ok()),
+            // The action's own output, not the journal's envelope.
+            output: s.output.as_deref().map(drctl_failover::view_output),
             error: s.error.clone(),
             driver: s.driver.clone(),
         })

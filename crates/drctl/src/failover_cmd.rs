@@ -128,13 +128,9 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
                 OutputFormat::Json => print_json(&json!({ "operation": outcome }))?,
                 OutputFormat::Table if outcome.kind == OperationKind::Rejoin => {
                     let how = outcome
-                        .steps
-                        .iter()
-                        .find(|s| s.step == "rewind")
-                        .and_then(|s| s.output.as_deref())
-                        .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok())
-                        .and_then(|v| v.get("method").and_then(|m| m.as_str()).map(str::to_string))
-                        .unwrap_or_else(|| "nothing to do".into());
+                        .output::<drctl_failover::Rejoined>(drctl_failover::Step::Record)
+                        .and_then(|r| r.method)
+                        .map_or_else(|| "nothing to do".into(), |m| m.to_string());
                     println!(
                         "rejoin {} succeeded: {} is a streaming standby again ({how})",
                         outcome.id, outcome.target

@@ -116,7 +116,8 @@ impl PlanReport {
             members: p.members.clone(),
             source: p.source.clone(),
             target: p.target.clone(),
-            steps: p.kind.steps().to_vec(),
+            // The saga fills in its list (plan does not depend on it).
+            steps: Vec::new(),
             source_state: None,
             source_error: None,
             target_state: None,

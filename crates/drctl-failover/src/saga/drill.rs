@@ -8,11 +8,50 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use drctl_pg::PgCluster;
+use drctl_pg::{Lsn, PgCluster};
 use serde::{Deserialize, Serialize};
 
-use crate::steps::{self, blocking, pg_bin, Ctx, StepError, StepResult};
+use super::actions::{self, Rpo};
+use super::ctx::{blocking, pg_bin, ActionResult, Ctx, StepError};
+use super::dns::{self, Announce};
+use super::output::{Action, Entry};
+use crate::measure::Measured;
+use crate::plan::PlanReport;
 use crate::Step;
+
+/// The actions of a drill, in order. The teardown is its finally action:
+/// it runs also when an earlier one failed.
+pub(crate) const STEPS: &[Step] = &[
+    Step::Plan,
+    Step::Lease,
+    Step::CloneStandby,
+    Step::StartClone,
+    Step::PromoteTarget,
+    Step::WriteProbe,
+    Step::DnsFlip,
+    Step::DnsConfirm,
+    Step::Record,
+    Step::Teardown,
+];
+
+/// Runs one action of a drill.
+pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> Result<Entry, StepError> {
+    match step {
+        Step::Plan => actions::record(actions::plan(ctx, STEPS).await),
+        Step::Lease => actions::record(actions::lease(ctx)),
+        Step::CloneStandby => actions::record(clone_standby(ctx).await),
+        Step::StartClone => actions::record(start_clone(ctx).await),
+        Step::PromoteTarget => actions::record(promote_clone(ctx).await),
+        Step::WriteProbe => {
+            actions::record(actions::write_probe(ctx, |t| clone_endpoint(ctx, t)).await)
+        }
+        Step::DnsFlip => actions::record(dns::flip(ctx, Announce::Drill).await),
+        Step::DnsConfirm => actions::record(dns::confirm(ctx).await),
+        Step::Record => actions::record(record(ctx).await),
+        Step::Teardown => actions::record(teardown(ctx).await),
+        other => Err(actions::not_in_saga(ctx, other)),
+    }
+}
 
 const CLONE_READY: Duration = Duration::from_secs(120);
 
@@ -60,27 +99,21 @@ fn clone_dir(config: &drctl_config::Config, op_id: &str) -> PathBuf {
     root.join(format!("drill-{short}"))
 }
 
-pub(crate) async fn clone_standby(ctx: &Ctx<'_>) -> StepResult {
+/// A base backup of the standby into a scratch directory.
+async fn clone_standby(ctx: &Ctx<'_>) -> ActionResult<CloneOutput> {
     let service = ctx.service()?;
     if !service.has_datastore() {
-        return steps::skipped("no datastore: the drill rehearses DNS only");
+        return Ok(Action::skipped(
+            "no datastore: the drill rehearses DNS only",
+        ));
     }
     let region = &ctx.params.target;
-    let conn = service.postgres.get(region).ok_or_else(|| {
-        StepError::stop(format!(
-            "service {} has no connection in {region}",
-            service.name
-        ))
-    })?;
-    let dsn = conn
-        .resolve()
-        .map_err(|e| StepError::stop(e.to_string()))?
-        .expose()
-        .to_string();
-    // A URL DSN names the database and user to use on the clone; otherwise
-    // PostgreSQL's defaults.
-    let database = url_part(&dsn, UrlPart::Database).unwrap_or_else(|| "postgres".into());
-    let user = url_part(&dsn, UrlPart::User).unwrap_or_else(|| "postgres".into());
+    let dsn = crate::node::dsn(service, region).map_err(StepError::stop)?;
+    // The connection string names the database and user to use on the
+    // clone; otherwise PostgreSQL's defaults.
+    let parts = crate::node::dsn_parts(&dsn).map_err(StepError::stop)?;
+    let database = parts.database.unwrap_or_else(|| "postgres".into());
+    let user = parts.user.unwrap_or_else(|| "postgres".into());
     let dir = clone_dir(ctx.config, ctx.op_id);
     let bin = pg_bin()?;
     // What a hot standby needs at least as high as its primary.
@@ -107,7 +140,7 @@ pub(crate) async fn clone_standby(ctx: &Ctx<'_>) -> StepResult {
         Ok(dir_size(&dd))
     })
     .await?;
-    steps::to_value(&CloneOutput {
+    Ok(Action::Done(CloneOutput {
         dir,
         data_dir,
         port,
@@ -115,14 +148,24 @@ pub(crate) async fn clone_standby(ctx: &Ctx<'_>) -> StepResult {
         user,
         bytes,
         took_ms: started.elapsed().as_millis() as u64,
-    })
+    }))
 }
 
-pub(crate) async fn start_clone(ctx: &Ctx<'_>) -> StepResult {
-    if steps::is_skipped(ctx.outputs.get(&Step::CloneStandby)) {
-        return steps::skipped("no clone");
-    }
-    let clone: CloneOutput = ctx.output(Step::CloneStandby)?;
+/// The clone, started.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct CloneStarted {
+    pub port: u16,
+    pub in_recovery: bool,
+    pub lsn: Lsn,
+    pub took_ms: u64,
+}
+
+/// The clone runs as a standby of nothing, on a free port, until it is
+/// consistent.
+async fn start_clone(ctx: &Ctx<'_>) -> ActionResult<CloneStarted> {
+    let Some(clone) = ctx.lookup::<CloneOutput>(Step::CloneStandby)?.done() else {
+        return Ok(Action::skipped("no clone"));
+    };
     let cluster = clone.cluster(pg_bin()?);
     let started = Instant::now();
     let c = cluster.clone();
@@ -140,19 +183,49 @@ pub(crate) async fn start_clone(ctx: &Ctx<'_>) -> StepResult {
     let state = ep.node_state().await;
     ep.close().await;
     let state = state.map_err(|e| StepError::retry(e.to_string()))?;
-    steps::to_value(&serde_json::json!({
-        "port": clone.port,
-        "in_recovery": state.in_recovery,
-        "lsn": state.lsn,
-        "took_ms": started.elapsed().as_millis() as u64,
+    Ok(Action::Done(CloneStarted {
+        port: clone.port,
+        in_recovery: state.in_recovery,
+        lsn: state.lsn,
+        took_ms: started.elapsed().as_millis() as u64,
     }))
 }
 
-/// The endpoint the shared promote and probe steps use in a drill.
-pub(crate) fn clone_endpoint(
-    ctx: &Ctx<'_>,
-    timeout: Duration,
-) -> Result<drctl_pg::PgEndpoint, StepError> {
+/// The clone promoted (never production).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ClonePromoted {
+    pub report: drctl_pg::PromoteReport,
+    pub final_lsn: Option<Lsn>,
+}
+
+async fn promote_clone(ctx: &Ctx<'_>) -> ActionResult<ClonePromoted> {
+    if !ctx.service()?.has_datastore() {
+        return Ok(Action::skipped("no datastore"));
+    }
+    let clone = clone_endpoint(ctx, actions::PROMOTE_TIMEOUT)?;
+    let (report, before) = actions::promote(ctx, clone).await?;
+    Ok(Action::Done(ClonePromoted {
+        report,
+        final_lsn: Some(before.lsn),
+    }))
+}
+
+/// Nothing was lost; what a real failover would have lost at that moment
+/// is the monitor's exposure the plan read.
+async fn record(ctx: &Ctx<'_>) -> ActionResult<Measured> {
+    let plan: PlanReport = ctx.output(Step::Plan)?;
+    let rpo = Rpo {
+        us: plan.expected_loss_us.unwrap_or(0),
+        bytes: plan.expected_loss_bytes.unwrap_or(0),
+        lower_bound: plan.expected_loss_us.is_none(),
+        basis: format!("drill: {}", plan.expected_loss_basis),
+        ..Rpo::default()
+    };
+    Ok(Action::Done(actions::measured(ctx, rpo, false)?))
+}
+
+/// The endpoint the promote and probe use in a drill.
+fn clone_endpoint(ctx: &Ctx<'_>, timeout: Duration) -> Result<drctl_pg::PgEndpoint, StepError> {
     let clone: CloneOutput = ctx.output(Step::CloneStandby)?;
     drctl_pg::PgEndpoint::new(
         format!("{}@drill-clone", ctx.params.cluster),
@@ -165,7 +238,7 @@ pub(crate) fn clone_endpoint(
 /// Stops and removes the clone and deletes the drill records. Reads the
 /// clone's place from the journal when the clone step got that far, else
 /// from the operation id (a clone that died before journaling).
-pub(crate) async fn teardown(ctx: &Ctx<'_>) -> StepResult {
+async fn teardown(ctx: &Ctx<'_>) -> ActionResult<TornDown> {
     let clone: Option<CloneOutput> = ctx.output(Step::CloneStandby).ok();
     let dir = clone
         .as_ref()
@@ -184,35 +257,36 @@ pub(crate) async fn teardown(ctx: &Ctx<'_>) -> StepResult {
         .await?;
         removed.push(format!("clone {}", dir.display()));
     }
+    // Every drill record the config names, not only what the flip
+    // journaled: a flip that died after applying left no output.
     let mut records = Vec::new();
-    for (service, provider, record) in steps::dns_records(ctx)? {
+    for (service, provider, record) in dns::dns_records(ctx, Announce::Drill)? {
         provider
             .delete(&record.name, record.rtype)
             .await
-            .map_err(steps::dns_error)?;
-        records.push(serde_json::json!({ "service": service, "record": record.name }));
+            .map_err(dns::dns_error)?;
+        records.push(DeletedRecord {
+            service,
+            record: record.name,
+        });
     }
-    steps::to_value(&serde_json::json!({
-        "removed": removed,
-        "dns_deleted": records,
+    Ok(Action::Done(TornDown {
+        removed,
+        dns_deleted: records,
     }))
 }
 
-enum UrlPart {
-    Database,
-    User,
+/// What the teardown removed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct TornDown {
+    pub removed: Vec<String>,
+    pub dns_deleted: Vec<DeletedRecord>,
 }
 
-fn url_part(dsn: &str, part: UrlPart) -> Option<String> {
-    let rest = dsn.split_once("://")?.1;
-    let value = match part {
-        UrlPart::Database => rest.split_once('/')?.1.split(['?', '#']).next()?,
-        UrlPart::User => {
-            let auth = rest.split(['/', '?']).next()?.rsplit_once('@')?.0;
-            auth.split(':').next()?
-        }
-    };
-    (!value.is_empty()).then(|| value.to_string())
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct DeletedRecord {
+    pub service: String,
+    pub record: String,
 }
 
 fn dir_size(dir: &std::path::Path) -> u64 {
@@ -231,19 +305,4 @@ fn dir_size(dir: &std::path::Path) -> u64 {
         }
     }
     total
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{url_part, UrlPart};
-
-    #[test]
-    fn database_and_user_come_from_a_url_dsn() {
-        let dsn = "postgres://app:secret@h:1/orders?sslmode=require";
-        assert_eq!(url_part(dsn, UrlPart::Database).as_deref(), Some("orders"));
-        assert_eq!(url_part(dsn, UrlPart::User).as_deref(), Some("app"));
-        assert_eq!(url_part("postgres://h:1/", UrlPart::Database), None);
-        assert_eq!(url_part("postgres://h:1/x", UrlPart::User), None);
-        assert_eq!(url_part("host=h dbname=x", UrlPart::Database), None);
-    }
 }
