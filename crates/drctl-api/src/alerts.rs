@@ -173,10 +173,7 @@ async fn record_conditions(
         }
     }
     for o in store.operations(200).await? {
-        if !matches!(
-            o.kind.as_str(),
-            "failover" | "switchover" | "drill" | "rejoin" | "recover"
-        ) || !recent(Some(o.started_at))
+        if !o.kind.is_journaled() || !recent(Some(o.started_at))
         {
             continue;
         }
@@ -193,7 +190,7 @@ async fn record_conditions(
             service: o.service.clone(),
             start: "operation_started",
             end: None,
-            severity: if o.kind == "failover" {
+            severity: if o.kind == drctl_store::states::OperationKind::Failover {
                 "critical"
             } else {
                 "info"
@@ -201,7 +198,7 @@ async fn record_conditions(
             summary: format!("{what} started"),
             detail: json!({ "operation_id": o.id, "kind": o.kind, "target": o.target }),
         });
-        if o.status != "running" {
+        if o.status != drctl_store::states::OpStatus::Running {
             let result: Value = o
                 .result
                 .as_deref()
@@ -214,7 +211,7 @@ async fn record_conditions(
                 service: o.service.clone(),
                 start: "operation_ended",
                 end: None,
-                severity: if o.status == "succeeded" { "info" } else { "critical" },
+                severity: if o.status == drctl_store::states::OpStatus::Succeeded { "info" } else { "critical" },
                 summary: format!("{what} {}{}", o.status, o.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()),
                 detail: json!({
                     "operation_id": o.id, "kind": o.kind, "status": o.status,

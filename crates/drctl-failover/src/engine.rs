@@ -14,11 +14,11 @@ use drctl_store::{Lease, StepRecord, Store, StoreError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::journal::{self, Event, JournalState, OpStatus};
+use crate::journal::{self, Event, JournalState, OpStatus, StepState};
 use crate::plan::{self, OperationParams, PlanReport};
 use crate::saga::ctx::{Ctx, StepError, Timings};
 use crate::saga::output::{view_output, Action, Entry};
-use crate::{FailoverError, Measured, OperationKind, Step};
+use crate::{FailoverError, Measured, OperationKind, OperationSaga, Step};
 
 /// Retries of a retryable step error in place, before the operation stops.
 const STEP_RETRIES: u32 = 5;
@@ -181,6 +181,15 @@ impl Engine {
 
     /// Resolves a request into the parameters stored with the operation.
     pub async fn params(&self, req: &Request) -> Result<OperationParams, FailoverError> {
+        if !req.kind.is_journaled() {
+            return Err(FailoverError::Refused {
+                blockers: vec![format!(
+                    "a {} is a job, not an operation the failover engine drives",
+                    req.kind
+                )],
+                overridable: false,
+            });
+        }
         let service = self
             .config
             .service(&req.service)
@@ -210,6 +219,7 @@ impl Engine {
             reason: req.reason.clone(),
             detected_at_us: req.detected_at.map(|t| t.timestamp_micros()),
             host: req.kind.is_host_local().then(crate::this_host),
+            confirmed_plan: None,
         })
     }
 
@@ -221,14 +231,56 @@ impl Engine {
         Ok(report)
     }
 
-    /// Starts an operation and drives it to its end.
+    /// Starts an operation and drives it to its end. Its Plan action plans
+    /// (once) and that plan is the one executed.
     pub async fn run(
         &self,
         req: &Request,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Outcome, FailoverError> {
         let params = self.params(req).await?;
-        let exclusive = params.kind.exclusive_with();
+        self.start(params, progress).await
+    }
+
+    /// Starts an operation that executes `confirmed`, the plan the operator
+    /// saw and confirmed ([`Engine::plan`]): it is stored with the
+    /// operation, journaled as the Plan action's output, and refused when it
+    /// went stale in a way that matters ([`PlanReport::stale_against`]).
+    pub async fn run_plan(
+        &self,
+        req: &Request,
+        confirmed: PlanReport,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Outcome, FailoverError> {
+        let mut params = self.params(req).await?;
+        if confirmed.kind != params.kind || confirmed.service != params.service {
+            return Err(FailoverError::Refused {
+                blockers: vec![format!(
+                    "the confirmed plan is a {} of {}, not a {} of {}",
+                    confirmed.kind.as_str(),
+                    confirmed.service,
+                    params.kind.as_str(),
+                    params.service
+                )],
+                overridable: false,
+            });
+        }
+        params.confirmed_plan = Some(Box::new(confirmed));
+        self.start(params, progress).await
+    }
+
+    async fn start(
+        &self,
+        params: OperationParams,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Outcome, FailoverError> {
+        let exclusive: Vec<&str> = params
+            .kind
+            .exclusive_with()
+            .into_iter()
+            .map(OperationKind::as_str)
+            .collect();
+        let exclusive = exclusive.as_slice();
         let lease = match self.take_lease(params.kind, &params.cluster).await {
             Ok(l) => l,
             Err(busy @ FailoverError::LeaseBusy { .. }) => {
@@ -305,14 +357,10 @@ impl Engine {
             .operation(id)
             .await?
             .ok_or_else(|| FailoverError::NotFound(id.to_string()))?;
-        let status = OpStatus::parse(&op.status).ok_or_else(|| FailoverError::NotResumable {
-            id: id.to_string(),
-            status: op.status.clone(),
-        })?;
-        if status.is_final() {
+        if op.status.is_final() {
             return Err(FailoverError::NotResumable {
                 id: id.to_string(),
-                status: op.status,
+                status: op.status.to_string(),
             });
         }
         let params: OperationParams = self
@@ -430,7 +478,14 @@ impl Engine {
         if run.state.status != OpStatus::Running {
             run.state = self.transition(id, &run.state, Event::Resume)?;
             self.store
-                .journal_operation_status(lease, id, "running", Utc::now(), None, None)
+                .journal_operation_status(
+                    lease,
+                    id,
+                    OpStatus::Running.as_str(),
+                    Utc::now(),
+                    None,
+                    None,
+                )
                 .await
                 .map_err(|e| self.store_error(id, e))?;
         }
@@ -462,13 +517,12 @@ impl Engine {
             .await?
             .ok_or_else(|| FailoverError::NotFound(id.to_string()))?;
         let records = self.store.journal(id).await?;
-        let status = OpStatus::parse(&op.status).unwrap_or(OpStatus::Running);
         let state = JournalState::from_records(
             plan,
-            status,
+            op.status,
             &records
                 .iter()
-                .map(|r| (r.step.clone(), r.status.clone()))
+                .map(|r| (r.step.clone(), r.status))
                 .collect::<Vec<_>>(),
         );
         let mut outputs = BTreeMap::new();
@@ -477,7 +531,7 @@ impl Engine {
             let Some(step) = plan.iter().find(|s| s.as_str() == r.step) else {
                 continue;
             };
-            if r.status == "done" {
+            if r.status == StepState::Done {
                 let entry = match r.output.as_deref() {
                     Some(text) => Entry::decode(text).map_err(|e| FailoverError::Journal {
                         id: id.to_string(),
@@ -491,7 +545,7 @@ impl Engine {
         }
         let unwound = records
             .iter()
-            .filter(|r| r.status == "failed")
+            .filter(|r| r.status == StepState::Failed)
             .find_map(|r| {
                 plan.iter()
                     .find(|s| s.as_str() == r.step && !s.is_finally())
@@ -587,12 +641,23 @@ impl Engine {
     ) -> Result<Outcome, FailoverError> {
         let message = e.message();
         let (event, status) = match e {
-            StepError::RetryInPlace(_) | StepError::StopResumable(_) => (Event::Stop, "stopped"),
-            StepError::FailAndUnwind(_) | StepError::Refused { .. } => (Event::Abandon, "failed"),
+            StepError::RetryInPlace(_) | StepError::StopResumable(_) => {
+                (Event::Stop, OpStatus::Stopped)
+            }
+            StepError::FailAndUnwind(_) | StepError::Refused { .. } => {
+                (Event::Abandon, OpStatus::Failed)
+            }
         };
         self.transition(d.id, &run.state, event)?;
         self.store
-            .journal_operation_status(d.lease, d.id, status, Utc::now(), None, Some(&message))
+            .journal_operation_status(
+                d.lease,
+                d.id,
+                status.as_str(),
+                Utc::now(),
+                None,
+                Some(&message),
+            )
             .await
             .map_err(|e| self.store_error(d.id, e))?;
         Err(ended_error(d.id, step, e, message))
@@ -612,7 +677,14 @@ impl Engine {
             let message = format!("{step} failed: {}; torn down", e.message());
             self.transition(id, &run.state, Event::Abandon)?;
             self.store
-                .journal_operation_status(lease, id, "failed", Utc::now(), None, Some(&message))
+                .journal_operation_status(
+                    lease,
+                    id,
+                    OpStatus::Failed.as_str(),
+                    Utc::now(),
+                    None,
+                    Some(&message),
+                )
                 .await
                 .map_err(fenced)?;
             // Refused stays refused; anything else failed, whatever it
@@ -633,7 +705,14 @@ impl Engine {
             .as_ref()
             .map(|m| serde_json::to_string(m).expect("json encodes"));
         self.store
-            .journal_operation_status(lease, id, "succeeded", Utc::now(), result.as_deref(), None)
+            .journal_operation_status(
+                lease,
+                id,
+                OpStatus::Succeeded.as_str(),
+                Utc::now(),
+                result.as_deref(),
+                None,
+            )
             .await
             .map_err(fenced)?;
         Ok(Outcome {

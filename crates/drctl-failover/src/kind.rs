@@ -1,79 +1,60 @@
-//! The kinds of operation and what each needs from the engine: its lease,
-//! what it excludes, whether it is bound to a host. Its list of actions is
-//! its saga module's (`OperationKind::steps`, in `crate::saga`).
+//! What each kind of operation needs from the engine: its actions, its
+//! lease, what it excludes, whether it is bound to a host. The kinds
+//! themselves are the store's one list (`drctl_store::states`); this
+//! extension trait is the engine's part.
 
-use serde::{Deserialize, Serialize};
+use drctl_store::states::OperationKind;
 
-/// What an operation does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OperationKind {
-    /// Unplanned: the source region is lost (or must be left now).
-    Failover,
-    /// Planned, zero data loss: the source is fenced, the target catches up
-    /// to its last position, then takes over.
-    Switchover,
-    /// A rehearsal with no production impact: the standby is cloned into a
-    /// scratch instance that is promoted, written to and announced under
-    /// the drill DNS record, then everything is torn down, also when a step
-    /// fails.
-    Drill,
-    /// An old primary (fenced or lost) becomes a standby of the new one:
-    /// pg_rewind, or a fresh clone when rewinding cannot work, so the pair
-    /// is protected again and can switch back.
-    Rejoin,
-    /// Cold tier: the newest verified backup is restored in the DR region,
-    /// started, probed and announced in DNS.
-    Recover,
-}
+use crate::Step;
 
-impl OperationKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OperationKind::Failover => "failover",
-            OperationKind::Switchover => "switchover",
-            OperationKind::Drill => "drill",
-            OperationKind::Rejoin => "rejoin",
-            OperationKind::Recover => "recover",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<OperationKind> {
-        match s {
-            "failover" => Some(OperationKind::Failover),
-            "switchover" => Some(OperationKind::Switchover),
-            "drill" => Some(OperationKind::Drill),
-            "rejoin" => Some(OperationKind::Rejoin),
-            "recover" => Some(OperationKind::Recover),
-            _ => None,
-        }
-    }
+/// The engine's side of an [`OperationKind`].
+pub trait OperationSaga: Copy {
+    /// The actions, in order, as the kind's saga module declares them;
+    /// empty for a job the engine does not drive.
+    fn steps(self) -> &'static [Step];
 
     /// Kinds that act on files of the host that runs them (a rejoin's data
     /// directory, a recovery's restore, a drill's scratch clone): only a
     /// driver on that host may run or resume them.
-    pub fn is_host_local(self) -> bool {
+    fn is_host_local(self) -> bool;
+
+    /// The lease an operation of this kind takes on `cluster`. Drills have
+    /// their own, so a rehearsal never delays a real failover.
+    fn lease_name(self, cluster: &str) -> String;
+
+    /// Kinds that exclude each other on one cluster: production changes
+    /// (failover, switchover, recover, rejoin) or drills.
+    fn exclusive_with(self) -> Vec<OperationKind>;
+}
+
+impl OperationSaga for OperationKind {
+    fn steps(self) -> &'static [Step] {
+        crate::saga::steps(self)
+    }
+
+    fn is_host_local(self) -> bool {
         matches!(
             self,
             OperationKind::Rejoin | OperationKind::Recover | OperationKind::Drill
         )
     }
 
-    /// The lease an operation of this kind takes on `cluster`. Drills have
-    /// their own, so a rehearsal never delays a real failover.
-    pub fn lease_name(self, cluster: &str) -> String {
+    fn lease_name(self, cluster: &str) -> String {
         match self {
             OperationKind::Drill => format!("drill:{cluster}"),
             _ => crate::lease_name(cluster),
         }
     }
 
-    /// Kinds that exclude each other on one cluster: production changes
-    /// (failover, switchover) or drills.
-    pub fn exclusive_with(self) -> &'static [&'static str] {
-        match self {
-            OperationKind::Drill => &["drill"],
-            _ => &["failover", "switchover", "recover", "rejoin"],
-        }
+    fn exclusive_with(self) -> Vec<OperationKind> {
+        use strum::VariantArray;
+        OperationKind::VARIANTS
+            .iter()
+            .copied()
+            .filter(|k| match self {
+                OperationKind::Drill => *k == OperationKind::Drill,
+                _ => k.changes_production(),
+            })
+            .collect()
     }
 }

@@ -41,10 +41,11 @@ mod plan;
 mod saga;
 mod step;
 
+pub use drctl_store::states::OperationKind;
 pub use engine::{Engine, Outcome, Progress, Request};
 pub use error::FailoverError;
 pub use journal::{OpStatus, StepState};
-pub use kind::OperationKind;
+pub use kind::OperationSaga;
 pub use measure::Measured;
 pub use plan::{Blocker, LocalNode, OperationParams, PlanReport};
 pub use saga::output::{view_output, JOURNAL_VERSION};

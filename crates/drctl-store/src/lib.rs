@@ -20,6 +20,7 @@ mod lease;
 mod member;
 mod operation;
 mod schedule;
+pub mod states;
 mod stats;
 
 use std::str::FromStr;

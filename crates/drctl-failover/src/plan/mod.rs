@@ -23,8 +23,13 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
     match p.kind {
         OperationKind::Rejoin => rejoin::make_plan(config, store, p).await,
         OperationKind::Recover => recover::make_plan(config, store, p).await,
-        OperationKind::Failover | OperationKind::Switchover | OperationKind::Drill => {
-            failover::make_plan(config, store, p).await
-        }
+        // Refused before planning (`Engine::params`); planned as a
+        // failover would be if it ever got here.
+        OperationKind::Failover
+        | OperationKind::Switchover
+        | OperationKind::Drill
+        | OperationKind::Backup
+        | OperationKind::Verify
+        | OperationKind::RestoreTest => failover::make_plan(config, store, p).await,
     }
 }

@@ -33,9 +33,41 @@ pub(crate) fn not_in_saga(ctx: &Ctx<'_>, step: Step) -> StepError {
 
 /// The plan as of now, journaled; refused when a blocker stands.
 pub(crate) async fn plan(ctx: &Ctx<'_>, steps: &[Step]) -> ActionResult<PlanReport> {
+    let accept = ctx.params.accept_data_loss;
     let mut report = plan::make_plan(ctx.config, ctx.store, ctx.params).await;
     report.steps = steps.to_vec();
-    let standing = report.standing(ctx.params.accept_data_loss);
+    executed_plan(ctx, report, accept)
+}
+
+/// The plan an operation executes: the one the operator confirmed when
+/// there is one (refused when it went stale in a way that matters, see
+/// [`PlanReport::stale_against`]), else `now`; refused when a blocker
+/// stands.
+pub(crate) fn executed_plan(
+    ctx: &Ctx<'_>,
+    now: PlanReport,
+    accept_data_loss: bool,
+) -> ActionResult<PlanReport> {
+    if let Some(confirmed) = &ctx.params.confirmed_plan {
+        let stale = confirmed.stale_against(&now, accept_data_loss);
+        if !stale.is_empty() {
+            return Err(StepError::refused(
+                stale
+                    .into_iter()
+                    .map(|s| format!("the confirmed plan is stale: {s}; plan again"))
+                    .collect(),
+                false,
+            ));
+        }
+    }
+    let report = match &ctx.params.confirmed_plan {
+        Some(confirmed) => PlanReport {
+            steps: now.steps,
+            ..(**confirmed).clone()
+        },
+        None => now,
+    };
+    let standing = report.standing(accept_data_loss);
     if !standing.is_empty() {
         let overridable = standing.iter().all(|b| b.overridable);
         let text: Vec<String> = standing.iter().map(|b| b.message.clone()).collect();

@@ -18,17 +18,18 @@ pub use rejoin::{RejoinMethod, Rejoined};
 use ctx::{Ctx, StepError};
 use output::Entry;
 
-use crate::{OperationKind, Step};
+use crate::Step;
+use drctl_store::states::OperationKind;
 
-impl OperationKind {
-    /// The actions, in order, as the kind's saga module declares them.
-    pub fn steps(self) -> &'static [Step] {
-        match self {
-            OperationKind::Failover | OperationKind::Switchover => failover::STEPS,
-            OperationKind::Drill => drill::STEPS,
-            OperationKind::Rejoin => rejoin::STEPS,
-            OperationKind::Recover => recover::STEPS,
-        }
+/// The actions of `kind`, in order; none for a job the engine does not
+/// drive (a backup, a verification, a restore test).
+pub(crate) fn steps(kind: OperationKind) -> &'static [Step] {
+    match kind {
+        OperationKind::Failover | OperationKind::Switchover => failover::STEPS,
+        OperationKind::Drill => drill::STEPS,
+        OperationKind::Rejoin => rejoin::STEPS,
+        OperationKind::Recover => recover::STEPS,
+        OperationKind::Backup | OperationKind::Verify | OperationKind::RestoreTest => &[],
     }
 }
 
@@ -39,5 +40,11 @@ pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> Result<Entry, StepError> {
         OperationKind::Drill => drill::run(step, ctx).await,
         OperationKind::Rejoin => rejoin::run(step, ctx).await,
         OperationKind::Recover => recover::run(step, ctx).await,
+        OperationKind::Backup | OperationKind::Verify | OperationKind::RestoreTest => {
+            Err(StepError::abandon(format!(
+                "a {} is not an operation the failover engine drives",
+                ctx.params.kind
+            )))
+        }
     }
 }

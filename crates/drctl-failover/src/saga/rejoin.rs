@@ -76,12 +76,7 @@ pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> Result<Entry, StepError> {
 async fn plan(ctx: &Ctx<'_>) -> ActionResult<PlanReport> {
     let mut report = crate::plan::make_plan(ctx.config, ctx.store, ctx.params).await;
     report.steps = STEPS.to_vec();
-    let standing = report.standing(false);
-    if !standing.is_empty() {
-        let text = standing.iter().map(|b| b.message.clone()).collect();
-        return Err(StepError::refused(text, false));
-    }
-    Ok(Action::Done(report))
+    actions::executed_plan(ctx, report, false)
 }
 
 /// What a rejoin did, for the operator.

@@ -1,0 +1,2 @@
+mod operation;
+pub use operation::*;
