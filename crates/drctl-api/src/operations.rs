@@ -117,8 +117,9 @@ async fn start_operation(
         parameter: "body",
         reason: e.body_text(),
     })?;
+    // Jobs (backup, verify, restore test) have their own routes.
     let kind = OperationKind::parse(&body.kind)
-        .filter(|k| *k != OperationKind::Rejoin)
+        .filter(|k| k.is_journaled() && *k != OperationKind::Rejoin)
         .ok_or_else(|| ApiError::InvalidParameter {
             parameter: "kind",
             reason: format!("{:?} is not failover, switchover or drill", body.kind),

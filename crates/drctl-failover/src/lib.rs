@@ -2,7 +2,10 @@
 //! sagas — journaled, crash-safe, fenced operations.
 //!
 //! Layout (one way, no circles):
-//! - [`OperationKind`] (`kind.rs`) and [`Step`] (`step.rs`): the words.
+//! - [`OperationKind`], [`OpStatus`], [`StepState`]: the store's typed
+//!   states (`drctl_store::states`), re-exported; [`OperationSaga`]
+//!   (`kind.rs`) is the engine's side of a kind (its actions, lease,
+//!   exclusions); [`Step`] (`step.rs`) names the actions.
 //! - `plan/`: what an operation would do and cost now, and what blocks it;
 //!   one file per kind (`failover.rs` also plans switchovers and drills).
 //! - `saga/`: one module per kind declaring its list of actions
@@ -15,6 +18,11 @@
 //! - `engine.rs`: the driver — replay the journal, execute the next action,
 //!   finish (succeed, stop resumable, or unwind and fail); `journal.rs`:
 //!   the pure state machine it asks before every journal write.
+//!
+//! Plan once: [`Engine::plan`] is what an operator confirms, and
+//! [`Engine::run_plan`] executes exactly that plan (stored with the
+//! operation, journaled as the Plan action's output, refused when stale);
+//! [`Engine::run`] executes the plan its own Plan action makes.
 //!
 //! The driver ([`Engine`]) takes the cluster's lease in the state store,
 //! then runs the first action not done, journaling its start, its typed
