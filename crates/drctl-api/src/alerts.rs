@@ -173,8 +173,7 @@ async fn record_conditions(
         }
     }
     for o in store.operations(200).await? {
-        if !o.kind.is_journaled() || !recent(Some(o.started_at))
-        {
+        if !o.kind.is_journaled() || !recent(Some(o.started_at)) {
             continue;
         }
         let what = format!(

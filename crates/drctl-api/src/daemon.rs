@@ -355,7 +355,10 @@ async fn resume_abandoned_operations(
     loop {
         match store.unfinished_operations().await {
             Ok(ops) => {
-                for op in ops.into_iter().filter(|o| o.status == drctl_store::states::OpStatus::Running) {
+                for op in ops
+                    .into_iter()
+                    .filter(|o| o.status == drctl_store::states::OpStatus::Running)
+                {
                     if !resumable_here(&store, &op).await {
                         continue;
                     }

@@ -553,17 +553,6 @@ pub(crate) struct OperationsQuery {
     limit: Option<String>,
 }
 
-const OPERATION_KINDS: [&str; 8] = [
-    "failover",
-    "switchover",
-    "drill",
-    "rejoin",
-    "recover",
-    "backup",
-    "verify",
-    "restore_test",
-];
-
 /// Operations (drills included), newest first.
 #[utoipa::path(get, path = "/api/v1/operations", tag = "operations", params(OperationsQuery),
     responses((status = 200, body = OperationList), ReadErrors, NotFound))]
@@ -576,10 +565,18 @@ async fn list_operations(
         parameter: "query string",
         reason: e.body_text(),
     })?;
-    if let Some(kind) = q.kind.as_deref().filter(|k| !OPERATION_KINDS.contains(k)) {
+    if let Some(kind) = q
+        .kind
+        .as_deref()
+        .filter(|k| drctl_store::states::OperationKind::parse(k).is_none())
+    {
+        let known: Vec<&str> = drctl_store::states::OperationKind::all()
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
         return Err(ApiError::InvalidParameter {
             parameter: "kind",
-            reason: format!("{kind:?} is not one of {}", OPERATION_KINDS.join(", ")),
+            reason: format!("{kind:?} is not one of {}", known.join(", ")),
         });
     }
     let w = crate::routes::list_window(

@@ -645,8 +645,7 @@ async fn service_report(
         .filter(|o| {
             in_period(o.started_at)
                 && (o.service.as_deref() == Some(svc.name.as_str())
-                    || (o.target.as_deref() == Some(svc.cluster.as_str())
-                        && o.kind.is_journaled()))
+                    || (o.target.as_deref() == Some(svc.cluster.as_str()) && o.kind.is_journaled()))
         })
         .map(|o| OperationEntry {
             id: o.id.clone(),

@@ -61,6 +61,11 @@ impl OperationKind {
         s.parse().ok()
     }
 
+    /// Every kind, in the order people read them.
+    pub fn all() -> &'static [OperationKind] {
+        <OperationKind as strum::VariantArray>::VARIANTS
+    }
+
     /// Driven by the failover engine with a step journal, a lease and a
     /// resume.
     pub fn is_journaled(self) -> bool {
