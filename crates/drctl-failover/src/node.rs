@@ -3,10 +3,11 @@
 //! datastore seams replace one module. Errors are plain text: the caller
 //! decides what they mean for the operation.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use drctl_config::Service;
-use drctl_pg::{NodeState, PgEndpoint};
+use drctl_pg::{NodeState, PgCluster, PgEndpoint};
 
 /// A region's server's role and positions, or why it could not be read
 /// (one connection, closed after).
@@ -94,6 +95,115 @@ pub(crate) fn dsn_parts(dsn: &str) -> Result<DsnParts, String> {
 pub(crate) fn local_system_identifier(data_dir: &std::path::Path) -> Option<u64> {
     let bytes = std::fs::read(data_dir.join("global/pg_control")).ok()?;
     Some(u64::from_ne_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+/// A connection to a server by its DSN (a scratch clone's).
+pub(crate) fn connect(label: &str, dsn: &str, timeout: Duration) -> Result<PgEndpoint, String> {
+    PgEndpoint::new(label, dsn, timeout).map_err(|e| e.to_string())
+}
+
+/// The PostgreSQL server whose data directory `dir` is on this host
+/// (`port` 0: pg_ctl reads it from the server's own configuration).
+pub(crate) fn local_server(label: String, dir: PathBuf, port: u16, bin: PathBuf) -> PgCluster {
+    PgCluster::new(label, dir, port, bin)
+}
+
+// ------------------------------------------------------ scratch clones
+
+/// A scratch clone's PostgreSQL server (drill clones).
+fn scratch(data_dir: &Path, port: u16, bin: PathBuf) -> PgCluster {
+    PgCluster::new("drill clone", data_dir.to_path_buf(), port, bin)
+}
+
+/// Where scratch copies go when the config names no root.
+pub(crate) fn default_scratch_root() -> PathBuf {
+    drctl_pg::os::scratch_root()
+}
+
+/// A free local port for a scratch server.
+pub(crate) fn free_port() -> u16 {
+    drctl_pg::os::free_port()
+}
+
+/// The settings a hot standby needs at least as high as its primary's,
+/// read from `source`.
+pub(crate) async fn standby_parity(source: &PgEndpoint) -> Result<Vec<(String, String)>, String> {
+    source
+        .settings(drctl_pg::STANDBY_PARITY_SETTINGS)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The DSN of a scratch clone: `user` and `database` over its private
+/// socket (no TCP listener; only drctl's own OS user is admitted).
+pub(crate) fn scratch_dsn(data_dir: &Path, port: u16, user: &str, database: &str) -> String {
+    scratch(data_dir, port, PathBuf::new()).scratch_dsn(user, database)
+}
+
+/// Clones `dsn`'s server into `dir` (its data in `dir/data`), isolated (a
+/// standby of nothing, admitting `roles` over its socket); returns the
+/// bytes copied. A partial copy an earlier attempt left is wiped first.
+/// Blocking.
+pub(crate) fn clone_scratch(
+    dir: &Path,
+    port: u16,
+    bin: PathBuf,
+    dsn: &str,
+    parity: &[(String, String)],
+    roles: &[&str],
+) -> Result<u64, String> {
+    let data_dir = dir.join("data");
+    let _ = scratch(&data_dir, port, bin.clone()).stop("immediate");
+    let _ = std::fs::remove_dir_all(dir);
+    let root = dir.parent().unwrap_or(Path::new("/"));
+    drctl_pg::os::prepare_scratch_root(root).map_err(|e| e.to_string())?;
+    drctl_pg::os::private_run_dir(dir).map_err(|e| e.to_string())?;
+    scratch(&data_dir, port, bin)
+        .clone_isolated(dsn, parity, roles)
+        .map_err(|e| e.to_string())?;
+    Ok(dir_size(&data_dir))
+}
+
+/// Starts a scratch clone (if it is not running) and waits until it
+/// answers. Blocking.
+pub(crate) fn start_scratch(
+    data_dir: &Path,
+    port: u16,
+    bin: PathBuf,
+    ready: Duration,
+) -> Result<(), String> {
+    let c = scratch(data_dir, port, bin);
+    if !c.is_running() {
+        c.start().map_err(|e| e.to_string())?;
+    }
+    c.wait_ready(ready).map_err(|e| e.to_string())
+}
+
+/// Stops a scratch clone and removes its directory. Blocking.
+pub(crate) fn remove_scratch(dir: &Path, port: u16, bin: PathBuf) -> Result<(), String> {
+    scratch(&dir.join("data"), port, bin)
+        .stop("immediate")
+        .map_err(|e| e.to_string())?;
+    std::fs::remove_dir_all(dir)
+        .map_err(|e| format!("removing the drill clone {}: {e}", dir.display()))
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }
 
 #[cfg(test)]

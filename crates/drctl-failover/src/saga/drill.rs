@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use drctl_pg::{Lsn, PgCluster};
+use drctl_pg::Lsn;
 use serde::{Deserialize, Serialize};
 
 use super::actions::{self, Rpo};
@@ -16,6 +16,7 @@ use super::ctx::{blocking, pg_bin, ActionResult, Ctx, StepError};
 use super::dns::{self, Announce};
 use super::output::{Action, Entry};
 use crate::measure::Measured;
+use crate::node;
 use crate::plan::PlanReport;
 use crate::Step;
 
@@ -69,21 +70,11 @@ pub(crate) struct CloneOutput {
 }
 
 impl CloneOutput {
-    fn cluster(&self, bin: PathBuf) -> PgCluster {
-        PgCluster::new("drill clone", self.data_dir.clone(), self.port, bin)
-    }
-
     /// The clone's DSN: the production one's database and user, over the
     /// clone's private socket (a scratch cluster has no TCP listener and
     /// admits only drctl's own OS user).
     pub fn dsn(&self) -> String {
-        PgCluster::new(
-            "drill clone",
-            self.data_dir.clone(),
-            self.port,
-            PathBuf::new(),
-        )
-        .scratch_dsn(&self.user, &self.database)
+        node::scratch_dsn(&self.data_dir, self.port, &self.user, &self.database)
     }
 }
 
@@ -95,7 +86,7 @@ fn clone_dir(config: &drctl_config::Config, op_id: &str) -> PathBuf {
         .scratch
         .root
         .clone()
-        .unwrap_or_else(drctl_pg::os::scratch_root);
+        .unwrap_or_else(node::default_scratch_root);
     root.join(format!("drill-{short}"))
 }
 
@@ -118,26 +109,16 @@ async fn clone_standby(ctx: &Ctx<'_>) -> ActionResult<CloneOutput> {
     let bin = pg_bin()?;
     // What a hot standby needs at least as high as its primary.
     let source = ctx.endpoint(region, Duration::from_secs(5))?;
-    let parity = source.settings(drctl_pg::STANDBY_PARITY_SETTINGS).await;
+    let parity = node::standby_parity(&source).await;
     source.close().await;
-    let parity = parity.map_err(|e| StepError::retry(e.to_string()))?;
+    let parity = parity.map_err(StepError::retry)?;
     let started = Instant::now();
-    let (data_dir, port) = (dir.join("data"), drctl_pg::os::free_port());
-    let (d, dd, u) = (dir.clone(), data_dir.clone(), user.clone());
+    let (data_dir, port) = (dir.join("data"), node::free_port());
+    let (d, u) = (dir.clone(), user.clone());
+    // An earlier attempt that died half-way leaves a partial copy: a rerun
+    // of this step is a fresh clone.
     let bytes = blocking(move || {
-        // An earlier attempt that died half-way leaves a partial copy:
-        // start over (a rerun of this step is a fresh clone).
-        let old = PgCluster::new("drill clone", dd.clone(), port, bin.clone());
-        let _ = old.stop("immediate");
-        let _ = std::fs::remove_dir_all(&d);
-        let root = d.parent().unwrap_or(std::path::Path::new("/"));
-        drctl_pg::os::prepare_scratch_root(root).map_err(|e| e.to_string())?;
-        drctl_pg::os::private_run_dir(&d).map_err(|e| e.to_string())?;
-        let cluster = PgCluster::new("drill clone", dd.clone(), port, bin);
-        cluster
-            .clone_isolated(&dsn, &parity, &[u.as_str(), "postgres"])
-            .map_err(|e| e.to_string())?;
-        Ok(dir_size(&dd))
+        node::clone_scratch(&d, port, bin, &dsn, &parity, &[u.as_str(), "postgres"])
     })
     .await?;
     Ok(Action::Done(CloneOutput {
@@ -166,20 +147,14 @@ async fn start_clone(ctx: &Ctx<'_>) -> ActionResult<CloneStarted> {
     let Some(clone) = ctx.lookup::<CloneOutput>(Step::CloneStandby)?.done() else {
         return Ok(Action::skipped("no clone"));
     };
-    let cluster = clone.cluster(pg_bin()?);
+    let bin = pg_bin()?;
     let started = Instant::now();
-    let c = cluster.clone();
-    blocking(move || {
-        if !c.is_running() {
-            c.start().map_err(|e| e.to_string())?;
-        }
-        c.wait_ready(CLONE_READY).map_err(|e| e.to_string())
-    })
-    .await?;
+    let (data_dir, port) = (clone.data_dir.clone(), clone.port);
+    blocking(move || node::start_scratch(&data_dir, port, bin, CLONE_READY)).await?;
     // Consistent (a hot standby answers queries only then) and still a
     // standby of nothing.
-    let ep = drctl_pg::PgEndpoint::new("drill clone", &clone.dsn(), Duration::from_secs(5))
-        .map_err(|e| StepError::stop(e.to_string()))?;
+    let ep = node::connect("drill clone", &clone.dsn(), Duration::from_secs(5))
+        .map_err(StepError::stop)?;
     let state = ep.node_state().await;
     ep.close().await;
     let state = state.map_err(|e| StepError::retry(e.to_string()))?;
@@ -227,12 +202,12 @@ async fn record(ctx: &Ctx<'_>) -> ActionResult<Measured> {
 /// The endpoint the promote and probe use in a drill.
 fn clone_endpoint(ctx: &Ctx<'_>, timeout: Duration) -> Result<drctl_pg::PgEndpoint, StepError> {
     let clone: CloneOutput = ctx.output(Step::CloneStandby)?;
-    drctl_pg::PgEndpoint::new(
-        format!("{}@drill-clone", ctx.params.cluster),
+    node::connect(
+        &format!("{}@drill-clone", ctx.params.cluster),
         &clone.dsn(),
         timeout,
     )
-    .map_err(|e| StepError::stop(e.to_string()))
+    .map_err(StepError::stop)
 }
 
 /// Stops and removes the clone and deletes the drill records. Reads the
@@ -248,13 +223,7 @@ async fn teardown(ctx: &Ctx<'_>) -> ActionResult<TornDown> {
         let bin = pg_bin()?;
         let port = clone.as_ref().map_or(0, |c| c.port);
         let d = dir.clone();
-        blocking(move || {
-            let cluster = PgCluster::new("drill clone", d.join("data"), port, bin);
-            cluster.stop("immediate").map_err(|e| e.to_string())?;
-            std::fs::remove_dir_all(&d)
-                .map_err(|e| format!("removing the drill clone {}: {e}", d.display()))
-        })
-        .await?;
+        blocking(move || node::remove_scratch(&d, port, bin)).await?;
         removed.push(format!("clone {}", dir.display()));
     }
     // Every drill record the config names, not only what the flip
@@ -287,22 +256,4 @@ pub(crate) struct TornDown {
 pub(crate) struct DeletedRecord {
     pub service: String,
     pub record: String,
-}
-
-fn dir_size(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
 }

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use drctl_pg::PgCluster;
 use serde::{Deserialize, Serialize};
 
 use super::actions::{self, FenceOutput, Rpo};
@@ -127,7 +126,7 @@ async fn start(ctx: &Ctx<'_>) -> ActionResult<Started> {
         .map_err(StepError::abandon)?
         .port;
     let bin = pg_bin()?;
-    let cluster = PgCluster::new(
+    let cluster = crate::node::local_server(
         format!("{}@{}", ctx.params.cluster, ctx.params.target),
         dir.clone(),
         port,

@@ -165,7 +165,7 @@ fn local_cluster(ctx: &Ctx<'_>) -> Result<PgCluster, StepError> {
         .and_then(|n| n.data_dir.clone())
         .ok_or_else(|| StepError::abandon(format!("{} has no data_dir", ctx.params.target)))?;
     let bin = pg_bin()?;
-    Ok(PgCluster::new(
+    Ok(crate::node::local_server(
         format!("{}@{}", ctx.params.cluster, ctx.params.target),
         dir,
         0,
