@@ -16,8 +16,10 @@
 //! - `node.rs`: every call into a database server (`drctl-pg`), so the
 //!   node-actions and datastore seams replace one module.
 //! - `engine.rs`: the driver — replay the journal, execute the next action,
-//!   finish (succeed, stop resumable, or unwind and fail); `journal.rs`:
-//!   the pure state machine it asks before every journal write.
+//!   finish (succeed, stop resumable, or unwind and fail); `attempt.rs`:
+//!   one action's run (host and lease checks, retries in place, progress,
+//!   the `fault-injection` hooks); `journal.rs`: the pure state machine
+//!   the driver asks before every journal write.
 //!
 //! Plan once: [`Engine::plan`] is what an operator confirms, and
 //! [`Engine::run_plan`] executes exactly that plan (stored with the
@@ -37,6 +39,7 @@
 //! event); PostgreSQL actions live in `drctl-pg`, DNS in `drctl-dns`, the
 //! journal's storage in `drctl-store`.
 
+mod attempt;
 pub mod auto;
 mod engine;
 mod error;
