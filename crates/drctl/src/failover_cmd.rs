@@ -346,7 +346,14 @@ pub async fn operations(args: OperationsArgs) -> anyhow::Result<()> {
             let op = store.operation(&id).await?.ok_or_else(|| {
                 anyhow::anyhow!("no operation {id} (see `drctl operations list`)")
             })?;
-            let steps = store.journal(&id).await?;
+            let mut steps = store.journal(&id).await?;
+            // Each action's own output, not the journal's envelope.
+            for s in &mut steps {
+                s.output = s
+                    .output
+                    .as_deref()
+                    .map(|t| drctl_failover::view_output(t).to_string());
+            }
             match output {
                 OutputFormat::Json => print_json(&json!({ "operation": op, "steps": steps }))?,
                 OutputFormat::Table => {
