@@ -57,10 +57,10 @@ async fn a_lost_primary_fails_over_automatically_and_comes_back_fenced() {
     lab.kill_primary("orders").unwrap();
     let op = loop {
         let ops = store.operations(10).await.unwrap();
-        if let Some(op) = ops
-            .iter()
-            .find(|o| o.kind == "failover" && o.status == "succeeded")
-        {
+        if let Some(op) = ops.iter().find(|o| {
+            o.kind == drctl_store::states::OperationKind::Failover
+                && o.status == drctl_store::states::OpStatus::Succeeded
+        }) {
             break op.clone();
         }
         assert!(
@@ -158,7 +158,7 @@ async fn a_lost_primary_fails_over_automatically_and_comes_back_fenced() {
         .await
         .unwrap()
         .into_iter()
-        .filter(|o| o.kind == "failover")
+        .filter(|o| o.kind == drctl_store::states::OperationKind::Failover)
         .count();
     assert_eq!(failovers, 1);
     daemon.stop().await;
@@ -210,7 +210,7 @@ async fn drctl_losing_only_its_own_path_to_the_primary_fails_nothing_over() {
             .await
             .unwrap()
             .iter()
-            .all(|o| o.kind != "failover"),
+            .all(|o| o.kind != drctl_store::states::OperationKind::Failover),
         "no failover while the standby still streams from the primary"
     );
     assert!(writable(&lab, REGION_A).await);
@@ -250,16 +250,14 @@ async fn a_primary_cut_off_from_everyone_is_failed_over_and_never_writes_again()
     // flight while the signals went out is before the cut, not after it.
     let cut_at = chrono::Utc::now();
     let op = wait_for("an automatic failover", Duration::from_secs(90), || async {
-        store
-            .operations(10)
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|o| o.kind == "failover" && o.status == "succeeded")
+        store.operations(10).await.unwrap().into_iter().find(|o| {
+            o.kind == drctl_store::states::OperationKind::Failover
+                && o.status == drctl_store::states::OpStatus::Succeeded
+        })
     })
     .await;
     let steps = store.journal(&op.id).await.unwrap();
-    let fence: serde_json::Value = serde_json::from_str(
+    let fence = drctl_failover::view_output(
         steps
             .iter()
             .find(|s| s.step == "fence_source")
@@ -267,8 +265,7 @@ async fn a_primary_cut_off_from_everyone_is_failed_over_and_never_writes_again()
             .output
             .as_deref()
             .unwrap(),
-    )
-    .unwrap();
+    );
     assert_eq!(fence["method"], "hook", "{fence}");
     assert_eq!(fence["reachable"], false);
     let announced = steps

@@ -41,7 +41,7 @@ async fn clone_dir(store: &Store, op: &str) -> Option<PathBuf> {
         .find(|s| s.step == "clone_standby")?
         .output
         .clone()?;
-    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+    let v = drctl_failover::view_output(&out);
     v.get("dir").and_then(|d| d.as_str()).map(PathBuf::from)
 }
 
@@ -274,20 +274,24 @@ async fn a_failing_or_dying_drill_still_tears_everything_down() {
     let ops = store.operations(10).await.unwrap();
     let failed = ops
         .iter()
-        .find(|o| o.kind == "drill")
+        .find(|o| o.kind == drctl_store::states::OperationKind::Drill)
         .expect("the drill is recorded");
-    assert_eq!(failed.status, "failed");
+    assert_eq!(failed.status, drctl_store::states::OpStatus::Failed);
     let steps = store.journal(&failed.id).await.unwrap();
-    let status = |name: &str| {
-        steps
-            .iter()
-            .find(|s| s.step == name)
-            .map(|s| s.status.clone())
-    };
-    assert_eq!(status("dns_flip").as_deref(), Some("done"));
-    assert_eq!(status("dns_confirm").as_deref(), Some("failed"));
+    let status = |name: &str| steps.iter().find(|s| s.step == name).map(|s| s.status);
+    assert_eq!(
+        status("dns_flip"),
+        Some(drctl_store::states::StepState::Done)
+    );
+    assert_eq!(
+        status("dns_confirm"),
+        Some(drctl_store::states::StepState::Failed)
+    );
     assert_eq!(status("record"), None, "skipped");
-    assert_eq!(status("teardown").as_deref(), Some("done"));
+    assert_eq!(
+        status("teardown"),
+        Some(drctl_store::states::StepState::Done)
+    );
     assert_eq!(drill_record(&lab).await, None, "the drill record is gone");
     let clone = clone_dir(&store, &failed.id).await.unwrap();
     assert!(!clone.exists(), "the clone {} is gone", clone.display());

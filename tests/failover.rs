@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use drctl_failover::{Engine, FailoverError, OpStatus, OperationKind, Request, Step};
+use drctl_failover::{
+    Engine, FailoverError, OpStatus, OperationKind, OperationSaga, Request, Step,
+};
 use drctl_lab::{Lab, REGION_A, REGION_B};
 use drctl_store::Store;
 use drctl_tests::*;
@@ -121,7 +123,9 @@ async fn switchover_under_writes_loses_no_acknowledged_row_and_refuses_a_second_
     let steps = store.journal(&outcome.id).await.unwrap();
     assert_eq!(steps.len(), OperationKind::Switchover.steps().len());
     assert!(
-        steps.iter().all(|s| s.status == "done" && s.attempts == 1),
+        steps
+            .iter()
+            .all(|s| s.status == drctl_store::states::StepState::Done && s.attempts == 1),
         "{steps:?}"
     );
 }
@@ -270,7 +274,11 @@ async fn a_driver_killed_at_any_step_boundary_is_resumed_to_one_writable_primary
             assert!(!writable(&lab, source).await, "{crash}: {source} is not");
             let steps = store.journal(&op.id).await.unwrap();
             for s in &steps {
-                assert_eq!(s.status, "done", "{crash}: {s:?}");
+                assert_eq!(
+                    s.status,
+                    drctl_store::states::StepState::Done,
+                    "{crash}: {s:?}"
+                );
                 let expected = if s.step == step.as_str() && phase == "applied" {
                     2
                 } else {
@@ -355,8 +363,10 @@ async fn the_daemon_resumes_an_operation_whose_driver_died() {
         Duration::from_secs(60),
         || async {
             let ops = store.operations(10).await.ok()?;
-            ops.into_iter()
-                .find(|o| o.kind == "switchover" && o.status == "succeeded")
+            ops.into_iter().find(|o| {
+                o.kind == drctl_store::states::OperationKind::Switchover
+                    && o.status == drctl_store::states::OpStatus::Succeeded
+            })
         },
     )
     .await;
@@ -421,10 +431,10 @@ async fn a_dns_provider_down_stops_the_failover_resumably_and_a_resume_completes
         .await
         .unwrap()
         .expect("the stopped failover");
-    assert_eq!(op.status, "stopped");
+    assert_eq!(op.status, drctl_store::states::OpStatus::Stopped);
     let steps = store.journal(&op.id).await.unwrap();
     let flip = steps.iter().find(|s| s.step == "dns_flip").unwrap();
-    assert_eq!(flip.status, "failed");
+    assert_eq!(flip.status, drctl_store::states::StepState::Failed);
     assert!(flip.attempts >= 1, "{flip:?}");
     // What is done stays done: region-b took over, region-a is fenced.
     assert!(writable(&lab, REGION_B).await);
@@ -447,7 +457,12 @@ async fn a_dns_provider_down_stops_the_failover_resumably_and_a_resume_completes
     let steps = store.journal(&op.id).await.unwrap();
     let promote = steps.iter().find(|s| s.step == "promote_target").unwrap();
     assert_eq!(promote.attempts, 1, "promoted once: {promote:?}");
-    assert!(steps.iter().all(|s| s.status == "done"), "{steps:?}");
+    assert!(
+        steps
+            .iter()
+            .all(|s| s.status == drctl_store::states::StepState::Done),
+        "{steps:?}"
+    );
     drop(server);
 }
 
@@ -510,7 +525,7 @@ async fn a_fence_the_source_refuses_stops_the_failover_before_anything_is_promot
         .await
         .unwrap()
         .expect("the failover waits, resumable");
-    assert_eq!(op.status, "stopped");
+    assert_eq!(op.status, drctl_store::states::OpStatus::Stopped);
 }
 
 /// A source that cannot be reached and has no fence hook is a named

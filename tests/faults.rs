@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use drctl_backup::{restore_backup, ObjectStore, S3Location};
-use drctl_failover::OperationKind;
+use drctl_failover::{OperationKind, OperationSaga};
 use drctl_lab::{find_pg_bin, free_port, Fault, FaultProxy, Lab, PgCluster, REGION_A, REGION_B};
 use drctl_store::Store;
 use drctl_tests::*;
@@ -360,7 +360,11 @@ async fn route53_faults_during_a_failover_are_retried_or_stop_it_resumably_until
             .expect("the stopped failover");
         let steps = store.journal(&op.id).await.unwrap();
         let flip = steps.iter().find(|s| s.step == "dns_flip").unwrap();
-        assert_eq!(flip.status, "failed", "{what}: {flip:?}");
+        assert_eq!(
+            flip.status,
+            drctl_store::states::StepState::Failed,
+            "{what}: {flip:?}"
+        );
         assert!(
             writable(&lab, target).await && !writable(&lab, source).await,
             "{what}: promoted and fenced"
@@ -384,7 +388,9 @@ async fn route53_faults_during_a_failover_are_retried_or_stop_it_resumably_until
         );
         let steps = store.journal(&op.id).await.unwrap();
         assert!(
-            steps.iter().all(|s| s.status == "done"),
+            steps
+                .iter()
+                .all(|s| s.status == drctl_store::states::StepState::Done),
             "{what}: {steps:?}"
         );
         let promote = steps.iter().find(|s| s.step == "promote_target").unwrap();
@@ -491,7 +497,7 @@ async fn postgres_connections_dropped_during_each_failover_step_never_half_apply
             .await
             .unwrap()
             .into_iter()
-            .find(|o| o.kind == "failover")
+            .find(|o| o.kind == drctl_store::states::OperationKind::Failover)
             .expect("the failover is recorded");
         let outcome = match out.status.code() {
             Some(0) => "completed".to_string(),
@@ -535,9 +541,13 @@ async fn postgres_connections_dropped_during_each_failover_step_never_half_apply
             .await
             .unwrap()
             .into_iter()
-            .find(|o| o.kind == "failover")
+            .find(|o| o.kind == drctl_store::states::OperationKind::Failover)
             .expect("the failover");
-        assert_eq!(op.status, "succeeded", "{at}: {op:?}");
+        assert_eq!(
+            op.status,
+            drctl_store::states::OpStatus::Succeeded,
+            "{at}: {op:?}"
+        );
         assert!(writable(&lab, target).await, "{at}: {target} is writable");
         wait_for(
             &format!("{at}: {source} to be fenced"),
@@ -566,7 +576,12 @@ async fn postgres_connections_dropped_during_each_failover_step_never_half_apply
             "{at}"
         );
         let steps = store.journal(&op.id).await.unwrap();
-        assert!(steps.iter().all(|s| s.status == "done"), "{at}: {steps:?}");
+        assert!(
+            steps
+                .iter()
+                .all(|s| s.status == drctl_store::states::StepState::Done),
+            "{at}: {steps:?}"
+        );
         reclone(&lab, source, target);
         std::mem::swap(&mut source, &mut target);
     }

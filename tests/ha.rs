@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use drctl_failover::OperationKind;
+use drctl_failover::{OperationKind, OperationSaga};
 use drctl_lab::{find_pg_bin, free_port, Lab, PgCluster, REGION_A, REGION_B};
 use drctl_store::Store;
 use drctl_tests::*;
@@ -200,7 +200,7 @@ async fn finished(store: &Store, id: &str) -> drctl_store::OperationRecord {
                 .await
                 .ok()
                 .flatten()
-                .filter(|o| o.status == "succeeded")
+                .filter(|o| o.status == drctl_store::states::OpStatus::Succeeded)
         },
     )
     .await
@@ -341,7 +341,11 @@ async fn a_leader_killed_at_each_step_boundary_is_replaced_and_the_follower_fini
             "{crash}: {steps:?}"
         );
         for s in &steps {
-            assert_eq!(s.status, "done", "{crash}: {s:?}");
+            assert_eq!(
+                s.status,
+                drctl_store::states::StepState::Done,
+                "{crash}: {s:?}"
+            );
             // A boundary crash leaves nothing half-done: every step once.
             assert_eq!(
                 s.attempts, 1,
@@ -444,7 +448,7 @@ async fn a_paused_leader_is_fenced_and_writes_nothing_when_it_wakes() {
     assert_eq!(before, after, "the woken ex-leader changed the journal");
     assert_eq!(
         store.operation(&id).await.unwrap().unwrap().status,
-        "succeeded"
+        drctl_store::states::OpStatus::Succeeded
     );
     let seen = leader.cluster().await.expect("the ex-leader answers again");
     assert_eq!(

@@ -252,6 +252,7 @@ async fn the_daemon_never_resumes_a_rejoin_started_on_another_host() {
         reason: None,
         detected_at_us: None,
         host: Some("another-host".into()),
+        confirmed_plan: None,
     };
     // Its driver took the lease for 1 s and died.
     let lease = store
@@ -283,7 +284,7 @@ async fn the_daemon_never_resumes_a_rejoin_started_on_another_host() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     daemon.stop().await;
     let op = store.operation(id).await.unwrap().unwrap();
-    assert_eq!(op.status, "running", "{op:?}");
+    assert_eq!(op.status, drctl_store::states::OpStatus::Running, "{op:?}");
     assert!(
         store.journal(id).await.unwrap().is_empty(),
         "no step of it ran here"

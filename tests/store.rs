@@ -203,7 +203,10 @@ async fn journal_suite(store: &Store, now: DateTime<Utc>) {
         .unwrap();
     let steps = store.journal("op-1").await.unwrap();
     assert_eq!(steps.len(), 1);
-    assert_eq!((steps[0].attempts, steps[0].status.as_str()), (2, "done"));
+    assert_eq!(
+        (steps[0].attempts, steps[0].status),
+        (2, drctl_store::states::StepState::Done)
+    );
     assert_eq!(
         (steps[0].driver.as_str(), steps[0].lease_token),
         ("new", new.token)
@@ -552,7 +555,11 @@ async fn a_fenced_journal_write_never_lands_after_a_takeover_it_raced() {
                 "the old driver's write landed after the takeover had committed: {write:?}"
             );
             let steps = store.journal("op-1").await.unwrap();
-            assert_eq!(steps[0].status, "started", "{steps:?}");
+            assert_eq!(
+                steps[0].status,
+                drctl_store::states::StepState::Started,
+                "{steps:?}"
+            );
         } else {
             write.expect("the write the takeover waited for lands");
         }

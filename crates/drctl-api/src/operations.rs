@@ -79,6 +79,13 @@ pub(crate) struct OperationRequest {
     /// nothing.
     #[serde(default)]
     dry_run: bool,
+    /// The plan a dry run answered, passed back once confirmed: the
+    /// operation executes exactly that plan, and is refused when it went
+    /// stale in a way that matters (the roles changed, a blocker appeared).
+    /// Without it the operation executes the plan it makes itself.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    plan: Option<Value>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -110,8 +117,9 @@ async fn start_operation(
         parameter: "body",
         reason: e.body_text(),
     })?;
+    // Jobs (backup, verify, restore test) have their own routes.
     let kind = OperationKind::parse(&body.kind)
-        .filter(|k| *k != OperationKind::Rejoin)
+        .filter(|k| k.is_journaled() && *k != OperationKind::Rejoin)
         .ok_or_else(|| ApiError::InvalidParameter {
             parameter: "kind",
             reason: format!("{:?} is not failover, switchover or drill", body.kind),
@@ -128,6 +136,14 @@ async fn start_operation(
         reason: body.reason,
         detected_at: None,
     };
+    let confirmed = body
+        .plan
+        .map(serde_json::from_value::<drctl_failover::PlanReport>)
+        .transpose()
+        .map_err(|e| ApiError::InvalidParameter {
+            parameter: "plan",
+            reason: format!("not a plan a dry run answered: {e}"),
+        })?;
     let engine = Engine::new(state.monitor.config_arc(), state.monitor.store().clone());
     if body.dry_run {
         let plan = engine.plan(&request).await?;
@@ -161,7 +177,10 @@ async fn start_operation(
                 }
             }
         };
-        let outcome = engine.run(&request, &report).await;
+        let outcome = match confirmed {
+            Some(plan) => engine.run_plan(&request, plan, &report).await,
+            None => engine.run(&request, &report).await,
+        };
         match outcome {
             Ok(o) => {
                 tracing::info!(id = %o.id, status = ?o.status, "operation started through the API ended")
@@ -416,10 +435,10 @@ pub(crate) fn operation_json(o: &drctl_store::OperationRecord) -> OperationView 
     };
     OperationView {
         id: o.id.clone(),
-        kind: o.kind.clone(),
+        kind: o.kind.to_string(),
         service: o.service.clone(),
         target: o.target.clone(),
-        status: o.status.clone(),
+        status: o.status.to_string(),
         started_at: o.started_at,
         ended_at: o.ended_at,
         progress: parse(&o.progress),
@@ -483,19 +502,22 @@ async fn operation(
         .iter()
         .map(|s| StepView {
             step: s.step.clone(),
-            status: s.status.clone(),
+            status: s.status.to_string(),
             attempts: s.attempts,
             started_at: s.started_at,
             ended_at: s.ended_at,
-            output: s
-                .output
-                .as_deref()
-                .and_then(|t| serde_json::from_str::<Value>(t).ok()),
+            // The action's own output, not the journal's envelope.
+            output: s.output.as_deref().map(drctl_failover::view_output),
             error: s.error.clone(),
             driver: s.driver.clone(),
         })
         .collect();
-    let journaled = !steps.is_empty() || matches!(op.kind.as_str(), "failover" | "switchover");
+    let journaled = !steps.is_empty()
+        || matches!(
+            op.kind,
+            drctl_store::states::OperationKind::Failover
+                | drctl_store::states::OperationKind::Switchover
+        );
     let mut operation = operation_json(&op);
     let mut steps = steps;
     if !caller.is_some_and(|Extension(c)| c.sees_fence_hooks()) {
@@ -531,17 +553,6 @@ pub(crate) struct OperationsQuery {
     limit: Option<String>,
 }
 
-const OPERATION_KINDS: [&str; 8] = [
-    "failover",
-    "switchover",
-    "drill",
-    "rejoin",
-    "recover",
-    "backup",
-    "verify",
-    "restore_test",
-];
-
 /// Operations (drills included), newest first.
 #[utoipa::path(get, path = "/api/v1/operations", tag = "operations", params(OperationsQuery),
     responses((status = 200, body = OperationList), ReadErrors, NotFound))]
@@ -554,10 +565,18 @@ async fn list_operations(
         parameter: "query string",
         reason: e.body_text(),
     })?;
-    if let Some(kind) = q.kind.as_deref().filter(|k| !OPERATION_KINDS.contains(k)) {
+    if let Some(kind) = q
+        .kind
+        .as_deref()
+        .filter(|k| drctl_store::states::OperationKind::parse(k).is_none())
+    {
+        let known: Vec<&str> = drctl_store::states::OperationKind::all()
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
         return Err(ApiError::InvalidParameter {
             parameter: "kind",
-            reason: format!("{kind:?} is not one of {}", OPERATION_KINDS.join(", ")),
+            reason: format!("{kind:?} is not one of {}", known.join(", ")),
         });
     }
     let w = crate::params::list_window(

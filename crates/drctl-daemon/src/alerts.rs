@@ -177,11 +177,7 @@ async fn record_conditions(
         }
     }
     for o in store.operations(200).await? {
-        if !matches!(
-            o.kind.as_str(),
-            "failover" | "switchover" | "drill" | "rejoin" | "recover"
-        ) || !recent(Some(o.started_at))
-        {
+        if !o.kind.is_journaled() || !recent(Some(o.started_at)) {
             continue;
         }
         let what = format!(
@@ -197,7 +193,7 @@ async fn record_conditions(
             service: o.service.clone(),
             start: "operation_started",
             end: None,
-            severity: if o.kind == "failover" {
+            severity: if o.kind == drctl_store::states::OperationKind::Failover {
                 AlertSeverity::Critical
             } else {
                 AlertSeverity::Info
@@ -205,7 +201,7 @@ async fn record_conditions(
             summary: format!("{what} started"),
             detail: json!({ "operation_id": o.id, "kind": o.kind, "target": o.target }),
         });
-        if o.status != "running" {
+        if o.status != drctl_store::states::OpStatus::Running {
             let result: Value = o
                 .result
                 .as_deref()
@@ -218,7 +214,11 @@ async fn record_conditions(
                 service: o.service.clone(),
                 start: "operation_ended",
                 end: None,
-                severity: if o.status == "succeeded" { AlertSeverity::Info } else { AlertSeverity::Critical },
+                severity: if o.status == drctl_store::states::OpStatus::Succeeded {
+                    AlertSeverity::Info
+                } else {
+                    AlertSeverity::Critical
+                },
                 summary: format!("{what} {}{}", o.status, o.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()),
                 detail: json!({
                     "operation_id": o.id, "kind": o.kind, "status": o.status,

@@ -303,10 +303,11 @@ async fn lead_while_elected(
 /// that started them) only on that host. Elsewhere it would act on another
 /// server's data directory at the same path; it waits for a person there.
 async fn resumable_here(store: &Store, op: &drctl_store::OperationRecord) -> bool {
-    let Some(kind) = drctl_failover::OperationKind::parse(&op.kind) else {
+    let kind = op.kind;
+    let true = kind.is_journaled() else {
         return false;
     };
-    if !kind.is_host_local() {
+    if !drctl_failover::OperationSaga::is_host_local(kind) {
         return true;
     }
     let host = store
@@ -344,7 +345,10 @@ async fn resume_abandoned_operations(
     loop {
         match store.unfinished_operations().await {
             Ok(ops) => {
-                for op in ops.into_iter().filter(|o| o.status == "running") {
+                for op in ops
+                    .into_iter()
+                    .filter(|o| o.status == drctl_store::states::OpStatus::Running)
+                {
                     if !resumable_here(&store, &op).await {
                         continue;
                     }

@@ -11,17 +11,16 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use drctl_config::Config;
 use drctl_store::{Lease, StepRecord, Store, StoreError};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
 
-use crate::journal::{self, Event, JournalState, OpStatus};
+pub use crate::attempt::Progress;
+use crate::attempt::{crash_point, run_with_retries};
+use crate::journal::{self, Event, JournalState, OpStatus, StepState};
 use crate::plan::{self, OperationParams, PlanReport};
-use crate::steps::{self, Ctx, StepError};
-use crate::{FailoverError, Measured, OperationKind, Step};
-
-/// Retries of a retryable step error in place, before the operation stops.
-const STEP_RETRIES: u32 = 5;
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+use crate::saga::ctx::{Ctx, StepError, Timings};
+use crate::saga::output::{view_output, Action, Entry};
+use crate::{FailoverError, Measured, OperationKind, OperationSaga, Step};
 
 /// A request for an operation.
 #[derive(Clone, Debug)]
@@ -41,33 +40,6 @@ pub struct Request {
     pub detected_at: Option<DateTime<Utc>>,
 }
 
-/// What the driver reports while it works (the CLI draws it).
-#[derive(Clone, Debug, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Progress {
-    Operation {
-        id: String,
-        resumed: bool,
-    },
-    StepStarted {
-        step: Step,
-        attempt: u32,
-    },
-    StepDone {
-        step: Step,
-        took_ms: u64,
-    },
-    StepRetrying {
-        step: Step,
-        error: String,
-        in_ms: u64,
-    },
-    StepFailed {
-        step: Step,
-        error: String,
-    },
-}
-
 /// How an operation ended (this time).
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
@@ -78,52 +50,19 @@ pub struct Outcome {
     pub target: String,
     pub status: OpStatus,
     pub measured: Option<Measured>,
+    /// The journal, each output as the action's own JSON.
     pub steps: Vec<StepRecord>,
+    /// The actions' results, for [`Outcome::output`].
+    #[serde(skip)]
+    outputs: BTreeMap<Step, Entry>,
 }
 
-/// Test-only fault injection: `DRCTL_FAULT_CRASH_AT=STEP:PHASE` aborts the
-/// process (no clean-up, like kill -9) when `STEP` reaches `PHASE`:
-/// `started` (journaled as started, nothing done), `applied` (its effect
-/// done, not journaled) or `done` (journaled done, next not started).
-///
-/// `DRCTL_FAULT_PAUSE_AT=STEP:PHASE` stops the process there instead
-/// (SIGSTOP to itself, as a long GC pause or a frozen VM would): it goes on
-/// where it was once sent SIGCONT, possibly after its leases expired.
-///
-/// Compiled only with the `fault-injection` feature (the test build turns
-/// it on): a release binary must not abort because of its environment.
-#[cfg(feature = "fault-injection")]
-fn crash_point(step: Step, phase: &str) {
-    let here = format!("{}:{phase}", step.as_str());
-    if std::env::var("DRCTL_FAULT_CRASH_AT").is_ok_and(|spec| spec == here) {
-        eprintln!("DRCTL_FAULT_CRASH_AT: aborting at {here}");
-        std::process::abort();
+impl Outcome {
+    /// An action's output, read back by type (`None` when it was skipped,
+    /// did not run, or is not a `T`).
+    pub fn output<T: DeserializeOwned>(&self, step: Step) -> Option<T> {
+        self.outputs.get(&step)?.read::<T>().ok()?.done()
     }
-    if std::env::var("DRCTL_FAULT_PAUSE_AT").is_ok_and(|spec| spec == here) {
-        eprintln!("DRCTL_FAULT_PAUSE_AT: pausing at {here}");
-        let _ = std::process::Command::new("kill")
-            .args(["-STOP", &std::process::id().to_string()])
-            .status();
-        eprintln!("DRCTL_FAULT_PAUSE_AT: continued after {here}");
-    }
-}
-
-/// Test-only fault injection: `DRCTL_FAULT_FAIL_AT=STEP` makes `STEP` fail
-/// (not retryable), as a lost server or a refused change would.
-#[cfg(feature = "fault-injection")]
-fn injected_failure(step: Step) -> Option<StepError> {
-    let spec = std::env::var("DRCTL_FAULT_FAIL_AT").ok()?;
-    (spec == step.as_str())
-        .then(|| StepError::stop(format!("DRCTL_FAULT_FAIL_AT: {spec} made to fail")))
-}
-
-/// Without `fault-injection`, `DRCTL_FAULT_*` mean nothing.
-#[cfg(not(feature = "fault-injection"))]
-fn crash_point(_step: Step, _phase: &str) {}
-
-#[cfg(not(feature = "fault-injection"))]
-fn injected_failure(_step: Step) -> Option<StepError> {
-    None
 }
 
 /// Aborts a task when dropped.
@@ -168,6 +107,15 @@ impl Engine {
 
     /// Resolves a request into the parameters stored with the operation.
     pub async fn params(&self, req: &Request) -> Result<OperationParams, FailoverError> {
+        if !req.kind.is_journaled() {
+            return Err(FailoverError::Refused {
+                blockers: vec![format!(
+                    "a {} is a job, not an operation the failover engine drives",
+                    req.kind
+                )],
+                overridable: false,
+            });
+        }
         let service = self
             .config
             .service(&req.service)
@@ -197,23 +145,68 @@ impl Engine {
             reason: req.reason.clone(),
             detected_at_us: req.detected_at.map(|t| t.timestamp_micros()),
             host: req.kind.is_host_local().then(crate::this_host),
+            confirmed_plan: None,
         })
     }
 
     /// The plan right now, without taking anything (`--dry-run`).
     pub async fn plan(&self, req: &Request) -> Result<PlanReport, FailoverError> {
         let params = self.params(req).await?;
-        Ok(steps::make_plan(&self.config, &self.store, &params).await)
+        let mut report = plan::make_plan(&self.config, &self.store, &params).await;
+        report.steps = params.kind.steps().to_vec();
+        Ok(report)
     }
 
-    /// Starts an operation and drives it to its end.
+    /// Starts an operation and drives it to its end. Its Plan action plans
+    /// (once) and that plan is the one executed.
     pub async fn run(
         &self,
         req: &Request,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Outcome, FailoverError> {
         let params = self.params(req).await?;
-        let exclusive = params.kind.exclusive_with();
+        self.start(params, progress).await
+    }
+
+    /// Starts an operation that executes `confirmed`, the plan the operator
+    /// saw and confirmed ([`Engine::plan`]): it is stored with the
+    /// operation, journaled as the Plan action's output, and refused when it
+    /// went stale in a way that matters ([`PlanReport::stale_against`]).
+    pub async fn run_plan(
+        &self,
+        req: &Request,
+        confirmed: PlanReport,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Outcome, FailoverError> {
+        let mut params = self.params(req).await?;
+        if confirmed.kind != params.kind || confirmed.service != params.service {
+            return Err(FailoverError::Refused {
+                blockers: vec![format!(
+                    "the confirmed plan is a {} of {}, not a {} of {}",
+                    confirmed.kind.as_str(),
+                    confirmed.service,
+                    params.kind.as_str(),
+                    params.service
+                )],
+                overridable: false,
+            });
+        }
+        params.confirmed_plan = Some(Box::new(confirmed));
+        self.start(params, progress).await
+    }
+
+    async fn start(
+        &self,
+        params: OperationParams,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<Outcome, FailoverError> {
+        let exclusive: Vec<&str> = params
+            .kind
+            .exclusive_with()
+            .into_iter()
+            .map(OperationKind::as_str)
+            .collect();
+        let exclusive = exclusive.as_slice();
         let lease = match self.take_lease(params.kind, &params.cluster).await {
             Ok(l) => l,
             Err(busy @ FailoverError::LeaseBusy { .. }) => {
@@ -290,14 +283,10 @@ impl Engine {
             .operation(id)
             .await?
             .ok_or_else(|| FailoverError::NotFound(id.to_string()))?;
-        let status = OpStatus::parse(&op.status).ok_or_else(|| FailoverError::NotResumable {
-            id: id.to_string(),
-            status: op.status.clone(),
-        })?;
-        if status.is_final() {
+        if op.status.is_final() {
             return Err(FailoverError::NotResumable {
                 id: id.to_string(),
-                status: op.status,
+                status: op.status.to_string(),
             });
         }
         let params: OperationParams = self
@@ -399,6 +388,9 @@ impl Engine {
         })
     }
 
+    /// Replay, execute, finish: the journal is read back into the state
+    /// machine and the actions' outputs, every action not done runs in
+    /// turn, and the operation ends as its actions decided.
     async fn drive_steps(
         &self,
         id: &str,
@@ -408,184 +400,245 @@ impl Engine {
         lost: &AtomicBool,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Outcome, FailoverError> {
-        let plan = params.kind.steps();
+        let mut run = self.replay(id, params.kind.steps()).await?;
+        if run.state.status != OpStatus::Running {
+            run.state = self.transition(id, &run.state, Event::Resume)?;
+            self.store
+                .journal_operation_status(
+                    lease,
+                    id,
+                    OpStatus::Running.as_str(),
+                    Utc::now(),
+                    None,
+                    None,
+                )
+                .await
+                .map_err(|e| self.store_error(id, e))?;
+        }
+        while let Some(step) = run.state.next_step() {
+            if lost.load(Ordering::SeqCst) {
+                return Err(FailoverError::LeaseLost { id: id.to_string() });
+            }
+            let ctx = Driving {
+                id,
+                params,
+                lease,
+                op_started,
+                progress,
+            };
+            if let Some(end) = self.execute(&ctx, &mut run, step).await? {
+                return self.finish_failed(&ctx, &run, end).await;
+            }
+        }
+        self.finish(id, params, lease, run).await
+    }
+
+    /// The operation as its journal left it: the state machine, the done
+    /// actions' entries (each decoded by its format version), the timings,
+    /// and why it was unwinding if it was.
+    async fn replay(&self, id: &str, plan: &'static [Step]) -> Result<Replayed, FailoverError> {
         let op = self
             .store
             .operation(id)
             .await?
             .ok_or_else(|| FailoverError::NotFound(id.to_string()))?;
         let records = self.store.journal(id).await?;
-        let status = OpStatus::parse(&op.status).unwrap_or(OpStatus::Running);
-        let mut state = JournalState::from_records(
+        let state = JournalState::from_records(
             plan,
-            status,
+            op.status,
             &records
                 .iter()
-                .map(|r| (r.step.clone(), r.status.clone()))
+                .map(|r| (r.step.clone(), r.status))
                 .collect::<Vec<_>>(),
         );
-        let mut outputs: BTreeMap<Step, Value> = BTreeMap::new();
-        let mut timings = BTreeMap::new();
+        let mut outputs = BTreeMap::new();
+        let mut timings = Timings::new();
         for r in &records {
-            if let Some(step) = plan.iter().find(|s| s.as_str() == r.step) {
-                if r.status == "done" {
-                    let v = r
-                        .output
-                        .as_deref()
-                        .map(serde_json::from_str)
-                        .transpose()
-                        .map_err(|e| FailoverError::Journal {
-                            id: id.to_string(),
-                            detail: format!("output of {}: {e}", r.step),
-                        })?
-                        .unwrap_or(Value::Null);
-                    outputs.insert(*step, v);
-                }
-                timings.insert(*step, (r.started_at, r.ended_at));
+            let Some(step) = plan.iter().find(|s| s.as_str() == r.step) else {
+                continue;
+            };
+            if r.status == StepState::Done {
+                let entry = match r.output.as_deref() {
+                    Some(text) => Entry::decode(text).map_err(|e| FailoverError::Journal {
+                        id: id.to_string(),
+                        detail: format!("output of {}: {e}", r.step),
+                    })?,
+                    None => Entry::Done(serde_json::Value::Null),
+                };
+                outputs.insert(*step, entry);
             }
+            timings.insert(*step, (r.started_at, r.ended_at));
         }
-        if state.status != OpStatus::Running {
-            state = self.transition(id, &state, Event::Resume)?;
-            self.store
-                .journal_operation_status(lease, id, "running", Utc::now(), None, None)
-                .await
-                .map_err(|e| self.store_error(id, e))?;
-        }
-        let fenced = |e| self.store_error(id, e);
-        // Why an unwinding operation failed (the step it failed at, the
-        // error, and the plan's blockers when it was refused).
-        let mut unwound: Option<(Step, StepError)> = records
+        let unwound = records
             .iter()
-            .filter(|r| r.status == "failed")
-            .filter_map(|r| {
+            .filter(|r| r.status == StepState::Failed)
+            .find_map(|r| {
                 plan.iter()
                     .find(|s| s.as_str() == r.step && !s.is_finally())
-            })
-            .next()
-            .map(|step| {
-                let error = records
-                    .iter()
-                    .find(|r| r.step == step.as_str())
-                    .and_then(|r| r.error.clone())
-                    .unwrap_or_default();
-                (*step, StepError::abandon(error))
+                    .map(|s| (*s, StepError::abandon(r.error.clone().unwrap_or_default())))
             })
             .filter(|_| state.unwinding());
-        while let Some(step) = state.next_step() {
-            if lost.load(Ordering::SeqCst) {
-                return Err(FailoverError::LeaseLost { id: id.to_string() });
+        Ok(Replayed {
+            plan,
+            state,
+            outputs,
+            timings,
+            unwound,
+        })
+    }
+
+    /// Runs one action and journals how it went. `Some` when the operation
+    /// ends here (stopped, failed or refused); an action that fails in a
+    /// saga with a finally action unwinds to it instead.
+    async fn execute(
+        &self,
+        d: &Driving<'_>,
+        run: &mut Replayed,
+        step: Step,
+    ) -> Result<Option<(Step, StepError)>, FailoverError> {
+        let fenced = |e| self.store_error(d.id, e);
+        run.state = self.transition(d.id, &run.state, Event::Start(step))?;
+        let began = Utc::now();
+        self.store
+            .journal_step_started(d.lease, d.id, step.as_str(), seq(run.plan, step), began)
+            .await
+            .map_err(fenced)?;
+        run.timings.insert(step, (began, None));
+        crash_point(step, "started");
+        let ctx = Ctx {
+            config: &self.config,
+            store: &self.store,
+            params: d.params,
+            op_id: d.id,
+            op_started: d.op_started,
+            lease: d.lease,
+            outputs: &run.outputs,
+            timings: &run.timings,
+        };
+        let result = run_with_retries(step, &ctx, d.progress).await;
+        crash_point(step, "applied");
+        let ended = Utc::now();
+        match result {
+            Ok(entry) => {
+                run.state = self.transition(d.id, &run.state, Event::Done(step))?;
+                self.store
+                    .journal_step_ended(d.lease, d.id, step.as_str(), ended, Ok(&entry.encode()))
+                    .await
+                    .map_err(fenced)?;
+                run.outputs.insert(step, entry);
+                run.timings.insert(step, (began, Some(ended)));
+                (d.progress)(Progress::StepDone {
+                    step,
+                    took_ms: (ended - began).num_milliseconds().max(0) as u64,
+                });
+                crash_point(step, "done");
+                Ok(None)
             }
-            state = self.transition(id, &state, Event::Start(step))?;
-            let began = Utc::now();
+            Err(e) => {
+                let message = e.message();
+                (d.progress)(Progress::StepFailed {
+                    step,
+                    error: message.clone(),
+                });
+                run.state = self.transition(d.id, &run.state, Event::Fail(step))?;
+                self.store
+                    .journal_step_ended(d.lease, d.id, step.as_str(), ended, Err(&message))
+                    .await
+                    .map_err(fenced)?;
+                if !step.is_finally() && run.plan.iter().any(|s| s.is_finally()) {
+                    // Run the finally action (a drill's teardown) before
+                    // the operation ends failed.
+                    run.state = self.transition(d.id, &run.state, Event::Unwind)?;
+                    run.unwound = Some((step, e));
+                    return Ok(None);
+                }
+                Ok(Some((step, e)))
+            }
+        }
+    }
+
+    /// The operation ends at `step`, as its error says: stopped
+    /// (resumable) or failed (refused, or undone).
+    async fn finish_failed(
+        &self,
+        d: &Driving<'_>,
+        run: &Replayed,
+        (step, e): (Step, StepError),
+    ) -> Result<Outcome, FailoverError> {
+        let message = e.message();
+        let (event, status) = match e {
+            StepError::RetryInPlace(_) | StepError::StopResumable(_) => {
+                (Event::Stop, OpStatus::Stopped)
+            }
+            StepError::FailAndUnwind(_) | StepError::Refused { .. } => {
+                (Event::Abandon, OpStatus::Failed)
+            }
+        };
+        self.transition(d.id, &run.state, event)?;
+        self.store
+            .journal_operation_status(
+                d.lease,
+                d.id,
+                status.as_str(),
+                Utc::now(),
+                None,
+                Some(&message),
+            )
+            .await
+            .map_err(|e| self.store_error(d.id, e))?;
+        Err(ended_error(d.id, step, e, message))
+    }
+
+    /// Every action ran: the operation succeeded, or (it unwound to its
+    /// finally action) failed at the action that failed.
+    async fn finish(
+        &self,
+        id: &str,
+        params: &OperationParams,
+        lease: &Lease,
+        run: Replayed,
+    ) -> Result<Outcome, FailoverError> {
+        let fenced = |e| self.store_error(id, e);
+        if let Some((step, e)) = run.unwound {
+            let message = format!("{step} failed: {}; torn down", e.message());
+            self.transition(id, &run.state, Event::Abandon)?;
             self.store
-                .journal_step_started(lease, id, step.as_str(), seq(plan, step), began)
+                .journal_operation_status(
+                    lease,
+                    id,
+                    OpStatus::Failed.as_str(),
+                    Utc::now(),
+                    None,
+                    Some(&message),
+                )
                 .await
                 .map_err(fenced)?;
-            timings.insert(step, (began, None));
-            crash_point(step, "started");
-            let ctx = Ctx {
-                config: &self.config,
-                store: &self.store,
-                params,
-                op_id: id,
-                op_started,
-                lease,
-                outputs: &outputs,
-                timings: &timings,
+            // Refused stays refused; anything else failed, whatever it
+            // would have been without the unwinding.
+            let e = match e {
+                refused @ StepError::Refused { .. } => refused,
+                other => StepError::FailAndUnwind(other.message()),
             };
-            let result = run_with_retries(step, &ctx, progress).await;
-            crash_point(step, "applied");
-            let ended = Utc::now();
-            match result {
-                Ok(output) => {
-                    let text = serde_json::to_string(&output).expect("json encodes");
-                    state = self.transition(id, &state, Event::Done(step))?;
-                    self.store
-                        .journal_step_ended(lease, id, step.as_str(), ended, Ok(&text))
-                        .await
-                        .map_err(fenced)?;
-                    outputs.insert(step, output);
-                    timings.insert(step, (began, Some(ended)));
-                    progress(Progress::StepDone {
-                        step,
-                        took_ms: (ended - began).num_milliseconds().max(0) as u64,
-                    });
-                    crash_point(step, "done");
-                }
-                Err(e) => {
-                    progress(Progress::StepFailed {
-                        step,
-                        error: e.message.clone(),
-                    });
-                    state = self.transition(id, &state, Event::Fail(step))?;
-                    self.store
-                        .journal_step_ended(lease, id, step.as_str(), ended, Err(&e.message))
-                        .await
-                        .map_err(fenced)?;
-                    if !step.is_finally() && plan.iter().any(|s| s.is_finally()) {
-                        // Run the finally step (a drill's teardown) before
-                        // the operation ends failed.
-                        state = self.transition(id, &state, Event::Unwind)?;
-                        unwound = Some((step, e));
-                        continue;
-                    }
-                    let (event, status) = if e.abandon {
-                        (Event::Abandon, "failed")
-                    } else {
-                        (Event::Stop, "stopped")
-                    };
-                    self.transition(id, &state, event)?;
-                    self.store
-                        .journal_operation_status(lease, id, status, ended, None, Some(&e.message))
-                        .await
-                        .map_err(fenced)?;
-                    return Err(match e.refused {
-                        Some((blockers, overridable)) => FailoverError::Refused {
-                            blockers,
-                            overridable,
-                        },
-                        None if e.abandon => FailoverError::Failed {
-                            id: id.to_string(),
-                            step: step.to_string(),
-                            error: e.message,
-                        },
-                        None => FailoverError::Stopped {
-                            id: id.to_string(),
-                            step: step.to_string(),
-                            error: e.message,
-                        },
-                    });
-                }
-            }
+            return Err(ended_error(id, step, e, message));
         }
-        if let Some((step, e)) = unwound {
-            let message = format!("{step} failed: {}; torn down", e.message);
-            self.transition(id, &state, Event::Abandon)?;
-            self.store
-                .journal_operation_status(lease, id, "failed", Utc::now(), None, Some(&message))
-                .await
-                .map_err(fenced)?;
-            return Err(match e.refused {
-                Some((blockers, overridable)) => FailoverError::Refused {
-                    blockers,
-                    overridable,
-                },
-                None => FailoverError::Failed {
-                    id: id.to_string(),
-                    step: step.to_string(),
-                    error: message,
-                },
-            });
-        }
-        let measured: Option<Measured> = outputs
+        let measured: Option<Measured> = run
+            .outputs
             .get(&Step::Record)
-            .and_then(|v| serde_json::from_value(v.clone()).ok());
-        self.transition(id, &state, Event::Succeed)?;
+            .and_then(|e| e.read::<Measured>().ok())
+            .and_then(Action::done);
+        self.transition(id, &run.state, Event::Succeed)?;
         let result = measured
             .as_ref()
             .map(|m| serde_json::to_string(m).expect("json encodes"));
         self.store
-            .journal_operation_status(lease, id, "succeeded", Utc::now(), result.as_deref(), None)
+            .journal_operation_status(
+                lease,
+                id,
+                OpStatus::Succeeded.as_str(),
+                Utc::now(),
+                result.as_deref(),
+                None,
+            )
             .await
             .map_err(fenced)?;
         Ok(Outcome {
@@ -594,7 +647,8 @@ impl Engine {
             target: params.target.clone(),
             status: OpStatus::Succeeded,
             measured,
-            steps: self.store.journal(id).await?,
+            steps: readable(self.store.journal(id).await?),
+            outputs: run.outputs,
         })
     }
 
@@ -618,61 +672,60 @@ impl Engine {
     }
 }
 
+/// The journal replayed, as the driver carries it from action to action.
+struct Replayed {
+    plan: &'static [Step],
+    state: JournalState,
+    outputs: BTreeMap<Step, Entry>,
+    timings: Timings,
+    /// The action that failed while the operation unwinds to its finally
+    /// action, with its error.
+    unwound: Option<(Step, StepError)>,
+}
+
+/// What every action of one drive shares.
+struct Driving<'a> {
+    id: &'a str,
+    params: &'a OperationParams,
+    lease: &'a Lease,
+    op_started: DateTime<Utc>,
+    progress: &'a (dyn Fn(Progress) + Send + Sync),
+}
+
+/// The error an operation that ended at `step` returns.
+fn ended_error(id: &str, step: Step, e: StepError, message: String) -> FailoverError {
+    match e {
+        StepError::Refused {
+            blockers,
+            overridable,
+        } => FailoverError::Refused {
+            blockers,
+            overridable,
+        },
+        StepError::FailAndUnwind(_) => FailoverError::Failed {
+            id: id.to_string(),
+            step: step.to_string(),
+            error: message,
+        },
+        StepError::RetryInPlace(_) | StepError::StopResumable(_) => FailoverError::Stopped {
+            id: id.to_string(),
+            step: step.to_string(),
+            error: message,
+        },
+    }
+}
+
+/// Journal rows as people read them: each output as the action's own
+/// JSON, not its envelope.
+fn readable(mut records: Vec<StepRecord>) -> Vec<StepRecord> {
+    for r in &mut records {
+        if let Some(text) = &r.output {
+            r.output = Some(view_output(text).to_string());
+        }
+    }
+    records
+}
+
 fn seq(plan: &[Step], step: Step) -> i64 {
     plan.iter().position(|s| *s == step).unwrap_or(0) as i64
-}
-
-/// A host-local operation driven from another host than the one it was
-/// started on: it would act on this host's files (another server's data
-/// directory at the same path). Refused at every step, resumably there.
-fn wrong_host(p: &OperationParams) -> Option<StepError> {
-    let here = crate::this_host();
-    match &p.host {
-        Some(host) if *host != here => Some(StepError::stop(format!(
-            "this {} acts on files of host {host}, and this is {here}: resume it on {host}",
-            p.kind.as_str()
-        ))),
-        _ => None,
-    }
-}
-
-async fn run_with_retries(
-    step: Step,
-    ctx: &Ctx<'_>,
-    progress: &(dyn Fn(Progress) + Send + Sync),
-) -> Result<Value, StepError> {
-    let mut backoff = FIRST_BACKOFF;
-    for attempt in 1..=STEP_RETRIES {
-        progress(Progress::StepStarted { step, attempt });
-        if let Some(e) = injected_failure(step) {
-            return Err(e);
-        }
-        // Every attempt starts from a fenced check: a driver that woke up
-        // after a takeover acts on nothing (the steps check again right
-        // before each external action).
-        let result = match wrong_host(ctx.params) {
-            Some(e) => Err(e),
-            None => ctx.check_lease("starting the step").await,
-        };
-        let result = match result {
-            // Boxed: the steps' futures nest deeply, and every caller of the
-            // engine would otherwise carry their whole layout.
-            Ok(()) => Box::pin(steps::run(step, ctx)).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Err(e) if e.retryable && attempt < STEP_RETRIES => {
-                progress(Progress::StepRetrying {
-                    step,
-                    error: e.message.clone(),
-                    in_ms: backoff.as_millis() as u64,
-                });
-                tracing::warn!(%step, attempt, error = %e.message, "step failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-            }
-            other => return other,
-        }
-    }
-    unreachable!("the last attempt returns")
 }

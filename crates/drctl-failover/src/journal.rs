@@ -6,60 +6,9 @@
 //! store. Rebuilding the state from stored records ([`JournalState::from_records`])
 //! is what a resuming driver does.
 
-use serde::{Deserialize, Serialize};
-
 use crate::Step;
 
-/// Where an operation stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OpStatus {
-    /// A driver holds (or held, and died holding) the lease and works on it.
-    Running,
-    /// A step failed; nothing is half-applied and a resume continues it.
-    Stopped,
-    /// Ended without reaching its goal (refused, or undone).
-    Failed,
-    Succeeded,
-}
-
-impl OpStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OpStatus::Running => "running",
-            OpStatus::Stopped => "stopped",
-            OpStatus::Failed => "failed",
-            OpStatus::Succeeded => "succeeded",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<OpStatus> {
-        Some(match s {
-            "running" => OpStatus::Running,
-            "stopped" => OpStatus::Stopped,
-            "failed" => OpStatus::Failed,
-            "succeeded" => OpStatus::Succeeded,
-            _ => return None,
-        })
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(self, OpStatus::Failed | OpStatus::Succeeded)
-    }
-}
-
-/// Where a step stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepState {
-    Pending,
-    Started,
-    Done,
-    Failed,
-    /// Not run: an earlier step failed and the operation unwound to its
-    /// finally step (a drill's teardown).
-    Skipped,
-}
+pub use drctl_store::states::{OpStatus, StepState};
 
 /// What happens to an operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,17 +60,15 @@ impl JournalState {
     pub fn from_records(
         plan: &[Step],
         status: OpStatus,
-        records: &[(String, String)],
+        records: &[(String, StepState)],
     ) -> JournalState {
         let mut state = JournalState::new(plan);
         state.status = status;
         for (step, st) in &mut state.steps {
             if let Some((_, s)) = records.iter().find(|(name, _)| name == step.as_str()) {
-                *st = match s.as_str() {
-                    "started" => StepState::Started,
-                    "done" => StepState::Done,
-                    "failed" => StepState::Failed,
-                    _ => StepState::Pending,
+                *st = match s {
+                    StepState::Started | StepState::Done | StepState::Failed => *s,
+                    StepState::Pending | StepState::Skipped => StepState::Pending,
                 };
             }
         }
@@ -250,7 +197,7 @@ fn set(state: &mut JournalState, step: Step, to: StepState) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::OperationKind;
+    use crate::{OperationKind, OperationSaga};
 
     fn plan() -> Vec<Step> {
         OperationKind::Failover.steps().to_vec()
@@ -357,10 +304,10 @@ mod tests {
     #[test]
     fn a_drill_driver_dying_in_its_teardown_resumes_the_teardown() {
         let records = vec![
-            ("plan".to_string(), "done".to_string()),
-            ("lease".to_string(), "done".to_string()),
-            ("clone_standby".to_string(), "failed".to_string()),
-            ("teardown".to_string(), "started".to_string()),
+            ("plan".to_string(), StepState::Done),
+            ("lease".to_string(), StepState::Done),
+            ("clone_standby".to_string(), StepState::Failed),
+            ("teardown".to_string(), StepState::Started),
         ];
         let s =
             JournalState::from_records(OperationKind::Drill.steps(), OpStatus::Running, &records);
@@ -371,9 +318,9 @@ mod tests {
     #[test]
     fn a_crashed_step_is_rerun_after_rebuilding_from_records() {
         let records = vec![
-            ("plan".to_string(), "done".to_string()),
-            ("lease".to_string(), "done".to_string()),
-            ("fence_source".to_string(), "started".to_string()),
+            ("plan".to_string(), StepState::Done),
+            ("lease".to_string(), StepState::Done),
+            ("fence_source".to_string(), StepState::Started),
         ];
         let s = JournalState::from_records(&plan(), OpStatus::Running, &records);
         assert_eq!(s.next_step(), Some(Step::FenceSource));

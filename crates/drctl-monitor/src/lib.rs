@@ -548,14 +548,14 @@ impl Monitor {
                 let proof = ops
                     .iter()
                     .filter(|o| {
-                        o.status == "succeeded"
+                        o.status == drctl_store::states::OpStatus::Succeeded
                             && o.target.as_deref() == Some(svc.cluster.as_str())
-                            && matches!(o.kind.as_str(), "failover" | "switchover" | "drill")
+                            && o.kind.moves_a_service()
                     })
                     .filter_map(|o| Some((o, o.ended_at?)))
                     .max_by_key(|(_, at)| *at)
                     .map(|(o, at)| compliance::Proof {
-                        kind: o.kind.clone(),
+                        kind: o.kind.to_string(),
                         id: o.id.clone(),
                         at,
                     });
@@ -565,9 +565,9 @@ impl Monitor {
                 let newest = ops
                     .iter()
                     .filter(|o| {
-                        o.status == "succeeded"
+                        o.status == drctl_store::states::OpStatus::Succeeded
                             && o.target.as_deref() == Some(svc.cluster.as_str())
-                            && matches!(o.kind.as_str(), "failover" | "switchover" | "drill")
+                            && o.kind.moves_a_service()
                     })
                     .filter_map(|o| {
                         let rto_ms =

@@ -480,16 +480,12 @@ async fn service_report(
         .filter(|o| {
             in_period(o.started_at)
                 && (o.service.as_deref() == Some(svc.name.as_str())
-                    || (o.target.as_deref() == Some(svc.cluster.as_str())
-                        && matches!(
-                            o.kind.as_str(),
-                            "failover" | "switchover" | "drill" | "rejoin" | "recover"
-                        )))
+                    || (o.target.as_deref() == Some(svc.cluster.as_str()) && o.kind.is_journaled()))
         })
         .map(|o| OperationEntry {
             id: o.id.clone(),
-            kind: o.kind.clone(),
-            status: o.status.clone(),
+            kind: o.kind.to_string(),
+            status: o.status.to_string(),
             started_at: o.started_at,
             ended_at: o.ended_at,
             rpo_s: result_f64(&o.result, "rpo_us").map(|u| u / 1e6),
@@ -504,9 +500,9 @@ async fn service_report(
         operations
             .iter()
             .filter(|o| {
-                o.status == "succeeded"
+                o.status == drctl_store::states::OpStatus::Succeeded
                     && o.target.as_deref() == Some(svc.cluster.as_str())
-                    && matches!(o.kind.as_str(), "failover" | "switchover" | "drill")
+                    && o.kind.moves_a_service()
             })
             .filter_map(|o| o.ended_at)
             .collect()

@@ -16,6 +16,7 @@ use sqlx::Row;
 
 use crate::lag::{from_us, to_us};
 use crate::operation::OperationRecord;
+use crate::states::{OperationKind, StepState};
 use crate::{query_error, Backend, Lease, Result, Store, StoreError};
 
 /// One step of an operation as journaled.
@@ -26,7 +27,7 @@ pub struct StepRecord {
     /// Position of the step in the operation's plan.
     pub seq: i64,
     /// `started`, `done` or `failed`.
-    pub status: String,
+    pub status: StepState,
     /// How many times the step was started (more than 1 after a resume or
     /// a retry).
     pub attempts: i64,
@@ -57,7 +58,7 @@ fn step_from_row(r: &AnyRow) -> std::result::Result<StepRecord, sqlx::Error> {
         operation_id: r.try_get(0)?,
         step: r.try_get(1)?,
         seq: r.try_get(2)?,
-        status: r.try_get(3)?,
+        status: crate::operation::parse_column(r, 3, "status")?,
         attempts: r.try_get(4)?,
         started_at: from_us(r.try_get(5)?),
         ended_at: r.try_get::<Option<i64>, _>(6)?.map(from_us),
@@ -97,8 +98,17 @@ fn held(backend: Backend, name: usize, holder: usize, token: usize) -> String {
     )
 }
 
-/// Kinds of operation the journal drives (as stored in `operations.kind`).
-pub const JOURNALED_KINDS: &str = "('failover', 'switchover', 'drill', 'recover', 'rejoin')";
+/// Kinds of operation the journal drives, as an SQL list of their stored
+/// names (from the one list of kinds, [`OperationKind`]).
+fn journaled_kinds() -> String {
+    use strum::VariantArray;
+    let names: Vec<String> = OperationKind::VARIANTS
+        .iter()
+        .filter(|k| k.is_journaled())
+        .map(|k| format!("'{}'", k.as_str()))
+        .collect();
+    format!("({})", names.join(", "))
+}
 
 impl Store {
     fn lease_lost(lease: &Lease) -> StoreError {
@@ -187,9 +197,10 @@ impl Store {
     /// abandoned ones on start).
     pub async fn unfinished_operations(&self) -> Result<Vec<OperationRecord>> {
         let rows = sqlx::query(&format!(
-            "SELECT {} FROM operations WHERE kind IN {JOURNALED_KINDS} \
+            "SELECT {} FROM operations WHERE kind IN {} \
              AND status IN ('running', 'stopped') ORDER BY started_at_us",
-            crate::operation::COLUMNS
+            crate::operation::COLUMNS,
+            journaled_kinds()
         ))
         .fetch_all(self.pool())
         .await

@@ -7,20 +7,21 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::lag::{from_us, to_us};
+use crate::states::{OpStatus, OperationKind};
 use crate::{query_error, Result, Store};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OperationRecord {
     pub id: String,
-    /// `backup`, `verify`, `restore_test`; `failover`, `switchover`, `drill`
-    /// (journaled, see [`crate::StepRecord`]).
-    pub kind: String,
+    /// A job (`backup`, `verify`, `restore_test`) or a journaled operation
+    /// (see [`crate::StepRecord`]).
+    pub kind: OperationKind,
     pub service: Option<String>,
     /// What it acts on besides the service (e.g. a backup id).
     pub target: Option<String>,
     /// `running`, `succeeded` or `failed`; journaled operations can also be
     /// `stopped` (a step failed; resumable).
-    pub status: String,
+    pub status: OpStatus,
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
     /// The latest progress report (JSON).
@@ -36,15 +37,29 @@ pub(crate) const COLUMNS: &str =
 pub(crate) fn from_row(r: &AnyRow) -> std::result::Result<OperationRecord, sqlx::Error> {
     Ok(OperationRecord {
         id: r.try_get(0)?,
-        kind: r.try_get(1)?,
+        kind: parse_column(r, 1, "kind")?,
         service: r.try_get(2)?,
         target: r.try_get(3)?,
-        status: r.try_get(4)?,
+        status: parse_column(r, 4, "status")?,
         started_at: from_us(r.try_get(5)?),
         ended_at: r.try_get::<Option<i64>, _>(6)?.map(from_us),
         progress: r.try_get(7)?,
         result: r.try_get(8)?,
         error: r.try_get(9)?,
+    })
+}
+
+/// A state column, parsed into its enum: a name no drctl wrote is a decode
+/// error naming the column, not a silent default.
+pub(crate) fn parse_column<T: std::str::FromStr>(
+    r: &AnyRow,
+    index: usize,
+    column: &str,
+) -> std::result::Result<T, sqlx::Error> {
+    let text: String = r.try_get(index)?;
+    text.parse().map_err(|_| sqlx::Error::ColumnDecode {
+        index: column.to_string(),
+        source: format!("{text:?} is not a known {column}").into(),
     })
 }
 

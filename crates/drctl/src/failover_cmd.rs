@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use drctl_failover::{Engine, OperationKind, PlanReport, Progress, Request};
+use drctl_failover::{Engine, OperationKind, OperationSaga, PlanReport, Progress, Request};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -30,9 +30,12 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
     let engine = Engine::new(config, store.clone());
     let output = args.output;
 
+    // The request is built once; the plan the operator confirms is the
+    // plan the engine executes (`run_plan`), never a recomputed one.
+    let req = args.service.clone().map(|s| request(kind, &args, s));
     if args.dry_run {
-        let service = args.service.clone().expect("clap requires it");
-        let plan = engine.plan(&request(kind, &args, service)).await?;
+        let req = req.as_ref().expect("clap requires a service");
+        let plan = engine.plan(req).await?;
         let blocked = !plan.standing(args.accept_data_loss).is_empty();
         match output {
             OutputFormat::Json => print_json(&json!({ "plan": plan, "blocked": blocked }))?,
@@ -45,15 +48,12 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
         };
     }
 
-    if kind != OperationKind::Drill && args.resume.is_none() && !args.yes {
-        let service = args.service.clone().expect("clap requires it");
-        confirm(
-            &engine,
-            &request(kind, &args, service),
-            args.accept_data_loss,
-        )
-        .await?;
-    }
+    let confirmed = match &req {
+        Some(req) if kind != OperationKind::Drill && args.resume.is_none() && !args.yes => {
+            Some(confirm(&engine, req, args.accept_data_loss).await?)
+        }
+        _ => None,
+    };
 
     match (&args.resume, &args.service) {
         (Some(id), _) => {
@@ -109,12 +109,11 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
             l.lock().unwrap().push(format!("  ✗ {step:<15} {error}"));
         }
     };
-    let result = match &args.resume {
-        Some(id) => engine.resume(id, args.wait, &progress).await,
-        None => {
-            let service = args.service.clone().expect("clap requires it");
-            engine.run(&request(kind, &args, service), &progress).await
-        }
+    let result = match (&args.resume, &req, confirmed) {
+        (Some(id), _, _) => engine.resume(id, args.wait, &progress).await,
+        (None, Some(req), Some(plan)) => engine.run_plan(req, plan, &progress).await,
+        (None, Some(req), None) => engine.run(req, &progress).await,
+        (None, None, _) => unreachable!("clap requires a service or --resume"),
     };
     bar.finish_and_clear();
     if output == OutputFormat::Table {
@@ -128,13 +127,9 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
                 OutputFormat::Json => print_json(&json!({ "operation": outcome }))?,
                 OutputFormat::Table if outcome.kind == OperationKind::Rejoin => {
                     let how = outcome
-                        .steps
-                        .iter()
-                        .find(|s| s.step == "rewind")
-                        .and_then(|s| s.output.as_deref())
-                        .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok())
-                        .and_then(|v| v.get("method").and_then(|m| m.as_str()).map(str::to_string))
-                        .unwrap_or_else(|| "nothing to do".into());
+                        .output::<drctl_failover::Rejoined>(drctl_failover::Step::Record)
+                        .and_then(|r| r.method)
+                        .map_or_else(|| "nothing to do".into(), |m| m.to_string());
                     println!(
                         "rejoin {} succeeded: {} is a streaming standby again ({how})",
                         outcome.id, outcome.target
@@ -185,7 +180,8 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
 /// A failover or switchover changes production: on a terminal, show the
 /// plan and ask; elsewhere, insist on `--yes` (a script that forgot it must
 /// not fail a shop over).
-async fn confirm(engine: &Engine, req: &Request, accept: bool) -> anyhow::Result<()> {
+/// Shows the plan and asks; the plan shown is returned, to be executed.
+async fn confirm(engine: &Engine, req: &Request, accept: bool) -> anyhow::Result<PlanReport> {
     use std::io::{BufRead, IsTerminal, Write};
     let what = format!("{} of {}", req.kind.as_str(), req.service);
     if !std::io::stdin().is_terminal() {
@@ -197,14 +193,14 @@ async fn confirm(engine: &Engine, req: &Request, accept: bool) -> anyhow::Result
     eprint!("{}", render_plan(&plan, accept));
     if !plan.standing(accept).is_empty() {
         // The run refuses anyway, and records why.
-        return Ok(());
+        return Ok(plan);
     }
     eprint!("Start the {what} now? [y/N] ");
     std::io::stderr().flush()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
     if matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
-        Ok(())
+        Ok(plan)
     } else {
         eprintln!("nothing done");
         Err(Reported(1).into())
@@ -323,9 +319,9 @@ pub async fn operations(args: OperationsArgs) -> anyhow::Result<()> {
                         .map(|o| {
                             vec![
                                 o.id.clone(),
-                                o.kind.clone(),
+                                o.kind.to_string(),
                                 o.service.clone().unwrap_or_default(),
-                                o.status.clone(),
+                                o.status.to_string(),
                                 o.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                                 o.ended_at.map_or("-".into(), |e| {
                                     secs_ms(Some(
@@ -350,7 +346,14 @@ pub async fn operations(args: OperationsArgs) -> anyhow::Result<()> {
             let op = store.operation(&id).await?.ok_or_else(|| {
                 anyhow::anyhow!("no operation {id} (see `drctl operations list`)")
             })?;
-            let steps = store.journal(&id).await?;
+            let mut steps = store.journal(&id).await?;
+            // Each action's own output, not the journal's envelope.
+            for s in &mut steps {
+                s.output = s
+                    .output
+                    .as_deref()
+                    .map(|t| drctl_failover::view_output(t).to_string());
+            }
             match output {
                 OutputFormat::Json => print_json(&json!({ "operation": op, "steps": steps }))?,
                 OutputFormat::Table => {
@@ -369,7 +372,7 @@ pub async fn operations(args: OperationsArgs) -> anyhow::Result<()> {
                         .map(|s| {
                             vec![
                                 s.step.clone(),
-                                s.status.clone(),
+                                s.status.to_string(),
                                 s.attempts.to_string(),
                                 format!(
                                     "+{}",

@@ -16,68 +16,111 @@
 //! its own server). A fresh clone happens only when pg_rewind reports a
 //! divergence it cannot mend, and moves the old directory aside.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use drctl_config::{Config, Service};
+use drctl_config::Service;
 use drctl_pg::{Lsn, PgCluster};
-use drctl_store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{Blocker, LocalNode, OperationParams, PlanReport};
-use crate::steps::{self, blocking, Ctx, StepError, StepResult};
+use super::actions;
+use super::ctx::{blocking, pg_bin, ActionResult, Ctx, StepError};
+use super::output::{Action, Entry};
+use crate::node::local_system_identifier;
+use crate::plan::PlanReport;
 use crate::Step;
 
 const REACH: Duration = Duration::from_secs(5);
 const CATCH_UP: Duration = Duration::from_secs(20);
 
-pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> StepResult {
-    if step == Step::Plan {
-        let report = make_plan(ctx.config, ctx.store, ctx.params).await;
-        let standing = report.standing(false);
-        if !standing.is_empty() {
-            let text = standing.iter().map(|b| b.message.clone()).collect();
-            return Err(StepError::refused(text, false));
-        }
-        return steps::to_value(&report);
-    }
-    if step == Step::Lease {
-        return steps::to_value(&serde_json::json!({
-            "holder": ctx.lease.holder, "token": ctx.lease.token, "lease": ctx.lease.name,
-        }));
+/// The actions of a rejoin, in order.
+pub(crate) const STEPS: &[Step] = &[
+    Step::Plan,
+    Step::Lease,
+    Step::StopNode,
+    Step::Rewind,
+    Step::ConfigureStandby,
+    Step::StartNode,
+    Step::CatchUp,
+    Step::Record,
+];
+
+/// Runs one action of a rejoin.
+pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> Result<Entry, StepError> {
+    match step {
+        // A rejoin discards nothing the service still has: no data-loss
+        // override applies.
+        Step::Plan => return actions::record(plan(ctx).await),
+        Step::Lease => return actions::record(actions::lease(ctx)),
+        _ => {}
     }
     let plan: PlanReport = ctx.output(Step::Plan)?;
     if already_standby(&plan) && step != Step::Record {
-        return steps::skipped("already a standby of the primary");
+        return actions::record(Ok(Action::<()>::skipped(
+            "already a standby of the primary",
+        )));
     }
     if step != Step::Record && step != Step::CatchUp {
         same_server(&plan, step)?;
     }
     match step {
-        Step::StopNode => stop_node(ctx).await,
-        Step::Rewind => rewind(ctx).await,
-        Step::ConfigureStandby => configure(ctx).await,
-        Step::StartNode => start_node(ctx).await,
-        Step::CatchUp => streaming(ctx).await,
-        Step::Record => steps::to_value(&serde_json::json!({
-            "rejoined": ctx.params.target,
-            "streams_from": ctx.params.source,
-            "method": ctx.outputs.get(&Step::Rewind).and_then(|v| v.get("method")).cloned(),
-        })),
-        other => Err(StepError::abandon(format!("a rejoin has no step {other}"))),
+        Step::StopNode => actions::record(stop_node(ctx).await),
+        Step::Rewind => actions::record(rewind(ctx).await),
+        Step::ConfigureStandby => actions::record(configure(ctx).await),
+        Step::StartNode => actions::record(start_node(ctx).await),
+        Step::CatchUp => actions::record(streaming(ctx).await),
+        Step::Record => actions::record(record(ctx)),
+        other => Err(actions::not_in_saga(ctx, other)),
     }
+}
+
+async fn plan(ctx: &Ctx<'_>) -> ActionResult<PlanReport> {
+    let mut report = crate::plan::make_plan(ctx.config, ctx.store, ctx.params).await;
+    report.steps = STEPS.to_vec();
+    actions::executed_plan(ctx, report, false)
+}
+
+/// What a rejoin did, for the operator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Rejoined {
+    pub rejoined: String,
+    pub streams_from: String,
+    /// How: a rewind or a fresh clone; `None` when it was already a
+    /// standby.
+    pub method: Option<RejoinMethod>,
+}
+
+/// How the old primary became a standby again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejoinMethod {
+    /// pg_rewind onto the new primary's timeline.
+    Rewind,
+    /// A fresh clone (the old directory moved aside).
+    Clone,
+}
+
+impl std::fmt::Display for RejoinMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RejoinMethod::Rewind => "rewind",
+            RejoinMethod::Clone => "clone",
+        })
+    }
+}
+
+fn record(ctx: &Ctx<'_>) -> ActionResult<Rejoined> {
+    Ok(Action::Done(Rejoined {
+        rejoined: ctx.params.target.clone(),
+        streams_from: ctx.params.source.clone(),
+        method: ctx
+            .lookup::<Rewound>(Step::Rewind)?
+            .done()
+            .map(|r| r.method),
+    }))
 }
 
 fn already_standby(plan: &PlanReport) -> bool {
     plan.target_state.is_some_and(|t| t.in_recovery) && plan.fence.starts_with("already")
-}
-
-/// The database system identifier in `data_dir`'s `global/pg_control`:
-/// its first field, a 64-bit number in the host's byte order. `None` when
-/// there is no control file.
-fn local_system_identifier(data_dir: &std::path::Path) -> Option<u64> {
-    let bytes = std::fs::read(data_dir.join("global/pg_control")).ok()?;
-    Some(u64::from_ne_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
 /// The step runs on the host the plan was made on, against the database
@@ -121,8 +164,8 @@ fn local_cluster(ctx: &Ctx<'_>) -> Result<PgCluster, StepError> {
     let dir = node(service, &ctx.params.target)
         .and_then(|n| n.data_dir.clone())
         .ok_or_else(|| StepError::abandon(format!("{} has no data_dir", ctx.params.target)))?;
-    let bin = steps::pg_bin()?;
-    Ok(PgCluster::new(
+    let bin = pg_bin()?;
+    Ok(crate::node::local_server(
         format!("{}@{}", ctx.params.cluster, ctx.params.target),
         dir,
         0,
@@ -153,150 +196,29 @@ fn primary_conninfo(service: &Service, primary: &str, standby: &str) -> Result<S
     })
 }
 
-pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParams) -> PlanReport {
-    let service = config.service(&p.service);
-    let mut blockers = Vec::new();
-    let mut block = |code: &str, message: String| {
-        blockers.push(Blocker {
-            code: code.into(),
-            message,
-            overridable: false,
-        })
-    };
-    if p.source == p.target {
-        block(
-            "same_region",
-            format!("{} is the primary: there is nothing to rejoin", p.target),
-        );
-    }
-    let read = |region: String| async move { steps::read_state(service, &region, REACH).await };
-    let (primary, old) = tokio::join!(read(p.source.clone()), read(p.target.clone()));
-    match &primary {
-        Err(e) => block(
-            "primary_unreachable",
-            format!("the primary {}@{} is unreachable: {e}", p.cluster, p.source),
-        ),
-        Ok(s) if !s.writable() => block(
-            "primary_not_writable",
-            format!(
-                "{}@{} is not a writable primary (in recovery: {}, read-only: {})",
-                p.cluster, p.source, s.in_recovery, s.read_only
-            ),
-        ),
-        Ok(_) => {}
-    }
-    if let Ok(o) = &old {
-        if o.writable() {
-            block(
-                "second_writable_primary",
-                format!("{}@{} takes writes: fence it first (the daemon's watchdog does) — stopping it now would drop its clients' writes", p.cluster, p.target),
-            );
-        }
-    }
-    let data_dir: Option<PathBuf> = service
-        .and_then(|s| node(s, &p.target))
-        .and_then(|n| n.data_dir.clone());
-    match &data_dir {
-        None => block(
-            "no_data_dir",
-            format!("[services.postgres.{}] has no data_dir: drctl rejoin needs the server's data directory", p.target),
-        ),
-        Some(d) if !d.join("PG_VERSION").exists() => block(
-            "data_dir_not_here",
-            format!("{} is not a PostgreSQL data directory on this host: run drctl rejoin on the host of {}", d.display(), p.target),
-        ),
-        Some(_) => {}
-    }
-    // The database in the data directory must be a copy of the primary's
-    // (physical copies share the system identifier): anything else is
-    // another cluster's server at the same path.
-    let local_id = data_dir.as_deref().and_then(local_system_identifier);
-    let primary_id = match (service, primary.is_ok()) {
-        (Some(s), true) => match steps::endpoint(s, &p.source, REACH) {
-            Ok(ep) => {
-                let id = ep.system_identifier().await.ok();
-                ep.close().await;
-                id
-            }
-            Err(_) => None,
-        },
-        _ => None,
-    };
-    match (local_id, primary_id) {
-        (Some(l), Some(pid)) if l != pid => block(
-            "other_database",
-            format!(
-                "{} holds database {l}, not a copy of the primary {}@{} (database {pid}): it is another server's data; refusing to touch it",
-                data_dir.as_deref().map_or("?".into(), |d| d.display().to_string()),
-                p.cluster,
-                p.source
-            ),
-        ),
-        (None, _) if data_dir.as_deref().is_some_and(|d| d.join("PG_VERSION").exists()) => block(
-            "no_control_file",
-            format!(
-                "{} has no readable global/pg_control: cannot tell which database it holds",
-                data_dir.as_deref().map_or("?".into(), |d| d.display().to_string())
-            ),
-        ),
-        (Some(_), None) if primary.is_ok() => block(
-            "primary_identity_unknown",
-            format!("cannot read the system identifier of the primary {}@{}", p.cluster, p.source),
-        ),
-        _ => {}
-    }
-    let standby_already = old.as_ref().is_ok_and(|o| o.in_recovery);
-    let past = store.operations(500).await.unwrap_or_default();
-    let targets = service
-        .map(|s| s.targets)
-        .unwrap_or_else(|| config.tiers.get(drctl_config::Tier::Hot));
-    PlanReport {
-        source_state: primary.as_ref().ok().copied(),
-        source_error: primary.err(),
-        target_state: old.as_ref().ok().copied(),
-        target_error: old.err(),
-        expected_loss_us: None,
-        expected_loss_bytes: None,
-        expected_loss_basis: "a rejoin discards only what the old primary wrote after the new one took over (already lost to the service)".into(),
-        dns: Vec::new(),
-        fence: if standby_already {
-            format!("already a standby: {} needs nothing", p.target)
-        } else {
-            format!(
-                "stop {} ({}), pg_rewind onto {} (a fresh clone, the old directory moved aside, only if pg_rewind reports a divergence it cannot mend), start it as its standby",
-                p.target,
-                data_dir.as_ref().map_or("?".into(), |d| d.display().to_string()),
-                p.source
-            )
-        },
-        blockers,
-        local: data_dir.as_ref().map(|d| LocalNode {
-            host: crate::this_host(),
-            data_dir: d.display().to_string(),
-            system_identifier: local_id.map(|i| i.to_string()),
-        }),
-        ..PlanReport::skeleton(p, targets, &past)
-    }
+/// Whether the server was running when it was stopped.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Stopped {
+    pub was_running: bool,
 }
 
-async fn stop_node(ctx: &Ctx<'_>) -> StepResult {
+async fn stop_node(ctx: &Ctx<'_>) -> ActionResult<Stopped> {
     let cluster = local_cluster(ctx)?;
     let was_running = cluster.is_running();
     ctx.check_lease("stopping the server").await?;
     let c = cluster.clone();
     blocking(move || c.stop("fast").map_err(|e| e.to_string())).await?;
-    steps::to_value(&serde_json::json!({ "was_running": was_running }))
+    Ok(Action::Done(Stopped { was_running }))
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct Rewound {
-    /// `rewind` or `clone`.
-    method: String,
-    rewind_error: Option<String>,
-    took_ms: u64,
+pub(crate) struct Rewound {
+    pub method: RejoinMethod,
+    pub rewind_error: Option<String>,
+    pub took_ms: u64,
 }
 
-async fn rewind(ctx: &Ctx<'_>) -> StepResult {
+async fn rewind(ctx: &Ctx<'_>) -> ActionResult<Rewound> {
     let service = ctx.service()?;
     let cluster = local_cluster(ctx)?;
     let source_dsn = endpoint_dsn(service, &ctx.params.source)?;
@@ -326,7 +248,7 @@ async fn rewind(ctx: &Ctx<'_>) -> StepResult {
             c.rewind(&source_dsn).map(|_| ()).map_err(|e| e.to_string())
         };
         let (method, rewind_error) = match rewound {
-            Ok(()) => ("rewind", None),
+            Ok(()) => (RejoinMethod::Rewind, None),
             Err(e) if half_cloned || rewind_diverged(&e) => {
                 // Diverged beyond what pg_rewind can mend (no wal_log_hints
                 // or checksums, missing WAL): start over from a copy; the
@@ -334,7 +256,7 @@ async fn rewind(ctx: &Ctx<'_>) -> StepResult {
                 c.reclone(&clone_dsn).map_err(|e2| {
                     format!("pg_rewind failed ({e}) and so did a fresh clone: {e2}")
                 })?;
-                ("clone", Some(e))
+                (RejoinMethod::Clone, Some(e))
             }
             // Anything else (the primary unreachable, a permission, a full
             // disk) may pass: the data directory stays as it is.
@@ -346,16 +268,16 @@ async fn rewind(ctx: &Ctx<'_>) -> StepResult {
         };
         c.restore_config().map_err(|e| e.to_string())?;
         Ok(Rewound {
-            method: method.into(),
+            method,
             rewind_error,
             took_ms: 0,
         })
     })
     .await?;
-    steps::to_value(&Rewound {
+    Ok(Action::Done(Rewound {
         took_ms: started.elapsed().as_millis() as u64,
         ..out
-    })
+    }))
 }
 
 /// pg_rewind's own words for a divergence it cannot mend, the only case a
@@ -384,7 +306,13 @@ fn endpoint_dsn(service: &Service, region: &str) -> Result<String, StepError> {
         .to_string())
 }
 
-async fn configure(ctx: &Ctx<'_>) -> StepResult {
+/// Whom the server is now configured to stream from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Configured {
+    pub standby_of: String,
+}
+
+async fn configure(ctx: &Ctx<'_>) -> ActionResult<Configured> {
     let service = ctx.service()?;
     let cluster = local_cluster(ctx)?;
     let conninfo = primary_conninfo(service, &ctx.params.source, &ctx.params.target)
@@ -396,10 +324,18 @@ async fn configure(ctx: &Ctx<'_>) -> StepResult {
         Ok(())
     })
     .await?;
-    steps::to_value(&serde_json::json!({ "standby_of": ctx.params.source }))
+    Ok(Action::Done(Configured {
+        standby_of: ctx.params.source.clone(),
+    }))
 }
 
-async fn start_node(ctx: &Ctx<'_>) -> StepResult {
+/// The server was started (or already ran).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct NodeStarted {
+    pub started: bool,
+}
+
+async fn start_node(ctx: &Ctx<'_>) -> ActionResult<NodeStarted> {
     let cluster = local_cluster(ctx)?;
     let c = cluster.clone();
     blocking(move || {
@@ -409,12 +345,20 @@ async fn start_node(ctx: &Ctx<'_>) -> StepResult {
         Ok(())
     })
     .await?;
-    steps::to_value(&serde_json::json!({ "started": true }))
+    Ok(Action::Done(NodeStarted { started: true }))
 }
 
 /// Streams from the primary and has replayed what the primary had when the
 /// wait began.
-async fn streaming(ctx: &Ctx<'_>) -> StepResult {
+/// The rejoined server streams and has replayed up to `goal`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Streaming {
+    pub goal: Lsn,
+    pub replayed: Option<Lsn>,
+    pub waited_ms: u64,
+}
+
+async fn streaming(ctx: &Ctx<'_>) -> ActionResult<Streaming> {
     let p = ctx.params;
     let primary = ctx.endpoint(&p.source, REACH)?;
     // The flushed position (the insert position may run ahead of what any
@@ -449,10 +393,10 @@ async fn streaming(ctx: &Ctx<'_>) -> StepResult {
             p.cluster, p.target
         )));
     }
-    steps::to_value(&serde_json::json!({
-        "goal": goal,
-        "replayed": last.map(|l| l.1),
-        "waited_ms": started.elapsed().as_millis() as u64,
+    Ok(Action::Done(Streaming {
+        goal,
+        replayed: last.map(|l| l.1),
+        waited_ms: started.elapsed().as_millis() as u64,
     }))
 }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::{measure::Measured, OperationKind, Step};
 
 /// What a driver needs to run (or resume) an operation: stored with it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OperationParams {
     pub kind: OperationKind,
     /// The service named in the request; the operation acts on its cluster.
@@ -37,6 +37,12 @@ pub struct OperationParams {
     /// on: only a driver there may run or resume it.
     #[serde(default)]
     pub host: Option<String>,
+    /// The plan the operator confirmed (`drctl failover` at its prompt, or
+    /// an API caller passing its dry run's plan back): the Plan action
+    /// executes exactly this one, and refuses when it went stale in a way
+    /// that matters. `None`: the plan the Plan action makes is the one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_plan: Option<Box<PlanReport>>,
 }
 
 /// A reason not to run.
@@ -116,7 +122,8 @@ impl PlanReport {
             members: p.members.clone(),
             source: p.source.clone(),
             target: p.target.clone(),
-            steps: p.kind.steps().to_vec(),
+            // The saga fills in its list (plan does not depend on it).
+            steps: Vec::new(),
             source_state: None,
             source_error: None,
             target_state: None,
@@ -217,9 +224,9 @@ pub(crate) fn expected_rto(
     let mut rtos: Vec<u64> = past
         .iter()
         .filter(|o| {
-            o.kind == kind.as_str()
+            o.kind == kind
                 && o.service.as_deref() == Some(service)
-                && o.status == "succeeded"
+                && o.status == crate::OpStatus::Succeeded
         })
         .filter_map(|o| o.result.as_deref())
         .filter_map(|r| serde_json::from_str::<Measured>(r).ok())
@@ -237,4 +244,48 @@ pub(crate) fn expected_rto(
         Some(rtos[n / 2]),
         format!("median of {n} past {}(s) of {service}", kind.as_str()),
     )
+}
+
+impl PlanReport {
+    /// Why this plan, confirmed earlier, may no longer be executed given
+    /// `now`, the plan as of now: another source or target (the roles
+    /// changed), other members, or a blocker standing now that was not
+    /// standing when it was confirmed. What may change without mattering:
+    /// server readings, the expected loss within what passes, timings.
+    pub fn stale_against(&self, now: &PlanReport, accept_data_loss: bool) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.kind != now.kind || self.service != now.service {
+            why.push(format!(
+                "the confirmed plan is a {} of {}, not a {} of {}",
+                self.kind.as_str(),
+                self.service,
+                now.kind.as_str(),
+                now.service
+            ));
+        }
+        if self.source != now.source || self.target != now.target {
+            why.push(format!(
+                "the roles changed: the confirmed plan moves {} → {}, now it would be {} → {}",
+                self.source, self.target, now.source, now.target
+            ));
+        }
+        if self.members != now.members {
+            why.push(format!(
+                "the cluster's services changed: confirmed {}, now {}",
+                self.members.join(", "),
+                now.members.join(", ")
+            ));
+        }
+        let confirmed: Vec<&str> = self
+            .standing(accept_data_loss)
+            .iter()
+            .map(|b| b.code.as_str())
+            .collect();
+        for b in now.standing(accept_data_loss) {
+            if !confirmed.contains(&b.code.as_str()) {
+                why.push(format!("a blocker appeared: {}", b.message));
+            }
+        }
+        why
+    }
 }

@@ -1,0 +1,136 @@
+//! Planning a recovery from backup: the newest verified backup, an empty
+//! data directory to restore into, no server already answering there.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use drctl_config::Config;
+use drctl_store::{BackupRecord, Store};
+
+use super::report::{self, Blocker, OperationParams, PlanReport};
+
+const REACH: Duration = Duration::from_secs(3);
+
+pub(crate) fn data_dir(config: &Config, p: &OperationParams) -> Option<PathBuf> {
+    config
+        .service(&p.service)?
+        .nodes
+        .get(&p.target)?
+        .data_dir
+        .clone()
+}
+
+/// A marker beside the data directory naming the operation restoring into
+/// it: a rerun after a crash may wipe what that operation began, never a
+/// directory someone else filled.
+pub(crate) fn marker(dir: &std::path::Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".drctl-recover");
+    dir.with_file_name(name)
+}
+
+pub(crate) fn is_empty_dir(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
+}
+
+pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParams) -> PlanReport {
+    let service = config.service(&p.service);
+    let mut blockers = Vec::new();
+    let mut block = |code: &str, message: String, overridable: bool| {
+        blockers.push(Blocker {
+            code: code.into(),
+            message,
+            overridable,
+        })
+    };
+    if p.source == p.target {
+        block(
+            "same_region",
+            format!("source and target are both {}", p.source),
+            false,
+        );
+    }
+    let backup: Option<BackupRecord> = store
+        .newest_verified_backup(&p.service)
+        .await
+        .ok()
+        .flatten();
+    if backup.is_none() {
+        block(
+            "no_verified_backup",
+            format!(
+                "{} has no verified backup to recover from (drctl backup run, drctl backup verify)",
+                p.service
+            ),
+            false,
+        );
+    }
+    let dir = data_dir(config, p);
+    match &dir {
+        None => block(
+            "no_data_dir",
+            format!("[services.postgres.{}] of {} has no data_dir to restore into", p.target, p.service),
+            false,
+        ),
+        Some(d) if !is_empty_dir(d) && !marker(d).exists() => block(
+            "data_dir_not_empty",
+            format!("{} is not empty: a recovery never overwrites a directory it did not fill (move it away first)", d.display()),
+            false,
+        ),
+        Some(_) => {}
+    }
+    let read =
+        |region: String| async move { crate::node::read_state(service, &region, REACH).await };
+    let (source, target) = tokio::join!(read(p.source.clone()), read(p.target.clone()));
+    if target.as_ref().is_ok_and(|t| t.writable()) {
+        block(
+            "target_running",
+            format!("a writable server already answers for {} in {}: recovered already? (drctl operations list)", p.service, p.target),
+            false,
+        );
+    }
+    let targets = service
+        .map(|s| s.targets)
+        .unwrap_or_else(|| config.tiers.get(drctl_config::Tier::Cold));
+    let end = p
+        .detected_at_us
+        .and_then(DateTime::from_timestamp_micros)
+        .unwrap_or_else(Utc::now);
+    let expected_loss_us = backup
+        .as_ref()
+        .and_then(|b| b.ended_at)
+        .map(|e| (end - e).num_microseconds().unwrap_or(i64::MAX).max(0));
+    if let Some(loss) = expected_loss_us.filter(|l| *l > report::us(targets.rpo)) {
+        block(
+            "data_loss",
+            format!(
+                "the newest verified backup ended {:.0} s ago, beyond the RPO target {:?}",
+                loss as f64 / 1e6,
+                targets.rpo
+            ),
+            true,
+        );
+    }
+    let past = store.operations(500).await.unwrap_or_default();
+    PlanReport {
+        source_state: source.as_ref().ok().copied(),
+        source_error: source.as_ref().err().cloned(),
+        target_state: target.as_ref().ok().copied(),
+        target_error: target.err(),
+        expected_loss_us,
+        expected_loss_bytes: None,
+        expected_loss_basis: match &backup {
+            Some(b) => format!("at most: everything written after backup {} ended", b.id),
+            None => "unknown: no verified backup".into(),
+        },
+        dns: report::dns_flips(config, &p.members, &p.target, p.kind),
+        fence: match (&source, service.and_then(|s| s.failover.fence_hook.as_ref())) {
+            (Ok(_), _) => "read-only (ALTER SYSTEM default_transaction_read_only) and terminate client sessions".into(),
+            (_, Some(h)) => format!("source unreachable: run the fence hook {}", h.join(" ")),
+            _ => "source unreachable and no fence hook: DNS removal only".into(),
+        },
+        blockers,
+        ..PlanReport::skeleton(p, targets, &past)
+    }
+}

@@ -1,0 +1,397 @@
+//! The actions several kinds share: plan, lease, fence the source,
+//! promote, write probe, service health. Each reads only the parameters and
+//! earlier outputs, acts idempotently and returns its typed output. Which
+//! server a promote or probe acts on (the target, or a drill's clone) is
+//! the caller's: the kind's saga module passes it in.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use drctl_pg::{FenceReport, Lsn, NodeState, PgEndpoint, PromoteReport};
+use serde::{Deserialize, Serialize};
+
+use super::ctx::{ActionResult, Ctx, StepError};
+use super::output::{Action, Entry};
+use crate::hook::{self, HookRun};
+use crate::measure::Measured;
+use crate::plan::{self, source_timeout, unfenced_message, PlanReport, REACH_TIMEOUT};
+use crate::{OperationKind, Step};
+
+const PROMOTE_WAIT: Duration = Duration::from_secs(60);
+
+/// Stores an action's typed result as a journal entry.
+pub(crate) fn record<T: Serialize>(result: ActionResult<T>) -> Result<Entry, StepError> {
+    Entry::of(result?).map_err(|e| StepError::stop(format!("cannot encode a step output: {e}")))
+}
+
+/// A step that is not in the operation's saga (a journal from elsewhere).
+pub(crate) fn not_in_saga(ctx: &Ctx<'_>, step: Step) -> StepError {
+    StepError::abandon(format!("a {} has no step {step}", ctx.params.kind.as_str()))
+}
+
+// ---------------------------------------------------------------- plan
+
+/// The plan as of now, journaled; refused when a blocker stands.
+pub(crate) async fn plan(ctx: &Ctx<'_>, steps: &[Step]) -> ActionResult<PlanReport> {
+    let accept = ctx.params.accept_data_loss;
+    let mut report = plan::make_plan(ctx.config, ctx.store, ctx.params).await;
+    report.steps = steps.to_vec();
+    executed_plan(ctx, report, accept)
+}
+
+/// The plan an operation executes: the one the operator confirmed when
+/// there is one (refused when it went stale in a way that matters, see
+/// [`PlanReport::stale_against`]), else `now`; refused when a blocker
+/// stands.
+pub(crate) fn executed_plan(
+    ctx: &Ctx<'_>,
+    now: PlanReport,
+    accept_data_loss: bool,
+) -> ActionResult<PlanReport> {
+    if let Some(confirmed) = &ctx.params.confirmed_plan {
+        let stale = confirmed.stale_against(&now, accept_data_loss);
+        if !stale.is_empty() {
+            return Err(StepError::refused(
+                stale
+                    .into_iter()
+                    .map(|s| format!("the confirmed plan is stale: {s}; plan again"))
+                    .collect(),
+                false,
+            ));
+        }
+    }
+    let report = match &ctx.params.confirmed_plan {
+        Some(confirmed) => PlanReport {
+            steps: now.steps,
+            ..(**confirmed).clone()
+        },
+        None => now,
+    };
+    let standing = report.standing(accept_data_loss);
+    if !standing.is_empty() {
+        let overridable = standing.iter().all(|b| b.overridable);
+        let text: Vec<String> = standing.iter().map(|b| b.message.clone()).collect();
+        return Err(StepError::refused(text, overridable));
+    }
+    Ok(Action::Done(report))
+}
+
+/// Which driver holds the cluster's lease, with its fencing token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct LeaseOutput {
+    pub holder: String,
+    pub token: i64,
+    pub lease: String,
+}
+
+pub(crate) fn lease(ctx: &Ctx<'_>) -> ActionResult<LeaseOutput> {
+    Ok(Action::Done(LeaseOutput {
+        holder: ctx.lease.holder.clone(),
+        token: ctx.lease.token,
+        lease: ctx.lease.name.clone(),
+    }))
+}
+
+// ---------------------------------------------------------------- fence
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct FenceOutput {
+    pub reachable: bool,
+    pub method: FenceMethod,
+    pub report: Option<FenceReport>,
+    pub hook: Option<HookRun>,
+    /// Why the source could not be reached.
+    pub unreachable: Option<String>,
+    pub fenced_at: DateTime<Utc>,
+}
+
+/// How the source was fenced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum FenceMethod {
+    /// Made read-only, its client sessions terminated.
+    ReadOnly,
+    /// Already a standby: nothing to fence.
+    Standby,
+    /// Unreachable: its fence hook ran.
+    Hook,
+    /// Unreachable, no hook: nothing fenced (accepted by the operator, or
+    /// nothing to fence).
+    None,
+}
+
+/// Fences the old primary before anything is announced: read-only when it
+/// answers, else its fence hook; refused when nothing can fence it.
+pub(crate) async fn fence_source(ctx: &Ctx<'_>) -> ActionResult<FenceOutput> {
+    let service = ctx.service()?;
+    let p = ctx.params;
+    let reached = if service.has_datastore() {
+        let ep = ctx.endpoint(&p.source, source_timeout(p, Duration::from_secs(5)))?;
+        ctx.check_lease("fencing the source").await?;
+        let r = ep.fence_read_only().await;
+        ep.close().await;
+        match r {
+            Ok(report) => Ok(report),
+            // Only a server that cannot be connected to at all is
+            // "unreachable". One that answered and refused or failed the
+            // fence (permission denied, a statement timeout) is up and may
+            // still take writes: never announce another primary beside it.
+            Err(e) if e.is_connection_failure() => Err(e.to_string()),
+            Err(e) => {
+                return Err(StepError::stop(format!(
+                    "cannot fence the source {}@{}: {e}; it answers, so it may still take writes: fix the cause (its role's privileges, its load) and resume",
+                    p.cluster, p.source
+                )))
+            }
+        }
+    } else {
+        Err("a service without a datastore has nothing to fence".to_string())
+    };
+    let mut out = FenceOutput {
+        reachable: reached.is_ok(),
+        method: FenceMethod::None,
+        report: None,
+        hook: None,
+        unreachable: None,
+        fenced_at: Utc::now(),
+    };
+    match reached {
+        Ok(report) => {
+            out.method = if report.was_standby {
+                FenceMethod::Standby
+            } else {
+                FenceMethod::ReadOnly
+            };
+            out.report = Some(report);
+        }
+        Err(e) => {
+            if p.kind == OperationKind::Switchover && service.has_datastore() {
+                return Err(StepError::abandon(format!(
+                    "cannot fence the source for a switchover ({e}); nothing was changed. Use `drctl failover` if the source region is lost"
+                )));
+            }
+            out.unreachable = Some(e.clone());
+            match &service.failover.fence_hook {
+                Some(argv) => {
+                    ctx.check_lease("running the fence hook").await?;
+                    let run = hook::run(
+                        argv,
+                        &service.name,
+                        &p.source,
+                        ctx.op_id,
+                        service.failover.fence_hook_timeout,
+                    )
+                    .await
+                    .map_err(StepError::stop)?;
+                    out.method = FenceMethod::Hook;
+                    out.hook = Some(run);
+                }
+                // Nothing fences a server drctl cannot reach: only an
+                // operator's explicit override goes on without a fence.
+                // (A cold-tier recovery keeps its own plan for now.)
+                None if service.has_datastore()
+                    && p.kind == OperationKind::Failover
+                    && !p.accept_unfenced =>
+                {
+                    return Err(StepError::refused(vec![unfenced_message(p, &e)], false));
+                }
+                None => out.method = FenceMethod::None,
+            }
+        }
+    }
+    Ok(Action::Done(out))
+}
+
+// ---------------------------------------------------------------- promote
+
+/// Promotes `target` (`pg_promote(wait => true)`; a primary already is a
+/// no-op) after the fenced check, and returns what it had just before.
+pub(crate) async fn promote(
+    ctx: &Ctx<'_>,
+    target: PgEndpoint,
+) -> Result<(PromoteReport, NodeState), StepError> {
+    let before = target.node_state().await;
+    let before = match before {
+        Ok(b) => b,
+        Err(e) => {
+            target.close().await;
+            return Err(StepError::retry(e.to_string()));
+        }
+    };
+    ctx.check_lease("promoting the target").await?;
+    let report = target.promote(PROMOTE_WAIT).await;
+    target.close().await;
+    let report = report.map_err(|e| StepError::retry(e.to_string()))?;
+    Ok((report, before))
+}
+
+/// How long a promote's connection may take.
+pub(crate) const PROMOTE_TIMEOUT: Duration = Duration::from_secs(65);
+
+// ---------------------------------------------------------------- probe
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Probe {
+    pub written_at_us: i64,
+    pub lsn: Lsn,
+}
+
+/// A committed row on the server `target` opens (the new primary, or a
+/// drill's clone).
+pub(crate) async fn write_probe(
+    ctx: &Ctx<'_>,
+    target: impl FnOnce(Duration) -> Result<PgEndpoint, StepError>,
+) -> ActionResult<Probe> {
+    let service = ctx.service()?;
+    if !service.has_datastore() {
+        return Ok(Action::skipped("no datastore"));
+    }
+    let target = target(REACH_TIMEOUT)?;
+    ctx.check_lease("writing the probe").await?;
+    let r = target.write_probe(ctx.op_id).await;
+    target.close().await;
+    let (at, lsn) = r.map_err(|e| StepError::retry(e.to_string()))?;
+    Ok(Action::Done(Probe {
+        written_at_us: at,
+        lsn,
+    }))
+}
+
+// ---------------------------------------------------------------- health
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Health {
+    pub target: Option<NodeState>,
+    pub source: Option<NodeState>,
+    pub source_error: Option<String>,
+    /// The source was writable again and was fenced once more.
+    pub refenced_source: bool,
+}
+
+/// Exactly one writable primary, and it is the target: a source that takes
+/// writes again is fenced once more.
+pub(crate) async fn service_health(ctx: &Ctx<'_>) -> ActionResult<Health> {
+    let service = ctx.service()?;
+    if !service.has_datastore() {
+        return Ok(Action::skipped(
+            "no datastore: DNS is the service's failover",
+        ));
+    }
+    let p = ctx.params;
+    let target = ctx.endpoint(&p.target, REACH_TIMEOUT)?;
+    let t = target.node_state().await;
+    target.close().await;
+    let t = t.map_err(|e| StepError::retry(e.to_string()))?;
+    if !t.writable() {
+        return Err(StepError::retry(format!(
+            "the target {}@{} is not a writable primary (in recovery: {}, read-only: {})",
+            p.cluster, p.target, t.in_recovery, t.read_only
+        )));
+    }
+    // Exactly one writable primary: if the source answers and takes writes
+    // (restarted, or unfenced by hand), fence it now.
+    let source = ctx.endpoint(&p.source, REACH_TIMEOUT)?;
+    let mut out = Health {
+        target: Some(t),
+        source: None,
+        source_error: None,
+        refenced_source: false,
+    };
+    match source.node_state().await {
+        Ok(s) if s.writable() => {
+            ctx.check_lease("fencing the old primary again").await?;
+            source.fence_read_only().await.map_err(|e| {
+                StepError::retry(format!(
+                    "the old primary is writable and fencing it failed: {e}"
+                ))
+            })?;
+            out.refenced_source = true;
+            out.source = source.node_state().await.ok();
+        }
+        Ok(s) => out.source = Some(s),
+        Err(e) => out.source_error = Some(e.to_string()),
+    }
+    source.close().await;
+    Ok(Action::Done(out))
+}
+
+// ---------------------------------------------------------------- record
+
+/// An event's measured data loss, as each kind works it out.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Rpo {
+    pub bytes: u64,
+    pub us: i64,
+    pub heartbeats: u64,
+    /// The figure is a minimum (what happened after is unknowable).
+    pub lower_bound: bool,
+    /// The most it can be, when known.
+    pub upper_us: Option<i64>,
+    pub basis: String,
+}
+
+/// The event's measurement: `rpo` as the kind found it, the RTO from the
+/// trigger (detection, else the request) until the service answered (the
+/// last of write probe, DNS confirmed, health), each step's duration, and
+/// the write outage from the source's fence when `write_outage` (a source
+/// that answered was fenced).
+pub(crate) fn measured(ctx: &Ctx<'_>, rpo: Rpo, write_outage: bool) -> Result<Measured, StepError> {
+    let service = ctx.service()?;
+    let p = ctx.params;
+    let targets = service.targets;
+    let end = |s: Step| ctx.timings.get(&s).and_then(|(_, e)| *e);
+    let start = |s: Step| ctx.timings.get(&s).map(|(b, _)| *b);
+    let trigger = p
+        .detected_at_us
+        .and_then(DateTime::from_timestamp_micros)
+        .unwrap_or(ctx.op_started);
+    let available = end(Step::ServiceHealth)
+        .into_iter()
+        .chain(end(Step::DnsConfirm))
+        .chain(end(Step::WriteProbe))
+        .max()
+        .unwrap_or_else(Utc::now);
+    let rto_ms = (available - trigger).num_milliseconds().max(0) as u64;
+    let write_outage_ms = start(Step::FenceSource)
+        .filter(|_| write_outage)
+        .map(|f| (available - f).num_milliseconds().max(0) as u64);
+    let steps_ms = ctx
+        .timings
+        .iter()
+        .filter_map(|(s, (b, e))| {
+            e.map(|e| {
+                (
+                    s.as_str().to_string(),
+                    (e - *b).num_milliseconds().max(0) as u64,
+                )
+            })
+        })
+        .collect();
+    let rpo_target_us = plan::us(targets.rpo);
+    let rto_target_ms = targets.rto.as_millis() as u64;
+    let rpo_met = match rpo.upper_us {
+        Some(upper) => upper <= rpo_target_us,
+        None => rpo.us <= rpo_target_us && !rpo.lower_bound,
+    };
+    Ok(Measured {
+        rpo_bytes: rpo.bytes,
+        rpo_us: rpo.us,
+        rpo_heartbeats: rpo.heartbeats,
+        rpo_lower_bound: rpo.lower_bound,
+        rpo_upper_us: rpo.upper_us,
+        rpo_basis: rpo.basis,
+        rto_ms,
+        rto_from: if p.detected_at_us.is_some() {
+            "detection"
+        } else {
+            "request"
+        }
+        .into(),
+        write_outage_ms,
+        rpo_target_us,
+        rto_target_ms,
+        rpo_met,
+        rto_met: rto_ms <= rto_target_ms,
+        steps_ms,
+    })
+}

@@ -1,0 +1,186 @@
+//! What an action may use: the operation's parameters, the journaled
+//! outputs of the actions before it (read back by type), the config and
+//! store as clients, and the lease that fences every side effect. Also the
+//! action's error, which says what the driver does next.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use drctl_config::{Config, Service};
+use drctl_pg::PgEndpoint;
+use drctl_store::Store;
+use serde::de::DeserializeOwned;
+
+use crate::plan::OperationParams;
+use crate::saga::output::{Action, Entry};
+use crate::Step;
+
+/// Why an action did not complete, as what happens next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StepError {
+    /// Worth retrying in place (a timeout, a provider's 5xx); when the
+    /// retries run out the operation stops, resumable.
+    RetryInPlace(String),
+    /// The operation stops here, resumable: nothing is half-applied and a
+    /// resume runs the action again.
+    StopResumable(String),
+    /// The operation ends without its goal (nothing was changed, or the
+    /// action undid what it had done), after its finally action if any.
+    FailAndUnwind(String),
+    /// The plan's standing blockers: the operation was refused, not
+    /// attempted. `overridable`: `--accept-data-loss` overrides them all.
+    Refused {
+        blockers: Vec<String>,
+        overridable: bool,
+    },
+}
+
+impl StepError {
+    pub fn stop(message: impl Into<String>) -> Self {
+        StepError::StopResumable(message.into())
+    }
+    pub fn retry(message: impl Into<String>) -> Self {
+        StepError::RetryInPlace(message.into())
+    }
+    pub fn abandon(message: impl Into<String>) -> Self {
+        StepError::FailAndUnwind(message.into())
+    }
+    pub fn refused(blockers: Vec<String>, overridable: bool) -> Self {
+        StepError::Refused {
+            blockers,
+            overridable,
+        }
+    }
+
+    /// What the journal records as the step's error.
+    pub fn message(&self) -> String {
+        match self {
+            StepError::RetryInPlace(m)
+            | StepError::StopResumable(m)
+            | StepError::FailAndUnwind(m) => m.clone(),
+            StepError::Refused {
+                blockers,
+                overridable,
+            } => format!(
+                "refused: {}{}",
+                blockers.join("; "),
+                if *overridable {
+                    " (--accept-data-loss overrides)"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+}
+
+/// An action's result, typed.
+pub(crate) type ActionResult<T> = Result<Action<T>, StepError>;
+
+/// Step timings so far, from the journal: start and, when done, end.
+pub(crate) type Timings = BTreeMap<Step, (DateTime<Utc>, Option<DateTime<Utc>>)>;
+
+/// Everything an action may read.
+pub(crate) struct Ctx<'a> {
+    pub config: &'a Config,
+    pub store: &'a Store,
+    pub params: &'a OperationParams,
+    pub op_id: &'a str,
+    pub op_started: DateTime<Utc>,
+    pub lease: &'a drctl_store::Lease,
+    /// Results of the actions done so far, from the journal.
+    pub outputs: &'a BTreeMap<Step, Entry>,
+    pub timings: &'a Timings,
+}
+
+impl Ctx<'_> {
+    /// The result of an earlier action, as its type (steno's
+    /// `ctx.lookup::<T>()`): done with `T`, or skipped.
+    pub(crate) fn lookup<T: DeserializeOwned>(&self, step: Step) -> Result<Action<T>, StepError> {
+        let entry = self
+            .outputs
+            .get(&step)
+            .ok_or_else(|| StepError::stop(format!("the journal has no output of step {step}")))?;
+        entry.read().map_err(|e| {
+            StepError::stop(format!(
+                "the journal's output of step {step} is unreadable: {e}"
+            ))
+        })
+    }
+
+    /// The output of an earlier action that must have one.
+    pub(crate) fn output<T: DeserializeOwned>(&self, step: Step) -> Result<T, StepError> {
+        match self.lookup(step)? {
+            Action::Done(t) => Ok(t),
+            Action::Skipped(s) => Err(StepError::stop(format!(
+                "step {step} was skipped ({}) and has no output",
+                s.reason
+            ))),
+        }
+    }
+
+    pub(crate) fn service(&self) -> Result<&Service, StepError> {
+        self.config.service(&self.params.service).ok_or_else(|| {
+            StepError::abandon(format!(
+                "service {} is no longer in the config",
+                self.params.service
+            ))
+        })
+    }
+
+    pub(crate) fn endpoint(
+        &self,
+        region: &str,
+        timeout: Duration,
+    ) -> Result<PgEndpoint, StepError> {
+        crate::node::endpoint(self.service()?, region, timeout).map_err(StepError::stop)
+    }
+
+    /// The fenced check before an external action (`action` says which):
+    /// this driver still holds the operation's lease with its token, and
+    /// holds it for a whole lease term from now (a conditional renewal on
+    /// the store's clock). Journal writes are fenced by the store; this
+    /// fences the side effects, which the store cannot see. A driver that
+    /// was paused past its lease (GC, frozen VM, SIGSTOP) fails here,
+    /// before it touches a server or DNS: whoever took over owns the
+    /// cluster now.
+    pub(crate) async fn check_lease(&self, action: &str) -> Result<(), StepError> {
+        let unreachable = |e: drctl_store::StoreError| {
+            StepError::retry(format!(
+                "cannot check the operation's lease before {action}: {e}"
+            ))
+        };
+        let now = self.store.clock().await.map_err(unreachable)?;
+        let mut lease = self.lease.clone();
+        match self
+            .store
+            .renew_lease(&mut lease, self.config.failover.lease, now)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StepError::stop(format!(
+                "this driver no longer holds the lease {} (token {}): another driver took over; not {action}",
+                lease.name, lease.token
+            ))),
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+}
+
+/// Runs file and process work (pg_basebackup, pg_ctl, pg_rewind) off the
+/// async runtime; its error stops the operation, resumable.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, StepError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StepError::stop(e.to_string()))?
+        .map_err(StepError::stop)
+}
+
+/// The PostgreSQL binaries, for the actions that run them (drill, rejoin,
+/// recover).
+pub(crate) fn pg_bin() -> Result<std::path::PathBuf, StepError> {
+    crate::node::pg_bin().map_err(StepError::stop)
+}

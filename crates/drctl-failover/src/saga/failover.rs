@@ -1,0 +1,335 @@
+//! Failover and switchover: one list of actions, behaving by kind (a
+//! switchover's catch-up waits for zero loss, a failover's only briefly and
+//! only when the source was fenced while reachable). This module owns the
+//! list and the actions only these kinds run: the source's last position,
+//! the catch-up and the measured RPO/RTO of the event.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use drctl_pg::{HeartbeatPoint, Lsn};
+use serde::{Deserialize, Serialize};
+
+use super::actions::{self, FenceOutput};
+use super::ctx::{ActionResult, Ctx, StepError};
+use super::dns;
+use super::output::{Action, Entry};
+use crate::measure::{loss_window, Measured};
+use crate::plan::{PlanReport, REACH_TIMEOUT};
+use crate::{OperationKind, Step};
+
+/// The actions of a failover and of a switchover, in order.
+pub(crate) const STEPS: &[Step] = &[
+    Step::Plan,
+    Step::Lease,
+    Step::FenceSource,
+    Step::SourcePosition,
+    Step::CatchUp,
+    Step::PromoteTarget,
+    Step::WriteProbe,
+    Step::DnsFlip,
+    Step::DnsConfirm,
+    Step::ServiceHealth,
+    Step::Record,
+];
+
+/// A switchover waits this long for the target to catch up before it
+/// gives the source back.
+const SWITCHOVER_CATCH_UP: Duration = Duration::from_secs(60);
+/// A failover with a reachable source waits this long for the last WAL.
+const FAILOVER_CATCH_UP: Duration = Duration::from_secs(5);
+
+/// Runs one action of a failover or switchover.
+pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> Result<Entry, StepError> {
+    match step {
+        Step::Plan => actions::record(actions::plan(ctx, STEPS).await),
+        Step::Lease => actions::record(actions::lease(ctx)),
+        Step::FenceSource => actions::record(actions::fence_source(ctx).await),
+        Step::SourcePosition => actions::record(source_position(ctx).await),
+        Step::CatchUp => actions::record(catch_up(ctx).await),
+        Step::PromoteTarget => actions::record(promote_target(ctx).await),
+        Step::WriteProbe => {
+            let target = |timeout| ctx.endpoint(&ctx.params.target, timeout);
+            actions::record(actions::write_probe(ctx, target).await)
+        }
+        Step::DnsFlip => actions::record(dns::flip(ctx, dns::Announce::FromSource).await),
+        Step::DnsConfirm => actions::record(dns::confirm(ctx).await),
+        Step::ServiceHealth => actions::record(actions::service_health(ctx).await),
+        Step::Record => actions::record(record(ctx).await),
+        other => Err(actions::not_in_saga(ctx, other)),
+    }
+}
+
+// ---------------------------------------------------------------- position
+
+/// Where the source's last position comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum PositionBasis {
+    /// Read from the source itself after it was fenced: nothing more can
+    /// be written there.
+    FencedSource,
+    /// The monitor's last sample of the lost source: a lower bound.
+    LastSample,
+    Unknown,
+}
+
+impl PositionBasis {
+    fn describe(self) -> &'static str {
+        match self {
+            PositionBasis::FencedSource => "fenced_source",
+            PositionBasis::LastSample => "last_sample",
+            PositionBasis::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct SourcePosition {
+    pub basis: PositionBasis,
+    pub source_lsn: Option<Lsn>,
+    /// The source's clock at that position (µs).
+    pub source_time_us: Option<i64>,
+    /// When the monitor took the sample (`last_sample` only).
+    pub sampled_at: Option<DateTime<Utc>>,
+    /// The target's durable position now.
+    pub target_lsn: Option<Lsn>,
+}
+
+/// The source's last position: read from the fenced server, or the last
+/// one the monitor saw when it is gone.
+async fn source_position(ctx: &Ctx<'_>) -> ActionResult<SourcePosition> {
+    let service = ctx.service()?;
+    if !service.has_datastore() {
+        return Ok(Action::skipped("no datastore"));
+    }
+    let p = ctx.params;
+    let fence: FenceOutput = ctx.output(Step::FenceSource)?;
+    let target = ctx.endpoint(&p.target, REACH_TIMEOUT)?;
+    let target_state = target.node_state().await.ok();
+    target.close().await;
+    let mut out = SourcePosition {
+        basis: PositionBasis::Unknown,
+        source_lsn: None,
+        source_time_us: None,
+        sampled_at: None,
+        target_lsn: target_state.map(|t| t.lsn),
+    };
+    if fence.reachable {
+        let ep = ctx.endpoint(&p.source, REACH_TIMEOUT)?;
+        let state = ep.node_state().await;
+        ep.close().await;
+        match state {
+            Ok(s) if !s.in_recovery => {
+                out.basis = PositionBasis::FencedSource;
+                out.source_lsn = Some(s.lsn);
+                out.source_time_us = Some(s.now_us);
+                return Ok(Action::Done(out));
+            }
+            // Lost between the fence and now: fall back on the monitor.
+            _ => {}
+        }
+    }
+    let since = ctx.op_started - chrono::TimeDelta::hours(1);
+    let points = ctx
+        .store
+        .primary_points(&p.service, since)
+        .await
+        .map_err(|e| StepError::retry(e.to_string()))?;
+    if let Some((t, l)) = points.iter().max_by_key(|(t, l)| (*l, *t)) {
+        out.basis = PositionBasis::LastSample;
+        out.source_lsn = Some(Lsn(*l as u64));
+        out.source_time_us = Some(*t);
+        out.sampled_at = DateTime::from_timestamp_micros(*t);
+    }
+    Ok(Action::Done(out))
+}
+
+// ---------------------------------------------------------------- catch up
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct CatchUp {
+    pub required: bool,
+    pub reached: bool,
+    pub waited_ms: u64,
+    pub target_lsn: Option<Lsn>,
+    pub source_lsn: Option<Lsn>,
+}
+
+/// The target receives everything the source had (switchover: required,
+/// else the switchover is undone; failover: a short wait, only when the
+/// source was fenced while reachable).
+async fn catch_up(ctx: &Ctx<'_>) -> ActionResult<CatchUp> {
+    let service = ctx.service()?;
+    if !service.has_datastore() {
+        return Ok(Action::skipped("no datastore"));
+    }
+    let p = ctx.params;
+    let pos: SourcePosition = ctx.output(Step::SourcePosition)?;
+    let (required, limit) = match (p.kind, pos.basis) {
+        (OperationKind::Switchover, _) => (true, SWITCHOVER_CATCH_UP),
+        (OperationKind::Failover, PositionBasis::FencedSource) => (false, FAILOVER_CATCH_UP),
+        _ => {
+            return Ok(Action::skipped(
+                "the source is gone: nothing more can arrive",
+            ))
+        }
+    };
+    let Some(goal) = pos.source_lsn else {
+        return Ok(Action::skipped("the source's position is unknown"));
+    };
+    let target = ctx.endpoint(&p.target, REACH_TIMEOUT)?;
+    let started = Instant::now();
+    let mut last = None;
+    let reached = loop {
+        match target.node_state().await {
+            Ok(s) if !s.in_recovery => break true, // promoted by an earlier attempt
+            Ok(s) => {
+                last = Some(s.lsn);
+                if s.lsn >= goal {
+                    break true;
+                }
+            }
+            Err(_) => {}
+        }
+        if started.elapsed() > limit {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    target.close().await;
+    if !reached && required {
+        // Give the source back rather than leave the service without a
+        // writable primary: the switchover is abandoned, nothing changed.
+        let source = ctx.endpoint(&p.source, REACH_TIMEOUT)?;
+        ctx.check_lease("lifting the source's fence").await?;
+        let undo = source.unfence().await;
+        source.close().await;
+        return Err(StepError::abandon(format!(
+            "the target did not receive the source's final position {goal} within {limit:?} (it has {}); {}",
+            last.map_or("nothing readable".to_string(), |l| l.to_string()),
+            match undo {
+                Ok(()) => "the source's fence was lifted and it is writable again".to_string(),
+                Err(e) => format!("lifting the source's fence FAILED ({e}): run `ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf();` on it"),
+            }
+        )));
+    }
+    Ok(Action::Done(CatchUp {
+        required,
+        reached,
+        waited_ms: started.elapsed().as_millis() as u64,
+        target_lsn: last,
+        source_lsn: Some(goal),
+    }))
+}
+
+// ---------------------------------------------------------------- promote
+
+/// The target promoted, and what it kept of the old history.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Promoted {
+    pub report: drctl_pg::PromoteReport,
+    /// What the target had when it stopped replaying: the last WAL the new
+    /// history keeps from the old one.
+    pub final_lsn: Option<Lsn>,
+}
+
+/// Promotes the target and records the cluster's new primary region.
+async fn promote_target(ctx: &Ctx<'_>) -> ActionResult<Promoted> {
+    let service = ctx.service()?;
+    let p = ctx.params;
+    if !service.has_datastore() {
+        return Ok(Action::skipped("no datastore"));
+    }
+    let target = ctx.endpoint(&p.target, actions::PROMOTE_TIMEOUT)?;
+    let (report, before) = actions::promote(ctx, target).await?;
+    ctx.store
+        .set_cluster_primary(ctx.lease, &p.cluster, &p.target, ctx.op_id, Utc::now())
+        .await
+        .map_err(|e| StepError::stop(e.to_string()))?;
+    let final_lsn = if before.in_recovery {
+        Some(before.lsn)
+    } else {
+        // Promoted by an attempt that died before journaling: the position
+        // read before the catch-up is the best record of what it had.
+        ctx.lookup::<SourcePosition>(Step::SourcePosition)
+            .ok()
+            .and_then(Action::done)
+            .and_then(|s| s.target_lsn)
+    };
+    Ok(Action::Done(Promoted { report, final_lsn }))
+}
+
+// ---------------------------------------------------------------- record
+
+/// Measured RPO and RTO of the event: the bytes and time between the
+/// source's last position and what the target kept.
+async fn record(ctx: &Ctx<'_>) -> ActionResult<Measured> {
+    let service = ctx.service()?;
+    let p = ctx.params;
+    let mut rpo = actions::Rpo {
+        basis: "none".into(),
+        ..actions::Rpo::default()
+    };
+    if service.has_datastore() {
+        let pos: SourcePosition = ctx.output(Step::SourcePosition)?;
+        let promoted: Promoted = ctx.output(Step::PromoteTarget)?;
+        rpo.basis = pos.basis.describe().to_string();
+        if let (Some(src), Some(t), Some(fin)) =
+            (pos.source_lsn, pos.source_time_us, promoted.final_lsn)
+        {
+            rpo.bytes = src.bytes_after(fin);
+            if rpo.bytes > 0 {
+                let mut points: Vec<HeartbeatPoint> = ctx
+                    .store
+                    .primary_points(&p.service, ctx.op_started - chrono::TimeDelta::hours(1))
+                    .await
+                    .map_err(|e| StepError::retry(e.to_string()))?
+                    .into_iter()
+                    .map(|(t, l)| HeartbeatPoint {
+                        primary_time_us: t,
+                        lsn: Lsn(l.max(0) as u64),
+                    })
+                    .collect();
+                // The primary's sampled positions past the target's final
+                // one: each was a heartbeat row the target never received.
+                rpo.heartbeats = points
+                    .iter()
+                    .filter(|pt| pt.lsn > fin && pt.lsn <= src)
+                    .count() as u64;
+                // The replicated heartbeat rows the new primary carries.
+                let target = ctx.endpoint(&p.target, REACH_TIMEOUT)?;
+                if let Ok(hb) = target.load_heartbeats(Duration::from_secs(3600)).await {
+                    points.extend(hb);
+                }
+                target.close().await;
+                let last = HeartbeatPoint {
+                    primary_time_us: t,
+                    lsn: src,
+                };
+                (rpo.us, rpo.lower_bound) = loss_window(&points, fin, last);
+            }
+        } else {
+            rpo.lower_bound = true;
+            rpo.basis = format!("{} (positions unknown: no figure)", rpo.basis);
+        }
+        // The source was lost: its writes after the monitor's last sample
+        // are unknowable, so the figure is a minimum; the plan's bound
+        // (last sighting until detection) is the maximum.
+        if pos.basis == PositionBasis::LastSample && !rpo.basis.ends_with("no figure)") {
+            rpo.lower_bound = true;
+            rpo.upper_us = ctx
+                .output::<PlanReport>(Step::Plan)
+                .ok()
+                .and_then(|p| p.expected_loss_us)
+                .map(|u| u.max(rpo.us));
+        }
+    }
+    // The write outage counts from the fence of a source that answered.
+    let fenced_reachable = ctx
+        .lookup::<FenceOutput>(Step::FenceSource)
+        .ok()
+        .and_then(Action::done)
+        .is_some_and(|f| f.reachable);
+    Ok(Action::Done(actions::measured(ctx, rpo, fenced_reachable)?))
+}

@@ -1,0 +1,163 @@
+//! The journal's format version: operations journaled by an older drctl
+//! (version 1: bare outputs, `{"skipped": …}` for a skipped step) still
+//! resume; a newer version is refused by name. A stateless service needs
+//! only the store, so these run on SQLite.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use drctl_failover::{Engine, FailoverError, OpStatus, OperationKind, OperationParams, Step};
+use drctl_store::Store;
+
+const CONFIG: &str = r#"
+[[regions]]
+name = "eu-west"
+[[regions]]
+name = "us-east"
+
+[[services]]
+name = "storefront"
+tier = "hot"
+regions = ["eu-west", "us-east"]
+primary = "eu-west"
+"#;
+
+async fn setup() -> (Engine, Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        drctl_config::parse("saga-journal.toml", CONFIG, dir.path()).expect("valid config");
+    let store = Store::open(config.store.url.expose()).await.expect("store");
+    (Engine::new(Arc::new(config), store.clone()), store, dir)
+}
+
+/// A failover of the stateless service whose driver journaled `done`
+/// (step, stored output) and died, its lease released.
+async fn journaled_by_a_dead_driver(
+    store: &Store,
+    engine: &Engine,
+    done: &[(&str, String)],
+) -> String {
+    let req = drctl_failover::Request {
+        kind: OperationKind::Failover,
+        service: "storefront".into(),
+        to: None,
+        accept_data_loss: false,
+        accept_unfenced: false,
+        requested_by: "cli".into(),
+        reason: None,
+        detected_at: None,
+    };
+    let params: OperationParams = engine.params(&req).await.unwrap();
+    let lease = store
+        .acquire_lease(
+            &drctl_failover::lease_name("storefront"),
+            "old-drctl/1/dead",
+            Duration::from_secs(30),
+            store.clock().await.unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let id = "op-journal-version".to_string();
+    store
+        .journal_operation_created(
+            &lease,
+            &id,
+            "failover",
+            "storefront",
+            "storefront",
+            &serde_json::to_string(&params).unwrap(),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    for (seq, (step, output)) in done.iter().enumerate() {
+        store
+            .journal_step_started(&lease, &id, step, seq as i64, Utc::now())
+            .await
+            .unwrap();
+        store
+            .journal_step_ended(&lease, &id, step, Utc::now(), Ok(output))
+            .await
+            .unwrap();
+    }
+    store.release_lease(&lease).await.unwrap();
+    id
+}
+
+#[tokio::test]
+async fn a_version_1_journal_still_resumes() {
+    let (engine, store, _dir) = setup().await;
+    let plan = engine
+        .plan(&drctl_failover::Request {
+            kind: OperationKind::Failover,
+            service: "storefront".into(),
+            to: None,
+            accept_data_loss: false,
+            accept_unfenced: false,
+            requested_by: "cli".into(),
+            reason: None,
+            detected_at: None,
+        })
+        .await
+        .unwrap();
+    // Version 1 wrote the bare output, and skipped steps as a sentinel.
+    let id = journaled_by_a_dead_driver(
+        &store,
+        &engine,
+        &[
+            ("plan", serde_json::to_string(&plan).unwrap()),
+            (
+                "lease",
+                r#"{"holder":"old-drctl/1/dead","token":1,"lease":"operation:storefront"}"#.into(),
+            ),
+            (
+                "fence_source",
+                r#"{"reachable":false,"method":"none","report":null,"hook":null,"unreachable":"a service without a datastore has nothing to fence","fenced_at":"2026-12-06T23:00:00Z"}"#.into(),
+            ),
+            ("source_position", r#"{"skipped":"no datastore"}"#.into()),
+        ],
+    )
+    .await;
+    let outcome = engine
+        .resume(&id, Duration::from_secs(5), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, OpStatus::Succeeded);
+    // The done steps were not run again; the rest ran after them.
+    let steps = store.journal(&id).await.unwrap();
+    let fence = steps.iter().find(|s| s.step == "fence_source").unwrap();
+    assert_eq!(fence.attempts, 1, "{fence:?}");
+    assert!(
+        steps
+            .iter()
+            .all(|s| s.status == drctl_store::states::StepState::Done),
+        "{steps:#?}"
+    );
+    assert!(outcome
+        .output::<drctl_failover::Measured>(Step::Record)
+        .is_some());
+}
+
+#[tokio::test]
+async fn a_newer_journal_version_is_refused_naming_the_version() {
+    let (engine, store, _dir) = setup().await;
+    let id = journaled_by_a_dead_driver(
+        &store,
+        &engine,
+        &[("plan", r#"{"v":3,"done":{"whatever":"comes next"}}"#.into())],
+    )
+    .await;
+    let e = engine
+        .resume(&id, Duration::from_secs(5), &|_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(e, FailoverError::Journal { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("journal format version 3"), "{text}");
+    assert!(text.contains("version 2"), "{text}");
+    // Nothing ran: the operation is as the newer drctl left it.
+    let steps = store.journal(&id).await.unwrap();
+    assert_eq!(steps.len(), 1);
+}
