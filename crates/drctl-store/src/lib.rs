@@ -194,9 +194,23 @@ impl Store {
 
     /// Closes every connection (waits for in-flight queries).
     pub async fn close(&self) {
-        self.pool.pool.close().await;
+        // sqlx's close waits for every checked-out connection to come back;
+        // one cut off by a partition may never do so, and shutting down must
+        // not hang on it. Connections not closed by then are dropped with
+        // the pool.
+        if tokio::time::timeout(CLOSE_LIMIT, self.pool.pool.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the state store's connections did not close within {CLOSE_LIMIT:?}; dropping them"
+            );
+        }
     }
 }
+
+/// How long closing the store waits for its connections to close.
+const CLOSE_LIMIT: Duration = Duration::from_secs(5);
 
 /// How long a statement may take, client side, before the store gives up
 /// on it and drops its connection. A store behind a partition (packets
