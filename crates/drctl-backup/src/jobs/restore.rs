@@ -1,0 +1,203 @@
+//! Reading a recorded backup back: which copy is readable (the original or
+//! the off-site copy), restoring it, and restore tests.
+
+use super::*;
+
+/// The newest recorded backup of a service that completed (to verify).
+pub async fn latest_complete_backup(
+    store: &Store,
+    service: &str,
+) -> Result<BackupRecord, JobError> {
+    store
+        .backups(Some(service), 1000)
+        .await?
+        .into_iter()
+        .find(|b| b.status == BackupStatus::Complete && b.deleted_at.is_none())
+        .ok_or_else(|| JobError::NoVerifiedBackup(service.to_string()))
+}
+
+/// Whether `objects` holds the whole of a backup as listed: its manifest
+/// and every object at its recorded size. A listing, not a re-read: cheap
+/// enough to ask before every restore (which then verifies every byte).
+pub(crate) async fn holds_backup(
+    objects: &ObjectStore,
+    record: &BackupRecord,
+    manifest: Option<&Manifest>,
+) -> Result<Result<(), String>, crate::BackupError> {
+    let prefix = crate::backup_prefix(&record.service, &record.id);
+    let listed = objects.list(&prefix).await?;
+    let size_of = |key: &str| listed.iter().find(|o| o.key == key).map(|o| o.size);
+    if size_of(&format!("{prefix}manifest.json")).is_none() {
+        return Ok(Err(format!("{prefix}manifest.json is missing")));
+    }
+    for o in manifest.map(|m| m.objects.as_slice()).unwrap_or_default() {
+        let key = format!("{prefix}{}", o.key);
+        match size_of(&key) {
+            None => return Ok(Err(format!("{key} is missing"))),
+            Some(size) if size != o.size => {
+                return Ok(Err(format!("{key} has {size} bytes, not {}", o.size)))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The copy of a recorded backup to restore from, and its store's name:
+/// the original while its store holds it whole, else the off-site copy
+/// (the original's store lost with its region, or the backup damaged or
+/// deleted there). Restores, restore tests and `recover` all read through
+/// this. Whichever copy it picks is verified before it is restored.
+pub async fn readable_copy(
+    config: &Config,
+    record: &BackupRecord,
+) -> Result<(String, ObjectStore), JobError> {
+    let manifest: Option<Manifest> = record
+        .manifest
+        .as_deref()
+        .and_then(|m| serde_json::from_str(m).ok());
+    let probe = |name: String| {
+        let manifest = manifest.as_ref();
+        async move {
+            let objects = open_object_store(config, &name)
+                .await
+                .map_err(|e| e.to_string())?;
+            match holds_backup(&objects, record, manifest).await {
+                Ok(Ok(())) => Ok((name, objects)),
+                Ok(Err(fault)) => Err(format!("store {name}: {fault}")),
+                Err(e) => Err(format!("store {name} cannot be read: {e}")),
+            }
+        }
+    };
+    let original = match probe(record.store.clone()).await {
+        Ok(found) => return Ok(found),
+        Err(why) => why,
+    };
+    let Some(offsite) = &record.offsite_store else {
+        return Err(JobError::NoReadableCopy {
+            backup: record.id.clone(),
+            reason: format!("{original}, and the backup has no off-site copy"),
+        });
+    };
+    match probe(offsite.clone()).await {
+        Ok(found) => {
+            tracing::warn!(backup = %record.id, store = %record.store, offsite = %offsite, reason = %original, "reading the off-site copy: the original cannot be read");
+            Ok(found)
+        }
+        Err(copy) => Err(JobError::NoReadableCopy {
+            backup: record.id.clone(),
+            reason: format!("{original}; off-site copy: {copy}"),
+        }),
+    }
+}
+
+/// Restores a recorded backup into `target` (a new directory) and leaves it
+/// there: the recovery path when every replica carries the damage. The
+/// backup is read from [`readable_copy`] and verified first, against the
+/// manifest recorded when it was taken; an unverifiable one is refused.
+pub async fn restore_recorded_backup(
+    config: &Config,
+    store: &Store,
+    backup_id: &str,
+    target: &std::path::Path,
+) -> Result<Manifest, JobError> {
+    let record = store
+        .backup(backup_id)
+        .await?
+        .ok_or_else(|| JobError::UnknownBackup(backup_id.to_string()))?;
+    if record.deleted_at.is_some() {
+        return Err(JobError::Config(format!(
+            "backup {backup_id} was deleted by retention"
+        )));
+    }
+    let expected = expected_for(config, &record).map_err(JobError::Config)?;
+    let (_, objects) = readable_copy(config, &record).await?;
+    Ok(crate::restore_backup(&objects, &record.service, &record.id, target, &expected).await?)
+}
+
+/// Restore-tests a backup of a service (the newest verified one unless
+/// `backup_id` names another) and records it.
+pub async fn restore_test_service(
+    config: &Config,
+    store: &Store,
+    service_name: &str,
+    backup_id: Option<&str>,
+    scratch_root: PathBuf,
+    phase: impl FnMut(RestorePhase),
+) -> Result<(RestoreTestRecord, RestoreTestOutcome), JobError> {
+    let svc = service(config, service_name)?;
+    let policy = svc
+        .backup
+        .as_ref()
+        .ok_or_else(|| JobError::NoBackupPolicy(svc.name.clone()))?;
+    let backup = match backup_id {
+        Some(id) => store
+            .backup(id)
+            .await?
+            .filter(|b| b.service == svc.name)
+            .ok_or_else(|| JobError::UnknownBackup(id.to_string()))?,
+        None => store
+            .newest_verified_backup(&svc.name)
+            .await?
+            .ok_or_else(|| JobError::NoVerifiedBackup(svc.name.clone()))?,
+    };
+    let expected = expected_for(config, &backup).map_err(JobError::Config)?;
+    // With no readable copy the test still runs on the original, to fail
+    // there and be recorded: a backup that cannot be restored is evidence.
+    let objects = match readable_copy(config, &backup).await {
+        Ok((_, objects)) => objects,
+        Err(e) => {
+            tracing::warn!(backup = %backup.id, error = %e, "restore test of a backup with no readable copy");
+            open_object_store(config, &backup.store).await?
+        }
+    };
+    let database = svc
+        .postgres
+        .get(&policy.from_region)
+        .and_then(|d| d.resolve().ok())
+        .and_then(|dsn| {
+            dsn.expose()
+                .parse::<sqlx::postgres::PgConnectOptions>()
+                .ok()
+        })
+        .and_then(|o| o.get_database().map(str::to_string))
+        .unwrap_or_else(|| "postgres".to_string());
+    let req = RestoreTestRequest {
+        service: svc.name.clone(),
+        backup_id: backup.id.clone(),
+        store: objects,
+        pg_bin: drctl_pg::find_pg_bin()?,
+        scratch_root,
+        database,
+        validation_queries: policy.validation_queries.clone(),
+        key: expected.key,
+        manifest: expected.manifest,
+    };
+    let id = format!("rt-{}", new_backup_id(Utc::now()));
+    store
+        .restore_test_started(&id, &svc.name, &backup.id, Utc::now())
+        .await?;
+    let outcome = run_restore_test(&req, phase).await;
+    let results = serde_json::to_string(&outcome.queries).expect("results serialize");
+    store
+        .restore_test_finished(
+            &id,
+            Utc::now(),
+            outcome.passed,
+            outcome
+                .time_to_ready
+                .map(|d: Duration| d.as_micros() as i64),
+            Some(&results),
+            outcome.error.as_deref(),
+        )
+        .await?;
+    let record = store
+        .restore_tests(Some(&svc.name), 1)
+        .await?
+        .into_iter()
+        .next()
+        .expect("just recorded");
+    Ok((record, outcome))
+}
+
+/// Applies the service's retention: decides with [`crate::plan_retention`],
