@@ -350,6 +350,7 @@ pub(crate) fn expected_for(config: &Config, record: &BackupRecord) -> Result<Exp
     })
 }
 
+/// Applies the service's retention: decides with [`crate::plan_retention`],
 /// records each deletion in the store, then deletes the objects (manifest
 /// first, so a half-deleted backup is never listed as complete). Deletions
 /// recorded earlier whose objects remain (a crash in between) are finished

@@ -199,5 +199,3 @@ pub async fn restore_test_service(
         .expect("just recorded");
     Ok((record, outcome))
 }
-
-/// Applies the service's retention: decides with [`crate::plan_retention`],

@@ -18,7 +18,10 @@ pub async fn verify_recorded_backup(
 /// A recorded backup that has objects to verify: complete and not deleted.
 /// Verifying anything else would only overwrite its record with a failure
 /// (a deleted backup's last verification is history worth keeping).
-pub(crate) async fn recorded_backup(store: &Store, backup_id: &str) -> Result<BackupRecord, JobError> {
+pub(crate) async fn recorded_backup(
+    store: &Store,
+    backup_id: &str,
+) -> Result<BackupRecord, JobError> {
     let record = store
         .backup(backup_id)
         .await?
@@ -54,7 +57,6 @@ pub(crate) async fn verify_original(
         .await?;
     Ok(report)
 }
-
 
 /// Verifies one stored copy of a recorded backup. A fault in what is
 /// stored — a missing object, a manifest that does not parse or does not
