@@ -89,6 +89,7 @@ impl Lab {
             dns_zone: LAB_ZONE.to_string(),
             dns_key_file: spec.dir.join(LAB_DNS_KEY_FILE),
             fronts: Vec::new(),
+            fence_hook: spec.fence_hook.clone(),
         };
         for (i, svc) in spec.services.iter().enumerate() {
             let i = i as u16;

@@ -80,6 +80,11 @@ pub struct LabSpec {
     /// `max_connections` of every cluster (benchmarks with many services
     /// need more than the default).
     pub max_connections: u32,
+    /// The fence hook of every replicated service (`drctl lab up`: the
+    /// lab's STONITH, `drctl lab stonith`), so automatic failover of a
+    /// killed primary can fence it; `None` in tests, which add their own
+    /// where they need one.
+    pub fence_hook: Option<Vec<String>>,
 }
 
 impl LabSpec {
@@ -96,6 +101,7 @@ impl LabSpec {
             api_port: DEFAULT_API_PORT,
             workload_interval: Duration::from_millis(50),
             max_connections: 200,
+            fence_hook: None,
         }
     }
 
@@ -108,6 +114,7 @@ impl LabSpec {
             api_port: free_port(),
             workload_interval: Duration::from_millis(50),
             max_connections: 200,
+            fence_hook: None,
         }
     }
 }
@@ -178,6 +185,9 @@ pub struct LabRecord {
     /// One per replicated service.
     #[serde(default)]
     pub fronts: Vec<LabFrontRecord>,
+    /// See [`LabSpec::fence_hook`].
+    #[serde(default)]
+    pub fence_hook: Option<Vec<String>>,
 }
 
 impl LabRecord {
@@ -318,6 +328,15 @@ pub fn lab_config_toml(record: &LabRecord) -> String {
                  # lost probes with the standby disconnected; the lab shortens the cooldown.\n\
                  [services.failover]\ncooldown = \"10s\"\n",
             );
+            if let Some(hook) = &record.fence_hook {
+                // JSON strings are TOML basic strings.
+                let argv = serde_json::to_string(hook).unwrap_or_default();
+                out.push_str(&format!(
+                    "# A primary drctl cannot reach is fenced by the lab's STONITH before\n\
+                     # anything is promoted (without a fence, automatic failover holds).\n\
+                     fence_hook = {argv}\n"
+                ));
+            }
         }
         out.push_str(&format!(
             "[services.backup]\nstore = \"lab-objects\"\n\
@@ -390,6 +409,7 @@ impl LabRecord {
             dns_zone: LAB_ZONE.to_string(),
             dns_key_file: dir.join(LAB_DNS_KEY_FILE),
             fronts,
+            fence_hook: spec.fence_hook,
         }
     }
 }

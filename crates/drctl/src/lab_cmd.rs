@@ -174,6 +174,19 @@ async fn up(dir: &Path, api_port: u16, base_port: u16) -> anyhow::Result<()> {
     let mut spec = LabSpec::standard(dir.to_path_buf());
     spec.api_port = api_port;
     spec.base_port = Some(base_port);
+    // The lab's STONITH fences a primary drctl cannot reach, as a fence
+    // hook must in production: without one, automatic failover holds.
+    let drctl = std::env::current_exe().context("locating the drctl binary")?;
+    spec.fence_hook = Some(vec![
+        drctl.display().to_string(),
+        "lab".into(),
+        "stonith".into(),
+        "{service}".into(),
+        "--region".into(),
+        "{region}".into(),
+        "--dir".into(),
+        dir.display().to_string(),
+    ]);
     let progress = |msg: &str| eprintln!("[{:>5.1}s] {msg}", started.elapsed().as_secs_f64());
     let lab = match Lab::up(spec, progress).await {
         Ok(lab) => lab,
