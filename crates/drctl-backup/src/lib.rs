@@ -21,6 +21,7 @@ mod restore;
 mod restore_test;
 mod retention;
 pub mod scheduler;
+pub mod source;
 mod store;
 mod verify;
 
@@ -32,6 +33,7 @@ pub use restore_test::{
     run_restore_test, QueryResult, RestorePhase, RestoreTestOutcome, RestoreTestRequest,
 };
 pub use retention::{plan_retention, Candidate, RetentionPlan, RetentionRule};
+pub use source::RecordedBackups;
 pub use store::{
     part_size, ObjectInfo, ObjectReader, ObjectStore, S3Location, Upload, MAX_PARTS, PART_SIZE,
 };

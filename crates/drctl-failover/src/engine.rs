@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use drctl_config::Config;
+use drctl_node::{LocalNode, NodeActions};
 use drctl_store::{Lease, StepRecord, Store, StoreError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -74,16 +75,27 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The failover engine bound to a config and a store.
+/// The failover engine bound to a config, a store and the node actions it
+/// drives.
 #[derive(Clone)]
 pub struct Engine {
     config: Arc<Config>,
     store: Store,
+    node: Arc<dyn NodeActions>,
     driver: String,
 }
 
 impl Engine {
+    /// The engine acting on this host's servers ([`LocalNode`], restoring
+    /// the backups the store recorded).
     pub fn new(config: Arc<Config>, store: Store) -> Engine {
+        let backups = drctl_backup::RecordedBackups::new(config.clone(), store.clone());
+        let node = Arc::new(LocalNode::new().with_backups(Arc::new(backups)));
+        Engine::with_node(config, store, node)
+    }
+
+    /// The engine acting through `node` (an agent's client, issue 17).
+    pub fn with_node(config: Arc<Config>, store: Store, node: Arc<dyn NodeActions>) -> Engine {
         let host = crate::this_host();
         let driver = format!(
             "{host}/{}/{}",
@@ -93,6 +105,7 @@ impl Engine {
         Engine {
             config,
             store,
+            node,
             driver,
         }
     }
@@ -152,7 +165,8 @@ impl Engine {
     /// The plan right now, without taking anything (`--dry-run`).
     pub async fn plan(&self, req: &Request) -> Result<PlanReport, FailoverError> {
         let params = self.params(req).await?;
-        let mut report = plan::make_plan(&self.config, &self.store, &params).await;
+        let mut report =
+            plan::make_plan(&self.config, &self.store, self.node.as_ref(), &params).await;
         report.steps = params.kind.steps().to_vec();
         Ok(report)
     }
@@ -512,6 +526,7 @@ impl Engine {
             op_id: d.id,
             op_started: d.op_started,
             lease: d.lease,
+            node: self.node.as_ref(),
             outputs: &run.outputs,
             timings: &run.timings,
         };

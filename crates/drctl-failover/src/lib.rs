@@ -13,8 +13,15 @@
 //!   `rejoin.rs`, `recover.rs`), the actions they share (`actions.rs`,
 //!   `dns.rs`), what an action may read (`ctx.rs`) and the typed,
 //!   versioned journal entry each action leaves (`output.rs`).
-//! - `node.rs`: every call into a database server (`drctl-pg`), so the
-//!   node-actions and datastore seams replace one module.
+//! - `node.rs`: the plans' reads of a region's server. Every action on a
+//!   server goes through the two seams of `drctl-node`: the datastore
+//!   (`Datastore`: probe, soft fence, catch-up, promote, write probe, over
+//!   the engine the service names) and the node actions (`NodeActions`:
+//!   stop, start, rewind or re-clone, restore, scratch clones, the hard
+//!   fence; [`Engine::new`] acts on this host, [`Engine::with_node`] through
+//!   any other implementation, such as an agent). No PostgreSQL type
+//!   appears in a journaled output: a second engine plugs in below the
+//!   seams without touching this crate.
 //! - `engine.rs`: the driver — replay the journal, execute the next action,
 //!   finish (succeed, stop resumable, or unwind and fail); `attempt.rs`:
 //!   one action's run (host and lease checks, retries in place, progress,
@@ -36,14 +43,13 @@
 //! point, and nothing is applied twice.
 //!
 //! This crate owns the decisions (plan, blockers, measured RPO/RTO of an
-//! event); PostgreSQL actions live in `drctl-pg`, DNS in `drctl-dns`, the
+//! event); server work lives behind `drctl-node`, DNS in `drctl-dns`, the
 //! journal's storage in `drctl-store`.
 
 mod attempt;
 pub mod auto;
 mod engine;
 mod error;
-mod hook;
 pub mod journal;
 mod kind;
 mod measure;
@@ -64,11 +70,7 @@ pub use saga::{RejoinMethod, Rejoined};
 pub use step::Step;
 
 /// This host's name, as host-local operations record it.
-pub fn this_host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
-}
+pub use drctl_node::this_host;
 
 /// The lease that serialises operations on one cluster.
 pub fn lease_name(cluster: &str) -> String {

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use drctl_monitor::HeartbeatMap;
-use drctl_pg::{HeartbeatPoint, Lsn};
+use drctl_node::{HeartbeatPoint, Position};
 use serde::{Deserialize, Serialize};
 
 /// The measured cost of an operation, stored as its result.
@@ -60,13 +60,17 @@ pub struct Measured {
 
 /// The loss window: from when the primary passed `durable` to `last` (the
 /// source's last position), placed on `points` (any order).
-pub fn loss_window(points: &[HeartbeatPoint], durable: Lsn, last: HeartbeatPoint) -> (i64, bool) {
+pub fn loss_window(
+    points: &[HeartbeatPoint],
+    durable: Position,
+    last: HeartbeatPoint,
+) -> (i64, bool) {
     let mut points: Vec<HeartbeatPoint> = points
         .iter()
         .copied()
-        .filter(|p| p.primary_time_us <= last.primary_time_us && p.lsn <= last.lsn)
+        .filter(|p| p.primary_time_us <= last.primary_time_us && p.position <= last.position)
         .collect();
-    points.sort_by_key(|p| (p.lsn, p.primary_time_us));
+    points.sort_by_key(|p| (p.position, p.primary_time_us));
     let mut map = HeartbeatMap::new();
     for p in points {
         map.record(p);
@@ -83,20 +87,23 @@ mod tests {
     fn p(t: i64, l: u64) -> HeartbeatPoint {
         HeartbeatPoint {
             primary_time_us: t,
-            lsn: Lsn(l),
+            position: Position::from_ordinal(l),
         }
     }
 
     #[test]
     fn nothing_lost_when_the_target_has_everything() {
-        assert_eq!(loss_window(&[p(0, 0)], Lsn(500), p(10, 500)), (0, false));
+        assert_eq!(
+            loss_window(&[p(0, 0)], Position::from_ordinal(500), p(10, 500)),
+            (0, false)
+        );
     }
 
     #[test]
     fn the_window_starts_where_the_primary_passed_the_target() {
         // The primary wrote 100 bytes a second from t=0; the target has 300.
         let pts: Vec<_> = (0..10).map(|s| p(s * 1_000_000, s as u64 * 100)).collect();
-        let (us, lb) = loss_window(&pts, Lsn(300), p(9_000_000, 900));
+        let (us, lb) = loss_window(&pts, Position::from_ordinal(300), p(9_000_000, 900));
         assert!(!lb);
         assert_eq!(us, 6_000_000);
     }
@@ -105,7 +112,7 @@ mod tests {
     fn points_after_the_source_position_are_ignored() {
         // Heartbeats of the new timeline (after promotion) must not bend the map.
         let pts = vec![p(0, 0), p(1_000_000, 100), p(50_000_000, 50)];
-        let (us, _) = loss_window(&pts, Lsn(0), p(2_000_000, 200));
+        let (us, _) = loss_window(&pts, Position::from_ordinal(0), p(2_000_000, 200));
         assert!(us >= 1_000_000, "{us}");
     }
 }

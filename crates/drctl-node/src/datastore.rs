@@ -32,6 +32,20 @@ impl Engine {
         }
     }
 
+    /// What the engine calls a position (`LSN`) and a history
+    /// (`timeline`), for people.
+    pub fn position_name(self) -> &'static str {
+        match self {
+            Engine::Postgres => "LSN",
+        }
+    }
+
+    pub fn history_name(self) -> &'static str {
+        match self {
+            Engine::Postgres => "timeline",
+        }
+    }
+
     /// The unit of [`Position::distance_after`] (`bytes` of WAL for
     /// PostgreSQL).
     pub fn distance_unit(self) -> &'static str {
@@ -48,6 +62,68 @@ impl Engine {
     pub fn idle_slack(self) -> u64 {
         match self {
             Engine::Postgres => 1024,
+        }
+    }
+
+    /// The engine of `service`'s servers: the one place a service's
+    /// engine is read (PostgreSQL is the only one yet).
+    pub fn of(_service: &drctl_config::Service) -> Engine {
+        Engine::Postgres
+    }
+
+    /// The engine's name, for people.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Postgres => "PostgreSQL",
+        }
+    }
+
+    /// What [`Datastore::soft_fence`] does, in the engine's words (plans
+    /// show it).
+    pub fn soft_fence_description(self) -> &'static str {
+        match self {
+            Engine::Postgres => {
+                "read-only (ALTER SYSTEM default_transaction_read_only) and terminate client sessions"
+            }
+        }
+    }
+
+    /// How an operator lifts the soft fence by hand, when drctl could not.
+    pub fn unfence_by_hand(self) -> &'static str {
+        match self {
+            Engine::Postgres => {
+                "run `ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf();` on it"
+            }
+        }
+    }
+
+    /// What a rejoin does to the old primary, in the engine's words.
+    pub fn resync_description(self) -> &'static str {
+        match self {
+            Engine::Postgres => "pg_rewind",
+        }
+    }
+
+    /// The port, database and user a connection string names: a drill
+    /// connects to its clone as the same user to the same database. The
+    /// error never repeats the string (it may hold a password).
+    pub fn login_of(self, dsn: &crate::Dsn) -> Result<Login, DatastoreError> {
+        match self {
+            Engine::Postgres => drctl_pg::dsn_login(dsn.expose())
+                .map(|l| Login {
+                    port: l.port,
+                    database: l.database,
+                    user: l.user,
+                })
+                .map_err(|e| DatastoreError::new(DatastoreErrorKind::Config, e)),
+        }
+    }
+
+    /// The engine's default database and user when a connection string
+    /// names none (PostgreSQL: `postgres` for both).
+    pub fn default_login(self) -> (&'static str, &'static str) {
+        match self {
+            Engine::Postgres => ("postgres", "postgres"),
         }
     }
 
@@ -82,6 +158,15 @@ impl Engine {
             Engine::Postgres => Ok(Box::new(crate::Postgres::new(label, dsn.clone(), timeout)?)),
         }
     }
+}
+
+/// Where and as whom a connection string connects ([`Engine::login_of`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Login {
+    /// The port clients connect to (the engine's default when unnamed).
+    pub port: u16,
+    pub database: Option<String>,
+    pub user: Option<String>,
 }
 
 /// What kind of failure a datastore call met. The engine's decisions hang
@@ -148,21 +233,31 @@ impl From<drctl_pg::PgError> for DatastoreError {
 }
 
 /// A server's role, fence and positions, read at one moment.
+///
+/// The aliases read what the failover journal stored before the seam
+/// (format version 2 held drctl-pg's `NodeState`), so an operation started
+/// then still resumes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerState {
     /// A standby (replaying a primary's changes), not a primary.
+    #[serde(alias = "in_recovery")]
     pub standby: bool,
     /// drctl's soft fence (or an operator's) is on: it refuses writes.
+    #[serde(alias = "read_only")]
     pub fenced: bool,
     /// The history the server is on (PostgreSQL's timeline): a promotion
     /// starts a new one.
+    #[serde(alias = "timeline")]
     pub history: i64,
     /// Primary: everything written. Standby: everything durable here
     /// (received and flushed, or applied).
+    #[serde(alias = "lsn")]
     pub position: Position,
     /// Standby: applied (replayed) up to here; primary: `position`.
+    #[serde(alias = "replay_lsn")]
     pub applied: Position,
     /// The server's clock, microseconds since the epoch.
+    #[serde(alias = "now_us")]
     pub clock_us: i64,
 }
 
@@ -220,15 +315,18 @@ pub struct ReceiverState {
     pub last_message_ms: Option<i64>,
 }
 
-/// What a soft fence did.
+/// What a soft fence did. (Aliases: as [`ServerState`], the journal's
+/// version 2 names.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SoftFence {
     /// It was fenced already (a re-run, or fenced by hand).
+    #[serde(alias = "already_read_only")]
     pub already_fenced: bool,
     /// It is a standby: there is nothing to fence.
     pub was_standby: bool,
     /// Client sessions ended (an open read-write transaction could still
     /// have written).
+    #[serde(alias = "sessions_terminated")]
     pub sessions_ended: i64,
 }
 
@@ -247,6 +345,7 @@ impl From<drctl_pg::FenceReport> for SoftFence {
 pub struct Promotion {
     pub already_primary: bool,
     /// The history the server is on afterwards, as far as known now.
+    #[serde(alias = "timeline")]
     pub history: i64,
     pub took_ms: u64,
 }
@@ -477,16 +576,59 @@ pub fn connect_as(
 
 /// Connects (lazily: nothing is dialled until the first call) to the
 /// server of `service` in `region`, with the engine the service's
-/// configuration names. `timeout` bounds every call. The one place a new
-/// engine is added.
+/// configuration names ([`Engine::of`]). `timeout` bounds every call. The
+/// one place a new engine is added.
 pub fn connect(
     service: &drctl_config::Service,
     region: &str,
     timeout: Duration,
 ) -> Result<Box<dyn Datastore>, DatastoreError> {
-    Ok(Box::new(crate::Postgres::for_service(
-        service, region, timeout,
-    )?))
+    match Engine::of(service) {
+        Engine::Postgres => Ok(Box::new(crate::Postgres::for_service(
+            service, region, timeout,
+        )?)),
+    }
+}
+
+/// The connection string of `service`'s server in `region`, secrets
+/// resolved: what a node copies or rewinds from.
+pub fn service_dsn(
+    service: &drctl_config::Service,
+    region: &str,
+) -> Result<crate::Dsn, DatastoreError> {
+    let source = service.postgres.get(region).ok_or_else(|| {
+        DatastoreError::new(
+            DatastoreErrorKind::Config,
+            format!(
+                "service {} has no {} connection for region {region}",
+                service.name,
+                Engine::of(service).name()
+            ),
+        )
+    })?;
+    let secret = source
+        .resolve()
+        .map_err(|e| DatastoreError::new(DatastoreErrorKind::Config, e.to_string()))?;
+    Ok(crate::Dsn::from(&secret))
+}
+
+/// How a copy of `service`'s server in `primary` streams from it, named
+/// `standby` ([`Engine::standby_conninfo`]): the primary's
+/// `replication_dsn` when it has one, else its connection string.
+pub fn standby_source(
+    service: &drctl_config::Service,
+    primary: &str,
+    standby: &str,
+) -> Result<crate::Dsn, DatastoreError> {
+    let dsn = match service
+        .nodes
+        .get(primary)
+        .and_then(|n| n.replication_dsn.as_ref())
+    {
+        Some(s) => crate::Dsn::from(s),
+        None => service_dsn(service, primary)?,
+    };
+    Ok(Engine::of(service).standby_conninfo(&dsn, standby))
 }
 
 #[cfg(test)]

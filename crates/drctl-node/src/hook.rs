@@ -137,6 +137,36 @@ mod tests {
         vec!["/bin/sh".into(), "-c".into(), script.into()]
     }
 
+    /// The process's peak resident memory so far (`VmHWM`), in KiB.
+    fn peak_rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/self/status")
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_prints_without_end_costs_only_the_tail_that_is_kept() {
+        let before = peak_rss_kib();
+        let run = run(
+            &argv("head -c 536870912 /dev/zero; echo the-end"),
+            "orders",
+            "eu-west",
+            "op-1",
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+        let grown = peak_rss_kib().saturating_sub(before);
+        assert!(run.output.len() <= OUTPUT_KEPT && run.output.ends_with("the-end\n"));
+        assert!(
+            grown < 128 * 1024,
+            "peak memory grew by {grown} KiB while the hook printed 512 MiB"
+        );
+    }
+
     #[tokio::test]
     async fn a_hook_gets_what_to_fence_but_not_drctls_environment() {
         // cargo gives the test process CARGO_PKG_NAME; the hook must not see it.

@@ -39,13 +39,14 @@ mod position;
 mod postgres;
 
 pub use datastore::{
-    connect, connect_as, BackupPositions, BaseBackupCommand, CatchUpGoal, CatchUpReport,
-    CloneSettings, Datastore, DatastoreError, DatastoreErrorKind, Engine, PrimaryPosition,
-    Promotion, ReceiverState, ServerState, SoftFence, StandbyPosition, WriteProbe,
+    connect, connect_as, service_dsn, standby_source, BackupPositions, BaseBackupCommand,
+    CatchUpGoal, CatchUpReport, CloneSettings, Datastore, DatastoreError, DatastoreErrorKind,
+    Engine, Login, PrimaryPosition, Promotion, ReceiverState, ServerState, SoftFence,
+    StandbyPosition, WriteProbe,
 };
 pub use local::{
-    local_system_identifier, restore_claim_path, rewind_diverged, this_host, BackupSource,
-    LocalNode, CLONE_READY,
+    default_scratch_root, local_system_identifier, restore_claim_path, rewind_diverged, this_host,
+    BackupSource, LocalNode, CLONE_READY,
 };
 pub use node::{
     CloneRequest, Dsn, HardFenceMethod, HardFenceRequest, HardFenced, HookRun, NodeActions,

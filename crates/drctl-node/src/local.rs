@@ -96,6 +96,12 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| NodeError::failed(e.to_string()))?
 }
 
+/// Where scratch copies (drill clones, restore tests) go when the config
+/// names no root.
+pub fn default_scratch_root() -> PathBuf {
+    drctl_pg::os::scratch_root()
+}
+
 /// This host's name (what a rejoin's plan records).
 pub fn this_host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

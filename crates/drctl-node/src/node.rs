@@ -223,6 +223,15 @@ pub enum ResyncMethod {
     Clone,
 }
 
+impl std::fmt::Display for ResyncMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ResyncMethod::Rewind => "rewind",
+            ResyncMethod::Clone => "clone",
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resynced {
     pub method: ResyncMethod,

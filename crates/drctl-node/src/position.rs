@@ -73,6 +73,7 @@ impl From<Position> for drctl_pg::Lsn {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatPoint {
     pub primary_time_us: i64,
+    #[serde(alias = "lsn")]
     pub position: Position,
 }
 

@@ -52,21 +52,9 @@ impl Postgres {
         region: &str,
         timeout: Duration,
     ) -> Result<Self, DatastoreError> {
-        let source = service.postgres.get(region).ok_or_else(|| {
-            DatastoreError::new(
-                DatastoreErrorKind::Config,
-                format!(
-                    "service {} has no PostgreSQL connection for region {region}",
-                    service.name
-                ),
-            )
-        })?;
-        let dsn = source
-            .resolve()
-            .map_err(|e| DatastoreError::new(DatastoreErrorKind::Config, e.to_string()))?;
         Postgres::new(
             format!("{}@{region}", service.cluster),
-            Dsn::new(dsn.expose()),
+            crate::datastore::service_dsn(service, region)?,
             timeout,
         )
     }

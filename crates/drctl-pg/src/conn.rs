@@ -17,6 +17,42 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::ConnectOptions;
 
 use crate::os::give_to_postgres;
+
+/// Where and as whom a connection string connects, parsed by sqlx's
+/// `PgConnectOptions` as the probes parse it (sqlx 0.8 reads the
+/// `postgres://` URL form only, as every drctl connection is written).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DsnLogin {
+    /// The port clients connect to (PostgreSQL's default when unnamed).
+    pub port: u16,
+    pub database: Option<String>,
+    /// `None` when the string names no user (sqlx would fill in the OS
+    /// user, which a scratch clone's roles do not have).
+    pub user: Option<String>,
+}
+
+/// The port, database and user `dsn` names. The error never repeats the
+/// string (it may hold a password).
+pub fn dsn_login(dsn: &str) -> std::result::Result<DsnLogin, String> {
+    let parse = |s: &str| {
+        s.parse::<PgConnectOptions>().map_err(|_| {
+            "the connection string is not a postgres:// URL drctl can parse".to_string()
+        })
+    };
+    let opts = parse(dsn)?;
+    let defaults = parse("postgres://")?;
+    Ok(DsnLogin {
+        port: opts.get_port(),
+        database: opts
+            .get_database()
+            .filter(|d| !d.is_empty() && Some(*d) != defaults.get_database())
+            .map(str::to_string),
+        user: Some(opts.get_username())
+            .filter(|u| !u.is_empty() && *u != defaults.get_username())
+            .map(str::to_string),
+    })
+}
+
 use crate::{io_err, ClusterError, ClusterResult as Result};
 
 /// A connection for one child process: its password-free connection string
@@ -186,6 +222,24 @@ fn write_passfile(password: &str, for_postgres_user: bool) -> Result<tempfile::T
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_names_port_database_and_user() {
+        let url = dsn_login("postgres://app:secret@h:5433/orders?sslmode=require").unwrap();
+        assert_eq!(url.port, 5433);
+        assert_eq!(url.database.as_deref(), Some("orders"));
+        assert_eq!(url.user.as_deref(), Some("app"));
+        let socket = dsn_login("postgres:///orders?host=/run/pg&port=6432&user=app").unwrap();
+        assert_eq!(socket.port, 6432);
+        assert_eq!(socket.database.as_deref(), Some("orders"));
+        assert_eq!(socket.user.as_deref(), Some("app"));
+        let bare = dsn_login("postgres://h/").unwrap();
+        assert_eq!(bare.database, None);
+        assert_eq!(bare.user, None);
+        // Refused without repeating it (it may hold a password).
+        let e = dsn_login("host=h password=hunter2").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
 
     #[test]
     fn the_password_goes_to_a_passfile_and_never_into_the_connection_string() {

@@ -19,7 +19,7 @@ mod probe;
 
 pub use admin::{FenceReport, NodeState, PromoteReport, STANDBY_PARITY_SETTINGS};
 pub use cluster::{find_pg_bin, PgCluster, Role};
-pub use conn::ChildConnection;
+pub use conn::{dsn_login, ChildConnection, DsnLogin};
 pub use lsn::Lsn;
 pub use probe::{HeartbeatPoint, PgEndpoint, PgError, PrimaryPosition, StandbyPosition};
 

@@ -230,13 +230,16 @@ fn render_plan(p: &PlanReport, accept: bool) -> String {
         p.source,
         p.target
     );
-    let node = |state: &Option<drctl_pg::NodeState>, err: &Option<String>| match (state, err) {
+    let engine = p.engine;
+    let node = |state: &Option<drctl_node::ServerState>, err: &Option<String>| match (state, err) {
         (Some(s), _) => format!(
-            "{}{}, timeline {}, LSN {}",
-            if s.in_recovery { "standby" } else { "primary" },
-            if s.read_only { " (read-only)" } else { "" },
-            s.timeline,
-            s.lsn
+            "{}{}, {} {}, {} {}",
+            if s.standby { "standby" } else { "primary" },
+            if s.fenced { " (fenced)" } else { "" },
+            engine.history_name(),
+            s.history,
+            engine.position_name(),
+            engine.format_position(s.position)
         ),
         (None, Some(e)) => format!("unreachable: {e}"),
         (None, None) => "no datastore".into(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use drctl_config::{Config, Service};
-use drctl_pg::NodeState;
+use drctl_node::{Position, ServerState};
 use drctl_store::Store;
 
 use super::report::{self, Blocker, OperationParams, PlanReport};
@@ -71,12 +71,12 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
     if has_datastore {
         match &target_state {
             Err(e) => block("target_unreachable", format!("target {}@{} is unreachable: {e}", p.cluster, p.target), false),
-            Ok(t) if !t.in_recovery && source_state.as_ref().is_ok_and(|s| s.writable()) => block(
+            Ok(t) if !t.standby && source_state.as_ref().is_ok_and(|s| s.writable()) => block(
                 "target_not_standby",
                 format!("target {}@{} is already a writable primary while the source is too: two writable primaries, investigate before any failover", p.cluster, p.target),
                 false,
             ),
-            Ok(t) if !t.in_recovery => block(
+            Ok(t) if !t.standby => block(
                 "target_not_standby",
                 format!("target {}@{} is not a standby (it is already a primary)", p.cluster, p.target),
                 false,
@@ -105,7 +105,7 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
                     .find(|s| s.service == p.service && s.standby_region == p.target)
             });
             if let (Ok(s), Ok(t)) = (&source_state, &target_state) {
-                expected_loss_bytes = Some(s.lsn.bytes_after(t.lsn));
+                expected_loss_bytes = Some(s.position.distance_after(t.position));
             } else if let Some(s) = &sample {
                 expected_loss_bytes = s.byte_lag.map(|b| b.max(0) as u64);
             }
@@ -174,10 +174,10 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
             "none: a drill leaves production alone (a scratch clone of the target is promoted)"
                 .to_string()
         }
-        (Ok(_), _) if has_datastore => {
-            "read-only (ALTER SYSTEM default_transaction_read_only) and terminate client sessions"
-                .to_string()
-        }
+        (Ok(_), _) if has_datastore => service
+            .map(drctl_node::Engine::of)
+            .map_or("", |e| e.soft_fence_description())
+            .to_string(),
         (_, Some(h)) => format!("source unreachable: run the fence hook {}", h.join(" ")),
         _ if has_datastore && p.accept_unfenced => "none: the source is unreachable and has no fence hook; accepted by the operator (--accept-unfenced); drctl fences it if it returns"
             .to_string(),
@@ -196,7 +196,12 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         dns: report::dns_flips(config, &p.members, &p.target, p.kind),
         fence,
         blockers,
-        ..PlanReport::skeleton(p, targets, &past)
+        ..PlanReport::skeleton(
+            p,
+            targets,
+            service.map_or(drctl_node::Engine::Postgres, drctl_node::Engine::of),
+            &past,
+        )
     }
 }
 
@@ -212,7 +217,7 @@ const LAST_SIGHTING_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 async fn lost_primary_bound(
     store: &Store,
     p: &OperationParams,
-    target: Option<&NodeState>,
+    target: Option<&ServerState>,
 ) -> Option<(i64, String)> {
     let s = store
         .last_known_exposure(&p.service, &p.target)
@@ -230,7 +235,7 @@ async fn lost_primary_bound(
         .unwrap_or(i64::MAX)
         .max(0);
     let caught_up = match (target, s.primary_lsn) {
-        (Some(t), Some(l)) => t.lsn.0 >= l.max(0) as u64,
+        (Some(t), Some(l)) => t.position >= Position::from_ordinal(l.max(0) as u64),
         _ => false,
     };
     let exposure = s.rpo_exposure_us.unwrap_or(0);

@@ -4,11 +4,12 @@
 //! The plan's types are in `report.rs`; each kind plans in its own file.
 
 mod failover;
-pub(crate) mod recover;
+mod recover;
 mod rejoin;
 mod report;
 
 use drctl_config::Config;
+use drctl_node::NodeActions;
 use drctl_store::Store;
 
 pub(crate) use failover::{source_timeout, unfenced_message, REACH_TIMEOUT};
@@ -17,12 +18,18 @@ pub use report::{Blocker, LocalNode, OperationParams, PlanReport};
 
 use crate::OperationKind;
 
-/// Reads both sides and the monitor's evidence; never fails (what cannot be
-/// read becomes a blocker or an unknown).
-pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParams) -> PlanReport {
+/// Reads both sides and the monitor's evidence (and, for the kinds that act
+/// on a server's files, what the node finds there); never fails (what
+/// cannot be read becomes a blocker or an unknown).
+pub(crate) async fn make_plan(
+    config: &Config,
+    store: &Store,
+    node: &dyn NodeActions,
+    p: &OperationParams,
+) -> PlanReport {
     match p.kind {
-        OperationKind::Rejoin => rejoin::make_plan(config, store, p).await,
-        OperationKind::Recover => recover::make_plan(config, store, p).await,
+        OperationKind::Rejoin => rejoin::make_plan(config, store, node, p).await,
+        OperationKind::Recover => recover::make_plan(config, store, node, p).await,
         // Refused before planning (`Engine::params`); planned as a
         // failover would be if it ever got here.
         OperationKind::Failover

@@ -1,40 +1,23 @@
 //! Planning a recovery from backup: the newest verified backup, an empty
 //! data directory to restore into, no server already answering there.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use drctl_config::Config;
+use drctl_node::{NodeActions, NodeRef};
 use drctl_store::{BackupRecord, Store};
 
 use super::report::{self, Blocker, OperationParams, PlanReport};
 
 const REACH: Duration = Duration::from_secs(3);
 
-pub(crate) fn data_dir(config: &Config, p: &OperationParams) -> Option<PathBuf> {
-    config
-        .service(&p.service)?
-        .nodes
-        .get(&p.target)?
-        .data_dir
-        .clone()
-}
-
-/// A marker beside the data directory naming the operation restoring into
-/// it: a rerun after a crash may wipe what that operation began, never a
-/// directory someone else filled.
-pub(crate) fn marker(dir: &std::path::Path) -> PathBuf {
-    let mut name = dir.file_name().unwrap_or_default().to_os_string();
-    name.push(".drctl-recover");
-    dir.with_file_name(name)
-}
-
-pub(crate) fn is_empty_dir(dir: &std::path::Path) -> bool {
-    std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
-}
-
-pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParams) -> PlanReport {
+pub(crate) async fn make_plan(
+    config: &Config,
+    store: &Store,
+    node: &dyn NodeActions,
+    p: &OperationParams,
+) -> PlanReport {
     let service = config.service(&p.service);
     let mut blockers = Vec::new();
     let mut block = |code: &str, message: String, overridable: bool| {
@@ -66,19 +49,28 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
             false,
         );
     }
-    let dir = data_dir(config, p);
-    match &dir {
+    let server = service.and_then(|s| NodeRef::for_service(s, &p.target));
+    match &server {
         None => block(
             "no_data_dir",
             format!("[services.postgres.{}] of {} has no data_dir to restore into", p.target, p.service),
             false,
         ),
-        Some(d) if !is_empty_dir(d) && !marker(d).exists() => block(
-            "data_dir_not_empty",
-            format!("{} is not empty: a recovery never overwrites a directory it did not fill (move it away first)", d.display()),
-            false,
-        ),
-        Some(_) => {}
+        // A directory this recovery's own restore claimed may be wiped
+        // and redone; anything else in it is never overwritten.
+        Some(n) => match node.status(n).await {
+            Ok(st) if !st.empty && st.restore_claim.is_none() => block(
+                "data_dir_not_empty",
+                format!("{} is not empty: a recovery never overwrites a directory it did not fill (move it away first)", n.data_dir.display()),
+                false,
+            ),
+            Ok(_) => {}
+            Err(e) => block(
+                "node_unreadable",
+                format!("cannot read {} on its node: {e}", n.data_dir.display()),
+                false,
+            ),
+        },
     }
     let read =
         |region: String| async move { crate::node::read_state(service, &region, REACH).await };
@@ -125,12 +117,23 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
             None => "unknown: no verified backup".into(),
         },
         dns: report::dns_flips(config, &p.members, &p.target, p.kind),
-        fence: match (&source, service.and_then(|s| s.failover.fence_hook.as_ref())) {
-            (Ok(_), _) => "read-only (ALTER SYSTEM default_transaction_read_only) and terminate client sessions".into(),
+        fence: match (
+            &source,
+            service.and_then(|s| s.failover.fence_hook.as_ref()),
+        ) {
+            (Ok(_), _) => service
+                .map(drctl_node::Engine::of)
+                .map_or("", |e| e.soft_fence_description())
+                .into(),
             (_, Some(h)) => format!("source unreachable: run the fence hook {}", h.join(" ")),
             _ => "source unreachable and no fence hook: DNS removal only".into(),
         },
         blockers,
-        ..PlanReport::skeleton(p, targets, &past)
+        ..PlanReport::skeleton(
+            p,
+            targets,
+            service.map_or(drctl_node::Engine::Postgres, drctl_node::Engine::of),
+            &past,
+        )
     }
 }

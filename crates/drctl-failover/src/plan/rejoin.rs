@@ -2,18 +2,23 @@
 //! primary's data directory on this host holding a copy of the primary's
 //! database, and nothing writable at the old primary.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use drctl_config::Config;
+use drctl_node::{NodeActions, NodeRef, NodeStatus};
 use drctl_store::Store;
 
 use super::report::{Blocker, LocalNode, OperationParams, PlanReport};
-use crate::node::{local_system_identifier, read_state};
+use crate::node::{dataset_id, read_state};
 
 const REACH: Duration = Duration::from_secs(5);
 
-pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParams) -> PlanReport {
+pub(crate) async fn make_plan(
+    config: &Config,
+    store: &Store,
+    node: &dyn NodeActions,
+    p: &OperationParams,
+) -> PlanReport {
     let service = config.service(&p.service);
     let mut blockers = Vec::new();
     let mut block = |code: &str, message: String| {
@@ -39,8 +44,8 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         Ok(s) if !s.writable() => block(
             "primary_not_writable",
             format!(
-                "{}@{} is not a writable primary (in recovery: {}, read-only: {})",
-                p.cluster, p.source, s.in_recovery, s.read_only
+                "{}@{} is not a writable primary (standby: {}, fenced: {})",
+                p.cluster, p.source, s.standby, s.fenced
             ),
         ),
         Ok(_) => {}
@@ -53,51 +58,58 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
             );
         }
     }
-    let data_dir: Option<PathBuf> = service
-        .and_then(|s| s.nodes.get(&p.target))
-        .and_then(|n| n.data_dir.clone());
-    match &data_dir {
-        None => block(
-            "no_data_dir",
-            format!("[services.postgres.{}] has no data_dir: drctl rejoin needs the server's data directory", p.target),
-        ),
-        Some(d) if !d.join("PG_VERSION").exists() => block(
-            "data_dir_not_here",
-            format!("{} is not a PostgreSQL data directory on this host: run drctl rejoin on the host of {}", d.display(), p.target),
-        ),
-        Some(_) => {}
-    }
-    // The database in the data directory must be a copy of the primary's
-    // (physical copies share the system identifier): anything else is
-    // another cluster's server at the same path.
-    let local_id = data_dir.as_deref().and_then(local_system_identifier);
-    let primary_id = match (service, primary.is_ok()) {
-        (Some(s), true) => match crate::node::endpoint(s, &p.source, REACH) {
-            Ok(ep) => {
-                let id = ep.system_identifier().await.ok();
-                ep.close().await;
-                id
+    let server = service.and_then(|s| NodeRef::for_service(s, &p.target));
+    // What the node finds at the data directory (the host it is, whether a
+    // database is there and which).
+    let status: Option<NodeStatus> = match &server {
+        None => {
+            block(
+                "no_data_dir",
+                format!("[services.postgres.{}] has no data_dir: drctl rejoin needs the server's data directory", p.target),
+            );
+            None
+        }
+        Some(n) => match node.status(n).await {
+            Ok(st) if !st.initialized => {
+                block(
+                    "data_dir_not_here",
+                    format!("{} is not a {} data directory on this host: run drctl rejoin on the host of {}", n.data_dir.display(), service.map(drctl_node::Engine::of).map_or("database", |e| e.name()), p.target),
+                );
+                None
             }
-            Err(_) => None,
+            Ok(st) => Some(st),
+            Err(e) => {
+                block(
+                    "data_dir_not_here",
+                    format!("cannot read {} on its node: {e}", n.data_dir.display()),
+                );
+                None
+            }
         },
+    };
+    let data_dir = server
+        .as_ref()
+        .map_or("?".to_string(), |n| n.data_dir.display().to_string());
+    // The database in the data directory must be a copy of the primary's
+    // (physical copies share the data set's identity): anything else is
+    // another cluster's server at the same path.
+    let local_id = status.as_ref().and_then(|s| s.dataset_id.clone());
+    let primary_id = match (service, primary.is_ok()) {
+        (Some(s), true) => dataset_id(s, &p.source, REACH).await,
         _ => None,
     };
-    match (local_id, primary_id) {
-        (Some(l), Some(pid)) if l != pid => block(
+    match (&local_id, primary_id) {
+        (Some(l), Some(pid)) if *l != pid => block(
             "other_database",
             format!(
-                "{} holds database {l}, not a copy of the primary {}@{} (database {pid}): it is another server's data; refusing to touch it",
-                data_dir.as_deref().map_or("?".into(), |d| d.display().to_string()),
+                "{data_dir} holds database {l}, not a copy of the primary {}@{} (database {pid}): it is another server's data; refusing to touch it",
                 p.cluster,
                 p.source
             ),
         ),
-        (None, _) if data_dir.as_deref().is_some_and(|d| d.join("PG_VERSION").exists()) => block(
+        (None, _) if status.is_some() => block(
             "no_control_file",
-            format!(
-                "{} has no readable global/pg_control: cannot tell which database it holds",
-                data_dir.as_deref().map_or("?".into(), |d| d.display().to_string())
-            ),
+            format!("{data_dir} has no readable identity (global/pg_control): cannot tell which database it holds"),
         ),
         (Some(_), None) if primary.is_ok() => block(
             "primary_identity_unknown",
@@ -105,7 +117,7 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         ),
         _ => {}
     }
-    let standby_already = old.as_ref().is_ok_and(|o| o.in_recovery);
+    let standby_already = old.as_ref().is_ok_and(|o| o.standby);
     let past = store.operations(500).await.unwrap_or_default();
     let targets = service
         .map(|s| s.targets)
@@ -122,19 +134,28 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         fence: if standby_already {
             format!("already a standby: {} needs nothing", p.target)
         } else {
+            let rewind = service
+                .map(drctl_node::Engine::of)
+                .map_or("rewind", |e| e.resync_description());
             format!(
-                "stop {} ({}), pg_rewind onto {} (a fresh clone, the old directory moved aside, only if pg_rewind reports a divergence it cannot mend), start it as its standby",
+                "stop {} ({data_dir}), {rewind} onto {} (a fresh clone, the old directory moved aside, only if {rewind} reports a divergence it cannot mend), start it as its standby",
                 p.target,
-                data_dir.as_ref().map_or("?".into(), |d| d.display().to_string()),
                 p.source
             )
         },
         blockers,
-        local: data_dir.as_ref().map(|d| LocalNode {
-            host: crate::this_host(),
-            data_dir: d.display().to_string(),
-            system_identifier: local_id.map(|i| i.to_string()),
+        local: server.as_ref().map(|n| LocalNode {
+            host: status
+                .as_ref()
+                .map_or_else(crate::this_host, |s| s.host.clone()),
+            data_dir: n.data_dir.display().to_string(),
+            system_identifier: local_id,
         }),
-        ..PlanReport::skeleton(p, targets, &past)
+        ..PlanReport::skeleton(
+            p,
+            targets,
+            service.map_or(drctl_node::Engine::Postgres, drctl_node::Engine::of),
+            &past,
+        )
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use drctl_config::{Config, Service};
-use drctl_pg::NodeState;
+use drctl_node::{Engine, ServerState};
 use serde::{Deserialize, Serialize};
 
 use crate::{measure::Measured, OperationKind, Step};
@@ -66,10 +66,15 @@ pub struct PlanReport {
     pub members: Vec<String>,
     pub source: String,
     pub target: String,
+    /// The engine of the service's servers (how to read the states and
+    /// positions below). Plans journaled before it was recorded were all
+    /// PostgreSQL's.
+    #[serde(default = "postgres")]
+    pub engine: Engine,
     pub steps: Vec<Step>,
-    pub source_state: Option<NodeState>,
+    pub source_state: Option<ServerState>,
     pub source_error: Option<String>,
-    pub target_state: Option<NodeState>,
+    pub target_state: Option<ServerState>,
     pub target_error: Option<String>,
     /// Expected data loss in time (µs) and WAL bytes, if the primary region
     /// were lost now.
@@ -94,6 +99,10 @@ pub struct PlanReport {
     pub local: Option<LocalNode>,
 }
 
+fn postgres() -> Engine {
+    Engine::Postgres
+}
+
 /// The server a host-local operation acts on, as its plan found it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalNode {
@@ -112,6 +121,7 @@ impl PlanReport {
     pub(crate) fn skeleton(
         p: &OperationParams,
         targets: drctl_config::Targets,
+        engine: Engine,
         past: &[drctl_store::OperationRecord],
     ) -> PlanReport {
         let (expected_rto_ms, expected_rto_basis) = expected_rto(past, p.kind, &p.service);
@@ -122,6 +132,7 @@ impl PlanReport {
             members: p.members.clone(),
             source: p.source.clone(),
             target: p.target.clone(),
+            engine,
             // The saga fills in its list (plan does not depend on it).
             steps: Vec::new(),
             source_state: None,

@@ -7,12 +7,13 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use drctl_pg::{FenceReport, Lsn, NodeState, PgEndpoint, PromoteReport};
+use drctl_node::{
+    Datastore, HardFenceRequest, HookRun, Position, Promotion, ServerState, SoftFence,
+};
 use serde::{Deserialize, Serialize};
 
-use super::ctx::{ActionResult, Ctx, StepError};
+use super::ctx::{node_error, ActionResult, Ctx, StepError};
 use super::output::{Action, Entry};
-use crate::hook::{self, HookRun};
 use crate::measure::Measured;
 use crate::plan::{self, source_timeout, unfenced_message, PlanReport, REACH_TIMEOUT};
 use crate::{OperationKind, Step};
@@ -34,7 +35,7 @@ pub(crate) fn not_in_saga(ctx: &Ctx<'_>, step: Step) -> StepError {
 /// The plan as of now, journaled; refused when a blocker stands.
 pub(crate) async fn plan(ctx: &Ctx<'_>, steps: &[Step]) -> ActionResult<PlanReport> {
     let accept = ctx.params.accept_data_loss;
-    let mut report = plan::make_plan(ctx.config, ctx.store, ctx.params).await;
+    let mut report = plan::make_plan(ctx.config, ctx.store, ctx.node, ctx.params).await;
     report.steps = steps.to_vec();
     executed_plan(ctx, report, accept)
 }
@@ -98,7 +99,7 @@ pub(crate) fn lease(ctx: &Ctx<'_>) -> ActionResult<LeaseOutput> {
 pub(crate) struct FenceOutput {
     pub reachable: bool,
     pub method: FenceMethod,
-    pub report: Option<FenceReport>,
+    pub report: Option<SoftFence>,
     pub hook: Option<HookRun>,
     /// Why the source could not be reached.
     pub unreachable: Option<String>,
@@ -109,8 +110,10 @@ pub(crate) struct FenceOutput {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum FenceMethod {
-    /// Made read-only, its client sessions terminated.
-    ReadOnly,
+    /// The datastore's soft fence (PostgreSQL: made read-only, its client
+    /// sessions terminated); `read_only` in journals of version 2.
+    #[serde(alias = "read_only")]
+    SoftFence,
     /// Already a standby: nothing to fence.
     Standby,
     /// Unreachable: its fence hook ran.
@@ -120,16 +123,17 @@ pub(crate) enum FenceMethod {
     None,
 }
 
-/// Fences the old primary before anything is announced: read-only when it
-/// answers, else its fence hook; refused when nothing can fence it.
+/// Fences the old primary before anything is announced: the datastore's
+/// soft fence when it answers, else the node's hard fence (the operator's
+/// fence hook); refused when nothing can fence it.
 pub(crate) async fn fence_source(ctx: &Ctx<'_>) -> ActionResult<FenceOutput> {
     let service = ctx.service()?;
     let p = ctx.params;
     let reached = if service.has_datastore() {
-        let ep = ctx.endpoint(&p.source, source_timeout(p, Duration::from_secs(5)))?;
+        let server = ctx.datastore(&p.source, source_timeout(p, Duration::from_secs(5)))?;
         ctx.check_lease("fencing the source").await?;
-        let r = ep.fence_read_only().await;
-        ep.close().await;
+        let r = server.soft_fence().await;
+        server.close().await;
         match r {
             Ok(report) => Ok(report),
             // Only a server that cannot be connected to at all is
@@ -160,7 +164,7 @@ pub(crate) async fn fence_source(ctx: &Ctx<'_>) -> ActionResult<FenceOutput> {
             out.method = if report.was_standby {
                 FenceMethod::Standby
             } else {
-                FenceMethod::ReadOnly
+                FenceMethod::SoftFence
             };
             out.report = Some(report);
         }
@@ -172,19 +176,14 @@ pub(crate) async fn fence_source(ctx: &Ctx<'_>) -> ActionResult<FenceOutput> {
             }
             out.unreachable = Some(e.clone());
             match &service.failover.fence_hook {
-                Some(argv) => {
+                Some(_) => {
                     ctx.check_lease("running the fence hook").await?;
-                    let run = hook::run(
-                        argv,
-                        &service.name,
-                        &p.source,
-                        ctx.op_id,
-                        service.failover.fence_hook_timeout,
-                    )
-                    .await
-                    .map_err(StepError::stop)?;
+                    // The hook only: a server drctl cannot reach is not
+                    // stopped from here, even when its data directory is.
+                    let req = HardFenceRequest::for_service(service, &p.source, ctx.op_id, false);
+                    let fenced = ctx.node.hard_fence(&req).await.map_err(node_error)?;
                     out.method = FenceMethod::Hook;
-                    out.hook = Some(run);
+                    out.hook = fenced.hook;
                 }
                 // Nothing fences a server drctl cannot reach: only an
                 // operator's explicit override goes on without a fence.
@@ -204,13 +203,13 @@ pub(crate) async fn fence_source(ctx: &Ctx<'_>) -> ActionResult<FenceOutput> {
 
 // ---------------------------------------------------------------- promote
 
-/// Promotes `target` (`pg_promote(wait => true)`; a primary already is a
-/// no-op) after the fenced check, and returns what it had just before.
+/// Promotes `target` (a primary already is a no-op) after the fenced
+/// check, and returns what it had just before.
 pub(crate) async fn promote(
     ctx: &Ctx<'_>,
-    target: PgEndpoint,
-) -> Result<(PromoteReport, NodeState), StepError> {
-    let before = target.node_state().await;
+    target: Box<dyn Datastore>,
+) -> Result<(Promotion, ServerState), StepError> {
+    let before = target.probe().await;
     let before = match before {
         Ok(b) => b,
         Err(e) => {
@@ -233,14 +232,15 @@ pub(crate) const PROMOTE_TIMEOUT: Duration = Duration::from_secs(65);
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Probe {
     pub written_at_us: i64,
-    pub lsn: Lsn,
+    #[serde(alias = "lsn")]
+    pub position: Position,
 }
 
 /// A committed row on the server `target` opens (the new primary, or a
 /// drill's clone).
 pub(crate) async fn write_probe(
     ctx: &Ctx<'_>,
-    target: impl FnOnce(Duration) -> Result<PgEndpoint, StepError>,
+    target: impl FnOnce(Duration) -> Result<Box<dyn Datastore>, StepError>,
 ) -> ActionResult<Probe> {
     let service = ctx.service()?;
     if !service.has_datastore() {
@@ -250,10 +250,10 @@ pub(crate) async fn write_probe(
     ctx.check_lease("writing the probe").await?;
     let r = target.write_probe(ctx.op_id).await;
     target.close().await;
-    let (at, lsn) = r.map_err(|e| StepError::retry(e.to_string()))?;
+    let probe = r.map_err(|e| StepError::retry(e.to_string()))?;
     Ok(Action::Done(Probe {
-        written_at_us: at,
-        lsn,
+        written_at_us: probe.written_at_us,
+        position: probe.position,
     }))
 }
 
@@ -261,8 +261,8 @@ pub(crate) async fn write_probe(
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Health {
-    pub target: Option<NodeState>,
-    pub source: Option<NodeState>,
+    pub target: Option<ServerState>,
+    pub source: Option<ServerState>,
     pub source_error: Option<String>,
     /// The source was writable again and was fenced once more.
     pub refenced_source: bool,
@@ -278,35 +278,35 @@ pub(crate) async fn service_health(ctx: &Ctx<'_>) -> ActionResult<Health> {
         ));
     }
     let p = ctx.params;
-    let target = ctx.endpoint(&p.target, REACH_TIMEOUT)?;
-    let t = target.node_state().await;
+    let target = ctx.datastore(&p.target, REACH_TIMEOUT)?;
+    let t = target.probe().await;
     target.close().await;
     let t = t.map_err(|e| StepError::retry(e.to_string()))?;
     if !t.writable() {
         return Err(StepError::retry(format!(
-            "the target {}@{} is not a writable primary (in recovery: {}, read-only: {})",
-            p.cluster, p.target, t.in_recovery, t.read_only
+            "the target {}@{} is not a writable primary (standby: {}, fenced: {})",
+            p.cluster, p.target, t.standby, t.fenced
         )));
     }
     // Exactly one writable primary: if the source answers and takes writes
     // (restarted, or unfenced by hand), fence it now.
-    let source = ctx.endpoint(&p.source, REACH_TIMEOUT)?;
+    let source = ctx.datastore(&p.source, REACH_TIMEOUT)?;
     let mut out = Health {
         target: Some(t),
         source: None,
         source_error: None,
         refenced_source: false,
     };
-    match source.node_state().await {
+    match source.probe().await {
         Ok(s) if s.writable() => {
             ctx.check_lease("fencing the old primary again").await?;
-            source.fence_read_only().await.map_err(|e| {
+            source.soft_fence().await.map_err(|e| {
                 StepError::retry(format!(
                     "the old primary is writable and fencing it failed: {e}"
                 ))
             })?;
             out.refenced_source = true;
-            out.source = source.node_state().await.ok();
+            out.source = source.probe().await.ok();
         }
         Ok(s) => out.source = Some(s),
         Err(e) => out.source_error = Some(e.to_string()),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use drctl_config::{Config, Service};
-use drctl_pg::PgEndpoint;
+use drctl_node::{Datastore, NodeActions};
 use drctl_store::Store;
 use serde::de::DeserializeOwned;
 
@@ -89,6 +89,9 @@ pub(crate) struct Ctx<'a> {
     pub op_id: &'a str,
     pub op_started: DateTime<Utc>,
     pub lease: &'a drctl_store::Lease,
+    /// The node actions (stop, start, rewind, restore, scratch copies,
+    /// hard fence): drctl's own host today, an agent next.
+    pub node: &'a dyn NodeActions,
     /// Results of the actions done so far, from the journal.
     pub outputs: &'a BTreeMap<Step, Entry>,
     pub timings: &'a Timings,
@@ -129,12 +132,20 @@ impl Ctx<'_> {
         })
     }
 
-    pub(crate) fn endpoint(
+    /// A connection to the service's server in `region` (the datastore
+    /// seam: the engine the service names).
+    pub(crate) fn datastore(
         &self,
         region: &str,
         timeout: Duration,
-    ) -> Result<PgEndpoint, StepError> {
-        crate::node::endpoint(self.service()?, region, timeout).map_err(StepError::stop)
+    ) -> Result<Box<dyn Datastore>, StepError> {
+        drctl_node::connect(self.service()?, region, timeout)
+            .map_err(|e| StepError::stop(e.to_string()))
+    }
+
+    /// The engine of the operation's service.
+    pub(crate) fn engine(&self) -> Result<drctl_node::Engine, StepError> {
+        Ok(drctl_node::Engine::of(self.service()?))
     }
 
     /// The fenced check before an external action (`action` says which):
@@ -168,19 +179,14 @@ impl Ctx<'_> {
     }
 }
 
-/// Runs file and process work (pg_basebackup, pg_ctl, pg_rewind) off the
-/// async runtime; its error stops the operation, resumable.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, StepError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StepError::stop(e.to_string()))?
-        .map_err(StepError::stop)
-}
-
-/// The PostgreSQL binaries, for the actions that run them (drill, rejoin,
-/// recover).
-pub(crate) fn pg_bin() -> Result<std::path::PathBuf, StepError> {
-    crate::node::pg_bin().map_err(StepError::stop)
+/// A node action's failure as what happens next: an action it refused
+/// (it would harm what it does not own) ends the operation, anything else
+/// stops it resumable (every node action is safe to repeat).
+pub(crate) fn node_error(e: drctl_node::NodeError) -> StepError {
+    match e.kind {
+        drctl_node::NodeErrorKind::Refused => StepError::abandon(e.message),
+        drctl_node::NodeErrorKind::Missing | drctl_node::NodeErrorKind::Failed => {
+            StepError::stop(e.message)
+        }
+    }
 }

@@ -8,15 +8,17 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use drctl_pg::Lsn;
+use drctl_node::{
+    CloneRequest, Datastore, Dsn, Position, Promotion, ScratchClone, StartRequest, TeardownRequest,
+    CLONE_READY,
+};
 use serde::{Deserialize, Serialize};
 
 use super::actions::{self, Rpo};
-use super::ctx::{blocking, pg_bin, ActionResult, Ctx, StepError};
+use super::ctx::{node_error, ActionResult, Ctx, StepError};
 use super::dns::{self, Announce};
 use super::output::{Action, Entry};
 use crate::measure::Measured;
-use crate::node;
 use crate::plan::PlanReport;
 use crate::Step;
 
@@ -54,8 +56,6 @@ pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> Result<Entry, StepError> {
     }
 }
 
-const CLONE_READY: Duration = Duration::from_secs(120);
-
 /// Where the clone lives: journaled, so a resumed driver (and the teardown)
 /// finds it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -70,11 +70,22 @@ pub(crate) struct CloneOutput {
 }
 
 impl CloneOutput {
+    /// The clone as the node made it.
+    fn scratch(&self) -> ScratchClone {
+        ScratchClone {
+            dir: self.dir.clone(),
+            data_dir: self.data_dir.clone(),
+            port: self.port,
+            bytes: self.bytes,
+            took_ms: self.took_ms,
+        }
+    }
+
     /// The clone's DSN: the production one's database and user, over the
     /// clone's private socket (a scratch cluster has no TCP listener and
     /// admits only drctl's own OS user).
-    pub fn dsn(&self) -> String {
-        node::scratch_dsn(&self.data_dir, self.port, &self.user, &self.database)
+    fn dsn(&self) -> Dsn {
+        self.scratch().dsn(&self.user, &self.database)
     }
 }
 
@@ -86,11 +97,12 @@ fn clone_dir(config: &drctl_config::Config, op_id: &str) -> PathBuf {
         .scratch
         .root
         .clone()
-        .unwrap_or_else(node::default_scratch_root);
+        .unwrap_or_else(drctl_node::default_scratch_root);
     root.join(format!("drill-{short}"))
 }
 
-/// A base backup of the standby into a scratch directory.
+/// A copy of the standby into a scratch directory (the node's scratch
+/// clone: a standby of nothing, reachable only by drctl).
 async fn clone_standby(ctx: &Ctx<'_>) -> ActionResult<CloneOutput> {
     let service = ctx.service()?;
     if !service.has_datastore() {
@@ -98,37 +110,40 @@ async fn clone_standby(ctx: &Ctx<'_>) -> ActionResult<CloneOutput> {
             "no datastore: the drill rehearses DNS only",
         ));
     }
+    let engine = ctx.engine()?;
     let region = &ctx.params.target;
-    let dsn = crate::node::dsn(service, region).map_err(StepError::stop)?;
+    let dsn =
+        drctl_node::service_dsn(service, region).map_err(|e| StepError::stop(e.to_string()))?;
     // The connection string names the database and user to use on the
-    // clone; otherwise PostgreSQL's defaults.
-    let parts = crate::node::dsn_parts(&dsn).map_err(StepError::stop)?;
-    let database = parts.database.unwrap_or_else(|| "postgres".into());
-    let user = parts.user.unwrap_or_else(|| "postgres".into());
-    let dir = clone_dir(ctx.config, ctx.op_id);
-    let bin = pg_bin()?;
-    // What a hot standby needs at least as high as its primary.
-    let source = ctx.endpoint(region, Duration::from_secs(5))?;
-    let parity = node::standby_parity(&source).await;
+    // clone; otherwise the engine's defaults.
+    let login = engine
+        .login_of(&dsn)
+        .map_err(|e| StepError::stop(e.to_string()))?;
+    let (default_db, default_user) = engine.default_login();
+    let database = login.database.unwrap_or_else(|| default_db.into());
+    let user = login.user.unwrap_or_else(|| default_user.into());
+    // What a copy needs from its source to start.
+    let source = ctx.datastore(region, Duration::from_secs(5))?;
+    let settings = source.clone_settings().await;
     source.close().await;
-    let parity = parity.map_err(StepError::retry)?;
-    let started = Instant::now();
-    let (data_dir, port) = (dir.join("data"), node::free_port());
-    let (d, u) = (dir.clone(), user.clone());
-    // An earlier attempt that died half-way leaves a partial copy: a rerun
-    // of this step is a fresh clone.
-    let bytes = blocking(move || {
-        node::clone_scratch(&d, port, bin, &dsn, &parity, &[u.as_str(), "postgres"])
-    })
-    .await?;
+    let settings = settings.map_err(|e| StepError::retry(e.to_string()))?;
+    // An earlier attempt that died half-way leaves a partial copy: the node
+    // replaces it (a rerun of this step is a fresh clone).
+    let req = CloneRequest {
+        dir: clone_dir(ctx.config, ctx.op_id),
+        source: dsn,
+        settings,
+        roles: vec![user.clone(), default_user.to_string()],
+    };
+    let clone = ctx.node.clone_scratch(&req).await.map_err(node_error)?;
     Ok(Action::Done(CloneOutput {
-        dir,
-        data_dir,
-        port,
+        dir: clone.dir,
+        data_dir: clone.data_dir,
+        port: clone.port,
         database,
         user,
-        bytes,
-        took_ms: started.elapsed().as_millis() as u64,
+        bytes: clone.bytes,
+        took_ms: clone.took_ms,
     }))
 }
 
@@ -136,8 +151,10 @@ async fn clone_standby(ctx: &Ctx<'_>) -> ActionResult<CloneOutput> {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct CloneStarted {
     pub port: u16,
-    pub in_recovery: bool,
-    pub lsn: Lsn,
+    #[serde(alias = "in_recovery")]
+    pub standby: bool,
+    #[serde(alias = "lsn")]
+    pub position: Position,
     pub took_ms: u64,
 }
 
@@ -147,21 +164,25 @@ async fn start_clone(ctx: &Ctx<'_>) -> ActionResult<CloneStarted> {
     let Some(clone) = ctx.lookup::<CloneOutput>(Step::CloneStandby)?.done() else {
         return Ok(Action::skipped("no clone"));
     };
-    let bin = pg_bin()?;
     let started = Instant::now();
-    let (data_dir, port) = (clone.data_dir.clone(), clone.port);
-    blocking(move || node::start_scratch(&data_dir, port, bin, CLONE_READY)).await?;
+    ctx.node
+        .start(&StartRequest {
+            node: clone.scratch().node(),
+            wait_ready_ms: Some(CLONE_READY.as_millis() as u64),
+            recovered: None,
+        })
+        .await
+        .map_err(node_error)?;
     // Consistent (a hot standby answers queries only then) and still a
     // standby of nothing.
-    let ep = node::connect("drill clone", &clone.dsn(), Duration::from_secs(5))
-        .map_err(StepError::stop)?;
-    let state = ep.node_state().await;
-    ep.close().await;
+    let server = connect_clone(ctx, &clone, Duration::from_secs(5))?;
+    let state = server.probe().await;
+    server.close().await;
     let state = state.map_err(|e| StepError::retry(e.to_string()))?;
     Ok(Action::Done(CloneStarted {
         port: clone.port,
-        in_recovery: state.in_recovery,
-        lsn: state.lsn,
+        standby: state.standby,
+        position: state.position,
         took_ms: started.elapsed().as_millis() as u64,
     }))
 }
@@ -169,8 +190,9 @@ async fn start_clone(ctx: &Ctx<'_>) -> ActionResult<CloneStarted> {
 /// The clone promoted (never production).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct ClonePromoted {
-    pub report: drctl_pg::PromoteReport,
-    pub final_lsn: Option<Lsn>,
+    pub report: Promotion,
+    #[serde(alias = "final_lsn")]
+    pub final_position: Option<Position>,
 }
 
 async fn promote_clone(ctx: &Ctx<'_>) -> ActionResult<ClonePromoted> {
@@ -181,7 +203,7 @@ async fn promote_clone(ctx: &Ctx<'_>) -> ActionResult<ClonePromoted> {
     let (report, before) = actions::promote(ctx, clone).await?;
     Ok(Action::Done(ClonePromoted {
         report,
-        final_lsn: Some(before.lsn),
+        final_position: Some(before.position),
     }))
 }
 
@@ -199,15 +221,24 @@ async fn record(ctx: &Ctx<'_>) -> ActionResult<Measured> {
     Ok(Action::Done(actions::measured(ctx, rpo, false)?))
 }
 
-/// The endpoint the promote and probe use in a drill.
-fn clone_endpoint(ctx: &Ctx<'_>, timeout: Duration) -> Result<drctl_pg::PgEndpoint, StepError> {
+/// The server the promote and probe use in a drill: the clone.
+fn clone_endpoint(ctx: &Ctx<'_>, timeout: Duration) -> Result<Box<dyn Datastore>, StepError> {
     let clone: CloneOutput = ctx.output(Step::CloneStandby)?;
-    node::connect(
-        &format!("{}@drill-clone", ctx.params.cluster),
-        &clone.dsn(),
-        timeout,
-    )
-    .map_err(StepError::stop)
+    connect_clone(ctx, &clone, timeout)
+}
+
+fn connect_clone(
+    ctx: &Ctx<'_>,
+    clone: &CloneOutput,
+    timeout: Duration,
+) -> Result<Box<dyn Datastore>, StepError> {
+    ctx.engine()?
+        .connect(
+            format!("{}@drill-clone", ctx.params.cluster),
+            &clone.dsn(),
+            timeout,
+        )
+        .map_err(|e| StepError::stop(e.to_string()))
 }
 
 /// Stops and removes the clone and deletes the drill records. Reads the
@@ -219,11 +250,17 @@ async fn teardown(ctx: &Ctx<'_>) -> ActionResult<TornDown> {
         .as_ref()
         .map_or_else(|| clone_dir(ctx.config, ctx.op_id), |c| c.dir.clone());
     let mut removed = Vec::new();
-    if dir.exists() {
-        let bin = pg_bin()?;
-        let port = clone.as_ref().map_or(0, |c| c.port);
-        let d = dir.clone();
-        blocking(move || node::remove_scratch(&d, port, bin)).await?;
+    let req = TeardownRequest {
+        dir: dir.clone(),
+        port: clone.as_ref().map_or(0, |c| c.port),
+    };
+    if ctx
+        .node
+        .teardown_scratch(&req)
+        .await
+        .map_err(node_error)?
+        .removed
+    {
         removed.push(format!("clone {}", dir.display()));
     }
     // Every drill record the config names, not only what the flip

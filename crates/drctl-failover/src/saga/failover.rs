@@ -4,10 +4,10 @@
 //! list and the actions only these kinds run: the source's last position,
 //! the catch-up and the measured RPO/RTO of the event.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use drctl_pg::{HeartbeatPoint, Lsn};
+use drctl_node::{CatchUpGoal, HeartbeatPoint, Position, Promotion};
 use serde::{Deserialize, Serialize};
 
 use super::actions::{self, FenceOutput};
@@ -49,7 +49,7 @@ pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> Result<Entry, StepError> {
         Step::CatchUp => actions::record(catch_up(ctx).await),
         Step::PromoteTarget => actions::record(promote_target(ctx).await),
         Step::WriteProbe => {
-            let target = |timeout| ctx.endpoint(&ctx.params.target, timeout);
+            let target = |timeout| ctx.datastore(&ctx.params.target, timeout);
             actions::record(actions::write_probe(ctx, target).await)
         }
         Step::DnsFlip => actions::record(dns::flip(ctx, dns::Announce::FromSource).await),
@@ -87,13 +87,15 @@ impl PositionBasis {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct SourcePosition {
     pub basis: PositionBasis,
-    pub source_lsn: Option<Lsn>,
+    #[serde(alias = "source_lsn")]
+    pub source_position: Option<Position>,
     /// The source's clock at that position (µs).
     pub source_time_us: Option<i64>,
     /// When the monitor took the sample (`last_sample` only).
     pub sampled_at: Option<DateTime<Utc>>,
     /// The target's durable position now.
-    pub target_lsn: Option<Lsn>,
+    #[serde(alias = "target_lsn")]
+    pub target_position: Option<Position>,
 }
 
 /// The source's last position: read from the fenced server, or the last
@@ -105,25 +107,25 @@ async fn source_position(ctx: &Ctx<'_>) -> ActionResult<SourcePosition> {
     }
     let p = ctx.params;
     let fence: FenceOutput = ctx.output(Step::FenceSource)?;
-    let target = ctx.endpoint(&p.target, REACH_TIMEOUT)?;
-    let target_state = target.node_state().await.ok();
+    let target = ctx.datastore(&p.target, REACH_TIMEOUT)?;
+    let target_state = target.probe().await.ok();
     target.close().await;
     let mut out = SourcePosition {
         basis: PositionBasis::Unknown,
-        source_lsn: None,
+        source_position: None,
         source_time_us: None,
         sampled_at: None,
-        target_lsn: target_state.map(|t| t.lsn),
+        target_position: target_state.map(|t| t.position),
     };
     if fence.reachable {
-        let ep = ctx.endpoint(&p.source, REACH_TIMEOUT)?;
-        let state = ep.node_state().await;
-        ep.close().await;
+        let source = ctx.datastore(&p.source, REACH_TIMEOUT)?;
+        let state = source.probe().await;
+        source.close().await;
         match state {
-            Ok(s) if !s.in_recovery => {
+            Ok(s) if !s.standby => {
                 out.basis = PositionBasis::FencedSource;
-                out.source_lsn = Some(s.lsn);
-                out.source_time_us = Some(s.now_us);
+                out.source_position = Some(s.position);
+                out.source_time_us = Some(s.clock_us);
                 return Ok(Action::Done(out));
             }
             // Lost between the fence and now: fall back on the monitor.
@@ -138,7 +140,7 @@ async fn source_position(ctx: &Ctx<'_>) -> ActionResult<SourcePosition> {
         .map_err(|e| StepError::retry(e.to_string()))?;
     if let Some((t, l)) = points.iter().max_by_key(|(t, l)| (*l, *t)) {
         out.basis = PositionBasis::LastSample;
-        out.source_lsn = Some(Lsn(*l as u64));
+        out.source_position = Some(Position::from_ordinal((*l).max(0) as u64));
         out.source_time_us = Some(*t);
         out.sampled_at = DateTime::from_timestamp_micros(*t);
     }
@@ -152,8 +154,10 @@ pub(crate) struct CatchUp {
     pub required: bool,
     pub reached: bool,
     pub waited_ms: u64,
-    pub target_lsn: Option<Lsn>,
-    pub source_lsn: Option<Lsn>,
+    #[serde(alias = "target_lsn")]
+    pub target_position: Option<Position>,
+    #[serde(alias = "source_lsn")]
+    pub source_position: Option<Position>,
 }
 
 /// The target receives everything the source had (switchover: required,
@@ -175,51 +179,43 @@ async fn catch_up(ctx: &Ctx<'_>) -> ActionResult<CatchUp> {
             ))
         }
     };
-    let Some(goal) = pos.source_lsn else {
+    let Some(goal) = pos.source_position else {
         return Ok(Action::skipped("the source's position is unknown"));
     };
-    let target = ctx.endpoint(&p.target, REACH_TIMEOUT)?;
-    let started = Instant::now();
-    let mut last = None;
-    let reached = loop {
-        match target.node_state().await {
-            Ok(s) if !s.in_recovery => break true, // promoted by an earlier attempt
-            Ok(s) => {
-                last = Some(s.lsn);
-                if s.lsn >= goal {
-                    break true;
-                }
-            }
-            Err(_) => {}
-        }
-        if started.elapsed() > limit {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let engine = ctx.engine()?;
+    let target = ctx.datastore(&p.target, REACH_TIMEOUT)?;
+    // A target already promoted (by an earlier attempt) counts as there.
+    let caught = target.catch_up(CatchUpGoal::Durable(goal), limit).await;
     target.close().await;
-    if !reached && required {
+    let caught = caught.map_err(|e| StepError::retry(e.to_string()))?;
+    if !caught.reached && required {
         // Give the source back rather than leave the service without a
         // writable primary: the switchover is abandoned, nothing changed.
-        let source = ctx.endpoint(&p.source, REACH_TIMEOUT)?;
+        let source = ctx.datastore(&p.source, REACH_TIMEOUT)?;
         ctx.check_lease("lifting the source's fence").await?;
         let undo = source.unfence().await;
         source.close().await;
         return Err(StepError::abandon(format!(
-            "the target did not receive the source's final position {goal} within {limit:?} (it has {}); {}",
-            last.map_or("nothing readable".to_string(), |l| l.to_string()),
+            "the target did not receive the source's final position {} within {limit:?} (it has {}); {}",
+            engine.format_position(goal),
+            caught
+                .last
+                .map_or("nothing readable".to_string(), |l| engine.format_position(l)),
             match undo {
                 Ok(()) => "the source's fence was lifted and it is writable again".to_string(),
-                Err(e) => format!("lifting the source's fence FAILED ({e}): run `ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf();` on it"),
+                Err(e) => format!(
+                    "lifting the source's fence FAILED ({e}): {}",
+                    engine.unfence_by_hand()
+                ),
             }
         )));
     }
     Ok(Action::Done(CatchUp {
         required,
-        reached,
-        waited_ms: started.elapsed().as_millis() as u64,
-        target_lsn: last,
-        source_lsn: Some(goal),
+        reached: caught.reached,
+        waited_ms: caught.waited_ms,
+        target_position: caught.last,
+        source_position: Some(goal),
     }))
 }
 
@@ -228,10 +224,11 @@ async fn catch_up(ctx: &Ctx<'_>) -> ActionResult<CatchUp> {
 /// The target promoted, and what it kept of the old history.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Promoted {
-    pub report: drctl_pg::PromoteReport,
-    /// What the target had when it stopped replaying: the last WAL the new
-    /// history keeps from the old one.
-    pub final_lsn: Option<Lsn>,
+    pub report: Promotion,
+    /// What the target had when it stopped replaying: the last position
+    /// the new history keeps from the old one.
+    #[serde(alias = "final_lsn")]
+    pub final_position: Option<Position>,
 }
 
 /// Promotes the target and records the cluster's new primary region.
@@ -241,23 +238,26 @@ async fn promote_target(ctx: &Ctx<'_>) -> ActionResult<Promoted> {
     if !service.has_datastore() {
         return Ok(Action::skipped("no datastore"));
     }
-    let target = ctx.endpoint(&p.target, actions::PROMOTE_TIMEOUT)?;
+    let target = ctx.datastore(&p.target, actions::PROMOTE_TIMEOUT)?;
     let (report, before) = actions::promote(ctx, target).await?;
     ctx.store
         .set_cluster_primary(ctx.lease, &p.cluster, &p.target, ctx.op_id, Utc::now())
         .await
         .map_err(|e| StepError::stop(e.to_string()))?;
-    let final_lsn = if before.in_recovery {
-        Some(before.lsn)
+    let final_position = if before.standby {
+        Some(before.position)
     } else {
         // Promoted by an attempt that died before journaling: the position
         // read before the catch-up is the best record of what it had.
         ctx.lookup::<SourcePosition>(Step::SourcePosition)
             .ok()
             .and_then(Action::done)
-            .and_then(|s| s.target_lsn)
+            .and_then(|s| s.target_position)
     };
-    Ok(Action::Done(Promoted { report, final_lsn }))
+    Ok(Action::Done(Promoted {
+        report,
+        final_position,
+    }))
 }
 
 // ---------------------------------------------------------------- record
@@ -275,10 +275,12 @@ async fn record(ctx: &Ctx<'_>) -> ActionResult<Measured> {
         let pos: SourcePosition = ctx.output(Step::SourcePosition)?;
         let promoted: Promoted = ctx.output(Step::PromoteTarget)?;
         rpo.basis = pos.basis.describe().to_string();
-        if let (Some(src), Some(t), Some(fin)) =
-            (pos.source_lsn, pos.source_time_us, promoted.final_lsn)
-        {
-            rpo.bytes = src.bytes_after(fin);
+        if let (Some(src), Some(t), Some(fin)) = (
+            pos.source_position,
+            pos.source_time_us,
+            promoted.final_position,
+        ) {
+            rpo.bytes = src.distance_after(fin);
             if rpo.bytes > 0 {
                 let mut points: Vec<HeartbeatPoint> = ctx
                     .store
@@ -288,24 +290,24 @@ async fn record(ctx: &Ctx<'_>) -> ActionResult<Measured> {
                     .into_iter()
                     .map(|(t, l)| HeartbeatPoint {
                         primary_time_us: t,
-                        lsn: Lsn(l.max(0) as u64),
+                        position: Position::from_ordinal(l.max(0) as u64),
                     })
                     .collect();
                 // The primary's sampled positions past the target's final
                 // one: each was a heartbeat row the target never received.
                 rpo.heartbeats = points
                     .iter()
-                    .filter(|pt| pt.lsn > fin && pt.lsn <= src)
+                    .filter(|pt| pt.position > fin && pt.position <= src)
                     .count() as u64;
                 // The replicated heartbeat rows the new primary carries.
-                let target = ctx.endpoint(&p.target, REACH_TIMEOUT)?;
+                let target = ctx.datastore(&p.target, REACH_TIMEOUT)?;
                 if let Ok(hb) = target.load_heartbeats(Duration::from_secs(3600)).await {
                     points.extend(hb);
                 }
                 target.close().await;
                 let last = HeartbeatPoint {
                     primary_time_us: t,
-                    lsn: src,
+                    position: src,
                 };
                 (rpo.us, rpo.lower_bound) = loss_window(&points, fin, last);
             }

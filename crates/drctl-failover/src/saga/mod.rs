@@ -5,6 +5,8 @@
 //! This module only picks the kind's module.
 
 mod actions;
+#[cfg(test)]
+mod compat;
 pub(crate) mod ctx;
 mod dns;
 mod drill;

@@ -11,13 +11,24 @@
 //! skipped step as `{"skipped": "reason"}`) are read as version 1 so an
 //! operation started by an older drctl still resumes; a version newer than
 //! [`JOURNAL_VERSION`] is refused by name.
+//!
+//! Version 3 (the datastore seam) stores engine-neutral outputs: server
+//! states, fences, promotions and positions of `drctl-node` instead of
+//! drctl-pg's. Its envelope is version 2's; version 2 outputs (PostgreSQL's
+//! names: `in_recovery`, `lsn`, `sessions_terminated`…) are read through
+//! serde aliases on the neutral types, so an operation begun by the
+//! previous drctl resumes. An older drctl refuses a version 3 journal by
+//! name rather than misread it.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The journal format this drctl writes.
-pub const JOURNAL_VERSION: u32 = 2;
+pub const JOURNAL_VERSION: u32 = 3;
+
+/// The oldest envelope version read as such (older: version 1).
+const FIRST_ENVELOPE_VERSION: u32 = 2;
 
 /// An action that had nothing to do, and why (no datastore, no DNS, the
 /// source already gone). Later actions see it as such, never as an output.
@@ -100,7 +111,10 @@ impl Entry {
         let value: Value =
             serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
         match value.get("v").map(|v| v.as_u64()) {
-            Some(Some(v)) if v == u64::from(JOURNAL_VERSION) => {
+            Some(Some(v))
+                if (u64::from(FIRST_ENVELOPE_VERSION)..=u64::from(JOURNAL_VERSION))
+                    .contains(&v) =>
+            {
                 let e: Envelope = serde_json::from_value(value)
                     .map_err(|e| DecodeError::Malformed(e.to_string()))?;
                 Ok(e.entry)
@@ -173,7 +187,7 @@ mod tests {
         }))
         .unwrap()
         .encode();
-        assert!(stored.starts_with("{\"v\":2,"), "{stored}");
+        assert!(stored.starts_with("{\"v\":3,"), "{stored}");
         let back: Action<Fence> = Entry::decode(&stored).unwrap().read().unwrap();
         assert_eq!(
             back,
@@ -222,11 +236,11 @@ mod tests {
 
     #[test]
     fn a_newer_journal_version_is_refused_by_name() {
-        let e = Entry::decode(r#"{"v":3,"done":{}}"#).unwrap_err();
-        assert_eq!(e, DecodeError::NewerVersion { found: 3 });
+        let e = Entry::decode(r#"{"v":4,"done":{}}"#).unwrap_err();
+        assert_eq!(e, DecodeError::NewerVersion { found: 4 });
         let text = e.to_string();
+        assert!(text.contains("version 4"), "{text}");
         assert!(text.contains("version 3"), "{text}");
-        assert!(text.contains("version 2"), "{text}");
     }
 
     #[test]

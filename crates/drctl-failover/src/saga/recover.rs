@@ -8,18 +8,15 @@
 //! health; this module owns the plan, the restore, the start and the
 //! measured loss (everything after the backup's end, as an upper bound).
 
-use std::path::PathBuf;
-use std::time::Instant;
-
 use chrono::{DateTime, Utc};
+use drctl_node::{NodeRef, RecoveredServer, RestoreRequest, StartRequest};
 use serde::{Deserialize, Serialize};
 
 use super::actions::{self, FenceOutput, Rpo};
-use super::ctx::{blocking, pg_bin, ActionResult, Ctx, StepError};
+use super::ctx::{node_error, ActionResult, Ctx, StepError};
 use super::dns::{self, Announce};
 use super::output::{Action, Entry};
 use crate::measure::Measured;
-use crate::plan::recover::{data_dir, is_empty_dir, marker};
 use crate::Step;
 
 /// The actions of a recovery, in order.
@@ -45,7 +42,7 @@ pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> Result<Entry, StepError> {
         Step::Restore => actions::record(restore(ctx).await),
         Step::StartNode => actions::record(start(ctx).await),
         Step::WriteProbe => {
-            let target = |timeout| ctx.endpoint(&ctx.params.target, timeout);
+            let target = |timeout| ctx.datastore(&ctx.params.target, timeout);
             actions::record(actions::write_probe(ctx, target).await)
         }
         Step::DnsFlip => actions::record(dns::flip(ctx, Announce::Unconditional).await),
@@ -73,15 +70,16 @@ pub(crate) struct Started {
     pub took_ms: u64,
 }
 
-fn target_dir(ctx: &Ctx<'_>) -> Result<PathBuf, StepError> {
-    data_dir(ctx.config, ctx.params)
+/// The server to restore into (`[services.postgres.REGION] data_dir`).
+fn target_server(ctx: &Ctx<'_>) -> Result<NodeRef, StepError> {
+    NodeRef::for_service(ctx.service()?, &ctx.params.target)
         .ok_or_else(|| StepError::abandon(format!("{} has no data_dir", ctx.params.target)))
 }
 
 /// Restores the newest verified backup as of now (a newer one than the
 /// plan saw only loses less); its id is journaled with the output.
 async fn restore(ctx: &Ctx<'_>) -> ActionResult<Restored> {
-    let dir = target_dir(ctx)?;
+    let server = target_server(ctx)?;
     let backup = ctx
         .store
         .newest_verified_backup(&ctx.params.service)
@@ -90,61 +88,55 @@ async fn restore(ctx: &Ctx<'_>) -> ActionResult<Restored> {
         .ok_or_else(|| {
             StepError::abandon(format!("{} has no verified backup", ctx.params.service))
         })?;
-    let mark = marker(&dir);
-    let started = Instant::now();
-    // A rerun: this operation's own partial restore is wiped and redone.
-    if std::fs::read_to_string(&mark).is_ok_and(|m| m.trim() == ctx.op_id) {
-        let _ = std::fs::remove_dir_all(&dir);
-    } else if !is_empty_dir(&dir) {
-        return Err(StepError::abandon(format!(
-            "{} is not empty",
-            dir.display()
-        )));
-    }
-    std::fs::write(&mark, ctx.op_id)
-        .map_err(|e| StepError::stop(format!("writing {}: {e}", mark.display())))?;
-    let _ = std::fs::remove_dir(&dir);
-    let manifest =
-        drctl_backup::jobs::restore_recorded_backup(ctx.config, ctx.store, &backup.id, &dir)
-            .await
-            .map_err(|e| StepError::stop(e.to_string()))?;
+    // The node claims the directory for this operation: a rerun wipes its
+    // own partial restore and redoes it; a directory anyone else filled is
+    // refused (and the operation ends).
+    let restored = ctx
+        .node
+        .restore_backup(&RestoreRequest {
+            node: server,
+            backup_id: backup.id.clone(),
+            operation_id: ctx.op_id.to_string(),
+        })
+        .await
+        .map_err(node_error)?;
     Ok(Action::Done(Restored {
         backup: backup.id,
         backup_ended_at: backup.ended_at,
-        stop_lsn: manifest.stop_lsn,
-        data_dir: dir,
-        took_ms: started.elapsed().as_millis() as u64,
+        stop_lsn: restored.stop_position,
+        data_dir: restored.data_dir,
+        took_ms: restored.took_ms,
     }))
 }
 
+/// Starts the restored server as a production one (the engine's own
+/// configuration, never the backup's), listening where its clients
+/// connect; the start releases the restore's claim on the directory.
 async fn start(ctx: &Ctx<'_>) -> ActionResult<Started> {
     let service = ctx.service()?;
-    let dir = target_dir(ctx)?;
-    let dsn = crate::node::dsn(service, &ctx.params.target).map_err(StepError::abandon)?;
-    // The recovered server listens where its clients connect.
-    let port = crate::node::dsn_parts(&dsn)
-        .map_err(StepError::abandon)?
+    let dsn = drctl_node::service_dsn(service, &ctx.params.target)
+        .map_err(|e| StepError::abandon(e.to_string()))?;
+    let port = ctx
+        .engine()?
+        .login_of(&dsn)
+        .map_err(|e| StepError::abandon(e.to_string()))?
         .port;
-    let bin = pg_bin()?;
-    let cluster = crate::node::local_server(
-        format!("{}@{}", ctx.params.cluster, ctx.params.target),
-        dir.clone(),
+    let node = NodeRef {
         port,
-        bin,
-    );
-    let started = Instant::now();
-    blocking(move || {
-        if !cluster.is_running() {
-            cluster.adopt_recovered(&dsn).map_err(|e| e.to_string())?;
-            cluster.start().map_err(|e| e.to_string())?;
-        }
-        let _ = std::fs::remove_file(marker(&cluster.data_dir));
-        Ok(())
-    })
-    .await?;
+        ..target_server(ctx)?
+    };
+    let started = ctx
+        .node
+        .start(&StartRequest {
+            node,
+            wait_ready_ms: None,
+            recovered: Some(RecoveredServer::from_dsn(&dsn)),
+        })
+        .await
+        .map_err(node_error)?;
     Ok(Action::Done(Started {
         port,
-        took_ms: started.elapsed().as_millis() as u64,
+        took_ms: started.took_ms,
     }))
 }
 

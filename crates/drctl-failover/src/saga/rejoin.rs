@@ -11,21 +11,23 @@
 //!
 //! A rejoin acts on files, so it is bound to the server it planned for: the
 //! plan records the host and the database system identifier found in the
-//! data directory, and every step refuses another host or another database
-//! at that path (a leader elsewhere with the same `data_dir` must not wipe
-//! its own server). A fresh clone happens only when pg_rewind reports a
-//! divergence it cannot mend, and moves the old directory aside.
+//! data directory, and every step asks the node again and refuses another
+//! host or another database at that path (a leader elsewhere with the same
+//! `data_dir` must not wipe its own server). A fresh clone happens only
+//! when pg_rewind reports a divergence it cannot mend, and moves the old
+//! directory aside. The work on the server's files is the node's
+//! ([`drctl_node::NodeActions`]); this module decides and journals.
 
 use std::time::{Duration, Instant};
 
-use drctl_config::Service;
-use drctl_pg::{Lsn, PgCluster};
+use drctl_node::{
+    CatchUpGoal, NodeRef, Position, ResyncRequest, StandbyRequest, StartRequest, StopMode,
+};
 use serde::{Deserialize, Serialize};
 
 use super::actions;
-use super::ctx::{blocking, pg_bin, ActionResult, Ctx, StepError};
+use super::ctx::{node_error, ActionResult, Ctx, StepError};
 use super::output::{Action, Entry};
-use crate::node::local_system_identifier;
 use crate::plan::PlanReport;
 use crate::Step;
 
@@ -60,7 +62,7 @@ pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> Result<Entry, StepError> {
         )));
     }
     if step != Step::Record && step != Step::CatchUp {
-        same_server(&plan, step)?;
+        same_server(ctx, &plan, step).await?;
     }
     match step {
         Step::StopNode => actions::record(stop_node(ctx).await),
@@ -74,7 +76,7 @@ pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> Result<Entry, StepError> {
 }
 
 async fn plan(ctx: &Ctx<'_>) -> ActionResult<PlanReport> {
-    let mut report = crate::plan::make_plan(ctx.config, ctx.store, ctx.params).await;
+    let mut report = crate::plan::make_plan(ctx.config, ctx.store, ctx.node, ctx.params).await;
     report.steps = STEPS.to_vec();
     actions::executed_plan(ctx, report, false)
 }
@@ -89,24 +91,10 @@ pub struct Rejoined {
     pub method: Option<RejoinMethod>,
 }
 
-/// How the old primary became a standby again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RejoinMethod {
-    /// pg_rewind onto the new primary's timeline.
-    Rewind,
-    /// A fresh clone (the old directory moved aside).
-    Clone,
-}
-
-impl std::fmt::Display for RejoinMethod {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            RejoinMethod::Rewind => "rewind",
-            RejoinMethod::Clone => "clone",
-        })
-    }
-}
+/// How the old primary became a standby again: the node's resync (a
+/// rewind onto the new primary's history, or a fresh clone with the old
+/// directory moved aside).
+pub type RejoinMethod = drctl_node::ResyncMethod;
 
 fn record(ctx: &Ctx<'_>) -> ActionResult<Rejoined> {
     Ok(Action::Done(Rejoined {
@@ -120,28 +108,28 @@ fn record(ctx: &Ctx<'_>) -> ActionResult<Rejoined> {
 }
 
 fn already_standby(plan: &PlanReport) -> bool {
-    plan.target_state.is_some_and(|t| t.in_recovery) && plan.fence.starts_with("already")
+    plan.target_state.is_some_and(|t| t.standby) && plan.fence.starts_with("already")
 }
 
 /// The step runs on the host the plan was made on, against the database
-/// the plan found there. A rewind may find no control file (a fresh clone
-/// that stopped half-way: it clones again); every other step needs the
-/// same database.
-fn same_server(plan: &PlanReport, step: Step) -> Result<(), StepError> {
+/// the plan found there (the node says which host it is and what its data
+/// directory holds). A rewind may find no database (a fresh clone that
+/// stopped half-way: it clones again); every other step needs the same
+/// database.
+async fn same_server(ctx: &Ctx<'_>, plan: &PlanReport, step: Step) -> Result<(), StepError> {
     let Some(local) = &plan.local else {
         return Err(StepError::stop(
             "the plan of this rejoin does not record its server's host and database (made by an older drctl): start a new rejoin",
         ));
     };
-    let here = crate::this_host();
-    if local.host != here {
+    let status = ctx.node.status(&server(ctx)?).await.map_err(node_error)?;
+    if local.host != status.host {
         return Err(StepError::stop(format!(
-            "this rejoin acts on {} of host {}, and this is {here}: resume it on {}",
-            local.data_dir, local.host, local.host
+            "this rejoin acts on {} of host {}, and this is {}: resume it on {}",
+            local.data_dir, local.host, status.host, local.host
         )));
     }
-    let found =
-        local_system_identifier(std::path::Path::new(&local.data_dir)).map(|i| i.to_string());
+    let found = status.dataset_id;
     if found == local.system_identifier || (found.is_none() && step == Step::Rewind) {
         return Ok(());
     }
@@ -153,47 +141,18 @@ fn same_server(plan: &PlanReport, step: Step) -> Result<(), StepError> {
     )))
 }
 
-fn node<'a>(service: &'a Service, region: &str) -> Option<&'a drctl_config::PgNode> {
-    service.nodes.get(region)
-}
-
-/// The server being rejoined, as a local cluster (port unused: pg_ctl
-/// reads it from the server's own configuration).
-fn local_cluster(ctx: &Ctx<'_>) -> Result<PgCluster, StepError> {
-    let service = ctx.service()?;
-    let dir = node(service, &ctx.params.target)
-        .and_then(|n| n.data_dir.clone())
-        .ok_or_else(|| StepError::abandon(format!("{} has no data_dir", ctx.params.target)))?;
-    let bin = pg_bin()?;
-    Ok(crate::node::local_server(
-        format!("{}@{}", ctx.params.cluster, ctx.params.target),
-        dir,
-        0,
-        bin,
-    ))
+/// The server being rejoined (port 0: its own configuration says).
+fn server(ctx: &Ctx<'_>) -> Result<NodeRef, StepError> {
+    NodeRef::for_service(ctx.service()?, &ctx.params.target)
+        .ok_or_else(|| StepError::abandon(format!("{} has no data_dir", ctx.params.target)))
 }
 
 /// How the rejoined server connects to the primary: the primary's
 /// `replication_dsn`, else its connection string; named after its region
-/// so `pg_stat_replication` says who streams.
-fn primary_conninfo(service: &Service, primary: &str, standby: &str) -> Result<String, String> {
-    let dsn = match node(service, primary).and_then(|n| n.replication_dsn.as_ref()) {
-        Some(s) => s.expose().to_string(),
-        None => service
-            .postgres
-            .get(primary)
-            .ok_or_else(|| format!("no connection for {primary}"))?
-            .resolve()
-            .map_err(|e| e.to_string())?
-            .expose()
-            .to_string(),
-    };
-    Ok(if dsn.contains("://") {
-        let sep = if dsn.contains('?') { '&' } else { '?' };
-        format!("{dsn}{sep}application_name={standby}")
-    } else {
-        format!("{dsn} application_name={standby}")
-    })
+/// so the primary says who streams.
+fn primary_conninfo(ctx: &Ctx<'_>) -> Result<drctl_node::Dsn, StepError> {
+    drctl_node::standby_source(ctx.service()?, &ctx.params.source, &ctx.params.target)
+        .map_err(|e| StepError::stop(e.to_string()))
 }
 
 /// Whether the server was running when it was stopped.
@@ -203,12 +162,16 @@ pub(crate) struct Stopped {
 }
 
 async fn stop_node(ctx: &Ctx<'_>) -> ActionResult<Stopped> {
-    let cluster = local_cluster(ctx)?;
-    let was_running = cluster.is_running();
+    let server = server(ctx)?;
     ctx.check_lease("stopping the server").await?;
-    let c = cluster.clone();
-    blocking(move || c.stop("fast").map_err(|e| e.to_string())).await?;
-    Ok(Action::Done(Stopped { was_running }))
+    let stopped = ctx
+        .node
+        .stop(&server, StopMode::Fast)
+        .await
+        .map_err(node_error)?;
+    Ok(Action::Done(Stopped {
+        was_running: stopped.was_running,
+    }))
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -220,90 +183,26 @@ pub(crate) struct Rewound {
 
 async fn rewind(ctx: &Ctx<'_>) -> ActionResult<Rewound> {
     let service = ctx.service()?;
-    let cluster = local_cluster(ctx)?;
-    let source_dsn = endpoint_dsn(service, &ctx.params.source)?;
-    let clone_dsn = primary_conninfo(service, &ctx.params.source, &ctx.params.target)
-        .map_err(StepError::stop)?;
+    let req = ResyncRequest {
+        node: server(ctx)?,
+        source: drctl_node::service_dsn(service, &ctx.params.source)
+            .map_err(|e| StepError::abandon(e.to_string()))?,
+        clone_source: primary_conninfo(ctx)?,
+    };
     let started = Instant::now();
-    // A just-promoted primary's control file still names the old timeline
-    // until a checkpoint: pg_rewind would see no divergence and do nothing.
-    let primary = ctx.endpoint(&ctx.params.source, Duration::from_secs(120))?;
-    let checkpoint = primary.checkpoint().await;
+    // A just-promoted primary's durable state may still name the old
+    // history: a rewind would see no divergence and do nothing.
+    let primary = ctx.datastore(&ctx.params.source, Duration::from_secs(120))?;
+    let prepared = primary.prepare_as_copy_source().await;
     primary.close().await;
-    checkpoint.map_err(|e| StepError::retry(e.to_string()))?;
+    prepared.map_err(|e| StepError::retry(e.to_string()))?;
     ctx.check_lease("rewinding the data directory").await?;
-    let c = cluster.clone();
-    let out = blocking(move || {
-        // A clone that stopped half-way left no control file: clone again.
-        let half_cloned = !c.data_dir.join("global/pg_control").exists();
-        if !half_cloned {
-            c.save_config().map_err(|e| e.to_string())?;
-        }
-        let rewound = if half_cloned {
-            Err(
-                "the data directory has no control file (a fresh clone stopped half-way)"
-                    .to_string(),
-            )
-        } else {
-            c.rewind(&source_dsn).map(|_| ()).map_err(|e| e.to_string())
-        };
-        let (method, rewind_error) = match rewound {
-            Ok(()) => (RejoinMethod::Rewind, None),
-            Err(e) if half_cloned || rewind_diverged(&e) => {
-                // Diverged beyond what pg_rewind can mend (no wal_log_hints
-                // or checksums, missing WAL): start over from a copy; the
-                // old directory is moved aside, not deleted.
-                c.reclone(&clone_dsn).map_err(|e2| {
-                    format!("pg_rewind failed ({e}) and so did a fresh clone: {e2}")
-                })?;
-                (RejoinMethod::Clone, Some(e))
-            }
-            // Anything else (the primary unreachable, a permission, a full
-            // disk) may pass: the data directory stays as it is.
-            Err(e) => {
-                return Err(format!(
-                "pg_rewind failed ({e}); the data directory is untouched: fix the cause and resume"
-            ))
-            }
-        };
-        c.restore_config().map_err(|e| e.to_string())?;
-        Ok(Rewound {
-            method,
-            rewind_error,
-            took_ms: 0,
-        })
-    })
-    .await?;
+    let done = ctx.node.rewind_or_reclone(&req).await.map_err(node_error)?;
     Ok(Action::Done(Rewound {
+        method: done.method,
+        rewind_error: done.rewind_error,
         took_ms: started.elapsed().as_millis() as u64,
-        ..out
     }))
-}
-
-/// pg_rewind's own words for a divergence it cannot mend, the only case a
-/// fresh clone (which replaces the data directory) is the answer for.
-fn rewind_diverged(error: &str) -> bool {
-    const DIVERGED: &[&str] = &[
-        "wal_log_hints",
-        "could not find previous WAL record",
-        "could not find common ancestor",
-        "could not find WAL file",
-    ];
-    DIVERGED.iter().any(|d| error.contains(d))
-        || (error.contains("could not open file")
-            && error.contains("pg_wal")
-            && error.contains("No such file"))
-}
-
-fn endpoint_dsn(service: &Service, region: &str) -> Result<String, StepError> {
-    Ok(service
-        .postgres
-        .get(region)
-        .ok_or_else(|| StepError::abandon(format!("no connection for {region}")))?
-        .resolve()
-        .map_err(|e| StepError::stop(e.to_string()))?
-        .expose()
-        .to_string())
 }
 
 /// Whom the server is now configured to stream from.
@@ -313,17 +212,11 @@ pub(crate) struct Configured {
 }
 
 async fn configure(ctx: &Ctx<'_>) -> ActionResult<Configured> {
-    let service = ctx.service()?;
-    let cluster = local_cluster(ctx)?;
-    let conninfo = primary_conninfo(service, &ctx.params.source, &ctx.params.target)
-        .map_err(StepError::stop)?;
-    let c = cluster.clone();
-    blocking(move || {
-        c.configure_standby(&conninfo).map_err(|e| e.to_string())?;
-        c.forget_saved_config();
-        Ok(())
-    })
-    .await?;
+    let req = StandbyRequest {
+        node: server(ctx)?,
+        primary: primary_conninfo(ctx)?,
+    };
+    ctx.node.configure_standby(&req).await.map_err(node_error)?;
     Ok(Action::Done(Configured {
         standby_of: ctx.params.source.clone(),
     }))
@@ -336,93 +229,57 @@ pub(crate) struct NodeStarted {
 }
 
 async fn start_node(ctx: &Ctx<'_>) -> ActionResult<NodeStarted> {
-    let cluster = local_cluster(ctx)?;
-    let c = cluster.clone();
-    blocking(move || {
-        if !c.is_running() {
-            c.start().map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    })
-    .await?;
+    let req = StartRequest {
+        node: server(ctx)?,
+        wait_ready_ms: None,
+        recovered: None,
+    };
+    ctx.node.start(&req).await.map_err(node_error)?;
     Ok(Action::Done(NodeStarted { started: true }))
 }
 
-/// Streams from the primary and has replayed what the primary had when the
-/// wait began.
-/// The rejoined server streams and has replayed up to `goal`.
+/// The rejoined server streams from the primary and has applied what the
+/// primary had made durable when the wait began.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Streaming {
-    pub goal: Lsn,
-    pub replayed: Option<Lsn>,
+    pub goal: Position,
+    pub replayed: Option<Position>,
     pub waited_ms: u64,
 }
 
 async fn streaming(ctx: &Ctx<'_>) -> ActionResult<Streaming> {
     let p = ctx.params;
-    let primary = ctx.endpoint(&p.source, REACH)?;
-    // The flushed position (the insert position may run ahead of what any
+    let engine = ctx.engine()?;
+    let primary = ctx.datastore(&p.source, REACH)?;
+    // The durable position (the insert position may run ahead of what any
     // standby can receive).
     let goal = primary
-        .probe_primary_position()
+        .probe_primary_point()
         .await
         .map_err(|e| StepError::retry(e.to_string()));
     primary.close().await;
-    let goal = goal?.point.lsn;
-    let node = ctx.endpoint(&p.target, REACH)?;
-    let started = Instant::now();
-    let mut last: Option<(String, Lsn)> = None;
-    let reached = loop {
-        let receiver = node.wal_receiver().await.ok().flatten();
-        if let (Ok(s), Some((status, _))) = (node.node_state().await, receiver) {
-            let done = s.in_recovery && status == "streaming" && s.replay_lsn >= goal;
-            last = Some((status, s.replay_lsn));
-            if done {
-                break true;
-            }
-        }
-        if started.elapsed() > CATCH_UP {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let goal = goal?.position;
+    let node = ctx.datastore(&p.target, REACH)?;
+    let caught = node
+        .catch_up(CatchUpGoal::StreamingApplied(goal), CATCH_UP)
+        .await;
     node.close().await;
-    if !reached {
+    let caught = caught.map_err(|e| StepError::retry(e.to_string()))?;
+    if !caught.reached {
         return Err(StepError::stop(format!(
-            "{}@{} did not stream and replay up to {goal} within {CATCH_UP:?} (last: {last:?}); its log says why",
-            p.cluster, p.target
+            "{}@{} did not stream and apply up to {} within {CATCH_UP:?} (last: receiver {}, applied {}); its log says why",
+            p.cluster,
+            p.target,
+            engine.format_position(goal),
+            caught.receiver.as_deref().unwrap_or("not running"),
+            caught
+                .last
+                .map_or("unknown".to_string(), |l| engine.format_position(l)),
         )));
     }
     Ok(Action::Done(Streaming {
         goal,
-        replayed: last.map(|l| l.1),
-        waited_ms: started.elapsed().as_millis() as u64,
+        replayed: caught.last,
+        waited_ms: caught.waited_ms,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rewind_diverged;
-
-    #[test]
-    fn only_a_divergence_pg_rewind_cannot_mend_leads_to_a_fresh_clone() {
-        // pg_rewind 15's own words.
-        for diverged in [
-            "pg_rewind: error: target server needs to use either data checksums or \"wal_log_hints = on\"",
-            "pg_rewind: error: could not find previous WAL record at 0/3000028",
-            "pg_rewind: error: could not find common ancestor of the source and target cluster's timelines",
-            "pg_rewind: error: could not open file \"/d/pg_wal/000000010000000000000002\": No such file or directory",
-        ] {
-            assert!(rewind_diverged(diverged), "{diverged}");
-        }
-        for transient in [
-            "pg_rewind: error: could not connect to server: connection refused",
-            "pg_rewind: error: source and target clusters are from different systems",
-            "pg_rewind: error: could not write file \"/d/base/1/1259\": No space left on device",
-            "pg_rewind: error: target server must be shut down cleanly",
-            "pg_rewind: error: could not open file \"/d/pg_wal/000000010000000000000002\": Permission denied",
-        ] {
-            assert!(!rewind_diverged(transient), "{transient}");
-        }
-    }
 }
