@@ -146,7 +146,7 @@ async fn a_newer_journal_version_is_refused_naming_the_version() {
     let id = journaled_by_a_dead_driver(
         &store,
         &engine,
-        &[("plan", r#"{"v":3,"done":{"whatever":"comes next"}}"#.into())],
+        &[("plan", r#"{"v":4,"done":{"whatever":"comes next"}}"#.into())],
     )
     .await;
     let e = engine
@@ -155,8 +155,8 @@ async fn a_newer_journal_version_is_refused_naming_the_version() {
         .unwrap_err();
     assert!(matches!(e, FailoverError::Journal { .. }), "{e}");
     let text = e.to_string();
-    assert!(text.contains("journal format version 3"), "{text}");
-    assert!(text.contains("version 2"), "{text}");
+    assert!(text.contains("journal format version 4"), "{text}");
+    assert!(text.contains("version 3"), "{text}");
     // Nothing ran: the operation is as the newer drctl left it.
     let steps = store.journal(&id).await.unwrap();
     assert_eq!(steps.len(), 1);
