@@ -9,9 +9,15 @@
 //! A backup id is its start time in UTC plus a random suffix
 //! (`20261123T202500Z-3f9a1c`), so ids sort by time and never collide.
 //!
-//! This crate reaches PostgreSQL only through `pg_basebackup` and object
-//! stores through [`ObjectStore`]; recording results is the caller's (the
-//! state store's) job.
+//! This crate reaches databases only through drctl-node's two seams: the
+//! datastore's base backup tool ([`drctl_node::Datastore::base_backup_command`],
+//! its positions read back with [`drctl_node::Datastore::backup_positions`])
+//! and, for restore tests, the node actions
+//! ([`drctl_node::NodeActions::restore_scratch`], `start`,
+//! `teardown_scratch`), fed the verified backup through a
+//! [`drctl_node::BackupSource`]. Object stores are reached through
+//! [`ObjectStore`]; recording results is the caller's (the state store's)
+//! job.
 
 mod backup;
 mod crypto;
