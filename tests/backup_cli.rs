@@ -265,8 +265,6 @@ async fn schedules_missed_while_the_daemon_was_down_are_recorded_and_the_latest_
 async fn the_offsite_copy_lands_in_the_second_store_verified() {
     let (lab, _dir) = start_lab(vec![catalog()]).await;
     let moto = moto_server().await;
-    // For the in-process check of the offsite bucket below.
-    aws_sdk_credentials_for_moto();
     let mut text = std::fs::read_to_string(lab.config_path()).unwrap().replace(
         "[services.backup]\nstore = \"lab-objects\"\n",
         "[services.backup]\nstore = \"lab-objects\"\noffsite_store = \"dr-bucket\"\n",

@@ -39,7 +39,8 @@ pub use restore_test::{
 };
 pub use retention::{plan_retention, Candidate, RetentionPlan, RetentionRule};
 pub use store::{
-    part_size, ObjectInfo, ObjectReader, ObjectStore, S3Location, Upload, MAX_PARTS, PART_SIZE,
+    part_size, AwsCredentials, ObjectInfo, ObjectReader, ObjectStore, S3Location, Upload,
+    MAX_PARTS, PART_SIZE,
 };
 pub use verify::{check_object_contents, verify_backup, Expected, VerifyReport};
 

@@ -72,6 +72,7 @@ pub async fn open_object_store(config: &Config, name: &str) -> Result<ObjectStor
                 region: region.clone(),
                 path_style: *path_style,
                 attempt_timeout: *timeout,
+                credentials: None,
             })
             .await?
         }
