@@ -406,9 +406,14 @@ async fn api_backups(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_verify_schedule_rereads_offsite_copies_and_records_a_corrupt_one_failed() {
+    // The config's S3 store signs with moto's keys, passed in.
+    jobs::with_s3_credentials(moto_credentials(), verify_schedule_rereads_offsite_copies()).await
+}
+
+async fn verify_schedule_rereads_offsite_copies() {
     let (lab, _dir) = start_lab(vec![catalog()]).await;
     let moto = moto_server().await;
-    // Credentials for the S3 SDK (moto takes any), and the bucket.
+    // The bucket.
     s3_store(&moto, "drctl-offsite").await;
     // Both ways round: copy in S3 (a byte flipped through the S3 API), and
     // copy in the directory (the file truncated on disk).
@@ -981,6 +986,15 @@ async fn an_encrypted_object_moved_from_another_backup_does_not_verify() {
 /// read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restores_and_restore_tests_read_the_offsite_copy_when_the_original_store_is_gone() {
+    // The config's S3 store signs with moto's keys, passed in.
+    jobs::with_s3_credentials(
+        moto_credentials(),
+        offsite_copy_stands_in_for_the_lost_original(),
+    )
+    .await
+}
+
+async fn offsite_copy_stands_in_for_the_lost_original() {
     let (lab, _dir) = start_lab(vec![catalog()]).await;
     let moto = moto_server().await;
     s3_store(&moto, "drctl-offsite").await;
