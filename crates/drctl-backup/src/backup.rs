@@ -5,9 +5,10 @@
 //! ([`Datastore::base_backup_command`], [`Datastore::backup_positions`]);
 //! for PostgreSQL that is `pg_basebackup -D - -Ft -X fetch`, a single tar
 //! on stdout with the WAL needed to make it consistent (fetched at the end
-//! of the backup), so the object restores on its own. A blocking thread reads, compresses and
-//! hashes; the async side uploads. Between them a channel of a few chunks is
-//! all the buffering there is (plus one S3 part).
+//! of the backup), so the object restores on its own. A blocking thread
+//! reads, compresses and hashes; the async side uploads. Between them a
+//! channel of a few chunks is all the buffering there is (plus one S3
+//! part).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -36,7 +37,8 @@ pub struct BackupRequest {
     /// A libpq connection string with replication rights (for pg_basebackup).
     /// Never logged: errors name the service and region only.
     pub dsn: String,
-    /// Directory of `pg_basebackup`.
+    /// Directory of the engine's client programs (`pg_basebackup`), where
+    /// the datastore finds its base backup tool.
     pub pg_bin: PathBuf,
     pub compression_level: i32,
     /// zstd workers; 0: one per core.
