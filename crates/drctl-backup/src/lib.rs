@@ -39,9 +39,13 @@ pub use restore_test::{
 };
 pub use retention::{plan_retention, Candidate, RetentionPlan, RetentionRule};
 pub use store::{
-    part_size, AwsCredentials, ObjectInfo, ObjectReader, ObjectStore, S3Location, Upload,
-    MAX_PARTS, PART_SIZE,
+    part_size, ObjectInfo, ObjectReader, ObjectStore, S3Location, Upload, MAX_PARTS, PART_SIZE,
 };
+
+/// Static AWS keys ([`S3Location::credentials`]; also what drctl-dns's
+/// Route 53 provider takes): the SDK's own type, whose `Debug` redacts the
+/// secret.
+pub use aws_sdk_s3::config::Credentials as AwsCredentials;
 pub use verify::{check_object_contents, verify_backup, Expected, VerifyReport};
 
 /// What went wrong with a backup or its verification.
@@ -77,4 +81,31 @@ pub fn new_backup_id(at: chrono::DateTime<chrono::Utc>) -> String {
         at.format("%Y%m%dT%H%M%SZ"),
         &uuid::Uuid::new_v4().simple().to_string()[..6]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_s3_location_never_shows_its_secret_key() {
+        let location = S3Location {
+            bucket: "b".into(),
+            prefix: String::new(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            path_style: false,
+            attempt_timeout: std::time::Duration::from_secs(1),
+            credentials: Some(AwsCredentials::new(
+                "AKIDTEST",
+                "hunter2-secret",
+                None,
+                None,
+                "t",
+            )),
+        };
+        let shown = format!("{location:?}");
+        assert!(shown.contains("AKIDTEST"), "{shown}");
+        assert!(!shown.contains("hunter2-secret"), "{shown}");
+    }
 }

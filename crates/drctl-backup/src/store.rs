@@ -65,15 +65,9 @@ pub struct S3Location {
     /// Keys to sign with instead of the standard AWS chain (environment,
     /// profile, web identity, instance metadata); `None` in production.
     /// For callers that must not change the process environment to pass
-    /// keys (tests run in parallel). `Debug` shows the key id, never the
-    /// secret.
-    pub credentials: Option<AwsCredentials>,
+    /// keys (tests run in parallel). `Debug` never shows the secret.
+    pub credentials: Option<crate::AwsCredentials>,
 }
-
-/// Static AWS keys ([`S3Location::credentials`]; also what drctl-dns's
-/// Route 53 provider takes): the SDK's own type, whose `Debug` redacts the
-/// secret.
-pub use aws_sdk_s3::config::Credentials as AwsCredentials;
 
 /// An object store.
 #[derive(Clone, Debug)]
