@@ -181,7 +181,8 @@ pub fn drctl_bin() -> PathBuf {
 /// The AWS credentials the tests' S3 and Route 53 clients present to
 /// `moto_server`, which takes any. Given to every `drctl` child through its
 /// environment (never by changing this process's: tests run in parallel),
-/// so no child of a test signs with an operator's real keys either.
+/// so no child of a test signs with an operator's real keys either; the
+/// clients a test builds in-process take them as [`moto_credentials`].
 pub const MOTO_CREDENTIALS: [(&str, &str); 3] = [
     ("AWS_ACCESS_KEY_ID", "drctl-test"),
     ("AWS_SECRET_ACCESS_KEY", "drctl-test-secret"),
