@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use drctl_node::{
-    BackupSource, LocalNode, NodeActions, ScratchRestoreRequest, StartRequest, TeardownRequest,
+    BackupSource, LocalNode, NodeActions, NodeRef, ScratchRestoreRequest, StartRequest,
+    TeardownRequest,
 };
 use serde::Serialize;
 use sqlx::{Connection, Row};
@@ -153,7 +154,13 @@ pub async fn run_restore_test(
         port = copy.port;
         phase(RestorePhase::Starting);
         node.start(&StartRequest {
-            node: copy.node(),
+            // Named for what it is in errors (the copy's own name is a
+            // drill's).
+            node: NodeRef::new(
+                format!("restore-test-{}", req.service),
+                copy.data_dir.clone(),
+                copy.port,
+            ),
             wait_ready_ms: None,
             recovered: None,
         })
