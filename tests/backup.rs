@@ -15,7 +15,6 @@ use drctl_lab::{find_pg_bin, free_port, PgCluster, REGION_A};
 use drctl_tests::*;
 
 async fn s3_store(moto: &MotoServer, bucket: &str) -> ObjectStore {
-    aws_sdk_credentials_for_moto();
     let store = ObjectStore::s3(moto.s3_location(bucket, "backups/"))
         .await
         .expect("an S3 store");
@@ -407,9 +406,14 @@ async fn api_backups(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_verify_schedule_rereads_offsite_copies_and_records_a_corrupt_one_failed() {
+    // The config's S3 store signs with moto's keys, passed in.
+    jobs::with_s3_credentials(moto_credentials(), verify_schedule_rereads_offsite_copies()).await
+}
+
+async fn verify_schedule_rereads_offsite_copies() {
     let (lab, _dir) = start_lab(vec![catalog()]).await;
     let moto = moto_server().await;
-    // Credentials for the S3 SDK (moto takes any), and the bucket.
+    // The bucket.
     s3_store(&moto, "drctl-offsite").await;
     // Both ways round: copy in S3 (a byte flipped through the S3 API), and
     // copy in the directory (the file truncated on disk).
@@ -546,19 +550,53 @@ async fn the_verify_schedule_rereads_offsite_copies_and_records_a_corrupt_one_fa
     lab.teardown().unwrap();
 }
 
+/// The variable the restore test below plants in the environment of the
+/// process that runs it, as drctl's secrets are in drctl's.
+const PLANTED_VAR: &str = "DRCTL_TEST_PLANTED_SECRET";
+const PLANTED: &str = "planted-restore-test-environment-4e1d";
+
 /// What someone who can write to the bucket could plant in a backup:
 /// `ALTER SYSTEM` on the source writes postgresql.auto.conf, which the
 /// backup copies like any other file. A restore test must start the copy
 /// with drctl's configuration only (no archive command, not production's
 /// port), reachable only by drctl over a private socket, and with none of
 /// drctl's environment (where AWS keys and DSN passwords live).
+///
+/// The environment part needs a secret in the environment of the process
+/// running the restore test. Tests run in parallel threads of one process,
+/// so this one does not change its own: it runs itself again, alone, as a
+/// child with [`PLANTED_VAR`] set, and the child does the work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_test_never_starts_postgres_with_the_backups_configuration_or_drctls_environment()
 {
+    const NAME: &str =
+        "a_restore_test_never_starts_postgres_with_the_backups_configuration_or_drctls_environment";
+    if std::env::var(PLANTED_VAR).as_deref() == Ok(PLANTED) {
+        return restore_test_isolation().await;
+    }
+    let out = tokio::process::Command::new(std::env::current_exe().expect("this test binary"))
+        .args([NAME, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(PLANTED_VAR, PLANTED)
+        .output()
+        .await
+        .expect("running this test again as a child");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "the child run failed:\n{stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "the child ran exactly this test:\n{stdout}{stderr}"
+    );
+}
+
+/// The body of the test above, in the child that holds [`PLANTED`].
+async fn restore_test_isolation() {
     use std::os::unix::fs::PermissionsExt;
-    const PLANTED: &str = "planted-restore-test-environment-4e1d";
-    // In this process's environment, as drctl's secrets are in drctl's.
-    std::env::set_var("DRCTL_TEST_PLANTED_SECRET", PLANTED);
     let (lab, dir) = start_lab(vec![catalog()]).await;
     let primary = lab.cluster("catalog", REGION_A);
     let marker = dir.path().join("archive-command-ran");
@@ -948,6 +986,15 @@ async fn an_encrypted_object_moved_from_another_backup_does_not_verify() {
 /// read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restores_and_restore_tests_read_the_offsite_copy_when_the_original_store_is_gone() {
+    // The config's S3 store signs with moto's keys, passed in.
+    jobs::with_s3_credentials(
+        moto_credentials(),
+        offsite_copy_stands_in_for_the_lost_original(),
+    )
+    .await
+}
+
+async fn offsite_copy_stands_in_for_the_lost_original() {
     let (lab, _dir) = start_lab(vec![catalog()]).await;
     let moto = moto_server().await;
     s3_store(&moto, "drctl-offsite").await;

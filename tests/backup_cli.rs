@@ -265,8 +265,6 @@ async fn schedules_missed_while_the_daemon_was_down_are_recorded_and_the_latest_
 async fn the_offsite_copy_lands_in_the_second_store_verified() {
     let (lab, _dir) = start_lab(vec![catalog()]).await;
     let moto = moto_server().await;
-    // For the in-process check of the offsite bucket below.
-    aws_sdk_credentials_for_moto();
     let mut text = std::fs::read_to_string(lab.config_path()).unwrap().replace(
         "[services.backup]\nstore = \"lab-objects\"\n",
         "[services.backup]\nstore = \"lab-objects\"\noffsite_store = \"dr-bucket\"\n",
@@ -398,5 +396,67 @@ async fn backups_verifications_and_restore_tests_start_through_the_api() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "operation_not_found");
     daemon.stop().await;
+    lab.teardown().unwrap();
+}
+
+/// The production path of `dsn_env` and `encryption_key_env`: drctl reads
+/// both from its own environment, given here to the `drctl` child (the
+/// config crate's tests resolve them through a map, since tests share one
+/// process and must not change its environment).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_run_reads_the_dsn_and_the_backup_key_from_drctls_environment() {
+    const DSN_VAR: &str = "DRCTL_BACKUP_CLI_TEST_CATALOG_DSN";
+    const KEY_VAR: &str = "DRCTL_BACKUP_CLI_TEST_BACKUP_KEY";
+    const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let (lab, _dir) = start_lab(vec![catalog()]).await;
+    let text = std::fs::read_to_string(lab.config_path()).unwrap();
+    let at = "[services.postgres.region-a]\ndsn = \"";
+    let start = text.find(at).expect("the lab's catalog DSN") + at.len();
+    let dsn = text[start..start + text[start..].find('"').unwrap()].to_string();
+    let text = text
+        .replace(
+            &format!("{at}{dsn}\""),
+            &format!("[services.postgres.region-a]\ndsn_env = \"{DSN_VAR}\""),
+        )
+        .replace(
+            "[services.backup]\nstore = \"lab-objects\"\n",
+            &format!(
+                "[services.backup]\nstore = \"lab-objects\"\nencryption_key_env = \"{KEY_VAR}\"\n"
+            ),
+        );
+    assert!(text.contains(DSN_VAR) && text.contains(KEY_VAR), "{text}");
+    let cfg = lab.record.dir.join("from-env.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let cfg = cfg.display().to_string();
+    let run = |env: &[(&str, &str)]| {
+        let out = std::process::Command::new(drctl_bin())
+            .args(["backup", "run", "catalog", "--config", &cfg, "-o", "json"])
+            .envs(MOTO_CREDENTIALS)
+            .envs(env.iter().copied())
+            .output()
+            .expect("running drctl");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, out, err) = run(&[(KEY_VAR, KEY)]);
+    assert_ne!(code, Some(0), "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains(&format!("environment variable {DSN_VAR} is not set")),
+        "{out}{err}"
+    );
+
+    let (code, out, err) = run(&[(DSN_VAR, &format!("  {dsn}\n")), (KEY_VAR, KEY)]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let run = json_of(&out);
+    assert_eq!(run["backup"]["status"], "complete", "{run}");
+    assert_eq!(
+        run["manifest"]["encryption_key_id"],
+        drctl_backup::BackupKey::from_hex(KEY).unwrap().id.as_str(),
+        "{run}"
+    );
     lab.teardown().unwrap();
 }

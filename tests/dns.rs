@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use drctl_config::{Config, TsigAlgorithm};
 use drctl_dns::{
-    confirm, provider, query, DnsError, DnsProvider, DnsRecord, RecordType, Rfc2136Provider,
-    TsigKeyMaterial,
+    confirm, provider, provider_with_credentials, query, DnsError, DnsProvider, DnsRecord,
+    RecordType, Rfc2136Provider, TsigKeyMaterial,
 };
 use drctl_lab::dns_server::ZoneServer;
-use drctl_tests::{aws_sdk_credentials_for_moto, create_hosted_zone, moto_server, wait_for};
+use drctl_tests::{create_hosted_zone, moto_credentials, moto_server, wait_for};
 
 fn record(name: &str, rtype: RecordType, values: &[&str]) -> DnsRecord {
     DnsRecord {
@@ -559,7 +559,6 @@ async fn knsupdate_updates_the_zone_server() {
 
 #[tokio::test]
 async fn route53_upserts_flips_and_deletes_on_moto() {
-    aws_sdk_credentials_for_moto();
     let moto = moto_server().await;
     let zone_id = create_hosted_zone(&moto.endpoint, "shop.example.com.").await;
     let dir = tempfile::tempdir().unwrap();
@@ -571,7 +570,9 @@ async fn route53_upserts_flips_and_deletes_on_moto() {
             moto.endpoint
         ),
     );
-    let aws = provider(&config.dns_providers[0]).unwrap();
+    // moto's keys passed in, not through this process's environment.
+    let aws =
+        provider_with_credentials(&config.dns_providers[0], Some(moto_credentials())).unwrap();
 
     exercise_flips(aws.as_ref(), "orders.shop.example.com.", None).await;
 
@@ -618,7 +619,8 @@ async fn route53_upserts_flips_and_deletes_on_moto() {
     }
     // A zone that does not exist: Route 53 refuses, for good.
     let missing =
-        drctl_dns::Route53Provider::new("aws", "ZNOSUCHZONE", None, Some(&moto.endpoint), None);
+        drctl_dns::Route53Provider::new("aws", "ZNOSUCHZONE", None, Some(&moto.endpoint), None)
+            .with_credentials(moto_credentials());
     match missing
         .upsert(&record(
             "orders.shop.example.com.",
@@ -635,7 +637,8 @@ async fn route53_upserts_flips_and_deletes_on_moto() {
     }
     // Nobody at the endpoint: worth retrying.
     let dead = format!("http://127.0.0.1:{}", drctl_lab::free_port());
-    let unreachable = drctl_dns::Route53Provider::new("aws", &zone_id, None, Some(&dead), None);
+    let unreachable = drctl_dns::Route53Provider::new("aws", &zone_id, None, Some(&dead), None)
+        .with_credentials(moto_credentials());
     let error = unreachable
         .lookup("orders.shop.example.com.", RecordType::A)
         .await
@@ -856,7 +859,6 @@ async fn knot_changes_a_record_conditionally_only_from_the_expected_value() {
 
 #[tokio::test]
 async fn route53_changes_a_record_conditionally_only_from_the_expected_value_on_moto() {
-    aws_sdk_credentials_for_moto();
     let moto = moto_server().await;
     let zone_id = create_hosted_zone(&moto.endpoint, "shop.example.com.").await;
     let aws = drctl_dns::Route53Provider::new(
@@ -865,6 +867,7 @@ async fn route53_changes_a_record_conditionally_only_from_the_expected_value_on_
         Some("shop.example.com."),
         Some(&moto.endpoint),
         Some("us-east-1"),
-    );
+    )
+    .with_credentials(moto_credentials());
     exercise_conditional_flips(&aws, "orders.shop.example.com.").await;
 }

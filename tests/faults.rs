@@ -26,11 +26,6 @@ use drctl_store::Store;
 use drctl_tests::*;
 use serde_json::Value;
 
-fn aws_env() {
-    // The in-process bucket checks; `drctl` children get theirs from drctl().
-    aws_sdk_credentials_for_moto();
-}
-
 fn addr_of(url: &str) -> SocketAddr {
     url.trim_start_matches("http://")
         .parse()
@@ -125,7 +120,6 @@ fn backup_record(config: &str, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_faults_during_backup_and_verify_end_in_a_clean_success_or_a_clean_failure() {
-    aws_env();
     let (lab, _dir) = start_lab(vec![catalog()]).await;
     let moto = moto_server().await;
     let direct = bucket(&moto).await;
@@ -310,7 +304,6 @@ async fn route53_target(moto: &MotoServer, zone_id: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn route53_faults_during_a_failover_are_retried_or_stop_it_resumably_until_the_api_answers() {
-    aws_env();
     let (lab, _dir) = start_lab(vec![orders()]).await;
     lab.workload().pause();
     let moto = moto_server().await;

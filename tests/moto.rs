@@ -5,7 +5,7 @@
 //! uploads against S3's limit of 10,000 parts.
 
 use drctl_backup::{ObjectStore, MAX_PARTS};
-use drctl_tests::{aws_sdk_credentials_for_moto, moto_auth, moto_server, moto_server_with};
+use drctl_tests::{moto_auth, moto_server, moto_server_with};
 
 #[tokio::test]
 async fn moto_serves_s3_and_route53_on_loopback() {
@@ -57,7 +57,6 @@ async fn moto_serves_s3_and_route53_on_loopback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_larger_than_ten_thousand_initial_parts_completes() {
     const INITIAL: usize = 1024;
-    aws_sdk_credentials_for_moto();
     let moto = moto_server_with(&[("S3_UPLOAD_PART_MIN_SIZE", &INITIAL.to_string())]).await;
     let store = ObjectStore::s3(moto.s3_location("drctl-parts", "backups/"))
         .await

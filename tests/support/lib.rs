@@ -181,25 +181,26 @@ pub fn drctl_bin() -> PathBuf {
 /// The AWS credentials the tests' S3 and Route 53 clients present to
 /// `moto_server`, which takes any. Given to every `drctl` child through its
 /// environment (never by changing this process's: tests run in parallel),
-/// so no child of a test signs with an operator's real keys either.
+/// so no child of a test signs with an operator's real keys either; the
+/// clients a test builds in-process take them as [`moto_credentials`].
 pub const MOTO_CREDENTIALS: [(&str, &str); 3] = [
     ("AWS_ACCESS_KEY_ID", "drctl-test"),
     ("AWS_SECRET_ACCESS_KEY", "drctl-test-secret"),
     ("AWS_REGION", "us-east-1"),
 ];
 
-/// Puts [`MOTO_CREDENTIALS`] into this process's environment, for the AWS
-/// SDK clients a test builds in-process (`ObjectStore::s3`,
-/// `Route53Provider`): they read only the standard credential chain, so
-/// there is no parameter to pass them through yet. The one place left that
-/// changes the environment of a running test binary; every caller sets the
-/// same values. It goes away once `S3Location` and `Route53Provider` take
-/// credentials explicitly. `drctl` children get them through
-/// [`drctl`]'s `Command::envs` instead.
-pub fn aws_sdk_credentials_for_moto() {
-    for (name, value) in MOTO_CREDENTIALS {
-        std::env::set_var(name, value);
-    }
+/// [`MOTO_CREDENTIALS`] as the AWS SDK clients a test builds in-process
+/// take them (`S3Location::credentials`,
+/// `Route53Provider::with_credentials`): passed explicitly, never through
+/// this process's environment (tests run in parallel).
+pub fn moto_credentials() -> drctl_backup::AwsCredentials {
+    drctl_backup::AwsCredentials::new(
+        MOTO_CREDENTIALS[0].1,
+        MOTO_CREDENTIALS[1].1,
+        None,
+        None,
+        "moto",
+    )
 }
 
 /// Runs `drctl ARGS…`, returning (exit code, stdout, stderr).
@@ -266,7 +267,7 @@ impl Drop for MotoServer {
 
 impl MotoServer {
     /// A bucket of this server as drctl's S3 store addresses it (path
-    /// style, moto's region, 120 s per attempt).
+    /// style, moto's region and credentials, 120 s per attempt).
     pub fn s3_location(&self, bucket: &str, prefix: &str) -> drctl_backup::S3Location {
         drctl_backup::S3Location {
             bucket: bucket.into(),
@@ -275,6 +276,7 @@ impl MotoServer {
             region: "us-east-1".into(),
             path_style: true,
             attempt_timeout: Duration::from_secs(120),
+            credentials: Some(moto_credentials()),
         }
     }
 }

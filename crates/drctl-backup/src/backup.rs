@@ -1,17 +1,22 @@
-//! The backup job: `pg_basebackup` → zstd → SHA-256 → object store, as one
-//! stream with bounded memory, then the manifest, last.
+//! The backup job: the datastore's base backup tool → zstd → SHA-256 →
+//! object store, as one stream with bounded memory, then the manifest, last.
 //!
-//! `pg_basebackup -D - -Ft -X fetch` writes a single tar to stdout with the
-//! WAL needed to make it consistent (fetched at the end of the backup), so
-//! the object restores on its own. A blocking thread reads, compresses and
-//! hashes; the async side uploads. Between them a channel of a few chunks is
-//! all the buffering there is (plus one S3 part).
+//! The tool and the reading of its output come from the datastore seam
+//! ([`Datastore::base_backup_command`], [`Datastore::backup_positions`]);
+//! for PostgreSQL that is `pg_basebackup -D - -Ft -X fetch`, a single tar
+//! on stdout with the WAL needed to make it consistent (fetched at the end
+//! of the backup), so the object restores on its own. A blocking thread
+//! reads, compresses and hashes; the async side uploads. Between them a
+//! channel of a few chunks is all the buffering there is (plus one S3
+//! part).
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use drctl_node::{BaseBackupCommand, Datastore, Dsn, Engine};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -19,6 +24,10 @@ use crate::{backup_prefix, BackupError, Manifest, ManifestObject, ObjectStore, M
 
 const CHUNK: usize = 1024 * 1024;
 const DATA_OBJECT: &str = "base.tar.zst";
+/// What the datastore's calls would be bounded by. A backup makes none of
+/// them (it only runs the tool the datastore names), so this bounds
+/// nothing today; the tool's own connection timeouts come from the DSN.
+const SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to back up and where to.
 #[derive(Clone, Debug)]
@@ -28,7 +37,8 @@ pub struct BackupRequest {
     /// A libpq connection string with replication rights (for pg_basebackup).
     /// Never logged: errors name the service and region only.
     pub dsn: String,
-    /// Directory of `pg_basebackup`.
+    /// Directory of the engine's client programs (`pg_basebackup`), where
+    /// the datastore finds its base backup tool.
     pub pg_bin: PathBuf,
     pub compression_level: i32,
     /// zstd workers; 0: one per core.
@@ -83,24 +93,24 @@ impl Write for HashingSink {
     }
 }
 
-/// Runs pg_basebackup and compresses/hashes its output into `tx`.
+/// Runs the base backup tool and compresses/hashes its output into `tx`.
 fn stream_base_backup(
     req: &BackupRequest,
+    tool: BaseBackupCommand,
     object: &crate::SealedObject,
     tx: mpsc::Sender<Vec<u8>>,
     raw_progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<StreamResult, BackupError> {
-    // The password goes to a passfile, not the command line (every local
-    // user reads /proc/PID/cmdline), and the child's environment is empty
-    // but for what it needs: drctl's own holds other secrets.
-    let conn = drctl_pg::ChildConnection::from_dsn(&req.dsn, false)
-        .map_err(|e| BackupError::BaseBackup(format!("{}/{}: {e}", req.service, req.region)))?;
-    let mut cmd = drctl_pg::os::clean_command(req.pg_bin.join("pg_basebackup"));
-    conn.apply(&mut cmd);
-    let mut child = cmd
-        .arg("-d")
-        .arg(conn.conninfo())
-        .args(["-D", "-", "-Ft", "-X", "fetch", "-c", "fast", "-v"])
+    // The datastore built the command: the password in a passfile (held
+    // by `keep_alive` until the child is gone), not on the command line
+    // (every local user reads /proc/PID/cmdline), and the child's
+    // environment empty but for what it needs: drctl's own holds other
+    // secrets.
+    let BaseBackupCommand {
+        mut command,
+        keep_alive,
+    } = tool;
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -108,7 +118,7 @@ fn stream_base_backup(
         .map_err(|e| {
             BackupError::BaseBackup(format!(
                 "cannot start {}: {e}",
-                req.pg_bin.join("pg_basebackup").display()
+                Path::new(command.get_program()).display()
             ))
         })?;
     let mut stdout = child.stdout.take().expect("piped stdout");
@@ -183,9 +193,10 @@ fn stream_base_backup(
         source: e,
     })?;
     let status = child.wait().map_err(|e| BackupError::Io {
-        what: "waiting for pg_basebackup".into(),
+        what: "waiting for the base backup tool".into(),
         source: e,
     })?;
+    drop(keep_alive);
     let stderr = stderr_reader.join().unwrap_or_default();
     Ok(StreamResult {
         raw_size,
@@ -196,27 +207,29 @@ fn stream_base_backup(
     })
 }
 
-/// Finds `label X/Y` in pg_basebackup's verbose output.
-fn lsn_after(stderr: &str, label: &str) -> Option<String> {
-    let at = stderr.find(label)? + label.len();
-    stderr[at..].split_whitespace().next().map(str::to_string)
-}
-
-fn timeline(stderr: &str) -> Option<u32> {
-    let at = stderr.find("on timeline ")? + "on timeline ".len();
-    stderr[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
-}
-
-fn pg_basebackup_version(req: &BackupRequest) -> Option<String> {
-    let out = drctl_pg::os::clean_command(req.pg_bin.join("pg_basebackup"))
+/// The tool's `--version` line (`pg_basebackup (PostgreSQL) 15.10`), for
+/// the manifest: the program the datastore's command runs, asked with a
+/// clean environment.
+fn tool_version(program: &std::ffi::OsStr) -> Option<String> {
+    let out = std::process::Command::new(program)
+        .env_clear()
+        .env("LC_ALL", "C")
         .arg("--version")
+        .stdin(Stdio::null())
         .output()
         .ok()?;
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The server a backup reads from, through the datastore seam. Nothing is
+/// dialled: only the tool's command and the reading of its output come
+/// from here.
+fn backup_source(req: &BackupRequest) -> Result<Box<dyn Datastore>, BackupError> {
+    // Errors name the service and region only, never the DSN.
+    let label = format!("{}/{}", req.service, req.region);
+    Engine::Postgres
+        .connect(label, &Dsn::new(req.dsn.clone()), SOURCE_TIMEOUT)
+        .map_err(|e| BackupError::BaseBackup(e.to_string()))
 }
 
 /// Takes one backup into `req.store` under `backup_id`. On any failure the
@@ -228,6 +241,11 @@ pub async fn run_backup(
     started_at: DateTime<Utc>,
     mut progress: impl FnMut(BackupProgress),
 ) -> Result<Manifest, BackupError> {
+    let source = backup_source(req)?;
+    let tool = source
+        .base_backup_command(&req.pg_bin)
+        .map_err(|e| BackupError::BaseBackup(e.to_string()))?;
+    let program = tool.command.get_program().to_os_string();
     let prefix = backup_prefix(&req.service, backup_id);
     let mut upload = req
         .store
@@ -239,7 +257,7 @@ pub async fn run_backup(
         let req = req.clone();
         let raw = raw.clone();
         let object = crate::SealedObject::new(backup_id, DATA_OBJECT);
-        tokio::task::spawn_blocking(move || stream_base_backup(&req, &object, tx, raw))
+        tokio::task::spawn_blocking(move || stream_base_backup(&req, tool, &object, tx, raw))
     };
     let mut stored = 0u64;
     let mut upload_error = None;
@@ -281,14 +299,15 @@ pub async fn run_backup(
     };
     let size = upload.finish().await?;
     debug_assert_eq!(size, streamed.stored_size);
+    let positions = source.backup_positions(&streamed.stderr);
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         backup_id: backup_id.to_string(),
         service: req.service.clone(),
         region: req.region.clone(),
-        timeline: timeline(&streamed.stderr),
-        start_lsn: lsn_after(&streamed.stderr, "write-ahead log start point: "),
-        stop_lsn: lsn_after(&streamed.stderr, "write-ahead log end point: "),
+        timeline: positions.history,
+        start_lsn: positions.start,
+        stop_lsn: positions.stop,
         started_at,
         ended_at: Utc::now(),
         compression: "zstd".into(),
@@ -305,37 +324,11 @@ pub async fn run_backup(
             uncompressed_size: streamed.raw_size,
         }],
         drctl_version: env!("CARGO_PKG_VERSION").into(),
-        postgres_version: pg_basebackup_version(req),
+        postgres_version: tool_version(&program),
     };
     let body = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
     req.store
         .put(&format!("{prefix}manifest.json"), body)
         .await?;
     Ok(manifest)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const STDERR: &str =
-        "pg_basebackup: initiating base backup, waiting for checkpoint to complete\n\
-        pg_basebackup: checkpoint completed\n\
-        pg_basebackup: write-ahead log start point: 0/5000028 on timeline 1\n\
-        pg_basebackup: write-ahead log end point: 0/5000100\n\
-        pg_basebackup: base backup completed\n";
-
-    #[test]
-    fn reads_positions_from_pg_basebackup_output() {
-        assert_eq!(
-            lsn_after(STDERR, "write-ahead log start point: ").as_deref(),
-            Some("0/5000028")
-        );
-        assert_eq!(
-            lsn_after(STDERR, "write-ahead log end point: ").as_deref(),
-            Some("0/5000100")
-        );
-        assert_eq!(timeline(STDERR), Some(1));
-        assert_eq!(timeline("nothing"), None);
-    }
 }

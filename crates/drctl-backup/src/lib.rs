@@ -9,9 +9,15 @@
 //! A backup id is its start time in UTC plus a random suffix
 //! (`20261123T202500Z-3f9a1c`), so ids sort by time and never collide.
 //!
-//! This crate reaches PostgreSQL only through `pg_basebackup` and object
-//! stores through [`ObjectStore`]; recording results is the caller's (the
-//! state store's) job.
+//! This crate reaches databases only through drctl-node's two seams: the
+//! datastore's base backup tool ([`drctl_node::Datastore::base_backup_command`],
+//! its positions read back with [`drctl_node::Datastore::backup_positions`])
+//! and, for restore tests, the node actions
+//! ([`drctl_node::NodeActions::restore_scratch`], `start`,
+//! `teardown_scratch`), fed the verified backup through a
+//! [`drctl_node::BackupSource`]. Object stores are reached through
+//! [`ObjectStore`]; recording results is the caller's (the state store's)
+//! job.
 
 mod backup;
 mod crypto;
@@ -37,6 +43,11 @@ pub use source::RecordedBackups;
 pub use store::{
     part_size, ObjectInfo, ObjectReader, ObjectStore, S3Location, Upload, MAX_PARTS, PART_SIZE,
 };
+
+/// Static AWS keys ([`S3Location::credentials`]; also what drctl-dns's
+/// Route 53 provider takes): the SDK's own type, whose `Debug` redacts the
+/// secret.
+pub use aws_sdk_s3::config::Credentials as AwsCredentials;
 pub use verify::{check_object_contents, verify_backup, Expected, VerifyReport};
 
 /// What went wrong with a backup or its verification.
@@ -72,4 +83,31 @@ pub fn new_backup_id(at: chrono::DateTime<chrono::Utc>) -> String {
         at.format("%Y%m%dT%H%M%SZ"),
         &uuid::Uuid::new_v4().simple().to_string()[..6]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_s3_location_never_shows_its_secret_key() {
+        let location = S3Location {
+            bucket: "b".into(),
+            prefix: String::new(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            path_style: false,
+            attempt_timeout: std::time::Duration::from_secs(1),
+            credentials: Some(AwsCredentials::new(
+                "AKIDTEST",
+                "hunter2-secret",
+                None,
+                None,
+                "t",
+            )),
+        };
+        let shown = format!("{location:?}");
+        assert!(shown.contains("AKIDTEST"), "{shown}");
+        assert!(!shown.contains("hunter2-secret"), "{shown}");
+    }
 }

@@ -1,22 +1,26 @@
 //! Restore tests: prove that a backup restores, and how long that takes.
 //!
-//! Restore the backup into a private scratch directory, start PostgreSQL
-//! with drctl's own configuration only (never the backup's: see
-//! [`PgCluster::isolate_scratch`]), reachable only by drctl over a private
-//! socket, wait until it answers (recovery to the backup's consistent point is
-//! done by then), run the service's validation queries, stop and remove
-//! everything — also when a step fails. Time to ready is the RTO evidence of
-//! a cold-tier service.
+//! Through the node-action seam ([`LocalNode`]): restore the backup into a
+//! private scratch copy ([`NodeActions::restore_scratch`]: drctl's own
+//! configuration only, never the backup's, reachable only by drctl over a
+//! private socket), start it, connect and wait until it answers (recovery
+//! to the backup's consistent point is done by then), run the service's
+//! validation queries, tear the copy down ([`NodeActions::teardown_scratch`])
+//! — also when a step fails. Time to ready is the RTO evidence of a
+//! cold-tier service.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use drctl_pg::os::free_port;
-use drctl_pg::PgCluster;
+use drctl_node::{
+    BackupSource, LocalNode, NodeActions, NodeRef, ScratchRestoreRequest, StartRequest,
+    TeardownRequest,
+};
 use serde::Serialize;
 use sqlx::{Connection, Row};
 
-use crate::{restore_backup, ObjectStore};
+use crate::{restore_backup, Expected, ObjectStore};
 
 /// What to restore and check.
 #[derive(Clone, Debug)]
@@ -76,97 +80,100 @@ fn secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Er
     }
 }
 
+/// The backup a restore test restores, as the node reads it: from the
+/// request's store, verified against what the state store recorded before
+/// a byte is unpacked.
+struct VerifiedBackup {
+    store: ObjectStore,
+    service: String,
+    expected: Expected,
+}
+
+#[async_trait::async_trait]
+impl BackupSource for VerifiedBackup {
+    async fn restore_verified(
+        &self,
+        backup_id: &str,
+        target: &Path,
+    ) -> Result<Option<String>, String> {
+        restore_backup(
+            &self.store,
+            &self.service,
+            backup_id,
+            target,
+            &self.expected,
+        )
+        .await
+        .map(|manifest| manifest.stop_lsn)
+        .map_err(|e| e.to_string())
+    }
+}
+
 /// Runs one restore test. Never fails as a function: a failure is an
-/// outcome, recorded with its reason; the scratch cluster is always removed.
+/// outcome, recorded with its reason; the scratch copy is always removed.
 pub async fn run_restore_test(
     req: &RestoreTestRequest,
     mut phase: impl FnMut(RestorePhase),
 ) -> RestoreTestOutcome {
     let started = Instant::now();
-    // Short: the cluster's Unix socket lives below this directory, and a
+    let node = LocalNode::new()
+        .with_bin(req.pg_bin.clone())
+        .with_backups(Arc::new(VerifiedBackup {
+            store: req.store.clone(),
+            service: req.service.clone(),
+            expected: Expected {
+                manifest: req.manifest.clone(),
+                key: req.key.clone(),
+            },
+        }));
+    // Short: the copy's Unix socket lives below this directory, and a
     // socket path may not exceed 107 bytes.
-    let work = req.scratch_root.join(format!(
+    let dir = req.scratch_root.join(format!(
         "rt-{}-{}",
         req.service,
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     ));
-    let cluster = PgCluster::new(
-        format!("restore-test-{}", req.service),
-        work.join("data"),
-        free_port(),
-        req.pg_bin.clone(),
-    );
     let mut outcome = RestoreTestOutcome {
         passed: false,
         time_to_ready: None,
         queries: Vec::new(),
         error: None,
     };
+    // The copy's port, once the restore has chosen it.
+    let mut port = 0;
 
     let result: Result<(), String> = async {
         phase(RestorePhase::Restoring);
-        let (root, w) = (req.scratch_root.clone(), work.clone());
-        tokio::task::spawn_blocking(move || {
-            drctl_pg::os::prepare_scratch_root(&root)?;
-            drctl_pg::os::private_run_dir(&w)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        restore_backup(
-            &req.store,
-            &req.service,
-            &req.backup_id,
-            &cluster.data_dir,
-            &crate::Expected {
-                manifest: req.manifest.clone(),
-                key: req.key.clone(),
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let copy = node
+            .restore_scratch(&ScratchRestoreRequest {
+                dir: dir.clone(),
+                backup_id: req.backup_id.clone(),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        port = copy.port;
         phase(RestorePhase::Starting);
-        let c = cluster.clone();
-        tokio::task::spawn_blocking(move || {
-            c.adopt_restored()?;
-            c.start()
+        node.start(&StartRequest {
+            // Named for what it is in errors (the copy's own name is a
+            // drill's).
+            node: NodeRef::new(
+                format!("restore-test-{}", req.service),
+                copy.data_dir.clone(),
+                copy.port,
+            ),
+            wait_ready_ms: None,
+            recovered: None,
         })
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-        let dsn = cluster.scratch_dsn("postgres", &req.database);
-        let mut conn = sqlx::PgConnection::connect(&dsn)
+        let dsn = copy.dsn("postgres", &req.database);
+        let mut conn = sqlx::PgConnection::connect(dsn.expose())
             .await
             .map_err(|e| format!("connecting to the restored cluster: {e}"))?;
         outcome.time_to_ready = Some(started.elapsed());
         phase(RestorePhase::Validating);
         for query in &req.validation_queries {
-            let result = match sqlx::query(query).fetch_one(&mut conn).await {
-                Ok(row) => match row.try_get::<Option<bool>, _>(0) {
-                    Ok(v) => QueryResult {
-                        query: query.clone(),
-                        passed: v == Some(true),
-                        value: Some(v.map_or("null".to_string(), |b| b.to_string())),
-                        error: None,
-                    },
-                    Err(_) => QueryResult {
-                        query: query.clone(),
-                        passed: false,
-                        value: None,
-                        error: Some(
-                            "the query must return one boolean (e.g. SELECT count(*) > 0 FROM …)"
-                                .into(),
-                        ),
-                    },
-                },
-                Err(e) => QueryResult {
-                    query: query.clone(),
-                    passed: false,
-                    value: None,
-                    error: Some(e.to_string()),
-                },
-            };
-            outcome.queries.push(result);
+            outcome.queries.push(validate(&mut conn, query).await);
         }
         let _ = conn.close().await;
         Ok(())
@@ -174,13 +181,15 @@ pub async fn run_restore_test(
     .await;
 
     phase(RestorePhase::CleaningUp);
-    let c = cluster.clone();
-    let w = work.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        let _ = c.stop("immediate");
-        let _ = std::fs::remove_dir_all(&w);
-    })
-    .await;
+    if let Err(e) = node
+        .teardown_scratch(&TeardownRequest {
+            dir: dir.clone(),
+            port,
+        })
+        .await
+    {
+        tracing::warn!(service = %req.service, dir = %dir.display(), error = %e, "could not remove a restore test's scratch copy");
+    }
     match result {
         Ok(()) => {
             outcome.passed = outcome.queries.iter().all(|q| q.passed);
@@ -195,4 +204,32 @@ pub async fn run_restore_test(
         Err(e) => outcome.error = Some(e),
     }
     outcome
+}
+
+/// Runs one validation query: it must return one boolean, `true` passes.
+async fn validate(conn: &mut sqlx::PgConnection, query: &str) -> QueryResult {
+    match sqlx::query(query).fetch_one(conn).await {
+        Ok(row) => match row.try_get::<Option<bool>, _>(0) {
+            Ok(v) => QueryResult {
+                query: query.to_string(),
+                passed: v == Some(true),
+                value: Some(v.map_or("null".to_string(), |b| b.to_string())),
+                error: None,
+            },
+            Err(_) => QueryResult {
+                query: query.to_string(),
+                passed: false,
+                value: None,
+                error: Some(
+                    "the query must return one boolean (e.g. SELECT count(*) > 0 FROM …)".into(),
+                ),
+            },
+        },
+        Err(e) => QueryResult {
+            query: query.to_string(),
+            passed: false,
+            value: None,
+            error: Some(e.to_string()),
+        },
+    }
 }

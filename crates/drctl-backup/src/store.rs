@@ -62,6 +62,11 @@ pub struct S3Location {
     pub path_style: bool,
     /// One attempt of one call; a slower one is abandoned and retried.
     pub attempt_timeout: std::time::Duration,
+    /// Keys to sign with instead of the standard AWS chain (environment,
+    /// profile, web identity, instance metadata); `None` in production.
+    /// For callers that must not change the process environment to pass
+    /// keys (tests run in parallel). `Debug` never shows the secret.
+    pub credentials: Option<crate::AwsCredentials>,
 }
 
 /// An object store.
@@ -145,12 +150,15 @@ impl ObjectStore {
     }
 
     /// An S3 bucket; credentials come from the standard AWS chain
-    /// (environment, profile, web identity, instance metadata).
+    /// (environment, profile, web identity, instance metadata) unless the
+    /// location gives its own ([`S3Location::credentials`]).
     pub async fn s3(location: S3Location) -> Result<ObjectStore, BackupError> {
-        let shared = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(location.region.clone()))
-            .load()
-            .await;
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(location.region.clone()));
+        if let Some(credentials) = &location.credentials {
+            loader = loader.credentials_provider(credentials.clone());
+        }
+        let shared = loader.load().await;
         // Without timeouts a server that accepts and never answers hangs a
         // backup for ever. Each attempt is bounded; errors the SDK deems
         // transient (5xx, throttling, resets, timeouts) are retried with

@@ -1,5 +1,7 @@
 //! Secrets never print: not through Debug, Display, Serialize, nor DSN errors.
 
+use std::collections::HashMap;
+use std::env::VarError;
 use std::path::Path;
 
 use drctl_config::{DsnError, DsnSource, KeySource, Secret, TsigSecret};
@@ -114,22 +116,36 @@ fn a_broken_store_url_is_reported_redacted() {
     );
 }
 
+/// An environment to resolve against: tests run in parallel threads of one
+/// process, so none of them changes the real one (see
+/// [`the_real_environment_is_read_in_a_child_process`] for that path).
+fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Result<String, VarError> {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |var| vars.get(var).cloned().ok_or(VarError::NotPresent)
+}
+
 #[test]
 fn dsn_from_env_and_file_are_trimmed_and_errors_name_the_source_not_the_value() {
-    // A variable name unique to this test: tests run in parallel threads.
     let var = "DRCTL_CONFIG_TEST_DSN_7F3A";
-    std::env::set_var(var, format!("  postgres://app:{PASSWORD}@db/orders\n"));
-    let secret = DsnSource::Env(var.into()).resolve().unwrap();
+    let padded = format!("  postgres://app:{PASSWORD}@db/orders\n");
+    let secret = DsnSource::Env(var.into())
+        .resolve_with(&env_of(&[(var, &padded)]))
+        .unwrap();
     assert_eq!(
         secret.expose(),
         format!("postgres://app:{PASSWORD}@db/orders")
     );
 
-    std::env::set_var(var, "   ");
-    let err = DsnSource::Env(var.into()).resolve().unwrap_err();
+    let err = DsnSource::Env(var.into())
+        .resolve_with(&env_of(&[(var, "   ")]))
+        .unwrap_err();
     assert_eq!(err, DsnError::EnvEmpty { var: var.into() });
-    std::env::remove_var(var);
-    let err = DsnSource::Env(var.into()).resolve().unwrap_err();
+    let err = DsnSource::Env(var.into())
+        .resolve_with(&env_of(&[]))
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("environment variable {var} is not set (export it with the connection string)")
@@ -185,25 +201,23 @@ postgres.eu-west.dsn_env = "postgres://catalog:{PASSWORD}@db/catalog"
 #[test]
 fn backup_key_from_env_and_file_is_trimmed_and_errors_name_the_source_not_the_value() {
     const KEY: &str = "k3y-m4t3r14l-base64==";
-    // A variable name unique to this test: tests run in parallel threads.
     let var = "DRCTL_CONFIG_TEST_BACKUP_KEY_9C1E";
-    std::env::set_var(var, format!("  {KEY}\n"));
     let source = KeySource::Env(var.into());
-    let key = source.resolve().unwrap();
+    let key = source
+        .resolve_with(&env_of(&[(var, &format!("  {KEY}\n"))]))
+        .unwrap();
     assert_eq!(key.expose(), KEY);
     for shown in [format!("{key:?}"), format!("{key}"), format!("{source:?}")] {
         assert!(!shown.contains(KEY), "{shown}");
     }
 
-    std::env::set_var(var, " \n ");
-    let err = source.resolve().unwrap_err();
+    let err = source.resolve_with(&env_of(&[(var, " \n ")])).unwrap_err();
     assert_eq!(err, DsnError::KeyEnvEmpty { var: var.into() });
     assert_eq!(
         err.to_string(),
         format!("environment variable {var} is empty (set it to the backup encryption key)")
     );
-    std::env::remove_var(var);
-    let err = source.resolve().unwrap_err();
+    let err = source.resolve_with(&env_of(&[])).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("environment variable {var} is not set (export it with the backup encryption key)")
@@ -353,4 +367,48 @@ fn tempfile_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("drctl-config-tsig-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// The production path, `resolve()` reading the real environment: proved in
+/// a child process (this test binary run again, this test alone) whose
+/// environment holds the variables from its start, so no thread of this
+/// process ever sees its environment change.
+#[test]
+fn the_real_environment_is_read_in_a_child_process() {
+    const NAME: &str = "the_real_environment_is_read_in_a_child_process";
+    const DSN_VAR: &str = "DRCTL_CONFIG_TEST_CHILD_DSN_51B2";
+    const KEY_VAR: &str = "DRCTL_CONFIG_TEST_CHILD_KEY_51B2";
+    const UNSET_VAR: &str = "DRCTL_CONFIG_TEST_CHILD_UNSET_51B2";
+    const KEY: &str = "k3y-fr0m-th3-r34l-3nv==";
+    if std::env::var_os(DSN_VAR).is_some() {
+        // The child.
+        assert_eq!(
+            DsnSource::Env(DSN_VAR.into()).resolve().unwrap().expose(),
+            format!("postgres://app:{PASSWORD}@db/orders")
+        );
+        assert_eq!(
+            KeySource::Env(KEY_VAR.into()).resolve().unwrap().expose(),
+            KEY
+        );
+        assert_eq!(
+            DsnSource::Env(UNSET_VAR.into()).resolve().unwrap_err(),
+            DsnError::EnvNotSet {
+                var: UNSET_VAR.into()
+            }
+        );
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([NAME, "--exact", "--test-threads", "1"])
+        .env(DSN_VAR, format!("  postgres://app:{PASSWORD}@db/orders\n"))
+        .env(KEY_VAR, format!("{KEY}\n"))
+        .env_remove(UNSET_VAR)
+        .output()
+        .expect("running this test binary again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "the child failed or did not run this test:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

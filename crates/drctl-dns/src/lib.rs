@@ -28,7 +28,7 @@ use drctl_config::{DnsProviderConfig, DnsProviderKind};
 
 pub use crate::error::DnsError;
 pub use crate::rfc2136::{Rfc2136Provider, TsigKeyMaterial};
-pub use crate::route53::Route53Provider;
+pub use crate::route53::{AwsCredentials, Route53Provider};
 pub use drctl_config::RecordType;
 
 /// A place records are published. Implementations are idempotent: the same
@@ -96,6 +96,15 @@ pub struct Applied {
 /// its file or environment variable), so a missing key fails here, before
 /// any record is touched; Route 53 credentials are loaded on first use.
 pub fn provider(config: &DnsProviderConfig) -> Result<Arc<dyn DnsProvider>, DnsError> {
+    provider_with_credentials(config, None)
+}
+
+/// [`provider`], a Route 53 provider signing with `aws` instead of the
+/// standard AWS chain when given ([`Route53Provider::with_credentials`]).
+pub fn provider_with_credentials(
+    config: &DnsProviderConfig,
+    aws: Option<AwsCredentials>,
+) -> Result<Arc<dyn DnsProvider>, DnsError> {
     match &config.kind {
         DnsProviderKind::Rfc2136 { server, zone, tsig } => {
             let key = tsig
@@ -124,13 +133,19 @@ pub fn provider(config: &DnsProviderConfig) -> Result<Arc<dyn DnsProvider>, DnsE
             endpoint,
             region,
             zone,
-        } => Ok(Arc::new(Route53Provider::new(
-            config.name.clone(),
-            hosted_zone_id,
-            zone.as_deref(),
-            endpoint.as_deref(),
-            region.as_deref(),
-        ))),
+        } => {
+            let route53 = Route53Provider::new(
+                config.name.clone(),
+                hosted_zone_id,
+                zone.as_deref(),
+                endpoint.as_deref(),
+                region.as_deref(),
+            );
+            Ok(Arc::new(match aws {
+                Some(keys) => route53.with_credentials(keys),
+                None => route53,
+            }))
+        }
     }
 }
 

@@ -5,8 +5,10 @@
 //! UPSERT followed by `GetChange` until Route 53 reports the change
 //! `INSYNC` on all its authoritative servers; a lookup reads the record set
 //! back with `ListResourceRecordSets`. Credentials come from the standard
-//! AWS chain; the client is built on first use, since loading that chain
-//! is asynchronous and [`crate::provider`] is not.
+//! AWS chain unless the provider is given its own keys
+//! ([`Route53Provider::with_credentials`]); the client is built on first
+//! use, since loading that chain is asynchronous and [`crate::provider`]
+//! is not.
 
 use std::time::{Duration, Instant};
 
@@ -37,8 +39,14 @@ pub struct Route53Provider {
     zone: Option<String>,
     endpoint: Option<String>,
     region: String,
+    credentials: Option<AwsCredentials>,
     client: OnceCell<Client>,
 }
+
+/// Static AWS keys for [`Route53Provider::with_credentials`]: the SDK's own
+/// type (the same one drctl-backup's S3 store takes), whose `Debug`
+/// redacts the secret.
+pub use aws_sdk_route53::config::Credentials as AwsCredentials;
 
 impl Route53Provider {
     /// `zone`, when known, is checked to contain every record before any
@@ -59,22 +67,33 @@ impl Route53Provider {
             zone: zone.map(str::to_string),
             endpoint: endpoint.map(str::to_string),
             region: region.unwrap_or(DEFAULT_REGION).to_string(),
+            credentials: None,
             client: OnceCell::new(),
         }
+    }
+
+    /// Signs with these keys instead of the standard AWS chain. For
+    /// callers that must not change the process environment to pass keys
+    /// (tests run in parallel); production uses the chain.
+    pub fn with_credentials(mut self, credentials: AwsCredentials) -> Self {
+        self.credentials = Some(credentials);
+        self
     }
 
     async fn client(&self) -> &Client {
         self.client
             .get_or_init(|| async {
-                let shared = aws_config::defaults(BehaviorVersion::latest())
+                let mut loader = aws_config::defaults(BehaviorVersion::latest())
                     .region(Region::new(self.region.clone()))
                     .timeout_config(
                         aws_config::timeout::TimeoutConfig::builder()
                             .operation_timeout(CALL_TIMEOUT)
                             .build(),
-                    )
-                    .load()
-                    .await;
+                    );
+                if let Some(credentials) = &self.credentials {
+                    loader = loader.credentials_provider(credentials.clone());
+                }
+                let shared = loader.load().await;
                 let mut conf = aws_sdk_route53::config::Builder::from(&shared);
                 if let Some(endpoint) = &self.endpoint {
                     conf = conf.endpoint_url(endpoint);

@@ -50,7 +50,28 @@ pub enum JobError {
     Cluster(#[from] drctl_pg::ClusterError),
 }
 
-/// Opens a configured object store by name.
+tokio::task_local! {
+    /// The keys S3 stores opened from the config sign with, within
+    /// [`with_s3_credentials`].
+    static S3_CREDENTIALS: crate::AwsCredentials;
+}
+
+/// Runs `job` with every S3 store it opens from the config
+/// ([`open_object_store`]) signing with `credentials` instead of the
+/// standard AWS chain (the config holds no keys, by design). For callers
+/// that must not change the process environment to pass keys: tests, which
+/// run in parallel threads of one process. The keys are scoped to `job`'s
+/// own task: a task it spawns does not see them, and falls back on the
+/// chain.
+pub async fn with_s3_credentials<F: std::future::Future>(
+    credentials: crate::AwsCredentials,
+    job: F,
+) -> F::Output {
+    S3_CREDENTIALS.scope(credentials, job).await
+}
+
+/// Opens a configured object store by name. S3 credentials come from the
+/// standard AWS chain (or [`with_s3_credentials`]).
 pub async fn open_object_store(config: &Config, name: &str) -> Result<ObjectStore, JobError> {
     let cfg = config
         .object_store(name)
@@ -72,6 +93,7 @@ pub async fn open_object_store(config: &Config, name: &str) -> Result<ObjectStor
                 region: region.clone(),
                 path_style: *path_style,
                 attempt_timeout: *timeout,
+                credentials: S3_CREDENTIALS.try_with(Clone::clone).ok(),
             })
             .await?
         }

@@ -7,6 +7,12 @@ use serde::Serialize;
 
 use crate::secret::Secret;
 
+/// How a resolver reads an environment variable: [`std::env::var`] in
+/// production ([`DsnSource::resolve`], [`KeySource::resolve`]); a map in
+/// tests, which run in parallel threads of one process and so must never
+/// change its environment ([`DsnSource::resolve_with`]).
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Result<String, std::env::VarError>;
+
 /// Where a backup encryption key comes from. Like [`DsnSource`], it is read
 /// only when needed ([`KeySource::resolve`]); unlike a DSN it can never be
 /// written in the config itself.
@@ -24,8 +30,14 @@ impl KeySource {
     /// whitespace (a trailing newline in a file) is trimmed; the key is
     /// text (e.g. base64), so a file that is not UTF-8 is unreadable.
     pub fn resolve(&self) -> Result<Secret, DsnError> {
+        self.resolve_with(&|var| std::env::var(var))
+    }
+
+    /// [`KeySource::resolve`], reading environment variables through `env`.
+    pub fn resolve_with(&self, env: EnvLookup<'_>) -> Result<Secret, DsnError> {
         match self {
-            KeySource::Env(var) => read_env(
+            KeySource::Env(var) => read_env_with(
+                env,
                 var,
                 |var| DsnError::KeyEnvNotSet { var },
                 |var| DsnError::KeyEnvEmpty { var },
@@ -111,9 +123,15 @@ impl DsnSource {
     /// The connection string, reading the environment variable or file now.
     /// Surrounding whitespace (a trailing newline in a file) is trimmed.
     pub fn resolve(&self) -> Result<Secret, DsnError> {
+        self.resolve_with(&|var| std::env::var(var))
+    }
+
+    /// [`DsnSource::resolve`], reading environment variables through `env`.
+    pub fn resolve_with(&self, env: EnvLookup<'_>) -> Result<Secret, DsnError> {
         match self {
             DsnSource::Inline(secret) => Ok(secret.clone()),
-            DsnSource::Env(var) => read_env(
+            DsnSource::Env(var) => read_env_with(
+                env,
                 var,
                 |var| DsnError::EnvNotSet { var },
                 |var| DsnError::EnvEmpty { var },
@@ -134,7 +152,17 @@ pub(crate) fn read_env(
     not_set: fn(String) -> DsnError,
     empty: fn(String) -> DsnError,
 ) -> Result<Secret, DsnError> {
-    match std::env::var(var) {
+    read_env_with(&|var| std::env::var(var), var, not_set, empty)
+}
+
+/// [`read_env`], reading the variable through `env`.
+fn read_env_with(
+    env: EnvLookup<'_>,
+    var: &str,
+    not_set: fn(String) -> DsnError,
+    empty: fn(String) -> DsnError,
+) -> Result<Secret, DsnError> {
+    match env(var) {
         Ok(value) if value.trim().is_empty() => Err(empty(var.to_string())),
         Ok(value) => Ok(Secret::new(value.trim())),
         Err(std::env::VarError::NotPresent) => Err(not_set(var.to_string())),
