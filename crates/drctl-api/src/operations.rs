@@ -144,7 +144,7 @@ async fn start_operation(
             parameter: "plan",
             reason: format!("not a plan a dry run answered: {e}"),
         })?;
-    let engine = Engine::new(state.monitor.config_arc(), state.monitor.store().clone());
+    let engine = Engine::new(state.config.clone(), state.store.clone());
     if body.dry_run {
         let plan = engine.plan(&request).await?;
         let blocked = !plan.standing(request.accept_data_loss).is_empty();
@@ -245,7 +245,7 @@ where
         json!({ "operation_id": id }),
     )
     .await?;
-    let store = state.monitor.store().clone();
+    let store = state.store.clone();
     store
         .operation_started(id, kind, service, target, Utc::now())
         .await?;
@@ -292,8 +292,8 @@ async fn start_backup(
     ApiPath(name): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     has_policy(&state, &name)?;
-    let config = state.monitor.config_arc();
-    let store = state.monitor.store().clone();
+    let config = state.config.clone();
+    let store = state.store.clone();
     let id = new_operation_id();
     let mut report = progress_writer(store.clone(), id.clone());
     let service = name.clone();
@@ -319,7 +319,7 @@ async fn start_verify(
     Extension(caller): Extension<Caller>,
     ApiPath(backup): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let Some(record) = state.monitor.store().backup(&backup).await? else {
+    let Some(record) = state.store.backup(&backup).await? else {
         return Err(ApiError::BackupNotFound(backup));
     };
     // Nothing to verify: say so now, not in an operation that fails later.
@@ -338,8 +338,8 @@ async fn start_verify(
             ),
         });
     }
-    let config = state.monitor.config_arc();
-    let store = state.monitor.store().clone();
+    let config = state.config.clone();
+    let store = state.store.clone();
     let b = backup.clone();
     let id = new_operation_id();
     launch(
@@ -378,8 +378,8 @@ async fn start_restore_test(
     ApiPath(name): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     has_policy(&state, &name)?;
-    let config = state.monitor.config_arc();
-    let store = state.monitor.store().clone();
+    let config = state.config.clone();
+    let store = state.store.clone();
     let service = name.clone();
     let id = new_operation_id();
     launch(&state, &caller, &id, "restore_test", Some(&name), None, async move {
