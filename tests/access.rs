@@ -491,7 +491,7 @@ async fn a_fence_hooks_argv_and_output_are_hidden_from_viewers() {
         .journal_operation_created(
             &lease,
             "op-hooked",
-            "failover",
+            drctl_store::states::OperationKind::Failover,
             "orders",
             "orders",
             "{}",
@@ -732,7 +732,7 @@ async fn a_chain_recomputed_without_the_audit_key_is_caught_by_verify() {
     let unkeyed = plain.verify_audit(None).await.unwrap();
     assert_eq!(
         unkeyed.broken.map(|b| (b.seq, b.kind)),
-        Some((3, "key_missing".to_string())),
+        Some((3, drctl_store::states::AuditBreakKind::KeyMissing)),
         "HMAC rows cannot be vouched for without the key"
     );
 

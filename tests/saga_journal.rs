@@ -64,7 +64,7 @@ async fn journaled_by_a_dead_driver(
         .journal_operation_created(
             &lease,
             &id,
-            "failover",
+            drctl_store::states::OperationKind::Failover,
             "storefront",
             "storefront",
             &serde_json::to_string(&params).unwrap(),

@@ -153,7 +153,15 @@ async fn journal_suite(store: &Store, now: DateTime<Utc>) {
         .unwrap()
         .unwrap();
     store
-        .journal_operation_created(&old, "op-1", "failover", "orders", "orders", "{}", now)
+        .journal_operation_created(
+            &old,
+            "op-1",
+            drctl_store::states::OperationKind::Failover,
+            "orders",
+            "orders",
+            "{}",
+            now,
+        )
         .await
         .unwrap();
     store
@@ -162,7 +170,13 @@ async fn journal_suite(store: &Store, now: DateTime<Utc>) {
         .unwrap();
     assert_eq!(
         store
-            .unfinished_operation("orders", &["failover", "switchover"])
+            .unfinished_operation(
+                "orders",
+                &[
+                    drctl_store::states::OperationKind::Failover,
+                    drctl_store::states::OperationKind::Switchover
+                ]
+            )
             .await
             .unwrap()
             .unwrap()
@@ -225,11 +239,24 @@ async fn journal_suite(store: &Store, now: DateTime<Utc>) {
         "region-b"
     );
     store
-        .journal_operation_status(&new, "op-1", "succeeded", later, Some("{}"), None)
+        .journal_operation_status(
+            &new,
+            "op-1",
+            drctl_store::states::OpStatus::Succeeded,
+            later,
+            Some("{}"),
+            None,
+        )
         .await
         .unwrap();
     assert!(store
-        .unfinished_operation("orders", &["failover", "switchover"])
+        .unfinished_operation(
+            "orders",
+            &[
+                drctl_store::states::OperationKind::Failover,
+                drctl_store::states::OperationKind::Switchover
+            ]
+        )
         .await
         .unwrap()
         .is_none());
@@ -349,7 +376,7 @@ async fn lease_suite(store: &Store, now: DateTime<Utc>) {
 
     let run = drctl_store::ScheduleRun {
         service: "catalog".into(),
-        job: "backup".into(),
+        job: drctl_store::states::ScheduledJob::Backup,
         due_at: now,
         started_at: None,
         ended_at: None,
@@ -372,11 +399,17 @@ async fn lease_suite(store: &Store, now: DateTime<Utc>) {
     );
     assert_eq!(runs[0].status, drctl_store::states::ScheduleRunStatus::Ok);
     assert_eq!(
-        store.last_schedule_due("catalog", "backup").await.unwrap(),
+        store
+            .last_schedule_due("catalog", drctl_store::states::ScheduledJob::Backup)
+            .await
+            .unwrap(),
         Some(now)
     );
     assert_eq!(
-        store.last_schedule_due("catalog", "verify").await.unwrap(),
+        store
+            .last_schedule_due("catalog", drctl_store::states::ScheduledJob::Verify)
+            .await
+            .unwrap(),
         None
     );
 }
@@ -485,7 +518,15 @@ async fn a_fenced_journal_write_never_lands_after_a_takeover_it_raced() {
             .unwrap()
             .unwrap();
         store
-            .journal_operation_created(&old, "op-1", "failover", "orders", "orders", "{}", now)
+            .journal_operation_created(
+                &old,
+                "op-1",
+                drctl_store::states::OperationKind::Failover,
+                "orders",
+                "orders",
+                "{}",
+                now,
+            )
             .await
             .unwrap();
         store
@@ -901,7 +942,7 @@ async fn a_week_long_outage_is_caught_up_by_one_scheduled_run() {
     store
         .record_schedule_run(&drctl_store::ScheduleRun {
             service: "catalog".into(),
-            job: "backup".into(),
+            job: drctl_store::states::ScheduledJob::Backup,
             due_at: week_ago,
             started_at: Some(week_ago),
             ended_at: Some(week_ago),

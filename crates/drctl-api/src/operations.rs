@@ -13,6 +13,7 @@ use axum::Extension;
 use axum::Json;
 use chrono::Utc;
 use drctl_backup::jobs;
+use drctl_store::states::OperationKind;
 use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -49,14 +50,14 @@ pub(crate) struct Accepted {
     operation: StartedOperation,
 }
 
-fn accepted(id: &str, kind: &str) -> (StatusCode, Json<Accepted>) {
+fn accepted(id: &str, kind: OperationKind) -> (StatusCode, Json<Accepted>) {
     (
         StatusCode::ACCEPTED,
         Json(Accepted {
             operation: StartedOperation {
                 id: id.to_string(),
                 kind: kind.to_string(),
-                status: "running".into(),
+                status: drctl_store::states::OpStatus::Running.to_string(),
                 url: format!("/api/v1/operations/{id}"),
             },
         }),
@@ -111,7 +112,7 @@ async fn start_operation(
     body: Result<Json<OperationRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    use drctl_failover::{Engine, OperationKind, Progress, Request};
+    use drctl_failover::{Engine, Progress, Request};
     known_service(&state, &name)?;
     let Json(body) = body.map_err(|e| ApiError::InvalidParameter {
         parameter: "body",
@@ -197,7 +198,7 @@ async fn start_operation(
         Ok(Ok(id)) => {
             let detail = json!({ "kind": kind.as_str(), "operation_id": id });
             audit(&state, &caller, "operation_started", Some(service), detail).await?;
-            Ok(accepted(&id, kind.as_str()).into_response())
+            Ok(accepted(&id, kind).into_response())
         }
         Ok(Err(e)) => Err(e.into()),
         Err(_) => Err(ApiError::OperationNotFound(
@@ -208,12 +209,7 @@ async fn start_operation(
 
 fn has_policy(state: &ApiState, name: &str) -> Result<(), ApiError> {
     known_service(state, name)?;
-    match state
-        .monitor
-        .config()
-        .service(name)
-        .and_then(|s| s.backup.as_ref())
-    {
+    match state.config.service(name).and_then(|s| s.backup.as_ref()) {
         Some(_) => Ok(()),
         None => Err(ApiError::NoBackupPolicy(name.to_string())),
     }
@@ -229,7 +225,7 @@ async fn launch<F>(
     state: &ApiState,
     caller: &Caller,
     id: &str,
-    kind: &'static str,
+    kind: OperationKind,
     service: Option<&str>,
     target: Option<&str>,
     work: F,
@@ -297,7 +293,7 @@ async fn start_backup(
     let id = new_operation_id();
     let mut report = progress_writer(store.clone(), id.clone());
     let service = name.clone();
-    launch(&state, &caller, &id, "backup", Some(&name), None, async move {
+    launch(&state, &caller, &id, OperationKind::Backup, Some(&name), None, async move {
         let outcome = jobs::backup_service(&config, &store, &service, |p| {
             report(json!({ "read_bytes": p.read_bytes, "stored_bytes": p.stored_bytes }))
         })
@@ -307,7 +303,7 @@ async fn start_backup(
             .map_err(|e| e.to_string())
     })
     .await?;
-    Ok(accepted(&id, "backup"))
+    Ok(accepted(&id, OperationKind::Backup))
 }
 
 /// Re-reads a backup from the object store and checks every checksum.
@@ -346,7 +342,7 @@ async fn start_verify(
         &state,
         &caller,
         &id,
-        "verify",
+        OperationKind::Verify,
         None,
         Some(&backup),
         async move {
@@ -364,7 +360,7 @@ async fn start_verify(
         },
     )
     .await?;
-    Ok(accepted(&id, "verify"))
+    Ok(accepted(&id, OperationKind::Verify))
 }
 
 /// Restores the newest verified backup into a scratch cluster, runs the
@@ -382,7 +378,7 @@ async fn start_restore_test(
     let store = state.store.clone();
     let service = name.clone();
     let id = new_operation_id();
-    launch(&state, &caller, &id, "restore_test", Some(&name), None, async move {
+    launch(&state, &caller, &id, OperationKind::RestoreTest, Some(&name), None, async move {
         let (record, outcome) = jobs::restore_test_service(&config, &store, &service, None, crate::scratch_root(&config), |_| {})
             .await
             .map_err(|e| e.to_string())?;
@@ -393,7 +389,7 @@ async fn start_restore_test(
         }
     })
     .await?;
-    Ok(accepted(&id, "restore_test"))
+    Ok(accepted(&id, OperationKind::RestoreTest))
 }
 
 /// An operation as the API shows it (its JSON fields parsed).
@@ -488,15 +484,13 @@ async fn operation(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OperationDetail>, ApiError> {
     let op = state
-        .monitor
-        .store()
+        .store
         .operation(&id)
         .await?
         .ok_or(ApiError::OperationNotFound(id.clone()))?;
     // Journaled operations (failover, switchover) carry their step timeline.
     let steps: Vec<StepView> = state
-        .monitor
-        .store()
+        .store
         .journal(&id)
         .await?
         .iter()
@@ -512,12 +506,8 @@ async fn operation(
             driver: s.driver.clone(),
         })
         .collect();
-    let journaled = !steps.is_empty()
-        || matches!(
-            op.kind,
-            drctl_store::states::OperationKind::Failover
-                | drctl_store::states::OperationKind::Switchover
-        );
+    let journaled =
+        !steps.is_empty() || matches!(op.kind, OperationKind::Failover | OperationKind::Switchover);
     let mut operation = operation_json(&op);
     let mut steps = steps;
     if !caller.is_some_and(|Extension(c)| c.sees_fence_hooks()) {
@@ -565,20 +555,16 @@ async fn list_operations(
         parameter: "query string",
         reason: e.body_text(),
     })?;
-    if let Some(kind) = q
-        .kind
-        .as_deref()
-        .filter(|k| drctl_store::states::OperationKind::parse(k).is_none())
-    {
-        let known: Vec<&str> = drctl_store::states::OperationKind::all()
-            .iter()
-            .map(|k| k.as_str())
-            .collect();
-        return Err(ApiError::InvalidParameter {
-            parameter: "kind",
-            reason: format!("{kind:?} is not one of {}", known.join(", ")),
-        });
-    }
+    let kind = match q.kind.as_deref() {
+        None => None,
+        Some(k) => Some(OperationKind::parse(k).ok_or_else(|| {
+            let known: Vec<&str> = OperationKind::all().iter().map(|k| k.as_str()).collect();
+            ApiError::InvalidParameter {
+                parameter: "kind",
+                reason: format!("{k:?} is not one of {}", known.join(", ")),
+            }
+        })?),
+    };
     let w = crate::params::list_window(
         &state,
         q.service,
@@ -588,15 +574,8 @@ async fn list_operations(
         1000,
     )?;
     let ops = state
-        .monitor
-        .store()
-        .operations_in(
-            q.kind.as_deref(),
-            w.service.as_deref(),
-            w.since,
-            w.until,
-            w.limit,
-        )
+        .store
+        .operations_in(kind, w.service.as_deref(), w.since, w.until, w.limit)
         .await?;
     let next = w.next(
         "/api/v1/operations",

@@ -154,7 +154,12 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::metrics::render(&state.config, &state.monitor, &state.alerts, &state.leadership),
+        crate::metrics::render(
+            &state.config,
+            &state.monitor,
+            &state.alerts,
+            &state.leadership,
+        ),
     )
 }
 

@@ -10,7 +10,7 @@
 
 use chrono::{DateTime, Utc};
 use drctl_store::states::{
-    BackupStatus, MonitorStatus, OffsiteStatus, RestoreTestStatus, ScheduleRunStatus,
+    BackupStatus, MonitorStatus, OffsiteStatus, RestoreTestStatus, ScheduleRunStatus, ScheduledJob,
     VerificationStatus,
 };
 use drctl_store::{
@@ -115,8 +115,7 @@ impl From<&RestoreTestRecord> for RestoreTestView {
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ScheduleRunView {
     pub service: String,
-    /// `backup`, `verify` or `restore_test`.
-    pub job: String,
+    pub job: ScheduledJob,
     pub due_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
@@ -128,7 +127,7 @@ impl From<&ScheduleRun> for ScheduleRunView {
     fn from(r: &ScheduleRun) -> Self {
         ScheduleRunView {
             service: r.service.clone(),
-            job: r.job.clone(),
+            job: r.job,
             due_at: r.due_at,
             started_at: r.started_at,
             ended_at: r.ended_at,
@@ -375,7 +374,7 @@ mod tests {
 
         let run = ScheduleRun {
             service: "orders".into(),
-            job: "backup".into(),
+            job: ScheduledJob::Backup,
             due_at: at(0),
             started_at: None,
             ended_at: None,

@@ -17,12 +17,9 @@ use drctl_failover::auto::{
     Brakes, Detector, DetectorSettings, Observation, ReceiverView, Verdict,
 };
 use drctl_failover::{Engine, OperationKind, Request};
-use drctl_pg::PgEndpoint;
+use drctl_node::{Datastore, ReceiverStatus};
 use drctl_store::{DecisionRecord, Store};
 use tokio::sync::watch;
-
-/// Operations that change which server is primary.
-const PRODUCTION_KINDS: &[&str] = &["failover", "switchover", "recover", "rejoin"];
 
 /// Starts one guard per cluster that has a standby; returns when shut down.
 pub(crate) async fn run(config: Arc<Config>, store: Store, shutdown: watch::Receiver<bool>) {
@@ -76,8 +73,9 @@ struct Guard {
     engine: Engine,
     service: String,
     cluster: String,
-    /// One endpoint per region, kept open between rounds.
-    endpoints: std::collections::BTreeMap<String, PgEndpoint>,
+    /// One connection per region (the datastore seam), kept open between
+    /// rounds.
+    endpoints: std::collections::BTreeMap<String, Box<dyn Datastore>>,
     detector: Detector,
     last_key: String,
     /// An automatic failover was refused (its plan's blockers): wait for the
@@ -96,15 +94,10 @@ async fn guard_cluster(
     };
     let health = cluster_health(config.cluster_members(&svc.cluster).map(|s| &s.health));
     let mut endpoints = std::collections::BTreeMap::new();
-    for (region, conn) in &svc.postgres {
-        let Ok(dsn) = conn.resolve() else { continue };
-        match PgEndpoint::new(
-            format!("{}@{region}", svc.cluster),
-            dsn.expose(),
-            health.timeout,
-        ) {
+    for region in svc.postgres.keys() {
+        match drctl_node::connect_as(svc, region, health.timeout, "drctl-guard") {
             Ok(ep) => {
-                endpoints.insert(region.clone(), ep.with_application_name("drctl-guard"));
+                endpoints.insert(region.clone(), ep);
             }
             Err(e) => tracing::warn!(service, region, error = %e, "guard: bad connection string"),
         }
@@ -159,9 +152,10 @@ impl Guard {
     }
 
     async fn operation_in_progress(&self) -> bool {
-        // Unknown counts as in progress: never act on a guess.
+        // What the failover the guard would start must not race; unknown
+        // counts as in progress: never act on a guess.
         self.store
-            .unfinished_operation(&self.cluster, PRODUCTION_KINDS)
+            .unfinished_operation(&self.cluster, OperationKind::Failover.exclusive_with())
             .await
             .map_or(true, |o| o.is_some())
     }
@@ -174,7 +168,7 @@ impl Guard {
         let Some(ep) = self.endpoints.get(&primary) else {
             return;
         };
-        let (primary_error, primary_writable) = match ep.node_state().await {
+        let (primary_error, primary_writable) = match ep.probe().await {
             Ok(s) => (None, s.writable()),
             Err(e) => (Some(e.to_string()), false),
         };
@@ -279,12 +273,12 @@ impl Guard {
                 error: "no standby".into(),
             };
         };
-        match ep.wal_receiver().await {
-            Ok(Some((status, silent))) if status == "streaming" => ReceiverView::Streaming {
-                silent_ms: silent.unwrap_or(0).max(0) as u64,
+        match ep.probe_receiver().await {
+            Ok(Some(r)) if r.status == ReceiverStatus::Streaming => ReceiverView::Streaming {
+                silent_ms: r.last_message_ms.unwrap_or(0).max(0) as u64,
             },
-            Ok(Some((status, _))) => ReceiverView::Disconnected {
-                status: Some(status),
+            Ok(Some(r)) => ReceiverView::Disconnected {
+                status: Some(r.status.to_string()),
             },
             Ok(None) => ReceiverView::Disconnected { status: None },
             Err(e) => ReceiverView::Unknown {
@@ -339,7 +333,7 @@ impl Guard {
             if region == primary {
                 continue;
             }
-            let Ok(state) = ep.node_state().await else {
+            let Ok(state) = ep.probe().await else {
                 continue;
             };
             if !state.writable() {
@@ -360,7 +354,7 @@ impl Guard {
                 continue;
             }
             tracing::error!(cluster = %self.cluster, %region, %primary, "a second writable primary: fencing it");
-            let fenced = ep.fence_read_only().await;
+            let fenced = ep.soft_fence().await;
             let _ = self.store.release_lease(&lease).await;
             let (action_reason, code) = match fenced {
                 Ok(report) => (

@@ -41,7 +41,7 @@ mod postgres;
 pub use datastore::{
     connect, connect_as, BackupPositions, BaseBackupCommand, CatchUpGoal, CatchUpReport,
     CloneSettings, Datastore, DatastoreError, DatastoreErrorKind, Engine, PrimaryPosition,
-    Promotion, ReceiverState, ServerState, SoftFence, StandbyPosition, WriteProbe,
+    Promotion, ReceiverState, ReceiverStatus, ServerState, SoftFence, StandbyPosition, WriteProbe,
 };
 pub use local::{
     local_system_identifier, restore_claim_path, rewind_diverged, this_host, BackupSource,

@@ -1,5 +1,20 @@
-//! States of alerting: how grave an event is, and where its delivery to a
-//! webhook stands.
+//! States of alerting: what an event is about, how grave it is, and where
+//! its delivery to a webhook stands.
+
+state_enum! {
+    /// What a raised alert event is about (the config's `events` of a
+    /// webhook name the same set).
+    pub enum AlertKind {
+        /// RPO breach started / ended.
+        Breach,
+        /// The tier's proof (drill, restore test) became stale / fresh again.
+        Evidence,
+        /// A backup, verification or restore test failed.
+        Backup,
+        /// A failover, switchover, drill, rejoin or recover started / ended.
+        Operation,
+    }
+}
 
 state_enum! {
     /// How grave a raised alert event is.
@@ -21,4 +36,4 @@ state_enum! {
     }
 }
 
-crate::stored_as_text!(AlertSeverity, DeliveryStatus);
+crate::stored_as_text!(AlertKind, AlertSeverity, DeliveryStatus);

@@ -50,7 +50,17 @@ state_enum! {
     }
 }
 
+state_enum! {
+    /// A job the daemon's scheduler runs on a service's schedule.
+    pub enum ScheduledJob {
+        Backup,
+        Verify,
+        RestoreTest,
+    }
+}
+
 crate::stored_as_text!(
+    ScheduledJob,
     BackupStatus,
     VerificationStatus,
     OffsiteStatus,
@@ -65,7 +75,7 @@ mod tests {
 
     use super::*;
     use crate::states::{
-        AlertSeverity, ComplianceStatus, DeliveryStatus, EvidenceStatus, MonitorStatus,
+        AlertKind, AlertSeverity, ComplianceStatus, DeliveryStatus, EvidenceStatus, MonitorStatus,
         ProofRequired, RpoJudgement, RtoJudgement,
     };
     use crate::{ScheduleRun, Store};
@@ -103,6 +113,7 @@ mod tests {
         spelled::<VerificationStatus>(&["verified", "failed"]);
         spelled::<OffsiteStatus>(&["copying", "verified", "failed"]);
         spelled::<RestoreTestStatus>(&["running", "passed", "failed"]);
+        spelled::<ScheduledJob>(&["backup", "verify", "restore_test"]);
         spelled::<ScheduleRunStatus>(&["running", "ok", "failed", "missed", "skipped"]);
         spelled::<MonitorStatus>(&["ok", "at_risk", "breach", "unknown"]);
         spelled::<ComplianceStatus>(&[
@@ -119,6 +130,7 @@ mod tests {
         spelled::<ProofRequired>(&["drill", "restore_test"]);
         spelled::<AlertSeverity>(&["info", "warning", "critical"]);
         spelled::<DeliveryStatus>(&["pending", "delivered", "failed"]);
+        spelled::<AlertKind>(&["breach", "evidence", "backup", "operation"]);
     }
 
     #[test]
@@ -152,7 +164,7 @@ mod tests {
             store
                 .record_schedule_run(&ScheduleRun {
                     service: "orders".into(),
-                    job: "backup".into(),
+                    job: ScheduledJob::Backup,
                     due_at: at(i as i64),
                     started_at: None,
                     ended_at: None,

@@ -32,11 +32,13 @@ macro_rules! state_enum {
 }
 
 mod alert;
+mod audit;
 mod compliance;
 mod evidence;
 mod monitor;
 mod operation;
 pub use alert::*;
+pub use audit::*;
 pub use compliance::*;
 pub use evidence::*;
 pub use monitor::*;

@@ -66,13 +66,18 @@ impl OperationKind {
     /// Changes which server is the primary, or rebuilds one: these exclude
     /// each other on a cluster.
     pub fn changes_production(self) -> bool {
-        matches!(
-            self,
-            OperationKind::Failover
-                | OperationKind::Switchover
-                | OperationKind::Recover
-                | OperationKind::Rejoin
-        )
+        PRODUCTION_KINDS.contains(&self)
+    }
+
+    /// The kinds an operation of this kind must not run beside on one
+    /// cluster: a production change excludes every other production
+    /// change; a drill only another drill (it has its own lease, so a
+    /// rehearsal never delays a real failover).
+    pub fn exclusive_with(self) -> &'static [OperationKind] {
+        match self {
+            OperationKind::Drill => &[OperationKind::Drill],
+            _ => PRODUCTION_KINDS,
+        }
     }
 
     /// Moves a service to another region, for real or rehearsed: what RTO
@@ -84,6 +89,14 @@ impl OperationKind {
         )
     }
 }
+
+/// The kinds that change which server is primary, or rebuild one.
+const PRODUCTION_KINDS: &[OperationKind] = &[
+    OperationKind::Failover,
+    OperationKind::Switchover,
+    OperationKind::Recover,
+    OperationKind::Rejoin,
+];
 
 state_enum! {
     /// Where an operation stands.
@@ -127,6 +140,8 @@ state_enum! {
     }
 }
 
+crate::stored_as_text!(OperationKind, OpStatus, StepState);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +163,20 @@ mod tests {
             assert_eq!(serde_json::to_value(s).unwrap(), s.to_string());
         }
         assert_eq!(OperationKind::parse("restore-test"), None);
+    }
+
+    #[test]
+    fn production_changes_exclude_each_other_and_drills_only_drills() {
+        for k in OperationKind::VARIANTS {
+            if k.changes_production() {
+                assert!(k.exclusive_with().contains(k), "{k}");
+                assert!(!k.exclusive_with().contains(&OperationKind::Drill));
+            }
+        }
+        assert_eq!(
+            OperationKind::Drill.exclusive_with(),
+            &[OperationKind::Drill]
+        );
+        assert!(!OperationKind::Backup.changes_production());
     }
 }
