@@ -9,6 +9,7 @@
 //! with their handlers and use these for the records they cite.
 
 use chrono::{DateTime, Utc};
+use drctl_config::secs_from_us;
 use drctl_store::states::{
     BackupStatus, MonitorStatus, OffsiteStatus, RestoreTestStatus, ScheduleRunStatus, ScheduledJob,
     VerificationStatus,
@@ -197,11 +198,6 @@ impl From<&AuditEntry> for AuditEntryView {
     }
 }
 
-/// Microseconds as seconds, the unit the API serves durations in.
-pub(crate) fn secs(us: Option<i64>) -> Option<f64> {
-    us.map(|us| us as f64 / 1e6)
-}
-
 /// One standby's figures in a service's RPO/RTO answer.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct StandbyFigures {
@@ -224,13 +220,13 @@ impl From<&LagSample> for StandbyFigures {
         StandbyFigures {
             region: s.standby_region.clone(),
             status: s.status,
-            exposure_s: secs(s.rpo_exposure_us),
+            exposure_s: secs_from_us(s.rpo_exposure_us),
             exposure_is_lower_bound: s.exposure_lower_bound,
-            replay_lag_s: secs(s.replay_lag_us),
+            replay_lag_s: secs_from_us(s.replay_lag_us),
             byte_lag: s.byte_lag,
             replay_byte_lag: s.replay_byte_lag,
             wal_receiver: s.wal_receiver.clone(),
-            naive_replay_delay_s: secs(s.naive_replay_delay_us),
+            naive_replay_delay_s: secs_from_us(s.naive_replay_delay_us),
             error: s.error.clone(),
         }
     }
@@ -256,11 +252,11 @@ impl From<&LagSample> for LagPoint {
             sampled_at: s.sampled_at,
             standby_region: s.standby_region.clone(),
             status: s.status,
-            exposure_s: secs(s.rpo_exposure_us),
+            exposure_s: secs_from_us(s.rpo_exposure_us),
             exposure_is_lower_bound: s.exposure_lower_bound,
-            replay_lag_s: secs(s.replay_lag_us),
+            replay_lag_s: secs_from_us(s.replay_lag_us),
             byte_lag: s.byte_lag,
-            naive_replay_delay_s: secs(s.naive_replay_delay_us),
+            naive_replay_delay_s: secs_from_us(s.naive_replay_delay_us),
             error: s.error.clone(),
         }
     }
@@ -308,7 +304,7 @@ impl From<&RestoreTestRecord> for RestoreTestRef {
             backup_id: t.backup_id.clone(),
             status: t.status,
             ended_at: t.ended_at,
-            time_to_ready_s: secs(t.time_to_ready_us),
+            time_to_ready_s: secs_from_us(t.time_to_ready_us),
             error: t.error.clone(),
         }
     }

@@ -68,7 +68,7 @@ fn service_conditions(monitor: &Monitor, now: DateTime<Utc>) -> Vec<Condition> {
         let c = drctl_monitor::compliance::assess(&v, every, now);
         let exposure = v
             .exposure()
-            .map(|d| drctl_monitor::format_secs(d.as_secs_f64()));
+            .map(|d| drctl_config::format_secs(d.as_secs_f64()));
         out.push(Condition {
             key: format!("breach:{}", v.service),
             active: v.status == Status::Breach,
@@ -81,7 +81,7 @@ fn service_conditions(monitor: &Monitor, now: DateTime<Utc>) -> Vec<Condition> {
                 "{}: RPO exposure {} against a {} target",
                 v.service,
                 exposure.unwrap_or_else(|| "unknown".into()),
-                drctl_monitor::format_secs(v.rpo_target.as_secs_f64())
+                drctl_config::format_secs(v.rpo_target.as_secs_f64())
             ),
             detail: json!({
                 "tier": v.tier, "exposure_s": c.rpo.exposure_s, "target_s": c.rpo.target_s,

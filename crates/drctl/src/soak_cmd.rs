@@ -177,8 +177,8 @@ async fn soak(args: &SoakArgs, lab: &Lab, started: Instant) -> anyhow::Result<bo
                 missed_outside += missed;
                 if gaps_outside.len() < 10 {
                     gaps_outside.push(format!(
-                        "{service}: {:.1} s from {}",
-                        gap.num_milliseconds() as f64 / 1e3,
+                        "{service}: {} from {}",
+                        drctl_config::format_secs(gap.num_milliseconds() as f64 / 1e3),
                         w[0].to_rfc3339()
                     ));
                 }
