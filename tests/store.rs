@@ -4,6 +4,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use drctl_lab::{find_pg_bin, free_port, PgCluster};
 use drctl_store::{Backend, LagSample, Store};
+use drctl_tests::engine::journaled_failover;
 use drctl_tests::{Service, TestConfig};
 
 fn sample(service: &str, at: DateTime<Utc>, exposure_us: Option<i64>) -> LagSample {
@@ -147,23 +148,15 @@ async fn store_suite(store: Store) {
 async fn journal_suite(store: &Store, now: DateTime<Utc>) {
     use std::time::Duration;
     let ttl = Duration::from_secs(10);
-    let old = store
-        .acquire_lease("operation:orders", "old", ttl, now)
-        .await
-        .unwrap()
-        .unwrap();
-    store
-        .journal_operation_created(
-            &old,
-            "op-1",
-            drctl_store::states::OperationKind::Failover,
-            "orders",
-            "orders",
-            "{}",
-            now,
-        )
-        .await
-        .unwrap();
+    let old = journaled_failover(
+        store,
+        ("operation:orders", "old", ttl),
+        "op-1",
+        "orders",
+        "{}",
+        now,
+    )
+    .await;
     store
         .journal_step_started(&old, "op-1", "plan", 0, now)
         .await
@@ -512,23 +505,15 @@ async fn a_fenced_journal_write_never_lands_after_a_takeover_it_raced() {
         let store = Store::open(&url).await.expect("open postgres");
         let now = Utc::now();
         let ttl = Duration::from_secs(10);
-        let old = store
-            .acquire_lease("operation:orders", "old", ttl, now)
-            .await
-            .unwrap()
-            .unwrap();
-        store
-            .journal_operation_created(
-                &old,
-                "op-1",
-                drctl_store::states::OperationKind::Failover,
-                "orders",
-                "orders",
-                "{}",
-                now,
-            )
-            .await
-            .unwrap();
+        let old = journaled_failover(
+            &store,
+            ("operation:orders", "old", ttl),
+            "op-1",
+            "orders",
+            "{}",
+            now,
+        )
+        .await;
         store
             .journal_step_started(&old, "op-1", "plan", 0, now)
             .await
