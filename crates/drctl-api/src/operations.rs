@@ -13,7 +13,7 @@ use axum::Extension;
 use axum::Json;
 use chrono::Utc;
 use drctl_backup::jobs;
-use drctl_store::states::OperationKind;
+use drctl_store::states::{OpStatus, OperationKind, StepState};
 use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -39,9 +39,9 @@ pub(crate) fn routes() -> OpenApiRouter<ApiState> {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct StartedOperation {
     id: String,
-    kind: String,
+    kind: OperationKind,
     /// Always `running` here; follow `url` for the rest.
-    status: String,
+    status: OpStatus,
     url: String,
 }
 
@@ -56,8 +56,8 @@ fn accepted(id: &str, kind: OperationKind) -> (StatusCode, Json<Accepted>) {
         Json(Accepted {
             operation: StartedOperation {
                 id: id.to_string(),
-                kind: kind.to_string(),
-                status: drctl_store::states::OpStatus::Running.to_string(),
+                kind,
+                status: OpStatus::Running,
                 url: format!("/api/v1/operations/{id}"),
             },
         }),
@@ -396,13 +396,11 @@ async fn start_restore_test(
 #[derive(Serialize, ToSchema)]
 pub(crate) struct OperationView {
     id: String,
-    /// `failover`, `switchover`, `drill`, `rejoin`, `recover`, `backup`,
-    /// `verify`, `restore_test`.
-    kind: String,
+    kind: OperationKind,
     service: Option<String>,
     target: Option<String>,
-    /// `running`, `succeeded`, `failed` or `stopped` (resumable).
-    status: String,
+    /// `stopped` is resumable.
+    status: OpStatus,
     started_at: chrono::DateTime<Utc>,
     ended_at: Option<chrono::DateTime<Utc>>,
     #[schema(value_type = Option<Object>)]
@@ -431,10 +429,10 @@ pub(crate) fn operation_json(o: &drctl_store::OperationRecord) -> OperationView 
     };
     OperationView {
         id: o.id.clone(),
-        kind: o.kind.to_string(),
+        kind: o.kind,
         service: o.service.clone(),
         target: o.target.clone(),
-        status: o.status.to_string(),
+        status: o.status,
         started_at: o.started_at,
         ended_at: o.ended_at,
         progress: parse(&o.progress),
@@ -447,8 +445,7 @@ pub(crate) fn operation_json(o: &drctl_store::OperationRecord) -> OperationView 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct StepView {
     step: String,
-    /// `started`, `done`, `failed`, `skipped`.
-    status: String,
+    status: StepState,
     attempts: i64,
     started_at: chrono::DateTime<Utc>,
     ended_at: Option<chrono::DateTime<Utc>>,
@@ -496,7 +493,7 @@ async fn operation(
         .iter()
         .map(|s| StepView {
             step: s.step.clone(),
-            status: s.status.to_string(),
+            status: s.status,
             attempts: s.attempts,
             started_at: s.started_at,
             ended_at: s.ended_at,

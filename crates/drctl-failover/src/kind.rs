@@ -1,8 +1,7 @@
 //! What each kind of operation needs from the engine: its actions, its
-//! lease, whether it is bound to a host. The kinds
-//! themselves are the store's one list (`drctl_store::states`); so is what each
-//! excludes (`OperationKind::exclusive_with`); this extension trait is the
-//! engine's part.
+//! lease, whether it is bound to a host. The kinds themselves, and what
+//! each excludes (`OperationKind::exclusive_with`), are the store's one
+//! list (`drctl_store::states`); this extension trait is the engine's part.
 
 use drctl_store::states::OperationKind;
 
