@@ -141,13 +141,13 @@ async fn store_suite(store: Store) {
     store.close().await;
 }
 
-/// The failover journal's writes are fenced by the lease token: a driver
-/// whose lease expired and was taken over (a paused or partitioned one)
-/// cannot add a step, end one, or move a cluster's primary; the new holder
-/// can.
-async fn journal_suite(store: &Store, now: DateTime<Utc>) {
-    use std::time::Duration;
-    let ttl = Duration::from_secs(10);
+/// Failover `op-1` of `orders`, its driver `old` at the plan step under
+/// the lease `operation:orders`.
+async fn failover_at_its_plan_step(
+    store: &Store,
+    ttl: std::time::Duration,
+    now: DateTime<Utc>,
+) -> drctl_store::Lease {
     let old = journaled_failover(
         store,
         ("operation:orders", "old", ttl),
@@ -161,6 +161,17 @@ async fn journal_suite(store: &Store, now: DateTime<Utc>) {
         .journal_step_started(&old, "op-1", "plan", 0, now)
         .await
         .unwrap();
+    old
+}
+
+/// The failover journal's writes are fenced by the lease token: a driver
+/// whose lease expired and was taken over (a paused or partitioned one)
+/// cannot add a step, end one, or move a cluster's primary; the new holder
+/// can.
+async fn journal_suite(store: &Store, now: DateTime<Utc>) {
+    use std::time::Duration;
+    let ttl = Duration::from_secs(10);
+    let old = failover_at_its_plan_step(store, ttl, now).await;
     assert_eq!(
         store
             .unfinished_operation(
@@ -505,19 +516,7 @@ async fn a_fenced_journal_write_never_lands_after_a_takeover_it_raced() {
         let store = Store::open(&url).await.expect("open postgres");
         let now = Utc::now();
         let ttl = Duration::from_secs(10);
-        let old = journaled_failover(
-            &store,
-            ("operation:orders", "old", ttl),
-            "op-1",
-            "orders",
-            "{}",
-            now,
-        )
-        .await;
-        store
-            .journal_step_started(&old, "op-1", "plan", 0, now)
-            .await
-            .unwrap();
+        let old = failover_at_its_plan_step(&store, ttl, now).await;
 
         // Another session holds the step's row: the old driver's write
         // passes its lease check, then waits.

@@ -215,16 +215,7 @@ pub struct StandbyPosition {
 /// JSON and `Display`. A status outside the set is a probe error, not a
 /// guess: only [`ReceiverStatus::Streaming`] counts as receiving.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    strum::Display,
-    strum::EnumString,
-    strum::IntoStaticStr,
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, strum::Display, strum::EnumString,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
