@@ -477,28 +477,15 @@ async fn a_fence_hooks_argv_and_output_are_hidden_from_viewers() {
     let (app, store) = app(dir.path()).await;
     // A failover whose fence step ran the hook, journaled as the engine does.
     let now = chrono::Utc::now();
-    let lease = store
-        .acquire_lease(
-            "cluster:orders",
-            "test",
-            std::time::Duration::from_secs(60),
-            now,
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    store
-        .journal_operation_created(
-            &lease,
-            "op-hooked",
-            "failover",
-            "orders",
-            "orders",
-            "{}",
-            now,
-        )
-        .await
-        .unwrap();
+    let lease = drctl_tests::engine::journaled_failover(
+        &store,
+        ("cluster:orders", "test", std::time::Duration::from_secs(60)),
+        "op-hooked",
+        "orders",
+        "{}",
+        now,
+    )
+    .await;
     store
         .journal_step_started(&lease, "op-hooked", "fence_source", 1, now)
         .await
@@ -581,7 +568,7 @@ async fn a_wrong_token_flood_from_rotating_addresses_does_not_refuse_an_operator
     let dir = setup();
     let config = drctl_config::load(&dir.path().join("drctl.toml")).expect("valid test config");
     let store = Store::open(config.store.url.expose()).await.expect("store");
-    let state = ApiState::new(Monitor::new(Arc::new(config), store.clone())).unwrap();
+    let state = drctl_tests::api::state_over(Arc::new(config), store.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -732,7 +719,7 @@ async fn a_chain_recomputed_without_the_audit_key_is_caught_by_verify() {
     let unkeyed = plain.verify_audit(None).await.unwrap();
     assert_eq!(
         unkeyed.broken.map(|b| (b.seq, b.kind)),
-        Some((3, "key_missing".to_string())),
+        Some((3, drctl_store::states::AuditBreakKind::KeyMissing)),
         "HMAC rows cannot be vouched for without the key"
     );
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use drctl_lab::{LinkControl, LinkProxy};
 use drctl_lab::{REGION_A, REGION_B};
+use drctl_store::states::GuardDecision;
 use drctl_store::Store;
 use drctl_tests::*;
 
@@ -90,12 +91,15 @@ async fn a_lost_primary_fails_over_automatically_and_comes_back_fenced() {
     assert!(writable(&lab, REGION_B).await);
     assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.2.1"));
     let d = decisions(&store).await;
-    let actions: Vec<&str> = d.iter().map(|d| d.action.as_str()).collect();
+    let actions: Vec<GuardDecision> = d.iter().map(|d| d.action).collect();
     assert!(
-        actions.contains(&"suspect") && actions.contains(&"failover"),
+        actions.contains(&GuardDecision::Suspect) && actions.contains(&GuardDecision::Failover),
         "{actions:?}"
     );
-    let failover = d.iter().find(|d| d.action == "failover").unwrap();
+    let failover = d
+        .iter()
+        .find(|d| d.action == GuardDecision::Failover)
+        .unwrap();
     assert!(
         failover.evidence.contains("disconnected"),
         "the standby's view is evidence: {}",
@@ -148,7 +152,7 @@ async fn a_lost_primary_fails_over_automatically_and_comes_back_fenced() {
         decisions(&store)
             .await
             .into_iter()
-            .find(|d| d.action == "fenced")
+            .find(|d| d.action == GuardDecision::Fenced)
     })
     .await;
     assert_eq!(fenced.code.as_deref(), Some(REGION_A));
@@ -194,7 +198,7 @@ async fn drctl_losing_only_its_own_path_to_the_primary_fails_nothing_over() {
         decisions(&store)
             .await
             .into_iter()
-            .find(|d| d.action == "hold")
+            .find(|d| d.action == GuardDecision::Hold)
     })
     .await;
     assert_eq!(
@@ -224,7 +228,7 @@ async fn drctl_losing_only_its_own_path_to_the_primary_fails_nothing_over() {
             decisions(&store)
                 .await
                 .into_iter()
-                .find(|d| d.action == "healthy")
+                .find(|d| d.action == GuardDecision::Healthy)
         },
     )
     .await;
@@ -279,7 +283,7 @@ async fn a_primary_cut_off_from_everyone_is_failed_over_and_never_writes_again()
         .await
         .unwrap()
         .into_iter()
-        .find(|d| d.action == "failover")
+        .find(|d| d.action == GuardDecision::Failover)
         .unwrap();
     eprintln!(
         "isolated primary: decided {:.1} s after the cut, announced {:.1} s after it ({})",
@@ -314,7 +318,7 @@ async fn a_primary_cut_off_from_everyone_is_failed_over_and_never_writes_again()
         decisions(&store)
             .await
             .into_iter()
-            .find(|d| d.action == "fenced")
+            .find(|d| d.action == GuardDecision::Fenced)
     })
     .await;
     let mut c = connect(&old.dsn("orders")).await;
@@ -389,7 +393,7 @@ async fn the_watchdog_never_fences_the_only_writable_primary_on_a_guess() {
     let fenced: Vec<_> = decisions(&store)
         .await
         .into_iter()
-        .filter(|d| d.action == "fenced")
+        .filter(|d| d.action == GuardDecision::Fenced)
         .collect();
     assert!(fenced.is_empty(), "{fenced:#?}");
 }

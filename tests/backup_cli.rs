@@ -192,7 +192,7 @@ async fn schedules_missed_while_the_daemon_was_down_are_recorded_and_the_latest_
     store
         .record_schedule_run(&drctl_store::ScheduleRun {
             service: "catalog".into(),
-            job: "backup".into(),
+            job: drctl_store::states::ScheduledJob::Backup,
             due_at: last_due,
             started_at: Some(last_due),
             ended_at: Some(last_due),

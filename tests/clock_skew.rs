@@ -26,16 +26,7 @@ fn libfaketime() -> String {
 }
 
 async fn orders(api: &str) -> Value {
-    let v: Value = reqwest::get(format!("{api}/api/v1/rpo-rto"))
-        .await
-        .expect("the API answers")
-        .json()
-        .await
-        .expect("JSON");
-    v["services"]
-        .as_array()
-        .and_then(|l| l.iter().find(|s| s["service"] == "orders").cloned())
-        .expect("orders")
+    ApiClient::http(api).service_figures("orders").await
 }
 
 fn time_us(v: &Value) -> i64 {

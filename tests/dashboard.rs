@@ -132,12 +132,7 @@ async fn get(api: &str, path: &str) -> Value {
 }
 
 async fn orders_compliance(api: &str) -> Value {
-    let v = get(api, "/api/v1/rpo-rto").await;
-    v["services"]
-        .as_array()
-        .and_then(|l| l.iter().find(|s| s["service"] == "orders"))
-        .map(|s| s["compliance"].clone())
-        .expect("orders in /api/v1/rpo-rto")
+    ApiClient::http(api).service_figures("orders").await["compliance"].clone()
 }
 
 fn time(v: &Value) -> DateTime<Utc> {
@@ -432,12 +427,7 @@ async fn the_dashboard_shows_a_breach_and_the_report_times_it_against_ground_tru
     );
     // The dead webhook: retried with backoff (1 s, 2 s, 4 s …): a handful
     // of attempts in this run, counted in the metrics.
-    let metrics = reqwest::get(format!("{api}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = ApiClient::http(&api).metrics().await;
     let retried: f64 = metrics
         .lines()
         .filter(|l| {

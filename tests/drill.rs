@@ -305,7 +305,7 @@ async fn a_failing_or_dying_drill_still_tears_everything_down() {
         .unwrap();
     assert!(out.status.code().is_none(), "the driver must die: {out:?}");
     let op = store
-        .unfinished_operation("orders", &["drill"])
+        .unfinished_operation("orders", &[drctl_store::states::OperationKind::Drill])
         .await
         .unwrap()
         .expect("an unfinished drill");

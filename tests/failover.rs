@@ -258,7 +258,13 @@ async fn a_driver_killed_at_any_step_boundary_is_resumed_to_one_writable_primary
                 String::from_utf8_lossy(&out.stderr)
             );
             let op = store
-                .unfinished_operation("orders", &["failover", "switchover"])
+                .unfinished_operation(
+                    "orders",
+                    &[
+                        drctl_store::states::OperationKind::Failover,
+                        drctl_store::states::OperationKind::Switchover,
+                    ],
+                )
                 .await
                 .unwrap()
                 .unwrap_or_else(|| panic!("{crash}: an unfinished operation"));
@@ -427,7 +433,7 @@ async fn a_dns_provider_down_stops_the_failover_resumably_and_a_resume_completes
         .await
         .unwrap();
     let op = store
-        .unfinished_operation("orders", &["failover"])
+        .unfinished_operation("orders", &[drctl_store::states::OperationKind::Failover])
         .await
         .unwrap()
         .expect("the stopped failover");
@@ -521,7 +527,7 @@ async fn a_fence_the_source_refuses_stops_the_failover_before_anything_is_promot
         "DNS still names region-a"
     );
     let op = store
-        .unfinished_operation("orders", &["failover"])
+        .unfinished_operation("orders", &[drctl_store::states::OperationKind::Failover])
         .await
         .unwrap()
         .expect("the failover waits, resumable");
@@ -654,7 +660,7 @@ async fn a_driver_paused_before_the_dns_flip_writes_no_stale_target_after_a_take
     )
     .await;
     let op = store
-        .unfinished_operation("orders", &["failover"])
+        .unfinished_operation("orders", &[drctl_store::states::OperationKind::Failover])
         .await
         .unwrap()
         .expect("the paused failover");

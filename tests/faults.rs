@@ -347,7 +347,7 @@ async fn route53_faults_during_a_failover_are_retried_or_stop_it_resumably_until
         let v = json_of(&out);
         assert_eq!(v["error"]["code"], "operation_stopped", "{what}: {v}");
         let op = store
-            .unfinished_operation("orders", &["failover"])
+            .unfinished_operation("orders", &[drctl_store::states::OperationKind::Failover])
             .await
             .unwrap()
             .expect("the stopped failover");

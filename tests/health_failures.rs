@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drctl_config::HealthCheck;
+use drctl_store::states::GuardDecision;
 use drctl_store::{DecisionRecord, Store};
 use drctl_tests::*;
 use serde_json::Value;
@@ -68,21 +69,27 @@ async fn the_guard_waits_for_the_configured_number_of_failed_probes() {
                 let store = store.clone();
                 async move {
                     let d = decisions(&store, cluster).await;
-                    d.iter().any(|d| d.action != "suspect").then_some(d)
+                    d.iter()
+                        .any(|d| d.action != GuardDecision::Suspect)
+                        .then_some(d)
                 }
             },
         )
         .await;
-        let actions: Vec<&str> = d.iter().map(|d| d.action.as_str()).collect();
+        let actions: Vec<GuardDecision> = d.iter().map(|d| d.action).collect();
         assert_eq!(
             actions.first(),
-            Some(&"suspect"),
+            Some(&GuardDecision::Suspect),
             "{cluster}: the first failed probe makes the primary suspect: {d:#?}"
         );
         assert_eq!(failed_probes(&d[0]), 1, "{cluster}: {d:#?}");
-        let lost = d.iter().find(|d| d.action != "suspect").unwrap();
+        let lost = d
+            .iter()
+            .find(|d| d.action != GuardDecision::Suspect)
+            .unwrap();
         assert_eq!(
-            lost.action, "hold",
+            lost.action,
+            GuardDecision::Hold,
             "{cluster}: automatic failover is off, so the guard holds: {d:#?}"
         );
         assert_eq!(

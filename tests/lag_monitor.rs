@@ -8,20 +8,11 @@ use drctl_tests::*;
 use serde_json::Value;
 
 async fn rpo_rto(api: &str) -> Value {
-    reqwest::get(format!("{api}/api/v1/rpo-rto"))
-        .await
-        .expect("the API answers")
-        .json()
-        .await
-        .expect("JSON")
+    ApiClient::http(api).get_ok("/api/v1/rpo-rto").await
 }
 
 async fn service(api: &str, name: &str) -> Value {
-    let report = rpo_rto(api).await;
-    report["services"]
-        .as_array()
-        .and_then(|l| l.iter().find(|s| s["service"] == name).cloned())
-        .unwrap_or_else(|| panic!("{name} missing from {report}"))
+    ApiClient::http(api).service_figures(name).await
 }
 
 /// Waits until the service reports an exposure under `limit` seconds.
@@ -200,12 +191,7 @@ async fn a_killed_primary_makes_its_service_unknown_and_spares_the_others() {
         .await
         .expect("the daemon still serves");
     assert!(health.status().is_success());
-    let metrics = reqwest::get(format!("{api}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = ApiClient::http(&api).metrics().await;
     assert!(
         metrics.contains(r#"drctl_service_status{service="orders",tier="hot",status="unknown"} 1"#),
         "{metrics}"

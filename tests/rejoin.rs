@@ -270,7 +270,7 @@ async fn the_daemon_never_resumes_a_rejoin_started_on_another_host() {
         .journal_operation_created(
             &lease,
             id,
-            "rejoin",
+            drctl_store::states::OperationKind::Rejoin,
             "orders",
             "orders",
             &serde_json::to_string(&params).unwrap(),

@@ -3,33 +3,12 @@
 //! resume; a newer version is refused by name. A stateless service needs
 //! only the store, so these run on SQLite.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use drctl_failover::{Engine, FailoverError, OpStatus, OperationKind, OperationParams, Step};
 use drctl_store::Store;
-
-const CONFIG: &str = r#"
-[[regions]]
-name = "eu-west"
-[[regions]]
-name = "us-east"
-
-[[services]]
-name = "storefront"
-tier = "hot"
-regions = ["eu-west", "us-east"]
-primary = "eu-west"
-"#;
-
-async fn setup() -> (Engine, Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let config =
-        drctl_config::parse("saga-journal.toml", CONFIG, dir.path()).expect("valid config");
-    let store = Store::open(config.store.url.expose()).await.expect("store");
-    (Engine::new(Arc::new(config), store.clone()), store, dir)
-}
+use drctl_tests::engine::{journaled_failover, request, stateless_engine, STATELESS_SERVICE};
 
 /// A failover of the stateless service whose driver journaled `done`
 /// (step, stored output) and died, its lease released.
@@ -38,40 +17,22 @@ async fn journaled_by_a_dead_driver(
     engine: &Engine,
     done: &[(&str, String)],
 ) -> String {
-    let req = drctl_failover::Request {
-        kind: OperationKind::Failover,
-        service: "storefront".into(),
-        to: None,
-        accept_data_loss: false,
-        accept_unfenced: false,
-        requested_by: "cli".into(),
-        reason: None,
-        detected_at: None,
-    };
+    let req = request(OperationKind::Failover, STATELESS_SERVICE);
     let params: OperationParams = engine.params(&req).await.unwrap();
-    let lease = store
-        .acquire_lease(
-            &drctl_failover::lease_name("storefront"),
+    let id = "op-journal-version".to_string();
+    let lease = journaled_failover(
+        store,
+        (
+            &drctl_failover::lease_name(STATELESS_SERVICE),
             "old-drctl/1/dead",
             Duration::from_secs(30),
-            store.clock().await.unwrap(),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    let id = "op-journal-version".to_string();
-    store
-        .journal_operation_created(
-            &lease,
-            &id,
-            "failover",
-            "storefront",
-            "storefront",
-            &serde_json::to_string(&params).unwrap(),
-            Utc::now(),
-        )
-        .await
-        .unwrap();
+        ),
+        &id,
+        STATELESS_SERVICE,
+        &serde_json::to_string(&params).unwrap(),
+        store.clock().await.unwrap(),
+    )
+    .await;
     for (seq, (step, output)) in done.iter().enumerate() {
         store
             .journal_step_started(&lease, &id, step, seq as i64, Utc::now())
@@ -88,18 +49,9 @@ async fn journaled_by_a_dead_driver(
 
 #[tokio::test]
 async fn a_version_1_journal_still_resumes() {
-    let (engine, store, _dir) = setup().await;
+    let (engine, store, _dir) = stateless_engine().await;
     let plan = engine
-        .plan(&drctl_failover::Request {
-            kind: OperationKind::Failover,
-            service: "storefront".into(),
-            to: None,
-            accept_data_loss: false,
-            accept_unfenced: false,
-            requested_by: "cli".into(),
-            reason: None,
-            detected_at: None,
-        })
+        .plan(&request(OperationKind::Failover, STATELESS_SERVICE))
         .await
         .unwrap();
     // Version 1 wrote the bare output, and skipped steps as a sentinel.
@@ -142,7 +94,7 @@ async fn a_version_1_journal_still_resumes() {
 
 #[tokio::test]
 async fn a_newer_journal_version_is_refused_naming_the_version() {
-    let (engine, store, _dir) = setup().await;
+    let (engine, store, _dir) = stateless_engine().await;
     let id = journaled_by_a_dead_driver(
         &store,
         &engine,

@@ -3,44 +3,12 @@
 //! that went stale in a way that matters is refused. A stateless service
 //! (no datastore, no DNS) needs only the store, so these run on SQLite.
 
-use std::sync::Arc;
-
-use drctl_failover::{
-    Engine, FailoverError, OpStatus, OperationKind, OperationSaga, PlanReport, Request,
-};
+use drctl_failover::{FailoverError, OpStatus, OperationKind, OperationSaga, PlanReport, Request};
 use drctl_store::Store;
-
-const CONFIG: &str = r#"
-[[regions]]
-name = "eu-west"
-[[regions]]
-name = "us-east"
-
-[[services]]
-name = "storefront"
-tier = "hot"
-regions = ["eu-west", "us-east"]
-primary = "eu-west"
-"#;
-
-async fn engine() -> (Engine, Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = drctl_config::parse("saga-plan.toml", CONFIG, dir.path()).expect("valid config");
-    let store = Store::open(config.store.url.expose()).await.expect("store");
-    (Engine::new(Arc::new(config), store.clone()), store, dir)
-}
+use drctl_tests::engine::{request, stateless_engine, STATELESS_SERVICE};
 
 fn failover() -> Request {
-    Request {
-        kind: OperationKind::Failover,
-        service: "storefront".into(),
-        to: None,
-        accept_data_loss: false,
-        accept_unfenced: false,
-        requested_by: "cli".into(),
-        reason: None,
-        detected_at: None,
-    }
+    request(OperationKind::Failover, STATELESS_SERVICE)
 }
 
 /// The Plan action's journaled output, read back as a plan.
@@ -55,7 +23,7 @@ async fn journaled_plan(store: &Store, id: &str) -> PlanReport {
 
 #[tokio::test]
 async fn the_executed_plan_is_the_confirmed_one() {
-    let (engine, store, _dir) = engine().await;
+    let (engine, store, _dir) = stateless_engine().await;
     let confirmed = engine.plan(&failover()).await.unwrap();
     assert!(confirmed.standing(false).is_empty(), "{confirmed:#?}");
     // Time passes between the prompt and the answer: a recomputed plan
@@ -72,7 +40,7 @@ async fn the_executed_plan_is_the_confirmed_one() {
 
 #[tokio::test]
 async fn a_confirmed_plan_whose_roles_changed_is_refused() {
-    let (engine, store, _dir) = engine().await;
+    let (engine, store, _dir) = stateless_engine().await;
     let mut confirmed = engine.plan(&failover()).await.unwrap();
     // As if the cluster had failed over since the operator looked: the
     // confirmed plan moves the other way.
@@ -98,7 +66,7 @@ async fn a_confirmed_plan_whose_roles_changed_is_refused() {
 
 #[tokio::test]
 async fn a_plan_for_another_operation_is_refused_before_anything_starts() {
-    let (engine, store, _dir) = engine().await;
+    let (engine, store, _dir) = stateless_engine().await;
     let confirmed = engine.plan(&failover()).await.unwrap();
     let switchover = Request {
         kind: OperationKind::Switchover,
@@ -114,7 +82,7 @@ async fn a_plan_for_another_operation_is_refused_before_anything_starts() {
 
 #[tokio::test]
 async fn without_a_confirmed_plan_the_run_plans_once_and_executes_that() {
-    let (engine, store, _dir) = engine().await;
+    let (engine, store, _dir) = stateless_engine().await;
     let outcome = engine.run(&failover(), &|_| {}).await.unwrap();
     assert_eq!(outcome.status, OpStatus::Succeeded);
     let executed = journaled_plan(&store, &outcome.id).await;

@@ -64,7 +64,7 @@ async fn the_postgres_datastore_reads_positions_keeps_the_map_and_fences_idempot
     let pp = primary.probe_primary_position().await.unwrap();
     assert!(sb.durable <= pp.point.position && sb.applied <= sb.durable);
     assert!(pp.streaming_standbys >= 1, "{pp:?}");
-    assert_eq!(sb.receiver.as_deref(), Some("streaming"));
+    assert_eq!(sb.receiver, Some(drctl_node::ReceiverStatus::Streaming));
     let wrong = primary.probe_standby_position().await.unwrap_err();
     assert_eq!(wrong.kind, DatastoreErrorKind::WrongRole, "{wrong}");
     // The LSN form is the engine's to show.
@@ -303,7 +303,7 @@ async fn an_old_primary_is_rewound_and_rejoined_as_a_standby_of_the_promoted_one
         .await
         .unwrap();
     assert!(caught.reached, "{caught:?}");
-    assert_eq!(caught.receiver.as_deref(), Some("streaming"));
+    assert_eq!(caught.receiver, Some(drctl_node::ReceiverStatus::Streaming));
     let s = a.probe().await.unwrap();
     assert!(s.standby && !s.fenced, "{s:?}");
     a.close().await;

@@ -4,6 +4,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use drctl_lab::{find_pg_bin, free_port, PgCluster};
 use drctl_store::{Backend, LagSample, Store};
+use drctl_tests::engine::journaled_failover;
 use drctl_tests::{Service, TestConfig};
 
 fn sample(service: &str, at: DateTime<Utc>, exposure_us: Option<i64>) -> LagSample {
@@ -140,6 +141,29 @@ async fn store_suite(store: Store) {
     store.close().await;
 }
 
+/// Failover `op-1` of `orders`, its driver `old` at the plan step under
+/// the lease `operation:orders`.
+async fn failover_at_its_plan_step(
+    store: &Store,
+    ttl: std::time::Duration,
+    now: DateTime<Utc>,
+) -> drctl_store::Lease {
+    let old = journaled_failover(
+        store,
+        ("operation:orders", "old", ttl),
+        "op-1",
+        "orders",
+        "{}",
+        now,
+    )
+    .await;
+    store
+        .journal_step_started(&old, "op-1", "plan", 0, now)
+        .await
+        .unwrap();
+    old
+}
+
 /// The failover journal's writes are fenced by the lease token: a driver
 /// whose lease expired and was taken over (a paused or partitioned one)
 /// cannot add a step, end one, or move a cluster's primary; the new holder
@@ -147,22 +171,16 @@ async fn store_suite(store: Store) {
 async fn journal_suite(store: &Store, now: DateTime<Utc>) {
     use std::time::Duration;
     let ttl = Duration::from_secs(10);
-    let old = store
-        .acquire_lease("operation:orders", "old", ttl, now)
-        .await
-        .unwrap()
-        .unwrap();
-    store
-        .journal_operation_created(&old, "op-1", "failover", "orders", "orders", "{}", now)
-        .await
-        .unwrap();
-    store
-        .journal_step_started(&old, "op-1", "plan", 0, now)
-        .await
-        .unwrap();
+    let old = failover_at_its_plan_step(store, ttl, now).await;
     assert_eq!(
         store
-            .unfinished_operation("orders", &["failover", "switchover"])
+            .unfinished_operation(
+                "orders",
+                &[
+                    drctl_store::states::OperationKind::Failover,
+                    drctl_store::states::OperationKind::Switchover
+                ]
+            )
             .await
             .unwrap()
             .unwrap()
@@ -225,11 +243,24 @@ async fn journal_suite(store: &Store, now: DateTime<Utc>) {
         "region-b"
     );
     store
-        .journal_operation_status(&new, "op-1", "succeeded", later, Some("{}"), None)
+        .journal_operation_status(
+            &new,
+            "op-1",
+            drctl_store::states::OpStatus::Succeeded,
+            later,
+            Some("{}"),
+            None,
+        )
         .await
         .unwrap();
     assert!(store
-        .unfinished_operation("orders", &["failover", "switchover"])
+        .unfinished_operation(
+            "orders",
+            &[
+                drctl_store::states::OperationKind::Failover,
+                drctl_store::states::OperationKind::Switchover
+            ]
+        )
         .await
         .unwrap()
         .is_none());
@@ -349,7 +380,7 @@ async fn lease_suite(store: &Store, now: DateTime<Utc>) {
 
     let run = drctl_store::ScheduleRun {
         service: "catalog".into(),
-        job: "backup".into(),
+        job: drctl_store::states::ScheduledJob::Backup,
         due_at: now,
         started_at: None,
         ended_at: None,
@@ -372,11 +403,17 @@ async fn lease_suite(store: &Store, now: DateTime<Utc>) {
     );
     assert_eq!(runs[0].status, drctl_store::states::ScheduleRunStatus::Ok);
     assert_eq!(
-        store.last_schedule_due("catalog", "backup").await.unwrap(),
+        store
+            .last_schedule_due("catalog", drctl_store::states::ScheduledJob::Backup)
+            .await
+            .unwrap(),
         Some(now)
     );
     assert_eq!(
-        store.last_schedule_due("catalog", "verify").await.unwrap(),
+        store
+            .last_schedule_due("catalog", drctl_store::states::ScheduledJob::Verify)
+            .await
+            .unwrap(),
         None
     );
 }
@@ -479,19 +516,7 @@ async fn a_fenced_journal_write_never_lands_after_a_takeover_it_raced() {
         let store = Store::open(&url).await.expect("open postgres");
         let now = Utc::now();
         let ttl = Duration::from_secs(10);
-        let old = store
-            .acquire_lease("operation:orders", "old", ttl, now)
-            .await
-            .unwrap()
-            .unwrap();
-        store
-            .journal_operation_created(&old, "op-1", "failover", "orders", "orders", "{}", now)
-            .await
-            .unwrap();
-        store
-            .journal_step_started(&old, "op-1", "plan", 0, now)
-            .await
-            .unwrap();
+        let old = failover_at_its_plan_step(&store, ttl, now).await;
 
         // Another session holds the step's row: the old driver's write
         // passes its lease check, then waits.
@@ -901,7 +926,7 @@ async fn a_week_long_outage_is_caught_up_by_one_scheduled_run() {
     store
         .record_schedule_run(&drctl_store::ScheduleRun {
             service: "catalog".into(),
-            job: "backup".into(),
+            job: drctl_store::states::ScheduledJob::Backup,
             due_at: week_ago,
             started_at: Some(week_ago),
             ended_at: Some(week_ago),

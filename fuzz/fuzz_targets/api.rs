@@ -115,7 +115,13 @@ async fn populate(store: &drctl_store::Store) {
         .unwrap();
     let ago = |m: i64| now - TimeDelta::minutes(m);
     store
-        .operation_started("op-1", "drill", Some("orders"), Some("us-east"), ago(90))
+        .operation_started(
+            "op-1",
+            drctl_store::states::OperationKind::Drill,
+            Some("orders"),
+            Some("us-east"),
+            ago(90),
+        )
         .await
         .unwrap();
     store
@@ -123,7 +129,13 @@ async fn populate(store: &drctl_store::Store) {
         .await
         .unwrap();
     store
-        .operation_started("op-2", "failover", Some("orders"), Some("us-east"), ago(60))
+        .operation_started(
+            "op-2",
+            drctl_store::states::OperationKind::Failover,
+            Some("orders"),
+            Some("us-east"),
+            ago(60),
+        )
         .await
         .unwrap();
     store

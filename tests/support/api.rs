@@ -22,7 +22,13 @@ pub async fn in_process_router(config: Config) -> (axum::Router, Store) {
 
 /// The real router over `config` and a store the test already holds.
 pub fn router_over(config: Arc<Config>, store: Store) -> axum::Router {
-    router(ApiState::new(Monitor::new(config, store)).expect("the API's tokens load"))
+    router(state_over(config, store))
+}
+
+/// The API's state over `config` and a store the test already holds (to
+/// serve it over HTTP, or keep it beside the router).
+pub fn state_over(config: Arc<Config>, store: Store) -> ApiState {
+    ApiState::new(Monitor::new(config, store)).expect("the API's tokens load")
 }
 
 /// The API's state over `config`, and its state store, for tests that keep
@@ -31,9 +37,7 @@ pub async fn in_process_state(config: Config) -> (ApiState, Store) {
     let store = Store::open(config.store.url.expose())
         .await
         .expect("the test's state store opens");
-    let state = ApiState::new(Monitor::new(Arc::new(config), store.clone()))
-        .expect("the API's tokens load");
-    (state, store)
+    (state_over(Arc::new(config), store.clone()), store)
 }
 
 /// One answer of the API.
@@ -131,6 +135,23 @@ impl ApiClient {
         let reply = self.get(uri).await;
         assert_eq!(reply.status, StatusCode::OK, "GET {uri}: {}", reply.body);
         reply.json()
+    }
+
+    /// One service's figures in `/api/v1/rpo-rto`; panics naming the
+    /// service and the answer when it is missing.
+    pub async fn service_figures(&self, service: &str) -> Value {
+        let report = self.get_ok("/api/v1/rpo-rto").await;
+        report["services"]
+            .as_array()
+            .and_then(|l| l.iter().find(|s| s["service"] == service).cloned())
+            .unwrap_or_else(|| panic!("{service} missing from /api/v1/rpo-rto: {report}"))
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let reply = self.get("/metrics").await;
+        assert_eq!(reply.status, StatusCode::OK, "GET /metrics: {}", reply.body);
+        reply.body
     }
 
     pub async fn request(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {

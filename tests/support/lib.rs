@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod config;
+pub mod engine;
 
 pub use api::{in_process_router, in_process_state, router_over, ApiClient, Reply};
 pub use config::{Service, TestConfig, TokenSecret};

@@ -14,13 +14,13 @@ type Labels = Vec<(String, String)>;
 type FloatGauges = Family<Labels, Gauge<f64, AtomicU64>>;
 
 pub(crate) fn render(
+    config: &drctl_config::Config,
     monitor: &Monitor,
     alerts: &AlertCounters,
     leadership: &crate::leadership::Leadership,
 ) -> String {
     let mut registry = Registry::with_prefix("drctl");
     let now = chrono::Utc::now();
-    let config = monitor.config();
     let p99 = FloatGauges::default();
     let rto_target = FloatGauges::default();
     let rto_measured = FloatGauges::default();

@@ -13,6 +13,7 @@ use axum::Extension;
 use axum::Json;
 use chrono::Utc;
 use drctl_backup::jobs;
+use drctl_store::states::{OpStatus, OperationKind, StepState};
 use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -38,9 +39,9 @@ pub(crate) fn routes() -> OpenApiRouter<ApiState> {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct StartedOperation {
     id: String,
-    kind: String,
+    kind: OperationKind,
     /// Always `running` here; follow `url` for the rest.
-    status: String,
+    status: OpStatus,
     url: String,
 }
 
@@ -49,14 +50,14 @@ pub(crate) struct Accepted {
     operation: StartedOperation,
 }
 
-fn accepted(id: &str, kind: &str) -> (StatusCode, Json<Accepted>) {
+fn accepted(id: &str, kind: OperationKind) -> (StatusCode, Json<Accepted>) {
     (
         StatusCode::ACCEPTED,
         Json(Accepted {
             operation: StartedOperation {
                 id: id.to_string(),
-                kind: kind.to_string(),
-                status: "running".into(),
+                kind,
+                status: OpStatus::Running,
                 url: format!("/api/v1/operations/{id}"),
             },
         }),
@@ -111,7 +112,7 @@ async fn start_operation(
     body: Result<Json<OperationRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    use drctl_failover::{Engine, OperationKind, Progress, Request};
+    use drctl_failover::{Engine, Progress, Request};
     known_service(&state, &name)?;
     let Json(body) = body.map_err(|e| ApiError::InvalidParameter {
         parameter: "body",
@@ -144,7 +145,7 @@ async fn start_operation(
             parameter: "plan",
             reason: format!("not a plan a dry run answered: {e}"),
         })?;
-    let engine = Engine::new(state.monitor.config_arc(), state.monitor.store().clone());
+    let engine = Engine::new(state.config.clone(), state.store.clone());
     if body.dry_run {
         let plan = engine.plan(&request).await?;
         let blocked = !plan.standing(request.accept_data_loss).is_empty();
@@ -197,7 +198,7 @@ async fn start_operation(
         Ok(Ok(id)) => {
             let detail = json!({ "kind": kind.as_str(), "operation_id": id });
             audit(&state, &caller, "operation_started", Some(service), detail).await?;
-            Ok(accepted(&id, kind.as_str()).into_response())
+            Ok(accepted(&id, kind).into_response())
         }
         Ok(Err(e)) => Err(e.into()),
         Err(_) => Err(ApiError::OperationNotFound(
@@ -208,12 +209,7 @@ async fn start_operation(
 
 fn has_policy(state: &ApiState, name: &str) -> Result<(), ApiError> {
     known_service(state, name)?;
-    match state
-        .monitor
-        .config()
-        .service(name)
-        .and_then(|s| s.backup.as_ref())
-    {
+    match state.config.service(name).and_then(|s| s.backup.as_ref()) {
         Some(_) => Ok(()),
         None => Err(ApiError::NoBackupPolicy(name.to_string())),
     }
@@ -229,7 +225,7 @@ async fn launch<F>(
     state: &ApiState,
     caller: &Caller,
     id: &str,
-    kind: &'static str,
+    kind: OperationKind,
     service: Option<&str>,
     target: Option<&str>,
     work: F,
@@ -245,7 +241,7 @@ where
         json!({ "operation_id": id }),
     )
     .await?;
-    let store = state.monitor.store().clone();
+    let store = state.store.clone();
     store
         .operation_started(id, kind, service, target, Utc::now())
         .await?;
@@ -292,12 +288,12 @@ async fn start_backup(
     ApiPath(name): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     has_policy(&state, &name)?;
-    let config = state.monitor.config_arc();
-    let store = state.monitor.store().clone();
+    let config = state.config.clone();
+    let store = state.store.clone();
     let id = new_operation_id();
     let mut report = progress_writer(store.clone(), id.clone());
     let service = name.clone();
-    launch(&state, &caller, &id, "backup", Some(&name), None, async move {
+    launch(&state, &caller, &id, OperationKind::Backup, Some(&name), None, async move {
         let outcome = jobs::backup_service(&config, &store, &service, |p| {
             report(json!({ "read_bytes": p.read_bytes, "stored_bytes": p.stored_bytes }))
         })
@@ -307,7 +303,7 @@ async fn start_backup(
             .map_err(|e| e.to_string())
     })
     .await?;
-    Ok(accepted(&id, "backup"))
+    Ok(accepted(&id, OperationKind::Backup))
 }
 
 /// Re-reads a backup from the object store and checks every checksum.
@@ -319,7 +315,7 @@ async fn start_verify(
     Extension(caller): Extension<Caller>,
     ApiPath(backup): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let Some(record) = state.monitor.store().backup(&backup).await? else {
+    let Some(record) = state.store.backup(&backup).await? else {
         return Err(ApiError::BackupNotFound(backup));
     };
     // Nothing to verify: say so now, not in an operation that fails later.
@@ -338,15 +334,15 @@ async fn start_verify(
             ),
         });
     }
-    let config = state.monitor.config_arc();
-    let store = state.monitor.store().clone();
+    let config = state.config.clone();
+    let store = state.store.clone();
     let b = backup.clone();
     let id = new_operation_id();
     launch(
         &state,
         &caller,
         &id,
-        "verify",
+        OperationKind::Verify,
         None,
         Some(&backup),
         async move {
@@ -364,7 +360,7 @@ async fn start_verify(
         },
     )
     .await?;
-    Ok(accepted(&id, "verify"))
+    Ok(accepted(&id, OperationKind::Verify))
 }
 
 /// Restores the newest verified backup into a scratch cluster, runs the
@@ -378,11 +374,11 @@ async fn start_restore_test(
     ApiPath(name): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     has_policy(&state, &name)?;
-    let config = state.monitor.config_arc();
-    let store = state.monitor.store().clone();
+    let config = state.config.clone();
+    let store = state.store.clone();
     let service = name.clone();
     let id = new_operation_id();
-    launch(&state, &caller, &id, "restore_test", Some(&name), None, async move {
+    launch(&state, &caller, &id, OperationKind::RestoreTest, Some(&name), None, async move {
         let (record, outcome) = jobs::restore_test_service(&config, &store, &service, None, crate::scratch_root(&config), |_| {})
             .await
             .map_err(|e| e.to_string())?;
@@ -393,20 +389,18 @@ async fn start_restore_test(
         }
     })
     .await?;
-    Ok(accepted(&id, "restore_test"))
+    Ok(accepted(&id, OperationKind::RestoreTest))
 }
 
 /// An operation as the API shows it (its JSON fields parsed).
 #[derive(Serialize, ToSchema)]
 pub(crate) struct OperationView {
     id: String,
-    /// `failover`, `switchover`, `drill`, `rejoin`, `recover`, `backup`,
-    /// `verify`, `restore_test`.
-    kind: String,
+    kind: OperationKind,
     service: Option<String>,
     target: Option<String>,
-    /// `running`, `succeeded`, `failed` or `stopped` (resumable).
-    status: String,
+    /// `stopped` is resumable.
+    status: OpStatus,
     started_at: chrono::DateTime<Utc>,
     ended_at: Option<chrono::DateTime<Utc>>,
     #[schema(value_type = Option<Object>)]
@@ -435,10 +429,10 @@ pub(crate) fn operation_json(o: &drctl_store::OperationRecord) -> OperationView 
     };
     OperationView {
         id: o.id.clone(),
-        kind: o.kind.to_string(),
+        kind: o.kind,
         service: o.service.clone(),
         target: o.target.clone(),
-        status: o.status.to_string(),
+        status: o.status,
         started_at: o.started_at,
         ended_at: o.ended_at,
         progress: parse(&o.progress),
@@ -451,8 +445,7 @@ pub(crate) fn operation_json(o: &drctl_store::OperationRecord) -> OperationView 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct StepView {
     step: String,
-    /// `started`, `done`, `failed`, `skipped`.
-    status: String,
+    status: StepState,
     attempts: i64,
     started_at: chrono::DateTime<Utc>,
     ended_at: Option<chrono::DateTime<Utc>>,
@@ -488,21 +481,19 @@ async fn operation(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OperationDetail>, ApiError> {
     let op = state
-        .monitor
-        .store()
+        .store
         .operation(&id)
         .await?
         .ok_or(ApiError::OperationNotFound(id.clone()))?;
     // Journaled operations (failover, switchover) carry their step timeline.
     let steps: Vec<StepView> = state
-        .monitor
-        .store()
+        .store
         .journal(&id)
         .await?
         .iter()
         .map(|s| StepView {
             step: s.step.clone(),
-            status: s.status.to_string(),
+            status: s.status,
             attempts: s.attempts,
             started_at: s.started_at,
             ended_at: s.ended_at,
@@ -512,12 +503,8 @@ async fn operation(
             driver: s.driver.clone(),
         })
         .collect();
-    let journaled = !steps.is_empty()
-        || matches!(
-            op.kind,
-            drctl_store::states::OperationKind::Failover
-                | drctl_store::states::OperationKind::Switchover
-        );
+    let journaled =
+        !steps.is_empty() || matches!(op.kind, OperationKind::Failover | OperationKind::Switchover);
     let mut operation = operation_json(&op);
     let mut steps = steps;
     if !caller.is_some_and(|Extension(c)| c.sees_fence_hooks()) {
@@ -565,20 +552,16 @@ async fn list_operations(
         parameter: "query string",
         reason: e.body_text(),
     })?;
-    if let Some(kind) = q
-        .kind
-        .as_deref()
-        .filter(|k| drctl_store::states::OperationKind::parse(k).is_none())
-    {
-        let known: Vec<&str> = drctl_store::states::OperationKind::all()
-            .iter()
-            .map(|k| k.as_str())
-            .collect();
-        return Err(ApiError::InvalidParameter {
-            parameter: "kind",
-            reason: format!("{kind:?} is not one of {}", known.join(", ")),
-        });
-    }
+    let kind = match q.kind.as_deref() {
+        None => None,
+        Some(k) => Some(OperationKind::parse(k).ok_or_else(|| {
+            let known: Vec<&str> = OperationKind::all().iter().map(|k| k.as_str()).collect();
+            ApiError::InvalidParameter {
+                parameter: "kind",
+                reason: format!("{k:?} is not one of {}", known.join(", ")),
+            }
+        })?),
+    };
     let w = crate::params::list_window(
         &state,
         q.service,
@@ -588,15 +571,8 @@ async fn list_operations(
         1000,
     )?;
     let ops = state
-        .monitor
-        .store()
-        .operations_in(
-            q.kind.as_deref(),
-            w.service.as_deref(),
-            w.since,
-            w.until,
-            w.limit,
-        )
+        .store
+        .operations_in(kind, w.service.as_deref(), w.since, w.until, w.limit)
         .await?;
     let next = w.next(
         "/api/v1/operations",

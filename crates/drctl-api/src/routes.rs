@@ -13,6 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use drctl_config::secs_from_us;
 use drctl_monitor::compliance::Compliance;
 use drctl_monitor::ServiceView;
 use drctl_store::states::{EvidenceStatus, MonitorStatus};
@@ -26,7 +27,7 @@ use utoipa_axum::routes;
 use crate::docs::{NotFound, ReadErrors};
 use crate::error::ApiPath;
 use crate::params::{known_service, page_limit, parse_time, MAX_LIMIT};
-use crate::views::{secs, BackupRef, DaemonView, LagPoint, RestoreTestRef, StandbyFigures};
+use crate::views::{BackupRef, DaemonView, LagPoint, RestoreTestRef, StandbyFigures};
 use crate::{ApiError, ApiState};
 
 /// The documented routes, and the OpenAPI document they make.
@@ -154,7 +155,12 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::metrics::render(&state.monitor, &state.alerts, &state.leadership),
+        crate::metrics::render(
+            &state.config,
+            &state.monitor,
+            &state.alerts,
+            &state.leadership,
+        ),
     )
 }
 
@@ -208,9 +214,9 @@ impl From<ExposureStats> for Window {
         Window {
             samples: s.samples,
             unknown_samples: s.unknown_samples,
-            p50_s: secs(s.p50_us),
-            p99_s: secs(s.p99_us),
-            max_s: secs(s.max_us),
+            p50_s: secs_from_us(s.p50_us),
+            p99_s: secs_from_us(s.p99_us),
+            max_s: secs_from_us(s.max_us),
         }
     }
 }
@@ -283,7 +289,7 @@ pub(crate) fn service_figures(
         compliance: drctl_monitor::compliance::assess(v, every, now),
         rpo: RpoFigures {
             target_s: v.rpo_target.as_secs_f64(),
-            exposure_s: secs(v.rpo_exposure_us),
+            exposure_s: secs_from_us(v.rpo_exposure_us),
             exposure_is_lower_bound: v.exposure_lower_bound,
             best_standby: v.best_standby.clone(),
             above_target_since: v.above_target_since,
@@ -295,7 +301,7 @@ pub(crate) fn service_figures(
             target_s: v.rto_target.as_secs_f64(),
             status: v.rto_status,
             reason: v.rto_reason.clone(),
-            measured_s: secs(v.rto_measured_us),
+            measured_s: secs_from_us(v.rto_measured_us),
             source: v.rto_source.clone(),
             measured_at: v.rto_measured_at,
             evidence_age_s: v

@@ -9,8 +9,9 @@
 //! with their handlers and use these for the records they cite.
 
 use chrono::{DateTime, Utc};
+use drctl_config::secs_from_us;
 use drctl_store::states::{
-    BackupStatus, MonitorStatus, OffsiteStatus, RestoreTestStatus, ScheduleRunStatus,
+    BackupStatus, MonitorStatus, OffsiteStatus, RestoreTestStatus, ScheduleRunStatus, ScheduledJob,
     VerificationStatus,
 };
 use drctl_store::{
@@ -115,8 +116,7 @@ impl From<&RestoreTestRecord> for RestoreTestView {
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ScheduleRunView {
     pub service: String,
-    /// `backup`, `verify` or `restore_test`.
-    pub job: String,
+    pub job: ScheduledJob,
     pub due_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
@@ -128,7 +128,7 @@ impl From<&ScheduleRun> for ScheduleRunView {
     fn from(r: &ScheduleRun) -> Self {
         ScheduleRunView {
             service: r.service.clone(),
-            job: r.job.clone(),
+            job: r.job,
             due_at: r.due_at,
             started_at: r.started_at,
             ended_at: r.ended_at,
@@ -198,11 +198,6 @@ impl From<&AuditEntry> for AuditEntryView {
     }
 }
 
-/// Microseconds as seconds, the unit the API serves durations in.
-pub(crate) fn secs(us: Option<i64>) -> Option<f64> {
-    us.map(|us| us as f64 / 1e6)
-}
-
 /// One standby's figures in a service's RPO/RTO answer.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct StandbyFigures {
@@ -225,13 +220,13 @@ impl From<&LagSample> for StandbyFigures {
         StandbyFigures {
             region: s.standby_region.clone(),
             status: s.status,
-            exposure_s: secs(s.rpo_exposure_us),
+            exposure_s: secs_from_us(s.rpo_exposure_us),
             exposure_is_lower_bound: s.exposure_lower_bound,
-            replay_lag_s: secs(s.replay_lag_us),
+            replay_lag_s: secs_from_us(s.replay_lag_us),
             byte_lag: s.byte_lag,
             replay_byte_lag: s.replay_byte_lag,
             wal_receiver: s.wal_receiver.clone(),
-            naive_replay_delay_s: secs(s.naive_replay_delay_us),
+            naive_replay_delay_s: secs_from_us(s.naive_replay_delay_us),
             error: s.error.clone(),
         }
     }
@@ -257,11 +252,11 @@ impl From<&LagSample> for LagPoint {
             sampled_at: s.sampled_at,
             standby_region: s.standby_region.clone(),
             status: s.status,
-            exposure_s: secs(s.rpo_exposure_us),
+            exposure_s: secs_from_us(s.rpo_exposure_us),
             exposure_is_lower_bound: s.exposure_lower_bound,
-            replay_lag_s: secs(s.replay_lag_us),
+            replay_lag_s: secs_from_us(s.replay_lag_us),
             byte_lag: s.byte_lag,
-            naive_replay_delay_s: secs(s.naive_replay_delay_us),
+            naive_replay_delay_s: secs_from_us(s.naive_replay_delay_us),
             error: s.error.clone(),
         }
     }
@@ -309,7 +304,7 @@ impl From<&RestoreTestRecord> for RestoreTestRef {
             backup_id: t.backup_id.clone(),
             status: t.status,
             ended_at: t.ended_at,
-            time_to_ready_s: secs(t.time_to_ready_us),
+            time_to_ready_s: secs_from_us(t.time_to_ready_us),
             error: t.error.clone(),
         }
     }
@@ -375,7 +370,7 @@ mod tests {
 
         let run = ScheduleRun {
             service: "orders".into(),
-            job: "backup".into(),
+            job: ScheduledJob::Backup,
             due_at: at(0),
             started_at: None,
             ended_at: None,

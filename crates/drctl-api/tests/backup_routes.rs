@@ -298,7 +298,7 @@ async fn restore_tests_and_schedule_runs_list_newest_first() {
         api.store
             .record_schedule_run(&ScheduleRun {
                 service: "catalog".into(),
-                job: "verify".into(),
+                job: drctl_store::states::ScheduledJob::Verify,
                 due_at: at(minute),
                 started_at: (status == ScheduleRunStatus::Ok).then(|| at(minute)),
                 ended_at: (status == ScheduleRunStatus::Ok).then(|| at(minute + 1)),
@@ -396,7 +396,13 @@ async fn a_succeeded_operation_shows_its_result_and_progress_as_json() {
     let api = api().await;
     let store = &api.store;
     store
-        .operation_started("op-done", "verify", None, Some("b-1"), at(1))
+        .operation_started(
+            "op-done",
+            drctl_store::states::OperationKind::Verify,
+            None,
+            Some("b-1"),
+            at(1),
+        )
         .await
         .unwrap();
     store

@@ -23,7 +23,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use croner::Cron;
 use drctl_config::Config;
-use drctl_store::states::ScheduleRunStatus;
+use drctl_store::states::{ScheduleRunStatus, ScheduledJob};
 use drctl_store::{ScheduleRun, Store};
 use tokio::sync::watch;
 
@@ -45,11 +45,11 @@ enum Job {
 }
 
 impl Job {
-    fn name(self) -> &'static str {
+    fn name(self) -> ScheduledJob {
         match self {
-            Job::Backup => "backup",
-            Job::Verify => "verify",
-            Job::RestoreTest => "restore_test",
+            Job::Backup => ScheduledJob::Backup,
+            Job::Verify => ScheduledJob::Verify,
+            Job::RestoreTest => ScheduledJob::RestoreTest,
         }
     }
 }
@@ -151,7 +151,7 @@ pub async fn run_scheduler(
                 };
                 let missed_row = |due_at, detail: String| ScheduleRun {
                     service: svc.name.clone(),
-                    job: job.name().into(),
+                    job: job.name(),
                     due_at,
                     started_at: None,
                     ended_at: None,
@@ -188,7 +188,7 @@ pub async fn run_scheduler(
                     .join("; ");
                 let run = ScheduleRun {
                     service: svc.name.clone(),
-                    job: job.name().into(),
+                    job: job.name(),
                     due_at: latest,
                     started_at: Some(now),
                     ended_at: None,
@@ -220,7 +220,7 @@ pub async fn run_scheduler(
                         None => detail,
                     };
                     if status == ScheduleRunStatus::Failed {
-                        tracing::warn!(%service, job = job.name(), %detail, "scheduled job failed");
+                        tracing::warn!(%service, job = %job.name(), %detail, "scheduled job failed");
                     }
                     let _ = store
                         .record_schedule_run(&ScheduleRun {

@@ -93,8 +93,10 @@ pub fn format_duration(duration: Duration) -> String {
 /// two largest units (`1m 30s`, `2h 5m`, `3d 4h`). The text still parses
 /// back with humantime, so a figure in an alert can be pasted into a config.
 ///
-/// This is drctl's one duration formatter for people: the DNS errors and
-/// the monitor's compliance reasons use it, and a new message should too.
+/// This is drctl's one duration formatter for people (figures in seconds go
+/// through [`format_secs`]): the DNS errors, the monitor's compliance
+/// reasons, alerts, reports and the CLI's tables use it, and a new message
+/// should too.
 pub fn format_duration_short(duration: Duration) -> String {
     const SECOND_MS: u128 = 1_000;
     let ms = duration.as_millis() + u128::from(duration.subsec_nanos() % 1_000_000 >= 500_000);
@@ -110,6 +112,24 @@ pub fn format_duration_short(duration: Duration) -> String {
     exact.split(' ').take(2).collect::<Vec<_>>().join(" ")
 }
 
+/// A figure in seconds (as the API serves durations) for people, written
+/// as [`format_duration_short`] writes it: `250ms`, `4s 500ms`, `1m 30s`.
+/// A negative figure counts as zero; one too large for a `Duration` as the
+/// largest.
+pub fn format_secs(seconds: f64) -> String {
+    format_duration_short(Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX))
+}
+
+/// Microseconds (the store's unit) as seconds (the API's unit).
+pub fn secs_from_us(us: Option<i64>) -> Option<f64> {
+    us.map(|us| us as f64 / 1e6)
+}
+
+/// Milliseconds (an operation's measured RTO) as seconds.
+pub fn secs_from_ms(ms: Option<u64>) -> Option<f64> {
+    ms.map(|ms| ms as f64 / 1e3)
+}
+
 /// `#[serde(serialize_with = "…")]` helper writing a duration as a human string.
 pub(crate) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_duration(*d))
@@ -118,6 +138,17 @@ pub(crate) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_for_people_go_through_the_one_formatter() {
+        assert_eq!(format_secs(0.12), "120ms");
+        assert_eq!(format_secs(3.5), "3s 500ms");
+        assert_eq!(format_secs(60.0), "1m");
+        assert_eq!(format_secs(192.4), "3m 12s");
+        assert_eq!(format_secs(-1.0), "0s");
+        assert_eq!(secs_from_us(Some(1_500_000)), Some(1.5));
+        assert_eq!(secs_from_ms(Some(250)), Some(0.25));
+    }
 
     #[test]
     fn formats_compactly_and_round_trips() {

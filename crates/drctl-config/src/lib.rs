@@ -30,7 +30,10 @@ mod suggest;
 
 use std::path::{Path, PathBuf};
 
-pub use crate::duration::{format_duration, format_duration_short, MAX_CONFIG_DURATION};
+pub use crate::duration::{
+    format_duration, format_duration_short, format_secs, secs_from_ms, secs_from_us,
+    MAX_CONFIG_DURATION,
+};
 pub use crate::error::{ConfigError, ConfigErrors};
 pub use crate::model::{
     AlertKind, ApiConfig, ApiTls, ApiToken, AuditConfig, BackupPolicy, Config, DnsProviderConfig,

@@ -68,7 +68,7 @@ fn service_conditions(monitor: &Monitor, now: DateTime<Utc>) -> Vec<Condition> {
         let c = drctl_monitor::compliance::assess(&v, every, now);
         let exposure = v
             .exposure()
-            .map(|d| drctl_monitor::format_secs(d.as_secs_f64()));
+            .map(|d| drctl_config::format_secs(d.as_secs_f64()));
         out.push(Condition {
             key: format!("breach:{}", v.service),
             active: v.status == Status::Breach,
@@ -81,7 +81,7 @@ fn service_conditions(monitor: &Monitor, now: DateTime<Utc>) -> Vec<Condition> {
                 "{}: RPO exposure {} against a {} target",
                 v.service,
                 exposure.unwrap_or_else(|| "unknown".into()),
-                drctl_monitor::format_secs(v.rpo_target.as_secs_f64())
+                drctl_config::format_secs(v.rpo_target.as_secs_f64())
             ),
             detail: json!({
                 "tier": v.tier, "exposure_s": c.rpo.exposure_s, "target_s": c.rpo.target_s,
@@ -275,7 +275,7 @@ async fn watch_once(
         let alert = AlertEvent {
             id: event_id(),
             at: now,
-            kind: c.kind.as_str().to_string(),
+            kind: stored_kind(c.kind),
             event: event.to_string(),
             service: c.service.clone(),
             severity: if c.active {
@@ -534,6 +534,18 @@ pub async fn run(
     }
 }
 
+/// What a webhook subscribes to (the config's kinds), as the event is
+/// stored and sent: the same four, one to one.
+fn stored_kind(kind: AlertKind) -> drctl_store::states::AlertKind {
+    use drctl_store::states::AlertKind as Stored;
+    match kind {
+        AlertKind::Breach => Stored::Breach,
+        AlertKind::Evidence => Stored::Evidence,
+        AlertKind::Backup => Stored::Backup,
+        AlertKind::Operation => Stored::Operation,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -561,7 +573,7 @@ mod tests {
         let e = AlertEvent {
             id: "al-1".into(),
             at: Utc::now(),
-            kind: "breach".into(),
+            kind: drctl_store::states::AlertKind::Breach,
             event: "breach_started".into(),
             service: Some("orders".into()),
             severity: AlertSeverity::Critical,

@@ -17,12 +17,10 @@ use drctl_failover::auto::{
     Brakes, Detector, DetectorSettings, Observation, ReceiverView, Verdict,
 };
 use drctl_failover::{Engine, OperationKind, Request};
-use drctl_pg::PgEndpoint;
+use drctl_node::{Datastore, ReceiverStatus};
+use drctl_store::states::GuardDecision;
 use drctl_store::{DecisionRecord, Store};
 use tokio::sync::watch;
-
-/// Operations that change which server is primary.
-const PRODUCTION_KINDS: &[&str] = &["failover", "switchover", "recover", "rejoin"];
 
 /// Starts one guard per cluster that has a standby; returns when shut down.
 pub(crate) async fn run(config: Arc<Config>, store: Store, shutdown: watch::Receiver<bool>) {
@@ -76,10 +74,13 @@ struct Guard {
     engine: Engine,
     service: String,
     cluster: String,
-    /// One endpoint per region, kept open between rounds.
-    endpoints: std::collections::BTreeMap<String, PgEndpoint>,
+    /// One connection per region (the datastore seam), kept open between
+    /// rounds.
+    endpoints: std::collections::BTreeMap<String, Box<dyn Datastore>>,
     detector: Detector,
-    last_key: String,
+    /// The last decision recorded, with a hold's code: a decision is
+    /// recorded once per change.
+    last_key: (GuardDecision, Option<String>),
     /// An automatic failover was refused (its plan's blockers): wait for the
     /// primary to come back or a person to act, do not retry every round.
     refused: bool,
@@ -96,15 +97,10 @@ async fn guard_cluster(
     };
     let health = cluster_health(config.cluster_members(&svc.cluster).map(|s| &s.health));
     let mut endpoints = std::collections::BTreeMap::new();
-    for (region, conn) in &svc.postgres {
-        let Ok(dsn) = conn.resolve() else { continue };
-        match PgEndpoint::new(
-            format!("{}@{region}", svc.cluster),
-            dsn.expose(),
-            health.timeout,
-        ) {
+    for region in svc.postgres.keys() {
+        match drctl_node::connect_as(svc, region, health.timeout, "drctl-guard") {
             Ok(ep) => {
-                endpoints.insert(region.clone(), ep.with_application_name("drctl-guard"));
+                endpoints.insert(region.clone(), ep);
             }
             Err(e) => tracing::warn!(service, region, error = %e, "guard: bad connection string"),
         }
@@ -117,7 +113,7 @@ async fn guard_cluster(
         service,
         endpoints,
         detector: Detector::default(),
-        last_key: "healthy".into(),
+        last_key: (GuardDecision::Healthy, None),
         refused: false,
     };
     tracing::debug!(
@@ -159,9 +155,10 @@ impl Guard {
     }
 
     async fn operation_in_progress(&self) -> bool {
-        // Unknown counts as in progress: never act on a guess.
+        // What the failover the guard would start must not race; unknown
+        // counts as in progress: never act on a guess.
         self.store
-            .unfinished_operation(&self.cluster, PRODUCTION_KINDS)
+            .unfinished_operation(&self.cluster, OperationKind::Failover.exclusive_with())
             .await
             .map_or(true, |o| o.is_some())
     }
@@ -174,7 +171,7 @@ impl Guard {
         let Some(ep) = self.endpoints.get(&primary) else {
             return;
         };
-        let (primary_error, primary_writable) = match ep.node_state().await {
+        let (primary_error, primary_writable) = match ep.probe().await {
             Ok(s) => (None, s.writable()),
             Err(e) => (Some(e.to_string()), false),
         };
@@ -218,7 +215,8 @@ impl Guard {
                 .await;
             return;
         }
-        if verdict.key() != self.last_key {
+        let (decision, code) = verdict.key();
+        if (decision, code) != (self.last_key.0, self.last_key.1.as_deref()) {
             self.record(&verdict, &observation).await;
         }
     }
@@ -279,12 +277,12 @@ impl Guard {
                 error: "no standby".into(),
             };
         };
-        match ep.wal_receiver().await {
-            Ok(Some((status, silent))) if status == "streaming" => ReceiverView::Streaming {
-                silent_ms: silent.unwrap_or(0).max(0) as u64,
+        match ep.probe_receiver().await {
+            Ok(Some(r)) if r.status == ReceiverStatus::Streaming => ReceiverView::Streaming {
+                silent_ms: r.last_message_ms.unwrap_or(0).max(0) as u64,
             },
-            Ok(Some((status, _))) => ReceiverView::Disconnected {
-                status: Some(status),
+            Ok(Some(r)) => ReceiverView::Disconnected {
+                status: Some(r.status.to_string()),
             },
             Ok(None) => ReceiverView::Disconnected { status: None },
             Err(e) => ReceiverView::Unknown {
@@ -314,7 +312,7 @@ impl Guard {
             Ok(outcome) => {
                 tracing::info!(cluster = %self.cluster, id = %outcome.id, measured = ?outcome.measured, "automatic failover done");
                 self.detector = Detector::default();
-                self.last_key = "healthy".into();
+                self.last_key = (GuardDecision::Healthy, None);
             }
             Err(e) => {
                 tracing::error!(cluster = %self.cluster, error = %e, "automatic failover did not complete");
@@ -339,7 +337,7 @@ impl Guard {
             if region == primary {
                 continue;
             }
-            let Ok(state) = ep.node_state().await else {
+            let Ok(state) = ep.probe().await else {
                 continue;
             };
             if !state.writable() {
@@ -360,7 +358,7 @@ impl Guard {
                 continue;
             }
             tracing::error!(cluster = %self.cluster, %region, %primary, "a second writable primary: fencing it");
-            let fenced = ep.fence_read_only().await;
+            let fenced = ep.soft_fence().await;
             let _ = self.store.release_lease(&lease).await;
             let (action_reason, code) = match fenced {
                 Ok(report) => (
@@ -379,7 +377,7 @@ impl Guard {
                     cluster: self.cluster.clone(),
                     service: self.service.clone(),
                     decided_at: Utc::now(),
-                    action: "fenced".into(),
+                    action: GuardDecision::Fenced,
                     code: Some(code),
                     reason: action_reason,
                     evidence: serde_json::json!({ "state": state, "primary": primary }).to_string(),
@@ -404,24 +402,25 @@ impl Guard {
     }
 
     async fn record(&mut self, verdict: &Verdict, o: &Observation) {
-        self.last_key = verdict.key();
-        let (action, code, reason) = match verdict {
-            Verdict::Healthy => ("healthy", None, "the primary answers again".to_string()),
+        let (decision, code) = verdict.key();
+        self.last_key = (decision, code.map(str::to_string));
+        let action = verdict.decision();
+        let (code, reason) = match verdict {
+            Verdict::Healthy => (None, "the primary answers again".to_string()),
             Verdict::Suspect { failed_probes, .. } => (
-                "suspect",
                 None,
                 format!("{failed_probes} probe(s) of the primary failed"),
             ),
-            Verdict::Hold { code, reason, .. } => ("hold", Some(code.clone()), reason.clone()),
-            Verdict::FailOver { evidence, .. } => ("failover", None, evidence.clone()),
+            Verdict::Hold { code, reason, .. } => (Some(code.clone()), reason.clone()),
+            Verdict::FailOver { evidence, .. } => (None, evidence.clone()),
         };
-        tracing::info!(cluster = %self.cluster, action, ?code, %reason, "automatic failover decision");
+        tracing::info!(cluster = %self.cluster, %action, ?code, %reason, "automatic failover decision");
         let record = DecisionRecord {
             id: format!("dec-{}", uuid::Uuid::new_v4().simple()),
             cluster: self.cluster.clone(),
             service: self.service.clone(),
             decided_at: o.at,
-            action: action.into(),
+            action,
             code,
             reason,
             evidence: serde_json::json!({ "observation": o, "verdict": verdict }).to_string(),

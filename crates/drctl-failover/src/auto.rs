@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use drctl_store::states::GuardDecision;
 use serde::{Deserialize, Serialize};
 
 /// Consecutive failed probes needed by default (`[services.health]
@@ -95,13 +96,22 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// Same kind and reason (what the daemon records once per change).
-    pub fn key(&self) -> String {
+    /// The decision it is, as the decision log stores it.
+    pub fn decision(&self) -> GuardDecision {
         match self {
-            Verdict::Healthy => "healthy".into(),
-            Verdict::Suspect { .. } => "suspect".into(),
-            Verdict::Hold { code, .. } => format!("hold:{code}"),
-            Verdict::FailOver { .. } => "failover".into(),
+            Verdict::Healthy => GuardDecision::Healthy,
+            Verdict::Suspect { .. } => GuardDecision::Suspect,
+            Verdict::Hold { .. } => GuardDecision::Hold,
+            Verdict::FailOver { .. } => GuardDecision::Failover,
+        }
+    }
+
+    /// Same decision for the same reason (what the daemon records once per
+    /// change): the decision and, for a hold, its blocker code.
+    pub fn key(&self) -> (GuardDecision, Option<&str>) {
+        match self {
+            Verdict::Hold { code, .. } => (GuardDecision::Hold, Some(code.as_str())),
+            other => (other.decision(), None),
         }
     }
 }
@@ -304,7 +314,10 @@ mod tests {
         for t in 0..10 {
             last = d.observe(&s, &obs(t, false, streaming.clone()), &on());
         }
-        assert_eq!(last.key(), "hold:standby_sees_primary");
+        assert_eq!(
+            last.key(),
+            (GuardDecision::Hold, Some("standby_sees_primary"))
+        );
         // No second opinion at all: hold too.
         let v = d.observe(
             &s,
@@ -317,17 +330,17 @@ mod tests {
             ),
             &on(),
         );
-        assert_eq!(v.key(), "hold:standby_sees_primary");
+        assert_eq!(v.key(), (GuardDecision::Hold, Some("standby_sees_primary")));
         // Silence alone is no proof (an idle primary is silent too) ...
         let v = d.observe(
             &s,
             &obs(12, false, ReceiverView::Streaming { silent_ms: 30_000 }),
             &on(),
         );
-        assert_eq!(v.key(), "hold:standby_sees_primary");
+        assert_eq!(v.key(), (GuardDecision::Hold, Some("standby_sees_primary")));
         // ... the receiver's connection ending is.
         let v = d.observe(&s, &obs(13, false, GONE), &on());
-        assert_eq!(v.key(), "failover");
+        assert_eq!(v.key(), (GuardDecision::Failover, None));
     }
 
     #[test]
@@ -340,14 +353,17 @@ mod tests {
                 .last()
                 .unwrap()
         };
-        assert_eq!(lost(Brakes::default()).key(), "hold:automatic_off");
+        assert_eq!(
+            lost(Brakes::default()).key(),
+            (GuardDecision::Hold, Some("automatic_off"))
+        );
         assert_eq!(
             lost(Brakes {
                 last_automatic: Some(at(-60)),
                 ..on()
             })
             .key(),
-            "hold:cooldown"
+            (GuardDecision::Hold, Some("cooldown"))
         );
         assert_eq!(
             lost(Brakes {
@@ -355,7 +371,7 @@ mod tests {
                 ..on()
             })
             .key(),
-            "failover"
+            (GuardDecision::Failover, None)
         );
         assert_eq!(
             lost(Brakes {
@@ -363,7 +379,7 @@ mod tests {
                 ..on()
             })
             .key(),
-            "hold:limit"
+            (GuardDecision::Hold, Some("limit"))
         );
         assert_eq!(
             lost(Brakes {
@@ -371,7 +387,7 @@ mod tests {
                 ..on()
             })
             .key(),
-            "hold:operation_in_progress"
+            (GuardDecision::Hold, Some("operation_in_progress"))
         );
     }
 }

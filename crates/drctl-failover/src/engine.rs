@@ -214,13 +214,7 @@ impl Engine {
         params: OperationParams,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Outcome, FailoverError> {
-        let exclusive: Vec<&str> = params
-            .kind
-            .exclusive_with()
-            .into_iter()
-            .map(OperationKind::as_str)
-            .collect();
-        let exclusive = exclusive.as_slice();
+        let exclusive = params.kind.exclusive_with();
         let lease = match self.take_lease(params.kind, &params.cluster).await {
             Ok(l) => l,
             Err(busy @ FailoverError::LeaseBusy { .. }) => {
@@ -270,7 +264,7 @@ impl Engine {
             .journal_operation_created(
                 &lease,
                 &id,
-                params.kind.as_str(),
+                params.kind,
                 &params.service,
                 &params.cluster,
                 &encoded,
@@ -418,14 +412,7 @@ impl Engine {
         if run.state.status != OpStatus::Running {
             run.state = self.transition(id, &run.state, Event::Resume)?;
             self.store
-                .journal_operation_status(
-                    lease,
-                    id,
-                    OpStatus::Running.as_str(),
-                    Utc::now(),
-                    None,
-                    None,
-                )
+                .journal_operation_status(lease, id, OpStatus::Running, Utc::now(), None, None)
                 .await
                 .map_err(|e| self.store_error(id, e))?;
         }
@@ -591,14 +578,7 @@ impl Engine {
         };
         self.transition(d.id, &run.state, event)?;
         self.store
-            .journal_operation_status(
-                d.lease,
-                d.id,
-                status.as_str(),
-                Utc::now(),
-                None,
-                Some(&message),
-            )
+            .journal_operation_status(d.lease, d.id, status, Utc::now(), None, Some(&message))
             .await
             .map_err(|e| self.store_error(d.id, e))?;
         Err(ended_error(d.id, step, e, message))
@@ -621,7 +601,7 @@ impl Engine {
                 .journal_operation_status(
                     lease,
                     id,
-                    OpStatus::Failed.as_str(),
+                    OpStatus::Failed,
                     Utc::now(),
                     None,
                     Some(&message),
@@ -649,7 +629,7 @@ impl Engine {
             .journal_operation_status(
                 lease,
                 id,
-                OpStatus::Succeeded.as_str(),
+                OpStatus::Succeeded,
                 Utc::now(),
                 result.as_deref(),
                 None,

@@ -1,7 +1,7 @@
 //! What each kind of operation needs from the engine: its actions, its
-//! lease, what it excludes, whether it is bound to a host. The kinds
-//! themselves are the store's one list (`drctl_store::states`); this
-//! extension trait is the engine's part.
+//! lease, whether it is bound to a host. The kinds themselves, and what
+//! each excludes (`OperationKind::exclusive_with`), are the store's one
+//! list (`drctl_store::states`); this extension trait is the engine's part.
 
 use drctl_store::states::OperationKind;
 
@@ -21,10 +21,6 @@ pub trait OperationSaga: Copy {
     /// The lease an operation of this kind takes on `cluster`. Drills have
     /// their own, so a rehearsal never delays a real failover.
     fn lease_name(self, cluster: &str) -> String;
-
-    /// Kinds that exclude each other on one cluster: production changes
-    /// (failover, switchover, recover, rejoin) or drills.
-    fn exclusive_with(self) -> Vec<OperationKind>;
 }
 
 impl OperationSaga for OperationKind {
@@ -44,17 +40,5 @@ impl OperationSaga for OperationKind {
             OperationKind::Drill => format!("drill:{cluster}"),
             _ => crate::lease_name(cluster),
         }
-    }
-
-    fn exclusive_with(self) -> Vec<OperationKind> {
-        use strum::VariantArray;
-        OperationKind::VARIANTS
-            .iter()
-            .copied()
-            .filter(|k| match self {
-                OperationKind::Drill => *k == OperationKind::Drill,
-                _ => k.changes_production(),
-            })
-            .collect()
     }
 }

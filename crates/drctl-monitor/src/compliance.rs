@@ -20,6 +20,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use drctl_config::{format_secs, secs_from_us};
 use serde::Serialize;
 
 use drctl_store::states::{
@@ -83,24 +84,12 @@ pub struct EvidenceCompliance {
     pub config_changed_at: Option<DateTime<Utc>>,
 }
 
-fn secs(us: Option<i64>) -> Option<f64> {
-    us.map(|us| us as f64 / 1e6)
-}
-
-/// Seconds as drctl writes durations for people (`5s`, `1m 30s`, `7d`),
-/// through drctl-config's one formatter.
-fn human(s: f64) -> String {
-    drctl_config::format_duration_short(
-        Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX),
-    )
-}
-
 /// Judges one service at `now`; `every` is its `evidence_every`.
 pub fn assess(v: &ServiceView, every: Duration, now: DateTime<Utc>) -> Compliance {
     let mut reasons = Vec::new();
     let target_s = v.rpo_target.as_secs_f64();
-    let p99_s = secs(v.stats_1h.p99_us);
-    let exposure_s = secs(v.rpo_exposure_us);
+    let p99_s = secs_from_us(v.stats_1h.p99_us);
+    let exposure_s = secs_from_us(v.rpo_exposure_us);
     let rpo_status = match v.status {
         Status::Breach => {
             reasons.push(format!(
@@ -110,16 +99,16 @@ pub fn assess(v: &ServiceView, every: Duration, now: DateTime<Utc>) -> Complianc
                 } else {
                     ""
                 },
-                exposure_s.map(human).unwrap_or_else(|| "?".into()),
-                human(target_s)
+                exposure_s.map(format_secs).unwrap_or_else(|| "?".into()),
+                format_secs(target_s)
             ));
             RpoJudgement::Breach
         }
         Status::AtRisk => {
             reasons.push(format!(
                 "RPO exposure {} is close to the {} target",
-                exposure_s.map(human).unwrap_or_else(|| "?".into()),
-                human(target_s)
+                exposure_s.map(format_secs).unwrap_or_else(|| "?".into()),
+                format_secs(target_s)
             ));
             RpoJudgement::AtRisk
         }
@@ -134,8 +123,8 @@ pub fn assess(v: &ServiceView, every: Duration, now: DateTime<Utc>) -> Complianc
             Some(p99) if p99 > target_s => {
                 reasons.push(format!(
                     "RPO p99 over the last hour is {}, above the {} target",
-                    human(p99),
-                    human(target_s)
+                    format_secs(p99),
+                    format_secs(target_s)
                 ));
                 RpoJudgement::AtRisk
             }
@@ -148,7 +137,10 @@ pub fn assess(v: &ServiceView, every: Duration, now: DateTime<Utc>) -> Complianc
         Status::Ok | Status::AtRisk => RtoJudgement::Met,
         Status::Breach => {
             reasons.push(v.rto_reason.clone().unwrap_or_else(|| {
-                format!("measured RTO is above the {} target", human(rto_target_s))
+                format!(
+                    "measured RTO is above the {} target",
+                    format_secs(rto_target_s)
+                )
             }));
             RtoJudgement::Breach
         }
@@ -193,8 +185,8 @@ pub fn assess(v: &ServiceView, every: Duration, now: DateTime<Utc>) -> Complianc
                 "the last {} ({}) is {} old; one is required every {}",
                 p.kind.replace('_', " "),
                 p.id,
-                human(age.as_secs_f64()),
-                human(every.as_secs_f64())
+                format_secs(age.as_secs_f64()),
+                format_secs(every.as_secs_f64())
             ));
             EvidenceStatus::Stale
         }
@@ -225,7 +217,7 @@ pub fn assess(v: &ServiceView, every: Duration, now: DateTime<Utc>) -> Complianc
         },
         rto: RtoCompliance {
             status: rto_status,
-            measured_s: secs(v.rto_measured_us),
+            measured_s: secs_from_us(v.rto_measured_us),
             target_s: rto_target_s,
             source: v.rto_source.clone(),
             measured_at: v.rto_measured_at,

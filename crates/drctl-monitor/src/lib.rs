@@ -126,30 +126,6 @@ impl ServiceView {
     }
 }
 
-/// Seconds for people: `0 s`, `1.2 s`, `4 min 10 s`, `3 h 5 min`, `8 d 2 h`.
-pub fn format_secs(s: f64) -> String {
-    let s = s.max(0.0);
-    if s < 60.0 {
-        let t = format!("{s:.1}");
-        return format!("{} s", t.trim_end_matches('0').trim_end_matches('.'));
-    }
-    let whole = s.round() as u64;
-    let (d, h, m, sec) = (
-        whole / 86_400,
-        whole / 3600 % 24,
-        whole / 60 % 60,
-        whole % 60,
-    );
-    match (d, h) {
-        (0, 0) if sec == 0 => format!("{m} min"),
-        (0, 0) => format!("{m} min {sec} s"),
-        (0, _) if m == 0 => format!("{h} h"),
-        (0, _) => format!("{h} h {m} min"),
-        _ if h == 0 => format!("{d} d"),
-        _ => format!("{d} d {h} h"),
-    }
-}
-
 /// RTO status from restore tests: the latest must have passed, within the
 /// allowed age, and been ready within the target.
 fn restore_test_judgement(
@@ -183,9 +159,9 @@ fn restore_test_judgement(
         return (
             Status::Breach,
             Some(format!(
-                "the latest passed restore test is {}s old, older than the {}s allowed: the evidence is stale",
-                age.as_secs(),
-                max_age.as_secs()
+                "the latest passed restore test is {} old, older than the {} allowed: the evidence is stale",
+                drctl_config::format_duration_short(age),
+                drctl_config::format_duration_short(max_age)
             )),
         );
     }
@@ -196,9 +172,9 @@ fn restore_test_judgement(
         Some(ttr) if ttr > target => (
             Status::Breach,
             Some(format!(
-                "restore took {:.1}s, over the {}s target",
-                ttr.as_secs_f64(),
-                target.as_secs()
+                "restore took {}, over the {} target",
+                drctl_config::format_duration_short(ttr),
+                drctl_config::format_duration_short(target)
             )),
         ),
         Some(_) => (Status::Ok, None),
@@ -590,10 +566,10 @@ impl Monitor {
                     let met = Duration::from_millis(rto_ms) <= target;
                     v.rto_status = if met { Status::Ok } else { Status::Breach };
                     v.rto_reason = Some(format!(
-                        "{} measured {:.1} s against the target {:?}",
+                        "{} measured {} against the target {}",
                         op.kind,
-                        rto_ms as f64 / 1000.0,
-                        target
+                        drctl_config::format_duration_short(Duration::from_millis(rto_ms)),
+                        drctl_config::format_duration_short(target)
                     ));
                 });
             }

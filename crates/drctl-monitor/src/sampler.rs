@@ -210,7 +210,7 @@ pub(crate) async fn sample_cluster(
                     s.standby_durable_lsn = Some(sb.durable.ordinal() as i64);
                     s.standby_replay_lsn = Some(sb.applied.ordinal() as i64);
                     s.naive_replay_delay_us = sb.naive_replay_delay_us;
-                    s.wal_receiver = sb.receiver.clone();
+                    s.wal_receiver = sb.receiver.map(|r| r.to_string());
                 }
                 Err(e) => s.error = Some(e.clone()),
             }

@@ -301,16 +301,35 @@ pub struct StandbyPosition {
     /// applied: the figure most dashboards show, kept to show why it is
     /// not RPO (it grows on an idle primary).
     pub naive_replay_delay_us: Option<i64>,
-    /// The replication receiver's state in the engine's words
-    /// (`streaming`), `None` when none runs.
-    pub receiver: Option<String>,
+    /// The replication receiver's state, `None` when none runs.
+    pub receiver: Option<ReceiverStatus>,
+}
+
+/// Where a standby's replication receiver stands: PostgreSQL's fixed set
+/// (`pg_stat_wal_receiver.status`), spelled as PostgreSQL spells it in
+/// JSON and `Display`. A status outside the set is a probe error, not a
+/// guess: only [`ReceiverStatus::Streaming`] counts as receiving.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, strum::Display, strum::EnumString,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum ReceiverStatus {
+    Stopped,
+    Starting,
+    /// Connected to its primary and receiving: the one healthy state.
+    Streaming,
+    /// Waiting to be told where to start streaming (e.g. after a
+    /// timeline switch).
+    Waiting,
+    Restarting,
+    Stopping,
 }
 
 /// The replication receiver of a standby.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceiverState {
-    /// In the engine's words (`streaming`).
-    pub status: String,
+    pub status: ReceiverStatus,
     /// How long ago, by the standby's clock, it last heard from the primary.
     pub last_message_ms: Option<i64>,
 }
@@ -392,7 +411,7 @@ pub struct CatchUpReport {
     /// The last position read (durable or applied, as the goal counts).
     pub last: Option<Position>,
     /// The last receiver state read ([`CatchUpGoal::StreamingApplied`]).
-    pub receiver: Option<String>,
+    pub receiver: Option<ReceiverStatus>,
     pub waited_ms: u64,
 }
 
@@ -654,5 +673,21 @@ mod tests {
                 .expose(),
             "host=h port=1 application_name=eu"
         );
+    }
+
+    #[test]
+    fn receiver_statuses_keep_postgresql_s_spelling() {
+        for (text, status) in [
+            ("stopped", ReceiverStatus::Stopped),
+            ("starting", ReceiverStatus::Starting),
+            ("streaming", ReceiverStatus::Streaming),
+            ("waiting", ReceiverStatus::Waiting),
+            ("restarting", ReceiverStatus::Restarting),
+            ("stopping", ReceiverStatus::Stopping),
+        ] {
+            assert_eq!(text.parse::<ReceiverStatus>(), Ok(status));
+            assert_eq!(status.to_string(), text);
+        }
+        assert!("Streaming".parse::<ReceiverStatus>().is_err());
     }
 }

@@ -41,8 +41,8 @@ mod postgres;
 pub use datastore::{
     connect, connect_as, service_dsn, standby_source, BackupPositions, BaseBackupCommand,
     CatchUpGoal, CatchUpReport, CloneSettings, Datastore, DatastoreError, DatastoreErrorKind,
-    Engine, Login, PrimaryPosition, Promotion, ReceiverState, ServerState, SoftFence,
-    StandbyPosition, WriteProbe,
+    Engine, Login, PrimaryPosition, Promotion, ReceiverState, ReceiverStatus, ServerState,
+    SoftFence, StandbyPosition, WriteProbe,
 };
 pub use local::{
     default_scratch_root, local_system_identifier, restore_claim_path, rewind_diverged, this_host,

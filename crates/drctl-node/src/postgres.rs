@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use crate::datastore::{
     BackupPositions, BaseBackupCommand, CatchUpGoal, CatchUpReport, CloneSettings, Datastore,
     DatastoreError, DatastoreErrorKind, Engine, PrimaryPosition, Promotion, ReceiverState,
-    ServerState, SoftFence, StandbyPosition, WriteProbe,
+    ReceiverStatus, ServerState, SoftFence, StandbyPosition, WriteProbe,
 };
 use crate::{Dsn, HeartbeatPoint, Position};
 
@@ -103,11 +103,15 @@ impl Postgres {
 
     async fn catch_up_streaming(&self, goal: Position, limit: Duration) -> CatchUpReport {
         let started = Instant::now();
-        let mut last: Option<(String, Position)> = None;
+        let mut last: Option<(ReceiverStatus, Position)> = None;
         let reached = loop {
-            let receiver = self.endpoint.wal_receiver().await.ok().flatten();
-            if let (Ok(s), Some((status, _))) = (self.endpoint.node_state().await, receiver) {
-                let done = s.in_recovery && status == "streaming" && s.replay_lsn >= goal.into();
+            let receiver = self.probe_receiver().await.ok().flatten();
+            if let (Ok(s), Some(ReceiverState { status, .. })) =
+                (self.endpoint.node_state().await, receiver)
+            {
+                let done = s.in_recovery
+                    && status == ReceiverStatus::Streaming
+                    && s.replay_lsn >= goal.into();
                 last = Some((status, s.replay_lsn.into()));
                 if done {
                     break true;
@@ -126,6 +130,17 @@ impl Postgres {
             waited_ms: started.elapsed().as_millis() as u64,
         }
     }
+}
+
+/// `pg_stat_wal_receiver.status` read into its enum; a status this drctl
+/// does not know (a newer PostgreSQL) is an error naming it.
+fn receiver_status(text: &str) -> Result<ReceiverStatus, DatastoreError> {
+    text.parse().map_err(|_| {
+        DatastoreError::new(
+            DatastoreErrorKind::Failed,
+            format!("pg_stat_wal_receiver.status {text:?} is not one drctl knows"),
+        )
+    })
 }
 
 #[async_trait]
@@ -160,7 +175,7 @@ impl Datastore for Postgres {
             durable: s.durable_lsn.into(),
             applied: s.replay_lsn.into(),
             naive_replay_delay_us: s.naive_replay_delay_us,
-            receiver: s.wal_receiver,
+            receiver: s.wal_receiver.as_deref().map(receiver_status).transpose()?,
         })
     }
 
@@ -169,10 +184,13 @@ impl Datastore for Postgres {
             .endpoint
             .wal_receiver()
             .await?
-            .map(|(status, last_message_ms)| ReceiverState {
-                status,
-                last_message_ms,
-            }))
+            .map(|(status, last_message_ms)| {
+                Ok::<_, DatastoreError>(ReceiverState {
+                    status: receiver_status(&status)?,
+                    last_message_ms,
+                })
+            })
+            .transpose()?)
     }
 
     async fn dataset_id(&self) -> Result<String, DatastoreError> {

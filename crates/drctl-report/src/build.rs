@@ -17,10 +17,6 @@ fn secs(d: TimeDelta) -> f64 {
     d.num_milliseconds() as f64 / 1000.0
 }
 
-fn us_secs(us: Option<i64>) -> Option<f64> {
-    us.map(|u| u as f64 / 1e6)
-}
-
 /// One time slot of the exposure timeline: `[start, end)`, with the
 /// exposure measured in it (`None`: unmeasured).
 struct Slot {
@@ -305,7 +301,7 @@ fn proof_gaps(
                 duration_s: secs(until - start),
                 detail: format!(
                     "no {what} within the required {}",
-                    drctl_monitor::format_secs(secs(every))
+                    drctl_config::format_secs(secs(every))
                 ),
             });
         }
@@ -452,7 +448,7 @@ async fn service_report(
         slots.extend(replicated_slots(&raw, raw_from, to, interval, target_s));
         let basis = format!(
             "lag samples every {} (per-minute worst before {}), best standby; breaching while exposure is above the target, from the moment it provably passed it until a sample is back inside",
-            drctl_monitor::format_secs(interval.as_secs_f64()),
+            drctl_config::format_secs(interval.as_secs_f64()),
             raw_from.format("%Y-%m-%d %H:%M:%SZ")
         );
         let (rpo, breaches) = judge_slots(&slots, target_s, to, basis);
@@ -553,7 +549,7 @@ async fn service_report(
                 backup_id: t.backup_id.clone(),
                 status: t.status.to_string(),
                 ended_at: t.ended_at,
-                time_to_ready_s: us_secs(t.time_to_ready_us),
+                time_to_ready_s: drctl_config::secs_from_us(t.time_to_ready_us),
                 rto_met: t
                     .time_to_ready_us
                     .map(|us| (us as f64 / 1e3) <= rto_target_ms),

@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::lag::{from_us, to_us};
-use crate::states::{AlertSeverity, DeliveryStatus};
+use crate::states::{AlertKind, AlertSeverity, DeliveryStatus};
 use crate::{decode_rows, query_error, Result, Store};
 
 /// One raised event.
@@ -16,7 +16,7 @@ use crate::{decode_rows, query_error, Result, Store};
 pub struct AlertEvent {
     pub id: String,
     pub at: DateTime<Utc>,
-    pub kind: String,
+    pub kind: AlertKind,
     pub event: String,
     pub service: Option<String>,
     pub severity: AlertSeverity,
@@ -108,7 +108,7 @@ impl Store {
         )
         .bind(&event.id)
         .bind(to_us(event.at))
-        .bind(&event.kind)
+        .bind(event.kind)
         .bind(&event.event)
         .bind(&event.service)
         .bind(event.severity)

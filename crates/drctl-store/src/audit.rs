@@ -33,6 +33,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::lag::{from_us, to_us};
+use crate::states::AuditBreakKind;
 use crate::{decode_row, decode_rows, query_error, Backend, Result, Store};
 
 /// The `prev_hash` of the first row.
@@ -109,14 +110,7 @@ pub struct AuditVerification {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditBreak {
     pub seq: i64,
-    /// `edited` (the row's hash does not match its fields), `relinked`
-    /// (its prev_hash is not the previous row's hash), `missing` (a gap in
-    /// the sequence: rows deleted), `downgraded` (a plain SHA-256 row after
-    /// HMAC rows began: rewritten without the key), `unkeyed` (a key is
-    /// configured and no row is HMAC-chained), `key_missing` (an HMAC row,
-    /// and no key configured to check it) or `head_mismatch` (the expected
-    /// head is not there: rows cut off or replaced).
-    pub kind: String,
+    pub kind: AuditBreakKind,
     pub message: String,
 }
 
@@ -372,7 +366,7 @@ impl Store {
                 if seq != expected_seq {
                     broken = Some(AuditBreak {
                         seq: expected_seq,
-                        kind: "missing".into(),
+                        kind: AuditBreakKind::Missing,
                         message: format!(
                             "rows {expected_seq}..{} are missing: deleted from the stored history",
                             seq - 1
@@ -383,7 +377,7 @@ impl Store {
                 if stored_prev != prev_hash {
                     broken = Some(AuditBreak {
                         seq,
-                        kind: "relinked".into(),
+                        kind: AuditBreakKind::Relinked,
                         message: format!(
                             "row {seq} does not chain from row {}: the history before it was changed",
                             seq - 1
@@ -399,7 +393,7 @@ impl Store {
                     if let Some(from) = hmac_from {
                         broken = Some(AuditBreak {
                             seq,
-                            kind: "downgraded".into(),
+                            kind: AuditBreakKind::Downgraded,
                             message: format!(
                                 "row {seq} is chained with plain SHA-256 although rows are HMAC-chained from row {from} on: it was rewritten by someone without the audit key"
                             ),
@@ -414,7 +408,7 @@ impl Store {
                     (None, true) => {
                         broken = Some(AuditBreak {
                             seq,
-                            kind: "key_missing".into(),
+                            kind: AuditBreakKind::KeyMissing,
                             message: format!(
                                 "row {seq} is HMAC-chained and no audit key is configured to check it: set [audit] key_file or key_env as the daemon has it"
                             ),
@@ -425,7 +419,7 @@ impl Store {
                 if expected != stored_hash {
                     broken = Some(AuditBreak {
                         seq,
-                        kind: "edited".into(),
+                        kind: AuditBreakKind::Edited,
                         message: format!(
                             "row {seq} ({} by {}) does not match its hash: it was edited after it was written",
                             entry.action, entry.actor
@@ -448,7 +442,7 @@ impl Store {
             // writer, such as a daemon starting, ends the honest case).
             broken = Some(AuditBreak {
                 seq: expected_seq - 1,
-                kind: "unkeyed".into(),
+                kind: AuditBreakKind::Unkeyed,
                 message: "no row is HMAC-chained although an audit key is configured: the chain was rewritten without the key, unless nothing was written since the key was configured (a daemon start writes a keyed row)".into(),
             });
         }
@@ -456,7 +450,7 @@ impl Store {
             let (head_seq, _) = expect_head.unwrap_or_default();
             broken = Some(AuditBreak {
                 seq: head_seq,
-                kind: "head_mismatch".into(),
+                kind: AuditBreakKind::HeadMismatch,
                 message: format!(
                     "row {head_seq} no longer has the hash recorded for it: rows were cut off or the chain was rebuilt"
                 ),

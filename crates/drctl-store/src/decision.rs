@@ -16,8 +16,7 @@ pub struct DecisionRecord {
     pub cluster: String,
     pub service: String,
     pub decided_at: DateTime<Utc>,
-    /// `healthy`, `suspect`, `hold`, `failover`, `fenced`.
-    pub action: String,
+    pub action: crate::states::GuardDecision,
     pub code: Option<String>,
     pub reason: String,
     /// JSON: the observation the decision rests on.
@@ -51,7 +50,7 @@ impl Store {
         .bind(&d.cluster)
         .bind(&d.service)
         .bind(to_us(d.decided_at))
-        .bind(&d.action)
+        .bind(d.action)
         .bind(&d.code)
         .bind(&d.reason)
         .bind(&d.evidence)

@@ -16,7 +16,7 @@ use sqlx::Row;
 
 use crate::lag::{from_us, to_us};
 use crate::operation::OperationRecord;
-use crate::states::{OperationKind, StepState};
+use crate::states::{OpStatus, OperationKind, StepState};
 use crate::{query_error, Backend, Lease, Result, Store, StoreError};
 
 /// One step of an operation as journaled.
@@ -147,7 +147,7 @@ impl Store {
         &self,
         lease: &Lease,
         id: &str,
-        kind: &str,
+        kind: OperationKind,
         service: &str,
         cluster: &str,
         params: &str,
@@ -173,7 +173,7 @@ impl Store {
     pub async fn unfinished_operation(
         &self,
         cluster: &str,
-        kinds: &[&str],
+        kinds: &[OperationKind],
     ) -> Result<Option<OperationRecord>> {
         let placeholders: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!(
@@ -230,12 +230,12 @@ impl Store {
         &self,
         lease: &Lease,
         id: &str,
-        status: &str,
+        status: OpStatus,
         at: DateTime<Utc>,
         result: Option<&str>,
         error: Option<&str>,
     ) -> Result<()> {
-        let ended = matches!(status, "failed" | "succeeded").then(|| to_us(at));
+        let ended = status.is_final().then(|| to_us(at));
         let sql = format!(
             "UPDATE operations SET status = $2, ended_at_us = $3, result = $4, error = $5 \
              WHERE id = $1 AND {}",

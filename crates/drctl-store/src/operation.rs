@@ -67,7 +67,7 @@ impl Store {
     pub async fn operation_started(
         &self,
         id: &str,
-        kind: &str,
+        kind: OperationKind,
         service: Option<&str>,
         target: Option<&str>,
         at: DateTime<Utc>,
@@ -101,8 +101,8 @@ impl Store {
         result: std::result::Result<&str, &str>,
     ) -> Result<()> {
         let (status, result, error) = match result {
-            Ok(r) => ("succeeded", Some(r), None),
-            Err(e) => ("failed", None, Some(e)),
+            Ok(r) => (OpStatus::Succeeded, Some(r), None),
+            Err(e) => (OpStatus::Failed, None, Some(e)),
         };
         sqlx::query("UPDATE operations SET status = $2, ended_at_us = $3, result = $4, error = $5 WHERE id = $1")
             .bind(id)
@@ -133,7 +133,7 @@ impl Store {
     /// `service` narrow them.
     pub async fn operations_in(
         &self,
-        kind: Option<&str>,
+        kind: Option<OperationKind>,
         service: Option<&str>,
         since: Option<DateTime<Utc>>,
         until: Option<DateTime<Utc>>,
@@ -145,7 +145,7 @@ impl Store {
              ORDER BY started_at_us DESC LIMIT $1"
         ))
         .bind(limit as i64)
-        .bind(kind.unwrap_or(""))
+        .bind(kind.map_or("", OperationKind::as_str))
         .bind(service.unwrap_or(""))
         .bind(since.map(to_us).unwrap_or(i64::MIN))
         .bind(until.map(to_us).unwrap_or(i64::MAX))

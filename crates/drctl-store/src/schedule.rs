@@ -5,14 +5,13 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::lag::{from_us, to_us};
-use crate::states::ScheduleRunStatus;
+use crate::states::{ScheduleRunStatus, ScheduledJob};
 use crate::{query_error, Result, Store};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ScheduleRun {
     pub service: String,
-    /// `backup`, `verify` or `restore_test`.
-    pub job: String,
+    pub job: ScheduledJob,
     pub due_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
@@ -31,7 +30,7 @@ impl Store {
                  ended_at_us = excluded.ended_at_us, status = excluded.status, detail = excluded.detail",
         )
         .bind(&r.service)
-        .bind(&r.job)
+        .bind(r.job)
         .bind(to_us(r.due_at))
         .bind(r.started_at.map(to_us))
         .bind(r.ended_at.map(to_us))
@@ -47,7 +46,7 @@ impl Store {
     pub async fn last_schedule_due(
         &self,
         service: &str,
-        job: &str,
+        job: ScheduledJob,
     ) -> Result<Option<DateTime<Utc>>> {
         let row =
             sqlx::query("SELECT max(due_at_us) FROM schedule_runs WHERE service = $1 AND job = $2")

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::cli::{BackupArgs, BackupCommand, OutputFormat, RestoreTestArgs};
 use crate::config_cmd::open;
-use crate::output::{bytes, print_json, seconds, table};
+use crate::output::{bytes, out, outln, print_json, seconds, table};
 use crate::Reported;
 
 pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
@@ -37,16 +37,16 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
             let (record, manifest) = outcome?;
             match output {
                 OutputFormat::Json => print_json(&json!({"backup": record, "manifest": manifest}))?,
-                OutputFormat::Table => println!(
-                    "backup {} of {}: {} stored ({} before compression) in {:.1}s, consistent at {}; next: drctl backup verify {}",
+                OutputFormat::Table => outln!(
+                    "backup {} of {}: {} stored ({} before compression) in {}, consistent at {}; next: drctl backup verify {}",
                     record.id,
                     record.service,
                     bytes(record.stored_bytes),
                     bytes(record.uncompressed_bytes),
-                    started.elapsed().as_secs_f64(),
+                    drctl_config::format_duration_short(started.elapsed()),
                     record.stop_lsn.as_deref().unwrap_or("?"),
                     record.id
-                ),
+                )?,
             }
             Ok(())
         }
@@ -83,7 +83,7 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
                             ]
                         })
                         .collect();
-                    print!(
+                    out!(
                         "{}",
                         table(
                             &[
@@ -100,7 +100,7 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
                             ],
                             &rows
                         )
-                    );
+                    )?;
                 }
             }
             Ok(())
@@ -119,13 +119,13 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
             let manifest = restored?;
             match output {
                 OutputFormat::Json => print_json(&json!({ "restored": id, "target": target, "manifest": manifest }))?,
-                OutputFormat::Table => println!(
+                OutputFormat::Table => outln!(
                     "restored backup {id} of {} into {} (consistent at {}); start it with pg_ctl -D {} start, as the postgres user, after setting its port",
                     manifest.service,
                     target.display(),
                     manifest.stop_lsn.as_deref().unwrap_or("?"),
                     target.display()
-                ),
+                )?,
             }
             Ok(())
         }
@@ -144,12 +144,10 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
             let report = report?;
             match output {
                 OutputFormat::Json => print_json(&json!({ "verification": report }))?,
-                OutputFormat::Table if report.verified => {
-                    println!(
-                        "backup {id}: verified ({} re-read, every checksum matches)",
-                        bytes(Some(report.bytes_read as i64))
-                    )
-                }
+                OutputFormat::Table if report.verified => outln!(
+                    "backup {id}: verified ({} re-read, every checksum matches)",
+                    bytes(Some(report.bytes_read as i64))
+                )?,
                 OutputFormat::Table => eprintln!(
                     "backup {id}: FAILED verification: {}",
                     report.reason.clone().unwrap_or_default()
@@ -202,15 +200,15 @@ pub async fn restore_test(args: RestoreTestArgs) -> anyhow::Result<()> {
     match args.output {
         OutputFormat::Json => print_json(&json!({ "restore_test": record, "outcome": outcome }))?,
         OutputFormat::Table => {
-            println!(
+            outln!(
                 "restore test of {} from backup {}: {}; ready after {}",
                 record.service,
                 record.backup_id,
                 if outcome.passed { "PASSED" } else { "FAILED" },
                 seconds(outcome.time_to_ready.map(|d| d.as_secs_f64()))
-            );
+            )?;
             for q in &outcome.queries {
-                println!(
+                outln!(
                     "  {} {}  -> {}",
                     if q.passed { "ok  " } else { "FAIL" },
                     q.query,
@@ -218,10 +216,10 @@ pub async fn restore_test(args: RestoreTestArgs) -> anyhow::Result<()> {
                         .clone()
                         .or_else(|| q.value.clone())
                         .unwrap_or_default()
-                );
+                )?;
             }
             if let Some(e) = &outcome.error {
-                println!("  error: {e}");
+                outln!("  error: {e}")?;
             }
         }
     }

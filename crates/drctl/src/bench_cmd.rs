@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use drctl_lab::{Lab, LabService, LabSpec, REGION_A, REGION_B};
+use drctl_store::states::MonitorStatus;
 use serde_json::json;
 
 use crate::cli::{BenchMonitorArgs, Layout, OutputFormat};
@@ -201,10 +202,11 @@ async fn measure(args: &BenchMonitorArgs, lab: &Lab, started: Instant) -> anyhow
         .json()
         .await?;
     let services = report["services"].as_array().cloned().unwrap_or_default();
-    let unknown = services.iter().filter(|s| s["status"] == "unknown").count();
+    let is_unknown = |s: &&serde_json::Value| served_status(s) == Some(MonitorStatus::Unknown);
+    let unknown = services.iter().filter(is_unknown).count();
     // The most common reason, so a failed run says why.
     let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
-    for s in services.iter().filter(|s| s["status"] == "unknown") {
+    for s in services.iter().filter(is_unknown) {
         let e = s["error"].as_str().unwrap_or("?");
         // Drop the endpoint name so equal causes group together.
         let cause = e
@@ -301,4 +303,10 @@ async fn measure(args: &BenchMonitorArgs, lab: &Lab, started: Instant) -> anyhow
         }
     }
     Ok(())
+}
+
+/// A service's status as `/api/v1/rpo-rto` serves it, read back into its
+/// enum (`None` when missing or unknown to this build).
+pub(crate) fn served_status(service: &serde_json::Value) -> Option<MonitorStatus> {
+    service["status"].as_str()?.parse().ok()
 }

@@ -9,15 +9,17 @@ use serde_json::json;
 
 use crate::cli::{FailoverArgs, OperationsArgs, OperationsCommand, OutputFormat};
 use crate::config_cmd::open;
-use crate::output::{bytes, print_json, seconds, table};
+use crate::output::{bytes, out, outln, print_json, seconds, table};
 use crate::Reported;
 
+/// A figure in the store's microseconds as a table cell.
 fn secs_us(us: Option<i64>) -> String {
-    seconds(us.map(|u| u as f64 / 1e6))
+    seconds(drctl_config::secs_from_us(us))
 }
 
+/// A figure in milliseconds (an RTO, a step's time) as a table cell.
 fn secs_ms(ms: Option<u64>) -> String {
-    seconds(ms.map(|m| m as f64 / 1e3))
+    seconds(drctl_config::secs_from_ms(ms))
 }
 
 pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> {
@@ -39,7 +41,7 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
         let blocked = !plan.standing(args.accept_data_loss).is_empty();
         match output {
             OutputFormat::Json => print_json(&json!({ "plan": plan, "blocked": blocked }))?,
-            OutputFormat::Table => print!("{}", render_plan(&plan, args.accept_data_loss)),
+            OutputFormat::Table => out!("{}", render_plan(&plan, args.accept_data_loss))?,
         }
         return if blocked {
             Err(Reported(1).into())
@@ -130,10 +132,11 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
                         .output::<drctl_failover::Rejoined>(drctl_failover::Step::Record)
                         .and_then(|r| r.method)
                         .map_or_else(|| "nothing to do".into(), |m| m.to_string());
-                    println!(
+                    outln!(
                         "rejoin {} succeeded: {} is a streaming standby again ({how})",
-                        outcome.id, outcome.target
-                    );
+                        outcome.id,
+                        outcome.target
+                    )?;
                 }
                 OutputFormat::Table => {
                     let m = outcome.measured.as_ref();
@@ -148,7 +151,7 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
                         ),
                         _ => secs_us(m.map(|m| m.rpo_us)),
                     };
-                    println!(
+                    outln!(
                         "{} {} succeeded: measured RPO {} ({}, {}), RTO {} (target {}){}",
                         outcome.kind.as_str(),
                         outcome.id,
@@ -162,7 +165,7 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
                                 ", write outage {}",
                                 secs_ms(Some(w))
                             )),
-                    );
+                    )?;
                 }
             }
             Ok(())
@@ -335,13 +338,13 @@ pub async fn operations(args: OperationsArgs) -> anyhow::Result<()> {
                             ]
                         })
                         .collect();
-                    print!(
+                    out!(
                         "{}",
                         table(
                             &["ID", "KIND", "SERVICE", "STATUS", "STARTED", "TOOK", "ERROR"],
                             &rows
                         )
-                    );
+                    )?;
                 }
             }
         }
@@ -360,7 +363,7 @@ pub async fn operations(args: OperationsArgs) -> anyhow::Result<()> {
             match output {
                 OutputFormat::Json => print_json(&json!({ "operation": op, "steps": steps }))?,
                 OutputFormat::Table => {
-                    println!(
+                    outln!(
                         "{} {} of {}: {}{}",
                         op.kind,
                         op.id,
@@ -369,7 +372,7 @@ pub async fn operations(args: OperationsArgs) -> anyhow::Result<()> {
                         op.error
                             .as_deref()
                             .map_or(String::new(), |e| format!(" ({e})"))
-                    );
+                    )?;
                     let rows: Vec<Vec<String>> = steps
                         .iter()
                         .map(|s| {
@@ -393,15 +396,15 @@ pub async fn operations(args: OperationsArgs) -> anyhow::Result<()> {
                             ]
                         })
                         .collect();
-                    print!(
+                    out!(
                         "{}",
                         table(
                             &["STEP", "STATUS", "ATTEMPTS", "AT", "TOOK", "ERROR"],
                             &rows
                         )
-                    );
+                    )?;
                     if let Some(r) = &op.result {
-                        println!("result: {r}");
+                        outln!("result: {r}")?;
                     }
                 }
             }

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::cli::{LabArgs, LabCommand, LinkAction, OutputFormat, WorkloadAction};
 use crate::config_cmd;
-use crate::output::table;
+use crate::output::{out, outln, table};
 use crate::serve_cmd::wait_for_stop_signal;
 
 pub async fn run(args: LabArgs) -> anyhow::Result<()> {
@@ -36,10 +36,10 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
         LabCommand::Down => {
             let done = tokio::task::spawn_blocking(move || Lab::down(&dir)).await??;
             if done.is_empty() {
-                println!("nothing was running; lab record removed");
+                outln!("nothing was running; lab record removed")?;
             }
             for line in done {
-                println!("{line}");
+                outln!("{line}")?;
             }
             Ok(())
         }
@@ -52,7 +52,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
                 LinkAction::Latency { delay } => ControlCommand::LinkLatency(delay.into()),
             };
             send_control(record.control_port, &command).await?;
-            println!("region link: {}", describe_link(&command));
+            outln!("region link: {}", describe_link(&command))?;
             Ok(())
         }
         LabCommand::Workload { action } => {
@@ -62,14 +62,14 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
                 WorkloadAction::Resume => ControlCommand::WorkloadResume,
             };
             send_control(record.control_port, &command).await?;
-            println!(
+            outln!(
                 "workload {}",
                 if command == ControlCommand::WorkloadPause {
                     "paused"
                 } else {
                     "resumed"
                 }
-            );
+            )?;
             Ok(())
         }
         LabCommand::Isolate { service, region } => signal_server(
@@ -114,10 +114,10 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
                     );
                 };
                 cluster.crash()?;
-                println!(
+                outln!(
                     "crashed the primary of {name} ({REGION_A}, port {})",
                     cluster.port
-                );
+                )?;
             }
             Ok(())
         }
@@ -139,16 +139,16 @@ fn signal_server(
     // A fence of a server that is already down is done (as powering off a
     // dead machine is): the failover that runs it as its fence hook goes on.
     if n == 0 && sig == nix::sys::signal::Signal::SIGKILL {
-        println!("{service} in {region} is not running: nothing to kill");
+        outln!("{service} in {region} is not running: nothing to kill")?;
         return Ok(());
     }
     if n == 0 {
         bail!("{service} in {region} is not running");
     }
-    println!(
+    outln!(
         "{what} {service} in {region} ({n} processes, port {})",
         cluster.port
-    );
+    )?;
     Ok(())
 }
 
@@ -208,7 +208,7 @@ async fn up(dir: &Path, api_port: u16, base_port: u16) -> anyhow::Result<()> {
     let url = daemon.api_url();
     let cfg = lab.config_path().display().to_string();
     eprintln!("[{:>5.1}s] lab ready", started.elapsed().as_secs_f64());
-    println!(
+    outln!(
         "\nThe drctl lab is running in {dir}.\n\
          \n  API          {url}/api/v1/rpo-rto\n  metrics      {url}/metrics\n  config       {cfg}\n\
          \nTry, in another terminal:\n\
@@ -221,7 +221,7 @@ async fn up(dir: &Path, api_port: u16, base_port: u16) -> anyhow::Result<()> {
          \n  drctl lab down                    stop everything\
          \n\nCtrl-C here stops the lab.",
         dir = dir.display()
-    );
+    )?;
     wait_for_stop_signal().await;
     eprintln!("stopping the lab…");
     daemon.stop().await;
@@ -272,11 +272,11 @@ async fn up_detached(dir: &Path, api_port: u16, base_port: u16) -> anyhow::Resul
                     .await
                     .is_ok_and(|r| r.status().is_success())
             {
-                println!(
+                outln!(
                     "lab running in the background (pid {pid}); API {}",
                     record.api_url
-                );
-                println!("log: {}; stop it with `drctl lab down`", log_path.display());
+                )?;
+                outln!("log: {}; stop it with `drctl lab down`", log_path.display())?;
                 return Ok(());
             }
         }
@@ -331,7 +331,7 @@ async fn status(dir: &Path, output: OutputFormat) -> anyhow::Result<()> {
         "workload": control.as_ref().map(|c| c["workload"].clone()),
     });
     match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&report)?)?,
         OutputFormat::Table => {
             let rows: Vec<Vec<String>> = clusters
                 .iter()
@@ -353,14 +353,14 @@ async fn status(dir: &Path, output: OutputFormat) -> anyhow::Result<()> {
                     ]
                 })
                 .collect();
-            print!(
+            out!(
                 "{}",
                 table(
                     &["SERVICE", "REGION", "ROLE", "PORT", "STATE", "REPLICATION"],
                     &rows
                 )
-            );
-            println!(
+            )?;
+            outln!(
                 "lab process {} ({}); API {}; config {}",
                 record.owner_pid,
                 if owner_alive {
@@ -370,17 +370,17 @@ async fn status(dir: &Path, output: OutputFormat) -> anyhow::Result<()> {
                 },
                 record.api_url,
                 record.config_path.display()
-            );
+            )?;
             if let Some(c) = control {
-                println!("link: {}; workload: {}", c["link"], c["workload"]);
+                outln!("link: {}; workload: {}", c["link"], c["workload"])?;
             }
             if !record.dns_zone.is_empty() {
-                println!(
+                outln!(
                     "DNS: zone {} on {} (key {})",
                     record.dns_zone,
                     record.dns_server,
                     record.dns_key_file.display()
-                );
+                )?;
             }
             for f in &record.fronts {
                 let at = |r| {
@@ -389,13 +389,13 @@ async fn status(dir: &Path, output: OutputFormat) -> anyhow::Result<()> {
                         .map(|a| a.to_string())
                         .unwrap_or_default()
                 };
-                println!(
+                outln!(
                     "front of {}: resolve {}, then connect to {} ({REGION_A}) or {} ({REGION_B})",
                     f.service,
                     f.record,
                     at(REGION_A),
                     at(REGION_B)
-                );
+                )?;
             }
         }
     }

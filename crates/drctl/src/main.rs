@@ -106,7 +106,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// `println!`/`eprintln!` panic when their stream is a closed pipe (Rust
 /// ignores SIGPIPE, so the write fails with EPIPE). The CLI's own output goes
 /// through `output::write_stdout`, which returns an error instead; this hook
-/// is the net for any `print!` left: it ends the process quietly instead of
+/// is the net for `eprintln!` (progress and errors on stderr) and for any
+/// print in a dependency: it ends the process quietly instead of
 /// printing a panic and a backtrace to a terminal. SIGPIPE is not reset to
 /// its default instead, because a write to a database's Unix socket that
 /// closed under a failover would then kill the process without a word.

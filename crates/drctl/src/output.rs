@@ -71,19 +71,10 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Seconds as a short human figure: `0.12s`, `4.5s`, `3m12s`, `2h05m`.
+/// A table cell for a figure in seconds: drctl's one formatter for people
+/// (`120ms`, `4s 500ms`, `3m 12s`), `-` when there is none.
 pub fn seconds(s: Option<f64>) -> String {
-    match s {
-        None => "-".into(),
-        Some(s) if s < 10.0 => format!("{s:.2}s"),
-        Some(s) if s < 60.0 => format!("{s:.1}s"),
-        Some(s) if s < 3600.0 => format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64),
-        Some(s) => format!(
-            "{}h{:02}m",
-            (s / 3600.0) as u64,
-            ((s % 3600.0) / 60.0) as u64
-        ),
-    }
+    s.map_or_else(|| "-".into(), drctl_config::format_secs)
 }
 
 /// Bytes with a binary unit.

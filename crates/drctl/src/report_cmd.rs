@@ -7,6 +7,7 @@ use drctl_report as report;
 
 use crate::cli::{ReportArgs, ReportFormat};
 use crate::config_cmd::open;
+use crate::output::out;
 
 pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     let (config, store) = open(&args.config).await?;
@@ -31,7 +32,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
                 path.display()
             );
         }
-        None => print!("{text}"),
+        None => out!("{text}")?,
     }
     store.close().await;
     Ok(())

@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
 use drctl_lab::{Lab, LabService, LabSpec, REGION_A, REGION_B};
+use drctl_store::states::MonitorStatus;
 use serde_json::{json, Value};
 
-use crate::bench_cmd::{cpu_ticks, rss_kib, services_config, start_serve};
+use crate::bench_cmd::{cpu_ticks, rss_kib, served_status, services_config, start_serve};
 use crate::cli::{Layout, OutputFormat, SoakArgs};
 use crate::output::outln;
 
@@ -130,9 +131,11 @@ async fn soak(args: &SoakArgs, lab: &Lab, started: Instant) -> anyhow::Result<bo
         .await?
         .json()
         .await?;
-    let ok_at_end = statuses["services"]
-        .as_array()
-        .map_or(0, |s| s.iter().filter(|s| s["status"] == "ok").count());
+    let ok_at_end = statuses["services"].as_array().map_or(0, |s| {
+        s.iter()
+            .filter(|s| served_status(s) == Some(MonitorStatus::Ok))
+            .count()
+    });
     progress("stopping the daemon (it flushes its last samples)");
     drop(daemon);
 
@@ -174,8 +177,8 @@ async fn soak(args: &SoakArgs, lab: &Lab, started: Instant) -> anyhow::Result<bo
                 missed_outside += missed;
                 if gaps_outside.len() < 10 {
                     gaps_outside.push(format!(
-                        "{service}: {:.1} s from {}",
-                        gap.num_milliseconds() as f64 / 1e3,
+                        "{service}: {} from {}",
+                        drctl_config::format_secs(gap.num_milliseconds() as f64 / 1e3),
                         w[0].to_rfc3339()
                     ));
                 }

@@ -260,7 +260,7 @@ mod tests {
         assert_eq!(lines[1].find("region-b"), Some(at("STANDBY")), "{text}");
         assert_eq!(lines[1].find("2.0KiB"), Some(at("BYTE LAG")), "{text}");
         assert_eq!(
-            lines[1].find("3.50s / 1m00s"),
+            lines[1].find("3s 500ms / 1m"),
             Some(at("RTO / TARGET")),
             "{text}"
         );

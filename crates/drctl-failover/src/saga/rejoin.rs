@@ -271,7 +271,9 @@ async fn streaming(ctx: &Ctx<'_>) -> ActionResult<Streaming> {
             p.cluster,
             p.target,
             engine.format_position(goal),
-            caught.receiver.as_deref().unwrap_or("not running"),
+            caught
+                .receiver
+                .map_or("not running".to_string(), |r| r.to_string()),
             caught
                 .last
                 .map_or("unknown".to_string(), |l| engine.format_position(l)),

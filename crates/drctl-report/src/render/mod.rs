@@ -50,7 +50,7 @@ fn opt_t(d: &Option<DateTime<Utc>>) -> String {
 }
 
 fn f(s: Option<f64>) -> String {
-    s.map(drctl_monitor::format_secs)
+    s.map(drctl_config::format_secs)
         .unwrap_or_else(|| "—".into())
 }
 
@@ -78,7 +78,7 @@ fn layout(r: &Report) -> Vec<Block> {
             r.summary.services,
             r.summary.without_findings,
             r.summary.breaches,
-            drctl_monitor::format_secs(r.summary.breach_s),
+            drctl_config::format_secs(r.summary.breach_s),
             r.summary.operations,
             r.summary.evidence_gaps,
         )),

@@ -1,136 +1,66 @@
 //! States of the evidence drctl records: backups, their verification and
 //! off-site copy, restore tests, and scheduled runs.
 
-/// Where a backup's run stands. Recorded `running` before its first byte
-/// goes to the object store, so a crash leaves a row the next run sees.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::Display,
-    strum::EnumString,
-    strum::AsRefStr,
-    strum::IntoStaticStr,
-    strum::VariantArray,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum BackupStatus {
-    Running,
-    Complete,
-    Failed,
+state_enum! {
+    /// Where a backup's run stands. Recorded `running` before its first byte
+    /// goes to the object store, so a crash leaves a row the next run sees.
+    pub enum BackupStatus {
+        Running,
+        Complete,
+        Failed,
+    }
 }
 
-/// The outcome of checking a backup against its manifest.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::Display,
-    strum::EnumString,
-    strum::AsRefStr,
-    strum::IntoStaticStr,
-    strum::VariantArray,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum VerificationStatus {
-    Verified,
-    Failed,
+state_enum! {
+    /// The outcome of checking a backup against its manifest.
+    pub enum VerificationStatus {
+        Verified,
+        Failed,
+    }
 }
 
-/// Where a backup's copy to its second (off-site) store stands.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::Display,
-    strum::EnumString,
-    strum::AsRefStr,
-    strum::IntoStaticStr,
-    strum::VariantArray,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum OffsiteStatus {
-    Copying,
-    Verified,
-    Failed,
+state_enum! {
+    /// Where a backup's copy to its second (off-site) store stands.
+    pub enum OffsiteStatus {
+        Copying,
+        Verified,
+        Failed,
+    }
 }
 
-/// Where a restore test stands; `passed` is RTO evidence.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::Display,
-    strum::EnumString,
-    strum::AsRefStr,
-    strum::IntoStaticStr,
-    strum::VariantArray,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum RestoreTestStatus {
-    Running,
-    Passed,
-    Failed,
+state_enum! {
+    /// Where a restore test stands; `passed` is RTO evidence.
+    pub enum RestoreTestStatus {
+        Running,
+        Passed,
+        Failed,
+    }
 }
 
-/// What became of one due run of a schedule.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::Display,
-    strum::EnumString,
-    strum::AsRefStr,
-    strum::IntoStaticStr,
-    strum::VariantArray,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum ScheduleRunStatus {
-    Running,
-    Ok,
-    Failed,
-    /// Its due time passed while no daemon could run it.
-    Missed,
-    /// Another holder ran it.
-    Skipped,
+state_enum! {
+    /// What became of one due run of a schedule.
+    pub enum ScheduleRunStatus {
+        Running,
+        Ok,
+        Failed,
+        /// Its due time passed while no daemon could run it.
+        Missed,
+        /// Another holder ran it.
+        Skipped,
+    }
+}
+
+state_enum! {
+    /// A job the daemon's scheduler runs on a service's schedule.
+    pub enum ScheduledJob {
+        Backup,
+        Verify,
+        RestoreTest,
+    }
 }
 
 crate::stored_as_text!(
+    ScheduledJob,
     BackupStatus,
     VerificationStatus,
     OffsiteStatus,
@@ -145,7 +75,7 @@ mod tests {
 
     use super::*;
     use crate::states::{
-        AlertSeverity, ComplianceStatus, DeliveryStatus, EvidenceStatus, MonitorStatus,
+        AlertKind, AlertSeverity, ComplianceStatus, DeliveryStatus, EvidenceStatus, MonitorStatus,
         ProofRequired, RpoJudgement, RtoJudgement,
     };
     use crate::{ScheduleRun, Store};
@@ -183,6 +113,7 @@ mod tests {
         spelled::<VerificationStatus>(&["verified", "failed"]);
         spelled::<OffsiteStatus>(&["copying", "verified", "failed"]);
         spelled::<RestoreTestStatus>(&["running", "passed", "failed"]);
+        spelled::<ScheduledJob>(&["backup", "verify", "restore_test"]);
         spelled::<ScheduleRunStatus>(&["running", "ok", "failed", "missed", "skipped"]);
         spelled::<MonitorStatus>(&["ok", "at_risk", "breach", "unknown"]);
         spelled::<ComplianceStatus>(&[
@@ -199,6 +130,7 @@ mod tests {
         spelled::<ProofRequired>(&["drill", "restore_test"]);
         spelled::<AlertSeverity>(&["info", "warning", "critical"]);
         spelled::<DeliveryStatus>(&["pending", "delivered", "failed"]);
+        spelled::<AlertKind>(&["breach", "evidence", "backup", "operation"]);
     }
 
     #[test]
@@ -232,7 +164,7 @@ mod tests {
             store
                 .record_schedule_run(&ScheduleRun {
                     service: "orders".into(),
-                    job: "backup".into(),
+                    job: ScheduledJob::Backup,
                     due_at: at(i as i64),
                     started_at: None,
                     ended_at: None,

@@ -1,36 +1,20 @@
 //! How a service's replication stands against its RPO target: the
 //! monitor's judgement of each lag sample, also used for the RTO.
 
-/// How a service stands against its target right now (stored with each
-/// lag sample). How grave each is: [`MonitorStatus::gravity`].
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::Display,
-    strum::EnumString,
-    strum::AsRefStr,
-    strum::IntoStaticStr,
-    strum::VariantArray,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum MonitorStatus {
-    /// Exposure at most half the target.
-    Ok,
-    /// Exposure above half the target, or above it for less than the grace.
-    AtRisk,
-    /// Exposure above the target for longer than the grace period.
-    Breach,
-    /// Not measurable (a database unreachable, a DSN unresolved…); the
-    /// service view carries the error.
-    Unknown,
+state_enum! {
+    /// How a service stands against its target right now (stored with each
+    /// lag sample). How grave each is: [`MonitorStatus::gravity`].
+    pub enum MonitorStatus {
+        /// Exposure at most half the target.
+        Ok,
+        /// Exposure above half the target, or above it for less than the grace.
+        AtRisk,
+        /// Exposure above the target for longer than the grace period.
+        Breach,
+        /// Not measurable (a database unreachable, a DSN unresolved…); the
+        /// service view carries the error.
+        Unknown,
+    }
 }
 
 impl MonitorStatus {

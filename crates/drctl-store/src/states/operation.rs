@@ -4,50 +4,34 @@
 //! JSON. What a kind *does* (its steps, its lease, what it excludes) is
 //! the failover engine's (`drctl-failover`), not the store's.
 
-/// What an operation is: one the failover engine journals step by step
-/// ([`OperationKind::is_journaled`]), or a job the daemon or API runs.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::Display,
-    strum::EnumString,
-    strum::AsRefStr,
-    strum::IntoStaticStr,
-    strum::VariantArray,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum OperationKind {
-    /// Unplanned: the source region is lost (or must be left now).
-    Failover,
-    /// Planned, zero data loss: the source is fenced, the target catches up
-    /// to its last position, then takes over.
-    Switchover,
-    /// A rehearsal with no production impact: the standby is cloned into a
-    /// scratch instance that is promoted, written to and announced under
-    /// the drill DNS record, then everything is torn down, also when a step
-    /// fails.
-    Drill,
-    /// An old primary (fenced or lost) becomes a standby of the new one:
-    /// pg_rewind, or a fresh clone when rewinding cannot work, so the pair
-    /// is protected again and can switch back.
-    Rejoin,
-    /// Cold tier: the newest verified backup is restored in the DR region,
-    /// started, probed and announced in DNS.
-    Recover,
-    /// A base backup (a job, not journaled).
-    Backup,
-    /// A backup checked against its manifest (a job).
-    Verify,
-    /// A backup restored into a scratch instance and probed (a job).
-    RestoreTest,
+state_enum! {
+    /// What an operation is: one the failover engine journals step by step
+    /// ([`OperationKind::is_journaled`]), or a job the daemon or API runs.
+    pub enum OperationKind {
+        /// Unplanned: the source region is lost (or must be left now).
+        Failover,
+        /// Planned, zero data loss: the source is fenced, the target catches up
+        /// to its last position, then takes over.
+        Switchover,
+        /// A rehearsal with no production impact: the standby is cloned into a
+        /// scratch instance that is promoted, written to and announced under
+        /// the drill DNS record, then everything is torn down, also when a step
+        /// fails.
+        Drill,
+        /// An old primary (fenced or lost) becomes a standby of the new one:
+        /// pg_rewind, or a fresh clone when rewinding cannot work, so the pair
+        /// is protected again and can switch back.
+        Rejoin,
+        /// Cold tier: the newest verified backup is restored in the DR region,
+        /// started, probed and announced in DNS.
+        Recover,
+        /// A base backup (a job, not journaled).
+        Backup,
+        /// A backup checked against its manifest (a job).
+        Verify,
+        /// A backup restored into a scratch instance and probed (a job).
+        RestoreTest,
+    }
 }
 
 impl OperationKind {
@@ -82,13 +66,18 @@ impl OperationKind {
     /// Changes which server is the primary, or rebuilds one: these exclude
     /// each other on a cluster.
     pub fn changes_production(self) -> bool {
-        matches!(
-            self,
-            OperationKind::Failover
-                | OperationKind::Switchover
-                | OperationKind::Recover
-                | OperationKind::Rejoin
-        )
+        PRODUCTION_KINDS.contains(&self)
+    }
+
+    /// The kinds an operation of this kind must not run beside on one
+    /// cluster: a production change excludes every other production
+    /// change; a drill only another drill (it has its own lease, so a
+    /// rehearsal never delays a real failover).
+    pub fn exclusive_with(self) -> &'static [OperationKind] {
+        match self {
+            OperationKind::Drill => &[OperationKind::Drill],
+            _ => PRODUCTION_KINDS,
+        }
     }
 
     /// Moves a service to another region, for real or rehearsed: what RTO
@@ -101,33 +90,25 @@ impl OperationKind {
     }
 }
 
-/// Where an operation stands.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::Display,
-    strum::EnumString,
-    strum::AsRefStr,
-    strum::IntoStaticStr,
-    strum::VariantArray,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum OpStatus {
-    /// A driver holds (or held, and died holding) the lease and works on it.
-    Running,
-    /// A step failed; nothing is half-applied and a resume continues it.
-    Stopped,
-    /// Ended without reaching its goal (refused, or undone).
-    Failed,
-    Succeeded,
+/// The kinds that change which server is primary, or rebuild one.
+const PRODUCTION_KINDS: &[OperationKind] = &[
+    OperationKind::Failover,
+    OperationKind::Switchover,
+    OperationKind::Recover,
+    OperationKind::Rejoin,
+];
+
+state_enum! {
+    /// Where an operation stands.
+    pub enum OpStatus {
+        /// A driver holds (or held, and died holding) the lease and works on it.
+        Running,
+        /// A step failed; nothing is half-applied and a resume continues it.
+        Stopped,
+        /// Ended without reaching its goal (refused, or undone).
+        Failed,
+        Succeeded,
+    }
 }
 
 impl OpStatus {
@@ -146,34 +127,20 @@ impl OpStatus {
     }
 }
 
-/// Where a journaled step stands.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::Display,
-    strum::EnumString,
-    strum::AsRefStr,
-    strum::IntoStaticStr,
-    strum::VariantArray,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum StepState {
-    Pending,
-    Started,
-    Done,
-    Failed,
-    /// Not run: an earlier step failed and the operation unwound to its
-    /// finally step (a drill's teardown).
-    Skipped,
+state_enum! {
+    /// Where a journaled step stands.
+    pub enum StepState {
+        Pending,
+        Started,
+        Done,
+        Failed,
+        /// Not run: an earlier step failed and the operation unwound to its
+        /// finally step (a drill's teardown).
+        Skipped,
+    }
 }
+
+crate::stored_as_text!(OperationKind, OpStatus, StepState);
 
 #[cfg(test)]
 mod tests {
@@ -196,5 +163,20 @@ mod tests {
             assert_eq!(serde_json::to_value(s).unwrap(), s.to_string());
         }
         assert_eq!(OperationKind::parse("restore-test"), None);
+    }
+
+    #[test]
+    fn production_changes_exclude_each_other_and_drills_only_drills() {
+        for k in OperationKind::VARIANTS {
+            if k.changes_production() {
+                assert!(k.exclusive_with().contains(k), "{k}");
+                assert!(!k.exclusive_with().contains(&OperationKind::Drill));
+            }
+        }
+        assert_eq!(
+            OperationKind::Drill.exclusive_with(),
+            &[OperationKind::Drill]
+        );
+        assert!(!OperationKind::Backup.changes_production());
     }
 }
