@@ -304,7 +304,7 @@ impl Guard {
             to: None,
             accept_data_loss: false,
             accept_unfenced: false,
-            requested_by: "automatic".into(),
+            requested_by: drctl_failover::REQUESTED_BY_AUTOMATIC.into(),
             reason: Some(evidence),
             detected_at: Some(detected_at),
         };

@@ -153,7 +153,8 @@ impl Engine {
             target,
             accept_data_loss: req.accept_data_loss,
             // Automatic failover never fails over unfenced, whatever asked.
-            accept_unfenced: req.accept_unfenced && req.requested_by != "automatic",
+            accept_unfenced: req.accept_unfenced
+                && req.requested_by != crate::REQUESTED_BY_AUTOMATIC,
             requested_by: req.requested_by.clone(),
             reason: req.reason.clone(),
             detected_at_us: req.detected_at.map(|t| t.timestamp_micros()),

@@ -72,6 +72,11 @@ pub use step::Step;
 /// This host's name, as host-local operations record it.
 pub use drctl_node::this_host;
 
+/// Who requested an operation, when it is the daemon's automatic failover
+/// (`Request.requested_by`; people and API callers are named otherwise):
+/// such a request can never accept an unfenced source.
+pub const REQUESTED_BY_AUTOMATIC: &str = "automatic";
+
 /// The lease that serialises operations on one cluster.
 pub fn lease_name(cluster: &str) -> String {
     format!("operation:{cluster}")
