@@ -101,15 +101,7 @@ pub async fn restore_recorded_backup(
     backup_id: &str,
     target: &std::path::Path,
 ) -> Result<Manifest, JobError> {
-    let record = store
-        .backup(backup_id)
-        .await?
-        .ok_or_else(|| JobError::UnknownBackup(backup_id.to_string()))?;
-    if record.deleted_at.is_some() {
-        return Err(JobError::Config(format!(
-            "backup {backup_id} was deleted by retention"
-        )));
-    }
+    let record = super::verify::recorded_backup(store, backup_id, "restore").await?;
     let expected = expected_for(config, &record).map_err(JobError::Config)?;
     let (_, objects) = readable_copy(config, &record).await?;
     Ok(crate::restore_backup(&objects, &record.service, &record.id, target, &expected).await?)

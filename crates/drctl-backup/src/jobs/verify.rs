@@ -11,16 +11,18 @@ pub async fn verify_recorded_backup(
     store: &Store,
     backup_id: &str,
 ) -> Result<VerifyReport, JobError> {
-    let record = recorded_backup(store, backup_id).await?;
+    let record = recorded_backup(store, backup_id, "verify").await?;
     verify_original(config, store, &record).await
 }
 
-/// A recorded backup that has objects to verify: complete and not deleted.
-/// Verifying anything else would only overwrite its record with a failure
-/// (a deleted backup's last verification is history worth keeping).
+/// A recorded backup that has objects to verify or restore (`purpose`, for
+/// the error): complete and not deleted. Verifying anything else would only
+/// overwrite its record with a failure (a deleted backup's last
+/// verification is history worth keeping); restoring it cannot work.
 pub(crate) async fn recorded_backup(
     store: &Store,
     backup_id: &str,
+    purpose: &str,
 ) -> Result<BackupRecord, JobError> {
     let record = store
         .backup(backup_id)
@@ -28,12 +30,12 @@ pub(crate) async fn recorded_backup(
         .ok_or_else(|| JobError::UnknownBackup(backup_id.to_string()))?;
     if record.deleted_at.is_some() {
         return Err(JobError::Config(format!(
-            "backup {backup_id} was deleted by retention; nothing to verify"
+            "backup {backup_id} was deleted by retention; nothing to {purpose}"
         )));
     }
     if record.status != BackupStatus::Complete {
         return Err(JobError::Config(format!(
-            "backup {backup_id} is {}, not complete; nothing to verify",
+            "backup {backup_id} is {}, not complete; nothing to {purpose}",
             record.status
         )));
     }
@@ -157,7 +159,7 @@ pub async fn verify_backup_and_offsite_copy(
     store: &Store,
     backup_id: &str,
 ) -> Result<BackupVerification, JobError> {
-    let record = recorded_backup(store, backup_id).await?;
+    let record = recorded_backup(store, backup_id, "verify").await?;
     let original = verify_original(config, store, &record).await;
     let offsite = match &record.offsite_store {
         Some(name) => Some(verify_offsite_copy(config, store, &record, name).await?),

@@ -9,7 +9,7 @@ use drctl_config::{Config, Service};
 use drctl_node::{Position, ServerState};
 use drctl_store::Store;
 
-use super::report::{self, Blocker, OperationParams, PlanReport};
+use super::report::{self, Blockers, OperationParams, PlanReport};
 use crate::node::read_state;
 use crate::OperationKind;
 
@@ -36,21 +36,8 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
     let targets = service
         .map(|s| s.targets)
         .unwrap_or_else(|| config.tiers.get(drctl_config::Tier::Hot));
-    let mut blockers = Vec::new();
-    let mut block = |code: &str, message: String, overridable: bool| {
-        blockers.push(Blocker {
-            code: code.into(),
-            message,
-            overridable,
-        })
-    };
-    if p.source == p.target {
-        block(
-            "same_region",
-            format!("source and target are both {}", p.source),
-            false,
-        );
-    }
+    let mut blockers = Blockers::default();
+    blockers.same_region(p);
     let has_datastore = service.is_some_and(Service::has_datastore);
     let read = |region: String| async move {
         let timeout = if region == p.source {
@@ -70,13 +57,13 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
     let mut basis = String::from("no datastore: nothing to lose");
     if has_datastore {
         match &target_state {
-            Err(e) => block("target_unreachable", format!("target {}@{} is unreachable: {e}", p.cluster, p.target), false),
-            Ok(t) if !t.standby && source_state.as_ref().is_ok_and(|s| s.writable()) => block(
+            Err(e) => blockers.block("target_unreachable", format!("target {}@{} is unreachable: {e}", p.cluster, p.target), false),
+            Ok(t) if !t.standby && source_state.as_ref().is_ok_and(|s| s.writable()) => blockers.block(
                 "target_not_standby",
                 format!("target {}@{} is already a writable primary while the source is too: two writable primaries, investigate before any failover", p.cluster, p.target),
                 false,
             ),
-            Ok(t) if !t.standby => block(
+            Ok(t) if !t.standby => blockers.block(
                 "target_not_standby",
                 format!("target {}@{} is not a standby (it is already a primary)", p.cluster, p.target),
                 false,
@@ -85,7 +72,7 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         }
         if p.kind == OperationKind::Switchover {
             if let Err(e) = &source_state {
-                block(
+                blockers.block(
                     "source_unreachable",
                     format!(
                         "a switchover needs the source {}@{} reachable ({e}); use failover",
@@ -137,7 +124,7 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
                         .filter(|l| *l > report::us(targets.rpo))
                         .filter(|_| p.kind == OperationKind::Failover)
                     {
-                        block(
+                        blockers.block(
                             "data_loss",
                             format!(
                                 "expected data loss {:.1} s exceeds the RPO target {:?}",
@@ -151,7 +138,7 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
                 None => {
                     basis = "unknown: the monitor has no exposure figure for the target".into();
                     if source_state.is_err() && p.kind == OperationKind::Failover {
-                        block(
+                        blockers.block(
                             "data_loss_unknown",
                             "the source is unreachable and the expected data loss is unknown"
                                 .into(),
@@ -165,7 +152,7 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
     let hook = service.and_then(|s| s.failover.fence_hook.as_ref());
     if let (Err(e), None, true) = (&source_state, hook, has_datastore) {
         if p.kind == OperationKind::Failover && !p.accept_unfenced {
-            block("unfenced_source", unfenced_message(p, e), false);
+            blockers.block("unfenced_source", unfenced_message(p, e), false);
         }
     }
     let past = store.operations(500).await.unwrap_or_default();
@@ -195,7 +182,7 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         expected_loss_basis: basis,
         dns: report::dns_flips(config, &p.members, &p.target, p.kind),
         fence,
-        blockers,
+        blockers: blockers.into_vec(),
         ..PlanReport::skeleton(
             p,
             targets,

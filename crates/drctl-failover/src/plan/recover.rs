@@ -8,7 +8,7 @@ use drctl_config::Config;
 use drctl_node::{NodeActions, NodeRef};
 use drctl_store::{BackupRecord, Store};
 
-use super::report::{self, Blocker, OperationParams, PlanReport};
+use super::report::{self, Blockers, OperationParams, PlanReport};
 
 const REACH: Duration = Duration::from_secs(3);
 
@@ -19,28 +19,15 @@ pub(crate) async fn make_plan(
     p: &OperationParams,
 ) -> PlanReport {
     let service = config.service(&p.service);
-    let mut blockers = Vec::new();
-    let mut block = |code: &str, message: String, overridable: bool| {
-        blockers.push(Blocker {
-            code: code.into(),
-            message,
-            overridable,
-        })
-    };
-    if p.source == p.target {
-        block(
-            "same_region",
-            format!("source and target are both {}", p.source),
-            false,
-        );
-    }
+    let mut blockers = Blockers::default();
+    blockers.same_region(p);
     let backup: Option<BackupRecord> = store
         .newest_verified_backup(&p.service)
         .await
         .ok()
         .flatten();
     if backup.is_none() {
-        block(
+        blockers.block(
             "no_verified_backup",
             format!(
                 "{} has no verified backup to recover from (drctl backup run, drctl backup verify)",
@@ -51,7 +38,7 @@ pub(crate) async fn make_plan(
     }
     let server = service.and_then(|s| NodeRef::for_service(s, &p.target));
     match &server {
-        None => block(
+        None => blockers.block(
             "no_data_dir",
             format!("[services.postgres.{}] of {} has no data_dir to restore into", p.target, p.service),
             false,
@@ -59,13 +46,13 @@ pub(crate) async fn make_plan(
         // A directory this recovery's own restore claimed may be wiped
         // and redone; anything else in it is never overwritten.
         Some(n) => match node.status(n).await {
-            Ok(st) if !st.empty && st.restore_claim.is_none() => block(
+            Ok(st) if !st.empty && st.restore_claim.is_none() => blockers.block(
                 "data_dir_not_empty",
                 format!("{} is not empty: a recovery never overwrites a directory it did not fill (move it away first)", n.data_dir.display()),
                 false,
             ),
             Ok(_) => {}
-            Err(e) => block(
+            Err(e) => blockers.block(
                 "node_unreadable",
                 format!("cannot read {} on its node: {e}", n.data_dir.display()),
                 false,
@@ -76,7 +63,7 @@ pub(crate) async fn make_plan(
         |region: String| async move { crate::node::read_state(service, &region, REACH).await };
     let (source, target) = tokio::join!(read(p.source.clone()), read(p.target.clone()));
     if target.as_ref().is_ok_and(|t| t.writable()) {
-        block(
+        blockers.block(
             "target_running",
             format!("a writable server already answers for {} in {}: recovered already? (drctl operations list)", p.service, p.target),
             false,
@@ -94,7 +81,7 @@ pub(crate) async fn make_plan(
         .and_then(|b| b.ended_at)
         .map(|e| (end - e).num_microseconds().unwrap_or(i64::MAX).max(0));
     if let Some(loss) = expected_loss_us.filter(|l| *l > report::us(targets.rpo)) {
-        block(
+        blockers.block(
             "data_loss",
             format!(
                 "the newest verified backup ended {:.0} s ago, beyond the RPO target {:?}",
@@ -128,7 +115,7 @@ pub(crate) async fn make_plan(
             (_, Some(h)) => format!("source unreachable: run the fence hook {}", h.join(" ")),
             _ => "source unreachable and no fence hook: DNS removal only".into(),
         },
-        blockers,
+        blockers: blockers.into_vec(),
         ..PlanReport::skeleton(
             p,
             targets,

@@ -8,7 +8,7 @@ use drctl_config::Config;
 use drctl_node::{NodeActions, NodeRef, NodeStatus};
 use drctl_store::Store;
 
-use super::report::{Blocker, LocalNode, OperationParams, PlanReport};
+use super::report::{Blockers, LocalNode, OperationParams, PlanReport};
 use crate::node::{dataset_id, read_state};
 
 const REACH: Duration = Duration::from_secs(5);
@@ -20,16 +20,9 @@ pub(crate) async fn make_plan(
     p: &OperationParams,
 ) -> PlanReport {
     let service = config.service(&p.service);
-    let mut blockers = Vec::new();
-    let mut block = |code: &str, message: String| {
-        blockers.push(Blocker {
-            code: code.into(),
-            message,
-            overridable: false,
-        })
-    };
+    let mut blockers = Blockers::default();
     if p.source == p.target {
-        block(
+        blockers.refuse(
             "same_region",
             format!("{} is the primary: there is nothing to rejoin", p.target),
         );
@@ -37,11 +30,11 @@ pub(crate) async fn make_plan(
     let read = |region: String| async move { read_state(service, &region, REACH).await };
     let (primary, old) = tokio::join!(read(p.source.clone()), read(p.target.clone()));
     match &primary {
-        Err(e) => block(
+        Err(e) => blockers.refuse(
             "primary_unreachable",
             format!("the primary {}@{} is unreachable: {e}", p.cluster, p.source),
         ),
-        Ok(s) if !s.writable() => block(
+        Ok(s) if !s.writable() => blockers.refuse(
             "primary_not_writable",
             format!(
                 "{}@{} is not a writable primary (standby: {}, fenced: {})",
@@ -52,7 +45,7 @@ pub(crate) async fn make_plan(
     }
     if let Ok(o) = &old {
         if o.writable() {
-            block(
+            blockers.refuse(
                 "second_writable_primary",
                 format!("{}@{} takes writes: fence it first (the daemon's watchdog does) — stopping it now would drop its clients' writes", p.cluster, p.target),
             );
@@ -63,7 +56,7 @@ pub(crate) async fn make_plan(
     // database is there and which).
     let status: Option<NodeStatus> = match &server {
         None => {
-            block(
+            blockers.refuse(
                 "no_data_dir",
                 format!("[services.postgres.{}] has no data_dir: drctl rejoin needs the server's data directory", p.target),
             );
@@ -71,7 +64,7 @@ pub(crate) async fn make_plan(
         }
         Some(n) => match node.status(n).await {
             Ok(st) if !st.initialized => {
-                block(
+                blockers.refuse(
                     "data_dir_not_here",
                     format!("{} is not a {} data directory on this host: run drctl rejoin on the host of {}", n.data_dir.display(), service.map(drctl_node::Engine::of).map_or("database", |e| e.name()), p.target),
                 );
@@ -79,7 +72,7 @@ pub(crate) async fn make_plan(
             }
             Ok(st) => Some(st),
             Err(e) => {
-                block(
+                blockers.refuse(
                     "data_dir_not_here",
                     format!("cannot read {} on its node: {e}", n.data_dir.display()),
                 );
@@ -99,7 +92,7 @@ pub(crate) async fn make_plan(
         _ => None,
     };
     match (&local_id, primary_id) {
-        (Some(l), Some(pid)) if *l != pid => block(
+        (Some(l), Some(pid)) if *l != pid => blockers.refuse(
             "other_database",
             format!(
                 "{data_dir} holds database {l}, not a copy of the primary {}@{} (database {pid}): it is another server's data; refusing to touch it",
@@ -107,11 +100,11 @@ pub(crate) async fn make_plan(
                 p.source
             ),
         ),
-        (None, _) if status.is_some() => block(
+        (None, _) if status.is_some() => blockers.refuse(
             "no_control_file",
             format!("{data_dir} has no readable identity (global/pg_control): cannot tell which database it holds"),
         ),
-        (Some(_), None) if primary.is_ok() => block(
+        (Some(_), None) if primary.is_ok() => blockers.refuse(
             "primary_identity_unknown",
             format!("cannot read the system identifier of the primary {}@{}", p.cluster, p.source),
         ),
@@ -143,7 +136,7 @@ pub(crate) async fn make_plan(
                 p.source
             )
         },
-        blockers,
+        blockers: blockers.into_vec(),
         local: server.as_ref().map(|n| LocalNode {
             host: status
                 .as_ref()

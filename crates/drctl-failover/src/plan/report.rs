@@ -57,6 +57,41 @@ pub struct Blocker {
     pub overridable: bool,
 }
 
+/// The blockers a plan collects as it reads each side.
+#[derive(Debug, Default)]
+pub(crate) struct Blockers(Vec<Blocker>);
+
+impl Blockers {
+    /// A reason not to run; `overridable`: `--accept-data-loss` passes it.
+    pub fn block(&mut self, code: &str, message: String, overridable: bool) {
+        self.0.push(Blocker {
+            code: code.into(),
+            message,
+            overridable,
+        });
+    }
+
+    /// A reason not to run that no flag overrides.
+    pub fn refuse(&mut self, code: &str, message: String) {
+        self.block(code, message, false);
+    }
+
+    /// `same_region` when the operation would move a service onto the
+    /// region it is in.
+    pub fn same_region(&mut self, p: &OperationParams) {
+        if p.source == p.target {
+            self.refuse(
+                "same_region",
+                format!("source and target are both {}", p.source),
+            );
+        }
+    }
+
+    pub fn into_vec(self) -> Vec<Blocker> {
+        self.0
+    }
+}
+
 /// The plan: what would happen and what it would cost, now.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlanReport {
