@@ -180,6 +180,7 @@ async fn a_scratch_clone_starts_isolated_promotes_and_tears_down_and_each_step_r
         node: clone.node(),
         wait_ready_ms: Some(CLONE_READY.as_millis() as u64),
         recovered: None,
+        unfence: false,
     };
     assert!(!node.start(&start).await.unwrap().already_running);
     assert!(node.start(&start).await.unwrap().already_running);
@@ -294,6 +295,7 @@ async fn an_old_primary_is_rewound_and_rejoined_as_a_standby_of_the_promoted_one
         node: old.clone(),
         wait_ready_ms: None,
         recovered: None,
+        unfence: false,
     };
     assert!(!node.start(&start).await.unwrap().already_running);
 
@@ -400,6 +402,7 @@ async fn a_backup_is_restored_only_into_a_directory_its_operation_claimed_then_s
         node: target.clone(),
         wait_ready_ms: Some(60_000),
         recovered: Some(RecoveredServer::from_dsn(&dsn)),
+        unfence: false,
     };
     assert!(!node.start(&start).await.unwrap().already_running);
     let status = node.status(&target).await.unwrap();
@@ -428,6 +431,7 @@ async fn a_backup_is_restored_only_into_a_directory_its_operation_claimed_then_s
         node: Some(target.clone()),
         hook: None,
         hook_timeout_ms: 10_000,
+        mode: StopMode::Immediate,
     };
     let fenced = node.hard_fence(&fence).await.unwrap();
     assert_eq!(fenced.method, HardFenceMethod::Stopped);
@@ -437,6 +441,30 @@ async fn a_backup_is_restored_only_into_a_directory_its_operation_claimed_then_s
         Some(false)
     );
     assert!(db.probe().await.unwrap_err().is_connection_failure());
+
+    // The fence holds: the node names the operation, and a plain start (a
+    // rebooted host, a stray command) is refused with nothing started.
+    let status = node.status(&target).await.unwrap();
+    assert_eq!(status.fenced_by.as_deref(), Some("op-recover-1"));
+    let plain = StartRequest {
+        node: target.clone(),
+        wait_ready_ms: Some(60_000),
+        recovered: None,
+        unfence: false,
+    };
+    let refused = node.start(&plain).await.unwrap_err();
+    assert_eq!(refused.kind, NodeErrorKind::Refused, "{refused}");
+    assert!(refused.message.contains("op-recover-1"), "{refused}");
+    assert!(!node.status(&target).await.unwrap().running);
+    // Only a start that lifts it (a rejoin's, a recovery's) runs it again.
+    let lifted = StartRequest {
+        unfence: true,
+        ..plain.clone()
+    };
+    assert!(!node.start(&lifted).await.unwrap().already_running);
+    let status = node.status(&target).await.unwrap();
+    assert!(status.running && status.fenced_by.is_none(), "{status:?}");
+    node.stop(&target, StopMode::Immediate).await.unwrap();
 
     // Without a local server, the operator's hook is the hard fence.
     let hooked = node
@@ -469,6 +497,7 @@ async fn a_backup_is_restored_only_into_a_directory_its_operation_claimed_then_s
         node: scratch.node(),
         wait_ready_ms: Some(60_000),
         recovered: None,
+        unfence: false,
     };
     assert!(!node.start(&start).await.unwrap().already_running);
     let db = Engine::Postgres

@@ -163,6 +163,7 @@ pub async fn run_restore_test(
             ),
             wait_ready_ms: None,
             recovered: None,
+            unfence: false,
         })
         .await
         .map_err(|e| e.to_string())?;

@@ -35,6 +35,7 @@ mod datastore;
 mod hook;
 mod local;
 mod node;
+mod nodes;
 mod position;
 mod postgres;
 
@@ -45,9 +46,10 @@ pub use datastore::{
     SoftFence, StandbyPosition, WriteProbe,
 };
 pub use local::{
-    default_scratch_root, local_system_identifier, restore_claim_path, rewind_diverged, this_host,
-    BackupSource, LocalNode, CLONE_READY,
+    default_scratch_root, fence_mark_path, local_system_identifier, restore_claim_path,
+    rewind_diverged, this_host, BackupSource, LocalNode, CLONE_READY,
 };
+pub use nodes::Nodes;
 pub use node::{
     CloneRequest, Dsn, HardFenceMethod, HardFenceRequest, HardFenced, HookRun, NodeActions,
     NodeError, NodeErrorKind, NodeRef, NodeStatus, RecoveredServer, RestoreRequest, Restored,

@@ -121,9 +121,27 @@ pub fn local_system_identifier(data_dir: &Path) -> Option<u64> {
 /// operation: a rerun after a crash may wipe what that operation began,
 /// never a directory someone else filled.
 pub fn restore_claim_path(dir: &Path) -> PathBuf {
+    beside(dir, ".drctl-recover")
+}
+
+/// The hard fence's mark of a data directory, beside it (inside, a
+/// rewind or a copy would carry it to another server): it names the
+/// operation that fenced the server, and while it is there
+/// [`NodeActions::start`] refuses to start it.
+pub fn fence_mark_path(dir: &Path) -> PathBuf {
+    beside(dir, ".drctl-fenced")
+}
+
+fn beside(dir: &Path, suffix: &str) -> PathBuf {
     let mut name = dir.file_name().unwrap_or_default().to_os_string();
-    name.push(".drctl-recover");
+    name.push(suffix);
     dir.with_file_name(name)
+}
+
+fn read_mark(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|c| c.trim().to_string())
 }
 
 fn is_empty_dir(dir: &Path) -> bool {
@@ -183,9 +201,8 @@ impl NodeActions for LocalNode {
                 initialized: dir.join("PG_VERSION").exists(),
                 empty: is_empty_dir(dir),
                 dataset_id: local_system_identifier(dir).map(|i| i.to_string()),
-                restore_claim: std::fs::read_to_string(restore_claim_path(dir))
-                    .ok()
-                    .map(|c| c.trim().to_string()),
+                restore_claim: read_mark(&restore_claim_path(dir)),
+                fenced_by: read_mark(&fence_mark_path(dir)),
             })
         })
         .await
@@ -210,6 +227,15 @@ impl NodeActions for LocalNode {
         let started = Instant::now();
         blocking(move || {
             let already_running = cluster.is_running();
+            let mark = fence_mark_path(&cluster.data_dir);
+            if let Some(by) = read_mark(&mark) {
+                if !req.unfence {
+                    return Err(NodeError::refused(format!(
+                        "{} is hard-fenced by operation {by}: it may be an old primary, so only a rejoin (as a standby of the current primary) or a recovery starts it again (`drctl rejoin`)",
+                        req.node.name
+                    )));
+                }
+            }
             if !already_running {
                 if let Some(r) = &req.recovered {
                     cluster.adopt_recovered_listening(&r.listen)?;
@@ -220,6 +246,8 @@ impl NodeActions for LocalNode {
                 cluster.wait_ready(Duration::from_millis(ms))?;
             }
             let _ = std::fs::remove_file(restore_claim_path(&cluster.data_dir));
+            // Lifted only once the server runs as the caller configured it.
+            let _ = std::fs::remove_file(&mark);
             Ok(Started {
                 already_running,
                 took_ms: started.elapsed().as_millis() as u64,
@@ -424,11 +452,19 @@ impl NodeActions for LocalNode {
     async fn hard_fence(&self, req: &HardFenceRequest) -> Result<HardFenced, NodeError> {
         if let Some(node) = &req.node {
             if node.data_dir.join("PG_VERSION").exists() {
-                let stopped = self.stop(node, StopMode::Immediate).await?;
+                // The mark first: a crash between the two leaves a server
+                // that no plain start brings back, never a running one
+                // without a mark.
+                let mark = fence_mark_path(&node.data_dir);
+                if read_mark(&mark).is_none() {
+                    write_mark(&mark, &req.operation_id)?;
+                }
+                let stopped = self.stop(node, req.mode).await?;
                 return Ok(HardFenced {
                     method: HardFenceMethod::Stopped,
                     was_running: Some(stopped.was_running),
                     hook: None,
+                    host: Some(this_host()),
                 });
             }
         }
@@ -447,15 +483,32 @@ impl NodeActions for LocalNode {
                     method: HardFenceMethod::Hook,
                     was_running: None,
                     hook: Some(run),
+                    host: None,
                 })
             }
             None => Ok(HardFenced {
                 method: HardFenceMethod::None,
                 was_running: None,
                 hook: None,
+                host: None,
             }),
         }
     }
+}
+
+/// Writes a mark durably (the fence must survive a power loss of the host).
+fn write_mark(path: &Path, content: &str) -> Result<(), NodeError> {
+    use std::io::Write;
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(path)?;
+        f.write_all(content.as_bytes())?;
+        f.sync_all()?;
+        if let Some(parent) = path.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| NodeError::failed(format!("writing the fence mark {}: {e}", path.display())))
 }
 
 #[cfg(test)]

@@ -91,6 +91,9 @@ pub enum NodeErrorKind {
     /// The action started and failed (a program's error, a full disk); its
     /// message says what is left. Repeating it is safe.
     Failed,
+    /// The node (its agent) could not be reached: nothing is known to have
+    /// been done, and repeating the action is safe.
+    Unreachable,
 }
 
 /// A node action's failure: short, naming the thing, suggesting the fix.
@@ -145,6 +148,11 @@ pub struct NodeStatus {
     /// The operation whose restore claims the directory
     /// ([`NodeActions::restore_backup`]), until a start releases it.
     pub restore_claim: Option<String>,
+    /// The operation whose hard fence holds the server down
+    /// ([`NodeActions::hard_fence`]): a start is refused until a rejoin
+    /// or a recovery lifts it ([`StartRequest::unfence`]).
+    #[serde(default)]
+    pub fenced_by: Option<String>,
 }
 
 /// How to stop a server.
@@ -191,6 +199,13 @@ pub struct StartRequest {
     /// Before a first start of a restored directory: configure it as a
     /// recovered production server.
     pub recovered: Option<RecoveredServer>,
+    /// Lift a hard fence first. Only the operations that make the server
+    /// safe to run again set it (a rejoin, once it is a standby of the
+    /// current primary; a recovery); any other start of a fenced server is
+    /// refused, so a restarted host or a stray `start` cannot bring an old
+    /// primary back writable beside the new one.
+    #[serde(default)]
+    pub unfence: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -353,6 +368,14 @@ pub struct HardFenceRequest {
     /// there is no local server to stop.
     pub hook: Option<Vec<String>>,
     pub hook_timeout_ms: u64,
+    /// How the server is stopped: `fast` for a planned switchover (its
+    /// standbys receive everything first), `immediate` for a failover.
+    #[serde(default = "immediate")]
+    pub mode: StopMode,
+}
+
+fn immediate() -> StopMode {
+    StopMode::Immediate
 }
 
 impl HardFenceRequest {
@@ -373,7 +396,14 @@ impl HardFenceRequest {
             node: NodeRef::for_service(service, region).filter(|_| stop_local_server),
             hook: service.failover.fence_hook.clone(),
             hook_timeout_ms: service.failover.fence_hook_timeout.as_millis() as u64,
+            mode: StopMode::Immediate,
         }
+    }
+
+    /// The same fence, stopping the server with `mode`.
+    pub fn with_mode(mut self, mode: StopMode) -> Self {
+        self.mode = mode;
+        self
     }
 }
 
@@ -404,6 +434,10 @@ pub struct HardFenced {
     pub method: HardFenceMethod,
     pub was_running: Option<bool>,
     pub hook: Option<HookRun>,
+    /// The host that stopped the server (the evidence of where the fence
+    /// was applied); absent for a hook or in journals before the agent.
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 /// Everything drctl does to a database host's processes and files.
@@ -468,4 +502,11 @@ pub trait NodeActions: Send + Sync {
     /// stops it and cuts its network, and a primary that loses its lease
     /// fences itself) comes with the agent.
     async fn hard_fence(&self, req: &HardFenceRequest) -> Result<HardFenced, NodeError>;
+
+    /// Where the actions run: `None` on drctl's own host, else the agent's
+    /// address (plans and evidence name it; a rejoin planned through an
+    /// agent is bound to that agent, not to drctl's host).
+    fn agent(&self) -> Option<&str> {
+        None
+    }
 }

@@ -181,10 +181,12 @@ impl Ctx<'_> {
 
 /// A node action's failure as what happens next: an action it refused
 /// (it would harm what it does not own) ends the operation, anything else
-/// stops it resumable (every node action is safe to repeat).
+/// stops it resumable (every node action is safe to repeat); an agent
+/// that did not answer is tried again.
 pub(crate) fn node_error(e: drctl_node::NodeError) -> StepError {
     match e.kind {
         drctl_node::NodeErrorKind::Refused => StepError::abandon(e.message),
+        drctl_node::NodeErrorKind::Unreachable => StepError::retry(e.message),
         drctl_node::NodeErrorKind::Missing | drctl_node::NodeErrorKind::Failed => {
             StepError::stop(e.message)
         }

@@ -170,6 +170,7 @@ async fn start_clone(ctx: &Ctx<'_>) -> ActionResult<CloneStarted> {
             node: clone.scratch().node(),
             wait_ready_ms: Some(CLONE_READY.as_millis() as u64),
             recovered: None,
+            unfence: false,
         })
         .await
         .map_err(node_error)?;

@@ -131,6 +131,7 @@ async fn start(ctx: &Ctx<'_>) -> ActionResult<Started> {
             node,
             wait_ready_ms: None,
             recovered: Some(RecoveredServer::from_dsn(&dsn)),
+            unfence: true,
         })
         .await
         .map_err(node_error)?;

@@ -233,6 +233,7 @@ async fn start_node(ctx: &Ctx<'_>) -> ActionResult<NodeStarted> {
         node: server(ctx)?,
         wait_ready_ms: None,
         recovered: None,
+        unfence: true,
     };
     ctx.node.start(&req).await.map_err(node_error)?;
     Ok(Action::Done(NodeStarted { started: true }))
