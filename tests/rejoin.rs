@@ -106,15 +106,23 @@ async fn after_a_switchover_the_old_primary_rejoins_and_the_pair_switches_back()
     let store = Store::open(config.store.url.expose()).await.unwrap();
     let engine = Engine::new(config, store);
 
+    let started = std::time::Instant::now();
     let there = engine
         .run(&request(OperationKind::Switchover, REGION_B), &|_| {})
         .await
         .unwrap();
     assert_eq!(there.status, OpStatus::Succeeded);
-    let method = rejoin(&lab, REGION_A);
-    eprintln!("rejoin after a switchover: {method}");
+    // `rejoin = "auto"` (the default): the old primary was rewound as a
+    // standby of the new one by the switchover's own follow-up, journaled
+    // as an operation of its own; no manual step.
+    let follow = there.rejoin.as_ref().expect("an automatic rejoin followed");
+    assert_eq!(follow.status, Some(OpStatus::Succeeded), "{follow:?}");
     streams_from(&lab, REGION_A, REGION_B, 1).await;
-    // A second rejoin finds nothing to do.
+    eprintln!(
+        "switchover start to the old primary streaming again: {:?}",
+        started.elapsed()
+    );
+    // A manual rejoin now finds nothing to do.
     assert_eq!(rejoin(&lab, REGION_A), "skipped");
 
     // Protected again: back to region-a with zero loss.
@@ -126,7 +134,10 @@ async fn after_a_switchover_the_old_primary_rejoins_and_the_pair_switches_back()
     assert_eq!((m.rpo_bytes, m.rpo_us), (0, 0), "{m:?}");
     assert!(writable(&lab, REGION_A).await);
     assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.1.1"));
-    rejoin(&lab, REGION_B);
+    assert_eq!(
+        back.rejoin.as_ref().and_then(|r| r.status),
+        Some(OpStatus::Succeeded)
+    );
     streams_from(&lab, REGION_B, REGION_A, 2).await;
     // The rejoined standby was not left fenced: promoting it works.
     let third = engine

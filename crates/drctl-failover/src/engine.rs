@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use drctl_config::Config;
-use drctl_node::{LocalNode, NodeActions};
+use drctl_node::{LocalNode, NodeActions, Nodes};
 use drctl_store::{Lease, StepRecord, Store, StoreError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -56,9 +56,30 @@ pub struct Outcome {
     /// The actions' results, for [`Outcome::output`].
     #[serde(skip)]
     outputs: BTreeMap<Step, Entry>,
+    /// The automatic rejoin of the old primary that followed a switchover
+    /// (`[services.failover] rejoin = "auto"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejoin: Option<FollowUp>,
+}
+
+/// An operation started by drctl itself after another ended.
+#[derive(Clone, Debug, Serialize)]
+pub struct FollowUp {
+    pub kind: OperationKind,
+    /// The follow-up's operation id, when it started.
+    pub id: Option<String>,
+    pub status: Option<OpStatus>,
+    /// Why it did not start or did not finish (the old primary then stays
+    /// fenced; the daemon's guard tries again).
+    pub error: Option<String>,
 }
 
 impl Outcome {
+    /// The plan it executed (its first action's output).
+    pub fn plan(&self) -> Option<PlanReport> {
+        self.output(Step::Plan)
+    }
+
     /// An action's output, read back by type (`None` when it was skipped,
     /// did not run, or is not a `T`).
     pub fn output<T: DeserializeOwned>(&self, step: Step) -> Option<T> {
@@ -81,7 +102,7 @@ impl Drop for AbortOnDrop {
 pub struct Engine {
     config: Arc<Config>,
     store: Store,
-    node: Arc<dyn NodeActions>,
+    nodes: Nodes,
     driver: String,
 }
 
@@ -94,8 +115,14 @@ impl Engine {
         Engine::with_node(config, store, node)
     }
 
-    /// The engine acting through `node` (an agent's client, issue 17).
+    /// The engine acting through `node` for every server.
     pub fn with_node(config: Arc<Config>, store: Store, node: Arc<dyn NodeActions>) -> Engine {
+        Engine::with_nodes(config, store, Nodes::uniform(node))
+    }
+
+    /// The engine acting through `nodes`: per service and region, drctl's
+    /// own host or the agent beside the server.
+    pub fn with_nodes(config: Arc<Config>, store: Store, nodes: Nodes) -> Engine {
         let host = crate::this_host();
         let driver = format!(
             "{host}/{}/{}",
@@ -105,7 +132,7 @@ impl Engine {
         Engine {
             config,
             store,
-            node,
+            nodes,
             driver,
         }
     }
@@ -167,7 +194,7 @@ impl Engine {
     pub async fn plan(&self, req: &Request) -> Result<PlanReport, FailoverError> {
         let params = self.params(req).await?;
         let mut report =
-            plan::make_plan(&self.config, &self.store, self.node.as_ref(), &params).await;
+            plan::make_plan(&self.config, &self.store, &self.nodes, &params).await;
         report.steps = params.kind.steps().to_vec();
         Ok(report)
     }
@@ -180,7 +207,67 @@ impl Engine {
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Outcome, FailoverError> {
         let params = self.params(req).await?;
-        self.start(params, progress).await
+        let outcome = self.start(params, progress).await?;
+        Ok(self.follow_up(outcome, progress).await)
+    }
+
+    /// After a switchover, the old primary becomes a standby of the new
+    /// one at once (`rejoin = "auto"`, the default) with its own journaled
+    /// rejoin, so the service is protected again without a person: what
+    /// Patroni and CloudNativePG do. A rejoin that cannot start or finish
+    /// is reported with the switchover, which stays a success.
+    async fn follow_up(
+        &self,
+        mut outcome: Outcome,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Outcome {
+        let Some(req) = self.auto_rejoin_request(&outcome) else {
+            return outcome;
+        };
+        let result = match self.params(&req).await {
+            Ok(params) => self.start(params, progress).await,
+            Err(e) => Err(e),
+        };
+        outcome.rejoin = Some(match result {
+            Ok(r) => FollowUp {
+                kind: OperationKind::Rejoin,
+                id: Some(r.id),
+                status: Some(r.status),
+                error: None,
+            },
+            Err(e) => {
+                tracing::warn!(service = %req.service, error = %e, "the automatic rejoin after the switchover did not complete");
+                FollowUp {
+                    kind: OperationKind::Rejoin,
+                    id: None,
+                    status: None,
+                    error: Some(e.to_string()),
+                }
+            }
+        });
+        outcome
+    }
+
+    /// The rejoin a finished operation calls for, if any.
+    fn auto_rejoin_request(&self, outcome: &Outcome) -> Option<Request> {
+        if outcome.kind != OperationKind::Switchover || outcome.status != OpStatus::Succeeded {
+            return None;
+        }
+        let params = outcome.output::<PlanReport>(Step::Plan)?;
+        let service = self.config.service(&params.service)?;
+        let old = params.source.clone();
+        let wanted = service.failover.rejoin == drctl_config::RejoinPolicy::Auto
+            && service.nodes.get(&old).is_some_and(|n| n.data_dir.is_some());
+        wanted.then(|| Request {
+            kind: OperationKind::Rejoin,
+            service: service.name.clone(),
+            to: Some(old),
+            accept_data_loss: false,
+            accept_unfenced: false,
+            requested_by: crate::REQUESTED_BY_AUTOMATIC.into(),
+            reason: Some(format!("rejoin after the switchover {}", outcome.id)),
+            detected_at: None,
+        })
     }
 
     /// Starts an operation that executes `confirmed`, the plan the operator
@@ -207,7 +294,8 @@ impl Engine {
             });
         }
         params.confirmed_plan = Some(Box::new(confirmed));
-        self.start(params, progress).await
+        let outcome = self.start(params, progress).await?;
+        Ok(self.follow_up(outcome, progress).await)
     }
 
     async fn start(
@@ -514,7 +602,7 @@ impl Engine {
             op_id: d.id,
             op_started: d.op_started,
             lease: d.lease,
-            node: self.node.as_ref(),
+            nodes: &self.nodes,
             outputs: &run.outputs,
             timings: &run.timings,
         };
@@ -638,6 +726,7 @@ impl Engine {
             .await
             .map_err(fenced)?;
         Ok(Outcome {
+            rejoin: None,
             id: id.to_string(),
             kind: params.kind,
             target: params.target.clone(),

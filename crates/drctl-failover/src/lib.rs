@@ -59,7 +59,7 @@ mod saga;
 mod step;
 
 pub use drctl_store::states::OperationKind;
-pub use engine::{Engine, Outcome, Progress, Request};
+pub use engine::{Engine, FollowUp, Outcome, Progress, Request};
 pub use error::FailoverError;
 pub use journal::{OpStatus, StepState};
 pub use kind::OperationSaga;

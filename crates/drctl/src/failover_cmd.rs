@@ -166,6 +166,26 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
                                 secs_ms(Some(w))
                             )),
                     )?;
+                    let plan = outcome.plan();
+                    let (old, service) = plan
+                        .as_ref()
+                        .map_or(("the old primary", "SERVICE"), |p| {
+                            (p.source.as_str(), p.service.as_str())
+                        });
+                    match &outcome.rejoin {
+                        Some(r) if r.status == Some(drctl_failover::OpStatus::Succeeded) => outln!(
+                            "rejoin {} succeeded: {} streams from {} again (automatic: [services.failover] rejoin = \"auto\")",
+                            r.id.as_deref().unwrap_or("-"),
+                            old,
+                            outcome.target
+                        )?,
+                        Some(r) => outln!(
+                            "the automatic rejoin of the old primary did not complete{}: it stays fenced; the daemon tries again, or run `drctl rejoin {} --region REGION`",
+                            r.error.as_deref().map_or(String::new(), |e| format!(" ({e})")),
+                            service
+                        )?,
+                        None => {}
+                    }
                 }
             }
             Ok(())

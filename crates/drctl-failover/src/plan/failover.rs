@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use drctl_config::{Config, Service};
-use drctl_node::{Position, ServerState};
+use drctl_node::{NodeActions, NodeRef, Position, ServerState};
 use drctl_store::Store;
 
 use super::report::{self, Blockers, OperationParams, PlanReport};
@@ -31,7 +31,12 @@ pub(crate) fn source_timeout(p: &OperationParams, normal: Duration) -> Duration 
 
 /// Reads both sides and the monitor's evidence; never fails (what cannot be
 /// read becomes a blocker or an unknown).
-pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParams) -> PlanReport {
+pub(crate) async fn make_plan(
+    config: &Config,
+    store: &Store,
+    source_node: &dyn NodeActions,
+    p: &OperationParams,
+) -> PlanReport {
     let service = config.service(&p.service);
     let targets = service
         .map(|s| s.targets)
@@ -150,9 +155,25 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
         }
     }
     let hook = service.and_then(|s| s.failover.fence_hook.as_ref());
+    // The source's agent, when the config names one: it fences the server
+    // beside it whether or not drctl reaches the server itself.
+    let agent = service
+        .and_then(|s| NodeRef::for_service(s, &p.source))
+        .zip(source_node.agent());
+    let agent_answer = match (&agent, &source_state) {
+        (Some((node, _)), Err(_)) if has_datastore && p.kind != OperationKind::Drill => {
+            Some(source_node.status(node).await.map_err(|e| e.to_string()))
+        }
+        _ => None,
+    };
     if let (Err(e), None, true) = (&source_state, hook, has_datastore) {
-        if p.kind == OperationKind::Failover && !p.accept_unfenced {
-            blockers.block("unfenced_source", unfenced_message(p, e), false);
+        let agent_fences = matches!(agent_answer, Some(Ok(_)));
+        if p.kind == OperationKind::Failover && !p.accept_unfenced && !agent_fences {
+            let why = match &agent_answer {
+                Some(Err(agent_error)) => format!("{e}; its agent: {agent_error}"),
+                _ => e.clone(),
+            };
+            blockers.block("unfenced_source", unfenced_message(p, &why), false);
         }
     }
     let past = store.operations(500).await.unwrap_or_default();
@@ -161,10 +182,26 @@ pub(crate) async fn make_plan(config: &Config, store: &Store, p: &OperationParam
             "none: a drill leaves production alone (a scratch clone of the target is promoted)"
                 .to_string()
         }
-        (Ok(_), _) if has_datastore => service
-            .map(drctl_node::Engine::of)
-            .map_or("", |e| e.soft_fence_description())
-            .to_string(),
+        (Ok(_), _) if has_datastore => {
+            let soft = service
+                .map(drctl_node::Engine::of)
+                .map_or("", |e| e.soft_fence_description());
+            match &agent {
+                Some((_, url)) => format!(
+                    "{soft}; then its agent ({url}) stops it ({}) and marks it fenced, so no client can undo the fence",
+                    if p.kind == OperationKind::Switchover {
+                        "cleanly: its standbys receive everything first"
+                    } else {
+                        "at once"
+                    }
+                ),
+                None => soft.to_string(),
+            }
+        }
+        _ if matches!(agent_answer, Some(Ok(_))) => format!(
+            "source unreachable, its agent ({}) answers: it stops the server and marks it fenced",
+            agent.as_ref().map_or("", |(_, url)| *url)
+        ),
         (_, Some(h)) => format!("source unreachable: run the fence hook {}", h.join(" ")),
         _ if has_datastore && p.accept_unfenced => "none: the source is unreachable and has no fence hook; accepted by the operator (--accept-unfenced); drctl fences it if it returns"
             .to_string(),
@@ -250,7 +287,7 @@ async fn lost_primary_bound(
 /// still take writes when a new primary is announced.
 pub(crate) fn unfenced_message(p: &OperationParams, error: &str) -> String {
     format!(
-        "the source {}@{} is unreachable ({error}) and has no fence hook: nothing would stop it taking writes beside the new primary; set [services.failover] fence_hook, or pass --accept-unfenced once you know it is down",
+        "the source {}@{} is unreachable ({error}) and nothing answers to fence it (no agent that answers, no fence hook): nothing would stop it taking writes beside the new primary; run an agent beside it ([services.postgres.REGION] agent) or set [services.failover] fence_hook, or pass --accept-unfenced once you know it is down",
         p.cluster, p.source
     )
 }

@@ -9,7 +9,7 @@ mod rejoin;
 mod report;
 
 use drctl_config::Config;
-use drctl_node::NodeActions;
+use drctl_node::Nodes;
 use drctl_store::Store;
 
 pub(crate) use failover::{source_timeout, unfenced_message, REACH_TIMEOUT};
@@ -24,9 +24,11 @@ use crate::OperationKind;
 pub(crate) async fn make_plan(
     config: &Config,
     store: &Store,
-    node: &dyn NodeActions,
+    nodes: &Nodes,
     p: &OperationParams,
 ) -> PlanReport {
+    // A rejoin and a recovery act on the target region's host.
+    let node = nodes.of(&p.service, &p.target);
     match p.kind {
         OperationKind::Rejoin => rejoin::make_plan(config, store, node, p).await,
         OperationKind::Recover => recover::make_plan(config, store, node, p).await,
@@ -37,6 +39,10 @@ pub(crate) async fn make_plan(
         | OperationKind::Drill
         | OperationKind::Backup
         | OperationKind::Verify
-        | OperationKind::RestoreTest => failover::make_plan(config, store, p).await,
+        | OperationKind::RestoreTest => {
+            // A failover fences the source through the source's node.
+            let source_node = nodes.of(&p.service, &p.source);
+            failover::make_plan(config, store, source_node, p).await
+        }
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use drctl_node::{
-    Datastore, HardFenceRequest, HookRun, Position, Promotion, ServerState, SoftFence,
+    Datastore, HardFenceRequest, HardFenced, HookRun, Position, Promotion, ServerState,
+    SoftFence,
 };
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +36,7 @@ pub(crate) fn not_in_saga(ctx: &Ctx<'_>, step: Step) -> StepError {
 /// The plan as of now, journaled; refused when a blocker stands.
 pub(crate) async fn plan(ctx: &Ctx<'_>, steps: &[Step]) -> ActionResult<PlanReport> {
     let accept = ctx.params.accept_data_loss;
-    let mut report = plan::make_plan(ctx.config, ctx.store, ctx.node, ctx.params).await;
+    let mut report = plan::make_plan(ctx.config, ctx.store, ctx.nodes, ctx.params).await;
     report.steps = steps.to_vec();
     executed_plan(ctx, report, accept)
 }
@@ -104,6 +105,15 @@ pub(crate) struct FenceOutput {
     /// Why the source could not be reached.
     pub unreachable: Option<String>,
     pub fenced_at: DateTime<Utc>,
+    /// The hard fence through the source's agent: the server stopped and
+    /// marked so that nothing but a rejoin or a recovery starts it again
+    /// (a soft fence alone is undone by any session's `BEGIN READ WRITE`).
+    #[serde(default)]
+    pub hard: Option<HardFenced>,
+    /// The fenced source's state read just before the agent stopped it:
+    /// its last position, for the catch-up and the measured loss.
+    #[serde(default)]
+    pub state_at_fence: Option<ServerState>,
 }
 
 /// How the source was fenced.
@@ -118,6 +128,9 @@ pub(crate) enum FenceMethod {
     Standby,
     /// Unreachable: its fence hook ran.
     Hook,
+    /// Unreachable, its agent answered: the server was stopped (or found
+    /// stopped) and marked fenced by the agent beside it.
+    Agent,
     /// Unreachable, no hook: nothing fenced (accepted by the operator, or
     /// nothing to fence).
     None,
@@ -158,7 +171,13 @@ pub(crate) async fn fence_source(ctx: &Ctx<'_>) -> ActionResult<FenceOutput> {
         hook: None,
         unreachable: None,
         fenced_at: Utc::now(),
+        hard: None,
+        state_at_fence: None,
     };
+    // The hard fence goes through the agent beside the source, when the
+    // config names one (it owns the server's process and data directory).
+    let agent_fence = drctl_node::NodeRef::for_service(service, &p.source)
+        .filter(|_| ctx.node(&p.source).agent().is_some());
     match reached {
         Ok(report) => {
             out.method = if report.was_standby {
@@ -166,6 +185,30 @@ pub(crate) async fn fence_source(ctx: &Ctx<'_>) -> ActionResult<FenceOutput> {
             } else {
                 FenceMethod::SoftFence
             };
+            if !report.was_standby && agent_fence.is_some() {
+                // Its last position first: once stopped, it answers nothing.
+                let server = ctx.datastore(&p.source, REACH_TIMEOUT)?;
+                let state = server.probe().await;
+                server.close().await;
+                out.state_at_fence = state.ok();
+                ctx.check_lease("stopping the source through its agent")
+                    .await?;
+                // A switchover's source stops cleanly, so its standbys
+                // receive everything it wrote first; a failover's at once.
+                let mode = if p.kind == OperationKind::Switchover {
+                    drctl_node::StopMode::Fast
+                } else {
+                    drctl_node::StopMode::Immediate
+                };
+                let req = HardFenceRequest::for_service(service, &p.source, ctx.op_id, true)
+                    .with_mode(mode);
+                let fenced = ctx
+                    .node(&p.source)
+                    .hard_fence(&req)
+                    .await
+                    .map_err(node_error)?;
+                out.hard = Some(fenced);
+            }
             out.report = Some(report);
         }
         Err(e) => {
@@ -175,13 +218,35 @@ pub(crate) async fn fence_source(ctx: &Ctx<'_>) -> ActionResult<FenceOutput> {
                 )));
             }
             out.unreachable = Some(e.clone());
+            if agent_fence.is_some() {
+                ctx.check_lease("fencing the source through its agent")
+                    .await?;
+                // The agent stops the server (or finds it stopped) and
+                // marks it; its own host runs no hook.
+                let req = HardFenceRequest {
+                    hook: None,
+                    ..HardFenceRequest::for_service(service, &p.source, ctx.op_id, true)
+                };
+                match ctx.node(&p.source).hard_fence(&req).await {
+                    // Stopped, found stopped, or (its data directory gone)
+                    // nothing there to run: the agent answered for it.
+                    Ok(fenced) => {
+                        out.method = FenceMethod::Agent;
+                        out.hard = Some(fenced);
+                        return Ok(Action::Done(out));
+                    }
+                    Err(agent_error) => {
+                        out.unreachable = Some(format!("{e}; its agent: {agent_error}"));
+                    }
+                }
+            }
             match &service.failover.fence_hook {
                 Some(_) => {
                     ctx.check_lease("running the fence hook").await?;
                     // The hook only: a server drctl cannot reach is not
                     // stopped from here, even when its data directory is.
                     let req = HardFenceRequest::for_service(service, &p.source, ctx.op_id, false);
-                    let fenced = ctx.node.hard_fence(&req).await.map_err(node_error)?;
+                    let fenced = ctx.node(&p.source).hard_fence(&req).await.map_err(node_error)?;
                     out.method = FenceMethod::Hook;
                     out.hook = fenced.hook;
                 }
@@ -192,7 +257,8 @@ pub(crate) async fn fence_source(ctx: &Ctx<'_>) -> ActionResult<FenceOutput> {
                     && p.kind == OperationKind::Failover
                     && !p.accept_unfenced =>
                 {
-                    return Err(StepError::refused(vec![unfenced_message(p, &e)], false));
+                    let why = out.unreachable.clone().unwrap_or(e);
+                    return Err(StepError::refused(vec![unfenced_message(p, &why)], false));
                 }
                 None => out.method = FenceMethod::None,
             }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use drctl_config::{Config, Service};
-use drctl_node::{Datastore, NodeActions};
+use drctl_node::{Datastore, NodeActions, Nodes};
 use drctl_store::Store;
 use serde::de::DeserializeOwned;
 
@@ -90,14 +90,20 @@ pub(crate) struct Ctx<'a> {
     pub op_started: DateTime<Utc>,
     pub lease: &'a drctl_store::Lease,
     /// The node actions (stop, start, rewind, restore, scratch copies,
-    /// hard fence): drctl's own host today, an agent next.
-    pub node: &'a dyn NodeActions,
+    /// hard fence) per region: drctl's own host, or the agent the config
+    /// names beside the region's server.
+    pub nodes: &'a Nodes,
     /// Results of the actions done so far, from the journal.
     pub outputs: &'a BTreeMap<Step, Entry>,
     pub timings: &'a Timings,
 }
 
 impl Ctx<'_> {
+    /// The node actions on the host of the service's server in `region`.
+    pub(crate) fn node(&self, region: &str) -> &dyn NodeActions {
+        self.nodes.of(&self.params.service, region)
+    }
+
     /// The result of an earlier action, as its type (steno's
     /// `ctx.lookup::<T>()`): done with `T`, or skipped.
     pub(crate) fn lookup<T: DeserializeOwned>(&self, step: Step) -> Result<Action<T>, StepError> {

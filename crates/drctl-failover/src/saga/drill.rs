@@ -135,7 +135,7 @@ async fn clone_standby(ctx: &Ctx<'_>) -> ActionResult<CloneOutput> {
         settings,
         roles: vec![user.clone(), default_user.to_string()],
     };
-    let clone = ctx.node.clone_scratch(&req).await.map_err(node_error)?;
+    let clone = ctx.node(&ctx.params.target).clone_scratch(&req).await.map_err(node_error)?;
     Ok(Action::Done(CloneOutput {
         dir: clone.dir,
         data_dir: clone.data_dir,
@@ -165,7 +165,7 @@ async fn start_clone(ctx: &Ctx<'_>) -> ActionResult<CloneStarted> {
         return Ok(Action::skipped("no clone"));
     };
     let started = Instant::now();
-    ctx.node
+    ctx.node(&ctx.params.target)
         .start(&StartRequest {
             node: clone.scratch().node(),
             wait_ready_ms: Some(CLONE_READY.as_millis() as u64),
@@ -256,7 +256,7 @@ async fn teardown(ctx: &Ctx<'_>) -> ActionResult<TornDown> {
         port: clone.as_ref().map_or(0, |c| c.port),
     };
     if ctx
-        .node
+        .node(&ctx.params.target)
         .teardown_scratch(&req)
         .await
         .map_err(node_error)?

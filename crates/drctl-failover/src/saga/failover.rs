@@ -11,7 +11,7 @@ use drctl_node::{CatchUpGoal, HeartbeatPoint, Position, Promotion};
 use serde::{Deserialize, Serialize};
 
 use super::actions::{self, FenceOutput};
-use super::ctx::{ActionResult, Ctx, StepError};
+use super::ctx::{node_error, ActionResult, Ctx, StepError};
 use super::dns;
 use super::output::{Action, Entry};
 use crate::measure::{loss_window, Measured};
@@ -117,6 +117,13 @@ async fn source_position(ctx: &Ctx<'_>) -> ActionResult<SourcePosition> {
         sampled_at: None,
         target_position: target_state.map(|t| t.position),
     };
+    if let Some(s) = fence.state_at_fence.filter(|s| !s.standby) {
+        // Read by the fence just before its agent stopped it.
+        out.basis = PositionBasis::FencedSource;
+        out.source_position = Some(s.position);
+        out.source_time_us = Some(s.clock_us);
+        return Ok(Action::Done(out));
+    }
     if fence.reachable {
         let source = ctx.datastore(&p.source, REACH_TIMEOUT)?;
         let state = source.probe().await;
@@ -191,8 +198,23 @@ async fn catch_up(ctx: &Ctx<'_>) -> ActionResult<CatchUp> {
     if !caught.reached && required {
         // Give the source back rather than leave the service without a
         // writable primary: the switchover is abandoned, nothing changed.
-        let source = ctx.datastore(&p.source, REACH_TIMEOUT)?;
         ctx.check_lease("lifting the source's fence").await?;
+        let fence: actions::FenceOutput = ctx.output(Step::FenceSource)?;
+        if fence.hard.is_some() {
+            // Stopped by its agent: started again first, the mark lifted.
+            if let Some(node) = drctl_node::NodeRef::for_service(service, &p.source) {
+                ctx.node(&p.source)
+                    .start(&drctl_node::StartRequest {
+                        node,
+                        wait_ready_ms: Some(60_000),
+                        recovered: None,
+                        unfence: true,
+                    })
+                    .await
+                    .map_err(node_error)?;
+            }
+        }
+        let source = ctx.datastore(&p.source, REACH_TIMEOUT)?;
         let undo = source.unfence().await;
         source.close().await;
         return Err(StepError::abandon(format!(

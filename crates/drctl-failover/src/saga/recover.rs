@@ -92,7 +92,7 @@ async fn restore(ctx: &Ctx<'_>) -> ActionResult<Restored> {
     // own partial restore and redoes it; a directory anyone else filled is
     // refused (and the operation ends).
     let restored = ctx
-        .node
+        .node(&ctx.params.target)
         .restore_backup(&RestoreRequest {
             node: server,
             backup_id: backup.id.clone(),
@@ -126,7 +126,7 @@ async fn start(ctx: &Ctx<'_>) -> ActionResult<Started> {
         ..target_server(ctx)?
     };
     let started = ctx
-        .node
+        .node(&ctx.params.target)
         .start(&StartRequest {
             node,
             wait_ready_ms: None,
