@@ -123,15 +123,6 @@ fn parse_with_cli(args: &[String]) -> Result<(), String> {
         })
 }
 
-/// The clap command of a subcommand path (`["agent", "serve"]`).
-fn subcommand(path: &[&str]) -> Option<clap::Command> {
-    let mut cmd = Cli::command();
-    for name in path {
-        cmd = cmd.find_subcommand(name)?.clone();
-    }
-    Some(cmd)
-}
-
 /// The environment variables the arguments of a subcommand read (clap's
 /// `env = …`), global arguments included.
 fn cli_env_vars(path: &[&str]) -> BTreeSet<String> {
