@@ -36,11 +36,12 @@ pub use crate::duration::{
 };
 pub use crate::error::{ConfigError, ConfigErrors};
 pub use crate::model::{
-    AlertKind, ApiConfig, ApiTls, ApiToken, AuditConfig, BackupPolicy, Config, DnsProviderConfig,
-    DnsProviderKind, DsnError, DsnSource, EnvLookup, FailoverPolicy, FailoverSettings, HealthCheck,
-    KeySource, MonitorConfig, ObjectStoreConfig, ObjectStoreKind, PgNode, RecordType, Region,
-    Retention, Role, ScratchConfig, Service, ServiceDns, StoreConfig, Targets, Tier, TierTargets,
-    TsigAlgorithm, TsigKey, TsigSecret, UnknownTier, WebhookConfig, WebhookFormat, WebhookUrl,
+    AgentsTls, AlertKind, ApiConfig, ApiTls, ApiToken, AuditConfig, BackupPolicy, Config,
+    DnsProviderConfig, DnsProviderKind, DsnError, DsnSource, EnvLookup, FailoverPolicy,
+    FailoverSettings, HealthCheck, KeySource, MonitorConfig, ObjectStoreConfig, ObjectStoreKind,
+    PgNode, RecordType, Region, RejoinPolicy, Retention, Role, ScratchConfig, Service, ServiceDns,
+    StoreConfig, Targets, Tier, TierTargets, TsigAlgorithm, TsigKey, TsigSecret, UnknownTier,
+    WebhookConfig, WebhookFormat, WebhookUrl,
 };
 pub use crate::reference::config_reference;
 pub use crate::secret::Secret;

@@ -9,8 +9,8 @@
 
 use crate::schema::{render, Section};
 use crate::section::{
-    alerts, api, audit, backup, dns_providers, failover, health, monitor, object_stores, postgres,
-    regions, root, scratch, service_dns, services, store, tiers,
+    agents, alerts, api, audit, backup, dns_providers, failover, health, monitor, object_stores,
+    postgres, regions, root, scratch, service_dns, services, store, tiers,
 };
 
 /// Every table, in the order a config file usually reads.
@@ -36,6 +36,7 @@ pub(crate) const SECTIONS: &[&Section] = &[
     &service_dns::SERVICE_DNS,
     &failover::SERVICE_FAILOVER,
     &scratch::SCRATCH,
+    &agents::AGENTS,
     &audit::AUDIT,
 ];
 

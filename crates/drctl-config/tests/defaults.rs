@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use drctl_config::{
     BackupPolicy, DnsProviderKind, FailoverPolicy, FailoverSettings, HealthCheck, KeySource,
-    ObjectStoreKind, RecordType, Retention, ServiceDns, Targets, Tier, TierTargets, TsigAlgorithm,
-    TsigKey, TsigSecret,
+    ObjectStoreKind, RecordType, RejoinPolicy, Retention, ServiceDns, Targets, Tier, TierTargets,
+    TsigAlgorithm, TsigKey, TsigSecret,
 };
 
 fn secs(s: u64) -> Duration {
@@ -538,6 +538,7 @@ fence_hook = ["/usr/local/bin/fence-db", "--service={service}", "{region}", "{op
 fence_hook_timeout = "10s"
 min_down = "5s"
 cooldown = "1h"
+rejoin = "manual"
 
 [[services]]
 name = "catalog"
@@ -567,6 +568,7 @@ primary = "eu-west"
             fence_hook_timeout: secs(30),
             min_down: secs(3),
             cooldown: secs(15 * 60),
+            rejoin: RejoinPolicy::Auto,
         }
     );
     assert_eq!(orders.dns, None);
@@ -587,6 +589,7 @@ primary = "eu-west"
             fence_hook_timeout: secs(10),
             min_down: secs(5),
             cooldown: secs(3600),
+            rejoin: RejoinPolicy::Manual,
         }
     );
 
@@ -784,4 +787,46 @@ dns = { provider = "aws", record = "catalog.anywhere.example.", type = "CNAME", 
     let json = serde_json::to_value(&orders).unwrap();
     assert_eq!(json["type"], "A");
     assert_eq!(json["ttl"], "30s");
+}
+
+#[test]
+fn agents_are_read_with_their_mutual_tls_files() {
+    let text = r#"
+[agents]
+ca = "pki/ca.pem"
+cert = "pki/drctl.pem"
+key = "/etc/drctl/pki/drctl.key"
+
+[[regions]]
+name = "eu-west"
+
+[[regions]]
+name = "eu-central"
+
+[[services]]
+name = "orders"
+tier = "hot"
+regions = ["eu-west", "eu-central"]
+primary = "eu-west"
+
+[services.postgres.eu-west]
+dsn_env = "ORDERS_WEST_DSN"
+data_dir = "/var/lib/postgresql/15/main"
+agent = "https://db1.eu-west.internal:7450/"
+
+[services.postgres.eu-central]
+dsn_env = "ORDERS_CENTRAL_DSN"
+"#;
+    let config = drctl_config::parse("f.toml", text, Path::new("/etc/drctl")).unwrap();
+    let tls = config.agents.as_ref().expect("[agents] is read");
+    assert_eq!(tls.ca, Path::new("/etc/drctl/pki/ca.pem"));
+    assert_eq!(tls.key, Path::new("/etc/drctl/pki/drctl.key"));
+    let orders = config.service("orders").unwrap();
+    assert_eq!(
+        orders.nodes["eu-west"].agent.as_deref(),
+        Some("https://db1.eu-west.internal:7450"),
+        "kept without the trailing slash"
+    );
+    assert_eq!(orders.nodes["eu-central"].agent, None, "drctl's own host");
+    assert_eq!(orders.failover.rejoin, RejoinPolicy::Auto, "the default");
 }

@@ -62,6 +62,9 @@ pub struct Config {
     pub scratch: ScratchConfig,
     /// The audit chain's key (`[audit]`).
     pub audit: AuditConfig,
+    /// Mutual TLS with the node agents (`[agents]`); set whenever a node
+    /// names an agent.
+    pub agents: Option<AgentsTls>,
 }
 
 impl Config {

@@ -173,6 +173,9 @@ pub struct PgNode {
     /// How a standby in another region connects to this server for
     /// replication (`primary_conninfo`); default: the connection string.
     pub replication_dsn: Option<Secret>,
+    /// The node agent beside the server (`https://HOST:PORT`), through
+    /// which drctl acts on its host; `None`: drctl's own host.
+    pub agent: Option<String>,
 }
 
 /// When and how one service fails over: `[services.failover]`.
@@ -198,4 +201,19 @@ pub struct FailoverPolicy {
     /// one.
     #[serde(serialize_with = "crate::duration::serialize")]
     pub cooldown: Duration,
+    /// Whether drctl makes an old primary a standby of the new one by
+    /// itself (`rejoin`).
+    pub rejoin: RejoinPolicy,
+}
+
+/// What happens to an old primary after a switchover or a failover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejoinPolicy {
+    /// drctl rewinds (or re-clones) it as a standby of the new primary by
+    /// itself: after a switchover at once, after a failover once its host
+    /// answers again. Patroni and CloudNativePG do the same.
+    Auto,
+    /// It stays fenced until an operator runs `drctl rejoin`.
+    Manual,
 }

@@ -9,6 +9,15 @@ use serde::Serialize;
 use super::sources::{DsnError, KeySource};
 use crate::secret::Secret;
 
+/// Mutual TLS with the node agents (`[agents]`): the CA that signed them
+/// and drctl's client certificate and key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentsTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// Where the clusters drctl starts that are not production (restore tests,
 /// drill clones) live: `[scratch]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

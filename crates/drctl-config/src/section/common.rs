@@ -22,6 +22,8 @@ AWS_PROFILE, or the instance role";
 pub(crate) struct References<'a> {
     pub(crate) stores: Option<&'a [&'a str]>,
     pub(crate) dns_providers: Option<&'a [ProviderRef<'a>]>,
+    /// `[agents]` is declared (a node's `agent` needs it).
+    pub(crate) agents: bool,
 }
 
 /// An optional sub-table; `None` when absent or not a table (reported).

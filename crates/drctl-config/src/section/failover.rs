@@ -7,7 +7,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::common::{bounded_duration, keys_here_or_elsewhere};
-use crate::model::{FailoverPolicy, FailoverSettings, Tier};
+use crate::model::{FailoverPolicy, FailoverSettings, RejoinPolicy, Tier};
 use crate::reader::{Cx, Field, Table};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::suggest;
@@ -99,6 +99,7 @@ pub(crate) const SERVICE_FAILOVER: Section = Section {
         key("fence_hook_timeout", K::Duration, D::Duration(DEFAULT_FENCE_HOOK_TIMEOUT), "How long the fence hook may run before it counts as failed."),
         key("min_down", K::Duration, D::Duration(DEFAULT_MIN_DOWN), "Failed probes (`[services.health] failures` in a row) must also span at least this long before the primary counts as lost."),
         key("cooldown", K::Duration, D::Duration(DEFAULT_COOLDOWN), "No second automatic failover of this service within this long after one."),
+        key("rejoin", K::Choice(&["auto", "manual"]), D::Text("auto"), "`auto`: after a switchover, and after a failover once the old primary's host answers again, drctl rewinds (or re-clones) the old primary as a standby of the new one, through its agent or on drctl's host; `manual`: it stays fenced until `drctl rejoin`."),
     ],
 };
 
@@ -143,13 +144,38 @@ pub(crate) fn service_failover(
             .map_or(Some(default), |f| cx.duration(&f).map(|d| d.value))
     });
     let [fence_hook_timeout, min_down, cooldown] = durations;
+    let rejoin = match table.get("rejoin") {
+        None => Some(defaults.rejoin),
+        Some(f) => rejoin_policy(cx, &f),
+    };
     Some(FailoverPolicy {
         automatic: automatic?,
         fence_hook: fence_hook?,
         fence_hook_timeout: fence_hook_timeout?,
         min_down: min_down?,
         cooldown: cooldown?,
+        rejoin: rejoin?,
     })
+}
+
+fn rejoin_policy(cx: &mut Cx, field: &Field) -> Option<RejoinPolicy> {
+    let text = cx.string(field)?;
+    match text.value.as_str() {
+        "auto" => Some(RejoinPolicy::Auto),
+        "manual" => Some(RejoinPolicy::Manual),
+        other => {
+            let hint = suggest::hint(other, ["auto", "manual"]).unwrap_or_else(|| {
+                "write \"auto\" (drctl makes the old primary a standby again by itself) or \"manual\" (it waits for `drctl rejoin`)".into()
+            });
+            cx.error(
+                &text.span,
+                &field.path,
+                format!("{other:?} is not \"auto\" or \"manual\""),
+                Some(hint),
+            );
+            None
+        }
+    }
 }
 
 /// The fence hook's argv: not empty, a program first, and only the
@@ -230,6 +256,7 @@ impl FailoverPolicy {
             fence_hook_timeout: DEFAULT_FENCE_HOOK_TIMEOUT,
             min_down: DEFAULT_MIN_DOWN,
             cooldown: DEFAULT_COOLDOWN,
+            rejoin: RejoinPolicy::Auto,
         }
     }
 }

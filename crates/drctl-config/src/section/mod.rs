@@ -25,6 +25,7 @@
 //! defaults (defined once) and its checks. `common` holds what they share;
 //! `root` reads the whole document.
 
+pub(crate) mod agents;
 pub(crate) mod alerts;
 pub(crate) mod api;
 pub(crate) mod audit;

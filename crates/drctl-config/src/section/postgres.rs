@@ -21,7 +21,8 @@ pub(crate) const NODE: Section = Section {
         key("dsn", K::String, D::Unset, "The connection string, written in the file (shown redacted)."),
         key("dsn_env", K::EnvVar, D::Unset, "An environment variable holding the connection string."),
         key("dsn_file", K::Path, D::Unset, "A file holding the connection string."),
-        key("data_dir", K::Path, D::Unset, "The server's data directory on the host where `drctl rejoin` runs for this region."),
+        key("data_dir", K::Path, D::Unset, "The server's data directory on its host: where its agent (or, without one, `drctl rejoin` on that host) stops, fences, rewinds and starts it."),
+        key("agent", K::String, D::Unset, "`https://HOST:PORT` of the node agent beside this server (`drctl agent serve`), reached with mutual TLS (`[agents]`): hard fence, rejoin, recovery, drill clones and restore tests then run on that host. Without it they run on drctl's own host."),
         key("replication_dsn", K::String, D::Derived("the connection string"), "How a standby in another region connects to this server for replication (`primary_conninfo`)."),
     ],
 };
@@ -34,6 +35,7 @@ pub(crate) fn postgres(
     regions: Option<&[Spanned<String>]>,
     primary: Option<&Spanned<String>>,
     base_dir: &Path,
+    agents_declared: bool,
 ) -> Option<(BTreeMap<String, DsnSource>, BTreeMap<String, PgNode>)> {
     let table = cx.table(field)?;
     let listed: Option<Vec<&str>> = regions.map(|r| r.iter().map(|r| r.value.as_str()).collect());
@@ -45,7 +47,7 @@ pub(crate) fn postgres(
             ok = false;
             continue;
         }
-        let node = pg_node(cx, &entry, base_dir);
+        let node = pg_node(cx, &entry, base_dir, agents_declared);
         match (dsn_source(cx, &entry, base_dir), node) {
             (Some(source), Some(node)) => {
                 connections.insert(entry.key.to_string(), source);
@@ -119,7 +121,7 @@ pub(crate) fn is_service_region(
 
 /// The optional `data_dir` and `replication_dsn` of a
 /// `[services.postgres.REGION]` table.
-fn pg_node(cx: &mut Cx, entry: &Field, base_dir: &Path) -> Option<PgNode> {
+fn pg_node(cx: &mut Cx, entry: &Field, base_dir: &Path, agents_declared: bool) -> Option<PgNode> {
     let table = cx.table(entry)?;
     let mut ok = true;
     let data_dir = match table.get("data_dir") {
@@ -159,9 +161,49 @@ fn pg_node(cx: &mut Cx, entry: &Field, base_dir: &Path) -> Option<PgNode> {
             }
         },
     };
+    let agent = match table.get("agent") {
+        None => None,
+        Some(f) => {
+            let value = cx.string(&f);
+            let url = value
+                .as_ref()
+                .and_then(|v| super::agents::agent_url(cx, v, &f.path));
+            match (url, value) {
+                (Some(_), Some(v)) if !agents_declared => {
+                    cx.error(
+                        &v.span,
+                        &f.path,
+                        "an agent is reached with mutual TLS, but there is no [agents] table",
+                        Some("add [agents] with ca, cert and key (`drctl agent certs --out DIR …` writes them)".into()),
+                    );
+                    ok = false;
+                    None
+                }
+                (Some(url), _) => Some(url),
+                _ => {
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
+    if agent.is_some() && data_dir.is_none() {
+        if let Some(f) = table.get("agent") {
+            cx.error(
+                &f.span,
+                &f.path,
+                "an agent acts on a data directory, and this region names none",
+                Some(
+                    "add data_dir = \"…\" (the server's data directory on the agent's host)".into(),
+                ),
+            );
+            ok = false;
+        }
+    }
     ok.then_some(PgNode {
         data_dir,
         replication_dsn,
+        agent,
     })
 }
 

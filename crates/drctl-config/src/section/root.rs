@@ -39,6 +39,7 @@ pub(crate) const ROOT: Section = Section {
         key("services", K::Tables, D::Unset, "The units of failover: see `[[services]]`."),
         key("scratch", K::Table, D::Unset, "Where scratch clusters live: see `[scratch]`."),
         key("audit", K::Table, D::Unset, "The audit chain's key: see `[audit]`."),
+        key("agents", K::Table, D::Unset, "Mutual TLS with the node agents: see `[agents]`."),
     ],
 };
 
@@ -78,10 +79,12 @@ pub(crate) fn config(
     let refs = References {
         stores: store_names.as_deref(),
         dns_providers: provider_refs.as_deref(),
+        agents: root.get("agents").is_some(),
     };
     let webhooks = webhooks(cx, root, base_dir);
     let scratch = scratch(cx, root, base_dir);
     let audit = audit(cx, root, base_dir);
+    let agents = super::agents::agents(cx, root, base_dir);
     let services = services(cx, root, &regions, &tiers, base_dir, &refs);
     clusters(cx, &services);
     published_records(cx, &services);
@@ -112,6 +115,7 @@ pub(crate) fn config(
             .collect::<Option<Vec<_>>>()?,
         scratch,
         audit: audit?,
+        agents: agents?,
     })
 }
 

@@ -182,6 +182,7 @@ pub(crate) fn service(
             regions.as_deref(),
             primary.as_ref().map(|p| &p.0),
             base_dir,
+            refs.agents,
         ),
         None => Some((BTreeMap::new(), BTreeMap::new())),
     };
