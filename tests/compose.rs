@@ -786,6 +786,14 @@ fn what_compose_cannot_do_is_off_and_said() {
             path.display(),
             s.name
         );
+        // Nor can it rewind an old primary: no agent, no data directory.
+        assert_eq!(
+            s.failover.rejoin,
+            drctl_config::RejoinPolicy::Manual,
+            "{}: service {} rejoins automatically, which this Compose file cannot do (set [services.failover] rejoin = \"manual\")",
+            path.display(),
+            s.name
+        );
     }
     let compose_text = std::fs::read_to_string(repo().join("docker-compose.yml")).unwrap();
     let header: String = compose_text
