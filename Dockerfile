@@ -7,8 +7,10 @@
 #   docker run -v $PWD/config/docker-compose.toml:/etc/drctl/drctl.toml:ro -p 7878:7878 drctl
 #
 # docker-compose.yml builds it for the `drctl` service. The runtime image
-# carries the PostgreSQL 15 client tools (psql, pg_basebackup, pg_dump…),
-# which backups and restore tests run, and curl for the healthcheck.
+# carries the PostgreSQL 15 programs: pg_basebackup for backups, and the
+# server (initdb, pg_ctl, postgres) for the scratch servers of restore tests
+# (drctl looks for pg_basebackup beside initdb and pg_ctl). No cluster of
+# the package's own is created or run. And curl for the healthcheck.
 
 # ---------------------------------------------------------------------------
 # Build: compile the drctl binary in release mode. Only what the build needs
@@ -29,9 +31,15 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # ---------------------------------------------------------------------------
 # Runtime: Debian slim (bookworm ships PostgreSQL 15) and a non-root user.
 FROM debian:bookworm-slim
+# postgresql-common first, told not to create the package's `main` cluster
+# that installing postgresql-15 would otherwise make.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      ca-certificates curl postgresql-client-15 \
+      ca-certificates curl postgresql-common \
+ && sed -ri 's/^#?[[:space:]]*create_main_cluster.*/create_main_cluster = false/' \
+      /etc/postgresql-common/createcluster.conf \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      postgresql-client-15 postgresql-15 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --home-dir /var/lib/drctl --shell /usr/sbin/nologin drctl \
  && install -d -o drctl -g drctl -m 0750 /var/lib/drctl \

@@ -2,7 +2,12 @@
 //! repository, without a Docker engine: the file parses, its services are
 //! there, every host path it names exists, the drctl service's config is
 //! valid and gets every DSN variable it names and its port published, and
-//! the scripts it runs are scripts.
+//! the scripts it runs are scripts. And keeps what it says it does true:
+//! MinIO is the config's backup store (reachable, credentials given, bucket
+//! created before drctl starts, drctl's role allowed to replicate), the
+//! image carries the programs the config's features look for, and what it
+//! cannot do (no agent beside its databases: no real failover) is off in
+//! the config and said in its header and the README.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -573,4 +578,273 @@ fn the_drctl_config_validates_with_the_binary() {
         code, 0,
         "drctl config validate {path} failed:\n{stdout}{stderr}"
     );
+}
+
+/// The S3 object stores of the compose config that are served by a
+/// service of the compose file: (store name, bucket, compose service).
+fn compose_object_stores(
+    config: &drctl_config::Config,
+    doc: &Value,
+) -> Vec<(String, String, String)> {
+    let service_names: BTreeSet<String> = services(doc).keys().filter_map(text).collect();
+    config
+        .object_stores
+        .iter()
+        .filter_map(|store| match &store.kind {
+            drctl_config::ObjectStoreKind::S3 {
+                bucket,
+                endpoint: Some(endpoint),
+                ..
+            } => {
+                let host = endpoint
+                    .split_once("://")
+                    .map_or(endpoint.as_str(), |(_, rest)| rest)
+                    .split([':', '/'])
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                service_names
+                    .contains(&host)
+                    .then(|| (store.name.clone(), bucket.clone(), host))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The value a service's `environment` gives `var`, as written (with its
+/// `${…}` defaults).
+fn env_value(svc: &Value, var: &str) -> Option<String> {
+    environment(svc).get(var).cloned().flatten()
+}
+
+#[test]
+fn minio_is_the_backup_store_and_drctl_can_reach_write_and_replicate() {
+    let doc = compose();
+    let path = drctl_config_path(&doc);
+    let config = drctl_config::load(&path)
+        .unwrap_or_else(|e| panic!("{} is not a valid drctl config:\n{e}", path.display()));
+    let stores = compose_object_stores(&config, &doc);
+    let Some((store, bucket, host)) = stores.first() else {
+        panic!(
+            "docker-compose.yml runs MinIO, but no [[object_stores]] of {} points at a service of it: either use it (kind = \"s3\", endpoint = \"http://minio:9000\") or remove it",
+            path.display()
+        )
+    };
+    assert_eq!(host, "minio", "the object store {store} points at {host}");
+    let backed_up: Vec<&str> = config
+        .services
+        .iter()
+        .filter(|s| s.backup.as_ref().is_some_and(|b| &b.store == store))
+        .map(|s| s.name.as_str())
+        .collect();
+    assert!(
+        !backed_up.is_empty(),
+        "no service's [services.backup] uses the object store {store}: MinIO would hold nothing"
+    );
+    let drctl_config::ObjectStoreKind::S3 {
+        endpoint,
+        path_style,
+        ..
+    } = &config.object_store(store).expect("the store exists").kind
+    else {
+        unreachable!("compose_object_stores keeps S3 stores only")
+    };
+    assert!(*path_style, "MinIO needs path_style = true");
+    assert!(
+        endpoint.as_deref() == Some("http://minio:9000"),
+        "MinIO's S3 API listens on minio:9000 inside the Compose network, not {endpoint:?}"
+    );
+
+    // drctl signs with MinIO's own credentials (the AWS chain's variables).
+    let minio = service(&doc, "minio");
+    let drctl_svc = service(&doc, "drctl");
+    for (aws, root) in [
+        ("AWS_ACCESS_KEY_ID", "MINIO_ROOT_USER"),
+        ("AWS_SECRET_ACCESS_KEY", "MINIO_ROOT_PASSWORD"),
+    ] {
+        let given = env_value(drctl_svc, aws)
+            .unwrap_or_else(|| panic!("the drctl service does not set {aws} (MinIO's {root})"));
+        assert_eq!(
+            Some(given),
+            env_value(minio, root),
+            "the drctl service's {aws} is not MinIO's {root}"
+        );
+    }
+
+    // The bucket exists before drctl starts: created by a one-shot service
+    // drctl waits for.
+    let creator = services(&doc)
+        .iter()
+        .find(|(_, svc)| env_value(svc, "BUCKET").as_deref() == Some(bucket.as_str()))
+        .map(|(name, _)| text(name).unwrap_or_default())
+        .unwrap_or_else(|| {
+            panic!("no service of docker-compose.yml creates the bucket {bucket} (BUCKET={bucket})")
+        });
+    let condition = drctl_svc
+        .get("depends_on")
+        .and_then(|d| d.get(creator.as_str()))
+        .and_then(|d| d.get("condition"))
+        .and_then(text);
+    assert_eq!(
+        condition.as_deref(),
+        Some("service_completed_successfully"),
+        "drctl must wait for {creator} to have created the bucket"
+    );
+    let script = words(service(&doc, &creator).get("entrypoint"))
+        .into_iter()
+        .find(|w| w.ends_with(".sh"))
+        .and_then(|w| host_file_mounted_at(service(&doc, &creator), &w))
+        .unwrap_or_else(|| panic!("{creator} runs no mounted script"));
+    let body = std::fs::read_to_string(&script).unwrap();
+    assert!(
+        body.contains("mc mb --ignore-existing") && body.contains("$BUCKET"),
+        "{} does not create the bucket with `mc mb --ignore-existing`",
+        script.display()
+    );
+
+    // pg_basebackup connects as drctl's role to the backed-up region: it
+    // needs REPLICATION and a `replication` line in pg_hba.conf, which the
+    // primary's init script gives it.
+    let primary = service(&doc, "pg-primary");
+    let role = env_value(primary, "DRCTL_DB_USER").expect("pg-primary sets DRCTL_DB_USER");
+    for s in config.services.iter().filter(|s| s.backup.is_some()) {
+        let region = &s.backup.as_ref().unwrap().from_region;
+        let Some(drctl_config::DsnSource::Env(var)) = s.postgres.get(region) else {
+            continue;
+        };
+        let dsn = env_value(drctl_svc, var).unwrap_or_default();
+        assert!(
+            dsn.starts_with(&format!("postgres://{role}:")),
+            "service {}: backups connect with ${var} = {dsn}, not as the role {role} that the init script lets replicate",
+            s.name
+        );
+    }
+    let init = host_file_mounted_at(primary, "/docker-entrypoint-initdb.d/10-replication.sh")
+        .expect("the primary's init script is mounted");
+    let init = std::fs::read_to_string(init).unwrap();
+    assert!(
+        init.contains(r#"CREATE ROLE :"drctl_user" WITH LOGIN REPLICATION"#),
+        "primary-init.sh does not give drctl's role REPLICATION (backups run pg_basebackup as it)"
+    );
+    assert!(
+        init.contains("host replication ${DRCTL_DB_USER} all"),
+        "primary-init.sh does not admit drctl's role to replication connections in pg_hba.conf"
+    );
+}
+
+#[test]
+fn the_image_carries_what_the_configs_backups_and_restore_tests_look_for() {
+    let doc = compose();
+    let path = drctl_config_path(&doc);
+    let config = drctl_config::load(&path).expect("a valid config");
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    let runtime = dockerfile
+        .rsplit_once("\nFROM ")
+        .map(|(_, last)| last)
+        .expect("the Dockerfile has a runtime stage");
+    if config.services.iter().any(|s| s.backup.is_some()) {
+        // drctl_pg::find_pg_bin: pg_basebackup is looked for beside initdb
+        // and pg_ctl, which are the server package's.
+        for package in ["postgresql-client-15", "postgresql-15"] {
+            assert!(
+                runtime.split_whitespace().any(|w| w == package),
+                "the config backs services up, but the runtime image does not install {package} (drctl looks for pg_basebackup beside initdb and pg_ctl)"
+            );
+        }
+        assert!(
+            runtime.contains("create_main_cluster = false"),
+            "installing postgresql-15 creates a `main` cluster unless createcluster.conf says create_main_cluster = false"
+        );
+    }
+    // Restore tests write whole databases under the scratch root: on the
+    // state volume, not in the container's writable layer.
+    if let Some(root) = &config.scratch.root {
+        assert!(
+            mounts(service(&doc, "drctl"))
+                .iter()
+                .any(|m| m.named_volume().is_some() && root.starts_with(&m.target)),
+            "[scratch] root = {} is not on a volume of the drctl service",
+            root.display()
+        );
+    }
+}
+
+/// What the compose file cannot do is off in its config and said in its
+/// header and in the README, so nobody mistakes it for a DR setup.
+#[test]
+fn what_compose_cannot_do_is_off_and_said() {
+    let doc = compose();
+    let path = drctl_config_path(&doc);
+    let config = drctl_config::load(&path).expect("a valid config");
+    // No agent beside pg-primary (and drctl's role is no superuser): an
+    // automatic failover could neither fence nor promote.
+    for s in &config.services {
+        assert!(
+            !s.failover.automatic,
+            "{}: service {} fails over automatically, which this Compose file cannot do (set [services.failover] automatic = false)",
+            path.display(),
+            s.name
+        );
+        // Nor can it rewind an old primary: no agent, no data directory.
+        assert_eq!(
+            s.failover.rejoin,
+            drctl_config::RejoinPolicy::Manual,
+            "{}: service {} rejoins automatically, which this Compose file cannot do (set [services.failover] rejoin = \"manual\")",
+            path.display(),
+            s.name
+        );
+    }
+    let compose_text = std::fs::read_to_string(repo().join("docker-compose.yml")).unwrap();
+    let header: String = compose_text
+        .lines()
+        .take_while(|l| l.starts_with('#') || l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (works, does_not) = header
+        .split_once("WHAT DOES NOT")
+        .expect("the header of docker-compose.yml has a WHAT DOES NOT part");
+    assert!(
+        works.contains("WHAT WORKS HERE"),
+        "the header says what works"
+    );
+    for feature in ["backups", "restore tests", "dry run"] {
+        assert!(
+            works.contains(feature),
+            "the header's WHAT WORKS HERE does not mention {feature}"
+        );
+    }
+    for feature in [
+        "failover",
+        "switchover",
+        "drills",
+        "rejoin",
+        "recover",
+        "agent",
+    ] {
+        assert!(
+            does_not.contains(feature),
+            "the header's WHAT DOES NOT part does not mention {feature}"
+        );
+    }
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let docker = readme
+        .split_once("\n## Docker\n")
+        .map(|(_, rest)| rest.split("\n## ").next().unwrap_or(rest))
+        .expect("README.md has a `## Docker` section");
+    for feature in [
+        "What works",
+        "What does not",
+        "MinIO",
+        "restore tests",
+        "drills",
+        "rejoin",
+        "recover",
+        "agent",
+    ] {
+        assert!(
+            docker.contains(feature),
+            "README.md's Docker section does not say {feature:?}"
+        );
+    }
 }

@@ -9,10 +9,13 @@
 #   - a physical replication slot for the standby, so the primary keeps the
 #     WAL the standby has not received yet (bounded by
 #     max_slot_wal_keep_size in docker-compose.yml);
-#   - a `drctl` role that can read replication statistics (pg_monitor) and
+#   - a `drctl` role that can read replication statistics (pg_monitor),
 #     owns the `drctl` schema, where the lag monitor writes heartbeat rows
 #     (the map from WAL position to the primary's time that RPO exposure is
-#     measured with).
+#     measured with), and may open replication connections (REPLICATION,
+#     and its own line in pg_hba.conf) for the backups drctl takes with
+#     pg_basebackup into MinIO. It is not a superuser: it cannot fence or
+#     promote, which is one reason this Compose file does not fail over.
 #
 # Passwords come from the container's environment (docker-compose.yml), and
 # reach SQL as psql variables, so no quoting can go wrong.
@@ -32,7 +35,7 @@ psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
 	CREATE ROLE :"repl_user" WITH REPLICATION LOGIN PASSWORD :'repl_password';
 	SELECT pg_create_physical_replication_slot(:'repl_slot');
 
-	CREATE ROLE :"drctl_user" WITH LOGIN PASSWORD :'drctl_password';
+	CREATE ROLE :"drctl_user" WITH LOGIN REPLICATION PASSWORD :'drctl_password';
 	GRANT pg_monitor TO :"drctl_user";
 	GRANT CONNECT, CREATE ON DATABASE :"db" TO :"drctl_user";
 	CREATE SCHEMA IF NOT EXISTS drctl AUTHORIZATION :"drctl_user";
@@ -41,4 +44,8 @@ EOSQL
 # Replication connections match only `replication` lines in pg_hba.conf
 # ("all" does not cover them). The server reads this file when the image's
 # entrypoint restarts it after the init scripts.
-echo "host replication ${REPLICATION_USER} all scram-sha-256" >> "$PGDATA/pg_hba.conf"
+# pg-standby's clone copies this file, so the standby admits the same.
+{
+  echo "host replication ${REPLICATION_USER} all scram-sha-256"
+  echo "host replication ${DRCTL_DB_USER} all scram-sha-256"
+} >> "$PGDATA/pg_hba.conf"

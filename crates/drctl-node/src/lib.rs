@@ -49,12 +49,12 @@ pub use local::{
     default_scratch_root, fence_mark_path, local_system_identifier, restore_claim_path,
     rewind_diverged, this_host, BackupSource, LocalNode, CLONE_READY,
 };
-pub use nodes::Nodes;
 pub use node::{
     CloneRequest, Dsn, HardFenceMethod, HardFenceRequest, HardFenced, HookRun, NodeActions,
     NodeError, NodeErrorKind, NodeRef, NodeStatus, RecoveredServer, RestoreRequest, Restored,
     ResyncMethod, ResyncRequest, Resynced, ScratchClone, ScratchRestoreRequest, StandbyConfigured,
     StandbyRequest, StartRequest, Started, StopMode, Stopped, TeardownRequest, TornDown,
 };
+pub use nodes::Nodes;
 pub use position::{HeartbeatPoint, Position};
 pub use postgres::{pg_basebackup_positions, Postgres};

@@ -508,7 +508,8 @@ fn write_mark(path: &Path, content: &str) -> Result<(), NodeError> {
         }
         Ok(())
     };
-    write().map_err(|e| NodeError::failed(format!("writing the fence mark {}: {e}", path.display())))
+    write()
+        .map_err(|e| NodeError::failed(format!("writing the fence mark {}: {e}", path.display())))
 }
 
 #[cfg(test)]
