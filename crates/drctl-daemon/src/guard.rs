@@ -5,8 +5,9 @@
 //! (`drctl_failover::auto`) and starts the failover it decides. It is also
 //! the watchdog: a server other than the recorded primary that answers
 //! writable (an old primary restarted, or unfenced by hand) is fenced at
-//! once. Every change of verdict and every fence is recorded with its
-//! evidence (`failover_decisions`).
+//! once. And it rejoins old primaries whose agent answers again
+//! ([`crate::rejoin`]). Every change of verdict, every fence and every
+//! automatic rejoin is recorded with its evidence (`failover_decisions`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,8 @@ use drctl_node::{Datastore, ReceiverStatus};
 use drctl_store::states::GuardDecision;
 use drctl_store::{DecisionRecord, Store};
 use tokio::sync::watch;
+
+use crate::rejoin::{AutoRejoin, Cluster};
 
 /// Starts one guard per cluster that has a standby; returns when shut down.
 pub(crate) async fn run(config: Arc<Config>, store: Store, shutdown: watch::Receiver<bool>) {
@@ -84,6 +87,8 @@ struct Guard {
     /// An automatic failover was refused (its plan's blockers): wait for the
     /// primary to come back or a person to act, do not retry every round.
     refused: bool,
+    /// Old primaries coming back through their agents (`rejoin = "auto"`).
+    rejoin: AutoRejoin,
 }
 
 async fn guard_cluster(
@@ -115,6 +120,7 @@ async fn guard_cluster(
         detector: Detector::default(),
         last_key: (GuardDecision::Healthy, None),
         refused: false,
+        rejoin: AutoRejoin::default(),
     };
     tracing::debug!(
         cluster = %svc.cluster,
@@ -181,6 +187,18 @@ impl Guard {
         // fence the only writable primary there is.
         if primary_writable {
             self.watchdog(&primary).await;
+            if !self.operation_in_progress().await {
+                let cluster = Cluster {
+                    config: &self.config,
+                    store: &self.store,
+                    engine: &self.engine,
+                    cluster: &self.cluster,
+                    service: &self.service,
+                    primary: &primary,
+                    endpoints: &self.endpoints,
+                };
+                self.rejoin.round(&cluster).await;
+            }
         }
         if primary_error.is_none() {
             self.refused = false;

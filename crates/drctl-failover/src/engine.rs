@@ -137,6 +137,11 @@ impl Engine {
         }
     }
 
+    /// The node actions on the host of `service`'s server in `region`.
+    pub fn node(&self, service: &str, region: &str) -> &dyn NodeActions {
+        self.nodes.of(service, region)
+    }
+
     pub fn driver(&self) -> &str {
         &self.driver
     }
@@ -193,8 +198,7 @@ impl Engine {
     /// The plan right now, without taking anything (`--dry-run`).
     pub async fn plan(&self, req: &Request) -> Result<PlanReport, FailoverError> {
         let params = self.params(req).await?;
-        let mut report =
-            plan::make_plan(&self.config, &self.store, &self.nodes, &params).await;
+        let mut report = plan::make_plan(&self.config, &self.store, &self.nodes, &params).await;
         report.steps = params.kind.steps().to_vec();
         Ok(report)
     }
@@ -257,7 +261,10 @@ impl Engine {
         let service = self.config.service(&params.service)?;
         let old = params.source.clone();
         let wanted = service.failover.rejoin == drctl_config::RejoinPolicy::Auto
-            && service.nodes.get(&old).is_some_and(|n| n.data_dir.is_some());
+            && service
+                .nodes
+                .get(&old)
+                .is_some_and(|n| n.data_dir.is_some());
         wanted.then(|| Request {
             kind: OperationKind::Rejoin,
             service: service.name.clone(),

@@ -167,9 +167,8 @@ pub async fn run(kind: OperationKind, args: FailoverArgs) -> anyhow::Result<()> 
                             )),
                     )?;
                     let plan = outcome.plan();
-                    let (old, service) = plan
-                        .as_ref()
-                        .map_or(("the old primary", "SERVICE"), |p| {
+                    let (old, service) =
+                        plan.as_ref().map_or(("the old primary", "SERVICE"), |p| {
                             (p.source.as_str(), p.service.as_str())
                         });
                     match &outcome.rejoin {

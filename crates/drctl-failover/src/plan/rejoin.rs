@@ -64,13 +64,27 @@ pub(crate) async fn make_plan(
         }
         Some(n) => match node.status(n).await {
             Ok(st) if !st.initialized => {
-                blockers.refuse(
-                    "data_dir_not_here",
-                    format!("{} is not a {} data directory on this host: run drctl rejoin on the host of {}", n.data_dir.display(), service.map(drctl_node::Engine::of).map_or("database", |e| e.name()), p.target),
-                );
+                let engine = service
+                    .map(drctl_node::Engine::of)
+                    .map_or("database", |e| e.name());
+                let message = match node.agent() {
+                    Some(url) => format!("{} is not a {engine} data directory on the host of {}'s agent ({url}): restore it with `drctl recover`, or fix [services.postgres.{}] data_dir", n.data_dir.display(), p.target, p.target),
+                    None => format!("{} is not a {engine} data directory on this host: run drctl rejoin on the host of {}", n.data_dir.display(), p.target),
+                };
+                blockers.refuse("data_dir_not_here", message);
                 None
             }
             Ok(st) => Some(st),
+            Err(e) if e.kind == drctl_node::NodeErrorKind::Unreachable => {
+                blockers.refuse(
+                    "node_unreachable",
+                    format!(
+                        "the agent of {}@{} does not answer: {e}",
+                        p.cluster, p.target
+                    ),
+                );
+                None
+            }
             Err(e) => {
                 blockers.refuse(
                     "data_dir_not_here",

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use drctl_node::{
-    Datastore, HardFenceRequest, HardFenced, HookRun, Position, Promotion, ServerState,
-    SoftFence,
+    Datastore, HardFenceRequest, HardFenced, HookRun, Position, Promotion, ServerState, SoftFence,
 };
 use serde::{Deserialize, Serialize};
 
@@ -246,7 +245,11 @@ pub(crate) async fn fence_source(ctx: &Ctx<'_>) -> ActionResult<FenceOutput> {
                     // The hook only: a server drctl cannot reach is not
                     // stopped from here, even when its data directory is.
                     let req = HardFenceRequest::for_service(service, &p.source, ctx.op_id, false);
-                    let fenced = ctx.node(&p.source).hard_fence(&req).await.map_err(node_error)?;
+                    let fenced = ctx
+                        .node(&p.source)
+                        .hard_fence(&req)
+                        .await
+                        .map_err(node_error)?;
                     out.method = FenceMethod::Hook;
                     out.hook = fenced.hook;
                 }

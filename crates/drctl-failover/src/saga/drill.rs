@@ -135,7 +135,11 @@ async fn clone_standby(ctx: &Ctx<'_>) -> ActionResult<CloneOutput> {
         settings,
         roles: vec![user.clone(), default_user.to_string()],
     };
-    let clone = ctx.node(&ctx.params.target).clone_scratch(&req).await.map_err(node_error)?;
+    let clone = ctx
+        .node(&ctx.params.target)
+        .clone_scratch(&req)
+        .await
+        .map_err(node_error)?;
     Ok(Action::Done(CloneOutput {
         dir: clone.dir,
         data_dir: clone.data_dir,

@@ -122,7 +122,11 @@ async fn same_server(ctx: &Ctx<'_>, plan: &PlanReport, step: Step) -> Result<(),
             "the plan of this rejoin does not record its server's host and database (made by an older drctl): start a new rejoin",
         ));
     };
-    let status = ctx.node(&ctx.params.target).status(&server(ctx)?).await.map_err(node_error)?;
+    let status = ctx
+        .node(&ctx.params.target)
+        .status(&server(ctx)?)
+        .await
+        .map_err(node_error)?;
     if local.host != status.host {
         return Err(StepError::stop(format!(
             "this rejoin acts on {} of host {}, and this is {}: resume it on {}",
@@ -197,7 +201,11 @@ async fn rewind(ctx: &Ctx<'_>) -> ActionResult<Rewound> {
     primary.close().await;
     prepared.map_err(|e| StepError::retry(e.to_string()))?;
     ctx.check_lease("rewinding the data directory").await?;
-    let done = ctx.node(&ctx.params.target).rewind_or_reclone(&req).await.map_err(node_error)?;
+    let done = ctx
+        .node(&ctx.params.target)
+        .rewind_or_reclone(&req)
+        .await
+        .map_err(node_error)?;
     Ok(Action::Done(Rewound {
         method: done.method,
         rewind_error: done.rewind_error,
@@ -216,7 +224,10 @@ async fn configure(ctx: &Ctx<'_>) -> ActionResult<Configured> {
         node: server(ctx)?,
         primary: primary_conninfo(ctx)?,
     };
-    ctx.node(&ctx.params.target).configure_standby(&req).await.map_err(node_error)?;
+    ctx.node(&ctx.params.target)
+        .configure_standby(&req)
+        .await
+        .map_err(node_error)?;
     Ok(Action::Done(Configured {
         standby_of: ctx.params.source.clone(),
     }))
@@ -235,7 +246,10 @@ async fn start_node(ctx: &Ctx<'_>) -> ActionResult<NodeStarted> {
         recovered: None,
         unfence: true,
     };
-    ctx.node(&ctx.params.target).start(&req).await.map_err(node_error)?;
+    ctx.node(&ctx.params.target)
+        .start(&req)
+        .await
+        .map_err(node_error)?;
     Ok(Action::Done(NodeStarted { started: true }))
 }
 

@@ -15,6 +15,9 @@ state_enum! {
         Failover,
         /// The watchdog fenced a second writable primary.
         Fenced,
+        /// An old primary's agent answers again: the guard started its
+        /// automatic rejoin as a standby of the primary (`rejoin = "auto"`).
+        Rejoin,
     }
 }
 
