@@ -46,6 +46,10 @@ pub struct AgentSettings {
     pub scratch_root: PathBuf,
     /// The host name it reports.
     pub host: String,
+    /// It can restore backups (it was given drctl's config, so its node
+    /// reads the recorded backups); without, a restore answers
+    /// `node_missing`.
+    pub restores: bool,
 }
 
 struct Agent {
@@ -54,6 +58,7 @@ struct Agent {
     data_dirs: Vec<PathBuf>,
     scratch_root: PathBuf,
     shown: AgentHealth,
+    restores: bool,
     /// One action at a time per directory (a data directory, or a scratch
     /// copy's directory).
     locks: std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
@@ -133,6 +138,7 @@ pub fn router(node: Arc<dyn NodeActions>, settings: AgentSettings) -> Router {
             data_dirs: settings.data_dirs,
             scratch_root: settings.scratch_root,
         },
+        restores: settings.restores,
         locks: Default::default(),
     });
     Router::new()
@@ -304,6 +310,7 @@ impl Agent {
                 ok(node.configure_standby(&req).await)
             }
             NodeAction::RestoreBackup => {
+                self.can_restore()?;
                 let mut req: drctl_node::RestoreRequest = parse(action, body)?;
                 *node_name = req.node.name.clone();
                 req.node = self.served(&req.node)?;
@@ -318,6 +325,7 @@ impl Agent {
                 ok(node.clone_scratch(&req).await)
             }
             NodeAction::RestoreScratch => {
+                self.can_restore()?;
                 let mut req: drctl_node::ScratchRestoreRequest = parse(action, body)?;
                 req.dir = self.scratch_dir(&req.dir)?;
                 *node_name = req.dir.display().to_string();
@@ -349,6 +357,17 @@ impl Agent {
                 ok(node.hard_fence(&req).await)
             }
         }
+    }
+
+    fn can_restore(&self) -> Result<(), Refusal> {
+        if self.restores {
+            return Ok(());
+        }
+        Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NodeMissing,
+            "this agent was started without --config: it cannot read backups (restart it with --config and drctl's config file)",
+        ))
     }
 
     /// The node, its data directory normalised, when the agent serves it:
