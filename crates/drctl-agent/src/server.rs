@@ -310,10 +310,10 @@ impl Agent {
                 ok(node.configure_standby(&req).await)
             }
             NodeAction::RestoreBackup => {
-                self.can_restore()?;
                 let mut req: drctl_node::RestoreRequest = parse(action, body)?;
                 *node_name = req.node.name.clone();
                 req.node = self.served(&req.node)?;
+                self.can_restore()?;
                 let _one = self.lock(&req.node.data_dir).await;
                 ok(node.restore_backup(&req).await)
             }
@@ -325,9 +325,9 @@ impl Agent {
                 ok(node.clone_scratch(&req).await)
             }
             NodeAction::RestoreScratch => {
-                self.can_restore()?;
                 let mut req: drctl_node::ScratchRestoreRequest = parse(action, body)?;
                 req.dir = self.scratch_dir(&req.dir)?;
+                self.can_restore()?;
                 *node_name = req.dir.display().to_string();
                 let _one = self.lock(&req.dir).await;
                 ok(node.restore_scratch(&req).await)
