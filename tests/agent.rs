@@ -78,9 +78,15 @@ fn start_request(node: &NodeRef, unfence: bool) -> StartRequest {
 async fn assert_unchanged(f: &mut Fixture, pid: Option<u32>, after: &str) {
     assert!(f.agent.is_running(), "the agent still runs after {after}");
     let status = f.remote.status(&f.node).await.unwrap();
-    assert!(status.running, "the server still runs after {after}: {status:?}");
+    assert!(
+        status.running,
+        "the server still runs after {after}: {status:?}"
+    );
     assert_eq!(status.pid, pid, "the same server process after {after}");
-    assert!(status.fenced_by.is_none(), "not fenced after {after}: {status:?}");
+    assert!(
+        status.fenced_by.is_none(),
+        "not fenced after {after}: {status:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,8 +111,20 @@ async fn the_agent_stops_starts_and_hard_fences_its_server_through_remote_node()
     assert!(f.cluster.is_running(), "the server really runs");
 
     // Stop, twice: the second finds it stopped.
-    assert!(remote.stop(&f.node, StopMode::Fast).await.unwrap().was_running);
-    assert!(!remote.stop(&f.node, StopMode::Fast).await.unwrap().was_running);
+    assert!(
+        remote
+            .stop(&f.node, StopMode::Fast)
+            .await
+            .unwrap()
+            .was_running
+    );
+    assert!(
+        !remote
+            .stop(&f.node, StopMode::Fast)
+            .await
+            .unwrap()
+            .was_running
+    );
     assert!(!f.cluster.is_running());
     assert!(!remote.start(&start).await.unwrap().already_running);
 
@@ -117,7 +135,11 @@ async fn the_agent_stops_starts_and_hard_fences_its_server_through_remote_node()
         region: "region-a".into(),
         operation_id: "op-fence-1".into(),
         node: Some(f.node.clone()),
-        hook: Some(vec!["/bin/sh".into(), "-c".into(), "touch /tmp/drctl-agent-hook-ran".into()]),
+        hook: Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "touch /tmp/drctl-agent-hook-ran".into(),
+        ]),
         hook_timeout_ms: 10_000,
         mode: StopMode::Immediate,
     };
@@ -142,7 +164,13 @@ async fn the_agent_stops_starts_and_hard_fences_its_server_through_remote_node()
     assert!(!remote.status(&f.node).await.unwrap().running);
     assert!(!f.cluster.is_running());
     // Only a start that lifts the fence runs it again.
-    assert!(!remote.start(&start_request(&f.node, true)).await.unwrap().already_running);
+    assert!(
+        !remote
+            .start(&start_request(&f.node, true))
+            .await
+            .unwrap()
+            .already_running
+    );
     let status = remote.status(&f.node).await.unwrap();
     assert!(status.running && status.fenced_by.is_none(), "{status:?}");
 
@@ -182,7 +210,10 @@ async fn the_agent_refuses_unauthenticated_foreign_and_malformed_requests_and_no
     assert_eq!(reply.status(), 401);
     let body: Value = reply.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthenticated", "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("certificate"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("certificate"));
     assert_unchanged(&mut f, pid, "a request without a certificate").await;
 
     // Another lab's PKI: drctl trusts this agent, but its certificate is
@@ -197,7 +228,10 @@ async fn the_agent_refuses_unauthenticated_foreign_and_malformed_requests_and_no
         },
     )
     .unwrap();
-    let refused = foreign.stop(&f.node, StopMode::Immediate).await.unwrap_err();
+    let refused = foreign
+        .stop(&f.node, StopMode::Immediate)
+        .await
+        .unwrap_err();
     assert_eq!(refused.kind, NodeErrorKind::Unreachable, "{refused}");
     assert!(
         refused.message.contains("refused drctl's certificate"),
@@ -226,7 +260,10 @@ async fn the_agent_refuses_unauthenticated_foreign_and_malformed_requests_and_no
         },
     )
     .unwrap();
-    let refused = impostor.stop(&f.node, StopMode::Immediate).await.unwrap_err();
+    let refused = impostor
+        .stop(&f.node, StopMode::Immediate)
+        .await
+        .unwrap_err();
     assert_eq!(refused.kind, NodeErrorKind::Unreachable, "{refused}");
     assert!(
         refused.message.contains("refused drctl's certificate"),
@@ -235,10 +272,7 @@ async fn the_agent_refuses_unauthenticated_foreign_and_malformed_requests_and_no
     assert_unchanged(&mut f, pid, "an agent's server certificate").await;
 
     // Malformed bodies: a JSON 400 each.
-    let drctl = raw_client(
-        &f.pki.ca,
-        Some((&f.pki.client.cert, &f.pki.client.key)),
-    );
+    let drctl = raw_client(&f.pki.ca, Some((&f.pki.client.cert, &f.pki.client.key)));
     for body in [
         "not json".to_string(),
         r#"{"node": 5, "mode": "immediate"}"#.to_string(),
@@ -279,7 +313,11 @@ async fn the_agent_refuses_unauthenticated_foreign_and_malformed_requests_and_no
     assert_eq!(reply.status(), 403);
     let answer: Value = reply.json().await.unwrap();
     assert_eq!(answer["error"]["code"], "node_refused", "{answer}");
-    let refused = f.remote.stop(&elsewhere, StopMode::Immediate).await.unwrap_err();
+    let refused = f
+        .remote
+        .stop(&elsewhere, StopMode::Immediate)
+        .await
+        .unwrap_err();
     assert_eq!(refused.kind, NodeErrorKind::Refused, "{refused}");
     assert!(refused.message.contains("does not serve"), "{refused}");
     // Its own directory reached through `..` is refused too.
@@ -288,7 +326,11 @@ async fn the_agent_refuses_unauthenticated_foreign_and_malformed_requests_and_no
         f.node.data_dir.join("..").join("db1"),
         f.node.port,
     );
-    let refused = f.remote.stop(&sneaky, StopMode::Immediate).await.unwrap_err();
+    let refused = f
+        .remote
+        .stop(&sneaky, StopMode::Immediate)
+        .await
+        .unwrap_err();
     assert_eq!(refused.kind, NodeErrorKind::Refused, "{refused}");
     assert_unchanged(&mut f, pid, "a directory the agent does not serve").await;
 
@@ -320,9 +362,17 @@ async fn the_agent_refuses_unauthenticated_foreign_and_malformed_requests_and_no
             })
             .await
             .unwrap_err();
-        assert_eq!(refused.kind, NodeErrorKind::Refused, "{}: {refused}", dir.display());
+        assert_eq!(
+            refused.kind,
+            NodeErrorKind::Refused,
+            "{}: {refused}",
+            dir.display()
+        );
     }
-    assert!(f.node.data_dir.join("PG_VERSION").exists(), "the data directory is intact");
+    assert!(
+        f.node.data_dir.join("PG_VERSION").exists(),
+        "the data directory is intact"
+    );
     assert_unchanged(&mut f, pid, "`..` and outside scratch directories").await;
 
     f.remote.stop(&f.node, StopMode::Fast).await.unwrap();

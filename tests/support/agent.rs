@@ -75,7 +75,9 @@ impl AgentProcess {
         });
         let url = rx
             .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("drctl agent serve did not say it listens (its log is above)"));
+            .unwrap_or_else(|_| {
+                panic!("drctl agent serve did not say it listens (its log is above)")
+            });
         AgentProcess { child, url }
     }
 

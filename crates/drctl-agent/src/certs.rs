@@ -12,8 +12,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -54,7 +54,9 @@ impl AgentName {
             .map(str::to_string)
             .collect();
         if hosts.is_empty() {
-            return Err(bad("no host after '=': name at least one host name or IP address"));
+            return Err(bad(
+                "no host after '=': name at least one host name or IP address",
+            ));
         }
         Ok(AgentName {
             name: name.trim().to_string(),
@@ -136,10 +138,7 @@ pub fn issue_pki(dir: &Path, agents: &[AgentName], days: u32) -> Result<Pki, Age
     } else {
         let key = KeyPair::generate().map_err(|e| pki_error(e.to_string()))?;
         let mut params = CertificateParams::default();
-        params.distinguished_name = dn(&format!(
-            "drctl agents CA {}",
-            now.unix_timestamp()
-        ));
+        params.distinguished_name = dn(&format!("drctl agents CA {}", now.unix_timestamp()));
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,

@@ -51,7 +51,9 @@ pub struct RemoteNode {
 
 impl std::fmt::Debug for RemoteNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteNode").field("url", &self.url).finish()
+        f.debug_struct("RemoteNode")
+            .field("url", &self.url)
+            .finish()
     }
 }
 
@@ -168,7 +170,9 @@ impl RemoteNode {
                 "drctl does not trust the agent at {url}: its certificate is {why:?} (it must be issued by drctl's agent CA for this host name or address)"
             )
         } else if e.is_timeout() {
-            format!("the agent at {url} did not answer {action} in time: is its host up and reachable?")
+            format!(
+                "the agent at {url} did not answer {action} in time: is its host up and reachable?"
+            )
         } else {
             format!("cannot reach the agent at {url} for {action}: {}", chain(e))
         };
@@ -234,8 +238,12 @@ fn client_config(tls: &ClientTls) -> Result<rustls::ClientConfig, AgentError> {
             .map_err(|e| bad(format!("the CA {}: {e}", tls.ca.display())))?;
     }
     let chain = certs(&tls.cert)?;
-    let key = PrivateKeyDer::from_pem_slice(&read(&tls.key)?)
-        .map_err(|_| bad(format!("{} holds no usable PEM private key", tls.key.display())))?;
+    let key = PrivateKeyDer::from_pem_slice(&read(&tls.key)?).map_err(|_| {
+        bad(format!(
+            "{} holds no usable PEM private key",
+            tls.key.display()
+        ))
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -305,12 +313,17 @@ impl NodeActions for RemoteNode {
 
     async fn teardown_scratch(&self, req: &TeardownRequest) -> Result<TornDown, NodeError> {
         // Removing a large copy takes a while; far less than making it.
-        self.call(NodeAction::TeardownScratch, req, QUICK * 10).await
+        self.call(NodeAction::TeardownScratch, req, QUICK * 10)
+            .await
     }
 
     async fn hard_fence(&self, req: &HardFenceRequest) -> Result<HardFenced, NodeError> {
-        self.call(NodeAction::HardFence, req, quick_plus(Some(req.hook_timeout_ms)))
-            .await
+        self.call(
+            NodeAction::HardFence,
+            req,
+            quick_plus(Some(req.hook_timeout_ms)),
+        )
+        .await
     }
 
     fn agent(&self) -> Option<&str> {

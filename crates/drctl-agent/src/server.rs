@@ -231,13 +231,13 @@ async fn node_action(
             )
             .into_response()
         }
-        Err(e) => return Refusal::bad_request(format!("cannot read the body: {e}")).into_response(),
+        Err(e) => {
+            return Refusal::bad_request(format!("cannot read the body: {e}")).into_response()
+        }
     };
     let started = Instant::now();
     let mut node_name = String::new();
-    let answer = agent
-        .dispatch(action, &body, &mut node_name)
-        .await;
+    let answer = agent.dispatch(action, &body, &mut node_name).await;
     let ms = started.elapsed().as_millis() as u64;
     match answer {
         Ok(response) => {

@@ -199,14 +199,13 @@ fn acceptor(
             // webpki checks the chain, the validity period and the
             // clientAuth EKU (a server certificate of the same CA with
             // only serverAuth is refused).
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    provider(),
-                )
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| ca_error(e.to_string()))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| ca_error(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
     };

@@ -595,7 +595,12 @@ pub struct AgentServeArgs {
     /// A data directory this agent acts on (repeat for several; the
     /// variable takes a comma-separated list). Requests for any other
     /// directory are refused.
-    #[arg(long = "data-dir", env = "DRCTL_AGENT_DATA_DIR", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "data-dir",
+        env = "DRCTL_AGENT_DATA_DIR",
+        value_delimiter = ',',
+        required = true
+    )]
     pub data_dirs: Vec<PathBuf>,
     /// Where drill clones and restore tests are made on this host (created
     /// 0711 if missing; its parent must exist).
@@ -626,7 +631,11 @@ pub struct AgentCertsArgs {
     /// An agent: NAME=HOST[,HOST…], its host names and IP addresses as
     /// drctl reaches it (repeat for several; the variable takes a
     /// ';'-separated list).
-    #[arg(long = "agent", env = "DRCTL_AGENT_CERTS_AGENTS", value_delimiter = ';')]
+    #[arg(
+        long = "agent",
+        env = "DRCTL_AGENT_CERTS_AGENTS",
+        value_delimiter = ';'
+    )]
     pub agents: Vec<String>,
     /// How long the certificates are valid, in days (the CA four times as
     /// long).
