@@ -174,6 +174,60 @@ async fn the_agent_stops_starts_and_hard_fences_its_server_through_remote_node()
     let status = remote.status(&f.node).await.unwrap();
     assert!(status.running && status.fenced_by.is_none(), "{status:?}");
 
+    // A drill's scratch clone of the server: made under the agent's own
+    // scratch root whatever directory was asked for (only its last
+    // component counts), the real paths in the answer; started, then torn
+    // down through what came back.
+    let source = Engine::Postgres
+        .connect(
+            "db1",
+            &Dsn::new(f.cluster.dsn("postgres")),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    let clone = remote
+        .clone_scratch(&CloneRequest {
+            dir: PathBuf::from("/var/elsewhere/drill-orders-1"),
+            source: Dsn::new(f.cluster.dsn("postgres")),
+            settings: source.clone_settings().await.unwrap(),
+            roles: vec!["postgres".into()],
+        })
+        .await
+        .unwrap();
+    source.close().await;
+    assert_eq!(clone.dir, f.scratch_root.join("drill-orders-1"));
+    assert!(clone.data_dir.starts_with(&clone.dir), "{clone:?}");
+    assert!(clone.data_dir.join("PG_VERSION").exists());
+    assert!(!PathBuf::from("/var/elsewhere").exists());
+    let clone_start = StartRequest {
+        node: clone.node(),
+        wait_ready_ms: Some(CLONE_READY.as_millis() as u64),
+        recovered: None,
+        unfence: false,
+    };
+    assert!(!remote.start(&clone_start).await.unwrap().already_running);
+    assert!(remote.status(&clone.node()).await.unwrap().running);
+    let teardown = TeardownRequest {
+        dir: clone.dir.clone(),
+        port: clone.port,
+    };
+    assert!(remote.teardown_scratch(&teardown).await.unwrap().removed);
+    assert!(!clone.dir.exists());
+
+    // Started without --config, the agent cannot read backups: a restore
+    // is "missing", with the reason, and nothing is touched.
+    let missing = remote
+        .restore_backup(&RestoreRequest {
+            node: f.node.clone(),
+            backup_id: "20261207T000000Z-orders".into(),
+            operation_id: "op-recover-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.kind, NodeErrorKind::Missing, "{missing}");
+    assert!(missing.message.contains("--config"), "{missing}");
+    assert!(remote.status(&f.node).await.unwrap().running);
+
     // Tearing down a scratch copy that is not there: already gone.
     let gone = remote
         .teardown_scratch(&TeardownRequest {
