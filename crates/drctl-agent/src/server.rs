@@ -475,3 +475,6 @@ pub fn normalise(path: &Path) -> Result<PathBuf, &'static str> {
         _ => Ok(lexical),
     }
 }
+
+#[cfg(test)]
+mod tests;
