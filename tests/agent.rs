@@ -429,6 +429,18 @@ async fn the_agent_refuses_unauthenticated_foreign_and_malformed_requests_and_no
     );
     assert_unchanged(&mut f, pid, "`..` and outside scratch directories").await;
 
+    // drctl that trusts another CA does not talk to this agent at all.
+    let distrustful = RemoteNode::new(&url, &other.client).unwrap();
+    let refused = distrustful.status(&f.node).await.unwrap_err();
+    assert_eq!(refused.kind, NodeErrorKind::Unreachable, "{refused}");
+    assert!(refused.message.contains("does not trust"), "{refused}");
+    assert_unchanged(&mut f, pid, "a client of another PKI").await;
+
     f.remote.stop(&f.node, StopMode::Fast).await.unwrap();
-    let _ = Duration::ZERO;
+
+    // SIGTERM stops the agent cleanly; then drctl finds nobody there.
+    assert!(f.agent.terminate().success());
+    let gone = f.remote.status(&f.node).await.unwrap_err();
+    assert_eq!(gone.kind, NodeErrorKind::Unreachable, "{gone}");
+    assert!(gone.message.contains("cannot reach the agent"), "{gone}");
 }

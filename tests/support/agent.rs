@@ -92,18 +92,29 @@ impl AgentProcess {
     }
 }
 
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        for _ in 0..100 {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
+impl AgentProcess {
+    /// SIGTERM, as systemd stops it; waits for it to exit and returns how.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // Only a child not yet reaped is signalled: a reaped one's pid may
+        // belong to another process by now.
+        if let Ok(None) = self.child.try_wait() {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.wait().expect("waiting for the agent")
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.terminate();
     }
 }
 

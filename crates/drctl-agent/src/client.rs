@@ -47,6 +47,8 @@ const COPY: Duration = Duration::from_secs(24 * 3600);
 pub struct RemoteNode {
     url: String,
     client: reqwest::Client,
+    /// The same TLS settings, for [`RemoteNode::probe_refusal`].
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl std::fmt::Debug for RemoteNode {
@@ -74,7 +76,7 @@ impl RemoteNode {
         }
         let config = client_config(tls)?;
         let client = reqwest::Client::builder()
-            .use_preconfigured_tls(config)
+            .use_preconfigured_tls(config.clone())
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .map_err(|e| AgentError::ClientTls {
@@ -83,6 +85,7 @@ impl RemoteNode {
         Ok(RemoteNode {
             url: url.trim_end_matches('/').to_string(),
             client,
+            tls: Arc::new(config),
         })
     }
 
@@ -114,15 +117,15 @@ impl RemoteNode {
         action: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<O, NodeError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| self.transport_error(action, &e))?;
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => return Err(self.transport_error(action, &e).await),
+        };
         let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(action, &e))?;
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(e) => return Err(self.transport_error(action, &e).await),
+        };
         if status.is_success() {
             return serde_json::from_slice(&body).map_err(|e| {
                 NodeError::failed(format!(
@@ -156,12 +159,21 @@ impl RemoteNode {
         })
     }
 
-    fn transport_error(&self, action: &str, e: &reqwest::Error) -> NodeError {
+    async fn transport_error(&self, action: &str, e: &reqwest::Error) -> NodeError {
         let url = &self.url;
-        let message = if let Some(alert) = tls_error(e).and_then(|t| match t {
+        let mut alert = tls_error(e).and_then(|t| match t {
             rustls::Error::AlertReceived(a) => Some(*a),
             _ => None,
-        }) {
+        });
+        if alert.is_none() && tls_error(e).is_none() && !e.is_connect() && !e.is_timeout() {
+            // Under TLS 1.3 the agent judges drctl's certificate after the
+            // client has finished its handshake; its alert may then close
+            // the connection before the request is sent, and the client
+            // only learns that the connection went away. A second
+            // handshake, reading what the agent says, tells which it was.
+            alert = self.probe_refusal().await;
+        }
+        let message = if let Some(alert) = alert {
             format!(
                 "the agent at {url} refused drctl's certificate (TLS alert {alert:?}): drctl's client certificate must be issued by the agent's CA for client authentication (`drctl agent certs`)"
             )
@@ -178,24 +190,63 @@ impl RemoteNode {
         };
         NodeError::new(NodeErrorKind::Unreachable, message)
     }
+
+    /// A TLS handshake with the agent, then a read: the alert the agent
+    /// sends when it refuses drctl's certificate, if it does. `None` when
+    /// it cannot tell (no answer, or the agent waits for a request, as it
+    /// does for a certificate it accepted).
+    async fn probe_refusal(&self) -> Option<rustls::AlertDescription> {
+        use tokio::io::AsyncReadExt;
+        let url = reqwest::Url::parse(&self.url).ok()?;
+        let host = url
+            .host_str()?
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_string();
+        let port = url.port_or_known_default()?;
+        let name = rustls::pki_types::ServerName::try_from(host.clone()).ok()?;
+        let tcp = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect((host.as_str(), port)),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+        let alert = |e: &std::io::Error| match tls_error(e) {
+            Some(rustls::Error::AlertReceived(a)) => Some(*a),
+            _ => None,
+        };
+        let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
+            .await
+            .ok()?
+        {
+            Ok(stream) => stream,
+            Err(e) => return alert(&e),
+        };
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(CONNECT_TIMEOUT, stream.read(&mut byte)).await {
+            Ok(Err(e)) => alert(&e),
+            _ => None,
+        }
+    }
 }
 
 /// The rustls error somewhere in `e`'s chain. An `io::Error` hides the
-/// error it wraps from `source()`, so it is looked into too.
+/// error it wraps from `source()` (and the connector nests one in
+/// another), so the walk goes into it instead.
 fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut next: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = next {
         if let Some(t) = err.downcast_ref::<rustls::Error>() {
             return Some(t);
         }
-        if let Some(t) = err
+        next = match err
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
-            return Some(t);
-        }
-        next = err.source();
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     None
 }
