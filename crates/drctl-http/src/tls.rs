@@ -213,3 +213,55 @@ fn acceptor(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAMES: TlsNames = TlsNames {
+        owner: "the agent's",
+        cert: "--cert",
+        key: "--key",
+        both: "--cert and --key",
+        client_ca: "--ca",
+    };
+
+    #[test]
+    fn a_peer_identity_is_the_subject_cn_and_the_fingerprint() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "drctl");
+        let cert = params.self_signed(&key).unwrap();
+        let id = PeerIdentity::of(cert.der());
+        assert_eq!(id.common_name.as_deref(), Some("drctl"));
+        assert_eq!(id.sha256.len(), 64);
+        assert_eq!(id.display_name(), "drctl");
+        let garbage = PeerIdentity::of(b"not a certificate");
+        assert_eq!(garbage.common_name, None);
+        assert!(garbage.display_name().starts_with("sha256:"));
+    }
+
+    #[test]
+    fn unreadable_files_are_named_with_the_setting_to_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let e = mtls_acceptor(&missing, &missing, &missing, &NAMES)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("missing.pem") && e.contains("--cert"), "{e}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = tls_acceptor(&empty, &empty, &NAMES)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("no PEM certificate") && e.contains("--cert"),
+            "{e}"
+        );
+    }
+}
