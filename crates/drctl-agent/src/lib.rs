@@ -22,8 +22,9 @@
 //! client certificate (CN `drctl`, clientAuth). A request without a client
 //! certificate gets a JSON 401 and changes nothing; a certificate of
 //! another CA, or one not made for client authentication (another agent's
-//! server certificate), ends the TLS handshake. No secret crosses the
-//! network.
+//! server certificate), ends the TLS handshake. (webpki demands clientAuth
+//! of a certificate that lists its extended key usages; [`issue_pki`]
+//! lists them on every certificate.) No secret crosses the network.
 //!
 //! **What an agent acts on** ([`server`]): only its configured data
 //! directories (403 for any other), and scratch copies only under its own

@@ -438,6 +438,9 @@ impl Agent {
         };
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            // Locks nobody holds or waits for go (every drill names a new
+            // scratch directory): the map stays as small as the work.
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
             locks.entry(key).or_default().clone()
         };
         lock.lock_owned().await
