@@ -10,7 +10,6 @@ use drctl_node::{LocalNode, NodeActions};
 
 use crate::cli::{AgentArgs, AgentCertsArgs, AgentCommand, AgentServeArgs};
 use crate::config_cmd;
-use crate::serve_cmd::wait_for_stop_signal;
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     match args.command {
@@ -60,8 +59,12 @@ async fn serve(args: AgentServeArgs) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
+    // Before the ready line: a SIGTERM sent as soon as it is seen must
+    // find its handler, not the default action.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing a SIGTERM handler")?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(drctl_http::serve(
+    let mut server = tokio::spawn(drctl_http::serve(
         listener,
         router,
         Some(tls),
@@ -80,15 +83,14 @@ async fn serve(args: AgentServeArgs) -> anyhow::Result<()> {
             .join(", "),
         args.scratch_root.display()
     );
-    let mut server = server;
     tokio::select! {
-        _ = wait_for_stop_signal() => {
-            tracing::info!("agent stopping: finishing the requests in flight");
-            let _ = stop_tx.send(());
-            server.await??;
-        }
-        ended = &mut server => ended??,
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        ended = &mut server => return Ok(ended??),
     }
+    tracing::info!("agent stopping: finishing the requests in flight");
+    let _ = stop_tx.send(());
+    server.await??;
     Ok(())
 }
 
