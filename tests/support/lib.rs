@@ -6,6 +6,7 @@
 //! Every helper that needs a server starts the real one; when it cannot, it
 //! panics with the install hint (tests never pass by skipping).
 
+pub mod agent;
 pub mod api;
 pub mod config;
 pub mod engine;

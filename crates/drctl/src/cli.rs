@@ -75,6 +75,10 @@ pub enum Command {
     Audit(AuditArgs),
     /// Measure what drctl costs (benchmarks on a real lab).
     Bench(BenchArgs),
+    /// The node agent beside each database server: it serves the node
+    /// actions (status, stop, start, hard fence, rewind, restore, scratch
+    /// copies) to drctl over HTTPS with mutual TLS; and its certificates.
+    Agent(AgentArgs),
 }
 
 #[derive(Args, Debug)]
@@ -548,4 +552,93 @@ pub struct SoakArgs {
     pub dir: std::path::PathBuf,
     #[arg(short, long, value_enum, default_value_t)]
     pub output: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    pub command: AgentCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentCommand {
+    /// Serve this host's database servers to drctl until SIGTERM; prints
+    /// one line with the listen address when ready.
+    Serve(AgentServeArgs),
+    /// Issue the certificates: a CA (kept when DIR has one), a server
+    /// certificate per agent, and drctl's client certificate.
+    Certs(AgentCertsArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Example:
+  drctl agent serve --listen 0.0.0.0:7450 --ca /etc/drctl/pki/ca.pem \\
+      --cert /etc/drctl/pki/agent-db1.pem --key /etc/drctl/pki/agent-db1.key \\
+      --data-dir /var/lib/postgresql/15/main --scratch-root /var/lib/drctl/scratch
+
+Only clients with a certificate signed by --ca for client authentication
+(drctl's drctl.pem) are served; a request without one gets a 401.")]
+pub struct AgentServeArgs {
+    /// Address and port to listen on (HTTPS).
+    #[arg(long, env = "DRCTL_AGENT_LISTEN", default_value = "0.0.0.0:7450")]
+    pub listen: std::net::SocketAddr,
+    /// The CA certificate that signed drctl's client certificate (ca.pem
+    /// from `drctl agent certs`).
+    #[arg(long, env = "DRCTL_AGENT_CA")]
+    pub ca: PathBuf,
+    /// This agent's server certificate (agent-NAME.pem).
+    #[arg(long, env = "DRCTL_AGENT_CERT")]
+    pub cert: PathBuf,
+    /// Its private key (agent-NAME.key, mode 0600).
+    #[arg(long, env = "DRCTL_AGENT_KEY")]
+    pub key: PathBuf,
+    /// A data directory this agent acts on (repeat for several; the
+    /// variable takes a comma-separated list). Requests for any other
+    /// directory are refused.
+    #[arg(
+        long = "data-dir",
+        env = "DRCTL_AGENT_DATA_DIR",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub data_dirs: Vec<PathBuf>,
+    /// Where drill clones and restore tests are made on this host (created
+    /// 0711 if missing; its parent must exist).
+    #[arg(long, env = "DRCTL_AGENT_SCRATCH_ROOT")]
+    pub scratch_root: PathBuf,
+    /// The PostgreSQL server programs [default: PG_BIN, pg_config, or
+    /// /usr/lib/postgresql/*/bin].
+    #[arg(long, env = "DRCTL_AGENT_PG_BIN")]
+    pub pg_bin: Option<PathBuf>,
+    /// drctl's config file, so this agent can restore verified backups
+    /// (it reads the state store and object storage the config names).
+    /// Without it, restores are answered "missing".
+    #[arg(long, env = "DRCTL_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Example:
+  drctl agent certs --out /etc/drctl/pki --agent db1=10.0.1.5,db1.internal --agent db2=10.0.2.5
+
+Writes ca.pem, ca.key (keep it off the agents' hosts), agent-NAME.pem/.key
+for each agent, and drctl.pem/.key for drctl. Keys are mode 0600.")]
+pub struct AgentCertsArgs {
+    /// The directory to write to (created if missing; a CA already there is
+    /// kept, so the other agents' certificates stay valid).
+    #[arg(long, env = "DRCTL_AGENT_CERTS_OUT")]
+    pub out: PathBuf,
+    /// An agent: NAME=HOST[,HOST…], its host names and IP addresses as
+    /// drctl reaches it (repeat for several; the variable takes a
+    /// ';'-separated list).
+    #[arg(
+        long = "agent",
+        env = "DRCTL_AGENT_CERTS_AGENTS",
+        value_delimiter = ';'
+    )]
+    pub agents: Vec<String>,
+    /// How long the certificates are valid, in days (the CA four times as
+    /// long).
+    #[arg(long, env = "DRCTL_AGENT_CERTS_DAYS", default_value_t = 825)]
+    pub days: u32,
 }

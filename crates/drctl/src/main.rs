@@ -11,6 +11,7 @@
 //!   when a command that was still working is cut short by a closed stdout
 //!   or stderr: quietly, with no panic and no backtrace.
 
+mod agent_cmd;
 mod audit_cmd;
 mod backup_cmd;
 mod bench_cmd;
@@ -100,6 +101,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli::BenchCommand::Monitor(a) => bench_cmd::run(a).await,
             cli::BenchCommand::Soak(a) => soak_cmd::run(a).await,
         },
+        Command::Agent(args) => agent_cmd::run(args).await,
     }
 }
 

@@ -1,0 +1,125 @@
+//! `drctl agent serve` and `drctl agent certs`: the node agent beside a
+//! database server (drctl-agent's router over this host's `LocalNode`,
+//! served by drctl-http with mutual TLS), and its certificates.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use drctl_agent::{AgentName, AgentSettings};
+use drctl_node::{LocalNode, NodeActions};
+
+use crate::cli::{AgentArgs, AgentCertsArgs, AgentCommand, AgentServeArgs};
+use crate::config_cmd;
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    match args.command {
+        AgentCommand::Serve(a) => serve(a).await,
+        AgentCommand::Certs(a) => certs(a),
+    }
+}
+
+async fn serve(args: AgentServeArgs) -> anyhow::Result<()> {
+    for dir in args.data_dirs.iter().chain([&args.scratch_root]) {
+        if !dir.is_absolute() {
+            anyhow::bail!(
+                "{} is not an absolute path: the agent's --data-dir and --scratch-root must be",
+                dir.display()
+            );
+        }
+    }
+    let tls = drctl_agent::agent_acceptor(&args.cert, &args.key, &args.ca)?;
+    let mut node = LocalNode::new();
+    if let Some(bin) = &args.pg_bin {
+        node = node.with_bin(bin.clone());
+    }
+    // With drctl's config the agent restores the backups its store
+    // recorded, as the engine does on its own host.
+    if let Some(path) = &args.config {
+        let config = config_cmd::load(path)?;
+        let store = drctl_store::Store::open(config.store.url.expose())
+            .await
+            .with_context(|| format!("opening the state store of {}", path.display()))?;
+        let backups = drctl_backup::RecordedBackups::new(config, store);
+        node = node.with_backups(Arc::new(backups));
+    }
+    let settings = AgentSettings {
+        data_dirs: args.data_dirs.clone(),
+        scratch_root: args.scratch_root.clone(),
+        host: drctl_node::this_host(),
+        restores: args.config.is_some(),
+    };
+    let node: Arc<dyn NodeActions> = Arc::new(node);
+    let router = drctl_agent::router(node, settings);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (another agent running? change --listen)",
+                args.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    // Before the ready line: a SIGTERM sent as soon as it is seen must
+    // find its handler, not the default action.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing a SIGTERM handler")?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(drctl_http::serve(
+        listener,
+        router,
+        Some(tls),
+        drctl_http::Limits::default(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    // The one line tests and scripts wait for.
+    eprintln!(
+        "drctl agent listening on https://{addr} (data dirs: {}; scratch root {})",
+        args.data_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        args.scratch_root.display()
+    );
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        ended = &mut server => return Ok(ended??),
+    }
+    tracing::info!("agent stopping: finishing the requests in flight");
+    let _ = stop_tx.send(());
+    server.await??;
+    Ok(())
+}
+
+fn certs(args: AgentCertsArgs) -> anyhow::Result<()> {
+    let agents = args
+        .agents
+        .iter()
+        .map(|spec| AgentName::parse(spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    let pki = drctl_agent::issue_pki(&args.out, &agents, args.days)?;
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{} CA {}\n",
+        if pki.ca_reused { "kept" } else { "new" },
+        pki.ca.display()
+    ));
+    for a in &pki.agents {
+        out.push_str(&format!(
+            "agent {}: {} {}\n",
+            a.name,
+            a.cert.display(),
+            a.key.display()
+        ));
+    }
+    out.push_str(&format!(
+        "drctl (client): {} {}\n",
+        pki.client.cert.display(),
+        pki.client.key.display()
+    ));
+    crate::output::write_stdout(format_args!("{out}"))?;
+    Ok(())
+}
