@@ -34,17 +34,23 @@
 //! the same directory. It never runs a command named by a request: a hard
 //! fence stops its own server; a fence hook is the orchestrator's.
 //!
-//! Dependencies: drctl-node (the seam and its types) and drctl-http (the
-//! server); never the engine, the store or the config, which the binary
-//! wires in (the backing node's backups, for a restore).
+//! [`nodes_for`] builds the orchestrator's map of node actions from its
+//! config (drctl's own host, or the agent a region names).
+//!
+//! Dependencies: drctl-config (only to read `[agents]` and the agents'
+//! addresses), drctl-node (the seam and its types) and drctl-http (the
+//! server); never the engine or the store, which the binary wires in (the
+//! backing node's backups, for a restore).
 
 pub mod certs;
 mod client;
+mod nodes;
 pub mod server;
 pub mod wire;
 
 pub use certs::{issue_pki, AgentFiles, AgentName, Pki};
 pub use client::{ClientTls, RemoteNode};
+pub use nodes::nodes_for;
 pub use server::{router, AgentSettings};
 pub use wire::AgentHealth;
 

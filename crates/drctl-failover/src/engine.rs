@@ -107,12 +107,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// The engine acting on this host's servers ([`LocalNode`], restoring
-    /// the backups the store recorded).
+    /// The engine acting on each server through the agent its region names
+    /// (`[services.postgres.REGION] agent`), else on this host
+    /// ([`LocalNode`], restoring the backups the store recorded).
     pub fn new(config: Arc<Config>, store: Store) -> Engine {
         let backups = drctl_backup::RecordedBackups::new(config.clone(), store.clone());
-        let node = Arc::new(LocalNode::new().with_backups(Arc::new(backups)));
-        Engine::with_node(config, store, node)
+        let local = Arc::new(LocalNode::new().with_backups(Arc::new(backups)));
+        let nodes = drctl_agent::nodes_for(&config, local);
+        Engine::with_nodes(config, store, nodes)
     }
 
     /// The engine acting through `node` for every server.

@@ -245,8 +245,11 @@ pub(crate) async fn fence_source(ctx: &Ctx<'_>) -> ActionResult<FenceOutput> {
                     // The hook only: a server drctl cannot reach is not
                     // stopped from here, even when its data directory is.
                     let req = HardFenceRequest::for_service(service, &p.source, ctx.op_id, false);
+                    // The hook runs where drctl runs: an agent never runs
+                    // a command a request names.
                     let fenced = ctx
-                        .node(&p.source)
+                        .nodes
+                        .default_node()
                         .hard_fence(&req)
                         .await
                         .map_err(node_error)?;
