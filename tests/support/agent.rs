@@ -37,6 +37,16 @@ impl AgentProcess {
     /// copies under `scratch_root`; returns once it says it listens.
     pub fn start(pki: &Pki, data_dirs: &[PathBuf], scratch_root: &Path) -> AgentProcess {
         let files = pki.agents.first().expect("a PKI with an agent");
+        AgentProcess::start_as(pki, files, data_dirs, scratch_root)
+    }
+
+    /// As [`AgentProcess::start`], with the certificate `files` of `pki`.
+    pub fn start_as(
+        pki: &Pki,
+        files: &drctl_agent::AgentFiles,
+        data_dirs: &[PathBuf],
+        scratch_root: &Path,
+    ) -> AgentProcess {
         let mut cmd = Command::new(crate::drctl_bin());
         cmd.args(["agent", "serve", "--listen", "127.0.0.1:0"])
             .arg("--ca")

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod api;
 pub mod config;
 pub mod engine;
+pub mod lab_agents;
 
 pub use api::{in_process_router, in_process_state, router_over, ApiClient, Reply};
 pub use config::{Service, TestConfig, TokenSecret};

@@ -1,0 +1,105 @@
+//! A lab whose servers are reached through node agents: one
+//! `drctl agent serve` per region, serving that region's data directories,
+//! with a PKI issued into the lab directory, and a copy of the lab's config
+//! that names them (`[agents]`, `[services.postgres.REGION] agent`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use drctl_agent::{AgentName, Pki};
+use drctl_config::Config;
+use drctl_lab::{Lab, REGION_A, REGION_B};
+
+use crate::agent::AgentProcess;
+
+/// The lab's agents and the config naming them.
+pub struct LabAgents {
+    pub pki: Pki,
+    pub agents: BTreeMap<String, AgentProcess>,
+    pub config_path: PathBuf,
+}
+
+impl LabAgents {
+    /// Starts an agent per region of `lab` and writes `agents.toml` beside
+    /// the lab's config, with `[services.failover] rejoin = REJOIN` for
+    /// every replicated service.
+    pub fn start(lab: &Lab, rejoin: &str) -> LabAgents {
+        let dir = lab.record.dir.join("pki");
+        let regions = [REGION_A, REGION_B];
+        let names: Vec<AgentName> = regions
+            .iter()
+            .map(|r| AgentName {
+                name: r.to_string(),
+                hosts: vec!["127.0.0.1".into()],
+            })
+            .collect();
+        let pki = drctl_agent::issue_pki(&dir, &names, 30).expect("the lab's PKI");
+        let mut agents = BTreeMap::new();
+        for region in regions {
+            let files = pki
+                .agents
+                .iter()
+                .find(|a| a.name == region)
+                .expect("a certificate per region");
+            let data_dirs: Vec<PathBuf> = lab
+                .record
+                .clusters
+                .iter()
+                .filter(|c| c.region == region)
+                .map(|c| c.data_dir.clone())
+                .collect();
+            let scratch = lab.record.dir.join(format!("scratch-{region}"));
+            agents.insert(
+                region.to_string(),
+                AgentProcess::start_as(&pki, files, &data_dirs, &scratch),
+            );
+        }
+        let config_path = lab.config_path().with_file_name("agents.toml");
+        let text = std::fs::read_to_string(lab.config_path()).unwrap();
+        let mut doc: toml_edit::DocumentMut = text.parse().unwrap();
+        let mut tls = toml_edit::Table::new();
+        tls["ca"] = toml_edit::value(pki.client.ca.display().to_string());
+        tls["cert"] = toml_edit::value(pki.client.cert.display().to_string());
+        tls["key"] = toml_edit::value(pki.client.key.display().to_string());
+        doc["agents"] = toml_edit::Item::Table(tls);
+        let services = doc["services"]
+            .as_array_of_tables_mut()
+            .expect("the lab's [[services]]");
+        for service in services.iter_mut() {
+            let Some(nodes) = service
+                .get_mut("postgres")
+                .and_then(toml_edit::Item::as_table_like_mut)
+            else {
+                continue;
+            };
+            let mut replicated = 0;
+            for (region, node) in nodes.iter_mut() {
+                if let Some(node) = node.as_table_like_mut() {
+                    node.insert("agent", toml_edit::value(agents[region.get()].url.clone()));
+                    replicated += 1;
+                }
+            }
+            if replicated >= 2 {
+                let failover = service
+                    .entry("failover")
+                    .or_insert(toml_edit::Item::Table(toml_edit::Table::new()));
+                failover["rejoin"] = toml_edit::value(rejoin);
+            }
+        }
+        std::fs::write(&config_path, doc.to_string()).unwrap();
+        LabAgents {
+            pki,
+            agents,
+            config_path,
+        }
+    }
+
+    /// The config naming the agents.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::new(
+            drctl_config::load(&self.config_path)
+                .unwrap_or_else(|e| panic!("the agents' config is invalid:\n{e}")),
+        )
+    }
+}
