@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use drctl_failover::{Engine, OpStatus, OperationKind, Request};
+use drctl_failover::{Engine, OpStatus, OperationKind, OperationSaga, Request};
 use drctl_lab::{Lab, REGION_A, REGION_B};
 use drctl_node::{NodeErrorKind, NodeRef, StartRequest};
 use drctl_store::states::GuardDecision;
@@ -149,6 +149,32 @@ async fn streams_from(lab: &Lab, region: &str, primary: &str) {
         Some(true),
         "{region} is in recovery"
     );
+    // And replays what the primary writes now.
+    let marker = chrono::Utc::now().timestamp_micros();
+    let mut p = connect(&primary_dsn).await;
+    sqlx::query("CREATE TABLE IF NOT EXISTS shop.markers (id bigint PRIMARY KEY)")
+        .execute(&mut p)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO shop.markers VALUES ($1)")
+        .bind(marker)
+        .execute(&mut p)
+        .await
+        .unwrap();
+    let dsn = lab.cluster("orders", region).dsn("orders");
+    wait_for("the marker replayed", Duration::from_secs(30), || {
+        let dsn = dsn.clone();
+        async move {
+            let mut c = PgConnection::connect(&dsn).await.ok()?;
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM shop.markers WHERE id = $1")
+                .bind(marker)
+                .fetch_one(&mut c)
+                .await
+                .ok()?;
+            (n == 1).then_some(())
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -462,4 +488,96 @@ async fn a_source_whose_server_and_agent_are_both_gone_is_a_named_blocker() {
         Some(true),
         "nothing promoted"
     );
+}
+
+/// Runs `req`, killing both agents (SIGKILL) the first time `step` starts
+/// and starting them again half a second later on the same addresses; a
+/// run that stopped on it is resumed once they are back.
+async fn run_killing_agents(
+    engine: &Engine,
+    agents: &Arc<Mutex<LabAgents>>,
+    req: &Request,
+    step: drctl_failover::Step,
+) -> drctl_failover::Outcome {
+    let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let restarts: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>> = Arc::default();
+    let progress = {
+        let (agents, fired, restarts) = (agents.clone(), fired.clone(), restarts.clone());
+        move |p: drctl_failover::Progress| {
+            if let drctl_failover::Progress::StepStarted { step: s, attempt: 1 } = p {
+                if s == step && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    let agents = agents.clone();
+                    restarts.lock().unwrap().push(std::thread::spawn(move || {
+                        let mut a = agents.lock().unwrap();
+                        for region in [REGION_A, REGION_B] {
+                            a.kill_and_restart(region, Duration::from_millis(500));
+                        }
+                    }));
+                }
+            }
+        }
+    };
+    let result = engine.run(req, &progress).await;
+    for t in std::mem::take(&mut *restarts.lock().unwrap()) {
+        t.join().unwrap();
+    }
+    match result {
+        Ok(o) => o,
+        Err(drctl_failover::FailoverError::Stopped { id, step, error }) => {
+            eprintln!("{req:?} stopped at {step} ({error}): resuming");
+            if std::env::var_os("DEBUG_AGENT_TEST").is_some() {
+                for r in [REGION_A, REGION_B] {
+                    let log = std::fs::read_to_string(
+                        agents.lock().unwrap().config_path.with_file_name(format!("orders-{r}.log")),
+                    )
+                    .unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(25).collect();
+                    eprintln!("--- {r}:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                }
+            }
+            engine
+                .resume(&id, Duration::from_secs(20), &|_| {})
+                .await
+                .unwrap_or_else(|e| panic!("resuming {id}: {e}"))
+        }
+        Err(e) => panic!("{:?} killing the agents at {step}: {e}", req.kind),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_killed_at_any_step_boundary_leave_one_writable_primary_and_the_pair_streaming() {
+    let (lab, _dir) = start_lab(vec![orders()]).await;
+    lab.workload().pause();
+    let agents = LabAgents::start(&lab, "manual");
+    let config = agents.config();
+    let agents = Arc::new(Mutex::new(agents));
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let engine = Engine::new(config, store);
+    let rejoin_steps = OperationKind::Rejoin.steps();
+    let (mut source, mut target) = (REGION_A, REGION_B);
+    for (i, step) in OperationKind::Failover.steps().iter().enumerate() {
+        // Switchovers and failovers in turn, each followed by the rejoin
+        // of its old primary, the agents killed at one step of each.
+        let kind = if i % 2 == 0 {
+            OperationKind::Switchover
+        } else {
+            OperationKind::Failover
+        };
+        let moved = run_killing_agents(&engine, &agents, &request(kind, target), *step).await;
+        assert_eq!(moved.status, OpStatus::Succeeded, "{kind:?} at {step}");
+        assert!(writable(&lab, target).await, "{kind:?} at {step}: {target} writable");
+        assert!(!writable(&lab, source).await, "{kind:?} at {step}: {source} not");
+        let rejoin_step = rejoin_steps[i % rejoin_steps.len()];
+        let rejoined = run_killing_agents(
+            &engine,
+            &agents,
+            &request(OperationKind::Rejoin, source),
+            rejoin_step,
+        )
+        .await;
+        assert_eq!(rejoined.status, OpStatus::Succeeded, "rejoin at {rejoin_step}");
+        streams_from(&lab, source, target).await;
+        assert!(writable(&lab, target).await, "after the rejoin at {rejoin_step}");
+        std::mem::swap(&mut source, &mut target);
+    }
 }

@@ -47,8 +47,20 @@ impl AgentProcess {
         data_dirs: &[PathBuf],
         scratch_root: &Path,
     ) -> AgentProcess {
+        AgentProcess::start_on(pki, files, data_dirs, scratch_root, "127.0.0.1:0")
+    }
+
+    /// As [`AgentProcess::start_as`], listening on `listen` (a restarted
+    /// agent keeps its address).
+    pub fn start_on(
+        pki: &Pki,
+        files: &drctl_agent::AgentFiles,
+        data_dirs: &[PathBuf],
+        scratch_root: &Path,
+        listen: &str,
+    ) -> AgentProcess {
         let mut cmd = Command::new(crate::drctl_bin());
-        cmd.args(["agent", "serve", "--listen", "127.0.0.1:0"])
+        cmd.args(["agent", "serve", "--listen", listen])
             .arg("--ca")
             .arg(&pki.ca)
             .arg("--cert")
@@ -103,6 +115,12 @@ impl AgentProcess {
 }
 
 impl AgentProcess {
+    /// SIGKILL, as a crash of the agent or its host would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, as systemd stops it; waits for it to exit and returns how.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         // Only a child not yet reaped is signalled: a reaped one's pid may

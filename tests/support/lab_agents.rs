@@ -18,6 +18,8 @@ pub struct LabAgents {
     pub pki: Pki,
     pub agents: BTreeMap<String, AgentProcess>,
     pub config_path: PathBuf,
+    /// What each region's agent serves: (data dirs, scratch root).
+    serves: BTreeMap<String, (Vec<PathBuf>, PathBuf)>,
 }
 
 impl LabAgents {
@@ -36,6 +38,7 @@ impl LabAgents {
             .collect();
         let pki = drctl_agent::issue_pki(&dir, &names, 30).expect("the lab's PKI");
         let mut agents = BTreeMap::new();
+        let mut serves = BTreeMap::new();
         for region in regions {
             let files = pki
                 .agents
@@ -54,6 +57,7 @@ impl LabAgents {
                 region.to_string(),
                 AgentProcess::start_as(&pki, files, &data_dirs, &scratch),
             );
+            serves.insert(region.to_string(), (data_dirs, scratch));
         }
         let config_path = lab.config_path().with_file_name("agents.toml");
         let text = std::fs::read_to_string(lab.config_path()).unwrap();
@@ -92,7 +96,26 @@ impl LabAgents {
             pki,
             agents,
             config_path,
+            serves,
         }
+    }
+
+    /// Kills `region`'s agent (SIGKILL) and starts it again on the same
+    /// address.
+    pub fn kill_and_restart(&mut self, region: &str, down_for: std::time::Duration) {
+        let agent = self.agents.get_mut(region).expect("an agent of the region");
+        agent.kill();
+        std::thread::sleep(down_for);
+        let listen = agent.url.trim_start_matches("https://").to_string();
+        let files = self
+            .pki
+            .agents
+            .iter()
+            .find(|a| a.name == region)
+            .expect("a certificate per region");
+        let (data_dirs, scratch) = &self.serves[region];
+        let restarted = AgentProcess::start_on(&self.pki, files, data_dirs, scratch, &listen);
+        self.agents.insert(region.to_string(), restarted);
     }
 
     /// The config naming the agents.

@@ -78,6 +78,12 @@ pub(crate) async fn run(step: Step, ctx: &Ctx<'_>) -> Result<Entry, StepError> {
 async fn plan(ctx: &Ctx<'_>) -> ActionResult<PlanReport> {
     let mut report = crate::plan::make_plan(ctx.config, ctx.store, ctx.nodes, ctx.params).await;
     report.steps = STEPS.to_vec();
+    // An agent that does not answer (restarting, its host rebooting) is
+    // waited for, not a refusal: the step is tried again, then stops
+    // resumably.
+    if let Some(b) = report.blockers.iter().find(|b| b.code == "node_unreachable") {
+        return Err(StepError::retry(b.message.clone()));
+    }
     actions::executed_plan(ctx, report, false)
 }
 
