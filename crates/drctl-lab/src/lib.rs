@@ -27,6 +27,7 @@ pub mod dns_server;
 mod fault;
 mod lab;
 mod link;
+pub mod netns;
 mod record;
 mod workload;
 
