@@ -67,14 +67,24 @@ fn namespaces_with(prefix: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_partition_of_the_regions_stops_streaming_silently_and_heal_resumes_it() {
     let (lab, dir) = start_namespaced_lab().await;
-    let net = lab.network().expect("a namespaced lab has a network").clone();
+    let net = lab
+        .network()
+        .expect("a namespaced lab has a network")
+        .clone();
     assert_eq!(namespaces_with(&net.prefix).len(), 4);
     // The servers live on their sites' addresses, not on this namespace's
     // loopback.
     let dsn_a = lab.dsn("orders", REGION_A, "orders");
-    assert!(dsn_a.contains(&net.addr(Site::RegionA).to_string()), "{dsn_a}");
+    assert!(
+        dsn_a.contains(&net.addr(Site::RegionA).to_string()),
+        "{dsn_a}"
+    );
     let record = LabRecord::read(&lab.record.dir).expect("lab.json");
-    assert_eq!(record.network.as_ref(), Some(&net), "lab.json names the namespaces");
+    assert_eq!(
+        record.network.as_ref(),
+        Some(&net),
+        "lab.json names the namespaces"
+    );
 
     wait_for("the standby to stream", Duration::from_secs(60), || async {
         (receiver_status(&lab).await.as_deref() == Some("streaming")).then_some(())
@@ -91,26 +101,29 @@ async fn a_partition_of_the_regions_stops_streaming_silently_and_heal_resumes_it
         || async { (receiver_status(&lab).await.as_deref() != Some("streaming")).then_some(()) },
     )
     .await;
-    wait_for("the primary's sender to go", Duration::from_secs(60), || async {
-        (streaming_senders(&lab).await == 0).then_some(())
-    })
+    wait_for(
+        "the primary's sender to go",
+        Duration::from_secs(60),
+        || async { (streaming_senders(&lab).await == 0).then_some(()) },
+    )
     .await;
     // The primary still answers this namespace, and takes writes the
     // standby cannot see yet.
     let mut primary = connect(&dsn_a).await;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO shop.orders (amount_cents) VALUES (4242) RETURNING id",
-    )
-    .fetch_one(&mut primary)
-    .await
-    .expect("writing on the primary during the partition");
+    let id: i64 =
+        sqlx::query_scalar("INSERT INTO shop.orders (amount_cents) VALUES (4242) RETURNING id")
+            .fetch_one(&mut primary)
+            .await
+            .expect("writing on the primary during the partition");
     primary.close().await.ok();
 
     lab.heal().expect("healing");
     assert!(net.partition_rules().expect("rules").is_empty());
-    wait_for("the standby to stream again", Duration::from_secs(90), || async {
-        (receiver_status(&lab).await.as_deref() == Some("streaming")).then_some(())
-    })
+    wait_for(
+        "the standby to stream again",
+        Duration::from_secs(90),
+        || async { (receiver_status(&lab).await.as_deref() == Some("streaming")).then_some(()) },
+    )
     .await;
     wait_for(
         "the row written during the partition on the standby",

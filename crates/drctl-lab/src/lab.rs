@@ -20,7 +20,7 @@
 //! servers' own settings (`primary_conninfo` on 127.0.0.1, written by
 //! `pg_basebackup -R`) stay what they are on loopback.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -31,9 +31,10 @@ use tokio::task::JoinHandle;
 use crate::control::serve_control;
 use crate::dns_server::ZoneServer;
 use crate::netns::{NetnsTopology, Partition, Site, SiteRuntime};
+use crate::placement::Placement;
 use crate::record::{
     dns_port, host_dsn, lab_config_toml, port_plan, unset_addr, LabClusterRecord, LabFrontRecord,
-    LabNetwork, LabRecord, LabService, LabSpec, LAB_DNS_KEY_FILE, LAB_DNS_KEY_NAME, LAB_RECORD_TTL,
+    LabRecord, LabService, LabSpec, LAB_DNS_KEY_FILE, LAB_DNS_KEY_NAME, LAB_RECORD_TTL,
     LAB_TOKENS_DIR, LAB_TOKEN_ROLES, LAB_UP_LOG, LAB_ZONE, REGION_A, REGION_B,
 };
 use crate::{
@@ -70,123 +71,6 @@ impl Drop for Lab {
                 let _ = net.remove();
             }
             let _ = std::fs::remove_file(LabRecord::path(&self.record.dir));
-        }
-    }
-}
-
-/// Where the lab's pieces run: everything in this namespace on loopback,
-/// or each in its site's namespace (a runtime per site for sockets).
-struct Placement {
-    sites: Option<Sites>,
-}
-
-struct Sites {
-    topology: NetnsTopology,
-    runtimes: Vec<(Site, SiteRuntime)>,
-}
-
-impl Placement {
-    /// Builds the namespaces of a namespaced lab (removing a killed lab's
-    /// first) and a runtime in each site.
-    fn build(spec: &LabSpec) -> Result<Placement> {
-        if spec.network == LabNetwork::Loopback {
-            return Ok(Placement { sites: None });
-        }
-        crate::netns::available().map_err(LabError::Other)?;
-        let topology = NetnsTopology::for_lab(&spec.dir)?;
-        topology.create()?;
-        let mut runtimes = Vec::new();
-        for site in Site::ALL {
-            match topology.runtime(site) {
-                Ok(rt) => runtimes.push((site, rt)),
-                Err(e) => {
-                    drop(runtimes);
-                    let _ = topology.remove();
-                    return Err(e);
-                }
-            }
-        }
-        Ok(Placement {
-            sites: Some(Sites { topology, runtimes }),
-        })
-    }
-
-    fn topology(&self) -> Option<&NetnsTopology> {
-        self.sites.as_ref().map(|s| &s.topology)
-    }
-
-    fn runtime(&self, site: Site) -> Option<&SiteRuntime> {
-        let sites = self.sites.as_ref()?;
-        sites
-            .runtimes
-            .iter()
-            .find(|(s, _)| *s == site)
-            .map(|(_, rt)| rt)
-    }
-
-    /// Runs `f` (which starts processes) in `region`'s site.
-    fn in_region<T: Send>(&self, region: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
-        match (self.topology(), Site::of_region(region)) {
-            (Some(topology), Some(site)) => topology.run_in(site, f),
-            _ => Ok(f()),
-        }
-    }
-
-    /// Opens a link proxy in `region`'s site (here on loopback).
-    async fn proxy(
-        &self,
-        region: &str,
-        listen: SocketAddr,
-        upstream: SocketAddr,
-        link: LinkControl,
-    ) -> std::io::Result<LinkProxy> {
-        match Site::of_region(region).and_then(|s| self.runtime(s)) {
-            Some(rt) => rt
-                .run(LinkProxy::spawn(listen, upstream, link))
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?,
-            None => LinkProxy::spawn(listen, upstream, link).await,
-        }
-    }
-
-    /// What a namespaced cluster needs beyond the lab settings, appended
-    /// after `PgCluster` wrote them (it rewrites both files on a clone): it
-    /// listens on every address of its site (the namespace holds only
-    /// loopback and the site's address), trusts the lab's network, and
-    /// notices a silent partition within seconds (with packets lost, only
-    /// these timeouts end a replication connection).
-    fn prepare_cluster(&self, cluster: &PgCluster) -> Result<()> {
-        use std::io::Write as _;
-        let Some(topology) = self.topology() else {
-            return Ok(());
-        };
-        let append = |file: &str, text: &str| -> Result<()> {
-            let path = cluster.data_dir.join(file);
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .and_then(|mut f| f.write_all(text.as_bytes()))
-                .map_err(io_err(format!("writing {}", path.display())))
-        };
-        append(
-            "postgresql.conf",
-            "\n# --- drctl lab: a region of its own network namespace ---\n\
-             listen_addresses = '*'\n\
-             wal_sender_timeout = 5s\n\
-             wal_receiver_timeout = 5s\n",
-        )?;
-        let net = topology.network();
-        append(
-            "pg_hba.conf",
-            &format!("host all all {net} trust\nhost replication all {net} trust\n"),
-        )
-    }
-
-    /// The address `region`'s servers accept from other sites.
-    fn region_host(&self, region: &str) -> IpAddr {
-        match (self.topology(), Site::of_region(region)) {
-            (Some(t), Some(site)) => IpAddr::V4(t.addr(site)),
-            _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
     }
 }

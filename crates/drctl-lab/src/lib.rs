@@ -29,6 +29,7 @@ mod fault;
 mod lab;
 mod link;
 pub mod netns;
+mod placement;
 mod record;
 mod workload;
 
