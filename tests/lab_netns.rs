@@ -7,6 +7,7 @@
 //! removed by `Lab::down`. These tests need root; without it they fail,
 //! saying so.
 
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,6 +15,11 @@ use drctl_lab::netns::available;
 use drctl_lab::{Lab, LabNetwork, LabRecord, LabSpec, Partition, Site, REGION_A, REGION_B};
 use drctl_tests::*;
 use sqlx::Connection as _;
+use tokio::net::TcpStream;
+
+/// How long a connect may take before the test calls it silence (across
+/// the lab's network a connect answers in well under a millisecond).
+const SILENCE: Duration = Duration::from_secs(2);
 
 /// Starts a namespaced lab with `orders` (hot: a primary in region-a, a
 /// streaming standby in region-b).
@@ -140,6 +146,32 @@ async fn a_partition_of_the_regions_stops_streaming_silently_and_heal_resumes_it
     )
     .await;
 
+    // region-a cut off from everyone, this namespace included: a connect
+    // to its primary hears nothing, while region-b still answers.
+    lab.partition(Partition::Isolate(Site::RegionA))
+        .expect("isolating region-a");
+    let primary_addr = SocketAddr::new(
+        net.addr(Site::RegionA).into(),
+        lab.cluster("orders", REGION_A).port,
+    );
+    let standby_addr = SocketAddr::new(
+        net.addr(Site::RegionB).into(),
+        lab.cluster("orders", REGION_B).port,
+    );
+    assert!(
+        tokio::time::timeout(SILENCE, TcpStream::connect(primary_addr))
+            .await
+            .is_err(),
+        "a connect to an isolated region times out (no reset, no error)"
+    );
+    assert!(
+        tokio::time::timeout(SILENCE, TcpStream::connect(standby_addr))
+            .await
+            .is_ok_and(|c| c.is_ok()),
+        "region-b still answers"
+    );
+    lab.heal().expect("healing");
+
     lab.teardown().expect("tearing the lab down");
     assert!(
         namespaces_with(&net.prefix).is_empty(),
@@ -175,4 +207,86 @@ async fn lab_down_removes_the_namespaces_of_a_killed_lab() {
         "the root namespace's route to the lab is gone"
     );
     drop(dir);
+}
+
+#[test]
+fn lab_partition_through_the_cli_holds_in_the_router_until_heal() {
+    if let Err(why) = available() {
+        panic!("tests/lab_netns.rs needs root and iproute2: {why}");
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("drctl-test-netcli-")
+        .tempdir_in("/tmp")
+        .expect("a temp dir");
+    let dir = tmp.path().join("lab").display().to_string();
+    // Fixed ports below the kernel's ephemeral range and away from
+    // tests/cli.rs's (20000 and up).
+    let base = (10000 + (std::process::id() % 100) * 60).to_string();
+    let api_port = drctl_lab::free_port().to_string();
+    let (code, out, err) = drctl(&[
+        "lab",
+        "--dir",
+        &dir,
+        "up",
+        "--detach",
+        "--network",
+        "namespaces",
+        "--base-port",
+        &base,
+        "--api-port",
+        &api_port,
+    ]);
+    struct Down(String);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = drctl(&["lab", "--dir", &self.0, "down"]);
+        }
+    }
+    let _down = Down(dir.clone());
+    assert_eq!(code, 0, "lab up --network namespaces failed:\n{out}\n{err}");
+    let status = |what: &str| -> serde_json::Value {
+        let (code, out, err) = drctl(&["lab", "--dir", &dir, "status", "-o", "json"]);
+        assert_eq!(code, 0, "{what}: {out}{err}");
+        serde_json::from_str(&out).expect("lab status -o json")
+    };
+    let before = status("before");
+    assert_eq!(before["network"]["kind"], "namespaces", "{before}");
+    let prefix = before["network"]["prefix"]
+        .as_str()
+        .expect("a prefix")
+        .to_string();
+    assert_eq!(namespaces_with(&prefix).len(), 4);
+    assert_eq!(before["network"]["partition_rules"], serde_json::json!([]));
+
+    for mode in ["ctl-a", "a-b", "a-b"] {
+        let (code, out, err) = drctl(&["lab", "--dir", &dir, "partition", mode]);
+        assert_eq!(code, 0, "partition {mode}: {out}{err}");
+    }
+    let cut = status("partitioned");
+    let rules = cut["network"]["partition_rules"].as_array().expect("rules");
+    assert_eq!(
+        rules.len(),
+        4,
+        "two pairs, each both ways, once each: {rules:?}"
+    );
+    let (code, out, err) = drctl(&["lab", "--dir", &dir, "partition", "ctl-a", "--lift"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        status("lifted")["network"]["partition_rules"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    let (code, out, err) = drctl(&["lab", "--dir", &dir, "partition", "heal"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        status("healed")["network"]["partition_rules"],
+        serde_json::json!([])
+    );
+
+    let (code, out, err) = drctl(&["lab", "--dir", &dir, "down"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // The lab process removes its namespaces as it stops (or `down` does,
+    // when it had to be killed).
+    assert!(namespaces_with(&prefix).is_empty(), "{out}");
 }

@@ -28,8 +28,7 @@ impl Placement {
             return Ok(Placement { sites: None });
         }
         crate::netns::available().map_err(LabError::Other)?;
-        let topology = NetnsTopology::for_lab(&spec.dir)?;
-        topology.create()?;
+        let topology = NetnsTopology::create_for_lab(&spec.dir)?;
         let mut runtimes = Vec::new();
         for site in Site::ALL {
             match topology.runtime(site) {

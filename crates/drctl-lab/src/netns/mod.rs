@@ -234,6 +234,21 @@ impl NetnsTopology {
         NetnsTopology::with_prefix(&prefix)
     }
 
+    /// Chooses the names of a lab in `dir` ([`NetnsTopology::for_lab`])
+    /// and builds them; when another lab took the chosen /16 between the
+    /// choice and the build (its route is then in the way), chooses again.
+    pub fn create_for_lab(dir: &Path) -> Result<NetnsTopology> {
+        let mut attempts = 3;
+        loop {
+            let topology = NetnsTopology::for_lab(dir)?;
+            match topology.create() {
+                Ok(()) => return Ok(topology),
+                Err(e) if attempts <= 1 => return Err(e),
+                Err(_) => attempts -= 1,
+            }
+        }
+    }
+
     /// As [`NetnsTopology::for_lab`], with a given prefix (at most 11 bytes,
     /// so that `<prefix>-ctl` fits an interface name).
     pub fn with_prefix(prefix: &str) -> Result<NetnsTopology> {
