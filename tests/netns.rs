@@ -282,8 +282,16 @@ async fn an_established_connection_across_a_cut_hears_silence_and_resumes_after_
 #[test]
 fn remove_leaves_nothing_and_remove_stale_cleans_up_after_a_killed_lab() {
     require_root();
+    let forwarding =
+        || std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("ip_forward");
+    let root_forwarding = forwarding();
     let t = NetnsTopology::with_prefix("drltp3").expect("choosing names");
     t.create().expect("creating");
+    assert_eq!(
+        forwarding(),
+        root_forwarding,
+        "forwarding is the router's alone"
+    );
     assert_eq!(
         our_namespaces("drltp3").len(),
         4,

@@ -433,15 +433,9 @@ impl NetnsTopology {
         ])?;
         // Forwarding only in the router's own namespace (a fresh namespace
         // starts with it off; the root namespace's setting is not touched).
-        ip(&[
-            "netns",
-            "exec",
-            &rt,
-            "sysctl",
-            "-q",
-            "-w",
-            "net.ipv4.ip_forward=1",
-        ])?;
+        // /proc/sys/net belongs to the namespace of whoever opens it.
+        in_namespace(&rt, || std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))?
+            .map_err(|e| LabError::Other(format!("turning on forwarding in {rt}: {e}")))?;
         Ok(())
     }
 
@@ -590,19 +584,7 @@ impl NetnsTopology {
     /// sockets) lives in the site. For calls such as `PgCluster::start`
     /// that build their own commands.
     pub fn run_in<T: Send>(&self, site: Site, f: impl FnOnce() -> T + Send) -> Result<T> {
-        let file = self.namespace_file(site)?;
-        let ns = self.namespace(site);
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| {
-                        LabError::Other(format!("entering network namespace {ns}: {e}"))
-                    })?;
-                    Ok(f())
-                })
-                .join()
-                .map_err(|_| LabError::Other(format!("a task in {site} panicked")))?
-        })
+        in_namespace(&self.namespace(site), f)
     }
 
     /// A tokio runtime whose thread lives in `site`: sockets its tasks
@@ -618,6 +600,22 @@ pub(crate) fn namespace_file(ns: &str) -> Result<File> {
         LabError::Other(format!(
             "network namespace {ns} is missing ({path}: {e}); is the namespaced lab up?"
         ))
+    })
+}
+
+/// Runs `f` on a fresh thread inside the namespace `ns` and waits for it.
+fn in_namespace<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+    let file = namespace_file(ns)?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| {
+                    LabError::Other(format!("entering network namespace {ns}: {e}"))
+                })?;
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| LabError::Other(format!("a task in namespace {ns} panicked")))?
     })
 }
 
