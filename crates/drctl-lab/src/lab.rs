@@ -34,7 +34,7 @@ use crate::netns::{NetnsTopology, Partition, Site, SiteRuntime};
 use crate::placement::Placement;
 use crate::record::{
     dns_port, host_dsn, lab_config_toml, port_plan, unset_addr, LabClusterRecord, LabFrontRecord,
-    LabRecord, LabService, LabSpec, LAB_DNS_KEY_FILE, LAB_DNS_KEY_NAME, LAB_RECORD_TTL,
+    LabNetwork, LabRecord, LabService, LabSpec, LAB_DNS_KEY_FILE, LAB_DNS_KEY_NAME, LAB_RECORD_TTL,
     LAB_TOKENS_DIR, LAB_TOKEN_ROLES, LAB_UP_LOG, LAB_ZONE, REGION_A, REGION_B,
 };
 use crate::{
@@ -77,8 +77,19 @@ impl Drop for Lab {
 
 impl Lab {
     /// Builds and starts the lab described by `spec`, cleaning up any stale
-    /// lab recorded in the same directory first.
-    pub async fn up(spec: LabSpec, mut progress: impl FnMut(&str)) -> Result<Lab> {
+    /// lab recorded in the same directory first. A namespaced lab that
+    /// fails half-way is removed again (its servers stopped, its
+    /// namespaces deleted): they would hold its network until a `lab down`.
+    pub async fn up(spec: LabSpec, progress: impl FnMut(&str)) -> Result<Lab> {
+        let (dir, network) = (spec.dir.clone(), spec.network);
+        let started = Lab::start(spec, progress).await;
+        if started.is_err() && network == LabNetwork::Namespaces {
+            let _ = Lab::down(&dir);
+        }
+        started
+    }
+
+    async fn start(spec: LabSpec, mut progress: impl FnMut(&str)) -> Result<Lab> {
         if LabRecord::path(&spec.dir).exists() {
             progress("stopping a stale lab recorded in this directory");
             Lab::down(&spec.dir)?;
