@@ -93,6 +93,13 @@ impl Lab {
         if LabRecord::path(&spec.dir).exists() {
             progress("stopping a stale lab recorded in this directory");
             Lab::down(&spec.dir)?;
+        } else if spec.network == LabNetwork::Loopback && spec.dir.exists() {
+            // A namespaced lab killed here before it wrote its record left
+            // namespaces that nothing else would remove (a namespaced `up`
+            // removes them as it builds its own).
+            for line in Lab::remove_stale_network(&spec.dir)? {
+                progress(&line);
+            }
         }
         let bin = find_pg_bin()?;
         ensure_dir(&spec.dir)?;
