@@ -128,7 +128,10 @@ impl Lab {
             dir: spec.dir.clone(),
             owner_pid: std::process::id(),
             control_port: port(40),
-            api_url: format!("http://127.0.0.1:{}", spec.api_port),
+            // drctl's daemon belongs in the control-plane site of a
+            // namespaced lab (`drctl lab up` runs it there), so that
+            // cutting the control plane off a region cuts drctl off.
+            api_url: format!("http://{}:{}", place.control_plane_host(), spec.api_port),
             config_path: spec.dir.join("drctl.toml"),
             pg_bin: bin.clone(),
             services: spec.services.clone(),

@@ -120,6 +120,15 @@ impl Placement {
         )
     }
 
+    /// Where drctl's own daemon listens: 127.0.0.1, or the control-plane
+    /// site's address.
+    pub(crate) fn control_plane_host(&self) -> IpAddr {
+        match self.topology() {
+            Some(t) => IpAddr::V4(t.addr(Site::Ctl)),
+            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+
     /// The address `region`'s servers accept from other sites.
     pub(crate) fn region_host(&self, region: &str) -> IpAddr {
         match (self.topology(), Site::of_region(region)) {

@@ -295,7 +295,24 @@ async fn up(
         }
     };
     let config = config_cmd::load(lab.config_path())?;
-    let daemon = match Daemon::start(config).await {
+    // In a namespaced lab the daemon runs in the control-plane site (its
+    // API on that site's address): a partition of `ctl` and a region cuts
+    // drctl off that region, as it would in production.
+    let ctl_runtime = match lab.network() {
+        Some(net) => Some(
+            net.runtime_with_workers(Site::Ctl, 2)
+                .context("starting drctl's runtime in the control-plane site")?,
+        ),
+        None => None,
+    };
+    let daemon_started = match &ctl_runtime {
+        Some(rt) => rt
+            .run(Daemon::start(config))
+            .await
+            .context("starting the daemon in the control-plane site")?,
+        None => Daemon::start(config).await,
+    };
+    let daemon = match daemon_started {
         Ok(d) => d,
         Err(e) => {
             let _ = tokio::task::spawn_blocking(move || lab.teardown()).await;
@@ -324,6 +341,7 @@ async fn up(
     wait_for_stop_signal().await;
     eprintln!("stopping the lab…");
     daemon.stop().await;
+    drop(ctl_runtime);
     tokio::task::spawn_blocking(move || lab.teardown()).await??;
     eprintln!("lab stopped");
     Ok(())

@@ -590,7 +590,14 @@ impl NetnsTopology {
     /// A tokio runtime whose thread lives in `site`: sockets its tasks
     /// create are in the site's namespace. Stops when dropped.
     pub fn runtime(&self, site: Site) -> Result<SiteRuntime> {
-        SiteRuntime::start(self.namespace_file(site)?, self.namespace(site))
+        SiteRuntime::start(self.namespace_file(site)?, self.namespace(site), 0)
+    }
+
+    /// As [`NetnsTopology::runtime`], with `workers` worker threads, for
+    /// busier work in a site (drctl's daemon in the control plane).
+    pub fn runtime_with_workers(&self, site: Site, workers: usize) -> Result<SiteRuntime> {
+        let workers = workers.max(1);
+        SiteRuntime::start(self.namespace_file(site)?, self.namespace(site), workers)
     }
 }
 

@@ -11,10 +11,13 @@ use tokio::sync::oneshot;
 
 use crate::{LabError, Result};
 
-/// A single-threaded tokio runtime on a thread that entered a namespace.
-/// Tasks spawned on it run on that thread only, so every socket they open
-/// belongs to the namespace (a multi-threaded runtime could start workers
-/// later from elsewhere).
+/// A tokio runtime whose threads are in a site's namespace, so every
+/// socket its tasks open belongs to the site. A thread inherits its
+/// namespace from the thread that starts it: the runtime is built on a
+/// thread that entered the namespace, its workers start from there, and
+/// so do the blocking threads its tasks ask for. (Only a `spawn_blocking`
+/// through its handle from a thread outside would escape; this type does
+/// not offer one.)
 pub struct SiteRuntime {
     handle: tokio::runtime::Handle,
     stop: Option<oneshot::Sender<()>>,
@@ -31,7 +34,9 @@ impl fmt::Debug for SiteRuntime {
 }
 
 impl SiteRuntime {
-    pub(super) fn start(file: File, namespace: String) -> Result<SiteRuntime> {
+    /// `workers`: 0 for a single-threaded runtime (the thread that entered
+    /// runs every task), else that many worker threads.
+    pub(super) fn start(file: File, namespace: String, workers: usize) -> Result<SiteRuntime> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let ns = namespace.clone();
@@ -42,7 +47,14 @@ impl SiteRuntime {
                     .map_err(|e| format!("entering network namespace {ns}: {e}"));
                 drop(file);
                 let runtime = entered.and_then(|()| {
-                    tokio::runtime::Builder::new_current_thread()
+                    let mut builder = if workers == 0 {
+                        tokio::runtime::Builder::new_current_thread()
+                    } else {
+                        let mut b = tokio::runtime::Builder::new_multi_thread();
+                        b.worker_threads(workers);
+                        b
+                    };
+                    builder
                         .enable_all()
                         .build()
                         .map_err(|e| format!("starting a runtime in {ns}: {e}"))
