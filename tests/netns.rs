@@ -29,6 +29,12 @@ fn require_root() {
     }
 }
 
+/// A prefix of this test process (`dt` + its pid in hex + `tag`), so that
+/// two runs of these tests side by side never share names.
+fn test_prefix(tag: &str) -> String {
+    format!("dt{:04x}{tag}", std::process::id() & 0xffff)
+}
+
 /// A fresh topology under a prefix of its own (one per test, so tests run
 /// side by side), removed when dropped.
 struct Net {
@@ -38,7 +44,7 @@ struct Net {
 impl Net {
     fn create(name: &str) -> Net {
         require_root();
-        let topology = NetnsTopology::with_prefix(&format!("drlt{name}")).expect("choosing names");
+        let topology = NetnsTopology::with_prefix(&test_prefix(name)).expect("choosing names");
         topology.create().expect("creating the namespaces");
         Net { topology }
     }
@@ -285,19 +291,17 @@ fn remove_leaves_nothing_and_remove_stale_cleans_up_after_a_killed_lab() {
     let forwarding =
         || std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("ip_forward");
     let root_forwarding = forwarding();
-    let t = NetnsTopology::with_prefix("drltp3").expect("choosing names");
+    let prefix = test_prefix("p3");
+    let prefix = prefix.as_str();
+    let t = NetnsTopology::with_prefix(prefix).expect("choosing names");
     t.create().expect("creating");
     assert_eq!(
         forwarding(),
         root_forwarding,
         "forwarding is the router's alone"
     );
-    assert_eq!(
-        our_namespaces("drltp3").len(),
-        4,
-        "a, b, ctl and the router"
-    );
-    assert!(root_link_exists("drltp3"));
+    assert_eq!(our_namespaces(prefix).len(), 4, "a, b, ctl and the router");
+    assert!(root_link_exists(prefix));
     // A blocking command runs in a site and sees its address.
     let out = t
         .command(Site::RegionA, "ip")
@@ -312,29 +316,29 @@ fn remove_leaves_nothing_and_remove_stale_cleans_up_after_a_killed_lab() {
     );
     t.remove().expect("removing");
     assert!(
-        our_namespaces("drltp3").is_empty(),
+        our_namespaces(prefix).is_empty(),
         "ip netns list shows none of ours"
     );
-    assert!(!root_link_exists("drltp3"));
+    assert!(!root_link_exists(prefix));
     t.remove().expect("removing twice is harmless");
 
     // A lab killed without cleaning up: only its prefix is known.
-    let killed = NetnsTopology::with_prefix("drltp3").expect("choosing names");
+    let killed = NetnsTopology::with_prefix(prefix).expect("choosing names");
     killed.create().expect("creating");
     std::mem::forget(killed);
-    let removed = NetnsTopology::remove_stale("drltp3").expect("removing the stale lab");
+    let removed = NetnsTopology::remove_stale(prefix).expect("removing the stale lab");
     assert_eq!(removed.len(), 5, "{removed:?}");
-    assert!(our_namespaces("drltp3").is_empty());
-    assert!(!root_link_exists("drltp3"));
+    assert!(our_namespaces(prefix).is_empty());
+    assert!(!root_link_exists(prefix));
     let route = Command::new("ip")
         .args(["-4", "-o", "route", "show"])
         .output()
         .expect("ip route");
     assert!(
-        !String::from_utf8_lossy(&route.stdout).contains("dev drltp3"),
+        !String::from_utf8_lossy(&route.stdout).contains(&format!("dev {prefix}")),
         "the root route went with the link"
     );
-    assert!(NetnsTopology::remove_stale("drltp3")
+    assert!(NetnsTopology::remove_stale(prefix)
         .expect("again")
         .is_empty());
 }
@@ -344,9 +348,9 @@ fn two_labs_get_different_networks() {
     require_root();
     // Both prefixes end in the same hex digits, so both start their search
     // at the same /16.
-    let first = NetnsTopology::with_prefix("drlt0a41").expect("names");
+    let first = NetnsTopology::with_prefix(&test_prefix("x41")).expect("names");
     first.create().expect("creating the first");
-    let second = NetnsTopology::with_prefix("drlt1a41").expect("names");
+    let second = NetnsTopology::with_prefix(&test_prefix("y41")).expect("names");
     let guard = scopeguard(&first);
     assert_ne!(
         first.net, second.net,
