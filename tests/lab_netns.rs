@@ -3,7 +3,9 @@
 //! standby streams across the router; a partition of the two regions drops
 //! replication's packets (the receiver gives up after its timeout, no reset
 //! ends it) while the primary still answers this namespace; after heal the
-//! standby streams again and catches up. A killed lab's namespaces are
+//! standby streams again and catches up. drctl's daemon in the
+//! control-plane site holds when only its own path to region-a is cut, and
+//! fails over when region-a is lost to everyone. A killed lab's namespaces are
 //! removed by `Lab::down`. These tests need root; without it they fail,
 //! saying so.
 
@@ -13,6 +15,7 @@ use std::time::Duration;
 
 use drctl_lab::netns::available;
 use drctl_lab::{Lab, LabNetwork, LabRecord, LabSpec, Partition, Site, REGION_A, REGION_B};
+use drctl_store::states::GuardDecision;
 use drctl_tests::*;
 use sqlx::Connection as _;
 use tokio::net::TcpStream;
@@ -289,4 +292,153 @@ fn lab_partition_through_the_cli_holds_in_the_router_until_heal() {
     // The lab process removes its namespaces as it stops (or `down` does,
     // when it had to be killed).
     assert!(namespaces_with(&prefix).is_empty(), "{out}");
+}
+
+/// `(in recovery, read-only)` of orders in `region`, seen from this
+/// namespace through the router; `None` when it does not answer.
+async fn role_of(lab: &Lab, region: &str) -> Option<(bool, bool)> {
+    let connecting = sqlx::PgConnection::connect(&lab.dsn("orders", region, "orders"));
+    let mut c = tokio::time::timeout(SILENCE, connecting).await.ok()?.ok()?;
+    sqlx::query_as(
+        "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'",
+    )
+    .fetch_one(&mut c)
+    .await
+    .ok()
+}
+
+async fn decisions(store: &drctl_store::Store) -> Vec<drctl_store::DecisionRecord> {
+    store
+        .decisions(Some("orders"), 100)
+        .await
+        .expect("reading decisions")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drctl_in_the_control_plane_site_holds_when_only_its_path_is_cut_and_fails_over_a_lost_region(
+) {
+    let (lab, _dir) = start_namespaced_lab().await;
+    lab.workload().pause();
+    let net = lab.network().expect("namespaced").clone();
+    // The lab's STONITH as orders' fence hook, as `drctl lab up` sets it:
+    // automatic failover never goes ahead without a way to fence.
+    let lab_dir = lab.record.dir.display().to_string();
+    let hook = format!(
+        "fence_hook = [\"{}\", \"lab\", \"stonith\", \"{{service}}\", \"--region\", \"{{region}}\", \"--dir\", \"{lab_dir}\"]\n",
+        drctl_bin().display()
+    );
+    let text = std::fs::read_to_string(lab.config_path()).expect("the lab config");
+    let marker = "[services.failover]\ncooldown = \"10s\"\n";
+    assert!(text.contains(marker), "{text}");
+    let path = lab.config_path().with_file_name("stonith.toml");
+    std::fs::write(&path, text.replacen(marker, &format!("{marker}{hook}"), 1)).expect("config");
+    let config = std::sync::Arc::new(drctl_config::load(&path).expect("a valid config"));
+    let store = drctl_store::Store::open(config.store.url.expose())
+        .await
+        .expect("the state store");
+
+    // drctl's daemon in the control-plane site: its probes cross the router.
+    let ctl = net
+        .runtime_with_workers(Site::Ctl, 2)
+        .expect("a runtime in ctl");
+    let daemon = ctl
+        .run(start_daemon_automatic(config))
+        .await
+        .expect("starting the daemon in ctl");
+    assert!(
+        daemon.api_url().contains(&net.addr(Site::Ctl).to_string()),
+        "the API listens in the control-plane site: {}",
+        daemon.api_url()
+    );
+
+    // Only drctl cut off from region-a: the standby still hears its
+    // primary, so the guard holds, and nothing fails over.
+    lab.partition(Partition::Cut(Site::Ctl, Site::RegionA))
+        .expect("cutting ctl-a");
+    let hold = wait_for(
+        "the guard to hold (the standby still hears the primary)",
+        Duration::from_secs(60),
+        || async {
+            decisions(&store)
+                .await
+                .into_iter()
+                .find(|d| d.action == GuardDecision::Hold)
+        },
+    )
+    .await;
+    assert_eq!(
+        hold.code.as_deref(),
+        Some("standby_sees_primary"),
+        "{hold:?}"
+    );
+    assert!(store.operations(10).await.expect("operations").is_empty());
+    assert_eq!(
+        role_of(&lab, REGION_A).await,
+        Some((false, false)),
+        "region-a's primary still writable (this namespace still reaches it)"
+    );
+    assert_eq!(role_of(&lab, REGION_B).await, Some((true, false)));
+    lab.heal().expect("healing");
+    // The monitor sees region-a again: a fresh exposure figure is what lets
+    // a failover bound its loss once region-a is lost.
+    let healed_at = chrono::Utc::now();
+    wait_for(
+        "a fresh exposure sample after heal",
+        Duration::from_secs(60),
+        || async {
+            store
+                .last_known_exposure("orders", REGION_B)
+                .await
+                .expect("lag samples")
+                .filter(|s| s.sampled_at > healed_at)
+        },
+    )
+    .await;
+
+    // region-a lost to everyone: failed over to region-b, the old primary
+    // fenced by STONITH, DNS naming region-b.
+    lab.partition(Partition::Isolate(Site::RegionA))
+        .expect("isolating region-a");
+    let lost_at = std::time::Instant::now();
+    loop {
+        let ops = store.operations(10).await.expect("operations");
+        if ops.iter().any(|o| {
+            o.kind == drctl_store::states::OperationKind::Failover
+                && o.status == drctl_store::states::OpStatus::Succeeded
+        }) {
+            break;
+        }
+        assert!(
+            lost_at.elapsed() < Duration::from_secs(90),
+            "no automatic failover within 90 s; operations {ops:#?}; decisions {:#?}",
+            decisions(&store).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        role_of(&lab, REGION_B).await,
+        Some((false, false)),
+        "region-b is the writable primary"
+    );
+    assert!(
+        !lab.cluster("orders", REGION_A).is_running(),
+        "the lost primary was fenced (killed) before the promotion"
+    );
+    let named = drctl_dns::query(
+        lab.dns().addr(),
+        "orders.shop.lab.",
+        drctl_config::RecordType::A,
+    )
+    .await
+    .expect("asking the lab's DNS in the control-plane site");
+    assert_eq!(
+        named,
+        Some(vec![net.addr(Site::RegionB).to_string()]),
+        "DNS names region-b's front"
+    );
+    lab.heal().expect("healing");
+
+    daemon.stop().await;
+    drop(ctl);
+    lab.teardown().expect("teardown");
 }
