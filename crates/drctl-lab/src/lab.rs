@@ -9,8 +9,18 @@
 //! A, `127.0.2.1` in region B (a regional load balancer, played by the same
 //! TCP proxy as the region link). A failover flips the record; a client that
 //! resolves again lands on the new primary.
+//!
+//! With [`LabNetwork::Namespaces`] each region is a host of its own
+//! ([`crate::netns`]): its clusters run in the region's namespace and listen
+//! on its address, the fronts listen there too, and the DNS server lives in
+//! the control-plane site. Each end of the region link sits in the region
+//! that *connects* (a standby's region), listening on that site's loopback
+//! and forwarding across the router to the other region: replication's
+//! packets then cross the router, where partitions drop them, and the
+//! servers' own settings (`primary_conninfo` on 127.0.0.1, written by
+//! `pg_basebackup -R`) stay what they are on loopback.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -20,9 +30,11 @@ use tokio::task::JoinHandle;
 
 use crate::control::serve_control;
 use crate::dns_server::ZoneServer;
+use crate::netns::{NetnsTopology, Partition, Site, SiteRuntime};
+use crate::placement::Placement;
 use crate::record::{
-    dns_port, front_ip, lab_config_toml, port_plan, unset_addr, LabClusterRecord, LabFrontRecord,
-    LabRecord, LabService, LabSpec, LAB_DNS_KEY_FILE, LAB_DNS_KEY_NAME, LAB_RECORD_TTL,
+    dns_port, host_dsn, lab_config_toml, port_plan, unset_addr, LabClusterRecord, LabFrontRecord,
+    LabNetwork, LabRecord, LabService, LabSpec, LAB_DNS_KEY_FILE, LAB_DNS_KEY_NAME, LAB_RECORD_TTL,
     LAB_TOKENS_DIR, LAB_TOKEN_ROLES, LAB_UP_LOG, LAB_ZONE, REGION_A, REGION_B,
 };
 use crate::{
@@ -33,14 +45,18 @@ use drctl_dns::TsigKeyMaterial;
 use drctl_pg::os::{ensure_dir, give_to_postgres, process_alive, signal};
 use drctl_pg::{find_pg_bin, PgCluster, Role};
 
-/// A running lab. Dropping it stops the clusters (immediately) and the tasks.
+/// A running lab. Dropping it stops the clusters (immediately) and the
+/// tasks, and removes its namespaces.
 pub struct Lab {
     pub record: LabRecord,
     link: LinkControl,
     workload: ShopWorkload,
+    // Declared before `place`: proxies and the DNS server stop before the
+    // site runtimes they run on.
     _proxies: Vec<LinkProxy>,
     dns: ZoneServer,
     control: JoinHandle<()>,
+    place: Placement,
     torn_down: bool,
 }
 
@@ -51,6 +67,9 @@ impl Drop for Lab {
             for c in self.record.all_clusters() {
                 let _ = c.stop("immediate");
             }
+            if let Some(net) = &self.record.network {
+                let _ = net.remove();
+            }
             let _ = std::fs::remove_file(LabRecord::path(&self.record.dir));
         }
     }
@@ -58,16 +77,45 @@ impl Drop for Lab {
 
 impl Lab {
     /// Builds and starts the lab described by `spec`, cleaning up any stale
-    /// lab recorded in the same directory first.
-    pub async fn up(spec: LabSpec, mut progress: impl FnMut(&str)) -> Result<Lab> {
+    /// lab recorded in the same directory first. A namespaced lab that
+    /// fails half-way is removed again (its servers stopped, its
+    /// namespaces deleted): they would hold its network until a `lab down`.
+    pub async fn up(spec: LabSpec, progress: impl FnMut(&str)) -> Result<Lab> {
+        let (dir, network) = (spec.dir.clone(), spec.network);
+        let started = Lab::start(spec, progress).await;
+        if started.is_err() && network == LabNetwork::Namespaces {
+            let _ = Lab::down(&dir);
+        }
+        started
+    }
+
+    async fn start(spec: LabSpec, mut progress: impl FnMut(&str)) -> Result<Lab> {
         if LabRecord::path(&spec.dir).exists() {
             progress("stopping a stale lab recorded in this directory");
             Lab::down(&spec.dir)?;
+        } else if spec.network == LabNetwork::Loopback && spec.dir.exists() {
+            // A namespaced lab killed here before it wrote its record left
+            // namespaces that nothing else would remove (a namespaced `up`
+            // removes them as it builds its own).
+            for line in Lab::remove_stale_network(&spec.dir)? {
+                progress(&line);
+            }
         }
         let bin = find_pg_bin()?;
         ensure_dir(&spec.dir)?;
         clear_lab_dir(&spec.dir)?;
         give_to_postgres(&spec.dir)?;
+        let place = Placement::build(&spec)?;
+        if let Some(t) = place.topology() {
+            progress(&format!(
+                "network: region-a {}, region-b {}, ctl {} in namespaces {}-*, through the router {}",
+                t.addr(Site::RegionA),
+                t.addr(Site::RegionB),
+                t.addr(Site::Ctl),
+                t.prefix,
+                t.router_namespace()
+            ));
+        }
 
         let port = port_plan(spec.base_port);
         let link = LinkControl::default();
@@ -80,7 +128,10 @@ impl Lab {
             dir: spec.dir.clone(),
             owner_pid: std::process::id(),
             control_port: port(40),
-            api_url: format!("http://127.0.0.1:{}", spec.api_port),
+            // drctl's daemon belongs in the control-plane site of a
+            // namespaced lab (`drctl lab up` runs it there), so that
+            // cutting the control plane off a region cuts drctl off.
+            api_url: format!("http://{}:{}", place.control_plane_host(), spec.api_port),
             config_path: spec.dir.join("drctl.toml"),
             pg_bin: bin.clone(),
             services: spec.services.clone(),
@@ -90,7 +141,13 @@ impl Lab {
             dns_key_file: spec.dir.join(LAB_DNS_KEY_FILE),
             fronts: Vec::new(),
             fence_hook: spec.fence_hook.clone(),
+            network: place.topology().cloned(),
         };
+        if record.network.is_some() {
+            // Before any server starts: a crash from here on leaves a
+            // record naming the namespaces to remove.
+            record.write()?;
+        }
         for (i, svc) in spec.services.iter().enumerate() {
             let i = i as u16;
             let primary_port = port(2 * i);
@@ -115,24 +172,30 @@ impl Lab {
                 svc.name
             ));
             primary.init_primary(spec.max_connections)?;
-            primary.start()?;
-            create_shop_schema(&primary, svc).await?;
+            place.prepare_cluster(&primary)?;
+            place.in_region(REGION_A, || primary.start())??;
+            let host_a = place.region_host(REGION_A);
+            create_shop_schema(host_a, &primary, svc).await?;
             targets.push(WorkloadTarget {
                 service: svc.name.clone(),
-                dsn: primary.dsn(&svc.name),
+                dsn: host_dsn(host_a, primary_port, &svc.name),
                 table: svc.table.clone(),
             });
             if svc.replicated() {
                 let link_port = port(20 + i);
-                let proxy = LinkProxy::spawn(
-                    SocketAddr::from(([127, 0, 0, 1], link_port)),
-                    SocketAddr::from(([127, 0, 0, 1], primary_port)),
-                    link.clone(),
-                )
-                .await
-                .map_err(io_err(format!(
-                    "opening the region link on port {link_port}"
-                )))?;
+                // The link's end sits in the region that connects through
+                // it (see the module doc).
+                let proxy = place
+                    .proxy(
+                        REGION_B,
+                        SocketAddr::from(([127, 0, 0, 1], link_port)),
+                        SocketAddr::new(host_a, primary_port),
+                        link.clone(),
+                    )
+                    .await
+                    .map_err(io_err(format!(
+                        "opening the region link on port {link_port}"
+                    )))?;
                 let link_port = proxy.listen.port();
                 proxies.push(proxy);
                 if let Some(c) = record.clusters.last_mut() {
@@ -141,16 +204,18 @@ impl Lab {
                 let standby_port = port(2 * i + 1);
                 // The link's other direction, to the standby's server: what
                 // region-a streams through once region-b is the primary.
-                let back = LinkProxy::spawn(
-                    SocketAddr::from(([127, 0, 0, 1], port(25 + i))),
-                    SocketAddr::from(([127, 0, 0, 1], standby_port)),
-                    link.clone(),
-                )
-                .await
-                .map_err(io_err(format!(
-                    "opening the region link's other direction on port {}",
-                    port(25 + i)
-                )))?;
+                let back = place
+                    .proxy(
+                        REGION_A,
+                        SocketAddr::from(([127, 0, 0, 1], port(25 + i))),
+                        SocketAddr::new(place.region_host(REGION_B), standby_port),
+                        link.clone(),
+                    )
+                    .await
+                    .map_err(io_err(format!(
+                        "opening the region link's other direction on port {}",
+                        port(25 + i)
+                    )))?;
                 let back_port = back.listen.port();
                 proxies.push(back);
                 let standby = PgCluster::new(
@@ -170,13 +235,21 @@ impl Lab {
                 });
                 record.write()?;
                 progress(&format!("{}: cloning the standby in {REGION_B} on port {standby_port} through the region link", svc.name));
-                standby.clone_standby(link_port, REGION_B, spec.max_connections)?;
-                standby.start()?;
-                wait_streaming(&primary, Duration::from_secs(60)).await?;
+                place.in_region(REGION_B, || {
+                    standby.clone_standby(link_port, REGION_B, spec.max_connections)
+                })??;
+                place.prepare_cluster(&standby)?;
+                place.in_region(REGION_B, || standby.start())??;
+                wait_streaming(
+                    &primary,
+                    &host_dsn(host_a, primary_port, "postgres"),
+                    Duration::from_secs(60),
+                )
+                .await?;
             }
             clusters.push(primary);
         }
-        let (dns, fronts) = start_dns_and_fronts(&spec, &mut record, &port).await?;
+        let (dns, fronts) = start_dns_and_fronts(&spec, &mut record, &port, &place).await?;
         proxies.extend(fronts);
         progress(&format!(
             "DNS: zone {LAB_ZONE} on {} (key {})",
@@ -211,7 +284,55 @@ impl Lab {
             _proxies: proxies,
             dns,
             control,
+            place,
             torn_down: false,
+        })
+    }
+
+    /// The lab's namespaces and addresses, when each region is its own
+    /// network namespace.
+    pub fn network(&self) -> Option<&NetnsTopology> {
+        self.place.topology()
+    }
+
+    /// The DSN of `service`'s cluster in `region` from this process's
+    /// namespace (127.0.0.1, or the region's site address).
+    pub fn dsn(&self, service: &str, region: &str, database: &str) -> String {
+        self.record
+            .dsn(service, region, database)
+            .unwrap_or_else(|| panic!("the lab has no cluster for {service} in {region}"))
+    }
+
+    /// Runs `f` in `region`'s network namespace (here, on a loopback lab):
+    /// the processes it starts (a server, an agent) live in the region.
+    pub fn in_region<T: Send>(&self, region: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+        self.place.in_region(region, f)
+    }
+
+    /// The runtime of a site of a namespaced lab: tasks spawned on it open
+    /// their sockets in the site.
+    pub fn site_runtime(&self, site: Site) -> Option<&SiteRuntime> {
+        self.place.runtime(site)
+    }
+
+    /// Applies a partition of the namespaced lab (packets dropped in its
+    /// router). A loopback lab has no router: an error says so.
+    pub fn partition(&self, partition: Partition) -> Result<()> {
+        self.require_network()?.partition(partition)
+    }
+
+    /// Lifts every partition of the namespaced lab.
+    pub fn heal(&self) -> Result<()> {
+        self.require_network()?.heal()
+    }
+
+    fn require_network(&self) -> Result<&NetnsTopology> {
+        self.place.topology().ok_or_else(|| {
+            LabError::Other(
+                "this lab runs on loopback and has no partitions that drop packets; \
+                 start it with network namespaces (as root)"
+                    .into(),
+            )
         })
     }
 
@@ -251,6 +372,13 @@ impl Lab {
         for c in self.record.all_clusters() {
             c.stop("fast")?;
         }
+        // The site runtimes end before their namespaces go.
+        if let Some(sites) = self.place.sites.take() {
+            drop(sites);
+        }
+        if let Some(net) = &self.record.network {
+            net.remove()?;
+        }
         let _ = std::fs::remove_file(LabRecord::path(&self.record.dir));
         self.torn_down = true;
         Ok(())
@@ -259,8 +387,19 @@ impl Lab {
     /// Stops the lab recorded in `dir`, whoever started it: signals the
     /// owner process if it still runs, stops every cluster, removes the
     /// record. Safe to run twice and after a crash. Returns what it did.
+    /// A namespaced lab's namespaces go too, and so do those of a lab in
+    /// `dir` that died before writing its record.
     pub fn down(dir: &Path) -> Result<Vec<String>> {
-        let record = LabRecord::read(dir)?;
+        let record = match LabRecord::read(dir) {
+            Ok(record) => record,
+            Err(e) => {
+                let removed = Lab::remove_stale_network(dir)?;
+                if removed.is_empty() {
+                    return Err(e);
+                }
+                return Ok(removed);
+            }
+        };
         let mut done = Vec::new();
         if record.owner_pid != std::process::id() && process_alive(record.owner_pid, "drctl") {
             signal(record.owner_pid, nix::sys::signal::Signal::SIGTERM);
@@ -279,8 +418,24 @@ impl Lab {
                 done.push(format!("stopped PostgreSQL {} (port {})", c.name, c.port));
             }
         }
+        if let Some(net) = &record.network {
+            done.extend(net.remove()?.into_iter().map(|r| format!("removed {r}")));
+        }
         let _ = std::fs::remove_file(LabRecord::path(dir));
         Ok(done)
+    }
+
+    /// Removes the namespaces a killed lab in `dir` left behind (found by
+    /// the prefix derived from `dir`). Without root there are none to find.
+    pub fn remove_stale_network(dir: &Path) -> Result<Vec<String>> {
+        if crate::netns::available().is_err() {
+            return Ok(Vec::new());
+        }
+        let prefix = crate::netns::prefix_for(dir);
+        Ok(NetnsTopology::remove_stale(&prefix)?
+            .into_iter()
+            .map(|r| format!("removed {r} of a stale lab"))
+            .collect())
     }
 }
 
@@ -292,6 +447,7 @@ async fn start_dns_and_fronts(
     spec: &LabSpec,
     record: &mut LabRecord,
     port: &impl Fn(u16) -> u16,
+    place: &Placement,
 ) -> Result<(ZoneServer, Vec<LinkProxy>)> {
     // Fronts are inside a region: the region link's cuts and latency do not
     // apply to them, so they get a link of their own that is never cut.
@@ -302,7 +458,7 @@ async fn start_dns_and_fronts(
             continue;
         }
         let wanted = spec.base_port.map(|_| port(30 + i as u16));
-        let (front_port, pair) = front_pair(svc, record, wanted, &local).await?;
+        let (front_port, pair) = front_pair(svc, record, wanted, &local, place).await?;
         proxies.extend(pair);
         record.fronts.push(LabFrontRecord {
             service: svc.name.clone(),
@@ -315,12 +471,23 @@ async fn start_dns_and_fronts(
         .map_err(io_err("generating the lab's DNS key"))?;
     write_secret_file(&record.dns_key_file, &key.secret_base64())?;
     let dns_port = dns_port(spec.base_port);
-    let dns = ZoneServer::start(
-        SocketAddr::from(([127, 0, 0, 1], dns_port)),
-        LAB_ZONE,
-        Some(&key),
-    )
-    .await
+    // In a namespaced lab the zone is served from the control-plane site,
+    // as a DNS provider outside both regions would be.
+    let dns = match (place.topology(), place.runtime(Site::Ctl)) {
+        (Some(t), Some(rt)) => {
+            let at = SocketAddr::from((t.addr(Site::Ctl), dns_port));
+            rt.run(async move { ZoneServer::start(at, LAB_ZONE, Some(&key)).await })
+                .await?
+        }
+        _ => {
+            ZoneServer::start(
+                SocketAddr::from(([127, 0, 0, 1], dns_port)),
+                LAB_ZONE,
+                Some(&key),
+            )
+            .await
+        }
+    }
     .map_err(io_err(format!(
         "starting the lab's DNS server on port {dns_port}"
     )))?;
@@ -330,7 +497,7 @@ async fn start_dns_and_fronts(
             &front.record,
             RecordType::A,
             LAB_RECORD_TTL,
-            &[front_ip(REGION_A).to_string()],
+            &[record.front_ip(REGION_A).to_string()],
         )
         .map_err(LabError::Other)?;
     }
@@ -338,13 +505,15 @@ async fn start_dns_and_fronts(
 }
 
 /// The two proxies of one front: `127.0.1.1:PORT` → the region-a cluster,
-/// `127.0.2.1:PORT` → the region-b cluster. With no `wanted` port, a port
-/// free on both addresses is found by trying.
+/// `127.0.2.1:PORT` → the region-b cluster (in a namespaced lab: each in
+/// its region's site, on the site's address, to the cluster beside it).
+/// With no `wanted` port, a port free on both addresses is found by trying.
 async fn front_pair(
     svc: &LabService,
     record: &LabRecord,
     wanted: Option<u16>,
     link: &LinkControl,
+    place: &Placement,
 ) -> Result<(u16, Vec<LinkProxy>)> {
     let upstream = |region: &str| {
         record
@@ -357,16 +526,24 @@ async fn front_pair(
     let (a, b) = (upstream(REGION_A)?, upstream(REGION_B)?);
     let mut attempts = if wanted.is_some() { 1 } else { 10 };
     loop {
-        let first = LinkProxy::spawn(
-            SocketAddr::new(front_ip(REGION_A), wanted.unwrap_or(0)),
-            a,
-            link.clone(),
-        )
-        .await;
+        let first = place
+            .proxy(
+                REGION_A,
+                SocketAddr::new(record.front_ip(REGION_A), wanted.unwrap_or(0)),
+                a,
+                link.clone(),
+            )
+            .await;
         let pair = match first {
             Ok(first) => {
                 let port = first.listen.port();
-                LinkProxy::spawn(SocketAddr::new(front_ip(REGION_B), port), b, link.clone())
+                place
+                    .proxy(
+                        REGION_B,
+                        SocketAddr::new(record.front_ip(REGION_B), port),
+                        b,
+                        link.clone(),
+                    )
                     .await
                     .map(|second| (port, vec![first, second]))
             }
@@ -456,17 +633,17 @@ async fn connect(dsn: &str) -> Result<PgConnection> {
         })
 }
 
-async fn create_shop_schema(primary: &PgCluster, svc: &LabService) -> Result<()> {
+async fn create_shop_schema(host: IpAddr, primary: &PgCluster, svc: &LabService) -> Result<()> {
     let sql_err = |what: &str| {
         let what = what.to_string();
         move |source| LabError::Sql { what, source }
     };
-    let mut admin = connect(&primary.dsn("postgres")).await?;
+    let mut admin = connect(&host_dsn(host, primary.port, "postgres")).await?;
     sqlx::query(&format!("CREATE DATABASE \"{}\"", svc.name))
         .execute(&mut admin)
         .await
         .map_err(sql_err("creating the service database"))?;
-    let mut db = connect(&primary.dsn(&svc.name)).await?;
+    let mut db = connect(&host_dsn(host, primary.port, &svc.name)).await?;
     let schema = svc.table.split('.').next().unwrap_or("public");
     sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
         .execute(&mut db)
@@ -484,9 +661,9 @@ async fn create_shop_schema(primary: &PgCluster, svc: &LabService) -> Result<()>
     Ok(())
 }
 
-async fn wait_streaming(primary: &PgCluster, timeout: Duration) -> Result<()> {
+async fn wait_streaming(primary: &PgCluster, dsn: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    let mut conn = connect(&primary.dsn("postgres")).await?;
+    let mut conn = connect(dsn).await?;
     loop {
         let (n,): (i64,) =
             sqlx::query_as("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")

@@ -1,6 +1,7 @@
-//! The two-region lab: real PostgreSQL clusters on loopback, a link proxy
-//! between the regions, a DNS zone with per-region fronts, and a small shop
-//! workload.
+//! The two-region lab: real PostgreSQL clusters on loopback, or each region
+//! in its own network namespace behind a router ([`netns`], as root), a link
+//! proxy between the regions, a DNS zone with per-region fronts, and a small
+//! shop workload.
 //!
 //! The DNS zone is served by the lab's own authoritative server
 //! ([`dns_server::ZoneServer`]), which the production providers of
@@ -27,6 +28,8 @@ pub mod dns_server;
 mod fault;
 mod lab;
 mod link;
+pub mod netns;
+mod placement;
 mod record;
 mod workload;
 
@@ -36,10 +39,11 @@ pub use drctl_pg::{find_pg_bin, PgCluster, Role};
 pub use fault::{Fault, FaultProxy};
 pub use lab::Lab;
 pub use link::{LinkControl, LinkProxy, LinkState};
+pub use netns::{NetnsTopology, Partition, Site, SiteRuntime};
 pub use record::{
-    front_ip, lab_config_toml, LabClusterRecord, LabFrontRecord, LabRecord, LabService, LabSpec,
-    DEFAULT_API_PORT, DEFAULT_BASE_PORT, DEFAULT_DNS_PORT, LAB_DNS_KEY_FILE, LAB_DNS_KEY_NAME,
-    LAB_TOKENS_DIR, LAB_TOKEN_ROLES, LAB_ZONE, REGION_A, REGION_B,
+    front_ip, lab_config_toml, LabClusterRecord, LabFrontRecord, LabNetwork, LabRecord, LabService,
+    LabSpec, DEFAULT_API_PORT, DEFAULT_BASE_PORT, DEFAULT_DNS_PORT, LAB_DNS_KEY_FILE,
+    LAB_DNS_KEY_NAME, LAB_TOKENS_DIR, LAB_TOKEN_ROLES, LAB_ZONE, REGION_A, REGION_B,
 };
 pub use workload::{ShopWorkload, WorkloadControl, WorkloadTarget};
 

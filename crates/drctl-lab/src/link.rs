@@ -1,11 +1,16 @@
 //! The region link: a TCP proxy that carries replication from region A to
 //! region B and can add latency or cut the link (a region partition).
 //!
-//! A cut closes every connection through the link and refuses new ones until
-//! the link is restored, so the standby's WAL receiver loses its primary as
+//! The link's own cut (`link cut`, the loopback lab's partition) closes
+//! every connection through the link and refuses new ones until the link is
+//! restored, so the standby's WAL receiver loses its primary as
 //! it would in a partition that outlasts TCP keepalives; on restore it
 //! reconnects (`wal_retrieve_retry_interval`) and catches up. Latency delays
 //! every chunk in each direction by the same amount, preserving order.
+//!
+//! In a namespaced lab each end of the link runs in the region that
+//! connects through it, and a partition is the router's (`netns.rs`):
+//! packets are lost and the servers' timeouts notice, as on a real WAN.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +22,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+/// How long the link waits for its upstream to accept a connection.
+const UPSTREAM_CONNECT: Duration = Duration::from_secs(3);
 
 /// The state of the region link, shared by every proxy on it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +115,12 @@ impl LinkProxy {
 
 /// Carries one connection until either side closes or the link is cut.
 async fn carry(client: TcpStream, upstream: SocketAddr, mut state: watch::Receiver<LinkState>) {
-    let Ok(server) = TcpStream::connect(upstream).await else {
+    // Bounded: across a partition that drops packets a connect would wait
+    // for minutes of SYN retries, and the client (a WAL receiver) with it;
+    // closing instead lets it retry on its own schedule and find the
+    // healed link within seconds.
+    let Ok(Ok(server)) = tokio::time::timeout(UPSTREAM_CONNECT, TcpStream::connect(upstream)).await
+    else {
         return;
     };
     let _ = client.set_nodelay(true);

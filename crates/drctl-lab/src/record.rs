@@ -12,6 +12,7 @@ use drctl_pg::os::free_port;
 use drctl_pg::{PgCluster, Role};
 use serde::{Deserialize, Serialize};
 
+use crate::netns::{NetnsTopology, Site};
 use crate::{io_err, LabError, Result};
 pub const REGION_A: &str = "region-a";
 pub const REGION_B: &str = "region-b";
@@ -68,6 +69,19 @@ impl LabService {
     }
 }
 
+/// Where the lab's regions live on the network.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabNetwork {
+    /// Every cluster on 127.0.0.1 in this process's namespace; a partition
+    /// is a switch in the link proxy (connections reset). Needs no root.
+    #[default]
+    Loopback,
+    /// Each region its own network namespace behind a router
+    /// ([`crate::netns`]); a partition loses packets. Needs root.
+    Namespaces,
+}
+
 /// What to build.
 #[derive(Clone, Debug)]
 pub struct LabSpec {
@@ -85,6 +99,8 @@ pub struct LabSpec {
     /// killed primary can fence it; `None` in tests, which add their own
     /// where they need one.
     pub fence_hook: Option<Vec<String>>,
+    /// Loopback (the default, for now) or a namespace per region.
+    pub network: LabNetwork,
 }
 
 impl LabSpec {
@@ -102,6 +118,7 @@ impl LabSpec {
             workload_interval: Duration::from_millis(50),
             max_connections: 200,
             fence_hook: None,
+            network: LabNetwork::Loopback,
         }
     }
 
@@ -115,6 +132,7 @@ impl LabSpec {
             workload_interval: Duration::from_millis(50),
             max_connections: 200,
             fence_hook: None,
+            network: LabNetwork::Loopback,
         }
     }
 }
@@ -156,6 +174,11 @@ pub struct LabFrontRecord {
     pub front_port: u16,
 }
 
+/// `postgres://postgres@HOST:PORT/DB`.
+pub(crate) fn host_dsn(host: IpAddr, port: u16, database: &str) -> String {
+    format!("postgres://postgres@{host}:{port}/{database}")
+}
+
 pub(crate) fn unset_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
@@ -188,6 +211,11 @@ pub struct LabRecord {
     /// See [`LabSpec::fence_hook`].
     #[serde(default)]
     pub fence_hook: Option<Vec<String>>,
+    /// The lab's namespaces and network, when each region is its own
+    /// network namespace (`None`: everything on loopback). `lab down`
+    /// removes exactly these, also after a crash.
+    #[serde(default)]
+    pub network: Option<NetnsTopology>,
 }
 
 impl LabRecord {
@@ -197,7 +225,36 @@ impl LabRecord {
         self.fronts
             .iter()
             .find(|f| f.service == service)
-            .map(|f| SocketAddr::new(front_ip(region), f.front_port))
+            .map(|f| SocketAddr::new(self.front_ip(region), f.front_port))
+    }
+
+    /// The address a region's front listens on: the region's own loopback
+    /// address ([`front_ip`]), or, in a namespaced lab, the site's address.
+    pub fn front_ip(&self, region: &str) -> IpAddr {
+        self.site_addr(region).unwrap_or_else(|| front_ip(region))
+    }
+
+    /// Where a cluster of `region` accepts connections from this namespace:
+    /// 127.0.0.1, or in a namespaced lab the address of the region's site
+    /// (reached through the lab's router).
+    pub fn cluster_host(&self, region: &str) -> IpAddr {
+        self.site_addr(region)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    fn site_addr(&self, region: &str) -> Option<IpAddr> {
+        let net = self.network.as_ref()?;
+        Some(IpAddr::V4(net.addr(Site::of_region(region)?)))
+    }
+
+    /// The DSN of `service`'s cluster in `region`, as a client in this
+    /// namespace reaches it (trust authentication inside the lab).
+    pub fn dsn(&self, service: &str, region: &str, database: &str) -> Option<String> {
+        let c = self
+            .clusters
+            .iter()
+            .find(|c| c.service == service && c.region == region)?;
+        Some(host_dsn(self.cluster_host(region), c.port, database))
     }
 
     pub fn path(dir: &Path) -> PathBuf {
@@ -306,13 +363,16 @@ pub fn lab_config_toml(record: &LabRecord) -> String {
         ));
         for c in record.clusters.iter().filter(|c| c.service == svc.name) {
             out.push_str(&format!(
-                "[services.postgres.{}]\ndsn = \"postgres://postgres@127.0.0.1:{}/{}\"\n",
-                c.region, c.port, svc.name
+                "[services.postgres.{}]\ndsn = \"{}\"\n",
+                c.region,
+                host_dsn(record.cluster_host(&c.region), c.port, &svc.name)
             ));
             if let Some(link) = c.link_port {
                 // What `drctl rejoin` needs: the directory (beside this
                 // file), and how the other region streams from this server
-                // (across the link).
+                // (across the link). In a namespaced lab the link's end
+                // listens on 127.0.0.1 inside the *other* region's site, so
+                // this DSN is meant for a server (or agent) there.
                 out.push_str(&format!(
                     "data_dir = \"{}\"\nreplication_dsn = \"postgres://postgres@127.0.0.1:{link}/{}\"\n",
                     c.data_dir
@@ -350,8 +410,8 @@ pub fn lab_config_toml(record: &LabRecord) -> String {
                  [services.dns.targets]\n{REGION_A} = \"{a}\"\n{REGION_B} = \"{b}\"\n",
                 record = front.record,
                 port = front.front_port,
-                a = front_ip(REGION_A),
-                b = front_ip(REGION_B),
+                a = record.front_ip(REGION_A),
+                b = record.front_ip(REGION_B),
             ));
         }
     }
@@ -410,6 +470,7 @@ impl LabRecord {
             dns_key_file: dir.join(LAB_DNS_KEY_FILE),
             fronts,
             fence_hook: spec.fence_hook,
+            network: None,
         }
     }
 }

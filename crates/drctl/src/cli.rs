@@ -446,6 +446,10 @@ pub enum LabCommand {
         /// First PostgreSQL port; the lab uses about 45 ports from here.
         #[arg(long, default_value_t = drctl_lab::DEFAULT_BASE_PORT)]
         base_port: u16,
+        /// Where the regions live: `namespaces` (as root) gives each region
+        /// its own network host [default: loopback].
+        #[arg(long, value_enum, env = "DRCTL_LAB_NETWORK")]
+        network: Option<LabNetworkArg>,
     },
     /// Stop everything the lab started (also after a crash of `lab up`).
     Down,
@@ -489,6 +493,51 @@ pub enum LabCommand {
         #[arg(long)]
         region: String,
     },
+    /// Partition the lab's network: packets between the sites named are
+    /// dropped in the lab's router, so senders hear nothing (no reset).
+    /// Several partitions may hold at once; `heal` lifts them all. Needs a
+    /// namespaced lab, except `a-b` and `heal`, which on a loopback lab cut
+    /// and restore the region link instead.
+    Partition {
+        #[arg(value_enum)]
+        mode: LabPartitionArg,
+        /// Lift only this partition, leaving the others.
+        #[arg(long)]
+        lift: bool,
+    },
+}
+
+/// `drctl lab up --network`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LabNetworkArg {
+    /// Every server on 127.0.0.1 in one network namespace; a partition
+    /// resets connections (the link proxy's switch). Needs no root.
+    Loopback,
+    /// Each region (and drctl's control plane) its own network namespace
+    /// behind a router; a partition loses packets. Needs root.
+    Namespaces,
+}
+
+/// `drctl lab partition MODE`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LabPartitionArg {
+    /// region-a cut off from everyone (this host included).
+    #[value(name = "region-a")]
+    RegionA,
+    /// region-b cut off from everyone (this host included).
+    #[value(name = "region-b")]
+    RegionB,
+    /// Only drctl's control plane cut off from region-a.
+    #[value(name = "ctl-a")]
+    CtlA,
+    /// Only drctl's control plane cut off from region-b.
+    #[value(name = "ctl-b")]
+    CtlB,
+    /// Only the two regions cut off from each other.
+    #[value(name = "a-b")]
+    AB,
+    /// Lift every partition.
+    Heal,
 }
 
 #[derive(Subcommand, Debug)]
