@@ -504,7 +504,11 @@ async fn run_killing_agents(
     let progress = {
         let (agents, fired, restarts) = (agents.clone(), fired.clone(), restarts.clone());
         move |p: drctl_failover::Progress| {
-            if let drctl_failover::Progress::StepStarted { step: s, attempt: 1 } = p {
+            if let drctl_failover::Progress::StepStarted {
+                step: s,
+                attempt: 1,
+            } = p
+            {
                 if s == step && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
                     let agents = agents.clone();
                     restarts.lock().unwrap().push(std::thread::spawn(move || {
@@ -525,16 +529,6 @@ async fn run_killing_agents(
         Ok(o) => o,
         Err(drctl_failover::FailoverError::Stopped { id, step, error }) => {
             eprintln!("{req:?} stopped at {step} ({error}): resuming");
-            if std::env::var_os("DEBUG_AGENT_TEST").is_some() {
-                for r in [REGION_A, REGION_B] {
-                    let log = std::fs::read_to_string(
-                        agents.lock().unwrap().config_path.with_file_name(format!("orders-{r}.log")),
-                    )
-                    .unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(25).collect();
-                    eprintln!("--- {r}:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
-                }
-            }
             engine
                 .resume(&id, Duration::from_secs(20), &|_| {})
                 .await
@@ -565,8 +559,14 @@ async fn agents_killed_at_any_step_boundary_leave_one_writable_primary_and_the_p
         };
         let moved = run_killing_agents(&engine, &agents, &request(kind, target), *step).await;
         assert_eq!(moved.status, OpStatus::Succeeded, "{kind:?} at {step}");
-        assert!(writable(&lab, target).await, "{kind:?} at {step}: {target} writable");
-        assert!(!writable(&lab, source).await, "{kind:?} at {step}: {source} not");
+        assert!(
+            writable(&lab, target).await,
+            "{kind:?} at {step}: {target} writable"
+        );
+        assert!(
+            !writable(&lab, source).await,
+            "{kind:?} at {step}: {source} not"
+        );
         let rejoin_step = rejoin_steps[i % rejoin_steps.len()];
         let rejoined = run_killing_agents(
             &engine,
@@ -575,9 +575,16 @@ async fn agents_killed_at_any_step_boundary_leave_one_writable_primary_and_the_p
             rejoin_step,
         )
         .await;
-        assert_eq!(rejoined.status, OpStatus::Succeeded, "rejoin at {rejoin_step}");
+        assert_eq!(
+            rejoined.status,
+            OpStatus::Succeeded,
+            "rejoin at {rejoin_step}"
+        );
         streams_from(&lab, source, target).await;
-        assert!(writable(&lab, target).await, "after the rejoin at {rejoin_step}");
+        assert!(
+            writable(&lab, target).await,
+            "after the rejoin at {rejoin_step}"
+        );
         std::mem::swap(&mut source, &mut target);
     }
 }

@@ -309,6 +309,56 @@ async fn an_old_primary_is_rewound_and_rejoined_as_a_standby_of_the_promoted_one
     let s = a.probe().await.unwrap();
     assert!(s.standby && !s.fenced, "{s:?}");
     a.close().await;
+
+    // A resync that died part-way (its agent killed mid-rewind): the next
+    // attempt stops the copy still running on the directory and copies
+    // afresh rather than rewind a half-rewound directory.
+    node.stop(&old, StopMode::Fast).await.unwrap();
+    std::fs::write(resync_mark_path(&old.data_dir), "resync").unwrap();
+    let tools = tempfile::tempdir().unwrap();
+    let fake = tools.path().join("pg_rewind");
+    std::fs::copy("/bin/sleep", &fake).unwrap();
+    let mut leftover = std::process::Command::new(&fake)
+        .arg("600")
+        .arg(&old.data_dir)
+        .spawn()
+        .unwrap();
+    let resynced = node
+        .rewind_or_reclone(&ResyncRequest {
+            node: old.clone(),
+            source: to_b.clone(),
+            clone_source: to_b.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(resynced.method, ResyncMethod::Clone, "{resynced:?}");
+    assert!(
+        resynced
+            .rewind_error
+            .as_deref()
+            .is_some_and(|e| e.contains("did not finish")),
+        "{resynced:?}"
+    );
+    let status = leftover.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the leftover copy was stopped: {status:?}"
+    );
+    assert!(!resync_mark_path(&old.data_dir).exists());
+    node.configure_standby(&StandbyRequest {
+        node: old.clone(),
+        primary,
+    })
+    .await
+    .unwrap();
+    assert!(!node.start(&start).await.unwrap().already_running);
+    let a = datastore(&lab, REGION_A);
+    let caught = a
+        .catch_up(CatchUpGoal::StreamingApplied(goal), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(caught.reached, "the fresh clone streams: {caught:?}");
+    a.close().await;
     b.close().await;
 }
 

@@ -47,7 +47,7 @@ pub use datastore::{
 };
 pub use local::{
     default_scratch_root, fence_mark_path, local_system_identifier, restore_claim_path,
-    rewind_diverged, this_host, BackupSource, LocalNode, CLONE_READY,
+    resync_mark_path, rewind_diverged, this_host, BackupSource, LocalNode, CLONE_READY,
 };
 pub use node::{
     CloneRequest, Dsn, HardFenceMethod, HardFenceRequest, HardFenced, HookRun, NodeActions,

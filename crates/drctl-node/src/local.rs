@@ -124,6 +124,49 @@ pub fn restore_claim_path(dir: &Path) -> PathBuf {
     beside(dir, ".drctl-recover")
 }
 
+/// The mark of a resync (a rewind or a fresh clone) under way, beside the
+/// data directory: still there on the next attempt, it says the earlier one
+/// died part-way.
+pub fn resync_mark_path(dir: &Path) -> PathBuf {
+    beside(dir, ".drctl-resync")
+}
+
+/// Kills what an interrupted resync of `dir` left running: a `pg_rewind`
+/// or `pg_basebackup` naming the directory (an agent killed with SIGKILL
+/// does not take its children along), so the next attempt is the only one
+/// writing there.
+fn stop_leftover_copies(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let dir = dir.as_os_str().as_encoded_bytes();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let program = argv
+            .first()
+            .map(|a| a.rsplit(|b| *b == b'/').next().unwrap_or(a))
+            .unwrap_or_default();
+        let copies = program == b"pg_rewind" || program == b"pg_basebackup";
+        if copies && argv.contains(&dir) {
+            tracing::warn!(pid, "stopping what an interrupted resync left running");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// The hard fence's mark of a data directory, beside it (inside, a
 /// rewind or a copy would carry it to another server): it names the
 /// operation that fenced the server, and while it is there
@@ -261,6 +304,16 @@ impl NodeActions for LocalNode {
         let (source, clone_source) = (req.source.clone(), req.clone_source.clone());
         let started = Instant::now();
         let out = blocking(move || {
+            // An earlier resync of this directory that never finished (its
+            // agent or drctl killed, the host rebooted) may have left its
+            // program running, and a half-rewound directory is nothing to
+            // rewind again: stop what is left, then copy afresh.
+            let marker = resync_mark_path(&c.data_dir);
+            let interrupted = read_mark(&marker).is_some();
+            if interrupted {
+                stop_leftover_copies(&c.data_dir);
+            }
+            write_mark(&marker, "resync")?;
             // A clone that stopped half-way left no control file: clone again.
             let half_cloned = !c.data_dir.join("global/pg_control").exists();
             if !half_cloned {
@@ -271,6 +324,11 @@ impl NodeActions for LocalNode {
                     "the data directory has no control file (a fresh clone stopped half-way)"
                         .to_string(),
                 )
+            } else if interrupted {
+                Err(
+                    "an earlier rewind or clone of this directory did not finish: its content is not trusted"
+                        .to_string(),
+                )
             } else {
                 c.rewind(source.expose())
                     .map(|_| ())
@@ -278,7 +336,7 @@ impl NodeActions for LocalNode {
             };
             let (method, rewind_error) = match rewound {
                 Ok(()) => (ResyncMethod::Rewind, None),
-                Err(e) if half_cloned || rewind_diverged(&e) => {
+                Err(e) if half_cloned || interrupted || rewind_diverged(&e) => {
                     // Diverged beyond what pg_rewind can mend (no
                     // wal_log_hints or checksums, missing WAL): start over
                     // from a copy; the old directory is moved aside.
@@ -290,14 +348,27 @@ impl NodeActions for LocalNode {
                     (ResyncMethod::Clone, Some(e))
                 }
                 // Anything else (the primary unreachable, a permission, a
-                // full disk) may pass: the data directory stays as it is.
+                // full disk) may pass. Refused before it touched anything
+                // (no connection to the source): the directory is as it
+                // was. Otherwise it may be half-rewound: the mark stays,
+                // and the next attempt copies afresh.
                 Err(e) => {
+                    let untouched = e.contains("could not connect");
+                    if untouched {
+                        let _ = std::fs::remove_file(&marker);
+                    }
                     return Err(NodeError::failed(format!(
-                        "pg_rewind failed ({e}); the data directory is untouched: fix the cause and resume"
-                    )))
+                        "pg_rewind failed ({e}); {}: fix the cause and resume",
+                        if untouched {
+                            "the data directory is untouched"
+                        } else {
+                            "the directory may be half-rewound, so the next attempt makes a fresh clone (the old directory moved aside)"
+                        }
+                    )));
                 }
             };
             c.restore_config()?;
+            let _ = std::fs::remove_file(&marker);
             Ok((method, rewind_error))
         })
         .await?;

@@ -81,7 +81,11 @@ async fn plan(ctx: &Ctx<'_>) -> ActionResult<PlanReport> {
     // An agent that does not answer (restarting, its host rebooting) is
     // waited for, not a refusal: the step is tried again, then stops
     // resumably.
-    if let Some(b) = report.blockers.iter().find(|b| b.code == "node_unreachable") {
+    if let Some(b) = report
+        .blockers
+        .iter()
+        .find(|b| b.code == "node_unreachable")
+    {
         return Err(StepError::retry(b.message.clone()));
     }
     actions::executed_plan(ctx, report, false)
