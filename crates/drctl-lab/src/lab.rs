@@ -64,6 +64,7 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.control.abort();
         if !self.torn_down {
+            crate::agents::stop(&self.record);
             for c in self.record.all_clusters() {
                 let _ = c.stop("immediate");
             }
@@ -142,6 +143,7 @@ impl Lab {
             fronts: Vec::new(),
             fence_hook: spec.fence_hook.clone(),
             network: place.topology().cloned(),
+            agents: Vec::new(),
         };
         if record.network.is_some() {
             // Before any server starts: a crash from here on leaves a
@@ -257,8 +259,23 @@ impl Lab {
             record.dns_key_file.display()
         ));
         write_lab_tokens(&spec.dir)?;
+        if spec.agents.is_some() {
+            crate::agents::plan(&mut record, &place, &port)?;
+        }
         let config = lab_config_toml(&record);
         std::fs::write(&record.config_path, config).map_err(io_err("writing the lab config"))?;
+        if let Some(bin) = &spec.agents {
+            progress("agents: starting one per region (mutual TLS, certificates in pki/)");
+            crate::agents::start(&mut record, &place, bin)?;
+            for a in &record.agents {
+                progress(&format!(
+                    "agent of {}: {} (log {})",
+                    a.region,
+                    a.url,
+                    a.log.display()
+                ));
+            }
+        }
 
         let workload = ShopWorkload::start(targets, spec.workload_interval);
         let listener = TcpListener::bind(("127.0.0.1", record.control_port))
@@ -369,6 +386,7 @@ impl Lab {
     /// inspection until the next `lab up`).
     pub fn teardown(mut self) -> Result<()> {
         self.control.abort();
+        crate::agents::stop(&self.record);
         for c in self.record.all_clusters() {
             c.stop("fast")?;
         }
@@ -412,6 +430,7 @@ impl Lab {
             }
             done.push(format!("stopped lab process {}", record.owner_pid));
         }
+        done.extend(crate::agents::stop(&record));
         for c in record.all_clusters() {
             if c.is_running() {
                 c.stop("fast")?;

@@ -23,6 +23,7 @@
 //! Unit of failover: a PostgreSQL cluster. Each replicated service of the lab
 //! has its own primary/standby pair, so failing one over moves nothing else.
 
+mod agents;
 mod control;
 pub mod dns_server;
 mod fault;
@@ -33,6 +34,7 @@ mod placement;
 mod record;
 mod workload;
 
+pub use agents::{LabAgentRecord, LAB_PKI_DIR};
 pub use control::{send_control, ControlCommand};
 pub use drctl_pg::os::{free_port, process_alive};
 pub use drctl_pg::{find_pg_bin, PgCluster, Role};

@@ -129,6 +129,18 @@ impl Placement {
         }
     }
 
+    /// A command that runs in `region`'s site (here, on a loopback lab).
+    pub(crate) fn command(
+        &self,
+        region: &str,
+        program: impl AsRef<std::ffi::OsStr>,
+    ) -> Result<std::process::Command> {
+        match (self.topology(), Site::of_region(region)) {
+            (Some(t), Some(site)) => t.command(site, program),
+            _ => Ok(std::process::Command::new(program)),
+        }
+    }
+
     /// The address `region`'s servers accept from other sites.
     pub(crate) fn region_host(&self, region: &str) -> IpAddr {
         match (self.topology(), Site::of_region(region)) {

@@ -101,6 +101,9 @@ pub struct LabSpec {
     pub fence_hook: Option<Vec<String>>,
     /// Loopback (the default, for now) or a namespace per region.
     pub network: LabNetwork,
+    /// The drctl binary to run a node agent per region with (`drctl lab
+    /// up`: itself); `None`: drctl acts on the servers from its own host.
+    pub agents: Option<PathBuf>,
 }
 
 impl LabSpec {
@@ -119,6 +122,7 @@ impl LabSpec {
             max_connections: 200,
             fence_hook: None,
             network: LabNetwork::Loopback,
+            agents: None,
         }
     }
 
@@ -133,6 +137,7 @@ impl LabSpec {
             max_connections: 200,
             fence_hook: None,
             network: LabNetwork::Loopback,
+            agents: None,
         }
     }
 }
@@ -216,6 +221,10 @@ pub struct LabRecord {
     /// removes exactly these, also after a crash.
     #[serde(default)]
     pub network: Option<NetnsTopology>,
+    /// The node agents, one per region (none: drctl acts on the servers
+    /// from its own host).
+    #[serde(default)]
+    pub agents: Vec<crate::agents::LabAgentRecord>,
 }
 
 impl LabRecord {
@@ -315,7 +324,8 @@ pub(crate) fn dns_port(base: Option<u16>) -> u16 {
 
 /// Ports from a fixed base (offsets: clusters 0.., link 20.. (to region-a)
 /// and 25.. (to region-b), fronts 30..,
-/// control 40, DNS 41 unless the base is the default), or free ones.
+/// control 40, DNS 41 unless the base is the default, agents 42 and 43),
+/// or free ones.
 pub(crate) fn port_plan(base: Option<u16>) -> impl Fn(u16) -> u16 {
     move |offset| match base {
         Some(b) => b + offset,
@@ -351,6 +361,18 @@ pub fn lab_config_toml(record: &LabRecord) -> String {
         dns = record.dns_server,
         zone = record.dns_zone,
     );
+    if !record.agents.is_empty() {
+        let tls = crate::agents::tls_paths();
+        out.push_str(&format!(
+            "\n# The node agents beside each region's servers (`drctl agent serve`), reached\n\
+             # with mutual TLS; `lab up` issued these certificates into {}/.\n\
+             [agents]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            crate::agents::LAB_PKI_DIR,
+            tls.ca,
+            tls.cert,
+            tls.key
+        ));
+    }
     for (role, name) in LAB_TOKEN_ROLES {
         out.push_str(&format!(
             "\n[[api.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsecret_file = \"{LAB_TOKENS_DIR}/{role}\"\n"
@@ -368,6 +390,10 @@ pub fn lab_config_toml(record: &LabRecord) -> String {
                 host_dsn(record.cluster_host(&c.region), c.port, &svc.name)
             ));
             if let Some(link) = c.link_port {
+                // An agent acts on a data directory: only where one is named.
+                if let Some(url) = crate::agents::url_of(record, &c.region) {
+                    out.push_str(&format!("agent = \"{url}\"\n"));
+                }
                 // What `drctl rejoin` needs: the directory (beside this
                 // file), and how the other region streams from this server
                 // (across the link). In a namespaced lab the link's end
@@ -471,6 +497,17 @@ impl LabRecord {
             fronts,
             fence_hook: spec.fence_hook,
             network: None,
+            // `lab up` runs an agent per region.
+            agents: [REGION_A, REGION_B]
+                .into_iter()
+                .enumerate()
+                .map(|(i, region)| crate::agents::LabAgentRecord {
+                    region: region.to_string(),
+                    pid: 0,
+                    url: format!("https://127.0.0.1:{}", port(42 + i as u16)),
+                    log: dir.join(format!("agent-{region}.log")),
+                })
+                .collect(),
         }
     }
 }

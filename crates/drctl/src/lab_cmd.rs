@@ -284,6 +284,8 @@ async fn up(
         "--dir".into(),
         dir.display().to_string(),
     ]);
+    // One node agent per region, beside its servers, as in production.
+    spec.agents = Some(drctl.clone());
     let progress = |msg: &str| eprintln!("[{:>5.1}s] {msg}", started.elapsed().as_secs_f64());
     let lab = match Lab::up(spec, progress).await {
         Ok(lab) => lab,
