@@ -88,7 +88,13 @@ if ! compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null; then
   apt_install faketime
 fi
 
-# 6. Gates before the suite: formatting and lints, of the workspace and of
+# 6. iproute2 for the namespaced lab (tests/netns.rs, lab_netns.rs,
+#    lab_agents.rs: each region its own network namespace), and
+#    systemd-analyze for the deploy units (tests/deploy.rs).
+command -v ip >/dev/null || apt_install iproute2
+command -v systemd-analyze >/dev/null || apt_install systemd
+
+# 7. Gates before the suite: formatting and lints, of the workspace and of
 #    the fuzz crate (its own workspace, so `--all` does not reach it). Either
 #    failing stops the run here, naming which, before the long suite runs.
 for tool in rustfmt clippy; do
@@ -106,7 +112,7 @@ say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings \
   || die "cargo clippy failed (warnings are errors): fix the lints above"
 
-# 7. Build the binary the CLI tests run, then every test of the workspace.
+# 8. Build the binary the CLI tests run, then every test of the workspace.
 say "cargo build"
 cargo build --locked --workspace --bins
 say "cargo test"
@@ -122,7 +128,7 @@ awk '/^test result:/ { p += $4; f += $6; i += $8 }
      END { printf "\ntests: %d passed, %d failed", p, f;
            if (b) printf " (%d test binaries did not pass)", b; printf "\n" }' "$root/target/test-output.log"
 
-# 8. The fuzz targets, for a bounded time (not when a filter narrows the run).
+# 9. The fuzz targets, for a bounded time (not when a filter narrows the run).
 if [ "$#" -eq 0 ]; then
   if bash "$root/tests/fuzz.sh"; then
     echo "fuzz: no crash (config, manifest, api; ${FUZZ_SECONDS:-30}s each)"
