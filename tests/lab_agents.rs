@@ -194,3 +194,218 @@ async fn a_switchover_across_hosts_loses_nothing_and_the_old_primary_streams_aga
         );
     }
 }
+
+/// Samples whether `dsn` answers as a writable primary every 100 ms until
+/// told to stop, from the runtime it is spawned on (a site's, to see a
+/// region cut off from everyone else).
+fn sample_writable(
+    dsn: String,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> impl std::future::Future<Output = Vec<(std::time::Instant, bool)>> + Send + 'static {
+    async move {
+        let mut samples = Vec::new();
+        while !*stop.borrow() {
+            let at = std::time::Instant::now();
+            let writable = match tokio::time::timeout(
+                Duration::from_millis(500),
+                PgConnection::connect(&dsn),
+            )
+            .await
+            {
+                Ok(Ok(mut c)) => sqlx::query_as::<_, (bool, bool)>(
+                    "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'",
+                )
+                .fetch_one(&mut c)
+                .await
+                .is_ok_and(|r| r == (false, false)),
+                _ => false,
+            };
+            samples.push((at, writable));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        samples
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_with_agents_fail_over_only_a_lost_region_and_its_agent_rejoins_it_after_heal() {
+    use drctl_lab::{Partition, Site};
+    let (lab, _dir) = start_lab_with_agents().await;
+    lab.workload().pause();
+    let net = lab.network().expect("namespaced").clone();
+    // The lab's STONITH as orders' fence hook, as `drctl lab up` sets it:
+    // a region cut off from everyone has no agent that answers either.
+    let lab_dir = lab.record.dir.display().to_string();
+    let hook = format!(
+        "fence_hook = [\"{}\", \"lab\", \"stonith\", \"{{service}}\", \"--region\", \"{{region}}\", \"--dir\", \"{lab_dir}\"]\n",
+        drctl_bin().display()
+    );
+    let text = std::fs::read_to_string(lab.config_path()).unwrap();
+    let marker = "[services.failover]\ncooldown = \"10s\"\n";
+    assert!(text.contains(marker), "{text}");
+    let path = lab.config_path().with_file_name("stonith.toml");
+    std::fs::write(&path, text.replacen(marker, &format!("{marker}{hook}"), 1)).unwrap();
+    let config = std::sync::Arc::new(drctl_config::load(&path).expect("a valid config"));
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let ctl = net
+        .runtime_with_workers(Site::Ctl, 2)
+        .expect("a runtime in ctl");
+    let daemon = ctl
+        .run(start_daemon_automatic(config))
+        .await
+        .expect("the daemon in the control-plane site");
+
+    // Writable primaries, sampled from inside region-a (it may be cut off
+    // from everyone else) and from here.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let in_a = lab
+        .site_runtime(Site::RegionA)
+        .expect("region-a's runtime")
+        .spawn(sample_writable(
+            lab.dsn("orders", REGION_A, "orders"),
+            stopped.clone(),
+        ));
+    let of_b = tokio::spawn(sample_writable(
+        lab.dsn("orders", REGION_B, "orders"),
+        stopped,
+    ));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // Only the two regions cut off from each other: both answer drctl, so
+    // no failover; the standby falls behind and exposure grows.
+    lab.partition(Partition::Cut(Site::RegionA, Site::RegionB))
+        .unwrap();
+    let mut c = connect(&lab.dsn("orders", REGION_A, "orders")).await;
+    sqlx::query("CREATE TABLE shop.during_cut (id int)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let cut_at = chrono::Utc::now();
+    let exposed = wait_for(
+        "exposure growing under the cut",
+        Duration::from_secs(60),
+        || async {
+            store
+                .last_known_exposure("orders", REGION_B)
+                .await
+                .ok()?
+                .filter(|s| s.sampled_at > cut_at && s.rpo_exposure_us.unwrap_or(0) > 3_000_000)
+        },
+    )
+    .await;
+    eprintln!(
+        "exposure under the a-b cut: {:?} µs",
+        exposed.rpo_exposure_us
+    );
+    assert!(
+        store
+            .operations(10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|o| o.kind != drctl_store::states::OperationKind::Failover),
+        "no failover while both regions answer"
+    );
+    lab.heal().unwrap();
+    wait_for(
+        "streaming again after heal",
+        Duration::from_secs(60),
+        || async {
+            streaming_to(&lab, REGION_A)
+                .await
+                .iter()
+                .any(|n| n == REGION_B)
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // region-a cut off from everyone: its agent does not answer either, so
+    // the fence hook (STONITH) fences it; failed over to region-b.
+    lab.partition(Partition::Isolate(Site::RegionA)).unwrap();
+    let failover = wait_for(
+        "the automatic failover",
+        Duration::from_secs(90),
+        || async {
+            store.operations(20).await.ok()?.into_iter().find(|o| {
+                o.kind == drctl_store::states::OperationKind::Failover
+                    && o.status == drctl_store::states::OpStatus::Succeeded
+            })
+        },
+    )
+    .await;
+    let journal = store.journal(&failover.id).await.unwrap();
+    let fence = journal
+        .iter()
+        .find(|s| s.step == "fence_source")
+        .and_then(|s| s.output.clone())
+        .unwrap();
+    assert!(
+        fence.contains("\"method\":\"hook\""),
+        "fenced by the hook: {fence}"
+    );
+    assert!(
+        fence.contains("its agent"),
+        "the agent was tried first: {fence}"
+    );
+    let named = drctl_dns::query(
+        lab.dns().addr(),
+        "orders.shop.lab.",
+        drctl_config::RecordType::A,
+    )
+    .await
+    .unwrap();
+    assert_eq!(named, Some(vec![net.addr(Site::RegionB).to_string()]));
+
+    // Healed: region-a's agent answers again, and the guard rejoins the old
+    // primary through it as a standby of region-b.
+    lab.heal().unwrap();
+    wait_for(
+        "region-a rejoined by the guard",
+        Duration::from_secs(120),
+        || async {
+            streaming_to(&lab, REGION_B)
+                .await
+                .iter()
+                .any(|n| n == REGION_A)
+                .then_some(())
+        },
+    )
+    .await;
+    let rejoin = wait_for("the rejoin decision", Duration::from_secs(10), || async {
+        store
+            .decisions(Some("orders"), 50)
+            .await
+            .ok()?
+            .into_iter()
+            .find(|d| d.action == drctl_store::states::GuardDecision::Rejoin)
+    })
+    .await;
+    assert_eq!(rejoin.code.as_deref(), Some(REGION_A), "{rejoin:?}");
+
+    let _ = stop.send(true);
+    let a = in_a.await.unwrap();
+    let b = of_b.await.unwrap();
+    assert!(
+        a.len() > 20 && b.len() > 20,
+        "sampled ({} / {})",
+        a.len(),
+        b.len()
+    );
+    // Never two writable primaries: no sample of one region writable falls
+    // between two writable samples of the other.
+    for (t, w) in &b {
+        if !w {
+            continue;
+        }
+        let before = a.iter().rev().find(|(at, _)| at <= t).map(|x| x.1);
+        let after = a.iter().find(|(at, _)| at >= t).map(|x| x.1);
+        assert!(
+            !(before == Some(true) && after == Some(true)),
+            "region-a and region-b both writable around {t:?}"
+        );
+    }
+    daemon.stop().await;
+    drop(ctl);
+}

@@ -313,7 +313,17 @@ for i in $(seq 1 "$RUNS"); do
   stop_writer "$label"
   lost=$(lost_acked "$to" "$label")
   show_op "$opid" "$R/$label.op.json"
-  rejoin "$from" "$label"
+  # rejoin = "auto": the switchover command already made the old primary a
+  # standby again (its own journaled operation); only without one is it
+  # rejoined here.
+  rjid=$("$PY" "$HELPER" field operation.rejoin.id <"$R/$label.json")
+  rjst=$("$PY" "$HELPER" field operation.rejoin.status <"$R/$label.json")
+  if [[ -n $rjid && $rjst == succeeded ]]; then
+    REJOIN_S=0; show_op "$rjid" "$R/$label.rejoin.json"
+  else
+    log "no automatic rejoin after $label ($rjst): drctl rejoin"
+    rejoin "$from" "$label"
+  fi
   LAST_CHANGE=$EPOCHREALTIME
   record switchover "$i" "$from" "$to" "$label" "$R/$label.op.json" "$lost" \
     "{\"command_s\": $cmd_s, \"rejoin_wall_s\": $REJOIN_S}"
@@ -368,7 +378,21 @@ for i in $(seq 1 "$RUNS"); do
   lost=$(lost_acked "$to" "$label")
   show_op "$opid" "$R/$label.op.json"
   pm_gone=true; pid_ours "$pmpid" "${DATA_DIR[$from]}" && pm_gone=false
-  rejoin "$from" "$label"
+  # rejoin = "auto": the daemon's guard rejoins the old primary once its
+  # agent answers (here at once); wait for that operation, and rejoin by
+  # hand only if none succeeds in time.
+  t_rj=$EPOCHREALTIME; rjid=; rjst=; end=$((SECONDS + 60))
+  while (( SECONDS < end )); do
+    read -r rjid _ rjst < <(ops_json | "$PY" "$HELPER" newop "$R/$label.ids-before" rejoin; echo) || true
+    [[ ${rjst:-} == succeeded ]] && break
+    sleep 0.25
+  done
+  if [[ ${rjst:-} == succeeded ]]; then
+    REJOIN_S=$(since "$t_rj"); show_op "$rjid" "$R/$label.rejoin.json"
+  else
+    log "no automatic rejoin after $label (${rjst:-none}): drctl rejoin"
+    rejoin "$from" "$label"
+  fi
   LAST_CHANGE=$EPOCHREALTIME
   record kill9 "$i" "$from" "$to" "$label" "$R/$label.op.json" "$lost" \
     "{\"t_kill\": $t_kill, \"failover_seen_s\": $seen_s, \"killed_postmaster_gone_before_rejoin\": $pm_gone, \"rejoin_wall_s\": $REJOIN_S}"

@@ -357,8 +357,10 @@ def cmd_summarize(runs_file, out, n, meta):
     row("kill → operation ended", None, kf.get("kill_to_op_ended_ms"))
     for s in dict.fromkeys(list(sw["steps_ms"]) + list(kf["steps_ms"])):
         row(f"step `{s}`", sw["steps_ms"].get(s), kf["steps_ms"].get(s))
-    row("rejoin of the old primary (`drctl rejoin`)", res["switchover"]["rejoin"]["took_ms"],
-        res["kill9"]["rejoin"]["took_ms"])
+    row("rejoin of the old primary (automatic: the switchover's follow-up, the guard after a failover)",
+        res["switchover"]["rejoin"]["took_ms"], res["kill9"]["rejoin"]["took_ms"])
+    row("switchover command, start → old primary streaming again", sw.get("command_s") and
+        {k: (v * 1000 if isinstance(v, (int, float)) else v) for k, v in sw["command_s"].items()}, None)
 
 
 def cmd_field(path):
