@@ -198,11 +198,11 @@ async fn a_switchover_across_hosts_loses_nothing_and_the_old_primary_streams_aga
 /// Samples whether `dsn` answers as a writable primary every 100 ms until
 /// told to stop, from the runtime it is spawned on (a site's, to see a
 /// region cut off from everyone else).
-fn sample_writable(
+async fn sample_writable(
     dsn: String,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> impl std::future::Future<Output = Vec<(std::time::Instant, bool)>> + Send + 'static {
-    async move {
+) -> Vec<(std::time::Instant, bool)> {
+    {
         let mut samples = Vec::new();
         while !*stop.borrow() {
             let at = std::time::Instant::now();
