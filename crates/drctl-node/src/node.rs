@@ -122,7 +122,8 @@ impl NodeError {
 impl From<drctl_pg::ClusterError> for NodeError {
     fn from(e: drctl_pg::ClusterError) -> Self {
         let kind = match e {
-            drctl_pg::ClusterError::PgBinMissing(_) => NodeErrorKind::Missing,
+            drctl_pg::ClusterError::PgBinMissing(_)
+            | drctl_pg::ClusterError::PgClientMissing(_) => NodeErrorKind::Missing,
             _ => NodeErrorKind::Failed,
         };
         NodeError::new(kind, e.to_string())

@@ -15,16 +15,25 @@ use crate::{io_err, ClusterError as LabError, ClusterResult as Result};
 /// Where the PostgreSQL server binaries are: `PG_BIN`, else `pg_config
 /// --bindir`, else the newest `/usr/lib/postgresql/*/bin`.
 pub fn find_pg_bin() -> Result<PathBuf> {
-    let has_tools = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
+    find_bin_dir(&["initdb", "pg_ctl"], "initdb/pg_ctl").map_err(LabError::PgBinMissing)
+}
+
+/// Where the PostgreSQL client programs a backup runs are
+/// (`pg_basebackup`), looked for as [`find_pg_bin`] does: a host that only
+/// takes backups needs the client package, not the server.
+pub fn find_pg_client_bin() -> Result<PathBuf> {
+    find_bin_dir(&["pg_basebackup"], "pg_basebackup").map_err(LabError::PgClientMissing)
+}
+
+/// The first directory holding all of `programs`; else why not.
+fn find_bin_dir(programs: &[&str], what: &str) -> std::result::Result<PathBuf, String> {
+    let has_tools = |d: &Path| programs.iter().all(|p| d.join(p).is_file());
     if let Ok(dir) = std::env::var("PG_BIN") {
         let dir = PathBuf::from(dir);
         return if has_tools(&dir) {
             Ok(dir)
         } else {
-            Err(LabError::PgBinMissing(format!(
-                "PG_BIN={} has no initdb/pg_ctl",
-                dir.display()
-            )))
+            Err(format!("PG_BIN={} has no {what}", dir.display()))
         };
     }
     let mut pg_config = crate::os::clean_command("pg_config");
@@ -49,9 +58,7 @@ pub fn find_pg_bin() -> Result<PathBuf> {
         .collect();
     candidates.sort();
     candidates.pop().map(|(_, bin)| bin).ok_or_else(|| {
-        LabError::PgBinMissing(
-            "no initdb in PG_BIN, pg_config --bindir or /usr/lib/postgresql/*/bin".into(),
-        )
+        format!("no {what} in PG_BIN, pg_config --bindir or /usr/lib/postgresql/*/bin")
     })
 }
 

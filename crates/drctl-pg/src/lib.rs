@@ -18,7 +18,7 @@ pub mod os;
 mod probe;
 
 pub use admin::{FenceReport, NodeState, PromoteReport, STANDBY_PARITY_SETTINGS};
-pub use cluster::{find_pg_bin, PgCluster, Role};
+pub use cluster::{find_pg_bin, find_pg_client_bin, PgCluster, Role};
 pub use conn::{dsn_login, ChildConnection, DsnLogin};
 pub use lsn::Lsn;
 pub use probe::{HeartbeatPoint, PgEndpoint, PgError, PrimaryPosition, StandbyPosition};
@@ -29,6 +29,8 @@ pub use probe::{HeartbeatPoint, PgEndpoint, PgError, PrimaryPosition, StandbyPos
 pub enum ClusterError {
     #[error("PostgreSQL server binaries not found ({0}); install them with `apt-get install postgresql` or set PG_BIN to the directory holding initdb and pg_ctl")]
     PgBinMissing(String),
+    #[error("PostgreSQL client programs not found ({0}); install them with `apt-get install postgresql-client` or set PG_BIN to the directory holding pg_basebackup")]
+    PgClientMissing(String),
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },
     #[error("{what}: {source}")]

@@ -170,7 +170,7 @@ pub async fn backup_service(
         service: svc.name.clone(),
         region: policy.from_region.clone(),
         dsn: dsn.expose().to_string(),
-        pg_bin: drctl_pg::find_pg_bin()?,
+        pg_bin: drctl_pg::find_pg_client_bin()?,
         compression_level: policy.compression_level,
         compression_threads: policy.compression_threads,
         store: objects,
