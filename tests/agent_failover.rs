@@ -588,3 +588,68 @@ async fn agents_killed_at_any_step_boundary_leave_one_writable_primary_and_the_p
         std::mem::swap(&mut source, &mut target);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_watchdog_stops_a_returning_old_primary_through_its_agent() {
+    let (lab, _dir) = start_lab(vec![orders()]).await;
+    lab.workload().pause();
+    let agents = LabAgents::start(&lab, "manual");
+    let config = agents.config();
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let engine = Engine::new(config.clone(), store.clone());
+    let outcome = engine
+        .run(&request(OperationKind::Failover, REGION_B), &|_| {})
+        .await
+        .expect("the failover succeeds");
+    assert_eq!(outcome.status, OpStatus::Succeeded);
+    let daemon = start_daemon_with(config.clone()).await;
+
+    // Someone brings the old primary back by hand, around its agent: the
+    // mark removed, the server started with pg_ctl, its soft fence undone.
+    // It answers writable.
+    let old = lab.cluster("orders", REGION_A);
+    std::fs::remove_file(drctl_node::fence_mark_path(&old.data_dir)).unwrap();
+    old.start().unwrap();
+    let mut c = connect(&old.dsn("orders")).await;
+    sqlx::query("ALTER SYSTEM RESET default_transaction_read_only")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_reload_conf()")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    drop(c);
+    let fenced = wait_for("the watchdog's fence", Duration::from_secs(30), || async {
+        store
+            .decisions(Some("orders"), 50)
+            .await
+            .ok()?
+            .into_iter()
+            .find(|d| d.action == drctl_store::states::GuardDecision::Fenced)
+    })
+    .await;
+    assert_eq!(fenced.code.as_deref(), Some(REGION_A));
+    assert!(
+        fenced.reason.contains("stopped by its agent"),
+        "{}",
+        fenced.reason
+    );
+    // Down, and marked: no plain start brings it back.
+    assert_eq!(role(&lab, REGION_A).await, None, "the old primary is down");
+    let server = NodeRef::for_service(config.service("orders").unwrap(), REGION_A).unwrap();
+    let status = engine
+        .node("orders", REGION_A)
+        .status(&server)
+        .await
+        .unwrap();
+    assert!(
+        status
+            .fenced_by
+            .as_deref()
+            .is_some_and(|by| by.starts_with("watchdog-")),
+        "{status:?}"
+    );
+    assert!(writable(&lab, REGION_B).await);
+    daemon.stop().await;
+}

@@ -377,10 +377,29 @@ impl Guard {
             }
             tracing::error!(cluster = %self.cluster, %region, %primary, "a second writable primary: fencing it");
             let fenced = ep.soft_fence().await;
+            // Through its agent, the fence is hard: stopped and marked, so
+            // no session undoes it; the automatic rejoin takes it from there.
+            let hard = match (&fenced, self.hard_fence_request(region)) {
+                (Ok(_), Some(req)) => Some(
+                    self.engine
+                        .node(&self.service, region)
+                        .hard_fence(&req)
+                        .await
+                        .map_err(|e| e.to_string()),
+                ),
+                _ => None,
+            };
             let _ = self.store.release_lease(&lease).await;
             let (action_reason, code) = match fenced {
                 Ok(report) => (
-                    format!("{region} answered writable while {primary} is the primary: fenced ({report:?})"),
+                    format!(
+                        "{region} answered writable while {primary} is the primary: fenced ({report:?}){}",
+                        match &hard {
+                            Some(Ok(h)) => format!("; stopped by its agent ({:?})", h.method),
+                            Some(Err(e)) => format!("; its agent could not stop it: {e}"),
+                            None => String::new(),
+                        }
+                    ),
                     region.clone(),
                 ),
                 Err(e) => (
@@ -403,6 +422,20 @@ impl Guard {
                 })
                 .await;
         }
+    }
+
+    /// The hard fence of `region`'s server through its agent, when the
+    /// config names one (and its data directory).
+    fn hard_fence_request(&self, region: &str) -> Option<drctl_node::HardFenceRequest> {
+        let service = self.config.service(&self.service)?;
+        self.engine.node(&self.service, region).agent()?;
+        let id = format!("watchdog-{}", uuid::Uuid::new_v4().simple());
+        let req = drctl_node::HardFenceRequest::for_service(service, region, &id, true);
+        req.node.is_some().then_some(drctl_node::HardFenceRequest {
+            hook: None,
+            mode: drctl_node::StopMode::Fast,
+            ..req
+        })
     }
 
     /// The cluster's operation lease for one fence, `None` when an
