@@ -653,3 +653,91 @@ async fn the_watchdog_stops_a_returning_old_primary_through_its_agent() {
     assert!(writable(&lab, REGION_B).await);
     daemon.stop().await;
 }
+
+/// Runs `args` of the drctl CLI with `DRCTL_FAULT_CRASH_AT=crash` (the
+/// driver aborts there, as kill -9 would), then resumes the operation it
+/// left with another drctl process; returns the resumed operation's id.
+async fn crash_and_resume(store: &Store, config: &str, args: &[&str], crash: &str) -> String {
+    let out = std::process::Command::new(drctl_bin())
+        .args(args)
+        .args(["--yes", "--config", config])
+        .env("DRCTL_FAULT_CRASH_AT", crash)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && out.status.code().is_none(),
+        "{crash}: the driver must die, got {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let op = store
+        .unfinished_operation(
+            "orders",
+            &[
+                drctl_store::states::OperationKind::Switchover,
+                drctl_store::states::OperationKind::Rejoin,
+            ],
+        )
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{crash}: an unfinished operation"));
+    let (code, stdout, stderr) = drctl(&[
+        "failover", "--resume", &op.id, "--wait", "20s", "-o", "json", "--config", config,
+    ]);
+    assert_eq!(code, 0, "{crash}: resume failed: {stdout}{stderr}");
+    op.id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_driver_killed_at_any_step_boundary_with_agents_is_resumed_to_one_writable_primary() {
+    let (lab, _dir) = start_lab(vec![orders()]).await;
+    lab.workload().pause();
+    let agents = LabAgents::start(&lab, "manual");
+    // A short lease, so a resume need not wait long for a dead driver's.
+    let text = std::fs::read_to_string(&agents.config_path).unwrap();
+    let short = agents.config_path.with_file_name("agents-short-lease.toml");
+    std::fs::write(
+        &short,
+        text.replacen("\n[failover]\n", "\n[failover]\nlease = \"1s\"\n", 1),
+    )
+    .unwrap();
+    let config = short.to_str().unwrap().to_string();
+    let store = Store::open(agents.config().store.url.expose())
+        .await
+        .unwrap();
+    let rejoin_steps = OperationKind::Rejoin.steps();
+    let (mut source, mut target) = (REGION_A, REGION_B);
+    for (i, step) in OperationKind::Switchover.steps().iter().enumerate() {
+        // The driver dies once the step's effect is applied and before it
+        // is journaled (the hardest point); then the old primary's rejoin
+        // dies likewise at one of its steps.
+        let crash = format!("{}:applied", step.as_str());
+        crash_and_resume(
+            &store,
+            &config,
+            &["switchover", "orders", "--to", target],
+            &crash,
+        )
+        .await;
+        assert!(
+            writable(&lab, target).await,
+            "{crash}: {target} is writable"
+        );
+        assert!(!writable(&lab, source).await, "{crash}: {source} is not");
+        let rejoin_crash = format!("{}:applied", rejoin_steps[i % rejoin_steps.len()].as_str());
+        crash_and_resume(
+            &store,
+            &config,
+            &["rejoin", "orders", "--region", source],
+            &rejoin_crash,
+        )
+        .await;
+        streams_from(&lab, source, target).await;
+        assert!(
+            writable(&lab, target).await,
+            "{rejoin_crash}: {target} still writable"
+        );
+        std::mem::swap(&mut source, &mut target);
+    }
+    drop(agents);
+}

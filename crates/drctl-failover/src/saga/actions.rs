@@ -211,6 +211,26 @@ pub(crate) async fn fence_source(ctx: &Ctx<'_>) -> ActionResult<FenceOutput> {
             out.report = Some(report);
         }
         Err(e) => {
+            // Down because this very operation's earlier attempt stopped it
+            // through its agent (the driver died before journaling that):
+            // the fence is done; its last position is the monitor's.
+            if let Some(server) = &agent_fence {
+                if let Ok(status) = ctx.node(&p.source).status(server).await {
+                    if status.fenced_by.as_deref() == Some(ctx.op_id) && !status.running {
+                        out.method = FenceMethod::Agent;
+                        out.unreachable = Some(format!(
+                            "{e}; stopped and marked by this operation's earlier attempt"
+                        ));
+                        out.hard = Some(HardFenced {
+                            method: drctl_node::HardFenceMethod::Stopped,
+                            was_running: Some(false),
+                            hook: None,
+                            host: Some(status.host),
+                        });
+                        return Ok(Action::Done(out));
+                    }
+                }
+            }
             if p.kind == OperationKind::Switchover && service.has_datastore() {
                 return Err(StepError::abandon(format!(
                     "cannot fence the source for a switchover ({e}); nothing was changed. Use `drctl failover` if the source region is lost"
