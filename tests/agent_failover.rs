@@ -675,6 +675,7 @@ async fn crash_and_resume(store: &Store, config: &str, args: &[&str], crash: &st
             "orders",
             &[
                 drctl_store::states::OperationKind::Switchover,
+                drctl_store::states::OperationKind::Failover,
                 drctl_store::states::OperationKind::Rejoin,
             ],
         )
@@ -712,10 +713,12 @@ async fn a_driver_killed_at_any_step_boundary_with_agents_is_resumed_to_one_writ
         // is journaled (the hardest point); then the old primary's rejoin
         // dies likewise at one of its steps.
         let crash = format!("{}:applied", step.as_str());
+        // Switchovers and failovers (of a reachable source) in turn.
+        let command = if i % 2 == 0 { "switchover" } else { "failover" };
         crash_and_resume(
             &store,
             &config,
-            &["switchover", "orders", "--to", target],
+            &[command, "orders", "--to", target],
             &crash,
         )
         .await;

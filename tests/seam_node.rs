@@ -344,7 +344,19 @@ async fn an_old_primary_is_rewound_and_rejoined_as_a_standby_of_the_promoted_one
         !status.success(),
         "the leftover copy was stopped: {status:?}"
     );
-    assert!(!resync_mark_path(&old.data_dir).exists());
+    // Done until the server starts: asked again (its caller died before it
+    // heard), the node does not rewind a resynced directory a second time.
+    let mark = std::fs::read_to_string(resync_mark_path(&old.data_dir)).unwrap();
+    assert!(mark.starts_with("done "), "{mark}");
+    let again = node
+        .rewind_or_reclone(&ResyncRequest {
+            node: old.clone(),
+            source: to_b.clone(),
+            clone_source: to_b.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.method, ResyncMethod::Clone, "{again:?}");
     node.configure_standby(&StandbyRequest {
         node: old.clone(),
         primary,
@@ -352,6 +364,7 @@ async fn an_old_primary_is_rewound_and_rejoined_as_a_standby_of_the_promoted_one
     .await
     .unwrap();
     assert!(!node.start(&start).await.unwrap().already_running);
+    assert!(!resync_mark_path(&old.data_dir).exists(), "a start ends it");
     let a = datastore(&lab, REGION_A);
     let caught = a
         .catch_up(CatchUpGoal::StreamingApplied(goal), Duration::from_secs(60))

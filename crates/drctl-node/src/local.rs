@@ -131,6 +131,15 @@ pub fn resync_mark_path(dir: &Path) -> PathBuf {
     beside(dir, ".drctl-resync")
 }
 
+/// Which primary a resync went onto, for its mark: a hash of the
+/// connection string (the mark never holds a password).
+fn source_key(dsn: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dsn.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
 /// Kills what an interrupted resync of `dir` left running: a `pg_rewind`
 /// or `pg_basebackup` naming the directory (an agent killed with SIGKILL
 /// does not take its children along), so the next attempt is the only one
@@ -291,6 +300,7 @@ impl NodeActions for LocalNode {
             let _ = std::fs::remove_file(restore_claim_path(&cluster.data_dir));
             // Lifted only once the server runs as the caller configured it.
             let _ = std::fs::remove_file(&mark);
+            let _ = std::fs::remove_file(resync_mark_path(&cluster.data_dir));
             Ok(Started {
                 already_running,
                 took_ms: started.elapsed().as_millis() as u64,
@@ -309,6 +319,18 @@ impl NodeActions for LocalNode {
             // program running, and a half-rewound directory is nothing to
             // rewind again: stop what is left, then copy afresh.
             let marker = resync_mark_path(&c.data_dir);
+            // Resynced onto this same primary already, and not started
+            // since (the caller died before it heard): done. A second
+            // pg_rewind of a rewound directory would first run crash
+            // recovery on it and leave a standby that cannot replay.
+            let done_mark = format!("done {} {}", source_key(source.expose()), "{method}");
+            if let Some(mark) = read_mark(&marker) {
+                for method in [ResyncMethod::Rewind, ResyncMethod::Clone] {
+                    if mark == done_mark.replace("{method}", &method.to_string()) {
+                        return Ok((method, None));
+                    }
+                }
+            }
             let interrupted = read_mark(&marker).is_some();
             if interrupted {
                 stop_leftover_copies(&c.data_dir);
@@ -368,7 +390,8 @@ impl NodeActions for LocalNode {
                 }
             };
             c.restore_config()?;
-            let _ = std::fs::remove_file(&marker);
+            // Done, until the server starts (a start removes the mark).
+            write_mark(&marker, &done_mark.replace("{method}", &method.to_string()))?;
             Ok((method, rewind_error))
         })
         .await?;
