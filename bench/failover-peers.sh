@@ -9,6 +9,7 @@
 #   bash bench/failover-peers.sh --skip-patroni        # reuse results/patroni.json
 #   bash bench/failover-peers.sh --skip-drctl          # reuse results/drctl.json
 #   bash bench/failover-peers.sh --table-only          # only print the table from the JSON files
+#   bash bench/failover-peers.sh --network loopback    # drctl's lab on loopback (default: namespaces)
 #
 # The drctl binary: $DRCTL if set; else `cargo build --release -p drctl` is run
 # and target/release/drctl used (--no-build: use target/release/drctl as it
@@ -24,6 +25,9 @@ RES=$BENCH/results
 BUILD=1
 DO_PATRONI=1
 DO_DRCTL=1
+# drctl's lab: each region its own network namespace (root), as the
+# issue's figures are taken; `loopback` for the single-namespace lab.
+NETWORK=namespaces
 while [[ $# -gt 0 ]]; do
   case $1 in
     --runs) RUNS=$2; shift 2 ;;
@@ -31,10 +35,12 @@ while [[ $# -gt 0 ]]; do
     --results-dir) RES=$2; shift 2 ;;
     --results-dir=*) RES=${1#*=}; shift ;;
     --no-build) BUILD=0; shift ;;
+    --network) NETWORK=$2; shift 2 ;;
+    --network=*) NETWORK=${1#*=}; shift ;;
     --skip-patroni) DO_PATRONI=0; shift ;;
     --skip-drctl) DO_DRCTL=0; shift ;;
     --table-only) DO_PATRONI=0; DO_DRCTL=0; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -67,8 +73,8 @@ if (( DO_PATRONI )); then
   cat "$RES/patroni.md" >&2
 fi
 if (( DO_DRCTL )); then
-  log "=== drctl side: bench/failover/drctl.sh --runs $RUNS ($DRCTL) ==="
-  bash "$BENCH/drctl.sh" --runs "$RUNS" --out "$RES/drctl.json" >"$RES/drctl.md"
+  log "=== drctl side: bench/failover/drctl.sh --runs $RUNS --network $NETWORK ($DRCTL) ==="
+  bash "$BENCH/drctl.sh" --runs "$RUNS" --network "$NETWORK" --out "$RES/drctl.json" >"$RES/drctl.md"
   cat "$RES/drctl.md" >&2
 fi
 

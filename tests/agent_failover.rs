@@ -1,5 +1,7 @@
 //! Failover, switchover and automatic rejoin through real node agents (one
-//! `drctl agent serve` per region, mutual TLS) against a real lab: the hard
+//! `drctl agent serve` per region, mutual TLS) against a real namespaced lab
+//! (each region its own network namespace, its agent beside its server,
+//! drctl reaching both only over the lab's network): the hard
 //! fence stops the old primary and marks it so that no client and no plain
 //! start brings it back writable; the old primary becomes a standby of the
 //! new one with no manual step; a source whose server and agent are both
@@ -179,7 +181,7 @@ async fn streams_from(lab: &Lab, region: &str, primary: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_switchover_through_agents_fences_hard_loses_nothing_and_the_old_primary_streams_again() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     lab.workload().pause();
     let agents = LabAgents::start(&lab, "auto");
     let config = agents.config();
@@ -283,12 +285,13 @@ async fn a_switchover_through_agents_fences_hard_loses_nothing_and_the_old_prima
         measured.steps_ms
     );
     assert!(writable(&lab, REGION_B).await);
-    assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.2.1"));
+    let front_b = lab.record.front_ip(REGION_B).to_string();
+    assert_eq!(resolve(&lab).await.as_deref(), Some(front_b.as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hard_fenced_old_primary_refuses_every_start_but_a_rejoin() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     lab.workload().pause();
     let agents = LabAgents::start(&lab, "manual");
     let config = agents.config();
@@ -347,7 +350,7 @@ async fn a_hard_fenced_old_primary_refuses_every_start_but_a_rejoin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_primary_is_fenced_by_its_agent_and_rejoined_by_the_guard() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     let agents = LabAgents::start(&lab, "auto");
     let config = agents.config();
     let store = Store::open(config.store.url.expose()).await.unwrap();
@@ -439,14 +442,15 @@ async fn a_lost_primary_is_fenced_by_its_agent_and_rejoined_by_the_guard() {
     assert!(samples > 10, "{samples} samples");
     assert!(worst <= 1, "two writable primaries at once");
     assert!(writable(&lab, REGION_B).await);
-    assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.2.1"));
+    let front_b = lab.record.front_ip(REGION_B).to_string();
+    assert_eq!(resolve(&lab).await.as_deref(), Some(front_b.as_str()));
     daemon.stop().await;
     drop(agents);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_source_whose_server_and_agent_are_both_gone_is_a_named_blocker() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     lab.workload().pause();
     let mut agents = LabAgents::start(&lab, "manual");
     let config = agents.config();
@@ -540,7 +544,7 @@ async fn run_killing_agents(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agents_killed_at_any_step_boundary_leave_one_writable_primary_and_the_pair_streaming() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     lab.workload().pause();
     let agents = LabAgents::start(&lab, "manual");
     let config = agents.config();
@@ -591,7 +595,7 @@ async fn agents_killed_at_any_step_boundary_leave_one_writable_primary_and_the_p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_watchdog_stops_a_returning_old_primary_through_its_agent() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     lab.workload().pause();
     let agents = LabAgents::start(&lab, "manual");
     let config = agents.config();
@@ -609,7 +613,7 @@ async fn the_watchdog_stops_a_returning_old_primary_through_its_agent() {
     // It answers writable.
     let old = lab.cluster("orders", REGION_A);
     std::fs::remove_file(drctl_node::fence_mark_path(&old.data_dir)).unwrap();
-    old.start().unwrap();
+    lab.in_region(REGION_A, || old.start()).unwrap().unwrap();
     let mut c = connect(&old.dsn("orders")).await;
     sqlx::query("ALTER SYSTEM RESET default_transaction_read_only")
         .execute(&mut c)
@@ -691,7 +695,7 @@ async fn crash_and_resume(store: &Store, config: &str, args: &[&str], crash: &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_driver_killed_at_any_step_boundary_with_agents_is_resumed_to_one_writable_primary() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     lab.workload().pause();
     let agents = LabAgents::start(&lab, "manual");
     // A short lease, so a resume need not wait long for a dead driver's.

@@ -11,27 +11,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use drctl_failover::{Engine, OpStatus, OperationKind, Request};
-use drctl_lab::netns::available;
-use drctl_lab::{Lab, LabNetwork, LabSpec, REGION_A, REGION_B};
+use drctl_lab::{Lab, REGION_A, REGION_B};
 use drctl_store::Store;
 use drctl_tests::*;
 use sqlx::{Connection, PgConnection};
 
 async fn start_lab_with_agents() -> (Lab, tempfile::TempDir) {
-    if let Err(why) = available() {
-        panic!("tests/lab_agents.rs needs root and iproute2: {why}");
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("drctl-test-agentlab-")
-        .tempdir_in("/tmp")
-        .expect("a temp dir");
-    let mut spec = LabSpec::for_tests(dir.path().join("lab"), vec![orders()]);
-    spec.network = LabNetwork::Namespaces;
-    spec.agents = Some(drctl_bin());
-    let lab = Lab::up(spec, |m| eprintln!("lab: {m}"))
-        .await
-        .unwrap_or_else(|e| panic!("the lab with agents did not start: {e}\n(the tests need PostgreSQL server binaries: `apt-get install postgresql`, or set PG_BIN)"));
-    (lab, dir)
+    start_namespaced_lab(vec![orders()], true).await
 }
 
 /// Streaming standbys of `primary`, by name.

@@ -3,18 +3,22 @@
 #
 #   bash bench/failover/drctl.sh [--runs N] [--out FILE] [--keep] [--dir DIR]
 #                                [--base-port P] [--api-port P]
+#                                [--network namespaces|loopback]
 #   bash bench/failover/drctl.sh --teardown        # only clean up a kept/crashed run
 #
 # Starts drctl's two-region lab (`drctl lab up --detach`, shop workload paused)
-# in a scratch directory, then with writer.py inserting every 50 ms into the
-# hot service `orders` (resolving orders.shop.lab. against the lab's DNS server
-# before every reconnect) measures the write outage of
+# in a scratch directory (--network, passed to `lab up`: each region its own
+# network namespace, or all on loopback), then with writer.py inserting every
+# 50 ms into the hot service `orders` (resolving orders.shop.lab. against the
+# lab's DNS server before every reconnect) measures the write outage of
 #   (a) N switchovers  `drctl switchover orders --to OTHER --yes`, alternating
-#                      regions; the old primary is then made a standby again
-#                      with `drctl rejoin`;
+#                      regions; the old primary is made a standby again by
+#                      the automatic rejoin that follows (`drctl rejoin` if
+#                      none succeeded);
 #   (b) N failovers    kill -9 of the primary's postmaster; the daemon fails
-#                      over by itself (automatic failover of hot services); the
-#                      killed region is then brought back with `drctl rejoin`.
+#                      over by itself (automatic failover of hot services);
+#                      its guard then rejoins the killed region through the
+#                      region's agent (`drctl rejoin` if it did not).
 # Writes one JSON file (--out, default results/drctl.json) with per-run figures
 # and p50/p95 per kind, and prints markdown tables on stdout (progress goes to
 # stderr). The lab is torn down at the end unless --keep.
@@ -34,6 +38,7 @@ TEARDOWN_ONLY=0
 DIR=${LAB_DIR:-/tmp/drctl-bench-failover}
 BASE_PORT=55432
 API_PORT=7878
+NETWORK=
 while [[ $# -gt 0 ]]; do
   case $1 in
     --runs) RUNS=$2; shift 2 ;;
@@ -44,9 +49,11 @@ while [[ $# -gt 0 ]]; do
     --dir=*) DIR=${1#*=}; shift ;;
     --base-port) BASE_PORT=$2; shift 2 ;;
     --api-port) API_PORT=$2; shift 2 ;;
+    --network) NETWORK=$2; shift 2 ;;
+    --network=*) NETWORK=${1#*=}; shift ;;
     --keep) KEEP=1; shift ;;
     --teardown) TEARDOWN_ONLY=1; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -179,12 +186,13 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 log "starting the lab in $DIR (base port $BASE_PORT, API port $API_PORT)"
-"$DRCTL" lab --dir "$DIR" up --detach --base-port "$BASE_PORT" --api-port "$API_PORT" >&2 \
+"$DRCTL" lab --dir "$DIR" up --detach --base-port "$BASE_PORT" --api-port "$API_PORT" \
+  ${NETWORK:+--network "$NETWORK"} >&2 \
   || die "drctl lab up failed (see $DIR/lab-up.log)"
 "$DRCTL" lab --dir "$DIR" workload pause >&2 || die "drctl lab workload pause failed"
 mkdir -p "$R"
 
-declare -A PG_PORT DATA_DIR FRONT
+declare -A PG_PORT PG_HOST DATA_DIR FRONT
 REGIONS=()
 eval "$("$PY" "$HELPER" labinfo "$DIR" "$SERVICE")"
 ((${#REGIONS[@]} == 2)) || die "expected 2 regions of $SERVICE, got: ${REGIONS[*]}"
@@ -238,7 +246,7 @@ stop_writer() { # LABEL; not in $(...): wait needs the writer to be our child
   [[ -s $W/writer.out ]] || die "writer printed no result"
   cp "$W/writer.out" "$R/$1.writer.json"; cp "$W/acked.txt" "$R/$1.acked"
 }
-lost_acked() { "$PY" "$HELPER" lost "$W/acked.txt" "${PG_PORT[$1]}" "$DBNAME" "$R/$2.lost"; }
+lost_acked() { "$PY" "$HELPER" lost "$W/acked.txt" "${PG_HOST[$1]}" "${PG_PORT[$1]}" "$DBNAME" "$R/$2.lost"; }
 show_op() { # ID FILE
   "$DRCTL" operations show "$1" -o json "${CFG[@]}" >"$2" 2>>"$W/drctl.err" || die "drctl operations show $1 failed"
 }

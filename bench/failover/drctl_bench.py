@@ -13,8 +13,8 @@ Subcommands (all small; drctl.sh calls them with the virtualenv's python):
                                operation not in IDS_FILE (of KIND if given)
   last_auto_end                reads the list, prints the epoch (s) at which the newest
                                failover operation ended, or 0
-  lost ACKED_FILE PORT DBNAME [IDS_OUT]
-                               acknowledged ids missing on 127.0.0.1:PORT: prints
+  lost ACKED_FILE HOST PORT DBNAME [IDS_OUT]
+                               acknowledged ids missing on HOST:PORT: prints
                                the count, writes the ids (JSON list) to IDS_OUT
   record ...                   one run as a JSON line (see cmd_record)
   summarize RUNS OUT N META    results JSON to OUT, markdown tables on stdout
@@ -27,6 +27,7 @@ import re
 import shlex
 import sys
 import time
+from urllib.parse import urlsplit
 from datetime import datetime, timezone
 
 STEP_ORDER = ["plan", "lease", "fence_source", "source_position", "catch_up",
@@ -91,6 +92,10 @@ def cmd_labinfo(d, service):
         r = c["region"]
         regions.append(r)
         lines.append(f"PG_PORT[{r}]={c['port']}")
+        # The host a client in this namespace reaches the cluster on:
+        # 127.0.0.1, or the region's site address in a namespaced lab.
+        host = urlsplit(svc["postgres"][r]["dsn"]).hostname or "127.0.0.1"
+        lines.append(f"PG_HOST[{r}]={shlex.quote(host)}")
         lines.append(f"DATA_DIR[{r}]={shlex.quote(c['data_dir'])}")
         lines.append(f"FRONT[{r}]={shlex.quote(svc['dns']['targets'][r] + ':' + str(front['front_port']))}")
     lines.append(f"REGIONS=({' '.join(regions)})")
@@ -164,10 +169,10 @@ def cmd_last_auto_end():
 
 
 # --------------------------------------------------------------------- lost --
-def cmd_lost(acked_file, port, dbname, ids_out=None):
+def cmd_lost(acked_file, host, port, dbname, ids_out=None):
     import psycopg
     ids = [int(x) for x in open(acked_file) if x.strip()]
-    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname=dbname,
+    with psycopg.connect(host=host, port=port, user="postgres", dbname=dbname,
                          connect_timeout=3) as c:
         missing = [r[0] for r in c.execute(
             "SELECT a.id FROM unnest(%s::bigint[]) a(id) "
@@ -213,9 +218,11 @@ def op_summary(show_file):
 
 
 def rejoin_summary(f):
-    op = json.load(open(f))["operation"]
+    d = json.load(open(f))
+    op = d["operation"]
     out = {"id": op["id"], "status": op["status"]}
-    steps = op.get("steps") or []
+    # `operations show` puts the steps beside the operation, not in it.
+    steps = d.get("steps") or op.get("steps") or []
     t = [ts(s["started_at"]) for s in steps if s.get("started_at")] + \
         [ts(s["ended_at"]) for s in steps if s.get("ended_at")]
     if t:

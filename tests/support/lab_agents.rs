@@ -1,7 +1,9 @@
 //! A lab whose servers are reached through node agents: one
 //! `drctl agent serve` per region, serving that region's data directories,
 //! with a PKI issued into the lab directory, and a copy of the lab's config
-//! that names them (`[agents]`, `[services.postgres.REGION] agent`).
+//! that names them (`[agents]`, `[services.postgres.REGION] agent`). In a
+//! namespaced lab each agent runs in its region's namespace and listens on
+//! the region's address, as on a host of its own.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,7 +11,7 @@ use std::sync::Arc;
 
 use drctl_agent::{AgentName, Pki};
 use drctl_config::Config;
-use drctl_lab::{Lab, REGION_A, REGION_B};
+use drctl_lab::{Lab, NetnsTopology, Site, REGION_A, REGION_B};
 
 use crate::agent::AgentProcess;
 
@@ -20,6 +22,8 @@ pub struct LabAgents {
     pub config_path: PathBuf,
     /// What each region's agent serves: (data dirs, scratch root).
     serves: BTreeMap<String, (Vec<PathBuf>, PathBuf)>,
+    /// The lab's namespaces, where the agents run (`None`: loopback).
+    network: Option<NetnsTopology>,
 }
 
 impl LabAgents {
@@ -29,11 +33,12 @@ impl LabAgents {
     pub fn start(lab: &Lab, rejoin: &str) -> LabAgents {
         let dir = lab.record.dir.join("pki");
         let regions = [REGION_A, REGION_B];
+        let network = lab.network().cloned();
         let names: Vec<AgentName> = regions
             .iter()
             .map(|r| AgentName {
                 name: r.to_string(),
-                hosts: vec!["127.0.0.1".into()],
+                hosts: vec![lab.record.cluster_host(r).to_string()],
             })
             .collect();
         let pki = drctl_agent::issue_pki(&dir, &names, 30).expect("the lab's PKI");
@@ -53,10 +58,11 @@ impl LabAgents {
                 .map(|c| c.data_dir.clone())
                 .collect();
             let scratch = lab.record.dir.join(format!("scratch-{region}"));
-            agents.insert(
-                region.to_string(),
-                AgentProcess::start_as(&pki, files, &data_dirs, &scratch),
-            );
+            let listen = format!("{}:0", lab.record.cluster_host(region));
+            let agent = in_region(network.as_ref(), region, || {
+                AgentProcess::start_on(&pki, files, &data_dirs, &scratch, &listen)
+            });
+            agents.insert(region.to_string(), agent);
             serves.insert(region.to_string(), (data_dirs, scratch));
         }
         let config_path = lab.config_path().with_file_name("agents.toml");
@@ -97,6 +103,7 @@ impl LabAgents {
             agents,
             config_path,
             serves,
+            network,
         }
     }
 
@@ -114,7 +121,9 @@ impl LabAgents {
             .find(|a| a.name == region)
             .expect("a certificate per region");
         let (data_dirs, scratch) = &self.serves[region];
-        let restarted = AgentProcess::start_on(&self.pki, files, data_dirs, scratch, &listen);
+        let restarted = in_region(self.network.as_ref(), region, || {
+            AgentProcess::start_on(&self.pki, files, data_dirs, scratch, &listen)
+        });
         self.agents.insert(region.to_string(), restarted);
     }
 
@@ -124,5 +133,20 @@ impl LabAgents {
             drctl_config::load(&self.config_path)
                 .unwrap_or_else(|e| panic!("the agents' config is invalid:\n{e}")),
         )
+    }
+}
+
+/// Runs `f` in `region`'s namespace of `network` (here on loopback): an
+/// agent it spawns lives in the region.
+fn in_region<T: Send>(
+    network: Option<&NetnsTopology>,
+    region: &str,
+    f: impl FnOnce() -> T + Send,
+) -> T {
+    match (network, Site::of_region(region)) {
+        (Some(net), Some(site)) => net
+            .run_in(site, f)
+            .unwrap_or_else(|e| panic!("entering {region}'s namespace: {e}")),
+        _ => f(),
     }
 }

@@ -39,6 +39,32 @@ pub async fn start_lab(services: Vec<LabService>) -> (Lab, tempfile::TempDir) {
     (lab, dir)
 }
 
+/// A lab whose regions are separate hosts: each region (and drctl's
+/// control plane) its own network namespace, reached only over the lab's
+/// network. `agents`: the lab also runs an agent per region. Needs root and
+/// iproute2, and fails with the install hint without them (never skips).
+pub async fn start_namespaced_lab(
+    services: Vec<LabService>,
+    agents: bool,
+) -> (Lab, tempfile::TempDir) {
+    if let Err(why) = drctl_lab::netns::available() {
+        panic!("this test needs the namespaced lab: {why}\n(`bash tests/run.sh` runs the suite as root with iproute2 installed)");
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-test-nslab-")
+        .tempdir_in("/tmp")
+        .expect("a temp dir");
+    let mut spec = LabSpec::for_tests(dir.path().join("lab"), services);
+    spec.network = drctl_lab::LabNetwork::Namespaces;
+    if agents {
+        spec.agents = Some(drctl_bin());
+    }
+    let lab = Lab::up(spec, |m| eprintln!("lab: {m}"))
+        .await
+        .unwrap_or_else(|e| panic!("the namespaced lab did not start: {e}\n(the tests need PostgreSQL server binaries and iproute2: run `bash tests/run.sh`, or `apt-get install postgresql iproute2`, or set PG_BIN)"));
+    (lab, dir)
+}
+
 pub fn orders() -> LabService {
     LabService::new("orders", "hot", "shop.orders")
 }
@@ -110,6 +136,15 @@ pub async fn start_daemon_with(config: Arc<Config>) -> Daemon {
 pub async fn start_daemon_automatic(config: Arc<Config>) -> Daemon {
     let mut config = Arc::unwrap_or_clone(config);
     config.api.listen.set_port(0);
+    // A namespaced lab's API address is the control plane's site; a daemon
+    // run in this (root) namespace, not on that site's runtime, listens on
+    // loopback instead.
+    if std::net::TcpListener::bind(config.api.listen).is_err() {
+        config
+            .api
+            .listen
+            .set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
     Daemon::start(Arc::new(config))
         .await
         .expect("the daemon starts")

@@ -301,6 +301,7 @@ impl LabRecord {
                     c.port,
                     self.pg_bin.clone(),
                 )
+                .on_host(self.cluster_host(&c.region))
             })
     }
 

@@ -80,13 +80,16 @@ pub enum Role {
     Standby,
 }
 
-/// A PostgreSQL cluster on 127.0.0.1, run as the `postgres` user.
+/// A PostgreSQL cluster run as the `postgres` user, reached on `host`
+/// (127.0.0.1 unless told otherwise: a lab region in its own network
+/// namespace is reached on the region's address).
 #[derive(Clone, Debug)]
 pub struct PgCluster {
     pub name: String,
     pub data_dir: PathBuf,
     pub port: u16,
     pub bin: PathBuf,
+    pub host: std::net::IpAddr,
 }
 
 /// Settings every lab cluster gets. Replication reacts within a second or
@@ -173,12 +176,21 @@ impl PgCluster {
             data_dir,
             port,
             bin,
+            host: std::net::Ipv4Addr::LOCALHOST.into(),
         }
     }
 
-    /// `postgres://postgres@127.0.0.1:PORT/DB` (trust authentication on loopback).
+    /// The same cluster, reached on `host`.
+    pub fn on_host(mut self, host: std::net::IpAddr) -> Self {
+        self.host = host;
+        self
+    }
+
+    /// `postgres://postgres@HOST:PORT/DB` (trust authentication: a lab's
+    /// servers are reached only from inside the lab).
     pub fn dsn(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        let at = std::net::SocketAddr::new(self.host, self.port);
+        format!("postgres://postgres@{at}/{database}")
     }
 
     pub fn log_file(&self) -> PathBuf {
