@@ -274,19 +274,44 @@ fn detached_lab(slot: u16) -> (tempfile::TempDir, String, LabDownOnDrop) {
     (tmp, dir, down)
 }
 
-fn port_open(port: u16) -> bool {
-    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-}
+/// The lab's servers: where each listens as seen from here (127.0.0.1, or
+/// its region's own address when `lab up`, as root, gave the regions
+/// network namespaces), and the cluster, to find its postmaster.
+struct LabServers(Vec<(std::net::SocketAddr, drctl_lab::PgCluster)>);
 
-fn lab_ports(dir: &str) -> Vec<u16> {
-    let record: Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/lab.json")).unwrap()).unwrap();
-    record["clusters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["port"].as_u64().unwrap() as u16)
-        .collect()
+impl LabServers {
+    fn of(dir: &str) -> LabServers {
+        let record = drctl_lab::LabRecord::read(Path::new(dir)).expect("lab.json");
+        LabServers(
+            record
+                .clusters
+                .iter()
+                .map(|c| {
+                    let at = std::net::SocketAddr::new(record.cluster_host(&c.region), c.port);
+                    (at, record.cluster(&c.service, &c.region).unwrap())
+                })
+                .collect(),
+        )
+    }
+
+    /// How many accept connections; only while the lab (and so its
+    /// network) is up: a namespaced lab's addresses are nobody's after.
+    fn answering(&self) -> usize {
+        self.0
+            .iter()
+            .filter(|(at, _)| {
+                std::net::TcpStream::connect_timeout(at, Duration::from_secs(2)).is_ok()
+            })
+            .count()
+    }
+
+    /// How many still have a live postmaster.
+    fn running(&self) -> usize {
+        self.0
+            .iter()
+            .filter(|(_, c)| c.postmaster_pid().is_some())
+            .count()
+    }
 }
 
 #[test]
@@ -357,12 +382,13 @@ fn lab_up_status_link_and_down_through_the_cli() {
     assert_eq!(drctl(&["lab", "--dir", &dir, "workload", "pause"]).0, 0);
 
     // With the daemon gone, status falls back on the state store.
-    let ports = lab_ports(&dir);
+    let servers = LabServers::of(&dir);
     let (code, out, err) = drctl(&["lab", "--dir", &dir, "down"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(
-        ports.iter().all(|p| !port_open(*p)),
-        "a PostgreSQL of the lab still listens after lab down"
+    assert_eq!(
+        servers.running(),
+        0,
+        "a PostgreSQL of the lab still runs after lab down"
     );
     assert!(!Path::new(&format!("{dir}/lab.json")).exists());
     let (code, out, err) = drctl(&["status", "--config", &config]);
@@ -380,8 +406,8 @@ fn lab_down_cleans_up_after_lab_up_was_killed() {
     let record: Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{dir}/lab.json")).unwrap()).unwrap();
     let owner = record["owner_pid"].as_u64().unwrap() as i32;
-    let ports = lab_ports(&dir);
-    assert!(ports.iter().all(|p| port_open(*p)));
+    let servers = LabServers::of(&dir);
+    assert_eq!(servers.answering(), servers.0.len());
 
     // A crash of `lab up`: no teardown runs, the clusters keep running.
     std::process::Command::new("kill")
@@ -389,10 +415,7 @@ fn lab_down_cleans_up_after_lab_up_was_killed() {
         .status()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        ports.iter().any(|p| port_open(*p)),
-        "clusters outlive a crashed lab up"
-    );
+    assert!(servers.answering() > 0, "clusters outlive a crashed lab up");
     let (code, out, _) = drctl(&["lab", "--dir", &dir, "status"]);
     assert_eq!(code, 0);
     assert!(
@@ -403,8 +426,9 @@ fn lab_down_cleans_up_after_lab_up_was_killed() {
     let (code, out, err) = drctl(&["lab", "--dir", &dir, "down"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("stopped PostgreSQL"), "{out}");
-    assert!(
-        ports.iter().all(|p| !port_open(*p)),
+    assert_eq!(
+        servers.running(),
+        0,
         "lab down stopped every cluster of the crashed lab"
     );
     let (code, _, err) = drctl(&["lab", "--dir", &dir, "down"]);
@@ -443,6 +467,8 @@ fn lab_up_in_the_foreground_tears_down_on_ctrl_c() {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         text.contains("Ctrl-C here stops the lab").then_some(text)
     });
+    // Also in a namespaced lab, whose daemon lives in the control-plane
+    // site: 127.0.0.1 here forwards to it.
     assert!(
         text.contains(&format!("http://127.0.0.1:{api_port}/api/v1/rpo-rto")),
         "{text}"
@@ -451,8 +477,8 @@ fn lab_up_in_the_foreground_tears_down_on_ctrl_c() {
         text.contains("drctl lab link cut"),
         "next commands to try: {text}"
     );
-    let ports = lab_ports(&dir);
-    assert!(ports.iter().all(|p| port_open(*p)));
+    let servers = LabServers::of(&dir);
+    assert_eq!(servers.answering(), servers.0.len());
 
     std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -468,7 +494,7 @@ fn lab_up_in_the_foreground_tears_down_on_ctrl_c() {
     };
     assert!(status.success(), "lab up exits 0 after Ctrl-C: {status}");
     assert!(
-        ports.iter().all(|p| !port_open(*p)),
+        servers.running() == 0,
         "Ctrl-C left a PostgreSQL of the lab running"
     );
     assert!(

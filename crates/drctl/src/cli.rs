@@ -446,8 +446,9 @@ pub enum LabCommand {
         /// First PostgreSQL port; the lab uses about 45 ports from here.
         #[arg(long, default_value_t = drctl_lab::DEFAULT_BASE_PORT)]
         base_port: u16,
-        /// Where the regions live: `namespaces` (as root) gives each region
-        /// its own network host [default: loopback].
+        /// Where the regions live: `namespaces` gives each region its own
+        /// network host [default: namespaces as root with iproute2, else
+        /// loopback].
         #[arg(long, value_enum, env = "DRCTL_LAB_NETWORK")]
         network: Option<LabNetworkArg>,
     },

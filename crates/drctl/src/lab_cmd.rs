@@ -214,28 +214,15 @@ async fn partition(dir: &Path, mode: LabPartitionArg, lift: bool) -> anyhow::Res
     Ok(())
 }
 
-/// Whether `lab up` without `--network` builds namespaces when it can.
-/// Not yet: tests/cli.rs drives `lab up` as root and checks the clusters'
-/// ports on this namespace's 127.0.0.1, which a namespaced lab does not
-/// have. Turn this on with the switch of the test suite to namespaces.
-const NAMESPACES_BY_DEFAULT: bool = false;
-
 /// The network `lab up` builds: as asked, else namespaces when this
-/// process can build them (see [`NAMESPACES_BY_DEFAULT`]), else loopback
-/// with a line saying what that lab cannot show.
+/// process can build them (as root, with iproute2: the lab then shows what
+/// a partition really does), else loopback with a line saying what that lab
+/// cannot show.
 fn choose_network(asked: Option<LabNetworkArg>) -> anyhow::Result<LabNetwork> {
     match (asked, drctl_lab::netns::available()) {
         (Some(LabNetworkArg::Loopback), _) => Ok(LabNetwork::Loopback),
         (Some(LabNetworkArg::Namespaces), Err(why)) => bail!("--network namespaces: {why}"),
-        (Some(LabNetworkArg::Namespaces), Ok(())) => Ok(LabNetwork::Namespaces),
-        (None, Ok(())) if NAMESPACES_BY_DEFAULT => Ok(LabNetwork::Namespaces),
-        (None, Ok(())) => {
-            eprintln!(
-                "network: loopback, where a partition resets connections; \
-                 `--network namespaces` gives each region its own host and loses packets instead"
-            );
-            Ok(LabNetwork::Loopback)
-        }
+        (Some(LabNetworkArg::Namespaces) | None, Ok(())) => Ok(LabNetwork::Namespaces),
         (None, Err(why)) => {
             eprintln!("network: loopback ({why})");
             Ok(LabNetwork::Loopback)
@@ -321,12 +308,44 @@ async fn up(
             return Err(e).context("the drctl daemon did not start");
         }
     };
-    let url = daemon.api_url();
+    let mut url = daemon.api_url();
+    // The dashboard where a browser (or an SSH tunnel) on this machine
+    // looks for it: in a namespaced lab, 127.0.0.1 of this namespace
+    // forwards to the daemon in the control-plane site. Not a lab address:
+    // nothing of the lab's own traffic goes through it.
+    let _local_api = match lab.network() {
+        Some(_) => {
+            let local = std::net::SocketAddr::from(([127, 0, 0, 1], api_port));
+            let forward =
+                drctl_lab::LinkProxy::spawn(local, daemon.api_addr, Default::default()).await;
+            match forward {
+                Ok(proxy) => {
+                    url = url.replace(&daemon.api_addr.to_string(), &local.to_string());
+                    Some(proxy)
+                }
+                Err(e) => {
+                    eprintln!("the API is on {url} only: 127.0.0.1:{api_port} is taken ({e})");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let cfg = lab.config_path().display().to_string();
+    let dns = format!("{} on {}", lab.record.dns_zone, lab.record.dns_server);
+    let network = match lab.network() {
+        Some(t) => format!(
+            "each region its own network namespace ({}-*, {})",
+            t.prefix,
+            t.network()
+        ),
+        None => "loopback (run as root for each region its own network namespace)".to_string(),
+    };
     eprintln!("[{:>5.1}s] lab ready", started.elapsed().as_secs_f64());
     outln!(
         "\nThe drctl lab is running in {dir}.\n\
-         \n  API          {url}/api/v1/rpo-rto\n  metrics      {url}/metrics\n  config       {cfg}\n\
+         \n  dashboard    {url}/\n  API          {url}/api/v1/rpo-rto\n  metrics      {url}/metrics\
+         \n  DNS          {dns}\n  network      {network}\n  config       {cfg}\n\
          \nTry, in another terminal:\n\
          \n  drctl status                      RPO exposure per service, both regions\
          \n  drctl lab link cut                partition the regions; watch exposure grow\
