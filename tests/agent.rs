@@ -15,6 +15,7 @@ use drctl_lab::{find_pg_bin, free_port, PgCluster};
 use drctl_node::*;
 use drctl_tests::agent::{issue_test_pki, raw_client, AgentProcess};
 use serde_json::{json, Value};
+use sqlx::Connection;
 
 /// A PostgreSQL server (initialised, not started) and its agent.
 struct Fixture {
@@ -191,6 +192,7 @@ async fn the_agent_stops_starts_and_hard_fences_its_server_through_remote_node()
             source: Dsn::new(f.cluster.dsn("postgres")),
             settings: source.clone_settings().await.unwrap(),
             roles: vec!["postgres".into()],
+            tls: None,
         })
         .await
         .unwrap();
@@ -207,6 +209,47 @@ async fn the_agent_stops_starts_and_hard_fences_its_server_through_remote_node()
     };
     assert!(!remote.start(&clone_start).await.unwrap().already_running);
     assert!(remote.status(&clone.node()).await.unwrap().running);
+    // drctl reaches the copy where it reached the agent, over TLS: the
+    // copy's certificate checked against the agents' CA (verify-full), and
+    // drctl's client certificate the only credential.
+    let tcp = clone
+        .tcp
+        .expect("a copy made by an agent is reached over TCP");
+    assert_eq!(tcp.ip().to_string(), "127.0.0.1", "{clone:?}");
+    let tls = drctl_config::AgentsTls {
+        ca: f.pki.client.ca.clone(),
+        cert: f.pki.client.cert.clone(),
+        key: f.pki.client.key.clone(),
+    };
+    let dsn = clone.dsn("postgres", "postgres", Some(&tls)).unwrap();
+    let mut c = sqlx::PgConnection::connect(dsn.expose())
+        .await
+        .unwrap_or_else(|e| panic!("drctl's certificate opens the copy: {e}"));
+    let (ssl,): (bool,) =
+        sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert!(ssl, "the session is encrypted");
+    drop(c);
+    // Without a client certificate, or without TLS, or as a role drctl
+    // did not name: no way in.
+    let bare = format!(
+        "postgres://postgres@{tcp}/postgres?sslmode=verify-full&sslrootcert={}",
+        f.pki.client.ca.display()
+    );
+    let plain = format!("postgres://postgres@{tcp}/postgres?sslmode=disable");
+    let stranger = clone.dsn("intruder", "postgres", Some(&tls)).unwrap();
+    for refused in [bare.as_str(), plain.as_str(), stranger.expose()] {
+        assert!(
+            sqlx::PgConnection::connect(refused).await.is_err(),
+            "the copy admitted {refused}"
+        );
+    }
+    assert!(
+        clone.dsn("postgres", "postgres", None).is_err(),
+        "a copy on an agent's host needs [agents]"
+    );
     let teardown = TeardownRequest {
         dir: clone.dir.clone(),
         port: clone.port,

@@ -395,3 +395,60 @@ async fn partitions_with_agents_fail_over_only_a_lost_region_and_its_agent_rejoi
     daemon.stop().await;
     drop(ctl);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drill_across_hosts_clones_on_the_dr_regions_agent_and_reaches_the_clone_over_tls() {
+    let (lab, _dir) = start_lab_with_agents().await;
+    let config = lab_config(&lab);
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let engine = Engine::new(config.clone(), store);
+    let outcome = engine
+        .run(
+            &Request {
+                kind: OperationKind::Drill,
+                service: "orders".into(),
+                to: None,
+                accept_data_loss: false,
+                accept_unfenced: false,
+                requested_by: "test".into(),
+                reason: Some("drill across hosts".into()),
+                detected_at: None,
+            },
+            &|_| {},
+        )
+        .await
+        .expect("the drill succeeds");
+    assert_eq!(outcome.status, OpStatus::Succeeded, "{outcome:?}");
+    // The clone was made by region-b's agent on region-b's host, and drctl
+    // (in this namespace, not region-b's) reached it over the lab's network
+    // with TLS: promoted, probed, torn down.
+    let clone = outcome
+        .steps
+        .iter()
+        .find(|s| s.step == "clone_standby")
+        .and_then(|s| s.output.as_deref())
+        .expect("the clone step's output");
+    let clone: serde_json::Value = serde_json::from_str(clone).unwrap();
+    let region_b = lab.record.cluster_host(REGION_B).to_string();
+    let tcp = clone["tcp"].as_str().expect("the clone's TCP address");
+    assert!(
+        tcp.starts_with(&format!("{region_b}:")),
+        "the clone listens on region-b's host: {clone}"
+    );
+    for step in ["start_clone", "promote_target", "write_probe", "teardown"] {
+        assert!(
+            outcome
+                .steps
+                .iter()
+                .any(|s| s.step == step && s.status == drctl_store::states::StepState::Done),
+            "{step} done: {:?}",
+            outcome.steps
+        );
+    }
+    let dir = std::path::PathBuf::from(clone["dir"].as_str().unwrap());
+    assert!(!dir.exists(), "the clone {} is torn down", dir.display());
+    // Production was not touched: region-a still the writable primary,
+    // region-b still its standby.
+    assert_eq!(role_of(&lab, REGION_A).await, Some((false, false)));
+    assert_eq!(role_of(&lab, REGION_B).await.map(|r| r.0), Some(true));
+}

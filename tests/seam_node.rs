@@ -171,6 +171,7 @@ async fn a_scratch_clone_starts_isolated_promotes_and_tears_down_and_each_step_r
         source: dsn_of(&lab, REGION_B),
         settings: standby.clone_settings().await.unwrap(),
         roles: vec!["postgres".into()],
+        tls: None,
     };
     // A rerun is a fresh clone over whatever the first left.
     let _first = node.clone_scratch(&req).await.unwrap();
@@ -194,7 +195,11 @@ async fn a_scratch_clone_starts_isolated_promotes_and_tears_down_and_each_step_r
 
     // The clone: a standby of nothing, reached over its private socket.
     let db = Engine::Postgres
-        .connect("drill clone", &clone.dsn("postgres", "orders"), TIMEOUT)
+        .connect(
+            "drill clone",
+            &clone.dsn("postgres", "orders", None).unwrap(),
+            TIMEOUT,
+        )
         .unwrap();
     let state = wait_for("the clone to answer", Duration::from_secs(60), || async {
         db.probe().await.ok()
@@ -553,6 +558,7 @@ async fn a_backup_is_restored_only_into_a_directory_its_operation_claimed_then_s
         .restore_scratch(&ScratchRestoreRequest {
             dir: root.join("rt-orders"),
             backup_id: backup_id.clone(),
+            tls: None,
         })
         .await
         .unwrap();
@@ -564,7 +570,11 @@ async fn a_backup_is_restored_only_into_a_directory_its_operation_claimed_then_s
     };
     assert!(!node.start(&start).await.unwrap().already_running);
     let db = Engine::Postgres
-        .connect("restore test", &scratch.dsn("postgres", "orders"), TIMEOUT)
+        .connect(
+            "restore test",
+            &scratch.dsn("postgres", "orders", None).unwrap(),
+            TIMEOUT,
+        )
         .unwrap();
     let state = wait_for(
         "the restored copy to open",

@@ -51,7 +51,7 @@ pub mod wire;
 pub use certs::{issue_pki, AgentFiles, AgentName, Pki};
 pub use client::{ClientTls, RemoteNode};
 pub use nodes::nodes_for;
-pub use server::{router, AgentSettings};
+pub use server::{router, AgentSettings, ScratchTlsFiles};
 pub use wire::AgentHealth;
 
 /// What the agent's TLS errors name: its command-line flags.

@@ -24,7 +24,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use drctl_http::PeerIdentity;
+use drctl_http::{LocalAddr, PeerIdentity};
 use drctl_node::{NodeActions, NodeError, NodeRef};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -50,6 +50,19 @@ pub struct AgentSettings {
     /// reads the recorded backups); without, a restore answers
     /// `node_missing`.
     pub restores: bool,
+    /// Its own certificate, key and CA (`--cert`, `--key`, `--ca`): the
+    /// scratch copies it makes present them to drctl, which reaches them
+    /// over TCP with TLS ([`drctl_node::ScratchTls`]). `None`: scratch copies
+    /// are reached over their Unix socket only (drctl on the same host).
+    pub scratch_tls: Option<ScratchTlsFiles>,
+}
+
+/// The agent's TLS files its scratch copies use.
+#[derive(Clone, Debug)]
+pub struct ScratchTlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 struct Agent {
@@ -59,9 +72,17 @@ struct Agent {
     scratch_root: PathBuf,
     shown: AgentHealth,
     restores: bool,
+    scratch_tls: Option<ScratchTlsFiles>,
     /// One action at a time per directory (a data directory, or a scratch
     /// copy's directory).
     locks: std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Who asked, as the connection says: the name in its verified
+/// certificate and the agent's address it reached.
+struct Client {
+    common_name: Option<String>,
+    reached: Option<std::net::IpAddr>,
 }
 
 /// An answer that is not the action's output.
@@ -139,6 +160,7 @@ pub fn router(node: Arc<dyn NodeActions>, settings: AgentSettings) -> Router {
             scratch_root: settings.scratch_root,
         },
         restores: settings.restores,
+        scratch_tls: settings.scratch_tls,
         locks: Default::default(),
     });
     Router::new()
@@ -209,9 +231,14 @@ async fn health(State(agent): State<Arc<Agent>>) -> Json<AgentHealth> {
 async fn node_action(
     State(agent): State<Arc<Agent>>,
     Extension(peer): Extension<Option<PeerIdentity>>,
+    local: Option<Extension<LocalAddr>>,
     UrlPath(action): UrlPath<String>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let client = Client {
+        common_name: peer.as_ref().and_then(|p| p.common_name.clone()),
+        reached: local.map(|Extension(LocalAddr(a))| a.ip()),
+    };
     let peer = peer.map(|p| p.display_name()).unwrap_or_default();
     let Ok(action) = NodeAction::from_str(&action) else {
         return Refusal::new(
@@ -237,7 +264,7 @@ async fn node_action(
     };
     let started = Instant::now();
     let mut node_name = String::new();
-    let answer = agent.dispatch(action, &body, &mut node_name).await;
+    let answer = agent.dispatch(action, &body, &client, &mut node_name).await;
     let ms = started.elapsed().as_millis() as u64;
     match answer {
         Ok(response) => {
@@ -271,6 +298,7 @@ impl Agent {
         &self,
         action: NodeAction,
         body: &[u8],
+        client: &Client,
         node_name: &mut String,
     ) -> Result<Response, Refusal> {
         let node = &self.node;
@@ -320,6 +348,7 @@ impl Agent {
             NodeAction::CloneScratch => {
                 let mut req: drctl_node::CloneRequest = parse(action, body)?;
                 req.dir = self.scratch_dir(&req.dir)?;
+                req.tls = self.scratch_tls(client);
                 *node_name = req.dir.display().to_string();
                 let _one = self.lock(&req.dir).await;
                 ok(node.clone_scratch(&req).await)
@@ -327,6 +356,7 @@ impl Agent {
             NodeAction::RestoreScratch => {
                 let mut req: drctl_node::ScratchRestoreRequest = parse(action, body)?;
                 req.dir = self.scratch_dir(&req.dir)?;
+                req.tls = self.scratch_tls(client);
                 self.can_restore()?;
                 *node_name = req.dir.display().to_string();
                 let _one = self.lock(&req.dir).await;
@@ -393,6 +423,20 @@ impl Agent {
         Ok(NodeRef {
             data_dir: dir,
             ..node.clone()
+        })
+    }
+
+    /// How the scratch copy a client asks for is reached: on the address
+    /// the client reached this agent at, by the certificate name it showed
+    /// here. Without the agent's files, or a name, over its socket only.
+    fn scratch_tls(&self, client: &Client) -> Option<drctl_node::ScratchTls> {
+        let files = self.scratch_tls.as_ref()?;
+        Some(drctl_node::ScratchTls {
+            listen: client.reached?,
+            client_cn: client.common_name.clone()?,
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            ca: files.ca.clone(),
         })
     }
 

@@ -148,6 +148,7 @@ pub async fn run_restore_test(
             .restore_scratch(&ScratchRestoreRequest {
                 dir: dir.clone(),
                 backup_id: req.backup_id.clone(),
+                tls: None,
             })
             .await
             .map_err(|e| e.to_string())?;
@@ -167,7 +168,9 @@ pub async fn run_restore_test(
         })
         .await
         .map_err(|e| e.to_string())?;
-        let dsn = copy.dsn("postgres", &req.database);
+        let dsn = copy
+            .dsn("postgres", &req.database, None)
+            .map_err(|e| e.to_string())?;
         let mut conn = sqlx::PgConnection::connect(dsn.expose())
             .await
             .map_err(|e| format!("connecting to the restored cluster: {e}"))?;

@@ -19,6 +19,6 @@
 mod serve;
 mod tls;
 
-pub use serve::{serve, Limits};
+pub use serve::{serve, Limits, LocalAddr};
 pub use tls::{mtls_acceptor, tls_acceptor, PeerIdentity, TlsError, TlsNames};
 pub use tokio_rustls::TlsAcceptor;

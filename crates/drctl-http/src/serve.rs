@@ -58,6 +58,10 @@ impl Default for Limits {
 /// Serves `router` on `listener` (over TLS when `tls` is given) within
 /// `limits`, until `shutdown` resolves; then waits up to the shutdown grace
 /// for requests in flight.
+///
+/// Each request carries in its extensions the client's address
+/// (`ConnectInfo<SocketAddr>`), the address it reached ([`LocalAddr`]) and,
+/// with mutual TLS, the client's verified identity (`Option<PeerIdentity>`).
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
@@ -93,6 +97,7 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let local = LocalAddr(stream.local_addr().unwrap_or(peer));
         let http = http.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
@@ -108,6 +113,7 @@ pub async fn serve(
                         request
                             .extensions_mut()
                             .insert(ConnectInfo::<SocketAddr>(peer));
+                        request.extensions_mut().insert(local);
                         request.extensions_mut().insert(peer_identity.clone());
                         request
                     },
@@ -160,3 +166,9 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// The address of this server a connection reached: where a service that
+/// answers the same client on another port (an agent's scratch copy) can
+/// be found by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalAddr(pub SocketAddr);

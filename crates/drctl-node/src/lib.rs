@@ -45,6 +45,9 @@ pub use datastore::{
     Engine, Login, PrimaryPosition, Promotion, ReceiverState, ReceiverStatus, ServerState,
     SoftFence, StandbyPosition, WriteProbe,
 };
+/// How an agent's scratch copy is reached over TCP with TLS (set by the
+/// agent on clone and scratch-restore requests).
+pub use drctl_pg::ScratchTls;
 pub use local::{
     default_scratch_root, fence_mark_path, local_system_identifier, restore_claim_path,
     resync_mark_path, rewind_diverged, this_host, BackupSource, LocalNode, CLONE_READY,

@@ -472,13 +472,22 @@ impl NodeActions for LocalNode {
             drctl_pg::os::private_run_dir(d)?;
             let cluster = PgCluster::new("drill clone", data_dir.clone(), port, bin);
             let roles: Vec<&str> = req.roles.iter().map(String::as_str).collect();
-            cluster.clone_isolated(req.source.expose(), &req.settings.0, &roles)?;
+            cluster.clone_isolated(
+                req.source.expose(),
+                &req.settings.0,
+                &roles,
+                req.tls.as_ref(),
+            )?;
             Ok(ScratchClone {
                 bytes: dir_size(&data_dir),
                 dir: req.dir.clone(),
                 data_dir,
                 port,
                 took_ms: started.elapsed().as_millis() as u64,
+                tcp: req
+                    .tls
+                    .as_ref()
+                    .map(|t| std::net::SocketAddr::new(t.listen, port)),
             })
         })
         .await
@@ -514,14 +523,18 @@ impl NodeActions for LocalNode {
             .restore_verified(&req.backup_id, &data_dir)
             .await
             .map_err(NodeError::failed)?;
-        let c = cluster.clone();
-        blocking(move || Ok(c.adopt_restored()?)).await?;
+        let (c, tls) = (cluster.clone(), req.tls.clone());
+        blocking(move || Ok(c.adopt_restored_for(tls.as_ref())?)).await?;
         Ok(ScratchClone {
             bytes: dir_size(&data_dir),
             dir,
             data_dir,
             port,
             took_ms: started.elapsed().as_millis() as u64,
+            tcp: req
+                .tls
+                .as_ref()
+                .map(|t| std::net::SocketAddr::new(t.listen, port)),
         })
     }
 

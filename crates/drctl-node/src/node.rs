@@ -304,6 +304,11 @@ pub struct CloneRequest {
     pub settings: CloneSettings,
     /// The roles drctl will connect to the copy as.
     pub roles: Vec<String>,
+    /// Set by the agent that serves the request, never read from one: the
+    /// copy then listens on the agent's address with TLS and client
+    /// certificates, for a drctl on another host.
+    #[serde(skip)]
+    pub tls: Option<drctl_pg::ScratchTls>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,6 +318,10 @@ pub struct ScratchClone {
     pub port: u16,
     pub bytes: u64,
     pub took_ms: u64,
+    /// Where drctl reaches the copy over TCP with TLS (a copy an agent
+    /// made); `None`: over its private Unix socket, on drctl's own host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<std::net::SocketAddr>,
 }
 
 impl ScratchClone {
@@ -321,13 +330,47 @@ impl ScratchClone {
         NodeRef::new("drill clone", self.data_dir.clone(), self.port)
     }
 
-    /// How drctl connects to the clone as `role`: over its private socket
-    /// (it has no TCP listener).
-    pub fn dsn(&self, role: &str, database: &str) -> Dsn {
-        Dsn::new(
-            drctl_pg::PgCluster::new("scratch", self.data_dir.clone(), self.port, PathBuf::new())
+    /// How drctl connects to the copy as `role`: over its private socket
+    /// (a copy on drctl's host has no TCP listener), or, for a copy an
+    /// agent made, over TCP with TLS both ways: the copy's certificate
+    /// checked against the agents' CA and drctl's client certificate
+    /// (`tls`, the config's `[agents]`) as the only credential.
+    pub fn dsn(
+        &self,
+        role: &str,
+        database: &str,
+        tls: Option<&drctl_config::AgentsTls>,
+    ) -> Result<Dsn, NodeError> {
+        let Some(at) = self.tcp else {
+            return Ok(Dsn::new(
+                drctl_pg::PgCluster::new(
+                    "scratch",
+                    self.data_dir.clone(),
+                    self.port,
+                    PathBuf::new(),
+                )
                 .scratch_dsn(role, database),
-        )
+            ));
+        };
+        let tls = tls.ok_or_else(|| {
+            NodeError::new(
+                NodeErrorKind::Refused,
+                format!(
+                    "the scratch copy is on an agent's host ({at}) and is reached with drctl's \
+                     agent client certificate, but the config has no [agents] table"
+                ),
+            )
+        })?;
+        let mut url = url::Url::parse(&format!("postgres://{at}/"))
+            .map_err(|e| NodeError::failed(format!("the scratch copy's address {at}: {e}")))?;
+        let _ = url.set_username(role);
+        url.set_path(database);
+        url.query_pairs_mut()
+            .append_pair("sslmode", "verify-full")
+            .append_pair("sslrootcert", &tls.ca.display().to_string())
+            .append_pair("sslcert", &tls.cert.display().to_string())
+            .append_pair("sslkey", &tls.key.display().to_string());
+        Ok(Dsn::new(url.to_string()))
     }
 }
 
@@ -339,6 +382,9 @@ pub struct ScratchRestoreRequest {
     /// As [`CloneRequest::dir`]: whatever an earlier attempt left is replaced.
     pub dir: PathBuf,
     pub backup_id: String,
+    /// As [`CloneRequest::tls`].
+    #[serde(skip)]
+    pub tls: Option<drctl_pg::ScratchTls>,
 }
 
 /// Tear a scratch copy down: stop it, remove its directory.

@@ -72,6 +72,26 @@ pub fn listen_address_of(dsn: &str) -> String {
         .map_or_else(|| "*".to_string(), |ip| ip.to_string())
 }
 
+/// How a scratch cluster (a drill's clone, a restore test's copy) is reached
+/// when the drctl that asked for it runs on another host, through that
+/// host's agent: over TCP on `listen`, with TLS both ways and no password.
+/// The copy presents the agent's own server certificate and admits a
+/// client only by a certificate signed by `ca` whose common name is
+/// `client_cn` (drctl's, as the agent saw it), mapped to the roles drctl
+/// connects as: the same bar as the agent's own API, so that a drill
+/// resumed by another daemon (another host) still gets in. No `trust`, no
+/// password anywhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScratchTls {
+    pub listen: std::net::IpAddr,
+    pub client_cn: String,
+    /// The server certificate and key (PEM) the copy presents.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA that signed drctl's client certificate.
+    pub ca: PathBuf,
+}
+
 /// Whether a cluster was created as a primary or cloned as a standby.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -281,6 +301,7 @@ impl PgCluster {
         dsn: &str,
         parity: &[(String, String)],
         roles: &[&str],
+        tls: Option<&ScratchTls>,
     ) -> Result<()> {
         let parent = self.data_dir.parent().unwrap_or(Path::new("/"));
         ensure_dir(parent)?;
@@ -295,7 +316,7 @@ impl PgCluster {
             .arg(&self.data_dir)
             .args(["-X", "stream", "--no-sync", "-c", "fast"]);
         run(c, &format!("pg_basebackup of {}", self.name))?;
-        self.isolate_scratch(parity, roles, true)
+        self.isolate_scratch(parity, roles, true, tls)
     }
 
     /// The one isolation routine of every cluster drctl starts that is not
@@ -312,11 +333,14 @@ impl PgCluster {
     /// OS user (`peer`, mapped to `roles`) on that socket — no `trust`
     /// anywhere. `standby`: start as a standby of nothing (a drill clone);
     /// else recover to the copy's consistent point and open read-write.
+    /// With `tls`, the copy also listens on `tls.listen` for `tls.peer`
+    /// only, over TLS with client certificates ([`ScratchTls`]).
     pub fn isolate_scratch(
         &self,
         parity: &[(String, String)],
         roles: &[&str],
         standby: bool,
+        tls: Option<&ScratchTls>,
     ) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))
@@ -332,7 +356,7 @@ impl PgCluster {
             "# Written by drctl for an isolated scratch cluster (restore test or drill\n\
              # clone); nothing of the copied server's configuration is used.\n\
              port = {}\n\
-             listen_addresses = ''\n\
+             listen_addresses = '{}'\n\
              unix_socket_directories = '{}'\n\
              unix_socket_permissions = 0700\n\
              hba_file = '{}'\n\
@@ -352,16 +376,33 @@ impl PgCluster {
              session_preload_libraries = ''\n\
              local_preload_libraries = ''\n\
              dynamic_library_path = '$libdir'\n\
-             ssl = off\n\
              ssl_passphrase_command = ''\n\
              default_transaction_read_only = off\n\
              logging_collector = off\n\
              log_min_messages = warning\n",
             self.port,
+            tls.map(|t| t.listen.to_string()).unwrap_or_default(),
             socket_dir(&self.data_dir).display(),
             self.data_dir.join("pg_hba.conf").display(),
             self.data_dir.join("pg_ident.conf").display(),
         );
+        let mut hba = SCRATCH_HBA.to_string();
+        match tls {
+            None => conf.push_str("ssl = off\n"),
+            Some(t) => {
+                let files = self.scratch_tls_files(t)?;
+                conf.push_str(&format!(
+                    "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nssl_ca_file = '{}'\n\
+                     ssl_min_protocol_version = 'TLSv1.2'\n",
+                    files[0].display(),
+                    files[1].display(),
+                    files[2].display()
+                ));
+                // `cert` checks the whole chain and maps the certificate's
+                // CN through pg_ident: drctl's roles and nothing else.
+                hba.push_str("hostssl all all all cert map=drctl_cert\n");
+            }
+        }
         for (name, value) in parity {
             // Only the known parity settings, and only their digits: the
             // values were read from a server, not from drctl.
@@ -381,12 +422,20 @@ impl PgCluster {
                 .collect();
             if !role.is_empty() {
                 ident.push_str(&format!("drctl {os_user} \"{role}\"\n"));
+                if let Some(t) = tls {
+                    let cn: String = t
+                        .client_cn
+                        .chars()
+                        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                        .collect();
+                    ident.push_str(&format!("drctl_cert \"{cn}\" \"{role}\"\n"));
+                }
             }
         }
         for (file, text) in [
             ("postgresql.conf", conf.as_str()),
             ("postgresql.auto.conf", ""),
-            ("pg_hba.conf", SCRATCH_HBA),
+            ("pg_hba.conf", hba.as_str()),
             ("pg_ident.conf", ident.as_str()),
         ] {
             std::fs::write(self.data_dir.join(file), text)
@@ -402,6 +451,32 @@ impl PgCluster {
             .map_err(io_err(format!("chmod of {}", sockets.display())))?;
         give_to_postgres(&sockets)?;
         give_to_postgres(&self.data_dir)
+    }
+
+    /// Copies the scratch copy's certificate, key and CA beside its data
+    /// directory, owned by the postgres user with the modes PostgreSQL
+    /// demands of a key; returns their paths (cert, key, CA).
+    fn scratch_tls_files(&self, tls: &ScratchTls) -> Result<[PathBuf; 3]> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.data_dir.parent().unwrap_or(&self.data_dir).join("tls");
+        ensure_dir(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(format!("chmod of {}", dir.display())))?;
+        let files = [
+            (&tls.cert, dir.join("server.crt")),
+            (&tls.key, dir.join("server.key")),
+            (&tls.ca, dir.join("ca.crt")),
+        ];
+        for (from, to) in &files {
+            std::fs::copy(from, to).map_err(io_err(format!(
+                "copying {} for the scratch copy's TLS",
+                from.display()
+            )))?;
+            std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err(format!("chmod of {}", to.display())))?;
+        }
+        give_to_postgres(&dir)?;
+        Ok(files.map(|(_, to)| to))
     }
 
     /// How drctl connects to an isolated scratch cluster as `role`: over its
@@ -660,7 +735,13 @@ impl PgCluster {
     /// the backup's consistent point and opens read-write. drctl connects
     /// as `postgres` ([`PgCluster::scratch_dsn`]).
     pub fn adopt_restored(&self) -> Result<()> {
-        self.isolate_scratch(&[], &["postgres"], false)
+        self.adopt_restored_for(None)
+    }
+
+    /// [`PgCluster::adopt_restored`], reached over TCP with TLS as `tls`
+    /// says when given.
+    pub fn adopt_restored_for(&self, tls: Option<&ScratchTls>) -> Result<()> {
+        self.isolate_scratch(&[], &["postgres"], false, tls)
     }
 
     /// Starts the server and waits until it accepts connections.

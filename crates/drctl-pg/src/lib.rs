@@ -18,7 +18,7 @@ pub mod os;
 mod probe;
 
 pub use admin::{FenceReport, NodeState, PromoteReport, STANDBY_PARITY_SETTINGS};
-pub use cluster::{find_pg_bin, find_pg_client_bin, PgCluster, Role};
+pub use cluster::{find_pg_bin, find_pg_client_bin, PgCluster, Role, ScratchTls};
 pub use conn::{dsn_login, ChildConnection, DsnLogin};
 pub use lsn::Lsn;
 pub use probe::{HeartbeatPoint, PgEndpoint, PgError, PrimaryPosition, StandbyPosition};

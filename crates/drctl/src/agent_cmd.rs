@@ -47,6 +47,12 @@ async fn serve(args: AgentServeArgs) -> anyhow::Result<()> {
         scratch_root: args.scratch_root.clone(),
         host: drctl_node::this_host(),
         restores: args.config.is_some(),
+        // Its scratch copies present its own certificate to drctl.
+        scratch_tls: Some(drctl_agent::ScratchTlsFiles {
+            cert: args.cert.clone(),
+            key: args.key.clone(),
+            ca: args.ca.clone(),
+        }),
     };
     let node: Arc<dyn NodeActions> = Arc::new(node);
     let router = drctl_agent::router(node, settings);

@@ -69,6 +69,7 @@ impl NodeActions for Recorder {
             port: 1,
             bytes: 0,
             took_ms: 0,
+            tcp: None,
         })
     }
     async fn restore_scratch(&self, _: &ScratchRestoreRequest) -> Result<ScratchClone, NodeError> {
@@ -109,6 +110,7 @@ fn agent() -> Test {
             scratch_root: root.clone(),
             host: "db1".into(),
             restores: false,
+            scratch_tls: None,
         },
     );
     Test {

@@ -67,6 +67,11 @@ pub(crate) struct CloneOutput {
     pub user: String,
     pub bytes: u64,
     pub took_ms: u64,
+    /// Where the clone is reached over TCP with TLS: made by the target
+    /// region's agent on its own host. `None` (and in journals older than
+    /// agents): over its private socket on drctl's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<std::net::SocketAddr>,
 }
 
 impl CloneOutput {
@@ -78,14 +83,18 @@ impl CloneOutput {
             port: self.port,
             bytes: self.bytes,
             took_ms: self.took_ms,
+            tcp: self.tcp,
         }
     }
 
     /// The clone's DSN: the production one's database and user, over the
-    /// clone's private socket (a scratch cluster has no TCP listener and
-    /// admits only drctl's own OS user).
-    fn dsn(&self) -> Dsn {
-        self.scratch().dsn(&self.user, &self.database)
+    /// clone's private socket (admitting only drctl's own OS user), or,
+    /// for a clone on an agent's host, over TLS with drctl's agent client
+    /// certificate as the only credential.
+    fn dsn(&self, config: &drctl_config::Config) -> Result<Dsn, StepError> {
+        self.scratch()
+            .dsn(&self.user, &self.database, config.agents.as_ref())
+            .map_err(|e| StepError::stop(e.to_string()))
     }
 }
 
@@ -134,6 +143,7 @@ async fn clone_standby(ctx: &Ctx<'_>) -> ActionResult<CloneOutput> {
         source: dsn,
         settings,
         roles: vec![user.clone(), default_user.to_string()],
+        tls: None,
     };
     let clone = ctx
         .node(&ctx.params.target)
@@ -148,6 +158,7 @@ async fn clone_standby(ctx: &Ctx<'_>) -> ActionResult<CloneOutput> {
         user,
         bytes: clone.bytes,
         took_ms: clone.took_ms,
+        tcp: clone.tcp,
     }))
 }
 
@@ -240,7 +251,7 @@ fn connect_clone(
     ctx.engine()?
         .connect(
             format!("{}@drill-clone", ctx.params.cluster),
-            &clone.dsn(),
+            &clone.dsn(ctx.config)?,
             timeout,
         )
         .map_err(|e| StepError::stop(e.to_string()))
