@@ -653,6 +653,7 @@ async fn restore_test_isolation() {
             validation_queries: queries,
             key: None,
             manifest: None,
+            on_agent: None,
         },
         |phase| {
             if phase != drctl_backup::RestorePhase::Validating {
@@ -728,6 +729,7 @@ async fn a_scratch_root_someone_else_made_first_is_refused() {
             validation_queries: Vec::new(),
             key: None,
             manifest: None,
+            on_agent: None,
         },
         |_| {},
     )

@@ -452,3 +452,50 @@ async fn a_drill_across_hosts_clones_on_the_dr_regions_agent_and_reaches_the_clo
     assert_eq!(role_of(&lab, REGION_A).await, Some((false, false)));
     assert_eq!(role_of(&lab, REGION_B).await.map(|r| r.0), Some(true));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restore_test_runs_on_the_dr_regions_agent_not_on_drctls_host() {
+    let (lab, _dir) = start_lab_with_agents().await;
+    let config = lab_config(&lab);
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let (backup, _) = drctl_backup::jobs::backup_service(&config, &store, "orders", |_| {})
+        .await
+        .expect("a backup of orders");
+    let report = drctl_backup::jobs::verify_recorded_backup(&config, &store, &backup.id)
+        .await
+        .expect("verification runs");
+    assert!(report.verified, "{report:?}");
+    // A scratch root that does not exist on this host: only a copy made by
+    // an agent (under its own root, by the last component) can pass.
+    let (record, outcome) = drctl_backup::jobs::restore_test_service(
+        &config,
+        &store,
+        "orders",
+        Some(&backup.id),
+        std::path::PathBuf::from("/nonexistent/drctl-scratch"),
+        |_| {},
+    )
+    .await
+    .expect("the restore test runs");
+    assert!(outcome.passed, "{outcome:?}");
+    assert_eq!(
+        record.status,
+        drctl_store::states::RestoreTestStatus::Passed,
+        "{record:?}"
+    );
+    assert!(outcome.time_to_ready.is_some());
+    // It was region-b's agent (the DR region's) that restored and served it.
+    let agent_b = lab
+        .record
+        .agents
+        .iter()
+        .find(|a| a.region == REGION_B)
+        .unwrap();
+    let log = std::fs::read_to_string(&agent_b.log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("restore_scratch") && l.contains("result=\"ok\"")),
+        "region-b's agent restored the copy:\n{log}"
+    );
+    store.close().await;
+}

@@ -36,7 +36,7 @@ pub use crypto::{BackupKey, Opener, SealedObject, SCHEME as ENCRYPTION_SCHEME};
 pub use manifest::{Manifest, ManifestObject, MANIFEST_FORMAT};
 pub use restore::restore_backup;
 pub use restore_test::{
-    run_restore_test, QueryResult, RestorePhase, RestoreTestOutcome, RestoreTestRequest,
+    run_restore_test, AgentPlace, QueryResult, RestorePhase, RestoreTestOutcome, RestoreTestRequest,
 };
 pub use retention::{plan_retention, Candidate, RetentionPlan, RetentionRule};
 pub use source::RecordedBackups;

@@ -1,9 +1,11 @@
 //! Restore tests: prove that a backup restores, and how long that takes.
 //!
-//! Through the node-action seam ([`LocalNode`]): restore the backup into a
-//! private scratch copy ([`NodeActions::restore_scratch`]: drctl's own
-//! configuration only, never the backup's, reachable only by drctl over a
-//! private socket), start it, connect and wait until it answers (recovery
+//! Through the node-action seam (a region's agent when the service names
+//! one, else [`LocalNode`] on this host): restore the backup into a private
+//! scratch copy ([`NodeActions::restore_scratch`]: drctl's own
+//! configuration only, never the backup's, reachable only by drctl, over a
+//! private socket here or over TLS with drctl's client certificate on an
+//! agent's host), start it, connect and wait until it answers (recovery
 //! to the backup's consistent point is done by then), run the service's
 //! validation queries, tear the copy down ([`NodeActions::teardown_scratch`])
 //! — also when a step fails. Time to ready is the RTO evidence of a
@@ -42,6 +44,29 @@ pub struct RestoreTestRequest {
     /// The manifest the state store recorded for the backup: the bucket's
     /// must match it.
     pub manifest: Option<crate::Manifest>,
+    /// Where the copy is made: on an agent's host, which restores the
+    /// backup itself (verified against the state store's record, as here)
+    /// and serves the copy over TLS. `None`: on this host, with `pg_bin`.
+    pub on_agent: Option<AgentPlace>,
+}
+
+/// A restore test's copy on an agent's host.
+#[derive(Clone)]
+pub struct AgentPlace {
+    /// The region whose agent makes the copy.
+    pub region: String,
+    pub node: Arc<dyn NodeActions>,
+    /// drctl's client certificate (`[agents]`): the copy's only credential.
+    pub tls: Option<drctl_config::AgentsTls>,
+}
+
+impl std::fmt::Debug for AgentPlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentPlace")
+            .field("region", &self.region)
+            .field("agent", &self.node.agent())
+            .finish()
+    }
 }
 
 /// The phases a restore test goes through, for progress display.
@@ -116,16 +141,25 @@ pub async fn run_restore_test(
     mut phase: impl FnMut(RestorePhase),
 ) -> RestoreTestOutcome {
     let started = Instant::now();
-    let node = LocalNode::new()
-        .with_bin(req.pg_bin.clone())
-        .with_backups(Arc::new(VerifiedBackup {
-            store: req.store.clone(),
-            service: req.service.clone(),
-            expected: Expected {
-                manifest: req.manifest.clone(),
-                key: req.key.clone(),
-            },
-        }));
+    let node: Arc<dyn NodeActions> = match &req.on_agent {
+        Some(place) => {
+            tracing::info!(service = %req.service, backup = %req.backup_id, region = %place.region,
+                agent = ?place.node.agent(), "restore test on the region's agent");
+            place.node.clone()
+        }
+        None => Arc::new(
+            LocalNode::new()
+                .with_bin(req.pg_bin.clone())
+                .with_backups(Arc::new(VerifiedBackup {
+                    store: req.store.clone(),
+                    service: req.service.clone(),
+                    expected: Expected {
+                        manifest: req.manifest.clone(),
+                        key: req.key.clone(),
+                    },
+                })),
+        ),
+    };
     // Short: the copy's Unix socket lives below this directory, and a
     // socket path may not exceed 107 bytes.
     let dir = req.scratch_root.join(format!(
@@ -168,8 +202,9 @@ pub async fn run_restore_test(
         })
         .await
         .map_err(|e| e.to_string())?;
+        let tls = req.on_agent.as_ref().and_then(|p| p.tls.as_ref());
         let dsn = copy
-            .dsn("postgres", &req.database, None)
+            .dsn("postgres", &req.database, tls)
             .map_err(|e| e.to_string())?;
         let mut conn = sqlx::PgConnection::connect(dsn.expose())
             .await

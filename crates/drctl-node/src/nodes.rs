@@ -53,6 +53,15 @@ impl Nodes {
             .as_ref()
     }
 
+    /// [`Nodes::of`], shared: for work that outlives the borrow (a restore
+    /// test holds its node for the whole test).
+    pub fn shared(&self, service: &str, region: &str) -> Arc<dyn NodeActions> {
+        self.by_server
+            .get(&(service.to_string(), region.to_string()))
+            .unwrap_or(&self.default)
+            .clone()
+    }
+
     /// The default node actions (drctl's own host), for work bound to no
     /// server of a region.
     pub fn default_node(&self) -> &dyn NodeActions {

@@ -107,6 +107,35 @@ pub async fn restore_recorded_backup(
     Ok(crate::restore_backup(&objects, &record.service, &record.id, target, &expected).await?)
 }
 
+/// Where a service's restore tests run: on the agent of a region other than
+/// the backed-up one (the DR region, where a restore would happen), else on
+/// the backed-up region's agent, else (no agent named) on this host.
+fn restore_test_place(
+    config: &Config,
+    svc: &Service,
+    from_region: &str,
+) -> Option<crate::AgentPlace> {
+    let with_agent = |r: &&String| svc.nodes.get(*r).is_some_and(|n| n.agent.is_some());
+    let region = svc
+        .regions
+        .iter()
+        .filter(|r| r.as_str() != from_region)
+        .find(with_agent)
+        .or_else(|| {
+            svc.regions
+                .iter()
+                .filter(|r| r.as_str() == from_region)
+                .find(with_agent)
+        })?
+        .clone();
+    let nodes = drctl_agent::nodes_for(config, std::sync::Arc::new(drctl_node::LocalNode::new()));
+    Some(crate::AgentPlace {
+        node: nodes.shared(&svc.name, &region),
+        region,
+        tls: config.agents.clone(),
+    })
+}
+
 /// Restore-tests a backup of a service (the newest verified one unless
 /// `backup_id` names another) and records it.
 pub async fn restore_test_service(
@@ -154,11 +183,17 @@ pub async fn restore_test_service(
         })
         .and_then(|o| o.get_database().map(str::to_string))
         .unwrap_or_else(|| "postgres".to_string());
+    let on_agent = restore_test_place(config, svc, &policy.from_region);
     let req = RestoreTestRequest {
         service: svc.name.clone(),
         backup_id: backup.id.clone(),
         store: objects,
-        pg_bin: drctl_pg::find_pg_bin()?,
+        // Only a copy made here needs the server programs here.
+        pg_bin: match on_agent {
+            Some(_) => PathBuf::new(),
+            None => drctl_pg::find_pg_bin()?,
+        },
+        on_agent,
         scratch_root,
         database,
         validation_queries: policy.validation_queries.clone(),
