@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use drctl_failover::{Engine, OpStatus, OperationKind, OperationSaga, Request};
-use drctl_lab::{Lab, REGION_A, REGION_B};
+use drctl_lab::{Lab, PgCluster, REGION_A, REGION_B};
 use drctl_node::{NodeErrorKind, NodeRef, StartRequest};
 use drctl_store::states::GuardDecision;
 use drctl_store::Store;
@@ -146,11 +146,14 @@ async fn streams_from(lab: &Lab, region: &str, primary: &str) {
         },
     )
     .await;
-    assert_eq!(
-        role(lab, region).await.map(|r| r.0),
-        Some(true),
-        "{region} is in recovery"
-    );
+    // A standby in recovery; asked again, since one connection can fail under the
+    // load of the other servers starting.
+    wait_for(
+        &format!("{region} in recovery"),
+        Duration::from_secs(30),
+        || async { role(lab, region).await.filter(|r| r.0).map(|_| ()) },
+    )
+    .await;
     // And replays what the primary writes now.
     let marker = chrono::Utc::now().timestamp_micros();
     let mut p = connect(&primary_dsn).await;
@@ -747,4 +750,93 @@ async fn a_driver_killed_at_any_step_boundary_with_agents_is_resumed_to_one_writ
         std::mem::swap(&mut source, &mut target);
     }
     drop(agents);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recover_restores_through_the_target_regions_agent_on_its_own_host() {
+    let (lab, _dir) = start_namespaced_lab(vec![catalog()], false).await;
+    lab.workload().pause();
+    let primary = lab.cluster("catalog", REGION_A);
+    let mut c = connect(&primary.dsn("catalog")).await;
+    sqlx::query("CREATE TABLE shop.marks (id bigint PRIMARY KEY)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO shop.marks SELECT generate_series(1, 50)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    drop(c);
+
+    // The recovery target: a server region-b does not run yet, on region-b's
+    // host, served by region-b's agent (which reads the recorded backups).
+    let host_b = lab.record.cluster_host(REGION_B);
+    let port = drctl_pg::os::free_port();
+    let target = lab.record.dir.join("catalog-region-b");
+    let base = lab.config_path().with_file_name("recover-base.toml");
+    let text = std::fs::read_to_string(lab.config_path()).unwrap();
+    std::fs::write(
+        &base,
+        format!(
+            "{text}[services.postgres.region-b]\n\
+             dsn = \"postgres://postgres@{host_b}:{port}/catalog\"\n\
+             data_dir = \"{}\"\n",
+            target.display()
+        ),
+    )
+    .unwrap();
+    let agents = LabAgents::start_with(&lab, "manual", &base, &[(REGION_B, target.clone())]);
+    let cfg = agents.config_path.to_str().unwrap().to_string();
+
+    let (code, out, err) = drctl(&["backup", "run", "catalog", "--config", &cfg, "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = drctl(&["backup", "verify", "--latest", "catalog", "--config", &cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    primary.crash().unwrap();
+
+    let (code, out, err) = drctl(&[
+        "recover", "catalog", "--to", REGION_B, "--yes", "-o", "json", "--config", &cfg,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["operation"]["status"], "succeeded", "{v}");
+
+    // Region-b's agent restored it into its own directory and started it
+    // on region-b's host: reached there, writable, with the backed-up rows.
+    let recovered = PgCluster::new(
+        "catalog-region-b",
+        target.clone(),
+        port,
+        drctl_pg::find_pg_bin().unwrap(),
+    )
+    .on_host(host_b);
+    let stop = StopOnDrop(recovered.clone());
+    let mut b = connect(&recovered.dsn("catalog")).await;
+    let (writable,): (bool,) = sqlx::query_as("SELECT NOT pg_is_in_recovery()")
+        .fetch_one(&mut b)
+        .await
+        .unwrap();
+    assert!(writable);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM shop.marks")
+        .fetch_one(&mut b)
+        .await
+        .unwrap();
+    assert_eq!(n, 50);
+    drop(b);
+    let log = agents.agent_log(REGION_B);
+    assert!(
+        log.iter()
+            .any(|l| l.contains("restore_backup") && l.contains("result=\"ok\"")),
+        "region-b's agent restored it: {log:?}"
+    );
+    drop(stop);
+}
+
+/// Stops a server the test started however the test ends.
+struct StopOnDrop(PgCluster);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.stop("immediate");
+    }
 }

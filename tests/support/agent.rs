@@ -29,6 +29,8 @@ pub struct AgentProcess {
     child: Child,
     /// `https://127.0.0.1:PORT`.
     pub url: String,
+    /// Every line of its log so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl AgentProcess {
@@ -59,6 +61,19 @@ impl AgentProcess {
         scratch_root: &Path,
         listen: &str,
     ) -> AgentProcess {
+        AgentProcess::start_reading(pki, files, data_dirs, scratch_root, listen, None)
+    }
+
+    /// As [`AgentProcess::start_on`]; with `config`, the agent reads the
+    /// recorded backups through it (`--config`) and can restore them.
+    pub fn start_reading(
+        pki: &Pki,
+        files: &drctl_agent::AgentFiles,
+        data_dirs: &[PathBuf],
+        scratch_root: &Path,
+        listen: &str,
+        config: Option<&Path>,
+    ) -> AgentProcess {
         let mut cmd = Command::new(crate::drctl_bin());
         cmd.args(["agent", "serve", "--listen", listen])
             .arg("--ca")
@@ -72,6 +87,9 @@ impl AgentProcess {
         for d in data_dirs {
             cmd.arg("--data-dir").arg(d);
         }
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
+        }
         let mut child = cmd
             .env("DRCTL_LOG", "info")
             .stdout(Stdio::null())
@@ -80,11 +98,14 @@ impl AgentProcess {
             .expect("spawning drctl agent serve");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         // Reads the agent's log for the whole run: the ready line goes to
-        // the test, every line to the test's output.
+        // the test, every line to the test's output and to `log`.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("agent: {line}");
+                kept.lock().unwrap().push(line.clone());
                 if let Some(at) = line.find("listening on ") {
                     let url = line[at + "listening on ".len()..]
                         .split_whitespace()
@@ -100,7 +121,12 @@ impl AgentProcess {
             .unwrap_or_else(|_| {
                 panic!("drctl agent serve did not say it listens (its log is above)")
             });
-        AgentProcess { child, url }
+        AgentProcess { child, url, log }
+    }
+
+    /// Its log lines so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     /// The agent process still runs.

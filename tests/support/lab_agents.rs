@@ -6,7 +6,7 @@
 //! the region's address, as on a host of its own.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use drctl_agent::{AgentName, Pki};
@@ -31,6 +31,19 @@ impl LabAgents {
     /// the lab's config, with `[services.failover] rejoin = REJOIN` for
     /// every replicated service.
     pub fn start(lab: &Lab, rejoin: &str) -> LabAgents {
+        LabAgents::start_with(lab, rejoin, lab.config_path(), &[])
+    }
+
+    /// As [`LabAgents::start`], over the config at `base` (a copy of the
+    /// lab's with more servers), each agent also serving the `extra` data
+    /// directories of its region and reading the lab's recorded backups
+    /// (`--config`), so that it can restore them.
+    pub fn start_with(
+        lab: &Lab,
+        rejoin: &str,
+        base: &Path,
+        extra: &[(&str, PathBuf)],
+    ) -> LabAgents {
         let dir = lab.record.dir.join("pki");
         let regions = [REGION_A, REGION_B];
         let network = lab.network().cloned();
@@ -56,17 +69,31 @@ impl LabAgents {
                 .iter()
                 .filter(|c| c.region == region)
                 .map(|c| c.data_dir.clone())
+                .chain(
+                    extra
+                        .iter()
+                        .filter(|(r, _)| *r == region)
+                        .map(|(_, d)| d.clone()),
+                )
                 .collect();
+            let backups = (!extra.is_empty()).then(|| lab.config_path().to_path_buf());
             let scratch = lab.record.dir.join(format!("scratch-{region}"));
             let listen = format!("{}:0", lab.record.cluster_host(region));
             let agent = in_region(network.as_ref(), region, || {
-                AgentProcess::start_on(&pki, files, &data_dirs, &scratch, &listen)
+                AgentProcess::start_reading(
+                    &pki,
+                    files,
+                    &data_dirs,
+                    &scratch,
+                    &listen,
+                    backups.as_deref(),
+                )
             });
             agents.insert(region.to_string(), agent);
             serves.insert(region.to_string(), (data_dirs, scratch));
         }
         let config_path = lab.config_path().with_file_name("agents.toml");
-        let text = std::fs::read_to_string(lab.config_path()).unwrap();
+        let text = std::fs::read_to_string(base).unwrap();
         let mut doc: toml_edit::DocumentMut = text.parse().unwrap();
         let mut tls = toml_edit::Table::new();
         tls["ca"] = toml_edit::value(pki.client.ca.display().to_string());
@@ -86,7 +113,11 @@ impl LabAgents {
             let mut replicated = 0;
             for (region, node) in nodes.iter_mut() {
                 if let Some(node) = node.as_table_like_mut() {
-                    node.insert("agent", toml_edit::value(agents[region.get()].url.clone()));
+                    // An agent acts on a data directory: only a server
+                    // that names one is reached through it.
+                    if node.contains_key("data_dir") {
+                        node.insert("agent", toml_edit::value(agents[region.get()].url.clone()));
+                    }
                     replicated += 1;
                 }
             }
@@ -125,6 +156,11 @@ impl LabAgents {
             AgentProcess::start_on(&self.pki, files, data_dirs, scratch, &listen)
         });
         self.agents.insert(region.to_string(), restarted);
+    }
+
+    /// The log lines of `region`'s agent so far.
+    pub fn agent_log(&self, region: &str) -> Vec<String> {
+        self.agents[region].log()
     }
 
     /// The config naming the agents.
