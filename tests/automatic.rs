@@ -2,7 +2,9 @@
 //! a lost primary is failed over on its own (RTO counted from detection),
 //! the old primary is fenced the moment it comes back writable, and drctl
 //! losing only its own path to the primary (the standby still streaming)
-//! fails nothing over.
+//! fails nothing over. On the namespaced lab, but for the test of drctl's
+//! own path, which puts a link of its own in front of a loopback lab's
+//! primary (`tests/lab_agents.rs` cuts that path on the namespaced lab).
 
 use std::time::{Duration, Instant};
 
@@ -42,7 +44,7 @@ fn stonith_config(lab: &drctl_lab::Lab) -> std::sync::Arc<drctl_config::Config> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_primary_fails_over_automatically_and_comes_back_fenced() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     lab.workload().pause();
     let config = stonith_config(&lab);
     let store = Store::open(config.store.url.expose()).await.unwrap();
@@ -89,7 +91,7 @@ async fn a_lost_primary_fails_over_automatically_and_comes_back_fenced() {
         measured.steps_ms
     );
     assert!(writable(&lab, REGION_B).await);
-    assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.2.1"));
+    assert_eq!(resolve(&lab).await, Some(front(&lab, REGION_B)));
     let d = decisions(&store).await;
     let actions: Vec<GuardDecision> = d.iter().map(|d| d.action).collect();
     assert!(
@@ -136,7 +138,8 @@ async fn a_lost_primary_fails_over_automatically_and_comes_back_fenced() {
 
     // The old primary comes back, writable (nothing could fence it while it
     // was down): the watchdog fences it at once.
-    lab.cluster("orders", REGION_A).start().unwrap();
+    let old = lab.cluster("orders", REGION_A);
+    lab.in_region(REGION_A, || old.start()).unwrap().unwrap();
     let back = Instant::now();
     wait_for(
         "the returning old primary fenced",
@@ -238,7 +241,7 @@ async fn drctl_losing_only_its_own_path_to_the_primary_fails_nothing_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_primary_cut_off_from_everyone_is_failed_over_and_never_writes_again() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     lab.workload().pause();
     // The fence hook is the lab's STONITH of the old primary.
     let config = stonith_config(&lab);
@@ -302,10 +305,10 @@ async fn a_primary_cut_off_from_everyone_is_failed_over_and_never_writes_again()
     tokio::time::sleep(Duration::from_secs(2)).await;
     let acked = writer.finish().await;
     assert!(writable(&lab, REGION_B).await);
-    assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.2.1"));
+    assert_eq!(resolve(&lab).await, Some(front(&lab, REGION_B)));
     // Brought back by hand (or by its init system), it is fenced on sight and
     // holds no row committed after the cut.
-    old.start().unwrap();
+    lab.in_region(REGION_A, || old.start()).unwrap().unwrap();
     wait_for(
         "the returning old primary fenced",
         Duration::from_secs(10),
@@ -348,7 +351,7 @@ async fn a_primary_cut_off_from_everyone_is_failed_over_and_never_writes_again()
 /// the same round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_watchdog_never_fences_the_only_writable_primary_on_a_guess() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     lab.workload().pause();
     let mut a = connect(&lab.cluster("orders", REGION_A).dsn("orders")).await;
     sqlx::query("ALTER SYSTEM SET default_transaction_read_only = on")

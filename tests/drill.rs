@@ -2,7 +2,9 @@
 //! written to and announced under the drill record while production keeps
 //! its writes, its streaming standby and its DNS record; afterwards the
 //! clone and the drill record are gone, also when a step fails and when the
-//! driver dies half-way.
+//! driver dies half-way. On the namespaced lab, with the clone made on
+//! drctl's host from the standby across the lab's network
+//! (`tests/lab_agents.rs` has the drill through the DR region's agent).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,13 +49,13 @@ async fn clone_dir(store: &Store, op: &str) -> Option<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_drill_promotes_a_clone_and_leaves_production_alone() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     lab.workload().pause();
     let daemon = start_daemon(&lab).await;
     let config = lab_config(&lab);
     let store = Store::open(config.store.url.expose()).await.unwrap();
     let engine = Engine::new(config, store.clone());
-    assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.1.1"));
+    assert_eq!(resolve(&lab).await, Some(front(&lab, REGION_A)));
     assert_eq!(drill_record(&lab).await, None);
 
     // Watch production while the drill runs: the standby streams, the
@@ -142,10 +144,11 @@ async fn a_drill_promotes_a_clone_and_leaves_production_alone() {
         statuses.iter().all(|s| s.as_deref() == Some("streaming")),
         "the standby stopped streaming during the drill: {statuses:?}"
     );
+    let production = [front(&lab, REGION_A)];
     assert!(
         records
             .iter()
-            .all(|r| r.as_deref() == Some(&["127.0.1.1".to_string()][..])),
+            .all(|r| r.as_deref() == Some(&production[..])),
         "the production record moved: {records:?}"
     );
     assert!(
@@ -246,7 +249,7 @@ async fn a_drill_promotes_a_clone_and_leaves_production_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_or_dying_drill_still_tears_everything_down() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     lab.workload().pause();
     // A short lease, so the resume need not wait long for the dead driver's.
     let config_path = short_lease_config(&lab);
@@ -324,5 +327,5 @@ async fn a_failing_or_dying_drill_still_tears_everything_down() {
     // Production never moved.
     assert!(writable(&lab, REGION_A).await);
     assert_eq!(role(&lab, REGION_B).await, Some((true, false)));
-    assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.1.1"));
+    assert_eq!(resolve(&lab).await, Some(front(&lab, REGION_A)));
 }

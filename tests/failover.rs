@@ -1,7 +1,9 @@
 //! The failover engine against a real lab: switchover under writes loses no
 //! acknowledged row, an unplanned failover reports the data it really lost,
 //! two requests never run at once, and a driver killed at any step boundary
-//! is resumed by another process to exactly one writable primary.
+//! is resumed by another process to exactly one writable primary. On the
+//! namespaced lab (each region its own network namespace) without agents:
+//! drctl reaches the servers over the lab's network, as from another host.
 
 use std::time::Duration;
 
@@ -37,7 +39,7 @@ fn quiet(_: drctl_failover::Progress) {}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn switchover_under_writes_loses_no_acknowledged_row_and_refuses_a_second_request() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     lab.workload().pause();
     let (engine, store) = engine(&lab).await;
     let (second, _) = self::engine(&lab).await;
@@ -111,7 +113,7 @@ async fn switchover_under_writes_loses_no_acknowledged_row_and_refuses_a_second_
     );
 
     // DNS names the new primary's region.
-    assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.2.1"));
+    assert_eq!(resolve(&lab).await, Some(front(&lab, REGION_B)));
     // The store says where the primary is now.
     let role = store
         .cluster_role("orders")
@@ -132,7 +134,7 @@ async fn switchover_under_writes_loses_no_acknowledged_row_and_refuses_a_second_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failover_after_a_link_cut_and_a_lost_primary_reports_the_rows_really_lost() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     let daemon = start_daemon(&lab).await;
     let (engine, store) = engine(&lab).await;
     // The monitor has a map of the primary's history.
@@ -169,11 +171,11 @@ async fn failover_after_a_link_cut_and_a_lost_primary_reports_the_rows_really_lo
     let measured = outcome.measured.expect("measured figures");
     assert_eq!(measured.rpo_basis, "last_sample");
     assert!(writable(&lab, REGION_B).await);
-    assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.2.1"));
+    assert_eq!(resolve(&lab).await, Some(front(&lab, REGION_B)));
 
     // Ground truth: start the old primary's data alone and read what only it has.
     let old = lab.cluster("orders", REGION_A);
-    old.start().unwrap();
+    lab.in_region(REGION_A, || old.start()).unwrap().unwrap();
     let mut a = connect(&old.dsn("orders")).await;
     let mut b = connect(&lab.cluster("orders", REGION_B).dsn("orders")).await;
     let (kept,): (Option<i64>,) = sqlx::query_as("SELECT max(id) FROM shop.orders")
@@ -230,7 +232,7 @@ async fn failover_after_a_link_cut_and_a_lost_primary_reports_the_rows_really_lo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_driver_killed_at_any_step_boundary_is_resumed_to_one_writable_primary() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     lab.workload().pause();
     // A short lease, so a resume need not wait long for a dead driver's.
     let config_path = short_lease_config(&lab);
@@ -314,14 +316,9 @@ async fn a_driver_killed_at_any_step_boundary_is_resumed_to_one_writable_primary
                     .await
                     .unwrap();
             assert_eq!(probes, 1, "{crash}: one probe row");
-            let expected_ip = if target == REGION_B {
-                "127.0.2.1"
-            } else {
-                "127.0.1.1"
-            };
             assert_eq!(
-                resolve(&lab).await.as_deref(),
-                Some(expected_ip),
+                resolve(&lab).await,
+                Some(front(&lab, target)),
                 "{crash}: DNS names {target}"
             );
             assert_eq!(
@@ -343,7 +340,7 @@ async fn a_driver_killed_at_any_step_boundary_is_resumed_to_one_writable_primary
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_daemon_resumes_an_operation_whose_driver_died() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     lab.workload().pause();
     let config_path = short_lease_config(&lab);
     let out = std::process::Command::new(drctl_bin())
@@ -379,7 +376,7 @@ async fn the_daemon_resumes_an_operation_whose_driver_died() {
     daemon.stop().await;
     assert!(writable(&lab, REGION_B).await);
     assert!(!writable(&lab, REGION_A).await);
-    assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.2.1"));
+    assert_eq!(resolve(&lab).await, Some(front(&lab, REGION_B)));
     let steps = store.journal(&op.id).await.unwrap();
     let promote = steps.iter().find(|s| s.step == "promote_target").unwrap();
     assert_eq!(promote.attempts, 2, "{promote:?}");
@@ -392,7 +389,7 @@ async fn the_daemon_resumes_an_operation_whose_driver_died() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dns_provider_down_stops_the_failover_resumably_and_a_resume_completes_it() {
-    let (lab, dir) = start_lab(vec![orders()]).await;
+    let (lab, dir) = start_namespaced_lab(vec![orders()], false).await;
     lab.workload().pause();
     // The service's DNS lives on a server of the test's own, down at first.
     let key = drctl_dns::TsigKeyMaterial::generate("drctl-lab.").unwrap();
@@ -458,7 +455,7 @@ async fn a_dns_provider_down_stops_the_failover_resumably_and_a_resume_completes
         drctl_dns::query(addr, "orders.shop.lab.", drctl_config::RecordType::A)
             .await
             .unwrap(),
-        Some(vec!["127.0.2.1".to_string()])
+        Some(vec![front(&lab, REGION_B)])
     );
     let steps = store.journal(&op.id).await.unwrap();
     let promote = steps.iter().find(|s| s.step == "promote_target").unwrap();
@@ -478,7 +475,7 @@ async fn a_dns_provider_down_stops_the_failover_resumably_and_a_resume_completes
 /// may still take writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fence_the_source_refuses_stops_the_failover_before_anything_is_promoted() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     lab.workload().pause();
     let a = lab.cluster("orders", REGION_A);
     let mut c = connect(&a.dsn("orders")).await;
@@ -489,13 +486,14 @@ async fn a_fence_the_source_refuses_stops_the_failover_before_anything_is_promot
     drop(c);
     // drctl reaches region-a as that role; everything else as before.
     let text = std::fs::read_to_string(lab.config_path()).unwrap();
-    let strong = format!("dsn = \"postgres://postgres@127.0.0.1:{}/orders\"", a.port);
+    let host = lab.record.cluster_host(REGION_A);
+    let strong = format!("dsn = \"postgres://postgres@{host}:{}/orders\"", a.port);
     assert!(
         text.contains(&strong),
         "the lab's config names region-a's server"
     );
     let weak = format!(
-        "dsn = \"postgres://drctl_weak:weak@127.0.0.1:{}/orders\"",
+        "dsn = \"postgres://drctl_weak:weak@{host}:{}/orders\"",
         a.port
     );
     let path = lab.config_path().with_file_name("weak-source.toml");
@@ -522,8 +520,8 @@ async fn a_fence_the_source_refuses_stops_the_failover_before_anything_is_promot
     );
     assert!(writable(&lab, REGION_A).await, "region-a was never fenced");
     assert_eq!(
-        resolve(&lab).await.as_deref(),
-        Some("127.0.1.1"),
+        resolve(&lab).await,
+        Some(front(&lab, REGION_A)),
         "DNS still names region-a"
     );
     let op = store
@@ -539,7 +537,7 @@ async fn a_fence_the_source_refuses_stops_the_failover_before_anything_is_promot
 /// an automatic request cannot pass it, and only `--accept-unfenced` does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unreachable_source_without_a_fence_hook_is_a_blocker_only_an_operator_passes() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     lab.workload().pause();
     let (engine, store) = engine(&lab).await;
     lab.kill_primary("orders").unwrap();
@@ -629,7 +627,7 @@ async fn an_unreachable_source_without_a_fence_hook_is_a_blocker_only_an_operato
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_driver_paused_before_the_dns_flip_writes_no_stale_target_after_a_takeover_and_a_switchback(
 ) {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     lab.workload().pause();
     let config_path = short_lease_config(&lab);
     let config_text = config_path.to_str().unwrap();
@@ -671,7 +669,7 @@ async fn a_driver_paused_before_the_dns_flip_writes_no_stale_target_after_a_take
         .await
         .unwrap();
     assert_eq!(outcome.status, OpStatus::Succeeded);
-    assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.2.1"));
+    assert_eq!(resolve(&lab).await, Some(front(&lab, REGION_B)));
     // …and the pair switches back.
     reclone(&lab, REGION_A, REGION_B);
     let back = engine
@@ -679,7 +677,7 @@ async fn a_driver_paused_before_the_dns_flip_writes_no_stale_target_after_a_take
         .await
         .unwrap();
     assert_eq!(back.status, OpStatus::Succeeded);
-    assert_eq!(resolve(&lab).await.as_deref(), Some("127.0.1.1"));
+    assert_eq!(resolve(&lab).await, Some(front(&lab, REGION_A)));
     let journal = store.journal(&op.id).await.unwrap();
 
     // The paused driver wakes up where it stopped: right before dns_flip.
@@ -701,8 +699,8 @@ async fn a_driver_paused_before_the_dns_flip_writes_no_stale_target_after_a_take
         "the woken driver must not succeed: {stderr}"
     );
     assert_eq!(
-        resolve(&lab).await.as_deref(),
-        Some("127.0.1.1"),
+        resolve(&lab).await,
+        Some(front(&lab, REGION_A)),
         "the woken driver flipped DNS back to region-b: {stderr}"
     );
     assert!(writable(&lab, REGION_A).await);

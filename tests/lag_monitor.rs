@@ -1,5 +1,7 @@
 //! The replication-lag monitor against the real lab: reported RPO exposure
-//! compared with ground truth read from the workload's own rows.
+//! compared with ground truth read from the workload's own rows, on the
+//! namespaced lab: the sampler reaches each region over the lab's network,
+//! and the link cut stops replication between two hosts.
 
 use std::time::Duration;
 
@@ -33,7 +35,7 @@ fn time_us(v: &Value) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_cut_exposure_matches_the_oldest_missing_order() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     let daemon = start_daemon(&lab).await;
     let api = daemon.api_url();
     wait_exposure_below(&api, "orders", 1.0, Duration::from_secs(30)).await;
@@ -78,7 +80,7 @@ async fn link_cut_exposure_matches_the_oldest_missing_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_primary_exposure_stays_low_while_naive_replay_delay_grows() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     let daemon = start_daemon(&lab).await;
     let api = daemon.api_url();
     wait_exposure_below(&api, "orders", 1.0, Duration::from_secs(30)).await;
@@ -118,7 +120,7 @@ async fn idle_primary_exposure_stays_low_while_naive_replay_delay_grows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_latency_200ms_shows_as_stable_lag_within_a_5s_target() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     let daemon = start_daemon(&lab).await;
     let api = daemon.api_url();
     wait_exposure_below(&api, "orders", 1.0, Duration::from_secs(30)).await;
@@ -153,7 +155,7 @@ async fn link_latency_200ms_shows_as_stable_lag_within_a_5s_target() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_primary_makes_its_service_unknown_and_spares_the_others() {
-    let (lab, _dir) = start_lab(vec![orders(), inventory()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders(), inventory()], false).await;
     let daemon = start_daemon(&lab).await;
     let api = daemon.api_url();
     wait_exposure_below(&api, "orders", 1.0, Duration::from_secs(30)).await;
@@ -202,7 +204,7 @@ async fn a_killed_primary_makes_its_service_unknown_and_spares_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_sharing_a_cluster_are_sampled_together() {
-    let (lab, _dir) = start_lab(vec![orders()]).await;
+    let (lab, _dir) = start_namespaced_lab(vec![orders()], false).await;
     // A second service in the same PostgreSQL cluster (the unit of failover).
     let mut text = std::fs::read_to_string(lab.config_path()).unwrap();
     let primary = lab.cluster("orders", drctl_lab::REGION_A).dsn("orders");

@@ -410,12 +410,8 @@ pub fn process_stopped(pid: u32) -> bool {
 /// `primary` (what a rejoin or a re-clone does), so the next failover can go
 /// back.
 pub fn reclone(lab: &Lab, region: &str, primary: &str) {
-    let standby = lab.cluster("orders", region);
-    standby.stop("fast").unwrap();
-    std::fs::remove_dir_all(&standby.data_dir).unwrap();
-    let source = lab.cluster("orders", primary);
-    standby.clone_standby(source.port, region, 200).unwrap();
-    standby.start().unwrap();
+    lab.reclone_standby("orders", region, primary)
+        .unwrap_or_else(|e| panic!("re-cloning orders in {region} from {primary}: {e}"));
 }
 
 /// `(in recovery, read-only)` of the lab's orders cluster, `None` when it is down.
@@ -446,6 +442,13 @@ pub struct Writer {
 }
 
 /// Where the lab's DNS sends clients of orders now (`None`: no record).
+/// The address DNS gives for a service in `region`: its front there
+/// (`127.0.N.1` on a loopback lab, the region's site address on a
+/// namespaced one).
+pub fn front(lab: &Lab, region: &str) -> String {
+    lab.record.front_ip(region).to_string()
+}
+
 pub async fn resolve(lab: &Lab) -> Option<String> {
     drctl_dns::query(
         lab.dns().addr(),

@@ -143,6 +143,7 @@ impl Lab {
             fronts: Vec::new(),
             fence_hook: spec.fence_hook.clone(),
             network: place.topology().cloned(),
+            max_connections: spec.max_connections,
             agents: Vec::new(),
         };
         if record.network.is_some() {
@@ -375,6 +376,41 @@ impl Lab {
         self.record
             .cluster(service, region)
             .unwrap_or_else(|| panic!("the lab has no cluster for {service} in {region}"))
+    }
+
+    /// Rebuilds `service`'s server in `region` as a streaming standby of the
+    /// one in `primary` (what a re-clone does), wired as `lab up` wires its
+    /// standby: run in `region`'s site and, on a namespaced lab, copied and
+    /// streaming through the region link's end there (127.0.0.1 of that
+    /// site), so the link's latency and partitions apply to it too.
+    pub fn reclone_standby(&self, service: &str, region: &str, primary: &str) -> Result<()> {
+        let standby = self.cluster(service, region);
+        self.place.in_region(region, || standby.stop("fast"))??;
+        std::fs::remove_dir_all(&standby.data_dir).map_err(io_err(format!(
+            "removing {} before the re-clone",
+            standby.data_dir.display()
+        )))?;
+        let source_port = match self.network() {
+            None => self.cluster(service, primary).port,
+            Some(_) => self
+                .record
+                .clusters
+                .iter()
+                .find(|c| c.service == service && c.region == primary)
+                .and_then(|c| c.link_port)
+                .ok_or_else(|| {
+                    LabError::Other(format!(
+                        "{service} in {primary} has no region link to stream from"
+                    ))
+                })?,
+        };
+        let max_connections = self.record.max_connections;
+        self.place.in_region(region, || {
+            standby.clone_standby(source_port, region, max_connections)
+        })??;
+        self.place.prepare_cluster(&standby)?;
+        self.place.in_region(region, || standby.start())??;
+        Ok(())
     }
 
     /// Crashes the primary of `service` (immediate shutdown, as a lost region would).

@@ -225,6 +225,14 @@ pub struct LabRecord {
     /// from its own host).
     #[serde(default)]
     pub agents: Vec<crate::agents::LabAgentRecord>,
+    /// `max_connections` of every cluster ([`LabSpec::max_connections`]):
+    /// a standby cloned later needs at least its primary's.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    200
 }
 
 impl LabRecord {
@@ -498,6 +506,7 @@ impl LabRecord {
             fronts,
             fence_hook: spec.fence_hook,
             network: None,
+            max_connections: spec.max_connections,
             // `lab up` runs an agent per region.
             agents: [REGION_A, REGION_B]
                 .into_iter()
