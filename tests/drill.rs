@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use drctl_failover::{Engine, OpStatus, OperationKind, Request};
+use drctl_failover::{Engine, OpStatus};
 use drctl_lab::{Lab, REGION_A, REGION_B};
 use drctl_store::Store;
 use drctl_tests::*;
@@ -94,19 +94,7 @@ async fn a_drill_promotes_a_clone_and_leaves_production_alone() {
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
     let outcome = engine
-        .run(
-            &Request {
-                kind: OperationKind::Drill,
-                service: "orders".into(),
-                to: None,
-                accept_data_loss: false,
-                accept_unfenced: false,
-                requested_by: "test".into(),
-                reason: Some("quarterly drill".into()),
-                detected_at: None,
-            },
-            &|_| {},
-        )
+        .run(&drill_request("quarterly drill"), &|_| {})
         .await
         .expect("the drill succeeds");
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -403,19 +403,7 @@ async fn a_drill_across_hosts_clones_on_the_dr_regions_agent_and_reaches_the_clo
     let store = Store::open(config.store.url.expose()).await.unwrap();
     let engine = Engine::new(config.clone(), store);
     let outcome = engine
-        .run(
-            &Request {
-                kind: OperationKind::Drill,
-                service: "orders".into(),
-                to: None,
-                accept_data_loss: false,
-                accept_unfenced: false,
-                requested_by: "test".into(),
-                reason: Some("drill across hosts".into()),
-                detected_at: None,
-            },
-            &|_| {},
-        )
+        .run(&drill_request("drill across hosts"), &|_| {})
         .await
         .expect("the drill succeeds");
     assert_eq!(outcome.status, OpStatus::Succeeded, "{outcome:?}");

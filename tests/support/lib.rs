@@ -442,6 +442,20 @@ pub struct Writer {
 }
 
 /// Where the lab's DNS sends clients of orders now (`None`: no record).
+/// A drill of the lab's orders, requested by the test for `reason`.
+pub fn drill_request(reason: &str) -> drctl_failover::Request {
+    drctl_failover::Request {
+        kind: drctl_failover::OperationKind::Drill,
+        service: "orders".into(),
+        to: None,
+        accept_data_loss: false,
+        accept_unfenced: false,
+        requested_by: "test".into(),
+        reason: Some(reason.into()),
+        detected_at: None,
+    }
+}
+
 /// The address DNS gives for a service in `region`: its front there
 /// (`127.0.N.1` on a loopback lab, the region's site address on a
 /// namespaced one).
