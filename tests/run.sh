@@ -12,6 +12,8 @@
 #   - moto_server (S3 and Route 53 on loopback) and schemathesis (the API
 #     checked against its own OpenAPI document) in the virtualenv .venv-test;
 #   - Chromium, the headless browser the dashboard test drives;
+#   - etcd (package etcd-server): the three members of the lab's quorum
+#     that grants the primaries' leases (tests/leases.rs, `drctl lab up`);
 #   - libfaketime (package faketime), which gives a primary its own clock in
 #     the clock-skew test;
 #   - cargo-fuzz (crates.io), for the bounded fuzzing run at the end
@@ -61,6 +63,11 @@ if ! command -v knotd >/dev/null && [ ! -x /usr/sbin/knotd ]; then
 fi
 if ! command -v kdig >/dev/null || ! command -v knsupdate >/dev/null; then
   apt_install knot-dnsutils
+fi
+
+# 2b. etcd: the lab's three coordination members (primary leases).
+if ! command -v etcd >/dev/null && [ ! -x /usr/bin/etcd ]; then
+  apt_install etcd-server
 fi
 
 # 3. moto_server in a virtualenv this script owns.

@@ -65,6 +65,29 @@ pub async fn start_namespaced_lab(
     (lab, dir)
 }
 
+/// A namespaced lab with agents, three etcd members (region-a, region-b,
+/// witness) and primary leases (`[coordination]`).
+pub async fn start_leased_lab(services: Vec<LabService>) -> (Lab, tempfile::TempDir) {
+    if let Err(why) = drctl_lab::netns::available() {
+        panic!("this test needs the namespaced lab: {why}\n(`bash tests/run.sh` runs the suite as root with iproute2 installed)");
+    }
+    if let Err(why) = drctl_lab::etcd::find_etcd() {
+        panic!("this test needs etcd: {why}\n(`bash tests/run.sh` installs it)");
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-test-leases-")
+        .tempdir_in("/tmp")
+        .expect("a temp dir");
+    let mut spec = LabSpec::for_tests(dir.path().join("lab"), services);
+    spec.network = drctl_lab::LabNetwork::Namespaces;
+    spec.agents = Some(drctl_bin());
+    spec.coordination = true;
+    let lab = Lab::up(spec, |m| eprintln!("lab: {m}"))
+        .await
+        .unwrap_or_else(|e| panic!("the leased lab did not start: {e}\n(run `bash tests/run.sh`, which installs PostgreSQL, etcd-server and iproute2)"));
+    (lab, dir)
+}
+
 pub fn orders() -> LabService {
     LabService::new("orders", "hot", "shop.orders")
 }

@@ -44,6 +44,7 @@
 
 pub mod certs;
 mod client;
+pub mod lease;
 mod nodes;
 pub mod server;
 pub mod wire;

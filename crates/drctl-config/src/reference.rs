@@ -9,8 +9,8 @@
 
 use crate::schema::{render, Section};
 use crate::section::{
-    agents, alerts, api, audit, backup, dns_providers, failover, health, monitor, object_stores,
-    postgres, regions, root, scratch, service_dns, services, store, tiers,
+    agents, alerts, api, audit, backup, coordination, dns_providers, failover, health, monitor,
+    object_stores, postgres, regions, root, scratch, service_dns, services, store, tiers,
 };
 
 /// Every table, in the order a config file usually reads.
@@ -37,6 +37,7 @@ pub(crate) const SECTIONS: &[&Section] = &[
     &failover::SERVICE_FAILOVER,
     &scratch::SCRATCH,
     &agents::AGENTS,
+    &coordination::COORDINATION,
     &audit::AUDIT,
 ];
 

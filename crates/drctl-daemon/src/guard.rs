@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::Utc;
 use drctl_config::{Config, HealthCheck, Service};
 use drctl_failover::auto::{
-    Brakes, Detector, DetectorSettings, Observation, ReceiverView, Verdict,
+    Brakes, Detector, DetectorSettings, LeaseView, Observation, ReceiverView, Verdict,
 };
 use drctl_failover::{Engine, OperationKind, Request};
 use drctl_node::{Datastore, ReceiverStatus};
@@ -207,10 +207,15 @@ impl Guard {
             None => ReceiverView::Streaming { silent_ms: 0 },
             Some(_) => self.receiver_view(&primary).await,
         };
+        let lease = match &primary_error {
+            Some(_) => self.lease_view(&primary).await,
+            None => None,
+        };
         let observation = Observation {
             at,
             primary_error,
             receiver,
+            lease,
         };
         let brakes = if observation.primary_error.is_some() {
             self.brakes().await
@@ -289,6 +294,34 @@ impl Guard {
     }
 
     /// The standby that would take over, asked whether it still streams.
+    /// The primary's lease in etcd, when the cluster's primary holds one
+    /// (`[coordination]` and an agent beside it).
+    async fn lease_view(&self, primary: &str) -> Option<LeaseView> {
+        let coord = self.config.coordination.as_ref()?;
+        let svc = self.config.service(&self.service)?;
+        svc.nodes.get(primary)?.agent.as_ref()?;
+        let etcd = match drctl_coord::Etcd::new(&coord.etcd, coord.request_timeout) {
+            Ok(e) => e,
+            Err(e) => {
+                return Some(LeaseView::Unknown {
+                    error: e.to_string(),
+                })
+            }
+        };
+        let leases = drctl_coord::PrimaryLeases::new(etcd);
+        Some(match leases.current(&self.cluster).await {
+            Ok(Some(c)) if c.region() == Some(primary) && c.ttl_left.is_some() => LeaseView::Held {
+                ttl_left_ms: c.ttl_left.unwrap_or_default().as_millis() as u64,
+            },
+            Ok(c) => LeaseView::Released {
+                holder: c.and_then(|c| c.region().map(String::from)),
+            },
+            Err(e) => LeaseView::Unknown {
+                error: e.to_string(),
+            },
+        })
+    }
+
     async fn receiver_view(&self, primary: &str) -> ReceiverView {
         let Some((_, ep)) = self.endpoints.iter().find(|(r, _)| *r != primary) else {
             return ReceiverView::Unknown {

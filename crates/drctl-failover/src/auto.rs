@@ -30,6 +30,26 @@ pub struct Observation {
     pub primary_error: Option<String>,
     /// The standby's WAL receiver, by the standby's own clock.
     pub receiver: ReceiverView,
+    /// The primary's lease in etcd (`[coordination]`): the second vantage
+    /// point that tells a primary only drctl lost from one that is down.
+    /// `None`: no coordination for this cluster.
+    #[serde(default)]
+    pub lease: Option<LeaseView>,
+}
+
+/// What etcd says of the primary's lease.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum LeaseView {
+    /// The primary's region holds it, this long left: it renews it through
+    /// the quorum, so it is alive.
+    Held { ttl_left_ms: u64 },
+    /// Nobody holds it for the primary's region (expired, released, or
+    /// another holder).
+    Released { holder: Option<String> },
+    /// drctl cannot reach the etcd quorum: this side of a partition is
+    /// the minority, and nothing may be promoted from it.
+    Unknown { error: String },
 }
 
 /// What the standby says about its link to the primary.
@@ -158,6 +178,26 @@ impl Detector {
             code: code.into(),
             reason,
         };
+        match &o.lease {
+            Some(LeaseView::Held { ttl_left_ms }) => {
+                return hold(
+                    "primary_holds_lease",
+                    format!(
+                        "drctl cannot reach the primary, but it still renews its lease through the etcd quorum ({:.1}s left): it is alive and only drctl's path to it is lost",
+                        *ttl_left_ms as f64 / 1000.0
+                    ),
+                )
+            }
+            Some(LeaseView::Unknown { error }) => {
+                return hold(
+                    "no_quorum",
+                    format!(
+                        "drctl cannot reach the etcd quorum ({error}): it is on the minority side, where nothing may be promoted"
+                    ),
+                )
+            }
+            Some(LeaseView::Released { .. }) | None => {}
+        }
         if !o.receiver.confirms_loss() {
             return hold(
                 "standby_sees_primary",
@@ -244,6 +284,7 @@ mod tests {
             at: at(s),
             primary_error: (!primary_ok).then(|| "connection refused".into()),
             receiver,
+            lease: None,
         }
     }
 
@@ -303,6 +344,27 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_primary_that_still_renews_its_lease_is_alive() {
+        let s = settings();
+        let mut d = Detector::default();
+        let mut last = Verdict::Healthy;
+        for t in 0..20 {
+            let mut o = obs(t, false, GONE);
+            o.lease = Some(LeaseView::Held { ttl_left_ms: 9000 });
+            last = d.observe(&s, &o, &on());
+        }
+        assert_eq!(last.key().1, Some("primary_holds_lease"));
+        let mut o = obs(21, false, GONE);
+        o.lease = Some(LeaseView::Unknown {
+            error: "timed out".into(),
+        });
+        assert_eq!(d.observe(&s, &o, &on()).key().1, Some("no_quorum"));
+        let mut o = obs(22, false, GONE);
+        o.lease = Some(LeaseView::Released { holder: None });
+        assert!(matches!(d.observe(&s, &o, &on()), Verdict::FailOver { .. }));
     }
 
     #[test]

@@ -65,6 +65,7 @@ impl Drop for Lab {
         self.control.abort();
         if !self.torn_down {
             crate::agents::stop(&self.record);
+            crate::etcd::stop(&self.record);
             for c in self.record.all_clusters() {
                 let _ = c.stop("immediate");
             }
@@ -145,6 +146,7 @@ impl Lab {
             network: place.topology().cloned(),
             max_connections: spec.max_connections,
             agents: Vec::new(),
+            etcd: Vec::new(),
         };
         if record.network.is_some() {
             // Before any server starts: a crash from here on leaves a
@@ -262,6 +264,24 @@ impl Lab {
         write_lab_tokens(&spec.dir)?;
         if spec.agents.is_some() {
             crate::agents::plan(&mut record, &place, &port)?;
+        }
+        if spec.coordination {
+            if spec.agents.is_none() {
+                return Err(LabError::Other(
+                    "the lab's primary leases are held by the agents: start it with agents".into(),
+                ));
+            }
+            crate::etcd::plan(&mut record, &place, &port);
+            progress("etcd: starting three members (region-a, region-b, witness)");
+            crate::etcd::start(&mut record, &place).await?;
+            for m in &record.etcd {
+                progress(&format!(
+                    "etcd member of {}: {} (log {})",
+                    m.name,
+                    m.client_url,
+                    m.log.display()
+                ));
+            }
         }
         let config = lab_config_toml(&record);
         std::fs::write(&record.config_path, config).map_err(io_err("writing the lab config"))?;
@@ -414,6 +434,16 @@ impl Lab {
     }
 
     /// Crashes the primary of `service` (immediate shutdown, as a lost region would).
+    /// Kills (SIGKILL) the etcd member that leads now; returns its site.
+    pub async fn kill_etcd_leader(&self) -> Result<String> {
+        crate::etcd::kill_leader(&self.record).await
+    }
+
+    /// Starts a killed etcd member again.
+    pub fn restart_etcd_member(&mut self, name: &str) -> Result<()> {
+        crate::etcd::restart(&mut self.record, &self.place, name)
+    }
+
     pub fn kill_primary(&self, service: &str) -> Result<()> {
         Ok(self.cluster(service, REGION_A).crash()?)
     }
@@ -423,6 +453,7 @@ impl Lab {
     pub fn teardown(mut self) -> Result<()> {
         self.control.abort();
         crate::agents::stop(&self.record);
+        crate::etcd::stop(&self.record);
         for c in self.record.all_clusters() {
             c.stop("fast")?;
         }
@@ -467,6 +498,7 @@ impl Lab {
             done.push(format!("stopped lab process {}", record.owner_pid));
         }
         done.extend(crate::agents::stop(&record));
+        done.extend(crate::etcd::stop(&record));
         for c in record.all_clusters() {
             if c.is_running() {
                 c.stop("fast")?;

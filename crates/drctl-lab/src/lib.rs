@@ -26,6 +26,7 @@
 mod agents;
 mod control;
 pub mod dns_server;
+pub mod etcd;
 mod fault;
 mod lab;
 mod link;

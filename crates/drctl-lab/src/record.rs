@@ -104,6 +104,9 @@ pub struct LabSpec {
     /// The drctl binary to run a node agent per region with (`drctl lab
     /// up`: itself); `None`: drctl acts on the servers from its own host.
     pub agents: Option<PathBuf>,
+    /// Three etcd members (region-a, region-b, witness) and primary
+    /// leases (`[coordination]`); needs the agents.
+    pub coordination: bool,
 }
 
 impl LabSpec {
@@ -123,6 +126,7 @@ impl LabSpec {
             fence_hook: None,
             network: LabNetwork::Loopback,
             agents: None,
+            coordination: false,
         }
     }
 
@@ -138,6 +142,7 @@ impl LabSpec {
             fence_hook: None,
             network: LabNetwork::Loopback,
             agents: None,
+            coordination: false,
         }
     }
 }
@@ -225,6 +230,10 @@ pub struct LabRecord {
     /// from its own host).
     #[serde(default)]
     pub agents: Vec<crate::agents::LabAgentRecord>,
+    /// The etcd members of `[coordination]` (none: the lab runs without
+    /// primary leases).
+    #[serde(default)]
+    pub etcd: Vec<crate::etcd::LabEtcdRecord>,
     /// `max_connections` of every cluster ([`LabSpec::max_connections`]):
     /// a standby cloned later needs at least its primary's.
     #[serde(default = "default_max_connections")]
@@ -370,6 +379,19 @@ pub fn lab_config_toml(record: &LabRecord) -> String {
         dns = record.dns_server,
         zone = record.dns_zone,
     );
+    if !record.etcd.is_empty() {
+        let urls: Vec<String> = crate::etcd::client_urls(record)
+            .into_iter()
+            .map(|u| format!("\"{u}\""))
+            .collect();
+        out.push_str(&format!(
+            "\n# Primary leases through the lab's three etcd members (region-a, region-b\n\
+             # and the witness site): a primary's agent fences its server when it cannot\n\
+             # renew its lease, and drctl promotes only once that lease has expired.\n\
+             [coordination]\netcd = [{}]\nlease_ttl = \"10s\"\n",
+            urls.join(", ")
+        ));
+    }
     if !record.agents.is_empty() {
         let tls = crate::agents::tls_paths();
         out.push_str(&format!(
@@ -518,6 +540,7 @@ impl LabRecord {
                     log: dir.join(format!("agent-{region}.log")),
                 })
                 .collect(),
+            etcd: Vec::new(),
         }
     }
 }

@@ -34,8 +34,19 @@ async fn serve(args: AgentServeArgs) -> anyhow::Result<()> {
     }
     // With drctl's config the agent restores the backups its store
     // recorded, as the engine does on its own host.
+    let mut lease_holders = Vec::new();
     if let Some(path) = &args.config {
         let config = config_cmd::load(path)?;
+        if let Some(coord) = &config.coordination {
+            let specs = drctl_agent::lease::leases_for(&config, &args.data_dirs);
+            let etcd = drctl_coord::Etcd::new(&coord.etcd, coord.request_timeout)?;
+            let timings =
+                drctl_agent::lease::LeaseTimings::for_ttl(coord.lease_ttl, coord.request_timeout);
+            lease_holders = specs
+                .into_iter()
+                .map(|spec| (etcd.clone(), spec, timings))
+                .collect();
+        }
         let store = drctl_store::Store::open(config.store.url.expose())
             .await
             .with_context(|| format!("opening the state store of {}", path.display()))?;
@@ -55,6 +66,17 @@ async fn serve(args: AgentServeArgs) -> anyhow::Result<()> {
         }),
     };
     let node: Arc<dyn NodeActions> = Arc::new(node);
+    // The primary leases ([coordination]): held while each server is a
+    // writable primary, its server fenced when they cannot be renewed.
+    for (etcd, spec, timings) in lease_holders {
+        tokio::spawn(drctl_agent::lease::hold(
+            etcd,
+            spec,
+            node.clone(),
+            timings,
+            settings.host.clone(),
+        ));
+    }
     let router = drctl_agent::router(node, settings);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -451,6 +451,10 @@ pub enum LabCommand {
         /// loopback].
         #[arg(long, value_enum, env = "DRCTL_LAB_NETWORK")]
         network: Option<LabNetworkArg>,
+        /// Run without the three etcd members and primary leases
+        /// (`[coordination]`): no primary then fences itself when cut off.
+        #[arg(long)]
+        no_coordination: bool,
     },
     /// Stop everything the lab started (also after a crash of `lab up`).
     Down,
@@ -528,6 +532,9 @@ pub enum LabPartitionArg {
     /// region-b cut off from everyone (this host included).
     #[value(name = "region-b")]
     RegionB,
+    /// The witness site (the etcd quorum's third member) cut off from
+    /// everyone.
+    Witness,
     /// Only drctl's control plane cut off from region-a.
     #[value(name = "ctl-a")]
     CtlA,

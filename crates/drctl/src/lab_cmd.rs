@@ -33,13 +33,15 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
             api_port,
             base_port,
             network,
-        } => up_detached(&dir, api_port, base_port, network).await,
+            no_coordination,
+        } => up_detached(&dir, api_port, base_port, network, no_coordination).await,
         LabCommand::Up {
             detach: false,
             api_port,
             base_port,
             network,
-        } => up(&dir, api_port, base_port, network).await,
+            no_coordination,
+        } => up(&dir, api_port, base_port, network, no_coordination).await,
         LabCommand::Partition { mode, lift } => partition(&dir, mode, lift).await,
         LabCommand::Down => {
             let done = tokio::task::spawn_blocking(move || Lab::down(&dir)).await??;
@@ -167,6 +169,7 @@ async fn partition(dir: &Path, mode: LabPartitionArg, lift: bool) -> anyhow::Res
     let chosen = match mode {
         LabPartitionArg::RegionA => Some(Partition::Isolate(Site::RegionA)),
         LabPartitionArg::RegionB => Some(Partition::Isolate(Site::RegionB)),
+        LabPartitionArg::Witness => Some(Partition::Isolate(Site::Witness)),
         LabPartitionArg::CtlA => Some(Partition::Cut(Site::Ctl, Site::RegionA)),
         LabPartitionArg::CtlB => Some(Partition::Cut(Site::Ctl, Site::RegionB)),
         LabPartitionArg::AB => Some(Partition::Cut(Site::RegionA, Site::RegionB)),
@@ -252,6 +255,7 @@ async fn up(
     api_port: u16,
     base_port: u16,
     network: Option<LabNetworkArg>,
+    no_coordination: bool,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut spec = LabSpec::standard(dir.to_path_buf());
@@ -273,6 +277,9 @@ async fn up(
     ]);
     // One node agent per region, beside its servers, as in production.
     spec.agents = Some(drctl.clone());
+    // Three etcd members (region-a, region-b, witness) and the primary
+    // leases the agents hold through them.
+    spec.coordination = !no_coordination;
     let progress = |msg: &str| eprintln!("[{:>5.1}s] {msg}", started.elapsed().as_secs_f64());
     let lab = match Lab::up(spec, progress).await {
         Ok(lab) => lab,
@@ -375,6 +382,7 @@ async fn up_detached(
     api_port: u16,
     base_port: u16,
     network: Option<LabNetworkArg>,
+    no_coordination: bool,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let log_path = dir.join("lab-up.log");
@@ -393,6 +401,9 @@ async fn up_detached(
             cmd.args(["--network", "namespaces"]);
         }
         None => {}
+    }
+    if no_coordination {
+        cmd.arg("--no-coordination");
     }
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)

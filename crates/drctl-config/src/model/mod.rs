@@ -65,6 +65,10 @@ pub struct Config {
     /// Mutual TLS with the node agents (`[agents]`); set whenever a node
     /// names an agent.
     pub agents: Option<AgentsTls>,
+    /// Primary leases through etcd (`[coordination]`); `None`: the
+    /// single-site default, which cannot tell a lost region from a
+    /// cut-off one, so no primary fences itself.
+    pub coordination: Option<CoordinationConfig>,
 }
 
 impl Config {

@@ -18,6 +18,17 @@ pub struct AgentsTls {
     pub key: PathBuf,
 }
 
+/// Primary leases through etcd (`[coordination]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CoordinationConfig {
+    /// The members' client URLs.
+    pub etcd: Vec<String>,
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub lease_ttl: Duration,
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub request_timeout: Duration,
+}
+
 /// Where the clusters drctl starts that are not production (restore tests,
 /// drill clones) live: `[scratch]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

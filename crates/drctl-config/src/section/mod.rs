@@ -31,6 +31,7 @@ pub(crate) mod api;
 pub(crate) mod audit;
 pub(crate) mod backup;
 pub(crate) mod common;
+pub(crate) mod coordination;
 pub(crate) mod dns_providers;
 pub(crate) mod failover;
 pub(crate) mod health;

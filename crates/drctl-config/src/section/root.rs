@@ -40,6 +40,7 @@ pub(crate) const ROOT: Section = Section {
         key("scratch", K::Table, D::Unset, "Where scratch clusters live: see `[scratch]`."),
         key("audit", K::Table, D::Unset, "The audit chain's key: see `[audit]`."),
         key("agents", K::Table, D::Unset, "Mutual TLS with the node agents: see `[agents]`."),
+        key("coordination", K::Table, D::Unset, "Primary leases through etcd: see `[coordination]`."),
     ],
 };
 
@@ -85,6 +86,7 @@ pub(crate) fn config(
     let scratch = scratch(cx, root, base_dir);
     let audit = audit(cx, root, base_dir);
     let agents = super::agents::agents(cx, root, base_dir);
+    let coordination = super::coordination::coordination(cx, root);
     let services = services(cx, root, &regions, &tiers, base_dir, &refs);
     clusters(cx, &services);
     published_records(cx, &services);
@@ -116,6 +118,7 @@ pub(crate) fn config(
         scratch,
         audit: audit?,
         agents: agents?,
+        coordination: coordination?,
     })
 }
 

@@ -113,6 +113,36 @@ pub(crate) struct FenceOutput {
     /// its last position, for the catch-up and the measured loss.
     #[serde(default)]
     pub state_at_fence: Option<ServerState>,
+    /// The primary key in etcd (`[coordination]`), claimed for the target
+    /// before anything is promoted: after the source's lease expired, or
+    /// after its hard fence was confirmed.
+    #[serde(default)]
+    pub primary_key: Option<PrimaryKeyClaim>,
+}
+
+/// How the operation took the service's primary key in etcd.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct PrimaryKeyClaim {
+    /// Why the source no longer held it.
+    pub released: KeyRelease,
+    /// What held the key when the claim began (`None`: nobody).
+    pub holder_before: Option<String>,
+    /// How long the claim waited for the source's lease to expire.
+    pub waited_ms: u64,
+    /// The claim's own lease (hex), until the target's agent takes over.
+    pub claim_lease: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum KeyRelease {
+    /// The source's lease expired in etcd (its agent fenced it before).
+    Expired,
+    /// The source's hard fence was confirmed; its lease no longer means
+    /// a live primary.
+    Fenced,
+    /// The key already named the target (a resumed claim).
+    AlreadyTarget,
 }
 
 /// How the source was fenced.
@@ -130,9 +160,109 @@ pub(crate) enum FenceMethod {
     /// Unreachable, its agent answered: the server was stopped (or found
     /// stopped) and marked fenced by the agent beside it.
     Agent,
+    /// Unreachable, its agent too: its primary lease expired in etcd, and
+    /// its agent fences a primary before its lease can expire.
+    Lease,
     /// Unreachable, no hook: nothing fenced (accepted by the operator, or
     /// nothing to fence).
     None,
+}
+
+/// Whether the service's primary is guarded by a lease in etcd: a
+/// `[coordination]` section and an agent beside the source (the agent
+/// holds the lease).
+fn leased(ctx: &Ctx<'_>) -> Option<drctl_config::CoordinationConfig> {
+    let coord = ctx.config.coordination.clone()?;
+    ctx.node(&ctx.params.source).agent()?;
+    Some(coord)
+}
+
+/// Claims the primary key for the target (see [`PrimaryKeyClaim`]): with
+/// `fence_confirmed`, at once; else only once the source's lease expired,
+/// waiting up to twice its time. A source that keeps renewing its lease is
+/// alive and reaches the quorum: the operation is refused.
+async fn claim_primary_key(
+    ctx: &Ctx<'_>,
+    fence_confirmed: bool,
+) -> Result<Option<PrimaryKeyClaim>, StepError> {
+    let Some(coord) = leased(ctx) else {
+        return Ok(None);
+    };
+    let p = ctx.params;
+    let etcd = drctl_coord::Etcd::new(&coord.etcd, coord.request_timeout)
+        .map_err(|e| StepError::stop(e.to_string()))?;
+    let leases = drctl_coord::PrimaryLeases::new(etcd);
+    let unreachable = |e: drctl_coord::CoordError| {
+        StepError::retry(format!(
+            "cannot reach the etcd quorum to claim the primary key of {}: {e}",
+            p.cluster
+        ))
+    };
+    let started = std::time::Instant::now();
+    let before = leases.current(&p.cluster).await.map_err(unreachable)?;
+    let holder_before = before.as_ref().map(|c| {
+        c.region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "a value drctl did not write".to_string())
+    });
+    let mut released = if fence_confirmed {
+        KeyRelease::Fenced
+    } else {
+        KeyRelease::Expired
+    };
+    if !fence_confirmed {
+        let wait = coord.lease_ttl * 2 + Duration::from_secs(2);
+        match leases
+            .wait_released(&p.cluster, &p.source, wait, Duration::from_millis(250))
+            .await
+            .map_err(unreachable)?
+        {
+            Ok(_) => {}
+            Err(still) => {
+                return Err(StepError::refused(
+                    vec![format!(
+                        "the source {}@{} still renews its primary lease in etcd ({} left after waiting {}s): it is alive and reaches the etcd quorum, so only drctl is cut off from it; promoting another server now would leave two writable primaries",
+                        p.cluster,
+                        p.source,
+                        still
+                            .ttl_left
+                            .map(|t| format!("{}s", t.as_secs()))
+                            .unwrap_or_else(|| "time unknown".into()),
+                        wait.as_secs()
+                    )],
+                    false,
+                ))
+            }
+        }
+    }
+    ctx.check_lease("claiming the primary key in etcd").await?;
+    let claim_ttl = (coord.lease_ttl * 6).max(Duration::from_secs(60));
+    let fenced = fence_confirmed.then_some(p.source.as_str());
+    let claim = leases
+        .claim(&p.cluster, &p.target, ctx.op_id, fenced, claim_ttl)
+        .await
+        .map_err(unreachable)?;
+    let claim_lease = match claim {
+        drctl_coord::Claim::Claimed { lease } => Some(lease.to_string()),
+        drctl_coord::Claim::AlreadyTarget(_) => {
+            released = KeyRelease::AlreadyTarget;
+            None
+        }
+        drctl_coord::Claim::HeldBy(c) => {
+            return Err(StepError::retry(format!(
+            "the primary key of {} is held by {} (lease time left {:?}); waiting for it to expire",
+            p.cluster,
+            c.region().unwrap_or("an unknown holder"),
+            c.ttl_left
+        )))
+        }
+    };
+    Ok(Some(PrimaryKeyClaim {
+        released,
+        holder_before,
+        waited_ms: started.elapsed().as_millis() as u64,
+        claim_lease,
+    }))
 }
 
 /// Fences the old primary before anything is announced: the datastore's
@@ -172,6 +302,7 @@ pub(crate) async fn fence_source(ctx: &Ctx<'_>) -> ActionResult<FenceOutput> {
         fenced_at: Utc::now(),
         hard: None,
         state_at_fence: None,
+        primary_key: None,
     };
     // The hard fence goes through the agent beside the source, when the
     // config names one (it owns the server's process and data directory).
@@ -207,6 +338,9 @@ pub(crate) async fn fence_source(ctx: &Ctx<'_>) -> ActionResult<FenceOutput> {
                     .await
                     .map_err(node_error)?;
                 out.hard = Some(fenced);
+                out.primary_key = claim_primary_key(ctx, true).await?;
+            } else if report.was_standby {
+                out.primary_key = claim_primary_key(ctx, true).await?;
             }
             out.report = Some(report);
         }
@@ -227,6 +361,7 @@ pub(crate) async fn fence_source(ctx: &Ctx<'_>) -> ActionResult<FenceOutput> {
                             hook: None,
                             host: Some(status.host),
                         });
+                        out.primary_key = claim_primary_key(ctx, true).await?;
                         return Ok(Action::Done(out));
                     }
                 }
@@ -252,11 +387,19 @@ pub(crate) async fn fence_source(ctx: &Ctx<'_>) -> ActionResult<FenceOutput> {
                     Ok(fenced) => {
                         out.method = FenceMethod::Agent;
                         out.hard = Some(fenced);
+                        out.primary_key = claim_primary_key(ctx, true).await?;
                         return Ok(Action::Done(out));
                     }
                     Err(agent_error) => {
                         out.unreachable = Some(format!("{e}; its agent: {agent_error}"));
                     }
+                }
+                // Its agent fences it before its lease can expire: once the
+                // lease expired in etcd, nothing of it takes writes.
+                if leased(ctx).is_some() {
+                    out.primary_key = claim_primary_key(ctx, false).await?;
+                    out.method = FenceMethod::Lease;
+                    return Ok(Action::Done(out));
                 }
             }
             match &service.failover.fence_hook {

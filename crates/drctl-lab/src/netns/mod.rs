@@ -1,5 +1,6 @@
 //! The lab's regions as separate network hosts: one Linux network namespace
-//! per site (region-a, region-b, and `ctl` for drctl's control plane), all
+//! per site (region-a, region-b, `ctl` for drctl's control plane, and
+//! `witness`, the third failure domain of the etcd quorum), all
 //! joined through a router namespace, plus one link from the namespace the
 //! lab was started in (the "outside client": the test process, the CLI) to
 //! the router.
@@ -8,6 +9,7 @@
 //!   <prefix>-a  eth0 10.N.1.2 ─┐
 //!   <prefix>-b  eth0 10.N.2.2 ─┼─ <prefix>-rt (forwards, holds the partitions)
 //!   <prefix>-ctl eth0 10.N.3.2 ─┤
+//!   <prefix>-w  eth0 10.N.4.2 ─┤
 //!   root ns   <prefix> 10.N.254.2 ─┘   route 10.N.0.0/16 via 10.N.254.1
 //! ```
 //!
@@ -57,10 +59,13 @@ pub enum Site {
     RegionB,
     /// drctl's control plane (a third site, as in production).
     Ctl,
+    /// The etcd quorum's third member (with the two regions' members):
+    /// any one site can be lost and the other two still grant leases.
+    Witness,
 }
 
 impl Site {
-    pub const ALL: [Site; 3] = [Site::RegionA, Site::RegionB, Site::Ctl];
+    pub const ALL: [Site; 4] = [Site::RegionA, Site::RegionB, Site::Ctl, Site::Witness];
 
     /// The lab's name of the site (`region-a`, `region-b`, `ctl`).
     pub fn name(self) -> &'static str {
@@ -68,6 +73,7 @@ impl Site {
             Site::RegionA => "region-a",
             Site::RegionB => "region-b",
             Site::Ctl => "ctl",
+            Site::Witness => "witness",
         }
     }
 
@@ -77,6 +83,7 @@ impl Site {
             "region-a" => Some(Site::RegionA),
             "region-b" => Some(Site::RegionB),
             "ctl" => Some(Site::Ctl),
+            "witness" => Some(Site::Witness),
             _ => None,
         }
     }
@@ -87,6 +94,7 @@ impl Site {
             Site::RegionA => "a",
             Site::RegionB => "b",
             Site::Ctl => "ctl",
+            Site::Witness => "w",
         }
     }
 
@@ -96,6 +104,7 @@ impl Site {
             Site::RegionA => 1,
             Site::RegionB => 2,
             Site::Ctl => 3,
+            Site::Witness => 4,
         }
     }
 }
@@ -118,9 +127,13 @@ pub enum Partition {
 
 impl Partition {
     /// The modes of `drctl lab partition`, with what each does.
-    pub const MODES: [(&'static str, &'static str); 5] = [
+    pub const MODES: [(&'static str, &'static str); 6] = [
         ("region-a", "region-a cut off from everyone"),
         ("region-b", "region-b cut off from everyone"),
+        (
+            "witness",
+            "the witness site (the etcd quorum's third member) cut off from everyone",
+        ),
         ("ctl-a", "only drctl's control plane cut off from region-a"),
         ("ctl-b", "only drctl's control plane cut off from region-b"),
         ("a-b", "only the two regions cut off from each other"),
@@ -137,6 +150,7 @@ impl Partition {
                     Site::RegionA => "a",
                     Site::RegionB => "b",
                     Site::Ctl => "ctl",
+                    Site::Witness => "w",
                 };
                 // `ctl-a` reads better than `a-ctl`: the control plane first.
                 if ends[1] == Site::Ctl {
@@ -163,6 +177,7 @@ impl FromStr for Partition {
             "region-a" => Partition::Isolate(Site::RegionA),
             "region-b" => Partition::Isolate(Site::RegionB),
             "ctl" => Partition::Isolate(Site::Ctl),
+            "witness" => Partition::Isolate(Site::Witness),
             "ctl-a" | "a-ctl" => Partition::Cut(Site::Ctl, Site::RegionA),
             "ctl-b" | "b-ctl" => Partition::Cut(Site::Ctl, Site::RegionB),
             "a-b" | "b-a" => Partition::Cut(Site::RegionA, Site::RegionB),
@@ -672,7 +687,7 @@ mod tests {
         );
         let err = "a-c".parse::<Partition>().unwrap_err();
         assert!(
-            err.contains("region-a, region-b, ctl-a, ctl-b, a-b"),
+            err.contains("region-a, region-b, witness, ctl-a, ctl-b, a-b"),
             "{err}"
         );
     }
