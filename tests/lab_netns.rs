@@ -80,7 +80,7 @@ async fn a_partition_of_the_regions_stops_streaming_silently_and_heal_resumes_it
         .network()
         .expect("a namespaced lab has a network")
         .clone();
-    assert_eq!(namespaces_with(&net.prefix).len(), 4);
+    assert_eq!(namespaces_with(&net.prefix).len(), 5);
     // The servers live on their sites' addresses, not on this namespace's
     // loopback.
     let dsn_a = lab.dsn("orders", REGION_A, "orders");
@@ -190,7 +190,7 @@ async fn lab_down_removes_the_namespaces_of_a_killed_lab() {
     let lab_dir = lab.record.dir.clone();
     // A lab process that dies cleans nothing up.
     std::mem::forget(lab);
-    assert_eq!(namespaces_with(&net.prefix).len(), 4);
+    assert_eq!(namespaces_with(&net.prefix).len(), 5);
 
     let done = tokio::task::spawn_blocking(move || Lab::down(&lab_dir))
         .await
@@ -258,7 +258,7 @@ fn lab_partition_through_the_cli_holds_in_the_router_until_heal() {
         .as_str()
         .expect("a prefix")
         .to_string();
-    assert_eq!(namespaces_with(&prefix).len(), 4);
+    assert_eq!(namespaces_with(&prefix).len(), 5);
     assert_eq!(before["network"]["partition_rules"], serde_json::json!([]));
 
     for mode in ["ctl-a", "a-b", "a-b"] {
