@@ -3,12 +3,239 @@
 //! hold the leases): the guarantees against split brain, checked against
 //! what writers really saw acknowledged.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use drctl_lab::{Partition, Site, REGION_A};
-use drctl_store::states::{GuardDecision, OperationKind};
+use drctl_lab::{Partition, Site, REGION_A, REGION_B};
+use drctl_store::states::{GuardDecision, OpStatus, OperationKind};
 use drctl_store::Store;
 use drctl_tests::*;
+use sqlx::{Connection, PgConnection};
+
+/// Commits one row every 50 ms straight to `dsn` from inside `site` (not
+/// through DNS: an application server in that region), reconnecting after
+/// any failure; remembers when each commit was acknowledged.
+struct SiteWriter {
+    acked: Arc<Mutex<Vec<Instant>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SiteWriter {
+    fn start(lab: &drctl_lab::Lab, site: Site, dsn: String) -> SiteWriter {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let log = acked.clone();
+        let rt = lab.site_runtime(site).expect("a namespaced lab");
+        let task = rt.spawn(async move {
+            let mut conn: Option<PgConnection> = None;
+            while !*stopped.borrow() {
+                if conn.is_none() {
+                    if let Ok(Ok(c)) = tokio::time::timeout(
+                        Duration::from_millis(500),
+                        PgConnection::connect(&dsn),
+                    )
+                    .await
+                    {
+                        conn = Some(c);
+                    }
+                }
+                if let Some(c) = conn.as_mut() {
+                    let r = tokio::time::timeout(
+                        Duration::from_millis(500),
+                        sqlx::query("INSERT INTO shop.direct (note) VALUES ('region-a app')")
+                            .execute(&mut *c),
+                    )
+                    .await;
+                    match r {
+                        Ok(Ok(_)) => log.lock().unwrap().push(Instant::now()),
+                        _ => conn = None,
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = stopped.changed() => {}
+                }
+            }
+        });
+        let task = tokio::spawn(async move {
+            let _ = task.await;
+        });
+        SiteWriter { acked, stop, task }
+    }
+
+    async fn finish(self) -> Vec<Instant> {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        Arc::try_unwrap(self.acked).unwrap().into_inner().unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_region_cut_off_from_everyone_fences_itself_before_the_other_is_promoted() {
+    let (lab, _dir) = start_leased_lab(vec![orders()]).await;
+    lab.workload().pause();
+    let primary_dsn = lab.cluster("orders", REGION_A).dsn("orders");
+    let mut c = connect(&primary_dsn).await;
+    sqlx::query("CREATE TABLE shop.direct (id bigserial PRIMARY KEY, note text)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    drop(c);
+    let config = lab_config(&lab);
+    assert!(
+        config.coordination.is_some(),
+        "the leased lab writes [coordination]"
+    );
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let daemon = start_daemon_automatic(config).await;
+    // An application server inside region-a writing straight to its
+    // primary, and one that follows DNS.
+    let direct = SiteWriter::start(&lab, Site::RegionA, lab.dsn("orders", REGION_A, "orders"));
+    let via_dns = Writer::start(&lab).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    lab.partition(Partition::Isolate(Site::RegionA)).unwrap();
+    let cut = Instant::now();
+    eprintln!("cut at {}", chrono::Utc::now());
+    // The first write region-b acknowledges, asked every 50 ms from here.
+    let b_dsn = lab.cluster("orders", REGION_B).dsn("orders");
+    let first_b = {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let wrote = async {
+                let mut c =
+                    tokio::time::timeout(Duration::from_millis(500), PgConnection::connect(&b_dsn))
+                        .await
+                        .ok()?
+                        .ok()?;
+                sqlx::query("INSERT INTO shop.direct (note) VALUES ('region-b probe')")
+                    .execute(&mut c)
+                    .await
+                    .ok()
+            }
+            .await;
+            if wrote.is_some() {
+                break Instant::now();
+            }
+            if Instant::now() > deadline {
+                let decisions = store.decisions(Some("orders"), 50).await.unwrap();
+                let ops = store.operations(10).await.unwrap();
+                panic!("region-b took no write within 120 s of the cut; decisions: {decisions:#?}; operations: {ops:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let op = wait_for("the failover recorded", Duration::from_secs(60), || async {
+        store
+            .operations(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|o| o.kind == OperationKind::Failover && o.status == OpStatus::Succeeded)
+    })
+    .await;
+    let steps = store.journal(&op.id).await.unwrap();
+    for s in &steps {
+        eprintln!("step {} {:?} .. {:?}", s.step, s.started_at, s.ended_at);
+    }
+    eprintln!("operation started {:?}", op.started_at);
+    for d in store
+        .decisions(Some("orders"), 50)
+        .await
+        .unwrap()
+        .iter()
+        .rev()
+    {
+        eprintln!("decision {:?} {:?} at {}", d.action, d.code, d.decided_at);
+    }
+    let fence = drctl_failover::view_output(
+        steps
+            .iter()
+            .find(|s| s.step == "fence_source")
+            .unwrap()
+            .output
+            .as_deref()
+            .unwrap(),
+    );
+    eprintln!("fence: {fence}");
+    assert_eq!(fence["method"], "lease", "{fence}");
+    assert_eq!(fence["primary_key"]["released"], "expired", "{fence}");
+
+    // DNS names region-b, and the application that follows it writes there.
+    wait_for("DNS naming region-b", Duration::from_secs(30), || async {
+        (resolve(&lab).await == Some(front(&lab, REGION_B))).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let region_a_acks = direct.finish().await;
+    let dns_acks = via_dns.finish().await;
+    assert!(
+        dns_acks.iter().any(|(_, at)| *at > first_b),
+        "the writer that follows DNS writes again after the failover"
+    );
+
+    // The guarantee: nothing the old primary acknowledged came after the
+    // new primary's first acknowledged write.
+    let last_a = region_a_acks
+        .iter()
+        .max()
+        .copied()
+        .expect("region-a acknowledged writes before the cut");
+    let split_brain = region_a_acks.iter().filter(|at| **at >= first_b).count();
+    eprintln!(
+        "region-a cut off: its last acknowledged write {:.2} s after the cut, region-b's first {:.2} s after it; {} split-brain rows",
+        last_a.saturating_duration_since(cut).as_secs_f64(),
+        first_b.saturating_duration_since(cut).as_secs_f64(),
+        split_brain
+    );
+    assert_eq!(
+        split_brain, 0,
+        "rows acknowledged by the old primary after the new one's first write"
+    );
+    assert!(last_a < first_b);
+    // After region-a's last acknowledged write, only region-b acknowledges.
+    let first_b_dns = dns_acks
+        .iter()
+        .map(|(_, at)| *at)
+        .find(|at| *at > last_a && *at > cut)
+        .expect("the writer following DNS wrote to region-b");
+    eprintln!(
+        "region-b's first write through DNS {:.2} s after the cut",
+        first_b_dns.saturating_duration_since(cut).as_secs_f64()
+    );
+    // It fenced itself: its agent says so in its log.
+    let log = std::fs::read_to_string(
+        &lab.record
+            .agents
+            .iter()
+            .find(|a| a.region == REGION_A)
+            .unwrap()
+            .log,
+    )
+    .unwrap();
+    assert!(log.contains("primary fenced itself"), "{log}");
+
+    // The guard waited for the lease, as its decisions say.
+    let decisions = store.decisions(Some("orders"), 50).await.unwrap();
+    let decided = decisions
+        .iter()
+        .find(|d| d.action == GuardDecision::Failover)
+        .expect("the guard decided the failover");
+    let evidence: serde_json::Value = serde_json::from_str(&decided.evidence).unwrap();
+    assert_eq!(
+        evidence["observation"]["lease"]["state"], "released",
+        "the guard failed over only once the lease was released: {evidence}"
+    );
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d.evidence.contains("\"state\":\"held\"")),
+        "before that, the guard saw the cut-off primary still holding its lease"
+    );
+    lab.heal().unwrap();
+    daemon.stop().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn drctl_cut_off_from_a_primary_that_renews_its_lease_fails_nothing_over() {

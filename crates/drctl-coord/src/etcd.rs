@@ -108,6 +108,25 @@ impl Etcd {
         })
     }
 
+    /// The client of this process for `endpoints` and `timeout`, made once:
+    /// every caller (each guard round, each operation's step) then starts
+    /// from the member that answered last, instead of waiting out a
+    /// timeout on a member cut off with a lost site each time.
+    pub fn shared(endpoints: &[String], timeout: Duration) -> Result<Etcd> {
+        type Registry = std::sync::Mutex<std::collections::HashMap<(Vec<String>, Duration), Etcd>>;
+        static CLIENTS: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+        let registry = CLIENTS.get_or_init(Default::default);
+        let key = (endpoints.to_vec(), timeout);
+        if let Some(c) = registry.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(c);
+        }
+        let client = Etcd::new(endpoints, timeout)?;
+        if let Ok(mut m) = registry.lock() {
+            m.entry(key).or_insert_with(|| client.clone());
+        }
+        Ok(client)
+    }
+
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
     }

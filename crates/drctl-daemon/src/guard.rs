@@ -300,7 +300,7 @@ impl Guard {
         let coord = self.config.coordination.as_ref()?;
         let svc = self.config.service(&self.service)?;
         svc.nodes.get(primary)?.agent.as_ref()?;
-        let etcd = match drctl_coord::Etcd::new(&coord.etcd, coord.request_timeout) {
+        let etcd = match drctl_coord::Etcd::shared(&coord.etcd, coord.request_timeout) {
             Ok(e) => e,
             Err(e) => {
                 return Some(LeaseView::Unknown {

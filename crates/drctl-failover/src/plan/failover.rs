@@ -160,13 +160,18 @@ pub(crate) async fn make_plan(
     let agent = service
         .and_then(|s| NodeRef::for_service(s, &p.source))
         .zip(source_node.agent());
+    // With primary leases ([coordination]) the source's agent fences its
+    // server before its lease can expire, and the fence step waits for
+    // that expiry in etcd: an unreachable source is fenced by its lease,
+    // and its agent (cut off with it, most likely) is not waited for.
+    let leased = config.coordination.is_some() && agent.is_some();
     let agent_answer = match (&agent, &source_state) {
-        (Some((node, _)), Err(_)) if has_datastore && p.kind != OperationKind::Drill => {
+        (Some((node, _)), Err(_)) if has_datastore && p.kind != OperationKind::Drill && !leased => {
             Some(source_node.status(node).await.map_err(|e| e.to_string()))
         }
         _ => None,
     };
-    if let (Err(e), None, true) = (&source_state, hook, has_datastore) {
+    if let (Err(e), None, true, false) = (&source_state, hook, has_datastore, leased) {
         let agent_fences = matches!(agent_answer, Some(Ok(_)));
         if p.kind == OperationKind::Failover && !p.accept_unfenced && !agent_fences {
             let why = match &agent_answer {
@@ -201,6 +206,14 @@ pub(crate) async fn make_plan(
         _ if matches!(agent_answer, Some(Ok(_))) => format!(
             "source unreachable, its agent ({}) answers: it stops the server and marks it fenced",
             agent.as_ref().map_or("", |(_, url)| *url)
+        ),
+        _ if leased => format!(
+            "source unreachable, its agent too: drctl waits until its primary lease expires in etcd (at most {}s; its agent fences the server before that), then claims the primary key for {}",
+            config
+                .coordination
+                .as_ref()
+                .map_or(0, |c| c.lease_ttl.as_secs() * 2 + 2),
+            p.target
         ),
         (_, Some(h)) => format!("source unreachable: run the fence hook {}", h.join(" ")),
         _ if has_datastore && p.accept_unfenced => "none: the source is unreachable and has no fence hook; accepted by the operator (--accept-unfenced); drctl fences it if it returns"

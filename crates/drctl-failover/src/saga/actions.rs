@@ -177,6 +177,25 @@ fn leased(ctx: &Ctx<'_>) -> Option<drctl_config::CoordinationConfig> {
     Some(coord)
 }
 
+/// Whether the source's lease is gone from etcd now (`false` when etcd
+/// cannot say).
+async fn lease_released(ctx: &Ctx<'_>) -> bool {
+    let Some(coord) = leased(ctx) else {
+        return false;
+    };
+    let Ok(etcd) = drctl_coord::Etcd::shared(&coord.etcd, coord.request_timeout) else {
+        return false;
+    };
+    match drctl_coord::PrimaryLeases::new(etcd)
+        .current(&ctx.params.cluster)
+        .await
+    {
+        Ok(Some(c)) => c.region() != Some(ctx.params.source.as_str()) || c.ttl_left.is_none(),
+        Ok(None) => true,
+        Err(_) => false,
+    }
+}
+
 /// Claims the primary key for the target (see [`PrimaryKeyClaim`]): with
 /// `fence_confirmed`, at once; else only once the source's lease expired,
 /// waiting up to twice its time. A source that keeps renewing its lease is
@@ -189,7 +208,7 @@ async fn claim_primary_key(
         return Ok(None);
     };
     let p = ctx.params;
-    let etcd = drctl_coord::Etcd::new(&coord.etcd, coord.request_timeout)
+    let etcd = drctl_coord::Etcd::shared(&coord.etcd, coord.request_timeout)
         .map_err(|e| StepError::stop(e.to_string()))?;
     let leases = drctl_coord::PrimaryLeases::new(etcd);
     let unreachable = |e: drctl_coord::CoordError| {
@@ -345,6 +364,18 @@ pub(crate) async fn fence_source(ctx: &Ctx<'_>) -> ActionResult<FenceOutput> {
             out.report = Some(report);
         }
         Err(e) => {
+            // A lease already expired in etcd fences it: its agent stopped
+            // it before, and waiting on an agent cut off with it would
+            // only lengthen the outage.
+            if p.kind != OperationKind::Switchover
+                && agent_fence.is_some()
+                && lease_released(ctx).await
+            {
+                out.unreachable = Some(e.clone());
+                out.primary_key = claim_primary_key(ctx, false).await?;
+                out.method = FenceMethod::Lease;
+                return Ok(Action::Done(out));
+            }
             // Down because this very operation's earlier attempt stopped it
             // through its agent (the driver died before journaling that):
             // the fence is done; its last position is the monitor's.
