@@ -284,3 +284,112 @@ async fn drctl_cut_off_from_a_primary_that_renews_its_lease_fails_nothing_over()
     assert!(writable(&lab, REGION_A).await);
     daemon.stop().await;
 }
+
+/// Whether the agent of `region` has fenced its own server so far.
+fn self_fenced(lab: &drctl_lab::Lab, region: &str) -> bool {
+    let log = &lab
+        .record
+        .agents
+        .iter()
+        .find(|a| a.region == region)
+        .unwrap()
+        .log;
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("primary fenced itself")
+}
+
+/// Acknowledged writes within `from..to`.
+fn acked_between(acks: &[Instant], from: Instant, to: Instant) -> usize {
+    acks.iter().filter(|at| **at >= from && **at < to).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_region_b_the_witness_the_etcd_leader_or_the_region_link_fences_nothing_and_fails_nothing_over(
+) {
+    let (mut lab, _dir) = start_leased_lab(vec![orders()]).await;
+    lab.workload().pause();
+    let mut c = connect(&lab.cluster("orders", REGION_A).dsn("orders")).await;
+    sqlx::query("CREATE TABLE shop.direct (id bigserial PRIMARY KEY, note text)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    drop(c);
+    let config = lab_config(&lab);
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let daemon = start_daemon_automatic(config).await;
+    let direct = SiteWriter::start(&lab, Site::RegionA, lab.dsn("orders", REGION_A, "orders"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lease_ttl = Duration::from_secs(10);
+
+    // Each loss lasts longer than a lease: a primary that needed the lost
+    // site to renew would have fenced itself within it.
+    let mut windows = Vec::new();
+    for site in [Site::RegionB, Site::Witness] {
+        lab.partition(Partition::Isolate(site)).unwrap();
+        let from = Instant::now();
+        tokio::time::sleep(lease_ttl + Duration::from_secs(5)).await;
+        windows.push((site.name().to_string(), from, Instant::now()));
+        lab.heal().unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let killed = lab.kill_etcd_leader().await.unwrap();
+    let from = Instant::now();
+    tokio::time::sleep(lease_ttl + Duration::from_secs(5)).await;
+    windows.push((
+        format!("etcd leader ({killed}) killed"),
+        from,
+        Instant::now(),
+    ));
+    lab.restart_etcd_member(&killed).unwrap();
+
+    // Only the two regions lose each other: both still reach the quorum
+    // through the witness, drctl reaches both; exposure grows, nothing
+    // fails over.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    lab.partition(Partition::Cut(Site::RegionA, Site::RegionB))
+        .unwrap();
+    let cut_at = chrono::Utc::now();
+    let from = Instant::now();
+    let exposed = wait_for(
+        "exposure growing under the a-b cut",
+        Duration::from_secs(60),
+        || async {
+            store
+                .last_known_exposure("orders", REGION_B)
+                .await
+                .ok()?
+                .filter(|s| s.sampled_at > cut_at && s.rpo_exposure_us.unwrap_or(0) > 3_000_000)
+        },
+    )
+    .await;
+    tokio::time::sleep(lease_ttl).await;
+    windows.push(("a-b".to_string(), from, Instant::now()));
+    eprintln!(
+        "exposure under the a-b cut: {:?} µs",
+        exposed.rpo_exposure_us
+    );
+    lab.heal().unwrap();
+
+    let acks = direct.finish().await;
+    for (what, from, to) in &windows {
+        let n = acked_between(&acks, *from, *to);
+        eprintln!("{what}: {n} writes acknowledged by region-a's primary");
+        assert!(n > 0, "{what}: region-a's primary kept taking writes");
+    }
+    assert!(
+        !self_fenced(&lab, REGION_A),
+        "region-a's primary never fenced itself"
+    );
+    assert!(
+        store
+            .operations(10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|o| o.kind != OperationKind::Failover),
+        "no failover"
+    );
+    assert!(writable(&lab, REGION_A).await);
+    daemon.stop().await;
+}

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::placement::Placement;
 use crate::record::{LabRecord, REGION_A, REGION_B};
 use crate::{io_err, LabError, Result};
+use crate::{NetnsTopology, Site};
 use drctl_pg::os::{process_alive, signal};
 
 /// The witness site's name (the etcd quorum's third member).
@@ -81,7 +82,7 @@ pub fn client_urls(record: &LabRecord) -> Vec<String> {
 }
 
 /// Starts the planned members and waits until they have a leader.
-pub(crate) async fn start(record: &mut LabRecord, place: &Placement) -> Result<()> {
+pub(crate) async fn start(record: &mut LabRecord) -> Result<()> {
     let bin = find_etcd()?;
     let initial: Vec<String> = record
         .etcd
@@ -91,7 +92,14 @@ pub(crate) async fn start(record: &mut LabRecord, place: &Placement) -> Result<(
     let token = format!("drctl-lab-{}", std::process::id());
     for i in 0..record.etcd.len() {
         let m = record.etcd[i].clone();
-        let pid = spawn(place, &bin, &m, &initial.join(","), &token, "new")?;
+        let pid = spawn(
+            record.network.as_ref(),
+            &bin,
+            &m,
+            &initial.join(","),
+            &token,
+            "new",
+        )?;
         record.etcd[i].pid = pid;
         record.write()?;
     }
@@ -99,7 +107,7 @@ pub(crate) async fn start(record: &mut LabRecord, place: &Placement) -> Result<(
 }
 
 fn spawn(
-    place: &Placement,
+    network: Option<&NetnsTopology>,
     bin: &PathBuf,
     m: &LabEtcdRecord,
     initial: &str,
@@ -112,7 +120,10 @@ fn spawn(
         .open(&m.log)
         .map_err(io_err(format!("creating {}", m.log.display())))?;
     let err = log.try_clone().map_err(io_err("the etcd log file"))?;
-    let mut cmd = place.command(&m.name, bin)?;
+    let mut cmd = match (network, Site::of_region(&m.name)) {
+        (Some(t), Some(site)) => t.command(site, bin)?,
+        _ => std::process::Command::new(bin),
+    };
     cmd.arg("--name")
         .arg(&m.name)
         .arg("--data-dir")
@@ -183,7 +194,7 @@ pub(crate) async fn wait_leader(record: &LabRecord, timeout: Duration) -> Result
 }
 
 /// Kills (SIGKILL) the member that leads now; returns its name.
-pub(crate) async fn kill_leader(record: &LabRecord) -> Result<String> {
+pub async fn kill_leader(record: &LabRecord) -> Result<String> {
     let etcd = drctl_coord::Etcd::new(&client_urls(record), Duration::from_millis(500))
         .map_err(|e| LabError::Other(e.to_string()))?;
     let members = etcd.members().await;
@@ -202,7 +213,7 @@ pub(crate) async fn kill_leader(record: &LabRecord) -> Result<String> {
 
 /// Starts a stopped member again on its data directory (it rejoins the
 /// cluster it was part of).
-pub(crate) fn restart(record: &mut LabRecord, place: &Placement, name: &str) -> Result<()> {
+pub fn restart(record: &mut LabRecord, name: &str) -> Result<()> {
     let bin = find_etcd()?;
     let initial: Vec<String> = record
         .etcd
@@ -218,7 +229,14 @@ pub(crate) fn restart(record: &mut LabRecord, place: &Placement, name: &str) -> 
     if m.pid != 0 && process_alive(m.pid, "etcd") {
         return Ok(());
     }
-    let pid = spawn(place, &bin, &m, &initial.join(","), "unused", "existing")?;
+    let pid = spawn(
+        record.network.as_ref(),
+        &bin,
+        &m,
+        &initial.join(","),
+        "unused",
+        "existing",
+    )?;
     record.etcd[i].pid = pid;
     record.write()
 }
@@ -244,4 +262,29 @@ pub(crate) fn stop(record: &LabRecord) -> Vec<String> {
         ));
     }
     done
+}
+
+/// What `lab status` shows of a member: its record, whether it runs, and
+/// whether it leads (asked of the members themselves).
+pub async fn member_status(record: &LabRecord) -> Vec<serde_json::Value> {
+    let statuses = match drctl_coord::Etcd::new(&client_urls(record), Duration::from_millis(500)) {
+        Ok(etcd) => etcd.members().await,
+        Err(_) => Vec::new(),
+    };
+    record
+        .etcd
+        .iter()
+        .map(|m| {
+            let st = statuses.iter().find(|s| s.endpoint == m.client_url);
+            serde_json::json!({
+                "name": m.name,
+                "client_url": m.client_url,
+                "pid": m.pid,
+                "running": m.pid != 0 && process_alive(m.pid, "etcd"),
+                "leader": st.is_some_and(|s| s.is_leader()),
+                "answers": st.is_some(),
+                "log": m.log,
+            })
+        })
+        .collect()
 }

@@ -273,7 +273,7 @@ impl Lab {
             }
             crate::etcd::plan(&mut record, &place, &port);
             progress("etcd: starting three members (region-a, region-b, witness)");
-            crate::etcd::start(&mut record, &place).await?;
+            crate::etcd::start(&mut record).await?;
             for m in &record.etcd {
                 progress(&format!(
                     "etcd member of {}: {} (log {})",
@@ -441,7 +441,7 @@ impl Lab {
 
     /// Starts a killed etcd member again.
     pub fn restart_etcd_member(&mut self, name: &str) -> Result<()> {
-        crate::etcd::restart(&mut self.record, &self.place, name)
+        crate::etcd::restart(&mut self.record, name)
     }
 
     pub fn kill_primary(&self, service: &str) -> Result<()> {

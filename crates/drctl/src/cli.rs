@@ -473,6 +473,12 @@ pub enum LabCommand {
         #[command(subcommand)]
         action: WorkloadAction,
     },
+    /// The lab's etcd members (the primary leases' quorum): kill the one
+    /// that leads, or start a killed one again.
+    Etcd {
+        #[command(subcommand)]
+        action: LabEtcdAction,
+    },
     /// Crash a service's primary (immediate shutdown, as a lost region).
     KillPrimary {
         /// The service [default: every replicated service's primary].
@@ -521,6 +527,15 @@ pub enum LabNetworkArg {
     /// Each region (and drctl's control plane) its own network namespace
     /// behind a router; a partition loses packets. Needs root.
     Namespaces,
+}
+
+/// `drctl lab etcd …`.
+#[derive(Subcommand, Debug)]
+pub enum LabEtcdAction {
+    /// Kill (SIGKILL) the member that leads now; prints its name.
+    KillLeader,
+    /// Start a killed member again (region-a, region-b or witness).
+    Start { member: String },
 }
 
 /// `drctl lab partition MODE`.

@@ -19,7 +19,8 @@ use drctl_lab::{
 use serde_json::json;
 
 use crate::cli::{
-    LabArgs, LabCommand, LabNetworkArg, LabPartitionArg, LinkAction, OutputFormat, WorkloadAction,
+    LabArgs, LabCommand, LabEtcdAction, LabNetworkArg, LabPartitionArg, LinkAction, OutputFormat,
+    WorkloadAction,
 };
 use crate::config_cmd;
 use crate::output::{out, outln, table};
@@ -103,6 +104,23 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
             nix::sys::signal::Signal::SIGKILL,
             "killed",
         ),
+        LabCommand::Etcd { action } => {
+            let mut record = LabRecord::read(&dir)?;
+            if record.etcd.is_empty() {
+                bail!("this lab runs no etcd members (it was started with --no-coordination)");
+            }
+            match action {
+                LabEtcdAction::KillLeader => {
+                    let name = drctl_lab::etcd::kill_leader(&record).await?;
+                    outln!("killed the etcd leader: the member of {name}")?;
+                }
+                LabEtcdAction::Start { member } => {
+                    drctl_lab::etcd::restart(&mut record, &member)?;
+                    outln!("started the etcd member of {member}")?;
+                }
+            }
+            Ok(())
+        }
         LabCommand::KillPrimary { service } => {
             let record = LabRecord::read(&dir)?;
             let targets: Vec<String> = match service {
@@ -505,6 +523,7 @@ async fn status(dir: &Path, output: OutputFormat) -> anyhow::Result<()> {
         "api_url": record.api_url, "config": record.config_path, "clusters": clusters,
         "dns": {"server": record.dns_server, "zone": record.dns_zone, "key_file": record.dns_key_file},
         "fronts": fronts,
+        "etcd": drctl_lab::etcd::member_status(&record).await,
         "link": control.as_ref().map(|c| c["link"].clone()),
         "workload": control.as_ref().map(|c| c["workload"].clone()),
     });
