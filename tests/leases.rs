@@ -393,3 +393,63 @@ async fn losing_region_b_the_witness_the_etcd_leader_or_the_region_link_fences_n
     assert!(writable(&lab, REGION_A).await);
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn daemons_in_two_sites_keep_one_leader_through_etcd_when_a_site_is_lost() {
+    let (lab, _dir) = start_leased_lab(vec![orders()]).await;
+    let config = lab_config(&lab);
+    let net = lab.network().expect("a namespaced lab").clone();
+    let ctl = net
+        .runtime_with_workers(Site::Ctl, 2)
+        .expect("a runtime in ctl");
+    let witness = net
+        .runtime_with_workers(Site::Witness, 2)
+        .expect("a runtime in the witness site");
+    let first = ctl
+        .run(start_daemon_automatic(config.clone()))
+        .await
+        .expect("a daemon in ctl");
+    wait_for(
+        "the daemon in ctl leading",
+        Duration::from_secs(20),
+        || async { first.is_leader().then_some(()) },
+    )
+    .await;
+    let second = witness
+        .run(start_daemon_automatic(config))
+        .await
+        .expect("a daemon in the witness site");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(first.is_leader() && !second.is_leader());
+
+    // The control plane's site is lost: the daemon there cannot renew and
+    // steps down; the one in the witness site takes over once the lease
+    // expired in etcd. Never both at once.
+    lab.partition(Partition::Isolate(Site::Ctl)).unwrap();
+    let lost = Instant::now();
+    let mut both = 0;
+    let took_over = loop {
+        if first.is_leader() && second.is_leader() {
+            both += 1;
+        }
+        if second.is_leader() {
+            break Instant::now();
+        }
+        assert!(
+            lost.elapsed() < Duration::from_secs(60),
+            "the witness site's daemon did not take over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "leadership moved to the witness site's daemon {:.1} s after the control plane's site was lost",
+        took_over.duration_since(lost).as_secs_f64()
+    );
+    assert_eq!(both, 0, "two daemons led at once");
+    assert!(!first.is_leader());
+    lab.heal().unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(second.is_leader() && !first.is_leader());
+    first.stop().await;
+    second.stop().await;
+}

@@ -112,11 +112,17 @@ impl Etcd {
     /// every caller (each guard round, each operation's step) then starts
     /// from the member that answered last, instead of waiting out a
     /// timeout on a member cut off with a lost site each time.
+    ///
+    /// One client per network namespace too: its pooled connections
+    /// belong to the namespace they were opened in, and one process may
+    /// run tasks in several (the lab's sites each have a runtime).
     pub fn shared(endpoints: &[String], timeout: Duration) -> Result<Etcd> {
-        type Registry = std::sync::Mutex<std::collections::HashMap<(Vec<String>, Duration), Etcd>>;
+        type Key = (Vec<String>, Duration, Option<std::path::PathBuf>);
+        type Registry = std::sync::Mutex<std::collections::HashMap<Key, Etcd>>;
         static CLIENTS: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
         let registry = CLIENTS.get_or_init(Default::default);
-        let key = (endpoints.to_vec(), timeout);
+        let netns = std::fs::read_link("/proc/thread-self/ns/net").ok();
+        let key = (endpoints.to_vec(), timeout, netns);
         if let Some(c) = registry.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(c);
         }

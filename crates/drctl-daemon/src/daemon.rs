@@ -26,6 +26,8 @@ pub enum DaemonError {
     Tls(#[from] drctl_api::http::TlsError),
     #[error("the audit key ([audit]): {0}")]
     AuditKey(#[source] drctl_config::DsnError),
+    #[error("[coordination]: {0}")]
+    Coordination(String),
     #[error("cannot listen on {addr}: {source} (is another drctl running? change [api] listen)")]
     Listen {
         addr: SocketAddr,
@@ -86,11 +88,25 @@ impl Daemon {
         // The election stops last, once the duties have: the lease is given
         // back only when nothing of this leader's is still running.
         let (end_election, election_rx) = watch::channel(false);
-        let election_task = tokio::spawn(crate::leader::run(
-            leadership.clone(),
-            store.clone(),
-            election_rx,
-        ));
+        // With [coordination], daemons in several sites elect through the
+        // etcd quorum, so any one site can be lost; else through the store.
+        let election_task = match &config.coordination {
+            Some(coord) => {
+                let etcd = drctl_coord::Etcd::shared(&coord.etcd, coord.request_timeout)
+                    .map_err(|e| DaemonError::Coordination(e.to_string()))?;
+                tokio::spawn(crate::leader::run_etcd(
+                    leadership.clone(),
+                    store.clone(),
+                    etcd,
+                    election_rx,
+                ))
+            }
+            None => tokio::spawn(crate::leader::run(
+                leadership.clone(),
+                store.clone(),
+                election_rx,
+            )),
+        };
         // The first attempt decides before the API answers: a lone daemon
         // leads from its first request on.
         leadership.decided().await;
@@ -124,6 +140,11 @@ impl Daemon {
             duties_task,
             api_task,
         })
+    }
+
+    /// Whether this daemon leads now.
+    pub fn is_leader(&self) -> bool {
+        self.leadership.is_leader()
     }
 
     pub fn api_url(&self) -> String {

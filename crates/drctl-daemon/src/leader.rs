@@ -155,6 +155,156 @@ pub async fn run(leadership: Leadership, store: Store, mut shutdown: watch::Rece
     }
 }
 
+/// The key the daemons compete for in etcd (`[coordination]`).
+pub const ETCD_LEADER_KEY: &str = "drctl/daemon/leader";
+
+/// Who holds [`ETCD_LEADER_KEY`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EtcdLeader {
+    id: String,
+    api_url: String,
+}
+
+/// The election through etcd: the leader holds [`ETCD_LEADER_KEY`] under
+/// a lease of the daemons' lease time and renews it every tick; its term
+/// (the fencing token) is the key's creation revision, which grows with
+/// every new holder. A leader steps down a tick before the lease could
+/// expire, counted on its monotonic clock from when its last answered
+/// renewal was sent, as a primary's agent does: etcd only expires a lease
+/// after that. Daemons in two sites keep a leader when any one site of
+/// the quorum is lost; the daemons' rows stay in the store.
+pub async fn run_etcd(
+    leadership: Leadership,
+    store: Store,
+    etcd: drctl_coord::Etcd,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let ttl = leadership.lease_time().max(Duration::from_secs(2));
+    let tick = tick(ttl);
+    let host = drctl_api::auth::host_name();
+    let value = serde_json::to_vec(&EtcdLeader {
+        id: leadership.id().to_string(),
+        api_url: leadership.api_url().to_string(),
+    })
+    .unwrap_or_default();
+    let mut held: Option<(drctl_coord::LeaseId, i64)> = None;
+    loop {
+        let attempt = Instant::now();
+        let give_up = match leadership.valid_until() {
+            Some(until) if held.is_some() => {
+                (attempt + tick).min(until.checked_sub(tick).unwrap_or(attempt).max(attempt))
+            }
+            _ => attempt + tick.max(Duration::from_millis(500)),
+        };
+        let round = tokio::time::timeout_at(give_up, async {
+            match held {
+                Some((lease, term)) => {
+                    let renewal = etcd.keep_alive(lease).await?;
+                    Ok::<_, drctl_coord::CoordError>(
+                        renewal.ttl.map(|_| (lease, term, renewal.sent)),
+                    )
+                }
+                None => {
+                    let sent = std::time::Instant::now();
+                    let lease = etcd.grant(ttl).await?;
+                    match etcd.create(ETCD_LEADER_KEY, &value, Some(lease)).await? {
+                        Ok(()) => {
+                            let term = etcd
+                                .get(ETCD_LEADER_KEY)
+                                .await?
+                                .map(|kv| kv.create_revision)
+                                .unwrap_or_default();
+                            Ok(Some((lease, term, sent)))
+                        }
+                        Err(_) => {
+                            let _ = etcd.revoke(lease).await;
+                            Ok(None)
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        match round {
+            Ok(Ok(Some((lease, term, sent)))) => {
+                if held.is_none() {
+                    tracing::info!(daemon = %leadership.id(), term, "this daemon leads now (etcd)");
+                    leadership.publish(|s| s.leading_since = Some(Utc::now()));
+                }
+                held = Some((lease, term));
+                leadership.set_valid_until(Some(Instant::from_std(sent) + ttl));
+            }
+            Ok(Ok(None)) => {
+                if let Some((_, term)) = held.take() {
+                    tracing::warn!(daemon = %leadership.id(), term, "the leader lease is gone in etcd; following now");
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot reach the etcd quorum for the leader lease")
+            }
+            Err(_) => tracing::warn!(after = ?tick, "etcd did not answer the leader lease in time"),
+        }
+        let deadline = leadership.valid_until();
+        if held.is_some() && deadline.is_none_or(|d| Instant::now() + tick >= d) {
+            let (_, term) = held.take().expect("checked");
+            tracing::warn!(daemon = %leadership.id(), term, "could not renew the leader lease in time; stepping down");
+        }
+        if held.is_none() {
+            leadership.set_valid_until(None);
+        }
+        let now = Utc::now();
+        let me = DaemonRecord {
+            id: leadership.id().to_string(),
+            host: host.clone(),
+            api_url: leadership.api_url().to_string(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at: leadership.started_at(),
+            seen_at: now,
+        };
+        let _ = store.note_daemon(&me).await;
+        let recent = TimeDelta::from_std(ttl * 3).unwrap_or(TimeDelta::seconds(45));
+        let daemons = store
+            .daemons(now - recent, now - TimeDelta::days(7))
+            .await
+            .unwrap_or_default();
+        let leader = match etcd.get(ETCD_LEADER_KEY).await {
+            Ok(Some(kv)) => serde_json::from_slice::<EtcdLeader>(&kv.value)
+                .ok()
+                .map(|l| LeaderView {
+                    id: l.id,
+                    api_url: Some(l.api_url),
+                    token: kv.create_revision,
+                    lease_expires_at: now + TimeDelta::from_std(ttl).unwrap_or_default(),
+                }),
+            _ => None,
+        };
+        leadership.publish(|s| {
+            s.decided = true;
+            s.leading = held.is_some();
+            s.term = held.map(|(_, t)| t);
+            if !s.leading {
+                s.leading_since = None;
+            }
+            s.leader = leader;
+            s.daemons = daemons;
+        });
+        tokio::select! {
+            _ = tokio::time::sleep_until(attempt + tick) => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    if let Some((lease, term)) = held {
+        leadership.set_valid_until(None);
+        leadership.publish(|s| s.leading = false);
+        match etcd.revoke(lease).await {
+            Ok(()) => tracing::info!(daemon = %leadership.id(), term, "gave the leader lease back"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not give the leader lease back; it expires by itself")
+            }
+        }
+    }
+}
+
 /// Refreshes this daemon's row and reads who leads and who is there.
 async fn observe(
     leadership: &Leadership,
