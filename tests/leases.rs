@@ -74,6 +74,51 @@ impl SiteWriter {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_region_cut_off_from_everyone_fences_itself_before_the_other_is_promoted() {
     let (lab, _dir) = start_leased_lab(vec![orders()]).await;
+    region_a_cut_off(&lab, || {}).await;
+}
+
+/// Debian's libfaketime (package `faketime`; tests/run.sh installs it).
+fn libfaketime() -> String {
+    let path = std::env::var("LIBFAKETIME")
+        .unwrap_or_else(|_| "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1".into());
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} is missing: install it with `apt-get install faketime` (bash tests/run.sh does) or set LIBFAKETIME"
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_primary_whose_wall_clock_steps_five_seconds_either_way_still_fences_itself_in_time() {
+    // region-a's agent (the lease holder) runs under libfaketime: its wall
+    // clock is read from a file the test rewrites, as an NTP step or a VM
+    // resumed would move it; the monotonic clock is left alone, as such a
+    // step leaves it.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = dir.path().join("faketime");
+    std::fs::write(&clock, "+5s\n").unwrap();
+    let env = [
+        ("LD_PRELOAD", libfaketime()),
+        ("FAKETIME_TIMESTAMP_FILE", clock.display().to_string()),
+        ("FAKETIME_NO_CACHE", "1".to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+    ];
+    let (lab, _dir) = start_leased_lab_with(vec![orders()], |spec| {
+        for (k, v) in &env {
+            spec.agent_env
+                .push((REGION_A.to_string(), k.to_string(), v.clone()));
+        }
+    })
+    .await;
+    // Stepped back by ten seconds just before the cut: a holder that
+    // counted its deadline on the wall clock would now fence 10 s late.
+    region_a_cut_off(&lab, || std::fs::write(&clock, "-5s\n").unwrap()).await;
+}
+
+/// Cuts region-a off from everyone under a writer inside region-a and one
+/// that follows DNS, and checks the guarantees against what they saw
+/// acknowledged. `before_cut` runs just before the partition.
+async fn region_a_cut_off(lab: &drctl_lab::Lab, before_cut: impl FnOnce()) {
     lab.workload().pause();
     let primary_dsn = lab.cluster("orders", REGION_A).dsn("orders");
     let mut c = connect(&primary_dsn).await;
@@ -91,10 +136,11 @@ async fn a_region_cut_off_from_everyone_fences_itself_before_the_other_is_promot
     let daemon = start_daemon_automatic(config).await;
     // An application server inside region-a writing straight to its
     // primary, and one that follows DNS.
-    let direct = SiteWriter::start(&lab, Site::RegionA, lab.dsn("orders", REGION_A, "orders"));
-    let via_dns = Writer::start(&lab).await;
+    let direct = SiteWriter::start(lab, Site::RegionA, lab.dsn("orders", REGION_A, "orders"));
+    let via_dns = Writer::start(lab).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    before_cut();
     lab.partition(Partition::Isolate(Site::RegionA)).unwrap();
     let cut = Instant::now();
     eprintln!("cut at {}", chrono::Utc::now());

@@ -68,6 +68,14 @@ pub async fn start_namespaced_lab(
 /// A namespaced lab with agents, three etcd members (region-a, region-b,
 /// witness) and primary leases (`[coordination]`).
 pub async fn start_leased_lab(services: Vec<LabService>) -> (Lab, tempfile::TempDir) {
+    start_leased_lab_with(services, |_| {}).await
+}
+
+/// As [`start_leased_lab`], with the spec changed by `adjust` first.
+pub async fn start_leased_lab_with(
+    services: Vec<LabService>,
+    adjust: impl FnOnce(&mut LabSpec),
+) -> (Lab, tempfile::TempDir) {
     if let Err(why) = drctl_lab::netns::available() {
         panic!("this test needs the namespaced lab: {why}\n(`bash tests/run.sh` runs the suite as root with iproute2 installed)");
     }
@@ -82,6 +90,7 @@ pub async fn start_leased_lab(services: Vec<LabService>) -> (Lab, tempfile::Temp
     spec.network = drctl_lab::LabNetwork::Namespaces;
     spec.agents = Some(drctl_bin());
     spec.coordination = true;
+    adjust(&mut spec);
     let lab = Lab::up(spec, |m| eprintln!("lab: {m}"))
         .await
         .unwrap_or_else(|e| panic!("the leased lab did not start: {e}\n(run `bash tests/run.sh`, which installs PostgreSQL, etcd-server and iproute2)"));

@@ -76,7 +76,12 @@ pub(crate) fn plan(
 
 /// Starts the planned agents with `bin` (the drctl binary), each serving
 /// its region's data directories, and waits until each answers.
-pub(crate) fn start(record: &mut LabRecord, place: &Placement, bin: &Path) -> Result<()> {
+pub(crate) fn start(
+    record: &mut LabRecord,
+    place: &Placement,
+    bin: &Path,
+    env: &[(String, String, String)],
+) -> Result<()> {
     let pki = record.dir.join(LAB_PKI_DIR);
     for i in 0..record.agents.len() {
         let agent = record.agents[i].clone();
@@ -104,6 +109,9 @@ pub(crate) fn start(record: &mut LabRecord, place: &Placement, bin: &Path) -> Re
             .arg(&record.config_path);
         for d in &data_dirs {
             cmd.arg("--data-dir").arg(d);
+        }
+        for (_, name, value) in env.iter().filter(|(r, _, _)| *r == agent.region) {
+            cmd.env(name, value);
         }
         let err = log.try_clone().map_err(io_err("the agent's log file"))?;
         let mut child = cmd

@@ -287,7 +287,7 @@ impl Lab {
         std::fs::write(&record.config_path, config).map_err(io_err("writing the lab config"))?;
         if let Some(bin) = &spec.agents {
             progress("agents: starting one per region (mutual TLS, certificates in pki/)");
-            crate::agents::start(&mut record, &place, bin)?;
+            crate::agents::start(&mut record, &place, bin, &spec.agent_env)?;
             for a in &record.agents {
                 progress(&format!(
                     "agent of {}: {} (log {})",

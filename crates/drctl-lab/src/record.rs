@@ -107,6 +107,9 @@ pub struct LabSpec {
     /// Three etcd members (region-a, region-b, witness) and primary
     /// leases (`[coordination]`); needs the agents.
     pub coordination: bool,
+    /// Extra environment of one region's agent (`(region, name, value)`):
+    /// tests give an agent its own clock (libfaketime) this way.
+    pub agent_env: Vec<(String, String, String)>,
 }
 
 impl LabSpec {
@@ -127,6 +130,7 @@ impl LabSpec {
             network: LabNetwork::Loopback,
             agents: None,
             coordination: false,
+            agent_env: Vec::new(),
         }
     }
 
@@ -143,6 +147,7 @@ impl LabSpec {
             network: LabNetwork::Loopback,
             agents: None,
             coordination: false,
+            agent_env: Vec::new(),
         }
     }
 }
