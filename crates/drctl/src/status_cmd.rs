@@ -37,14 +37,63 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             )
         }
     };
+    let leases = config.as_ref().map(|c| primary_leases(c));
     match args.output {
         OutputFormat::Json => outln!(
             "{}",
-            serde_json::to_string_pretty(&json!({"source": source, "report": report}))?
+            serde_json::to_string_pretty(
+                &json!({"source": source, "primary_leases": leases, "report": report})
+            )?
         )?,
-        OutputFormat::Table => print_table(&report, &source)?,
+        OutputFormat::Table => {
+            print_table(&report, &source)?;
+            if let Some(l) = &leases {
+                outln!(
+                    "(primary leases: {})",
+                    l["summary"].as_str().unwrap_or_default()
+                )?;
+            }
+        }
     }
     Ok(())
+}
+
+/// What guards against two writable primaries: etcd's primary leases
+/// (`[coordination]`) for the services whose servers have agents, or, in
+/// the single-site default, nothing that lets a cut-off primary fence
+/// itself. Said plainly, because it decides what a partition can do.
+fn primary_leases(config: &drctl_config::Config) -> Value {
+    let Some(coord) = &config.coordination else {
+        return json!({
+            "kind": "none",
+            "summary": "none ([coordination] is not set): a primary cut off from drctl cannot fence itself; \
+                        an unreachable primary is fenced only by its agent or a fence hook",
+        });
+    };
+    let uncovered: Vec<&str> = config
+        .services
+        .iter()
+        .filter(|s| s.has_datastore() && s.nodes.values().any(|n| n.agent.is_none()))
+        .map(|s| s.name.as_str())
+        .collect();
+    let mut summary = format!(
+        "etcd ({} members, lease {}s): a primary cut off from the quorum fences itself before its lease expires",
+        coord.etcd.len(),
+        coord.lease_ttl.as_secs()
+    );
+    if !uncovered.is_empty() {
+        summary.push_str(&format!(
+            "; not covered (a region without an agent): {}",
+            uncovered.join(", ")
+        ));
+    }
+    json!({
+        "kind": "etcd",
+        "members": coord.etcd,
+        "lease_s": coord.lease_ttl.as_secs(),
+        "uncovered": uncovered,
+        "summary": summary,
+    })
 }
 
 /// The report, and where the answering daemon stands among several
