@@ -127,7 +127,7 @@ async fn region_a_cut_off(lab: &drctl_lab::Lab, before_cut: impl FnOnce()) {
         .await
         .unwrap();
     drop(c);
-    let config = lab_config(&lab);
+    let config = lab_config(lab);
     assert!(
         config.coordination.is_some(),
         "the leased lab writes [coordination]"
@@ -210,7 +210,7 @@ async fn region_a_cut_off(lab: &drctl_lab::Lab, before_cut: impl FnOnce()) {
 
     // DNS names region-b, and the application that follows it writes there.
     wait_for("DNS naming region-b", Duration::from_secs(30), || async {
-        (resolve(&lab).await == Some(front(&lab, REGION_B))).then_some(())
+        (resolve(lab).await == Some(front(lab, REGION_B))).then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
