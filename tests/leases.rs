@@ -318,12 +318,7 @@ async fn drctl_cut_off_from_a_primary_that_renews_its_lease_fails_nothing_over()
     );
     tokio::time::sleep(Duration::from_secs(15)).await;
     assert!(
-        store
-            .operations(10)
-            .await
-            .unwrap()
-            .iter()
-            .all(|o| o.kind != OperationKind::Failover),
+        no_failover(&store).await,
         "no failover while the primary renews its lease"
     );
     lab.heal().unwrap();
@@ -343,6 +338,16 @@ fn self_fenced(lab: &drctl_lab::Lab, region: &str) -> bool {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .contains("primary fenced itself")
+}
+
+/// Whether no failover was recorded.
+async fn no_failover(store: &Store) -> bool {
+    store
+        .operations(10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|o| o.kind != OperationKind::Failover)
 }
 
 /// Acknowledged writes within `from..to`.
@@ -427,15 +432,7 @@ async fn losing_region_b_the_witness_the_etcd_leader_or_the_region_link_fences_n
         !self_fenced(&lab, REGION_A),
         "region-a's primary never fenced itself"
     );
-    assert!(
-        store
-            .operations(10)
-            .await
-            .unwrap()
-            .iter()
-            .all(|o| o.kind != OperationKind::Failover),
-        "no failover"
-    );
+    assert!(no_failover(&store).await, "no failover");
     assert!(writable(&lab, REGION_A).await);
     daemon.stop().await;
 }

@@ -300,7 +300,11 @@ fn remove_leaves_nothing_and_remove_stale_cleans_up_after_a_killed_lab() {
         root_forwarding,
         "forwarding is the router's alone"
     );
-    assert_eq!(our_namespaces(prefix).len(), 4, "a, b, ctl and the router");
+    assert_eq!(
+        our_namespaces(prefix).len(),
+        5,
+        "a, b, ctl, witness and the router"
+    );
     assert!(root_link_exists(prefix));
     // A blocking command runs in a site and sees its address.
     let out = t
@@ -327,7 +331,8 @@ fn remove_leaves_nothing_and_remove_stale_cleans_up_after_a_killed_lab() {
     killed.create().expect("creating");
     std::mem::forget(killed);
     let removed = NetnsTopology::remove_stale(prefix).expect("removing the stale lab");
-    assert_eq!(removed.len(), 5, "{removed:?}");
+    // The root link and five namespaces (a, b, ctl, witness, router).
+    assert_eq!(removed.len(), 6, "{removed:?}");
     assert!(our_namespaces(prefix).is_empty());
     assert!(!root_link_exists(prefix));
     let route = Command::new("ip")

@@ -253,20 +253,7 @@ pub async fn run_etcd(
             leadership.set_valid_until(None);
         }
         let now = Utc::now();
-        let me = DaemonRecord {
-            id: leadership.id().to_string(),
-            host: host.clone(),
-            api_url: leadership.api_url().to_string(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            started_at: leadership.started_at(),
-            seen_at: now,
-        };
-        let _ = store.note_daemon(&me).await;
-        let recent = TimeDelta::from_std(ttl * 3).unwrap_or(TimeDelta::seconds(45));
-        let daemons = store
-            .daemons(now - recent, now - TimeDelta::days(7))
-            .await
-            .unwrap_or_default();
+        let daemons = refresh_daemons(&leadership, &store, &host, now).await;
         let leader = match etcd.get(ETCD_LEADER_KEY).await {
             Ok(Some(kv)) => serde_json::from_slice::<EtcdLeader>(&kv.value)
                 .ok()
@@ -305,13 +292,14 @@ pub async fn run_etcd(
     }
 }
 
-/// Refreshes this daemon's row and reads who leads and who is there.
-async fn observe(
+/// Refreshes this daemon's row in the store and reads the daemons seen
+/// within three lease times.
+async fn refresh_daemons(
     leadership: &Leadership,
     store: &Store,
     host: &str,
     now: DateTime<Utc>,
-) -> (Option<LeaderView>, Vec<DaemonRecord>) {
+) -> Vec<DaemonRecord> {
     let me = DaemonRecord {
         id: leadership.id().to_string(),
         host: host.to_string(),
@@ -324,10 +312,20 @@ async fn observe(
         tracing::debug!(error = %e, "could not refresh this daemon's row");
     }
     let recent = TimeDelta::from_std(leadership.lease_time() * 3).unwrap_or(TimeDelta::seconds(45));
-    let daemons = store
+    store
         .daemons(now - recent, now - TimeDelta::days(7))
         .await
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Refreshes this daemon's row and reads who leads and who is there.
+async fn observe(
+    leadership: &Leadership,
+    store: &Store,
+    host: &str,
+    now: DateTime<Utc>,
+) -> (Option<LeaderView>, Vec<DaemonRecord>) {
+    let daemons = refresh_daemons(leadership, store, host, now).await;
     let leader = match store.lease(LEADER_LEASE).await {
         Ok(Some(l)) if l.expires_at > now => Some(LeaderView {
             api_url: daemons

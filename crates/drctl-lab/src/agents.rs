@@ -168,22 +168,29 @@ fn wait_listening(
 
 /// Stops the lab's agents (SIGTERM, then SIGKILL); returns what it did.
 pub(crate) fn stop(record: &LabRecord) -> Vec<String> {
-    let mut done = Vec::new();
-    for a in &record.agents {
-        if a.pid == 0 || !process_alive(a.pid, "drctl") {
-            continue;
-        }
-        signal(a.pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while process_alive(a.pid, "drctl") && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if process_alive(a.pid, "drctl") {
-            signal(a.pid, nix::sys::signal::Signal::SIGKILL);
-        }
-        done.push(format!("stopped the agent of {} (pid {})", a.region, a.pid));
+    record
+        .agents
+        .iter()
+        .filter(|a| stop_process(a.pid, "drctl"))
+        .map(|a| format!("stopped the agent of {} (pid {})", a.region, a.pid))
+        .collect()
+}
+
+/// Stops the recorded process `pid` if it still runs as `comm` (SIGTERM,
+/// then SIGKILL after 10 s); whether it was running.
+pub(crate) fn stop_process(pid: u32, comm: &str) -> bool {
+    if pid == 0 || !process_alive(pid, comm) {
+        return false;
     }
-    done
+    signal(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_alive(pid, comm) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if process_alive(pid, comm) {
+        signal(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    true
 }
 
 /// The agent's address as the config names it.

@@ -25,6 +25,10 @@ use drctl_pg::os::{process_alive, signal};
 /// The witness site's name (the etcd quorum's third member).
 pub const WITNESS: &str = "witness";
 
+/// How long the lab waits for one member's answer: generous, since a
+/// loaded test machine answers slowly and nothing here is on a deadline.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The install hint of a machine without etcd.
 pub const ETCD_INSTALL: &str = "apt-get install etcd-server";
 
@@ -81,25 +85,24 @@ pub fn client_urls(record: &LabRecord) -> Vec<String> {
     record.etcd.iter().map(|m| m.client_url.clone()).collect()
 }
 
-/// Starts the planned members and waits until they have a leader.
-pub(crate) async fn start(record: &mut LabRecord) -> Result<()> {
-    let bin = find_etcd()?;
-    let initial: Vec<String> = record
+/// etcd's `--initial-cluster`: every member's name and peer URL.
+fn initial_cluster(record: &LabRecord) -> String {
+    record
         .etcd
         .iter()
         .map(|m| format!("{}={}", m.name, m.peer_url))
-        .collect();
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Starts the planned members and waits until they have a leader.
+pub(crate) async fn start(record: &mut LabRecord) -> Result<()> {
+    let bin = find_etcd()?;
+    let initial = initial_cluster(record);
     let token = format!("drctl-lab-{}", std::process::id());
     for i in 0..record.etcd.len() {
         let m = record.etcd[i].clone();
-        let pid = spawn(
-            record.network.as_ref(),
-            &bin,
-            &m,
-            &initial.join(","),
-            &token,
-            "new",
-        )?;
+        let pid = spawn(record.network.as_ref(), &bin, &m, &initial, &token, "new")?;
         record.etcd[i].pid = pid;
         record.write()?;
     }
@@ -151,7 +154,7 @@ fn spawn(
 
 /// Waits until every running member names the same leader.
 pub(crate) async fn wait_leader(record: &LabRecord, timeout: Duration) -> Result<()> {
-    let etcd = drctl_coord::Etcd::new(&client_urls(record), Duration::from_millis(500))
+    let etcd = drctl_coord::Etcd::new(&client_urls(record), ASK_TIMEOUT)
         .map_err(|e| LabError::Other(e.to_string()))?;
     let deadline = Instant::now() + timeout;
     let want = record
@@ -195,13 +198,23 @@ pub(crate) async fn wait_leader(record: &LabRecord, timeout: Duration) -> Result
 
 /// Kills (SIGKILL) the member that leads now; returns its name.
 pub async fn kill_leader(record: &LabRecord) -> Result<String> {
-    let etcd = drctl_coord::Etcd::new(&client_urls(record), Duration::from_millis(500))
+    let etcd = drctl_coord::Etcd::new(&client_urls(record), ASK_TIMEOUT)
         .map_err(|e| LabError::Other(e.to_string()))?;
-    let members = etcd.members().await;
-    let leader = members
-        .iter()
-        .find(|m| m.is_leader())
-        .ok_or_else(|| LabError::Other("no etcd member says it leads".into()))?;
+    // Right after a partition heals or a member restarts, the members may
+    // still be electing, or too slow to answer: ask again for a while.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let leader = loop {
+        let members = etcd.members().await;
+        if let Some(l) = members.into_iter().find(|m| m.is_leader()) {
+            break l;
+        }
+        if Instant::now() > deadline {
+            return Err(LabError::Other(
+                "no etcd member says it leads (asked for 15 s)".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let m = record
         .etcd
         .iter()
@@ -215,11 +228,7 @@ pub async fn kill_leader(record: &LabRecord) -> Result<String> {
 /// cluster it was part of).
 pub fn restart(record: &mut LabRecord, name: &str) -> Result<()> {
     let bin = find_etcd()?;
-    let initial: Vec<String> = record
-        .etcd
-        .iter()
-        .map(|m| format!("{}={}", m.name, m.peer_url))
-        .collect();
+    let initial = initial_cluster(record);
     let i = record
         .etcd
         .iter()
@@ -233,7 +242,7 @@ pub fn restart(record: &mut LabRecord, name: &str) -> Result<()> {
         record.network.as_ref(),
         &bin,
         &m,
-        &initial.join(","),
+        &initial,
         "unused",
         "existing",
     )?;
@@ -243,31 +252,18 @@ pub fn restart(record: &mut LabRecord, name: &str) -> Result<()> {
 
 /// Stops the lab's members (SIGTERM, then SIGKILL); returns what it did.
 pub(crate) fn stop(record: &LabRecord) -> Vec<String> {
-    let mut done = Vec::new();
-    for m in &record.etcd {
-        if m.pid == 0 || !process_alive(m.pid, "etcd") {
-            continue;
-        }
-        signal(m.pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while process_alive(m.pid, "etcd") && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if process_alive(m.pid, "etcd") {
-            signal(m.pid, nix::sys::signal::Signal::SIGKILL);
-        }
-        done.push(format!(
-            "stopped the etcd member of {} (pid {})",
-            m.name, m.pid
-        ));
-    }
-    done
+    record
+        .etcd
+        .iter()
+        .filter(|m| crate::agents::stop_process(m.pid, "etcd"))
+        .map(|m| format!("stopped the etcd member of {} (pid {})", m.name, m.pid))
+        .collect()
 }
 
 /// What `lab status` shows of a member: its record, whether it runs, and
 /// whether it leads (asked of the members themselves).
 pub async fn member_status(record: &LabRecord) -> Vec<serde_json::Value> {
-    let statuses = match drctl_coord::Etcd::new(&client_urls(record), Duration::from_millis(500)) {
+    let statuses = match drctl_coord::Etcd::new(&client_urls(record), ASK_TIMEOUT) {
         Ok(etcd) => etcd.members().await,
         Err(_) => Vec::new(),
     };
