@@ -942,7 +942,8 @@ def table_row(name, s, mode, d):
             txt += f" ({w['not_resumed']} not resumed)"
         return txt
     cells = [name, str(s["runs"]),
-             f"{s['split_brain_rows_total']} (max {s['split_brain_rows_max']})",
+             f"{s['split_brain_rows_total']} (max {s['split_brain_rows_max']}; "
+             f"{s.get('runs_with_split_brain', 0)} of {s['runs']} runs)",
              f"{s['promotions_total']} ({s['unneeded_failovers_total']} unneeded)",
              outage(w1), f"{outage(w2)} ({sec})" if sec else "–"]
     if mode == "region-a":
@@ -980,10 +981,13 @@ def peers(res_dir, out=None):
               f"{d.get('random_steps')} (seed {d.get('seed')}); generated {d.get('generated_at')}.")
     p("")
     p("Columns: *split-brain rows*: rows acknowledged by a server after another server's first acknowledged row on "
-      "the same or a newer timeline (total over the runs, max in one run). *failovers*: promotions (new timelines) "
-      "during the run; *unneeded*: all of them outside `region-a`, beyond one in `region-a`. *outage*: longest gap "
-      "between two acknowledged inserts of that writer from the cut until the side was healthy again after the heal, "
-      "p50 / p95 over the runs (*not resumed*: the writer had not written again by then, the open gap counted). "
+      "the same or a newer timeline, counted up to the next cut (total over the runs, the worst run, and in how many "
+      "runs it happened: one split brain whose pair then stays broken for the 120 s health wait counts every row "
+      "written meanwhile). *failovers*: promotions (new timelines, or two servers on one new timeline) from the cut "
+      "to the end of the run; *unneeded*: all of them outside `region-a`, beyond one in `region-a`. *outage*: "
+      "longest gap between two acknowledged inserts of that writer from the cut to the end of the run (healed, "
+      "healthy again, 10 s settled; before any switch back), p50 / p95 over the runs (*not resumed*: the writer had "
+      "not written again by then, the open gap counted: the direct writer whenever region-a ends as a standby). "
       "*healthy*: heal → primary plus a streaming, caught-up standby again, p50.")
     all_modes = []
     for d in docs.values():
@@ -1024,12 +1028,13 @@ def peers(res_dir, out=None):
                 s = d["random"]
                 w1 = s["writers"].get("direct") or {}
                 w2 = s["writers"].get(d.get("second_writer")) or {}
-                p(f"| {name} | {s['runs']} | {s['split_brain_rows_total']} (max {s['split_brain_rows_max']}) | "
+                p(f"| {name} | {s['runs']} | {s['split_brain_rows_total']} (max {s['split_brain_rows_max']}; "
+                  f"{s.get('runs_with_split_brain', 0)} of {s['runs']} steps) | "
                   f"{s['promotions_total']} ({s['unneeded_failovers_total']} unneeded, "
                   f"{s.get('needed_failovers')} steps cut off the primary's region) | "
                   f"{fs(w1.get('outage_p50_s'))} / {fs(w1.get('outage_p95_s'))} | "
                   f"{fs(w2.get('outage_p50_s'))} / {fs(w2.get('outage_p95_s'))} | "
-                  f"{'yes' if s.get('healthy_at_end') else 'no'}"
+                  f"{'yes' if s.get('healthy_at_end') else 'no (repaired by hand)' if s.get('repairs') else 'no'}"
                   + (f" ({fs(s.get('healthy_after_last_heal_s'))} after the last heal)" if s.get('healthy_at_end') else "")
                   + " |")
     p("")
