@@ -34,6 +34,9 @@ use std::time::{Duration, Instant};
 use drctl_coord::{Etcd, Holder, LeaseId, PrimaryLeases};
 use drctl_node::{HardFenceRequest, NodeActions, NodeRef, StopMode};
 
+/// How soon a round that renewed nothing is tried again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(200);
+
 /// One server whose primary lease this agent holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseSpec {
@@ -168,6 +171,7 @@ pub async fn hold(
         } else {
             Some(round.await)
         };
+        let renewed = matches!(outcome, Some(Ok(Round::Held { .. })));
         let fence = match outcome {
             Some(Ok(Round::Held { sent })) => {
                 ever_renewed = true;
@@ -191,7 +195,15 @@ pub async fn hold(
             held = None;
             continue;
         }
-        let next = Instant::now() + timings.renew_every;
+        // A failed round is retried at once, not a renewal period later:
+        // the quorum may be back (an etcd election after a heal takes a few
+        // seconds) with only moments left before the deadline.
+        let next = Instant::now()
+            + if renewed {
+                timings.renew_every
+            } else {
+                RETRY_AFTER_FAILURE
+            };
         let deadline = last_ok + timings.ttl.saturating_sub(timings.margin);
         tokio::time::sleep_until(next.min(deadline).into()).await;
     }

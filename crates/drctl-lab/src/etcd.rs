@@ -138,6 +138,10 @@ fn spawn(
         .args(["--initial-cluster", initial])
         .args(["--initial-cluster-state", state])
         .args(["--initial-cluster-token", token])
+        // A member that was cut off (its term risen alone) does not force
+        // an election when it comes back: without pre-vote, every heal of
+        // a partition costs the cluster its leader for seconds.
+        .arg("--pre-vote")
         // No metrics or pprof listeners beyond the client port.
         .env_remove("ETCD_LISTEN_METRICS_URLS")
         .stdin(Stdio::null())
