@@ -110,6 +110,7 @@ fn plan(config: &drctl_config::Config) {
                     at,
                     primary_error: Some("refused".into()),
                     receiver: ReceiverView::Disconnected { status: None },
+                    lease: None,
                 };
                 let _ = detector.observe(&settings, &o, &brakes);
                 at = at.checked_add_signed(step).unwrap_or(at);
