@@ -264,15 +264,7 @@ async fn a_primary_cut_off_from_everyone_is_failed_over_and_never_writes_again()
     })
     .await;
     let steps = store.journal(&op.id).await.unwrap();
-    let fence = drctl_failover::view_output(
-        steps
-            .iter()
-            .find(|s| s.step == "fence_source")
-            .unwrap()
-            .output
-            .as_deref()
-            .unwrap(),
-    );
+    let fence = journaled_output(&store, &op.id, "fence_source").await;
     assert_eq!(fence["method"], "hook", "{fence}");
     assert_eq!(fence["reachable"], false);
     let announced = steps

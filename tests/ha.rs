@@ -8,8 +8,8 @@
 //! Real processes, a real PostgreSQL store, the lab's real clusters and DNS.
 //! Takeover times are printed (`takeover:` lines), not asserted.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use drctl_failover::{OperationKind, OperationSaga};
@@ -86,96 +86,6 @@ fn ha_config(lab: &Lab, store_url: &str) -> PathBuf {
     let path = lab.config_path().with_file_name("ha.toml");
     std::fs::write(&path, replaced).unwrap();
     path
-}
-
-/// One `drctl serve` process; killed on drop.
-struct Serve {
-    child: Child,
-    api: String,
-    log: PathBuf,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Serve {
-    async fn start(config: &Path, name: &str, env: &[(&str, &str)]) -> Serve {
-        let log = config.with_file_name(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(drctl_bin())
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .envs(env.iter().copied())
-            .env("DRCTL_LOG", "info,sqlx=warn")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("starting drctl serve");
-        let mut serve = Serve {
-            child,
-            api: String::new(),
-            log,
-        };
-        serve.api = wait_for(&format!("{name} to serve"), Duration::from_secs(30), || {
-            let text = serve.log_text();
-            async move {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("drctl serving "))
-                    .and_then(|l| l.split_whitespace().next())
-                    .map(str::to_string)
-            }
-        })
-        .await;
-        serve
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// `GET /api/v1/cluster` as this daemon answers it.
-    async fn cluster(&self) -> Option<Value> {
-        reqwest::get(format!("{}/api/v1/cluster", self.api))
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()
-    }
-
-    async fn leading(&self) -> bool {
-        self.cluster()
-            .await
-            .is_some_and(|c| c["this"]["leading"] == json!(true))
-    }
-
-    fn exited(&mut self) -> bool {
-        self.child.try_wait().ok().flatten().is_some()
-    }
-
-    /// Whether the kernel has the process stopped (state `T`).
-    fn stopped(&self) -> bool {
-        process_stopped(self.pid())
-    }
-
-    /// SIGTERM and wait: a clean stop gives the lease back.
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
 }
 
 /// `POST /api/v1/services/orders/operations` on `api`: (status, body).
@@ -302,20 +212,7 @@ async fn a_leader_killed_at_each_step_boundary_is_replaced_and_the_follower_fini
         assert_eq!(code, 202, "{crash}: {body}");
         let id = body["operation"]["id"].as_str().unwrap().to_string();
 
-        let died = poll(
-            &format!("the leader to die at {crash}"),
-            Duration::from_secs(60),
-            || {
-                let exited = leader.exited();
-                async move { exited.then(Instant::now) }
-            },
-        )
-        .await;
-        assert!(
-            leader.log_text().contains(&format!("aborting at {crash}")),
-            "{crash}: {}",
-            leader.log_text()
-        );
+        let died = leader.aborted_at(&crash, Duration::from_secs(60)).await;
         poll(
             &format!("the follower to lead after {crash}"),
             Duration::from_secs(30),

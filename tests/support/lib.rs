@@ -11,9 +11,11 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod lab_agents;
+pub mod serve;
 
 pub use api::{in_process_router, in_process_state, router_over, ApiClient, Reply};
 pub use config::{Service, TestConfig, TokenSecret};
+pub use serve::Serve;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -180,6 +182,22 @@ pub async fn start_daemon_automatic(config: Arc<Config>) -> Daemon {
     Daemon::start(Arc::new(config))
         .await
         .expect("the daemon starts")
+}
+
+/// The journaled output of `step` of operation `op`, as JSON (the view an
+/// operator reads: secrets redacted). Panics when the step has none.
+pub async fn journaled_output(
+    store: &drctl_store::Store,
+    op: &str,
+    step: &str,
+) -> serde_json::Value {
+    let steps = store.journal(op).await.unwrap();
+    let output = steps
+        .iter()
+        .find(|s| s.step == step)
+        .and_then(|s| s.output.as_deref())
+        .unwrap_or_else(|| panic!("operation {op} journaled no output of {step}: {steps:?}"));
+    drctl_failover::view_output(output)
 }
 
 /// Polls `check` every 200 ms until it returns `Some`, or panics after `timeout`.

@@ -101,6 +101,9 @@ pub enum FenceReason {
     LeaseGone,
     /// The key names another region.
     Superseded { holder: String },
+    /// The holder wrote no renewal before its deadline: it died or hangs
+    /// ([`crate::watchdog`]).
+    Watchdog { late: Duration },
 }
 
 impl std::fmt::Display for FenceReason {
@@ -115,6 +118,11 @@ impl std::fmt::Display for FenceReason {
             FenceReason::Superseded { holder } => {
                 write!(f, "the primary key names {holder}, not this region")
             }
+            FenceReason::Watchdog { late } => write!(
+                f,
+                "the lease holder wrote no renewal by its deadline ({:.1}s ago): it died or hangs",
+                late.as_secs_f64()
+            ),
         }
     }
 }
@@ -126,6 +134,7 @@ pub async fn hold(
     node: Arc<dyn NodeActions>,
     timings: LeaseTimings,
     host: String,
+    watchdog: Option<crate::watchdog::Launcher>,
 ) {
     let leases = PrimaryLeases::new(etcd.clone());
     let key = PrimaryLeases::key(&spec.cluster);
@@ -142,12 +151,23 @@ pub async fn hold(
         .unwrap_or_else(Instant::now);
     let mut ever_renewed = false;
     tracing::info!(cluster = %spec.cluster, region = %spec.region, ttl_s = timings.ttl.as_secs(), "primary lease holder started");
+    // What the deadline file says as far as this process knows (`None`:
+    // not written yet, so a predecessor's deadline stands).
+    let mut written: Option<bool> = None;
     loop {
+        if let Some(launcher) = &watchdog {
+            launcher.ensure(&spec.data_dir);
+        }
         let primary = is_writable_primary(node.as_ref(), &node_ref).await;
         if !primary {
             if let Some(lease) = held.take() {
                 tracing::info!(cluster = %spec.cluster, lease = %lease, "server is no longer a writable primary: releasing its lease");
                 let _ = etcd.revoke(lease).await;
+            }
+            if watchdog.is_some() && written != Some(false) {
+                written = write_deadline(&spec, &crate::watchdog::Deadline::Released)
+                    .then_some(false)
+                    .or(written);
             }
             // Re-armed for when it is a primary again (promoted): its
             // first round decides, as at the holder's start.
@@ -176,6 +196,14 @@ pub async fn hold(
             Some(Ok(Round::Held { sent })) => {
                 ever_renewed = true;
                 last_ok = last_ok.max(sent);
+                if watchdog.is_some() {
+                    // The watchdog's deadline is this one: from here on a
+                    // dead holder is fenced in time too.
+                    let left = (last_ok + timings.ttl.saturating_sub(timings.margin))
+                        .saturating_duration_since(Instant::now());
+                    let armed = crate::watchdog::Deadline::armed_in(left);
+                    written = write_deadline(&spec, &armed).then_some(true).or(written);
+                }
                 None
             }
             Some(Ok(Round::Fence(reason))) => Some(reason),
@@ -191,7 +219,7 @@ pub async fn hold(
                 .then_some(FenceReason::Deadline { since_last: since })
         });
         if let Some(reason) = fence {
-            self_fence(node.as_ref(), &spec, &node_ref, &reason).await;
+            fence_now(node.as_ref(), &node_ref, "self-fence", &reason).await;
             held = None;
             continue;
         }
@@ -346,7 +374,7 @@ async fn renew_or_acquire(
 }
 
 /// The server runs and is not in recovery (see the module doc).
-async fn is_writable_primary(node: &dyn NodeActions, node_ref: &NodeRef) -> bool {
+pub(crate) async fn is_writable_primary(node: &dyn NodeActions, node_ref: &NodeRef) -> bool {
     match node.status(node_ref).await {
         Ok(s) if s.running && s.fenced_by.is_none() => {
             !node_ref.data_dir.join("standby.signal").exists()
@@ -356,19 +384,32 @@ async fn is_writable_primary(node: &dyn NodeActions, node_ref: &NodeRef) -> bool
     }
 }
 
-/// Stops the server at once and marks it fenced, as the engine's hard
-/// fence does; a rejoin or a recovery lifts the mark.
-async fn self_fence(
+/// Writes the watchdog's deadline file; whether it was written (a failure
+/// is logged: the watchdog then keeps the last deadline it read, which can
+/// only make it fence earlier).
+fn write_deadline(spec: &LeaseSpec, deadline: &crate::watchdog::Deadline) -> bool {
+    match crate::watchdog::write_deadline(&spec.data_dir, deadline) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(cluster = %spec.cluster, error = %e, "cannot write the lease watchdog's deadline");
+            false
+        }
+    }
+}
+
+/// Stops the server at once and marks it fenced (the mark names `by`), as
+/// the engine's hard fence does; a rejoin or a recovery lifts the mark.
+pub(crate) async fn fence_now(
     node: &dyn NodeActions,
-    spec: &LeaseSpec,
     node_ref: &NodeRef,
+    by: &str,
     reason: &FenceReason,
 ) {
-    tracing::warn!(cluster = %spec.cluster, region = %spec.region, %reason, "fencing this primary: it may no longer hold its lease");
+    tracing::warn!(server = %node_ref.name, %reason, "fencing this primary: it may no longer hold its lease");
     let req = HardFenceRequest {
-        service: spec.cluster.clone(),
-        region: spec.region.clone(),
-        operation_id: format!("self-fence {}", chrono_now()),
+        service: node_ref.name.clone(),
+        region: String::new(),
+        operation_id: format!("{by} {}", chrono_now()),
         node: Some(node_ref.clone()),
         hook: None,
         hook_timeout_ms: 0,
@@ -376,10 +417,10 @@ async fn self_fence(
     };
     match node.hard_fence(&req).await {
         Ok(f) => {
-            tracing::warn!(cluster = %spec.cluster, was_running = ?f.was_running, "primary fenced itself")
+            tracing::warn!(server = %node_ref.name, by, was_running = ?f.was_running, "primary fenced itself")
         }
         Err(e) => {
-            tracing::error!(cluster = %spec.cluster, error = %e, "the self-fence failed; retrying")
+            tracing::error!(server = %node_ref.name, by, error = %e, "the self-fence failed; retrying")
         }
     }
 }

@@ -47,6 +47,7 @@ mod client;
 pub mod lease;
 mod nodes;
 pub mod server;
+pub mod watchdog;
 pub mod wire;
 
 pub use certs::{issue_pki, AgentFiles, AgentName, Pki};

@@ -166,14 +166,27 @@ fn wait_listening(
     )))
 }
 
-/// Stops the lab's agents (SIGTERM, then SIGKILL); returns what it did.
+/// Stops the lab's agents (SIGTERM, then SIGKILL), then their lease
+/// watchdogs (which outlive an agent on purpose); returns what it did.
 pub(crate) fn stop(record: &LabRecord) -> Vec<String> {
-    record
+    let mut done: Vec<String> = record
         .agents
         .iter()
         .filter(|a| stop_process(a.pid, "drctl"))
         .map(|a| format!("stopped the agent of {} (pid {})", a.region, a.pid))
-        .collect()
+        .collect();
+    for cluster in record.all_clusters() {
+        let dir = &cluster.data_dir;
+        if let Some(pid) = drctl_agent::watchdog::pid(dir) {
+            if stop_process(pid, "drctl") {
+                done.push(format!(
+                    "stopped the lease watchdog of {} (pid {pid})",
+                    dir.display()
+                ));
+            }
+        }
+    }
+    done
 }
 
 /// Stops the recorded process `pid` if it still runs as `comm` (SIGTERM,

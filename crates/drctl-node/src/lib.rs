@@ -49,8 +49,9 @@ pub use datastore::{
 /// agent on clone and scratch-restore requests).
 pub use drctl_pg::ScratchTls;
 pub use local::{
-    default_scratch_root, fence_mark_path, local_system_identifier, restore_claim_path,
-    resync_mark_path, rewind_diverged, this_host, BackupSource, LocalNode, CLONE_READY,
+    beside_data_dir, default_scratch_root, fence_mark_path, local_system_identifier,
+    restore_claim_path, resync_mark_path, rewind_diverged, this_host, BackupSource, LocalNode,
+    CLONE_READY,
 };
 pub use node::{
     CloneRequest, Dsn, HardFenceMethod, HardFenceRequest, HardFenced, HookRun, NodeActions,

@@ -121,14 +121,14 @@ pub fn local_system_identifier(data_dir: &Path) -> Option<u64> {
 /// operation: a rerun after a crash may wipe what that operation began,
 /// never a directory someone else filled.
 pub fn restore_claim_path(dir: &Path) -> PathBuf {
-    beside(dir, ".drctl-recover")
+    beside_data_dir(dir, ".drctl-recover")
 }
 
 /// The mark of a resync (a rewind or a fresh clone) under way, beside the
 /// data directory: still there on the next attempt, it says the earlier one
 /// died part-way.
 pub fn resync_mark_path(dir: &Path) -> PathBuf {
-    beside(dir, ".drctl-resync")
+    beside_data_dir(dir, ".drctl-resync")
 }
 
 /// Which primary a resync went onto, for its mark: a hash of the
@@ -181,10 +181,13 @@ fn stop_leftover_copies(dir: &Path) {
 /// operation that fenced the server, and while it is there
 /// [`NodeActions::start`] refuses to start it.
 pub fn fence_mark_path(dir: &Path) -> PathBuf {
-    beside(dir, ".drctl-fenced")
+    beside_data_dir(dir, ".drctl-fenced")
 }
 
-fn beside(dir: &Path, suffix: &str) -> PathBuf {
+/// A file beside data directory `dir`: its name with `suffix` appended
+/// (`/var/lib/postgresql/15/main` → `main.drctl-fenced`). Beside, not
+/// inside: a rewind or a copy would carry it to another server.
+pub fn beside_data_dir(dir: &Path, suffix: &str) -> PathBuf {
     let mut name = dir.file_name().unwrap_or_default().to_os_string();
     name.push(suffix);
     dir.with_file_name(name)

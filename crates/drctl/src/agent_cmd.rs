@@ -1,6 +1,7 @@
-//! `drctl agent serve` and `drctl agent certs`: the node agent beside a
-//! database server (drctl-agent's router over this host's `LocalNode`,
-//! served by drctl-http with mutual TLS), and its certificates.
+//! `drctl agent serve`, `drctl agent certs` and `drctl agent watchdog`: the
+//! node agent beside a database server (drctl-agent's router over this
+//! host's `LocalNode`, served by drctl-http with mutual TLS), its
+//! certificates, and the primary lease's watchdog it starts.
 
 use std::sync::Arc;
 
@@ -8,13 +9,35 @@ use anyhow::Context;
 use drctl_agent::{AgentName, AgentSettings};
 use drctl_node::{LocalNode, NodeActions};
 
-use crate::cli::{AgentArgs, AgentCertsArgs, AgentCommand, AgentServeArgs};
+use crate::cli::{AgentArgs, AgentCertsArgs, AgentCommand, AgentServeArgs, AgentWatchdogArgs};
 use crate::config_cmd;
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     match args.command {
         AgentCommand::Serve(a) => serve(a).await,
         AgentCommand::Certs(a) => certs(a),
+        AgentCommand::Watchdog(a) => watchdog(a).await,
+    }
+}
+
+async fn watchdog(args: AgentWatchdogArgs) -> anyhow::Result<()> {
+    if !args.data_dir.is_absolute() {
+        anyhow::bail!("{} is not an absolute path", args.data_dir.display());
+    }
+    let node: Arc<dyn NodeActions> = Arc::new(local_node(&args.pg_bin));
+    let exit = drctl_agent::watchdog::run(args.data_dir.clone(), node, args.parent)
+        .await
+        .with_context(|| format!("the lease watchdog of {}", args.data_dir.display()))?;
+    tracing::info!(data_dir = %args.data_dir.display(), ?exit, "lease watchdog exits");
+    Ok(())
+}
+
+/// This host's node actions, with the server programs of `--pg-bin`.
+fn local_node(pg_bin: &Option<std::path::PathBuf>) -> LocalNode {
+    let node = LocalNode::new();
+    match pg_bin {
+        Some(bin) => node.with_bin(bin.clone()),
+        None => node,
     }
 }
 
@@ -28,10 +51,7 @@ async fn serve(args: AgentServeArgs) -> anyhow::Result<()> {
         }
     }
     let tls = drctl_agent::agent_acceptor(&args.cert, &args.key, &args.ca)?;
-    let mut node = LocalNode::new();
-    if let Some(bin) = &args.pg_bin {
-        node = node.with_bin(bin.clone());
-    }
+    let mut node = local_node(&args.pg_bin);
     // With drctl's config the agent restores the backups its store
     // recorded, as the engine does on its own host.
     let mut lease_holders = Vec::new();
@@ -68,6 +88,18 @@ async fn serve(args: AgentServeArgs) -> anyhow::Result<()> {
     let node: Arc<dyn NodeActions> = Arc::new(node);
     // The primary leases ([coordination]): held while each server is a
     // writable primary, its server fenced when they cannot be renewed.
+    // Each with its watchdog, a second process that fences the server at
+    // the lease deadline should this agent die or hang.
+    let launcher = match std::env::current_exe() {
+        Ok(program) => Some(drctl_agent::watchdog::Launcher {
+            program,
+            pg_bin: args.pg_bin.clone(),
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot find this program to start the lease watchdogs: only the agent fences its servers");
+            None
+        }
+    };
     for (etcd, spec, timings) in lease_holders {
         tokio::spawn(drctl_agent::lease::hold(
             etcd,
@@ -75,6 +107,7 @@ async fn serve(args: AgentServeArgs) -> anyhow::Result<()> {
             node.clone(),
             timings,
             settings.host.clone(),
+            launcher.clone(),
         ));
     }
     let router = drctl_agent::router(node, settings);

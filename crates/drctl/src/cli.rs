@@ -640,6 +640,33 @@ pub enum AgentCommand {
     /// Issue the certificates: a CA (kept when DIR has one), a server
     /// certificate per agent, and drctl's client certificate.
     Certs(AgentCertsArgs),
+    /// The primary lease's watchdog for one data directory: fences the
+    /// server at the lease deadline the agent last wrote, should the agent
+    /// die or hang. `agent serve` starts it (with `--config` naming
+    /// `[coordination]`); there is no need to run it by hand.
+    Watchdog(AgentWatchdogArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "`drctl agent serve` starts one per data directory whose server holds a
+primary lease, and again whenever it is gone. It reads
+<data_dir>.drctl-lease-deadline, which the agent rewrites after every
+renewal; once that deadline has passed and the server is still a writable
+primary, it stops the server at once and leaves the hard-fence mark. It
+exits when the agent that started it is gone and nothing is left to guard."
+)]
+pub struct AgentWatchdogArgs {
+    /// The data directory to guard (one of the agent's --data-dir).
+    #[arg(long = "data-dir")]
+    pub data_dir: PathBuf,
+    /// The agent that started it: once that process is gone and nothing
+    /// is left to guard, the watchdog exits.
+    #[arg(long)]
+    pub parent: u32,
+    /// The PostgreSQL server programs [default: as `agent serve`].
+    #[arg(long)]
+    pub pg_bin: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

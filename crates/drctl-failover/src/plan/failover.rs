@@ -121,7 +121,13 @@ pub(crate) async fn make_plan(
                 Some((e, why)) => {
                     expected_loss_us = Some(e);
                     basis = why;
-                    if expected_loss_bytes == Some(0) {
+                    // Only live positions prove "nothing to lose": a lost
+                    // source's last byte lag says nothing of what it wrote
+                    // after.
+                    if expected_loss_bytes == Some(0)
+                        && source_state.is_ok()
+                        && target_state.is_ok()
+                    {
                         expected_loss_us = Some(0);
                         basis = "live positions: the target has every byte the source wrote".into();
                     }

@@ -284,6 +284,25 @@ async fn promote_target(ctx: &Ctx<'_>) -> ActionResult<Promoted> {
 
 // ---------------------------------------------------------------- record
 
+/// How long after the end of the plan's loss bound (the detection, else
+/// the plan) the source was fenced, in µs; 0 when nothing fenced it (the
+/// operator accepted an unfenced source: their word is that it was down).
+fn fenced_after_plan_us(ctx: &Ctx<'_>) -> i64 {
+    let bound_end = ctx
+        .params
+        .detected_at_us
+        .and_then(DateTime::from_timestamp_micros)
+        .or_else(|| ctx.timings.get(&Step::Plan).map(|(began, _)| *began))
+        .unwrap_or(ctx.op_started);
+    ctx.lookup::<FenceOutput>(Step::FenceSource)
+        .ok()
+        .and_then(Action::done)
+        .filter(|f| f.method != actions::FenceMethod::None)
+        .and_then(|f| (f.fenced_at - bound_end).num_microseconds())
+        .unwrap_or(0)
+        .max(0)
+}
+
 /// Measured RPO and RTO of the event: the bytes and time between the
 /// source's last position and what the target kept.
 async fn record(ctx: &Ctx<'_>) -> ActionResult<Measured> {
@@ -338,15 +357,21 @@ async fn record(ctx: &Ctx<'_>) -> ActionResult<Measured> {
             rpo.basis = format!("{} (positions unknown: no figure)", rpo.basis);
         }
         // The source was lost: its writes after the monitor's last sample
-        // are unknowable, so the figure is a minimum; the plan's bound
-        // (last sighting until detection) is the maximum.
+        // are unknowable, so the figure is a minimum; the maximum is the
+        // plan's bound (last sighting until detection) stretched to the
+        // fence, since a lost primary may take its own region's writes
+        // until then (a leased one until it fences itself, before its
+        // lease expires), plus one monitor interval, the resolution of
+        // the sighting's exposure.
         if pos.basis == PositionBasis::LastSample && !rpo.basis.ends_with("no figure)") {
             rpo.lower_bound = true;
+            let after_plan_us = fenced_after_plan_us(ctx);
+            let resolution_us = crate::plan::us(ctx.config.monitor.interval);
             rpo.upper_us = ctx
                 .output::<PlanReport>(Step::Plan)
                 .ok()
                 .and_then(|p| p.expected_loss_us)
-                .map(|u| u.max(rpo.us));
+                .map(|u| (u + after_plan_us + resolution_us).max(rpo.us));
         }
     }
     // The write outage counts from the fence of a source that answered.
