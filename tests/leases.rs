@@ -1,7 +1,11 @@
 //! Primary leases through etcd on the namespaced lab (real etcd members in
 //! region-a, region-b and the witness site; real PostgreSQL; agents that
 //! hold the leases): the guarantees against split brain, checked against
-//! what writers really saw acknowledged.
+//! what writers really saw acknowledged. Region-a cut off (also with its
+//! wall clock stepped); region-b, the witness, the etcd leader or the
+//! region link lost; drctl alone cut off; flapping partitions under a
+//! cooldown; the leading `drctl serve` killed mid-failover; a primary's
+//! agent killed (its watchdog fences).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
