@@ -38,20 +38,23 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         }
     };
     let leases = config.as_ref().map(|c| primary_leases(c));
+    let store = config.as_ref().map(|c| state_store(c));
     match args.output {
         OutputFormat::Json => outln!(
             "{}",
-            serde_json::to_string_pretty(
-                &json!({"source": source, "primary_leases": leases, "report": report})
-            )?
+            serde_json::to_string_pretty(&json!({
+                "source": source,
+                "primary_leases": leases,
+                "state_store": store,
+                "report": report
+            }))?
         )?,
         OutputFormat::Table => {
             print_table(&report, &source)?;
-            if let Some(l) = &leases {
-                outln!(
-                    "(primary leases: {})",
-                    l["summary"].as_str().unwrap_or_default()
-                )?;
+            for (what, v) in [("primary leases", &leases), ("state store", &store)] {
+                if let Some(v) = v {
+                    outln!("({what}: {})", v["summary"].as_str().unwrap_or_default())?;
+                }
             }
         }
     }
@@ -94,6 +97,24 @@ fn primary_leases(config: &drctl_config::Config) -> Value {
         "uncovered": uncovered,
         "summary": summary,
     })
+}
+
+/// Where the operation journal and its evidence live, and what losing a
+/// site does to them, said plainly (README, "Where the journal lives").
+/// drctl cannot see whether a PostgreSQL store fails over across sites
+/// itself, so it says what that takes.
+fn state_store(config: &drctl_config::Config) -> Value {
+    if config.store.url.expose().starts_with("sqlite:") {
+        json!({
+            "kind": "sqlite",
+            "summary": "one SQLite file on drctl's host: while that host's site is lost, no operation can start or resume",
+        })
+    } else {
+        json!({
+            "kind": "postgres",
+            "summary": "PostgreSQL: operations outlive the loss of a site only if this store itself fails over across three sites",
+        })
+    }
 }
 
 /// The report, and where the answering daemon stands among several
@@ -281,6 +302,43 @@ fn status_rows(report: &Value) -> Vec<[String; COLUMNS.len()]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(extra: &str, store: &str) -> drctl_config::Config {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let text = std::fs::read_to_string(root.join("config/lab.toml"))
+            .unwrap()
+            .replace(
+                "url = \"sqlite://drctl-state.db\"",
+                &format!("url = \"{store}\""),
+            );
+        drctl_config::parse(
+            "lab.toml",
+            &format!("{text}\n{extra}"),
+            &root.join("config"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn status_says_what_guards_against_two_primaries_and_where_the_journal_lives() {
+        let single = config("", "sqlite://drctl-state.db");
+        let leases = primary_leases(&single);
+        assert_eq!(leases["kind"], "none");
+        assert!(leases["summary"]
+            .as_str()
+            .unwrap()
+            .contains("cannot fence itself"));
+        assert_eq!(state_store(&single)["kind"], "sqlite");
+
+        let leased = config(
+            "[coordination]\netcd = [\"http://10.0.0.1:2379\", \"http://10.0.0.2:2379\", \"http://10.0.0.3:2379\"]\n",
+            "postgres://drctl@store.internal/drctl",
+        );
+        let leases = primary_leases(&leased);
+        assert_eq!(leases["kind"], "etcd");
+        assert_eq!(leases["lease_s"], 10);
+        assert_eq!(state_store(&leased)["kind"], "postgres");
+    }
 
     /// The regression of the repeated RTO cell: each value sits under its
     /// own header, PRIMARY and STANDBY included.
