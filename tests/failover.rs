@@ -194,9 +194,10 @@ async fn failover_after_a_link_cut_and_a_lost_primary_reports_the_rows_really_lo
     old.stop("fast").unwrap();
     let truth_us = last_lost.unwrap() - first_lost.unwrap();
     eprintln!(
-        "failover: {lost_rows} rows lost spanning {:.2} s; drctl measured {:.2} s ({} bytes); RTO {} ms",
+        "failover: {lost_rows} rows lost spanning {:.2} s; drctl measured {:.2} s, at most {:.2} s ({} bytes); RTO {} ms",
         truth_us as f64 / 1e6,
         measured.rpo_us as f64 / 1e6,
+        measured.rpo_upper_us.unwrap_or(-1) as f64 / 1e6,
         measured.rpo_bytes,
         measured.rto_ms
     );

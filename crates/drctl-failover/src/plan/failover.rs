@@ -281,7 +281,16 @@ async fn lost_primary_bound(
         (Some(t), Some(l)) => t.position >= Position::from_ordinal(l.max(0) as u64),
         _ => false,
     };
-    let exposure = s.rpo_exposure_us.unwrap_or(0);
+    // The sampled exposure places the target's position between two map
+    // points by interpolation: an estimate. The strict start of the loss
+    // is the last primary position the target holds: every commit up to
+    // that sample's primary time is on the target, so the first lost one
+    // came after it. Both times are the primary's clock.
+    let exposure = s.rpo_exposure_us.unwrap_or(0).max(
+        strict_exposure_us(store, p, target, &s)
+            .await
+            .unwrap_or_default(),
+    );
     let bound = if caught_up {
         blind_us
     } else {
@@ -300,6 +309,29 @@ async fn lost_primary_bound(
             }
         ),
     ))
+}
+
+/// The most the target could lack at the sighting `s`: the primary's time
+/// at `s` minus that of the newest sampled primary position the target
+/// now holds (`None` when none is known).
+async fn strict_exposure_us(
+    store: &Store,
+    p: &OperationParams,
+    target: Option<&ServerState>,
+    s: &drctl_store::LagSample,
+) -> Option<i64> {
+    let at = s.primary_time?.timestamp_micros();
+    let held = target?.position;
+    let points = store
+        .primary_points(&p.service, s.sampled_at - LAST_SIGHTING_MAX_AGE)
+        .await
+        .ok()?;
+    let start = points
+        .iter()
+        .filter(|(t, lsn)| *t <= at && Position::from_ordinal((*lsn).max(0) as u64) <= held)
+        .map(|(t, _)| *t)
+        .max()?;
+    Some((at - start).max(0))
 }
 
 /// The `unfenced_source` blocker: the source cannot be fenced, so it may
