@@ -26,7 +26,7 @@ flags=(--dev --sanitizer none)
 say "cargo fuzz build"
 cargo fuzz build "${flags[@]}"
 status=0
-for target in config manifest api; do
+for target in config manifest api wal; do
   work=$(mktemp -d)
   cp -r "corpus/$target/." "$work/"
   if [ -d "regressions/$target" ]; then cp -r "regressions/$target/." "$work/"; fi

@@ -138,7 +138,7 @@ awk '/^test result:/ { p += $4; f += $6; i += $8 }
 # 9. The fuzz targets, for a bounded time (not when a filter narrows the run).
 if [ "$#" -eq 0 ]; then
   if bash "$root/tests/fuzz.sh"; then
-    echo "fuzz: no crash (config, manifest, api; ${FUZZ_SECONDS:-30}s each)"
+    echo "fuzz: no crash (config, manifest, api, wal; ${FUZZ_SECONDS:-30}s each)"
   else
     echo "fuzz: CRASH (see above)"
     status=1

@@ -19,10 +19,12 @@
 //! [`ObjectStore`]; recording results is the caller's (the state store's)
 //! job.
 
+pub mod archive;
 mod backup;
 mod crypto;
 pub mod jobs;
 mod manifest;
+pub mod pitr;
 mod restore;
 mod restore_test;
 mod retention;

@@ -16,6 +16,7 @@ pub mod conn;
 mod lsn;
 pub mod os;
 mod probe;
+pub mod wal;
 
 pub use admin::{FenceReport, NodeState, PromoteReport, STANDBY_PARITY_SETTINGS};
 pub use cluster::{find_pg_bin, find_pg_client_bin, PgCluster, Role, ScratchTls};
