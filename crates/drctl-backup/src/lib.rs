@@ -32,6 +32,7 @@ pub mod scheduler;
 pub mod source;
 mod store;
 mod verify;
+pub mod wal_archive;
 
 pub use backup::{run_backup, BackupProgress, BackupRequest};
 pub use crypto::{BackupKey, Opener, SealedObject, SCHEME as ENCRYPTION_SCHEME};

@@ -76,7 +76,8 @@ pub enum ScanEnd {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentScan {
     pub segment: Segment,
-    /// The end of the last whole record that starts in this segment (the
+    /// The end of the last whole record that starts in this segment,
+    /// aligned to 8 bytes as PostgreSQL's own record ends are (the
     /// segment's first record position when none does): WAL up to here is
     /// complete and checked.
     pub valid_end: Lsn,
@@ -294,7 +295,9 @@ pub fn scan_segment(
             return Ok(scan);
         }
         scan.records += 1;
-        scan.valid_end = Lsn(base + pos as u64);
+        // Aligned, as PostgreSQL counts a record's end (`EndRecPtr`): the
+        // next record starts there.
+        scan.valid_end = Lsn(base + maxalign(pos) as u64);
         prev = Some(base + start as u64);
         let (xid, info, rmid) = (
             u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")),
@@ -535,7 +538,7 @@ mod tests {
         file.resize(1 << 20, 0);
         let scan = scan_segment(&file, segment(), MB1).unwrap();
         assert_eq!(scan.records, 5);
-        assert_eq!(scan.valid_end, Lsn(end));
+        assert_eq!(scan.valid_end, Lsn((end + 7) & !7));
         assert!(
             matches!(scan.end, ScanEnd::EndOfWal { .. }),
             "{:?}",
@@ -555,7 +558,7 @@ mod tests {
         let scan = scan_segment(&w.bytes[..cut], segment(), MB1).unwrap();
         assert_eq!(scan.records, 1);
         // The long page header, then the first record: 24 + 2 + 100 bytes.
-        assert_eq!(scan.valid_end.0 - (7 << 20), 40 + 126);
+        assert_eq!(scan.valid_end.0 - (7 << 20), 40 + 128);
         assert!(scan.transactions.is_empty());
 
         // One flipped byte in the second commit: WAL ends at that record.
@@ -563,7 +566,7 @@ mod tests {
         let second = scan_segment(&file, segment(), MB1).unwrap().transactions[2].lsn;
         bad[(second.0 - (7 << 20)) as usize + 30] ^= 0x40;
         let scan = scan_segment(&bad, segment(), MB1).unwrap();
-        assert!(scan.valid_end < second && scan.valid_end.0 + 8 > second.0);
+        assert_eq!(scan.valid_end, second);
         assert_eq!(
             scan.end,
             ScanEnd::EndOfWal {

@@ -1,0 +1,283 @@
+//! The WAL archive against a real PostgreSQL and a real `pg_receivewal`:
+//! the record reader agrees with the server on every commit (its xid and
+//! its commit time from `pg_xact_commit_timestamp`), shipping passes leave
+//! the archive unbroken from the first segment to the newest commit,
+//! killing the receiver mid-segment leaves no gap, and a damaged object is
+//! refused by name.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use drctl_backup::archive::ArchivedFile;
+use drctl_backup::wal_archive::{ship_spool, Shipped, WalArchive};
+use drctl_backup::ObjectStore;
+use drctl_pg::os::free_port;
+use drctl_pg::wal::{
+    continuity, scan_segment, Held, Segment, SegmentSize, TimelineHistory, TimelineId,
+};
+use drctl_pg::{find_pg_bin, find_pg_client_bin, Lsn, PgCluster};
+use sqlx::{Connection, PgConnection};
+
+const SLOT: &str = "drctl_archive";
+
+struct Receiver {
+    child: Child,
+}
+
+impl Receiver {
+    /// `pg_receivewal` as drctl runs it: a slot, an fsync after every
+    /// write, no reconnect loop (the supervisor restarts it).
+    fn start(pg: &PgCluster, spool: &Path) -> Receiver {
+        let bin = find_pg_client_bin()
+            .expect("PostgreSQL client binaries (apt-get install postgresql-client)");
+        let child = Command::new(bin.join("pg_receivewal"))
+            .arg("-D")
+            .arg(spool)
+            .args([
+                "--slot",
+                SLOT,
+                "--synchronous",
+                "--no-loop",
+                "--no-password",
+                "-d",
+            ])
+            .arg(format!(
+                "host=127.0.0.1 port={} user=postgres application_name=drctl_archive",
+                pg.port
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start pg_receivewal");
+        Receiver { child }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Committed {
+    id: i64,
+    xid: u32,
+    /// `pg_xact_commit_timestamp`, µs since the Unix epoch.
+    at_us: i64,
+    /// `pg_current_wal_lsn()` after the commit: the commit record ends
+    /// before it.
+    after: Lsn,
+}
+
+async fn connect(pg: &PgCluster) -> PgConnection {
+    PgConnection::connect(&pg.dsn("postgres"))
+        .await
+        .expect("connect")
+}
+
+/// One row per transaction, with what the server says of its commit.
+async fn write_rows(c: &mut PgConnection, n: usize, out: &mut Vec<Committed>) {
+    for _ in 0..n {
+        let (id, xid): (i64, i64) = sqlx::query_as(
+            "INSERT INTO orders (note) VALUES (repeat(md5(random()::text), 20)) \
+             RETURNING id, pg_current_xact_id()::text::bigint",
+        )
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+        let (at_us, after): (i64, String) = sqlx::query_as(
+            "SELECT (extract(epoch FROM pg_xact_commit_timestamp($1::text::xid)) * 1000000)::bigint, \
+                    pg_current_wal_lsn()::text",
+        )
+        .bind(xid.to_string())
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+        out.push(Committed {
+            id,
+            xid: xid as u32,
+            at_us,
+            after: after.parse().unwrap(),
+        });
+    }
+}
+
+async fn ship(archive: &WalArchive, spool: &Path, shipped: &mut Shipped) {
+    ship_spool(archive, spool, shipped, true)
+        .await
+        .expect("a shipping pass");
+}
+
+/// Every commit the archive holds, by xid, read back from the store.
+async fn archived_commits(archive: &WalArchive) -> BTreeMap<u32, i64> {
+    let listing = archive.listing().await.unwrap();
+    let mut out = BTreeMap::new();
+    for (file, _) in &listing.objects {
+        let segment = match file {
+            ArchivedFile::Segment(s) | ArchivedFile::Partial { segment: s, .. } => *s,
+            ArchivedFile::History(_) => continue,
+        };
+        let bytes = archive.fetch(*file).await.unwrap();
+        let scan = scan_segment(&bytes, segment, archive.size).unwrap();
+        if matches!(file, ArchivedFile::Segment(_)) {
+            assert!(scan.is_whole(), "{file:?}: {:?}", scan.end);
+        }
+        for t in scan.transactions.iter().filter(|t| t.committed) {
+            out.insert(t.xid, t.at_us);
+        }
+    }
+    out
+}
+
+fn through(archive_listing: &BTreeMap<Segment, Held>, from: Lsn, size: SegmentSize) -> (Lsn, bool) {
+    let history = TimelineHistory::root(TimelineId::FIRST);
+    let c = continuity(&history, from, archive_listing, size);
+    (c.through, c.hole)
+}
+
+/// Shipping passes until the archive reaches `newest` unbroken from
+/// `start`.
+async fn ship_until(
+    archive: &WalArchive,
+    spool: &Path,
+    shipped: &mut Shipped,
+    start: Lsn,
+    newest: Lsn,
+) {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        ship(archive, spool, shipped).await;
+        let (reached, _) = through(&shipped.listing().segments, start, archive.size);
+        if reached >= newest {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the archive reaches {reached} after 30 s, the newest commit ends at {newest}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archive_holds_every_commit_unbroken_across_a_killed_receiver() {
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-test-wal-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let pg = PgCluster::new(
+        "wal-archive",
+        dir.path().join("pg").join("data"),
+        free_port(),
+        find_pg_bin().expect("PostgreSQL server binaries (apt-get install postgresql)"),
+    );
+    pg.init_primary(20).expect("initdb");
+    // The ground truth of every commit's time.
+    let conf = pg.data_dir.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("track_commit_timestamp = on\n");
+    std::fs::write(&conf, text).unwrap();
+    pg.start().expect("start PostgreSQL");
+    pg.wait_ready(Duration::from_secs(30)).unwrap();
+    let mut c = connect(&pg).await;
+    sqlx::query("CREATE TABLE orders (id bigserial PRIMARY KEY, note text)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let (start,): (String,) =
+        sqlx::query_as("SELECT lsn::text FROM pg_create_physical_replication_slot($1, true)")
+            .bind(SLOT)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    let start: Lsn = start.parse().unwrap();
+
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let store = ObjectStore::local(dir.path().join("objects"))
+        .await
+        .unwrap();
+    let archive = WalArchive {
+        store,
+        service: "orders".into(),
+        size: SegmentSize::DEFAULT,
+        key: None,
+        level: 1,
+    };
+    let mut shipped = Shipped::new(archive.listing().await.unwrap());
+    let mut receiver = Receiver::start(&pg, &spool);
+
+    let mut rows = Vec::new();
+    write_rows(&mut c, 200, &mut rows).await;
+    sqlx::query("SELECT pg_switch_wal()")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    write_rows(&mut c, 100, &mut rows).await;
+    let newest = rows.last().unwrap().after;
+    ship_until(&archive, &spool, &mut shipped, start, newest).await;
+
+    // Killed mid-segment, more commits meanwhile, started again.
+    receiver.kill();
+    write_rows(&mut c, 150, &mut rows).await;
+    let mut receiver = Receiver::start(&pg, &spool);
+    write_rows(&mut c, 50, &mut rows).await;
+    sqlx::query("SELECT pg_switch_wal()")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    write_rows(&mut c, 20, &mut rows).await;
+    let newest = rows.last().unwrap().after;
+    ship_until(&archive, &spool, &mut shipped, start, newest).await;
+
+    // What the store holds, read back from it: unbroken from the slot's
+    // start, every commit there with the server's own commit time.
+    let listing = archive.listing().await.unwrap();
+    let (reached, hole) = through(&listing.segments, start, archive.size);
+    assert!(!hole, "a hole in the archive: {listing:?}");
+    assert!(
+        reached >= newest,
+        "the archive reaches {reached}, the newest commit ends before {newest}"
+    );
+    let commits = archived_commits(&archive).await;
+    for row in &rows {
+        let at = commits
+            .get(&row.xid)
+            .unwrap_or_else(|| panic!("row {} (xid {}) is not in the archive", row.id, row.xid));
+        assert_eq!(
+            *at, row.at_us,
+            "row {}: commit time in the WAL against the server's",
+            row.id
+        );
+    }
+    eprintln!(
+        "{} commits checked; archive through {reached}; {} objects",
+        rows.len(),
+        listing.objects.len()
+    );
+    receiver.kill();
+
+    // A damaged segment object: refused, by name.
+    let (file, info) = listing
+        .objects
+        .iter()
+        .find(|(f, _)| matches!(f, ArchivedFile::Segment(_)))
+        .cloned()
+        .expect("a finished segment is archived");
+    let path: PathBuf = dir.path().join("objects").join(&info.key);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = archive.fetch(file).await.unwrap_err().to_string();
+    assert!(err.contains(&info.key), "{err}");
+    pg.stop("immediate").unwrap();
+}
