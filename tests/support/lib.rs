@@ -365,6 +365,7 @@ impl MotoServer {
             path_style: true,
             attempt_timeout: Duration::from_secs(120),
             credentials: Some(moto_credentials()),
+            lock: None,
         }
     }
 }

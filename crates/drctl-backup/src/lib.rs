@@ -44,7 +44,8 @@ pub use restore_test::{
 pub use retention::{plan_retention, Candidate, RetentionPlan, RetentionRule};
 pub use source::RecordedBackups;
 pub use store::{
-    part_size, ObjectInfo, ObjectReader, ObjectStore, S3Location, Upload, MAX_PARTS, PART_SIZE,
+    part_size, LockMode, LockState, ObjectInfo, ObjectLock, ObjectReader, ObjectStore, S3Location,
+    Upload, MAX_PARTS, PART_SIZE,
 };
 
 /// Static AWS keys ([`S3Location::credentials`]; also what drctl-dns's
@@ -72,6 +73,12 @@ pub enum BackupError {
     Key(String),
     #[error("manifest {key}: {reason}")]
     Manifest { key: String, reason: String },
+    /// S3 Object Lock keeps the object (see [`ObjectLock`]).
+    #[error("{key} is locked (S3 Object Lock){}: it can be deleted once the lock ends", until.map(|u| format!(" until {}", u.to_rfc3339())).unwrap_or_default())]
+    Locked {
+        key: String,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 /// `<service>/<id>/` — where a backup's objects live.
@@ -108,6 +115,7 @@ mod tests {
                 None,
                 "t",
             )),
+            lock: None,
         };
         let shown = format!("{location:?}");
         assert!(shown.contains("AKIDTEST"), "{shown}");

@@ -67,6 +67,79 @@ pub struct S3Location {
     /// For callers that must not change the process environment to pass
     /// keys (tests run in parallel). `Debug` never shows the secret.
     pub credentials: Option<crate::AwsCredentials>,
+    /// S3 Object Lock on every object drctl writes; `None`: objects are
+    /// not locked (and the bucket need not support it).
+    pub lock: Option<ObjectLock>,
+}
+
+/// S3 Object Lock (write once, read many) on everything drctl writes to a
+/// store, for a retention time after each write: whoever holds drctl's own
+/// credentials (an attacker who took them, ransomware on drctl's host)
+/// cannot delete or replace a backup or a WAL segment before it ends. The
+/// bucket must have Object Lock enabled, which S3 allows only on a
+/// versioned bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectLock {
+    pub mode: LockMode,
+    /// How long each object stays locked after it is written.
+    pub retention: std::time::Duration,
+}
+
+impl ObjectLock {
+    /// When an object written now is unlocked.
+    pub fn until_from(&self, now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        now + chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX)
+    }
+}
+
+/// The two Object Lock modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// A user granted `s3:BypassGovernanceRetention` can still remove the
+    /// lock: grant it to nothing drctl runs as.
+    Governance,
+    /// Nobody can remove or shorten the lock, not even the account's root
+    /// user, until it ends.
+    Compliance,
+}
+
+impl LockMode {
+    fn s3(self) -> aws_sdk_s3::types::ObjectLockMode {
+        match self {
+            LockMode::Governance => aws_sdk_s3::types::ObjectLockMode::Governance,
+            LockMode::Compliance => aws_sdk_s3::types::ObjectLockMode::Compliance,
+        }
+    }
+
+    fn from_s3(mode: &str) -> Option<LockMode> {
+        match mode.to_ascii_uppercase().as_str() {
+            "GOVERNANCE" => Some(LockMode::Governance),
+            "COMPLIANCE" => Some(LockMode::Compliance),
+            _ => None,
+        }
+    }
+}
+
+/// An object's lock as the store reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LockState {
+    pub mode: LockMode,
+    pub until: chrono::DateTime<chrono::Utc>,
+}
+
+impl LockState {
+    pub fn holds_at(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.until > now
+    }
+}
+
+fn s3_time(t: chrono::DateTime<chrono::Utc>) -> aws_sdk_s3::primitives::DateTime {
+    aws_sdk_s3::primitives::DateTime::from_millis(t.timestamp_millis())
+}
+
+fn from_s3_time(t: &aws_sdk_s3::primitives::DateTime) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp_millis(t.to_millis().ok()?)
 }
 
 /// An object store.
@@ -213,10 +286,93 @@ impl ObjectStore {
         s.client
             .create_bucket()
             .bucket(&s.location.bucket)
+            .object_lock_enabled_for_bucket(s.location.lock.is_some())
             .send()
             .await
             .map_err(s3_err(format!("creating bucket {}", s.location.bucket)))?;
         Ok(())
+    }
+
+    /// Checks that a store configured with Object Lock can give it: the
+    /// bucket has Object Lock enabled. Without it S3 refuses every locked
+    /// write, so a backup would fail anyway; this says why up front.
+    pub async fn check_lock(&self) -> Result<(), BackupError> {
+        let ObjectStore::S3(s) = self else {
+            return Ok(());
+        };
+        if s.location.lock.is_none() {
+            return Ok(());
+        }
+        let bucket = &s.location.bucket;
+        let not_enabled = || {
+            BackupError::ObjectStore {
+            what: format!("bucket {bucket}"),
+            reason: "the store is configured with object_lock, but the bucket does not have S3 Object Lock enabled: create the bucket with it (aws s3api create-bucket --object-lock-enabled-for-bucket) or enable it (aws s3api put-object-lock-configuration, on a versioned bucket)".into(),
+        }
+        };
+        match s
+            .client
+            .get_object_lock_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let enabled = out
+                    .object_lock_configuration()
+                    .and_then(|c| c.object_lock_enabled())
+                    .is_some_and(|e| e.as_str() == "Enabled");
+                if enabled {
+                    Ok(())
+                } else {
+                    Err(not_enabled())
+                }
+            }
+            Err(e)
+                if e.as_service_error().and_then(|e| e.code())
+                    == Some("ObjectLockConfigurationNotFoundError") =>
+            {
+                Err(not_enabled())
+            }
+            Err(e) => Err(s3_err(format!(
+                "reading the Object Lock configuration of {bucket}"
+            ))(e)),
+        }
+    }
+
+    /// Whether objects written to this store are locked against deletion
+    /// and replacement. A directory never is: whoever can write to it can
+    /// delete from it.
+    pub fn lock(&self) -> Option<ObjectLock> {
+        match self {
+            ObjectStore::Local(_) => None,
+            ObjectStore::S3(s) => s.location.lock,
+        }
+    }
+
+    /// The lock the store reports on an object; `None` when it has none
+    /// (or the store cannot lock).
+    pub async fn lock_of(&self, key: &str) -> Result<Option<LockState>, BackupError> {
+        let ObjectStore::S3(s) = self else {
+            return Ok(None);
+        };
+        let full_key = format!("{}{key}", s.location.prefix);
+        let head = s
+            .client
+            .head_object()
+            .bucket(&s.location.bucket)
+            .key(&full_key)
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error().map(|e| e.is_not_found()) {
+                Some(true) => BackupError::MissingObject(key.to_string()),
+                _ => s3_err(format!("reading the lock of {full_key}"))(e),
+            })?;
+        Ok(head
+            .object_lock_mode()
+            .and_then(|m| LockMode::from_s3(m.as_str()))
+            .zip(head.object_lock_retain_until_date().and_then(from_s3_time))
+            .map(|(mode, until)| LockState { mode, until }))
     }
 
     /// `file:///dir` or `s3://bucket/prefix`, for people and manifests.
@@ -260,11 +416,14 @@ impl ObjectStore {
             }
             ObjectStore::S3(s) => {
                 let full_key = format!("{}{key}", s.location.prefix);
+                let retain_until = s.location.lock.map(|l| l.until_from(chrono::Utc::now()));
                 let created = s
                     .client
                     .create_multipart_upload()
                     .bucket(&s.location.bucket)
                     .key(&full_key)
+                    .set_object_lock_mode(s.location.lock.map(|l| l.mode.s3()))
+                    .set_object_lock_retain_until_date(retain_until.map(s3_time))
                     .send()
                     .await
                     .map_err(s3_err(format!("starting the upload of {full_key}")))?;
@@ -276,6 +435,7 @@ impl ObjectStore {
                     parts: Vec::new(),
                     buffer: Vec::with_capacity(s.initial_part_size),
                     size: 0,
+                    retain_until,
                 })
             }
         }
@@ -291,11 +451,16 @@ impl ObjectStore {
             }
             ObjectStore::S3(s) => {
                 let full_key = format!("{}{key}", s.location.prefix);
+                let lock = s.location.lock;
                 s.client
                     .put_object()
                     .bucket(&s.location.bucket)
                     .key(&full_key)
                     .body(ByteStream::from(data))
+                    .set_object_lock_mode(lock.map(|l| l.mode.s3()))
+                    .set_object_lock_retain_until_date(
+                        lock.map(|l| s3_time(l.until_from(chrono::Utc::now()))),
+                    )
                     .send()
                     .await
                     .map_err(s3_err(format!("writing {full_key}")))?;
@@ -470,6 +635,7 @@ impl ObjectStore {
                     }),
                 }
             }
+            ObjectStore::S3(s) if s.location.lock.is_some() => s.delete_versions(key).await,
             ObjectStore::S3(s) => {
                 let full_key = format!("{}{key}", s.location.prefix);
                 s.client
@@ -556,6 +722,80 @@ impl ObjectStore {
     }
 }
 
+impl S3Store {
+    /// Deletes every version of `key` in a locked (so versioned) bucket. A
+    /// plain delete there only hides the object behind a delete marker and
+    /// keeps its bytes for ever; deleting the versions frees them, and S3
+    /// refuses it while a version is locked. A locked object is an error
+    /// ([`BackupError::Locked`]) saying until when; nothing is deleted then.
+    async fn delete_versions(&self, key: &str) -> Result<(), BackupError> {
+        let full_key = format!("{}{key}", self.location.prefix);
+        let listed = self
+            .client
+            .list_object_versions()
+            .bucket(&self.location.bucket)
+            .prefix(&full_key)
+            .send()
+            .await
+            .map_err(s3_err(format!("listing the versions of {full_key}")))?;
+        let versions: Vec<String> = listed
+            .versions()
+            .iter()
+            .filter(|v| v.key() == Some(full_key.as_str()))
+            .filter_map(|v| v.version_id().map(String::from))
+            .chain(
+                listed
+                    .delete_markers()
+                    .iter()
+                    .filter(|m| m.key() == Some(full_key.as_str()))
+                    .filter_map(|m| m.version_id().map(String::from)),
+            )
+            .collect();
+        // Every version's lock first, so a refused delete removes nothing.
+        let now = chrono::Utc::now();
+        for version in &versions {
+            let Ok(head) = self
+                .client
+                .head_object()
+                .bucket(&self.location.bucket)
+                .key(&full_key)
+                .version_id(version)
+                .send()
+                .await
+            else {
+                continue; // a delete marker has no head
+            };
+            let until = head.object_lock_retain_until_date().and_then(from_s3_time);
+            if until.is_some_and(|u| u > now) {
+                return Err(BackupError::Locked {
+                    key: key.to_string(),
+                    until,
+                });
+            }
+        }
+        for version in &versions {
+            self.client
+                .delete_object()
+                .bucket(&self.location.bucket)
+                .key(&full_key)
+                .version_id(version)
+                .send()
+                .await
+                .map_err(|e| {
+                    if e.as_service_error().and_then(|e| e.code()) == Some("AccessDenied") {
+                        BackupError::Locked {
+                            key: key.to_string(),
+                            until: None,
+                        }
+                    } else {
+                        s3_err(format!("deleting a version of {full_key}"))(e)
+                    }
+                })?;
+        }
+        Ok(())
+    }
+}
+
 /// An object being read, chunk by chunk.
 pub enum ObjectReader {
     Local {
@@ -610,6 +850,10 @@ pub enum Upload {
         parts: Vec<CompletedPart>,
         buffer: Vec<u8>,
         size: u64,
+        /// The object's lock, set when the upload began and again once it
+        /// is complete (some S3-compatible servers drop a multipart
+        /// upload's lock headers).
+        retain_until: Option<chrono::DateTime<chrono::Utc>>,
     },
 }
 
@@ -729,6 +973,7 @@ impl Upload {
                 upload_id,
                 parts,
                 size,
+                retain_until,
                 ..
             } => {
                 store
@@ -745,6 +990,25 @@ impl Upload {
                     .send()
                     .await
                     .map_err(s3_err(format!("completing the upload of {key}")))?;
+                if let (Some(lock), Some(until)) = (store.location.lock, retain_until) {
+                    // The same date again: S3 takes it as it is (a lock
+                    // can be kept or extended, never shortened); a server
+                    // that dropped it at the upload's start has it now.
+                    store
+                        .client
+                        .put_object_retention()
+                        .bucket(&store.location.bucket)
+                        .key(&key)
+                        .retention(
+                            aws_sdk_s3::types::ObjectLockRetention::builder()
+                                .mode(lock.mode.s3().as_str().into())
+                                .retain_until_date(s3_time(until))
+                                .build(),
+                        )
+                        .send()
+                        .await
+                        .map_err(s3_err(format!("locking {key}")))?;
+                }
                 Ok(size)
             }
         }

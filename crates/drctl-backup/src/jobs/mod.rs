@@ -94,6 +94,9 @@ pub async fn open_object_store(config: &Config, name: &str) -> Result<ObjectStor
                 path_style: *path_style,
                 attempt_timeout: *timeout,
                 credentials: S3_CREDENTIALS.try_with(Clone::clone).ok(),
+                // Set from the config once `[[object_stores]] object_lock`
+                // exists (issue 19); until then no store locks.
+                lock: None,
             })
             .await?
         }
