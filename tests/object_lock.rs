@@ -12,7 +12,10 @@ use drctl_backup::archive::ArchivedFile;
 use drctl_backup::wal_archive::WalArchive;
 use drctl_backup::{BackupError, LockMode, ObjectLock, ObjectStore, S3Location};
 use drctl_pg::wal::{Segment, SegmentSize, TimelineId};
-use drctl_tests::{moto_auth, moto_server, MotoServer};
+use drctl_store::{BackupFinish, Store};
+use drctl_tests::{
+    drctl_bin, moto_auth, moto_credentials, moto_server, MotoServer, Service, TestConfig,
+};
 
 const BUCKET: &str = "drctl-locked";
 const PREFIX: &str = "backups/";
@@ -196,4 +199,215 @@ async fn a_lock_the_bucket_cannot_give_is_refused_up_front() {
     // A directory never locks.
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(ObjectStore::local(dir.path()).await.unwrap().lock(), None);
+}
+
+/// `drctl backup list` shows each backup's lock as its store reports it,
+/// and says plainly that a directory is not immutable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_list_shows_each_backups_lock() {
+    let moto = moto_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TestConfig::new()
+        .store_url(&format!("sqlite://{}/state.db", dir.path().display()))
+        .local_object_store("local-backups", "objects")
+        .raw(&format!(
+            "[[object_stores]]\nname = \"locked\"\nkind = \"s3\"\nbucket = \"{BUCKET}\"\nprefix = \"{PREFIX}\"\n\
+             endpoint = \"{}\"\npath_style = true\nobject_lock = \"compliance\"\nlock_retention = \"1h\"\n",
+            moto.endpoint
+        ))
+        .write(dir.path());
+    let config = drctl_config::load(&cfg).expect("the test config is valid");
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let objects = ObjectStore::s3(locked(&moto, BUCKET, Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    objects.ensure_bucket().await.unwrap();
+    let now = chrono::Utc::now();
+    for (id, store_name) in [
+        ("20261207T140000Z-aaaaaa", "locked"),
+        ("20261207T130000Z-bbbbbb", "local-backups"),
+    ] {
+        store
+            .backup_started(id, "orders", "eu-west", store_name, now)
+            .await
+            .unwrap();
+        store
+            .backup_completed(
+                id,
+                &BackupFinish {
+                    ended_at: Some(now),
+                    timeline: Some(1),
+                    start_lsn: None,
+                    stop_lsn: None,
+                    stored_bytes: Some(1),
+                    uncompressed_bytes: Some(1),
+                    manifest: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    objects
+        .put(
+            "orders/20261207T140000Z-aaaaaa/manifest.json",
+            b"{}".to_vec(),
+        )
+        .await
+        .unwrap();
+
+    let list = |json: bool| {
+        let mut c = std::process::Command::new(drctl_bin());
+        c.args(["backup", "list", "--config"]).arg(&cfg);
+        if json {
+            c.args(["-o", "json"]);
+        }
+        let out = c
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = list(false);
+    let row = |id: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} not listed:\n{table}"))
+            .to_string()
+    };
+    assert!(table.lines().next().unwrap().contains("LOCK"), "{table}");
+    assert!(
+        row("20261207T140000Z-aaaaaa").contains("compliance until"),
+        "{table}"
+    );
+    assert!(
+        row("20261207T130000Z-bbbbbb").contains("none (directory)"),
+        "{table}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&list(true)).unwrap();
+    let lock_of = |id: &str| {
+        json["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .unwrap()["lock"]
+            .clone()
+    };
+    let locked = lock_of("20261207T140000Z-aaaaaa");
+    assert_eq!(locked["immutable"], true, "{locked}");
+    assert_eq!(locked["mode"], "compliance", "{locked}");
+    assert_eq!(lock_of("20261207T130000Z-bbbbbb")["immutable"], false);
+}
+
+/// Retention never tries to delete a locked backup: it reports it as
+/// waiting, keeps it listed, and deletes every version of its objects on the
+/// first pass after the lock has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_waits_for_the_lock_then_deletes_every_version() {
+    let moto = moto_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TestConfig::new()
+        .store_url(&format!("sqlite://{}/state.db", dir.path().display()))
+        .raw(&format!(
+            "[[object_stores]]\nname = \"locked\"\nkind = \"s3\"\nbucket = \"{BUCKET}\"\nprefix = \"{PREFIX}\"\n\
+             endpoint = \"{}\"\npath_style = true\nobject_lock = \"governance\"\nlock_retention = \"5s\"\n",
+            moto.endpoint
+        ))
+        .service(
+            Service::cold("orders")
+                .unreachable_postgres(9, 9)
+                .table("[services.backup]\nstore = \"locked\"\nkeep_last = 1\n"),
+        )
+        .write(dir.path());
+    let config = drctl_config::load(&cfg).expect("the test config is valid");
+    let store = Store::open(config.store.url.expose()).await.unwrap();
+    let objects = ObjectStore::s3(locked(&moto, BUCKET, Duration::from_secs(5)))
+        .await
+        .unwrap();
+    objects.ensure_bucket().await.unwrap();
+    // Two complete backups: keep_last = 1 wants the older one gone.
+    let (old, new) = ("20261207T130000Z-aaaaaa", "20261207T140000Z-bbbbbb");
+    for (i, id) in [old, new].into_iter().enumerate() {
+        let at = chrono::Utc::now() - chrono::Duration::hours(2 - i as i64);
+        store
+            .backup_started(id, "orders", "eu-west", "locked", at)
+            .await
+            .unwrap();
+        store
+            .backup_completed(
+                id,
+                &BackupFinish {
+                    ended_at: Some(at),
+                    timeline: Some(1),
+                    start_lsn: None,
+                    stop_lsn: None,
+                    stored_bytes: Some(1),
+                    uncompressed_bytes: Some(1),
+                    manifest: None,
+                },
+            )
+            .await
+            .unwrap();
+        for object in ["base.tar.zst", "manifest.json"] {
+            objects
+                .put(&format!("orders/{id}/{object}"), b"x".to_vec())
+                .await
+                .unwrap();
+        }
+    }
+    let retention = || {
+        drctl_backup::jobs::with_s3_credentials(
+            moto_credentials(),
+            drctl_backup::jobs::apply_retention(&config, &store, "orders", false),
+        )
+    };
+    let plan = retention().await.expect("retention runs");
+    assert!(plan.delete.is_empty(), "{plan:?}");
+    let until = plan
+        .waiting
+        .get(old)
+        .copied()
+        .flatten()
+        .expect("the old backup waits, with its lock's end");
+    assert!(until > chrono::Utc::now(), "{plan:?}");
+    let listed = store.backups(Some("orders"), 10).await.unwrap();
+    assert!(
+        listed.iter().all(|b| b.deleted_at.is_none()),
+        "a waiting backup stays listed"
+    );
+    assert_eq!(
+        versions(&moto, &format!("orders/{old}/manifest.json"))
+            .await
+            .len(),
+        1
+    );
+
+    // Once the lock has ended: deleted, every version of every object.
+    tokio::time::sleep(
+        (until - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(1),
+    )
+    .await;
+    let plan = retention().await.expect("retention runs");
+    assert_eq!(plan.delete, vec![old.to_string()], "{plan:?}");
+    assert!(plan.waiting.is_empty(), "{plan:?}");
+    for object in ["base.tar.zst", "manifest.json"] {
+        assert_eq!(
+            versions(&moto, &format!("orders/{old}/{object}")).await,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            versions(&moto, &format!("orders/{new}/{object}"))
+                .await
+                .len(),
+            1
+        );
+    }
 }

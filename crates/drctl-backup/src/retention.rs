@@ -38,6 +38,10 @@ pub struct Candidate {
 pub struct RetentionPlan {
     pub keep: BTreeMap<String, Vec<&'static str>>,
     pub delete: Vec<String>,
+    /// Backups retention would delete that S3 Object Lock still holds,
+    /// with when the lock ends (when the store says): kept, and deleted by
+    /// the first pass after that.
+    pub waiting: BTreeMap<String, Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 /// Decides what to keep. Pure: the caller supplies the backups, the rule

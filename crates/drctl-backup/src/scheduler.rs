@@ -270,8 +270,12 @@ async fn run_job(
             let plan = jobs::apply_retention(config, store, service, false)
                 .await
                 .map_err(|e| format!("backup {} taken; retention failed: {e}", record.id))?;
+            let waiting = match plan.waiting.len() {
+                0 => String::new(),
+                n => format!(" ({n} more wait for their Object Lock to end)"),
+            };
             Ok(format!(
-                "backup {}; retention deleted {}",
+                "backup {}; retention deleted {}{waiting}",
                 record.id,
                 plan.delete.len()
             ))

@@ -38,10 +38,10 @@ pub use crate::error::{ConfigError, ConfigErrors};
 pub use crate::model::{
     AgentsTls, AlertKind, ApiConfig, ApiTls, ApiToken, AuditConfig, BackupPolicy, Config,
     CoordinationConfig, DnsProviderConfig, DnsProviderKind, DsnError, DsnSource, EnvLookup,
-    FailoverPolicy, FailoverSettings, HealthCheck, KeySource, MonitorConfig, ObjectStoreConfig,
-    ObjectStoreKind, PgNode, RecordType, Region, RejoinPolicy, Retention, Role, ScratchConfig,
-    Service, ServiceDns, StoreConfig, Targets, Tier, TierTargets, TsigAlgorithm, TsigKey,
-    TsigSecret, UnknownTier, WebhookConfig, WebhookFormat, WebhookUrl,
+    FailoverPolicy, FailoverSettings, HealthCheck, KeySource, MonitorConfig, ObjectLockConfig,
+    ObjectLockMode, ObjectStoreConfig, ObjectStoreKind, PgNode, RecordType, Region, RejoinPolicy,
+    Retention, Role, ScratchConfig, Service, ServiceDns, StoreConfig, Targets, Tier, TierTargets,
+    TsigAlgorithm, TsigKey, TsigSecret, UnknownTier, WebhookConfig, WebhookFormat, WebhookUrl,
 };
 pub use crate::reference::config_reference;
 pub use crate::secret::Secret;

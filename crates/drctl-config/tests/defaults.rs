@@ -252,6 +252,7 @@ strict = true
             region: "us-east-1".into(),
             path_style: false,
             timeout: std::time::Duration::from_secs(120),
+            lock: None,
         }
     );
     assert_eq!(
@@ -263,6 +264,7 @@ strict = true
             region: "eu-central-1".into(),
             path_style: true,
             timeout: std::time::Duration::from_secs(120),
+            lock: None,
         }
     );
     assert!(config.object_store("nope").is_none());

@@ -4,7 +4,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use drctl_config::{BackupPolicy, DsnSource, KeySource, ObjectStoreKind, Retention, Tier};
+use drctl_config::{
+    BackupPolicy, DsnSource, KeySource, ObjectLockConfig, ObjectLockMode, ObjectStoreKind,
+    Retention, Tier,
+};
 
 const EXAMPLE: &str = "../../config/shop.example.toml";
 
@@ -134,6 +137,7 @@ fn shop_example_backs_up_to_the_dr_bucket_and_offsite() {
             region: "us-east-1".into(),
             path_style: false,
             timeout: std::time::Duration::from_secs(120),
+            lock: None,
         }
     );
     assert_eq!(
@@ -145,8 +149,17 @@ fn shop_example_backs_up_to_the_dr_bucket_and_offsite() {
             region: "eu-west-1".into(),
             path_style: false,
             timeout: std::time::Duration::from_secs(120),
+            lock: Some(ObjectLockConfig {
+                mode: ObjectLockMode::Compliance,
+                retention: secs(35 * 86_400),
+            }),
         }
     );
+
+    // Serialized flat, as written.
+    let eu = serde_json::to_value(config.object_store("dr-bucket-eu").unwrap()).unwrap();
+    assert_eq!(eu["object_lock"], "compliance");
+    assert_eq!(eu["lock_retention"], "35d");
 
     let backup = |name: &str| config.service(name).unwrap().backup.clone();
     assert_eq!(

@@ -52,12 +52,25 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
         }
         BackupCommand::List { service, output } => {
             let backups = store.backups(service.as_deref(), 1000).await?;
+            let locks = locks(&config, &backups).await;
             match output {
-                OutputFormat::Json => print_json(&json!({ "backups": backups }))?,
+                OutputFormat::Json => {
+                    let listed: Vec<serde_json::Value> = backups
+                        .iter()
+                        .zip(&locks)
+                        .map(|(b, lock)| {
+                            let mut v = json!(b);
+                            v["lock"] = lock.json();
+                            v
+                        })
+                        .collect();
+                    print_json(&json!({ "backups": listed }))?
+                }
                 OutputFormat::Table => {
                     let rows: Vec<Vec<String>> = backups
                         .iter()
-                        .map(|b| {
+                        .zip(&locks)
+                        .map(|(b, lock)| {
                             vec![
                                 b.id.clone(),
                                 b.service.clone(),
@@ -71,6 +84,7 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
                                 bytes(b.stored_bytes),
                                 b.stop_lsn.clone().unwrap_or_else(|| "-".into()),
                                 b.store.clone(),
+                                lock.to_string(),
                                 match (&b.offsite_store, &b.offsite_status) {
                                     (Some(store), Some(status)) => format!("{store}: {status}"),
                                     _ => "-".into(),
@@ -95,6 +109,7 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
                                 "SIZE",
                                 "STOP LSN",
                                 "STORE",
+                                "LOCK",
                                 "OFFSITE",
                                 "ERROR"
                             ],
@@ -228,4 +243,87 @@ pub async fn restore_test(args: RestoreTestArgs) -> anyhow::Result<()> {
     } else {
         Err(Reported(1).into())
     }
+}
+
+/// A backup's S3 Object Lock in its own store, for `backup list`.
+enum Lock {
+    /// A directory: whoever can write to it can delete from it.
+    Directory,
+    /// A store without `object_lock`, or a backup written before it had one.
+    None,
+    Held(drctl_backup::LockState),
+    Unknown(String),
+}
+
+impl Lock {
+    fn json(&self) -> serde_json::Value {
+        match self {
+            Lock::Directory => {
+                json!({"immutable": false, "reason": "a directory cannot be made immutable"})
+            }
+            Lock::None => json!({"immutable": false}),
+            Lock::Held(l) => json!({
+                "immutable": l.holds_at(chrono::Utc::now()),
+                "mode": l.mode,
+                "until": l.until,
+            }),
+            Lock::Unknown(e) => json!({"immutable": null, "error": e}),
+        }
+    }
+}
+
+impl std::fmt::Display for Lock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lock::Directory => f.write_str("none (directory)"),
+            Lock::None => f.write_str("none"),
+            Lock::Held(l) if l.holds_at(chrono::Utc::now()) => write!(
+                f,
+                "{} until {}",
+                serde_json::to_value(l.mode)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                l.until.format("%Y-%m-%d %H:%M")
+            ),
+            Lock::Held(l) => write!(f, "ended {}", l.until.format("%Y-%m-%d %H:%M")),
+            Lock::Unknown(_) => f.write_str("?"),
+        }
+    }
+}
+
+/// Each backup's lock as its store reports it (the manifest's, written
+/// last: its lock ends last). Only stores configured with `object_lock`
+/// are asked; a store that cannot be reached shows `?`.
+async fn locks(config: &drctl_config::Config, backups: &[drctl_store::BackupRecord]) -> Vec<Lock> {
+    let mut stores = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(backups.len());
+    for b in backups {
+        if !stores.contains_key(&b.store) {
+            let opened = jobs::open_object_store(config, &b.store)
+                .await
+                .map_err(|e| e.to_string());
+            stores.insert(b.store.clone(), opened);
+        }
+        let lock = match &stores[&b.store] {
+            Err(e) => Lock::Unknown(e.clone()),
+            Ok(objects @ drctl_backup::ObjectStore::Local(_)) if objects.lock().is_none() => {
+                Lock::Directory
+            }
+            Ok(objects) if objects.lock().is_none() => Lock::None,
+            Ok(objects) => {
+                let key = format!(
+                    "{}manifest.json",
+                    drctl_backup::backup_prefix(&b.service, &b.id)
+                );
+                match objects.lock_of(&key).await {
+                    Ok(Some(l)) => Lock::Held(l),
+                    Ok(None) => Lock::None,
+                    Err(e) => Lock::Unknown(e.to_string()),
+                }
+            }
+        };
+        out.push(lock);
+    }
+    out
 }

@@ -85,6 +85,7 @@ pub async fn open_object_store(config: &Config, name: &str) -> Result<ObjectStor
             region,
             path_style,
             timeout,
+            lock,
         } => {
             ObjectStore::s3(S3Location {
                 bucket: bucket.clone(),
@@ -94,9 +95,13 @@ pub async fn open_object_store(config: &Config, name: &str) -> Result<ObjectStor
                 path_style: *path_style,
                 attempt_timeout: *timeout,
                 credentials: S3_CREDENTIALS.try_with(Clone::clone).ok(),
-                // Set from the config once `[[object_stores]] object_lock`
-                // exists (issue 19); until then no store locks.
-                lock: None,
+                lock: lock.map(|l| crate::ObjectLock {
+                    mode: match l.mode {
+                        drctl_config::ObjectLockMode::Governance => crate::LockMode::Governance,
+                        drctl_config::ObjectLockMode::Compliance => crate::LockMode::Compliance,
+                    },
+                    retention: l.retention,
+                }),
             })
             .await?
         }
@@ -413,7 +418,24 @@ pub async fn apply_retention(
         keep_weekly: r.keep_weekly,
         keep_monthly: r.keep_monthly,
     };
-    let plan = crate::plan_retention(&candidates, rule, &in_use);
+    let mut plan = crate::plan_retention(&candidates, rule, &in_use);
+    // A backup whose objects are still locked is not deleted, nor even
+    // marked: it stays listed (and restorable) until its lock ends.
+    let stores: std::collections::HashMap<&str, &BackupRecord> =
+        all.iter().map(|b| (b.id.as_str(), b)).collect();
+    let mut unlocked = Vec::new();
+    for id in std::mem::take(&mut plan.delete) {
+        match stores.get(id.as_str()) {
+            Some(b) => match locked_until(config, b).await? {
+                Some(until) => {
+                    plan.waiting.insert(id, until);
+                }
+                None => unlocked.push(id),
+            },
+            None => unlocked.push(id),
+        }
+    }
+    plan.delete = unlocked;
     if dry_run {
         return Ok(plan);
     }
@@ -433,13 +455,52 @@ pub async fn apply_retention(
         // original, or it would pile up for ever.
         for name in std::iter::once(&b.store).chain(b.offsite_store.as_ref()) {
             let objects = open_object_store(config, name).await?;
-            objects.delete(&format!("{prefix}manifest.json")).await?;
-            for o in objects.list(&prefix).await? {
-                objects.delete(&o.key).await?;
+            // An object written after the manifest's lock was read (an
+            // off-site copy's) may still be locked: the rest of this
+            // backup waits for the next pass.
+            let deleted = async {
+                objects.delete(&format!("{prefix}manifest.json")).await?;
+                for o in objects.list(&prefix).await? {
+                    objects.delete(&o.key).await?;
+                }
+                Ok::<(), crate::BackupError>(())
+            };
+            match deleted.await {
+                Ok(()) => {}
+                Err(crate::BackupError::Locked { until, .. }) => {
+                    plan.waiting.insert(b.id.clone(), until);
+                }
+                Err(e) => return Err(e.into()),
             }
         }
     }
     Ok(plan)
+}
+
+/// When the last lock on a backup's manifest ends, in its store and its
+/// off-site copy; `None` when neither holds one now. The manifest is
+/// written last, so its lock ends last.
+async fn locked_until(
+    config: &Config,
+    b: &BackupRecord,
+) -> Result<Option<Option<chrono::DateTime<Utc>>>, JobError> {
+    let now = Utc::now();
+    let mut until: Option<Option<chrono::DateTime<Utc>>> = None;
+    for name in std::iter::once(&b.store).chain(b.offsite_store.as_ref()) {
+        let objects = open_object_store(config, name).await?;
+        if objects.lock().is_none() {
+            continue;
+        }
+        let key = format!("{}manifest.json", crate::backup_prefix(&b.service, &b.id));
+        match objects.lock_of(&key).await {
+            Ok(Some(lock)) if lock.holds_at(now) => {
+                until = Some(until.flatten().max(Some(lock.until)));
+            }
+            Ok(_) | Err(crate::BackupError::MissingObject(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(until)
 }
 
 #[cfg(test)]

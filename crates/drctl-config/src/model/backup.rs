@@ -49,7 +49,34 @@ pub enum ObjectStoreKind {
         /// fail a backup, not hang it.
         #[serde(serialize_with = "crate::duration::serialize")]
         timeout: Duration,
+        /// S3 Object Lock on every object drctl writes; `None`: none.
+        /// Flat, as written (`object_lock`, `lock_retention`).
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        lock: Option<ObjectLockConfig>,
     },
+}
+
+/// S3 Object Lock on a store (`object_lock`, `lock_retention`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ObjectLockConfig {
+    #[serde(rename = "object_lock")]
+    pub mode: ObjectLockMode,
+    /// How long each object stays locked after it is written.
+    #[serde(
+        rename = "lock_retention",
+        serialize_with = "crate::duration::serialize"
+    )]
+    pub retention: Duration,
+}
+
+/// The S3 Object Lock mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectLockMode {
+    /// A user granted `s3:BypassGovernanceRetention` can remove a lock.
+    Governance,
+    /// Nobody can remove or shorten a lock.
+    Compliance,
 }
 
 /// How a service's datastore is backed up.

@@ -9,7 +9,7 @@ use super::common::{
     bounded_duration, declared_tables, is_credential_key, is_valid_name, kind_of,
     no_keys_of_other_kind, Declared, NameKind, AWS_CHAIN_HINT,
 };
-use crate::model::{ObjectStoreConfig, ObjectStoreKind};
+use crate::model::{ObjectLockConfig, ObjectLockMode, ObjectStoreConfig, ObjectStoreKind};
 use crate::reader::{Cx, Spanned, Table};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::suggest;
@@ -27,10 +27,17 @@ pub(crate) const OBJECT_STORES: Section = Section {
         key("region", K::String, D::Text(DEFAULT_S3_REGION), "`s3` only: the bucket's region."),
         key("path_style", K::Boolean, D::Boolean(DEFAULT_PATH_STYLE), "`s3` only: path-style addressing (`endpoint/bucket/key`), which most S3-compatible servers need."),
         key("timeout", K::Duration, D::Duration(DEFAULT_S3_TIMEOUT), "`s3` only: how long one attempt of one call may take before it is retried, 1s..=1h."),
+        key("object_lock", K::Choice(LOCK_MODES), D::Unset, "`s3` only: lock every object drctl writes (base backups, manifests, WAL) with S3 Object Lock for `lock_retention`, so that nobody holding drctl's credentials can delete or replace it before then. `governance`: a user granted `s3:BypassGovernanceRetention` can still remove a lock; `compliance`: nobody can. The bucket must have Object Lock enabled. Unset: objects are not locked."),
+        key("lock_retention", K::Duration, D::Unset, "With `object_lock`, required: how long each object stays locked after it is written, 1s..=100y (e.g. \"30d\"). Retention deletes a locked backup only once its lock has ended."),
     ],
 };
 
 const OBJECT_STORE_KINDS: &[&str] = &["local", "s3"];
+
+const LOCK_MODES: &[&str] = &["governance", "compliance"];
+
+/// Keys of S3 Object Lock, which a directory cannot give.
+const LOCK_KEYS: &[&str] = &["object_lock", "lock_retention"];
 
 /// Keys of one kind of object store, refused on the other.
 pub(crate) const LOCAL_STORE_KEYS: &[&str] = &["path"];
@@ -133,6 +140,21 @@ fn object_store_kind(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<Obje
 }
 
 fn local_store(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<ObjectStoreKind> {
+    let mut lockable = true;
+    for key in LOCK_KEYS {
+        if let Some(f) = table.get(key) {
+            cx.error(
+                &f.key_span,
+                &f.path,
+                "a directory cannot be made immutable: whoever can write to it can delete from it",
+                Some("for backups nobody can delete, use an S3 bucket with Object Lock: kind = \"s3\", object_lock = \"compliance\"; else remove this key".into()),
+            );
+            lockable = false;
+        }
+    }
+    if !lockable {
+        return None;
+    }
     let field = cx.required(
         table,
         "path",
@@ -210,6 +232,7 @@ fn s3_store(cx: &mut Cx, table: &Table) -> Option<ObjectStoreKind> {
         Some(f) => cx.boolean(&f).map(|b| b.value),
     };
     let timeout = bounded_duration(cx, table, "timeout", DEFAULT_S3_TIMEOUT, S3_TIMEOUT_RANGE);
+    let lock = object_lock(cx, table);
     Some(ObjectStoreKind::S3 {
         bucket: bucket?,
         prefix: prefix?,
@@ -217,8 +240,80 @@ fn s3_store(cx: &mut Cx, table: &Table) -> Option<ObjectStoreKind> {
         region: region?,
         path_style: path_style?,
         timeout: timeout?,
+        lock: lock?,
     })
 }
+
+/// `object_lock` and `lock_retention`: both or neither.
+fn object_lock(cx: &mut Cx, table: &Table) -> Option<Option<ObjectLockConfig>> {
+    let mode = match table.get("object_lock") {
+        None => None,
+        Some(f) => {
+            let text = cx.string(&f)?;
+            match text.value.as_str() {
+                "governance" => Some(ObjectLockMode::Governance),
+                "compliance" => Some(ObjectLockMode::Compliance),
+                other => {
+                    let hint = suggest::hint(other, LOCK_MODES.iter().copied()).unwrap_or_else(|| {
+                        "write \"compliance\" (nobody can remove a lock) or \"governance\" (a user granted s3:BypassGovernanceRetention can)".into()
+                    });
+                    cx.error(
+                        &text.span,
+                        &f.path,
+                        format!("{other:?} is not \"governance\" or \"compliance\""),
+                        Some(hint),
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    let retention = match table.get("lock_retention") {
+        None => None,
+        Some(_) => Some(bounded_duration(
+            cx,
+            table,
+            "lock_retention",
+            DEFAULT_LOCK_RETENTION_HINT,
+            LOCK_RETENTION_RANGE,
+        )?),
+    };
+    match (mode, retention) {
+        (None, None) => Some(None),
+        (Some(mode), Some(retention)) => Some(Some(ObjectLockConfig { mode, retention })),
+        (Some(_), None) => {
+            let f = table.get("object_lock").expect("object_lock is set");
+            cx.error(
+                &f.key_span,
+                &f.path,
+                "object_lock needs lock_retention: how long each object stays locked",
+                Some("add e.g. lock_retention = \"30d\", longer than the backups you must be able to restore".into()),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            let f = table.get("lock_retention").expect("lock_retention is set");
+            cx.error(
+                &f.key_span,
+                &f.path,
+                "lock_retention without object_lock locks nothing",
+                Some(
+                    "add object_lock = \"compliance\" or \"governance\", or remove lock_retention"
+                        .into(),
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Any retention S3 takes: a retain-until date may be any time.
+const LOCK_RETENTION_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(100 * 365 * 86_400 + 25 * 86_400);
+
+/// Named in the range error's hint as "the default"; there is none (the
+/// key is required with `object_lock`), so the hint shows a sensible one.
+const DEFAULT_LOCK_RETENTION_HINT: Duration = Duration::from_secs(30 * 86_400);
 
 /// S3's bucket naming rules, so a typo fails here rather than at 3 a.m. on
 /// the first backup.
