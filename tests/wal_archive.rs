@@ -3,7 +3,9 @@
 //! its commit time from `pg_xact_commit_timestamp`), shipping passes leave
 //! the archive unbroken from the first segment to the newest commit,
 //! killing the receiver mid-segment leaves no gap, and a damaged object is
-//! refused by name.
+//! refused by name; and a restore to a point in time (a base backup, then
+//! the archive's WAL staged and replayed) holds every row committed up to
+//! that point and none after.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,13 +13,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use drctl_backup::archive::ArchivedFile;
-use drctl_backup::wal_archive::{ship_spool, Shipped, WalArchive};
-use drctl_backup::ObjectStore;
+use drctl_backup::wal_archive::{ship_spool, stage_wal, Shipped, WalArchive};
+use drctl_backup::{
+    new_backup_id, restore_backup, run_backup, BackupRequest, Expected, ObjectStore,
+};
 use drctl_pg::os::free_port;
 use drctl_pg::wal::{
     continuity, scan_segment, Held, Segment, SegmentSize, TimelineHistory, TimelineId,
 };
-use drctl_pg::{find_pg_bin, find_pg_client_bin, Lsn, PgCluster};
+use drctl_pg::{find_pg_bin, find_pg_client_bin, Lsn, PgCluster, RecoveryStop};
 use sqlx::{Connection, PgConnection};
 
 const SLOT: &str = "drctl_archive";
@@ -167,15 +171,12 @@ async fn ship_until(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_archive_holds_every_commit_unbroken_across_a_killed_receiver() {
-    let dir = tempfile::Builder::new()
-        .prefix("drctl-test-wal-")
-        .tempdir_in("/tmp")
-        .unwrap();
+/// A primary that records every commit's time, with `orders` and the
+/// archive's slot; returns it and the slot's first position.
+async fn primary(dir: &Path) -> (PgCluster, PgConnection, Lsn) {
     let pg = PgCluster::new(
         "wal-archive",
-        dir.path().join("pg").join("data"),
+        dir.join("pg").join("data"),
         free_port(),
         find_pg_bin().expect("PostgreSQL server binaries (apt-get install postgresql)"),
     );
@@ -198,20 +199,30 @@ async fn the_archive_holds_every_commit_unbroken_across_a_killed_receiver() {
             .fetch_one(&mut c)
             .await
             .unwrap();
-    let start: Lsn = start.parse().unwrap();
+    (pg, c, start.parse().unwrap())
+}
 
-    let spool = dir.path().join("spool");
-    std::fs::create_dir_all(&spool).unwrap();
-    let store = ObjectStore::local(dir.path().join("objects"))
-        .await
-        .unwrap();
-    let archive = WalArchive {
-        store,
+async fn local_archive(dir: &Path) -> WalArchive {
+    WalArchive {
+        store: ObjectStore::local(dir.join("objects")).await.unwrap(),
         service: "orders".into(),
         size: SegmentSize::DEFAULT,
         key: None,
         level: 1,
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archive_holds_every_commit_unbroken_across_a_killed_receiver() {
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-test-wal-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (pg, mut c, start) = primary(dir.path()).await;
+
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let archive = local_archive(dir.path()).await;
     let mut shipped = Shipped::new(archive.listing().await.unwrap());
     let mut receiver = Receiver::start(&pg, &spool);
 
@@ -280,4 +291,129 @@ async fn the_archive_holds_every_commit_unbroken_across_a_killed_receiver() {
     let err = archive.fetch(file).await.unwrap_err().to_string();
     assert!(err.contains(&info.key), "{err}");
     pg.stop("immediate").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_to_a_point_in_time_holds_every_row_up_to_it_and_none_after() {
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-test-pitr-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (pg, mut c, start) = primary(dir.path()).await;
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let archive = local_archive(dir.path()).await;
+    let mut shipped = Shipped::new(archive.listing().await.unwrap());
+    let mut receiver = Receiver::start(&pg, &spool);
+
+    let mut rows = Vec::new();
+    write_rows(&mut c, 50, &mut rows).await;
+    let backup_id = new_backup_id(chrono::Utc::now());
+    let manifest = run_backup(
+        &BackupRequest {
+            service: "orders".into(),
+            region: "region-a".into(),
+            dsn: pg.dsn("postgres"),
+            pg_bin: find_pg_client_bin().unwrap(),
+            compression_level: 1,
+            compression_threads: 1,
+            store: archive.store.clone(),
+            encryption: None,
+        },
+        &backup_id,
+        chrono::Utc::now(),
+        |_| {},
+    )
+    .await
+    .expect("a base backup");
+    // After the backup, across a segment boundary.
+    write_rows(&mut c, 150, &mut rows).await;
+    sqlx::query("SELECT pg_switch_wal()")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    write_rows(&mut c, 150, &mut rows).await;
+    let newest = rows.last().unwrap().after;
+    ship_until(&archive, &spool, &mut shipped, start, newest).await;
+    receiver.kill();
+    pg.stop("fast").unwrap();
+
+    let history = TimelineHistory::root(TimelineId::FIRST);
+    let backup_start: Lsn = manifest.start_lsn.as_deref().unwrap().parse().unwrap();
+    for k in [120, 260] {
+        let target = &rows[k];
+        let at = chrono::DateTime::from_timestamp_micros(target.at_us).unwrap();
+        let scratch = dir.path().join(format!("restore-{k}"));
+        let restored = PgCluster::new(
+            format!("pitr-{k}"),
+            scratch.join("data"),
+            free_port(),
+            find_pg_bin().unwrap(),
+        );
+        restore_backup(
+            &archive.store,
+            "orders",
+            &backup_id,
+            &restored.data_dir,
+            &Expected {
+                manifest: None,
+                key: None,
+            },
+        )
+        .await
+        .expect("restore the base backup");
+        restored.adopt_restored().unwrap();
+        let listing = archive.listing().await.unwrap();
+        let stage = scratch.join("wal");
+        let staged = stage_wal(&archive, &listing, &history, backup_start, &stage, 4)
+            .await
+            .expect("stage the WAL");
+        assert!(staged.through >= newest, "{staged:?}");
+        restored
+            .prepare_recovery(
+                &stage,
+                1,
+                &RecoveryStop::Time(at.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()),
+            )
+            .unwrap();
+        restored.start().expect("the restored server starts");
+        let dsn = restored.scratch_dsn("postgres", "postgres");
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        let mut r = loop {
+            if let Ok(mut r) = PgConnection::connect(&dsn).await {
+                let (recovering,): (bool,) = sqlx::query_as("SELECT pg_is_in_recovery()")
+                    .fetch_one(&mut r)
+                    .await
+                    .unwrap();
+                if !recovering {
+                    break r;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "the restore did not finish recovery in 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let (max, count): (Option<i64>, i64) =
+            sqlx::query_as("SELECT max(id), count(*) FROM orders")
+                .fetch_one(&mut r)
+                .await
+                .unwrap();
+        eprintln!(
+            "restore to {at} (row {}): {count} rows, newest {max:?}; {} segments ({} bytes) staged",
+            target.id, staged.segments, staged.bytes
+        );
+        assert_eq!(
+            max,
+            Some(target.id),
+            "the newest row restored is the one committed at the target"
+        );
+        assert_eq!(
+            count,
+            k as i64 + 1,
+            "every row committed up to the target, none after"
+        );
+        restored.stop("immediate").unwrap();
+    }
 }

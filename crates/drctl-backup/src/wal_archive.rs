@@ -138,6 +138,138 @@ impl WalArchive {
     }
 }
 
+/// What [`stage_wal`] staged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Staged {
+    pub segments: usize,
+    /// WAL bytes staged (partial copies counted as stored, before padding).
+    pub bytes: u64,
+    /// Every byte from the start through here is staged.
+    pub through: drctl_pg::Lsn,
+}
+
+/// Fetches into `dir` the WAL a recovery along `history` reads from `from`
+/// on: every segment of the unbroken run the archive holds (see
+/// [`drctl_pg::wal::continuity`]), named as PostgreSQL names them, each read
+/// back intact (unpacked, and its records read: a segment that is not whole
+/// WAL, or a partial copy with less than its name says, fails naming it),
+/// the last partial copy padded with zeros to a segment's size, and the
+/// target timeline's history file. `fetches` objects are read at once.
+pub async fn stage_wal(
+    archive: &WalArchive,
+    listing: &ArchiveListing,
+    history: &drctl_pg::wal::TimelineHistory,
+    from: drctl_pg::Lsn,
+    dir: &Path,
+    fetches: usize,
+) -> Result<Staged, BackupError> {
+    use drctl_pg::wal::Held;
+    let size = archive.size;
+    let run = drctl_pg::wal::continuity(history, from, &listing.segments, size);
+    if run.hole {
+        return Err(BackupError::Manifest {
+            key: archive.object_key(&ArchivedFile::Segment(run.stopped_at)),
+            reason: format!(
+                "the archive has a hole here: WAL from {from} is unbroken only through {}",
+                run.through
+            ),
+        });
+    }
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| BackupError::Io {
+            what: format!("creating {}", dir.display()),
+            source: e,
+        })?;
+    let mut wanted = Vec::new();
+    let mut number = from.0 / size.bytes();
+    while history.segment(number, size).start(size) < run.through {
+        let segment = history.segment(number, size);
+        let file = match listing.segments.get(&segment) {
+            Some(Held::Complete) => ArchivedFile::Segment(segment),
+            Some(Held::UpTo(end)) => ArchivedFile::Partial {
+                segment,
+                len: end.0 - segment.start(size).0,
+            },
+            None => break,
+        };
+        wanted.push(file);
+        number += 1;
+    }
+    if history.timeline != TimelineId::FIRST {
+        wanted.push(ArchivedFile::History(history.timeline));
+    }
+    let mut staged = Staged {
+        segments: 0,
+        bytes: 0,
+        through: run.through,
+    };
+    let mut pending = wanted.into_iter();
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        while running.len() < fetches.max(1) {
+            let Some(file) = pending.next() else { break };
+            let archive = archive.clone();
+            let dir = dir.to_path_buf();
+            running.spawn(async move { stage_one(&archive, file, &dir).await });
+        }
+        let Some(done) = running.join_next().await else {
+            break;
+        };
+        let bytes = done.map_err(|e| BackupError::ObjectStore {
+            what: "staging WAL".into(),
+            reason: e.to_string(),
+        })??;
+        if let Some(bytes) = bytes {
+            staged.segments += 1;
+            staged.bytes += bytes;
+        }
+    }
+    Ok(staged)
+}
+
+/// Fetches, checks and writes one archived file; the WAL bytes it held
+/// (`None` for a history file).
+async fn stage_one(
+    archive: &WalArchive,
+    file: ArchivedFile,
+    dir: &Path,
+) -> Result<Option<u64>, BackupError> {
+    let size = archive.size;
+    let mut raw = archive.fetch(file).await?;
+    let (name, bytes) = match file {
+        ArchivedFile::History(t) => (t.history_file_name(), None),
+        ArchivedFile::Segment(segment) | ArchivedFile::Partial { segment, .. } => {
+            let len = raw.len() as u64;
+            let (back, scan) = scan(raw, segment, size).await?;
+            raw = back;
+            let intact = match file {
+                ArchivedFile::Segment(_) => scan.is_whole() && len == size.bytes(),
+                _ => file.end(size).is_some_and(|end| scan.valid_end >= end),
+            };
+            if !intact {
+                return Err(BackupError::Manifest {
+                    key: archive.object_key(&file),
+                    reason: format!(
+                        "the archived WAL is not what its name says ({len} bytes, records end: {:?}); restore cannot use it",
+                        scan.end
+                    ),
+                });
+            }
+            raw.resize(size.bytes() as usize, 0);
+            (segment.file_name(size), Some(len))
+        }
+    };
+    let path = dir.join(name);
+    tokio::fs::write(&path, &raw)
+        .await
+        .map_err(|e| BackupError::Io {
+            what: format!("writing {}", path.display()),
+            source: e,
+        })?;
+    Ok(bytes)
+}
+
 /// One file of a receiver's spool, by name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum SpoolFile {

@@ -100,6 +100,18 @@ pub enum Role {
     Standby,
 }
 
+/// Where a point-in-time recovery stops ([`PgCluster::prepare_recovery`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecoveryStop {
+    /// After the last commit at or before this time on the primary's clock,
+    /// as PostgreSQL reads a timestamp (`2026-12-07 14:03:11.250349+00`).
+    Time(String),
+    /// After the record at this position.
+    Lsn(crate::Lsn),
+    /// At the end of the WAL staged.
+    EndOfWal,
+}
+
 /// A PostgreSQL cluster run as the `postgres` user, reached on `host`
 /// (127.0.0.1 unless told otherwise: a lab region in its own network
 /// namespace is reached on the region's address).
@@ -742,6 +754,66 @@ impl PgCluster {
     /// says when given.
     pub fn adopt_restored_for(&self, tls: Option<&ScratchTls>) -> Result<()> {
         self.isolate_scratch(&[], &["postgres"], false, tls)
+    }
+
+    /// Makes the next start an archive recovery (point-in-time recovery)
+    /// of a data directory restored from a base backup and isolated
+    /// ([`PgCluster::isolate_scratch`], [`PgCluster::adopt_restored`]): WAL
+    /// files are read from `wal_dir`, where drctl staged them from the
+    /// archive (so the server needs no access to the object store), along
+    /// `timeline`; replay stops as `stop` says and the server is promoted,
+    /// on a new timeline, open for writes.
+    pub fn prepare_recovery(
+        &self,
+        wal_dir: &Path,
+        timeline: u32,
+        stop: &RecoveryStop,
+    ) -> Result<()> {
+        // Both go into a setting between single quotes and a shell command
+        // between double quotes: nothing that could end either.
+        let dir = wal_dir.display().to_string();
+        if !dir.starts_with('/')
+            || dir
+                .chars()
+                .any(|c| matches!(c, '\'' | '"' | '\\' | '$' | '`' | '%' | '\n'))
+        {
+            return Err(LabError::Other(format!(
+                "{dir:?} cannot be named in restore_command: use an absolute path without quotes, '$', '`', '%' or backslashes"
+            )));
+        }
+        let mut conf = format!(
+            "# Point-in-time recovery, written by drctl.\n\
+             restore_command = 'cp \"{dir}/%f\" \"%p\"'\n\
+             recovery_target_timeline = '{timeline}'\n\
+             recovery_target_action = 'promote'\n"
+        );
+        match stop {
+            RecoveryStop::Time(at) => {
+                if at.is_empty()
+                    || !at
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || matches!(c, '-' | ':' | ' ' | '.' | '+'))
+                {
+                    return Err(LabError::Other(format!(
+                        "{at:?} is not a recovery target time"
+                    )));
+                }
+                conf.push_str(&format!(
+                    "recovery_target_time = '{at}'\nrecovery_target_inclusive = on\n"
+                ));
+            }
+            RecoveryStop::Lsn(lsn) => conf.push_str(&format!(
+                "recovery_target_lsn = '{lsn}'\nrecovery_target_inclusive = on\n"
+            )),
+            RecoveryStop::EndOfWal => {}
+        }
+        std::fs::write(self.data_dir.join("postgresql.auto.conf"), conf).map_err(io_err(
+            format!("writing postgresql.auto.conf of {}", self.name),
+        ))?;
+        std::fs::write(self.data_dir.join("recovery.signal"), "")
+            .map_err(io_err(format!("writing recovery.signal of {}", self.name)))?;
+        give_to_postgres(wal_dir)?;
+        give_to_postgres(&self.data_dir)
     }
 
     /// Starts the server and waits until it accepts connections.
