@@ -141,25 +141,34 @@ async fn archived_commits(archive: &WalArchive) -> BTreeMap<u32, i64> {
     out
 }
 
-fn through(archive_listing: &BTreeMap<Segment, Held>, from: Lsn, size: SegmentSize) -> (Lsn, bool) {
-    let history = TimelineHistory::root(TimelineId::FIRST);
-    let c = continuity(&history, from, archive_listing, size);
+fn through(
+    archive_listing: &BTreeMap<Segment, Held>,
+    history: &TimelineHistory,
+    from: Lsn,
+    size: SegmentSize,
+) -> (Lsn, bool) {
+    let c = continuity(history, from, archive_listing, size);
     (c.through, c.hole)
 }
 
+fn timeline_1() -> TimelineHistory {
+    TimelineHistory::root(TimelineId::FIRST)
+}
+
 /// Shipping passes until the archive reaches `newest` unbroken from
-/// `start`.
+/// `start` along `history`.
 async fn ship_until(
     archive: &WalArchive,
     spool: &Path,
     shipped: &mut Shipped,
+    history: &TimelineHistory,
     start: Lsn,
     newest: Lsn,
 ) {
     let until = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         ship(archive, spool, shipped).await;
-        let (reached, _) = through(&shipped.listing().segments, start, archive.size);
+        let (reached, _) = through(&shipped.listing().segments, history, start, archive.size);
         if reached >= newest {
             return;
         }
@@ -234,7 +243,7 @@ async fn the_archive_holds_every_commit_unbroken_across_a_killed_receiver() {
         .unwrap();
     write_rows(&mut c, 100, &mut rows).await;
     let newest = rows.last().unwrap().after;
-    ship_until(&archive, &spool, &mut shipped, start, newest).await;
+    ship_until(&archive, &spool, &mut shipped, &timeline_1(), start, newest).await;
 
     // Killed mid-segment, more commits meanwhile, started again.
     receiver.kill();
@@ -247,12 +256,12 @@ async fn the_archive_holds_every_commit_unbroken_across_a_killed_receiver() {
         .unwrap();
     write_rows(&mut c, 20, &mut rows).await;
     let newest = rows.last().unwrap().after;
-    ship_until(&archive, &spool, &mut shipped, start, newest).await;
+    ship_until(&archive, &spool, &mut shipped, &timeline_1(), start, newest).await;
 
     // What the store holds, read back from it: unbroken from the slot's
     // start, every commit there with the server's own commit time.
     let listing = archive.listing().await.unwrap();
-    let (reached, hole) = through(&listing.segments, start, archive.size);
+    let (reached, hole) = through(&listing.segments, &timeline_1(), start, archive.size);
     assert!(!hole, "a hole in the archive: {listing:?}");
     assert!(
         reached >= newest,
@@ -334,7 +343,7 @@ async fn a_restore_to_a_point_in_time_holds_every_row_up_to_it_and_none_after() 
         .unwrap();
     write_rows(&mut c, 150, &mut rows).await;
     let newest = rows.last().unwrap().after;
-    ship_until(&archive, &spool, &mut shipped, start, newest).await;
+    ship_until(&archive, &spool, &mut shipped, &timeline_1(), start, newest).await;
     receiver.kill();
     pg.stop("fast").unwrap();
 
@@ -415,5 +424,217 @@ async fn a_restore_to_a_point_in_time_holds_every_row_up_to_it_and_none_after() 
             "every row committed up to the target, none after"
         );
         restored.stop("immediate").unwrap();
+    }
+}
+
+/// Restores `backup_id` and replays the staged archive along `history` to
+/// `at`; returns (newest id, row count) of the restored `orders`.
+async fn restore_to_time(
+    archive: &WalArchive,
+    backup_id: &str,
+    backup_start: Lsn,
+    history: &TimelineHistory,
+    at: chrono::DateTime<chrono::Utc>,
+    scratch: &Path,
+) -> (Option<i64>, i64) {
+    let restored = PgCluster::new(
+        "pitr",
+        scratch.join("data"),
+        free_port(),
+        find_pg_bin().unwrap(),
+    );
+    restore_backup(
+        &archive.store,
+        "orders",
+        backup_id,
+        &restored.data_dir,
+        &Expected {
+            manifest: None,
+            key: None,
+        },
+    )
+    .await
+    .expect("restore the base backup");
+    restored.adopt_restored().unwrap();
+    let listing = archive.listing().await.unwrap();
+    let stage = scratch.join("wal");
+    stage_wal(archive, &listing, history, backup_start, &stage, 4)
+        .await
+        .expect("stage the WAL");
+    restored
+        .prepare_recovery(
+            &stage,
+            history.timeline.0,
+            &RecoveryStop::Time(at.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()),
+        )
+        .unwrap();
+    restored.start().expect("the restored server starts");
+    let dsn = restored.scratch_dsn("postgres", "postgres");
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let mut r = loop {
+        if let Ok(mut r) = PgConnection::connect(&dsn).await {
+            let (recovering,): (bool,) = sqlx::query_as("SELECT pg_is_in_recovery()")
+                .fetch_one(&mut r)
+                .await
+                .unwrap();
+            if !recovering {
+                break r;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the restore did not finish recovery in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let found = sqlx::query_as("SELECT max(id), count(*) FROM orders")
+        .fetch_one(&mut r)
+        .await
+        .unwrap();
+    restored.stop("immediate").unwrap();
+    found
+}
+
+/// Across a failover: the receiver follows the promoted standby onto its
+/// timeline, and restores along the new timeline's history reach points on
+/// both sides of the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_to_a_point_follows_the_archive_across_a_failover() {
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-test-pitr-failover-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (a, mut c, start) = primary(dir.path()).await;
+    let b = PgCluster::new(
+        "wal-archive-b",
+        dir.path().join("pgb").join("data"),
+        free_port(),
+        find_pg_bin().unwrap(),
+    );
+    b.clone_standby(a.port, "region-b", 20)
+        .expect("clone a standby");
+    let conf = b.data_dir.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("track_commit_timestamp = on\n");
+    std::fs::write(&conf, text).unwrap();
+    b.start().expect("start the standby");
+    b.wait_ready(Duration::from_secs(30)).unwrap();
+
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let archive = local_archive(dir.path()).await;
+    let mut shipped = Shipped::new(archive.listing().await.unwrap());
+    let mut receiver = Receiver::start(&a, &spool);
+    let backup_id = new_backup_id(chrono::Utc::now());
+    let manifest = run_backup(
+        &BackupRequest {
+            service: "orders".into(),
+            region: "region-a".into(),
+            dsn: a.dsn("postgres"),
+            pg_bin: find_pg_client_bin().unwrap(),
+            compression_level: 1,
+            compression_threads: 1,
+            store: archive.store.clone(),
+            encryption: None,
+        },
+        &backup_id,
+        chrono::Utc::now(),
+        |_| {},
+    )
+    .await
+    .expect("a base backup");
+    let mut rows = Vec::new();
+    write_rows(&mut c, 120, &mut rows).await;
+    let on_a = rows.len();
+    let newest_on_a = rows.last().unwrap().after;
+    ship_until(
+        &archive,
+        &spool,
+        &mut shipped,
+        &timeline_1(),
+        start,
+        newest_on_a,
+    )
+    .await;
+
+    // The standby has everything; region-a's server stops; region-b's is
+    // promoted and gets the archive's slot.
+    let mut cb = PgConnection::connect(&b.dsn("postgres")).await.unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (replayed,): (String,) = sqlx::query_as("SELECT pg_last_wal_replay_lsn()::text")
+            .fetch_one(&mut cb)
+            .await
+            .unwrap();
+        if replayed.parse::<Lsn>().unwrap() >= newest_on_a {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the standby did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(c);
+    receiver.kill();
+    a.stop("fast").unwrap();
+    let (promoted,): (bool,) = sqlx::query_as("SELECT pg_promote(true, 60)")
+        .fetch_one(&mut cb)
+        .await
+        .unwrap();
+    assert!(promoted);
+    sqlx::query("SELECT pg_create_physical_replication_slot($1, true)")
+        .bind(SLOT)
+        .execute(&mut cb)
+        .await
+        .unwrap();
+    let history_text = std::fs::read_to_string(b.data_dir.join("pg_wal/00000002.history"))
+        .expect("the promoted server's history file");
+    let history = TimelineHistory::parse(TimelineId(2), &history_text).unwrap();
+    let mut receiver = Receiver::start(&b, &spool);
+    write_rows(&mut cb, 120, &mut rows).await;
+    let newest = rows.last().unwrap().after;
+    ship_until(&archive, &spool, &mut shipped, &history, start, newest).await;
+    receiver.kill();
+    assert!(
+        archive
+            .listing()
+            .await
+            .unwrap()
+            .histories
+            .contains(&TimelineId(2)),
+        "the new timeline's history file is archived"
+    );
+    b.stop("fast").unwrap();
+
+    let backup_start: Lsn = manifest.start_lsn.as_deref().unwrap().parse().unwrap();
+    for k in [on_a / 2, on_a + 60] {
+        let target = &rows[k];
+        let at = chrono::DateTime::from_timestamp_micros(target.at_us).unwrap();
+        let (max, count) = restore_to_time(
+            &archive,
+            &backup_id,
+            backup_start,
+            &history,
+            at,
+            &dir.path().join(format!("restore-{k}")),
+        )
+        .await;
+        eprintln!(
+            "restore to {at} (row {}, {} the switch at {}): {count} rows, newest {max:?}",
+            target.id,
+            if k < on_a { "before" } else { "after" },
+            history.ancestors[0].switch_point
+        );
+        assert_eq!(
+            max,
+            Some(target.id),
+            "the newest row restored is the target's"
+        );
+        assert_eq!(
+            count,
+            k as i64 + 1,
+            "every row up to the target, none after"
+        );
     }
 }
