@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use drctl_backup::archive::ArchivedFile;
-use drctl_backup::wal_archive::{ship_spool, stage_wal, Shipped, WalArchive};
+use drctl_backup::wal_archive::{check_archive, ship_spool, stage_wal, Shipped, WalArchive};
 use drctl_backup::{
     new_backup_id, restore_backup, run_backup, BackupRequest, Expected, ObjectStore,
 };
@@ -285,20 +285,60 @@ async fn the_archive_holds_every_commit_unbroken_across_a_killed_receiver() {
     );
     receiver.kill();
 
-    // A damaged segment object: refused, by name.
-    let (file, info) = listing
+    // Read back whole, the run is intact and ends with the newest commit.
+    let check = check_archive(&archive, &listing, &timeline_1(), start, 4)
+        .await
+        .unwrap();
+    assert!(check.intact(), "{check:?}");
+    assert_eq!(check.newest_commit_us, Some(rows.last().unwrap().at_us));
+
+    // A damaged segment object: the check, a fetch and staging name it, and
+    // the usable run ends before it.
+    let segments: Vec<(ArchivedFile, PathBuf)> = listing
         .objects
         .iter()
-        .find(|(f, _)| matches!(f, ArchivedFile::Segment(_)))
+        .filter(|(f, _)| matches!(f, ArchivedFile::Segment(_)))
+        .map(|(f, info)| (*f, dir.path().join("objects").join(&info.key)))
+        .collect();
+    let (file, path) = segments
+        .first()
         .cloned()
         .expect("a finished segment is archived");
-    let path: PathBuf = dir.path().join("objects").join(&info.key);
-    let mut bytes = std::fs::read(&path).unwrap();
+    let key = archive.object_key(&file);
+    let original = std::fs::read(&path).unwrap();
+    let mut bytes = original.clone();
     let at = bytes.len() / 3;
     bytes[at] ^= 0x20;
     std::fs::write(&path, &bytes).unwrap();
     let err = archive.fetch(file).await.unwrap_err().to_string();
-    assert!(err.contains(&info.key), "{err}");
+    assert!(err.contains(&key), "{err}");
+    let check = check_archive(&archive, &listing, &timeline_1(), start, 4)
+        .await
+        .unwrap();
+    assert_eq!(
+        check.damaged.as_ref().map(|d| d.0.as_str()),
+        Some(key.as_str()),
+        "{check:?}"
+    );
+    assert!(!check.intact() && check.through < reached, "{check:?}");
+    let stage = dir.path().join("stage");
+    let err = stage_wal(&archive, &listing, &timeline_1(), start, &stage, 4)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&key), "{err}");
+
+    // Another segment's (valid) object under this one's name: its records
+    // are not this segment's, and the check says so.
+    let (_, other) = segments.get(1).cloned().expect("two finished segments");
+    std::fs::copy(&other, &path).unwrap();
+    let check = check_archive(&archive, &listing, &timeline_1(), start, 4)
+        .await
+        .unwrap();
+    let (named, why) = check.damaged.clone().expect("the swapped object is caught");
+    assert_eq!(named, key);
+    assert!(why.contains("not WAL of this segment"), "{why}");
+    std::fs::write(&path, &original).unwrap();
     pg.stop("immediate").unwrap();
 }
 

@@ -23,6 +23,7 @@
 use std::path::{Path, PathBuf};
 
 use drctl_pg::wal::{scan_segment, Segment, SegmentScan, SegmentSize, TimelineId};
+use drctl_pg::Lsn;
 use sha2::{Digest, Sha256};
 
 use crate::archive::{wal_prefix, ArchiveListing, ArchivedFile};
@@ -148,13 +149,83 @@ pub struct Staged {
     pub through: drctl_pg::Lsn,
 }
 
+/// The archive objects a recovery along `history` reads from `from` on (the
+/// unbroken run, see [`drctl_pg::wal::continuity`]), in WAL order, then the
+/// target timeline's history file; and the run itself.
+fn run_from(
+    listing: &ArchiveListing,
+    history: &drctl_pg::wal::TimelineHistory,
+    from: drctl_pg::Lsn,
+    size: SegmentSize,
+) -> (drctl_pg::wal::Continuity, Vec<ArchivedFile>) {
+    use drctl_pg::wal::Held;
+    let run = drctl_pg::wal::continuity(history, from, &listing.segments, size);
+    let mut files = Vec::new();
+    let mut number = from.0 / size.bytes();
+    while Lsn(number * size.bytes()) < run.through {
+        let segment = history.segment(number, size);
+        match listing.segments.get(&segment) {
+            Some(Held::Complete) => files.push(ArchivedFile::Segment(segment)),
+            Some(Held::UpTo(end)) => files.push(ArchivedFile::Partial {
+                segment,
+                len: end.0 - segment.start(size).0,
+            }),
+            None => break,
+        }
+        number += 1;
+    }
+    if history.timeline != TimelineId::FIRST {
+        files.push(ArchivedFile::History(history.timeline));
+    }
+    (run, files)
+}
+
+/// Runs `each` over `files`, `fetches` at a time; the results in the
+/// order of `files`.
+async fn in_parallel<T, F, Fut>(
+    files: &[ArchivedFile],
+    fetches: usize,
+    each: F,
+) -> Vec<Result<T, BackupError>>
+where
+    T: Send + 'static,
+    F: Fn(ArchivedFile) -> Fut,
+    Fut: std::future::Future<Output = Result<T, BackupError>> + Send + 'static,
+{
+    let mut results: Vec<Option<Result<T, BackupError>>> = files.iter().map(|_| None).collect();
+    let mut pending = files.iter().copied().enumerate();
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        while running.len() < fetches.max(1) {
+            let Some((i, file)) = pending.next() else {
+                break;
+            };
+            let fut = each(file);
+            running.spawn(async move { (i, fut.await) });
+        }
+        let Some(done) = running.join_next().await else {
+            break;
+        };
+        match done {
+            Ok((i, result)) => results[i] = Some(result),
+            Err(e) => {
+                return vec![Err(BackupError::ObjectStore {
+                    what: "reading archived WAL".into(),
+                    reason: e.to_string(),
+                })]
+            }
+        }
+    }
+    results.into_iter().flatten().collect()
+}
+
 /// Fetches into `dir` the WAL a recovery along `history` reads from `from`
-/// on: every segment of the unbroken run the archive holds (see
-/// [`drctl_pg::wal::continuity`]), named as PostgreSQL names them, each read
-/// back intact (unpacked, and its records read: a segment that is not whole
-/// WAL, or a partial copy with less than its name says, fails naming it),
-/// the last partial copy padded with zeros to a segment's size, and the
-/// target timeline's history file. `fetches` objects are read at once.
+/// on: every segment of the unbroken run the archive holds, named as
+/// PostgreSQL names them, each read back intact ([`read_checked`]), the
+/// last partial copy padded with zeros to a segment's size, and the target
+/// timeline's history file. `fetches` objects are read at once. A hole in
+/// the archive, or an object that does not read back intact, fails naming
+/// it.
 pub async fn stage_wal(
     archive: &WalArchive,
     listing: &ArchiveListing,
@@ -163,17 +234,10 @@ pub async fn stage_wal(
     dir: &Path,
     fetches: usize,
 ) -> Result<Staged, BackupError> {
-    use drctl_pg::wal::Held;
     let size = archive.size;
-    let run = drctl_pg::wal::continuity(history, from, &listing.segments, size);
+    let (run, files) = run_from(listing, history, from, size);
     if run.hole {
-        return Err(BackupError::Manifest {
-            key: archive.object_key(&ArchivedFile::Segment(run.stopped_at)),
-            reason: format!(
-                "the archive has a hole here: WAL from {from} is unbroken only through {}",
-                run.through
-            ),
-        });
+        return Err(hole(archive, &run, from));
     }
     tokio::fs::create_dir_all(dir)
         .await
@@ -181,51 +245,159 @@ pub async fn stage_wal(
             what: format!("creating {}", dir.display()),
             source: e,
         })?;
-    let mut wanted = Vec::new();
-    let mut number = from.0 / size.bytes();
-    while history.segment(number, size).start(size) < run.through {
-        let segment = history.segment(number, size);
-        let file = match listing.segments.get(&segment) {
-            Some(Held::Complete) => ArchivedFile::Segment(segment),
-            Some(Held::UpTo(end)) => ArchivedFile::Partial {
-                segment,
-                len: end.0 - segment.start(size).0,
-            },
-            None => break,
-        };
-        wanted.push(file);
-        number += 1;
-    }
-    if history.timeline != TimelineId::FIRST {
-        wanted.push(ArchivedFile::History(history.timeline));
-    }
+    let results = in_parallel(&files, fetches, |file| {
+        let archive = archive.clone();
+        let dir = dir.to_path_buf();
+        async move { stage_one(&archive, file, &dir).await }
+    })
+    .await;
     let mut staged = Staged {
         segments: 0,
         bytes: 0,
         through: run.through,
     };
-    let mut pending = wanted.into_iter();
-    let mut running = tokio::task::JoinSet::new();
-    loop {
-        while running.len() < fetches.max(1) {
-            let Some(file) = pending.next() else { break };
-            let archive = archive.clone();
-            let dir = dir.to_path_buf();
-            running.spawn(async move { stage_one(&archive, file, &dir).await });
-        }
-        let Some(done) = running.join_next().await else {
-            break;
-        };
-        let bytes = done.map_err(|e| BackupError::ObjectStore {
-            what: "staging WAL".into(),
-            reason: e.to_string(),
-        })??;
-        if let Some(bytes) = bytes {
+    for result in results {
+        if let Some(bytes) = result? {
             staged.segments += 1;
             staged.bytes += bytes;
         }
     }
     Ok(staged)
+}
+
+fn hole(archive: &WalArchive, run: &drctl_pg::wal::Continuity, from: Lsn) -> BackupError {
+    BackupError::Manifest {
+        key: archive.object_key(&ArchivedFile::Segment(run.stopped_at)),
+        reason: format!(
+            "missing: the archive holds later WAL, so this is a hole; WAL from {from} is unbroken only through {}",
+            run.through
+        ),
+    }
+}
+
+/// What reading back every object of the archive's unbroken run says
+/// ([`check_archive`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveCheck {
+    pub from: Lsn,
+    /// The unbroken run ends here (by the listing).
+    pub through: Lsn,
+    /// The object of the first missing segment, when later ones exist.
+    pub hole: Option<String>,
+    /// The first object in WAL order that does not read back intact, and
+    /// why: recovery cannot pass it.
+    pub damaged: Option<(String, String)>,
+    /// Segments read back intact (whole or partial copies).
+    pub segments: usize,
+    /// The newest commit the intact run holds, microseconds since the
+    /// Unix epoch on the primary's clock.
+    pub newest_commit_us: Option<i64>,
+}
+
+impl ArchiveCheck {
+    /// Whether a restore can use all of the run.
+    pub fn intact(&self) -> bool {
+        self.hole.is_none() && self.damaged.is_none()
+    }
+}
+
+/// Reads back every object of the unbroken run along `history` from
+/// `from` (the oldest retained base backup's start) the way a restore
+/// does, and says whether all of it is usable and which commit it ends
+/// with. A damaged object ends the usable run there.
+pub async fn check_archive(
+    archive: &WalArchive,
+    listing: &ArchiveListing,
+    history: &drctl_pg::wal::TimelineHistory,
+    from: Lsn,
+    fetches: usize,
+) -> Result<ArchiveCheck, BackupError> {
+    let size = archive.size;
+    let (run, files) = run_from(listing, history, from, size);
+    let results = in_parallel(&files, fetches, |file| {
+        let archive = archive.clone();
+        async move {
+            read_checked(&archive, file)
+                .await
+                .map(|(_, scan)| scan.and_then(|s| s.last_commit().map(|c| c.at_us)))
+        }
+    })
+    .await;
+    let mut check = ArchiveCheck {
+        from,
+        through: run.through,
+        hole: run
+            .hole
+            .then(|| archive.object_key(&ArchivedFile::Segment(run.stopped_at))),
+        damaged: None,
+        segments: 0,
+        newest_commit_us: None,
+    };
+    for (file, result) in files.iter().zip(results) {
+        match result {
+            Ok(newest) => {
+                if !matches!(file, ArchivedFile::History(_)) {
+                    check.segments += 1;
+                }
+                check.newest_commit_us = check.newest_commit_us.max(newest);
+            }
+            Err(e) => {
+                check.damaged = Some((archive.object_key(file), e.to_string()));
+                if let Some(start) = match file {
+                    ArchivedFile::Segment(s) | ArchivedFile::Partial { segment: s, .. } => {
+                        Some(s.start(size))
+                    }
+                    ArchivedFile::History(_) => None,
+                } {
+                    check.through = check.through.min(start);
+                }
+                break;
+            }
+        }
+    }
+    Ok(check)
+}
+
+/// Fetches one archived file and checks it is what its name says: it
+/// unpacks (checksum, seal), and a segment's records are whole WAL of that
+/// segment up to its end (a partial copy: up to its length). Returns the
+/// bytes and, for a segment, its records.
+async fn read_checked(
+    archive: &WalArchive,
+    file: ArchivedFile,
+) -> Result<(Vec<u8>, Option<SegmentScan>), BackupError> {
+    let size = archive.size;
+    let raw = archive.fetch(file).await?;
+    let segment = match file {
+        ArchivedFile::History(t) => {
+            let text = String::from_utf8_lossy(&raw);
+            drctl_pg::wal::TimelineHistory::parse(t, &text).map_err(|e| BackupError::Manifest {
+                key: archive.object_key(&file),
+                reason: e.to_string(),
+            })?;
+            return Ok((raw, None));
+        }
+        ArchivedFile::Segment(segment) | ArchivedFile::Partial { segment, .. } => segment,
+    };
+    let len = raw.len() as u64;
+    let not_wal = |reason: String| BackupError::Manifest {
+        key: archive.object_key(&file),
+        reason,
+    };
+    let (raw, scan) = scan(raw, segment, size)
+        .await
+        .map_err(|e| not_wal(format!("not WAL of this segment: {e}")))?;
+    let intact = match file {
+        ArchivedFile::Segment(_) => scan.is_whole() && len == size.bytes(),
+        _ => file.end(size).is_some_and(|end| scan.valid_end >= end),
+    };
+    if !intact {
+        return Err(not_wal(format!(
+            "not what its name says ({len} bytes, records end: {:?}); restore cannot use it",
+            scan.end
+        )));
+    }
+    Ok((raw, Some(scan)))
 }
 
 /// Fetches, checks and writes one archived file; the WAL bytes it held
@@ -236,26 +408,12 @@ async fn stage_one(
     dir: &Path,
 ) -> Result<Option<u64>, BackupError> {
     let size = archive.size;
-    let mut raw = archive.fetch(file).await?;
+    let (mut raw, scan) = read_checked(archive, file).await?;
     let (name, bytes) = match file {
         ArchivedFile::History(t) => (t.history_file_name(), None),
         ArchivedFile::Segment(segment) | ArchivedFile::Partial { segment, .. } => {
             let len = raw.len() as u64;
-            let (back, scan) = scan(raw, segment, size).await?;
-            raw = back;
-            let intact = match file {
-                ArchivedFile::Segment(_) => scan.is_whole() && len == size.bytes(),
-                _ => file.end(size).is_some_and(|end| scan.valid_end >= end),
-            };
-            if !intact {
-                return Err(BackupError::Manifest {
-                    key: archive.object_key(&file),
-                    reason: format!(
-                        "the archived WAL is not what its name says ({len} bytes, records end: {:?}); restore cannot use it",
-                        scan.end
-                    ),
-                });
-            }
+            debug_assert!(scan.is_some());
             raw.resize(size.bytes() as usize, 0);
             (segment.file_name(size), Some(len))
         }
