@@ -678,3 +678,114 @@ async fn a_restore_to_a_point_follows_the_archive_across_a_failover() {
         );
     }
 }
+
+/// The archiver as drctl runs it: the receiver started through the
+/// datastore seam and started again after it is killed, the archive
+/// unbroken through every commit, where it stands published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archiver_restarts_a_killed_receiver_and_the_archive_stays_unbroken() {
+    use drctl_backup::archiver::{run_archiver, ArchiverSpec, ArchiverStatus, ReceiverState};
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-test-archiver-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (pg, mut c, start) = primary(dir.path()).await;
+    let archive = local_archive(dir.path()).await;
+    let spec = ArchiverSpec {
+        service: "orders".into(),
+        dsn: pg.dsn("postgres"),
+        slot: SLOT.into(),
+        spool: dir.path().join("spool"),
+        tool_dir: find_pg_client_bin().unwrap(),
+        archive: archive.clone(),
+        pass_every: Duration::from_millis(200),
+        partial_every: Duration::from_millis(500),
+    };
+    let (status_tx, mut status) = tokio::sync::watch::channel(ArchiverStatus::default());
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(run_archiver(spec, status_tx, stop));
+    let running = |s: &ArchiverStatus| match s.receiver {
+        ReceiverState::Running { pid } => Some(pid),
+        _ => None,
+    };
+    let first = wait_status(&mut status, "the receiver running", |s| running(s)).await;
+
+    let mut rows = Vec::new();
+    write_rows(&mut c, 100, &mut rows).await;
+    let reached = |archive: &WalArchive| {
+        let archive = archive.clone();
+        async move {
+            let listing = archive.listing().await.unwrap();
+            through(&listing.segments, &timeline_1(), start, archive.size).0
+        }
+    };
+    let newest = rows.last().unwrap().after;
+    wait_until_reached(&archive, newest, &reached).await;
+
+    // Killed: started again by the archiver, nothing lost meanwhile.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    write_rows(&mut c, 100, &mut rows).await;
+    let second = wait_status(&mut status, "the receiver running again", |s| {
+        running(s).filter(|pid| *pid != first)
+    })
+    .await;
+    assert_ne!(first, second);
+    write_rows(&mut c, 100, &mut rows).await;
+    let newest = rows.last().unwrap().after;
+    wait_until_reached(&archive, newest, &reached).await;
+
+    let listing = archive.listing().await.unwrap();
+    let check = check_archive(&archive, &listing, &timeline_1(), start, 4)
+        .await
+        .unwrap();
+    assert!(check.intact(), "{check:?}");
+    assert_eq!(check.newest_commit_us, Some(rows.last().unwrap().at_us));
+    let seen = status.borrow().clone();
+    assert_eq!(seen.last_error, None, "{seen:?}");
+    assert!(seen.receiving.is_some(), "{seen:?}");
+    stop_tx.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(status.borrow().receiver, ReceiverState::Stopped);
+    pg.stop("immediate").unwrap();
+}
+
+async fn wait_status<T>(
+    status: &mut tokio::sync::watch::Receiver<drctl_backup::archiver::ArchiverStatus>,
+    what: &str,
+    found: impl Fn(&drctl_backup::archiver::ArchiverStatus) -> Option<T>,
+) -> T {
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(t) = found(&status.borrow()) {
+            return t;
+        }
+        let seen = status.borrow().clone();
+        tokio::time::timeout_at(until, status.changed())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}: {seen:?}"))
+            .unwrap();
+    }
+}
+
+async fn wait_until_reached<F, Fut>(archive: &WalArchive, newest: Lsn, reached: &F)
+where
+    F: Fn(&WalArchive) -> Fut,
+    Fut: std::future::Future<Output = Lsn>,
+{
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let at = reached(archive).await;
+        if at >= newest {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the archive reaches {at} after 30 s; the newest commit ends at {newest}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -16,7 +16,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use drctl_node::{BaseBackupCommand, Datastore, Dsn, Engine};
+use drctl_node::{Datastore, Dsn, Engine, ToolCommand};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -96,7 +96,7 @@ impl Write for HashingSink {
 /// Runs the base backup tool and compresses/hashes its output into `tx`.
 fn stream_base_backup(
     req: &BackupRequest,
-    tool: BaseBackupCommand,
+    tool: ToolCommand,
     object: &crate::SealedObject,
     tx: mpsc::Sender<Vec<u8>>,
     raw_progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -106,7 +106,7 @@ fn stream_base_backup(
     // (every local user reads /proc/PID/cmdline), and the child's
     // environment empty but for what it needs: drctl's own holds other
     // secrets.
-    let BaseBackupCommand {
+    let ToolCommand {
         mut command,
         keep_alive,
     } = tool;

@@ -20,6 +20,7 @@
 //! job.
 
 pub mod archive;
+pub mod archiver;
 mod backup;
 mod crypto;
 pub mod jobs;

@@ -432,19 +432,20 @@ pub struct BackupPositions {
     pub stop: Option<String>,
 }
 
-/// A base backup's tool, ready to spawn: its stdout is one archive (a tar,
-/// with what it needs to be consistent), its stderr its progress words
-/// ([`Datastore::backup_positions`] reads them).
-pub struct BaseBackupCommand {
+/// One of the engine's client tools, ready to spawn, with what it needs
+/// while it runs: the base backup tool (its stdout is one archive, a tar
+/// with what it needs to be consistent; its stderr its progress words,
+/// which [`Datastore::backup_positions`] reads) or the WAL receiver.
+pub struct ToolCommand {
     pub command: std::process::Command,
     /// What the command needs while it runs (the passfile holding the
     /// password): drop it after the child has exited, not before.
     pub keep_alive: Box<dyn std::any::Any + Send>,
 }
 
-impl std::fmt::Debug for BaseBackupCommand {
+impl std::fmt::Debug for ToolCommand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BaseBackupCommand")
+        f.debug_struct("ToolCommand")
             .field("program", &self.command.get_program())
             .finish_non_exhaustive()
     }
@@ -565,7 +566,22 @@ pub trait Datastore: Send + Sync + std::fmt::Debug {
     fn base_backup_command(
         &self,
         tool_dir: &std::path::Path,
-    ) -> Result<BaseBackupCommand, DatastoreError>;
+    ) -> Result<ToolCommand, DatastoreError>;
+
+    /// The engine's change-log receiver for the continuous archive:
+    /// streams this server's log into `spool` through the replication slot
+    /// `slot`, making every write durable before acknowledging it
+    /// (PostgreSQL: `pg_receivewal --slot SLOT --synchronous --no-loop`,
+    /// named `application_name` in `pg_stat_replication`, the password in
+    /// a passfile). It exits when the connection ends; the archiver
+    /// restarts it.
+    fn wal_receiver_command(
+        &self,
+        tool_dir: &std::path::Path,
+        spool: &std::path::Path,
+        slot: &str,
+        application_name: &str,
+    ) -> Result<ToolCommand, DatastoreError>;
 
     /// The positions the base backup tool reported on its stderr.
     fn backup_positions(&self, tool_output: &str) -> BackupPositions;

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::datastore::{
-    BackupPositions, BaseBackupCommand, CatchUpGoal, CatchUpReport, CloneSettings, Datastore,
-    DatastoreError, DatastoreErrorKind, Engine, PrimaryPosition, Promotion, ReceiverState,
-    ReceiverStatus, ServerState, SoftFence, StandbyPosition, WriteProbe,
+    BackupPositions, CatchUpGoal, CatchUpReport, CloneSettings, Datastore, DatastoreError,
+    DatastoreErrorKind, Engine, PrimaryPosition, Promotion, ReceiverState, ReceiverStatus,
+    ServerState, SoftFence, StandbyPosition, ToolCommand, WriteProbe,
 };
 use crate::{Dsn, HeartbeatPoint, Position};
 
@@ -265,7 +265,7 @@ impl Datastore for Postgres {
     fn base_backup_command(
         &self,
         tool_dir: &std::path::Path,
-    ) -> Result<BaseBackupCommand, DatastoreError> {
+    ) -> Result<ToolCommand, DatastoreError> {
         let conn = drctl_pg::ChildConnection::from_dsn(self.dsn.expose(), false).map_err(|e| {
             DatastoreError::new(
                 DatastoreErrorKind::Config,
@@ -278,7 +278,57 @@ impl Datastore for Postgres {
             .arg("-d")
             .arg(conn.conninfo())
             .args(["-D", "-", "-Ft", "-X", "fetch", "-c", "fast", "-v"]);
-        Ok(BaseBackupCommand {
+        Ok(ToolCommand {
+            command,
+            keep_alive: Box::new(conn),
+        })
+    }
+
+    fn wal_receiver_command(
+        &self,
+        tool_dir: &std::path::Path,
+        spool: &std::path::Path,
+        slot: &str,
+        application_name: &str,
+    ) -> Result<ToolCommand, DatastoreError> {
+        let conn = drctl_pg::ChildConnection::from_dsn(self.dsn.expose(), false).map_err(|e| {
+            DatastoreError::new(
+                DatastoreErrorKind::Config,
+                format!("{}: {e}", self.endpoint.label()),
+            )
+        })?;
+        // Names go into the conninfo and onto the command line: plain
+        // identifiers only.
+        for (what, name) in [("slot", slot), ("application name", application_name)] {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                return Err(DatastoreError::new(
+                    DatastoreErrorKind::Config,
+                    format!("{what} {name:?}: use a-z, 0-9 and '_'"),
+                ));
+            }
+        }
+        let mut command = drctl_pg::os::clean_command(tool_dir.join("pg_receivewal"));
+        conn.apply(&mut command);
+        command
+            .arg("-d")
+            .arg(format!(
+                "{} application_name={application_name}",
+                conn.conninfo()
+            ))
+            .arg("-D")
+            .arg(spool)
+            .args([
+                "--slot",
+                slot,
+                "--synchronous",
+                "--no-loop",
+                "--no-password",
+            ]);
+        Ok(ToolCommand {
             command,
             keep_alive: Box::new(conn),
         })

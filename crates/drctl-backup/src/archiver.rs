@@ -1,0 +1,282 @@
+//! The WAL archiver of one service: keeps the engine's WAL receiver
+//! running into a spool directory (started again, with backoff, whenever it
+//! exits: a lost connection, a failover, a restart of the server), ships
+//! the spool to the archive every pass ([`ship_spool`]), and publishes
+//! where it stands for the API and the exposure figures.
+//!
+//! The receiver comes from the datastore seam
+//! ([`drctl_node::Datastore::wal_receiver_command`]); it reads from
+//! whatever server the connection string reaches, so pointing the string
+//! at the service's DNS name makes the archive follow a failover (the
+//! receiver follows the new primary's timeline and fetches its history
+//! file). The replication slot must exist on that server (the archiver
+//! creates none: that is the caller's, before the first base backup, so
+//! the archive starts no later than the oldest backup it serves).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use drctl_node::{Dsn, Engine};
+use drctl_pg::wal::Segment;
+use drctl_pg::Lsn;
+use tokio::sync::watch;
+
+use crate::wal_archive::{ship_spool, Shipped, WalArchive};
+use crate::BackupError;
+
+/// What one archiver runs.
+#[derive(Clone, Debug)]
+pub struct ArchiverSpec {
+    pub service: String,
+    /// Reaches the server to stream from, with replication rights; never
+    /// logged.
+    pub dsn: String,
+    /// The replication slot on that server.
+    pub slot: String,
+    /// Where the receiver writes: on a disk of its own, outside the
+    /// primary's region.
+    pub spool: PathBuf,
+    /// The engine's client programs.
+    pub tool_dir: PathBuf,
+    pub archive: WalArchive,
+    /// How often the spool is shipped.
+    pub pass_every: Duration,
+    /// How often the segment being written is shipped (each time is one
+    /// object written) when it has grown.
+    pub partial_every: Duration,
+}
+
+impl ArchiverSpec {
+    /// `drctl_archive_<service>`, as `pg_stat_replication` names the
+    /// receiver.
+    pub fn application_name(&self) -> String {
+        format!("drctl_archive_{}", self.service.replace('-', "_"))
+    }
+}
+
+/// The receiver's state.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ReceiverState {
+    /// Not started yet.
+    Starting,
+    Running {
+        pid: u32,
+    },
+    /// Exited; started again after `retry_in_ms`.
+    Waiting {
+        exits: u32,
+        last_exit: String,
+        retry_in_ms: u64,
+    },
+    Stopped,
+}
+
+/// Where the archiver stands.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ArchiverStatus {
+    pub receiver: ReceiverState,
+    /// Shipping passes done.
+    pub passes: u64,
+    /// The segment being written and how far its whole records reach in
+    /// the spool (durable on the receiver's disk).
+    pub receiving: Option<(String, Lsn)>,
+    /// Objects written to the archive so far.
+    pub shipped: u64,
+    /// The last pass's failure, cleared by the next good pass.
+    pub last_error: Option<String>,
+}
+
+impl Default for ArchiverStatus {
+    fn default() -> Self {
+        ArchiverStatus {
+            receiver: ReceiverState::Starting,
+            passes: 0,
+            receiving: None,
+            shipped: 0,
+            last_error: None,
+        }
+    }
+}
+
+/// Backoff after the receiver exits: 1 s, doubling, at most 30 s; reset
+/// once it has run for a minute.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const RAN_LONG_ENOUGH: Duration = Duration::from_secs(60);
+
+/// Runs the archiver until `stop` turns true; ships once more on the way
+/// out. Errors of a pass are published, not returned: the archiver keeps
+/// going (a full disk or an unreachable bucket heals).
+pub async fn run_archiver(
+    spec: ArchiverSpec,
+    status: watch::Sender<ArchiverStatus>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), BackupError> {
+    tokio::fs::create_dir_all(&spec.spool)
+        .await
+        .map_err(|e| BackupError::Io {
+            what: format!("creating the WAL spool {}", spec.spool.display()),
+            source: e,
+        })?;
+    let mut shipped = Shipped::new(spec.archive.listing().await?);
+    let mut receiver: Option<Receiver> = None;
+    let mut started_at = tokio::time::Instant::now();
+    let mut backoff = BACKOFF_FIRST;
+    let mut exits = 0u32;
+    let mut retry_at = tokio::time::Instant::now();
+    let mut last_partial = tokio::time::Instant::now() - spec.partial_every;
+    let mut tick = tokio::time::interval(spec.pass_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // The receiver: reaped when it exited, started again when due.
+        if let Some(r) = receiver.as_mut() {
+            if let Ok(Some(exit)) = r.child.try_wait() {
+                let said = r.said.lock().map(|s| s.clone()).unwrap_or_default();
+                receiver = None;
+                exits += 1;
+                if started_at.elapsed() >= RAN_LONG_ENOUGH {
+                    backoff = BACKOFF_FIRST;
+                }
+                retry_at = tokio::time::Instant::now() + backoff;
+                let last_exit = if said.is_empty() {
+                    exit.to_string()
+                } else {
+                    format!("{exit}: {said}")
+                };
+                tracing::warn!(service = %spec.service, %last_exit, "the WAL receiver exited; starting it again in {backoff:?}");
+                status.send_modify(|s| {
+                    s.receiver = ReceiverState::Waiting {
+                        exits,
+                        last_exit,
+                        retry_in_ms: backoff.as_millis() as u64,
+                    }
+                });
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+        if receiver.is_none() && tokio::time::Instant::now() >= retry_at && !*stop.borrow() {
+            match start_receiver(&spec) {
+                Ok(r) => {
+                    let pid = r.child.id().unwrap_or_default();
+                    started_at = tokio::time::Instant::now();
+                    status.send_modify(|s| s.receiver = ReceiverState::Running { pid });
+                    receiver = Some(r);
+                }
+                Err(e) => {
+                    exits += 1;
+                    retry_at = tokio::time::Instant::now() + backoff;
+                    status.send_modify(|s| {
+                        s.receiver = ReceiverState::Waiting {
+                            exits,
+                            last_exit: e.to_string(),
+                            retry_in_ms: backoff.as_millis() as u64,
+                        }
+                    });
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+
+        // One shipping pass.
+        let stopping = *stop.borrow();
+        let ship_writing = stopping || last_partial.elapsed() >= spec.partial_every;
+        match ship_spool(&spec.archive, &spec.spool, &mut shipped, ship_writing).await {
+            Ok(report) => {
+                if ship_writing {
+                    last_partial = tokio::time::Instant::now();
+                }
+                status.send_modify(|s| {
+                    s.passes += 1;
+                    s.shipped += report.shipped.len() as u64;
+                    s.last_error = None;
+                    if let Some(scan) = &report.writing {
+                        s.receiving = Some((segment_name(&spec, scan.segment), scan.valid_end));
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(service = %spec.service, error = %e, "shipping WAL failed; the next pass tries again");
+                status.send_modify(|s| {
+                    s.passes += 1;
+                    s.last_error = Some(e.to_string());
+                });
+            }
+        }
+        if stopping {
+            break;
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => {}
+        }
+    }
+    if let Some(mut r) = receiver.take() {
+        let _ = r.child.kill().await;
+    }
+    status.send_modify(|s| s.receiver = ReceiverState::Stopped);
+    Ok(())
+}
+
+fn segment_name(spec: &ArchiverSpec, segment: Segment) -> String {
+    segment.file_name(spec.archive.size)
+}
+
+/// A running receiver.
+struct Receiver {
+    child: tokio::process::Child,
+    /// The passfile and the like: dropped with the receiver.
+    _keep: Box<dyn std::any::Any + Send>,
+    /// The last line it wrote on stderr (read as it goes, so a chatty
+    /// receiver never blocks on a full pipe).
+    said: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+fn start_receiver(spec: &ArchiverSpec) -> Result<Receiver, BackupError> {
+    let source = Engine::Postgres
+        .connect(
+            format!("{} archive", spec.service),
+            &Dsn::new(spec.dsn.clone()),
+            Duration::from_secs(10),
+        )
+        .map_err(|e| BackupError::BaseBackup(e.to_string()))?;
+    let tool = source
+        .wal_receiver_command(
+            &spec.tool_dir,
+            &spec.spool,
+            &spec.slot,
+            &spec.application_name(),
+        )
+        .map_err(|e| BackupError::BaseBackup(e.to_string()))?;
+    let mut command = tokio::process::Command::from(tool.command);
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().map_err(|e| BackupError::Io {
+        what: format!("starting the WAL receiver of {}", spec.service),
+        source: e,
+    })?;
+    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    if let Some(stderr) = child.stderr.take() {
+        let said = said.clone();
+        let service = spec.service.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::info!(service = %service, "WAL receiver: {line}");
+                if let Ok(mut s) = said.lock() {
+                    *s = line;
+                }
+            }
+        });
+    }
+    Ok(Receiver {
+        child,
+        _keep: tool.keep_alive,
+        said,
+    })
+}
