@@ -7,7 +7,7 @@
 //! <service>/wal/000000010000000000000003.zst                  a whole segment, zstd (sealed when the policy encrypts)
 //! <service>/wal/000000010000000000000007.00400000.partial.zst the segment's first 0x400000 bytes: the one being
 //!                                                             written, or an old timeline's copy of a switch segment
-//! <service>/wal/00000002.history                              a timeline history file (sealed when the policy encrypts)
+//! <service>/wal/00000002.history.zst                          a timeline history file, zstd (sealed when the policy encrypts)
 //! ```
 //! The length of a partial copy is in its name, so one listing (no read,
 //! no HEAD per object) says how far the archive reaches.
@@ -43,17 +43,17 @@ impl ArchivedFile {
             ArchivedFile::Partial { segment, len } => {
                 format!("{}.{len:08X}.partial.zst", segment.file_name(size))
             }
-            ArchivedFile::History(t) => t.history_file_name(),
+            ArchivedFile::History(t) => format!("{}.zst", t.history_file_name()),
         }
     }
 
     /// What a name under [`wal_prefix`] holds; `None` for a name that is
     /// not the archive's.
     pub fn from_file_name(name: &str, size: SegmentSize) -> Option<ArchivedFile> {
-        if let Ok(t) = TimelineId::from_history_file_name(name) {
+        let stem = name.strip_suffix(".zst")?;
+        if let Ok(t) = TimelineId::from_history_file_name(stem) {
             return Some(ArchivedFile::History(t));
         }
-        let stem = name.strip_suffix(".zst")?;
         if let Some(rest) = stem.strip_suffix(".partial") {
             let (segment, len) = rest.split_once('.')?;
             let segment = Segment::from_file_name(segment, size).ok()?;
@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn a_listing_keeps_the_most_of_each_segment_and_reports_strays() {
         let listed = [
-            info("orders/wal/00000002.history"),
+            info("orders/wal/00000002.history.zst"),
             info("orders/wal/000000010000000000000003.zst"),
             info("orders/wal/000000010000000000000004.00100000.partial.zst"),
             info("orders/wal/000000010000000000000004.00800000.partial.zst"),
@@ -270,7 +270,7 @@ mod tests {
             info("orders/wal/000000010000000000000003.zst"),
             info("orders/wal/000000010000000000000004.zst"),
             info("orders/wal/000000010000000000000005.00000148.partial.zst"),
-            info("orders/wal/00000002.history"),
+            info("orders/wal/00000002.history.zst"),
             info("orders/wal/000000020000000000000005.zst"),
             info("orders/wal/000000020000000000000006.00000400.partial.zst"),
         ];
