@@ -789,3 +789,187 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// After a failover whose old primary kept taking writes (cut off, not yet
+/// fenced) while the archive's receiver still streamed from it: the spool
+/// holds WAL past the new primary's fork. Streaming from the new primary
+/// then fails ("not in this server's history"); the archiver sets that WAL
+/// aside and follows the new timeline from the fork, and a restore along it
+/// holds the rows of both primaries up to the fork and after, and none of
+/// the old primary's after the fork.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archiver_follows_the_new_primary_past_a_diverged_old_one() {
+    use drctl_backup::archiver::{run_archiver, ArchiverSpec, ArchiverStatus, ReceiverState};
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-test-archiver-fork-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (a, mut ca, start) = primary(dir.path()).await;
+    let b = PgCluster::new(
+        "wal-archive-b",
+        dir.path().join("pgb").join("data"),
+        free_port(),
+        find_pg_bin().unwrap(),
+    );
+    b.clone_standby(a.port, "region-b", 20)
+        .expect("clone a standby");
+    let conf = b.data_dir.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("track_commit_timestamp = on\n");
+    std::fs::write(&conf, text).unwrap();
+    b.start().expect("start the standby");
+    b.wait_ready(Duration::from_secs(30)).unwrap();
+    let archive = local_archive(dir.path()).await;
+    let spec = |dsn: String| ArchiverSpec {
+        service: "orders".into(),
+        dsn,
+        slot: SLOT.into(),
+        spool: dir.path().join("spool"),
+        tool_dir: find_pg_client_bin().unwrap(),
+        archive: archive.clone(),
+        pass_every: Duration::from_millis(200),
+        partial_every: Duration::from_millis(300),
+    };
+    let backup_id = new_backup_id(chrono::Utc::now());
+    let manifest = run_backup(
+        &BackupRequest {
+            service: "orders".into(),
+            region: "region-a".into(),
+            dsn: a.dsn("postgres"),
+            pg_bin: find_pg_client_bin().unwrap(),
+            compression_level: 1,
+            compression_threads: 1,
+            store: archive.store.clone(),
+            encryption: None,
+        },
+        &backup_id,
+        chrono::Utc::now(),
+        |_| {},
+    )
+    .await
+    .expect("a base backup");
+
+    // The archiver on region-a's server.
+    let (status_tx, _status) = tokio::sync::watch::channel(ArchiverStatus::default());
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(run_archiver(spec(a.dsn("postgres")), status_tx, stop));
+    let mut rows = Vec::new();
+    write_rows(&mut ca, 80, &mut rows).await;
+    let before_fork = rows.len();
+    let mut cb = PgConnection::connect(&b.dsn("postgres")).await.unwrap();
+    let caught_up = rows.last().unwrap().after;
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (replayed,): (String,) = sqlx::query_as("SELECT pg_last_wal_replay_lsn()::text")
+            .fetch_one(&mut cb)
+            .await
+            .unwrap();
+        if replayed.parse::<Lsn>().unwrap() >= caught_up {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the standby did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Region-b is promoted; region-a is cut off from it but not fenced: it
+    // takes 70 more rows, into the next segment, and the archive's
+    // receiver streams them.
+    let (promoted,): (bool,) = sqlx::query_as("SELECT pg_promote(true, 60)")
+        .fetch_one(&mut cb)
+        .await
+        .unwrap();
+    assert!(promoted);
+    let mut lost = Vec::new();
+    write_rows(&mut ca, 60, &mut lost).await;
+    sqlx::query("SELECT pg_switch_wal()")
+        .execute(&mut ca)
+        .await
+        .unwrap();
+    write_rows(&mut ca, 10, &mut lost).await;
+    let diverged_end = lost.last().unwrap().after;
+    wait_until_reached(&archive, diverged_end, &|archive: &WalArchive| {
+        let archive = archive.clone();
+        async move {
+            let listing = archive.listing().await.unwrap();
+            through(&listing.segments, &timeline_1(), start, archive.size).0
+        }
+    })
+    .await;
+    stop_tx.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    drop(ca);
+    a.stop("immediate").unwrap();
+
+    // The archiver now reaches the new primary (as the service's DNS name
+    // would after the flip), which needs the slot.
+    sqlx::query("SELECT pg_create_physical_replication_slot($1, true)")
+        .bind(SLOT)
+        .execute(&mut cb)
+        .await
+        .unwrap();
+    let history = TimelineHistory::parse(
+        TimelineId(2),
+        &std::fs::read_to_string(b.data_dir.join("pg_wal/00000002.history")).unwrap(),
+    )
+    .unwrap();
+    let fork = history.ancestors[0].switch_point;
+    assert!(diverged_end > fork, "region-a wrote past the fork");
+    let (status_tx, status) = tokio::sync::watch::channel(ArchiverStatus::default());
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(run_archiver(spec(b.dsn("postgres")), status_tx, stop));
+    write_rows(&mut cb, 80, &mut rows).await;
+    let newest = rows.last().unwrap().after;
+    let reached = |archive: &WalArchive| {
+        let archive = archive.clone();
+        let history = history.clone();
+        async move {
+            let listing = archive.listing().await.unwrap();
+            through(&listing.segments, &history, start, archive.size).0
+        }
+    };
+    wait_until_reached(&archive, newest, &reached).await;
+    let seen = status.borrow().clone();
+    assert!(
+        matches!(seen.receiver, ReceiverState::Running { .. }),
+        "{seen:?}"
+    );
+    assert!(
+        dir.path()
+            .join("spool/diverged")
+            .read_dir()
+            .unwrap()
+            .count()
+            > 0,
+        "region-a's WAL past the fork was set aside"
+    );
+    stop_tx.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    b.stop("fast").unwrap();
+
+    // Restored along timeline 2: region-a's rows up to the fork, region-b's
+    // after it, none of the 60 region-a took after the fork.
+    let backup_start: Lsn = manifest.start_lsn.as_deref().unwrap().parse().unwrap();
+    let k = before_fork + 40;
+    let at = chrono::DateTime::from_timestamp_micros(rows[k].at_us).unwrap();
+    let (max, count) = restore_to_time(
+        &archive,
+        &backup_id,
+        backup_start,
+        &history,
+        at,
+        &dir.path().join("restore"),
+    )
+    .await;
+    eprintln!(
+        "fork at {fork}; region-a wrote to {diverged_end}; restore to {at}: {count} rows, newest {max:?}"
+    );
+    assert_eq!(max, Some(rows[k].id));
+    assert_eq!(
+        count,
+        k as i64 + 1,
+        "none of the {} rows region-a took after the fork",
+        lost.len()
+    );
+}

@@ -136,6 +136,23 @@ pub async fn run_archiver(
                 let said = r.said.lock().map(|s| s.clone()).unwrap_or_default();
                 receiver = None;
                 exits += 1;
+                // Streaming from a server whose history forked below what
+                // the spool holds (the new primary after a failover, while
+                // the spool has the old one's WAL past the fork): that WAL
+                // is set aside (already shipped: the archive keeps it as
+                // an abandoned branch) and the receiver starts again at
+                // the fork, from where it follows the new timeline.
+                if let Some((timeline, fork)) = fork_in(&said) {
+                    match set_aside_past_fork(&spec, timeline, fork).await {
+                        Ok(moved) if moved > 0 => {
+                            tracing::warn!(service = %spec.service, timeline, %fork, moved, "the WAL spool held WAL past the server's fork; set aside, streaming from the fork");
+                            backoff = BACKOFF_FIRST;
+                        }
+                        Ok(_) => {}
+                        Err(e) => status.send_modify(|s| s.last_error = Some(e.to_string())),
+                    }
+                }
+                let said = said.last().cloned().unwrap_or_default();
                 if started_at.elapsed() >= RAN_LONG_ENOUGH {
                     backoff = BACKOFF_FIRST;
                 }
@@ -223,14 +240,70 @@ fn segment_name(spec: &ArchiverSpec, segment: Segment) -> String {
     segment.file_name(spec.archive.size)
 }
 
+/// The fork PostgreSQL names when a receiver asks for WAL past it:
+/// "This server's history forked from timeline 1 at 0/5000148."
+fn fork_in(said: &[String]) -> Option<(u32, Lsn)> {
+    if !said
+        .iter()
+        .any(|l| l.contains("is not in this server's history"))
+    {
+        return None;
+    }
+    said.iter().find_map(|line| {
+        let rest = line.split("forked from timeline ").nth(1)?;
+        let (timeline, rest) = rest.split_once(" at ")?;
+        let lsn = rest.trim().trim_end_matches('.').parse().ok()?;
+        Some((timeline.trim().parse().ok()?, lsn))
+    })
+}
+
+/// Moves the spool's files of `timeline` that reach past `fork` into
+/// `diverged/` beside them (kept for an operator; the shipper reads only
+/// the spool's top level). Returns how many moved.
+async fn set_aside_past_fork(
+    spec: &ArchiverSpec,
+    timeline: u32,
+    fork: Lsn,
+) -> Result<usize, BackupError> {
+    let size = spec.archive.size;
+    let aside = spec.spool.join("diverged");
+    let io = |what: String| move |e: std::io::Error| BackupError::Io { what, source: e };
+    tokio::fs::create_dir_all(&aside)
+        .await
+        .map_err(io(format!("creating {}", aside.display())))?;
+    let mut moved = 0;
+    let mut entries = tokio::fs::read_dir(&spec.spool)
+        .await
+        .map_err(io(format!("listing {}", spec.spool.display())))?;
+    while let Some(entry) = entries
+        .next_entry()
+        .await
+        .map_err(io(format!("listing {}", spec.spool.display())))?
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stem = name.strip_suffix(".partial").unwrap_or(&name);
+        let Ok(segment) = Segment::from_file_name(stem, size) else {
+            continue;
+        };
+        if segment.timeline.0 == timeline && segment.end(size) > fork {
+            let to = aside.join(&name);
+            tokio::fs::rename(entry.path(), &to)
+                .await
+                .map_err(io(format!("moving {name} aside")))?;
+            moved += 1;
+        }
+    }
+    Ok(moved)
+}
+
 /// A running receiver.
 struct Receiver {
     child: tokio::process::Child,
     /// The passfile and the like: dropped with the receiver.
     _keep: Box<dyn std::any::Any + Send>,
-    /// The last line it wrote on stderr (read as it goes, so a chatty
-    /// receiver never blocks on a full pipe).
-    said: std::sync::Arc<std::sync::Mutex<String>>,
+    /// What it wrote on stderr, the last lines (read as it goes, so a
+    /// chatty receiver never blocks on a full pipe).
+    said: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 fn start_receiver(spec: &ArchiverSpec) -> Result<Receiver, BackupError> {
@@ -259,7 +332,7 @@ fn start_receiver(spec: &ArchiverSpec) -> Result<Receiver, BackupError> {
         what: format!("starting the WAL receiver of {}", spec.service),
         source: e,
     })?;
-    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     if let Some(stderr) = child.stderr.take() {
         let said = said.clone();
         let service = spec.service.clone();
@@ -269,7 +342,10 @@ fn start_receiver(spec: &ArchiverSpec) -> Result<Receiver, BackupError> {
             while let Ok(Some(line)) = lines.next_line().await {
                 tracing::info!(service = %service, "WAL receiver: {line}");
                 if let Ok(mut s) = said.lock() {
-                    *s = line;
+                    if s.len() == 20 {
+                        s.remove(0);
+                    }
+                    s.push(line);
                 }
             }
         });
