@@ -973,3 +973,148 @@ async fn the_archiver_follows_the_new_primary_past_a_diverged_old_one() {
         lost.len()
     );
 }
+
+/// The daemon's duty as configured (`wal_archive`, `wal_spool`): an
+/// archiver on the service's primary, its slot created there, and on the
+/// new primary once an operation records the move, the archive unbroken
+/// along the new timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_archivers_follow_the_recorded_primary() {
+    use drctl_tests::config::{DR_REGION, PRIMARY_REGION};
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-test-archivers-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (a, mut ca, _) = primary(dir.path()).await;
+    let b = PgCluster::new(
+        "wal-archive-b",
+        dir.path().join("pgb").join("data"),
+        free_port(),
+        find_pg_bin().unwrap(),
+    );
+    b.clone_standby(a.port, "region-b", 20)
+        .expect("clone a standby");
+    let conf = b.data_dir.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("track_commit_timestamp = on\n");
+    std::fs::write(&conf, text).unwrap();
+    b.start().expect("start the standby");
+    b.wait_ready(Duration::from_secs(30)).unwrap();
+    let objects = dir.path().join("objects");
+    let cfg = drctl_tests::TestConfig::new()
+        .store_url(&format!("sqlite://{}/state.db", dir.path().display()))
+        .local_object_store("archive", &objects.display().to_string())
+        .service(
+            drctl_tests::Service::cold("orders")
+                .postgres(PRIMARY_REGION, &format!("dsn = \"{}\"", a.dsn("postgres")))
+                .postgres(DR_REGION, &format!("dsn = \"{}\"", b.dsn("postgres")))
+                .table(&format!(
+                    "[services.backup]\nstore = \"archive\"\nwal_archive = true\nwal_spool = \"{}\"\n",
+                    dir.path().join("spool").display()
+                )),
+        )
+        .write(dir.path());
+    let config = std::sync::Arc::new(drctl_config::load(&cfg).expect("a valid config"));
+    let store = drctl_store::Store::open(config.store.url.expose())
+        .await
+        .unwrap();
+    let archive = WalArchive {
+        store: ObjectStore::local(&objects).await.unwrap(),
+        ..local_archive(dir.path()).await
+    };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(drctl_backup::archiver::run_archivers(
+        config.clone(),
+        store.clone(),
+        stop,
+    ));
+    // The slot the archiver made on region-a's server.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    let first: Lsn = loop {
+        let slot: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = 'drctl_archive_orders'",
+        )
+        .fetch_optional(&mut ca)
+        .await
+        .unwrap();
+        if let Some((Some(lsn),)) = slot {
+            break lsn.parse().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no archive slot on region-a"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut rows = Vec::new();
+    write_rows(&mut ca, 80, &mut rows).await;
+    let newest = rows.last().unwrap().after;
+    let along = |history: TimelineHistory| {
+        move |archive: &WalArchive| {
+            let archive = archive.clone();
+            let history = history.clone();
+            async move {
+                let listing = archive.listing().await.unwrap();
+                through(&listing.segments, &history, first, archive.size).0
+            }
+        }
+    };
+    wait_until_reached(&archive, newest, &along(timeline_1())).await;
+
+    // Region-b promoted, the move recorded as an operation would.
+    let mut cb = PgConnection::connect(&b.dsn("postgres")).await.unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (replayed,): (String,) = sqlx::query_as("SELECT pg_last_wal_replay_lsn()::text")
+            .fetch_one(&mut cb)
+            .await
+            .unwrap();
+        if replayed.parse::<Lsn>().unwrap() >= newest {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the standby did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(ca);
+    a.stop("fast").unwrap();
+    let (promoted,): (bool,) = sqlx::query_as("SELECT pg_promote(true, 60)")
+        .fetch_one(&mut cb)
+        .await
+        .unwrap();
+    assert!(promoted);
+    let cluster = config.service("orders").unwrap().cluster.clone();
+    let lease = store
+        .acquire_lease(
+            "op:test",
+            "test",
+            Duration::from_secs(60),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap()
+        .expect("the lease");
+    store
+        .set_cluster_primary(&lease, &cluster, DR_REGION, "op-test", chrono::Utc::now())
+        .await
+        .unwrap();
+    let history = TimelineHistory::parse(
+        TimelineId(2),
+        &std::fs::read_to_string(b.data_dir.join("pg_wal/00000002.history")).unwrap(),
+    )
+    .unwrap();
+    write_rows(&mut cb, 80, &mut rows).await;
+    let newest = rows.last().unwrap().after;
+    wait_until_reached(&archive, newest, &along(history.clone())).await;
+    let listing = archive.listing().await.unwrap();
+    let check = check_archive(&archive, &listing, &history, first, 4)
+        .await
+        .unwrap();
+    assert!(check.intact(), "{check:?}");
+    assert_eq!(check.newest_commit_us, Some(rows.last().unwrap().at_us));
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
+    b.stop("fast").unwrap();
+}

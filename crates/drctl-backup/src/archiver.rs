@@ -356,3 +356,154 @@ fn start_receiver(spec: &ArchiverSpec) -> Result<Receiver, BackupError> {
         said,
     })
 }
+
+/// How often the supervisor looks for a new primary.
+const PRIMARY_CHECK: Duration = Duration::from_secs(2);
+/// After a failed start (no slot, no store), before trying again.
+const SUPERVISOR_RETRY: Duration = Duration::from_secs(5);
+
+/// Runs an archiver for every service whose backup policy has
+/// `wal_archive`, until `stop`: on the service's current primary (the
+/// store's cluster role, else the config's primary), after making sure the
+/// archive's slot exists there; started again on the new primary when an
+/// operation moves it (the spool carries over, and the receiver follows
+/// the new timeline from where it was).
+pub async fn run_archivers(
+    config: std::sync::Arc<drctl_config::Config>,
+    store: drctl_store::Store,
+    stop: watch::Receiver<bool>,
+) {
+    let mut archivers = tokio::task::JoinSet::new();
+    for svc in config.services.iter() {
+        if svc.backup.as_ref().is_some_and(|p| p.wal_archive.is_some()) {
+            archivers.spawn(archive_service(
+                config.clone(),
+                store.clone(),
+                svc.name.clone(),
+                stop.clone(),
+            ));
+        }
+    }
+    while archivers.join_next().await.is_some() {}
+}
+
+async fn archive_service(
+    config: std::sync::Arc<drctl_config::Config>,
+    store: drctl_store::Store,
+    service: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let primary = current_primary(&config, &store, &service).await;
+        match start_on(&config, &service, &primary).await {
+            Ok(spec) => {
+                tracing::info!(service = %service, region = %primary, "archiving WAL from the primary");
+                let (status_tx, _status) = watch::channel(ArchiverStatus::default());
+                let (halt, halted) = watch::channel(false);
+                let mut task = tokio::spawn(run_archiver(spec, status_tx, halted));
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(PRIMARY_CHECK) => {}
+                        _ = stop.changed() => {}
+                        _ = &mut task => break,
+                    }
+                    let moved = current_primary(&config, &store, &service).await != primary;
+                    if *stop.borrow() || moved {
+                        let _ = halt.send(true);
+                        let _ = (&mut task).await;
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(service = %service, region = %primary, error = %e, "cannot archive WAL yet; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(SUPERVISOR_RETRY) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+/// The region holding the service's writable primary.
+async fn current_primary(
+    config: &drctl_config::Config,
+    store: &drctl_store::Store,
+    service: &str,
+) -> String {
+    let Some(svc) = config.service(service) else {
+        return String::new();
+    };
+    match store.cluster_role(&svc.cluster).await {
+        Ok(Some(role)) => role.primary_region,
+        _ => svc.primary.clone(),
+    }
+}
+
+/// The archiver's spec on `region`'s server, its slot made sure of.
+async fn start_on(
+    config: &drctl_config::Config,
+    service: &str,
+    region: &str,
+) -> Result<ArchiverSpec, crate::jobs::JobError> {
+    use crate::jobs::JobError;
+    let svc = config
+        .service(service)
+        .ok_or_else(|| JobError::Config(format!("no service {service:?}")))?;
+    let policy = svc
+        .backup
+        .as_ref()
+        .ok_or_else(|| JobError::NoBackupPolicy(service.to_string()))?;
+    let wal = policy
+        .wal_archive
+        .as_ref()
+        .ok_or_else(|| JobError::Config(format!("{service} does not archive WAL")))?;
+    let dsn = svc
+        .postgres
+        .get(region)
+        .ok_or_else(|| JobError::Config(format!("{service} has no connection in {region}")))?
+        .resolve()
+        .map_err(|e| JobError::Config(e.to_string()))?;
+    let spec = ArchiverSpec {
+        service: service.to_string(),
+        dsn: dsn.expose().to_string(),
+        slot: String::new(),
+        spool: wal.spool.clone(),
+        tool_dir: drctl_pg::find_pg_client_bin()?,
+        archive: WalArchive {
+            store: crate::jobs::open_object_store(config, &policy.store).await?,
+            service: service.to_string(),
+            // PostgreSQL's default; a cluster initialised with another
+            // size fails the record reader's check, naming the sizes.
+            size: drctl_pg::wal::SegmentSize::DEFAULT,
+            key: crate::jobs::backup_key(svc)?,
+            level: policy.compression_level,
+        },
+        pass_every: Duration::from_secs(1),
+        partial_every: Duration::from_secs(10),
+    };
+    let spec = ArchiverSpec {
+        slot: spec.application_name(),
+        ..spec
+    };
+    let source = Engine::Postgres
+        .connect(
+            format!("{service}/{region}"),
+            &Dsn::new(spec.dsn.clone()),
+            Duration::from_secs(10),
+        )
+        .map_err(|e| JobError::Config(e.to_string()))?;
+    let created = source
+        .ensure_archive_slot(&spec.slot)
+        .await
+        .map_err(|e| JobError::Config(format!("the archive's slot on {region}: {e}")));
+    source.close().await;
+    if created? {
+        tracing::info!(service, region, slot = %spec.slot, "created the WAL archive's replication slot");
+    }
+    Ok(spec)
+}

@@ -41,7 +41,8 @@ pub use crate::model::{
     FailoverPolicy, FailoverSettings, HealthCheck, KeySource, MonitorConfig, ObjectLockConfig,
     ObjectLockMode, ObjectStoreConfig, ObjectStoreKind, PgNode, RecordType, Region, RejoinPolicy,
     Retention, Role, ScratchConfig, Service, ServiceDns, StoreConfig, Targets, Tier, TierTargets,
-    TsigAlgorithm, TsigKey, TsigSecret, UnknownTier, WebhookConfig, WebhookFormat, WebhookUrl,
+    TsigAlgorithm, TsigKey, TsigSecret, UnknownTier, WalArchivePolicy, WebhookConfig,
+    WebhookFormat, WebhookUrl,
 };
 pub use crate::reference::config_reference;
 pub use crate::secret::Secret;

@@ -286,6 +286,7 @@ strict = true
             retention: Retention::default(),
             offsite_store: None,
             encryption_key: None,
+            wal_archive: None,
         })
     );
     assert_eq!(
@@ -304,6 +305,7 @@ strict = true
             retention: Retention::default(),
             offsite_store: None,
             encryption_key: None,
+            wal_archive: None,
         })
     );
 

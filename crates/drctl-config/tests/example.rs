@@ -178,6 +178,7 @@ fn shop_example_backs_up_to_the_dr_bucket_and_offsite() {
             retention: Retention::default(),
             offsite_store: None,
             encryption_key: Some(KeySource::Env("SHOP_MAIN_BACKUP_KEY".into())),
+            wal_archive: None,
         })
     );
     assert_eq!(
@@ -196,6 +197,7 @@ fn shop_example_backs_up_to_the_dr_bucket_and_offsite() {
             retention: Retention::default(),
             offsite_store: None,
             encryption_key: None,
+            wal_archive: None,
         })
     );
     assert_eq!(
@@ -219,6 +221,7 @@ fn shop_example_backs_up_to_the_dr_bucket_and_offsite() {
             },
             offsite_store: Some("dr-bucket-eu".into()),
             encryption_key: None,
+            wal_archive: None,
         })
     );
     for name in ["payments", "customer-identity", "clickstream"] {

@@ -258,7 +258,8 @@ fn scheme(api: &drctl_config::ApiConfig) -> &'static str {
 
 /// The leader's duties, run while this daemon leads and stopped when it
 /// stops leading: the guard (automatic failover), the backup scheduler, the
-/// alerts, recording samples, and resuming operations whose driver died.
+/// WAL archivers, the alerts, recording samples, and resuming operations
+/// whose driver died.
 async fn lead_while_elected(
     leadership: crate::leader::Leadership,
     config: Arc<Config>,
@@ -290,6 +291,11 @@ async fn lead_while_elected(
             config.clone(),
             store.clone(),
             drctl_api::scratch_root(&config),
+            term_rx.clone(),
+        ));
+        duties.spawn(drctl_backup::archiver::run_archivers(
+            config.clone(),
+            store.clone(),
             term_rx.clone(),
         ));
         duties.spawn(crate::alerts::run(

@@ -568,6 +568,11 @@ pub trait Datastore: Send + Sync + std::fmt::Debug {
         tool_dir: &std::path::Path,
     ) -> Result<ToolCommand, DatastoreError>;
 
+    /// Makes sure the archive's replication slot `slot` exists on this
+    /// server (it must be a primary), reserving the change log from now;
+    /// returns whether it was created.
+    async fn ensure_archive_slot(&self, slot: &str) -> Result<bool, DatastoreError>;
+
     /// The engine's change-log receiver for the continuous archive:
     /// streams this server's log into `spool` through the replication slot
     /// `slot`, making every write durable before acknowledging it

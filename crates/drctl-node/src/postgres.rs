@@ -284,6 +284,10 @@ impl Datastore for Postgres {
         })
     }
 
+    async fn ensure_archive_slot(&self, slot: &str) -> Result<bool, DatastoreError> {
+        Ok(self.endpoint.ensure_physical_slot(slot).await?)
+    }
+
     fn wal_receiver_command(
         &self,
         tool_dir: &std::path::Path,

@@ -123,6 +123,27 @@ impl PgEndpoint {
         .await
     }
 
+    /// Creates the physical replication slot `name`, reserving WAL from
+    /// now, unless it exists; returns whether it was created. The WAL
+    /// archive's receiver streams through it, so the server keeps every
+    /// segment until the receiver has it.
+    pub async fn ensure_physical_slot(&self, name: &str) -> Result<bool, PgError> {
+        let name = name.to_string();
+        let (created,): (bool,) = self
+            .with_conn("creating the archive's replication slot", |c| {
+                Box::pin(
+                    sqlx::query_as(
+                        "SELECT count(*) > 0 FROM (SELECT pg_create_physical_replication_slot($1, true) \
+                         WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)) AS made",
+                    )
+                    .bind(name)
+                    .fetch_one(c),
+                )
+            })
+            .await?;
+        Ok(created)
+    }
+
     /// The database system identifier (`pg_control_system()`): the same on
     /// a primary and every physical copy of it, different for any other
     /// cluster.

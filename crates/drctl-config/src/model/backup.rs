@@ -119,6 +119,16 @@ pub struct BackupPolicy {
     /// Where the key that encrypts backups comes from; `None`: backups are
     /// not encrypted by drctl.
     pub encryption_key: Option<KeySource>,
+    /// Continuous WAL archiving (`wal_archive`, `wal_spool`); `None`: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_archive: Option<WalArchivePolicy>,
+}
+
+/// Continuous WAL archiving of a service into its backup store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WalArchivePolicy {
+    /// Where the receiver writes before WAL is shipped (absolute).
+    pub spool: PathBuf,
 }
 
 /// Grandfather-father-son retention: a backup is kept while any rule wants

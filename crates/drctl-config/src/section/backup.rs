@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::common::{at_most_one, check_reference, key_env_name, key_file, NameKind};
 use super::schedule::optional_cron;
-use crate::model::{BackupPolicy, DsnSource, KeySource, Retention};
+use crate::model::{BackupPolicy, DsnSource, KeySource, Retention, WalArchivePolicy};
 use crate::reader::{Cx, Field, Spanned, Table};
 use crate::schema::{key, DefaultValue as D, Kind as K, Section};
 use crate::suggest;
@@ -42,6 +42,8 @@ pub(crate) const BACKUP: Section = Section {
         key("offsite_store", K::String, D::Unset, "A second object store every backup is copied to; never `store` itself."),
         key("encryption_key_env", K::EnvVar, D::Unset, "An environment variable holding the key that encrypts backups; at most one of the two."),
         key("encryption_key_file", K::Path, D::Unset, "A file holding the key that encrypts backups."),
+        key("wal_archive", K::Boolean, D::Boolean(false), "Continuous WAL archiving: the leading daemon streams the primary's WAL through a replication slot (`pg_receivewal --synchronous`) into `wal_spool` and ships it to `store` like backups (compressed, sealed with the backup key, locked with the store's Object Lock), the groundwork of restores to any point in time. Off by default while point-in-time restores are being built."),
+        key("wal_spool", K::Path, D::Unset, "With `wal_archive`, required: a directory on the daemon's host, on durable storage (not a tmpfs), where the receiver writes before WAL is shipped; one per service."),
     ],
 };
 
@@ -178,6 +180,7 @@ pub(crate) fn backup(
     };
 
     let encryption_key = encryption_key(cx, &table, base_dir);
+    let wal_archive = wal_archive(cx, &table, base_dir);
 
     let policy = BackupPolicy {
         store: store?.value,
@@ -193,8 +196,62 @@ pub(crate) fn backup(
         retention: retention?,
         offsite_store: offsite_store?,
         encryption_key: encryption_key?,
+        wal_archive: wal_archive?,
     };
     ok.then_some(policy)
+}
+
+/// `wal_archive` and `wal_spool`: a spool exactly when archiving is on.
+fn wal_archive(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<Option<WalArchivePolicy>> {
+    let on = match table.get("wal_archive") {
+        None => false,
+        Some(f) => cx.boolean(&f)?.value,
+    };
+    let spool = match table.get("wal_spool") {
+        None => None,
+        Some(f) => {
+            let path = cx.string(&f)?;
+            if path.value.trim().is_empty() {
+                cx.error(
+                    &path.span,
+                    &f.path,
+                    "names no directory",
+                    Some("e.g. wal_spool = \"/var/lib/drctl/wal/orders\"".into()),
+                );
+                return None;
+            }
+            Some((
+                f,
+                base_dir
+                    .join(&path.value)
+                    .components()
+                    .collect::<std::path::PathBuf>(),
+            ))
+        }
+    };
+    match (on, spool) {
+        (false, None) => Some(None),
+        (true, Some((_, spool))) => Some(Some(WalArchivePolicy { spool })),
+        (true, None) => {
+            let f = table.get("wal_archive").expect("wal_archive is set");
+            cx.error(
+                &f.key_span,
+                &f.path,
+                "wal_archive needs wal_spool: where the receiver writes before WAL is shipped",
+                Some("add e.g. wal_spool = \"/var/lib/drctl/wal/orders\", a directory on durable storage".into()),
+            );
+            None
+        }
+        (false, Some((f, _))) => {
+            cx.error(
+                &f.key_span,
+                &f.path,
+                "wal_spool without wal_archive = true archives nothing",
+                Some("add wal_archive = true, or remove wal_spool".into()),
+            );
+            None
+        }
+    }
 }
 
 /// Unknown keys of `[services.backup]`. The model's own names, which the API
