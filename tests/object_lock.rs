@@ -114,6 +114,22 @@ async fn a_locked_backup_and_wal_segment_outlive_drctls_own_credentials() {
         .await
         .unwrap()
         .key;
+    // A partial copy of the segment being written is superseded within
+    // seconds: never locked, so it can go once it is.
+    let partial = ArchivedFile::Partial {
+        segment: Segment {
+            number: 4,
+            timeline: TimelineId(1),
+        },
+        len: 0x4000,
+    };
+    let partial = archive.put(partial, vec![6u8; 0x4000]).await.unwrap().key;
+    assert_eq!(store.lock_of(&partial).await.unwrap(), None);
+    store
+        .delete(&partial)
+        .await
+        .expect("an unlocked partial copy deletes");
+    assert_eq!(versions(&moto, &partial).await, Vec::<String>::new());
 
     for key in [manifest, base, wal.as_str()] {
         let lock = store

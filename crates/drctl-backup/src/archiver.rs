@@ -100,6 +100,10 @@ impl Default for ArchiverStatus {
     }
 }
 
+/// Every this many passes the archiver deletes the partial copies that
+/// longer ones or whole segments supersede.
+const PRUNE_EVERY_PASSES: u64 = 30;
+
 /// Backoff after the receiver exits: 1 s, doubling, at most 30 s; reset
 /// once it has run for a minute.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
@@ -219,6 +223,15 @@ pub async fn run_archiver(
                     s.passes += 1;
                     s.last_error = Some(e.to_string());
                 });
+            }
+        }
+        if status.borrow().passes % PRUNE_EVERY_PASSES == 0 {
+            match spec.archive.prune_superseded().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::debug!(service = %spec.service, n, "deleted superseded partial WAL copies")
+                }
+                Err(e) => status.send_modify(|s| s.last_error = Some(e.to_string())),
             }
         }
         if stopping {

@@ -443,6 +443,22 @@ impl ObjectStore {
 
     /// Writes a small object whole (atomically: readers see all or nothing).
     pub async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), BackupError> {
+        self.put_locked(key, data, true).await
+    }
+
+    /// [`ObjectStore::put`] of an object that is superseded soon (a
+    /// partial copy of the WAL segment being written): never locked, so it
+    /// can be deleted once superseded, whatever the store's lock.
+    pub async fn put_unlocked(&self, key: &str, data: Vec<u8>) -> Result<(), BackupError> {
+        self.put_locked(key, data, false).await
+    }
+
+    async fn put_locked(
+        &self,
+        key: &str,
+        data: Vec<u8>,
+        lockable: bool,
+    ) -> Result<(), BackupError> {
         match self {
             ObjectStore::Local(_) => {
                 let mut up = self.begin_upload(key).await?;
@@ -451,7 +467,7 @@ impl ObjectStore {
             }
             ObjectStore::S3(s) => {
                 let full_key = format!("{}{key}", s.location.prefix);
-                let lock = s.location.lock;
+                let lock = s.location.lock.filter(|_| lockable);
                 s.client
                     .put_object()
                     .bucket(&s.location.bucket)

@@ -110,7 +110,13 @@ impl WalArchive {
             })??;
         let key = self.object_key(&file);
         let stored_size = stored.len() as u64;
-        self.store.put(&key, stored).await?;
+        // A partial copy is superseded within seconds by a longer one or
+        // the whole segment: locking it would keep every copy for the
+        // whole retention time. Whole segments and histories are locked.
+        match file {
+            ArchivedFile::Partial { .. } => self.store.put_unlocked(&key, stored).await?,
+            _ => self.store.put(&key, stored).await?,
+        }
         Ok(StoredWal {
             file,
             key,
@@ -130,6 +136,27 @@ impl WalArchive {
                 what: "reading WAL".into(),
                 reason: e.to_string(),
             })?
+    }
+
+    /// Deletes the partial copies a longer copy or the whole segment
+    /// supersedes (see [`crate::archive::prunable`]); returns how many.
+    /// Never anything else: the WAL's own retention follows the base
+    /// backups'.
+    pub async fn prune_superseded(&self) -> Result<usize, BackupError> {
+        let listing = self.listing().await?;
+        let superseded: Vec<_> = crate::archive::prunable(&listing, Lsn(0), self.size)
+            .into_iter()
+            .filter(|info| {
+                listing
+                    .objects
+                    .iter()
+                    .any(|(f, o)| o.key == info.key && matches!(f, ArchivedFile::Partial { .. }))
+            })
+            .collect();
+        for info in &superseded {
+            self.store.delete(&info.key).await?;
+        }
+        Ok(superseded.len())
     }
 
     /// What the archive holds now.
@@ -680,6 +707,46 @@ mod tests {
             number: n,
             timeline: TimelineId(1),
         })
+    }
+
+    #[tokio::test]
+    async fn superseded_partial_copies_are_pruned_and_nothing_else() {
+        let (archive, _dir) = archive(None).await;
+        let partial = |n: u64, len: u64| ArchivedFile::Partial {
+            segment: Segment {
+                number: n,
+                timeline: TimelineId(1),
+            },
+            len,
+        };
+        for file in [
+            segment(3),
+            partial(3, 0x100),
+            partial(4, 0x100),
+            partial(4, 0x200),
+            ArchivedFile::History(TimelineId(2)),
+        ] {
+            archive.put(file, vec![1; 16]).await.unwrap();
+        }
+        assert_eq!(archive.prune_superseded().await.unwrap(), 2);
+        let mut left: Vec<String> = archive
+            .listing()
+            .await
+            .unwrap()
+            .objects
+            .into_iter()
+            .map(|(_, o)| o.key)
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "orders/wal/000000010000000000000003.zst",
+                "orders/wal/000000010000000000000004.00000200.partial.zst",
+                "orders/wal/00000002.history.zst",
+            ]
+        );
+        assert_eq!(archive.prune_superseded().await.unwrap(), 0);
     }
 
     #[tokio::test]
