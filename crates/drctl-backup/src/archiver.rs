@@ -225,7 +225,7 @@ pub async fn run_archiver(
                 });
             }
         }
-        if status.borrow().passes % PRUNE_EVERY_PASSES == 0 {
+        if status.borrow().passes.is_multiple_of(PRUNE_EVERY_PASSES) {
             match spec.archive.prune_superseded().await {
                 Ok(0) => {}
                 Ok(n) => {
