@@ -1118,3 +1118,190 @@ async fn the_configured_archivers_follow_the_recorded_primary() {
     task.await.unwrap();
     b.stop("fast").unwrap();
 }
+
+/// `drctl backup restore ID --target DIR --to-time T`: the base backup
+/// restored, the archived WAL staged beside it, and the directory, once
+/// started, holding every row committed up to T and none after. A
+/// malformed time and one past the archive are refused, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_restore_to_a_time_through_the_cli() {
+    use drctl_tests::config::{DR_REGION, PRIMARY_REGION};
+    use drctl_tests::drctl;
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-test-pitr-cli-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (a, mut ca, _) = primary(dir.path()).await;
+    let objects = dir.path().join("objects");
+    let cfg = drctl_tests::TestConfig::new()
+        .store_url(&format!("sqlite://{}/state.db", dir.path().display()))
+        .local_object_store("archive", &objects.display().to_string())
+        .service(
+            drctl_tests::Service::cold("orders")
+                .postgres(PRIMARY_REGION, &format!("dsn = \"{}\"", a.dsn("postgres")))
+                .postgres(
+                    DR_REGION,
+                    "dsn = \"postgres://app@127.0.0.1:9/orders?connect_timeout=1\"",
+                )
+                .table(&format!(
+                    "[services.backup]\nstore = \"archive\"\nwal_archive = true\nwal_spool = \"{}\"\n",
+                    dir.path().join("spool").display()
+                )),
+        )
+        .write(dir.path());
+    let config = std::sync::Arc::new(drctl_config::load(&cfg).expect("a valid config"));
+    let store = drctl_store::Store::open(config.store.url.expose())
+        .await
+        .unwrap();
+    let archive = WalArchive {
+        store: ObjectStore::local(&objects).await.unwrap(),
+        ..local_archive(dir.path()).await
+    };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(drctl_backup::archiver::run_archivers(
+        config.clone(),
+        store.clone(),
+        stop,
+    ));
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (slots,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'drctl_archive_orders'",
+        )
+        .fetch_one(&mut ca)
+        .await
+        .unwrap();
+        if slots == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "no archive slot");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut rows = Vec::new();
+    write_rows(&mut ca, 40, &mut rows).await;
+    let (record, _) = drctl_backup::jobs::backup_service(&config, &store, "orders", |_| {})
+        .await
+        .expect("a base backup");
+    write_rows(&mut ca, 100, &mut rows).await;
+    sqlx::query("SELECT pg_switch_wal()")
+        .execute(&mut ca)
+        .await
+        .unwrap();
+    write_rows(&mut ca, 60, &mut rows).await;
+    let newest = rows.last().unwrap().after;
+    let start: Lsn = record.start_lsn.as_deref().unwrap().parse().unwrap();
+    wait_until_reached(&archive, newest, &|archive: &WalArchive| {
+        let archive = archive.clone();
+        async move {
+            let listing = archive.listing().await.unwrap();
+            through(&listing.segments, &timeline_1(), start, archive.size).0
+        }
+    })
+    .await;
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
+    drop(ca);
+    a.stop("fast").unwrap();
+
+    let cfg = cfg.display().to_string();
+    let restored_dir = dir.path().join("restored");
+    let restored_arg = restored_dir.display().to_string();
+    // Refused, before anything is restored: a time without a zone, and
+    // one past the newest archived commit.
+    let (code, _, err) = drctl(&[
+        "backup",
+        "restore",
+        &record.id,
+        "--target",
+        &restored_arg,
+        "--to-time",
+        "2026-12-07 14:03",
+        "--config",
+        &cfg,
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no time zone") && err.contains("accepted:"),
+        "{err}"
+    );
+    let late = chrono::DateTime::from_timestamp_micros(rows.last().unwrap().at_us).unwrap()
+        + chrono::Duration::hours(1);
+    let (code, _, err) = drctl(&[
+        "backup",
+        "restore",
+        &record.id,
+        "--target",
+        &restored_arg,
+        "--to-time",
+        &late.to_rfc3339(),
+        "--config",
+        &cfg,
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("after the newest archived commit"), "{err}");
+    assert!(
+        !restored_dir.exists(),
+        "nothing restored for a refused target"
+    );
+
+    let k = 40 + 70;
+    let at = chrono::DateTime::from_timestamp_micros(rows[k].at_us).unwrap();
+    let (code, out, err) = drctl(&[
+        "backup",
+        "restore",
+        &record.id,
+        "--target",
+        &restored_arg,
+        "--to-time",
+        &at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "--config",
+        &cfg,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let reply: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        reply["point_in_time"]["segments"].as_u64().unwrap() >= 2,
+        "{reply}"
+    );
+
+    // Started as it is (its own configuration, region-a's port, which is
+    // free now): it replays to the time and promotes itself.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&restored_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    drctl_pg::os::give_to_postgres(&restored_dir).unwrap();
+    drctl_pg::os::give_to_postgres(&dir.path().join("restored-wal")).unwrap();
+    let restored = PgCluster::new(
+        "restored",
+        restored_dir.clone(),
+        a.port,
+        find_pg_bin().unwrap(),
+    );
+    restored.start().expect("the restored directory starts");
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let mut r = loop {
+        if let Ok(mut r) = PgConnection::connect(&a.dsn("postgres")).await {
+            let (recovering,): (bool,) = sqlx::query_as("SELECT pg_is_in_recovery()")
+                .fetch_one(&mut r)
+                .await
+                .unwrap();
+            if !recovering {
+                break r;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "recovery did not end in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (max, count): (Option<i64>, i64) = sqlx::query_as("SELECT max(id), count(*) FROM orders")
+        .fetch_one(&mut r)
+        .await
+        .unwrap();
+    eprintln!("restored to {at}: {count} rows, newest {max:?}");
+    assert_eq!(max, Some(rows[k].id));
+    assert_eq!(count, k as i64 + 1, "every row up to the time, none after");
+    restored.stop("immediate").unwrap();
+}

@@ -174,6 +174,9 @@ pub struct Staged {
     pub bytes: u64,
     /// Every byte from the start through here is staged.
     pub through: drctl_pg::Lsn,
+    /// The newest commit staged, microseconds since the Unix epoch on the
+    /// primary's clock: no restore reaches past it.
+    pub newest_commit_us: Option<i64>,
 }
 
 /// The archive objects a recovery along `history` reads from `from` on (the
@@ -282,11 +285,13 @@ pub async fn stage_wal(
         segments: 0,
         bytes: 0,
         through: run.through,
+        newest_commit_us: None,
     };
     for result in results {
-        if let Some(bytes) = result? {
+        if let Some((bytes, newest)) = result? {
             staged.segments += 1;
             staged.bytes += bytes;
+            staged.newest_commit_us = staged.newest_commit_us.max(newest);
         }
     }
     Ok(staged)
@@ -428,21 +433,21 @@ async fn read_checked(
 }
 
 /// Fetches, checks and writes one archived file; the WAL bytes it held
-/// (`None` for a history file).
+/// and its newest commit (`None` for a history file).
 async fn stage_one(
     archive: &WalArchive,
     file: ArchivedFile,
     dir: &Path,
-) -> Result<Option<u64>, BackupError> {
+) -> Result<Option<(u64, Option<i64>)>, BackupError> {
     let size = archive.size;
     let (mut raw, scan) = read_checked(archive, file).await?;
     let (name, bytes) = match file {
         ArchivedFile::History(t) => (t.history_file_name(), None),
         ArchivedFile::Segment(segment) | ArchivedFile::Partial { segment, .. } => {
             let len = raw.len() as u64;
-            debug_assert!(scan.is_some());
+            let newest = scan.and_then(|s| s.last_commit().map(|c| c.at_us));
             raw.resize(size.bytes() as usize, 0);
-            (segment.file_name(size), Some(len))
+            (segment.file_name(size), Some((len, newest)))
         }
     };
     let path = dir.join(name);

@@ -100,6 +100,73 @@ pub enum Role {
     Standby,
 }
 
+/// Makes the next start of the data directory `data_dir` (restored from a
+/// base backup) a point-in-time recovery: WAL files read from `wal_dir`,
+/// where drctl staged them from the archive (the server needs no access to
+/// the object store), along `timeline`, replay stopping as `stop` says, then
+/// promotion. The settings are appended to `postgresql.auto.conf` (an
+/// earlier block of drctl's replaced), the rest of the restored
+/// configuration kept; `recovery.signal` is written.
+pub fn write_recovery_settings(
+    data_dir: &Path,
+    wal_dir: &Path,
+    timeline: u32,
+    stop: &RecoveryStop,
+) -> Result<()> {
+    const BEGIN: &str = "# --- drctl point-in-time recovery ---\n";
+    // Both go into a setting between single quotes and a shell command
+    // between double quotes: nothing that could end either.
+    let dir = wal_dir.display().to_string();
+    if !dir.starts_with('/')
+        || dir
+            .chars()
+            .any(|c| matches!(c, '\'' | '"' | '\\' | '$' | '`' | '%' | '\n'))
+    {
+        return Err(LabError::Other(format!(
+            "{dir:?} cannot be named in restore_command: use an absolute path without quotes, '$', '`', '%' or backslashes"
+        )));
+    }
+    let mut conf = format!(
+        "{BEGIN}restore_command = 'cp \"{dir}/%f\" \"%p\"'\n\
+         recovery_target_timeline = '{timeline}'\n\
+         recovery_target_action = 'promote'\n"
+    );
+    match stop {
+        RecoveryStop::Time(at) => {
+            if at.is_empty()
+                || !at
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || matches!(c, '-' | ':' | ' ' | '.' | '+'))
+            {
+                return Err(LabError::Other(format!(
+                    "{at:?} is not a recovery target time"
+                )));
+            }
+            conf.push_str(&format!(
+                "recovery_target_time = '{at}'\nrecovery_target_inclusive = on\n"
+            ));
+        }
+        RecoveryStop::Lsn(lsn) => conf.push_str(&format!(
+            "recovery_target_lsn = '{lsn}'\nrecovery_target_inclusive = on\n"
+        )),
+        RecoveryStop::EndOfWal => {}
+    }
+    let auto = data_dir.join("postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
+    if let Some(at) = text.find(BEGIN) {
+        text.truncate(at);
+    }
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&conf);
+    std::fs::write(&auto, text).map_err(io_err(format!("writing {}", auto.display())))?;
+    std::fs::write(data_dir.join("recovery.signal"), "").map_err(io_err(format!(
+        "writing recovery.signal in {}",
+        data_dir.display()
+    )))
+}
+
 /// Where a point-in-time recovery stops ([`PgCluster::prepare_recovery`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RecoveryStop {
@@ -769,49 +836,7 @@ impl PgCluster {
         timeline: u32,
         stop: &RecoveryStop,
     ) -> Result<()> {
-        // Both go into a setting between single quotes and a shell command
-        // between double quotes: nothing that could end either.
-        let dir = wal_dir.display().to_string();
-        if !dir.starts_with('/')
-            || dir
-                .chars()
-                .any(|c| matches!(c, '\'' | '"' | '\\' | '$' | '`' | '%' | '\n'))
-        {
-            return Err(LabError::Other(format!(
-                "{dir:?} cannot be named in restore_command: use an absolute path without quotes, '$', '`', '%' or backslashes"
-            )));
-        }
-        let mut conf = format!(
-            "# Point-in-time recovery, written by drctl.\n\
-             restore_command = 'cp \"{dir}/%f\" \"%p\"'\n\
-             recovery_target_timeline = '{timeline}'\n\
-             recovery_target_action = 'promote'\n"
-        );
-        match stop {
-            RecoveryStop::Time(at) => {
-                if at.is_empty()
-                    || !at
-                        .chars()
-                        .all(|c| c.is_ascii_digit() || matches!(c, '-' | ':' | ' ' | '.' | '+'))
-                {
-                    return Err(LabError::Other(format!(
-                        "{at:?} is not a recovery target time"
-                    )));
-                }
-                conf.push_str(&format!(
-                    "recovery_target_time = '{at}'\nrecovery_target_inclusive = on\n"
-                ));
-            }
-            RecoveryStop::Lsn(lsn) => conf.push_str(&format!(
-                "recovery_target_lsn = '{lsn}'\nrecovery_target_inclusive = on\n"
-            )),
-            RecoveryStop::EndOfWal => {}
-        }
-        std::fs::write(self.data_dir.join("postgresql.auto.conf"), conf).map_err(io_err(
-            format!("writing postgresql.auto.conf of {}", self.name),
-        ))?;
-        std::fs::write(self.data_dir.join("recovery.signal"), "")
-            .map_err(io_err(format!("writing recovery.signal of {}", self.name)))?;
+        write_recovery_settings(&self.data_dir, wal_dir, timeline, stop)?;
         give_to_postgres(wal_dir)?;
         give_to_postgres(&self.data_dir)
     }

@@ -19,7 +19,10 @@ mod probe;
 pub mod wal;
 
 pub use admin::{FenceReport, NodeState, PromoteReport, STANDBY_PARITY_SETTINGS};
-pub use cluster::{find_pg_bin, find_pg_client_bin, PgCluster, RecoveryStop, Role, ScratchTls};
+pub use cluster::{
+    find_pg_bin, find_pg_client_bin, write_recovery_settings, PgCluster, RecoveryStop, Role,
+    ScratchTls,
+};
 pub use conn::{dsn_login, ChildConnection, DsnLogin};
 pub use lsn::Lsn;
 pub use probe::{HeartbeatPoint, PgEndpoint, PgError, PrimaryPosition, StandbyPosition};

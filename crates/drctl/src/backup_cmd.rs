@@ -120,7 +120,22 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        BackupCommand::Restore { id, target, output } => {
+        BackupCommand::Restore {
+            id,
+            target,
+            to_time,
+            to_lsn,
+            latest,
+            output,
+        } => {
+            let to = drctl_backup::pitr::RecoveryTarget::from_options(
+                to_time.as_deref(),
+                to_lsn.as_deref(),
+                latest,
+            )?;
+            if let Some(to) = to {
+                return restore_to_point(&config, &store, &id, &target, to, output).await;
+            }
             let detail = json!({ "target": target });
             crate::audit_cmd::record(&store, "backup_restored", Some(&id), detail).await?;
             let bar = ProgressBar::new_spinner();
@@ -326,4 +341,50 @@ async fn locks(config: &drctl_config::Config, backups: &[drctl_store::BackupReco
         out.push(lock);
     }
     out
+}
+
+/// `drctl backup restore ID --target DIR --to-time T | --to-lsn L |
+/// --latest`.
+async fn restore_to_point(
+    config: &drctl_config::Config,
+    store: &drctl_store::Store,
+    id: &str,
+    target: &std::path::Path,
+    to: drctl_backup::pitr::RecoveryTarget,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    let detail = json!({ "target": target, "to": to });
+    crate::audit_cmd::record(store, "backup_restored", Some(id), detail).await?;
+    let bar = ProgressBar::new_spinner();
+    bar.set_message(format!(
+        "staging the archived WAL, verifying and restoring {id} into {}",
+        target.display()
+    ));
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let restored = jobs::restore_recorded_backup_to(config, store, id, target, to).await;
+    bar.finish_and_clear();
+    let (manifest, pitr) = restored?;
+    match output {
+        OutputFormat::Json => print_json(&json!({
+            "restored": id,
+            "target": target,
+            "manifest": manifest,
+            "point_in_time": pitr,
+        }))?,
+        OutputFormat::Table => outln!(
+            "restored backup {id} of {} into {}; staged {} WAL segments ({}) through {} into {}; \
+             started (pg_ctl -D {} start, as the postgres user, after setting its port), it replays to {} \
+             on timeline {} and promotes itself",
+            manifest.service,
+            target.display(),
+            pitr.segments,
+            bytes(Some(pitr.wal_bytes as i64)),
+            pitr.wal_through,
+            pitr.wal_dir.display(),
+            target.display(),
+            pitr.target,
+            pitr.timeline
+        )?,
+    }
+    Ok(())
 }

@@ -234,13 +234,28 @@ pub enum BackupCommand {
         output: OutputFormat,
     },
     /// Verify a backup and restore it into a new directory, and leave it
-    /// there (recovery when every replica carries the damage).
+    /// there (recovery when every replica carries the damage). With
+    /// --to-time, --to-lsn or --latest, the service's archived WAL is
+    /// staged beside it (TARGET-wal) and the directory set to replay it to
+    /// that point and promote itself when started (wal_archive = true).
     Restore {
         /// The backup id (see `drctl backup list`).
         id: String,
         /// A directory that does not exist yet (or is empty).
         #[arg(long)]
         target: std::path::PathBuf,
+        /// Replay the archived WAL to this time on the primary's clock:
+        /// every transaction committed at or before it, none after. A date,
+        /// a time (seconds and a fraction optional) and a zone, e.g.
+        /// 2026-12-07T14:03:11Z or "2026-12-07 14:03:11.25+01:00".
+        #[arg(long, value_name = "TIME", conflicts_with_all = ["to_lsn", "latest"])]
+        to_time: Option<String>,
+        /// Replay the archived WAL to this position (X/Y).
+        #[arg(long, value_name = "LSN", conflicts_with = "latest")]
+        to_lsn: Option<String>,
+        /// Replay all of the archived WAL.
+        #[arg(long)]
+        latest: bool,
         #[arg(short, long, value_enum, default_value_t)]
         output: OutputFormat,
     },

@@ -107,6 +107,143 @@ pub async fn restore_recorded_backup(
     Ok(crate::restore_backup(&objects, &record.service, &record.id, target, &expected).await?)
 }
 
+/// What a point-in-time restore of a recorded backup prepared
+/// ([`restore_recorded_backup_to`]).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PointInTime {
+    pub target: crate::pitr::RecoveryTarget,
+    /// The timeline replay follows (the archive's newest).
+    pub timeline: u32,
+    /// Where the WAL was staged (beside the data directory).
+    pub wal_dir: std::path::PathBuf,
+    pub segments: usize,
+    pub wal_bytes: u64,
+    /// The archive's WAL is unbroken through here.
+    pub wal_through: String,
+    /// The newest commit in the archive: no restore reaches past it.
+    pub newest_commit: Option<chrono::DateTime<Utc>>,
+}
+
+/// Restores a recorded backup into `target` (as
+/// [`restore_recorded_backup`]), then stages the service's archived WAL
+/// from the backup's start into `<target>-wal` and writes the recovery
+/// settings: started, PostgreSQL replays to `to` along the archive's newest
+/// timeline and promotes itself. A target past the archive's newest
+/// commit or WAL, or a backup not on the archive's history, is refused
+/// before the backup is restored (the WAL staged for it removed).
+pub async fn restore_recorded_backup_to(
+    config: &Config,
+    store: &Store,
+    backup_id: &str,
+    target: &std::path::Path,
+    to: crate::pitr::RecoveryTarget,
+) -> Result<(Manifest, PointInTime), JobError> {
+    use crate::archive::ArchivedFile;
+    use crate::pitr::RecoveryTarget;
+    use drctl_pg::wal::{TimelineHistory, TimelineId};
+    let record = super::verify::recorded_backup(store, backup_id, "restore").await?;
+    let svc = service(config, &record.service)?;
+    let policy = svc
+        .backup
+        .as_ref()
+        .ok_or_else(|| JobError::NoBackupPolicy(svc.name.clone()))?;
+    let archive = crate::wal_archive::WalArchive {
+        store: open_object_store(config, &policy.store).await?,
+        service: svc.name.clone(),
+        size: drctl_pg::wal::SegmentSize::DEFAULT,
+        key: backup_key(svc)?,
+        level: policy.compression_level,
+    };
+    let listing = archive.listing().await?;
+    if listing.segments.is_empty() {
+        return Err(JobError::Config(format!(
+            "{} has no archived WAL in {}: a restore to a point needs wal_archive = true in its [services.backup]",
+            svc.name, policy.store
+        )));
+    }
+    let timeline = listing.newest_timeline().unwrap_or(TimelineId::FIRST);
+    let history = if timeline == TimelineId::FIRST {
+        TimelineHistory::root(timeline)
+    } else {
+        let text = archive.fetch(ArchivedFile::History(timeline)).await?;
+        TimelineHistory::parse(timeline, &String::from_utf8_lossy(&text)).map_err(|e| {
+            JobError::Config(format!("the archive's history of timeline {timeline}: {e}"))
+        })?
+    };
+    let lsn = |text: &Option<String>, what: &str| {
+        text.as_deref()
+            .and_then(|t| t.parse::<drctl_pg::Lsn>().ok())
+            .ok_or_else(|| JobError::Config(format!("backup {backup_id} has no recorded {what}")))
+    };
+    let (start, stop) = (
+        lsn(&record.start_lsn, "start position")?,
+        lsn(&record.stop_lsn, "stop position")?,
+    );
+    let backup_timeline = TimelineId(record.timeline.unwrap_or(1) as u32);
+    if !history.passes_through(backup_timeline, stop) {
+        return Err(JobError::Config(format!(
+            "backup {backup_id} (timeline {backup_timeline}, {stop}) is not on the archive's history of timeline {timeline}: pick a backup taken since"
+        )));
+    }
+    let wal_dir = {
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "restore".into());
+        target.with_file_name(format!("{name}-wal"))
+    };
+    // The WAL first: a target the archive cannot reach is refused before
+    // the base backup is restored.
+    let staged =
+        crate::wal_archive::stage_wal(&archive, &listing, &history, start, &wal_dir, 4).await?;
+    let newest = staged
+        .newest_commit_us
+        .and_then(chrono::DateTime::from_timestamp_micros);
+    let window = || {
+        format!(
+            "backup {backup_id} reaches from {stop} to {} (newest commit {})",
+            staged.through,
+            newest.map_or("none".into(), |t| t.to_rfc3339())
+        )
+    };
+    let stop_at = match to {
+        RecoveryTarget::Time(t) if newest.is_none_or(|n| t > n) => Err(format!(
+            "{} is after the newest archived commit: {}; pick a time inside the window, or --latest",
+            t.to_rfc3339(),
+            window()
+        )),
+        RecoveryTarget::Time(t) => Ok(drctl_pg::RecoveryStop::Time(
+            t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
+        )),
+        RecoveryTarget::Lsn(l) if l < stop || l > staged.through => {
+            Err(format!("{l} is outside the window: {}", window()))
+        }
+        RecoveryTarget::Lsn(l) => Ok(drctl_pg::RecoveryStop::Lsn(l)),
+        RecoveryTarget::Latest => Ok(drctl_pg::RecoveryStop::EndOfWal),
+    };
+    let stop_at = match stop_at {
+        Ok(s) => s,
+        Err(why) => {
+            let _ = tokio::fs::remove_dir_all(&wal_dir).await;
+            return Err(JobError::Config(why));
+        }
+    };
+    let manifest = restore_recorded_backup(config, store, backup_id, target).await?;
+    drctl_pg::write_recovery_settings(target, &wal_dir, timeline.0, &stop_at)?;
+    Ok((
+        manifest,
+        PointInTime {
+            target: to,
+            timeline: timeline.0,
+            wal_dir,
+            segments: staged.segments,
+            wal_bytes: staged.bytes,
+            wal_through: staged.through.to_string(),
+            newest_commit: newest,
+        },
+    ))
+}
+
 /// Where a service's restore tests run: on the agent of a region other than
 /// the backed-up one (the DR region, where a restore would happen), else on
 /// the backed-up region's agent, else (no agent named) on this host.
