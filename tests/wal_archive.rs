@@ -1304,4 +1304,36 @@ async fn backup_restore_to_a_time_through_the_cli() {
     assert_eq!(max, Some(rows[k].id));
     assert_eq!(count, k as i64 + 1, "every row up to the time, none after");
     restored.stop("immediate").unwrap();
+
+    // `drctl backup wal`: the archive read back, intact, ending with the
+    // newest commit; then a damaged segment named, exit 1.
+    let (code, out, err) = drctl(&["backup", "wal", "orders", "--config", &cfg, "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let newest_commit = chrono::DateTime::parse_from_rfc3339(
+        report["wal_archive"]["newest_commit"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        newest_commit.timestamp_micros(),
+        rows.last().unwrap().at_us,
+        "{report}"
+    );
+    let listing = archive.listing().await.unwrap();
+    // A whole segment the check reads: from the backup's start on (the
+    // archive also holds WAL from before the backup, which no restore of
+    // it needs).
+    let (_, damaged) = listing
+        .objects
+        .iter()
+        .find(|(f, _)| matches!(f, ArchivedFile::Segment(s) if s.end(archive.size) > start))
+        .expect("a whole segment archived");
+    let path = objects.join(&damaged.key);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x08;
+    std::fs::write(&path, &bytes).unwrap();
+    let (code, out, _) = drctl(&["backup", "wal", "orders", "--config", &cfg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("damaged: {}", damaged.key)), "{out}");
 }

@@ -159,6 +159,41 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        BackupCommand::Wal { service, output } => {
+            let bar = ProgressBar::new_spinner();
+            bar.set_message(format!("reading {service}'s WAL archive back"));
+            bar.enable_steady_tick(Duration::from_millis(120));
+            let report = jobs::check_wal_archive(&config, &store, &service).await;
+            bar.finish_and_clear();
+            let report = report?;
+            match output {
+                OutputFormat::Json => print_json(&json!({ "wal_archive": report }))?,
+                OutputFormat::Table => {
+                    outln!(
+                        "{}: timeline {}, WAL unbroken and intact from {} through {} ({} segments); newest commit {}",
+                        report.service,
+                        report.timeline,
+                        report.from,
+                        report.through,
+                        report.segments,
+                        report
+                            .newest_commit
+                            .map_or("none".into(), |t| t.format("%Y-%m-%d %H:%M:%S%.6f UTC").to_string())
+                    )?;
+                    if let Some(hole) = &report.hole {
+                        outln!("missing: {hole} (the archive holds later WAL)")?;
+                    }
+                    if let Some((key, why)) = &report.damaged {
+                        outln!("damaged: {key}: {why}")?;
+                    }
+                }
+            }
+            if report.intact() {
+                Ok(())
+            } else {
+                Err(Reported(1).into())
+            }
+        }
         BackupCommand::Verify { id, latest, output } => {
             let id = match (id, latest) {
                 (Some(id), None) => id,

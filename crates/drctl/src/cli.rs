@@ -259,6 +259,15 @@ pub enum BackupCommand {
         #[arg(short, long, value_enum, default_value_t)]
         output: OutputFormat,
     },
+    /// Read the service's WAL archive back as a restore would: unbroken
+    /// from the oldest retained backup's start, every object intact, and
+    /// the newest commit it holds. Exit 1 when a segment is missing or
+    /// damaged (named).
+    Wal {
+        service: String,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
     /// Re-read a backup's objects and check them against its manifest.
     /// Exit 1 when verification fails.
     Verify {

@@ -124,25 +124,21 @@ pub struct PointInTime {
     pub newest_commit: Option<chrono::DateTime<Utc>>,
 }
 
-/// Restores a recorded backup into `target` (as
-/// [`restore_recorded_backup`]), then stages the service's archived WAL
-/// from the backup's start into `<target>-wal` and writes the recovery
-/// settings: started, PostgreSQL replays to `to` along the archive's newest
-/// timeline and promotes itself. A target past the archive's newest
-/// commit or WAL, or a backup not on the archive's history, is refused
-/// before the backup is restored (the WAL staged for it removed).
-pub async fn restore_recorded_backup_to(
+/// A service's WAL archive (in its backup store), what it holds, and the
+/// history of its newest timeline (read from the archive's history file).
+/// An empty archive is an error saying how to have one.
+pub async fn open_wal_archive(
     config: &Config,
-    store: &Store,
-    backup_id: &str,
-    target: &std::path::Path,
-    to: crate::pitr::RecoveryTarget,
-) -> Result<(Manifest, PointInTime), JobError> {
-    use crate::archive::ArchivedFile;
-    use crate::pitr::RecoveryTarget;
+    svc: &Service,
+) -> Result<
+    (
+        crate::wal_archive::WalArchive,
+        crate::archive::ArchiveListing,
+        drctl_pg::wal::TimelineHistory,
+    ),
+    JobError,
+> {
     use drctl_pg::wal::{TimelineHistory, TimelineId};
-    let record = super::verify::recorded_backup(store, backup_id, "restore").await?;
-    let svc = service(config, &record.service)?;
     let policy = svc
         .backup
         .as_ref()
@@ -157,7 +153,7 @@ pub async fn restore_recorded_backup_to(
     let listing = archive.listing().await?;
     if listing.segments.is_empty() {
         return Err(JobError::Config(format!(
-            "{} has no archived WAL in {}: a restore to a point needs wal_archive = true in its [services.backup]",
+            "{} has no archived WAL in {}: set wal_archive = true (and wal_spool) in its [services.backup]",
             svc.name, policy.store
         )));
     }
@@ -165,11 +161,102 @@ pub async fn restore_recorded_backup_to(
     let history = if timeline == TimelineId::FIRST {
         TimelineHistory::root(timeline)
     } else {
-        let text = archive.fetch(ArchivedFile::History(timeline)).await?;
+        let text = archive
+            .fetch(crate::archive::ArchivedFile::History(timeline))
+            .await?;
         TimelineHistory::parse(timeline, &String::from_utf8_lossy(&text)).map_err(|e| {
             JobError::Config(format!("the archive's history of timeline {timeline}: {e}"))
         })?
     };
+    Ok((archive, listing, history))
+}
+
+/// What reading a service's WAL archive back says ([`check_wal_archive`]).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct WalArchiveReport {
+    pub service: String,
+    pub timeline: u32,
+    /// Where the check started: the oldest retained backup's start on the
+    /// archive's history (else the oldest archived segment).
+    pub from: String,
+    /// The WAL is unbroken and intact through here.
+    pub through: String,
+    pub segments: usize,
+    pub newest_commit: Option<chrono::DateTime<Utc>>,
+    /// The first missing segment's object, when later ones exist.
+    pub hole: Option<String>,
+    /// The first object that does not read back intact, and why.
+    pub damaged: Option<(String, String)>,
+}
+
+impl WalArchiveReport {
+    pub fn intact(&self) -> bool {
+        self.hole.is_none() && self.damaged.is_none()
+    }
+}
+
+/// Reads the service's WAL archive back as a restore would, from the
+/// oldest retained backup on the archive's history to its newest WAL.
+pub async fn check_wal_archive(
+    config: &Config,
+    store: &Store,
+    service_name: &str,
+) -> Result<WalArchiveReport, JobError> {
+    let svc = service(config, service_name)?;
+    let (archive, listing, history) = open_wal_archive(config, svc).await?;
+    let oldest_backup = store
+        .backups(Some(&svc.name), 100_000)
+        .await?
+        .into_iter()
+        .filter(|b| b.status == BackupStatus::Complete && b.deleted_at.is_none())
+        .filter_map(|b| {
+            let start: drctl_pg::Lsn = b.start_lsn.as_deref()?.parse().ok()?;
+            let timeline = drctl_pg::wal::TimelineId(b.timeline? as u32);
+            history.passes_through(timeline, start).then_some(start)
+        })
+        .min();
+    let from = oldest_backup.unwrap_or_else(|| {
+        listing
+            .segments
+            .keys()
+            .find(|s| history.segment(s.number, archive.size) == **s)
+            .map_or(drctl_pg::Lsn(0), |s| s.start(archive.size))
+    });
+    let check = crate::wal_archive::check_archive(&archive, &listing, &history, from, 4).await?;
+    Ok(WalArchiveReport {
+        service: svc.name.clone(),
+        timeline: history.timeline.0,
+        from: check.from.to_string(),
+        through: check.through.to_string(),
+        segments: check.segments,
+        newest_commit: check
+            .newest_commit_us
+            .and_then(chrono::DateTime::from_timestamp_micros),
+        hole: check.hole,
+        damaged: check.damaged,
+    })
+}
+
+/// Restores a recorded backup into `target` (as
+/// [`restore_recorded_backup`]), then stages the service's archived WAL
+/// from the backup's start into `<target>-wal` and writes the recovery
+/// settings: started, PostgreSQL replays to `to` along the archive's newest
+/// timeline and promotes itself. A target past the archive's newest
+/// commit or WAL, or a backup not on the archive's history, is refused
+/// before the backup is restored (the WAL staged for it removed).
+pub async fn restore_recorded_backup_to(
+    config: &Config,
+    store: &Store,
+    backup_id: &str,
+    target: &std::path::Path,
+    to: crate::pitr::RecoveryTarget,
+) -> Result<(Manifest, PointInTime), JobError> {
+    use crate::pitr::RecoveryTarget;
+    use drctl_pg::wal::TimelineId;
+    let record = super::verify::recorded_backup(store, backup_id, "restore").await?;
+    let svc = service(config, &record.service)?;
+    let (archive, listing, history) = open_wal_archive(config, svc).await?;
+    let timeline = history.timeline;
     let lsn = |text: &Option<String>, what: &str| {
         text.as_deref()
             .and_then(|t| t.parse::<drctl_pg::Lsn>().ok())
