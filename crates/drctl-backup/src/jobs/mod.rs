@@ -71,12 +71,13 @@ pub async fn with_s3_credentials<F: std::future::Future>(
 }
 
 /// Opens a configured object store by name. S3 credentials come from the
-/// standard AWS chain (or [`with_s3_credentials`]).
+/// standard AWS chain (or [`with_s3_credentials`]). A store configured with
+/// `object_lock` is checked to have it (one request).
 pub async fn open_object_store(config: &Config, name: &str) -> Result<ObjectStore, JobError> {
     let cfg = config
         .object_store(name)
         .ok_or_else(|| JobError::Config(format!("no object store named {name:?}")))?;
-    Ok(match &cfg.kind {
+    let objects = match &cfg.kind {
         ObjectStoreKind::Local { path } => ObjectStore::local(path.clone()).await?,
         ObjectStoreKind::S3 {
             bucket,
@@ -105,7 +106,11 @@ pub async fn open_object_store(config: &Config, name: &str) -> Result<ObjectStor
             })
             .await?
         }
-    })
+    };
+    // A store configured with a lock its bucket cannot give would fail
+    // every write; say why before any.
+    objects.check_lock().await?;
+    Ok(objects)
 }
 
 /// The service's backup encryption key, when its policy names one.
