@@ -421,7 +421,21 @@ async fn archive_service(
                     tokio::select! {
                         _ = tokio::time::sleep(PRIMARY_CHECK) => {}
                         _ = stop.changed() => {}
-                        _ = &mut task => break,
+                        ended = &mut task => {
+                            // It stops only when told to, or when it cannot
+                            // start (the store unreachable): not in a loop.
+                            let why = match ended {
+                                Ok(Ok(())) => "stopped".to_string(),
+                                Ok(Err(e)) => e.to_string(),
+                                Err(e) => e.to_string(),
+                            };
+                            tracing::warn!(service = %service, error = %why, "the WAL archiver ended; starting it again");
+                            tokio::select! {
+                                _ = tokio::time::sleep(SUPERVISOR_RETRY) => {}
+                                _ = stop.changed() => {}
+                            }
+                            break;
+                        }
                     }
                     let moved = current_primary(&config, &store, &service).await != primary;
                     if *stop.borrow() || moved {
