@@ -1337,3 +1337,120 @@ async fn backup_restore_to_a_time_through_the_cli() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(&format!("damaged: {}", damaged.key)), "{out}");
 }
+
+/// A tmpfs of its own for the spool, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount (as root)");
+        assert!(
+            ok.success(),
+            "mounting a tmpfs at {} needs root",
+            at.display()
+        );
+        SmallDisk(at.to_path_buf())
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The receiver's disk full: the receiver stops, the archiver says why
+/// and keeps trying, the archive claims no WAL it lacks; with space back
+/// it catches up without a gap (the slot kept the WAL on the primary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_stops_the_receiver_loudly_and_loses_nothing() {
+    use drctl_backup::archiver::{run_archiver, ArchiverSpec, ArchiverStatus, ReceiverState};
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-test-archiver-full-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (pg, mut c, start) = primary(dir.path()).await;
+    let spool = dir.path().join("spool");
+    // Room for one 16 MiB segment, not for the next beside it.
+    let disk = SmallDisk::mount(&spool, "20m");
+    let archive = local_archive(dir.path()).await;
+    let spec = ArchiverSpec {
+        service: "orders".into(),
+        dsn: pg.dsn("postgres"),
+        slot: SLOT.into(),
+        spool: spool.clone(),
+        tool_dir: find_pg_client_bin().unwrap(),
+        archive: archive.clone(),
+        pass_every: Duration::from_millis(200),
+        partial_every: Duration::from_millis(300),
+    };
+    let (status_tx, mut status) = tokio::sync::watch::channel(ArchiverStatus::default());
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(run_archiver(spec, status_tx, stop));
+    let reached = |archive: &WalArchive| {
+        let archive = archive.clone();
+        async move {
+            let listing = archive.listing().await.unwrap();
+            through(&listing.segments, &timeline_1(), start, archive.size).0
+        }
+    };
+    let mut rows = Vec::new();
+    write_rows(&mut c, 50, &mut rows).await;
+    wait_until_reached(&archive, rows.last().unwrap().after, &reached).await;
+
+    // The next segment does not fit.
+    sqlx::query("SELECT pg_switch_wal()")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    write_rows(&mut c, 50, &mut rows).await;
+    let said = wait_status(
+        &mut status,
+        "the receiver to stop on the full disk",
+        |s| match &s.receiver {
+            ReceiverState::Waiting { last_exit, .. } => Some(last_exit.clone()),
+            _ => None,
+        },
+    )
+    .await;
+    eprintln!("the receiver stopped: {said}");
+    assert!(said.contains("No space left on device"), "{said}");
+    let newest = rows.last().unwrap().after;
+    let listing = archive.listing().await.unwrap();
+    let check = check_archive(&archive, &listing, &timeline_1(), start, 4)
+        .await
+        .unwrap();
+    assert!(check.intact(), "{check:?}");
+    assert!(
+        check.through < newest,
+        "the archive claims WAL it could not receive: {check:?}"
+    );
+    assert_ne!(check.newest_commit_us, Some(rows.last().unwrap().at_us));
+
+    // Space again: it catches up, unbroken, through the newest commit.
+    disk.resize("64m");
+    wait_until_reached(&archive, newest, &reached).await;
+    let listing = archive.listing().await.unwrap();
+    let check = check_archive(&archive, &listing, &timeline_1(), start, 4)
+        .await
+        .unwrap();
+    assert!(check.intact(), "{check:?}");
+    assert_eq!(check.newest_commit_us, Some(rows.last().unwrap().at_us));
+    stop_tx.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    pg.stop("immediate").unwrap();
+}

@@ -156,7 +156,20 @@ pub async fn run_archiver(
                         Err(e) => status.send_modify(|s| s.last_error = Some(e.to_string())),
                     }
                 }
-                let said = said.last().cloned().unwrap_or_default();
+                // Its errors, not only its last word ("disconnected" after
+                // the error that made it give up).
+                let errors: Vec<&str> = said
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|l| {
+                        l.contains("error:") || l.contains("DETAIL") || l.contains("detail:")
+                    })
+                    .collect();
+                let said = if errors.is_empty() {
+                    said.last().cloned().unwrap_or_default()
+                } else {
+                    errors.join("; ")
+                };
                 if started_at.elapsed() >= RAN_LONG_ENOUGH {
                     backoff = BACKOFF_FIRST;
                 }
@@ -178,6 +191,9 @@ pub async fn run_archiver(
             }
         }
         if receiver.is_none() && tokio::time::Instant::now() >= retry_at && !*stop.borrow() {
+            if let Err(e) = clear_unpadded(&spec).await {
+                status.send_modify(|s| s.last_error = Some(e.to_string()));
+            }
             match start_receiver(&spec) {
                 Ok(r) => {
                     let pid = r.child.id().unwrap_or_default();
@@ -307,6 +323,45 @@ async fn set_aside_past_fork(
         }
     }
     Ok(moved)
+}
+
+/// Removes a `.partial` segment the receiver left short: it pads a new
+/// segment file to its full size before writing any WAL into it, so a
+/// shorter file (its disk filled while padding) holds nothing, and the
+/// receiver refuses to start beside it ("has N bytes, should be 0 or …").
+async fn clear_unpadded(spec: &ArchiverSpec) -> Result<(), BackupError> {
+    let full = spec.archive.size.bytes();
+    let io = |what: String| move |e: std::io::Error| BackupError::Io { what, source: e };
+    let mut entries = match tokio::fs::read_dir(&spec.spool).await {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(format!("listing {}", spec.spool.display()))(e)),
+    };
+    while let Some(entry) = entries
+        .next_entry()
+        .await
+        .map_err(io(format!("listing {}", spec.spool.display())))?
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".partial") else {
+            continue;
+        };
+        if Segment::from_file_name(stem, spec.archive.size).is_err() {
+            continue;
+        }
+        let len = entry
+            .metadata()
+            .await
+            .map_err(io(format!("reading {name}")))?
+            .len();
+        if len != 0 && len != full {
+            tracing::warn!(service = %spec.service, file = %name, len, "removing a segment file the receiver left short (no WAL in it yet)");
+            tokio::fs::remove_file(entry.path())
+                .await
+                .map_err(io(format!("removing {name}")))?;
+        }
+    }
+    Ok(())
 }
 
 /// A running receiver.
