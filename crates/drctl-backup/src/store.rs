@@ -286,7 +286,7 @@ impl ObjectStore {
         s.client
             .create_bucket()
             .bucket(&s.location.bucket)
-            .object_lock_enabled_for_bucket(s.location.lock.is_some())
+            .set_object_lock_enabled_for_bucket(s.location.lock.is_some().then_some(true))
             .send()
             .await
             .map_err(s3_err(format!("creating bucket {}", s.location.bucket)))?;
