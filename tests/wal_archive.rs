@@ -211,6 +211,69 @@ async fn primary(dir: &Path) -> (PgCluster, PgConnection, Lsn) {
     (pg, c, start.parse().unwrap())
 }
 
+/// A streaming standby of `a` that also records commit times.
+fn standby_of(a: &PgCluster, dir: &Path) -> PgCluster {
+    let b = PgCluster::new(
+        "wal-archive-b",
+        dir.join("pgb").join("data"),
+        free_port(),
+        find_pg_bin().unwrap(),
+    );
+    b.clone_standby(a.port, "region-b", 20)
+        .expect("clone a standby");
+    let conf = b.data_dir.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("track_commit_timestamp = on\n");
+    std::fs::write(&conf, text).unwrap();
+    b.start().expect("start the standby");
+    b.wait_ready(Duration::from_secs(30)).unwrap();
+    b
+}
+
+/// Waits until the standby behind `cb` has replayed through `lsn`.
+async fn caught_up(cb: &mut PgConnection, lsn: Lsn) {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (replayed,): (String,) = sqlx::query_as("SELECT pg_last_wal_replay_lsn()::text")
+            .fetch_one(&mut *cb)
+            .await
+            .unwrap();
+        if replayed.parse::<Lsn>().unwrap() >= lsn {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the standby did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A base backup of `pg` into the archive's store.
+async fn base_backup(
+    pg: &PgCluster,
+    archive: &WalArchive,
+    backup_id: &str,
+) -> drctl_backup::Manifest {
+    run_backup(
+        &BackupRequest {
+            service: "orders".into(),
+            region: "region-a".into(),
+            dsn: pg.dsn("postgres"),
+            pg_bin: find_pg_client_bin().unwrap(),
+            compression_level: 1,
+            compression_threads: 1,
+            store: archive.store.clone(),
+            encryption: None,
+        },
+        backup_id,
+        chrono::Utc::now(),
+        |_| {},
+    )
+    .await
+    .expect("a base backup")
+}
+
 async fn local_archive(dir: &Path) -> WalArchive {
     WalArchive {
         store: ObjectStore::local(dir.join("objects")).await.unwrap(),
@@ -358,23 +421,7 @@ async fn a_restore_to_a_point_in_time_holds_every_row_up_to_it_and_none_after() 
     let mut rows = Vec::new();
     write_rows(&mut c, 50, &mut rows).await;
     let backup_id = new_backup_id(chrono::Utc::now());
-    let manifest = run_backup(
-        &BackupRequest {
-            service: "orders".into(),
-            region: "region-a".into(),
-            dsn: pg.dsn("postgres"),
-            pg_bin: find_pg_client_bin().unwrap(),
-            compression_level: 1,
-            compression_threads: 1,
-            store: archive.store.clone(),
-            encryption: None,
-        },
-        &backup_id,
-        chrono::Utc::now(),
-        |_| {},
-    )
-    .await
-    .expect("a base backup");
+    let manifest = base_backup(&pg, &archive, &backup_id).await;
     // After the backup, across a segment boundary.
     write_rows(&mut c, 150, &mut rows).await;
     sqlx::query("SELECT pg_switch_wal()")
@@ -545,20 +592,7 @@ async fn a_restore_to_a_point_follows_the_archive_across_a_failover() {
         .tempdir_in("/tmp")
         .unwrap();
     let (a, mut c, start) = primary(dir.path()).await;
-    let b = PgCluster::new(
-        "wal-archive-b",
-        dir.path().join("pgb").join("data"),
-        free_port(),
-        find_pg_bin().unwrap(),
-    );
-    b.clone_standby(a.port, "region-b", 20)
-        .expect("clone a standby");
-    let conf = b.data_dir.join("postgresql.conf");
-    let mut text = std::fs::read_to_string(&conf).unwrap();
-    text.push_str("track_commit_timestamp = on\n");
-    std::fs::write(&conf, text).unwrap();
-    b.start().expect("start the standby");
-    b.wait_ready(Duration::from_secs(30)).unwrap();
+    let b = standby_of(&a, dir.path());
 
     let spool = dir.path().join("spool");
     std::fs::create_dir_all(&spool).unwrap();
@@ -566,23 +600,7 @@ async fn a_restore_to_a_point_follows_the_archive_across_a_failover() {
     let mut shipped = Shipped::new(archive.listing().await.unwrap());
     let mut receiver = Receiver::start(&a, &spool);
     let backup_id = new_backup_id(chrono::Utc::now());
-    let manifest = run_backup(
-        &BackupRequest {
-            service: "orders".into(),
-            region: "region-a".into(),
-            dsn: a.dsn("postgres"),
-            pg_bin: find_pg_client_bin().unwrap(),
-            compression_level: 1,
-            compression_threads: 1,
-            store: archive.store.clone(),
-            encryption: None,
-        },
-        &backup_id,
-        chrono::Utc::now(),
-        |_| {},
-    )
-    .await
-    .expect("a base backup");
+    let manifest = base_backup(&a, &archive, &backup_id).await;
     let mut rows = Vec::new();
     write_rows(&mut c, 120, &mut rows).await;
     let on_a = rows.len();
@@ -600,21 +618,7 @@ async fn a_restore_to_a_point_follows_the_archive_across_a_failover() {
     // The standby has everything; region-a's server stops; region-b's is
     // promoted and gets the archive's slot.
     let mut cb = PgConnection::connect(&b.dsn("postgres")).await.unwrap();
-    let until = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (replayed,): (String,) = sqlx::query_as("SELECT pg_last_wal_replay_lsn()::text")
-            .fetch_one(&mut cb)
-            .await
-            .unwrap();
-        if replayed.parse::<Lsn>().unwrap() >= newest_on_a {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "the standby did not catch up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    caught_up(&mut cb, newest_on_a).await;
     drop(c);
     receiver.kill();
     a.stop("fast").unwrap();
@@ -805,20 +809,7 @@ async fn the_archiver_follows_the_new_primary_past_a_diverged_old_one() {
         .tempdir_in("/tmp")
         .unwrap();
     let (a, mut ca, start) = primary(dir.path()).await;
-    let b = PgCluster::new(
-        "wal-archive-b",
-        dir.path().join("pgb").join("data"),
-        free_port(),
-        find_pg_bin().unwrap(),
-    );
-    b.clone_standby(a.port, "region-b", 20)
-        .expect("clone a standby");
-    let conf = b.data_dir.join("postgresql.conf");
-    let mut text = std::fs::read_to_string(&conf).unwrap();
-    text.push_str("track_commit_timestamp = on\n");
-    std::fs::write(&conf, text).unwrap();
-    b.start().expect("start the standby");
-    b.wait_ready(Duration::from_secs(30)).unwrap();
+    let b = standby_of(&a, dir.path());
     let archive = local_archive(dir.path()).await;
     let spec = |dsn: String| ArchiverSpec {
         service: "orders".into(),
@@ -831,23 +822,7 @@ async fn the_archiver_follows_the_new_primary_past_a_diverged_old_one() {
         partial_every: Duration::from_millis(300),
     };
     let backup_id = new_backup_id(chrono::Utc::now());
-    let manifest = run_backup(
-        &BackupRequest {
-            service: "orders".into(),
-            region: "region-a".into(),
-            dsn: a.dsn("postgres"),
-            pg_bin: find_pg_client_bin().unwrap(),
-            compression_level: 1,
-            compression_threads: 1,
-            store: archive.store.clone(),
-            encryption: None,
-        },
-        &backup_id,
-        chrono::Utc::now(),
-        |_| {},
-    )
-    .await
-    .expect("a base backup");
+    let manifest = base_backup(&a, &archive, &backup_id).await;
 
     // The archiver on region-a's server.
     let (status_tx, _status) = tokio::sync::watch::channel(ArchiverStatus::default());
@@ -857,22 +832,8 @@ async fn the_archiver_follows_the_new_primary_past_a_diverged_old_one() {
     write_rows(&mut ca, 80, &mut rows).await;
     let before_fork = rows.len();
     let mut cb = PgConnection::connect(&b.dsn("postgres")).await.unwrap();
-    let caught_up = rows.last().unwrap().after;
-    let until = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (replayed,): (String,) = sqlx::query_as("SELECT pg_last_wal_replay_lsn()::text")
-            .fetch_one(&mut cb)
-            .await
-            .unwrap();
-        if replayed.parse::<Lsn>().unwrap() >= caught_up {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "the standby did not catch up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let before_promotion = rows.last().unwrap().after;
+    caught_up(&mut cb, before_promotion).await;
     // Region-b is promoted; region-a is cut off from it but not fenced: it
     // takes 70 more rows, into the next segment, and the archive's
     // receiver streams them.
@@ -986,20 +947,7 @@ async fn the_configured_archivers_follow_the_recorded_primary() {
         .tempdir_in("/tmp")
         .unwrap();
     let (a, mut ca, _) = primary(dir.path()).await;
-    let b = PgCluster::new(
-        "wal-archive-b",
-        dir.path().join("pgb").join("data"),
-        free_port(),
-        find_pg_bin().unwrap(),
-    );
-    b.clone_standby(a.port, "region-b", 20)
-        .expect("clone a standby");
-    let conf = b.data_dir.join("postgresql.conf");
-    let mut text = std::fs::read_to_string(&conf).unwrap();
-    text.push_str("track_commit_timestamp = on\n");
-    std::fs::write(&conf, text).unwrap();
-    b.start().expect("start the standby");
-    b.wait_ready(Duration::from_secs(30)).unwrap();
+    let b = standby_of(&a, dir.path());
     let objects = dir.path().join("objects");
     let cfg = drctl_tests::TestConfig::new()
         .store_url(&format!("sqlite://{}/state.db", dir.path().display()))
@@ -1063,21 +1011,7 @@ async fn the_configured_archivers_follow_the_recorded_primary() {
 
     // Region-b promoted, the move recorded as an operation would.
     let mut cb = PgConnection::connect(&b.dsn("postgres")).await.unwrap();
-    let until = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (replayed,): (String,) = sqlx::query_as("SELECT pg_last_wal_replay_lsn()::text")
-            .fetch_one(&mut cb)
-            .await
-            .unwrap();
-        if replayed.parse::<Lsn>().unwrap() >= newest {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "the standby did not catch up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    caught_up(&mut cb, newest).await;
     drop(ca);
     a.stop("fast").unwrap();
     let (promoted,): (bool,) = sqlx::query_as("SELECT pg_promote(true, 60)")
