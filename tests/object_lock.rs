@@ -30,6 +30,29 @@ fn locked(moto: &MotoServer, bucket: &str, retention: Duration) -> S3Location {
     }
 }
 
+/// Records a complete backup of `orders` in `store_name`, ended `at`.
+async fn complete_backup(
+    store: &Store,
+    id: &str,
+    store_name: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    store
+        .backup_started(id, "orders", "eu-west", store_name, at)
+        .await
+        .unwrap();
+    let finish = BackupFinish {
+        ended_at: Some(at),
+        timeline: Some(1),
+        start_lsn: None,
+        stop_lsn: None,
+        stored_bytes: Some(1),
+        uncompressed_bytes: Some(1),
+        manifest: None,
+    };
+    store.backup_completed(id, &finish).await.unwrap();
+}
+
 /// The version ids S3 holds of `key` (raw ListObjectVersions).
 async fn versions(moto: &MotoServer, key: &str) -> Vec<String> {
     let text = reqwest::Client::new()
@@ -243,25 +266,7 @@ async fn backup_list_shows_each_backups_lock() {
         ("20261207T140000Z-aaaaaa", "locked"),
         ("20261207T130000Z-bbbbbb", "local-backups"),
     ] {
-        store
-            .backup_started(id, "orders", "eu-west", store_name, now)
-            .await
-            .unwrap();
-        store
-            .backup_completed(
-                id,
-                &BackupFinish {
-                    ended_at: Some(now),
-                    timeline: Some(1),
-                    start_lsn: None,
-                    stop_lsn: None,
-                    stored_bytes: Some(1),
-                    uncompressed_bytes: Some(1),
-                    manifest: None,
-                },
-            )
-            .await
-            .unwrap();
+        complete_backup(&store, id, store_name, now).await;
     }
     objects
         .put(
@@ -334,44 +339,28 @@ async fn retention_waits_for_the_lock_then_deletes_every_version() {
         .store_url(&format!("sqlite://{}/state.db", dir.path().display()))
         .raw(&format!(
             "[[object_stores]]\nname = \"locked\"\nkind = \"s3\"\nbucket = \"{BUCKET}\"\nprefix = \"{PREFIX}\"\n\
-             endpoint = \"{}\"\npath_style = true\nobject_lock = \"governance\"\nlock_retention = \"5s\"\n",
+             endpoint = \"{}\"\npath_style = true\nobject_lock = \"governance\"\nlock_retention = \"10s\"\n",
             moto.endpoint
         ))
         .service(
             Service::cold("orders")
                 .unreachable_postgres(9, 9)
-                .table("[services.backup]\nstore = \"locked\"\nkeep_last = 1\n"),
+                .table("[services.backup]\nstore = \"locked\"\nkeep_last = 1\nkeep_daily = 0\nkeep_weekly = 0\nkeep_monthly = 0\n"),
         )
         .write(dir.path());
     let config = drctl_config::load(&cfg).expect("the test config is valid");
     let store = Store::open(config.store.url.expose()).await.unwrap();
-    let objects = ObjectStore::s3(locked(&moto, BUCKET, Duration::from_secs(5)))
+    let objects = ObjectStore::s3(locked(&moto, BUCKET, Duration::from_secs(10)))
         .await
         .unwrap();
     objects.ensure_bucket().await.unwrap();
-    // Two complete backups: keep_last = 1 wants the older one gone.
+    // Two complete backups: keep_last = 1 (and no daily, weekly or monthly
+    // rule, which would keep the older one when it ended on another day)
+    // wants the older one gone.
     let (old, new) = ("20261207T130000Z-aaaaaa", "20261207T140000Z-bbbbbb");
     for (i, id) in [old, new].into_iter().enumerate() {
         let at = chrono::Utc::now() - chrono::Duration::hours(2 - i as i64);
-        store
-            .backup_started(id, "orders", "eu-west", "locked", at)
-            .await
-            .unwrap();
-        store
-            .backup_completed(
-                id,
-                &BackupFinish {
-                    ended_at: Some(at),
-                    timeline: Some(1),
-                    start_lsn: None,
-                    stop_lsn: None,
-                    stored_bytes: Some(1),
-                    uncompressed_bytes: Some(1),
-                    manifest: None,
-                },
-            )
-            .await
-            .unwrap();
+        complete_backup(&store, id, "locked", at).await;
         for object in ["base.tar.zst", "manifest.json"] {
             objects
                 .put(&format!("orders/{id}/{object}"), b"x".to_vec())

@@ -935,65 +935,100 @@ async fn the_archiver_follows_the_new_primary_past_a_diverged_old_one() {
     );
 }
 
+/// `orders` archiving WAL as configured (`wal_archive`, `wal_spool`) from
+/// region-a's server `a` (region-b's connection: `dr_dsn`), into the local
+/// store of [`local_archive`], the daemon's archivers running on it.
+struct Archiving {
+    cfg: PathBuf,
+    config: std::sync::Arc<drctl_config::Config>,
+    store: drctl_store::Store,
+    archive: WalArchive,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn archiving(dir: &Path, a: &PgCluster, dr_dsn: &str) -> Archiving {
+    use drctl_tests::config::{DR_REGION, PRIMARY_REGION};
+    let archive = local_archive(dir).await;
+    let cfg = drctl_tests::TestConfig::new()
+        .store_url(&format!("sqlite://{}/state.db", dir.display()))
+        .local_object_store("archive", &dir.join("objects").display().to_string())
+        .service(
+            drctl_tests::Service::cold("orders")
+                .postgres(PRIMARY_REGION, &format!("dsn = \"{}\"", a.dsn("postgres")))
+                .postgres(DR_REGION, dr_dsn)
+                .table(&format!(
+                    "[services.backup]\nstore = \"archive\"\nwal_archive = true\nwal_spool = \"{}\"\n",
+                    dir.join("spool").display()
+                )),
+        )
+        .write(dir);
+    let config = std::sync::Arc::new(drctl_config::load(&cfg).expect("a valid config"));
+    let store = drctl_store::Store::open(config.store.url.expose())
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(drctl_backup::archiver::run_archivers(
+        config.clone(),
+        store.clone(),
+        stopped,
+    ));
+    Archiving {
+        cfg,
+        config,
+        store,
+        archive,
+        stop,
+        task,
+    }
+}
+
+impl Archiving {
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap();
+    }
+}
+
+/// Waits for the slot the archiver makes on the server behind `c`; its
+/// first position.
+async fn archive_slot(c: &mut PgConnection) -> Lsn {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let slot: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = 'drctl_archive_orders'",
+        )
+        .fetch_optional(&mut *c)
+        .await
+        .unwrap();
+        if let Some((Some(lsn),)) = slot {
+            return lsn.parse().unwrap();
+        }
+        assert!(std::time::Instant::now() < until, "no archive slot");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The daemon's duty as configured (`wal_archive`, `wal_spool`): an
 /// archiver on the service's primary, its slot created there, and on the
 /// new primary once an operation records the move, the archive unbroken
 /// along the new timeline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_configured_archivers_follow_the_recorded_primary() {
-    use drctl_tests::config::{DR_REGION, PRIMARY_REGION};
+    use drctl_tests::config::DR_REGION;
     let dir = tempfile::Builder::new()
         .prefix("drctl-test-archivers-")
         .tempdir_in("/tmp")
         .unwrap();
     let (a, mut ca, _) = primary(dir.path()).await;
     let b = standby_of(&a, dir.path());
-    let objects = dir.path().join("objects");
-    let cfg = drctl_tests::TestConfig::new()
-        .store_url(&format!("sqlite://{}/state.db", dir.path().display()))
-        .local_object_store("archive", &objects.display().to_string())
-        .service(
-            drctl_tests::Service::cold("orders")
-                .postgres(PRIMARY_REGION, &format!("dsn = \"{}\"", a.dsn("postgres")))
-                .postgres(DR_REGION, &format!("dsn = \"{}\"", b.dsn("postgres")))
-                .table(&format!(
-                    "[services.backup]\nstore = \"archive\"\nwal_archive = true\nwal_spool = \"{}\"\n",
-                    dir.path().join("spool").display()
-                )),
-        )
-        .write(dir.path());
-    let config = std::sync::Arc::new(drctl_config::load(&cfg).expect("a valid config"));
-    let store = drctl_store::Store::open(config.store.url.expose())
-        .await
-        .unwrap();
-    let archive = WalArchive {
-        store: ObjectStore::local(&objects).await.unwrap(),
-        ..local_archive(dir.path()).await
-    };
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(drctl_backup::archiver::run_archivers(
-        config.clone(),
-        store.clone(),
-        stop,
-    ));
-    // The slot the archiver made on region-a's server.
-    let until = std::time::Instant::now() + Duration::from_secs(30);
-    let first: Lsn = loop {
-        let slot: Option<(Option<String>,)> = sqlx::query_as(
-            "SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = 'drctl_archive_orders'",
-        )
-        .fetch_optional(&mut ca)
-        .await
-        .unwrap();
-        if let Some((Some(lsn),)) = slot {
-            break lsn.parse().unwrap();
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "no archive slot on region-a"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let archiving = archiving(dir.path(), &a, &format!("dsn = \"{}\"", b.dsn("postgres"))).await;
+    let (config, store, archive) = (
+        archiving.config.clone(),
+        archiving.store.clone(),
+        archiving.archive.clone(),
+    );
+    let first = archive_slot(&mut ca).await;
     let mut rows = Vec::new();
     write_rows(&mut ca, 80, &mut rows).await;
     let newest = rows.last().unwrap().after;
@@ -1048,8 +1083,7 @@ async fn the_configured_archivers_follow_the_recorded_primary() {
         .unwrap();
     assert!(check.intact(), "{check:?}");
     assert_eq!(check.newest_commit_us, Some(rows.last().unwrap().at_us));
-    stop_tx.send(true).unwrap();
-    task.await.unwrap();
+    archiving.stop().await;
     b.stop("fast").unwrap();
 }
 
@@ -1059,58 +1093,25 @@ async fn the_configured_archivers_follow_the_recorded_primary() {
 /// malformed time and one past the archive are refused, saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_restore_to_a_time_through_the_cli() {
-    use drctl_tests::config::{DR_REGION, PRIMARY_REGION};
     use drctl_tests::drctl;
     let dir = tempfile::Builder::new()
         .prefix("drctl-test-pitr-cli-")
         .tempdir_in("/tmp")
         .unwrap();
     let (a, mut ca, _) = primary(dir.path()).await;
+    let archiving = archiving(
+        dir.path(),
+        &a,
+        "dsn = \"postgres://app@127.0.0.1:9/orders?connect_timeout=1\"",
+    )
+    .await;
+    let (config, store, archive) = (
+        archiving.config.clone(),
+        archiving.store.clone(),
+        archiving.archive.clone(),
+    );
     let objects = dir.path().join("objects");
-    let cfg = drctl_tests::TestConfig::new()
-        .store_url(&format!("sqlite://{}/state.db", dir.path().display()))
-        .local_object_store("archive", &objects.display().to_string())
-        .service(
-            drctl_tests::Service::cold("orders")
-                .postgres(PRIMARY_REGION, &format!("dsn = \"{}\"", a.dsn("postgres")))
-                .postgres(
-                    DR_REGION,
-                    "dsn = \"postgres://app@127.0.0.1:9/orders?connect_timeout=1\"",
-                )
-                .table(&format!(
-                    "[services.backup]\nstore = \"archive\"\nwal_archive = true\nwal_spool = \"{}\"\n",
-                    dir.path().join("spool").display()
-                )),
-        )
-        .write(dir.path());
-    let config = std::sync::Arc::new(drctl_config::load(&cfg).expect("a valid config"));
-    let store = drctl_store::Store::open(config.store.url.expose())
-        .await
-        .unwrap();
-    let archive = WalArchive {
-        store: ObjectStore::local(&objects).await.unwrap(),
-        ..local_archive(dir.path()).await
-    };
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(drctl_backup::archiver::run_archivers(
-        config.clone(),
-        store.clone(),
-        stop,
-    ));
-    let until = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (slots,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'drctl_archive_orders'",
-        )
-        .fetch_one(&mut ca)
-        .await
-        .unwrap();
-        if slots == 1 {
-            break;
-        }
-        assert!(std::time::Instant::now() < until, "no archive slot");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    archive_slot(&mut ca).await;
     let mut rows = Vec::new();
     write_rows(&mut ca, 40, &mut rows).await;
     let (record, _) = drctl_backup::jobs::backup_service(&config, &store, "orders", |_| {})
@@ -1132,12 +1133,11 @@ async fn backup_restore_to_a_time_through_the_cli() {
         }
     })
     .await;
-    stop_tx.send(true).unwrap();
-    task.await.unwrap();
+    let cfg = archiving.cfg.display().to_string();
+    archiving.stop().await;
     drop(ca);
     a.stop("fast").unwrap();
 
-    let cfg = cfg.display().to_string();
     let restored_dir = dir.path().join("restored");
     let restored_arg = restored_dir.display().to_string();
     // Refused, before anything is restored: a time without a zone, and

@@ -161,42 +161,21 @@ pub fn scan_segment(
     // Skip the tail of a record that began in the previous segment.
     let mut pos = LONG_HEADER;
     if first.info & XLP_FIRST_IS_CONTRECORD != 0 {
-        let mut remaining = first.rem_len as usize;
-        loop {
-            let here = remaining.min(page_end(pos) - pos).min(seg_len - pos);
-            remaining -= here;
-            pos += here;
-            if remaining == 0 {
-                break;
-            }
-            if pos >= seg_len {
-                // One record fills the whole segment and goes on (or the
-                // file is cut inside it): no record starts here.
+        match follow(bytes, base, seg_len, pos, first.rem_len as usize, None) {
+            Followed::Whole(end) => pos = end,
+            // One record fills the whole segment and goes on (or the file
+            // is cut inside it): no record starts here.
+            Followed::OffTheEnd => {
                 scan.end = if seg_len == size.bytes() as usize {
                     ScanEnd::SegmentEnd
                 } else {
-                    end_of_wal(base, pos, "the segment ends inside a record")
+                    end_of_wal(base, seg_len, "the segment ends inside a record")
                 };
                 return Ok(scan);
             }
-            match page_header(bytes, pos, base) {
-                Ok(h)
-                    if h.info & XLP_FIRST_IS_CONTRECORD != 0 && h.rem_len as usize == remaining =>
-                {
-                    pos += SHORT_HEADER;
-                }
-                Ok(_) => {
-                    scan.end = end_of_wal(
-                        base,
-                        pos,
-                        "a continued record's next page does not continue it",
-                    );
-                    return Ok(scan);
-                }
-                Err(reason) => {
-                    scan.end = end_of_wal(base, pos, &reason);
-                    return Ok(scan);
-                }
+            Followed::Broken(at, reason) => {
+                scan.end = end_of_wal(base, at, &reason);
+                return Ok(scan);
             }
         }
         pos = maxalign(pos);
@@ -244,18 +223,18 @@ pub fn scan_segment(
         }
         // Gather the record across pages.
         record.clear();
-        let mut remaining = tot_len as usize;
-        loop {
-            let here = remaining.min(page_end(pos) - pos).min(seg_len - pos);
-            record.extend_from_slice(&bytes[pos..pos + here]);
-            remaining -= here;
-            pos += here;
-            if remaining == 0 {
-                break;
-            }
-            if pos >= seg_len {
-                // Goes on in the next segment (a finished file), or was
-                // cut off (a file still being written).
+        match follow(
+            bytes,
+            base,
+            seg_len,
+            pos,
+            tot_len as usize,
+            Some(&mut record),
+        ) {
+            Followed::Whole(end) => pos = end,
+            // Goes on in the next segment (a finished file), or was cut
+            // off (a file still being written).
+            Followed::OffTheEnd => {
                 scan.end = if seg_len == size.bytes() as usize {
                     ScanEnd::SegmentEnd
                 } else {
@@ -263,17 +242,9 @@ pub fn scan_segment(
                 };
                 return Ok(scan);
             }
-            match page_header(bytes, pos, base) {
-                Ok(h)
-                    if h.info & XLP_FIRST_IS_CONTRECORD != 0 && h.rem_len as usize == remaining =>
-                {
-                    pos += SHORT_HEADER;
-                }
-                Ok(_) | Err(_) => {
-                    scan.end =
-                        end_of_wal(base, start, "the record's next page does not continue it");
-                    return Ok(scan);
-                }
+            Followed::Broken(..) => {
+                scan.end = end_of_wal(base, start, "the record's next page does not continue it");
+                return Ok(scan);
             }
         }
         let header = &record[..RECORD_HEADER];
@@ -318,6 +289,52 @@ pub fn scan_segment(
             return Ok(scan);
         }
         pos = maxalign(pos);
+    }
+}
+
+/// How following a record's bytes across pages ended.
+enum Followed {
+    /// All of them, ending here.
+    Whole(usize),
+    /// The file ends inside them.
+    OffTheEnd,
+    /// A page does not continue them: its position and why.
+    Broken(usize, String),
+}
+
+/// Follows `remaining` bytes of one record from `pos`, across the page
+/// headers in between (each must say it continues the record, with the
+/// bytes still to come), appending them to `into` when given.
+fn follow(
+    bytes: &[u8],
+    base: u64,
+    seg_len: usize,
+    mut pos: usize,
+    mut remaining: usize,
+    mut into: Option<&mut Vec<u8>>,
+) -> Followed {
+    loop {
+        let here = remaining.min(page_end(pos) - pos).min(seg_len - pos);
+        if let Some(into) = into.as_deref_mut() {
+            into.extend_from_slice(&bytes[pos..pos + here]);
+        }
+        remaining -= here;
+        pos += here;
+        if remaining == 0 {
+            return Followed::Whole(pos);
+        }
+        if pos >= seg_len {
+            return Followed::OffTheEnd;
+        }
+        match page_header(bytes, pos, base) {
+            Ok(h) if h.info & XLP_FIRST_IS_CONTRECORD != 0 && h.rem_len as usize == remaining => {
+                pos += SHORT_HEADER;
+            }
+            Ok(_) => {
+                return Followed::Broken(pos, "the next page does not continue the record".into())
+            }
+            Err(reason) => return Followed::Broken(pos, reason),
+        }
     }
 }
 
