@@ -971,6 +971,7 @@ async fn archiving(dir: &Path, a: &PgCluster, dr_dsn: &str) -> Archiving {
     let task = tokio::spawn(drctl_backup::archiver::run_archivers(
         config.clone(),
         store.clone(),
+        std::sync::Arc::new(|_, _| {}),
         stopped,
     ));
     Archiving {

@@ -33,6 +33,9 @@ pub(crate) fn render(
     let status = Family::<Labels, Gauge>::default();
     let byte_lag = FloatGauges::default();
     let replay_lag = FloatGauges::default();
+    let archive_lag = FloatGauges::default();
+    let receive_lag = FloatGauges::default();
+    let receiver_up = Family::<Labels, Gauge>::default();
     for v in monitor.views() {
         let svc = vec![
             ("service".to_string(), v.service.clone()),
@@ -82,6 +85,17 @@ pub(crate) fn render(
             l.push(("status".into(), s.to_string()));
             status.get_or_create(&l).set((v.status == s) as i64);
         }
+        if let Some(w) = &v.wal_archive {
+            if let Some(us) = w.archive_lag_us {
+                archive_lag.get_or_create(&svc).set(us as f64 / 1e6);
+            }
+            if let Some(us) = w.receive_lag_us {
+                receive_lag.get_or_create(&svc).set(us as f64 / 1e6);
+            }
+            receiver_up
+                .get_or_create(&svc)
+                .set((w.receiver == "running") as i64);
+        }
         for sb in &v.standbys {
             let l = vec![
                 ("service".to_string(), v.service.clone()),
@@ -115,6 +129,21 @@ pub(crate) fn render(
         "replication_replay_lag_seconds",
         "Age of the oldest commit not yet replayed on the standby",
         replay_lag,
+    );
+    registry.register(
+        "wal_archive_lag_seconds",
+        "Age of the oldest commit not yet in the WAL archive's object store (leader only)",
+        archive_lag,
+    );
+    registry.register(
+        "wal_receive_lag_seconds",
+        "Age of the oldest commit not yet on the WAL receiver's disk (leader only)",
+        receive_lag,
+    );
+    registry.register(
+        "wal_receiver_running",
+        "1 while the service's WAL receiver runs, 0 while it waits to start again (leader only)",
+        receiver_up,
     );
     registry.register(
         "rpo_exposure_p99_seconds",

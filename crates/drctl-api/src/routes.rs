@@ -224,8 +224,9 @@ impl From<ExposureStats> for Window {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct RpoFigures {
     target_s: f64,
-    /// Exposure now on the best standby (cold tier: since the newest
-    /// verified backup); `null` when it cannot be measured.
+    /// Exposure now on the best standby (cold tier: the WAL archive's lag,
+    /// else since the newest verified backup); `null` when it cannot be
+    /// measured.
     exposure_s: Option<f64>,
     /// The figure is a minimum (the standby is older than every heartbeat known).
     exposure_is_lower_bound: bool,
@@ -249,6 +250,51 @@ pub(crate) struct RtoFigures {
     note: Option<String>,
 }
 
+/// The continuous WAL archive: its receiver and how far behind the
+/// primary it is, on the primary's clock (served by the leading daemon,
+/// which runs the archivers).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct WalArchiveFigures {
+    /// The server streamed from (`service/region`).
+    source: Option<String>,
+    /// `starting`, `running`, `waiting` (it exited and starts again) or
+    /// `stopped`.
+    receiver: String,
+    /// Why the receiver last exited, while it waits.
+    receiver_error: Option<String>,
+    /// Age of the oldest commit not yet durable on the receiver's disk.
+    receive_lag_s: Option<f64>,
+    /// Age of the oldest commit not yet in the object store: what a
+    /// restore from the archive would lose now.
+    archive_lag_s: Option<f64>,
+    /// The lags are minimums (older than every heartbeat known).
+    lag_is_lower_bound: bool,
+    /// Positions (bytes of WAL): whole records on the receiver's disk, and
+    /// in the object store on the current timeline.
+    received_position: Option<i64>,
+    archived_position: Option<i64>,
+    /// The last shipping pass's failure (cleared by a good pass).
+    last_error: Option<String>,
+    sampled_at: Option<DateTime<Utc>>,
+}
+
+impl From<&drctl_monitor::WalArchiveView> for WalArchiveFigures {
+    fn from(w: &drctl_monitor::WalArchiveView) -> Self {
+        WalArchiveFigures {
+            source: w.source.clone(),
+            receiver: w.receiver.clone(),
+            receiver_error: w.receiver_error.clone(),
+            receive_lag_s: secs_from_us(w.receive_lag_us),
+            archive_lag_s: secs_from_us(w.archive_lag_us),
+            lag_is_lower_bound: w.lag_lower_bound,
+            received_position: w.received_lsn,
+            archived_position: w.archived_lsn,
+            last_error: w.last_error.clone(),
+            sampled_at: w.sampled_at,
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub(crate) struct BackupFigures {
     newest_backup: Option<BackupRef>,
@@ -269,6 +315,9 @@ pub(crate) struct ServiceFigures {
     rpo: RpoFigures,
     rto: RtoFigures,
     backup: Option<BackupFigures>,
+    /// `null` when the service archives no WAL, or on a daemon that does
+    /// not lead (only the leader runs the archivers).
+    wal_archive: Option<WalArchiveFigures>,
     sampled_at: Option<DateTime<Utc>>,
     primary_time: Option<DateTime<Utc>>,
     error: Option<String>,
@@ -320,6 +369,7 @@ pub(crate) fn service_figures(
                 .map(BackupRef::from),
             latest_restore_test: e.latest_restore_test.as_ref().map(RestoreTestRef::from),
         }),
+        wal_archive: v.wal_archive.as_ref().map(WalArchiveFigures::from),
         sampled_at: v.sampled_at,
         primary_time: v.primary_time,
         error: v.error.clone(),

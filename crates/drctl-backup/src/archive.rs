@@ -128,6 +128,21 @@ impl ArchiveListing {
         out
     }
 
+    /// How far the archive holds WAL on the newest timeline it has
+    /// segments of (an older timeline's WAL past a fork is not on the
+    /// current history, so it never counts).
+    pub fn newest_end(&self, size: SegmentSize) -> Option<Lsn> {
+        let timeline = self.segments.keys().map(|s| s.timeline).max()?;
+        self.segments
+            .iter()
+            .filter(|(s, _)| s.timeline == timeline)
+            .map(|(s, held)| match held {
+                Held::Complete => s.end(size),
+                Held::UpTo(end) => *end,
+            })
+            .max()
+    }
+
     /// The newest timeline the archive knows of: the highest with a
     /// history file or a segment.
     pub fn newest_timeline(&self) -> Option<TimelineId> {

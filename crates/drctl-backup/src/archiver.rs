@@ -82,6 +82,11 @@ pub struct ArchiverStatus {
     /// The segment being written and how far its whole records reach in
     /// the spool (durable on the receiver's disk).
     pub receiving: Option<(String, Lsn)>,
+    /// How far the archive holds WAL of the newest archived timeline, as
+    /// this archiver knows it (durable in the object store).
+    pub archived: Option<Lsn>,
+    /// The server the receiver streams from (`service/region`).
+    pub source: Option<String>,
     /// Objects written to the archive so far.
     pub shipped: u64,
     /// The last pass's failure, cleared by the next good pass.
@@ -94,6 +99,8 @@ impl Default for ArchiverStatus {
             receiver: ReceiverState::Starting,
             passes: 0,
             receiving: None,
+            archived: None,
+            source: None,
             shipped: 0,
             last_error: None,
         }
@@ -125,6 +132,8 @@ pub async fn run_archiver(
             source: e,
         })?;
     let mut shipped = Shipped::new(spec.archive.listing().await?);
+    let archived = shipped.listing().newest_end(spec.archive.size);
+    status.send_modify(|s| s.archived = archived);
     let mut receiver: Option<Receiver> = None;
     let mut started_at = tokio::time::Instant::now();
     let mut backoff = BACKOFF_FIRST;
@@ -231,6 +240,7 @@ pub async fn run_archiver(
                     if let Some(scan) = &report.writing {
                         s.receiving = Some((segment_name(&spec, scan.segment), scan.valid_end));
                     }
+                    s.archived = shipped.listing().newest_end(spec.archive.size);
                 });
             }
             Err(e) => {
@@ -425,6 +435,10 @@ fn start_receiver(spec: &ArchiverSpec) -> Result<Receiver, BackupError> {
     })
 }
 
+/// Where the supervisors publish each archiver's status as it changes
+/// (the daemon hands it to the monitor, which turns positions into lags).
+pub type Publish = std::sync::Arc<dyn Fn(&str, &ArchiverStatus) + Send + Sync>;
+
 /// How often the supervisor looks for a new primary.
 const PRIMARY_CHECK: Duration = Duration::from_secs(2);
 /// After a failed start (no slot, no store), before trying again.
@@ -439,6 +453,7 @@ const SUPERVISOR_RETRY: Duration = Duration::from_secs(5);
 pub async fn run_archivers(
     config: std::sync::Arc<drctl_config::Config>,
     store: drctl_store::Store,
+    publish: Publish,
     stop: watch::Receiver<bool>,
 ) {
     let mut archivers = tokio::task::JoinSet::new();
@@ -448,6 +463,7 @@ pub async fn run_archivers(
                 config.clone(),
                 store.clone(),
                 svc.name.clone(),
+                publish.clone(),
                 stop.clone(),
             ));
         }
@@ -459,19 +475,41 @@ async fn archive_service(
     config: std::sync::Arc<drctl_config::Config>,
     store: drctl_store::Store,
     service: String,
+    publish: Publish,
     mut stop: watch::Receiver<bool>,
 ) {
+    // What was last published survives a move to another primary: the
+    // archive's position stays where it is until the new archiver ships.
+    let mut last = ArchiverStatus::default();
     loop {
         if *stop.borrow() {
             return;
         }
         let primary = current_primary(&config, &store, &service).await;
+        let source = format!("{service}/{primary}");
         match start_on(&config, &service, &primary).await {
             Ok(spec) => {
                 tracing::info!(service = %service, region = %primary, "archiving WAL from the primary");
-                let (status_tx, _status) = watch::channel(ArchiverStatus::default());
+                let (status_tx, mut status) = watch::channel(ArchiverStatus {
+                    receiver: ReceiverState::Starting,
+                    source: Some(source),
+                    ..last.clone()
+                });
                 let (halt, halted) = watch::channel(false);
                 let mut task = tokio::spawn(run_archiver(spec, status_tx, halted));
+                let forward = {
+                    let publish = publish.clone();
+                    let service = service.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            let now = status.borrow_and_update().clone();
+                            publish(&service, &now);
+                            if status.changed().await.is_err() {
+                                return now;
+                            }
+                        }
+                    })
+                };
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(PRIMARY_CHECK) => {}
@@ -499,9 +537,19 @@ async fn archive_service(
                         break;
                     }
                 }
+                if let Ok(final_status) = forward.await {
+                    last = final_status;
+                }
             }
             Err(e) => {
                 tracing::warn!(service = %service, region = %primary, error = %e, "cannot archive WAL yet; trying again");
+                last.source = Some(source);
+                last.receiver = ReceiverState::Waiting {
+                    exits: 0,
+                    last_exit: e.to_string(),
+                    retry_in_ms: SUPERVISOR_RETRY.as_millis() as u64,
+                };
+                publish(&service, &last);
                 tokio::select! {
                     _ = tokio::time::sleep(SUPERVISOR_RETRY) => {}
                     _ = stop.changed() => {}
@@ -566,7 +614,7 @@ async fn start_on(
             level: policy.compression_level,
         },
         pass_every: Duration::from_secs(1),
-        partial_every: Duration::from_secs(10),
+        partial_every: Duration::from_secs(1),
     };
     let spec = ArchiverSpec {
         slot: spec.application_name(),

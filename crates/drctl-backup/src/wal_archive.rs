@@ -499,11 +499,18 @@ pub struct ShipReport {
 #[derive(Clone, Debug, Default)]
 pub struct Shipped {
     listing: ArchiveListing,
+    /// The segment being written as last read, and when the receiver had
+    /// last written it then: read again only once it has changed (a pass
+    /// a second over an idle primary reads nothing).
+    writing: Option<(std::time::SystemTime, SegmentScan)>,
 }
 
 impl Shipped {
     pub fn new(listing: ArchiveListing) -> Shipped {
-        Shipped { listing }
+        Shipped {
+            listing,
+            writing: None,
+        }
     }
 
     fn has(&self, file: &ArchivedFile, size: SegmentSize) -> bool {
@@ -635,6 +642,26 @@ pub async fn ship_spool(
                 if writing && !ship_writing {
                     continue;
                 }
+                let modified = match writing {
+                    true => tokio::fs::metadata(&path)
+                        .await
+                        .and_then(|m| m.modified())
+                        .ok(),
+                    false => None,
+                };
+                // A file time is coarse (a write just after a read can
+                // leave it unchanged): a read is reused only when the file
+                // had not been written for a second before it.
+                let settled = |at: std::time::SystemTime| {
+                    at.elapsed()
+                        .is_ok_and(|age| age > std::time::Duration::from_secs(1))
+                };
+                if let (Some(at), Some((seen_at, seen))) = (modified, &shipped.writing) {
+                    if *seen_at == at && seen.segment == segment && settled(at) {
+                        report.writing = Some(seen.clone());
+                        continue;
+                    }
+                }
                 let (mut raw, scan) = scan(read().await?, segment, size).await?;
                 let len = scan.valid_end.0 - segment.start(size).0;
                 raw.truncate(len as usize);
@@ -644,6 +671,11 @@ pub async fn ship_spool(
                     shipped.record(file, size);
                 }
                 if writing {
+                    // Kept only when the file had settled before it was
+                    // read: a write since then has a later file time.
+                    if let Some(at) = modified.filter(|at| settled(*at)) {
+                        shipped.writing = Some((at, scan.clone()));
+                    }
                     report.writing = Some(scan);
                 } else if len == 0 || shipped.has(&file, size) {
                     // An old timeline's last segment: shipped, not needed by

@@ -6,7 +6,7 @@ use std::time::Duration;
 use drctl_config::{
     BackupPolicy, DnsProviderKind, FailoverPolicy, FailoverSettings, HealthCheck, KeySource,
     ObjectStoreKind, RecordType, RejoinPolicy, Retention, ServiceDns, Targets, Tier, TierTargets,
-    TsigAlgorithm, TsigKey, TsigSecret,
+    TsigAlgorithm, TsigKey, TsigSecret, WalArchivePolicy,
 };
 
 fn secs(s: u64) -> Duration {
@@ -286,7 +286,10 @@ strict = true
             retention: Retention::default(),
             offsite_store: None,
             encryption_key: None,
-            wal_archive: None,
+            // On by default, spooled beside the config file.
+            wal_archive: Some(WalArchivePolicy {
+                spool: "/etc/drctl/wal-spool/catalog".into(),
+            }),
         })
     );
     assert_eq!(
@@ -305,7 +308,9 @@ strict = true
             retention: Retention::default(),
             offsite_store: None,
             encryption_key: None,
-            wal_archive: None,
+            wal_archive: Some(WalArchivePolicy {
+                spool: "/etc/drctl/wal-spool/orders".into(),
+            }),
         })
     );
 

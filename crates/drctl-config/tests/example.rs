@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use drctl_config::{
     BackupPolicy, DsnSource, KeySource, ObjectLockConfig, ObjectLockMode, ObjectStoreKind,
-    Retention, Tier,
+    Retention, Tier, WalArchivePolicy,
 };
 
 const EXAMPLE: &str = "../../config/shop.example.toml";
@@ -162,6 +162,18 @@ fn shop_example_backs_up_to_the_dr_bucket_and_offsite() {
     assert_eq!(eu["lock_retention"], "35d");
 
     let backup = |name: &str| config.service(name).unwrap().backup.clone();
+    // WAL archiving is on by default, spooled beside the config file.
+    let spool = |name: &str| {
+        Some(WalArchivePolicy {
+            spool: std::env::current_dir()
+                .unwrap()
+                .join(EXAMPLE)
+                .parent()
+                .unwrap()
+                .join("wal-spool")
+                .join(name),
+        })
+    };
     assert_eq!(
         backup("orders"),
         Some(BackupPolicy {
@@ -178,7 +190,7 @@ fn shop_example_backs_up_to_the_dr_bucket_and_offsite() {
             retention: Retention::default(),
             offsite_store: None,
             encryption_key: Some(KeySource::Env("SHOP_MAIN_BACKUP_KEY".into())),
-            wal_archive: None,
+            wal_archive: spool("orders"),
         })
     );
     assert_eq!(
@@ -197,7 +209,7 @@ fn shop_example_backs_up_to_the_dr_bucket_and_offsite() {
             retention: Retention::default(),
             offsite_store: None,
             encryption_key: None,
-            wal_archive: None,
+            wal_archive: spool("inventory"),
         })
     );
     assert_eq!(
@@ -221,7 +233,7 @@ fn shop_example_backs_up_to_the_dr_bucket_and_offsite() {
             },
             offsite_store: Some("dr-bucket-eu".into()),
             encryption_key: None,
-            wal_archive: None,
+            wal_archive: spool("catalog"),
         })
     );
     for name in ["payments", "customer-identity", "clickstream"] {

@@ -296,6 +296,7 @@ async fn lead_while_elected(
         duties.spawn(drctl_backup::archiver::run_archivers(
             config.clone(),
             store.clone(),
+            archive_publisher(&monitor),
             term_rx.clone(),
         ));
         duties.spawn(crate::alerts::run(
@@ -319,10 +320,37 @@ async fn lead_while_elected(
         monitor.set_recording(false);
         let _ = term_end.send(true);
         while duties.join_next().await.is_some() {}
+        monitor.clear_archives();
         if *shutdown.borrow() {
             return;
         }
     }
+}
+
+/// Hands each WAL archiver's status to the monitor, which measures the
+/// archive's lags on the primary's heartbeat map.
+fn archive_publisher(monitor: &Monitor) -> drctl_backup::archiver::Publish {
+    use drctl_backup::archiver::ReceiverState;
+    let monitor = monitor.clone();
+    Arc::new(move |service, status| {
+        let (receiver, receiver_error) = match &status.receiver {
+            ReceiverState::Starting => ("starting", None),
+            ReceiverState::Running { .. } => ("running", None),
+            ReceiverState::Waiting { last_exit, .. } => ("waiting", Some(last_exit.clone())),
+            ReceiverState::Stopped => ("stopped", None),
+        };
+        monitor.publish_archive(
+            service,
+            drctl_monitor::ArchiveProgress {
+                source: status.source.clone(),
+                receiver: receiver.to_string(),
+                receiver_error,
+                received: status.receiving.as_ref().map(|(_, lsn)| (*lsn).into()),
+                archived: status.archived.map(Into::into),
+                last_error: status.last_error.clone(),
+            },
+        );
+    })
 }
 
 /// Whether this daemon may take over `op`: any failover or switchover, but

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use drctl_config::{Config, Tier};
+use drctl_node::Position;
 use drctl_store::states::RestoreTestStatus;
 use drctl_store::{ExposureStats, LagSample, Store};
 use serde::Serialize;
@@ -35,6 +36,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 pub use exposure::{Exposure, HeartbeatMap};
+
 pub use status::{BreachClock, Status};
 
 /// What the monitor knows of one service right now.
@@ -86,7 +88,54 @@ pub struct ServiceView {
     /// When the service's configuration last changed, as the daemon found
     /// at start (`None`: never, since drctl first saw it).
     pub config_changed_at: Option<DateTime<Utc>>,
+    /// The continuous WAL archive: its receiver and how far behind the
+    /// primary it is (on the leading daemon, which runs the archivers).
+    pub wal_archive: Option<WalArchiveView>,
 }
+
+/// Where a service's WAL archiver stands, as its supervisor publishes it
+/// ([`Monitor::publish_archive`]): positions, not lags (the monitor places
+/// them on the primary's heartbeat map).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchiveProgress {
+    /// The server streamed from (`service/region`).
+    pub source: Option<String>,
+    /// `starting`, `running`, `waiting` or `stopped`.
+    pub receiver: String,
+    /// While the receiver waits to start again: why it exited.
+    pub receiver_error: Option<String>,
+    /// How far whole WAL records reach on the receiver's disk.
+    pub received: Option<Position>,
+    /// How far the object store holds WAL of the current timeline.
+    pub archived: Option<Position>,
+    /// The last shipping pass's failure, cleared by a good pass.
+    pub last_error: Option<String>,
+}
+
+/// The WAL archive's lags, measured like a standby's exposure: the age,
+/// on the primary's clock, of the oldest commit the receiver's disk (or
+/// the object store) does not hold yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WalArchiveView {
+    pub source: Option<String>,
+    pub receiver: String,
+    pub receiver_error: Option<String>,
+    /// Commits not yet durable outside the primary (on the receiver's disk).
+    pub receive_lag_us: Option<i64>,
+    /// Commits not yet in the object store: what a restore from the
+    /// archive would lose now (the cold tier's RPO exposure).
+    pub archive_lag_us: Option<i64>,
+    /// The map does not reach back far enough: the lags are at least this.
+    pub lag_lower_bound: bool,
+    pub received_lsn: Option<i64>,
+    pub archived_lsn: Option<i64>,
+    pub last_error: Option<String>,
+    pub sampled_at: Option<DateTime<Utc>>,
+}
+
+/// The lag monitor's name for the archive where it stands in for a
+/// standby (a cold service's samples).
+pub const ARCHIVE_STANDBY: &str = "wal-archive";
 
 impl ServiceView {
     /// A service nothing is known about yet.
@@ -122,6 +171,7 @@ impl ServiceView {
             rto_reason: None,
             proof: None,
             config_changed_at: None,
+            wal_archive: None,
         }
     }
 }
@@ -230,6 +280,8 @@ struct Inner {
     /// leader's, when several daemons share a store (followers sample for
     /// their own live view and would otherwise write every sample twice).
     recording: std::sync::atomic::AtomicBool,
+    /// The WAL archivers' progress per service (published on the leader).
+    archives: RwLock<BTreeMap<String, ArchiveProgress>>,
 }
 
 /// The monitor: cheap to clone, shared with the API.
@@ -271,6 +323,7 @@ impl Monitor {
                 moved_primaries: RwLock::new(BTreeMap::new()),
                 operation_counts: RwLock::new(Vec::new()),
                 recording: std::sync::atomic::AtomicBool::new(true),
+                archives: RwLock::new(BTreeMap::new()),
             }),
         }
     }
@@ -288,6 +341,34 @@ impl Monitor {
 
     pub fn recording(&self) -> bool {
         self.inner.recording.load(Ordering::SeqCst)
+    }
+
+    /// Takes a WAL archiver's progress; the sampler turns it into lags at
+    /// its next tick.
+    pub fn publish_archive(&self, service: &str, progress: ArchiveProgress) {
+        self.inner
+            .archives
+            .write()
+            .expect("archives lock")
+            .insert(service.to_string(), progress);
+    }
+
+    /// Forgets every archiver's progress (the leader's duties ended: the
+    /// archivers stopped, and another daemon runs them now).
+    pub fn clear_archives(&self) {
+        self.inner.archives.write().expect("archives lock").clear();
+        for svc in &self.inner.config.services {
+            self.update_view(&svc.name, |v| v.wal_archive = None);
+        }
+    }
+
+    pub(crate) fn archive_progress(&self, service: &str) -> Option<ArchiveProgress> {
+        self.inner
+            .archives
+            .read()
+            .expect("archives lock")
+            .get(service)
+            .cloned()
     }
 
     /// The region holding `service`'s primary now: where the last failover
@@ -383,13 +464,16 @@ impl Monitor {
         }
     }
 
-    /// The replicated services with a datastore, grouped by cluster: WAL
-    /// positions belong to a cluster, so one sampler measures every service
-    /// that shares it (one connection per region, not one per service).
+    /// The replicated services with a datastore, and the cold ones that
+    /// archive WAL (their exposure is the archive's), grouped by cluster:
+    /// WAL positions belong to a cluster, so one sampler measures every
+    /// service that shares it (one connection per region, not one per
+    /// service).
     fn sampled_clusters(&self) -> Vec<Vec<drctl_config::Service>> {
         let mut clusters: BTreeMap<&str, Vec<drctl_config::Service>> = BTreeMap::new();
         for s in &self.inner.config.services {
-            if s.tier.is_replicated() && s.has_datastore() {
+            let archived = s.backup.as_ref().is_some_and(|b| b.wal_archive.is_some());
+            if (s.tier.is_replicated() || archived) && s.has_datastore() {
                 clusters
                     .entry(s.cluster.as_str())
                     .or_default()
@@ -606,6 +690,7 @@ impl Monitor {
                             policy.restore_test_max_age,
                             now,
                         );
+                        let archive_measured = self.archive_progress(&svc.name).is_some();
                         self.update_view(&svc.name, |v| {
                             // The newest evidence wins: a failover, drill or
                             // switchover newer than the restore test stays.
@@ -630,7 +715,9 @@ impl Monitor {
                                 v.rto_status = rto_status;
                                 v.rto_reason = rto_reason.clone();
                             }
-                            if !svc.tier.is_replicated() {
+                            // A cold service whose archive is measured
+                            // stands on the archive (the sampler's).
+                            if !svc.tier.is_replicated() && !archive_measured {
                                 let basis = if policy.strict {
                                     evidence.newest_restore_tested_backup.as_ref()
                                 } else {

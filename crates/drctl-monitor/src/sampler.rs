@@ -19,7 +19,7 @@ use drctl_node::{Datastore, Position, PrimaryPosition, StandbyPosition};
 use drctl_store::LagSample;
 use tokio::sync::{mpsc, watch};
 
-use crate::{BreachClock, HeartbeatMap, Monitor, Status};
+use crate::{ArchiveProgress, BreachClock, HeartbeatMap, Monitor, Status, WalArchiveView};
 
 /// Map points taken per sampling interval (one with the sample, the rest
 /// between samples).
@@ -46,10 +46,12 @@ fn connect_endpoints(
     };
     Ok(Endpoints {
         primary: endpoint(primary)?,
+        // A cold service's other regions hold no standby (a recovery
+        // restores into them): only its primary is read.
         standbys: service
             .regions
             .iter()
-            .filter(|r| *r != primary)
+            .filter(|r| *r != primary && service.tier.is_replicated())
             .map(|r| Ok((r.clone(), endpoint(r)?)))
             .collect::<Result<_, String>>()?,
     })
@@ -237,8 +239,29 @@ pub(crate) async fn sample_cluster(
             samples.push(s);
         }
 
-        // The map only needs to reach back to the least advanced standby.
-        if let Some(oldest) = samples.iter().filter_map(|s| s.standby_durable_lsn).min() {
+        // The WAL archive of each member, placed on the map like a standby.
+        let archives: Vec<Option<(ArchiveProgress, WalArchiveView)>> = members
+            .iter()
+            .map(|m| {
+                let progress = monitor.archive_progress(&m.name)?;
+                let view = archive_view(&map, &progress, primary.as_ref().ok(), sampled_at);
+                Some((progress, view))
+            })
+            .collect();
+
+        // The map only needs to reach back to the least advanced standby
+        // or archive.
+        let archived = archives
+            .iter()
+            .flatten()
+            .filter_map(|(p, _)| p.archived)
+            .map(|p| p.ordinal() as i64);
+        if let Some(oldest) = samples
+            .iter()
+            .filter_map(|s| s.standby_durable_lsn)
+            .chain(archived)
+            .min()
+        {
             map.forget_before(Position::from_ordinal(oldest.max(0) as u64));
         }
 
@@ -284,11 +307,58 @@ pub(crate) async fn sample_cluster(
                 .probe_errors
                 .fetch_add(1, Ordering::Relaxed);
         }
-        for (member, clock) in members.iter().zip(breach.iter_mut()) {
+        for ((member, clock), archive) in members.iter().zip(breach.iter_mut()).zip(&archives) {
+            let archive_sample;
+            // A cold service is judged on its archive: what a restore
+            // from it would lose now. Without an archiver's word (a
+            // follower daemon, or not started yet) its backups say.
+            let measured = if member.tier.is_replicated() {
+                &samples[..]
+            } else if let Some((progress, view)) = archive {
+                archive_sample = [LagSample {
+                    service: member.name.clone(),
+                    standby_region: crate::ARCHIVE_STANDBY.to_string(),
+                    sampled_at,
+                    primary_time: primary
+                        .as_ref()
+                        .ok()
+                        .map(|p| time_of(p.point.primary_time_us)),
+                    status: Status::Unknown,
+                    rpo_exposure_us: view.archive_lag_us,
+                    exposure_lower_bound: view.lag_lower_bound,
+                    replay_lag_us: None,
+                    byte_lag: match (&primary, progress.archived) {
+                        (Ok(p), Some(a)) => Some(p.point.position.distance_after(a) as i64),
+                        _ => None,
+                    },
+                    replay_byte_lag: None,
+                    primary_lsn: primary
+                        .as_ref()
+                        .ok()
+                        .map(|p| p.point.position.ordinal() as i64),
+                    standby_durable_lsn: view.archived_lsn,
+                    standby_replay_lsn: None,
+                    naive_replay_delay_us: None,
+                    wal_receiver: Some(view.receiver.clone()),
+                    probe_us: Some(probe_us),
+                    error: view
+                        .last_error
+                        .clone()
+                        .or_else(|| view.receiver_error.clone())
+                        .filter(|_| view.archive_lag_us.is_none()),
+                }];
+                &archive_sample[..]
+            } else {
+                monitor.update_view(&member.name, |v| v.wal_archive = None);
+                continue;
+            };
+            monitor.update_view(&member.name, |v| {
+                v.wal_archive = archive.as_ref().map(|(_, view)| view.clone())
+            });
             let judged = judge_member(
                 &monitor,
                 member,
-                &samples,
+                measured,
                 clock,
                 cfg.breach_grace,
                 sampled_at,
@@ -390,4 +460,34 @@ fn spread(name: &str) -> f64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     name.hash(&mut h);
     (h.finish() % 10_000) as f64 / 10_000.0
+}
+
+/// The archive's lags: its positions placed on the heartbeat map against
+/// the primary's reading of this tick (none when the primary could not be
+/// read: then the lags are unknown, not zero).
+fn archive_view(
+    map: &HeartbeatMap,
+    progress: &ArchiveProgress,
+    primary: Option<&PrimaryPosition>,
+    sampled_at: DateTime<Utc>,
+) -> WalArchiveView {
+    let lag = |at: Option<Position>| {
+        let (p, at) = (primary?, at?);
+        Some(map.exposure(at, p.point))
+    };
+    let received = lag(progress.received);
+    let archived = lag(progress.archived);
+    WalArchiveView {
+        source: progress.source.clone(),
+        receiver: progress.receiver.clone(),
+        receiver_error: progress.receiver_error.clone(),
+        receive_lag_us: received.map(|e| e.us),
+        archive_lag_us: archived.map(|e| e.us),
+        lag_lower_bound: received.is_some_and(|e| e.lower_bound)
+            || archived.is_some_and(|e| e.lower_bound),
+        received_lsn: progress.received.map(|p| p.ordinal() as i64),
+        archived_lsn: progress.archived.map(|p| p.ordinal() as i64),
+        last_error: progress.last_error.clone(),
+        sampled_at: Some(sampled_at),
+    }
 }

@@ -72,7 +72,8 @@ pub struct HeartbeatPoint {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PrimaryPosition {
     pub point: HeartbeatPoint,
-    /// Standbys currently streaming from this primary (`pg_stat_replication`).
+    /// Standbys currently streaming from this primary (`pg_stat_replication`;
+    /// drctl's own WAL archivers, `drctl_archive_*`, are not standbys).
     pub streaming_standbys: i64,
 }
 
@@ -111,7 +112,8 @@ const PRIMARY_POSITION: &str = "SELECT pg_is_in_recovery(), \
      (extract(epoch FROM clock_timestamp()) * 1000000)::bigint, \
      CASE WHEN pg_is_in_recovery() THEN 0 \
           ELSE pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint END, \
-     (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming')";
+     (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' \
+          AND application_name NOT LIKE 'drctl\\_archive\\_%')";
 
 const STANDBY_POSITION: &str = "SELECT pg_is_in_recovery(), \
      pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::bigint, \

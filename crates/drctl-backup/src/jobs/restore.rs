@@ -152,8 +152,13 @@ pub async fn open_wal_archive(
     };
     let listing = archive.listing().await?;
     if listing.segments.is_empty() {
+        let why = if policy.wal_archive.is_some() {
+            "the leading `drctl serve` archives it (is one running?)"
+        } else {
+            "its [services.backup] has wal_archive = false"
+        };
         return Err(JobError::Config(format!(
-            "{} has no archived WAL in {}: set wal_archive = true (and wal_spool) in its [services.backup]",
+            "{} has no archived WAL in {}: {why}",
             svc.name, policy.store
         )));
     }

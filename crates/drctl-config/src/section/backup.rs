@@ -14,6 +14,8 @@ use crate::suggest;
 
 const DEFAULT_COMPRESSION_THREADS: u32 = 0;
 const DEFAULT_STRICT: bool = false;
+const DEFAULT_WAL_ARCHIVE: bool = true;
+const DEFAULT_WAL_SPOOL_DIR: &str = "wal-spool";
 /// Half a year of monthly restore points without keeping every hourly
 /// backup.
 const DEFAULT_KEEP_LAST: u32 = 7;
@@ -42,8 +44,8 @@ pub(crate) const BACKUP: Section = Section {
         key("offsite_store", K::String, D::Unset, "A second object store every backup is copied to; never `store` itself."),
         key("encryption_key_env", K::EnvVar, D::Unset, "An environment variable holding the key that encrypts backups; at most one of the two."),
         key("encryption_key_file", K::Path, D::Unset, "A file holding the key that encrypts backups."),
-        key("wal_archive", K::Boolean, D::Boolean(false), "Continuous WAL archiving: the leading daemon streams the primary's WAL through a replication slot (`pg_receivewal --synchronous`) into `wal_spool` and ships it to `store` like backups (compressed, sealed with the backup key, locked with the store's Object Lock), the groundwork of restores to any point in time. Off by default while point-in-time restores are being built."),
-        key("wal_spool", K::Path, D::Unset, "With `wal_archive`, required: a directory on the daemon's host, on durable storage (not a tmpfs), where the receiver writes before WAL is shipped; one per service."),
+        key("wal_archive", K::Boolean, D::Boolean(DEFAULT_WAL_ARCHIVE), "Continuous WAL archiving, for restores to any point in time: the leading daemon streams the primary's WAL through a replication slot (`drctl_archive_SERVICE`, `pg_receivewal --synchronous`) into `wal_spool` and ships it to `store` like backups (compressed, sealed with the backup key, locked with the store's Object Lock). `false` turns it off; the slot it left on the primary then holds WAL until dropped (`SELECT pg_drop_replication_slot('drctl_archive_SERVICE')`)."),
+        key("wal_spool", K::Path, D::Derived("`wal-spool/SERVICE` beside the config file"), "Where the receiver writes before WAL is shipped: a directory on the daemon's host, on durable storage (not a tmpfs), one per service."),
     ],
 };
 
@@ -63,6 +65,15 @@ const COMPRESSION_LEVELS: std::ops::RangeInclusive<i64> = 1..=19;
 /// More zstd workers than this is a typo, not a machine.
 const MAX_COMPRESSION_THREADS: u32 = 256;
 
+/// Whose policy is read, and where relative paths start.
+#[derive(Clone, Copy)]
+pub(crate) struct Origin<'a> {
+    /// The service's name (`None` when it has none: reported there).
+    pub service: Option<&'a str>,
+    /// The config file's directory.
+    pub base_dir: &'a Path,
+}
+
 /// `[services.backup]`. `datastore` is `None` when the service has no
 /// `postgres` table, `Some(None)` when it has one that is wrong (reported).
 /// `None` when anything is wrong.
@@ -73,8 +84,9 @@ pub(crate) fn backup(
     regions: Option<&[Spanned<String>]>,
     primary: Option<&Spanned<String>>,
     datastore: Option<Option<&BTreeMap<String, DsnSource>>>,
-    base_dir: &Path,
+    at: Origin<'_>,
 ) -> Option<BackupPolicy> {
+    let Origin { service, base_dir } = at;
     let table = cx.table(field)?;
     backup_keys(cx, &table);
     let mut ok = true;
@@ -180,7 +192,7 @@ pub(crate) fn backup(
     };
 
     let encryption_key = encryption_key(cx, &table, base_dir);
-    let wal_archive = wal_archive(cx, &table, base_dir);
+    let wal_archive = wal_archive(cx, &table, service, base_dir);
 
     let policy = BackupPolicy {
         store: store?.value,
@@ -201,10 +213,16 @@ pub(crate) fn backup(
     ok.then_some(policy)
 }
 
-/// `wal_archive` and `wal_spool`: a spool exactly when archiving is on.
-fn wal_archive(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<Option<WalArchivePolicy>> {
+/// `wal_archive` (on unless set to false) and `wal_spool` (by default
+/// `wal-spool/SERVICE` beside the config file, as the state store is).
+fn wal_archive(
+    cx: &mut Cx,
+    table: &Table,
+    service: Option<&str>,
+    base_dir: &Path,
+) -> Option<Option<WalArchivePolicy>> {
     let on = match table.get("wal_archive") {
-        None => false,
+        None => DEFAULT_WAL_ARCHIVE,
         Some(f) => cx.boolean(&f)?.value,
     };
     let spool = match table.get("wal_spool") {
@@ -220,34 +238,26 @@ fn wal_archive(cx: &mut Cx, table: &Table, base_dir: &Path) -> Option<Option<Wal
                 );
                 return None;
             }
-            Some((
-                f,
-                base_dir
-                    .join(&path.value)
-                    .components()
-                    .collect::<std::path::PathBuf>(),
-            ))
+            Some((f, base_dir.join(&path.value)))
         }
     };
     match (on, spool) {
         (false, None) => Some(None),
-        (true, Some((_, spool))) => Some(Some(WalArchivePolicy { spool })),
-        (true, None) => {
-            let f = table.get("wal_archive").expect("wal_archive is set");
-            cx.error(
-                &f.key_span,
-                &f.path,
-                "wal_archive needs wal_spool: where the receiver writes before WAL is shipped",
-                Some("add e.g. wal_spool = \"/var/lib/drctl/wal/orders\", a directory on durable storage".into()),
-            );
-            None
-        }
+        (true, Some((_, spool))) => Some(Some(WalArchivePolicy {
+            spool: spool.components().collect(),
+        })),
+        // A service without a name is reported where the name is.
+        (true, None) => service.map(|name| {
+            Some(WalArchivePolicy {
+                spool: base_dir.join(DEFAULT_WAL_SPOOL_DIR).join(name),
+            })
+        }),
         (false, Some((f, _))) => {
             cx.error(
                 &f.key_span,
                 &f.path,
-                "wal_spool without wal_archive = true archives nothing",
-                Some("add wal_archive = true, or remove wal_spool".into()),
+                "wal_spool with wal_archive = false archives nothing",
+                Some("remove wal_archive = false, or remove wal_spool".into()),
             );
             None
         }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use super::backup::backup;
+use super::backup::{backup, Origin};
 use super::common::{
     already_declared, check_name, is_valid_name, optional_duration, NameKind, References,
 };
@@ -198,7 +198,10 @@ pub(crate) fn service(
                 .get("postgres")
                 .is_some()
                 .then_some(postgres.as_ref().map(|(c, _)| c)),
-            base_dir,
+            Origin {
+                service: name.as_ref().map(|(n, _)| n.value.as_str()),
+                base_dir,
+            },
         )
         .map(Some),
         None => Some(None),
