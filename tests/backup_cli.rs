@@ -79,24 +79,28 @@ async fn cold_tier_rpo_and_rto_come_from_verified_backups_and_restore_tests() {
     let record = json_of(&out)["backups"][0].clone();
     assert_eq!(record["verification"], "verified");
     let ended_at = time(&record["ended_at"]);
+    // With a verified backup whose start the WAL archive holds unbroken
+    // (the daemon's archiver ran before the backup), what a restore would
+    // lose is the archive's lag, not the backup's age.
     let figures = wait_for(
-        "catalog's exposure from the verified backup",
-        Duration::from_secs(10),
+        "catalog's exposure from the verified backup and the WAL archive",
+        Duration::from_secs(30),
         || async {
             let c = catalog_figures(&api).await;
-            c["rpo"]["exposure_s"].is_number().then_some(c)
+            (c["rpo"]["exposure_s"].is_number()
+                && c["rpo"]["exposure_s"] == c["wal_archive"]["archive_lag_s"])
+                .then_some(c)
         },
     )
     .await;
-    let expected = (time(&figures["sampled_at"]) - ended_at)
+    let backup_age = (time(&figures["sampled_at"]) - ended_at)
         .num_microseconds()
         .unwrap() as f64
         / 1e6;
     let exposure = figures["rpo"]["exposure_s"].as_f64().unwrap();
-    assert!(
-        (exposure - expected).abs() < 0.001,
-        "exposure {exposure} vs now - end of backup {expected}"
-    );
+    assert_eq!(figures["rpo"]["best_standby"], "wal-archive", "{figures}");
+    assert_eq!(figures["wal_archive"]["receiver"], "running", "{figures}");
+    eprintln!("archive lag {exposure} s; the backup's age {backup_age} s");
     assert_eq!(
         figures["status"], "ok",
         "a fresh backup is well inside a 24 h target: {figures}"

@@ -524,6 +524,20 @@ async fn restore_to_time(
     at: chrono::DateTime<chrono::Utc>,
     scratch: &Path,
 ) -> (Option<i64>, i64) {
+    let stop = RecoveryStop::Time(at.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string());
+    restore_to(archive, backup_id, backup_start, history, stop, scratch).await
+}
+
+/// A restore of backup `backup_id` replayed to `stop` along `history`,
+/// started: the newest row id and the number of rows it holds.
+async fn restore_to(
+    archive: &WalArchive,
+    backup_id: &str,
+    backup_start: Lsn,
+    history: &TimelineHistory,
+    stop: RecoveryStop,
+    scratch: &Path,
+) -> (Option<i64>, i64) {
     let restored = PgCluster::new(
         "pitr",
         scratch.join("data"),
@@ -549,11 +563,7 @@ async fn restore_to_time(
         .await
         .expect("stage the WAL");
     restored
-        .prepare_recovery(
-            &stage,
-            history.timeline.0,
-            &RecoveryStop::Time(at.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()),
-        )
+        .prepare_recovery(&stage, history.timeline.0, &stop)
         .unwrap();
     restored.start().expect("the restored server starts");
     let dsn = restored.scratch_dsn("postgres", "postgres");
@@ -947,22 +957,10 @@ struct Archiving {
     task: tokio::task::JoinHandle<()>,
 }
 
-async fn archiving(dir: &Path, a: &PgCluster, dr_dsn: &str) -> Archiving {
-    use drctl_tests::config::{DR_REGION, PRIMARY_REGION};
+/// `backup_lines`: more keys of its `[services.backup]`.
+async fn archiving(dir: &Path, a: &PgCluster, dr_dsn: &str, backup_lines: &str) -> Archiving {
     let archive = local_archive(dir).await;
-    let cfg = drctl_tests::TestConfig::new()
-        .store_url(&format!("sqlite://{}/state.db", dir.display()))
-        .local_object_store("archive", &dir.join("objects").display().to_string())
-        .service(
-            drctl_tests::Service::cold("orders")
-                .postgres(PRIMARY_REGION, &format!("dsn = \"{}\"", a.dsn("postgres")))
-                .postgres(DR_REGION, dr_dsn)
-                .table(&format!(
-                    "[services.backup]\nstore = \"archive\"\nwal_archive = true\nwal_spool = \"{}\"\n",
-                    dir.join("spool").display()
-                )),
-        )
-        .write(dir);
+    let cfg = archiving_config(dir, a, dr_dsn, backup_lines);
     let config = std::sync::Arc::new(drctl_config::load(&cfg).expect("a valid config"));
     let store = drctl_store::Store::open(config.store.url.expose())
         .await
@@ -982,6 +980,26 @@ async fn archiving(dir: &Path, a: &PgCluster, dr_dsn: &str) -> Archiving {
         stop,
         task,
     }
+}
+
+/// The config of [`archiving`]: the cold service `orders` archiving WAL
+/// from `a` into `dir/objects` through the spool `dir/spool`.
+/// `backup_lines`: more keys of its `[services.backup]`.
+fn archiving_config(dir: &Path, a: &PgCluster, dr_dsn: &str, backup_lines: &str) -> PathBuf {
+    use drctl_tests::config::{DR_REGION, PRIMARY_REGION};
+    drctl_tests::TestConfig::new()
+        .store_url(&format!("sqlite://{}/state.db", dir.display()))
+        .local_object_store("archive", &dir.join("objects").display().to_string())
+        .service(
+            drctl_tests::Service::cold("orders")
+                .postgres(PRIMARY_REGION, &format!("dsn = \"{}\"", a.dsn("postgres")))
+                .postgres(DR_REGION, dr_dsn)
+                .table(&format!(
+                    "[services.backup]\nstore = \"archive\"\nwal_archive = true\nwal_spool = \"{}\"\n{backup_lines}",
+                    dir.join("spool").display()
+                )),
+        )
+        .write(dir)
 }
 
 impl Archiving {
@@ -1023,7 +1041,13 @@ async fn the_configured_archivers_follow_the_recorded_primary() {
         .unwrap();
     let (a, mut ca, _) = primary(dir.path()).await;
     let b = standby_of(&a, dir.path());
-    let archiving = archiving(dir.path(), &a, &format!("dsn = \"{}\"", b.dsn("postgres"))).await;
+    let archiving = archiving(
+        dir.path(),
+        &a,
+        &format!("dsn = \"{}\"", b.dsn("postgres")),
+        "",
+    )
+    .await;
     let (config, store, archive) = (
         archiving.config.clone(),
         archiving.store.clone(),
@@ -1104,6 +1128,7 @@ async fn backup_restore_to_a_time_through_the_cli() {
         dir.path(),
         &a,
         "dsn = \"postgres://app@127.0.0.1:9/orders?connect_timeout=1\"",
+        "",
     )
     .await;
     let (config, store, archive) = (
@@ -1388,4 +1413,280 @@ async fn a_full_spool_stops_the_receiver_loudly_and_loses_nothing() {
     stop_tx.send(true).unwrap();
     task.await.unwrap().unwrap();
     pg.stop("immediate").unwrap();
+}
+
+/// The archive's lag against ground truth, the daemon running its archiver
+/// as configured: with the receiver frozen (SIGSTOP) while a writer goes
+/// on, the cold service's RPO exposure is the archive lag, and it matches,
+/// within half a second, the age on the primary's clock of the oldest row
+/// that a restore of the archive (`--latest`) does not bring back; with
+/// the receiver thawed the lag falls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archive_lag_is_the_age_of_the_oldest_commit_a_restore_would_lose() {
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-test-archive-lag-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (a, mut ca, _) = primary(dir.path()).await;
+    let cfg = archiving_config(
+        dir.path(),
+        &a,
+        "dsn = \"postgres://app@127.0.0.1:9/orders?connect_timeout=1\"",
+        "",
+    );
+    let config = std::sync::Arc::new(drctl_config::load(&cfg).expect("a valid config"));
+    let daemon = drctl_tests::start_daemon_with(config.clone()).await;
+    let archive = local_archive(dir.path()).await;
+    archive_slot(&mut ca).await;
+    let (record, _) =
+        drctl_backup::jobs::backup_service(&config, daemon.monitor.store(), "orders", |_| {})
+            .await
+            .expect("a base backup");
+    // The exposure stands on a verified backup the archive replays from.
+    drctl_backup::jobs::verify_recorded_backup(&config, daemon.monitor.store(), &record.id)
+        .await
+        .expect("the backup verifies");
+    let start: Lsn = record.start_lsn.as_deref().unwrap().parse().unwrap();
+
+    // A writer: one row every 50 ms, each with its commit time.
+    let (stop_writer, mut stopping) = tokio::sync::watch::channel(false);
+    let writer = tokio::spawn(async move {
+        let mut rows = Vec::new();
+        while !*stopping.borrow() {
+            write_rows(&mut ca, 1, &mut rows).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = stopping.changed() => {}
+            }
+        }
+        (ca, rows)
+    });
+    let view = || daemon.monitor.view("orders").unwrap();
+    let measured = drctl_tests::wait_for("the archive lag", Duration::from_secs(60), || async {
+        let v = view();
+        let w = v.wal_archive.clone()?;
+        (w.receiver == "running" && w.archive_lag_us.is_some() && v.rpo_exposure_us.is_some())
+            .then_some(v)
+    })
+    .await;
+    assert_eq!(
+        measured.rpo_exposure_us,
+        measured.wal_archive.as_ref().unwrap().archive_lag_us,
+        "a cold service's exposure is its archive's lag"
+    );
+
+    // The receiver frozen: nothing more reaches the spool, the shipper
+    // ships what is there, and the archive stands still while the primary
+    // goes on.
+    let receiver = receiver_pid(&dir.path().join("spool"));
+    signal(receiver, "STOP");
+    let archived_still = drctl_tests::wait_for(
+        "the archive to stand still",
+        Duration::from_secs(30),
+        || async {
+            let before = view().wal_archive?.archived_lsn?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            (view().wal_archive?.archived_lsn? == before).then_some(before)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let frozen = view();
+    let exposure_us = frozen.rpo_exposure_us.expect("an exposure while frozen");
+    let primary_at = frozen
+        .primary_time
+        .expect("the primary's time of the sample");
+    assert_eq!(
+        frozen.wal_archive.as_ref().unwrap().archived_lsn,
+        Some(archived_still)
+    );
+    assert!(!frozen.exposure_lower_bound);
+
+    // The rows a restore of the archive brings back: the ground truth.
+    stop_writer.send(true).unwrap();
+    let (mut ca, rows) = writer.await.unwrap();
+    let listing = archive.listing().await.unwrap();
+    let (restored_max, _) = restore_to(
+        &archive,
+        &record.id,
+        start,
+        &timeline_1(),
+        RecoveryStop::EndOfWal,
+        &dir.path().join("latest"),
+    )
+    .await;
+    drop(listing);
+    let restored_max = restored_max.expect("rows restored");
+    let lost = rows
+        .iter()
+        .find(|r| r.id > restored_max)
+        .expect("rows past the archive");
+    let truth_us = primary_at.timestamp_micros() - lost.at_us;
+    eprintln!(
+        "archive lag {exposure_us} µs; ground truth {truth_us} µs (oldest row not restorable: {})",
+        lost.id
+    );
+    assert!(
+        (exposure_us - truth_us).abs() <= 500_000,
+        "archive lag {exposure_us} µs, ground truth {truth_us} µs (oldest row not restorable: {}, committed {} µs; sample at {primary_at})",
+        lost.id,
+        lost.at_us
+    );
+
+    // Served: the API's figures and /metrics.
+    let api = drctl_tests::api::ApiClient::http(&daemon.api_url());
+    let figures = api.service_figures("orders").await;
+    assert_eq!(figures["wal_archive"]["receiver"], "running");
+    assert!(
+        figures["wal_archive"]["archive_lag_s"].as_f64().unwrap() > 1.0,
+        "{figures}"
+    );
+    let metrics = api.metrics().await;
+    assert!(
+        metrics.contains("drctl_wal_archive_lag_seconds{service=\"orders\""),
+        "{metrics}"
+    );
+
+    // Thawed: the receiver catches up and the lag falls back.
+    signal(receiver, "CONT");
+    write_rows(&mut ca, 5, &mut Vec::new()).await;
+    drctl_tests::wait_for(
+        "the archive to catch up",
+        Duration::from_secs(60),
+        || async {
+            let lag = view().wal_archive?.archive_lag_us?;
+            (lag < 3_000_000).then_some(())
+        },
+    )
+    .await;
+    daemon.stop().await;
+    drop(ca);
+    a.stop("fast").unwrap();
+}
+
+/// The pid of the `pg_receivewal` writing into `spool`.
+fn receiver_pid(spool: &Path) -> u32 {
+    let out = Command::new("pgrep")
+        .args(["-f", &format!("pg_receivewal.*{}", spool.display())])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pg_receivewal writing into {}", spool.display()))
+}
+
+fn signal(pid: u32, which: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{which}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{which} {pid}");
+}
+
+/// Retention and the archive: once the older of two backups goes, so does
+/// the WAL only it needed (every segment before the newer one's start),
+/// the archive is still unbroken from the retained backup on, and a
+/// restore is planned from that backup; a point before it is refused with
+/// the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_the_wal_no_retained_backup_needs() {
+    use drctl_backup::pitr::RecoveryTarget;
+    let dir = tempfile::Builder::new()
+        .prefix("drctl-test-wal-retention-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let (a, mut ca, _) = primary(dir.path()).await;
+    let archiving = archiving(
+        dir.path(),
+        &a,
+        "dsn = \"postgres://app@127.0.0.1:9/orders?connect_timeout=1\"",
+        "keep_last = 1\nkeep_daily = 0\nkeep_weekly = 0\nkeep_monthly = 0\n",
+    )
+    .await;
+    let (config, store, archive) = (
+        archiving.config.clone(),
+        archiving.store.clone(),
+        archiving.archive.clone(),
+    );
+    archive_slot(&mut ca).await;
+    let mut rows = Vec::new();
+    write_rows(&mut ca, 20, &mut rows).await;
+    let (older, _) = drctl_backup::jobs::backup_service(&config, &store, "orders", |_| {})
+        .await
+        .expect("the first base backup");
+    let before_newer = rows.len();
+    for _ in 0..3 {
+        write_rows(&mut ca, 10, &mut rows).await;
+        sqlx::query("SELECT pg_switch_wal()")
+            .execute(&mut ca)
+            .await
+            .unwrap();
+    }
+    let (newer, _) = drctl_backup::jobs::backup_service(&config, &store, "orders", |_| {})
+        .await
+        .expect("the second base backup");
+    write_rows(&mut ca, 20, &mut rows).await;
+    let newest = rows.last().unwrap().after;
+    let from: Lsn = older.start_lsn.as_deref().unwrap().parse().unwrap();
+    let newer_start: Lsn = newer.start_lsn.as_deref().unwrap().parse().unwrap();
+    wait_until_reached(&archive, newest, &|archive: &WalArchive| {
+        let archive = archive.clone();
+        async move {
+            let listing = archive.listing().await.unwrap();
+            through(&listing.segments, &timeline_1(), from, archive.size).0
+        }
+    })
+    .await;
+    let size = archive.size;
+    let before_older = |listing: &drctl_backup::archive::ArchiveListing| {
+        listing
+            .segments
+            .keys()
+            .filter(|s| s.end(size) <= newer_start)
+            .count()
+    };
+    assert!(before_older(&archive.listing().await.unwrap()) >= 3);
+
+    let plan = drctl_backup::jobs::apply_retention(&config, &store, "orders", false)
+        .await
+        .expect("retention");
+    assert_eq!(plan.delete, vec![older.id.clone()], "{plan:?}");
+    assert!(plan.wal_deleted >= 3, "{plan:?}");
+    assert_eq!(plan.wal_waiting, 0);
+    let listing = archive.listing().await.unwrap();
+    assert_eq!(before_older(&listing), 0, "{:?}", listing.segments);
+
+    // Unbroken from the retained backup to the newest commit.
+    let report = drctl_backup::jobs::check_wal_archive(&config, &store, "orders")
+        .await
+        .expect("the archive reads back");
+    assert!(report.intact(), "{report:?}");
+    assert_eq!(report.from, newer_start.to_string());
+    assert!(report.through.parse::<Lsn>().unwrap() >= newest);
+
+    // A restore is planned from the retained backup; a point before it is
+    // refused, naming where the window starts.
+    let plan =
+        drctl_backup::jobs::plan_restore_to(&config, &store, "orders", RecoveryTarget::Latest)
+            .await
+            .expect("a plan");
+    assert_eq!(plan.base.backup_id, newer.id);
+    assert_eq!(plan.wal_from, newer_start.to_string());
+    assert!(plan.wal_objects >= 1);
+    let early = chrono::DateTime::from_timestamp_micros(rows[before_newer - 1].at_us).unwrap();
+    let err =
+        drctl_backup::jobs::plan_restore_to(&config, &store, "orders", RecoveryTarget::Time(early))
+            .await
+            .unwrap_err()
+            .to_string();
+    assert!(
+        err.contains("no backup of orders is consistent by") && err.contains("window starts at"),
+        "{err}"
+    );
+
+    archiving.stop().await;
+    drop(ca);
+    a.stop("fast").unwrap();
 }

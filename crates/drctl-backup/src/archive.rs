@@ -143,6 +143,31 @@ impl ArchiveListing {
             .max()
     }
 
+    /// Where the run of WAL that ends at [`Self::newest_end`] begins, by
+    /// the objects' names alone: walking back from the newest segment,
+    /// each segment number held on some timeline up to the newest, until
+    /// the first number held on none (a hole). A cheap check for the lag
+    /// monitor, not a proof: `drctl backup wal` reads every object back.
+    pub fn unbroken_from(&self, size: SegmentSize) -> Option<Lsn> {
+        let newest = self.segments.keys().map(|s| s.timeline).max()?;
+        let mut numbers: Vec<u64> = self
+            .segments
+            .keys()
+            .filter(|s| s.timeline <= newest)
+            .map(|s| s.number)
+            .collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        let mut first = *numbers.last()?;
+        for n in numbers.iter().rev().skip(1) {
+            if *n + 1 != first {
+                break;
+            }
+            first = *n;
+        }
+        Some(Lsn(first * size.bytes()))
+    }
+
     /// The newest timeline the archive knows of: the highest with a
     /// history file or a segment.
     pub fn newest_timeline(&self) -> Option<TimelineId> {

@@ -85,6 +85,9 @@ pub struct ArchiverStatus {
     /// How far the archive holds WAL of the newest archived timeline, as
     /// this archiver knows it (durable in the object store).
     pub archived: Option<Lsn>,
+    /// Where the run of archived WAL that ends there begins, by the
+    /// objects' names ([`crate::archive::ArchiveListing::unbroken_from`]).
+    pub unbroken_from: Option<Lsn>,
     /// The server the receiver streams from (`service/region`).
     pub source: Option<String>,
     /// Objects written to the archive so far.
@@ -100,6 +103,7 @@ impl Default for ArchiverStatus {
             passes: 0,
             receiving: None,
             archived: None,
+            unbroken_from: None,
             source: None,
             shipped: 0,
             last_error: None,
@@ -132,8 +136,8 @@ pub async fn run_archiver(
             source: e,
         })?;
     let mut shipped = Shipped::new(spec.archive.listing().await?);
-    let archived = shipped.listing().newest_end(spec.archive.size);
-    status.send_modify(|s| s.archived = archived);
+    let (archived, unbroken_from) = reach(&shipped, &spec);
+    status.send_modify(|s| (s.archived, s.unbroken_from) = (archived, unbroken_from));
     let mut receiver: Option<Receiver> = None;
     let mut started_at = tokio::time::Instant::now();
     let mut backoff = BACKOFF_FIRST;
@@ -240,7 +244,7 @@ pub async fn run_archiver(
                     if let Some(scan) = &report.writing {
                         s.receiving = Some((segment_name(&spec, scan.segment), scan.valid_end));
                     }
-                    s.archived = shipped.listing().newest_end(spec.archive.size);
+                    (s.archived, s.unbroken_from) = reach(&shipped, &spec);
                 });
             }
             Err(e) => {
@@ -273,6 +277,15 @@ pub async fn run_archiver(
     }
     status.send_modify(|s| s.receiver = ReceiverState::Stopped);
     Ok(())
+}
+
+/// How far the archive reaches, and from where it is unbroken.
+fn reach(shipped: &Shipped, spec: &ArchiverSpec) -> (Option<Lsn>, Option<Lsn>) {
+    let listing = shipped.listing();
+    (
+        listing.newest_end(spec.archive.size),
+        listing.unbroken_from(spec.archive.size),
+    )
 }
 
 fn segment_name(spec: &ArchiverSpec, segment: Segment) -> String {
@@ -604,15 +617,7 @@ async fn start_on(
         slot: String::new(),
         spool: wal.spool.clone(),
         tool_dir: drctl_pg::find_pg_client_bin()?,
-        archive: WalArchive {
-            store: crate::jobs::open_object_store(config, &policy.store).await?,
-            service: service.to_string(),
-            // PostgreSQL's default; a cluster initialised with another
-            // size fails the record reader's check, naming the sizes.
-            size: drctl_pg::wal::SegmentSize::DEFAULT,
-            key: crate::jobs::backup_key(svc)?,
-            level: policy.compression_level,
-        },
+        archive: crate::jobs::wal_archive_of(config, svc).await?,
         pass_every: Duration::from_secs(1),
         partial_every: Duration::from_secs(1),
     };

@@ -42,6 +42,11 @@ pub struct RetentionPlan {
     /// with when the lock ends (when the store says): kept, and deleted by
     /// the first pass after that.
     pub waiting: BTreeMap<String, Option<chrono::DateTime<chrono::Utc>>>,
+    /// Archived WAL objects deleted: every segment wholly before the
+    /// oldest retained backup's start (and partial copies superseded).
+    pub wal_deleted: usize,
+    /// Such WAL objects still under Object Lock: deleted by a later pass.
+    pub wal_waiting: usize,
 }
 
 /// Decides what to keep. Pure: the caller supplies the backups, the rule

@@ -274,8 +274,15 @@ async fn run_job(
                 0 => String::new(),
                 n => format!(" ({n} more wait for their Object Lock to end)"),
             };
+            let wal = match (plan.wal_deleted, plan.wal_waiting) {
+                (0, 0) => String::new(),
+                (d, 0) => format!(", {d} archived WAL objects no retained backup needs"),
+                (d, w) => {
+                    format!(", {d} archived WAL objects no retained backup needs ({w} more locked)")
+                }
+            };
             Ok(format!(
-                "backup {}; retention deleted {}{waiting}",
+                "backup {}; retention deleted {}{waiting}{wal}",
                 record.id,
                 plan.delete.len()
             ))

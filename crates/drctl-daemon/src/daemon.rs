@@ -347,6 +347,7 @@ fn archive_publisher(monitor: &Monitor) -> drctl_backup::archiver::Publish {
                 receiver_error,
                 received: status.receiving.as_ref().map(|(_, lsn)| (*lsn).into()),
                 archived: status.archived.map(Into::into),
+                unbroken_from: status.unbroken_from.map(Into::into),
                 last_error: status.last_error.clone(),
             },
         );

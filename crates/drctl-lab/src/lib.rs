@@ -25,6 +25,7 @@
 
 mod agents;
 mod control;
+pub mod corrupt;
 pub mod dns_server;
 pub mod etcd;
 mod fault;

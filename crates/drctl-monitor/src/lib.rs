@@ -108,6 +108,9 @@ pub struct ArchiveProgress {
     pub received: Option<Position>,
     /// How far the object store holds WAL of the current timeline.
     pub archived: Option<Position>,
+    /// Where the archived run that ends there begins: a base backup that
+    /// starts before it cannot replay this WAL (a hole between).
+    pub unbroken_from: Option<Position>,
     /// The last shipping pass's failure, cleared by a good pass.
     pub last_error: Option<String>,
 }
@@ -359,6 +362,35 @@ impl Monitor {
         self.inner.archives.write().expect("archives lock").clear();
         for svc in &self.inner.config.services {
             self.update_view(&svc.name, |v| v.wal_archive = None);
+        }
+    }
+
+    /// Whether a cold service's RPO exposure is its WAL archive's lag: an
+    /// archiver reports, and the backup its exposure stands on (the newest
+    /// verified one; restore-tested when `strict`) starts inside the
+    /// archive's unbroken run, so restoring it replays the archive to its
+    /// end. Otherwise nothing past that backup is restorable, and its age
+    /// is the exposure.
+    pub(crate) fn archive_serves(
+        &self,
+        svc: &drctl_config::Service,
+        evidence: Option<&BackupEvidence>,
+    ) -> bool {
+        let Some(progress) = self.archive_progress(&svc.name) else {
+            return false;
+        };
+        let strict = svc.backup.as_ref().is_some_and(|b| b.strict);
+        let basis = evidence.and_then(|e| match strict {
+            true => e.newest_restore_tested_backup.as_ref(),
+            false => e.newest_verified_backup.as_ref(),
+        });
+        let engine = drctl_node::Engine::of(svc);
+        let start = basis
+            .and_then(|b| b.start_lsn.as_deref())
+            .and_then(|t| engine.parse_position(t));
+        match (start, progress.unbroken_from, progress.archived) {
+            (Some(start), Some(from), Some(to)) => from <= start && start <= to,
+            _ => false,
         }
     }
 
@@ -690,7 +722,7 @@ impl Monitor {
                             policy.restore_test_max_age,
                             now,
                         );
-                        let archive_measured = self.archive_progress(&svc.name).is_some();
+                        let archive_measured = self.archive_serves(svc, Some(&evidence));
                         self.update_view(&svc.name, |v| {
                             // The newest evidence wins: a failover, drill or
                             // switchover newer than the restore test stays.

@@ -312,9 +312,13 @@ pub(crate) async fn sample_cluster(
             // A cold service is judged on its archive: what a restore
             // from it would lose now. Without an archiver's word (a
             // follower daemon, or not started yet) its backups say.
+            let serves = || {
+                let evidence = monitor.view(&member.name).and_then(|v| v.backup_evidence);
+                monitor.archive_serves(member, evidence.as_ref())
+            };
             let measured = if member.tier.is_replicated() {
                 &samples[..]
-            } else if let Some((progress, view)) = archive {
+            } else if let Some((progress, view)) = archive.as_ref().filter(|_| serves()) {
                 archive_sample = [LagSample {
                     service: member.name.clone(),
                     standby_region: crate::ARCHIVE_STANDBY.to_string(),
@@ -349,16 +353,20 @@ pub(crate) async fn sample_cluster(
                 }];
                 &archive_sample[..]
             } else {
-                monitor.update_view(&member.name, |v| v.wal_archive = None);
+                // Its backups say (refresh_backup_evidence); the archive's
+                // lags are shown all the same.
+                monitor.update_view(&member.name, |v| {
+                    v.wal_archive = archive.as_ref().map(|(_, view)| view.clone())
+                });
                 continue;
             };
-            monitor.update_view(&member.name, |v| {
-                v.wal_archive = archive.as_ref().map(|(_, view)| view.clone())
-            });
             let judged = judge_member(
                 &monitor,
                 member,
-                measured,
+                Measured {
+                    samples: measured,
+                    wal_archive: archive.as_ref().map(|(_, view)| view.clone()),
+                },
                 clock,
                 cfg.breach_grace,
                 sampled_at,
@@ -383,18 +391,31 @@ pub(crate) async fn sample_cluster(
     }
 }
 
+/// What one tick measured for a member.
+struct Measured<'a> {
+    /// Its standbys' samples (a cold service's: its archive's).
+    samples: &'a [LagSample],
+    /// Its WAL archive's lags, shown beside them.
+    wal_archive: Option<WalArchiveView>,
+}
+
 /// One member's view of the cluster's samples: the service stands by its
-/// best standby (where a failover would go), judged on its own target.
+/// best standby (where a failover would go; a cold service's: its WAL
+/// archive), judged on its own target.
 /// Updates the member's live view and returns its samples for the store.
 fn judge_member(
     monitor: &Monitor,
     member: &Service,
-    measured: &[LagSample],
+    measured: Measured<'_>,
     clock: &mut BreachClock,
     grace: Duration,
     sampled_at: DateTime<Utc>,
     primary_error: Option<&String>,
 ) -> Vec<LagSample> {
+    let Measured {
+        samples: measured,
+        wal_archive,
+    } = measured;
     let mut samples: Vec<LagSample> = measured
         .iter()
         .map(|s| LagSample {
@@ -450,6 +471,9 @@ fn judge_member(
         v.error = error;
         v.above_target_since = clock.above_since();
         v.standbys = samples.clone();
+        // In the same update: a reader never sees one tick's exposure
+        // beside another tick's archive lag.
+        v.wal_archive = wal_archive;
     });
     samples
 }

@@ -32,6 +32,14 @@ impl Engine {
         }
     }
 
+    /// Reads a position written in the engine's own words
+    /// ([`Self::format_position`]); `None` when it is not one.
+    pub fn parse_position(self, text: &str) -> Option<Position> {
+        match self {
+            Engine::Postgres => text.parse::<drctl_pg::Lsn>().ok().map(Position::from),
+        }
+    }
+
     /// What the engine calls a position (`LSN`) and a history
     /// (`timeline`), for people.
     pub fn position_name(self) -> &'static str {

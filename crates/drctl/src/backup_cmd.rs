@@ -1,4 +1,5 @@
-//! `drctl backup run|list|verify` and `drctl restore-test`.
+//! `drctl backup run|list|restore|wal|verify`, `drctl restore` and
+//! `drctl restore-test`.
 
 use std::time::{Duration, Instant};
 
@@ -7,7 +8,7 @@ use drctl_backup::RestorePhase;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::cli::{BackupArgs, BackupCommand, OutputFormat, RestoreTestArgs};
+use crate::cli::{BackupArgs, BackupCommand, OutputFormat, RestoreArgs, RestoreTestArgs};
 use crate::config_cmd::open;
 use crate::output::{bytes, out, outln, print_json, seconds, table};
 use crate::Reported;
@@ -422,4 +423,52 @@ async fn restore_to_point(
         )?,
     }
     Ok(())
+}
+
+/// `drctl restore SERVICE --to-time T | --to-lsn L | --latest`: the plan
+/// (base backup, WAL range, window, expected time), then, unless a dry
+/// run, the restore of that base backup replayed to the point.
+pub async fn restore_service(args: RestoreArgs) -> anyhow::Result<()> {
+    let (config, store) = open(&args.config).await?;
+    let to = drctl_backup::pitr::RecoveryTarget::from_options(
+        args.to_time.as_deref(),
+        args.to_lsn.as_deref(),
+        args.latest,
+    )?
+    .expect("clap requires one of the three");
+    let plan = jobs::plan_restore_to(&config, &store, &args.service, to).await?;
+    let said = format!(
+        "{}: base backup {} (consistent at {}, {}), then {} archived WAL objects ({}) from {} through {} on timeline {}; restorable from {} ({}) through {}; {}",
+        plan.service,
+        plan.base.backup_id,
+        plan.base.stop_lsn,
+        plan.base.consistent_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        plan.wal_objects,
+        bytes(Some(plan.wal_stored_bytes as i64)),
+        plan.wal_from,
+        plan.wal_through,
+        plan.timeline,
+        plan.window_from.format("%Y-%m-%d %H:%M:%S UTC"),
+        plan.window_from_lsn,
+        plan.window_through_lsn,
+        match (&plan.expected_base_restore_s, &plan.expected_from) {
+            (Some(s), Some(from)) => format!(
+                "the base backup restored in {} ({from}), WAL replay on top",
+                seconds(Some(*s))
+            ),
+            _ => "no restore test has timed a restore yet".to_string(),
+        }
+    );
+    let Some(target) = args.target.filter(|_| !args.dry_run) else {
+        match args.output {
+            OutputFormat::Json => print_json(&json!({ "dry_run": true, "plan": plan }))?,
+            OutputFormat::Table => outln!("would restore {said}")?,
+        }
+        return Ok(());
+    };
+    let id = plan.base.backup_id.clone();
+    if args.output == OutputFormat::Table {
+        outln!("restoring {said}")?;
+    }
+    restore_to_point(&config, &store, &id, &target, plan.target, args.output).await
 }

@@ -38,6 +38,11 @@ pub enum Command {
     Lab(LabArgs),
     /// Take, list and verify backups in object storage.
     Backup(BackupArgs),
+    /// Restore a service to a point in time from its backups and WAL
+    /// archive, into a new directory (bad data: a `DELETE` without
+    /// `WHERE`, ransomware): drctl picks the base backup; `--dry-run`
+    /// names it, the WAL it replays and how long past restores took.
+    Restore(RestoreArgs),
     /// Restore the newest verified backup into a scratch cluster, run the
     /// service's validation queries, and record how long it took (RTO evidence).
     RestoreTest(RestoreTestArgs),
@@ -283,6 +288,41 @@ pub enum BackupCommand {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  drctl restore orders --to-time 2026-12-07T14:03:11Z --dry-run         the base backup, the WAL range, the window
+  drctl restore orders --to-time \"2026-12-07 15:03:11+01:00\" --target /srv/orders-1403
+  drctl restore orders --latest --target /srv/orders-latest
+
+The directory replays the archived WAL (staged in TARGET-wal) to the point
+and promotes itself when started; production is not touched. A time needs
+its zone; a point outside the restorable window is refused with the window.")]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub config: ConfigPath,
+    pub service: String,
+    /// Every transaction committed at or before this time on the primary's
+    /// clock, none after. A date, a time (seconds and a fraction optional)
+    /// and a zone, e.g. 2026-12-07T14:03:11Z or "2026-12-07 14:03:11.25+01:00".
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["to_lsn", "latest"], required_unless_present_any = ["to_lsn", "latest"])]
+    pub to_time: Option<String>,
+    /// Replay the archived WAL to this position (X/Y).
+    #[arg(long, value_name = "LSN", conflicts_with = "latest")]
+    pub to_lsn: Option<String>,
+    /// Replay all of the archived WAL.
+    #[arg(long)]
+    pub latest: bool,
+    /// A directory that does not exist yet (or is empty).
+    #[arg(long, required_unless_present = "dry_run")]
+    pub target: Option<std::path::PathBuf>,
+    /// Name the base backup, the WAL range and the expected time; restore
+    /// nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Debug)]
 pub struct RestoreTestArgs {
     #[command(flatten)]
     pub config: ConfigPath,
@@ -502,6 +542,18 @@ pub enum LabCommand {
     Etcd {
         #[command(subcommand)]
         action: LabEtcdAction,
+    },
+    /// The "bad data" drill: delete the newest orders of a service and
+    /// rewrite the ones before them on its primary (a bad `DELETE`,
+    /// ransomware), and print the last moment the data was whole: the
+    /// point to restore to (`drctl restore SERVICE --to-time …`).
+    Corrupt {
+        service: String,
+        /// How many rows to delete, and how many before them to rewrite.
+        #[arg(long, default_value_t = 20)]
+        rows: u32,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
     },
     /// Crash a service's primary (immediate shutdown, as a lost region).
     KillPrimary {

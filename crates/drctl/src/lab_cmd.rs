@@ -23,7 +23,7 @@ use crate::cli::{
     WorkloadAction,
 };
 use crate::config_cmd;
-use crate::output::{out, outln, table};
+use crate::output::{out, outln, print_json, table};
 use crate::serve_cmd::wait_for_stop_signal;
 
 pub async fn run(args: LabArgs) -> anyhow::Result<()> {
@@ -117,6 +117,38 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
                 LabEtcdAction::Start { member } => {
                     drctl_lab::etcd::restart(&mut record, &member)?;
                     outln!("started the etcd member of {member}")?;
+                }
+            }
+            Ok(())
+        }
+        LabCommand::Corrupt {
+            service,
+            rows,
+            output,
+        } => {
+            let record = LabRecord::read(&dir)?;
+            let done = drctl_lab::corrupt::corrupt(&record, &service, rows).await?;
+            match output {
+                OutputFormat::Json => print_json(&json!({ "corrupted": done }))?,
+                OutputFormat::Table => {
+                    let span = |ids: &[i64]| match (ids.first(), ids.last()) {
+                        (Some(a), Some(b)) => format!("{} rows (ids {a}..={b})", ids.len()),
+                        _ => "no rows".to_string(),
+                    };
+                    outln!(
+                        "{} in {}: deleted {} and rewrote {} of {}; the data was whole at {}.\n\
+                         Every replica has the damage by now. Bring the rows back with:\n  \
+                         drctl restore {} --to-time {} --target /tmp/{}-restored",
+                        done.service,
+                        done.region,
+                        span(&done.deleted),
+                        span(&done.rewritten),
+                        done.table,
+                        done.intact_at,
+                        done.service,
+                        done.intact_at,
+                        done.service
+                    )?;
                 }
             }
             Ok(())

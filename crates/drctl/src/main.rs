@@ -68,7 +68,12 @@ fn main() {
                 return;
             }
             eprintln!("error: {e:#}");
-            std::process::exit(1);
+            // A malformed --to-time or --to-lsn is bad usage, as clap's own
+            // refusals are.
+            let usage = e
+                .downcast_ref::<drctl_backup::pitr::TargetError>()
+                .is_some();
+            std::process::exit(if usage { 2 } else { 1 });
         }
     }
 }
@@ -80,6 +85,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(args) => config_cmd::run(args),
         Command::Lab(args) => lab_cmd::run(args).await,
         Command::Backup(args) => backup_cmd::run(args).await,
+        Command::Restore(args) => backup_cmd::restore_service(args).await,
         Command::RestoreTest(args) => backup_cmd::restore_test(args).await,
         Command::Failover(args) => {
             failover_cmd::run(drctl_failover::OperationKind::Failover, args).await

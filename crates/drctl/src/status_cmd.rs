@@ -295,6 +295,36 @@ fn status_rows(report: &Value) -> Vec<[String; COLUMNS.len()]> {
                 sb["error"].as_str().unwrap_or_default().to_string(),
             ]);
         }
+        // A replicated service's WAL archive on a line of its own (a cold
+        // service's stands in its standby's place already): its lag is
+        // what a restore to a point could reach.
+        let archive = &s["wal_archive"];
+        let shown = standbys
+            .iter()
+            .any(|sb| sb["region"] == drctl_monitor::ARCHIVE_STANDBY);
+        if archive.is_object() && !shown {
+            rows.push([
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                seconds(archive["archive_lag_s"].as_f64()),
+                String::new(),
+                String::new(),
+                String::new(),
+                drctl_monitor::ARCHIVE_STANDBY.to_string(),
+                String::new(),
+                String::new(),
+                archive["receiver"].as_str().unwrap_or("-").to_string(),
+                archive["last_error"]
+                    .as_str()
+                    .or(archive["receiver_error"].as_str())
+                    .unwrap_or_default()
+                    .chars()
+                    .take(100)
+                    .collect(),
+            ]);
+        }
     }
     rows
 }

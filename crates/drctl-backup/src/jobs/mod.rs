@@ -479,7 +479,64 @@ pub async fn apply_retention(
             }
         }
     }
+    if policy.wal_archive.is_some() {
+        prune_wal(config, store, svc, &mut plan).await?;
+    }
     Ok(plan)
+}
+
+/// A service's WAL archive, in its backup store, packed as its policy
+/// says.
+pub async fn wal_archive_of(
+    config: &Config,
+    svc: &Service,
+) -> Result<crate::wal_archive::WalArchive, JobError> {
+    let policy = svc
+        .backup
+        .as_ref()
+        .ok_or_else(|| JobError::NoBackupPolicy(svc.name.clone()))?;
+    Ok(crate::wal_archive::WalArchive {
+        store: open_object_store(config, &policy.store).await?,
+        service: svc.name.clone(),
+        // PostgreSQL's default; a cluster initialised with another size
+        // fails the record reader's check, naming the sizes.
+        size: drctl_pg::wal::SegmentSize::DEFAULT,
+        key: backup_key(svc)?,
+        level: policy.compression_level,
+    })
+}
+
+/// Deletes the archived WAL no retained backup needs: every segment wholly
+/// before the oldest retained backup's start, so the restorable window
+/// runs from that backup to now. Locked objects wait for a later pass.
+/// Nothing is pruned while no backup is retained (the archive is then the
+/// only copy of anything).
+async fn prune_wal(
+    config: &Config,
+    store: &Store,
+    svc: &Service,
+    plan: &mut crate::RetentionPlan,
+) -> Result<(), JobError> {
+    let keep_from = store
+        .backups(Some(&svc.name), 100_000)
+        .await?
+        .into_iter()
+        .filter(|b| b.status == BackupStatus::Complete && b.deleted_at.is_none())
+        .filter_map(|b| b.start_lsn.as_deref()?.parse::<drctl_pg::Lsn>().ok())
+        .min();
+    let Some(keep_from) = keep_from else {
+        return Ok(());
+    };
+    let archive = wal_archive_of(config, svc).await?;
+    let listing = archive.listing().await?;
+    for object in crate::archive::prunable(&listing, keep_from, archive.size) {
+        match archive.store.delete(&object.key).await {
+            Ok(()) => plan.wal_deleted += 1,
+            Err(crate::BackupError::Locked { .. }) => plan.wal_waiting += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// When the last lock on a backup's manifest ends, in its store and its

@@ -143,13 +143,7 @@ pub async fn open_wal_archive(
         .backup
         .as_ref()
         .ok_or_else(|| JobError::NoBackupPolicy(svc.name.clone()))?;
-    let archive = crate::wal_archive::WalArchive {
-        store: open_object_store(config, &policy.store).await?,
-        service: svc.name.clone(),
-        size: drctl_pg::wal::SegmentSize::DEFAULT,
-        key: backup_key(svc)?,
-        level: policy.compression_level,
-    };
+    let archive = wal_archive_of(config, svc).await?;
     let listing = archive.listing().await?;
     if listing.segments.is_empty() {
         let why = if policy.wal_archive.is_some() {
@@ -454,4 +448,139 @@ pub async fn restore_test_service(
         .next()
         .expect("just recorded");
     Ok((record, outcome))
+}
+
+/// What a restore of a service to a point needs, found before anything is
+/// fetched: the base backup (the newest on the archive's history that is
+/// consistent by the target), the WAL range to replay from it, and what
+/// past restores say of how long it takes ([`plan_restore_to`]).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RestorePlan {
+    pub service: String,
+    pub target: crate::pitr::RecoveryTarget,
+    pub base: crate::pitr::BasePoint,
+    /// The archive's timeline the restore follows.
+    pub timeline: u32,
+    /// WAL replayed from the base backup's start through here (the
+    /// target's position, else the end of the archive's unbroken WAL).
+    pub wal_from: String,
+    pub wal_through: String,
+    /// Archive objects and their stored bytes in that range.
+    pub wal_objects: usize,
+    pub wal_stored_bytes: u64,
+    /// The window every base backup and the unbroken archive span: the
+    /// oldest usable backup's consistency point to the archive's end (its
+    /// newest commit time is read when the WAL is staged).
+    pub window_from: chrono::DateTime<Utc>,
+    pub window_from_lsn: String,
+    pub window_through_lsn: String,
+    /// The newest passed restore test's time to ready (restoring a base
+    /// backup), when there is one; WAL replay comes on top.
+    pub expected_base_restore_s: Option<f64>,
+    pub expected_from: Option<String>,
+}
+
+/// Plans a restore of `service` to `to` (see [`RestorePlan`]). A target
+/// before every usable base backup, or past the archive's unbroken WAL,
+/// is refused with the window.
+pub async fn plan_restore_to(
+    config: &Config,
+    store: &Store,
+    service_name: &str,
+    to: crate::pitr::RecoveryTarget,
+) -> Result<RestorePlan, JobError> {
+    use crate::pitr::{pick_base, BasePoint, RecoveryTarget};
+    use drctl_pg::wal::TimelineId;
+    let svc = service(config, service_name)?;
+    let (archive, listing, history) = open_wal_archive(config, svc).await?;
+    let bases: Vec<BasePoint> = store
+        .backups(Some(&svc.name), 100_000)
+        .await?
+        .into_iter()
+        .filter(|b| b.status == BackupStatus::Complete && b.deleted_at.is_none())
+        .filter(|b| b.verification != Some(VerificationStatus::Failed))
+        .filter_map(|b| {
+            Some(BasePoint {
+                timeline: TimelineId(b.timeline.unwrap_or(1) as u32),
+                start_lsn: b.start_lsn.as_deref()?.parse().ok()?,
+                stop_lsn: b.stop_lsn.as_deref()?.parse().ok()?,
+                // drctl's clock when the backup ended: the primary had
+                // passed the stop position by then (an upper bound).
+                consistent_at: b.ended_at?,
+                backup_id: b.id,
+            })
+        })
+        .filter(|b| history.passes_through(b.timeline, b.stop_lsn))
+        .collect();
+    let oldest = bases
+        .iter()
+        .min_by_key(|b| b.stop_lsn)
+        .ok_or_else(|| {
+            JobError::Config(format!(
+                "{} has no complete backup on the archive's timeline {}: take one (drctl backup run {})",
+                svc.name, history.timeline, svc.name
+            ))
+        })?;
+    let run =
+        drctl_pg::wal::continuity(&history, oldest.start_lsn, &listing.segments, archive.size);
+    // The window's end in time is the newest commit, read when the WAL is
+    // staged (a later time is refused then); its end in WAL is known now.
+    if let RecoveryTarget::Lsn(l) = &to {
+        if *l > run.through || *l < oldest.stop_lsn {
+            return Err(JobError::Config(format!(
+                "{l} is outside the restorable window of {}: {} to {} on timeline {}; pick a point inside it, or --latest",
+                svc.name, oldest.stop_lsn, run.through, history.timeline
+            )));
+        }
+    }
+    let base = pick_base(&bases, &history, &to).cloned().ok_or_else(|| {
+        JobError::Config(format!(
+            "no backup of {} is consistent by {to}: the restorable window starts at {} ({}); pick a later point",
+            svc.name,
+            oldest.consistent_at.to_rfc3339(),
+            oldest.stop_lsn
+        ))
+    })?;
+    let wal_through = match &to {
+        RecoveryTarget::Lsn(l) => *l,
+        _ => run.through,
+    };
+    let size = archive.size.bytes();
+    let (mut wal_objects, mut wal_stored_bytes) = (0, 0);
+    for (file, info) in &listing.objects {
+        let segment = match file {
+            crate::archive::ArchivedFile::Segment(s) => *s,
+            crate::archive::ArchivedFile::Partial { segment, .. } => *segment,
+            crate::archive::ArchivedFile::History(_) => continue,
+        };
+        let on_path = history.segment(segment.number, archive.size) == segment;
+        let start = drctl_pg::Lsn(segment.number * size);
+        if on_path && start.0 + size > base.start_lsn.0 && start < wal_through {
+            wal_objects += 1;
+            wal_stored_bytes += info.size;
+        }
+    }
+    let tested = store
+        .restore_tests(Some(&svc.name), 50)
+        .await?
+        .into_iter()
+        .find(|t| t.status == drctl_store::states::RestoreTestStatus::Passed);
+    Ok(RestorePlan {
+        service: svc.name.clone(),
+        target: to,
+        timeline: history.timeline.0,
+        wal_from: base.start_lsn.to_string(),
+        wal_through: wal_through.to_string(),
+        wal_objects,
+        wal_stored_bytes,
+        window_from: oldest.consistent_at,
+        window_from_lsn: oldest.stop_lsn.to_string(),
+        window_through_lsn: run.through.to_string(),
+        expected_base_restore_s: tested
+            .as_ref()
+            .and_then(|t| t.time_to_ready_us)
+            .map(|us| us as f64 / 1e6),
+        expected_from: tested.map(|t| format!("restore_test {}", t.id)),
+        base,
+    })
 }
