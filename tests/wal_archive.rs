@@ -26,6 +26,10 @@ use sqlx::{Connection, PgConnection};
 
 const SLOT: &str = "drctl_archive";
 
+/// The DR region's connection of a service whose DR server does not exist
+/// (a cold service's: a recovery would create it).
+const NO_DR_SERVER: &str = "dsn = \"postgres://app@127.0.0.1:9/orders?connect_timeout=1\"";
+
 struct Receiver {
     child: Child,
 }
@@ -1124,13 +1128,7 @@ async fn backup_restore_to_a_time_through_the_cli() {
         .tempdir_in("/tmp")
         .unwrap();
     let (a, mut ca, _) = primary(dir.path()).await;
-    let archiving = archiving(
-        dir.path(),
-        &a,
-        "dsn = \"postgres://app@127.0.0.1:9/orders?connect_timeout=1\"",
-        "",
-    )
-    .await;
+    let archiving = archiving(dir.path(), &a, NO_DR_SERVER, "").await;
     let (config, store, archive) = (
         archiving.config.clone(),
         archiving.store.clone(),
@@ -1428,12 +1426,7 @@ async fn the_archive_lag_is_the_age_of_the_oldest_commit_a_restore_would_lose() 
         .tempdir_in("/tmp")
         .unwrap();
     let (a, mut ca, _) = primary(dir.path()).await;
-    let cfg = archiving_config(
-        dir.path(),
-        &a,
-        "dsn = \"postgres://app@127.0.0.1:9/orders?connect_timeout=1\"",
-        "",
-    );
+    let cfg = archiving_config(dir.path(), &a, NO_DR_SERVER, "");
     let config = std::sync::Arc::new(drctl_config::load(&cfg).expect("a valid config"));
     let daemon = drctl_tests::start_daemon_with(config.clone()).await;
     let archive = local_archive(dir.path()).await;
@@ -1601,7 +1594,7 @@ async fn retention_deletes_the_wal_no_retained_backup_needs() {
     let archiving = archiving(
         dir.path(),
         &a,
-        "dsn = \"postgres://app@127.0.0.1:9/orders?connect_timeout=1\"",
+        NO_DR_SERVER,
         "keep_last = 1\nkeep_daily = 0\nkeep_weekly = 0\nkeep_monthly = 0\n",
     )
     .await;
