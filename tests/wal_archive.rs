@@ -1467,6 +1467,18 @@ async fn the_archive_lag_is_the_age_of_the_oldest_commit_a_restore_would_lose() 
         measured.wal_archive.as_ref().unwrap().archive_lag_us,
         "a cold service's exposure is its archive's lag"
     );
+    // The restorable window: from the backup to the newest archived commit.
+    let window =
+        drctl_tests::wait_for("the restorable window", Duration::from_secs(30), || async {
+            let w = view().wal_archive?;
+            (w.restorable_from_backup.as_deref() == Some(record.id.as_str())).then_some(w)
+        })
+        .await;
+    assert_eq!(window.restorable_from, record.ended_at);
+    assert!(
+        window.restorable_to.unwrap() > record.ended_at.unwrap(),
+        "{window:?}"
+    );
 
     // The receiver frozen: nothing more reaches the spool, the shipper
     // ships what is there, and the archive stands still while the primary

@@ -714,6 +714,28 @@
       svg('rect', { class: ['meter-fill', 'tone-' + tone(status)], x: 0, y: 0, width: Math.max(ratio * 100, v > 0 ? 1 : 0).toFixed(2), height: 4, rx: 1 }));
   }
 
+  // The WAL archive: its lag (what a restore to a point would lose now)
+  // and its receiver; served by the leading daemon only.
+  function walArchiveRow(w) {
+    const receiver = str(w.receiver);
+    if (!receiver) return null;
+    const lag = num(w.archive_lag_s);
+    const problem = str(w.last_error) || str(w.receiver_error);
+    return ['WAL archive', h('span', { title: problem || null },
+      lag === null ? '—' : (w.lag_is_lower_bound === true ? '≥ ' : '') + fmtSeconds(lag), ' ',
+      h('span', { class: ['wal', 'text-' + tone(receiver === 'running' ? 'streaming' : receiver)], text: receiver })),
+      receiver === 'running' && !problem ? null : 'row-warn'];
+  }
+
+  // The restorable window: from the oldest backup the archive replays from
+  // to the newest archived commit.
+  function restorableRow(w) {
+    const from = str(w.restorable_from), to = str(w.restorable_to);
+    if (!from || !to) return null;
+    return ['restorable', h('span', { title: (str(w.restorable_from_backup) || '') + ' · ' + from + ' → ' + to },
+      timeEl(from), ' → ', timeEl(to))];
+  }
+
   function renderMetrics(card, svc, c) {
     const rpo = obj(svc.rpo), rto = obj(svc.rto), backup = obj(svc.backup);
     // RPO
@@ -734,7 +756,9 @@
       num(w24.max_s) !== null ? ['max 24 h', fmtSeconds(w24.max_s)] : null,
       aboveSince ? ['above target', h('span', {}, 'since ', timeEl(aboveSince), ' (' + fmtAge(ageOf(aboveSince)).replace(' ago', '') + ')'), 'row-bad'] : null,
       !cold && best ? ['best standby', best] : null,
-      cold ? ['basis', str(newestVerified.id) ? 'newest verified backup' : 'no verified backup'] : null,
+      cold ? ['basis', best === 'wal-archive' ? 'WAL archive from a verified backup' : (str(newestVerified.id) ? 'newest verified backup' : 'no verified backup')] : null,
+      walArchiveRow(obj(svc.wal_archive)),
+      restorableRow(obj(svc.wal_archive)),
     ];
     const rpoBlock = metricBlock('rpo', 'RPO', rpoStatus,
       exposure === null ? '—' : (lower ? '≥ ' : '') + fmtSeconds(exposure), tone(rpoStatus),
@@ -842,7 +866,9 @@
       const nv = obj(b.newest_verified_backup);
       const rt = obj(b.latest_restore_test);
       replaceChildren(card.chartWrap, h('div', { class: 'no-repl' },
-        h('p', { class: 'no-repl-title', text: 'no replication — exposure follows the newest verified backup' }),
+        h('p', { class: 'no-repl-title', text: str(obj(svc.rpo).best_standby) === 'wal-archive'
+          ? 'no replication — exposure follows the WAL archive, replayed from the newest verified backup'
+          : 'no replication — exposure follows the newest verified backup' }),
         h('dl', { class: 'kv' },
           h('div', { class: 'kv-row' }, h('dt', { text: 'newest verified' }),
             h('dd', {}, str(nv.id) ? [mono(nv.id), ' · ended ', timeEl(nv.ended_at)] : 'none')),

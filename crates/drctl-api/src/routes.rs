@@ -276,6 +276,12 @@ pub(crate) struct WalArchiveFigures {
     /// The last shipping pass's failure (cleared by a good pass).
     last_error: Option<String>,
     sampled_at: Option<DateTime<Utc>>,
+    /// The restorable window: from the oldest retained backup the archive
+    /// replays from (`restorable_from_backup`, consistent when it ended) to
+    /// the newest commit in the object store. `null` until both are known.
+    restorable_from: Option<DateTime<Utc>>,
+    restorable_from_backup: Option<String>,
+    restorable_to: Option<DateTime<Utc>>,
 }
 
 impl From<&drctl_monitor::WalArchiveView> for WalArchiveFigures {
@@ -291,6 +297,9 @@ impl From<&drctl_monitor::WalArchiveView> for WalArchiveFigures {
             archived_position: w.archived_lsn,
             last_error: w.last_error.clone(),
             sampled_at: w.sampled_at,
+            restorable_from: w.restorable_from,
+            restorable_from_backup: w.restorable_from_backup.clone(),
+            restorable_to: w.restorable_to,
         }
     }
 }

@@ -134,6 +134,13 @@ pub struct WalArchiveView {
     pub archived_lsn: Option<i64>,
     pub last_error: Option<String>,
     pub sampled_at: Option<DateTime<Utc>>,
+    /// The restorable window: from the oldest retained backup the archive
+    /// replays from (when it ended: consistent by then), to the newest
+    /// commit in the object store (the primary's time of this sample less
+    /// the archive lag).
+    pub restorable_from: Option<DateTime<Utc>>,
+    pub restorable_from_backup: Option<String>,
+    pub restorable_to: Option<DateTime<Utc>>,
 }
 
 /// The lag monitor's name for the archive where it stands in for a
@@ -246,7 +253,15 @@ pub struct BackupEvidence {
     /// Newest backup whose restore test passed.
     pub newest_restore_tested_backup: Option<drctl_store::BackupRecord>,
     pub latest_restore_test: Option<drctl_store::RestoreTestRecord>,
+    /// The oldest retained backups, oldest first: where the restorable
+    /// window can begin (the oldest the WAL archive replays from).
+    #[serde(skip)]
+    pub oldest_backups: Vec<drctl_store::BackupRecord>,
 }
+
+/// How many of the oldest backups the monitor reads: the window begins at
+/// the oldest of them the archive replays from.
+const OLDEST_BACKUPS: i64 = 20;
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
@@ -800,6 +815,9 @@ impl Monitor {
                 .await?
                 .into_iter()
                 .next(),
+            oldest_backups: store
+                .oldest_complete_backups(service, OLDEST_BACKUPS)
+                .await?,
         })
     }
 

@@ -240,14 +240,26 @@ pub(crate) async fn sample_cluster(
         }
 
         // The WAL archive of each member, placed on the map like a standby.
-        let archives: Vec<Option<(ArchiveProgress, WalArchiveView)>> = members
-            .iter()
-            .map(|m| {
-                let progress = monitor.archive_progress(&m.name)?;
-                let view = archive_view(&map, &progress, primary.as_ref().ok(), sampled_at);
-                Some((progress, view))
-            })
-            .collect();
+        let archives: Vec<Option<(ArchiveProgress, WalArchiveView)>> =
+            members
+                .iter()
+                .map(|m| {
+                    let progress = monitor.archive_progress(&m.name)?;
+                    let evidence = monitor.view(&m.name).and_then(|v| v.backup_evidence);
+                    let mut view = archive_view(&map, &progress, primary.as_ref().ok(), sampled_at);
+                    let engine = drctl_node::Engine::of(m);
+                    let base = evidence.iter().flat_map(|e| &e.oldest_backups).find(|b| {
+                    let start = b.start_lsn.as_deref().and_then(|t| engine.parse_position(t));
+                    matches!((start, progress.unbroken_from), (Some(s), Some(from)) if from <= s)
+                });
+                    if let (Some(base), Some(lag), Ok(p)) = (base, view.archive_lag_us, &primary) {
+                        view.restorable_from = base.ended_at;
+                        view.restorable_from_backup = Some(base.id.clone());
+                        view.restorable_to = Some(time_of(p.point.primary_time_us - lag));
+                    }
+                    Some((progress, view))
+                })
+                .collect();
 
         // The map only needs to reach back to the least advanced standby
         // or archive.
@@ -513,5 +525,8 @@ fn archive_view(
         archived_lsn: progress.archived.map(|p| p.ordinal() as i64),
         last_error: progress.last_error.clone(),
         sampled_at: Some(sampled_at),
+        restorable_from: None,
+        restorable_from_backup: None,
+        restorable_to: None,
     }
 }

@@ -193,6 +193,14 @@ pub fn parse_instant(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, St
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
+    // A duration reaching back past the Unix epoch (999999d: before year
+    // 1, which has no RFC 3339 form to answer with) means "everything":
+    // no evidence is older than the epoch.
+    parse_any_instant(text, now).map(|t| t.max(DateTime::UNIX_EPOCH))
+}
+
+/// The duration form of [`parse_instant`].
+fn parse_any_instant(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     // Split off the last character (which may be any Unicode character:
     // slice on its boundary, never on a byte count).
     let mut chars = text.chars();
@@ -218,6 +226,17 @@ pub fn parse_instant(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, St
 #[cfg(test)]
 mod tests {
     use super::parse_instant;
+
+    #[test]
+    fn durations_reach_back_no_further_than_the_epoch() {
+        let now = chrono::Utc::now();
+        assert_eq!(
+            parse_instant("999999d", now).unwrap(),
+            chrono::DateTime::UNIX_EPOCH
+        );
+        let old = parse_instant("0318-06-12T18:01:32+01:13", now).unwrap();
+        assert_eq!(old.to_rfc3339(), "0318-06-12T16:48:32+00:00");
+    }
 
     #[test]
     fn instants_take_rfc3339_and_durations_and_refuse_the_rest_without_panicking() {

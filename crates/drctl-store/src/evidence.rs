@@ -256,6 +256,27 @@ impl Store {
         crate::decode_row(row, backup_from_row, "decoding a backup")
     }
 
+    /// The oldest `limit` complete, retained backups of a service that did
+    /// not fail verification, oldest first: where a restore to a point can
+    /// start (the restorable window's beginning).
+    pub async fn oldest_complete_backups(
+        &self,
+        service: &str,
+        limit: i64,
+    ) -> Result<Vec<BackupRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {BACKUP_COLUMNS} FROM backups WHERE service = $1 AND status = 'complete' \
+             AND (verification IS NULL OR verification <> 'failed') AND deleted_at_us IS NULL \
+             ORDER BY ended_at_us ASC LIMIT $2"
+        ))
+        .bind(service)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .map_err(query_error("reading the oldest backups"))?;
+        crate::decode_rows(&rows, backup_from_row, "decoding a backup")
+    }
+
     /// The newest backup of a service whose restore test passed (strict mode).
     pub async fn newest_restore_tested_backup(
         &self,
