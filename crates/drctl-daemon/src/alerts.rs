@@ -1,6 +1,6 @@
 //! Alerts to webhooks: an RPO breach started or ended, the tier's proof
-//! went stale or fresh, a backup, verification or restore test failed, an
-//! operation started or ended.
+//! went stale or fresh, a backup, verification or restore test failed, the
+//! WAL archive stalled or resumed, an operation started or ended.
 //!
 //! Two loops. The **watcher** compares what is true now with what the
 //! store says is firing (`alert_state`) and raises an event only on a
@@ -111,8 +111,56 @@ fn service_conditions(monitor: &Monitor, now: DateTime<Utc>) -> Vec<Condition> {
             ),
             detail: serde_json::to_value(&c.evidence).unwrap_or(Value::Null),
         });
+        // Only where an archiver reports (the leader): elsewhere nothing
+        // is known, which is not the end of a stall.
+        if let Some(w) = &v.wal_archive {
+            let stalled = archive_stalled(w);
+            out.push(Condition {
+                key: format!("wal_archive:{}", v.service),
+                active: stalled.is_some(),
+                kind: AlertKind::Backup,
+                service: Some(v.service.clone()),
+                start: "wal_archive_stalled",
+                end: Some("wal_archive_resumed"),
+                // A cold service's exposure is its archive's lag.
+                severity: match v.tier.is_replicated() {
+                    true => AlertSeverity::Warning,
+                    false => AlertSeverity::Critical,
+                },
+                summary: match &stalled {
+                    Some(why) => format!("{}: {why}", v.service),
+                    None => format!("{}: the WAL archive is catching up again", v.service),
+                },
+                detail: json!({
+                    "archive_lag_s": w.archive_lag_us.map(|us| us as f64 / 1e6),
+                    "receiver": w.receiver, "receiver_error": w.receiver_error,
+                    "last_error": w.last_error, "source": w.source,
+                }),
+            });
+        }
     }
     out
+}
+
+/// A WAL archive falling behind is a stall when something is wrong (the
+/// receiver waits to start again, or shipping fails) and commits older
+/// than this are not archived yet: a receiver restarting after a failover
+/// catches up well before.
+const ARCHIVE_STALLED_AFTER: Duration = Duration::from_secs(30);
+
+/// Why the archive is stalled, or `None` when it is not.
+fn archive_stalled(w: &drctl_monitor::WalArchiveView) -> Option<String> {
+    let problem = w
+        .last_error
+        .clone()
+        .or_else(|| w.receiver_error.clone().filter(|_| w.receiver != "running"))?;
+    let lag = Duration::from_micros(u64::try_from(w.archive_lag_us?).ok()?);
+    (lag >= ARCHIVE_STALLED_AFTER).then(|| {
+        format!(
+            "the WAL archive is {} behind the primary: {problem}",
+            drctl_config::format_secs(lag.as_secs_f64())
+        )
+    })
 }
 
 /// Failed backups, verifications and restore tests, and operations that
@@ -549,6 +597,38 @@ fn stored_kind(kind: AlertKind) -> drctl_store::states::AlertKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wal_archive_stalls_when_something_is_wrong_and_it_falls_behind() {
+        let view = |receiver: &str, error: Option<&str>, lag_s: Option<i64>| {
+            drctl_monitor::WalArchiveView {
+                source: None,
+                receiver: receiver.into(),
+                receiver_error: error.map(str::to_string),
+                receive_lag_us: None,
+                archive_lag_us: lag_s.map(|s| s * 1_000_000),
+                lag_lower_bound: false,
+                received_lsn: None,
+                archived_lsn: None,
+                last_error: None,
+                sampled_at: None,
+                restorable_from: None,
+                restorable_from_backup: None,
+                restorable_to: None,
+            }
+        };
+        let full = "pg_receivewal: error: could not write: No space left on device";
+        let why = archive_stalled(&view("waiting", Some(full), Some(45))).unwrap();
+        assert!(
+            why.contains("45s behind") && why.contains("No space left"),
+            "{why}"
+        );
+        // Restarting after a failover, not behind yet; behind but healthy
+        // (a burst of writes); behind with the primary unreadable.
+        assert_eq!(archive_stalled(&view("waiting", Some(full), Some(5))), None);
+        assert_eq!(archive_stalled(&view("running", None, Some(45))), None);
+        assert_eq!(archive_stalled(&view("waiting", Some(full), None)), None);
+    }
 
     #[test]
     fn backoff_doubles_and_stops_at_five_minutes() {

@@ -65,7 +65,8 @@ pub enum AlertKind {
     Breach,
     /// The tier's proof (drill, restore test) became stale / fresh again.
     Evidence,
-    /// A backup, verification or restore test failed.
+    /// A backup, verification or restore test failed; the WAL archive
+    /// stalled / resumed.
     Backup,
     /// A failover, switchover, drill, rejoin or recover started / ended.
     Operation,
