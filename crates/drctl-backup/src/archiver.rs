@@ -51,7 +51,7 @@ impl ArchiverSpec {
     /// `drctl_archive_<service>`, as `pg_stat_replication` names the
     /// receiver.
     pub fn application_name(&self) -> String {
-        format!("drctl_archive_{}", self.service.replace('-', "_"))
+        drctl_node::archive_application_name(&self.service)
     }
 }
 

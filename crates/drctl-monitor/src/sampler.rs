@@ -244,7 +244,17 @@ pub(crate) async fn sample_cluster(
             members
                 .iter()
                 .map(|m| {
-                    let progress = monitor.archive_progress(&m.name)?;
+                    let mut progress = monitor.archive_progress(&m.name)?;
+                    // What the receiver has flushed, as the primary heard it
+                    // now (the archiver's own figure is as of its last pass).
+                    let name = drctl_node::archive_application_name(&m.name);
+                    let flushed = primary.as_ref().ok().and_then(|p| {
+                        p.archivers
+                            .iter()
+                            .find(|(n, _)| *n == name)
+                            .map(|(_, at)| *at)
+                    });
+                    progress.received = progress.received.max(flushed);
                     let evidence = monitor.view(&m.name).and_then(|v| v.backup_evidence);
                     let mut view = archive_view(&map, &progress, primary.as_ref().ok(), sampled_at);
                     let engine = drctl_node::Engine::of(m);

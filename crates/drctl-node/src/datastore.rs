@@ -292,10 +292,20 @@ impl From<drctl_pg::NodeState> for ServerState {
 
 /// The primary's clock and durable position, read together, and how many
 /// standbys stream from it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrimaryPosition {
     pub point: HeartbeatPoint,
     pub streaming_standbys: i64,
+    /// drctl's WAL archivers streaming from this primary
+    /// ([`archive_application_name`]) and how far each has made WAL
+    /// durable on its own disk.
+    pub archivers: Vec<(String, Position)>,
+}
+
+/// The name a service's WAL archiver streams under (PostgreSQL's
+/// `application_name`; its replication slot has the same name).
+pub fn archive_application_name(service: &str) -> String {
+    format!("drctl_archive_{}", service.replace('-', "_"))
 }
 
 /// What a standby holds, read at one moment.

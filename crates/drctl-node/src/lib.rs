@@ -40,10 +40,10 @@ mod position;
 mod postgres;
 
 pub use datastore::{
-    connect, connect_as, service_dsn, standby_source, BackupPositions, CatchUpGoal, CatchUpReport,
-    CloneSettings, Datastore, DatastoreError, DatastoreErrorKind, Engine, Login, PrimaryPosition,
-    Promotion, ReceiverState, ReceiverStatus, ServerState, SoftFence, StandbyPosition, ToolCommand,
-    WriteProbe,
+    archive_application_name, connect, connect_as, service_dsn, standby_source, BackupPositions,
+    CatchUpGoal, CatchUpReport, CloneSettings, Datastore, DatastoreError, DatastoreErrorKind,
+    Engine, Login, PrimaryPosition, Promotion, ReceiverState, ReceiverStatus, ServerState,
+    SoftFence, StandbyPosition, ToolCommand, WriteProbe,
 };
 /// How an agent's scratch copy is reached over TCP with TLS (set by the
 /// agent on clone and scratch-restore requests).

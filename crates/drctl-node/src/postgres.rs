@@ -162,6 +162,11 @@ impl Datastore for Postgres {
         Ok(PrimaryPosition {
             point: p.point.into(),
             streaming_standbys: p.streaming_standbys,
+            archivers: p
+                .archivers
+                .into_iter()
+                .map(|(name, lsn)| (name, lsn.into()))
+                .collect(),
         })
     }
 

@@ -69,12 +69,16 @@ pub struct HeartbeatPoint {
 }
 
 /// The primary's clock and flushed WAL position, read together.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PrimaryPosition {
     pub point: HeartbeatPoint,
     /// Standbys currently streaming from this primary (`pg_stat_replication`;
     /// drctl's own WAL archivers, `drctl_archive_*`, are not standbys).
     pub streaming_standbys: i64,
+    /// drctl's WAL archivers streaming from it, by application name, and
+    /// how far each has flushed WAL to its disk (its own report:
+    /// `pg_receivewal --synchronous` reports every flush at once).
+    pub archivers: Vec<(String, Lsn)>,
 }
 
 /// What a standby holds, read in one query.
@@ -113,7 +117,11 @@ const PRIMARY_POSITION: &str = "SELECT pg_is_in_recovery(), \
      CASE WHEN pg_is_in_recovery() THEN 0 \
           ELSE pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint END, \
      (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' \
-          AND application_name NOT LIKE 'drctl\\_archive\\_%')";
+          AND application_name NOT LIKE 'drctl\\_archive\\_%'), \
+     (SELECT string_agg(application_name || '=' || \
+                        pg_wal_lsn_diff(flush_lsn, '0/0')::bigint, ',') \
+        FROM pg_stat_replication WHERE application_name LIKE 'drctl\\_archive\\_%' \
+         AND flush_lsn IS NOT NULL)";
 
 const STANDBY_POSITION: &str = "SELECT pg_is_in_recovery(), \
      pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::bigint, \
@@ -230,7 +238,13 @@ impl PgEndpoint {
 
     /// Reads the primary's clock and flushed WAL position in one statement.
     pub async fn probe_primary_position(&self) -> Result<PrimaryPosition, PgError> {
-        let (in_recovery, now_us, lsn, streaming): (bool, i64, i64, i64) = self
+        let (in_recovery, now_us, lsn, streaming, archivers): (
+            bool,
+            i64,
+            i64,
+            i64,
+            Option<String>,
+        ) = self
             .with_conn("reading the primary's position", |c| {
                 Box::pin(sqlx::query_as(PRIMARY_POSITION).fetch_one(c))
             })
@@ -248,6 +262,14 @@ impl PgEndpoint {
                 lsn: Lsn::from_db(lsn),
             },
             streaming_standbys: streaming,
+            archivers: archivers
+                .unwrap_or_default()
+                .split(',')
+                .filter_map(|pair| {
+                    let (name, lsn) = pair.rsplit_once('=')?;
+                    Some((name.to_string(), Lsn::from_db(lsn.parse().ok()?)))
+                })
+                .collect(),
         })
     }
 
