@@ -618,8 +618,8 @@ async fn start_on(
         spool: wal.spool.clone(),
         tool_dir: drctl_pg::find_pg_client_bin()?,
         archive: crate::jobs::wal_archive_of(config, svc).await?,
-        pass_every: Duration::from_secs(1),
-        partial_every: Duration::from_secs(1),
+        pass_every: wal.ship_interval,
+        partial_every: wal.ship_interval,
     };
     let spec = ArchiverSpec {
         slot: spec.application_name(),

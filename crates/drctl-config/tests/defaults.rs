@@ -289,6 +289,7 @@ strict = true
             // On by default, spooled beside the config file.
             wal_archive: Some(WalArchivePolicy {
                 spool: "/etc/drctl/wal-spool/catalog".into(),
+                ship_interval: Duration::from_millis(500),
             }),
         })
     );
@@ -310,6 +311,7 @@ strict = true
             encryption_key: None,
             wal_archive: Some(WalArchivePolicy {
                 spool: "/etc/drctl/wal-spool/orders".into(),
+                ship_interval: Duration::from_millis(500),
             }),
         })
     );

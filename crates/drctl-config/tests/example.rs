@@ -172,6 +172,7 @@ fn shop_example_backs_up_to_the_dr_bucket_and_offsite() {
                 .unwrap()
                 .join("wal-spool")
                 .join(name),
+            ship_interval: Duration::from_millis(500),
         })
     };
     assert_eq!(

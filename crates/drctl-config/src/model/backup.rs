@@ -129,6 +129,9 @@ pub struct BackupPolicy {
 pub struct WalArchivePolicy {
     /// Where the receiver writes before WAL is shipped (absolute).
     pub spool: PathBuf,
+    /// How often the spool is shipped (`wal_ship_interval`).
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub ship_interval: Duration,
 }
 
 /// Grandfather-father-son retention: a backup is kept while any rule wants

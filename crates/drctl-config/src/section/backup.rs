@@ -16,6 +16,9 @@ const DEFAULT_COMPRESSION_THREADS: u32 = 0;
 const DEFAULT_STRICT: bool = false;
 const DEFAULT_WAL_ARCHIVE: bool = true;
 const DEFAULT_WAL_SPOOL_DIR: &str = "wal-spool";
+const DEFAULT_WAL_SHIP_INTERVAL: Duration = Duration::from_millis(500);
+/// Shipping more often than this is a store's request rate, not a lag.
+const MIN_WAL_SHIP_INTERVAL: Duration = Duration::from_millis(100);
 /// Half a year of monthly restore points without keeping every hourly
 /// backup.
 const DEFAULT_KEEP_LAST: u32 = 7;
@@ -46,6 +49,7 @@ pub(crate) const BACKUP: Section = Section {
         key("encryption_key_file", K::Path, D::Unset, "A file holding the key that encrypts backups."),
         key("wal_archive", K::Boolean, D::Boolean(DEFAULT_WAL_ARCHIVE), "Continuous WAL archiving, for restores to any point in time: the leading daemon streams the primary's WAL through a replication slot (`drctl_archive_SERVICE`, `pg_receivewal --synchronous`) into `wal_spool` and ships it to `store` like backups (compressed, sealed with the backup key, locked with the store's Object Lock). `false` turns it off; the slot it left on the primary then holds WAL until dropped (`SELECT pg_drop_replication_slot('drctl_archive_SERVICE')`)."),
         key("wal_spool", K::Path, D::Derived("`wal-spool/SERVICE` beside the config file"), "Where the receiver writes before WAL is shipped: a directory on the daemon's host, on durable storage (not a tmpfs), one per service."),
+        key("wal_ship_interval", K::Duration, D::Duration(DEFAULT_WAL_SHIP_INTERVAL), "How often the spool is shipped, at least 100ms: the archive lag's floor. Each pass that finds new WAL writes one object (a PUT request: two a second at the default while the primary writes)."),
     ],
 };
 
@@ -225,6 +229,26 @@ fn wal_archive(
         None => DEFAULT_WAL_ARCHIVE,
         Some(f) => cx.boolean(&f)?.value,
     };
+    let ship_interval = match table.get("wal_ship_interval") {
+        None => DEFAULT_WAL_SHIP_INTERVAL,
+        Some(f) => {
+            let d = cx.duration(&f)?;
+            if d.value < MIN_WAL_SHIP_INTERVAL {
+                cx.error(
+                    &d.span,
+                    &f.path,
+                    format!(
+                        "{} is shorter than {}",
+                        crate::format_duration(d.value),
+                        crate::format_duration(MIN_WAL_SHIP_INTERVAL)
+                    ),
+                    Some("e.g. wal_ship_interval = \"500ms\"".into()),
+                );
+                return None;
+            }
+            d.value
+        }
+    };
     let spool = match table.get("wal_spool") {
         None => None,
         Some(f) => {
@@ -245,11 +269,13 @@ fn wal_archive(
         (false, None) => Some(None),
         (true, Some((_, spool))) => Some(Some(WalArchivePolicy {
             spool: spool.components().collect(),
+            ship_interval,
         })),
         // A service without a name is reported where the name is.
         (true, None) => service.map(|name| {
             Some(WalArchivePolicy {
                 spool: base_dir.join(DEFAULT_WAL_SPOOL_DIR).join(name),
+                ship_interval,
             })
         }),
         (false, Some((f, _))) => {
