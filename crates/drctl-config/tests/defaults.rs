@@ -841,3 +841,59 @@ dsn_env = "ORDERS_CENTRAL_DSN"
     assert_eq!(orders.nodes["eu-central"].agent, None, "drctl's own host");
     assert_eq!(orders.failover.rejoin, RejoinPolicy::Auto, "the default");
 }
+
+/// The WAL spool's default home is drctl's state directory: the SQLite
+/// store's (writable, as /var/lib/drctl under systemd or a container's
+/// state volume, where the config directory is read-only), else the
+/// config file's; a spool written out is taken as given.
+#[test]
+fn the_wal_spool_defaults_beside_the_state_store() {
+    let spool = |store: &str, backup_extra: &str| {
+        let text = format!(
+            r#"
+{store}
+[[regions]]
+name = "eu-west"
+
+[[object_stores]]
+name = "dr-bucket"
+kind = "local"
+path = "backups"
+
+[[services]]
+name = "orders"
+tier = "cold"
+regions = ["eu-west"]
+primary = "eu-west"
+
+[services.postgres.eu-west]
+dsn = "postgres://app@127.0.0.1:5432/orders"
+
+[services.backup]
+store = "dr-bucket"
+{backup_extra}
+"#
+        );
+        let config = drctl_config::parse("s.toml", &text, Path::new("/etc/drctl")).unwrap();
+        let policy = config.service("orders").unwrap().backup.clone().unwrap();
+        policy.wal_archive.map(|w| w.spool)
+    };
+    let at = |p: &str| Some(std::path::PathBuf::from(p));
+    assert_eq!(
+        spool(
+            "[store]\nurl = \"sqlite:///var/lib/drctl/drctl-state.db\"",
+            ""
+        ),
+        at("/var/lib/drctl/wal-spool/orders")
+    );
+    assert_eq!(spool("", ""), at("/etc/drctl/wal-spool/orders"));
+    assert_eq!(
+        spool("[store]\nurl = \"postgres://drctl@db:5432/drctl\"", ""),
+        at("/etc/drctl/wal-spool/orders")
+    );
+    assert_eq!(
+        spool("", "wal_spool = \"/srv/spool/orders\""),
+        at("/srv/spool/orders")
+    );
+    assert_eq!(spool("", "wal_archive = false"), None);
+}

@@ -48,7 +48,7 @@ pub(crate) const BACKUP: Section = Section {
         key("encryption_key_env", K::EnvVar, D::Unset, "An environment variable holding the key that encrypts backups; at most one of the two."),
         key("encryption_key_file", K::Path, D::Unset, "A file holding the key that encrypts backups."),
         key("wal_archive", K::Boolean, D::Boolean(DEFAULT_WAL_ARCHIVE), "Continuous WAL archiving, for restores to any point in time: the leading daemon streams the primary's WAL through a replication slot (`drctl_archive_SERVICE`, `pg_receivewal --synchronous`) into `wal_spool` and ships it to `store` like backups (compressed, sealed with the backup key, locked with the store's Object Lock). `false` turns it off; the slot it left on the primary then holds WAL until dropped (`SELECT pg_drop_replication_slot('drctl_archive_SERVICE')`)."),
-        key("wal_spool", K::Path, D::Derived("`wal-spool/SERVICE` beside the config file"), "Where the receiver writes before WAL is shipped: a directory on the daemon's host, on durable storage (not a tmpfs), one per service."),
+        key("wal_spool", K::Path, D::Derived("`wal-spool/SERVICE` beside the SQLite state store, else beside the config file"), "Where the receiver writes before WAL is shipped: a directory on the daemon's host, on durable storage (not a tmpfs), one per service."),
         key("wal_ship_interval", K::Duration, D::Duration(DEFAULT_WAL_SHIP_INTERVAL), "How often the spool is shipped, at least 100ms: the archive lag's floor. Each pass that finds new WAL writes one object (a PUT request: two a second at the default while the primary writes)."),
     ],
 };
@@ -76,6 +76,8 @@ pub(crate) struct Origin<'a> {
     pub service: Option<&'a str>,
     /// The config file's directory.
     pub base_dir: &'a Path,
+    /// drctl's state directory ([`super::common::References::state_dir`]).
+    pub state_dir: &'a Path,
 }
 
 /// `[services.backup]`. `datastore` is `None` when the service has no
@@ -90,7 +92,11 @@ pub(crate) fn backup(
     datastore: Option<Option<&BTreeMap<String, DsnSource>>>,
     at: Origin<'_>,
 ) -> Option<BackupPolicy> {
-    let Origin { service, base_dir } = at;
+    let Origin {
+        service,
+        base_dir,
+        state_dir,
+    } = at;
     let table = cx.table(field)?;
     backup_keys(cx, &table);
     let mut ok = true;
@@ -196,7 +202,7 @@ pub(crate) fn backup(
     };
 
     let encryption_key = encryption_key(cx, &table, base_dir);
-    let wal_archive = wal_archive(cx, &table, service, base_dir);
+    let wal_archive = wal_archive(cx, &table, service, base_dir, state_dir);
 
     let policy = BackupPolicy {
         store: store?.value,
@@ -218,12 +224,14 @@ pub(crate) fn backup(
 }
 
 /// `wal_archive` (on unless set to false) and `wal_spool` (by default
-/// `wal-spool/SERVICE` beside the config file, as the state store is).
+/// `wal-spool/SERVICE` in drctl's state directory: beside the SQLite
+/// store, else beside the config file).
 fn wal_archive(
     cx: &mut Cx,
     table: &Table,
     service: Option<&str>,
     base_dir: &Path,
+    state_dir: &Path,
 ) -> Option<Option<WalArchivePolicy>> {
     let on = match table.get("wal_archive") {
         None => DEFAULT_WAL_ARCHIVE,
@@ -274,7 +282,7 @@ fn wal_archive(
         // A service without a name is reported where the name is.
         (true, None) => service.map(|name| {
             Some(WalArchivePolicy {
-                spool: base_dir.join(DEFAULT_WAL_SPOOL_DIR).join(name),
+                spool: state_dir.join(DEFAULT_WAL_SPOOL_DIR).join(name),
                 ship_interval,
             })
         }),

@@ -24,6 +24,9 @@ pub(crate) struct References<'a> {
     pub(crate) dns_providers: Option<&'a [ProviderRef<'a>]>,
     /// `[agents]` is declared (a node's `agent` needs it).
     pub(crate) agents: bool,
+    /// Where drctl keeps state on its host: the SQLite store's directory,
+    /// else the config file's (the WAL spools' default home).
+    pub(crate) state_dir: &'a std::path::Path,
 }
 
 /// An optional sub-table; `None` when absent or not a table (reported).

@@ -77,10 +77,15 @@ pub(crate) fn config(
             })
             .collect()
     });
+    let state_dir = store
+        .as_ref()
+        .and_then(super::store::sqlite_dir)
+        .unwrap_or_else(|| base_dir.to_path_buf());
     let refs = References {
         stores: store_names.as_deref(),
         dns_providers: provider_refs.as_deref(),
         agents: root.get("agents").is_some(),
+        state_dir: &state_dir,
     };
     let webhooks = webhooks(cx, root, base_dir);
     let scratch = scratch(cx, root, base_dir);

@@ -201,6 +201,7 @@ pub(crate) fn service(
             Origin {
                 service: name.as_ref().map(|(n, _)| n.value.as_str()),
                 base_dir,
+                state_dir: refs.state_dir,
             },
         )
         .map(Some),

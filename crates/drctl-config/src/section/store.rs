@@ -80,3 +80,15 @@ fn resolve_sqlite(after_scheme: &str, base_dir: &Path) -> Option<String> {
     }
     Some(format!("sqlite://{}{query}", base_dir.join(path).display()))
 }
+
+/// The directory of a SQLite store's file (`None` for PostgreSQL or an
+/// in-memory database): drctl's state directory on its host.
+pub(crate) fn sqlite_dir(store: &StoreConfig) -> Option<std::path::PathBuf> {
+    let url = store.url.expose();
+    let rest = url.strip_prefix("sqlite://")?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() || path == ":memory:" {
+        return None;
+    }
+    Path::new(path).parent().map(Path::to_path_buf)
+}
