@@ -40,7 +40,8 @@ async fn a_restore_to_just_before_lab_corrupt_brings_back_every_row() {
 
     wait_for("the WAL archiver", Duration::from_secs(60), || async {
         let w = daemon.monitor.view("orders")?.wal_archive?;
-        (w.receiver == "running" && w.archive_lag_us.is_some()).then_some(())
+        (w.receiver == drctl_monitor::ArchiveReceiver::Running && w.archive_lag_us.is_some())
+            .then_some(())
     })
     .await;
     let (code, out, err) = drctl(&["backup", "run", "orders", "--config", &cfg, "-o", "json"]);

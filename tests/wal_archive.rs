@@ -1458,8 +1458,10 @@ async fn the_archive_lag_is_the_age_of_the_oldest_commit_a_restore_would_lose() 
     let measured = drctl_tests::wait_for("the archive lag", Duration::from_secs(60), || async {
         let v = view();
         let w = v.wal_archive.clone()?;
-        (w.receiver == "running" && w.archive_lag_us.is_some() && v.rpo_exposure_us.is_some())
-            .then_some(v)
+        (w.receiver == drctl_monitor::ArchiveReceiver::Running
+            && w.archive_lag_us.is_some()
+            && v.rpo_exposure_us.is_some())
+        .then_some(v)
     })
     .await;
     assert_eq!(

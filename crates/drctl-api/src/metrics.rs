@@ -94,7 +94,7 @@ pub(crate) fn render(
             }
             receiver_up
                 .get_or_create(&svc)
-                .set((w.receiver == "running") as i64);
+                .set((w.receiver == drctl_monitor::ArchiveReceiver::Running) as i64);
         }
         for sb in &v.standbys {
             let l = vec![

@@ -288,7 +288,7 @@ impl From<&drctl_monitor::WalArchiveView> for WalArchiveFigures {
     fn from(w: &drctl_monitor::WalArchiveView) -> Self {
         WalArchiveFigures {
             source: w.source.clone(),
-            receiver: w.receiver.clone(),
+            receiver: w.receiver.to_string(),
             receiver_error: w.receiver_error.clone(),
             receive_lag_s: secs_from_us(w.receive_lag_us),
             archive_lag_s: secs_from_us(w.archive_lag_us),

@@ -150,10 +150,11 @@ const ARCHIVE_STALLED_AFTER: Duration = Duration::from_secs(30);
 
 /// Why the archive is stalled, or `None` when it is not.
 fn archive_stalled(w: &drctl_monitor::WalArchiveView) -> Option<String> {
-    let problem = w
-        .last_error
-        .clone()
-        .or_else(|| w.receiver_error.clone().filter(|_| w.receiver != "running"))?;
+    let problem = w.last_error.clone().or_else(|| {
+        w.receiver_error
+            .clone()
+            .filter(|_| w.receiver != drctl_monitor::ArchiveReceiver::Running)
+    })?;
     let lag = Duration::from_micros(u64::try_from(w.archive_lag_us?).ok()?);
     (lag >= ARCHIVE_STALLED_AFTER).then(|| {
         format!(
@@ -600,10 +601,11 @@ mod tests {
 
     #[test]
     fn a_wal_archive_stalls_when_something_is_wrong_and_it_falls_behind() {
-        let view = |receiver: &str, error: Option<&str>, lag_s: Option<i64>| {
-            drctl_monitor::WalArchiveView {
+        use drctl_monitor::ArchiveReceiver::{Running, Waiting};
+        let view =
+            |receiver, error: Option<&str>, lag_s: Option<i64>| drctl_monitor::WalArchiveView {
                 source: None,
-                receiver: receiver.into(),
+                receiver,
                 receiver_error: error.map(str::to_string),
                 receive_lag_us: None,
                 archive_lag_us: lag_s.map(|s| s * 1_000_000),
@@ -615,19 +617,18 @@ mod tests {
                 restorable_from: None,
                 restorable_from_backup: None,
                 restorable_to: None,
-            }
-        };
+            };
         let full = "pg_receivewal: error: could not write: No space left on device";
-        let why = archive_stalled(&view("waiting", Some(full), Some(45))).unwrap();
+        let why = archive_stalled(&view(Waiting, Some(full), Some(45))).unwrap();
         assert!(
             why.contains("45s behind") && why.contains("No space left"),
             "{why}"
         );
         // Restarting after a failover, not behind yet; behind but healthy
         // (a burst of writes); behind with the primary unreadable.
-        assert_eq!(archive_stalled(&view("waiting", Some(full), Some(5))), None);
-        assert_eq!(archive_stalled(&view("running", None, Some(45))), None);
-        assert_eq!(archive_stalled(&view("waiting", Some(full), None)), None);
+        assert_eq!(archive_stalled(&view(Waiting, Some(full), Some(5))), None);
+        assert_eq!(archive_stalled(&view(Running, None, Some(45))), None);
+        assert_eq!(archive_stalled(&view(Waiting, Some(full), None)), None);
     }
 
     #[test]

@@ -331,19 +331,22 @@ async fn lead_while_elected(
 /// archive's lags on the primary's heartbeat map.
 fn archive_publisher(monitor: &Monitor) -> drctl_backup::archiver::Publish {
     use drctl_backup::archiver::ReceiverState;
+    use drctl_monitor::ArchiveReceiver;
     let monitor = monitor.clone();
     Arc::new(move |service, status| {
         let (receiver, receiver_error) = match &status.receiver {
-            ReceiverState::Starting => ("starting", None),
-            ReceiverState::Running { .. } => ("running", None),
-            ReceiverState::Waiting { last_exit, .. } => ("waiting", Some(last_exit.clone())),
-            ReceiverState::Stopped => ("stopped", None),
+            ReceiverState::Starting => (ArchiveReceiver::Starting, None),
+            ReceiverState::Running { .. } => (ArchiveReceiver::Running, None),
+            ReceiverState::Waiting { last_exit, .. } => {
+                (ArchiveReceiver::Waiting, Some(last_exit.clone()))
+            }
+            ReceiverState::Stopped => (ArchiveReceiver::Stopped, None),
         };
         monitor.publish_archive(
             service,
             drctl_monitor::ArchiveProgress {
                 source: status.source.clone(),
-                receiver: receiver.to_string(),
+                receiver,
                 receiver_error,
                 received: status.receiving.as_ref().map(|(_, lsn)| (*lsn).into()),
                 archived: status.archived.map(Into::into),

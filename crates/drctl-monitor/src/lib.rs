@@ -93,6 +93,20 @@ pub struct ServiceView {
     pub wal_archive: Option<WalArchiveView>,
 }
 
+/// The WAL archive's receiver, as its archiver last said.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, strum::Display)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum ArchiveReceiver {
+    /// Not started yet.
+    #[default]
+    Starting,
+    Running,
+    /// Exited; started again after a pause.
+    Waiting,
+    Stopped,
+}
+
 /// Where a service's WAL archiver stands, as its supervisor publishes it
 /// ([`Monitor::publish_archive`]): positions, not lags (the monitor places
 /// them on the primary's heartbeat map).
@@ -100,8 +114,7 @@ pub struct ServiceView {
 pub struct ArchiveProgress {
     /// The server streamed from (`service/region`).
     pub source: Option<String>,
-    /// `starting`, `running`, `waiting` or `stopped`.
-    pub receiver: String,
+    pub receiver: ArchiveReceiver,
     /// While the receiver waits to start again: why it exited.
     pub receiver_error: Option<String>,
     /// How far whole WAL records reach on the receiver's disk.
@@ -121,7 +134,7 @@ pub struct ArchiveProgress {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct WalArchiveView {
     pub source: Option<String>,
-    pub receiver: String,
+    pub receiver: ArchiveReceiver,
     pub receiver_error: Option<String>,
     /// Commits not yet durable outside the primary (on the receiver's disk).
     pub receive_lag_us: Option<i64>,

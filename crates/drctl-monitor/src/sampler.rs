@@ -365,7 +365,7 @@ pub(crate) async fn sample_cluster(
                     standby_durable_lsn: view.archived_lsn,
                     standby_replay_lsn: None,
                     naive_replay_delay_us: None,
-                    wal_receiver: Some(view.receiver.clone()),
+                    wal_receiver: Some(view.receiver.to_string()),
                     probe_us: Some(probe_us),
                     error: view
                         .last_error
@@ -525,7 +525,7 @@ fn archive_view(
     let archived = lag(progress.archived);
     WalArchiveView {
         source: progress.source.clone(),
-        receiver: progress.receiver.clone(),
+        receiver: progress.receiver,
         receiver_error: progress.receiver_error.clone(),
         receive_lag_us: received.map(|e| e.us),
         archive_lag_us: archived.map(|e| e.us),
